@@ -1,0 +1,174 @@
+//! What the engine needs to know besides telemetry: windows, timestamp
+//! granularity, the feature catalog and the customers' contracts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::model::EventTime;
+
+/// One hour in event-time milliseconds.
+pub const HOUR_MS: u64 = 3_600_000;
+/// One day in event-time milliseconds.
+pub const DAY_MS: u64 = 24 * HOUR_MS;
+
+/// A tumbling event-time window length, with the label stores and APIs use.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct WindowSpec {
+    /// Label, e.g. `1h` or `1d`.
+    pub name: Arc<str>,
+    /// Length in milliseconds.
+    pub length_ms: u64,
+}
+
+impl WindowSpec {
+    /// A window of `length_ms`, labelled `name`.
+    pub fn new(name: &str, length_ms: u64) -> Self {
+        Self {
+            name: name.into(),
+            length_ms,
+        }
+    }
+
+    /// Start of the window that holds `at` (windows are aligned to the epoch).
+    pub fn start_of(&self, at: EventTime) -> EventTime {
+        at - at % self.length_ms
+    }
+
+    /// Length in hours.
+    pub fn hours(&self) -> f64 {
+        self.length_ms as f64 / HOUR_MS as f64
+    }
+}
+
+/// Which features count as advanced (the rest are basic). Bits in
+/// [`crate::Sample::advanced_features`] index this list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureCatalog {
+    /// Advanced feature names, at most 32.
+    pub advanced: Vec<String>,
+}
+
+impl Default for FeatureCatalog {
+    fn default() -> Self {
+        Self {
+            advanced: [
+                "eco_mode",
+                "auto_grade_assist",
+                "payload_weighing",
+                "remote_diagnostics",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+impl FeatureCatalog {
+    /// Bit of an advanced feature, `None` for a basic one.
+    pub fn advanced_bit(&self, feature: &str) -> Option<u32> {
+        self.advanced
+            .iter()
+            .position(|f| f == feature)
+            .map(|i| 1u32 << i)
+    }
+}
+
+/// Contract facts of one customer that KPIs depend on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerContract {
+    /// Devices the customer bought (the denominator of utilisation).
+    pub devices_purchased: u32,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineConfig {
+    /// Tumbling windows computed for every customer and device.
+    pub windows: Vec<WindowSpec>,
+    /// Granularity of timely timestamps, ms. Event times are floored to it, so
+    /// progress tracking handles one timestamp per tick, not per sample.
+    /// Every window length must be a multiple of it.
+    pub tick_ms: u64,
+    /// Advanced vs basic features.
+    pub features: FeatureCatalog,
+    /// Contracts by customer id. A customer missing here gets the number of
+    /// its devices seen so far as devices purchased.
+    pub customers: HashMap<String, CustomerContract>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            windows: vec![
+                WindowSpec::new("1h", HOUR_MS),
+                WindowSpec::new("1d", DAY_MS),
+            ],
+            tick_ms: 60_000,
+            features: FeatureCatalog::default(),
+            customers: HashMap::new(),
+        }
+    }
+}
+
+/// An engine setting that cannot work.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `tick_ms` is zero.
+    #[error("engine tick must be longer than 0 ms")]
+    ZeroTick,
+    /// No window is configured.
+    #[error("at least one window is required")]
+    NoWindows,
+    /// A window is not a whole number of ticks.
+    #[error("window `{window}` ({length_ms} ms) is not a multiple of the tick ({tick_ms} ms)")]
+    WindowNotMultipleOfTick {
+        /// The window label.
+        window: String,
+        /// Its length.
+        length_ms: u64,
+        /// The tick.
+        tick_ms: u64,
+    },
+    /// Two windows share a label.
+    #[error("window label `{0}` is used twice")]
+    DuplicateWindow(String),
+    /// More than 32 advanced features.
+    #[error("at most 32 advanced features are supported, {0} configured")]
+    TooManyFeatures(usize),
+}
+
+impl EngineConfig {
+    /// Checks the settings the dataflow relies on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tick_ms == 0 {
+            return Err(ConfigError::ZeroTick);
+        }
+        if self.windows.is_empty() {
+            return Err(ConfigError::NoWindows);
+        }
+        for (i, w) in self.windows.iter().enumerate() {
+            if w.length_ms == 0 || w.length_ms % self.tick_ms != 0 {
+                return Err(ConfigError::WindowNotMultipleOfTick {
+                    window: w.name.to_string(),
+                    length_ms: w.length_ms,
+                    tick_ms: self.tick_ms,
+                });
+            }
+            if self.windows[..i].iter().any(|o| o.name == w.name) {
+                return Err(ConfigError::DuplicateWindow(w.name.to_string()));
+            }
+        }
+        if self.features.advanced.len() > 32 {
+            return Err(ConfigError::TooManyFeatures(self.features.advanced.len()));
+        }
+        Ok(())
+    }
+
+    /// Floors an event time to the tick.
+    pub fn tick_of(&self, at: EventTime) -> EventTime {
+        at - at % self.tick_ms
+    }
+}

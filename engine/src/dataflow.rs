@@ -1,0 +1,49 @@
+//! Wires the operators into the fleetpulse dataflow. No logic here.
+
+use std::sync::Arc;
+
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::Concat;
+
+use crate::config::EngineConfig;
+use crate::kpi::{CustomerAccumulator, DeviceAccumulator, Output};
+use crate::model::{DeviceBatch, EventTime, Id, Usage};
+use crate::operators::{DeviceStateExt, TumblingWindowExt, route};
+use crate::stats::EngineStats;
+
+/// Builds the dataflow over a stream of device batches:
+///
+/// ```text
+/// batches -> exchange by device -> dedup + per-device increments (usage)
+///   usage -> per-device windows (same worker)              -> Output::Device
+///   usage -> exchange by customer -> per-customer windows  -> Output::Customer
+/// ```
+pub fn build<'scope>(
+    batches: StreamVec<'scope, EventTime, DeviceBatch>,
+    config: Arc<EngineConfig>,
+    stats: Arc<EngineStats>,
+) -> StreamVec<'scope, EventTime, Output> {
+    let usage = batches.device_usage(config.clone(), stats);
+    let devices = usage
+        .clone()
+        .tumbling_windows::<_, DeviceAccumulator, _, _>(
+            Pipeline,
+            "DeviceWindows",
+            config.clone(),
+            device_key,
+            Output::Device,
+        );
+    let customers = usage.tumbling_windows::<_, CustomerAccumulator, _, _>(
+        Exchange::new(|u: &Usage| route(&*u.customer)),
+        "CustomerWindows",
+        config,
+        |u: &Usage| u.customer.clone(),
+        Output::Customer,
+    );
+    devices.concat(customers)
+}
+
+fn device_key(usage: &Usage) -> (Id, Id) {
+    (usage.customer.clone(), usage.device.clone())
+}

@@ -1,0 +1,142 @@
+//! Per-customer window KPIs: adoption (depth, breadth, utilisation) and value.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::WindowAccumulator;
+use crate::config::{EngineConfig, WindowSpec};
+use crate::model::{EventTime, Id, Usage};
+
+/// A customer's KPIs over one closed window. Field names are the store's
+/// field names (docs/SCHEMA.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomerKpi {
+    /// Customer id.
+    pub customer: Id,
+    /// Window label (`1h`, `1d`).
+    pub window: Id,
+    /// Window start, ms since the epoch.
+    pub window_start: EventTime,
+    /// Window end (exclusive), ms since the epoch.
+    pub window_end: EventTime,
+    /// Devices in the contract; utilisation's denominator.
+    pub devices_purchased: u32,
+    /// Devices that sent at least one reading in the window.
+    pub reporting_devices: u32,
+    /// Devices that logged operating hours in the window.
+    pub active_devices: u32,
+    /// Operating hours over available hours of purchased devices (0..1).
+    pub utilisation: f64,
+    /// Operating hours.
+    pub operating_hours: f64,
+    /// Idle hours.
+    pub idle_hours: f64,
+    /// Fuel used, litres.
+    pub fuel_litres: f64,
+    /// Work cycles.
+    pub cycles: u64,
+    /// Output units (tons, parts, inspections).
+    pub output_units: f64,
+    /// Manual interventions.
+    pub manual_interventions: u64,
+    /// Distinct operators logged in.
+    pub distinct_operators: u32,
+    /// Distinct advanced features used.
+    pub advanced_features_used: u32,
+    /// Advanced features used over advanced features in the catalog (0..1).
+    pub advanced_feature_share: f64,
+    /// Faults raised.
+    pub fault_count: u64,
+    /// Readings received.
+    pub samples: u64,
+}
+
+/// Running totals of one customer in one window.
+#[derive(Debug, Default)]
+pub struct CustomerAccumulator {
+    reporting: HashSet<Id>,
+    active: HashSet<Id>,
+    operators: HashSet<Id>,
+    advanced_features: u32,
+    operating_hours: f64,
+    idle_hours: f64,
+    fuel_litres: f64,
+    cycles: u64,
+    output_units: f64,
+    manual_interventions: u64,
+    fault_count: u64,
+    samples: u64,
+    customer: Option<Id>,
+}
+
+impl WindowAccumulator for CustomerAccumulator {
+    type Record = CustomerKpi;
+
+    fn add(&mut self, usage: &Usage) {
+        if self.customer.is_none() {
+            self.customer = Some(usage.customer.clone());
+        }
+        if !self.reporting.contains(&usage.device) {
+            self.reporting.insert(usage.device.clone());
+        }
+        if usage.operating_hours > 0.0 && !self.active.contains(&usage.device) {
+            self.active.insert(usage.device.clone());
+        }
+        if let Some(operator) = &usage.operator {
+            if !self.operators.contains(operator) {
+                self.operators.insert(operator.clone());
+            }
+        }
+        self.advanced_features |= usage.advanced_features;
+        self.operating_hours += usage.operating_hours;
+        self.idle_hours += usage.idle_hours;
+        self.fuel_litres += usage.fuel_litres;
+        self.cycles += u64::from(usage.cycles);
+        self.output_units += usage.output_units;
+        self.manual_interventions += u64::from(usage.manual_interventions);
+        self.fault_count += u64::from(usage.faults);
+        self.samples += 1;
+    }
+
+    fn finish(self, window: &WindowSpec, start: EventTime, config: &EngineConfig) -> CustomerKpi {
+        let customer = self.customer.unwrap_or_else(|| "".into());
+        let reporting_devices = self.reporting.len() as u32;
+        let devices_purchased = config
+            .customers
+            .get(&*customer)
+            .map_or(reporting_devices, |c| c.devices_purchased);
+        let available_hours = f64::from(devices_purchased) * window.hours();
+        let advanced_in_catalog = config.features.advanced.len() as u32;
+        let advanced_features_used = self.advanced_features.count_ones();
+        CustomerKpi {
+            customer,
+            window: window.name.clone(),
+            window_start: start,
+            window_end: start + window.length_ms,
+            devices_purchased,
+            reporting_devices,
+            active_devices: self.active.len() as u32,
+            utilisation: ratio(self.operating_hours, available_hours),
+            operating_hours: self.operating_hours,
+            idle_hours: self.idle_hours,
+            fuel_litres: self.fuel_litres,
+            cycles: self.cycles,
+            output_units: self.output_units,
+            manual_interventions: self.manual_interventions,
+            distinct_operators: self.operators.len() as u32,
+            advanced_features_used,
+            advanced_feature_share: ratio(
+                f64::from(advanced_features_used),
+                f64::from(advanced_in_catalog),
+            ),
+            fault_count: self.fault_count,
+            samples: self.samples,
+        }
+    }
+}
+
+/// `num / den`, or 0 when there is nothing to divide by.
+pub(crate) fn ratio(num: f64, den: f64) -> f64 {
+    if den > 0.0 { num / den } else { 0.0 }
+}

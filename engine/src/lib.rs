@@ -1,0 +1,30 @@
+//! The fleetpulse engine: a timely dataflow that turns device telemetry into
+//! per-customer KPIs over event-time windows. Pure: no sockets, files or
+//! clocks; time arrives as data.
+//!
+//! - [`kpi`]: KPI arithmetic, plain Rust;
+//! - [`operators`]: one timely operator per file;
+//! - [`dataflow`]: wires them;
+//! - [`workers`]: runs the dataflow on W worker threads behind channels;
+//! - [`watermark`]: when event time has provably advanced;
+//! - [`run`]: the whole engine over an in-memory list of batches, for tests
+//!   and benchmarks.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod dataflow;
+pub mod kpi;
+pub mod model;
+pub mod operators;
+pub mod reference;
+pub mod run;
+pub mod stats;
+pub mod watermark;
+pub mod workers;
+
+pub use config::{CustomerContract, EngineConfig, FeatureCatalog, WindowSpec};
+pub use kpi::{CustomerKpi, DeviceKpi, Output};
+pub use model::{DeviceBatch, EventTime, Id, MachineState, Sample, Usage};
+pub use stats::{EngineStats, StatsSnapshot};
+pub use watermark::{Late, Watermark};
+pub use workers::{Engine, EngineError, EngineEvent, EngineOptions};

@@ -1,0 +1,139 @@
+//! Domain types the engine consumes: device telemetry already decoded and
+//! validated by ingest. No wire types here (see `ingest/src/convert.rs`).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// Event time: milliseconds since the Unix epoch, UTC.
+pub type EventTime = u64;
+
+/// An id shared by many records (customer, site, device, operator): cloning is
+/// a reference-count bump, not an allocation.
+pub type Id = Arc<str>;
+
+/// What a machine was doing at a sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum MachineState {
+    /// State not reported.
+    #[default]
+    Unknown,
+    /// Doing work.
+    Running,
+    /// Powered and manned, not working.
+    Idle,
+    /// Powered down; the telematics unit still sends heartbeats.
+    Off,
+    /// Stopped by a fault.
+    Fault,
+}
+
+impl MachineState {
+    /// Lower-case name used in stores and APIs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Running => "running",
+            Self::Idle => "idle",
+            Self::Off => "off",
+            Self::Fault => "fault",
+        }
+    }
+}
+
+/// One reading of a machine, as reported (cumulative counters still cumulative).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Sample {
+    /// Event time of the reading.
+    pub at: EventTime,
+    /// Machine state at the reading.
+    pub state: MachineState,
+    /// Cumulative operating hours over the machine's life.
+    pub operating_hours: f64,
+    /// Cumulative idle hours over the machine's life.
+    pub idle_hours: f64,
+    /// Cumulative fuel used over the machine's life, litres.
+    pub fuel_litres: f64,
+    /// Work cycles since the previous reading.
+    pub cycles: u32,
+    /// Output since the previous reading (tons, parts, inspections).
+    pub output_units: f64,
+    /// Manual interventions since the previous reading.
+    pub manual_interventions: u32,
+    /// Operator logged in, if any.
+    pub operator: Option<Id>,
+    /// Advanced features active since the previous reading, as a bit set over
+    /// the indices of [`crate::FeatureCatalog::advanced`].
+    pub advanced_features: u32,
+    /// Seconds any feature was active since the previous reading.
+    pub feature_seconds: u32,
+    /// Seconds an advanced feature was active since the previous reading.
+    pub advanced_feature_seconds: u32,
+    /// Faults raised since the previous reading.
+    pub faults: u32,
+}
+
+/// One telemetry message of one device: the unit of deduplication.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceBatch {
+    /// Customer the device belongs to.
+    pub customer: Id,
+    /// Site of the device.
+    pub site: Id,
+    /// Device id.
+    pub device: Id,
+    /// Per-device sequence number (dedup key with `device`).
+    pub sequence: u64,
+    /// Readings in event-time order; never empty.
+    pub samples: Vec<Sample>,
+}
+
+impl DeviceBatch {
+    /// Event time of the earliest reading.
+    pub fn first_at(&self) -> EventTime {
+        self.samples.first().map_or(0, |s| s.at)
+    }
+
+    /// Event time of the latest reading.
+    pub fn last_at(&self) -> EventTime {
+        self.samples.last().map_or(0, |s| s.at)
+    }
+}
+
+/// A reading after per-device state: cumulative counters turned into the
+/// increments since the device's previous reading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Customer of the device.
+    pub customer: Id,
+    /// Site of the device.
+    pub site: Id,
+    /// Device id.
+    pub device: Id,
+    /// Event time of the reading.
+    pub at: EventTime,
+    /// Machine state at the reading.
+    pub state: MachineState,
+    /// Operating hours since the previous reading.
+    pub operating_hours: f64,
+    /// Idle hours since the previous reading.
+    pub idle_hours: f64,
+    /// Fuel used since the previous reading, litres.
+    pub fuel_litres: f64,
+    /// Work cycles since the previous reading.
+    pub cycles: u32,
+    /// Output since the previous reading.
+    pub output_units: f64,
+    /// Manual interventions since the previous reading.
+    pub manual_interventions: u32,
+    /// Operator logged in, if any.
+    pub operator: Option<Id>,
+    /// Advanced features used (bit set over the catalog).
+    pub advanced_features: u32,
+    /// Seconds any feature was active.
+    pub feature_seconds: u32,
+    /// Seconds an advanced feature was active.
+    pub advanced_feature_seconds: u32,
+    /// Faults raised.
+    pub faults: u32,
+}

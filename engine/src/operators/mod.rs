@@ -1,0 +1,22 @@
+//! One timely operator per file. Operators only buffer by event time and
+//! decide when a window is complete; the arithmetic lives in `crate::kpi`.
+//!
+//! Invariant every operator relies on: a record's timely timestamp is never
+//! later than its event time. Inputs are advanced to the watermark (floored to
+//! the tick), and ingest refuses data older than the watermark, so once the
+//! input frontier passes `t`, no record with event time before `t` can arrive.
+
+pub mod device_state;
+pub mod tumbling_window;
+
+pub use device_state::DeviceStateExt;
+pub use tumbling_window::TumblingWindowExt;
+
+use std::hash::{BuildHasher, Hash};
+
+/// A hash that is the same on every worker and every process, for routing
+/// records (`RandomState` differs between processes).
+pub fn route<K: Hash + ?Sized>(key: &K) -> u64 {
+    std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+        .hash_one(key)
+}

@@ -1,0 +1,140 @@
+//! The telemetry topic scheme: `fleet/{customer}/{site}/{device}/telemetry`.
+
+use thiserror::Error;
+
+/// Subscription filter that matches every device's telemetry topic.
+pub const TELEMETRY_FILTER: &str = "fleet/+/+/+/telemetry";
+
+/// Longest id (customer, site, device, operator) accepted, in bytes.
+pub const MAX_ID_BYTES: usize = 64;
+
+/// The ids a telemetry topic names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicIds<'a> {
+    /// `{customer}` level.
+    pub customer: &'a str,
+    /// `{site}` level.
+    pub site: &'a str,
+    /// `{device}` level.
+    pub device: &'a str,
+}
+
+/// Why a topic is not a telemetry topic.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TopicError {
+    /// The topic does not have the shape `fleet/{customer}/{site}/{device}/telemetry`.
+    #[error("topic `{0}` is not of the form fleet/{{customer}}/{{site}}/{{device}}/telemetry")]
+    Shape(String),
+    /// One of the id levels is empty, too long or holds a forbidden character.
+    #[error("topic `{topic}`: {level} id is invalid: {reason}")]
+    Id {
+        /// The whole topic.
+        topic: String,
+        /// Which level: customer, site or device.
+        level: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+/// The topic a device publishes its telemetry on.
+pub fn telemetry_topic(customer: &str, site: &str, device: &str) -> String {
+    format!("fleet/{customer}/{site}/{device}/telemetry")
+}
+
+impl<'a> TopicIds<'a> {
+    /// Parses a telemetry topic into its ids.
+    pub fn parse(topic: &'a str) -> Result<Self, TopicError> {
+        let mut levels = topic.split('/');
+        let shape = || TopicError::Shape(topic.to_owned());
+        if levels.next() != Some("fleet") {
+            return Err(shape());
+        }
+        let customer = levels.next().ok_or_else(shape)?;
+        let site = levels.next().ok_or_else(shape)?;
+        let device = levels.next().ok_or_else(shape)?;
+        if levels.next() != Some("telemetry") || levels.next().is_some() {
+            return Err(shape());
+        }
+        for (level, id) in [("customer", customer), ("site", site), ("device", device)] {
+            check_id(id).map_err(|reason| TopicError::Id {
+                topic: topic.to_owned(),
+                level,
+                reason,
+            })?;
+        }
+        Ok(Self {
+            customer,
+            site,
+            device,
+        })
+    }
+}
+
+/// Checks an id for use as a topic level and a store tag: non-empty, at most
+/// [`MAX_ID_BYTES`] bytes, no MQTT wildcard or separator, no control character.
+pub fn check_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
+        return Err("empty");
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err("longer than 64 bytes");
+    }
+    if id
+        .chars()
+        .any(|c| matches!(c, '/' | '+' | '#') || c.is_control())
+    {
+        return Err("contains '/', '+', '#' or a control character");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_a_topic() {
+        let topic = telemetry_topic("acme", "north-pit", "exc-07");
+        let ids = TopicIds::parse(&topic).unwrap();
+        assert_eq!(
+            ids,
+            TopicIds {
+                customer: "acme",
+                site: "north-pit",
+                device: "exc-07"
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_wrong_shapes() {
+        for topic in [
+            "fleet/a/b/telemetry",
+            "fleet/a/b/c/d/telemetry",
+            "fleet/a/b/c/status",
+            "devices/a/b/c/telemetry",
+            "fleet/a/b/c/telemetry/x",
+        ] {
+            assert!(
+                matches!(TopicIds::parse(topic), Err(TopicError::Shape(_))),
+                "{topic}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_bad_ids() {
+        let long = "x".repeat(65);
+        let topic = telemetry_topic("acme", &long, "d");
+        let err = TopicIds::parse(&topic).unwrap_err();
+        assert!(matches!(err, TopicError::Id { level: "site", .. }), "{err}");
+        assert!(TopicIds::parse("fleet//b/c/telemetry").is_err());
+    }
+
+    #[test]
+    fn accepts_utf8_ids() {
+        let topic = telemetry_topic("bäckerei-müller", "süd", "öfen 1");
+        assert_eq!(TopicIds::parse(&topic).unwrap().customer, "bäckerei-müller");
+    }
+}

@@ -1,0 +1,313 @@
+//! Payload validation: the checks a telemetry message passes before its
+//! samples may enter the engine. Each failure has a stable reason label that
+//! ingest uses for its rejection counters and dead-letter records.
+
+use prost::Message;
+use thiserror::Error;
+
+use crate::topic::{MAX_ID_BYTES, TopicIds, check_id};
+use crate::v1::TelemetryBatch;
+
+/// Bounds on a single message, so one bad client cannot exhaust memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest encoded payload accepted, in bytes.
+    pub max_payload_bytes: usize,
+    /// Most samples one batch may carry.
+    pub max_samples: usize,
+    /// Most features one sample may list.
+    pub max_features_per_sample: usize,
+    /// Most fault codes one sample may list.
+    pub max_faults_per_sample: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 256 * 1024,
+            max_samples: 4096,
+            max_features_per_sample: 32,
+            max_faults_per_sample: 64,
+        }
+    }
+}
+
+/// Why a message was rejected.
+#[derive(Debug, Error, PartialEq)]
+pub enum ValidationError {
+    /// The payload is larger than [`Limits::max_payload_bytes`].
+    #[error("payload of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// Payload size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The payload is not a `fleetpulse.v1.TelemetryBatch`.
+    #[error("payload does not decode as fleetpulse.v1.TelemetryBatch: {0}")]
+    Decode(String),
+    /// An id in the payload is not the one the topic names.
+    #[error("payload {field} `{payload}` does not match topic {field} `{topic}`")]
+    IdMismatch {
+        /// Which id: customer_id, site_id or device_id.
+        field: &'static str,
+        /// The id in the payload.
+        payload: String,
+        /// The id in the topic.
+        topic: String,
+    },
+    /// The batch carries no samples.
+    #[error("batch has no samples")]
+    Empty,
+    /// The batch carries more samples than [`Limits::max_samples`].
+    #[error("batch has {count} samples, more than the limit of {limit}")]
+    TooManySamples {
+        /// Samples in the batch.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A sample is malformed.
+    #[error("sample {index}: {field} {reason}")]
+    Sample {
+        /// Position of the sample in the batch.
+        index: usize,
+        /// The offending field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+impl ValidationError {
+    /// A short, stable label for counters and dead-letter records.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::TooLarge { .. } => "too_large",
+            Self::Decode(_) => "decode",
+            Self::IdMismatch { .. } => "id_mismatch",
+            Self::Empty => "empty_batch",
+            Self::TooManySamples { .. } => "too_many_samples",
+            Self::Sample { .. } => "invalid_sample",
+        }
+    }
+}
+
+/// Decodes a payload received on a telemetry topic and validates it.
+pub fn decode_and_validate(
+    topic: &TopicIds<'_>,
+    payload: &[u8],
+    limits: &Limits,
+) -> Result<TelemetryBatch, ValidationError> {
+    if payload.len() > limits.max_payload_bytes {
+        return Err(ValidationError::TooLarge {
+            size: payload.len(),
+            limit: limits.max_payload_bytes,
+        });
+    }
+    let batch =
+        TelemetryBatch::decode(payload).map_err(|e| ValidationError::Decode(e.to_string()))?;
+    validate(topic, &batch, limits)?;
+    Ok(batch)
+}
+
+/// Validates a decoded batch against the topic it arrived on.
+pub fn validate(
+    topic: &TopicIds<'_>,
+    batch: &TelemetryBatch,
+    limits: &Limits,
+) -> Result<(), ValidationError> {
+    for (field, payload, topic) in [
+        ("customer_id", &batch.customer_id, topic.customer),
+        ("site_id", &batch.site_id, topic.site),
+        ("device_id", &batch.device_id, topic.device),
+    ] {
+        if payload != topic {
+            return Err(ValidationError::IdMismatch {
+                field,
+                payload: truncate(payload, MAX_ID_BYTES).to_owned(),
+                topic: topic.to_owned(),
+            });
+        }
+    }
+    if batch.samples.is_empty() {
+        return Err(ValidationError::Empty);
+    }
+    if batch.samples.len() > limits.max_samples {
+        return Err(ValidationError::TooManySamples {
+            count: batch.samples.len(),
+            limit: limits.max_samples,
+        });
+    }
+    let mut previous_time = i64::MIN;
+    for (index, sample) in batch.samples.iter().enumerate() {
+        let bad = |field, reason| ValidationError::Sample {
+            index,
+            field,
+            reason,
+        };
+        if sample.event_time_ms <= 0 {
+            return Err(bad("event_time_ms", "is not a positive Unix time"));
+        }
+        if sample.event_time_ms < previous_time {
+            return Err(bad("event_time_ms", "goes backwards within the batch"));
+        }
+        previous_time = sample.event_time_ms;
+        for (field, value) in [
+            (
+                "cumulative_operating_hours",
+                sample.cumulative_operating_hours,
+            ),
+            ("cumulative_idle_hours", sample.cumulative_idle_hours),
+            (
+                "cumulative_fuel_used_litres",
+                sample.cumulative_fuel_used_litres,
+            ),
+            ("output_units", sample.output_units),
+        ] {
+            if !value.is_finite() || value < 0.0 {
+                return Err(bad(field, "is negative or not finite"));
+            }
+        }
+        if !sample.operator_id.is_empty() && check_id(&sample.operator_id).is_err() {
+            return Err(bad(
+                "operator_id",
+                "is too long or holds a forbidden character",
+            ));
+        }
+        if sample.features.len() > limits.max_features_per_sample {
+            return Err(bad("features", "lists more features than the limit"));
+        }
+        if sample
+            .features
+            .iter()
+            .any(|f| check_id(&f.feature).is_err())
+        {
+            return Err(bad("features", "has an empty, too long or malformed name"));
+        }
+        if sample.fault_codes.len() > limits.max_faults_per_sample {
+            return Err(bad("fault_codes", "lists more faults than the limit"));
+        }
+    }
+    Ok(())
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::v1::{FeatureUsage, MachineState, Sample};
+
+    fn batch() -> TelemetryBatch {
+        TelemetryBatch {
+            device_id: "d1".into(),
+            customer_id: "c1".into(),
+            site_id: "s1".into(),
+            sequence: 7,
+            firmware_version: "1.2.3".into(),
+            samples: vec![Sample {
+                event_time_ms: 1_700_000_000_000,
+                state: MachineState::Running as i32,
+                cumulative_operating_hours: 10.5,
+                cycles: 3,
+                operator_id: "op-1".into(),
+                features: vec![FeatureUsage {
+                    feature: "eco_mode".into(),
+                    active_seconds: 60,
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    const TOPIC: TopicIds<'static> = TopicIds {
+        customer: "c1",
+        site: "s1",
+        device: "d1",
+    };
+
+    #[test]
+    fn accepts_a_valid_batch() {
+        let bytes = batch().encode_to_vec();
+        let decoded = decode_and_validate(&TOPIC, &bytes, &Limits::default()).unwrap();
+        assert_eq!(decoded, batch());
+    }
+
+    #[test]
+    fn rejects_garbage_and_truncation() {
+        let err = decode_and_validate(&TOPIC, b"\xff\xff\xff", &Limits::default()).unwrap_err();
+        assert_eq!(err.reason(), "decode");
+        let bytes = batch().encode_to_vec();
+        let err =
+            decode_and_validate(&TOPIC, &bytes[..bytes.len() - 3], &Limits::default()).unwrap_err();
+        assert_eq!(err.reason(), "decode");
+    }
+
+    #[test]
+    fn rejects_oversized_payloads_before_decoding() {
+        let limits = Limits {
+            max_payload_bytes: 8,
+            ..Limits::default()
+        };
+        let err = decode_and_validate(&TOPIC, &batch().encode_to_vec(), &limits).unwrap_err();
+        assert_eq!(err.reason(), "too_large");
+    }
+
+    #[test]
+    fn rejects_ids_that_disagree_with_the_topic() {
+        let mut b = batch();
+        b.customer_id = "someone-else".into();
+        let err = validate(&TOPIC, &b, &Limits::default()).unwrap_err();
+        assert_eq!(err.reason(), "id_mismatch");
+        assert!(err.to_string().contains("customer_id"), "{err}");
+    }
+
+    #[test]
+    fn rejects_malformed_samples() {
+        let mut b = batch();
+        b.samples[0].cumulative_idle_hours = f64::NAN;
+        let err = validate(&TOPIC, &b, &Limits::default()).unwrap_err();
+        assert_eq!(
+            err,
+            ValidationError::Sample {
+                index: 0,
+                field: "cumulative_idle_hours",
+                reason: "is negative or not finite"
+            }
+        );
+        let mut b = batch();
+        b.samples.push(Sample {
+            event_time_ms: 1,
+            ..Default::default()
+        });
+        assert_eq!(
+            validate(&TOPIC, &b, &Limits::default())
+                .unwrap_err()
+                .reason(),
+            "invalid_sample"
+        );
+        let mut b = batch();
+        b.samples.clear();
+        assert_eq!(
+            validate(&TOPIC, &b, &Limits::default()).unwrap_err(),
+            ValidationError::Empty
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = decode_and_validate(&TOPIC, &bytes, &Limits::default());
+        }
+    }
+}
