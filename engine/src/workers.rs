@@ -69,7 +69,8 @@ pub struct Engine {
     advanced_to: EventTime,
     tick_ms: u64,
     stats: Arc<EngineStats>,
-    guards: timely::communication::WorkerGuards<()>,
+    /// In a mutex only so that `&Engine` is `Send` (the guards are not `Sync`).
+    guards: Mutex<timely::communication::WorkerGuards<()>>,
 }
 
 /// How to start the engine.
@@ -135,7 +136,7 @@ impl Engine {
             advanced_to: 0,
             tick_ms,
             stats,
-            guards,
+            guards: Mutex::new(guards),
         })
     }
 
@@ -202,7 +203,11 @@ impl Engine {
     /// stop. Blocks until they have; call it off the async runtime.
     pub fn finish(self) -> Result<(), EngineError> {
         drop(self.inputs);
-        for result in self.guards.join() {
+        let guards = self
+            .guards
+            .into_inner()
+            .map_err(|_| EngineError::Worker("worker guards poisoned".into()))?;
+        for result in guards.join() {
             result.map_err(EngineError::Worker)?;
         }
         Ok(())

@@ -83,10 +83,10 @@ impl WindowAccumulator for CustomerAccumulator {
         if usage.operating_hours > 0.0 && !self.active.contains(&usage.device) {
             self.active.insert(usage.device.clone());
         }
-        if let Some(operator) = &usage.operator {
-            if !self.operators.contains(operator) {
-                self.operators.insert(operator.clone());
-            }
+        if let Some(operator) = &usage.operator
+            && !self.operators.contains(operator)
+        {
+            self.operators.insert(operator.clone());
         }
         self.advanced_features |= usage.advanced_features;
         self.operating_hours += usage.operating_hours;

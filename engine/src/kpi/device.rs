@@ -78,10 +78,10 @@ impl WindowAccumulator for DeviceAccumulator {
                 usage.device.clone(),
             ));
         }
-        if let Some(operator) = &usage.operator {
-            if !self.operators.contains(operator) {
-                self.operators.insert(operator.clone());
-            }
+        if let Some(operator) = &usage.operator
+            && !self.operators.contains(operator)
+        {
+            self.operators.insert(operator.clone());
         }
         self.operating_hours += usage.operating_hours;
         self.idle_hours += usage.idle_hours;

@@ -1,0 +1,214 @@
+//! What fleet to simulate.
+
+use serde::{Deserialize, Serialize};
+
+use crate::SimError;
+use crate::calendar::{DAY_MS, EventTime, MINUTE_MS};
+
+/// 2026-01-05T00:00:00Z, a Monday: weeks in the simulation start on Monday.
+pub const DEFAULT_START_MS: EventTime = 1_767_571_200_000;
+
+/// The shape of a simulated fleet. Same spec (seed included) gives the same
+/// fleet and a byte-identical message stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetSpec {
+    /// Customers (accounts). Customer `i` gets profile `i % 6`, see
+    /// [`crate::Profile::for_customer`].
+    pub customers: usize,
+    /// Devices in the whole fleet, split evenly over the customers; the first
+    /// `devices % customers` customers get one more. Includes devices that a
+    /// slow-onboarding customer bought but never brings online.
+    pub devices: usize,
+    /// Days of telemetry to simulate.
+    pub days: u32,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Event time of the first possible sample (ms since the epoch, UTC);
+    /// day 0 of the simulation starts here.
+    pub start: EventTime,
+    /// Time between two samples of a device (ms); every sample lies on the
+    /// grid `start + k * sample_interval_ms`.
+    pub sample_interval_ms: u64,
+    /// Samples per MQTT message. The default (6 samples of 10 minutes) is one
+    /// message per device per hour.
+    pub samples_per_batch: u32,
+}
+
+impl Default for FleetSpec {
+    fn default() -> Self {
+        Self {
+            customers: 6,
+            devices: 300,
+            days: 90,
+            seed: 42,
+            start: DEFAULT_START_MS,
+            sample_interval_ms: 10 * MINUTE_MS,
+            samples_per_batch: 6,
+        }
+    }
+}
+
+impl FleetSpec {
+    /// Most samples one message may carry (the ingest default limit).
+    pub const MAX_SAMPLES_PER_BATCH: u32 = 4096;
+
+    /// Checks that the spec describes a fleet; the error names the field.
+    pub fn validate(&self) -> Result<(), SimError> {
+        let bad = |field, reason: &str| {
+            Err(SimError::Spec {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.customers == 0 {
+            return bad("customers", "must be at least 1");
+        }
+        if self.devices < self.customers {
+            return bad("devices", "must be at least one per customer");
+        }
+        if self.days == 0 {
+            return bad("days", "must be at least 1");
+        }
+        if self.start == 0 || self.start > i64::MAX as u64 / 2 {
+            return bad("start", "must be a positive Unix time in ms");
+        }
+        if self.sample_interval_ms < 1_000 || self.sample_interval_ms > DAY_MS {
+            return bad("sample_interval_ms", "must be between 1 s and 1 day");
+        }
+        if self.samples_per_batch == 0 || self.samples_per_batch > Self::MAX_SAMPLES_PER_BATCH {
+            return bad("samples_per_batch", "must be between 1 and 4096");
+        }
+        Ok(())
+    }
+
+    /// Devices of customer `customer` (0-based).
+    pub fn devices_of_customer(&self, customer: usize) -> usize {
+        let base = self.devices / self.customers;
+        base + usize::from(customer < self.devices % self.customers)
+    }
+
+    /// Samples on each device's grid over the whole simulation.
+    pub fn samples_per_device(&self) -> u64 {
+        u64::from(self.days) * DAY_MS / self.sample_interval_ms
+    }
+
+    /// Messages on each device's grid over the whole simulation (the last one
+    /// may carry fewer samples).
+    pub fn batches_per_device(&self) -> u64 {
+        self.samples_per_device()
+            .div_ceil(u64::from(self.samples_per_batch))
+    }
+
+    /// Time one message covers (ms).
+    pub fn batch_interval_ms(&self) -> u64 {
+        self.sample_interval_ms * u64::from(self.samples_per_batch)
+    }
+
+    /// Event time of sample `k` of the grid.
+    pub fn sample_time(&self, k: u64) -> EventTime {
+        self.start + k * self.sample_interval_ms
+    }
+
+    /// End of the simulation (exclusive).
+    pub fn end(&self) -> EventTime {
+        self.start + u64::from(self.days) * DAY_MS
+    }
+
+    /// First batch that starts at or after `at`, clamped to the last batch:
+    /// devices come online and go dark on batch boundaries, so every message
+    /// of one batch slot is published at the same event time.
+    pub(crate) fn batch_at_or_after(&self, at: EventTime) -> u64 {
+        let last = self.batches_per_device().saturating_sub(1);
+        at.saturating_sub(self.start)
+            .div_ceil(self.batch_interval_ms())
+            .min(last)
+    }
+
+    /// Event time of the first sample of batch `batch`.
+    pub(crate) fn batch_time(&self, batch: u64) -> EventTime {
+        self.sample_time(batch * u64::from(self.samples_per_batch))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calendar::date_of;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let spec = FleetSpec::default();
+        assert_eq!(date_of(spec.start), "2026-01-05");
+        assert_eq!(spec.batch_interval_ms(), 3_600_000);
+        assert_eq!(spec.samples_per_device(), 90 * 144);
+        assert_eq!(spec.batches_per_device(), 90 * 24);
+        spec.validate().unwrap();
+    }
+
+    #[test]
+    fn splits_devices_with_remainder_first() {
+        let spec = FleetSpec {
+            customers: 4,
+            devices: 10,
+            ..FleetSpec::default()
+        };
+        let split: Vec<_> = (0..4).map(|c| spec.devices_of_customer(c)).collect();
+        assert_eq!(split, [3, 3, 2, 2]);
+    }
+
+    #[test]
+    fn rejects_specs_that_cannot_work() {
+        for (spec, field) in [
+            (
+                FleetSpec {
+                    customers: 0,
+                    ..FleetSpec::default()
+                },
+                "customers",
+            ),
+            (
+                FleetSpec {
+                    devices: 5,
+                    ..FleetSpec::default()
+                },
+                "devices",
+            ),
+            (
+                FleetSpec {
+                    days: 0,
+                    ..FleetSpec::default()
+                },
+                "days",
+            ),
+            (
+                FleetSpec {
+                    sample_interval_ms: 0,
+                    ..FleetSpec::default()
+                },
+                "sample_interval_ms",
+            ),
+            (
+                FleetSpec {
+                    samples_per_batch: 0,
+                    ..FleetSpec::default()
+                },
+                "samples_per_batch",
+            ),
+        ] {
+            match spec.validate() {
+                Err(SimError::Spec { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn rounds_activation_to_batch_boundaries() {
+        let spec = FleetSpec::default();
+        assert_eq!(spec.batch_at_or_after(spec.start), 0);
+        assert_eq!(spec.batch_at_or_after(spec.start + 1), 1);
+        assert_eq!(spec.batch_at_or_after(spec.start + 3_600_000), 1);
+        assert_eq!(spec.batch_at_or_after(spec.end() + DAY_MS), 90 * 24 - 1);
+    }
+}

@@ -1,0 +1,388 @@
+//! The service configuration (`fleetpulse.toml`): broker, engine, customers
+//! file, sinks. Typed so that parsing is validation; errors name the file,
+//! line and field.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fleetpulse_engine::{EngineConfig, FeatureCatalog, WindowSpec};
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::sinks::SinkConfig;
+
+/// The whole service configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Where telemetry comes from.
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    /// How KPIs are computed.
+    #[serde(default)]
+    pub engine: EngineSection,
+    /// Per-customer contract data (`customers.toml`), relative to this file.
+    #[serde(default)]
+    pub customers: Option<CustomersRef>,
+    /// Payload bounds.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Where KPIs are written; at least one.
+    #[serde(default = "default_sinks")]
+    pub sinks: Vec<SinkConfig>,
+}
+
+/// Pointer to the customers file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomersRef {
+    /// Path of `customers.toml`; relative paths start at the service file.
+    pub file: PathBuf,
+}
+
+/// MQTT source settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker host name or address.
+    #[serde(default = "default_host")]
+    pub host: String,
+    /// Broker TCP port.
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Client id; stable, so the broker keeps the session across restarts.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// Topic filter to subscribe to.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// Keep the session (and queued QoS1 messages) on the broker while
+    /// disconnected.
+    #[serde(default = "default_true")]
+    pub persistent_session: bool,
+    /// User name, if the broker requires one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Name of the environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// MQTT keep-alive interval.
+    #[serde(default = "default_keep_alive", with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// QoS1 messages the broker may have in flight to us.
+    #[serde(default = "default_inflight")]
+    pub inflight: u16,
+    /// Messages buffered between the network task and decoding.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+}
+
+/// Engine settings as written in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    /// Timely worker threads.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// Tumbling window lengths, e.g. `["1h", "1d"]`; each is also its label.
+    #[serde(default = "default_windows")]
+    pub windows: Vec<String>,
+    /// How far behind the newest event time data may arrive and still count.
+    /// Must exceed the longest span a device buffers before publishing.
+    #[serde(default = "default_lateness", with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// Granularity of the engine's progress tracking.
+    #[serde(default = "default_tick", with = "humantime_serde")]
+    pub tick: Duration,
+    /// After this long without any message, the watermark starts to advance
+    /// with wall time so quiet fleets still close windows.
+    #[serde(default = "default_idle_after", with = "humantime_serde")]
+    pub idle_after: Duration,
+    /// Features that count as advanced (the rest are basic).
+    #[serde(default = "default_advanced_features")]
+    pub advanced_features: Vec<String>,
+}
+
+/// Payload bounds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest payload accepted, bytes.
+    #[serde(default = "default_max_payload")]
+    pub max_payload_bytes: usize,
+    /// Most samples in one message.
+    #[serde(default = "default_max_samples")]
+    pub max_samples: usize,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    1883
+}
+fn default_client_id() -> String {
+    "fleetpulse-ingest".into()
+}
+fn default_topic() -> String {
+    fleetpulse_proto::TELEMETRY_FILTER.into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_inflight() -> u16 {
+    1000
+}
+fn default_queue() -> usize {
+    4096
+}
+fn default_workers() -> usize {
+    1
+}
+fn default_windows() -> Vec<String> {
+    vec!["1h".into(), "1d".into()]
+}
+fn default_lateness() -> Duration {
+    Duration::from_secs(2 * 3600)
+}
+fn default_tick() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_idle_after() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_advanced_features() -> Vec<String> {
+    FeatureCatalog::default().advanced
+}
+fn default_max_payload() -> usize {
+    fleetpulse_proto::Limits::default().max_payload_bytes
+}
+fn default_max_samples() -> usize {
+    fleetpulse_proto::Limits::default().max_samples
+}
+fn default_sinks() -> Vec<SinkConfig> {
+    vec![SinkConfig::default()]
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            host: default_host(),
+            port: default_port(),
+            client_id: default_client_id(),
+            topic: default_topic(),
+            persistent_session: true,
+            username: None,
+            password_env: None,
+            keep_alive: default_keep_alive(),
+            inflight: default_inflight(),
+            queue: default_queue(),
+        }
+    }
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        Self {
+            workers: default_workers(),
+            windows: default_windows(),
+            allowed_lateness: default_lateness(),
+            tick: default_tick(),
+            idle_after: default_idle_after(),
+            advanced_features: default_advanced_features(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: default_max_payload(),
+            max_samples: default_max_samples(),
+        }
+    }
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            mqtt: MqttConfig::default(),
+            engine: EngineSection::default(),
+            customers: None,
+            limits: LimitsConfig::default(),
+            sinks: default_sinks(),
+        }
+    }
+}
+
+/// A configuration file that cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema.
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the offending item.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+    /// A value parses but cannot work.
+    #[error("{path}: field `{field}`: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Dotted path of the field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Parses TOML text into `T`, turning errors into `file:line:column: message`.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .span()
+            .map(|span| line_column(text, span.start))
+            .unwrap_or((1, 1));
+        ConfigError::Parse {
+            path: path.to_owned(),
+            line,
+            column,
+            message: e.message().trim().to_owned(),
+        }
+    })
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+impl ServiceConfig {
+    /// Reads and validates a service file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: Self = parse_toml(path, &text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config.engine_config(path)?;
+        Ok(config)
+    }
+
+    /// Makes relative paths in the file relative to the file's directory.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        if let Some(customers) = &mut self.customers
+            && customers.file.is_relative()
+        {
+            customers.file = base.join(&customers.file);
+        }
+        for sink in &mut self.sinks {
+            if let SinkConfig::Sqlite(sqlite) = sink
+                && sqlite.path.is_relative()
+            {
+                sqlite.path = base.join(&sqlite.path);
+            }
+        }
+    }
+
+    /// The engine settings, checked.
+    pub fn engine_config(&self, path: &Path) -> Result<EngineConfig, ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            field: field.to_owned(),
+            message,
+        };
+        let mut windows = Vec::new();
+        for (i, label) in self.engine.windows.iter().enumerate() {
+            let length = humantime::parse_duration(label)
+                .map_err(|e| invalid(&format!("engine.windows[{i}]"), format!("`{label}`: {e}")))?;
+            windows.push(WindowSpec::new(label, length.as_millis() as u64));
+        }
+        if self.engine.workers == 0 {
+            return Err(invalid("engine.workers", "must be at least 1".into()));
+        }
+        if self.sinks.is_empty() {
+            return Err(invalid("sinks", "at least one sink is required".into()));
+        }
+        let config = EngineConfig {
+            windows,
+            tick_ms: self.engine.tick.as_millis() as u64,
+            features: FeatureCatalog {
+                advanced: self.engine.advanced_features.clone(),
+            },
+            customers: Default::default(),
+        };
+        config
+            .validate()
+            .map_err(|e| invalid("engine", e.to_string()))?;
+        Ok(config)
+    }
+
+    /// Payload limits for validation.
+    pub fn limits(&self) -> fleetpulse_proto::Limits {
+        fleetpulse_proto::Limits {
+            max_payload_bytes: self.limits.max_payload_bytes,
+            max_samples: self.limits.max_samples,
+            ..fleetpulse_proto::Limits::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let config: ServiceConfig = parse_toml(Path::new("x.toml"), "").unwrap();
+        config.engine_config(Path::new("x.toml")).unwrap();
+        assert_eq!(config.mqtt.port, 1883);
+        assert_eq!(config.engine.allowed_lateness, Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn unknown_fields_are_named_with_their_line() {
+        let text = "[mqtt]\nhost = \"h\"\nprot = 1\n";
+        let err = parse_toml::<ServiceConfig>(Path::new("svc.toml"), text).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("svc.toml:3:"), "{msg}");
+        assert!(msg.contains("prot"), "{msg}");
+    }
+
+    #[test]
+    fn bad_windows_name_the_field() {
+        let text = "[engine]\nwindows = [\"1h\", \"soon\"]\n";
+        let config: ServiceConfig = parse_toml(Path::new("svc.toml"), text).unwrap();
+        let err = config.engine_config(Path::new("svc.toml")).unwrap_err();
+        assert!(err.to_string().contains("engine.windows[1]"), "{err}");
+        let text = "[engine]\nwindows = [\"90s\"]\n";
+        let config: ServiceConfig = parse_toml(Path::new("svc.toml"), text).unwrap();
+        let err = config.engine_config(Path::new("svc.toml")).unwrap_err();
+        assert!(err.to_string().contains("multiple of the tick"), "{err}");
+    }
+}

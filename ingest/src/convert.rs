@@ -1,0 +1,134 @@
+//! The one place where wire types become engine types, so KPI code never sees
+//! prost types.
+
+use std::collections::HashMap;
+
+use fleetpulse_engine::{DeviceBatch, FeatureCatalog, Id, MachineState, Sample};
+use fleetpulse_proto::v1;
+
+/// Converts validated batches, interning ids so that the many readings of a
+/// device share one allocation per id.
+#[derive(Debug, Default)]
+pub struct Converter {
+    catalog: FeatureCatalog,
+    ids: HashMap<String, Id>,
+}
+
+/// Most ids kept interned; beyond it new ids are allocated per batch (a flood
+/// of never-seen ids must not grow memory without bound).
+const MAX_INTERNED: usize = 1 << 20;
+
+impl Converter {
+    /// A converter classifying features with `catalog`.
+    pub fn new(catalog: FeatureCatalog) -> Self {
+        Self {
+            catalog,
+            ids: HashMap::new(),
+        }
+    }
+
+    /// Converts one validated batch.
+    pub fn batch(&mut self, batch: v1::TelemetryBatch) -> DeviceBatch {
+        let samples = batch.samples.into_iter().map(|s| self.sample(s)).collect();
+        DeviceBatch {
+            customer: self.intern(batch.customer_id),
+            site: self.intern(batch.site_id),
+            device: self.intern(batch.device_id),
+            sequence: batch.sequence,
+            samples,
+        }
+    }
+
+    fn sample(&mut self, s: v1::Sample) -> Sample {
+        let mut advanced_features = 0;
+        let mut feature_seconds = 0u32;
+        let mut advanced_feature_seconds = 0u32;
+        for f in &s.features {
+            feature_seconds = feature_seconds.saturating_add(f.active_seconds);
+            if let Some(bit) = self.catalog.advanced_bit(&f.feature) {
+                advanced_features |= bit;
+                advanced_feature_seconds =
+                    advanced_feature_seconds.saturating_add(f.active_seconds);
+            }
+        }
+        Sample {
+            at: s.event_time_ms as u64,
+            state: state(s.state()),
+            operating_hours: s.cumulative_operating_hours,
+            idle_hours: s.cumulative_idle_hours,
+            fuel_litres: s.cumulative_fuel_used_litres,
+            cycles: s.cycles,
+            output_units: s.output_units,
+            manual_interventions: s.manual_interventions,
+            operator: (!s.operator_id.is_empty()).then(|| self.intern(s.operator_id)),
+            advanced_features,
+            feature_seconds,
+            advanced_feature_seconds,
+            faults: s.fault_codes.len() as u32,
+        }
+    }
+
+    fn intern(&mut self, id: String) -> Id {
+        if let Some(shared) = self.ids.get(&id) {
+            return shared.clone();
+        }
+        let shared: Id = id.as_str().into();
+        if self.ids.len() < MAX_INTERNED {
+            self.ids.insert(id, shared.clone());
+        }
+        shared
+    }
+}
+
+fn state(s: v1::MachineState) -> MachineState {
+    match s {
+        v1::MachineState::Unspecified => MachineState::Unknown,
+        v1::MachineState::Running => MachineState::Running,
+        v1::MachineState::Idle => MachineState::Idle,
+        v1::MachineState::Off => MachineState::Off,
+        v1::MachineState::Fault => MachineState::Fault,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converts_features_faults_and_ids() {
+        let batch = v1::TelemetryBatch {
+            device_id: "d".into(),
+            customer_id: "c".into(),
+            site_id: "s".into(),
+            sequence: 3,
+            firmware_version: "1".into(),
+            samples: vec![v1::Sample {
+                event_time_ms: 1000,
+                state: v1::MachineState::Running as i32,
+                cumulative_operating_hours: 2.5,
+                operator_id: "op".into(),
+                features: vec![
+                    v1::FeatureUsage {
+                        feature: "work_mode".into(),
+                        active_seconds: 10,
+                    },
+                    v1::FeatureUsage {
+                        feature: "payload_weighing".into(),
+                        active_seconds: 5,
+                    },
+                ],
+                fault_codes: vec![v1::FaultCode::default(); 2],
+                ..Default::default()
+            }],
+        };
+        let mut converter = Converter::new(FeatureCatalog::default());
+        let out = converter.batch(batch.clone());
+        let s = &out.samples[0];
+        assert_eq!(s.advanced_features, 0b100);
+        assert_eq!((s.feature_seconds, s.advanced_feature_seconds), (15, 5));
+        assert_eq!(s.faults, 2);
+        assert_eq!(s.state, MachineState::Running);
+        let again = converter.batch(batch);
+        assert!(std::sync::Arc::ptr_eq(&out.device, &again.device));
+    }
+}

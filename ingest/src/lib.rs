@@ -1,0 +1,17 @@
+//! fleetpulse ingest: the service and the `fleetpulse` CLI. MQTT source,
+//! decode and admission, the engine host, sinks, the embedded broker and the
+//! demo. `main.rs` only parses arguments and calls into here.
+
+pub mod admission;
+pub mod broker;
+pub mod config;
+pub mod convert;
+pub mod customers;
+pub mod demo;
+pub mod drive;
+pub mod metrics;
+pub mod progress;
+pub mod service;
+pub mod sim;
+pub mod sinks;
+pub mod source;

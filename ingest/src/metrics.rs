@@ -1,0 +1,147 @@
+//! Ingest counters and the typed events that bump them. Each event logs once
+//! and counts once; metric names are constants; no per-device labels.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+/// Why a message was refused. Each reason has its own counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// Topic is not `fleet/{customer}/{site}/{device}/telemetry`.
+    Topic,
+    /// Payload over the size limit.
+    TooLarge,
+    /// Payload does not decode (garbage, truncated).
+    Decode,
+    /// Payload ids disagree with the topic.
+    IdMismatch,
+    /// Batch without samples.
+    EmptyBatch,
+    /// Batch over the sample limit.
+    TooManySamples,
+    /// A sample is malformed.
+    InvalidSample,
+    /// Customer not in customers.toml.
+    UnknownCustomer,
+    /// Older than the watermark: its windows are closed.
+    TooLate,
+}
+
+impl RejectReason {
+    /// Every reason, in counter order.
+    pub const ALL: [RejectReason; 9] = [
+        Self::Topic,
+        Self::TooLarge,
+        Self::Decode,
+        Self::IdMismatch,
+        Self::EmptyBatch,
+        Self::TooManySamples,
+        Self::InvalidSample,
+        Self::UnknownCustomer,
+        Self::TooLate,
+    ];
+
+    /// Stable label for counters and dead-letter records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Topic => "topic",
+            Self::TooLarge => "too_large",
+            Self::Decode => "decode",
+            Self::IdMismatch => "id_mismatch",
+            Self::EmptyBatch => "empty_batch",
+            Self::TooManySamples => "too_many_samples",
+            Self::InvalidSample => "invalid_sample",
+            Self::UnknownCustomer => "unknown_customer",
+            Self::TooLate => "too_late",
+        }
+    }
+
+    /// The reason for a payload validation failure.
+    pub fn of(error: &fleetpulse_proto::ValidationError) -> Self {
+        use fleetpulse_proto::ValidationError as E;
+        match error {
+            E::TooLarge { .. } => Self::TooLarge,
+            E::Decode(_) => Self::Decode,
+            E::IdMismatch { .. } => Self::IdMismatch,
+            E::Empty => Self::EmptyBatch,
+            E::TooManySamples { .. } => Self::TooManySamples,
+            E::Sample { .. } => Self::InvalidSample,
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// Ingest counters, shared by the source, the pipeline and the HTTP port.
+#[derive(Debug, Default)]
+pub struct IngestMetrics {
+    /// Messages taken from the broker.
+    pub messages_received: AtomicU64,
+    /// Payload bytes taken from the broker.
+    pub bytes_received: AtomicU64,
+    /// Messages that passed every check and went to the engine.
+    pub messages_accepted: AtomicU64,
+    /// Samples in accepted messages.
+    pub samples_accepted: AtomicU64,
+    rejected: [AtomicU64; RejectReason::ALL.len()],
+    /// KPI records the engine emitted.
+    pub records_emitted: AtomicU64,
+    /// KPI records the sinks wrote.
+    pub records_written: AtomicU64,
+    /// Current watermark, ms since the epoch.
+    pub watermark: AtomicU64,
+    /// Times the broker connection failed.
+    pub connection_errors: AtomicU64,
+    /// True once the telemetry subscription is acknowledged.
+    pub subscribed: AtomicBool,
+}
+
+impl IngestMetrics {
+    /// Messages refused for `reason`.
+    pub fn rejected(&self, reason: RejectReason) -> u64 {
+        self.rejected[reason.index()].load(Relaxed)
+    }
+
+    /// Messages refused for any reason.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    /// Messages received so far.
+    pub fn received(&self) -> u64 {
+        self.messages_received.load(Relaxed)
+    }
+
+    /// Messages accepted or rejected: fully handled.
+    pub fn handled(&self) -> u64 {
+        self.messages_accepted.load(Relaxed) + self.rejected_total()
+    }
+}
+
+/// Typed event: a message was refused. Logs (the first few per reason, then
+/// one in a thousand, so a flood cannot drown the log) and counts.
+pub struct MessageRejected<'a> {
+    /// Topic it arrived on.
+    pub topic: &'a str,
+    /// Why.
+    pub reason: RejectReason,
+    /// Details for the operator.
+    pub detail: &'a str,
+}
+
+impl MessageRejected<'_> {
+    /// Records the event.
+    pub fn emit(&self, metrics: &IngestMetrics) {
+        let count = metrics.rejected[self.reason.index()].fetch_add(1, Relaxed) + 1;
+        if count <= 10 || count.is_multiple_of(1000) {
+            tracing::warn!(
+                topic = self.topic,
+                reason = self.reason.as_str(),
+                count,
+                "message rejected: {}",
+                self.detail
+            );
+        }
+    }
+}

@@ -1,0 +1,624 @@
+//! The sink task: takes KPI records from the engine's channel, writes them in
+//! batches, retries what may succeed later, and reports when the channel
+//! closes.
+//!
+//! The batching (`Batcher`) and the retry schedule ([`Backoff::delay`]) are
+//! plain functions; the loop in [`run_sink`] only moves records between them
+//! and the store.
+//!
+//! **Backpressure.** While a batch is being written or retried the task does
+//! not read the channel, so a slow or unreachable store fills the bounded
+//! channel and blocks the sender: nothing is dropped on the way in, and memory
+//! stays bounded by the channel capacity plus one batch.
+//!
+//! **Failures.** A retryable error ([`SinkError::is_retryable`]) is retried
+//! with exponential backoff and jitter, up to [`Backoff::max_retries`] times.
+//! A non-retryable error, or a retryable one that outlasts the retries, is
+//! logged and counted, and **that batch is dropped** (counted in
+//! [`SinkReport::records_dropped`]). Dead-lettering failed batches instead is
+//! issue 4.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetpulse_engine::Output;
+use tokio::sync::mpsc::Receiver;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use super::{Sink, SinkConfig, SinkError};
+
+/// Default longest wait for a batch to fill.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(200);
+
+/// How the sink task batches and retries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkSettings {
+    /// Records per write request; a fuller buffer is written at once.
+    pub batch_size: NonZeroUsize,
+    /// Longest time a record waits for its batch to fill before the batch is
+    /// written anyway.
+    pub linger: Duration,
+    /// Retry schedule for retryable errors.
+    pub backoff: Backoff,
+}
+
+impl SinkSettings {
+    /// The config's batch size with the default linger and backoff.
+    pub fn for_config(config: &SinkConfig) -> SinkSettings {
+        SinkSettings {
+            batch_size: config.batch_size(),
+            ..SinkSettings::default()
+        }
+    }
+}
+
+impl Default for SinkSettings {
+    fn default() -> Self {
+        Self {
+            batch_size: SinkConfig::default().batch_size(),
+            linger: DEFAULT_LINGER,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// Exponential backoff with jitter: retry `n` (0-based) waits
+/// `min(initial * 2^n, max)`, scaled by a random factor in `[0.5, 1.0)` so
+/// that sinks failing together do not retry in lockstep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Delay before the first retry (before jitter).
+    pub initial: Duration,
+    /// Longest delay between two attempts (before jitter).
+    pub max: Duration,
+    /// Retries after the first attempt; then the batch is dropped.
+    pub max_retries: u32,
+}
+
+impl Default for Backoff {
+    /// 100 ms doubling up to 30 s, 12 retries: about 3 minutes of outage
+    /// before a batch is given up.
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            max_retries: 12,
+        }
+    }
+}
+
+impl Backoff {
+    /// Delay before retry `retry` (0-based). `jitter` in `[0, 1)` picks the
+    /// point in the jitter range; values outside are clamped.
+    pub fn delay(&self, retry: u32, jitter: f64) -> Duration {
+        let factor = 2u32.checked_pow(retry).unwrap_or(u32::MAX);
+        let base = self.initial.saturating_mul(factor).min(self.max);
+        base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// What the sink task did, returned when its channel closes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SinkReport {
+    /// Records the store accepted.
+    pub records_written: u64,
+    /// Write requests (transactions) that succeeded.
+    pub batches_written: u64,
+    /// Attempts repeated after a retryable error.
+    pub retries: u64,
+    /// Batches given up: a non-retryable error, or retries exhausted.
+    pub errors: u64,
+    /// Records in the batches given up.
+    pub records_dropped: u64,
+    /// Records the store cannot represent, skipped within otherwise written
+    /// batches (see [`Sink::take_rejected`]).
+    pub records_rejected: u64,
+}
+
+/// Runs the sink until `rx` closes, then writes what is buffered and returns
+/// the report. Non-retryable errors drop their batch (logged and counted in
+/// the report); dead-lettering those batches comes with issue 4.
+pub async fn run_sink(
+    sink: Sink,
+    rx: Receiver<Arc<[Output]>>,
+    settings: SinkSettings,
+) -> SinkReport {
+    run_writer(sink, rx, settings, jitter).await
+}
+
+/// What [`run_writer`] needs from a store; [`Sink`] in production, a fake in
+/// tests.
+pub(crate) trait BatchWrite {
+    fn write_batch(
+        &mut self,
+        records: &[Output],
+    ) -> impl Future<Output = Result<(), SinkError>> + Send;
+    fn take_rejected(&mut self) -> u64;
+    fn describe(&self) -> String;
+}
+
+impl BatchWrite for Sink {
+    fn write_batch(
+        &mut self,
+        records: &[Output],
+    ) -> impl Future<Output = Result<(), SinkError>> + Send {
+        self.write(records)
+    }
+
+    fn take_rejected(&mut self) -> u64 {
+        Sink::take_rejected(self)
+    }
+
+    fn describe(&self) -> String {
+        Sink::describe(self)
+    }
+}
+
+pub(crate) async fn run_writer<W: BatchWrite>(
+    mut writer: W,
+    mut rx: Receiver<Arc<[Output]>>,
+    settings: SinkSettings,
+    mut jitter: impl FnMut() -> f64,
+) -> SinkReport {
+    let name = writer.describe();
+    info!(sink = %name, batch_size = settings.batch_size.get(), "sink started");
+    let mut report = SinkReport::default();
+    let mut batcher = Batcher::new(settings.batch_size, settings.linger);
+    loop {
+        let received = match batcher.deadline() {
+            Some(deadline) => match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(received) => received,
+                Err(_lingered) => {
+                    let batch = batcher.take_all();
+                    write_with_retry(
+                        &mut writer,
+                        &name,
+                        &batch,
+                        &settings,
+                        &mut jitter,
+                        &mut report,
+                    )
+                    .await;
+                    continue;
+                }
+            },
+            None => rx.recv().await,
+        };
+        let Some(records) = received else { break };
+        batcher.push(&records, Instant::now());
+        while let Some(batch) = batcher.pop_full() {
+            write_with_retry(
+                &mut writer,
+                &name,
+                &batch,
+                &settings,
+                &mut jitter,
+                &mut report,
+            )
+            .await;
+        }
+    }
+    let rest = batcher.take_all();
+    if !rest.is_empty() {
+        write_with_retry(
+            &mut writer,
+            &name,
+            &rest,
+            &settings,
+            &mut jitter,
+            &mut report,
+        )
+        .await;
+    }
+    info!(
+        sink = %name,
+        records_written = report.records_written,
+        batches_written = report.batches_written,
+        retries = report.retries,
+        errors = report.errors,
+        records_dropped = report.records_dropped,
+        records_rejected = report.records_rejected,
+        "sink stopped: channel closed and buffer flushed"
+    );
+    report
+}
+
+/// Writes one batch, retrying retryable errors; updates the report.
+async fn write_with_retry<W: BatchWrite>(
+    writer: &mut W,
+    name: &str,
+    batch: &[Output],
+    settings: &SinkSettings,
+    jitter: &mut impl FnMut() -> f64,
+    report: &mut SinkReport,
+) {
+    let records = batch.len() as u64;
+    let mut retry = 0;
+    loop {
+        let started = Instant::now();
+        let result = writer.write_batch(batch).await;
+        let rejected = writer.take_rejected();
+        report.records_rejected += rejected;
+        match result {
+            Ok(()) => {
+                report.records_written += records - rejected.min(records);
+                report.batches_written += 1;
+                debug!(sink = %name, records, rejected, elapsed = ?started.elapsed(), "batch written");
+                return;
+            }
+            Err(err) if err.is_retryable() && retry < settings.backoff.max_retries => {
+                let delay = settings.backoff.delay(retry, jitter());
+                retry += 1;
+                report.retries += 1;
+                warn!(
+                    sink = %name, records, retry, max_retries = settings.backoff.max_retries,
+                    ?delay, error = %err, "batch write failed; retrying"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            Err(err) => {
+                report.errors += 1;
+                report.records_dropped += records;
+                error!(
+                    sink = %name, records, retries = retry, retryable = err.is_retryable(),
+                    error = %err, "batch write failed; batch dropped"
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// A uniform-ish number in `[0, 1)` for jitter. std's `RandomState` is seeded
+/// randomly per process and per call, which is all jitter needs.
+fn jitter() -> f64 {
+    let bits = RandomState::new().hash_one(0u8);
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Collects records into batches of at most `batch_size`, and knows when the
+/// oldest buffered record has waited `linger`. No I/O and no clock of its
+/// own: callers pass the time in.
+#[derive(Debug)]
+pub(crate) struct Batcher {
+    pending: Vec<Output>,
+    batch_size: usize,
+    linger: Duration,
+    deadline: Option<Instant>,
+}
+
+impl Batcher {
+    pub(crate) fn new(batch_size: NonZeroUsize, linger: Duration) -> Self {
+        Self {
+            pending: Vec::new(),
+            batch_size: batch_size.get(),
+            linger,
+            deadline: None,
+        }
+    }
+
+    /// Buffers `records`, received at `now`.
+    pub(crate) fn push(&mut self, records: &[Output], now: Instant) {
+        if records.is_empty() {
+            return;
+        }
+        if self.pending.is_empty() {
+            self.deadline = Some(now + self.linger);
+        }
+        self.pending.extend_from_slice(records);
+    }
+
+    /// A full batch, if at least `batch_size` records are buffered.
+    pub(crate) fn pop_full(&mut self) -> Option<Vec<Output>> {
+        if self.pending.len() < self.batch_size {
+            return None;
+        }
+        let rest = self.pending.split_off(self.batch_size);
+        let batch = std::mem::replace(&mut self.pending, rest);
+        if self.pending.is_empty() {
+            self.deadline = None;
+        }
+        Some(batch)
+    }
+
+    /// When the buffered records must be written, if any are buffered. (Left
+    /// over from a full batch, the rest keeps the earlier deadline: it is
+    /// written early, never late.)
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Everything buffered.
+    pub(crate) fn take_all(&mut self) -> Vec<Output> {
+        self.deadline = None;
+        std::mem::take(&mut self.pending)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::sinks::HttpError;
+    use crate::sinks::fixtures::customer;
+
+    fn records(n: u64) -> Vec<Output> {
+        (0..n)
+            .map(|i| Output::Customer(customer("acme", i, i)))
+            .collect()
+    }
+
+    fn starts(batch: &[Output]) -> Vec<u64> {
+        batch
+            .iter()
+            .map(|r| match r {
+                Output::Customer(k) => k.window_start,
+                Output::Device(k) => k.window_start,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_within_the_jitter_band() {
+        let backoff = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            max_retries: 10,
+        };
+        let top: Vec<_> = (0..6).map(|n| backoff.delay(n, 1.0)).collect();
+        assert_eq!(
+            top,
+            [100, 200, 400, 800, 1000, 1000].map(Duration::from_millis)
+        );
+        let bottom: Vec<_> = (0..6).map(|n| backoff.delay(n, 0.0)).collect();
+        assert_eq!(
+            bottom,
+            [50, 100, 200, 400, 500, 500].map(Duration::from_millis)
+        );
+        assert_eq!(backoff.delay(2, 0.5), Duration::from_millis(300));
+        // Huge retry numbers neither overflow nor exceed the cap.
+        assert_eq!(backoff.delay(u32::MAX, 1.0), Duration::from_secs(1));
+        assert_eq!(backoff.delay(3, 7.0), Duration::from_millis(800));
+    }
+
+    #[test]
+    fn default_backoff_gives_up_after_a_few_minutes() {
+        let backoff = Backoff::default();
+        let worst: Duration = (0..backoff.max_retries)
+            .map(|n| backoff.delay(n, 1.0))
+            .sum();
+        assert!(worst > Duration::from_secs(120), "{worst:?}");
+        assert!(worst < Duration::from_secs(300), "{worst:?}");
+    }
+
+    #[test]
+    fn jitter_stays_in_range_and_varies() {
+        let samples: Vec<f64> = (0..64).map(|_| jitter()).collect();
+        assert!(samples.iter().all(|j| (0.0..1.0).contains(j)));
+        assert!(samples.windows(2).any(|w| w[0] != w[1]));
+    }
+
+    #[test]
+    fn batcher_splits_at_batch_size_and_tracks_the_deadline() {
+        let t0 = Instant::now();
+        let linger = Duration::from_millis(200);
+        let mut batcher = Batcher::new(NonZeroUsize::new(3).unwrap(), linger);
+        assert_eq!(batcher.deadline(), None);
+        assert!(batcher.pop_full().is_none());
+
+        batcher.push(&records(2), t0);
+        assert_eq!(batcher.deadline(), Some(t0 + linger));
+        assert!(batcher.pop_full().is_none());
+        // A later push does not move the deadline of the oldest record.
+        batcher.push(&records(5), t0 + Duration::from_millis(50));
+        assert_eq!(batcher.deadline(), Some(t0 + linger));
+
+        assert_eq!(starts(&batcher.pop_full().unwrap()), [0, 1, 0]);
+        assert_eq!(starts(&batcher.pop_full().unwrap()), [1, 2, 3]);
+        assert!(batcher.pop_full().is_none());
+        assert_eq!(batcher.len(), 1);
+        assert_eq!(batcher.deadline(), Some(t0 + linger));
+
+        assert_eq!(starts(&batcher.take_all()), [4]);
+        assert_eq!(batcher.deadline(), None);
+
+        batcher.push(&records(3), t0 + Duration::from_secs(1));
+        assert_eq!(batcher.pop_full().map(|b| b.len()), Some(3));
+        assert_eq!(batcher.deadline(), None, "empty again");
+        batcher.push(&[], t0);
+        assert_eq!(batcher.deadline(), None, "nothing buffered");
+    }
+
+    /// A store that fails with the queued errors first, then succeeds.
+    #[derive(Clone, Default)]
+    struct FakeStore {
+        failures: Arc<Mutex<VecDeque<SinkError>>>,
+        written: Arc<Mutex<Vec<Vec<u64>>>>,
+        attempts: Arc<Mutex<u32>>,
+    }
+
+    impl BatchWrite for FakeStore {
+        async fn write_batch(&mut self, records: &[Output]) -> Result<(), SinkError> {
+            *self.attempts.lock().unwrap() += 1;
+            if let Some(err) = self.failures.lock().unwrap().pop_front() {
+                return Err(err);
+            }
+            self.written.lock().unwrap().push(starts(records));
+            Ok(())
+        }
+
+        fn take_rejected(&mut self) -> u64 {
+            0
+        }
+
+        fn describe(&self) -> String {
+            "fake".into()
+        }
+    }
+
+    fn status(code: u16) -> SinkError {
+        SinkError::InfluxWrite {
+            lines: 1,
+            source: HttpError::Status {
+                status: code,
+                body: String::new(),
+            },
+        }
+    }
+
+    fn fast(batch_size: usize, max_retries: u32) -> SinkSettings {
+        SinkSettings {
+            batch_size: NonZeroUsize::new(batch_size).unwrap(),
+            linger: Duration::from_millis(20),
+            backoff: Backoff {
+                initial: Duration::from_millis(1),
+                max: Duration::from_millis(4),
+                max_retries,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn writes_full_batches_and_flushes_the_rest_on_close() {
+        let store = FakeStore::default();
+        let (tx, rx) = mpsc::channel(4);
+        let task = tokio::spawn(run_writer(store.clone(), rx, fast(3, 3), || 0.5));
+        tx.send(records(2).into()).await.unwrap();
+        tx.send(records(5).into()).await.unwrap();
+        drop(tx);
+        let report = task.await.unwrap();
+        assert_eq!(
+            *store.written.lock().unwrap(),
+            vec![vec![0, 1, 0], vec![1, 2, 3], vec![4]]
+        );
+        assert_eq!(
+            report,
+            SinkReport {
+                records_written: 7,
+                batches_written: 3,
+                ..SinkReport::default()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_partial_batch_is_written_after_the_linger() {
+        let store = FakeStore::default();
+        let (tx, rx) = mpsc::channel(4);
+        let task = tokio::spawn(run_writer(store.clone(), rx, fast(100, 3), || 0.5));
+        tx.send(records(2).into()).await.unwrap();
+        // The channel stays open: only the linger can flush.
+        let waited = Instant::now();
+        while store.written.lock().unwrap().is_empty() {
+            assert!(waited.elapsed() < Duration::from_secs(5), "never flushed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(waited.elapsed() >= Duration::from_millis(15));
+        assert_eq!(*store.written.lock().unwrap(), vec![vec![0, 1]]);
+        drop(tx);
+        assert_eq!(task.await.unwrap().records_written, 2);
+    }
+
+    #[tokio::test]
+    async fn retryable_errors_are_retried_then_written() {
+        let store = FakeStore::default();
+        store
+            .failures
+            .lock()
+            .unwrap()
+            .extend([status(503), status(429)]);
+        let (tx, rx) = mpsc::channel(4);
+        let task = tokio::spawn(run_writer(store.clone(), rx, fast(10, 3), || 0.5));
+        tx.send(records(4).into()).await.unwrap();
+        drop(tx);
+        let report = task.await.unwrap();
+        assert_eq!(*store.attempts.lock().unwrap(), 3);
+        assert_eq!(
+            report,
+            SinkReport {
+                records_written: 4,
+                batches_written: 1,
+                retries: 2,
+                ..SinkReport::default()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn non_retryable_errors_drop_the_batch_at_once() {
+        let store = FakeStore::default();
+        store.failures.lock().unwrap().extend([status(400)]);
+        let (tx, rx) = mpsc::channel(4);
+        let task = tokio::spawn(run_writer(store.clone(), rx, fast(2, 3), || 0.5));
+        tx.send(records(4).into()).await.unwrap();
+        drop(tx);
+        let report = task.await.unwrap();
+        assert_eq!(*store.attempts.lock().unwrap(), 2);
+        assert_eq!(*store.written.lock().unwrap(), vec![vec![2, 3]]);
+        assert_eq!(
+            report,
+            SinkReport {
+                records_written: 2,
+                batches_written: 1,
+                errors: 1,
+                records_dropped: 2,
+                ..SinkReport::default()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn retries_are_bounded() {
+        let store = FakeStore::default();
+        store
+            .failures
+            .lock()
+            .unwrap()
+            .extend((0..10).map(|_| status(502)));
+        let (tx, rx) = mpsc::channel(4);
+        let task = tokio::spawn(run_writer(store.clone(), rx, fast(10, 2), || 0.5));
+        tx.send(records(3).into()).await.unwrap();
+        drop(tx);
+        let report = task.await.unwrap();
+        assert_eq!(
+            *store.attempts.lock().unwrap(),
+            3,
+            "one attempt + 2 retries"
+        );
+        assert_eq!(report.retries, 2);
+        assert_eq!(report.errors, 1);
+        assert_eq!(report.records_dropped, 3);
+        assert_eq!(report.records_written, 0);
+    }
+
+    #[tokio::test]
+    async fn run_sink_writes_to_a_real_sqlite_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kpi.sqlite");
+        let config = SinkConfig::Sqlite(crate::sinks::SqliteConfig { path: path.clone() });
+        let sink = Sink::open(&config).await.unwrap();
+        let (tx, rx) = mpsc::channel(2);
+        let task = tokio::spawn(run_sink(sink, rx, SinkSettings::for_config(&config)));
+        tx.send(records(3).into()).await.unwrap();
+        tx.send(records(3).into()).await.unwrap(); // a replay: same keys
+        drop(tx);
+        let report = task.await.unwrap();
+        assert_eq!(report.records_written, 6);
+        assert_eq!(report.errors, 0);
+        let store = crate::sinks::SqliteStore::open(&path).unwrap();
+        assert_eq!(store.customer_kpis("1h").unwrap().len(), 3);
+    }
+}

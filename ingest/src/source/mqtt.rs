@@ -1,0 +1,165 @@
+//! The MQTT source: one rumqttc connection, QoS1 subscription to the
+//! telemetry filter, messages handed to the pipeline through a bounded
+//! channel. When the pipeline is behind, the channel fills, this task stops
+//! reading the socket, and TCP pushes back on the broker: nothing is dropped
+//! here.
+//!
+//! rumqttc reconnects on the next `poll()` with no delay of its own, so this
+//! loop sleeps with exponential backoff after each error.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS};
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::MqttConfig;
+use crate::metrics::IngestMetrics;
+
+/// A message as received: topic and payload.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Topic it was published on.
+    pub topic: String,
+    /// Raw payload.
+    pub payload: bytes::Bytes,
+}
+
+/// The source cannot start.
+#[derive(Debug, Error)]
+pub enum SourceError {
+    /// The password variable named in the config is not set.
+    #[error("mqtt.password_env: environment variable `{0}` is not set")]
+    MissingPassword(String),
+}
+
+/// Largest packet rumqttc accepts. Kept far above the payload limit so an
+/// oversized message is refused (and counted) by validation instead of
+/// breaking the connection, which would make the broker redeliver it forever.
+const MAX_PACKET_BYTES: usize = 64 * 1024 * 1024;
+
+/// Connection options for `config`, credentials from the environment.
+pub fn options(config: &MqttConfig) -> Result<MqttOptions, SourceError> {
+    let mut options = MqttOptions::new(&config.client_id, &config.host, config.port);
+    options
+        .set_keep_alive(config.keep_alive)
+        .set_clean_session(!config.persistent_session)
+        .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
+        .set_inflight(config.inflight.max(1));
+    if let Some(user) = &config.username {
+        let password = match &config.password_env {
+            Some(var) => {
+                std::env::var(var).map_err(|_| SourceError::MissingPassword(var.clone()))?
+            }
+            None => String::new(),
+        };
+        options.set_credentials(user, password);
+    }
+    Ok(options)
+}
+
+/// Backoff after consecutive connection failures: 100 ms doubling to 5 s.
+pub fn backoff(failures: u32) -> Duration {
+    let ms = 100u64.saturating_mul(1 << failures.min(6));
+    Duration::from_millis(ms.min(5_000))
+}
+
+/// Runs until `shutdown`, forwarding every telemetry message to `out`.
+pub async fn run(
+    config: MqttConfig,
+    out: mpsc::Sender<Message>,
+    metrics: Arc<IngestMetrics>,
+    shutdown: CancellationToken,
+) -> Result<(), SourceError> {
+    let options = options(&config)?;
+    let (client, mut events) = AsyncClient::new(options, 64);
+    let mut failures = 0u32;
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            event = events.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                failures = 0;
+                tracing::info!(
+                    host = %config.host,
+                    port = config.port,
+                    session_present = ack.session_present,
+                    "connected to broker"
+                );
+                if !ack.session_present {
+                    if let Err(e) = client.try_subscribe(&config.topic, QoS::AtLeastOnce) {
+                        tracing::error!(error = %e, "cannot request subscription");
+                    }
+                } else {
+                    metrics.subscribed.store(true, Relaxed);
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => {
+                tracing::info!(topic = %config.topic, "subscribed");
+                metrics.subscribed.store(true, Relaxed);
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                metrics.messages_received.fetch_add(1, Relaxed);
+                metrics
+                    .bytes_received
+                    .fetch_add(publish.payload.len() as u64, Relaxed);
+                let message = Message {
+                    topic: publish.topic,
+                    payload: publish.payload,
+                };
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    sent = out.send(message) => if sent.is_err() { break },
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                metrics.connection_errors.fetch_add(1, Relaxed);
+                let delay = backoff(failures);
+                failures = failures.saturating_add(1);
+                log_connection_error(&config, &error, failures, delay);
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+    let _ = client.try_disconnect();
+    Ok(())
+}
+
+fn log_connection_error(
+    config: &MqttConfig,
+    error: &ConnectionError,
+    failures: u32,
+    delay: Duration,
+) {
+    if failures <= 3 || failures.is_multiple_of(20) {
+        tracing::warn!(
+            host = %config.host,
+            port = config.port,
+            failures,
+            retry_in_ms = delay.as_millis() as u64,
+            "broker connection failed: {error}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(0), Duration::from_millis(100));
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert_eq!(backoff(5), Duration::from_millis(3200));
+        assert_eq!(backoff(9), Duration::from_secs(5));
+    }
+}

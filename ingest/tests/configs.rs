@@ -1,0 +1,48 @@
+//! Every example configuration shipped in deploy/ parses and validates, so
+//! the docs never show a config the service would refuse.
+
+use std::path::Path;
+
+use fleetpulse::config::ServiceConfig;
+use fleetpulse::customers::CustomersFile;
+
+#[test]
+fn every_shipped_config_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        if text.contains("[[customer]]") {
+            let customers = CustomersFile::parse(&path, &text)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(!customers.customers.is_empty());
+        } else {
+            let config = ServiceConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            if let Some(customers) = &config.customers {
+                CustomersFile::load(&customers.file).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} configs found in {}", dir.display());
+}
+
+#[test]
+fn check_config_names_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[engine]\nworkers = 2\nwindow = [\"1h\"]\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bad.toml:3:"), "{stderr}");
+    assert!(stderr.contains("window"), "{stderr}");
+}

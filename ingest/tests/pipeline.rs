@@ -1,0 +1,393 @@
+//! End to end on real parts: simulator -> real mosquitto -> the fleetpulse
+//! service -> InfluxDB 1.x (v1 API), VictoriaMetrics (v2 API through the
+//! influxdb2 client) and SQLite; every per-customer-day KPI read back from
+//! each store must equal the simulator's ground truth.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use fleetpulse::config::{CustomersRef, ServiceConfig};
+use fleetpulse::drive::drive;
+use fleetpulse::metrics::{IngestMetrics, RejectReason};
+use fleetpulse::service::{self, Runtime};
+use fleetpulse::sinks::sqlite::{SqliteConfig, SqliteStore};
+use fleetpulse::sinks::{InfluxDbV1Config, InfluxDbV2Config, SinkConfig};
+use fleetpulse_sim::{DayTruth, Fleet, FleetSpec, PublishOptions};
+use prost::Message;
+use support::servers::{InfluxDb1, Mosquitto, VictoriaMetrics};
+use tokio_util::sync::CancellationToken;
+
+const DAY_MS: u64 = 86_400_000;
+
+/// The broker limits deploy/ ships for no loss; mosquitto's defaults drop
+/// messages once a slow subscriber has 1000 queued.
+const NO_LOSS: &str = include_str!("../../deploy/mosquitto/no-loss.conf");
+
+/// Per (customer, day start): field name -> value.
+type Table = BTreeMap<(String, u64), BTreeMap<String, f64>>;
+
+/// Fields compared exactly (counts) and within 1e-6 relative (hours, litres, units).
+const EXACT: [&str; 8] = [
+    "cycles",
+    "manual_interventions",
+    "fault_count",
+    "distinct_operators",
+    "active_devices",
+    "reporting_devices",
+    "advanced_features_used",
+    "samples",
+];
+const APPROX: [&str; 4] = [
+    "operating_hours",
+    "idle_hours",
+    "fuel_litres",
+    "output_units",
+];
+
+fn spec() -> FleetSpec {
+    FleetSpec {
+        customers: 6,
+        devices: 48,
+        days: 10,
+        seed: 7,
+        ..FleetSpec::default()
+    }
+}
+
+fn truth_table(rows: &[DayTruth]) -> Table {
+    rows.iter()
+        .map(|r| {
+            let fields = [
+                ("operating_hours", r.operating_hours),
+                ("idle_hours", r.idle_hours),
+                ("fuel_litres", r.fuel_litres),
+                ("output_units", r.output_units),
+                ("cycles", r.cycles as f64),
+                ("manual_interventions", r.manual_interventions as f64),
+                ("fault_count", r.fault_count as f64),
+                ("distinct_operators", f64::from(r.distinct_operators)),
+                ("active_devices", f64::from(r.active_devices)),
+                ("reporting_devices", f64::from(r.reporting_devices)),
+                (
+                    "advanced_features_used",
+                    f64::from(r.advanced_features_used),
+                ),
+                ("samples", r.samples as f64),
+            ];
+            let fields = fields.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+            ((r.customer.clone(), r.day_start_ms), fields)
+        })
+        .collect()
+}
+
+fn assert_matches_truth(store: &str, got: &Table, truth: &Table) {
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        truth.keys().collect::<Vec<_>>(),
+        "{store}: the (customer, day) rows differ from the ground truth"
+    );
+    for (key, expected) in truth {
+        let row = &got[key];
+        for field in EXACT {
+            assert_eq!(
+                row.get(field),
+                expected.get(field),
+                "{store} {key:?} {field}"
+            );
+        }
+        for field in APPROX {
+            let (g, e) = (row[field], expected[field]);
+            assert!(
+                (g - e).abs() <= 1e-6 * e.abs().max(1.0),
+                "{store} {key:?} {field}: got {g}, ground truth {e}"
+            );
+        }
+    }
+    println!(
+        "{store}: {} customer-days equal the ground truth",
+        truth.len()
+    );
+}
+
+fn sqlite_table(path: &Path) -> Table {
+    let store = SqliteStore::open(path).unwrap();
+    store
+        .customer_kpis("1d")
+        .unwrap()
+        .into_iter()
+        .map(|k| {
+            let fields = [
+                ("operating_hours", k.operating_hours),
+                ("idle_hours", k.idle_hours),
+                ("fuel_litres", k.fuel_litres),
+                ("output_units", k.output_units),
+                ("cycles", k.cycles as f64),
+                ("manual_interventions", k.manual_interventions as f64),
+                ("fault_count", k.fault_count as f64),
+                ("distinct_operators", f64::from(k.distinct_operators)),
+                ("active_devices", f64::from(k.active_devices)),
+                ("reporting_devices", f64::from(k.reporting_devices)),
+                (
+                    "advanced_features_used",
+                    f64::from(k.advanced_features_used),
+                ),
+                ("samples", k.samples as f64),
+            ];
+            let fields = fields.iter().map(|(f, v)| (f.to_string(), *v)).collect();
+            ((k.customer.to_string(), k.window_start), fields)
+        })
+        .collect()
+}
+
+fn influx_table(influx: &InfluxDb1, db: &str) -> Table {
+    let answer = influx.query(
+        db,
+        "SELECT * FROM customer_kpi WHERE \"window\" = '1d' GROUP BY customer",
+    );
+    let mut table = Table::new();
+    for series in answer["results"][0]["series"].as_array().expect("series") {
+        let customer = series["tags"]["customer"].as_str().unwrap().to_string();
+        let columns: Vec<&str> = series["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        for values in series["values"].as_array().unwrap() {
+            let mut fields = BTreeMap::new();
+            for (column, value) in columns.iter().zip(values.as_array().unwrap()) {
+                if let Some(v) = value.as_f64() {
+                    fields.insert(column.to_string(), v);
+                }
+            }
+            let start = fields["window_end"] as u64 - DAY_MS;
+            table.insert((customer.clone(), start), fields);
+        }
+    }
+    table
+}
+
+fn victoria_table(vm: &VictoriaMetrics) -> Table {
+    let mut table = Table::new();
+    for series in vm.export(r#"{__name__=~"customer_kpi_.*", window="1d"}"#) {
+        let name = series["metric"]["__name__"].as_str().unwrap();
+        let field = name.strip_prefix("customer_kpi_").unwrap().to_string();
+        let customer = series["metric"]["customer"].as_str().unwrap().to_string();
+        let values = series["values"].as_array().unwrap();
+        let times = series["timestamps"].as_array().unwrap();
+        for (value, time) in values.iter().zip(times) {
+            table
+                .entry((customer.clone(), time.as_u64().unwrap()))
+                .or_default()
+                .insert(field.clone(), value.as_f64().unwrap());
+        }
+    }
+    table
+}
+
+fn base_config(
+    mosquitto: &Mosquitto,
+    customers: &Path,
+    workers: usize,
+    client: &str,
+) -> ServiceConfig {
+    let mut config = ServiceConfig::default();
+    config.mqtt.host = mosquitto.host().to_string();
+    config.mqtt.port = mosquitto.port();
+    config.mqtt.client_id = client.to_string();
+    config.engine.workers = workers;
+    config.customers = Some(CustomersRef {
+        file: customers.to_owned(),
+    });
+    config
+}
+
+fn publisher(mosquitto: &Mosquitto, client: &str) -> PublishOptions {
+    PublishOptions {
+        host: mosquitto.host().to_string(),
+        port: mosquitto.port(),
+        client_id: client.to_string(),
+        ..PublishOptions::default()
+    }
+}
+
+/// One run per worker count, writing to all three stores at once.
+async fn all_stores_equal_ground_truth(workers: usize) {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let influx = InfluxDb1::start();
+    let vm = VictoriaMetrics::start();
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = Fleet::generate(&spec());
+    let customers = dir.path().join("customers.toml");
+    fleetpulse::sim::write_files(&fleet, None, Some(&customers)).unwrap();
+    let sqlite = dir.path().join("kpi.sqlite");
+
+    let mut config = base_config(&mosquitto, &customers, workers, "fleetpulse-e2e");
+    config.sinks = vec![
+        SinkConfig::Sqlite(SqliteConfig {
+            path: sqlite.clone(),
+        }),
+        SinkConfig::InfluxDbV1(InfluxDbV1Config {
+            url: influx.url(),
+            database: "fleetpulse".into(),
+            username: None,
+            password_env: None,
+            batch_size: NonZeroUsize::new(5000).unwrap(),
+        }),
+        SinkConfig::InfluxDbV2(InfluxDbV2Config {
+            url: vm.url(),
+            org: "fleetpulse".into(),
+            bucket: "fleetpulse".into(),
+            token_env: "FLEETPULSE_TEST_NO_TOKEN".into(),
+            batch_size: NonZeroUsize::new(5000).unwrap(),
+        }),
+    ];
+    let run = drive(config, &fleet, publisher(&mosquitto, "fleetpulse-e2e-sim"))
+        .await
+        .unwrap();
+    println!(
+        "workers={workers}: {} messages, {} samples, {:.1} s, rejected {}, records {}",
+        run.published.messages,
+        run.published.samples,
+        run.elapsed.as_secs_f64(),
+        run.metrics.rejected_total(),
+        run.metrics.records_emitted.load(Relaxed)
+    );
+    assert_eq!(run.metrics.rejected_total(), 0);
+    assert_eq!(
+        run.metrics.messages_accepted.load(Relaxed),
+        run.published.messages
+    );
+    for sink in &run.service.sinks {
+        assert_eq!(sink.errors, 0, "{sink:?}");
+        assert_eq!(sink.records_dropped, 0, "{sink:?}");
+    }
+
+    let truth = truth_table(&fleet.ground_truth().rows());
+    assert_matches_truth("sqlite", &sqlite_table(&sqlite), &truth);
+    assert_matches_truth("influxdb 1.x", &influx_table(&influx, "fleetpulse"), &truth);
+    assert_matches_truth("victoriametrics", &victoria_table(&vm), &truth);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_every_store_equals_ground_truth() {
+    all_stores_equal_ground_truth(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_every_store_equals_ground_truth() {
+    all_stores_equal_ground_truth(2).await;
+}
+
+/// Bad payloads sent by a real MQTT client amid valid traffic: each is
+/// counted under its reason, the service keeps running, and the valid
+/// traffic's KPIs are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_rejected_and_counted_and_the_service_keeps_running() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = Fleet::generate(&FleetSpec {
+        customers: 2,
+        devices: 6,
+        days: 3,
+        ..FleetSpec::default()
+    });
+    let customers = dir.path().join("customers.toml");
+    fleetpulse::sim::write_files(&fleet, None, Some(&customers)).unwrap();
+    let sqlite = dir.path().join("kpi.sqlite");
+    let mut config = base_config(&mosquitto, &customers, 2, "fleetpulse-bad-input");
+    config.sinks = vec![SinkConfig::Sqlite(SqliteConfig {
+        path: sqlite.clone(),
+    })];
+
+    let metrics = Arc::new(IngestMetrics::default());
+    let shutdown = CancellationToken::new();
+    let runtime = Runtime {
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let service =
+        tokio::spawn(async move { service::run(config, Path::new("<test>"), runtime).await });
+    wait_for("subscription", || metrics.subscribed.load(Relaxed)).await;
+
+    // Valid messages, with bad ones slipped in between them.
+    let messages: Vec<(String, Vec<u8>)> = fleet.encoded_messages().collect();
+    let (first, rest) = messages.split_at(messages.len() / 2);
+    let customer = &fleet.customers()[0];
+    let device = &fleet.devices_of(customer)[0];
+    let topic = device.topic().to_string();
+    let mut other_customers = fleet
+        .messages()
+        .find(|m| m.batch.customer_id != customer.id)
+        .unwrap()
+        .batch;
+    let mut mismatched = other_customers.clone();
+    mismatched.sequence = 1_000_000;
+    let (_, valid) = &first[0];
+
+    let publish_all = |batch: &[(String, Vec<u8>)]| {
+        for (t, p) in batch {
+            mosquitto.publish(t, p, 1);
+        }
+    };
+    publish_all(&first[..first.len().min(50)]);
+    mosquitto.publish(&topic, b"\x0a\xff\xff\xff not protobuf", 1);
+    mosquitto.publish(&topic, &valid[..valid.len() / 2], 1);
+    // Customer B's payload published on customer A's device topic.
+    mosquitto.publish(&topic, &mismatched.encode_to_vec(), 1);
+    // Matches the subscription filter, but an id is longer than 64 bytes.
+    let long_topic = fleetpulse_proto::telemetry_topic(&"x".repeat(65), "s", "d");
+    mosquitto.publish(&long_topic, valid, 1);
+    other_customers.customer_id = "c99-unknown".into();
+    let unknown_topic = fleetpulse_proto::telemetry_topic(
+        "c99-unknown",
+        &other_customers.site_id,
+        &other_customers.device_id,
+    );
+    mosquitto.publish(&unknown_topic, &other_customers.encode_to_vec(), 1);
+    let bad = 5u64;
+
+    // The rest of the valid traffic, through the simulator's own publisher.
+    let remaining: Vec<(String, Vec<u8>)> = first[first.len().min(50)..]
+        .iter()
+        .chain(rest)
+        .cloned()
+        .collect();
+    fleetpulse_sim::publish(publisher(&mosquitto, "bad-input-sim"), remaining, |_| {})
+        .await
+        .unwrap();
+    let total = messages.len() as u64 + bad;
+    wait_for("every message handled", || metrics.handled() >= total).await;
+    assert!(!service.is_finished(), "the service stopped on bad input");
+
+    assert_eq!(metrics.rejected(RejectReason::Decode), 2);
+    assert_eq!(metrics.rejected(RejectReason::IdMismatch), 1);
+    assert_eq!(metrics.rejected(RejectReason::Topic), 1);
+    assert_eq!(metrics.rejected(RejectReason::UnknownCustomer), 1);
+    assert_eq!(
+        metrics.messages_accepted.load(Relaxed),
+        messages.len() as u64
+    );
+
+    shutdown.cancel();
+    service.await.unwrap().unwrap();
+    let truth = truth_table(&fleet.ground_truth().rows());
+    assert_matches_truth("sqlite", &sqlite_table(&sqlite), &truth);
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

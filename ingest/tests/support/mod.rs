@@ -1,0 +1,4 @@
+//! Shared fixtures for the ingest integration tests. Include with `mod support;`.
+#![allow(dead_code)]
+
+pub mod servers;
