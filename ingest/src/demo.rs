@@ -137,8 +137,14 @@ pub fn summary_table(fleet: &Fleet, daily: &[CustomerKpi]) -> String {
             customer.id,
             n,
             mean(|r| r.utilisation, last7) * 100.0,
-            format!("{:.0}/{purchased}", mean(|r| f64::from(r.active_devices), last7)),
-            format!("{:.0}/{purchased}", mean(|r| f64::from(r.reporting_devices), last7)),
+            format!(
+                "{:.0}/{purchased}",
+                mean(|r| f64::from(r.active_devices), last7)
+            ),
+            format!(
+                "{:.0}/{purchased}",
+                mean(|r| f64::from(r.reporting_devices), last7)
+            ),
             mean(|r| f64::from(r.distinct_operators), last7),
             last7.iter().map(|r| r.fault_count).sum::<u64>(),
             trend,

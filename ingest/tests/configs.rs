@@ -17,8 +17,7 @@ fn every_shipped_config_is_valid() {
         }
         let text = std::fs::read_to_string(&path).unwrap();
         if text.contains("[[customer]]") {
-            let customers = CustomersFile::parse(&path, &text)
-                .unwrap_or_else(|e| panic!("{e}"));
+            let customers = CustomersFile::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
             assert!(!customers.customers.is_empty());
         } else {
             let config = ServiceConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -28,7 +27,11 @@ fn every_shipped_config_is_valid() {
         }
         checked += 1;
     }
-    assert!(checked >= 3, "only {checked} configs found in {}", dir.display());
+    assert!(
+        checked >= 3,
+        "only {checked} configs found in {}",
+        dir.display()
+    );
 }
 
 #[test]

@@ -30,7 +30,11 @@ fn demo_prints_the_table_and_stores_every_customer_day() {
         ..FleetSpec::default()
     });
     for customer in fleet.customers() {
-        assert!(stdout.contains(&customer.id), "{} missing from the table", customer.id);
+        assert!(
+            stdout.contains(&customer.id),
+            "{} missing from the table",
+            customer.id
+        );
     }
     assert!(stdout.contains("KPI store:"), "{stdout}");
 
