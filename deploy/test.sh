@@ -164,9 +164,10 @@ check() { # check NAME COMMAND...
 check fmt cargo fmt --all -- --check
 check clippy cargo clippy --workspace --all-targets -- -D warnings
 if ((NEXTEST)); then
-    check tests cargo nextest run --workspace --no-fail-fast
-    # nextest does not run doc tests.
+    # nextest does not run doc tests. They go first so that nextest's
+    # summary is the last test-runner output of the run.
     check doctests cargo test --workspace --doc --no-fail-fast
+    check tests cargo nextest run --workspace --no-fail-fast
 else
     check tests cargo test --workspace --no-fail-fast
 fi
