@@ -1,1 +1,59 @@
-fn main() {}
+//! Wire to engine input: protobuf decode + validate, and the whole admission
+//! step the service runs per message (topic, decode, validate, customer
+//! check, conversion to engine types, watermark). Throughput in messages/s and
+//! payload MB/s; samples/s = messages/s x 6 for this capture.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use fleetpulse_benches::{Capture, admission, default_spec};
+use fleetpulse_proto::{Limits, TopicIds, decode_and_validate};
+
+fn decode(c: &mut Criterion) {
+    let capture = Capture::new(&default_spec());
+    let messages = &capture.messages;
+    eprintln!(
+        "capture: {} messages, {} samples, {:.1} MB payload",
+        messages.len(),
+        capture.samples,
+        capture.payload_bytes as f64 / 1e6
+    );
+    let limits = Limits::default();
+
+    let mut group = c.benchmark_group("decode");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(messages.len() as u64));
+    group.bench_function("decode_validate/messages", |b| {
+        b.iter(|| {
+            for (topic, payload) in messages {
+                let ids = TopicIds::parse(topic).expect("valid topic");
+                std::hint::black_box(decode_and_validate(&ids, payload, &limits).expect("valid"));
+            }
+        })
+    });
+    group.bench_function("admission/messages", |b| {
+        b.iter_batched(
+            || admission(&capture.fleet),
+            |mut admission| {
+                for (topic, payload) in messages {
+                    std::hint::black_box(admission.admit(topic, payload).expect("admitted"));
+                }
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.throughput(Throughput::Bytes(capture.payload_bytes));
+    group.bench_function("admission/bytes", |b| {
+        b.iter_batched(
+            || admission(&capture.fleet),
+            |mut admission| {
+                for (topic, payload) in messages {
+                    std::hint::black_box(admission.admit(topic, payload).expect("admitted"));
+                }
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decode);
+criterion_main!(benches);

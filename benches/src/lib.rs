@@ -1,1 +1,105 @@
-//! placeholder
+//! Fixtures shared by the fleetpulse micro-benchmarks (`cargo bench -p
+//! fleetpulse-benches`): one realistic capture from the simulator, decoded
+//! and converted exactly as ingest does, and the engine configuration that
+//! matches it. The end-to-end harness is `fleetpulse bench`
+//! (`ingest/src/bench/`); its Python peers live in `benches/peers/`.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use fleetpulse::admission::Admission;
+use fleetpulse::config::{CustomersRef, ServiceConfig};
+use fleetpulse_engine::{DeviceBatch, EngineConfig, FeatureCatalog};
+use fleetpulse_sim::{Fleet, FleetSpec};
+
+/// Allowed lateness the service uses by default (2 h).
+pub const LATENESS_MS: u64 = 2 * 3_600_000;
+
+/// The capture every micro-benchmark uses unless it says otherwise: the
+/// demo's 6 customer profiles, 300 machines, 14 days, one message per machine
+/// per hour with 6 samples (100,800 messages, 604,800 samples).
+pub fn default_spec() -> FleetSpec {
+    FleetSpec {
+        customers: 6,
+        devices: 300,
+        days: 14,
+        seed: 42,
+        ..FleetSpec::default()
+    }
+}
+
+/// A simulator capture, as bytes on the wire and as engine input.
+pub struct Capture {
+    /// The fleet it came from.
+    pub fleet: Fleet,
+    /// `(topic, payload)` in publish order.
+    pub messages: Vec<(String, Vec<u8>)>,
+    /// The same messages after admission (decode, validate, convert).
+    pub batches: Vec<DeviceBatch>,
+    /// Samples in the capture.
+    pub samples: u64,
+    /// Payload bytes in the capture.
+    pub payload_bytes: u64,
+}
+
+impl Capture {
+    /// Simulates `spec` and runs every message through admission.
+    pub fn new(spec: &FleetSpec) -> Capture {
+        let fleet = Fleet::generate(spec);
+        let messages: Vec<_> = fleet.encoded_messages().collect();
+        let mut admission = admission(&fleet);
+        let batches: Vec<DeviceBatch> = messages
+            .iter()
+            .map(|(topic, payload)| {
+                admission
+                    .admit(topic, payload)
+                    .unwrap_or_else(|r| panic!("the simulator's message was refused: {r:?}"))
+            })
+            .collect();
+        let samples = batches.iter().map(|b| b.samples.len() as u64).sum();
+        let payload_bytes = messages.iter().map(|(_, p)| p.len() as u64).sum();
+        Capture {
+            fleet,
+            messages,
+            batches,
+            samples,
+            payload_bytes,
+        }
+    }
+}
+
+/// Admission as the service sets it up for this fleet: default limits,
+/// the fleet's customers known, default lateness.
+pub fn admission(fleet: &Fleet) -> Admission {
+    let known: HashSet<String> = fleet.customers().iter().map(|c| c.id.clone()).collect();
+    Admission::new(
+        fleetpulse_proto::Limits::default(),
+        Some(known),
+        FeatureCatalog::default(),
+        LATENESS_MS,
+    )
+}
+
+/// The service's default engine configuration (1h and 1d windows, 1 min
+/// tick) with the fleet's customers file, built the way the service builds
+/// it (so customer-success logic runs as in production).
+pub fn engine_config(fleet: &Fleet) -> EngineConfig {
+    let dir = std::env::temp_dir().join(format!("fleetpulse-benches-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("customers.toml");
+    fleetpulse::sim::write_files(fleet, None, Some(&file)).expect("customers file");
+    let config = ServiceConfig {
+        customers: Some(CustomersRef { file }),
+        ..ServiceConfig::default()
+    };
+    let mut engine = config
+        .engine_config(Path::new("<benches>"))
+        .expect("default engine config");
+    if let Some((_, specs)) =
+        fleetpulse::service::load_customers(&config, &engine).expect("customers file loads")
+    {
+        engine.customers = specs;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    engine
+}

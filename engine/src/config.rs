@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::customer::CustomerSpec;
 use crate::model::EventTime;
 
 /// One hour in event-time milliseconds.
@@ -76,15 +77,8 @@ impl FeatureCatalog {
     }
 }
 
-/// Contract facts of one customer that KPIs depend on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CustomerContract {
-    /// Devices the customer bought (the denominator of utilisation).
-    pub devices_purchased: u32,
-}
-
 /// Engine settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// Tumbling windows computed for every customer and device.
     pub windows: Vec<WindowSpec>,
@@ -94,9 +88,10 @@ pub struct EngineConfig {
     pub tick_ms: u64,
     /// Advanced vs basic features.
     pub features: FeatureCatalog,
-    /// Contracts by customer id. A customer missing here gets the number of
-    /// its devices seen so far as devices purchased.
-    pub customers: HashMap<String, CustomerContract>,
+    /// Customers by id: contract, time zone, outcomes, milestones. A
+    /// customer missing here gets usage KPIs only (devices purchased = devices
+    /// reporting, UTC days) and no customer-success records.
+    pub customers: HashMap<String, CustomerSpec>,
 }
 
 impl Default for EngineConfig {
@@ -167,8 +162,48 @@ impl EngineConfig {
         Ok(())
     }
 
+    /// The daily window, if one is configured: customer-success logic
+    /// (health, milestones, alerts) runs once per closed day.
+    pub fn day_window(&self) -> Option<&WindowSpec> {
+        self.windows.iter().find(|w| w.length_ms == DAY_MS)
+    }
+
+    /// Bounds of the window of `spec` that holds `at` for `customer`. A
+    /// daily window follows the customer's local day (23 or 25 hours long
+    /// on daylight-saving changes); every other window, and every customer
+    /// without a time zone, is aligned to the epoch (UTC).
+    pub fn window_bounds(
+        &self,
+        spec: &WindowSpec,
+        customer: &str,
+        at: EventTime,
+    ) -> (EventTime, EventTime) {
+        if spec.length_ms == DAY_MS
+            && let Some(c) = self.customers.get(customer)
+            && c.timezone != jiff::tz::TimeZone::UTC
+            && let Some(bounds) = local_day(&c.timezone, at)
+        {
+            return bounds;
+        }
+        let start = spec.start_of(at);
+        (start, start + spec.length_ms)
+    }
+
     /// Floors an event time to the tick.
     pub fn tick_of(&self, at: EventTime) -> EventTime {
         at - at % self.tick_ms
     }
+}
+
+/// The local day holding `at` in `tz`, as UTC milliseconds.
+fn local_day(tz: &jiff::tz::TimeZone, at: EventTime) -> Option<(EventTime, EventTime)> {
+    let zoned = jiff::Timestamp::from_millisecond(i64::try_from(at).ok()?)
+        .ok()?
+        .to_zoned(tz.clone());
+    let start = zoned.start_of_day().ok()?;
+    let end = start.tomorrow().ok()?.start_of_day().ok()?;
+    Some((
+        u64::try_from(start.timestamp().as_millisecond()).ok()?,
+        u64::try_from(end.timestamp().as_millisecond()).ok()?,
+    ))
 }

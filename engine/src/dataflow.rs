@@ -9,7 +9,9 @@ use timely::dataflow::operators::Concat;
 use crate::config::EngineConfig;
 use crate::kpi::{CustomerAccumulator, DeviceAccumulator, Output};
 use crate::model::{DeviceBatch, EventTime, Id, Usage};
-use crate::operators::{DeviceStateExt, TumblingWindowExt, route};
+use crate::operators::{
+    CustomerSuccessExt, DeviceStateExt, PortfolioExt, TumblingWindowExt, route,
+};
 use crate::stats::EngineStats;
 
 /// Builds the dataflow over a stream of device batches:
@@ -18,6 +20,8 @@ use crate::stats::EngineStats;
 /// batches -> exchange by device -> dedup + per-device increments (usage)
 ///   usage -> per-device windows (same worker)              -> Output::Device
 ///   usage -> exchange by customer -> per-customer windows  -> Output::Customer
+///   windows -> exchange by customer -> customer success    -> Outcome, Milestone, Health, Alert
+///   health  -> one worker -> portfolio                       -> Output::Portfolio
 /// ```
 pub fn build<'scope>(
     batches: StreamVec<'scope, EventTime, DeviceBatch>,
@@ -37,11 +41,14 @@ pub fn build<'scope>(
     let customers = usage.tumbling_windows::<_, CustomerAccumulator, _, _>(
         Exchange::new(|u: &Usage| route(&*u.customer)),
         "CustomerWindows",
-        config,
+        config.clone(),
         |u: &Usage| u.customer.clone(),
         Output::Customer,
     );
-    devices.concat(customers)
+    let windows = devices.concat(customers);
+    let success = windows.clone().customer_success(config);
+    let portfolio = success.clone().portfolio();
+    windows.concat(success).concat(portfolio)
 }
 
 fn device_key(usage: &Usage) -> (Id, Id) {

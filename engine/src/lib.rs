@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod customer;
 pub mod dataflow;
 pub mod kpi;
 pub mod model;
@@ -22,8 +23,12 @@ pub mod stats;
 pub mod watermark;
 pub mod workers;
 
-pub use config::{CustomerContract, EngineConfig, FeatureCatalog, WindowSpec};
-pub use kpi::{CustomerKpi, DeviceKpi, Output};
+pub use config::{EngineConfig, FeatureCatalog, WindowSpec};
+pub use customer::{Contract, CustomerSpec, Segment};
+pub use kpi::{
+    AlertRecord, CustomerKpi, DeviceKpi, HealthRecord, MilestoneRecord, OutcomeRecord, Output,
+    PortfolioRecord,
+};
 pub use model::{DeviceBatch, EventTime, Id, MachineState, Sample, Usage};
 pub use stats::{EngineStats, StatsSnapshot};
 pub use watermark::{Late, Watermark};

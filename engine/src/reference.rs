@@ -19,8 +19,9 @@ pub fn fold(config: &EngineConfig, batches: impl IntoIterator<Item = DeviceBatch
             .or_default()
             .push(batch);
     }
-    let mut customers: BTreeMap<(usize, EventTime, Id), CustomerAccumulator> = BTreeMap::new();
-    let mut devices: BTreeMap<(usize, EventTime, Id, Id), DeviceAccumulator> = BTreeMap::new();
+    type Window = (usize, EventTime, EventTime);
+    let mut customers: BTreeMap<(Window, Id), CustomerAccumulator> = BTreeMap::new();
+    let mut devices: BTreeMap<(Window, Id, Id), DeviceAccumulator> = BTreeMap::new();
     let mut usage = Vec::new();
     for (_, mut list) in by_device {
         list.sort_by_key(|b| (b.first_at(), b.sequence));
@@ -36,23 +37,23 @@ pub fn fold(config: &EngineConfig, batches: impl IntoIterator<Item = DeviceBatch
         }
         for u in usage.drain(..) {
             for (i, spec) in config.windows.iter().enumerate() {
-                let start = spec.start_of(u.at);
+                let (start, end) = config.window_bounds(spec, &u.customer, u.at);
                 customers
-                    .entry((i, start, u.customer.clone()))
+                    .entry(((i, start, end), u.customer.clone()))
                     .or_default()
                     .add(&u);
                 devices
-                    .entry((i, start, u.customer.clone(), u.device.clone()))
+                    .entry(((i, start, end), u.customer.clone(), u.device.clone()))
                     .or_default()
                     .add(&u);
             }
         }
     }
-    let customer_records = customers.into_iter().map(|((i, start, _), acc)| {
-        Output::Customer(acc.finish(&config.windows[i], start, config))
+    let customer_records = customers.into_iter().map(|(((i, start, end), _), acc)| {
+        Output::Customer(acc.finish(&config.windows[i], start, end, config))
     });
-    let device_records = devices.into_iter().map(|((i, start, _, _), acc)| {
-        Output::Device(acc.finish(&config.windows[i], start, config))
+    let device_records = devices.into_iter().map(|(((i, start, end), _, _), acc)| {
+        Output::Device(acc.finish(&config.windows[i], start, end, config))
     });
     customer_records.chain(device_records).collect()
 }

@@ -9,6 +9,7 @@ use fleetpulse_engine::{EngineConfig, FeatureCatalog, WindowSpec};
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::alerts::AlertsConfig;
 use crate::sinks::SinkConfig;
 
 /// The whole service configuration.
@@ -30,6 +31,9 @@ pub struct ServiceConfig {
     /// Where KPIs are written; at least one.
     #[serde(default = "default_sinks")]
     pub sinks: Vec<SinkConfig>,
+    /// Where at-risk alerts are delivered (MQTT topic, webhook).
+    #[serde(default)]
+    pub alerts: AlertsConfig,
 }
 
 /// Pointer to the customers file.
@@ -214,6 +218,7 @@ impl Default for ServiceConfig {
             customers: None,
             limits: LimitsConfig::default(),
             sinks: default_sinks(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -329,6 +334,9 @@ impl ServiceConfig {
         if self.sinks.is_empty() {
             return Err(invalid("sinks", "at least one sink is required".into()));
         }
+        self.alerts
+            .validate()
+            .map_err(|e| invalid(e.field, e.message))?;
         let config = EngineConfig {
             windows,
             tick_ms: self.engine.tick.as_millis() as u64,

@@ -1,15 +1,23 @@
-//! The customers file (`customers.toml`): who the customers are and what
-//! they bought. The engine needs devices purchased (utilisation's
-//! denominator); ingest needs the list to refuse telemetry of unknown
-//! customers.
+//! The customers file (`customers.toml`): who the customers are, what they
+//! bought, and what success means to each of them (outcomes with targets,
+//! milestones, health weights, alert thresholds). Validated at start; every
+//! error names the file, the line and the field.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 
-use fleetpulse_engine::CustomerContract;
+use fleetpulse_engine::kpi::health::HealthWeights;
+use fleetpulse_engine::kpi::milestone::{MilestoneKind, MilestoneSpec};
+use fleetpulse_engine::kpi::outcome::{Direction, Expression, OutcomeSpec};
+use fleetpulse_engine::kpi::risk::RiskThresholds;
+use fleetpulse_engine::{CustomerSpec, FeatureCatalog};
 use serde::{Deserialize, Serialize};
+use toml::Spanned;
 
-use crate::config::{ConfigError, parse_toml};
+pub use fleetpulse_engine::Segment;
+
+use crate::config::{ConfigError, line_column, parse_toml};
 
 /// The whole file: `[[customer]]` tables.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -20,29 +28,6 @@ pub struct CustomersFile {
     pub customers: Vec<CustomerConfig>,
 }
 
-/// Coverage model, usually by contract value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Segment {
-    /// A named CS manager.
-    HighTouch,
-    /// A pooled CS team.
-    LowTouch,
-    /// Automated nudges only.
-    TechTouch,
-}
-
-impl Segment {
-    /// The name used in config, stores and APIs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::HighTouch => "high-touch",
-            Self::LowTouch => "low-touch",
-            Self::TechTouch => "tech-touch",
-        }
-    }
-}
-
 /// One customer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,13 +36,30 @@ pub struct CustomerConfig {
     pub id: String,
     /// Display name.
     pub name: String,
-    /// Coverage segment.
+    /// Coverage segment: `high-touch`, `low-touch` or `tech-touch`.
     pub segment: Segment,
-    /// IANA time zone of the customer's operations; UTC when absent.
+    /// IANA time zone of the customer's operations (e.g. `Europe/Berlin`);
+    /// daily windows follow its local day. UTC when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timezone: Option<String>,
+    pub timezone: Option<Spanned<String>>,
+    /// Maturity score 0-100 from outside telemetry (CRM, surveys), optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maturity: Option<f64>,
     /// What the customer bought.
     pub contract: Contract,
+    /// Customer-defined outcomes.
+    #[serde(default, rename = "outcome", skip_serializing_if = "Vec::is_empty")]
+    pub outcomes: Vec<OutcomeConfig>,
+    /// Ordered milestones (due days must not decrease).
+    #[serde(default, rename = "milestone", skip_serializing_if = "Vec::is_empty")]
+    pub milestones: Vec<MilestoneConfig>,
+    /// Overrides of the segment's health weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_weights: Option<WeightsOverride>,
+    /// Overrides of the segment's alert thresholds (fields of
+    /// `RiskThresholds`, see docs/ALERTS.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds: Option<toml::Table>,
 }
 
 /// Contract facts.
@@ -77,8 +79,113 @@ pub struct Contract {
     pub operator_seats: u32,
 }
 
+/// A customer-defined outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomeConfig {
+    /// Name, unique per customer.
+    pub name: String,
+    /// Expression over window aggregates, e.g. `manual_interventions / cycles`.
+    pub expression: Spanned<String>,
+    /// `at_most` or `at_least`.
+    pub direction: Direction,
+    /// Target value.
+    pub target: f64,
+    /// Window label (one of the service's `engine.windows`).
+    #[serde(default = "default_outcome_window")]
+    pub window: Spanned<String>,
+}
+
+fn default_outcome_window() -> Spanned<String> {
+    Spanned::new(0..0, "1d".to_string())
+}
+
+/// A milestone: exactly one of the condition fields is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MilestoneConfig {
+    /// Name, unique per customer.
+    pub name: String,
+    /// Due this many days after activation (first telemetry).
+    pub due_days: Spanned<u32>,
+    /// Reaching it delivers value; the first such milestone ends time to value.
+    #[serde(default)]
+    pub value: bool,
+    /// Reached when this share (0-1) of purchased devices has reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices_online: Option<f64>,
+    /// Reached when operating hours since activation reach this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operating_hours: Option<f64>,
+    /// Reached when an advanced feature is used every week for some weeks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feature_weekly: Option<FeatureWeekly>,
+    /// Reached when an outcome is met some windows in a row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome_streak: Option<OutcomeStreak>,
+}
+
+/// `feature_weekly = { feature = "eco_mode", weeks = 4 }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureWeekly {
+    /// Advanced feature name.
+    pub feature: String,
+    /// Consecutive weeks.
+    pub weeks: u32,
+}
+
+/// `outcome_streak = { outcome = "intervention_rate", windows = 4 }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutcomeStreak {
+    /// Outcome name.
+    pub outcome: String,
+    /// Windows met in a row.
+    pub windows: u32,
+}
+
+/// Health weights to override; missing ones keep the segment default.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightsOverride {
+    /// Adoption depth.
+    pub depth: Option<f64>,
+    /// Adoption breadth.
+    pub breadth: Option<f64>,
+    /// Utilisation.
+    pub utilisation: Option<f64>,
+    /// Outcome attainment.
+    pub outcome: Option<f64>,
+    /// Machine reliability.
+    pub reliability: Option<f64>,
+    /// Usage trend.
+    pub trend: Option<f64>,
+    /// Maturity.
+    pub maturity: Option<f64>,
+}
+
+/// What a customers file is checked against: the service's windows and
+/// feature catalog.
+#[derive(Debug, Clone)]
+pub struct CheckContext {
+    /// Window labels the engine computes.
+    pub windows: Vec<String>,
+    /// Advanced features.
+    pub features: FeatureCatalog,
+}
+
+impl Default for CheckContext {
+    fn default() -> Self {
+        Self {
+            windows: vec!["1h".into(), "1d".into()],
+            features: FeatureCatalog::default(),
+        }
+    }
+}
+
 impl CustomersFile {
-    /// Reads and checks a customers file.
+    /// Reads and checks a customers file against the default windows.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -90,65 +197,196 @@ impl CustomersFile {
     /// Parses and checks customers TOML text (`path` is for messages).
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let file: Self = parse_toml(path, text)?;
-        let invalid = |i: usize, field: &str, message: String| ConfigError::Invalid {
-            path: path.to_owned(),
-            field: format!("customer[{i}].{field}"),
-            message,
-        };
+        file.specs(path, text, &CheckContext::default())?;
+        Ok(file)
+    }
+
+    /// Checks every customer and turns it into the engine's spec. `text` is
+    /// the file's content, for line numbers.
+    pub fn specs(
+        &self,
+        path: &Path,
+        text: &str,
+        context: &CheckContext,
+    ) -> Result<HashMap<String, CustomerSpec>, ConfigError> {
+        let mut specs = HashMap::new();
         let mut seen = HashMap::new();
-        for (i, c) in file.customers.iter().enumerate() {
+        for (i, c) in self.customers.iter().enumerate() {
+            let at = |field: &str, span: Option<std::ops::Range<usize>>, message: String| {
+                at_span(path, text, &format!("customer[{i}].{field}"), span, message)
+            };
             fleetpulse_proto::topic::check_id(&c.id)
-                .map_err(|reason| invalid(i, "id", format!("`{}` {reason}", c.id)))?;
+                .map_err(|reason| at("id", None, format!("`{}` {reason}", c.id)))?;
             if let Some(first) = seen.insert(c.id.as_str(), i) {
-                return Err(invalid(
-                    i,
+                return Err(at(
                     "id",
+                    None,
                     format!("`{}` is also customer[{first}]", c.id),
                 ));
             }
-            for (field, date) in [
-                ("contract.start", &c.contract.start),
-                ("contract.renewal", &c.contract.renewal),
-            ] {
-                if !is_date(date) {
-                    return Err(invalid(
-                        i,
-                        field,
-                        format!("`{date}` is not a YYYY-MM-DD date"),
-                    ));
-                }
-            }
-            if c.contract.renewal < c.contract.start {
-                return Err(invalid(
-                    i,
+            let timezone = match &c.timezone {
+                None => jiff::tz::TimeZone::UTC,
+                Some(name) => jiff::tz::TimeZone::get(name.get_ref()).map_err(|e| {
+                    at(
+                        "timezone",
+                        Some(name.span()),
+                        format!("`{}`: {e}", name.get_ref()),
+                    )
+                })?,
+            };
+            let start = date_ms(&c.contract.start).ok_or_else(|| {
+                at(
+                    "contract.start",
+                    None,
+                    format!("`{}` is not a YYYY-MM-DD date", c.contract.start),
+                )
+            })?;
+            let renewal = date_ms(&c.contract.renewal).ok_or_else(|| {
+                at(
                     "contract.renewal",
+                    None,
+                    format!("`{}` is not a YYYY-MM-DD date", c.contract.renewal),
+                )
+            })?;
+            if renewal < start {
+                return Err(at(
+                    "contract.renewal",
+                    None,
                     "is before contract.start".into(),
                 ));
             }
             if !(c.contract.arr.is_finite() && c.contract.arr >= 0.0) {
-                return Err(invalid(
-                    i,
+                return Err(at(
                     "contract.arr",
+                    None,
                     "must be a non-negative number".into(),
                 ));
             }
-        }
-        Ok(file)
-    }
+            if let Some(m) = c.maturity
+                && !(0.0..=100.0).contains(&m)
+            {
+                return Err(at("maturity", None, "must be between 0 and 100".into()));
+            }
+            let mut spec = CustomerSpec::new(
+                &c.id,
+                c.segment,
+                fleetpulse_engine::Contract {
+                    arr: c.contract.arr,
+                    start,
+                    renewal,
+                    devices_purchased: c.contract.devices_purchased,
+                    operator_seats: c.contract.operator_seats,
+                },
+            );
+            spec.name = c.name.as_str().into();
+            spec.timezone = timezone;
+            spec.maturity = c.maturity;
 
-    /// Devices purchased per customer, for the engine.
-    pub fn contracts(&self) -> HashMap<String, CustomerContract> {
-        self.customers
-            .iter()
-            .map(|c| {
-                (
-                    c.id.clone(),
-                    CustomerContract {
-                        devices_purchased: c.contract.devices_purchased,
-                    },
-                )
-            })
-            .collect()
+            let mut outcome_names = HashSet::new();
+            for (j, o) in c.outcomes.iter().enumerate() {
+                let field = |f: &str| format!("outcome[{j}].{f}");
+                if !outcome_names.insert(o.name.as_str()) {
+                    return Err(at(
+                        &field("name"),
+                        None,
+                        format!("`{}` is used twice", o.name),
+                    ));
+                }
+                let expression = Expression::parse(o.expression.get_ref()).map_err(|e| {
+                    at(
+                        &field("expression"),
+                        Some(o.expression.span()),
+                        format!("`{}` {e}", o.expression.get_ref()),
+                    )
+                })?;
+                if !context.windows.contains(o.window.get_ref()) {
+                    return Err(at(
+                        &field("window"),
+                        Some(o.window.span()),
+                        format!(
+                            "`{}` is not one of the engine windows ({})",
+                            o.window.get_ref(),
+                            context.windows.join(", ")
+                        ),
+                    ));
+                }
+                if !o.target.is_finite() {
+                    return Err(at(&field("target"), None, "must be a number".into()));
+                }
+                spec.outcomes.push(OutcomeSpec {
+                    name: o.name.as_str().into(),
+                    expression,
+                    direction: o.direction,
+                    target: o.target,
+                    window: o.window.get_ref().as_str().into(),
+                });
+            }
+
+            let mut milestone_names = HashSet::new();
+            let mut previous_due = 0;
+            for (j, m) in c.milestones.iter().enumerate() {
+                let field = |f: &str| format!("milestone[{j}].{f}");
+                if !milestone_names.insert(m.name.as_str()) {
+                    return Err(at(
+                        &field("name"),
+                        None,
+                        format!("`{}` is used twice", m.name),
+                    ));
+                }
+                let due = *m.due_days.get_ref();
+                if due < previous_due {
+                    return Err(at(
+                        &field("due_days"),
+                        Some(m.due_days.span()),
+                        format!(
+                            "milestone order broken: `{}` is due after {due} days, before the milestone listed above it ({previous_due} days); list milestones in journey order",
+                            m.name
+                        ),
+                    ));
+                }
+                previous_due = due;
+                let kind = milestone_kind(m, &spec, &context.features)
+                    .map_err(|(f, message)| at(&field(f), None, message))?;
+                spec.milestones.push(MilestoneSpec {
+                    name: m.name.as_str().into(),
+                    kind,
+                    due_days: due,
+                    value: m.value,
+                });
+            }
+
+            if let Some(w) = &c.health_weights {
+                let d = &mut spec.weights;
+                for (value, target) in [
+                    (w.depth, &mut d.depth),
+                    (w.breadth, &mut d.breadth),
+                    (w.utilisation, &mut d.utilisation),
+                    (w.outcome, &mut d.outcome),
+                    (w.reliability, &mut d.reliability),
+                    (w.trend, &mut d.trend),
+                    (w.maturity, &mut d.maturity),
+                ] {
+                    if let Some(v) = value {
+                        if !(v.is_finite() && v >= 0.0) {
+                            return Err(at(
+                                "health_weights",
+                                None,
+                                format!("weight {v} must be a non-negative number"),
+                            ));
+                        }
+                        *target = v;
+                    }
+                }
+                spec.weights = *d;
+                let HealthWeights { .. } = spec.weights;
+            }
+            if let Some(overrides) = &c.thresholds {
+                spec.thresholds = thresholds(spec.thresholds, overrides)
+                    .map_err(|message| at("thresholds", None, message))?;
+            }
+            specs.insert(c.id.clone(), spec);
+        }
+        Ok(specs)
     }
 
     /// Looks a customer up by id.
@@ -162,16 +400,136 @@ impl CustomersFile {
     }
 }
 
-fn is_date(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 10
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
-        && (1..=12).contains(&s[5..7].parse::<u32>().unwrap_or(0))
-        && (1..=31).contains(&s[8..10].parse::<u32>().unwrap_or(0))
+fn milestone_kind(
+    m: &MilestoneConfig,
+    spec: &CustomerSpec,
+    features: &FeatureCatalog,
+) -> Result<MilestoneKind, (&'static str, String)> {
+    let set = [
+        m.devices_online.is_some(),
+        m.operating_hours.is_some(),
+        m.feature_weekly.is_some(),
+        m.outcome_streak.is_some(),
+    ]
+    .iter()
+    .filter(|s| **s)
+    .count();
+    if set != 1 {
+        return Err((
+            "name",
+            format!(
+                "`{}` needs exactly one of devices_online, operating_hours, feature_weekly, outcome_streak ({set} given)",
+                m.name
+            ),
+        ));
+    }
+    if let Some(share) = m.devices_online {
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(("devices_online", "must be a share between 0 and 1".into()));
+        }
+        return Ok(MilestoneKind::DevicesOnline { share });
+    }
+    if let Some(hours) = m.operating_hours {
+        if !(hours.is_finite() && hours > 0.0) {
+            return Err((
+                "operating_hours",
+                "must be a positive number of hours".into(),
+            ));
+        }
+        return Ok(MilestoneKind::OperatingHours { hours });
+    }
+    if let Some(f) = &m.feature_weekly {
+        let bit = features.advanced_bit(&f.feature).ok_or_else(|| {
+            (
+                "feature_weekly.feature",
+                format!(
+                    "`{}` is not an advanced feature ({})",
+                    f.feature,
+                    features.advanced.join(", ")
+                ),
+            )
+        })?;
+        if f.weeks == 0 {
+            return Err(("feature_weekly.weeks", "must be at least 1".into()));
+        }
+        return Ok(MilestoneKind::FeatureWeekly {
+            feature_bit: bit,
+            feature: f.feature.as_str().into(),
+            weeks: f.weeks,
+        });
+    }
+    let s = m.outcome_streak.as_ref().expect("exactly one kind is set");
+    if !spec.outcomes.iter().any(|o| *o.name == *s.outcome) {
+        return Err((
+            "outcome_streak.outcome",
+            format!("`{}` is not an outcome of this customer", s.outcome),
+        ));
+    }
+    if s.windows == 0 {
+        return Err(("outcome_streak.windows", "must be at least 1".into()));
+    }
+    Ok(MilestoneKind::OutcomeStreak {
+        outcome: s.outcome.as_str().into(),
+        windows: s.windows,
+    })
+}
+
+/// Overlays a `[customer.thresholds]` table on segment defaults.
+fn thresholds(base: RiskThresholds, overrides: &toml::Table) -> Result<RiskThresholds, String> {
+    let mut table = match toml::Value::try_from(base).map_err(|e| e.to_string())? {
+        toml::Value::Table(t) => t,
+        _ => unreachable!("a struct serialises to a table"),
+    };
+    for (key, value) in overrides {
+        if !table.contains_key(key) {
+            let known: Vec<&str> = table.keys().map(String::as_str).collect();
+            return Err(format!(
+                "unknown threshold `{key}` (known: {})",
+                known.join(", ")
+            ));
+        }
+        table.insert(key.clone(), value.clone());
+    }
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().to_string())
+}
+
+fn at_span(
+    path: &Path,
+    text: &str,
+    field: &str,
+    span: Option<std::ops::Range<usize>>,
+    message: String,
+) -> ConfigError {
+    match span.filter(|s| s.end > 0) {
+        Some(span) => {
+            let (line, column) = line_column(text, span.start);
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message: format!("field `{field}`: {message}"),
+            }
+        }
+        None => ConfigError::Invalid {
+            path: path.to_owned(),
+            field: field.to_owned(),
+            message,
+        },
+    }
+}
+
+/// Midnight UTC of a `YYYY-MM-DD` date, ms since the epoch.
+fn date_ms(date: &str) -> Option<u64> {
+    let date: jiff::civil::Date = date.parse().ok()?;
+    let ts = date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
+    u64::try_from(ts.as_millisecond()).ok()
+}
+
+/// Shared ids for the engine's `Id` type.
+pub fn id(s: &str) -> Arc<str> {
+    s.into()
 }
 
 #[cfg(test)]
@@ -183,35 +541,110 @@ mod tests {
 id = "acme"
 name = "Acme Quarry"
 segment = "high-touch"
+timezone = "Europe/Berlin"
 [customer.contract]
 arr = 120000
 start = "2026-01-01"
 renewal = "2027-01-01"
 devices_purchased = 50
 operator_seats = 40
+
+[[customer.outcome]]
+name = "intervention_rate"
+expression = "manual_interventions / cycles"
+direction = "at_most"
+target = 0.20
+window = "1d"
+
+[[customer.milestone]]
+name = "all_devices_online"
+devices_online = 1.0
+due_days = 14
+
+[[customer.milestone]]
+name = "first_100_hours"
+operating_hours = 100
+due_days = 30
+value = true
+
+[[customer.milestone]]
+name = "intervention_rate_4_days"
+outcome_streak = { outcome = "intervention_rate", windows = 4 }
+due_days = 45
+
+[customer.thresholds]
+usage_drop = 0.3
 "#;
 
-    #[test]
-    fn parses_and_round_trips() {
-        let file = CustomersFile::parse(Path::new("c.toml"), GOOD).unwrap();
-        assert_eq!(file.customers[0].segment, Segment::HighTouch);
-        assert_eq!(file.contracts()["acme"].devices_purchased, 50);
-        let again = CustomersFile::parse(Path::new("c.toml"), &file.to_toml()).unwrap();
-        assert_eq!(again, file);
+    fn specs(text: &str) -> Result<HashMap<String, CustomerSpec>, String> {
+        let path = Path::new("c.toml");
+        let file: CustomersFile = parse_toml(path, text).map_err(|e| e.to_string())?;
+        file.specs(path, text, &CheckContext::default())
+            .map_err(|e| e.to_string())
     }
 
     #[test]
-    fn errors_name_file_line_and_field() {
+    fn parses_a_full_customer() {
+        let specs = specs(GOOD).unwrap();
+        let acme = &specs["acme"];
+        assert_eq!(acme.contract.devices_purchased, 50);
+        assert_eq!(acme.outcomes.len(), 1);
+        assert_eq!(acme.milestones.len(), 3);
+        assert_eq!(acme.thresholds.usage_drop, 0.3);
+        assert_eq!(acme.segment, Segment::HighTouch);
+        let file = CustomersFile::parse(Path::new("c.toml"), GOOD).unwrap();
+        let again = CustomersFile::parse(Path::new("c.toml"), &file.to_toml()).unwrap();
+        assert_eq!(again.customers.len(), 1);
+    }
+
+    #[test]
+    fn unknown_field_names_file_line_and_field() {
         let bad = GOOD.replace("operator_seats", "operator_sets");
-        let err = CustomersFile::parse(Path::new("c.toml"), &bad)
-            .unwrap_err()
-            .to_string();
-        assert!(err.starts_with("c.toml:11:"), "{err}");
+        let err = specs(&bad).unwrap_err();
+        assert!(err.starts_with("c.toml:12:"), "{err}");
         assert!(err.contains("operator_sets"), "{err}");
-        let bad = GOOD.replace("2027-01-01", "next year");
-        let err = CustomersFile::parse(Path::new("c.toml"), &bad)
-            .unwrap_err()
-            .to_string();
+    }
+
+    #[test]
+    fn bad_expression_names_its_line() {
+        let bad = GOOD.replace("manual_interventions / cycles", "manual_interventions / ");
+        let err = specs(&bad).unwrap_err();
+        assert!(err.starts_with("c.toml:16:"), "{err}");
+        assert!(err.contains("customer[0].outcome[0].expression"), "{err}");
+    }
+
+    #[test]
+    fn unknown_aggregate_is_named() {
+        let bad = GOOD.replace("manual_interventions / cycles", "interventions / cycles");
+        let err = specs(&bad).unwrap_err();
+        assert!(err.starts_with("c.toml:16:"), "{err}");
+        assert!(err.contains("`interventions`"), "{err}");
+    }
+
+    #[test]
+    fn broken_milestone_order_is_named() {
+        let bad = GOOD.replace("due_days = 30", "due_days = 10");
+        let err = specs(&bad).unwrap_err();
+        assert!(err.starts_with("c.toml:29:"), "{err}");
+        assert!(err.contains("customer[0].milestone[1].due_days"), "{err}");
+        assert!(err.contains("order"), "{err}");
+    }
+
+    #[test]
+    fn other_mistakes_are_named() {
+        let err = specs(&GOOD.replace("Europe/Berlin", "Europe/Atlantis")).unwrap_err();
+        assert!(err.contains("customer[0].timezone"), "{err}");
+        let err = specs(&GOOD.replace("2027-01-01", "next year")).unwrap_err();
         assert!(err.contains("customer[0].contract.renewal"), "{err}");
+        let err = specs(&GOOD.replace("usage_drop = 0.3", "usage_fall = 0.3")).unwrap_err();
+        assert!(err.contains("usage_fall"), "{err}");
+        let err = specs(&GOOD.replace("outcome = \"intervention_rate\"", "outcome = \"uptime\""))
+            .unwrap_err();
+        assert!(
+            err.contains("customer[0].milestone[2].outcome_streak.outcome"),
+            "{err}"
+        );
+        let err = specs(&GOOD.replace("window = \"1d\"", "window = \"1w\"")).unwrap_err();
+        assert!(err.contains("customer[0].outcome[0].window"), "{err}");
     }
 }

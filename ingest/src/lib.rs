@@ -3,10 +3,13 @@
 //! demo. `main.rs` only parses arguments and calls into here.
 
 pub mod admission;
+pub mod alerts;
+pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod convert;
 pub mod customers;
+pub mod dead_letter;
 pub mod demo;
 pub mod drive;
 pub mod metrics;
@@ -15,3 +18,4 @@ pub mod service;
 pub mod sim;
 pub mod sinks;
 pub mod source;
+pub mod wal;

@@ -39,6 +39,9 @@ enum Command {
     /// Everything on one machine with nothing installed: embedded broker,
     /// simulated fleet, engine, SQLite store; prints a per-customer table.
     Demo(fleetpulse::demo::DemoArgs),
+    /// End-to-end throughput on real parts (broker, service, store), side by
+    /// side with the broker's ceiling and the Python peers (BENCHMARKS.md).
+    Bench(fleetpulse::bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,6 +64,7 @@ fn main() -> anyhow::Result<()> {
             Command::CheckConfig { file } => check_config(file),
             Command::Sim(args) => fleetpulse::sim::run(args).await,
             Command::Demo(args) => fleetpulse::demo::run(args).await,
+            Command::Bench(args) => fleetpulse::bench::run(args).await,
         }
     })
 }
@@ -108,7 +112,8 @@ fn check_config(file: PathBuf) -> anyhow::Result<()> {
         );
     } else {
         let config = ServiceConfig::load(&file)?;
-        if let Some(customers) = service::load_customers(&config)? {
+        let engine = config.engine_config(&file)?;
+        if let Some((customers, _)) = service::load_customers(&config, &engine)? {
             println!(
                 "customers file: ok, {} customers",
                 customers.customers.len()

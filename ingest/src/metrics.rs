@@ -1,7 +1,9 @@
 //! Ingest counters and the typed events that bump them. Each event logs once
 //! and counts once; metric names are constants; no per-device labels.
 
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 
 /// Why a message was refused. Each reason has its own counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,6 +97,46 @@ pub struct IngestMetrics {
     pub connection_errors: AtomicU64,
     /// True once the telemetry subscription is acknowledged.
     pub subscribed: AtomicBool,
+    /// Timestamps for the benchmark harness; empty in production.
+    pub probe: ProbeSlot,
+}
+
+/// Observes the pipeline's hand-over points, for the benchmark harness
+/// (`fleetpulse bench`) to measure latency. Nothing is installed in
+/// production: each point then costs one check of an empty slot.
+pub trait PipelineProbe: Send + Sync {
+    /// A batch passed admission and is about to be handed to the engine.
+    fn engine_input(&self, device: &str, sequence: u64);
+    /// The engine emitted `records` closed-window records.
+    fn records_emitted(&self, records: usize);
+    /// A sink wrote `records` records (a write request completed).
+    fn records_written(&self, records: usize);
+}
+
+/// Where a [`PipelineProbe`] is installed, at most once.
+#[derive(Default)]
+pub struct ProbeSlot(OnceLock<Arc<dyn PipelineProbe>>);
+
+impl ProbeSlot {
+    /// Installs `probe`; false if one was already installed.
+    pub fn install(&self, probe: Arc<dyn PipelineProbe>) -> bool {
+        self.0.set(probe).is_ok()
+    }
+
+    /// The installed probe, if any.
+    pub fn get(&self) -> Option<&Arc<dyn PipelineProbe>> {
+        self.0.get()
+    }
+}
+
+impl fmt::Debug for ProbeSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "ProbeSlot(installed)"
+        } else {
+            "ProbeSlot(empty)"
+        })
+    }
 }
 
 impl IngestMetrics {

@@ -8,21 +8,24 @@
 //!            sink tasks <--(bounded, per sink)-- fan-out task <--(bounded)
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use fleetpulse_engine::{Engine, EngineError, EngineEvent, EngineOptions, Output, StatsSnapshot};
+use fleetpulse_engine::{
+    CustomerSpec, Engine, EngineError, EngineEvent, EngineOptions, Output, StatsSnapshot,
+};
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
+use crate::alerts::{Alerts, AlertsError, AlertsReport};
 use crate::config::{ConfigError, ServiceConfig};
-use crate::customers::CustomersFile;
+use crate::customers::{CheckContext, CustomersFile};
 use crate::metrics::{IngestMetrics, MessageRejected};
 use crate::sinks::writer::{SinkReport, SinkSettings, run_sink};
 use crate::sinks::{Sink, SinkError};
@@ -43,6 +46,9 @@ pub enum ServiceError {
     /// The MQTT source could not start.
     #[error(transparent)]
     Source(#[from] source::mqtt::SourceError),
+    /// The alerts task could not be set up.
+    #[error(transparent)]
+    Alerts(#[from] AlertsError),
     /// A task panicked.
     #[error("task failed: {0}")]
     Task(String),
@@ -55,6 +61,8 @@ pub struct RunReport {
     pub engine: StatsSnapshot,
     /// One report per sink.
     pub sinks: Vec<SinkReport>,
+    /// Alert delivery, when `[alerts]` is enabled.
+    pub alerts: Option<AlertsReport>,
 }
 
 /// Everything `run` needs besides the config.
@@ -65,13 +73,27 @@ pub struct Runtime {
     pub shutdown: CancellationToken,
 }
 
-/// Loads the customers file the service config points to, if any.
-pub fn load_customers(config: &ServiceConfig) -> Result<Option<CustomersFile>, ConfigError> {
-    config
-        .customers
-        .as_ref()
-        .map(|c| CustomersFile::load(&c.file))
-        .transpose()
+/// Loads the customers file the service config points to, if any, checked
+/// against the engine's windows and feature catalog.
+pub fn load_customers(
+    config: &ServiceConfig,
+    engine: &fleetpulse_engine::EngineConfig,
+) -> Result<Option<(CustomersFile, HashMap<String, CustomerSpec>)>, ConfigError> {
+    let Some(customers) = &config.customers else {
+        return Ok(None);
+    };
+    let path = &customers.file;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let file: CustomersFile = crate::config::parse_toml(path, &text)?;
+    let context = CheckContext {
+        windows: engine.windows.iter().map(|w| w.name.to_string()).collect(),
+        features: engine.features.clone(),
+    };
+    let specs = file.specs(path, &text, &context)?;
+    Ok(Some((file, specs)))
 }
 
 /// Runs the service until `runtime.shutdown` is cancelled, then drains.
@@ -80,11 +102,12 @@ pub async fn run(
     config_path: &Path,
     runtime: Runtime,
 ) -> Result<RunReport, ServiceError> {
-    let customers = load_customers(&config)?;
     let mut engine_config = config.engine_config(config_path)?;
-    if let Some(customers) = &customers {
-        engine_config.customers = customers.contracts();
+    let customers = load_customers(&config, &engine_config)?;
+    if let Some((_, specs)) = &customers {
+        engine_config.customers = specs.clone();
     }
+    let customers = customers.map(|(file, _)| file);
     let metrics = runtime.metrics;
 
     // Sinks first: a store that cannot be reached should fail the start.
@@ -96,8 +119,25 @@ pub async fn run(
         let (tx, rx) = mpsc::channel::<Arc<[Output]>>(64);
         sink_inputs.push(tx);
         let settings = SinkSettings::for_config(sink_config);
-        sink_tasks.spawn(run_sink(sink, rx, settings));
+        match metrics.probe.get() {
+            Some(probe) => sink_tasks.spawn(crate::bench::probe::run_probed_sink(
+                sink,
+                rx,
+                settings,
+                probe.clone(),
+            )),
+            None => sink_tasks.spawn(run_sink(sink, rx, settings)),
+        };
     }
+    // Alerts: one more receiver of the fan-out, when they go anywhere.
+    let alerts_task = if config.alerts.enabled() {
+        let alerts = Alerts::new(&config.alerts, &config.mqtt)?;
+        let (tx, rx) = mpsc::channel::<Arc<[Output]>>(64);
+        sink_inputs.push(tx);
+        Some(tokio::spawn(alerts.run(rx, runtime.shutdown.clone())))
+    } else {
+        None
+    };
 
     let (events_tx, events_rx) = mpsc::channel(256);
     let options = EngineOptions {
@@ -171,11 +211,15 @@ pub async fn run(
     let mut report = RunReport {
         engine: stats.snapshot(),
         sinks: Vec::new(),
+        alerts: None,
     };
     while let Some(result) = sink_tasks.join_next().await {
         report
             .sinks
             .push(result.map_err(|e| ServiceError::Task(e.to_string()))?);
+    }
+    if let Some(task) = alerts_task {
+        report.alerts = Some(join(task).await?);
     }
     tracing::info!(
         received = metrics.received(),
@@ -200,6 +244,9 @@ async fn handle(
             metrics
                 .samples_accepted
                 .fetch_add(batch.samples.len() as u64, Relaxed);
+            if let Some(probe) = metrics.probe.get() {
+                probe.engine_input(&batch.device, batch.sequence);
+            }
             engine.send(batch).await?;
             let watermark = admission.watermark().current();
             engine.advance(watermark).await?;
@@ -230,6 +277,9 @@ async fn fan_out(
             metrics
                 .records_emitted
                 .fetch_add(records.len() as u64, Relaxed);
+            if let Some(probe) = metrics.probe.get() {
+                probe.records_emitted(records.len());
+            }
             let records: Arc<[Output]> = records.into();
             for sink in &sinks {
                 if sink.send(records.clone()).await.is_err() {

@@ -7,8 +7,12 @@ use anyhow::Context;
 use clap::Args;
 use fleetpulse_sim::{Fleet, FleetSpec, PublishOptions, PublishReport, QoS, calendar};
 
-use crate::customers::{Contract, CustomerConfig, CustomersFile, Segment};
+use crate::customers::{
+    Contract, CustomerConfig, CustomersFile, MilestoneConfig, OutcomeConfig, OutcomeStreak, Segment,
+};
 use crate::progress::Progress;
+use fleetpulse_engine::kpi::outcome::Direction;
+use toml::Spanned;
 
 /// Which fleet to simulate.
 #[derive(Debug, Clone, Args)]
@@ -177,6 +181,11 @@ pub fn customers_file(fleet: &Fleet) -> CustomersFile {
                     fleetpulse_sim::Segment::TechTouch => Segment::TechTouch,
                 },
                 timezone: None,
+                maturity: None,
+                outcomes: demo_outcomes(),
+                milestones: demo_milestones(),
+                health_weights: None,
+                thresholds: None,
                 contract: Contract {
                     arr: c.contract.arr as f64,
                     start: calendar::date_of(c.contract.start_ms),
@@ -187,4 +196,62 @@ pub fn customers_file(fleet: &Fleet) -> CustomersFile {
             })
             .collect(),
     }
+}
+
+/// The outcomes every simulated customer signs up for: few manual
+/// interventions per cycle (the automation works) and output per operating
+/// hour (the machines are productive).
+pub fn demo_outcomes() -> Vec<OutcomeConfig> {
+    let outcome = |name: &str, expression: &str, direction, target| OutcomeConfig {
+        name: name.into(),
+        expression: Spanned::new(0..0, expression.into()),
+        direction,
+        target,
+        window: Spanned::new(0..0, "1d".into()),
+    };
+    vec![
+        outcome(
+            "intervention_rate",
+            "manual_interventions / cycles",
+            Direction::AtMost,
+            0.03,
+        ),
+        outcome(
+            "output_per_hour",
+            "output_units / operating_hours",
+            Direction::AtLeast,
+            60.0,
+        ),
+    ]
+}
+
+/// The journey every simulated customer is on, in due order.
+pub fn demo_milestones() -> Vec<MilestoneConfig> {
+    let milestone = |name: &str, due_days: u32| MilestoneConfig {
+        name: name.into(),
+        due_days: Spanned::new(0..0, due_days),
+        value: false,
+        devices_online: None,
+        operating_hours: None,
+        feature_weekly: None,
+        outcome_streak: None,
+    };
+    vec![
+        MilestoneConfig {
+            operating_hours: Some(1000.0),
+            value: true,
+            ..milestone("first_1000_operating_hours", 21)
+        },
+        MilestoneConfig {
+            outcome_streak: Some(OutcomeStreak {
+                outcome: "intervention_rate".into(),
+                windows: 5,
+            }),
+            ..milestone("intervention_target_5_days", 30)
+        },
+        MilestoneConfig {
+            devices_online: Some(0.9),
+            ..milestone("fleet_online", 45)
+        },
+    ]
 }

@@ -11,7 +11,14 @@ use std::sync::Arc;
 use fleetpulse::sinks::{
     InfluxDbV1Config, InfluxDbV2Config, Sink, SinkConfig, SinkError, SinkSettings, run_sink,
 };
-use fleetpulse_engine::{CustomerKpi, DeviceKpi, MachineState, Output};
+use fleetpulse_engine::kpi::health::{Band, HealthComponents, Stage};
+use fleetpulse_engine::kpi::milestone::MilestoneStatus;
+use fleetpulse_engine::kpi::outcome::Direction;
+use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
+use fleetpulse_engine::{
+    AlertRecord, CustomerKpi, DeviceKpi, HealthRecord, MachineState, MilestoneRecord,
+    OutcomeRecord, Output, PortfolioRecord, Segment,
+};
 use serde_json::{Value, json};
 use support::servers::{InfluxDb1, VictoriaMetrics};
 
@@ -44,6 +51,7 @@ fn customer_kpi(cycles: u64) -> CustomerKpi {
         advanced_feature_share: 0.5,
         fault_count: 1,
         samples: 360,
+        ..CustomerKpi::default()
     }
 }
 
@@ -68,6 +76,135 @@ fn device_kpi(state: MachineState) -> DeviceKpi {
         last_seen: T0 + 3_599_000,
         last_state: state,
     }
+}
+
+/// 2023-11-14T00:00:00Z: the UTC day holding [`T0`].
+const D0: u64 = 1_699_920_000_000;
+const D0_RFC3339: &str = "2023-11-14T00:00:00Z";
+const DAY: u64 = 86_400_000;
+/// Names with every tag escape.
+const OUTCOME: &str = "manual interventions, share=low";
+const MILESTONE: &str = "first 100 hours";
+
+fn outcome_record() -> OutcomeRecord {
+    OutcomeRecord {
+        customer: CUSTOMER.into(),
+        outcome: OUTCOME.into(),
+        window: "1d".into(),
+        window_start: D0,
+        window_end: D0 + DAY,
+        value: 0.125,
+        target: 0.2,
+        direction: Direction::AtMost,
+        met: true,
+        consecutive_met: 4,
+        consecutive_missed: 0,
+    }
+}
+
+fn milestone_record() -> MilestoneRecord {
+    MilestoneRecord {
+        customer: CUSTOMER.into(),
+        milestone: MILESTONE.into(),
+        position: 2,
+        value_milestone: true,
+        window_start: D0,
+        window_end: D0 + DAY,
+        due_at: D0 + 30 * DAY,
+        reached_at: Some(D0 + DAY),
+        status: MilestoneStatus::Reached,
+    }
+}
+
+fn health_record() -> HealthRecord {
+    HealthRecord {
+        customer: CUSTOMER.into(),
+        window_start: D0,
+        window_end: D0 + DAY,
+        score: 72.5,
+        band: Band::Yellow,
+        score_trend: -4.5,
+        components: HealthComponents {
+            depth: 25.5,
+            breadth: 80.5,
+            utilisation: 62.5,
+            outcome: Some(90.5),
+            reliability: 95.5,
+            trend: 40.5,
+            maturity: None,
+        },
+        stage: Stage::Adopt,
+        segment: Segment::HighTouch,
+        arr: 250_000.5,
+        arr_at_risk: 0.5,
+        open_alerts: 1,
+        days_since_activation: 42.5,
+        days_to_renewal: 323.5,
+        time_to_value_days: Some(12.5),
+        usage_growth: -0.125,
+        milestones_reached: 2,
+        milestones_total: 4,
+    }
+}
+
+/// Episode 3 of `usage_drop`, opened at the end of [`D0`]; resolved five
+/// days later with `resolved`.
+fn alert_record(resolved: bool) -> AlertRecord {
+    AlertRecord {
+        customer: CUSTOMER.into(),
+        customer_name: "Müller \"Maschinenbau\" GmbH".into(),
+        rule: Rule::UsageDrop,
+        episode: 3,
+        status: if resolved {
+            AlertStatus::Resolved
+        } else {
+            AlertStatus::Open
+        },
+        opened_at: D0 + DAY,
+        resolved_at: resolved.then_some(D0 + 6 * DAY),
+        evidence: if resolved {
+            "usage back to 5% below baseline".into()
+        } else {
+            "usage 31% below the 28-day baseline, \"12.0 h/day\" against 17.4 \\ C:\\".into()
+        },
+        metric: if resolved { 0.05 } else { 0.31 },
+        threshold: if resolved { 0.1 } else { 0.2 },
+        stage: Stage::Adopt,
+        segment: Segment::HighTouch,
+        arr_at_risk: 250_000.5,
+        next_action: Rule::UsageDrop.next_action().into(),
+    }
+}
+
+fn portfolio_record() -> PortfolioRecord {
+    PortfolioRecord {
+        window_start: D0,
+        window_end: D0 + DAY,
+        customers: 6,
+        arr_total: 1_500_000.5,
+        arr_at_risk: 400_000.5,
+        green: 3,
+        yellow: 2,
+        red: 1,
+        managed_customers: 2,
+        managed_usage_growth: 0.05,
+        unmanaged_usage_growth: -0.02,
+        managed_outcome_attainment: 80.5,
+        unmanaged_outcome_attainment: 55.5,
+    }
+}
+
+/// One record of each customer-success kind; the alert opens and then
+/// resolves.
+fn customer_success_records() -> Vec<Output> {
+    vec![
+        Output::Outcome(outcome_record()),
+        Output::Milestone(milestone_record()),
+        Output::Health(health_record()),
+        Output::Alert(alert_record(false)),
+        Output::Alert(alert_record(true)),
+        Output::Portfolio(portfolio_record()),
+    ]
 }
 
 fn v1_config(url: String) -> SinkConfig {
@@ -317,4 +454,372 @@ async fn victoria_metrics_takes_the_v1_api_too() {
     assert_eq!(cycles[0]["values"], json!([3]));
     // VictoriaMetrics turns the `db` query argument into a label.
     assert_eq!(cycles[0]["metric"]["db"], json!("fleet"));
+}
+
+/// `{fieldKey: fieldType}` of a measurement.
+fn field_types(server: &InfluxDb1, measurement: &str) -> Vec<(String, String)> {
+    rows(&server.query("fleet", &format!("SHOW FIELD KEYS FROM \"{measurement}\"")))
+        .iter()
+        .map(|r| {
+            (
+                r["fieldKey"].as_str().unwrap().to_owned(),
+                r["fieldType"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The tag keys of a measurement.
+fn tag_keys(server: &InfluxDb1, measurement: &str) -> Vec<String> {
+    rows(&server.query("fleet", &format!("SHOW TAG KEYS FROM \"{measurement}\"")))
+        .iter()
+        .map(|r| r["tagKey"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The only row of `SELECT * FROM measurement`.
+fn only_row(server: &InfluxDb1, measurement: &str) -> serde_json::Map<String, Value> {
+    let mut all = rows(&server.query("fleet", &format!("SELECT * FROM \"{measurement}\"")));
+    assert_eq!(all.len(), 1, "{measurement}: {all:?}");
+    all.pop().unwrap()
+}
+
+#[tokio::test]
+async fn influxdb1_stores_the_customer_success_records() {
+    let server = InfluxDb1::start();
+    let mut sink = Sink::open(&v1_config(server.url())).await.unwrap();
+    let records = customer_success_records();
+    sink.write(&records).await.unwrap();
+    // A replay changes nothing.
+    sink.write(&records).await.unwrap();
+    assert_eq!(sink.take_rejected(), 0);
+
+    let o = only_row(&server, "outcome");
+    assert_eq!(o["time"], json!(D0_RFC3339));
+    assert_eq!(o["customer"], json!(CUSTOMER));
+    assert_eq!(o["outcome"], json!(OUTCOME));
+    assert_eq!(o["window"], json!("1d"));
+    assert_eq!(o["value"], json!(0.125));
+    assert_eq!(o["target"], json!(0.2));
+    assert_eq!(o["direction"], json!("at_most"));
+    assert_eq!(o["met"], json!(true));
+    assert_eq!(o["consecutive_met"], json!(4));
+    assert_eq!(o["consecutive_missed"], json!(0));
+    assert_eq!(o["window_end"], json!(D0 + DAY));
+    assert_eq!(
+        tag_keys(&server, "outcome"),
+        ["customer", "outcome", "window"]
+    );
+
+    let m = only_row(&server, "milestone");
+    assert_eq!(m["time"], json!(D0_RFC3339));
+    assert_eq!(m["customer"], json!(CUSTOMER));
+    assert_eq!(m["milestone"], json!(MILESTONE));
+    assert_eq!(m["position"], json!(2));
+    assert_eq!(m["value_milestone"], json!(true));
+    assert_eq!(m["status"], json!("reached"));
+    assert_eq!(m["due_at"], json!(D0 + 30 * DAY));
+    assert_eq!(m["reached_at"], json!(D0 + DAY));
+    assert_eq!(m["window_end"], json!(D0 + DAY));
+    assert_eq!(tag_keys(&server, "milestone"), ["customer", "milestone"]);
+
+    let h = only_row(&server, "health");
+    assert_eq!(h["time"], json!(D0_RFC3339));
+    assert_eq!(h["customer"], json!(CUSTOMER));
+    assert_eq!(h["segment"], json!("high-touch"));
+    for (field, value) in [
+        ("score", json!(72.5)),
+        ("band", json!("yellow")),
+        ("score_trend", json!(-4.5)),
+        ("depth", json!(25.5)),
+        ("breadth", json!(80.5)),
+        ("utilisation", json!(62.5)),
+        ("outcome_attainment", json!(90.5)),
+        ("reliability", json!(95.5)),
+        ("trend", json!(40.5)),
+        ("maturity", Value::Null),
+        ("stage", json!("adopt")),
+        ("arr", json!(250_000.5)),
+        ("arr_at_risk", json!(0.5)),
+        ("open_alerts", json!(1)),
+        ("days_since_activation", json!(42.5)),
+        ("days_to_renewal", json!(323.5)),
+        ("time_to_value_days", json!(12.5)),
+        ("usage_growth", json!(-0.125)),
+        ("milestones_reached", json!(2)),
+        ("milestones_total", json!(4)),
+        ("window_end", json!(D0 + DAY)),
+    ] {
+        assert_eq!(
+            h.get(field).unwrap_or(&Value::Null),
+            &value,
+            "health {field}"
+        );
+    }
+    assert_eq!(tag_keys(&server, "health"), ["customer", "segment"]);
+
+    // The resolve landed on the open's point: one row, resolved.
+    let a = only_row(&server, "alert");
+    let opened = rows(&server.query(
+        "fleet",
+        &format!("SELECT episode FROM \"alert\" WHERE time = {}ms", D0 + DAY),
+    ));
+    assert_eq!(opened.len(), 1, "timestamp is opened_at: {opened:?}");
+    for (field, value) in [
+        ("customer", json!(CUSTOMER)),
+        ("rule", json!("usage_drop")),
+        ("segment", json!("high-touch")),
+        ("customer_name", json!("Müller \"Maschinenbau\" GmbH")),
+        ("episode", json!(3)),
+        ("status", json!("resolved")),
+        ("resolved_at", json!(D0 + 6 * DAY)),
+        ("evidence", json!("usage back to 5% below baseline")),
+        ("metric", json!(0.05)),
+        ("threshold", json!(0.1)),
+        ("stage", json!("adopt")),
+        ("arr_at_risk", json!(250_000.5)),
+        ("next_action", json!(Rule::UsageDrop.next_action())),
+    ] {
+        assert_eq!(a[field], value, "alert {field}");
+    }
+    assert_eq!(tag_keys(&server, "alert"), ["customer", "rule", "segment"]);
+
+    let p = only_row(&server, "portfolio");
+    assert_eq!(p["time"], json!(D0_RFC3339));
+    for (field, value) in [
+        ("customers", json!(6)),
+        ("arr_total", json!(1_500_000.5)),
+        ("arr_at_risk", json!(400_000.5)),
+        ("green", json!(3)),
+        ("yellow", json!(2)),
+        ("red", json!(1)),
+        ("managed_customers", json!(2)),
+        ("managed_usage_growth", json!(0.05)),
+        ("unmanaged_usage_growth", json!(-0.02)),
+        ("managed_outcome_attainment", json!(80.5)),
+        ("unmanaged_outcome_attainment", json!(55.5)),
+        ("window_end", json!(D0 + DAY)),
+    ] {
+        assert_eq!(p[field], value, "portfolio {field}");
+    }
+    assert!(tag_keys(&server, "portfolio").is_empty());
+
+    // Field types as documented (a few of each kind).
+    for (measurement, field, expected) in [
+        ("outcome", "value", "float"),
+        ("outcome", "met", "boolean"),
+        ("outcome", "direction", "string"),
+        ("outcome", "consecutive_met", "integer"),
+        ("milestone", "value_milestone", "boolean"),
+        ("milestone", "reached_at", "integer"),
+        ("milestone", "status", "string"),
+        ("health", "score", "float"),
+        ("health", "band", "string"),
+        ("health", "open_alerts", "integer"),
+        ("alert", "episode", "integer"),
+        ("alert", "resolved_at", "integer"),
+        ("alert", "evidence", "string"),
+        ("alert", "metric", "float"),
+        ("portfolio", "green", "integer"),
+        ("portfolio", "arr_total", "float"),
+    ] {
+        let types = field_types(&server, measurement);
+        assert!(
+            types.contains(&(field.to_owned(), expected.to_owned())),
+            "{measurement}.{field}: {types:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn influxdb1_keeps_an_alert_open_until_it_resolves() {
+    let server = InfluxDb1::start();
+    let mut sink = Sink::open(&v1_config(server.url())).await.unwrap();
+    sink.write(&[Output::Alert(alert_record(false))])
+        .await
+        .unwrap();
+    let a = only_row(&server, "alert");
+    assert_eq!(a["status"], json!("open"));
+    assert_eq!(a.get("resolved_at"), None, "{a:?}");
+    // Quotes and backslashes in a text field come back as written.
+    assert_eq!(
+        a["evidence"],
+        json!("usage 31% below the 28-day baseline, \"12.0 h/day\" against 17.4 \\ C:\\")
+    );
+}
+
+#[tokio::test]
+async fn victoria_metrics_stores_the_customer_success_records() {
+    let server = VictoriaMetrics::start();
+    let mut sink = Sink::open(&SinkConfig::InfluxDbV2(InfluxDbV2Config {
+        url: server.url(),
+        org: "acme".into(),
+        bucket: "fleetpulse".into(),
+        token_env: "FLEETPULSE_TEST_TOKEN_THAT_IS_NOT_SET".into(),
+        batch_size: NonZeroUsize::new(100).unwrap(),
+    }))
+    .await
+    .unwrap();
+    sink.write(&customer_success_records()).await.unwrap();
+    assert_eq!(sink.take_rejected(), 0);
+
+    // The one series named `name`: its labels (without `__name__`), values
+    // and timestamps.
+    let series = |name: &str| {
+        let all = server.export(&format!("{{__name__={name:?}}}"));
+        assert_eq!(all.len(), 1, "{name}: {all:?}");
+        let mut labels = all[0]["metric"].as_object().unwrap().clone();
+        labels.remove("__name__");
+        (
+            Value::Object(labels),
+            all[0]["values"].clone(),
+            all[0]["timestamps"].clone(),
+        )
+    };
+
+    let outcome_labels = json!({"customer": CUSTOMER, "outcome": OUTCOME, "window": "1d"});
+    assert_eq!(
+        series("outcome_value"),
+        (outcome_labels.clone(), json!([0.125]), json!([D0]))
+    );
+    // Booleans become 1 / 0, strings 0.
+    assert_eq!(
+        series("outcome_met"),
+        (outcome_labels.clone(), json!([1]), json!([D0]))
+    );
+    assert_eq!(series("outcome_direction").1, json!([0]));
+
+    let milestone_labels = json!({"customer": CUSTOMER, "milestone": MILESTONE});
+    assert_eq!(
+        series("milestone_reached_at"),
+        (milestone_labels, json!([D0 + DAY]), json!([D0]))
+    );
+    assert_eq!(series("milestone_value_milestone").1, json!([1]));
+
+    let health_labels = json!({"customer": CUSTOMER, "segment": "high-touch"});
+    assert_eq!(
+        series("health_score"),
+        (health_labels.clone(), json!([72.5]), json!([D0]))
+    );
+    assert_eq!(series("health_outcome_attainment").1, json!([90.5]));
+    assert!(
+        server.export(r#"{__name__="health_maturity"}"#).is_empty(),
+        "no maturity score, no series"
+    );
+
+    let alert_labels = json!({"customer": CUSTOMER, "rule": "usage_drop", "segment": "high-touch"});
+    assert_eq!(
+        series("alert_resolved_at"),
+        (
+            alert_labels.clone(),
+            json!([D0 + 6 * DAY]),
+            json!([D0 + DAY])
+        )
+    );
+    assert_eq!(
+        series("alert_episode"),
+        (alert_labels, json!([3]), json!([D0 + DAY]))
+    );
+
+    assert_eq!(
+        series("portfolio_customers"),
+        (json!({}), json!([6]), json!([D0]))
+    );
+
+    // Every documented metric name exists (string fields included, as 0).
+    let names: Vec<String> = server
+        .export(r#"{__name__=~"(outcome|milestone|health|alert|portfolio)_.*"}"#)
+        .iter()
+        .map(|s| s["metric"]["__name__"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: &[(&str, &[&str])] = &[
+        (
+            "outcome",
+            &[
+                "value",
+                "target",
+                "direction",
+                "met",
+                "consecutive_met",
+                "consecutive_missed",
+                "window_end",
+            ],
+        ),
+        (
+            "milestone",
+            &[
+                "position",
+                "value_milestone",
+                "status",
+                "due_at",
+                "reached_at",
+                "window_end",
+            ],
+        ),
+        (
+            "health",
+            &[
+                "score",
+                "band",
+                "score_trend",
+                "depth",
+                "breadth",
+                "utilisation",
+                "outcome_attainment",
+                "reliability",
+                "trend",
+                "stage",
+                "arr",
+                "arr_at_risk",
+                "open_alerts",
+                "days_since_activation",
+                "days_to_renewal",
+                "time_to_value_days",
+                "usage_growth",
+                "milestones_reached",
+                "milestones_total",
+                "window_end",
+            ],
+        ),
+        (
+            "alert",
+            &[
+                "customer_name",
+                "episode",
+                "status",
+                "resolved_at",
+                "evidence",
+                "metric",
+                "threshold",
+                "stage",
+                "arr_at_risk",
+                "next_action",
+            ],
+        ),
+        (
+            "portfolio",
+            &[
+                "customers",
+                "arr_total",
+                "arr_at_risk",
+                "green",
+                "yellow",
+                "red",
+                "managed_customers",
+                "managed_usage_growth",
+                "unmanaged_usage_growth",
+                "managed_outcome_attainment",
+                "unmanaged_outcome_attainment",
+                "window_end",
+            ],
+        ),
+    ];
+    let mut want: Vec<String> = expected
+        .iter()
+        .flat_map(|(m, fields)| fields.iter().map(move |f| format!("{m}_{f}")))
+        .collect();
+    want.sort();
+    let mut got = names;
+    got.sort();
+    assert_eq!(got, want);
 }

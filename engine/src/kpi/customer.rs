@@ -1,6 +1,6 @@
 //! Per-customer window KPIs: adoption (depth, breadth, utilisation) and value.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +10,7 @@ use crate::model::{EventTime, Id, Usage};
 
 /// A customer's KPIs over one closed window. Field names are the store's
 /// field names (docs/SCHEMA.md).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct CustomerKpi {
     /// Customer id.
     pub customer: Id,
@@ -50,6 +50,15 @@ pub struct CustomerKpi {
     pub fault_count: u64,
     /// Readings received.
     pub samples: u64,
+    /// Event time of the earliest reading (not stored; activation).
+    #[serde(skip)]
+    pub first_seen: EventTime,
+    /// Operating hours per operator (not stored; champion detection).
+    #[serde(skip)]
+    pub operator_hours: Vec<(Id, f64)>,
+    /// Advanced features used, as a bit set over the catalog (not stored).
+    #[serde(skip)]
+    pub advanced_features: u32,
 }
 
 /// Running totals of one customer in one window.
@@ -57,8 +66,9 @@ pub struct CustomerKpi {
 pub struct CustomerAccumulator {
     reporting: HashSet<Id>,
     active: HashSet<Id>,
-    operators: HashSet<Id>,
+    operators: HashMap<Id, f64>,
     advanced_features: u32,
+    first_seen: Option<EventTime>,
     operating_hours: f64,
     idle_hours: f64,
     fuel_litres: f64,
@@ -83,11 +93,16 @@ impl WindowAccumulator for CustomerAccumulator {
         if usage.operating_hours > 0.0 && !self.active.contains(&usage.device) {
             self.active.insert(usage.device.clone());
         }
-        if let Some(operator) = &usage.operator
-            && !self.operators.contains(operator)
-        {
-            self.operators.insert(operator.clone());
+        if let Some(operator) = &usage.operator {
+            match self.operators.get_mut(operator) {
+                Some(hours) => *hours += usage.operating_hours,
+                None => {
+                    self.operators
+                        .insert(operator.clone(), usage.operating_hours);
+                }
+            }
         }
+        self.first_seen = Some(self.first_seen.map_or(usage.at, |f| f.min(usage.at)));
         self.advanced_features |= usage.advanced_features;
         self.operating_hours += usage.operating_hours;
         self.idle_hours += usage.idle_hours;
@@ -99,21 +114,30 @@ impl WindowAccumulator for CustomerAccumulator {
         self.samples += 1;
     }
 
-    fn finish(self, window: &WindowSpec, start: EventTime, config: &EngineConfig) -> CustomerKpi {
+    fn finish(
+        self,
+        window: &WindowSpec,
+        start: EventTime,
+        end: EventTime,
+        config: &EngineConfig,
+    ) -> CustomerKpi {
         let customer = self.customer.unwrap_or_else(|| "".into());
         let reporting_devices = self.reporting.len() as u32;
         let devices_purchased = config
             .customers
             .get(&*customer)
-            .map_or(reporting_devices, |c| c.devices_purchased);
-        let available_hours = f64::from(devices_purchased) * window.hours();
+            .map_or(reporting_devices, |c| c.contract.devices_purchased);
+        let available_hours =
+            f64::from(devices_purchased) * (end - start) as f64 / crate::config::HOUR_MS as f64;
         let advanced_in_catalog = config.features.advanced.len() as u32;
         let advanced_features_used = self.advanced_features.count_ones();
+        let mut operator_hours: Vec<(Id, f64)> = self.operators.into_iter().collect();
+        operator_hours.sort_by(|a, b| a.0.cmp(&b.0));
         CustomerKpi {
             customer,
             window: window.name.clone(),
             window_start: start,
-            window_end: start + window.length_ms,
+            window_end: end,
             devices_purchased,
             reporting_devices,
             active_devices: self.active.len() as u32,
@@ -124,7 +148,7 @@ impl WindowAccumulator for CustomerAccumulator {
             cycles: self.cycles,
             output_units: self.output_units,
             manual_interventions: self.manual_interventions,
-            distinct_operators: self.operators.len() as u32,
+            distinct_operators: operator_hours.len() as u32,
             advanced_features_used,
             advanced_feature_share: ratio(
                 f64::from(advanced_features_used),
@@ -132,6 +156,9 @@ impl WindowAccumulator for CustomerAccumulator {
             ),
             fault_count: self.fault_count,
             samples: self.samples,
+            first_seen: self.first_seen.unwrap_or(start),
+            operator_hours,
+            advanced_features: self.advanced_features,
         }
     }
 }

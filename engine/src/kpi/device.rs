@@ -97,7 +97,13 @@ impl WindowAccumulator for DeviceAccumulator {
         }
     }
 
-    fn finish(self, window: &WindowSpec, start: EventTime, _config: &EngineConfig) -> DeviceKpi {
+    fn finish(
+        self,
+        window: &WindowSpec,
+        start: EventTime,
+        end: EventTime,
+        _config: &EngineConfig,
+    ) -> DeviceKpi {
         let (customer, site, device) = self
             .ids
             .unwrap_or_else(|| ("".into(), "".into(), "".into()));
@@ -107,8 +113,11 @@ impl WindowAccumulator for DeviceAccumulator {
             device,
             window: window.name.clone(),
             window_start: start,
-            window_end: start + window.length_ms,
-            utilisation: ratio(self.operating_hours, window.hours()),
+            window_end: end,
+            utilisation: ratio(
+                self.operating_hours,
+                (end - start) as f64 / crate::config::HOUR_MS as f64,
+            ),
             operating_hours: self.operating_hours,
             idle_hours: self.idle_hours,
             fuel_litres: self.fuel_litres,

@@ -4,9 +4,20 @@
 
 mod customer;
 mod device;
+pub mod health;
+pub mod journey;
+pub mod milestone;
+pub mod outcome;
+pub mod portfolio;
+pub mod risk;
 
 pub use customer::{CustomerAccumulator, CustomerKpi};
 pub use device::{DeviceAccumulator, DeviceKpi};
+pub use health::HealthRecord;
+pub use milestone::MilestoneRecord;
+pub use outcome::OutcomeRecord;
+pub use portfolio::PortfolioRecord;
+pub use risk::AlertRecord;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,8 +30,14 @@ pub trait WindowAccumulator: Default + 'static {
     type Record;
     /// Adds one reading.
     fn add(&mut self, usage: &Usage);
-    /// Finishes the window that starts at `start`.
-    fn finish(self, window: &WindowSpec, start: EventTime, config: &EngineConfig) -> Self::Record;
+    /// Finishes the window `[start, end)` of `window`.
+    fn finish(
+        self,
+        window: &WindowSpec,
+        start: EventTime,
+        end: EventTime,
+        config: &EngineConfig,
+    ) -> Self::Record;
 }
 
 /// Everything the engine emits.
@@ -30,4 +47,29 @@ pub enum Output {
     Customer(CustomerKpi),
     /// A device's rollup over one closed window.
     Device(DeviceKpi),
+    /// A customer-defined outcome over one closed window.
+    Outcome(OutcomeRecord),
+    /// A milestone's state at the end of a day.
+    Milestone(MilestoneRecord),
+    /// A customer's health at the end of a day.
+    Health(HealthRecord),
+    /// An at-risk alert opening or resolving.
+    Alert(AlertRecord),
+    /// Figures over all customers for one day.
+    Portfolio(PortfolioRecord),
+}
+
+impl Output {
+    /// The customer a record is about (`None` for portfolio figures).
+    pub fn customer(&self) -> Option<&crate::model::Id> {
+        match self {
+            Self::Customer(r) => Some(&r.customer),
+            Self::Device(r) => Some(&r.customer),
+            Self::Outcome(r) => Some(&r.customer),
+            Self::Milestone(r) => Some(&r.customer),
+            Self::Health(r) => Some(&r.customer),
+            Self::Alert(r) => Some(&r.customer),
+            Self::Portfolio(_) => None,
+        }
+    }
 }

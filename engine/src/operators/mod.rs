@@ -6,10 +6,14 @@
 //! the tick), and ingest refuses data older than the watermark, so once the
 //! input frontier passes `t`, no record with event time before `t` can arrive.
 
+pub mod customer_success;
 pub mod device_state;
+pub mod portfolio;
 pub mod tumbling_window;
 
+pub use customer_success::CustomerSuccessExt;
 pub use device_state::DeviceStateExt;
+pub use portfolio::PortfolioExt;
 pub use tumbling_window::TumblingWindowExt;
 
 use std::hash::{BuildHasher, Hash};

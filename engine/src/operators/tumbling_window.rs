@@ -18,7 +18,8 @@ use crate::model::{EventTime, Usage};
 pub trait TumblingWindowExt<'scope> {
     /// For every configured window length, accumulates usage per `key` in an
     /// `A` and emits `A::Record` (mapped by `wrap`) once the window is closed.
-    /// Records are emitted at the window's end time.
+    /// Records are emitted at the window's end time. `key` must keep a
+    /// customer's usage together (windows of a day follow its time zone).
     fn tumbling_windows<K, A, P, R>(
         self,
         pact: P,
@@ -35,7 +36,7 @@ pub trait TumblingWindowExt<'scope> {
 }
 
 /// Open windows of one length, by end time.
-type OpenWindows<K, A> = BTreeMap<EventTime, (Capability<EventTime>, HashMap<K, A>)>;
+type OpenWindows<K, A> = BTreeMap<EventTime, (Capability<EventTime>, EventTime, HashMap<K, A>)>;
 
 impl<'scope> TumblingWindowExt<'scope> for StreamVec<'scope, EventTime, Usage> {
     fn tumbling_windows<K, A, P, R>(
@@ -60,10 +61,11 @@ impl<'scope> TumblingWindowExt<'scope> for StreamVec<'scope, EventTime, Usage> {
                     for usage in data.iter() {
                         let k = key(usage);
                         for (spec, windows) in config.windows.iter().zip(open.iter_mut()) {
-                            let end = spec.start_of(usage.at) + spec.length_ms;
-                            let (_, by_key) = windows
+                            let (start, end) =
+                                config.window_bounds(spec, &usage.customer, usage.at);
+                            let (_, _, by_key) = windows
                                 .entry(end)
-                                .or_insert_with(|| (cap.delayed(&end, 0), HashMap::new()));
+                                .or_insert_with(|| (cap.delayed(&end, 0), start, HashMap::new()));
                             by_key.entry(k.clone()).or_default().add(usage);
                         }
                     }
@@ -75,11 +77,10 @@ impl<'scope> TumblingWindowExt<'scope> for StreamVec<'scope, EventTime, Usage> {
                             break;
                         }
                         let end = *entry.key();
-                        let (cap, by_key) = entry.remove();
-                        let start = end - spec.length_ms;
+                        let (cap, start, by_key) = entry.remove();
                         let mut session = output.session(&cap);
                         for (_, acc) in by_key {
-                            session.give(wrap(acc.finish(spec, start, &config)));
+                            session.give(wrap(acc.finish(spec, start, end, &config)));
                         }
                     }
                 }

@@ -1,10 +1,10 @@
 //! Sinks: where the engine's KPI records go.
 //!
-//! Every sink writes the same two record kinds ([`Output::Customer`] and
-//! [`Output::Device`]) under the public schema in `docs/SCHEMA.md`, and every
-//! write is idempotent: writing a record again with the same series and window
-//! start overwrites all of its fields, so replays and window corrections never
-//! duplicate data.
+//! Every sink writes every record kind the engine emits ([`Output`]: customer
+//! and device KPIs, outcomes, milestones, health, alerts, portfolio) under the
+//! public schema in `docs/SCHEMA.md`, and every write is idempotent: writing
+//! a record again with the same key overwrites all of its fields, so replays
+//! and window corrections never duplicate data.
 //!
 //! - [`sqlite`]: the embedded default store, a local SQLite file.
 //! - [`influxdb`]: InfluxDB line protocol, through the v1 `/write` API
@@ -18,6 +18,7 @@
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod influxdb;
+pub(crate) mod names;
 pub mod sqlite;
 pub mod writer;
 

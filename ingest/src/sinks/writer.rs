@@ -367,6 +367,11 @@ mod tests {
             .map(|r| match r {
                 Output::Customer(k) => k.window_start,
                 Output::Device(k) => k.window_start,
+                Output::Outcome(k) => k.window_start,
+                Output::Milestone(k) => k.window_start,
+                Output::Health(k) => k.window_start,
+                Output::Alert(k) => k.opened_at,
+                Output::Portfolio(k) => k.window_start,
             })
             .collect()
     }

@@ -1,9 +1,10 @@
 //! The SQLite sink: the embedded default store, one local file, no server.
 //!
-//! Tables `customer_kpi` and `device_kpi` (see [`schema`] and
-//! `docs/SCHEMA.md`), WAL journal mode so readers (the HTTP API, the demo)
-//! never block the writer, one transaction per batch, and upserts keyed by the
-//! series and window start so a rewrite overwrites. rusqlite is blocking, so
+//! Tables `customer_kpi`, `device_kpi`, `outcome`, `milestone`, `health`,
+//! `alert` and `portfolio` (see [`schema`] and `docs/SCHEMA.md`), WAL journal
+//! mode so readers (the HTTP API, the demo) never block the writer, one
+//! transaction per batch, and upserts keyed by each table's primary key so a
+//! rewrite overwrites. rusqlite is blocking, so
 //! all its work runs on tokio's blocking pool, with the connection moved into
 //! the task and back.
 

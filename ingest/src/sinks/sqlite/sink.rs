@@ -2,12 +2,19 @@
 
 use std::path::PathBuf;
 
-use fleetpulse_engine::{CustomerKpi, DeviceKpi, Output};
-use rusqlite::{Connection, params};
+use fleetpulse_engine::{
+    AlertRecord, CustomerKpi, DeviceKpi, HealthRecord, MilestoneRecord, OutcomeRecord, Output,
+    PortfolioRecord,
+};
+use rusqlite::{CachedStatement, Connection, params};
 
 use super::SqliteConfig;
-use super::schema::{UPSERT_CUSTOMER, UPSERT_DEVICE, open_connection};
+use super::schema::{
+    UPSERT_ALERT, UPSERT_CUSTOMER, UPSERT_DEVICE, UPSERT_HEALTH, UPSERT_MILESTONE, UPSERT_OUTCOME,
+    UPSERT_PORTFOLIO, open_connection,
+};
 use crate::sinks::SinkError;
+use crate::sinks::names::direction_str;
 
 /// An open SQLite sink. The connection lives here between writes and moves
 /// into a blocking task for each one.
@@ -36,7 +43,8 @@ impl SqliteSink {
     }
 
     /// Writes the batch in one transaction (all or nothing); existing rows
-    /// with the same primary key are overwritten in every column.
+    /// with the same primary key are overwritten in every column (except
+    /// that an open alert never overwrites its resolved episode).
     pub async fn write(&mut self, records: &[Output]) -> Result<(), SinkError> {
         if records.is_empty() {
             return Ok(());
@@ -67,26 +75,34 @@ impl SqliteSink {
     }
 }
 
-/// Upserts every record in one transaction. Blocking.
+/// Upserts every record in one transaction, in order. Blocking.
 pub(crate) fn write_batch(conn: &mut Connection, records: &[Output]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
+        // Cached: each statement is compiled once per connection.
         let mut customer = tx.prepare_cached(UPSERT_CUSTOMER)?;
         let mut device = tx.prepare_cached(UPSERT_DEVICE)?;
+        let mut outcome = tx.prepare_cached(UPSERT_OUTCOME)?;
+        let mut milestone = tx.prepare_cached(UPSERT_MILESTONE)?;
+        let mut health = tx.prepare_cached(UPSERT_HEALTH)?;
+        let mut alert = tx.prepare_cached(UPSERT_ALERT)?;
+        let mut portfolio = tx.prepare_cached(UPSERT_PORTFOLIO)?;
         for record in records {
             match record {
                 Output::Customer(k) => upsert_customer(&mut customer, k)?,
                 Output::Device(k) => upsert_device(&mut device, k)?,
+                Output::Outcome(r) => upsert_outcome(&mut outcome, r)?,
+                Output::Milestone(r) => upsert_milestone(&mut milestone, r)?,
+                Output::Health(r) => upsert_health(&mut health, r)?,
+                Output::Alert(r) => upsert_alert(&mut alert, r)?,
+                Output::Portfolio(r) => upsert_portfolio(&mut portfolio, r)?,
             };
         }
     }
     tx.commit()
 }
 
-fn upsert_customer(
-    stmt: &mut rusqlite::CachedStatement<'_>,
-    k: &CustomerKpi,
-) -> rusqlite::Result<usize> {
+fn upsert_customer(stmt: &mut CachedStatement<'_>, k: &CustomerKpi) -> rusqlite::Result<usize> {
     stmt.execute(params![
         &*k.customer,
         &*k.window,
@@ -110,10 +126,7 @@ fn upsert_customer(
     ])
 }
 
-fn upsert_device(
-    stmt: &mut rusqlite::CachedStatement<'_>,
-    k: &DeviceKpi,
-) -> rusqlite::Result<usize> {
+fn upsert_device(stmt: &mut CachedStatement<'_>, k: &DeviceKpi) -> rusqlite::Result<usize> {
     stmt.execute(params![
         &*k.customer,
         &*k.site,
@@ -133,5 +146,108 @@ fn upsert_device(
         k.samples,
         k.last_seen,
         k.last_state.as_str(),
+    ])
+}
+
+fn upsert_outcome(stmt: &mut CachedStatement<'_>, r: &OutcomeRecord) -> rusqlite::Result<usize> {
+    stmt.execute(params![
+        &*r.customer,
+        &*r.outcome,
+        &*r.window,
+        r.window_start,
+        r.window_end,
+        r.value,
+        r.target,
+        direction_str(r.direction),
+        r.met,
+        r.consecutive_met,
+        r.consecutive_missed,
+    ])
+}
+
+fn upsert_milestone(
+    stmt: &mut CachedStatement<'_>,
+    r: &MilestoneRecord,
+) -> rusqlite::Result<usize> {
+    stmt.execute(params![
+        &*r.customer,
+        &*r.milestone,
+        r.window_start,
+        r.window_end,
+        r.position,
+        r.value_milestone,
+        r.due_at,
+        r.reached_at,
+        r.status.as_str(),
+    ])
+}
+
+fn upsert_health(stmt: &mut CachedStatement<'_>, r: &HealthRecord) -> rusqlite::Result<usize> {
+    let c = &r.components;
+    stmt.execute(params![
+        &*r.customer,
+        r.window_start,
+        r.window_end,
+        r.score,
+        r.band.as_str(),
+        r.score_trend,
+        c.depth,
+        c.breadth,
+        c.utilisation,
+        c.outcome,
+        c.reliability,
+        c.trend,
+        c.maturity,
+        r.stage.as_str(),
+        r.segment.as_str(),
+        r.arr,
+        r.arr_at_risk,
+        r.open_alerts,
+        r.days_since_activation,
+        r.days_to_renewal,
+        r.time_to_value_days,
+        r.usage_growth,
+        r.milestones_reached,
+        r.milestones_total,
+    ])
+}
+
+fn upsert_alert(stmt: &mut CachedStatement<'_>, r: &AlertRecord) -> rusqlite::Result<usize> {
+    stmt.execute(params![
+        &*r.customer,
+        r.rule.as_str(),
+        r.episode,
+        &*r.customer_name,
+        r.status.as_str(),
+        r.opened_at,
+        r.resolved_at,
+        &r.evidence,
+        r.metric,
+        r.threshold,
+        r.stage.as_str(),
+        r.segment.as_str(),
+        r.arr_at_risk,
+        &r.next_action,
+    ])
+}
+
+fn upsert_portfolio(
+    stmt: &mut CachedStatement<'_>,
+    r: &PortfolioRecord,
+) -> rusqlite::Result<usize> {
+    stmt.execute(params![
+        r.window_start,
+        r.window_end,
+        r.customers,
+        r.arr_total,
+        r.arr_at_risk,
+        r.green,
+        r.yellow,
+        r.red,
+        r.managed_customers,
+        r.managed_usage_growth,
+        r.unmanaged_usage_growth,
+        r.managed_outcome_attainment,
+        r.unmanaged_outcome_attainment,
     ])
 }

@@ -3,12 +3,21 @@
 
 use std::path::Path;
 
-use fleetpulse_engine::{CustomerKpi, DeviceKpi, MachineState};
+use fleetpulse_engine::kpi::health::HealthComponents;
+use fleetpulse_engine::{
+    AlertRecord, CustomerKpi, DeviceKpi, HealthRecord, MachineState, MilestoneRecord,
+    OutcomeRecord, PortfolioRecord,
+};
 use rusqlite::types::Type;
-use rusqlite::{Connection, Row};
+use rusqlite::{Connection, Params, Row};
+use serde::de::DeserializeOwned;
 
-use super::schema::{SELECT_CUSTOMER, SELECT_DEVICE, open_connection};
+use super::schema::{
+    ALERT_COLUMNS, HEALTH_COLUMNS, MILESTONE_COLUMNS, OUTCOME_COLUMNS, PORTFOLIO_COLUMNS,
+    SELECT_CUSTOMER, SELECT_DEVICE, open_connection,
+};
 use crate::sinks::SinkError;
+use crate::sinks::names::parse_name;
 
 /// Read access to a SQLite KPI store.
 #[derive(Debug)]
@@ -52,6 +61,147 @@ impl SqliteStore {
         rows.collect::<Result<_, _>>()
             .map_err(SinkError::SqliteRead)
     }
+
+    /// Daily health records, of one customer or (with `None`) of all,
+    /// ordered by customer, then window start.
+    pub fn health(&self, customer: Option<&str>) -> Result<Vec<HealthRecord>, SinkError> {
+        let order = "ORDER BY customer, window_start";
+        match customer {
+            Some(c) => self.select(
+                &format!("SELECT {HEALTH_COLUMNS} FROM health WHERE customer = ?1 {order}"),
+                [c],
+                health_from_row,
+            ),
+            None => self.select(
+                &format!("SELECT {HEALTH_COLUMNS} FROM health {order}"),
+                [],
+                health_from_row,
+            ),
+        }
+    }
+
+    /// The latest health record of each customer (its last day stored),
+    /// ordered by customer.
+    pub fn latest_health(&self) -> Result<Vec<HealthRecord>, SinkError> {
+        self.select(
+            &format!(
+                "SELECT {HEALTH_COLUMNS} FROM health AS h WHERE window_start = \
+                 (SELECT max(window_start) FROM health WHERE customer = h.customer) \
+                 ORDER BY customer"
+            ),
+            [],
+            health_from_row,
+        )
+    }
+
+    /// Alert episodes, one record each in its current state (open, or
+    /// resolved with `resolved_at`); with `open_only` only the open ones.
+    /// Ordered by opened_at, customer, rule, episode.
+    pub fn alerts(&self, open_only: bool) -> Result<Vec<AlertRecord>, SinkError> {
+        let filter = if open_only {
+            "WHERE status = 'open'"
+        } else {
+            ""
+        };
+        self.select(
+            &format!(
+                "SELECT {ALERT_COLUMNS} FROM alert {filter} \
+                 ORDER BY opened_at, customer, rule, episode"
+            ),
+            [],
+            alert_from_row,
+        )
+    }
+
+    /// Outcome records, of one customer or (with `None`) of all, ordered by
+    /// customer, outcome, window label, then window start.
+    pub fn outcomes(&self, customer: Option<&str>) -> Result<Vec<OutcomeRecord>, SinkError> {
+        let order = r#"ORDER BY customer, outcome, "window", window_start"#;
+        match customer {
+            Some(c) => self.select(
+                &format!("SELECT {OUTCOME_COLUMNS} FROM outcome WHERE customer = ?1 {order}"),
+                [c],
+                outcome_from_row,
+            ),
+            None => self.select(
+                &format!("SELECT {OUTCOME_COLUMNS} FROM outcome {order}"),
+                [],
+                outcome_from_row,
+            ),
+        }
+    }
+
+    /// Daily milestone records, of one customer or (with `None`) of all,
+    /// ordered by customer, position, milestone, then window start.
+    pub fn milestones(&self, customer: Option<&str>) -> Result<Vec<MilestoneRecord>, SinkError> {
+        let order = "ORDER BY customer, position, milestone, window_start";
+        match customer {
+            Some(c) => self.select(
+                &format!("SELECT {MILESTONE_COLUMNS} FROM milestone WHERE customer = ?1 {order}"),
+                [c],
+                milestone_from_row,
+            ),
+            None => self.select(
+                &format!("SELECT {MILESTONE_COLUMNS} FROM milestone {order}"),
+                [],
+                milestone_from_row,
+            ),
+        }
+    }
+
+    /// The latest record (last day stored) of each milestone: the journey as
+    /// it stands, of one customer or (with `None`) of all, ordered by
+    /// customer, position, milestone.
+    pub fn latest_milestones(
+        &self,
+        customer: Option<&str>,
+    ) -> Result<Vec<MilestoneRecord>, SinkError> {
+        let latest = "window_start = (SELECT max(window_start) FROM milestone \
+                      WHERE customer = m.customer AND milestone = m.milestone)";
+        let order = "ORDER BY customer, position, milestone";
+        match customer {
+            Some(c) => self.select(
+                &format!(
+                    "SELECT {MILESTONE_COLUMNS} FROM milestone AS m \
+                     WHERE customer = ?1 AND {latest} {order}"
+                ),
+                [c],
+                milestone_from_row,
+            ),
+            None => self.select(
+                &format!("SELECT {MILESTONE_COLUMNS} FROM milestone AS m WHERE {latest} {order}"),
+                [],
+                milestone_from_row,
+            ),
+        }
+    }
+
+    /// Portfolio figures, one per UTC day, ordered by window start.
+    pub fn portfolio(&self) -> Result<Vec<PortfolioRecord>, SinkError> {
+        self.select(
+            &format!("SELECT {PORTFOLIO_COLUMNS} FROM portfolio ORDER BY window_start"),
+            [],
+            portfolio_from_row,
+        )
+    }
+
+    /// Runs `sql` (cached) with `params` and converts every row.
+    fn select<T>(
+        &self,
+        sql: &str,
+        params: impl Params,
+        from_row: fn(&Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, SinkError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(sql)
+            .map_err(SinkError::SqliteRead)?;
+        let rows = stmt
+            .query_map(params, from_row)
+            .map_err(SinkError::SqliteRead)?;
+        rows.collect::<Result<_, _>>()
+            .map_err(SinkError::SqliteRead)
+    }
 }
 
 /// A REAL column; NULL (stored for a non-finite value) reads back as NaN.
@@ -84,6 +234,7 @@ fn customer_from_row(row: &Row<'_>) -> rusqlite::Result<CustomerKpi> {
         advanced_feature_share: real(row, 16)?,
         fault_count: row.get(17)?,
         samples: row.get(18)?,
+        ..CustomerKpi::default()
     })
 }
 
@@ -118,6 +269,121 @@ fn device_from_row(row: &Row<'_>) -> rusqlite::Result<DeviceKpi> {
     })
 }
 
+/// An optional REAL column: NULL reads back as `None`.
+fn optional_real(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<f64>> {
+    row.get(idx)
+}
+
+/// A TEXT column holding the serde name of an engine enum.
+fn name<T: DeserializeOwned>(row: &Row<'_>, idx: usize, column: &str) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    parse_name(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            Type::Text,
+            format!("unknown {column} `{text}`").into(),
+        )
+    })
+}
+
+fn outcome_from_row(row: &Row<'_>) -> rusqlite::Result<OutcomeRecord> {
+    Ok(OutcomeRecord {
+        customer: text(row, 0)?,
+        outcome: text(row, 1)?,
+        window: text(row, 2)?,
+        window_start: row.get(3)?,
+        window_end: row.get(4)?,
+        value: real(row, 5)?,
+        target: real(row, 6)?,
+        direction: name(row, 7, "direction")?,
+        met: row.get(8)?,
+        consecutive_met: row.get(9)?,
+        consecutive_missed: row.get(10)?,
+    })
+}
+
+fn milestone_from_row(row: &Row<'_>) -> rusqlite::Result<MilestoneRecord> {
+    Ok(MilestoneRecord {
+        customer: text(row, 0)?,
+        milestone: text(row, 1)?,
+        window_start: row.get(2)?,
+        window_end: row.get(3)?,
+        position: row.get(4)?,
+        value_milestone: row.get(5)?,
+        due_at: row.get(6)?,
+        reached_at: row.get(7)?,
+        status: name(row, 8, "status")?,
+    })
+}
+
+fn health_from_row(row: &Row<'_>) -> rusqlite::Result<HealthRecord> {
+    Ok(HealthRecord {
+        customer: text(row, 0)?,
+        window_start: row.get(1)?,
+        window_end: row.get(2)?,
+        score: real(row, 3)?,
+        band: name(row, 4, "band")?,
+        score_trend: real(row, 5)?,
+        components: HealthComponents {
+            depth: real(row, 6)?,
+            breadth: real(row, 7)?,
+            utilisation: real(row, 8)?,
+            outcome: optional_real(row, 9)?,
+            reliability: real(row, 10)?,
+            trend: real(row, 11)?,
+            maturity: optional_real(row, 12)?,
+        },
+        stage: name(row, 13, "stage")?,
+        segment: name(row, 14, "segment")?,
+        arr: real(row, 15)?,
+        arr_at_risk: real(row, 16)?,
+        open_alerts: row.get(17)?,
+        days_since_activation: real(row, 18)?,
+        days_to_renewal: real(row, 19)?,
+        time_to_value_days: optional_real(row, 20)?,
+        usage_growth: real(row, 21)?,
+        milestones_reached: row.get(22)?,
+        milestones_total: row.get(23)?,
+    })
+}
+
+fn alert_from_row(row: &Row<'_>) -> rusqlite::Result<AlertRecord> {
+    Ok(AlertRecord {
+        customer: text(row, 0)?,
+        rule: name(row, 1, "rule")?,
+        episode: row.get(2)?,
+        customer_name: text(row, 3)?,
+        status: name(row, 4, "status")?,
+        opened_at: row.get(5)?,
+        resolved_at: row.get(6)?,
+        evidence: row.get(7)?,
+        metric: real(row, 8)?,
+        threshold: real(row, 9)?,
+        stage: name(row, 10, "stage")?,
+        segment: name(row, 11, "segment")?,
+        arr_at_risk: real(row, 12)?,
+        next_action: row.get(13)?,
+    })
+}
+
+fn portfolio_from_row(row: &Row<'_>) -> rusqlite::Result<PortfolioRecord> {
+    Ok(PortfolioRecord {
+        window_start: row.get(0)?,
+        window_end: row.get(1)?,
+        customers: row.get(2)?,
+        arr_total: real(row, 3)?,
+        arr_at_risk: real(row, 4)?,
+        green: row.get(5)?,
+        yellow: row.get(6)?,
+        red: row.get(7)?,
+        managed_customers: row.get(8)?,
+        managed_usage_growth: real(row, 9)?,
+        unmanaged_usage_growth: real(row, 10)?,
+        managed_outcome_attainment: real(row, 11)?,
+        unmanaged_outcome_attainment: real(row, 12)?,
+    })
+}
+
 /// Every machine state; [`_all_states_listed`] fails to compile when the
 /// engine adds one that is missing here.
 const ALL_STATES: [MachineState; 5] = [
@@ -149,8 +415,16 @@ mod tests {
 
     use fleetpulse_engine::Output;
 
+    use fleetpulse_engine::Segment;
+    use fleetpulse_engine::kpi::health::{Band, Stage};
+    use fleetpulse_engine::kpi::milestone::MilestoneStatus;
+    use fleetpulse_engine::kpi::outcome::Direction;
+    use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
+
     use super::*;
-    use crate::sinks::fixtures::{customer, device};
+    use crate::sinks::fixtures::{
+        DAY, alert, customer, device, health, milestone, outcome, portfolio, resolved,
+    };
     use crate::sinks::sqlite::schema::SCHEMA_VERSION;
     use crate::sinks::{Sink, SinkConfig, SqliteConfig};
 
@@ -311,6 +585,229 @@ mod tests {
         assert!(back[0].utilisation.is_nan());
         assert_eq!(back[0].customer, kpi.customer);
         assert_eq!(back[0].fuel_litres, kpi.fuel_litres);
+    }
+
+    #[tokio::test]
+    async fn customer_success_records_round_trip_through_a_real_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kpi.sqlite");
+        let mut sink = open_sink(&path).await;
+        let d0 = 19_700 * DAY;
+
+        // Two customers, two days; `zeta` has no outcome component yet and a
+        // maturity score, `acme` an undefined outcome value on day 2.
+        let mut zeta_health = health("zeta", d0, 42.0);
+        zeta_health.components.outcome = None;
+        zeta_health.components.maturity = Some(70.0);
+        zeta_health.time_to_value_days = None;
+        zeta_health.segment = Segment::TechTouch;
+        zeta_health.stage = Stage::Onboard;
+        let acme_day2 = health("acme", d0 + DAY, 80.0);
+        let mut reached = milestone("first-100-hours", 2, d0 + DAY);
+        reached.reached_at = Some(d0 + 2 * DAY);
+        reached.status = MilestoneStatus::Reached;
+        let mut overdue = milestone("all-online", 1, d0 + DAY);
+        overdue.status = MilestoneStatus::Overdue;
+        let mut undefined = outcome("acme", d0 + DAY, f64::NAN);
+        undefined.met = false;
+        let mut at_least = outcome("acme", d0, 0.9);
+        at_least.outcome = "availability".into();
+        at_least.direction = Direction::AtLeast;
+        at_least.met = true;
+        let open = alert("acme", 1, d0 + DAY);
+        let mut other = alert("zeta", 1, d0);
+        other.rule = Rule::OnboardingStalled;
+        other.stage = Stage::Onboard;
+
+        sink.write(&[
+            Output::Health(acme_day2.clone()),
+            Output::Health(zeta_health.clone()),
+            Output::Health(health("acme", d0, 60.0)),
+            Output::Milestone(milestone("all-online", 1, d0)),
+            Output::Milestone(milestone("first-100-hours", 2, d0)),
+            Output::Milestone(reached.clone()),
+            Output::Milestone(overdue.clone()),
+            Output::Outcome(outcome("acme", d0, 0.1)),
+            Output::Outcome(undefined.clone()),
+            Output::Outcome(at_least.clone()),
+            Output::Alert(open.clone()),
+            Output::Alert(other.clone()),
+            Output::Portfolio(portfolio(d0 + DAY, 6)),
+            Output::Portfolio(portfolio(d0, 5)),
+        ])
+        .await
+        .unwrap();
+
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            store.health(None).unwrap(),
+            vec![
+                health("acme", d0, 60.0),
+                acme_day2.clone(),
+                zeta_health.clone()
+            ]
+        );
+        assert_eq!(
+            store.health(Some("acme")).unwrap(),
+            vec![health("acme", d0, 60.0), acme_day2.clone()]
+        );
+        assert!(store.health(Some("nobody")).unwrap().is_empty());
+        assert_eq!(store.latest_health().unwrap(), vec![acme_day2, zeta_health]);
+
+        assert_eq!(
+            store.milestones(Some("acme")).unwrap(),
+            vec![
+                milestone("all-online", 1, d0),
+                overdue.clone(),
+                milestone("first-100-hours", 2, d0),
+                reached.clone(),
+            ]
+        );
+        assert_eq!(
+            store.latest_milestones(None).unwrap(),
+            vec![overdue, reached]
+        );
+        assert!(store.latest_milestones(Some("zeta")).unwrap().is_empty());
+
+        let outcomes = store.outcomes(Some("acme")).unwrap();
+        assert_eq!(outcomes.len(), 3);
+        assert_eq!(outcomes[0], at_least);
+        assert_eq!(outcomes[1], outcome("acme", d0, 0.1));
+        assert!(outcomes[2].value.is_nan(), "undefined stays NaN");
+        assert_eq!(
+            OutcomeRecord {
+                value: 0.0,
+                ..outcomes[2].clone()
+            },
+            OutcomeRecord {
+                value: 0.0,
+                ..undefined
+            }
+        );
+        assert_eq!(store.outcomes(None).unwrap().len(), 3);
+
+        assert_eq!(
+            store.alerts(false).unwrap(),
+            vec![other.clone(), open.clone()]
+        );
+        assert_eq!(store.alerts(true).unwrap(), vec![other, open]);
+        assert_eq!(
+            store.portfolio().unwrap(),
+            vec![portfolio(d0, 5), portfolio(d0 + DAY, 6)]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_alert_episode_is_one_row_kept_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kpi.sqlite");
+        let mut sink = open_sink(&path).await;
+        let d0 = 19_700 * DAY;
+        let open = alert("acme", 1, d0);
+        let closed = resolved(open.clone(), d0 + 5 * DAY);
+        let second = alert("acme", 2, d0 + 9 * DAY);
+
+        sink.write(&[Output::Alert(open.clone())]).await.unwrap();
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.alerts(true).unwrap(), vec![open.clone()]);
+
+        // The resolve updates the episode's row; the next episode is a new row.
+        sink.write(&[Output::Alert(closed.clone()), Output::Alert(second.clone())])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.alerts(false).unwrap(),
+            vec![closed.clone(), second.clone()]
+        );
+        assert_eq!(store.alerts(true).unwrap(), vec![second.clone()]);
+
+        // A replay of the whole history, and of the open alone, leaves it
+        // resolved.
+        sink.write(&[
+            Output::Alert(open.clone()),
+            Output::Alert(closed.clone()),
+            Output::Alert(second.clone()),
+        ])
+        .await
+        .unwrap();
+        sink.write(&[Output::Alert(open)]).await.unwrap();
+        let all = store.alerts(false).unwrap();
+        assert_eq!(all, vec![closed, second]);
+        assert_eq!(all[0].status, AlertStatus::Resolved);
+    }
+
+    #[tokio::test]
+    async fn rewriting_a_day_overwrites_every_customer_success_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kpi.sqlite");
+        let mut sink = open_sink(&path).await;
+        let d0 = 19_700 * DAY;
+        sink.write(&[
+            Output::Health(health("acme", d0, 80.0)),
+            Output::Milestone(milestone("all-online", 1, d0)),
+            Output::Outcome(outcome("acme", d0, 0.1)),
+            Output::Portfolio(portfolio(d0, 5)),
+        ])
+        .await
+        .unwrap();
+
+        let mut h = health("acme", d0, 30.0);
+        h.components.outcome = None;
+        h.components.maturity = Some(10.0);
+        h.stage = Stage::Renew;
+        h.segment = Segment::LowTouch;
+        h.open_alerts = 3;
+        h.arr_at_risk = h.arr;
+        h.time_to_value_days = None;
+        assert_eq!(h.band, Band::Red);
+        let mut m = milestone("all-online", 3, d0);
+        m.status = MilestoneStatus::Reached;
+        m.reached_at = Some(d0 + DAY);
+        m.value_milestone = true;
+        m.due_at = 5;
+        let mut o = outcome("acme", d0, 0.5);
+        o.consecutive_met = 0;
+        o.consecutive_missed = 1;
+        o.target = 0.25;
+        let mut p = portfolio(d0, 7);
+        p.red = 4;
+        p.managed_outcome_attainment = 12.5;
+        sink.write(&[
+            Output::Health(h.clone()),
+            Output::Milestone(m.clone()),
+            Output::Outcome(o.clone()),
+            Output::Portfolio(p.clone()),
+        ])
+        .await
+        .unwrap();
+
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.health(None).unwrap(), vec![h]);
+        assert_eq!(store.milestones(None).unwrap(), vec![m]);
+        assert_eq!(store.outcomes(None).unwrap(), vec![o]);
+        assert_eq!(store.portfolio().unwrap(), vec![p]);
+    }
+
+    #[test]
+    fn an_unknown_enum_name_is_a_read_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kpi.sqlite");
+        let mut conn = open_connection(&path).unwrap();
+        crate::sinks::sqlite::sink::write_batch(
+            &mut conn,
+            &[Output::Health(health("acme", 0, 80.0))],
+        )
+        .unwrap();
+        conn.execute("UPDATE health SET band = 'purple'", [])
+            .unwrap();
+        let err = SqliteStore::open(&path).unwrap().health(None).unwrap_err();
+        let SinkError::SqliteRead(source) = err else {
+            panic!("{err}")
+        };
+        assert!(
+            source.to_string().contains("unknown band `purple`"),
+            "{source}"
+        );
     }
 
     #[test]

@@ -1,0 +1,230 @@
+"""The Bytewax peer of `fleetpulse bench`: the same decode + dedup +
+per-customer windowed KPIs + write as a Bytewax dataflow (timely dataflow
+underneath), with Bytewax's own event-time windows.
+
+    mqtt (paho, QoS 1) -> decode -> key by device -> dedup + increments
+      -> key by customer -> fold_window 1h | fold_window 1d -> line protocol
+      -> influxdb-client (VictoriaMetrics)
+
+EventClock with wait_for_system_duration = 2 h is fleetpulse's allowed
+lateness: the publish run lasts seconds, so the watermark is the newest event
+time minus 2 h. Started by the harness; speaks its JSON-lines protocol.
+"""
+
+import argparse
+import queue
+import threading
+from datetime import datetime, timedelta, timezone
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.operators.windowing import EventClock, TumblingWindower, fold_window
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.run import cli_main
+
+import peerlib
+
+MEASUREMENT = "peer_bytewax_customer_kpi"
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+class Totals:
+    lock = threading.Lock()
+    rejected = 0
+    duplicates = 0
+    samples = 0
+    late = 0
+    records = 0
+    written = 0
+    last_write_ns = 0
+
+
+class MqttPartition(StatefulSourcePartition):
+    def __init__(self, messages, stopped):
+        self.messages = messages
+        self.stopped = stopped
+
+    def next_batch(self):
+        items = []
+        try:
+            items.append(self.messages.get(timeout=0.01))
+            while len(items) < 1000:
+                items.append(self.messages.get_nowait())
+        except queue.Empty:
+            pass
+        if not items and self.stopped.is_set() and self.messages.empty():
+            raise StopIteration()
+        return items
+
+    def snapshot(self):
+        return None
+
+
+class MqttSource(FixedPartitionedSource):
+    """One partition: one paho client, its messages through a bounded queue
+    (a full queue blocks paho's thread, so TCP pushes back on the broker)."""
+
+    def __init__(self, args, stopped, on_ready):
+        self.args = args
+        self.stopped = stopped
+        self.on_ready = on_ready
+
+    def list_parts(self):
+        return ["mqtt"]
+
+    def build_part(self, step_id, for_part, resume_state):
+        messages = queue.Queue(maxsize=10_000)
+
+        def on_message(_client, _userdata, msg):
+            messages.put((msg.topic, msg.payload))
+
+        client = peerlib.mqtt_client(self.args.client_id, self.on_ready, on_message)
+        client.connect(self.args.host, self.args.port, keepalive=60)
+        client.loop_start()
+
+        def disconnect_on_stop():
+            self.stopped.wait()
+            client.disconnect()
+            client.loop_stop()
+
+        threading.Thread(target=disconnect_on_stop, daemon=True).start()
+        return MqttPartition(messages, self.stopped)
+
+
+class VmPartition(StatelessSinkPartition):
+    def __init__(self, url):
+        self.writer = peerlib.Writer(url)
+
+    def write_batch(self, items):
+        with Totals.lock:
+            Totals.records += len(items)
+        self.writer.add(items)
+
+    def close(self):
+        self.writer.flush()
+        with Totals.lock:
+            Totals.written += self.writer.written
+            Totals.last_write_ns = max(Totals.last_write_ns, self.writer.last_write_ns)
+
+
+class VmSink(DynamicSink):
+    def __init__(self, url):
+        self.url = url
+
+    def build(self, step_id, worker_index, worker_count):
+        return VmPartition(self.url)
+
+
+def build(args, progress, stopped, on_ready, purchased):
+    flow = Dataflow("fleetpulse_peer")
+    raw = op.input("mqtt", flow, MqttSource(args, stopped, on_ready))
+
+    def decode(message):
+        batch = peerlib.decode(*message)
+        if batch is None:
+            with Totals.lock:
+                Totals.rejected += 1
+            progress.count(0)
+            return None
+        progress.count(len(batch.samples))
+        return batch
+
+    batches = op.filter_map("decode", raw, decode)
+    by_device = op.key_on("by_device", batches, lambda b: b.device_id)
+
+    def device_state(state, batch):
+        if state is None:
+            state = peerlib.DeviceState()
+        usage = state.usage(batch)
+        with Totals.lock:
+            if usage is None:
+                Totals.duplicates += 1
+            else:
+                Totals.samples += len(usage)
+        return state, usage or []
+
+    usage = op.stateful_flat_map("device_state", by_device, device_state)
+    by_customer = op.key_on("by_customer", op.key_rm("unkey", usage), lambda u: u[0])
+
+    clock = EventClock(
+        ts_getter=lambda u: datetime.fromtimestamp(u[2] / 1000, tz=timezone.utc),
+        wait_for_system_duration=timedelta(milliseconds=peerlib.LATENESS_MS),
+    )
+
+    def folder(acc, u):
+        if "at" not in acc:
+            acc["at"] = u[2]
+        return peerlib.add(acc, u)
+
+    outputs = []
+    for name, length in peerlib.WINDOWS:
+        windows = fold_window(
+            f"window_{name}",
+            by_customer,
+            clock,
+            TumblingWindower(length=timedelta(milliseconds=length), align_to=EPOCH),
+            peerlib.new_acc,
+            folder,
+            peerlib.merge,
+        )
+
+        def count_late(_step, _item):
+            with Totals.lock:
+                Totals.late += 1
+
+        op.inspect(f"late_{name}", windows.late, count_late)
+
+        def to_line(item, name=name, length=length):
+            customer, (_window_id, acc) = item
+            start = acc["at"] - acc["at"] % length
+            return peerlib.line(MEASUREMENT, customer, name, length, start, acc, purchased)
+
+        outputs.append(op.map(f"line_{name}", windows.down, to_line))
+    op.output("victoria_metrics", op.merge("all", *outputs), VmSink(args.store_url))
+    return flow
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--client-id", required=True)
+    p.add_argument("--store-url", required=True)
+    p.add_argument("--customers", required=True)
+    p.add_argument("--workers", type=int, default=1)
+    args = p.parse_args()
+
+    purchased = peerlib.devices_purchased(args.customers)
+    progress = peerlib.Progress()
+    stopped = threading.Event()
+    cpu_at_ready = [0.0]
+
+    def on_ready():
+        cpu_at_ready[0] = peerlib.cpu_seconds()
+        peerlib.emit({"event": "ready"})
+
+    peerlib.wait_for_stdin_eof(stopped.set)
+    flow = build(args, progress, stopped, on_ready, purchased)
+    cli_main(flow, workers_per_process=args.workers)
+    progress.stop()
+    peerlib.emit(
+        {
+            "event": "done",
+            "handled": progress.handled,
+            "rejected": Totals.rejected,
+            "samples": Totals.samples - Totals.late,
+            "duplicates": Totals.duplicates,
+            "records_emitted": Totals.records,
+            "records_written": Totals.written,
+            "cpu_seconds": peerlib.cpu_seconds() - cpu_at_ready[0],
+            "peak_rss_bytes": peerlib.peak_rss_bytes(),
+            "first_input_ns": progress.first_ns,
+            "last_input_ns": progress.last_ns,
+            "last_write_ns": Totals.last_write_ns,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

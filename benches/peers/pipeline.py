@@ -1,0 +1,119 @@
+"""The plain Python peer of `fleetpulse bench`: paho-mqtt (QoS 1) + protobuf +
+influxdb-client, the same decode + dedup + per-customer windowed KPIs + write
+as fleetpulse, written the straightforward way in one process.
+
+Windows close on the same event-time watermark as fleetpulse (newest event
+time minus 2 h allowed lateness); at stop every open window is written.
+Started by the harness; speaks its JSON-lines protocol (peerlib).
+"""
+
+import argparse
+import threading
+
+import peerlib
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--client-id", required=True)
+    p.add_argument("--store-url", required=True)
+    p.add_argument("--customers", required=True)
+    p.add_argument("--workers", type=int, default=1)  # one thread: paho's loop
+    args = p.parse_args()
+
+    purchased = peerlib.devices_purchased(args.customers)
+    writer = peerlib.Writer(args.store_url)
+    progress = peerlib.Progress()
+    devices = {}
+    # (window index, start, customer) -> accumulator
+    open_windows = {}
+    state = {"max_event": 0, "watermark": 0, "rejected": 0, "duplicates": 0,
+             "samples": 0, "records": 0}
+    measurement = "peer_python_customer_kpi"
+
+    def close_until(watermark):
+        closed = [k for k in open_windows if k[1] + peerlib.WINDOWS[k[0]][1] <= watermark]
+        lines = []
+        for k in closed:
+            acc = open_windows.pop(k)
+            name, length = peerlib.WINDOWS[k[0]]
+            lines.append(peerlib.line(measurement, k[2], name, length, k[1], acc, purchased))
+        if lines:
+            state["records"] += len(lines)
+            writer.add(lines)
+
+    def on_message(_client, _userdata, msg):
+        batch = peerlib.decode(msg.topic, msg.payload)
+        if batch is None:
+            state["rejected"] += 1
+            progress.count(0)
+            return
+        if batch.samples[0].event_time_ms < state["watermark"]:
+            state["rejected"] += 1  # too late: its windows are closed
+            progress.count(0)
+            return
+        device = devices.get(batch.device_id)
+        if device is None:
+            device = devices[batch.device_id] = peerlib.DeviceState()
+        usage = device.usage(batch)
+        if usage is None:
+            state["duplicates"] += 1
+            progress.count(0)
+            return
+        for u in usage:
+            at = u[2]
+            for i, (_, length) in enumerate(peerlib.WINDOWS):
+                key = (i, at - at % length, u[0])
+                acc = open_windows.get(key)
+                if acc is None:
+                    acc = open_windows[key] = peerlib.new_acc()
+                peerlib.add(acc, u)
+        state["samples"] += len(usage)
+        last = batch.samples[-1].event_time_ms
+        if last > state["max_event"]:
+            state["max_event"] = last
+            watermark = last - peerlib.LATENESS_MS
+            if watermark > state["watermark"]:
+                state["watermark"] = watermark
+                close_until(watermark)
+        progress.count(len(usage))
+
+    stopped = threading.Event()
+    cpu_at_ready = [0.0]
+
+    def on_ready():
+        cpu_at_ready[0] = peerlib.cpu_seconds()
+        peerlib.emit({"event": "ready"})
+
+    client = peerlib.mqtt_client(args.client_id, on_ready, on_message)
+    client.connect(args.host, args.port, keepalive=60)
+    peerlib.wait_for_stdin_eof(stopped.set)
+    client.loop_start()
+    stopped.wait()
+    client.disconnect()
+    client.loop_stop()
+    close_until(float("inf"))
+    writer.flush()
+    progress.stop()
+    peerlib.emit(
+        {
+            "event": "done",
+            "handled": progress.handled,
+            "rejected": state["rejected"],
+            "samples": state["samples"],
+            "duplicates": state["duplicates"],
+            "records_emitted": state["records"],
+            "records_written": writer.written,
+            "cpu_seconds": peerlib.cpu_seconds() - cpu_at_ready[0],
+            "peak_rss_bytes": peerlib.peak_rss_bytes(),
+            "first_input_ns": progress.first_ns,
+            "last_input_ns": progress.last_ns,
+            "last_write_ns": writer.last_write_ns,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()

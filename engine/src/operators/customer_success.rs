@@ -1,0 +1,193 @@
+//! Per customer, once per closed day: outcomes, milestones, time to value,
+//! lifecycle stage, health score and at-risk alerts (`crate::kpi::journey`).
+//!
+//! Window records are routed by customer and held until the frontier passes
+//! their time, so each customer's days are closed in order with the day's
+//! device rollups already seen. A day on which a customer's fleet sent
+//! nothing has no window record; once the frontier is past such a day it is
+//! closed as an empty day (that is when dark fleets and falling usage show).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
+
+use super::route;
+use crate::config::EngineConfig;
+use crate::kpi::journey::Journey;
+use crate::kpi::{CustomerKpi, Output};
+use crate::model::{EventTime, Id};
+
+/// Extension trait adding the customer-success operator.
+pub trait CustomerSuccessExt<'scope> {
+    /// Turns closed customer and device windows into outcome, milestone,
+    /// health and alert records.
+    fn customer_success(self, config: Arc<EngineConfig>) -> StreamVec<'scope, EventTime, Output>;
+}
+
+/// A journey and the capability it holds for closing its next day empty.
+struct Tracked {
+    journey: Journey,
+    next_day: Option<(EventTime, EventTime, Capability<EventTime>)>,
+}
+
+impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output> {
+    fn customer_success(self, config: Arc<EngineConfig>) -> StreamVec<'scope, EventTime, Output> {
+        let pact = Exchange::new(|o: &Output| o.customer().map_or(0, |c| route(&**c)));
+        self.unary_frontier(pact, "CustomerSuccess", move |_cap, _info| {
+            let day = config.day_window().cloned();
+            let mut pending: BTreeMap<EventTime, (Capability<EventTime>, Vec<Output>)> =
+                BTreeMap::new();
+            let mut tracked: HashMap<Id, Tracked> = HashMap::new();
+            let mut latest_seen: EventTime = 0;
+            let mut out = Vec::new();
+            move |(input, frontier), output| {
+                let Some(day) = &day else {
+                    input.for_each(|_, data| data.clear());
+                    return;
+                };
+                input.for_each(|cap, data| {
+                    let Some(held) = cap.retain_least(0) else {
+                        return;
+                    };
+                    let time = *held.time();
+                    latest_seen = latest_seen.max(time);
+                    pending
+                        .entry(time)
+                        .or_insert_with(|| (held, Vec::new()))
+                        .1
+                        .append(data);
+                });
+                while let Some(entry) = pending.first_entry() {
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let (cap, mut records) = entry.remove();
+                    // Device rollups first: a day is judged with its devices seen.
+                    records.sort_by_key(|r| !matches!(r, Output::Device(_)));
+                    for record in records {
+                        match record {
+                            Output::Device(d) if d.window == day.name => {
+                                if let Some(t) = tracked_for(&mut tracked, &config, &d.customer) {
+                                    t.journey.observe_device(&d);
+                                }
+                            }
+                            Output::Customer(k) => {
+                                let Some(t) = tracked_for(&mut tracked, &config, &k.customer)
+                                else {
+                                    continue;
+                                };
+                                if k.window == day.name {
+                                    close_empty_days_before(
+                                        t,
+                                        &config,
+                                        day,
+                                        k.window_start,
+                                        &mut out,
+                                        output,
+                                    );
+                                    t.journey.close_day(&k, &mut out);
+                                    output.session(&cap).give_iterator(out.drain(..));
+                                    let (start, end) =
+                                        config.window_bounds(day, &k.customer, k.window_end);
+                                    t.next_day = Some((start, end, cap.delayed(&end)));
+                                } else {
+                                    t.journey.observe_window(&k, &mut out);
+                                    output.session(&cap).give_iterator(out.drain(..));
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                // Days the frontier has passed with no telemetry at all.
+                let done = frontier.frontier().is_empty();
+                for t in tracked.values_mut() {
+                    while let Some((start, end, _)) = &t.next_day {
+                        let (start, end) = (*start, *end);
+                        let passed = !frontier.less_equal(&end)
+                            && end <= latest_seen.max(if done { 0 } else { EventTime::MAX });
+                        if !passed {
+                            break;
+                        }
+                        close_empty_day(t, &config, day, start, end, &mut out, output);
+                    }
+                    if done {
+                        t.next_day = None;
+                    }
+                }
+            }
+        })
+    }
+}
+
+fn tracked_for<'a>(
+    tracked: &'a mut HashMap<Id, Tracked>,
+    config: &EngineConfig,
+    customer: &Id,
+) -> Option<&'a mut Tracked> {
+    if !tracked.contains_key(customer) {
+        let spec = config.customers.get(&**customer)?.clone();
+        tracked.insert(
+            customer.clone(),
+            Tracked {
+                journey: Journey::new(spec),
+                next_day: None,
+            },
+        );
+    }
+    tracked.get_mut(customer)
+}
+
+type Out<'a, 'b> = timely::dataflow::operators::generic::OutputBuilderSession<
+    'a,
+    EventTime,
+    timely::container::CapacityContainerBuilder<Vec<Output>>,
+>;
+
+/// Closes, as empty, every day between the last closed one and `before`.
+fn close_empty_days_before(
+    t: &mut Tracked,
+    config: &EngineConfig,
+    day: &crate::WindowSpec,
+    before: EventTime,
+    out: &mut Vec<Output>,
+    output: &mut Out<'_, '_>,
+) {
+    while let Some((start, end, _)) = &t.next_day {
+        let (start, end) = (*start, *end);
+        if end > before {
+            break;
+        }
+        close_empty_day(t, config, day, start, end, out, output);
+    }
+}
+
+fn close_empty_day(
+    t: &mut Tracked,
+    config: &EngineConfig,
+    day: &crate::WindowSpec,
+    start: EventTime,
+    end: EventTime,
+    out: &mut Vec<Output>,
+    output: &mut Out<'_, '_>,
+) {
+    let empty = CustomerKpi {
+        customer: t.journey.spec().id.clone(),
+        window: day.name.clone(),
+        window_start: start,
+        window_end: end,
+        devices_purchased: t.journey.spec().contract.devices_purchased,
+        ..CustomerKpi::default()
+    };
+    t.journey.close_day(&empty, out);
+    let Some((_, _, cap)) = t.next_day.take() else {
+        return;
+    };
+    output.session(&cap).give_iterator(out.drain(..));
+    let (next_start, next_end) = config.window_bounds(day, &empty.customer, end);
+    t.next_day = Some((next_start, next_end, cap.delayed(&next_end)));
+}

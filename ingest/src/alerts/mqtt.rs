@@ -1,0 +1,374 @@
+//! MQTT delivery: each alert transition is published as JSON
+//! ([`AlertMessage`]) to `{topic_prefix}/{customer}` at QoS 1, not retained,
+//! one at a time and in order, each confirmed by its PubAck before the next.
+//!
+//! The publisher has its own connection (client id `{mqtt.client_id}-alerts`,
+//! clean session) to the broker the service reads telemetry from. rumqttc
+//! reconnects on the next `poll()` with no delay of its own, so the
+//! connection driver sleeps with backoff after each error; with a clean
+//! session rumqttc forgets an unacknowledged publish on reconnect, so
+//! [`PublishState`] publishes it again once connected (QoS 1 is at least
+//! once: a subscriber may see an alert twice, never zero times).
+//!
+//! An unreachable broker is retried without limit while the service runs:
+//! alerts wait in the bounded queue. Only the shutdown deadline gives up, and
+//! counts what was not published as failed.
+//!
+//! The protocol bookkeeping ([`PublishState`]) does no I/O and is tested on
+//! its own; the eventloop is polled by a driver that is never cancelled while
+//! the publisher runs, so no packet is cut in half.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
+use tokio::sync::mpsc;
+
+use super::ChannelReport;
+use super::format::{AlertMessage, alert_topic};
+use crate::config::MqttConfig;
+use crate::source::mqtt::{SourceError, backoff};
+
+/// Connection settings of the alerts publisher.
+#[derive(Debug, Clone)]
+pub struct MqttPublisher {
+    options: MqttOptions,
+    topic_prefix: String,
+    broker: String,
+}
+
+impl MqttPublisher {
+    /// A publisher on the service's broker (`broker`, with its credentials),
+    /// client id `{broker.client_id}-alerts`, clean session.
+    pub fn new(broker: &MqttConfig, topic_prefix: &str) -> Result<Self, SourceError> {
+        let config = MqttConfig {
+            client_id: alerts_client_id(&broker.client_id),
+            persistent_session: false,
+            ..broker.clone()
+        };
+        let mut options = crate::source::mqtt::options(&config)?;
+        options.set_clean_session(true);
+        Ok(Self {
+            options,
+            topic_prefix: topic_prefix.to_owned(),
+            broker: format!("{}:{}", broker.host, broker.port),
+        })
+    }
+
+    /// The client id used on the broker.
+    pub fn client_id(&self) -> String {
+        self.options.client_id()
+    }
+}
+
+/// `{service client id}-alerts`.
+pub fn alerts_client_id(service: &str) -> String {
+    format!("{service}-alerts")
+}
+
+/// What the connection driver tells the publisher.
+#[derive(Debug)]
+enum Link {
+    /// Connected (ConnAck received).
+    Connected,
+    /// The eventloop wrote a publish with this packet id.
+    Sent(u16),
+    /// The broker acknowledged this packet id.
+    Acked(u16),
+    /// The connection failed; the driver waits `retry_in` before reconnecting.
+    Failed {
+        error: String,
+        failures: u32,
+        retry_in: Duration,
+    },
+}
+
+/// Publish bookkeeping for one message in flight at a time. No I/O: the
+/// caller publishes whatever the methods return.
+#[derive(Debug, Default)]
+pub(crate) struct PublishState {
+    connected: bool,
+    in_flight: Option<InFlight>,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    message: Arc<AlertMessage>,
+    /// Packet id of the latest transmission, once the eventloop wrote it.
+    pkid: Option<u16>,
+}
+
+impl PublishState {
+    /// Connected and nothing in flight: the next message may start.
+    pub(crate) fn ready(&self) -> bool {
+        self.connected && self.in_flight.is_none()
+    }
+
+    /// Nothing in flight.
+    pub(crate) fn idle(&self) -> bool {
+        self.in_flight.is_none()
+    }
+
+    /// Starts `message`; returns it to publish.
+    pub(crate) fn start(&mut self, message: Arc<AlertMessage>) -> Arc<AlertMessage> {
+        debug_assert!(self.ready());
+        self.in_flight = Some(InFlight {
+            message: message.clone(),
+            pkid: None,
+        });
+        message
+    }
+
+    /// A (re)connection: returns the unacknowledged message to publish again.
+    pub(crate) fn connected(&mut self) -> Option<Arc<AlertMessage>> {
+        self.connected = true;
+        self.in_flight.as_mut().map(|f| {
+            f.pkid = None;
+            f.message.clone()
+        })
+    }
+
+    /// The connection broke: whatever was sent is forgotten by the clean
+    /// session and is published again on the next connection.
+    pub(crate) fn disconnected(&mut self) {
+        self.connected = false;
+        if let Some(f) = &mut self.in_flight {
+            f.pkid = None;
+        }
+    }
+
+    /// The eventloop wrote the in-flight message as packet `pkid`.
+    pub(crate) fn sent(&mut self, pkid: u16) {
+        if let Some(f) = &mut self.in_flight {
+            f.pkid = Some(pkid);
+        }
+    }
+
+    /// PubAck for `pkid`: returns the delivered message if it was ours.
+    pub(crate) fn acked(&mut self, pkid: u16) -> Option<Arc<AlertMessage>> {
+        match &self.in_flight {
+            Some(f) if f.pkid == Some(pkid) => self.in_flight.take().map(|f| f.message),
+            _ => None,
+        }
+    }
+
+    /// Gives up the in-flight message, if any.
+    pub(crate) fn abandon(&mut self) -> Option<Arc<AlertMessage>> {
+        self.in_flight.take().map(|f| f.message)
+    }
+}
+
+/// Polls the eventloop and forwards what the publisher needs; sleeps with
+/// backoff after errors. Ends when the publisher is gone or after a
+/// disconnect was sent.
+async fn drive(mut events: EventLoop, link: mpsc::Sender<Link>) {
+    let mut failures = 0u32;
+    loop {
+        let forward = match events.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                failures = 0;
+                Link::Connected
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) => Link::Acked(ack.pkid),
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Link::Sent(pkid),
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+            Ok(_) => continue,
+            Err(error) => {
+                let retry_in = backoff(failures);
+                failures = failures.saturating_add(1);
+                if link
+                    .send(Link::Failed {
+                        error: error.to_string(),
+                        failures,
+                        retry_in,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                tokio::time::sleep(retry_in).await;
+                continue;
+            }
+        };
+        if link.send(forward).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Publishes every message from `queue`, in order, until the queue closes
+/// and the last message is acknowledged, or until `deadline` completes; then
+/// whatever is left (in flight or queued) is counted as failed.
+pub(crate) async fn publish_all(
+    publisher: MqttPublisher,
+    mut queue: mpsc::Receiver<Arc<AlertMessage>>,
+    deadline: impl Future<Output = ()>,
+) -> ChannelReport {
+    let (client, events) = AsyncClient::new(publisher.options.clone(), 16);
+    let (link_tx, mut link) = mpsc::channel(16);
+    let driver = drive(events, link_tx);
+    tokio::pin!(driver, deadline);
+    tracing::info!(broker = %publisher.broker, client_id = %publisher.client_id(), "alerts publisher started");
+
+    let mut report = ChannelReport::default();
+    let mut state = PublishState::default();
+    let mut input_open = true;
+    let publish = |message: &AlertMessage| {
+        let topic = alert_topic(&publisher.topic_prefix, &message.customer);
+        client.try_publish(topic, QoS::AtLeastOnce, false, message.to_json())
+    };
+    let mut timed_out = false;
+    while input_open || !state.idle() {
+        tokio::select! {
+            biased;
+            _ = &mut deadline => {
+                timed_out = true;
+                break;
+            }
+            _ = &mut driver => break,
+            event = link.recv() => match event {
+                Some(Link::Connected) => {
+                    tracing::info!(broker = %publisher.broker, "alerts publisher connected");
+                    if let Some(message) = state.connected()
+                        && let Err(e) = publish(&message)
+                    {
+                        tracing::error!(error = %e, "cannot queue alert publish");
+                    }
+                }
+                Some(Link::Sent(pkid)) => state.sent(pkid),
+                Some(Link::Acked(pkid)) => {
+                    if let Some(message) = state.acked(pkid) {
+                        report.delivered += 1;
+                        tracing::debug!(
+                            customer = %message.customer, rule = %message.rule,
+                            status = %message.status, "alert published"
+                        );
+                    }
+                }
+                Some(Link::Failed { error, failures, retry_in }) => {
+                    if !state.idle() {
+                        report.retries += 1;
+                    }
+                    state.disconnected();
+                    if failures <= 3 || failures.is_multiple_of(20) {
+                        tracing::warn!(
+                            broker = %publisher.broker, failures,
+                            retry_in_ms = retry_in.as_millis() as u64,
+                            "alerts publisher: broker connection failed: {error}"
+                        );
+                    }
+                }
+                None => break,
+            },
+            next = queue.recv(), if input_open && state.ready() => match next {
+                Some(message) => {
+                    let message = state.start(message);
+                    if let Err(e) = publish(&message) {
+                        tracing::error!(error = %e, "cannot queue alert publish");
+                    }
+                }
+                None => input_open = false,
+            },
+        }
+    }
+
+    // Anything left was not published: count it, and keep taking from the
+    // queue so the alerts router is never blocked by a publisher that gave up.
+    let mut left = u64::from(state.abandon().is_some());
+    while queue.recv().await.is_some() {
+        left += 1;
+    }
+    if left > 0 {
+        report.failed += left;
+        tracing::error!(
+            broker = %publisher.broker,
+            alerts = left,
+            timed_out,
+            "alerts not published to MQTT before the shutdown deadline"
+        );
+    }
+    if client.try_disconnect().is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut driver).await;
+    }
+    tracing::info!(
+        delivered = report.delivered,
+        failed = report.failed,
+        "alerts publisher stopped"
+    );
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use fleetpulse_engine::kpi::risk::AlertStatus;
+
+    use super::*;
+    use crate::alerts::format::tests::record;
+
+    fn message() -> Arc<AlertMessage> {
+        Arc::new(AlertMessage::from_record(&record(AlertStatus::Open)))
+    }
+
+    #[test]
+    fn client_id_is_the_service_id_with_a_suffix() {
+        assert_eq!(
+            alerts_client_id("fleetpulse-ingest"),
+            "fleetpulse-ingest-alerts"
+        );
+        let publisher = MqttPublisher::new(&MqttConfig::default(), "cs/alerts").unwrap();
+        assert_eq!(publisher.client_id(), "fleetpulse-ingest-alerts");
+    }
+
+    #[test]
+    fn a_message_starts_only_when_connected_and_nothing_is_in_flight() {
+        let mut state = PublishState::default();
+        assert!(!state.ready() && state.idle());
+        assert!(state.connected().is_none(), "nothing to resend");
+        assert!(state.ready());
+        state.start(message());
+        assert!(!state.ready() && !state.idle());
+    }
+
+    #[test]
+    fn only_the_ack_of_the_latest_transmission_delivers() {
+        let mut state = PublishState::default();
+        state.connected();
+        state.start(message());
+        assert!(state.acked(1).is_none(), "not sent yet");
+        state.sent(7);
+        assert!(state.acked(6).is_none(), "someone else's packet");
+        assert!(state.acked(7).is_some());
+        assert!(state.ready() && state.idle());
+        assert!(state.acked(7).is_none(), "acknowledged once");
+    }
+
+    #[test]
+    fn an_unacknowledged_message_is_published_again_after_reconnecting() {
+        let mut state = PublishState::default();
+        state.connected();
+        let sent = state.start(message());
+        state.sent(1);
+        state.disconnected();
+        assert!(!state.ready());
+        assert!(
+            state.acked(1).is_none(),
+            "an ack of the old session is void"
+        );
+        let again = state.connected().expect("resend");
+        assert!(Arc::ptr_eq(&sent, &again));
+        state.sent(1);
+        assert!(state.acked(1).is_some());
+    }
+
+    #[test]
+    fn abandon_gives_up_what_is_in_flight() {
+        let mut state = PublishState::default();
+        assert!(state.abandon().is_none());
+        state.connected();
+        state.start(message());
+        assert!(state.abandon().is_some());
+        assert!(state.idle());
+    }
+}

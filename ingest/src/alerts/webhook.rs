@@ -1,0 +1,270 @@
+//! Webhook delivery: one POST of a Slack-compatible JSON body per alert
+//! transition.
+//!
+//! **Retries.** Connection errors, timeouts, 5xx and 429 are retried with
+//! exponential backoff and jitter ([`retry_delay`]), honouring `Retry-After`
+//! (seconds or an HTTP date) up to the schedule's longest delay. Any other
+//! status (400, 401, 403, 404, ...) will not get better by repeating the
+//! request: it is logged and counted as failed at once. After the last retry
+//! the alert is counted as failed too. Deciding ([`classify`]) and waiting
+//! ([`retry_delay`], [`parse_retry_after`]) are plain functions; [`Webhook`]
+//! only sends.
+
+use std::time::Duration;
+
+use reqwest::header::RETRY_AFTER;
+use serde_json::Value;
+
+use super::ChannelReport;
+use super::format::{AlertMessage, slack_body};
+use crate::sinks::writer::Backoff;
+
+/// What to do after one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The receiver took it (2xx).
+    Delivered,
+    /// Worth another attempt: connection error, timeout, 5xx, 429.
+    Retry,
+    /// Will not succeed by repeating: other statuses.
+    Reject,
+}
+
+/// The verdict for an HTTP status code.
+pub fn classify(status: u16) -> Verdict {
+    match status {
+        200..=299 => Verdict::Delivered,
+        429 | 500..=599 => Verdict::Retry,
+        _ => Verdict::Reject,
+    }
+}
+
+/// `Retry-After` as a duration from `now`: either delay-seconds (`120`) or an
+/// HTTP date (`Wed, 21 Oct 2015 07:28:00 GMT`); a date in the past is 0.
+/// `None` if the value is neither.
+pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = jiff::fmt::rfc2822::DateTimeParser::new()
+        .parse_timestamp(value)
+        .ok()?;
+    let ms = at.as_millisecond().saturating_sub(now.as_millisecond());
+    Some(Duration::from_millis(ms.max(0) as u64))
+}
+
+/// Delay before retry `retry` (0-based): the backoff with jitter, but never
+/// less than the receiver's `Retry-After`, itself capped at `backoff.max` so
+/// one answer cannot stall the alert queue for hours.
+pub fn retry_delay(
+    backoff: &Backoff,
+    retry: u32,
+    jitter: f64,
+    retry_after: Option<Duration>,
+) -> Duration {
+    let delay = backoff.delay(retry, jitter);
+    match retry_after {
+        Some(asked) => delay.max(asked.min(backoff.max)),
+        None => delay,
+    }
+}
+
+/// Result of one POST.
+#[derive(Debug)]
+enum Attempt {
+    /// The receiver answered.
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+        body: String,
+    },
+    /// No answer: connection refused, reset, timed out.
+    Failed(reqwest::Error),
+}
+
+/// A webhook endpoint and the HTTP client that posts to it.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    backoff: Backoff,
+}
+
+impl Webhook {
+    /// A client for `url` with a per-request `timeout`.
+    pub fn new(
+        url: reqwest::Url,
+        timeout: Duration,
+        backoff: Backoff,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .user_agent(concat!("fleetpulse/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            client,
+            url,
+            backoff,
+        })
+    }
+
+    /// The endpoint without path or query, which may hold a secret.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}://{}",
+            self.url.scheme(),
+            self.url.host_str().unwrap_or("?")
+        )
+    }
+
+    async fn post(&self, body: &Value) -> Attempt {
+        match self.client.post(self.url.clone()).json(body).send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, jiff::Timestamp::now()));
+                let body = response.text().await.unwrap_or_default();
+                Attempt::Status {
+                    status,
+                    retry_after,
+                    body,
+                }
+            }
+            Err(error) => Attempt::Failed(error),
+        }
+    }
+
+    /// Posts one alert, retrying as described in the module docs; counts the
+    /// outcome in `report`. Returns when delivered or given up.
+    pub async fn deliver(
+        &self,
+        message: &AlertMessage,
+        report: &mut ChannelReport,
+        jitter: &mut impl FnMut() -> f64,
+    ) {
+        let body = slack_body(message);
+        let mut retry = 0;
+        loop {
+            let (verdict, retry_after, why) = match self.post(&body).await {
+                Attempt::Status {
+                    status,
+                    retry_after,
+                    body,
+                } => (
+                    classify(status),
+                    retry_after,
+                    format!(
+                        "HTTP {status}: {}",
+                        body.chars().take(200).collect::<String>()
+                    ),
+                ),
+                Attempt::Failed(error) => (Verdict::Retry, None, error.to_string()),
+            };
+            match verdict {
+                Verdict::Delivered => {
+                    report.delivered += 1;
+                    tracing::debug!(
+                        webhook = %self.describe(), customer = %message.customer,
+                        rule = %message.rule, status = %message.status, "alert posted"
+                    );
+                    return;
+                }
+                Verdict::Retry if retry < self.backoff.max_retries => {
+                    let delay = retry_delay(&self.backoff, retry, jitter(), retry_after);
+                    retry += 1;
+                    report.retries += 1;
+                    tracing::warn!(
+                        webhook = %self.describe(), customer = %message.customer,
+                        rule = %message.rule, retry, max_retries = self.backoff.max_retries,
+                        ?delay, "alert webhook failed ({why}); retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                verdict => {
+                    report.failed += 1;
+                    tracing::error!(
+                        webhook = %self.describe(), customer = %message.customer,
+                        rule = %message.rule, status = %message.status, retries = retry,
+                        retryable = verdict == Verdict::Retry,
+                        "alert webhook failed ({why}); alert not posted"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_delivered_retried_or_rejected() {
+        for status in [200, 201, 204] {
+            assert_eq!(classify(status), Verdict::Delivered, "{status}");
+        }
+        for status in [429, 500, 502, 503, 504] {
+            assert_eq!(classify(status), Verdict::Retry, "{status}");
+        }
+        for status in [301, 400, 401, 403, 404, 410, 413] {
+            assert_eq!(classify(status), Verdict::Reject, "{status}");
+        }
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        let now: jiff::Timestamp = "2015-10-21T07:27:00Z".parse().unwrap();
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date in the past means now"
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+    }
+
+    #[test]
+    fn retry_delay_backs_off_and_honours_retry_after_up_to_the_cap() {
+        let backoff = Backoff {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+            max_retries: 8,
+        };
+        let ms = Duration::from_millis;
+        // Exponential with jitter in [0.5, 1.0) of the base.
+        assert_eq!(retry_delay(&backoff, 0, 1.0, None), ms(500));
+        assert_eq!(retry_delay(&backoff, 0, 0.0, None), ms(250));
+        assert_eq!(retry_delay(&backoff, 3, 1.0, None), ms(4_000));
+        assert_eq!(retry_delay(&backoff, 10, 1.0, None), ms(30_000));
+        // Retry-After is a floor...
+        assert_eq!(retry_delay(&backoff, 0, 1.0, Some(ms(7_000))), ms(7_000));
+        // ...unless the backoff is already longer...
+        assert_eq!(retry_delay(&backoff, 5, 1.0, Some(ms(1_000))), ms(16_000));
+        // ...and it is capped at the longest delay.
+        assert_eq!(
+            retry_delay(&backoff, 0, 1.0, Some(ms(3_600_000))),
+            ms(30_000)
+        );
+    }
+
+    #[test]
+    fn describe_hides_the_secret_path() {
+        let url = reqwest::Url::parse("https://hooks.example.com/services/T0/B0/secret").unwrap();
+        let webhook = Webhook::new(url, Duration::from_secs(1), Backoff::default()).unwrap();
+        assert_eq!(webhook.describe(), "https://hooks.example.com");
+    }
+}

@@ -1,0 +1,492 @@
+//! Dead letters: every message ingest refuses is kept for inspection, with
+//! its topic, the reason label, the detail and the start of its payload, as
+//! one JSON object per line:
+//!
+//! ```json
+//! {"received_ms":1767571200123,"reason":"decode","topic":"fleet/c/s/d/telemetry","detail":"payload does not decode ...","payload_bytes":3,"payload_hex":"0aff01"}
+//! ```
+//!
+//! The store is bounded so that a flood of bad messages cannot fill the
+//! disk: once the current file would grow past
+//! [`DeadLetterOptions::max_file_bytes`], it is renamed to `<file>.1`
+//! (replacing the previous one) and a new file is started. At most two files
+//! exist, so the disk used stays below about twice the bound. Topic and
+//! detail are cut to a bounded length and only a prefix of the payload is
+//! kept, so one line is bounded too. What a rotation drops is the oldest
+//! letters; the rejection counters keep counting every message.
+//!
+//! Lines go through a buffer: [`DeadLetterStore::flush`] hands them to the
+//! OS, [`DeadLetterStore::sync`] makes them durable (for a caller that
+//! acknowledges a refused message only once its dead letter is on disk).
+
+use std::fmt::Write as _;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::metrics::RejectReason;
+
+/// Bounds of a dead-letter store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadLetterOptions {
+    /// The current file is rotated before it would grow past this many
+    /// bytes. Disk use stays below about twice this.
+    pub max_file_bytes: u64,
+    /// Payload bytes kept per letter (hex-encoded, so twice as many
+    /// characters).
+    pub payload_prefix_bytes: usize,
+    /// Topic bytes kept per letter (MQTT allows 65535).
+    pub max_topic_bytes: usize,
+    /// Detail bytes kept per letter.
+    pub max_detail_bytes: usize,
+}
+
+impl Default for DeadLetterOptions {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 64 * 1024 * 1024,
+            payload_prefix_bytes: 256,
+            max_topic_bytes: 512,
+            max_detail_bytes: 1024,
+        }
+    }
+}
+
+/// A refused message, as the pipeline hands it over.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadLetter<'a> {
+    /// Topic it arrived on.
+    pub topic: &'a str,
+    /// Why it was refused.
+    pub reason: RejectReason,
+    /// Details for the operator.
+    pub detail: &'a str,
+    /// Wall-clock receive time, ms since the Unix epoch.
+    pub received_ms: u64,
+    /// The whole payload (only a prefix is kept).
+    pub payload: &'a [u8],
+}
+
+/// One line of a dead-letter file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetterRecord {
+    /// Wall-clock receive time, ms since the Unix epoch.
+    pub received_ms: u64,
+    /// Reason label, as in the rejection counters (`decode`, `too_late`, ..).
+    pub reason: String,
+    /// Topic, cut to the bound (ending in `…` when cut).
+    pub topic: String,
+    /// Detail, cut to the bound (ending in `…` when cut).
+    pub detail: String,
+    /// Size of the whole payload.
+    pub payload_bytes: usize,
+    /// The first payload bytes, lower-case hex.
+    pub payload_hex: String,
+}
+
+/// A dead-letter file could not be opened, written or rotated.
+#[derive(Debug, Error)]
+pub enum DeadLetterError {
+    /// Opening (or creating) the file failed.
+    #[error("cannot open dead-letter file {file}: {source}")]
+    Open {
+        /// The file.
+        file: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Writing, flushing or syncing failed.
+    #[error("cannot write dead-letter file {file}: {source}")]
+    Write {
+        /// The file.
+        file: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Renaming the full file or starting a new one failed.
+    #[error("cannot rotate dead-letter file {file}: {source}")]
+    Rotate {
+        /// The file.
+        file: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Reading a file back failed.
+    #[error("cannot read dead-letter file {file}: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+/// The bounded, rotating dead-letter file.
+#[derive(Debug)]
+pub struct DeadLetterStore {
+    path: PathBuf,
+    previous: PathBuf,
+    options: DeadLetterOptions,
+    file: BufWriter<File>,
+    /// Bytes in the current file, buffered ones included.
+    len: u64,
+    previous_len: u64,
+    written: u64,
+    rotations: u64,
+    line: String,
+}
+
+impl DeadLetterStore {
+    /// Opens (or creates) the store at `path`; the previous file is
+    /// `<path>.1`. Appends to what is there. The parent directory is created
+    /// if needed.
+    pub fn open(
+        path: impl Into<PathBuf>,
+        options: DeadLetterOptions,
+    ) -> Result<Self, DeadLetterError> {
+        let path = path.into();
+        let open_err = |source| DeadLetterError::Open {
+            file: path.clone(),
+            source,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(open_err)?;
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(open_err)?;
+        let mut len = file.metadata().map_err(open_err)?.len();
+        if len > 0 {
+            // A crash may have cut the last line: end it, so the next letter
+            // starts on a line of its own.
+            let mut last = [0u8; 1];
+            file.seek(SeekFrom::Start(len - 1)).map_err(open_err)?;
+            file.read_exact(&mut last).map_err(open_err)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n").map_err(open_err)?;
+                len += 1;
+            }
+        }
+        let previous = previous_path(&path);
+        let previous_len = fs::metadata(&previous).map(|m| m.len()).unwrap_or(0);
+        Ok(Self {
+            path,
+            previous,
+            options,
+            file: BufWriter::new(file),
+            len,
+            previous_len,
+            written: 0,
+            rotations: 0,
+            line: String::new(),
+        })
+    }
+
+    /// Adds one letter, rotating first if the current file would grow past
+    /// the bound.
+    pub fn record(&mut self, letter: &DeadLetter<'_>) -> Result<(), DeadLetterError> {
+        let prefix = &letter.payload[..letter.payload.len().min(self.options.payload_prefix_bytes)];
+        let mut payload_hex = String::with_capacity(prefix.len() * 2);
+        for b in prefix {
+            let _ = write!(payload_hex, "{b:02x}");
+        }
+        let record = DeadLetterRecord {
+            received_ms: letter.received_ms,
+            reason: letter.reason.as_str().to_owned(),
+            topic: cut(letter.topic, self.options.max_topic_bytes),
+            detail: cut(letter.detail, self.options.max_detail_bytes),
+            payload_bytes: letter.payload.len(),
+            payload_hex,
+        };
+        self.line.clear();
+        self.line
+            .push_str(&serde_json::to_string(&record).expect("a record serializes"));
+        self.line.push('\n');
+        let line_len = self.line.len() as u64;
+        if self.len > 0 && self.len + line_len > self.options.max_file_bytes {
+            self.rotate()?;
+        }
+        self.file
+            .write_all(self.line.as_bytes())
+            .map_err(|source| DeadLetterError::Write {
+                file: self.path.clone(),
+                source,
+            })?;
+        self.len += line_len;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Hands buffered letters to the OS.
+    pub fn flush(&mut self) -> Result<(), DeadLetterError> {
+        self.file.flush().map_err(|source| DeadLetterError::Write {
+            file: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Flushes and syncs the current file: every letter recorded so far is
+    /// durable.
+    pub fn sync(&mut self) -> Result<(), DeadLetterError> {
+        self.flush()?;
+        self.file
+            .get_ref()
+            .sync_data()
+            .map_err(|source| DeadLetterError::Write {
+                file: self.path.clone(),
+                source,
+            })
+    }
+
+    /// Bytes of both files, buffered letters included.
+    pub fn bytes(&self) -> u64 {
+        self.len + self.previous_len
+    }
+
+    /// Letters recorded since the store was opened.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Rotations since the store was opened.
+    pub fn rotations(&self) -> u64 {
+        self.rotations
+    }
+
+    /// The current file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The previous file (`<path>.1`), which may not exist.
+    pub fn previous_path(&self) -> &Path {
+        &self.previous
+    }
+
+    /// Flushes, then reads back every letter of both files, oldest first.
+    pub fn read_all(&mut self) -> Result<Vec<DeadLetterRecord>, DeadLetterError> {
+        self.flush()?;
+        let mut records = read_file(&self.previous)?;
+        records.extend(read_file(&self.path)?);
+        Ok(records)
+    }
+
+    fn rotate(&mut self) -> Result<(), DeadLetterError> {
+        self.sync()?;
+        let file_path = self.path.clone();
+        let rotate_err = |source| DeadLetterError::Rotate {
+            file: file_path.clone(),
+            source,
+        };
+        fs::rename(&self.path, &self.previous).map_err(rotate_err)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(rotate_err)?;
+        // Replaced without flushing: its buffer is empty after sync().
+        self.file = BufWriter::new(file);
+        self.previous_len = self.len;
+        self.len = 0;
+        self.rotations += 1;
+        tracing::info!(
+            file = %self.path.display(),
+            previous = %self.previous.display(),
+            "dead-letter file rotated"
+        );
+        Ok(())
+    }
+}
+
+/// The letters of one file; a missing file has none, and lines that do not
+/// parse (a line cut by a crash) are skipped.
+pub fn read_file(path: &Path) -> Result<Vec<DeadLetterRecord>, DeadLetterError> {
+    let read_err = |source| DeadLetterError::Read {
+        file: path.to_owned(),
+        source,
+    };
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(read_err(e)),
+    };
+    let mut records = Vec::new();
+    for line in BufReader::new(file).lines() {
+        let line = line.map_err(read_err)?;
+        if let Ok(record) = serde_json::from_str(&line) {
+            records.push(record);
+        }
+    }
+    Ok(records)
+}
+
+fn previous_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".1");
+    PathBuf::from(name)
+}
+
+/// `s` cut to at most `max` bytes at a character boundary, with `…` added
+/// when cut.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter<'a>(topic: &'a str, payload: &'a [u8], at: u64) -> DeadLetter<'a> {
+        DeadLetter {
+            topic,
+            reason: RejectReason::Decode,
+            detail: "payload does not decode",
+            received_ms: at,
+            payload,
+        }
+    }
+
+    #[test]
+    fn letters_round_trip_as_json_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dl/dead-letters.jsonl");
+        let mut store = DeadLetterStore::open(&path, DeadLetterOptions::default()).unwrap();
+        store
+            .record(&letter("fleet/c/s/d/telemetry", b"\x0a\xff\x01", 5))
+            .unwrap();
+        store
+            .record(&DeadLetter {
+                reason: RejectReason::TooLate,
+                detail: "batch 3 of device `d` is \"late\"\nvery",
+                ..letter("fleet/c/s/d/telemetry", b"", 6)
+            })
+            .unwrap();
+        store.sync().unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.starts_with(
+            r#"{"received_ms":5,"reason":"decode","topic":"fleet/c/s/d/telemetry","detail":"payload does not decode","payload_bytes":3,"payload_hex":"0aff01"}"#
+        ));
+        let records = store.read_all().unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[1].reason, "too_late");
+        assert_eq!(records[1].detail, "batch 3 of device `d` is \"late\"\nvery");
+        assert_eq!(store.bytes(), text.len() as u64);
+        assert_eq!(store.written(), 2);
+    }
+
+    #[test]
+    fn payload_topic_and_detail_are_cut_to_their_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = DeadLetterOptions {
+            payload_prefix_bytes: 4,
+            max_topic_bytes: 10,
+            max_detail_bytes: 5,
+            ..DeadLetterOptions::default()
+        };
+        let mut store = DeadLetterStore::open(dir.path().join("dl.jsonl"), options).unwrap();
+        let payload = vec![0xabu8; 100_000];
+        let topic = "ü".repeat(40_000);
+        store
+            .record(&DeadLetter {
+                detail: "äääää",
+                ..letter(&topic, &payload, 1)
+            })
+            .unwrap();
+        let records = store.read_all().unwrap();
+        let r = &records[0];
+        assert_eq!(r.payload_bytes, 100_000);
+        assert_eq!(r.payload_hex, "abababab");
+        assert_eq!(r.topic, format!("{}…", "ü".repeat(5)));
+        assert_eq!(r.detail, "ää…");
+        assert!(store.bytes() < 200);
+    }
+
+    #[test]
+    fn a_flood_rotates_and_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dl.jsonl");
+        let options = DeadLetterOptions {
+            max_file_bytes: 4096,
+            ..DeadLetterOptions::default()
+        };
+        let mut store = DeadLetterStore::open(&path, options).unwrap();
+        let payload = vec![7u8; 1000];
+        for i in 0..1000 {
+            store
+                .record(&letter("fleet/c/s/d/telemetry", &payload, i))
+                .unwrap();
+            assert!(store.bytes() <= 2 * 4096, "after {i}: {}", store.bytes());
+        }
+        store.flush().unwrap();
+        assert!(store.rotations() > 100);
+        let mut files: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        files.sort();
+        assert_eq!(files, ["dl.jsonl", "dl.jsonl.1"]);
+        let on_disk =
+            fs::metadata(&path).unwrap().len() + fs::metadata(store.previous_path()).unwrap().len();
+        assert_eq!(on_disk, store.bytes());
+        assert!(fs::metadata(&path).unwrap().len() <= 4096);
+        // The newest letters are kept, in order, ending with the last one.
+        let records = store.read_all().unwrap();
+        assert!(!records.is_empty());
+        let times: Vec<u64> = records.iter().map(|r| r.received_ms).collect();
+        assert_eq!(*times.last().unwrap(), 999);
+        assert!(times.windows(2).all(|w| w[1] == w[0] + 1), "{times:?}");
+    }
+
+    #[test]
+    fn reopening_appends_and_ends_a_cut_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dl.jsonl");
+        let mut store = DeadLetterStore::open(&path, DeadLetterOptions::default()).unwrap();
+        store.record(&letter("t1", b"a", 1)).unwrap();
+        store.sync().unwrap();
+        drop(store);
+        // A crash in the middle of the next line.
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(br#"{"received_ms":2,"rea"#)
+            .unwrap();
+        let mut store = DeadLetterStore::open(&path, DeadLetterOptions::default()).unwrap();
+        store.record(&letter("t3", b"c", 3)).unwrap();
+        let records = store.read_all().unwrap();
+        let times: Vec<u64> = records.iter().map(|r| r.received_ms).collect();
+        assert_eq!(times, [1, 3]);
+        assert_eq!(store.bytes(), fs::metadata(&path).unwrap().len());
+    }
+
+    #[test]
+    fn an_oversized_single_letter_still_goes_into_a_fresh_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dl.jsonl");
+        let options = DeadLetterOptions {
+            max_file_bytes: 50,
+            ..DeadLetterOptions::default()
+        };
+        let mut store = DeadLetterStore::open(&path, options).unwrap();
+        store.record(&letter("t", b"x", 1)).unwrap();
+        store.record(&letter("t", b"y", 2)).unwrap();
+        let records = store.read_all().unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(store.rotations(), 1);
+    }
+}

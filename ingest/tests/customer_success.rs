@@ -1,0 +1,305 @@
+//! The customer-success engine on the simulator's fleet: each at-risk
+//! profile raises its rule for the right customer near the day its problem
+//! begins, healthy customers raise none, episodes resolve once; time to
+//! value, milestone dates and lifecycle stages equal values computed
+//! independently from what the simulator sent.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use fleetpulse::convert::Converter;
+use fleetpulse::customers::CheckContext;
+use fleetpulse_engine::config::DAY_MS;
+use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
+use fleetpulse_engine::run::run_batches;
+use fleetpulse_engine::{AlertRecord, EngineConfig, HealthRecord, MilestoneRecord, Output};
+use fleetpulse_sim::{Fleet, FleetSpec, Profile};
+
+fn spec() -> FleetSpec {
+    FleetSpec {
+        customers: 6,
+        devices: 120,
+        days: 75,
+        seed: 42,
+        ..FleetSpec::default()
+    }
+}
+
+struct Run {
+    fleet: Fleet,
+    outputs: Vec<Output>,
+}
+
+fn run(spec: &FleetSpec) -> Run {
+    let fleet = Fleet::generate(spec);
+    let customers = fleetpulse::sim::customers_file(&fleet);
+    let text = customers.to_toml();
+    let specs = customers
+        .specs(
+            Path::new("sim-customers.toml"),
+            &text,
+            &CheckContext::default(),
+        )
+        .unwrap();
+    let mut config = EngineConfig::default();
+    config.customers = specs;
+    let mut converter = Converter::new(config.features.clone());
+    let batches: Vec<_> = fleet.messages().map(|m| converter.batch(m.batch)).collect();
+    let outcome = run_batches(config, 2, 2 * 3_600_000, batches).unwrap();
+    assert!(outcome.late.is_empty());
+    Run {
+        fleet,
+        outputs: outcome.outputs,
+    }
+}
+
+fn alerts(run: &Run) -> Vec<AlertRecord> {
+    let mut alerts: Vec<AlertRecord> = run
+        .outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Alert(a) => Some(a.clone()),
+            _ => None,
+        })
+        .collect();
+    alerts.sort_by_key(|a| {
+        (
+            a.customer.clone(),
+            a.rule,
+            a.episode,
+            a.resolved_at.is_some(),
+        )
+    });
+    alerts
+}
+
+fn day_of(fleet: &Fleet, at: u64) -> f64 {
+    (at as f64 - fleet.spec().start as f64) / DAY_MS as f64
+}
+
+/// The rule each at-risk profile must raise.
+fn signature(profile: Profile) -> Option<Rule> {
+    match profile {
+        Profile::HealthyGrowing => None,
+        Profile::SlowOnboarding => Some(Rule::OnboardingStalled),
+        Profile::DecliningUsage => Some(Rule::UsageDrop),
+        Profile::ChampionLeaves => Some(Rule::ChampionLost),
+        Profile::DevicesGoingDark => Some(Rule::DevicesDark),
+        Profile::FaultProne => Some(Rule::FaultSpike),
+    }
+}
+
+/// How many days after the turn day a rule may fire. Usage and champion
+/// rules compare a 7-day window with a baseline, so they need about a week;
+/// a stalled rollout shows when the fleet-online milestone falls due.
+fn tolerance_days(rule: Rule) -> (f64, f64) {
+    match rule {
+        Rule::UsageDrop => (0.0, 14.0),
+        Rule::ChampionLost => (0.0, 10.0),
+        Rule::DevicesDark => (0.0, 5.0),
+        Rule::FaultSpike => (0.0, 5.0),
+        Rule::OnboardingStalled => (-10.0, 14.0),
+        _ => (0.0, 14.0),
+    }
+}
+
+#[test]
+fn each_profile_raises_its_rule_near_its_turn_and_healthy_customers_none() {
+    let run = run(&spec());
+    let alerts = alerts(&run);
+    for a in &alerts {
+        println!(
+            "{:<26} {:<20} #{} {:<8} day {:>5.1}{} {}",
+            a.customer,
+            a.rule.as_str(),
+            a.episode,
+            a.status.as_str(),
+            day_of(&run.fleet, a.opened_at),
+            a.resolved_at
+                .map(|r| format!(" -> {:.1}", day_of(&run.fleet, r)))
+                .unwrap_or_default(),
+            a.evidence
+        );
+    }
+    for customer in run.fleet.customers() {
+        let mine: Vec<&AlertRecord> = alerts
+            .iter()
+            .filter(|a| *a.customer == *customer.id)
+            .collect();
+        match signature(customer.profile) {
+            None => assert!(
+                mine.is_empty(),
+                "{} ({}) is healthy but raised {:?}",
+                customer.id,
+                customer.profile.name(),
+                mine.iter().map(|a| a.rule.as_str()).collect::<Vec<_>>()
+            ),
+            Some(rule) => {
+                let turn = f64::from(customer.turn_day.expect("at-risk profiles turn"));
+                let (early, late) = tolerance_days(rule);
+                let opened: Vec<f64> = mine
+                    .iter()
+                    .filter(|a| a.rule == rule && a.status == AlertStatus::Open)
+                    .map(|a| day_of(&run.fleet, a.opened_at))
+                    .collect();
+                assert!(
+                    opened
+                        .iter()
+                        .any(|d| *d >= turn + early && *d <= turn + late),
+                    "{} ({}): {} should open within [{}, {}] days of turn day {turn}; opened at {opened:?}",
+                    customer.id,
+                    customer.profile.name(),
+                    rule.as_str(),
+                    early,
+                    late
+                );
+            }
+        }
+    }
+    // Every episode opens once and resolves at most once.
+    let mut transitions: HashMap<(String, Rule, u32), Vec<AlertStatus>> = HashMap::new();
+    for a in &alerts {
+        transitions
+            .entry((a.customer.to_string(), a.rule, a.episode))
+            .or_default()
+            .push(a.status);
+    }
+    for (key, statuses) in transitions {
+        assert!(
+            statuses == [AlertStatus::Open]
+                || statuses == [AlertStatus::Open, AlertStatus::Resolved],
+            "{key:?}: {statuses:?}"
+        );
+    }
+}
+
+#[test]
+fn time_to_value_milestones_and_stages_match_the_simulated_fleet() {
+    let run = run(&spec());
+    let fleet = &run.fleet;
+    // Independently of the engine: per customer, per UTC day, operating
+    // hours and the devices seen so far, from what the simulator sent.
+    let truth = fleet.ground_truth();
+    let facts: HashMap<String, u64> = truth
+        .customers()
+        .into_iter()
+        .map(|c| (c.customer, c.activation_ms))
+        .collect();
+    let mut first_seen: HashMap<String, HashMap<String, u64>> = HashMap::new();
+    for m in fleet.messages() {
+        let day_end = (m.batch.samples[0].event_time_ms as u64 / DAY_MS + 1) * DAY_MS;
+        first_seen
+            .entry(m.batch.customer_id.clone())
+            .or_default()
+            .entry(m.batch.device_id.clone())
+            .or_insert(day_end);
+    }
+    let mut hours: HashMap<String, BTreeMap<u64, f64>> = HashMap::new();
+    for row in truth.rows() {
+        hours
+            .entry(row.customer.clone())
+            .or_default()
+            .insert(row.day_start_ms + DAY_MS, row.operating_hours);
+    }
+
+    let health: Vec<&HealthRecord> = run
+        .outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Health(h) => Some(h),
+            _ => None,
+        })
+        .collect();
+    let milestones: Vec<&MilestoneRecord> = run
+        .outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Milestone(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+
+    for customer in fleet.customers() {
+        let activation = facts[&customer.id];
+        // first_1000_operating_hours: the end of the day cumulative hours reach 1000.
+        let mut cumulative = 0.0;
+        let hours_day = hours[&customer.id]
+            .iter()
+            .find(|(_, h)| {
+                cumulative += **h;
+                cumulative >= 1000.0 - 1e-9
+            })
+            .map(|(end, _)| *end);
+        // fleet_online: the end of the day 90% of purchased devices have reported.
+        let need = (0.9 * f64::from(customer.contract.devices_purchased)).ceil() as usize;
+        let mut days: Vec<u64> = first_seen[&customer.id].values().copied().collect();
+        days.sort();
+        let online_day = days.get(need.saturating_sub(1)).copied();
+
+        let last = |name: &str| {
+            milestones
+                .iter()
+                .filter(|m| *m.customer == *customer.id && &*m.milestone == name)
+                .max_by_key(|m| m.window_end)
+                .copied()
+        };
+        let hours_milestone = last("first_1000_operating_hours").expect("milestone records");
+        assert_eq!(
+            hours_milestone.reached_at, hours_day,
+            "{}: first_1000_operating_hours",
+            customer.id
+        );
+        assert_eq!(hours_milestone.due_at, activation + 21 * DAY_MS);
+        let online = last("fleet_online").unwrap();
+        assert_eq!(
+            online.reached_at, online_day,
+            "{}: fleet_online",
+            customer.id
+        );
+
+        let latest = health
+            .iter()
+            .filter(|h| *h.customer == *customer.id)
+            .max_by_key(|h| h.window_end)
+            .unwrap();
+        let ttv = hours_day.map(|d| (d - activation) as f64 / DAY_MS as f64);
+        assert_eq!(
+            latest.time_to_value_days, ttv,
+            "{}: time to value",
+            customer.id
+        );
+
+        // Stage on every day, from the same facts.
+        for h in health.iter().filter(|h| *h.customer == *customer.id) {
+            let to_renewal =
+                (customer.contract.renewal_ms as f64 - h.window_end as f64) / DAY_MS as f64;
+            let value = hours_day.is_some_and(|d| d <= h.window_end);
+            let reached = milestones
+                .iter()
+                .filter(|m| *m.customer == *customer.id && m.window_end == h.window_end)
+                .all(|m| m.reached_at.is_some());
+            let expected = if to_renewal <= 90.0 {
+                "renew"
+            } else if !value {
+                "onboard"
+            } else if reached {
+                "grow"
+            } else {
+                "adopt"
+            };
+            assert_eq!(
+                h.stage.as_str(),
+                expected,
+                "{} on {}",
+                customer.id,
+                h.window_end
+            );
+        }
+        println!(
+            "{:<26} ttv {:?} days, stage {}",
+            customer.id,
+            ttv,
+            latest.stage.as_str()
+        );
+    }
+}
