@@ -89,6 +89,9 @@ async fn deliver(
 // A webhook receiver: raw HTTP/1.1 over tokio, keep-alive, scripted answers.
 // ---------------------------------------------------------------------------
 
+/// Scripted answers: status and `Retry-After`, one per request.
+type Script = Arc<Mutex<VecDeque<(u16, Option<&'static str>)>>>;
+
 /// One request the receiver got.
 #[derive(Debug, Clone)]
 struct Received {
@@ -113,7 +116,7 @@ impl WebhookReceiver {
             listener.local_addr().unwrap()
         );
         let received = Arc::new(Mutex::new(Vec::new()));
-        let script = Arc::new(Mutex::new(VecDeque::from(script)));
+        let script: Script = Arc::new(Mutex::new(VecDeque::from(script)));
         let task = tokio::spawn({
             let received = received.clone();
             async move {
@@ -141,11 +144,7 @@ impl Drop for WebhookReceiver {
     }
 }
 
-async fn serve(
-    stream: TcpStream,
-    script: Arc<Mutex<VecDeque<(u16, Option<&'static str>)>>>,
-    received: Arc<Mutex<Vec<Received>>>,
-) {
+async fn serve(stream: TcpStream, script: Script, received: Arc<Mutex<Vec<Received>>>) {
     let mut stream = BufReader::new(stream);
     loop {
         let mut request_line = String::new();

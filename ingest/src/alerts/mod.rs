@@ -30,7 +30,7 @@
 //! draining its input (without delivering) until the stream ends, so it
 //! never blocks the engine's drain.
 //!
-//! Formatting ([`format`]), routing ([`alerts_in`],
+//! Formatting ([`mod@format`]), routing ([`alerts_in`],
 //! [`AlertsConfig::routes_to_webhook`]), the retry schedule
 //! ([`webhook::retry_delay`]) and the publish bookkeeping are plain
 //! functions with unit tests; the loops only move alerts between them.

@@ -7,14 +7,14 @@
 //! reconnects on the next `poll()` with no delay of its own, so the
 //! connection driver sleeps with backoff after each error; with a clean
 //! session rumqttc forgets an unacknowledged publish on reconnect, so
-//! [`PublishState`] publishes it again once connected (QoS 1 is at least
+//! `PublishState` publishes it again once connected (QoS 1 is at least
 //! once: a subscriber may see an alert twice, never zero times).
 //!
 //! An unreachable broker is retried without limit while the service runs:
 //! alerts wait in the bounded queue. Only the shutdown deadline gives up, and
 //! counts what was not published as failed.
 //!
-//! The protocol bookkeeping ([`PublishState`]) does no I/O and is tested on
+//! The protocol bookkeeping (`PublishState`) does no I/O and is tested on
 //! its own; the eventloop is polled by a driver that is never cancelled while
 //! the publisher runs, so no packet is cut in half.
 
@@ -234,7 +234,7 @@ pub(crate) async fn publish_all(
                     if let Some(message) = state.connected()
                         && let Err(e) = publish(&message)
                     {
-                        tracing::error!(error = %e, "cannot queue alert publish");
+                        give_up(&mut state, &mut report, &e);
                     }
                 }
                 Some(Link::Sent(pkid)) => state.sent(pkid),
@@ -266,7 +266,7 @@ pub(crate) async fn publish_all(
                 Some(message) => {
                     let message = state.start(message);
                     if let Err(e) = publish(&message) {
-                        tracing::error!(error = %e, "cannot queue alert publish");
+                        give_up(&mut state, &mut report, &e);
                     }
                 }
                 None => input_open = false,
@@ -298,6 +298,18 @@ pub(crate) async fn publish_all(
         "alerts publisher stopped"
     );
     report
+}
+
+/// The eventloop refused the publish request (only if it is gone): the
+/// message cannot be sent, count it as failed rather than wait forever.
+fn give_up(state: &mut PublishState, report: &mut ChannelReport, error: &rumqttc::ClientError) {
+    if let Some(message) = state.abandon() {
+        report.failed += 1;
+        tracing::error!(
+            customer = %message.customer, rule = %message.rule, %error,
+            "cannot hand the alert to the MQTT client; alert not published"
+        );
+    }
 }
 
 #[cfg(test)]
