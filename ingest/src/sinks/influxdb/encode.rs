@@ -670,6 +670,128 @@ mod tests {
         );
     }
 
+    /// docs/SCHEMA.md, the public schema.
+    const SCHEMA_MD: &str = include_str!("../../../../docs/SCHEMA.md");
+
+    /// One record of each kind with every optional field present: the
+    /// records of the example lines in docs/SCHEMA.md.
+    fn documented_records() -> Vec<Output> {
+        let mut kpi = customer("acme", T, 10);
+        kpi.advanced_feature_share = 0.5;
+        let mut reached = milestone("first-100-hours", 2, T);
+        reached.status = MilestoneStatus::Reached;
+        reached.reached_at = Some(T + 86_400_000);
+        vec![
+            Output::Customer(kpi),
+            Output::Device(device("exc-07", T, MachineState::Running)),
+            Output::Outcome(outcome("acme", T, 0.1)),
+            Output::Milestone(reached),
+            Output::Health(health("acme", T, 80.0)),
+            Output::Alert(alert("acme", 1, T)),
+            Output::Portfolio(portfolio(T, 6)),
+        ]
+    }
+
+    #[test]
+    fn the_documented_example_lines_are_what_the_encoder_writes() {
+        for record in documented_records() {
+            let text = line(record);
+            assert!(
+                SCHEMA_MD.contains(&text),
+                "docs/SCHEMA.md lacks the line\n{text}"
+            );
+        }
+    }
+
+    /// `(key, kind, type)` of every tag and field of a line, in order:
+    /// kind `tag` or `field`, type `string`, `integer`, `float` or `boolean`.
+    fn keys_of(line: &str) -> Vec<(String, &'static str, &'static str)> {
+        let (series, rest) = line.split_once(' ').unwrap();
+        let fields = rest.trim_end().rsplit_once(' ').unwrap().0;
+        let mut keys: Vec<_> = series
+            .split(',')
+            .skip(1)
+            .map(|t| (t.split_once('=').unwrap().0.to_owned(), "tag", "string"))
+            .collect();
+        let (mut current, mut quoted, mut escaped) = (String::new(), false, false);
+        let mut push = |field: &str| {
+            let (key, value) = field.split_once('=').unwrap();
+            let kind = if value.starts_with('"') {
+                "string"
+            } else if value == "true" || value == "false" {
+                "boolean"
+            } else if value.ends_with('i') {
+                "integer"
+            } else {
+                "float"
+            };
+            keys.push((key.to_owned(), "field", kind));
+        };
+        for c in fields.chars() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if quoted => escaped = true,
+                '"' => quoted = !quoted,
+                ',' if !quoted => {
+                    push(&current);
+                    current.clear();
+                    continue;
+                }
+                _ => {}
+            }
+            current.push(c);
+        }
+        push(&current);
+        keys
+    }
+
+    /// The `(key, kind, type)` rows of the table under `### {heading}` in
+    /// docs/SCHEMA.md, without the *time* row.
+    fn documented_keys(heading: &str) -> Vec<(String, String, String)> {
+        let start = SCHEMA_MD
+            .find(&format!("### {heading}\n"))
+            .unwrap_or_else(|| panic!("docs/SCHEMA.md has no `### {heading}`"));
+        SCHEMA_MD[start..]
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.starts_with('#'))
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (
+                    cells[1].trim_matches('`').to_owned(),
+                    cells[2].to_owned(),
+                    cells[3].to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_documented_measurements_are_what_the_encoder_writes() {
+        for record in documented_records() {
+            // Every optional field present.
+            let record = match record {
+                Output::Health(mut h) => {
+                    h.components.maturity = Some(70.0);
+                    Output::Health(h)
+                }
+                Output::Alert(a) => Output::Alert(resolved(a, T + 86_400_000)),
+                other => other,
+            };
+            let text = line(record);
+            let measurement = text.split([',', ' ']).next().unwrap();
+            let mut written: Vec<(String, String, String)> = keys_of(&text)
+                .into_iter()
+                .map(|(k, kind, ty)| (k, kind.to_owned(), ty.to_owned()))
+                .collect();
+            let mut documented = documented_keys(&format!("Measurement `{measurement}`"));
+            written.sort();
+            documented.sort();
+            assert_eq!(written, documented, "measurement `{measurement}`");
+        }
+    }
+
     #[test]
     fn floats_always_look_like_floats() {
         for (value, text) in [

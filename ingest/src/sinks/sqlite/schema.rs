@@ -495,6 +495,60 @@ mod tests {
             .unwrap()
     }
 
+    /// `(column, declared type)` of the table under `### \`table\`` in the
+    /// SQLite section of docs/SCHEMA.md, e.g. `("cycles", "INTEGER NOT NULL")`.
+    fn documented_columns(table: &str) -> Vec<(String, String)> {
+        let doc = include_str!("../../../../docs/SCHEMA.md");
+        let sqlite = &doc[doc.find("\n## SQLite\n").unwrap()..];
+        let sqlite = &sqlite[..sqlite.find("\n## InfluxDB").unwrap()];
+        let start = sqlite
+            .find(&format!("### `{table}`\n"))
+            .unwrap_or_else(|| panic!("docs/SCHEMA.md has no table `{table}`"));
+        sqlite[start..]
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.starts_with('#'))
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (cells[1].trim_matches('`').to_owned(), cells[2].to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_table_is_documented_column_by_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_connection(&dir.path().join("kpi.sqlite")).unwrap();
+        for table in tables(&conn) {
+            if table == "schema_version" {
+                continue;
+            }
+            let mut stmt = conn
+                .prepare(&format!(
+                    "SELECT name, type, \"notnull\" FROM pragma_table_info('{table}') ORDER BY cid"
+                ))
+                .unwrap();
+            let actual: Vec<(String, String)> = stmt
+                .query_map([], |r| {
+                    let ty: String = r.get(1)?;
+                    let not_null: bool = r.get(2)?;
+                    Ok((
+                        r.get(0)?,
+                        if not_null {
+                            format!("{ty} NOT NULL")
+                        } else {
+                            ty
+                        },
+                    ))
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(actual, documented_columns(&table), "table `{table}`");
+        }
+    }
+
     #[test]
     fn a_version_1_file_is_migrated_and_keeps_its_data() {
         let dir = tempfile::tempdir().unwrap();
