@@ -271,3 +271,28 @@ fn same_results_at_one_and_two_workers() {
     let two = run_batches(config(), 2, 2 * HOUR_MS, scenario()).unwrap();
     assert_eq!(normalise(one.outputs), normalise(two.outputs));
 }
+
+#[test]
+fn daily_windows_follow_the_customers_local_day() {
+    let mut config = config();
+    let berlin = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+    config.customers.get_mut("acme").unwrap().timezone = berlin;
+    // 2026-01-05T23:30Z is 00:30 on 6 January in Berlin (UTC+1).
+    let winter = T0 + 23 * HOUR_MS + 30 * MIN;
+    // 2026-03-29 is the day clocks go forward: a 23-hour local day.
+    let spring = 1_774_742_400_000 + 12 * HOUR_MS; // 2026-03-29T12:00Z
+    let batches = vec![
+        batch("acme", "d1", 1, vec![sample(winter, 10.0, 1, "")]),
+        batch("acme", "d1", 2, vec![sample(spring, 11.0, 1, "")]),
+    ];
+    let outcome = run_batches(config, 1, 2 * HOUR_MS, batches).unwrap();
+    let days = customers(&outcome, "1d");
+    assert_eq!(days.len(), 2);
+    assert_eq!(days[0].window_start, T0 + 23 * HOUR_MS);
+    assert_eq!(days[0].window_end - days[0].window_start, 24 * HOUR_MS);
+    assert_eq!(days[1].window_start, 1_774_742_400_000 - HOUR_MS);
+    assert_eq!(days[1].window_end - days[1].window_start, 23 * HOUR_MS);
+    // Hourly windows stay aligned to UTC hours.
+    let hours = customers(&outcome, "1h");
+    assert_eq!(hours[0].window_start, T0 + 23 * HOUR_MS);
+}

@@ -8,9 +8,11 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use anyhow::Context;
 use clap::Args;
-use fleetpulse_engine::CustomerKpi;
+use fleetpulse_engine::kpi::health::Band;
+use fleetpulse_engine::{AlertRecord, CustomerKpi, HealthRecord};
 use fleetpulse_sim::{Fleet, PublishOptions};
 
+use crate::alerts::format::money;
 use crate::config::{CustomersRef, ServiceConfig};
 use crate::sim::FleetArgs;
 use crate::sinks::SinkConfig;
@@ -85,10 +87,72 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!();
     print!("{}", summary_table(&fleet, &daily));
     println!();
+    let health = store_reader.latest_health()?;
+    let alerts = store_reader.alerts(true)?;
+    print!("{}", at_risk_list(&health, &alerts));
+    println!();
     println!("KPI store:      {}", store.display());
     println!("customers file: {}", customers_path.display());
     println!("ground truth:   {}", truth_path.display());
     Ok(())
+}
+
+/// The ranked at-risk list: customers with revenue at stake first (red
+/// before yellow, lowest score first), each with its open alerts' evidence
+/// and the next action.
+pub fn at_risk_list(health: &[HealthRecord], alerts: &[AlertRecord]) -> String {
+    let mut ranked: Vec<&HealthRecord> = health.iter().collect();
+    let severity = |h: &HealthRecord| match h.band {
+        Band::Red => 0,
+        Band::Yellow => 1,
+        Band::Green => 2,
+    };
+    ranked.sort_by(|a, b| {
+        (b.arr_at_risk > 0.0)
+            .cmp(&(a.arr_at_risk > 0.0))
+            .then(severity(a).cmp(&severity(b)))
+            .then(a.score.total_cmp(&b.score))
+    });
+    let at_risk: f64 = health.iter().map(|h| h.arr_at_risk).sum();
+    let total: f64 = health.iter().map(|h| h.arr).sum();
+    let mut out = format!(
+        "At-risk customers: ARR at risk {} of {} ({:.0}%)\n",
+        money(at_risk),
+        money(total),
+        100.0 * at_risk / total.max(1.0)
+    );
+    out.push_str(&format!(
+        "{:>2}  {:<26} {:>6} {:<6} {:>6}  {:<7} {:>9} {:>12}\n",
+        "#", "customer", "health", "band", "7d", "stage", "TTV days", "ARR at risk"
+    ));
+    for (i, h) in ranked.iter().enumerate() {
+        out.push_str(&format!(
+            "{:>2}  {:<26} {:>6.0} {:<6} {:>+6.0}  {:<7} {:>9} {:>12}\n",
+            i + 1,
+            h.customer,
+            h.score,
+            h.band.as_str(),
+            h.score_trend,
+            h.stage.as_str(),
+            h.time_to_value_days
+                .map_or("-".to_string(), |d| format!("{d:.1}")),
+            money(h.arr_at_risk),
+        ));
+        for a in alerts.iter().filter(|a| a.customer == h.customer) {
+            out.push_str(&format!(
+                "      ! {} (since {}): {}\n        next: {}\n",
+                a.rule.as_str(),
+                date(a.opened_at),
+                a.evidence,
+                a.next_action
+            ));
+        }
+    }
+    out
+}
+
+fn date(at: u64) -> String {
+    fleetpulse_sim::calendar::date_of(at)
 }
 
 /// The per-customer table printed at the end: recent adoption and its trend.

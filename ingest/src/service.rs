@@ -73,12 +73,15 @@ pub struct Runtime {
     pub shutdown: CancellationToken,
 }
 
+/// A customers file and the engine specs built from it.
+pub type LoadedCustomers = (CustomersFile, HashMap<String, CustomerSpec>);
+
 /// Loads the customers file the service config points to, if any, checked
 /// against the engine's windows and feature catalog.
 pub fn load_customers(
     config: &ServiceConfig,
     engine: &fleetpulse_engine::EngineConfig,
-) -> Result<Option<(CustomersFile, HashMap<String, CustomerSpec>)>, ConfigError> {
+) -> Result<Option<LoadedCustomers>, ConfigError> {
     let Some(customers) = &config.customers else {
         return Ok(None);
     };

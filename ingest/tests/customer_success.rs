@@ -106,8 +106,67 @@ fn tolerance_days(rule: Rule) -> (f64, f64) {
 #[test]
 fn each_profile_raises_its_rule_near_its_turn_and_healthy_customers_none() {
     let run = run(&spec());
-    let alerts = alerts(&run);
-    for a in &alerts {
+    check_profiles(&run.fleet, &alerts(&run));
+}
+
+/// The same, through the whole pipeline: simulator -> real mosquitto ->
+/// service -> SQLite, alerts read back from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_full_pipeline_profiles_raise_their_rules() {
+    let mosquitto = support::servers::Mosquitto::start_with_config(include_str!(
+        "../../deploy/mosquitto/no-loss.conf"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = Fleet::generate(&spec());
+    let customers = dir.path().join("customers.toml");
+    fleetpulse::sim::write_files(&fleet, None, Some(&customers)).unwrap();
+    let store = dir.path().join("kpi.sqlite");
+    let mut config = fleetpulse::config::ServiceConfig::default();
+    config.mqtt.host = mosquitto.host().to_string();
+    config.mqtt.port = mosquitto.port();
+    config.mqtt.client_id = "fleetpulse-cs".into();
+    config.engine.workers = 2;
+    config.customers = Some(fleetpulse::config::CustomersRef { file: customers });
+    config.sinks = vec![fleetpulse::sinks::SinkConfig::Sqlite(
+        fleetpulse::sinks::sqlite::SqliteConfig {
+            path: store.clone(),
+        },
+    )];
+    let publish = fleetpulse_sim::PublishOptions {
+        host: mosquitto.host().to_string(),
+        port: mosquitto.port(),
+        client_id: "fleetpulse-cs-sim".into(),
+        ..fleetpulse_sim::PublishOptions::default()
+    };
+    let driven = fleetpulse::drive::drive(config, &fleet, publish)
+        .await
+        .unwrap();
+    assert_eq!(driven.metrics.rejected_total(), 0);
+    let store = fleetpulse::sinks::sqlite::SqliteStore::open(&store).unwrap();
+    // The store keeps one row per episode with its latest state: expand it
+    // back into transitions.
+    let mut transitions = Vec::new();
+    for a in store.alerts(false).unwrap() {
+        let mut open = a.clone();
+        open.status = AlertStatus::Open;
+        open.resolved_at = None;
+        transitions.push(open);
+        if a.status == AlertStatus::Resolved {
+            transitions.push(a);
+        }
+    }
+    check_profiles(&fleet, &transitions);
+    assert!(!store.latest_health().unwrap().is_empty());
+}
+
+mod support;
+
+fn check_profiles(fleet: &Fleet, alerts: &[AlertRecord]) {
+    let run = Run {
+        fleet: fleet.clone(),
+        outputs: Vec::new(),
+    };
+    for a in alerts {
         println!(
             "{:<26} {:<20} #{} {:<8} day {:>5.1}{} {}",
             a.customer,
@@ -158,7 +217,7 @@ fn each_profile_raises_its_rule_near_its_turn_and_healthy_customers_none() {
     }
     // Every episode opens once and resolves at most once.
     let mut transitions: HashMap<(String, Rule, u32), Vec<AlertStatus>> = HashMap::new();
-    for a in &alerts {
+    for a in alerts {
         transitions
             .entry((a.customer.to_string(), a.rule, a.episode))
             .or_default()

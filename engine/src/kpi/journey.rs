@@ -14,6 +14,9 @@ use crate::config::DAY_MS;
 use crate::customer::CustomerSpec;
 use crate::model::{EventTime, Id};
 
+/// A rule's reading, with the operator it is about (champion_lost).
+type RuleReading = (Rule, Option<(Reading, Option<Id>)>);
+
 /// Days of history kept per customer (baselines need 35).
 const HISTORY_DAYS: usize = 42;
 
@@ -368,7 +371,7 @@ impl Journey {
         band: Band,
         days_to_renewal: f64,
         settled: bool,
-    ) -> Vec<(Rule, Option<(Reading, Option<Id>)>)> {
+    ) -> Vec<RuleReading> {
         let t = &self.spec.thresholds;
         let mut readings: Vec<(Rule, Option<Reading>)> = Vec::with_capacity(Rule::ALL.len());
 
@@ -528,7 +531,7 @@ impl Journey {
                 ),
             }),
         ));
-        let mut readings: Vec<(Rule, Option<(Reading, Option<Id>)>)> = readings
+        let mut readings: Vec<RuleReading> = readings
             .into_iter()
             .map(|(rule, r)| (rule, r.map(|r| (r, None))))
             .collect();
