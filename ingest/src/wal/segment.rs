@@ -27,11 +27,10 @@ pub(crate) fn file_name(base: Lsn) -> String {
 /// that of a segment. `Some(Err)` for a `.wal` file with a malformed name.
 pub(crate) fn parse_name(name: &str) -> Option<Result<Lsn, ()>> {
     let stem = name.strip_suffix(&format!(".{EXTENSION}"))?;
-    Some(
-        (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| stem.parse().map(Lsn).map_err(|_| ()))
-            .unwrap_or(Err(())),
-    )
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Err(()));
+    }
+    Some(stem.parse().map(Lsn).map_err(|_| ()))
 }
 
 /// One segment as the log keeps it in memory.

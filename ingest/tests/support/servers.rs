@@ -201,10 +201,28 @@ impl Mosquitto {
 
     /// Publishes one message with `mosquitto_pub`.
     pub fn publish(&self, topic: &str, payload: &[u8], qos: u8) {
+        if let Err(e) = self.try_publish_with(&ClientOptions::default(), topic, payload, qos) {
+            panic!("{e}");
+        }
+    }
+
+    /// Publishes one message with `mosquitto_pub` as `client` says (user,
+    /// port, TLS, protocol). `Ok` holds what mosquitto_pub printed on stderr
+    /// (with MQTT 5, a publish the ACL denies shows up there as "Not
+    /// authorized" while the exit status is still success); `Err` says why
+    /// it failed, e.g. a connection refused for bad credentials.
+    pub fn try_publish_with(
+        &self,
+        client: &ClientOptions<'_>,
+        topic: &str,
+        payload: &[u8],
+        qos: u8,
+    ) -> Result<String, String> {
         let program = find_binary("mosquitto_pub", "FLEETPULSE_MOSQUITTO_PUB");
-        let mut child = Command::new(&program)
-            .args(["-h", HOST, "-p", &self.port.to_string(), "-t", topic])
-            .args(["-q", &qos.to_string(), "-s"])
+        let mut cmd = Command::new(&program);
+        self.client_args(&mut cmd, client);
+        let mut child = cmd
+            .args(["-t", topic, "-q", &qos.to_string(), "-s"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -217,21 +235,29 @@ impl Mosquitto {
             .write_all(payload)
             .expect("write the payload to mosquitto_pub");
         let out = child.wait_with_output().expect("wait for mosquitto_pub");
-        assert!(
-            out.status.success(),
-            "mosquitto_pub to {topic:?} failed ({}): {}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr),
-            self.log_tail()
-        );
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if out.status.success() {
+            Ok(stderr)
+        } else {
+            Err(format!(
+                "mosquitto_pub to {topic:?} failed ({}): {stderr}\n{}",
+                out.status,
+                self.log_tail()
+            ))
+        }
     }
 
     /// Creates (or resumes) the persistent session `client_id` subscribed to
     /// `topic` at QoS 1, then disconnects: messages published from now on are
     /// queued for it by the broker, also across a graceful restart.
     pub fn subscribe_session(&self, client_id: &str, topic: &str) {
+        self.subscribe_session_with(&ClientOptions::default(), client_id, topic);
+    }
+
+    /// [`Mosquitto::subscribe_session`] as `client` says.
+    pub fn subscribe_session_with(&self, client: &ClientOptions<'_>, client_id: &str, topic: &str) {
         let out = self
-            .sub_command(client_id, topic)
+            .sub_command(client, client_id, topic)
             .arg("-E")
             .output()
             .expect("run mosquitto_sub");
@@ -254,9 +280,21 @@ impl Mosquitto {
         count: usize,
         timeout: Duration,
     ) -> Vec<Message> {
+        self.receive_with(&ClientOptions::default(), client_id, topic, count, timeout)
+    }
+
+    /// [`Mosquitto::receive`] as `client` says.
+    pub fn receive_with(
+        &self,
+        client: &ClientOptions<'_>,
+        client_id: &str,
+        topic: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Vec<Message> {
         let seconds = timeout.as_millis().div_ceil(1000).max(1);
         let out = self
-            .sub_command(client_id, topic)
+            .sub_command(client, client_id, topic)
             .args(["-C", &count.to_string(), "-W", &seconds.to_string()])
             .args(["-F", "%t\t%x"])
             .output()
@@ -282,14 +320,44 @@ impl Mosquitto {
             .collect()
     }
 
-    fn sub_command(&self, client_id: &str, topic: &str) -> Command {
+    fn sub_command(&self, client: &ClientOptions<'_>, client_id: &str, topic: &str) -> Command {
         let program = find_binary("mosquitto_sub", "FLEETPULSE_MOSQUITTO_SUB");
         let mut cmd = Command::new(program);
-        cmd.args(["-h", HOST, "-p", &self.port.to_string()])
-            .args(["-i", client_id, "-c", "-q", "1", "-t", topic])
+        self.client_args(&mut cmd, client);
+        cmd.args(["-i", client_id, "-c", "-q", "1", "-t", topic])
             .stdin(Stdio::null());
         cmd
     }
+
+    /// Host, port, credentials, TLS and protocol arguments of
+    /// mosquitto_pub and mosquitto_sub.
+    fn client_args(&self, cmd: &mut Command, client: &ClientOptions<'_>) {
+        let port = client.port.unwrap_or(self.port);
+        cmd.args(["-h", HOST, "-p", &port.to_string()]);
+        if let Some((username, password)) = client.credentials {
+            cmd.args(["-u", username, "-P", password]);
+        }
+        if let Some(cafile) = client.cafile {
+            cmd.arg("--cafile").arg(cafile);
+        }
+        if let Some(protocol) = client.protocol {
+            cmd.args(["-V", protocol]);
+        }
+    }
+}
+
+/// How a mosquitto_pub or mosquitto_sub of the fixture connects; the
+/// default is anonymous MQTT 3.1.1 to the main listener.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientOptions<'a> {
+    /// User name and password (`-u`, `-P`).
+    pub credentials: Option<(&'a str, &'a str)>,
+    /// Another listener's port, e.g. one added by the extra config.
+    pub port: Option<u16>,
+    /// CA certificate of a TLS listener (`--cafile`); turns TLS on.
+    pub cafile: Option<&'a Path>,
+    /// MQTT version (`-V`): `mqttv311` (mosquitto's default) or `mqttv5`.
+    pub protocol: Option<&'a str>,
 }
 
 fn mosquitto_config(port: u16, dir: &Path, extra: &str) -> String {
