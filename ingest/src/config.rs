@@ -10,6 +10,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::alerts::AlertsConfig;
+use crate::http::HttpConfig;
 use crate::sinks::SinkConfig;
 
 /// The whole service configuration.
@@ -34,6 +35,30 @@ pub struct ServiceConfig {
     /// Where at-risk alerts are delivered (MQTT topic, webhook).
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// The HTTP port: API, dashboard, `/metrics`, health checks.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Write-ahead log. With it, a message is acknowledged to the broker
+    /// only once it is durable on disk, and a restart replays it: nothing is
+    /// lost to a crash. Without it, messages are acknowledged on receipt.
+    #[serde(default)]
+    pub wal: Option<WalConfig>,
+}
+
+/// Write-ahead log settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalConfig {
+    /// Directory of the segment files and the checkpoint; relative paths
+    /// start at the service file.
+    pub dir: PathBuf,
+    /// Size at which a segment file is closed and a new one started.
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+}
+
+fn default_segment_bytes() -> u64 {
+    16 * 1024 * 1024
 }
 
 /// Pointer to the customers file.
@@ -219,6 +244,8 @@ impl Default for ServiceConfig {
             limits: LimitsConfig::default(),
             sinks: default_sinks(),
             alerts: AlertsConfig::default(),
+            http: HttpConfig::default(),
+            wal: None,
         }
     }
 }
@@ -305,6 +332,11 @@ impl ServiceConfig {
             && customers.file.is_relative()
         {
             customers.file = base.join(&customers.file);
+        }
+        if let Some(wal) = &mut self.wal
+            && wal.dir.is_relative()
+        {
+            wal.dir = base.join(&wal.dir);
         }
         for sink in &mut self.sinks {
             if let SinkConfig::Sqlite(sqlite) = sink

@@ -82,6 +82,8 @@ pub struct IngestMetrics {
     pub messages_received: AtomicU64,
     /// Payload bytes taken from the broker.
     pub bytes_received: AtomicU64,
+    /// Messages replayed from the WAL at start.
+    pub messages_replayed: AtomicU64,
     /// Messages that passed every check and went to the engine.
     pub messages_accepted: AtomicU64,
     /// Samples in accepted messages.
@@ -91,6 +93,12 @@ pub struct IngestMetrics {
     pub records_emitted: AtomicU64,
     /// KPI records the sinks wrote.
     pub records_written: AtomicU64,
+    /// Failed sink write attempts (each failed retry counts).
+    pub sink_write_errors: AtomicU64,
+    /// Bytes in the write-ahead log's segment files, when `wal_present`.
+    pub wal_bytes: AtomicU64,
+    /// True when the service runs with a write-ahead log.
+    pub wal_present: AtomicBool,
     /// Current watermark, ms since the epoch.
     pub watermark: AtomicU64,
     /// Times the broker connection failed.
@@ -158,6 +166,13 @@ impl IngestMetrics {
     /// Messages accepted or rejected: fully handled.
     pub fn handled(&self) -> u64 {
         self.messages_accepted.load(Relaxed) + self.rejected_total()
+    }
+
+    /// Bytes in the write-ahead log, if the service has one.
+    pub fn wal_bytes(&self) -> Option<u64> {
+        self.wal_present
+            .load(Relaxed)
+            .then(|| self.wal_bytes.load(Relaxed))
     }
 }
 

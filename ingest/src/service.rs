@@ -8,14 +8,14 @@
 //!            sink tasks <--(bounded, per sink)-- fan-out task <--(bounded)
 //! ```
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use fleetpulse_engine::{
-    CustomerSpec, Engine, EngineError, EngineEvent, EngineOptions, Output, StatsSnapshot,
+    CustomerSpec, Engine, EngineError, EngineEvent, EngineOptions, EventTime, Output, StatsSnapshot,
 };
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -24,12 +24,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
 use crate::alerts::{Alerts, AlertsError, AlertsReport};
+use crate::checkpoint::{self, Checkpoint, WriteProgress};
 use crate::config::{ConfigError, ServiceConfig};
 use crate::customers::{CheckContext, CustomersFile};
 use crate::metrics::{IngestMetrics, MessageRejected};
-use crate::sinks::writer::{SinkReport, SinkSettings, run_sink};
+use crate::sinks::writer::{SinkReport, SinkSettings, run_sink_tracked};
 use crate::sinks::{Sink, SinkError};
+use crate::source::mqtt::AckToken;
 use crate::source::{self, mqtt::Message};
+use crate::wal::writer::{Durable, WalWriter};
+use crate::wal::{Lsn, Wal, WalOptions, WalRecord};
 
 /// The service could not start or failed while running.
 #[derive(Debug, Error)]
@@ -52,6 +56,9 @@ pub enum ServiceError {
     /// A task panicked.
     #[error("task failed: {0}")]
     Task(String),
+    /// The write-ahead log failed.
+    #[error("write-ahead log: {0}")]
+    Wal(String),
 }
 
 /// What a run did, for the CLI and tests.
@@ -115,6 +122,7 @@ pub async fn run(
 
     // Sinks first: a store that cannot be reached should fail the start.
     let mut sink_inputs = Vec::new();
+    let mut sink_written = Vec::new();
     let mut sink_tasks = JoinSet::new();
     for sink_config in &config.sinks {
         let sink = Sink::open(sink_config).await?;
@@ -129,7 +137,11 @@ pub async fn run(
                 settings,
                 probe.clone(),
             )),
-            None => sink_tasks.spawn(run_sink(sink, rx, settings)),
+            None => {
+                let written = Arc::new(AtomicU64::new(0));
+                sink_written.push(written.clone());
+                sink_tasks.spawn(run_sink_tracked(sink, rx, settings, written))
+            }
         };
     }
     // Alerts: one more receiver of the fan-out, when they go anywhere.
@@ -150,16 +162,6 @@ pub async fn run(
     let mut engine = Engine::start(engine_config.clone(), &options, events_tx)?;
     let stats = engine.stats();
     tracing::info!(workers = options.workers, "engine started");
-    let fan_out = tokio::spawn(fan_out(events_rx, sink_inputs, metrics.clone()));
-
-    let (messages_tx, mut messages) = mpsc::channel::<Message>(config.mqtt.queue.max(1));
-    let intake_stop = CancellationToken::new();
-    let source_task = tokio::spawn(source::mqtt::run(
-        config.mqtt.clone(),
-        messages_tx,
-        metrics.clone(),
-        intake_stop.clone(),
-    ));
 
     let known = customers.as_ref().map(|c| {
         c.customers
@@ -173,6 +175,81 @@ pub async fn run(
         engine_config.features.clone(),
         config.engine.allowed_lateness.as_millis() as u64,
     );
+
+    // The WAL: the checkpoint says what the stores already hold; the fan-out
+    // must run before the replay, which produces records.
+    let retained: Retained = Arc::new(std::sync::Mutex::new(VecDeque::new()));
+    let checkpoint = match &config.wal {
+        Some(w) => {
+            std::fs::create_dir_all(&w.dir)
+                .map_err(|e| ServiceError::Wal(format!("{}: {e}", w.dir.display())))?;
+            Checkpoint::load(&w.dir).map_err(|e| {
+                ServiceError::Wal(format!("{}: {e}", checkpoint::path(&w.dir).display()))
+            })?
+        }
+        None => Checkpoint::default(),
+    };
+    let wal_slot: Arc<std::sync::OnceLock<Arc<WalWriter>>> = Arc::default();
+    let longest_window = engine_config
+        .windows
+        .iter()
+        .map(|w| w.length_ms)
+        .max()
+        .unwrap_or(0);
+    let durability = Durability {
+        progress: WriteProgress::new(options.workers, sink_written, checkpoint.written_before),
+        suppress_before: checkpoint.written_before,
+        stored: checkpoint,
+        wal: wal_slot.clone(),
+        wal_dir: config.wal.as_ref().map(|w| w.dir.clone()),
+        retained: retained.clone(),
+        // Windows (and a device's previous reading) a restart must be able
+        // to recompute: two of the longest window, two hours of time-zone
+        // slack, and the lateness.
+        retention_ms: 2 * longest_window
+            + 2 * 3_600_000
+            + config.engine.allowed_lateness.as_millis() as u64,
+    };
+    let fan_out = tokio::spawn(fan_out(events_rx, sink_inputs, metrics.clone(), durability));
+    let wal = match &config.wal {
+        Some(wal_config) => {
+            let writer =
+                open_and_replay(wal_config, &mut admission, &mut engine, &metrics, &retained)
+                    .await?;
+            let writer = Arc::new(writer);
+            let _ = wal_slot.set(writer.clone());
+            Some(writer)
+        }
+        None => None,
+    };
+
+    let (messages_tx, mut messages) = mpsc::channel::<Message>(config.mqtt.queue.max(1));
+    let intake_stop = CancellationToken::new();
+    // With a WAL, acks go back to the source once a message is durable.
+    let (acks, ack_task) = match &wal {
+        Some(wal) => {
+            let (to_source, from_pipeline) = mpsc::channel(config.mqtt.queue.max(1));
+            let (pending_tx, pending_rx) = mpsc::channel(config.mqtt.queue.max(1));
+            let task = tokio::spawn(acknowledge(pending_rx, to_source, retained.clone()));
+            (Some((from_pipeline, pending_tx)), Some((task, wal.clone())))
+        }
+        None => (None, None),
+    };
+    let (source_acks, mut pending_acks) = match acks {
+        Some((rx, tx)) => (Some(rx), Some(tx)),
+        None => (None, None),
+    };
+    let source_task = tokio::spawn(source::mqtt::run(
+        config.mqtt.clone(),
+        messages_tx,
+        source_acks,
+        metrics.clone(),
+        intake_stop.clone(),
+    ));
+    let mut intake = Intake {
+        wal: wal.clone(),
+        pending_acks: pending_acks.take(),
+    };
     let idle_after = config.engine.idle_after;
     let mut last_message = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
@@ -184,7 +261,7 @@ pub async fn run(
             message = messages.recv() => {
                 let Some(message) = message else { break };
                 last_message = Instant::now();
-                handle(&mut admission, &mut engine, &metrics, message).await?;
+                handle(&mut admission, &mut engine, &metrics, &mut intake, message).await?;
             }
             _ = ticker.tick() => {
                 let idle = last_message.elapsed();
@@ -203,13 +280,18 @@ pub async fn run(
     intake_stop.cancel();
     join(source_task).await??;
     while let Ok(message) = messages.try_recv() {
-        handle(&mut admission, &mut engine, &metrics, message).await?;
+        handle(&mut admission, &mut engine, &metrics, &mut intake, message).await?;
+    }
+    drop(intake);
+    if let Some((task, _)) = ack_task {
+        join(task).await?;
     }
     tracing::info!("stopping: draining engine");
     tokio::task::spawn_blocking(move || engine.finish())
         .await
         .map_err(|e| ServiceError::Task(e.to_string()))??;
     join(fan_out).await?;
+    drop(wal);
     tracing::info!("stopping: flushing sinks");
     let mut report = RunReport {
         engine: stats.snapshot(),
@@ -235,13 +317,56 @@ pub async fn run(
     Ok(report)
 }
 
+/// Where an admitted message goes besides the engine.
+struct Intake {
+    wal: Option<Arc<WalWriter>>,
+    /// (durable when this resolves, token to ack, last event time): the
+    /// ack task acknowledges in order as records become durable.
+    pending_acks: Option<mpsc::Sender<PendingAck>>,
+}
+
+type PendingAck = (Option<Durable>, Option<AckToken>, EventTime);
+
+/// (WAL position, newest event time of its batch), oldest first: what the
+/// checkpoint cuts the WAL by.
+type Retained = Arc<std::sync::Mutex<VecDeque<(Lsn, EventTime)>>>;
+
 async fn handle(
     admission: &mut Admission,
     engine: &mut Engine,
     metrics: &IngestMetrics,
+    intake: &mut Intake,
     message: Message,
 ) -> Result<(), ServiceError> {
-    match admission.admit(&message.topic, &message.payload) {
+    let admitted = admission.admit(&message.topic, &message.payload);
+    if let (Some(wal), Some(pending)) = (&intake.wal, &intake.pending_acks) {
+        // Admitted messages become durable before they are acknowledged;
+        // refused ones are acknowledged right away (they are counted and
+        // logged, and would be refused again).
+        let (durable, last_at) = match &admitted {
+            Ok(batch) => {
+                let record = WalRecord {
+                    topic: message.topic.clone(),
+                    payload: message.payload.clone(),
+                    received_ms: wall_clock_ms(),
+                };
+                let durable = wal
+                    .submit(record)
+                    .await
+                    .map_err(|e| ServiceError::Wal(e.to_string()))?;
+                (Some(durable), batch.last_at())
+            }
+            Err(_) => (None, 0),
+        };
+        if pending
+            .send((durable, message.ack.clone(), last_at))
+            .await
+            .is_err()
+        {
+            return Err(ServiceError::Task("the acknowledging task stopped".into()));
+        }
+    }
+    match admitted {
         Ok(batch) => {
             metrics.messages_accepted.fetch_add(1, Relaxed);
             metrics
@@ -265,15 +390,154 @@ async fn handle(
     Ok(())
 }
 
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Acknowledges messages in arrival order, each once its record is durable.
+async fn acknowledge(
+    mut pending: mpsc::Receiver<PendingAck>,
+    to_source: mpsc::Sender<AckToken>,
+    retained: Retained,
+) {
+    while let Some((durable, token, last_at)) = pending.recv().await {
+        if let Some(durable) = durable {
+            match durable.await {
+                Ok(lsn) => retained
+                    .lock()
+                    .expect("retained list poisoned")
+                    .push_back((lsn, last_at)),
+                Err(e) => {
+                    // Not durable: do not acknowledge; the broker redelivers.
+                    tracing::error!(error = %e, "WAL write failed; message left unacknowledged");
+                    continue;
+                }
+            }
+        }
+        if let Some(token) = token {
+            let _ = to_source.send(token).await;
+        }
+    }
+}
+
+/// Opens the WAL, replays it into the engine, and starts its writer.
+async fn open_and_replay(
+    config: &crate::config::WalConfig,
+    admission: &mut Admission,
+    engine: &mut Engine,
+    metrics: &IngestMetrics,
+    retained: &Retained,
+) -> Result<WalWriter, ServiceError> {
+    let options = WalOptions {
+        segment_bytes: config.segment_bytes,
+        ..WalOptions::default()
+    };
+    let wal = Wal::open(&config.dir, options).map_err(|e| ServiceError::Wal(e.to_string()))?;
+    let mut replayed = 0u64;
+    for entry in wal
+        .replay(wal.first_lsn())
+        .map_err(|e| ServiceError::Wal(e.to_string()))?
+    {
+        let (lsn, record) = entry.map_err(|e| ServiceError::Wal(e.to_string()))?;
+        match admission.admit(&record.topic, &record.payload) {
+            Ok(batch) => {
+                retained
+                    .lock()
+                    .expect("retained list poisoned")
+                    .push_back((lsn, batch.last_at()));
+                engine.send(batch).await?;
+                engine.advance(admission.watermark().current()).await?;
+                replayed += 1;
+            }
+            Err(rejection) => tracing::warn!(
+                %lsn, reason = rejection.reason.as_str(),
+                "WAL record refused on replay: {}", rejection.detail
+            ),
+        }
+    }
+    metrics.messages_replayed.fetch_add(replayed, Relaxed);
+    tracing::info!(dir = %config.dir.display(), replayed, "WAL replayed");
+    Ok(WalWriter::spawn(wal, 4096, 1024))
+}
+
+/// What the fan-out needs to checkpoint and to skip what is already written.
+struct Durability {
+    progress: WriteProgress,
+    /// Records before this time were written before a restart.
+    suppress_before: EventTime,
+    stored: Checkpoint,
+    /// Set once the replay is done.
+    wal: Arc<std::sync::OnceLock<Arc<WalWriter>>>,
+    wal_dir: Option<std::path::PathBuf>,
+    retained: Retained,
+    retention_ms: u64,
+}
+
+impl Durability {
+    /// Persists progress and cuts the WAL behind it.
+    async fn checkpoint(&mut self) {
+        let (Some(wal), Some(dir)) = (self.wal.get().cloned(), &self.wal_dir) else {
+            return;
+        };
+        let durable = self.progress.durable();
+        if durable <= self.stored.written_before {
+            return;
+        }
+        let next = Checkpoint {
+            written_before: durable,
+        };
+        if let Err(e) = next.store(dir) {
+            tracing::error!(error = %e, "cannot write the checkpoint");
+            return;
+        }
+        self.stored = next;
+        let cutoff = durable.saturating_sub(self.retention_ms);
+        let keep_from = {
+            let mut retained = self.retained.lock().expect("retained list poisoned");
+            while retained.front().is_some_and(|(_, at)| *at < cutoff) {
+                retained.pop_front();
+            }
+            retained.front().map(|(lsn, _)| *lsn)
+        };
+        if let Some(lsn) = keep_from
+            && let Err(e) = wal.truncate_before(lsn).await
+        {
+            tracing::error!(error = %e, "cannot cut the WAL");
+        }
+    }
+}
+
 /// Hands every closed window to every sink. A full sink queue makes this
 /// wait, which makes the engine wait: backpressure, not loss.
 async fn fan_out(
     mut events: mpsc::Receiver<EngineEvent>,
     sinks: Vec<mpsc::Sender<Arc<[Output]>>>,
     metrics: Arc<IngestMetrics>,
+    mut durability: Durability,
 ) {
-    while let Some(event) = events.recv().await {
-        if let EngineEvent::Records(records) = event {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            _ = ticker.tick() => {
+                durability.checkpoint().await;
+                continue;
+            }
+        };
+        let Some(event) = event else { break };
+        if let EngineEvent::Progress { worker, frontier } = &event {
+            durability.progress.frontier(*worker, *frontier);
+            continue;
+        }
+        if let EngineEvent::Records(mut records) = event {
+            // Already written before a restart: the WAL replay recomputed it.
+            let before = durability.suppress_before;
+            if before > 0 {
+                records.retain(|r| checkpoint::record_time(r) >= before);
+            }
             if records.is_empty() {
                 continue;
             }
@@ -289,6 +553,7 @@ async fn fan_out(
                     tracing::error!("a sink stopped; its records are not written");
                 }
             }
+            durability.progress.sent_batch();
         }
     }
 }

@@ -80,13 +80,14 @@ pub struct Backoff {
 }
 
 impl Default for Backoff {
-    /// 100 ms doubling up to 30 s, 12 retries: about 3 minutes of outage
-    /// before a batch is given up.
+    /// 100 ms doubling up to 30 s, retrying for as long as the store stays
+    /// down: while it does, the sink stops taking records and the pipeline
+    /// slows its intake (backpressure); nothing is given up.
     fn default() -> Self {
         Self {
             initial: Duration::from_millis(100),
             max: Duration::from_secs(30),
-            max_retries: 12,
+            max_retries: u32::MAX,
         }
     }
 }
@@ -130,6 +131,17 @@ pub async fn run_sink(
     run_writer(sink, rx, settings, jitter).await
 }
 
+/// [`run_sink`], also counting in `written` the channel messages whose
+/// records are all written (or given up), for the checkpoint.
+pub async fn run_sink_tracked(
+    sink: Sink,
+    rx: Receiver<Arc<[Output]>>,
+    settings: SinkSettings,
+    written: Arc<std::sync::atomic::AtomicU64>,
+) -> SinkReport {
+    run_writer_tracked(sink, rx, settings, jitter, Some(written)).await
+}
+
 /// What [`run_writer`] needs from a store; [`Sink`] in production, a fake in
 /// tests.
 pub(crate) trait BatchWrite {
@@ -159,11 +171,30 @@ impl BatchWrite for Sink {
 }
 
 pub(crate) async fn run_writer<W: BatchWrite>(
+    writer: W,
+    rx: Receiver<Arc<[Output]>>,
+    settings: SinkSettings,
+    jitter: impl FnMut() -> f64,
+) -> SinkReport {
+    run_writer_tracked(writer, rx, settings, jitter, None).await
+}
+
+async fn run_writer_tracked<W: BatchWrite>(
     mut writer: W,
     mut rx: Receiver<Arc<[Output]>>,
     settings: SinkSettings,
     mut jitter: impl FnMut() -> f64,
+    written: Option<Arc<std::sync::atomic::AtomicU64>>,
 ) -> SinkReport {
+    let mut messages = 0u64;
+    // Every message received so far is written once nothing is buffered.
+    let mark = |batcher: &Batcher, messages: u64| {
+        if let Some(w) = &written
+            && batcher.is_empty()
+        {
+            w.store(messages, std::sync::atomic::Ordering::Relaxed);
+        }
+    };
     let name = writer.describe();
     info!(sink = %name, batch_size = settings.batch_size.get(), "sink started");
     let mut report = SinkReport::default();
@@ -183,12 +214,14 @@ pub(crate) async fn run_writer<W: BatchWrite>(
                         &mut report,
                     )
                     .await;
+                    mark(&batcher, messages);
                     continue;
                 }
             },
             None => rx.recv().await,
         };
         let Some(records) = received else { break };
+        messages += 1;
         batcher.push(&records, Instant::now());
         while let Some(batch) = batcher.pop_full() {
             write_with_retry(
@@ -201,6 +234,7 @@ pub(crate) async fn run_writer<W: BatchWrite>(
             )
             .await;
         }
+        mark(&batcher, messages);
     }
     let rest = batcher.take_all();
     if !rest.is_empty() {
@@ -214,6 +248,7 @@ pub(crate) async fn run_writer<W: BatchWrite>(
         )
         .await;
     }
+    mark(&batcher, messages);
     info!(
         sink = %name,
         records_written = report.records_written,
@@ -333,6 +368,10 @@ impl Batcher {
     }
 
     /// Everything buffered.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     pub(crate) fn take_all(&mut self) -> Vec<Output> {
         self.deadline = None;
         std::mem::take(&mut self.pending)

@@ -26,6 +26,18 @@ pub struct Message {
     pub topic: String,
     /// Raw payload.
     pub payload: bytes::Bytes,
+    /// With manual acknowledgement: what to hand back once the message is
+    /// durable.
+    pub ack: Option<AckToken>,
+}
+
+/// Acknowledges one QoS1 message. Packet ids are reused across
+/// connections, so a token from an earlier connection is dropped instead of
+/// acknowledging some other message; the broker redelivers the original.
+#[derive(Debug, Clone)]
+pub struct AckToken {
+    publish: rumqttc::Publish,
+    connection: u64,
 }
 
 /// The source cannot start.
@@ -68,23 +80,49 @@ pub fn backoff(failures: u32) -> Duration {
 }
 
 /// Runs until `shutdown`, forwarding every telemetry message to `out`.
+/// With `acks`, messages are acknowledged only when their token comes back
+/// on it (manual acknowledgement: after the WAL made them durable);
+/// without, rumqttc acknowledges on receipt.
 pub async fn run(
     config: MqttConfig,
     out: mpsc::Sender<Message>,
+    mut acks: Option<mpsc::Receiver<AckToken>>,
     metrics: Arc<IngestMetrics>,
     shutdown: CancellationToken,
 ) -> Result<(), SourceError> {
-    let options = options(&config)?;
-    let (client, mut events) = AsyncClient::new(options, 64);
+    let mut options = options(&config)?;
+    options.set_manual_acks(acks.is_some());
+    let (client, mut events) = AsyncClient::new(options, 1024);
     let mut failures = 0u32;
+    let mut connection = 0u64;
+    // Acks waiting for room in rumqttc's request queue; this task also polls
+    // the event loop that drains it, so it must never wait on that queue.
+    let mut pending_acks: std::collections::VecDeque<AckToken> = std::collections::VecDeque::new();
     loop {
+        while let Some(token) = pending_acks.front() {
+            if token.connection != connection {
+                pending_acks.pop_front();
+                continue;
+            }
+            match client.try_ack(&token.publish) {
+                Ok(()) => {
+                    pending_acks.pop_front();
+                }
+                Err(_) => break,
+            }
+        }
         let event = tokio::select! {
             _ = shutdown.cancelled() => break,
+            Some(token) = async { match acks.as_mut() { Some(a) => a.recv().await, None => None } } => {
+                pending_acks.push_back(token);
+                continue;
+            }
             event = events.poll() => event,
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 failures = 0;
+                connection += 1;
                 tracing::info!(
                     host = %config.host,
                     port = config.port,
@@ -108,9 +146,14 @@ pub async fn run(
                 metrics
                     .bytes_received
                     .fetch_add(publish.payload.len() as u64, Relaxed);
+                let ack = (acks.is_some() && publish.qos != QoS::AtMostOnce).then(|| AckToken {
+                    publish: publish.clone(),
+                    connection,
+                });
                 let message = Message {
                     topic: publish.topic,
                     payload: publish.payload,
+                    ack,
                 };
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
