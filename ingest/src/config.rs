@@ -142,6 +142,26 @@ pub struct LimitsConfig {
     /// Most samples in one message.
     #[serde(default = "default_max_samples")]
     pub max_samples: usize,
+    /// How far ahead of the wall clock a sample may be (clock skew of the
+    /// telematics unit); later ones are refused as `future_timestamp`.
+    #[serde(default = "default_max_future", with = "humantime_serde")]
+    pub max_future: Duration,
+    /// Most distinct devices per customer; telemetry from further new
+    /// devices is refused as `device_limit`, so one misbehaving client
+    /// cannot grow memory or the store's series count without bound.
+    #[serde(default = "default_max_devices")]
+    pub max_devices_per_customer: usize,
+    /// Where refused messages are kept for inspection (JSON lines, rotated
+    /// at 64 MiB, payload prefix only); none when absent.
+    #[serde(default)]
+    pub dead_letter_file: Option<PathBuf>,
+}
+
+fn default_max_future() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_max_devices() -> usize {
+    100_000
 }
 
 fn default_host() -> String {
@@ -231,6 +251,9 @@ impl Default for LimitsConfig {
         Self {
             max_payload_bytes: default_max_payload(),
             max_samples: default_max_samples(),
+            max_future: default_max_future(),
+            max_devices_per_customer: default_max_devices(),
+            dead_letter_file: None,
         }
     }
 }
@@ -337,6 +360,11 @@ impl ServiceConfig {
             && wal.dir.is_relative()
         {
             wal.dir = base.join(&wal.dir);
+        }
+        if let Some(file) = &mut self.limits.dead_letter_file
+            && file.is_relative()
+        {
+            *file = base.join(&*file);
         }
         for sink in &mut self.sinks {
             if let SinkConfig::Sqlite(sqlite) = sink

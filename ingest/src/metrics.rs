@@ -26,11 +26,17 @@ pub enum RejectReason {
     UnknownCustomer,
     /// Older than the watermark: its windows are closed.
     TooLate,
+    /// A sample lies too far ahead of the wall clock.
+    FutureTimestamp,
+    /// (device, sequence) seen before: a redelivery or a replay.
+    SequenceReplayed,
+    /// A new device beyond the per-customer device limit.
+    DeviceLimit,
 }
 
 impl RejectReason {
     /// Every reason, in counter order.
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 12] = [
         Self::Topic,
         Self::TooLarge,
         Self::Decode,
@@ -40,6 +46,9 @@ impl RejectReason {
         Self::InvalidSample,
         Self::UnknownCustomer,
         Self::TooLate,
+        Self::FutureTimestamp,
+        Self::SequenceReplayed,
+        Self::DeviceLimit,
     ];
 
     /// Stable label for counters and dead-letter records.
@@ -54,6 +63,9 @@ impl RejectReason {
             Self::InvalidSample => "invalid_sample",
             Self::UnknownCustomer => "unknown_customer",
             Self::TooLate => "too_late",
+            Self::FutureTimestamp => "future_timestamp",
+            Self::SequenceReplayed => "sequence_replayed",
+            Self::DeviceLimit => "device_limit",
         }
     }
 
@@ -95,12 +107,11 @@ pub struct IngestMetrics {
     pub records_written: AtomicU64,
     /// Failed sink write attempts (each failed retry counts).
     pub sink_write_errors: AtomicU64,
-    /// Bytes in the write-ahead log's segment files, when `wal_present`.
-    pub wal_bytes: AtomicU64,
-    /// True when the service runs with a write-ahead log.
-    pub wal_present: AtomicBool,
     /// Current watermark, ms since the epoch.
     pub watermark: AtomicU64,
+    /// Sequence numbers devices skipped that never arrived (upstream loss,
+    /// e.g. a broker dropping messages over its queue limit).
+    pub sequence_gaps: std::sync::atomic::AtomicI64,
     /// Times the broker connection failed.
     pub connection_errors: AtomicU64,
     /// True once the telemetry subscription is acknowledged.
@@ -166,13 +177,6 @@ impl IngestMetrics {
     /// Messages accepted or rejected: fully handled.
     pub fn handled(&self) -> u64 {
         self.messages_accepted.load(Relaxed) + self.rejected_total()
-    }
-
-    /// Bytes in the write-ahead log, if the service has one.
-    pub fn wal_bytes(&self) -> Option<u64> {
-        self.wal_present
-            .load(Relaxed)
-            .then(|| self.wal_bytes.load(Relaxed))
     }
 }
 

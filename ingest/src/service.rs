@@ -22,11 +22,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Bounds};
 use crate::alerts::{Alerts, AlertsError, AlertsReport};
 use crate::checkpoint::{self, Checkpoint, WriteProgress};
 use crate::config::{ConfigError, ServiceConfig};
 use crate::customers::{CheckContext, CustomersFile};
+use crate::dead_letter::{DeadLetter, DeadLetterOptions, DeadLetterStore};
 use crate::metrics::{IngestMetrics, MessageRejected};
 use crate::sinks::writer::{SinkReport, SinkSettings, run_sink_tracked};
 use crate::sinks::{Sink, SinkError};
@@ -174,7 +175,11 @@ pub async fn run(
         known,
         engine_config.features.clone(),
         config.engine.allowed_lateness.as_millis() as u64,
-    );
+    )
+    .with_bounds(Bounds {
+        max_future_ms: config.limits.max_future.as_millis() as u64,
+        max_devices_per_customer: config.limits.max_devices_per_customer,
+    });
 
     // The WAL: the checkpoint says what the stores already hold; the fan-out
     // must run before the replay, which produces records.
@@ -246,8 +251,16 @@ pub async fn run(
         metrics.clone(),
         intake_stop.clone(),
     ));
+    let dead_letters = config
+        .limits
+        .dead_letter_file
+        .as_ref()
+        .map(|path| DeadLetterStore::open(path, DeadLetterOptions::default()))
+        .transpose()
+        .map_err(|e| ServiceError::Task(format!("dead-letter file: {e}")))?;
     let mut intake = Intake {
         wal: wal.clone(),
+        dead_letters,
         pending_acks: pending_acks.take(),
     };
     let idle_after = config.engine.idle_after;
@@ -320,6 +333,8 @@ pub async fn run(
 /// Where an admitted message goes besides the engine.
 struct Intake {
     wal: Option<Arc<WalWriter>>,
+    /// Refused messages, kept for inspection.
+    dead_letters: Option<DeadLetterStore>,
     /// (durable when this resolves, token to ack, last event time): the
     /// ack task acknowledges in order as records become durable.
     pending_acks: Option<mpsc::Sender<PendingAck>>,
@@ -338,7 +353,8 @@ async fn handle(
     intake: &mut Intake,
     message: Message,
 ) -> Result<(), ServiceError> {
-    let admitted = admission.admit(&message.topic, &message.payload);
+    let received_ms = wall_clock_ms();
+    let admitted = admission.admit(&message.topic, &message.payload, received_ms);
     if let (Some(wal), Some(pending)) = (&intake.wal, &intake.pending_acks) {
         // Admitted messages become durable before they are acknowledged;
         // refused ones are acknowledged right away (they are counted and
@@ -348,7 +364,7 @@ async fn handle(
                 let record = WalRecord {
                     topic: message.topic.clone(),
                     payload: message.payload.clone(),
-                    received_ms: wall_clock_ms(),
+                    received_ms,
                 };
                 let durable = wal
                     .submit(record)
@@ -380,13 +396,30 @@ async fn handle(
             engine.advance(watermark).await?;
             metrics.watermark.store(watermark, Relaxed);
         }
-        Err(rejection) => MessageRejected {
-            topic: &message.topic,
-            reason: rejection.reason,
-            detail: &rejection.detail,
+        Err(rejection) => {
+            MessageRejected {
+                topic: &message.topic,
+                reason: rejection.reason,
+                detail: &rejection.detail,
+            }
+            .emit(metrics);
+            if let Some(store) = &mut intake.dead_letters {
+                let letter = DeadLetter {
+                    topic: &message.topic,
+                    reason: rejection.reason,
+                    detail: &rejection.detail,
+                    received_ms,
+                    payload: &message.payload,
+                };
+                if let Err(e) = store.record(&letter).and_then(|()| store.flush()) {
+                    tracing::error!(error = %e, "cannot write the dead-letter record");
+                }
+            }
         }
-        .emit(metrics),
     }
+    metrics
+        .sequence_gaps
+        .store(admission.sequence_gaps(), Relaxed);
     Ok(())
 }
 
@@ -441,7 +474,7 @@ async fn open_and_replay(
         .map_err(|e| ServiceError::Wal(e.to_string()))?
     {
         let (lsn, record) = entry.map_err(|e| ServiceError::Wal(e.to_string()))?;
-        match admission.admit(&record.topic, &record.payload) {
+        match admission.admit(&record.topic, &record.payload, record.received_ms) {
             Ok(batch) => {
                 retained
                     .lock()

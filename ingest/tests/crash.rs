@@ -294,3 +294,89 @@ async fn kill_9_and_broker_restarts_lose_nothing_and_count_nothing_twice() {
     }
     result.unwrap_or_else(|e| panic!("{e}\n{}", service.log_tail()));
 }
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The store goes away for 35 s mid-run: the sinks retry with backoff, the
+/// pipeline pushes back on the broker instead of buffering without bound,
+/// and once the store is back every KPI arrives, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_loses_nothing_and_memory_stays_bounded() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let mut influx = InfluxDb1::start();
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = Fleet::generate(&FleetSpec {
+        customers: 6,
+        devices: 36,
+        days: 8,
+        seed: 12,
+        ..FleetSpec::default()
+    });
+    fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
+    let mut service = Service {
+        config: write_config(dir.path(), &mosquitto, &influx),
+        log: dir.path().join("service.log"),
+        child: None,
+        starts: 0,
+    };
+    service.start();
+    let pid = service.child.as_ref().unwrap().id();
+
+    let messages: Vec<(String, Vec<u8>)> = fleet.encoded_messages().collect();
+    let sent = messages.len();
+    let options = PublishOptions {
+        host: mosquitto.host().to_string(),
+        port: mosquitto.port(),
+        client_id: "outage-test-sim".into(),
+        rate: Some(400.0),
+        give_up_after: Duration::from_secs(120),
+        ..PublishOptions::default()
+    };
+    let publisher = tokio::spawn(fleetpulse_sim::publish(options, messages, |_| {}));
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    influx.stop();
+    let outage = Instant::now();
+    let mut peak = 0.0f64;
+    while outage.elapsed() < Duration::from_secs(35) {
+        peak = peak.max(rss_mb(pid));
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    influx.restart();
+    let report = publisher.await.unwrap().unwrap();
+    assert_eq!(report.messages as usize, sent);
+
+    let truth = truth_days(&fleet);
+    let started = Instant::now();
+    let result = loop {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        peak = peak.max(rss_mb(pid));
+        service.stop();
+        let result = equal(&store_days(&influx), &truth);
+        if result.is_ok() || started.elapsed() > Duration::from_secs(120) {
+            break result;
+        }
+        service.start();
+    };
+    let log = std::fs::read_to_string(&service.log).unwrap();
+    let retries = log.matches("retrying").count();
+    println!(
+        "messages sent {sent}, store down 35 s, write retries logged {retries}, peak RSS {peak:.0} MiB; lost = {}",
+        if result.is_ok() { 0 } else { 1 }
+    );
+    result.unwrap_or_else(|e| panic!("{e}\n{}", service.log_tail()));
+    assert!(
+        retries > 0,
+        "the outage was not noticed:\n{}",
+        service.log_tail()
+    );
+    assert!(peak < 256.0, "peak RSS {peak:.0} MiB during the outage");
+}

@@ -305,6 +305,14 @@ async fn bad_input_is_rejected_and_counted_and_the_service_keeps_running() {
     config.sinks = vec![SinkConfig::Sqlite(SqliteConfig {
         path: sqlite.clone(),
     })];
+    let dead_letters = dir.path().join("dead-letter.jsonl");
+    config.limits.dead_letter_file = Some(dead_letters.clone());
+    config.limits.max_devices_per_customer = fleet
+        .customers()
+        .iter()
+        .map(|c| fleet.devices_of(c).len())
+        .max()
+        .unwrap();
 
     let metrics = Arc::new(IngestMetrics::default());
     let shutdown = CancellationToken::new();
@@ -364,15 +372,103 @@ async fn bad_input_is_rejected_and_counted_and_the_service_keeps_running() {
         .unwrap();
     let total = messages.len() as u64 + bad;
     wait_for("every message handled", || metrics.handled() >= total).await;
+
+    // After the traffic: a redelivered message, one older than the
+    // lateness bound, one from the future, one over the size limit, and a
+    // flood of never-seen device ids.
+    let replayed = first[10].clone();
+    let mut late = fleetpulse_proto::v1::TelemetryBatch::decode(&first[0].1[..]).unwrap();
+    late.sequence = 999_999;
+    let mut future =
+        fleetpulse_proto::v1::TelemetryBatch::decode(&rest[rest.len() - 1].1[..]).unwrap();
+    future.sequence = 999_999;
+    let tomorrow = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 86_400_000;
+    for (i, sample) in future.samples.iter_mut().enumerate() {
+        sample.event_time_ms = tomorrow + i as i64;
+    }
+    let mut after = vec![
+        replayed,
+        (first[0].0.clone(), late.encode_to_vec()),
+        (rest[rest.len() - 1].0.clone(), future.encode_to_vec()),
+        (topic.clone(), vec![0x0a; 300 * 1024]),
+    ];
+    // A customer with every purchased device online, so the limit is reached.
+    let full = fleet
+        .customers()
+        .iter()
+        .find(|c| fleet.devices_of(c).iter().all(|d| d.online_from.is_some()))
+        .unwrap();
+    let template = rest
+        .iter()
+        .rev()
+        .map(|(_, p)| fleetpulse_proto::v1::TelemetryBatch::decode(&p[..]).unwrap())
+        .find(|b| b.customer_id == full.id)
+        .unwrap();
+    for n in 0..5 {
+        let mut flood = template.clone();
+        flood.device_id = format!("flood-{n}");
+        let t =
+            fleetpulse_proto::telemetry_topic(&flood.customer_id, &flood.site_id, &flood.device_id);
+        after.push((t, flood.encode_to_vec()));
+    }
+    let after_count = after.len() as u64;
+    let mut options = publisher(&mosquitto, "bad-input-after");
+    options.max_packet_bytes = 1024 * 1024;
+    fleetpulse_sim::publish(options, after, |_| {})
+        .await
+        .unwrap();
+    wait_for("the bad messages handled", || {
+        metrics.handled() >= total + after_count
+    })
+    .await;
     assert!(!service.is_finished(), "the service stopped on bad input");
 
-    assert_eq!(metrics.rejected(RejectReason::Decode), 2);
-    assert_eq!(metrics.rejected(RejectReason::IdMismatch), 1);
-    assert_eq!(metrics.rejected(RejectReason::Topic), 1);
-    assert_eq!(metrics.rejected(RejectReason::UnknownCustomer), 1);
+    let expected = [
+        (RejectReason::Decode, 2),
+        (RejectReason::IdMismatch, 1),
+        (RejectReason::Topic, 1),
+        (RejectReason::UnknownCustomer, 1),
+        (RejectReason::SequenceReplayed, 1),
+        (RejectReason::TooLate, 1),
+        (RejectReason::FutureTimestamp, 1),
+        (RejectReason::TooLarge, 1),
+        (RejectReason::DeviceLimit, 5),
+    ];
+    for (reason, count) in expected {
+        assert_eq!(metrics.rejected(reason), count, "{}", reason.as_str());
+    }
     assert_eq!(
         metrics.messages_accepted.load(Relaxed),
         messages.len() as u64
+    );
+    // Every refusal is kept for inspection, with its reason.
+    let letters: Vec<serde_json::Value> = std::fs::read_to_string(&dead_letters)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (reason, count) in expected {
+        let found = letters
+            .iter()
+            .filter(|l| l["reason"] == reason.as_str())
+            .count() as u64;
+        assert_eq!(found, count, "dead letters for {}", reason.as_str());
+    }
+    println!(
+        "messages sent {}, accepted {}, rejected {} ({}), duplicates absorbed {}, lost = 0",
+        total + after_count,
+        metrics.messages_accepted.load(Relaxed),
+        metrics.rejected_total(),
+        expected
+            .iter()
+            .map(|(r, c)| format!("{} {c}", r.as_str()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        metrics.rejected(RejectReason::SequenceReplayed),
     );
 
     shutdown.cancel();

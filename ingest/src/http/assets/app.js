@@ -1,0 +1,384 @@
+// fleetpulse dashboard: plain JavaScript, no build step, no CDN. Routes:
+//   #/              at-risk list and portfolio tiles
+//   #/customer/ID   one customer: health, usage and outcome charts, journey
+//   #/alerts        alert episodes with filters
+// It polls /api/status and redraws the current page whenever the data's
+// version changes, so it follows a running service (or demo) live.
+"use strict";
+
+const POLL_MS = 2000;
+const DAY_MS = 86400000;
+const COLORS = {
+  red: "#d64545", yellow: "#e0a000", green: "#2f9e44", grey: "#8a94a6",
+  blue: "#2b6cb0", teal: "#0c8599", violet: "#7048e8", orange: "#e8590c",
+};
+const SERIES = [COLORS.blue, COLORS.orange, COLORS.teal, COLORS.violet, COLORS.green];
+
+let lastVersion = null;
+let rendering = false;
+
+// ---- formatting -----------------------------------------------------------
+
+function esc(value) {
+  return String(value == null ? "" : value)
+    .replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
+    .replace(/"/g, "&quot;").replace(/'/g, "&#39;");
+}
+
+function money(n) {
+  if (n == null || !isFinite(n)) return "–";
+  return Math.round(n).toLocaleString("en-US");
+}
+
+function num(n, digits) {
+  if (n == null || !isFinite(n)) return "–";
+  return Number(n).toFixed(digits == null ? 0 : digits);
+}
+
+function pct(n, digits) {
+  if (n == null || !isFinite(n)) return "–";
+  return (n * 100).toFixed(digits == null ? 0 : digits) + "%";
+}
+
+function signed(n, digits) {
+  if (n == null || !isFinite(n)) return "–";
+  const s = Number(n).toFixed(digits == null ? 0 : digits);
+  return n > 0 ? "+" + s : s;
+}
+
+function date(ms) {
+  if (ms == null) return "–";
+  return new Date(ms).toISOString().slice(0, 10);
+}
+
+function dateTime(ms) {
+  if (ms == null) return "–";
+  return new Date(ms).toISOString().slice(0, 16).replace("T", " ");
+}
+
+function band(b) {
+  return `<span class="band ${esc(b || "none")}">${esc(b || "no data")}</span>`;
+}
+
+// ---- charts: small hand-written SVG ----------------------------------------
+
+// A sparkline of health scores, coloured by the latest band.
+function sparkline(points, width, height) {
+  width = width || 120;
+  height = height || 28;
+  const valid = points.filter((p) => p.score != null);
+  if (valid.length < 2) {
+    return `<svg class="spark" data-chart="sparkline" width="${width}" height="${height}"></svg>`;
+  }
+  const x0 = valid[0].window_start, x1 = valid[valid.length - 1].window_start;
+  const sx = (x) => 2 + (width - 4) * (x - x0) / Math.max(1, x1 - x0);
+  const sy = (y) => height - 2 - (height - 4) * y / 100;
+  const d = valid.map((p, i) => `${i ? "L" : "M"}${sx(p.window_start).toFixed(1)},${sy(p.score).toFixed(1)}`).join("");
+  const last = valid[valid.length - 1];
+  const color = COLORS[last.band] || COLORS.grey;
+  return `<svg class="spark" data-chart="sparkline" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">` +
+    `<line x1="0" x2="${width}" y1="${sy(50)}" y2="${sy(50)}" stroke="#f1c4c4" stroke-dasharray="2,2"/>` +
+    `<path d="${d}" fill="none" stroke="${color}" stroke-width="1.6"/>` +
+    `<circle cx="${sx(last.window_start).toFixed(1)}" cy="${sy(last.score).toFixed(1)}" r="2.2" fill="${color}"/></svg>`;
+}
+
+// A time-series line chart. series: [{name, color, dashed, points: [[ms, y]]}].
+// opts: {title, id, yMin, yMax, format, bands: [{from, to, color}], height}.
+function lineChart(series, opts) {
+  const W = 640, H = opts.height || 220, L = 48, R = 12, T = 12, B = 26;
+  const all = [];
+  series.forEach((s) => s.points.forEach((p) => { if (p[1] != null && isFinite(p[1])) all.push(p); }));
+  const fmt = opts.format || ((v) => num(v, 1));
+  let body = "";
+  if (all.length === 0) {
+    body = `<text x="${W / 2}" y="${H / 2}" text-anchor="middle">no data yet</text>`;
+  } else {
+    const xs = all.map((p) => p[0]);
+    let x0 = Math.min(...xs), x1 = Math.max(...xs);
+    if (x1 === x0) { x0 -= DAY_MS; x1 += DAY_MS; }
+    const ys = all.map((p) => p[1]);
+    let y0 = opts.yMin != null ? opts.yMin : Math.min(0, ...ys);
+    let y1 = opts.yMax != null ? opts.yMax : Math.max(...ys);
+    if (opts.yMax == null) y1 = y1 + (y1 - y0) * 0.08;
+    if (y1 <= y0) y1 = y0 + 1;
+    const sx = (x) => L + (W - L - R) * (x - x0) / (x1 - x0);
+    const sy = (y) => T + (H - T - B) * (1 - (Math.min(Math.max(y, y0), y1) - y0) / (y1 - y0));
+    (opts.bands || []).forEach((b) => {
+      const top = sy(Math.min(b.to, y1)), bottom = sy(Math.max(b.from, y0));
+      body += `<rect x="${L}" y="${top.toFixed(1)}" width="${W - L - R}" height="${Math.max(0, bottom - top).toFixed(1)}" fill="${b.color}" opacity="0.08"/>`;
+    });
+    for (let k = 0; k <= 4; k++) {
+      const v = y0 + (y1 - y0) * k / 4, y = sy(v);
+      body += `<line class="grid" x1="${L}" x2="${W - R}" y1="${y.toFixed(1)}" y2="${y.toFixed(1)}"/>`;
+      body += `<text x="${L - 6}" y="${(y + 4).toFixed(1)}" text-anchor="end">${esc(fmt(v))}</text>`;
+    }
+    const ticks = Math.min(6, Math.max(2, Math.round((x1 - x0) / DAY_MS)));
+    for (let k = 0; k <= ticks; k++) {
+      const x = x0 + (x1 - x0) * k / ticks;
+      body += `<text x="${sx(x).toFixed(1)}" y="${H - 8}" text-anchor="middle">${esc(date(x).slice(5))}</text>`;
+    }
+    series.forEach((s) => {
+      let d = "", pen = false;
+      s.points.forEach((p) => {
+        if (p[1] == null || !isFinite(p[1])) { pen = false; return; }
+        d += `${pen ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`;
+        pen = true;
+      });
+      if (d) {
+        body += `<path class="series" data-series="${esc(s.name)}" d="${d}" fill="none" stroke="${s.color}" stroke-width="${s.dashed ? 1.5 : 2}"${s.dashed ? ' stroke-dasharray="6,4"' : ""}/>`;
+      }
+      (s.marks || []).forEach((m) => {
+        body += `<circle cx="${sx(m[0]).toFixed(1)}" cy="${sy(m[1]).toFixed(1)}" r="2.5" fill="${m[2] || s.color}"/>`;
+      });
+    });
+  }
+  const legend = series.map((s) =>
+    `<span><i style="background:${s.color}${s.dashed ? ";opacity:.6" : ""}"></i>${esc(s.name)}</span>`).join("");
+  return `<div class="card"><h3>${esc(opts.title)}</h3>` +
+    `<svg class="chart" data-chart="${esc(opts.id)}" viewBox="0 0 ${W} ${H}" preserveAspectRatio="xMidYMid meet">${body}</svg>` +
+    `<div class="legend">${legend}</div></div>`;
+}
+
+// ---- data -----------------------------------------------------------------
+
+async function getJson(url) {
+  const response = await fetch(url, { cache: "no-store" });
+  if (!response.ok) {
+    let message = response.status + " " + response.statusText;
+    try { message = (await response.json()).error || message; } catch (e) { /* not JSON */ }
+    const error = new Error(message);
+    error.status = response.status;
+    throw error;
+  }
+  return response.json();
+}
+
+// ---- pages ----------------------------------------------------------------
+
+function alertHtml(a) {
+  const resolved = a.status === "resolved";
+  return `<div class="alert${resolved ? " resolved" : ""}" data-rule="${esc(a.rule)}">` +
+    `<span class="rule">${esc(a.rule)}</span>` +
+    `<span class="evidence">${esc(a.evidence)}` +
+    `<div class="next">${resolved ? "resolved " + esc(date(a.resolved_at)) : "since " + esc(date(a.opened_at)) + " · " + esc(a.stage) + " · next: " + esc(a.next_action)}</div></span></div>`;
+}
+
+function tiles(portfolio, list) {
+  const p = portfolio.latest;
+  const customers = list.customers;
+  const count = (b) => customers.filter((c) => c.health && c.health.band === b).length;
+  const total = p ? p.arr_total : customers.reduce((s, c) => s + (c.arr || 0), 0);
+  const atRisk = p ? p.arr_at_risk : customers.reduce((s, c) => s + (c.health ? c.health.arr_at_risk || 0 : 0), 0);
+  const share = total > 0 ? atRisk / total : 0;
+  const growth = p ? `${pct(p.managed_usage_growth, 1)} managed · ${pct(p.unmanaged_usage_growth, 1)} other` : "–";
+  const attain = p ? `${num(p.managed_outcome_attainment)} managed · ${num(p.unmanaged_outcome_attainment)} other` : "–";
+  return `<section class="tiles" id="portfolio">
+    <div class="tile"><div class="label">Customers</div><div class="value">${customers.length}</div>
+      <div class="bands"><span style="color:${COLORS.red}">${count("red")} red</span><span style="color:${COLORS.yellow}">${count("yellow")} yellow</span><span style="color:${COLORS.green}">${count("green")} green</span></div></div>
+    <div class="tile"><div class="label">ARR</div><div class="value">${money(total)}</div><div class="sub">annual recurring revenue</div></div>
+    <div class="tile risk"><div class="label">ARR at risk</div><div class="value" id="arr-at-risk">${money(atRisk)}</div><div class="sub">${pct(share)} of ARR · red or open alert</div></div>
+    <div class="tile"><div class="label">Open alerts</div><div class="value">${portfolio.open_alerts}</div>
+      <div class="sub">${portfolio.open_alerts_by_rule.map((r) => esc(r.rule) + " " + r.open_alerts).join(" · ") || "none"}</div></div>
+    <div class="tile"><div class="label">Usage growth</div><div class="value">${p ? pct(p.managed_usage_growth - p.unmanaged_usage_growth, 1) : "–"}</div><div class="sub">${esc(growth)}</div></div>
+    <div class="tile"><div class="label">Outcome attainment</div><div class="value">${p ? num(p.managed_outcome_attainment) : "–"}</div><div class="sub">${esc(attain)}</div></div>
+  </section>`;
+}
+
+async function homePage() {
+  const [list, portfolio] = await Promise.all([getJson("/api/customers"), getJson("/api/portfolio?days=30")]);
+  const rows = list.customers.map((c) => {
+    const h = c.health;
+    const b = h ? h.band : "none";
+    const trend = h ? h.score_trend : null;
+    return `<tr class="customer-row" data-customer="${esc(c.customer)}" data-band="${esc(b)}">
+      <td class="bar ${esc(b)}"></td>
+      <td class="num">${c.rank}</td>
+      <td><a href="#/customer/${encodeURIComponent(c.customer)}"><b>${esc(c.name)}</b></a><div class="muted small">${esc(c.customer)} · ${esc(c.segment || "")}</div></td>
+      <td>${band(h && h.band)}</td>
+      <td class="num score">${h ? num(h.score) : "–"}</td>
+      <td>${sparkline(c.health_history)}</td>
+      <td class="num ${trend > 0 ? "up" : trend < 0 ? "down" : ""}">${signed(trend)}</td>
+      <td>${h ? esc(h.stage) : "–"}</td>
+      <td class="num">${h ? num(h.days_to_renewal) : "–"}</td>
+      <td class="num">${h && h.time_to_value_days != null ? num(h.time_to_value_days, 1) : "–"}</td>
+      <td class="num"><b>${h ? money(h.arr_at_risk) : "–"}</b><div class="muted small">of ${money(c.arr)}</div></td>
+      <td class="num">${c.alerts.length}</td></tr>` +
+      (c.alerts.length ? `<tr class="alerts-row" data-customer="${esc(c.customer)}"><td class="bar ${esc(b)}"></td><td></td><td colspan="10">${c.alerts.map(alertHtml).join("")}</td></tr>` : "");
+  }).join("");
+  return `<h1>Customers at risk</h1>
+    <p class="muted">Ranked: revenue at stake first, then red before yellow before green, then the lowest health score.${list.as_of ? " Data up to " + esc(date(list.as_of - 1)) + "." : ""}</p>
+    ${tiles(portfolio, list)}
+    <h2>Ranked list</h2>
+    <div class="list"><table id="at-risk">
+      <thead><tr><th class="bar"></th><th class="num">#</th><th>customer</th><th>band</th><th class="num">health</th><th>30 days</th><th class="num">7d</th><th>stage</th><th class="num">renewal in (days)</th><th class="num">TTV days</th><th class="num">ARR at risk</th><th class="num">alerts</th></tr></thead>
+      <tbody>${rows || '<tr><td colspan="12" class="muted">No customers yet.</td></tr>'}</tbody>
+    </table></div>`;
+}
+
+function journey(milestones) {
+  if (!milestones.length) return '<p class="muted">No milestones defined.</p>';
+  return `<div class="journey" id="journey">${milestones.map((m) => `
+    <div class="step ${esc(m.status)}" data-milestone="${esc(m.milestone)}">
+      <div class="node" title="${esc(m.status)}"></div>
+      <div class="name">${m.position}. ${esc(m.milestone)}${m.value_milestone ? ' <span class="chip">value</span>' : ""}</div>
+      <div class="dates">${m.status === "reached" ? "reached " + esc(date(m.reached_at - 1)) : esc(m.status)} · due ${esc(date(m.due_at))}</div>
+    </div>`).join("")}</div>`;
+}
+
+async function customerPage(id) {
+  let c;
+  try {
+    c = await getJson(`/api/customers/${encodeURIComponent(id)}?days=120`);
+  } catch (e) {
+    if (e.status === 404) return `<h1>Unknown customer</h1><p class="muted">No customer <code>${esc(id)}</code>. <a href="#/">Back to the list</a></p>`;
+    throw e;
+  }
+  const h = c.health;
+  const kpis = c.kpis;
+  const at = (k) => k.window_start;
+  const purchased = c.devices_purchased || (kpis.length ? kpis[kpis.length - 1].devices_purchased : null);
+  const open = c.alerts.filter((a) => a.status === "open");
+  const resolved = c.alerts.filter((a) => a.status !== "open");
+  const healthChart = lineChart([
+    { name: "health score", color: COLORS.blue, points: c.health_history.map((x) => [x.window_start, x.score]) },
+  ], { title: "Health score", id: "health", yMin: 0, yMax: 100, format: (v) => num(v),
+    bands: [{ from: 0, to: 50, color: COLORS.red }, { from: 50, to: 75, color: COLORS.yellow }, { from: 75, to: 100, color: COLORS.green }] });
+  const usageChart = lineChart([
+    { name: "utilisation", color: COLORS.blue, points: kpis.map((k) => [at(k), k.utilisation * 100]) },
+    { name: "advanced features", color: COLORS.violet, points: kpis.map((k) => [at(k), k.advanced_feature_share * 100]) },
+    { name: "utilisation target (health 100)", color: COLORS.grey, dashed: true, points: kpis.length ? [[at(kpis[0]), 20], [at(kpis[kpis.length - 1]), 20]] : [] },
+  ], { title: "Adoption depth: utilisation and advanced features (%)", id: "usage", yMin: 0, format: (v) => num(v) + "%" });
+  const breadthChart = lineChart([
+    { name: "devices purchased", color: COLORS.grey, dashed: true, points: kpis.map((k) => [at(k), k.devices_purchased]) },
+    { name: "reporting devices", color: COLORS.teal, points: kpis.map((k) => [at(k), k.reporting_devices]) },
+    { name: "active devices", color: COLORS.blue, points: kpis.map((k) => [at(k), k.active_devices]) },
+    { name: "operators", color: COLORS.orange, points: kpis.map((k) => [at(k), k.distinct_operators]) },
+  ], { title: "Adoption breadth: devices and operators per day", id: "breadth", yMin: 0, format: (v) => num(v) });
+  const faultsChart = lineChart([
+    { name: "operating hours", color: COLORS.blue, points: kpis.map((k) => [at(k), k.operating_hours]) },
+    { name: "faults", color: COLORS.red, points: kpis.map((k) => [at(k), k.fault_count]) },
+  ], { title: "Operating hours and faults per day", id: "hours", yMin: 0, format: (v) => num(v) });
+  const outcomeCharts = c.outcomes.map((o, i) => {
+    const marks = o.history.filter((r) => r.value != null).map((r) => [r.window_start, r.value, r.met ? COLORS.green : COLORS.red]);
+    const attainment = o.evaluated_windows ? `${o.met_windows}/${o.evaluated_windows} windows met` : "not evaluated yet";
+    return lineChart([
+      { name: o.outcome, color: SERIES[i % SERIES.length], points: o.history.map((r) => [r.window_start, r.value]), marks },
+      { name: `target (${o.direction === "at_most" ? "at most" : "at least"} ${num(o.target, 2)})`, color: COLORS.grey, dashed: true, points: o.history.map((r) => [r.window_start, r.target]) },
+    ], { title: `Outcome: ${o.outcome} (${o.window}) · ${attainment}`, id: "outcome-" + o.outcome, format: (v) => num(v, 2) });
+  }).join("");
+  const devices = c.devices.slice().sort((a, b) => (b.faults_7d - a.faults_7d) || (a.last_seen - b.last_seen));
+  const newest = Math.max(0, ...devices.map((d) => d.last_seen));
+  const deviceRows = devices.map((d) => {
+    const stale = newest - d.last_seen > 2 * DAY_MS;
+    return `<tr data-device="${esc(d.device)}"><td>${esc(d.device)}</td><td>${esc(d.site)}</td>
+      <td class="${stale ? "stale" : ""}">${esc(dateTime(d.last_seen))}${stale ? " (dark)" : ""}</td>
+      <td><span class="state ${esc(d.last_state)}">${esc(d.last_state)}</span></td>
+      <td class="num">${num(d.operating_hours, 1)}</td><td class="num">${pct(d.utilisation)}</td>
+      <td class="num">${d.fault_count == null ? "–" : d.fault_count}</td><td class="num">${d.faults_7d}</td></tr>`;
+  }).join("");
+  return `<p><a href="#/">← all customers</a></p>
+    <h1>${esc(c.name)} ${band(h && h.band)}</h1>
+    <div class="muted">${esc(c.customer)} · ${esc(c.segment || "")}</div>
+    <div class="kv" id="customer-facts">
+      <div>health<b>${h ? num(h.score) : "–"} <span class="small ${h && h.score_trend < 0 ? "down" : "up"}">${h ? signed(h.score_trend) : ""}</span></b></div>
+      <div>stage<b>${h ? esc(h.stage) : "–"}</b></div>
+      <div>ARR<b>${money(c.arr)}</b></div>
+      <div>ARR at risk<b>${h ? money(h.arr_at_risk) : "–"}</b></div>
+      <div>time to value<b>${c.time_to_value_days != null ? num(c.time_to_value_days, 1) + " days" : "not yet"}</b></div>
+      <div>milestones<b>${h ? h.milestones_reached + " / " + h.milestones_total : "–"}</b></div>
+      <div>renewal<b>${esc(date(c.renewal))}${h ? " (" + num(h.days_to_renewal) + " d)" : ""}</b></div>
+      <div>devices purchased<b>${purchased == null ? "–" : purchased}</b></div>
+      <div>usage growth<b>${h ? pct(h.usage_growth, 1) : "–"}</b></div>
+    </div>
+    <h2>Open alerts</h2>
+    <div id="open-alerts">${open.length ? open.map(alertHtml).join("") : '<p class="muted">None.</p>'}</div>
+    <h2>Journey</h2>${journey(c.milestones)}
+    <h2>Health and adoption</h2>
+    <div class="grid2">${healthChart}${usageChart}${breadthChart}${faultsChart}</div>
+    <h2>Outcomes against targets</h2>
+    <div class="grid2">${outcomeCharts || '<p class="muted">No outcomes defined.</p>'}</div>
+    <h2>Devices (${devices.length})</h2>
+    <div class="list"><table id="devices"><thead><tr><th>device</th><th>site</th><th>last seen (UTC)</th><th>state</th><th class="num">hours (day)</th><th class="num">utilisation</th><th class="num">faults (day)</th><th class="num">faults (7 days)</th></tr></thead>
+    <tbody>${deviceRows || '<tr><td colspan="8" class="muted">No device data yet.</td></tr>'}</tbody></table></div>
+    ${resolved.length ? "<h2>Resolved alerts</h2>" + resolved.map(alertHtml).join("") : ""}`;
+}
+
+const RULES = ["usage_drop", "devices_dark", "champion_lost", "outcome_missed", "onboarding_stalled", "fault_spike", "health_red", "renewal_at_risk"];
+
+async function alertsPage(query) {
+  const params = new URLSearchParams(query);
+  const status = params.get("status") || "open";
+  const api = new URLSearchParams({ status });
+  ["segment", "rule"].forEach((k) => { if (params.get(k)) api.set(k, params.get(k)); });
+  const list = await getJson("/api/alerts?" + api.toString());
+  const select = (name, values, current) => `<select data-filter="${name}"><option value="">${name}: all</option>${values.map((v) =>
+    `<option value="${esc(v)}"${v === current ? " selected" : ""}>${esc(v)}</option>`).join("")}</select>`;
+  const rows = list.alerts.map((a) => `<tr data-customer="${esc(a.customer)}">
+    <td><a href="#/customer/${encodeURIComponent(a.customer)}">${esc(a.customer_name)}</a><div class="muted small">${esc(a.segment)}</div></td>
+    <td class="rule">${esc(a.rule)}</td><td>${esc(a.status)}</td><td>${esc(date(a.opened_at))}</td><td>${esc(date(a.resolved_at))}</td>
+    <td>${esc(a.stage)}</td><td class="num">${money(a.arr_at_risk)}</td><td class="evidence">${esc(a.evidence)}<div class="next">${esc(a.next_action)}</div></td></tr>`).join("");
+  return `<h1>Alerts</h1>
+    <div class="filters">${select("status", ["open", "resolved", "all"], status).replace('<option value="">status: all</option>', "")}
+      ${select("segment", ["high-touch", "low-touch", "tech-touch"], params.get("segment"))}
+      ${select("rule", RULES, params.get("rule"))}</div>
+    <div class="list"><table id="alerts"><thead><tr><th>customer</th><th>rule</th><th>status</th><th>opened</th><th>resolved</th><th>stage</th><th class="num">ARR at risk</th><th>evidence and next action</th></tr></thead>
+    <tbody>${rows || '<tr><td colspan="8" class="muted">No alerts.</td></tr>'}</tbody></table></div>`;
+}
+
+// ---- routing and live updates ---------------------------------------------
+
+function route() {
+  const hash = location.hash.replace(/^#/, "") || "/";
+  const [path, query] = hash.split("?");
+  const customer = path.match(/^\/customer\/(.+)$/);
+  if (customer) return { name: "customer", render: () => customerPage(decodeURIComponent(customer[1])) };
+  if (path === "/alerts") return { name: "alerts", render: () => alertsPage(query || "") };
+  return { name: "home", render: homePage };
+}
+
+async function render() {
+  if (rendering) return;
+  rendering = true;
+  const r = route();
+  document.querySelectorAll("[data-nav]").forEach((a) => a.classList.toggle("active", a.dataset.nav === r.name));
+  const app = document.getElementById("app");
+  try {
+    const html = await r.render();
+    const scroll = window.scrollY;
+    app.innerHTML = html;
+    window.scrollTo(0, scroll);
+    app.querySelectorAll("select[data-filter]").forEach((s) => s.addEventListener("change", () => {
+      const params = new URLSearchParams();
+      app.querySelectorAll("select[data-filter]").forEach((x) => { if (x.value) params.set(x.dataset.filter, x.value); });
+      location.hash = "#/alerts?" + params.toString();
+    }));
+    document.body.dataset.rendered = r.name;
+  } catch (e) {
+    app.innerHTML = `<p class="stale">Cannot load: ${esc(e.message)}</p>`;
+  } finally {
+    rendering = false;
+  }
+}
+
+async function poll() {
+  const box = document.getElementById("status");
+  const text = document.getElementById("status-text");
+  try {
+    const s = await getJson("/api/status");
+    box.className = "status " + (s.running ? "live" : "done");
+    text.textContent = (s.running ? "live · " : "finished · ") +
+      `${s.messages_received.toLocaleString("en-US")} messages · ${s.records.toLocaleString("en-US")} records` +
+      (s.as_of ? ` · data to ${date(s.as_of - 1)}` : "");
+    if (s.version !== lastVersion) {
+      lastVersion = s.version;
+      await render();
+    }
+  } catch (e) {
+    box.className = "status down";
+    text.textContent = "service unreachable";
+  }
+}
+
+window.addEventListener("hashchange", render);
+poll();
+setInterval(poll, POLL_MS);

@@ -1,0 +1,352 @@
+//! The HTTP port: JSON API, dashboard, `/metrics`, health checks.
+//!
+//! ```text
+//! fan-out --(bounded, 64 batches)--> view task --> Hub { View } <-- axum handlers
+//! ```
+//!
+//! The [`Hub`] is what the handlers share: the in-memory [`view::View`] of
+//! the record stream (fed by one more receiver of the service's fan-out, so
+//! the API works whatever sinks are configured), and handles on the
+//! service's counters. A hub outlives the service that feeds it: the demo
+//! keeps serving its dashboard after the run.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /` | the dashboard (static assets embedded in the binary) |
+//! | `GET /api/customers` | customers ranked by risk |
+//! | `GET /api/customers/{id}` | one customer: KPIs over time, outcomes, milestones, devices, alerts |
+//! | `GET /api/alerts` | alert episodes, filtered by status, segment, rule, customer |
+//! | `GET /api/portfolio` | figures over all customers |
+//! | `GET /api/status` | progress counters; the dashboard polls it |
+//! | `GET /api/openapi.json` | the OpenAPI document of the above |
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /healthz`, `GET /readyz` | liveness, readiness |
+//!
+//! **Queue.** The view task only updates maps, so it keeps up with the
+//! fan-out; if it ever fell behind, its bounded queue would make the fan-out
+//! wait (backpressure, like a sink), never drop.
+
+pub mod api;
+pub mod config;
+pub mod prometheus;
+pub mod view;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use fleetpulse_engine::{EngineConfig, EngineStats, Output};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use config::HttpConfig;
+pub use view::View;
+
+use crate::metrics::{IngestMetrics, RejectReason};
+
+/// The OpenAPI document of the API (also in the repository, beside this file).
+pub const OPENAPI: &str = include_str!("openapi.json");
+const INDEX_HTML: &str = include_str!("assets/index.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const APP_CSS: &str = include_str!("assets/app.css");
+
+/// Record batches the view task may have queued.
+pub const VIEW_QUEUE: usize = 64;
+
+/// A record queue the service hands batches to, watched for `/metrics`.
+#[derive(Debug, Clone)]
+pub struct WatchedQueue {
+    /// Label, e.g. `0-sqlite`.
+    pub name: String,
+    /// The sending side; weak, so watching never keeps a queue open.
+    pub sender: mpsc::WeakSender<Arc<[Output]>>,
+    /// Capacity in batches.
+    pub capacity: usize,
+}
+
+/// Handles on a running (or finished) service.
+#[derive(Debug, Default)]
+struct ServiceHandles {
+    metrics: Option<Arc<IngestMetrics>>,
+    engine: Option<Arc<EngineStats>>,
+    queues: Vec<WatchedQueue>,
+    wal_dir: Option<PathBuf>,
+}
+
+/// What the HTTP handlers share.
+#[derive(Debug, Default)]
+pub struct Hub {
+    view: RwLock<View>,
+    service: RwLock<ServiceHandles>,
+    running: AtomicBool,
+    local_addr: OnceLock<SocketAddr>,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// Ties the hub to a starting service: its counters, its customers and
+    /// its daily window.
+    pub fn attach(&self, metrics: Arc<IngestMetrics>, engine: &EngineConfig) {
+        self.write_service().metrics = Some(metrics);
+        let mut view = self.view.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(day) = engine.day_window()
+            && day.name.as_ref() != view.day_window()
+        {
+            *view = View::new(&day.name);
+        }
+        view.set_roster(&engine.customers);
+    }
+
+    /// The engine's counters, once it has started.
+    pub fn set_engine_stats(&self, stats: Arc<EngineStats>) {
+        self.write_service().engine = Some(stats);
+    }
+
+    /// The record queues to show in `/metrics`.
+    pub fn watch_queues(&self, queues: Vec<WatchedQueue>) {
+        self.write_service().queues = queues;
+    }
+
+    /// The write-ahead log's directory, whose size `/metrics` shows.
+    pub fn watch_wal(&self, dir: Option<PathBuf>) {
+        self.write_service().wal_dir = dir;
+    }
+
+    /// Whether the service is taking in telemetry (readiness).
+    pub fn set_running(&self, running: bool) {
+        self.running.store(running, Relaxed);
+    }
+
+    /// True while the service is taking in telemetry.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Relaxed)
+    }
+
+    /// Ready: running and subscribed to the broker.
+    pub fn is_ready(&self) -> bool {
+        self.is_running() && self.metrics().is_some_and(|m| m.subscribed.load(Relaxed))
+    }
+
+    /// Where the server listens, once it does.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr.get().copied()
+    }
+
+    /// The view, for reading. Never hold it across an `.await`.
+    pub fn read_view(&self) -> RwLockReadGuard<'_, View> {
+        self.view.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes in one batch of records.
+    pub fn apply(&self, records: &[Output]) {
+        self.view
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply(records);
+    }
+
+    /// The service's counters, if a service was attached.
+    pub fn metrics(&self) -> Option<Arc<IngestMetrics>> {
+        self.read_service().metrics.clone()
+    }
+
+    fn read_service(&self) -> RwLockReadGuard<'_, ServiceHandles> {
+        self.service.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_service(&self) -> std::sync::RwLockWriteGuard<'_, ServiceHandles> {
+        self.service.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Everything `/metrics` shows, read now.
+    pub fn snapshot(&self) -> prometheus::Snapshot {
+        let service = self.read_service();
+        let (view_customers, view_records) = {
+            let view = self.read_view();
+            (view.customers().len(), view.records())
+        };
+        let mut s = prometheus::Snapshot {
+            now_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            engine: service.engine.as_ref().map(|e| e.snapshot()),
+            queues: service
+                .queues
+                .iter()
+                .map(|q| prometheus::QueueSnapshot {
+                    sink: q.name.clone(),
+                    depth: q
+                        .sender
+                        .upgrade()
+                        .map_or(0, |tx| tx.max_capacity() - tx.capacity()),
+                    capacity: q.capacity,
+                })
+                .collect(),
+            view_customers,
+            view_records,
+            ready: self.is_ready(),
+            ..prometheus::Snapshot::default()
+        };
+        if let Some(m) = &service.metrics {
+            s.received = m.received();
+            s.bytes = m.bytes_received.load(Relaxed);
+            s.accepted = m.messages_accepted.load(Relaxed);
+            s.samples = m.samples_accepted.load(Relaxed);
+            s.rejected = RejectReason::ALL
+                .iter()
+                .map(|r| (*r, m.rejected(*r)))
+                .collect();
+            s.connection_errors = m.connection_errors.load(Relaxed);
+            s.subscribed = m.subscribed.load(Relaxed);
+            s.watermark_ms = m.watermark.load(Relaxed);
+            s.records_emitted = m.records_emitted.load(Relaxed);
+            s.records_written = m.records_written.load(Relaxed);
+            s.write_errors = m.sink_write_errors.load(Relaxed);
+        }
+        s.wal_bytes = service.wal_dir.as_deref().map(wal_bytes);
+        s
+    }
+}
+
+/// Bytes of the WAL's segment files (`*.wal`) in `dir`; 0 when unreadable.
+fn wal_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "wal"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Starts the view task: returns the sender to add to the fan-out and the
+/// task, which ends when every sender is gone.
+pub fn feed(hub: Arc<Hub>) -> (mpsc::Sender<Arc<[Output]>>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<Arc<[Output]>>(VIEW_QUEUE);
+    let task = tokio::spawn(async move {
+        while let Some(records) = rx.recv().await {
+            hub.apply(&records);
+        }
+    });
+    (tx, task)
+}
+
+/// The router over `hub`.
+pub fn router(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/index.html", get(index))
+        .route("/assets/app.js", get(app_js))
+        .route("/assets/app.css", get(app_css))
+        .route("/api/customers", get(api::customers))
+        .route("/api/customers/:id", get(api::customer))
+        .route("/api/alerts", get(api::alerts))
+        .route("/api/portfolio", get(api::portfolio))
+        .route("/api/status", get(api::status))
+        .route("/api/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(hub)
+}
+
+/// Binds `listen` and serves `hub` until `stop` is cancelled. Returns the
+/// bound address (the port, when `listen` asked for port 0) and the server
+/// task.
+pub async fn start(
+    listen: SocketAddr,
+    hub: Arc<Hub>,
+    stop: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let _ = hub.local_addr.set(addr);
+    let app = router(hub);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    });
+    tracing::info!(%addr, "http listening");
+    Ok((addr, task))
+}
+
+async fn index() -> Response {
+    static_asset("text/html; charset=utf-8", INDEX_HTML)
+}
+
+async fn app_js() -> Response {
+    static_asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn app_css() -> Response {
+    static_asset("text/css; charset=utf-8", APP_CSS)
+}
+
+fn static_asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        prometheus::render(&hub.snapshot()),
+    )
+        .into_response()
+}
+
+async fn healthz() -> Response {
+    (StatusCode::OK, "ok\n").into_response()
+}
+
+async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
+    if hub.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else if hub.is_running() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: not subscribed to the broker\n",
+        )
+            .into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the service is not taking in telemetry\n",
+        )
+            .into_response()
+    }
+}
+
+async fn not_found() -> api::ApiError {
+    api::ApiError::not_found("no such route")
+}

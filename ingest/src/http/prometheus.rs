@@ -1,0 +1,374 @@
+//! `/metrics` in the Prometheus text format (version 0.0.4). Metric names are
+//! the constants below; the only labels are the reject reason and the sink,
+//! never a customer or a device.
+//!
+//! [`render`] is a plain function over a [`Snapshot`], so the format is
+//! unit-tested without a server.
+
+use std::fmt::Write;
+
+use fleetpulse_engine::StatsSnapshot;
+
+use crate::metrics::RejectReason;
+
+/// Messages taken from the broker.
+pub const MESSAGES_RECEIVED: &str = "fleetpulse_messages_received_total";
+/// Payload bytes taken from the broker.
+pub const BYTES_RECEIVED: &str = "fleetpulse_bytes_received_total";
+/// Messages whose payload decoded (accepted, or refused by a later check).
+pub const MESSAGES_DECODED: &str = "fleetpulse_messages_decoded_total";
+/// Messages that passed every check and went to the engine.
+pub const MESSAGES_ACCEPTED: &str = "fleetpulse_messages_accepted_total";
+/// Messages refused, by reason.
+pub const MESSAGES_REJECTED: &str = "fleetpulse_messages_rejected_total";
+/// Samples in accepted messages.
+pub const SAMPLES_ACCEPTED: &str = "fleetpulse_samples_accepted_total";
+/// Broker connection failures.
+pub const CONNECTION_ERRORS: &str = "fleetpulse_mqtt_connection_errors_total";
+/// 1 while the telemetry subscription is acknowledged.
+pub const SUBSCRIBED: &str = "fleetpulse_mqtt_subscribed";
+/// The engine's watermark, seconds since the epoch.
+pub const WATERMARK: &str = "fleetpulse_engine_watermark_seconds";
+/// Wall time minus the watermark, seconds.
+pub const WATERMARK_LAG: &str = "fleetpulse_engine_watermark_lag_seconds";
+/// Readings the engine turned into usage.
+pub const ENGINE_SAMPLES: &str = "fleetpulse_engine_samples_total";
+/// Batches the engine dropped as already seen.
+pub const ENGINE_DUPLICATES: &str = "fleetpulse_engine_duplicates_total";
+/// Batches dropped as older than the replay window.
+pub const ENGINE_REPLAYS_TOO_OLD: &str = "fleetpulse_engine_replays_too_old_total";
+/// Cumulative counters that went backwards.
+pub const ENGINE_COUNTER_RESETS: &str = "fleetpulse_engine_counter_resets_total";
+/// Sequence numbers skipped and not (yet) delivered.
+pub const ENGINE_SEQUENCE_GAPS: &str = "fleetpulse_engine_sequence_gaps";
+/// Devices the engine holds state for.
+pub const ENGINE_DEVICES: &str = "fleetpulse_engine_devices";
+/// KPI records the engine emitted.
+pub const RECORDS_EMITTED: &str = "fleetpulse_records_emitted_total";
+/// KPI records the sinks wrote.
+pub const RECORDS_WRITTEN: &str = "fleetpulse_sink_records_written_total";
+/// Failed sink write attempts (each retry that fails counts).
+pub const SINK_WRITE_ERRORS: &str = "fleetpulse_sink_write_errors_total";
+/// Record batches waiting in a sink's queue.
+pub const SINK_QUEUE_DEPTH: &str = "fleetpulse_sink_queue_depth";
+/// Capacity of a sink's queue, in batches.
+pub const SINK_QUEUE_CAPACITY: &str = "fleetpulse_sink_queue_capacity";
+/// Bytes in the write-ahead log's segment files.
+pub const WAL_BYTES: &str = "fleetpulse_wal_bytes";
+/// Customers the API's view holds.
+pub const VIEW_CUSTOMERS: &str = "fleetpulse_view_customers";
+/// Records the API's view took in.
+pub const VIEW_RECORDS: &str = "fleetpulse_view_records_total";
+/// 1 while the service is running and subscribed.
+pub const READY: &str = "fleetpulse_ready";
+
+/// One sink's queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSnapshot {
+    /// Label: position and kind, e.g. `0-sqlite`.
+    pub sink: String,
+    /// Batches waiting.
+    pub depth: usize,
+    /// Capacity in batches.
+    pub capacity: usize,
+}
+
+/// Everything `/metrics` shows, read at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Messages taken from the broker.
+    pub received: u64,
+    /// Payload bytes taken from the broker.
+    pub bytes: u64,
+    /// Messages accepted.
+    pub accepted: u64,
+    /// Samples accepted.
+    pub samples: u64,
+    /// Rejections per reason, in [`RejectReason::ALL`] order.
+    pub rejected: Vec<(RejectReason, u64)>,
+    /// Connection errors.
+    pub connection_errors: u64,
+    /// Subscription acknowledged.
+    pub subscribed: bool,
+    /// Watermark, ms since the epoch (0: none yet).
+    pub watermark_ms: u64,
+    /// Wall clock, ms since the epoch.
+    pub now_ms: u64,
+    /// Engine counters, once the engine has started.
+    pub engine: Option<StatsSnapshot>,
+    /// Records emitted by the engine.
+    pub records_emitted: u64,
+    /// Records written by the sinks.
+    pub records_written: u64,
+    /// Failed write attempts.
+    pub write_errors: u64,
+    /// Sink queues.
+    pub queues: Vec<QueueSnapshot>,
+    /// WAL bytes, when the service has a WAL.
+    pub wal_bytes: Option<u64>,
+    /// Customers in the view.
+    pub view_customers: usize,
+    /// Records the view took in.
+    pub view_records: u64,
+    /// Running and subscribed.
+    pub ready: bool,
+}
+
+/// Reasons that are found before the payload is decoded.
+fn before_decode(reason: RejectReason) -> bool {
+    matches!(
+        reason,
+        RejectReason::Topic | RejectReason::TooLarge | RejectReason::Decode
+    )
+}
+
+/// The text exposition of `s`.
+pub fn render(s: &Snapshot) -> String {
+    let mut out = String::with_capacity(4096);
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let one = |v: u64| vec![(String::new(), v.to_string())];
+    let secs = |ms: u64| format!("{:.3}", ms as f64 / 1000.0);
+
+    metric(
+        MESSAGES_RECEIVED,
+        "counter",
+        "Messages taken from the broker.",
+        &one(s.received),
+    );
+    metric(
+        BYTES_RECEIVED,
+        "counter",
+        "Payload bytes taken from the broker.",
+        &one(s.bytes),
+    );
+    let decoded = s.accepted
+        + s.rejected
+            .iter()
+            .filter(|(r, _)| !before_decode(*r))
+            .map(|(_, n)| n)
+            .sum::<u64>();
+    metric(
+        MESSAGES_DECODED,
+        "counter",
+        "Messages whose payload decoded (accepted, or refused by a later check).",
+        &one(decoded),
+    );
+    metric(
+        MESSAGES_ACCEPTED,
+        "counter",
+        "Messages that passed every check and went to the engine.",
+        &one(s.accepted),
+    );
+    let rejected: Vec<(String, String)> = s
+        .rejected
+        .iter()
+        .map(|(r, n)| (format!("{{reason=\"{}\"}}", r.as_str()), n.to_string()))
+        .collect();
+    metric(
+        MESSAGES_REJECTED,
+        "counter",
+        "Messages refused, by reason.",
+        &rejected,
+    );
+    metric(
+        SAMPLES_ACCEPTED,
+        "counter",
+        "Samples in accepted messages.",
+        &one(s.samples),
+    );
+    metric(
+        CONNECTION_ERRORS,
+        "counter",
+        "Times the broker connection failed.",
+        &one(s.connection_errors),
+    );
+    metric(
+        SUBSCRIBED,
+        "gauge",
+        "1 while the telemetry subscription is acknowledged.",
+        &one(u64::from(s.subscribed)),
+    );
+    if s.watermark_ms > 0 {
+        metric(
+            WATERMARK,
+            "gauge",
+            "The engine's event-time watermark, seconds since the epoch.",
+            &[(String::new(), secs(s.watermark_ms))],
+        );
+        let lag = s.now_ms as f64 / 1000.0 - s.watermark_ms as f64 / 1000.0;
+        metric(
+            WATERMARK_LAG,
+            "gauge",
+            "Wall time minus the engine's watermark, seconds (large when replaying old data).",
+            &[(String::new(), format!("{lag:.3}"))],
+        );
+    }
+    if let Some(e) = &s.engine {
+        metric(
+            ENGINE_SAMPLES,
+            "counter",
+            "Readings the engine turned into usage (after deduplication).",
+            &one(e.samples),
+        );
+        metric(
+            ENGINE_DUPLICATES,
+            "counter",
+            "Batches the engine dropped as already seen.",
+            &one(e.duplicates),
+        );
+        metric(
+            ENGINE_REPLAYS_TOO_OLD,
+            "counter",
+            "Batches dropped as older than the replay window.",
+            &one(e.replays_too_old),
+        );
+        metric(
+            ENGINE_COUNTER_RESETS,
+            "counter",
+            "Cumulative device counters that went backwards.",
+            &one(e.counter_resets),
+        );
+        metric(
+            ENGINE_SEQUENCE_GAPS,
+            "gauge",
+            "Sequence numbers skipped by devices and not (yet) delivered.",
+            &[(String::new(), e.sequence_gaps.to_string())],
+        );
+        metric(
+            ENGINE_DEVICES,
+            "gauge",
+            "Devices the engine holds state for.",
+            &[(String::new(), e.devices.to_string())],
+        );
+    }
+    metric(
+        RECORDS_EMITTED,
+        "counter",
+        "KPI records the engine emitted.",
+        &one(s.records_emitted),
+    );
+    metric(
+        RECORDS_WRITTEN,
+        "counter",
+        "KPI records the sinks wrote.",
+        &one(s.records_written),
+    );
+    metric(
+        SINK_WRITE_ERRORS,
+        "counter",
+        "Failed sink write attempts (each failed retry counts).",
+        &one(s.write_errors),
+    );
+    let label = |q: &QueueSnapshot| format!("{{sink=\"{}\"}}", escape_label(&q.sink));
+    let depth: Vec<(String, String)> = s
+        .queues
+        .iter()
+        .map(|q| (label(q), q.depth.to_string()))
+        .collect();
+    metric(
+        SINK_QUEUE_DEPTH,
+        "gauge",
+        "Record batches waiting in the sink's queue.",
+        &depth,
+    );
+    let capacity: Vec<(String, String)> = s
+        .queues
+        .iter()
+        .map(|q| (label(q), q.capacity.to_string()))
+        .collect();
+    metric(
+        SINK_QUEUE_CAPACITY,
+        "gauge",
+        "Capacity of the sink's queue, in record batches.",
+        &capacity,
+    );
+    if let Some(bytes) = s.wal_bytes {
+        metric(
+            WAL_BYTES,
+            "gauge",
+            "Bytes in the write-ahead log's segment files.",
+            &one(bytes),
+        );
+    }
+    metric(
+        VIEW_CUSTOMERS,
+        "gauge",
+        "Customers the API's view holds.",
+        &[(String::new(), s.view_customers.to_string())],
+    );
+    metric(
+        VIEW_RECORDS,
+        "counter",
+        "Records the API's view took in.",
+        &one(s.view_records),
+    );
+    metric(
+        READY,
+        "gauge",
+        "1 while the service is running and subscribed.",
+        &one(u64::from(s.ready)),
+    );
+    out
+}
+
+/// Escapes a label value: backslash, double quote, line feed.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_has_help_and_type_and_valid_lines() {
+        let s = Snapshot {
+            received: 10,
+            accepted: 7,
+            rejected: RejectReason::ALL.iter().map(|r| (*r, 1)).collect(),
+            watermark_ms: 1_000_000,
+            now_ms: 1_060_000,
+            engine: Some(StatsSnapshot::default()),
+            queues: vec![QueueSnapshot {
+                sink: "0-sqlite".into(),
+                depth: 2,
+                capacity: 64,
+            }],
+            wal_bytes: Some(123),
+            ..Snapshot::default()
+        };
+        let text = render(&s);
+        assert!(text.contains("fleetpulse_messages_rejected_total{reason=\"too_late\"} 1\n"));
+        // 7 accepted + 6 reasons found after decoding.
+        assert!(
+            text.contains("fleetpulse_messages_decoded_total 13\n"),
+            "{text}"
+        );
+        assert!(text.contains("fleetpulse_engine_watermark_lag_seconds 60.000\n"));
+        assert!(text.contains("fleetpulse_sink_queue_depth{sink=\"0-sqlite\"} 2\n"));
+        assert!(text.contains("fleetpulse_wal_bytes 123\n"));
+        for line in text.lines() {
+            if line.starts_with('#') {
+                continue;
+            }
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            assert!(name.starts_with("fleetpulse_"), "{line}");
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
+        let families = text.lines().filter(|l| l.starts_with("# TYPE")).count();
+        assert_eq!(
+            families,
+            text.lines().filter(|l| l.starts_with("# HELP")).count()
+        );
+        assert!(!render(&Snapshot::default()).contains(WAL_BYTES));
+    }
+}

@@ -1,0 +1,553 @@
+//! The API's in-memory view of the record stream: one more receiver of the
+//! service's fan-out, so the API and the dashboard work whatever sinks are
+//! configured. Plain maps, no I/O: [`View::apply`] takes a batch of engine
+//! records and is unit-tested directly.
+//!
+//! **Bounded.** Per customer the view keeps the last [`HISTORY_DAYS`] daily
+//! records (health, customer KPIs, each outcome), the last [`HISTORY_HOURS`]
+//! records of each shorter window, the latest state of each milestone, and
+//! per device the last [`DEVICE_DAYS`] daily records. Alert episodes are kept
+//! in their current state (the last [`MAX_RESOLVED_ALERTS`] resolved ones
+//! plus every open one); portfolio figures for [`HISTORY_DAYS`] days.
+//! Memory therefore grows with the number of customers and devices, never
+//! with time.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
+use fleetpulse_engine::{
+    AlertRecord, CustomerKpi, CustomerSpec, DeviceKpi, EventTime, HealthRecord, Id, MachineState,
+    MilestoneRecord, OutcomeRecord, Output, PortfolioRecord, Segment,
+};
+
+/// Daily records kept per customer (and per outcome), and portfolio days.
+pub const HISTORY_DAYS: usize = 120;
+/// Records kept per customer of each window shorter than a day.
+pub const HISTORY_HOURS: usize = 48;
+/// Daily records kept per device.
+pub const DEVICE_DAYS: usize = 7;
+/// Resolved alert episodes kept (open ones are always kept).
+pub const MAX_RESOLVED_ALERTS: usize = 1000;
+/// Label of the daily window when the engine config does not say otherwise.
+pub const DEFAULT_DAY_WINDOW: &str = "1d";
+
+/// What the customers file says about a customer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerInfo {
+    /// Display name.
+    pub name: Id,
+    /// Coverage segment.
+    pub segment: Segment,
+    /// Annual recurring revenue.
+    pub arr: f64,
+    /// Machines bought.
+    pub devices_purchased: u32,
+    /// Renewal date, ms since the epoch.
+    pub renewal: EventTime,
+}
+
+impl CustomerInfo {
+    /// From the engine's customer spec.
+    pub fn of(spec: &CustomerSpec) -> Self {
+        Self {
+            name: spec.name.clone(),
+            segment: spec.segment,
+            arr: spec.contract.arr,
+            devices_purchased: spec.contract.devices_purchased,
+            renewal: spec.contract.renewal,
+        }
+    }
+}
+
+/// Records ordered by window start, one per start (a record with a start
+/// already held replaces it: the store's idempotency rule), at most `cap`.
+#[derive(Debug, Clone)]
+pub struct Series<T> {
+    cap: usize,
+    items: VecDeque<T>,
+}
+
+impl<T> Series<T> {
+    /// An empty series keeping at most `cap` records.
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap: cap.max(1),
+            items: VecDeque::new(),
+        }
+    }
+
+    /// Inserts `record` starting at `start` (`start_of` gives the start of
+    /// the records already held).
+    fn insert(&mut self, record: T, start: EventTime, start_of: impl Fn(&T) -> EventTime) {
+        match self.items.back() {
+            Some(last) if start_of(last) < start => self.items.push_back(record),
+            None => self.items.push_back(record),
+            _ => match self.items.binary_search_by_key(&start, &start_of) {
+                Ok(i) => self.items[i] = record,
+                Err(i) => self.items.insert(i, record),
+            },
+        }
+        while self.items.len() > self.cap {
+            self.items.pop_front();
+        }
+    }
+
+    /// The records, oldest first.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &T> + ExactSizeIterator {
+        self.items.iter()
+    }
+
+    /// The newest record.
+    pub fn last(&self) -> Option<&T> {
+        self.items.back()
+    }
+
+    /// The last `n` records, oldest first.
+    pub fn tail(&self, n: usize) -> impl Iterator<Item = &T> {
+        self.items.iter().skip(self.items.len().saturating_sub(n))
+    }
+
+    /// Number of records held.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True when no record is held.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// One device as the view knows it.
+#[derive(Debug, Clone)]
+pub struct DeviceView {
+    /// Site as of the latest record.
+    pub site: Id,
+    /// Event time of the device's newest reading, any window.
+    pub last_seen: EventTime,
+    /// Machine state at that reading.
+    pub last_state: MachineState,
+    /// The last daily records.
+    pub daily: Series<DeviceKpi>,
+}
+
+/// One customer as the view knows it.
+#[derive(Debug, Clone, Default)]
+pub struct CustomerView {
+    /// From the customers file, when the service has one.
+    pub info: Option<CustomerInfo>,
+    /// Daily health records.
+    pub health: Option<Series<HealthRecord>>,
+    /// Customer KPIs per window label.
+    pub kpis: BTreeMap<Id, Series<CustomerKpi>>,
+    /// Outcome records per (outcome, window label).
+    pub outcomes: BTreeMap<(Id, Id), Series<OutcomeRecord>>,
+    /// Latest state of each milestone, by name.
+    pub milestones: BTreeMap<Id, MilestoneRecord>,
+    /// Devices by id.
+    pub devices: BTreeMap<Id, DeviceView>,
+}
+
+impl CustomerView {
+    /// The latest health record.
+    pub fn latest_health(&self) -> Option<&HealthRecord> {
+        self.health.as_ref().and_then(Series::last)
+    }
+
+    /// Milestones in journey order.
+    pub fn journey(&self) -> Vec<&MilestoneRecord> {
+        let mut milestones: Vec<&MilestoneRecord> = self.milestones.values().collect();
+        milestones.sort_by(|a, b| {
+            a.position
+                .cmp(&b.position)
+                .then(a.milestone.cmp(&b.milestone))
+        });
+        milestones
+    }
+}
+
+/// The view: every customer, alert episode and portfolio day it holds.
+#[derive(Debug, Clone)]
+pub struct View {
+    day_window: Id,
+    customers: BTreeMap<Id, CustomerView>,
+    /// Alert episodes in their current state, by (customer, rule, episode).
+    alerts: BTreeMap<(Id, Rule, u32), AlertRecord>,
+    portfolio: Series<PortfolioRecord>,
+    records: u64,
+    version: u64,
+}
+
+impl Default for View {
+    fn default() -> Self {
+        Self::new(DEFAULT_DAY_WINDOW)
+    }
+}
+
+impl View {
+    /// An empty view whose daily window has the label `day_window`.
+    pub fn new(day_window: &str) -> Self {
+        Self {
+            day_window: day_window.into(),
+            customers: BTreeMap::new(),
+            alerts: BTreeMap::new(),
+            portfolio: Series::new(HISTORY_DAYS),
+            records: 0,
+            version: 0,
+        }
+    }
+
+    /// Label of the daily window.
+    pub fn day_window(&self) -> &str {
+        &self.day_window
+    }
+
+    /// Records the customers file's facts; customers in it are listed even
+    /// before their first record.
+    pub fn set_roster(&mut self, roster: &HashMap<String, CustomerSpec>) {
+        for (id, spec) in roster {
+            let id: Id = id.as_str().into();
+            self.customers.entry(id).or_default().info = Some(CustomerInfo::of(spec));
+        }
+        self.version += 1;
+    }
+
+    /// Takes in one batch of engine records.
+    pub fn apply(&mut self, records: &[Output]) {
+        for record in records {
+            self.apply_one(record);
+        }
+        self.records += records.len() as u64;
+        self.version += 1;
+    }
+
+    fn customer(&mut self, id: &Id) -> &mut CustomerView {
+        self.customers.entry(id.clone()).or_default()
+    }
+
+    fn cap_of(&self, window: &str) -> usize {
+        if window == &*self.day_window {
+            HISTORY_DAYS
+        } else {
+            HISTORY_HOURS
+        }
+    }
+
+    fn apply_one(&mut self, record: &Output) {
+        match record {
+            Output::Customer(kpi) => {
+                let cap = self.cap_of(&kpi.window);
+                self.customer(&kpi.customer)
+                    .kpis
+                    .entry(kpi.window.clone())
+                    .or_insert_with(|| Series::new(cap))
+                    .insert(kpi.clone(), kpi.window_start, |r| r.window_start);
+            }
+            Output::Device(kpi) => {
+                let daily = kpi.window == self.day_window;
+                let device = self
+                    .customer(&kpi.customer)
+                    .devices
+                    .entry(kpi.device.clone())
+                    .or_insert_with(|| DeviceView {
+                        site: kpi.site.clone(),
+                        last_seen: 0,
+                        last_state: MachineState::Unknown,
+                        daily: Series::new(DEVICE_DAYS),
+                    });
+                if kpi.last_seen >= device.last_seen {
+                    device.last_seen = kpi.last_seen;
+                    device.last_state = kpi.last_state;
+                    device.site = kpi.site.clone();
+                }
+                if daily {
+                    device
+                        .daily
+                        .insert(kpi.clone(), kpi.window_start, |r| r.window_start);
+                }
+            }
+            Output::Outcome(outcome) => {
+                let cap = self.cap_of(&outcome.window);
+                self.customer(&outcome.customer)
+                    .outcomes
+                    .entry((outcome.outcome.clone(), outcome.window.clone()))
+                    .or_insert_with(|| Series::new(cap))
+                    .insert(outcome.clone(), outcome.window_start, |r| r.window_start);
+            }
+            Output::Milestone(milestone) => {
+                let milestones = &mut self.customer(&milestone.customer).milestones;
+                match milestones.get(&milestone.milestone) {
+                    Some(held) if held.window_start > milestone.window_start => {}
+                    _ => {
+                        milestones.insert(milestone.milestone.clone(), milestone.clone());
+                    }
+                }
+            }
+            Output::Health(health) => {
+                self.customer(&health.customer)
+                    .health
+                    .get_or_insert_with(|| Series::new(HISTORY_DAYS))
+                    .insert(health.clone(), health.window_start, |r| r.window_start);
+            }
+            Output::Alert(alert) => {
+                self.customer(&alert.customer);
+                let key = (alert.customer.clone(), alert.rule, alert.episode);
+                // As in the store: an episode that resolved stays resolved.
+                let keep_held = matches!(
+                    self.alerts.get(&key),
+                    Some(held) if held.status == AlertStatus::Resolved
+                        && alert.status == AlertStatus::Open
+                );
+                if !keep_held {
+                    self.alerts.insert(key, alert.clone());
+                }
+                self.trim_resolved_alerts();
+            }
+            Output::Portfolio(portfolio) => {
+                self.portfolio
+                    .insert(portfolio.clone(), portfolio.window_start, |r| {
+                        r.window_start
+                    });
+            }
+        }
+    }
+
+    fn trim_resolved_alerts(&mut self) {
+        let resolved = self
+            .alerts
+            .values()
+            .filter(|a| a.status == AlertStatus::Resolved)
+            .count();
+        if resolved <= MAX_RESOLVED_ALERTS {
+            return;
+        }
+        let mut oldest: Vec<(EventTime, (Id, Rule, u32))> = self
+            .alerts
+            .iter()
+            .filter(|(_, a)| a.status == AlertStatus::Resolved)
+            .map(|(k, a)| (a.resolved_at.unwrap_or(a.opened_at), k.clone()))
+            .collect();
+        oldest.sort();
+        for (_, key) in oldest.into_iter().take(resolved - MAX_RESOLVED_ALERTS) {
+            self.alerts.remove(&key);
+        }
+    }
+
+    /// Customers by id.
+    pub fn customers(&self) -> &BTreeMap<Id, CustomerView> {
+        &self.customers
+    }
+
+    /// One customer.
+    pub fn customer_view(&self, id: &str) -> Option<&CustomerView> {
+        self.customers.get(id)
+    }
+
+    /// Alert episodes in their current state, by customer, rule, episode.
+    pub fn alerts(&self) -> impl Iterator<Item = &AlertRecord> {
+        self.alerts.values()
+    }
+
+    /// Open alert episodes of one customer, oldest first.
+    pub fn open_alerts_of(&self, customer: &str) -> Vec<&AlertRecord> {
+        let mut open: Vec<&AlertRecord> = self
+            .alerts
+            .values()
+            .filter(|a| &*a.customer == customer && a.status == AlertStatus::Open)
+            .collect();
+        open.sort_by_key(|a| (a.opened_at, a.rule));
+        open
+    }
+
+    /// Portfolio figures, oldest day first.
+    pub fn portfolio(&self) -> &Series<PortfolioRecord> {
+        &self.portfolio
+    }
+
+    /// Records applied so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Changes with every batch applied: clients poll it to know when to
+    /// fetch again.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Customers ranked by risk: revenue at stake first, then red before
+    /// yellow before green, then the lowest score, then the most open
+    /// alerts; customers without a health record yet come last, by id.
+    pub fn ranked(&self) -> Vec<(&Id, &CustomerView)> {
+        let mut ranked: Vec<(&Id, &CustomerView)> = self.customers.iter().collect();
+        ranked.sort_by(|(a_id, a), (b_id, b)| {
+            let key = |id: &str, c: &CustomerView| {
+                let open = self.open_alerts_of(id).len();
+                match c.latest_health() {
+                    Some(h) => (
+                        0u8,
+                        !(h.arr_at_risk > 0.0 || open > 0),
+                        severity(h),
+                        h.score,
+                        usize::MAX - open,
+                    ),
+                    None => (1, true, 3, f64::INFINITY, usize::MAX - open),
+                }
+            };
+            let (ka, kb) = (key(a_id, a), key(b_id, b));
+            ka.0.cmp(&kb.0)
+                .then(ka.1.cmp(&kb.1))
+                .then(ka.2.cmp(&kb.2))
+                .then(ka.3.total_cmp(&kb.3))
+                .then(ka.4.cmp(&kb.4))
+                .then(a_id.cmp(b_id))
+        });
+        ranked
+    }
+}
+
+/// 0 red, 1 yellow, 2 green.
+fn severity(h: &HealthRecord) -> u8 {
+    use fleetpulse_engine::kpi::health::Band;
+    match h.band {
+        Band::Red => 0,
+        Band::Yellow => 1,
+        Band::Green => 2,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fleetpulse_engine::kpi::health::{Band, HealthComponents, Stage};
+
+    use super::*;
+
+    fn health(customer: &str, day: u64, score: f64, arr_at_risk: f64) -> HealthRecord {
+        HealthRecord {
+            customer: customer.into(),
+            window_start: day * 86_400_000,
+            window_end: (day + 1) * 86_400_000,
+            score,
+            band: Band::of(score),
+            score_trend: 0.0,
+            components: HealthComponents::default(),
+            stage: Stage::Adopt,
+            segment: Segment::HighTouch,
+            arr: 100.0,
+            arr_at_risk,
+            open_alerts: 0,
+            days_since_activation: day as f64,
+            days_to_renewal: 200.0,
+            time_to_value_days: None,
+            usage_growth: 0.0,
+            milestones_reached: 0,
+            milestones_total: 0,
+        }
+    }
+
+    fn alert(customer: &str, episode: u32, status: AlertStatus) -> AlertRecord {
+        AlertRecord {
+            customer: customer.into(),
+            customer_name: customer.into(),
+            rule: Rule::UsageDrop,
+            episode,
+            status,
+            opened_at: 1000 * u64::from(episode),
+            resolved_at: (status == AlertStatus::Resolved).then_some(5000),
+            evidence: "hours down".into(),
+            metric: 0.3,
+            threshold: 0.25,
+            stage: Stage::Adopt,
+            segment: Segment::HighTouch,
+            arr_at_risk: 100.0,
+            next_action: "call".into(),
+        }
+    }
+
+    #[test]
+    fn series_replaces_same_start_keeps_order_and_bound() {
+        let mut s: Series<(u64, &str)> = Series::new(3);
+        for (start, v) in [(1, "a"), (3, "c"), (2, "b"), (3, "c2"), (4, "d")] {
+            s.insert((start, v), start, |r| r.0);
+        }
+        let got: Vec<_> = s.iter().map(|r| r.1).collect();
+        assert_eq!(got, ["b", "c2", "d"]);
+        assert_eq!(s.tail(2).map(|r| r.1).collect::<Vec<_>>(), ["c2", "d"]);
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let mut view = View::default();
+        let batch: Vec<Output> = (0..(HISTORY_DAYS as u64 + 30))
+            .map(|d| Output::Health(health("a", d, 60.0, 0.0)))
+            .collect();
+        view.apply(&batch);
+        let c = view.customer_view("a").unwrap();
+        assert_eq!(c.health.as_ref().unwrap().len(), HISTORY_DAYS);
+        assert_eq!(
+            c.latest_health().unwrap().window_start,
+            (HISTORY_DAYS as u64 + 29) * 86_400_000
+        );
+    }
+
+    #[test]
+    fn resolved_episode_stays_resolved_and_open_ones_are_listed() {
+        let mut view = View::default();
+        view.apply(&[Output::Alert(alert("a", 1, AlertStatus::Resolved))]);
+        view.apply(&[Output::Alert(alert("a", 1, AlertStatus::Open))]);
+        assert_eq!(view.alerts().count(), 1);
+        assert!(view.open_alerts_of("a").is_empty());
+        view.apply(&[Output::Alert(alert("a", 2, AlertStatus::Open))]);
+        assert_eq!(view.open_alerts_of("a").len(), 1);
+        assert_eq!(view.version(), 3);
+    }
+
+    #[test]
+    fn ranking_puts_revenue_at_risk_then_red_first() {
+        let mut view = View::default();
+        view.apply(&[
+            Output::Health(health("green", 1, 90.0, 0.0)),
+            Output::Health(health("yellow-at-risk", 1, 70.0, 100.0)),
+            Output::Health(health("red", 1, 30.0, 100.0)),
+            Output::Health(health("yellow", 1, 60.0, 0.0)),
+        ]);
+        view.customer(&"no-data".into());
+        let order: Vec<&str> = view.ranked().iter().map(|(id, _)| &***id).collect();
+        assert_eq!(
+            order,
+            ["red", "yellow-at-risk", "yellow", "green", "no-data"]
+        );
+    }
+
+    #[test]
+    fn devices_keep_the_newest_reading_and_daily_records() {
+        let mut view = View::default();
+        let device = |window: &str, start: u64, last_seen: u64| DeviceKpi {
+            customer: "a".into(),
+            site: "s".into(),
+            device: "d1".into(),
+            window: window.into(),
+            window_start: start,
+            window_end: start + 1,
+            utilisation: 0.1,
+            operating_hours: 1.0,
+            idle_hours: 0.0,
+            fuel_litres: 0.0,
+            cycles: 0,
+            output_units: 0.0,
+            manual_interventions: 0,
+            distinct_operators: 1,
+            fault_count: 2,
+            samples: 3,
+            last_seen,
+            last_state: MachineState::Running,
+        };
+        view.apply(&[
+            Output::Device(device("1h", 10, 50)),
+            Output::Device(device("1d", 0, 40)),
+        ]);
+        let d = &view.customer_view("a").unwrap().devices["d1"];
+        assert_eq!(d.last_seen, 50);
+        assert_eq!(d.daily.len(), 1);
+    }
+}

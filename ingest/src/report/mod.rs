@@ -1,0 +1,248 @@
+//! `fleetpulse report`: the business-review document of one customer, the
+//! page a CS manager brings to an executive business review. One
+//! self-contained HTML file (styles and SVG charts inline, no script, no
+//! external resource) of the customer's outcomes against their targets,
+//! adoption, health, milestones and time to value, and the open risks with
+//! their next actions, over a chosen period, read from the SQLite store.
+//!
+//! [`load`] reads the store, [`render`] is a plain function of the loaded
+//! [`ReportData`], so the document is tested without a store.
+
+mod render;
+pub mod svg;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use fleetpulse_engine::{
+    AlertRecord, CustomerKpi, EventTime, HealthRecord, MilestoneRecord, OutcomeRecord, Segment,
+};
+
+pub use render::render;
+
+use crate::customers::CustomersFile;
+use crate::sinks::sqlite::SqliteStore;
+
+const DAY_MS: u64 = 86_400_000;
+/// Days covered when `--from` is not given.
+pub const DEFAULT_PERIOD_DAYS: u64 = 90;
+
+/// `fleetpulse report` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Customer id, as in the telemetry topic.
+    #[arg(long)]
+    pub customer: String,
+    /// Where the HTML goes.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The SQLite KPI store to read.
+    #[arg(long, default_value = "fleetpulse-data/kpi.sqlite")]
+    pub store: PathBuf,
+    /// First day of the period, `YYYY-MM-DD` (default: 90 days before `--to`).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Last day of the period, `YYYY-MM-DD`, included (default: the
+    /// customer's last day in the store).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// customers.toml for the display name and contract (default:
+    /// customers.toml beside the store, if there is one).
+    #[arg(long)]
+    pub customers: Option<PathBuf>,
+}
+
+/// What the report shows, read from the store.
+#[derive(Debug, Clone, Default)]
+pub struct ReportData {
+    /// Customer id.
+    pub customer: String,
+    /// Display name.
+    pub name: String,
+    /// Coverage segment, if known.
+    pub segment: Option<Segment>,
+    /// ARR from the contract (or the latest health record).
+    pub arr: Option<f64>,
+    /// Renewal date from the contract, `YYYY-MM-DD`.
+    pub renewal: Option<String>,
+    /// First day of the period (start, ms).
+    pub from: EventTime,
+    /// End of the period (exclusive, ms).
+    pub to: EventTime,
+    /// Daily health records in the period.
+    pub health: Vec<HealthRecord>,
+    /// Daily customer KPIs in the period.
+    pub kpis: Vec<CustomerKpi>,
+    /// Outcome records of the daily window in the period, by outcome.
+    pub outcomes: BTreeMap<String, Vec<OutcomeRecord>>,
+    /// Each milestone's state at the end of the period, in journey order.
+    pub milestones: Vec<MilestoneRecord>,
+    /// Alert episodes open at some point in the period.
+    pub alerts: Vec<AlertRecord>,
+    /// Where the data came from.
+    pub source: String,
+}
+
+impl ReportData {
+    /// Activation (first telemetry), from the health records.
+    pub fn activation(&self) -> Option<EventTime> {
+        self.health.last().map(|h| {
+            h.window_end
+                .saturating_sub((h.days_since_activation.max(0.0) * DAY_MS as f64) as u64)
+        })
+    }
+}
+
+/// Runs `fleetpulse report`.
+pub fn run(args: ReportArgs) -> anyhow::Result<()> {
+    let data = load(&args)?;
+    let html = render(&data);
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+    }
+    std::fs::write(&args.out, html)
+        .with_context(|| format!("{}: cannot write", args.out.display()))?;
+    println!(
+        "{}: business review of {} ({}), {} to {}",
+        args.out.display(),
+        data.name,
+        data.customer,
+        svg::date(data.from),
+        svg::date(data.to - 1)
+    );
+    Ok(())
+}
+
+fn parse_day(flag: &str, text: &str) -> anyhow::Result<EventTime> {
+    fleetpulse_sim::calendar::parse_date(text)
+        .with_context(|| format!("{flag}: `{text}` is not a date (YYYY-MM-DD)"))
+}
+
+/// Reads what the report needs from the store named in `args`.
+pub fn load(args: &ReportArgs) -> anyhow::Result<ReportData> {
+    if !args.store.exists() {
+        bail!(
+            "{}: no such store (run `fleetpulse demo` first, or pass --store)",
+            args.store.display()
+        );
+    }
+    let store = SqliteStore::open(&args.store)
+        .with_context(|| format!("{}: cannot open", args.store.display()))?;
+    let id = args.customer.as_str();
+    let all_health = store.health(Some(id))?;
+    let daily: Vec<CustomerKpi> = store
+        .customer_kpis("1d")?
+        .into_iter()
+        .filter(|k| &*k.customer == id)
+        .collect();
+    let Some(last_day) = all_health
+        .last()
+        .map(|h| h.window_start)
+        .or_else(|| daily.last().map(|k| k.window_start))
+    else {
+        let known: Vec<String> = store
+            .latest_health()?
+            .into_iter()
+            .map(|h| h.customer.to_string())
+            .collect();
+        bail!(
+            "no data for customer `{id}` in {}; customers there: {}",
+            args.store.display(),
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        );
+    };
+    let to = match &args.to {
+        Some(text) => parse_day("--to", text)? + DAY_MS,
+        None => fleetpulse_sim::calendar::day_start(last_day) + DAY_MS,
+    };
+    let from = match &args.from {
+        Some(text) => parse_day("--from", text)?,
+        None => to.saturating_sub(DEFAULT_PERIOD_DAYS * DAY_MS),
+    };
+    if from >= to {
+        bail!("--from must be before --to");
+    }
+    let within = |start: EventTime| start >= from && start < to;
+
+    let mut outcomes: BTreeMap<String, Vec<OutcomeRecord>> = BTreeMap::new();
+    for o in store.outcomes(Some(id))? {
+        if &*o.window == "1d" && within(o.window_start) {
+            outcomes.entry(o.outcome.to_string()).or_default().push(o);
+        }
+    }
+    let mut milestones: BTreeMap<String, MilestoneRecord> = BTreeMap::new();
+    for m in store.milestones(Some(id))? {
+        if m.window_start < to {
+            milestones.insert(m.milestone.to_string(), m);
+        }
+    }
+    let mut milestones: Vec<MilestoneRecord> = milestones.into_values().collect();
+    milestones.sort_by_key(|m| m.position);
+    let alerts: Vec<AlertRecord> = store
+        .alerts(false)?
+        .into_iter()
+        .filter(|a| {
+            &*a.customer == id && a.opened_at < to && a.resolved_at.is_none_or(|r| r >= from)
+        })
+        .collect();
+    let health: Vec<HealthRecord> = all_health
+        .into_iter()
+        .filter(|h| within(h.window_start))
+        .collect();
+
+    let customers_file = args.customers.clone().or_else(|| {
+        let beside = args.store.parent()?.join("customers.toml");
+        beside.exists().then_some(beside)
+    });
+    let contract = match &customers_file {
+        Some(path) => CustomersFile::load(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?
+            .customers
+            .into_iter()
+            .find(|c| c.id == id),
+        None => None,
+    };
+    let name = contract
+        .as_ref()
+        .map(|c| c.name.clone())
+        .or_else(|| alerts.first().map(|a| a.customer_name.to_string()))
+        .unwrap_or_else(|| id.to_string());
+    Ok(ReportData {
+        customer: id.to_string(),
+        name,
+        segment: contract
+            .as_ref()
+            .map(|c| c.segment)
+            .or_else(|| health.last().map(|h| h.segment)),
+        arr: contract
+            .as_ref()
+            .map(|c| c.contract.arr)
+            .or_else(|| health.last().map(|h| h.arr)),
+        renewal: contract.as_ref().map(|c| c.contract.renewal.clone()),
+        from,
+        to,
+        health,
+        kpis: daily
+            .into_iter()
+            .filter(|k| within(k.window_start))
+            .collect(),
+        outcomes,
+        milestones,
+        alerts,
+        source: store_label(&args.store),
+    })
+}
+
+fn store_label(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
