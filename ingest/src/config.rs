@@ -95,6 +95,17 @@ pub struct MqttConfig {
     /// Name of the environment variable holding the password.
     #[serde(default)]
     pub password_env: Option<String>,
+    /// CA certificate (PEM) to verify the broker with: connects over TLS
+    /// when set.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for brokers that require one (with
+    /// `tls_client_key_file`).
+    #[serde(default)]
+    pub tls_client_cert_file: Option<PathBuf>,
+    /// Client private key (PEM).
+    #[serde(default)]
+    pub tls_client_key_file: Option<PathBuf>,
     /// MQTT keep-alive interval.
     #[serde(default = "default_keep_alive", with = "humantime_serde")]
     pub keep_alive: Duration,
@@ -226,6 +237,9 @@ impl Default for MqttConfig {
             persistent_session: true,
             username: None,
             password_env: None,
+            tls_ca_file: None,
+            tls_client_cert_file: None,
+            tls_client_key_file: None,
             keep_alive: default_keep_alive(),
             inflight: default_inflight(),
             queue: default_queue(),
@@ -361,10 +375,18 @@ impl ServiceConfig {
         {
             wal.dir = base.join(&wal.dir);
         }
-        if let Some(file) = &mut self.limits.dead_letter_file
-            && file.is_relative()
+        for file in [
+            self.limits.dead_letter_file.as_mut(),
+            self.mqtt.tls_ca_file.as_mut(),
+            self.mqtt.tls_client_cert_file.as_mut(),
+            self.mqtt.tls_client_key_file.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
         {
-            *file = base.join(&*file);
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
         }
         for sink in &mut self.sinks {
             if let SinkConfig::Sqlite(sqlite) = sink

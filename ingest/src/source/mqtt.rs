@@ -46,6 +46,19 @@ pub enum SourceError {
     /// The password variable named in the config is not set.
     #[error("mqtt.password_env: environment variable `{0}` is not set")]
     MissingPassword(String),
+    /// A TLS file cannot be read.
+    #[error("mqtt.{field}: cannot read {path}: {source}")]
+    TlsFile {
+        /// Which setting.
+        field: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A client certificate without its key, or the other way round.
+    #[error("mqtt.tls_client_cert_file and mqtt.tls_client_key_file go together")]
+    TlsClientPair,
 }
 
 /// Largest packet rumqttc accepts. Kept far above the payload limit so an
@@ -69,6 +82,25 @@ pub fn options(config: &MqttConfig) -> Result<MqttOptions, SourceError> {
             None => String::new(),
         };
         options.set_credentials(user, password);
+    }
+    if let Some(ca) = &config.tls_ca_file {
+        let read = |field: &'static str, path: &std::path::PathBuf| {
+            std::fs::read(path).map_err(|source| SourceError::TlsFile {
+                field,
+                path: path.clone(),
+                source,
+            })
+        };
+        let ca = read("tls_ca_file", ca)?;
+        let client = match (&config.tls_client_cert_file, &config.tls_client_key_file) {
+            (Some(cert), Some(key)) => Some((
+                read("tls_client_cert_file", cert)?,
+                read("tls_client_key_file", key)?,
+            )),
+            (None, None) => None,
+            _ => return Err(SourceError::TlsClientPair),
+        };
+        options.set_transport(rumqttc::Transport::tls(ca, client, None));
     }
     Ok(options)
 }
