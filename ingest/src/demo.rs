@@ -1,8 +1,10 @@
 //! `fleetpulse demo`: the whole path on one machine with nothing installed.
 //! Embedded broker, simulated fleet, engine, SQLite store; ends with a
-//! per-customer table read back from the store.
+//! per-customer table read back from the store. The dashboard is served from
+//! the start (it follows the run live) and until Ctrl-C, or `--exit`.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -30,6 +32,13 @@ pub struct DemoArgs {
     /// Where the SQLite store, the customers file and the ground truth go.
     #[arg(long, default_value = "fleetpulse-data")]
     pub data_dir: PathBuf,
+    /// Address of the dashboard and API (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub http: SocketAddr,
+    /// Exit once the tables are printed instead of serving the dashboard
+    /// until Ctrl-C (for scripts).
+    #[arg(long)]
+    pub exit: bool,
 }
 
 /// Runs the demo.
@@ -69,7 +78,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         client_id: "fleetpulse-demo-sim".into(),
         ..PublishOptions::default()
     };
-    let run = crate::drive::drive(config, &fleet, publish).await?;
+    let hub = crate::http::Hub::new();
+    let stop_http = tokio_util::sync::CancellationToken::new();
+    let (addr, server) = crate::http::start(args.http, hub.clone(), stop_http.clone())
+        .await
+        .with_context(|| format!("--http {}: cannot listen", args.http))?;
+    let url = format!("http://{addr}/");
+    eprintln!("dashboard: {url} (live while the demo runs)");
+    let run = crate::drive::drive_with(config, &fleet, publish, Some(hub)).await?;
     let metrics = &run.metrics;
     eprintln!(
         "{} messages ({} samples) in {:.1} s: {:.0} messages/s end to end; rejected {}, duplicates {}, KPI records {}",
@@ -92,8 +108,23 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     print!("{}", at_risk_list(&health, &alerts));
     println!();
     println!("KPI store:      {}", store.display());
+    println!("dashboard:      {url}");
     println!("customers file: {}", customers_path.display());
     println!("ground truth:   {}", truth_path.display());
+    if !args.exit {
+        use std::io::Write;
+        println!();
+        println!("Serving the dashboard on {url} until Ctrl-C (--exit to skip).");
+        let _ = std::io::stdout().flush();
+        tokio::signal::ctrl_c()
+            .await
+            .context("cannot wait for Ctrl-C")?;
+    }
+    stop_http.cancel();
+    server
+        .await
+        .context("dashboard server task")?
+        .context("dashboard server")?;
     Ok(())
 }
 

@@ -40,11 +40,22 @@ pub async fn drive(
     fleet: &Fleet,
     publish: PublishOptions,
 ) -> anyhow::Result<DrivenRun> {
+    drive_with(config, fleet, publish, None).await
+}
+
+/// [`drive`], feeding the records also to `http` (see [`Runtime::http`]).
+pub async fn drive_with(
+    config: ServiceConfig,
+    fleet: &Fleet,
+    publish: PublishOptions,
+    http: Option<Arc<crate::http::Hub>>,
+) -> anyhow::Result<DrivenRun> {
     let metrics = Arc::new(IngestMetrics::default());
     let shutdown = CancellationToken::new();
     let runtime = Runtime {
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
+        http,
     };
     let service =
         tokio::spawn(

@@ -42,6 +42,9 @@ enum Command {
     /// End-to-end throughput on real parts (broker, service, store), side by
     /// side with the broker's ceiling and the Python peers (BENCHMARKS.md).
     Bench(fleetpulse::bench::BenchArgs),
+    /// Write a customer's business-review report (self-contained HTML:
+    /// outcomes, adoption, milestones, time to value) from the SQLite store.
+    Report(fleetpulse::report::ReportArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,6 +68,7 @@ fn main() -> anyhow::Result<()> {
             Command::Sim(args) => fleetpulse::sim::run(args).await,
             Command::Demo(args) => fleetpulse::demo::run(args).await,
             Command::Bench(args) => fleetpulse::bench::run(args).await,
+            Command::Report(args) => fleetpulse::report::run(args),
         }
     })
 }
@@ -95,6 +99,7 @@ async fn run(path: PathBuf, workers: Option<usize>) -> anyhow::Result<()> {
     let runtime = Runtime {
         metrics: Arc::new(Default::default()),
         shutdown,
+        http: None,
     };
     service::run(config, &path, runtime).await?;
     Ok(())

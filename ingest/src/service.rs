@@ -29,7 +29,7 @@ use crate::config::{ConfigError, ServiceConfig};
 use crate::customers::{CheckContext, CustomersFile};
 use crate::dead_letter::{DeadLetter, DeadLetterOptions, DeadLetterStore};
 use crate::metrics::{IngestMetrics, MessageRejected};
-use crate::sinks::writer::{SinkReport, SinkSettings, run_sink_tracked};
+use crate::sinks::writer::{SinkReport, SinkSettings, run_sink_counted};
 use crate::sinks::{Sink, SinkError};
 use crate::source::mqtt::AckToken;
 use crate::source::{self, mqtt::Message};
@@ -57,6 +57,9 @@ pub enum ServiceError {
     /// A task panicked.
     #[error("task failed: {0}")]
     Task(String),
+    /// The HTTP port could not be opened.
+    #[error("{0}")]
+    Http(std::io::Error),
     /// The write-ahead log failed.
     #[error("write-ahead log: {0}")]
     Wal(String),
@@ -79,6 +82,10 @@ pub struct Runtime {
     pub metrics: Arc<IngestMetrics>,
     /// Cancelled to stop the service.
     pub shutdown: CancellationToken,
+    /// The HTTP hub to feed with the records (the demo serves it itself and
+    /// keeps it after the run); `None`: the service makes one when `[http]`
+    /// is enabled.
+    pub http: Option<Arc<crate::http::Hub>>,
 }
 
 /// A customers file and the engine specs built from it.
@@ -141,7 +148,13 @@ pub async fn run(
             None => {
                 let written = Arc::new(AtomicU64::new(0));
                 sink_written.push(written.clone());
-                sink_tasks.spawn(run_sink_tracked(sink, rx, settings, written))
+                sink_tasks.spawn(run_sink_counted(
+                    sink,
+                    rx,
+                    settings,
+                    written,
+                    metrics.clone(),
+                ))
             }
         };
     }
@@ -163,6 +176,17 @@ pub async fn run(
     let mut engine = Engine::start(engine_config.clone(), &options, events_tx)?;
     let stats = engine.stats();
     tracing::info!(workers = options.workers, "engine started");
+    // The API's view: one more receiver of the fan-out; and the HTTP port.
+    let http = crate::http::attach(
+        &config,
+        runtime.http.clone(),
+        &metrics,
+        &engine_config,
+        stats.clone(),
+        &mut sink_inputs,
+    )
+    .await
+    .map_err(ServiceError::Http)?;
 
     let known = customers.as_ref().map(|c| {
         c.customers
@@ -291,6 +315,9 @@ pub async fn run(
     // the engine, flush the sinks.
     tracing::info!("stopping: intake");
     intake_stop.cancel();
+    if let Some(http) = &http {
+        http.intake_stopped();
+    }
     join(source_task).await??;
     while let Ok(message) = messages.try_recv() {
         handle(&mut admission, &mut engine, &metrics, &mut intake, message).await?;
@@ -318,6 +345,9 @@ pub async fn run(
     }
     if let Some(task) = alerts_task {
         report.alerts = Some(join(task).await?);
+    }
+    if let Some(http) = http {
+        http.finish().await;
     }
     tracing::info!(
         received = metrics.received(),

@@ -56,6 +56,7 @@ async fn the_service_subscribes_over_tls() {
     let runtime = Runtime {
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
+        http: None,
     };
     let service =
         tokio::spawn(async move { service::run(config, Path::new("<tls>"), runtime).await });

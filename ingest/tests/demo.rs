@@ -13,7 +13,16 @@ fn demo_prints_the_table_and_stores_every_customer_day() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let output = Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
-        .args(["demo", "--customers", "6", "--devices", "36", "--days", "5"])
+        .args([
+            "demo",
+            "--customers",
+            "6",
+            "--devices",
+            "36",
+            "--days",
+            "5",
+            "--exit",
+        ])
         .arg("--data-dir")
         .arg(&data)
         .output()

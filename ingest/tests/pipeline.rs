@@ -319,6 +319,7 @@ async fn bad_input_is_rejected_and_counted_and_the_service_keeps_running() {
     let runtime = Runtime {
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
+        http: None,
     };
     let service =
         tokio::spawn(async move { service::run(config, Path::new("<test>"), runtime).await });

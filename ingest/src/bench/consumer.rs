@@ -102,6 +102,7 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     let runtime = Runtime {
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
+        http: None,
     };
     let path = args.config.clone();
     let mut service = tokio::spawn(async move { service::run(config, &path, runtime).await });

@@ -220,6 +220,104 @@ impl Hub {
     }
 }
 
+/// The HTTP side of a running service: the hub it feeds, the view task, and
+/// the server when the service serves it itself.
+#[derive(Debug)]
+pub struct Attached {
+    /// The hub the view task feeds.
+    pub hub: Arc<Hub>,
+    view_task: tokio::task::JoinHandle<()>,
+    server: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    )>,
+}
+
+impl Attached {
+    /// The service stopped taking in telemetry: `/readyz` says so.
+    pub fn intake_stopped(&self) {
+        self.hub.set_running(false);
+    }
+
+    /// After the fan-out ended: waits for the view to take in the last
+    /// records, then stops the server (if the service started it).
+    pub async fn finish(self) {
+        let _ = self.view_task.await;
+        if let Some((stop, task)) = self.server {
+            stop.cancel();
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "http server failed"),
+                Err(e) => tracing::error!(error = %e, "http server task failed"),
+            }
+        }
+    }
+}
+
+/// Label of output queue `i` in `/metrics`: the sinks of the config in
+/// order, then the alerts task.
+fn queue_name(config: &crate::config::ServiceConfig, i: usize) -> String {
+    use crate::sinks::SinkConfig;
+    match config.sinks.get(i) {
+        Some(SinkConfig::Sqlite(_)) => format!("{i}-sqlite"),
+        Some(SinkConfig::InfluxDbV1(_)) => format!("{i}-influxdb_v1"),
+        Some(SinkConfig::InfluxDbV2(_)) => format!("{i}-influxdb_v2"),
+        None => "alerts".to_string(),
+    }
+}
+
+/// Called by the service once its engine has started and before its
+/// fan-out does: feeds `hub` (or, when `[http]` is enabled and no hub is
+/// given, a new one) from one more fan-out receiver, added to `outputs`, and
+/// serves it on `[http] listen` when enabled. `None` when there is nothing
+/// to feed.
+pub async fn attach(
+    config: &crate::config::ServiceConfig,
+    hub: Option<Arc<Hub>>,
+    metrics: &Arc<IngestMetrics>,
+    engine_config: &EngineConfig,
+    engine: Arc<EngineStats>,
+    outputs: &mut Vec<mpsc::Sender<Arc<[Output]>>>,
+) -> std::io::Result<Option<Attached>> {
+    let Some(hub) = hub.or_else(|| config.http.enabled.then(Hub::new)) else {
+        return Ok(None);
+    };
+    hub.attach(metrics.clone(), engine_config);
+    hub.set_engine_stats(engine);
+    hub.watch_queues(
+        outputs
+            .iter()
+            .enumerate()
+            .map(|(i, tx)| WatchedQueue {
+                name: queue_name(config, i),
+                sender: tx.downgrade(),
+                capacity: tx.max_capacity(),
+            })
+            .collect(),
+    );
+    hub.watch_wal(config.wal.as_ref().map(|w| w.dir.clone()));
+    let server = if config.http.enabled {
+        let stop = CancellationToken::new();
+        let (addr, task) = start(config.http.listen, hub.clone(), stop.clone())
+            .await
+            .map_err(|e| {
+                std::io::Error::new(e.kind(), format!("http listen {}: {e}", config.http.listen))
+            })?;
+        tracing::info!(url = %format!("http://{addr}/"), "dashboard and API");
+        Some((stop, task))
+    } else {
+        None
+    };
+    let (tx, view_task) = feed(hub.clone());
+    outputs.push(tx);
+    hub.set_running(true);
+    Ok(Some(Attached {
+        hub,
+        view_task,
+        server,
+    }))
+}
+
 /// Bytes of the WAL's segment files (`*.wal`) in `dir`; 0 when unreadable.
 fn wal_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)

@@ -142,6 +142,59 @@ pub async fn run_sink_tracked(
     run_writer_tracked(sink, rx, settings, jitter, Some(written)).await
 }
 
+/// [`run_sink_tracked`], also counting in `metrics` the records written
+/// (`records_written`) and the failed write attempts (`sink_write_errors`),
+/// for `/metrics`.
+pub async fn run_sink_counted(
+    sink: Sink,
+    rx: Receiver<Arc<[Output]>>,
+    settings: SinkSettings,
+    written: Arc<std::sync::atomic::AtomicU64>,
+    metrics: Arc<crate::metrics::IngestMetrics>,
+) -> SinkReport {
+    let counted = CountedSink {
+        sink,
+        metrics,
+        rejected: 0,
+    };
+    run_writer_tracked(counted, rx, settings, jitter, Some(written)).await
+}
+
+/// A sink that counts its writes and failures in the service's metrics.
+struct CountedSink {
+    sink: Sink,
+    metrics: Arc<crate::metrics::IngestMetrics>,
+    /// Taken from the sink after a successful write, handed on by
+    /// `take_rejected`.
+    rejected: u64,
+}
+
+impl BatchWrite for CountedSink {
+    async fn write_batch(&mut self, records: &[Output]) -> Result<(), SinkError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let result = self.sink.write(records).await;
+        self.rejected += self.sink.take_rejected();
+        match &result {
+            Ok(()) => {
+                let written = (records.len() as u64).saturating_sub(self.rejected);
+                self.metrics.records_written.fetch_add(written, Relaxed);
+            }
+            Err(_) => {
+                self.metrics.sink_write_errors.fetch_add(1, Relaxed);
+            }
+        }
+        result
+    }
+
+    fn take_rejected(&mut self) -> u64 {
+        std::mem::take(&mut self.rejected)
+    }
+
+    fn describe(&self) -> String {
+        self.sink.describe()
+    }
+}
+
 /// What [`run_writer`] needs from a store; [`Sink`] in production, a fake in
 /// tests.
 pub(crate) trait BatchWrite {
