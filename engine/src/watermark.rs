@@ -77,6 +77,14 @@ impl Watermark {
         self.recompute();
     }
 
+    /// Raises the watermark to `watermark` if that is ahead: an input that
+    /// has been idle follows the rest of its cluster (see
+    /// [`crate::workers::Engine::cluster_watermark`]). Data older than the
+    /// new position is late from now on.
+    pub fn raise_to(&mut self, watermark: EventTime) {
+        self.current = self.current.max(watermark);
+    }
+
     fn recompute(&mut self) {
         if let Some(max) = self.max_event {
             let candidate = max.saturating_sub(self.lateness_ms) + self.idle_ms;
@@ -118,5 +126,17 @@ mod tests {
         // New data ends the idle period without moving the watermark back.
         w.admit(1_000, 1_010).unwrap();
         assert_eq!(w.current(), 1_000);
+    }
+
+    #[test]
+    fn an_idle_input_follows_its_cluster() {
+        let mut w = Watermark::new(100);
+        w.raise_to(5_000);
+        assert_eq!(w.current(), 5_000);
+        assert!(w.admit(4_000, 4_100).is_err());
+        w.raise_to(10);
+        assert_eq!(w.current(), 5_000);
+        w.admit(5_000, 6_000).unwrap();
+        assert_eq!(w.current(), 5_900);
     }
 }

@@ -3,7 +3,17 @@
 //! channel makes the sender wait (backpressure to ingest); results wait for
 //! the consumer the same way. No I/O and no clock: the caller decides when
 //! event time advances.
+//!
+//! Several processes can form one timely cluster ([`Cluster`]): each runs
+//! this engine with the same dataflow, timely connects them and exchanges
+//! records by device and by customer between them. Each process feeds only
+//! its own workers. Every advance is also a watermark *proposal* that a
+//! tiny second dataflow broadcasts to every worker of the cluster; the
+//! highest proposal is [`Engine::cluster_watermark`], which a process that
+//! receives no traffic follows so it does not hold the cluster's windows
+//! back. Timely's networking is timely's: no socket is opened here.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,6 +22,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::InputHandle;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Broadcast;
 use timely::{Config, WorkerConfig};
 use tokio::sync::mpsc::{self, error::TryRecvError};
 
@@ -39,7 +50,7 @@ pub enum EngineEvent {
     /// Worker `worker` has emitted every window ending at or before
     /// `frontier` (`None`: everything, the engine is done).
     Progress {
-        /// Worker index.
+        /// Worker index within this process (`0..workers`).
         worker: usize,
         /// Lower bound of what the worker may still emit.
         frontier: Option<EventTime>,
@@ -61,6 +72,9 @@ pub enum EngineError {
     /// A worker panicked.
     #[error("engine worker failed: {0}")]
     Worker(String),
+    /// The cluster settings cannot work.
+    #[error("invalid cluster settings: {0}")]
+    Cluster(String),
 }
 
 /// A running engine.
@@ -69,6 +83,8 @@ pub struct Engine {
     advanced_to: EventTime,
     tick_ms: u64,
     stats: Arc<EngineStats>,
+    /// Highest watermark any process of the cluster proposed.
+    cluster_watermark: Arc<AtomicU64>,
     /// In a mutex only so that `&Engine` is `Send` (the guards are not `Sync`).
     guards: Mutex<timely::communication::WorkerGuards<()>>,
 }
@@ -80,6 +96,39 @@ pub struct EngineOptions {
     pub workers: usize,
     /// Commands buffered per worker before senders wait.
     pub command_capacity: usize,
+    /// Run as one process of a timely cluster; `None`: this process alone.
+    pub cluster: Option<Cluster>,
+}
+
+/// Timely's cluster mode: `addresses.len()` processes, each with the same
+/// number of workers, connected by timely over TCP. Every process must be
+/// started with the same addresses and its own index; they wait for each
+/// other at start. A cluster does not survive the loss of a member: the
+/// others stop, and the whole cluster is started again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// This process's index in `addresses`.
+    pub process: usize,
+    /// `host:port` of every process, in process order; timely listens on
+    /// this process's own entry.
+    pub addresses: Vec<String>,
+}
+
+impl Cluster {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        if self.addresses.is_empty() {
+            return Err(EngineError::Cluster("no process addresses".into()));
+        }
+        if self.process >= self.addresses.len() {
+            return Err(EngineError::Cluster(format!(
+                "process index {} is not below the number of processes {}",
+                self.process,
+                self.addresses.len()
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Default for EngineOptions {
@@ -87,6 +136,7 @@ impl Default for EngineOptions {
         Self {
             workers: 1,
             command_capacity: 1024,
+            cluster: None,
         }
     }
 }
@@ -113,20 +163,44 @@ impl Engine {
             receivers.into_iter().map(Some).collect::<Vec<_>>(),
         ));
         let worker_stats = stats.clone();
+        let cluster_watermark = Arc::new(AtomicU64::new(0));
+        let worker_watermark = cluster_watermark.clone();
+        let (communication, first_worker) = match &options.cluster {
+            Some(cluster) if cluster.addresses.len() > 1 => {
+                cluster.validate()?;
+                (
+                    timely::CommunicationConfig::Cluster {
+                        threads: options.workers,
+                        process: cluster.process,
+                        addresses: cluster.addresses.clone(),
+                        report: false,
+                        zerocopy: false,
+                    },
+                    cluster.process * options.workers,
+                )
+            }
+            Some(cluster) => {
+                cluster.validate()?;
+                (timely::CommunicationConfig::Process(options.workers), 0)
+            }
+            None => (timely::CommunicationConfig::Process(options.workers), 0),
+        };
         let timely_config = Config {
-            communication: timely::CommunicationConfig::Process(options.workers),
+            communication,
             worker: WorkerConfig::default(),
         };
         let guards = timely::execute(timely_config, move |worker| {
-            let index = worker.index();
-            let commands = receivers.lock().expect("receiver list poisoned")[index]
+            let local = worker.index() - first_worker;
+            let commands = receivers.lock().expect("receiver list poisoned")[local]
                 .take()
                 .expect("each worker takes its own receiver once");
             run_worker(
                 worker,
+                local,
                 commands,
                 config.clone(),
                 worker_stats.clone(),
+                worker_watermark.clone(),
                 events.clone(),
             );
         })
@@ -136,8 +210,21 @@ impl Engine {
             advanced_to: 0,
             tick_ms,
             stats,
+            cluster_watermark,
             guards: Mutex::new(guards),
         })
+    }
+
+    /// The highest watermark any process of the cluster has advanced to
+    /// (this one included), as far as it has reached this process. Alone,
+    /// this process's own.
+    pub fn cluster_watermark(&self) -> EventTime {
+        self.cluster_watermark.load(Relaxed)
+    }
+
+    /// Where this process's inputs stand (floored to the tick).
+    pub fn advanced_to(&self) -> EventTime {
+        self.advanced_to
     }
 
     /// Number of workers.
@@ -226,14 +313,16 @@ fn stopped() -> EngineError {
 /// dataflow make progress and apply backpressure.
 const COMMANDS_PER_STEP: usize = 256;
 
+#[allow(clippy::too_many_arguments)]
 fn run_worker(
     worker: &mut timely::worker::Worker,
+    index: usize,
     mut commands: mpsc::Receiver<Command>,
     config: Arc<EngineConfig>,
     stats: Arc<EngineStats>,
+    cluster_watermark: Arc<AtomicU64>,
     events: mpsc::Sender<EngineEvent>,
 ) {
-    let index = worker.index();
     let mut input: InputHandle<EventTime, CapacityContainerBuilder<Vec<DeviceBatch>>> =
         InputHandle::new();
     worker.dataflow::<EventTime, _, _>(|scope| {
@@ -255,6 +344,23 @@ fn run_worker(
             }
         });
     });
+    // Watermark proposals: every worker hears every worker's advances. The
+    // timestamps of this dataflow never move; only its data matters.
+    let mut proposals: InputHandle<u64, CapacityContainerBuilder<Vec<EventTime>>> =
+        InputHandle::new();
+    worker.dataflow::<u64, _, _>(|scope| {
+        proposals.to_stream(scope).broadcast().sink(
+            Pipeline,
+            "ClusterWatermark",
+            move |(input, _)| {
+                input.for_each(|_time, data| {
+                    if let Some(max) = data.iter().max() {
+                        cluster_watermark.fetch_max(*max, Relaxed);
+                    }
+                });
+            },
+        );
+    });
 
     let mut open = true;
     while open {
@@ -265,6 +371,11 @@ fn run_worker(
                 Ok(Command::Advance(time)) => {
                     if time > *input.time() {
                         input.advance_to(time);
+                        // One proposal per process is enough.
+                        if index == 0 {
+                            proposals.send(time);
+                            proposals.flush();
+                        }
                     }
                 }
                 Err(TryRecvError::Empty) => break,
@@ -283,5 +394,6 @@ fn run_worker(
         worker.step_or_park(park);
     }
     drop(input);
+    drop(proposals);
     while worker.step_or_park(None) {}
 }

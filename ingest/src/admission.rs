@@ -95,6 +95,12 @@ impl Admission {
         self.watermark.idle_for(idle_ms);
     }
 
+    /// Raises the watermark to where the rest of the cluster stands (this
+    /// input has been idle); data older than it is late from now on.
+    pub fn follow(&mut self, cluster_watermark: fleetpulse_engine::EventTime) {
+        self.watermark.raise_to(cluster_watermark);
+    }
+
     /// Checks and converts one message received at wall time `now_ms`.
     pub fn admit(
         &mut self,

@@ -43,6 +43,46 @@ pub struct ServiceConfig {
     /// lost to a crash. Without it, messages are acknowledged on receipt.
     #[serde(default)]
     pub wal: Option<WalConfig>,
+    /// Several processes as one timely cluster (docs/SCALING.md). Usually
+    /// given on the command line (`--process`, `--hosts`/`--hostfile`) so
+    /// every member can share this file.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Timely cluster membership.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This process's index into `addresses`, from 0.
+    #[serde(default)]
+    pub process: usize,
+    /// `host:port` of every member, in process order; the same list on
+    /// every member. Timely listens on this process's own entry.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+impl ClusterConfig {
+    /// Reads a timely hosts file: one `host:port` a line, blank lines and
+    /// `#` comments ignored.
+    pub fn addresses_from_file(path: &Path) -> Result<Vec<String>, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(text
+            .lines()
+            .map(|l| l.split('#').next().unwrap_or("").trim())
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// More than one process.
+    pub fn is_multi_process(&self) -> bool {
+        self.addresses.len() > 1
+    }
 }
 
 /// Write-ahead log settings.
@@ -85,6 +125,12 @@ pub struct MqttConfig {
     /// Topic filter to subscribe to.
     #[serde(default = "default_topic")]
     pub topic: String,
+    /// Subscribe through the MQTT shared subscription
+    /// `$share/{shared_group}/{topic}`: the broker hands each message to one
+    /// member of the group, so several processes split the load (mosquitto
+    /// 2, EMQX; MQTT 3.1.1 clients included).
+    #[serde(default)]
+    pub shared_group: Option<String>,
     /// Keep the session (and queued QoS1 messages) on the broker while
     /// disconnected.
     #[serde(default = "default_true")]
@@ -234,6 +280,7 @@ impl Default for MqttConfig {
             port: default_port(),
             client_id: default_client_id(),
             topic: default_topic(),
+            shared_group: None,
             persistent_session: true,
             username: None,
             password_env: None,
@@ -283,6 +330,7 @@ impl Default for ServiceConfig {
             alerts: AlertsConfig::default(),
             http: HttpConfig::default(),
             wal: None,
+            cluster: None,
         }
     }
 }
@@ -349,7 +397,69 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+impl MqttConfig {
+    /// The filter actually subscribed to: `topic`, or its shared form.
+    pub fn subscription(&self) -> String {
+        match &self.shared_group {
+            Some(group) => format!("$share/{group}/{}", self.topic),
+            None => self.topic.clone(),
+        }
+    }
+}
+
 impl ServiceConfig {
+    /// With a cluster of more than one member, appends the process index
+    /// to the MQTT client id and the WAL directory (`{client_id}-{process}`,
+    /// `{wal.dir}/process-{process}`), so members sharing one file keep
+    /// their own broker session and their own WAL. The service calls it
+    /// once at start.
+    pub fn apply_cluster_member(&mut self) {
+        let Some(cluster) = self.cluster.clone().filter(ClusterConfig::is_multi_process) else {
+            return;
+        };
+        self.mqtt.client_id = format!("{}-{}", self.mqtt.client_id, cluster.process);
+        if let Some(wal) = &mut self.wal {
+            wal.dir = wal.dir.join(format!("process-{}", cluster.process));
+        }
+    }
+
+    /// The cluster settings, checked.
+    pub fn check_cluster(&self, path: &Path) -> Result<(), ConfigError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            field: field.to_owned(),
+            message,
+        };
+        if cluster.addresses.is_empty() {
+            return Err(invalid(
+                "cluster.addresses",
+                "name every member's host:port".into(),
+            ));
+        }
+        if cluster.process >= cluster.addresses.len() {
+            return Err(invalid(
+                "cluster.process",
+                format!(
+                    "{} is not below the number of members ({})",
+                    cluster.process,
+                    cluster.addresses.len()
+                ),
+            ));
+        }
+        if cluster.is_multi_process() && self.mqtt.shared_group.is_none() {
+            return Err(invalid(
+                "mqtt.shared_group",
+                "a cluster of several processes needs a shared subscription, \
+                 or every member would receive every message"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Reads and validates a service file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -360,6 +470,7 @@ impl ServiceConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
         config.engine_config(path)?;
+        config.check_cluster(path)?;
         Ok(config)
     }
 
@@ -474,5 +585,29 @@ mod tests {
         let config: ServiceConfig = parse_toml(Path::new("svc.toml"), text).unwrap();
         let err = config.engine_config(Path::new("svc.toml")).unwrap_err();
         assert!(err.to_string().contains("multiple of the tick"), "{err}");
+    }
+
+    #[test]
+    fn cluster_members_get_their_own_session_and_wal() {
+        let text = "[mqtt]\nclient_id = \"fp\"\nshared_group = \"g\"\n[wal]\ndir = \"/var/wal\"\n\
+                    [cluster]\nprocess = 1\naddresses = [\"a:1\", \"b:1\"]\n";
+        let mut config: ServiceConfig = parse_toml(Path::new("svc.toml"), text).unwrap();
+        config.check_cluster(Path::new("svc.toml")).unwrap();
+        assert_eq!(config.mqtt.subscription(), "$share/g/fleet/+/+/+/telemetry");
+        config.apply_cluster_member();
+        assert_eq!(config.mqtt.client_id, "fp-1");
+        assert_eq!(config.wal.unwrap().dir, PathBuf::from("/var/wal/process-1"));
+    }
+
+    #[test]
+    fn a_cluster_without_a_shared_subscription_is_refused() {
+        let text = "[cluster]\nprocess = 2\naddresses = [\"a:1\", \"b:1\"]\n";
+        let config: ServiceConfig = parse_toml(Path::new("svc.toml"), text).unwrap();
+        let err = config.check_cluster(Path::new("svc.toml")).unwrap_err();
+        assert!(err.to_string().contains("cluster.process"), "{err}");
+        let text = "[cluster]\nprocess = 1\naddresses = [\"a:1\", \"b:1\"]\n";
+        let config: ServiceConfig = parse_toml(Path::new("svc.toml"), text).unwrap();
+        let err = config.check_cluster(Path::new("svc.toml")).unwrap_err();
+        assert!(err.to_string().contains("mqtt.shared_group"), "{err}");
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use fleetpulse::config::ServiceConfig;
+use fleetpulse::config::{ClusterConfig, ServiceConfig};
 use fleetpulse::service::{self, Runtime};
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +28,8 @@ enum Command {
         /// Timely worker threads (overrides engine.workers).
         #[arg(long)]
         workers: Option<usize>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Validate a service file or a customers file without running.
     CheckConfig {
@@ -47,6 +49,52 @@ enum Command {
     Report(fleetpulse::report::ReportArgs),
 }
 
+/// Timely's cluster settings (docs/SCALING.md); they override `[cluster]`.
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// This process's index in the cluster, from 0.
+    #[arg(long, short = 'p')]
+    process: Option<usize>,
+    /// Number of processes; checked against the host list.
+    #[arg(long, short = 'n')]
+    processes: Option<usize>,
+    /// Every member's host:port, in process order, comma-separated.
+    #[arg(long, value_delimiter = ',', conflicts_with = "hostfile")]
+    hosts: Option<Vec<String>>,
+    /// Timely hosts file: one host:port a line, in process order.
+    #[arg(long)]
+    hostfile: Option<PathBuf>,
+}
+
+impl ClusterArgs {
+    fn apply(self, config: &mut ServiceConfig) -> anyhow::Result<()> {
+        let addresses = match (self.hosts, &self.hostfile) {
+            (Some(hosts), _) => Some(hosts),
+            (None, Some(file)) => Some(ClusterConfig::addresses_from_file(file)?),
+            (None, None) => None,
+        };
+        if addresses.is_none() && self.process.is_none() && self.processes.is_none() {
+            return Ok(());
+        }
+        let cluster = config.cluster.get_or_insert_with(ClusterConfig::default);
+        if let Some(addresses) = addresses {
+            cluster.addresses = addresses;
+        }
+        if let Some(process) = self.process {
+            cluster.process = process;
+        }
+        if let Some(n) = self.processes
+            && n != cluster.addresses.len()
+        {
+            anyhow::bail!(
+                "--processes {n} but {} host addresses were given",
+                cluster.addresses.len()
+            );
+        }
+        Ok(())
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -63,7 +111,11 @@ fn main() -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Run { config, workers } => run(config, workers).await,
+            Command::Run {
+                config,
+                workers,
+                cluster,
+            } => run(config, workers, cluster).await,
             Command::CheckConfig { file } => check_config(file),
             Command::Sim(args) => fleetpulse::sim::run(args).await,
             Command::Demo(args) => fleetpulse::demo::run(args).await,
@@ -83,18 +135,30 @@ fn default_log_filter(cli: &Cli) -> &'static str {
     }
 }
 
-async fn run(path: PathBuf, workers: Option<usize>) -> anyhow::Result<()> {
+async fn run(path: PathBuf, workers: Option<usize>, cluster: ClusterArgs) -> anyhow::Result<()> {
     let mut config = ServiceConfig::load(&path)?;
     if let Some(workers) = workers {
         config.engine.workers = workers;
     }
+    cluster.apply(&mut config)?;
+    config.check_cluster(&path)?;
+    if config
+        .cluster
+        .as_ref()
+        .is_some_and(ClusterConfig::is_multi_process)
+    {
+        exit_on_panic();
+    }
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            tracing::info!("Ctrl-C: shutting down");
-            on_signal.cancel();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: shutting down"),
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         }
+        on_signal.cancel();
     });
     let runtime = Runtime {
         metrics: Arc::new(Default::default()),
@@ -104,6 +168,25 @@ async fn run(path: PathBuf, workers: Option<usize>) -> anyhow::Result<()> {
     service::run(config, &path, runtime).await?;
     Ok(())
 }
+
+/// A timely cluster does not survive the loss of a member: its network
+/// threads panic when a peer goes away, and the dataflow can no longer make
+/// progress. Exit instead of hanging, so the supervisor (systemd,
+/// Kubernetes) restarts the whole cluster, which then recovers from the
+/// members' WALs.
+fn exit_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        tracing::error!(
+            "cluster member failed ({info}); exiting so the cluster restarts as a unit"
+        );
+        std::process::exit(EXIT_CLUSTER_LOST);
+    }));
+}
+
+/// Exit status after a cluster member was lost.
+const EXIT_CLUSTER_LOST: i32 = 75;
 
 fn check_config(file: PathBuf) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&file)

@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use fleetpulse_engine::{
-    CustomerSpec, Engine, EngineError, EngineEvent, EngineOptions, EventTime, Output, StatsSnapshot,
+    Cluster, CustomerSpec, Engine, EngineError, EngineEvent, EngineOptions, EventTime, Output,
+    StatsSnapshot,
 };
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -116,10 +117,12 @@ pub fn load_customers(
 
 /// Runs the service until `runtime.shutdown` is cancelled, then drains.
 pub async fn run(
-    config: ServiceConfig,
+    mut config: ServiceConfig,
     config_path: &Path,
     runtime: Runtime,
 ) -> Result<RunReport, ServiceError> {
+    config.check_cluster(config_path)?;
+    config.apply_cluster_member();
     let mut engine_config = config.engine_config(config_path)?;
     let customers = load_customers(&config, &engine_config)?;
     if let Some((_, specs)) = &customers {
@@ -169,13 +172,40 @@ pub async fn run(
     };
 
     let (events_tx, events_rx) = mpsc::channel(256);
+    let cluster = config
+        .cluster
+        .as_ref()
+        .filter(|c| c.is_multi_process())
+        .map(|c| Cluster {
+            process: c.process,
+            addresses: c.addresses.clone(),
+        });
     let options = EngineOptions {
         workers: config.engine.workers,
+        cluster: cluster.clone(),
         ..EngineOptions::default()
     };
-    let mut engine = Engine::start(engine_config.clone(), &options, events_tx)?;
+    if let Some(cluster) = &cluster {
+        tracing::info!(
+            process = cluster.process,
+            processes = cluster.addresses.len(),
+            listen = %cluster.addresses[cluster.process],
+            "joining the timely cluster (waits for every member)"
+        );
+    }
+    let mut engine = {
+        let engine_config = engine_config.clone();
+        let options = options.clone();
+        tokio::task::spawn_blocking(move || Engine::start(engine_config, &options, events_tx))
+            .await
+            .map_err(|e| ServiceError::Task(e.to_string()))??
+    };
     let stats = engine.stats();
-    tracing::info!(workers = options.workers, "engine started");
+    tracing::info!(
+        workers = options.workers,
+        processes = cluster.as_ref().map_or(1, |c| c.addresses.len()),
+        "engine started"
+    );
     // The API's view: one more receiver of the fan-out; and the HTTP port.
     let http = crate::http::attach(
         &config,
@@ -304,6 +334,14 @@ pub async fn run(
                 let idle = last_message.elapsed();
                 if idle > idle_after {
                     admission.idle_for((idle - idle_after).as_millis() as u64);
+                    // Idle and subscribed (no backlog waiting at the broker):
+                    // follow the rest of the cluster instead of holding its
+                    // windows back. With traffic, a member keeps its own
+                    // watermark, so nothing it still receives is refused
+                    // because another member ran ahead.
+                    if metrics.subscribed.load(Relaxed) {
+                        admission.follow(engine.cluster_watermark());
+                    }
                     engine.advance(admission.watermark().current()).await?;
                     metrics.watermark.store(admission.watermark().current(), Relaxed);
                 }

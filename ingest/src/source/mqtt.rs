@@ -162,7 +162,7 @@ pub async fn run(
                     "connected to broker"
                 );
                 if !ack.session_present {
-                    if let Err(e) = client.try_subscribe(&config.topic, QoS::AtLeastOnce) {
+                    if let Err(e) = client.try_subscribe(config.subscription(), QoS::AtLeastOnce) {
                         tracing::error!(error = %e, "cannot request subscription");
                     }
                 } else {
@@ -170,7 +170,7 @@ pub async fn run(
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => {
-                tracing::info!(topic = %config.topic, "subscribed");
+                tracing::info!(topic = %config.subscription(), "subscribed");
                 metrics.subscribed.store(true, Relaxed);
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
@@ -195,6 +195,8 @@ pub async fn run(
             Ok(_) => {}
             Err(error) => {
                 metrics.connection_errors.fetch_add(1, Relaxed);
+                // Messages may be queuing for us at the broker: not idle.
+                metrics.subscribed.store(false, Relaxed);
                 let delay = backoff(failures);
                 failures = failures.saturating_add(1);
                 log_connection_error(&config, &error, failures, delay);

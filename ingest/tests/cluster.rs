@@ -1,0 +1,609 @@
+//! Scale-out: two `fleetpulse run` processes (the real binary) form one
+//! timely cluster and split the telemetry through an MQTT shared
+//! subscription on a real mosquitto 2; their KPIs go to a real InfluxDB 1.x.
+//!
+//! 1. The per-customer-day KPIs in the store equal the simulator's ground
+//!    truth, and equal what a single process writes for the same fleet.
+//! 2. One member is killed with SIGKILL mid-run (three times): the other
+//!    exits by itself, the cluster is started again as a unit, recovers from
+//!    the members' WALs, and the store still equals the ground truth.
+//! 3. One member receives no traffic at all: the windows still close while
+//!    the fleet publishes, not only when the service stops.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use fleetpulse_sim::{Fleet, FleetSpec, PublishOptions};
+use support::servers::{InfluxDb1, Mosquitto, free_ports};
+
+const DAY_MS: u64 = 86_400_000;
+const NO_LOSS: &str = include_str!("../../deploy/mosquitto/no-loss.conf");
+
+/// One `fleetpulse run` process.
+struct Member {
+    config: PathBuf,
+    /// Extra arguments: the cluster settings.
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+    starts: usize,
+}
+
+impl Member {
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .args(&self.args)
+            .env("RUST_LOG", "info,rumqttd=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn wait_for_log(&self, needle: &str, count: usize) {
+        let started = Instant::now();
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if log.matches(needle).count() >= count {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no `{needle}` in {}:\n{}",
+                self.log.display(),
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            child.wait().unwrap();
+        }
+    }
+
+    fn interrupt(&self) {
+        if let Some(child) = &self.child {
+            let pid = child.id().to_string();
+            Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        }
+    }
+
+    /// Waits for the process to end by itself.
+    fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let started = Instant::now();
+        while started.elapsed() < within {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The members of one deployment, started and stopped together.
+struct Deployment {
+    members: Vec<Member>,
+}
+
+impl Deployment {
+    /// `configs[i]` is member i's file; with more than one, they form a
+    /// cluster on free loopback ports.
+    fn new(dir: &Path, configs: &[PathBuf]) -> Self {
+        let hosts = free_ports(configs.len())
+            .into_iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let members = configs
+            .iter()
+            .enumerate()
+            .map(|(i, config)| Member {
+                config: config.clone(),
+                args: if configs.len() > 1 {
+                    vec![
+                        "--process".into(),
+                        i.to_string(),
+                        "--hosts".into(),
+                        hosts.clone(),
+                    ]
+                } else {
+                    Vec::new()
+                },
+                log: dir.join(format!("member-{i}.log")),
+                child: None,
+                starts: 0,
+            })
+            .collect();
+        Self { members }
+    }
+
+    /// Starts every member (they wait for each other), then waits until all
+    /// are connected to the broker.
+    fn start(&mut self) {
+        for member in &mut self.members {
+            member.spawn();
+        }
+        for member in &self.members {
+            member.wait_for_log("connected to broker", member.starts);
+        }
+    }
+
+    /// SIGINT to all: stop intake, drain the engine, flush the sinks.
+    fn stop(&mut self) {
+        for member in &self.members {
+            member.interrupt();
+        }
+        for member in &mut self.members {
+            let status = member
+                .wait_exit(Duration::from_secs(60))
+                .unwrap_or_else(|| panic!("member did not stop:\n{}", member.log_tail()));
+            assert!(
+                status.success(),
+                "graceful stop failed: {status}\n{}",
+                member.log_tail()
+            );
+        }
+    }
+
+    /// Stops gracefully and restarts until the store equals the ground
+    /// truth (the last windows close on the drain).
+    fn settle(&mut self, influx: &InfluxDb1, db: &str, truth: &Days) -> Result<(), String> {
+        let started = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_secs(3));
+            self.stop();
+            let result = equal(&store_days(influx, db), truth);
+            if result.is_ok() || started.elapsed() > Duration::from_secs(120) {
+                return result;
+            }
+            self.start();
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("--- {}\n{}", m.log.display(), m.log_tail()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+struct ConfigOptions<'a> {
+    name: &'a str,
+    client_id: &'a str,
+    shared_group: Option<&'a str>,
+    topic: Option<&'a str>,
+    database: &'a str,
+}
+
+fn write_config(
+    dir: &Path,
+    mosquitto: &Mosquitto,
+    influx: &InfluxDb1,
+    options: &ConfigOptions<'_>,
+) -> PathBuf {
+    let path = dir.join(options.name);
+    let mut file = std::fs::File::create(&path).unwrap();
+    let shared = options
+        .shared_group
+        .map(|g| format!("shared_group = \"{g}\"\n"))
+        .unwrap_or_default();
+    let topic = options
+        .topic
+        .map(|t| format!("topic = \"{t}\"\n"))
+        .unwrap_or_default();
+    write!(
+        file,
+        r#"
+[mqtt]
+host = "{host}"
+port = {port}
+client_id = "{client_id}"
+persistent_session = true
+{shared}{topic}
+[engine]
+workers = 1
+idle_after = "2s"
+
+[customers]
+file = "customers.toml"
+
+[wal]
+dir = "wal-{client_id}"
+segment_bytes = 262144
+
+[alerts]
+mqtt = false
+
+[[sinks]]
+type = "influxdb_v1"
+url = "{influx}"
+database = "{database}"
+"#,
+        host = mosquitto.host(),
+        port = mosquitto.port(),
+        client_id = options.client_id,
+        influx = influx.url(),
+        database = options.database,
+    )
+    .unwrap();
+    path
+}
+
+/// (customer, day start) -> (operating hours, cycles, samples, interventions, faults, active devices).
+type Days = BTreeMap<(String, u64), (f64, u64, u64, u64, u64, u64)>;
+
+fn store_days(influx: &InfluxDb1, db: &str) -> Days {
+    let answer = influx.query(
+        db,
+        "SELECT operating_hours, cycles, samples, manual_interventions, fault_count, active_devices, window_end FROM customer_kpi WHERE \"window\" = '1d' GROUP BY customer",
+    );
+    let mut days = Days::new();
+    for series in answer["results"][0]["series"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let customer = series["tags"]["customer"].as_str().unwrap().to_string();
+        for v in series["values"].as_array().unwrap() {
+            let n = |i: usize| v[i].as_f64().unwrap_or(f64::NAN);
+            days.insert(
+                (customer.clone(), n(7) as u64 - DAY_MS),
+                (
+                    n(1),
+                    n(2) as u64,
+                    n(3) as u64,
+                    n(4) as u64,
+                    n(5) as u64,
+                    n(6) as u64,
+                ),
+            );
+        }
+    }
+    days
+}
+
+fn truth_days(fleet: &Fleet) -> Days {
+    fleet
+        .ground_truth()
+        .rows()
+        .into_iter()
+        .map(|r| {
+            (
+                (r.customer, r.day_start_ms),
+                (
+                    r.operating_hours,
+                    r.cycles,
+                    r.samples,
+                    r.manual_interventions,
+                    r.fault_count,
+                    u64::from(r.active_devices),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn equal(store: &Days, truth: &Days) -> Result<(), String> {
+    if store.len() != truth.len() {
+        return Err(format!(
+            "{} customer-days in the store, {} in the ground truth",
+            store.len(),
+            truth.len()
+        ));
+    }
+    for (key, t) in truth {
+        let Some(s) = store.get(key) else {
+            return Err(format!("{key:?} missing"));
+        };
+        let hours_ok = (s.0 - t.0).abs() <= 1e-6 * t.0.abs().max(1.0);
+        if !hours_ok || (s.1, s.2, s.3, s.4, s.5) != (t.1, t.2, t.3, t.4, t.5) {
+            return Err(format!("{key:?}: store {s:?}, ground truth {t:?}"));
+        }
+    }
+    Ok(())
+}
+
+fn fleet(seed: u64) -> Fleet {
+    Fleet::generate(&FleetSpec {
+        customers: 6,
+        devices: 36,
+        days: 8,
+        seed,
+        ..FleetSpec::default()
+    })
+}
+
+fn publisher(
+    mosquitto: &Mosquitto,
+    fleet: &Fleet,
+    client_id: &str,
+    rate: f64,
+) -> tokio::task::JoinHandle<Result<fleetpulse_sim::PublishReport, fleetpulse_sim::SimError>> {
+    let messages: Vec<(String, Vec<u8>)> = fleet.encoded_messages().collect();
+    let options = PublishOptions {
+        host: mosquitto.host().to_string(),
+        port: mosquitto.port(),
+        client_id: client_id.into(),
+        rate: Some(rate),
+        give_up_after: Duration::from_secs(120),
+        ..PublishOptions::default()
+    };
+    tokio::spawn(fleetpulse_sim::publish(options, messages, |_| {}))
+}
+
+/// Messages each member took in, from its `stopped` log lines.
+fn accepted_per_member(deployment: &Deployment) -> Vec<u64> {
+    deployment
+        .members
+        .iter()
+        .map(|m| {
+            let log = std::fs::read_to_string(&m.log).unwrap_or_default();
+            log.lines()
+                .filter(|l| l.contains(" stopped") && l.contains("accepted="))
+                .filter_map(|l| {
+                    let rest = &l[l.find("accepted=")? + "accepted=".len()..];
+                    rest.split_whitespace().next()?.parse::<u64>().ok()
+                })
+                .sum()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_with_a_shared_subscription_equal_the_ground_truth_and_one_process() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let influx = InfluxDb1::start();
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = fleet(21);
+    fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
+    let truth = truth_days(&fleet);
+    let sent = fleet.encoded_messages().count();
+
+    // The cluster: one file for both members; each gets its own client id
+    // and WAL directory from its process index.
+    let shared = write_config(
+        dir.path(),
+        &mosquitto,
+        &influx,
+        &ConfigOptions {
+            name: "cluster.toml",
+            client_id: "fp-cluster",
+            shared_group: Some("fleetpulse"),
+            topic: None,
+            database: "cluster",
+        },
+    );
+    let mut cluster = Deployment::new(dir.path(), &[shared.clone(), shared]);
+    cluster.start();
+    let started = Instant::now();
+    let report = publisher(&mosquitto, &fleet, "cluster-sim", 3000.0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.messages as usize, sent);
+    let result = cluster.settle(&influx, "cluster", &truth);
+    let split = accepted_per_member(&cluster);
+    println!(
+        "cluster of 2: {sent} messages in {:.1} s, accepted per member {split:?}",
+        started.elapsed().as_secs_f64()
+    );
+    result.unwrap_or_else(|e| panic!("cluster: {e}\n{}", cluster.logs()));
+    assert!(
+        split.iter().all(|n| *n > sent as u64 / 4),
+        "the shared subscription did not split the load: {split:?}"
+    );
+
+    // The same fleet through one process, into its own database.
+    let single_broker = Mosquitto::start_with_config(NO_LOSS);
+    let single = write_config(
+        dir.path(),
+        &single_broker,
+        &influx,
+        &ConfigOptions {
+            name: "single.toml",
+            client_id: "fp-single",
+            shared_group: None,
+            topic: None,
+            database: "single",
+        },
+    );
+    let mut alone = Deployment::new(dir.path(), &[single]);
+    alone.members[0].log = dir.path().join("single.log");
+    alone.start();
+    let report = publisher(&single_broker, &fleet, "single-sim", 3000.0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.messages as usize, sent);
+    alone
+        .settle(&influx, "single", &truth)
+        .unwrap_or_else(|e| panic!("single process: {e}\n{}", alone.logs()));
+    let (a, b) = (
+        store_days(&influx, "cluster"),
+        store_days(&influx, "single"),
+    );
+    equal(&a, &b).unwrap();
+    println!(
+        "{} customer-days: cluster == single process == ground truth",
+        a.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_killed_mid_run_the_cluster_restarts_and_loses_nothing() {
+    let mosquitto = Mosquitto::start_with_config(&format!("{NO_LOSS}\nautosave_interval 1\n"));
+    let influx = InfluxDb1::start();
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = fleet(22);
+    fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
+    let truth = truth_days(&fleet);
+    let sent = fleet.encoded_messages().count();
+    let shared = write_config(
+        dir.path(),
+        &mosquitto,
+        &influx,
+        &ConfigOptions {
+            name: "cluster.toml",
+            client_id: "fp-kill",
+            shared_group: Some("fleetpulse"),
+            topic: None,
+            database: "kill",
+        },
+    );
+    let mut cluster = Deployment::new(dir.path(), &[shared.clone(), shared]);
+    cluster.start();
+    let publishing = publisher(&mosquitto, &fleet, "kill-sim", 1500.0);
+
+    let mut survivors_exited = Vec::new();
+    for round in 0..3usize {
+        tokio::time::sleep(Duration::from_millis(900 + 500 * round as u64)).await;
+        // Kill one member; the other notices the lost peer and exits.
+        let victim = round % 2;
+        cluster.members[victim].kill();
+        let other = &mut cluster.members[1 - victim];
+        let status = other.wait_exit(Duration::from_secs(30)).unwrap_or_else(|| {
+            panic!(
+                "the surviving member kept running without its peer:\n{}",
+                other.log_tail()
+            )
+        });
+        survivors_exited.push(status.code());
+        cluster.start();
+    }
+    let report = publishing.await.unwrap().unwrap();
+    assert_eq!(report.messages as usize, sent);
+    let result = cluster.settle(&influx, "kill", &truth);
+    let replayed: Vec<String> = cluster
+        .members
+        .iter()
+        .flat_map(|m| {
+            std::fs::read_to_string(&m.log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("WAL replayed"))
+                .map(|l| l[l.find("replayed=").unwrap_or(0)..].to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    println!(
+        "messages sent {sent}; 3 kills, survivors exited with {survivors_exited:?}; WAL replays: {replayed:?}; lost = {}",
+        if result.is_ok() { 0 } else { 1 }
+    );
+    result.unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    assert!(survivors_exited.iter().all(|c| *c == Some(75)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_close_on_time_while_one_member_receives_nothing() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let influx = InfluxDb1::start();
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = fleet(23);
+    fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
+    let truth = truth_days(&fleet);
+    let newest = fleet
+        .messages()
+        .map(|m| m.publish_time())
+        .max()
+        .unwrap_or(0);
+    let busy = write_config(
+        dir.path(),
+        &mosquitto,
+        &influx,
+        &ConfigOptions {
+            name: "busy.toml",
+            client_id: "fp-busy",
+            shared_group: Some("fleetpulse"),
+            topic: None,
+            database: "idle",
+        },
+    );
+    // Member 1 shares a topic nobody publishes on: it is idle all along.
+    let idle = write_config(
+        dir.path(),
+        &mosquitto,
+        &influx,
+        &ConfigOptions {
+            name: "idle.toml",
+            client_id: "fp-idle",
+            shared_group: Some("fleetpulse"),
+            topic: Some("quiet/+/+/+/telemetry"),
+            database: "idle",
+        },
+    );
+    let mut cluster = Deployment::new(dir.path(), &[busy, idle]);
+    cluster.start();
+    let report = publisher(&mosquitto, &fleet, "idle-sim", 3000.0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.messages as usize, fleet.encoded_messages().count());
+
+    // Without stopping anything: every day that ended before the newest
+    // event time minus the lateness (2 h) and a tick must reach the store.
+    let due: Days = truth
+        .iter()
+        .filter(|((_, start), _)| start + DAY_MS + 2 * 3_600_000 + 60_000 <= newest)
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    let waited = Instant::now();
+    let closed = loop {
+        let store = store_days(&influx, "idle");
+        let closed: Days = store
+            .iter()
+            .filter(|(k, _)| due.contains_key(*k))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        if equal(&closed, &due).is_ok() || waited.elapsed() > Duration::from_secs(30) {
+            break closed;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    println!(
+        "idle member: {} of {} customer-days closed while running, {:.1} s after the last publish; {} left for the drain",
+        closed.len(),
+        truth.len(),
+        waited.elapsed().as_secs_f64(),
+        truth.len() - due.len()
+    );
+    equal(&closed, &due).unwrap_or_else(|e| panic!("windows held back: {e}\n{}", cluster.logs()));
+    cluster
+        .settle(&influx, "idle", &truth)
+        .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    let split = accepted_per_member(&cluster);
+    assert_eq!(split[1], 0, "the idle member received traffic: {split:?}");
+}
