@@ -571,3 +571,98 @@ fn check(wal: &Wal, durable: &[WalRecord], keep_from: u64, from: Lsn) -> Result<
     prop_assert_eq!(wal.durable_lsn(), Lsn(durable.len() as u64));
     Ok(())
 }
+
+// ---------------------------------------------------------------------------
+// A real crash: a child process appends and commits as fast as it can and
+// reports each durable LSN; it is killed (SIGKILL) mid-stream. Everything it
+// reported must come back, intact and in order.
+// ---------------------------------------------------------------------------
+
+/// Set for the child: the directory it writes its log to.
+const CRASH_DIR_VAR: &str = "FLEETPULSE_WAL_CRASH_CHILD_DIR";
+
+/// Segments of a few dozen commits each: the crash tests cross segments.
+fn crash_options() -> WalOptions {
+    WalOptions {
+        segment_bytes: 16 * 1024,
+        max_record_bytes: 1024,
+    }
+}
+
+#[test]
+#[ignore = "the child process of a_killed_writer_loses_nothing_it_committed"]
+fn crash_child() {
+    let Some(dir) = std::env::var_os(CRASH_DIR_VAR) else {
+        return;
+    };
+    let mut wal = Wal::open(dir, crash_options()).unwrap();
+    let mut out = std::io::stdout().lock();
+    let mut next = wal.next_lsn().get();
+    loop {
+        // Groups of 1 to 16 records.
+        for _ in 0..=(next % 16) {
+            assert_eq!(wal.append(&record(next)).unwrap(), Lsn(next));
+            next += 1;
+        }
+        let durable = wal.commit().unwrap();
+        writeln!(out, "{durable}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+#[test]
+fn a_killed_writer_loses_nothing_it_committed() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut reported = Lsn::ZERO;
+    for round in 0..3 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "wal::tests::crash_child",
+                "--ignored",
+                "--nocapture",
+            ])
+            .args(["--test-threads", "1", "-q"])
+            .env(CRASH_DIR_VAR, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut commits = 0;
+        for line in BufReader::new(stdout).lines() {
+            let Ok(lsn) = line.unwrap().trim().parse::<u64>() else {
+                continue; // libtest's own output
+            };
+            assert!(
+                Lsn(lsn) > reported,
+                "round {round}: LSN {lsn} reported twice"
+            );
+            reported = Lsn(lsn);
+            commits += 1;
+            if commits == 300 {
+                break;
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(commits, 300, "round {round}: the child stopped early");
+
+        let wal = Wal::open(dir.path(), crash_options()).unwrap();
+        assert!(
+            wal.segment_count() > round,
+            "round {round}: crosses segments"
+        );
+        // The child may have committed more after its last report, never less.
+        assert!(wal.durable_lsn() >= reported, "round {round}");
+        let got = all(&wal);
+        assert_eq!(got.len() as u64, wal.durable_lsn().get(), "round {round}");
+        for (lsn, record_at) in got {
+            assert_eq!(record_at, record(lsn.get()), "round {round}, LSN {lsn}");
+        }
+        reported = wal.durable_lsn();
+    }
+}
