@@ -4,7 +4,7 @@
 //! payload MB/s; samples/s = messages/s x 6 for this capture.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fleetpulse_benches::{Capture, admission, default_spec};
+use fleetpulse_benches::{Capture, admission, default_spec, now_ms};
 use fleetpulse_proto::{Limits, TopicIds, decode_and_validate};
 
 fn decode(c: &mut Criterion) {
@@ -17,6 +17,7 @@ fn decode(c: &mut Criterion) {
         capture.payload_bytes as f64 / 1e6
     );
     let limits = Limits::default();
+    let now_ms = now_ms();
 
     let mut group = c.benchmark_group("decode");
     group.sample_size(10);
@@ -34,7 +35,9 @@ fn decode(c: &mut Criterion) {
             || admission(&capture.fleet),
             |mut admission| {
                 for (topic, payload) in messages {
-                    std::hint::black_box(admission.admit(topic, payload).expect("admitted"));
+                    std::hint::black_box(
+                        admission.admit(topic, payload, now_ms).expect("admitted"),
+                    );
                 }
             },
             criterion::BatchSize::LargeInput,
@@ -46,7 +49,9 @@ fn decode(c: &mut Criterion) {
             || admission(&capture.fleet),
             |mut admission| {
                 for (topic, payload) in messages {
-                    std::hint::black_box(admission.admit(topic, payload).expect("admitted"));
+                    std::hint::black_box(
+                        admission.admit(topic, payload, now_ms).expect("admitted"),
+                    );
                 }
             },
             criterion::BatchSize::LargeInput,

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use fleetpulse_benches::Capture;
 use fleetpulse_engine::{
-    DeviceBatch, Engine, EngineConfig, EngineEvent, EngineOptions, EventTime, Id, Watermark,
+    DeviceBatch, Engine, EngineConfig, EngineEvent, EngineOptions, EventTime, Id, Sample,
 };
 use fleetpulse_sim::FleetSpec;
 use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
@@ -44,6 +44,8 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 const CUSTOMERS: usize = 100;
 const HOURS: [u64; 2] = [8, 9];
+/// Minutes over which devices' reports are spread within the hour.
+const SPREAD_MINUTES: usize = 10;
 
 fn live_heap() -> i64 {
     let s = GLOBAL.stats();
@@ -98,7 +100,16 @@ fn measure(devices: usize, templates: &[Vec<DeviceBatch>]) -> Measurement {
             site: sites[d % CUSTOMERS].clone(),
             device: ids[d].clone(),
             sequence: hour as u64 + 1,
-            samples: template.samples.clone(),
+            // Devices spread over the first 10 minutes of the hour (10
+            // ticks), as real devices are, instead of all on one tick.
+            samples: template
+                .samples
+                .iter()
+                .map(|s| Sample {
+                    at: s.at + (d % SPREAD_MINUTES) as u64 * 60_000,
+                    ..s.clone()
+                })
+                .collect(),
         }
     };
 
@@ -109,18 +120,15 @@ fn measure(devices: usize, templates: &[Vec<DeviceBatch>]) -> Measurement {
     let (state_bytes, rss_growth) = {
         let (engine, records) = start_engine();
         let mut engine = engine;
-        let mut watermark = Watermark::new(0);
         for hour in 0..HOURS.len() {
+            let mut newest = 0;
             for d in 0..devices {
                 let b = batch(hour, d);
-                watermark
-                    .admit(b.first_at(), b.last_at())
-                    .expect("in order");
+                newest = newest.max(b.last_at());
                 engine.blocking_send(b).expect("engine");
             }
-            engine
-                .blocking_advance(watermark.current())
-                .expect("engine");
+            // Past every sample of this hour, not past the hour's end.
+            engine.blocking_advance(newest + 60_000).expect("engine");
         }
         let samples = (devices * 12) as u64;
         while engine.stats().snapshot().samples < samples {

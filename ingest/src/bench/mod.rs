@@ -111,6 +111,10 @@ pub struct BenchArgs {
     /// saturation (at full speed latency is queueing).
     #[arg(long)]
     pub latency_rate: Option<f64>,
+    /// Run the fleetpulse consumer without its write-ahead log (by default
+    /// every batch is in the WAL before it is acknowledged, as in production).
+    #[arg(long)]
+    pub no_wal: bool,
     /// Skip the broker ceiling (mosquitto_sub to /dev/null).
     #[arg(long)]
     pub no_ceiling: bool,
@@ -149,6 +153,7 @@ impl Default for BenchArgs {
             workers: 2,
             rate: None,
             latency_rate: None,
+            no_wal: false,
             no_ceiling: false,
             peers: false,
             peers_dir: PathBuf::from("benches/peers"),
@@ -360,6 +365,7 @@ struct Setup {
     customers_file: PathBuf,
     dir: PathBuf,
     consumer_exe: PathBuf,
+    wal: bool,
 }
 
 /// Runs every contender and returns the report (nothing printed on stdout).
@@ -468,6 +474,7 @@ async fn bench_in(args: &BenchArgs, spec: &FleetSpec, dir: &Path) -> anyhow::Res
         customers_file,
         dir: dir.to_owned(),
         consumer_exe,
+        wal: !args.no_wal,
     };
 
     let mut runs = Vec::new();
@@ -685,7 +692,10 @@ async fn run_ceiling(
     })
 }
 
-fn fleetpulse_config(setup: &Setup, client_id: &str, workers: usize) -> String {
+fn fleetpulse_config(setup: &Setup, client_id: &str, workers: usize, wal: Option<&Path>) -> String {
+    let wal = wal.map_or_else(String::new, |dir| {
+        format!("[wal]\ndir = \"{}\"\n\n", dir.display())
+    });
     let sink = match &setup.store_url {
         Some(url) => format!(
             "[[sinks]]\ntype = \"influxdb_v2\"\nurl = \"{url}\"\norg = \"fleetpulse\"\nbucket = \"fleetpulse\"\n"
@@ -708,6 +718,7 @@ fn fleetpulse_config(setup: &Setup, client_id: &str, workers: usize) -> String {
          workers = {workers}\n\n\
          [customers]\n\
          file = \"{customers}\"\n\n\
+         {wal}\
          {sink}",
         host = setup.host,
         port = setup.port,
@@ -722,14 +733,19 @@ async fn run_fleetpulse(
     rate: Option<f64>,
     run: u32,
 ) -> anyhow::Result<RunResult> {
+    let wal = if setup.wal { ", WAL" } else { ", no WAL" };
     let contender = match rate {
-        None => format!("fleetpulse ({workers} workers)"),
-        Some(r) => format!("fleetpulse ({workers} workers) at {r:.0} msg/s"),
+        None => format!("fleetpulse ({workers} workers{wal})"),
+        Some(r) => format!("fleetpulse ({workers} workers{wal}) at {r:.0} msg/s"),
     };
     eprintln!("-- {contender}: fleetpulse run, full pipeline");
     let client_id = format!("fleetpulse-bench-{run}");
     let config = setup.dir.join(format!("fleetpulse-{run}.toml"));
-    std::fs::write(&config, fleetpulse_config(setup, &client_id, workers))?;
+    let wal = setup.wal.then(|| setup.dir.join(format!("wal-{run}")));
+    std::fs::write(
+        &config,
+        fleetpulse_config(setup, &client_id, workers, wal.as_deref()),
+    )?;
     let stamps_file = setup.dir.join(format!("engine-input-{run}.txt"));
     let mut command = Command::new(&setup.consumer_exe);
     command

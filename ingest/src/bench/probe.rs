@@ -6,7 +6,6 @@
 //! end of the first latency runs in another process on the same machine.
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::hash::Hasher;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -176,17 +175,12 @@ struct ProbedSink {
 }
 
 impl BatchWrite for ProbedSink {
-    fn write_batch(
-        &mut self,
-        records: &[Output],
-    ) -> impl Future<Output = Result<(), SinkError>> + Send {
-        async move {
-            let result = self.sink.write(records).await;
-            if result.is_ok() {
-                self.probe.records_written(records.len());
-            }
-            result
+    async fn write_batch(&mut self, records: &[Output]) -> Result<(), SinkError> {
+        let result = self.sink.write(records).await;
+        if result.is_ok() {
+            self.probe.records_written(records.len());
         }
+        result
     }
 
     fn take_rejected(&mut self) -> u64 {
