@@ -92,8 +92,10 @@ async fn the_service_subscribes_over_tls() {
 
 #[test]
 fn a_missing_ca_file_is_named() {
-    let mut config = fleetpulse::config::MqttConfig::default();
-    config.tls_ca_file = Some("/nonexistent/ca.crt".into());
+    let config = fleetpulse::config::MqttConfig {
+        tls_ca_file: Some("/nonexistent/ca.crt".into()),
+        ..Default::default()
+    };
     let err = fleetpulse::source::mqtt::options(&config)
         .unwrap_err()
         .to_string();

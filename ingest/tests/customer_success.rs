@@ -41,8 +41,10 @@ fn run(spec: &FleetSpec) -> Run {
             &CheckContext::default(),
         )
         .unwrap();
-    let mut config = EngineConfig::default();
-    config.customers = specs;
+    let config = EngineConfig {
+        customers: specs,
+        ..EngineConfig::default()
+    };
     let mut converter = Converter::new(config.features.clone());
     let batches: Vec<_> = fleet.messages().map(|m| converter.batch(m.batch)).collect();
     let outcome = run_batches(config, 2, 2 * 3_600_000, batches).unwrap();
