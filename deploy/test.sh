@@ -4,8 +4,9 @@
 #   ./deploy/test.sh
 #
 # 1. Installs the real servers the integration tests start themselves
-#    (mosquitto, InfluxDB 1.x, VictoriaMetrics: Debian packages), and
-#    openssl for the broker's test certificates, if any binary is missing.
+#    (mosquitto, InfluxDB 1.x, VictoriaMetrics: Debian packages), openssl
+#    for the broker's test certificates, and chromium for the headless
+#    dashboard and report tests, if any binary is missing.
 #    Needs root, or sudo.
 # 2. Runs rustfmt --check, clippy -D warnings and the whole test suite
 #    (cargo-nextest if present, else cargo test), then the doc tests.
@@ -20,8 +21,9 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-PACKAGES=(mosquitto mosquitto-clients influxdb victoria-metrics openssl)
-BINARIES=(mosquitto mosquitto_pub mosquitto_sub mosquitto_passwd influxd victoria-metrics openssl)
+# chromium: the dashboard and report tests render the pages headless.
+PACKAGES=(mosquitto mosquitto-clients influxdb victoria-metrics openssl chromium)
+BINARIES=(mosquitto mosquitto_pub mosquitto_sub mosquitto_passwd influxd victoria-metrics openssl chromium)
 # mosquitto lives in /usr/sbin, which a non-root PATH often lacks; the test
 # fixtures look there too.
 SEARCH_PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"

@@ -1,6 +1,6 @@
 //! The service configuration (`fleetpulse.toml`): broker, engine, customers
-//! file, sinks. Typed so that parsing is validation; errors name the file,
-//! line and field.
+//! file, sinks, alerts, HTTP port. Typed so that parsing is validation;
+//! errors name the file, line and field.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -41,7 +41,8 @@ pub struct ReportArgs {
     /// The SQLite KPI store to read.
     #[arg(long, default_value = "fleetpulse-data/kpi.sqlite")]
     pub store: PathBuf,
-    /// First day of the period, `YYYY-MM-DD` (default: 90 days before `--to`).
+    /// First day of the period, `YYYY-MM-DD` (default: 90 days before `--to`,
+    /// or the customer's first day in the store if that is later).
     #[arg(long)]
     pub from: Option<String>,
     /// Last day of the period, `YYYY-MM-DD`, included (default: the
@@ -162,9 +163,18 @@ pub fn load(args: &ReportArgs) -> anyhow::Result<ReportData> {
         Some(text) => parse_day("--to", text)? + DAY_MS,
         None => fleetpulse_sim::calendar::day_start(last_day) + DAY_MS,
     };
+    let first_day = all_health
+        .first()
+        .map(|h| h.window_start)
+        .into_iter()
+        .chain(daily.first().map(|k| k.window_start))
+        .min()
+        .map_or(0, fleetpulse_sim::calendar::day_start);
     let from = match &args.from {
         Some(text) => parse_day("--from", text)?,
-        None => to.saturating_sub(DEFAULT_PERIOD_DAYS * DAY_MS),
+        None => to
+            .saturating_sub(DEFAULT_PERIOD_DAYS * DAY_MS)
+            .max(first_day),
     };
     if from >= to {
         bail!("--from must be before --to");

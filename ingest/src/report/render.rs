@@ -361,7 +361,7 @@ fn section_adoption(out: &mut String, d: &ReportData) {
         ],
     );
     depth.y_min = Some(0.0);
-    depth.format = svg::percent;
+    depth.format = Some(svg::percent);
     let mut breadth = LineChart::new(
         "adoption-breadth",
         vec![
@@ -446,6 +446,7 @@ fn section_health(out: &mut String, d: &ReportData) {
     );
     chart.y_min = Some(0.0);
     chart.y_max = Some(100.0);
+    chart = chart.full_width();
     chart.bands = vec![
         (0.0, 50.0, color::RED),
         (50.0, 75.0, color::YELLOW),
@@ -530,7 +531,7 @@ fn section_journey(out: &mut String, d: &ReportData) {
 /// The journey as a timeline: each milestone's due date (hollow) and the
 /// day it was reached (filled), on one time axis.
 fn journey_svg(d: &ReportData) -> String {
-    const W: f64 = 720.0;
+    const W: f64 = svg::FULL_WIDTH;
     const L: f64 = 180.0;
     const R: f64 = 20.0;
     const ROW: f64 = 26.0;

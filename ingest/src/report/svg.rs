@@ -84,9 +84,19 @@ pub struct LineChart {
     pub y_max: Option<f64>,
     /// Shaded horizontal bands: (from, to, colour).
     pub bands: Vec<(f64, f64, &'static str)>,
-    /// Axis label format.
-    pub format: fn(f64) -> String,
+    /// Axis label format; `None`: as many decimals as the axis step needs.
+    pub format: Option<fn(f64) -> String>,
+    /// Width in SVG units, about the CSS pixels it is shown at, so labels
+    /// keep their size.
+    pub width: f64,
+    /// Height in SVG units.
+    pub height: f64,
 }
+
+/// Width of a chart in a half of the page.
+pub const HALF_WIDTH: f64 = 500.0;
+/// Width of a chart across the page.
+pub const FULL_WIDTH: f64 = 1020.0;
 
 /// `12`, `0.25`, `1.5k`: short axis labels.
 pub fn short(v: f64) -> String {
@@ -116,14 +126,22 @@ impl LineChart {
             y_min: None,
             y_max: None,
             bands: Vec::new(),
-            format: short,
+            format: None,
+            width: HALF_WIDTH,
+            height: 230.0,
         }
+    }
+
+    /// The same chart across the whole page.
+    pub fn full_width(mut self) -> Self {
+        self.width = FULL_WIDTH;
+        self.height = 260.0;
+        self
     }
 
     /// The SVG element and its legend.
     pub fn render(&self) -> String {
-        const W: f64 = 720.0;
-        const H: f64 = 230.0;
+        let (w, h) = (self.width, self.height);
         const L: f64 = 52.0;
         const R: f64 = 14.0;
         const T: f64 = 10.0;
@@ -137,15 +155,15 @@ impl LineChart {
         let mut svg = String::new();
         let _ = write!(
             svg,
-            r#"<svg class="chart" data-chart="{}" viewBox="0 0 {W} {H}" xmlns="http://www.w3.org/2000/svg" role="img">"#,
+            r#"<svg class="chart" data-chart="{}" viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg" role="img">"#,
             escape(&self.id)
         );
         if finite.is_empty() {
             let _ = write!(
                 svg,
                 r#"<text x="{}" y="{}" text-anchor="middle">no data in this period</text>"#,
-                W / 2.0,
-                H / 2.0
+                w / 2.0,
+                h / 2.0
             );
         } else {
             let mut x0 = finite.iter().map(|p| p.0).min().unwrap_or(0);
@@ -161,39 +179,58 @@ impl LineChart {
             if y1 <= y0 {
                 y1 = y0 + 1.0;
             }
-            let sx = |x: EventTime| L + (W - L - R) * (x - x0) as f64 / (x1 - x0) as f64;
-            let sy = |y: f64| T + (H - T - B) * (1.0 - (y.clamp(y0, y1) - y0) / (y1 - y0));
+            let sx = |x: EventTime| L + (w - L - R) * (x - x0) as f64 / (x1 - x0) as f64;
+            let sy = |y: f64| T + (h - T - B) * (1.0 - (y.clamp(y0, y1) - y0) / (y1 - y0));
             for (from, to, color) in &self.bands {
                 let top = sy(to.min(y1));
                 let bottom = sy(from.max(y0));
                 let _ = write!(
                     svg,
                     r#"<rect x="{L}" y="{top:.1}" width="{}" height="{:.1}" fill="{color}" opacity="0.09"/>"#,
-                    W - L - R,
+                    w - L - R,
                     (bottom - top).max(0.0)
                 );
             }
+            let step = (y1 - y0) / 4.0;
+            let digits = if step >= 5.0 {
+                0
+            } else if step >= 0.5 {
+                1
+            } else if step >= 0.05 {
+                2
+            } else {
+                3
+            };
+            let label = |v: f64| match self.format {
+                Some(f) => f(v),
+                None => format!("{v:.digits$}"),
+            };
             for k in 0..=4 {
                 let v = y0 + (y1 - y0) * f64::from(k) / 4.0;
                 let y = sy(v);
                 let _ = write!(
                     svg,
                     r##"<line x1="{L}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#e3e7ee"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
-                    W - R,
+                    w - R,
                     L - 6.0,
                     y + 4.0,
-                    escape(&(self.format)(v))
+                    escape(&label(v))
                 );
             }
             let days = (x1 - x0) / DAY_MS;
             let ticks = days.clamp(2, 6);
             for k in 0..=ticks {
                 let x = x0 + (x1 - x0) * k / ticks;
+                let anchor = match k {
+                    0 => "start",
+                    k if k == ticks => "end",
+                    _ => "middle",
+                };
                 let _ = write!(
                     svg,
-                    r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
+                    r#"<text x="{:.1}" y="{}" text-anchor="{anchor}">{}</text>"#,
                     sx(x),
-                    H - 8.0,
+                    h - 8.0,
                     &date(x)[5..]
                 );
             }

@@ -42,7 +42,8 @@ function pct(n, digits) {
 
 function signed(n, digits) {
   if (n == null || !isFinite(n)) return "–";
-  const s = Number(n).toFixed(digits == null ? 0 : digits);
+  let s = Number(n).toFixed(digits == null ? 0 : digits);
+  if (Number(s) === 0) return s.replace("-", "");
   return n > 0 ? "+" + s : s;
 }
 
@@ -71,13 +72,18 @@ function sparkline(points, width, height) {
     return `<svg class="spark" data-chart="sparkline" width="${width}" height="${height}"></svg>`;
   }
   const x0 = valid[0].window_start, x1 = valid[valid.length - 1].window_start;
+  // Scaled to the customer's own range (at least 20 points), so the trend shows.
+  const scores = valid.map((p) => p.score);
+  const mid = (Math.max(...scores) + Math.min(...scores)) / 2;
+  const span = Math.max(20, Math.max(...scores) - Math.min(...scores));
+  const lo = Math.max(0, Math.min(100 - span, mid - span / 2)), hi = lo + span;
   const sx = (x) => 2 + (width - 4) * (x - x0) / Math.max(1, x1 - x0);
-  const sy = (y) => height - 2 - (height - 4) * y / 100;
+  const sy = (y) => height - 3 - (height - 6) * (Math.min(Math.max(y, lo), hi) - lo) / (hi - lo);
   const d = valid.map((p, i) => `${i ? "L" : "M"}${sx(p.window_start).toFixed(1)},${sy(p.score).toFixed(1)}`).join("");
   const last = valid[valid.length - 1];
   const color = COLORS[last.band] || COLORS.grey;
   return `<svg class="spark" data-chart="sparkline" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}">` +
-    `<line x1="0" x2="${width}" y1="${sy(50)}" y2="${sy(50)}" stroke="#f1c4c4" stroke-dasharray="2,2"/>` +
+    (lo < 50 && hi > 50 ? `<line x1="0" x2="${width}" y1="${sy(50)}" y2="${sy(50)}" stroke="#f1c4c4" stroke-dasharray="2,2"/>` : "") +
     `<path d="${d}" fill="none" stroke="${color}" stroke-width="1.6"/>` +
     `<circle cx="${sx(last.window_start).toFixed(1)}" cy="${sy(last.score).toFixed(1)}" r="2.2" fill="${color}"/></svg>`;
 }
@@ -88,7 +94,7 @@ function lineChart(series, opts) {
   const W = 640, H = opts.height || 220, L = 48, R = 12, T = 12, B = 26;
   const all = [];
   series.forEach((s) => s.points.forEach((p) => { if (p[1] != null && isFinite(p[1])) all.push(p); }));
-  const fmt = opts.format || ((v) => num(v, 1));
+  let fmt = opts.format;
   let body = "";
   if (all.length === 0) {
     body = `<text x="${W / 2}" y="${H / 2}" text-anchor="middle">no data yet</text>`;
@@ -101,6 +107,11 @@ function lineChart(series, opts) {
     let y1 = opts.yMax != null ? opts.yMax : Math.max(...ys);
     if (opts.yMax == null) y1 = y1 + (y1 - y0) * 0.08;
     if (y1 <= y0) y1 = y0 + 1;
+    if (!fmt) {
+      const step = (y1 - y0) / 4;
+      const digits = step >= 5 ? 0 : step >= 0.5 ? 1 : step >= 0.05 ? 2 : 3;
+      fmt = (v) => num(v, digits);
+    }
     const sx = (x) => L + (W - L - R) * (x - x0) / (x1 - x0);
     const sy = (y) => T + (H - T - B) * (1 - (Math.min(Math.max(y, y0), y1) - y0) / (y1 - y0));
     (opts.bands || []).forEach((b) => {
@@ -115,7 +126,8 @@ function lineChart(series, opts) {
     const ticks = Math.min(6, Math.max(2, Math.round((x1 - x0) / DAY_MS)));
     for (let k = 0; k <= ticks; k++) {
       const x = x0 + (x1 - x0) * k / ticks;
-      body += `<text x="${sx(x).toFixed(1)}" y="${H - 8}" text-anchor="middle">${esc(date(x).slice(5))}</text>`;
+      const anchor = k === 0 ? "start" : k === ticks ? "end" : "middle";
+      body += `<text x="${sx(x).toFixed(1)}" y="${H - 8}" text-anchor="${anchor}">${esc(date(x).slice(5))}</text>`;
     }
     series.forEach((s) => {
       let d = "", pen = false;
@@ -170,8 +182,8 @@ function tiles(portfolio, list) {
   const total = p ? p.arr_total : customers.reduce((s, c) => s + (c.arr || 0), 0);
   const atRisk = p ? p.arr_at_risk : customers.reduce((s, c) => s + (c.health ? c.health.arr_at_risk || 0 : 0), 0);
   const share = total > 0 ? atRisk / total : 0;
-  const growth = p ? `${pct(p.managed_usage_growth, 1)} managed · ${pct(p.unmanaged_usage_growth, 1)} other` : "–";
-  const attain = p ? `${num(p.managed_outcome_attainment)} managed · ${num(p.unmanaged_outcome_attainment)} other` : "–";
+  const growth = p ? `high-touch, 7 days vs 28 · other customers ${pct(p.unmanaged_usage_growth, 1)}` : "–";
+  const attain = p ? `high-touch, 0-100 · other customers ${num(p.unmanaged_outcome_attainment)}` : "–";
   return `<section class="tiles" id="portfolio">
     <div class="tile"><div class="label">Customers</div><div class="value">${customers.length}</div>
       <div class="bands"><span style="color:${COLORS.red}">${count("red")} red</span><span style="color:${COLORS.yellow}">${count("yellow")} yellow</span><span style="color:${COLORS.green}">${count("green")} green</span></div></div>
@@ -179,8 +191,8 @@ function tiles(portfolio, list) {
     <div class="tile risk"><div class="label">ARR at risk</div><div class="value" id="arr-at-risk">${money(atRisk)}</div><div class="sub">${pct(share)} of ARR · red or open alert</div></div>
     <div class="tile"><div class="label">Open alerts</div><div class="value">${portfolio.open_alerts}</div>
       <div class="sub">${portfolio.open_alerts_by_rule.map((r) => esc(r.rule) + " " + r.open_alerts).join(" · ") || "none"}</div></div>
-    <div class="tile"><div class="label">Usage growth</div><div class="value">${p ? pct(p.managed_usage_growth - p.unmanaged_usage_growth, 1) : "–"}</div><div class="sub">${esc(growth)}</div></div>
-    <div class="tile"><div class="label">Outcome attainment</div><div class="value">${p ? num(p.managed_outcome_attainment) : "–"}</div><div class="sub">${esc(attain)}</div></div>
+    <div class="tile"><div class="label">Usage growth, managed</div><div class="value">${p ? pct(p.managed_usage_growth, 1) : "–"}</div><div class="sub">${esc(growth)}</div></div>
+    <div class="tile"><div class="label">Outcome attainment, managed</div><div class="value">${p ? num(p.managed_outcome_attainment) : "–"}</div><div class="sub">${esc(attain)}</div></div>
   </section>`;
 }
 
@@ -253,18 +265,21 @@ async function customerPage(id) {
     { name: "reporting devices", color: COLORS.teal, points: kpis.map((k) => [at(k), k.reporting_devices]) },
     { name: "active devices", color: COLORS.blue, points: kpis.map((k) => [at(k), k.active_devices]) },
     { name: "operators", color: COLORS.orange, points: kpis.map((k) => [at(k), k.distinct_operators]) },
-  ], { title: "Adoption breadth: devices and operators per day", id: "breadth", yMin: 0, format: (v) => num(v) });
-  const faultsChart = lineChart([
+  ], { title: "Adoption breadth: devices and operators per day", id: "breadth", yMin: 0 });
+  const hoursChart = lineChart([
     { name: "operating hours", color: COLORS.blue, points: kpis.map((k) => [at(k), k.operating_hours]) },
+    { name: "idle hours", color: COLORS.grey, points: kpis.map((k) => [at(k), k.idle_hours]) },
+  ], { title: "Operating and idle hours per day", id: "hours", yMin: 0 });
+  const faultsChart = lineChart([
     { name: "faults", color: COLORS.red, points: kpis.map((k) => [at(k), k.fault_count]) },
-  ], { title: "Operating hours and faults per day", id: "hours", yMin: 0, format: (v) => num(v) });
+  ], { title: "Reliability: faults per day", id: "faults", yMin: 0 });
   const outcomeCharts = c.outcomes.map((o, i) => {
     const marks = o.history.filter((r) => r.value != null).map((r) => [r.window_start, r.value, r.met ? COLORS.green : COLORS.red]);
     const attainment = o.evaluated_windows ? `${o.met_windows}/${o.evaluated_windows} windows met` : "not evaluated yet";
     return lineChart([
       { name: o.outcome, color: SERIES[i % SERIES.length], points: o.history.map((r) => [r.window_start, r.value]), marks },
       { name: `target (${o.direction === "at_most" ? "at most" : "at least"} ${num(o.target, 2)})`, color: COLORS.grey, dashed: true, points: o.history.map((r) => [r.window_start, r.target]) },
-    ], { title: `Outcome: ${o.outcome} (${o.window}) · ${attainment}`, id: "outcome-" + o.outcome, format: (v) => num(v, 2) });
+    ], { title: `Outcome: ${o.outcome} (${o.window}) · ${attainment}`, id: "outcome-" + o.outcome });
   }).join("");
   const devices = c.devices.slice().sort((a, b) => (b.faults_7d - a.faults_7d) || (a.last_seen - b.last_seen));
   const newest = Math.max(0, ...devices.map((d) => d.last_seen));
@@ -294,7 +309,7 @@ async function customerPage(id) {
     <div id="open-alerts">${open.length ? open.map(alertHtml).join("") : '<p class="muted">None.</p>'}</div>
     <h2>Journey</h2>${journey(c.milestones)}
     <h2>Health and adoption</h2>
-    <div class="grid2">${healthChart}${usageChart}${breadthChart}${faultsChart}</div>
+    <div class="grid2">${healthChart}${usageChart}${breadthChart}${hoursChart}${faultsChart}</div>
     <h2>Outcomes against targets</h2>
     <div class="grid2">${outcomeCharts || '<p class="muted">No outcomes defined.</p>'}</div>
     <h2>Devices (${devices.length})</h2>
@@ -315,7 +330,7 @@ async function alertsPage(query) {
     `<option value="${esc(v)}"${v === current ? " selected" : ""}>${esc(v)}</option>`).join("")}</select>`;
   const rows = list.alerts.map((a) => `<tr data-customer="${esc(a.customer)}">
     <td><a href="#/customer/${encodeURIComponent(a.customer)}">${esc(a.customer_name)}</a><div class="muted small">${esc(a.segment)}</div></td>
-    <td class="rule">${esc(a.rule)}</td><td>${esc(a.status)}</td><td>${esc(date(a.opened_at))}</td><td>${esc(date(a.resolved_at))}</td>
+    <td class="rule">${esc(a.rule)}</td><td>${esc(a.status)}</td><td class="nowrap">${esc(date(a.opened_at))}</td><td class="nowrap">${esc(date(a.resolved_at))}</td>
     <td>${esc(a.stage)}</td><td class="num">${money(a.arr_at_risk)}</td><td class="evidence">${esc(a.evidence)}<div class="next">${esc(a.next_action)}</div></td></tr>`).join("");
   return `<h1>Alerts</h1>
     <div class="filters">${select("status", ["open", "resolved", "all"], status).replace('<option value="">status: all</option>', "")}
