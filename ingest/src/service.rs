@@ -537,11 +537,17 @@ async fn open_and_replay(
     };
     let wal = Wal::open(&config.dir, options).map_err(|e| ServiceError::Wal(e.to_string()))?;
     let mut replayed = 0u64;
+    let mut progress = crate::progress::Progress::new(
+        "replaying",
+        "WAL records",
+        wal.next_lsn().0.saturating_sub(wal.first_lsn().0),
+    );
     for entry in wal
         .replay(wal.first_lsn())
         .map_err(|e| ServiceError::Wal(e.to_string()))?
     {
         let (lsn, record) = entry.map_err(|e| ServiceError::Wal(e.to_string()))?;
+        progress.set(lsn.0.saturating_sub(wal.first_lsn().0) + 1);
         match admission.admit(&record.topic, &record.payload, record.received_ms) {
             Ok(batch) => {
                 retained
@@ -559,6 +565,7 @@ async fn open_and_replay(
         }
     }
     metrics.messages_replayed.fetch_add(replayed, Relaxed);
+    progress.finish(&format!("{replayed} WAL records replayed"));
     tracing::info!(dir = %config.dir.display(), replayed, "WAL replayed");
     Ok(WalWriter::spawn(wal, 4096, 1024))
 }

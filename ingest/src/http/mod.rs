@@ -203,6 +203,7 @@ impl Hub {
             s.received = m.received();
             s.bytes = m.bytes_received.load(Relaxed);
             s.accepted = m.messages_accepted.load(Relaxed);
+            s.replayed = m.messages_replayed.load(Relaxed);
             s.samples = m.samples_accepted.load(Relaxed);
             s.rejected = RejectReason::ALL
                 .iter()

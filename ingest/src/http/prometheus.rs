@@ -15,6 +15,8 @@ use crate::metrics::RejectReason;
 pub const MESSAGES_RECEIVED: &str = "fleetpulse_messages_received_total";
 /// Payload bytes taken from the broker.
 pub const BYTES_RECEIVED: &str = "fleetpulse_bytes_received_total";
+/// Messages replayed from the write-ahead log at start.
+pub const MESSAGES_REPLAYED: &str = "fleetpulse_messages_replayed_total";
 /// Messages whose payload decoded (accepted, or refused by a later check).
 pub const MESSAGES_DECODED: &str = "fleetpulse_messages_decoded_total";
 /// Messages that passed every check and went to the engine.
@@ -82,6 +84,8 @@ pub struct Snapshot {
     pub bytes: u64,
     /// Messages accepted.
     pub accepted: u64,
+    /// Messages replayed from the WAL.
+    pub replayed: u64,
     /// Samples accepted.
     pub samples: u64,
     /// Rejections per reason, in [`RejectReason::ALL`] order.
@@ -175,6 +179,12 @@ pub fn render(s: &Snapshot) -> String {
         "counter",
         "Messages refused, by reason.",
         &rejected,
+    );
+    metric(
+        MESSAGES_REPLAYED,
+        "counter",
+        "Messages replayed from the write-ahead log at start.",
+        &one(s.replayed),
     );
     metric(
         SAMPLES_ACCEPTED,
@@ -348,9 +358,10 @@ mod tests {
         };
         let text = render(&s);
         assert!(text.contains("fleetpulse_messages_rejected_total{reason=\"too_late\"} 1\n"));
-        // 7 accepted + 6 reasons found after decoding.
+        // 7 accepted + one of each reason found after decoding.
+        let decoded = 7 + RejectReason::ALL.len() - 3;
         assert!(
-            text.contains("fleetpulse_messages_decoded_total 13\n"),
+            text.contains(&format!("fleetpulse_messages_decoded_total {decoded}\n")),
             "{text}"
         );
         assert!(text.contains("fleetpulse_engine_watermark_lag_seconds 60.000\n"));
