@@ -350,10 +350,15 @@ impl View {
 
     /// Open alert episodes of one customer, oldest first.
     pub fn open_alerts_of(&self, customer: &str) -> Vec<&AlertRecord> {
+        // The map is ordered by customer first: read only this one's range.
+        let first_rule = Rule::ALL.iter().min().copied().unwrap_or(Rule::UsageDrop);
+        let from: (Id, Rule, u32) = (customer.into(), first_rule, 0);
         let mut open: Vec<&AlertRecord> = self
             .alerts
-            .values()
-            .filter(|a| &*a.customer == customer && a.status == AlertStatus::Open)
+            .range(from..)
+            .take_while(|((c, _, _), _)| &**c == customer)
+            .map(|(_, a)| a)
+            .filter(|a| a.status == AlertStatus::Open)
             .collect();
         open.sort_by_key(|a| (a.opened_at, a.rule));
         open
@@ -380,9 +385,15 @@ impl View {
     /// alerts; customers without a health record yet come last, by id.
     pub fn ranked(&self) -> Vec<(&Id, &CustomerView)> {
         let mut ranked: Vec<(&Id, &CustomerView)> = self.customers.iter().collect();
+        let mut open_count: HashMap<&str, usize> = HashMap::new();
+        for a in self.alerts.values() {
+            if a.status == AlertStatus::Open {
+                *open_count.entry(&*a.customer).or_default() += 1;
+            }
+        }
         ranked.sort_by(|(a_id, a), (b_id, b)| {
             let key = |id: &str, c: &CustomerView| {
-                let open = self.open_alerts_of(id).len();
+                let open = open_count.get(id).copied().unwrap_or(0);
                 match c.latest_health() {
                     Some(h) => (
                         0u8,
@@ -499,7 +510,12 @@ mod tests {
         assert!(view.open_alerts_of("a").is_empty());
         view.apply(&[Output::Alert(alert("a", 2, AlertStatus::Open))]);
         assert_eq!(view.open_alerts_of("a").len(), 1);
-        assert_eq!(view.version(), 3);
+        // Another customer whose id starts the same is not mixed in.
+        view.apply(&[Output::Alert(alert("ab", 1, AlertStatus::Open))]);
+        view.apply(&[Output::Alert(alert("", 1, AlertStatus::Open))]);
+        assert_eq!(view.open_alerts_of("a").len(), 1);
+        assert_eq!(view.open_alerts_of("ab").len(), 1);
+        assert_eq!(view.version(), 5);
     }
 
     #[test]
