@@ -55,6 +55,8 @@ fn run_chromium(url: &str, extra: &[String]) -> String {
             "--disable-component-update",
             "--disable-sync",
             "--hide-scrollbars",
+            // Containers often have a small /dev/shm.
+            "--disable-dev-shm-usage",
             "--virtual-time-budget=8000",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
