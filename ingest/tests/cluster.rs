@@ -203,6 +203,9 @@ impl Deployment {
 
 struct ConfigOptions<'a> {
     name: &'a str,
+    /// With the write-ahead log (acknowledge only once durable).
+    wal: bool,
+    workers: usize,
     client_id: &'a str,
     shared_group: Option<&'a str>,
     topic: Option<&'a str>,
@@ -235,16 +238,13 @@ client_id = "{client_id}"
 persistent_session = true
 {shared}{topic}
 [engine]
-workers = 1
+workers = {workers}
 idle_after = "2s"
 
 [customers]
 file = "customers.toml"
 
-[wal]
-dir = "wal-{client_id}"
-segment_bytes = 262144
-
+{wal}
 [alerts]
 mqtt = false
 
@@ -258,6 +258,15 @@ database = "{database}"
         client_id = options.client_id,
         influx = influx.url(),
         database = options.database,
+        workers = options.workers,
+        wal = if options.wal {
+            format!(
+                "[wal]\ndir = \"wal-{}\"\nsegment_bytes = 262144\n",
+                options.client_id
+            )
+        } else {
+            String::new()
+        },
     )
     .unwrap();
     path
@@ -400,6 +409,8 @@ async fn two_processes_with_a_shared_subscription_equal_the_ground_truth_and_one
         &mosquitto,
         &influx,
         &ConfigOptions {
+            workers: 1,
+            wal: true,
             name: "cluster.toml",
             client_id: "fp-cluster",
             shared_group: Some("fleetpulse"),
@@ -434,6 +445,8 @@ async fn two_processes_with_a_shared_subscription_equal_the_ground_truth_and_one
         &single_broker,
         &influx,
         &ConfigOptions {
+            workers: 1,
+            wal: true,
             name: "single.toml",
             client_id: "fp-single",
             shared_group: None,
@@ -477,6 +490,8 @@ async fn a_member_killed_mid_run_the_cluster_restarts_and_loses_nothing() {
         &mosquitto,
         &influx,
         &ConfigOptions {
+            workers: 1,
+            wal: true,
             name: "cluster.toml",
             client_id: "fp-kill",
             shared_group: Some("fleetpulse"),
@@ -545,6 +560,8 @@ async fn windows_close_on_time_while_one_member_receives_nothing() {
         &mosquitto,
         &influx,
         &ConfigOptions {
+            workers: 1,
+            wal: true,
             name: "busy.toml",
             client_id: "fp-busy",
             shared_group: Some("fleetpulse"),
@@ -558,6 +575,8 @@ async fn windows_close_on_time_while_one_member_receives_nothing() {
         &mosquitto,
         &influx,
         &ConfigOptions {
+            workers: 1,
+            wal: true,
             name: "idle.toml",
             client_id: "fp-idle",
             shared_group: Some("fleetpulse"),
@@ -606,4 +625,162 @@ async fn windows_close_on_time_while_one_member_receives_nothing() {
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
     let split = accepted_per_member(&cluster);
     assert_eq!(split[1], 0, "the idle member received traffic: {split:?}");
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime is the
+    // 12th, stime the 13th.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds of the processes whose command line mentions `needle` (a
+/// fixture's data directory): the broker's and the store's share.
+fn cpu_seconds_of(needle: &str) -> f64 {
+    let mut total = 0.0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            total += cpu_seconds(pid);
+        }
+    }
+    total
+}
+
+/// Not part of the suite: the figures in docs/SCALING.md. The broker holds
+/// the whole fleet's messages (queued for the members' persistent
+/// sessions), then the members start and drain it; timed until every
+/// closable day is in InfluxDB.
+///
+/// `cargo test --release -p fleetpulse --test cluster -- --ignored --nocapture throughput`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn throughput_of_one_and_two_processes() {
+    let devices = std::env::var("FLEETPULSE_SCALING_DEVICES")
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(300);
+    let days = 30;
+    let influx = InfluxDb1::start();
+    let fleet = Fleet::generate(&FleetSpec {
+        customers: 6,
+        devices,
+        days,
+        seed: 24,
+        ..FleetSpec::default()
+    });
+    let truth = truth_days(&fleet);
+    let messages: Vec<(String, Vec<u8>)> = fleet.encoded_messages().collect();
+    let samples: usize = fleet.messages().map(|m| m.batch.samples.len()).sum();
+    let newest = fleet
+        .messages()
+        .map(|m| m.publish_time())
+        .max()
+        .unwrap_or(0);
+    let due: Days = truth
+        .iter()
+        .filter(|((_, start), _)| start + DAY_MS + 2 * 3_600_000 + 60_000 <= newest)
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    let bytes: usize = messages.iter().map(|(_, p)| p.len()).sum();
+    println!(
+        "fleet: {devices} devices, {days} days, {} messages ({} bytes of payload each on average), {samples} samples",
+        messages.len(),
+        bytes / messages.len().max(1)
+    );
+    let cases = [
+        (1usize, 1usize, true),
+        (1, 2, true),
+        (2, 1, true),
+        (1, 1, false),
+        (2, 1, false),
+    ];
+    for (processes, workers, wal) in cases {
+        let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+        let dir = tempfile::tempdir().unwrap();
+        fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml")))
+            .unwrap();
+        let database = format!("scaling_{processes}x{workers}_{wal}");
+        let config = write_config(
+            dir.path(),
+            &mosquitto,
+            &influx,
+            &ConfigOptions {
+                name: "scaling.toml",
+                workers,
+                wal,
+                client_id: "fp-scaling",
+                shared_group: Some("fleetpulse"),
+                topic: None,
+                database: &database,
+            },
+        );
+        let mut deployment = Deployment::new(dir.path(), &vec![config; processes]);
+        // Create the sessions, then let the broker queue the whole fleet.
+        deployment.start();
+        for member in &deployment.members {
+            member.wait_for_log("subscribed", 1);
+        }
+        deployment.stop();
+        let published = Instant::now();
+        let options = PublishOptions {
+            host: mosquitto.host().to_string(),
+            port: mosquitto.port(),
+            client_id: format!("scaling-sim-{processes}x{workers}-{wal}"),
+            rate: None,
+            give_up_after: Duration::from_secs(300),
+            ..PublishOptions::default()
+        };
+        fleetpulse_sim::publish(options, messages.clone(), |_| {})
+            .await
+            .unwrap();
+        let publish_s = published.elapsed().as_secs_f64();
+
+        let broker_dir = mosquitto.data_dir().to_string_lossy().into_owned();
+        let store_dir = influx.data_dir().to_string_lossy().into_owned();
+        let (broker_before, store_before) =
+            (cpu_seconds_of(&broker_dir), cpu_seconds_of(&store_dir));
+        deployment.start();
+        let started = Instant::now();
+        loop {
+            let store = store_days(&influx, &database);
+            let closed = due.keys().filter(|k| store.contains_key(*k)).count();
+            if closed == due.len() || started.elapsed() > Duration::from_secs(600) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let cpu: f64 = deployment
+            .members
+            .iter()
+            .filter_map(|m| m.child.as_ref())
+            .map(|c| cpu_seconds(c.id()))
+            .sum();
+        let broker_cpu = cpu_seconds_of(&broker_dir) - broker_before;
+        let store_cpu = cpu_seconds_of(&store_dir) - store_before;
+        // The tail (the last open day) closes on the drain; not timed.
+        let result = deployment.settle(&influx, &database, &truth);
+        println!(
+            "{processes} process(es) x {workers} worker(s), WAL {wal}: {:.0} messages/s ({:.0} samples/s) drained in {seconds:.1} s, \
+             service CPU {cpu:.1} s ({:.2} s per million samples), mosquitto CPU {broker_cpu:.1} s, InfluxDB CPU {store_cpu:.1} s; \
+             broker took the publish at {:.0} messages/s; equal to ground truth: {}",
+            messages.len() as f64 / seconds,
+            samples as f64 / seconds,
+            cpu / (samples as f64 / 1e6),
+            messages.len() as f64 / publish_s,
+            result.is_ok()
+        );
+    }
 }
