@@ -106,6 +106,8 @@ struct StoreLatency {
     /// (latency ns, records).
     done: Vec<(u64, u64)>,
     last_write_ns: u64,
+    /// End of the last emission counted as stored.
+    stored_end: u64,
 }
 
 impl Probe {
@@ -152,16 +154,15 @@ impl PipelineProbe for Probe {
         if let Ok(mut s) = self.store.lock() {
             s.written += records as u64;
             s.last_write_ns = now;
-            let mut previous_end = s.written - records as u64;
             // One sink writes in emission order: an emission is stored once
-            // the written count passes its end.
+            // the written count passes its end; it weighs its records.
             while let Some(&(end, at)) = s.pending.front() {
                 if end > s.written {
                     break;
                 }
                 s.pending.pop_front();
-                let weight = end.saturating_sub(previous_end).max(1);
-                previous_end = end;
+                let weight = end.saturating_sub(s.stored_end).max(1);
+                s.stored_end = end;
                 s.done.push((now.saturating_sub(at), weight));
             }
         }
