@@ -1,0 +1,210 @@
+//! Timely's cluster mode in one test process: two engines, each one
+//! "process" of a two-process cluster over loopback TCP, fed round-robin as
+//! a shared subscription would, produce the same windows as one process;
+//! and a process that receives nothing follows the cluster watermark so the
+//! windows close while the input is still open.
+
+use std::collections::BTreeSet;
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fleetpulse_engine::run::run_batches;
+use fleetpulse_engine::{
+    Cluster, DeviceBatch, Engine, EngineConfig, EngineEvent, EngineOptions, MachineState, Output,
+    Sample, Watermark,
+};
+use tokio::sync::mpsc;
+
+const T0: u64 = 1_767_571_200_000; // 2026-01-05T00:00:00Z
+const MIN: u64 = 60_000;
+const DAY: u64 = 86_400_000;
+const LATENESS: u64 = 120 * MIN;
+
+fn batches() -> Vec<DeviceBatch> {
+    let devices = [
+        ("acme", "a1"),
+        ("acme", "a2"),
+        ("bolt", "b1"),
+        ("bolt", "b2"),
+    ];
+    let mut out = Vec::new();
+    // 3 days, a sample every 10 minutes, six samples a batch: time-ordered
+    // across devices, as a fleet publishes.
+    for batch_index in 0..(3 * 24) {
+        for (d, (customer, device)) in devices.iter().enumerate() {
+            let samples = (0..6)
+                .map(|i| {
+                    let n = batch_index * 6 + i;
+                    Sample {
+                        at: T0 + n * 10 * MIN,
+                        state: MachineState::Running,
+                        operating_hours: n as f64 * 0.1 * (d + 1) as f64,
+                        cycles: (n % 5) as u32,
+                        ..Sample::default()
+                    }
+                })
+                .collect();
+            out.push(DeviceBatch {
+                customer: (*customer).into(),
+                site: "pit".into(),
+                device: (*device).into(),
+                sequence: batch_index,
+                samples,
+            });
+        }
+    }
+    out
+}
+
+/// Customer windows as comparable text (f64 fields make `Output` not `Ord`).
+fn customer_windows(outputs: &[Output]) -> BTreeSet<String> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Customer(k) => Some(format!("{k:?}")),
+            _ => None,
+        })
+        .collect()
+}
+
+fn free_addresses(n: usize) -> Vec<String> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect()
+}
+
+/// Starts both processes (each waits for the other) and a collector per
+/// process.
+type Member = (Engine, std::thread::JoinHandle<()>, Arc<Mutex<Vec<Output>>>);
+
+fn start_cluster() -> Vec<Member> {
+    let addresses = free_addresses(2);
+    let starting: Vec<_> = (0..2)
+        .map(|process| {
+            let addresses = addresses.clone();
+            std::thread::spawn(move || {
+                let (events, mut received) = mpsc::channel(64);
+                let options = EngineOptions {
+                    workers: 1,
+                    cluster: Some(Cluster { process, addresses }),
+                    ..EngineOptions::default()
+                };
+                let engine = Engine::start(EngineConfig::default(), &options, events).unwrap();
+                let outputs = Arc::new(Mutex::new(Vec::new()));
+                let collected = outputs.clone();
+                let collector = std::thread::spawn(move || {
+                    while let Some(event) = received.blocking_recv() {
+                        if let EngineEvent::Records(records) = event {
+                            collected.lock().unwrap().extend(records);
+                        }
+                    }
+                });
+                (engine, collector, outputs)
+            })
+        })
+        .collect();
+    starting.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+/// Closes both inputs at once (a process's drain waits for the other) and
+/// returns everything emitted.
+fn finish(members: Vec<Member>) -> Vec<Output> {
+    let finishing: Vec<_> = members
+        .into_iter()
+        .map(|(engine, collector, outputs)| {
+            std::thread::spawn(move || {
+                engine.finish().unwrap();
+                collector.join().unwrap();
+                std::mem::take(&mut *outputs.lock().unwrap())
+            })
+        })
+        .collect();
+    finishing
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect()
+}
+
+#[test]
+fn two_processes_fed_round_robin_equal_one_process() {
+    let single = run_batches(EngineConfig::default(), 2, LATENESS, batches()).unwrap();
+    let mut members = start_cluster();
+    let mut watermarks = vec![Watermark::new(LATENESS); 2];
+    for (i, batch) in batches().into_iter().enumerate() {
+        let member = i % 2;
+        let watermark = &mut watermarks[member];
+        watermark.admit(batch.first_at(), batch.last_at()).unwrap();
+        let engine = &mut members[member].0;
+        engine.blocking_send(batch).unwrap();
+        engine.blocking_advance(watermark.current()).unwrap();
+    }
+    let outputs = finish(members);
+    let (one, two) = (
+        customer_windows(&single.outputs),
+        customer_windows(&outputs),
+    );
+    assert!(one.len() >= 2 * 3 * 25, "{} customer windows", one.len());
+    assert_eq!(one, two);
+}
+
+#[test]
+fn an_idle_process_follows_the_cluster_watermark() {
+    let days_closed = |members: &[Member]| -> BTreeSet<u64> {
+        members
+            .iter()
+            .flat_map(|m| m.2.lock().unwrap().clone())
+            .filter_map(|o| match o {
+                Output::Customer(k) if &*k.window == "1d" => Some(k.window_start),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut members = start_cluster();
+    let mut busy = Watermark::new(LATENESS);
+    let all = batches();
+    let newest = all.iter().map(DeviceBatch::last_at).max().unwrap();
+    for batch in all {
+        busy.admit(batch.first_at(), batch.last_at()).unwrap();
+        members[0].0.blocking_send(batch).unwrap();
+        members[0].0.blocking_advance(busy.current()).unwrap();
+    }
+    // Process 1 received nothing. Without following, its input stays at 0
+    // and holds every window of the cluster back.
+    let mut idle = Watermark::new(LATENESS);
+    let started = Instant::now();
+    while members[1].0.cluster_watermark() < busy.current() - busy.current() % 60_000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the proposal did not arrive"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    idle.raise_to(members[1].0.cluster_watermark());
+    members[1].0.blocking_advance(idle.current()).unwrap();
+    assert!(idle.current() >= newest - LATENESS - 60_000);
+    // The first two days ended before the watermark: they close now, with
+    // both inputs still open.
+    let started = Instant::now();
+    while days_closed(&members) != BTreeSet::from([T0, T0 + DAY]) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "windows held back: {:?}",
+            days_closed(&members)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let outputs = finish(members);
+    let days: BTreeSet<u64> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Customer(k) if &*k.window == "1d" => Some(k.window_start),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(days, BTreeSet::from([T0, T0 + DAY, T0 + 2 * DAY]));
+}
