@@ -2,12 +2,13 @@
 increments, per-customer tumbling-window KPIs, line protocol, and the JSON-lines
 protocol the `fleetpulse bench` harness speaks with every contender.
 
-The KPIs are fleetpulse's `customer_kpi` (docs/KPIS.md) for the 1h and 1d
-windows: operating/idle hours and fuel as increments of cumulative counters,
-cycles, output, manual interventions, faults, samples, reporting and active
-devices, distinct operators, advanced features used, utilisation. (fleetpulse
-also computes and writes `device_kpi` for every device and window; the peers
-do not, which only makes their job lighter.)
+The KPIs are fleetpulse's (docs/KPIS.md) for the 1h and 1d windows, the
+same records it writes: `customer_kpi` (operating/idle hours and fuel as
+increments of cumulative counters, cycles, output, manual interventions,
+faults, samples, reporting and active devices, distinct operators, advanced
+features used, utilisation) and `device_kpi` (the same per device, with last
+seen and last state). fleetpulse's customer-success journey records (a few
+per customer and day) are not reproduced.
 """
 
 import json
@@ -25,6 +26,7 @@ HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 WINDOWS = (("1h", HOUR_MS), ("1d", DAY_MS))
 LATENESS_MS = 2 * HOUR_MS
+STATES = ("unknown", "running", "idle", "off", "fault")
 ADVANCED = {"eco_mode": 1, "auto_grade_assist": 2, "payload_weighing": 4, "remote_diagnostics": 8}
 MAX_PAYLOAD = 256 * 1024
 
@@ -120,6 +122,8 @@ class DeviceState:
                     s.operator_id,
                     features,
                     len(s.fault_codes),
+                    batch.site_id,
+                    s.state,
                 )
             )
         return out
@@ -143,7 +147,7 @@ def new_acc():
 
 
 def add(acc, u):
-    (_, device, _, d_op, d_idle, d_fuel, cycles, output, manual, operator, features, faults) = u
+    (_, device, _, d_op, d_idle, d_fuel, cycles, output, manual, operator, features, faults) = u[:12]
     acc["reporting"].add(device)
     if d_op > 0.0:
         acc["active"].add(device)
@@ -195,6 +199,75 @@ def line(measurement, customer, window, length_ms, start, acc, purchased):
         f"distinct_operators={len(acc['operators'])}i,advanced_features_used={used}i,"
         f"advanced_feature_share={used / len(ADVANCED)!r},fault_count={acc['fault_count']}i,"
         f"samples={acc['samples']}i,window_end={start + length_ms}i {start * 1_000_000}"
+    )
+
+
+def new_device_acc():
+    return {
+        "site": "",
+        "operators": set(),
+        "operating_hours": 0.0,
+        "idle_hours": 0.0,
+        "fuel_litres": 0.0,
+        "cycles": 0,
+        "output_units": 0.0,
+        "manual_interventions": 0,
+        "fault_count": 0,
+        "samples": 0,
+        "last_seen": 0,
+        "last_state": 0,
+    }
+
+
+def add_device(acc, u):
+    (_, _, at, d_op, d_idle, d_fuel, cycles, output, manual, operator, _, faults, site, state) = u
+    acc["site"] = site
+    if operator:
+        acc["operators"].add(operator)
+    acc["operating_hours"] += d_op
+    acc["idle_hours"] += d_idle
+    acc["fuel_litres"] += d_fuel
+    acc["cycles"] += cycles
+    acc["output_units"] += output
+    acc["manual_interventions"] += manual
+    acc["fault_count"] += faults
+    acc["samples"] += 1
+    if at >= acc["last_seen"]:
+        acc["last_seen"] = at
+        acc["last_state"] = state
+    return acc
+
+
+def merge_device(a, b):
+    a["operators"] |= b["operators"]
+    for k in (
+        "operating_hours",
+        "idle_hours",
+        "fuel_litres",
+        "cycles",
+        "output_units",
+        "manual_interventions",
+        "fault_count",
+        "samples",
+    ):
+        a[k] += b[k]
+    if b["last_seen"] >= a["last_seen"]:
+        a["last_seen"], a["last_state"], a["site"] = b["last_seen"], b["last_state"], b["site"]
+    return a
+
+
+def device_line(measurement, customer, device, window, length_ms, start, acc):
+    util = acc["operating_hours"] / (length_ms / HOUR_MS)
+    return (
+        f"{measurement},customer={customer},device={device},site={acc['site']},window={window} "
+        f"utilisation={util!r},operating_hours={acc['operating_hours']!r},"
+        f"idle_hours={acc['idle_hours']!r},fuel_litres={acc['fuel_litres']!r},"
+        f"cycles={acc['cycles']}i,output_units={float(acc['output_units'])!r},"
+        f"manual_interventions={acc['manual_interventions']}i,"
+        f"distinct_operators={len(acc['operators'])}i,fault_count={acc['fault_count']}i,"
+        f"samples={acc['samples']}i,last_seen={acc['last_seen']}i,"
+        f"last_state=\"{STATES[acc['last_state']]}\",window_end={start + length_ms}i "
+        f"{start * 1_000_000}"
     )
 
 

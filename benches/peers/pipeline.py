@@ -1,5 +1,5 @@
 """The plain Python peer of `fleetpulse bench`: paho-mqtt (QoS 1) + protobuf +
-influxdb-client, the same decode + dedup + per-customer windowed KPIs + write
+influxdb-client, the same decode + dedup + per-customer and per-device windowed KPIs + write
 as fleetpulse, written the straightforward way in one process.
 
 Windows close on the same event-time watermark as fleetpulse (newest event
@@ -29,9 +29,12 @@ def main():
     devices = {}
     # (window index, start, customer) -> accumulator
     open_windows = {}
+    # (window index, start, customer, device) -> accumulator
+    open_devices = {}
     state = {"max_event": 0, "watermark": 0, "rejected": 0, "duplicates": 0,
              "samples": 0, "records": 0}
     measurement = "peer_python_customer_kpi"
+    device_measurement = "peer_python_device_kpi"
 
     def close_until(watermark):
         closed = [k for k in open_windows if k[1] + peerlib.WINDOWS[k[0]][1] <= watermark]
@@ -40,6 +43,13 @@ def main():
             acc = open_windows.pop(k)
             name, length = peerlib.WINDOWS[k[0]]
             lines.append(peerlib.line(measurement, k[2], name, length, k[1], acc, purchased))
+        closed = [k for k in open_devices if k[1] + peerlib.WINDOWS[k[0]][1] <= watermark]
+        for k in closed:
+            acc = open_devices.pop(k)
+            name, length = peerlib.WINDOWS[k[0]]
+            lines.append(
+                peerlib.device_line(device_measurement, k[2], k[3], name, length, k[1], acc)
+            )
         if lines:
             state["records"] += len(lines)
             writer.add(lines)
@@ -70,6 +80,11 @@ def main():
                 if acc is None:
                     acc = open_windows[key] = peerlib.new_acc()
                 peerlib.add(acc, u)
+                dkey = (i, key[1], u[0], u[1])
+                dacc = open_devices.get(dkey)
+                if dacc is None:
+                    dacc = open_devices[dkey] = peerlib.new_device_acc()
+                peerlib.add_device(dacc, u)
         state["samples"] += len(usage)
         last = batch.samples[-1].event_time_ms
         if last > state["max_event"]:

@@ -462,6 +462,8 @@ async fn bench_in(args: &BenchArgs, spec: &FleetSpec, dir: &Path) -> anyhow::Res
 
     let consumer_exe = match &args.consumer_exe {
         Some(exe) => exe.clone(),
+        // This very image, even if a rebuild replaced the file meanwhile.
+        None if Path::new("/proc/self/exe").exists() => PathBuf::from("/proc/self/exe"),
         None => std::env::current_exe().context("cannot find the fleetpulse binary")?,
     };
     let setup = Setup {
