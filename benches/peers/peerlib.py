@@ -46,7 +46,13 @@ def cpu_seconds():
 
 
 def peak_rss_bytes():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """VmHWM of this process. Not getrusage's ru_maxrss: Linux carries that
+    across execve, so it would report the harness's RSS at fork time."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def devices_purchased(customers_file):
