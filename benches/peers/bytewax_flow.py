@@ -88,7 +88,7 @@ class MqttSource(FixedPartitionedSource):
             messages.put((msg.topic, msg.payload))
 
         client = peerlib.mqtt_client(self.args.client_id, self.on_ready, on_message)
-        client.connect(self.args.host, self.args.port, keepalive=60)
+        client.connect(self.args.host, self.args.port, keepalive=peerlib.KEEPALIVE_S)
         client.loop_start()
 
         def disconnect_on_stop():

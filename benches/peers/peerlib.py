@@ -29,6 +29,10 @@ LATENESS_MS = 2 * HOUR_MS
 STATES = ("unknown", "running", "idle", "off", "fault")
 ADVANCED = {"eco_mode": 1, "auto_grade_assist": 2, "payload_weighing": 4, "remote_diagnostics": 8}
 MAX_PAYLOAD = 256 * 1024
+# paho answers pings from its network thread, which a slow consumer blocks in
+# on_message (Bytewax: on a full queue); with a short keep-alive the broker or
+# paho drops the connection and, on a clean session, the queued messages.
+KEEPALIVE_S = 3600
 
 
 def now_ns():

@@ -103,7 +103,7 @@ def main():
         peerlib.emit({"event": "ready"})
 
     client = peerlib.mqtt_client(args.client_id, on_ready, on_message)
-    client.connect(args.host, args.port, keepalive=60)
+    client.connect(args.host, args.port, keepalive=peerlib.KEEPALIVE_S)
     peerlib.wait_for_stdin_eof(stopped.set)
     client.loop_start()
     stopped.wait()
