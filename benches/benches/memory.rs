@@ -99,6 +99,7 @@ fn measure(devices: usize, templates: &[Vec<DeviceBatch>]) -> Measurement {
             customer: customers[d % CUSTOMERS].clone(),
             site: sites[d % CUSTOMERS].clone(),
             device: ids[d].clone(),
+            unit_epoch: 0,
             sequence: hour as u64 + 1,
             // Devices spread over the first 10 minutes of the hour (10
             // ticks), as real devices are, instead of all on one tick.

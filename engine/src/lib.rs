@@ -29,7 +29,7 @@ pub use kpi::{
     AlertRecord, CustomerKpi, DeviceKpi, HealthRecord, MilestoneRecord, OutcomeRecord, Output,
     PortfolioRecord,
 };
-pub use model::{DeviceBatch, EventTime, Id, MachineState, Sample, Usage};
+pub use model::{DeviceBatch, DeviceKey, EventTime, Id, MachineState, Sample, Usage};
 pub use stats::{EngineStats, StatsSnapshot};
 pub use watermark::{Late, Watermark};
 pub use workers::{Cluster, Engine, EngineError, EngineEvent, EngineOptions};

@@ -12,6 +12,10 @@ pub type EventTime = u64;
 /// a reference-count bump, not an allocation.
 pub type Id = Arc<str>;
 
+/// A device's identity: (customer, device id). Device ids are unique only
+/// within a customer, so every piece of per-device state is keyed by both.
+pub type DeviceKey = (Id, Id);
+
 /// What a machine was doing at a sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub enum MachineState {
@@ -73,7 +77,9 @@ pub struct Sample {
     pub faults: u32,
 }
 
-/// One telemetry message of one device: the unit of deduplication.
+/// One telemetry message of one device: the unit of deduplication. A device
+/// is identified by (`customer`, `device`): two customers may use the same
+/// device id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceBatch {
     /// Customer the device belongs to.
@@ -82,7 +88,12 @@ pub struct DeviceBatch {
     pub site: Id,
     /// Device id.
     pub device: Id,
-    /// Per-device sequence number (dedup key with `device`).
+    /// Unit epoch: when the device's telematics unit started its sequence
+    /// (Unix seconds; 0 when not sent). A replaced or reset unit has a higher
+    /// one and restarts its sequence.
+    pub unit_epoch: u64,
+    /// Per-unit sequence number: the dedup key with (`customer`, `device`,
+    /// `unit_epoch`).
     pub sequence: u64,
     /// Readings in event-time order; never empty.
     pub samples: Vec<Sample>,

@@ -7,15 +7,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::config::EngineConfig;
 use crate::kpi::{CustomerAccumulator, DeviceAccumulator, Output, WindowAccumulator};
-use crate::model::{DeviceBatch, EventTime, Id};
+use crate::model::{DeviceBatch, DeviceKey, EventTime, Id};
 use crate::operators::device_state::DeviceMemory;
 
 /// Computes every window's records from all batches at once.
 pub fn fold(config: &EngineConfig, batches: impl IntoIterator<Item = DeviceBatch>) -> Vec<Output> {
-    let mut by_device: HashMap<Id, Vec<DeviceBatch>> = HashMap::new();
+    let mut by_device: HashMap<DeviceKey, Vec<DeviceBatch>> = HashMap::new();
     for batch in batches {
         by_device
-            .entry(batch.device.clone())
+            .entry((batch.customer.clone(), batch.device.clone()))
             .or_default()
             .push(batch);
     }
@@ -24,12 +24,12 @@ pub fn fold(config: &EngineConfig, batches: impl IntoIterator<Item = DeviceBatch
     let mut devices: BTreeMap<(Window, Id, Id), DeviceAccumulator> = BTreeMap::new();
     let mut usage = Vec::new();
     for (_, mut list) in by_device {
-        list.sort_by_key(|b| (b.first_at(), b.sequence));
+        list.sort_by_key(|b| (b.first_at(), b.unit_epoch, b.sequence));
         let mut seen = HashSet::new();
         let mut memory = DeviceMemory::default();
         let (mut gaps, mut resets) = (0, 0);
         for batch in list {
-            if !seen.insert(batch.sequence) {
+            if !seen.insert((batch.unit_epoch, batch.sequence)) {
                 continue;
             }
             // `seen` already dropped duplicates, so apply always admits.

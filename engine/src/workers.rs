@@ -30,7 +30,7 @@ use crate::config::{ConfigError, EngineConfig};
 use crate::dataflow;
 use crate::kpi::Output;
 use crate::model::{DeviceBatch, EventTime};
-use crate::operators::route;
+use crate::operators::device_state::route_device;
 use crate::stats::EngineStats;
 
 /// What a worker is told to do, in order.
@@ -38,6 +38,8 @@ use crate::stats::EngineStats;
 pub enum Command {
     /// Feed a batch. Its first reading must not be older than the last advance.
     Batch(DeviceBatch),
+    /// Feed several batches at once: one channel hand-over for a group.
+    Batches(Vec<DeviceBatch>),
     /// Event time has provably reached this point (the watermark).
     Advance(EventTime),
 }
@@ -247,6 +249,30 @@ impl Engine {
             .map_err(|_| stopped())
     }
 
+    /// Feeds a group of batches, one hand-over per worker that owns any of
+    /// them, waiting while a worker's queue is full.
+    pub async fn send_all(&self, batches: Vec<DeviceBatch>) -> Result<(), EngineError> {
+        if self.inputs.len() == 1 {
+            return self.inputs[0]
+                .send(Command::Batches(batches))
+                .await
+                .map_err(|_| stopped());
+        }
+        let mut per_worker: Vec<Vec<DeviceBatch>> = vec![Vec::new(); self.inputs.len()];
+        for batch in batches {
+            per_worker[self.worker_of(&batch)].push(batch);
+        }
+        for (input, batches) in self.inputs.iter().zip(per_worker) {
+            if !batches.is_empty() {
+                input
+                    .send(Command::Batches(batches))
+                    .await
+                    .map_err(|_| stopped())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Advances event time on every worker (no-op unless it moves a tick).
     pub async fn advance(&mut self, watermark: EventTime) -> Result<(), EngineError> {
         let tick = watermark - watermark % self.tick_ms;
@@ -300,8 +326,10 @@ impl Engine {
         Ok(())
     }
 
+    /// The input a batch enters by: its device's worker, by (customer,
+    /// device) as the device-state exchange routes, so it need not move.
     fn worker_of(&self, batch: &DeviceBatch) -> usize {
-        (route(&*batch.device) % self.inputs.len() as u64) as usize
+        (route_device(batch) % self.inputs.len() as u64) as usize
     }
 }
 
@@ -368,6 +396,11 @@ fn run_worker(
         while taken < COMMANDS_PER_STEP {
             match commands.try_recv() {
                 Ok(Command::Batch(batch)) => input.send(batch),
+                Ok(Command::Batches(batches)) => {
+                    for batch in batches {
+                        input.send(batch);
+                    }
+                }
                 Ok(Command::Advance(time)) => {
                     if time > *input.time() {
                         input.advance_to(time);

@@ -49,6 +49,7 @@ fn batches() -> Vec<DeviceBatch> {
                 customer: (*customer).into(),
                 site: "pit".into(),
                 device: (*device).into(),
+                unit_epoch: 0,
                 sequence: batch_index,
                 samples,
             });

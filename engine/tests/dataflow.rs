@@ -50,6 +50,7 @@ fn batch(customer: &str, device: &str, sequence: u64, samples: Vec<Sample>) -> D
         customer: customer.into(),
         site: "pit".into(),
         device: device.into(),
+        unit_epoch: 0,
         sequence,
         samples,
     }
@@ -210,19 +211,36 @@ fn normalise(mut outputs: Vec<Output>) -> Vec<String> {
 }
 
 fn arbitrary_fleet() -> impl Strategy<Value = Vec<DeviceBatch>> {
-    // Per device: a run of batches; each batch a few readings 10 min apart.
+    // Per device: a customer, an id that other customers' devices may share,
+    // a run of batches (each a few readings 10 min apart) and maybe a unit
+    // replacement: from that batch on, the sequence restarts at 1 under a
+    // higher unit epoch and the counters carry on or restart from 0.
     let device = (
-        0..3usize,
+        (0..3usize, 0..3usize),
         1..6usize,
         prop::collection::vec((0..4u32, 0..9u32, 0..3usize), 1..40),
+        prop::option::of((1..8usize, any::<bool>())),
     );
     prop::collection::vec(device, 1..6).prop_map(|devices| {
         let mut batches = Vec::new();
-        for (d, (customer, per_batch, readings)) in devices.into_iter().enumerate() {
+        let mut ids = std::collections::HashSet::new();
+        for (d, ((customer, id), per_batch, readings, replaced)) in devices.into_iter().enumerate()
+        {
+            if !ids.insert((customer, id)) {
+                continue;
+            }
             let mut hours = 1000.0 * d as f64;
-            let mut seq = 0;
+            let (mut seq, mut epoch) = (0, 0);
             for (i, chunk) in readings.chunks(per_batch).enumerate() {
                 seq += 1;
+                if let Some((at, from_zero)) = replaced
+                    && at == i
+                {
+                    (seq, epoch) = (1, 1_767_571_200 + i as u64);
+                    if from_zero {
+                        hours = 0.0;
+                    }
+                }
                 let samples = chunk
                     .iter()
                     .enumerate()
@@ -232,16 +250,13 @@ fn arbitrary_fleet() -> impl Strategy<Value = Vec<DeviceBatch>> {
                         sample(at, hours, cycles, ["", "ann", "bob"][op])
                     })
                     .collect();
-                batches.push(batch(
-                    &format!("c{customer}"),
-                    &format!("d{d}"),
-                    seq,
-                    samples,
-                ));
+                let mut b = batch(&format!("c{customer}"), &format!("d{id}"), seq, samples);
+                b.unit_epoch = epoch;
+                batches.push(b);
             }
         }
         // Interleave devices by publish time, as a broker would.
-        batches.sort_by_key(|b| (b.last_at(), b.device.clone()));
+        batches.sort_by_key(|b| (b.last_at(), b.customer.clone(), b.device.clone()));
         batches
     })
 }

@@ -70,6 +70,12 @@ pub(crate) struct DeviceModel {
     pub parked: u64,
     /// The champion's machine (champion-leaves customers).
     pub champion_machine: bool,
+    /// Unit epoch (Unix seconds) of the telematics unit it comes online with.
+    pub unit_epoch: u64,
+    /// Its unit is replaced: from this batch slot on it sends under a new
+    /// epoch with the sequence back at 1; with `true` the new unit's
+    /// cumulative counters start from 0.
+    pub replaced: Option<(u64, bool)>,
 }
 
 impl DeviceModel {
@@ -134,8 +140,12 @@ struct Moment {
 pub(crate) struct DeviceSim {
     rng: ChaCha8Rng,
     sequence: u64,
+    unit_epoch: u64,
     powered_on: bool,
     counters: Counters,
+    /// Subtracted from the machine's counters when they are reported: what
+    /// the machine had done before a unit that counts from 0 was fitted.
+    reported_from: Counters,
     plan: ShiftPlan,
     /// Samples of FAULT downtime still to come.
     downtime: u32,
@@ -147,8 +157,10 @@ impl DeviceSim {
         Self {
             rng: rng_for(seed, Domain::DeviceTelemetry, device.index as u64),
             sequence: 0,
+            unit_epoch: device.model.unit_epoch,
             powered_on: false,
             counters: device.model.prior,
+            reported_from: Counters::default(),
             plan: ShiftPlan::NONE,
             downtime: 0,
         }
@@ -167,6 +179,17 @@ impl DeviceSim {
         if !model.batches(spec).contains(&batch) {
             return None;
         }
+        if let Some((slot, from_zero)) = model.replaced
+            && slot == batch
+        {
+            // The new unit was fitted a minute before this slot's first
+            // sample, right after the old unit's last reading.
+            self.sequence = 0;
+            self.unit_epoch = (spec.batch_time(batch) - MINUTE_MS) / 1000;
+            if from_zero {
+                self.reported_from = self.counters;
+            }
+        }
         let per = u64::from(spec.samples_per_batch);
         let first = batch * per;
         let end = (first + per).min(spec.samples_per_device());
@@ -184,6 +207,7 @@ impl DeviceSim {
             customer_id: model.customer_id.clone(),
             site_id: model.site_id.clone(),
             sequence: self.sequence,
+            unit_epoch: self.unit_epoch,
             firmware_version: firmware.to_owned(),
             samples,
         })
@@ -391,9 +415,10 @@ impl DeviceSim {
     }
 
     fn write_counters(&self, sample: &mut Sample) {
-        sample.cumulative_operating_hours = self.counters.operating_hours;
-        sample.cumulative_idle_hours = self.counters.idle_hours;
-        sample.cumulative_fuel_used_litres = self.counters.fuel_litres;
+        let from = self.reported_from;
+        sample.cumulative_operating_hours = self.counters.operating_hours - from.operating_hours;
+        sample.cumulative_idle_hours = self.counters.idle_hours - from.idle_hours;
+        sample.cumulative_fuel_used_litres = self.counters.fuel_litres - from.fuel_litres;
     }
 
     fn location(&mut self, device: &Device) -> Option<Location> {

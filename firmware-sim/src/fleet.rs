@@ -148,6 +148,10 @@ pub struct Device {
     /// Event time from which the machine is parked: it keeps sending OFF
     /// heartbeats but does no work; `None` when it is never parked.
     pub parked_from: Option<EventTime>,
+    /// Event time of the first message of its replacement telematics unit
+    /// ([`FleetSpec::unit_replacements`]): sequence back at 1, higher unit
+    /// epoch; `None` when the unit is never replaced.
+    pub replaced_from: Option<EventTime>,
     /// Whether the unit has GNSS (samples carry a location).
     pub has_gnss: bool,
     /// Simulation parameters.
@@ -668,6 +672,10 @@ fn build_device(
     let online_day = window.online.map_or(0.0, |b| {
         (spec.batch_time(b) - spec.start) as f64 / DAY_MS as f64
     });
+    // The unit was installed (its sequence started) a day before the
+    // machine first reports.
+    let unit_epoch = (window.online.map_or(spec.start, |b| spec.batch_time(b)) - DAY_MS) / 1000;
+    let replaced = replaced_unit(spec, index, &window);
     Device {
         index,
         customer: owner.index,
@@ -676,6 +684,7 @@ fn build_device(
         online_from: batch_time(window.online),
         dark_from: batch_time(window.dark),
         parked_from: batch_time(window.parked),
+        replaced_from: batch_time(replaced.map(|(slot, _)| slot)),
         has_gnss,
         model: DeviceModel {
             topic: fleetpulse_proto::telemetry_topic(owner.id, &s.id, &id),
@@ -693,9 +702,32 @@ fn build_device(
             dark: window.dark.unwrap_or(u64::MAX),
             parked: window.parked.unwrap_or(u64::MAX),
             champion_machine,
+            unit_epoch,
+            replaced,
         },
         id,
     }
+}
+
+/// Whether device `index` gets a replacement unit ([`FleetSpec::unit_replacements`],
+/// spread evenly over the fleet) and from which batch slot: halfway through
+/// its time online, when it is online for at least two slots.
+fn replaced_unit(spec: &FleetSpec, index: usize, window: &Window) -> Option<(u64, bool)> {
+    let n = spec.unit_replacements.min(spec.devices);
+    if n == 0 {
+        return None;
+    }
+    // Device indices i * devices / n for i in 0..n.
+    let i = (index * n).div_ceil(spec.devices);
+    if i >= n || i * spec.devices / n != index {
+        return None;
+    }
+    let online = window.online?;
+    let end = window
+        .dark
+        .unwrap_or(u64::MAX)
+        .min(spec.batches_per_device());
+    (end > online + 1).then(|| (online + (end - online) / 2, i % 2 == 1))
 }
 
 /// Ranks customers by ARR (ties by index) and assigns segments by thirds.

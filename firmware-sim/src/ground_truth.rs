@@ -2,9 +2,12 @@
 //! sent, per customer and UTC day, by the engine's own definitions.
 //!
 //! - A sample belongs to the UTC day of its event time.
+//! - A device is (customer, device id): two customers may share an id.
 //! - Cumulative counters (operating hours, idle hours, fuel) contribute
 //!   `value - previous value` of the same device, attributed to the later
-//!   sample; a device's first sample contributes 0.
+//!   sample; a device's first sample contributes 0. A replacement unit
+//!   (higher `unit_epoch`) whose counter is below the previous reading
+//!   restarted it from 0 at its epoch and contributes its whole value.
 //! - Interval counters (cycles, output units, manual interventions) sum as
 //!   they are.
 //! - `fault_count`: fault-code entries.
@@ -87,8 +90,8 @@ pub struct CustomerFacts {
 /// Accumulates the ground truth of the messages that were sent.
 #[derive(Debug, Clone, Default)]
 pub struct GroundTruth {
-    /// Last cumulative readings per device.
-    devices: HashMap<String, Cumulative>,
+    /// Last cumulative readings per (customer, device).
+    devices: HashMap<(String, String), Cumulative>,
     /// Per customer, per UTC day number.
     days: BTreeMap<String, BTreeMap<u64, DayAccumulator>>,
     customers: BTreeMap<String, FactsAccumulator>,
@@ -96,6 +99,7 @@ pub struct GroundTruth {
 
 #[derive(Debug, Clone, Copy)]
 struct Cumulative {
+    unit_epoch: u64,
     operating_hours: f64,
     idle_hours: f64,
     fuel_litres: f64,
@@ -141,20 +145,30 @@ impl GroundTruth {
         days.entry(first.event_time_ms as u64 / DAY_MS)
             .or_default()
             .messages += 1;
-        let mut previous = self.devices.get(device).copied();
+        let key = (batch.customer_id.clone(), device.clone());
+        let mut previous = self.devices.get(&key).copied();
         for sample in &batch.samples {
             let at = sample.event_time_ms as EventTime;
             let acc = days.entry(at / DAY_MS).or_default();
             let now = Cumulative {
+                unit_epoch: batch.unit_epoch,
                 operating_hours: sample.cumulative_operating_hours,
                 idle_hours: sample.cumulative_idle_hours,
                 fuel_litres: sample.cumulative_fuel_used_litres,
             };
             if let Some(before) = previous {
-                let operating = now.operating_hours - before.operating_hours;
+                let new_unit = now.unit_epoch > before.unit_epoch;
+                let delta = |now: f64, before: f64| {
+                    if new_unit && now < before {
+                        now
+                    } else {
+                        now - before
+                    }
+                };
+                let operating = delta(now.operating_hours, before.operating_hours);
                 acc.operating_hours += operating;
-                acc.idle_hours += now.idle_hours - before.idle_hours;
-                acc.fuel_litres += now.fuel_litres - before.fuel_litres;
+                acc.idle_hours += delta(now.idle_hours, before.idle_hours);
+                acc.fuel_litres += delta(now.fuel_litres, before.fuel_litres);
                 if operating > 0.0 && !acc.active.contains(device) {
                     acc.active.insert(device.clone());
                 }
@@ -178,12 +192,7 @@ impl GroundTruth {
             acc.samples += 1;
         }
         if let Some(last) = previous {
-            match self.devices.get_mut(device) {
-                Some(slot) => *slot = last,
-                None => {
-                    self.devices.insert(device.clone(), last);
-                }
-            }
+            self.devices.insert(key, last);
         }
 
         let first_at = first.event_time_ms as EventTime;
@@ -343,6 +352,7 @@ mod tests {
             customer_id: customer.into(),
             site_id: "s".into(),
             sequence,
+            unit_epoch: 0,
             firmware_version: "1".into(),
             samples,
         }

@@ -651,6 +651,7 @@ mod tests {
             customer_id: "c".into(),
             site_id: "s".into(),
             sequence,
+            unit_epoch: 0,
             firmware_version: "1".into(),
             samples: (0..samples)
                 .map(|i| Sample {

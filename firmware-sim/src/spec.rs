@@ -33,6 +33,12 @@ pub struct FleetSpec {
     /// Samples per MQTT message. The default (6 samples of 10 minutes) is one
     /// message per device per hour.
     pub samples_per_batch: u32,
+    /// Devices whose telematics unit is replaced halfway through their time
+    /// online: from then on they send under a new, higher unit epoch with
+    /// the sequence back at 1, every second one with its cumulative counters
+    /// restarted from 0 (the others carry on from the machine's meters).
+    /// Spread evenly over the fleet by device index.
+    pub unit_replacements: usize,
 }
 
 impl Default for FleetSpec {
@@ -45,6 +51,7 @@ impl Default for FleetSpec {
             start: DEFAULT_START_MS,
             sample_interval_ms: 10 * MINUTE_MS,
             samples_per_batch: 6,
+            unit_replacements: 0,
         }
     }
 }

@@ -486,3 +486,71 @@ fn ground_truth_round_trips_through_csv() {
     o.truth.write_csv(&path).unwrap();
     assert_eq!(GroundTruth::read_csv(&path).unwrap(), o.rows);
 }
+
+#[test]
+fn a_replaced_unit_restarts_its_sequence_and_the_truth_loses_nothing() {
+    let plain = small();
+    let spec = FleetSpec {
+        unit_replacements: 6,
+        ..plain.clone()
+    };
+    let fleet = Fleet::generate(&spec);
+    // Per device: (epoch, sequence) in publish order.
+    let mut units: HashMap<(String, String), Vec<(u64, u64)>> = HashMap::new();
+    for message in fleet.messages() {
+        let b = &message.batch;
+        assert!(b.unit_epoch > 0, "every unit sends its epoch");
+        let device = fleet.device(&b.device_id).unwrap();
+        if device.replaced_from == Some(b.samples[0].event_time_ms as u64) {
+            assert_eq!(b.sequence, 1, "{}", b.device_id);
+        }
+        units
+            .entry((b.customer_id.clone(), b.device_id.clone()))
+            .or_default()
+            .push((b.unit_epoch, b.sequence));
+    }
+    let mut replaced = 0;
+    for (device, seen) in &units {
+        let epochs: Vec<u64> = seen.iter().map(|(e, _)| *e).collect();
+        assert!(epochs.is_sorted(), "{device:?}: epochs never go down");
+        let mut expected = 0;
+        for (i, &(epoch, sequence)) in seen.iter().enumerate() {
+            expected = if i > 0 && epoch > seen[i - 1].0 {
+                replaced += 1;
+                1
+            } else {
+                expected + 1
+            };
+            assert_eq!(sequence, expected, "{device:?}");
+        }
+    }
+    let planned = fleet
+        .devices()
+        .iter()
+        .filter(|d| d.replaced_from.is_some())
+        .count();
+    assert_eq!(replaced, planned);
+    assert!(
+        planned >= 4,
+        "most of the 6 devices picked are online: {planned}"
+    );
+    // The same machines did the same work: the ground truth (which counts a
+    // new unit's counters restarted from 0 as work) equals the fleet's
+    // without replacements, row by row.
+    let without = Fleet::generate(&plain).ground_truth().rows();
+    let with = fleet.ground_truth().rows();
+    assert_eq!(with.len(), without.len());
+    for (a, b) in with.iter().zip(&without) {
+        assert_eq!((&a.customer, &a.day), (&b.customer, &b.day));
+        assert!(
+            (a.operating_hours - b.operating_hours).abs() < 1e-6,
+            "{a:?} {b:?}"
+        );
+        assert!((a.idle_hours - b.idle_hours).abs() < 1e-6, "{a:?} {b:?}");
+        assert!((a.fuel_litres - b.fuel_litres).abs() < 1e-6, "{a:?} {b:?}");
+        assert_eq!(
+            (a.cycles, a.samples, a.messages, a.active_devices),
+            (b.cycles, b.samples, b.messages, b.active_devices)
+        );
+    }
+}

@@ -1,14 +1,18 @@
 //! Everything a message must pass before it enters the engine, as one
-//! synchronous step: topic, size, decode, ids, customer, watermark. Kept out
-//! of the network loop so it is tested directly.
+//! synchronous step: topic, size, decode, ids, customer, event-time bounds,
+//! sequence, watermark. Kept out of the network loop so it is tested
+//! directly. A device is (customer, device id) throughout: two customers may
+//! both have an `exc-07`.
 
 use std::collections::{HashMap, HashSet};
 
-use fleetpulse_engine::operators::device_state::{self, SequenceWindow};
-use fleetpulse_engine::{DeviceBatch, FeatureCatalog, Id, Watermark};
+use fleetpulse_engine::operators::device_state::{self, UnitSequences};
+use fleetpulse_engine::{DeviceBatch, DeviceKey, EventTime, FeatureCatalog, Id, Watermark};
 use fleetpulse_proto::{Limits, TopicIds, decode_and_validate};
 
+use crate::config::LimitsConfig;
 use crate::convert::Converter;
+use crate::customers::CustomersFile;
 use crate::metrics::RejectReason;
 
 /// A refused message.
@@ -38,6 +42,42 @@ impl Default for Bounds {
     }
 }
 
+/// The earliest event time admitted per customer: data before it comes from
+/// a unit whose clock was lost (a first message dated 1970 would open every
+/// day since), and is refused as `before_start`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Earliest {
+    /// For customers without a contract start.
+    pub default_ms: EventTime,
+    /// Per customer id: its contract start.
+    pub contract_starts: HashMap<String, EventTime>,
+}
+
+impl Earliest {
+    /// From `[limits] earliest_event_time` and the customers file's contract
+    /// starts, when the service has one.
+    pub fn from_config(limits: &LimitsConfig, customers: Option<&CustomersFile>) -> Self {
+        let default_ms = limits
+            .earliest_event_time
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as EventTime);
+        Self {
+            default_ms,
+            contract_starts: customers
+                .map(CustomersFile::contract_starts)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The earliest event time admitted from `customer`.
+    pub fn of(&self, customer: &str) -> EventTime {
+        self.contract_starts
+            .get(customer)
+            .copied()
+            .unwrap_or(self.default_ms)
+    }
+}
+
 /// Decides whether a message may enter the engine.
 #[derive(Debug)]
 pub struct Admission {
@@ -46,9 +86,11 @@ pub struct Admission {
     customers: Option<HashSet<String>>,
     converter: Converter,
     watermark: Watermark,
-    /// Sequences seen per device: redeliveries and replays are refused here
-    /// (the engine deduplicates too, for what slips through).
-    sequences: HashMap<Id, SequenceWindow>,
+    earliest: Earliest,
+    /// Sequences seen per device and unit epoch: redeliveries and replays
+    /// are refused here (the engine deduplicates too, for what slips
+    /// through).
+    sequences: HashMap<DeviceKey, UnitSequences>,
     devices_per_customer: HashMap<Id, usize>,
     sequence_gaps: i64,
 }
@@ -67,6 +109,7 @@ impl Admission {
             customers,
             converter: Converter::new(catalog),
             watermark: Watermark::new(lateness_ms),
+            earliest: Earliest::default(),
             sequences: HashMap::new(),
             devices_per_customer: HashMap::new(),
             sequence_gaps: 0,
@@ -76,6 +119,12 @@ impl Admission {
     /// Sets the bounds.
     pub fn with_bounds(mut self, bounds: Bounds) -> Self {
         self.bounds = bounds;
+        self
+    }
+
+    /// Sets the earliest event times; without it any time is admitted.
+    pub fn with_earliest(mut self, earliest: Earliest) -> Self {
+        self.earliest = earliest;
         self
     }
 
@@ -139,7 +188,26 @@ impl Admission {
                 ),
             });
         }
-        if !self.sequences.contains_key(&batch.device) {
+        let oldest = batch.samples.iter().map(|s| s.at).min().unwrap_or(0);
+        let earliest = self.earliest.of(&batch.customer);
+        if oldest < earliest {
+            return Err(Rejection {
+                reason: RejectReason::BeforeStart,
+                detail: format!(
+                    "sample at {} is before {} ({}) of customer `{}`",
+                    timestamp(oldest),
+                    timestamp(earliest),
+                    if self.earliest.contract_starts.contains_key(&*batch.customer) {
+                        "the contract start"
+                    } else {
+                        "limits.earliest_event_time"
+                    },
+                    batch.customer
+                ),
+            });
+        }
+        let key = (batch.customer.clone(), batch.device.clone());
+        if !self.sequences.contains_key(&key) {
             let count = self
                 .devices_per_customer
                 .entry(batch.customer.clone())
@@ -155,17 +223,19 @@ impl Admission {
             }
             *count += 1;
         }
-        let window = self.sequences.entry(batch.device.clone()).or_default();
-        let mut probe = *window;
+        let window = self.sequences.entry(key.clone()).or_default();
+        let mut probe = window.clone();
         let mut gaps = 0;
-        match probe.admit(batch.sequence, &mut gaps) {
+        match probe.admit(batch.unit_epoch, batch.sequence, &mut gaps) {
             device_state::Admission::New => {}
             verdict => {
                 return Err(Rejection {
                     reason: RejectReason::SequenceReplayed,
                     detail: format!(
-                        "device `{}` sequence {} was {}",
+                        "device `{}` of customer `{}` unit epoch {} sequence {} was {}",
                         batch.device,
+                        batch.customer,
+                        batch.unit_epoch,
                         batch.sequence,
                         if verdict == device_state::Admission::Duplicate {
                             "delivered before"
@@ -189,13 +259,16 @@ impl Admission {
                 ),
             })?;
         // Record the sequence only once the batch is in.
-        *self
-            .sequences
-            .get_mut(&batch.device)
-            .expect("inserted above") = probe;
+        *self.sequences.get_mut(&key).expect("inserted above") = probe;
         self.sequence_gaps += gaps;
         Ok(batch)
     }
+}
+
+/// An event time as RFC 3339, for messages.
+fn timestamp(ms: EventTime) -> String {
+    jiff::Timestamp::from_millisecond(ms as i64)
+        .map_or_else(|_| format!("{ms} ms"), |t| t.to_string())
 }
 
 #[cfg(test)]
@@ -207,11 +280,16 @@ mod tests {
     const NOW: u64 = 1_000_000;
 
     fn payload_of(customer: &str, device: &str, sequence: u64, at: i64) -> Vec<u8> {
+        unit_payload(customer, device, 0, sequence, at)
+    }
+
+    fn unit_payload(customer: &str, device: &str, epoch: u64, sequence: u64, at: i64) -> Vec<u8> {
         v1::TelemetryBatch {
             device_id: device.into(),
             customer_id: customer.into(),
             site_id: "s".into(),
             sequence,
+            unit_epoch: epoch,
             firmware_version: "1".into(),
             samples: vec![v1::Sample {
                 event_time_ms: at,
@@ -297,5 +375,160 @@ mod tests {
         a.admit(t, &payload_of("c", "d", 1, 5000), NOW).unwrap();
         a.admit(t, &payload_of("c", "d", 4, 6000), NOW).unwrap();
         assert_eq!(a.sequence_gaps(), 2);
+    }
+
+    const DAY: u64 = 86_400_000;
+    /// 2026-01-05T00:00:00Z.
+    const T0: u64 = 1_767_571_200_000;
+
+    fn open_admission(customers: &[&str]) -> Admission {
+        let known = customers.iter().map(|c| c.to_string()).collect();
+        Admission::new(
+            Limits::default(),
+            Some(known),
+            FeatureCatalog::default(),
+            3_600_000,
+        )
+    }
+
+    #[test]
+    fn the_same_device_id_of_two_customers_is_two_devices() {
+        let mut a = open_admission(&["acme", "bolt"]).with_bounds(Bounds {
+            max_devices_per_customer: 1,
+            ..Bounds::default()
+        });
+        let now = T0 + DAY;
+        let bolt = "fleet/bolt/s/exc-07/telemetry";
+        let acme = "fleet/acme/s/exc-07/telemetry";
+        a.admit(bolt, &payload_of("bolt", "exc-07", 1000, T0 as i64), now)
+            .unwrap();
+        a.admit(acme, &payload_of("acme", "exc-07", 3, T0 as i64 + 1), now)
+            .unwrap();
+        a.admit(acme, &payload_of("acme", "exc-07", 4, T0 as i64 + 2), now)
+            .unwrap();
+        // Each customer's exc-07 is its first device, and keeps its own
+        // replay window.
+        assert_eq!(
+            a.admit(acme, &payload_of("acme", "exc-07", 3, T0 as i64 + 3), now)
+                .unwrap_err()
+                .reason,
+            RejectReason::SequenceReplayed
+        );
+        a.admit(
+            bolt,
+            &payload_of("bolt", "exc-07", 1001, T0 as i64 + 4),
+            now,
+        )
+        .unwrap();
+        assert_eq!(a.sequence_gaps(), 0);
+    }
+
+    #[test]
+    fn a_replaced_unit_restarts_its_sequence_under_a_higher_epoch() {
+        let mut a = open_admission(&["acme"]);
+        let now = T0 + DAY;
+        let t = "fleet/acme/s/exc-07/telemetry";
+        let at = |m: u64| (T0 + m * 60_000) as i64;
+        let (old, new) = (1_700_000_000, 1_767_600_000);
+        for seq in 41..=43 {
+            a.admit(t, &unit_payload("acme", "exc-07", old, seq, at(seq)), now)
+                .unwrap();
+        }
+        // The new unit's sequence 1 is admitted, not a replay of the old 1.
+        a.admit(t, &unit_payload("acme", "exc-07", new, 1, at(50)), now)
+            .unwrap();
+        a.admit(t, &unit_payload("acme", "exc-07", new, 2, at(51)), now)
+            .unwrap();
+        // The old unit's last, delayed batch still counts.
+        a.admit(t, &unit_payload("acme", "exc-07", old, 44, at(44)), now)
+            .unwrap();
+        // Replays within either epoch are still refused.
+        for (epoch, seq, m) in [(old, 42, 42), (old, 44, 44), (new, 1, 50), (new, 2, 51)] {
+            let err = a
+                .admit(t, &unit_payload("acme", "exc-07", epoch, seq, at(m)), now)
+                .unwrap_err();
+            assert_eq!(err.reason, RejectReason::SequenceReplayed, "{epoch} {seq}");
+            assert!(
+                err.detail.contains(&format!("unit epoch {epoch}")),
+                "{}",
+                err.detail
+            );
+        }
+        // A legacy unit (no epoch) is older than any real one.
+        assert_eq!(
+            a.admit(t, &unit_payload("acme", "exc-07", 0, 1, at(52)), now)
+                .map(|b| b.unit_epoch),
+            Ok(0)
+        );
+        assert_eq!(a.sequence_gaps(), 0);
+    }
+
+    fn earliest(default_ms: u64, starts: &[(&str, u64)]) -> Earliest {
+        Earliest {
+            default_ms,
+            contract_starts: starts.iter().map(|(c, t)| (c.to_string(), *t)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_batch_dated_1970_is_refused_before_it_moves_anything() {
+        let limits = LimitsConfig::default();
+        let mut a = Admission::new(Limits::default(), None, FeatureCatalog::default(), 1000)
+            .with_earliest(Earliest::from_config(&limits, None));
+        let now = T0;
+        let t = "fleet/c/s/d/telemetry";
+        let err = a
+            .admit(t, &payload_of("c", "d", 1, 5_000), now)
+            .unwrap_err();
+        assert_eq!(err.reason, RejectReason::BeforeStart);
+        assert!(
+            err.detail.contains("1970-01-01T00:00:05Z"),
+            "{}",
+            err.detail
+        );
+        assert!(
+            err.detail.contains("2015-01-01T00:00:00Z"),
+            "{}",
+            err.detail
+        );
+        // Nothing moved: no watermark, no sequence, no device counted.
+        assert_eq!(a.watermark().current(), Watermark::new(1000).current());
+        a.admit(t, &payload_of("c", "d", 1, T0 as i64), now)
+            .unwrap();
+        assert_eq!(a.sequence_gaps(), 0);
+        // One old sample among new ones refuses the whole batch.
+        let mut mixed = v1::TelemetryBatch::decode(&*payload_of("c", "d", 2, T0 as i64)).unwrap();
+        mixed.samples.insert(
+            0,
+            v1::Sample {
+                event_time_ms: 1_000,
+                ..Default::default()
+            },
+        );
+        let err = a.admit(t, &mixed.encode_to_vec(), now).unwrap_err();
+        assert_eq!(err.reason, RejectReason::BeforeStart);
+    }
+
+    #[test]
+    fn data_before_the_contract_start_is_refused_per_customer() {
+        let start = T0 + 2 * DAY;
+        let mut a = open_admission(&["acme", "bolt"])
+            .with_earliest(earliest(T0 - 400 * DAY, &[("acme", start)]));
+        let now = T0 + 10 * DAY;
+        let acme = "fleet/acme/s/d/telemetry";
+        let err = a
+            .admit(acme, &payload_of("acme", "d", 1, (start - 1) as i64), now)
+            .unwrap_err();
+        assert_eq!(err.reason, RejectReason::BeforeStart);
+        assert!(err.detail.contains("contract start"), "{}", err.detail);
+        // bolt has no contract start: the configured earliest applies.
+        a.admit(
+            "fleet/bolt/s/d/telemetry",
+            &payload_of("bolt", "d", 1, (start - DAY) as i64),
+            now,
+        )
+        .unwrap();
+        a.admit(acme, &payload_of("acme", "d", 1, start as i64), now)
+            .unwrap();
     }
 }

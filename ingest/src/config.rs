@@ -48,6 +48,16 @@ pub struct ServiceConfig {
     /// every member can share this file.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// Longest a stop may take: intake stops, what is durable is processed,
+    /// the stores are flushed. A store that is down delays the stop only
+    /// this long; what is unwritten then stays in the WAL for the next
+    /// start.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// Timely cluster membership.
@@ -90,15 +100,53 @@ impl ClusterConfig {
 #[serde(deny_unknown_fields)]
 pub struct WalConfig {
     /// Directory of the segment files and the checkpoint; relative paths
-    /// start at the service file.
+    /// start at the service file. One process per directory: a second one
+    /// refuses to start (`wal.lock`).
     pub dir: PathBuf,
     /// Size at which a segment file is closed and a new one started.
     #[serde(default = "default_segment_bytes")]
     pub segment_bytes: u64,
+    /// Most bytes the segment files may take. When the next batch would
+    /// pass it (or the disk is full), intake pauses: nothing is
+    /// acknowledged, `/readyz` answers 503, and intake resumes by itself
+    /// once the checkpoint cuts old segments or disk is freed. At least two
+    /// segments; none: only the disk bounds the log.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
 }
 
 fn default_segment_bytes() -> u64 {
     16 * 1024 * 1024
+}
+
+impl WalConfig {
+    /// The log's options.
+    pub fn options(&self) -> crate::wal::WalOptions {
+        crate::wal::WalOptions {
+            segment_bytes: self.segment_bytes,
+            max_bytes: self.max_bytes,
+            ..crate::wal::WalOptions::default()
+        }
+    }
+
+    /// Sizes that can work: the active segment is never cut, so a bound
+    /// below two segments could stay full for good.
+    pub fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        if let Some(max) = self.max_bytes
+            && max < 2 * self.segment_bytes
+        {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                field: "wal.max_bytes".into(),
+                message: format!(
+                    "{max} is below two segments (2 x wal.segment_bytes = {}): the active \
+                     segment is never cut, so the log could stay full for good",
+                    2 * self.segment_bytes
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Pointer to the customers file.
@@ -161,6 +209,17 @@ pub struct MqttConfig {
     /// Messages buffered between the network task and decoding.
     #[serde(default = "default_queue")]
     pub queue: usize,
+    /// Largest MQTT packet the client takes from the broker (remaining
+    /// length: topic, packet id and payload), bytes. Must be at least the
+    /// broker's `message_size_limit` plus
+    /// [`PUBLISH_OVERHEAD_BYTES`](crate::source::mqtt::PUBLISH_OVERHEAD_BYTES):
+    /// a packet above it breaks the connection, and the broker would
+    /// redeliver it on every reconnect. The default is the MQTT maximum,
+    /// so any packet a broker can deliver is taken and too large a payload
+    /// is refused by admission (`too_large`) instead. Lower it only to bound
+    /// memory, and the broker's limit with it.
+    #[serde(default = "default_max_packet_bytes")]
+    pub max_packet_bytes: usize,
 }
 
 /// Engine settings as written in the file.
@@ -208,6 +267,13 @@ pub struct LimitsConfig {
     /// cannot grow memory or the store's series count without bound.
     #[serde(default = "default_max_devices")]
     pub max_devices_per_customer: usize,
+    /// Earliest event time accepted from a customer without a contract start
+    /// (RFC 3339); a customer in the customers file is refused data before
+    /// its `contract.start` instead. Earlier samples are refused as
+    /// `before_start`: a unit whose clock was lost would otherwise open
+    /// decades of empty days.
+    #[serde(default = "default_earliest_event_time", with = "humantime_serde")]
+    pub earliest_event_time: std::time::SystemTime,
     /// Where refused messages are kept for inspection (JSON lines, rotated
     /// at 64 MiB, payload prefix only); none when absent.
     #[serde(default)]
@@ -219,6 +285,10 @@ fn default_max_future() -> Duration {
 }
 fn default_max_devices() -> usize {
     100_000
+}
+/// 2015-01-01T00:00:00Z: before any telematics unit speaking this protocol.
+fn default_earliest_event_time() -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_secs(1_420_070_400)
 }
 
 fn default_host() -> String {
@@ -244,6 +314,9 @@ fn default_inflight() -> u16 {
 }
 fn default_queue() -> usize {
     4096
+}
+fn default_max_packet_bytes() -> usize {
+    crate::source::mqtt::MQTT_MAX_PACKET_BYTES
 }
 fn default_workers() -> usize {
     1
@@ -290,6 +363,7 @@ impl Default for MqttConfig {
             keep_alive: default_keep_alive(),
             inflight: default_inflight(),
             queue: default_queue(),
+            max_packet_bytes: default_max_packet_bytes(),
         }
     }
 }
@@ -314,6 +388,7 @@ impl Default for LimitsConfig {
             max_samples: default_max_samples(),
             max_future: default_max_future(),
             max_devices_per_customer: default_max_devices(),
+            earliest_event_time: default_earliest_event_time(),
             dead_letter_file: None,
         }
     }
@@ -331,6 +406,7 @@ impl Default for ServiceConfig {
             http: HttpConfig::default(),
             wal: None,
             cluster: None,
+            shutdown_timeout: default_shutdown_timeout(),
         }
     }
 }
@@ -421,6 +497,10 @@ impl ServiceConfig {
         if let Some(wal) = &mut self.wal {
             wal.dir = wal.dir.join(format!("process-{}", cluster.process));
         }
+        // The alert outbox belongs to one process too.
+        if let Some(outbox) = &mut self.alerts.outbox_dir {
+            *outbox = outbox.join(format!("process-{}", cluster.process));
+        }
     }
 
     /// The cluster settings, checked.
@@ -460,6 +540,26 @@ impl ServiceConfig {
         Ok(())
     }
 
+    /// The client's packet limit, checked against the payload limit: a
+    /// payload the service would accept must never break the connection.
+    pub fn check_packet_limit(&self, path: &Path) -> Result<(), ConfigError> {
+        let overhead = crate::source::mqtt::PUBLISH_OVERHEAD_BYTES;
+        let least = self.limits.max_payload_bytes.saturating_add(overhead);
+        if self.mqtt.max_packet_bytes < least {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                field: "mqtt.max_packet_bytes".into(),
+                message: format!(
+                    "{} is below limits.max_payload_bytes ({}) plus {overhead} bytes of topic \
+                     overhead: set it to at least {least}, and at least the broker's \
+                     message_size_limit plus {overhead}",
+                    self.mqtt.max_packet_bytes, self.limits.max_payload_bytes
+                ),
+            });
+        }
+        Ok(())
+    }
+
     /// Reads and validates a service file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -471,6 +571,10 @@ impl ServiceConfig {
         config.resolve_paths(base);
         config.engine_config(path)?;
         config.check_cluster(path)?;
+        config.check_packet_limit(path)?;
+        if let Some(wal) = &config.wal {
+            wal.check(path)?;
+        }
         Ok(config)
     }
 
@@ -491,6 +595,7 @@ impl ServiceConfig {
             self.mqtt.tls_ca_file.as_mut(),
             self.mqtt.tls_client_cert_file.as_mut(),
             self.mqtt.tls_client_key_file.as_mut(),
+            self.alerts.outbox_dir.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -567,6 +672,27 @@ mod tests {
     }
 
     #[test]
+    fn earliest_event_time_is_an_rfc3339_time() {
+        let config: ServiceConfig = parse_toml(Path::new("x.toml"), "").unwrap();
+        let default = config.limits.earliest_event_time;
+        assert_eq!(
+            humantime::format_rfc3339(default).to_string(),
+            "2015-01-01T00:00:00Z"
+        );
+        let text = "[limits]\nearliest_event_time = \"2020-06-01T00:00:00Z\"\n";
+        let config: ServiceConfig = parse_toml(Path::new("x.toml"), text).unwrap();
+        let ms = config
+            .limits
+            .earliest_event_time
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        assert_eq!(ms.as_millis(), 1_590_969_600_000);
+        let text = "[limits]\nearliest_event_time = \"last year\"\n";
+        let err = parse_toml::<ServiceConfig>(Path::new("x.toml"), text).unwrap_err();
+        assert!(err.to_string().starts_with("x.toml:2:"), "{err}");
+    }
+
+    #[test]
     fn unknown_fields_are_named_with_their_line() {
         let text = "[mqtt]\nhost = \"h\"\nprot = 1\n";
         let err = parse_toml::<ServiceConfig>(Path::new("svc.toml"), text).unwrap_err();
@@ -588,6 +714,23 @@ mod tests {
     }
 
     #[test]
+    fn a_packet_limit_below_the_payload_limit_is_refused() {
+        let path = Path::new("svc.toml");
+        let config: ServiceConfig = parse_toml(path, "").unwrap();
+        config.check_packet_limit(path).unwrap();
+        let text = "[mqtt]\nmax_packet_bytes = 300000\n[limits]\nmax_payload_bytes = 262144\n";
+        let config: ServiceConfig = parse_toml(path, text).unwrap();
+        let err = config.check_packet_limit(path).unwrap_err().to_string();
+        assert!(
+            err.contains("mqtt.max_packet_bytes") && err.contains("327683"),
+            "{err}"
+        );
+        let text = "[mqtt]\nmax_packet_bytes = 327683\n";
+        let config: ServiceConfig = parse_toml(path, text).unwrap();
+        config.check_packet_limit(path).unwrap();
+    }
+
+    #[test]
     fn cluster_members_get_their_own_session_and_wal() {
         let text = "[mqtt]\nclient_id = \"fp\"\nshared_group = \"g\"\n[wal]\ndir = \"/var/wal\"\n\
                     [cluster]\nprocess = 1\naddresses = [\"a:1\", \"b:1\"]\n";
@@ -597,6 +740,28 @@ mod tests {
         config.apply_cluster_member();
         assert_eq!(config.mqtt.client_id, "fp-1");
         assert_eq!(config.wal.unwrap().dir, PathBuf::from("/var/wal/process-1"));
+    }
+
+    #[test]
+    fn wal_sizes_are_checked_and_reach_the_log() {
+        let text = "[wal]\ndir = \"w\"\nsegment_bytes = 1048576\nmax_bytes = 4194304\n";
+        let config: ServiceConfig = parse_toml(Path::new("svc.toml"), text).unwrap();
+        let wal = config.wal.unwrap();
+        wal.check(Path::new("svc.toml")).unwrap();
+        let options = wal.options();
+        assert_eq!(options.segment_bytes, 1 << 20);
+        assert_eq!(options.max_bytes, Some(4 << 20));
+        let text = "[wal]\ndir = \"w\"\nsegment_bytes = 1048576\nmax_bytes = 1048576\n";
+        let config: ServiceConfig = parse_toml(Path::new("svc.toml"), text).unwrap();
+        let err = config
+            .wal
+            .unwrap()
+            .check(Path::new("svc.toml"))
+            .unwrap_err();
+        assert!(err.to_string().contains("wal.max_bytes"), "{err}");
+        let text = "[wal]\ndir = \"w\"\n";
+        let config: ServiceConfig = parse_toml(Path::new("svc.toml"), text).unwrap();
+        assert_eq!(config.wal.unwrap().options().max_bytes, None);
     }
 
     #[test]

@@ -34,6 +34,7 @@ impl Converter {
             customer: self.intern(batch.customer_id),
             site: self.intern(batch.site_id),
             device: self.intern(batch.device_id),
+            unit_epoch: batch.unit_epoch,
             sequence: batch.sequence,
             samples,
         }
@@ -101,6 +102,7 @@ mod tests {
             customer_id: "c".into(),
             site_id: "s".into(),
             sequence: 3,
+            unit_epoch: 0,
             firmware_version: "1".into(),
             samples: vec![v1::Sample {
                 event_time_ms: 1000,

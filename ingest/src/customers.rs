@@ -389,6 +389,25 @@ impl CustomersFile {
         Ok(specs)
     }
 
+    /// When each customer's contract starts: midnight of `contract.start` in
+    /// the customer's time zone, ms since the epoch. Telemetry before it is
+    /// refused (a unit whose clock was lost). Customers whose dates do not
+    /// parse are left out; [`Self::specs`] refuses them at start.
+    pub fn contract_starts(&self) -> HashMap<String, u64> {
+        self.customers
+            .iter()
+            .filter_map(|c| {
+                let timezone = match &c.timezone {
+                    None => jiff::tz::TimeZone::UTC,
+                    Some(name) => jiff::tz::TimeZone::get(name.get_ref()).ok()?,
+                };
+                let date: jiff::civil::Date = c.contract.start.parse().ok()?;
+                let midnight = date.to_zoned(timezone).ok()?.timestamp();
+                Some((c.id.clone(), u64::try_from(midnight.as_millisecond()).ok()?))
+            })
+            .collect()
+    }
+
     /// Looks a customer up by id.
     pub fn get(&self, id: &str) -> Option<&CustomerConfig> {
         self.customers.iter().find(|c| c.id == id)
@@ -575,6 +594,16 @@ due_days = 45
 [customer.thresholds]
 usage_drop = 0.3
 "#;
+
+    #[test]
+    fn a_contract_starts_at_midnight_of_the_customers_day() {
+        let mut file: CustomersFile = parse_toml(Path::new("c.toml"), GOOD).unwrap();
+        // 2026-01-01 00:00 in Berlin (UTC+1) is 2025-12-31T23:00Z.
+        let berlin = 1_767_225_600_000 - 3_600_000;
+        assert_eq!(file.contract_starts()["acme"], berlin);
+        file.customers[0].timezone = None;
+        assert_eq!(file.contract_starts()["acme"], 1_767_225_600_000);
+    }
 
     fn specs(text: &str) -> Result<HashMap<String, CustomerSpec>, String> {
         let path = Path::new("c.toml");

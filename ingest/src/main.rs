@@ -102,7 +102,8 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_filter(&cli))),
         )
-        .with_writer(std::io::stderr)
+        // Every configured secret is cut from log lines that still hold one.
+        .with_writer(fleetpulse::secrets::RedactingWriter::new(std::io::stderr))
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -123,6 +124,8 @@ fn main() -> anyhow::Result<()> {
             Command::Report(args) => fleetpulse::report::run(args),
         }
     })
+    // The error chain printed at exit bypasses the log: redact it too.
+    .map_err(|e| anyhow::anyhow!("{}", fleetpulse::secrets::redact(&format!("{e:#}"))))
 }
 
 /// The demo and the simulator draw progress bars; keep the log to warnings

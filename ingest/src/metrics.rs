@@ -5,6 +5,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
+use crate::wal::writer::WalGauges;
+
 /// Why a message was refused. Each reason has its own counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RejectReason {
@@ -32,11 +34,14 @@ pub enum RejectReason {
     SequenceReplayed,
     /// A new device beyond the per-customer device limit.
     DeviceLimit,
+    /// A sample before the customer's contract start (or, without one,
+    /// before `limits.earliest_event_time`): a unit with a lost clock.
+    BeforeStart,
 }
 
 impl RejectReason {
     /// Every reason, in counter order.
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 13] = [
         Self::Topic,
         Self::TooLarge,
         Self::Decode,
@@ -49,6 +54,7 @@ impl RejectReason {
         Self::FutureTimestamp,
         Self::SequenceReplayed,
         Self::DeviceLimit,
+        Self::BeforeStart,
     ];
 
     /// Stable label for counters and dead-letter records.
@@ -66,6 +72,7 @@ impl RejectReason {
             Self::FutureTimestamp => "future_timestamp",
             Self::SequenceReplayed => "sequence_replayed",
             Self::DeviceLimit => "device_limit",
+            Self::BeforeStart => "before_start",
         }
     }
 
@@ -114,8 +121,16 @@ pub struct IngestMetrics {
     pub sequence_gaps: std::sync::atomic::AtomicI64,
     /// Times the broker connection failed.
     pub connection_errors: AtomicU64,
+    /// Times the broker sent a packet above `mqtt.max_packet_bytes`, which
+    /// breaks the connection: the broker's and the client's limits disagree.
+    pub oversized_packets: AtomicU64,
     /// True once the telemetry subscription is acknowledged.
     pub subscribed: AtomicBool,
+    /// The write-ahead log's gauges (size, commits, whether it is full):
+    /// the service spawns its WAL writer with these
+    /// ([`crate::wal::writer::WalWriter::spawn_with_gauges`]), and
+    /// `/metrics` and `/readyz` read them.
+    pub wal: Arc<WalGauges>,
     /// Timestamps for the benchmark harness; empty in production.
     pub probe: ProbeSlot,
 }
@@ -178,6 +193,24 @@ impl IngestMetrics {
     pub fn handled(&self) -> u64 {
         self.messages_accepted.load(Relaxed) + self.rejected_total()
     }
+
+    /// The WAL refused records for lack of room (`reason`: what is full,
+    /// the `reason` of `WriteError::Full`): `/readyz` answers 503 with it and `fleetpulse_wal_full` is 1
+    /// until [`IngestMetrics::wal_resumed`]. Logs once per transition. The
+    /// WAL writer calls it itself when spawned with [`IngestMetrics::wal`].
+    pub fn wal_full(&self, reason: &str) {
+        self.wal.full.set_full(reason);
+    }
+
+    /// The WAL took records again: ready again. Logs once per transition.
+    pub fn wal_resumed(&self) {
+        self.wal.full.set_resumed();
+    }
+
+    /// What is full while the WAL is; `None` while it is not.
+    pub fn wal_full_reason(&self) -> Option<String> {
+        self.wal.full.reason()
+    }
 }
 
 /// Typed event: a message was refused. Logs (the first few per reason, then
@@ -204,5 +237,41 @@ impl MessageRejected<'_> {
                 self.detail
             );
         }
+    }
+}
+
+/// Typed event: the broker sent a packet above the client's limit
+/// (`mqtt.max_packet_bytes`). rumqttc cannot skip such a packet: it breaks
+/// the connection and the broker redelivers it on the next one, so the
+/// limits of broker and client disagree. Logs one line naming both settings
+/// and counts.
+pub struct OversizedPacket {
+    /// The packet's remaining length, bytes.
+    pub size: usize,
+    /// The client's limit when it arrived, bytes.
+    pub limit: usize,
+    /// What the client takes from the next connection on.
+    pub raised_to: usize,
+}
+
+impl OversizedPacket {
+    /// Records the event.
+    pub fn emit(&self, metrics: &IngestMetrics) {
+        metrics.oversized_packets.fetch_add(1, Relaxed);
+        tracing::error!(
+            size = self.size,
+            limit = self.limit,
+            raised_to = self.raised_to,
+            "the broker sent a {}-byte packet, above mqtt.max_packet_bytes = {}: the connection \
+             broke and the broker redelivers it. Make the broker's limit (mosquitto \
+             message_size_limit, rumqttd max_payload_size) at most mqtt.max_packet_bytes minus \
+             {} bytes of topic overhead, or raise mqtt.max_packet_bytes. Taking packets up to {} \
+             bytes from the next connection on, so admission refuses it as too_large and the \
+             stream goes on",
+            self.size,
+            self.limit,
+            crate::source::mqtt::PUBLISH_OVERHEAD_BYTES,
+            self.raised_to,
+        );
     }
 }

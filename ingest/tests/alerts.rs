@@ -209,7 +209,7 @@ async fn open_and_resolved_alerts_reach_mqtt_and_the_webhook() {
     mosquitto.subscribe_session("cs-team", "cs/alerts/#");
     let hook = WebhookReceiver::start(Vec::new()).await;
     let config = fast(AlertsConfig {
-        webhook_url: Some(hook.url.clone()),
+        webhook_url: Some(hook.url.clone().into()),
         // Tech-touch accounts get automated nudges: MQTT only.
         route_segments: Some(vec![Segment::HighTouch, Segment::LowTouch]),
         ..AlertsConfig::default()
@@ -327,7 +327,7 @@ async fn a_webhook_answering_503_twice_is_retried_until_it_succeeds() {
     let hook = WebhookReceiver::start(vec![(503, Some("1")), (503, None)]).await;
     let config = fast(AlertsConfig {
         mqtt: false,
-        webhook_url: Some(hook.url.clone()),
+        webhook_url: Some(hook.url.clone().into()),
         ..AlertsConfig::default()
     });
     let open = alert(
@@ -353,6 +353,7 @@ async fn a_webhook_answering_503_twice_is_retried_until_it_succeeds() {
             delivered: 1,
             failed: 0,
             retries: 2,
+            kept: 0,
         }
     );
     let posts = hook.received();
@@ -369,7 +370,7 @@ async fn other_4xx_are_not_retried_and_later_alerts_still_go_out() {
     let hook = WebhookReceiver::start(vec![(400, None), (429, Some("0"))]).await;
     let config = fast(AlertsConfig {
         mqtt: false,
-        webhook_url: Some(hook.url.clone()),
+        webhook_url: Some(hook.url.clone().into()),
         ..AlertsConfig::default()
     });
     let open = alert(
@@ -397,6 +398,7 @@ async fn other_4xx_are_not_retried_and_later_alerts_still_go_out() {
             delivered: 1,
             failed: 1,
             retries: 1,
+            kept: 0,
         }
     );
     let statuses: Vec<String> = hook

@@ -214,6 +214,7 @@ mod tests {
             customer_id: "c1".into(),
             site_id: "s1".into(),
             sequence: 7,
+            unit_epoch: 1_690_000_000,
             firmware_version: "1.2.3".into(),
             samples: vec![Sample {
                 event_time_ms: 1_700_000_000_000,

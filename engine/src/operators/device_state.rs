@@ -1,5 +1,7 @@
-//! Per-device state: deduplicates batches by (device, sequence) and turns
-//! cumulative counters into increments, in event-time order.
+//! Per-device state: deduplicates batches by (customer, device, unit epoch,
+//! sequence) and turns cumulative counters into increments, in event-time
+//! order. A device is (customer, device id): two customers may both have an
+//! `exc-07`.
 //!
 //! Batches are held until the input frontier passes their first reading's
 //! tick, then processed per device in (event time, sequence) order, so a
@@ -16,7 +18,7 @@ use timely::dataflow::operators::generic::Operator;
 
 use super::route;
 use crate::config::EngineConfig;
-use crate::model::{DeviceBatch, EventTime, Id, Usage};
+use crate::model::{DeviceBatch, DeviceKey, EventTime, Usage};
 use crate::stats::EngineStats;
 
 /// What dedup decided about a batch.
@@ -43,6 +45,14 @@ pub struct SequenceWindow {
 impl SequenceWindow {
     /// How far below the high-water mark a late sequence is still recognised.
     pub const WINDOW: u64 = 64;
+
+    /// A window that has seen only `sequence`.
+    pub fn fresh(sequence: u64) -> Self {
+        Self {
+            high: sequence,
+            seen: 1,
+        }
+    }
 
     /// Records `sequence`, saying whether it is new. `gaps` is raised by the
     /// sequences skipped over and lowered when a skipped one turns up.
@@ -77,10 +87,69 @@ impl SequenceWindow {
     }
 }
 
+/// The sequence windows of a device's telematics units, one per unit epoch:
+/// a replaced or factory-reset unit restarts its sequence at 1 under a higher
+/// epoch and gets a fresh window, while the [`Self::RECENT_EPOCHS`] highest
+/// epochs stay recognised, so the old unit's delayed batches still count and
+/// its replays are still refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitSequences {
+    /// The highest epoch seen and its window (`None` before the first batch).
+    current: Option<(u64, SequenceWindow)>,
+    /// Earlier epochs still recognised, highest first; empty (no allocation)
+    /// for a unit never replaced.
+    older: Vec<(u64, SequenceWindow)>,
+}
+
+impl UnitSequences {
+    /// How many unit epochs of one device are remembered; a batch of an
+    /// older epoch is [`Admission::TooOld`].
+    pub const RECENT_EPOCHS: usize = 4;
+
+    /// Records `sequence` of unit `epoch`, saying whether it is new. `gaps`
+    /// as in [`SequenceWindow::admit`]; a new epoch starts without gaps.
+    pub fn admit(&mut self, epoch: u64, sequence: u64, gaps: &mut i64) -> Admission {
+        let Some((high, window)) = &mut self.current else {
+            self.current = Some((epoch, SequenceWindow::fresh(sequence)));
+            return Admission::New;
+        };
+        if epoch == *high {
+            return window.admit(sequence, gaps);
+        }
+        if epoch > *high {
+            let previous = (*high, *window);
+            self.current = Some((epoch, SequenceWindow::fresh(sequence)));
+            self.older.insert(0, previous);
+            self.older.truncate(Self::RECENT_EPOCHS - 1);
+            return Admission::New;
+        }
+        let at = self.older.partition_point(|(e, _)| *e > epoch);
+        if let Some((e, window)) = self.older.get_mut(at)
+            && *e == epoch
+        {
+            return window.admit(sequence, gaps);
+        }
+        if at >= Self::RECENT_EPOCHS - 1 {
+            return Admission::TooOld;
+        }
+        // An earlier unit not seen before (its batches were delayed past
+        // the replacement's first one): remember it among the recent ones.
+        self.older
+            .insert(at, (epoch, SequenceWindow::fresh(sequence)));
+        self.older.truncate(Self::RECENT_EPOCHS - 1);
+        Admission::New
+    }
+
+    /// The highest unit epoch seen.
+    pub fn current_epoch(&self) -> Option<u64> {
+        self.current.map(|(epoch, _)| epoch)
+    }
+}
+
 /// What the engine remembers of one device between batches.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceMemory {
-    sequences: SequenceWindow,
+    sequences: UnitSequences,
     /// Last cumulative readings; `None` before the first reading.
     last: Option<Cumulative>,
 }
@@ -88,16 +157,24 @@ pub struct DeviceMemory {
 #[derive(Debug, Clone, Copy)]
 struct Cumulative {
     at: EventTime,
+    /// Unit epoch of the reading.
+    epoch: u64,
     operating_hours: f64,
     idle_hours: f64,
     fuel_litres: f64,
 }
 
-/// Increment of a cumulative counter; a counter that went backwards (unit
-/// replaced or reset) restarts from its new value and contributes nothing.
-fn increment(now: f64, before: f64, resets: &mut u64) -> f64 {
+/// Increment of a cumulative counter. A counter below the previous reading
+/// of the same unit went backwards (reset without a new epoch): it restarts
+/// from its new value and contributes nothing. Below the reading of an
+/// earlier unit (`new_unit`), the replacement counts from 0 at its epoch, so
+/// all of its value is work; a replacement carrying on from the machine's
+/// own meters is above the old reading and counts the difference.
+fn increment(now: f64, before: f64, new_unit: bool, resets: &mut u64) -> f64 {
     if now >= before {
         now - before
+    } else if new_unit {
+        now
     } else {
         *resets += 1;
         0.0
@@ -114,7 +191,7 @@ impl DeviceMemory {
         resets: &mut u64,
         out: &mut Vec<Usage>,
     ) -> Result<(), Admission> {
-        match self.sequences.admit(batch.sequence, gaps) {
+        match self.sequences.admit(batch.unit_epoch, batch.sequence, gaps) {
             Admission::New => {}
             verdict => return Err(verdict),
         }
@@ -122,16 +199,25 @@ impl DeviceMemory {
             customer,
             site,
             device,
+            unit_epoch,
             samples,
             ..
         } = batch;
         for sample in samples {
             let (operating_hours, idle_hours, fuel_litres) = match self.last {
-                Some(last) if sample.at >= last.at => (
-                    increment(sample.operating_hours, last.operating_hours, resets),
-                    increment(sample.idle_hours, last.idle_hours, resets),
-                    increment(sample.fuel_litres, last.fuel_litres, resets),
-                ),
+                Some(last) if sample.at >= last.at => {
+                    let new_unit = unit_epoch > last.epoch;
+                    (
+                        increment(
+                            sample.operating_hours,
+                            last.operating_hours,
+                            new_unit,
+                            resets,
+                        ),
+                        increment(sample.idle_hours, last.idle_hours, new_unit, resets),
+                        increment(sample.fuel_litres, last.fuel_litres, new_unit, resets),
+                    )
+                }
                 // The first reading is the baseline; an out-of-order one
                 // (older than what we hold) cannot be placed and adds nothing.
                 _ => (0.0, 0.0, 0.0),
@@ -139,6 +225,7 @@ impl DeviceMemory {
             if self.last.is_none_or(|last| sample.at >= last.at) {
                 self.last = Some(Cumulative {
                     at: sample.at,
+                    epoch: unit_epoch,
                     operating_hours: sample.operating_hours,
                     idle_hours: sample.idle_hours,
                     fuel_litres: sample.fuel_litres,
@@ -167,6 +254,26 @@ impl DeviceMemory {
     }
 }
 
+/// The worker a device's batches go to: by (customer, device), the same on
+/// every worker and process. The engine's inputs use it too, so a batch
+/// usually stays on the worker it entered.
+pub fn route_device(batch: &DeviceBatch) -> u64 {
+    route(&(&*batch.customer, &*batch.device))
+}
+
+/// The order a device's batches are applied in: by event time, then unit
+/// epoch, then sequence (a batch that overtook an earlier one on the wire
+/// still yields the right increments).
+pub fn processing_order(batch: &DeviceBatch) -> (&str, &str, EventTime, u64, u64) {
+    (
+        &batch.customer,
+        &batch.device,
+        batch.first_at(),
+        batch.unit_epoch,
+        batch.sequence,
+    )
+}
+
 /// Extension trait adding the per-device state operator to a batch stream.
 pub trait DeviceStateExt<'scope> {
     /// Routes batches by device, drops duplicates and emits one [`Usage`] per
@@ -184,11 +291,11 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
         config: Arc<EngineConfig>,
         stats: Arc<EngineStats>,
     ) -> StreamVec<'scope, EventTime, Usage> {
-        let pact = Exchange::new(|batch: &DeviceBatch| route(&*batch.device));
+        let pact = Exchange::new(route_device);
         self.unary_frontier(pact, "DeviceState", move |_cap, _info| {
             let mut pending: BTreeMap<EventTime, (Capability<EventTime>, Vec<DeviceBatch>)> =
                 BTreeMap::new();
-            let mut devices: HashMap<Id, DeviceMemory> = HashMap::new();
+            let mut devices: HashMap<DeviceKey, DeviceMemory> = HashMap::new();
             let mut usage = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
@@ -206,21 +313,13 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
                         break;
                     }
                     let (cap, mut batches) = entry.remove();
-                    batches.sort_by(|a, b| {
-                        (&a.device, a.first_at(), a.sequence).cmp(&(
-                            &b.device,
-                            b.first_at(),
-                            b.sequence,
-                        ))
-                    });
+                    batches.sort_by(|a, b| processing_order(a).cmp(&processing_order(b)));
                     let known = devices.len();
                     let (mut gaps, mut resets, mut duplicates, mut too_old) = (0i64, 0, 0, 0);
                     let mut samples = 0;
                     for batch in batches {
-                        let memory = match devices.get_mut(&batch.device) {
-                            Some(memory) => memory,
-                            None => devices.entry(batch.device.clone()).or_default(),
-                        };
+                        let key = (batch.customer.clone(), batch.device.clone());
+                        let memory = devices.entry(key).or_default();
                         let count = batch.samples.len() as u64;
                         match memory.apply(batch, &mut gaps, &mut resets, &mut usage) {
                             Ok(()) => samples += count,
@@ -260,6 +359,67 @@ mod tests {
     }
 
     #[test]
+    fn a_new_unit_epoch_starts_a_fresh_window_and_old_ones_are_kept() {
+        let mut units = UnitSequences::default();
+        let mut gaps = 0;
+        assert_eq!(units.admit(10, 500, &mut gaps), Admission::New);
+        assert_eq!(units.admit(10, 501, &mut gaps), Admission::New);
+        // Replacement: sequence back at 1 under a higher epoch.
+        assert_eq!(units.admit(20, 1, &mut gaps), Admission::New);
+        assert_eq!(units.admit(20, 1, &mut gaps), Admission::Duplicate);
+        // The old unit's delayed batch still counts; its replay does not.
+        assert_eq!(units.admit(10, 502, &mut gaps), Admission::New);
+        assert_eq!(units.admit(10, 500, &mut gaps), Admission::Duplicate);
+        assert_eq!(units.current_epoch(), Some(20));
+        assert_eq!(gaps, 0);
+        // An earlier unit first heard of after the replacement is kept too.
+        assert_eq!(units.admit(5, 9, &mut gaps), Admission::New);
+        assert_eq!(units.admit(5, 9, &mut gaps), Admission::Duplicate);
+        // Beyond RECENT_EPOCHS epochs the oldest is forgotten: too old.
+        assert_eq!(units.admit(30, 1, &mut gaps), Admission::New);
+        assert_eq!(units.admit(5, 10, &mut gaps), Admission::New);
+        assert_eq!(units.admit(40, 1, &mut gaps), Admission::New);
+        assert_eq!(units.admit(5, 11, &mut gaps), Admission::TooOld);
+        assert_eq!(units.admit(1, 1, &mut gaps), Admission::TooOld);
+        assert_eq!(units.admit(10, 503, &mut gaps), Admission::New);
+        assert_eq!(units.older.len(), UnitSequences::RECENT_EPOCHS - 1);
+    }
+
+    #[test]
+    fn a_new_units_counters_carry_on_or_restart_from_zero() {
+        let sample = |at, hours| crate::Sample {
+            at,
+            operating_hours: hours,
+            ..Default::default()
+        };
+        let batch = |epoch, sequence, samples| DeviceBatch {
+            customer: "c".into(),
+            site: "s".into(),
+            device: "d".into(),
+            unit_epoch: epoch,
+            sequence,
+            samples,
+        };
+        for (new_unit_hours, expected) in
+            [([300.5, 301.0], [0.5, 0.5]), ([0.25, 0.75], [0.25, 0.5])]
+        {
+            let mut memory = DeviceMemory::default();
+            let (mut gaps, mut resets, mut out) = (0, 0, Vec::new());
+            let old = batch(1, 40, vec![sample(10, 299.0), sample(20, 300.0)]);
+            memory.apply(old, &mut gaps, &mut resets, &mut out).unwrap();
+            let new = batch(
+                2,
+                1,
+                vec![sample(30, new_unit_hours[0]), sample(40, new_unit_hours[1])],
+            );
+            memory.apply(new, &mut gaps, &mut resets, &mut out).unwrap();
+            let hours: Vec<f64> = out.iter().map(|u| u.operating_hours).collect();
+            assert_eq!(hours, [0.0, 1.0, expected[0], expected[1]]);
+            assert_eq!(resets, 0);
+        }
+    }
+
+    #[test]
     fn first_reading_is_the_baseline_and_resets_count() {
         let mut memory = DeviceMemory::default();
         let sample = |at, hours| crate::Sample {
@@ -272,6 +432,7 @@ mod tests {
             customer: "c".into(),
             site: "s".into(),
             device: "d".into(),
+            unit_epoch: 0,
             sequence: 1,
             samples: vec![
                 sample(10, 100.0),

@@ -7,14 +7,17 @@
 //! webhook_url_env = "FLEETPULSE_ALERTS_WEBHOOK"   # or webhook_url = "https://..."
 //! webhook_timeout = "10s"
 //! route_segments = ["high-touch", "low-touch"]    # tech-touch: MQTT only
+//! # outbox_dir = "/var/lib/fleetpulse/wal/alerts-outbox"   # default with [wal]
 //! ```
 
 use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fleetpulse_engine::Segment;
 use serde::Deserialize;
 
+use crate::secrets::Secret;
 use crate::sinks::writer::Backoff;
 
 /// Alert delivery settings. Every alert transition (an episode opening or
@@ -35,9 +38,10 @@ pub struct AlertsConfig {
     pub topic_prefix: String,
     /// Slack-compatible incoming-webhook URL that receives a message per
     /// alert transition. A webhook URL usually embeds a secret: prefer
-    /// `webhook_url_env`. At most one of the two.
+    /// `webhook_url_env`. At most one of the two. Held as a [`Secret`]: it
+    /// never appears in a log line, an error or the HTTP API.
     #[serde(default)]
-    pub webhook_url: Option<String>,
+    pub webhook_url: Option<Secret>,
     /// Name of the environment variable holding the webhook URL.
     #[serde(default)]
     pub webhook_url_env: Option<String>,
@@ -51,8 +55,11 @@ pub struct AlertsConfig {
     /// `Retry-After` that is honoured as given.
     #[serde(default = "default_retry_max", with = "humantime_serde")]
     pub retry_max: Duration,
-    /// Webhook retries after the first attempt on connection errors, 5xx and
-    /// 429; then the alert is counted as failed. Other 4xx are not retried.
+    /// Webhook retries on connection errors, timeouts, 5xx and 429 before
+    /// the failure is logged as an error; the notification then stays in the
+    /// outbox and is retried every `retry_max` until the webhook takes it.
+    /// Other 4xx are not retried: the notification is dropped and counted as
+    /// failed.
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
     /// Segments whose alerts go to the webhook; absent means every segment.
@@ -60,15 +67,27 @@ pub struct AlertsConfig {
     /// by automated nudges) out of the CS channel; they still go to MQTT.
     #[serde(default)]
     pub route_segments: Option<Vec<Segment>>,
-    /// Alerts buffered per channel (MQTT, webhook) while a channel is slow or
-    /// down. When a buffer is full, the alerts task stops taking records from
-    /// the engine, which then waits: backpressure, nothing is dropped.
+    /// Notifications waiting per channel (MQTT, webhook) in the outbox while
+    /// a channel is slow or down. When a channel has this many, the alerts
+    /// task stops taking records from the engine, which then waits:
+    /// backpressure, nothing is dropped.
     #[serde(default = "default_queue")]
     pub queue: NonZeroUsize,
-    /// On shutdown (or once the record stream ends), how long queued alerts
-    /// may still take to be delivered; what is left then is counted as failed.
+    /// On shutdown (or once the record stream ends), how long waiting
+    /// notifications may still take to be delivered. What is left stays in
+    /// the outbox for the next start (without an outbox it is counted as
+    /// failed).
     #[serde(default = "default_flush_timeout", with = "humantime_serde")]
     pub flush_timeout: Duration,
+    /// Directory of the alert outbox: every notification is written there
+    /// (fsync) before its record batch counts as written, and removed once
+    /// delivered, so notifications survive a crash or restart and are
+    /// retried. Default: `{wal.dir}/alerts-outbox` when a `[wal]` is
+    /// configured; without either, notifications wait in memory only.
+    /// Relative paths are relative to the config file. One process per
+    /// directory.
+    #[serde(default)]
+    pub outbox_dir: Option<PathBuf>,
 }
 
 fn default_mqtt() -> bool {
@@ -110,9 +129,13 @@ impl Default for AlertsConfig {
             route_segments: None,
             queue: default_queue(),
             flush_timeout: default_flush_timeout(),
+            outbox_dir: None,
         }
     }
 }
+
+/// Name of the default outbox directory inside the WAL directory.
+pub const OUTBOX_DIR_IN_WAL: &str = "alerts-outbox";
 
 /// A field of `[alerts]` that parses but cannot work.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +162,14 @@ impl AlertsConfig {
         self.route_segments
             .as_ref()
             .is_none_or(|routed| routed.contains(&segment))
+    }
+
+    /// The outbox directory: `outbox_dir`, else `{wal_dir}/alerts-outbox`
+    /// when the service has a WAL; `None`: in memory only.
+    pub fn outbox_dir(&self, wal_dir: Option<&Path>) -> Option<PathBuf> {
+        self.outbox_dir
+            .clone()
+            .or_else(|| wal_dir.map(|dir| dir.join(OUTBOX_DIR_IN_WAL)))
     }
 
     /// The webhook retry schedule.
@@ -176,7 +207,7 @@ impl AlertsConfig {
             );
         }
         if let Some(url) = &self.webhook_url {
-            check_url(url).map_err(|message| InvalidField {
+            check_url(url.expose()).map_err(|message| InvalidField {
                 field: "alerts.webhook_url",
                 message,
             })?;
@@ -242,6 +273,7 @@ mod tests {
             route_segments = ["high-touch", "low-touch"]
             queue = 16
             flush_timeout = "2s"
+            outbox_dir = "/var/lib/fleetpulse/outbox"
             "#,
         )
         .unwrap();
@@ -259,6 +291,21 @@ mod tests {
         assert!(config.routes_to_webhook(Segment::HighTouch));
         assert!(config.routes_to_webhook(Segment::LowTouch));
         assert!(!config.routes_to_webhook(Segment::TechTouch));
+        assert_eq!(
+            config.outbox_dir(Some(Path::new("/wal"))),
+            Some(PathBuf::from("/var/lib/fleetpulse/outbox"))
+        );
+        assert!(!format!("{config:?}").contains("xyz"), "the URL is a secret");
+    }
+
+    #[test]
+    fn the_outbox_defaults_to_the_wal_directory() {
+        let config = AlertsConfig::default();
+        assert_eq!(config.outbox_dir(None), None);
+        assert_eq!(
+            config.outbox_dir(Some(Path::new("/var/wal"))),
+            Some(PathBuf::from("/var/wal/alerts-outbox"))
+        );
     }
 
     #[test]

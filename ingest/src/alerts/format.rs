@@ -1,6 +1,7 @@
 //! What an alert looks like on the wire: the JSON message published on MQTT
-//! ([`AlertMessage`]), its topic ([`alert_topic`]) and the Slack-compatible
-//! webhook body ([`slack_body`]). Plain functions, no I/O.
+//! ([`AlertMessage`]), its topic ([`alert_topic`]), the Slack-compatible
+//! webhook body ([`slack_body`]) and the stable ids receivers deduplicate by
+//! ([`alert_id`], [`notification_id`]). Plain functions, no I/O.
 
 use fleetpulse_engine::AlertRecord;
 use fleetpulse_engine::kpi::risk::AlertStatus;
@@ -13,8 +14,18 @@ use serde_json::{Value, json};
 /// e.g. `usage_drop`, `status` `open` / `resolved`, `stage` e.g. `adopt`,
 /// `segment` e.g. `high-touch`); times are given both as RFC 3339 (UTC) and
 /// as milliseconds since the epoch.
+///
+/// A notification may arrive more than once (QoS 1, webhook retries, the
+/// outbox retried after a restart): `notification_id` is the same each time,
+/// so a receiver drops what it has already seen.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertMessage {
+    /// Stable id of the alert episode: [`alert_id`] of (customer, rule,
+    /// opening time). The same for its open and its resolve.
+    pub alert_id: String,
+    /// Stable id of this transition: [`notification_id`], `{alert_id}-open`
+    /// or `{alert_id}-resolved`. Deduplicate by it.
+    pub notification_id: String,
     /// Customer id.
     pub customer: String,
     /// Customer display name.
@@ -52,7 +63,10 @@ pub struct AlertMessage {
 impl AlertMessage {
     /// The message for one engine alert record.
     pub fn from_record(record: &AlertRecord) -> Self {
+        let alert_id = alert_id(&record.customer, record.rule.as_str(), record.opened_at);
         Self {
+            notification_id: notification_id(&alert_id, record.status.as_str()),
+            alert_id,
             customer: record.customer.to_string(),
             customer_name: record.customer_name.to_string(),
             rule: record.rule.as_str().to_owned(),
@@ -80,6 +94,32 @@ impl AlertMessage {
     fn is_open(&self) -> bool {
         self.status == AlertStatus::Open.as_str()
     }
+}
+
+/// Stable id of an alert episode: FNV-1a (128 bit) of the customer id, the
+/// rule and the opening time in ms (decimal), separated by a zero byte, as 32
+/// lower-case hex digits. Recomputed the same after a restart or on another
+/// member, so duplicates are recognised.
+pub fn alert_id(customer: &str, rule: &str, opened_at_ms: u64) -> String {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    let opened = opened_at_ms.to_string();
+    let bytes = customer
+        .bytes()
+        .chain([0])
+        .chain(rule.bytes())
+        .chain([0])
+        .chain(opened.bytes());
+    let hash = bytes.fold(OFFSET, |hash, byte| {
+        (hash ^ u128::from(byte)).wrapping_mul(PRIME)
+    });
+    format!("{hash:032x}")
+}
+
+/// Stable id of one transition of an episode: `{alert_id}-{status}`, status
+/// `open` or `resolved`. Also the webhook's `Idempotency-Key`.
+pub fn notification_id(alert_id: &str, status: &str) -> String {
+    format!("{alert_id}-{status}")
 }
 
 /// `ms` since the epoch as RFC 3339 UTC (`2024-03-01T00:00:00Z`).
@@ -182,8 +222,10 @@ fn section(text: String) -> Value {
 }
 
 /// The Slack-compatible webhook body: `text` (the [`summary_line`], shown in
-/// notifications and by receivers that ignore blocks) and simple `section`
-/// blocks: headline, facts, evidence, next action (open alerts only).
+/// notifications and by receivers that ignore blocks), simple `section`
+/// blocks (headline, facts, evidence, next action for open alerts only), and
+/// `alert_id` and `notification_id` (Slack ignores them; other receivers
+/// deduplicate by them).
 pub fn slack_body(message: &AlertMessage) -> Value {
     let name = escape(&message.customer_name);
     let headline = if message.is_open() {
@@ -228,7 +270,12 @@ pub fn slack_body(message: &AlertMessage) -> Value {
             escape(&message.next_action)
         )));
     }
-    json!({"text": summary_line(message), "blocks": blocks})
+    json!({
+        "text": summary_line(message),
+        "blocks": blocks,
+        "alert_id": message.alert_id,
+        "notification_id": message.notification_id,
+    })
 }
 
 /// A measured value for people: at most 3 decimals, no trailing zeros.
@@ -284,6 +331,8 @@ pub(crate) mod tests {
         assert_eq!(
             json,
             json!({
+                "alert_id": alert_id("c01-acme", "usage_drop", MARCH_1),
+                "notification_id": format!("{}-resolved", alert_id("c01-acme", "usage_drop", MARCH_1)),
                 "customer": "c01-acme",
                 "customer_name": "Acme Quarry",
                 "rule": "usage_drop",
@@ -309,6 +358,51 @@ pub(crate) mod tests {
         assert!(json["resolved_at_ms"].is_null());
         let back: AlertMessage = serde_json::from_value(json).unwrap();
         assert_eq!(back, open);
+    }
+
+    /// FNV-1a 128 written out bit by bit, independent of the fold above.
+    fn fnv1a_128_reference(bytes: &[u8]) -> u128 {
+        let prime = (1u128 << 88) + 0x13b;
+        let mut hash = 144066263297769815596495629667062367629u128;
+        for &byte in bytes {
+            hash ^= u128::from(byte);
+            hash = hash.wrapping_mul(prime);
+        }
+        hash
+    }
+
+    #[test]
+    fn ids_are_stable_and_tell_episodes_and_transitions_apart() {
+        let id = alert_id("c01-acme", "usage_drop", MARCH_1);
+        assert_eq!(id.len(), 32);
+        assert_eq!(
+            id,
+            format!(
+                "{:032x}",
+                fnv1a_128_reference(b"c01-acme\0usage_drop\01709251200000")
+            )
+        );
+        // Published FNV-1a 128 vectors: "" and "a".
+        assert_eq!(fnv1a_128_reference(b""), 0x6c62272e07bb014262b821756295c58d);
+        assert_eq!(
+            fnv1a_128_reference(b"a"),
+            0xd228cb696f1a8caf78912b704e4a8964
+        );
+        assert_ne!(id, alert_id("c01-acme", "usage_drop", MARCH_1 + 1));
+        assert_ne!(id, alert_id("c01-acme", "health_red", MARCH_1));
+        assert_ne!(id, alert_id("c02-acme", "usage_drop", MARCH_1));
+        // The separator keeps ("ab", "c") and ("a", "bc") apart.
+        assert_ne!(alert_id("ab", "c", 1), alert_id("a", "bc", 1));
+
+        let open = AlertMessage::from_record(&record(AlertStatus::Open));
+        let resolved = AlertMessage::from_record(&record(AlertStatus::Resolved));
+        assert_eq!(open.alert_id, id);
+        assert_eq!(resolved.alert_id, id);
+        assert_eq!(open.notification_id, format!("{id}-open"));
+        assert_eq!(resolved.notification_id, format!("{id}-resolved"));
+        let body = slack_body(&open);
+        assert_eq!(body["alert_id"], id);
+        assert_eq!(body["notification_id"], open.notification_id);
     }
 
     #[test]

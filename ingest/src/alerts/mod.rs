@@ -11,52 +11,72 @@
 //!   segments in `route_segments` (default: all).
 //!
 //! ```text
-//! fan-out --(batches)--> router --(bounded, `queue` alerts)--> MQTT publisher
-//!                              \--(bounded, `queue` alerts)--> webhook poster
+//! fan-out --(batches)--> router --(append, fsync)--> outbox --> MQTT publisher
+//!                          |                                \-> webhook poster
+//!                          \-- `written` += 1 per batch, for the checkpoint
 //! ```
 //!
-//! **Queues.** The two channels are independent: a webhook retrying does not
-//! hold up MQTT. When a channel's queue is full, the router stops taking
-//! batches, which makes the fan-out (and so the engine) wait: backpressure,
-//! nothing is dropped while the service runs.
+//! **Outbox.** Every notification (one per alert transition and channel) is
+//! written to the [`outbox`] (fsync) before the batch that carried it counts
+//! as written, like a sink's write: the checkpoint waits for it, and once it
+//! has passed, a restart does not recompute the alert but the outbox still
+//! has it. A notification leaves the outbox once its channel confirmed it
+//! (MQTT PubAck, webhook 2xx); after a crash or a restart, what is left is
+//! delivered first. Each one carries a stable `notification_id` (and the
+//! webhook an `Idempotency-Key`), so a receiver drops the duplicates that
+//! at-least-once delivery brings. Without an outbox directory (no `[wal]`
+//! and no `outbox_dir`) the outbox lives in memory.
 //!
-//! **Failures.** The webhook gives an alert up after its retries (or at once
-//! on a 4xx other than 429); MQTT retries the broker without limit. Both are
-//! logged and counted in [`AlertsReport`].
+//! **Queues.** The two channels are independent: a webhook retrying does not
+//! hold up MQTT. When a channel has `queue` notifications waiting, the router
+//! stops taking batches, which makes the fan-out (and so the engine) wait:
+//! backpressure, nothing is dropped while the service runs.
+//!
+//! **Failures.** Connection errors, timeouts, 5xx and 429 are retried until
+//! delivered (the webhook with backoff within `retry_initial`..`retry_max`,
+//! MQTT reconnecting); a webhook 4xx other than 429 drops the notification
+//! and counts it as failed. Both are logged and counted in [`AlertsReport`].
+//! An outbox write that fails is retried with backoff; until it succeeds the
+//! batch is not written, so the checkpoint does not move past it.
 //!
 //! **Shutdown.** Once `shutdown` is cancelled or the record stream ends,
-//! whichever comes first, each channel has `flush_timeout` to deliver what it
-//! still gets; then what is left is counted as failed, and the task keeps
-//! draining its input (without delivering) until the stream ends, so it
-//! never blocks the engine's drain.
+//! whichever comes first, each channel has `flush_timeout` to deliver what
+//! is waiting; then it stops, and what is left stays in the outbox for the
+//! next start (in memory: counted as failed). The router keeps taking
+//! batches (without waiting for room) until the stream ends, so it never
+//! blocks the engine's drain.
+//!
+//! **Secrets.** The webhook URL is a [`crate::secrets::SecretUrl`]; errors
+//! are redacted before they are logged ([`crate::secrets`]).
 //!
 //! Formatting ([`mod@format`]), routing ([`alerts_in`],
 //! [`AlertsConfig::routes_to_webhook`]), the retry schedule
-//! ([`webhook::retry_delay`]) and the publish bookkeeping are plain
-//! functions with unit tests; the loops only move alerts between them.
+//! ([`webhook::retry_delay`]), the outbox file and the publish bookkeeping
+//! are plain code with unit tests; the loops only move alerts between them.
 
 pub mod config;
 pub mod format;
 pub mod mqtt;
+pub mod outbox;
 pub mod webhook;
 
 use std::collections::hash_map::RandomState;
-use std::future::Future;
 use std::hash::BuildHasher;
-use std::sync::Arc;
-use std::time::Duration;
-
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
 use fleetpulse_engine::{AlertRecord, Output};
 use thiserror::Error;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 pub use config::{AlertsConfig, InvalidField};
 pub use format::AlertMessage;
 pub use mqtt::MqttPublisher;
+pub use outbox::{Channel, Outbox};
 pub use webhook::Webhook;
 
-use crate::config::MqttConfig;
+use crate::config::{MqttConfig, ServiceConfig};
 use crate::source::mqtt::SourceError;
 
 /// The alerts task cannot start.
@@ -82,19 +102,30 @@ pub enum AlertsError {
     /// The HTTP client for the webhook cannot be built.
     #[error("alerts webhook client: {0}")]
     WebhookClient(#[from] reqwest::Error),
+    /// The outbox directory cannot be opened.
+    #[error("alerts.outbox_dir: {dir}: {source}")]
+    Outbox {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// What one delivery channel did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChannelReport {
-    /// Alerts the receiver confirmed (MQTT PubAck, webhook 2xx).
+    /// Notifications the receiver confirmed (MQTT PubAck, webhook 2xx).
     pub delivered: u64,
-    /// Alerts given up: webhook rejected or out of retries, or left
-    /// undelivered at the shutdown deadline.
+    /// Notifications given up: refused by the webhook (4xx other than 429),
+    /// or, without an outbox on disk, undelivered at the shutdown deadline.
     pub failed: u64,
     /// Repeated attempts: webhook retries, MQTT reconnections with an alert
     /// in flight.
     pub retries: u64,
+    /// Undelivered at the end and kept in the outbox on disk: delivered
+    /// after the next start.
+    pub kept: u64,
 }
 
 /// What the alerts task did, returned when its input ends.
@@ -124,115 +155,209 @@ pub struct Alerts {
     config: AlertsConfig,
     mqtt: Option<MqttPublisher>,
     webhook: Option<Webhook>,
+    outbox: Outbox,
 }
 
 impl Alerts {
-    /// Checks `config`, reads the webhook URL variable if one is named, and
-    /// prepares the MQTT publisher on `broker` (the service's `[mqtt]`).
+    /// [`Alerts::new`] for the service: the broker of `[mqtt]`, and the
+    /// outbox in `alerts.outbox_dir`, else `{wal.dir}/alerts-outbox`.
+    pub fn for_service(config: &ServiceConfig) -> Result<Self, AlertsError> {
+        let outbox_dir = config
+            .alerts
+            .outbox_dir(config.wal.as_ref().map(|w| w.dir.as_path()));
+        Self::with_outbox(&config.alerts, &config.mqtt, outbox_dir.as_deref())
+    }
+
+    /// Checks `config`, reads the webhook URL variable if one is named,
+    /// prepares the MQTT publisher on `broker` (the service's `[mqtt]`) and
+    /// opens the outbox in `config.outbox_dir` (in memory when unset).
     /// Fails here, before the service starts, rather than while running.
     pub fn new(config: &AlertsConfig, broker: &MqttConfig) -> Result<Self, AlertsError> {
+        Self::with_outbox(config, broker, config.outbox_dir.as_deref())
+    }
+
+    fn with_outbox(
+        config: &AlertsConfig,
+        broker: &MqttConfig,
+        outbox_dir: Option<&Path>,
+    ) -> Result<Self, AlertsError> {
         config.validate().map_err(AlertsError::Invalid)?;
         let mqtt = config
             .mqtt
             .then(|| MqttPublisher::new(broker, &config.topic_prefix))
             .transpose()?;
         let url = match (&config.webhook_url, &config.webhook_url_env) {
-            (Some(url), _) => Some(config::check_url(url).map_err(|message| {
+            (Some(url), _) => Some(config::check_url(url.expose()).map_err(|message| {
                 AlertsError::Invalid(InvalidField {
                     field: "alerts.webhook_url",
                     message,
                 })
             })?),
             (None, Some(var)) => {
-                let url =
-                    std::env::var(var).map_err(|_| AlertsError::MissingWebhookUrl(var.clone()))?;
-                Some(
-                    config::check_url(&url).map_err(|message| AlertsError::BadWebhookUrl {
+                let url = crate::secrets::Secret::new(
+                    std::env::var(var).map_err(|_| AlertsError::MissingWebhookUrl(var.clone()))?,
+                );
+                Some(config::check_url(url.expose()).map_err(|message| {
+                    AlertsError::BadWebhookUrl {
                         var: var.clone(),
                         message,
-                    })?,
-                )
+                    }
+                })?)
             }
             (None, None) => None,
         };
         let webhook = url
             .map(|url| Webhook::new(url, config.webhook_timeout, config.backoff()))
             .transpose()?;
+        let outbox = match outbox_dir {
+            Some(dir) => {
+                let (outbox, recovered) =
+                    Outbox::open(dir).map_err(|source| AlertsError::Outbox {
+                        dir: dir.to_owned(),
+                        source,
+                    })?;
+                if recovered.torn_tail || recovered.corrupt > 0 {
+                    tracing::warn!(
+                        dir = %dir.display(), torn_tail = recovered.torn_tail,
+                        corrupt_lines = recovered.corrupt,
+                        "alert outbox: skipped damaged lines (a crash mid-write)"
+                    );
+                }
+                outbox
+            }
+            None => Outbox::in_memory(),
+        };
         Ok(Self {
             config: config.clone(),
             mqtt,
             webhook,
+            outbox,
         })
     }
 
     /// Delivers the alerts in `rx` until it closes (see the module docs for
-    /// queues, failures and the shutdown deadline), then reports.
+    /// the outbox, queues, failures and the shutdown deadline), then
+    /// reports. `written` counts the batches taken from `rx` whose
+    /// notifications are durably in the outbox (or that held none), like a
+    /// sink's written count: the checkpoint waits for it.
     pub async fn run(
         self,
         rx: mpsc::Receiver<Arc<[Output]>>,
         shutdown: CancellationToken,
+        written: Arc<AtomicU64>,
     ) -> AlertsReport {
         let Alerts {
             config,
             mqtt,
             webhook,
+            outbox,
         } = self;
+        let durable = outbox.dir().is_some();
+        let waiting = |channel| outbox.pending_for(channel);
         tracing::info!(
             mqtt = mqtt.is_some(),
             topic_prefix = %config.topic_prefix,
             webhook = webhook.as_ref().map(Webhook::describe),
             route_segments = ?config.route_segments,
+            outbox = outbox.dir().map(|d| d.display().to_string()),
+            waiting_mqtt = waiting(Channel::Mqtt),
+            waiting_webhook = waiting(Channel::Webhook),
             "alerts started"
         );
-        let input_done = CancellationToken::new();
-        let deadline =
-            || flush_deadline(shutdown.clone(), input_done.clone(), config.flush_timeout);
-        let queue = config.queue.get();
-
-        let (mqtt_tx, mqtt_side) = match mqtt {
-            Some(publisher) => {
-                let (tx, rx) = mpsc::channel(queue);
-                let side = mqtt::publish_all(publisher, rx, deadline());
-                (Some(tx), futures::future::Either::Left(side))
+        for (channel, on) in [
+            (Channel::Mqtt, mqtt.is_some()),
+            (Channel::Webhook, webhook.is_some()),
+        ] {
+            if !on && waiting(channel) > 0 {
+                tracing::warn!(
+                    channel = channel.as_str(),
+                    alerts = waiting(channel),
+                    "the outbox holds alerts for a channel that is not configured; \
+                     they are kept until it is"
+                );
             }
-            None => (
-                None,
-                futures::future::Either::Right(async { ChannelReport::default() }),
-            ),
-        };
-        let (webhook_tx, webhook_side) = match webhook {
-            Some(webhook) => {
-                let (tx, rx) = mpsc::channel(queue);
-                let side = post_all(webhook, rx, deadline());
-                (Some(tx), futures::future::Either::Left(side))
-            }
-            None => (
-                None,
-                futures::future::Either::Right(async { ChannelReport::default() }),
-            ),
-        };
-        let router = route(rx, mqtt_tx, webhook_tx, &config, input_done.clone());
-        let (routed, mqtt, webhook) = tokio::join!(router, mqtt_side, webhook_side);
+        }
+        let shared = Arc::new(Shared::new(outbox));
+        let gave_up = CancellationToken::new();
 
+        let mqtt_side = async {
+            match mqtt {
+                Some(publisher) => {
+                    mqtt::publish_all(publisher, shared.clone(), gave_up.clone()).await
+                }
+                None => ChannelReport::default(),
+            }
+        };
+        let webhook_side = async {
+            match webhook {
+                Some(webhook) => post_all(webhook, shared.clone(), gave_up.clone()).await,
+                None => ChannelReport::default(),
+            }
+        };
+        let channels = Channels {
+            mqtt: config.mqtt,
+            webhook: config.has_webhook(),
+        };
+        let router = route(rx, &shared, channels, &config, &written, &gave_up);
+        let work = async { tokio::join!(router, mqtt_side, webhook_side) };
+        let deadline = async {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = shared.input_done.cancelled() => {}
+            }
+            tokio::time::sleep(config.flush_timeout).await;
+            gave_up.cancel();
+            std::future::pending::<std::convert::Infallible>().await
+        };
+        let (routed, mut mqtt, mut webhook) = tokio::select! {
+            done = work => done,
+            never = deadline => match never {},
+        };
+
+        // What is still waiting: kept on disk for the next start, or lost.
+        for (report, channel, on) in [
+            (&mut mqtt, Channel::Mqtt, channels.mqtt),
+            (&mut webhook, Channel::Webhook, channels.webhook),
+        ] {
+            let left = if on {
+                shared.lock().pending_for(channel) as u64
+            } else {
+                0
+            };
+            if durable {
+                report.kept += left;
+            } else {
+                report.failed += left;
+            }
+            if channel == Channel::Mqtt {
+                report.failed += routed.lost_mqtt;
+            } else {
+                report.failed += routed.lost_webhook;
+            }
+            if left > 0 {
+                tracing::warn!(
+                    channel = channel.as_str(),
+                    alerts = left,
+                    kept_in_outbox = durable,
+                    "alerts not delivered before the shutdown deadline"
+                );
+            }
+        }
         let report = AlertsReport {
             alerts: routed.alerts,
-            mqtt: ChannelReport {
-                failed: mqtt.failed + routed.mqtt_lost,
-                ..mqtt
-            },
-            webhook: ChannelReport {
-                failed: webhook.failed + routed.webhook_lost,
-                ..webhook
-            },
+            mqtt,
+            webhook,
             not_routed: routed.not_routed,
         };
         tracing::info!(
             alerts = report.alerts,
             mqtt_delivered = report.mqtt.delivered,
             mqtt_failed = report.mqtt.failed,
+            mqtt_kept = report.mqtt.kept,
             webhook_delivered = report.webhook.delivered,
             webhook_failed = report.webhook.failed,
             webhook_retries = report.webhook.retries,
+            webhook_kept = report.webhook.kept,
             not_routed = report.not_routed,
             "alerts stopped"
         );
@@ -249,103 +374,246 @@ pub async fn run_alerts(
     rx: mpsc::Receiver<Arc<[Output]>>,
     shutdown: CancellationToken,
 ) -> Result<AlertsReport, AlertsError> {
-    Ok(Alerts::new(&config, &broker)?.run(rx, shutdown).await)
+    let written = Arc::new(AtomicU64::new(0));
+    Ok(Alerts::new(&config, &broker)?
+        .run(rx, shutdown, written)
+        .await)
 }
 
-/// Completes `flush_timeout` after `shutdown` is cancelled or the input
-/// ended, whichever is first.
-async fn flush_deadline(
-    shutdown: CancellationToken,
+/// The outbox, shared by the router (which adds) and the channels (which
+/// take and remove), with the wake-ups between them.
+pub(crate) struct Shared {
+    outbox: Mutex<Outbox>,
+    /// Wakes the MQTT publisher: notifications were added.
+    wake_mqtt: Notify,
+    /// Wakes the webhook poster: notifications were added.
+    wake_webhook: Notify,
+    /// Wakes the router: a notification left the outbox.
+    room: Notify,
+    /// The record stream ended: nothing more will be added.
     input_done: CancellationToken,
-    flush_timeout: Duration,
-) {
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        _ = input_done.cancelled() => {}
+}
+
+impl Shared {
+    fn new(outbox: Outbox) -> Self {
+        Self {
+            outbox: Mutex::new(outbox),
+            wake_mqtt: Notify::new(),
+            wake_webhook: Notify::new(),
+            room: Notify::new(),
+            input_done: CancellationToken::new(),
+        }
     }
-    tokio::time::sleep(flush_timeout).await;
+
+    /// The outbox. Never held across an `.await`.
+    fn lock(&self) -> MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wake(&self, channel: Channel) -> &Notify {
+        match channel {
+            Channel::Mqtt => &self.wake_mqtt,
+            Channel::Webhook => &self.wake_webhook,
+        }
+    }
+
+    /// The next notification for `channel` after position `after`, waiting
+    /// for one; `None` once the input ended and none is left.
+    pub(crate) async fn next(&self, channel: Channel, after: u64) -> Option<outbox::Entry> {
+        loop {
+            if let Some(entry) = self.lock().next_for(channel, after) {
+                return Some(entry);
+            }
+            if self.input_done.is_cancelled() {
+                return None;
+            }
+            // `notify_one` keeps a permit when nobody waits: no wake-up is
+            // missed between the check above and this wait.
+            tokio::select! {
+                _ = self.wake(channel).notified() => {}
+                _ = self.input_done.cancelled() => {}
+            }
+        }
+    }
+
+    /// Removes a notification that was delivered (or refused for good).
+    pub(crate) fn delivered(&self, seq: u64) {
+        if let Err(e) = self.lock().delivered(seq) {
+            // The notification would be delivered once more after a restart.
+            tracing::error!(error = %e, "alert outbox: cannot record a delivery");
+        }
+        self.room.notify_one();
+    }
+}
+
+/// Which channels are configured.
+#[derive(Debug, Clone, Copy)]
+struct Channels {
+    mqtt: bool,
+    webhook: bool,
 }
 
 #[derive(Debug, Default)]
 struct Routed {
     alerts: u64,
     not_routed: u64,
-    mqtt_lost: u64,
-    webhook_lost: u64,
+    /// Notifications that could not be written to the outbox before the
+    /// deadline.
+    lost_mqtt: u64,
+    lost_webhook: u64,
 }
 
-/// Takes alerts from the record stream and hands each to the channels it is
-/// routed to, in order. Ends when the stream ends; closing the queues then
-/// tells the channels to finish.
+/// Takes alerts from the record stream and adds a notification per channel
+/// to the outbox, durably, in order; then counts the batch as written. Ends
+/// when the stream ends.
 async fn route(
     mut rx: mpsc::Receiver<Arc<[Output]>>,
-    mqtt: Option<mpsc::Sender<Arc<AlertMessage>>>,
-    webhook: Option<mpsc::Sender<Arc<AlertMessage>>>,
+    shared: &Arc<Shared>,
+    channels: Channels,
     config: &AlertsConfig,
-    input_done: CancellationToken,
+    written: &AtomicU64,
+    gave_up: &CancellationToken,
 ) -> Routed {
     let mut routed = Routed::default();
+    // False once a batch could not be made durable: later batches must not
+    // count as written either, or the checkpoint would pass it.
+    let mut durable = true;
+    let queue = config.queue.get();
     while let Some(batch) = rx.recv().await {
+        let mut items = Vec::new();
         for record in alerts_in(&batch) {
             routed.alerts += 1;
             let message = Arc::new(AlertMessage::from_record(record));
-            if let Some(tx) = &mqtt
-                && tx.send(message.clone()).await.is_err()
-            {
-                routed.mqtt_lost += 1;
+            if channels.mqtt {
+                items.push((Channel::Mqtt, message.clone()));
             }
-            if let Some(tx) = &webhook {
-                if !config.routes_to_webhook(record.segment) {
+            if channels.webhook {
+                if config.routes_to_webhook(record.segment) {
+                    items.push((Channel::Webhook, message));
+                } else {
                     routed.not_routed += 1;
-                } else if tx.send(message).await.is_err() {
-                    routed.webhook_lost += 1;
                 }
             }
         }
+        // A replay after a restart recomputes alerts the outbox still holds.
+        {
+            let outbox = shared.lock();
+            items.retain(|(channel, m)| !outbox.holds(*channel, &m.notification_id));
+        }
+        if !items.is_empty() {
+            for channel in [Channel::Mqtt, Channel::Webhook] {
+                if items.iter().any(|(c, _)| *c == channel) {
+                    wait_for_room(shared, channel, queue, gave_up).await;
+                }
+            }
+            let lost = |items: &[(Channel, Arc<AlertMessage>)], channel| {
+                items.iter().filter(|(c, _)| *c == channel).count() as u64
+            };
+            let (mqtt, webhook) = (lost(&items, Channel::Mqtt), lost(&items, Channel::Webhook));
+            if append(shared, items, gave_up).await {
+                for channel in [Channel::Mqtt, Channel::Webhook] {
+                    shared.wake(channel).notify_one();
+                }
+            } else {
+                durable = false;
+                routed.lost_mqtt += mqtt;
+                routed.lost_webhook += webhook;
+            }
+        }
+        if durable {
+            written.fetch_add(1, Relaxed);
+        }
     }
-    input_done.cancel();
+    shared.input_done.cancel();
     routed
 }
 
-/// Posts every alert from `queue` to the webhook, in order, until the queue
-/// closes or `deadline` completes; then what is left is counted as failed.
+/// Waits while `channel` has `queue` notifications waiting, until the
+/// deadline (after it, the router no longer waits: it must drain).
+async fn wait_for_room(
+    shared: &Shared,
+    channel: Channel,
+    queue: usize,
+    gave_up: &CancellationToken,
+) {
+    while shared.lock().pending_for(channel) >= queue && !gave_up.is_cancelled() {
+        tokio::select! {
+            _ = shared.room.notified() => {}
+            _ = gave_up.cancelled() => {}
+        }
+    }
+}
+
+/// Appends to the outbox (fsync) on a blocking thread, retrying with backoff
+/// until it works or the deadline passed; `false`: not written.
+async fn append(
+    shared: &Arc<Shared>,
+    items: Vec<(Channel, Arc<AlertMessage>)>,
+    gave_up: &CancellationToken,
+) -> bool {
+    let mut failures = 0u32;
+    loop {
+        let task = {
+            let shared = shared.clone();
+            let items = items.clone();
+            tokio::task::spawn_blocking(move || shared.lock().append(items).map(|_| ()))
+        };
+        let error = match task.await {
+            Ok(Ok(())) => return true,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        failures = failures.saturating_add(1);
+        let dir = shared.lock().dir().map(|d| d.display().to_string());
+        if gave_up.is_cancelled() {
+            tracing::error!(
+                outbox = dir, alerts = items.len(),
+                "alert outbox write failed at the shutdown deadline ({error}); \
+                 the alerts are recomputed from the WAL after a restart"
+            );
+            return false;
+        }
+        let delay = crate::source::mqtt::backoff(failures - 1);
+        if failures <= 3 || failures.is_multiple_of(20) {
+            tracing::error!(
+                outbox = dir, failures, retry_in_ms = delay.as_millis() as u64,
+                "alert outbox write failed ({error}); retrying"
+            );
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = gave_up.cancelled() => {}
+        }
+    }
+}
+
+/// Posts every webhook notification of the outbox, in order, each removed
+/// once the webhook took (or refused) it, until the input ended and nothing
+/// is left, or until `deadline` is cancelled; what is left then stays in the
+/// outbox.
 async fn post_all(
     webhook: Webhook,
-    mut queue: mpsc::Receiver<Arc<AlertMessage>>,
-    deadline: impl Future<Output = ()>,
+    shared: Arc<Shared>,
+    deadline: CancellationToken,
 ) -> ChannelReport {
-    tokio::pin!(deadline);
     let mut report = ChannelReport::default();
     let mut jitter = jitter;
-    let mut left = 0u64;
+    let mut cursor = 0;
     loop {
         let next = tokio::select! {
             biased;
-            _ = &mut deadline => break,
-            next = queue.recv() => next,
+            _ = deadline.cancelled() => break,
+            next = shared.next(Channel::Webhook, cursor) => next,
         };
-        let Some(message) = next else { break };
+        let Some(entry) = next else { break };
+        cursor = entry.seq;
         tokio::select! {
             biased;
-            _ = &mut deadline => {
-                left += 1;
-                break;
+            _ = deadline.cancelled() => break,
+            _ = webhook.deliver(&entry.message, &mut report, &mut jitter) => {
+                shared.delivered(entry.seq);
             }
-            _ = webhook.deliver(&message, &mut report, &mut jitter) => {}
         }
-    }
-    // Keep taking from the queue so the router is never blocked by a
-    // channel that gave up.
-    while queue.recv().await.is_some() {
-        left += 1;
-    }
-    if left > 0 {
-        report.failed += left;
-        tracing::error!(
-            webhook = %webhook.describe(),
-            alerts = left,
-            "alerts not posted to the webhook before the shutdown deadline"
-        );
     }
     report
 }
@@ -361,6 +629,8 @@ fn jitter() -> f64 {
 mod tests {
     use fleetpulse_engine::Segment;
     use fleetpulse_engine::kpi::risk::AlertStatus;
+
+    use std::time::Duration;
 
     use super::*;
     use crate::alerts::format::tests::record;
@@ -420,7 +690,8 @@ mod tests {
         )
         .unwrap();
         let (tx, rx) = mpsc::channel(2);
-        let task = tokio::spawn(alerts.run(rx, CancellationToken::new()));
+        let written = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(alerts.run(rx, CancellationToken::new(), written.clone()));
         let mut tech = record(AlertStatus::Open);
         tech.segment = Segment::TechTouch;
         tx.send(vec![Output::Alert(tech)].into()).await.unwrap();
@@ -433,6 +704,13 @@ mod tests {
                 ..AlertsReport::default()
             }
         );
+        assert_eq!(written.load(Relaxed), 1);
+    }
+
+    fn alert_at(opened_at: u64) -> Output {
+        let mut record = record(AlertStatus::Open);
+        record.opened_at = opened_at;
+        Output::Alert(record)
     }
 
     /// A webhook that never answers is given up at the deadline, and alerts
@@ -443,7 +721,7 @@ mod tests {
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let config = AlertsConfig {
             mqtt: false,
-            webhook_url: Some(url),
+            webhook_url: Some(url.into()),
             webhook_timeout: Duration::from_secs(600),
             flush_timeout: Duration::from_millis(200),
             queue: std::num::NonZeroUsize::new(1).unwrap(),
@@ -452,17 +730,127 @@ mod tests {
         let alerts = Alerts::new(&config, &MqttConfig::default()).unwrap();
         let (tx, rx) = mpsc::channel(1);
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(alerts.run(rx, shutdown.clone()));
-        let batch: Arc<[Output]> = vec![Output::Alert(record(AlertStatus::Open)); 2].into();
-        tx.send(batch.clone()).await.unwrap();
+        let written = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(alerts.run(rx, shutdown.clone(), written.clone()));
+        let batch = |i: u64| -> Arc<[Output]> { vec![alert_at(2 * i), alert_at(2 * i + 1)].into() };
+        tx.send(batch(0)).await.unwrap();
         shutdown.cancel();
-        tx.send(batch.clone()).await.unwrap();
-        tx.send(batch).await.unwrap();
+        tx.send(batch(1)).await.unwrap();
+        tx.send(batch(2)).await.unwrap();
         drop(tx);
         let report = task.await.unwrap();
         drop(listener);
         assert_eq!(report.alerts, 6);
         assert_eq!(report.webhook.delivered, 0);
-        assert_eq!(report.webhook.failed, 6);
+        assert_eq!(report.webhook.failed, 6, "in memory: what is left is lost");
+        assert_eq!(written.load(Relaxed), 3);
+    }
+
+    /// An answer to each request of a raw HTTP/1.1 client, from `status`.
+    async fn answer_all(listener: tokio::net::TcpListener, status: u16, seen: Arc<Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                loop {
+                    let mut line = String::new();
+                    if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let (mut length, mut key) = (0, String::new());
+                    loop {
+                        let mut header = String::new();
+                        stream.read_line(&mut header).await.unwrap();
+                        let header = header.trim_end();
+                        if header.is_empty() {
+                            break;
+                        }
+                        let (name, value) = header.split_once(':').unwrap();
+                        match name.to_ascii_lowercase().as_str() {
+                            "content-length" => length = value.trim().parse().unwrap(),
+                            "idempotency-key" => key = value.trim().to_owned(),
+                            _ => {}
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    stream.read_exact(&mut body).await.unwrap();
+                    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    assert_eq!(body["notification_id"], key.as_str());
+                    if status == 200 {
+                        seen.lock().unwrap().push(key);
+                    }
+                    let response = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
+                    if stream.get_mut().write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    /// Alerts the webhook did not take before the deadline stay in the
+    /// outbox on disk, count as written, and go out on the next run, first.
+    #[tokio::test]
+    async fn the_outbox_keeps_what_was_not_delivered_for_the_next_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let config = AlertsConfig {
+            mqtt: false,
+            webhook_url: Some(format!("http://{address}/hook/outbox-unit-secret").into()),
+            retry_initial: Duration::from_millis(5),
+            retry_max: Duration::from_millis(20),
+            flush_timeout: Duration::from_millis(300),
+            outbox_dir: Some(dir.path().to_owned()),
+            ..AlertsConfig::default()
+        };
+        let refused = Arc::new(Mutex::new(Vec::new()));
+        let server = tokio::spawn(answer_all(listener, 503, refused.clone()));
+        let alerts = Alerts::new(&config, &MqttConfig::default()).unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let written = Arc::new(AtomicU64::new(0));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(alerts.run(rx, shutdown.clone(), written.clone()));
+        let first: Arc<[Output]> = vec![alert_at(1), alert_at(2)].into();
+        tx.send(first.clone()).await.unwrap();
+        tx.send(vec![Output::Customer(customer("acme", 0, 0))].into()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        shutdown.cancel();
+        drop(tx);
+        let report = task.await.unwrap();
+        assert_eq!(report.webhook.delivered, 0);
+        assert_eq!(report.webhook.failed, 0);
+        assert_eq!(report.webhook.kept, 2);
+        assert!(report.webhook.retries > 0);
+        assert_eq!(written.load(Relaxed), 2, "both batches are durable");
+        server.abort();
+        let _ = server.await;
+
+        // The next run: the webhook answers; the kept alerts go out before
+        // a new one, and the same alert recomputed by a replay is not added
+        // twice.
+        let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let server = tokio::spawn(answer_all(listener, 200, seen.clone()));
+        let alerts = Alerts::new(&config, &MqttConfig::default()).unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let written = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(alerts.run(rx, CancellationToken::new(), written.clone()));
+        tx.send(vec![alert_at(2), alert_at(3)].into()).await.unwrap();
+        drop(tx);
+        let report = task.await.unwrap();
+        server.abort();
+        assert_eq!(report.webhook.delivered, 3);
+        assert_eq!(report.webhook.kept, 0);
+        let id = |at| match alert_at(at) {
+            Output::Alert(a) => AlertMessage::from_record(&a).notification_id,
+            _ => unreachable!(),
+        };
+        assert_eq!(*seen.lock().unwrap(), [id(1), id(2), id(3)]);
+        assert_eq!(written.load(Relaxed), 1);
+        let (outbox, _) = Outbox::open(dir.path()).unwrap();
+        assert!(outbox.is_empty(), "delivered alerts leave the outbox");
     }
 }

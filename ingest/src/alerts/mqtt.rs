@@ -11,22 +11,27 @@
 //! once: a subscriber may see an alert twice, never zero times).
 //!
 //! An unreachable broker is retried without limit while the service runs:
-//! alerts wait in the bounded queue. Only the shutdown deadline gives up, and
-//! counts what was not published as failed.
+//! notifications wait in the outbox. The shutdown deadline stops the
+//! publisher; what it has not published stays in the outbox for the next
+//! start. Connection errors are redacted before they are logged.
+//!
+//! Each payload carries `alert_id` and `notification_id`, the same on every
+//! delivery of a notification, so subscribers can drop duplicates.
 //!
 //! The protocol bookkeeping (`PublishState`) does no I/O and is tested on
 //! its own; the eventloop is polled by a driver that is never cancelled while
 //! the publisher runs, so no packet is cut in half.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use super::ChannelReport;
 use super::format::{AlertMessage, alert_topic};
+use super::outbox::{Channel, Entry};
+use super::{ChannelReport, Shared};
 use crate::config::MqttConfig;
 use crate::source::mqtt::{SourceError, backoff};
 
@@ -94,7 +99,7 @@ pub(crate) struct PublishState {
 
 #[derive(Debug)]
 struct InFlight {
-    message: Arc<AlertMessage>,
+    message: Entry,
     /// Packet id of the latest transmission, once the eventloop wrote it.
     pkid: Option<u16>,
 }
@@ -111,7 +116,7 @@ impl PublishState {
     }
 
     /// Starts `message`; returns it to publish.
-    pub(crate) fn start(&mut self, message: Arc<AlertMessage>) -> Arc<AlertMessage> {
+    pub(crate) fn start(&mut self, message: Entry) -> Entry {
         debug_assert!(self.ready());
         self.in_flight = Some(InFlight {
             message: message.clone(),
@@ -121,7 +126,7 @@ impl PublishState {
     }
 
     /// A (re)connection: returns the unacknowledged message to publish again.
-    pub(crate) fn connected(&mut self) -> Option<Arc<AlertMessage>> {
+    pub(crate) fn connected(&mut self) -> Option<Entry> {
         self.connected = true;
         self.in_flight.as_mut().map(|f| {
             f.pkid = None;
@@ -146,7 +151,7 @@ impl PublishState {
     }
 
     /// PubAck for `pkid`: returns the delivered message if it was ours.
-    pub(crate) fn acked(&mut self, pkid: u16) -> Option<Arc<AlertMessage>> {
+    pub(crate) fn acked(&mut self, pkid: u16) -> Option<Entry> {
         match &self.in_flight {
             Some(f) if f.pkid == Some(pkid) => self.in_flight.take().map(|f| f.message),
             _ => None,
@@ -154,7 +159,7 @@ impl PublishState {
     }
 
     /// Gives up the in-flight message, if any.
-    pub(crate) fn abandon(&mut self) -> Option<Arc<AlertMessage>> {
+    pub(crate) fn abandon(&mut self) -> Option<Entry> {
         self.in_flight.take().map(|f| f.message)
     }
 }
@@ -179,7 +184,7 @@ async fn drive(mut events: EventLoop, link: mpsc::Sender<Link>) {
                 failures = failures.saturating_add(1);
                 if link
                     .send(Link::Failed {
-                        error: error.to_string(),
+                        error: crate::secrets::redact_error(&error),
                         failures,
                         retry_in,
                     })
@@ -198,24 +203,27 @@ async fn drive(mut events: EventLoop, link: mpsc::Sender<Link>) {
     }
 }
 
-/// Publishes every message from `queue`, in order, until the queue closes
-/// and the last message is acknowledged, or until `deadline` completes; then
-/// whatever is left (in flight or queued) is counted as failed.
+/// Publishes every MQTT notification of the outbox, in order, each removed
+/// once acknowledged, until the input ended and nothing is left, or until
+/// `deadline` is cancelled; what is left then stays in the outbox.
 pub(crate) async fn publish_all(
     publisher: MqttPublisher,
-    mut queue: mpsc::Receiver<Arc<AlertMessage>>,
-    deadline: impl Future<Output = ()>,
+    shared: Arc<Shared>,
+    deadline: CancellationToken,
 ) -> ChannelReport {
     let (client, events) = AsyncClient::new(publisher.options.clone(), 16);
     let (link_tx, mut link) = mpsc::channel(16);
     let driver = drive(events, link_tx);
+    let deadline = deadline.cancelled();
     tokio::pin!(driver, deadline);
     tracing::info!(broker = %publisher.broker, client_id = %publisher.client_id(), "alerts publisher started");
 
     let mut report = ChannelReport::default();
     let mut state = PublishState::default();
     let mut input_open = true;
-    let publish = |message: &AlertMessage| {
+    let mut cursor = 0;
+    let publish = |entry: &Entry| {
+        let message: &AlertMessage = &entry.message;
         let topic = alert_topic(&publisher.topic_prefix, &message.customer);
         client.try_publish(topic, QoS::AtLeastOnce, false, message.to_json())
     };
@@ -234,16 +242,19 @@ pub(crate) async fn publish_all(
                     if let Some(message) = state.connected()
                         && let Err(e) = publish(&message)
                     {
-                        give_up(&mut state, &mut report, &e);
+                        give_up(&mut state, &e);
                     }
                 }
                 Some(Link::Sent(pkid)) => state.sent(pkid),
                 Some(Link::Acked(pkid)) => {
-                    if let Some(message) = state.acked(pkid) {
+                    if let Some(entry) = state.acked(pkid) {
                         report.delivered += 1;
+                        shared.delivered(entry.seq);
+                        let message = &entry.message;
                         tracing::debug!(
                             customer = %message.customer, rule = %message.rule,
-                            status = %message.status, "alert published"
+                            status = %message.status,
+                            notification_id = %message.notification_id, "alert published"
                         );
                     }
                 }
@@ -262,11 +273,12 @@ pub(crate) async fn publish_all(
                 }
                 None => break,
             },
-            next = queue.recv(), if input_open && state.ready() => match next {
-                Some(message) => {
-                    let message = state.start(message);
-                    if let Err(e) = publish(&message) {
-                        give_up(&mut state, &mut report, &e);
+            next = shared.next(Channel::Mqtt, cursor), if input_open && state.ready() => match next {
+                Some(entry) => {
+                    cursor = entry.seq;
+                    let entry = state.start(entry);
+                    if let Err(e) = publish(&entry) {
+                        give_up(&mut state, &e);
                     }
                 }
                 None => input_open = false,
@@ -274,40 +286,31 @@ pub(crate) async fn publish_all(
         }
     }
 
-    // Anything left was not published: count it, and keep taking from the
-    // queue so the alerts router is never blocked by a publisher that gave up.
-    let mut left = u64::from(state.abandon().is_some());
-    while queue.recv().await.is_some() {
-        left += 1;
-    }
-    if left > 0 {
-        report.failed += left;
-        tracing::error!(
+    // What was not acknowledged stays in the outbox.
+    if state.abandon().is_some() || timed_out {
+        tracing::warn!(
             broker = %publisher.broker,
-            alerts = left,
             timed_out,
-            "alerts not published to MQTT before the shutdown deadline"
+            "alerts publisher stopped before publishing every alert; the rest stays in the outbox"
         );
     }
     if client.try_disconnect().is_ok() {
         let _ = tokio::time::timeout(Duration::from_secs(1), &mut driver).await;
     }
-    tracing::info!(
-        delivered = report.delivered,
-        failed = report.failed,
-        "alerts publisher stopped"
-    );
+    tracing::info!(delivered = report.delivered, "alerts publisher stopped");
     report
 }
 
 /// The eventloop refused the publish request (only if it is gone): the
-/// message cannot be sent, count it as failed rather than wait forever.
-fn give_up(state: &mut PublishState, report: &mut ChannelReport, error: &rumqttc::ClientError) {
-    if let Some(message) = state.abandon() {
-        report.failed += 1;
+/// message cannot be sent now; it stays in the outbox for the next start
+/// rather than wait forever.
+fn give_up(state: &mut PublishState, error: &rumqttc::ClientError) {
+    if let Some(entry) = state.abandon() {
+        let message = &entry.message;
         tracing::error!(
-            customer = %message.customer, rule = %message.rule, %error,
-            "cannot hand the alert to the MQTT client; alert not published"
+            customer = %message.customer, rule = %message.rule,
+            error = %crate::secrets::redact(&error.to_string()),
+            "cannot hand the alert to the MQTT client; it stays in the outbox"
         );
     }
 }
@@ -319,8 +322,12 @@ mod tests {
     use super::*;
     use crate::alerts::format::tests::record;
 
-    fn message() -> Arc<AlertMessage> {
-        Arc::new(AlertMessage::from_record(&record(AlertStatus::Open)))
+    fn message() -> Entry {
+        Entry {
+            seq: 1,
+            channel: Channel::Mqtt,
+            message: Arc::new(AlertMessage::from_record(&record(AlertStatus::Open))),
+        }
     }
 
     #[test]
@@ -369,7 +376,7 @@ mod tests {
             "an ack of the old session is void"
         );
         let again = state.connected().expect("resend");
-        assert!(Arc::ptr_eq(&sent, &again));
+        assert!(Arc::ptr_eq(&sent.message, &again.message));
         state.sent(1);
         assert!(state.acked(1).is_some());
     }

@@ -3,12 +3,21 @@
 //!
 //! **Retries.** Connection errors, timeouts, 5xx and 429 are retried with
 //! exponential backoff and jitter ([`retry_delay`]), honouring `Retry-After`
-//! (seconds or an HTTP date) up to the schedule's longest delay. Any other
-//! status (400, 401, 403, 404, ...) will not get better by repeating the
-//! request: it is logged and counted as failed at once. After the last retry
-//! the alert is counted as failed too. Deciding ([`classify`]) and waiting
+//! (seconds or an HTTP date) up to the schedule's longest delay, until the
+//! webhook takes the notification: it waits in the outbox meanwhile, and
+//! after `max_retries` the failure is logged as an error (then every 20th
+//! retry). Any other status (400, 401, 403, 404, ...) will not get better by
+//! repeating the request: it is logged and the notification is dropped and
+//! counted as failed at once. Deciding ([`classify`]) and waiting
 //! ([`retry_delay`], [`parse_retry_after`]) are plain functions; [`Webhook`]
 //! only sends.
+//!
+//! **Idempotency.** Every attempt of a notification carries the same
+//! `Idempotency-Key` header, its `notification_id`.
+//!
+//! **Secrets.** The URL is a [`SecretUrl`]: logs show only its origin.
+//! Client errors lose their URL and response bodies are redacted before
+//! they are logged (a receiver may echo the path).
 
 use std::time::Duration;
 
@@ -17,7 +26,20 @@ use serde_json::Value;
 
 use super::ChannelReport;
 use super::format::{AlertMessage, slack_body};
+use crate::secrets::{self, SecretUrl};
 use crate::sinks::writer::Backoff;
+
+/// The header that carries the notification id.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// How one notification ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The webhook took it (2xx).
+    Delivered,
+    /// The webhook refused it for good (a 4xx other than 429).
+    Rejected,
+}
 
 /// What to do after one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,29 +101,32 @@ enum Attempt {
         retry_after: Option<Duration>,
         body: String,
     },
-    /// No answer: connection refused, reset, timed out.
-    Failed(reqwest::Error),
+    /// No answer: connection refused, reset, timed out (redacted text).
+    Failed(String),
 }
 
 /// A webhook endpoint and the HTTP client that posts to it.
 #[derive(Debug, Clone)]
 pub struct Webhook {
     client: reqwest::Client,
-    url: reqwest::Url,
+    url: SecretUrl,
     backoff: Backoff,
 }
 
 impl Webhook {
-    /// A client for `url` with a per-request `timeout`.
+    /// A client for `url` (its secret parts are registered for redaction)
+    /// with a per-request `timeout`.
     pub fn new(
         url: reqwest::Url,
         timeout: Duration,
         backoff: Backoff,
     ) -> Result<Self, reqwest::Error> {
+        let url = SecretUrl::new(url);
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("fleetpulse/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .build()
+            .map_err(reqwest::Error::without_url)?;
         Ok(Self {
             client,
             url,
@@ -111,15 +136,16 @@ impl Webhook {
 
     /// The endpoint without path or query, which may hold a secret.
     pub fn describe(&self) -> String {
-        format!(
-            "{}://{}",
-            self.url.scheme(),
-            self.url.host_str().unwrap_or("?")
-        )
+        self.url.origin()
     }
 
-    async fn post(&self, body: &Value) -> Attempt {
-        match self.client.post(self.url.clone()).json(body).send().await {
+    async fn post(&self, body: &Value, key: &str) -> Attempt {
+        let request = self
+            .client
+            .post(self.url.expose().clone())
+            .header(IDEMPOTENCY_KEY, key)
+            .json(body);
+        match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
                 let retry_after = response
@@ -134,22 +160,24 @@ impl Webhook {
                     body,
                 }
             }
-            Err(error) => Attempt::Failed(error),
+            Err(error) => Attempt::Failed(secrets::http_error(error)),
         }
     }
 
-    /// Posts one alert, retrying as described in the module docs; counts the
-    /// outcome in `report`. Returns when delivered or given up.
+    /// Posts one notification, retrying as described in the module docs
+    /// until the webhook takes or refuses it; counts in `report`. Cancel it
+    /// to give up (the notification then stays in the outbox).
     pub async fn deliver(
         &self,
         message: &AlertMessage,
         report: &mut ChannelReport,
         jitter: &mut impl FnMut() -> f64,
-    ) {
+    ) -> Outcome {
         let body = slack_body(message);
-        let mut retry = 0;
+        let mut retry = 0u32;
         loop {
-            let (verdict, retry_after, why) = match self.post(&body).await {
+            let attempt = self.post(&body, &message.notification_id).await;
+            let (verdict, retry_after, why) = match attempt {
                 Attempt::Status {
                     status,
                     retry_after,
@@ -159,40 +187,51 @@ impl Webhook {
                     retry_after,
                     format!(
                         "HTTP {status}: {}",
-                        body.chars().take(200).collect::<String>()
+                        secrets::redact(&body.chars().take(200).collect::<String>())
                     ),
                 ),
-                Attempt::Failed(error) => (Verdict::Retry, None, error.to_string()),
+                Attempt::Failed(error) => (Verdict::Retry, None, error),
             };
             match verdict {
                 Verdict::Delivered => {
                     report.delivered += 1;
                     tracing::debug!(
                         webhook = %self.describe(), customer = %message.customer,
-                        rule = %message.rule, status = %message.status, "alert posted"
+                        rule = %message.rule, status = %message.status,
+                        notification_id = %message.notification_id, retries = retry,
+                        "alert posted"
                     );
-                    return;
+                    return Outcome::Delivered;
                 }
-                Verdict::Retry if retry < self.backoff.max_retries => {
+                Verdict::Retry => {
                     let delay = retry_delay(&self.backoff, retry, jitter(), retry_after);
-                    retry += 1;
+                    retry = retry.saturating_add(1);
                     report.retries += 1;
-                    tracing::warn!(
-                        webhook = %self.describe(), customer = %message.customer,
-                        rule = %message.rule, retry, max_retries = self.backoff.max_retries,
-                        ?delay, "alert webhook failed ({why}); retrying"
-                    );
+                    if retry <= self.backoff.max_retries {
+                        tracing::warn!(
+                            webhook = %self.describe(), customer = %message.customer,
+                            rule = %message.rule, retry, max_retries = self.backoff.max_retries,
+                            ?delay, "alert webhook failed ({why}); retrying"
+                        );
+                    } else if retry == self.backoff.max_retries + 1 || retry.is_multiple_of(20) {
+                        tracing::error!(
+                            webhook = %self.describe(), customer = %message.customer,
+                            rule = %message.rule, status = %message.status, retries = retry,
+                            ?delay,
+                            "alert webhook still failing ({why}); the alert stays in the \
+                             outbox and is retried until the webhook takes it"
+                        );
+                    }
                     tokio::time::sleep(delay).await;
                 }
-                verdict => {
+                Verdict::Reject => {
                     report.failed += 1;
                     tracing::error!(
                         webhook = %self.describe(), customer = %message.customer,
                         rule = %message.rule, status = %message.status, retries = retry,
-                        retryable = verdict == Verdict::Retry,
-                        "alert webhook failed ({why}); alert not posted"
+                        "alert webhook refused the alert ({why}); alert dropped"
                     );
-                    return;
+                    return Outcome::Rejected;
                 }
             }
         }

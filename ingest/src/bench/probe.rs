@@ -7,16 +7,12 @@
 
 use std::collections::VecDeque;
 use std::hash::Hasher;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use fleetpulse_engine::Output;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc::Receiver;
 
 use crate::metrics::PipelineProbe;
-use crate::sinks::writer::{BatchWrite, SinkReport, SinkSettings, run_writer};
-use crate::sinks::{Sink, SinkError};
 
 /// Nanoseconds since the Unix epoch.
 pub fn now_ns() -> u64 {
@@ -167,41 +163,6 @@ impl PipelineProbe for Probe {
             }
         }
     }
-}
-
-/// A sink that tells the probe when each write completed.
-struct ProbedSink {
-    sink: Sink,
-    probe: Arc<dyn PipelineProbe>,
-}
-
-impl BatchWrite for ProbedSink {
-    async fn write_batch(&mut self, records: &[Output]) -> Result<(), SinkError> {
-        let result = self.sink.write(records).await;
-        if result.is_ok() {
-            self.probe.records_written(records.len());
-        }
-        result
-    }
-
-    fn take_rejected(&mut self) -> u64 {
-        self.sink.take_rejected()
-    }
-
-    fn describe(&self) -> String {
-        self.sink.describe()
-    }
-}
-
-/// [`crate::sinks::run_sink`] with the probe told of every completed write.
-/// Retries use the middle of the jitter range.
-pub async fn run_probed_sink(
-    sink: Sink,
-    rx: Receiver<Arc<[Output]>>,
-    settings: SinkSettings,
-    probe: Arc<dyn PipelineProbe>,
-) -> SinkReport {
-    run_writer(ProbedSink { sink, probe }, rx, settings, || 0.5).await
 }
 
 #[cfg(test)]

@@ -31,8 +31,17 @@ pub struct EmbeddedBroker {
     pub addr: SocketAddr,
 }
 
-/// Largest payload the embedded broker forwards.
-const MAX_PAYLOAD: usize = 16 * 1024 * 1024;
+/// Largest payload every shipped broker config takes from a publisher:
+/// `message_size_limit` in `deploy/mosquitto/*.conf`, and the embedded
+/// broker's limit. Above the service's `limits.max_payload_bytes` (256 KiB),
+/// so a payload between the two reaches the service and is refused there
+/// with a dead letter an operator can read; bigger ones never leave the
+/// broker. The client takes up to `mqtt.max_packet_bytes`, far above.
+pub const MESSAGE_SIZE_LIMIT: usize = 1024 * 1024;
+
+/// rumqttd's `max_payload_size` bounds a packet's remaining length, topic
+/// and packet id included; a publisher sending more is disconnected.
+const MAX_PACKET: usize = MESSAGE_SIZE_LIMIT + crate::source::mqtt::PUBLISH_OVERHEAD_BYTES;
 
 /// Starts rumqttd on `127.0.0.1:port` (`0`: a free port).
 pub fn start(port: u16) -> Result<EmbeddedBroker, BrokerError> {
@@ -52,7 +61,7 @@ pub fn start(port: u16) -> Result<EmbeddedBroker, BrokerError> {
         next_connection_delay_ms: 1,
         connections: ConnectionSettings {
             connection_timeout_ms: 60_000,
-            max_payload_size: MAX_PAYLOAD,
+            max_payload_size: MAX_PACKET,
             max_inflight_count: 1000,
             auth: None,
             external_auth: None,

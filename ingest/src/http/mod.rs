@@ -134,9 +134,30 @@ impl Hub {
         self.running.load(Relaxed)
     }
 
-    /// Ready: running and subscribed to the broker.
+    /// Ready: running, subscribed to the broker, and the write-ahead log
+    /// takes records.
     pub fn is_ready(&self) -> bool {
-        self.is_running() && self.metrics().is_some_and(|m| m.subscribed.load(Relaxed))
+        self.is_running()
+            && self
+                .metrics()
+                .is_some_and(|m| m.subscribed.load(Relaxed) && !m.wal.full.is_full())
+    }
+
+    /// Why the service is not ready; `None` when it is.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if !self.is_running() {
+            return Some("the service is not taking in telemetry".into());
+        }
+        let metrics = self.metrics();
+        if let Some(reason) = metrics.as_ref().and_then(|m| m.wal_full_reason()) {
+            return Some(format!(
+                "the write-ahead log is full ({reason}): intake paused"
+            ));
+        }
+        if !metrics.is_some_and(|m| m.subscribed.load(Relaxed)) {
+            return Some("not subscribed to the broker".into());
+        }
+        None
     }
 
     /// Where the server listens, once it does.
@@ -210,11 +231,13 @@ impl Hub {
                 .map(|r| (*r, m.rejected(*r)))
                 .collect();
             s.connection_errors = m.connection_errors.load(Relaxed);
+            s.oversized_packets = m.oversized_packets.load(Relaxed);
             s.subscribed = m.subscribed.load(Relaxed);
             s.watermark_ms = m.watermark.load(Relaxed);
             s.records_emitted = m.records_emitted.load(Relaxed);
             s.records_written = m.records_written.load(Relaxed);
             s.write_errors = m.sink_write_errors.load(Relaxed);
+            s.wal_full = service.wal_dir.is_some().then(|| m.wal.full.is_full());
         }
         s.wal_bytes = service.wal_dir.as_deref().map(wal_bytes);
         s
@@ -429,23 +452,52 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
-    if hub.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else if hub.is_running() {
-        (
+    match hub.not_ready_reason() {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: not subscribed to the broker\n",
+            format!("not ready: {reason}\n"),
         )
-            .into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: the service is not taking in telemetry\n",
-        )
-            .into_response()
+            .into_response(),
     }
 }
 
 async fn not_found() -> api::ApiError {
     api::ApiError::not_found("no such route")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_wal_makes_the_service_unready_with_the_reason() {
+        let hub = Hub::new();
+        let metrics = Arc::new(IngestMetrics::default());
+        hub.write_service().metrics = Some(metrics.clone());
+        hub.watch_wal(Some(PathBuf::from("/nonexistent/wal")));
+        hub.set_running(true);
+        metrics.subscribed.store(true, Relaxed);
+        assert_eq!(hub.not_ready_reason(), None);
+        assert_eq!(readyz(State(hub.clone())).await.status(), StatusCode::OK);
+        assert_eq!(hub.snapshot().wal_full, Some(false));
+
+        metrics.wal_full("max_bytes of 4 MiB reached");
+        assert!(!hub.is_ready());
+        assert_eq!(
+            hub.not_ready_reason().as_deref(),
+            Some("the write-ahead log is full (max_bytes of 4 MiB reached): intake paused")
+        );
+        let response = readyz(State(hub.clone())).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let snapshot = hub.snapshot();
+        assert_eq!((snapshot.wal_full, snapshot.ready), (Some(true), false));
+        let text = prometheus::render(&snapshot);
+        assert!(text.contains("fleetpulse_wal_full 1\n"), "{text}");
+        assert!(text.contains("fleetpulse_ready 0\n"), "{text}");
+
+        metrics.wal_resumed();
+        assert!(hub.is_ready());
+        assert_eq!(hub.snapshot().wal_full, Some(false));
+    }
 }

@@ -27,6 +27,9 @@ pub const MESSAGES_REJECTED: &str = "fleetpulse_messages_rejected_total";
 pub const SAMPLES_ACCEPTED: &str = "fleetpulse_samples_accepted_total";
 /// Broker connection failures.
 pub const CONNECTION_ERRORS: &str = "fleetpulse_mqtt_connection_errors_total";
+/// Packets the broker sent above `mqtt.max_packet_bytes` (each broke the
+/// connection).
+pub const OVERSIZED_PACKETS: &str = "fleetpulse_mqtt_oversized_packets_total";
 /// 1 while the telemetry subscription is acknowledged.
 pub const SUBSCRIBED: &str = "fleetpulse_mqtt_subscribed";
 /// The engine's watermark, seconds since the epoch.
@@ -57,11 +60,13 @@ pub const SINK_QUEUE_DEPTH: &str = "fleetpulse_sink_queue_depth";
 pub const SINK_QUEUE_CAPACITY: &str = "fleetpulse_sink_queue_capacity";
 /// Bytes in the write-ahead log's segment files.
 pub const WAL_BYTES: &str = "fleetpulse_wal_bytes";
+/// 1 while the write-ahead log refuses records for lack of room.
+pub const WAL_FULL: &str = "fleetpulse_wal_full";
 /// Customers the API's view holds.
 pub const VIEW_CUSTOMERS: &str = "fleetpulse_view_customers";
 /// Records the API's view took in.
 pub const VIEW_RECORDS: &str = "fleetpulse_view_records_total";
-/// 1 while the service is running and subscribed.
+/// 1 while the service is running, subscribed, and its WAL takes records.
 pub const READY: &str = "fleetpulse_ready";
 
 /// One sink's queue.
@@ -92,6 +97,8 @@ pub struct Snapshot {
     pub rejected: Vec<(RejectReason, u64)>,
     /// Connection errors.
     pub connection_errors: u64,
+    /// Packets above the client's packet limit.
+    pub oversized_packets: u64,
     /// Subscription acknowledged.
     pub subscribed: bool,
     /// Watermark, ms since the epoch (0: none yet).
@@ -110,11 +117,13 @@ pub struct Snapshot {
     pub queues: Vec<QueueSnapshot>,
     /// WAL bytes, when the service has a WAL.
     pub wal_bytes: Option<u64>,
+    /// Whether the WAL is full, when the service has a WAL.
+    pub wal_full: Option<bool>,
     /// Customers in the view.
     pub view_customers: usize,
     /// Records the view took in.
     pub view_records: u64,
-    /// Running and subscribed.
+    /// Running, subscribed, and the WAL not full.
     pub ready: bool,
 }
 
@@ -197,6 +206,12 @@ pub fn render(s: &Snapshot) -> String {
         "counter",
         "Times the broker connection failed.",
         &one(s.connection_errors),
+    );
+    metric(
+        OVERSIZED_PACKETS,
+        "counter",
+        "Packets the broker sent above mqtt.max_packet_bytes (each broke the connection).",
+        &one(s.oversized_packets),
     );
     metric(
         SUBSCRIBED,
@@ -306,6 +321,14 @@ pub fn render(s: &Snapshot) -> String {
             &one(bytes),
         );
     }
+    if let Some(full) = s.wal_full {
+        metric(
+            WAL_FULL,
+            "gauge",
+            "1 while the write-ahead log refuses records for lack of room (wal.max_bytes or a full disk): intake paused.",
+            &one(u64::from(full)),
+        );
+    }
     metric(
         VIEW_CUSTOMERS,
         "gauge",
@@ -321,7 +344,7 @@ pub fn render(s: &Snapshot) -> String {
     metric(
         READY,
         "gauge",
-        "1 while the service is running and subscribed.",
+        "1 while the service is running, subscribed, and its write-ahead log takes records.",
         &one(u64::from(s.ready)),
     );
     out
@@ -354,6 +377,7 @@ mod tests {
                 capacity: 64,
             }],
             wal_bytes: Some(123),
+            wal_full: Some(true),
             ..Snapshot::default()
         };
         let text = render(&s);
@@ -367,6 +391,7 @@ mod tests {
         assert!(text.contains("fleetpulse_engine_watermark_lag_seconds 60.000\n"));
         assert!(text.contains("fleetpulse_sink_queue_depth{sink=\"0-sqlite\"} 2\n"));
         assert!(text.contains("fleetpulse_wal_bytes 123\n"));
+        assert!(text.contains("fleetpulse_wal_full 1\n"));
         for line in text.lines() {
             if line.starts_with('#') {
                 continue;
@@ -381,5 +406,6 @@ mod tests {
             text.lines().filter(|l| l.starts_with("# HELP")).count()
         );
         assert!(!render(&Snapshot::default()).contains(WAL_BYTES));
+        assert!(!render(&Snapshot::default()).contains(WAL_FULL));
     }
 }

@@ -178,6 +178,9 @@ impl BatchWrite for CountedSink {
             Ok(()) => {
                 let written = (records.len() as u64).saturating_sub(self.rejected);
                 self.metrics.records_written.fetch_add(written, Relaxed);
+                if let Some(probe) = self.metrics.probe.get() {
+                    probe.records_written(records.len());
+                }
             }
             Err(_) => {
                 self.metrics.sink_write_errors.fetch_add(1, Relaxed);

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS, StateError};
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MqttConfig;
-use crate::metrics::IngestMetrics;
+use crate::metrics::{IngestMetrics, OversizedPacket};
 
 /// A message as received: topic and payload.
 #[derive(Debug, Clone)]
@@ -61,10 +61,18 @@ pub enum SourceError {
     TlsClientPair,
 }
 
-/// Largest packet rumqttc accepts. Kept far above the payload limit so an
-/// oversized message is refused (and counted) by validation instead of
-/// breaking the connection, which would make the broker redeliver it forever.
-const MAX_PACKET_BYTES: usize = 64 * 1024 * 1024;
+/// The largest packet MQTT can frame (remaining length), and the default of
+/// `mqtt.max_packet_bytes`: the client takes any packet a broker may
+/// deliver, so an oversized payload is refused (counted, dead-lettered and
+/// acknowledged) by admission as `too_large`. A packet above the client's
+/// limit cannot be skipped: rumqttc breaks the connection, and the broker
+/// redelivers the packet on every reconnect.
+pub const MQTT_MAX_PACKET_BYTES: usize = 268_435_455;
+
+/// What a QoS1 PUBLISH carries besides its payload, at most: topic length
+/// (2), the longest topic (65,535) and the packet id (2). The client's
+/// limit must be the broker's payload limit plus this.
+pub const PUBLISH_OVERHEAD_BYTES: usize = 2 + 65_535 + 2;
 
 /// Connection options for `config`, credentials from the environment.
 pub fn options(config: &MqttConfig) -> Result<MqttOptions, SourceError> {
@@ -72,12 +80,16 @@ pub fn options(config: &MqttConfig) -> Result<MqttOptions, SourceError> {
     options
         .set_keep_alive(config.keep_alive)
         .set_clean_session(!config.persistent_session)
-        .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
+        .set_max_packet_size(config.max_packet_bytes, config.max_packet_bytes)
         .set_inflight(config.inflight.max(1));
     if let Some(user) = &config.username {
         let password = match &config.password_env {
             Some(var) => {
-                std::env::var(var).map_err(|_| SourceError::MissingPassword(var.clone()))?
+                let password =
+                    std::env::var(var).map_err(|_| SourceError::MissingPassword(var.clone()))?;
+                // Redacted from every log line and error from now on.
+                crate::secrets::register(&password);
+                password
             }
             None => String::new(),
         };
@@ -197,6 +209,19 @@ pub async fn run(
                 metrics.connection_errors.fetch_add(1, Relaxed);
                 // Messages may be queuing for us at the broker: not idle.
                 metrics.subscribed.store(false, Relaxed);
+                if let Some(size) = oversized_packet(&error) {
+                    // Take it on the next connection: admission refuses it
+                    // as too_large and acknowledges it, so it stops looping.
+                    let limit = events.mqtt_options.max_packet_size();
+                    let raised_to = size.clamp(limit, MQTT_MAX_PACKET_BYTES);
+                    let _ = raised_to;
+                    OversizedPacket {
+                        size,
+                        limit,
+                        raised_to,
+                    }
+                    .emit(&metrics);
+                }
                 let delay = backoff(failures);
                 failures = failures.saturating_add(1);
                 log_connection_error(&config, &error, failures, delay);
@@ -211,6 +236,18 @@ pub async fn run(
     Ok(())
 }
 
+/// The size of the packet that broke the connection, when the broker sent
+/// one above the client's limit (rumqttc 0.25 reports it as a
+/// deserialization error, before reading the packet's body).
+pub fn oversized_packet(error: &ConnectionError) -> Option<usize> {
+    match error {
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
+        )) => Some(*size),
+        _ => None,
+    }
+}
+
 fn log_connection_error(
     config: &MqttConfig,
     error: &ConnectionError,
@@ -223,7 +260,8 @@ fn log_connection_error(
             port = config.port,
             failures,
             retry_in_ms = delay.as_millis() as u64,
-            "broker connection failed: {error}"
+            "broker connection failed: {}",
+            crate::secrets::redact_error(error)
         );
     }
 }
@@ -231,6 +269,34 @@ fn log_connection_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_oversized_packet_is_told_apart_from_other_errors() {
+        let oversized = ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(70_000_000),
+        ));
+        assert_eq!(oversized_packet(&oversized), Some(70_000_000));
+        let other = ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::mqttbytes::Error::MalformedPacket,
+        ));
+        assert_eq!(oversized_packet(&other), None);
+        assert_eq!(oversized_packet(&ConnectionError::NetworkTimeout), None);
+    }
+
+    #[test]
+    fn the_client_limit_follows_the_config() {
+        let config = MqttConfig::default();
+        assert_eq!(config.max_packet_bytes, MQTT_MAX_PACKET_BYTES);
+        assert_eq!(
+            options(&config).unwrap().max_packet_size(),
+            MQTT_MAX_PACKET_BYTES
+        );
+        let config = MqttConfig {
+            max_packet_bytes: 2_000_000,
+            ..MqttConfig::default()
+        };
+        assert_eq!(options(&config).unwrap().max_packet_size(), 2_000_000);
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

@@ -127,6 +127,37 @@ pub enum WalError {
         /// Topic length.
         len: usize,
     },
+    /// The lock file of the directory could not be opened or locked.
+    #[error("cannot lock the WAL directory with {file}: {source}")]
+    Lock {
+        /// The lock file.
+        file: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// Another process holds the directory's lock: two writers would
+    /// interleave records in one segment and cut each other's data.
+    #[error(
+        "the WAL directory {dir} is in use by another process (PID {}): only one fleetpulse \
+         process may use a WAL directory; stop the other one or give this one its own wal.dir",
+        .holder_pid.map_or_else(|| "unknown".to_owned(), |pid| pid.to_string())
+    )]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+        /// The PID the holder wrote into the lock file, if it could be read.
+        holder_pid: Option<u32>,
+    },
+    /// The records do not fit: the log would pass `max_bytes`, or the disk
+    /// is full. Nothing of the refused group is durable and the log is as it
+    /// was after its last commit, so the same records can be retried once
+    /// there is room (segments cut by `truncate_before`, disk freed).
+    #[error("the write-ahead log is full ({reason})")]
+    Full {
+        /// What is full, e.g. `max_bytes of 4 MiB reached` or the disk's
+        /// error.
+        reason: String,
+    },
     /// An earlier write or sync failed, so what is on disk is unknown; the
     /// log refuses further work. Reopen it to recover (the recovery scan
     /// keeps every intact record and cuts the rest).

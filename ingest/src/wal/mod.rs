@@ -32,7 +32,29 @@
 //! returns [`WalError::Poisoned`]. After a failed fsync Linux may already
 //! have dropped the dirty pages, so retrying could report success for data
 //! that never reached the disk; the only safe continuation is to reopen the
-//! directory, which rescans what is really there.
+//! directory, which rescans what is really there. A full disk is the
+//! exception (see *Full* below).
+//!
+//! # Full
+//!
+//! Two things make the log refuse records without being poisoned, both as
+//! [`WalError::Full`]:
+//!
+//! - [`WalOptions::max_bytes`]: an append that would take the segment files
+//!   (headers included, uncommitted appends counted) past the bound is
+//!   refused before anything is written.
+//! - A full disk or quota: a write, sync or segment creation in
+//!   [`Wal::commit`] fails with `ENOSPC`/`EDQUOT`. The commit rolls the log
+//!   back to its last committed state: segments created for the group are
+//!   deleted (newest first, then the directory is synced), the active
+//!   segment is cut back to its committed length and synced, and the group's
+//!   records and LSNs are forgotten. Nothing of the group is durable; the
+//!   next append gets the LSN after the last durable one, so LSNs never
+//!   have a gap. If the rollback itself fails, the log is poisoned.
+//!
+//! Either way the caller may retry the same records later: after
+//! [`Wal::truncate_before`] freed segments, or once an operator freed disk.
+//! [`Wal::append_all`] appends a batch all or nothing.
 //!
 //! # Recovery
 //!
@@ -63,15 +85,26 @@
 //! deleted, so the log is never empty of segments and the next LSN is never
 //! forgotten.
 //!
+//! # One process per directory
+//!
+//! [`Wal::open`] takes an exclusive lock on `wal.lock` in the directory
+//! (`flock(2)`) before it reads anything, writes its PID there, and holds it
+//! for the life of the [`Wal`] (so of a [`writer::WalWriter`]'s thread). A
+//! second process fails with [`WalError::Locked`], naming the directory and
+//! the holder's PID. The kernel releases the lock when the holder exits,
+//! killed or not. Other files the service keeps in the directory (the
+//! checkpoint) are written only by the holder of a [`Wal`].
+//!
 //! # Limits
 //!
-//! One process per directory (there is no lock file). Appended but
-//! uncommitted records are held in memory until the next commit: the caller
-//! bounds them by committing. [`Wal::bytes`] is the size on disk, for a
-//! metric and a bound.
+//! Appended but uncommitted records are held in memory until the next
+//! commit: the caller bounds them by committing. [`Wal::bytes`] is the size
+//! on disk, for a metric; [`WalOptions::max_bytes`] bounds it. The lock is
+//! advisory: it keeps out fleetpulse processes, not a person with `rm`.
 
 mod error;
 mod frame;
+mod lock;
 mod record;
 mod replay;
 mod segment;
@@ -83,10 +116,12 @@ mod tests;
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub use error::WalError;
 pub use frame::Lsn;
+pub use lock::LOCK_FILE;
 pub use record::WalRecord;
 pub use replay::Replay;
 
@@ -102,6 +137,11 @@ pub struct WalOptions {
     /// Largest record body accepted by [`Wal::append`], in bytes; also the
     /// largest frame length believed when reading.
     pub max_record_bytes: u32,
+    /// Most bytes the segment files may hold (headers included); an append
+    /// past it fails with [`WalError::Full`]. `None`: only the disk bounds
+    /// the log. The active segment is never deleted, so a bound below two
+    /// segments could stay full for good.
+    pub max_bytes: Option<u64>,
 }
 
 impl Default for WalOptions {
@@ -109,6 +149,7 @@ impl Default for WalOptions {
         Self {
             segment_bytes: 64 * 1024 * 1024,
             max_record_bytes: 16 * 1024 * 1024,
+            max_bytes: None,
         }
     }
 }
@@ -164,6 +205,21 @@ pub struct Wal {
     durable: Lsn,
     poisoned: bool,
     recovery: Recovery,
+    /// Segment files the running commit tried to create, for its rollback.
+    creating: Vec<PathBuf>,
+    /// Held for the life of the log: one process per directory.
+    _lock: lock::DirLock,
+}
+
+/// Where the uncommitted appends stood, to go back to (see
+/// [`Wal::append_all`]).
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    chunks: usize,
+    /// Bytes and next LSN of the last chunk then.
+    last: Option<(usize, Lsn)>,
+    next_lsn: Lsn,
+    pending_bytes: usize,
 }
 
 /// Appended bytes waiting for the next commit, for one segment.
@@ -177,14 +233,17 @@ struct Chunk {
 }
 
 impl Wal {
-    /// Opens the log in `dir`, creating the directory and a first segment if
-    /// needed, and recovers it (see the module documentation).
+    /// Locks the directory for this process (or fails with
+    /// [`WalError::Locked`]), creating it and a first segment if needed, and
+    /// recovers the log (see the module documentation).
     pub fn open(dir: impl AsRef<Path>, options: WalOptions) -> Result<Self, WalError> {
         let dir = dir.as_ref().to_owned();
         fs::create_dir_all(&dir).map_err(|source| WalError::CreateDir {
             dir: dir.clone(),
             source,
         })?;
+        // Before reading anything: recovery cuts files.
+        let lock = lock::acquire(&dir)?;
         let found = segment::list(&dir)?;
         let count = found.len();
         let mut segments = VecDeque::with_capacity(count.max(1));
@@ -273,13 +332,16 @@ impl Wal {
             durable: next_lsn.prev(),
             poisoned: false,
             recovery,
+            creating: Vec::new(),
+            _lock: lock,
         })
     }
 
     /// Adds a record to the current group and returns its LSN. Nothing is
     /// written yet: the record is durable only after the next successful
     /// [`Wal::commit`]. Fails (and the log stays usable) if the record is too
-    /// large.
+    /// large, or with [`WalError::Full`] if it would take the log past
+    /// [`WalOptions::max_bytes`].
     pub fn append(&mut self, record: &WalRecord) -> Result<Lsn, WalError> {
         self.check_usable()?;
         if record.topic.len() > u16::MAX as usize {
@@ -297,7 +359,22 @@ impl Wal {
         let frame_len = (frame::FRAME_HEADER + body) as u64;
         let lsn = self.next_lsn;
         let (tail_len, tail_has_records) = self.planned_tail();
-        if tail_has_records && tail_len + frame_len > self.options.segment_bytes {
+        let new_segment = tail_has_records && tail_len + frame_len > self.options.segment_bytes;
+        if let Some(max) = self.options.max_bytes {
+            let header = if new_segment { SEGMENT_HEADER } else { 0 };
+            let after = self.planned_bytes() + header + frame_len;
+            if after > max {
+                return Err(WalError::Full {
+                    reason: format!(
+                        "max_bytes of {} reached: {} in the log, a record of {} bytes does not fit",
+                        human_bytes(max),
+                        human_bytes(self.planned_bytes()),
+                        frame_len
+                    ),
+                });
+            }
+        }
+        if new_segment {
             self.pending.push(Chunk {
                 new_segment: Some(lsn),
                 bytes: Vec::new(),
@@ -318,21 +395,58 @@ impl Wal {
         Ok(lsn)
     }
 
+    /// Appends `records` in order, all or nothing: if one is refused (too
+    /// large, [`WalError::Full`]), the ones before it are taken back and the
+    /// log is as before the call. Returns their LSNs.
+    pub fn append_all(&mut self, records: &[WalRecord]) -> Result<Range<Lsn>, WalError> {
+        let mark = self.mark();
+        let first = self.next_lsn;
+        for record in records {
+            if let Err(e) = self.append(record) {
+                self.roll_back_appends(mark);
+                return Err(e);
+            }
+        }
+        Ok(first..self.next_lsn)
+    }
+
     /// Writes every record appended since the last commit and syncs: one
     /// `fsync` for the whole group (plus one for a segment that fills up
     /// and one for each segment created). Returns the LSN the log is durable
-    /// up to (inclusive; [`Lsn::ZERO`] for an empty log). A failure poisons
-    /// the log (see the module documentation).
+    /// up to (inclusive; [`Lsn::ZERO`] for an empty log). A full disk rolls
+    /// the group back and returns [`WalError::Full`]; any other failure
+    /// poisons the log (see the module documentation).
     pub fn commit(&mut self) -> Result<Lsn, WalError> {
         self.check_usable()?;
         if self.pending.is_empty() {
             return Ok(self.durable);
         }
+        let segments = self.segments.len();
+        let active = self.segments.back().expect("at least one segment").clone();
+        self.creating.clear();
         match self.write_pending(None) {
             Ok(()) => {
                 self.durable = self.next_lsn.prev();
                 Ok(self.durable)
             }
+            Err(e) if is_storage_full(&e) => match self.roll_back_commit(segments, active) {
+                Ok(()) => {
+                    tracing::warn!(
+                        "WAL commit refused, log rolled back to LSN {}: {e}",
+                        self.durable
+                    );
+                    Err(WalError::Full {
+                        reason: e.to_string(),
+                    })
+                }
+                Err(rollback) => {
+                    tracing::error!(
+                        "WAL: cannot roll back a commit the disk refused ({e}): {rollback}"
+                    );
+                    self.poisoned = true;
+                    Err(e)
+                }
+            },
             Err(e) => {
                 self.poisoned = true;
                 Err(e)
@@ -421,6 +535,74 @@ impl Wal {
         &self.options
     }
 
+    /// Bytes the segment files would hold after the pending appends are
+    /// committed, headers of planned segments included.
+    fn planned_bytes(&self) -> u64 {
+        let new_segments = self
+            .pending
+            .iter()
+            .filter(|c| c.new_segment.is_some())
+            .count();
+        self.bytes() + self.pending_bytes as u64 + new_segments as u64 * SEGMENT_HEADER
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            chunks: self.pending.len(),
+            last: self.pending.last().map(|c| (c.bytes.len(), c.next)),
+            next_lsn: self.next_lsn,
+            pending_bytes: self.pending_bytes,
+        }
+    }
+
+    /// Forgets the appends made since `mark`.
+    fn roll_back_appends(&mut self, mark: Mark) {
+        self.pending.truncate(mark.chunks);
+        if let (Some(chunk), Some((len, next))) = (self.pending.last_mut(), mark.last) {
+            chunk.bytes.truncate(len);
+            chunk.next = next;
+        }
+        self.next_lsn = mark.next_lsn;
+        self.pending_bytes = mark.pending_bytes;
+    }
+
+    /// After a commit the disk refused: deletes the segments it created,
+    /// newest first (a crash in between leaves a suffix of the log, never a
+    /// hole), cuts the segment that was active back to `active.len`, syncs,
+    /// and forgets the group, so the log is as after the last commit.
+    fn roll_back_commit(&mut self, segments: usize, active: Segment) -> Result<(), WalError> {
+        self.pending.clear();
+        self.pending_bytes = 0;
+        self.next_lsn = self.durable.next();
+        for path in std::mem::take(&mut self.creating).iter().rev() {
+            match fs::remove_file(path) {
+                Ok(()) => segment::sync_dir(&self.dir)?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(WalError::Delete {
+                        file: path.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        self.segments.truncate(segments);
+        let repair = |source| WalError::RepairTail {
+            file: active.path.clone(),
+            source,
+        };
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&active.path)
+            .map_err(repair)?;
+        file.set_len(active.len).map_err(repair)?;
+        file.sync_all().map_err(repair)?;
+        self.active = file;
+        self.active_dirty = false;
+        *self.segments.back_mut().expect("at least one segment") = active;
+        Ok(())
+    }
+
     fn check_usable(&self) -> Result<(), WalError> {
         if self.poisoned {
             Err(WalError::Poisoned)
@@ -460,6 +642,7 @@ impl Wal {
                 // The segment being closed must be durable before the next
                 // one holds anything: only the last segment may be torn.
                 self.sync_active()?;
+                self.creating.push(self.dir.join(segment::file_name(base)));
                 let (created, file) = segment::create(&self.dir, base)?;
                 self.segments.push_back(created);
                 self.active = file;
@@ -510,5 +693,36 @@ impl Wal {
     fn crash_during_commit(mut self, bytes: usize) {
         self.write_pending(Some(bytes))
             .expect("partial write in a test");
+    }
+}
+
+/// Whether `e` failed because the disk or a quota is full: retryable once
+/// there is room, so the commit is rolled back rather than the log poisoned.
+fn is_storage_full(e: &WalError) -> bool {
+    let source = match e {
+        WalError::Write { source, .. }
+        | WalError::Sync { source, .. }
+        | WalError::CreateSegment { source, .. }
+        | WalError::SyncDir { source, .. } => source,
+        _ => return false,
+    };
+    matches!(
+        source.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// `4 MiB`, `1.5 KiB`, `100 bytes`: sizes for people.
+pub(crate) fn human_bytes(n: u64) -> String {
+    const KIB: f64 = 1024.0;
+    let n_f = n as f64;
+    if n_f >= KIB * KIB * KIB {
+        format!("{:.1} GiB", n_f / (KIB * KIB * KIB)).replace(".0 ", " ")
+    } else if n_f >= KIB * KIB {
+        format!("{:.1} MiB", n_f / (KIB * KIB)).replace(".0 ", " ")
+    } else if n_f >= KIB {
+        format!("{:.1} KiB", n_f / KIB).replace(".0 ", " ")
+    } else {
+        format!("{n} bytes")
     }
 }

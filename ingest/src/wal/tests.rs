@@ -21,6 +21,7 @@ fn small() -> WalOptions {
     WalOptions {
         segment_bytes: 256,
         max_record_bytes: 1024,
+        max_bytes: None,
     }
 }
 
@@ -491,7 +492,7 @@ proptest! {
     #[test]
     fn random_histories_keep_exactly_the_committed_records(ops in proptest::collection::vec(op(), 1..80)) {
         let dir = tempfile::tempdir().unwrap();
-        let options = WalOptions { segment_bytes: 700, max_record_bytes: 4096 };
+        let options = WalOptions { segment_bytes: 700, max_record_bytes: 4096, max_bytes: None };
         let mut wal = Some(Wal::open(dir.path(), options).unwrap());
         // Model: every durable record by LSN; the pending ones; the lowest
         // LSN truncation asked to keep.
@@ -586,6 +587,7 @@ fn crash_options() -> WalOptions {
     WalOptions {
         segment_bytes: 16 * 1024,
         max_record_bytes: 1024,
+        max_bytes: None,
     }
 }
 
@@ -665,4 +667,357 @@ fn a_killed_writer_loses_nothing_it_committed() {
         }
         reported = wal.durable_lsn();
     }
+}
+
+// ---------------------------------------------------------------------------
+// One process per directory.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_locked_directory_refuses_a_second_log_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    fill(&mut wal, 1..=3);
+    let pid = std::process::id();
+    let lock_file = dir.path().join(LOCK_FILE);
+    assert_eq!(
+        fs::read_to_string(&lock_file).unwrap().trim(),
+        pid.to_string()
+    );
+
+    let err = Wal::open(dir.path(), WalOptions::default()).unwrap_err();
+    match &err {
+        WalError::Locked {
+            dir: locked,
+            holder_pid,
+        } => {
+            assert_eq!(locked, dir.path());
+            assert_eq!(*holder_pid, Some(pid));
+        }
+        other => panic!("{other}"),
+    }
+    let message = err.to_string();
+    assert!(
+        message.contains(&dir.path().display().to_string())
+            && message.contains(&format!("PID {pid}")),
+        "{message}"
+    );
+    // The refused open touched nothing: the holder goes on.
+    assert_eq!(
+        fs::read_to_string(&lock_file).unwrap().trim(),
+        pid.to_string()
+    );
+    fill(&mut wal, 4..=5);
+    drop(wal);
+
+    let mut wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    assert_eq!(all(&wal), expected(1..=5));
+    fill(&mut wal, 6..=6);
+}
+
+#[test]
+fn a_lock_file_left_by_a_dead_holder_does_not_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    fill(&mut wal, 1..=2);
+    drop(wal);
+    // What a killed process leaves: the file with its PID, but no lock.
+    fs::write(dir.path().join(LOCK_FILE), "4194304\n").unwrap();
+    let wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    assert_eq!(
+        fs::read_to_string(dir.path().join(LOCK_FILE))
+            .unwrap()
+            .trim(),
+        std::process::id().to_string()
+    );
+    assert_eq!(all(&wal), expected(1..=2));
+}
+
+// ---------------------------------------------------------------------------
+// Full: max_bytes and a real full disk. Refused records leave the log as it
+// was after its last commit, usable, and LSNs go on without a gap.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn max_bytes_refuses_appends_without_poisoning_and_cutting_makes_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions {
+        max_bytes: Some(1024),
+        ..small()
+    };
+    let mut wal = Wal::open(dir.path(), options).unwrap();
+    // One record per commit until the bound refuses one.
+    let mut next = 1;
+    let refused = loop {
+        match wal.append(&record(next)) {
+            Ok(lsn) => {
+                assert_eq!(lsn, Lsn(next));
+                assert_eq!(wal.commit().unwrap(), Lsn(next));
+                next += 1;
+            }
+            Err(e) => break e,
+        }
+    };
+    let last = next - 1;
+    assert!(last > 8, "{last} records fit");
+    match &refused {
+        WalError::Full { reason } => assert!(reason.contains("max_bytes of 1 KiB"), "{reason}"),
+        other => panic!("{other}"),
+    }
+    let frame = (frame::FRAME_HEADER + record(next).encoded_len()) as u64;
+    assert!(wal.bytes() <= 1024 && wal.bytes() + frame > 1024 - SEGMENT_HEADER);
+
+    // Not poisoned, and nothing changed: refused again, commits are no-ops,
+    // everything committed replays.
+    assert_eq!(wal.next_lsn(), Lsn(next));
+    assert_eq!(wal.pending_bytes(), 0);
+    assert!(matches!(
+        wal.append(&record(next)),
+        Err(WalError::Full { .. })
+    ));
+    assert_eq!(wal.commit().unwrap(), Lsn(last));
+    assert_eq!(all(&wal), expected(1..=last));
+
+    // The checkpoint cuts old segments: the same record fits now, at the
+    // LSN it would have had.
+    assert!(wal.truncate_before(Lsn(next)).unwrap() > 0);
+    let first = wal.first_lsn().get();
+    fill(&mut wal, next..=next + 2);
+    drop(wal);
+    let wal = Wal::open(dir.path(), options).unwrap();
+    assert_eq!(all(&wal), expected(first..=next + 2));
+}
+
+#[test]
+fn append_all_takes_a_batch_whole_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions {
+        max_bytes: Some(2048),
+        ..small()
+    };
+    let mut wal = Wal::open(dir.path(), options).unwrap();
+    fill(&mut wal, 1..=3);
+    // Another caller's record waits in the same group.
+    assert_eq!(wal.append(&record(4)).unwrap(), Lsn(4));
+    let pending = wal.pending_bytes();
+
+    // Spans several planned segments before the bound refuses it.
+    let too_much: Vec<WalRecord> = (5..=60).map(record).collect();
+    assert!(matches!(
+        wal.append_all(&too_much),
+        Err(WalError::Full { .. })
+    ));
+    assert_eq!((wal.next_lsn(), wal.pending_bytes()), (Lsn(5), pending));
+    // A record that is too large fails the batch too.
+    let mut with_a_giant: Vec<WalRecord> = (5..=7).map(record).collect();
+    with_a_giant.push(WalRecord {
+        payload: Bytes::from(vec![0u8; 2000]),
+        ..record(8)
+    });
+    assert!(matches!(
+        wal.append_all(&with_a_giant),
+        Err(WalError::RecordTooLarge { .. })
+    ));
+    assert_eq!((wal.next_lsn(), wal.pending_bytes()), (Lsn(5), pending));
+
+    let fits: Vec<WalRecord> = (5..=9).map(record).collect();
+    assert_eq!(wal.append_all(&fits).unwrap(), Lsn(5)..Lsn(10));
+    assert_eq!(wal.append_all(&[]).unwrap(), Lsn(10)..Lsn(10));
+    assert_eq!(wal.commit().unwrap(), Lsn(9));
+    drop(wal);
+    let wal = Wal::open(dir.path(), options).unwrap();
+    assert_eq!(all(&wal), expected(1..=9));
+}
+
+/// Set in the child run under `unshare -rm` when the tests are not root.
+const IN_NAMESPACE_VAR: &str = "FLEETPULSE_WAL_TEST_IN_NAMESPACE";
+
+/// Runs `body` on a tmpfs of `size` (e.g. `1m`) mounted on a temporary
+/// directory, so the disk really fills up (`ENOSPC`). As root (CI, the dev
+/// container) it mounts directly; otherwise it runs test `test` again as
+/// root of a user and mount namespace of its own (`unshare -rm`).
+fn on_small_disk(test: &str, size: &str, body: impl FnOnce(&Path)) {
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir.path())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if mounted {
+        let _unmount = Unmount(dir.path().to_owned());
+        body(dir.path());
+        return;
+    }
+    assert!(
+        std::env::var_os(IN_NAMESPACE_VAR).is_none(),
+        "cannot mount a tmpfs, even in a user namespace"
+    );
+    let status = Command::new("unshare")
+        .args(["-rm", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
+        .env(IN_NAMESPACE_VAR, "1")
+        .status()
+        .expect("not root, and `unshare` (util-linux) is not installed");
+    assert!(status.success(), "{test} under unshare -rm: {status}");
+}
+
+/// Unmounts on drop (lazily: a test that failed may still hold files).
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Writes zeros to `path` until the disk is full; returns its length.
+fn fill_disk(path: &Path) -> u64 {
+    let mut file = fs::File::create(path).unwrap();
+    for block in [64 * 1024, 4096, 512, 1] {
+        let zeros = vec![0u8; block];
+        loop {
+            match file.write_all(&zeros) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+                Err(e) => panic!("filling the disk: {e}"),
+            }
+        }
+    }
+    file.metadata().unwrap().len()
+}
+
+/// A record of about 1 KiB.
+fn sized(i: u64) -> WalRecord {
+    WalRecord {
+        payload: Bytes::from(vec![(i % 251) as u8; 1000]),
+        ..record(i)
+    }
+}
+
+fn sized_expected(range: std::ops::RangeInclusive<u64>) -> Vec<(Lsn, WalRecord)> {
+    range.map(|i| (Lsn(i), sized(i))).collect()
+}
+
+fn fill_sized(wal: &mut Wal, range: std::ops::RangeInclusive<u64>) -> Result<Lsn, WalError> {
+    for i in range {
+        assert_eq!(wal.append(&sized(i)).unwrap(), Lsn(i));
+    }
+    wal.commit()
+}
+
+/// Names and lengths of the segment files.
+fn on_disk(dir: &Path) -> Vec<(PathBuf, u64)> {
+    segment_files(dir)
+        .into_iter()
+        .map(|f| {
+            let len = fs::metadata(&f).unwrap().len();
+            (f, len)
+        })
+        .collect()
+}
+
+#[test]
+fn a_full_disk_refuses_a_group_without_poisoning_and_freed_space_resumes() {
+    on_small_disk(
+        "wal::tests::a_full_disk_refuses_a_group_without_poisoning_and_freed_space_resumes",
+        "1m",
+        |disk| {
+            let dir = disk.join("wal");
+            let options = WalOptions {
+                segment_bytes: 16 * 1024,
+                max_record_bytes: 4096,
+                max_bytes: None,
+            };
+            let mut wal = Wal::open(&dir, options).unwrap();
+            fill_sized(&mut wal, 1..=50).unwrap();
+            let filler = disk.join("filler");
+            fill_disk(&filler);
+            let before = on_disk(&dir);
+
+            // 40 KiB cannot fit in the slack of the last page.
+            for _ in 0..2 {
+                match fill_sized(&mut wal, 51..=90) {
+                    Err(WalError::Full { reason }) => {
+                        assert!(reason.contains("No space left on device"), "{reason}")
+                    }
+                    other => panic!("{other:?}"),
+                }
+                assert_eq!(on_disk(&dir), before, "rolled back");
+                assert_eq!(wal.durable_lsn(), Lsn(50));
+                assert_eq!(wal.next_lsn(), Lsn(51));
+                assert_eq!(wal.pending_bytes(), 0);
+                assert_eq!(wal.bytes(), before.iter().map(|(_, len)| len).sum::<u64>());
+                assert_eq!(all(&wal), sized_expected(1..=50));
+            }
+
+            // Space returns: the same records go in at the same LSNs.
+            fs::remove_file(&filler).unwrap();
+            assert_eq!(fill_sized(&mut wal, 51..=90).unwrap(), Lsn(90));
+            drop(wal);
+            let wal = Wal::open(&dir, options).unwrap();
+            assert_eq!(wal.recovery().torn_tail, None);
+            assert_eq!(all(&wal), sized_expected(1..=90));
+        },
+    );
+}
+
+#[test]
+fn a_disk_filling_up_in_a_new_segment_rolls_back_to_the_last_commit() {
+    on_small_disk(
+        "wal::tests::a_disk_filling_up_in_a_new_segment_rolls_back_to_the_last_commit",
+        "1m",
+        |disk| {
+            let dir = disk.join("wal");
+            let options = WalOptions {
+                segment_bytes: 8 * 1024,
+                max_record_bytes: 4096,
+                max_bytes: None,
+            };
+            let mut wal = Wal::open(&dir, options).unwrap();
+            fill_sized(&mut wal, 1..=20).unwrap();
+            let filler = disk.join("filler");
+            let len = fill_disk(&filler);
+            // Room for three pages: the group fills the active segment,
+            // starts the next one, and the disk fills up there.
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&filler)
+                .unwrap()
+                .set_len(len - len % 4096 - 3 * 4096)
+                .unwrap();
+            let before = on_disk(&dir);
+
+            assert!(matches!(
+                fill_sized(&mut wal, 21..=60),
+                Err(WalError::Full { .. })
+            ));
+            assert_eq!(
+                on_disk(&dir),
+                before,
+                "new segments deleted, active cut back"
+            );
+            assert_eq!(wal.segment_count(), before.len());
+            assert_eq!(all(&wal), sized_expected(1..=20));
+            // A crash now would recover exactly the committed records.
+            drop(wal);
+            let mut wal = Wal::open(&dir, options).unwrap();
+            assert_eq!(wal.recovery().torn_tail, None);
+            assert_eq!(all(&wal), sized_expected(1..=20));
+
+            // What fits still goes in, with the next LSNs.
+            assert_eq!(fill_sized(&mut wal, 21..=22).unwrap(), Lsn(22));
+            fs::remove_file(&filler).unwrap();
+            assert_eq!(fill_sized(&mut wal, 23..=60).unwrap(), Lsn(60));
+            drop(wal);
+            let wal = Wal::open(&dir, options).unwrap();
+            assert_eq!(all(&wal), sized_expected(1..=60));
+        },
+    );
 }

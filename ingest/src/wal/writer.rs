@@ -9,6 +9,16 @@
 //! bounded: when it is full, [`WalWriter::submit`] waits (backpressure, not
 //! loss).
 //!
+//! [`WalWriter::submit_batch`] appends a batch of records in one piece: the
+//! whole batch becomes durable in one commit, or fails as a whole. When the
+//! log is full ([`WalError::Full`]: `max_bytes`, or the disk) the requests
+//! concerned fail with [`WriteError::Full`], the log is not poisoned and the
+//! same records can be submitted again later; [`WalGauges::full`] says so
+//! (and logs once per transition) until a commit succeeds again. Batches
+//! are independent: a later, smaller batch may fit where an earlier one did
+//! not, so a caller that needs arrival order stops submitting on `Full` and
+//! retries the refused batch first.
+//!
 //! ```no_run
 //! # async fn example(wal: fleetpulse::wal::Wal, record: fleetpulse::wal::WalRecord) -> Result<(), fleetpulse::wal::writer::WriteError> {
 //! use fleetpulse::wal::writer::WalWriter;
@@ -24,9 +34,10 @@
 //! ```
 
 use std::future::Future;
+use std::ops::Range;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 
@@ -41,6 +52,14 @@ pub enum WriteError {
     /// The log failed; every waiter of the same group gets the same error.
     #[error(transparent)]
     Wal(Arc<WalError>),
+    /// The log is full (`max_bytes`, or the disk): nothing of the request
+    /// is durable and the log is usable; submit the same records again once
+    /// there is room.
+    #[error("the write-ahead log is full ({reason})")]
+    Full {
+        /// What is full.
+        reason: String,
+    },
     /// The writer thread is gone (closed, or it panicked).
     #[error("the WAL writer has stopped")]
     Closed,
@@ -59,13 +78,81 @@ pub struct WalGauges {
     pub commits: AtomicU64,
     /// Records committed.
     pub records: AtomicU64,
+    /// Whether the log refuses records for lack of room.
+    pub full: WalPressure,
+}
+
+impl WriteError {
+    /// The log is full: retry the same records later.
+    pub fn is_full(&self) -> bool {
+        matches!(self, Self::Full { .. })
+    }
+
+    fn from_wal(e: WalError) -> Self {
+        match e {
+            WalError::Full { reason } => Self::Full { reason },
+            e => Self::Wal(Arc::new(e)),
+        }
+    }
+}
+
+/// Whether the WAL is full, and why: drives readiness and the
+/// `fleetpulse_wal_full` gauge. Logs one line per transition, however many
+/// requests are refused in between.
+#[derive(Debug, Default)]
+pub struct WalPressure {
+    full: AtomicBool,
+    reason: Mutex<String>,
+}
+
+impl WalPressure {
+    /// The log refused records: `reason` says what is full (the `reason`
+    /// of [`WriteError::Full`]).
+    pub fn set_full(&self, reason: &str) {
+        *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason.to_owned();
+        if !self.full.swap(true, Relaxed) {
+            tracing::warn!(
+                "the write-ahead log is full ({reason}): intake paused until it has room"
+            );
+        }
+    }
+
+    /// The log took records again.
+    pub fn set_resumed(&self) {
+        if self.full.swap(false, Relaxed) {
+            tracing::info!("write-ahead log has room again: intake resumed");
+        }
+    }
+
+    /// True while the log refuses records.
+    pub fn is_full(&self) -> bool {
+        self.full.load(Relaxed)
+    }
+
+    /// What is full (e.g. `max_bytes of 4 MiB reached: ...`, or the
+    /// disk's error); `None` while the log is not full.
+    pub fn reason(&self) -> Option<String> {
+        self.is_full().then(|| {
+            self.reason
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        })
+    }
 }
 
 type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
 
 enum Command {
     Append(WalRecord, Reply<Lsn>),
+    AppendBatch(Vec<WalRecord>, Reply<Range<Lsn>>),
     TruncateBefore(Lsn, Reply<usize>),
+}
+
+/// A request appended to the running group, answered after its commit.
+enum Waiter {
+    One(Lsn, Reply<Lsn>),
+    Batch(Range<Lsn>, Reply<Range<Lsn>>),
 }
 
 /// Handle to the writer thread. Dropping it without [`WalWriter::close`]
@@ -80,8 +167,19 @@ impl WalWriter {
     /// Starts the writer thread. `queue`: requests waiting at most (then
     /// `submit` waits); `max_group`: records per commit at most.
     pub fn spawn(wal: Wal, queue: usize, max_group: usize) -> Self {
+        Self::spawn_with_gauges(wal, queue, max_group, Arc::default())
+    }
+
+    /// [`WalWriter::spawn`], keeping `gauges` up to date: e.g. the ones in
+    /// [`crate::metrics::IngestMetrics::wal`], which `/metrics` and
+    /// `/readyz` read.
+    pub fn spawn_with_gauges(
+        wal: Wal,
+        queue: usize,
+        max_group: usize,
+        gauges: Arc<WalGauges>,
+    ) -> Self {
         let (commands, rx) = mpsc::channel(queue.max(1));
-        let gauges = Arc::new(WalGauges::default());
         update(&gauges, &wal);
         let thread_gauges = gauges.clone();
         let thread = std::thread::Builder::new()
@@ -109,6 +207,20 @@ impl WalWriter {
     /// Appends a record and waits until it is durable.
     pub async fn append(&self, record: WalRecord) -> Result<Lsn, WriteError> {
         self.submit(record).await?.await
+    }
+
+    /// Queues a batch (waiting while the queue is full) and returns a future
+    /// that resolves to the LSNs of its records once all of them are
+    /// durable, or to an error for the batch as a whole: none of it is
+    /// durable then ([`WriteError::Full`]: submit it again later). An empty
+    /// batch resolves to an empty range.
+    pub async fn submit_batch(&self, records: Vec<WalRecord>) -> Result<DurableBatch, WriteError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::AppendBatch(records, tx))
+            .await
+            .map_err(|_| WriteError::Closed)?;
+        Ok(DurableBatch(rx))
     }
 
     /// [`Wal::truncate_before`] on the writer thread.
@@ -152,31 +264,59 @@ impl Future for Durable {
     }
 }
 
+/// Resolves to the LSNs of a submitted batch once all of it is durable.
+#[must_use = "a batch is durable only when this resolves to Ok"]
+pub struct DurableBatch(oneshot::Receiver<Result<Range<Lsn>, WriteError>>);
+
+impl Future for DurableBatch {
+    type Output = Result<Range<Lsn>, WriteError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(WriteError::Closed)))
+    }
+}
+
 fn run(
     mut wal: Wal,
     mut commands: mpsc::Receiver<Command>,
     max_group: usize,
     gauges: Arc<WalGauges>,
 ) -> Wal {
-    let mut waiting: Vec<(Lsn, Reply<Lsn>)> = Vec::with_capacity(max_group);
+    let mut waiting: Vec<Waiter> = Vec::with_capacity(max_group);
     while let Some(first) = commands.blocking_recv() {
         let mut next = Some(first);
+        let mut records = 0;
         while let Some(command) = next.take() {
             match command {
                 Command::Append(record, reply) => match wal.append(&record) {
-                    Ok(lsn) => waiting.push((lsn, reply)),
+                    Ok(lsn) => {
+                        waiting.push(Waiter::One(lsn, reply));
+                        records += 1;
+                    }
                     Err(e) => {
-                        let _ = reply.send(Err(WriteError::Wal(Arc::new(e))));
+                        let _ = reply.send(Err(refused(e, &gauges)));
+                    }
+                },
+                Command::AppendBatch(batch, reply) => match wal.append_all(&batch) {
+                    Ok(lsns) if lsns.is_empty() => {
+                        let _ = reply.send(Ok(lsns));
+                    }
+                    Ok(lsns) => {
+                        waiting.push(Waiter::Batch(lsns, reply));
+                        records += batch.len();
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(refused(e, &gauges)));
                     }
                 },
                 Command::TruncateBefore(lsn, reply) => {
-                    let result = wal
-                        .truncate_before(lsn)
-                        .map_err(|e| WriteError::Wal(Arc::new(e)));
+                    let result = wal.truncate_before(lsn).map_err(WriteError::from_wal);
                     let _ = reply.send(result);
                 }
             }
-            if waiting.len() < max_group {
+            if records < max_group {
                 next = commands.try_recv().ok();
             }
         }
@@ -184,16 +324,33 @@ fn run(
             match wal.commit() {
                 Ok(_) => {
                     gauges.commits.fetch_add(1, Relaxed);
-                    gauges.records.fetch_add(waiting.len() as u64, Relaxed);
-                    for (lsn, reply) in waiting.drain(..) {
-                        let _ = reply.send(Ok(lsn));
+                    gauges.records.fetch_add(records as u64, Relaxed);
+                    gauges.full.set_resumed();
+                    for waiter in waiting.drain(..) {
+                        match waiter {
+                            Waiter::One(lsn, reply) => {
+                                let _ = reply.send(Ok(lsn));
+                            }
+                            Waiter::Batch(lsns, reply) => {
+                                let _ = reply.send(Ok(lsns));
+                            }
+                        }
                     }
                 }
                 Err(e) => {
-                    tracing::error!("WAL commit failed: {e}");
-                    let e = Arc::new(e);
-                    for (_, reply) in waiting.drain(..) {
-                        let _ = reply.send(Err(WriteError::Wal(e.clone())));
+                    if !matches!(e, WalError::Full { .. }) {
+                        tracing::error!("WAL commit failed: {e}");
+                    }
+                    let e = refused(e, &gauges);
+                    for waiter in waiting.drain(..) {
+                        match waiter {
+                            Waiter::One(_, reply) => {
+                                let _ = reply.send(Err(e.clone()));
+                            }
+                            Waiter::Batch(_, reply) => {
+                                let _ = reply.send(Err(e.clone()));
+                            }
+                        }
                     }
                 }
             }
@@ -201,6 +358,14 @@ fn run(
         update(&gauges, &wal);
     }
     wal
+}
+
+/// The error for a refused request; a full log shows in the gauges.
+fn refused(e: WalError, gauges: &WalGauges) -> WriteError {
+    if let WalError::Full { reason } = &e {
+        gauges.full.set_full(reason);
+    }
+    WriteError::from_wal(e)
 }
 
 fn update(gauges: &WalGauges, wal: &Wal) {
@@ -287,5 +452,94 @@ mod tests {
         assert_eq!(writer.append(record(1)).await.unwrap(), Lsn(1));
         assert_eq!(writer.truncate_before(Lsn(2)).await.unwrap(), 0);
         writer.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_durable_whole_or_refused_whole_until_there_is_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = WalOptions {
+            segment_bytes: 512,
+            max_bytes: Some(2048),
+            ..WalOptions::default()
+        };
+        let gauges = Arc::new(WalGauges::default());
+        let writer = WalWriter::spawn_with_gauges(
+            Wal::open(dir.path(), options).unwrap(),
+            16,
+            64,
+            gauges.clone(),
+        );
+        let batch = |from: u64| (from..from + 5).map(record).collect::<Vec<_>>();
+
+        // Batches of five until the bound refuses one.
+        let mut next = 1;
+        let refused = loop {
+            match writer.submit_batch(batch(next)).await.unwrap().await {
+                Ok(lsns) => {
+                    assert_eq!(lsns, Lsn(next)..Lsn(next + 5));
+                    assert!(!gauges.full.is_full());
+                    next += 5;
+                }
+                Err(e) => break e,
+            }
+        };
+        assert!(next > 10, "{next}");
+        assert!(refused.is_full(), "{refused}");
+        assert!(gauges.full.is_full());
+        let reason = gauges.full.reason().unwrap();
+        assert!(reason.contains("max_bytes"), "{reason}");
+        assert!(gauges.bytes.load(Relaxed) <= 2048);
+        // Refused whole: still refused, and a single record after it gets
+        // the LSN the batch would have had.
+        let again = writer.submit_batch(batch(next)).await.unwrap().await;
+        assert!(again.is_err_and(|e| e.is_full()));
+
+        // The checkpoint cuts the log: the same batch goes in, LSNs without
+        // a gap, and the gauge clears.
+        assert!(writer.truncate_before(Lsn(next)).await.unwrap() > 0);
+        let lsns = writer
+            .submit_batch(batch(next))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(lsns, Lsn(next)..Lsn(next + 5));
+        assert!(!gauges.full.is_full());
+        assert_eq!(gauges.full.reason(), None);
+        let empty = writer
+            .submit_batch(Vec::new())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(empty, Lsn(next + 5)..Lsn(next + 5));
+
+        let wal = writer.close().await.unwrap();
+        let first = wal.first_lsn().get();
+        let replayed: Vec<_> = wal
+            .replay(Lsn::FIRST)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let expected: Vec<_> = (first..next + 5).map(|i| (Lsn(i), record(i))).collect();
+        assert_eq!(replayed, expected);
+    }
+
+    #[tokio::test]
+    async fn the_writer_holds_the_directory_lock_until_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = WalWriter::spawn(
+            Wal::open(dir.path(), WalOptions::default()).unwrap(),
+            16,
+            16,
+        );
+        assert_eq!(writer.append(record(0)).await.unwrap(), Lsn(1));
+        assert!(matches!(
+            Wal::open(dir.path(), WalOptions::default()),
+            Err(WalError::Locked { holder_pid: Some(pid), .. }) if pid == std::process::id()
+        ));
+        drop(writer.close().await.unwrap());
+        let wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        assert_eq!(wal.durable_lsn(), Lsn(1));
     }
 }

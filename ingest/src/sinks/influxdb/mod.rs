@@ -37,7 +37,8 @@ const MAX_ERROR_BODY: usize = 1024;
 pub enum HttpError {
     /// The request did not complete: connection refused or reset, timeout,
     /// or a broken response.
-    #[error("request failed: {0}")]
+    /// Its text is redacted ([`crate::secrets`]).
+    #[error("request failed: {}", crate::secrets::redact(&.0.to_string()))]
     Transport(#[source] reqwest::Error),
     /// The server answered with an error status.
     #[error("HTTP {status}: {body}")]

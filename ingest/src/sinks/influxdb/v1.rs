@@ -46,7 +46,9 @@ impl InfluxDbV1Sink {
                     .password_env
                     .as_deref()
                     .map(|var| Secret::from_env("password_env", var))
-                    .transpose()?,
+                    .transpose()?
+                    // Redacted from every log line and error from now on.
+                    .inspect(|password| crate::secrets::register(password.expose())),
             }),
         };
         let client = client_builder().build().map_err(SinkError::Client)?;

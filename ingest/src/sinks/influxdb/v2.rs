@@ -40,7 +40,11 @@ impl InfluxDbV2Sink {
         config.validate()?;
         let base = parse_base_url(&config.url)?;
         let token = match Secret::lookup("token_env", &config.token_env, env) {
-            Ok(token) => Some(token),
+            Ok(token) => {
+                // Redacted from every log line and error from now on.
+                crate::secrets::register(token.expose());
+                Some(token)
+            }
             Err(_) => {
                 warn!(
                     var = %config.token_env,
@@ -148,6 +152,7 @@ mod tests {
             "influxdb_v2 http://127.0.0.1:8086/ org=acme bucket=fleetpulse"
         );
         assert!(!format!("{sink:?}").contains("tok-s3cr3t"));
+        assert_eq!(crate::secrets::redact("token tok-s3cr3t"), "token ***");
     }
 
     #[test]

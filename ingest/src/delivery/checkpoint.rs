@@ -1,0 +1,74 @@
+//! The persisted checkpoint: the point in event time before which every
+//! window is in every store (and every alert in the outbox), so the WAL can
+//! be cut behind it and a restart need not write those windows again.
+
+use std::path::{Path, PathBuf};
+
+use fleetpulse_engine::{EventTime, Output};
+use serde::{Deserialize, Serialize};
+
+/// Event time a record belongs to, for suppression after a restart: a
+/// window's end, an alert transition's time.
+pub fn record_time(record: &Output) -> EventTime {
+    match record {
+        Output::Customer(r) => r.window_end,
+        Output::Device(r) => r.window_end,
+        Output::Outcome(r) => r.window_end,
+        Output::Milestone(r) => r.window_end,
+        Output::Health(r) => r.window_end,
+        Output::Alert(r) => r.resolved_at.unwrap_or(r.opened_at),
+        Output::Portfolio(r) => r.window_end,
+    }
+}
+
+/// The persisted checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Windows (and alert transitions) before this event time are in every
+    /// sink; after a restart they are not written again.
+    pub written_before: EventTime,
+}
+
+/// Where the checkpoint lives, beside the WAL segments.
+pub fn path(wal_dir: &Path) -> PathBuf {
+    wal_dir.join("checkpoint.json")
+}
+
+impl Checkpoint {
+    /// Reads the checkpoint; a missing file is the empty checkpoint.
+    pub fn load(wal_dir: &Path) -> std::io::Result<Self> {
+        match std::fs::read(path(wal_dir)) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes the checkpoint atomically: a temporary file, fsync, rename,
+    /// fsync of the directory.
+    pub fn store(&self, wal_dir: &Path) -> std::io::Result<()> {
+        let target = path(wal_dir);
+        let tmp = wal_dir.join("checkpoint.json.tmp");
+        let file = std::fs::File::create(&tmp)?;
+        serde_json::to_writer(&file, self)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &target)?;
+        std::fs::File::open(wal_dir)?.sync_all()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(Checkpoint::load(dir.path()).unwrap(), Checkpoint::default());
+        let c = Checkpoint { written_before: 42 };
+        c.store(dir.path()).unwrap();
+        assert_eq!(Checkpoint::load(dir.path()).unwrap(), c);
+    }
+}

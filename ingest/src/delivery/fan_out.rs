@@ -1,0 +1,104 @@
+//! Hands every closed window to every sink and keeps the checkpoint: the
+//! engine's records go to each sink's queue (a full queue makes this wait,
+//! which makes the engine wait: backpressure, not loss); once a second the
+//! [`Ledger`] is asked whether the sinks got further, the checkpoint is
+//! stored, and the WAL cut it allows is handed to the WAL's side.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fleetpulse_engine::{EngineEvent, Output};
+use tokio::sync::{mpsc, watch};
+
+use super::ledger::Ledger;
+use crate::metrics::IngestMetrics;
+use crate::wal::Lsn;
+
+/// Where records go and how far each receiver got.
+pub struct FanOut {
+    /// One queue per sink (and the alerts, and the API's view).
+    pub sinks: Vec<mpsc::Sender<Arc<[Output]>>>,
+    /// Batches each checkpointed receiver has fully written.
+    pub written: Vec<Arc<AtomicU64>>,
+    /// The write side of the delivery promise.
+    pub ledger: Arc<Mutex<Ledger>>,
+    /// The WAL directory, where the checkpoint is stored; `None`: no WAL.
+    pub wal_dir: Option<PathBuf>,
+    /// The WAL may be cut before this LSN.
+    pub cut: watch::Sender<Lsn>,
+    /// Counters.
+    pub metrics: Arc<IngestMetrics>,
+}
+
+impl FanOut {
+    /// Runs until the engine's event channel closes (the engine finished),
+    /// with a last checkpoint.
+    pub async fn run(self, mut events: mpsc::Receiver<EngineEvent>) {
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let event = tokio::select! {
+                event = events.recv() => event,
+                _ = ticker.tick() => {
+                    self.checkpoint().await;
+                    continue;
+                }
+            };
+            let Some(event) = event else { break };
+            match event {
+                EngineEvent::Progress { worker, frontier } => {
+                    self.ledger().frontier(worker, frontier);
+                }
+                EngineEvent::Records(mut records) => {
+                    {
+                        let ledger = self.ledger();
+                        records.retain(|r| ledger.keep(r));
+                    }
+                    if records.is_empty() {
+                        continue;
+                    }
+                    self.metrics
+                        .records_emitted
+                        .fetch_add(records.len() as u64, Relaxed);
+                    if let Some(probe) = self.metrics.probe.get() {
+                        probe.records_emitted(records.len());
+                    }
+                    let records: Arc<[Output]> = records.into();
+                    for sink in &self.sinks {
+                        if sink.send(records.clone()).await.is_err() {
+                            tracing::error!("a sink stopped; its records are not written");
+                        }
+                    }
+                    self.ledger().sent_batch();
+                }
+            }
+        }
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().expect("ledger poisoned")
+    }
+
+    /// Stores a checkpoint if the sinks got further, then allows the cut.
+    async fn checkpoint(&self) {
+        let Some(dir) = self.wal_dir.clone() else {
+            return;
+        };
+        let written: Vec<u64> = self.written.iter().map(|w| w.load(Relaxed)).collect();
+        let Some(plan) = self.ledger().plan(&written) else {
+            return;
+        };
+        let stored = tokio::task::spawn_blocking(move || plan.store(&dir)).await;
+        match stored {
+            Ok(Ok(())) => {
+                if let Some(cut) = self.ledger().stored(plan) {
+                    let _ = self.cut.send(cut);
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot write the checkpoint"),
+            Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
+        }
+    }
+}

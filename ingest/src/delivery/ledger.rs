@@ -1,0 +1,202 @@
+//! The write side of the delivery promise, as one synchronous state machine:
+//! what the WAL holds, what every sink has written, the checkpoint that
+//! records it, what may be cut from the WAL, and what a replay must not
+//! write again. The async tasks only carry its events and perform the I/O
+//! it asks for, in the order it asks for it:
+//!
+//! 1. the fan-out reports engine progress and batches handed to the sinks;
+//! 2. [`Ledger::plan`] proposes a checkpoint once every sink has written
+//!    further; the caller stores it (fsync) and then calls
+//!    [`Ledger::stored`], which says where the WAL may be cut. A cut never
+//!    precedes the checkpoint that justifies it.
+
+use std::ops::Range;
+
+use fleetpulse_engine::{EventTime, Output};
+
+use super::checkpoint::{Checkpoint, record_time};
+use super::progress::WriteProgress;
+use super::retention::Retention;
+use crate::wal::Lsn;
+
+/// Progress of everything written, from the WAL to the stores.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    progress: WriteProgress,
+    retention: Retention,
+    stored: Checkpoint,
+    /// Records before this time were written before the restart.
+    suppress_before: EventTime,
+}
+
+impl Ledger {
+    /// Starts from the checkpoint an earlier run stored, with `workers`
+    /// engine workers, the WAL starting at `first_lsn`, and records kept
+    /// `retention_ms` of event time behind the checkpoint.
+    pub fn new(workers: usize, stored: Checkpoint, first_lsn: Lsn, retention_ms: u64) -> Self {
+        Self {
+            progress: WriteProgress::new(workers, stored.written_before),
+            retention: Retention::new(first_lsn, retention_ms),
+            stored,
+            suppress_before: stored.written_before,
+        }
+    }
+
+    /// WAL records `lsns` are durable; their newest reading is at `newest`.
+    pub fn durable(&mut self, lsns: Range<Lsn>, newest: EventTime) {
+        self.retention.durable(lsns.start, lsns.end, newest);
+    }
+
+    /// Engine worker `worker` may emit nothing before `frontier` any more.
+    pub fn frontier(&mut self, worker: usize, frontier: Option<EventTime>) {
+        self.progress.frontier(worker, frontier);
+    }
+
+    /// False for a record every store already held before the restart: the
+    /// replay recomputed it and it is not written again.
+    pub fn keep(&self, record: &Output) -> bool {
+        record_time(record) >= self.suppress_before
+    }
+
+    /// The fan-out handed one more batch to every sink.
+    pub fn sent_batch(&mut self) {
+        self.progress.sent_batch();
+    }
+
+    /// Batches handed to every sink so far.
+    pub fn sent(&self) -> u64 {
+        self.progress.sent()
+    }
+
+    /// A checkpoint to store, if the sinks (`written`: batches written, one
+    /// count per sink) got further than the stored one.
+    pub fn plan(&mut self, written: &[u64]) -> Option<Checkpoint> {
+        let durable = self.progress.durable(written);
+        (durable > self.stored.written_before).then_some(Checkpoint {
+            written_before: durable,
+        })
+    }
+
+    /// `checkpoint` is on disk: where the WAL may now be cut (every record
+    /// below the returned LSN), if anywhere.
+    pub fn stored(&mut self, checkpoint: Checkpoint) -> Option<Lsn> {
+        if checkpoint.written_before <= self.stored.written_before {
+            return None;
+        }
+        self.stored = checkpoint;
+        self.retention.cut(checkpoint.written_before)
+    }
+
+    /// The checkpoint on disk.
+    pub fn checkpoint(&self) -> Checkpoint {
+        self.stored
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const RETENTION: u64 = 50;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A WAL group of `n` records whose newest reading is `at`.
+        Durable { n: u64, at: u64 },
+        /// Worker `w` reports frontier `f`.
+        Frontier { w: usize, f: u64 },
+        /// One batch handed to the sinks.
+        Sent,
+        /// Sink `s` finishes one more batch (if it has any left).
+        Written { s: usize },
+        /// Try to checkpoint; `crash`: the store fails before the file is
+        /// on disk.
+        Checkpoint { crash: bool },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (1..4u64, 0..1000u64).prop_map(|(n, at)| Step::Durable { n, at }),
+            (0..2usize, 0..1000u64).prop_map(|(w, f)| Step::Frontier { w, f }),
+            Just(Step::Sent),
+            (0..2usize).prop_map(|s| Step::Written { s }),
+            any::<bool>().prop_map(|crash| Step::Checkpoint { crash }),
+        ]
+    }
+
+    proptest! {
+        /// Never cut what a sink has not written, never checkpoint ahead of
+        /// a sink, and a restart from the stored checkpoint suppresses
+        /// exactly the records written before it.
+        #[test]
+        fn never_cut_or_suppress_what_a_sink_has_not_written(
+            steps in prop::collection::vec(step(), 1..200),
+        ) {
+            let mut ledger = Ledger::new(2, Checkpoint::default(), Lsn(1), RETENTION);
+            let mut next_lsn = 1u64;
+            // Model: newest event time per LSN; per sink, batches written;
+            // the frontier (min over workers) seen at each batch count.
+            let mut at_of = Vec::new();
+            let mut written = [0u64; 2];
+            let mut frontiers = [None::<u64>; 2];
+            // (batches sent when seen, frontier): a window ending before
+            // the frontier is in the batches sent up to then.
+            let mut seen: Vec<(u64, u64)> = Vec::new();
+            let mut on_disk = Checkpoint::default();
+            let mut cut_before = 1u64;
+            for step in steps {
+                match step {
+                    Step::Durable { n, at } => {
+                        ledger.durable(Lsn(next_lsn)..Lsn(next_lsn + n), at);
+                        at_of.extend(std::iter::repeat_n(at, n as usize));
+                        next_lsn += n;
+                    }
+                    Step::Frontier { w, f } => {
+                        // Frontiers only move forward.
+                        let f = frontiers[w].map_or(f, |old| old.max(f));
+                        frontiers[w] = Some(f);
+                        ledger.frontier(w, Some(f));
+                        if let [Some(a), Some(b)] = frontiers {
+                            seen.push((ledger.sent(), a.min(b)));
+                        }
+                    }
+                    Step::Sent => ledger.sent_batch(),
+                    Step::Written { s } => written[s] = (written[s] + 1).min(ledger.sent()),
+                    Step::Checkpoint { crash } => {
+                        if let Some(plan) = ledger.plan(&written) {
+                            // Every sink holds every window before the plan.
+                            let slowest = written.iter().copied().min().unwrap();
+                            let justified = seen
+                                .iter()
+                                .filter(|(needed, _)| *needed <= slowest)
+                                .map(|(_, f)| *f)
+                                .max()
+                                .unwrap_or(0);
+                            prop_assert!(plan.written_before <= justified,
+                                "checkpoint {} ahead of the sinks ({justified})", plan.written_before);
+                            if crash {
+                                continue;
+                            }
+                            on_disk = plan;
+                            if let Some(cut) = ledger.stored(plan) {
+                                prop_assert!(cut.0 > cut_before - 1);
+                                for lsn in cut_before..cut.0 {
+                                    let at = at_of[(lsn - 1) as usize];
+                                    prop_assert!(at + RETENTION < on_disk.written_before,
+                                        "record {lsn} at {at} cut, checkpoint {}", on_disk.written_before);
+                                }
+                                cut_before = cut.0;
+                            }
+                        }
+                    }
+                }
+            }
+            // A restart suppresses exactly what the checkpoint on disk
+            // says every sink held.
+            let restarted = Ledger::new(2, on_disk, Lsn(cut_before), RETENTION);
+            prop_assert_eq!(restarted.checkpoint(), on_disk);
+            prop_assert_eq!(restarted.suppress_before, on_disk.written_before);
+        }
+    }
+}

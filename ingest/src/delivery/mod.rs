@@ -1,0 +1,59 @@
+//! The delivery core: from the MQTT acknowledgement to the store, nothing
+//! acknowledged is lost (docs/DELIVERY.md states each guarantee and its
+//! test).
+//!
+//! ```text
+//! source --messages--> intake lane --group--> WAL (one fsync per group)
+//!    ^                     |  durable: engine, then acks
+//!    +--------acks---------+
+//! engine --records--> fan-out --> sinks, alerts outbox, API view
+//!                        |  every sink wrote further: checkpoint, then cut
+//!                        +--cut--> WAL
+//! ```
+//!
+//! The decisions are synchronous state machines with no I/O, tested
+//! without a broker: [`handover::Handover`] (never hand to the engine or
+//! acknowledge before durable, and in arrival order) and [`ledger::Ledger`]
+//! (never checkpoint ahead of a sink, never cut what a sink has not written,
+//! suppress exactly what was written before a restart). The async tasks in
+//! [`intake`], [`fan_out`] and [`replay`] carry events to them and perform
+//! the I/O they ask for.
+
+pub mod checkpoint;
+pub mod fan_out;
+pub mod handover;
+pub mod intake;
+pub mod ledger;
+pub mod progress;
+pub mod replay;
+pub mod retention;
+
+use std::sync::Arc;
+
+use fleetpulse_engine::EngineError;
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::wal::Lsn;
+use crate::wal::writer::WalWriter;
+
+/// The delivery path failed.
+#[derive(Debug, Error)]
+pub enum DeliveryError {
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The write-ahead log failed.
+    #[error("write-ahead log: {0}")]
+    Wal(String),
+}
+
+/// Cuts the WAL wherever the fan-out allows, until the fan-out stops.
+pub async fn cut_wal(wal: Arc<WalWriter>, mut cut: watch::Receiver<Lsn>) {
+    while cut.changed().await.is_ok() {
+        let before = *cut.borrow_and_update();
+        if let Err(e) = wal.truncate_before(before).await {
+            tracing::error!(error = %e, "cannot cut the WAL");
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! What has been written where. The engine reports, per worker, the lower
+//! bound of what it may still emit (its output frontier). The fan-out
+//! numbers the record batches it hands the sinks; each sink reports how many
+//! of them it has fully written. A window that ended before frontier `F` was
+//! handed out in a batch numbered at most `n`, where `n` is the count sent
+//! when `F` was seen; once every sink has written `n` batches, windows ending
+//! before `F` are in every store.
+
+use std::collections::VecDeque;
+
+use fleetpulse_engine::EventTime;
+
+/// Engine progress against what the sinks have written.
+#[derive(Debug, Clone)]
+pub struct WriteProgress {
+    /// Output frontier per worker; `None` until the worker first reports.
+    frontiers: Vec<Option<EventTime>>,
+    /// Batches handed to the sinks so far.
+    sent: u64,
+    /// (batches sent when a frontier was reached, that frontier).
+    marks: VecDeque<(u64, EventTime)>,
+    durable: EventTime,
+}
+
+impl WriteProgress {
+    /// Progress of `workers` engine workers, starting from what an earlier
+    /// run already made durable.
+    pub fn new(workers: usize, durable: EventTime) -> Self {
+        Self {
+            frontiers: vec![None; workers],
+            sent: 0,
+            marks: VecDeque::new(),
+            durable,
+        }
+    }
+
+    /// Batches handed to every sink so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// A batch was handed to every sink.
+    pub fn sent_batch(&mut self) {
+        self.sent += 1;
+    }
+
+    /// A worker reported its output frontier. `None` (the worker is done
+    /// because the input closed) says nothing about event time: windows
+    /// flushed at shutdown may be partial and are written again after a
+    /// restart, so it is ignored.
+    pub fn frontier(&mut self, worker: usize, frontier: Option<EventTime>) {
+        let Some(frontier) = frontier else { return };
+        if let Some(slot) = self.frontiers.get_mut(worker) {
+            *slot = Some(frontier);
+        }
+        let Some(global) = self
+            .frontiers
+            .iter()
+            .copied()
+            .collect::<Option<Vec<_>>>()
+            .and_then(|f| f.into_iter().min())
+        else {
+            return;
+        };
+        if self.marks.back().is_none_or(|(_, f)| *f < global) {
+            self.marks.push_back((self.sent, global));
+        }
+    }
+
+    /// Windows ending before the returned time are in every sink, given how
+    /// many batches each sink has written (`written`, one count per sink).
+    pub fn durable(&mut self, written: &[u64]) -> EventTime {
+        let written = written.iter().copied().min().unwrap_or(self.sent);
+        while let Some(&(needed, frontier)) = self.marks.front() {
+            if needed > written {
+                break;
+            }
+            self.durable = self.durable.max(frontier);
+            self.marks.pop_front();
+        }
+        self.durable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durable_waits_for_every_sink_and_every_worker() {
+        let mut p = WriteProgress::new(2, 0);
+        p.sent_batch();
+        p.frontier(0, Some(100));
+        assert_eq!(p.durable(&[1, 1]), 0, "worker 1 has not reported");
+        p.frontier(1, Some(50));
+        p.sent_batch();
+        p.frontier(1, Some(200));
+        assert_eq!(p.durable(&[2, 1]), 50);
+        assert_eq!(p.durable(&[2, 2]), 100);
+        // The end of input is no progress in event time.
+        p.frontier(0, None);
+        p.frontier(1, None);
+        assert_eq!(p.durable(&[2, 2]), 100);
+    }
+}

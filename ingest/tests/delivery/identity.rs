@@ -1,0 +1,360 @@
+//! Identity and event-time sanity through real mosquitto and the real
+//! service (in process, SQLite store):
+//!
+//! - two customers whose devices have the same ids (one of them far ahead in
+//!   its sequence) are both counted: customer and device KPIs equal the
+//!   simulator's ground truth of the same fleet with distinct ids;
+//! - replaced telematics units (sequence back at 1 under a higher unit
+//!   epoch, counters carried on or restarted from 0, the old unit's last
+//!   batch delivered after the new unit's first) lose nothing: the KPIs
+//!   equal the ground truth of the same fleet without replacements;
+//! - a first message dated 1970 after a fresh start is refused as
+//!   `before_start`, dead-lettered, and creates no day, health or portfolio
+//!   row before the contract start.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use fleetpulse::config::{CustomersRef, ServiceConfig};
+use fleetpulse::metrics::{IngestMetrics, RejectReason};
+use fleetpulse::service::{self, Runtime};
+use fleetpulse::sinks::SinkConfig;
+use fleetpulse::sinks::sqlite::{SqliteConfig, SqliteStore};
+use fleetpulse_proto::v1::TelemetryBatch;
+use fleetpulse_sim::{Fleet, FleetSpec, GroundTruth, PublishOptions};
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::servers::Mosquitto;
+
+const NO_LOSS: &str = include_str!("../../../deploy/mosquitto/no-loss.conf");
+
+/// (customer, device or "", day start) -> (operating hours, idle hours,
+/// cycles, samples).
+type Days = BTreeMap<(String, String, u64), (f64, f64, u64, u64)>;
+
+fn spec() -> FleetSpec {
+    FleetSpec {
+        customers: 2,
+        devices: 8,
+        days: 2,
+        seed: 11,
+        ..FleetSpec::default()
+    }
+}
+
+/// The service with a SQLite store fed `messages` through mosquitto; returns
+/// its counters once it handled them all and stopped (sinks flushed).
+async fn serve(
+    mosquitto: &Mosquitto,
+    dir: &Path,
+    fleet: &Fleet,
+    messages: Vec<(String, Vec<u8>)>,
+) -> Arc<IngestMetrics> {
+    let customers = dir.join("customers.toml");
+    fleetpulse::sim::write_files(fleet, None, Some(&customers)).unwrap();
+    let mut config = ServiceConfig::default();
+    config.mqtt.host = mosquitto.host().to_string();
+    config.mqtt.port = mosquitto.port();
+    config.mqtt.client_id = "fleetpulse-identity".into();
+    config.engine.workers = 2;
+    config.customers = Some(CustomersRef { file: customers });
+    config.limits.dead_letter_file = Some(dir.join("dead-letter.jsonl"));
+    config.sinks = vec![SinkConfig::Sqlite(SqliteConfig {
+        path: dir.join("kpi.sqlite"),
+    })];
+    let metrics = Arc::new(IngestMetrics::default());
+    let shutdown = CancellationToken::new();
+    let runtime = Runtime {
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+        http: None,
+    };
+    let service =
+        tokio::spawn(async move { service::run(config, Path::new("<identity>"), runtime).await });
+    wait_for("subscription", || metrics.subscribed.load(Relaxed)).await;
+    let total = messages.len() as u64;
+    let publisher = PublishOptions {
+        host: mosquitto.host().to_string(),
+        port: mosquitto.port(),
+        client_id: "identity-sim".into(),
+        ..PublishOptions::default()
+    };
+    fleetpulse_sim::publish(publisher, messages, |_| {})
+        .await
+        .unwrap();
+    wait_for("every message handled", || metrics.handled() >= total).await;
+    shutdown.cancel();
+    service.await.unwrap().unwrap();
+    metrics
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn encode(batch: &TelemetryBatch) -> (String, Vec<u8>) {
+    let topic =
+        fleetpulse_proto::telemetry_topic(&batch.customer_id, &batch.site_id, &batch.device_id);
+    (topic, batch.encode_to_vec())
+}
+
+/// Daily rows of the ground truth of `batches`, per customer (device "")
+/// and, with `per_device`, per (customer, device) too.
+fn truth(batches: &[TelemetryBatch], per_device: bool) -> Days {
+    let mut days = Days::new();
+    let mut customers = GroundTruth::default();
+    let mut devices: HashMap<(String, String), GroundTruth> = HashMap::new();
+    for b in batches {
+        customers.observe(b);
+        if per_device {
+            devices
+                .entry((b.customer_id.clone(), b.device_id.clone()))
+                .or_default()
+                .observe(b);
+        }
+    }
+    let rows = |truth: &GroundTruth, device: &str, days: &mut Days| {
+        for r in truth.rows() {
+            days.insert(
+                (r.customer, device.to_string(), r.day_start_ms),
+                (r.operating_hours, r.idle_hours, r.cycles, r.samples),
+            );
+        }
+    };
+    rows(&customers, "", &mut days);
+    for ((_, device), t) in &devices {
+        rows(t, device, &mut days);
+    }
+    days
+}
+
+/// The store's daily rows in the same shape.
+fn stored(path: &Path, per_device: bool) -> Days {
+    let store = SqliteStore::open(path).unwrap();
+    let mut days = Days::new();
+    for k in store.customer_kpis("1d").unwrap() {
+        days.insert(
+            (k.customer.to_string(), String::new(), k.window_start),
+            (k.operating_hours, k.idle_hours, k.cycles, k.samples),
+        );
+    }
+    if per_device {
+        for k in store.device_kpis("1d").unwrap() {
+            days.insert(
+                (k.customer.to_string(), k.device.to_string(), k.window_start),
+                (k.operating_hours, k.idle_hours, k.cycles, k.samples),
+            );
+        }
+    }
+    days
+}
+
+/// Counts equal, hours within 1e-6 relative.
+fn assert_equal(store: &Days, truth: &Days) {
+    assert_eq!(
+        store.keys().collect::<Vec<_>>(),
+        truth.keys().collect::<Vec<_>>(),
+        "the stored rows differ from the ground truth's"
+    );
+    for (key, t) in truth {
+        let s = &store[key];
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs().max(1.0);
+        assert!(
+            close(s.0, t.0) && close(s.1, t.1) && (s.2, s.3) == (t.2, t.3),
+            "{key:?}: store {s:?}, ground truth {t:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_customers_with_the_same_device_ids_are_both_counted() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = Fleet::generate(&spec());
+    // Every customer's devices become exc-01, exc-02, ...; the second
+    // customer's sequences run 1000 ahead (customer B's exc-01 at 1000 must
+    // not make customer A's exc-01 at 3 a replay).
+    let mut renamed = HashMap::new();
+    for customer in fleet.customers() {
+        for (i, device) in fleet.devices_of(customer).iter().enumerate() {
+            renamed.insert(device.id.clone(), format!("exc-{:02}", i + 1));
+        }
+    }
+    let original: Vec<TelemetryBatch> = fleet.messages().map(|m| m.batch).collect();
+    let clashing: Vec<TelemetryBatch> = original
+        .iter()
+        .map(|b| {
+            let mut b = b.clone();
+            if b.customer_id != fleet.customers()[0].id {
+                b.sequence += 999;
+            }
+            b.device_id = renamed[&b.device_id].clone();
+            b
+        })
+        .collect();
+    let metrics = serve(
+        &mosquitto,
+        dir.path(),
+        &fleet,
+        clashing.iter().map(encode).collect(),
+    )
+    .await;
+    assert_eq!(metrics.rejected_total(), 0);
+    assert_eq!(
+        metrics.messages_accepted.load(Relaxed),
+        clashing.len() as u64
+    );
+
+    // Independent: the ground truth of the fleet as generated (distinct
+    // ids), device rows under their new names.
+    let mut expected = truth(&original, true);
+    expected = expected
+        .into_iter()
+        .map(|((c, d, t), v)| {
+            let d = if d.is_empty() { d } else { renamed[&d].clone() };
+            ((c, d, t), v)
+        })
+        .collect();
+    let store = stored(&dir.path().join("kpi.sqlite"), true);
+    let clashes = store
+        .keys()
+        .filter(|(c, d, _)| c != &fleet.customers()[0].id && d == "exc-01")
+        .count();
+    assert!(clashes > 0, "the second customer's exc-01 is stored");
+    assert_equal(&store, &expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_unit_loses_no_data() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = Fleet::generate(&FleetSpec {
+        unit_replacements: 4,
+        ..spec()
+    });
+    let mut sent: Vec<TelemetryBatch> = fleet.messages().map(|m| m.batch).collect();
+    // Store-and-forward: each old unit's last batch arrives after the new
+    // unit's first, which the broker also delivers twice.
+    let mut replaced = 0;
+    for device in fleet.devices() {
+        let Some(from) = device.replaced_from else {
+            continue;
+        };
+        replaced += 1;
+        let new = sent
+            .iter()
+            .position(|b| b.device_id == device.id && b.samples[0].event_time_ms as u64 == from)
+            .unwrap();
+        assert_eq!(sent[new].sequence, 1);
+        let old = sent[..new]
+            .iter()
+            .rposition(|b| b.device_id == device.id)
+            .unwrap();
+        assert!(sent[old].unit_epoch < sent[new].unit_epoch);
+        let moved = sent.remove(old);
+        let again = sent[new - 1].clone();
+        sent.insert(new, moved);
+        sent.insert(new + 1, again);
+    }
+    assert!(replaced >= 3, "{replaced} units replaced");
+    let messages: Vec<(String, Vec<u8>)> = sent.iter().map(encode).collect();
+    let metrics = serve(&mosquitto, dir.path(), &fleet, messages).await;
+    assert_eq!(
+        metrics.rejected(RejectReason::SequenceReplayed),
+        replaced,
+        "only the redeliveries are refused"
+    );
+    assert_eq!(metrics.rejected_total(), replaced);
+    assert_eq!(
+        metrics.messages_accepted.load(Relaxed),
+        sent.len() as u64 - replaced
+    );
+
+    let store = stored(&dir.path().join("kpi.sqlite"), false);
+    // The same machines doing the same work without replacements: nothing
+    // lost, nothing counted twice.
+    let plain: Vec<TelemetryBatch> = Fleet::generate(&spec())
+        .messages()
+        .map(|m| m.batch)
+        .collect();
+    assert_equal(&store, &truth(&plain, false));
+    let generated: Vec<TelemetryBatch> = fleet.messages().map(|m| m.batch).collect();
+    assert_equal(&store, &truth(&generated, false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_message_dated_1970_is_refused_and_opens_no_days() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = Fleet::generate(&spec());
+    let batches: Vec<TelemetryBatch> = fleet.messages().map(|m| m.batch).collect();
+    // A unit that lost its clock: its first batch, an hour after 1970.
+    let mut lost = batches[0].clone();
+    lost.sequence = 1_000;
+    for (i, s) in lost.samples.iter_mut().enumerate() {
+        s.event_time_ms = 3_600_000 + i as i64 * 600_000;
+    }
+    let messages = std::iter::once(encode(&lost))
+        .chain(batches.iter().map(encode))
+        .collect();
+    let metrics = serve(&mosquitto, dir.path(), &fleet, messages).await;
+    assert_eq!(metrics.rejected(RejectReason::BeforeStart), 1);
+    assert_eq!(metrics.rejected_total(), 1);
+    assert_eq!(
+        metrics.messages_accepted.load(Relaxed),
+        batches.len() as u64
+    );
+
+    let letters = std::fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap();
+    let letters: Vec<serde_json::Value> = letters
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["reason"], "before_start");
+    assert!(
+        letters[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("1970-01-01T01:00:00Z"),
+        "{}",
+        letters[0]
+    );
+
+    // No day before the contract start: the days are exactly the ground
+    // truth's, and no health or portfolio row predates the earliest contract.
+    let path = dir.path().join("kpi.sqlite");
+    assert_equal(&stored(&path, true), &truth(&batches, true));
+    let contract_start = fleet
+        .customers()
+        .iter()
+        .map(|c| c.contract.start_ms)
+        .min()
+        .unwrap();
+    let store = SqliteStore::open(&path).unwrap();
+    let health = store.health(None).unwrap();
+    let portfolio = store.portfolio().unwrap();
+    assert!(!health.is_empty() && !portfolio.is_empty());
+    assert!(health.iter().all(|h| h.window_start >= contract_start));
+    assert!(portfolio.iter().all(|p| p.window_start >= contract_start));
+    assert!(
+        store
+            .alerts(false)
+            .unwrap()
+            .iter()
+            .all(|a| a.opened_at >= contract_start)
+    );
+    let first_day = batches[0].samples[0].event_time_ms as u64 / 86_400_000 * 86_400_000;
+    assert!(health.iter().all(|h| h.window_start >= first_day));
+}
