@@ -6,7 +6,7 @@
 //! (seconds or an HTTP date) up to the schedule's longest delay, until the
 //! webhook takes the notification: it waits in the outbox meanwhile, and
 //! after `max_retries` the failure is logged as an error (then every 20th
-//! retry). Any other status (400, 401, 403, 404, ...) will not get better by
+//! retry, the others at debug level). Any other status (400, 401, 403, 404, ...) will not get better by
 //! repeating the request: it is logged and the notification is dropped and
 //! counted as failed at once. Deciding ([`classify`]) and waiting
 //! ([`retry_delay`], [`parse_retry_after`]) are plain functions; [`Webhook`]
@@ -220,6 +220,12 @@ impl Webhook {
                             ?delay,
                             "alert webhook still failing ({why}); the alert stays in the \
                              outbox and is retried until the webhook takes it"
+                        );
+                    } else {
+                        tracing::debug!(
+                            webhook = %self.describe(), customer = %message.customer,
+                            rule = %message.rule, retry, ?delay,
+                            "alert webhook failed ({why}); retrying"
                         );
                     }
                     tokio::time::sleep(delay).await;

@@ -69,9 +69,8 @@ struct Group {
     watermark: EventTime,
 }
 
-type Pending = std::pin::Pin<
-    Box<dyn Future<Output = (GroupId, Result<Range<Lsn>, WriteError>)> + Send>,
->;
+type Pending =
+    std::pin::Pin<Box<dyn Future<Output = (GroupId, Result<Range<Lsn>, WriteError>)> + Send>>;
 
 impl Lane {
     /// Runs until the source closes `messages` (after `stop`), then hands
@@ -96,8 +95,7 @@ impl Lane {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
         loop {
-            let reading =
-                source_open && full.is_empty() && in_flight.len() < GROUPS_IN_FLIGHT;
+            let reading = source_open && full.is_empty() && in_flight.len() < GROUPS_IN_FLIGHT;
             if !source_open && handover.is_empty() {
                 break;
             }

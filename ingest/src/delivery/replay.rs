@@ -22,12 +22,10 @@ const REPLAY_GROUP: usize = 1024;
 pub fn open(config: &WalConfig) -> Result<(Wal, Checkpoint), DeliveryError> {
     std::fs::create_dir_all(&config.dir)
         .map_err(|e| DeliveryError::Wal(format!("{}: {e}", config.dir.display())))?;
-    let wal = Wal::open(&config.dir, config.options()).map_err(|e| DeliveryError::Wal(e.to_string()))?;
+    let wal =
+        Wal::open(&config.dir, config.options()).map_err(|e| DeliveryError::Wal(e.to_string()))?;
     let stored = Checkpoint::load(&config.dir).map_err(|e| {
-        DeliveryError::Wal(format!(
-            "{}: {e}",
-            checkpoint::path(&config.dir).display()
-        ))
+        DeliveryError::Wal(format!("{}: {e}", checkpoint::path(&config.dir).display()))
     })?;
     Ok((wal, stored))
 }

@@ -38,7 +38,8 @@ impl Retention {
     /// Records `start..end` are durable; their newest reading is at `newest`.
     pub fn durable(&mut self, start: Lsn, end: Lsn, newest: EventTime) {
         if end.0 > start.0 && end.0 > self.first.0 {
-            self.durable.insert(start.0.max(self.first.0), (end.0, newest));
+            self.durable
+                .insert(start.0.max(self.first.0), (end.0, newest));
         }
     }
 

@@ -214,7 +214,9 @@ pub async fn run(
                     // as too_large and acknowledges it, so it stops looping.
                     let limit = events.mqtt_options.max_packet_size();
                     let raised_to = size.clamp(limit, MQTT_MAX_PACKET_BYTES);
-                    let _ = raised_to;
+                    events
+                        .mqtt_options
+                        .set_max_packet_size(raised_to, config.max_packet_bytes);
                     OversizedPacket {
                         size,
                         limit,

@@ -1,1 +1,610 @@
-//! (work in progress)
+//! Alert notifications against a hostile network: the real `fleetpulse run`
+//! (WAL on, SQLite store) on a simulated fleet through real mosquitto, with a
+//! local Slack-style webhook receiver whose URL holds a secret.
+//!
+//! - The webhook refuses connections, then answers 500 echoing the secret
+//!   path, then answers slower than the timeout: the secret (and the MQTT
+//!   password) appears in no line of the service's debug log and in nothing
+//!   the HTTP API serves, while the failures themselves are logged.
+//! - The webhook is down while the alerts are produced, the service is
+//!   SIGKILLed and restarted with the webhook up: every alert transition the
+//!   store holds reaches the webhook, duplicates carry the same id.
+//!
+//! Expected notifications come from the store's alert rows (one row per
+//! episode, expanded into its open and resolve transitions), and their ids
+//! are recomputed here from the documented formula.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fleetpulse::sinks::sqlite::SqliteStore;
+use fleetpulse_engine::kpi::risk::AlertStatus;
+use fleetpulse_sim::{Fleet, FleetSpec, PublishOptions};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::support::servers::{Mosquitto, free_port, http_get};
+
+/// Six customers, 45 days: nine alert transitions from day 1 to day 33.
+fn fleet() -> Fleet {
+    Fleet::generate(&FleetSpec {
+        customers: 6,
+        devices: 24,
+        days: 45,
+        seed: 7,
+        samples_per_batch: 36,
+        ..FleetSpec::default()
+    })
+}
+
+async fn publish(mosquitto: &Mosquitto, fleet: &Fleet, client_id: &str) {
+    let options = PublishOptions {
+        host: mosquitto.host().to_string(),
+        port: mosquitto.port(),
+        client_id: client_id.into(),
+        give_up_after: Duration::from_secs(60),
+        ..PublishOptions::default()
+    };
+    let messages: Vec<(String, Vec<u8>)> = fleet.encoded_messages().collect();
+    let sent = messages.len();
+    let report = fleetpulse_sim::publish(options, messages, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.messages as usize, sent);
+}
+
+// ---------------------------------------------------------------------------
+// The service
+// ---------------------------------------------------------------------------
+
+/// The real binary, its stderr in a file.
+struct Service {
+    config: PathBuf,
+    log: PathBuf,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    starts: usize,
+}
+
+impl Service {
+    fn new(config: PathBuf, log: PathBuf, env: Vec<(String, String)>) -> Self {
+        Self {
+            config,
+            log,
+            env,
+            child: None,
+            starts: 0,
+        }
+    }
+
+    fn start(&mut self) {
+        self.starts += 1;
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fleetpulse"));
+        command
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (name, value) in &self.env {
+            command.env(name, value);
+        }
+        self.child = Some(command.spawn().unwrap());
+        self.wait_for_log("alerts started", self.starts);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// SIGINT: the ordered shutdown, within its deadline.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id().to_string();
+            Command::new("kill").args(["-INT", &pid]).status().unwrap();
+            let status = child.wait().unwrap();
+            assert!(status.success(), "stop failed: {status}\n{}", self.tail());
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_for_log(&self, needle: &str, count: usize) {
+        wait(&format!("{count} x `{needle}` in the log"), || {
+            self.log().matches(needle).count() >= count
+        });
+    }
+
+    fn tail(&self) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `done` for up to 60 s.
+fn wait(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn write_config(dir: &Path, mosquitto: &Mosquitto, extra: &str) -> PathBuf {
+    let path = dir.join("fleetpulse.toml");
+    let mut file = std::fs::File::create(&path).unwrap();
+    write!(
+        file,
+        r#"
+[mqtt]
+host = "{host}"
+port = {port}
+client_id = "fleetpulse-alerts-{port}"
+persistent_session = true
+
+[engine]
+workers = 1
+
+[customers]
+file = "customers.toml"
+
+[wal]
+dir = "wal"
+
+[[sinks]]
+type = "sqlite"
+path = "kpi.sqlite"
+
+{extra}
+"#,
+        host = mosquitto.host(),
+        port = mosquitto.port(),
+    )
+    .unwrap();
+    path
+}
+
+// ---------------------------------------------------------------------------
+// A Slack-style webhook receiver
+// ---------------------------------------------------------------------------
+
+/// How the receiver answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// 200.
+    Ok,
+    /// 500, the body echoing the request line (path included).
+    Fail,
+    /// Waits this long before answering 200 (longer than the client's
+    /// timeout).
+    Slow(Duration),
+}
+
+/// One request.
+#[derive(Debug, Clone)]
+struct Post {
+    path: String,
+    idempotency_key: Option<String>,
+    body: Value,
+    mode: Mode,
+}
+
+/// An HTTP/1.1 receiver on a fixed port; not listening until started, so
+/// the client first meets a refused connection.
+struct Hook {
+    port: u16,
+    mode: Arc<Mutex<Mode>>,
+    posts: Arc<Mutex<Vec<Post>>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Hook {
+    fn new() -> Self {
+        Self {
+            port: free_port(),
+            mode: Arc::new(Mutex::new(Mode::Ok)),
+            posts: Arc::default(),
+            task: None,
+        }
+    }
+
+    async fn listen(&mut self, mode: Mode) {
+        self.set(mode);
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        let (mode, posts) = (self.mode.clone(), self.posts.clone());
+        self.task = Some(tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(stream, mode.clone(), posts.clone()));
+            }
+        }));
+    }
+
+    fn set(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    fn posts(&self) -> Vec<Post> {
+        self.posts.lock().unwrap().clone()
+    }
+
+    fn count(&self, mode: Mode) -> usize {
+        self.posts().iter().filter(|p| p.mode == mode).count()
+    }
+
+    /// Notification ids the receiver took (answered 200 in time), with how
+    /// many times each came.
+    fn delivered(&self) -> BTreeMap<String, usize> {
+        let mut ids = BTreeMap::new();
+        for post in self.posts().iter().filter(|p| p.mode == Mode::Ok) {
+            let id = post.body["notification_id"].as_str().unwrap().to_owned();
+            *ids.entry(id).or_default() += 1;
+        }
+        ids
+    }
+}
+
+impl Drop for Hook {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+async fn serve(stream: TcpStream, mode: Arc<Mutex<Mode>>, posts: Arc<Mutex<Vec<Post>>>) {
+    let mut stream = BufReader::new(stream);
+    loop {
+        let mut request_line = String::new();
+        if stream.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        let (mut length, mut idempotency_key) = (0, None);
+        loop {
+            let mut line = String::new();
+            if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').unwrap();
+            match name.to_ascii_lowercase().as_str() {
+                "content-length" => length = value.trim().parse().unwrap(),
+                "idempotency-key" => idempotency_key = Some(value.trim().to_owned()),
+                _ => {}
+            }
+        }
+        let mut body = vec![0; length];
+        if stream.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let mode = *mode.lock().unwrap();
+        posts.lock().unwrap().push(Post {
+            path,
+            idempotency_key,
+            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+            mode,
+        });
+        let (status, answer) = match mode {
+            Mode::Ok => (200, "ok".to_owned()),
+            Mode::Fail => (500, format!("no handler for {}", request_line.trim_end())),
+            Mode::Slow(delay) => {
+                tokio::time::sleep(delay).await;
+                (200, "ok".to_owned())
+            }
+        };
+        let response = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{answer}",
+            answer.len()
+        );
+        if stream
+            .get_mut()
+            .write_all(response.as_bytes())
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Expected notifications, from the store
+// ---------------------------------------------------------------------------
+
+/// FNV-1a, 128 bit, as documented for `alert_id` (docs/CUSTOMER_SUCCESS.md).
+fn fnv1a_128(bytes: &[u8]) -> u128 {
+    let mut hash: u128 = 0x6c62272e07bb014262b821756295c58d;
+    for &byte in bytes {
+        hash ^= u128::from(byte);
+        hash = hash.wrapping_mul((1u128 << 88) + 0x13b);
+    }
+    hash
+}
+
+/// What the store says was sent: notification id -> (customer, rule, status).
+fn expected(store: &Path) -> BTreeMap<String, (String, String, String)> {
+    let store = SqliteStore::open(store).unwrap();
+    let mut expected = BTreeMap::new();
+    for alert in store.alerts(false).unwrap() {
+        let key = format!("{}\0{}\0{}", alert.customer, alert.rule.as_str(), alert.opened_at);
+        let alert_id = format!("{:032x}", fnv1a_128(key.as_bytes()));
+        let mut statuses = vec!["open"];
+        if alert.status == AlertStatus::Resolved {
+            statuses.push("resolved");
+        }
+        for status in statuses {
+            expected.insert(
+                format!("{alert_id}-{status}"),
+                (
+                    alert.customer.to_string(),
+                    alert.rule.as_str().to_owned(),
+                    status.to_owned(),
+                ),
+            );
+        }
+    }
+    expected
+}
+
+/// Event time of the checkpoint (ms), 0 without one.
+fn checkpoint(wal: &Path) -> u64 {
+    std::fs::read(wal.join("checkpoint.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+        .and_then(|json| json["written_before"].as_u64())
+        .unwrap_or(0)
+}
+
+/// Every webhook post is well formed: the secret path, the id in the body
+/// and the header, and text that names the transition.
+fn check_posts(hook: &Hook, path: &str, expected: &BTreeMap<String, (String, String, String)>) {
+    for post in hook.posts() {
+        assert_eq!(post.path, path);
+        let id = post.body["notification_id"].as_str().unwrap();
+        assert_eq!(post.idempotency_key.as_deref(), Some(id));
+        let alert_id = post.body["alert_id"].as_str().unwrap();
+        assert!(id.starts_with(alert_id), "{id} / {alert_id}");
+        let (_, rule, status) = expected
+            .get(id)
+            .unwrap_or_else(|| panic!("{id} is no alert of the store: {:?}", post.body));
+        let text = post.body["text"].as_str().unwrap();
+        assert!(text.contains(rule.as_str()), "{text}");
+        let verb = if status == "open" { "opened" } else { "resolved" };
+        assert!(text.contains(verb), "{text}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_webhook_never_puts_its_secret_in_a_log_or_the_api() {
+    let mosquitto = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = fleet();
+    fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
+    let mut hook = Hook::new();
+    let secret = format!("SECRETxyz{}q7", hook.port);
+    let path = format!("/hooks/T000/B000/{secret}");
+    let url = format!("http://127.0.0.1:{}{path}", hook.port);
+    let password = format!("mqtt-pw-{}-s3cr3t", hook.port);
+    let http = free_port();
+    let config = write_config(
+        dir.path(),
+        &mosquitto,
+        &format!(
+            r#"
+[http]
+enabled = true
+listen = "127.0.0.1:{http}"
+
+[alerts]
+mqtt = true
+webhook_url_env = "FLEETPULSE_TEST_WEBHOOK"
+webhook_timeout = "300ms"
+retry_initial = "50ms"
+retry_max = "300ms"
+max_retries = 3
+"#
+        ),
+    );
+    // The broker takes any credentials; the password still travels.
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "persistent_session = true",
+        "persistent_session = true\nusername = \"fleetpulse\"\npassword_env = \"FLEETPULSE_TEST_MQTT_PASSWORD\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut service = Service::new(
+        config,
+        dir.path().join("service.log"),
+        vec![
+            ("FLEETPULSE_TEST_WEBHOOK".into(), url.clone()),
+            ("FLEETPULSE_TEST_MQTT_PASSWORD".into(), password.clone()),
+        ],
+    );
+    service.start();
+    service.wait_for_log("connected to broker", 1);
+    publish(&mosquitto, &fleet, "alerts-secret-sim").await;
+
+    // Connection refused, retried many times.
+    let failed = "alert webhook failed";
+    let failures = |needle: &str| {
+        let log = service.log();
+        log.lines()
+            .filter(|l| l.contains(failed) && l.contains(needle))
+            .count()
+    };
+    wait("refused attempts", || failures("Connection refused") >= 6);
+    // 500 with the path echoed in the body.
+    hook.listen(Mode::Fail).await;
+    wait("500s", || hook.count(Mode::Fail) >= 6 && failures("HTTP 500") >= 6);
+    // Slower than the client's timeout.
+    hook.set(Mode::Slow(Duration::from_secs(1)));
+    wait("timeouts", || {
+        hook.count(Mode::Slow(Duration::from_secs(1))) >= 3 && failures("timed out") >= 3
+    });
+    hook.set(Mode::Ok);
+    let store = dir.path().join("kpi.sqlite");
+    wait("every alert of the store delivered", || {
+        let expected = expected(&store);
+        let delivered = hook.delivered();
+        !expected.is_empty() && expected.keys().all(|id| delivered.contains_key(id))
+    });
+
+    // Nothing the API serves holds the secret.
+    let mut api = vec![
+        "/healthz".to_owned(),
+        "/readyz".to_owned(),
+        "/metrics".to_owned(),
+        "/api/customers".to_owned(),
+        "/api/alerts?status=all".to_owned(),
+        "/api/portfolio".to_owned(),
+        "/".to_owned(),
+    ];
+    for customer in fleet.customers() {
+        api.push(format!("/api/customers/{}", customer.id));
+    }
+    for endpoint in &api {
+        let response = http_get(&format!("http://127.0.0.1:{http}{endpoint}")).unwrap();
+        let text = response.text();
+        for needle in [secret.as_str(), "T000/B000", password.as_str()] {
+            assert!(!text.contains(needle), "{endpoint} serves `{needle}`");
+        }
+    }
+    service.stop();
+
+    let log = service.log();
+    // The failures were logged (each kind, waited for above), the body the
+    // receiver echoed redacted...
+    assert!(log.contains("HTTP 500: no handler for POST *** HTTP/1.1"));
+    assert!(log.contains("still failing"), "{}", service.tail());
+    // ...and no line holds a secret, whole or in part.
+    for (number, line) in log.lines().enumerate() {
+        for needle in [secret.as_str(), "T000/B000", password.as_str()] {
+            assert!(
+                !line.contains(needle),
+                "line {} holds `{needle}`: {line}",
+                number + 1
+            );
+        }
+    }
+    check_posts(&hook, &path, &expected(&store));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_waiting_for_a_dead_webhook_survive_a_kill_9() {
+    let mosquitto = Mosquitto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = fleet();
+    fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
+    let mut hook = Hook::new();
+    let path = "/services/T1/B1/kill9-secret";
+    let config = write_config(
+        dir.path(),
+        &mosquitto,
+        &format!(
+            r#"
+[alerts]
+mqtt = false
+webhook_url = "http://127.0.0.1:{port}{path}"
+retry_initial = "50ms"
+retry_max = "200ms"
+max_retries = 2
+"#,
+            port = hook.port
+        ),
+    );
+    let mut service = Service::new(config, dir.path().join("service.log"), Vec::new());
+    service.start();
+    service.wait_for_log("connected to broker", 1);
+    publish(&mosquitto, &fleet, "alerts-kill9-sim").await;
+
+    // The webhook is down (nothing listens) while the alerts are produced
+    // and the checkpoint moves past some of them.
+    let store = dir.path().join("kpi.sqlite");
+    let wal = dir.path().join("wal");
+    wait("alerts behind the checkpoint", || {
+        let written_before = checkpoint(&wal);
+        let expected = expected(&store);
+        expected.len() >= 4
+            && SqliteStore::open(&store)
+                .unwrap()
+                .alerts(false)
+                .unwrap()
+                .iter()
+                .any(|a| a.opened_at < written_before)
+            && service.log().matches("still failing").count() >= 1
+    });
+    let before_kill = expected(&store);
+    service.kill();
+    assert!(hook.posts().is_empty());
+
+    // Restarted with the webhook up: the outbox goes out first.
+    hook.listen(Mode::Ok).await;
+    service.start();
+    let waiting = service
+        .log()
+        .lines()
+        .filter(|l| l.contains("alerts started"))
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    assert!(!waiting.contains("waiting_webhook=0"), "{waiting}");
+    wait("every alert of the store delivered", || {
+        let delivered = hook.delivered();
+        let expected = expected(&store);
+        expected.keys().all(|id| delivered.contains_key(id))
+    });
+    service.stop();
+
+    // Every transition the store holds was delivered, at least once; each
+    // duplicate carries the id of its original.
+    let expected = expected(&store);
+    assert!(before_kill.keys().all(|id| expected.contains_key(id)));
+    let delivered = hook.delivered();
+    let missing: Vec<_> = expected
+        .iter()
+        .filter(|(id, _)| !delivered.contains_key(*id))
+        .collect();
+    assert!(missing.is_empty(), "not delivered: {missing:?}");
+    let unknown: BTreeSet<_> = delivered
+        .keys()
+        .filter(|id| !expected.contains_key(*id))
+        .collect();
+    assert!(unknown.is_empty(), "not in the store: {unknown:?}");
+    check_posts(&hook, path, &expected);
+}

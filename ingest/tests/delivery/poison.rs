@@ -225,7 +225,10 @@ async fn run_with_poison(
     };
     let publisher = tokio::spawn(fleetpulse_sim::publish(options, messages, |_| {}));
     tokio::time::sleep(Duration::from_millis(sent * 1000 / 600 / 3)).await;
-    assert!(!publisher.is_finished(), "the fleet was out before the poison");
+    assert!(
+        !publisher.is_finished(),
+        "the fleet was out before the poison"
+    );
     for (i, &size) in poison.iter().enumerate() {
         let payload = vec![0x0a ^ (i as u8); size];
         tokio::task::block_in_place(|| mosquitto.publish(&topic, &payload, 1));
@@ -411,6 +414,90 @@ async fn a_packet_above_the_client_limit_breaks_the_connection_once_and_is_count
          counted and logged once, then refused as too_large; KPIs equal the ground truth",
         run.sent, poison[0]
     );
+}
+
+/// The embedded broker (`fleetpulse demo`) forwards a payload of the
+/// shipped limit and disconnects a publisher whose packet exceeds it with
+/// the longest topic allowed for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_broker_forwards_up_to_the_shipped_limit_and_no_more() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    use tokio::time::timeout;
+
+    let broker = fleetpulse::broker::start(0).unwrap();
+    let limit = shipped_limit();
+    let client = |id: &str| {
+        let mut options = MqttOptions::new(id, "127.0.0.1", broker.addr.port());
+        options.set_max_packet_size(4 * limit, 4 * limit);
+        AsyncClient::new(options, 10)
+    };
+    let topic = fleetpulse_proto::telemetry_topic("c", "s", "d");
+    let (subscriber, mut sub_events) = client("poison-embedded-sub");
+    subscriber
+        .subscribe("fleet/#", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    timeout(Duration::from_secs(10), async {
+        while !matches!(
+            sub_events.poll().await,
+            Ok(Event::Incoming(Packet::SubAck(_)))
+        ) {}
+    })
+    .await
+    .expect("subscribed");
+    let received = tokio::spawn(async move {
+        let mut sizes = Vec::new();
+        let _ = timeout(Duration::from_secs(6), async {
+            loop {
+                match sub_events.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => sizes.push(p.payload.len()),
+                    Ok(_) => {}
+                    Err(e) => panic!("subscriber: {e}"),
+                }
+            }
+        })
+        .await;
+        sizes
+    });
+
+    let (publisher, mut pub_events) = client("poison-embedded-pub");
+    publisher
+        .publish(&topic, QoS::AtLeastOnce, false, vec![1u8; limit])
+        .await
+        .unwrap();
+    timeout(Duration::from_secs(10), async {
+        loop {
+            match pub_events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => break,
+                Ok(_) => {}
+                Err(e) => panic!("a payload of the limit was refused: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the payload of the limit is acknowledged");
+    publisher
+        .publish(
+            &topic,
+            QoS::AtLeastOnce,
+            false,
+            vec![2u8; limit + PUBLISH_OVERHEAD_BYTES + 1],
+        )
+        .await
+        .unwrap();
+    let refused = timeout(Duration::from_secs(10), async {
+        loop {
+            match pub_events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => return false,
+                Ok(_) => {}
+                Err(_) => return true,
+            }
+        }
+    })
+    .await
+    .expect("an answer to the oversized publish");
+    assert!(refused, "the oversized publish was acknowledged");
+    assert_eq!(received.await.unwrap(), [limit]);
 }
 
 /// Every shipped mosquitto config sets the same payload limit as the

@@ -4,113 +4,32 @@
 //! (stop intake, hand over what is durable, drain the engine, flush the
 //! sinks) within `shutdown_timeout`.
 
-use std::collections::{HashMap, HashSet};
+mod parts;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use fleetpulse_engine::{
-    Cluster, CustomerSpec, Engine, EngineError, EngineOptions, Output, StatsSnapshot,
-};
-use thiserror::Error;
+use fleetpulse_engine::Output;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admission::{Admission, Bounds};
-use crate::alerts::{Alerts, AlertsError, AlertsReport};
-use crate::config::{ConfigError, ServiceConfig};
-use crate::customers::{CheckContext, CustomersFile};
+use crate::alerts::Alerts;
+use crate::config::ServiceConfig;
 use crate::dead_letter::{DeadLetterOptions, DeadLetterStore};
 use crate::delivery::checkpoint::Checkpoint;
 use crate::delivery::fan_out::FanOut;
 use crate::delivery::intake::Lane;
 use crate::delivery::ledger::Ledger;
-use crate::delivery::{self, DeliveryError, replay};
-use crate::metrics::IngestMetrics;
-use crate::sinks::writer::{SinkReport, SinkSettings, run_sink_counted};
-use crate::sinks::{Sink, SinkError};
+use crate::delivery::{self, replay};
+use crate::sinks::Sink;
+use crate::sinks::writer::{SinkSettings, run_sink_counted};
 use crate::source;
 use crate::wal::Lsn;
 use crate::wal::writer::WalWriter;
 
-/// The service could not start or failed while running.
-#[derive(Debug, Error)]
-pub enum ServiceError {
-    /// Bad configuration.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// A sink could not be opened.
-    #[error("cannot open sink: {0}")]
-    Sink(#[from] SinkError),
-    /// The engine failed.
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    /// The MQTT source could not start.
-    #[error(transparent)]
-    Source(#[from] source::mqtt::SourceError),
-    /// The alerts task could not be set up.
-    #[error(transparent)]
-    Alerts(#[from] AlertsError),
-    /// A task panicked.
-    #[error("task failed: {0}")]
-    Task(String),
-    /// The HTTP port could not be opened.
-    #[error("{0}")]
-    Http(std::io::Error),
-    /// The WAL or the delivery path failed.
-    #[error(transparent)]
-    Delivery(#[from] DeliveryError),
-}
-
-/// What a run did, for the CLI and tests.
-#[derive(Debug, Default)]
-pub struct RunReport {
-    /// Engine counters at the end.
-    pub engine: StatsSnapshot,
-    /// One report per sink that finished within the shutdown deadline.
-    pub sinks: Vec<SinkReport>,
-    /// Alert delivery, when `[alerts]` is enabled.
-    pub alerts: Option<AlertsReport>,
-}
-
-/// Everything `run` needs besides the config.
-pub struct Runtime {
-    /// Counters shared with whoever watches the service.
-    pub metrics: Arc<IngestMetrics>,
-    /// Cancelled to stop the service.
-    pub shutdown: CancellationToken,
-    /// The HTTP hub to feed with the records (the demo serves it itself and
-    /// keeps it after the run); `None`: the service makes one when `[http]`
-    /// is enabled.
-    pub http: Option<Arc<crate::http::Hub>>,
-}
-
-/// A customers file and the engine specs built from it.
-pub type LoadedCustomers = (CustomersFile, HashMap<String, CustomerSpec>);
-
-/// Loads the customers file the service config points to, if any, checked
-/// against the engine's windows and feature catalog.
-pub fn load_customers(
-    config: &ServiceConfig,
-    engine: &fleetpulse_engine::EngineConfig,
-) -> Result<Option<LoadedCustomers>, ConfigError> {
-    let Some(customers) = &config.customers else {
-        return Ok(None);
-    };
-    let path = &customers.file;
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    let file: CustomersFile = crate::config::parse_toml(path, &text)?;
-    let context = CheckContext {
-        windows: engine.windows.iter().map(|w| w.name.to_string()).collect(),
-        features: engine.features.clone(),
-    };
-    let specs = file.specs(path, &text, &context)?;
-    Ok(Some((file, specs)))
-}
+pub use parts::{LoadedCustomers, RunReport, Runtime, ServiceError, load_customers};
 
 /// Runs the service until `runtime.shutdown` is cancelled, then drains.
 pub async fn run(
@@ -158,33 +77,9 @@ pub async fn run(
     };
 
     let (events_tx, events_rx) = mpsc::channel(256);
-    let cluster = (config.cluster.as_ref())
-        .filter(|c| c.is_multi_process())
-        .map(|c| Cluster {
-            process: c.process,
-            addresses: c.addresses.clone(),
-        });
-    let options = EngineOptions {
-        workers: config.engine.workers,
-        cluster: cluster.clone(),
-        ..EngineOptions::default()
-    };
-    if let Some(cluster) = &cluster {
-        tracing::info!(
-            process = cluster.process,
-            processes = cluster.addresses.len(),
-            listen = %cluster.addresses[cluster.process],
-            "joining the timely cluster (waits for every member)"
-        );
-    }
-    let mut engine = {
-        let (engine_config, options) = (engine_config.clone(), options.clone());
-        tokio::task::spawn_blocking(move || Engine::start(engine_config, &options, events_tx))
-            .await
-            .map_err(|e| ServiceError::Task(e.to_string()))??
-    };
+    let (mut engine, workers) = parts::start_engine(&config, &engine_config, events_tx).await?;
     let stats = engine.stats();
-    tracing::info!(workers = options.workers, "engine started");
+    tracing::info!(workers, "engine started");
     let http = crate::http::attach(
         &config,
         runtime.http.clone(),
@@ -196,23 +91,30 @@ pub async fn run(
     .await
     .map_err(ServiceError::Http)?;
 
-    let known = (customers.as_ref())
-        .map(|c| c.customers.iter().map(|c| c.id.clone()).collect::<HashSet<_>>());
+    let mut admission = parts::admission(&config, &engine_config, customers.as_ref());
     let lateness = config.engine.allowed_lateness.as_millis() as u64;
-    let mut admission = Admission::new(config.limits(), known, engine_config.features.clone(), lateness)
-        .with_bounds(Bounds {
-            max_future_ms: config.limits.max_future.as_millis() as u64,
-            max_devices_per_customer: config.limits.max_devices_per_customer,
-        })
-        .with_earliest(crate::admission::Earliest::from_config(&config.limits, customers.as_ref()));
 
     // Windows (and a device's previous reading) a restart must be able to
     // recompute: two of the longest window, two hours of time-zone slack,
     // and the lateness.
-    let longest = engine_config.windows.iter().map(|w| w.length_ms).max().unwrap_or(0);
+    let longest = engine_config
+        .windows
+        .iter()
+        .map(|w| w.length_ms)
+        .max()
+        .unwrap_or(0);
     let retention_ms = 2 * longest + 2 * 3_600_000 + lateness;
-    let (stored, first) = wal.as_ref().map_or((Checkpoint::default(), Lsn::FIRST), |(w, c)| (*c, w.first_lsn()));
-    let ledger = Arc::new(Mutex::new(Ledger::new(options.workers, stored, first, retention_ms)));
+    let (stored, first) = wal
+        .as_ref()
+        .map_or((Checkpoint::default(), Lsn::FIRST), |(w, c)| {
+            (*c, w.first_lsn())
+        });
+    let ledger = Arc::new(Mutex::new(Ledger::new(
+        workers,
+        stored,
+        first,
+        retention_ms,
+    )));
     let (cut_tx, cut_rx) = watch::channel(first);
     let fan_out = FanOut {
         sinks: outputs,
@@ -225,9 +127,15 @@ pub async fn run(
     let fan_out = tasks.spawn(fan_out.run(events_rx));
     let writer = match wal {
         Some((wal, _)) => {
-            let replayed = replay::replay(&wal, &mut admission, &mut engine, &ledger, &metrics).await?;
+            let replayed =
+                replay::replay(&wal, &mut admission, &mut engine, &ledger, &metrics).await?;
             tracing::info!(replayed, "WAL replayed");
-            let writer = Arc::new(WalWriter::spawn_with_gauges(wal, 4096, 1024, metrics.wal.clone()));
+            let writer = Arc::new(WalWriter::spawn_with_gauges(
+                wal,
+                4096,
+                1024,
+                metrics.wal.clone(),
+            ));
             tasks.spawn(delivery::cut_wal(writer.clone(), cut_rx));
             Some(writer)
         }
@@ -300,13 +208,17 @@ pub async fn run(
     tracing::info!("stopping: flushing sinks");
     for task in sink_tasks {
         match tokio::time::timeout_at(stop_by, task).await {
-            Ok(result) => report.sinks.push(result.map_err(|e| ServiceError::Task(e.to_string()))?),
+            Ok(result) => report
+                .sinks
+                .push(result.map_err(|e| ServiceError::Task(e.to_string()))?),
             Err(_) => late("a sink is still writing"),
         }
     }
     if let Some(task) = alerts_task {
         match tokio::time::timeout_at(stop_by, task).await {
-            Ok(result) => report.alerts = Some(result.map_err(|e| ServiceError::Task(e.to_string()))?),
+            Ok(result) => {
+                report.alerts = Some(result.map_err(|e| ServiceError::Task(e.to_string()))?)
+            }
             Err(_) => late("alerts are still being delivered"),
         }
     }

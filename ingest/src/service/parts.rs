@@ -1,0 +1,160 @@
+//! The parts the service wires together, each opened from the config.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use fleetpulse_engine::{
+    Cluster, CustomerSpec, Engine, EngineConfig, EngineError, EngineEvent, EngineOptions,
+    StatsSnapshot,
+};
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::{Admission, Bounds, Earliest};
+use crate::alerts::{AlertsError, AlertsReport};
+use crate::config::{ConfigError, ServiceConfig};
+use crate::customers::{CheckContext, CustomersFile};
+use crate::delivery::DeliveryError;
+use crate::metrics::IngestMetrics;
+use crate::sinks::SinkError;
+use crate::sinks::writer::SinkReport;
+use crate::source;
+
+/// The service could not start or failed while running.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A sink could not be opened.
+    #[error("cannot open sink: {0}")]
+    Sink(#[from] SinkError),
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The MQTT source could not start.
+    #[error(transparent)]
+    Source(#[from] source::mqtt::SourceError),
+    /// The alerts task could not be set up.
+    #[error(transparent)]
+    Alerts(#[from] AlertsError),
+    /// A task panicked.
+    #[error("task failed: {0}")]
+    Task(String),
+    /// The HTTP port could not be opened.
+    #[error("{0}")]
+    Http(std::io::Error),
+    /// The WAL or the delivery path failed.
+    #[error(transparent)]
+    Delivery(#[from] DeliveryError),
+}
+
+/// What a run did, for the CLI and tests.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    /// Engine counters at the end.
+    pub engine: StatsSnapshot,
+    /// One report per sink that finished within the shutdown deadline.
+    pub sinks: Vec<SinkReport>,
+    /// Alert delivery, when `[alerts]` is enabled.
+    pub alerts: Option<AlertsReport>,
+}
+
+/// Everything `run` needs besides the config.
+pub struct Runtime {
+    /// Counters shared with whoever watches the service.
+    pub metrics: Arc<IngestMetrics>,
+    /// Cancelled to stop the service.
+    pub shutdown: CancellationToken,
+    /// The HTTP hub to feed with the records (the demo serves it itself and
+    /// keeps it after the run); `None`: the service makes one when `[http]`
+    /// is enabled.
+    pub http: Option<Arc<crate::http::Hub>>,
+}
+
+/// A customers file and the engine specs built from it.
+pub type LoadedCustomers = (CustomersFile, HashMap<String, CustomerSpec>);
+
+/// Loads the customers file the service config points to, if any, checked
+/// against the engine's windows and feature catalog.
+pub fn load_customers(
+    config: &ServiceConfig,
+    engine: &fleetpulse_engine::EngineConfig,
+) -> Result<Option<LoadedCustomers>, ConfigError> {
+    let Some(customers) = &config.customers else {
+        return Ok(None);
+    };
+    let path = &customers.file;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let file: CustomersFile = crate::config::parse_toml(path, &text)?;
+    let context = CheckContext {
+        windows: engine.windows.iter().map(|w| w.name.to_string()).collect(),
+        features: engine.features.clone(),
+    };
+    let specs = file.specs(path, &text, &context)?;
+    Ok(Some((file, specs)))
+}
+
+/// Starts the engine (joining the cluster when configured, which waits for
+/// every member); returns it with its number of workers.
+pub async fn start_engine(
+    config: &ServiceConfig,
+    engine_config: &EngineConfig,
+    events: mpsc::Sender<EngineEvent>,
+) -> Result<(Engine, usize), ServiceError> {
+    let cluster = (config.cluster.as_ref())
+        .filter(|c| c.is_multi_process())
+        .map(|c| Cluster {
+            process: c.process,
+            addresses: c.addresses.clone(),
+        });
+    if let Some(cluster) = &cluster {
+        tracing::info!(
+            process = cluster.process,
+            processes = cluster.addresses.len(),
+            listen = %cluster.addresses[cluster.process],
+            "joining the timely cluster (waits for every member)"
+        );
+    }
+    let options = EngineOptions {
+        workers: config.engine.workers,
+        cluster,
+        ..EngineOptions::default()
+    };
+    let workers = options.workers;
+    let engine_config = engine_config.clone();
+    let engine =
+        tokio::task::spawn_blocking(move || Engine::start(engine_config, &options, events))
+            .await
+            .map_err(|e| ServiceError::Task(e.to_string()))??;
+    Ok((engine, workers))
+}
+
+/// Admission as the config and the customers file set it up.
+pub fn admission(
+    config: &ServiceConfig,
+    engine_config: &EngineConfig,
+    customers: Option<&CustomersFile>,
+) -> Admission {
+    let known = customers.map(|c| {
+        c.customers
+            .iter()
+            .map(|c| c.id.clone())
+            .collect::<HashSet<_>>()
+    });
+    Admission::new(
+        config.limits(),
+        known,
+        engine_config.features.clone(),
+        config.engine.allowed_lateness.as_millis() as u64,
+    )
+    .with_bounds(Bounds {
+        max_future_ms: config.limits.max_future.as_millis() as u64,
+        max_devices_per_customer: config.limits.max_devices_per_customer,
+    })
+    .with_earliest(Earliest::from_config(&config.limits, customers))
+}
