@@ -310,9 +310,10 @@ mod tests {
 
     #[test]
     fn a_webhook_url_is_redacted_whole_and_in_parts() {
-        let url: reqwest::Url = "https://hooks.example.com/services/T0UNIT/B0UNIT/SECRETunit42?token=qTOKENunit"
-            .parse()
-            .unwrap();
+        let url: reqwest::Url =
+            "https://hooks.example.com/services/T0UNIT/B0UNIT/SECRETunit42?token=qTOKENunit"
+                .parse()
+                .unwrap();
         let wrapped = SecretUrl::new(url.clone());
         assert_eq!(wrapped.to_string(), "https://hooks.example.com/***");
         assert_eq!(
@@ -436,7 +437,10 @@ mod tests {
             .with_ansi(false)
             .finish();
         tracing::subscriber::with_default(subscriber, || {
-            tracing::warn!(url = "http://x/log-secret-unit-77", "failed: log-secret-unit-77");
+            tracing::warn!(
+                url = "http://x/log-secret-unit-77",
+                "failed: log-secret-unit-77"
+            );
         });
         let written = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
         assert!(!written.contains("log-secret-unit-77"), "{written}");

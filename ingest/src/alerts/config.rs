@@ -295,7 +295,10 @@ mod tests {
             config.outbox_dir(Some(Path::new("/wal"))),
             Some(PathBuf::from("/var/lib/fleetpulse/outbox"))
         );
-        assert!(!format!("{config:?}").contains("xyz"), "the URL is a secret");
+        assert!(
+            !format!("{config:?}").contains("xyz"),
+            "the URL is a secret"
+        );
     }
 
     #[test]

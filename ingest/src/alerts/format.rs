@@ -379,7 +379,7 @@ pub(crate) mod tests {
             id,
             format!(
                 "{:032x}",
-                fnv1a_128_reference(b"c01-acme\0usage_drop\01709251200000")
+                fnv1a_128_reference(b"c01-acme\x00usage_drop\x001709251200000")
             )
         );
         // Published FNV-1a 128 vectors: "" and "a".

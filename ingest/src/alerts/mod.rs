@@ -60,12 +60,12 @@ pub mod mqtt;
 pub mod outbox;
 pub mod webhook;
 
+use fleetpulse_engine::{AlertRecord, Output};
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-use fleetpulse_engine::{AlertRecord, Output};
 use thiserror::Error;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -567,7 +567,8 @@ async fn append(
         let dir = shared.lock().dir().map(|d| d.display().to_string());
         if gave_up.is_cancelled() {
             tracing::error!(
-                outbox = dir, alerts = items.len(),
+                outbox = dir,
+                alerts = items.len(),
                 "alert outbox write failed at the shutdown deadline ({error}); \
                  the alerts are recomputed from the WAL after a restart"
             );
@@ -576,7 +577,9 @@ async fn append(
         let delay = crate::source::mqtt::backoff(failures - 1);
         if failures <= 3 || failures.is_multiple_of(20) {
             tracing::error!(
-                outbox = dir, failures, retry_in_ms = delay.as_millis() as u64,
+                outbox = dir,
+                failures,
+                retry_in_ms = delay.as_millis() as u64,
                 "alert outbox write failed ({error}); retrying"
             );
         }
@@ -747,10 +750,16 @@ mod tests {
     }
 
     /// An answer to each request of a raw HTTP/1.1 client, from `status`.
-    async fn answer_all(listener: tokio::net::TcpListener, status: u16, seen: Arc<Mutex<Vec<String>>>) {
+    async fn answer_all(
+        listener: tokio::net::TcpListener,
+        status: u16,
+        seen: Arc<Mutex<Vec<String>>>,
+    ) {
         use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let seen = seen.clone();
             tokio::spawn(async move {
                 let mut stream = BufReader::new(stream);
@@ -782,7 +791,12 @@ mod tests {
                         seen.lock().unwrap().push(key);
                     }
                     let response = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
-                    if stream.get_mut().write_all(response.as_bytes()).await.is_err() {
+                    if stream
+                        .get_mut()
+                        .write_all(response.as_bytes())
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -815,7 +829,9 @@ mod tests {
         let task = tokio::spawn(alerts.run(rx, shutdown.clone(), written.clone()));
         let first: Arc<[Output]> = vec![alert_at(1), alert_at(2)].into();
         tx.send(first.clone()).await.unwrap();
-        tx.send(vec![Output::Customer(customer("acme", 0, 0))].into()).await.unwrap();
+        tx.send(vec![Output::Customer(customer("acme", 0, 0))].into())
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         shutdown.cancel();
         drop(tx);
@@ -838,7 +854,9 @@ mod tests {
         let (tx, rx) = mpsc::channel(4);
         let written = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(alerts.run(rx, CancellationToken::new(), written.clone()));
-        tx.send(vec![alert_at(2), alert_at(3)].into()).await.unwrap();
+        tx.send(vec![alert_at(2), alert_at(3)].into())
+            .await
+            .unwrap();
         drop(tx);
         let report = task.await.unwrap();
         server.abort();

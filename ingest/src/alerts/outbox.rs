@@ -91,7 +91,7 @@ enum LineIn {
     Add {
         seq: u64,
         channel: Channel,
-        message: AlertMessage,
+        message: Box<AlertMessage>,
     },
     Done {
         seq: u64,
@@ -187,7 +187,7 @@ impl Outbox {
                         Entry {
                             seq,
                             channel,
-                            message: Arc::new(message),
+                            message: Arc::new(*message),
                         },
                     );
                 }
@@ -380,10 +380,7 @@ mod tests {
                 (Channel::Mqtt, b.clone()),
             ])
             .unwrap();
-        assert_eq!(
-            entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
-            [1, 2, 3]
-        );
+        assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(outbox.pending_for(Channel::Mqtt), 2);
         assert_eq!(outbox.next_for(Channel::Webhook, 0).unwrap().seq, 2);
         assert_eq!(outbox.next_for(Channel::Mqtt, 1).unwrap().seq, 3);
@@ -407,9 +404,7 @@ mod tests {
         assert_eq!(reopened.next_for(Channel::Mqtt, 0).unwrap().message, b);
         // Positions continue after what was written, delivered or not.
         let mut reopened = reopened;
-        let next = reopened
-            .append([(Channel::Webhook, b.clone())])
-            .unwrap();
+        let next = reopened.append([(Channel::Webhook, b.clone())]).unwrap();
         assert_eq!(next[0].seq, 4);
     }
 
@@ -434,7 +429,10 @@ mod tests {
         let (outbox, _) = Outbox::open(dir.path()).unwrap();
         assert_eq!(lines(), 1, "only the pending one after a reopen");
         assert_eq!(outbox.len(), 1);
-        assert_eq!(outbox.pending().next().unwrap().seq, COMPACT_AFTER as u64 + 1);
+        assert_eq!(
+            outbox.pending().next().unwrap().seq,
+            COMPACT_AFTER as u64 + 1
+        );
     }
 
     #[test]

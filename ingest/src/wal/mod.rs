@@ -431,7 +431,9 @@ impl Wal {
             }
             Err(e) if is_storage_full(&e) => match self.roll_back_commit(segments, active) {
                 Ok(()) => {
-                    tracing::warn!(
+                    // Debug only: a caller retrying every second would
+                    // repeat it; the caller logs the transition once.
+                    tracing::debug!(
                         "WAL commit refused, log rolled back to LSN {}: {e}",
                         self.durable
                     );

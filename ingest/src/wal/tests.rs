@@ -552,6 +552,106 @@ proptest! {
     }
 }
 
+#[derive(Debug, Clone)]
+enum BoundedOp {
+    Append { payload: usize },
+    Batch { payloads: Vec<usize> },
+    Commit,
+    Reopen,
+    Truncate { back: u64 },
+}
+
+fn bounded_op() -> impl Strategy<Value = BoundedOp> {
+    prop_oneof![
+        6 => (0usize..300).prop_map(|payload| BoundedOp::Append { payload }),
+        3 => proptest::collection::vec(0usize..300, 0..12)
+            .prop_map(|payloads| BoundedOp::Batch { payloads }),
+        4 => Just(BoundedOp::Commit),
+        1 => Just(BoundedOp::Reopen),
+        2 => (0u64..20).prop_map(|back| BoundedOp::Truncate { back }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Under `max_bytes`: a refused append or batch changes nothing (no
+    /// LSN taken, nothing pending), the files never pass the bound, and the
+    /// log keeps exactly the committed records.
+    #[test]
+    fn bounded_histories_refuse_whole_and_keep_exactly_the_committed_records(
+        ops in proptest::collection::vec(bounded_op(), 1..100)
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let max = 3000;
+        let options = WalOptions { segment_bytes: 700, max_record_bytes: 4096, max_bytes: Some(max) };
+        let mut wal = Some(Wal::open(dir.path(), options).unwrap());
+        let mut durable: Vec<WalRecord> = Vec::new();
+        let mut pending: Vec<WalRecord> = Vec::new();
+        let mut keep_from = 1u64;
+        for op in ops {
+            let w = wal.as_mut().unwrap();
+            let next = (durable.len() + pending.len() + 1) as u64;
+            let before = (w.next_lsn(), w.pending_bytes());
+            match op {
+                BoundedOp::Append { payload } => {
+                    let record = model_record(next, payload);
+                    match w.append(&record) {
+                        Ok(lsn) => {
+                            prop_assert_eq!(lsn, Lsn(next));
+                            pending.push(record);
+                        }
+                        Err(WalError::Full { .. }) => {
+                            prop_assert_eq!((w.next_lsn(), w.pending_bytes()), before);
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                BoundedOp::Batch { payloads } => {
+                    let records: Vec<WalRecord> = payloads
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| model_record(next + i as u64, *p))
+                        .collect();
+                    match w.append_all(&records) {
+                        Ok(lsns) => {
+                            prop_assert_eq!(lsns, Lsn(next)..Lsn(next + records.len() as u64));
+                            pending.extend(records);
+                        }
+                        Err(WalError::Full { .. }) => {
+                            prop_assert_eq!((w.next_lsn(), w.pending_bytes()), before);
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                BoundedOp::Commit => {
+                    durable.append(&mut pending);
+                    prop_assert_eq!(w.commit().unwrap(), Lsn(durable.len() as u64));
+                    prop_assert!(w.bytes() <= max, "{} bytes", w.bytes());
+                }
+                BoundedOp::Reopen => {
+                    pending.clear();
+                    drop(wal.take());
+                    wal = Some(Wal::open(dir.path(), options).unwrap());
+                }
+                BoundedOp::Truncate { back } => {
+                    let lsn = (durable.len() as u64 + 1).saturating_sub(back).max(1);
+                    w.truncate_before(Lsn(lsn)).unwrap();
+                    keep_from = keep_from.max(lsn);
+                }
+            }
+        }
+        let w = wal.as_mut().unwrap();
+        check(w, &durable, keep_from, Lsn::ZERO)?;
+        drop(wal.take());
+        let reopened = Wal::open(dir.path(), options).unwrap();
+        check(&reopened, &durable, keep_from, Lsn::ZERO)?;
+        let on_disk: u64 = segment_files(dir.path()).iter().map(|f| fs::metadata(f).unwrap().len()).sum();
+        prop_assert_eq!(reopened.bytes(), on_disk);
+        prop_assert!(on_disk <= max);
+    }
+}
+
 /// Replay from `from` yields the durable records from
 /// `max(from, first kept)` on; truncation never dropped one at or above
 /// `keep_from`.

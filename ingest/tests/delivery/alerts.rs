@@ -359,7 +359,12 @@ fn expected(store: &Path) -> BTreeMap<String, (String, String, String)> {
     let store = SqliteStore::open(store).unwrap();
     let mut expected = BTreeMap::new();
     for alert in store.alerts(false).unwrap() {
-        let key = format!("{}\0{}\0{}", alert.customer, alert.rule.as_str(), alert.opened_at);
+        let key = format!(
+            "{}\0{}\0{}",
+            alert.customer,
+            alert.rule.as_str(),
+            alert.opened_at
+        );
         let alert_id = format!("{:032x}", fnv1a_128(key.as_bytes()));
         let mut statuses = vec!["open"];
         if alert.status == AlertStatus::Resolved {
@@ -402,7 +407,11 @@ fn check_posts(hook: &Hook, path: &str, expected: &BTreeMap<String, (String, Str
             .unwrap_or_else(|| panic!("{id} is no alert of the store: {:?}", post.body));
         let text = post.body["text"].as_str().unwrap();
         assert!(text.contains(rule.as_str()), "{text}");
-        let verb = if status == "open" { "opened" } else { "resolved" };
+        let verb = if status == "open" {
+            "opened"
+        } else {
+            "resolved"
+        };
         assert!(text.contains(verb), "{text}");
     }
 }
@@ -471,7 +480,9 @@ max_retries = 3
     wait("refused attempts", || failures("Connection refused") >= 6);
     // 500 with the path echoed in the body.
     hook.listen(Mode::Fail).await;
-    wait("500s", || hook.count(Mode::Fail) >= 6 && failures("HTTP 500") >= 6);
+    wait("500s", || {
+        hook.count(Mode::Fail) >= 6 && failures("HTTP 500") >= 6
+    });
     // Slower than the client's timeout.
     hook.set(Mode::Slow(Duration::from_secs(1)));
     wait("timeouts", || {
