@@ -32,17 +32,36 @@ pub struct FanOut {
     pub metrics: Arc<IngestMetrics>,
 }
 
+/// Logs a failing checkpoint once, not once a second while the disk is full.
+#[derive(Default)]
+struct Failing(bool);
+
+impl Failing {
+    fn failed(&mut self, error: &dyn std::fmt::Display) {
+        if !std::mem::replace(&mut self.0, true) {
+            tracing::error!(%error, "cannot write the checkpoint; retrying every second");
+        }
+    }
+
+    fn stored(&mut self) {
+        if std::mem::take(&mut self.0) {
+            tracing::info!("checkpoint written again");
+        }
+    }
+}
+
 impl FanOut {
     /// Runs until the engine's event channel closes (the engine finished),
     /// with a last checkpoint.
     pub async fn run(self, mut events: mpsc::Receiver<EngineEvent>) {
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failing = Failing::default();
         loop {
             let event = tokio::select! {
                 event = events.recv() => event,
                 _ = ticker.tick() => {
-                    self.checkpoint().await;
+                    self.checkpoint(&mut failing).await;
                     continue;
                 }
             };
@@ -82,7 +101,7 @@ impl FanOut {
     }
 
     /// Stores a checkpoint if the sinks got further, then allows the cut.
-    async fn checkpoint(&self) {
+    async fn checkpoint(&self, failing: &mut Failing) {
         let Some(dir) = self.wal_dir.clone() else {
             return;
         };
@@ -93,12 +112,13 @@ impl FanOut {
         let stored = tokio::task::spawn_blocking(move || plan.store(&dir)).await;
         match stored {
             Ok(Ok(())) => {
+                failing.stored();
                 if let Some(cut) = self.ledger().stored(plan) {
                     let _ = self.cut.send(cut);
                 }
             }
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot write the checkpoint"),
-            Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
+            Ok(Err(e)) => failing.failed(&e),
+            Err(e) => failing.failed(&e),
         }
     }
 }

@@ -470,13 +470,18 @@ async fn a_full_disk_pauses_intake_and_freed_space_resumes_it_without_a_restart(
     let paused = log.matches("intake paused until it has room").count();
     let resumed = log.matches("intake resumed").count();
     assert_eq!((paused, resumed), (1, 1), "{}", service.log_tail());
-    // Not one line per retry of the WAL (the checkpoint, written beside
-    // it, fails on its own while the disk is full).
-    let disk_full = log
+    // Not one line per retry: the WAL says it once, and the checkpoint,
+    // written beside it, at most once.
+    let wal_full = log
         .lines()
         .filter(|l| l.contains("No space left on device") && !l.contains("checkpoint"))
         .count();
-    assert_eq!(disk_full, 1, "{}", service.log_tail());
+    assert_eq!(wal_full, 1, "{}", service.log_tail());
+    let checkpoint_full = log
+        .lines()
+        .filter(|l| l.contains("No space left on device") && l.contains("checkpoint"))
+        .count();
+    assert!(checkpoint_full <= 1, "{}", service.log_tail());
 
     // The same process all along, and nothing lost or doubled.
     service.stop();
