@@ -32,4 +32,4 @@ pub use kpi::{
 pub use model::{DeviceBatch, DeviceKey, EventTime, Id, MachineState, Sample, Usage};
 pub use stats::{EngineStats, StatsSnapshot};
 pub use watermark::{Late, Watermark};
-pub use workers::{Cluster, Engine, EngineError, EngineEvent, EngineOptions};
+pub use workers::{Cluster, Engine, EngineError, EngineEvent, EngineInput, EngineOptions, lane_of};

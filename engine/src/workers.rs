@@ -31,6 +31,7 @@ use crate::dataflow;
 use crate::kpi::Output;
 use crate::model::{DeviceBatch, EventTime};
 use crate::operators::device_state::route_device;
+use crate::operators::route;
 use crate::stats::EngineStats;
 
 /// What a worker is told to do, in order.
@@ -89,6 +90,88 @@ pub struct Engine {
     cluster_watermark: Arc<AtomicU64>,
     /// In a mutex only so that `&Engine` is `Send` (the guards are not `Sync`).
     guards: Mutex<timely::communication::WorkerGuards<()>>,
+}
+
+/// One intake lane's part of a running engine: the workers `w` with
+/// `w % lanes == lane`, fed and advanced by that lane alone
+/// ([`Engine::split`]). Each lane's watermark moves its own workers; timely
+/// takes the minimum over workers where windows of different lanes meet.
+pub struct EngineInput {
+    /// (worker index, its command queue).
+    inputs: Vec<(usize, mpsc::Sender<Command>)>,
+    workers: usize,
+    advanced_to: EventTime,
+    tick_ms: u64,
+    cluster_watermark: Arc<AtomicU64>,
+}
+
+impl EngineInput {
+    /// Feeds a group of batches (all owned by this lane's workers, see
+    /// [`lane_of`]), one hand-over per worker.
+    pub async fn send_all(&self, batches: Vec<DeviceBatch>) -> Result<(), EngineError> {
+        if let [(_, input)] = self.inputs.as_slice() {
+            return input
+                .send(Command::Batches(batches))
+                .await
+                .map_err(|_| stopped());
+        }
+        let mut per_worker: Vec<Vec<DeviceBatch>> = vec![Vec::new(); self.inputs.len()];
+        for batch in batches {
+            let worker = worker_of(batch_route(&batch), self.workers);
+            let slot = self
+                .inputs
+                .iter()
+                .position(|(w, _)| *w == worker)
+                .unwrap_or(0);
+            per_worker[slot].push(batch);
+        }
+        for ((_, input), batches) in self.inputs.iter().zip(per_worker) {
+            if !batches.is_empty() {
+                input
+                    .send(Command::Batches(batches))
+                    .await
+                    .map_err(|_| stopped())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Advances event time on this lane's workers (no-op unless it moves a
+    /// tick).
+    pub async fn advance(&mut self, watermark: EventTime) -> Result<(), EngineError> {
+        let tick = watermark - watermark % self.tick_ms;
+        if tick <= self.advanced_to {
+            return Ok(());
+        }
+        self.advanced_to = tick;
+        for (_, input) in &self.inputs {
+            input
+                .send(Command::Advance(tick))
+                .await
+                .map_err(|_| stopped())?;
+        }
+        Ok(())
+    }
+
+    /// The highest watermark any lane of any process has advanced to.
+    pub fn cluster_watermark(&self) -> EventTime {
+        self.cluster_watermark.load(Relaxed)
+    }
+}
+
+/// The lane (of `lanes`) whose workers own the device `(customer, device)`
+/// when the engine has `workers` workers: computed from the ids alone, so
+/// a message can be routed before it is decoded.
+pub fn lane_of(customer: &str, device: &str, workers: usize, lanes: usize) -> usize {
+    worker_of(route(&(customer, device)), workers) % lanes.max(1)
+}
+
+fn batch_route(batch: &DeviceBatch) -> u64 {
+    route_device(batch)
+}
+
+fn worker_of(route: u64, workers: usize) -> usize {
+    (route % workers.max(1) as u64) as usize
 }
 
 /// How to start the engine.
@@ -249,6 +332,28 @@ impl Engine {
             .map_err(|_| stopped())
     }
 
+    /// Hands the inputs to `lanes` intake lanes: lane `k` gets the workers
+    /// `w % lanes == k` (at least one lane, at most one per worker). The
+    /// engine keeps only what [`Self::finish`] needs; it finishes once every
+    /// lane has dropped its input.
+    pub fn split(&mut self, lanes: usize) -> Vec<EngineInput> {
+        let workers = self.inputs.len();
+        let lanes = lanes.clamp(1, workers.max(1));
+        let mut split: Vec<EngineInput> = (0..lanes)
+            .map(|_| EngineInput {
+                inputs: Vec::new(),
+                workers,
+                advanced_to: self.advanced_to,
+                tick_ms: self.tick_ms,
+                cluster_watermark: self.cluster_watermark.clone(),
+            })
+            .collect();
+        for (worker, input) in self.inputs.drain(..).enumerate() {
+            split[worker % lanes].inputs.push((worker, input));
+        }
+        split
+    }
+
     /// Feeds a group of batches, one hand-over per worker that owns any of
     /// them, waiting while a worker's queue is full.
     pub async fn send_all(&self, batches: Vec<DeviceBatch>) -> Result<(), EngineError> {
@@ -404,11 +509,10 @@ fn run_worker(
                 Ok(Command::Advance(time)) => {
                     if time > *input.time() {
                         input.advance_to(time);
-                        // One proposal per process is enough.
-                        if index == 0 {
-                            proposals.send(time);
-                            proposals.flush();
-                        }
+                        // Every worker proposes: each intake lane advances
+                        // its own workers.
+                        proposals.send(time);
+                        proposals.flush();
                     }
                 }
                 Err(TryRecvError::Empty) => break,

@@ -91,9 +91,14 @@ pub struct Admission {
     /// are refused here (the engine deduplicates too, for what slips
     /// through).
     sequences: HashMap<DeviceKey, UnitSequences>,
-    devices_per_customer: HashMap<Id, usize>,
+    devices_per_customer: DeviceCounts,
     sequence_gaps: i64,
 }
+
+/// Devices seen per customer, shared by the admissions of every intake lane
+/// so that `max_devices_per_customer` bounds the customer, not each lane.
+/// Taken only when a lane meets a device for the first time.
+pub type DeviceCounts = std::sync::Arc<std::sync::Mutex<HashMap<Id, usize>>>;
 
 impl Admission {
     /// `customers`: the known customer ids, or `None` to accept any.
@@ -111,9 +116,15 @@ impl Admission {
             watermark: Watermark::new(lateness_ms),
             earliest: Earliest::default(),
             sequences: HashMap::new(),
-            devices_per_customer: HashMap::new(),
+            devices_per_customer: DeviceCounts::default(),
             sequence_gaps: 0,
         }
+    }
+
+    /// Shares the per-customer device counts with the other lanes.
+    pub fn with_device_counts(mut self, counts: DeviceCounts) -> Self {
+        self.devices_per_customer = counts;
+        self
     }
 
     /// Sets the bounds.
@@ -208,10 +219,11 @@ impl Admission {
         }
         let key = (batch.customer.clone(), batch.device.clone());
         if !self.sequences.contains_key(&key) {
-            let count = self
+            let mut counts = self
                 .devices_per_customer
-                .entry(batch.customer.clone())
-                .or_default();
+                .lock()
+                .expect("device counts poisoned");
+            let count = counts.entry(batch.customer.clone()).or_default();
             if *count >= self.bounds.max_devices_per_customer {
                 return Err(Rejection {
                     reason: RejectReason::DeviceLimit,

@@ -220,6 +220,18 @@ pub struct MqttConfig {
     /// memory, and the broker's limit with it.
     #[serde(default = "default_max_packet_bytes")]
     pub max_packet_bytes: usize,
+    /// MQTT connections of this process, each its own session on a shared
+    /// subscription (`$share/{shared_group or client_id}/{topic}`), so the
+    /// socket reads and acknowledgements spread over cores. Connection `i`
+    /// uses the client id `{client_id}-{i}` (the first keeps `client_id`).
+    /// Each message goes to the intake lane that owns its device, whichever
+    /// connection brought it.
+    #[serde(default = "default_connections")]
+    pub connections: usize,
+}
+
+fn default_connections() -> usize {
+    1
 }
 
 /// Engine settings as written in the file.
@@ -364,6 +376,7 @@ impl Default for MqttConfig {
             inflight: default_inflight(),
             queue: default_queue(),
             max_packet_bytes: default_max_packet_bytes(),
+            connections: default_connections(),
         }
     }
 }
@@ -474,6 +487,21 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
 }
 
 impl MqttConfig {
+    /// The settings of connection `index` of [`Self::connections`]: its own
+    /// client id, and a shared subscription when there are several.
+    pub fn connection(&self, index: usize) -> MqttConfig {
+        let mut config = self.clone();
+        if self.connections > 1 {
+            config
+                .shared_group
+                .get_or_insert_with(|| self.client_id.clone());
+            if index > 0 {
+                config.client_id = format!("{}-{index}", self.client_id);
+            }
+        }
+        config
+    }
+
     /// The filter actually subscribed to: `topic`, or its shared form.
     pub fn subscription(&self) -> String {
         match &self.shared_group {

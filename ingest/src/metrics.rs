@@ -114,7 +114,8 @@ pub struct IngestMetrics {
     pub records_written: AtomicU64,
     /// Failed sink write attempts (each failed retry counts).
     pub sink_write_errors: AtomicU64,
-    /// Current watermark, ms since the epoch.
+    /// Current watermark, ms since the epoch (the most advanced intake
+    /// lane's).
     pub watermark: AtomicU64,
     /// Sequence numbers devices skipped that never arrived (upstream loss,
     /// e.g. a broker dropping messages over its queue limit).

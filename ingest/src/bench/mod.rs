@@ -101,9 +101,12 @@ pub struct BenchArgs {
     /// URL of a running VictoriaMetrics (default: the harness starts one).
     #[arg(long)]
     pub store_url: Option<String>,
-    /// Timely workers of the fleetpulse consumer.
+    /// Timely workers of the fleetpulse consumer (also its intake lanes).
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
+    /// MQTT connections of the fleetpulse consumer (`mqtt.connections`).
+    #[arg(long, default_value_t = 1)]
+    pub connections: usize,
     /// Publish rate, messages/s (default: as fast as the broker takes them).
     #[arg(long)]
     pub rate: Option<f64>,
@@ -151,6 +154,7 @@ impl Default for BenchArgs {
             store: StoreKind::Victoriametrics,
             store_url: None,
             workers: 2,
+            connections: 1,
             rate: None,
             latency_rate: None,
             no_wal: false,
@@ -366,6 +370,7 @@ struct Setup {
     dir: PathBuf,
     consumer_exe: PathBuf,
     wal: bool,
+    connections: usize,
 }
 
 /// Runs every contender and returns the report (nothing printed on stdout).
@@ -477,6 +482,7 @@ async fn bench_in(args: &BenchArgs, spec: &FleetSpec, dir: &Path) -> anyhow::Res
         dir: dir.to_owned(),
         consumer_exe,
         wal: !args.no_wal,
+        connections: args.connections,
     };
 
     let mut runs = Vec::new();
@@ -715,7 +721,8 @@ fn fleetpulse_config(setup: &Setup, client_id: &str, workers: usize, wal: Option
          client_id = \"{client_id}\"\n\
          # A clean session: a bench subscription must not outlive its run\n\
          # and queue every later run's messages on the broker.\n\
-         persistent_session = false\n\n\
+         persistent_session = false\n\
+         connections = {connections}\n\n\
          [engine]\n\
          workers = {workers}\n\n\
          [customers]\n\
@@ -725,6 +732,7 @@ fn fleetpulse_config(setup: &Setup, client_id: &str, workers: usize, wal: Option
         host = setup.host,
         port = setup.port,
         customers = setup.customers_file.display(),
+        connections = setup.connections,
     )
 }
 

@@ -9,11 +9,11 @@
 //! itself once the append succeeds.
 
 use std::ops::Range;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fleetpulse_engine::{DeviceBatch, Engine, EventTime};
+use fleetpulse_engine::{DeviceBatch, EngineInput, EventTime};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use tokio::sync::mpsc;
@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::DeliveryError;
 use super::handover::{GroupId, Handover};
 use super::ledger::Ledger;
+use super::route::Router;
 use crate::admission::Admission;
 use crate::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::metrics::{IngestMetrics, MessageRejected};
@@ -38,22 +39,29 @@ const RETRY_FULL: Duration = Duration::from_secs(1);
 
 /// What one lane needs.
 pub struct Lane {
-    /// Admission state of the messages this lane receives.
+    /// Admission state of the devices this lane owns.
     pub admission: Admission,
-    /// Where admitted batches go once durable.
-    pub engine: Engine,
+    /// This lane's engine workers: admitted batches go there once durable.
+    pub engine: EngineInput,
     /// `None`: no WAL, messages are acknowledged by the client on receipt.
     pub wal: Option<Arc<WalWriter>>,
     /// The write side, told which WAL records became durable.
     pub ledger: Arc<Mutex<Ledger>>,
-    /// Refused messages, kept for inspection.
-    pub dead_letters: Option<DeadLetterStore>,
+    /// Refused messages, kept for inspection (one file for every lane).
+    pub dead_letters: Option<Arc<Mutex<DeadLetterStore>>>,
     /// Counters.
     pub metrics: Arc<IngestMetrics>,
-    /// Acknowledgements back to the source.
-    pub acks: Option<mpsc::Sender<AckToken>>,
+    /// Acknowledgements back to the sources, one queue per MQTT
+    /// connection (empty: the client acknowledges on receipt).
+    pub acks: Vec<mpsc::Sender<AckToken>>,
     /// Silence after which the watermark creeps forward.
     pub idle_after: Duration,
+    /// Sequence gaps of this lane already added to the metric.
+    pub gaps_reported: i64,
+    /// The most advanced lane's watermark. A lane admits against its own
+    /// (messages of different lanes overtake each other on the way), and
+    /// follows this one whenever it has nothing waiting.
+    pub watermark: Arc<AtomicU64>,
 }
 
 /// A group of received messages on its way to the engine.
@@ -73,8 +81,8 @@ type Pending =
     std::pin::Pin<Box<dyn Future<Output = (GroupId, Result<Range<Lsn>, WriteError>)> + Send>>;
 
 impl Lane {
-    /// Runs until the source closes `messages` (after `stop`), then hands
-    /// over what is durable and returns the engine for draining. After
+    /// Runs until the sources close `messages` (after `stop`), then hands
+    /// over what is durable and drops its engine input. After
     /// `stop`, waits at most `deadline` for the WAL; what is not durable by
     /// then stays unacknowledged at the broker.
     pub async fn run(
@@ -82,7 +90,7 @@ impl Lane {
         mut messages: mpsc::Receiver<Message>,
         stop: CancellationToken,
         deadline: Duration,
-    ) -> Result<Engine, DeliveryError> {
+    ) -> Result<(), DeliveryError> {
         let mut handover: Handover<Group> = Handover::default();
         let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
         let mut full: Vec<GroupId> = Vec::new();
@@ -168,13 +176,18 @@ impl Lane {
                             }
                         }
                     }
-                    if handover.is_empty() {
+                    if handover.is_empty() && messages.is_empty() {
+                        // Nothing of this lane's is on its way: whatever
+                        // reaches it from now on arrived after what the other
+                        // lanes admitted, so it may follow them at once, as
+                        // one admission for all devices would have.
+                        self.admission.follow(self.watermark.load(Relaxed));
                         self.idle(last_message.elapsed()).await?;
                     }
                 }
             }
         }
-        Ok(self.engine)
+        Ok(())
     }
 
     /// Admission of one group of messages; refusals are counted and
@@ -211,7 +224,8 @@ impl Lane {
                         detail: &rejection.detail,
                     }
                     .emit(&self.metrics);
-                    if let Some(store) = &mut self.dead_letters {
+                    if let Some(store) = &self.dead_letters {
+                        let mut store = store.lock().expect("dead-letter store poisoned");
                         let letter = DeadLetter {
                             topic: &message.topic,
                             reason: rejection.reason,
@@ -232,9 +246,12 @@ impl Lane {
             }
         }
         group.watermark = self.admission.watermark().current();
-        self.metrics
-            .sequence_gaps
-            .store(self.admission.sequence_gaps(), Relaxed);
+        self.watermark.fetch_max(group.watermark, Relaxed);
+        let gaps = self.admission.sequence_gaps();
+        self.metrics.sequence_gaps.fetch_add(
+            gaps - std::mem::replace(&mut self.gaps_reported, gaps),
+            Relaxed,
+        );
         group
     }
 
@@ -257,11 +274,11 @@ impl Lane {
                 self.engine.send_all(group.batches).await?;
             }
             self.engine.advance(group.watermark).await?;
-            self.metrics.watermark.store(group.watermark, Relaxed);
-            if let Some(acks) = &self.acks {
-                for ack in group.acks {
-                    // The source is gone at shutdown: the broker redelivers,
-                    // and the WAL's replay makes the redelivery a duplicate.
+            self.metrics.watermark.fetch_max(group.watermark, Relaxed);
+            for ack in group.acks {
+                // The source is gone at shutdown: the broker redelivers, and
+                // the WAL's replay makes the redelivery a duplicate.
+                if let Some(acks) = self.acks.get(ack.source()) {
                     let _ = acks.send(ack).await;
                 }
             }
@@ -269,22 +286,23 @@ impl Lane {
         Ok(())
     }
 
-    /// Nothing received for `idle`: let event time creep forward, and follow
-    /// the rest of the cluster when subscribed with no backlog.
+    /// Advances this lane's workers to its watermark; after `idle_after`
+    /// without a message, lets event time creep forward and follows the rest
+    /// of the cluster when subscribed with no backlog.
     async fn idle(&mut self, idle: Duration) -> Result<(), DeliveryError> {
-        if idle <= self.idle_after {
-            return Ok(());
-        }
-        self.admission
-            .idle_for((idle - self.idle_after).as_millis() as u64);
-        // With traffic, a member keeps its own watermark, so nothing it still
-        // receives is refused because another member ran ahead.
-        if self.metrics.subscribed.load(Relaxed) {
-            self.admission.follow(self.engine.cluster_watermark());
+        if idle > self.idle_after {
+            self.admission
+                .idle_for((idle - self.idle_after).as_millis() as u64);
+            // With traffic, a member keeps its own watermark, so nothing it
+            // still receives is refused because another member ran ahead.
+            if self.metrics.subscribed.load(Relaxed) {
+                self.admission.follow(self.engine.cluster_watermark());
+            }
         }
         let watermark = self.admission.watermark().current();
+        self.watermark.fetch_max(watermark, Relaxed);
         self.engine.advance(watermark).await?;
-        self.metrics.watermark.store(watermark, Relaxed);
+        self.metrics.watermark.fetch_max(watermark, Relaxed);
         Ok(())
     }
 }
@@ -305,4 +323,91 @@ pub fn wall_clock_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What [`spawn`] needs besides the lanes' admissions and engine inputs.
+pub struct IntakeParts {
+    /// Group commit; `None`: no WAL.
+    pub wal: Option<Arc<WalWriter>>,
+    /// The write side.
+    pub ledger: Arc<Mutex<Ledger>>,
+    /// Refused messages, kept for inspection.
+    pub dead_letters: Option<DeadLetterStore>,
+    /// Counters.
+    pub metrics: Arc<IngestMetrics>,
+    /// Cancelled to stop intake.
+    pub stop: CancellationToken,
+    /// Longest wait for the WAL after `stop`.
+    pub deadline: Duration,
+    /// Where the replay left the watermark.
+    pub watermark: EventTime,
+}
+
+/// Running intake: the MQTT connections and the lanes.
+pub struct Intake {
+    /// One task per MQTT connection.
+    pub sources: Vec<tokio::task::JoinHandle<Result<(), crate::source::mqtt::SourceError>>>,
+    /// One task per lane; each ends when every source has stopped.
+    pub lanes: tokio::task::JoinSet<Result<(), DeliveryError>>,
+}
+
+/// Starts `mqtt.connections` MQTT connections and one lane per
+/// `(admission, engine input)`, connected by a [`Router`] over `workers`
+/// engine workers; every task is tracked by `tasks`.
+pub fn spawn(
+    tasks: &tokio_util::task::TaskTracker,
+    mqtt: &crate::config::MqttConfig,
+    lanes: Vec<(Admission, EngineInput)>,
+    workers: usize,
+    idle_after: Duration,
+    parts: IntakeParts,
+) -> Intake {
+    let queue = mqtt.queue.max(1);
+    let (senders, receivers): (Vec<_>, Vec<_>) = lanes.iter().map(|_| mpsc::channel(queue)).unzip();
+    let router = Router::new(senders, workers);
+    let connections = mqtt.connections.max(1);
+    let (ack_senders, mut ack_receivers): (Vec<_>, Vec<_>) = match parts.wal {
+        Some(_) => (0..connections)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(queue);
+                (tx, Some(rx))
+            })
+            .unzip(),
+        None => (Vec::new(), (0..connections).map(|_| None).collect()),
+    };
+    let sources = (0..connections)
+        .map(|i| {
+            tasks.spawn(crate::source::mqtt::run(
+                mqtt.connection(i),
+                i,
+                router.clone(),
+                ack_receivers[i].take(),
+                parts.metrics.clone(),
+                parts.stop.clone(),
+            ))
+        })
+        .collect();
+    drop(router);
+    let dead_letters = parts.dead_letters.map(|d| Arc::new(Mutex::new(d)));
+    let watermark = Arc::new(AtomicU64::new(parts.watermark));
+    let mut running = tokio::task::JoinSet::new();
+    for ((admission, engine), messages) in lanes.into_iter().zip(receivers) {
+        let lane = Lane {
+            admission,
+            engine,
+            wal: parts.wal.clone(),
+            ledger: parts.ledger.clone(),
+            dead_letters: dead_letters.clone(),
+            metrics: parts.metrics.clone(),
+            acks: ack_senders.clone(),
+            idle_after,
+            gaps_reported: 0,
+            watermark: watermark.clone(),
+        };
+        running.spawn(tasks.track_future(lane.run(messages, parts.stop.clone(), parts.deadline)));
+    }
+    Intake {
+        sources,
+        lanes: running,
+    }
 }

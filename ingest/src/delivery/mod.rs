@@ -19,6 +19,7 @@
 //! [`intake`], [`fan_out`] and [`replay`] carry events to them and perform
 //! the I/O they ask for.
 
+pub mod acks;
 pub mod checkpoint;
 pub mod fan_out;
 pub mod handover;
@@ -27,6 +28,7 @@ pub mod ledger;
 pub mod progress;
 pub mod replay;
 pub mod retention;
+pub mod route;
 
 use std::sync::Arc;
 

@@ -5,11 +5,12 @@
 
 use std::sync::{Arc, Mutex};
 
-use fleetpulse_engine::{DeviceBatch, Engine};
+use fleetpulse_engine::{DeviceBatch, EngineInput, EventTime};
 
 use super::DeliveryError;
 use super::checkpoint::{self, Checkpoint};
 use super::ledger::Ledger;
+use super::route;
 use crate::admission::Admission;
 use crate::config::WalConfig;
 use crate::metrics::IngestMetrics;
@@ -30,14 +31,19 @@ pub fn open(config: &WalConfig) -> Result<(Wal, Checkpoint), DeliveryError> {
     Ok((wal, stored))
 }
 
-/// Replays every record of `wal` into the engine; returns how many.
+/// Replays every record of `wal` into the engine, each through the
+/// admission and engine input of the lane that owns its device (`lanes[k]`
+/// for lane `k`, over `workers` engine workers). Each lane admits against
+/// its own watermark, as during intake; at the end every lane follows the
+/// most advanced one. Returns how many records were replayed and where the
+/// watermark stands.
 pub async fn replay(
     wal: &Wal,
-    admission: &mut Admission,
-    engine: &mut Engine,
+    lanes: &mut [(Admission, EngineInput)],
+    workers: usize,
     ledger: &Arc<Mutex<Ledger>>,
     metrics: &IngestMetrics,
-) -> Result<u64, DeliveryError> {
+) -> Result<(u64, EventTime), DeliveryError> {
     let first = wal.first_lsn();
     let mut replayed = 0u64;
     let mut progress = crate::progress::Progress::new(
@@ -45,14 +51,20 @@ pub async fn replay(
         "WAL records",
         wal.next_lsn().0.saturating_sub(first.0),
     );
-    let mut group: Vec<DeviceBatch> = Vec::with_capacity(REPLAY_GROUP);
+    let mut groups: Vec<Vec<DeviceBatch>> = vec![Vec::new(); lanes.len()];
+    let mut watermark: EventTime = 0;
     for entry in wal
         .replay(first)
         .map_err(|e| DeliveryError::Wal(e.to_string()))?
     {
         let (lsn, record) = entry.map_err(|e| DeliveryError::Wal(e.to_string()))?;
         progress.set(lsn.0.saturating_sub(first.0) + 1);
-        match admission.admit(&record.topic, &record.payload, record.received_ms) {
+        let lane = route::lane(&record.topic, workers, lanes.len());
+        let (admission, engine) = &mut lanes[lane];
+        let group = &mut groups[lane];
+        let admitted = admission.admit(&record.topic, &record.payload, record.received_ms);
+        watermark = watermark.max(admission.watermark().current());
+        match admitted {
             Ok(batch) => {
                 ledger
                     .lock()
@@ -74,17 +86,20 @@ pub async fn replay(
             }
         }
         if group.len() >= REPLAY_GROUP {
-            engine.send_all(std::mem::take(&mut group)).await?;
+            engine.send_all(std::mem::take(group)).await?;
             engine.advance(admission.watermark().current()).await?;
         }
     }
-    if !group.is_empty() {
-        engine.send_all(group).await?;
-        engine.advance(admission.watermark().current()).await?;
+    for ((admission, engine), group) in lanes.iter_mut().zip(groups) {
+        if !group.is_empty() {
+            engine.send_all(group).await?;
+        }
+        admission.follow(watermark);
+        engine.advance(watermark).await?;
     }
     metrics
         .messages_replayed
         .fetch_add(replayed, std::sync::atomic::Ordering::Relaxed);
     progress.finish(&format!("{replayed} WAL records replayed"));
-    Ok(replayed)
+    Ok((replayed, watermark))
 }

@@ -15,17 +15,17 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::DeviceCounts;
 use crate::alerts::Alerts;
 use crate::config::ServiceConfig;
 use crate::dead_letter::{DeadLetterOptions, DeadLetterStore};
 use crate::delivery::checkpoint::Checkpoint;
 use crate::delivery::fan_out::FanOut;
-use crate::delivery::intake::Lane;
+use crate::delivery::intake::{self, IntakeParts};
 use crate::delivery::ledger::Ledger;
 use crate::delivery::{self, replay};
 use crate::sinks::Sink;
 use crate::sinks::writer::{SinkSettings, run_sink_counted};
-use crate::source;
 use crate::wal::Lsn;
 use crate::wal::writer::WalWriter;
 
@@ -91,7 +91,6 @@ pub async fn run(
     .await
     .map_err(ServiceError::Http)?;
 
-    let mut admission = parts::admission(&config, &engine_config, customers.as_ref());
     let lateness = config.engine.allowed_lateness.as_millis() as u64;
 
     // Windows (and a device's previous reading) a restart must be able to
@@ -125,60 +124,51 @@ pub async fn run(
         metrics: metrics.clone(),
     };
     let fan_out = tasks.spawn(fan_out.run(events_rx));
+    let devices = DeviceCounts::default();
+    let mut lanes: Vec<_> = (engine.split(workers).into_iter())
+        .map(|input| {
+            (
+                parts::admission(&config, &engine_config, customers.as_ref(), &devices),
+                input,
+            )
+        })
+        .collect();
+    let mut watermark = 0;
     let writer = match wal {
         Some((wal, _)) => {
-            let replayed =
-                replay::replay(&wal, &mut admission, &mut engine, &ledger, &metrics).await?;
+            let replayed;
+            (replayed, watermark) =
+                replay::replay(&wal, &mut lanes, workers, &ledger, &metrics).await?;
             tracing::info!(replayed, "WAL replayed");
-            let writer = Arc::new(WalWriter::spawn_with_gauges(
-                wal,
-                4096,
-                1024,
-                metrics.wal.clone(),
-            ));
+            let gauges = metrics.wal.clone();
+            let writer = Arc::new(WalWriter::spawn_with_gauges(wal, 4096, 1024, gauges));
             tasks.spawn(delivery::cut_wal(writer.clone(), cut_rx));
             Some(writer)
         }
         None => None,
     };
-
-    let (messages_tx, messages) = mpsc::channel(config.mqtt.queue.max(1));
-    let intake_stop = CancellationToken::new();
-    let (acks, source_acks) = match &writer {
-        Some(_) => {
-            let (tx, rx) = mpsc::channel(config.mqtt.queue.max(1));
-            (Some(tx), Some(rx))
-        }
-        None => (None, None),
-    };
-    let source = tasks.spawn(source::mqtt::run(
-        config.mqtt.clone(),
-        messages_tx,
-        source_acks,
-        metrics.clone(),
-        intake_stop.clone(),
-    ));
     let dead_letters = (config.limits.dead_letter_file.as_ref())
         .map(|path| DeadLetterStore::open(path, DeadLetterOptions::default()))
         .transpose()
         .map_err(|e| ServiceError::Task(format!("dead-letter file: {e}")))?;
-    let lane = Lane {
-        admission,
-        engine,
+    let intake_stop = CancellationToken::new();
+    let parts = IntakeParts {
         wal: writer,
         ledger,
         dead_letters,
         metrics: metrics.clone(),
-        acks,
-        idle_after: config.engine.idle_after,
+        stop: intake_stop.clone(),
+        deadline,
+        watermark,
     };
-    let mut lane = tasks.spawn(lane.run(messages, intake_stop.clone(), deadline));
+    let idle_after = config.engine.idle_after;
+    let mut intake = intake::spawn(&tasks, &config.mqtt, lanes, workers, idle_after, parts);
     tasks.close();
 
-    // Runs until asked to stop, or until intake fails.
+    // Runs until asked to stop, or until a lane fails.
     let ended = tokio::select! {
         _ = runtime.shutdown.cancelled() => None,
-        result = &mut lane => Some(result),
+        Some(result) = intake.lanes.join_next() => Some(result),
     };
     tracing::info!("stopping: intake");
     let stop_by = tokio::time::Instant::now() + deadline;
@@ -186,12 +176,16 @@ pub async fn run(
     if let Some(http) = &http {
         http.intake_stopped();
     }
-    join(source).await??;
-    let ended = match ended {
-        Some(result) => result,
-        None => lane.await,
-    };
-    let engine = ended.map_err(|e| ServiceError::Task(e.to_string()))??;
+    for source in intake.sources {
+        join(source).await??;
+    }
+    let mut results: Vec<_> = ended.into_iter().collect();
+    while let Some(result) = intake.lanes.join_next().await {
+        results.push(result);
+    }
+    for result in results {
+        result.map_err(|e| ServiceError::Task(e.to_string()))??;
+    }
     tracing::info!("stopping: draining engine");
     let drained = async {
         tokio::task::spawn_blocking(move || engine.finish())

@@ -11,7 +11,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::admission::{Admission, Bounds, Earliest};
+use crate::admission::{Admission, Bounds, DeviceCounts, Earliest};
 use crate::alerts::{AlertsError, AlertsReport};
 use crate::config::{ConfigError, ServiceConfig};
 use crate::customers::{CheckContext, CustomersFile};
@@ -134,11 +134,13 @@ pub async fn start_engine(
     Ok((engine, workers))
 }
 
-/// Admission as the config and the customers file set it up.
+/// Admission as the config and the customers file set it up, for one
+/// intake lane; `devices`: the device counts every lane shares.
 pub fn admission(
     config: &ServiceConfig,
     engine_config: &EngineConfig,
     customers: Option<&CustomersFile>,
+    devices: &DeviceCounts,
 ) -> Admission {
     let known = customers.map(|c| {
         c.customers
@@ -157,4 +159,5 @@ pub fn admission(
         max_devices_per_customer: config.limits.max_devices_per_customer,
     })
     .with_earliest(Earliest::from_config(&config.limits, customers))
+    .with_device_counts(devices.clone())
 }

@@ -1,6 +1,7 @@
-//! The MQTT source: one rumqttc connection, QoS1 subscription to the
-//! telemetry filter, messages handed to the pipeline through a bounded
-//! channel. When the pipeline is behind, the channel fills, this task stops
+//! The MQTT source: one rumqttc connection (the service runs
+//! `mqtt.connections` of them), QoS1 subscription to the telemetry filter,
+//! each message handed to the intake lane that owns its device through a
+//! bounded channel. When the pipeline is behind, the channel fills, this task stops
 //! reading the socket, and TCP pushes back on the broker: nothing is dropped
 //! here.
 //!
@@ -17,6 +18,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MqttConfig;
+use crate::delivery::acks::AckOrder;
+use crate::delivery::route::Router;
 use crate::metrics::{IngestMetrics, OversizedPacket};
 
 /// A message as received: topic and payload.
@@ -31,13 +34,30 @@ pub struct Message {
     pub ack: Option<AckToken>,
 }
 
-/// Acknowledges one QoS1 message. Packet ids are reused across
+/// Acknowledges one QoS1 message once it comes back to its connection's
+/// task: the ack goes out when every earlier message of that connection is
+/// done too (MQTT wants acks in arrival order). Packet ids are reused across
 /// connections, so a token from an earlier connection is dropped instead of
 /// acknowledging some other message; the broker redelivers the original.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct AckToken {
-    publish: rumqttc::Publish,
-    connection: u64,
+    /// Arrival number on its connection ([`AckOrder`]).
+    number: u64,
+    source: usize,
+}
+
+impl AckToken {
+    /// Which of the service's MQTT connections the message came in on.
+    pub fn source(&self) -> usize {
+        self.source
+    }
+}
+
+/// What rumqttc acknowledges: only the packet id and QoS matter.
+fn puback(pkid: u16, qos: QoS) -> rumqttc::Publish {
+    let mut publish = rumqttc::Publish::new("", qos, Vec::new());
+    publish.pkid = pkid;
+    publish
 }
 
 /// The source cannot start.
@@ -123,13 +143,16 @@ pub fn backoff(failures: u32) -> Duration {
     Duration::from_millis(ms.min(5_000))
 }
 
-/// Runs until `shutdown`, forwarding every telemetry message to `out`.
-/// With `acks`, messages are acknowledged only when their token comes back
+/// Runs until `shutdown`, forwarding every telemetry message to the intake
+/// lane that owns its device (`out`). `source`: this connection's index
+/// among the service's connections, carried in each ack token. With
+/// `acks`, messages are acknowledged only when their token comes back
 /// on it (manual acknowledgement: after the WAL made them durable);
 /// without, rumqttc acknowledges on receipt.
 pub async fn run(
     config: MqttConfig,
-    out: mpsc::Sender<Message>,
+    source: usize,
+    out: Router,
     mut acks: Option<mpsc::Receiver<AckToken>>,
     metrics: Arc<IngestMetrics>,
     shutdown: CancellationToken,
@@ -138,17 +161,16 @@ pub async fn run(
     options.set_manual_acks(acks.is_some());
     let (client, mut events) = AsyncClient::new(options, 1024);
     let mut failures = 0u32;
-    let mut connection = 0u64;
+    // Messages not acknowledged yet, in arrival order: the lanes finish
+    // them out of order, the broker must get the acks in order.
+    let mut order: AckOrder<(u16, QoS)> = AckOrder::default();
     // Acks waiting for room in rumqttc's request queue; this task also polls
     // the event loop that drains it, so it must never wait on that queue.
-    let mut pending_acks: std::collections::VecDeque<AckToken> = std::collections::VecDeque::new();
+    let mut pending_acks: std::collections::VecDeque<(u16, QoS)> =
+        std::collections::VecDeque::new();
     loop {
-        while let Some(token) = pending_acks.front() {
-            if token.connection != connection {
-                pending_acks.pop_front();
-                continue;
-            }
-            match client.try_ack(&token.publish) {
+        while let Some(&(pkid, qos)) = pending_acks.front() {
+            match client.try_ack(&puback(pkid, qos)) {
                 Ok(()) => {
                     pending_acks.pop_front();
                 }
@@ -158,7 +180,8 @@ pub async fn run(
         let event = tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(token) = async { match acks.as_mut() { Some(a) => a.recv().await, None => None } } => {
-                pending_acks.push_back(token);
+                order.done(token.number);
+                pending_acks.extend(order.ready());
                 continue;
             }
             event = events.poll() => event,
@@ -166,7 +189,10 @@ pub async fn run(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 failures = 0;
-                connection += 1;
+                // Packet ids are reused across connections: what was not
+                // acknowledged on the last one is redelivered, never acked.
+                order.reset();
+                pending_acks.clear();
                 tracing::info!(
                     host = %config.host,
                     port = config.port,
@@ -191,8 +217,8 @@ pub async fn run(
                     .bytes_received
                     .fetch_add(publish.payload.len() as u64, Relaxed);
                 let ack = (acks.is_some() && publish.qos != QoS::AtMostOnce).then(|| AckToken {
-                    publish: publish.clone(),
-                    connection,
+                    number: order.received((publish.pkid, publish.qos)),
+                    source,
                 });
                 let message = Message {
                     topic: publish.topic,
