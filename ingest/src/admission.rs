@@ -90,7 +90,7 @@ pub struct Admission {
     /// Sequences seen per device and unit epoch: redeliveries and replays
     /// are refused here (the engine deduplicates too, for what slips
     /// through).
-    sequences: HashMap<DeviceKey, UnitSequences>,
+    sequences: foldhash::HashMap<DeviceKey, UnitSequences>,
     devices_per_customer: DeviceCounts,
     sequence_gaps: i64,
 }
@@ -115,7 +115,7 @@ impl Admission {
             converter: Converter::new(catalog),
             watermark: Watermark::new(lateness_ms),
             earliest: Earliest::default(),
-            sequences: HashMap::new(),
+            sequences: foldhash::HashMap::default(),
             devices_per_customer: DeviceCounts::default(),
             sequence_gaps: 0,
         }

@@ -225,7 +225,9 @@ pub struct MqttConfig {
     /// socket reads and acknowledgements spread over cores. Connection `i`
     /// uses the client id `{client_id}-{i}` (the first keeps `client_id`).
     /// Each message goes to the intake lane that owns its device, whichever
-    /// connection brought it.
+    /// connection brought it. Needs a broker that dispatches a shared
+    /// subscription by topic, or a device's messages can overtake each
+    /// other beyond `allowed_lateness` while a backlog drains.
     #[serde(default = "default_connections")]
     pub connections: usize,
 }

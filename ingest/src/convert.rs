@@ -1,8 +1,6 @@
 //! The one place where wire types become engine types, so KPI code never sees
 //! prost types.
 
-use std::collections::HashMap;
-
 use fleetpulse_engine::{DeviceBatch, FeatureCatalog, Id, MachineState, Sample};
 use fleetpulse_proto::v1;
 
@@ -11,7 +9,7 @@ use fleetpulse_proto::v1;
 #[derive(Debug, Default)]
 pub struct Converter {
     catalog: FeatureCatalog,
-    ids: HashMap<String, Id>,
+    ids: foldhash::HashMap<String, Id>,
 }
 
 /// Most ids kept interned; beyond it new ids are allocated per batch (a flood
@@ -23,7 +21,7 @@ impl Converter {
     pub fn new(catalog: FeatureCatalog) -> Self {
         Self {
             catalog,
-            ids: HashMap::new(),
+            ids: foldhash::HashMap::default(),
         }
     }
 

@@ -8,7 +8,7 @@
 //! batch that overtook an earlier one on the wire still yields the right
 //! increments.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use timely::dataflow::StreamVec;
@@ -295,7 +295,8 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
         self.unary_frontier(pact, "DeviceState", move |_cap, _info| {
             let mut pending: BTreeMap<EventTime, (Capability<EventTime>, Vec<DeviceBatch>)> =
                 BTreeMap::new();
-            let mut devices: HashMap<DeviceKey, DeviceMemory> = HashMap::new();
+            let mut devices: foldhash::HashMap<DeviceKey, DeviceMemory> =
+                foldhash::HashMap::default();
             let mut usage = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {

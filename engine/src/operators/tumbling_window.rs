@@ -1,7 +1,7 @@
 //! Event-time tumbling windows: accumulate usage per key and window, emit one
 //! record per key when the input frontier passes the window's end.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -36,7 +36,8 @@ pub trait TumblingWindowExt<'scope> {
 }
 
 /// Open windows of one length, by end time.
-type OpenWindows<K, A> = BTreeMap<EventTime, (Capability<EventTime>, EventTime, HashMap<K, A>)>;
+type OpenWindows<K, A> =
+    BTreeMap<EventTime, (Capability<EventTime>, EventTime, foldhash::HashMap<K, A>)>;
 
 impl<'scope> TumblingWindowExt<'scope> for StreamVec<'scope, EventTime, Usage> {
     fn tumbling_windows<K, A, P, R>(
@@ -63,9 +64,9 @@ impl<'scope> TumblingWindowExt<'scope> for StreamVec<'scope, EventTime, Usage> {
                         for (spec, windows) in config.windows.iter().zip(open.iter_mut()) {
                             let (start, end) =
                                 config.window_bounds(spec, &usage.customer, usage.at);
-                            let (_, _, by_key) = windows
-                                .entry(end)
-                                .or_insert_with(|| (cap.delayed(&end, 0), start, HashMap::new()));
+                            let (_, _, by_key) = windows.entry(end).or_insert_with(|| {
+                                (cap.delayed(&end, 0), start, foldhash::HashMap::default())
+                            });
                             by_key.entry(k.clone()).or_default().add(usage);
                         }
                     }

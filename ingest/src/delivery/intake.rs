@@ -366,6 +366,16 @@ pub fn spawn(
     let (senders, receivers): (Vec<_>, Vec<_>) = lanes.iter().map(|_| mpsc::channel(queue)).unzip();
     let router = Router::new(senders, workers);
     let connections = mqtt.connections.max(1);
+    if connections > 1 {
+        tracing::warn!(
+            connections,
+            "several MQTT connections share the subscription: a broker that spreads its \
+             messages one by one (mosquitto) lets a device's messages overtake each other, \
+             by hours of event time while a backlog drains, and those are refused as \
+             too_late; use it only with a broker that dispatches by topic \
+             (docs/DELIVERY.md, known limits)"
+        );
+    }
     let (ack_senders, mut ack_receivers): (Vec<_>, Vec<_>) = match parts.wal {
         Some(_) => (0..connections)
             .map(|_| {

@@ -225,6 +225,7 @@ pub async fn run(
         rejected = metrics.rejected_total(),
         duplicates = report.engine.duplicates,
         records = metrics.records_emitted.load(Relaxed),
+        wal_commits = metrics.wal.commits.load(Relaxed),
         "stopped"
     );
     Ok(report)
