@@ -3,14 +3,14 @@
 use std::sync::Arc;
 
 use timely::dataflow::StreamVec;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Concat;
 
 use crate::config::EngineConfig;
 use crate::kpi::{CustomerAccumulator, DeviceAccumulator, Output};
 use crate::model::{DeviceBatch, EventTime, Id, Usage};
 use crate::operators::{
-    CustomerSuccessExt, DeviceStateExt, PortfolioExt, TumblingWindowExt, route,
+    CombinedWindowExt, CustomerSuccessExt, DeviceStateExt, PortfolioExt, TumblingWindowExt,
 };
 use crate::stats::EngineStats;
 
@@ -19,7 +19,8 @@ use crate::stats::EngineStats;
 /// ```text
 /// batches -> exchange by device -> dedup + per-device increments (usage)
 ///   usage -> per-device windows (same worker)              -> Output::Device
-///   usage -> exchange by customer -> per-customer windows  -> Output::Customer
+///   usage -> per-worker partial customer windows
+///         -> exchange partials by customer -> merge       -> Output::Customer
 ///   windows -> exchange by customer -> customer success    -> Outcome, Milestone, Health, Alert
 ///   health  -> one worker -> portfolio                       -> Output::Portfolio
 /// ```
@@ -38,8 +39,7 @@ pub fn build<'scope>(
             device_key,
             Output::Device,
         );
-    let customers = usage.tumbling_windows::<_, CustomerAccumulator, _, _>(
-        Exchange::new(|u: &Usage| route(&*u.customer)),
+    let customers = usage.combined_windows::<_, CustomerAccumulator, _>(
         "CustomerWindows",
         config.clone(),
         |u: &Usage| u.customer.clone(),

@@ -11,6 +11,9 @@ use crate::stats::StatsSnapshot;
 use crate::watermark::Watermark;
 use crate::workers::{Engine, EngineError, EngineEvent, EngineOptions};
 
+/// Batches handed to the engine at once.
+const GROUP: usize = 256;
+
 /// What a run produced.
 #[derive(Debug, Default)]
 pub struct RunOutcome {
@@ -49,15 +52,21 @@ pub fn run_batches(
     });
     let mut watermark = Watermark::new(lateness_ms);
     let mut late = Vec::new();
+    // In groups, as the service's intake lanes hand them over: one channel
+    // hand-over per worker per group, then the group's watermark.
+    let mut group = Vec::with_capacity(GROUP);
     for batch in batches {
         match watermark.admit(batch.first_at(), batch.last_at()) {
-            Ok(()) => {
-                engine.blocking_send(batch)?;
-                engine.blocking_advance(watermark.current())?;
-            }
+            Ok(()) => group.push(batch),
             Err(_) => late.push(batch),
         }
+        if group.len() == GROUP {
+            engine.blocking_send_all(std::mem::take(&mut group))?;
+            engine.blocking_advance(watermark.current())?;
+        }
     }
+    engine.blocking_send_all(group)?;
+    engine.blocking_advance(watermark.current())?;
     engine.finish()?;
     let outputs = collector
         .join()

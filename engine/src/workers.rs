@@ -402,6 +402,22 @@ impl Engine {
             .map_err(|_| stopped())
     }
 
+    /// Blocking [`Self::send_all`], for callers outside an async runtime.
+    pub fn blocking_send_all(&self, batches: Vec<DeviceBatch>) -> Result<(), EngineError> {
+        let mut per_worker: Vec<Vec<DeviceBatch>> = vec![Vec::new(); self.inputs.len()];
+        for batch in batches {
+            per_worker[self.worker_of(&batch)].push(batch);
+        }
+        for (input, batches) in self.inputs.iter().zip(per_worker) {
+            if !batches.is_empty() {
+                input
+                    .blocking_send(Command::Batches(batches))
+                    .map_err(|_| stopped())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Blocking [`Self::advance`], for callers outside an async runtime.
     pub fn blocking_advance(&mut self, watermark: EventTime) -> Result<(), EngineError> {
         let tick = watermark - watermark % self.tick_ms;

@@ -1,7 +1,5 @@
 //! Per-customer window KPIs: adoption (depth, breadth, utilisation) and value.
 
-use std::collections::{HashMap, HashSet};
-
 use serde::{Deserialize, Serialize};
 
 use super::WindowAccumulator;
@@ -62,11 +60,11 @@ pub struct CustomerKpi {
 }
 
 /// Running totals of one customer in one window.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct CustomerAccumulator {
-    reporting: HashSet<Id>,
-    active: HashSet<Id>,
-    operators: HashMap<Id, f64>,
+    reporting: foldhash::HashSet<Id>,
+    active: foldhash::HashSet<Id>,
+    operators: foldhash::HashMap<Id, f64>,
     advanced_features: u32,
     first_seen: Option<EventTime>,
     operating_hours: f64,
@@ -112,6 +110,30 @@ impl WindowAccumulator for CustomerAccumulator {
         self.manual_interventions += u64::from(usage.manual_interventions);
         self.fault_count += u64::from(usage.faults);
         self.samples += 1;
+    }
+
+    fn merge(&mut self, other: Self) {
+        if self.customer.is_none() {
+            self.customer = other.customer;
+        }
+        self.reporting.extend(other.reporting);
+        self.active.extend(other.active);
+        for (operator, hours) in other.operators {
+            *self.operators.entry(operator).or_default() += hours;
+        }
+        self.first_seen = match (self.first_seen, other.first_seen) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.advanced_features |= other.advanced_features;
+        self.operating_hours += other.operating_hours;
+        self.idle_hours += other.idle_hours;
+        self.fuel_litres += other.fuel_litres;
+        self.cycles += other.cycles;
+        self.output_units += other.output_units;
+        self.manual_interventions += other.manual_interventions;
+        self.fault_count += other.fault_count;
+        self.samples += other.samples;
     }
 
     fn finish(

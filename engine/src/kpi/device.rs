@@ -1,7 +1,5 @@
 //! Per-device window rollups, for fleet dashboards and device drill-down.
 
-use std::collections::HashSet;
-
 use serde::{Deserialize, Serialize};
 
 use super::WindowAccumulator;
@@ -54,7 +52,7 @@ pub struct DeviceKpi {
 #[derive(Debug, Default)]
 pub struct DeviceAccumulator {
     ids: Option<(Id, Id, Id)>,
-    operators: HashSet<Id>,
+    operators: foldhash::HashSet<Id>,
     operating_hours: f64,
     idle_hours: f64,
     fuel_litres: f64,
@@ -94,6 +92,25 @@ impl WindowAccumulator for DeviceAccumulator {
         if usage.at >= self.last_seen {
             self.last_seen = usage.at;
             self.last_state = usage.state;
+        }
+    }
+
+    fn merge(&mut self, other: Self) {
+        if self.ids.is_none() {
+            self.ids = other.ids;
+        }
+        self.operators.extend(other.operators);
+        self.operating_hours += other.operating_hours;
+        self.idle_hours += other.idle_hours;
+        self.fuel_litres += other.fuel_litres;
+        self.cycles += other.cycles;
+        self.output_units += other.output_units;
+        self.manual_interventions += other.manual_interventions;
+        self.fault_count += other.fault_count;
+        self.samples += other.samples;
+        if other.samples > 0 && other.last_seen >= self.last_seen {
+            self.last_seen = other.last_seen;
+            self.last_state = other.last_state;
         }
     }
 

@@ -30,6 +30,9 @@ pub trait WindowAccumulator: Default + 'static {
     type Record;
     /// Adds one reading.
     fn add(&mut self, usage: &Usage);
+    /// Adds what another accumulator of the same key and window holds (the
+    /// partial sums of another worker).
+    fn merge(&mut self, other: Self);
     /// Finishes the window `[start, end)` of `window`.
     fn finish(
         self,

@@ -14,7 +14,7 @@ pub mod tumbling_window;
 pub use customer_success::CustomerSuccessExt;
 pub use device_state::DeviceStateExt;
 pub use portfolio::PortfolioExt;
-pub use tumbling_window::TumblingWindowExt;
+pub use tumbling_window::{CombinedWindowExt, TumblingWindowExt};
 
 use std::hash::{BuildHasher, Hash};
 

@@ -2,17 +2,20 @@
 //! record per key when the input frontier passes the window's end.
 
 use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
 use std::hash::Hash;
 use std::sync::Arc;
 
+use timely::ExchangeData;
 use timely::dataflow::StreamVec;
-use timely::dataflow::channels::pact::ParallelizationContract;
+use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::config::EngineConfig;
 use crate::kpi::WindowAccumulator;
 use crate::model::{EventTime, Usage};
+use crate::operators::route;
 
 /// Extension trait adding tumbling windows to a usage stream.
 pub trait TumblingWindowExt<'scope> {
@@ -83,6 +86,129 @@ impl<'scope> TumblingWindowExt<'scope> for StreamVec<'scope, EventTime, Usage> {
                         for (_, acc) in by_key {
                             session.give(wrap(acc.finish(spec, start, end, &config)));
                         }
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// A worker's partial window of one key: (key, window index, window start,
+/// accumulator), sent at the window's end minus one.
+type Partial<K, A> = (K, usize, EventTime, A);
+
+/// Merged partial windows of one end time, by (window index, key).
+type Merging<K, A> = BTreeMap<
+    EventTime,
+    (
+        Capability<EventTime>,
+        foldhash::HashMap<(usize, K), (EventTime, A)>,
+    ),
+>;
+
+/// Tumbling windows computed in two steps: every worker accumulates the
+/// readings it already holds (no exchange per reading), and only the
+/// partial windows are exchanged by key and merged. The work per reading is
+/// spread over every worker whatever the number of keys: a handful of
+/// customers no longer puts most readings on one worker.
+pub trait CombinedWindowExt<'scope> {
+    /// [`TumblingWindowExt::tumbling_windows`], exchanging partial windows
+    /// by `key` instead of readings.
+    fn combined_windows<K, A, R>(
+        self,
+        name: &str,
+        config: Arc<EngineConfig>,
+        key: fn(&Usage) -> K,
+        wrap: fn(A::Record) -> R,
+    ) -> StreamVec<'scope, EventTime, R>
+    where
+        K: ExchangeData + Hash + Eq + Clone,
+        A: WindowAccumulator + ExchangeData,
+        R: Clone + 'static;
+}
+
+impl<'scope> CombinedWindowExt<'scope> for StreamVec<'scope, EventTime, Usage> {
+    fn combined_windows<K, A, R>(
+        self,
+        name: &str,
+        config: Arc<EngineConfig>,
+        key: fn(&Usage) -> K,
+        wrap: fn(A::Record) -> R,
+    ) -> StreamVec<'scope, EventTime, R>
+    where
+        K: ExchangeData + Hash + Eq + Clone,
+        A: WindowAccumulator + ExchangeData,
+        R: Clone + 'static,
+    {
+        let partial_config = config.clone();
+        let partials = self.unary_frontier(Pipeline, &format!("{name}Partial"), move |_, _| {
+            let config = partial_config;
+            let mut open: Vec<OpenWindows<K, A>> =
+                config.windows.iter().map(|_| BTreeMap::new()).collect();
+            move |(input, frontier), output| {
+                input.for_each(|cap, data| {
+                    for usage in data.iter() {
+                        let k = key(usage);
+                        for (spec, windows) in config.windows.iter().zip(open.iter_mut()) {
+                            let (start, end) =
+                                config.window_bounds(spec, &usage.customer, usage.at);
+                            // Sent at end - 1: the merge may close it as soon
+                            // as the frontier reaches the end, as one step does.
+                            let (_, _, by_key) = windows.entry(end).or_insert_with(|| {
+                                (
+                                    cap.delayed(&(end - 1), 0),
+                                    start,
+                                    foldhash::HashMap::default(),
+                                )
+                            });
+                            by_key.entry(k.clone()).or_default().add(usage);
+                        }
+                    }
+                });
+                for (index, windows) in open.iter_mut().enumerate() {
+                    while let Some(entry) = windows.first_entry() {
+                        if frontier.less_than(entry.key()) {
+                            break;
+                        }
+                        let (cap, start, by_key) = entry.remove();
+                        let mut session = output.session(&cap);
+                        for (k, acc) in by_key {
+                            session.give((k, index, start, acc));
+                        }
+                    }
+                }
+            }
+        });
+        let pact = Exchange::new(|p: &Partial<K, A>| route(&p.0));
+        partials.unary_frontier(pact, name, move |_, _| {
+            let mut merging: Merging<K, A> = BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each(|cap, data| {
+                    let time = *cap.least().expect("a batch has a time");
+                    let (_, by_key) = merging
+                        .entry(time)
+                        .or_insert_with(|| (cap.delayed(&time, 0), foldhash::HashMap::default()));
+                    for (k, index, start, acc) in data.drain(..) {
+                        match by_key.entry((index, k)) {
+                            Entry::Occupied(mut held) => held.get_mut().1.merge(acc),
+                            Entry::Vacant(slot) => {
+                                slot.insert((start, acc));
+                            }
+                        }
+                    }
+                });
+                while let Some(entry) = merging.first_entry() {
+                    // Every worker's partial for this end is in.
+                    if frontier.less_equal(entry.key()) {
+                        break;
+                    }
+                    let end = *entry.key() + 1;
+                    let (cap, by_key) = entry.remove();
+                    let cap = cap.delayed(&end);
+                    let mut session = output.session(&cap);
+                    for ((index, _), (start, acc)) in by_key {
+                        let spec = &config.windows[index];
+                        session.give(wrap(acc.finish(spec, start, end, &config)));
                     }
                 }
             }
