@@ -115,16 +115,12 @@ impl EngineInput {
                 .await
                 .map_err(|_| stopped());
         }
-        let mut per_worker: Vec<Vec<DeviceBatch>> = vec![Vec::new(); self.inputs.len()];
-        for batch in batches {
-            let worker = worker_of(batch_route(&batch), self.workers);
-            let slot = self
-                .inputs
-                .iter()
+        let per_worker = by_worker(batches, self.inputs.len(), |batch| {
+            let worker = worker_of(route_device(batch), self.workers);
+            (self.inputs.iter())
                 .position(|(w, _)| *w == worker)
-                .unwrap_or(0);
-            per_worker[slot].push(batch);
-        }
+                .unwrap_or(0)
+        });
         for ((_, input), batches) in self.inputs.iter().zip(per_worker) {
             if !batches.is_empty() {
                 input
@@ -166,8 +162,17 @@ pub fn lane_of(customer: &str, device: &str, workers: usize, lanes: usize) -> us
     worker_of(route(&(customer, device)), workers) % lanes.max(1)
 }
 
-fn batch_route(batch: &DeviceBatch) -> u64 {
-    route_device(batch)
+/// `batches` split into `slots` groups by `slot_of`, each in arrival order.
+fn by_worker(
+    batches: Vec<DeviceBatch>,
+    slots: usize,
+    slot_of: impl Fn(&DeviceBatch) -> usize,
+) -> Vec<Vec<DeviceBatch>> {
+    let mut per_worker: Vec<Vec<DeviceBatch>> = vec![Vec::new(); slots];
+    for batch in batches {
+        per_worker[slot_of(&batch)].push(batch);
+    }
+    per_worker
 }
 
 fn worker_of(route: u64, workers: usize) -> usize {
@@ -354,30 +359,6 @@ impl Engine {
         split
     }
 
-    /// Feeds a group of batches, one hand-over per worker that owns any of
-    /// them, waiting while a worker's queue is full.
-    pub async fn send_all(&self, batches: Vec<DeviceBatch>) -> Result<(), EngineError> {
-        if self.inputs.len() == 1 {
-            return self.inputs[0]
-                .send(Command::Batches(batches))
-                .await
-                .map_err(|_| stopped());
-        }
-        let mut per_worker: Vec<Vec<DeviceBatch>> = vec![Vec::new(); self.inputs.len()];
-        for batch in batches {
-            per_worker[self.worker_of(&batch)].push(batch);
-        }
-        for (input, batches) in self.inputs.iter().zip(per_worker) {
-            if !batches.is_empty() {
-                input
-                    .send(Command::Batches(batches))
-                    .await
-                    .map_err(|_| stopped())?;
-            }
-        }
-        Ok(())
-    }
-
     /// Advances event time on every worker (no-op unless it moves a tick).
     pub async fn advance(&mut self, watermark: EventTime) -> Result<(), EngineError> {
         let tick = watermark - watermark % self.tick_ms;
@@ -404,10 +385,7 @@ impl Engine {
 
     /// Blocking [`Self::send_all`], for callers outside an async runtime.
     pub fn blocking_send_all(&self, batches: Vec<DeviceBatch>) -> Result<(), EngineError> {
-        let mut per_worker: Vec<Vec<DeviceBatch>> = vec![Vec::new(); self.inputs.len()];
-        for batch in batches {
-            per_worker[self.worker_of(&batch)].push(batch);
-        }
+        let per_worker = by_worker(batches, self.inputs.len(), |b| self.worker_of(b));
         for (input, batches) in self.inputs.iter().zip(per_worker) {
             if !batches.is_empty() {
                 input

@@ -38,9 +38,11 @@ pub trait TumblingWindowExt<'scope> {
         P: ParallelizationContract<EventTime, Vec<Usage>>;
 }
 
+/// One open window: the capability to emit it, its start, its accumulators.
+type Window<K, A> = (Capability<EventTime>, EventTime, foldhash::HashMap<K, A>);
+
 /// Open windows of one length, by end time.
-type OpenWindows<K, A> =
-    BTreeMap<EventTime, (Capability<EventTime>, EventTime, foldhash::HashMap<K, A>)>;
+type OpenWindows<K, A> = BTreeMap<EventTime, Window<K, A>>;
 
 impl<'scope> TumblingWindowExt<'scope> for StreamVec<'scope, EventTime, Usage> {
     fn tumbling_windows<K, A, P, R>(
@@ -62,26 +64,10 @@ impl<'scope> TumblingWindowExt<'scope> for StreamVec<'scope, EventTime, Usage> {
                 config.windows.iter().map(|_| BTreeMap::new()).collect();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
-                    for usage in data.iter() {
-                        let k = key(usage);
-                        for (spec, windows) in config.windows.iter().zip(open.iter_mut()) {
-                            let (start, end) =
-                                config.window_bounds(spec, &usage.customer, usage.at);
-                            let (_, _, by_key) = windows.entry(end).or_insert_with(|| {
-                                (cap.delayed(&end, 0), start, foldhash::HashMap::default())
-                            });
-                            by_key.entry(k.clone()).or_default().add(usage);
-                        }
-                    }
+                    accumulate(&mut open, &config, key, data, |end| cap.delayed(&end, 0));
                 });
                 for (spec, windows) in config.windows.iter().zip(open.iter_mut()) {
-                    while let Some(entry) = windows.first_entry() {
-                        // Closed once no future record can be earlier than its end.
-                        if frontier.less_than(entry.key()) {
-                            break;
-                        }
-                        let end = *entry.key();
-                        let (cap, start, by_key) = entry.remove();
+                    while let Some((end, (cap, start, by_key))) = closed(windows, frontier) {
                         let mut session = output.session(&cap);
                         for (_, acc) in by_key {
                             session.give(wrap(acc.finish(spec, start, end, &config)));
@@ -91,6 +77,44 @@ impl<'scope> TumblingWindowExt<'scope> for StreamVec<'scope, EventTime, Usage> {
             }
         })
     }
+}
+
+/// Adds readings to the open windows of every configured length; a window
+/// opened here holds the capability `hold(end)`.
+fn accumulate<K, A>(
+    open: &mut [OpenWindows<K, A>],
+    config: &EngineConfig,
+    key: fn(&Usage) -> K,
+    data: &[Usage],
+    hold: impl Fn(EventTime) -> Capability<EventTime>,
+) where
+    K: Hash + Eq + Clone,
+    A: WindowAccumulator,
+{
+    for usage in data {
+        let k = key(usage);
+        for (spec, windows) in config.windows.iter().zip(open.iter_mut()) {
+            let (start, end) = config.window_bounds(spec, &usage.customer, usage.at);
+            let (_, _, by_key) = windows
+                .entry(end)
+                .or_insert_with(|| (hold(end), start, foldhash::HashMap::default()));
+            by_key.entry(k.clone()).or_default().add(usage);
+        }
+    }
+}
+
+/// The oldest window no future reading can fall into (the frontier reached
+/// its end), taken out with its end; `None` while it is still open.
+fn closed<K, A>(
+    windows: &mut OpenWindows<K, A>,
+    frontier: &timely::progress::frontier::MutableAntichain<EventTime>,
+) -> Option<(EventTime, Window<K, A>)> {
+    let entry = windows.first_entry()?;
+    if frontier.less_than(entry.key()) {
+        return None;
+    }
+    let end = *entry.key();
+    Some((end, entry.remove()))
 }
 
 /// A worker's partial window of one key: (key, window index, window start,
