@@ -1,7 +1,7 @@
 //! One intake lane: messages from the MQTT source, in groups, through
 //! admission, into the WAL (one append and one fsync per group), and only
 //! then into the engine and back to the broker as acknowledgements. The
-//! order and the waiting are [`Handover`]'s; this loop only moves data.
+//! order and the waiting are [`InOrder`]'s; this loop only moves data.
 //!
 //! When the WAL cannot take a group (its bound or the disk is full) the lane
 //! pauses: it stops reading (the source's queue fills, the broker keeps the
@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::DeliveryError;
-use super::handover::{GroupId, Handover};
+use super::in_order::InOrder;
 use super::ledger::Ledger;
 use super::route::Router;
 use crate::admission::Admission;
@@ -78,7 +78,7 @@ struct Group {
 }
 
 type Pending =
-    std::pin::Pin<Box<dyn Future<Output = (GroupId, Result<Range<Lsn>, WriteError>)> + Send>>;
+    std::pin::Pin<Box<dyn Future<Output = (u64, Result<Range<Lsn>, WriteError>)> + Send>>;
 
 impl Lane {
     /// Runs until the sources close `messages` (after `stop`), then hands
@@ -91,9 +91,9 @@ impl Lane {
         stop: CancellationToken,
         deadline: Duration,
     ) -> Result<(), DeliveryError> {
-        let mut handover: Handover<Group> = Handover::default();
+        let mut handover: InOrder<Group> = InOrder::default();
         let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
-        let mut full: Vec<GroupId> = Vec::new();
+        let mut full: Vec<u64> = Vec::new();
         let mut retry_at: Option<Instant> = None;
         let mut received: Vec<Message> = Vec::with_capacity(GROUP_MESSAGES);
         let mut source_open = true;
@@ -125,7 +125,7 @@ impl Lane {
                                     .expect("ledger poisoned")
                                     .durable(lsns, group.newest);
                             }
-                            handover.durable(id);
+                            handover.done(id);
                             if full.is_empty() {
                                 self.metrics.wal_resumed();
                             }
@@ -256,7 +256,7 @@ impl Lane {
     }
 
     /// Feeds the engine and acknowledges every group that may go now.
-    async fn hand_over(&mut self, handover: &mut Handover<Group>) -> Result<(), DeliveryError> {
+    async fn hand_over(&mut self, handover: &mut InOrder<Group>) -> Result<(), DeliveryError> {
         for group in handover.release() {
             let samples: usize = group.batches.iter().map(|b| b.samples.len()).sum();
             self.metrics
@@ -308,7 +308,7 @@ impl Lane {
 }
 
 /// Appends a group's records as one WAL group and waits until durable.
-fn submit(wal: Arc<WalWriter>, id: GroupId, records: Vec<WalRecord>) -> Pending {
+fn submit(wal: Arc<WalWriter>, id: u64, records: Vec<WalRecord>) -> Pending {
     Box::pin(async move {
         let result = match wal.submit_batch(records).await {
             Ok(durable) => durable.await,

@@ -12,17 +12,17 @@
 //! ```
 //!
 //! The decisions are synchronous state machines with no I/O, tested
-//! without a broker: [`handover::Handover`] (never hand to the engine or
-//! acknowledge before durable, and in arrival order) and [`ledger::Ledger`]
+//! without a broker: [`in_order::InOrder`] (never hand to the engine or
+//! acknowledge before durable, always in arrival order, per lane and per
+//! MQTT connection) and [`ledger::Ledger`]
 //! (never checkpoint ahead of a sink, never cut what a sink has not written,
 //! suppress exactly what was written before a restart). The async tasks in
 //! [`intake`], [`fan_out`] and [`replay`] carry events to them and perform
 //! the I/O they ask for.
 
-pub mod acks;
 pub mod checkpoint;
 pub mod fan_out;
-pub mod handover;
+pub mod in_order;
 pub mod intake;
 pub mod ledger;
 pub mod progress;

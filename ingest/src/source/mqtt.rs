@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MqttConfig;
-use crate::delivery::acks::AckOrder;
+use crate::delivery::in_order::InOrder;
 use crate::delivery::route::Router;
 use crate::metrics::{IngestMetrics, OversizedPacket};
 
@@ -41,7 +41,7 @@ pub struct Message {
 /// acknowledging some other message; the broker redelivers the original.
 #[derive(Debug, Clone, Copy)]
 pub struct AckToken {
-    /// Arrival number on its connection ([`AckOrder`]).
+    /// Arrival number on its connection ([`InOrder`]).
     number: u64,
     source: usize,
 }
@@ -163,7 +163,7 @@ pub async fn run(
     let mut failures = 0u32;
     // Messages not acknowledged yet, in arrival order: the lanes finish
     // them out of order, the broker must get the acks in order.
-    let mut order: AckOrder<(u16, QoS)> = AckOrder::default();
+    let mut order: InOrder<(u16, QoS)> = InOrder::default();
     // Acks waiting for room in rumqttc's request queue; this task also polls
     // the event loop that drains it, so it must never wait on that queue.
     let mut pending_acks: std::collections::VecDeque<(u16, QoS)> =
@@ -181,7 +181,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             Some(token) = async { match acks.as_mut() { Some(a) => a.recv().await, None => None } } => {
                 order.done(token.number);
-                pending_acks.extend(order.ready());
+                pending_acks.extend(order.release());
                 continue;
             }
             event = events.poll() => event,
@@ -217,7 +217,7 @@ pub async fn run(
                     .bytes_received
                     .fetch_add(publish.payload.len() as u64, Relaxed);
                 let ack = (acks.is_some() && publish.qos != QoS::AtMostOnce).then(|| AckToken {
-                    number: order.received((publish.pkid, publish.qos)),
+                    number: order.push((publish.pkid, publish.qos), false),
                     source,
                 });
                 let message = Message {
