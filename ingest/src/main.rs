@@ -110,23 +110,25 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime
-        .block_on(async move {
-            match cli.command {
-                Command::Run {
-                    config,
-                    workers,
-                    cluster,
-                } => run(config, workers, cluster).await,
-                Command::CheckConfig { file } => check_config(file),
-                Command::Sim(args) => fleetpulse::sim::run(args).await,
-                Command::Demo(args) => fleetpulse::demo::run(args).await,
-                Command::Bench(args) => fleetpulse::bench::run(args).await,
-                Command::Report(args) => fleetpulse::report::run(args),
-            }
-        })
-        // The error chain printed at exit bypasses the log: redact it too.
-        .map_err(|e| anyhow::anyhow!("{}", fleetpulse::secrets::redact(&format!("{e:#}"))))
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run {
+                config,
+                workers,
+                cluster,
+            } => run(config, workers, cluster).await,
+            Command::CheckConfig { file } => check_config(file),
+            Command::Sim(args) => fleetpulse::sim::run(args).await,
+            Command::Demo(args) => fleetpulse::demo::run(args).await,
+            Command::Bench(args) => fleetpulse::bench::run(args).await,
+            Command::Report(args) => fleetpulse::report::run(args),
+        }
+    });
+    // A stop that hit `shutdown_timeout` may leave a thread waiting on a
+    // store that is down; what it holds is in the WAL. Do not wait for it.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    // The error chain printed at exit bypasses the log: redact it too.
+    result.map_err(|e| anyhow::anyhow!("{}", fleetpulse::secrets::redact(&format!("{e:#}"))))
 }
 
 /// The demo and the simulator draw progress bars; keep the log to warnings

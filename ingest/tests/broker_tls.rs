@@ -5,16 +5,13 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use fleetpulse::config::ServiceConfig;
-use fleetpulse::metrics::IngestMetrics;
-use fleetpulse::service::{self, Runtime};
 use fleetpulse_sim::{Fleet, FleetSpec, PublishOptions};
+use support::in_process::{self, InProcess};
 use support::servers::{Mosquitto, free_port};
-use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_subscribes_over_tls() {
@@ -51,15 +48,11 @@ async fn the_service_subscribes_over_tls() {
             path: dir.path().join("kpi.sqlite"),
         },
     )];
-    let metrics = Arc::new(IngestMetrics::default());
-    let shutdown = CancellationToken::new();
-    let runtime = Runtime {
-        metrics: metrics.clone(),
-        shutdown: shutdown.clone(),
-        http: None,
-    };
-    let service =
-        tokio::spawn(async move { service::run(config, Path::new("<tls>"), runtime).await });
+    let InProcess {
+        metrics,
+        shutdown,
+        task: service,
+    } = in_process::spawn(config, "<tls>");
     let started = Instant::now();
     while !metrics.subscribed.load(Relaxed) {
         assert!(

@@ -12,109 +12,19 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use fleetpulse_sim::{Fleet, FleetSpec, PublishOptions};
-use support::servers::{InfluxDb1, Mosquitto, free_ports};
+use support::servers::{InfluxDb1, Mosquitto, NO_LOSS, free_ports};
+use support::service::{Service, influx_sections, write_service_config_at};
 use support::truth::{Days, equal, store_days, truth_days};
 
 const DAY_MS: u64 = 86_400_000;
-const NO_LOSS: &str = include_str!("../../deploy/mosquitto/no-loss.conf");
-
-/// One `fleetpulse run` process.
-struct Member {
-    config: PathBuf,
-    /// Extra arguments: the cluster settings.
-    args: Vec<String>,
-    log: PathBuf,
-    child: Option<Child>,
-    starts: usize,
-}
-
-impl Member {
-    fn spawn(&mut self) {
-        self.starts += 1;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .args(&self.args)
-            .env("RUST_LOG", "info,rumqttd=warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    fn wait_for_log(&self, needle: &str, count: usize) {
-        let started = Instant::now();
-        loop {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if log.matches(needle).count() >= count {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "no `{needle}` in {}:\n{}",
-                self.log.display(),
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            child.wait().unwrap();
-        }
-    }
-
-    fn interrupt(&self) {
-        if let Some(child) = &self.child {
-            let pid = child.id().to_string();
-            Command::new("kill").args(["-INT", &pid]).status().unwrap();
-        }
-    }
-
-    /// Waits for the process to end by itself.
-    fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        let child = self.child.as_mut()?;
-        let started = Instant::now();
-        while started.elapsed() < within {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// The members of one deployment, started and stopped together.
 struct Deployment {
-    members: Vec<Member>,
+    members: Vec<Service>,
 }
 
 impl Deployment {
@@ -129,21 +39,13 @@ impl Deployment {
         let members = configs
             .iter()
             .enumerate()
-            .map(|(i, config)| Member {
-                config: config.clone(),
-                args: if configs.len() > 1 {
-                    vec![
-                        "--process".into(),
-                        i.to_string(),
-                        "--hosts".into(),
-                        hosts.clone(),
-                    ]
+            .map(|(i, config)| {
+                let member = Service::new(config, dir.join(format!("member-{i}.log")));
+                if configs.len() > 1 {
+                    member.args(["--process", &i.to_string(), "--hosts", &hosts])
                 } else {
-                    Vec::new()
-                },
-                log: dir.join(format!("member-{i}.log")),
-                child: None,
-                starts: 0,
+                    member
+                }
             })
             .collect();
         Self { members }
@@ -153,10 +55,10 @@ impl Deployment {
     /// are connected to the broker.
     fn start(&mut self) {
         for member in &mut self.members {
-            member.spawn();
+            member.start();
         }
         for member in &self.members {
-            member.wait_for_log("connected to broker", member.starts);
+            member.wait_for_log("connected to broker", member.starts());
         }
     }
 
@@ -195,7 +97,7 @@ impl Deployment {
     fn logs(&self) -> String {
         self.members
             .iter()
-            .map(|m| format!("--- {}\n{}", m.log.display(), m.log_tail()))
+            .map(|m| format!("--- {}\n{}", m.log_path().display(), m.log_tail()))
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -218,8 +120,6 @@ fn write_config(
     influx: &InfluxDb1,
     options: &ConfigOptions<'_>,
 ) -> PathBuf {
-    let path = dir.join(options.name);
-    let mut file = std::fs::File::create(&path).unwrap();
     let shared = options
         .shared_group
         .map(|g| format!("shared_group = \"{g}\"\n"))
@@ -228,36 +128,16 @@ fn write_config(
         .topic
         .map(|t| format!("topic = \"{t}\"\n"))
         .unwrap_or_default();
-    write!(
-        file,
-        r#"
-[mqtt]
-host = "{host}"
-port = {port}
-client_id = "{client_id}"
-persistent_session = true
+    let rest = format!(
+        r#"persistent_session = true
 {shared}{topic}
 [engine]
 workers = {workers}
 idle_after = "2s"
 
-[customers]
-file = "customers.toml"
-
 {wal}
-[alerts]
-mqtt = false
-
-[[sinks]]
-type = "influxdb_v1"
-url = "{influx}"
-database = "{database}"
-"#,
-        host = mosquitto.host(),
-        port = mosquitto.port(),
-        client_id = options.client_id,
-        influx = influx.url(),
-        database = options.database,
+{influx}"#,
+        influx = influx_sections(influx, options.database),
         workers = options.workers,
         wal = if options.wal {
             format!(
@@ -267,9 +147,8 @@ database = "{database}"
         } else {
             String::new()
         },
-    )
-    .unwrap();
-    path
+    );
+    write_service_config_at(&dir.join(options.name), mosquitto, options.client_id, &rest)
 }
 
 fn fleet(seed: u64) -> Fleet {
@@ -306,8 +185,8 @@ fn accepted_per_member(deployment: &Deployment) -> Vec<u64> {
         .members
         .iter()
         .map(|m| {
-            let log = std::fs::read_to_string(&m.log).unwrap_or_default();
-            log.lines()
+            m.log()
+                .lines()
                 .filter(|l| l.contains(" stopped") && l.contains("accepted="))
                 .filter_map(|l| {
                     let rest = &l[l.find("accepted=")? + "accepted=".len()..];
@@ -380,8 +259,9 @@ async fn two_processes_with_a_shared_subscription_equal_the_ground_truth_and_one
             database: "single",
         },
     );
-    let mut alone = Deployment::new(dir.path(), &[single]);
-    alone.members[0].log = dir.path().join("single.log");
+    let mut alone = Deployment {
+        members: vec![Service::new(single, dir.path().join("single.log"))],
+    };
     alone.start();
     let report = publisher(&single_broker, &fleet, "single-sim", 3000.0)
         .await
@@ -452,8 +332,7 @@ async fn a_member_killed_mid_run_the_cluster_restarts_and_loses_nothing() {
         .members
         .iter()
         .flat_map(|m| {
-            std::fs::read_to_string(&m.log)
-                .unwrap_or_default()
+            m.log()
                 .lines()
                 .filter(|l| l.contains("WAL replayed"))
                 .map(|l| l[l.find("replayed=").unwrap_or(0)..].to_string())
@@ -691,8 +570,8 @@ async fn throughput_of_one_and_two_processes() {
         let cpu: f64 = deployment
             .members
             .iter()
-            .filter_map(|m| m.child.as_ref())
-            .map(|c| cpu_seconds(c.id()))
+            .filter_map(Service::pid)
+            .map(cpu_seconds)
             .sum();
         let broker_cpu = cpu_seconds_of(&broker_dir) - broker_before;
         let store_cpu = cpu_seconds_of(&store_dir) - store_before;

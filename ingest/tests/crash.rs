@@ -6,131 +6,33 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fleetpulse_sim::{Fleet, FleetSpec, PublishOptions};
 use rand::{Rng, SeedableRng};
-use support::servers::{InfluxDb1, Mosquitto};
+use support::servers::{InfluxDb1, Mosquitto, NO_LOSS};
+use support::service::{Service, influx_sections, write_service_config};
 use support::truth::{equal, store_days, truth_days};
 
-const NO_LOSS: &str = include_str!("../../deploy/mosquitto/no-loss.conf");
-
-struct Service {
-    config: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-    starts: u32,
-}
-
-impl Service {
-    fn start(&mut self) {
-        self.starts += 1;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env("RUST_LOG", "info,rumqttd=warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        self.wait_for_log("connected to broker", self.starts as usize);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-
-    /// SIGINT: stop intake, drain the engine, flush the sinks.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = child.id().to_string();
-            Command::new("kill").args(["-INT", &pid]).status().unwrap();
-            let status = child.wait().unwrap();
-            assert!(
-                status.success(),
-                "graceful stop failed: {status}\n{}",
-                self.log_tail()
-            );
-        }
-    }
-
-    fn wait_for_log(&self, needle: &str, count: usize) {
-        let started = Instant::now();
-        loop {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if log.matches(needle).count() >= count {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "no `{needle}` in the service log:\n{}",
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+/// Logged once per start, when the service is ready for telemetry.
+const CONNECTED: &str = "connected to broker";
 
 fn write_config(dir: &Path, mosquitto: &Mosquitto, influx: &InfluxDb1) -> PathBuf {
-    let path = dir.join("fleetpulse.toml");
-    let mut file = std::fs::File::create(&path).unwrap();
-    write!(
-        file,
-        r#"
-[mqtt]
-host = "{host}"
-port = {port}
-client_id = "fleetpulse-crash-test"
-persistent_session = true
+    let rest = format!(
+        r#"persistent_session = true
 
 [engine]
 workers = 2
-
-[customers]
-file = "customers.toml"
 
 [wal]
 dir = "wal"
 segment_bytes = 262144
 
-[alerts]
-mqtt = false
-
-[[sinks]]
-type = "influxdb_v1"
-url = "{influx}"
-database = "fleetpulse"
-"#,
-        host = mosquitto.host(),
-        port = mosquitto.port(),
-        influx = influx.url()
-    )
-    .unwrap();
-    path
+{influx}"#,
+        influx = influx_sections(influx, "fleetpulse")
+    );
+    write_service_config(dir, mosquitto, "fleetpulse-crash-test", &rest)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,13 +48,11 @@ async fn kill_9_and_broker_restarts_lose_nothing_and_count_nothing_twice() {
         ..FleetSpec::default()
     });
     fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
-    let mut service = Service {
-        config: write_config(dir.path(), &mosquitto, &influx),
-        log: dir.path().join("service.log"),
-        child: None,
-        starts: 0,
-    };
-    service.start();
+    let mut service = Service::new(
+        write_config(dir.path(), &mosquitto, &influx),
+        dir.path().join("service.log"),
+    );
+    service.start_and_wait(CONNECTED);
 
     // Publish at a modest rate so the run spans the kills.
     let messages: Vec<(String, Vec<u8>)> = fleet.encoded_messages().collect();
@@ -178,13 +78,13 @@ async fn kill_9_and_broker_restarts_lose_nothing_and_count_nothing_twice() {
             mosquitto.stop();
             tokio::time::sleep(Duration::from_millis(300)).await;
             mosquitto.restart();
-            service.start();
+            service.start_and_wait(CONNECTED);
             continue;
         }
         service.kill();
         kills += 1;
         tokio::time::sleep(Duration::from_millis(rng.random_range(50..400))).await;
-        service.start();
+        service.start_and_wait(CONNECTED);
     }
     let report = publisher.await.unwrap().unwrap();
     assert_eq!(report.messages as usize, sent);
@@ -200,13 +100,13 @@ async fn kill_9_and_broker_restarts_lose_nothing_and_count_nothing_twice() {
         if result.is_ok() || started.elapsed() > Duration::from_secs(120) {
             break result;
         }
-        service.start();
+        service.start_and_wait(CONNECTED);
     };
-    let log = std::fs::read_to_string(&service.log).unwrap();
+    let log = service.log();
     let replayed: Vec<&str> = log.lines().filter(|l| l.contains("WAL replayed")).collect();
     println!(
         "messages sent {sent}, service killed {kills} times (once with the broker), started {} times; lost = {}",
-        service.starts,
+        service.starts(),
         if result.is_ok() { 0 } else { 1 }
     );
     for line in replayed.iter().chain(
@@ -246,14 +146,12 @@ async fn a_store_outage_loses_nothing_and_memory_stays_bounded() {
         ..FleetSpec::default()
     });
     fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
-    let mut service = Service {
-        config: write_config(dir.path(), &mosquitto, &influx),
-        log: dir.path().join("service.log"),
-        child: None,
-        starts: 0,
-    };
-    service.start();
-    let pid = service.child.as_ref().unwrap().id();
+    let mut service = Service::new(
+        write_config(dir.path(), &mosquitto, &influx),
+        dir.path().join("service.log"),
+    );
+    service.start_and_wait(CONNECTED);
+    let pid = service.pid().expect("running");
 
     let messages: Vec<(String, Vec<u8>)> = fleet.encoded_messages().collect();
     let sent = messages.len();
@@ -289,9 +187,9 @@ async fn a_store_outage_loses_nothing_and_memory_stays_bounded() {
         if result.is_ok() || started.elapsed() > Duration::from_secs(120) {
             break result;
         }
-        service.start();
+        service.start_and_wait(CONNECTED);
     };
-    let log = std::fs::read_to_string(&service.log).unwrap();
+    let log = service.log();
     let retries = log.matches("retrying").count();
     println!(
         "messages sent {sent}, store down 35 s, write retries logged {retries}, peak RSS {peak:.0} MiB; lost = {}",

@@ -8,26 +8,20 @@ mod support;
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
 
 use fleetpulse::config::{CustomersRef, ServiceConfig};
 use fleetpulse::drive::drive;
-use fleetpulse::metrics::{IngestMetrics, RejectReason};
-use fleetpulse::service::{self, Runtime};
+use fleetpulse::metrics::RejectReason;
 use fleetpulse::sinks::sqlite::{SqliteConfig, SqliteStore};
 use fleetpulse::sinks::{InfluxDbV1Config, InfluxDbV2Config, SinkConfig};
 use fleetpulse_sim::{DayTruth, Fleet, FleetSpec, PublishOptions};
 use prost::Message;
-use support::servers::{InfluxDb1, Mosquitto, VictoriaMetrics};
-use tokio_util::sync::CancellationToken;
+use support::in_process::{self, InProcess};
+use support::poll::wait_for;
+use support::servers::{InfluxDb1, Mosquitto, NO_LOSS, VictoriaMetrics};
 
 const DAY_MS: u64 = 86_400_000;
-
-/// The broker limits deploy/ ships for no loss; mosquitto's defaults drop
-/// messages once a slow subscriber has 1000 queued.
-const NO_LOSS: &str = include_str!("../../deploy/mosquitto/no-loss.conf");
 
 /// Per (customer, day start): field name -> value.
 type Table = BTreeMap<(String, u64), BTreeMap<String, f64>>;
@@ -314,15 +308,11 @@ async fn bad_input_is_rejected_and_counted_and_the_service_keeps_running() {
         .max()
         .unwrap();
 
-    let metrics = Arc::new(IngestMetrics::default());
-    let shutdown = CancellationToken::new();
-    let runtime = Runtime {
-        metrics: metrics.clone(),
-        shutdown: shutdown.clone(),
-        http: None,
-    };
-    let service =
-        tokio::spawn(async move { service::run(config, Path::new("<test>"), runtime).await });
+    let InProcess {
+        metrics,
+        shutdown,
+        task: service,
+    } = in_process::spawn(config, "<test>");
     wait_for("subscription", || metrics.subscribed.load(Relaxed)).await;
 
     // Valid messages, with bad ones slipped in between them.
@@ -476,15 +466,4 @@ async fn bad_input_is_rejected_and_counted_and_the_service_keeps_running() {
     service.await.unwrap().unwrap();
     let truth = truth_table(&fleet.ground_truth().rows());
     assert_matches_truth("sqlite", &sqlite_table(&sqlite), &truth);
-}
-
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

@@ -52,8 +52,10 @@ pub struct Lane {
     /// Counters.
     pub metrics: Arc<IngestMetrics>,
     /// Acknowledgements back to the sources, one queue per MQTT
-    /// connection (empty: the client acknowledges on receipt).
-    pub acks: Vec<mpsc::Sender<AckToken>>,
+    /// connection (empty: the client acknowledges on receipt). Unbounded so
+    /// that a lane never waits on a source that waits on the lane; it holds
+    /// at most the messages the broker has in flight to us.
+    pub acks: Vec<mpsc::UnboundedSender<AckToken>>,
     /// Silence after which the watermark creeps forward.
     pub idle_after: Duration,
     /// Sequence gaps of this lane already added to the metric.
@@ -279,7 +281,7 @@ impl Lane {
                 // The source is gone at shutdown: the broker redelivers, and
                 // the WAL's replay makes the redelivery a duplicate.
                 if let Some(acks) = self.acks.get(ack.source()) {
-                    let _ = acks.send(ack).await;
+                    let _ = acks.send(ack);
                 }
             }
         }
@@ -379,7 +381,7 @@ pub fn spawn(
     let (ack_senders, mut ack_receivers): (Vec<_>, Vec<_>) = match parts.wal {
         Some(_) => (0..connections)
             .map(|_| {
-                let (tx, rx) = mpsc::channel(queue);
+                let (tx, rx) = mpsc::unbounded_channel();
                 (tx, Some(rx))
             })
             .unzip(),

@@ -153,7 +153,7 @@ pub async fn run(
     config: MqttConfig,
     source: usize,
     out: Router,
-    mut acks: Option<mpsc::Receiver<AckToken>>,
+    mut acks: Option<mpsc::UnboundedReceiver<AckToken>>,
     metrics: Arc<IngestMetrics>,
     shutdown: CancellationToken,
 ) -> Result<(), SourceError> {

@@ -15,11 +15,9 @@
 //! are recomputed here from the documented formula.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fleetpulse::sinks::sqlite::SqliteStore;
 use fleetpulse_engine::kpi::risk::AlertStatus;
@@ -29,7 +27,12 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::support::servers::{Mosquitto, free_port, http_get};
+use crate::support::poll::{PATIENCE, until};
+use crate::support::servers::{Mosquitto, NO_LOSS, free_port, http_get};
+use crate::support::service::{Service, write_service_config};
+
+/// Logged once per start, with the outbox's backlog.
+const ALERTS_STARTED: &str = "alerts started";
 
 /// Six customers, 45 days: nine alert transitions from day 1 to day 33.
 fn fleet() -> Fleet {
@@ -63,116 +66,22 @@ async fn publish(mosquitto: &Mosquitto, fleet: &Fleet, client_id: &str) {
 // The service
 // ---------------------------------------------------------------------------
 
-/// The real binary, its stderr in a file.
-struct Service {
-    config: PathBuf,
-    log: PathBuf,
-    env: Vec<(String, String)>,
-    child: Option<Child>,
-    starts: usize,
-}
-
-impl Service {
-    fn new(config: PathBuf, log: PathBuf, env: Vec<(String, String)>) -> Self {
-        Self {
-            config,
-            log,
-            env,
-            child: None,
-            starts: 0,
-        }
-    }
-
-    fn start(&mut self) {
-        self.starts += 1;
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_fleetpulse"));
-        command
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        for (name, value) in &self.env {
-            command.env(name, value);
-        }
-        self.child = Some(command.spawn().unwrap());
-        self.wait_for_log("alerts started", self.starts);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-
-    /// SIGINT: the ordered shutdown, within its deadline.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = child.id().to_string();
-            Command::new("kill").args(["-INT", &pid]).status().unwrap();
-            let status = child.wait().unwrap();
-            assert!(status.success(), "stop failed: {status}\n{}", self.tail());
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_for_log(&self, needle: &str, count: usize) {
-        wait(&format!("{count} x `{needle}` in the log"), || {
-            self.log().matches(needle).count() >= count
-        });
-    }
-
-    fn tail(&self) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// The real binary at debug level, so the secret test sees every line.
+fn debug_service(config: PathBuf, log: PathBuf) -> Service {
+    Service::new(config, log).env("RUST_LOG", "debug")
 }
 
 /// Polls `done` for up to 60 s.
-fn wait(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait(what: &str, done: impl FnMut() -> bool) {
+    until(what, PATIENCE, Duration::from_millis(50), done);
 }
 
 fn write_config(dir: &Path, mosquitto: &Mosquitto, extra: &str) -> PathBuf {
-    let path = dir.join("fleetpulse.toml");
-    let mut file = std::fs::File::create(&path).unwrap();
-    write!(
-        file,
-        r#"
-[mqtt]
-host = "{host}"
-port = {port}
-client_id = "fleetpulse-alerts-{port}"
-persistent_session = true
+    let rest = format!(
+        r#"persistent_session = true
 
 [engine]
 workers = 1
-
-[customers]
-file = "customers.toml"
 
 [wal]
 dir = "wal"
@@ -182,12 +91,14 @@ type = "sqlite"
 path = "kpi.sqlite"
 
 {extra}
-"#,
-        host = mosquitto.host(),
-        port = mosquitto.port(),
+"#
+    );
+    write_service_config(
+        dir,
+        mosquitto,
+        &format!("fleetpulse-alerts-{}", mosquitto.port()),
+        &rest,
     )
-    .unwrap();
-    path
 }
 
 // ---------------------------------------------------------------------------
@@ -422,7 +333,9 @@ fn check_posts(hook: &Hook, path: &str, expected: &BTreeMap<String, (String, Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_webhook_never_puts_its_secret_in_a_log_or_the_api() {
-    let mosquitto = Mosquitto::start();
+    // The shipped broker settings: with mosquitto's defaults a subscriber
+    // that falls behind loses messages at the broker's queue limit.
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
     let dir = tempfile::tempdir().unwrap();
     let fleet = fleet();
     fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
@@ -457,15 +370,10 @@ max_retries = 3
         "persistent_session = true\nusername = \"fleetpulse\"\npassword_env = \"FLEETPULSE_TEST_MQTT_PASSWORD\"",
     );
     std::fs::write(&config, text).unwrap();
-    let mut service = Service::new(
-        config,
-        dir.path().join("service.log"),
-        vec![
-            ("FLEETPULSE_TEST_WEBHOOK".into(), url.clone()),
-            ("FLEETPULSE_TEST_MQTT_PASSWORD".into(), password.clone()),
-        ],
-    );
-    service.start();
+    let mut service = debug_service(config, dir.path().join("service.log"))
+        .env("FLEETPULSE_TEST_WEBHOOK", &url)
+        .env("FLEETPULSE_TEST_MQTT_PASSWORD", &password);
+    service.start_and_wait(ALERTS_STARTED);
     service.wait_for_log("connected to broker", 1);
     publish(&mosquitto, &fleet, "alerts-secret-sim").await;
 
@@ -522,7 +430,7 @@ max_retries = 3
     // The failures were logged (each kind, waited for above), the body the
     // receiver echoed redacted...
     assert!(log.contains("HTTP 500: no handler for POST *** HTTP/1.1"));
-    assert!(log.contains("still failing"), "{}", service.tail());
+    assert!(log.contains("still failing"), "{}", service.log_tail());
     // ...and no line holds a secret, whole or in part.
     for (number, line) in log.lines().enumerate() {
         for needle in [secret.as_str(), "T000/B000", password.as_str()] {
@@ -538,7 +446,9 @@ max_retries = 3
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_waiting_for_a_dead_webhook_survive_a_kill_9() {
-    let mosquitto = Mosquitto::start();
+    // The shipped broker settings: with mosquitto's defaults a subscriber
+    // that falls behind loses messages at the broker's queue limit.
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
     let dir = tempfile::tempdir().unwrap();
     let fleet = fleet();
     fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
@@ -559,8 +469,8 @@ max_retries = 2
             port = hook.port
         ),
     );
-    let mut service = Service::new(config, dir.path().join("service.log"), Vec::new());
-    service.start();
+    let mut service = debug_service(config, dir.path().join("service.log"));
+    service.start_and_wait(ALERTS_STARTED);
     service.wait_for_log("connected to broker", 1);
     publish(&mosquitto, &fleet, "alerts-kill9-sim").await;
 
@@ -568,7 +478,7 @@ max_retries = 2
     // and the checkpoint moves past some of them.
     let store = dir.path().join("kpi.sqlite");
     let wal = dir.path().join("wal");
-    wait("alerts behind the checkpoint", || {
+    let behind_the_checkpoint = || {
         let written_before = checkpoint(&wal);
         let expected = expected(&store);
         expected.len() >= 4
@@ -579,18 +489,34 @@ max_retries = 2
                 .iter()
                 .any(|a| a.opened_at < written_before)
             && service.log().matches("still failing").count() >= 1
-    });
+    };
+    let started = std::time::Instant::now();
+    while !behind_the_checkpoint() {
+        if started.elapsed() > PATIENCE {
+            let alerts = SqliteStore::open(&store).unwrap().alerts(false).unwrap();
+            panic!(
+                "timed out waiting for alerts behind the checkpoint: {} expected, checkpoint {}, \
+                 alerts opened at {:?}, {} \"still failing\" lines\n{}",
+                expected(&store).len(),
+                checkpoint(&wal),
+                alerts.iter().map(|a| a.opened_at).collect::<Vec<_>>(),
+                service.log().matches("still failing").count(),
+                service.log_tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let before_kill = expected(&store);
     service.kill();
     assert!(hook.posts().is_empty());
 
     // Restarted with the webhook up: the outbox goes out first.
     hook.listen(Mode::Ok).await;
-    service.start();
+    service.start_and_wait(ALERTS_STARTED);
     let waiting = service
         .log()
         .lines()
-        .filter(|l| l.contains("alerts started"))
+        .filter(|l| l.contains(ALERTS_STARTED))
         .nth(1)
         .unwrap()
         .to_owned();

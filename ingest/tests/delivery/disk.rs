@@ -13,127 +13,17 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fleetpulse_sim::{Fleet, FleetSpec, PublishOptions};
 
-use crate::support::servers::{InfluxDb1, Mosquitto, free_port, http_get};
+use crate::support::servers::{InfluxDb1, Mosquitto, NO_LOSS, free_port, http_get};
+use crate::support::service::{Service, influx_sections, metric, metrics, write_service_config};
 use crate::support::truth::{equal, store_days, truth_days};
-
-const NO_LOSS: &str = include_str!("../../../deploy/mosquitto/no-loss.conf");
 
 const ACCEPTED: &str = "fleetpulse_messages_accepted_total";
 const WAL_FULL: &str = "fleetpulse_wal_full";
-
-/// A `fleetpulse run` child, its log in a file.
-struct Service {
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Service {
-    /// Starts the binary on `config`, appending its log to `log`.
-    fn spawn(config: &Path, log: &Path) -> Self {
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info,rumqttd=warn")
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        Self {
-            log: log.to_owned(),
-            child: Some(child),
-        }
-    }
-
-    /// Starts it and waits until it is subscribed.
-    fn start(config: &Path, log: &Path) -> Self {
-        let service = Self::spawn(config, log);
-        service.wait_for_log("subscribed");
-        service
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_for_log(&self, needle: &str) {
-        let started = Instant::now();
-        while !self.log().contains(needle) {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "no `{needle}` in the service log:\n{}",
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits for the process to exit by itself, at most `limit`.
-    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let child = self.child.as_mut().expect("running");
-        let started = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                self.child = None;
-                return status;
-            }
-            assert!(
-                started.elapsed() < limit,
-                "still running after {limit:?}:\n{}",
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| c.try_wait().unwrap().is_none())
-    }
-
-    /// SIGINT: stop intake, drain the engine, flush the sinks.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = child.id().to_string();
-            Command::new("kill").args(["-INT", &pid]).status().unwrap();
-            let status = child.wait().unwrap();
-            assert!(
-                status.success(),
-                "graceful stop failed: {status}\n{}",
-                self.log_tail()
-            );
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// The service file: the WAL in `wal_dir`, `/metrics` and `/readyz` on
 /// `http_port`, KPIs to InfluxDB 1.x.
@@ -144,19 +34,8 @@ fn write_config(
     influx: &InfluxDb1,
     http_port: u16,
 ) -> PathBuf {
-    let path = dir.join("fleetpulse.toml");
-    let mut file = std::fs::File::create(&path).unwrap();
-    write!(
-        file,
+    let rest = format!(
         r#"
-[mqtt]
-host = "{host}"
-port = {port}
-client_id = "fleetpulse-disk-test"
-
-[customers]
-file = "customers.toml"
-
 [wal]
 dir = "{wal}"
 segment_bytes = 65536
@@ -165,31 +44,18 @@ segment_bytes = 65536
 enabled = true
 listen = "127.0.0.1:{http_port}"
 
-[alerts]
-mqtt = false
-
-[[sinks]]
-type = "influxdb_v1"
-url = "{influx}"
-database = "fleetpulse"
-"#,
-        host = mosquitto.host(),
-        port = mosquitto.port(),
+{influx}"#,
         wal = wal_dir.display(),
-        influx = influx.url()
-    )
-    .unwrap();
-    path
+        influx = influx_sections(influx, "fleetpulse")
+    );
+    write_service_config(dir, mosquitto, "fleetpulse-disk-test", &rest)
 }
 
-/// One unlabelled sample of `/metrics`.
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
+/// Starts the service and waits until it is subscribed.
+fn start(config: &Path, log: &Path) -> Service {
+    let mut service = Service::new(config, log);
+    service.start_and_wait("subscribed");
+    service
 }
 
 fn fleet(seed: u64) -> Fleet {
@@ -230,10 +96,9 @@ fn publish(
 /// Waits until the service has accepted `sent` messages: every message of
 /// the fleet, exactly once.
 async fn wait_accepted(http_port: u16, sent: u64, service: &Service) {
-    let url = format!("http://127.0.0.1:{http_port}/metrics");
     let started = Instant::now();
     loop {
-        let text = http_get(&url).unwrap().text();
+        let text = metrics(http_port);
         if metric(&text, ACCEPTED) >= sent {
             return;
         }
@@ -258,7 +123,7 @@ async fn a_second_service_on_one_wal_dir_refuses_to_start_and_the_first_loses_no
     let http_port = free_port();
     // One file for both: the second unit started by mistake.
     let config = write_config(dir.path(), &wal_dir, &mosquitto, &influx, http_port);
-    let mut first = Service::start(&config, &dir.path().join("first.log"));
+    let mut first = start(&config, &dir.path().join("first.log"));
 
     let (sent, publisher) = publish(&mosquitto, &fleet, "disk-test-fleet", 600.0);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -267,14 +132,17 @@ async fn a_second_service_on_one_wal_dir_refuses_to_start_and_the_first_loses_no
         "the fleet was out before the second start"
     );
 
-    let mut second = Service::spawn(&config, &dir.path().join("second.log"));
-    let status = tokio::task::block_in_place(|| second.wait_exit(Duration::from_secs(30)));
+    let mut second = Service::new(&config, dir.path().join("second.log"));
+    second.start();
+    let limit = Duration::from_secs(30);
+    let status = tokio::task::block_in_place(|| second.wait_exit(limit))
+        .unwrap_or_else(|| panic!("still running after {limit:?}:\n{}", second.log_tail()));
     let log = second.log();
     assert!(
         !status.success(),
         "the second service exited with {status}:\n{log}"
     );
-    let pid = first.pid();
+    let pid = first.pid().expect("running");
     assert!(
         log.contains(&wal_dir.display().to_string()) && log.contains(&format!("PID {pid}")),
         "the error names neither {} nor PID {pid}:\n{log}",
@@ -378,12 +246,6 @@ fn readyz(http_port: u16) -> (u16, String) {
     (response.status, response.text())
 }
 
-fn metrics(http_port: u16) -> String {
-    http_get(&format!("http://127.0.0.1:{http_port}/metrics"))
-        .unwrap()
-        .text()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_pauses_intake_and_freed_space_resumes_it_without_a_restart() {
     let Some(disk) = SmallDisk::mount("8m") else {
@@ -399,7 +261,7 @@ async fn a_full_disk_pauses_intake_and_freed_space_resumes_it_without_a_restart(
     let wal_dir = disk.path().join("wal");
     let http_port = free_port();
     let config = write_config(dir.path(), &wal_dir, &mosquitto, &influx, http_port);
-    let mut service = Service::start(&config, &dir.path().join("service.log"));
+    let mut service = start(&config, &dir.path().join("service.log"));
     assert_eq!(readyz(http_port).0, 200, "{}", service.log_tail());
 
     // Room for a few dozen messages, then the disk is full.

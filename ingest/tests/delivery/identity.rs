@@ -16,21 +16,18 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
 
 use fleetpulse::config::{CustomersRef, ServiceConfig};
 use fleetpulse::metrics::{IngestMetrics, RejectReason};
-use fleetpulse::service::{self, Runtime};
 use fleetpulse::sinks::SinkConfig;
 use fleetpulse::sinks::sqlite::{SqliteConfig, SqliteStore};
 use fleetpulse_proto::v1::TelemetryBatch;
 use fleetpulse_sim::{Fleet, FleetSpec, GroundTruth, PublishOptions};
 use prost::Message;
-use tokio_util::sync::CancellationToken;
 
-use crate::support::servers::Mosquitto;
-
-const NO_LOSS: &str = include_str!("../../../deploy/mosquitto/no-loss.conf");
+use crate::support::in_process::{self, InProcess};
+use crate::support::poll::wait_for;
+use crate::support::servers::{Mosquitto, NO_LOSS};
 
 /// (customer, device or "", day start) -> (operating hours, idle hours,
 /// cycles, samples).
@@ -66,15 +63,11 @@ async fn serve(
     config.sinks = vec![SinkConfig::Sqlite(SqliteConfig {
         path: dir.join("kpi.sqlite"),
     })];
-    let metrics = Arc::new(IngestMetrics::default());
-    let shutdown = CancellationToken::new();
-    let runtime = Runtime {
-        metrics: metrics.clone(),
-        shutdown: shutdown.clone(),
-        http: None,
-    };
-    let service =
-        tokio::spawn(async move { service::run(config, Path::new("<identity>"), runtime).await });
+    let InProcess {
+        metrics,
+        shutdown,
+        task: service,
+    } = in_process::spawn(config, "<identity>");
     wait_for("subscription", || metrics.subscribed.load(Relaxed)).await;
     let total = messages.len() as u64;
     let publisher = PublishOptions {
@@ -90,17 +83,6 @@ async fn serve(
     shutdown.cancel();
     service.await.unwrap().unwrap();
     metrics
-}
-
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn encode(batch: &TelemetryBatch) -> (String, Vec<u8>) {

@@ -15,9 +15,7 @@
 //! and each time every other message is stored: the KPIs equal the
 //! simulator's ground truth value by value.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fleetpulse::config::{LimitsConfig, MqttConfig};
@@ -25,10 +23,9 @@ use fleetpulse::dead_letter::DeadLetterRecord;
 use fleetpulse::source::mqtt::PUBLISH_OVERHEAD_BYTES;
 use fleetpulse_sim::{Fleet, FleetSpec, PublishOptions};
 
-use crate::support::servers::{InfluxDb1, Mosquitto, free_port, http_get};
+use crate::support::servers::{InfluxDb1, Mosquitto, NO_LOSS, free_port};
+use crate::support::service::{Service, influx_sections, metric, metrics, write_service_config};
 use crate::support::truth::{equal, store_days, truth_days};
-
-const NO_LOSS: &str = include_str!("../../../deploy/mosquitto/no-loss.conf");
 
 /// mosquitto logs a dropped oversized publish at debug level only.
 const DEBUG_LOG: &str = "log_type error\nlog_type warning\nlog_type notice\n\
@@ -36,80 +33,6 @@ const DEBUG_LOG: &str = "log_type error\nlog_type warning\nlog_type notice\n\
 
 /// 70 MiB, the publish of the original report.
 const HUGE: usize = 70 * 1024 * 1024;
-
-/// The real service, its log in a file.
-struct Service {
-    config: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Service {
-    fn start(config: PathBuf, log: PathBuf) -> Self {
-        let stderr = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        let service = Self {
-            config,
-            log,
-            child: Some(child),
-        };
-        service.wait_for_log("subscribed");
-        service
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn wait_for_log(&self, needle: &str) {
-        let started = Instant::now();
-        while !self.log().contains(needle) {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "no `{needle}` in the service log ({}):\n{}",
-                self.config.display(),
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGINT: stop intake, drain the engine, flush the sinks.
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pid = child.id().to_string();
-            Command::new("kill").args(["-INT", &pid]).status().unwrap();
-            let status = child.wait().unwrap();
-            assert!(
-                status.success(),
-                "graceful stop failed: {status}\n{}",
-                self.log_tail()
-            );
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// The service file: WAL (so acknowledgement waits for durability and a
 /// refused message is acknowledged on refusal), dead letters, `/metrics`.
@@ -120,19 +43,8 @@ fn write_config(
     http_port: u16,
     mqtt_extra: &str,
 ) -> PathBuf {
-    let path = dir.join("fleetpulse.toml");
-    let mut file = std::fs::File::create(&path).unwrap();
-    write!(
-        file,
-        r#"
-[mqtt]
-host = "{host}"
-port = {port}
-client_id = "fleetpulse-poison-test"
-{mqtt_extra}
-
-[customers]
-file = "customers.toml"
+    let rest = format!(
+        r#"{mqtt_extra}
 
 [limits]
 dead_letter_file = "dead-letters.jsonl"
@@ -144,30 +56,10 @@ dir = "wal"
 enabled = true
 listen = "127.0.0.1:{http_port}"
 
-[alerts]
-mqtt = false
-
-[[sinks]]
-type = "influxdb_v1"
-url = "{influx}"
-database = "fleetpulse"
-"#,
-        host = mosquitto.host(),
-        port = mosquitto.port(),
-        influx = influx.url()
-    )
-    .unwrap();
-    path
-}
-
-/// One unlabelled (or exactly labelled) sample of `/metrics`.
-fn metric(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
+{influx}"#,
+        influx = influx_sections(influx, "fleetpulse")
+    );
+    write_service_config(dir, mosquitto, "fleetpulse-poison-test", &rest)
 }
 
 const TOO_LARGE: &str = "fleetpulse_messages_rejected_total{reason=\"too_large\"}";
@@ -210,7 +102,8 @@ async fn run_with_poison(
     fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
     let http_port = free_port();
     let config = write_config(dir.path(), mosquitto, &influx, http_port, mqtt_extra);
-    let mut service = Service::start(config, dir.path().join("service.log"));
+    let mut service = Service::new(config, dir.path().join("service.log")).env("RUST_LOG", "info");
+    service.start_and_wait("subscribed");
 
     let messages: Vec<(String, Vec<u8>)> = fleet.encoded_messages().collect();
     let sent = messages.len() as u64;
@@ -238,10 +131,9 @@ async fn run_with_poison(
 
     // Everything handled: every fleet message accepted, every delivered
     // poison refused.
-    let url = format!("http://127.0.0.1:{http_port}/metrics");
     let started = Instant::now();
-    let metrics = loop {
-        let text = http_get(&url).unwrap().text();
+    let handled = loop {
+        let text = metrics(http_port);
         if metric(&text, ACCEPTED) >= sent && metric(&text, TOO_LARGE) >= delivered {
             break text;
         }
@@ -261,7 +153,7 @@ async fn run_with_poison(
     let letters_path = dir.path().join("dead-letters.jsonl");
     let letters = fleetpulse::dead_letter::read_file(&letters_path).unwrap();
     Run {
-        metrics,
+        metrics: handled,
         log: service.log(),
         letters,
         sent,
@@ -301,6 +193,15 @@ fn connects(log: &str) -> usize {
 /// The broker limit every shipped config sets.
 fn shipped_limit() -> usize {
     fleetpulse::broker::MESSAGE_SIZE_LIMIT
+}
+
+/// The shipped broker config without its payload limit.
+fn without_broker_limit() -> String {
+    NO_LOSS
+        .lines()
+        .filter(|l| !l.starts_with("message_size_limit"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,12 +247,7 @@ async fn a_70_mib_publish_is_dropped_by_the_broker_and_the_stream_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_broker_limit_the_service_refuses_70_mib_and_the_stream_goes_on() {
-    let unlimited: String = NO_LOSS
-        .lines()
-        .filter(|l| !l.starts_with("message_size_limit"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let mosquitto = Mosquitto::start_with_config(&unlimited);
+    let mosquitto = Mosquitto::start_with_config(&without_broker_limit());
     let max_payload = LimitsConfig::default().max_payload_bytes;
     let poison = [HUGE, max_payload + 1];
     let run = run_with_poison(&mosquitto, "", &poison, poison.len() as u64, 22).await;
@@ -377,12 +273,7 @@ async fn without_a_broker_limit_the_service_refuses_70_mib_and_the_stream_goes_o
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_packet_above_the_client_limit_breaks_the_connection_once_and_is_counted() {
-    let unlimited: String = NO_LOSS
-        .lines()
-        .filter(|l| !l.starts_with("message_size_limit"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let mosquitto = Mosquitto::start_with_config(&unlimited);
+    let mosquitto = Mosquitto::start_with_config(&without_broker_limit());
     // The smallest limit the config check lets through.
     let limit = LimitsConfig::default().max_payload_bytes + PUBLISH_OVERHEAD_BYTES;
     let poison = [2 * 1024 * 1024];

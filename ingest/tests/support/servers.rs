@@ -127,6 +127,11 @@ pub struct Message {
     pub payload: Vec<u8>,
 }
 
+/// The shipped no-loss broker settings (deploy/mosquitto/no-loss.conf), for
+/// [`Mosquitto::start_with_config`]: mosquitto's defaults drop QoS 1
+/// messages of a subscriber that falls behind.
+pub const NO_LOSS: &str = include_str!("../../../deploy/mosquitto/no-loss.conf");
+
 impl Mosquitto {
     /// Starts a broker with the generated config.
     pub fn start() -> Self {

@@ -1,0 +1,36 @@
+//! `fleetpulse::service::run` as a task of the test's runtime, for the tests
+//! that read its counters directly instead of through a child process.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use fleetpulse::config::ServiceConfig;
+use fleetpulse::metrics::IngestMetrics;
+use fleetpulse::service::{self, RunReport, Runtime, ServiceError};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The running service: its counters, the token that stops it, its task.
+pub struct InProcess {
+    pub metrics: Arc<IngestMetrics>,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<Result<RunReport, ServiceError>>,
+}
+
+/// Spawns the service on `config`; `name` stands for the config file's path
+/// in its messages.
+pub fn spawn(config: ServiceConfig, name: &'static str) -> InProcess {
+    let metrics = Arc::new(IngestMetrics::default());
+    let shutdown = CancellationToken::new();
+    let runtime = Runtime {
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+        http: None,
+    };
+    let task = tokio::spawn(async move { service::run(config, Path::new(name), runtime).await });
+    InProcess {
+        metrics,
+        shutdown,
+        task,
+    }
+}
