@@ -203,3 +203,72 @@ async fn a_store_outage_loses_nothing_and_memory_stays_bounded() {
     );
     assert!(peak < 256.0, "peak RSS {peak:.0} MiB during the outage");
 }
+
+/// A stop (SIGINT) while the store is down: the service does not wait for
+/// the store; it exits within `shutdown_timeout`, and what it had not
+/// written stays in the WAL (the checkpoint did not pass it). The next run,
+/// with the store back, writes it: the KPIs equal the ground truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_the_store_is_down_ends_at_the_deadline_and_loses_nothing() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let mut influx = InfluxDb1::start();
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = Fleet::generate(&FleetSpec {
+        customers: 4,
+        devices: 16,
+        days: 5,
+        seed: 21,
+        ..FleetSpec::default()
+    });
+    fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
+    // A top-level key goes before the first table.
+    let config = write_config(dir.path(), &mosquitto, &influx);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("shutdown_timeout = \"3s\"\n{text}")).unwrap();
+    let mut service = Service::new(config, dir.path().join("service.log"));
+    service.start_and_wait(CONNECTED);
+
+    let messages: Vec<(String, Vec<u8>)> = fleet.encoded_messages().collect();
+    let options = PublishOptions {
+        host: mosquitto.host().to_string(),
+        port: mosquitto.port(),
+        client_id: "deadline-test-sim".into(),
+        give_up_after: Duration::from_secs(60),
+        ..PublishOptions::default()
+    };
+    fleetpulse_sim::publish(options, messages, |_| {})
+        .await
+        .unwrap();
+    // Everything received and some of it written, then the store goes.
+    let started = Instant::now();
+    while store_days(&influx, "fleetpulse").is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(60), "nothing written");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    influx.stop();
+
+    let asked = Instant::now();
+    service.interrupt();
+    let status = service
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("still running 30 s after SIGINT\n{}", service.log_tail()));
+    let took = asked.elapsed();
+    assert!(status.success(), "{status}\n{}", service.log_tail());
+    // 3 s of shutdown_timeout, 2 s for threads still waiting on the store,
+    // and slack for a loaded machine.
+    assert!(took < Duration::from_secs(10), "stop took {took:?}\n{}", service.log_tail());
+    assert!(
+        service.log().contains("shutdown deadline reached"),
+        "{}",
+        service.log_tail()
+    );
+
+    influx.restart();
+    service.start_and_wait(CONNECTED);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    service.stop();
+    println!("stopped {took:?} after SIGINT with the store down");
+    equal(&store_days(&influx, "fleetpulse"), &truth_days(&fleet))
+        .unwrap_or_else(|e| panic!("{e}\n{}", service.log_tail()));
+}
