@@ -242,7 +242,10 @@ async fn a_stop_while_the_store_is_down_ends_at_the_deadline_and_loses_nothing()
     // Everything received and some of it written, then the store goes.
     let started = Instant::now();
     while store_days(&influx, "fleetpulse").is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(60), "nothing written");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing written"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -257,7 +260,11 @@ async fn a_stop_while_the_store_is_down_ends_at_the_deadline_and_loses_nothing()
     assert!(status.success(), "{status}\n{}", service.log_tail());
     // 3 s of shutdown_timeout, 2 s for threads still waiting on the store,
     // and slack for a loaded machine.
-    assert!(took < Duration::from_secs(10), "stop took {took:?}\n{}", service.log_tail());
+    assert!(
+        took < Duration::from_secs(10),
+        "stop took {took:?}\n{}",
+        service.log_tail()
+    );
     assert!(
         service.log().contains("shutdown deadline reached"),
         "{}",
