@@ -135,11 +135,9 @@ impl EngineInput {
     /// Advances event time on this lane's workers (no-op unless it moves a
     /// tick).
     pub async fn advance(&mut self, watermark: EventTime) -> Result<(), EngineError> {
-        let tick = watermark - watermark % self.tick_ms;
-        if tick <= self.advanced_to {
+        let Some(tick) = next_tick(&mut self.advanced_to, watermark, self.tick_ms) else {
             return Ok(());
-        }
-        self.advanced_to = tick;
+        };
         for (_, input) in &self.inputs {
             input
                 .send(Command::Advance(tick))
@@ -160,6 +158,16 @@ impl EngineInput {
 /// a message can be routed before it is decoded.
 pub fn lane_of(customer: &str, device: &str, workers: usize, lanes: usize) -> usize {
     worker_of(route(&(customer, device)), workers) % lanes.max(1)
+}
+
+/// The tick `watermark` falls in, if it lies past `advanced_to` (which then
+/// moves to it): inputs advance in whole ticks.
+fn next_tick(advanced_to: &mut EventTime, watermark: EventTime, tick_ms: u64) -> Option<EventTime> {
+    let tick = watermark - watermark % tick_ms;
+    (tick > *advanced_to).then(|| {
+        *advanced_to = tick;
+        tick
+    })
 }
 
 /// `batches` split into `slots` groups by `slot_of`, each in arrival order.
@@ -312,29 +320,9 @@ impl Engine {
         self.cluster_watermark.load(Relaxed)
     }
 
-    /// Where this process's inputs stand (floored to the tick).
-    pub fn advanced_to(&self) -> EventTime {
-        self.advanced_to
-    }
-
-    /// Number of workers.
-    pub fn workers(&self) -> usize {
-        self.inputs.len()
-    }
-
     /// Counters, summed over workers.
     pub fn stats(&self) -> Arc<EngineStats> {
         self.stats.clone()
-    }
-
-    /// Feeds a batch to the worker that owns its device, waiting while that
-    /// worker's queue is full.
-    pub async fn send(&self, batch: DeviceBatch) -> Result<(), EngineError> {
-        let worker = self.worker_of(&batch);
-        self.inputs[worker]
-            .send(Command::Batch(batch))
-            .await
-            .map_err(|_| stopped())
     }
 
     /// Hands the inputs to `lanes` intake lanes: lane `k` gets the workers
@@ -359,23 +347,9 @@ impl Engine {
         split
     }
 
-    /// Advances event time on every worker (no-op unless it moves a tick).
-    pub async fn advance(&mut self, watermark: EventTime) -> Result<(), EngineError> {
-        let tick = watermark - watermark % self.tick_ms;
-        if tick <= self.advanced_to {
-            return Ok(());
-        }
-        self.advanced_to = tick;
-        for input in &self.inputs {
-            input
-                .send(Command::Advance(tick))
-                .await
-                .map_err(|_| stopped())?;
-        }
-        Ok(())
-    }
-
-    /// Blocking [`Self::send`], for callers outside an async runtime.
+    /// Feeds a batch to the worker that owns its device, blocking while that
+    /// worker's queue is full (callers outside an async runtime; the service
+    /// feeds through [`EngineInput`]).
     pub fn blocking_send(&self, batch: DeviceBatch) -> Result<(), EngineError> {
         let worker = self.worker_of(&batch);
         self.inputs[worker]
@@ -383,7 +357,7 @@ impl Engine {
             .map_err(|_| stopped())
     }
 
-    /// Blocking [`Self::send_all`], for callers outside an async runtime.
+    /// [`Self::blocking_send`] for a group: one hand-over per worker.
     pub fn blocking_send_all(&self, batches: Vec<DeviceBatch>) -> Result<(), EngineError> {
         let per_worker = by_worker(batches, self.inputs.len(), |b| self.worker_of(b));
         for (input, batches) in self.inputs.iter().zip(per_worker) {
@@ -396,13 +370,12 @@ impl Engine {
         Ok(())
     }
 
-    /// Blocking [`Self::advance`], for callers outside an async runtime.
+    /// Advances event time on every worker (no-op unless it moves a tick),
+    /// blocking while a queue is full.
     pub fn blocking_advance(&mut self, watermark: EventTime) -> Result<(), EngineError> {
-        let tick = watermark - watermark % self.tick_ms;
-        if tick <= self.advanced_to {
+        let Some(tick) = next_tick(&mut self.advanced_to, watermark, self.tick_ms) else {
             return Ok(());
-        }
-        self.advanced_to = tick;
+        };
         for input in &self.inputs {
             input
                 .blocking_send(Command::Advance(tick))

@@ -70,8 +70,9 @@ pub struct Lane {
 struct Group {
     acks: Vec<AckToken>,
     batches: Vec<DeviceBatch>,
-    /// The admitted messages as WAL records, kept until durable for a retry.
-    records: Vec<WalRecord>,
+    /// The admitted messages as WAL records, shared with the WAL writer and
+    /// kept until durable for a retry.
+    records: Arc<[WalRecord]>,
     /// Newest reading of the group, for the WAL cut.
     newest: EventTime,
     /// Admission's watermark after the group: the engine may advance to it
@@ -196,10 +197,15 @@ impl Lane {
     /// dead-lettered here.
     fn admit(&mut self, received: &mut Vec<Message>) -> Group {
         let received_ms = wall_clock_ms();
+        let mut records = Vec::with_capacity(if self.wal.is_some() {
+            received.len()
+        } else {
+            0
+        });
         let mut group = Group {
             acks: Vec::with_capacity(received.len()),
             batches: Vec::with_capacity(received.len()),
-            records: Vec::with_capacity(received.len()),
+            records: Arc::new([]),
             newest: 0,
             watermark: 0,
         };
@@ -212,7 +218,7 @@ impl Lane {
                     group.newest = group.newest.max(batch.last_at());
                     group.batches.push(batch);
                     if self.wal.is_some() {
-                        group.records.push(WalRecord {
+                        records.push(WalRecord {
                             topic: message.topic,
                             payload: message.payload,
                             received_ms,
@@ -247,6 +253,7 @@ impl Lane {
                 group.acks.push(ack);
             }
         }
+        group.records = records.into();
         group.watermark = self.admission.watermark().current();
         self.watermark.fetch_max(group.watermark, Relaxed);
         let gaps = self.admission.sequence_gaps();
@@ -310,7 +317,7 @@ impl Lane {
 }
 
 /// Appends a group's records as one WAL group and waits until durable.
-fn submit(wal: Arc<WalWriter>, id: u64, records: Vec<WalRecord>) -> Pending {
+fn submit(wal: Arc<WalWriter>, id: u64, records: Arc<[WalRecord]>) -> Pending {
     Box::pin(async move {
         let result = match wal.submit_batch(records).await {
             Ok(durable) => durable.await,

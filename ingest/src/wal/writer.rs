@@ -145,7 +145,7 @@ type Reply<T> = oneshot::Sender<Result<T, WriteError>>;
 
 enum Command {
     Append(WalRecord, Reply<Lsn>),
-    AppendBatch(Vec<WalRecord>, Reply<Range<Lsn>>),
+    AppendBatch(Arc<[WalRecord]>, Reply<Range<Lsn>>),
     TruncateBefore(Lsn, Reply<usize>),
 }
 
@@ -214,10 +214,13 @@ impl WalWriter {
     /// durable, or to an error for the batch as a whole: none of it is
     /// durable then ([`WriteError::Full`]: submit it again later). An empty
     /// batch resolves to an empty range.
-    pub async fn submit_batch(&self, records: Vec<WalRecord>) -> Result<DurableBatch, WriteError> {
+    pub async fn submit_batch(
+        &self,
+        records: impl Into<Arc<[WalRecord]>>,
+    ) -> Result<DurableBatch, WriteError> {
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(Command::AppendBatch(records, tx))
+            .send(Command::AppendBatch(records.into(), tx))
             .await
             .map_err(|_| WriteError::Closed)?;
         Ok(DurableBatch(rx))
