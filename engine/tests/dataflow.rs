@@ -311,3 +311,103 @@ fn daily_windows_follow_the_customers_local_day() {
     let hours = customers(&outcome, "1h");
     assert_eq!(hours[0].window_start, T0 + 23 * HOUR_MS);
 }
+
+/// A machine that runs around the clock, reporting every 30 minutes, for a
+/// customer in Europe/Berlin and, with the same device id, for a customer on
+/// UTC, across both of Berlin's 2026 daylight-saving changes. Each local day
+/// must be a window of its own length (23 h on 29 March, 25 h on 25
+/// October) holding exactly the hours run in it; the UTC customer's days
+/// stay 24 h. The expected bounds are written out from the time-zone rules
+/// (CET = UTC+1, CEST = UTC+2), not computed by the engine's own code.
+#[test]
+fn daylight_saving_days_are_23_and_25_hours_and_stay_with_their_customer() {
+    const H: u64 = HOUR_MS;
+    let utc = |y: i16, m: i8, d: i8, h: i8| {
+        jiff::civil::date(y, m, d)
+            .at(h, 0, 0, 0)
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .unwrap()
+            .timestamp()
+            .as_millisecond() as u64
+    };
+    let mut config = config();
+    let mut berlin = CustomerSpec::new(
+        "berlin",
+        Segment::LowTouch,
+        config.customers["acme"].contract.clone(),
+    );
+    berlin.timezone = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+    config.customers.insert("berlin".into(), berlin);
+
+    // Readings every 30 min, the hour meter +0.5 h each, in batches of 3
+    // (a batch spans less than the lateness).
+    let spans = [
+        (utc(2026, 3, 27, 22), utc(2026, 3, 31, 0)),
+        (utc(2026, 10, 24, 20), utc(2026, 10, 26, 2)),
+    ];
+    let mut batches = Vec::new();
+    for customer in ["berlin", "acme"] {
+        let mut meter = 1000.0;
+        let mut sequence = 0;
+        let mut samples = Vec::new();
+        for (from, to) in spans {
+            let mut at = from;
+            while at < to {
+                samples.push(sample(at, meter, 1, "ann"));
+                meter += 0.5;
+                at += 30 * MIN;
+                if samples.len() == 3 || at >= to {
+                    sequence += 1;
+                    batches.push(batch(
+                        customer,
+                        "exc-1",
+                        sequence,
+                        std::mem::take(&mut samples),
+                    ));
+                }
+            }
+        }
+    }
+    batches.sort_by_key(|b| (b.first_at(), b.customer.clone()));
+
+    // (customer, local day start, local day end, hours run in it)
+    let expected = [
+        ("acme", utc(2026, 3, 28, 0), utc(2026, 3, 29, 0), 24.0),
+        ("acme", utc(2026, 3, 29, 0), utc(2026, 3, 30, 0), 24.0),
+        ("acme", utc(2026, 10, 25, 0), utc(2026, 10, 26, 0), 24.0),
+        ("berlin", utc(2026, 3, 27, 23), utc(2026, 3, 28, 23), 24.0),
+        ("berlin", utc(2026, 3, 28, 23), utc(2026, 3, 29, 22), 23.0),
+        ("berlin", utc(2026, 3, 29, 22), utc(2026, 3, 30, 22), 24.0),
+        ("berlin", utc(2026, 10, 24, 22), utc(2026, 10, 25, 23), 25.0),
+    ];
+    for workers in [1, 2] {
+        let outcome = run_batches(config.clone(), workers, 2 * H, batches.clone()).unwrap();
+        assert!(outcome.late.is_empty(), "workers={workers}");
+        let days = customers(&outcome, "1d");
+        let device_days = devices(&outcome.outputs, "1d");
+        for (customer, start, end, hours) in expected {
+            let ctx = format!("workers={workers} {customer} day from {start}");
+            let day = days
+                .iter()
+                .find(|d| &*d.customer == customer && d.window_start == start)
+                .unwrap_or_else(|| panic!("{ctx}: no such window in {days:#?}"));
+            assert_eq!(day.window_end, end, "{ctx}");
+            assert!((day.operating_hours - hours).abs() < 1e-9, "{ctx}: {day:?}");
+            let device = device_days
+                .iter()
+                .find(|d| &*d.customer == customer && d.window_start == start)
+                .unwrap_or_else(|| panic!("{ctx}: no device window"));
+            assert_eq!(device.window_end, end, "{ctx}");
+            assert!(
+                (device.operating_hours - hours).abs() < 1e-9,
+                "{ctx}: {device:?}"
+            );
+        }
+        // No window of one customer took the other's bounds.
+        for d in &days {
+            let local = &*d.customer == "berlin";
+            let on_utc_midnight = d.window_start % (24 * H) == 0;
+            assert_eq!(on_utc_midnight, !local, "{d:?}");
+        }
+    }
+}
