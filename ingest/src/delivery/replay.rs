@@ -53,6 +53,9 @@ pub async fn replay(
     );
     let mut groups: Vec<Vec<DeviceBatch>> = vec![Vec::new(); lanes.len()];
     let mut watermark: EventTime = 0;
+    // Durable records reported to the ledger as one range per REPLAY_GROUP
+    // (the log is contiguous): one entry each, not one per record.
+    let mut range: Option<(Lsn, Lsn, EventTime)> = None;
     for entry in wal
         .replay(first)
         .map_err(|e| DeliveryError::Wal(e.to_string()))?
@@ -64,21 +67,19 @@ pub async fn replay(
         let group = &mut groups[lane];
         let admitted = admission.admit(&record.topic, &record.payload, record.received_ms);
         watermark = watermark.max(admission.watermark().current());
+        // A refused record is durable too: the cut must be able to pass it.
+        let newest = admitted.as_ref().map_or(0, |b| b.last_at());
+        let (start, _, at) = range.unwrap_or((lsn, lsn, 0));
+        range = Some((start, Lsn(lsn.0 + 1), at.max(newest)));
+        if lsn.0 + 1 - start.0 >= REPLAY_GROUP as u64 {
+            report(ledger, range.take());
+        }
         match admitted {
             Ok(batch) => {
-                ledger
-                    .lock()
-                    .expect("ledger poisoned")
-                    .durable(lsn..Lsn(lsn.0 + 1), batch.last_at());
                 group.push(batch);
                 replayed += 1;
             }
             Err(rejection) => {
-                // Still durable: the cut must be able to pass it.
-                ledger
-                    .lock()
-                    .expect("ledger poisoned")
-                    .durable(lsn..Lsn(lsn.0 + 1), 0);
                 tracing::warn!(
                     %lsn, reason = rejection.reason.as_str(),
                     "WAL record refused on replay: {}", rejection.detail
@@ -90,6 +91,7 @@ pub async fn replay(
             engine.advance(admission.watermark().current()).await?;
         }
     }
+    report(ledger, range);
     for ((admission, engine), group) in lanes.iter_mut().zip(groups) {
         if !group.is_empty() {
             engine.send_all(group).await?;
@@ -102,4 +104,15 @@ pub async fn replay(
         .fetch_add(replayed, std::sync::atomic::Ordering::Relaxed);
     progress.finish(&format!("{replayed} WAL records replayed"));
     Ok((replayed, watermark))
+}
+
+/// Tells the ledger that WAL records `start..end`, newest reading `newest`,
+/// are durable.
+fn report(ledger: &Mutex<Ledger>, range: Option<(Lsn, Lsn, EventTime)>) {
+    if let Some((start, end, newest)) = range {
+        ledger
+            .lock()
+            .expect("ledger poisoned")
+            .durable(start..end, newest);
+    }
 }
