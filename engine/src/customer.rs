@@ -13,10 +13,13 @@ use crate::kpi::risk::RiskThresholds;
 use crate::model::{EventTime, Id};
 
 /// Coverage model, usually by contract value; alert routing follows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Segment {
     /// A named CS manager.
+    #[default]
     HighTouch,
     /// A pooled CS team.
     LowTouch,

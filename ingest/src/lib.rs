@@ -16,6 +16,7 @@ pub mod drive;
 pub mod http;
 pub mod metrics;
 pub mod progress;
+pub mod records;
 pub mod report;
 pub mod secrets;
 pub mod service;

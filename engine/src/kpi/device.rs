@@ -8,7 +8,7 @@ use crate::config::{EngineConfig, WindowSpec};
 use crate::model::{EventTime, Id, MachineState, Usage};
 
 /// A device's rollup over one closed window.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct DeviceKpi {
     /// Customer id.
     pub customer: Id,

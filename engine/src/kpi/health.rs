@@ -83,10 +83,11 @@ pub struct HealthComponents {
 }
 
 /// Red / yellow / green.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Band {
     /// 0-50.
+    #[default]
     Red,
     /// 51-75.
     Yellow,
@@ -145,10 +146,11 @@ pub fn clamp100(v: f64) -> f64 {
 }
 
 /// Where the customer is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// Before the first value milestone.
+    #[default]
     Onboard,
     /// Value reached, not every milestone yet.
     Adopt,
@@ -193,7 +195,7 @@ impl Stage {
 
 /// A customer's health at the end of one day. Field names are store field
 /// names.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct HealthRecord {
     /// Customer id.
     pub customer: Id,

@@ -50,10 +50,11 @@ pub struct MilestoneSpec {
 }
 
 /// Where a milestone stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MilestoneStatus {
     /// Not reached, not yet due.
+    #[default]
     Pending,
     /// Reached.
     Reached,
@@ -74,7 +75,7 @@ impl MilestoneStatus {
 
 /// A milestone's state at the end of one day. Field names are store field
 /// names.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct MilestoneRecord {
     /// Customer id.
     pub customer: Id,

@@ -12,10 +12,11 @@ use super::CustomerKpi;
 use crate::model::{EventTime, Id};
 
 /// Which side of the target is success.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Met when value <= target.
+    #[default]
     AtMost,
     /// Met when value >= target.
     AtLeast,
@@ -175,7 +176,7 @@ pub struct OutcomeSpec {
 }
 
 /// Outcome attainment over one window. Field names are store field names.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct OutcomeRecord {
     /// Customer id.
     pub customer: Id,

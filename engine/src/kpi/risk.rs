@@ -10,10 +10,13 @@ use crate::customer::Segment;
 use crate::model::{EventTime, Id};
 
 /// The at-risk rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
     /// Usage falling against the customer's own trailing baseline.
+    #[default]
     UsageDrop,
     /// Telematics units that used to report have gone silent.
     DevicesDark,
@@ -193,10 +196,11 @@ impl RiskThresholds {
 }
 
 /// Open or resolved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertStatus {
     /// The episode started.
+    #[default]
     Open,
     /// The episode ended.
     Resolved,
@@ -214,7 +218,7 @@ impl AlertStatus {
 
 /// One alert transition (an episode opening or resolving). Field names are
 /// store and JSON field names.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct AlertRecord {
     /// Customer id.
     pub customer: Id,

@@ -18,7 +18,6 @@
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod influxdb;
-pub(crate) mod names;
 pub mod sqlite;
 pub mod writer;
 

@@ -3,21 +3,15 @@
 
 use std::path::Path;
 
-use fleetpulse_engine::kpi::health::HealthComponents;
 use fleetpulse_engine::{
-    AlertRecord, CustomerKpi, DeviceKpi, HealthRecord, MachineState, MilestoneRecord,
-    OutcomeRecord, PortfolioRecord,
+    AlertRecord, CustomerKpi, DeviceKpi, HealthRecord, MilestoneRecord, OutcomeRecord,
+    PortfolioRecord,
 };
-use rusqlite::types::Type;
-use rusqlite::{Connection, Params, Row};
-use serde::de::DeserializeOwned;
+use rusqlite::{Connection, Params};
 
-use super::schema::{
-    ALERT_COLUMNS, HEALTH_COLUMNS, MILESTONE_COLUMNS, OUTCOME_COLUMNS, PORTFOLIO_COLUMNS,
-    SELECT_CUSTOMER, SELECT_DEVICE, open_connection,
-};
+use super::schema::{open_connection, select_sql};
+use crate::records::RecordKind;
 use crate::sinks::SinkError;
-use crate::sinks::names::parse_name;
 
 /// Read access to a SQLite KPI store.
 #[derive(Debug)]
@@ -37,60 +31,35 @@ impl SqliteStore {
     /// Every customer record of the window label `window` (e.g. `1h`),
     /// ordered by customer, then window start.
     pub fn customer_kpis(&self, window: &str) -> Result<Vec<CustomerKpi>, SinkError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(SELECT_CUSTOMER)
-            .map_err(SinkError::SqliteRead)?;
-        let rows = stmt
-            .query_map([window], customer_from_row)
-            .map_err(SinkError::SqliteRead)?;
-        rows.collect::<Result<_, _>>()
-            .map_err(SinkError::SqliteRead)
+        self.select(
+            r#"WHERE "window" = ?1 ORDER BY customer, window_start"#,
+            [window],
+        )
     }
 
     /// Every device record of the window label `window`, ordered by customer,
     /// device, then window start.
     pub fn device_kpis(&self, window: &str) -> Result<Vec<DeviceKpi>, SinkError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(SELECT_DEVICE)
-            .map_err(SinkError::SqliteRead)?;
-        let rows = stmt
-            .query_map([window], device_from_row)
-            .map_err(SinkError::SqliteRead)?;
-        rows.collect::<Result<_, _>>()
-            .map_err(SinkError::SqliteRead)
+        self.select(
+            r#"WHERE "window" = ?1 ORDER BY customer, device, window_start"#,
+            [window],
+        )
     }
 
     /// Daily health records, of one customer or (with `None`) of all,
     /// ordered by customer, then window start.
     pub fn health(&self, customer: Option<&str>) -> Result<Vec<HealthRecord>, SinkError> {
-        let order = "ORDER BY customer, window_start";
-        match customer {
-            Some(c) => self.select(
-                &format!("SELECT {HEALTH_COLUMNS} FROM health WHERE customer = ?1 {order}"),
-                [c],
-                health_from_row,
-            ),
-            None => self.select(
-                &format!("SELECT {HEALTH_COLUMNS} FROM health {order}"),
-                [],
-                health_from_row,
-            ),
-        }
+        self.of_customer(customer, "", "ORDER BY customer, window_start")
     }
 
     /// The latest health record of each customer (its last day stored),
     /// ordered by customer.
     pub fn latest_health(&self) -> Result<Vec<HealthRecord>, SinkError> {
         self.select(
-            &format!(
-                "SELECT {HEALTH_COLUMNS} FROM health AS h WHERE window_start = \
-                 (SELECT max(window_start) FROM health WHERE customer = h.customer) \
-                 ORDER BY customer"
-            ),
+            "AS h WHERE window_start = \
+             (SELECT max(window_start) FROM health WHERE customer = h.customer) \
+             ORDER BY customer",
             [],
-            health_from_row,
         )
     }
 
@@ -104,49 +73,29 @@ impl SqliteStore {
             ""
         };
         self.select(
-            &format!(
-                "SELECT {ALERT_COLUMNS} FROM alert {filter} \
-                 ORDER BY opened_at, customer, rule, episode"
-            ),
+            &format!("{filter} ORDER BY opened_at, customer, rule, episode"),
             [],
-            alert_from_row,
         )
     }
 
     /// Outcome records, of one customer or (with `None`) of all, ordered by
     /// customer, outcome, window label, then window start.
     pub fn outcomes(&self, customer: Option<&str>) -> Result<Vec<OutcomeRecord>, SinkError> {
-        let order = r#"ORDER BY customer, outcome, "window", window_start"#;
-        match customer {
-            Some(c) => self.select(
-                &format!("SELECT {OUTCOME_COLUMNS} FROM outcome WHERE customer = ?1 {order}"),
-                [c],
-                outcome_from_row,
-            ),
-            None => self.select(
-                &format!("SELECT {OUTCOME_COLUMNS} FROM outcome {order}"),
-                [],
-                outcome_from_row,
-            ),
-        }
+        self.of_customer(
+            customer,
+            "",
+            r#"ORDER BY customer, outcome, "window", window_start"#,
+        )
     }
 
     /// Daily milestone records, of one customer or (with `None`) of all,
     /// ordered by customer, position, milestone, then window start.
     pub fn milestones(&self, customer: Option<&str>) -> Result<Vec<MilestoneRecord>, SinkError> {
-        let order = "ORDER BY customer, position, milestone, window_start";
-        match customer {
-            Some(c) => self.select(
-                &format!("SELECT {MILESTONE_COLUMNS} FROM milestone WHERE customer = ?1 {order}"),
-                [c],
-                milestone_from_row,
-            ),
-            None => self.select(
-                &format!("SELECT {MILESTONE_COLUMNS} FROM milestone {order}"),
-                [],
-                milestone_from_row,
-            ),
-        }
+        self.of_customer(
+            customer,
+            "",
+            "ORDER BY customer, position, milestone, window_start",
+        )
     }
 
     /// The latest record (last day stored) of each milestone: the journey as
@@ -156,264 +105,63 @@ impl SqliteStore {
         &self,
         customer: Option<&str>,
     ) -> Result<Vec<MilestoneRecord>, SinkError> {
-        let latest = "window_start = (SELECT max(window_start) FROM milestone \
-                      WHERE customer = m.customer AND milestone = m.milestone)";
-        let order = "ORDER BY customer, position, milestone";
-        match customer {
-            Some(c) => self.select(
-                &format!(
-                    "SELECT {MILESTONE_COLUMNS} FROM milestone AS m \
-                     WHERE customer = ?1 AND {latest} {order}"
-                ),
-                [c],
-                milestone_from_row,
-            ),
-            None => self.select(
-                &format!("SELECT {MILESTONE_COLUMNS} FROM milestone AS m WHERE {latest} {order}"),
-                [],
-                milestone_from_row,
-            ),
-        }
+        self.of_customer(
+            customer,
+            "window_start = (SELECT max(window_start) FROM milestone \
+             WHERE customer = m.customer AND milestone = m.milestone)",
+            "ORDER BY customer, position, milestone",
+        )
     }
 
     /// Portfolio figures, one per UTC day, ordered by window start.
     pub fn portfolio(&self) -> Result<Vec<PortfolioRecord>, SinkError> {
-        self.select(
-            &format!("SELECT {PORTFOLIO_COLUMNS} FROM portfolio ORDER BY window_start"),
-            [],
-            portfolio_from_row,
-        )
+        self.select("ORDER BY window_start", [])
     }
 
-    /// Runs `sql` (cached) with `params` and converts every row.
-    fn select<T>(
+    /// Records of `R` of one customer (or all, with `None`) that meet
+    /// `condition` (may be empty), in `order`. The table is aliased `m`.
+    fn of_customer<R: RecordKind>(
         &self,
-        sql: &str,
+        customer: Option<&str>,
+        condition: &str,
+        order: &str,
+    ) -> Result<Vec<R>, SinkError> {
+        let and = if condition.is_empty() { "" } else { " AND " };
+        match customer {
+            Some(c) => self.select(
+                &format!("AS m WHERE customer = ?1{and}{condition} {order}"),
+                [c],
+            ),
+            None if condition.is_empty() => self.select(order, []),
+            None => self.select(&format!("AS m WHERE {condition} {order}"), []),
+        }
+    }
+
+    /// Every column of `R`'s table, in the rows that `clauses` (what follows
+    /// `FROM <table>`) select, with `params`. The statement is cached.
+    fn select<R: RecordKind>(
+        &self,
+        clauses: &str,
         params: impl Params,
-        from_row: fn(&Row<'_>) -> rusqlite::Result<T>,
-    ) -> Result<Vec<T>, SinkError> {
+    ) -> Result<Vec<R>, SinkError> {
+        let sql = format!("{} {clauses}", select_sql::<R>());
         let mut stmt = self
             .conn
-            .prepare_cached(sql)
+            .prepare_cached(&sql)
             .map_err(SinkError::SqliteRead)?;
         let rows = stmt
-            .query_map(params, from_row)
+            .query_map(params, R::read)
             .map_err(SinkError::SqliteRead)?;
         rows.collect::<Result<_, _>>()
             .map_err(SinkError::SqliteRead)
     }
 }
 
-/// A REAL column; NULL (stored for a non-finite value) reads back as NaN.
-fn real(row: &Row<'_>, idx: usize) -> rusqlite::Result<f64> {
-    Ok(row.get::<_, Option<f64>>(idx)?.unwrap_or(f64::NAN))
-}
-
-fn text(row: &Row<'_>, idx: usize) -> rusqlite::Result<std::sync::Arc<str>> {
-    Ok(row.get::<_, String>(idx)?.into())
-}
-
-fn customer_from_row(row: &Row<'_>) -> rusqlite::Result<CustomerKpi> {
-    Ok(CustomerKpi {
-        customer: text(row, 0)?,
-        window: text(row, 1)?,
-        window_start: row.get(2)?,
-        window_end: row.get(3)?,
-        devices_purchased: row.get(4)?,
-        reporting_devices: row.get(5)?,
-        active_devices: row.get(6)?,
-        utilisation: real(row, 7)?,
-        operating_hours: real(row, 8)?,
-        idle_hours: real(row, 9)?,
-        fuel_litres: real(row, 10)?,
-        cycles: row.get(11)?,
-        output_units: real(row, 12)?,
-        manual_interventions: row.get(13)?,
-        distinct_operators: row.get(14)?,
-        advanced_features_used: row.get(15)?,
-        advanced_feature_share: real(row, 16)?,
-        fault_count: row.get(17)?,
-        samples: row.get(18)?,
-        ..CustomerKpi::default()
-    })
-}
-
-fn device_from_row(row: &Row<'_>) -> rusqlite::Result<DeviceKpi> {
-    let state: String = row.get(17)?;
-    let last_state = parse_state(&state).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            17,
-            Type::Text,
-            format!("unknown last_state `{state}`").into(),
-        )
-    })?;
-    Ok(DeviceKpi {
-        customer: text(row, 0)?,
-        site: text(row, 1)?,
-        device: text(row, 2)?,
-        window: text(row, 3)?,
-        window_start: row.get(4)?,
-        window_end: row.get(5)?,
-        utilisation: real(row, 6)?,
-        operating_hours: real(row, 7)?,
-        idle_hours: real(row, 8)?,
-        fuel_litres: real(row, 9)?,
-        cycles: row.get(10)?,
-        output_units: real(row, 11)?,
-        manual_interventions: row.get(12)?,
-        distinct_operators: row.get(13)?,
-        fault_count: row.get(14)?,
-        samples: row.get(15)?,
-        last_seen: row.get(16)?,
-        last_state,
-    })
-}
-
-/// An optional REAL column: NULL reads back as `None`.
-fn optional_real(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<f64>> {
-    row.get(idx)
-}
-
-/// A TEXT column holding the serde name of an engine enum.
-fn name<T: DeserializeOwned>(row: &Row<'_>, idx: usize, column: &str) -> rusqlite::Result<T> {
-    let text: String = row.get(idx)?;
-    parse_name(&text).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            idx,
-            Type::Text,
-            format!("unknown {column} `{text}`").into(),
-        )
-    })
-}
-
-fn outcome_from_row(row: &Row<'_>) -> rusqlite::Result<OutcomeRecord> {
-    Ok(OutcomeRecord {
-        customer: text(row, 0)?,
-        outcome: text(row, 1)?,
-        window: text(row, 2)?,
-        window_start: row.get(3)?,
-        window_end: row.get(4)?,
-        value: real(row, 5)?,
-        target: real(row, 6)?,
-        direction: name(row, 7, "direction")?,
-        met: row.get(8)?,
-        consecutive_met: row.get(9)?,
-        consecutive_missed: row.get(10)?,
-    })
-}
-
-fn milestone_from_row(row: &Row<'_>) -> rusqlite::Result<MilestoneRecord> {
-    Ok(MilestoneRecord {
-        customer: text(row, 0)?,
-        milestone: text(row, 1)?,
-        window_start: row.get(2)?,
-        window_end: row.get(3)?,
-        position: row.get(4)?,
-        value_milestone: row.get(5)?,
-        due_at: row.get(6)?,
-        reached_at: row.get(7)?,
-        status: name(row, 8, "status")?,
-    })
-}
-
-fn health_from_row(row: &Row<'_>) -> rusqlite::Result<HealthRecord> {
-    Ok(HealthRecord {
-        customer: text(row, 0)?,
-        window_start: row.get(1)?,
-        window_end: row.get(2)?,
-        score: real(row, 3)?,
-        band: name(row, 4, "band")?,
-        score_trend: real(row, 5)?,
-        components: HealthComponents {
-            depth: real(row, 6)?,
-            breadth: real(row, 7)?,
-            utilisation: real(row, 8)?,
-            outcome: optional_real(row, 9)?,
-            reliability: real(row, 10)?,
-            trend: real(row, 11)?,
-            maturity: optional_real(row, 12)?,
-        },
-        stage: name(row, 13, "stage")?,
-        segment: name(row, 14, "segment")?,
-        arr: real(row, 15)?,
-        arr_at_risk: real(row, 16)?,
-        open_alerts: row.get(17)?,
-        days_since_activation: real(row, 18)?,
-        days_to_renewal: real(row, 19)?,
-        time_to_value_days: optional_real(row, 20)?,
-        usage_growth: real(row, 21)?,
-        milestones_reached: row.get(22)?,
-        milestones_total: row.get(23)?,
-    })
-}
-
-fn alert_from_row(row: &Row<'_>) -> rusqlite::Result<AlertRecord> {
-    Ok(AlertRecord {
-        customer: text(row, 0)?,
-        rule: name(row, 1, "rule")?,
-        episode: row.get(2)?,
-        customer_name: text(row, 3)?,
-        status: name(row, 4, "status")?,
-        opened_at: row.get(5)?,
-        resolved_at: row.get(6)?,
-        evidence: row.get(7)?,
-        metric: real(row, 8)?,
-        threshold: real(row, 9)?,
-        stage: name(row, 10, "stage")?,
-        segment: name(row, 11, "segment")?,
-        arr_at_risk: real(row, 12)?,
-        next_action: row.get(13)?,
-    })
-}
-
-fn portfolio_from_row(row: &Row<'_>) -> rusqlite::Result<PortfolioRecord> {
-    Ok(PortfolioRecord {
-        window_start: row.get(0)?,
-        window_end: row.get(1)?,
-        customers: row.get(2)?,
-        arr_total: real(row, 3)?,
-        arr_at_risk: real(row, 4)?,
-        green: row.get(5)?,
-        yellow: row.get(6)?,
-        red: row.get(7)?,
-        managed_customers: row.get(8)?,
-        managed_usage_growth: real(row, 9)?,
-        unmanaged_usage_growth: real(row, 10)?,
-        managed_outcome_attainment: real(row, 11)?,
-        unmanaged_outcome_attainment: real(row, 12)?,
-    })
-}
-
-/// Every machine state; [`_all_states_listed`] fails to compile when the
-/// engine adds one that is missing here.
-const ALL_STATES: [MachineState; 5] = [
-    MachineState::Unknown,
-    MachineState::Running,
-    MachineState::Idle,
-    MachineState::Off,
-    MachineState::Fault,
-];
-
-fn _all_states_listed(state: MachineState) {
-    match state {
-        MachineState::Unknown
-        | MachineState::Running
-        | MachineState::Idle
-        | MachineState::Off
-        | MachineState::Fault => {}
-    }
-}
-
-/// The state whose [`MachineState::as_str`] is `text`.
-fn parse_state(text: &str) -> Option<MachineState> {
-    ALL_STATES.into_iter().find(|s| s.as_str() == text)
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
-    use fleetpulse_engine::Output;
+    use fleetpulse_engine::{MachineState, Output};
 
     use fleetpulse_engine::Segment;
     use fleetpulse_engine::kpi::health::{Band, Stage};
@@ -808,13 +556,5 @@ mod tests {
             source.to_string().contains("unknown band `purple`"),
             "{source}"
         );
-    }
-
-    #[test]
-    fn every_state_parses_back() {
-        for state in ALL_STATES {
-            assert_eq!(parse_state(state.as_str()), Some(state));
-        }
-        assert_eq!(parse_state("exploded"), None);
     }
 }

@@ -1,0 +1,214 @@
+//! The per-kind tables of `docs/SCHEMA.md`, generated from the definitions.
+//!
+//! The document keeps its prose; each generated part stands between
+//! `<!-- BEGIN GENERATED name ... -->` and `<!-- END GENERATED name -->`
+//! lines. A test compares them with [`regions`]; run it with
+//! `FLEETPULSE_BLESS=1` to write them instead.
+
+use std::fmt::Write as _;
+
+use super::{Column, Kind, KindVisitor, RecordKind, Role, each_kind};
+
+/// The generated regions of `docs/SCHEMA.md`: `(name, text)`.
+pub fn regions() -> Vec<(&'static str, String)> {
+    let mut sqlite = Tables::new(sqlite_table);
+    let mut line_protocol = Tables::new(measurement_table);
+    each_kind(&mut sqlite);
+    each_kind(&mut line_protocol);
+    vec![
+        ("sqlite-tables", sqlite.text),
+        ("line-protocol-measurements", line_protocol.text),
+    ]
+}
+
+/// `doc` with every generated region replaced by its text from `regions`.
+/// Errors name a region whose markers are missing.
+pub fn splice(doc: &str, regions: &[(&str, String)]) -> Result<String, String> {
+    let mut out = doc.to_owned();
+    for (name, text) in regions {
+        let begin = format!("<!-- BEGIN GENERATED {name} ");
+        let end = format!("<!-- END GENERATED {name} -->");
+        let start = out
+            .find(&begin)
+            .ok_or_else(|| format!("no `{begin}...-->` line"))?;
+        let body = start + out[start..].find('\n').ok_or("unterminated marker")? + 1;
+        let stop = out[body..]
+            .find(&end)
+            .map(|i| body + i)
+            .ok_or_else(|| format!("no `{end}` line"))?;
+        out.replace_range(body..stop, &format!("\n{text}\n"));
+    }
+    Ok(out)
+}
+
+/// Collects one table per kind.
+struct Tables {
+    text: String,
+    table: fn(&mut String, &KindText),
+}
+
+/// What a table needs of a kind, without its type parameter.
+struct KindText {
+    name: &'static str,
+    doc: &'static str,
+    notes: &'static str,
+    columns: &'static [Column],
+}
+
+impl Tables {
+    fn new(table: fn(&mut String, &KindText)) -> Self {
+        Self {
+            text: String::new(),
+            table,
+        }
+    }
+}
+
+impl KindVisitor for Tables {
+    fn kind<R: RecordKind>(&mut self) {
+        if !self.text.is_empty() {
+            self.text.push('\n');
+        }
+        (self.table)(
+            &mut self.text,
+            &KindText {
+                name: R::NAME,
+                doc: R::DOC,
+                notes: R::NOTES,
+                columns: R::COLUMNS,
+            },
+        );
+    }
+}
+
+/// The meaning of a column, with an enum's names when the text does not
+/// already give them.
+fn meaning(c: &Column) -> String {
+    match c.ty.kind {
+        Kind::Enum { names, .. } if !c.doc.contains(&format!("`{}`", names[0])) => {
+            let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+            let (last, rest) = quoted.split_last().expect("an enum has names");
+            format!("{}: {} or {last}", c.doc, rest.join(", "))
+        }
+        _ => c.doc.to_owned(),
+    }
+}
+
+fn sqlite_table(out: &mut String, k: &KindText) {
+    let key: Vec<String> = k
+        .columns
+        .iter()
+        .filter(|c| c.is(Role::Key))
+        .map(|c| match c.name {
+            "window" => "\"window\"".to_owned(),
+            name => name.to_owned(),
+        })
+        .collect();
+    let _ = writeln!(out, "### `{}`\n", k.name);
+    let _ = write!(
+        out,
+        "Primary key `({})`, `WITHOUT ROWID`. {}",
+        key.join(", "),
+        k.doc
+    );
+    if !k.notes.is_empty() {
+        let _ = write!(out, " {}", k.notes);
+    }
+    let _ = writeln!(
+        out,
+        "\n\n| column | type | unit | meaning |\n|---|---|---|---|"
+    );
+    for c in k.columns {
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {} |",
+            c.name,
+            c.ty.sql(),
+            c.unit,
+            meaning(c)
+        );
+    }
+}
+
+fn measurement_table(out: &mut String, k: &KindText) {
+    let _ = writeln!(out, "### Measurement `{}`\n", k.name);
+    let _ = writeln!(
+        out,
+        "| key | kind | type | unit | meaning |\n|---|---|---|---|---|"
+    );
+    let mut tags: Vec<&Column> = k.columns.iter().filter(|c| c.is(Role::Tag)).collect();
+    tags.sort_by_key(|c| c.name);
+    for c in tags {
+        let _ = writeln!(
+            out,
+            "| `{}` | tag | string | {} | {} |",
+            c.name,
+            c.unit,
+            meaning(c)
+        );
+    }
+    for c in k.columns.iter().filter(|c| c.is_field()) {
+        let absent = if c.ty.optional {
+            "; **left out** when absent"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "| `{}` | field | {} | {} | {}{absent} |",
+            c.name,
+            c.ty.line_protocol(),
+            c.unit,
+            meaning(c)
+        );
+    }
+    if let Some(time) = k.columns.iter().find(|c| c.is(Role::Time)) {
+        let _ = writeln!(
+            out,
+            "| *time* | timestamp | | ns since epoch | `{}` |",
+            time.name
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// docs/SCHEMA.md holds the generated tables as they are now; with
+    /// `FLEETPULSE_BLESS=1` the test writes them.
+    #[test]
+    fn schema_md_holds_the_generated_tables() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/SCHEMA.md");
+        let doc = std::fs::read_to_string(&path).unwrap();
+        let spliced = splice(&doc, &regions()).unwrap();
+        if std::env::var_os("FLEETPULSE_BLESS").is_some() {
+            std::fs::write(&path, &spliced).unwrap();
+        } else {
+            assert!(
+                doc == spliced,
+                "docs/SCHEMA.md is out of date with ingest/src/records: run \
+                 `FLEETPULSE_BLESS=1 cargo test -p fleetpulse --lib records::docs`"
+            );
+        }
+    }
+
+    #[test]
+    fn splice_replaces_only_between_the_markers() {
+        let doc =
+            "intro\n<!-- BEGIN GENERATED a (edit x) -->\nold\n<!-- END GENERATED a -->\nend\n";
+        let out = splice(doc, &[("a", "new".to_owned())]).unwrap();
+        assert_eq!(
+            out,
+            "intro\n<!-- BEGIN GENERATED a (edit x) -->\n\nnew\n<!-- END GENERATED a -->\nend\n"
+        );
+        assert_eq!(splice(&out, &[("a", "new".to_owned())]).unwrap(), out);
+        assert!(
+            splice(doc, &[("b", String::new())])
+                .unwrap_err()
+                .contains("b")
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! OpenAPI schemas of the record kinds, generated from the definitions.
