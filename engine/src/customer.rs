@@ -13,6 +13,7 @@ use crate::kpi::risk::RiskThresholds;
 use crate::model::{EventTime, Id};
 
 /// Coverage model, usually by contract value; alert routing follows it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
 )]

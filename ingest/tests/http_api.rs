@@ -2,9 +2,9 @@
 //! `[http]` on a free port): every endpoint, the filters, 404 for an unknown
 //! customer and 400 for bad query parameters; every JSON response is
 //! validated against the OpenAPI document the service serves (with a small
-//! JSON-schema subset validator below: `type`, `nullable`, `enum`,
+//! JSON-schema subset validator below: `type` (one or a list), `enum`,
 //! `properties`, `required`, `additionalProperties`, `items`, `minimum`,
-//! `maximum`, `allOf`, `$ref`, which is all the document uses; a full
+//! `maximum`, `allOf`, `oneOf`, `$ref`, which is all the document uses; a full
 //! validator crate would pull in a regex engine, an HTTP client and more for
 //! the same checks), and every path of the document is exercised.
 
@@ -24,7 +24,7 @@ use fleetpulse_sim::{Fleet, FleetSpec, PublishOptions};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-// ---- a JSON-schema subset validator for OpenAPI 3.0 schemas -------------
+// ---- a JSON-schema subset validator for OpenAPI 3.1 schemas -------------
 
 /// Problems of `value` against `schema` (resolving `$ref` in `doc`), each
 /// with the JSON path where it is.
@@ -33,16 +33,39 @@ fn validate(doc: &Value, schema: &Value, value: &Value, path: &str, out: &mut Ve
         let target = resolve(doc, reference);
         return validate(doc, target, value, path, out);
     }
-    if value.is_null() {
-        if schema["nullable"] != Value::Bool(true) {
-            out.push(format!("{path}: null but not nullable"));
-        }
-        return;
-    }
     if let Some(all) = schema["allOf"].as_array() {
         for s in all {
             validate(doc, s, value, path, out);
         }
+    }
+    if let Some(one_of) = schema["oneOf"].as_array() {
+        let matching = one_of
+            .iter()
+            .filter(|s| {
+                let mut problems = Vec::new();
+                validate(doc, s, value, path, &mut problems);
+                problems.is_empty()
+            })
+            .count();
+        if matching != 1 {
+            out.push(format!("{path}: {value} matches {matching} of oneOf"));
+        }
+    }
+    // `type` is one name or a list of them (`["number", "null"]`).
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if value.is_null() {
+        if !types.is_empty() && !types.contains(&"null") {
+            out.push(format!("{path}: null but not nullable"));
+        }
+        return;
+    }
+    if !types.is_empty() && types.iter().all(|t| *t == "null") {
+        out.push(format!("{path}: {value} is not null"));
+        return;
     }
     if let Some(values) = schema["enum"].as_array()
         && !values.contains(value)
@@ -60,7 +83,7 @@ fn validate(doc: &Value, schema: &Value, value: &Value, path: &str, out: &mut Ve
     {
         out.push(format!("{path}: {v} > maximum {max}"));
     }
-    match schema["type"].as_str() {
+    match types.into_iter().find(|t| *t != "null") {
         None => {}
         Some("object") => {
             let Some(object) = value.as_object() else {
@@ -124,7 +147,7 @@ fn template_of(doc: &Value, path: &str) -> Option<String> {
 
 #[test]
 fn the_validator_catches_what_it_should() {
-    let doc: Value = serde_json::from_str(fleetpulse::http::OPENAPI).unwrap();
+    let doc: Value = serde_json::from_str(fleetpulse::http::api::openapi_json()).unwrap();
     let alert = &doc["components"]["schemas"]["Alert"];
     let mut good = serde_json::json!({
         "customer": "a", "customer_name": "A", "rule": "usage_drop", "episode": 1,
@@ -136,7 +159,7 @@ fn the_validator_catches_what_it_should() {
     validate(&doc, alert, &good, "$", &mut out);
     assert!(out.is_empty(), "{out:?}");
     good["rule"] = "bogus".into();
-    good["episode"] = 0.into();
+    good["episode"] = (-1).into();
     good["extra"] = 1.into();
     good.as_object_mut().unwrap().remove("evidence");
     good["customer"] = Value::Null;
@@ -280,7 +303,7 @@ async fn every_endpoint_answers_as_documented() {
     let mut api = Api {
         client: reqwest::Client::new(),
         base: format!("http://{addr}"),
-        doc: serde_json::from_str(fleetpulse::http::OPENAPI).unwrap(),
+        doc: serde_json::from_str(fleetpulse::http::api::openapi_json()).unwrap(),
         seen: BTreeSet::new(),
     };
 
@@ -466,7 +489,7 @@ async fn every_endpoint_answers_as_documented() {
     assert_eq!(served, api.doc);
     let in_repo: Value = serde_json::from_str(
         &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http/openapi.json"),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json"),
         )
         .unwrap(),
     )
@@ -547,7 +570,7 @@ async fn readyz_is_503_when_not_running() {
     let mut api = Api {
         client: reqwest::Client::new(),
         base: format!("http://{addr}"),
-        doc: serde_json::from_str(fleetpulse::http::OPENAPI).unwrap(),
+        doc: serde_json::from_str(fleetpulse::http::api::openapi_json()).unwrap(),
         seen: BTreeSet::new(),
     };
     let body = api.get("/readyz", 503).await;

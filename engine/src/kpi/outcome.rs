@@ -12,6 +12,7 @@ use super::CustomerKpi;
 use crate::model::{EventTime, Id};
 
 /// Which side of the target is success.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {

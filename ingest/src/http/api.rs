@@ -1,34 +1,70 @@
-//! The JSON API: handlers and the documents they return. Field names are
-//! the store field names of `docs/SCHEMA.md`; the shapes are described in
-//! `openapi.json` (served at `/api/openapi.json`), which the API tests check
-//! every response against.
+//! The JSON API: handlers and the documents they return. Record documents
+//! are the record definitions' columns ([`Doc`], the store field names of
+//! `docs/SCHEMA.md`); the OpenAPI document ([`ApiDoc`], served at
+//! `/api/openapi.json`) is generated from these types, and the API tests
+//! check every response against it.
 //!
-//! Handlers take the view's read lock, build a document, release the lock,
-//! then serialise: the lock is never held across an `.await`.
+//! Query parameters are typed structs that refuse unknown and repeated
+//! names. Handlers take the view's read lock, build a document, release the
+//! lock, then serialise: the lock is never held across an `.await`.
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use fleetpulse_engine::kpi::health::{Band, Stage};
+use fleetpulse_engine::kpi::health::Band;
+use fleetpulse_engine::kpi::outcome::Direction;
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
 use fleetpulse_engine::{
     AlertRecord, CustomerKpi, EventTime, HealthRecord, MilestoneRecord, OutcomeRecord,
     PortfolioRecord, Segment,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::Hub;
 use super::view::{CustomerView, DeviceView, View};
+use crate::records::Doc;
+use crate::records::openapi::{
+    AlertSchema, CustomerKpiSchema, HealthSchema, MilestoneSchema, OutcomeSchema, PortfolioSchema,
+};
 
 /// Days of history returned when `days` is not given.
 pub const DEFAULT_DAYS: usize = 90;
 /// Most days of history a request may ask for.
 pub const MAX_DAYS: usize = 366;
+/// Most rows a list may be limited to.
+pub const MAX_LIMIT: usize = 10_000;
 /// Health scores per customer in the list's sparkline.
 pub const SPARKLINE_DAYS: usize = 30;
+
+/// The OpenAPI document of the JSON API and the plain-text endpoints.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "fleetpulse API",
+        description = "Customer-success signals from machine telemetry. Field names are the \
+            store field names of docs/SCHEMA.md; times are ms since the Unix epoch; a number \
+            the engine could not define (NaN) is null."
+    ),
+    servers((url = "/")),
+    paths(customers, customer, alerts, portfolio, status, super::openapi, super::metrics,
+        super::healthz, super::readyz),
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document as JSON, built once.
+pub fn openapi_json() -> &'static str {
+    static JSON: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        ApiDoc::openapi()
+            .to_pretty_json()
+            .expect("the OpenAPI document serialises")
+    });
+    &JSON
+}
 
 /// An API error: status and message, as `{"error": ..., "status": ...}`.
 #[derive(Debug)]
@@ -55,9 +91,15 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
+/// An error answer.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Error)]
 struct ErrorBody<'a> {
+    /// What is wrong.
     error: &'a str,
+    /// HTTP status.
+    #[schema(minimum = 400)]
     status: u16,
 }
 
@@ -71,180 +113,177 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Query parameters as given, in order.
-pub type Params = Query<Vec<(String, String)>>;
+/// Query parameters of type `T`: a bad query string (an unknown or repeated
+/// name, a bad value) is a 400 [`ApiError`] naming the parameter.
+pub struct ApiQuery<T>(pub T);
 
-/// Checked query parameters: each known name at most once, unknown names
-/// refused.
-struct QueryArgs<'a> {
-    params: &'a [(String, String)],
+#[axum::async_trait]
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parse_query(parts.uri.query().unwrap_or(""))
+            .map(ApiQuery)
+            .map_err(ApiError::bad_request)
+    }
 }
 
-impl<'a> QueryArgs<'a> {
-    fn new(params: &'a [(String, String)], known: &[&str]) -> Result<Self, ApiError> {
-        for (i, (name, _)) in params.iter().enumerate() {
-            if !known.contains(&name.as_str()) {
-                return Err(ApiError::bad_request(format!(
-                    "unknown query parameter `{name}`; known: {}",
-                    known.join(", ")
-                )));
-            }
-            if params[..i].iter().any(|(n, _)| n == name) {
-                return Err(ApiError::bad_request(format!(
-                    "query parameter `{name}` given twice"
-                )));
-            }
+/// Parses a query string; the error names the parameter at fault.
+pub fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, String> {
+    let pairs = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(pairs).map_err(|e| {
+        let path = e.path().to_string();
+        match path.as_str() {
+            "." => format!("query: {}", e.inner()),
+            _ => format!("query parameter `{path}`: {}", e.inner()),
         }
-        Ok(Self { params })
-    }
+    })
+}
 
-    fn get(&self, name: &str) -> Option<&'a str> {
-        self.params
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
+/// A whole number in `MIN..=MAX` given as a query parameter.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounded<const MIN: usize, const MAX: usize>(pub usize);
 
-    /// An enum parameter: one of `names`.
-    fn one_of<T: Copy>(&self, name: &str, values: &[(&str, T)]) -> Result<Option<T>, ApiError> {
-        let Some(given) = self.get(name) else {
-            return Ok(None);
-        };
-        values
-            .iter()
-            .find(|(n, _)| *n == given)
-            .map(|(_, v)| Some(*v))
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "`{name}`: `{given}` is not one of {}",
-                    values
-                        .iter()
-                        .map(|(n, _)| *n)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })
-    }
-
-    /// An integer parameter in `min..=max`.
-    fn int(&self, name: &str, min: usize, max: usize) -> Result<Option<usize>, ApiError> {
-        let Some(given) = self.get(name) else {
-            return Ok(None);
-        };
-        match given.parse::<usize>() {
-            Ok(v) if (min..=max).contains(&v) => Ok(Some(v)),
-            _ => Err(ApiError::bad_request(format!(
-                "`{name}`: `{given}` is not a whole number from {min} to {max}"
+impl<'de, const MIN: usize, const MAX: usize> Deserialize<'de> for Bounded<MIN, MAX> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.parse::<usize>() {
+            Ok(v) if (MIN..=MAX).contains(&v) => Ok(Self(v)),
+            _ => Err(serde::de::Error::custom(format!(
+                "`{text}` is not a whole number from {MIN} to {MAX}"
             ))),
         }
     }
-
-    fn bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
-        self.one_of(name, &[("true", true), ("false", false)])
-    }
 }
 
-const SEGMENTS: [(&str, Segment); 3] = [
-    ("high-touch", Segment::HighTouch),
-    ("low-touch", Segment::LowTouch),
-    ("tech-touch", Segment::TechTouch),
-];
-const BANDS: [(&str, Band); 3] = [
-    ("red", Band::Red),
-    ("yellow", Band::Yellow),
-    ("green", Band::Green),
-];
+/// Days of history.
+type Days = Bounded<1, MAX_DAYS>;
+/// Most rows to return.
+type Limit = Bounded<1, MAX_LIMIT>;
 
-fn rules() -> Vec<(&'static str, Rule)> {
-    Rule::ALL.iter().map(|r| (r.as_str(), *r)).collect()
+/// `GET /api/customers` parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CustomersQuery {
+    /// Only this segment.
+    segment: Option<Segment>,
+    /// Only this band.
+    band: Option<Band>,
+    /// Only customers with an open alert or ARR at risk (`true`), or only
+    /// those without (`false`).
+    at_risk: Option<bool>,
+    /// At most this many customers.
+    #[param(value_type = Option<usize>, minimum = 1, maximum = 10000)]
+    limit: Option<Limit>,
 }
 
-/// A customer's health on one day: the `health` record of docs/SCHEMA.md,
-/// components flattened.
-#[derive(Debug, Serialize)]
-pub struct HealthDoc {
-    customer: String,
-    window_start: EventTime,
-    window_end: EventTime,
-    score: f64,
-    band: Band,
-    score_trend: f64,
-    depth: f64,
-    breadth: f64,
-    utilisation: f64,
-    outcome_attainment: Option<f64>,
-    reliability: f64,
-    trend: f64,
-    maturity: Option<f64>,
-    stage: Stage,
-    segment: Segment,
-    arr: f64,
-    arr_at_risk: f64,
-    open_alerts: u32,
-    days_since_activation: f64,
-    days_to_renewal: f64,
-    time_to_value_days: Option<f64>,
-    usage_growth: f64,
-    milestones_reached: u32,
-    milestones_total: u32,
+/// `GET /api/customers/{id}` parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CustomerQuery {
+    /// Days of history.
+    #[param(value_type = Option<usize>, minimum = 1, maximum = 366, default = 90)]
+    days: Option<Days>,
+    /// Window label of the KPI series (default: the customer day).
+    window: Option<String>,
 }
 
-impl From<&HealthRecord> for HealthDoc {
-    fn from(h: &HealthRecord) -> Self {
-        Self {
-            customer: h.customer.to_string(),
-            window_start: h.window_start,
-            window_end: h.window_end,
-            score: h.score,
-            band: h.band,
-            score_trend: h.score_trend,
-            depth: h.components.depth,
-            breadth: h.components.breadth,
-            utilisation: h.components.utilisation,
-            outcome_attainment: h.components.outcome,
-            reliability: h.components.reliability,
-            trend: h.components.trend,
-            maturity: h.components.maturity,
-            stage: h.stage,
-            segment: h.segment,
-            arr: h.arr,
-            arr_at_risk: h.arr_at_risk,
-            open_alerts: h.open_alerts,
-            days_since_activation: h.days_since_activation,
-            days_to_renewal: h.days_to_renewal,
-            time_to_value_days: h.time_to_value_days,
-            usage_growth: h.usage_growth,
-            milestones_reached: h.milestones_reached,
-            milestones_total: h.milestones_total,
-        }
-    }
+/// Which alert episodes.
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusFilter {
+    /// Open episodes.
+    #[default]
+    Open,
+    /// Resolved episodes.
+    Resolved,
+    /// Every episode.
+    All,
 }
+
+/// `GET /api/alerts` parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AlertsQuery {
+    /// Episode status (default `open`).
+    status: Option<StatusFilter>,
+    /// Only this segment.
+    segment: Option<Segment>,
+    /// Only this rule.
+    rule: Option<Rule>,
+    /// Only this customer.
+    customer: Option<String>,
+    /// At most this many episodes.
+    #[param(value_type = Option<usize>, minimum = 1, maximum = 10000)]
+    limit: Option<Limit>,
+}
+
+/// `GET /api/portfolio` parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PortfolioQuery {
+    /// Days of history.
+    #[param(value_type = Option<usize>, minimum = 1, maximum = 366, default = 90)]
+    days: Option<Days>,
+}
+
+/// No parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}
 
 /// One point of the health sparkline.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct HealthPoint {
-    window_start: EventTime,
+    /// Start of the day (ms since the Unix epoch).
+    window_start: u64,
+    /// Health score 0..100.
+    #[schema(value_type = Option<f64>)]
     score: f64,
     band: Band,
 }
 
 /// One row of the ranked list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct CustomerSummary<'a> {
+    /// 1-based position in the risk ranking.
+    #[schema(minimum = 1)]
     rank: usize,
+    /// Customer id.
     customer: &'a str,
+    /// Display name.
     name: &'a str,
     segment: Option<Segment>,
+    /// Annual recurring revenue.
     arr: Option<f64>,
-    health: Option<HealthDoc>,
+    /// The latest health record.
+    #[schema(value_type = Option<HealthSchema>)]
+    health: Option<Doc<'a, HealthRecord>>,
+    /// Last 30 daily scores, oldest first.
     health_history: Vec<HealthPoint>,
-    alerts: Vec<&'a AlertRecord>,
+    /// Open alert episodes with their evidence.
+    #[schema(value_type = Vec<AlertSchema>)]
+    alerts: Vec<Doc<'a, AlertRecord>>,
 }
 
-#[derive(Debug, Serialize)]
+/// The customers, ranked by risk.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct CustomerList<'a> {
+    /// Changes whenever the data does.
     version: u64,
-    as_of: Option<EventTime>,
+    /// End of the newest day held (ms since the Unix epoch).
+    as_of: Option<u64>,
     customers: Vec<CustomerSummary<'a>>,
 }
 
@@ -279,28 +318,37 @@ fn as_of(view: &View) -> Option<EventTime> {
         .max()
 }
 
-/// `GET /api/customers`: customers ranked by risk.
+/// Customers ranked by risk
+///
+/// Revenue at stake first, then red before yellow before green, then the
+/// lowest score. Each with its latest health, a 30-day sparkline and its open
+/// alerts.
+#[utoipa::path(
+    get,
+    path = "/api/customers",
+    operation_id = "listCustomers",
+    params(CustomersQuery),
+    responses(
+        (status = 200, description = "the ranked list", body = CustomerList),
+        (status = 400, description = BAD_QUERY, body = ErrorBody),
+    )
+)]
 pub async fn customers(
     State(hub): State<Arc<Hub>>,
-    Query(params): Params,
+    ApiQuery(q): ApiQuery<CustomersQuery>,
 ) -> Result<Response, ApiError> {
-    let args = QueryArgs::new(&params, &["segment", "band", "at_risk", "limit"])?;
-    let segment = args.one_of("segment", &SEGMENTS)?;
-    let band = args.one_of("band", &BANDS)?;
-    let at_risk = args.bool("at_risk")?;
-    let limit = args.int("limit", 1, 10_000)?;
     let view = hub.read_view();
     let mut rows = Vec::new();
     for (i, (id, c)) in view.ranked().into_iter().enumerate() {
         let open = view.open_alerts_of(id);
         let latest = c.latest_health();
-        if segment.is_some_and(|s| segment_of(c) != Some(s))
-            || band.is_some_and(|b| latest.map(|h| h.band) != Some(b))
+        if q.segment.is_some_and(|s| segment_of(c) != Some(s))
+            || q.band.is_some_and(|b| latest.map(|h| h.band) != Some(b))
         {
             continue;
         }
         let risky = !open.is_empty() || latest.is_some_and(|h| h.arr_at_risk > 0.0);
-        if at_risk.is_some_and(|wanted| wanted != risky) {
+        if q.at_risk.is_some_and(|wanted| wanted != risky) {
             continue;
         }
         rows.push(CustomerSummary {
@@ -309,7 +357,7 @@ pub async fn customers(
             name: display_name(id, c, &view),
             segment: segment_of(c),
             arr: arr_of(c),
-            health: latest.map(HealthDoc::from),
+            health: latest.map(Doc),
             health_history: c
                 .health
                 .iter()
@@ -320,9 +368,9 @@ pub async fn customers(
                     band: h.band,
                 })
                 .collect(),
-            alerts: open,
+            alerts: open.into_iter().map(Doc).collect(),
         });
-        if limit.is_some_and(|l| rows.len() >= l) {
+        if q.limit.is_some_and(|l| rows.len() >= l.0) {
             break;
         }
     }
@@ -334,18 +382,47 @@ pub async fn customers(
     Ok(json(&doc))
 }
 
+/// The answer to a query string that is not understood.
+const BAD_QUERY: &str = "a query parameter is unknown, repeated or has a bad value";
+
+/// Machine states by their stored names.
+fn machine_state_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use crate::records::Named;
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(
+            <fleetpulse_engine::MachineState as Named>::ALL
+                .iter()
+                .map(|(_, name)| *name),
+        ))
+        .into()
+}
+
 /// One device's latest state.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Device)]
 struct DeviceDoc<'a> {
+    /// Device id.
     device: &'a str,
+    /// Site id.
     site: &'a str,
-    last_seen: EventTime,
+    /// Event time of the newest reading (ms since the Unix epoch).
+    last_seen: u64,
+    /// Machine state at that reading.
+    #[schema(schema_with = machine_state_schema)]
     last_state: &'static str,
-    window_start: Option<EventTime>,
+    /// Start of the latest daily record.
+    window_start: Option<u64>,
+    /// Latest day.
     operating_hours: Option<f64>,
+    /// Latest day, ratio 0..1.
     utilisation: Option<f64>,
+    /// Faults on the latest day.
     fault_count: Option<u64>,
+    /// Faults over the last 7 daily records.
     faults_7d: u64,
+    /// Readings on the latest day.
     samples: Option<u64>,
 }
 
@@ -366,53 +443,98 @@ fn device_doc<'a>(id: &'a str, d: &'a DeviceView) -> DeviceDoc<'a> {
 }
 
 /// One outcome: its target and its records over the period.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = OutcomeSeries)]
 struct OutcomeDoc<'a> {
+    /// Outcome name.
     outcome: &'a str,
+    /// Window label.
     window: &'a str,
-    direction: Option<fleetpulse_engine::kpi::outcome::Direction>,
+    direction: Option<Direction>,
+    /// Target value.
     target: Option<f64>,
+    /// Windows met in the period.
     met_windows: usize,
+    /// Windows with a defined value in the period.
     evaluated_windows: usize,
-    latest: Option<&'a OutcomeRecord>,
-    history: Vec<&'a OutcomeRecord>,
+    /// The latest record.
+    #[schema(value_type = Option<OutcomeSchema>)]
+    latest: Option<Doc<'a, OutcomeRecord>>,
+    /// The records of the period, oldest first.
+    #[schema(value_type = Vec<OutcomeSchema>)]
+    history: Vec<Doc<'a, OutcomeRecord>>,
 }
 
-#[derive(Debug, Serialize)]
+/// One customer's page.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct CustomerDetail<'a> {
+    /// Changes whenever the data does.
     version: u64,
+    /// Customer id.
     customer: &'a str,
+    /// Display name.
     name: &'a str,
     segment: Option<Segment>,
+    /// Annual recurring revenue.
     arr: Option<f64>,
+    /// Devices in the contract.
     devices_purchased: Option<u32>,
-    renewal: Option<EventTime>,
+    /// Renewal date (ms since the Unix epoch).
+    renewal: Option<u64>,
+    /// Window label of `kpis`.
     window: &'a str,
-    health: Option<HealthDoc>,
+    /// The latest health record.
+    #[schema(value_type = Option<HealthSchema>)]
+    health: Option<Doc<'a, HealthRecord>>,
+    /// Time to value in days, once reached.
     time_to_value_days: Option<f64>,
-    health_history: Vec<HealthDoc>,
-    kpis: Vec<&'a CustomerKpi>,
+    /// Daily health records, oldest first.
+    #[schema(value_type = Vec<HealthSchema>)]
+    health_history: Vec<Doc<'a, HealthRecord>>,
+    /// KPI records of `window`, oldest first.
+    #[schema(value_type = Vec<CustomerKpiSchema>)]
+    kpis: Vec<Doc<'a, CustomerKpi>>,
     outcomes: Vec<OutcomeDoc<'a>>,
-    milestones: Vec<&'a MilestoneRecord>,
+    /// The journey: each milestone's latest record, in order.
+    #[schema(value_type = Vec<MilestoneSchema>)]
+    milestones: Vec<Doc<'a, MilestoneRecord>>,
     devices: Vec<DeviceDoc<'a>>,
-    alerts: Vec<&'a AlertRecord>,
+    /// Alert episodes, open ones first, newest first.
+    #[schema(value_type = Vec<AlertSchema>)]
+    alerts: Vec<Doc<'a, AlertRecord>>,
 }
 
-/// `GET /api/customers/{id}`: one customer's page.
+/// One customer
+///
+/// KPIs over time, health history, outcomes against their targets,
+/// milestones with dates, time to value, devices with last-seen and faults,
+/// alert episodes.
+#[utoipa::path(
+    get,
+    path = "/api/customers/{id}",
+    operation_id = "getCustomer",
+    params(("id" = String, Path, description = "customer id"), CustomerQuery),
+    responses(
+        (status = 200, description = "the customer", body = CustomerDetail),
+        (status = 400, description = BAD_QUERY, body = ErrorBody),
+        (status = 404, description = "no such customer", body = ErrorBody),
+    )
+)]
 pub async fn customer(
     State(hub): State<Arc<Hub>>,
     Path(id): Path<String>,
-    Query(params): Params,
+    ApiQuery(q): ApiQuery<CustomerQuery>,
 ) -> Result<Response, ApiError> {
-    let args = QueryArgs::new(&params, &["days", "window"])?;
-    let days = args.int("days", 1, MAX_DAYS)?.unwrap_or(DEFAULT_DAYS);
+    let days = q.days.map_or(DEFAULT_DAYS, |d| d.0);
     let view = hub.read_view();
-    let window = args.get("window").unwrap_or(view.day_window()).to_string();
+    let window = q.window.unwrap_or_else(|| view.day_window().to_string());
     let Some((id, c)) = view.customers().get_key_value(id.as_str()) else {
         return Err(ApiError::not_found(format!("no customer `{id}`")));
     };
     let kpis = match c.kpis.get(window.as_str()) {
-        Some(series) => series.tail(days).collect(),
+        Some(series) => series.tail(days).map(Doc).collect(),
         None if window == view.day_window() || c.kpis.is_empty() => Vec::new(),
         None => {
             return Err(ApiError::bad_request(format!(
@@ -434,8 +556,8 @@ pub async fn customer(
                 target: series.last().map(|o| o.target),
                 met_windows: history.iter().filter(|o| o.met).count(),
                 evaluated_windows: evaluated,
-                latest: series.last(),
-                history,
+                latest: series.last().map(Doc),
+                history: history.into_iter().map(Doc).collect(),
             }
         })
         .collect();
@@ -455,55 +577,60 @@ pub async fn customer(
         devices_purchased: c.info.as_ref().map(|i| i.devices_purchased),
         renewal: c.info.as_ref().map(|i| i.renewal),
         window: &window,
-        health: latest.map(HealthDoc::from),
+        health: latest.map(Doc),
         time_to_value_days: latest.and_then(|h| h.time_to_value_days),
         health_history: c
             .health
             .iter()
             .flat_map(|s| s.tail(days))
-            .map(HealthDoc::from)
+            .map(Doc)
             .collect(),
         kpis,
         outcomes,
-        milestones: c.journey(),
+        milestones: c.journey().into_iter().map(Doc).collect(),
         devices: c.devices.iter().map(|(id, d)| device_doc(id, d)).collect(),
-        alerts,
+        alerts: alerts.into_iter().map(Doc).collect(),
     };
     Ok(json(&doc))
 }
 
-#[derive(Debug, Serialize)]
+/// Alert episodes.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct AlertList<'a> {
+    /// Changes whenever the data does.
     version: u64,
-    alerts: Vec<&'a AlertRecord>,
+    #[schema(value_type = Vec<AlertSchema>)]
+    alerts: Vec<Doc<'a, AlertRecord>>,
 }
 
-/// `GET /api/alerts`: alert episodes, newest first.
+/// Alert episodes, newest first
+#[utoipa::path(
+    get,
+    path = "/api/alerts",
+    operation_id = "listAlerts",
+    params(AlertsQuery),
+    responses(
+        (status = 200, description = "the episodes", body = AlertList),
+        (status = 400, description = BAD_QUERY, body = ErrorBody),
+    )
+)]
 pub async fn alerts(
     State(hub): State<Arc<Hub>>,
-    Query(params): Params,
+    ApiQuery(q): ApiQuery<AlertsQuery>,
 ) -> Result<Response, ApiError> {
-    let args = QueryArgs::new(&params, &["status", "segment", "rule", "customer", "limit"])?;
-    let status = args.one_of(
-        "status",
-        &[
-            ("open", Some(AlertStatus::Open)),
-            ("resolved", Some(AlertStatus::Resolved)),
-            ("all", None),
-        ],
-    )?;
-    let status = status.unwrap_or(Some(AlertStatus::Open));
-    let segment = args.one_of("segment", &SEGMENTS)?;
-    let rule = args.one_of("rule", &rules())?;
-    let customer = args.get("customer");
-    let limit = args.int("limit", 1, 10_000)?;
+    let status = match q.status.unwrap_or_default() {
+        StatusFilter::Open => Some(AlertStatus::Open),
+        StatusFilter::Resolved => Some(AlertStatus::Resolved),
+        StatusFilter::All => None,
+    };
     let view = hub.read_view();
     let mut alerts: Vec<&AlertRecord> = view
         .alerts()
         .filter(|a| status.is_none_or(|s| a.status == s))
-        .filter(|a| segment.is_none_or(|s| a.segment == s))
-        .filter(|a| rule.is_none_or(|r| a.rule == r))
-        .filter(|a| customer.is_none_or(|c| &*a.customer == c))
+        .filter(|a| q.segment.is_none_or(|s| a.segment == s))
+        .filter(|a| q.rule.is_none_or(|r| a.rule == r))
+        .filter(|a| q.customer.as_deref().is_none_or(|c| &*a.customer == c))
         .collect();
     alerts.sort_by(|a, b| {
         b.opened_at
@@ -512,38 +639,60 @@ pub async fn alerts(
             .then(a.customer.cmp(&b.customer))
             .then(a.rule.cmp(&b.rule))
     });
-    if let Some(limit) = limit {
-        alerts.truncate(limit);
+    if let Some(limit) = q.limit {
+        alerts.truncate(limit.0);
     }
     Ok(json(&AlertList {
         version: view.version(),
-        alerts,
+        alerts: alerts.into_iter().map(Doc).collect(),
     }))
 }
 
-#[derive(Debug, Serialize)]
+/// Figures over all customers.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct PortfolioDoc<'a> {
+    /// Changes whenever the data does.
     version: u64,
-    latest: Option<&'a PortfolioRecord>,
-    history: Vec<&'a PortfolioRecord>,
+    /// The latest day.
+    #[schema(value_type = Option<PortfolioSchema>)]
+    latest: Option<Doc<'a, PortfolioRecord>>,
+    /// The days of the period, oldest first.
+    #[schema(value_type = Vec<PortfolioSchema>)]
+    history: Vec<Doc<'a, PortfolioRecord>>,
+    /// Customers in the view.
     customers: usize,
+    /// Alert episodes open now.
     open_alerts: usize,
+    /// Open episodes per rule, rules with none left out.
     open_alerts_by_rule: Vec<RuleCount>,
 }
 
-#[derive(Debug, Serialize)]
+/// Open episodes of one rule.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct RuleCount {
     rule: Rule,
+    /// Open episodes.
     open_alerts: usize,
 }
 
-/// `GET /api/portfolio`: figures over all customers.
+/// Figures over all customers
+#[utoipa::path(
+    get,
+    path = "/api/portfolio",
+    operation_id = "getPortfolio",
+    params(PortfolioQuery),
+    responses(
+        (status = 200, description = "latest and past days", body = PortfolioDoc),
+        (status = 400, description = BAD_QUERY, body = ErrorBody),
+    )
+)]
 pub async fn portfolio(
     State(hub): State<Arc<Hub>>,
-    Query(params): Params,
+    ApiQuery(q): ApiQuery<PortfolioQuery>,
 ) -> Result<Response, ApiError> {
-    let args = QueryArgs::new(&params, &["days"])?;
-    let days = args.int("days", 1, MAX_DAYS)?.unwrap_or(DEFAULT_DAYS);
+    let days = q.days.map_or(DEFAULT_DAYS, |d| d.0);
     let view = hub.read_view();
     let open: Vec<&AlertRecord> = view
         .alerts()
@@ -551,8 +700,8 @@ pub async fn portfolio(
         .collect();
     let doc = PortfolioDoc {
         version: view.version(),
-        latest: view.portfolio().last(),
-        history: view.portfolio().tail(days).collect(),
+        latest: view.portfolio().last().map(Doc),
+        history: view.portfolio().tail(days).map(Doc).collect(),
         customers: view.customers().len(),
         open_alerts: open.len(),
         open_alerts_by_rule: Rule::ALL
@@ -567,26 +716,47 @@ pub async fn portfolio(
     Ok(json(&doc))
 }
 
-#[derive(Debug, Serialize)]
+/// Progress counters.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Status)]
 struct StatusDoc {
+    /// Changes whenever the data does.
     version: u64,
+    /// Records the view took in.
     records: u64,
-    as_of: Option<EventTime>,
+    /// End of the newest day held (ms since the Unix epoch).
+    as_of: Option<u64>,
+    /// The service is running.
     running: bool,
+    /// Running, subscribed, and the WAL takes records.
     ready: bool,
-    watermark: Option<EventTime>,
+    /// The engine's watermark (ms since the Unix epoch).
+    watermark: Option<u64>,
+    /// Messages taken from the broker.
     messages_received: u64,
+    /// Messages accepted.
     messages_accepted: u64,
+    /// Messages refused.
     messages_rejected: u64,
 }
 
-/// `GET /api/status`: what the service has done so far; the dashboard polls
-/// it and fetches again when `version` changes.
+/// Progress counters; `version` changes whenever the data does
+///
+/// The dashboard polls it and fetches again when `version` changes.
+#[utoipa::path(
+    get,
+    path = "/api/status",
+    operation_id = "getStatus",
+    responses(
+        (status = 200, description = "counters", body = StatusDoc),
+        (status = 400, description = BAD_QUERY, body = ErrorBody),
+    )
+)]
 pub async fn status(
     State(hub): State<Arc<Hub>>,
-    Query(params): Params,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> Result<Response, ApiError> {
-    QueryArgs::new(&params, &[])?;
     let (version, records, as_of) = {
         let view = hub.read_view();
         (view.version(), view.records(), as_of(&view))
@@ -633,29 +803,28 @@ fn json<T: Serialize>(doc: &T) -> Response {
 mod tests {
     use super::*;
 
-    fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
+    fn query<T: serde::de::DeserializeOwned>(q: &str) -> Result<T, String> {
+        parse_query(q)
     }
 
     #[test]
-    fn query_args_refuse_unknown_repeated_and_bad_values() {
-        let p = params(&[("limit", "5"), ("segment", "high-touch")]);
-        let args = QueryArgs::new(&p, &["limit", "segment"]).unwrap();
-        assert_eq!(args.int("limit", 1, 10).unwrap(), Some(5));
+    fn queries_refuse_unknown_repeated_and_bad_values() {
+        let q: CustomersQuery = query("limit=5&segment=high-touch").unwrap();
+        assert_eq!(q.limit.map(|l| l.0), Some(5));
+        assert_eq!(q.segment, Some(Segment::HighTouch));
+        let err = query::<CustomersQuery>("x=1").unwrap_err();
+        assert!(err.contains("unknown field `x`"), "{err}");
+        let err = query::<CustomersQuery>("limit=1&limit=2").unwrap_err();
+        assert!(err.contains("duplicate field `limit`"), "{err}");
+        let err = query::<CustomersQuery>("limit=0").unwrap_err();
         assert_eq!(
-            args.one_of("segment", &SEGMENTS).unwrap(),
-            Some(Segment::HighTouch)
+            err,
+            "query parameter `limit`: `0` is not a whole number from 1 to 10000"
         );
-        assert!(QueryArgs::new(&params(&[("x", "1")]), &["limit"]).is_err());
-        assert!(QueryArgs::new(&params(&[("limit", "1"), ("limit", "2")]), &["limit"]).is_err());
-        let p = params(&[("limit", "0"), ("segment", "gold")]);
-        let args = QueryArgs::new(&p, &["limit", "segment"]).unwrap();
-        assert!(args.int("limit", 1, 10).is_err());
-        let err = args.one_of("segment", &SEGMENTS).unwrap_err();
-        assert!(err.message.contains("high-touch"), "{}", err.message);
+        let err = query::<CustomersQuery>("segment=gold").unwrap_err();
+        assert!(err.contains("high-touch"), "{err}");
+        let err = query::<NoQuery>("verbose=1").unwrap_err();
+        assert!(err.contains("verbose"), "{err}");
     }
 
     #[test]
@@ -670,5 +839,23 @@ mod tests {
             serde_json::to_string(&V { v: f64::NAN }).unwrap(),
             r#"{"v":null}"#
         );
+    }
+
+    /// docs/openapi.json is the generated document, for readers of the
+    /// repository; with `FLEETPULSE_BLESS=1` the test writes it.
+    #[test]
+    fn the_document_in_docs_is_the_generated_one() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
+        let generated = format!("{}\n", openapi_json());
+        if std::env::var_os("FLEETPULSE_BLESS").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        } else {
+            let in_repo = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                in_repo == generated,
+                "docs/openapi.json is out of date: run `FLEETPULSE_BLESS=1 cargo test -p \
+                 fleetpulse --lib the_document_in_docs`"
+            );
+        }
     }
 }

@@ -52,8 +52,6 @@ pub use view::View;
 
 use crate::metrics::{IngestMetrics, RejectReason};
 
-/// The OpenAPI document of the API (also in the repository, beside this file).
-pub const OPENAPI: &str = include_str!("openapi.json");
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
@@ -432,11 +430,29 @@ fn static_asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+/// This document
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    operation_id = "getOpenApi",
+    responses((status = 200, description = "OpenAPI document", content_type = "application/json", body = Object))
+)]
+pub(crate) async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        api::openapi_json(),
+    )
+        .into_response()
 }
 
-async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+/// Prometheus text format (0.0.4)
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "getMetrics",
+    responses((status = 200, description = "metrics", content_type = "text/plain", body = String))
+)]
+pub(crate) async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -447,11 +463,28 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
         .into_response()
 }
 
-async fn healthz() -> Response {
+/// Liveness: the process serves HTTP
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "getHealthz",
+    responses((status = 200, description = "ok", content_type = "text/plain", body = String))
+)]
+pub(crate) async fn healthz() -> Response {
     (StatusCode::OK, "ok\n").into_response()
 }
 
-async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
+/// Readiness: the service is running, subscribed to the broker, and its WAL takes records
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "getReadyz",
+    responses(
+        (status = 200, description = "ready", content_type = "text/plain", body = String),
+        (status = 503, description = "not ready, and why", content_type = "text/plain", body = String),
+    )
+)]
+pub(crate) async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
     match hub.not_ready_reason() {
         None => (StatusCode::OK, "ready\n").into_response(),
         Some(reason) => (

@@ -21,6 +21,16 @@ pub fn regions() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The SQLite table and the line-protocol measurement of one kind, as the
+/// document shows them.
+pub fn tables_of<R: RecordKind>() -> (String, String) {
+    let (mut sqlite, mut line_protocol) =
+        (Tables::new(sqlite_table), Tables::new(measurement_table));
+    sqlite.kind::<R>();
+    line_protocol.kind::<R>();
+    (sqlite.text, line_protocol.text)
+}
+
 /// `doc` with every generated region replaced by its text from `regions`.
 /// Errors name a region whose markers are missing.
 pub fn splice(doc: &str, regions: &[(&str, String)]) -> Result<String, String> {

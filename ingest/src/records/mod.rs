@@ -12,6 +12,8 @@
 #[macro_use]
 mod define;
 
+#[cfg(test)]
+mod added_field;
 mod alert;
 mod cell;
 mod customer_kpi;

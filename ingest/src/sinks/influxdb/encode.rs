@@ -122,7 +122,7 @@ impl RecordVisitor for Line<'_> {
 /// The line of `record`: its kind's name as measurement, its tag columns
 /// sorted by key, every other column but the timestamp as a field, in
 /// column order.
-fn encode<R: RecordKind>(record: &R, out: &mut String) -> Result<(), EncodeError> {
+pub(crate) fn encode<R: RecordKind>(record: &R, out: &mut String) -> Result<(), EncodeError> {
     let values = record.values();
     let columns = || R::COLUMNS.iter().zip(values.iter().copied());
     let mut tags: Vec<(&'static str, &str)> = columns()

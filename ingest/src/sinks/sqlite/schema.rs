@@ -65,7 +65,7 @@ pub fn create_table<R: RecordKind>() -> String {
 /// Upsert of one `R` row: the primary key decides, every other column is
 /// overwritten (when [`RecordKind::OVERWRITE_IF`] holds). Parameters in
 /// column order.
-fn upsert<R: RecordKind>() -> String {
+pub(crate) fn upsert<R: RecordKind>() -> String {
     let table = quoted(R::NAME);
     let params: Vec<String> = (1..=R::COLUMNS.len()).map(|i| format!("?{i}")).collect();
     let key: Vec<String> = R::COLUMNS
@@ -137,9 +137,36 @@ pub(crate) fn select_sql<R: RecordKind>() -> &'static str {
     &statements().select[R::NAME]
 }
 
-/// Columns of the definitions that `conn`'s tables lack: `(table, column
-/// definition)`, with a default for `NOT NULL` columns so that rows already
-/// there (and writers that predate the column) stay valid.
+/// The columns of `R` that its table in `conn` lacks, as `ADD COLUMN`
+/// definitions, with a default for `NOT NULL` columns so that rows already
+/// there (and writers that predate the column) stay valid. None when the
+/// table does not exist yet (`create_table` makes it whole).
+pub(crate) fn missing_columns_of<R: RecordKind>(
+    conn: &Connection,
+) -> rusqlite::Result<Vec<String>> {
+    let present: Vec<String> = conn
+        .prepare_cached("SELECT name FROM pragma_table_info(?1)")?
+        .query_map([R::NAME], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if present.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(R::COLUMNS
+        .iter()
+        .filter(|c| !present.iter().any(|p| p == c.name))
+        .map(|c| {
+            let default = match c.ty.sql() {
+                "INTEGER NOT NULL" => " DEFAULT 0",
+                "TEXT NOT NULL" => " DEFAULT ''",
+                _ => "",
+            };
+            format!("{} {}{default}", quoted(c.name), c.ty.sql())
+        })
+        .collect())
+}
+
+/// Columns of every kind that `conn`'s tables lack: `(table, column
+/// definition)`.
 fn missing_columns(conn: &Connection) -> rusqlite::Result<Vec<(&'static str, String)>> {
     struct Missing<'c> {
         conn: &'c Connection,
@@ -147,37 +174,11 @@ fn missing_columns(conn: &Connection) -> rusqlite::Result<Vec<(&'static str, Str
     }
     impl KindVisitor for Missing<'_> {
         fn kind<R: RecordKind>(&mut self) {
-            let Ok(found) = &mut self.found else { return };
-            let present: rusqlite::Result<Vec<String>> = self
-                .conn
-                .prepare_cached("SELECT name FROM pragma_table_info(?1)")
-                .and_then(|mut stmt| {
-                    stmt.query_map([R::NAME], |r| r.get(0))?
-                        .collect::<rusqlite::Result<_>>()
-                });
-            let present = match present {
-                Ok(p) => p,
-                Err(e) => {
-                    self.found = Err(e);
-                    return;
+            if let Ok(found) = &mut self.found {
+                match missing_columns_of::<R>(self.conn) {
+                    Ok(columns) => found.extend(columns.into_iter().map(|c| (R::NAME, c))),
+                    Err(e) => self.found = Err(e),
                 }
-            };
-            if present.is_empty() {
-                return; // no table yet: `create_table` makes it whole
-            }
-            for c in R::COLUMNS
-                .iter()
-                .filter(|c| !present.iter().any(|p| p == c.name))
-            {
-                let default = match c.ty.sql() {
-                    "INTEGER NOT NULL" => " DEFAULT 0",
-                    "TEXT NOT NULL" => " DEFAULT ''",
-                    _ => "",
-                };
-                found.push((
-                    R::NAME,
-                    format!("{} {}{default}", quoted(c.name), c.ty.sql()),
-                ));
             }
         }
     }
