@@ -100,10 +100,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let store_reader = SqliteStore::open(&store)?;
     let daily = store_reader.customer_kpis("1d")?;
-    println!();
-    print!("{}", summary_table(&fleet, &daily));
-    println!();
     let health = store_reader.latest_health()?;
+    println!();
+    print!("{}", summary_table(&fleet, &daily, &health));
+    println!();
     let alerts = store_reader.alerts(true)?;
     print!("{}", at_risk_list(&health, &alerts));
     println!();
@@ -186,8 +186,10 @@ fn date(at: u64) -> String {
     fleetpulse_sim::calendar::date_of(at)
 }
 
-/// The per-customer table printed at the end: recent adoption and its trend.
-pub fn summary_table(fleet: &Fleet, daily: &[CustomerKpi]) -> String {
+/// The per-customer table printed at the end: the last 7 of the engine's
+/// daily KPI records (their means) and the engine's usage growth from the
+/// latest health record. No KPI is computed here.
+pub fn summary_table(fleet: &Fleet, daily: &[CustomerKpi], health: &[HealthRecord]) -> String {
     let mut by_customer: BTreeMap<&str, Vec<&CustomerKpi>> = BTreeMap::new();
     for row in daily {
         by_customer.entry(&row.customer).or_default().push(row);
@@ -202,47 +204,36 @@ pub fn summary_table(fleet: &Fleet, daily: &[CustomerKpi]) -> String {
         "online7d",
         "ops7d",
         "faults7d",
-        "trend",
+        "growth",
         "simulated profile"
     ));
     for customer in fleet.customers() {
         let mut rows = by_customer.remove(customer.id.as_str()).unwrap_or_default();
         rows.sort_by_key(|r| r.window_start);
         let last7 = &rows[rows.len().saturating_sub(7)..];
-        let mean = |f: fn(&CustomerKpi) -> f64, rs: &[&CustomerKpi]| {
-            if rs.is_empty() {
+        let mean = |f: fn(&CustomerKpi) -> f64| {
+            if last7.is_empty() {
                 0.0
             } else {
-                rs.iter().map(|r| f(r)).sum::<f64>() / rs.len() as f64
+                last7.iter().map(|r| f(r)).sum::<f64>() / last7.len() as f64
             }
         };
-        let hours = |rs: &[&CustomerKpi]| rs.iter().map(|r| r.operating_hours).sum::<f64>();
-        let n = rows.len();
-        let recent = &rows[n.saturating_sub(14)..];
-        let before = &rows[n.saturating_sub(28)..n.saturating_sub(14)];
-        let trend = if hours(before) > 0.0 {
-            format!("{:+.0}%", (hours(recent) / hours(before) - 1.0) * 100.0)
-        } else {
-            "-".into()
-        };
+        let growth = health
+            .iter()
+            .find(|h| *h.customer == *customer.id)
+            .map_or("-".into(), |h| format!("{:+.0}%", h.usage_growth * 100.0));
         let last = rows.last();
         let purchased = last.map_or(customer.contract.devices_purchased, |r| r.devices_purchased);
         out.push_str(&format!(
             "{:<26} {:>5} {:>6.1}% {:>9} {:>9} {:>7.1} {:>8} {:>7}  {}\n",
             customer.id,
-            n,
-            mean(|r| r.utilisation, last7) * 100.0,
-            format!(
-                "{:.0}/{purchased}",
-                mean(|r| f64::from(r.active_devices), last7)
-            ),
-            format!(
-                "{:.0}/{purchased}",
-                mean(|r| f64::from(r.reporting_devices), last7)
-            ),
-            mean(|r| f64::from(r.distinct_operators), last7),
+            rows.len(),
+            mean(|r| r.utilisation) * 100.0,
+            format!("{:.0}/{purchased}", mean(|r| f64::from(r.active_devices))),
+            format!("{:.0}/{purchased}", mean(|r| f64::from(r.reporting_devices))),
+            mean(|r| f64::from(r.distinct_operators)),
             last7.iter().map(|r| r.fault_count).sum::<u64>(),
-            trend,
+            growth,
             customer.profile.name(),
         ));
     }
