@@ -230,7 +230,10 @@ pub fn summary_table(fleet: &Fleet, daily: &[CustomerKpi], health: &[HealthRecor
             rows.len(),
             mean(|r| r.utilisation) * 100.0,
             format!("{:.0}/{purchased}", mean(|r| f64::from(r.active_devices))),
-            format!("{:.0}/{purchased}", mean(|r| f64::from(r.reporting_devices))),
+            format!(
+                "{:.0}/{purchased}",
+                mean(|r| f64::from(r.reporting_devices))
+            ),
             mean(|r| f64::from(r.distinct_operators)),
             last7.iter().map(|r| r.fault_count).sum::<u64>(),
             growth,

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod progress;
 pub mod records;
 pub mod report;
+pub mod retry;
 pub mod secrets;
 pub mod service;
 pub mod sim;

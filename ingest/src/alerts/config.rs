@@ -17,8 +17,8 @@ use std::time::Duration;
 use fleetpulse_engine::Segment;
 use serde::Deserialize;
 
+use crate::retry::Backoff;
 use crate::secrets::Secret;
-use crate::sinks::writer::Backoff;
 
 /// Alert delivery settings. Every alert transition (an episode opening or
 /// resolving) goes to MQTT when `mqtt` is on, and to the webhook when one is

@@ -51,7 +51,7 @@
 //!
 //! Formatting ([`mod@format`]), routing ([`alerts_in`],
 //! [`AlertsConfig::routes_to_webhook`]), the retry schedule
-//! ([`webhook::retry_delay`]), the outbox file and the publish bookkeeping
+//! ([`crate::retry::Backoff::delay_honouring`]), the outbox file and the publish bookkeeping
 //! are plain code with unit tests; the loops only move alerts between them.
 
 pub mod config;
@@ -61,8 +61,6 @@ pub mod outbox;
 pub mod webhook;
 
 use fleetpulse_engine::{AlertRecord, Output};
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -77,6 +75,7 @@ pub use outbox::{Channel, Outbox};
 pub use webhook::Webhook;
 
 use crate::config::{MqttConfig, ServiceConfig};
+use crate::retry::{Backoff, jitter};
 use crate::source::mqtt::SourceError;
 
 /// The alerts task cannot start.
@@ -574,7 +573,7 @@ async fn append(
             );
             return false;
         }
-        let delay = crate::source::mqtt::backoff(failures - 1);
+        let delay = Backoff::RECONNECT.delay(failures - 1, 1.0);
         if failures <= 3 || failures.is_multiple_of(20) {
             tracing::error!(
                 outbox = dir,
@@ -621,13 +620,6 @@ async fn post_all(
     report
 }
 
-/// A uniform-ish number in `[0, 1)` for jitter. std's `RandomState` is seeded
-/// randomly per process and per call, which is all jitter needs.
-fn jitter() -> f64 {
-    let bits = RandomState::new().hash_one(0u8);
-    (bits >> 11) as f64 / (1u64 << 53) as f64
-}
-
 #[cfg(test)]
 mod tests {
     use fleetpulse_engine::Segment;
@@ -652,11 +644,6 @@ mod tests {
         let alerts: Vec<&AlertRecord> = alerts_in(&batch).collect();
         assert_eq!(alerts, [&open, &resolved]);
         assert_eq!(alerts_in(&[]).count(), 0);
-    }
-
-    #[test]
-    fn jitter_stays_in_range() {
-        assert!((0..64).map(|_| jitter()).all(|j| (0.0..1.0).contains(&j)));
     }
 
     #[test]

@@ -2,14 +2,14 @@
 //! transition.
 //!
 //! **Retries.** Connection errors, timeouts, 5xx and 429 are retried with
-//! exponential backoff and jitter ([`retry_delay`]), honouring `Retry-After`
+//! exponential backoff and jitter ([`Backoff::delay_honouring`]), honouring `Retry-After`
 //! (seconds or an HTTP date) up to the schedule's longest delay, until the
 //! webhook takes the notification: it waits in the outbox meanwhile, and
 //! after `max_retries` the failure is logged as an error (then every 20th
 //! retry, the others at debug level). Any other status (400, 401, 403, 404, ...) will not get better by
 //! repeating the request: it is logged and the notification is dropped and
 //! counted as failed at once. Deciding ([`classify`]) and waiting
-//! ([`retry_delay`], [`parse_retry_after`]) are plain functions; [`Webhook`]
+//! ([`Backoff::delay_honouring`], [`parse_retry_after`]) are plain functions; [`Webhook`]
 //! only sends.
 //!
 //! **Idempotency.** Every attempt of a notification carries the same
@@ -26,8 +26,8 @@ use serde_json::Value;
 
 use super::ChannelReport;
 use super::format::{AlertMessage, slack_body};
+use crate::retry::Backoff;
 use crate::secrets::{self, SecretUrl};
-use crate::sinks::writer::Backoff;
 
 /// The header that carries the notification id.
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
@@ -74,22 +74,6 @@ pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> 
         .ok()?;
     let ms = at.as_millisecond().saturating_sub(now.as_millisecond());
     Some(Duration::from_millis(ms.max(0) as u64))
-}
-
-/// Delay before retry `retry` (0-based): the backoff with jitter, but never
-/// less than the receiver's `Retry-After`, itself capped at `backoff.max` so
-/// one answer cannot stall the alert queue for hours.
-pub fn retry_delay(
-    backoff: &Backoff,
-    retry: u32,
-    jitter: f64,
-    retry_after: Option<Duration>,
-) -> Duration {
-    let delay = backoff.delay(retry, jitter);
-    match retry_after {
-        Some(asked) => delay.max(asked.min(backoff.max)),
-        None => delay,
-    }
 }
 
 /// Result of one POST.
@@ -204,7 +188,7 @@ impl Webhook {
                     return Outcome::Delivered;
                 }
                 Verdict::Retry => {
-                    let delay = retry_delay(&self.backoff, retry, jitter(), retry_after);
+                    let delay = self.backoff.delay_honouring(retry, jitter(), retry_after);
                     retry = retry.saturating_add(1);
                     report.retries += 1;
                     if retry <= self.backoff.max_retries {
@@ -280,30 +264,6 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
-    }
-
-    #[test]
-    fn retry_delay_backs_off_and_honours_retry_after_up_to_the_cap() {
-        let backoff = Backoff {
-            initial: Duration::from_millis(500),
-            max: Duration::from_secs(30),
-            max_retries: 8,
-        };
-        let ms = Duration::from_millis;
-        // Exponential with jitter in [0.5, 1.0) of the base.
-        assert_eq!(retry_delay(&backoff, 0, 1.0, None), ms(500));
-        assert_eq!(retry_delay(&backoff, 0, 0.0, None), ms(250));
-        assert_eq!(retry_delay(&backoff, 3, 1.0, None), ms(4_000));
-        assert_eq!(retry_delay(&backoff, 10, 1.0, None), ms(30_000));
-        // Retry-After is a floor...
-        assert_eq!(retry_delay(&backoff, 0, 1.0, Some(ms(7_000))), ms(7_000));
-        // ...unless the backoff is already longer...
-        assert_eq!(retry_delay(&backoff, 5, 1.0, Some(ms(1_000))), ms(16_000));
-        // ...and it is capped at the longest delay.
-        assert_eq!(
-            retry_delay(&backoff, 0, 1.0, Some(ms(3_600_000))),
-            ms(30_000)
-        );
     }
 
     #[test]

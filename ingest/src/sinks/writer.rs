@@ -18,8 +18,6 @@
 //! [`SinkReport::records_dropped`]). Dead-lettering failed batches instead is
 //! issue 4.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +28,8 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::{Sink, SinkConfig, SinkError};
+pub use crate::retry::Backoff;
+use crate::retry::jitter;
 
 /// Default longest wait for a batch to fill.
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(200);
@@ -63,42 +63,6 @@ impl Default for SinkSettings {
             linger: DEFAULT_LINGER,
             backoff: Backoff::default(),
         }
-    }
-}
-
-/// Exponential backoff with jitter: retry `n` (0-based) waits
-/// `min(initial * 2^n, max)`, scaled by a random factor in `[0.5, 1.0)` so
-/// that sinks failing together do not retry in lockstep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// Delay before the first retry (before jitter).
-    pub initial: Duration,
-    /// Longest delay between two attempts (before jitter).
-    pub max: Duration,
-    /// Retries after the first attempt; then the batch is dropped.
-    pub max_retries: u32,
-}
-
-impl Default for Backoff {
-    /// 100 ms doubling up to 30 s, retrying for as long as the store stays
-    /// down: while it does, the sink stops taking records and the pipeline
-    /// slows its intake (backpressure); nothing is given up.
-    fn default() -> Self {
-        Self {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(30),
-            max_retries: u32::MAX,
-        }
-    }
-}
-
-impl Backoff {
-    /// Delay before retry `retry` (0-based). `jitter` in `[0, 1)` picks the
-    /// point in the jitter range; values outside are clamped.
-    pub fn delay(&self, retry: u32, jitter: f64) -> Duration {
-        let factor = 2u32.checked_pow(retry).unwrap_or(u32::MAX);
-        let base = self.initial.saturating_mul(factor).min(self.max);
-        base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
     }
 }
 
@@ -364,13 +328,6 @@ async fn write_with_retry<W: BatchWrite>(
     }
 }
 
-/// A uniform-ish number in `[0, 1)` for jitter. std's `RandomState` is seeded
-/// randomly per process and per call, which is all jitter needs.
-fn jitter() -> f64 {
-    let bits = RandomState::new().hash_one(0u8);
-    (bits >> 11) as f64 / (1u64 << 53) as f64
-}
-
 /// Collects records into batches of at most `batch_size`, and knows when the
 /// oldest buffered record has waited `linger`. No I/O and no clock of its
 /// own: callers pass the time in.
@@ -469,29 +426,6 @@ mod tests {
                 Output::Portfolio(k) => k.window_start,
             })
             .collect()
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_within_the_jitter_band() {
-        let backoff = Backoff {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-            max_retries: 10,
-        };
-        let top: Vec<_> = (0..6).map(|n| backoff.delay(n, 1.0)).collect();
-        assert_eq!(
-            top,
-            [100, 200, 400, 800, 1000, 1000].map(Duration::from_millis)
-        );
-        let bottom: Vec<_> = (0..6).map(|n| backoff.delay(n, 0.0)).collect();
-        assert_eq!(
-            bottom,
-            [50, 100, 200, 400, 500, 500].map(Duration::from_millis)
-        );
-        assert_eq!(backoff.delay(2, 0.5), Duration::from_millis(300));
-        // Huge retry numbers neither overflow nor exceed the cap.
-        assert_eq!(backoff.delay(u32::MAX, 1.0), Duration::from_secs(1));
-        assert_eq!(backoff.delay(3, 7.0), Duration::from_millis(800));
     }
 
     #[test]

@@ -139,8 +139,7 @@ pub fn options(config: &MqttConfig) -> Result<MqttOptions, SourceError> {
 
 /// Backoff after consecutive connection failures: 100 ms doubling to 5 s.
 pub fn backoff(failures: u32) -> Duration {
-    let ms = 100u64.saturating_mul(1 << failures.min(6));
-    Duration::from_millis(ms.min(5_000))
+    crate::retry::Backoff::RECONNECT.delay(failures, 1.0)
 }
 
 /// Runs until `shutdown`, forwarding every telemetry message to the intake
