@@ -44,4 +44,4 @@ if [[ ! -x $VENV/bin/python || ! -f $PEERS/gen/fleetpulse/v1/telemetry_pb2.py ]]
 fi
 cd "$ROOT"
 PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" \
-    cargo run --release -- bench --peers --peers-dir "$PEERS" "$@"
+    cargo run --release -p fleetpulse-benches --bin fleetpulse-bench -- --peers --peers-dir "$PEERS" "$@"

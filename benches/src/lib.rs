@@ -1,8 +1,11 @@
 //! Fixtures shared by the fleetpulse micro-benchmarks (`cargo bench -p
 //! fleetpulse-benches`): one realistic capture from the simulator, decoded
 //! and converted exactly as ingest does, and the engine configuration that
-//! matches it. The end-to-end harness is `fleetpulse bench`
-//! (`ingest/src/bench/`); its Python peers live in `benches/peers/`.
+//! matches it. The end-to-end harness is [`harness`] (the `fleetpulse-bench`
+//! binary, which `fleetpulse bench` runs); its Python peers live in
+//! `benches/peers/`.
+
+pub mod harness;
 
 use std::collections::HashSet;
 use std::path::Path;

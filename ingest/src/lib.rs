@@ -4,7 +4,6 @@
 
 pub mod admission;
 pub mod alerts;
-pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod convert;

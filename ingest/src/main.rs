@@ -43,7 +43,15 @@ enum Command {
     Demo(fleetpulse::demo::DemoArgs),
     /// End-to-end throughput on real parts (broker, service, store), side by
     /// side with the broker's ceiling and the Python peers (BENCHMARKS.md).
-    Bench(fleetpulse::bench::BenchArgs),
+    /// Runs the `fleetpulse-bench` binary beside this one (`cargo build
+    /// --release -p fleetpulse-benches`) with the same arguments; `fleetpulse
+    /// bench --help` lists them.
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Arguments of `fleetpulse-bench`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Write a customer's business-review report (self-contained HTML:
     /// outcomes, adoption, milestones, time to value) from the SQLite store.
     Report(fleetpulse::report::ReportArgs),
@@ -120,7 +128,7 @@ fn main() -> anyhow::Result<()> {
             Command::CheckConfig { file } => check_config(file),
             Command::Sim(args) => fleetpulse::sim::run(args).await,
             Command::Demo(args) => fleetpulse::demo::run(args).await,
-            Command::Bench(args) => fleetpulse::bench::run(args).await,
+            Command::Bench { args } => bench(args),
             Command::Report(args) => fleetpulse::report::run(args),
         }
     });
@@ -193,6 +201,26 @@ fn exit_on_panic() {
 
 /// Exit status after a cluster member was lost.
 const EXIT_CLUSTER_LOST: i32 = 75;
+
+/// Runs `fleetpulse-bench` from this binary's directory with `args`, and
+/// exits with its status.
+fn bench(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find the fleetpulse binary")?;
+    let harness = exe.with_file_name("fleetpulse-bench");
+    if !harness.exists() {
+        anyhow::bail!(
+            "{} not found: the benchmark harness is its own binary; build it with \
+             `cargo build --release -p fleetpulse-benches` (or run \
+             `cargo run --release -p fleetpulse-benches --bin fleetpulse-bench -- ...`)",
+            harness.display()
+        );
+    }
+    let status = std::process::Command::new(&harness)
+        .args(args)
+        .status()
+        .with_context(|| format!("cannot run {}", harness.display()))?;
+    std::process::exit(status.code().unwrap_or(1));
+}
 
 fn check_config(file: PathBuf) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&file)

@@ -1,4 +1,4 @@
-//! The latency probe the consumer installs (see [`crate::metrics::PipelineProbe`]):
+//! The latency probe the consumer installs (see [`fleetpulse::metrics::PipelineProbe`]):
 //! a wall-clock stamp for every batch handed to the engine, and the time from
 //! the engine emitting closed-window records to the sink having written them.
 //!
@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::PipelineProbe;
+use fleetpulse::metrics::PipelineProbe;
 
 /// Nanoseconds since the Unix epoch.
 pub fn now_ns() -> u64 {

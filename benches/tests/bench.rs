@@ -1,11 +1,11 @@
-//! A few-second smoke run of `fleetpulse bench`, so the harness cannot rot:
+//! A few-second smoke run of `fleetpulse-bench`, so the harness cannot rot:
 //! the whole side-by-side run (broker ceiling with mosquitto_sub, then the
 //! fleetpulse consumer in its own process) through the embedded broker and
 //! through a real mosquitto the harness starts with
 //! deploy/mosquitto/no-loss.conf, into SQLite, with zero loss against the
 //! simulator's ground truth asserted.
 
-use fleetpulse::bench::{BenchArgs, BenchReport, BrokerKind, StoreKind, bench, table};
+use fleetpulse_benches::harness::{BenchArgs, BenchReport, BrokerKind, StoreKind, bench, table};
 
 fn args(broker: BrokerKind) -> BenchArgs {
     BenchArgs {
@@ -15,7 +15,7 @@ fn args(broker: BrokerKind) -> BenchArgs {
         broker,
         store: StoreKind::Sqlite,
         workers: 2,
-        consumer_exe: Some(env!("CARGO_BIN_EXE_fleetpulse").into()),
+        consumer_exe: Some(env!("CARGO_BIN_EXE_fleetpulse-bench").into()),
         ..BenchArgs::default()
     }
 }

@@ -4,7 +4,7 @@
 //! ```text
 //! harness (this process)                      contenders, one after another
 //!   simulator capture, pre-encoded              mosquitto_sub -C N > /dev/null   (broker ceiling)
-//!   publisher (rumqttc, QoS 1) --> broker -->   fleetpulse bench consume          (the service)
+//!   publisher (rumqttc, QoS 1) --> broker -->   fleetpulse-bench consume          (the service)
 //!   stamps every publish                        benches/peers/pipeline.py          (Python)
 //!   mosquitto | embedded rumqttd                benches/peers/bytewax_flow.py     (Bytewax)
 //!   VictoriaMetrics | SQLite  <------------------ every contender writes its KPIs here
@@ -17,9 +17,9 @@
 //! the first publish to the last message handed to the aggregation; loss is
 //! counted against the simulator's ground truth.
 //!
-//! The fleetpulse consumer is [`crate::service::run`] (what `fleetpulse run`
+//! The fleetpulse consumer is [`fleetpulse::service::run`] (what `fleetpulse run`
 //! runs) in a child process, so its CPU time and peak RSS are its own; a
-//! probe ([`crate::metrics::PipelineProbe`]) stamps each batch entering the
+//! probe ([`fleetpulse::metrics::PipelineProbe`]) stamps each batch entering the
 //! engine and each completed store write, for the latencies.
 
 pub mod consumer;
@@ -44,7 +44,7 @@ use serde::Serialize;
 use self::consumer::{ConsumeArgs, ConsumerReport};
 use self::contender::{Ceiling, Contender};
 use self::probe::{LatencySummary, message_key, now_ns};
-use crate::progress::Progress;
+use fleetpulse::progress::Progress;
 
 /// Which broker the run goes through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -404,7 +404,7 @@ async fn bench_in(args: &BenchArgs, spec: &FleetSpec, dir: &Path) -> anyhow::Res
     );
     let (fleet, capture) = capture(spec)?;
     let customers_file = dir.join("customers.toml");
-    crate::sim::write_files(&fleet, None, Some(&customers_file))?;
+    fleetpulse::sim::write_files(&fleet, None, Some(&customers_file))?;
 
     // The broker.
     let mut _mosquitto = None;
@@ -433,7 +433,7 @@ async fn bench_in(args: &BenchArgs, spec: &FleetSpec, dir: &Path) -> anyhow::Res
             r
         }
         (BrokerKind::Embedded, _) => {
-            let broker = crate::broker::start(0)?;
+            let broker = fleetpulse::broker::start(0)?;
             (
                 broker.addr.ip().to_string(),
                 broker.addr.port(),
@@ -469,7 +469,7 @@ async fn bench_in(args: &BenchArgs, spec: &FleetSpec, dir: &Path) -> anyhow::Res
         Some(exe) => exe.clone(),
         // This very image, even if a rebuild replaced the file meanwhile.
         None if Path::new("/proc/self/exe").exists() => PathBuf::from("/proc/self/exe"),
-        None => std::env::current_exe().context("cannot find the fleetpulse binary")?,
+        None => std::env::current_exe().context("cannot find the fleetpulse-bench binary")?,
     };
     let setup = Setup {
         host,
@@ -759,7 +759,6 @@ async fn run_fleetpulse(
     let stamps_file = setup.dir.join(format!("engine-input-{run}.txt"));
     let mut command = Command::new(&setup.consumer_exe);
     command
-        .arg("bench")
         .arg("consume")
         .arg("--config")
         .arg(&config)

@@ -23,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::probe::{LatencySummary, Probe, now_ns};
 use super::procfs;
-use crate::config::ServiceConfig;
-use crate::metrics::IngestMetrics;
-use crate::service::{self, Runtime};
+use fleetpulse::config::ServiceConfig;
+use fleetpulse::metrics::IngestMetrics;
+use fleetpulse::service::{self, Runtime};
 
 /// `fleetpulse bench consume` arguments (started by the harness).
 #[derive(Debug, Clone, Args)]

@@ -1,0 +1,37 @@
+//! `fleetpulse-bench`: end-to-end throughput on real parts (broker, service,
+//! store), side by side with the broker's ceiling and the Python peers
+//! (BENCHMARKS.md). `fleetpulse bench` runs this binary.
+
+use std::io::IsTerminal;
+
+use anyhow::Context;
+use clap::Parser;
+use fleetpulse_benches::harness::{self, BenchArgs};
+
+/// End-to-end throughput on real parts, side by side with the broker's
+/// ceiling and the Python peers (BENCHMARKS.md).
+#[derive(Parser)]
+#[command(name = "fleetpulse-bench", version)]
+struct Cli {
+    #[command(flatten)]
+    args: BenchArgs,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rumqttd=off")),
+        )
+        .with_writer(fleetpulse::secrets::RedactingWriter::new(std::io::stderr))
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(harness::run(cli.args));
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
+}
