@@ -11,19 +11,13 @@
 
 #[macro_use]
 mod define;
+mod kinds;
 
 #[cfg(test)]
 mod added_field;
-mod alert;
 mod cell;
-mod customer_kpi;
-mod device_kpi;
 pub mod docs;
-mod health;
-mod milestone;
 pub mod openapi;
-mod outcome;
-mod portfolio;
 
 use fleetpulse_engine::Output;
 use serde::ser::SerializeMap;
