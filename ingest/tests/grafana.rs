@@ -3,11 +3,14 @@
 //! measurements, tags and fields that docs/SCHEMA.md defines. A renamed field
 //! in the schema fails here instead of leaving an empty panel.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use regex::Regex;
 use serde_json::Value;
+use support::files::files_with_extension;
 
 /// Measurement -> its tag and field keys, from docs/SCHEMA.md's
 /// "### Measurement `name`" tables.
@@ -183,14 +186,7 @@ fn check_influxql(query: &str, schema: &Schema) -> Vec<String> {
 }
 
 fn dashboards() -> Vec<PathBuf> {
-    let dir = root().join("deploy/grafana/dashboards");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    files
+    files_with_extension(&root().join("deploy/grafana/dashboards"), "json")
 }
 
 #[test]

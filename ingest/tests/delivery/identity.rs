@@ -22,9 +22,10 @@ use fleetpulse::metrics::{IngestMetrics, RejectReason};
 use fleetpulse::sinks::SinkConfig;
 use fleetpulse::sinks::sqlite::{SqliteConfig, SqliteStore};
 use fleetpulse_proto::v1::TelemetryBatch;
-use fleetpulse_sim::{Fleet, FleetSpec, GroundTruth, PublishOptions};
+use fleetpulse_sim::{Fleet, FleetSpec, GroundTruth};
 use prost::Message;
 
+use crate::support::fleets::publish_options;
 use crate::support::in_process::{self, InProcess};
 use crate::support::poll::wait_for;
 use crate::support::servers::{Mosquitto, NO_LOSS};
@@ -70,12 +71,7 @@ async fn serve(
     } = in_process::spawn(config, "<identity>");
     wait_for("subscription", || metrics.subscribed.load(Relaxed)).await;
     let total = messages.len() as u64;
-    let publisher = PublishOptions {
-        host: mosquitto.host().to_string(),
-        port: mosquitto.port(),
-        client_id: "identity-sim".into(),
-        ..PublishOptions::default()
-    };
+    let publisher = publish_options(mosquitto, "identity-sim");
     fleetpulse_sim::publish(publisher, messages, |_| {})
         .await
         .unwrap();

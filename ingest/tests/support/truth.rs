@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use fleetpulse_sim::Fleet;
+use fleetpulse_engine::kpi::risk::Rule;
+use fleetpulse_sim::{Fleet, Profile};
 
 use super::servers::InfluxDb1;
 
@@ -64,6 +65,18 @@ pub fn truth_days(fleet: &Fleet) -> Days {
             )
         })
         .collect()
+}
+
+/// The rule each at-risk profile must raise (docs/CUSTOMER_SUCCESS.md).
+pub fn signature(profile: Profile) -> Option<Rule> {
+    match profile {
+        Profile::HealthyGrowing => None,
+        Profile::SlowOnboarding => Some(Rule::OnboardingStalled),
+        Profile::DecliningUsage => Some(Rule::UsageDrop),
+        Profile::ChampionLeaves => Some(Rule::ChampionLost),
+        Profile::DevicesGoingDark => Some(Rule::DevicesDark),
+        Profile::FaultProne => Some(Rule::FaultSpike),
+    }
 }
 
 /// Counts exactly equal, hours within 1e-6 relative.
