@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use fleetpulse_sim::{Fleet, PublishOptions};
 use support::fleets::{Publishing, fleet, publish_options, spawn_publisher, write_customers};
-use support::servers::{InfluxDb1, Mosquitto, NO_LOSS, free_ports};
+use support::servers::{InfluxDb1, Mosquitto, NO_LOSS, free_ports, servers_and_dir};
 use support::service::{Service, influx_sections, write_service_config_at};
 use support::truth::{Days, equal, store_days, truth_days};
 
@@ -230,9 +230,7 @@ fn accepted_per_member(deployment: &Deployment) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_with_a_shared_subscription_equal_the_ground_truth_and_one_process() {
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let influx = InfluxDb1::start();
-    let dir = tempfile::tempdir().unwrap();
+    let (mosquitto, influx, dir) = servers_and_dir(NO_LOSS);
     let fleet = fleet_in(dir.path(), 21);
     let truth = truth_days(&fleet);
     let sent = fleet.encoded_messages().count();
@@ -292,9 +290,7 @@ async fn two_processes_with_a_shared_subscription_equal_the_ground_truth_and_one
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_killed_mid_run_the_cluster_restarts_and_loses_nothing() {
-    let mosquitto = Mosquitto::start_with_config(&format!("{NO_LOSS}\nautosave_interval 1\n"));
-    let influx = InfluxDb1::start();
-    let dir = tempfile::tempdir().unwrap();
+    let (mosquitto, influx, dir) = servers_and_dir(&format!("{NO_LOSS}\nautosave_interval 1\n"));
     let fleet = fleet_in(dir.path(), 22);
     let truth = truth_days(&fleet);
     let sent = fleet.encoded_messages().count();
@@ -341,9 +337,7 @@ async fn a_member_killed_mid_run_the_cluster_restarts_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_close_on_time_while_one_member_receives_nothing() {
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let influx = InfluxDb1::start();
-    let dir = tempfile::tempdir().unwrap();
+    let (mosquitto, influx, dir) = servers_and_dir(NO_LOSS);
     let fleet = fleet_in(dir.path(), 23);
     let truth = truth_days(&fleet);
     let newest = fleet

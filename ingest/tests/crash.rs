@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use fleetpulse_sim::Fleet;
 use rand::{Rng, SeedableRng};
 use support::fleets::{fleet, publish_options, spawn_publisher, write_customers};
-use support::servers::{InfluxDb1, Mosquitto, NO_LOSS};
+use support::servers::{InfluxDb1, Mosquitto, NO_LOSS, servers_and_dir};
 use support::service::{Service, influx_sections, write_service_config};
 use support::truth::{equal, store_days, truth_days};
 
@@ -34,6 +34,14 @@ segment_bytes = 262144
         influx = influx_sections(influx, "fleetpulse")
     );
     write_service_config(dir, mosquitto, "fleetpulse-crash-test", &rest)
+}
+
+/// The service on [`write_config`]'s file in `dir`, started and connected.
+fn start_service(dir: &Path, mosquitto: &Mosquitto, influx: &InfluxDb1) -> Service {
+    let config = write_config(dir, mosquitto, influx);
+    let mut service = Service::new(config, dir.join("service.log"));
+    service.start_and_wait(CONNECTED);
+    service
 }
 
 /// Lets the service catch up, then stops it gracefully so the last windows
@@ -61,16 +69,11 @@ async fn settle(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_and_broker_restarts_lose_nothing_and_count_nothing_twice() {
-    let mut mosquitto = Mosquitto::start_with_config(&format!("{NO_LOSS}\nautosave_interval 1\n"));
-    let influx = InfluxDb1::start();
-    let dir = tempfile::tempdir().unwrap();
+    let (mut mosquitto, influx, dir) =
+        servers_and_dir(&format!("{NO_LOSS}\nautosave_interval 1\n"));
     let fleet = fleet(6, 36, 8, 11);
     write_customers(dir.path(), &fleet);
-    let mut service = Service::new(
-        write_config(dir.path(), &mosquitto, &influx),
-        dir.path().join("service.log"),
-    );
-    service.start_and_wait(CONNECTED);
+    let mut service = start_service(dir.path(), &mosquitto, &influx);
 
     // Publish at a modest rate so the run spans the kills.
     let (sent, publisher) = spawn_publisher(&mosquitto, &fleet, "crash-test-sim", 1500.0);
@@ -131,16 +134,10 @@ fn rss_mb(pid: u32) -> f64 {
 /// and once the store is back every KPI arrives, exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_outage_loses_nothing_and_memory_stays_bounded() {
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let mut influx = InfluxDb1::start();
-    let dir = tempfile::tempdir().unwrap();
+    let (mosquitto, mut influx, dir) = servers_and_dir(NO_LOSS);
     let fleet = fleet(6, 36, 8, 12);
     write_customers(dir.path(), &fleet);
-    let mut service = Service::new(
-        write_config(dir.path(), &mosquitto, &influx),
-        dir.path().join("service.log"),
-    );
-    service.start_and_wait(CONNECTED);
+    let mut service = start_service(dir.path(), &mosquitto, &influx);
     let pid = service.pid().expect("running");
 
     let (sent, publisher) = spawn_publisher(&mosquitto, &fleet, "outage-test-sim", 400.0);
@@ -182,9 +179,7 @@ async fn a_store_outage_loses_nothing_and_memory_stays_bounded() {
 /// with the store back, writes it: the KPIs equal the ground truth.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_while_the_store_is_down_ends_at_the_deadline_and_loses_nothing() {
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let mut influx = InfluxDb1::start();
-    let dir = tempfile::tempdir().unwrap();
+    let (mosquitto, mut influx, dir) = servers_and_dir(NO_LOSS);
     let fleet = fleet(4, 16, 5, 21);
     write_customers(dir.path(), &fleet);
     // A top-level key goes before the first table.

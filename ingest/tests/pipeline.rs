@@ -21,6 +21,7 @@ use support::fleets::publish_options;
 use support::in_process::{self, InProcess};
 use support::poll::wait_for;
 use support::servers::{InfluxDb1, Mosquitto, NO_LOSS, VictoriaMetrics};
+use support::truth::{assert_same_rows, close};
 
 const DAY_MS: u64 = 86_400_000;
 
@@ -90,11 +91,7 @@ fn truth_table(rows: &[DayTruth]) -> Table {
 }
 
 fn assert_matches_truth(store: &str, got: &Table, truth: &Table) {
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        truth.keys().collect::<Vec<_>>(),
-        "{store}: the (customer, day) rows differ from the ground truth"
-    );
+    assert_same_rows(store, got, truth);
     for (key, expected) in truth {
         let row = &got[key];
         for field in EXACT {
@@ -107,7 +104,7 @@ fn assert_matches_truth(store: &str, got: &Table, truth: &Table) {
         for field in APPROX {
             let (g, e) = (row[field], expected[field]);
             assert!(
-                (g - e).abs() <= 1e-6 * e.abs().max(1.0),
+                close(g, e),
                 "{store} {key:?} {field}: got {g}, ground truth {e}"
             );
         }
@@ -301,8 +298,7 @@ async fn bad_input_is_rejected_and_counted_and_the_service_keeps_running() {
         metrics,
         shutdown,
         task: service,
-    } = in_process::spawn(config, "<test>");
-    wait_for("subscription", || metrics.subscribed.load(Relaxed)).await;
+    } = in_process::subscribed(config, "<test>").await;
 
     // Valid messages, with bad ones slipped in between them.
     let messages: Vec<(String, Vec<u8>)> = fleet.encoded_messages().collect();

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use fleetpulse_sim::Fleet;
 
 use crate::support::fleets::{fleet, spawn_publisher, write_customers};
-use crate::support::servers::{InfluxDb1, Mosquitto, NO_LOSS, free_port, http_get};
+use crate::support::servers::{
+    InfluxDb1, Mosquitto, NO_LOSS, free_port, http_get, servers_and_dir,
+};
 use crate::support::service::{Service, influx_sections, metric, metrics, write_service_config};
 use crate::support::small_disk::{SmallDisk, fill_disk, rerun_in_namespace, shrink_by};
 use crate::support::truth::{equal, store_days, truth_days};
@@ -26,15 +28,15 @@ use crate::support::truth::{equal, store_days, truth_days};
 const ACCEPTED: &str = "fleetpulse_messages_accepted_total";
 const WAL_FULL: &str = "fleetpulse_wal_full";
 
-/// The service file: the WAL in `wal_dir`, `/metrics` and `/readyz` on
-/// `http_port`, KPIs to InfluxDB 1.x.
+/// The service file: the WAL in `wal_dir`, `/metrics` and `/readyz` on a
+/// free port, KPIs to InfluxDB 1.x. Returns the file and the port.
 fn write_config(
     dir: &Path,
     wal_dir: &Path,
     mosquitto: &Mosquitto,
     influx: &InfluxDb1,
-    http_port: u16,
-) -> PathBuf {
+) -> (PathBuf, u16) {
+    let http_port = free_port();
     let rest = format!(
         r#"
 [wal]
@@ -49,7 +51,8 @@ listen = "127.0.0.1:{http_port}"
         wal = wal_dir.display(),
         influx = influx_sections(influx, "fleetpulse")
     );
-    write_service_config(dir, mosquitto, "fleetpulse-disk-test", &rest)
+    let config = write_service_config(dir, mosquitto, "fleetpulse-disk-test", &rest);
+    (config, http_port)
 }
 
 /// Starts the service and waits until it is subscribed.
@@ -87,14 +90,11 @@ async fn wait_accepted(http_port: u16, sent: u64, service: &Service) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_service_on_one_wal_dir_refuses_to_start_and_the_first_loses_nothing() {
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let influx = InfluxDb1::start();
-    let dir = tempfile::tempdir().unwrap();
+    let (mosquitto, influx, dir) = servers_and_dir(NO_LOSS);
     let fleet = fleet_in(dir.path(), 31);
     let wal_dir = dir.path().join("wal");
-    let http_port = free_port();
     // One file for both: the second unit started by mistake.
-    let config = write_config(dir.path(), &wal_dir, &mosquitto, &influx, http_port);
+    let (config, http_port) = write_config(dir.path(), &wal_dir, &mosquitto, &influx);
     let mut first = start(&config, &dir.path().join("first.log"));
 
     let (sent, publisher) = spawn_publisher(&mosquitto, &fleet, "disk-test-fleet", 600.0);
@@ -153,13 +153,10 @@ async fn a_full_disk_pauses_intake_and_freed_space_resumes_it_without_a_restart(
             "disk::a_full_disk_pauses_intake_and_freed_space_resumes_it_without_a_restart",
         );
     };
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let influx = InfluxDb1::start();
-    let dir = tempfile::tempdir().unwrap();
+    let (mosquitto, influx, dir) = servers_and_dir(NO_LOSS);
     let fleet = fleet_in(dir.path(), 32);
     let wal_dir = disk.path().join("wal");
-    let http_port = free_port();
-    let config = write_config(dir.path(), &wal_dir, &mosquitto, &influx, http_port);
+    let (config, http_port) = write_config(dir.path(), &wal_dir, &mosquitto, &influx);
     let mut service = start(&config, &dir.path().join("service.log"));
     assert_eq!(readyz(http_port).0, 200, "{}", service.log_tail());
 

@@ -398,6 +398,15 @@ fn mosquitto_config(port: u16, dir: &Path, extra: &str) -> String {
     )
 }
 
+/// The servers of an end-to-end run around the real service: a broker whose
+/// config ends with `broker_config` (e.g. [`NO_LOSS`]), an InfluxDB 1.x, and
+/// a working directory for the service's files.
+pub fn servers_and_dir(broker_config: &str) -> (Mosquitto, InfluxDb1, TempDir) {
+    let mosquitto = Mosquitto::start_with_config(broker_config);
+    let influx = InfluxDb1::start();
+    (mosquitto, influx, temp_dir("service"))
+}
+
 // ---------------------------------------------------------------------------
 // InfluxDB 1.x
 // ---------------------------------------------------------------------------
