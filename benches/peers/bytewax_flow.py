@@ -17,7 +17,6 @@ windows; Bytewax just holds more of them open. Started by the harness; speaks
 its JSON-lines protocol.
 """
 
-import argparse
 import queue
 import threading
 from datetime import datetime, timedelta, timezone
@@ -170,96 +169,74 @@ def build(args, progress, stopped, on_ready, purchased):
             Totals.late[step] = Totals.late.get(step, 0) + 1
 
     outputs = []
-    for name, length in peerlib.WINDOWS:
-        windows = fold_window(
-            f"window_{name}",
-            by_customer,
-            clock,
-            TumblingWindower(length=timedelta(milliseconds=length), align_to=EPOCH),
-            peerlib.new_acc,
-            folder,
-            peerlib.merge,
-        )
 
-        op.inspect(f"late_{name}", windows.late, count_late)
+    def windowed(prefix, keyed, new, fold, merge, to_line):
+        """Per window length: fold `keyed` in tumbling windows, count the
+        late, and turn each closed window into a line with
+        `to_line(key, acc, name, length, start)`. Steps are named
+        `{prefix}window_1h` and so on."""
+        for name, length in peerlib.WINDOWS:
+            windows = fold_window(
+                f"{prefix}window_{name}",
+                keyed,
+                clock,
+                TumblingWindower(length=timedelta(milliseconds=length), align_to=EPOCH),
+                new,
+                fold,
+                merge,
+            )
 
-        def to_line(item, name=name, length=length):
-            customer, (_window_id, acc) = item
-            start = acc["at"] - acc["at"] % length
-            return peerlib.line(MEASUREMENT, customer, name, length, start, acc, purchased)
+            op.inspect(f"{prefix}late_{name}", windows.late, count_late)
 
-        outputs.append(op.map(f"line_{name}", windows.down, to_line))
+            def line(item, name=name, length=length):
+                key, (_window_id, acc) = item
+                start = acc["at"] - acc["at"] % length
+                return to_line(key, acc, name, length, start)
+
+            outputs.append(op.map(f"{prefix}line_{name}", windows.down, line))
+
+    def customer_line(customer, acc, name, length, start):
+        return peerlib.line(MEASUREMENT, customer, name, length, start, acc, purchased)
+
+    windowed("", by_customer, peerlib.new_acc, folder, peerlib.merge, customer_line)
+
     def device_folder(acc, u):
         if "at" not in acc:
             acc["at"] = u[2]
             acc["customer"] = u[0]
         return peerlib.add_device(acc, u)
 
-    for name, length in peerlib.WINDOWS:
-        windows = fold_window(
-            f"device_window_{name}",
-            usage,
-            clock,
-            TumblingWindower(length=timedelta(milliseconds=length), align_to=EPOCH),
-            peerlib.new_device_acc,
-            device_folder,
-            peerlib.merge_device,
+    def device_line(device, acc, name, length, start):
+        return peerlib.device_line(
+            DEVICE_MEASUREMENT, acc["customer"], device, name, length, start, acc
         )
 
-        op.inspect(f"device_late_{name}", windows.late, count_late)
-
-        def to_device_line(item, name=name, length=length):
-            device, (_window_id, acc) = item
-            start = acc["at"] - acc["at"] % length
-            return peerlib.device_line(
-                DEVICE_MEASUREMENT, acc["customer"], device, name, length, start, acc
-            )
-
-        outputs.append(op.map(f"device_line_{name}", windows.down, to_device_line))
+    windowed(
+        "device_", usage, peerlib.new_device_acc, device_folder, peerlib.merge_device, device_line
+    )
     op.output("victoria_metrics", op.merge("all", *outputs), VmSink(args.store_url))
     return flow
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--host", required=True)
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--client-id", required=True)
-    p.add_argument("--store-url", required=True)
-    p.add_argument("--customers", required=True)
-    p.add_argument("--workers", type=int, default=1)
-    args = p.parse_args()
+    args = peerlib.parse_args()
 
     purchased = peerlib.devices_purchased(args.customers)
     progress = peerlib.Progress()
     stopped = threading.Event()
-    cpu_at_ready = [0.0]
-
-    def on_ready():
-        cpu_at_ready[0] = peerlib.cpu_seconds()
-        peerlib.emit({"event": "ready"})
-
+    ready = peerlib.Ready()
     peerlib.wait_for_stdin_eof(stopped.set)
-    flow = build(args, progress, stopped, on_ready, purchased)
+    flow = build(args, progress, stopped, ready, purchased)
     cli_main(flow, workers_per_process=args.workers)
     progress.stop()
-    peerlib.emit(
-        {
-            "event": "done",
-            "handled": progress.handled,
-            "rejected": Totals.rejected,
-            # A sample late in any of the 4 windows is lost to its KPIs.
-            "samples": Totals.samples - max(Totals.late.values(), default=0),
-            "duplicates": Totals.duplicates,
-            "records_emitted": Totals.records,
-            "records_written": Totals.written,
-            "cpu_seconds": peerlib.cpu_seconds() - cpu_at_ready[0],
-            "peak_rss_bytes": peerlib.peak_rss_bytes(),
-            "first_input_ns": progress.first_ns,
-            "last_input_ns": progress.last_ns,
-            "last_write_ns": Totals.last_write_ns,
-        }
-    )
+    counts = {
+        "rejected": Totals.rejected,
+        # A sample late in any of the 4 windows is lost to its KPIs.
+        "samples": Totals.samples - max(Totals.late.values(), default=0),
+        "duplicates": Totals.duplicates,
+        "records": Totals.records,
+    }
+    peerlib.emit_done(progress, ready.cpu_seconds, counts, Totals.written, Totals.last_write_ns)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ seen and last state). fleetpulse's customer-success journey records (a few
 per customer and day) are not reproduced.
 """
 
+import argparse
 import json
 import os
 import resource
@@ -42,6 +43,52 @@ def now_ns():
 def emit(obj):
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
+
+
+def parse_args():
+    """The command line the bench harness starts every peer with."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--host", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--client-id", required=True)
+    p.add_argument("--store-url", required=True)
+    p.add_argument("--customers", required=True)
+    p.add_argument("--workers", type=int, default=1)
+    return p.parse_args()
+
+
+class Ready:
+    """Called once the peer is subscribed: tells the harness, and notes the
+    CPU time the done line counts from."""
+
+    def __init__(self):
+        self.cpu_seconds = 0.0
+
+    def __call__(self):
+        self.cpu_seconds = cpu_seconds()
+        emit({"event": "ready"})
+
+
+def emit_done(progress, cpu_at_ready, counts, written, last_write_ns):
+    """The peer's last line for the harness: what it took in and wrote
+    (`counts` holds rejected, samples, duplicates and records emitted), and
+    the CPU and memory that cost since it was ready."""
+    emit(
+        {
+            "event": "done",
+            "handled": progress.handled,
+            "rejected": counts["rejected"],
+            "samples": counts["samples"],
+            "duplicates": counts["duplicates"],
+            "records_emitted": counts["records"],
+            "records_written": written,
+            "cpu_seconds": cpu_seconds() - cpu_at_ready,
+            "peak_rss_bytes": peak_rss_bytes(),
+            "first_input_ns": progress.first_ns,
+            "last_input_ns": progress.last_ns,
+            "last_write_ns": last_write_ns,
+        }
+    )
 
 
 def cpu_seconds():
@@ -139,12 +186,9 @@ class DeviceState:
         return out
 
 
-def new_acc():
+def new_sums():
+    """The additive totals both window kinds (customer and device) carry."""
     return {
-        "reporting": set(),
-        "active": set(),
-        "operators": set(),
-        "features": 0,
         "operating_hours": 0.0,
         "idle_hours": 0.0,
         "fuel_litres": 0.0,
@@ -156,22 +200,38 @@ def new_acc():
     }
 
 
+def add_sums(acc, u):
+    """Adds a usage tuple's deltas (and one sample) to the totals."""
+    (_, _, _, d_op, d_idle, d_fuel, cycles, output, manual, _, _, faults) = u[:12]
+    deltas = (d_op, d_idle, d_fuel, cycles, output, manual, faults, 1)
+    for k, delta in zip(new_sums(), deltas):
+        acc[k] += delta
+
+
+def merge_sums(a, b):
+    for k in new_sums():
+        a[k] += b[k]
+
+
+def new_acc():
+    return {
+        "reporting": set(),
+        "active": set(),
+        "operators": set(),
+        "features": 0,
+        **new_sums(),
+    }
+
+
 def add(acc, u):
-    (_, device, _, d_op, d_idle, d_fuel, cycles, output, manual, operator, features, faults) = u[:12]
+    (_, device, _, d_op, _, _, _, _, _, operator, features, _) = u[:12]
     acc["reporting"].add(device)
     if d_op > 0.0:
         acc["active"].add(device)
     if operator:
         acc["operators"].add(operator)
     acc["features"] |= features
-    acc["operating_hours"] += d_op
-    acc["idle_hours"] += d_idle
-    acc["fuel_litres"] += d_fuel
-    acc["cycles"] += cycles
-    acc["output_units"] += output
-    acc["manual_interventions"] += manual
-    acc["fault_count"] += faults
-    acc["samples"] += 1
+    add_sums(acc, u)
     return acc
 
 
@@ -179,17 +239,7 @@ def merge(a, b):
     for k in ("reporting", "active", "operators"):
         a[k] |= b[k]
     a["features"] |= b["features"]
-    for k in (
-        "operating_hours",
-        "idle_hours",
-        "fuel_litres",
-        "cycles",
-        "output_units",
-        "manual_interventions",
-        "fault_count",
-        "samples",
-    ):
-        a[k] += b[k]
+    merge_sums(a, b)
     return a
 
 
@@ -216,32 +266,18 @@ def new_device_acc():
     return {
         "site": "",
         "operators": set(),
-        "operating_hours": 0.0,
-        "idle_hours": 0.0,
-        "fuel_litres": 0.0,
-        "cycles": 0,
-        "output_units": 0.0,
-        "manual_interventions": 0,
-        "fault_count": 0,
-        "samples": 0,
+        **new_sums(),
         "last_seen": 0,
         "last_state": 0,
     }
 
 
 def add_device(acc, u):
-    (_, _, at, d_op, d_idle, d_fuel, cycles, output, manual, operator, _, faults, site, state) = u
+    (_, _, at, _, _, _, _, _, _, operator, _, _, site, state) = u
     acc["site"] = site
     if operator:
         acc["operators"].add(operator)
-    acc["operating_hours"] += d_op
-    acc["idle_hours"] += d_idle
-    acc["fuel_litres"] += d_fuel
-    acc["cycles"] += cycles
-    acc["output_units"] += output
-    acc["manual_interventions"] += manual
-    acc["fault_count"] += faults
-    acc["samples"] += 1
+    add_sums(acc, u)
     if at >= acc["last_seen"]:
         acc["last_seen"] = at
         acc["last_state"] = state
@@ -250,17 +286,7 @@ def add_device(acc, u):
 
 def merge_device(a, b):
     a["operators"] |= b["operators"]
-    for k in (
-        "operating_hours",
-        "idle_hours",
-        "fuel_litres",
-        "cycles",
-        "output_units",
-        "manual_interventions",
-        "fault_count",
-        "samples",
-    ):
-        a[k] += b[k]
+    merge_sums(a, b)
     if b["last_seen"] >= a["last_seen"]:
         a["last_seen"], a["last_state"], a["site"] = b["last_seen"], b["last_state"], b["site"]
     return a

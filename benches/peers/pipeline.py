@@ -7,21 +7,13 @@ time minus 2 h allowed lateness); at stop every open window is written.
 Started by the harness; speaks its JSON-lines protocol (peerlib).
 """
 
-import argparse
 import threading
 
 import peerlib
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--host", required=True)
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--client-id", required=True)
-    p.add_argument("--store-url", required=True)
-    p.add_argument("--customers", required=True)
-    p.add_argument("--workers", type=int, default=1)  # one thread: paho's loop
-    args = p.parse_args()
+    args = peerlib.parse_args()  # --workers is ignored: one thread, paho's loop
 
     purchased = peerlib.devices_purchased(args.customers)
     writer = peerlib.Writer(args.store_url)
@@ -96,13 +88,8 @@ def main():
         progress.count(len(usage))
 
     stopped = threading.Event()
-    cpu_at_ready = [0.0]
-
-    def on_ready():
-        cpu_at_ready[0] = peerlib.cpu_seconds()
-        peerlib.emit({"event": "ready"})
-
-    client = peerlib.mqtt_client(args.client_id, on_ready, on_message)
+    ready = peerlib.Ready()
+    client = peerlib.mqtt_client(args.client_id, ready, on_message)
     client.connect(args.host, args.port, keepalive=peerlib.KEEPALIVE_S)
     peerlib.wait_for_stdin_eof(stopped.set)
     client.loop_start()
@@ -112,22 +99,7 @@ def main():
     close_until(float("inf"))
     writer.flush()
     progress.stop()
-    peerlib.emit(
-        {
-            "event": "done",
-            "handled": progress.handled,
-            "rejected": state["rejected"],
-            "samples": state["samples"],
-            "duplicates": state["duplicates"],
-            "records_emitted": state["records"],
-            "records_written": writer.written,
-            "cpu_seconds": peerlib.cpu_seconds() - cpu_at_ready[0],
-            "peak_rss_bytes": peerlib.peak_rss_bytes(),
-            "first_input_ns": progress.first_ns,
-            "last_input_ns": progress.last_ns,
-            "last_write_ns": writer.last_write_ns,
-        }
-    )
+    peerlib.emit_done(progress, ready.cpu_seconds, state, writer.written, writer.last_write_ns)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,16 @@
 //! The dataflow, fed in-memory batches, against exact hand-computed answers
 //! and against the reference fold, at 1 and 2 workers.
 
+mod common;
+
+use common::{MIN, T0, device_rows, interleave, normalise};
 use fleetpulse_engine::config::HOUR_MS;
 use fleetpulse_engine::run::{RunOutcome, run_batches};
 use fleetpulse_engine::{
-    Contract, CustomerKpi, CustomerSpec, DeviceBatch, DeviceKpi, EngineConfig, MachineState,
-    Output, Sample, Segment, WindowSpec, reference,
+    Contract, CustomerKpi, CustomerSpec, DeviceBatch, EngineConfig, MachineState, Sample, Segment,
+    WindowSpec, reference,
 };
 use proptest::prelude::*;
-
-const T0: u64 = 1_767_571_200_000; // 2026-01-05T00:00:00Z
-const MIN: u64 = 60_000;
 
 fn config() -> EngineConfig {
     let mut config = EngineConfig::default();
@@ -45,72 +45,33 @@ fn sample(at: u64, hours: f64, cycles: u32, operator: &str) -> Sample {
     }
 }
 
+/// A batch of the original unit (epoch 0).
 fn batch(customer: &str, device: &str, sequence: u64, samples: Vec<Sample>) -> DeviceBatch {
-    DeviceBatch {
-        customer: customer.into(),
-        site: "pit".into(),
-        device: device.into(),
-        unit_epoch: 0,
-        sequence,
-        samples,
-    }
+    common::batch(customer, device, 0, sequence, samples)
 }
 
 fn customers(outcome: &RunOutcome, window: &str) -> Vec<CustomerKpi> {
-    let mut rows: Vec<CustomerKpi> = outcome
-        .outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Customer(k) if &*k.window == window => Some(k.clone()),
-            _ => None,
-        })
-        .collect();
-    rows.sort_by(|a, b| (&a.customer, a.window_start).cmp(&(&b.customer, b.window_start)));
-    rows
-}
-
-fn devices(outputs: &[Output], window: &str) -> Vec<DeviceKpi> {
-    let mut rows: Vec<DeviceKpi> = outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Device(k) if &*k.window == window => Some(k.clone()),
-            _ => None,
-        })
-        .collect();
-    rows.sort_by(|a, b| (&a.device, a.window_start).cmp(&(&b.device, b.window_start)));
-    rows
+    common::customer_rows(&outcome.outputs, window)
 }
 
 /// Two devices of one customer over two hours, with a redelivered batch and
 /// batches arriving out of order within the lateness.
 fn scenario() -> Vec<DeviceBatch> {
-    let a1 = batch(
-        "acme",
-        "d1",
-        1,
-        vec![
-            sample(T0, 100.0, 0, ""),
-            sample(T0 + 30 * MIN, 100.5, 6, "ann"),
-        ],
-    );
-    let a2 = batch(
-        "acme",
-        "d1",
-        2,
-        vec![
-            sample(T0 + 60 * MIN, 101.0, 4, "ann"),
-            sample(T0 + 90 * MIN, 101.25, 7, "bob"),
-        ],
-    );
-    let b1 = batch(
-        "acme",
-        "d2",
-        1,
-        vec![
-            sample(T0 + 10 * MIN, 50.0, 2, "cy"),
-            sample(T0 + 70 * MIN, 51.0, 3, "cy"),
-        ],
-    );
+    // (device, sequence, readings as (minutes after T0, hours, cycles, operator))
+    let [a1, a2, b1] = [
+        ("d1", 1, [(0, 100.0, 0, ""), (30, 100.5, 6, "ann")]),
+        ("d1", 2, [(60, 101.0, 4, "ann"), (90, 101.25, 7, "bob")]),
+        ("d2", 1, [(10, 50.0, 2, "cy"), (70, 51.0, 3, "cy")]),
+    ]
+    .map(|(device, sequence, readings)| {
+        let samples = readings
+            .iter()
+            .map(|&(minutes, hours, cycles, operator)| {
+                sample(T0 + minutes * MIN, hours, cycles, operator)
+            })
+            .collect();
+        batch("acme", device, sequence, samples)
+    });
     // d1's second batch overtakes its first on the wire, and the first is
     // delivered twice.
     vec![b1, a2, a1.clone(), a1]
@@ -155,7 +116,7 @@ fn exact_kpis_with_duplicates_and_reordering() {
         assert_eq!(daily[0].cycles, 22);
         assert_eq!(daily[0].devices_purchased, 4);
 
-        let d1 = devices(&outcome.outputs, "1h");
+        let d1 = device_rows(&outcome.outputs, "1h");
         assert_eq!(d1.len(), 4);
         assert_eq!(&*d1[0].device, "d1");
         assert_eq!(d1[1].last_seen, T0 + 90 * MIN);
@@ -185,29 +146,6 @@ fn windows_are_configurable() {
         rows.iter()
             .all(|r| r.window_end - r.window_start == 15 * MIN)
     );
-}
-
-fn normalise(mut outputs: Vec<Output>) -> Vec<String> {
-    // Float sums may differ in the last bits with summation order.
-    let mut rows: Vec<String> = outputs
-        .drain(..)
-        .filter(|o| matches!(o, Output::Customer(_) | Output::Device(_)))
-        .map(|o| {
-            let s = format!("{o:?}");
-            s.split(", ")
-                .map(|field| match field.split_once(": ") {
-                    Some((k, v)) if v.contains('.') => match v.parse::<f64>() {
-                        Ok(x) => format!("{k}: {x:.6}"),
-                        Err(_) => field.to_string(),
-                    },
-                    _ => field.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .collect();
-    rows.sort();
-    rows
 }
 
 fn arbitrary_fleet() -> impl Strategy<Value = Vec<DeviceBatch>> {
@@ -255,9 +193,7 @@ fn arbitrary_fleet() -> impl Strategy<Value = Vec<DeviceBatch>> {
                 batches.push(b);
             }
         }
-        // Interleave devices by publish time, as a broker would.
-        batches.sort_by_key(|b| (b.last_at(), b.customer.clone(), b.device.clone()));
-        batches
+        interleave(batches)
     })
 }
 
@@ -270,12 +206,12 @@ proptest! {
         if let Some(b) = batches.get(duplicate) {
             fed.push(b.clone());
         }
-        let expected = normalise(reference::fold(&config(), batches));
+        let expected = normalise(&reference::fold(&config(), batches));
         for workers in [1, 2] {
             // Lateness longer than the whole run: nothing is late.
             let outcome = run_batches(config(), workers, 1000 * HOUR_MS, fed.clone()).unwrap();
             prop_assert!(outcome.late.is_empty());
-            prop_assert_eq!(&normalise(outcome.outputs), &expected);
+            prop_assert_eq!(&normalise(&outcome.outputs), &expected);
         }
     }
 }
@@ -284,7 +220,7 @@ proptest! {
 fn same_results_at_one_and_two_workers() {
     let one = run_batches(config(), 1, 2 * HOUR_MS, scenario()).unwrap();
     let two = run_batches(config(), 2, 2 * HOUR_MS, scenario()).unwrap();
-    assert_eq!(normalise(one.outputs), normalise(two.outputs));
+    assert_eq!(normalise(&one.outputs), normalise(&two.outputs));
 }
 
 #[test]
@@ -384,7 +320,7 @@ fn daylight_saving_days_are_23_and_25_hours_and_stay_with_their_customer() {
         let outcome = run_batches(config.clone(), workers, 2 * H, batches.clone()).unwrap();
         assert!(outcome.late.is_empty(), "workers={workers}");
         let days = customers(&outcome, "1d");
-        let device_days = devices(&outcome.outputs, "1d");
+        let device_days = device_rows(&outcome.outputs, "1d");
         for (customer, start, end, hours) in expected {
             let ctx = format!("workers={workers} {customer} day from {start}");
             let day = days

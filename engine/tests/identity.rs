@@ -3,14 +3,12 @@
 //! at 1 and 2 workers against the reference fold and against the same
 //! readings without the clash or the replacement.
 
+mod common;
+
+use common::{MIN, T0, batch, customer_rows, device_rows, interleave, normalise};
 use fleetpulse_engine::config::HOUR_MS;
 use fleetpulse_engine::run::run_batches;
-use fleetpulse_engine::{
-    CustomerKpi, DeviceBatch, DeviceKpi, EngineConfig, MachineState, Output, Sample, reference,
-};
-
-const T0: u64 = 1_767_571_200_000; // 2026-01-05T00:00:00Z
-const MIN: u64 = 60_000;
+use fleetpulse_engine::{DeviceBatch, EngineConfig, MachineState, Sample, reference};
 /// 2026-01-05T12:00:00Z in Unix seconds: when the replacement unit started.
 const NEW_UNIT: u64 = 1_767_614_400;
 
@@ -23,23 +21,6 @@ fn sample(at: u64, hours: f64, cycles: u32) -> Sample {
         fuel_litres: hours * 12.0,
         cycles,
         ..Sample::default()
-    }
-}
-
-fn batch(
-    customer: &str,
-    device: &str,
-    epoch: u64,
-    sequence: u64,
-    samples: Vec<Sample>,
-) -> DeviceBatch {
-    DeviceBatch {
-        customer: customer.into(),
-        site: "pit".into(),
-        device: device.into(),
-        unit_epoch: epoch,
-        sequence,
-        samples,
     }
 }
 
@@ -68,62 +49,6 @@ fn readings(
             batch(customer, device, 0, b + 1, samples)
         })
         .collect()
-}
-
-fn customer_rows(outputs: &[Output], window: &str) -> Vec<CustomerKpi> {
-    let mut rows: Vec<CustomerKpi> = outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Customer(k) if &*k.window == window => Some(k.clone()),
-            _ => None,
-        })
-        .collect();
-    rows.sort_by(|a, b| (&a.customer, a.window_start).cmp(&(&b.customer, b.window_start)));
-    rows
-}
-
-fn device_rows(outputs: &[Output], window: &str) -> Vec<DeviceKpi> {
-    let mut rows: Vec<DeviceKpi> = outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Device(k) if &*k.window == window => Some(k.clone()),
-            _ => None,
-        })
-        .collect();
-    rows.sort_by(|a, b| {
-        (&a.customer, &a.device, a.window_start).cmp(&(&b.customer, &b.device, b.window_start))
-    });
-    rows
-}
-
-/// The records as comparable text, floats to 6 decimals (sums may differ in
-/// the last bits with summation order).
-fn normalise(outputs: &[Output]) -> Vec<String> {
-    let mut rows: Vec<String> = outputs
-        .iter()
-        .filter(|o| matches!(o, Output::Customer(_) | Output::Device(_)))
-        .map(|o| {
-            format!("{o:?}")
-                .split(", ")
-                .map(|field| match field.split_once(": ") {
-                    Some((k, v)) if v.contains('.') => match v.parse::<f64>() {
-                        Ok(x) => format!("{k}: {x:.6}"),
-                        Err(_) => field.to_string(),
-                    },
-                    _ => field.to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .collect();
-    rows.sort();
-    rows
-}
-
-/// Interleaves batches by publish time, as a broker would.
-fn interleave(mut batches: Vec<DeviceBatch>) -> Vec<DeviceBatch> {
-    batches.sort_by_key(|b| (b.last_at(), b.customer.clone(), b.device.clone()));
-    batches
 }
 
 #[test]

@@ -166,42 +166,18 @@ mod tests {
 
     #[test]
     fn rejects_specs_that_cannot_work() {
+        // The default spec with one field spoiled, and the field the error names.
+        let spoiled = |spoil: fn(&mut FleetSpec)| {
+            let mut spec = FleetSpec::default();
+            spoil(&mut spec);
+            spec
+        };
         for (spec, field) in [
-            (
-                FleetSpec {
-                    customers: 0,
-                    ..FleetSpec::default()
-                },
-                "customers",
-            ),
-            (
-                FleetSpec {
-                    devices: 5,
-                    ..FleetSpec::default()
-                },
-                "devices",
-            ),
-            (
-                FleetSpec {
-                    days: 0,
-                    ..FleetSpec::default()
-                },
-                "days",
-            ),
-            (
-                FleetSpec {
-                    sample_interval_ms: 0,
-                    ..FleetSpec::default()
-                },
-                "sample_interval_ms",
-            ),
-            (
-                FleetSpec {
-                    samples_per_batch: 0,
-                    ..FleetSpec::default()
-                },
-                "samples_per_batch",
-            ),
+            (spoiled(|s| s.customers = 0), "customers"),
+            (spoiled(|s| s.devices = 5), "devices"),
+            (spoiled(|s| s.days = 0), "days"),
+            (spoiled(|s| s.sample_interval_ms = 0), "sample_interval_ms"),
+            (spoiled(|s| s.samples_per_batch = 0), "samples_per_batch"),
         ] {
             match spec.validate() {
                 Err(SimError::Spec { field: f, .. }) => assert_eq!(f, field),

@@ -329,21 +329,15 @@ fn healthy_growing_onboards_fast_grows_and_adopts() {
     }
     let ratio = o.usage_ratio(&c.id, 30);
     assert!(ratio > 0.9, "no drop: {ratio}");
-    let advanced_late = o
+    let advanced: Vec<_> = o
         .rows
         .iter()
         .filter(|r| r.customer == c.id)
         .map(|r| r.advanced_features_used)
-        .skip(45)
-        .max();
+        .collect();
+    let advanced_late = advanced.iter().skip(45).max().copied();
     assert!(advanced_late >= Some(3), "{advanced_late:?}");
-    let advanced_early = o
-        .rows
-        .iter()
-        .filter(|r| r.customer == c.id)
-        .map(|r| r.advanced_features_used)
-        .take(3)
-        .max();
+    let advanced_early = advanced.iter().take(3).max().copied();
     assert!(advanced_early < advanced_late, "adopted progressively");
     let faults = o.sum(&c.id, 0..60, |r| r.fault_count as f64);
     let samples = o.sum(&c.id, 0..60, |r| r.samples as f64);

@@ -234,20 +234,12 @@ impl CustomersFile {
                     )
                 })?,
             };
-            let start = date_ms(&c.contract.start).ok_or_else(|| {
-                at(
-                    "contract.start",
-                    None,
-                    format!("`{}` is not a YYYY-MM-DD date", c.contract.start),
-                )
-            })?;
-            let renewal = date_ms(&c.contract.renewal).ok_or_else(|| {
-                at(
-                    "contract.renewal",
-                    None,
-                    format!("`{}` is not a YYYY-MM-DD date", c.contract.renewal),
-                )
-            })?;
+            let date = |field: &str, value: &str| {
+                date_ms(value)
+                    .ok_or_else(|| at(field, None, format!("`{value}` is not a YYYY-MM-DD date")))
+            };
+            let start = date("contract.start", &c.contract.start)?;
+            let renewal = date("contract.renewal", &c.contract.renewal)?;
             if renewal < start {
                 return Err(at(
                     "contract.renewal",
@@ -282,15 +274,13 @@ impl CustomersFile {
             spec.timezone = timezone;
             spec.maturity = c.maturity;
 
+            let used_twice =
+                |field: &str, name: &str| at(field, None, format!("`{name}` is used twice"));
             let mut outcome_names = HashSet::new();
             for (j, o) in c.outcomes.iter().enumerate() {
                 let field = |f: &str| format!("outcome[{j}].{f}");
                 if !outcome_names.insert(o.name.as_str()) {
-                    return Err(at(
-                        &field("name"),
-                        None,
-                        format!("`{}` is used twice", o.name),
-                    ));
+                    return Err(used_twice(&field("name"), &o.name));
                 }
                 let expression = Expression::parse(o.expression.get_ref()).map_err(|e| {
                     at(
@@ -327,11 +317,7 @@ impl CustomersFile {
             for (j, m) in c.milestones.iter().enumerate() {
                 let field = |f: &str| format!("milestone[{j}].{f}");
                 if !milestone_names.insert(m.name.as_str()) {
-                    return Err(at(
-                        &field("name"),
-                        None,
-                        format!("`{}` is used twice", m.name),
-                    ));
+                    return Err(used_twice(&field("name"), &m.name));
                 }
                 let due = *m.due_days.get_ref();
                 if due < previous_due {
@@ -626,37 +612,48 @@ usage_drop = 0.3
         assert_eq!(again.customers.len(), 1);
     }
 
+    /// Each mistake, made by replacing `from` with `to` in `GOOD`, is refused
+    /// with an error that starts with the file and line `at` and names every
+    /// one of `named`.
     #[test]
-    fn unknown_field_names_file_line_and_field() {
-        let bad = GOOD.replace("operator_seats", "operator_sets");
-        let err = specs(&bad).unwrap_err();
-        assert!(err.starts_with("c.toml:12:"), "{err}");
-        assert!(err.contains("operator_sets"), "{err}");
-    }
-
-    #[test]
-    fn bad_expression_names_its_line() {
-        let bad = GOOD.replace("manual_interventions / cycles", "manual_interventions / ");
-        let err = specs(&bad).unwrap_err();
-        assert!(err.starts_with("c.toml:16:"), "{err}");
-        assert!(err.contains("customer[0].outcome[0].expression"), "{err}");
-    }
-
-    #[test]
-    fn unknown_aggregate_is_named() {
-        let bad = GOOD.replace("manual_interventions / cycles", "interventions / cycles");
-        let err = specs(&bad).unwrap_err();
-        assert!(err.starts_with("c.toml:16:"), "{err}");
-        assert!(err.contains("`interventions`"), "{err}");
-    }
-
-    #[test]
-    fn broken_milestone_order_is_named() {
-        let bad = GOOD.replace("due_days = 30", "due_days = 10");
-        let err = specs(&bad).unwrap_err();
-        assert!(err.starts_with("c.toml:29:"), "{err}");
-        assert!(err.contains("customer[0].milestone[1].due_days"), "{err}");
-        assert!(err.contains("order"), "{err}");
+    fn mistakes_name_file_line_and_field() {
+        let cases: [(&str, &str, &str, &[&str]); 4] = [
+            // An unknown field.
+            (
+                "operator_seats",
+                "operator_sets",
+                "c.toml:12:",
+                &["operator_sets"],
+            ),
+            // A bad expression.
+            (
+                "manual_interventions / cycles",
+                "manual_interventions / ",
+                "c.toml:16:",
+                &["customer[0].outcome[0].expression"],
+            ),
+            // An unknown aggregate.
+            (
+                "manual_interventions / cycles",
+                "interventions / cycles",
+                "c.toml:16:",
+                &["`interventions`"],
+            ),
+            // Milestones out of order.
+            (
+                "due_days = 30",
+                "due_days = 10",
+                "c.toml:29:",
+                &["customer[0].milestone[1].due_days", "order"],
+            ),
+        ];
+        for (from, to, at, named) in cases {
+            let err = specs(&GOOD.replace(from, to)).unwrap_err();
+            assert!(err.starts_with(at), "{err}");
+            for name in named {
+                assert!(err.contains(name), "{err}");
+            }
+        }
     }
 
     #[test]

@@ -415,15 +415,22 @@ mod tests {
         assert!(store.bytes() < 200);
     }
 
-    #[test]
-    fn a_flood_rotates_and_stays_bounded() {
+    /// A store at `dl.jsonl` in a fresh directory that rotates past
+    /// `max_file_bytes`.
+    fn rotating_store(max_file_bytes: u64) -> (tempfile::TempDir, PathBuf, DeadLetterStore) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dl.jsonl");
         let options = DeadLetterOptions {
-            max_file_bytes: 4096,
+            max_file_bytes,
             ..DeadLetterOptions::default()
         };
-        let mut store = DeadLetterStore::open(&path, options).unwrap();
+        let store = DeadLetterStore::open(&path, options).unwrap();
+        (dir, path, store)
+    }
+
+    #[test]
+    fn a_flood_rotates_and_stays_bounded() {
+        let (dir, path, mut store) = rotating_store(4096);
         let payload = vec![7u8; 1000];
         for i in 0..1000 {
             store
@@ -476,13 +483,7 @@ mod tests {
 
     #[test]
     fn an_oversized_single_letter_still_goes_into_a_fresh_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("dl.jsonl");
-        let options = DeadLetterOptions {
-            max_file_bytes: 50,
-            ..DeadLetterOptions::default()
-        };
-        let mut store = DeadLetterStore::open(&path, options).unwrap();
+        let (_dir, _path, mut store) = rotating_store(50);
         store.record(&letter("t", b"x", 1)).unwrap();
         store.record(&letter("t", b"y", 2)).unwrap();
         let records = store.read_all().unwrap();

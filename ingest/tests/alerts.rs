@@ -16,7 +16,8 @@ use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
 use fleetpulse_engine::{AlertRecord, Output, Segment};
 use serde_json::Value;
 use support::servers::Mosquitto;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use support::webhook::{read_request, respond};
+use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -43,6 +44,11 @@ fn alert(customer: &str, name: &str, status: AlertStatus, segment: Segment) -> A
         arr_at_risk: 120_000.0,
         next_action: Rule::UsageDrop.next_action().into(),
     }
+}
+
+/// An alert of the customer most tests use.
+fn acme(status: AlertStatus, segment: Segment) -> AlertRecord {
+    alert("c01-acme", "Acme Quarry", status, segment)
 }
 
 fn broker(mosquitto: &Mosquitto, client_id: &str) -> MqttConfig {
@@ -146,54 +152,21 @@ impl Drop for WebhookReceiver {
 
 async fn serve(stream: TcpStream, script: Script, received: Arc<Mutex<Vec<Received>>>) {
     let mut stream = BufReader::new(stream);
-    loop {
-        let mut request_line = String::new();
-        if stream.read_line(&mut request_line).await.unwrap_or(0) == 0 {
-            return;
-        }
-        let path = request_line
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or_default()
-            .to_owned();
-        let mut length = 0;
-        let mut content_type = String::new();
-        loop {
-            let mut line = String::new();
-            stream.read_line(&mut line).await.unwrap();
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            let (name, value) = line.split_once(':').unwrap();
-            match name.to_ascii_lowercase().as_str() {
-                "content-length" => length = value.trim().parse().unwrap(),
-                "content-type" => content_type = value.trim().to_owned(),
-                _ => {}
-            }
-        }
-        let mut body = vec![0; length];
-        stream.read_exact(&mut body).await.unwrap();
+    while let Some(request) = read_request(&mut stream).await {
         received.lock().unwrap().push(Received {
-            path,
-            content_type,
-            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+            path: request.path.clone(),
+            content_type: request
+                .header("content-type")
+                .unwrap_or_default()
+                .to_owned(),
+            body: request.json(),
         });
         let (status, retry_after) = script.lock().unwrap().pop_front().unwrap_or((200, None));
         let retry_after = retry_after
             .map(|v| format!("retry-after: {v}\r\n"))
             .unwrap_or_default();
         let answer = if status == 200 { "ok" } else { "no" };
-        let response = format!(
-            "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{retry_after}\r\n{answer}",
-            answer.len()
-        );
-        if stream
-            .get_mut()
-            .write_all(response.as_bytes())
-            .await
-            .is_err()
-        {
+        if !respond(&mut stream, status, &retry_after, answer).await {
             return;
         }
     }
@@ -214,18 +187,8 @@ async fn open_and_resolved_alerts_reach_mqtt_and_the_webhook() {
         route_segments: Some(vec![Segment::HighTouch, Segment::LowTouch]),
         ..AlertsConfig::default()
     });
-    let open = alert(
-        "c01-acme",
-        "Acme Quarry",
-        AlertStatus::Open,
-        Segment::LowTouch,
-    );
-    let resolved = alert(
-        "c01-acme",
-        "Acme Quarry",
-        AlertStatus::Resolved,
-        Segment::LowTouch,
-    );
+    let open = acme(AlertStatus::Open, Segment::LowTouch);
+    let resolved = acme(AlertStatus::Resolved, Segment::LowTouch);
     let nudge = alert(
         "c09-tiny",
         "Tiny Works",
@@ -330,12 +293,7 @@ async fn a_webhook_answering_503_twice_is_retried_until_it_succeeds() {
         webhook_url: Some(hook.url.clone().into()),
         ..AlertsConfig::default()
     });
-    let open = alert(
-        "c01-acme",
-        "Acme Quarry",
-        AlertStatus::Open,
-        Segment::HighTouch,
-    );
+    let open = acme(AlertStatus::Open, Segment::HighTouch);
     let started = std::time::Instant::now();
     let report = deliver(
         config,
@@ -373,18 +331,8 @@ async fn other_4xx_are_not_retried_and_later_alerts_still_go_out() {
         webhook_url: Some(hook.url.clone().into()),
         ..AlertsConfig::default()
     });
-    let open = alert(
-        "c01-acme",
-        "Acme Quarry",
-        AlertStatus::Open,
-        Segment::HighTouch,
-    );
-    let resolved = alert(
-        "c01-acme",
-        "Acme Quarry",
-        AlertStatus::Resolved,
-        Segment::HighTouch,
-    );
+    let open = acme(AlertStatus::Open, Segment::HighTouch);
+    let resolved = acme(AlertStatus::Resolved, Segment::HighTouch);
     let report = deliver(
         config,
         MqttConfig::default(),
@@ -436,12 +384,7 @@ async fn mqtt_alerts_wait_for_a_broker_restart() {
         rx,
         CancellationToken::new(),
     ));
-    let open = alert(
-        "c01-acme",
-        "Acme Quarry",
-        AlertStatus::Open,
-        Segment::HighTouch,
-    );
+    let open = acme(AlertStatus::Open, Segment::HighTouch);
     tx.send(vec![Output::Alert(open.clone())].into())
         .await
         .unwrap();
@@ -455,12 +398,7 @@ async fn mqtt_alerts_wait_for_a_broker_restart() {
     })
     .await
     .unwrap();
-    let resolved = alert(
-        "c01-acme",
-        "Acme Quarry",
-        AlertStatus::Resolved,
-        Segment::HighTouch,
-    );
+    let resolved = acme(AlertStatus::Resolved, Segment::HighTouch);
     tx.send(vec![Output::Alert(resolved)].into()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mosquitto = tokio::task::spawn_blocking(move || {

@@ -9,7 +9,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use fleetpulse::config::ServiceConfig;
-use fleetpulse_sim::{Fleet, FleetSpec, PublishOptions};
+use fleetpulse_sim::{Fleet, FleetSpec};
+use support::fleets::publish_options;
 use support::in_process::{self, InProcess};
 use support::servers::{Mosquitto, free_port};
 
@@ -62,12 +63,7 @@ async fn the_service_subscribes_over_tls() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Devices publish on the plain listener; the service reads over TLS.
-    let options = PublishOptions {
-        host: mosquitto.host().into(),
-        port: mosquitto.port(),
-        client_id: "tls-test-sim".into(),
-        ..PublishOptions::default()
-    };
+    let options = publish_options(&mosquitto, "tls-test-sim");
     let report = fleetpulse_sim::publish(options, fleet.encoded_messages(), |_| {})
         .await
         .unwrap();

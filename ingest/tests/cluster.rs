@@ -15,8 +15,9 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use fleetpulse_sim::{Fleet, FleetSpec, PublishOptions};
-use support::servers::{InfluxDb1, Mosquitto, NO_LOSS, free_ports};
+use fleetpulse_sim::{Fleet, PublishOptions};
+use support::fleets::{Publishing, fleet, publish_options, spawn_publisher, write_customers};
+use support::servers::{InfluxDb1, Mosquitto, NO_LOSS, free_ports, servers_and_dir};
 use support::service::{Service, influx_sections, write_service_config_at};
 use support::truth::{Days, equal, store_days, truth_days};
 
@@ -114,6 +115,22 @@ struct ConfigOptions<'a> {
     database: &'a str,
 }
 
+impl<'a> ConfigOptions<'a> {
+    /// A member of a shared subscription ("fleetpulse") with one worker and
+    /// the WAL, writing to `database`.
+    fn member(name: &'a str, client_id: &'a str, database: &'a str) -> Self {
+        Self {
+            name,
+            wal: true,
+            workers: 1,
+            client_id,
+            shared_group: Some("fleetpulse"),
+            topic: None,
+            database,
+        }
+    }
+}
+
 fn write_config(
     dir: &Path,
     mosquitto: &Mosquitto,
@@ -151,32 +168,46 @@ idle_after = "2s"
     write_service_config_at(&dir.join(options.name), mosquitto, options.client_id, &rest)
 }
 
-fn fleet(seed: u64) -> Fleet {
-    Fleet::generate(&FleetSpec {
-        customers: 6,
-        devices: 36,
-        days: 8,
-        seed,
-        ..FleetSpec::default()
-    })
+/// Starts a cluster of two members from one file: each gets its own client
+/// id and WAL directory from its process index.
+fn start_cluster(
+    dir: &Path,
+    mosquitto: &Mosquitto,
+    influx: &InfluxDb1,
+    client_id: &str,
+    database: &str,
+) -> Deployment {
+    let shared = write_config(
+        dir,
+        mosquitto,
+        influx,
+        &ConfigOptions::member("cluster.toml", client_id, database),
+    );
+    let mut cluster = Deployment::new(dir, &[shared.clone(), shared]);
+    cluster.start();
+    cluster
 }
 
-fn publisher(
-    mosquitto: &Mosquitto,
-    fleet: &Fleet,
-    client_id: &str,
-    rate: f64,
-) -> tokio::task::JoinHandle<Result<fleetpulse_sim::PublishReport, fleetpulse_sim::SimError>> {
-    let messages: Vec<(String, Vec<u8>)> = fleet.encoded_messages().collect();
-    let options = PublishOptions {
-        host: mosquitto.host().to_string(),
-        port: mosquitto.port(),
-        client_id: client_id.into(),
-        rate: Some(rate),
-        give_up_after: Duration::from_secs(120),
-        ..PublishOptions::default()
-    };
-    tokio::spawn(fleetpulse_sim::publish(options, messages, |_| {}))
+/// The fleet of the cluster tests, its `customers.toml` written to `dir`.
+fn fleet_in(dir: &Path, seed: u64) -> Fleet {
+    let fleet = fleet(6, 36, 8, seed);
+    write_customers(dir, &fleet);
+    fleet
+}
+
+/// Publishes the whole fleet at `rate` in the background.
+fn publisher(mosquitto: &Mosquitto, fleet: &Fleet, client_id: &str, rate: f64) -> Publishing {
+    spawn_publisher(mosquitto, fleet, client_id, rate).1
+}
+
+/// The days that must reach the store while the service runs: those that
+/// ended before the `newest` event time, the lateness (2 h) and a tick.
+fn due_while_running(truth: &Days, newest: u64) -> Days {
+    truth
+        .iter()
+        .filter(|((_, start), _)| start + DAY_MS + 2 * 3_600_000 + 60_000 <= newest)
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
 }
 
 /// Messages each member took in, from its `stopped` log lines.
@@ -199,32 +230,12 @@ fn accepted_per_member(deployment: &Deployment) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_with_a_shared_subscription_equal_the_ground_truth_and_one_process() {
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let influx = InfluxDb1::start();
-    let dir = tempfile::tempdir().unwrap();
-    let fleet = fleet(21);
-    fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
+    let (mosquitto, influx, dir) = servers_and_dir(NO_LOSS);
+    let fleet = fleet_in(dir.path(), 21);
     let truth = truth_days(&fleet);
     let sent = fleet.encoded_messages().count();
 
-    // The cluster: one file for both members; each gets its own client id
-    // and WAL directory from its process index.
-    let shared = write_config(
-        dir.path(),
-        &mosquitto,
-        &influx,
-        &ConfigOptions {
-            workers: 1,
-            wal: true,
-            name: "cluster.toml",
-            client_id: "fp-cluster",
-            shared_group: Some("fleetpulse"),
-            topic: None,
-            database: "cluster",
-        },
-    );
-    let mut cluster = Deployment::new(dir.path(), &[shared.clone(), shared]);
-    cluster.start();
+    let mut cluster = start_cluster(dir.path(), &mosquitto, &influx, "fp-cluster", "cluster");
     let started = Instant::now();
     let report = publisher(&mosquitto, &fleet, "cluster-sim", 3000.0)
         .await
@@ -250,13 +261,8 @@ async fn two_processes_with_a_shared_subscription_equal_the_ground_truth_and_one
         &single_broker,
         &influx,
         &ConfigOptions {
-            workers: 1,
-            wal: true,
-            name: "single.toml",
-            client_id: "fp-single",
             shared_group: None,
-            topic: None,
-            database: "single",
+            ..ConfigOptions::member("single.toml", "fp-single", "single")
         },
     );
     let mut alone = Deployment {
@@ -284,29 +290,11 @@ async fn two_processes_with_a_shared_subscription_equal_the_ground_truth_and_one
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_killed_mid_run_the_cluster_restarts_and_loses_nothing() {
-    let mosquitto = Mosquitto::start_with_config(&format!("{NO_LOSS}\nautosave_interval 1\n"));
-    let influx = InfluxDb1::start();
-    let dir = tempfile::tempdir().unwrap();
-    let fleet = fleet(22);
-    fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
+    let (mosquitto, influx, dir) = servers_and_dir(&format!("{NO_LOSS}\nautosave_interval 1\n"));
+    let fleet = fleet_in(dir.path(), 22);
     let truth = truth_days(&fleet);
     let sent = fleet.encoded_messages().count();
-    let shared = write_config(
-        dir.path(),
-        &mosquitto,
-        &influx,
-        &ConfigOptions {
-            workers: 1,
-            wal: true,
-            name: "cluster.toml",
-            client_id: "fp-kill",
-            shared_group: Some("fleetpulse"),
-            topic: None,
-            database: "kill",
-        },
-    );
-    let mut cluster = Deployment::new(dir.path(), &[shared.clone(), shared]);
-    cluster.start();
+    let mut cluster = start_cluster(dir.path(), &mosquitto, &influx, "fp-kill", "kill");
     let publishing = publisher(&mosquitto, &fleet, "kill-sim", 1500.0);
 
     let mut survivors_exited = Vec::new();
@@ -349,11 +337,8 @@ async fn a_member_killed_mid_run_the_cluster_restarts_and_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn windows_close_on_time_while_one_member_receives_nothing() {
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let influx = InfluxDb1::start();
-    let dir = tempfile::tempdir().unwrap();
-    let fleet = fleet(23);
-    fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
+    let (mosquitto, influx, dir) = servers_and_dir(NO_LOSS);
+    let fleet = fleet_in(dir.path(), 23);
     let truth = truth_days(&fleet);
     let newest = fleet
         .messages()
@@ -364,15 +349,7 @@ async fn windows_close_on_time_while_one_member_receives_nothing() {
         dir.path(),
         &mosquitto,
         &influx,
-        &ConfigOptions {
-            workers: 1,
-            wal: true,
-            name: "busy.toml",
-            client_id: "fp-busy",
-            shared_group: Some("fleetpulse"),
-            topic: None,
-            database: "idle",
-        },
+        &ConfigOptions::member("busy.toml", "fp-busy", "idle"),
     );
     // Member 1 shares a topic nobody publishes on: it is idle all along.
     let idle = write_config(
@@ -380,13 +357,8 @@ async fn windows_close_on_time_while_one_member_receives_nothing() {
         &mosquitto,
         &influx,
         &ConfigOptions {
-            workers: 1,
-            wal: true,
-            name: "idle.toml",
-            client_id: "fp-idle",
-            shared_group: Some("fleetpulse"),
             topic: Some("quiet/+/+/+/telemetry"),
-            database: "idle",
+            ..ConfigOptions::member("idle.toml", "fp-idle", "idle")
         },
     );
     let mut cluster = Deployment::new(dir.path(), &[busy, idle]);
@@ -399,11 +371,7 @@ async fn windows_close_on_time_while_one_member_receives_nothing() {
 
     // Without stopping anything: every day that ended before the newest
     // event time minus the lateness (2 h) and a tick must reach the store.
-    let due: Days = truth
-        .iter()
-        .filter(|((_, start), _)| start + DAY_MS + 2 * 3_600_000 + 60_000 <= newest)
-        .map(|(k, v)| (k.clone(), *v))
-        .collect();
+    let due = due_while_running(&truth, newest);
     let waited = Instant::now();
     let closed = loop {
         let store = store_days(&influx, "idle");
@@ -478,13 +446,7 @@ async fn throughput_of_one_and_two_processes() {
         .unwrap_or(300);
     let days = 30;
     let influx = InfluxDb1::start();
-    let fleet = Fleet::generate(&FleetSpec {
-        customers: 6,
-        devices,
-        days,
-        seed: 24,
-        ..FleetSpec::default()
-    });
+    let fleet = fleet(6, devices, days, 24);
     let truth = truth_days(&fleet);
     let messages: Vec<(String, Vec<u8>)> = fleet.encoded_messages().collect();
     let samples: usize = fleet.messages().map(|m| m.batch.samples.len()).sum();
@@ -493,11 +455,7 @@ async fn throughput_of_one_and_two_processes() {
         .map(|m| m.publish_time())
         .max()
         .unwrap_or(0);
-    let due: Days = truth
-        .iter()
-        .filter(|((_, start), _)| start + DAY_MS + 2 * 3_600_000 + 60_000 <= newest)
-        .map(|(k, v)| (k.clone(), *v))
-        .collect();
+    let due = due_while_running(&truth, newest);
     let bytes: usize = messages.iter().map(|(_, p)| p.len()).sum();
     println!(
         "fleet: {devices} devices, {days} days, {} messages ({} bytes of payload each on average), {samples} samples",
@@ -514,21 +472,16 @@ async fn throughput_of_one_and_two_processes() {
     for (processes, workers, wal) in cases {
         let mosquitto = Mosquitto::start_with_config(NO_LOSS);
         let dir = tempfile::tempdir().unwrap();
-        fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml")))
-            .unwrap();
+        write_customers(dir.path(), &fleet);
         let database = format!("scaling_{processes}x{workers}_{wal}");
         let config = write_config(
             dir.path(),
             &mosquitto,
             &influx,
             &ConfigOptions {
-                name: "scaling.toml",
                 workers,
                 wal,
-                client_id: "fp-scaling",
-                shared_group: Some("fleetpulse"),
-                topic: None,
-                database: &database,
+                ..ConfigOptions::member("scaling.toml", "fp-scaling", &database)
             },
         );
         let mut deployment = Deployment::new(dir.path(), &vec![config; processes]);
@@ -540,12 +493,11 @@ async fn throughput_of_one_and_two_processes() {
         deployment.stop();
         let published = Instant::now();
         let options = PublishOptions {
-            host: mosquitto.host().to_string(),
-            port: mosquitto.port(),
-            client_id: format!("scaling-sim-{processes}x{workers}-{wal}"),
-            rate: None,
             give_up_after: Duration::from_secs(300),
-            ..PublishOptions::default()
+            ..publish_options(
+                &mosquitto,
+                &format!("scaling-sim-{processes}x{workers}-{wal}"),
+            )
         };
         fleetpulse_sim::publish(options, messages.clone(), |_| {})
             .await

@@ -9,9 +9,10 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use fleetpulse_sim::{Fleet, FleetSpec, PublishOptions};
+use fleetpulse_sim::Fleet;
 use rand::{Rng, SeedableRng};
-use support::servers::{InfluxDb1, Mosquitto, NO_LOSS};
+use support::fleets::{fleet, publish_options, spawn_publisher, write_customers};
+use support::servers::{InfluxDb1, Mosquitto, NO_LOSS, servers_and_dir};
 use support::service::{Service, influx_sections, write_service_config};
 use support::truth::{equal, store_days, truth_days};
 
@@ -35,37 +36,47 @@ segment_bytes = 262144
     write_service_config(dir, mosquitto, "fleetpulse-crash-test", &rest)
 }
 
+/// The service on [`write_config`]'s file in `dir`, started and connected.
+fn start_service(dir: &Path, mosquitto: &Mosquitto, influx: &InfluxDb1) -> Service {
+    let config = write_config(dir, mosquitto, influx);
+    let mut service = Service::new(config, dir.join("service.log"));
+    service.start_and_wait(CONNECTED);
+    service
+}
+
+/// Lets the service catch up, then stops it gracefully so the last windows
+/// are flushed; repeats (for up to 120 s) until the store settles on the
+/// fleet's ground truth. `each_round` runs before every stop.
+async fn settle(
+    service: &mut Service,
+    influx: &InfluxDb1,
+    fleet: &Fleet,
+    mut each_round: impl FnMut(),
+) -> Result<(), String> {
+    let truth = truth_days(fleet);
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        each_round();
+        service.stop();
+        let result = equal(&store_days(influx, "fleetpulse"), &truth);
+        if result.is_ok() || started.elapsed() > Duration::from_secs(120) {
+            return result;
+        }
+        service.start_and_wait(CONNECTED);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_and_broker_restarts_lose_nothing_and_count_nothing_twice() {
-    let mut mosquitto = Mosquitto::start_with_config(&format!("{NO_LOSS}\nautosave_interval 1\n"));
-    let influx = InfluxDb1::start();
-    let dir = tempfile::tempdir().unwrap();
-    let fleet = Fleet::generate(&FleetSpec {
-        customers: 6,
-        devices: 36,
-        days: 8,
-        seed: 11,
-        ..FleetSpec::default()
-    });
-    fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
-    let mut service = Service::new(
-        write_config(dir.path(), &mosquitto, &influx),
-        dir.path().join("service.log"),
-    );
-    service.start_and_wait(CONNECTED);
+    let (mut mosquitto, influx, dir) =
+        servers_and_dir(&format!("{NO_LOSS}\nautosave_interval 1\n"));
+    let fleet = fleet(6, 36, 8, 11);
+    write_customers(dir.path(), &fleet);
+    let mut service = start_service(dir.path(), &mosquitto, &influx);
 
     // Publish at a modest rate so the run spans the kills.
-    let messages: Vec<(String, Vec<u8>)> = fleet.encoded_messages().collect();
-    let sent = messages.len();
-    let options = PublishOptions {
-        host: mosquitto.host().to_string(),
-        port: mosquitto.port(),
-        client_id: "crash-test-sim".into(),
-        rate: Some(1500.0),
-        give_up_after: Duration::from_secs(120),
-        ..PublishOptions::default()
-    };
-    let publisher = tokio::spawn(fleetpulse_sim::publish(options, messages, |_| {}));
+    let (sent, publisher) = spawn_publisher(&mosquitto, &fleet, "crash-test-sim", 1500.0);
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(20261122);
     let mut kills = 0;
@@ -87,21 +98,9 @@ async fn kill_9_and_broker_restarts_lose_nothing_and_count_nothing_twice() {
         service.start_and_wait(CONNECTED);
     }
     let report = publisher.await.unwrap().unwrap();
-    assert_eq!(report.messages as usize, sent);
+    assert_eq!(report.messages, sent);
 
-    // Let the service catch up, then stop it gracefully so the last windows
-    // are flushed; repeat until the store settles on the ground truth.
-    let truth = truth_days(&fleet);
-    let started = Instant::now();
-    let result = loop {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        service.stop();
-        let result = equal(&store_days(&influx, "fleetpulse"), &truth);
-        if result.is_ok() || started.elapsed() > Duration::from_secs(120) {
-            break result;
-        }
-        service.start_and_wait(CONNECTED);
-    };
+    let result = settle(&mut service, &influx, &fleet, || {}).await;
     let log = service.log();
     let replayed: Vec<&str> = log.lines().filter(|l| l.contains("WAL replayed")).collect();
     println!(
@@ -135,35 +134,13 @@ fn rss_mb(pid: u32) -> f64 {
 /// and once the store is back every KPI arrives, exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_outage_loses_nothing_and_memory_stays_bounded() {
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let mut influx = InfluxDb1::start();
-    let dir = tempfile::tempdir().unwrap();
-    let fleet = Fleet::generate(&FleetSpec {
-        customers: 6,
-        devices: 36,
-        days: 8,
-        seed: 12,
-        ..FleetSpec::default()
-    });
-    fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
-    let mut service = Service::new(
-        write_config(dir.path(), &mosquitto, &influx),
-        dir.path().join("service.log"),
-    );
-    service.start_and_wait(CONNECTED);
+    let (mosquitto, mut influx, dir) = servers_and_dir(NO_LOSS);
+    let fleet = fleet(6, 36, 8, 12);
+    write_customers(dir.path(), &fleet);
+    let mut service = start_service(dir.path(), &mosquitto, &influx);
     let pid = service.pid().expect("running");
 
-    let messages: Vec<(String, Vec<u8>)> = fleet.encoded_messages().collect();
-    let sent = messages.len();
-    let options = PublishOptions {
-        host: mosquitto.host().to_string(),
-        port: mosquitto.port(),
-        client_id: "outage-test-sim".into(),
-        rate: Some(400.0),
-        give_up_after: Duration::from_secs(120),
-        ..PublishOptions::default()
-    };
-    let publisher = tokio::spawn(fleetpulse_sim::publish(options, messages, |_| {}));
+    let (sent, publisher) = spawn_publisher(&mosquitto, &fleet, "outage-test-sim", 400.0);
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     influx.stop();
@@ -175,20 +152,12 @@ async fn a_store_outage_loses_nothing_and_memory_stays_bounded() {
     }
     influx.restart();
     let report = publisher.await.unwrap().unwrap();
-    assert_eq!(report.messages as usize, sent);
+    assert_eq!(report.messages, sent);
 
-    let truth = truth_days(&fleet);
-    let started = Instant::now();
-    let result = loop {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        peak = peak.max(rss_mb(pid));
-        service.stop();
-        let result = equal(&store_days(&influx, "fleetpulse"), &truth);
-        if result.is_ok() || started.elapsed() > Duration::from_secs(120) {
-            break result;
-        }
-        service.start_and_wait(CONNECTED);
-    };
+    let result = settle(&mut service, &influx, &fleet, || {
+        peak = peak.max(rss_mb(pid))
+    })
+    .await;
     let log = service.log();
     let retries = log.matches("retrying").count();
     println!(
@@ -210,17 +179,9 @@ async fn a_store_outage_loses_nothing_and_memory_stays_bounded() {
 /// with the store back, writes it: the KPIs equal the ground truth.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_while_the_store_is_down_ends_at_the_deadline_and_loses_nothing() {
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let mut influx = InfluxDb1::start();
-    let dir = tempfile::tempdir().unwrap();
-    let fleet = Fleet::generate(&FleetSpec {
-        customers: 4,
-        devices: 16,
-        days: 5,
-        seed: 21,
-        ..FleetSpec::default()
-    });
-    fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
+    let (mosquitto, mut influx, dir) = servers_and_dir(NO_LOSS);
+    let fleet = fleet(4, 16, 5, 21);
+    write_customers(dir.path(), &fleet);
     // A top-level key goes before the first table.
     let config = write_config(dir.path(), &mosquitto, &influx);
     let text = std::fs::read_to_string(&config).unwrap();
@@ -229,13 +190,7 @@ async fn a_stop_while_the_store_is_down_ends_at_the_deadline_and_loses_nothing()
     service.start_and_wait(CONNECTED);
 
     let messages: Vec<(String, Vec<u8>)> = fleet.encoded_messages().collect();
-    let options = PublishOptions {
-        host: mosquitto.host().to_string(),
-        port: mosquitto.port(),
-        client_id: "deadline-test-sim".into(),
-        give_up_after: Duration::from_secs(60),
-        ..PublishOptions::default()
-    };
+    let options = publish_options(&mosquitto, "deadline-test-sim");
     fleetpulse_sim::publish(options, messages, |_| {})
         .await
         .unwrap();

@@ -13,7 +13,8 @@ use fleetpulse_engine::config::DAY_MS;
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
 use fleetpulse_engine::run::run_batches;
 use fleetpulse_engine::{AlertRecord, EngineConfig, HealthRecord, MilestoneRecord, Output};
-use fleetpulse_sim::{Fleet, FleetSpec, Profile};
+use fleetpulse_sim::{Fleet, FleetSpec};
+use support::truth::signature;
 
 fn spec() -> FleetSpec {
     FleetSpec {
@@ -77,18 +78,6 @@ fn alerts(run: &Run) -> Vec<AlertRecord> {
 
 fn day_of(fleet: &Fleet, at: u64) -> f64 {
     (at as f64 - fleet.spec().start as f64) / DAY_MS as f64
-}
-
-/// The rule each at-risk profile must raise.
-fn signature(profile: Profile) -> Option<Rule> {
-    match profile {
-        Profile::HealthyGrowing => None,
-        Profile::SlowOnboarding => Some(Rule::OnboardingStalled),
-        Profile::DecliningUsage => Some(Rule::UsageDrop),
-        Profile::ChampionLeaves => Some(Rule::ChampionLost),
-        Profile::DevicesGoingDark => Some(Rule::DevicesDark),
-        Profile::FaultProne => Some(Rule::FaultSpike),
-    }
 }
 
 /// How many days after the turn day a rule may fire. Usage and champion
@@ -263,22 +252,15 @@ fn time_to_value_milestones_and_stages_match_the_simulated_fleet() {
             .insert(row.day_start_ms + DAY_MS, row.operating_hours);
     }
 
-    let health: Vec<&HealthRecord> = run
-        .outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Health(h) => Some(h),
-            _ => None,
-        })
-        .collect();
-    let milestones: Vec<&MilestoneRecord> = run
-        .outputs
-        .iter()
-        .filter_map(|o| match o {
-            Output::Milestone(m) => Some(m),
-            _ => None,
-        })
-        .collect();
+    let mut health: Vec<&HealthRecord> = Vec::new();
+    let mut milestones: Vec<&MilestoneRecord> = Vec::new();
+    for output in &run.outputs {
+        match output {
+            Output::Health(h) => health.push(h),
+            Output::Milestone(m) => milestones.push(m),
+            _ => {}
+        }
+    }
 
     for customer in fleet.customers() {
         let activation = facts[&customer.id];

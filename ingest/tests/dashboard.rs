@@ -12,6 +12,8 @@
 //!
 //! Screenshots (and the report) are kept in `target/artifacts/`.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fleetpulse::sinks::SqliteStore;
-use fleetpulse_engine::kpi::risk::Rule;
 use fleetpulse_sim::{Fleet, FleetSpec, Profile};
+use support::truth::signature;
 
 /// Where screenshots go: `<target>/artifacts`.
 fn artifacts() -> PathBuf {
@@ -176,18 +178,6 @@ async fn status(base: &str) -> serde_json::Value {
         .json()
         .await
         .unwrap()
-}
-
-/// The rule each at-risk profile raises (docs/CUSTOMER_SUCCESS.md).
-fn signature(profile: Profile) -> Option<Rule> {
-    match profile {
-        Profile::HealthyGrowing => None,
-        Profile::SlowOnboarding => Some(Rule::OnboardingStalled),
-        Profile::DecliningUsage => Some(Rule::UsageDrop),
-        Profile::ChampionLeaves => Some(Rule::ChampionLost),
-        Profile::DevicesGoingDark => Some(Rule::DevicesDark),
-        Profile::FaultProne => Some(Rule::FaultSpike),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

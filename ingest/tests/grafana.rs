@@ -3,11 +3,14 @@
 //! measurements, tags and fields that docs/SCHEMA.md defines. A renamed field
 //! in the schema fails here instead of leaving an empty panel.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use regex::Regex;
 use serde_json::Value;
+use support::files::files_with_extension;
 
 /// Measurement -> its tag and field keys, from docs/SCHEMA.md's
 /// "### Measurement `name`" tables.
@@ -99,47 +102,33 @@ fn check_flux(query: &str, schema: &Schema) -> Vec<String> {
             None => problems.push(format!("measurement `{m}` is not in docs/SCHEMA.md")),
         }
     }
-    let mut named = Vec::new();
-    for c in Regex::new(r#"_field\s*==\s*"([^"]*)""#)
-        .unwrap()
-        .captures_iter(query)
-    {
-        named.push(("field", c[1].to_string()));
-    }
+    // What the query names, and as what: each pattern's group 1 is a name,
+    // or (a list) holds quoted names.
     let quoted = Regex::new(r#""([^"]*)""#).unwrap();
-    for c in Regex::new(r"r\._field\s*,\s*set:\s*\[([^\]]*)\]")
-        .unwrap()
-        .captures_iter(query)
-    {
-        for q in quoted.captures_iter(&c[1]) {
-            named.push(("field", q[1].to_string()));
+    let mut named = Vec::new();
+    for (kind, pattern, list) in [
+        ("field", r#"_field\s*==\s*"([^"]*)""#, false),
+        ("field", r"r\._field\s*,\s*set:\s*\[([^\]]*)\]", true),
+        ("tag", r#"\btag:\s*"([^"]*)""#, false),
+        ("column", r"\br\.([A-Za-z_][A-Za-z0-9_]*)", false),
+        (
+            "column",
+            r"\b(?:columns|rowKey|columnKey):\s*\[([^\]]*)\]",
+            true,
+        ),
+        ("column", r#"\b(?:column|valueColumn):\s*"([^"]*)""#, false),
+    ] {
+        for c in Regex::new(pattern).unwrap().captures_iter(query) {
+            if list {
+                named.extend(
+                    quoted
+                        .captures_iter(&c[1])
+                        .map(|q| (kind, q[1].to_string())),
+                );
+            } else {
+                named.push((kind, c[1].to_string()));
+            }
         }
-    }
-    for c in Regex::new(r#"\btag:\s*"([^"]*)""#)
-        .unwrap()
-        .captures_iter(query)
-    {
-        named.push(("tag", c[1].to_string()));
-    }
-    for c in Regex::new(r"\br\.([A-Za-z_][A-Za-z0-9_]*)")
-        .unwrap()
-        .captures_iter(query)
-    {
-        named.push(("column", c[1].to_string()));
-    }
-    for c in Regex::new(r"\b(?:columns|rowKey|columnKey):\s*\[([^\]]*)\]")
-        .unwrap()
-        .captures_iter(query)
-    {
-        for q in quoted.captures_iter(&c[1]) {
-            named.push(("column", q[1].to_string()));
-        }
-    }
-    for c in Regex::new(r#"\b(?:column|valueColumn):\s*"([^"]*)""#)
-        .unwrap()
-        .captures_iter(query)
-    {
-        named.push(("column", c[1].to_string()));
     }
     for (kind, name) in named {
         // `_time`, `_value`, `_field`, `_measurement`, `_start`, `_stop`:
@@ -183,14 +172,7 @@ fn check_influxql(query: &str, schema: &Schema) -> Vec<String> {
 }
 
 fn dashboards() -> Vec<PathBuf> {
-    let dir = root().join("deploy/grafana/dashboards");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    files
+    files_with_extension(&root().join("deploy/grafana/dashboards"), "json")
 }
 
 #[test]

@@ -15,11 +15,13 @@ use fleetpulse::drive::drive;
 use fleetpulse::metrics::RejectReason;
 use fleetpulse::sinks::sqlite::{SqliteConfig, SqliteStore};
 use fleetpulse::sinks::{InfluxDbV1Config, InfluxDbV2Config, SinkConfig};
-use fleetpulse_sim::{DayTruth, Fleet, FleetSpec, PublishOptions};
+use fleetpulse_sim::{DayTruth, Fleet, FleetSpec};
 use prost::Message;
+use support::fleets::publish_options;
 use support::in_process::{self, InProcess};
 use support::poll::wait_for;
 use support::servers::{InfluxDb1, Mosquitto, NO_LOSS, VictoriaMetrics};
+use support::truth::{assert_same_rows, close};
 
 const DAY_MS: u64 = 86_400_000;
 
@@ -54,38 +56,42 @@ fn spec() -> FleetSpec {
     }
 }
 
+/// The compared fields of a customer-day, by name, as `f64`: one list for the
+/// ground truth's rows and the stores' (their fields share names).
+macro_rules! compared_fields {
+    ($row:expr) => {{
+        let r = &$row;
+        [
+            ("operating_hours", r.operating_hours),
+            ("idle_hours", r.idle_hours),
+            ("fuel_litres", r.fuel_litres),
+            ("output_units", r.output_units),
+            ("cycles", r.cycles as f64),
+            ("manual_interventions", r.manual_interventions as f64),
+            ("fault_count", r.fault_count as f64),
+            ("distinct_operators", f64::from(r.distinct_operators)),
+            ("active_devices", f64::from(r.active_devices)),
+            ("reporting_devices", f64::from(r.reporting_devices)),
+            (
+                "advanced_features_used",
+                f64::from(r.advanced_features_used),
+            ),
+            ("samples", r.samples as f64),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect()
+    }};
+}
+
 fn truth_table(rows: &[DayTruth]) -> Table {
     rows.iter()
-        .map(|r| {
-            let fields = [
-                ("operating_hours", r.operating_hours),
-                ("idle_hours", r.idle_hours),
-                ("fuel_litres", r.fuel_litres),
-                ("output_units", r.output_units),
-                ("cycles", r.cycles as f64),
-                ("manual_interventions", r.manual_interventions as f64),
-                ("fault_count", r.fault_count as f64),
-                ("distinct_operators", f64::from(r.distinct_operators)),
-                ("active_devices", f64::from(r.active_devices)),
-                ("reporting_devices", f64::from(r.reporting_devices)),
-                (
-                    "advanced_features_used",
-                    f64::from(r.advanced_features_used),
-                ),
-                ("samples", r.samples as f64),
-            ];
-            let fields = fields.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-            ((r.customer.clone(), r.day_start_ms), fields)
-        })
+        .map(|r| ((r.customer.clone(), r.day_start_ms), compared_fields!(r)))
         .collect()
 }
 
 fn assert_matches_truth(store: &str, got: &Table, truth: &Table) {
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        truth.keys().collect::<Vec<_>>(),
-        "{store}: the (customer, day) rows differ from the ground truth"
-    );
+    assert_same_rows(store, got, truth);
     for (key, expected) in truth {
         let row = &got[key];
         for field in EXACT {
@@ -98,7 +104,7 @@ fn assert_matches_truth(store: &str, got: &Table, truth: &Table) {
         for field in APPROX {
             let (g, e) = (row[field], expected[field]);
             assert!(
-                (g - e).abs() <= 1e-6 * e.abs().max(1.0),
+                close(g, e),
                 "{store} {key:?} {field}: got {g}, ground truth {e}"
             );
         }
@@ -116,25 +122,10 @@ fn sqlite_table(path: &Path) -> Table {
         .unwrap()
         .into_iter()
         .map(|k| {
-            let fields = [
-                ("operating_hours", k.operating_hours),
-                ("idle_hours", k.idle_hours),
-                ("fuel_litres", k.fuel_litres),
-                ("output_units", k.output_units),
-                ("cycles", k.cycles as f64),
-                ("manual_interventions", k.manual_interventions as f64),
-                ("fault_count", k.fault_count as f64),
-                ("distinct_operators", f64::from(k.distinct_operators)),
-                ("active_devices", f64::from(k.active_devices)),
-                ("reporting_devices", f64::from(k.reporting_devices)),
-                (
-                    "advanced_features_used",
-                    f64::from(k.advanced_features_used),
-                ),
-                ("samples", k.samples as f64),
-            ];
-            let fields = fields.iter().map(|(f, v)| (f.to_string(), *v)).collect();
-            ((k.customer.to_string(), k.window_start), fields)
+            (
+                (k.customer.to_string(), k.window_start),
+                compared_fields!(k),
+            )
         })
         .collect()
 }
@@ -202,15 +193,6 @@ fn base_config(
     config
 }
 
-fn publisher(mosquitto: &Mosquitto, client: &str) -> PublishOptions {
-    PublishOptions {
-        host: mosquitto.host().to_string(),
-        port: mosquitto.port(),
-        client_id: client.to_string(),
-        ..PublishOptions::default()
-    }
-}
-
 /// One run per worker count, writing to all three stores at once.
 async fn all_stores_equal_ground_truth(workers: usize) {
     let mosquitto = Mosquitto::start_with_config(NO_LOSS);
@@ -242,9 +224,13 @@ async fn all_stores_equal_ground_truth(workers: usize) {
             batch_size: NonZeroUsize::new(5000).unwrap(),
         }),
     ];
-    let run = drive(config, &fleet, publisher(&mosquitto, "fleetpulse-e2e-sim"))
-        .await
-        .unwrap();
+    let run = drive(
+        config,
+        &fleet,
+        publish_options(&mosquitto, "fleetpulse-e2e-sim"),
+    )
+    .await
+    .unwrap();
     println!(
         "workers={workers}: {} messages, {} samples, {:.1} s, rejected {}, records {}",
         run.published.messages,
@@ -312,8 +298,7 @@ async fn bad_input_is_rejected_and_counted_and_the_service_keeps_running() {
         metrics,
         shutdown,
         task: service,
-    } = in_process::spawn(config, "<test>");
-    wait_for("subscription", || metrics.subscribed.load(Relaxed)).await;
+    } = in_process::subscribed(config, "<test>").await;
 
     // Valid messages, with bad ones slipped in between them.
     let messages: Vec<(String, Vec<u8>)> = fleet.encoded_messages().collect();
@@ -358,9 +343,13 @@ async fn bad_input_is_rejected_and_counted_and_the_service_keeps_running() {
         .chain(rest)
         .cloned()
         .collect();
-    fleetpulse_sim::publish(publisher(&mosquitto, "bad-input-sim"), remaining, |_| {})
-        .await
-        .unwrap();
+    fleetpulse_sim::publish(
+        publish_options(&mosquitto, "bad-input-sim"),
+        remaining,
+        |_| {},
+    )
+    .await
+    .unwrap();
     let total = messages.len() as u64 + bad;
     wait_for("every message handled", || metrics.handled() >= total).await;
 
@@ -407,7 +396,7 @@ async fn bad_input_is_rejected_and_counted_and_the_service_keeps_running() {
         after.push((t, flood.encode_to_vec()));
     }
     let after_count = after.len() as u64;
-    let mut options = publisher(&mosquitto, "bad-input-after");
+    let mut options = publish_options(&mosquitto, "bad-input-after");
     options.max_packet_bytes = 1024 * 1024;
     fleetpulse_sim::publish(options, after, |_| {})
         .await

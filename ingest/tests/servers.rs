@@ -30,6 +30,26 @@ fn kpi_lines() -> String {
     )
 }
 
+/// Starts a server, printing how long `start()` took and how long the
+/// server took to answer.
+fn started<S>(name: &str, start: fn() -> S, ready_in: fn(&S) -> Duration) -> S {
+    let started = Instant::now();
+    let server = start();
+    let took = started.elapsed();
+    eprintln!(
+        "{name} ready in {:?} (start() took {took:?})",
+        ready_in(&server)
+    );
+    server
+}
+
+/// Restarts a server with `restart`, printing how long that took.
+fn restarted(name: &str, restart: impl FnOnce()) {
+    let started = Instant::now();
+    restart();
+    eprintln!("{name} restarted in {:?}", started.elapsed());
+}
+
 fn connects(port: u16) -> bool {
     TcpStream::connect_timeout(
         &SocketAddr::from(([127, 0, 0, 1], port)),
@@ -55,15 +75,7 @@ fn a_missing_binary_fails_with_the_install_hint() {
 
 #[test]
 fn mosquitto_delivers_and_keeps_queued_messages_across_restart() {
-    let started = Instant::now();
-    let mut broker = Mosquitto::start();
-    eprintln!(
-        "mosquitto ready in {:?} (start() took {:?}) on {}:{}",
-        broker.ready_in(),
-        started.elapsed(),
-        broker.host(),
-        broker.port()
-    );
+    let mut broker = started("mosquitto", Mosquitto::start, Mosquitto::ready_in);
     let port = broker.port();
     let topic = "fleet/acme/site-1/dev-1/telemetry";
     // Binary payload, as protobuf batches are.
@@ -81,9 +93,7 @@ fn mosquitto_delivers_and_keeps_queued_messages_across_restart() {
     broker.stop();
     assert!(!broker.is_running());
     assert!(!connects(port), "nothing listens while stopped");
-    let started = Instant::now();
-    broker.restart();
-    eprintln!("mosquitto restarted in {:?}", started.elapsed());
+    restarted("mosquitto", || broker.restart());
     assert_eq!(broker.port(), port);
     assert!(broker.is_running());
     let got = broker.receive("fp-fixture-test", "fleet/#", 1, Duration::from_secs(10));
@@ -116,14 +126,7 @@ fn a_server_that_does_not_start_fails_with_its_log() {
 
 #[test]
 fn influxdb1_round_trips_escaped_tags_and_survives_restart() {
-    let started = Instant::now();
-    let mut influx = InfluxDb1::start();
-    eprintln!(
-        "influxd ready in {:?} (start() took {:?}) at {}",
-        influx.ready_in(),
-        started.elapsed(),
-        influx.url()
-    );
+    let mut influx = started("influxd", InfluxDb1::start, InfluxDb1::ready_in);
     let url = influx.url();
     influx.create_database("fleetpulse");
     influx.write_lines("fleetpulse", "ns", &kpi_lines());
@@ -181,22 +184,17 @@ fn influxdb1_round_trips_escaped_tags_and_survives_restart() {
 
     influx.stop();
     assert!(!influx.is_running());
-    let started = Instant::now();
-    influx.restart();
-    eprintln!("influxd restarted in {:?}", started.elapsed());
+    restarted("influxd", || influx.restart());
     assert_eq!(influx.url(), url);
     check(&influx);
 }
 
 #[test]
 fn victoria_metrics_round_trips_escaped_tags_and_survives_restart() {
-    let started = Instant::now();
-    let mut vm = VictoriaMetrics::start();
-    eprintln!(
-        "victoria-metrics ready in {:?} (start() took {:?}) at {}",
-        vm.ready_in(),
-        started.elapsed(),
-        vm.url()
+    let mut vm = started(
+        "victoria-metrics",
+        VictoriaMetrics::start,
+        VictoriaMetrics::ready_in,
     );
     let url = vm.url();
     // The InfluxDB v2 write API (what the influxdb2 crate speaks) ...
@@ -247,9 +245,7 @@ fn victoria_metrics_round_trips_escaped_tags_and_survives_restart() {
 
     vm.stop();
     assert!(!vm.is_running());
-    let started = Instant::now();
-    vm.restart();
-    eprintln!("victoria-metrics restarted in {:?}", started.elapsed());
+    restarted("victoria-metrics", || vm.restart());
     assert_eq!(vm.url(), url);
     check(&vm);
 }

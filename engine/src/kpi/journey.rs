@@ -63,6 +63,18 @@ fn mean<'a>(days: impl Iterator<Item = &'a Day>, f: impl Fn(&Day) -> f64) -> f64
     if n == 0 { 0.0 } else { sum / n as f64 }
 }
 
+/// A rule's verdict with hysteresis: breached once it `fires`, clear once
+/// it `resolves`, unchanged (`None`) in between.
+fn verdict(fires: bool, resolves: bool) -> Option<bool> {
+    if fires {
+        Some(true)
+    } else if resolves {
+        Some(false)
+    } else {
+        None
+    }
+}
+
 impl Journey {
     /// A journey with nothing seen yet.
     pub fn new(spec: CustomerSpec) -> Self {
@@ -379,13 +391,7 @@ impl Journey {
         readings.push((Rule::UsageDrop, self.usage_growth().filter(|_| settled).map(|g| {
             let drop = -g;
             Reading {
-                breached: if drop >= t.usage_drop {
-                    Some(true)
-                } else if drop < t.usage_drop_resolve {
-                    Some(false)
-                } else {
-                    None
-                },
+                breached: verdict(drop >= t.usage_drop, drop < t.usage_drop_resolve),
                 metric: drop,
                 threshold: t.usage_drop,
                 evidence: format!(
@@ -409,13 +415,7 @@ impl Journey {
         readings.push((
             Rule::DevicesDark,
             (known > 0).then(|| Reading {
-                breached: if dark as f64 >= fire_at {
-                    Some(true)
-                } else if (dark as f64) < fire_at / 2.0 {
-                    Some(false)
-                } else {
-                    None
-                },
+                breached: verdict(dark as f64 >= fire_at, (dark as f64) < fire_at / 2.0),
                 metric: dark as f64,
                 threshold: fire_at,
                 evidence: format!(
@@ -439,15 +439,12 @@ impl Journey {
         readings.push((
             Rule::OutcomeMissed,
             worst.map(|(spec, tr)| Reading {
-                breached: if tr.consecutive_missed >= t.outcome_missed_windows {
-                    Some(true)
-                } else if self.outcomes.iter().all(|o| {
-                    o.consecutive_missed == 0 && o.consecutive_met >= t.outcome_met_to_resolve
-                }) {
-                    Some(false)
-                } else {
-                    None
-                },
+                breached: verdict(
+                    tr.consecutive_missed >= t.outcome_missed_windows,
+                    self.outcomes.iter().all(|o| {
+                        o.consecutive_missed == 0 && o.consecutive_met >= t.outcome_met_to_resolve
+                    }),
+                ),
                 metric: f64::from(tr.consecutive_missed),
                 threshold: f64::from(t.outcome_missed_windows),
                 evidence: if tr.consecutive_missed > 0 {
@@ -504,13 +501,7 @@ impl Journey {
         readings.push((
             Rule::HealthRed,
             settled.then(|| Reading {
-                breached: if band == Band::Red {
-                    Some(true)
-                } else if score >= t.health_red_resolve {
-                    Some(false)
-                } else {
-                    None
-                },
+                breached: verdict(band == Band::Red, score >= t.health_red_resolve),
                 metric: score,
                 threshold: 50.0,
                 evidence: format!("health score {score:.0} (red at 50 or below)"),
@@ -629,13 +620,10 @@ impl Journey {
         let rate = faults as f64 / hours.max(1.0);
         let ratio = rate / base_rate;
         Some(Reading {
-            breached: if ratio >= t.fault_spike_ratio && faults >= t.fault_spike_min_faults {
-                Some(true)
-            } else if ratio < t.fault_spike_resolve_ratio {
-                Some(false)
-            } else {
-                None
-            },
+            breached: verdict(
+                ratio >= t.fault_spike_ratio && faults >= t.fault_spike_min_faults,
+                ratio < t.fault_spike_resolve_ratio,
+            ),
             metric: ratio,
             threshold: t.fault_spike_ratio,
             evidence: format!(

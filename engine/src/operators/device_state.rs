@@ -361,28 +361,39 @@ mod tests {
 
     #[test]
     fn a_new_unit_epoch_starts_a_fresh_window_and_old_ones_are_kept() {
+        use Admission::{Duplicate, New, TooOld};
+        /// Admits each (epoch, sequence) in turn, checking how.
+        fn admit(units: &mut UnitSequences, gaps: &mut i64, steps: &[(u64, u64, Admission)]) {
+            for &(epoch, sequence, want) in steps {
+                let got = units.admit(epoch, sequence, gaps);
+                assert_eq!(got, want, "epoch {epoch}, sequence {sequence}");
+            }
+        }
         let mut units = UnitSequences::default();
         let mut gaps = 0;
-        assert_eq!(units.admit(10, 500, &mut gaps), Admission::New);
-        assert_eq!(units.admit(10, 501, &mut gaps), Admission::New);
+        admit(&mut units, &mut gaps, &[(10, 500, New), (10, 501, New)]);
         // Replacement: sequence back at 1 under a higher epoch.
-        assert_eq!(units.admit(20, 1, &mut gaps), Admission::New);
-        assert_eq!(units.admit(20, 1, &mut gaps), Admission::Duplicate);
+        admit(&mut units, &mut gaps, &[(20, 1, New), (20, 1, Duplicate)]);
         // The old unit's delayed batch still counts; its replay does not.
-        assert_eq!(units.admit(10, 502, &mut gaps), Admission::New);
-        assert_eq!(units.admit(10, 500, &mut gaps), Admission::Duplicate);
+        admit(
+            &mut units,
+            &mut gaps,
+            &[(10, 502, New), (10, 500, Duplicate)],
+        );
         assert_eq!(units.current_epoch(), Some(20));
         assert_eq!(gaps, 0);
         // An earlier unit first heard of after the replacement is kept too.
-        assert_eq!(units.admit(5, 9, &mut gaps), Admission::New);
-        assert_eq!(units.admit(5, 9, &mut gaps), Admission::Duplicate);
+        admit(&mut units, &mut gaps, &[(5, 9, New), (5, 9, Duplicate)]);
         // Beyond RECENT_EPOCHS epochs the oldest is forgotten: too old.
-        assert_eq!(units.admit(30, 1, &mut gaps), Admission::New);
-        assert_eq!(units.admit(5, 10, &mut gaps), Admission::New);
-        assert_eq!(units.admit(40, 1, &mut gaps), Admission::New);
-        assert_eq!(units.admit(5, 11, &mut gaps), Admission::TooOld);
-        assert_eq!(units.admit(1, 1, &mut gaps), Admission::TooOld);
-        assert_eq!(units.admit(10, 503, &mut gaps), Admission::New);
+        let steps = [
+            (30, 1, New),
+            (5, 10, New),
+            (40, 1, New),
+            (5, 11, TooOld),
+            (1, 1, TooOld),
+            (10, 503, New),
+        ];
+        admit(&mut units, &mut gaps, &steps);
         assert_eq!(units.older.len(), UnitSequences::RECENT_EPOCHS - 1);
     }
 

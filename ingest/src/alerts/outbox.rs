@@ -106,6 +106,22 @@ fn frame(line: &LineOut<'_>, out: &mut Vec<u8>) {
     out.push(b'\n');
 }
 
+/// The `Add` lines of `entries`, framed.
+fn frame_adds<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<u8> {
+    let mut buffer = Vec::new();
+    for e in entries {
+        frame(
+            &LineOut::Add {
+                seq: e.seq,
+                channel: e.channel,
+                message: &e.message,
+            },
+            &mut buffer,
+        );
+    }
+    buffer
+}
+
 /// One line back, or `None` if its CRC or JSON does not check.
 fn unframe(line: &[u8]) -> Option<LineIn> {
     let (crc, json) = (line.get(..8)?, line.get(9..)?);
@@ -276,17 +292,7 @@ impl Outbox {
             return Ok(entries);
         }
         if let Some(file) = &mut self.file {
-            let mut buffer = Vec::new();
-            for e in &entries {
-                frame(
-                    &LineOut::Add {
-                        seq: e.seq,
-                        channel: e.channel,
-                        message: &e.message,
-                    },
-                    &mut buffer,
-                );
-            }
+            let buffer = frame_adds(&entries);
             file.write_all(&buffer)?;
             file.sync_data()?;
         }
@@ -322,17 +328,7 @@ impl Outbox {
             return Ok(());
         };
         let tmp = dir.join(format!("{FILE}.tmp"));
-        let mut buffer = Vec::new();
-        for e in self.pending.values() {
-            frame(
-                &LineOut::Add {
-                    seq: e.seq,
-                    channel: e.channel,
-                    message: &e.message,
-                },
-                &mut buffer,
-            );
-        }
+        let buffer = frame_adds(self.pending.values());
         let mut file = File::create(&tmp)?;
         file.write_all(&buffer)?;
         file.sync_all()?;

@@ -25,6 +25,14 @@ fn small() -> WalOptions {
     }
 }
 
+/// [`small`] segments, the log bounded to `max_bytes`.
+fn bounded(max_bytes: u64) -> WalOptions {
+    WalOptions {
+        max_bytes: Some(max_bytes),
+        ..small()
+    }
+}
+
 fn all(wal: &Wal) -> Vec<(Lsn, WalRecord)> {
     from(wal, Lsn::ZERO)
 }
@@ -49,20 +57,44 @@ fn fill(wal: &mut Wal, range: std::ops::RangeInclusive<u64>) {
     assert_eq!(wal.commit().unwrap(), Lsn(last));
 }
 
+/// An empty log in a fresh temporary directory.
+fn empty_log(options: WalOptions) -> (tempfile::TempDir, Wal) {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), options).unwrap();
+    (dir, wal)
+}
+
+/// A log in a fresh temporary directory with records `range` committed.
+fn open_log(options: WalOptions, range: std::ops::RangeInclusive<u64>) -> (tempfile::TempDir, Wal) {
+    let (dir, mut wal) = empty_log(options);
+    fill(&mut wal, range);
+    (dir, wal)
+}
+
+/// A record with only the sizes of topic and payload chosen.
+fn bare(topic: String, payload: Bytes) -> WalRecord {
+    WalRecord {
+        topic,
+        payload,
+        received_ms: 1,
+    }
+}
+
+/// [`open_log`], closed again: what a stopped service leaves on disk.
+fn closed_log(options: WalOptions, range: std::ops::RangeInclusive<u64>) -> tempfile::TempDir {
+    open_log(options, range).0
+}
+
+#[path = "../../tests/support/files.rs"]
+mod files;
+
 fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
-        .collect();
-    files.sort();
-    files
+    files::files_with_extension(dir, "wal")
 }
 
 #[test]
 fn round_trip_and_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    let (dir, mut wal) = empty_log(WalOptions::default());
     assert_eq!(wal.next_lsn(), Lsn(1));
     assert_eq!(wal.durable_lsn(), Lsn::ZERO);
     assert_eq!(wal.commit().unwrap(), Lsn::ZERO, "empty commit");
@@ -102,9 +134,7 @@ fn round_trip_and_reopen() {
 
 #[test]
 fn uncommitted_appends_are_not_replayed_nor_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
-    fill(&mut wal, 1..=2);
+    let (dir, mut wal) = open_log(WalOptions::default(), 1..=2);
     wal.append(&record(3)).unwrap();
     assert!(wal.pending_bytes() > 0);
     assert_eq!(
@@ -120,8 +150,7 @@ fn uncommitted_appends_are_not_replayed_nor_kept() {
 
 #[test]
 fn many_segments() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut wal = Wal::open(dir.path(), small()).unwrap();
+    let (dir, mut wal) = empty_log(small());
     // Several commits, some spanning segment boundaries.
     fill(&mut wal, 1..=7);
     fill(&mut wal, 8..=8);
@@ -153,13 +182,8 @@ fn many_segments() {
 
 #[test]
 fn a_record_larger_than_a_segment_gets_its_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut wal = Wal::open(dir.path(), small()).unwrap();
-    let big = WalRecord {
-        topic: "t".into(),
-        payload: Bytes::from(vec![7u8; 600]),
-        received_ms: 1,
-    };
+    let (_dir, mut wal) = empty_log(small());
+    let big = bare("t".into(), Bytes::from(vec![7u8; 600]));
     wal.append(&record(1)).unwrap();
     wal.append(&big).unwrap();
     wal.append(&record(3)).unwrap();
@@ -171,22 +195,13 @@ fn a_record_larger_than_a_segment_gets_its_own() {
 
 #[test]
 fn oversized_records_are_refused_and_the_log_stays_usable() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut wal = Wal::open(dir.path(), small()).unwrap();
-    let big = WalRecord {
-        topic: "t".into(),
-        payload: Bytes::from(vec![0u8; 2000]),
-        received_ms: 1,
-    };
+    let (_dir, mut wal) = empty_log(small());
+    let big = bare("t".into(), Bytes::from(vec![0u8; 2000]));
     assert!(matches!(
         wal.append(&big),
         Err(WalError::RecordTooLarge { limit: 1024, .. })
     ));
-    let long_topic = WalRecord {
-        topic: "t".repeat(70_000),
-        payload: Bytes::new(),
-        received_ms: 1,
-    };
+    let long_topic = bare("t".repeat(70_000), Bytes::new());
     assert!(matches!(
         wal.append(&long_topic),
         Err(WalError::TopicTooLong { len: 70_000 })
@@ -197,9 +212,7 @@ fn oversized_records_are_refused_and_the_log_stays_usable() {
 
 #[test]
 fn torn_tail_is_cut_and_appends_continue() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
-    fill(&mut wal, 1..=10);
+    let (dir, mut wal) = open_log(WalOptions::default(), 1..=10);
     let durable_len = wal.bytes();
     // Half of record 11 reaches the file, then the process dies.
     wal.append(&record(11)).unwrap();
@@ -229,9 +242,7 @@ fn torn_tail_is_cut_and_appends_continue() {
 
 #[test]
 fn whole_frames_of_an_interrupted_commit_are_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
-    fill(&mut wal, 1..=2);
+    let (dir, mut wal) = open_log(WalOptions::default(), 1..=2);
     for i in 3..=5 {
         wal.append(&record(i)).unwrap();
     }
@@ -248,10 +259,7 @@ fn whole_frames_of_an_interrupted_commit_are_kept() {
 #[test]
 fn garbage_and_zeros_after_the_last_record_are_a_torn_tail() {
     for junk in [vec![0u8; 4096], vec![0xa5; 37], b"\x10\x00".to_vec()] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
-        fill(&mut wal, 1..=3);
-        drop(wal);
+        let dir = closed_log(WalOptions::default(), 1..=3);
         let file = dir.path().join("00000000000000000001.wal");
         OpenOptions::new()
             .append(true)
@@ -270,9 +278,7 @@ fn garbage_and_zeros_after_the_last_record_are_a_torn_tail() {
 
 #[test]
 fn a_bit_flip_in_the_last_records_of_the_last_segment_cuts_there() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
-    fill(&mut wal, 1..=5);
+    let (dir, wal) = open_log(WalOptions::default(), 1..=5);
     let mut before = Vec::new();
     frame::encode(&mut before, Lsn(1), &record(1));
     frame::encode(&mut before, Lsn(2), &record(2));
@@ -298,10 +304,7 @@ fn flip_bit(file: &Path, offset: u64) {
 
 #[test]
 fn a_bit_flip_in_an_earlier_segment_is_an_error_naming_file_and_offset() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut wal = Wal::open(dir.path(), small()).unwrap();
-    fill(&mut wal, 1..=40);
-    drop(wal);
+    let dir = closed_log(small(), 1..=40);
     let files = segment_files(dir.path());
     assert!(files.len() >= 3);
     let victim = &files[1];
@@ -338,10 +341,7 @@ fn a_bit_flip_in_an_earlier_segment_is_an_error_naming_file_and_offset() {
 
 #[test]
 fn a_damaged_header_of_an_earlier_segment_is_an_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut wal = Wal::open(dir.path(), small()).unwrap();
-    fill(&mut wal, 1..=40);
-    drop(wal);
+    let dir = closed_log(small(), 1..=40);
     let files = segment_files(dir.path());
     flip_bit(&files[0], 2);
     assert!(matches!(
@@ -352,10 +352,7 @@ fn a_damaged_header_of_an_earlier_segment_is_an_error() {
 
 #[test]
 fn a_missing_segment_is_a_gap() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut wal = Wal::open(dir.path(), small()).unwrap();
-    fill(&mut wal, 1..=40);
-    drop(wal);
+    let dir = closed_log(small(), 1..=40);
     let files = segment_files(dir.path());
     fs::remove_file(&files[1]).unwrap();
     match Wal::open(dir.path(), small()).unwrap_err() {
@@ -366,9 +363,7 @@ fn a_missing_segment_is_a_gap() {
 
 #[test]
 fn a_segment_torn_while_being_created_is_created_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut wal = Wal::open(dir.path(), small()).unwrap();
-    fill(&mut wal, 1..=20);
+    let (dir, wal) = open_log(small(), 1..=20);
     let next = wal.next_lsn();
     drop(wal);
     let torn = dir.path().join(segment::file_name(next));
@@ -398,9 +393,7 @@ fn foreign_files_are_ignored_but_bad_segment_names_are_not() {
 
 #[test]
 fn truncate_before_deletes_whole_old_segments_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut wal = Wal::open(dir.path(), small()).unwrap();
-    fill(&mut wal, 1..=100);
+    let (dir, mut wal) = open_log(small(), 1..=100);
     let files = segment_files(dir.path());
     let bases: Vec<u64> = files
         .iter()
@@ -437,9 +430,7 @@ fn truncate_before_deletes_whole_old_segments_only() {
 
 #[test]
 fn a_log_whose_old_segments_were_all_deleted_keeps_counting() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut wal = Wal::open(dir.path(), small()).unwrap();
-    fill(&mut wal, 1..=50);
+    let (dir, mut wal) = open_log(small(), 1..=50);
     wal.truncate_before(Lsn(51)).unwrap();
     // Fill the active segment so that the next record starts a new one,
     // then drop the old one too.
@@ -486,69 +477,118 @@ fn model_record(lsn: u64, payload: usize) -> WalRecord {
     }
 }
 
+/// A log under a random history, and the model it is checked against: the
+/// records made durable (LSN i at index i - 1), those appended since, and
+/// the lowest LSN a truncation asked to keep.
+struct History {
+    dir: tempfile::TempDir,
+    options: WalOptions,
+    wal: Option<Wal>,
+    durable: Vec<WalRecord>,
+    pending: Vec<WalRecord>,
+    keep_from: u64,
+}
+
+impl History {
+    fn new(options: WalOptions) -> Self {
+        let (dir, wal) = empty_log(options);
+        Self {
+            dir,
+            options,
+            wal: Some(wal),
+            durable: Vec::new(),
+            pending: Vec::new(),
+            keep_from: 1,
+        }
+    }
+
+    fn wal(&mut self) -> &mut Wal {
+        self.wal.as_mut().unwrap()
+    }
+
+    /// The LSN the next append takes.
+    fn next(&self) -> u64 {
+        (self.durable.len() + self.pending.len() + 1) as u64
+    }
+
+    fn commit(&mut self) -> Result<(), TestCaseError> {
+        self.durable.append(&mut self.pending);
+        let durable = Lsn(self.durable.len() as u64);
+        prop_assert_eq!(self.wal().commit().unwrap(), durable);
+        Ok(())
+    }
+
+    /// Closes and opens the log again: what was not committed is gone.
+    fn reopen(&mut self) {
+        self.pending.clear();
+        drop(self.wal.take());
+        self.wal = Some(Wal::open(self.dir.path(), self.options).unwrap());
+    }
+
+    /// Cuts segments before the LSN `back` below the next durable one.
+    fn truncate(&mut self, back: u64) {
+        let lsn = (self.durable.len() as u64 + 1).saturating_sub(back).max(1);
+        self.wal().truncate_before(Lsn(lsn)).unwrap();
+        self.keep_from = self.keep_from.max(lsn);
+    }
+
+    /// The end of every history: the log, and the log reopened, replay
+    /// exactly the durable records, and its byte count is what the files
+    /// hold (returned).
+    fn finish(mut self) -> Result<u64, TestCaseError> {
+        let wal = self.wal.take().unwrap();
+        check(&wal, &self.durable, self.keep_from, Lsn::ZERO)?;
+        drop(wal);
+        let reopened = Wal::open(self.dir.path(), self.options).unwrap();
+        check(&reopened, &self.durable, self.keep_from, Lsn::ZERO)?;
+        let on_disk: u64 = segment_files(self.dir.path())
+            .iter()
+            .map(|f| fs::metadata(f).unwrap().len())
+            .sum();
+        prop_assert_eq!(reopened.bytes(), on_disk);
+        Ok(on_disk)
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
     fn random_histories_keep_exactly_the_committed_records(ops in proptest::collection::vec(op(), 1..80)) {
-        let dir = tempfile::tempdir().unwrap();
-        let options = WalOptions { segment_bytes: 700, max_record_bytes: 4096, max_bytes: None };
-        let mut wal = Some(Wal::open(dir.path(), options).unwrap());
-        // Model: every durable record by LSN; the pending ones; the lowest
-        // LSN truncation asked to keep.
-        let mut durable: Vec<WalRecord> = Vec::new();
-        let mut pending: Vec<WalRecord> = Vec::new();
-        let mut keep_from = 1u64;
+        let mut h = History::new(WalOptions { segment_bytes: 700, max_record_bytes: 4096, max_bytes: None });
         for op in ops {
-            let w = wal.as_mut().unwrap();
             match op {
                 Op::Append { payload } => {
-                    let lsn = (durable.len() + pending.len() + 1) as u64;
+                    let lsn = h.next();
                     let record = model_record(lsn, payload);
-                    prop_assert_eq!(w.append(&record).unwrap(), Lsn(lsn));
-                    pending.push(record);
+                    prop_assert_eq!(h.wal().append(&record).unwrap(), Lsn(lsn));
+                    h.pending.push(record);
                 }
-                Op::Commit => {
-                    durable.append(&mut pending);
-                    prop_assert_eq!(w.commit().unwrap(), Lsn(durable.len() as u64));
-                }
-                Op::Reopen => {
-                    pending.clear();
-                    drop(wal.take());
-                    wal = Some(Wal::open(dir.path(), options).unwrap());
-                }
+                Op::Commit => h.commit()?,
+                Op::Reopen => h.reopen(),
                 Op::Crash { fraction } => {
-                    let bytes = w.pending_bytes() * fraction as usize / 100;
-                    wal.take().unwrap().crash_during_commit(bytes);
-                    let reopened = Wal::open(dir.path(), options).unwrap();
+                    let bytes = h.wal().pending_bytes() * fraction as usize / 100;
+                    h.wal.take().unwrap().crash_during_commit(bytes);
+                    let reopened = Wal::open(h.dir.path(), h.options).unwrap();
                     // Whole frames that made it are records like any other.
-                    let survived = (reopened.next_lsn().get() - 1) as usize - durable.len();
-                    prop_assert!(survived <= pending.len());
+                    let survived = (reopened.next_lsn().get() - 1) as usize - h.durable.len();
+                    prop_assert!(survived <= h.pending.len());
                     if fraction == 100 {
-                        prop_assert_eq!(survived, pending.len());
+                        prop_assert_eq!(survived, h.pending.len());
                     }
-                    durable.extend(pending.drain(..survived));
-                    pending.clear();
-                    wal = Some(reopened);
+                    let kept: Vec<WalRecord> = h.pending.drain(..survived).collect();
+                    h.durable.extend(kept);
+                    h.pending.clear();
+                    h.wal = Some(reopened);
                 }
-                Op::Truncate { back } => {
-                    let lsn = (durable.len() as u64 + 1).saturating_sub(back).max(1);
-                    w.truncate_before(Lsn(lsn)).unwrap();
-                    keep_from = keep_from.max(lsn);
-                }
+                Op::Truncate { back } => h.truncate(back),
                 Op::Replay { back } => {
-                    let lsn = (durable.len() as u64 + 1).saturating_sub(back);
-                    check(w, &durable, keep_from, Lsn(lsn))?;
+                    let lsn = (h.durable.len() as u64 + 1).saturating_sub(back);
+                    check(h.wal.as_ref().unwrap(), &h.durable, h.keep_from, Lsn(lsn))?;
                 }
             }
         }
-        let w = wal.as_mut().unwrap();
-        check(w, &durable, keep_from, Lsn::ZERO)?;
-        drop(wal.take());
-        let reopened = Wal::open(dir.path(), options).unwrap();
-        check(&reopened, &durable, keep_from, Lsn::ZERO)?;
-        let on_disk: u64 = segment_files(dir.path()).iter().map(|f| fs::metadata(f).unwrap().len()).sum();
-        prop_assert_eq!(reopened.bytes(), on_disk);
+        h.finish()?;
     }
 }
 
@@ -582,24 +622,19 @@ proptest! {
     fn bounded_histories_refuse_whole_and_keep_exactly_the_committed_records(
         ops in proptest::collection::vec(bounded_op(), 1..100)
     ) {
-        let dir = tempfile::tempdir().unwrap();
         let max = 3000;
-        let options = WalOptions { segment_bytes: 700, max_record_bytes: 4096, max_bytes: Some(max) };
-        let mut wal = Some(Wal::open(dir.path(), options).unwrap());
-        let mut durable: Vec<WalRecord> = Vec::new();
-        let mut pending: Vec<WalRecord> = Vec::new();
-        let mut keep_from = 1u64;
+        let mut h = History::new(WalOptions { segment_bytes: 700, max_record_bytes: 4096, max_bytes: Some(max) });
         for op in ops {
-            let w = wal.as_mut().unwrap();
-            let next = (durable.len() + pending.len() + 1) as u64;
-            let before = (w.next_lsn(), w.pending_bytes());
+            let next = h.next();
+            let before = (h.wal().next_lsn(), h.wal().pending_bytes());
             match op {
                 BoundedOp::Append { payload } => {
                     let record = model_record(next, payload);
+                    let w = h.wal();
                     match w.append(&record) {
                         Ok(lsn) => {
                             prop_assert_eq!(lsn, Lsn(next));
-                            pending.push(record);
+                            h.pending.push(record);
                         }
                         Err(WalError::Full { .. }) => {
                             prop_assert_eq!((w.next_lsn(), w.pending_bytes()), before);
@@ -613,10 +648,11 @@ proptest! {
                         .enumerate()
                         .map(|(i, p)| model_record(next + i as u64, *p))
                         .collect();
+                    let w = h.wal();
                     match w.append_all(&records) {
                         Ok(lsns) => {
                             prop_assert_eq!(lsns, Lsn(next)..Lsn(next + records.len() as u64));
-                            pending.extend(records);
+                            h.pending.extend(records);
                         }
                         Err(WalError::Full { .. }) => {
                             prop_assert_eq!((w.next_lsn(), w.pending_bytes()), before);
@@ -625,29 +661,14 @@ proptest! {
                     }
                 }
                 BoundedOp::Commit => {
-                    durable.append(&mut pending);
-                    prop_assert_eq!(w.commit().unwrap(), Lsn(durable.len() as u64));
-                    prop_assert!(w.bytes() <= max, "{} bytes", w.bytes());
+                    h.commit()?;
+                    prop_assert!(h.wal().bytes() <= max, "{} bytes", h.wal().bytes());
                 }
-                BoundedOp::Reopen => {
-                    pending.clear();
-                    drop(wal.take());
-                    wal = Some(Wal::open(dir.path(), options).unwrap());
-                }
-                BoundedOp::Truncate { back } => {
-                    let lsn = (durable.len() as u64 + 1).saturating_sub(back).max(1);
-                    w.truncate_before(Lsn(lsn)).unwrap();
-                    keep_from = keep_from.max(lsn);
-                }
+                BoundedOp::Reopen => h.reopen(),
+                BoundedOp::Truncate { back } => h.truncate(back),
             }
         }
-        let w = wal.as_mut().unwrap();
-        check(w, &durable, keep_from, Lsn::ZERO)?;
-        drop(wal.take());
-        let reopened = Wal::open(dir.path(), options).unwrap();
-        check(&reopened, &durable, keep_from, Lsn::ZERO)?;
-        let on_disk: u64 = segment_files(dir.path()).iter().map(|f| fs::metadata(f).unwrap().len()).sum();
-        prop_assert_eq!(reopened.bytes(), on_disk);
+        let on_disk = h.finish()?;
         prop_assert!(on_disk <= max);
     }
 }
@@ -775,9 +796,7 @@ fn a_killed_writer_loses_nothing_it_committed() {
 
 #[test]
 fn a_locked_directory_refuses_a_second_log_naming_the_holder() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
-    fill(&mut wal, 1..=3);
+    let (dir, mut wal) = open_log(WalOptions::default(), 1..=3);
     let pid = std::process::id();
     let lock_file = dir.path().join(LOCK_FILE);
     assert_eq!(
@@ -817,10 +836,7 @@ fn a_locked_directory_refuses_a_second_log_naming_the_holder() {
 
 #[test]
 fn a_lock_file_left_by_a_dead_holder_does_not_block() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
-    fill(&mut wal, 1..=2);
-    drop(wal);
+    let dir = closed_log(WalOptions::default(), 1..=2);
     // What a killed process leaves: the file with its PID, but no lock.
     fs::write(dir.path().join(LOCK_FILE), "4194304\n").unwrap();
     let wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
@@ -840,12 +856,8 @@ fn a_lock_file_left_by_a_dead_holder_does_not_block() {
 
 #[test]
 fn max_bytes_refuses_appends_without_poisoning_and_cutting_makes_room() {
-    let dir = tempfile::tempdir().unwrap();
-    let options = WalOptions {
-        max_bytes: Some(1024),
-        ..small()
-    };
-    let mut wal = Wal::open(dir.path(), options).unwrap();
+    let options = bounded(1024);
+    let (dir, mut wal) = empty_log(options);
     // One record per commit until the bound refuses one.
     let mut next = 1;
     let refused = loop {
@@ -890,13 +902,8 @@ fn max_bytes_refuses_appends_without_poisoning_and_cutting_makes_room() {
 
 #[test]
 fn append_all_takes_a_batch_whole_or_not_at_all() {
-    let dir = tempfile::tempdir().unwrap();
-    let options = WalOptions {
-        max_bytes: Some(2048),
-        ..small()
-    };
-    let mut wal = Wal::open(dir.path(), options).unwrap();
-    fill(&mut wal, 1..=3);
+    let options = bounded(2048);
+    let (dir, mut wal) = open_log(options, 1..=3);
     // Another caller's record waits in the same group.
     assert_eq!(wal.append(&record(4)).unwrap(), Lsn(4));
     let pending = wal.pending_bytes();
@@ -929,68 +936,17 @@ fn append_all_takes_a_batch_whole_or_not_at_all() {
     assert_eq!(all(&wal), expected(1..=9));
 }
 
-/// Set in the child run under `unshare -rm` when the tests are not root.
-const IN_NAMESPACE_VAR: &str = "FLEETPULSE_WAL_TEST_IN_NAMESPACE";
+#[path = "../../tests/support/small_disk.rs"]
+mod small_disk;
+use small_disk::{SmallDisk, fill_disk, rerun_in_namespace, shrink_by};
 
-/// Runs `body` on a tmpfs of `size` (e.g. `1m`) mounted on a temporary
-/// directory, so the disk really fills up (`ENOSPC`). As root (CI, the dev
-/// container) it mounts directly; otherwise it runs test `test` again as
-/// root of a user and mount namespace of its own (`unshare -rm`).
+/// Runs `body` on a tmpfs of `size` (e.g. `1m`), so the disk really fills
+/// up; `test` is this test's name, for the run in a namespace.
 fn on_small_disk(test: &str, size: &str, body: impl FnOnce(&Path)) {
-    use std::process::{Command, Stdio};
-
-    let dir = tempfile::tempdir().unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(dir.path())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if mounted {
-        let _unmount = Unmount(dir.path().to_owned());
-        body(dir.path());
-        return;
+    match SmallDisk::mount(size) {
+        Some(disk) => body(disk.path()),
+        None => rerun_in_namespace(test),
     }
-    assert!(
-        std::env::var_os(IN_NAMESPACE_VAR).is_none(),
-        "cannot mount a tmpfs, even in a user namespace"
-    );
-    let status = Command::new("unshare")
-        .args(["-rm", "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
-        .env(IN_NAMESPACE_VAR, "1")
-        .status()
-        .expect("not root, and `unshare` (util-linux) is not installed");
-    assert!(status.success(), "{test} under unshare -rm: {status}");
-}
-
-/// Unmounts on drop (lazily: a test that failed may still hold files).
-struct Unmount(PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
-/// Writes zeros to `path` until the disk is full; returns its length.
-fn fill_disk(path: &Path) -> u64 {
-    let mut file = fs::File::create(path).unwrap();
-    for block in [64 * 1024, 4096, 512, 1] {
-        let zeros = vec![0u8; block];
-        loop {
-            match file.write_all(&zeros) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
-                Err(e) => panic!("filling the disk: {e}"),
-            }
-        }
-    }
-    file.metadata().unwrap().len()
 }
 
 /// A record of about 1 KiB.
@@ -1023,45 +979,69 @@ fn on_disk(dir: &Path) -> Vec<(PathBuf, u64)> {
         .collect()
 }
 
+/// A log in `disk/wal` with ~1 KiB records 1..=`committed` committed, and
+/// the rest of the disk taken by the file `filler`.
+struct FullDisk {
+    dir: PathBuf,
+    options: WalOptions,
+    wal: Wal,
+    filler: PathBuf,
+    filler_len: u64,
+}
+
+fn full_disk(disk: &Path, segment_bytes: u64, committed: u64) -> FullDisk {
+    let dir = disk.join("wal");
+    let options = WalOptions {
+        segment_bytes,
+        max_record_bytes: 4096,
+        max_bytes: None,
+    };
+    let mut wal = Wal::open(&dir, options).unwrap();
+    fill_sized(&mut wal, 1..=committed).unwrap();
+    let filler = disk.join("filler");
+    let filler_len = fill_disk(&filler);
+    FullDisk {
+        dir,
+        options,
+        wal,
+        filler,
+        filler_len,
+    }
+}
+
 #[test]
 fn a_full_disk_refuses_a_group_without_poisoning_and_freed_space_resumes() {
     on_small_disk(
         "wal::tests::a_full_disk_refuses_a_group_without_poisoning_and_freed_space_resumes",
         "1m",
         |disk| {
-            let dir = disk.join("wal");
-            let options = WalOptions {
-                segment_bytes: 16 * 1024,
-                max_record_bytes: 4096,
-                max_bytes: None,
-            };
-            let mut wal = Wal::open(&dir, options).unwrap();
-            fill_sized(&mut wal, 1..=50).unwrap();
-            let filler = disk.join("filler");
-            fill_disk(&filler);
-            let before = on_disk(&dir);
+            let mut log = full_disk(disk, 16 * 1024, 50);
+            let before = on_disk(&log.dir);
 
             // 40 KiB cannot fit in the slack of the last page.
             for _ in 0..2 {
-                match fill_sized(&mut wal, 51..=90) {
+                match fill_sized(&mut log.wal, 51..=90) {
                     Err(WalError::Full { reason }) => {
                         assert!(reason.contains("No space left on device"), "{reason}")
                     }
                     other => panic!("{other:?}"),
                 }
-                assert_eq!(on_disk(&dir), before, "rolled back");
-                assert_eq!(wal.durable_lsn(), Lsn(50));
-                assert_eq!(wal.next_lsn(), Lsn(51));
-                assert_eq!(wal.pending_bytes(), 0);
-                assert_eq!(wal.bytes(), before.iter().map(|(_, len)| len).sum::<u64>());
-                assert_eq!(all(&wal), sized_expected(1..=50));
+                assert_eq!(on_disk(&log.dir), before, "rolled back");
+                assert_eq!(log.wal.durable_lsn(), Lsn(50));
+                assert_eq!(log.wal.next_lsn(), Lsn(51));
+                assert_eq!(log.wal.pending_bytes(), 0);
+                assert_eq!(
+                    log.wal.bytes(),
+                    before.iter().map(|(_, len)| len).sum::<u64>()
+                );
+                assert_eq!(all(&log.wal), sized_expected(1..=50));
             }
 
             // Space returns: the same records go in at the same LSNs.
-            fs::remove_file(&filler).unwrap();
-            assert_eq!(fill_sized(&mut wal, 51..=90).unwrap(), Lsn(90));
-            drop(wal);
-            let wal = Wal::open(&dir, options).unwrap();
+            fs::remove_file(&log.filler).unwrap();
+            assert_eq!(fill_sized(&mut log.wal, 51..=90).unwrap(), Lsn(90));
+            drop(log.wal);
+            let wal = Wal::open(&log.dir, log.options).unwrap();
             assert_eq!(wal.recovery().torn_tail, None);
             assert_eq!(all(&wal), sized_expected(1..=90));
         },
@@ -1074,49 +1054,35 @@ fn a_disk_filling_up_in_a_new_segment_rolls_back_to_the_last_commit() {
         "wal::tests::a_disk_filling_up_in_a_new_segment_rolls_back_to_the_last_commit",
         "1m",
         |disk| {
-            let dir = disk.join("wal");
-            let options = WalOptions {
-                segment_bytes: 8 * 1024,
-                max_record_bytes: 4096,
-                max_bytes: None,
-            };
-            let mut wal = Wal::open(&dir, options).unwrap();
-            fill_sized(&mut wal, 1..=20).unwrap();
-            let filler = disk.join("filler");
-            let len = fill_disk(&filler);
+            let mut log = full_disk(disk, 8 * 1024, 20);
             // Room for three pages: the group fills the active segment,
             // starts the next one, and the disk fills up there.
-            fs::OpenOptions::new()
-                .write(true)
-                .open(&filler)
-                .unwrap()
-                .set_len(len - len % 4096 - 3 * 4096)
-                .unwrap();
-            let before = on_disk(&dir);
+            shrink_by(&log.filler, log.filler_len % 4096 + 3 * 4096);
+            let before = on_disk(&log.dir);
 
             assert!(matches!(
-                fill_sized(&mut wal, 21..=60),
+                fill_sized(&mut log.wal, 21..=60),
                 Err(WalError::Full { .. })
             ));
             assert_eq!(
-                on_disk(&dir),
+                on_disk(&log.dir),
                 before,
                 "new segments deleted, active cut back"
             );
-            assert_eq!(wal.segment_count(), before.len());
-            assert_eq!(all(&wal), sized_expected(1..=20));
+            assert_eq!(log.wal.segment_count(), before.len());
+            assert_eq!(all(&log.wal), sized_expected(1..=20));
             // A crash now would recover exactly the committed records.
-            drop(wal);
-            let mut wal = Wal::open(&dir, options).unwrap();
+            drop(log.wal);
+            let mut wal = Wal::open(&log.dir, log.options).unwrap();
             assert_eq!(wal.recovery().torn_tail, None);
             assert_eq!(all(&wal), sized_expected(1..=20));
 
             // What fits still goes in, with the next LSNs.
             assert_eq!(fill_sized(&mut wal, 21..=22).unwrap(), Lsn(22));
-            fs::remove_file(&filler).unwrap();
+            fs::remove_file(&log.filler).unwrap();
             assert_eq!(fill_sized(&mut wal, 23..=60).unwrap(), Lsn(60));
             drop(wal);
-            let wal = Wal::open(&dir, options).unwrap();
+            let wal = Wal::open(&log.dir, log.options).unwrap();
             assert_eq!(all(&wal), sized_expected(1..=60));
         },
     );

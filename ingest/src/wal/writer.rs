@@ -196,11 +196,7 @@ impl WalWriter {
     /// Queues a record (waiting while the queue is full) and returns a
     /// future that resolves to its LSN once it is durable.
     pub async fn submit(&self, record: WalRecord) -> Result<Durable, WriteError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Append(record, tx))
-            .await
-            .map_err(|_| WriteError::Closed)?;
+        let rx = self.send(|tx| Command::Append(record, tx)).await?;
         Ok(Durable(rx))
     }
 
@@ -218,22 +214,30 @@ impl WalWriter {
         &self,
         records: impl Into<Arc<[WalRecord]>>,
     ) -> Result<DurableBatch, WriteError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::AppendBatch(records.into(), tx))
-            .await
-            .map_err(|_| WriteError::Closed)?;
+        let rx = self
+            .send(|tx| Command::AppendBatch(records.into(), tx))
+            .await?;
         Ok(DurableBatch(rx))
     }
 
     /// [`Wal::truncate_before`] on the writer thread.
     pub async fn truncate_before(&self, lsn: Lsn) -> Result<usize, WriteError> {
+        let rx = self.send(|tx| Command::TruncateBefore(lsn, tx)).await?;
+        rx.await.map_err(|_| WriteError::Closed)?
+    }
+
+    /// Queues the command `with_reply` makes (waiting while the queue is
+    /// full); the receiver of its reply.
+    async fn send<T>(
+        &self,
+        with_reply: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<oneshot::Receiver<Result<T, WriteError>>, WriteError> {
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(Command::TruncateBefore(lsn, tx))
+            .send(with_reply(tx))
             .await
             .map_err(|_| WriteError::Closed)?;
-        rx.await.map_err(|_| WriteError::Closed)?
+        Ok(rx)
     }
 
     /// The counters, shared with the thread.

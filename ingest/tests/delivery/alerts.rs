@@ -21,15 +21,17 @@ use std::time::Duration;
 
 use fleetpulse::sinks::sqlite::SqliteStore;
 use fleetpulse_engine::kpi::risk::AlertStatus;
-use fleetpulse_sim::{Fleet, FleetSpec, PublishOptions};
+use fleetpulse_sim::{Fleet, FleetSpec};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
+use crate::support::fleets::{publish_options, write_customers};
 use crate::support::poll::{PATIENCE, until};
 use crate::support::servers::{Mosquitto, NO_LOSS, free_port, http_get};
 use crate::support::service::{Service, write_service_config};
+use crate::support::webhook::{read_request, respond};
 
 /// Logged once per start, with the outbox's backlog.
 const ALERTS_STARTED: &str = "alerts started";
@@ -46,14 +48,20 @@ fn fleet() -> Fleet {
     })
 }
 
+/// A broker with the shipped settings (with mosquitto's defaults a
+/// subscriber that falls behind loses messages at the broker's queue
+/// limit), a directory holding the fleet's `customers.toml`, and a webhook
+/// receiver not listening yet.
+fn setup() -> (Mosquitto, tempfile::TempDir, Fleet, Hook) {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = fleet();
+    write_customers(dir.path(), &fleet);
+    (mosquitto, dir, fleet, Hook::new())
+}
+
 async fn publish(mosquitto: &Mosquitto, fleet: &Fleet, client_id: &str) {
-    let options = PublishOptions {
-        host: mosquitto.host().to_string(),
-        port: mosquitto.port(),
-        client_id: client_id.into(),
-        give_up_after: Duration::from_secs(60),
-        ..PublishOptions::default()
-    };
+    let options = publish_options(mosquitto, client_id);
     let messages: Vec<(String, Vec<u8>)> = fleet.encoded_messages().collect();
     let sent = messages.len();
     let report = fleetpulse_sim::publish(options, messages, |_| {})
@@ -190,62 +198,23 @@ impl Drop for Hook {
 
 async fn serve(stream: TcpStream, mode: Arc<Mutex<Mode>>, posts: Arc<Mutex<Vec<Post>>>) {
     let mut stream = BufReader::new(stream);
-    loop {
-        let mut request_line = String::new();
-        if stream.read_line(&mut request_line).await.unwrap_or(0) == 0 {
-            return;
-        }
-        let path = request_line
-            .split_whitespace()
-            .nth(1)
-            .unwrap_or_default()
-            .to_owned();
-        let (mut length, mut idempotency_key) = (0, None);
-        loop {
-            let mut line = String::new();
-            if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
-                return;
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            let (name, value) = line.split_once(':').unwrap();
-            match name.to_ascii_lowercase().as_str() {
-                "content-length" => length = value.trim().parse().unwrap(),
-                "idempotency-key" => idempotency_key = Some(value.trim().to_owned()),
-                _ => {}
-            }
-        }
-        let mut body = vec![0; length];
-        if stream.read_exact(&mut body).await.is_err() {
-            return;
-        }
+    while let Some(request) = read_request(&mut stream).await {
         let mode = *mode.lock().unwrap();
         posts.lock().unwrap().push(Post {
-            path,
-            idempotency_key,
-            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+            path: request.path.clone(),
+            idempotency_key: request.header("idempotency-key").map(str::to_owned),
+            body: request.json(),
             mode,
         });
         let (status, answer) = match mode {
             Mode::Ok => (200, "ok".to_owned()),
-            Mode::Fail => (500, format!("no handler for {}", request_line.trim_end())),
+            Mode::Fail => (500, format!("no handler for {}", request.line)),
             Mode::Slow(delay) => {
                 tokio::time::sleep(delay).await;
                 (200, "ok".to_owned())
             }
         };
-        let response = format!(
-            "HTTP/1.1 {status} X\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{answer}",
-            answer.len()
-        );
-        if stream
-            .get_mut()
-            .write_all(response.as_bytes())
-            .await
-            .is_err()
-        {
+        if !respond(&mut stream, status, "", &answer).await {
             return;
         }
     }
@@ -333,13 +302,7 @@ fn check_posts(hook: &Hook, path: &str, expected: &BTreeMap<String, (String, Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_webhook_never_puts_its_secret_in_a_log_or_the_api() {
-    // The shipped broker settings: with mosquitto's defaults a subscriber
-    // that falls behind loses messages at the broker's queue limit.
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let dir = tempfile::tempdir().unwrap();
-    let fleet = fleet();
-    fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
-    let mut hook = Hook::new();
+    let (mosquitto, dir, fleet, mut hook) = setup();
     let secret = format!("SECRETxyz{}q7", hook.port);
     let path = format!("/hooks/T000/B000/{secret}");
     let url = format!("http://127.0.0.1:{}{path}", hook.port);
@@ -446,13 +409,7 @@ max_retries = 3
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_waiting_for_a_dead_webhook_survive_a_kill_9() {
-    // The shipped broker settings: with mosquitto's defaults a subscriber
-    // that falls behind loses messages at the broker's queue limit.
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let dir = tempfile::tempdir().unwrap();
-    let fleet = fleet();
-    fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
-    let mut hook = Hook::new();
+    let (mosquitto, dir, fleet, mut hook) = setup();
     let path = "/services/T1/B1/kill9-secret";
     let config = write_config(
         dir.path(),

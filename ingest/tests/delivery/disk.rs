@@ -11,29 +11,32 @@
 //! and each time the KPIs stored equal the simulator's ground truth, value by
 //! value.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+
 use std::time::{Duration, Instant};
 
-use fleetpulse_sim::{Fleet, FleetSpec, PublishOptions};
+use fleetpulse_sim::Fleet;
 
-use crate::support::servers::{InfluxDb1, Mosquitto, NO_LOSS, free_port, http_get};
+use crate::support::fleets::{fleet, spawn_publisher, write_customers};
+use crate::support::servers::{
+    InfluxDb1, Mosquitto, NO_LOSS, free_port, http_get, servers_and_dir,
+};
 use crate::support::service::{Service, influx_sections, metric, metrics, write_service_config};
+use crate::support::small_disk::{SmallDisk, fill_disk, rerun_in_namespace, shrink_by};
 use crate::support::truth::{equal, store_days, truth_days};
 
 const ACCEPTED: &str = "fleetpulse_messages_accepted_total";
 const WAL_FULL: &str = "fleetpulse_wal_full";
 
-/// The service file: the WAL in `wal_dir`, `/metrics` and `/readyz` on
-/// `http_port`, KPIs to InfluxDB 1.x.
+/// The service file: the WAL in `wal_dir`, `/metrics` and `/readyz` on a
+/// free port, KPIs to InfluxDB 1.x. Returns the file and the port.
 fn write_config(
     dir: &Path,
     wal_dir: &Path,
     mosquitto: &Mosquitto,
     influx: &InfluxDb1,
-    http_port: u16,
-) -> PathBuf {
+) -> (PathBuf, u16) {
+    let http_port = free_port();
     let rest = format!(
         r#"
 [wal]
@@ -48,7 +51,8 @@ listen = "127.0.0.1:{http_port}"
         wal = wal_dir.display(),
         influx = influx_sections(influx, "fleetpulse")
     );
-    write_service_config(dir, mosquitto, "fleetpulse-disk-test", &rest)
+    let config = write_service_config(dir, mosquitto, "fleetpulse-disk-test", &rest);
+    (config, http_port)
 }
 
 /// Starts the service and waits until it is subscribed.
@@ -58,39 +62,11 @@ fn start(config: &Path, log: &Path) -> Service {
     service
 }
 
-fn fleet(seed: u64) -> Fleet {
-    Fleet::generate(&FleetSpec {
-        customers: 4,
-        devices: 20,
-        days: 4,
-        seed,
-        ..FleetSpec::default()
-    })
-}
-
-fn publish(
-    mosquitto: &Mosquitto,
-    fleet: &Fleet,
-    client_id: &str,
-    rate: f64,
-) -> (
-    u64,
-    tokio::task::JoinHandle<Result<fleetpulse_sim::PublishReport, fleetpulse_sim::SimError>>,
-) {
-    let messages: Vec<(String, Vec<u8>)> = fleet.encoded_messages().collect();
-    let sent = messages.len() as u64;
-    let options = PublishOptions {
-        host: mosquitto.host().to_string(),
-        port: mosquitto.port(),
-        client_id: client_id.into(),
-        rate: Some(rate),
-        give_up_after: Duration::from_secs(120),
-        ..PublishOptions::default()
-    };
-    (
-        sent,
-        tokio::spawn(fleetpulse_sim::publish(options, messages, |_| {})),
-    )
+/// The fleet of the disk tests, its `customers.toml` written to `dir`.
+fn fleet_in(dir: &Path, seed: u64) -> Fleet {
+    let fleet = fleet(4, 20, 4, seed);
+    write_customers(dir, &fleet);
+    fleet
 }
 
 /// Waits until the service has accepted `sent` messages: every message of
@@ -114,18 +90,14 @@ async fn wait_accepted(http_port: u16, sent: u64, service: &Service) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_service_on_one_wal_dir_refuses_to_start_and_the_first_loses_nothing() {
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let influx = InfluxDb1::start();
-    let dir = tempfile::tempdir().unwrap();
-    let fleet = fleet(31);
-    fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
+    let (mosquitto, influx, dir) = servers_and_dir(NO_LOSS);
+    let fleet = fleet_in(dir.path(), 31);
     let wal_dir = dir.path().join("wal");
-    let http_port = free_port();
     // One file for both: the second unit started by mistake.
-    let config = write_config(dir.path(), &wal_dir, &mosquitto, &influx, http_port);
+    let (config, http_port) = write_config(dir.path(), &wal_dir, &mosquitto, &influx);
     let mut first = start(&config, &dir.path().join("first.log"));
 
-    let (sent, publisher) = publish(&mosquitto, &fleet, "disk-test-fleet", 600.0);
+    let (sent, publisher) = spawn_publisher(&mosquitto, &fleet, "disk-test-fleet", 600.0);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         !publisher.is_finished(),
@@ -168,78 +140,6 @@ async fn a_second_service_on_one_wal_dir_refuses_to_start_and_the_first_loses_no
     );
 }
 
-/// Set in the copy of a test that runs under `unshare -rm` when the tests
-/// are not root.
-const IN_NAMESPACE_VAR: &str = "FLEETPULSE_DISK_TEST_IN_NAMESPACE";
-
-/// A tmpfs of `size` mounted on a temporary directory; unmounted (lazily)
-/// on drop. `None` when this process may not mount: then the caller runs
-/// itself again under `unshare -rm` with [`rerun_in_namespace`].
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> Option<Self> {
-        let dir = tempfile::tempdir().unwrap();
-        Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-            .then_some(Self { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-/// Runs test `test` of this binary again as root of a user and mount
-/// namespace of its own, where it may mount a tmpfs.
-fn rerun_in_namespace(test: &str) {
-    assert!(
-        std::env::var_os(IN_NAMESPACE_VAR).is_none(),
-        "cannot mount a tmpfs, even in a user namespace"
-    );
-    let status = Command::new("unshare")
-        .args(["-rm", "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
-        .env(IN_NAMESPACE_VAR, "1")
-        .status()
-        .expect("not root, and `unshare` (util-linux) is not installed");
-    assert!(status.success(), "{test} under unshare -rm: {status}");
-}
-
-/// Writes zeros to `path` until the disk is full, then gives `room` bytes
-/// back.
-fn fill_disk_but(path: &Path, room: u64) {
-    let mut file = std::fs::File::create(path).unwrap();
-    for block in [64 * 1024, 4096, 512, 1] {
-        let zeros = vec![0u8; block];
-        loop {
-            match file.write_all(&zeros) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
-                Err(e) => panic!("filling the disk: {e}"),
-            }
-        }
-    }
-    let len = file.metadata().unwrap().len();
-    file.set_len(len.saturating_sub(room)).unwrap();
-}
-
 /// `GET /readyz`: status and body.
 fn readyz(http_port: u16) -> (u16, String) {
     let response = http_get(&format!("http://127.0.0.1:{http_port}/readyz")).unwrap();
@@ -253,21 +153,18 @@ async fn a_full_disk_pauses_intake_and_freed_space_resumes_it_without_a_restart(
             "disk::a_full_disk_pauses_intake_and_freed_space_resumes_it_without_a_restart",
         );
     };
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let influx = InfluxDb1::start();
-    let dir = tempfile::tempdir().unwrap();
-    let fleet = fleet(32);
-    fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
+    let (mosquitto, influx, dir) = servers_and_dir(NO_LOSS);
+    let fleet = fleet_in(dir.path(), 32);
     let wal_dir = disk.path().join("wal");
-    let http_port = free_port();
-    let config = write_config(dir.path(), &wal_dir, &mosquitto, &influx, http_port);
+    let (config, http_port) = write_config(dir.path(), &wal_dir, &mosquitto, &influx);
     let mut service = start(&config, &dir.path().join("service.log"));
     assert_eq!(readyz(http_port).0, 200, "{}", service.log_tail());
 
     // Room for a few dozen messages, then the disk is full.
     let filler = disk.path().join("filler");
-    fill_disk_but(&filler, 32 * 1024);
-    let (sent, publisher) = publish(&mosquitto, &fleet, "disk-test-fleet", 400.0);
+    fill_disk(&filler);
+    shrink_by(&filler, 32 * 1024);
+    let (sent, publisher) = spawn_publisher(&mosquitto, &fleet, "disk-test-fleet", 400.0);
 
     // Readiness goes red with the reason, and the gauge says so.
     let started = Instant::now();

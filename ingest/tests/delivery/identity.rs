@@ -22,12 +22,14 @@ use fleetpulse::metrics::{IngestMetrics, RejectReason};
 use fleetpulse::sinks::SinkConfig;
 use fleetpulse::sinks::sqlite::{SqliteConfig, SqliteStore};
 use fleetpulse_proto::v1::TelemetryBatch;
-use fleetpulse_sim::{Fleet, FleetSpec, GroundTruth, PublishOptions};
+use fleetpulse_sim::{Fleet, FleetSpec, GroundTruth};
 use prost::Message;
 
+use crate::support::fleets::publish_options;
 use crate::support::in_process::{self, InProcess};
 use crate::support::poll::wait_for;
 use crate::support::servers::{Mosquitto, NO_LOSS};
+use crate::support::truth::{assert_same_rows, close};
 
 /// (customer, device or "", day start) -> (operating hours, idle hours,
 /// cycles, samples).
@@ -67,15 +69,9 @@ async fn serve(
         metrics,
         shutdown,
         task: service,
-    } = in_process::spawn(config, "<identity>");
-    wait_for("subscription", || metrics.subscribed.load(Relaxed)).await;
+    } = in_process::subscribed(config, "<identity>").await;
     let total = messages.len() as u64;
-    let publisher = PublishOptions {
-        host: mosquitto.host().to_string(),
-        port: mosquitto.port(),
-        client_id: "identity-sim".into(),
-        ..PublishOptions::default()
-    };
+    let publisher = publish_options(mosquitto, "identity-sim");
     fleetpulse_sim::publish(publisher, messages, |_| {})
         .await
         .unwrap();
@@ -144,14 +140,9 @@ fn stored(path: &Path, per_device: bool) -> Days {
 
 /// Counts equal, hours within 1e-6 relative.
 fn assert_equal(store: &Days, truth: &Days) {
-    assert_eq!(
-        store.keys().collect::<Vec<_>>(),
-        truth.keys().collect::<Vec<_>>(),
-        "the stored rows differ from the ground truth's"
-    );
+    assert_same_rows("the store", store, truth);
     for (key, t) in truth {
         let s = &store[key];
-        let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs().max(1.0);
         assert!(
             close(s.0, t.0) && close(s.1, t.1) && (s.2, s.3) == (t.2, t.3),
             "{key:?}: store {s:?}, ground truth {t:?}"

@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use fleetpulse::config::{LimitsConfig, MqttConfig};
 use fleetpulse::dead_letter::DeadLetterRecord;
 use fleetpulse::source::mqtt::PUBLISH_OVERHEAD_BYTES;
-use fleetpulse_sim::{Fleet, FleetSpec, PublishOptions};
+use fleetpulse_sim::PublishOptions;
 
+use crate::support::fleets::{fleet, publish_options, write_customers};
 use crate::support::servers::{InfluxDb1, Mosquitto, NO_LOSS, free_port};
 use crate::support::service::{Service, influx_sections, metric, metrics, write_service_config};
 use crate::support::truth::{equal, store_days, truth_days};
@@ -92,14 +93,8 @@ async fn run_with_poison(
 ) -> Run {
     let influx = InfluxDb1::start();
     let dir = tempfile::tempdir().unwrap();
-    let fleet = Fleet::generate(&FleetSpec {
-        customers: 4,
-        devices: 20,
-        days: 4,
-        seed,
-        ..FleetSpec::default()
-    });
-    fleetpulse::sim::write_files(&fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
+    let fleet = fleet(4, 20, 4, seed);
+    write_customers(dir.path(), &fleet);
     let http_port = free_port();
     let config = write_config(dir.path(), mosquitto, &influx, http_port, mqtt_extra);
     let mut service = Service::new(config, dir.path().join("service.log")).env("RUST_LOG", "info");
@@ -109,12 +104,8 @@ async fn run_with_poison(
     let sent = messages.len() as u64;
     let topic = messages[0].0.clone();
     let options = PublishOptions {
-        host: mosquitto.host().to_string(),
-        port: mosquitto.port(),
-        client_id: "poison-test-fleet".into(),
         rate: Some(600.0),
-        give_up_after: Duration::from_secs(60),
-        ..PublishOptions::default()
+        ..publish_options(mosquitto, "poison-test-fleet")
     };
     let publisher = tokio::spawn(fleetpulse_sim::publish(options, messages, |_| {}));
     tokio::time::sleep(Duration::from_millis(sent * 1000 / 600 / 3)).await;

@@ -10,6 +10,8 @@ use fleetpulse::service::{self, RunReport, Runtime, ServiceError};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::poll::wait_for;
+
 /// The running service: its counters, the token that stops it, its task.
 pub struct InProcess {
     pub metrics: Arc<IngestMetrics>,
@@ -33,4 +35,17 @@ pub fn spawn(config: ServiceConfig, name: &'static str) -> InProcess {
         shutdown,
         task,
     }
+}
+
+/// [`spawn`], then waits until the service is subscribed to the broker.
+pub async fn subscribed(config: ServiceConfig, name: &'static str) -> InProcess {
+    let service = spawn(config, name);
+    wait_for("subscription", || {
+        service
+            .metrics
+            .subscribed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    })
+    .await;
+    service
 }

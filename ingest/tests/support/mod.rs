@@ -1,8 +1,12 @@
 //! Shared fixtures for the ingest integration tests. Include with `mod support;`.
 #![allow(dead_code)]
 
+pub mod files;
+pub mod fleets;
 pub mod in_process;
 pub mod poll;
 pub mod servers;
 pub mod service;
+pub mod small_disk;
 pub mod truth;
+pub mod webhook;

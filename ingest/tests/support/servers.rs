@@ -107,6 +107,54 @@ pub fn find_binary(name: &str, env_var: &str) -> PathBuf {
         })
 }
 
+/// The process controls every fixture shares, so the three servers behave
+/// alike under `stop()`/`restart()`. `$port` names the field that the
+/// readiness probe `$probe` is called with.
+macro_rules! process_controls {
+    ($server:ty, $port:ident, $probe:expr) => {
+        impl $server {
+            /// How long the last start took until the readiness probe answered.
+            pub fn ready_in(&self) -> Duration {
+                self.process.ready_in
+            }
+
+            /// Whether the server process is running.
+            pub fn is_running(&mut self) -> bool {
+                self.process.is_running()
+            }
+
+            /// Stops the server gracefully (SIGTERM: mosquitto saves its
+            /// persistence file, VictoriaMetrics flushes its buffers),
+            /// SIGKILL after a grace period. Does nothing if it is stopped.
+            pub fn stop(&mut self) {
+                self.process.stop();
+            }
+
+            /// Kills the server (SIGKILL): a crash, what it had not saved
+            /// is lost.
+            pub fn kill(&mut self) {
+                self.process.kill();
+            }
+
+            /// Starts the server again with the same ports and data
+            /// directory; stops it first if it is running.
+            pub fn restart(&mut self) {
+                let port = self.$port;
+                self.process.restart(&|| $probe(port));
+            }
+
+            /// The last lines of the server's log.
+            pub fn log_tail(&self) -> String {
+                self.process.log_tail()
+            }
+        }
+    };
+}
+
+process_controls!(Mosquitto, port, tcp_accepts);
+process_controls!(InfluxDb1, http_port, influx_ping);
+process_controls!(VictoriaMetrics, port, vm_health);
+
 // ---------------------------------------------------------------------------
 // mosquitto
 // ---------------------------------------------------------------------------
@@ -169,39 +217,6 @@ impl Mosquitto {
     /// The persistence directory (also holds `mosquitto.conf` and the log).
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
-    }
-
-    /// How long the last start took until the listener accepted connections.
-    pub fn ready_in(&self) -> Duration {
-        self.process.ready_in
-    }
-
-    /// Whether the broker process is running.
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
-    }
-
-    /// Stops the broker gracefully (SIGTERM, so it saves its persistence
-    /// file), SIGKILL after a grace period. Does nothing if it is stopped.
-    pub fn stop(&mut self) {
-        self.process.stop();
-    }
-
-    /// Kills the broker (SIGKILL): a crash, nothing is saved.
-    pub fn kill(&mut self) {
-        self.process.kill();
-    }
-
-    /// Starts the broker again on the same port with the same data directory;
-    /// stops it first if it is running.
-    pub fn restart(&mut self) {
-        let port = self.port;
-        self.process.restart(&|| tcp_accepts(port));
-    }
-
-    /// The last lines of the broker's log.
-    pub fn log_tail(&self) -> String {
-        self.process.log_tail()
     }
 
     /// Publishes one message with `mosquitto_pub`.
@@ -383,6 +398,15 @@ fn mosquitto_config(port: u16, dir: &Path, extra: &str) -> String {
     )
 }
 
+/// The servers of an end-to-end run around the real service: a broker whose
+/// config ends with `broker_config` (e.g. [`NO_LOSS`]), an InfluxDB 1.x, and
+/// a working directory for the service's files.
+pub fn servers_and_dir(broker_config: &str) -> (Mosquitto, InfluxDb1, TempDir) {
+    let mosquitto = Mosquitto::start_with_config(broker_config);
+    let influx = InfluxDb1::start();
+    (mosquitto, influx, temp_dir("service"))
+}
+
 // ---------------------------------------------------------------------------
 // InfluxDB 1.x
 // ---------------------------------------------------------------------------
@@ -443,38 +467,6 @@ impl InfluxDb1 {
         self.dir.path()
     }
 
-    /// How long the last start took until `/ping` answered.
-    pub fn ready_in(&self) -> Duration {
-        self.process.ready_in
-    }
-
-    /// Whether the `influxd` process is running.
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
-    }
-
-    /// Stops `influxd` gracefully (SIGTERM), SIGKILL after a grace period.
-    pub fn stop(&mut self) {
-        self.process.stop();
-    }
-
-    /// Kills `influxd` (SIGKILL): a crash.
-    pub fn kill(&mut self) {
-        self.process.kill();
-    }
-
-    /// Starts `influxd` again with the same ports and directories; stops it
-    /// first if it is running.
-    pub fn restart(&mut self) {
-        let port = self.http_port;
-        self.process.restart(&|| influx_ping(port));
-    }
-
-    /// The last lines of the `influxd` log.
-    pub fn log_tail(&self) -> String {
-        self.process.log_tail()
-    }
-
     /// `CREATE DATABASE "name"` (a no-op if it exists).
     pub fn create_database(&self, name: &str) {
         self.query_inner(None, &format!("CREATE DATABASE {}", quote_ident(name)));
@@ -489,15 +481,7 @@ impl InfluxDb1 {
             url_encode(db),
             url_encode(precision)
         );
-        let resp = http_post(&url, "text/plain; charset=utf-8", lines.as_bytes())
-            .unwrap_or_else(|e| panic!("POST {url}: {e}\n{}", self.log_tail()));
-        assert_eq!(
-            resp.status,
-            204,
-            "POST {url} answered {}: {}",
-            resp.status,
-            resp.text()
-        );
+        post_line_protocol(&self.process, &url, lines);
     }
 
     /// Runs InfluxQL against `db` through `/query` and returns the JSON answer
@@ -660,39 +644,6 @@ impl VictoriaMetrics {
         self.dir.path()
     }
 
-    /// How long the last start took until `/health` answered.
-    pub fn ready_in(&self) -> Duration {
-        self.process.ready_in
-    }
-
-    /// Whether the process is running.
-    pub fn is_running(&mut self) -> bool {
-        self.process.is_running()
-    }
-
-    /// Stops VictoriaMetrics gracefully (SIGTERM flushes its buffers),
-    /// SIGKILL after a grace period.
-    pub fn stop(&mut self) {
-        self.process.stop();
-    }
-
-    /// Kills VictoriaMetrics (SIGKILL): a crash, recent samples may be lost.
-    pub fn kill(&mut self) {
-        self.process.kill();
-    }
-
-    /// Starts VictoriaMetrics again with the same port and storage; stops it
-    /// first if it is running.
-    pub fn restart(&mut self) {
-        let port = self.port;
-        self.process.restart(&|| vm_health(port));
-    }
-
-    /// The last lines of the log.
-    pub fn log_tail(&self) -> String {
-        self.process.log_tail()
-    }
-
     /// Writes line protocol through the InfluxDB v2 API
     /// (`/api/v2/write?precision=..`, `precision` is `ns`, `us`, `ms` or `s`).
     /// Panics unless the answer is 204. Note: VictoriaMetrics also answers 204
@@ -704,15 +655,7 @@ impl VictoriaMetrics {
             self.url(),
             url_encode(precision)
         );
-        let resp = http_post(&url, "text/plain; charset=utf-8", lines.as_bytes())
-            .unwrap_or_else(|e| panic!("POST {url}: {e}\n{}", self.log_tail()));
-        assert_eq!(
-            resp.status,
-            204,
-            "POST {url} answered {}: {}",
-            resp.status,
-            resp.text()
-        );
+        post_line_protocol(&self.process, &url, lines);
     }
 
     /// Makes every sample written so far visible to queries
@@ -1000,6 +943,20 @@ fn decode_hex(hex: &str) -> Vec<u8> {
     (0..hex.len() / 2)
         .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex from mosquitto_sub"))
         .collect()
+}
+
+/// POSTs line protocol to a write endpoint of `server` (InfluxDB 1.x and
+/// VictoriaMetrics alike); panics with its log tail unless the answer is 204.
+fn post_line_protocol(server: &Process, url: &str, lines: &str) {
+    let resp = http_post(url, "text/plain; charset=utf-8", lines.as_bytes())
+        .unwrap_or_else(|e| panic!("POST {url}: {e}\n{}", server.log_tail()));
+    assert_eq!(
+        resp.status,
+        204,
+        "POST {url} answered {}: {}",
+        resp.status,
+        resp.text()
+    );
 }
 
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.

@@ -4,7 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use fleetpulse_sim::Fleet;
+use fleetpulse_engine::kpi::risk::Rule;
+use fleetpulse_sim::{Fleet, Profile};
 
 use super::servers::InfluxDb1;
 
@@ -66,6 +67,38 @@ pub fn truth_days(fleet: &Fleet) -> Days {
         .collect()
 }
 
+/// The rule each at-risk profile must raise (docs/CUSTOMER_SUCCESS.md).
+pub fn signature(profile: Profile) -> Option<Rule> {
+    match profile {
+        Profile::HealthyGrowing => None,
+        Profile::SlowOnboarding => Some(Rule::OnboardingStalled),
+        Profile::DecliningUsage => Some(Rule::UsageDrop),
+        Profile::ChampionLeaves => Some(Rule::ChampionLost),
+        Profile::DevicesGoingDark => Some(Rule::DevicesDark),
+        Profile::FaultProne => Some(Rule::FaultSpike),
+    }
+}
+
+/// Whether a stored sum equals the ground truth's within 1e-6 relative:
+/// hours, litres and units are sums of floats in another order.
+pub fn close(stored: f64, truth: f64) -> bool {
+    (stored - truth).abs() <= 1e-6 * truth.abs().max(1.0)
+}
+
+/// Asserts that `store` holds exactly the rows (keys) of `truth`; `what`
+/// names the store in the message.
+pub fn assert_same_rows<K: Ord + std::fmt::Debug, A, B>(
+    what: &str,
+    store: &BTreeMap<K, A>,
+    truth: &BTreeMap<K, B>,
+) {
+    assert_eq!(
+        store.keys().collect::<Vec<_>>(),
+        truth.keys().collect::<Vec<_>>(),
+        "{what}: the rows differ from the ground truth's"
+    );
+}
+
 /// Counts exactly equal, hours within 1e-6 relative.
 pub fn equal(store: &Days, truth: &Days) -> Result<(), String> {
     if store.len() != truth.len() {
@@ -79,8 +112,7 @@ pub fn equal(store: &Days, truth: &Days) -> Result<(), String> {
         let Some(s) = store.get(key) else {
             return Err(format!("{key:?} missing"));
         };
-        let hours_ok = (s.0 - t.0).abs() <= 1e-6 * t.0.abs().max(1.0);
-        if !hours_ok || (s.1, s.2, s.3, s.4, s.5) != (t.1, t.2, t.3, t.4, t.5) {
+        if !close(s.0, t.0) || (s.1, s.2, s.3, s.4, s.5) != (t.1, t.2, t.3, t.4, t.5) {
             return Err(format!("{key:?}: store {s:?}, ground truth {t:?}"));
         }
     }
