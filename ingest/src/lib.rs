@@ -13,6 +13,7 @@ pub mod delivery;
 pub mod demo;
 pub mod drive;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod progress;
 pub mod records;

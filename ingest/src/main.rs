@@ -1,6 +1,5 @@
 //! The `fleetpulse` command: parses arguments and calls into the library.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -105,15 +104,7 @@ impl ClusterArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log_filter(&cli))),
-        )
-        // Every configured secret is cut from log lines that still hold one.
-        .with_writer(fleetpulse::secrets::RedactingWriter::new(std::io::stderr))
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    fleetpulse::logging::init(default_log_filter(&cli));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -2,8 +2,6 @@
 //! store), side by side with the broker's ceiling and the Python peers
 //! (BENCHMARKS.md). `fleetpulse bench` runs this binary.
 
-use std::io::IsTerminal;
-
 use anyhow::Context;
 use clap::Parser;
 use fleetpulse_benches::harness::{self, BenchArgs};
@@ -19,14 +17,7 @@ struct Cli {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rumqttd=off")),
-        )
-        .with_writer(fleetpulse::secrets::RedactingWriter::new(std::io::stderr))
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    fleetpulse::logging::init("warn,rumqttd=off");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -323,16 +323,8 @@ fn as_of(view: &View) -> Option<EventTime> {
 /// Revenue at stake first, then red before yellow before green, then the
 /// lowest score. Each with its latest health, a 30-day sparkline and its open
 /// alerts.
-#[utoipa::path(
-    get,
-    path = "/api/customers",
-    operation_id = "listCustomers",
-    params(CustomersQuery),
-    responses(
-        (status = 200, description = "the ranked list", body = CustomerList),
-        (status = 400, description = BAD_QUERY, body = ErrorBody),
-    )
-)]
+#[utoipa::path(get, path = "/api/customers", operation_id = "listCustomers", params(CustomersQuery),
+    responses((status = 200, description = "the ranked list", body = CustomerList), BadQuery))]
 pub async fn customers(
     State(hub): State<Arc<Hub>>,
     ApiQuery(q): ApiQuery<CustomersQuery>,
@@ -383,7 +375,13 @@ pub async fn customers(
 }
 
 /// The answer to a query string that is not understood.
-const BAD_QUERY: &str = "a query parameter is unknown, repeated or has a bad value";
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 400,
+    description = "a query parameter is unknown, repeated or has a bad value"
+)]
+#[allow(dead_code)] // a type for the document only
+struct BadQuery(ErrorBody<'static>);
 
 /// Machine states by their stored names.
 fn machine_state_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
@@ -511,17 +509,10 @@ struct CustomerDetail<'a> {
 /// KPIs over time, health history, outcomes against their targets,
 /// milestones with dates, time to value, devices with last-seen and faults,
 /// alert episodes.
-#[utoipa::path(
-    get,
-    path = "/api/customers/{id}",
-    operation_id = "getCustomer",
+#[utoipa::path(get, path = "/api/customers/{id}", operation_id = "getCustomer",
     params(("id" = String, Path, description = "customer id"), CustomerQuery),
-    responses(
-        (status = 200, description = "the customer", body = CustomerDetail),
-        (status = 400, description = BAD_QUERY, body = ErrorBody),
-        (status = 404, description = "no such customer", body = ErrorBody),
-    )
-)]
+    responses((status = 200, description = "the customer", body = CustomerDetail), BadQuery,
+        (status = 404, description = "no such customer", body = ErrorBody)))]
 pub async fn customer(
     State(hub): State<Arc<Hub>>,
     Path(id): Path<String>,
@@ -605,16 +596,8 @@ struct AlertList<'a> {
 }
 
 /// Alert episodes, newest first
-#[utoipa::path(
-    get,
-    path = "/api/alerts",
-    operation_id = "listAlerts",
-    params(AlertsQuery),
-    responses(
-        (status = 200, description = "the episodes", body = AlertList),
-        (status = 400, description = BAD_QUERY, body = ErrorBody),
-    )
-)]
+#[utoipa::path(get, path = "/api/alerts", operation_id = "listAlerts", params(AlertsQuery),
+    responses((status = 200, description = "the episodes", body = AlertList), BadQuery))]
 pub async fn alerts(
     State(hub): State<Arc<Hub>>,
     ApiQuery(q): ApiQuery<AlertsQuery>,
@@ -678,16 +661,8 @@ struct RuleCount {
 }
 
 /// Figures over all customers
-#[utoipa::path(
-    get,
-    path = "/api/portfolio",
-    operation_id = "getPortfolio",
-    params(PortfolioQuery),
-    responses(
-        (status = 200, description = "latest and past days", body = PortfolioDoc),
-        (status = 400, description = BAD_QUERY, body = ErrorBody),
-    )
-)]
+#[utoipa::path(get, path = "/api/portfolio", operation_id = "getPortfolio", params(PortfolioQuery),
+    responses((status = 200, description = "latest and past days", body = PortfolioDoc), BadQuery))]
 pub async fn portfolio(
     State(hub): State<Arc<Hub>>,
     ApiQuery(q): ApiQuery<PortfolioQuery>,
@@ -744,15 +719,8 @@ struct StatusDoc {
 /// Progress counters; `version` changes whenever the data does
 ///
 /// The dashboard polls it and fetches again when `version` changes.
-#[utoipa::path(
-    get,
-    path = "/api/status",
-    operation_id = "getStatus",
-    responses(
-        (status = 200, description = "counters", body = StatusDoc),
-        (status = 400, description = BAD_QUERY, body = ErrorBody),
-    )
-)]
+#[utoipa::path(get, path = "/api/status", operation_id = "getStatus",
+    responses((status = 200, description = "counters", body = StatusDoc), BadQuery))]
 pub async fn status(
     State(hub): State<Arc<Hub>>,
     ApiQuery(NoQuery {}): ApiQuery<NoQuery>,

@@ -430,60 +430,37 @@ fn static_asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
+/// `body` with its content type.
+fn typed(content_type: &'static str, body: impl IntoResponse) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
 /// This document
-#[utoipa::path(
-    get,
-    path = "/api/openapi.json",
-    operation_id = "getOpenApi",
-    responses((status = 200, description = "OpenAPI document", content_type = "application/json", body = Object))
-)]
+#[utoipa::path(get, path = "/api/openapi.json", operation_id = "getOpenApi",
+    responses((status = 200, description = "OpenAPI document", content_type = "application/json", body = Object)))]
 pub(crate) async fn openapi() -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        api::openapi_json(),
-    )
-        .into_response()
+    typed("application/json", api::openapi_json())
 }
 
 /// Prometheus text format (0.0.4)
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    operation_id = "getMetrics",
-    responses((status = 200, description = "metrics", content_type = "text/plain", body = String))
-)]
+#[utoipa::path(get, path = "/metrics", operation_id = "getMetrics",
+    responses((status = 200, description = "metrics", content_type = "text/plain", body = String)))]
 pub(crate) async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        prometheus::render(&hub.snapshot()),
-    )
-        .into_response()
+    let text = prometheus::render(&hub.snapshot());
+    typed("text/plain; version=0.0.4; charset=utf-8", text)
 }
 
 /// Liveness: the process serves HTTP
-#[utoipa::path(
-    get,
-    path = "/healthz",
-    operation_id = "getHealthz",
-    responses((status = 200, description = "ok", content_type = "text/plain", body = String))
-)]
+#[utoipa::path(get, path = "/healthz", operation_id = "getHealthz",
+    responses((status = 200, description = "ok", content_type = "text/plain", body = String)))]
 pub(crate) async fn healthz() -> Response {
     (StatusCode::OK, "ok\n").into_response()
 }
 
 /// Readiness: the service is running, subscribed to the broker, and its WAL takes records
-#[utoipa::path(
-    get,
-    path = "/readyz",
-    operation_id = "getReadyz",
-    responses(
-        (status = 200, description = "ready", content_type = "text/plain", body = String),
-        (status = 503, description = "not ready, and why", content_type = "text/plain", body = String),
-    )
-)]
+#[utoipa::path(get, path = "/readyz", operation_id = "getReadyz", responses(
+    (status = 200, description = "ready", content_type = "text/plain", body = String),
+    (status = 503, description = "not ready, and why", content_type = "text/plain", body = String)))]
 pub(crate) async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
     match hub.not_ready_reason() {
         None => (StatusCode::OK, "ready\n").into_response(),

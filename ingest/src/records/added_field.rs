@@ -31,34 +31,29 @@ struct After {
     champions: u32,
 }
 
-record_kind! {
-    Before {
-        name: "pulse",
-        api: "Pulse",
-        doc: "A test kind.",
-        notes: "",
-        columns: {
-            customer: Arc<str> [Key Tag] "id", "customer id";
-            window_start: u64 [Key Time] "ms since epoch", "start of the day";
-            score: f64 [] "score 0..100", "a score";
+/// The `pulse` kind's definition with `$extra` columns after its three.
+macro_rules! pulse {
+    ($ty:ty { $($extra:tt)* }) => {
+        record_kind! {
+            $ty {
+                name: "pulse",
+                api: "Pulse",
+                doc: "A test kind.",
+                notes: "",
+                columns: {
+                    customer: Arc<str> [Key Tag] "id", "customer id";
+                    window_start: u64 [Key Time] "ms since epoch", "start of the day";
+                    score: f64 [] "score 0..100", "a score";
+                    $($extra)*
+                }
+            }
         }
-    }
+    };
 }
 
-record_kind! {
-    After {
-        name: "pulse",
-        api: "Pulse",
-        doc: "A test kind.",
-        notes: "",
-        columns: {
-            customer: Arc<str> [Key Tag] "id", "customer id";
-            window_start: u64 [Key Time] "ms since epoch", "start of the day";
-            score: f64 [] "score 0..100", "a score";
-            champions: u32 [] "operators", "operators with the most hours";
-        }
-    }
-}
+pulse!(Before {});
+// The one line a developer adds:
+pulse!(After { champions: u32 [] "operators", "operators with the most hours"; });
 
 fn write<R: RecordKind>(conn: &Connection, record: &R) {
     conn.execute(&upsert::<R>(), rusqlite::params_from_iter(record.values()))

@@ -124,88 +124,44 @@ const fn plain(kind: Kind) -> CellType {
     }
 }
 
-macro_rules! integer_cell {
-    ($($ty:ty),+) => {$(
+/// `impl Cell for $ty`: its kind, whether it is optional, its value and how
+/// it is read (`row.get` unless given).
+macro_rules! cell {
+    ($ty:ty, $kind:ident, $optional:literal, |$v:ident| $value:expr) => {
+        cell!($ty, $kind, $optional, |$v| $value, |row, idx| row.get(idx));
+    };
+    ($ty:ty, $kind:ident, $optional:literal, |$v:ident| $value:expr, |$row:ident, $idx:ident| $read:expr) => {
         impl Cell for $ty {
-            const TYPE: CellType = plain(Kind::Integer);
+            const TYPE: CellType = CellType {
+                kind: Kind::$kind,
+                optional: $optional,
+            };
             fn value(&self) -> Value<'_> {
-                Value::Integer(u64::from(*self))
+                let $v = self;
+                $value
             }
-            fn read(row: &Row<'_>, idx: usize, _: &str) -> rusqlite::Result<Self> {
-                row.get(idx)
+            fn read($row: &Row<'_>, $idx: usize, _: &str) -> rusqlite::Result<Self> {
+                $read
             }
         }
-    )+};
-}
-
-integer_cell!(u32, u64);
-
-impl Cell for Option<u64> {
-    const TYPE: CellType = CellType {
-        kind: Kind::Integer,
-        optional: true,
     };
-    fn value(&self) -> Value<'_> {
-        self.map_or(Value::Absent, Value::Integer)
-    }
-    fn read(row: &Row<'_>, idx: usize, _: &str) -> rusqlite::Result<Self> {
-        row.get(idx)
-    }
 }
 
-impl Cell for f64 {
-    const TYPE: CellType = plain(Kind::Real);
-    fn value(&self) -> Value<'_> {
-        Value::Real(*self)
-    }
-    /// NULL (stored for a non-finite value) reads back as NaN.
-    fn read(row: &Row<'_>, idx: usize, _: &str) -> rusqlite::Result<Self> {
-        Ok(row.get::<_, Option<f64>>(idx)?.unwrap_or(f64::NAN))
-    }
-}
-
-impl Cell for Option<f64> {
-    const TYPE: CellType = CellType {
-        kind: Kind::Real,
-        optional: true,
-    };
-    fn value(&self) -> Value<'_> {
-        self.map_or(Value::Absent, Value::Real)
-    }
-    fn read(row: &Row<'_>, idx: usize, _: &str) -> rusqlite::Result<Self> {
-        row.get(idx)
-    }
-}
-
-impl Cell for bool {
-    const TYPE: CellType = plain(Kind::Boolean);
-    fn value(&self) -> Value<'_> {
-        Value::Boolean(*self)
-    }
-    fn read(row: &Row<'_>, idx: usize, _: &str) -> rusqlite::Result<Self> {
-        row.get(idx)
-    }
-}
-
-impl Cell for Arc<str> {
-    const TYPE: CellType = plain(Kind::Text);
-    fn value(&self) -> Value<'_> {
-        Value::Text(self)
-    }
-    fn read(row: &Row<'_>, idx: usize, _: &str) -> rusqlite::Result<Self> {
-        Ok(row.get::<_, String>(idx)?.into())
-    }
-}
-
-impl Cell for String {
-    const TYPE: CellType = plain(Kind::Text);
-    fn value(&self) -> Value<'_> {
-        Value::Text(self)
-    }
-    fn read(row: &Row<'_>, idx: usize, _: &str) -> rusqlite::Result<Self> {
-        row.get(idx)
-    }
-}
+cell!(u32, Integer, false, |v| Value::Integer(u64::from(*v)));
+cell!(u64, Integer, false, |v| Value::Integer(*v));
+cell!(Option<u64>, Integer, true, |v| v
+    .map_or(Value::Absent, Value::Integer));
+// NULL (stored for a non-finite value) reads back as NaN.
+cell!(f64, Real, false, |v| Value::Real(*v), |row, idx| Ok(row
+    .get::<_, Option<f64>>(idx)?
+    .unwrap_or(f64::NAN)));
+cell!(Option<f64>, Real, true, |v| v
+    .map_or(Value::Absent, Value::Real));
+cell!(bool, Boolean, false, |v| Value::Boolean(*v));
+cell!(Arc<str>, Text, false, |v| Value::Text(v), |row, idx| Ok(
+    row.get::<_, String>(idx)?.into()
+));
+cell!(String, Text, false, |v| Value::Text(v));
 
 /// The name an enum value is stored under: its serde name.
 pub trait Named: Sized + Copy + 'static {

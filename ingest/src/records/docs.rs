@@ -104,6 +104,15 @@ fn meaning(c: &Column) -> String {
     }
 }
 
+/// A Markdown table: the header row, then `rows`.
+fn table(out: &mut String, header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) {
+    let _ = writeln!(out, "| {} |", header.join(" | "));
+    let _ = writeln!(out, "|{}", "---|".repeat(header.len()));
+    for row in rows {
+        let _ = writeln!(out, "| {} |", row.join(" | "));
+    }
+}
+
 fn sqlite_table(out: &mut String, k: &KindText) {
     let key: Vec<String> = k
         .columns
@@ -114,71 +123,83 @@ fn sqlite_table(out: &mut String, k: &KindText) {
             name => name.to_owned(),
         })
         .collect();
-    let _ = writeln!(out, "### `{}`\n", k.name);
-    let _ = write!(
+    let notes = if k.notes.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", k.notes)
+    };
+    let _ = writeln!(
         out,
-        "Primary key `({})`, `WITHOUT ROWID`. {}",
+        "### `{}`\n\nPrimary key `({})`, `WITHOUT ROWID`. {}{notes}\n",
+        k.name,
         key.join(", "),
         k.doc
     );
-    if !k.notes.is_empty() {
-        let _ = write!(out, " {}", k.notes);
-    }
-    let _ = writeln!(
-        out,
-        "\n\n| column | type | unit | meaning |\n|---|---|---|---|"
-    );
-    for c in k.columns {
-        let _ = writeln!(
-            out,
-            "| `{}` | {} | {} | {} |",
-            c.name,
-            c.ty.sql(),
-            c.unit,
-            meaning(c)
-        );
-    }
+    let rows = k.columns.iter().map(|c| {
+        let name = format!("`{}`", c.name);
+        vec![name, c.ty.sql().into(), c.unit.into(), meaning(c)]
+    });
+    table(out, &["column", "type", "unit", "meaning"], rows);
 }
 
 fn measurement_table(out: &mut String, k: &KindText) {
     let _ = writeln!(out, "### Measurement `{}`\n", k.name);
-    let _ = writeln!(
-        out,
-        "| key | kind | type | unit | meaning |\n|---|---|---|---|---|"
-    );
     let mut tags: Vec<&Column> = k.columns.iter().filter(|c| c.is(Role::Tag)).collect();
     tags.sort_by_key(|c| c.name);
-    for c in tags {
-        let _ = writeln!(
-            out,
-            "| `{}` | tag | string | {} | {} |",
-            c.name,
-            c.unit,
-            meaning(c)
-        );
-    }
-    for c in k.columns.iter().filter(|c| c.is_field()) {
+    let tags = tags.into_iter().map(|c| {
+        let name = format!("`{}`", c.name);
+        vec![
+            name,
+            "tag".into(),
+            "string".into(),
+            c.unit.into(),
+            meaning(c),
+        ]
+    });
+    let fields = k.columns.iter().filter(|c| c.is_field()).map(|c| {
         let absent = if c.ty.optional {
             "; **left out** when absent"
         } else {
             ""
         };
-        let _ = writeln!(
-            out,
-            "| `{}` | field | {} | {} | {}{absent} |",
-            c.name,
-            c.ty.line_protocol(),
-            c.unit,
-            meaning(c)
-        );
-    }
-    if let Some(time) = k.columns.iter().find(|c| c.is(Role::Time)) {
-        let _ = writeln!(
-            out,
-            "| *time* | timestamp | | ns since epoch | `{}` |",
-            time.name
-        );
-    }
+        let name = format!("`{}`", c.name);
+        let ty = c.ty.line_protocol().into();
+        vec![name, "field".into(), ty, c.unit.into(), meaning(c) + absent]
+    });
+    let time = k.columns.iter().filter(|c| c.is(Role::Time)).map(|c| {
+        let name = format!("`{}`", c.name);
+        vec![
+            "*time*".into(),
+            "timestamp".into(),
+            String::new(),
+            "ns since epoch".into(),
+            name,
+        ]
+    });
+    let rows = tags.chain(fields).chain(time);
+    table(out, &["key", "kind", "type", "unit", "meaning"], rows);
+}
+
+/// The cells of the table rows (those starting with ``| ` ``) under the
+/// heading `### {heading}` of `doc`, up to the next heading; the first cell
+/// without its backticks. For tests that read the document back.
+#[cfg(test)]
+pub(crate) fn table_rows(doc: &str, heading: &str) -> Vec<Vec<String>> {
+    let start = doc
+        .find(&format!("### {heading}\n"))
+        .unwrap_or_else(|| panic!("docs/SCHEMA.md has no `### {heading}`"));
+    doc[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let mut row = vec![cells[1].trim_matches('`').to_owned()];
+            row.extend(cells[2..cells.len() - 1].iter().map(|c| c.to_string()));
+            row
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -176,3 +176,15 @@ pub(crate) fn portfolio(start: u64, customers: u32) -> PortfolioRecord {
         unmanaged_outcome_attainment: 55.5,
     }
 }
+
+/// A tech-touch customer still onboarding: no outcome evaluated yet, a
+/// maturity score from outside telemetry, no time to value yet.
+pub(crate) fn onboarding_health(customer: &str, start: u64, score: f64) -> HealthRecord {
+    let mut h = health(customer, start, score);
+    h.components.outcome = None;
+    h.components.maturity = Some(70.0);
+    h.time_to_value_days = None;
+    h.segment = Segment::TechTouch;
+    h.stage = Stage::Onboard;
+    h
+}

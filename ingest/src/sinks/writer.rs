@@ -200,7 +200,7 @@ pub(crate) async fn run_writer<W: BatchWrite>(
 }
 
 async fn run_writer_tracked<W: BatchWrite>(
-    mut writer: W,
+    writer: W,
     mut rx: Receiver<Arc<[Output]>>,
     settings: SinkSettings,
     mut jitter: impl FnMut() -> f64,
@@ -217,23 +217,21 @@ async fn run_writer_tracked<W: BatchWrite>(
     };
     let name = writer.describe();
     info!(sink = %name, batch_size = settings.batch_size.get(), "sink started");
-    let mut report = SinkReport::default();
     let mut batcher = Batcher::new(settings.batch_size, settings.linger);
+    let mut out = Retrying {
+        writer,
+        name,
+        settings: &settings,
+        jitter: &mut jitter,
+        report: SinkReport::default(),
+    };
     loop {
         let received = match batcher.deadline() {
             Some(deadline) => match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(received) => received,
                 Err(_lingered) => {
                     let batch = batcher.take_all();
-                    write_with_retry(
-                        &mut writer,
-                        &name,
-                        &batch,
-                        &settings,
-                        &mut jitter,
-                        &mut report,
-                    )
-                    .await;
+                    out.write(&batch).await;
                     mark(&batcher, messages);
                     continue;
                 }
@@ -244,31 +242,16 @@ async fn run_writer_tracked<W: BatchWrite>(
         messages += 1;
         batcher.push(&records, Instant::now());
         while let Some(batch) = batcher.pop_full() {
-            write_with_retry(
-                &mut writer,
-                &name,
-                &batch,
-                &settings,
-                &mut jitter,
-                &mut report,
-            )
-            .await;
+            out.write(&batch).await;
         }
         mark(&batcher, messages);
     }
     let rest = batcher.take_all();
     if !rest.is_empty() {
-        write_with_retry(
-            &mut writer,
-            &name,
-            &rest,
-            &settings,
-            &mut jitter,
-            &mut report,
-        )
-        .await;
+        out.write(&rest).await;
     }
     mark(&batcher, messages);
+    let Retrying { name, report, .. } = out;
     info!(
         sink = %name,
         records_written = report.records_written,
@@ -282,47 +265,59 @@ async fn run_writer_tracked<W: BatchWrite>(
     report
 }
 
-/// Writes one batch, retrying retryable errors; updates the report.
-async fn write_with_retry<W: BatchWrite>(
-    writer: &mut W,
-    name: &str,
-    batch: &[Output],
-    settings: &SinkSettings,
-    jitter: &mut impl FnMut() -> f64,
-    report: &mut SinkReport,
-) {
-    let records = batch.len() as u64;
-    let mut retry = 0;
-    loop {
-        let started = Instant::now();
-        let result = writer.write_batch(batch).await;
-        let rejected = writer.take_rejected();
-        report.records_rejected += rejected;
-        match result {
-            Ok(()) => {
-                report.records_written += records - rejected.min(records);
-                report.batches_written += 1;
-                debug!(sink = %name, records, rejected, elapsed = ?started.elapsed(), "batch written");
-                return;
-            }
-            Err(err) if err.is_retryable() && retry < settings.backoff.max_retries => {
-                let delay = settings.backoff.delay(retry, jitter());
-                retry += 1;
-                report.retries += 1;
-                warn!(
-                    sink = %name, records, retry, max_retries = settings.backoff.max_retries,
-                    ?delay, error = %err, "batch write failed; retrying"
-                );
-                tokio::time::sleep(delay).await;
-            }
-            Err(err) => {
-                report.errors += 1;
-                report.records_dropped += records;
-                error!(
-                    sink = %name, records, retries = retry, retryable = err.is_retryable(),
-                    error = %err, "batch write failed; batch dropped"
-                );
-                return;
+/// A sink's writer with what every write needs: its name for the log, the
+/// retry settings, the jitter source and the report it updates.
+struct Retrying<'a, W, J> {
+    writer: W,
+    name: String,
+    settings: &'a SinkSettings,
+    jitter: J,
+    report: SinkReport,
+}
+
+impl<W: BatchWrite, J: FnMut() -> f64> Retrying<'_, W, J> {
+    /// Writes one batch, retrying retryable errors; updates the report.
+    async fn write(&mut self, batch: &[Output]) {
+        let Self {
+            writer,
+            name,
+            settings,
+            jitter,
+            report,
+        } = self;
+        let records = batch.len() as u64;
+        let mut retry = 0;
+        loop {
+            let started = Instant::now();
+            let result = writer.write_batch(batch).await;
+            let rejected = writer.take_rejected();
+            report.records_rejected += rejected;
+            match result {
+                Ok(()) => {
+                    report.records_written += records - rejected.min(records);
+                    report.batches_written += 1;
+                    debug!(sink = %name, records, rejected, elapsed = ?started.elapsed(), "batch written");
+                    return;
+                }
+                Err(err) if err.is_retryable() && retry < settings.backoff.max_retries => {
+                    let delay = settings.backoff.delay(retry, jitter());
+                    retry += 1;
+                    report.retries += 1;
+                    warn!(
+                        sink = %name, records, retry, max_retries = settings.backoff.max_retries,
+                        ?delay, error = %err, "batch write failed; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                Err(err) => {
+                    report.errors += 1;
+                    report.records_dropped += records;
+                    error!(
+                        sink = %name, records, retries = retry, retryable = err.is_retryable(),
+                        error = %err, "batch write failed; batch dropped"
+                    );
+                    return;
+                }
             }
         }
     }

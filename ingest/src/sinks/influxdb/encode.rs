@@ -285,13 +285,12 @@ fn timestamp(out: &mut String, ms: u64) {
 
 #[cfg(test)]
 mod tests {
-    use fleetpulse_engine::kpi::health::Stage;
+    use fleetpulse_engine::MachineState;
     use fleetpulse_engine::kpi::milestone::MilestoneStatus;
-    use fleetpulse_engine::{MachineState, Segment};
 
     use super::*;
     use crate::sinks::fixtures::{
-        alert, customer, device, health, milestone, outcome, portfolio, resolved,
+        alert, customer, device, health, milestone, onboarding_health, outcome, portfolio, resolved,
     };
 
     /// 2023-11-14T22:13:20Z, ms.
@@ -397,12 +396,7 @@ mod tests {
         );
         // Absent components and time to value are left out; a known
         // maturity is written.
-        let mut h = health("acme", T, 30.0);
-        h.components.outcome = None;
-        h.components.maturity = Some(70.0);
-        h.time_to_value_days = None;
-        h.segment = Segment::TechTouch;
-        h.stage = Stage::Onboard;
+        let h = onboarding_health("acme", T, 30.0);
         let text = line(Output::Health(h));
         assert!(
             text.starts_with(
@@ -606,22 +600,9 @@ mod tests {
     /// The `(key, kind, type)` rows of the table under `### {heading}` in
     /// docs/SCHEMA.md, without the *time* row.
     fn documented_keys(heading: &str) -> Vec<(String, String, String)> {
-        let start = SCHEMA_MD
-            .find(&format!("### {heading}\n"))
-            .unwrap_or_else(|| panic!("docs/SCHEMA.md has no `### {heading}`"));
-        SCHEMA_MD[start..]
-            .lines()
-            .skip(1)
-            .take_while(|l| !l.starts_with('#'))
-            .filter(|l| l.starts_with("| `"))
-            .map(|l| {
-                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-                (
-                    cells[1].trim_matches('`').to_owned(),
-                    cells[2].to_owned(),
-                    cells[3].to_owned(),
-                )
-            })
+        crate::records::docs::table_rows(SCHEMA_MD, heading)
+            .into_iter()
+            .map(|row| (row[0].clone(), row[1].clone(), row[2].clone()))
             .collect()
     }
 

@@ -300,58 +300,15 @@ fn tables_complete(conn: &Connection) -> rusqlite::Result<bool> {
 mod tests {
     use super::*;
 
-    /// Version 1 of the schema, as fleetpulse wrote it: a fixture for the
-    /// migration test.
-    const SCHEMA_V1: &str = r#"
-CREATE TABLE IF NOT EXISTS schema_version (
-    version INTEGER NOT NULL
-);
-
-CREATE TABLE IF NOT EXISTS customer_kpi (
-    customer               TEXT    NOT NULL,
-    "window"               TEXT    NOT NULL,
-    window_start           INTEGER NOT NULL,
-    window_end             INTEGER NOT NULL,
-    devices_purchased      INTEGER NOT NULL,
-    reporting_devices      INTEGER NOT NULL,
-    active_devices         INTEGER NOT NULL,
-    utilisation            REAL,
-    operating_hours        REAL,
-    idle_hours             REAL,
-    fuel_litres            REAL,
-    cycles                 INTEGER NOT NULL,
-    output_units           REAL,
-    manual_interventions   INTEGER NOT NULL,
-    distinct_operators     INTEGER NOT NULL,
-    advanced_features_used INTEGER NOT NULL,
-    advanced_feature_share REAL,
-    fault_count            INTEGER NOT NULL,
-    samples                INTEGER NOT NULL,
-    PRIMARY KEY (customer, "window", window_start)
-) WITHOUT ROWID;
-
-CREATE TABLE IF NOT EXISTS device_kpi (
-    customer             TEXT    NOT NULL,
-    site                 TEXT    NOT NULL,
-    device               TEXT    NOT NULL,
-    "window"             TEXT    NOT NULL,
-    window_start         INTEGER NOT NULL,
-    window_end           INTEGER NOT NULL,
-    utilisation          REAL,
-    operating_hours      REAL,
-    idle_hours           REAL,
-    fuel_litres          REAL,
-    cycles               INTEGER NOT NULL,
-    output_units         REAL,
-    manual_interventions INTEGER NOT NULL,
-    distinct_operators   INTEGER NOT NULL,
-    fault_count          INTEGER NOT NULL,
-    samples              INTEGER NOT NULL,
-    last_seen            INTEGER NOT NULL,
-    last_state           TEXT    NOT NULL,
-    PRIMARY KEY (customer, device, "window", window_start)
-) WITHOUT ROWID;
-"#;
+    /// Version 1 of the schema, as fleetpulse wrote it: the two tables of
+    /// then, whose columns the definitions still have unchanged.
+    fn schema_v1() -> String {
+        format!(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);\n{}{}",
+            create_table::<fleetpulse_engine::CustomerKpi>(),
+            create_table::<fleetpulse_engine::DeviceKpi>()
+        )
+    }
 
     /// The tables of a file, sorted.
     fn tables(conn: &Connection) -> Vec<String> {
@@ -376,20 +333,9 @@ CREATE TABLE IF NOT EXISTS device_kpi (
     /// SQLite section of docs/SCHEMA.md, e.g. `("cycles", "INTEGER NOT NULL")`.
     fn documented_columns(table: &str) -> Vec<(String, String)> {
         let doc = include_str!("../../../../docs/SCHEMA.md");
-        let sqlite = &doc[doc.find("\n## SQLite\n").unwrap()..];
-        let sqlite = &sqlite[..sqlite.find("\n## InfluxDB").unwrap()];
-        let start = sqlite
-            .find(&format!("### `{table}`\n"))
-            .unwrap_or_else(|| panic!("docs/SCHEMA.md has no table `{table}`"));
-        sqlite[start..]
-            .lines()
-            .skip(1)
-            .take_while(|l| !l.starts_with('#'))
-            .filter(|l| l.starts_with("| `"))
-            .map(|l| {
-                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-                (cells[1].trim_matches('`').to_owned(), cells[2].to_owned())
-            })
+        crate::records::docs::table_rows(doc, &format!("`{table}`"))
+            .into_iter()
+            .map(|row| (row[0].clone(), row[1].clone()))
             .collect()
     }
 
@@ -433,7 +379,7 @@ CREATE TABLE IF NOT EXISTS device_kpi (
         {
             // A file as fleetpulse with schema version 1 left it.
             let v1 = Connection::open(&path).unwrap();
-            v1.execute_batch(SCHEMA_V1).unwrap();
+            v1.execute_batch(&schema_v1()).unwrap();
             v1.execute("INSERT INTO schema_version (version) VALUES (1)", [])
                 .unwrap();
             v1.execute(

@@ -171,10 +171,20 @@ mod tests {
 
     use super::*;
     use crate::sinks::fixtures::{
-        DAY, alert, customer, device, health, milestone, outcome, portfolio, resolved,
+        DAY, alert, customer, device, health, milestone, onboarding_health, outcome, portfolio,
+        resolved,
     };
     use crate::sinks::sqlite::schema::SCHEMA_VERSION;
     use crate::sinks::{Sink, SinkConfig, SqliteConfig};
+
+    /// A sink on `kpi.sqlite` in a new temporary directory (removed when
+    /// the first value is dropped).
+    async fn temp_sink() -> (tempfile::TempDir, std::path::PathBuf, Sink) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kpi.sqlite");
+        let sink = open_sink(&path).await;
+        (dir, path, sink)
+    }
 
     async fn open_sink(path: &Path) -> Sink {
         Sink::open(&SinkConfig::Sqlite(SqliteConfig {
@@ -237,9 +247,7 @@ mod tests {
 
     #[tokio::test]
     async fn rewriting_a_window_overwrites_every_column() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kpi.sqlite");
-        let mut sink = open_sink(&path).await;
+        let (_dir, path, mut sink) = temp_sink().await;
         let t0 = 1_700_000_000_000;
 
         let first = customer("acme", t0, 10);
@@ -317,9 +325,7 @@ mod tests {
 
     #[tokio::test]
     async fn non_finite_floats_read_back_as_nan_and_ids_keep_their_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kpi.sqlite");
-        let mut sink = open_sink(&path).await;
+        let (_dir, path, mut sink) = temp_sink().await;
         let mut kpi = customer("Bäckerei Müller, \"Süd\" = 北", 0, 1);
         kpi.utilisation = f64::NAN;
         kpi.window = Arc::from("1h");
@@ -337,19 +343,12 @@ mod tests {
 
     #[tokio::test]
     async fn customer_success_records_round_trip_through_a_real_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kpi.sqlite");
-        let mut sink = open_sink(&path).await;
+        let (_dir, path, mut sink) = temp_sink().await;
         let d0 = 19_700 * DAY;
 
         // Two customers, two days; `zeta` has no outcome component yet and a
         // maturity score, `acme` an undefined outcome value on day 2.
-        let mut zeta_health = health("zeta", d0, 42.0);
-        zeta_health.components.outcome = None;
-        zeta_health.components.maturity = Some(70.0);
-        zeta_health.time_to_value_days = None;
-        zeta_health.segment = Segment::TechTouch;
-        zeta_health.stage = Stage::Onboard;
+        let zeta_health = onboarding_health("zeta", d0, 42.0);
         let acme_day2 = health("acme", d0 + DAY, 80.0);
         let mut reached = milestone("first-100-hours", 2, d0 + DAY);
         reached.reached_at = Some(d0 + 2 * DAY);
@@ -447,9 +446,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_alert_episode_is_one_row_kept_current() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kpi.sqlite");
-        let mut sink = open_sink(&path).await;
+        let (_dir, path, mut sink) = temp_sink().await;
         let d0 = 19_700 * DAY;
         let open = alert("acme", 1, d0);
         let closed = resolved(open.clone(), d0 + 5 * DAY);
@@ -486,9 +483,7 @@ mod tests {
 
     #[tokio::test]
     async fn rewriting_a_day_overwrites_every_customer_success_column() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("kpi.sqlite");
-        let mut sink = open_sink(&path).await;
+        let (_dir, path, mut sink) = temp_sink().await;
         let d0 = 19_700 * DAY;
         sink.write(&[
             Output::Health(health("acme", d0, 80.0)),
