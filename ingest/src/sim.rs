@@ -195,6 +195,7 @@ pub fn customers_file(fleet: &Fleet) -> CustomersFile {
                 },
             })
             .collect(),
+        aemp_equipment: Vec::new(),
     }
 }
 

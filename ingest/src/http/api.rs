@@ -578,6 +578,9 @@ struct StatusDoc {
     messages_received: u64,
     messages_accepted: u64,
     messages_rejected: u64,
+    /// One entry per AEMP source.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    aemp: Vec<crate::source::aemp::metrics::SourceStatus>,
 }
 
 /// `GET /api/status`: what the service has done so far; the dashboard polls
@@ -607,6 +610,9 @@ pub async fn status(
                 .load(std::sync::atomic::Ordering::Relaxed)
         }),
         messages_rejected: counter(|m| m.rejected_total()),
+        aemp: metrics
+            .as_deref()
+            .map_or_else(Vec::new, |m| m.aemp.status()),
     }))
 }
 
