@@ -104,6 +104,7 @@ impl AempFleet {
                     },
                     serial: format!("SN{:07}", device.index),
                     pin: format!("FPS{:014}", device.index),
+                    latest_ms: None,
                 },
                 customer: customer.id.clone(),
                 site: device.site_id().to_owned(),

@@ -22,7 +22,7 @@ const BAD_CUSTOMER: &str = "zz-bad-oem";
 async fn bad_answers_are_counted_and_never_stop_the_other_sources() {
     let broker = fleetpulse::broker::start(0).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let spec = spec(4);
+    let spec = spec(6);
     let fleet = Fleet::generate(&spec);
     let served = AempFleet::new(&fleet, Selection::default(), false);
     let truth = served.ground_truth();

@@ -18,12 +18,12 @@ use fleetpulse_sim::{DayTruth, Fleet, FleetSpec, GroundTruth};
 pub const DAY_MS: u64 = 86_400_000;
 
 /// A fleet small enough for a debug build: two customers, a few machines,
-/// two days of 10-minute samples.
+/// three days of 10-minute samples.
 pub fn spec(devices: usize) -> FleetSpec {
     FleetSpec {
         customers: 2,
         devices,
-        days: 2,
+        days: 3,
         seed: 11,
         ..FleetSpec::default()
     }

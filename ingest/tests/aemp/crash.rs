@@ -18,7 +18,7 @@ use super::support::service::Service;
 async fn killed_mid_poll_and_restarted_loses_and_doubles_nothing() {
     let broker = fleetpulse::broker::start(0).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let spec = spec(4);
+    let spec = spec(6);
     let fleet = Fleet::generate(&spec);
     let served = AempFleet::new(&fleet, Selection::default(), false);
     let truth = served.ground_truth();

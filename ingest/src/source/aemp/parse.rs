@@ -49,6 +49,9 @@ pub struct EquipmentHeader {
     pub serial: String,
     /// `PIN`: product identification number.
     pub pin: String,
+    /// The newest `datetime` of the machine's sections in the snapshot:
+    /// a machine whose position is there already is not polled.
+    pub latest_ms: Option<u64>,
 }
 
 /// One page of a time series.
@@ -104,7 +107,13 @@ pub fn fleet_page(body: &[u8]) -> Result<FleetPage, ParseError> {
             ));
         };
         let field = |name: &str| header.text_of(name).unwrap_or_default().to_owned();
+        let latest_ms = item
+            .children
+            .iter()
+            .filter_map(|section| section.text_of("datetime").and_then(timestamp))
+            .max();
         equipment.push(EquipmentHeader {
+            latest_ms,
             oem: field("OEMName"),
             model: field("Model"),
             id: field("EquipmentID"),

@@ -151,8 +151,14 @@ impl Poller {
         }
         self.metrics.unmapped.store(unmapped, Relaxed);
         self.metrics.machines.store(mapped.len() as u64, Relaxed);
+        // A snapshot that dates its machines' sections tells the ones that
+        // never reported: they are not polled until they do.
+        let dated = mapped.iter().any(|(h, _)| h.latest_ms.is_some());
         let mut caught_up = true;
         for (header, entry) in &mapped {
+            if dated && header.latest_ms.is_none() {
+                continue;
+            }
             match self.machine(header, entry, intake, number, stop).await {
                 Ok(up_to_date) => caught_up &= up_to_date,
                 Err(Interrupted::Stopped) => return Err(Interrupted::Stopped),
@@ -218,6 +224,11 @@ impl Poller {
             device: entry.device.clone(),
         };
         let span = self.config.max_span.as_millis() as u64;
+        let polled_to = self.position.machines.get(&key).map_or(0, |m| m.polled_to);
+        if header.latest_ms.is_some_and(|latest| latest <= polled_to) {
+            // The snapshot has nothing newer than what was taken.
+            return Ok(true);
+        }
         for _ in 0..EMPTY_SPANS_PER_POLL {
             let now = wall_clock_ms();
             let mut machine = self
