@@ -94,7 +94,9 @@ pub struct SimArgs {
 /// Quirks of `fleetpulse sim --aemp` (docs/AEMP.md).
 #[derive(Debug, Clone, Args)]
 pub struct AempSimArgs {
-    /// Serve device i (fleet order) when i % every == offset.
+    /// Serve device i (fleet order) when i % every == offset. Without
+    /// --aemp, publish only the devices such a server does not serve (the
+    /// MQTT half of a mixed fleet).
     #[arg(long, default_value_t = 1)]
     pub aemp_every: usize,
     /// See --aemp-every.
@@ -219,7 +221,27 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         rate: args.rate,
         ..PublishOptions::default()
     };
-    let report = publish_fleet(&fleet, options).await?;
+    let selection = args.aemp_options.selection();
+    let report = if selection.every > 1 {
+        // The other half of a mixed fleet: the machines an `--aemp` server
+        // with the same selection does not serve.
+        let devices: std::collections::HashSet<(String, String)> = fleet
+            .devices()
+            .iter()
+            .filter(|d| !selection.serves(d))
+            .map(|d| (fleet.customer_of(d).id.clone(), d.id.clone()))
+            .collect();
+        let messages: Vec<(String, Vec<u8>)> = fleet
+            .messages()
+            .filter(|m| devices.contains(&(m.batch.customer_id.clone(), m.batch.device_id.clone())))
+            .map(|m| m.into_encoded())
+            .collect();
+        fleetpulse_sim::publish(options, messages, |_| {})
+            .await
+            .context("publishing")?
+    } else {
+        publish_fleet(&fleet, options).await?
+    };
     println!(
         "published {} messages ({} samples, {:.1} MB) in {:.1} s: {:.0} messages/s",
         report.messages,
