@@ -130,6 +130,9 @@ pub struct ServerStats {
     pub requests: AtomicU64,
     /// Answered 429.
     pub throttled: AtomicU64,
+    /// Answered 429 to a URL whose previous request was answered 429 too:
+    /// a client that honours `Retry-After` never gets one.
+    pub throttled_again: AtomicU64,
     /// Answered 401.
     pub unauthorized: AtomicU64,
     /// Tokens issued.
@@ -139,7 +142,9 @@ pub struct ServerStats {
 struct SimState {
     fleet: AempFleet,
     quirks: Quirks,
-    last_request: Mutex<HashMap<String, Instant>>,
+    /// Per URL: when its last request was served, and whether the last
+    /// answer to it was a 429.
+    last_request: Mutex<HashMap<String, (Instant, bool)>>,
     tokens: Mutex<HashMap<String, Instant>>,
     stats: Arc<ServerStats>,
 }
@@ -244,10 +249,14 @@ async fn handle(
     if let Some(limit) = state.quirks.rate_limit {
         let now = Instant::now();
         let mut last = state.last_request.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(at) = last.get(&path)
+        if let Some((at, throttled)) = last.get_mut(&path)
             && now.duration_since(*at) < limit
         {
             state.stats.throttled.fetch_add(1, Relaxed);
+            if *throttled {
+                state.stats.throttled_again.fetch_add(1, Relaxed);
+            }
+            *throttled = true;
             let wait = (limit - now.duration_since(*at))
                 .as_secs_f64()
                 .ceil()
@@ -259,7 +268,7 @@ async fn handle(
             )
                 .into_response();
         }
-        last.insert(path.clone(), now);
+        last.insert(path.clone(), (now, false));
     }
     let style = render::Style {
         json: headers

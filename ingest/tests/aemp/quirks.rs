@@ -63,6 +63,7 @@ async fn polled_kpis_equal_ground_truth(
     );
     AempServerStats {
         throttled: server.stats.throttled.load(Relaxed),
+        throttled_again: server.stats.throttled_again.load(Relaxed),
         tokens: server.stats.tokens.load(Relaxed),
         requests: server.stats.requests.load(Relaxed),
         unauthorized: server.stats.unauthorized.load(Relaxed),
@@ -73,6 +74,7 @@ async fn polled_kpis_equal_ground_truth(
 #[derive(Debug)]
 struct AempServerStats {
     throttled: u64,
+    throttled_again: u64,
     tokens: u64,
     requests: u64,
     unauthorized: u64,
@@ -134,6 +136,8 @@ async fn a_rate_limit_of_one_request_per_url() {
     };
     let seen = polled_kpis_equal_ground_truth("rate-limit", quirks, |_, _| {}).await;
     assert!(seen.throttled > 0, "{seen:?}");
+    // Each 429 was waited out as its Retry-After said: never two in a row.
+    assert_eq!(seen.throttled_again, 0, "{seen:?}");
 }
 
 /// Basic auth, the password from the environment of the real binary.
@@ -216,6 +220,16 @@ async fn binary_kpis_equal_ground_truth(
         super::support::service::Service::new(&config, dir.path().join("log")).env(var, secret);
     service.start_and_wait("AEMP source polling");
     let status = wait_status_caught_up(http_port, points).await;
+    let metrics = super::support::service::metrics(http_port);
+    for family in [
+        "fleetpulse_aemp_polls_total",
+        "fleetpulse_aemp_readings_total",
+    ] {
+        assert!(
+            metrics.contains(&format!("{family}{{source=\"oem\"}}")),
+            "{metrics}"
+        );
+    }
     service.stop();
     let log = service.log();
     assert!(!log.contains(secret), "the secret is in the log");
@@ -230,6 +244,7 @@ async fn binary_kpis_equal_ground_truth(
     );
     AempServerStats {
         throttled: server.stats.throttled.load(Relaxed),
+        throttled_again: server.stats.throttled_again.load(Relaxed),
         tokens: server.stats.tokens.load(Relaxed),
         requests: server.stats.requests.load(Relaxed),
         unauthorized: server.stats.unauthorized.load(Relaxed),
