@@ -46,14 +46,20 @@ pub async fn run(
     }
     let customers = customers.map(|(file, _)| file);
     // AEMP sources next: a missing secret or a damaged position file must
-    // fail the start.
+    // fail the start. In a cluster only process 0 polls: each member has its
+    // own WAL and position, so two pollers would count every reading twice.
+    let polls = (config.cluster.as_ref()).is_none_or(|c| !c.is_multi_process() || c.process == 0);
+    if !polls && !config.aemp.is_empty() {
+        tracing::info!("AEMP sources are polled by process 0 of the cluster");
+    }
     let pollers = crate::source::aemp::pollers(
-        &config.aemp,
+        if polls { &config.aemp } else { &[] },
         customers
             .as_ref()
             .map_or(&[][..], |c| c.aemp_equipment.as_slice()),
         config.wal.as_ref().map(|w| w.dir.as_path()),
         config.limits.max_future.as_millis() as u64,
+        config.engine.allowed_lateness,
         &runtime.metrics,
     )?;
     let metrics = runtime.metrics;

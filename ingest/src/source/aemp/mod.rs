@@ -46,11 +46,21 @@ pub fn pollers(
     equipment: &[AempEquipment],
     wal_dir: Option<&Path>,
     max_future_ms: u64,
+    allowed_lateness: std::time::Duration,
     metrics: &IngestMetrics,
 ) -> Result<Vec<Poller>, AempSetupError> {
     sources
         .iter()
         .map(|config| {
+            if config.poll_interval >= allowed_lateness {
+                tracing::warn!(
+                    source = %config.name,
+                    poll_interval = ?config.poll_interval,
+                    allowed_lateness = ?allowed_lateness,
+                    "AEMP poll_interval is not below engine.allowed_lateness: beside live MQTT \
+                     machines its readings will be refused as too_late (docs/AEMP.md, late by nature)"
+                );
+            }
             let file = position::PositionFile::new(config.position_file(wal_dir));
             Poller::new(
                 config.clone(),
