@@ -54,6 +54,11 @@ pub struct ServiceConfig {
     /// start.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// ISO 15143-3 (AEMP 2.0) APIs polled for other brands' machines, one
+    /// per OEM endpoint (docs/AEMP.md); their machines are mapped to
+    /// customers in the customers file's `[[aemp_equipment]]`.
+    #[serde(default)]
+    pub aemp: Vec<crate::source::aemp::AempConfig>,
 }
 
 fn default_shutdown_timeout() -> Duration {
@@ -422,6 +427,7 @@ impl Default for ServiceConfig {
             wal: None,
             cluster: None,
             shutdown_timeout: default_shutdown_timeout(),
+            aemp: Vec::new(),
         }
     }
 }
@@ -605,6 +611,11 @@ impl ServiceConfig {
         if let Some(wal) = &config.wal {
             wal.check(path)?;
         }
+        crate::source::aemp::config::check_all(
+            &config.aemp,
+            path,
+            config.wal.as_ref().map(|w| w.dir.as_path()),
+        )?;
         Ok(config)
     }
 
@@ -628,6 +639,7 @@ impl ServiceConfig {
             self.alerts.outbox_dir.as_mut(),
         ]
         .into_iter()
+        .chain(self.aemp.iter_mut().map(|a| a.position_dir.as_mut()))
         .flatten()
         {
             if file.is_relative() {

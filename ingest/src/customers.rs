@@ -26,6 +26,10 @@ pub struct CustomersFile {
     /// One entry per customer.
     #[serde(default, rename = "customer")]
     pub customers: Vec<CustomerConfig>,
+    /// Machines polled from AEMP sources and where they belong
+    /// (`[[aemp_equipment]]`, docs/AEMP.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aemp_equipment: Vec<crate::source::aemp::AempEquipment>,
 }
 
 /// One customer.
@@ -372,6 +376,8 @@ impl CustomersFile {
             }
             specs.insert(c.id.clone(), spec);
         }
+        let ids: Vec<&str> = self.customers.iter().map(|c| c.id.as_str()).collect();
+        crate::source::aemp::mapping::check(&self.aemp_equipment, &ids, path)?;
         Ok(specs)
     }
 

@@ -3,6 +3,7 @@
 //! demo. `main.rs` only parses arguments and calls into here.
 
 pub mod admission;
+pub mod aemp_sim;
 pub mod alerts;
 pub mod broker;
 pub mod config;

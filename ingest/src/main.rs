@@ -36,7 +36,7 @@ enum Command {
         file: PathBuf,
     },
     /// Simulate a fleet and publish its telemetry to a broker.
-    Sim(fleetpulse::sim::SimArgs),
+    Sim(Box<fleetpulse::sim::SimArgs>),
     /// Everything on one machine with nothing installed: embedded broker,
     /// simulated fleet, engine, SQLite store; prints a per-customer table.
     Demo(fleetpulse::demo::DemoArgs),
@@ -117,7 +117,7 @@ fn main() -> anyhow::Result<()> {
                 cluster,
             } => run(config, workers, cluster).await,
             Command::CheckConfig { file } => check_config(file),
-            Command::Sim(args) => fleetpulse::sim::run(args).await,
+            Command::Sim(args) => fleetpulse::sim::run(*args).await,
             Command::Demo(args) => fleetpulse::demo::run(args).await,
             Command::Bench { args } => bench(args),
             Command::Report(args) => fleetpulse::report::run(args),

@@ -134,6 +134,8 @@ pub struct IngestMetrics {
     pub wal: Arc<WalGauges>,
     /// Timestamps for the benchmark harness; empty in production.
     pub probe: ProbeSlot,
+    /// Counters of the AEMP sources, one set per `[[aemp]]`.
+    pub aemp: crate::source::aemp::metrics::AempRegistry,
 }
 
 /// Observes the pipeline's hand-over points, for the benchmark harness

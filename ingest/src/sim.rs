@@ -80,12 +80,118 @@ pub struct SimArgs {
     /// Only write the files, publish nothing.
     #[arg(long)]
     pub no_publish: bool,
+    /// Serve the fleet (or the part `--aemp-every` selects) as an ISO
+    /// 15143-3 (AEMP 2.0) API on this address instead of publishing it;
+    /// `--ground-truth` is then what an AEMP client can know, and
+    /// `--write-customers` maps the machines in `[[aemp_equipment]]`.
+    #[arg(long)]
+    pub aemp: Option<std::net::SocketAddr>,
+    /// The simulated AEMP server's quirks.
+    #[command(flatten)]
+    pub aemp_options: AempSimArgs,
+}
+
+/// Quirks of `fleetpulse sim --aemp` (docs/AEMP.md).
+#[derive(Debug, Clone, Args)]
+pub struct AempSimArgs {
+    /// Serve device i (fleet order) when i % every == offset. Without
+    /// --aemp, publish only the devices such a server does not serve (the
+    /// MQTT half of a mixed fleet).
+    #[arg(long, default_value_t = 1)]
+    pub aemp_every: usize,
+    /// See --aemp-every.
+    #[arg(long, default_value_t = 0)]
+    pub aemp_offset: usize,
+    /// JSON bodies wrapped in a top-level array.
+    #[arg(long)]
+    pub aemp_wrap_array: bool,
+    /// `links` instead of `Links`.
+    #[arg(long)]
+    pub aemp_lowercase_links: bool,
+    /// Equipment ids with `#`: machines must be addressed by PIN.
+    #[arg(long)]
+    pub aemp_pin_ids: bool,
+    /// `liter` instead of `litre`.
+    #[arg(long)]
+    pub aemp_liter: bool,
+    /// One request per URL per this long (e.g. `15m`); more get 429.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub aemp_rate_limit: Option<std::time::Duration>,
+    /// Entries per page.
+    #[arg(long, default_value_t = 100)]
+    pub aemp_page_size: usize,
+    /// Require HTTP Basic with this user (password from --aemp-secret-env).
+    #[arg(long, conflicts_with = "aemp_oauth2_client")]
+    pub aemp_basic_user: Option<String>,
+    /// Require OAuth2 bearer tokens issued to this client id (secret from
+    /// --aemp-secret-env) at `/aemp/oauth/token`.
+    #[arg(long)]
+    pub aemp_oauth2_client: Option<String>,
+    /// Environment variable with the Basic password or the client secret.
+    #[arg(long, default_value = "FLEETPULSE_AEMP_SECRET")]
+    pub aemp_secret_env: String,
+    /// Answer badly: malformed, endless, huge, backwards or future.
+    #[arg(long, value_parser = parse_bad)]
+    pub aemp_bad: Option<crate::aemp_sim::BadAnswer>,
+    /// `source` of the `[[aemp_equipment]]` written by --write-customers.
+    #[arg(long)]
+    pub aemp_source: Option<String>,
+}
+
+fn parse_bad(name: &str) -> Result<crate::aemp_sim::BadAnswer, String> {
+    crate::aemp_sim::BadAnswer::parse(name)
+        .ok_or_else(|| "one of malformed, endless, huge, backwards, future".into())
+}
+
+impl AempSimArgs {
+    /// The server's quirks; secrets from the environment.
+    pub fn quirks(&self) -> anyhow::Result<crate::aemp_sim::Quirks> {
+        use crate::aemp_sim::SimAuth;
+        let secret = || {
+            std::env::var(&self.aemp_secret_env).with_context(|| {
+                format!("--aemp-secret-env: `{}` is not set", self.aemp_secret_env)
+            })
+        };
+        let auth = match (&self.aemp_basic_user, &self.aemp_oauth2_client) {
+            (Some(user), _) => SimAuth::Basic {
+                username: user.clone(),
+                password: secret()?,
+            },
+            (None, Some(client)) => SimAuth::Oauth2 {
+                client_id: client.clone(),
+                client_secret: secret()?,
+                token_life: std::time::Duration::from_secs(3600),
+            },
+            (None, None) => SimAuth::None,
+        };
+        Ok(crate::aemp_sim::Quirks {
+            wrap_array: self.aemp_wrap_array,
+            lowercase_links: self.aemp_lowercase_links,
+            pin_ids: self.aemp_pin_ids,
+            liter: self.aemp_liter,
+            rate_limit: self.aemp_rate_limit,
+            page_size: self.aemp_page_size,
+            auth,
+            bad: self.aemp_bad,
+        })
+    }
+
+    /// Which devices are served.
+    pub fn selection(&self) -> crate::aemp_sim::Selection {
+        crate::aemp_sim::Selection {
+            every: self.aemp_every.max(1),
+            offset: self.aemp_offset,
+        }
+    }
 }
 
 /// Runs `fleetpulse sim`.
 pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     let spec = args.fleet.spec();
     let fleet = Fleet::try_generate(&spec).context("invalid fleet")?;
+    if let Some(addr) = args.aemp {
+        return serve_aemp(&args, &fleet, addr).await;
+    }
     write_files(
         &fleet,
         args.ground_truth.as_deref(),
@@ -115,7 +221,27 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         rate: args.rate,
         ..PublishOptions::default()
     };
-    let report = publish_fleet(&fleet, options).await?;
+    let selection = args.aemp_options.selection();
+    let report = if selection.every > 1 {
+        // The other half of a mixed fleet: the machines an `--aemp` server
+        // with the same selection does not serve.
+        let devices: std::collections::HashSet<(String, String)> = fleet
+            .devices()
+            .iter()
+            .filter(|d| !selection.serves(d))
+            .map(|d| (fleet.customer_of(d).id.clone(), d.id.clone()))
+            .collect();
+        let messages: Vec<(String, Vec<u8>)> = fleet
+            .messages()
+            .filter(|m| devices.contains(&(m.batch.customer_id.clone(), m.batch.device_id.clone())))
+            .map(|m| m.into_encoded())
+            .collect();
+        fleetpulse_sim::publish(options, messages, |_| {})
+            .await
+            .context("publishing")?
+    } else {
+        publish_fleet(&fleet, options).await?
+    };
     println!(
         "published {} messages ({} samples, {:.1} MB) in {:.1} s: {:.0} messages/s",
         report.messages,
@@ -124,6 +250,43 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         report.elapsed.as_secs_f64(),
         report.messages_per_sec
     );
+    Ok(())
+}
+
+/// `fleetpulse sim --aemp ADDR`: serves the fleet until Ctrl-C.
+async fn serve_aemp(
+    args: &SimArgs,
+    fleet: &Fleet,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let options = &args.aemp_options;
+    let quirks = options.quirks()?;
+    let served = crate::aemp_sim::AempFleet::new(fleet, options.selection(), quirks.pin_ids);
+    if let Some(path) = &args.ground_truth {
+        served
+            .ground_truth()
+            .write_csv(path)
+            .with_context(|| format!("{}: cannot write the ground truth", path.display()))?;
+    }
+    if let Some(path) = &args.write_customers {
+        let mut customers = customers_file(fleet);
+        customers.aemp_equipment = served.equipment(options.aemp_source.as_deref());
+        std::fs::write(path, customers.to_toml())
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+    }
+    let machines = served.machines.len();
+    let readings = served.points();
+    let server = crate::aemp_sim::start(addr, served, quirks)
+        .await
+        .with_context(|| format!("cannot serve AEMP on {addr}"))?;
+    println!(
+        "serving {machines} machines ({readings} readings) as AEMP 2.0 at {} (token endpoint {}); Ctrl-C stops",
+        server.url(),
+        server.token_url()
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     Ok(())
 }
 
@@ -195,6 +358,7 @@ pub fn customers_file(fleet: &Fleet) -> CustomersFile {
                 },
             })
             .collect(),
+        aemp_equipment: Vec::new(),
     }
 }
 

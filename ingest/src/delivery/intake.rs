@@ -350,6 +350,9 @@ pub struct IntakeParts {
     pub deadline: Duration,
     /// Where the replay left the watermark.
     pub watermark: EventTime,
+    /// The AEMP sources: each hands its messages to the lanes like an MQTT
+    /// connection, and gets its acks on its own queue.
+    pub pollers: Vec<crate::source::aemp::Poller>,
 }
 
 /// Running intake: the MQTT connections and the lanes.
@@ -358,6 +361,8 @@ pub struct Intake {
     pub sources: Vec<tokio::task::JoinHandle<Result<(), crate::source::mqtt::SourceError>>>,
     /// One task per lane; each ends when every source has stopped.
     pub lanes: tokio::task::JoinSet<Result<(), DeliveryError>>,
+    /// One task per AEMP source.
+    pub pollers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Starts `mqtt.connections` MQTT connections and one lane per
@@ -385,14 +390,16 @@ pub fn spawn(
              (docs/DELIVERY.md, known limits)"
         );
     }
+    // Ack queues: the MQTT connections first, then the AEMP sources.
+    let ack_sources = connections + parts.pollers.len();
     let (ack_senders, mut ack_receivers): (Vec<_>, Vec<_>) = match parts.wal {
-        Some(_) => (0..connections)
+        Some(_) => (0..ack_sources)
             .map(|_| {
                 let (tx, rx) = mpsc::unbounded_channel();
                 (tx, Some(rx))
             })
             .unzip(),
-        None => (Vec::new(), (0..connections).map(|_| None).collect()),
+        None => (Vec::new(), (0..ack_sources).map(|_| None).collect()),
     };
     let sources = (0..connections)
         .map(|i| {
@@ -404,6 +411,17 @@ pub fn spawn(
                 parts.metrics.clone(),
                 parts.stop.clone(),
             ))
+        })
+        .collect();
+    let pollers = (parts.pollers.into_iter().enumerate())
+        .map(|(i, poller)| {
+            let source = connections + i;
+            let intake = crate::source::aemp::poller::Intake {
+                router: router.clone(),
+                acks: ack_receivers[source].take(),
+                source,
+            };
+            tasks.spawn(poller.run(intake, parts.stop.clone()))
         })
         .collect();
     drop(router);
@@ -428,5 +446,6 @@ pub fn spawn(
     Intake {
         sources,
         lanes: running,
+        pollers,
     }
 }

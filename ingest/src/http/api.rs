@@ -714,6 +714,9 @@ struct StatusDoc {
     messages_accepted: u64,
     /// Messages refused.
     messages_rejected: u64,
+    /// One entry per AEMP source.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    aemp: Vec<crate::source::aemp::metrics::SourceStatus>,
 }
 
 /// Progress counters; `version` changes whenever the data does
@@ -745,6 +748,9 @@ pub async fn status(
                 .load(std::sync::atomic::Ordering::Relaxed)
         }),
         messages_rejected: counter(|m| m.rejected_total()),
+        aemp: metrics
+            .as_deref()
+            .map_or_else(Vec::new, |m| m.aemp.status()),
     }))
 }
 

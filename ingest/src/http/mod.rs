@@ -236,6 +236,7 @@ impl Hub {
             s.records_written = m.records_written.load(Relaxed);
             s.write_errors = m.sink_write_errors.load(Relaxed);
             s.wal_full = service.wal_dir.is_some().then(|| m.wal.full.is_full());
+            s.aemp = m.aemp.render();
         }
         s.wal_bytes = service.wal_dir.as_deref().map(wal_bytes);
         s

@@ -125,6 +125,8 @@ pub struct Snapshot {
     pub view_records: u64,
     /// Running, subscribed, and the WAL not full.
     pub ready: bool,
+    /// The AEMP sources' families, rendered by their registry.
+    pub aemp: String,
 }
 
 /// Reasons that are found before the payload is decoded.
@@ -347,6 +349,7 @@ pub fn render(s: &Snapshot) -> String {
         "1 while the service is running, subscribed, and its write-ahead log takes records.",
         &one(u64::from(s.ready)),
     );
+    out.push_str(&s.aemp);
     out
 }
 

@@ -45,6 +45,23 @@ pub async fn run(
         engine_config.customers = specs.clone();
     }
     let customers = customers.map(|(file, _)| file);
+    // AEMP sources next: a missing secret or a damaged position file must
+    // fail the start. In a cluster only process 0 polls: each member has its
+    // own WAL and position, so two pollers would count every reading twice.
+    let polls = (config.cluster.as_ref()).is_none_or(|c| !c.is_multi_process() || c.process == 0);
+    if !polls && !config.aemp.is_empty() {
+        tracing::info!("AEMP sources are polled by process 0 of the cluster");
+    }
+    let pollers = crate::source::aemp::pollers(
+        if polls { &config.aemp } else { &[] },
+        customers
+            .as_ref()
+            .map_or(&[][..], |c| c.aemp_equipment.as_slice()),
+        config.wal.as_ref().map(|w| w.dir.as_path()),
+        config.limits.max_future.as_millis() as u64,
+        config.engine.allowed_lateness,
+        &runtime.metrics,
+    )?;
     let metrics = runtime.metrics;
     let tasks = TaskTracker::new();
     let deadline = config.shutdown_timeout;
@@ -160,6 +177,7 @@ pub async fn run(
         stop: intake_stop.clone(),
         deadline,
         watermark,
+        pollers,
     };
     let idle_after = config.engine.idle_after;
     let mut intake = intake::spawn(&tasks, &config.mqtt, lanes, workers, idle_after, parts);
@@ -178,6 +196,9 @@ pub async fn run(
     }
     for source in intake.sources {
         join(source).await??;
+    }
+    for poller in intake.pollers {
+        join(poller).await?;
     }
     let mut results: Vec<_> = ended.into_iter().collect();
     while let Some(result) = intake.lanes.join_next().await {

@@ -48,6 +48,9 @@ pub enum ServiceError {
     /// The WAL or the delivery path failed.
     #[error(transparent)]
     Delivery(#[from] DeliveryError),
+    /// An AEMP source could not start.
+    #[error(transparent)]
+    Aemp(#[from] source::aemp::AempSetupError),
 }
 
 /// What a run did, for the CLI and tests.

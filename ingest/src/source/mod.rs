@@ -1,3 +1,5 @@
-//! Where telemetry comes from.
+//! Where telemetry comes from: the MQTT broker, and AEMP APIs polled over
+//! HTTP.
 
+pub mod aemp;
 pub mod mqtt;

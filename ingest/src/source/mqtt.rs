@@ -47,7 +47,13 @@ pub struct AckToken {
 }
 
 impl AckToken {
-    /// Which of the service's MQTT connections the message came in on.
+    /// The token of message `number` of source `source` (an MQTT
+    /// connection, or an AEMP poller numbered after them).
+    pub fn new(number: u64, source: usize) -> Self {
+        Self { number, source }
+    }
+
+    /// Which of the service's sources the message came in on.
     pub fn source(&self) -> usize {
         self.source
     }

@@ -1,0 +1,324 @@
+//! Per-source counters of the AEMP pollers, their Prometheus text and
+//! their part of `/api/status`. One label, the source's configured name:
+//! few values, never a machine.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+/// Polls completed.
+pub const POLLS: &str = "fleetpulse_aemp_polls_total";
+/// HTTP requests sent.
+pub const REQUESTS: &str = "fleetpulse_aemp_requests_total";
+/// Readings taken into messages.
+pub const READINGS: &str = "fleetpulse_aemp_readings_total";
+/// Messages handed to the intake.
+pub const MESSAGES: &str = "fleetpulse_aemp_messages_total";
+/// Answers 429 (Too Many Requests).
+pub const THROTTLED: &str = "fleetpulse_aemp_throttled_total";
+/// Failures and refused readings, by reason.
+pub const ERRORS: &str = "fleetpulse_aemp_errors_total";
+/// How far the least advanced machine's readings lag the snapshot time.
+pub const LAG: &str = "fleetpulse_aemp_lag_seconds";
+/// Machines polled (mapped in the customers file).
+pub const MACHINES: &str = "fleetpulse_aemp_machines";
+/// Machines of the fleet snapshot that are not mapped.
+pub const UNMAPPED: &str = "fleetpulse_aemp_unmapped_equipment";
+
+/// Why a request failed or a reading was refused. Each has its counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AempError {
+    /// Connection, TLS or timeout.
+    Transport,
+    /// 401/403, or the token endpoint refused.
+    Auth,
+    /// Another 4xx.
+    HttpStatus,
+    /// 5xx after every attempt.
+    Http5xx,
+    /// Still 429 after every attempt (or a `Retry-After` too long).
+    Throttled,
+    /// A body over `max_body_bytes`.
+    TooLarge,
+    /// Not well-formed XML or JSON, or not an AEMP document; an entry that
+    /// cannot be read counts here too.
+    Malformed,
+    /// More pages than `max_pages`, or a `next` link seen before.
+    EndlessPaging,
+    /// A running total below its previous value.
+    CounterBackwards,
+    /// A `datetime` beyond the wall clock plus `limits.max_future`.
+    FutureDatetime,
+    /// The position file could not be written.
+    PositionWrite,
+}
+
+impl AempError {
+    /// Every reason, in counter order.
+    pub const ALL: [AempError; 11] = [
+        Self::Transport,
+        Self::Auth,
+        Self::HttpStatus,
+        Self::Http5xx,
+        Self::Throttled,
+        Self::TooLarge,
+        Self::Malformed,
+        Self::EndlessPaging,
+        Self::CounterBackwards,
+        Self::FutureDatetime,
+        Self::PositionWrite,
+    ];
+
+    /// Counter label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Transport => "transport",
+            Self::Auth => "auth",
+            Self::HttpStatus => "http_status",
+            Self::Http5xx => "http_5xx",
+            Self::Throttled => "throttled",
+            Self::TooLarge => "too_large",
+            Self::Malformed => "malformed",
+            Self::EndlessPaging => "endless_paging",
+            Self::CounterBackwards => "counter_backwards",
+            Self::FutureDatetime => "future_datetime",
+            Self::PositionWrite => "position_write",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|e| *e == self).unwrap_or(0)
+    }
+}
+
+/// Counters of one source.
+#[derive(Debug, Default)]
+pub struct SourceMetrics {
+    /// The source's name.
+    pub name: String,
+    /// Polls completed.
+    pub polls: AtomicU64,
+    /// HTTP requests sent.
+    pub requests: AtomicU64,
+    /// Readings taken.
+    pub readings: AtomicU64,
+    /// Messages handed to the intake.
+    pub messages: AtomicU64,
+    /// Answers 429.
+    pub throttled: AtomicU64,
+    errors: [AtomicU64; AempError::ALL.len()],
+    /// Lag of the least advanced machine behind `snapshotTime`, ms.
+    pub lag_ms: AtomicU64,
+    /// Machines polled.
+    pub machines: AtomicU64,
+    /// Unmapped machines in the last snapshot.
+    pub unmapped: AtomicU64,
+    /// The last poll brought every machine up to the wall clock without an
+    /// error.
+    pub caught_up: AtomicBool,
+}
+
+impl SourceMetrics {
+    /// Counters for source `name`.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// Counts `n` of `reason`, and logs the first few and then one in a
+    /// hundred.
+    pub fn error(&self, reason: AempError, n: u64, detail: &str) {
+        if n == 0 {
+            return;
+        }
+        let count = self.errors[reason.index()].fetch_add(n, Relaxed) + n;
+        if count <= 10 || count / 100 != (count - n) / 100 {
+            tracing::warn!(
+                source = %self.name,
+                reason = reason.as_str(),
+                count,
+                "AEMP: {}",
+                crate::secrets::redact(detail)
+            );
+        }
+    }
+
+    /// Errors counted for `reason`.
+    pub fn errors(&self, reason: AempError) -> u64 {
+        self.errors[reason.index()].load(Relaxed)
+    }
+
+    /// The status document of this source.
+    pub fn status(&self) -> SourceStatus {
+        SourceStatus {
+            source: self.name.clone(),
+            polls: self.polls.load(Relaxed),
+            requests: self.requests.load(Relaxed),
+            readings: self.readings.load(Relaxed),
+            messages: self.messages.load(Relaxed),
+            throttled: self.throttled.load(Relaxed),
+            errors: AempError::ALL
+                .iter()
+                .map(|e| (e.as_str(), self.errors(*e)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            lag_seconds: self.lag_ms.load(Relaxed) as f64 / 1000.0,
+            machines: self.machines.load(Relaxed),
+            unmapped: self.unmapped.load(Relaxed),
+            caught_up: self.caught_up.load(Relaxed),
+        }
+    }
+}
+
+/// One source in `/api/status`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = AempSource)]
+pub struct SourceStatus {
+    /// Name.
+    pub source: String,
+    /// Polls completed.
+    pub polls: u64,
+    /// Requests sent.
+    pub requests: u64,
+    /// Readings taken.
+    pub readings: u64,
+    /// Messages handed to the intake.
+    pub messages: u64,
+    /// Answers 429.
+    pub throttled: u64,
+    /// Non-zero error counters by reason.
+    pub errors: std::collections::BTreeMap<&'static str, u64>,
+    /// Lag of the least advanced machine behind `snapshotTime`.
+    pub lag_seconds: f64,
+    /// Machines polled.
+    pub machines: u64,
+    /// Unmapped machines in the last snapshot.
+    pub unmapped: u64,
+    /// The last poll brought every machine up to date without an error.
+    pub caught_up: bool,
+}
+
+/// The sources of a service, for `/metrics` and `/api/status`.
+#[derive(Debug, Default)]
+pub struct AempRegistry(Mutex<Vec<Arc<SourceMetrics>>>);
+
+impl AempRegistry {
+    /// Registers (or finds) the counters of source `name`.
+    pub fn source(&self, name: &str) -> Arc<SourceMetrics> {
+        let mut sources = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = sources.iter().find(|s| s.name == name) {
+            return found.clone();
+        }
+        let metrics = Arc::new(SourceMetrics::new(name));
+        sources.push(metrics.clone());
+        metrics
+    }
+
+    /// Every registered source.
+    pub fn sources(&self) -> Vec<Arc<SourceMetrics>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Status of every source.
+    pub fn status(&self) -> Vec<SourceStatus> {
+        self.sources().iter().map(|s| s.status()).collect()
+    }
+
+    /// The Prometheus text of every source; empty without sources.
+    pub fn render(&self) -> String {
+        let sources = self.sources();
+        let mut out = String::new();
+        if sources.is_empty() {
+            return out;
+        }
+        let label = |s: &SourceMetrics| format!("{{source=\"{}\"}}", s.name);
+        type Read = fn(&SourceMetrics) -> String;
+        let families: [(&str, &str, &str, Read); 8] = [
+            (POLLS, "counter", "AEMP polls completed.", |s| {
+                s.polls.load(Relaxed).to_string()
+            }),
+            (REQUESTS, "counter", "AEMP HTTP requests sent.", |s| {
+                s.requests.load(Relaxed).to_string()
+            }),
+            (READINGS, "counter", "AEMP readings taken.", |s| {
+                s.readings.load(Relaxed).to_string()
+            }),
+            (
+                MESSAGES,
+                "counter",
+                "AEMP messages handed to the intake.",
+                |s| s.messages.load(Relaxed).to_string(),
+            ),
+            (
+                THROTTLED,
+                "counter",
+                "AEMP answers 429 Too Many Requests.",
+                |s| s.throttled.load(Relaxed).to_string(),
+            ),
+            (
+                LAG,
+                "gauge",
+                "Lag of the least advanced AEMP machine behind snapshotTime.",
+                |s| format!("{:.3}", s.lag_ms.load(Relaxed) as f64 / 1000.0),
+            ),
+            (MACHINES, "gauge", "AEMP machines polled.", |s| {
+                s.machines.load(Relaxed).to_string()
+            }),
+            (
+                UNMAPPED,
+                "gauge",
+                "AEMP machines not in the customers file.",
+                |s| s.unmapped.load(Relaxed).to_string(),
+            ),
+        ];
+        for (name, kind, help, read) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for s in &sources {
+                let _ = writeln!(out, "{name}{} {}", label(s), read(s));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP {ERRORS} AEMP failed requests and refused readings by reason.\n# TYPE {ERRORS} counter"
+        );
+        for s in &sources {
+            for e in AempError::ALL {
+                let _ = writeln!(
+                    out,
+                    "{ERRORS}{{source=\"{}\",reason=\"{}\"}} {}",
+                    s.name,
+                    e.as_str(),
+                    s.errors(e)
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_source_renders_under_its_label() {
+        let registry = AempRegistry::default();
+        assert_eq!(registry.render(), "");
+        let a = registry.source("oem-a");
+        registry.source("oem-b").throttled.fetch_add(3, Relaxed);
+        a.error(AempError::Malformed, 2, "bad");
+        assert!(Arc::ptr_eq(&a, &registry.source("oem-a")));
+        let text = registry.render();
+        assert!(text.contains("fleetpulse_aemp_throttled_total{source=\"oem-b\"} 3"));
+        assert!(
+            text.contains("fleetpulse_aemp_errors_total{source=\"oem-a\",reason=\"malformed\"} 2")
+        );
+        let status = registry.status();
+        assert_eq!(status[0].errors["malformed"], 2);
+    }
+}

@@ -1,0 +1,464 @@
+//! The poll loop of one AEMP source: every `poll_interval`, read the fleet
+//! snapshot (discovery, `snapshotTime`), then for each mapped machine the
+//! time series of its elements since its position, convert them
+//! ([`super::convert`]), hand the messages to the intake lanes as if they
+//! came from MQTT, wait until the WAL made them durable (the lanes' acks),
+//! and only then write the machine's new position. This loop only moves
+//! data; a failure is counted and the machine (or the poll) is left for
+//! the next round, never stopping the service or the other sources.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::client::{Client, FetchError};
+use super::config::{Addressing, AempConfig, Element};
+use super::convert::{self, Refusal, Target};
+use super::mapping::{AempEquipment, EquipmentMap};
+use super::metrics::{AempError, SourceMetrics};
+use super::parse::{self, EquipmentHeader, Reading};
+use super::position::{MachinePosition, Position, PositionFile};
+use crate::delivery::intake::wall_clock_ms;
+use crate::delivery::route::Router;
+use crate::source::mqtt::{AckToken, Message};
+
+/// Empty time ranges skipped in one poll of a machine (one after the
+/// other, e.g. weeks a machine stood still) before waiting for the next.
+const EMPTY_SPANS_PER_POLL: usize = 64;
+
+/// One source, ready to run.
+pub struct Poller {
+    config: Arc<AempConfig>,
+    map: EquipmentMap,
+    file: PositionFile,
+    position: Position,
+    client: Client,
+    metrics: Arc<SourceMetrics>,
+    max_future_ms: u64,
+}
+
+/// Where a poller's messages go and its acknowledgements come from.
+pub struct Intake {
+    /// The intake lanes.
+    pub router: Router,
+    /// Acks of this source's messages (once durable); `None` without a
+    /// WAL: a message counts as taken once handed over.
+    pub acks: Option<mpsc::UnboundedReceiver<AckToken>>,
+    /// This source's index in the ack tokens.
+    pub source: usize,
+}
+
+/// Why polling stopped short.
+enum Interrupted {
+    Stopped,
+    Failed(AempError, String),
+}
+
+impl From<FetchError> for Interrupted {
+    fn from(e: FetchError) -> Self {
+        match e {
+            FetchError::Stopped => Self::Stopped,
+            FetchError::Failed {
+                reason,
+                url,
+                message,
+            } => Self::Failed(reason, format!("{url}: {message}")),
+        }
+    }
+}
+
+impl Poller {
+    /// Sets up a source: its position file is read (a damaged one fails
+    /// the start), its secrets taken from the environment.
+    pub fn new(
+        config: AempConfig,
+        equipment: &[AempEquipment],
+        file: PositionFile,
+        metrics: Arc<SourceMetrics>,
+        max_future_ms: u64,
+    ) -> Result<Self, super::AempSetupError> {
+        let config = Arc::new(config);
+        let epoch = wall_clock_ms() / 1000;
+        let position = file.load_or_new(epoch)?;
+        let client = Client::new(config.clone(), metrics.clone())?;
+        let map = EquipmentMap::for_source(equipment, &config.name);
+        if map.is_empty() {
+            tracing::warn!(
+                source = %config.name,
+                "AEMP source has no [[aemp_equipment]] in the customers file: nothing will be polled"
+            );
+        }
+        Ok(Self {
+            config,
+            map,
+            file,
+            position,
+            client,
+            metrics,
+            max_future_ms,
+        })
+    }
+
+    /// Polls until `stop`.
+    pub async fn run(mut self, mut intake: Intake, stop: CancellationToken) {
+        tracing::info!(
+            source = %self.config.name,
+            url = %self.config.url,
+            machines = self.map.len(),
+            position = %self.file.path().display(),
+            "AEMP source polling"
+        );
+        let mut number = 0u64;
+        loop {
+            let started = tokio::time::Instant::now();
+            match self.poll(&mut intake, &mut number, &stop).await {
+                Err(Interrupted::Stopped) => break,
+                Err(Interrupted::Failed(reason, detail)) => {
+                    self.metrics.caught_up.store(false, Relaxed);
+                    self.metrics.error(reason, 1, &detail);
+                }
+                Ok(()) => {}
+            }
+            self.metrics.polls.fetch_add(1, Relaxed);
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep_until(started + self.config.poll_interval) => {}
+            }
+        }
+    }
+
+    /// One poll of the whole fleet.
+    async fn poll(
+        &mut self,
+        intake: &mut Intake,
+        number: &mut u64,
+        stop: &CancellationToken,
+    ) -> Result<(), Interrupted> {
+        let (snapshot_ms, equipment) = self.fleet(stop).await?;
+        let mut mapped: Vec<(EquipmentHeader, AempEquipment)> = Vec::new();
+        let mut unmapped = 0;
+        let mut seen = HashSet::new();
+        for header in equipment {
+            match self.map.find(&header) {
+                Some(entry) if seen.insert(entry.key()) => mapped.push((header, entry.clone())),
+                Some(_) => {}
+                None => unmapped += 1,
+            }
+        }
+        self.metrics.unmapped.store(unmapped, Relaxed);
+        self.metrics.machines.store(mapped.len() as u64, Relaxed);
+        // A snapshot that dates its machines' sections tells the ones that
+        // never reported: they are not polled until they do.
+        let dated = mapped.iter().any(|(h, _)| h.latest_ms.is_some());
+        let mut caught_up = true;
+        for (header, entry) in &mapped {
+            if dated && header.latest_ms.is_none() {
+                continue;
+            }
+            match self.machine(header, entry, intake, number, stop).await {
+                Ok(up_to_date) => caught_up &= up_to_date,
+                Err(Interrupted::Stopped) => return Err(Interrupted::Stopped),
+                Err(Interrupted::Failed(reason, detail)) => {
+                    caught_up = false;
+                    self.metrics.error(reason, 1, &detail);
+                }
+            }
+        }
+        let newest = mapped
+            .iter()
+            .filter_map(|(_, e)| self.position.machines.get(&e.key()))
+            .filter_map(|m| m.elements.values().map(|p| p.at).max())
+            .min();
+        let snapshot = snapshot_ms.unwrap_or_else(wall_clock_ms);
+        if let Some(newest) = newest {
+            self.metrics
+                .lag_ms
+                .store(snapshot.saturating_sub(newest), Relaxed);
+        }
+        self.metrics.caught_up.store(caught_up, Relaxed);
+        Ok(())
+    }
+
+    /// Every page of the fleet snapshot.
+    async fn fleet(
+        &mut self,
+        stop: &CancellationToken,
+    ) -> Result<(Option<u64>, Vec<EquipmentHeader>), Interrupted> {
+        let mut url = self.url(&["Fleet", "1"]);
+        let mut seen = HashSet::new();
+        let mut equipment = Vec::new();
+        let mut snapshot = None;
+        for _ in 0..self.config.max_pages {
+            seen.insert(url.to_string());
+            let body = self.client.get(&url, stop).await?;
+            let page = parse::fleet_page(&body)
+                .map_err(|e| Interrupted::Failed(AempError::Malformed, format!("{url}: {e}")))?;
+            snapshot = snapshot.or(page.snapshot_ms);
+            equipment.extend(page.equipment);
+            match self.next(&url, page.next, &seen)? {
+                Some(next) => url = next,
+                None => return Ok((snapshot, equipment)),
+            }
+        }
+        Err(endless(&url, self.config.max_pages))
+    }
+
+    /// Polls one machine from its position up to now, span by span while
+    /// spans are empty; true when it is up to date.
+    async fn machine(
+        &mut self,
+        header: &EquipmentHeader,
+        entry: &AempEquipment,
+        intake: &mut Intake,
+        number: &mut u64,
+        stop: &CancellationToken,
+    ) -> Result<bool, Interrupted> {
+        let key = entry.key();
+        let target = Target {
+            customer: entry.customer.clone(),
+            site: entry.site.clone(),
+            device: entry.device.clone(),
+        };
+        let span = self.config.max_span.as_millis() as u64;
+        let polled_to = self.position.machines.get(&key).map_or(0, |m| m.polled_to);
+        if header.latest_ms.is_some_and(|latest| latest <= polled_to) {
+            // The snapshot has nothing newer than what was taken.
+            return Ok(true);
+        }
+        for _ in 0..EMPTY_SPANS_PER_POLL {
+            let now = wall_clock_ms();
+            let mut machine = self
+                .position
+                .machines
+                .get(&key)
+                .cloned()
+                .unwrap_or_default();
+            let from = match machine.polled_to {
+                0 => now.saturating_sub(self.config.history.as_millis() as u64),
+                at => at,
+            };
+            let to = now.min(from.saturating_add(span));
+            let mut readings = Vec::new();
+            for element in self.config.elements.clone() {
+                let url = self.series_url(header, element, from, to);
+                readings.extend(self.series(element, url, stop).await?);
+            }
+            let fetched = readings.len();
+            machine.polled_to = to;
+            self.deliver(&key, &target, machine, readings, intake, number, stop)
+                .await?;
+            if to >= now {
+                return Ok(true);
+            }
+            if fetched > 0 {
+                return Ok(false);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Converts one machine's readings, hands them to the intake, waits
+    /// until they are durable, and stores the machine's new position.
+    #[allow(clippy::too_many_arguments)]
+    async fn deliver(
+        &mut self,
+        key: &str,
+        target: &Target,
+        mut machine: MachinePosition,
+        readings: Vec<(Element, Reading)>,
+        intake: &mut Intake,
+        number: &mut u64,
+        stop: &CancellationToken,
+    ) -> Result<(), Interrupted> {
+        let latest = wall_clock_ms().saturating_add(self.max_future_ms);
+        let converted =
+            convert::convert(target, self.position.epoch, &mut machine, readings, latest);
+        for (refusal, n) in &converted.refused {
+            let (reason, what) = match refusal {
+                Refusal::CounterBackwards => (
+                    AempError::CounterBackwards,
+                    "a running total went below its previous value",
+                ),
+                Refusal::FutureDatetime => (
+                    AempError::FutureDatetime,
+                    "a datetime lies beyond the clock plus limits.max_future",
+                ),
+            };
+            self.metrics.error(
+                reason,
+                *n,
+                &format!("machine {key} of customer `{}`: {what}", target.customer),
+            );
+        }
+        let topic =
+            fleetpulse_proto::telemetry_topic(&target.customer, &target.site, &target.device);
+        let mut waiting = 0usize;
+        for batch in converted.batches {
+            *number += 1;
+            let ack = intake
+                .acks
+                .is_some()
+                .then(|| AckToken::new(*number, intake.source));
+            let message = Message {
+                topic: topic.clone(),
+                payload: batch.encode_to_vec().into(),
+                ack,
+            };
+            tokio::select! {
+                _ = stop.cancelled() => return Err(Interrupted::Stopped),
+                sent = intake.router.send(message) => if sent.is_err() {
+                    return Err(Interrupted::Stopped);
+                }
+            }
+            self.metrics.messages.fetch_add(1, Relaxed);
+            waiting += usize::from(ack.is_some());
+        }
+        if let Some(acks) = &mut intake.acks {
+            while waiting > 0 {
+                tokio::select! {
+                    _ = stop.cancelled() => return Err(Interrupted::Stopped),
+                    ack = acks.recv() => match ack {
+                        Some(_) => waiting -= 1,
+                        None => return Err(Interrupted::Stopped),
+                    }
+                }
+            }
+        }
+        self.metrics.readings.fetch_add(converted.taken, Relaxed);
+        let before = self.position.machines.insert(key.to_owned(), machine);
+        if before.as_ref() != self.position.machines.get(key)
+            && let Err(e) = self.file.save(&self.position)
+        {
+            // Kept in memory: the next save writes it. Until then a crash
+            // re-polls, and the repeats are refused as duplicates.
+            self.metrics
+                .error(AempError::PositionWrite, 1, &e.to_string());
+        }
+        Ok(())
+    }
+
+    /// Every page of one element's time series.
+    async fn series(
+        &mut self,
+        element: Element,
+        mut url: reqwest::Url,
+        stop: &CancellationToken,
+    ) -> Result<Vec<(Element, Reading)>, Interrupted> {
+        let mut seen = HashSet::new();
+        let mut readings = Vec::new();
+        for _ in 0..self.config.max_pages {
+            seen.insert(url.to_string());
+            let body = self.client.get(&url, stop).await?;
+            let page = parse::series_page(element, &body)
+                .map_err(|e| Interrupted::Failed(AempError::Malformed, format!("{url}: {e}")))?;
+            self.metrics.error(
+                AempError::Malformed,
+                page.unreadable,
+                &format!("{url}: entries without a readable datetime or value"),
+            );
+            readings.extend(page.readings.into_iter().map(|r| (element, r)));
+            match self.next(&url, page.next, &seen)? {
+                Some(next) => url = next,
+                None => return Ok(readings),
+            }
+        }
+        Err(endless(&url, self.config.max_pages))
+    }
+
+    /// The next page's URL: `href` resolved against the current page; a
+    /// page seen before is endless paging.
+    fn next(
+        &self,
+        current: &reqwest::Url,
+        href: Option<String>,
+        seen: &HashSet<String>,
+    ) -> Result<Option<reqwest::Url>, Interrupted> {
+        let Some(href) = href else {
+            return Ok(None);
+        };
+        let next = current.join(&href).map_err(|e| {
+            Interrupted::Failed(
+                AempError::Malformed,
+                format!("{current}: next link `{href}`: {e}"),
+            )
+        })?;
+        if seen.contains(next.as_str()) {
+            return Err(Interrupted::Failed(
+                AempError::EndlessPaging,
+                format!("{current}: the next link goes back to {next}"),
+            ));
+        }
+        Ok(Some(next))
+    }
+
+    /// `{url}/{segments...}`, each segment percent-encoded.
+    fn url(&self, segments: &[&str]) -> reqwest::Url {
+        let mut url = self.config.url.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url
+    }
+
+    /// A time-series request of `element` for one machine.
+    fn series_url(
+        &self,
+        header: &EquipmentHeader,
+        element: Element,
+        from: u64,
+        to: u64,
+    ) -> reqwest::Url {
+        let by_pin = match self.config.addressing {
+            Addressing::Pin => true,
+            Addressing::Id => false,
+            Addressing::Auto => header.id.is_empty() || !url_safe(&header.id),
+        };
+        let (kind, id) = if by_pin && !header.pin.is_empty() {
+            ("PIN", header.pin.as_str())
+        } else {
+            ("ID", header.id.as_str())
+        };
+        let (from, to) = (parse::url_time(from), parse::url_time(to));
+        self.url(&[
+            "Fleet",
+            "Equipment",
+            kind,
+            id,
+            element.as_str(),
+            &from,
+            &to,
+            "1",
+        ])
+    }
+}
+
+/// An id that survives a URL path as it is (vendors do not decode
+/// `%23`).
+pub fn url_safe(id: &str) -> bool {
+    id.chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))
+}
+
+fn endless(url: &reqwest::Url, pages: u32) -> Interrupted {
+    Interrupted::Failed(
+        AempError::EndlessPaging,
+        format!("{url}: still a next page after {pages} pages (max_pages)"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_with_url_characters_are_not_url_safe() {
+        assert!(url_safe("CAT-0042_a.b"));
+        for id in ["CAT#0042", "a/b", "a b", "a?b", "a%b"] {
+            assert!(!url_safe(id), "{id}");
+        }
+    }
+}
