@@ -10,6 +10,9 @@ pub mod milestone;
 pub mod outcome;
 pub mod portfolio;
 pub mod risk;
+mod rules;
+mod time_to_value;
+mod usage_growth;
 
 pub use customer::{CustomerAccumulator, CustomerKpi};
 pub use device::{DeviceAccumulator, DeviceKpi};

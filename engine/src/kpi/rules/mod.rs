@@ -1,0 +1,70 @@
+//! The at-risk rules, one file each, named after the rule. Each reads the
+//! customer's journey on the day being closed and says whether its episode
+//! should open, resolve or stay as it is ([`Reading`]); the journey keeps the
+//! episodes, matched to rules by [`Rule`], not by position.
+
+mod champion_lost;
+mod devices_dark;
+mod fault_spike;
+mod health_red;
+mod onboarding_stalled;
+mod outcome_missed;
+mod renewal_at_risk;
+mod usage_drop;
+
+use super::health::Band;
+use super::journey::Journey;
+use super::risk::{Reading, RiskThresholds, Rule};
+use crate::model::{EventTime, Id};
+
+/// What a rule sees when one of the customer's days closes.
+pub(crate) struct Today<'a> {
+    /// The journey up to and including the day.
+    pub journey: &'a Journey,
+    /// End of the day.
+    pub end: EventTime,
+    /// First telemetry of the customer.
+    pub activation: EventTime,
+    /// The day's health score and band.
+    pub score: f64,
+    pub band: Band,
+    /// Days until renewal (negative once passed).
+    pub days_to_renewal: f64,
+    /// Past the settling days after activation: baselines exist.
+    pub settled: bool,
+}
+
+impl Today<'_> {
+    /// The customer's thresholds.
+    pub fn thresholds(&self) -> &RiskThresholds {
+        &self.journey.spec().thresholds
+    }
+}
+
+/// A rule's verdict with hysteresis: breached once it `fires`, clear once
+/// it `resolves`, unchanged (`None`) in between.
+pub(crate) fn verdict(fires: bool, resolves: bool) -> Option<bool> {
+    if fires {
+        Some(true)
+    } else if resolves {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// `rule`'s reading today, with the operator it is about (champion_lost
+/// only); `None` when the rule does not apply yet.
+pub(crate) fn reading(rule: Rule, today: &Today<'_>) -> Option<(Reading, Option<Id>)> {
+    let plain = |r: Reading| (r, None);
+    match rule {
+        Rule::UsageDrop => usage_drop::reading(today).map(plain),
+        Rule::DevicesDark => devices_dark::reading(today).map(plain),
+        Rule::ChampionLost => champion_lost::reading(today).map(|(r, id)| (r, Some(id))),
+        Rule::OutcomeMissed => outcome_missed::reading(today).map(plain),
+        Rule::OnboardingStalled => Some(plain(onboarding_stalled::reading(today))),
+        Rule::FaultSpike => fault_spike::reading(today).map(plain),
+        Rule::HealthRed => health_red::reading(today).map(plain),
+        Rule::RenewalAtRisk => Some(plain(renewal_at_risk::reading(today))),
+    }
+}
