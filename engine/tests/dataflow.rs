@@ -248,45 +248,42 @@ fn daily_windows_follow_the_customers_local_day() {
     assert_eq!(hours[0].window_start, T0 + 23 * HOUR_MS);
 }
 
-/// A machine that runs around the clock, reporting every 30 minutes, for a
-/// customer in Europe/Berlin and, with the same device id, for a customer on
-/// UTC, across both of Berlin's 2026 daylight-saving changes. Each local day
-/// must be a window of its own length (23 h on 29 March, 25 h on 25
-/// October) holding exactly the hours run in it; the UTC customer's days
-/// stay 24 h. The expected bounds are written out from the time-zone rules
-/// (CET = UTC+1, CEST = UTC+2), not computed by the engine's own code.
-#[test]
-fn daylight_saving_days_are_23_and_25_hours_and_stay_with_their_customer() {
-    const H: u64 = HOUR_MS;
-    let utc = |y: i16, m: i8, d: i8, h: i8| {
-        jiff::civil::date(y, m, d)
-            .at(h, 0, 0, 0)
-            .to_zoned(jiff::tz::TimeZone::UTC)
-            .unwrap()
-            .timestamp()
-            .as_millisecond() as u64
-    };
-    let mut config = config();
-    let mut berlin = CustomerSpec::new(
-        "berlin",
-        Segment::LowTouch,
-        config.customers["acme"].contract.clone(),
-    );
-    berlin.timezone = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
-    config.customers.insert("berlin".into(), berlin);
+/// Ms since the epoch of `y-m-d h:00` UTC.
+fn utc(y: i16, m: i8, d: i8, h: i8) -> u64 {
+    jiff::civil::date(y, m, d)
+        .at(h, 0, 0, 0)
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .unwrap()
+        .timestamp()
+        .as_millisecond() as u64
+}
 
-    // Readings every 30 min, the hour meter +0.5 h each, in batches of 3
-    // (a batch spans less than the lateness).
-    let spans = [
-        (utc(2026, 3, 27, 22), utc(2026, 3, 31, 0)),
-        (utc(2026, 10, 24, 20), utc(2026, 10, 26, 2)),
-    ];
+/// `config()` with one more customer per `(id, time zone)`, each with acme's
+/// contract.
+fn with_zones(zones: &[(&str, &str)]) -> EngineConfig {
+    let mut config = config();
+    for (id, zone) in zones {
+        let mut spec = CustomerSpec::new(
+            id,
+            Segment::LowTouch,
+            config.customers["acme"].contract.clone(),
+        );
+        spec.timezone = jiff::tz::TimeZone::get(zone).unwrap();
+        config.customers.insert((*id).into(), spec);
+    }
+    config
+}
+
+/// One machine per customer (the same device id everywhere) running around
+/// the clock over `spans`: a reading every 30 min, the hour meter +0.5 h
+/// each, in batches of 3 (a batch spans less than the lateness).
+fn around_the_clock(customers: &[&str], spans: &[(u64, u64)]) -> Vec<DeviceBatch> {
     let mut batches = Vec::new();
-    for customer in ["berlin", "acme"] {
+    for customer in customers {
         let mut meter = 1000.0;
         let mut sequence = 0;
         let mut samples = Vec::new();
-        for (from, to) in spans {
+        for &(from, to) in spans {
             let mut at = from;
             while at < to {
                 samples.push(sample(at, meter, 1, "ann"));
@@ -305,30 +302,39 @@ fn daylight_saving_days_are_23_and_25_hours_and_stay_with_their_customer() {
         }
     }
     batches.sort_by_key(|b| (b.first_at(), b.customer.clone()));
+    batches
+}
 
-    // (customer, local day start, local day end, hours run in it)
-    let expected = [
-        ("acme", utc(2026, 3, 28, 0), utc(2026, 3, 29, 0), 24.0),
-        ("acme", utc(2026, 3, 29, 0), utc(2026, 3, 30, 0), 24.0),
-        ("acme", utc(2026, 10, 25, 0), utc(2026, 10, 26, 0), 24.0),
-        ("berlin", utc(2026, 3, 27, 23), utc(2026, 3, 28, 23), 24.0),
-        ("berlin", utc(2026, 3, 28, 23), utc(2026, 3, 29, 22), 23.0),
-        ("berlin", utc(2026, 3, 29, 22), utc(2026, 3, 30, 22), 24.0),
-        ("berlin", utc(2026, 10, 24, 22), utc(2026, 10, 25, 23), 25.0),
-    ];
+/// Runs `batches` at 1 and 2 workers and checks each expected local day
+/// `(customer, start, end)`: a customer and a device window of exactly those
+/// bounds, holding every hour of it, with utilisation over its own length.
+/// Returns the daily customer windows of each run.
+fn check_local_days(
+    config: &EngineConfig,
+    batches: &[DeviceBatch],
+    expected: &[(&str, u64, u64)],
+) -> Vec<Vec<CustomerKpi>> {
+    let mut runs = Vec::new();
     for workers in [1, 2] {
-        let outcome = run_batches(config.clone(), workers, 2 * H, batches.clone()).unwrap();
+        let outcome = run_batches(config.clone(), workers, 2 * HOUR_MS, batches.to_vec()).unwrap();
         assert!(outcome.late.is_empty(), "workers={workers}");
         let days = customers(&outcome, "1d");
         let device_days = device_rows(&outcome.outputs, "1d");
-        for (customer, start, end, hours) in expected {
+        for &(customer, start, end) in expected {
             let ctx = format!("workers={workers} {customer} day from {start}");
+            let hours = (end - start) as f64 / HOUR_MS as f64;
             let day = days
                 .iter()
                 .find(|d| &*d.customer == customer && d.window_start == start)
                 .unwrap_or_else(|| panic!("{ctx}: no such window in {days:#?}"));
             assert_eq!(day.window_end, end, "{ctx}");
             assert!((day.operating_hours - hours).abs() < 1e-9, "{ctx}: {day:?}");
+            let purchased = f64::from(day.devices_purchased);
+            let utilisation = hours / (purchased * hours);
+            assert!(
+                (day.utilisation - utilisation).abs() < 1e-9,
+                "{ctx}: {day:?}"
+            );
             let device = device_days
                 .iter()
                 .find(|d| &*d.customer == customer && d.window_start == start)
@@ -338,12 +344,85 @@ fn daylight_saving_days_are_23_and_25_hours_and_stay_with_their_customer() {
                 (device.operating_hours - hours).abs() < 1e-9,
                 "{ctx}: {device:?}"
             );
+            assert!((device.utilisation - 1.0).abs() < 1e-9, "{ctx}: {device:?}");
         }
+        runs.push(days);
+    }
+    runs
+}
+
+/// A machine that runs around the clock for a customer in Europe/Berlin and,
+/// with the same device id, for a customer on UTC, across both of Berlin's
+/// 2026 daylight-saving changes. Each local day must be a window of its own
+/// length (23 h on 29 March, 25 h on 25 October) holding exactly the hours
+/// run in it; the UTC customer's days stay 24 h. The expected bounds are
+/// written out from the time-zone rules (CET = UTC+1, CEST = UTC+2), not
+/// computed by the engine's own code.
+#[test]
+fn daylight_saving_days_are_23_and_25_hours_and_stay_with_their_customer() {
+    let config = with_zones(&[("berlin", "Europe/Berlin")]);
+    let spans = [
+        (utc(2026, 3, 27, 22), utc(2026, 3, 31, 0)),
+        (utc(2026, 10, 24, 20), utc(2026, 10, 26, 2)),
+    ];
+    let batches = around_the_clock(&["berlin", "acme"], &spans);
+    let expected = [
+        ("acme", utc(2026, 3, 28, 0), utc(2026, 3, 29, 0)),
+        ("acme", utc(2026, 3, 29, 0), utc(2026, 3, 30, 0)),
+        ("acme", utc(2026, 10, 25, 0), utc(2026, 10, 26, 0)),
+        ("berlin", utc(2026, 3, 27, 23), utc(2026, 3, 28, 23)),
+        ("berlin", utc(2026, 3, 28, 23), utc(2026, 3, 29, 22)),
+        ("berlin", utc(2026, 3, 29, 22), utc(2026, 3, 30, 22)),
+        ("berlin", utc(2026, 10, 24, 22), utc(2026, 10, 25, 23)),
+    ];
+    for days in check_local_days(&config, &batches, &expected) {
         // No window of one customer took the other's bounds.
         for d in &days {
             let local = &*d.customer == "berlin";
-            let on_utc_midnight = d.window_start % (24 * H) == 0;
+            let on_utc_midnight = d.window_start % (24 * HOUR_MS) == 0;
             assert_eq!(on_utc_midnight, !local, "{d:?}");
         }
+    }
+}
+
+/// The same around the clock for Europe/London, America/New_York and UTC
+/// customers, one device id for all. On 25 October London's 25-hour day ends
+/// at the same instant as the UTC customer's 24-hour day (both at
+/// 2026-10-26T00:00Z) but starts an hour earlier; on 29 March London's
+/// 23-hour day starts with the UTC one and ends an hour earlier. Each
+/// customer keeps its own bounds and its own utilisation. Bounds from the
+/// zone rules: GMT = UTC, BST = UTC+1; EST = UTC-5, EDT = UTC-4; in 2026 the
+/// US changes on 8 March and 1 November.
+#[test]
+fn london_and_new_york_daylight_saving_days_keep_their_own_bounds_beside_utc() {
+    let config = with_zones(&[("london", "Europe/London"), ("newyork", "America/New_York")]);
+    let spans = [
+        (utc(2026, 3, 7, 20), utc(2026, 3, 10, 8)),
+        (utc(2026, 3, 27, 20), utc(2026, 3, 31, 2)),
+        (utc(2026, 10, 24, 20), utc(2026, 10, 26, 8)),
+        (utc(2026, 10, 30, 20), utc(2026, 11, 2, 10)),
+    ];
+    let batches = around_the_clock(&["london", "newyork", "acme"], &spans);
+    let expected = [
+        ("acme", utc(2026, 3, 29, 0), utc(2026, 3, 30, 0)),
+        ("acme", utc(2026, 10, 25, 0), utc(2026, 10, 26, 0)),
+        ("london", utc(2026, 3, 28, 0), utc(2026, 3, 29, 0)),
+        ("london", utc(2026, 3, 29, 0), utc(2026, 3, 29, 23)),
+        ("london", utc(2026, 3, 29, 23), utc(2026, 3, 30, 23)),
+        ("london", utc(2026, 10, 24, 23), utc(2026, 10, 26, 0)),
+        ("newyork", utc(2026, 3, 8, 5), utc(2026, 3, 9, 4)),
+        ("newyork", utc(2026, 3, 9, 4), utc(2026, 3, 10, 4)),
+        ("newyork", utc(2026, 10, 31, 4), utc(2026, 11, 1, 4)),
+        ("newyork", utc(2026, 11, 1, 4), utc(2026, 11, 2, 5)),
+    ];
+    for days in check_local_days(&config, &batches, &expected) {
+        // The two days ending at 2026-10-26T00:00Z are two windows.
+        let ending = |customer: &str| {
+            days.iter()
+                .find(|d| &*d.customer == customer && d.window_end == utc(2026, 10, 26, 0))
+                .map(|d| d.window_start)
+        };
+        assert_eq!(ending("acme"), Some(utc(2026, 10, 25, 0)));
+        assert_eq!(ending("london"), Some(utc(2026, 10, 24, 23)));
     }
 }

@@ -38,8 +38,11 @@ pub trait TumblingWindowExt<'scope> {
         P: ParallelizationContract<EventTime, Vec<Usage>>;
 }
 
-/// One open window: the capability to emit it, its start, its accumulators.
-type Window<K, A> = (Capability<EventTime>, EventTime, foldhash::HashMap<K, A>);
+/// The open windows ending at one time: the capability to emit them, and
+/// per key its window's start and accumulator. The start is the key's own:
+/// two customers' days may end at the same instant and start at different
+/// ones (a UTC day and London's 25-hour day on 25 October).
+type Window<K, A> = (Capability<EventTime>, foldhash::HashMap<K, (EventTime, A)>);
 
 /// Open windows of one length, by end time.
 type OpenWindows<K, A> = BTreeMap<EventTime, Window<K, A>>;
@@ -67,9 +70,9 @@ impl<'scope> TumblingWindowExt<'scope> for StreamVec<'scope, EventTime, Usage> {
                     accumulate(&mut open, &config, key, data, |end| cap.delayed(&end, 0));
                 });
                 for (spec, windows) in config.windows.iter().zip(open.iter_mut()) {
-                    while let Some((end, (cap, start, by_key))) = closed(windows, frontier) {
+                    while let Some((end, (cap, by_key))) = closed(windows, frontier) {
                         let mut session = output.session(&cap);
-                        for (_, acc) in by_key {
+                        for (_, (start, acc)) in by_key {
                             session.give(wrap(acc.finish(spec, start, end, &config)));
                         }
                     }
@@ -95,10 +98,14 @@ fn accumulate<K, A>(
         let k = key(usage);
         for (spec, windows) in config.windows.iter().zip(open.iter_mut()) {
             let (start, end) = config.window_bounds(spec, &usage.customer, usage.at);
-            let (_, _, by_key) = windows
+            let (_, by_key) = windows
                 .entry(end)
-                .or_insert_with(|| (hold(end), start, foldhash::HashMap::default()));
-            by_key.entry(k.clone()).or_default().add(usage);
+                .or_insert_with(|| (hold(end), foldhash::HashMap::default()));
+            by_key
+                .entry(k.clone())
+                .or_insert_with(|| (start, A::default()))
+                .1
+                .add(usage);
         }
     }
 }
@@ -178,14 +185,14 @@ impl<'scope> CombinedWindowExt<'scope> for StreamVec<'scope, EventTime, Usage> {
                                 config.window_bounds(spec, &usage.customer, usage.at);
                             // Sent at end - 1: the merge may close it as soon
                             // as the frontier reaches the end, as one step does.
-                            let (_, _, by_key) = windows.entry(end).or_insert_with(|| {
-                                (
-                                    cap.delayed(&(end - 1), 0),
-                                    start,
-                                    foldhash::HashMap::default(),
-                                )
+                            let (_, by_key) = windows.entry(end).or_insert_with(|| {
+                                (cap.delayed(&(end - 1), 0), foldhash::HashMap::default())
                             });
-                            by_key.entry(k.clone()).or_default().add(usage);
+                            by_key
+                                .entry(k.clone())
+                                .or_insert_with(|| (start, A::default()))
+                                .1
+                                .add(usage);
                         }
                     }
                 });
@@ -194,9 +201,9 @@ impl<'scope> CombinedWindowExt<'scope> for StreamVec<'scope, EventTime, Usage> {
                         if frontier.less_than(entry.key()) {
                             break;
                         }
-                        let (cap, start, by_key) = entry.remove();
+                        let (cap, by_key) = entry.remove();
                         let mut session = output.session(&cap);
-                        for (k, acc) in by_key {
+                        for (k, (start, acc)) in by_key {
                             session.give((k, index, start, acc));
                         }
                     }
