@@ -323,7 +323,7 @@ fn as_of(view: &View) -> Option<EventTime> {
 /// Revenue at stake first, then red before yellow before green, then the
 /// lowest score. Each with its latest health, a 30-day sparkline and its open
 /// alerts.
-#[utoipa::path(get, path = "/api/customers", operation_id = "listCustomers", params(CustomersQuery),
+#[utoipa::path(get, path = "/api/customers", operation_id = "listCustomers", tag = "api", params(CustomersQuery),
     responses((status = 200, description = "the ranked list", body = CustomerList), BadQuery))]
 pub async fn customers(
     State(hub): State<Arc<Hub>>,
@@ -509,7 +509,7 @@ struct CustomerDetail<'a> {
 /// KPIs over time, health history, outcomes against their targets,
 /// milestones with dates, time to value, devices with last-seen and faults,
 /// alert episodes.
-#[utoipa::path(get, path = "/api/customers/{id}", operation_id = "getCustomer",
+#[utoipa::path(get, path = "/api/customers/{id}", operation_id = "getCustomer", tag = "api",
     params(("id" = String, Path, description = "customer id"), CustomerQuery),
     responses((status = 200, description = "the customer", body = CustomerDetail), BadQuery,
         (status = 404, description = "no such customer", body = ErrorBody)))]
@@ -596,7 +596,7 @@ struct AlertList<'a> {
 }
 
 /// Alert episodes, newest first
-#[utoipa::path(get, path = "/api/alerts", operation_id = "listAlerts", params(AlertsQuery),
+#[utoipa::path(get, path = "/api/alerts", operation_id = "listAlerts", tag = "api", params(AlertsQuery),
     responses((status = 200, description = "the episodes", body = AlertList), BadQuery))]
 pub async fn alerts(
     State(hub): State<Arc<Hub>>,
@@ -661,7 +661,7 @@ struct RuleCount {
 }
 
 /// Figures over all customers
-#[utoipa::path(get, path = "/api/portfolio", operation_id = "getPortfolio", params(PortfolioQuery),
+#[utoipa::path(get, path = "/api/portfolio", operation_id = "getPortfolio", tag = "api", params(PortfolioQuery),
     responses((status = 200, description = "latest and past days", body = PortfolioDoc), BadQuery))]
 pub async fn portfolio(
     State(hub): State<Arc<Hub>>,
@@ -722,7 +722,7 @@ struct StatusDoc {
 /// Progress counters; `version` changes whenever the data does
 ///
 /// The dashboard polls it and fetches again when `version` changes.
-#[utoipa::path(get, path = "/api/status", operation_id = "getStatus",
+#[utoipa::path(get, path = "/api/status", operation_id = "getStatus", tag = "api",
     responses((status = 200, description = "counters", body = StatusDoc), BadQuery))]
 pub async fn status(
     State(hub): State<Arc<Hub>>,

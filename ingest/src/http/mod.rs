@@ -437,14 +437,14 @@ fn typed(content_type: &'static str, body: impl IntoResponse) -> Response {
 }
 
 /// This document
-#[utoipa::path(get, path = "/api/openapi.json", operation_id = "getOpenApi",
+#[utoipa::path(get, path = "/api/openapi.json", operation_id = "getOpenApi", tag = "service",
     responses((status = 200, description = "OpenAPI document", content_type = "application/json", body = Object)))]
 pub(crate) async fn openapi() -> Response {
     typed("application/json", api::openapi_json())
 }
 
 /// Prometheus text format (0.0.4)
-#[utoipa::path(get, path = "/metrics", operation_id = "getMetrics",
+#[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", tag = "service",
     responses((status = 200, description = "metrics", content_type = "text/plain", body = String)))]
 pub(crate) async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
     let text = prometheus::render(&hub.snapshot());
@@ -452,14 +452,14 @@ pub(crate) async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
 }
 
 /// Liveness: the process serves HTTP
-#[utoipa::path(get, path = "/healthz", operation_id = "getHealthz",
+#[utoipa::path(get, path = "/healthz", operation_id = "getHealthz", tag = "service",
     responses((status = 200, description = "ok", content_type = "text/plain", body = String)))]
 pub(crate) async fn healthz() -> Response {
     (StatusCode::OK, "ok\n").into_response()
 }
 
 /// Readiness: the service is running, subscribed to the broker, and its WAL takes records
-#[utoipa::path(get, path = "/readyz", operation_id = "getReadyz", responses(
+#[utoipa::path(get, path = "/readyz", operation_id = "getReadyz", tag = "service", responses(
     (status = 200, description = "ready", content_type = "text/plain", body = String),
     (status = 503, description = "not ready, and why", content_type = "text/plain", body = String)))]
 pub(crate) async fn readyz(State(hub): State<Arc<Hub>>) -> Response {

@@ -163,10 +163,10 @@ record_kind! {
         columns: {
             customer: Id [Key Tag] "id", "customer id";
             rule: Rule [Key Tag] "enum", "the at-risk rule (see Conventions)";
-            episode: u32 [Key] "1-based", "episode number of this rule for this customer";
+            episode: u32 [] "1-based", "episode number of this rule for this customer (a count: the row is identified by the opening time)";
             customer_name: Id [] "text", "customer display name";
             status: AlertStatus [] "enum", "`open` or `resolved`";
-            opened_at: u64 [Time] "ms since epoch", "when the episode opened (end of the day it fired)";
+            opened_at: u64 [Key Time] "ms since epoch", "when the episode opened (end of the day it fired)";
             resolved_at: Option<u64> [] "ms since epoch", "when it resolved (end of that day); absent while open";
             evidence: String [] "text", "the numbers that fired (or resolved) it, in words";
             metric: f64 [] "rule's unit", "the measured value behind the rule";

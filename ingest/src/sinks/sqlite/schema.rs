@@ -24,8 +24,9 @@ use crate::sinks::SinkError;
 /// The schema version this build writes and reads, kept in the one-row table
 /// `schema_version`. Version 1: `customer_kpi`, `device_kpi`. Version 2 adds
 /// the customer-success tables `outcome`, `milestone`, `health`, `alert` and
-/// `portfolio`. A build refuses a file of a higher version.
-pub const SCHEMA_VERSION: i64 = 2;
+/// `portfolio`. Version 3 keys `alert` by (customer, rule, opened_at)
+/// instead of the episode count. A build refuses a file of a higher version.
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// How long a statement waits for another connection's lock before failing
 /// with `SQLITE_BUSY` (which the sink then retries).
@@ -263,6 +264,13 @@ fn ensure_schema(conn: &Connection, path: &str) -> Result<(), SinkError> {
             ))
             .map_err(schema_err)?;
         }
+        let mut rekey = Rekey {
+            conn,
+            path,
+            result: Ok(()),
+        };
+        records::each_kind(&mut rekey);
+        rekey.result.map_err(schema_err)?;
         if found.is_none() {
             conn.execute(
                 "INSERT INTO schema_version (version) VALUES (?1)",
@@ -284,7 +292,66 @@ fn ensure_schema(conn: &Connection, path: &str) -> Result<(), SinkError> {
     }
 }
 
-/// Whether every table of the definitions exists with every column.
+/// The primary key columns of `table` in `conn`, in key order.
+fn primary_key(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    conn.prepare_cached("SELECT name FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk")?
+        .query_map([table], |r| r.get(0))?
+        .collect()
+}
+
+/// The key columns of `R`'s definition.
+fn key_of<R: RecordKind>() -> Vec<String> {
+    R::COLUMNS
+        .iter()
+        .filter(|c| c.is(Role::Key))
+        .map(|c| c.name.to_owned())
+        .collect()
+}
+
+/// Rebuilds each table whose primary key is not its definition's (an older
+/// file), keeping its rows: renamed, created anew, copied in old key order
+/// (where two old rows share the new key, the later one stays), dropped.
+struct Rekey<'c> {
+    conn: &'c Connection,
+    path: &'c str,
+    result: rusqlite::Result<()>,
+}
+
+impl KindVisitor for Rekey<'_> {
+    fn kind<R: RecordKind>(&mut self) {
+        if self.result.is_err() {
+            return;
+        }
+        self.result = (|| {
+            let old = primary_key(self.conn, R::NAME)?;
+            if old.is_empty() || old == key_of::<R>() {
+                return Ok(());
+            }
+            tracing::info!(
+                path = self.path,
+                table = R::NAME,
+                from = ?old,
+                to = ?key_of::<R>(),
+                "re-keying a table of the KPI store"
+            );
+            let table = quoted(R::NAME);
+            let moved = quoted(&format!("{}_rekey", R::NAME));
+            let old_order: Vec<String> = old.iter().map(|c| quoted(c)).collect();
+            self.conn.execute_batch(&format!(
+                "ALTER TABLE {table} RENAME TO {moved};\n{}\
+                 INSERT OR REPLACE INTO {table} ({columns}) \
+                 SELECT {columns} FROM {moved} ORDER BY {order};\n\
+                 DROP TABLE {moved};",
+                create_table::<R>(),
+                columns = column_list::<R>(),
+                order = old_order.join(", "),
+            ))
+        })();
+    }
+}
+
+/// Whether every table of the definitions exists with every column and its
+/// definition's primary key.
 fn tables_complete(conn: &Connection) -> rusqlite::Result<bool> {
     let mut stmt = conn
         .prepare_cached("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1")?;
@@ -293,7 +360,17 @@ fn tables_complete(conn: &Connection) -> rusqlite::Result<bool> {
             return Ok(false);
         }
     }
-    Ok(missing_columns(conn)?.is_empty())
+    struct Keys<'c>(&'c Connection, rusqlite::Result<bool>);
+    impl KindVisitor for Keys<'_> {
+        fn kind<R: RecordKind>(&mut self) {
+            if let Ok(true) = self.1 {
+                self.1 = primary_key(self.0, R::NAME).map(|k| k == key_of::<R>());
+            }
+        }
+    }
+    let mut keys = Keys(conn, Ok(true));
+    records::each_kind(&mut keys);
+    Ok(keys.1? && missing_columns(conn)?.is_empty())
 }
 
 #[cfg(test)]
