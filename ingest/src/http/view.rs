@@ -171,8 +171,9 @@ impl CustomerView {
 pub struct View {
     day_window: Id,
     customers: BTreeMap<Id, CustomerView>,
-    /// Alert episodes in their current state, by (customer, rule, episode).
-    alerts: BTreeMap<(Id, Rule, u32), AlertRecord>,
+    /// Alert episodes in their current state, by (customer, rule, opening
+    /// time): as in the store, not by the episode count.
+    alerts: BTreeMap<(Id, Rule, EventTime), AlertRecord>,
     portfolio: Series<PortfolioRecord>,
     records: u64,
     version: u64,
@@ -291,7 +292,7 @@ impl View {
             }
             Output::Alert(alert) => {
                 self.customer(&alert.customer);
-                let key = (alert.customer.clone(), alert.rule, alert.episode);
+                let key = (alert.customer.clone(), alert.rule, alert.opened_at);
                 // As in the store: an episode that resolved stays resolved.
                 let keep_held = matches!(
                     self.alerts.get(&key),
@@ -321,7 +322,7 @@ impl View {
         if resolved <= MAX_RESOLVED_ALERTS {
             return;
         }
-        let mut oldest: Vec<(EventTime, (Id, Rule, u32))> = self
+        let mut oldest: Vec<(EventTime, (Id, Rule, EventTime))> = self
             .alerts
             .iter()
             .filter(|(_, a)| a.status == AlertStatus::Resolved)
@@ -343,7 +344,8 @@ impl View {
         self.customers.get(id)
     }
 
-    /// Alert episodes in their current state, by customer, rule, episode.
+    /// Alert episodes in their current state, by customer, rule, opening
+    /// time.
     pub fn alerts(&self) -> impl Iterator<Item = &AlertRecord> {
         self.alerts.values()
     }
@@ -352,7 +354,7 @@ impl View {
     pub fn open_alerts_of(&self, customer: &str) -> Vec<&AlertRecord> {
         // The map is ordered by customer first: read only this one's range.
         let first_rule = Rule::ALL.iter().min().copied().unwrap_or(Rule::UsageDrop);
-        let from: (Id, Rule, u32) = (customer.into(), first_rule, 0);
+        let from: (Id, Rule, EventTime) = (customer.into(), first_rule, 0);
         let mut open: Vec<&AlertRecord> = self
             .alerts
             .range(from..)
@@ -499,6 +501,27 @@ mod tests {
             c.latest_health().unwrap().window_start,
             (HISTORY_DAYS as u64 + 29) * 86_400_000
         );
+    }
+
+    /// As in the store, an episode is its opening time: an "episode 1"
+    /// opened later (a count that started again) is another episode.
+    #[test]
+    fn episodes_are_told_apart_by_their_opening_time() {
+        let mut view = View::default();
+        let first = alert("a", 1, AlertStatus::Resolved);
+        let recounted = AlertRecord {
+            opened_at: 9000,
+            ..alert("a", 1, AlertStatus::Open)
+        };
+        view.apply(&[
+            Output::Alert(first.clone()),
+            Output::Alert(recounted.clone()),
+        ]);
+        assert_eq!(
+            view.alerts().cloned().collect::<Vec<_>>(),
+            [first, recounted.clone()]
+        );
+        assert_eq!(view.open_alerts_of("a"), [&recounted]);
     }
 
     #[test]
