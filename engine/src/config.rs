@@ -92,6 +92,8 @@ pub struct EngineConfig {
     /// customer missing here gets usage KPIs only (devices purchased = devices
     /// reporting, UTC days) and no customer-success records.
     pub customers: HashMap<String, CustomerSpec>,
+    /// Journey states restored at start and noted as days close.
+    pub journeys: std::sync::Arc<crate::journeys::JourneyBoard>,
 }
 
 impl Default for EngineConfig {
@@ -104,6 +106,7 @@ impl Default for EngineConfig {
             tick_ms: 60_000,
             features: FeatureCatalog::default(),
             customers: HashMap::new(),
+            journeys: Default::default(),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! - [`dataflow`]: wires them;
 //! - [`workers`]: runs the dataflow on W worker threads behind channels;
 //! - [`watermark`]: when event time has provably advanced;
+//! - [`journeys`]: journey states a restart restores and the service persists;
 //! - [`run`]: the whole engine over an in-memory list of batches, for tests
 //!   and benchmarks.
 #![deny(missing_docs)]
@@ -14,6 +15,7 @@
 pub mod config;
 pub mod customer;
 pub mod dataflow;
+pub mod journeys;
 pub mod kpi;
 pub mod model;
 pub mod operators;
@@ -25,6 +27,8 @@ pub mod workers;
 
 pub use config::{EngineConfig, FeatureCatalog, WindowSpec};
 pub use customer::{Contract, CustomerSpec, Segment};
+pub use journeys::JourneyBoard;
+pub use kpi::journey::JourneyState;
 pub use kpi::{
     AlertRecord, CustomerKpi, DeviceKpi, HealthRecord, MilestoneRecord, OutcomeRecord, Output,
     PortfolioRecord,

@@ -684,6 +684,7 @@ impl ServiceConfig {
                 advanced: self.engine.advanced_features.clone(),
             },
             customers: Default::default(),
+            journeys: Default::default(),
         };
         config
             .validate()

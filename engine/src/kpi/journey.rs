@@ -5,6 +5,8 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use serde::{Deserialize, Serialize};
+
 use super::health::{self, Band, HealthComponents, HealthRecord, Stage};
 use super::milestone::{MilestoneKind, MilestoneRecord, MilestoneStatus};
 use super::outcome::{OutcomeSpec, OutcomeTracker};
@@ -19,7 +21,7 @@ use crate::model::{EventTime, Id};
 const HISTORY_DAYS: usize = 42;
 
 /// One closed day, as the rules need it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Day {
     pub operating_hours: f64,
     pub fault_count: u64,
@@ -32,7 +34,7 @@ pub(crate) struct Day {
 }
 
 /// What the journey remembers of a device.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct Seen {
     last_seen: EventTime,
 }
@@ -54,6 +56,33 @@ pub struct Journey {
     /// The champion whose absence opened the current champion_lost episode:
     /// followed until they reappear, whoever leads the baseline meanwhile.
     lost_champion: Option<Id>,
+    /// The health records of the last days closed, newest last: a restart
+    /// that replays a day already closed hands its health on again (the
+    /// portfolio of that day may still be open) instead of judging it twice.
+    recent_health: VecDeque<HealthRecord>,
+}
+
+/// Health records a journey keeps for replayed days.
+const RECENT_HEALTH: usize = 3;
+
+/// Everything a journey has learnt, without its customer's spec: what a
+/// restart restores instead of rebuilding it from the few days the WAL still
+/// holds. Outcomes and milestones are keyed by name, so a customers file
+/// that gained or lost one still restores the others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JourneyState {
+    activation: Option<EventTime>,
+    /// End of the last closed day: the state covers every day up to it.
+    pub last_day_end: Option<EventTime>,
+    days: VecDeque<Day>,
+    devices: HashMap<Id, Seen>,
+    cumulative_hours: f64,
+    outcomes: Vec<(Id, OutcomeTracker)>,
+    reached: Vec<(Id, Option<EventTime>)>,
+    episodes: BTreeMap<Rule, Episode>,
+    scores: VecDeque<f64>,
+    lost_champion: Option<Id>,
+    recent_health: VecDeque<HealthRecord>,
 }
 
 /// Mean of `f` over `days`, 0 for none.
@@ -79,6 +108,56 @@ impl Journey {
             episodes: BTreeMap::new(),
             scores: VecDeque::new(),
             lost_champion: None,
+            recent_health: VecDeque::new(),
+        }
+    }
+
+    /// The journey's state, to restore it after a restart.
+    pub fn snapshot(&self) -> JourneyState {
+        JourneyState {
+            activation: self.activation,
+            last_day_end: self.last_day_end,
+            days: self.days.clone(),
+            devices: self.devices.clone(),
+            cumulative_hours: self.cumulative_hours,
+            outcomes: (self.spec.outcomes.iter().map(|o| o.name.clone()))
+                .zip(self.outcomes.iter().cloned())
+                .collect(),
+            reached: (self.spec.milestones.iter().map(|m| m.name.clone()))
+                .zip(self.reached.iter().copied())
+                .collect(),
+            episodes: self.episodes.clone(),
+            scores: self.scores.clone(),
+            lost_champion: self.lost_champion.clone(),
+            recent_health: self.recent_health.clone(),
+        }
+    }
+
+    /// The journey of `spec` as `state` left it. An outcome or milestone
+    /// `state` does not know starts afresh.
+    pub fn restore(spec: CustomerSpec, state: JourneyState) -> Self {
+        let mut journey = Self::new(spec);
+        let outcomes: HashMap<Id, OutcomeTracker> = state.outcomes.into_iter().collect();
+        for (o, tracker) in journey.spec.outcomes.iter().zip(&mut journey.outcomes) {
+            if let Some(held) = outcomes.get(&o.name) {
+                *tracker = held.clone();
+            }
+        }
+        let reached: HashMap<Id, Option<EventTime>> = state.reached.into_iter().collect();
+        for (m, at) in journey.spec.milestones.iter().zip(&mut journey.reached) {
+            *at = reached.get(&m.name).copied().flatten();
+        }
+        Self {
+            activation: state.activation,
+            last_day_end: state.last_day_end,
+            days: state.days,
+            devices: state.devices,
+            cumulative_hours: state.cumulative_hours,
+            episodes: state.episodes,
+            scores: state.scores,
+            lost_champion: state.lost_champion,
+            recent_health: state.recent_health,
+            ..journey
         }
     }
 
@@ -99,6 +178,9 @@ impl Journey {
 
     /// Evaluates outcomes defined over a window other than the day.
     pub fn observe_window(&mut self, kpi: &CustomerKpi, out: &mut Vec<Output>) {
+        if self.last_day_end.is_some_and(|last| kpi.window_end <= last) {
+            return; // Evaluated before a restart (windows of days closed).
+        }
         for (spec, tracker) in self.spec.outcomes.iter().zip(&mut self.outcomes) {
             if spec.window == kpi.window {
                 out.push(Output::Outcome(tracker.observe(spec, kpi)));
@@ -118,6 +200,13 @@ impl Journey {
     /// fleet sent nothing that day).
     pub fn close_day(&mut self, kpi: &CustomerKpi, out: &mut Vec<Output>) {
         let end = kpi.window_end;
+        if self.last_day_end.is_some_and(|last| end <= last) {
+            // A day closed before a restart, replayed: judged once already.
+            // Its health goes on to the portfolio again, unchanged.
+            let again = self.recent_health.iter().find(|h| h.window_end == end);
+            out.extend(again.cloned().map(Output::Health));
+            return;
+        }
         if kpi.samples > 0 && self.activation.is_none() {
             self.activation = Some(kpi.first_seen);
         }
@@ -225,7 +314,7 @@ impl Journey {
             .filter(|e| e.open_since.is_some())
             .count() as u32;
         let at_risk = band == Band::Red || open_alerts > 0;
-        out.push(Output::Health(HealthRecord {
+        let health = HealthRecord {
             customer: self.spec.id.clone(),
             window_start: kpi.window_start,
             window_end: end,
@@ -244,7 +333,12 @@ impl Journey {
             usage_growth: self.usage_growth().unwrap_or(0.0),
             milestones_reached: self.reached.iter().filter(|r| r.is_some()).count() as u32,
             milestones_total: self.reached.len() as u32,
-        }));
+        };
+        self.recent_health.push_back(health.clone());
+        while self.recent_health.len() > RECENT_HEALTH {
+            self.recent_health.pop_front();
+        }
+        out.push(Output::Health(health));
     }
 
     fn recent(&self, n: usize) -> impl Iterator<Item = &Day> {

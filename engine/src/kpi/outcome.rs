@@ -204,7 +204,7 @@ pub struct OutcomeRecord {
 }
 
 /// Running streaks of one outcome.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OutcomeTracker {
     /// Windows met in a row.
     pub consecutive_met: u32,

@@ -268,7 +268,7 @@ pub struct Reading {
 }
 
 /// Episode state of one rule for one customer.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Episode {
     /// Episodes so far.
     pub count: u32,

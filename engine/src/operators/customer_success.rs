@@ -66,8 +66,14 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                         break;
                     }
                     let (cap, mut records) = entry.remove();
-                    // Device rollups first: a day is judged with its devices seen.
-                    records.sort_by_key(|r| !matches!(r, Output::Device(_)));
+                    // Device rollups first: a day is judged with its devices
+                    // seen; then windows other than the day (an hour ending
+                    // with the day belongs to it, before and after a restart).
+                    records.sort_by_key(|r| match r {
+                        Output::Device(_) => 0,
+                        Output::Customer(k) if k.window != day.name => 1,
+                        _ => 2,
+                    });
                     for record in records {
                         match record {
                             Output::Device(d) if d.window == day.name => {
@@ -90,6 +96,9 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                                         output,
                                     );
                                     t.journey.close_day(&k, &mut out);
+                                    if config.journeys.is_persisted() {
+                                        config.journeys.closed(&k.customer, t.journey.snapshot());
+                                    }
                                     output.session(&cap).give_iterator(out.drain(..));
                                     let (start, end) =
                                         config.window_bounds(day, &k.customer, k.window_end);
@@ -131,10 +140,14 @@ fn tracked_for<'a>(
 ) -> Option<&'a mut Tracked> {
     if !tracked.contains_key(customer) {
         let spec = config.customers.get(&**customer)?.clone();
+        let journey = match config.journeys.take_restored(customer) {
+            Some(state) => Journey::restore(spec, state),
+            None => Journey::new(spec),
+        };
         tracked.insert(
             customer.clone(),
             Tracked {
-                journey: Journey::new(spec),
+                journey,
                 next_day: None,
             },
         );
@@ -184,6 +197,11 @@ fn close_empty_day(
         ..CustomerKpi::default()
     };
     t.journey.close_day(&empty, out);
+    if config.journeys.is_persisted() {
+        config
+            .journeys
+            .closed(&empty.customer, t.journey.snapshot());
+    }
     let Some((_, _, cap)) = t.next_day.take() else {
         return;
     };

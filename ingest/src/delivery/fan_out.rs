@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fleetpulse_engine::{EngineEvent, Output};
+use fleetpulse_engine::{EngineEvent, JourneyBoard, Output};
 use tokio::sync::{mpsc, watch};
 
 use super::ledger::Ledger;
@@ -30,6 +30,9 @@ pub struct FanOut {
     pub cut: watch::Sender<Lsn>,
     /// Counters.
     pub metrics: Arc<IngestMetrics>,
+    /// The journey states the engine notes as days close; those the
+    /// checkpoint covers are stored with it.
+    pub journeys: Arc<JourneyBoard>,
 }
 
 /// Logs a failing checkpoint once, not once a second while the disk is full.
@@ -109,7 +112,18 @@ impl FanOut {
         let Some(plan) = self.ledger().plan(&written) else {
             return;
         };
-        let stored = tokio::task::spawn_blocking(move || plan.store(&dir)).await;
+        // Journey states first: a state is never behind the checkpoint it
+        // goes with (a crash between the two leaves states the stores
+        // already cover, which the replay then skips).
+        let journeys = (self.journeys.is_persisted())
+            .then(|| self.journeys.covered_before(plan.written_before));
+        let stored = tokio::task::spawn_blocking(move || {
+            if let Some(journeys) = journeys {
+                super::journeys::store(&dir, journeys)?;
+            }
+            plan.store(&dir)
+        })
+        .await;
         match stored {
             Ok(Ok(())) => {
                 failing.stored();

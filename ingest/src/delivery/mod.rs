@@ -24,6 +24,7 @@ pub mod checkpoint;
 pub mod fan_out;
 pub mod in_order;
 pub mod intake;
+pub mod journeys;
 pub mod ledger;
 pub mod progress;
 pub mod replay;

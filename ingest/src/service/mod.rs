@@ -45,6 +45,16 @@ pub async fn run(
         engine_config.customers = specs.clone();
     }
     let customers = customers.map(|(file, _)| file);
+    if let Some(wal) = &config.wal {
+        // With a WAL, journeys are persisted with each checkpoint and
+        // restored here: a restart does not forget a customer's history.
+        let restored = crate::delivery::journeys::load(&wal.dir)
+            .map_err(crate::delivery::DeliveryError::Wal)?;
+        if !restored.is_empty() {
+            tracing::info!(customers = restored.len(), "journey states restored");
+        }
+        engine_config.journeys = Arc::new(fleetpulse_engine::JourneyBoard::persisted(restored));
+    }
     // AEMP sources next: a missing secret or a damaged position file must
     // fail the start. In a cluster only process 0 polls: each member has its
     // own WAL and position, so two pollers would count every reading twice.
@@ -139,6 +149,7 @@ pub async fn run(
         wal_dir: config.wal.as_ref().map(|w| w.dir.clone()),
         cut: cut_tx,
         metrics: metrics.clone(),
+        journeys: engine_config.journeys.clone(),
     };
     let fan_out = tasks.spawn(fan_out.run(events_rx));
     let devices = DeviceCounts::default();

@@ -1,0 +1,99 @@
+//! The persisted journey states: per customer, the journey as it stood at the
+//! end of its last day that every store holds, written beside the WAL just
+//! before each checkpoint. A restart restores them, so a customer's history
+//! (baselines, streaks, milestones, alert episodes, activation) survives
+//! although the WAL keeps only a few days; the replay then skips the days a
+//! state already covers.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use fleetpulse_engine::{Id, JourneyState};
+use serde::{Deserialize, Serialize};
+
+/// The file format this build writes and reads.
+pub const FORMAT: u32 = 1;
+
+/// Where the states live, beside the WAL segments and the checkpoint.
+pub fn path(wal_dir: &Path) -> PathBuf {
+    wal_dir.join("journeys.json")
+}
+
+#[derive(Serialize, Deserialize)]
+struct File {
+    format: u32,
+    journeys: HashMap<Id, JourneyState>,
+}
+
+/// Reads the states; a missing file is none. A file of another format is
+/// refused with what to do.
+pub fn load(wal_dir: &Path) -> Result<HashMap<Id, JourneyState>, String> {
+    let path = path(wal_dir);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    #[derive(Deserialize)]
+    struct Format {
+        format: u32,
+    }
+    let shown = path.display();
+    let format: Format =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{shown}: not a journeys file: {e}"))?;
+    if format.format != FORMAT {
+        return Err(format!(
+            "{shown}: journey states of format {} (this build reads {FORMAT}); run the build \
+             that wrote them, or move the file away to start the journeys afresh from what \
+             the WAL holds (their history before it is then lost)",
+            format.format
+        ));
+    }
+    let file: File = serde_json::from_slice(&bytes).map_err(|e| format!("{shown}: {e}"))?;
+    Ok(file.journeys)
+}
+
+/// Writes the states atomically: a temporary file, fsync, rename (the
+/// directory is synced by the checkpoint written right after).
+pub fn store(wal_dir: &Path, journeys: HashMap<Id, JourneyState>) -> std::io::Result<()> {
+    let tmp = wal_dir.join("journeys.json.tmp");
+    let file = std::fs::File::create(&tmp)?;
+    let mut writer = std::io::BufWriter::new(&file);
+    serde_json::to_writer(
+        &mut writer,
+        &File {
+            format: FORMAT,
+            journeys,
+        },
+    )
+    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    std::io::Write::flush(&mut writer)?;
+    drop(writer);
+    file.sync_all()?;
+    std::fs::rename(&tmp, path(wal_dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_file_is_none_and_another_format_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(load(dir.path()).unwrap().is_empty());
+        store(dir.path(), HashMap::new()).unwrap();
+        assert!(load(dir.path()).unwrap().is_empty());
+        std::fs::write(path(dir.path()), r#"{"format": 2, "journeys": {}}"#).unwrap();
+        let err = load(dir.path()).unwrap_err();
+        assert!(
+            err.contains("format 2") && err.contains("move the file away"),
+            "{err}"
+        );
+        std::fs::write(path(dir.path()), "garbage").unwrap();
+        assert!(
+            load(dir.path())
+                .unwrap_err()
+                .contains("not a journeys file")
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! Customer history survives a restart: `fleetpulse run` (the real binary,
+//! with its WAL and a real SQLite store, through a real mosquitto) takes a
+//! simulated fleet of 40 days in two halves, and is SIGKILLed between them
+//! once its checkpoint (and the journey states stored with it) reached
+//! into the first half. Every record of every kind in the store then equals,
+//! value by value, a run of the same messages without the kill: health,
+//! milestones, outcomes with their streaks, alert episodes, portfolio, and
+//! the usage KPIs.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fleetpulse::records::{Doc, RecordKind};
+use fleetpulse::sinks::SqliteStore;
+use fleetpulse_sim::Fleet;
+use support::fleets::{fleet, publish_options, write_customers};
+use support::servers::{Mosquitto, NO_LOSS};
+use support::service::{Service, write_service_config};
+
+/// Logged once per start, when the service is ready for telemetry.
+const CONNECTED: &str = "connected to broker";
+
+fn start(dir: &Path, mosquitto: &Mosquitto, client_id: &str) -> Service {
+    let config = write_service_config(
+        dir,
+        mosquitto,
+        client_id,
+        r#"persistent_session = true
+
+[engine]
+workers = 2
+
+[wal]
+dir = "wal"
+# Small segments, so the WAL is cut behind the checkpoint and a restart
+# replays a few days only.
+segment_bytes = 32768
+
+[alerts]
+mqtt = false
+
+[[sinks]]
+type = "sqlite"
+path = "kpi.sqlite"
+"#,
+    );
+    let mut service = Service::new(config, dir.join("service.log"));
+    service.start_and_wait(CONNECTED);
+    service
+}
+
+async fn publish(mosquitto: &Mosquitto, client_id: &str, messages: Vec<(String, Vec<u8>)>) {
+    let report = fleetpulse_sim::publish(publish_options(mosquitto, client_id), messages, |_| {})
+        .await
+        .unwrap();
+    assert!(report.messages > 0);
+}
+
+/// The newest day end among the journey states stored beside the WAL.
+fn journeys_reach(dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join("wal/journeys.json")).ok()?;
+    let doc: serde_json::Value = serde_json::from_str(&text).ok()?;
+    doc["journeys"]
+        .as_object()?
+        .values()
+        .filter_map(|j| j["last_day_end"].as_u64())
+        .max()
+}
+
+/// Every record of every kind in the store at `path`, as JSON documents (a
+/// NaN compares equal to itself there), per table.
+fn store_contents(path: &PathBuf) -> Vec<(&'static str, Vec<serde_json::Value>)> {
+    fn docs<R: RecordKind>(records: Vec<R>) -> (&'static str, Vec<serde_json::Value>) {
+        let docs = records
+            .iter()
+            .map(|r| serde_json::to_value(Doc(r)).unwrap());
+        (R::NAME, docs.collect())
+    }
+    let store = SqliteStore::open(path).unwrap();
+    vec![
+        docs(store.customer_kpis("1d").unwrap()),
+        docs(store.customer_kpis("1h").unwrap()),
+        docs(store.device_kpis("1d").unwrap()),
+        docs(store.outcomes(None).unwrap()),
+        docs(store.milestones(None).unwrap()),
+        docs(store.health(None).unwrap()),
+        docs(store.alerts(false).unwrap()),
+        docs(store.portfolio().unwrap()),
+    ]
+}
+
+/// How the service goes down between the two halves.
+#[derive(Clone, Copy)]
+enum Stop {
+    /// SIGKILL.
+    Kill,
+    /// SIGTERM, as a deploy does.
+    Term,
+}
+
+/// Runs the fleet's messages through a fresh service in `dir`: the first
+/// `split` messages, then (with `restart`) a stop once the stored journey
+/// states reach its time, a restart, and the rest; then a graceful stop.
+async fn run(
+    fleet: &Fleet,
+    split: usize,
+    restart: Option<(u64, Stop)>,
+) -> Vec<(&'static str, Vec<serde_json::Value>)> {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    write_customers(dir.path(), fleet);
+    let mut messages: Vec<(String, Vec<u8>)> = fleet.encoded_messages().collect();
+    let second = messages.split_off(split);
+    let client = "journeys-test";
+    let mut service = start(dir.path(), &mosquitto, client);
+    publish(&mosquitto, "journeys-sim", messages).await;
+    if let Some((kill_after, stop)) = restart {
+        let started = Instant::now();
+        while journeys_reach(dir.path()).is_none_or(|end| end < kill_after) {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "no journey states stored up to {kill_after}: {:?}\n{}",
+                journeys_reach(dir.path()),
+                service.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        match stop {
+            Stop::Kill => service.kill(),
+            Stop::Term => service.stop(),
+        }
+        service.start_and_wait(CONNECTED);
+        assert!(
+            service.log().contains("journey states restored"),
+            "{}",
+            service.log_tail()
+        );
+    }
+    publish(&mosquitto, "journeys-sim", second).await;
+    // Everything published is in: stop gracefully, closing every window.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    service.stop();
+    store_contents(&dir.path().join("kpi.sqlite"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_or_a_stop_between_two_halves_of_40_days_changes_no_stored_record() {
+    let fleet = fleet(3, 18, 40, 7);
+    let messages = fleet.message_count() as usize;
+    let split = messages * 6 / 10;
+    // The stored journeys must reach at least day 15 before the kill.
+    let day = 86_400_000;
+    let start = fleet.spec().start;
+    let reference = run(&fleet, split, None).await;
+    for stop in [Stop::Kill, Stop::Term] {
+        let restarted = run(&fleet, split, Some((start + 15 * day, stop))).await;
+        for ((table, want), (_, got)) in reference.iter().zip(&restarted) {
+            assert!(
+                !want.is_empty(),
+                "{table}: the reference run stored nothing"
+            );
+            assert_eq!(got.len(), want.len(), "{table}: rows");
+            for (w, g) in want.iter().zip(got) {
+                assert_eq!(g, w, "{table}");
+            }
+        }
+    }
+}
