@@ -20,6 +20,11 @@ pub struct JourneyBoard {
     /// Each customer's states since the newest one a checkpoint took,
     /// oldest first.
     closed: Mutex<HashMap<Id, VecDeque<JourneyState>>>,
+    /// The newest state of each customer a checkpoint took (the restored
+    /// ones to begin with): what the persisted file holds.
+    covered: Mutex<HashMap<Id, JourneyState>>,
+    /// `covered` changed since the service last stored it.
+    unstored: std::sync::atomic::AtomicBool,
 }
 
 impl JourneyBoard {
@@ -27,8 +32,10 @@ impl JourneyBoard {
     pub fn persisted(states: HashMap<Id, JourneyState>) -> Self {
         Self {
             persisted: true,
+            covered: Mutex::new(states.clone()),
             restored: Mutex::new(states),
             closed: Mutex::default(),
+            unstored: Default::default(),
         }
     }
 
@@ -60,24 +67,34 @@ impl JourneyBoard {
 
     /// Each customer's newest state whose last day ended before `before`
     /// (every record of those days is in every store), dropping the states
-    /// older than it. Customers restored but not seen since keep their
-    /// restored state.
-    pub fn covered_before(&self, before: EventTime) -> HashMap<Id, JourneyState> {
-        let mut covered: HashMap<Id, JourneyState> = lock(&self.restored).clone();
+    /// older than it; a customer with none keeps the one taken before.
+    /// `None` when nothing changed since it was last stored
+    /// ([`JourneyBoard::stored`]).
+    pub fn covered_before(&self, before: EventTime) -> Option<HashMap<Id, JourneyState>> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let mut covered = lock(&self.covered);
+        let mut changed = self.unstored.load(SeqCst);
         for (customer, states) in lock(&self.closed).iter_mut() {
             let done = |s: &JourneyState| s.last_day_end.is_some_and(|end| end < before);
-            let newest = states.iter().rposition(done);
-            if let Some(newest) = newest {
-                states.drain(..newest);
-                covered.insert(customer.clone(), states[0].clone());
+            if let Some(newest) = states.iter().rposition(done) {
+                let taken = states.drain(..=newest).next_back().expect("drained one");
+                covered.insert(customer.clone(), taken);
+                changed = true;
             }
         }
-        covered
+        self.unstored.store(changed, SeqCst);
+        changed.then(|| covered.clone())
+    }
+
+    /// What the last [`JourneyBoard::covered_before`] returned is on disk.
+    pub fn stored(&self) {
+        self.unstored
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
 /// States held per customer until a checkpoint takes one.
-pub const HELD_STATES: usize = 64;
+pub const HELD_STATES: usize = 32;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())

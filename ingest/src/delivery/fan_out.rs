@@ -116,7 +116,9 @@ impl FanOut {
         // goes with (a crash between the two leaves states the stores
         // already cover, which the replay then skips).
         let journeys = (self.journeys.is_persisted())
-            .then(|| self.journeys.covered_before(plan.written_before));
+            .then(|| self.journeys.covered_before(plan.written_before))
+            .flatten();
+        let with_journeys = journeys.is_some();
         let stored = tokio::task::spawn_blocking(move || {
             if let Some(journeys) = journeys {
                 super::journeys::store(&dir, journeys)?;
@@ -127,6 +129,9 @@ impl FanOut {
         match stored {
             Ok(Ok(())) => {
                 failing.stored();
+                if with_journeys {
+                    self.journeys.stored();
+                }
                 if let Some(cut) = self.ledger().stored(plan) {
                     let _ = self.cut.send(cut);
                 }
