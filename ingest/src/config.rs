@@ -608,6 +608,7 @@ impl ServiceConfig {
         config.engine_config(path)?;
         config.check_cluster(path)?;
         config.check_packet_limit(path)?;
+        config.http.check(path)?;
         if let Some(wal) = &config.wal {
             wal.check(path)?;
         }
@@ -646,6 +647,7 @@ impl ServiceConfig {
                 *file = base.join(&*file);
             }
         }
+        self.http.resolve_paths(base);
         for sink in &mut self.sinks {
             if let SinkConfig::Sqlite(sqlite) = sink
                 && sqlite.path.is_relative()

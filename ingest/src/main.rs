@@ -54,6 +54,9 @@ enum Command {
     /// Write a customer's business-review report (self-contained HTML:
     /// outcomes, adoption, milestones, time to value) from the SQLite store.
     Report(fleetpulse::report::ReportArgs),
+    /// Users and API tokens of the HTTP port (users.toml): `users add`,
+    /// `users token`, `users list`, `users remove`.
+    Users(fleetpulse::http::auth::cli::UsersArgs),
 }
 
 /// Timely's cluster settings (docs/SCALING.md); they override `[cluster]`.
@@ -121,6 +124,7 @@ fn main() -> anyhow::Result<()> {
             Command::Demo(args) => fleetpulse::demo::run(args).await,
             Command::Bench { args } => bench(args),
             Command::Report(args) => fleetpulse::report::run(args),
+            Command::Users(args) => fleetpulse::http::auth::cli::run(args),
         }
     });
     // A stop that hit `shutdown_timeout` may leave a thread waiting on a

@@ -38,6 +38,7 @@ pub async fn run(
     runtime: Runtime,
 ) -> Result<RunReport, ServiceError> {
     config.check_cluster(config_path)?;
+    config.http.check(config_path)?;
     config.apply_cluster_member();
     let mut engine_config = config.engine_config(config_path)?;
     let customers = load_customers(&config, &engine_config)?;
@@ -99,6 +100,7 @@ pub async fn run(
     tracing::info!(workers, "engine started");
     let http = crate::http::attach(
         &config,
+        customers.as_ref(),
         runtime.http.clone(),
         &metrics,
         &engine_config,
