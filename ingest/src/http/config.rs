@@ -300,7 +300,9 @@ impl HttpConfig {
 pub fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
     }
 }
 
@@ -320,7 +322,8 @@ mod tests {
     #[test]
     fn a_public_port_needs_authentication_or_an_explicit_opt_out() {
         let path = Path::new("f.toml");
-        let public: HttpConfig = toml::from_str("enabled = true\nlisten = \"0.0.0.0:9000\"").unwrap();
+        let public: HttpConfig =
+            toml::from_str("enabled = true\nlisten = \"0.0.0.0:9000\"").unwrap();
         let err = public.check(path).unwrap_err().to_string();
         assert!(err.starts_with("f.toml: field `http.listen`"), "{err}");
         assert!(err.contains("fleetpulse users add"), "{err}");
@@ -351,7 +354,8 @@ mod tests {
         let config: HttpConfig = toml::from_str(text).unwrap();
         let err = config.check(Path::new("f.toml")).unwrap_err().to_string();
         assert!(err.contains("http.proxy.trusted[0]"), "{err}");
-        let text = "enabled = true\n[proxy]\ntrusted = [\"10.0.0.1\"]\nuser_header = \"bad header\"";
+        let text =
+            "enabled = true\n[proxy]\ntrusted = [\"10.0.0.1\"]\nuser_header = \"bad header\"";
         let config: HttpConfig = toml::from_str(text).unwrap();
         let err = config.check(Path::new("f.toml")).unwrap_err().to_string();
         assert!(err.contains("http.proxy.user_header"), "{err}");

@@ -42,10 +42,10 @@ pub mod server;
 pub mod tls;
 pub mod view;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -358,7 +358,11 @@ pub async fn attach(
             .map_err(|e| {
                 std::io::Error::new(e.kind(), format!("http listen {}: {e}", config.http.listen))
             })?;
-        let scheme = if config.http.tls.is_some() { "https" } else { "http" };
+        let scheme = if config.http.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         tracing::info!(url = %format!("{scheme}://{addr}/"), "dashboard and API");
         Some((stop, task))
     } else {

@@ -77,8 +77,9 @@ async fn limit(State(limits): State<Limits>, request: Request, next: Next) -> Re
     };
     let mut response = match tokio::time::timeout(limits.request_timeout, work).await {
         Ok(response) => response,
-        Err(_) => ApiError::new(StatusCode::REQUEST_TIMEOUT, "request took too long")
-            .into_response(),
+        Err(_) => {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "request took too long").into_response()
+        }
     };
     let headers = response.headers_mut();
     for (name, value) in [
@@ -151,11 +152,15 @@ pub async fn serve(
                     }
                 }
             };
-            let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(Peer(peer));
-                let mut app = app.clone();
-                async move { tower_service::Service::call(&mut app, request.map(axum::body::Body::new)).await }
-            });
+            let service =
+                hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(Peer(peer));
+                    let mut app = app.clone();
+                    async move {
+                        tower_service::Service::call(&mut app, request.map(axum::body::Body::new))
+                            .await
+                    }
+                });
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
@@ -186,13 +191,17 @@ fn reload(auth: &Auth, tls: Option<&Tls>) {
     if let Some(tls) = tls {
         match tls.reload() {
             Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-            Err(e) => tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded, the old one stays"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded, the old one stays")
+            }
         }
     }
     if auth.has_users_file() {
         match auth.reload_users() {
             Ok(n) => tracing::info!(users = n, "SIGHUP: users file reloaded"),
-            Err(e) => tracing::error!(error = %e, "SIGHUP: users file not reloaded, the old users stay"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: users file not reloaded, the old users stay")
+            }
         }
     }
 }

@@ -77,7 +77,13 @@ fn acceptor(config: &TlsConfig) -> io::Result<TlsAcceptor> {
         .map_err(|e| invalid("cert_file", &config.cert_file, e))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| invalid("key_file", &config.key_file, format!("does not fit the certificate: {e}")))?;
+        .map_err(|e| {
+            invalid(
+                "key_file",
+                &config.key_file,
+                format!("does not fit the certificate: {e}"),
+            )
+        })?;
     server.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(server)))
 }

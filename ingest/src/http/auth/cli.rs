@@ -95,9 +95,10 @@ impl Target {
         }
         let config = self.config.as_deref().context("--file or --config")?;
         let service = crate::config::ServiceConfig::load(config)?;
-        service.http.users_file.with_context(|| {
-            format!("{}: [http] has no users_file", config.display())
-        })
+        service
+            .http
+            .users_file
+            .with_context(|| format!("{}: [http] has no users_file", config.display()))
     }
 }
 
@@ -204,7 +205,11 @@ pub fn run(args: UsersArgs) -> anyhow::Result<()> {
                     "{} {}{scope} password={} tokens=[{}]",
                     user.name,
                     user.role,
-                    if user.password_hash.is_some() { "yes" } else { "no" },
+                    if user.password_hash.is_some() {
+                        "yes"
+                    } else {
+                        "no"
+                    },
                     tokens.join(",")
                 );
             }
@@ -224,7 +229,9 @@ pub fn run(args: UsersArgs) -> anyhow::Result<()> {
 fn parse_segment(text: &str) -> anyhow::Result<Segment> {
     toml::Value::String(text.to_string())
         .try_into()
-        .map_err(|_| anyhow::anyhow!("--segments: `{text}` is not high-touch, low-touch or tech-touch"))
+        .map_err(|_| {
+            anyhow::anyhow!("--segments: `{text}` is not high-touch, low-touch or tech-touch")
+        })
 }
 
 fn reload_hint(path: &Path) {

@@ -15,7 +15,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::session::{LOGIN_CSRF_COOKIE, SESSION_COOKIE, cookie, random_token, same_secret, set_cookie};
+use super::session::{
+    LOGIN_CSRF_COOKIE, SESSION_COOKIE, cookie, random_token, same_secret, set_cookie,
+};
 use super::{Auth, Peer, host_name};
 
 /// How long a login form stays valid.
@@ -32,16 +34,20 @@ pub async fn page(State(auth): State<Arc<Auth>>) -> Response {
 fn form(auth: &Auth, status: StatusCode, message: Option<&str>) -> Response {
     let csrf = random_token();
     let body = if auth.has_users_file() {
-        LOGIN_HTML
-            .replace("{csrf}", &csrf)
-            .replace(
-                "{message}",
-                &message.map_or(String::new(), |m| format!("<p class=\"error\" role=\"alert\">{m}</p>")),
-            )
+        LOGIN_HTML.replace("{csrf}", &csrf).replace(
+            "{message}",
+            &message.map_or(String::new(), |m| {
+                format!("<p class=\"error\" role=\"alert\">{m}</p>")
+            }),
+        )
     } else {
         PROXY_HTML.to_string()
     };
-    let mut response = (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body)
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        body,
+    )
         .into_response();
     if let Ok(value) = HeaderValue::from_str(&set_cookie(
         LOGIN_CSRF_COOKIE,
@@ -94,23 +100,29 @@ fn peer_of(extensions: &axum::http::Extensions) -> String {
 }
 
 /// `POST /login`: a session cookie and the dashboard, or the form again.
-pub async fn login(
-    State(auth): State<Arc<Auth>>,
-    request: axum::extract::Request,
-) -> Response {
+pub async fn login(State(auth): State<Arc<Auth>>, request: axum::extract::Request) -> Response {
     let (parts, body) = request.into_parts();
     let peer = peer_of(&parts.extensions);
     let request = axum::extract::Request::from_parts(parts.clone(), body);
     let Ok(Form(fields)) = Form::<LoginForm>::from_request(request, &()).await else {
-        return form(&auth, StatusCode::BAD_REQUEST, Some("The form was incomplete."));
+        return form(
+            &auth,
+            StatusCode::BAD_REQUEST,
+            Some("The form was incomplete."),
+        );
     };
     if !auth.required() || !auth.has_users_file() {
         return Redirect::to("/").into_response();
     }
-    let cookie_ok = cookie(&parts.headers, LOGIN_CSRF_COOKIE)
-        .is_some_and(|c| same_secret(c, &fields.csrf));
+    let cookie_ok =
+        cookie(&parts.headers, LOGIN_CSRF_COOKIE).is_some_and(|c| same_secret(c, &fields.csrf));
     if !cookie_ok || !same_origin(&parts.headers) {
-        super::audit_denied(&parts, StatusCode::FORBIDDEN, "login form CSRF check failed", None);
+        super::audit_denied(
+            &parts,
+            StatusCode::FORBIDDEN,
+            "login form CSRF check failed",
+            None,
+        );
         return form(
             &auth,
             StatusCode::FORBIDDEN,
@@ -137,7 +149,12 @@ pub async fn login(
     let mut response = Redirect::to("/").into_response();
     let headers = response.headers_mut();
     for value in [
-        set_cookie(SESSION_COOKIE, &id, auth.sessions().ttl(), auth.secure_cookies()),
+        set_cookie(
+            SESSION_COOKIE,
+            &id,
+            auth.sessions().ttl(),
+            auth.secure_cookies(),
+        ),
         set_cookie(LOGIN_CSRF_COOKIE, "", Duration::ZERO, auth.secure_cookies()),
     ] {
         if let Ok(value) = HeaderValue::from_str(&value) {

@@ -321,12 +321,7 @@ pub async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> 
             None
         };
         if let Some(error) = refused {
-            audit_denied(
-                &parts,
-                error.status(),
-                "role",
-                Some(&access.principal.name),
-            );
+            audit_denied(&parts, error.status(), "role", Some(&access.principal.name));
             return error.into_response();
         }
     }
@@ -336,8 +331,8 @@ pub async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> 
 
 /// 401 with the scheme to use.
 pub fn unauthorized() -> Response {
-    let mut response = ApiError::new(StatusCode::UNAUTHORIZED, "authentication required")
-        .into_response();
+    let mut response =
+        ApiError::new(StatusCode::UNAUTHORIZED, "authentication required").into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"fleetpulse\""),

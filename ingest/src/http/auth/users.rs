@@ -176,7 +176,10 @@ impl UsersFile {
                 if let Some(first) = tokens.insert(token.id.as_str(), (i, j)) {
                     return Err(invalid(
                         format!("user[{i}].token[{j}].id"),
-                        format!("`{}` is also user[{}].token[{}]", token.id, first.0, first.1),
+                        format!(
+                            "`{}` is also user[{}].token[{}]",
+                            token.id, first.0, first.1
+                        ),
                     ));
                 }
                 PasswordHash::new(&token.hash.0).map_err(|e| {
@@ -217,12 +220,7 @@ impl UsersFile {
 
     /// Adds (or, with `replace`, replaces) user `name`. With a password, its
     /// hash is stored.
-    pub fn add(
-        &mut self,
-        path: &Path,
-        user: UserEntry,
-        replace: bool,
-    ) -> Result<(), UsersError> {
+    pub fn add(&mut self, path: &Path, user: UserEntry, replace: bool) -> Result<(), UsersError> {
         check_name(&user.name).map_err(|message| UsersError::Refused {
             path: path.to_owned(),
             message,
@@ -235,10 +233,7 @@ impl UsersFile {
             Some(_) => {
                 return Err(UsersError::Refused {
                     path: path.to_owned(),
-                    message: format!(
-                        "user `{}` exists (use --replace to change it)",
-                        user.name
-                    ),
+                    message: format!("user `{}` exists (use --replace to change it)", user.name),
                 });
             }
             None => self.users.push(user),
@@ -317,8 +312,11 @@ pub fn hash_secret(secret: &str) -> Hash {
 }
 
 fn verify(secret: &str, hash: &Hash) -> bool {
-    PasswordHash::new(&hash.0)
-        .is_ok_and(|parsed| Argon2::default().verify_password(secret.as_bytes(), &parsed).is_ok())
+    PasswordHash::new(&hash.0).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(secret.as_bytes(), &parsed)
+            .is_ok()
+    })
 }
 
 /// `N` bytes from the thread's CSPRNG (seeded from the OS).
@@ -430,10 +428,9 @@ impl Users {
 
     fn cache_key_of(&self, token: &str) -> [u8; 32] {
         use blake2::digest::Mac;
-        let mut mac = blake2::Blake2bMac::<blake2::digest::consts::U32>::new_from_slice(
-            &self.cache_key,
-        )
-        .expect("a 32-byte key fits");
+        let mut mac =
+            blake2::Blake2bMac::<blake2::digest::consts::U32>::new_from_slice(&self.cache_key)
+                .expect("a 32-byte key fits");
         mac.update(token.as_bytes());
         mac.finalize().into_bytes().into()
     }
@@ -473,7 +470,10 @@ mod tests {
         let token = file.new_token(&path, "alice", Some("ci".into())).unwrap();
         file.save(&path).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(!text.contains(password) && !text.contains(&token[12..]), "{text}");
+        assert!(
+            !text.contains(password) && !text.contains(&token[12..]),
+            "{text}"
+        );
         assert!(text.contains("$argon2id$"), "{text}");
         #[cfg(unix)]
         {
@@ -481,11 +481,17 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        assert!(!format!("{file:?}").contains("argon2id"), "Debug hides hashes");
+        assert!(
+            !format!("{file:?}").contains("argon2id"),
+            "Debug hides hashes"
+        );
 
         let users = Users::new(UsersFile::load(&path, false).unwrap());
         let alice = users.check_password("alice", password).unwrap();
-        assert_eq!((alice.role, alice.customers.as_slice()), (Role::Csm, &["acme".to_string()][..]));
+        assert_eq!(
+            (alice.role, alice.customers.as_slice()),
+            (Role::Csm, &["acme".to_string()][..])
+        );
         assert!(users.check_password("alice", "wrong").is_none());
         assert!(users.check_password("mallory", password).is_none());
         let (by_token, _) = users.check_token(&token).unwrap();
@@ -496,10 +502,16 @@ mod tests {
         assert!(users.check_token("fp_nope_nope").is_none());
         assert!(users.check_token("Bearer").is_none());
 
-        let err = file.add(&path, entry("alice", Role::Admin), false).unwrap_err();
+        let err = file
+            .add(&path, entry("alice", Role::Admin), false)
+            .unwrap_err();
         assert!(err.to_string().contains("--replace"), "{err}");
         file.add(&path, entry("alice", Role::Admin), true).unwrap();
-        assert_eq!(file.users[0].tokens.len(), 1, "a replaced user keeps its tokens");
+        assert_eq!(
+            file.users[0].tokens.len(),
+            1,
+            "a replaced user keeps its tokens"
+        );
         let err = file.new_token(&path, "bob", None).unwrap_err();
         assert!(err.to_string().contains("no user `bob`"), "{err}");
     }
@@ -508,8 +520,11 @@ mod tests {
     fn a_damaged_file_names_the_field() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("users.toml");
-        std::fs::write(&path, "[[user]]\nname = \"a\"\nrole = \"admin\"\npassword_hash = \"plain\"\n")
-            .unwrap();
+        std::fs::write(
+            &path,
+            "[[user]]\nname = \"a\"\nrole = \"admin\"\npassword_hash = \"plain\"\n",
+        )
+        .unwrap();
         let err = UsersFile::load(&path, false).unwrap_err().to_string();
         assert!(err.contains("user[0].password_hash"), "{err}");
         std::fs::write(&path, "[[user]]\nname = \"a\"\nrole = \"root\"\n").unwrap();
