@@ -59,6 +59,10 @@ pub struct ServiceConfig {
     /// customers in the customers file's `[[aemp_equipment]]`.
     #[serde(default)]
     pub aemp: Vec<crate::source::aemp::AempConfig>,
+    /// Operator pseudonyms and how long evidence may name an operator
+    /// (docs/SECURITY.md).
+    #[serde(default)]
+    pub privacy: crate::privacy::PrivacyConfig,
 }
 
 fn default_shutdown_timeout() -> Duration {
@@ -428,6 +432,7 @@ impl Default for ServiceConfig {
             cluster: None,
             shutdown_timeout: default_shutdown_timeout(),
             aemp: Vec::new(),
+            privacy: crate::privacy::PrivacyConfig::default(),
         }
     }
 }

@@ -11,7 +11,9 @@
 //! - a token added while running works after SIGHUP;
 //! - the login flow and the CSM's scoped dashboard in headless Chromium
 //!   (screenshots in `target/artifacts/`);
-//! - passwords, tokens and their hashes never reach the log;
+//! - operator ids are pseudonyms in alert evidence and in the store, with
+//!   the clear id shown to admins only;
+//! - passwords, tokens, the pseudonym key and the hashes never reach the log;
 //!
 //! and, on their own: TLS with the project's test certificates
 //! (deploy/mosquitto/make-test-certs.sh), and a public listen address
@@ -31,6 +33,9 @@ use serde_json::Value;
 use support::cdp::Browser;
 use support::servers::free_port;
 use support::service::Service;
+
+/// The operator pseudonym key the service runs with.
+const OPERATOR_KEY: &str = "operator-key-for-the-auth-test-0123";
 
 /// The slow-header limit the service runs with.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -138,11 +143,17 @@ async fn running_service() -> Running {
         days: 35,
         ..FleetSpec::default()
     });
-    // alice manages every other customer, bob the rest.
+    // alice manages every other customer and the one whose champion
+    // leaves; bob the rest.
     let mut customers = fleetpulse::sim::customers_file(&fleet);
     let mut alices = BTreeSet::new();
     for (i, c) in customers.customers.iter_mut().enumerate() {
-        let csm = if i % 2 == 0 { "alice" } else { "bob" };
+        let champion = fleet.customers()[i].champion.is_some();
+        let csm = if i % 2 == 0 || champion {
+            "alice"
+        } else {
+            "bob"
+        };
         if csm == "alice" {
             alices.insert(c.id.clone());
         }
@@ -221,7 +232,8 @@ async fn running_service() -> Running {
         ),
     )
     .unwrap();
-    let mut service = Service::new(&config, dir.path().join("service.log"));
+    let mut service = Service::new(&config, dir.path().join("service.log"))
+        .env("FLEETPULSE_OPERATOR_KEY", OPERATOR_KEY);
     service.start_and_wait("http listening");
 
     let http = reqwest::Client::new();
@@ -271,6 +283,7 @@ async fn running_service() -> Running {
             admin_token.clone(),
             alice_token,
             viewer_token,
+            OPERATOR_KEY.to_string(),
         ],
         anonymous,
         admin,
@@ -289,6 +302,7 @@ async fn roles_scope_every_route_and_the_port_defends_itself() {
     let mut s = running_service().await;
     anonymous_requests_are_refused(&s).await;
     roles_see_their_customers_only(&s).await;
+    operators_are_pseudonyms_and_only_admins_see_who(&s).await;
     a_wrong_host_is_refused(&s).await;
     slow_header_connections_are_closed_while_others_are_served(&s).await;
     a_token_added_while_running_works_after_sighup(&mut s).await;
@@ -475,6 +489,58 @@ async fn roles_see_their_customers_only(s: &Running) {
     assert!(text.contains("fleetpulse_messages_received_total"));
     for id in &every {
         assert!(!text.contains(id.as_str()), "{id} in /metrics");
+    }
+}
+
+async fn operators_are_pseudonyms_and_only_admins_see_who(s: &Running) {
+    let champion = s
+        .fleet
+        .customers()
+        .iter()
+        .find_map(|c| Some((c.id.to_string(), c.champion.clone()?)))
+        .expect("the simulated fleet has a champion-leaves customer");
+    let clear: Vec<&str> = s
+        .fleet
+        .customers()
+        .iter()
+        .flat_map(|c| c.operators.iter().map(String::as_str))
+        .collect();
+    let admin = s
+        .admin
+        .ok("/api/alerts?status=all&rule=champion_lost")
+        .await;
+    let alerts = admin["alerts"].as_array().unwrap();
+    let lost = alerts
+        .iter()
+        .find(|a| a["customer"] == *champion.0)
+        .unwrap_or_else(|| panic!("no champion_lost alert for {}: {admin}", champion.0));
+    let evidence = lost["evidence"].as_str().unwrap();
+    // The admin sees the pseudonym and, beside it, who it is.
+    assert!(evidence.contains(" op-"), "{evidence}");
+    assert!(
+        evidence.contains(&format!("({})", champion.1)),
+        "{evidence}"
+    );
+    // The customer's CSM sees the pseudonym only, in the list and on the
+    // customer's page.
+    for path in [
+        "/api/alerts?status=all&rule=champion_lost".to_string(),
+        format!("/api/customers/{}", champion.0),
+    ] {
+        let text = s.alice.ok(&path).await.to_string();
+        assert!(text.contains(" op-"), "{path}: {text}");
+        for id in &clear {
+            assert!(!text.contains(id), "{path}: {id} shown to a CSM");
+        }
+    }
+    // The store holds pseudonyms only.
+    let store = fleetpulse::sinks::SqliteStore::open(s._dir.path().join("kpi.sqlite")).unwrap();
+    let stored = store.alerts(false).unwrap();
+    assert!(stored.iter().any(|a| a.evidence.contains(" op-")));
+    for alert in &stored {
+        for id in &clear {
+            assert!(!alert.evidence.contains(id), "{id} stored in clear");
+        }
     }
 }
 

@@ -428,7 +428,7 @@ pub async fn customers(
         as_of: as_of(&view),
         customers: rows,
     };
-    Ok(json(&doc))
+    Ok(json_for(&doc, &access, &hub))
 }
 
 /// The answer to a query string that is not understood.
@@ -662,7 +662,7 @@ pub async fn customer(
         devices: c.devices.iter().map(|(id, d)| device_doc(id, d)).collect(),
         alerts: alerts.into_iter().map(Doc).collect(),
     };
-    Ok(json(&doc))
+    Ok(json_for(&doc, &access, &hub))
 }
 
 /// Alert episodes.
@@ -708,10 +708,14 @@ pub async fn alerts(
     if let Some(limit) = q.limit {
         alerts.truncate(limit.0);
     }
-    Ok(json(&AlertList {
-        version: view.version(),
-        alerts: alerts.into_iter().map(Doc).collect(),
-    }))
+    Ok(json_for(
+        &AlertList {
+            version: view.version(),
+            alerts: alerts.into_iter().map(Doc).collect(),
+        },
+        &access,
+        &hub,
+    ))
 }
 
 /// Figures over all customers.
@@ -923,6 +927,23 @@ pub async fn status(
             .as_deref()
             .map_or_else(Vec::new, |m| m.aemp.status()),
     }))
+}
+
+/// [`json`], with operators' clear ids next to their pseudonyms for an
+/// admin (held in memory only, see `crate::privacy`).
+fn json_for<T: Serialize>(doc: &T, access: &Access, hub: &Hub) -> Response {
+    let pseudonyms = hub.pseudonyms().filter(|_| access.sees_operators());
+    let Some(pseudonyms) = pseudonyms else {
+        return json(doc);
+    };
+    match serde_json::to_string(doc) {
+        Ok(body) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            pseudonyms.reveal(&body).into_owned(),
+        )
+            .into_response(),
+        Err(_) => json(doc),
+    }
 }
 
 /// Serialises `doc` (non-finite numbers become `null`).

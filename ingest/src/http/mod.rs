@@ -100,6 +100,8 @@ pub struct Hub {
     local_addr: OnceLock<SocketAddr>,
     /// CSM assignments of customers.toml: customer id -> user name.
     csm: RwLock<HashMap<String, String>>,
+    /// Operator pseudonyms, for showing admins the clear ids.
+    pseudonyms: RwLock<Option<Arc<crate::privacy::Pseudonyms>>>,
 }
 
 impl Hub {
@@ -128,6 +130,28 @@ impl Hub {
             .iter()
             .filter_map(|c| Some((c.id.clone(), c.csm.clone()?)))
             .collect();
+    }
+
+    /// The service's operator pseudonyms, and how long evidence may name
+    /// an operator.
+    pub fn set_privacy(
+        &self,
+        pseudonyms: Option<Arc<crate::privacy::Pseudonyms>>,
+        retention: std::time::Duration,
+    ) {
+        *self.pseudonyms.write().unwrap_or_else(|e| e.into_inner()) = pseudonyms;
+        self.view
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_operator_retention(retention);
+    }
+
+    /// The operator pseudonyms, when the service has a key.
+    pub fn pseudonyms(&self) -> Option<Arc<crate::privacy::Pseudonyms>> {
+        self.pseudonyms
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Customer id -> CSM user name.
@@ -317,6 +341,16 @@ fn queue_name(config: &crate::config::ServiceConfig, i: usize) -> String {
     }
 }
 
+/// Who is who, for the HTTP side: the customers file (its CSM
+/// assignments) and the operator pseudonyms.
+#[derive(Debug, Default)]
+pub struct People<'a> {
+    /// The customers file, when the service has one.
+    pub customers: Option<&'a crate::customers::CustomersFile>,
+    /// The operator pseudonyms, when the service has a key.
+    pub pseudonyms: Option<Arc<crate::privacy::Pseudonyms>>,
+}
+
 /// Called by the service once its engine has started and before its
 /// fan-out does: feeds `hub` (or, when `[http]` is enabled and no hub is
 /// given, a new one) from one more fan-out receiver, added to `outputs`, and
@@ -324,7 +358,7 @@ fn queue_name(config: &crate::config::ServiceConfig, i: usize) -> String {
 /// to feed.
 pub async fn attach(
     config: &crate::config::ServiceConfig,
-    customers: Option<&crate::customers::CustomersFile>,
+    people: People<'_>,
     hub: Option<Arc<Hub>>,
     metrics: &Arc<IngestMetrics>,
     engine_config: &EngineConfig,
@@ -335,9 +369,10 @@ pub async fn attach(
         return Ok(None);
     };
     hub.attach(metrics.clone(), engine_config);
-    if let Some(customers) = customers {
+    if let Some(customers) = people.customers {
         hub.set_csm_assignments(customers);
     }
+    hub.set_privacy(people.pseudonyms, config.privacy.operator_retention);
     hub.set_engine_stats(engine);
     hub.watch_queues(
         outputs

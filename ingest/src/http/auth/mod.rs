@@ -94,8 +94,20 @@ impl Denied {
 impl Auth {
     /// From a checked `[http]`; reads the users file.
     pub fn new(config: &HttpConfig) -> Result<Self, ConfigError> {
+        // A missing users file is an empty one: the service starts and
+        // refuses everyone until the first admin is added (then SIGHUP).
         let users = match &config.users_file {
-            Some(path) => UsersFile::load(path, false)?,
+            Some(path) => {
+                let users = UsersFile::load(path, true)?;
+                if users.users.is_empty() {
+                    tracing::warn!(
+                        file = %path.display(),
+                        "no users yet: every request gets 401; create the first admin with \
+                         `fleetpulse users add NAME --role admin --file FILE`, then send SIGHUP"
+                    );
+                }
+                users
+            }
             None => UsersFile::default(),
         };
         let proxy = config
@@ -135,7 +147,7 @@ impl Auth {
         let Some(path) = &self.users_file else {
             return Ok(0);
         };
-        let users = Users::new(UsersFile::load(path, false)?);
+        let users = Users::new(UsersFile::load(path, true)?);
         let n = users.len();
         *self.users.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(users);
         Ok(n)
