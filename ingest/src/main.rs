@@ -161,11 +161,18 @@ async fn run(path: PathBuf, workers: Option<usize>, cluster: ClusterArgs) -> any
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: shutting down"),
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        // SIGHUP rereads the HTTP port's users file and certificate (the
+        // server listens for it itself); it never stops the service.
+        let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: shutting down"),
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = hangup.recv() => continue,
+            }
+            break;
         }
         on_signal.cancel();
     });
