@@ -898,3 +898,196 @@ fn a_public_listen_address_without_authentication_refuses_to_start() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// An in-process server on a loopback port with `config`'s users and
+/// proxy; stops on drop of the token.
+async fn in_process(
+    config: fleetpulse::http::HttpConfig,
+) -> (
+    String,
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    config.check(Path::new("<test>")).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (addr, server) =
+        fleetpulse::http::start(&config, fleetpulse::http::Hub::new(), stop.clone())
+            .await
+            .unwrap();
+    (format!("http://{addr}"), stop, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxy_names_the_user_and_forms_need_their_csrf_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let users_file = dir.path().join("users.toml");
+    let file = users_file.to_str().unwrap();
+    let password = "a-Pa55word-for-the-csrf-test";
+    users(
+        &[
+            "add",
+            "root",
+            "--role",
+            "admin",
+            "--password-stdin",
+            "--file",
+            file,
+        ],
+        Some(password),
+    );
+
+    let mut config = fleetpulse::http::HttpConfig::on("127.0.0.1:0".parse().unwrap());
+    config.users_file = Some(users_file);
+    config.proxy = Some(fleetpulse::http::config::ProxyConfig {
+        trusted: vec!["127.0.0.1".into()],
+        user_header: "X-Forwarded-User".into(),
+        groups_header: "X-Forwarded-Groups".into(),
+        admin_groups: vec!["cs-admins".into()],
+        csm_groups: vec!["csm".into()],
+        viewer_groups: vec!["staff".into()],
+    });
+    let (base, stop, server) = in_process(config).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // The proxy (this loopback peer is trusted) names the user and groups.
+    let me: Value = client
+        .get(format!("{base}/api/me"))
+        .header("x-forwarded-user", "carol")
+        .header("x-forwarded-groups", "staff,csm")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (me["user"].as_str(), me["role"].as_str()),
+        (Some("carol"), Some("csm"))
+    );
+    assert_eq!(me["via"], "proxy");
+    let no_role = client
+        .get(format!("{base}/api/me"))
+        .header("x-forwarded-user", "dave")
+        .header("x-forwarded-groups", "contractors")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_role.status(), StatusCode::UNAUTHORIZED);
+
+    // The login form: without its CSRF cookie, or from another origin, no.
+    let page = client.get(format!("{base}/login")).send().await.unwrap();
+    let set = page.headers()["set-cookie"].to_str().unwrap().to_string();
+    let csrf_cookie = set.split(';').next().unwrap().to_string();
+    let csrf = csrf_cookie.split_once('=').unwrap().1.to_string();
+    let html = page.text().await.unwrap();
+    assert!(html.contains(&csrf), "the form carries the token");
+    let form = [
+        ("user", "root"),
+        ("password", password),
+        ("csrf", csrf.as_str()),
+    ];
+    let forged = client
+        .post(format!("{base}/login"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN, "no cookie");
+    let cross_site = client
+        .post(format!("{base}/login"))
+        .header("cookie", &csrf_cookie)
+        .header("origin", "https://attacker.example")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_site.status(), StatusCode::FORBIDDEN, "another origin");
+    let wrong = client
+        .post(format!("{base}/login"))
+        .header("cookie", &csrf_cookie)
+        .form(&[
+            ("user", "root"),
+            ("password", "wrong password"),
+            ("csrf", csrf.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let login = client
+        .post(format!("{base}/login"))
+        .header("cookie", &csrf_cookie)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    let session = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|c| c.starts_with("fp_session="))
+        .unwrap()
+        .to_string();
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Strict"),
+        "{session}"
+    );
+    assert!(!session.contains("Secure"), "plain HTTP: not Secure");
+    let session = session.split(';').next().unwrap().to_string();
+    let me: Value = client
+        .get(format!("{base}/api/me"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (me["user"].as_str(), me["via"].as_str()),
+        (Some("root"), Some("session"))
+    );
+    let token = me["csrf_token"].as_str().unwrap().to_string();
+
+    // Logout needs the session's own token.
+    let logout = |csrf: String| {
+        client
+            .post(format!("{base}/logout"))
+            .header("cookie", &session)
+            .form(&[("csrf", csrf)])
+            .send()
+    };
+    assert_eq!(
+        logout("forged".into()).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(logout(token).await.unwrap().status(), StatusCode::SEE_OTHER);
+    let after = client
+        .get(format!("{base}/api/me"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        after.status(),
+        StatusCode::UNAUTHORIZED,
+        "the session is gone"
+    );
+
+    // A body over max_body_bytes is refused before anyone reads it.
+    let big = client
+        .post(format!("{base}/login"))
+        .body(vec![b'a'; 64 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    stop.cancel();
+    server.await.unwrap().unwrap();
+}
