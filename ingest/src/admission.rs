@@ -121,6 +121,15 @@ impl Admission {
         }
     }
 
+    /// Replaces operator ids by pseudonyms (`[privacy]`).
+    pub fn with_pseudonyms(
+        mut self,
+        pseudonyms: Option<std::sync::Arc<crate::privacy::Pseudonyms>>,
+    ) -> Self {
+        self.converter = std::mem::take(&mut self.converter).with_pseudonyms(pseudonyms);
+        self
+    }
+
     /// Shares the per-customer device counts with the other lanes.
     pub fn with_device_counts(mut self, counts: DeviceCounts) -> Self {
         self.devices_per_customer = counts;

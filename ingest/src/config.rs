@@ -59,6 +59,10 @@ pub struct ServiceConfig {
     /// customers in the customers file's `[[aemp_equipment]]`.
     #[serde(default)]
     pub aemp: Vec<crate::source::aemp::AempConfig>,
+    /// Operator pseudonyms and how long evidence may name an operator
+    /// (docs/SECURITY.md).
+    #[serde(default)]
+    pub privacy: crate::privacy::PrivacyConfig,
 }
 
 fn default_shutdown_timeout() -> Duration {
@@ -428,6 +432,7 @@ impl Default for ServiceConfig {
             cluster: None,
             shutdown_timeout: default_shutdown_timeout(),
             aemp: Vec::new(),
+            privacy: crate::privacy::PrivacyConfig::default(),
         }
     }
 }
@@ -608,6 +613,7 @@ impl ServiceConfig {
         config.engine_config(path)?;
         config.check_cluster(path)?;
         config.check_packet_limit(path)?;
+        config.http.check(path)?;
         if let Some(wal) = &config.wal {
             wal.check(path)?;
         }
@@ -646,6 +652,7 @@ impl ServiceConfig {
                 *file = base.join(&*file);
             }
         }
+        self.http.resolve_paths(base);
         for sink in &mut self.sinks {
             if let SinkConfig::Sqlite(sqlite) = sink
                 && sqlite.path.is_relative()

@@ -10,6 +10,10 @@ use fleetpulse_proto::v1;
 pub struct Converter {
     catalog: FeatureCatalog,
     ids: foldhash::HashMap<String, Id>,
+    /// Operator ids become pseudonyms here, before the engine sees them.
+    pseudonyms: Option<std::sync::Arc<crate::privacy::Pseudonyms>>,
+    /// Clear operator id -> pseudonym, so each is hashed once.
+    operators: foldhash::HashMap<String, Id>,
 }
 
 /// Most ids kept interned; beyond it new ids are allocated per batch (a flood
@@ -22,7 +26,32 @@ impl Converter {
         Self {
             catalog,
             ids: foldhash::HashMap::default(),
+            pseudonyms: None,
+            operators: foldhash::HashMap::default(),
         }
+    }
+
+    /// Replaces operator ids by their pseudonyms.
+    pub fn with_pseudonyms(
+        mut self,
+        pseudonyms: Option<std::sync::Arc<crate::privacy::Pseudonyms>>,
+    ) -> Self {
+        self.pseudonyms = pseudonyms;
+        self
+    }
+
+    fn operator(&mut self, id: String) -> Id {
+        let Some(pseudonyms) = &self.pseudonyms else {
+            return self.intern(id);
+        };
+        if let Some(pseudonym) = self.operators.get(&id) {
+            return pseudonym.clone();
+        }
+        let pseudonym: Id = pseudonyms.pseudonym(&id).as_str().into();
+        if self.operators.len() < MAX_INTERNED {
+            self.operators.insert(id, pseudonym.clone());
+        }
+        pseudonym
     }
 
     /// Converts one validated batch.
@@ -59,7 +88,7 @@ impl Converter {
             cycles: s.cycles,
             output_units: s.output_units,
             manual_interventions: s.manual_interventions,
-            operator: (!s.operator_id.is_empty()).then(|| self.intern(s.operator_id)),
+            operator: (!s.operator_id.is_empty()).then(|| self.operator(s.operator_id)),
             advanced_features,
             feature_seconds,
             advanced_feature_seconds,

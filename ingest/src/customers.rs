@@ -42,6 +42,10 @@ pub struct CustomerConfig {
     pub name: String,
     /// Coverage segment: `high-touch`, `low-touch` or `tech-touch`.
     pub segment: Segment,
+    /// The CS manager who owns the account: a user name of the HTTP port
+    /// (users.toml or the proxy's user), who then sees this customer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csm: Option<String>,
     /// IANA time zone of the customer's operations (e.g. `Europe/Berlin`);
     /// daily windows follow its local day. UTC when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

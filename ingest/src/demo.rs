@@ -80,7 +80,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     let hub = crate::http::Hub::new();
     let stop_http = tokio_util::sync::CancellationToken::new();
-    let (addr, server) = crate::http::start(args.http, hub.clone(), stop_http.clone())
+    let http = crate::http::HttpConfig::on(args.http);
+    http.check(std::path::Path::new("--http"))?;
+    let (addr, server) = crate::http::start(&http, hub.clone(), stop_http.clone())
         .await
         .with_context(|| format!("--http {}: cannot listen", args.http))?;
     let url = format!("http://{addr}/");

@@ -16,6 +16,7 @@ pub mod drive;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod privacy;
 pub mod progress;
 pub mod records;
 pub mod report;

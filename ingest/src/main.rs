@@ -54,6 +54,9 @@ enum Command {
     /// Write a customer's business-review report (self-contained HTML:
     /// outcomes, adoption, milestones, time to value) from the SQLite store.
     Report(fleetpulse::report::ReportArgs),
+    /// Users and API tokens of the HTTP port (users.toml): `users add`,
+    /// `users token`, `users list`, `users remove`.
+    Users(fleetpulse::http::auth::cli::UsersArgs),
 }
 
 /// Timely's cluster settings (docs/SCALING.md); they override `[cluster]`.
@@ -121,6 +124,7 @@ fn main() -> anyhow::Result<()> {
             Command::Demo(args) => fleetpulse::demo::run(args).await,
             Command::Bench { args } => bench(args),
             Command::Report(args) => fleetpulse::report::run(args),
+            Command::Users(args) => fleetpulse::http::auth::cli::run(args),
         }
     });
     // A stop that hit `shutdown_timeout` may leave a thread waiting on a
@@ -157,11 +161,18 @@ async fn run(path: PathBuf, workers: Option<usize>, cluster: ClusterArgs) -> any
     let shutdown = CancellationToken::new();
     let on_signal = shutdown.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: shutting down"),
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        // SIGHUP rereads the HTTP port's users file and certificate (the
+        // server listens for it itself); it never stops the service.
+        let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: shutting down"),
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = hangup.recv() => continue,
+            }
+            break;
         }
         on_signal.cancel();
     });

@@ -343,6 +343,7 @@ pub fn customers_file(fleet: &Fleet) -> CustomersFile {
                     fleetpulse_sim::Segment::LowTouch => Segment::LowTouch,
                     fleetpulse_sim::Segment::TechTouch => Segment::TechTouch,
                 },
+                csm: None,
                 timezone: None,
                 maturity: None,
                 outcomes: demo_outcomes(),

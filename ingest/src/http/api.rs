@@ -10,11 +10,11 @@
 
 use std::sync::Arc;
 
-use axum::Json;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{Extension, FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
+use axum::{Json, http::header};
 use fleetpulse_engine::kpi::health::Band;
 use fleetpulse_engine::kpi::outcome::Direction;
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::Hub;
+use super::auth::{Access, Role};
 use super::view::{CustomerView, DeviceView, View};
 use crate::records::Doc;
 use crate::records::openapi::{
@@ -51,10 +52,49 @@ pub const SPARKLINE_DAYS: usize = 30;
             the engine could not define (NaN) is null."
     ),
     servers((url = "/")),
-    paths(customers, customer, alerts, portfolio, status, super::openapi, super::metrics,
+    paths(customers, customer, alerts, portfolio, status, me, super::openapi, super::metrics,
         super::healthz, super::readyz),
+    modifiers(&SecuritySchemes),
+    security(("bearer" = []), ("session" = []), ("proxy" = [])),
 )]
 pub struct ApiDoc;
+
+/// The ways to authenticate, in the document's components (docs/HTTP.md).
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("fp_<id>_<secret>, from `fleetpulse users token`")
+                    .description(Some("An API token (machine access: Prometheus, scripts)."))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                super::auth::session::SESSION_COOKIE,
+                "The dashboard's session cookie, set by POST /login.",
+            ))),
+        );
+        components.add_security_scheme(
+            "proxy",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Forwarded-User",
+                "Set by a trusted authenticating reverse proxy ([http.proxy]; the header names \
+                 are configurable), honoured only from the proxy's addresses.",
+            ))),
+        );
+    }
+}
 
 /// The OpenAPI document as JSON, built once.
 pub fn openapi_json() -> &'static str {
@@ -74,6 +114,19 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// Any status.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// Its status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
     /// 400: a query parameter is unknown or has a bad value.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self {
@@ -95,7 +148,7 @@ impl ApiError {
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = Error)]
-struct ErrorBody<'a> {
+pub(crate) struct ErrorBody<'a> {
     /// What is wrong.
     error: &'a str,
     /// HTTP status.
@@ -296,7 +349,8 @@ fn display_name<'a>(id: &'a str, c: &'a CustomerView, view: &'a View) -> &'a str
         .map_or(id, |a| &a.customer_name)
 }
 
-fn segment_of(c: &CustomerView) -> Option<Segment> {
+/// The customer's segment (customers file, else its latest health record).
+pub(crate) fn segment_of(c: &CustomerView) -> Option<Segment> {
     c.info
         .as_ref()
         .map(|i| i.segment)
@@ -324,14 +378,17 @@ fn as_of(view: &View) -> Option<EventTime> {
 /// lowest score. Each with its latest health, a 30-day sparkline and its open
 /// alerts.
 #[utoipa::path(get, path = "/api/customers", operation_id = "listCustomers", tag = "api", params(CustomersQuery),
-    responses((status = 200, description = "the ranked list", body = CustomerList), BadQuery))]
+    responses((status = 200, description = "the ranked list", body = CustomerList), BadQuery,
+        Unauthorized, ViewerRefused))]
 pub async fn customers(
     State(hub): State<Arc<Hub>>,
+    Extension(access): Extension<Access>,
     ApiQuery(q): ApiQuery<CustomersQuery>,
 ) -> Result<Response, ApiError> {
     let view = hub.read_view();
     let mut rows = Vec::new();
-    for (i, (id, c)) in view.ranked().into_iter().enumerate() {
+    let visible = view.ranked().into_iter().filter(|(id, _)| access.sees(id));
+    for (i, (id, c)) in visible.enumerate() {
         let open = view.open_alerts_of(id);
         let latest = c.latest_health();
         if q.segment.is_some_and(|s| segment_of(c) != Some(s))
@@ -371,7 +428,7 @@ pub async fn customers(
         as_of: as_of(&view),
         customers: rows,
     };
-    Ok(json(&doc))
+    Ok(json_for(&doc, &access, &hub))
 }
 
 /// The answer to a query string that is not understood.
@@ -382,6 +439,21 @@ pub async fn customers(
 )]
 #[allow(dead_code)] // a type for the document only
 struct BadQuery(ErrorBody<'static>);
+
+/// The answer to a request without valid credentials.
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 401,
+    description = "no valid credentials: a Bearer token, the session cookie or a trusted proxy's headers"
+)]
+#[allow(dead_code)] // a type for the document only
+struct Unauthorized(ErrorBody<'static>);
+
+/// A viewer asking for customers.
+#[derive(utoipa::IntoResponses)]
+#[response(status = 403, description = "the viewer role sees the portfolio only")]
+#[allow(dead_code)] // a type for the document only
+struct ViewerRefused(ErrorBody<'static>);
 
 /// Machine states by their stored names.
 fn machine_state_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
@@ -512,13 +584,21 @@ struct CustomerDetail<'a> {
 #[utoipa::path(get, path = "/api/customers/{id}", operation_id = "getCustomer", tag = "api",
     params(("id" = String, Path, description = "customer id"), CustomerQuery),
     responses((status = 200, description = "the customer", body = CustomerDetail), BadQuery,
-        (status = 404, description = "no such customer", body = ErrorBody)))]
+        (status = 404, description = "no such customer, or not one of the user's", body = ErrorBody),
+        Unauthorized))]
 pub async fn customer(
     State(hub): State<Arc<Hub>>,
+    Extension(access): Extension<Access>,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<CustomerQuery>,
 ) -> Result<Response, ApiError> {
     let days = q.days.map_or(DEFAULT_DAYS, |d| d.0);
+    if !access.sees(&id) {
+        // The same answer as for a customer that does not exist.
+        tracing::warn!(target: "audit", event = "denied", status = 404, user = %access.principal.name,
+            path = "/api/customers/{id}", reason = "customer not in scope", "request denied");
+        return Err(ApiError::not_found(format!("no customer `{id}`")));
+    }
     let view = hub.read_view();
     let window = q.window.unwrap_or_else(|| view.day_window().to_string());
     let Some((id, c)) = view.customers().get_key_value(id.as_str()) else {
@@ -582,7 +662,7 @@ pub async fn customer(
         devices: c.devices.iter().map(|(id, d)| device_doc(id, d)).collect(),
         alerts: alerts.into_iter().map(Doc).collect(),
     };
-    Ok(json(&doc))
+    Ok(json_for(&doc, &access, &hub))
 }
 
 /// Alert episodes.
@@ -597,9 +677,11 @@ struct AlertList<'a> {
 
 /// Alert episodes, newest first
 #[utoipa::path(get, path = "/api/alerts", operation_id = "listAlerts", tag = "api", params(AlertsQuery),
-    responses((status = 200, description = "the episodes", body = AlertList), BadQuery))]
+    responses((status = 200, description = "the episodes", body = AlertList), BadQuery,
+        Unauthorized, ViewerRefused))]
 pub async fn alerts(
     State(hub): State<Arc<Hub>>,
+    Extension(access): Extension<Access>,
     ApiQuery(q): ApiQuery<AlertsQuery>,
 ) -> Result<Response, ApiError> {
     let status = match q.status.unwrap_or_default() {
@@ -610,6 +692,7 @@ pub async fn alerts(
     let view = hub.read_view();
     let mut alerts: Vec<&AlertRecord> = view
         .alerts()
+        .filter(|a| access.sees(&a.customer))
         .filter(|a| status.is_none_or(|s| a.status == s))
         .filter(|a| q.segment.is_none_or(|s| a.segment == s))
         .filter(|a| q.rule.is_none_or(|r| a.rule == r))
@@ -625,10 +708,14 @@ pub async fn alerts(
     if let Some(limit) = q.limit {
         alerts.truncate(limit.0);
     }
-    Ok(json(&AlertList {
-        version: view.version(),
-        alerts: alerts.into_iter().map(Doc).collect(),
-    }))
+    Ok(json_for(
+        &AlertList {
+            version: view.version(),
+            alerts: alerts.into_iter().map(Doc).collect(),
+        },
+        &access,
+        &hub,
+    ))
 }
 
 /// Figures over all customers.
@@ -660,24 +747,39 @@ struct RuleCount {
     open_alerts: usize,
 }
 
-/// Figures over all customers
+/// Figures over all customers (a CSM's: over their customers)
+///
+/// Admins and viewers get the figures over every customer; a CSM gets the
+/// same figures computed over their own customers only.
 #[utoipa::path(get, path = "/api/portfolio", operation_id = "getPortfolio", tag = "api", params(PortfolioQuery),
-    responses((status = 200, description = "latest and past days", body = PortfolioDoc), BadQuery))]
+    responses((status = 200, description = "latest and past days", body = PortfolioDoc), BadQuery,
+        Unauthorized))]
 pub async fn portfolio(
     State(hub): State<Arc<Hub>>,
+    Extension(access): Extension<Access>,
     ApiQuery(q): ApiQuery<PortfolioQuery>,
 ) -> Result<Response, ApiError> {
     let days = q.days.map_or(DEFAULT_DAYS, |d| d.0);
     let view = hub.read_view();
+    let everyone = access.sees_all() || access.principal.role == Role::Viewer;
+    let sees = |customer: &str| everyone || access.sees(customer);
     let open: Vec<&AlertRecord> = view
         .alerts()
-        .filter(|a| a.status == AlertStatus::Open)
+        .filter(|a| a.status == AlertStatus::Open && sees(&a.customer))
         .collect();
+    let scoped = (!everyone).then(|| scoped_portfolio(&view, &access, days));
+    let (latest, history) = match &scoped {
+        None => (
+            view.portfolio().last().map(Doc),
+            view.portfolio().tail(days).map(Doc).collect(),
+        ),
+        Some(records) => (records.last().map(Doc), records.iter().map(Doc).collect()),
+    };
     let doc = PortfolioDoc {
         version: view.version(),
-        latest: view.portfolio().last().map(Doc),
-        history: view.portfolio().tail(days).map(Doc).collect(),
-        customers: view.customers().len(),
+        latest,
+        history,
+        customers: view.customers().keys().filter(|id| sees(id)).count(),
         open_alerts: open.len(),
         open_alerts_by_rule: Rule::ALL
             .iter()
@@ -689,6 +791,79 @@ pub async fn portfolio(
             .collect(),
     };
     Ok(json(&doc))
+}
+
+/// The portfolio records of the last `days` days (at least the latest),
+/// recomputed over the customers `access` sees, with the engine's own fold.
+fn scoped_portfolio(view: &View, access: &Access, days: usize) -> Vec<PortfolioRecord> {
+    const HOUR_MS: u64 = 3_600_000;
+    const DAY_MS: u64 = 24 * HOUR_MS;
+    let mine: Vec<&CustomerView> = view
+        .customers()
+        .iter()
+        .filter(|(id, _)| access.sees(id))
+        .map(|(_, c)| c)
+        .collect();
+    view.portfolio()
+        .tail(days.max(1))
+        .map(|day| {
+            // The engine files a local day under the UTC day its noon is in.
+            let health: Vec<HealthRecord> = mine
+                .iter()
+                .filter_map(|c| {
+                    c.health.as_ref()?.iter().rev().find(|h| {
+                        let noon = h.window_start + 12 * HOUR_MS;
+                        noon - noon % DAY_MS == day.window_start
+                    })
+                })
+                .cloned()
+                .collect();
+            fleetpulse_engine::kpi::portfolio::portfolio(day.window_start, day.window_end, &health)
+        })
+        .collect()
+}
+
+/// Who is asking.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Me)]
+struct MeDoc<'a> {
+    /// User name (`anonymous` when the server asks nobody).
+    user: &'a str,
+    /// `admin`, `csm` or `viewer`.
+    #[schema(value_type = String)]
+    role: Role,
+    /// `anonymous`, `session`, `token` or `proxy`.
+    via: &'static str,
+    /// Customers this user sees; null for all.
+    customers: Option<usize>,
+    /// The CSRF token to send with `POST /logout` (dashboard sessions).
+    csrf_token: Option<&'a str>,
+}
+
+/// The user making the request, their role and scope
+#[utoipa::path(get, path = "/api/me", operation_id = "getMe", tag = "api",
+    responses((status = 200, description = "the user", body = MeDoc), BadQuery, Unauthorized))]
+pub async fn me(
+    Extension(access): Extension<Access>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
+) -> Result<Response, ApiError> {
+    let customers = match &access.scope {
+        super::auth::Scope::All => None,
+        super::auth::Scope::Only(ids) => Some(ids.len()),
+    };
+    let mut response = json(&MeDoc {
+        user: &access.principal.name,
+        role: access.principal.role,
+        via: access.principal.via.as_str(),
+        customers,
+        csrf_token: access.csrf.as_deref(),
+    });
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
 }
 
 /// Progress counters.
@@ -723,7 +898,7 @@ struct StatusDoc {
 ///
 /// The dashboard polls it and fetches again when `version` changes.
 #[utoipa::path(get, path = "/api/status", operation_id = "getStatus", tag = "api",
-    responses((status = 200, description = "counters", body = StatusDoc), BadQuery))]
+    responses((status = 200, description = "counters", body = StatusDoc), BadQuery, Unauthorized))]
 pub async fn status(
     State(hub): State<Arc<Hub>>,
     ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
@@ -752,6 +927,23 @@ pub async fn status(
             .as_deref()
             .map_or_else(Vec::new, |m| m.aemp.status()),
     }))
+}
+
+/// [`json`], with operators' clear ids next to their pseudonyms for an
+/// admin (held in memory only, see `crate::privacy`).
+fn json_for<T: Serialize>(doc: &T, access: &Access, hub: &Hub) -> Response {
+    let pseudonyms = hub.pseudonyms().filter(|_| access.sees_operators());
+    let Some(pseudonyms) = pseudonyms else {
+        return json(doc);
+    };
+    match serde_json::to_string(doc) {
+        Ok(body) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            pseudonyms.reveal(&body).into_owned(),
+        )
+            .into_response(),
+        Err(_) => json(doc),
+    }
 }
 
 /// Serialises `doc` (non-finite numbers become `null`).

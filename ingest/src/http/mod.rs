@@ -18,19 +18,31 @@
 //! | `GET /api/alerts` | alert episodes, filtered by status, segment, rule, customer |
 //! | `GET /api/portfolio` | figures over all customers |
 //! | `GET /api/status` | progress counters; the dashboard polls it |
+//! | `GET /api/me` | the user, their role and how many customers they see |
+//! | `GET /login`, `POST /login`, `POST /logout` | the dashboard's login ([`auth::login`]) |
 //! | `GET /api/openapi.json` | the OpenAPI document of the above |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /healthz`, `GET /readyz` | liveness, readiness |
+//!
+//! **Who may see what** ([`auth`]): every route but the health checks,
+//! the login page and the stylesheet sits behind a guard that resolves the
+//! user and the customers they see; handlers filter by it. The server
+//! ([`server`]) bounds connections, header and request times, concurrency
+//! and body sizes, and speaks TLS ([`tls`]) when configured.
 //!
 //! **Queue.** The view task only updates maps, so it keeps up with the
 //! fan-out; if it ever fell behind, its bounded queue would make the fan-out
 //! wait (backpressure, like a sink), never drop.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod prometheus;
+pub mod server;
+pub mod tls;
 pub mod view;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -38,10 +50,10 @@ use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use fleetpulse_engine::{EngineConfig, EngineStats, Output};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -86,6 +98,10 @@ pub struct Hub {
     service: RwLock<ServiceHandles>,
     running: AtomicBool,
     local_addr: OnceLock<SocketAddr>,
+    /// CSM assignments of customers.toml: customer id -> user name.
+    csm: RwLock<HashMap<String, String>>,
+    /// Operator pseudonyms, for showing admins the clear ids.
+    pseudonyms: RwLock<Option<Arc<crate::privacy::Pseudonyms>>>,
 }
 
 impl Hub {
@@ -105,6 +121,42 @@ impl Hub {
             *view = View::new(&day.name);
         }
         view.set_roster(&engine.customers);
+    }
+
+    /// Who manages which customer (`csm` in customers.toml).
+    pub fn set_csm_assignments(&self, customers: &crate::customers::CustomersFile) {
+        *self.csm.write().unwrap_or_else(|e| e.into_inner()) = customers
+            .customers
+            .iter()
+            .filter_map(|c| Some((c.id.clone(), c.csm.clone()?)))
+            .collect();
+    }
+
+    /// The service's operator pseudonyms, and how long evidence may name
+    /// an operator.
+    pub fn set_privacy(
+        &self,
+        pseudonyms: Option<Arc<crate::privacy::Pseudonyms>>,
+        retention: std::time::Duration,
+    ) {
+        *self.pseudonyms.write().unwrap_or_else(|e| e.into_inner()) = pseudonyms;
+        self.view
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_operator_retention(retention);
+    }
+
+    /// The operator pseudonyms, when the service has a key.
+    pub fn pseudonyms(&self) -> Option<Arc<crate::privacy::Pseudonyms>> {
+        self.pseudonyms
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Customer id -> CSM user name.
+    pub fn csm_assignments(&self) -> HashMap<String, String> {
+        self.csm.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The engine's counters, once it has started.
@@ -289,6 +341,16 @@ fn queue_name(config: &crate::config::ServiceConfig, i: usize) -> String {
     }
 }
 
+/// Who is who, for the HTTP side: the customers file (its CSM
+/// assignments) and the operator pseudonyms.
+#[derive(Debug, Default)]
+pub struct People<'a> {
+    /// The customers file, when the service has one.
+    pub customers: Option<&'a crate::customers::CustomersFile>,
+    /// The operator pseudonyms, when the service has a key.
+    pub pseudonyms: Option<Arc<crate::privacy::Pseudonyms>>,
+}
+
 /// Called by the service once its engine has started and before its
 /// fan-out does: feeds `hub` (or, when `[http]` is enabled and no hub is
 /// given, a new one) from one more fan-out receiver, added to `outputs`, and
@@ -296,6 +358,7 @@ fn queue_name(config: &crate::config::ServiceConfig, i: usize) -> String {
 /// to feed.
 pub async fn attach(
     config: &crate::config::ServiceConfig,
+    people: People<'_>,
     hub: Option<Arc<Hub>>,
     metrics: &Arc<IngestMetrics>,
     engine_config: &EngineConfig,
@@ -306,6 +369,10 @@ pub async fn attach(
         return Ok(None);
     };
     hub.attach(metrics.clone(), engine_config);
+    if let Some(customers) = people.customers {
+        hub.set_csm_assignments(customers);
+    }
+    hub.set_privacy(people.pseudonyms, config.privacy.operator_retention);
     hub.set_engine_stats(engine);
     hub.watch_queues(
         outputs
@@ -321,12 +388,17 @@ pub async fn attach(
     hub.watch_wal(config.wal.as_ref().map(|w| w.dir.clone()));
     let server = if config.http.enabled {
         let stop = CancellationToken::new();
-        let (addr, task) = start(config.http.listen, hub.clone(), stop.clone())
+        let (addr, task) = start(&config.http, hub.clone(), stop.clone())
             .await
             .map_err(|e| {
                 std::io::Error::new(e.kind(), format!("http listen {}: {e}", config.http.listen))
             })?;
-        tracing::info!(url = %format!("http://{addr}/"), "dashboard and API");
+        let scheme = if config.http.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!(url = %format!("{scheme}://{addr}/"), "dashboard and API");
         Some((stop, task))
     } else {
         None
@@ -367,8 +439,25 @@ pub fn feed(hub: Arc<Hub>) -> (mpsc::Sender<Arc<[Output]>>, tokio::task::JoinHan
     (tx, task)
 }
 
-/// The router over `hub`.
-pub fn router(hub: Arc<Hub>) -> Router {
+/// The whole application over `hub`: routes, the guard in front of them
+/// (identity, role, scope, Host), and the request limits of `config`.
+pub fn app(hub: Arc<Hub>, auth: Arc<auth::Auth>, config: &HttpConfig) -> Router {
+    let guard = auth::Guard {
+        auth: auth.clone(),
+        hub: hub.clone(),
+    };
+    let login = Router::new()
+        .route("/login", get(auth::login::page).post(auth::login::login))
+        .route("/logout", post(auth::login::logout))
+        .with_state(auth);
+    let routes = router(hub)
+        .merge(login)
+        .layer(axum::middleware::from_fn_with_state(guard, auth::guard));
+    server::harden(routes, config)
+}
+
+/// The routes over `hub`; handlers expect the guard's [`auth::Access`].
+fn router(hub: Arc<Hub>) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/index.html", get(index))
@@ -379,6 +468,7 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/api/alerts", get(api::alerts))
         .route("/api/portfolio", get(api::portfolio))
         .route("/api/status", get(api::status))
+        .route("/api/me", get(api::me))
         .route("/api/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -387,24 +477,50 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .with_state(hub)
 }
 
-/// Binds `listen` and serves `hub` until `stop` is cancelled. Returns the
-/// bound address (the port, when `listen` asked for port 0) and the server
-/// task.
+/// Binds `config.listen` and serves `hub` until `stop` is cancelled, with
+/// the authentication, TLS and limits of `config` (checked by the caller
+/// with [`HttpConfig::check`]). Returns the bound address (the port, when
+/// `listen` asked for port 0) and the server task.
 pub async fn start(
-    listen: SocketAddr,
+    config: &HttpConfig,
     hub: Arc<Hub>,
     stop: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
-    let listener = TcpListener::bind(listen).await?;
+    let invalid = |e: crate::config::ConfigError| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+    };
+    let auth = Arc::new(auth::Auth::new(config).map_err(invalid)?);
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|t| tls::Tls::load(t).map(Arc::new))
+        .transpose()?;
+    let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let _ = hub.local_addr.set(addr);
-    let app = router(hub);
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-    });
-    tracing::info!(%addr, "http listening");
+    if !auth.required() && !config::is_loopback(config.listen.ip()) {
+        tracing::warn!(
+            listen = %config.listen,
+            "http.allow_anonymous: no authentication on a non-loopback address; anyone who \
+             reaches the port reads every customer"
+        );
+    }
+    if config.host_allow_list().is_none() {
+        tracing::warn!(
+            listen = %config.listen,
+            "http.allowed_hosts is empty: any Host is accepted; name the server's host names"
+        );
+    }
+    let app = app(hub, auth.clone(), config);
+    let task = tokio::spawn(server::serve(
+        listener,
+        app,
+        config.clone(),
+        auth,
+        tls,
+        stop,
+    ));
+    tracing::info!(%addr, tls = config.tls.is_some(), authentication = config.authenticates(), "http listening");
     Ok((addr, task))
 }
 
@@ -438,28 +554,36 @@ fn typed(content_type: &'static str, body: impl IntoResponse) -> Response {
 
 /// This document
 #[utoipa::path(get, path = "/api/openapi.json", operation_id = "getOpenApi", tag = "service",
-    responses((status = 200, description = "OpenAPI document", content_type = "application/json", body = Object)))]
+    responses((status = 200, description = "OpenAPI document", content_type = "application/json", body = Object),
+        (status = 401, description = "no valid credentials", body = api::ErrorBody)))]
 pub(crate) async fn openapi() -> Response {
     typed("application/json", api::openapi_json())
 }
 
 /// Prometheus text format (0.0.4)
+///
+/// Counters of the service, never a customer or a device; any role (a
+/// viewer's API token for the scraper) may read them.
 #[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", tag = "service",
-    responses((status = 200, description = "metrics", content_type = "text/plain", body = String)))]
-pub(crate) async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+    responses((status = 200, description = "metrics", content_type = "text/plain", body = String),
+        (status = 401, description = "no valid credentials", body = api::ErrorBody)))]
+pub(crate) async fn metrics(
+    State(hub): State<Arc<Hub>>,
+    Extension(_access): Extension<auth::Access>,
+) -> Response {
     let text = prometheus::render(&hub.snapshot());
     typed("text/plain; version=0.0.4; charset=utf-8", text)
 }
 
 /// Liveness: the process serves HTTP
-#[utoipa::path(get, path = "/healthz", operation_id = "getHealthz", tag = "service",
+#[utoipa::path(get, path = "/healthz", operation_id = "getHealthz", tag = "service", security(()),
     responses((status = 200, description = "ok", content_type = "text/plain", body = String)))]
 pub(crate) async fn healthz() -> Response {
     (StatusCode::OK, "ok\n").into_response()
 }
 
 /// Readiness: the service is running, subscribed to the broker, and its WAL takes records
-#[utoipa::path(get, path = "/readyz", operation_id = "getReadyz", tag = "service", responses(
+#[utoipa::path(get, path = "/readyz", operation_id = "getReadyz", tag = "service", security(()), responses(
     (status = 200, description = "ready", content_type = "text/plain", body = String),
     (status = 503, description = "not ready, and why", content_type = "text/plain", body = String)))]
 pub(crate) async fn readyz(State(hub): State<Arc<Hub>>) -> Response {

@@ -177,6 +177,11 @@ pub struct View {
     portfolio: Series<PortfolioRecord>,
     records: u64,
     version: u64,
+    /// `[privacy] operator_retention` in ms; resolved champion_lost
+    /// evidence older than it loses its operator.
+    operator_retention: Option<u64>,
+    /// The last retention cutoff applied (event time).
+    retention_cutoff: EventTime,
 }
 
 impl Default for View {
@@ -195,6 +200,35 @@ impl View {
             portfolio: Series::new(HISTORY_DAYS),
             records: 0,
             version: 0,
+            operator_retention: None,
+            retention_cutoff: 0,
+        }
+    }
+
+    /// Resolved `champion_lost` episodes older than `retention` (event
+    /// time, before the newest day held) are shown without their operator.
+    pub fn set_operator_retention(&mut self, retention: std::time::Duration) {
+        self.operator_retention = Some(retention.as_millis() as u64);
+        self.expire_operators();
+    }
+
+    fn expire_operators(&mut self) {
+        let Some(retention) = self.operator_retention else {
+            return;
+        };
+        let newest = self.portfolio.last().map_or(0, |p| p.window_end);
+        let cutoff = newest.saturating_sub(retention);
+        if cutoff <= self.retention_cutoff {
+            return;
+        }
+        self.retention_cutoff = cutoff;
+        for alert in self.alerts.values_mut() {
+            if alert.rule == Rule::ChampionLost && alert.resolved_at.is_some_and(|r| r < cutoff) {
+                let expired = crate::privacy::expire_operator(&alert.evidence);
+                if let std::borrow::Cow::Owned(text) = expired {
+                    alert.evidence = text;
+                }
+            }
         }
     }
 
@@ -218,6 +252,7 @@ impl View {
         for record in records {
             self.apply_one(record);
         }
+        self.expire_operators();
         self.records += records.len() as u64;
         self.version += 1;
     }

@@ -38,6 +38,16 @@ pub async fn run(
     runtime: Runtime,
 ) -> Result<RunReport, ServiceError> {
     config.check_cluster(config_path)?;
+    config.http.check(config_path)?;
+    let pseudonyms =
+        config
+            .privacy
+            .pseudonyms()
+            .map_err(|message| crate::config::ConfigError::Invalid {
+                path: config_path.to_owned(),
+                field: "privacy".into(),
+                message,
+            })?;
     config.apply_cluster_member();
     let mut engine_config = config.engine_config(config_path)?;
     let customers = load_customers(&config, &engine_config)?;
@@ -109,6 +119,10 @@ pub async fn run(
     tracing::info!(workers, "engine started");
     let http = crate::http::attach(
         &config,
+        crate::http::People {
+            customers: customers.as_ref(),
+            pseudonyms: pseudonyms.clone(),
+        },
         runtime.http.clone(),
         &metrics,
         &engine_config,
@@ -156,7 +170,13 @@ pub async fn run(
     let mut lanes: Vec<_> = (engine.split(workers).into_iter())
         .map(|input| {
             (
-                parts::admission(&config, &engine_config, customers.as_ref(), &devices),
+                parts::admission(
+                    &config,
+                    &engine_config,
+                    customers.as_ref(),
+                    &devices,
+                    pseudonyms.as_ref(),
+                ),
                 input,
             )
         })

@@ -144,6 +144,7 @@ pub fn admission(
     engine_config: &EngineConfig,
     customers: Option<&CustomersFile>,
     devices: &DeviceCounts,
+    pseudonyms: Option<&Arc<crate::privacy::Pseudonyms>>,
 ) -> Admission {
     let known = customers.map(|c| {
         c.customers
@@ -163,4 +164,5 @@ pub fn admission(
     })
     .with_earliest(Earliest::from_config(&config.limits, customers))
     .with_device_counts(devices.clone())
+    .with_pseudonyms(pseudonyms.cloned())
 }

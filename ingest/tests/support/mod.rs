@@ -1,6 +1,7 @@
 //! Shared fixtures for the ingest integration tests. Include with `mod support;`.
 #![allow(dead_code)]
 
+pub mod cdp;
 pub mod files;
 pub mod fleets;
 pub mod in_process;

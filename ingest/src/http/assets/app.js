@@ -4,6 +4,9 @@
 //   #/alerts        alert episodes with filters
 // It polls /api/status and redraws the current page whenever the data's
 // version changes, so it follows a running service (or demo) live.
+// It asks /api/me who the user is: a viewer sees the portfolio only, a CSM
+// their own customers (the API filters; the page only adapts), and a 401
+// from any call sends the browser to the login page.
 "use strict";
 
 const POLL_MS = 2000;
@@ -15,6 +18,7 @@ const COLORS = {
 const SERIES = [COLORS.blue, COLORS.orange, COLORS.teal, COLORS.violet, COLORS.green];
 
 let lastVersion = null;
+let me = null;
 let rendering = false;
 
 // ---- formatting -----------------------------------------------------------
@@ -154,7 +158,10 @@ function lineChart(series, opts) {
 // ---- data -----------------------------------------------------------------
 
 async function getJson(url) {
-  const response = await fetch(url, { cache: "no-store" });
+  const response = await fetch(url, { cache: "no-store", credentials: "same-origin" });
+  if (response.status === 401) {
+    location.href = "/login";
+  }
   if (!response.ok) {
     let message = response.status + " " + response.statusText;
     try { message = (await response.json()).error || message; } catch (e) { /* not JSON */ }
@@ -177,8 +184,9 @@ function alertHtml(a) {
 
 function tiles(portfolio, list) {
   const p = portfolio.latest;
-  const customers = list.customers;
-  const count = (b) => customers.filter((c) => c.health && c.health.band === b).length;
+  // A viewer has no list: the portfolio's own counts.
+  const customers = list ? list.customers : new Array(portfolio.customers).fill(null);
+  const count = (b) => list ? customers.filter((c) => c.health && c.health.band === b).length : (p ? p[b] : 0);
   const total = p ? p.arr_total : customers.reduce((s, c) => s + (c.arr || 0), 0);
   const atRisk = p ? p.arr_at_risk : customers.reduce((s, c) => s + (c.health ? c.health.arr_at_risk || 0 : 0), 0);
   const share = total > 0 ? atRisk / total : 0;
@@ -197,6 +205,12 @@ function tiles(portfolio, list) {
 }
 
 async function homePage() {
+  if (me && me.role === "viewer") {
+    const portfolio = await getJson("/api/portfolio?days=30");
+    return `<h1>Portfolio</h1>
+      <p class="muted">Figures over all customers. Your role (viewer) does not show customers by name.</p>
+      ${tiles(portfolio, null)}`;
+  }
   const [list, portfolio] = await Promise.all([getJson("/api/customers"), getJson("/api/portfolio?days=30")]);
   const rows = list.customers.map((c) => {
     const h = c.health;
@@ -394,6 +408,26 @@ async function poll() {
   }
 }
 
+async function whoAmI() {
+  try {
+    me = await getJson("/api/me");
+  } catch (e) {
+    return;
+  }
+  const box = document.getElementById("user");
+  if (!box || me.via === "anonymous") return;
+  let html = `<span id="user-name">${esc(me.user)}</span> <span class="muted small">${esc(me.role)}</span>`;
+  if (me.csrf_token) {
+    html += `<form method="post" action="/logout" class="logout"><input type="hidden" name="csrf" value="${esc(me.csrf_token)}"><button type="submit" id="sign-out">Sign out</button></form>`;
+  }
+  box.innerHTML = html;
+  if (me.role === "viewer") {
+    document.querySelectorAll('[data-nav="alerts"]').forEach((a) => a.remove());
+  }
+}
+
 window.addEventListener("hashchange", render);
-poll();
-setInterval(poll, POLL_MS);
+whoAmI().then(() => {
+  poll();
+  setInterval(poll, POLL_MS);
+});

@@ -1,0 +1,260 @@
+//! The login page, login and logout. The page is plain HTML with no script,
+//! so it works before anything else is loaded.
+//!
+//! CSRF: the login form carries a token that must equal its cookie (a
+//! cross-site form cannot read or set it); logout must send the session's
+//! own token. Both refuse an `Origin` naming another host. Cookies are
+//! SameSite=Strict on top.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Form, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::session::{
+    LOGIN_CSRF_COOKIE, SESSION_COOKIE, cookie, random_token, same_secret, set_cookie,
+};
+use super::{Auth, Peer, host_name};
+
+/// How long a login form stays valid.
+const LOGIN_FORM_TTL: Duration = Duration::from_secs(3600);
+
+/// `GET /login`.
+pub async fn page(State(auth): State<Arc<Auth>>) -> Response {
+    if !auth.required() {
+        return Redirect::to("/").into_response();
+    }
+    form(&auth, StatusCode::OK, None)
+}
+
+fn form(auth: &Auth, status: StatusCode, message: Option<&str>) -> Response {
+    let csrf = random_token();
+    let body = if auth.has_users_file() {
+        LOGIN_HTML.replace("{csrf}", &csrf).replace(
+            "{message}",
+            &message.map_or(String::new(), |m| {
+                format!("<p class=\"error\" role=\"alert\">{m}</p>")
+            }),
+        )
+    } else {
+        PROXY_HTML.to_string()
+    };
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        body,
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&set_cookie(
+        LOGIN_CSRF_COOKIE,
+        &csrf,
+        LOGIN_FORM_TTL,
+        auth.secure_cookies(),
+    )) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The login form's fields.
+#[derive(Deserialize)]
+pub struct LoginForm {
+    user: String,
+    password: String,
+    csrf: String,
+}
+
+impl std::fmt::Debug for LoginForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LoginForm {{ user: {:?}, .. }}", self.user)
+    }
+}
+
+/// True when `Origin` (if sent) names the request's own host.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(host_name);
+    let origin_host = origin
+        .split_once("://")
+        .map(|(_, rest)| host_name(rest.trim_end_matches('/')));
+    origin_host.is_some() && origin_host == host
+}
+
+fn peer_of(extensions: &axum::http::Extensions) -> String {
+    extensions
+        .get::<Peer>()
+        .map(|p| p.0.ip())
+        .map_or("-".to_string(), |ip: IpAddr| ip.to_string())
+}
+
+/// `POST /login`: a session cookie and the dashboard, or the form again.
+pub async fn login(State(auth): State<Arc<Auth>>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let peer = peer_of(&parts.extensions);
+    let request = axum::extract::Request::from_parts(parts.clone(), body);
+    let Ok(Form(fields)) = Form::<LoginForm>::from_request(request, &()).await else {
+        return form(
+            &auth,
+            StatusCode::BAD_REQUEST,
+            Some("The form was incomplete."),
+        );
+    };
+    if !auth.required() || !auth.has_users_file() {
+        return Redirect::to("/").into_response();
+    }
+    let cookie_ok =
+        cookie(&parts.headers, LOGIN_CSRF_COOKIE).is_some_and(|c| same_secret(c, &fields.csrf));
+    if !cookie_ok || !same_origin(&parts.headers) {
+        super::audit_denied(
+            &parts,
+            StatusCode::FORBIDDEN,
+            "login form CSRF check failed",
+            None,
+        );
+        return form(
+            &auth,
+            StatusCode::FORBIDDEN,
+            Some("The form expired; please sign in again."),
+        );
+    }
+    let users = auth.users();
+    let (user, password) = (fields.user.clone(), fields.password);
+    // argon2 takes tens of milliseconds of CPU: off the async threads.
+    let principal = tokio::task::spawn_blocking(move || users.check_password(&user, &password))
+        .await
+        .ok()
+        .flatten();
+    let Some(principal) = principal else {
+        tracing::warn!(target: "audit", event = "login", outcome = "failed", user = %fields.user, peer, "login failed");
+        return form(
+            &auth,
+            StatusCode::UNAUTHORIZED,
+            Some("Wrong user name or password."),
+        );
+    };
+    tracing::info!(target: "audit", event = "login", outcome = "ok", user = %principal.name, role = %principal.role, peer, "login");
+    let id = auth.sessions().open(&principal.name, Instant::now());
+    let mut response = Redirect::to("/").into_response();
+    let headers = response.headers_mut();
+    for value in [
+        set_cookie(
+            SESSION_COOKIE,
+            &id,
+            auth.sessions().ttl(),
+            auth.secure_cookies(),
+        ),
+        set_cookie(LOGIN_CSRF_COOKIE, "", Duration::ZERO, auth.secure_cookies()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.append(header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+/// The logout form's field.
+#[derive(Debug, Deserialize)]
+pub struct LogoutForm {
+    csrf: String,
+}
+
+/// `POST /logout` with the session's CSRF token (form field `csrf`).
+pub async fn logout(State(auth): State<Arc<Auth>>, request: axum::extract::Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let request = axum::extract::Request::from_parts(parts.clone(), body);
+    let token = Form::<LogoutForm>::from_request(request, &())
+        .await
+        .ok()
+        .map(|Form(f)| f.csrf);
+    let session = cookie(&parts.headers, SESSION_COOKIE)
+        .and_then(|id| auth.sessions().get(id, Instant::now()).map(|s| (id, s)));
+    let Some((id, session)) = session else {
+        return Redirect::to("/login").into_response();
+    };
+    if !token.is_some_and(|t| same_secret(&t, &session.csrf)) || !same_origin(&parts.headers) {
+        super::audit_denied(
+            &parts,
+            StatusCode::FORBIDDEN,
+            "logout CSRF check failed",
+            Some(&session.user),
+        );
+        return super::ApiError::new(StatusCode::FORBIDDEN, "CSRF token missing or wrong")
+            .into_response();
+    }
+    auth.sessions().close(id);
+    tracing::info!(target: "audit", event = "logout", user = %session.user, peer = peer_of(&parts.extensions), "logout");
+    let mut response = Redirect::to("/login").into_response();
+    if let Ok(value) = HeaderValue::from_str(&set_cookie(
+        SESSION_COOKIE,
+        "",
+        Duration::ZERO,
+        auth.secure_cookies(),
+    )) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+use axum::extract::FromRequest as _;
+
+const LOGIN_HTML: &str = r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>fleetpulse: sign in</title>
+<link rel="stylesheet" href="/assets/app.css">
+</head>
+<body class="login">
+<main>
+<h1>fleetpulse</h1>
+<form id="login" method="post" action="/login">
+{message}
+<label>User <input name="user" id="user" autocomplete="username" required autofocus></label>
+<label>Password <input name="password" id="password" type="password" autocomplete="current-password" required></label>
+<input type="hidden" name="csrf" value="{csrf}">
+<button type="submit" id="sign-in">Sign in</button>
+</form>
+</main>
+</body>
+</html>
+"#;
+
+const PROXY_HTML: &str = r#"<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>fleetpulse: sign in</title>
+<link rel="stylesheet" href="/assets/app.css"></head>
+<body class="login"><main><h1>fleetpulse</h1>
+<p>This server signs users in through its reverse proxy. Open it through the proxy's address.</p>
+</main></body></html>
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_must_be_the_host() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", "localhost:8080".parse().unwrap());
+        assert!(same_origin(&headers));
+        headers.insert("origin", "http://localhost:8080".parse().unwrap());
+        assert!(same_origin(&headers));
+        headers.insert("origin", "https://attacker.example".parse().unwrap());
+        assert!(!same_origin(&headers));
+        headers.insert("origin", "null".parse().unwrap());
+        assert!(!same_origin(&headers));
+    }
+}
