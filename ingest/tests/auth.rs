@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use fleetpulse_sim::{Fleet, FleetSpec, PublishOptions};
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::cdp::Browser;
+use support::cdp::{Browser, artifacts};
 use support::servers::free_port;
 use support::service::Service;
 
@@ -40,16 +40,21 @@ const OPERATOR_KEY: &str = "operator-key-for-the-auth-test-0123";
 /// The slow-header limit the service runs with.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 
-fn artifacts() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("target dir")
-        .join("artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// `fleetpulse users ...`; returns stdout. `stdin` is the password, if any.
+/// `fleetpulse users add NAME --role ROLE` into `file`: with a password on
+/// stdin, or `password` `None` for `--no-password` (token only).
+fn add_user(file: &str, name: &str, role: &str, password: Option<&str>) {
+    let how = if password.is_some() {
+        "--password-stdin"
+    } else {
+        "--no-password"
+    };
+    users(
+        &["add", name, "--role", role, how, "--file", file],
+        password,
+    );
 }
 
-/// `fleetpulse users ...`; returns stdout. `stdin` is the password, if any.
 fn users(args: &[&str], stdin: Option<&str>) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
         .arg("users")
@@ -165,43 +170,10 @@ async fn running_service() -> Running {
     let file = users_file.to_str().unwrap();
     let admin_password = "admin-Pa55word-for-the-test";
     let alice_password = "alice-Pa55word-for-the-test".to_string();
-    users(
-        &[
-            "add",
-            "root",
-            "--role",
-            "admin",
-            "--password-stdin",
-            "--file",
-            file,
-        ],
-        Some(admin_password),
-    );
-    users(
-        &[
-            "add",
-            "alice",
-            "--role",
-            "csm",
-            "--password-stdin",
-            "--file",
-            file,
-        ],
-        Some(&alice_password),
-    );
+    add_user(file, "root", "admin", Some(admin_password));
+    add_user(file, "alice", "csm", Some(&alice_password));
     users(&["add", "bob", "--role", "csm", "--file", file], None);
-    users(
-        &[
-            "add",
-            "vera",
-            "--role",
-            "viewer",
-            "--no-password",
-            "--file",
-            file,
-        ],
-        None,
-    );
+    add_user(file, "vera", "viewer", None);
     let admin_token = users(&["token", "root", "--label", "ops", "--file", file], None);
     let alice_token = users(&["token", "alice", "--file", file], None);
     let viewer_token = users(
@@ -768,18 +740,7 @@ async fn tls_with_the_projects_test_certificates() {
     );
     let users_file = dir.path().join("users.toml");
     let file = users_file.to_str().unwrap();
-    users(
-        &[
-            "add",
-            "root",
-            "--role",
-            "admin",
-            "--no-password",
-            "--file",
-            file,
-        ],
-        None,
-    );
+    add_user(file, "root", "admin", None);
     let token = users(&["token", "root", "--file", file], None);
 
     let mut config = fleetpulse::http::HttpConfig::on("127.0.0.1:0".parse().unwrap());
@@ -923,29 +884,16 @@ async fn a_trusted_proxy_names_the_user_and_forms_need_their_csrf_token() {
     let users_file = dir.path().join("users.toml");
     let file = users_file.to_str().unwrap();
     let password = "a-Pa55word-for-the-csrf-test";
-    users(
-        &[
-            "add",
-            "root",
-            "--role",
-            "admin",
-            "--password-stdin",
-            "--file",
-            file,
-        ],
-        Some(password),
-    );
+    add_user(file, "root", "admin", Some(password));
 
     let mut config = fleetpulse::http::HttpConfig::on("127.0.0.1:0".parse().unwrap());
     config.users_file = Some(users_file);
-    config.proxy = Some(fleetpulse::http::config::ProxyConfig {
-        trusted: vec!["127.0.0.1".into()],
-        user_header: "X-Forwarded-User".into(),
-        groups_header: "X-Forwarded-Groups".into(),
-        admin_groups: vec!["cs-admins".into()],
-        csm_groups: vec!["csm".into()],
-        viewer_groups: vec!["staff".into()],
-    });
+    // oauth2-proxy's headers are the defaults.
+    let proxy = r#"trusted = ["127.0.0.1"]
+admin_groups = ["cs-admins"]
+csm_groups = ["csm"]
+viewer_groups = ["staff"]"#;
+    config.proxy = Some(toml::from_str(proxy).unwrap());
     let (base, stop, server) = in_process(config).await;
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

@@ -22,17 +22,8 @@ use std::time::{Duration, Instant};
 
 use fleetpulse::sinks::SqliteStore;
 use fleetpulse_sim::{Fleet, FleetSpec, Profile};
+use support::cdp::artifacts;
 use support::truth::signature;
-
-/// Where screenshots go: `<target>/artifacts`.
-fn artifacts() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .expect("target dir")
-        .join("artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn chromium() -> PathBuf {
     for candidate in ["/usr/bin/chromium", "/usr/bin/chromium-browser"] {

@@ -164,3 +164,14 @@ impl Drop for Browser {
         let _ = self.child.wait();
     }
 }
+
+/// Where tests leave what a person may want to look at (screenshots):
+/// `<target>/artifacts`.
+pub fn artifacts() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target dir")
+        .join("artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
