@@ -5,15 +5,20 @@
 
 mod support;
 
+/// The sample records of the sinks' unit tests.
+#[allow(dead_code)]
+#[path = "../src/sinks/fixtures.rs"]
+mod fixtures;
+
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
+use fleetpulse::records::RecordKind;
 use fleetpulse::sinks::{
     InfluxDbV1Config, InfluxDbV2Config, Sink, SinkConfig, SinkError, SinkSettings, run_sink,
 };
 use fleetpulse_engine::kpi::health::{Band, HealthComponents, Stage};
 use fleetpulse_engine::kpi::milestone::MilestoneStatus;
-use fleetpulse_engine::kpi::outcome::Direction;
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
 use fleetpulse_engine::{
     AlertRecord, CustomerKpi, DeviceKpi, HealthRecord, MachineState, MilestoneRecord,
@@ -29,29 +34,13 @@ const CUSTOMER: &str = r"Müller Maschinenbau, Werk=Süd\Nord";
 const T0: u64 = 1_700_000_000_000;
 const T0_RFC3339: &str = "2023-11-14T22:13:20Z";
 
+/// The sinks' unit-test record with this file's names and times; its
+/// `operating_hours` is a whole number (3.0): it must still be stored as a
+/// float.
 fn customer_kpi(cycles: u64) -> CustomerKpi {
     CustomerKpi {
-        customer: CUSTOMER.into(),
-        window: "1h".into(),
-        window_start: T0,
-        window_end: T0 + 3_600_000,
-        devices_purchased: 4,
-        reporting_devices: 3,
-        active_devices: 2,
-        utilisation: 0.25,
-        // A whole number: must still be stored as a float.
-        operating_hours: 3.0,
-        idle_hours: 0.5,
-        fuel_litres: 41.25,
-        cycles,
-        output_units: 120.0,
-        manual_interventions: 7,
-        distinct_operators: 2,
-        advanced_features_used: 1,
         advanced_feature_share: 0.5,
-        fault_count: 1,
-        samples: 360,
-        ..CustomerKpi::default()
+        ..fixtures::customer(CUSTOMER, T0, cycles)
     }
 }
 
@@ -59,22 +48,7 @@ fn device_kpi(state: MachineState) -> DeviceKpi {
     DeviceKpi {
         customer: CUSTOMER.into(),
         site: "Zürich Nord".into(),
-        device: "exc=07".into(),
-        window: "1h".into(),
-        window_start: T0,
-        window_end: T0 + 3_600_000,
-        utilisation: 0.75,
-        operating_hours: 0.75,
-        idle_hours: 0.25,
-        fuel_litres: 12.5,
-        cycles: 40,
-        output_units: 30.0,
-        manual_interventions: 2,
-        distinct_operators: 1,
-        fault_count: 0,
-        samples: 120,
-        last_seen: T0 + 3_599_000,
-        last_state: state,
+        ..fixtures::device("exc=07", T0, state)
     }
 }
 
@@ -88,31 +62,19 @@ const MILESTONE: &str = "first 100 hours";
 
 fn outcome_record() -> OutcomeRecord {
     OutcomeRecord {
-        customer: CUSTOMER.into(),
         outcome: OUTCOME.into(),
-        window: "1d".into(),
-        window_start: D0,
-        window_end: D0 + DAY,
-        value: 0.125,
-        target: 0.2,
-        direction: Direction::AtMost,
-        met: true,
         consecutive_met: 4,
-        consecutive_missed: 0,
+        ..fixtures::outcome(CUSTOMER, D0, 0.125)
     }
 }
 
 fn milestone_record() -> MilestoneRecord {
     MilestoneRecord {
         customer: CUSTOMER.into(),
-        milestone: MILESTONE.into(),
-        position: 2,
-        value_milestone: true,
-        window_start: D0,
-        window_end: D0 + DAY,
         due_at: D0 + 30 * DAY,
         reached_at: Some(D0 + DAY),
         status: MilestoneStatus::Reached,
+        ..fixtures::milestone(MILESTONE, 2, D0)
     }
 }
 
@@ -178,19 +140,10 @@ fn alert_record(resolved: bool) -> AlertRecord {
 
 fn portfolio_record() -> PortfolioRecord {
     PortfolioRecord {
-        window_start: D0,
-        window_end: D0 + DAY,
-        customers: 6,
         arr_total: 1_500_000.5,
         arr_at_risk: 400_000.5,
-        green: 3,
-        yellow: 2,
-        red: 1,
-        managed_customers: 2,
-        managed_usage_growth: 0.05,
-        unmanaged_usage_growth: -0.02,
         managed_outcome_attainment: 80.5,
-        unmanaged_outcome_attainment: 55.5,
+        ..fixtures::portfolio(D0, 6)
     }
 }
 
@@ -213,6 +166,16 @@ fn v1_config(url: String) -> SinkConfig {
         database: "fleet".into(),
         username: None,
         password_env: None,
+        batch_size: NonZeroUsize::new(100).unwrap(),
+    })
+}
+
+fn v2_config(url: String) -> SinkConfig {
+    SinkConfig::InfluxDbV2(InfluxDbV2Config {
+        url,
+        org: "acme".into(),
+        bucket: "fleetpulse".into(),
+        token_env: "FLEETPULSE_TEST_TOKEN_THAT_IS_NOT_SET".into(),
         batch_size: NonZeroUsize::new(100).unwrap(),
     })
 }
@@ -370,15 +333,7 @@ async fn influxdb1_outage_is_retryable_and_run_sink_recovers() {
 #[tokio::test]
 async fn victoria_metrics_takes_the_v2_api() {
     let server = VictoriaMetrics::start();
-    let mut sink = Sink::open(&SinkConfig::InfluxDbV2(InfluxDbV2Config {
-        url: server.url(),
-        org: "acme".into(),
-        bucket: "fleetpulse".into(),
-        token_env: "FLEETPULSE_TEST_TOKEN_THAT_IS_NOT_SET".into(),
-        batch_size: NonZeroUsize::new(100).unwrap(),
-    }))
-    .await
-    .unwrap();
+    let mut sink = Sink::open(&v2_config(server.url())).await.unwrap();
     let records = [
         Output::Customer(customer_kpi(10)),
         Output::Device(device_kpi(MachineState::Running)),
@@ -417,24 +372,11 @@ async fn victoria_metrics_takes_the_v2_api() {
         .iter()
         .map(|s| s["metric"]["__name__"].as_str().unwrap().to_owned())
         .collect();
-    for field in [
-        "devices_purchased",
-        "reporting_devices",
-        "active_devices",
-        "utilisation",
-        "operating_hours",
-        "idle_hours",
-        "fuel_litres",
-        "cycles",
-        "output_units",
-        "manual_interventions",
-        "distinct_operators",
-        "advanced_features_used",
-        "advanced_feature_share",
-        "fault_count",
-        "samples",
-        "window_end",
-    ] {
+    // Every field of the record kind (neither a tag nor the timestamp).
+    let fields = <CustomerKpi as RecordKind>::COLUMNS
+        .iter()
+        .filter(|c| c.is_field());
+    for field in fields.map(|c| c.name) {
         assert!(
             names.contains(&format!("customer_kpi_{field}")),
             "{field}: {names:?}"
@@ -651,15 +593,7 @@ async fn influxdb1_keeps_an_alert_open_until_it_resolves() {
 #[tokio::test]
 async fn victoria_metrics_stores_the_customer_success_records() {
     let server = VictoriaMetrics::start();
-    let mut sink = Sink::open(&SinkConfig::InfluxDbV2(InfluxDbV2Config {
-        url: server.url(),
-        org: "acme".into(),
-        bucket: "fleetpulse".into(),
-        token_env: "FLEETPULSE_TEST_TOKEN_THAT_IS_NOT_SET".into(),
-        batch_size: NonZeroUsize::new(100).unwrap(),
-    }))
-    .await
-    .unwrap();
+    let mut sink = Sink::open(&v2_config(server.url())).await.unwrap();
     sink.write(&customer_success_records()).await.unwrap();
     assert_eq!(sink.take_rejected(), 0);
 

@@ -237,49 +237,50 @@ impl AempRegistry {
             return out;
         }
         let label = |s: &SourceMetrics| format!("{{source=\"{}\"}}", s.name);
-        type Read = fn(&SourceMetrics) -> String;
+        // Name, type, help, counter (the lag is held in ms, shown in s).
+        type Read = fn(&SourceMetrics) -> &AtomicU64;
         let families: [(&str, &str, &str, Read); 8] = [
-            (POLLS, "counter", "AEMP polls completed.", |s| {
-                s.polls.load(Relaxed).to_string()
-            }),
+            (POLLS, "counter", "AEMP polls completed.", |s| &s.polls),
             (REQUESTS, "counter", "AEMP HTTP requests sent.", |s| {
-                s.requests.load(Relaxed).to_string()
+                &s.requests
             }),
-            (READINGS, "counter", "AEMP readings taken.", |s| {
-                s.readings.load(Relaxed).to_string()
-            }),
+            (READINGS, "counter", "AEMP readings taken.", |s| &s.readings),
             (
                 MESSAGES,
                 "counter",
                 "AEMP messages handed to the intake.",
-                |s| s.messages.load(Relaxed).to_string(),
+                |s| &s.messages,
             ),
             (
                 THROTTLED,
                 "counter",
                 "AEMP answers 429 Too Many Requests.",
-                |s| s.throttled.load(Relaxed).to_string(),
+                |s| &s.throttled,
             ),
             (
                 LAG,
                 "gauge",
                 "Lag of the least advanced AEMP machine behind snapshotTime.",
-                |s| format!("{:.3}", s.lag_ms.load(Relaxed) as f64 / 1000.0),
+                |s| &s.lag_ms,
             ),
-            (MACHINES, "gauge", "AEMP machines polled.", |s| {
-                s.machines.load(Relaxed).to_string()
-            }),
+            (MACHINES, "gauge", "AEMP machines polled.", |s| &s.machines),
             (
                 UNMAPPED,
                 "gauge",
                 "AEMP machines not in the customers file.",
-                |s| s.unmapped.load(Relaxed).to_string(),
+                |s| &s.unmapped,
             ),
         ];
         for (name, kind, help, read) in families {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for s in &sources {
-                let _ = writeln!(out, "{name}{} {}", label(s), read(s));
+                let n = read(s).load(Relaxed);
+                let value = if name == LAG {
+                    format!("{:.3}", n as f64 / 1000.0)
+                } else {
+                    n.to_string()
+                };
+                let _ = writeln!(out, "{name}{} {value}", label(s));
             }
         }
         let _ = writeln!(
