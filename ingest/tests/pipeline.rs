@@ -178,12 +178,7 @@ async fn two_workers_every_store_equals_ground_truth() {
 async fn bad_input_is_rejected_and_counted_and_the_service_keeps_running() {
     let mosquitto = Mosquitto::start_with_config(NO_LOSS);
     let dir = tempfile::tempdir().unwrap();
-    let fleet = Fleet::generate(&FleetSpec {
-        customers: 2,
-        devices: 6,
-        days: 3,
-        ..FleetSpec::default()
-    });
+    let fleet = support::fleets::fleet(2, 6, 3, 42);
     let sqlite = dir.path().join("kpi.sqlite");
     let mut config = service_config(&mosquitto, dir.path(), &fleet, "fleetpulse-bad-input", 2);
     config.sinks = vec![SinkConfig::Sqlite(SqliteConfig {
