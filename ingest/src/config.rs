@@ -15,49 +15,39 @@ use crate::sinks::SinkConfig;
 
 /// The whole service configuration.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServiceConfig {
     /// Where telemetry comes from.
-    #[serde(default)]
     pub mqtt: MqttConfig,
     /// How KPIs are computed.
-    #[serde(default)]
     pub engine: EngineSection,
     /// Per-customer contract data (`customers.toml`), relative to this file.
-    #[serde(default)]
     pub customers: Option<CustomersRef>,
     /// Payload bounds.
-    #[serde(default)]
     pub limits: LimitsConfig,
     /// Where KPIs are written; at least one.
-    #[serde(default = "default_sinks")]
     pub sinks: Vec<SinkConfig>,
     /// Where at-risk alerts are delivered (MQTT topic, webhook).
-    #[serde(default)]
     pub alerts: AlertsConfig,
     /// The HTTP port: API, dashboard, `/metrics`, health checks.
-    #[serde(default)]
     pub http: HttpConfig,
     /// Write-ahead log. With it, a message is acknowledged to the broker
     /// only once it is durable on disk, and a restart replays it: nothing is
     /// lost to a crash. Without it, messages are acknowledged on receipt.
-    #[serde(default)]
     pub wal: Option<WalConfig>,
     /// Several processes as one timely cluster (docs/SCALING.md). Usually
     /// given on the command line (`--process`, `--hosts`/`--hostfile`) so
     /// every member can share this file.
-    #[serde(default)]
     pub cluster: Option<ClusterConfig>,
     /// Longest a stop may take: intake stops, what is durable is processed,
     /// the stores are flushed. A store that is down delays the stop only
     /// this long; what is unwritten then stays in the WAL for the next
     /// start.
-    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
     /// ISO 15143-3 (AEMP 2.0) APIs polled for other brands' machines, one
     /// per OEM endpoint (docs/AEMP.md); their machines are mapped to
     /// customers in the customers file's `[[aemp_equipment]]`.
-    #[serde(default)]
     pub aemp: Vec<crate::source::aemp::AempConfig>,
     /// Operator pseudonyms and how long evidence may name an operator
     /// (docs/SECURITY.md).
@@ -168,55 +158,42 @@ pub struct CustomersRef {
 
 /// MQTT source settings.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
     /// Broker host name or address.
-    #[serde(default = "default_host")]
     pub host: String,
     /// Broker TCP port.
-    #[serde(default = "default_port")]
     pub port: u16,
     /// Client id; stable, so the broker keeps the session across restarts.
-    #[serde(default = "default_client_id")]
     pub client_id: String,
     /// Topic filter to subscribe to.
-    #[serde(default = "default_topic")]
     pub topic: String,
     /// Subscribe through the MQTT shared subscription
     /// `$share/{shared_group}/{topic}`: the broker hands each message to one
     /// member of the group, so several processes split the load (mosquitto
     /// 2, EMQX; MQTT 3.1.1 clients included).
-    #[serde(default)]
     pub shared_group: Option<String>,
     /// Keep the session (and queued QoS1 messages) on the broker while
     /// disconnected.
-    #[serde(default = "default_true")]
     pub persistent_session: bool,
     /// User name, if the broker requires one.
-    #[serde(default)]
     pub username: Option<String>,
     /// Name of the environment variable holding the password.
-    #[serde(default)]
     pub password_env: Option<String>,
     /// CA certificate (PEM) to verify the broker with: connects over TLS
     /// when set.
-    #[serde(default)]
     pub tls_ca_file: Option<PathBuf>,
     /// Client certificate (PEM) for brokers that require one (with
     /// `tls_client_key_file`).
-    #[serde(default)]
     pub tls_client_cert_file: Option<PathBuf>,
     /// Client private key (PEM).
-    #[serde(default)]
     pub tls_client_key_file: Option<PathBuf>,
     /// MQTT keep-alive interval.
-    #[serde(default = "default_keep_alive", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub keep_alive: Duration,
     /// QoS1 messages the broker may have in flight to us.
-    #[serde(default = "default_inflight")]
     pub inflight: u16,
     /// Messages buffered between the network task and decoding.
-    #[serde(default = "default_queue")]
     pub queue: usize,
     /// Largest MQTT packet the client takes from the broker (remaining
     /// length: topic, packet id and payload), bytes. Must be at least the
@@ -227,7 +204,6 @@ pub struct MqttConfig {
     /// so any packet a broker can deliver is taken and too large a payload
     /// is refused by admission (`too_large`) instead. Lower it only to bound
     /// memory, and the broker's limit with it.
-    #[serde(default = "default_max_packet_bytes")]
     pub max_packet_bytes: usize,
     /// MQTT connections of this process, each its own session on a shared
     /// subscription (`$share/{shared_group or client_id}/{topic}`), so the
@@ -237,7 +213,6 @@ pub struct MqttConfig {
     /// connection brought it. Needs a broker that dispatches a shared
     /// subscription by topic, or a device's messages can overtake each
     /// other beyond `allowed_lateness` while a backlog drains.
-    #[serde(default = "default_connections")]
     pub connections: usize,
 }
 
@@ -247,59 +222,52 @@ fn default_connections() -> usize {
 
 /// Engine settings as written in the file.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct EngineSection {
     /// Timely worker threads.
-    #[serde(default = "default_workers")]
     pub workers: usize,
     /// Tumbling window lengths, e.g. `["1h", "1d"]`; each is also its label.
-    #[serde(default = "default_windows")]
     pub windows: Vec<String>,
     /// How far behind the newest event time data may arrive and still count.
     /// Must exceed the longest span a device buffers before publishing.
-    #[serde(default = "default_lateness", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub allowed_lateness: Duration,
     /// Granularity of the engine's progress tracking.
-    #[serde(default = "default_tick", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub tick: Duration,
     /// After this long without any message, the watermark starts to advance
     /// with wall time so quiet fleets still close windows.
-    #[serde(default = "default_idle_after", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub idle_after: Duration,
     /// Features that count as advanced (the rest are basic).
-    #[serde(default = "default_advanced_features")]
     pub advanced_features: Vec<String>,
 }
 
 /// Payload bounds.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Largest payload accepted, bytes.
-    #[serde(default = "default_max_payload")]
     pub max_payload_bytes: usize,
     /// Most samples in one message.
-    #[serde(default = "default_max_samples")]
     pub max_samples: usize,
     /// How far ahead of the wall clock a sample may be (clock skew of the
     /// telematics unit); later ones are refused as `future_timestamp`.
-    #[serde(default = "default_max_future", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub max_future: Duration,
     /// Most distinct devices per customer; telemetry from further new
     /// devices is refused as `device_limit`, so one misbehaving client
     /// cannot grow memory or the store's series count without bound.
-    #[serde(default = "default_max_devices")]
     pub max_devices_per_customer: usize,
     /// Earliest event time accepted from a customer without a contract start
     /// (RFC 3339); a customer in the customers file is refused data before
     /// its `contract.start` instead. Earlier samples are refused as
     /// `before_start`: a unit whose clock was lost would otherwise open
     /// decades of empty days.
-    #[serde(default = "default_earliest_event_time", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub earliest_event_time: std::time::SystemTime,
     /// Where refused messages are kept for inspection (JSON lines, rotated
     /// at 64 MiB, payload prefix only); none when absent.
-    #[serde(default)]
     pub dead_letter_file: Option<PathBuf>,
 }
 
@@ -325,9 +293,6 @@ fn default_client_id() -> String {
 }
 fn default_topic() -> String {
     fleetpulse_proto::TELEMETRY_FILTER.into()
-}
-fn default_true() -> bool {
-    true
 }
 fn default_keep_alive() -> Duration {
     Duration::from_secs(60)
@@ -713,6 +678,24 @@ impl ServiceConfig {
 mod tests {
     use super::*;
 
+    /// `text` parsed as the service file `svc.toml`.
+    fn service(text: &str) -> ServiceConfig {
+        parse_toml(Path::new("svc.toml"), text).unwrap()
+    }
+
+    /// `check` refuses the service file `text` with a message naming
+    /// `needle`.
+    fn assert_refused<E: std::fmt::Display>(
+        text: &str,
+        check: impl Fn(&ServiceConfig, &Path) -> Result<(), E>,
+        needle: &str,
+    ) {
+        let Err(err) = check(&service(text), Path::new("svc.toml")) else {
+            panic!("accepted: {text}");
+        };
+        assert!(err.to_string().contains(needle), "{err}");
+    }
+
     #[test]
     fn defaults_are_valid() {
         let config: ServiceConfig = parse_toml(Path::new("x.toml"), "").unwrap();
@@ -753,30 +736,27 @@ mod tests {
 
     #[test]
     fn bad_windows_name_the_field() {
+        let windows = |c: &ServiceConfig, path: &Path| c.engine_config(path).map(drop);
         let text = "[engine]\nwindows = [\"1h\", \"soon\"]\n";
-        let config: ServiceConfig = parse_toml(Path::new("svc.toml"), text).unwrap();
-        let err = config.engine_config(Path::new("svc.toml")).unwrap_err();
-        assert!(err.to_string().contains("engine.windows[1]"), "{err}");
+        assert_refused(text, windows, "engine.windows[1]");
         let text = "[engine]\nwindows = [\"90s\"]\n";
-        let config: ServiceConfig = parse_toml(Path::new("svc.toml"), text).unwrap();
-        let err = config.engine_config(Path::new("svc.toml")).unwrap_err();
-        assert!(err.to_string().contains("multiple of the tick"), "{err}");
+        assert_refused(text, windows, "multiple of the tick");
     }
 
     #[test]
     fn a_packet_limit_below_the_payload_limit_is_refused() {
         let path = Path::new("svc.toml");
-        let config: ServiceConfig = parse_toml(path, "").unwrap();
+        let config = service("");
         config.check_packet_limit(path).unwrap();
         let text = "[mqtt]\nmax_packet_bytes = 300000\n[limits]\nmax_payload_bytes = 262144\n";
-        let config: ServiceConfig = parse_toml(path, text).unwrap();
+        let config = service(text);
         let err = config.check_packet_limit(path).unwrap_err().to_string();
         assert!(
             err.contains("mqtt.max_packet_bytes") && err.contains("327683"),
             "{err}"
         );
         let text = "[mqtt]\nmax_packet_bytes = 327683\n";
-        let config: ServiceConfig = parse_toml(path, text).unwrap();
+        let config = service(text);
         config.check_packet_limit(path).unwrap();
     }
 
@@ -784,7 +764,7 @@ mod tests {
     fn cluster_members_get_their_own_session_and_wal() {
         let text = "[mqtt]\nclient_id = \"fp\"\nshared_group = \"g\"\n[wal]\ndir = \"/var/wal\"\n\
                     [cluster]\nprocess = 1\naddresses = [\"a:1\", \"b:1\"]\n";
-        let mut config: ServiceConfig = parse_toml(Path::new("svc.toml"), text).unwrap();
+        let mut config = service(text);
         config.check_cluster(Path::new("svc.toml")).unwrap();
         assert_eq!(config.mqtt.subscription(), "$share/g/fleet/+/+/+/telemetry");
         config.apply_cluster_member();
@@ -795,14 +775,14 @@ mod tests {
     #[test]
     fn wal_sizes_are_checked_and_reach_the_log() {
         let text = "[wal]\ndir = \"w\"\nsegment_bytes = 1048576\nmax_bytes = 4194304\n";
-        let config: ServiceConfig = parse_toml(Path::new("svc.toml"), text).unwrap();
+        let config = service(text);
         let wal = config.wal.unwrap();
         wal.check(Path::new("svc.toml")).unwrap();
         let options = wal.options();
         assert_eq!(options.segment_bytes, 1 << 20);
         assert_eq!(options.max_bytes, Some(4 << 20));
         let text = "[wal]\ndir = \"w\"\nsegment_bytes = 1048576\nmax_bytes = 1048576\n";
-        let config: ServiceConfig = parse_toml(Path::new("svc.toml"), text).unwrap();
+        let config = service(text);
         let err = config
             .wal
             .unwrap()
@@ -810,19 +790,16 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("wal.max_bytes"), "{err}");
         let text = "[wal]\ndir = \"w\"\n";
-        let config: ServiceConfig = parse_toml(Path::new("svc.toml"), text).unwrap();
+        let config = service(text);
         assert_eq!(config.wal.unwrap().options().max_bytes, None);
     }
 
     #[test]
     fn a_cluster_without_a_shared_subscription_is_refused() {
+        let cluster = ServiceConfig::check_cluster;
         let text = "[cluster]\nprocess = 2\naddresses = [\"a:1\", \"b:1\"]\n";
-        let config: ServiceConfig = parse_toml(Path::new("svc.toml"), text).unwrap();
-        let err = config.check_cluster(Path::new("svc.toml")).unwrap_err();
-        assert!(err.to_string().contains("cluster.process"), "{err}");
+        assert_refused(text, cluster, "cluster.process");
         let text = "[cluster]\nprocess = 1\naddresses = [\"a:1\", \"b:1\"]\n";
-        let config: ServiceConfig = parse_toml(Path::new("svc.toml"), text).unwrap();
-        let err = config.check_cluster(Path::new("svc.toml")).unwrap_err();
-        assert!(err.to_string().contains("mqtt.shared_group"), "{err}");
+        assert_refused(text, cluster, "mqtt.shared_group");
     }
 }

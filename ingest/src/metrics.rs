@@ -1,11 +1,50 @@
 //! Ingest counters and the typed events that bump them. Each event logs once
 //! and counts once; metric names are constants; no per-device labels.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
 use crate::wal::writer::WalGauges;
+
+/// A Prometheus metric family: its name, type and help line (the help says
+/// what it counts).
+#[derive(Debug, Clone, Copy)]
+pub struct Family {
+    /// The metric name.
+    pub name: &'static str,
+    /// `counter` or `gauge`.
+    pub kind: &'static str,
+    /// The `# HELP` text.
+    pub help: &'static str,
+}
+
+impl Family {
+    /// A counter.
+    pub const fn counter(name: &'static str, help: &'static str) -> Self {
+        Self {
+            name,
+            kind: "counter",
+            help,
+        }
+    }
+
+    /// A gauge.
+    pub const fn gauge(name: &'static str, help: &'static str) -> Self {
+        Self {
+            name,
+            kind: "gauge",
+            help,
+        }
+    }
+
+    /// Writes the family's `# HELP` and `# TYPE` lines to `out`.
+    pub fn write_head(&self, out: &mut String) {
+        let Family { name, kind, help } = self;
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+}
 
 /// Why a message was refused. Each reason has its own counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -88,9 +127,53 @@ impl RejectReason {
             E::Sample { .. } => Self::InvalidSample,
         }
     }
+}
 
-    fn index(self) -> usize {
-        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+impl Reason for RejectReason {
+    const VALUES: &'static [Self] = &Self::ALL;
+}
+
+/// A reason (for a refusal, a failure) with a counter per value.
+pub trait Reason: Copy + PartialEq + fmt::Debug + 'static {
+    /// Every value, in counter order.
+    const VALUES: &'static [Self];
+}
+
+/// One counter per value of the reason `R`.
+#[derive(Debug)]
+pub struct PerReason<R> {
+    counts: Box<[AtomicU64]>,
+    reason: PhantomData<R>,
+}
+
+impl<R: Reason> Default for PerReason<R> {
+    fn default() -> Self {
+        Self {
+            counts: R::VALUES.iter().map(|_| AtomicU64::new(0)).collect(),
+            reason: PhantomData,
+        }
+    }
+}
+
+impl<R: Reason> PerReason<R> {
+    fn counter(&self, reason: R) -> &AtomicU64 {
+        let i = R::VALUES.iter().position(|r| *r == reason).unwrap_or(0);
+        &self.counts[i]
+    }
+
+    /// Counts `n` of `reason`; returns its count after.
+    pub fn add(&self, reason: R, n: u64) -> u64 {
+        self.counter(reason).fetch_add(n, Relaxed) + n
+    }
+
+    /// The count of `reason`.
+    pub fn get(&self, reason: R) -> u64 {
+        self.counter(reason).load(Relaxed)
+    }
+
+    /// The counts of every reason together.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Relaxed)).sum()
     }
 }
 
@@ -107,7 +190,7 @@ pub struct IngestMetrics {
     pub messages_accepted: AtomicU64,
     /// Samples in accepted messages.
     pub samples_accepted: AtomicU64,
-    rejected: [AtomicU64; RejectReason::ALL.len()],
+    rejected: PerReason<RejectReason>,
     /// KPI records the engine emitted.
     pub records_emitted: AtomicU64,
     /// KPI records the sinks wrote.
@@ -179,12 +262,12 @@ impl fmt::Debug for ProbeSlot {
 impl IngestMetrics {
     /// Messages refused for `reason`.
     pub fn rejected(&self, reason: RejectReason) -> u64 {
-        self.rejected[reason.index()].load(Relaxed)
+        self.rejected.get(reason)
     }
 
     /// Messages refused for any reason.
     pub fn rejected_total(&self) -> u64 {
-        self.rejected.iter().map(|c| c.load(Relaxed)).sum()
+        self.rejected.total()
     }
 
     /// Messages received so far.
@@ -230,7 +313,7 @@ pub struct MessageRejected<'a> {
 impl MessageRejected<'_> {
     /// Records the event.
     pub fn emit(&self, metrics: &IngestMetrics) {
-        let count = metrics.rejected[self.reason.index()].fetch_add(1, Relaxed) + 1;
+        let count = metrics.rejected.add(self.reason, 1);
         if count <= 10 || count.is_multiple_of(1000) {
             tracing::warn!(
                 topic = self.topic,

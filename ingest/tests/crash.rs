@@ -13,27 +13,21 @@ use fleetpulse_sim::Fleet;
 use rand::{Rng, SeedableRng};
 use support::fleets::{fleet, publish_options, spawn_publisher, write_customers};
 use support::servers::{InfluxDb1, Mosquitto, NO_LOSS, servers_and_dir};
-use support::service::{Service, influx_sections, write_service_config};
+use support::service::{Service, influx_sections, write_durable_config};
 use support::truth::{equal, store_days, truth_days};
 
 /// Logged once per start, when the service is ready for telemetry.
 const CONNECTED: &str = "connected to broker";
 
 fn write_config(dir: &Path, mosquitto: &Mosquitto, influx: &InfluxDb1) -> PathBuf {
-    let rest = format!(
-        r#"persistent_session = true
-
-[engine]
-workers = 2
-
-[wal]
-dir = "wal"
-segment_bytes = 262144
-
-{influx}"#,
-        influx = influx_sections(influx, "fleetpulse")
-    );
-    write_service_config(dir, mosquitto, "fleetpulse-crash-test", &rest)
+    write_durable_config(
+        dir,
+        mosquitto,
+        "fleetpulse-crash-test",
+        2,
+        "segment_bytes = 262144\n",
+        &influx_sections(influx, "fleetpulse"),
+    )
 }
 
 /// The service on [`write_config`]'s file in `dir`, started and connected.

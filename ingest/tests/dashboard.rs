@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fleetpulse::sinks::SqliteStore;
-use fleetpulse_sim::{Fleet, FleetSpec, Profile};
+use fleetpulse_sim::Profile;
 use support::cdp::artifacts;
 use support::truth::signature;
 
@@ -174,14 +174,7 @@ async fn status(base: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_dashboard_shows_the_at_risk_customers_and_the_report_renders() {
     chromium();
-    let spec = FleetSpec {
-        customers: 6,
-        devices: 120,
-        days: 75,
-        seed: 42,
-        ..FleetSpec::default()
-    };
-    let fleet = Fleet::generate(&spec);
+    let fleet = support::fleets::fleet(6, 120, 75, 42);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut child = Command::new(env!("CARGO_BIN_EXE_fleetpulse"))

@@ -8,6 +8,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use fleetpulse::records::{KindVisitor, RecordKind, each_kind};
 use regex::Regex;
 use serde_json::Value;
 use support::files::files_with_extension;
@@ -178,15 +179,17 @@ fn dashboards() -> Vec<PathBuf> {
 #[test]
 fn schema_tables_are_read() {
     let schema = schema();
-    for m in [
-        "customer_kpi",
-        "device_kpi",
-        "outcome",
-        "milestone",
-        "health",
-        "alert",
-        "portfolio",
-    ] {
+    // Every record kind's measurement.
+    struct Names(Vec<&'static str>);
+    impl KindVisitor for Names {
+        fn kind<R: RecordKind>(&mut self) {
+            self.0.push(R::NAME);
+        }
+    }
+    let mut names = Names(Vec::new());
+    each_kind(&mut names);
+    assert_eq!(names.0.len(), 7);
+    for m in names.0 {
         assert!(schema.contains_key(m), "{m} missing: {schema:?}");
     }
     assert!(schema["health"].contains("score"));

@@ -8,6 +8,8 @@
 //! validator crate would pull in a regex engine, an HTTP client and more for
 //! the same checks), and every path of the document is exercised.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -20,7 +22,7 @@ use fleetpulse::metrics::IngestMetrics;
 use fleetpulse::service::{self, Runtime};
 use fleetpulse::sinks::SinkConfig;
 use fleetpulse::sinks::sqlite::SqliteConfig;
-use fleetpulse_sim::{Fleet, FleetSpec, PublishOptions};
+use fleetpulse_sim::PublishOptions;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -250,13 +252,7 @@ const BAD_QUERIES: &[&str] = &[
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_answers_as_documented() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = FleetSpec {
-        customers: 6,
-        devices: 36,
-        days: 40,
-        ..FleetSpec::default()
-    };
-    let fleet = Fleet::generate(&spec);
+    let fleet = support::fleets::fleet(6, 36, 40, 42);
     let customers_path = dir.path().join("customers.toml");
     fleetpulse::sim::write_files(&fleet, None, Some(&customers_path)).unwrap();
     let broker = fleetpulse::broker::start(0).unwrap();
@@ -411,7 +407,7 @@ async fn every_endpoint_answers_as_documented() {
         for d in devices {
             let id = d["device"].as_str().unwrap();
             assert!(fleet.device(id).is_some(), "{id}");
-            assert!(d["last_seen"].as_u64().unwrap() > spec.start);
+            assert!(d["last_seen"].as_u64().unwrap() > fleet.spec().start);
         }
         assert!(!page["milestones"].as_array().unwrap().is_empty());
         assert!(!page["outcomes"].as_array().unwrap().is_empty());

@@ -10,41 +10,20 @@ use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 
-use fleetpulse::config::{CustomersRef, ServiceConfig};
+use fleetpulse::config::ServiceConfig;
 use fleetpulse::drive::drive;
 use fleetpulse::metrics::RejectReason;
-use fleetpulse::sinks::sqlite::{SqliteConfig, SqliteStore};
+use fleetpulse::sinks::sqlite::SqliteConfig;
 use fleetpulse::sinks::{InfluxDbV1Config, InfluxDbV2Config, SinkConfig};
-use fleetpulse_sim::{DayTruth, Fleet, FleetSpec};
+use fleetpulse_sim::{Fleet, FleetSpec};
 use prost::Message;
 use support::fleets::publish_options;
 use support::in_process::{self, InProcess};
 use support::poll::wait_for;
 use support::servers::{InfluxDb1, Mosquitto, NO_LOSS, VictoriaMetrics};
-use support::truth::{assert_same_rows, close};
+use support::truth::{Table, assert_table_equal, sqlite_customer_table, truth_table};
 
 const DAY_MS: u64 = 86_400_000;
-
-/// Per (customer, day start): field name -> value.
-type Table = BTreeMap<(String, u64), BTreeMap<String, f64>>;
-
-/// Fields compared exactly (counts) and within 1e-6 relative (hours, litres, units).
-const EXACT: [&str; 8] = [
-    "cycles",
-    "manual_interventions",
-    "fault_count",
-    "distinct_operators",
-    "active_devices",
-    "reporting_devices",
-    "advanced_features_used",
-    "samples",
-];
-const APPROX: [&str; 4] = [
-    "operating_hours",
-    "idle_hours",
-    "fuel_litres",
-    "output_units",
-];
 
 fn spec() -> FleetSpec {
     FleetSpec {
@@ -54,80 +33,6 @@ fn spec() -> FleetSpec {
         seed: 7,
         ..FleetSpec::default()
     }
-}
-
-/// The compared fields of a customer-day, by name, as `f64`: one list for the
-/// ground truth's rows and the stores' (their fields share names).
-macro_rules! compared_fields {
-    ($row:expr) => {{
-        let r = &$row;
-        [
-            ("operating_hours", r.operating_hours),
-            ("idle_hours", r.idle_hours),
-            ("fuel_litres", r.fuel_litres),
-            ("output_units", r.output_units),
-            ("cycles", r.cycles as f64),
-            ("manual_interventions", r.manual_interventions as f64),
-            ("fault_count", r.fault_count as f64),
-            ("distinct_operators", f64::from(r.distinct_operators)),
-            ("active_devices", f64::from(r.active_devices)),
-            ("reporting_devices", f64::from(r.reporting_devices)),
-            (
-                "advanced_features_used",
-                f64::from(r.advanced_features_used),
-            ),
-            ("samples", r.samples as f64),
-        ]
-        .into_iter()
-        .map(|(name, value)| (name.to_string(), value))
-        .collect()
-    }};
-}
-
-fn truth_table(rows: &[DayTruth]) -> Table {
-    rows.iter()
-        .map(|r| ((r.customer.clone(), r.day_start_ms), compared_fields!(r)))
-        .collect()
-}
-
-fn assert_matches_truth(store: &str, got: &Table, truth: &Table) {
-    assert_same_rows(store, got, truth);
-    for (key, expected) in truth {
-        let row = &got[key];
-        for field in EXACT {
-            assert_eq!(
-                row.get(field),
-                expected.get(field),
-                "{store} {key:?} {field}"
-            );
-        }
-        for field in APPROX {
-            let (g, e) = (row[field], expected[field]);
-            assert!(
-                close(g, e),
-                "{store} {key:?} {field}: got {g}, ground truth {e}"
-            );
-        }
-    }
-    println!(
-        "{store}: {} customer-days equal the ground truth",
-        truth.len()
-    );
-}
-
-fn sqlite_table(path: &Path) -> Table {
-    let store = SqliteStore::open(path).unwrap();
-    store
-        .customer_kpis("1d")
-        .unwrap()
-        .into_iter()
-        .map(|k| {
-            (
-                (k.customer.to_string(), k.window_start),
-                compared_fields!(k),
-            )
-        })
-        .collect()
 }
 
 fn influx_table(influx: &InfluxDb1, db: &str) -> Table {
@@ -176,21 +81,24 @@ fn victoria_table(vm: &VictoriaMetrics) -> Table {
     table
 }
 
-fn base_config(
+/// A service on `mosquitto` as `client` with `workers` engine workers, and
+/// its customers file for `fleet` in `dir`.
+fn service_config(
     mosquitto: &Mosquitto,
-    customers: &Path,
-    workers: usize,
+    dir: &Path,
+    fleet: &Fleet,
     client: &str,
+    workers: usize,
 ) -> ServiceConfig {
-    let mut config = ServiceConfig::default();
-    config.mqtt.host = mosquitto.host().to_string();
-    config.mqtt.port = mosquitto.port();
-    config.mqtt.client_id = client.to_string();
-    config.engine.workers = workers;
-    config.customers = Some(CustomersRef {
-        file: customers.to_owned(),
-    });
-    config
+    let customers = dir.join("customers.toml");
+    fleetpulse::sim::write_files(fleet, None, Some(&customers)).unwrap();
+    in_process::config(
+        mosquitto.host(),
+        mosquitto.port(),
+        client,
+        workers,
+        &customers,
+    )
 }
 
 /// One run per worker count, writing to all three stores at once.
@@ -200,11 +108,9 @@ async fn all_stores_equal_ground_truth(workers: usize) {
     let vm = VictoriaMetrics::start();
     let dir = tempfile::tempdir().unwrap();
     let fleet = Fleet::generate(&spec());
-    let customers = dir.path().join("customers.toml");
-    fleetpulse::sim::write_files(&fleet, None, Some(&customers)).unwrap();
     let sqlite = dir.path().join("kpi.sqlite");
 
-    let mut config = base_config(&mosquitto, &customers, workers, "fleetpulse-e2e");
+    let mut config = service_config(&mosquitto, dir.path(), &fleet, "fleetpulse-e2e", workers);
     config.sinks = vec![
         SinkConfig::Sqlite(SqliteConfig {
             path: sqlite.clone(),
@@ -250,9 +156,9 @@ async fn all_stores_equal_ground_truth(workers: usize) {
     }
 
     let truth = truth_table(&fleet.ground_truth().rows());
-    assert_matches_truth("sqlite", &sqlite_table(&sqlite), &truth);
-    assert_matches_truth("influxdb 1.x", &influx_table(&influx, "fleetpulse"), &truth);
-    assert_matches_truth("victoriametrics", &victoria_table(&vm), &truth);
+    assert_table_equal("sqlite", &sqlite_customer_table(&sqlite), &truth);
+    assert_table_equal("influxdb 1.x", &influx_table(&influx, "fleetpulse"), &truth);
+    assert_table_equal("victoriametrics", &victoria_table(&vm), &truth);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,16 +178,9 @@ async fn two_workers_every_store_equals_ground_truth() {
 async fn bad_input_is_rejected_and_counted_and_the_service_keeps_running() {
     let mosquitto = Mosquitto::start_with_config(NO_LOSS);
     let dir = tempfile::tempdir().unwrap();
-    let fleet = Fleet::generate(&FleetSpec {
-        customers: 2,
-        devices: 6,
-        days: 3,
-        ..FleetSpec::default()
-    });
-    let customers = dir.path().join("customers.toml");
-    fleetpulse::sim::write_files(&fleet, None, Some(&customers)).unwrap();
+    let fleet = support::fleets::fleet(2, 6, 3, 42);
     let sqlite = dir.path().join("kpi.sqlite");
-    let mut config = base_config(&mosquitto, &customers, 2, "fleetpulse-bad-input");
+    let mut config = service_config(&mosquitto, dir.path(), &fleet, "fleetpulse-bad-input", 2);
     config.sinks = vec![SinkConfig::Sqlite(SqliteConfig {
         path: sqlite.clone(),
     })];
@@ -454,5 +353,5 @@ async fn bad_input_is_rejected_and_counted_and_the_service_keeps_running() {
     shutdown.cancel();
     service.await.unwrap().unwrap();
     let truth = truth_table(&fleet.ground_truth().rows());
-    assert_matches_truth("sqlite", &sqlite_table(&sqlite), &truth);
+    assert_table_equal("sqlite", &sqlite_customer_table(&sqlite), &truth);
 }

@@ -141,30 +141,11 @@ pub struct BenchArgs {
 }
 
 impl Default for BenchArgs {
+    /// The command line's defaults, as `fleetpulse bench` alone gives them.
     fn default() -> Self {
-        Self {
-            role: None,
-            customers: 6,
-            devices: 300,
-            days: 30,
-            seed: 42,
-            broker: BrokerKind::Mosquitto,
-            host: None,
-            port: 1883,
-            store: StoreKind::Victoriametrics,
-            store_url: None,
-            workers: 2,
-            connections: 1,
-            rate: None,
-            latency_rate: None,
-            no_wal: false,
-            no_ceiling: false,
-            peers: false,
-            peers_dir: PathBuf::from("benches/peers"),
-            json: false,
-            work_dir: None,
-            consumer_exe: None,
-        }
+        use clap::{Command, FromArgMatches};
+        let matches = Self::augment_args(Command::new("bench")).get_matches_from(["bench"]);
+        Self::from_arg_matches(&matches).expect("the defaults parse")
     }
 }
 

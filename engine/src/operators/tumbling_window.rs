@@ -18,7 +18,7 @@ use crate::model::{EventTime, Usage};
 use crate::operators::route;
 
 /// Extension trait adding tumbling windows to a usage stream.
-pub trait TumblingWindowExt<'scope> {
+pub trait TumblingWindowExt<'scope>: Into<StreamVec<'scope, EventTime, Usage>> {
     /// For every configured window length, accumulates usage per `key` in an
     /// `A` and emits `A::Record` (mapped by `wrap`) once the window is closed.
     /// Records are emitted at the window's end time. `key` must keep a
@@ -35,34 +35,9 @@ pub trait TumblingWindowExt<'scope> {
         K: Hash + Eq + Clone + 'static,
         A: WindowAccumulator,
         R: Clone + 'static,
-        P: ParallelizationContract<EventTime, Vec<Usage>>;
-}
-
-/// The open windows ending at one time: the capability to emit them, and
-/// per key its window's start and accumulator. The start is the key's own:
-/// two customers' days may end at the same instant and start at different
-/// ones (a UTC day and London's 25-hour day on 25 October).
-type Window<K, A> = (Capability<EventTime>, foldhash::HashMap<K, (EventTime, A)>);
-
-/// Open windows of one length, by end time.
-type OpenWindows<K, A> = BTreeMap<EventTime, Window<K, A>>;
-
-impl<'scope> TumblingWindowExt<'scope> for StreamVec<'scope, EventTime, Usage> {
-    fn tumbling_windows<K, A, P, R>(
-        self,
-        pact: P,
-        name: &str,
-        config: Arc<EngineConfig>,
-        key: fn(&Usage) -> K,
-        wrap: fn(A::Record) -> R,
-    ) -> StreamVec<'scope, EventTime, R>
-    where
-        K: Hash + Eq + Clone + 'static,
-        A: WindowAccumulator,
-        R: Clone + 'static,
         P: ParallelizationContract<EventTime, Vec<Usage>>,
     {
-        self.unary_frontier(pact, name, move |_cap, _info| {
+        self.into().unary_frontier(pact, name, move |_cap, _info| {
             let mut open: Vec<OpenWindows<K, A>> =
                 config.windows.iter().map(|_| BTreeMap::new()).collect();
             move |(input, frontier), output| {
@@ -81,6 +56,17 @@ impl<'scope> TumblingWindowExt<'scope> for StreamVec<'scope, EventTime, Usage> {
         })
     }
 }
+
+impl<'scope> TumblingWindowExt<'scope> for StreamVec<'scope, EventTime, Usage> {}
+
+/// The open windows ending at one time: the capability to emit them, and
+/// per key its window's start and accumulator. The start is the key's own:
+/// two customers' days may end at the same instant and start at different
+/// ones (a UTC day and London's 25-hour day on 25 October).
+type Window<K, A> = (Capability<EventTime>, foldhash::HashMap<K, (EventTime, A)>);
+
+/// Open windows of one length, by end time.
+type OpenWindows<K, A> = BTreeMap<EventTime, Window<K, A>>;
 
 /// Adds readings to the open windows of every configured length; a window
 /// opened here holds the capability `hold(end)`.
@@ -142,23 +128,9 @@ type Merging<K, A> = BTreeMap<
 /// partial windows are exchanged by key and merged. The work per reading is
 /// spread over every worker whatever the number of keys: a handful of
 /// customers no longer puts most readings on one worker.
-pub trait CombinedWindowExt<'scope> {
+pub trait CombinedWindowExt<'scope>: Into<StreamVec<'scope, EventTime, Usage>> {
     /// [`TumblingWindowExt::tumbling_windows`], exchanging partial windows
     /// by `key` instead of readings.
-    fn combined_windows<K, A, R>(
-        self,
-        name: &str,
-        config: Arc<EngineConfig>,
-        key: fn(&Usage) -> K,
-        wrap: fn(A::Record) -> R,
-    ) -> StreamVec<'scope, EventTime, R>
-    where
-        K: ExchangeData + Hash + Eq + Clone,
-        A: WindowAccumulator + ExchangeData,
-        R: Clone + 'static;
-}
-
-impl<'scope> CombinedWindowExt<'scope> for StreamVec<'scope, EventTime, Usage> {
     fn combined_windows<K, A, R>(
         self,
         name: &str,
@@ -172,44 +144,30 @@ impl<'scope> CombinedWindowExt<'scope> for StreamVec<'scope, EventTime, Usage> {
         R: Clone + 'static,
     {
         let partial_config = config.clone();
-        let partials = self.unary_frontier(Pipeline, &format!("{name}Partial"), move |_, _| {
-            let config = partial_config;
-            let mut open: Vec<OpenWindows<K, A>> =
-                config.windows.iter().map(|_| BTreeMap::new()).collect();
-            move |(input, frontier), output| {
-                input.for_each(|cap, data| {
-                    for usage in data.iter() {
-                        let k = key(usage);
-                        for (spec, windows) in config.windows.iter().zip(open.iter_mut()) {
-                            let (start, end) =
-                                config.window_bounds(spec, &usage.customer, usage.at);
-                            // Sent at end - 1: the merge may close it as soon
-                            // as the frontier reaches the end, as one step does.
-                            let (_, by_key) = windows.entry(end).or_insert_with(|| {
-                                (cap.delayed(&(end - 1), 0), foldhash::HashMap::default())
+        let partials =
+            self.into()
+                .unary_frontier(Pipeline, &format!("{name}Partial"), move |_, _| {
+                    let config = partial_config;
+                    let mut open: Vec<OpenWindows<K, A>> =
+                        config.windows.iter().map(|_| BTreeMap::new()).collect();
+                    move |(input, frontier), output| {
+                        input.for_each(|cap, data| {
+                            // Sent at end - 1: the merge may close it as soon as the
+                            // frontier reaches the end, as one step does.
+                            accumulate(&mut open, &config, key, data, |end| {
+                                cap.delayed(&(end - 1), 0)
                             });
-                            by_key
-                                .entry(k.clone())
-                                .or_insert_with(|| (start, A::default()))
-                                .1
-                                .add(usage);
+                        });
+                        for (index, windows) in open.iter_mut().enumerate() {
+                            while let Some((_, (cap, by_key))) = closed(windows, frontier) {
+                                let mut session = output.session(&cap);
+                                for (k, (start, acc)) in by_key {
+                                    session.give((k, index, start, acc));
+                                }
+                            }
                         }
                     }
                 });
-                for (index, windows) in open.iter_mut().enumerate() {
-                    while let Some(entry) = windows.first_entry() {
-                        if frontier.less_than(entry.key()) {
-                            break;
-                        }
-                        let (cap, by_key) = entry.remove();
-                        let mut session = output.session(&cap);
-                        for (k, (start, acc)) in by_key {
-                            session.give((k, index, start, acc));
-                        }
-                    }
-                }
-            }
-        });
         let pact = Exchange::new(|p: &Partial<K, A>| route(&p.0));
         partials.unary_frontier(pact, name, move |_, _| {
             let mut merging: Merging<K, A> = BTreeMap::new();
@@ -246,3 +204,5 @@ impl<'scope> CombinedWindowExt<'scope> for StreamVec<'scope, EventTime, Usage> {
         })
     }
 }
+
+impl<'scope> CombinedWindowExt<'scope> for StreamVec<'scope, EventTime, Usage> {}

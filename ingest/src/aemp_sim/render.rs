@@ -38,42 +38,51 @@ fn esc(text: &str) -> String {
     quick_xml::escape::escape(text).into_owned()
 }
 
-fn links_xml(style: Style, this: &str, next: Option<&str>, out: &mut String) {
-    let tag = if style.lowercase_links {
-        "links"
-    } else {
-        "Links"
-    };
-    let _ = write!(
-        out,
-        "<{tag}><rel>self</rel><href>{}</href></{tag}>",
-        esc(this)
-    );
-    if let Some(next) = next {
+impl<T> Page<'_, T> {
+    /// An XML document up to its entries: the declaration, the root
+    /// element `root` with `snapshotTime`, and the links.
+    fn xml_head(&self, style: Style, root: &str) -> String {
+        let mut out = String::from(r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+        let snapshot = url_time(self.snapshot_ms);
+        let _ = write!(out, r#"<{root} version="2" snapshotTime="{snapshot}">"#);
+        let tag = if style.lowercase_links {
+            "links"
+        } else {
+            "Links"
+        };
         let _ = write!(
             out,
-            "<{tag}><rel>next</rel><href>{}</href></{tag}>",
-            esc(next)
+            "<{tag}><rel>self</rel><href>{}</href></{tag}>",
+            esc(&self.this)
         );
+        if let Some(next) = &self.next {
+            let _ = write!(
+                out,
+                "<{tag}><rel>next</rel><href>{}</href></{tag}>",
+                esc(next)
+            );
+        }
+        out
     }
-}
 
-fn links_json(
-    style: Style,
-    this: &str,
-    next: Option<&str>,
-    doc: &mut serde_json::Map<String, Json>,
-) {
-    let mut links = vec![json!({"rel": "self", "href": this})];
-    if let Some(next) = next {
-        links.push(json!({"rel": "next", "href": next}));
+    /// A JSON document's members before its entries: `version`,
+    /// `snapshotTime` and the links.
+    fn json_head(&self, style: Style) -> serde_json::Map<String, Json> {
+        let mut doc = serde_json::Map::new();
+        doc.insert("version".into(), json!("2"));
+        doc.insert("snapshotTime".into(), json!(url_time(self.snapshot_ms)));
+        let mut links = vec![json!({"rel": "self", "href": self.this})];
+        if let Some(next) = &self.next {
+            links.push(json!({"rel": "next", "href": next}));
+        }
+        let key = if style.lowercase_links {
+            "links"
+        } else {
+            "Links"
+        };
+        doc.insert(key.into(), Json::Array(links));
+        doc
     }
-    let key = if style.lowercase_links {
-        "links"
-    } else {
-        "Links"
-    };
-    doc.insert(key.into(), Json::Array(links));
 }
 
 fn finish_json(style: Style, doc: serde_json::Map<String, Json>) -> Vec<u8> {
@@ -88,12 +97,8 @@ fn finish_json(style: Style, doc: serde_json::Map<String, Json>) -> Vec<u8> {
 
 /// A fleet snapshot page: headers and each machine's latest readings.
 pub fn fleet(style: Style, page: &Page<'_, &SimMachine>) -> Vec<u8> {
-    let snapshot = url_time(page.snapshot_ms);
     if style.json {
-        let mut doc = serde_json::Map::new();
-        doc.insert("version".into(), json!("2"));
-        doc.insert("snapshotTime".into(), json!(snapshot));
-        links_json(style, &page.this, page.next.as_deref(), &mut doc);
+        let mut doc = page.json_head(style);
         let equipment: Vec<Json> = page
             .items
             .iter()
@@ -130,9 +135,7 @@ pub fn fleet(style: Style, page: &Page<'_, &SimMachine>) -> Vec<u8> {
         doc.insert("Equipment".into(), Json::Array(equipment));
         return finish_json(style, doc);
     }
-    let mut out = String::from(r#"<?xml version="1.0" encoding="UTF-8"?>"#);
-    let _ = write!(out, r#"<Fleet version="2" snapshotTime="{snapshot}">"#);
-    links_xml(style, &page.this, page.next.as_deref(), &mut out);
+    let mut out = page.xml_head(style, "Fleet");
     for m in page.items {
         let h = &m.header;
         let _ = write!(
@@ -174,12 +177,8 @@ pub type Entry<'a> = (u64, &'a Point, Option<usize>);
 /// A time-series page of `element`.
 pub fn series(style: Style, element: Element, page: &Page<'_, Entry<'_>>) -> Vec<u8> {
     let name = element.as_str();
-    let snapshot = url_time(page.snapshot_ms);
     if style.json {
-        let mut doc = serde_json::Map::new();
-        doc.insert("version".into(), json!("2"));
-        doc.insert("snapshotTime".into(), json!(snapshot));
-        links_json(style, &page.this, page.next.as_deref(), &mut doc);
+        let mut doc = page.json_head(style);
         let entries: Vec<Json> = page
             .items
             .iter()
@@ -210,39 +209,30 @@ pub fn series(style: Style, element: Element, page: &Page<'_, Entry<'_>>) -> Vec
         doc.insert(key.into(), Json::Array(entries));
         return finish_json(style, doc);
     }
-    let mut out = String::from(r#"<?xml version="1.0" encoding="UTF-8"?>"#);
-    let _ = write!(out, r#"<{name} version="2" snapshotTime="{snapshot}">"#);
-    links_xml(style, &page.this, page.next.as_deref(), &mut out);
+    let mut out = page.xml_head(style, name);
     for (at, p, fault) in page.items {
         let at = url_time(*at);
-        let _ = match element {
-            Element::CumulativeOperatingHours => write!(
+        // The elements with one value: its tag and the value.
+        let single = match element {
+            Element::CumulativeOperatingHours => Some(("Hour", p.hours.to_string())),
+            Element::CumulativeIdleHours => Some(("Hour", p.idle.to_string())),
+            Element::CumulativeLoadCount => Some(("Count", p.loads.to_string())),
+            Element::EngineStatus => Some(("Running", p.running.to_string())),
+            Element::CumulativeFuelUsed | Element::Faults => None,
+        };
+        let _ = match (single, element) {
+            (Some((tag, value)), _) => write!(
                 out,
-                r#"<{name} datetime="{at}"><Hour>{}</Hour></{name}>"#,
-                p.hours
+                r#"<{name} datetime="{at}"><{tag}>{value}</{tag}></{name}>"#
             ),
-            Element::CumulativeIdleHours => write!(
-                out,
-                r#"<{name} datetime="{at}"><Hour>{}</Hour></{name}>"#,
-                p.idle
-            ),
-            Element::CumulativeFuelUsed => write!(
+            (None, Element::CumulativeFuelUsed) => write!(
                 out,
                 r#"<{name} datetime="{at}"><FuelUnits>{}</FuelUnits><FuelConsumed>{}</FuelConsumed></{name}>"#,
                 litre(style),
                 p.fuel
             ),
-            Element::CumulativeLoadCount => write!(
-                out,
-                r#"<{name} datetime="{at}"><Count>{}</Count></{name}>"#,
-                p.loads
-            ),
-            Element::EngineStatus => write!(
-                out,
-                r#"<{name} datetime="{at}"><Running>{}</Running></{name}>"#,
-                p.running
-            ),
-            Element::Faults => {
+            // Faults.
+            (None, _) => {
                 let (code, severity) = &p.faults[fault.unwrap_or(0)];
                 write!(
                     out,

@@ -24,60 +24,53 @@ use crate::secrets::Secret;
 /// resolving) goes to MQTT when `mqtt` is on, and to the webhook when one is
 /// configured and the customer's segment is routed there.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AlertsConfig {
     /// Publish every alert transition as JSON to `{topic_prefix}/{customer}`
     /// (QoS 1, not retained) on the broker the service reads telemetry from,
     /// with the same credentials and the client id `{mqtt.client_id}-alerts`.
     /// MQTT gets every segment: it is the feed for automation (tech-touch
     /// nudges, CRM sync).
-    #[serde(default = "default_mqtt")]
     pub mqtt: bool,
     /// Topic prefix for MQTT alerts; no wildcards, no trailing `/` needed.
-    #[serde(default = "default_topic_prefix")]
     pub topic_prefix: String,
     /// Slack-compatible incoming-webhook URL that receives a message per
     /// alert transition. A webhook URL usually embeds a secret: prefer
     /// `webhook_url_env`. At most one of the two. Held as a [`Secret`]: it
     /// never appears in a log line, an error or the HTTP API.
-    #[serde(default)]
     pub webhook_url: Option<Secret>,
     /// Name of the environment variable holding the webhook URL.
-    #[serde(default)]
     pub webhook_url_env: Option<String>,
     /// Longest time one webhook request may take (connect to response).
-    #[serde(default = "default_webhook_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub webhook_timeout: Duration,
     /// Delay before the first webhook retry; doubles per retry, with jitter.
-    #[serde(default = "default_retry_initial", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub retry_initial: Duration,
     /// Longest delay between two webhook attempts; also the longest
     /// `Retry-After` that is honoured as given.
-    #[serde(default = "default_retry_max", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub retry_max: Duration,
     /// Webhook retries on connection errors, timeouts, 5xx and 429 before
     /// the failure is logged as an error; the notification then stays in the
     /// outbox and is retried every `retry_max` until the webhook takes it.
     /// Other 4xx are not retried: the notification is dropped and counted as
     /// failed.
-    #[serde(default = "default_max_retries")]
     pub max_retries: u32,
     /// Segments whose alerts go to the webhook; absent means every segment.
     /// E.g. `["high-touch", "low-touch"]` keeps tech-touch accounts (handled
     /// by automated nudges) out of the CS channel; they still go to MQTT.
-    #[serde(default)]
     pub route_segments: Option<Vec<Segment>>,
     /// Notifications waiting per channel (MQTT, webhook) in the outbox while
     /// a channel is slow or down. When a channel has this many, the alerts
     /// task stops taking records from the engine, which then waits:
     /// backpressure, nothing is dropped.
-    #[serde(default = "default_queue")]
     pub queue: NonZeroUsize,
     /// On shutdown (or once the record stream ends), how long waiting
     /// notifications may still take to be delivered. What is left stays in
     /// the outbox for the next start (without an outbox it is counted as
     /// failed).
-    #[serde(default = "default_flush_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub flush_timeout: Duration,
     /// Directory of the alert outbox: every notification is written there
     /// (fsync) before its record batch counts as written, and removed once
@@ -86,7 +79,6 @@ pub struct AlertsConfig {
     /// configured; without either, notifications wait in memory only.
     /// Relative paths are relative to the config file. One process per
     /// directory.
-    #[serde(default)]
     pub outbox_dir: Option<PathBuf>,
 }
 

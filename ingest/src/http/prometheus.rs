@@ -1,5 +1,5 @@
 //! `/metrics` in the Prometheus text format (version 0.0.4). Metric names are
-//! the constants below; the only labels are the reject reason and the sink,
+//! the constants below (each family's help line says what it counts); the only labels are the reject reason and the sink,
 //! never a customer or a device.
 //!
 //! [`render`] is a plain function over a [`Snapshot`], so the format is
@@ -9,65 +9,120 @@ use std::fmt::Write;
 
 use fleetpulse_engine::StatsSnapshot;
 
-use crate::metrics::RejectReason;
+use crate::metrics::{Family, RejectReason};
 
-/// Messages taken from the broker.
-pub const MESSAGES_RECEIVED: &str = "fleetpulse_messages_received_total";
-/// Payload bytes taken from the broker.
-pub const BYTES_RECEIVED: &str = "fleetpulse_bytes_received_total";
-/// Messages replayed from the write-ahead log at start.
-pub const MESSAGES_REPLAYED: &str = "fleetpulse_messages_replayed_total";
-/// Messages whose payload decoded (accepted, or refused by a later check).
-pub const MESSAGES_DECODED: &str = "fleetpulse_messages_decoded_total";
-/// Messages that passed every check and went to the engine.
-pub const MESSAGES_ACCEPTED: &str = "fleetpulse_messages_accepted_total";
-/// Messages refused, by reason.
-pub const MESSAGES_REJECTED: &str = "fleetpulse_messages_rejected_total";
-/// Samples in accepted messages.
-pub const SAMPLES_ACCEPTED: &str = "fleetpulse_samples_accepted_total";
-/// Broker connection failures.
-pub const CONNECTION_ERRORS: &str = "fleetpulse_mqtt_connection_errors_total";
-/// Packets the broker sent above `mqtt.max_packet_bytes` (each broke the
-/// connection).
-pub const OVERSIZED_PACKETS: &str = "fleetpulse_mqtt_oversized_packets_total";
-/// 1 while the telemetry subscription is acknowledged.
-pub const SUBSCRIBED: &str = "fleetpulse_mqtt_subscribed";
-/// The engine's watermark, seconds since the epoch.
-pub const WATERMARK: &str = "fleetpulse_engine_watermark_seconds";
-/// Wall time minus the watermark, seconds.
-pub const WATERMARK_LAG: &str = "fleetpulse_engine_watermark_lag_seconds";
-/// Readings the engine turned into usage.
-pub const ENGINE_SAMPLES: &str = "fleetpulse_engine_samples_total";
-/// Batches the engine dropped as already seen.
-pub const ENGINE_DUPLICATES: &str = "fleetpulse_engine_duplicates_total";
-/// Batches dropped as older than the replay window.
-pub const ENGINE_REPLAYS_TOO_OLD: &str = "fleetpulse_engine_replays_too_old_total";
-/// Cumulative counters that went backwards.
-pub const ENGINE_COUNTER_RESETS: &str = "fleetpulse_engine_counter_resets_total";
-/// Sequence numbers skipped and not (yet) delivered.
-pub const ENGINE_SEQUENCE_GAPS: &str = "fleetpulse_engine_sequence_gaps";
-/// Devices the engine holds state for.
-pub const ENGINE_DEVICES: &str = "fleetpulse_engine_devices";
-/// KPI records the engine emitted.
-pub const RECORDS_EMITTED: &str = "fleetpulse_records_emitted_total";
-/// KPI records the sinks wrote.
-pub const RECORDS_WRITTEN: &str = "fleetpulse_sink_records_written_total";
-/// Failed sink write attempts (each retry that fails counts).
-pub const SINK_WRITE_ERRORS: &str = "fleetpulse_sink_write_errors_total";
-/// Record batches waiting in a sink's queue.
-pub const SINK_QUEUE_DEPTH: &str = "fleetpulse_sink_queue_depth";
-/// Capacity of a sink's queue, in batches.
-pub const SINK_QUEUE_CAPACITY: &str = "fleetpulse_sink_queue_capacity";
-/// Bytes in the write-ahead log's segment files.
-pub const WAL_BYTES: &str = "fleetpulse_wal_bytes";
-/// 1 while the write-ahead log refuses records for lack of room.
-pub const WAL_FULL: &str = "fleetpulse_wal_full";
-/// Customers the API's view holds.
-pub const VIEW_CUSTOMERS: &str = "fleetpulse_view_customers";
-/// Records the API's view took in.
-pub const VIEW_RECORDS: &str = "fleetpulse_view_records_total";
-/// 1 while the service is running, subscribed, and its WAL takes records.
-pub const READY: &str = "fleetpulse_ready";
+pub const MESSAGES_RECEIVED: Family = Family::counter(
+    "fleetpulse_messages_received_total",
+    "Messages taken from the broker.",
+);
+pub const BYTES_RECEIVED: Family = Family::counter(
+    "fleetpulse_bytes_received_total",
+    "Payload bytes taken from the broker.",
+);
+pub const MESSAGES_REPLAYED: Family = Family::counter(
+    "fleetpulse_messages_replayed_total",
+    "Messages replayed from the write-ahead log at start.",
+);
+pub const MESSAGES_DECODED: Family = Family::counter(
+    "fleetpulse_messages_decoded_total",
+    "Messages whose payload decoded (accepted, or refused by a later check).",
+);
+pub const MESSAGES_ACCEPTED: Family = Family::counter(
+    "fleetpulse_messages_accepted_total",
+    "Messages that passed every check and went to the engine.",
+);
+pub const MESSAGES_REJECTED: Family = Family::counter(
+    "fleetpulse_messages_rejected_total",
+    "Messages refused, by reason.",
+);
+pub const SAMPLES_ACCEPTED: Family = Family::counter(
+    "fleetpulse_samples_accepted_total",
+    "Samples in accepted messages.",
+);
+pub const CONNECTION_ERRORS: Family = Family::counter(
+    "fleetpulse_mqtt_connection_errors_total",
+    "Times the broker connection failed.",
+);
+pub const OVERSIZED_PACKETS: Family = Family::counter(
+    "fleetpulse_mqtt_oversized_packets_total",
+    "Packets the broker sent above mqtt.max_packet_bytes (each broke the connection).",
+);
+pub const SUBSCRIBED: Family = Family::gauge(
+    "fleetpulse_mqtt_subscribed",
+    "1 while the telemetry subscription is acknowledged.",
+);
+pub const WATERMARK: Family = Family::gauge(
+    "fleetpulse_engine_watermark_seconds",
+    "The engine's event-time watermark, seconds since the epoch.",
+);
+pub const WATERMARK_LAG: Family = Family::gauge(
+    "fleetpulse_engine_watermark_lag_seconds",
+    "Wall time minus the engine's watermark, seconds (large when replaying old data).",
+);
+pub const ENGINE_SAMPLES: Family = Family::counter(
+    "fleetpulse_engine_samples_total",
+    "Readings the engine turned into usage (after deduplication).",
+);
+pub const ENGINE_DUPLICATES: Family = Family::counter(
+    "fleetpulse_engine_duplicates_total",
+    "Batches the engine dropped as already seen.",
+);
+pub const ENGINE_REPLAYS_TOO_OLD: Family = Family::counter(
+    "fleetpulse_engine_replays_too_old_total",
+    "Batches dropped as older than the replay window.",
+);
+pub const ENGINE_COUNTER_RESETS: Family = Family::counter(
+    "fleetpulse_engine_counter_resets_total",
+    "Cumulative device counters that went backwards.",
+);
+pub const ENGINE_SEQUENCE_GAPS: Family = Family::gauge(
+    "fleetpulse_engine_sequence_gaps",
+    "Sequence numbers skipped by devices and not (yet) delivered.",
+);
+pub const ENGINE_DEVICES: Family = Family::gauge(
+    "fleetpulse_engine_devices",
+    "Devices the engine holds state for.",
+);
+pub const RECORDS_EMITTED: Family = Family::counter(
+    "fleetpulse_records_emitted_total",
+    "KPI records the engine emitted.",
+);
+pub const RECORDS_WRITTEN: Family = Family::counter(
+    "fleetpulse_sink_records_written_total",
+    "KPI records the sinks wrote.",
+);
+pub const SINK_WRITE_ERRORS: Family = Family::counter(
+    "fleetpulse_sink_write_errors_total",
+    "Failed sink write attempts (each failed retry counts).",
+);
+pub const SINK_QUEUE_DEPTH: Family = Family::gauge(
+    "fleetpulse_sink_queue_depth",
+    "Record batches waiting in the sink's queue.",
+);
+pub const SINK_QUEUE_CAPACITY: Family = Family::gauge(
+    "fleetpulse_sink_queue_capacity",
+    "Capacity of the sink's queue, in record batches.",
+);
+pub const WAL_BYTES: Family = Family::gauge(
+    "fleetpulse_wal_bytes",
+    "Bytes in the write-ahead log's segment files.",
+);
+pub const WAL_FULL: Family = Family::gauge(
+    "fleetpulse_wal_full",
+    "1 while the write-ahead log refuses records for lack of room (wal.max_bytes or a full disk): intake paused.",
+);
+pub const VIEW_CUSTOMERS: Family = Family::gauge(
+    "fleetpulse_view_customers",
+    "Customers the API's view holds.",
+);
+pub const VIEW_RECORDS: Family = Family::counter(
+    "fleetpulse_view_records_total",
+    "Records the API's view took in.",
+);
+pub const READY: Family = Family::gauge(
+    "fleetpulse_ready",
+    "1 while the service is running, subscribed, and its write-ahead log takes records.",
+);
 
 /// One sink's queue.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,9 +195,9 @@ fn before_decode(reason: RejectReason) -> bool {
 /// The text exposition of `s`.
 pub fn render(s: &Snapshot) -> String {
     let mut out = String::with_capacity(4096);
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
+    let mut metric = |family: Family, samples: &[(String, String)]| {
+        family.write_head(&mut out);
+        let name = family.name;
         for (labels, value) in samples {
             let _ = writeln!(out, "{name}{labels} {value}");
         }
@@ -150,205 +205,67 @@ pub fn render(s: &Snapshot) -> String {
     let one = |v: u64| vec![(String::new(), v.to_string())];
     let secs = |ms: u64| format!("{:.3}", ms as f64 / 1000.0);
 
-    metric(
-        MESSAGES_RECEIVED,
-        "counter",
-        "Messages taken from the broker.",
-        &one(s.received),
-    );
-    metric(
-        BYTES_RECEIVED,
-        "counter",
-        "Payload bytes taken from the broker.",
-        &one(s.bytes),
-    );
+    metric(MESSAGES_RECEIVED, &one(s.received));
+    metric(BYTES_RECEIVED, &one(s.bytes));
     let decoded = s.accepted
         + s.rejected
             .iter()
             .filter(|(r, _)| !before_decode(*r))
             .map(|(_, n)| n)
             .sum::<u64>();
-    metric(
-        MESSAGES_DECODED,
-        "counter",
-        "Messages whose payload decoded (accepted, or refused by a later check).",
-        &one(decoded),
-    );
-    metric(
-        MESSAGES_ACCEPTED,
-        "counter",
-        "Messages that passed every check and went to the engine.",
-        &one(s.accepted),
-    );
+    metric(MESSAGES_DECODED, &one(decoded));
+    metric(MESSAGES_ACCEPTED, &one(s.accepted));
     let rejected: Vec<(String, String)> = s
         .rejected
         .iter()
         .map(|(r, n)| (format!("{{reason=\"{}\"}}", r.as_str()), n.to_string()))
         .collect();
-    metric(
-        MESSAGES_REJECTED,
-        "counter",
-        "Messages refused, by reason.",
-        &rejected,
-    );
-    metric(
-        MESSAGES_REPLAYED,
-        "counter",
-        "Messages replayed from the write-ahead log at start.",
-        &one(s.replayed),
-    );
-    metric(
-        SAMPLES_ACCEPTED,
-        "counter",
-        "Samples in accepted messages.",
-        &one(s.samples),
-    );
-    metric(
-        CONNECTION_ERRORS,
-        "counter",
-        "Times the broker connection failed.",
-        &one(s.connection_errors),
-    );
-    metric(
-        OVERSIZED_PACKETS,
-        "counter",
-        "Packets the broker sent above mqtt.max_packet_bytes (each broke the connection).",
-        &one(s.oversized_packets),
-    );
-    metric(
-        SUBSCRIBED,
-        "gauge",
-        "1 while the telemetry subscription is acknowledged.",
-        &one(u64::from(s.subscribed)),
-    );
+    metric(MESSAGES_REJECTED, &rejected);
+    metric(MESSAGES_REPLAYED, &one(s.replayed));
+    metric(SAMPLES_ACCEPTED, &one(s.samples));
+    metric(CONNECTION_ERRORS, &one(s.connection_errors));
+    metric(OVERSIZED_PACKETS, &one(s.oversized_packets));
+    metric(SUBSCRIBED, &one(u64::from(s.subscribed)));
     if s.watermark_ms > 0 {
-        metric(
-            WATERMARK,
-            "gauge",
-            "The engine's event-time watermark, seconds since the epoch.",
-            &[(String::new(), secs(s.watermark_ms))],
-        );
+        metric(WATERMARK, &[(String::new(), secs(s.watermark_ms))]);
         let lag = s.now_ms as f64 / 1000.0 - s.watermark_ms as f64 / 1000.0;
-        metric(
-            WATERMARK_LAG,
-            "gauge",
-            "Wall time minus the engine's watermark, seconds (large when replaying old data).",
-            &[(String::new(), format!("{lag:.3}"))],
-        );
+        metric(WATERMARK_LAG, &[(String::new(), format!("{lag:.3}"))]);
     }
     if let Some(e) = &s.engine {
-        metric(
-            ENGINE_SAMPLES,
-            "counter",
-            "Readings the engine turned into usage (after deduplication).",
-            &one(e.samples),
-        );
-        metric(
-            ENGINE_DUPLICATES,
-            "counter",
-            "Batches the engine dropped as already seen.",
-            &one(e.duplicates),
-        );
-        metric(
-            ENGINE_REPLAYS_TOO_OLD,
-            "counter",
-            "Batches dropped as older than the replay window.",
-            &one(e.replays_too_old),
-        );
-        metric(
-            ENGINE_COUNTER_RESETS,
-            "counter",
-            "Cumulative device counters that went backwards.",
-            &one(e.counter_resets),
-        );
+        metric(ENGINE_SAMPLES, &one(e.samples));
+        metric(ENGINE_DUPLICATES, &one(e.duplicates));
+        metric(ENGINE_REPLAYS_TOO_OLD, &one(e.replays_too_old));
+        metric(ENGINE_COUNTER_RESETS, &one(e.counter_resets));
         metric(
             ENGINE_SEQUENCE_GAPS,
-            "gauge",
-            "Sequence numbers skipped by devices and not (yet) delivered.",
             &[(String::new(), e.sequence_gaps.to_string())],
         );
-        metric(
-            ENGINE_DEVICES,
-            "gauge",
-            "Devices the engine holds state for.",
-            &[(String::new(), e.devices.to_string())],
-        );
+        metric(ENGINE_DEVICES, &[(String::new(), e.devices.to_string())]);
     }
-    metric(
-        RECORDS_EMITTED,
-        "counter",
-        "KPI records the engine emitted.",
-        &one(s.records_emitted),
-    );
-    metric(
-        RECORDS_WRITTEN,
-        "counter",
-        "KPI records the sinks wrote.",
-        &one(s.records_written),
-    );
-    metric(
-        SINK_WRITE_ERRORS,
-        "counter",
-        "Failed sink write attempts (each failed retry counts).",
-        &one(s.write_errors),
-    );
+    metric(RECORDS_EMITTED, &one(s.records_emitted));
+    metric(RECORDS_WRITTEN, &one(s.records_written));
+    metric(SINK_WRITE_ERRORS, &one(s.write_errors));
     let label = |q: &QueueSnapshot| format!("{{sink=\"{}\"}}", escape_label(&q.sink));
-    let depth: Vec<(String, String)> = s
-        .queues
-        .iter()
-        .map(|q| (label(q), q.depth.to_string()))
-        .collect();
-    metric(
-        SINK_QUEUE_DEPTH,
-        "gauge",
-        "Record batches waiting in the sink's queue.",
-        &depth,
-    );
-    let capacity: Vec<(String, String)> = s
-        .queues
-        .iter()
-        .map(|q| (label(q), q.capacity.to_string()))
-        .collect();
-    metric(
-        SINK_QUEUE_CAPACITY,
-        "gauge",
-        "Capacity of the sink's queue, in record batches.",
-        &capacity,
-    );
+    let per_queue = |value: fn(&QueueSnapshot) -> usize| -> Vec<(String, String)> {
+        s.queues
+            .iter()
+            .map(|q| (label(q), value(q).to_string()))
+            .collect()
+    };
+    metric(SINK_QUEUE_DEPTH, &per_queue(|q| q.depth));
+    metric(SINK_QUEUE_CAPACITY, &per_queue(|q| q.capacity));
     if let Some(bytes) = s.wal_bytes {
-        metric(
-            WAL_BYTES,
-            "gauge",
-            "Bytes in the write-ahead log's segment files.",
-            &one(bytes),
-        );
+        metric(WAL_BYTES, &one(bytes));
     }
     if let Some(full) = s.wal_full {
-        metric(
-            WAL_FULL,
-            "gauge",
-            "1 while the write-ahead log refuses records for lack of room (wal.max_bytes or a full disk): intake paused.",
-            &one(u64::from(full)),
-        );
+        metric(WAL_FULL, &one(u64::from(full)));
     }
     metric(
         VIEW_CUSTOMERS,
-        "gauge",
-        "Customers the API's view holds.",
         &[(String::new(), s.view_customers.to_string())],
     );
-    metric(
-        VIEW_RECORDS,
-        "counter",
-        "Records the API's view took in.",
-        &one(s.view_records),
-    );
-    metric(
-        READY,
-        "gauge",
-        "1 while the service is running, subscribed, and its write-ahead log takes records.",
-        &one(u64::from(s.ready)),
-    );
+    metric(VIEW_RECORDS, &one(s.view_records));
+    metric(READY, &one(u64::from(s.ready)));
     out.push_str(&s.aemp);
     out
 }
@@ -408,7 +325,7 @@ mod tests {
             families,
             text.lines().filter(|l| l.starts_with("# HELP")).count()
         );
-        assert!(!render(&Snapshot::default()).contains(WAL_BYTES));
-        assert!(!render(&Snapshot::default()).contains(WAL_FULL));
+        assert!(!render(&Snapshot::default()).contains(WAL_BYTES.name));
+        assert!(!render(&Snapshot::default()).contains(WAL_FULL.name));
     }
 }

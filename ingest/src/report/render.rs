@@ -285,11 +285,12 @@ fn outcome_chart(name: &str, records: &[OutcomeRecord], index: usize) -> String 
         format!("outcome-{name}"),
         vec![
             line,
-            Series::dashed(
+            Series::line(
                 format!("{direction} {}", svg::short(target)),
                 color::GREY,
                 records.iter().map(|o| (o.window_start, o.target)).collect(),
-            ),
+            )
+            .dashed(),
         ],
     )
     .render()
@@ -365,14 +366,15 @@ fn section_adoption(out: &mut String, d: &ReportData) {
     let mut breadth = LineChart::new(
         "adoption-breadth",
         vec![
-            Series::dashed(
+            Series::line(
                 "machines purchased",
                 color::GREY,
                 d.kpis
                     .iter()
                     .map(|k| (at(k), f64::from(k.devices_purchased)))
                     .collect(),
-            ),
+            )
+            .dashed(),
             Series::line(
                 "machines reporting",
                 color::TEAL,

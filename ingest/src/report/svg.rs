@@ -58,15 +58,11 @@ impl Series {
         }
     }
 
-    /// A dashed line.
-    pub fn dashed(
-        name: impl Into<String>,
-        color: &'static str,
-        points: Vec<(EventTime, f64)>,
-    ) -> Self {
+    /// This line dashed.
+    pub fn dashed(self) -> Self {
         Self {
             dashed: true,
-            ..Self::line(name, color, points)
+            ..self
         }
     }
 }
@@ -334,7 +330,7 @@ mod tests {
                         (day(3), 2.0),
                     ],
                 ),
-                Series::dashed("target", color::GREY, vec![(day(0), 2.0), (day(3), 2.0)]),
+                Series::line("target", color::GREY, vec![(day(0), 2.0), (day(3), 2.0)]).dashed(),
             ],
         )
         .render();

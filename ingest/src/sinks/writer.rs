@@ -499,6 +499,28 @@ mod tests {
         }
     }
 
+    impl FakeStore {
+        /// A store whose first writes fail with `failures`, in order.
+        fn failing(failures: impl IntoIterator<Item = SinkError>) -> Self {
+            let store = Self::default();
+            store.failures.lock().unwrap().extend(failures);
+            store
+        }
+    }
+
+    /// Runs a writer on `store` with `settings`, sends it one batch of
+    /// `records(n)` per `n` in `sends`, closes the channel and returns the
+    /// writer's report.
+    async fn write_all(store: &FakeStore, settings: SinkSettings, sends: &[u64]) -> SinkReport {
+        let (tx, rx) = mpsc::channel(4);
+        let task = tokio::spawn(run_writer(store.clone(), rx, settings, || 0.5));
+        for n in sends {
+            tx.send(records(*n).into()).await.unwrap();
+        }
+        drop(tx);
+        task.await.unwrap()
+    }
+
     fn status(code: u16) -> SinkError {
         SinkError::InfluxWrite {
             lines: 1,
@@ -524,12 +546,7 @@ mod tests {
     #[tokio::test]
     async fn writes_full_batches_and_flushes_the_rest_on_close() {
         let store = FakeStore::default();
-        let (tx, rx) = mpsc::channel(4);
-        let task = tokio::spawn(run_writer(store.clone(), rx, fast(3, 3), || 0.5));
-        tx.send(records(2).into()).await.unwrap();
-        tx.send(records(5).into()).await.unwrap();
-        drop(tx);
-        let report = task.await.unwrap();
+        let report = write_all(&store, fast(3, 3), &[2, 5]).await;
         assert_eq!(
             *store.written.lock().unwrap(),
             vec![vec![0, 1, 0], vec![1, 2, 3], vec![4]]
@@ -564,17 +581,8 @@ mod tests {
 
     #[tokio::test]
     async fn retryable_errors_are_retried_then_written() {
-        let store = FakeStore::default();
-        store
-            .failures
-            .lock()
-            .unwrap()
-            .extend([status(503), status(429)]);
-        let (tx, rx) = mpsc::channel(4);
-        let task = tokio::spawn(run_writer(store.clone(), rx, fast(10, 3), || 0.5));
-        tx.send(records(4).into()).await.unwrap();
-        drop(tx);
-        let report = task.await.unwrap();
+        let store = FakeStore::failing([status(503), status(429)]);
+        let report = write_all(&store, fast(10, 3), &[4]).await;
         assert_eq!(*store.attempts.lock().unwrap(), 3);
         assert_eq!(
             report,
@@ -589,13 +597,8 @@ mod tests {
 
     #[tokio::test]
     async fn non_retryable_errors_drop_the_batch_at_once() {
-        let store = FakeStore::default();
-        store.failures.lock().unwrap().extend([status(400)]);
-        let (tx, rx) = mpsc::channel(4);
-        let task = tokio::spawn(run_writer(store.clone(), rx, fast(2, 3), || 0.5));
-        tx.send(records(4).into()).await.unwrap();
-        drop(tx);
-        let report = task.await.unwrap();
+        let store = FakeStore::failing([status(400)]);
+        let report = write_all(&store, fast(2, 3), &[4]).await;
         assert_eq!(*store.attempts.lock().unwrap(), 2);
         assert_eq!(*store.written.lock().unwrap(), vec![vec![2, 3]]);
         assert_eq!(
@@ -612,17 +615,8 @@ mod tests {
 
     #[tokio::test]
     async fn retries_are_bounded() {
-        let store = FakeStore::default();
-        store
-            .failures
-            .lock()
-            .unwrap()
-            .extend((0..10).map(|_| status(502)));
-        let (tx, rx) = mpsc::channel(4);
-        let task = tokio::spawn(run_writer(store.clone(), rx, fast(10, 2), || 0.5));
-        tx.send(records(3).into()).await.unwrap();
-        drop(tx);
-        let report = task.await.unwrap();
+        let store = FakeStore::failing((0..10).map(|_| status(502)));
+        let report = write_all(&store, fast(10, 2), &[3]).await;
         assert_eq!(
             *store.attempts.lock().unwrap(),
             3,

@@ -3,9 +3,7 @@
 //! future) are counted per reason, and the good source beside them polls
 //! its machines to KPIs equal to the ground truth.
 
-use std::net::SocketAddr;
-
-use fleetpulse::aemp_sim::{self, AempFleet, BadAnswer, Quirks, Selection};
+use fleetpulse::aemp_sim::{AempFleet, BadAnswer, Quirks, Selection};
 use fleetpulse::customers::CustomersFile;
 use fleetpulse::source::aemp::AempEquipment;
 use fleetpulse::source::aemp::metrics::AempError;
@@ -20,21 +18,12 @@ const BAD_CUSTOMER: &str = "zz-bad-oem";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_answers_are_counted_and_never_stop_the_other_sources() {
-    let broker = fleetpulse::broker::start(0).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let spec = spec(6);
-    let fleet = Fleet::generate(&spec);
-    let served = AempFleet::new(&fleet, Selection::default(), false);
+    let setup = Setup::new(6);
+    let served = AempFleet::new(&setup.fleet, Selection::default(), false);
     let truth = served.ground_truth();
     let points = served.points() as u64;
     let mut equipment: Vec<AempEquipment> = served.equipment(Some("good"));
-    let good = aemp_sim::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        served,
-        Quirks::default(),
-    )
-    .await
-    .unwrap();
+    let good = serve(served, Quirks::default()).await;
 
     // A small fleet of its own behind each bad server.
     let bad_fleet = Fleet::generate(&FleetSpec {
@@ -71,31 +60,26 @@ async fn bad_answers_are_counted_and_never_stop_the_other_sources() {
             bad: Some(bad),
             ..Quirks::default()
         };
-        servers.push(
-            aemp_sim::start(SocketAddr::from(([127, 0, 0, 1], 0)), served, quirks)
-                .await
-                .unwrap(),
-        );
+        servers.push(serve(served, quirks).await);
     }
-    let customers = dir.path().join("customers.toml");
-    let mut file: CustomersFile = fleetpulse::sim::customers_file(&fleet);
+    let mut file: CustomersFile = fleetpulse::sim::customers_file(&setup.fleet);
     let mut bad_customer = file.customers[0].clone();
     bad_customer.id = BAD_CUSTOMER.into();
     bad_customer.name = "Bad OEM answers".into();
     file.customers.push(bad_customer);
     file.aemp_equipment = equipment;
-    std::fs::write(&customers, file.to_toml()).unwrap();
+    std::fs::write(setup.customers(), file.to_toml()).unwrap();
 
-    let mut config = service_config(dir.path(), broker.addr, &customers, &spec, "bad");
-    config.aemp = vec![source("good", &good.url(), &spec)];
+    let mut config = setup.service_config("bad");
+    config.aemp = vec![source("good", &good.url(), &setup.spec)];
     for ((name, _, _), server) in modes.iter().zip(&servers) {
-        let mut source = source(name, &server.url(), &spec);
+        let mut source = source(name, &server.url(), &setup.spec);
         source.max_pages = 20;
         // Whatever goes wrong is tried again next poll, not retried now.
         source.attempts = 1;
         config.aemp.push(source);
     }
-    let service = in_process::spawn(config, "<aemp bad answers>");
+    let mut service = in_process::spawn(config, "<aemp bad answers>");
     let good_metrics = source_metrics(&service.metrics, "good").await;
     wait_caught_up(&service.metrics, &good_metrics, points, 0).await;
     // Every bad source met its bad answer, at least twice: it keeps polling.
@@ -121,17 +105,16 @@ async fn bad_answers_are_counted_and_never_stop_the_other_sources() {
             "{text}"
         );
     }
-    service.shutdown.cancel();
-    service.task.await.unwrap().unwrap();
+    stop(&mut service).await;
     assert!(
         good_metrics.status().errors.is_empty(),
         "{:?}",
         good_metrics.status()
     );
 
-    let store: Table = customer_table(&sqlite_path(dir.path()))
+    let store: Table = sqlite_customer_table(&sqlite_path(setup.dir.path()))
         .into_iter()
         .filter(|((customer, _), _)| customer != BAD_CUSTOMER)
         .collect();
-    assert_equal("beside bad answers", &store, &truth_table(&truth.rows()));
+    assert_table_equal("beside bad answers", &store, &truth_table(&truth.rows()));
 }

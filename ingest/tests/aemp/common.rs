@@ -3,17 +3,25 @@
 //! SQLite, and their comparison with the simulator's ground truth.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use fleetpulse::config::{CustomersRef, ServiceConfig, WalConfig};
+use fleetpulse::aemp_sim::{self, AempFleet, AempServer, Quirks, Selection};
+use fleetpulse::broker::EmbeddedBroker;
+use fleetpulse::config::{ServiceConfig, WalConfig};
 use fleetpulse::metrics::IngestMetrics;
 use fleetpulse::sinks::{SinkConfig, SqliteConfig, SqliteStore};
 use fleetpulse::source::aemp::AempConfig;
 use fleetpulse::source::aemp::metrics::SourceMetrics;
-use fleetpulse_sim::{DayTruth, Fleet, FleetSpec, GroundTruth};
+use fleetpulse_sim::{Fleet, FleetSpec, GroundTruth};
+
+use super::support::in_process::{self, InProcess};
+use super::support::truth::usage_fields;
+pub use super::support::truth::{Table, assert_table_equal, sqlite_customer_table, truth_table};
+use tempfile::TempDir;
 
 pub const DAY_MS: u64 = 86_400_000;
 
@@ -27,6 +35,106 @@ pub fn spec(devices: usize) -> FleetSpec {
         seed: 11,
         ..FleetSpec::default()
     }
+}
+
+/// What every AEMP test starts from: the embedded broker, a temporary
+/// directory and a simulated fleet of [`spec`]`(devices)`.
+pub struct Setup {
+    pub broker: EmbeddedBroker,
+    pub dir: TempDir,
+    pub spec: FleetSpec,
+    pub fleet: Fleet,
+}
+
+impl Setup {
+    pub fn new(devices: usize) -> Self {
+        let spec = spec(devices);
+        Self {
+            broker: fleetpulse::broker::start(0).unwrap(),
+            dir: tempfile::tempdir().unwrap(),
+            fleet: Fleet::generate(&spec),
+            spec,
+        }
+    }
+
+    /// Where the tests write the customers file.
+    pub fn customers(&self) -> PathBuf {
+        self.dir.path().join("customers.toml")
+    }
+
+    /// [`service_config`] on this setup's broker, directory and customers
+    /// file.
+    pub fn service_config(&self, client: &str) -> ServiceConfig {
+        let customers = self.customers();
+        service_config(
+            self.dir.path(),
+            self.broker.addr,
+            &customers,
+            &self.spec,
+            client,
+        )
+    }
+
+    /// [`write_config_file`] on this setup's broker and directory.
+    pub fn write_config_file(&self, client: &str, http_port: u16, sources: &str) -> PathBuf {
+        write_config_file(
+            self.dir.path(),
+            self.broker.addr,
+            &self.spec,
+            client,
+            http_port,
+            sources,
+        )
+    }
+
+    /// Serves the whole fleet with `quirks` and writes the customers file
+    /// with every machine mapped.
+    pub async fn serve_all(&self, quirks: Quirks) -> Served {
+        let served = AempFleet::new(&self.fleet, Selection::default(), quirks.pin_ids);
+        let truth = served.ground_truth();
+        let devices = served.device_truth();
+        let points = served.points() as u64;
+        write_customers(&self.fleet, served.equipment(None), &self.customers());
+        Served {
+            server: serve(served, quirks).await,
+            truth,
+            devices,
+            points,
+        }
+    }
+
+    /// The customers' daily KPIs in the store equal `truth`.
+    pub fn assert_customers_equal(&self, what: &str, truth: &GroundTruth) {
+        assert_table_equal(
+            what,
+            &sqlite_customer_table(&sqlite_path(self.dir.path())),
+            &truth_table(&truth.rows()),
+        );
+    }
+}
+
+/// A simulated AEMP server and what it serves.
+pub struct Served {
+    pub server: AempServer,
+    /// The customers' ground truth of what it serves.
+    pub truth: GroundTruth,
+    /// The per-device ground truth.
+    pub devices: GroundTruth,
+    /// The readings times it serves (the messages a source hands over).
+    pub points: u64,
+}
+
+/// Starts the simulated AEMP server for `served` on a loopback port.
+pub async fn serve(served: AempFleet, quirks: Quirks) -> AempServer {
+    aemp_sim::start(SocketAddr::from(([127, 0, 0, 1], 0)), served, quirks)
+        .await
+        .unwrap()
+}
+
+/// Stops an in-process service; it must end without an error.
+pub async fn stop(service: &mut InProcess) {
+    service.shutdown.cancel();
+    (&mut service.task).await.unwrap().unwrap();
 }
 
 /// The whole simulation lies behind this much event time, and AEMP
@@ -62,15 +170,9 @@ pub fn service_config(
     spec: &FleetSpec,
     client: &str,
 ) -> ServiceConfig {
-    let mut config = ServiceConfig::default();
-    config.mqtt.host = broker.ip().to_string();
-    config.mqtt.port = broker.port();
-    config.mqtt.client_id = client.into();
-    config.engine.workers = 2;
+    let host = broker.ip().to_string();
+    let mut config = in_process::config(&host, broker.port(), client, 2, customers);
     config.engine.allowed_lateness = lateness(spec);
-    config.customers = Some(CustomersRef {
-        file: customers.to_owned(),
-    });
     config.sinks = vec![SinkConfig::Sqlite(SqliteConfig {
         path: sqlite_path(dir),
     })];
@@ -137,77 +239,6 @@ pub async fn wait_caught_up(
     }
 }
 
-/// Per key (customer or customer/device, day start): field -> value.
-pub type Table = BTreeMap<(String, u64), BTreeMap<&'static str, f64>>;
-
-/// Compared exactly.
-const EXACT: [&str; 8] = [
-    "cycles",
-    "manual_interventions",
-    "fault_count",
-    "distinct_operators",
-    "active_devices",
-    "reporting_devices",
-    "advanced_features_used",
-    "samples",
-];
-
-/// The ground truth's daily rows as a table.
-pub fn truth_table(rows: &[DayTruth]) -> Table {
-    rows.iter()
-        .map(|r| {
-            let fields = BTreeMap::from([
-                ("operating_hours", r.operating_hours),
-                ("idle_hours", r.idle_hours),
-                ("fuel_litres", r.fuel_litres),
-                ("output_units", r.output_units),
-                ("cycles", r.cycles as f64),
-                ("manual_interventions", r.manual_interventions as f64),
-                ("fault_count", r.fault_count as f64),
-                ("distinct_operators", f64::from(r.distinct_operators)),
-                ("active_devices", f64::from(r.active_devices)),
-                ("reporting_devices", f64::from(r.reporting_devices)),
-                (
-                    "advanced_features_used",
-                    f64::from(r.advanced_features_used),
-                ),
-                ("samples", r.samples as f64),
-            ]);
-            ((r.customer.clone(), r.day_start_ms), fields)
-        })
-        .collect()
-}
-
-/// The daily customer KPIs in the store.
-pub fn customer_table(path: &Path) -> Table {
-    let store = SqliteStore::open(path).unwrap();
-    store
-        .customer_kpis("1d")
-        .unwrap()
-        .into_iter()
-        .map(|k| {
-            let fields = BTreeMap::from([
-                ("operating_hours", k.operating_hours),
-                ("idle_hours", k.idle_hours),
-                ("fuel_litres", k.fuel_litres),
-                ("output_units", k.output_units),
-                ("cycles", k.cycles as f64),
-                ("manual_interventions", k.manual_interventions as f64),
-                ("fault_count", k.fault_count as f64),
-                ("distinct_operators", f64::from(k.distinct_operators)),
-                ("active_devices", f64::from(k.active_devices)),
-                ("reporting_devices", f64::from(k.reporting_devices)),
-                (
-                    "advanced_features_used",
-                    f64::from(k.advanced_features_used),
-                ),
-                ("samples", k.samples as f64),
-            ]);
-            ((k.customer.to_string(), k.window_start), fields)
-        })
-        .collect()
-}
-
 /// The daily device KPIs in the store, keyed `customer/device`; devices
 /// without a sample that day are left out (the truth has no row for them).
 pub fn device_table(path: &Path) -> Table {
@@ -218,22 +249,8 @@ pub fn device_table(path: &Path) -> Table {
         .into_iter()
         .filter(|k| k.samples > 0)
         .map(|k| {
-            let fields = BTreeMap::from([
-                ("operating_hours", k.operating_hours),
-                ("idle_hours", k.idle_hours),
-                ("fuel_litres", k.fuel_litres),
-                ("output_units", k.output_units),
-                ("utilisation", k.utilisation),
-                ("cycles", k.cycles as f64),
-                ("manual_interventions", k.manual_interventions as f64),
-                ("fault_count", k.fault_count as f64),
-                ("distinct_operators", f64::from(k.distinct_operators)),
-                ("samples", k.samples as f64),
-            ]);
-            (
-                (format!("{}/{}", k.customer, k.device), k.window_start),
-                fields,
-            )
+            let key = (format!("{}/{}", k.customer, k.device), k.window_start);
+            (key, device_fields(usage_fields!(k), k.utilisation))
         })
         .collect()
 }
@@ -245,46 +262,22 @@ pub fn device_truth_table(truth: &GroundTruth) -> Table {
         .rows()
         .iter()
         .map(|r| {
-            let fields = BTreeMap::from([
-                ("operating_hours", r.operating_hours),
-                ("idle_hours", r.idle_hours),
-                ("fuel_litres", r.fuel_litres),
-                ("output_units", r.output_units),
-                ("utilisation", r.operating_hours / 24.0),
-                ("cycles", r.cycles as f64),
-                ("manual_interventions", r.manual_interventions as f64),
-                ("fault_count", r.fault_count as f64),
-                ("distinct_operators", f64::from(r.distinct_operators)),
-                ("samples", r.samples as f64),
-            ]);
-            ((r.customer.clone(), r.day_start_ms), fields)
+            let key = (r.customer.clone(), r.day_start_ms);
+            (
+                key,
+                device_fields(usage_fields!(r), r.operating_hours / 24.0),
+            )
         })
         .collect()
 }
 
-/// Every row and field of `truth` equals the store's: counts exactly,
-/// hours, litres and shares within 1e-6 relative.
-pub fn assert_equal(what: &str, store: &Table, truth: &Table) {
-    assert_eq!(
-        store.keys().collect::<Vec<_>>(),
-        truth.keys().collect::<Vec<_>>(),
-        "{what}: the rows differ from the ground truth"
-    );
-    for (key, expected) in truth {
-        let row = &store[key];
-        for (field, e) in expected {
-            let g = row[field];
-            if EXACT.contains(field) {
-                assert_eq!(g, *e, "{what} {key:?} {field}");
-            } else {
-                assert!(
-                    (g - e).abs() <= 1e-6 * e.abs().max(1.0),
-                    "{what} {key:?} {field}: store {g}, ground truth {e}"
-                );
-            }
-        }
-    }
-    println!("{what}: {} rows equal the ground truth", truth.len());
+/// A device-day's compared fields: the usage fields and the utilisation.
+fn device_fields(usage: [(&str, f64); 9], utilisation: f64) -> BTreeMap<String, f64> {
+    usage
+        .into_iter()
+        .chain([("utilisation", utilisation)])
+        .map(|(name, value)| (name.to_string(), value))
+        .collect()
 }
 
 /// `[[aemp]]` for the binary's config file, as [`source`] sets it up;

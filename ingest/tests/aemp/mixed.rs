@@ -3,10 +3,8 @@
 //! the simulated AEMP API; the customers' KPIs equal the ground truth of
 //! both together.
 
-use std::net::SocketAddr;
-
-use fleetpulse::aemp_sim::{self, AempFleet, Quirks, Selection};
-use fleetpulse_sim::{Fleet, GroundTruth, PublishOptions};
+use fleetpulse::aemp_sim::{AempFleet, Quirks, Selection};
+use fleetpulse_sim::{GroundTruth, PublishOptions};
 use prost::Message as _;
 
 use super::common::*;
@@ -14,15 +12,13 @@ use super::support::in_process;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_and_aemp_machines_of_one_customer_add_up() {
-    let broker = fleetpulse::broker::start(0).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let spec = spec(8);
-    let fleet = Fleet::generate(&spec);
+    let setup = Setup::new(8);
+    let fleet = &setup.fleet;
     let polled = Selection {
         every: 2,
         offset: 1,
     };
-    let served = AempFleet::new(&fleet, polled, false);
+    let served = AempFleet::new(fleet, polled, false);
     let aemp_devices: std::collections::HashSet<(String, String)> = served
         .machines
         .iter()
@@ -49,30 +45,16 @@ async fn mqtt_and_aemp_machines_of_one_customer_add_up() {
         );
     }
     let points = served.points() as u64;
-    let customers = dir.path().join("customers.toml");
-    write_customers(&fleet, served.equipment(None), &customers);
-    let server = aemp_sim::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
-        served,
-        Quirks::default(),
-    )
-    .await
-    .unwrap();
+    write_customers(fleet, served.equipment(None), &setup.customers());
+    let server = serve(served, Quirks::default()).await;
 
-    let mut config = service_config(dir.path(), broker.addr, &customers, &spec, "mixed");
-    config.aemp = vec![source("oem", &server.url(), &spec)];
-    let service = in_process::spawn(config, "<aemp mixed>");
-    super::support::poll::wait_for("subscription", || {
-        service
-            .metrics
-            .subscribed
-            .load(std::sync::atomic::Ordering::Relaxed)
-    })
-    .await;
+    let mut config = setup.service_config("mixed");
+    config.aemp = vec![source("oem", &server.url(), &setup.spec)];
+    let mut service = in_process::subscribed(config, "<aemp mixed>").await;
     let published = mqtt.len() as u64;
     let options = PublishOptions {
-        host: broker.addr.ip().to_string(),
-        port: broker.addr.port(),
+        host: setup.broker.addr.ip().to_string(),
+        port: setup.broker.addr.port(),
         client_id: "mixed-sim".into(),
         ..PublishOptions::default()
     };
@@ -81,16 +63,11 @@ async fn mqtt_and_aemp_machines_of_one_customer_add_up() {
         .unwrap();
     let polled_metrics = source_metrics(&service.metrics, "oem").await;
     wait_caught_up(&service.metrics, &polled_metrics, points, published).await;
-    service.shutdown.cancel();
-    service.task.await.unwrap().unwrap();
+    stop(&mut service).await;
     assert_eq!(service.metrics.rejected_total(), 0);
     println!(
         "mixed: {published} MQTT messages, {points} AEMP readings times, {:?}",
         polled_metrics.status()
     );
-    assert_equal(
-        "mixed customers",
-        &customer_table(&sqlite_path(dir.path())),
-        &truth_table(&truth.rows()),
-    );
+    setup.assert_customers_equal("mixed customers", &truth);
 }

@@ -2,14 +2,12 @@
 //! per-device and per-customer KPI of the polled machines equals the
 //! ground truth.
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use fleetpulse::aemp_sim::{self, AempFleet, AempServer, Quirks, Selection, SimAuth};
+use fleetpulse::aemp_sim::{AempServer, Quirks, SimAuth};
 use fleetpulse::source::aemp::AempConfig;
 use fleetpulse::source::aemp::config::Format;
-use fleetpulse_sim::Fleet;
 
 use super::common::*;
 use super::support::in_process;
@@ -21,53 +19,31 @@ async fn polled_kpis_equal_ground_truth(
     quirks: Quirks,
     configure: impl FnOnce(&mut AempConfig, &AempServer),
 ) -> AempServerStats {
-    let broker = fleetpulse::broker::start(0).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let spec = spec(6);
-    let fleet = Fleet::generate(&spec);
-    let served = AempFleet::new(&fleet, Selection::default(), quirks.pin_ids);
-    let truth = served.ground_truth();
-    let devices = served.device_truth();
-    let points = served.points() as u64;
-    let customers = dir.path().join("customers.toml");
-    write_customers(&fleet, served.equipment(None), &customers);
-    let server = aemp_sim::start(SocketAddr::from(([127, 0, 0, 1], 0)), served, quirks)
-        .await
-        .unwrap();
+    let setup = Setup::new(6);
+    let served = setup.serve_all(quirks).await;
+    let (server, points) = (&served.server, served.points);
 
-    let mut config = service_config(dir.path(), broker.addr, &customers, &spec, name);
-    let mut source = source("oem", &server.url(), &spec);
-    configure(&mut source, &server);
+    let mut config = setup.service_config(name);
+    let mut source = source("oem", &server.url(), &setup.spec);
+    configure(&mut source, server);
     config.aemp = vec![source];
-    let service = in_process::spawn(config, "<aemp test>");
+    let mut service = in_process::spawn(config, "<aemp test>");
     let polled = source_metrics(&service.metrics, "oem").await;
     wait_caught_up(&service.metrics, &polled, points, 0).await;
     let status = polled.status();
-    service.shutdown.cancel();
-    service.task.await.unwrap().unwrap();
+    stop(&mut service).await;
     println!("{name}: {status:?}");
     assert!(status.errors.is_empty(), "{name}: {:?}", status.errors);
     assert_eq!(status.messages, points);
     assert_eq!(service.metrics.rejected_total(), 0);
 
-    let sqlite = sqlite_path(dir.path());
-    assert_equal(
-        &format!("{name} customers"),
-        &customer_table(&sqlite),
-        &truth_table(&truth.rows()),
-    );
-    assert_equal(
+    setup.assert_customers_equal(&format!("{name} customers"), &served.truth);
+    assert_table_equal(
         &format!("{name} devices"),
-        &device_table(&sqlite),
-        &device_truth_table(&devices),
+        &device_table(&sqlite_path(setup.dir.path())),
+        &device_truth_table(&served.devices),
     );
-    AempServerStats {
-        throttled: server.stats.throttled.load(Relaxed),
-        throttled_again: server.stats.throttled_again.load(Relaxed),
-        tokens: server.stats.tokens.load(Relaxed),
-        requests: server.stats.requests.load(Relaxed),
-        unauthorized: server.stats.unauthorized.load(Relaxed),
-    }
+    AempServerStats::of(server)
 }
 
 /// What the server saw.
@@ -80,49 +56,53 @@ struct AempServerStats {
     unauthorized: u64,
 }
 
+impl AempServerStats {
+    fn of(server: &AempServer) -> Self {
+        Self {
+            throttled: server.stats.throttled.load(Relaxed),
+            throttled_again: server.stats.throttled_again.load(Relaxed),
+            tokens: server.stats.tokens.load(Relaxed),
+            requests: server.stats.requests.load(Relaxed),
+            unauthorized: server.stats.unauthorized.load(Relaxed),
+        }
+    }
+}
+
+/// The source as [`source`] sets it up, reading JSON.
+fn json(source: &mut AempConfig, _: &AempServer) {
+    source.format = Format::Json;
+}
+
+/// The source as [`source`] sets it up.
+fn as_is(_: &mut AempConfig, _: &AempServer) {}
+
+/// One test per quirk mode whose check is the comparison alone: the test,
+/// its name in the messages, the quirks set (the others default), and how
+/// the source is set up for them.
+macro_rules! quirk_tests {
+    ($($(#[$doc:meta])* $test:ident: $name:literal, { $($quirk:ident: $value:expr),* }, $configure:expr;)*) => {$(
+        $(#[$doc])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $test() {
+            let quirks = Quirks { $($quirk: $value,)* ..Quirks::default() };
+            polled_kpis_equal_ground_truth($name, quirks, $configure).await;
+        }
+    )*};
+}
+
+quirk_tests! {
+    json_with_liter: "json", { liter: true }, json;
+    json_wrapped_in_an_array: "wrapped", { wrap_array: true }, json;
+    /// Lower-case `links`, with small pages so every answer is paged.
+    lower_case_links_and_small_pages: "links", { lowercase_links: true, page_size: 7 }, as_is;
+    /// Equipment ids with `#`: the poller must address them by PIN.
+    ids_that_need_pin_addressing: "pin", { pin_ids: true }, as_is;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xml() {
-    let seen = polled_kpis_equal_ground_truth("xml", Quirks::default(), |_, _| {}).await;
+    let seen = polled_kpis_equal_ground_truth("xml", Quirks::default(), as_is).await;
     assert!(seen.requests > 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_with_liter() {
-    let quirks = Quirks {
-        liter: true,
-        ..Quirks::default()
-    };
-    polled_kpis_equal_ground_truth("json", quirks, |s, _| s.format = Format::Json).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_wrapped_in_an_array() {
-    let quirks = Quirks {
-        wrap_array: true,
-        ..Quirks::default()
-    };
-    polled_kpis_equal_ground_truth("wrapped", quirks, |s, _| s.format = Format::Json).await;
-}
-
-/// Lower-case `links`, with small pages so every answer is paged.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lower_case_links_and_small_pages() {
-    let quirks = Quirks {
-        lowercase_links: true,
-        page_size: 7,
-        ..Quirks::default()
-    };
-    polled_kpis_equal_ground_truth("links", quirks, |_, _| {}).await;
-}
-
-/// Equipment ids with `#`: the poller must address them by PIN.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ids_that_need_pin_addressing() {
-    let quirks = Quirks {
-        pin_ids: true,
-        ..Quirks::default()
-    };
-    polled_kpis_equal_ground_truth("pin", quirks, |_, _| {}).await;
 }
 
 /// One request per URL per 2 s: polls every 200 ms get 429 and wait out
@@ -134,7 +114,7 @@ async fn a_rate_limit_of_one_request_per_url() {
         page_size: 500,
         ..Quirks::default()
     };
-    let seen = polled_kpis_equal_ground_truth("rate-limit", quirks, |_, _| {}).await;
+    let seen = polled_kpis_equal_ground_truth("rate-limit", quirks, as_is).await;
     assert!(seen.throttled > 0, "{seen:?}");
     // Each 429 was waited out as its Retry-After said: never two in a row.
     assert_eq!(seen.throttled_again, 0, "{seen:?}");
@@ -143,39 +123,32 @@ async fn a_rate_limit_of_one_request_per_url() {
 /// Basic auth, the password from the environment of the real binary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_auth() {
-    let quirks = Quirks {
-        auth: SimAuth::Basic {
-            username: "fleet".into(),
-            password: "basic-secret-1234".into(),
-        },
-        ..Quirks::default()
+    let auth = SimAuth::Basic {
+        username: "fleet".into(),
+        password: "basic-secret-1234".into(),
     };
-    let auth = "auth = { type = \"basic\", username = \"fleet\", password_env = \"OEM_PASSWORD\" }";
-    let seen = binary_kpis_equal_ground_truth(
+    let key = "auth = { type = \"basic\", username = \"fleet\", password_env = \"OEM_PASSWORD\" }";
+    binary_kpis_equal_ground_truth(
         "basic",
-        quirks,
-        |_| auth.to_string(),
+        auth,
+        |_| key.to_string(),
         ("OEM_PASSWORD", "basic-secret-1234"),
     )
     .await;
-    assert_eq!(seen.unauthorized, 0, "{seen:?}");
 }
 
 /// OAuth2 client credentials, the secret from the environment of the real
 /// binary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oauth2_client_credentials() {
-    let quirks = Quirks {
-        auth: SimAuth::Oauth2 {
-            client_id: "fleetpulse".into(),
-            client_secret: "oauth-secret-5678".into(),
-            token_life: Duration::from_secs(31),
-        },
-        ..Quirks::default()
+    let auth = SimAuth::Oauth2 {
+        client_id: "fleetpulse".into(),
+        client_secret: "oauth-secret-5678".into(),
+        token_life: Duration::from_secs(31),
     };
     let seen = binary_kpis_equal_ground_truth(
         "oauth2",
-        quirks,
+        auth,
         |server| {
             format!(
                 "auth = {{ type = \"oauth2\", token_url = \"{}\", client_id = \"fleetpulse\", client_secret_env = \"OEM_SECRET\" }}",
@@ -186,38 +159,33 @@ async fn oauth2_client_credentials() {
     )
     .await;
     assert!(seen.tokens >= 1, "{seen:?}");
-    assert_eq!(seen.unauthorized, 0, "{seen:?}");
 }
 
 /// Like [`polled_kpis_equal_ground_truth`], through the `fleetpulse run`
-/// binary with a config file and a secret in its environment.
+/// binary with a config file and a secret in its environment, against a
+/// server that requires `auth`; no request may be refused as unauthorised.
 async fn binary_kpis_equal_ground_truth(
     name: &'static str,
-    quirks: Quirks,
-    auth: impl FnOnce(&AempServer) -> String,
+    auth: SimAuth,
+    auth_toml: impl FnOnce(&AempServer) -> String,
     (var, secret): (&str, &str),
 ) -> AempServerStats {
-    let broker = fleetpulse::broker::start(0).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let spec = spec(6);
-    let fleet = Fleet::generate(&spec);
-    let served = AempFleet::new(&fleet, Selection::default(), false);
-    let truth = served.ground_truth();
-    let points = served.points() as u64;
-    let customers = dir.path().join("customers.toml");
-    write_customers(&fleet, served.equipment(None), &customers);
-    let server = aemp_sim::start(SocketAddr::from(([127, 0, 0, 1], 0)), served, quirks)
-        .await
-        .unwrap();
+    let setup = Setup::new(6);
+    let quirks = Quirks {
+        auth,
+        ..Quirks::default()
+    };
+    let served = setup.serve_all(quirks).await;
+    let (server, points) = (&served.server, served.points);
     let http_port = super::support::servers::free_port();
     let source = format!(
         "{}{}\n",
-        source_toml("oem", &server.url(), &spec),
-        auth(&server)
+        source_toml("oem", &server.url(), &setup.spec),
+        auth_toml(server)
     );
-    let config = write_config_file(dir.path(), broker.addr, &spec, name, http_port, &source);
-    let mut service =
-        super::support::service::Service::new(&config, dir.path().join("log")).env(var, secret);
+    let config = setup.write_config_file(name, http_port, &source);
+    let mut service = super::support::service::Service::new(&config, setup.dir.path().join("log"))
+        .env(var, secret);
     service.start_and_wait("AEMP source polling");
     let status = wait_status_caught_up(http_port, points).await;
     let metrics = super::support::service::metrics(http_port);
@@ -237,16 +205,8 @@ async fn binary_kpis_equal_ground_truth(
         status["aemp"][0]["errors"].as_object().unwrap().is_empty(),
         "{status}"
     );
-    assert_equal(
-        &format!("{name} customers"),
-        &customer_table(&sqlite_path(dir.path())),
-        &truth_table(&truth.rows()),
-    );
-    AempServerStats {
-        throttled: server.stats.throttled.load(Relaxed),
-        throttled_again: server.stats.throttled_again.load(Relaxed),
-        tokens: server.stats.tokens.load(Relaxed),
-        requests: server.stats.requests.load(Relaxed),
-        unauthorized: server.stats.unauthorized.load(Relaxed),
-    }
+    setup.assert_customers_equal(&format!("{name} customers"), &served.truth);
+    let seen = AempServerStats::of(server);
+    assert_eq!(seen.unauthorized, 0, "{seen:?}");
+    seen
 }

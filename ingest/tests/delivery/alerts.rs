@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 use crate::support::fleets::{publish_options, write_customers};
 use crate::support::poll::{PATIENCE, until};
 use crate::support::servers::{Mosquitto, NO_LOSS, free_port, http_get};
-use crate::support::service::{Service, write_service_config};
+use crate::support::service::{Service, write_durable_config};
 use crate::support::webhook::{read_request, respond};
 
 /// Logged once per start, with the outbox's backlog.
@@ -85,27 +85,13 @@ fn wait(what: &str, done: impl FnMut() -> bool) {
 }
 
 fn write_config(dir: &Path, mosquitto: &Mosquitto, extra: &str) -> PathBuf {
-    let rest = format!(
-        r#"persistent_session = true
-
-[engine]
-workers = 1
-
-[wal]
-dir = "wal"
-
-[[sinks]]
-type = "sqlite"
-path = "kpi.sqlite"
-
-{extra}
-"#
-    );
-    write_service_config(
+    write_durable_config(
         dir,
         mosquitto,
         &format!("fleetpulse-alerts-{}", mosquitto.port()),
-        &rest,
+        1,
+        "",
+        &format!("[[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n\n{extra}\n"),
     )
 }
 

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use fleetpulse::config::ServiceConfig;
+use fleetpulse::config::{CustomersRef, ServiceConfig};
 use fleetpulse::metrics::IngestMetrics;
 use fleetpulse::service::{self, RunReport, Runtime, ServiceError};
 use tokio::task::JoinHandle;
@@ -17,6 +17,26 @@ pub struct InProcess {
     pub metrics: Arc<IngestMetrics>,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<Result<RunReport, ServiceError>>,
+}
+
+/// A service on the broker at `host`:`port` as `client`, with `workers`
+/// engine workers and the customers file `customers`; the rest default.
+pub fn config(
+    host: &str,
+    port: u16,
+    client: &str,
+    workers: usize,
+    customers: &Path,
+) -> ServiceConfig {
+    let mut config = ServiceConfig::default();
+    config.mqtt.host = host.to_string();
+    config.mqtt.port = port;
+    config.mqtt.client_id = client.to_string();
+    config.engine.workers = workers;
+    config.customers = Some(CustomersRef {
+        file: customers.to_owned(),
+    });
+    config
 }
 
 /// Spawns the service on `config`; `name` stands for the config file's path

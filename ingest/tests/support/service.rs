@@ -214,6 +214,25 @@ pub fn write_service_config_at(
     path.to_owned()
 }
 
+/// Writes `fleetpulse.toml` in `dir` for a service that loses nothing to a
+/// restart: a persistent session for `mosquitto` as `client_id`, `workers`
+/// engine workers, the WAL in `wal/` (with the further `[wal]` keys
+/// `wal_keys`), then `sections`.
+pub fn write_durable_config(
+    dir: &Path,
+    mosquitto: &Mosquitto,
+    client_id: &str,
+    workers: usize,
+    wal_keys: &str,
+    sections: &str,
+) -> PathBuf {
+    let rest = format!(
+        "persistent_session = true\n\n[engine]\nworkers = {workers}\n\n\
+         [wal]\ndir = \"wal\"\n{wal_keys}\n{sections}"
+    );
+    write_service_config(dir, mosquitto, client_id, &rest)
+}
+
 /// The sections of a file whose KPIs go to InfluxDB 1.x `database` and
 /// whose alerts go nowhere else.
 pub fn influx_sections(influx: &InfluxDb1, database: &str) -> String {

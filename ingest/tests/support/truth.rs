@@ -1,11 +1,13 @@
-//! Per-customer-day KPIs read back from InfluxDB 1.x, the simulator's ground
-//! truth in the same shape, and the comparison the crash and cluster tests
-//! assert on.
+//! Per-customer-day KPIs read back from the stores, the simulator's ground
+//! truth in the same shape, and the comparisons the end-to-end tests assert
+//! on.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
+use fleetpulse::sinks::SqliteStore;
 use fleetpulse_engine::kpi::risk::Rule;
-use fleetpulse_sim::{Fleet, Profile};
+use fleetpulse_sim::{DayTruth, Fleet, Profile};
 
 use super::servers::InfluxDb1;
 
@@ -117,4 +119,111 @@ pub fn equal(store: &Days, truth: &Days) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Per key (customer or `customer/device`, day start): field -> value.
+pub type Table = BTreeMap<(String, u64), BTreeMap<String, f64>>;
+
+/// Fields compared exactly (counts); the others within 1e-6 relative
+/// ([`close`]).
+pub const EXACT: [&str; 8] = [
+    "cycles",
+    "manual_interventions",
+    "fault_count",
+    "distinct_operators",
+    "active_devices",
+    "reporting_devices",
+    "advanced_features_used",
+    "samples",
+];
+
+/// The usage fields of a day, by name, as `f64`: one list for the ground
+/// truth's rows and the stores' records, customer or device (their fields
+/// share names).
+#[allow(unused_macros)]
+macro_rules! usage_fields {
+    ($row:expr) => {{
+        let r = &$row;
+        [
+            ("operating_hours", r.operating_hours),
+            ("idle_hours", r.idle_hours),
+            ("fuel_litres", r.fuel_litres),
+            ("output_units", r.output_units),
+            ("cycles", r.cycles as f64),
+            ("manual_interventions", r.manual_interventions as f64),
+            ("fault_count", r.fault_count as f64),
+            ("distinct_operators", f64::from(r.distinct_operators)),
+            ("samples", r.samples as f64),
+        ]
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use usage_fields;
+
+/// The compared fields of a customer-day: the usage fields, the devices and
+/// the advanced features.
+#[allow(unused_macros)]
+macro_rules! customer_fields {
+    ($row:expr) => {{
+        let r = &$row;
+        $crate::support::truth::usage_fields!(r)
+            .into_iter()
+            .chain([
+                ("active_devices", f64::from(r.active_devices)),
+                ("reporting_devices", f64::from(r.reporting_devices)),
+                (
+                    "advanced_features_used",
+                    f64::from(r.advanced_features_used),
+                ),
+            ])
+            .map(|(name, value)| (name.to_string(), value))
+            .collect::<::std::collections::BTreeMap<String, f64>>()
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use customer_fields;
+
+/// The ground truth's customer-days as a table.
+pub fn truth_table(rows: &[DayTruth]) -> Table {
+    rows.iter()
+        .map(|r| ((r.customer.clone(), r.day_start_ms), customer_fields!(r)))
+        .collect()
+}
+
+/// The daily customer KPIs in the SQLite store at `path`.
+pub fn sqlite_customer_table(path: &Path) -> Table {
+    let store = SqliteStore::open(path).unwrap();
+    store
+        .customer_kpis("1d")
+        .unwrap()
+        .into_iter()
+        .map(|k| {
+            (
+                (k.customer.to_string(), k.window_start),
+                customer_fields!(k),
+            )
+        })
+        .collect()
+}
+
+/// Every row and field of `truth` equals the store's (`what` names it in
+/// the messages): counts ([`EXACT`]) exactly, hours, litres, units and
+/// shares within 1e-6 relative.
+pub fn assert_table_equal(what: &str, store: &Table, truth: &Table) {
+    assert_same_rows(what, store, truth);
+    for (key, expected) in truth {
+        let row = &store[key];
+        for (field, e) in expected {
+            if EXACT.contains(&field.as_str()) {
+                assert_eq!(row.get(field), Some(e), "{what} {key:?} {field}");
+            } else {
+                let g = row[field];
+                assert!(
+                    close(g, *e),
+                    "{what} {key:?} {field}: store {g}, ground truth {e}"
+                );
+            }
+        }
+    }
+    println!("{what}: {} rows equal the ground truth", truth.len());
 }

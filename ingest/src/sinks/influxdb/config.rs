@@ -73,10 +73,17 @@ fn non_empty(field: &'static str, value: &str) -> Result<(), SinkError> {
     Ok(())
 }
 
+/// The base URL parses and none of the named `fields` is empty.
+fn required(url: &str, fields: &[(&'static str, &str)]) -> Result<(), SinkError> {
+    parse_base_url(url)?;
+    fields
+        .iter()
+        .try_for_each(|(field, value)| non_empty(field, value))
+}
+
 impl InfluxDbV1Config {
     pub(crate) fn validate(&self) -> Result<(), SinkError> {
-        parse_base_url(&self.url)?;
-        non_empty("database", &self.database)?;
+        required(&self.url, &[("database", &self.database)])?;
         if let Some(username) = &self.username {
             non_empty("username", username)?;
         }
@@ -95,10 +102,13 @@ impl InfluxDbV1Config {
 
 impl InfluxDbV2Config {
     pub(crate) fn validate(&self) -> Result<(), SinkError> {
-        parse_base_url(&self.url)?;
-        non_empty("org", &self.org)?;
-        non_empty("bucket", &self.bucket)?;
-        non_empty("token_env", &self.token_env)?;
-        Ok(())
+        required(
+            &self.url,
+            &[
+                ("org", &self.org),
+                ("bucket", &self.bucket),
+                ("token_env", &self.token_env),
+            ],
+        )
     }
 }

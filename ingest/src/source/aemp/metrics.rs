@@ -8,24 +8,34 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-/// Polls completed.
-pub const POLLS: &str = "fleetpulse_aemp_polls_total";
-/// HTTP requests sent.
-pub const REQUESTS: &str = "fleetpulse_aemp_requests_total";
-/// Readings taken into messages.
-pub const READINGS: &str = "fleetpulse_aemp_readings_total";
-/// Messages handed to the intake.
-pub const MESSAGES: &str = "fleetpulse_aemp_messages_total";
-/// Answers 429 (Too Many Requests).
-pub const THROTTLED: &str = "fleetpulse_aemp_throttled_total";
-/// Failures and refused readings, by reason.
-pub const ERRORS: &str = "fleetpulse_aemp_errors_total";
-/// How far the least advanced machine's readings lag the snapshot time.
-pub const LAG: &str = "fleetpulse_aemp_lag_seconds";
-/// Machines polled (mapped in the customers file).
-pub const MACHINES: &str = "fleetpulse_aemp_machines";
-/// Machines of the fleet snapshot that are not mapped.
-pub const UNMAPPED: &str = "fleetpulse_aemp_unmapped_equipment";
+use crate::metrics::{Family, PerReason, Reason};
+
+pub const POLLS: Family = Family::counter("fleetpulse_aemp_polls_total", "AEMP polls completed.");
+pub const REQUESTS: Family =
+    Family::counter("fleetpulse_aemp_requests_total", "AEMP HTTP requests sent.");
+pub const READINGS: Family =
+    Family::counter("fleetpulse_aemp_readings_total", "AEMP readings taken.");
+pub const MESSAGES: Family = Family::counter(
+    "fleetpulse_aemp_messages_total",
+    "AEMP messages handed to the intake.",
+);
+pub const THROTTLED: Family = Family::counter(
+    "fleetpulse_aemp_throttled_total",
+    "AEMP answers 429 Too Many Requests.",
+);
+pub const ERRORS: Family = Family::counter(
+    "fleetpulse_aemp_errors_total",
+    "AEMP failed requests and refused readings by reason.",
+);
+pub const LAG: Family = Family::gauge(
+    "fleetpulse_aemp_lag_seconds",
+    "Lag of the least advanced AEMP machine behind snapshotTime.",
+);
+pub const MACHINES: Family = Family::gauge("fleetpulse_aemp_machines", "AEMP machines polled.");
+pub const UNMAPPED: Family = Family::gauge(
+    "fleetpulse_aemp_unmapped_equipment",
+    "AEMP machines not in the customers file.",
+);
 
 /// Why a request failed or a reading was refused. Each has its counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,10 +97,10 @@ impl AempError {
             Self::PositionWrite => "position_write",
         }
     }
+}
 
-    fn index(self) -> usize {
-        Self::ALL.iter().position(|e| *e == self).unwrap_or(0)
-    }
+impl Reason for AempError {
+    const VALUES: &'static [Self] = &Self::ALL;
 }
 
 /// Counters of one source.
@@ -108,7 +118,7 @@ pub struct SourceMetrics {
     pub messages: AtomicU64,
     /// Answers 429.
     pub throttled: AtomicU64,
-    errors: [AtomicU64; AempError::ALL.len()],
+    errors: PerReason<AempError>,
     /// Lag of the least advanced machine behind `snapshotTime`, ms.
     pub lag_ms: AtomicU64,
     /// Machines polled.
@@ -135,7 +145,7 @@ impl SourceMetrics {
         if n == 0 {
             return;
         }
-        let count = self.errors[reason.index()].fetch_add(n, Relaxed) + n;
+        let count = self.errors.add(reason, n);
         if count <= 10 || count / 100 != (count - n) / 100 {
             tracing::warn!(
                 source = %self.name,
@@ -149,7 +159,7 @@ impl SourceMetrics {
 
     /// Errors counted for `reason`.
     pub fn errors(&self, reason: AempError) -> u64 {
-        self.errors[reason.index()].load(Relaxed)
+        self.errors.get(reason)
     }
 
     /// The status document of this source.
@@ -237,60 +247,37 @@ impl AempRegistry {
             return out;
         }
         let label = |s: &SourceMetrics| format!("{{source=\"{}\"}}", s.name);
-        type Read = fn(&SourceMetrics) -> String;
-        let families: [(&str, &str, &str, Read); 8] = [
-            (POLLS, "counter", "AEMP polls completed.", |s| {
-                s.polls.load(Relaxed).to_string()
-            }),
-            (REQUESTS, "counter", "AEMP HTTP requests sent.", |s| {
-                s.requests.load(Relaxed).to_string()
-            }),
-            (READINGS, "counter", "AEMP readings taken.", |s| {
-                s.readings.load(Relaxed).to_string()
-            }),
-            (
-                MESSAGES,
-                "counter",
-                "AEMP messages handed to the intake.",
-                |s| s.messages.load(Relaxed).to_string(),
-            ),
-            (
-                THROTTLED,
-                "counter",
-                "AEMP answers 429 Too Many Requests.",
-                |s| s.throttled.load(Relaxed).to_string(),
-            ),
-            (
-                LAG,
-                "gauge",
-                "Lag of the least advanced AEMP machine behind snapshotTime.",
-                |s| format!("{:.3}", s.lag_ms.load(Relaxed) as f64 / 1000.0),
-            ),
-            (MACHINES, "gauge", "AEMP machines polled.", |s| {
-                s.machines.load(Relaxed).to_string()
-            }),
-            (
-                UNMAPPED,
-                "gauge",
-                "AEMP machines not in the customers file.",
-                |s| s.unmapped.load(Relaxed).to_string(),
-            ),
+        // Each family's counter (the lag is held in ms, shown in s).
+        type Read = fn(&SourceMetrics) -> &AtomicU64;
+        let families: [(Family, Read); 8] = [
+            (POLLS, |s| &s.polls),
+            (REQUESTS, |s| &s.requests),
+            (READINGS, |s| &s.readings),
+            (MESSAGES, |s| &s.messages),
+            (THROTTLED, |s| &s.throttled),
+            (LAG, |s| &s.lag_ms),
+            (MACHINES, |s| &s.machines),
+            (UNMAPPED, |s| &s.unmapped),
         ];
-        for (name, kind, help, read) in families {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (family, read) in families {
+            family.write_head(&mut out);
             for s in &sources {
-                let _ = writeln!(out, "{name}{} {}", label(s), read(s));
+                let n = read(s).load(Relaxed);
+                let value = if family.name == LAG.name {
+                    format!("{:.3}", n as f64 / 1000.0)
+                } else {
+                    n.to_string()
+                };
+                let _ = writeln!(out, "{}{} {value}", family.name, label(s));
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP {ERRORS} AEMP failed requests and refused readings by reason.\n# TYPE {ERRORS} counter"
-        );
+        ERRORS.write_head(&mut out);
         for s in &sources {
             for e in AempError::ALL {
                 let _ = writeln!(
                     out,
-                    "{ERRORS}{{source=\"{}\",reason=\"{}\"}} {}",
+                    "{}{{source=\"{}\",reason=\"{}\"}} {}",
+                    ERRORS.name,
                     s.name,
                     e.as_str(),
                     s.errors(e)

@@ -179,19 +179,13 @@ pub fn from_xml(body: &[u8]) -> Result<Node, Malformed> {
             }
             Event::Empty(start) => {
                 let node = element(&start, &mut nodes).map_err(malformed)?;
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(node),
-                    None => root = Some(node),
-                }
+                place(node, &mut stack, &mut root);
             }
             Event::End(_) => {
                 let node = stack
                     .pop()
                     .ok_or_else(|| malformed("end tag without a start".into()))?;
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(node),
-                    None => root = Some(node),
-                }
+                place(node, &mut stack, &mut root);
             }
             Event::Text(text) => {
                 let text = text
@@ -220,6 +214,14 @@ pub fn from_xml(body: &[u8]) -> Result<Node, Malformed> {
         )));
     }
     root.ok_or_else(|| malformed("no root element".into()))
+}
+
+/// Places a complete element: a child of the open one, or the root.
+fn place(node: Node, open: &mut [Node], root: &mut Option<Node>) {
+    match open.last_mut() {
+        Some(parent) => parent.children.push(node),
+        None => *root = Some(node),
+    }
 }
 
 /// A node for an XML element, its attributes as children.
