@@ -258,6 +258,12 @@ fn utc(y: i16, m: i8, d: i8, h: i8) -> u64 {
         .as_millisecond() as u64
 }
 
+/// The consecutive days of `customer` between `bounds`: `(customer, start,
+/// end)` for each pair of neighbours.
+fn days<'a>(customer: &'a str, bounds: &[u64]) -> Vec<(&'a str, u64, u64)> {
+    bounds.windows(2).map(|w| (customer, w[0], w[1])).collect()
+}
+
 /// `config()` with one more customer per `(id, time zone)`, each with acme's
 /// contract.
 fn with_zones(zones: &[(&str, &str)]) -> EngineConfig {
@@ -367,14 +373,27 @@ fn daylight_saving_days_are_23_and_25_hours_and_stay_with_their_customer() {
     ];
     let batches = around_the_clock(&["berlin", "acme"], &spans);
     let expected = [
-        ("acme", utc(2026, 3, 28, 0), utc(2026, 3, 29, 0)),
-        ("acme", utc(2026, 3, 29, 0), utc(2026, 3, 30, 0)),
-        ("acme", utc(2026, 10, 25, 0), utc(2026, 10, 26, 0)),
-        ("berlin", utc(2026, 3, 27, 23), utc(2026, 3, 28, 23)),
-        ("berlin", utc(2026, 3, 28, 23), utc(2026, 3, 29, 22)),
-        ("berlin", utc(2026, 3, 29, 22), utc(2026, 3, 30, 22)),
-        ("berlin", utc(2026, 10, 24, 22), utc(2026, 10, 25, 23)),
-    ];
+        days(
+            "acme",
+            &[
+                utc(2026, 3, 28, 0),
+                utc(2026, 3, 29, 0),
+                utc(2026, 3, 30, 0),
+            ],
+        ),
+        days("acme", &[utc(2026, 10, 25, 0), utc(2026, 10, 26, 0)]),
+        days(
+            "berlin",
+            &[
+                utc(2026, 3, 27, 23),
+                utc(2026, 3, 28, 23),
+                utc(2026, 3, 29, 22), // 23 h
+                utc(2026, 3, 30, 22),
+            ],
+        ),
+        days("berlin", &[utc(2026, 10, 24, 22), utc(2026, 10, 25, 23)]), // 25 h
+    ]
+    .concat();
     for days in check_local_days(&config, &batches, &expected) {
         // No window of one customer took the other's bounds.
         for d in &days {
@@ -404,17 +423,32 @@ fn london_and_new_york_daylight_saving_days_keep_their_own_bounds_beside_utc() {
     ];
     let batches = around_the_clock(&["london", "newyork", "acme"], &spans);
     let expected = [
-        ("acme", utc(2026, 3, 29, 0), utc(2026, 3, 30, 0)),
-        ("acme", utc(2026, 10, 25, 0), utc(2026, 10, 26, 0)),
-        ("london", utc(2026, 3, 28, 0), utc(2026, 3, 29, 0)),
-        ("london", utc(2026, 3, 29, 0), utc(2026, 3, 29, 23)),
-        ("london", utc(2026, 3, 29, 23), utc(2026, 3, 30, 23)),
-        ("london", utc(2026, 10, 24, 23), utc(2026, 10, 26, 0)),
-        ("newyork", utc(2026, 3, 8, 5), utc(2026, 3, 9, 4)),
-        ("newyork", utc(2026, 3, 9, 4), utc(2026, 3, 10, 4)),
-        ("newyork", utc(2026, 10, 31, 4), utc(2026, 11, 1, 4)),
-        ("newyork", utc(2026, 11, 1, 4), utc(2026, 11, 2, 5)),
-    ];
+        days("acme", &[utc(2026, 3, 29, 0), utc(2026, 3, 30, 0)]),
+        days("acme", &[utc(2026, 10, 25, 0), utc(2026, 10, 26, 0)]),
+        days(
+            "london",
+            &[
+                utc(2026, 3, 28, 0),
+                utc(2026, 3, 29, 0),
+                utc(2026, 3, 29, 23), // 23 h
+                utc(2026, 3, 30, 23),
+            ],
+        ),
+        days("london", &[utc(2026, 10, 24, 23), utc(2026, 10, 26, 0)]), // 25 h
+        days(
+            "newyork",
+            &[utc(2026, 3, 8, 5), utc(2026, 3, 9, 4), utc(2026, 3, 10, 4)], // 23 h, 24 h
+        ),
+        days(
+            "newyork",
+            &[
+                utc(2026, 10, 31, 4),
+                utc(2026, 11, 1, 4),
+                utc(2026, 11, 2, 5),
+            ], // 24 h, 25 h
+        ),
+    ]
+    .concat();
     for days in check_local_days(&config, &batches, &expected) {
         // The two days ending at 2026-10-26T00:00Z are two windows.
         let ending = |customer: &str| {

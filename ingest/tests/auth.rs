@@ -55,6 +55,19 @@ fn add_user(file: &str, name: &str, role: &str, password: Option<&str>) {
     );
 }
 
+/// `GET {base}/api/me` with `headers`.
+async fn get_me(
+    client: &reqwest::Client,
+    base: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = client.get(format!("{base}/api/me"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
+
 fn users(args: &[&str], stdin: Option<&str>) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
         .arg("users")
@@ -901,28 +914,21 @@ viewer_groups = ["staff"]"#;
         .unwrap();
 
     // The proxy (this loopback peer is trusted) names the user and groups.
-    let me: Value = client
-        .get(format!("{base}/api/me"))
-        .header("x-forwarded-user", "carol")
-        .header("x-forwarded-groups", "staff,csm")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let carol = [
+        ("x-forwarded-user", "carol"),
+        ("x-forwarded-groups", "staff,csm"),
+    ];
+    let me: Value = get_me(&client, &base, &carol).await.json().await.unwrap();
     assert_eq!(
         (me["user"].as_str(), me["role"].as_str()),
         (Some("carol"), Some("csm"))
     );
     assert_eq!(me["via"], "proxy");
-    let no_role = client
-        .get(format!("{base}/api/me"))
-        .header("x-forwarded-user", "dave")
-        .header("x-forwarded-groups", "contractors")
-        .send()
-        .await
-        .unwrap();
+    let dave = [
+        ("x-forwarded-user", "dave"),
+        ("x-forwarded-groups", "contractors"),
+    ];
+    let no_role = get_me(&client, &base, &dave).await;
     assert_eq!(no_role.status(), StatusCode::UNAUTHORIZED);
 
     // The login form: without its CSRF cookie, or from another origin, no.
@@ -987,12 +993,8 @@ viewer_groups = ["staff"]"#;
     );
     assert!(!session.contains("Secure"), "plain HTTP: not Secure");
     let session = session.split(';').next().unwrap().to_string();
-    let me: Value = client
-        .get(format!("{base}/api/me"))
-        .header("cookie", &session)
-        .send()
+    let me: Value = get_me(&client, &base, &[("cookie", &session)])
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -1015,12 +1017,7 @@ viewer_groups = ["staff"]"#;
         StatusCode::FORBIDDEN
     );
     assert_eq!(logout(token).await.unwrap().status(), StatusCode::SEE_OTHER);
-    let after = client
-        .get(format!("{base}/api/me"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap();
+    let after = get_me(&client, &base, &[("cookie", &session)]).await;
     assert_eq!(
         after.status(),
         StatusCode::UNAUTHORIZED,

@@ -186,6 +186,14 @@ mod tests {
         (dir, path, sink)
     }
 
+    /// The version in the store's `schema_version` table.
+    fn stored_version(store: &SqliteStore) -> i64 {
+        store
+            .conn
+            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
+            .unwrap()
+    }
+
     async fn open_sink(path: &Path) -> Sink {
         Sink::open(&SinkConfig::Sqlite(SqliteConfig {
             path: path.to_owned(),
@@ -238,11 +246,7 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(journal, "wal");
-        let version: i64 = store
-            .conn
-            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(stored_version(&store), SCHEMA_VERSION);
     }
 
     #[tokio::test]
@@ -623,11 +627,7 @@ mod tests {
             raw: &raw,
         });
         // The file was migrated to the current version.
-        let version: i64 = store
-            .conn
-            .query_row("SELECT version FROM schema_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(stored_version(&store), SCHEMA_VERSION);
     }
 
     /// An alert row is identified by (customer, rule, opening time): an
