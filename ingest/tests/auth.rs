@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fleetpulse_sim::{Fleet, FleetSpec, PublishOptions};
+use fleetpulse_sim::{Fleet, FleetSpec};
 use reqwest::StatusCode;
 use serde_json::Value;
 use support::cdp::{Browser, artifacts};
@@ -228,17 +228,8 @@ async fn running_service() -> Running {
         token: None,
     };
     let admin = anonymous.with(&admin_token);
-    let published = fleetpulse::sim::publish_fleet(
-        &fleet,
-        PublishOptions {
-            host: broker.addr.ip().to_string(),
-            port: broker.addr.port(),
-            client_id: "fleetpulse-auth-test-sim".into(),
-            ..PublishOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let published =
+        support::fleets::publish_all(broker.addr, &fleet, "fleetpulse-auth-test-sim").await;
     // Everything taken in and the view settled.
     let started = Instant::now();
     let mut last = (0, Instant::now());
@@ -943,41 +934,28 @@ viewer_groups = ["staff"]"#;
         ("password", password),
         ("csrf", csrf.as_str()),
     ];
-    let forged = client
-        .post(format!("{base}/login"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    // POST /login with `headers` and `form`.
+    let post_login = |headers: &[(&str, &str)], form: &[(&str, &str)]| {
+        let mut request = client.post(format!("{base}/login")).form(form);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    let with_cookie = [("cookie", csrf_cookie.as_str())];
+    let forged = post_login(&[], &form).await.unwrap();
     assert_eq!(forged.status(), StatusCode::FORBIDDEN, "no cookie");
-    let cross_site = client
-        .post(format!("{base}/login"))
-        .header("cookie", &csrf_cookie)
-        .header("origin", "https://attacker.example")
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let from_elsewhere = [with_cookie[0], ("origin", "https://attacker.example")];
+    let cross_site = post_login(&from_elsewhere, &form).await.unwrap();
     assert_eq!(cross_site.status(), StatusCode::FORBIDDEN, "another origin");
-    let wrong = client
-        .post(format!("{base}/login"))
-        .header("cookie", &csrf_cookie)
-        .form(&[
-            ("user", "root"),
-            ("password", "wrong password"),
-            ("csrf", csrf.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let wrong_password = [
+        ("user", "root"),
+        ("password", "wrong password"),
+        ("csrf", csrf.as_str()),
+    ];
+    let wrong = post_login(&with_cookie, &wrong_password).await.unwrap();
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-    let login = client
-        .post(format!("{base}/login"))
-        .header("cookie", &csrf_cookie)
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let login = post_login(&with_cookie, &form).await.unwrap();
     assert_eq!(login.status(), StatusCode::SEE_OTHER);
     let session = login
         .headers()

@@ -22,7 +22,6 @@ use fleetpulse::metrics::IngestMetrics;
 use fleetpulse::service::{self, Runtime};
 use fleetpulse::sinks::SinkConfig;
 use fleetpulse::sinks::sqlite::SqliteConfig;
-use fleetpulse_sim::PublishOptions;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -307,17 +306,8 @@ async fn every_endpoint_answers_as_documented() {
     assert_eq!(api.get("/readyz", 200).await, "ready\n");
     assert_eq!(api.get("/healthz", 200).await, "ok\n");
 
-    let published = fleetpulse::sim::publish_fleet(
-        &fleet,
-        PublishOptions {
-            host: broker.addr.ip().to_string(),
-            port: broker.addr.port(),
-            client_id: "fleetpulse-http-test-sim".into(),
-            ..PublishOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let published =
+        support::fleets::publish_all(broker.addr, &fleet, "fleetpulse-http-test-sim").await;
     // Everything handled, and the view has settled (the watermark closes
     // the days after one idle second).
     let mut last = (0, Instant::now());

@@ -431,29 +431,26 @@ pub async fn customers(
     Ok(json_for(&doc, &access, &hub))
 }
 
-/// The answer to a query string that is not understood.
-#[derive(utoipa::IntoResponses)]
-#[response(
-    status = 400,
-    description = "a query parameter is unknown, repeated or has a bad value"
-)]
-#[allow(dead_code)] // a type for the document only
-struct BadQuery(ErrorBody<'static>);
+/// Error answers the document names, each an [`ErrorBody`] with its status.
+macro_rules! error_responses {
+    ($($(#[doc = $doc:literal])* $name:ident = $status:literal, $description:literal;)+) => {$(
+        $(#[doc = $doc])*
+        #[derive(utoipa::IntoResponses)]
+        #[response(status = $status, description = $description)]
+        #[allow(dead_code)] // a type for the document only
+        struct $name(ErrorBody<'static>);
+    )+};
+}
 
-/// The answer to a request without valid credentials.
-#[derive(utoipa::IntoResponses)]
-#[response(
-    status = 401,
-    description = "no valid credentials: a Bearer token, the session cookie or a trusted proxy's headers"
-)]
-#[allow(dead_code)] // a type for the document only
-struct Unauthorized(ErrorBody<'static>);
-
-/// A viewer asking for customers.
-#[derive(utoipa::IntoResponses)]
-#[response(status = 403, description = "the viewer role sees the portfolio only")]
-#[allow(dead_code)] // a type for the document only
-struct ViewerRefused(ErrorBody<'static>);
+error_responses! {
+    /// The answer to a query string that is not understood.
+    BadQuery = 400, "a query parameter is unknown, repeated or has a bad value";
+    /// The answer to a request without valid credentials.
+    Unauthorized = 401,
+        "no valid credentials: a Bearer token, the session cookie or a trusted proxy's headers";
+    /// A viewer asking for customers.
+    ViewerRefused = 403, "the viewer role sees the portfolio only";
+}
 
 /// Machine states by their stored names.
 fn machine_state_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {

@@ -61,3 +61,21 @@ pub fn spawn_publisher(
         tokio::spawn(fleetpulse_sim::publish(options, messages, |_| {})),
     )
 }
+
+/// Publishes every message of `fleet` to the broker at `addr` as
+/// `client_id`, as `fleetpulse sim` does; returns what was sent.
+pub async fn publish_all(
+    addr: std::net::SocketAddr,
+    fleet: &Fleet,
+    client_id: &str,
+) -> PublishReport {
+    let options = PublishOptions {
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        client_id: client_id.into(),
+        ..PublishOptions::default()
+    };
+    fleetpulse::sim::publish_fleet(fleet, options)
+        .await
+        .unwrap()
+}
