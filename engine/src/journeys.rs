@@ -45,6 +45,18 @@ impl JourneyBoard {
         lock(&self.restored).remove(customer)
     }
 
+    /// Takes the restored states of the customers `mine` picks (those a
+    /// worker owns), so it tracks them from the start: a customer that
+    /// sends nothing after a restart still has its days closed.
+    pub fn take_restored_where(&self, mine: impl Fn(&Id) -> bool) -> Vec<(Id, JourneyState)> {
+        let mut restored = lock(&self.restored);
+        let picked: Vec<Id> = restored.keys().filter(|c| mine(c)).cloned().collect();
+        picked
+            .into_iter()
+            .filter_map(|c| restored.remove(&c).map(|s| (c, s)))
+            .collect()
+    }
+
     /// Whether closed days are noted.
     pub fn is_persisted(&self) -> bool {
         self.persisted

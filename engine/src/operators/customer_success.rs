@@ -37,11 +37,30 @@ struct Tracked {
 impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output> {
     fn customer_success(self, config: Arc<EngineConfig>) -> StreamVec<'scope, EventTime, Output> {
         let pact = Exchange::new(|o: &Output| o.customer().map_or(0, |c| route(&**c)));
-        self.unary_frontier(pact, "CustomerSuccess", move |_cap, _info| {
+        let (index, peers) = (self.scope().index() as u64, self.scope().peers() as u64);
+        self.unary_frontier(pact, "CustomerSuccess", move |cap, _info| {
             let day = config.day_window().cloned();
             let mut pending: BTreeMap<EventTime, (Capability<EventTime>, Vec<Output>)> =
                 BTreeMap::new();
             let mut tracked: HashMap<Id, Tracked> = HashMap::new();
+            // Restored journeys of the customers this worker owns (the
+            // exchange's rule), each waiting for its next day as before the
+            // restart, whether or not its fleet sends anything.
+            if let Some(day) = &day {
+                let mine = |c: &Id| route(&**c) % peers == index;
+                for (customer, state) in config.journeys.take_restored_where(mine) {
+                    let Some(spec) = config.customers.get(&*customer).cloned() else {
+                        continue;
+                    };
+                    let next_day = state.last_day_end.map(|last| {
+                        let (start, end) = config.window_bounds(day, &customer, last);
+                        (start, end, cap.delayed(&end))
+                    });
+                    let journey = Journey::restore(spec, state);
+                    tracked.insert(customer, Tracked { journey, next_day });
+                }
+            }
+            drop(cap);
             let mut latest_seen: EventTime = 0;
             let mut out = Vec::new();
             move |(input, frontier), output| {
