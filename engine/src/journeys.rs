@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use crate::kpi::journey::JourneyState;
+use crate::kpi::journey::{Journey, JourneyState};
 use crate::model::{EventTime, Id};
 
 /// Journey states, shared by the customer-success operators (on every
@@ -39,12 +39,6 @@ impl JourneyBoard {
         }
     }
 
-    /// The state `customer` restarts from, if there is one (taken: the
-    /// journey is built once).
-    pub fn take_restored(&self, customer: &Id) -> Option<JourneyState> {
-        lock(&self.restored).remove(customer)
-    }
-
     /// Takes the restored states of the customers `mine` picks (those a
     /// worker owns), so it tracks them from the start: a customer that
     /// sends nothing after a restart still has its days closed.
@@ -57,21 +51,16 @@ impl JourneyBoard {
             .collect()
     }
 
-    /// Whether closed days are noted.
-    pub fn is_persisted(&self) -> bool {
-        self.persisted
-    }
-
-    /// Notes `customer`'s state after a closed day. At most
-    /// [`HELD_STATES`] are held per customer (the checkpoint is that many
-    /// days behind at most before the oldest go).
-    pub fn closed(&self, customer: &Id, state: JourneyState) {
+    /// Notes `journey`'s state after a closed day, when the service
+    /// persists states. At most [`HELD_STATES`] are held per customer (the
+    /// checkpoint is that many days behind at most before the oldest go).
+    pub fn closed(&self, journey: &Journey) {
         if !self.persisted {
             return;
         }
         let mut closed = lock(&self.closed);
-        let states = closed.entry(customer.clone()).or_default();
-        states.push_back(state);
+        let states = closed.entry(journey.spec().id.clone()).or_default();
+        states.push_back(journey.snapshot());
         while states.len() > HELD_STATES {
             states.pop_front();
         }

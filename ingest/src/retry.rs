@@ -63,6 +63,21 @@ impl Backoff {
     }
 }
 
+/// `Retry-After` as a duration from `now`: either delay-seconds (`120`) or an
+/// HTTP date (`Wed, 21 Oct 2015 07:28:00 GMT`); a date in the past is 0.
+/// `None` if the value is neither.
+pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = jiff::fmt::rfc2822::DateTimeParser::new()
+        .parse_timestamp(value)
+        .ok()?;
+    let ms = at.as_millisecond().saturating_sub(now.as_millisecond());
+    Some(Duration::from_millis(ms.max(0) as u64))
+}
+
 /// A uniform-ish number in `[0, 1)` for jitter. std's `RandomState` is seeded
 /// randomly per process and per call, which is all jitter needs.
 pub fn jitter() -> f64 {
@@ -127,6 +142,24 @@ mod tests {
             .map(|n| Backoff::RECONNECT.delay(n, 1.0))
             .to_vec();
         assert_eq!(delays, [100, 200, 3200, 5000].map(Duration::from_millis));
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        let retry_after = |v: &str, now_ms: i64| {
+            parse_retry_after(v, jiff::Timestamp::from_millisecond(now_ms).unwrap())
+        };
+        assert_eq!(retry_after("7", 0), Some(Duration::from_secs(7)));
+        let now = 1_767_571_200_000; // Mon, 05 Jan 2026 00:00:00 GMT
+        assert_eq!(
+            retry_after("Mon, 05 Jan 2026 00:00:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            retry_after("Sun, 04 Jan 2026 00:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("soon", now), None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::WindowAccumulator;
+use super::totals::Totals;
 use crate::config::{EngineConfig, WindowSpec};
 use crate::model::{EventTime, Id, Usage};
 
@@ -67,14 +68,7 @@ pub struct CustomerAccumulator {
     operators: foldhash::HashMap<Id, f64>,
     advanced_features: u32,
     first_seen: Option<EventTime>,
-    operating_hours: f64,
-    idle_hours: f64,
-    fuel_litres: f64,
-    cycles: u64,
-    output_units: f64,
-    manual_interventions: u64,
-    fault_count: u64,
-    samples: u64,
+    totals: Totals,
     customer: Option<Id>,
 }
 
@@ -102,14 +96,7 @@ impl WindowAccumulator for CustomerAccumulator {
         }
         self.first_seen = Some(self.first_seen.map_or(usage.at, |f| f.min(usage.at)));
         self.advanced_features |= usage.advanced_features;
-        self.operating_hours += usage.operating_hours;
-        self.idle_hours += usage.idle_hours;
-        self.fuel_litres += usage.fuel_litres;
-        self.cycles += u64::from(usage.cycles);
-        self.output_units += usage.output_units;
-        self.manual_interventions += u64::from(usage.manual_interventions);
-        self.fault_count += u64::from(usage.faults);
-        self.samples += 1;
+        self.totals.add(usage);
     }
 
     fn merge(&mut self, other: Self) {
@@ -126,14 +113,7 @@ impl WindowAccumulator for CustomerAccumulator {
             (a, b) => a.or(b),
         };
         self.advanced_features |= other.advanced_features;
-        self.operating_hours += other.operating_hours;
-        self.idle_hours += other.idle_hours;
-        self.fuel_litres += other.fuel_litres;
-        self.cycles += other.cycles;
-        self.output_units += other.output_units;
-        self.manual_interventions += other.manual_interventions;
-        self.fault_count += other.fault_count;
-        self.samples += other.samples;
+        self.totals.merge(other.totals);
     }
 
     fn finish(
@@ -163,21 +143,21 @@ impl WindowAccumulator for CustomerAccumulator {
             devices_purchased,
             reporting_devices,
             active_devices: self.active.len() as u32,
-            utilisation: ratio(self.operating_hours, available_hours),
-            operating_hours: self.operating_hours,
-            idle_hours: self.idle_hours,
-            fuel_litres: self.fuel_litres,
-            cycles: self.cycles,
-            output_units: self.output_units,
-            manual_interventions: self.manual_interventions,
+            utilisation: ratio(self.totals.operating_hours, available_hours),
+            operating_hours: self.totals.operating_hours,
+            idle_hours: self.totals.idle_hours,
+            fuel_litres: self.totals.fuel_litres,
+            cycles: self.totals.cycles,
+            output_units: self.totals.output_units,
+            manual_interventions: self.totals.manual_interventions,
             distinct_operators: operator_hours.len() as u32,
             advanced_features_used,
             advanced_feature_share: ratio(
                 f64::from(advanced_features_used),
                 f64::from(advanced_in_catalog),
             ),
-            fault_count: self.fault_count,
-            samples: self.samples,
+            fault_count: self.totals.fault_count,
+            samples: self.totals.samples,
             first_seen: self.first_seen.unwrap_or(start),
             operator_hours,
             advanced_features: self.advanced_features,

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::WindowAccumulator;
 use super::customer::ratio;
+use super::totals::Totals;
 use crate::config::{EngineConfig, WindowSpec};
 use crate::model::{EventTime, Id, MachineState, Usage};
 
@@ -53,14 +54,7 @@ pub struct DeviceKpi {
 pub struct DeviceAccumulator {
     ids: Option<(Id, Id, Id)>,
     operators: foldhash::HashSet<Id>,
-    operating_hours: f64,
-    idle_hours: f64,
-    fuel_litres: f64,
-    cycles: u64,
-    output_units: f64,
-    manual_interventions: u64,
-    fault_count: u64,
-    samples: u64,
+    totals: Totals,
     last_seen: EventTime,
     last_state: MachineState,
 }
@@ -81,14 +75,7 @@ impl WindowAccumulator for DeviceAccumulator {
         {
             self.operators.insert(operator.clone());
         }
-        self.operating_hours += usage.operating_hours;
-        self.idle_hours += usage.idle_hours;
-        self.fuel_litres += usage.fuel_litres;
-        self.cycles += u64::from(usage.cycles);
-        self.output_units += usage.output_units;
-        self.manual_interventions += u64::from(usage.manual_interventions);
-        self.fault_count += u64::from(usage.faults);
-        self.samples += 1;
+        self.totals.add(usage);
         if usage.at >= self.last_seen {
             self.last_seen = usage.at;
             self.last_state = usage.state;
@@ -100,15 +87,8 @@ impl WindowAccumulator for DeviceAccumulator {
             self.ids = other.ids;
         }
         self.operators.extend(other.operators);
-        self.operating_hours += other.operating_hours;
-        self.idle_hours += other.idle_hours;
-        self.fuel_litres += other.fuel_litres;
-        self.cycles += other.cycles;
-        self.output_units += other.output_units;
-        self.manual_interventions += other.manual_interventions;
-        self.fault_count += other.fault_count;
-        self.samples += other.samples;
-        if other.samples > 0 && other.last_seen >= self.last_seen {
+        self.totals.merge(other.totals);
+        if other.totals.samples > 0 && other.last_seen >= self.last_seen {
             self.last_seen = other.last_seen;
             self.last_state = other.last_state;
         }
@@ -132,18 +112,18 @@ impl WindowAccumulator for DeviceAccumulator {
             window_start: start,
             window_end: end,
             utilisation: ratio(
-                self.operating_hours,
+                self.totals.operating_hours,
                 (end - start) as f64 / crate::config::HOUR_MS as f64,
             ),
-            operating_hours: self.operating_hours,
-            idle_hours: self.idle_hours,
-            fuel_litres: self.fuel_litres,
-            cycles: self.cycles,
-            output_units: self.output_units,
-            manual_interventions: self.manual_interventions,
+            operating_hours: self.totals.operating_hours,
+            idle_hours: self.totals.idle_hours,
+            fuel_litres: self.totals.fuel_litres,
+            cycles: self.totals.cycles,
+            output_units: self.totals.output_units,
+            manual_interventions: self.totals.manual_interventions,
             distinct_operators: self.operators.len() as u32,
-            fault_count: self.fault_count,
-            samples: self.samples,
+            fault_count: self.totals.fault_count,
+            samples: self.totals.samples,
             last_seen: self.last_seen,
             last_state: self.last_state,
         }

@@ -12,6 +12,7 @@ pub mod portfolio;
 pub mod risk;
 mod rules;
 mod time_to_value;
+mod totals;
 mod usage_growth;
 
 pub use customer::{CustomerAccumulator, CustomerKpi};

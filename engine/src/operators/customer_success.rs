@@ -115,9 +115,7 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                                         output,
                                     );
                                     t.journey.close_day(&k, &mut out);
-                                    if config.journeys.is_persisted() {
-                                        config.journeys.closed(&k.customer, t.journey.snapshot());
-                                    }
+                                    config.journeys.closed(&t.journey);
                                     output.session(&cap).give_iterator(out.drain(..));
                                     let (start, end) =
                                         config.window_bounds(day, &k.customer, k.window_end);
@@ -159,14 +157,11 @@ fn tracked_for<'a>(
 ) -> Option<&'a mut Tracked> {
     if !tracked.contains_key(customer) {
         let spec = config.customers.get(&**customer)?.clone();
-        let journey = match config.journeys.take_restored(customer) {
-            Some(state) => Journey::restore(spec, state),
-            None => Journey::new(spec),
-        };
+        // A restored journey was tracked from the operator's start.
         tracked.insert(
             customer.clone(),
             Tracked {
-                journey,
+                journey: Journey::new(spec),
                 next_day: None,
             },
         );
@@ -216,11 +211,7 @@ fn close_empty_day(
         ..CustomerKpi::default()
     };
     t.journey.close_day(&empty, out);
-    if config.journeys.is_persisted() {
-        config
-            .journeys
-            .closed(&empty.customer, t.journey.snapshot());
-    }
+    config.journeys.closed(&t.journey);
     let Some((_, _, cap)) = t.next_day.take() else {
         return;
     };

@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use super::ChannelReport;
 use super::format::{AlertMessage, slack_body};
-use crate::retry::Backoff;
+use crate::retry::{Backoff, parse_retry_after};
 use crate::secrets::{self, SecretUrl};
 
 /// The header that carries the notification id.
@@ -59,21 +59,6 @@ pub fn classify(status: u16) -> Verdict {
         429 | 500..=599 => Verdict::Retry,
         _ => Verdict::Reject,
     }
-}
-
-/// `Retry-After` as a duration from `now`: either delay-seconds (`120`) or an
-/// HTTP date (`Wed, 21 Oct 2015 07:28:00 GMT`); a date in the past is 0.
-/// `None` if the value is neither.
-pub fn parse_retry_after(value: &str, now: jiff::Timestamp) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = jiff::fmt::rfc2822::DateTimeParser::new()
-        .parse_timestamp(value)
-        .ok()?;
-    let ms = at.as_millisecond().saturating_sub(now.as_millisecond());
-    Some(Duration::from_millis(ms.max(0) as u64))
 }
 
 /// Result of one POST.

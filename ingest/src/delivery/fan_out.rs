@@ -115,9 +115,7 @@ impl FanOut {
         // Journey states first: a state is never behind the checkpoint it
         // goes with (a crash between the two leaves states the stores
         // already cover, which the replay then skips).
-        let journeys = (self.journeys.is_persisted())
-            .then(|| self.journeys.covered_before(plan.written_before))
-            .flatten();
+        let journeys = self.journeys.covered_before(plan.written_before);
         let with_journeys = journeys.is_some();
         let stored = tokio::task::spawn_blocking(move || {
             if let Some(journeys) = journeys {

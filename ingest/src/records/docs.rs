@@ -11,24 +11,20 @@ use super::{Column, Kind, KindVisitor, RecordKind, Role, each_kind};
 
 /// The generated regions of `docs/SCHEMA.md`: `(name, text)`.
 pub fn regions() -> Vec<(&'static str, String)> {
-    let mut sqlite = Tables::new(sqlite_table);
-    let mut line_protocol = Tables::new(measurement_table);
-    each_kind(&mut sqlite);
-    each_kind(&mut line_protocol);
+    let mut tables = Tables::default();
+    each_kind(&mut tables);
     vec![
-        ("sqlite-tables", sqlite.text),
-        ("line-protocol-measurements", line_protocol.text),
+        ("sqlite-tables", tables.sqlite),
+        ("line-protocol-measurements", tables.measurements),
     ]
 }
 
 /// The SQLite table and the line-protocol measurement of one kind, as the
 /// document shows them.
 pub fn tables_of<R: RecordKind>() -> (String, String) {
-    let (mut sqlite, mut line_protocol) =
-        (Tables::new(sqlite_table), Tables::new(measurement_table));
-    sqlite.kind::<R>();
-    line_protocol.kind::<R>();
-    (sqlite.text, line_protocol.text)
+    let mut tables = Tables::default();
+    tables.kind::<R>();
+    (tables.sqlite, tables.measurements)
 }
 
 /// `doc` with every generated region replaced by its text from `regions`.
@@ -51,43 +47,22 @@ pub fn splice(doc: &str, regions: &[(&str, String)]) -> Result<String, String> {
     Ok(out)
 }
 
-/// Collects one table per kind.
+/// Collects each kind's SQLite table and line-protocol measurement, a blank
+/// line between kinds.
+#[derive(Default)]
 struct Tables {
-    text: String,
-    table: fn(&mut String, &KindText),
-}
-
-/// What a table needs of a kind, without its type parameter.
-struct KindText {
-    name: &'static str,
-    doc: &'static str,
-    notes: &'static str,
-    columns: &'static [Column],
-}
-
-impl Tables {
-    fn new(table: fn(&mut String, &KindText)) -> Self {
-        Self {
-            text: String::new(),
-            table,
-        }
-    }
+    sqlite: String,
+    measurements: String,
 }
 
 impl KindVisitor for Tables {
     fn kind<R: RecordKind>(&mut self) {
-        if !self.text.is_empty() {
-            self.text.push('\n');
+        if !self.sqlite.is_empty() {
+            self.sqlite.push('\n');
+            self.measurements.push('\n');
         }
-        (self.table)(
-            &mut self.text,
-            &KindText {
-                name: R::NAME,
-                doc: R::DOC,
-                notes: R::NOTES,
-                columns: R::COLUMNS,
-            },
-        );
+        sqlite_table::<R>(&mut self.sqlite);
+        measurement_table::<R>(&mut self.measurements);
     }
 }
 
@@ -113,9 +88,8 @@ fn table(out: &mut String, header: &[&str], rows: impl IntoIterator<Item = Vec<S
     }
 }
 
-fn sqlite_table(out: &mut String, k: &KindText) {
-    let key: Vec<String> = k
-        .columns
+fn sqlite_table<R: RecordKind>(out: &mut String) {
+    let key: Vec<String> = R::COLUMNS
         .iter()
         .filter(|c| c.is(Role::Key))
         .map(|c| match c.name {
@@ -123,28 +97,28 @@ fn sqlite_table(out: &mut String, k: &KindText) {
             name => name.to_owned(),
         })
         .collect();
-    let notes = if k.notes.is_empty() {
+    let notes = if R::NOTES.is_empty() {
         String::new()
     } else {
-        format!(" {}", k.notes)
+        format!(" {}", R::NOTES)
     };
     let _ = writeln!(
         out,
         "### `{}`\n\nPrimary key `({})`, `WITHOUT ROWID`. {}{notes}\n",
-        k.name,
+        R::NAME,
         key.join(", "),
-        k.doc
+        R::DOC
     );
-    let rows = k.columns.iter().map(|c| {
+    let rows = R::COLUMNS.iter().map(|c| {
         let name = format!("`{}`", c.name);
         vec![name, c.ty.sql().into(), c.unit.into(), meaning(c)]
     });
     table(out, &["column", "type", "unit", "meaning"], rows);
 }
 
-fn measurement_table(out: &mut String, k: &KindText) {
-    let _ = writeln!(out, "### Measurement `{}`\n", k.name);
-    let mut tags: Vec<&Column> = k.columns.iter().filter(|c| c.is(Role::Tag)).collect();
+fn measurement_table<R: RecordKind>(out: &mut String) {
+    let _ = writeln!(out, "### Measurement `{}`\n", R::NAME);
+    let mut tags: Vec<&Column> = R::COLUMNS.iter().filter(|c| c.is(Role::Tag)).collect();
     tags.sort_by_key(|c| c.name);
     let tags = tags.into_iter().map(|c| {
         let name = format!("`{}`", c.name);
@@ -156,7 +130,7 @@ fn measurement_table(out: &mut String, k: &KindText) {
             meaning(c),
         ]
     });
-    let fields = k.columns.iter().filter(|c| c.is_field()).map(|c| {
+    let fields = R::COLUMNS.iter().filter(|c| c.is_field()).map(|c| {
         let absent = if c.ty.optional {
             "; **left out** when absent"
         } else {
@@ -166,7 +140,7 @@ fn measurement_table(out: &mut String, k: &KindText) {
         let ty = c.ty.line_protocol().into();
         vec![name, "field".into(), ty, c.unit.into(), meaning(c) + absent]
     });
-    let time = k.columns.iter().filter(|c| c.is(Role::Time)).map(|c| {
+    let time = R::COLUMNS.iter().filter(|c| c.is(Role::Time)).map(|c| {
         let name = format!("`{}`", c.name);
         vec![
             "*time*".into(),

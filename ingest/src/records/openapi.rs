@@ -1,13 +1,12 @@
 //! OpenAPI schemas of the record kinds, generated from the definitions: a
-//! record's JSON document ([`Doc`]) is an object with one member per column.
+//! record's JSON document ([`Doc`](super::Doc)) is an object with one member
+//! per column.
 
 use std::borrow::Cow;
 
 use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::{Ref, RefOr};
 
-#[allow(unused_imports)] // named in the docs of the schema types
-use super::Doc;
 use super::{Column, Kind, RecordKind};
 
 /// The schema of one column's JSON value.
@@ -74,7 +73,7 @@ pub fn enum_schemas<R: RecordKind>(schemas: &mut Vec<(String, RefOr<Schema>)>) {
 /// schema type without type parameters.
 macro_rules! schema_types {
     ($($schema:ident => $record:ty),+ $(,)?) => {$(
-        #[doc = concat!("The OpenAPI schema of a [`Doc`] of [`", stringify!($record), "`].")]
+        #[doc = concat!("The OpenAPI schema of a [`Doc`](super::Doc) of [`", stringify!($record), "`].")]
         pub struct $schema;
 
         impl utoipa::PartialSchema for $schema {

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::{AempAuth, AempConfig};
 use super::metrics::{AempError, SourceMetrics};
+use crate::retry::{Backoff, parse_retry_after};
 use crate::secrets::Secret;
 
 /// The source cannot be set up.
@@ -94,22 +95,16 @@ pub struct Client {
     metrics: Arc<SourceMetrics>,
 }
 
-/// Delay before attempt `attempt + 1` without a `Retry-After`: 1 s doubling
-/// to 60 s.
-pub fn backoff(attempt: u32) -> Duration {
-    Duration::from_secs((1u64 << attempt.min(6)).min(60))
-}
+/// Retries without a `Retry-After`: 1 s doubling to 60 s.
+const BACKOFF: Backoff = Backoff {
+    initial: Duration::from_secs(1),
+    max: Duration::from_secs(60),
+    max_retries: u32::MAX,
+};
 
-/// A `Retry-After` value: delay seconds or an HTTP date (relative to
-/// `now_ms`).
-pub fn retry_after(value: &str, now_ms: u64) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = jiff::fmt::rfc2822::parse(value).ok()?.timestamp();
-    let at_ms = u64::try_from(at.as_millisecond()).ok()?;
-    Some(Duration::from_millis(at_ms.saturating_sub(now_ms)))
+/// Delay before attempt `attempt + 1` without a `Retry-After`.
+pub fn backoff(attempt: u32) -> Duration {
+    BACKOFF.delay(attempt, 1.0)
 }
 
 impl Client {
@@ -234,7 +229,7 @@ impl Client {
             .headers()
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| retry_after(v, crate::delivery::intake::wall_clock_ms()));
+            .and_then(|v| parse_retry_after(v, jiff::Timestamp::now()));
         if status == StatusCode::TOO_MANY_REQUESTS {
             self.metrics.throttled.fetch_add(1, Relaxed);
             return Err(Attempt::Retry {
@@ -371,21 +366,6 @@ enum Attempt {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_takes_seconds_or_a_date() {
-        assert_eq!(retry_after("7", 0), Some(Duration::from_secs(7)));
-        let now = 1_767_571_200_000; // Mon, 05 Jan 2026 00:00:00 GMT
-        assert_eq!(
-            retry_after("Mon, 05 Jan 2026 00:00:30 GMT", now),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            retry_after("Sun, 04 Jan 2026 00:00:00 GMT", now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(retry_after("soon", now), None);
-    }
 
     #[test]
     fn backoff_doubles_and_caps() {
