@@ -94,6 +94,8 @@ pub struct EngineConfig {
     pub customers: HashMap<String, CustomerSpec>,
     /// Journey states restored at start and noted as days close.
     pub journeys: std::sync::Arc<crate::journeys::JourneyBoard>,
+    /// Device memories restored at start and snapshotted on request.
+    pub devices: std::sync::Arc<crate::devices::DeviceBoard>,
 }
 
 impl Default for EngineConfig {
@@ -107,6 +109,7 @@ impl Default for EngineConfig {
             features: FeatureCatalog::default(),
             customers: HashMap::new(),
             journeys: Default::default(),
+            devices: Default::default(),
         }
     }
 }

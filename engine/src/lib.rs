@@ -8,6 +8,7 @@
 //! - [`workers`]: runs the dataflow on W worker threads behind channels;
 //! - [`watermark`]: when event time has provably advanced;
 //! - [`journeys`]: journey states a restart restores and the service persists;
+//! - [`devices`]: device memories a restart restores, snapshotted on request;
 //! - [`run`]: the whole engine over an in-memory list of batches, for tests
 //!   and benchmarks.
 #![deny(missing_docs)]
@@ -15,6 +16,7 @@
 pub mod config;
 pub mod customer;
 pub mod dataflow;
+pub mod devices;
 pub mod journeys;
 pub mod kpi;
 pub mod model;
@@ -27,6 +29,7 @@ pub mod workers;
 
 pub use config::{EngineConfig, FeatureCatalog, WindowSpec};
 pub use customer::{Contract, CustomerSpec, Segment};
+pub use devices::{DeviceBoard, DeviceSnapshot, Taken};
 pub use journeys::JourneyBoard;
 pub use kpi::journey::JourneyState;
 pub use kpi::{
@@ -34,6 +37,7 @@ pub use kpi::{
     PortfolioRecord,
 };
 pub use model::{DeviceBatch, DeviceKey, EventTime, Id, MachineState, Sample, Usage};
+pub use operators::device_state::DeviceMemory;
 pub use stats::{EngineStats, StatsSnapshot};
 pub use watermark::{Late, Watermark};
 pub use workers::{Cluster, Engine, EngineError, EngineEvent, EngineInput, EngineOptions, lane_of};

@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
@@ -35,7 +36,7 @@ pub enum Admission {
 /// Sequence numbers a device has delivered, as a high-water mark plus a bit
 /// set of the [`Self::WINDOW`] sequences below it (the anti-replay window of
 /// IPsec): 16 bytes per device whatever the traffic.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SequenceWindow {
     high: u64,
     /// Bit `i` set: sequence `high - i` was seen. Bit 0 is `high` itself.
@@ -92,7 +93,7 @@ impl SequenceWindow {
 /// epoch and gets a fresh window, while the [`Self::RECENT_EPOCHS`] highest
 /// epochs stay recognised, so the old unit's delayed batches still count and
 /// its replays are still refused.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnitSequences {
     /// The highest epoch seen and its window (`None` before the first batch).
     current: Option<(u64, SequenceWindow)>,
@@ -146,15 +147,16 @@ impl UnitSequences {
     }
 }
 
-/// What the engine remembers of one device between batches.
-#[derive(Debug, Clone, Default)]
+/// What the engine remembers of one device between batches (and a
+/// snapshot keeps across a restart).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeviceMemory {
     sequences: UnitSequences,
     /// Last cumulative readings; `None` before the first reading.
     last: Option<Cumulative>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct Cumulative {
     at: EventTime,
     /// Unit epoch of the reading.
@@ -292,16 +294,31 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
         stats: Arc<EngineStats>,
     ) -> StreamVec<'scope, EventTime, Usage> {
         let pact = Exchange::new(route_device);
+        let (index, peers) = (self.scope().index() as u64, self.scope().peers() as u64);
         self.unary_frontier(pact, "DeviceState", move |_cap, _info| {
             let mut pending: BTreeMap<EventTime, (Capability<EventTime>, Vec<DeviceBatch>)> =
                 BTreeMap::new();
             let mut devices: foldhash::HashMap<DeviceKey, DeviceMemory> =
                 foldhash::HashMap::default();
+            // The devices this worker owns (the exchange's rule) start from
+            // the restored snapshot, whatever the worker count that took it;
+            // the batches it holds are skipped when the WAL replays them.
+            let board = config.devices.clone();
+            let mine = |key: &DeviceKey| route(&(&*key.0, &*key.1)) % peers == index;
+            devices.extend(board.take_restored_where(mine));
+            stats.add_devices(devices.len() as i64);
+            let restored_at = board.restored_at();
+            // The newest tick processed, and the last snapshot request
+            // answered.
+            let (mut processed, mut answered): (Option<EventTime>, EventTime) = (None, 0);
             let mut usage = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     for batch in data.drain(..) {
                         let tick = config.tick_of(batch.first_at());
+                        if tick < restored_at {
+                            continue;
+                        }
                         pending
                             .entry(tick)
                             .or_insert_with(|| (cap.delayed(&tick, 0), Vec::new()))
@@ -309,10 +326,34 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
                             .push(batch);
                     }
                 });
+                // A snapshot is exact only if taken before the first batch
+                // at or after its point: a worker already past it says so.
+                let mut armed = match board.requested() {
+                    0 => None,
+                    at if at == answered => None,
+                    at if processed.is_some_and(|p| p >= at) => {
+                        board.missed(at);
+                        answered = at;
+                        None
+                    }
+                    at => Some(at),
+                };
+                let mut hand_in = |at: EventTime, devices: &foldhash::HashMap<_, _>| {
+                    let memories = devices
+                        .iter()
+                        .map(|(k, m): (&DeviceKey, &DeviceMemory)| (k.clone(), m.clone()));
+                    board.hand_in(at, memories);
+                    answered = at;
+                };
                 while let Some(entry) = pending.first_entry() {
                     if frontier.less_equal(entry.key()) {
                         break;
                     }
+                    if let Some(at) = armed.filter(|at| entry.key() >= at) {
+                        hand_in(at, &devices);
+                        armed = None;
+                    }
+                    processed = Some(*entry.key());
                     let (cap, mut batches) = entry.remove();
                     batches.sort_by(|a, b| processing_order(a).cmp(&processing_order(b)));
                     let known = devices.len();
@@ -331,6 +372,10 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
                     stats.record_device_state(samples, duplicates, too_old, gaps, resets);
                     stats.add_devices(devices.len() as i64 - known as i64);
                     output.session(&cap).give_iterator(usage.drain(..));
+                }
+                // Every batch before the point is processed and none after.
+                if let Some(at) = armed.filter(|at| !frontier.less_than(at)) {
+                    hand_in(at, &devices);
                 }
             }
         })
