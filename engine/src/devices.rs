@@ -1,10 +1,12 @@
 //! Device memories between the engine and the service: the snapshot a
-//! restart restores, and the snapshots the service asks for. A snapshot at
-//! `at` holds every device's memory after every batch whose first reading's
-//! tick is before `at` and none after, so a restart that restores it and
-//! replays only the later batches ends where an uninterrupted run does: a
-//! device silent for longer than the WAL keeps still has its last counters
-//! and its sequence windows. Memory only: the engine does no I/O.
+//! restart restores, and the snapshots the service asks for. Each worker
+//! answers a request before it processes anything more, so no worker waits
+//! or has to agree on a point with the others: each memory carries the
+//! point it covers (every batch of the device whose first reading's tick is
+//! before it, none after). A restart that restores the memories and skips,
+//! per device, the batches before its point ends where an uninterrupted run
+//! does: a device silent for longer than the WAL keeps still has its last
+//! counters and its sequence windows. Memory only: the engine does no I/O.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -12,12 +14,15 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use crate::model::{DeviceKey, EventTime};
 use crate::operators::device_state::DeviceMemory;
 
-/// A consistent cut of every device's memory.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Every device's memory, each at its worker's point.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceSnapshot {
-    /// Batches whose first reading's tick is before this are in it.
+    /// The earliest point of any memory: the WAL must keep every batch from
+    /// here on.
     pub at: EventTime,
-    /// Every device's memory at `at`.
+    /// The latest point: windows that start after it are whole in a replay.
+    pub newest: EventTime,
+    /// Every device's memory, each with the point it covers.
     pub devices: Vec<(DeviceKey, DeviceMemory)>,
 }
 
@@ -26,36 +31,23 @@ pub struct DeviceSnapshot {
 #[derive(Debug, Default)]
 pub struct DeviceBoard {
     /// Memories to start from, taken once by the worker that owns the
-    /// device; `None` before a restore (or once every worker took its part).
-    restored: Mutex<Option<DeviceSnapshot>>,
-    /// Batches before this tick are in the restored memories: a replay
-    /// skips them.
+    /// device.
+    restored: Mutex<Vec<(DeviceKey, DeviceMemory)>>,
+    /// The earliest point of the restored memories.
     restored_at: AtomicU64,
-    /// The snapshot point asked for; 0: none.
+    /// The number of the latest request; 0: none yet.
     requested: AtomicU64,
-    /// The parts of the requested snapshot the workers have handed in.
+    /// The parts of the latest request the workers have handed in.
     parts: Mutex<Parts>,
+    /// Wakes each worker's device-state operator, so an idle one answers.
+    wake: Mutex<Vec<timely::scheduling::SyncActivator>>,
 }
 
 #[derive(Debug, Default)]
 struct Parts {
-    at: EventTime,
+    request: u64,
     workers: usize,
-    devices: Vec<(DeviceKey, DeviceMemory)>,
-    /// A worker had passed `at` before it saw the request.
-    missed: bool,
-}
-
-/// What became of a requested snapshot.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Taken {
-    /// Not every worker has handed in its part yet.
-    Waiting,
-    /// Every worker handed in its part.
-    Complete(DeviceSnapshot),
-    /// A worker was already past the point when it saw the request: ask
-    /// again further ahead.
-    Missed,
+    snapshot: DeviceSnapshot,
 }
 
 impl DeviceBoard {
@@ -63,11 +55,11 @@ impl DeviceBoard {
     pub fn restoring(snapshot: DeviceSnapshot) -> Self {
         let board = Self::default();
         board.restored_at.store(snapshot.at, SeqCst);
-        *lock(&board.restored) = Some(snapshot);
+        *lock(&board.restored) = snapshot.devices;
         board
     }
 
-    /// Batches whose first tick is before this are in the restored memories.
+    /// The earliest point of the restored memories (0 without).
     pub fn restored_at(&self) -> EventTime {
         self.restored_at.load(SeqCst)
     }
@@ -79,69 +71,70 @@ impl DeviceBoard {
         mine: impl Fn(&DeviceKey) -> bool,
     ) -> Vec<(DeviceKey, DeviceMemory)> {
         let mut restored = lock(&self.restored);
-        let Some(snapshot) = restored.as_mut() else {
-            return Vec::new();
-        };
-        let (taken, kept) = std::mem::take(&mut snapshot.devices)
+        let (taken, kept) = std::mem::take(&mut *restored)
             .into_iter()
             .partition(|(key, _)| mine(key));
-        snapshot.devices = kept;
+        *restored = kept;
         taken
     }
 
-    /// Asks every worker for its memories at `at` (a tick), dropping the
-    /// parts of an earlier request.
-    pub fn request(&self, at: EventTime) {
-        *lock(&self.parts) = Parts {
-            at,
+    /// Asks every worker for its memories, dropping the parts of an
+    /// earlier request.
+    pub fn request(&self) {
+        let mut parts = lock(&self.parts);
+        let request = self.requested.load(SeqCst) + 1;
+        *parts = Parts {
+            request,
             ..Parts::default()
         };
-        self.requested.store(at, SeqCst);
+        self.requested.store(request, SeqCst);
+        drop(parts);
+        for operator in lock(&self.wake).iter() {
+            // A worker that has stopped answers nothing, whatever is done.
+            let _ = operator.activate();
+        }
     }
 
-    /// The point asked for, 0 when none.
-    pub fn requested(&self) -> EventTime {
+    /// Registers an operator to wake when a snapshot is requested.
+    pub fn wake_on_request(&self, operator: timely::scheduling::SyncActivator) {
+        lock(&self.wake).push(operator);
+    }
+
+    /// The number of the latest request, 0 when none.
+    pub fn requested(&self) -> u64 {
         self.requested.load(SeqCst)
     }
 
-    /// A worker hands in its part of the snapshot at `at`.
+    /// A worker hands in its part of `request`: its memories, covering its
+    /// batches before `at`.
     pub fn hand_in(
         &self,
+        request: u64,
         at: EventTime,
         devices: impl IntoIterator<Item = (DeviceKey, DeviceMemory)>,
     ) {
         let mut parts = lock(&self.parts);
-        if parts.at == at {
-            parts.workers += 1;
-            parts.devices.extend(devices);
+        if parts.request != request {
+            return;
         }
-    }
-
-    /// A worker had already processed batches at or after `at`.
-    pub fn missed(&self, at: EventTime) {
-        let mut parts = lock(&self.parts);
-        if parts.at == at {
-            parts.missed = true;
-        }
+        let first = parts.workers == 0;
+        let snapshot = &mut parts.snapshot;
+        snapshot.at = if first { at } else { snapshot.at.min(at) };
+        snapshot.newest = snapshot.newest.max(at);
+        snapshot.devices.extend(devices);
+        parts.workers += 1;
     }
 
     /// The requested snapshot once `workers` workers handed in their parts
-    /// (the request is then cleared).
-    pub fn take(&self, workers: usize) -> Taken {
+    /// (the parts are then cleared).
+    pub fn take(&self, workers: usize) -> Option<DeviceSnapshot> {
         let mut parts = lock(&self.parts);
-        let taken = if parts.missed {
-            Taken::Missed
-        } else if parts.workers >= workers && parts.at != 0 {
-            Taken::Complete(DeviceSnapshot {
-                at: parts.at,
-                devices: std::mem::take(&mut parts.devices),
-            })
-        } else {
-            return Taken::Waiting;
-        };
-        *parts = Parts::default();
-        self.requested.store(0, SeqCst);
-        taken
+        if parts.request == 0 || parts.workers < workers {
+            return None;
+        }
+        parts.request = 0;
+        parts.workers = 0;
+        Some(std::mem::take(&mut parts.snapshot))
     }
 }
 

@@ -29,7 +29,7 @@ pub mod workers;
 
 pub use config::{EngineConfig, FeatureCatalog, WindowSpec};
 pub use customer::{Contract, CustomerSpec, Segment};
-pub use devices::{DeviceBoard, DeviceSnapshot, Taken};
+pub use devices::{DeviceBoard, DeviceSnapshot};
 pub use journeys::JourneyBoard;
 pub use kpi::journey::JourneyState;
 pub use kpi::{

@@ -9,7 +9,8 @@ use common::{T0, normalise};
 use fleetpulse_engine::config::HOUR_MS;
 use fleetpulse_engine::run::run_batches;
 use fleetpulse_engine::{
-    DeviceBatch, DeviceBoard, DeviceSnapshot, EngineConfig, MachineState, Output, Sample, Taken,
+    DeviceBatch, DeviceBoard, DeviceSnapshot, Engine, EngineConfig, EngineOptions, MachineState,
+    Output, Sample, Watermark,
 };
 use std::sync::Arc;
 
@@ -86,38 +87,81 @@ fn after(outputs: &[Output], from: u64) -> Vec<String> {
     normalise(&kept)
 }
 
-/// Runs the fleet with a snapshot requested at `at`.
-fn snapshot_at(at: u64, workers: usize) -> DeviceSnapshot {
+/// Runs the fleet through `workers` workers, asking for a snapshot once
+/// `asked_after` of its batches are in: the workers answer as they next
+/// wake, wherever each is then.
+fn snapshot_midway(workers: usize, asked_after: usize) -> DeviceSnapshot {
     let board = Arc::new(DeviceBoard::default());
-    board.request(at);
-    let config = EngineConfig {
-        devices: board.clone(),
-        ..EngineConfig::default()
+    let config = config_with(board.clone());
+    let (events, mut received) = tokio::sync::mpsc::channel(64);
+    let options = EngineOptions {
+        workers,
+        ..Default::default()
     };
-    let run = run_batches(config, workers, LATENESS, fleet()).unwrap();
-    assert!(run.late.is_empty());
-    match board.take(workers) {
-        Taken::Complete(snapshot) => snapshot,
-        other => panic!("snapshot at {at}: {other:?}"),
+    let mut engine = Engine::start(config, &options, events).unwrap();
+    let drain = std::thread::spawn(move || while received.blocking_recv().is_some() {});
+    let mut watermark = Watermark::new(LATENESS);
+    let mut batches = fleet();
+    let rest = batches.split_off(asked_after);
+    for part in [batches, rest] {
+        for batch in &part {
+            watermark.admit(batch.first_at(), batch.last_at()).unwrap();
+        }
+        engine.blocking_send_all(part).unwrap();
+        engine.blocking_advance(watermark.current()).unwrap();
+        if board.requested() == 0 {
+            settle(&engine);
+            board.request();
+        }
+    }
+    engine.finish().unwrap();
+    drain.join().unwrap();
+    board.take(workers).expect("every worker answers")
+}
+
+/// Waits until the engine has processed what the watermark lets it.
+fn settle(engine: &Engine) {
+    let mut seen = 0;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let samples = engine.stats().snapshot().samples;
+        if samples > 0 && samples == seen {
+            return;
+        }
+        seen = samples;
+    }
+}
+
+fn config_with(board: Arc<DeviceBoard>) -> EngineConfig {
+    EngineConfig {
+        devices: board,
+        ..EngineConfig::default()
     }
 }
 
 #[test]
 fn a_restored_snapshot_continues_like_a_run_that_never_stopped_at_any_worker_count() {
-    let point = T0 + DAY + 6 * HOUR_MS;
     let uninterrupted = run_batches(config(DeviceBoard::default()), 2, LATENESS, fleet()).unwrap();
     assert!(uninterrupted.late.is_empty());
-    let want = after(&uninterrupted.outputs, point);
-    assert!(want.len() > 100, "{} records", want.len());
-    for (before, after_restart) in [(2, 1), (1, 2), (2, 2)] {
-        let snapshot = snapshot_at(point, before);
-        assert_eq!(snapshot.at, point);
+    let batches = fleet().len();
+    for (before, after_restart, asked_after) in [
+        (2, 1, batches * 3 / 8),
+        (1, 2, batches * 5 / 8),
+        (2, 2, batches / 2),
+    ] {
+        let snapshot = snapshot_midway(before, asked_after);
         let keys: Vec<_> = snapshot.devices.iter().map(|(k, _)| k.clone()).collect();
         assert_eq!(keys.len(), 5, "one memory per (customer, device): {keys:?}");
-        let restored = config(DeviceBoard::restoring(snapshot));
+        assert!(snapshot.at > T0 + DAY && snapshot.at <= snapshot.newest);
+        // Windows starting an hour after the latest point hold no reading
+        // of a batch a memory covers.
+        let from = snapshot.newest + HOUR_MS;
+        let want = after(&uninterrupted.outputs, from);
+        assert!(want.len() > 50, "{} records", want.len());
+        let restored = config(DeviceBoard::restoring(snapshot.clone()));
         let replayed = run_batches(restored, after_restart, LATENESS, fleet()).unwrap();
         assert_eq!(
-            after(&replayed.outputs, point),
+            after(&replayed.outputs, from),
             want,
             "{before} worker(s) before, {after_restart} after"
         );
@@ -125,53 +169,15 @@ fn a_restored_snapshot_continues_like_a_run_that_never_stopped_at_any_worker_cou
             replayed.stats.duplicates, 0,
             "the redelivered batch is before the point: in the snapshot, skipped"
         );
+        // Without the snapshot the silent device's first reading after the
+        // point is a baseline, and its work while silent is lost: the test
+        // can tell.
+        let from_point: Vec<DeviceBatch> = fleet()
+            .into_iter()
+            .filter(|b| b.first_at() >= snapshot.at)
+            .collect();
+        let forgetful =
+            run_batches(config(DeviceBoard::default()), 1, LATENESS, from_point).unwrap();
+        assert_ne!(after(&forgetful.outputs, from), want);
     }
-    // Without the snapshot the silent device's first reading after the
-    // point is a baseline, and its work while silent is lost: the test can
-    // tell.
-    let from_point: Vec<DeviceBatch> = fleet()
-        .into_iter()
-        .filter(|b| b.first_at() >= point)
-        .collect();
-    let forgetful = run_batches(config(DeviceBoard::default()), 1, LATENESS, from_point).unwrap();
-    assert_ne!(after(&forgetful.outputs, point), want);
-}
-
-#[test]
-fn a_point_a_worker_has_passed_is_missed_not_taken_inexactly() {
-    let board = Arc::new(DeviceBoard::default());
-    let config = EngineConfig {
-        devices: board.clone(),
-        ..EngineConfig::default()
-    };
-    let mut engine_batches = fleet();
-    // Without the redelivery, so that every sample counts.
-    let mut seen = std::collections::HashSet::new();
-    engine_batches.retain(|b| seen.insert((b.customer.clone(), b.device.clone(), b.sequence)));
-    let late_request = engine_batches.split_off(engine_batches.len() / 2);
-    // The first half is processed before the point is asked for.
-    let point = T0 + HOUR_MS;
-    let (events, mut received) = tokio::sync::mpsc::channel(64);
-    let options = fleetpulse_engine::EngineOptions {
-        workers: 1,
-        ..Default::default()
-    };
-    let mut engine = fleetpulse_engine::Engine::start(config, &options, events).unwrap();
-    let drain = std::thread::spawn(move || while received.blocking_recv().is_some() {});
-    let watermark = engine_batches.iter().map(|b| b.last_at()).max().unwrap() - LATENESS;
-    let tick = EngineConfig::default().tick_ms;
-    let processed: u64 = (engine_batches.iter())
-        .filter(|b| b.first_at() - b.first_at() % tick < watermark)
-        .map(|b| b.samples.len() as u64)
-        .sum();
-    engine.blocking_send_all(engine_batches).unwrap();
-    engine.blocking_advance(watermark).unwrap();
-    while engine.stats().snapshot().samples < processed {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    board.request(point);
-    engine.blocking_send_all(late_request).unwrap();
-    engine.finish().unwrap();
-    drain.join().unwrap();
-    assert_eq!(board.take(1), Taken::Missed);
 }

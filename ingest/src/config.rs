@@ -112,10 +112,20 @@ pub struct WalConfig {
     /// segments; none: only the disk bounds the log.
     #[serde(default)]
     pub max_bytes: Option<u64>,
+    /// How often (wall clock) every device's memory (last counters,
+    /// sequence windows) is snapshotted beside the log. The log is cut only
+    /// behind the newest snapshot the stores have caught up with, so a
+    /// device silent for longer than the log keeps still counts its work.
+    #[serde(default = "default_snapshot_every", with = "humantime_serde")]
+    pub snapshot_every: std::time::Duration,
 }
 
 fn default_segment_bytes() -> u64 {
     16 * 1024 * 1024
+}
+
+fn default_snapshot_every() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
 }
 
 impl WalConfig {
@@ -657,6 +667,7 @@ impl ServiceConfig {
             },
             customers: Default::default(),
             journeys: Default::default(),
+            devices: Default::default(),
         };
         config
             .validate()

@@ -38,6 +38,9 @@ dir = "wal"
 # Small segments, so the WAL is cut behind the checkpoint and a restart
 # replays a few days only.
 segment_bytes = 32768
+# Device memories snapshotted every second (the default is a minute), so
+# the WAL is cut behind a snapshot before the stop.
+snapshot_every = "1s"
 
 [alerts]
 mqtt = false
@@ -101,37 +104,71 @@ enum Stop {
     Term,
 }
 
-/// Runs the fleet's messages (the first customer's only up to the
-/// `dark_from`th message) through a fresh service in `dir`: the first
-/// `split` messages, then (with `restart`) a stop once the stored journey
-/// states reach its time, a restart, and the rest; then a graceful stop.
+/// The point of the device snapshot a restart would load.
+fn device_snapshot_at(dir: &Path) -> Option<u64> {
+    let bytes = std::fs::read(dir.join("wal/devices.snapshot")).ok()?;
+    Some(u64::from_le_bytes(bytes.get(12..20)?.try_into().ok()?))
+}
+
+/// The first LSN of the oldest WAL segment: above 1 once the WAL was cut.
+fn oldest_segment(dir: &Path) -> u64 {
+    let names = std::fs::read_dir(dir.join("wal")).unwrap();
+    (names.filter_map(|e| {
+        e.ok()?
+            .file_name()
+            .to_str()?
+            .strip_suffix(".wal")?
+            .parse()
+            .ok()
+    }))
+    .min()
+    .unwrap_or(0)
+}
+
+/// Runs the fleet's messages that `keep` keeps (by index and topic) through
+/// a fresh service in `dir`: the first `split` of them, then (with
+/// `restart`) a stop once the stored journey states and the device snapshot
+/// reach its time (the snapshot 10 days before, and the WAL is cut behind
+/// it), a restart, and the rest;
+/// then a graceful stop.
 async fn run(
     fleet: &Fleet,
     split: usize,
-    dark_from: usize,
+    keep: impl Fn(usize, &str) -> bool,
     restart: Option<(u64, Stop)>,
 ) -> Vec<(&'static str, Vec<serde_json::Value>)> {
     let mosquitto = Mosquitto::start_with_config(NO_LOSS);
     let dir = tempfile::tempdir().unwrap();
     write_customers(dir.path(), fleet);
-    // The first customer's fleet goes dark after `dark_from` messages: its
-    // days must still close after a restart, as they do without one.
-    let dark = format!("/{}/", fleet.customers()[0].id);
     let mut messages: Vec<(String, Vec<u8>)> = (fleet.encoded_messages().enumerate())
-        .filter(|(i, (topic, _))| *i < dark_from || !topic.contains(&dark))
+        .filter(|(i, (topic, _))| keep(*i, topic))
         .map(|(_, m)| m)
         .collect();
     let second = messages.split_off(split.min(messages.len()));
     let client = "journeys-test";
     let mut service = start(dir.path(), &mosquitto, client);
-    publish(&mosquitto, "journeys-sim", messages).await;
+    // In four parts a little apart: the service catches up faster than it
+    // snapshots device memories (once a second), so each part ends with a
+    // snapshot, and the stores catch up with the earlier ones.
+    let part = messages.len().div_ceil(4);
+    for chunk in messages.chunks(part) {
+        publish(&mosquitto, "journeys-sim", chunk.to_vec()).await;
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    }
     if let Some((kill_after, stop)) = restart {
         let started = Instant::now();
-        while journeys_reach(dir.path()).is_none_or(|end| end < kill_after) {
+        let snapshot_from = kill_after - 10 * 86_400_000;
+        while journeys_reach(dir.path()).is_none_or(|end| end < kill_after)
+            || device_snapshot_at(dir.path()).is_none_or(|at| at < snapshot_from)
+            || oldest_segment(dir.path()) <= 1
+        {
             assert!(
                 started.elapsed() < Duration::from_secs(120),
-                "no journey states stored up to {kill_after}: {:?}\n{}",
+                "no journey states stored up to {kill_after} ({:?}), no device snapshot \
+                 from {snapshot_from} ({:?}) or no WAL cut behind it ({}):\n{}",
                 journeys_reach(dir.path()),
+                device_snapshot_at(dir.path()),
+                oldest_segment(dir.path()),
                 service.log_tail()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -141,11 +178,9 @@ async fn run(
             Stop::Term => service.stop(),
         }
         service.start_and_wait(CONNECTED);
-        assert!(
-            service.log().contains("journey states restored"),
-            "{}",
-            service.log_tail()
-        );
+        for restored in ["journey states restored", "device memories restored"] {
+            assert!(service.log().contains(restored), "{}", service.log_tail());
+        }
     }
     publish(&mosquitto, "journeys-sim", second).await;
     // Everything published is in: stop gracefully, closing every window.
@@ -179,10 +214,10 @@ async fn a_kill_or_a_stop_between_two_halves_of_40_days_changes_no_stored_record
     // The stored journeys must reach at least day 15 before the kill.
     let day = 86_400_000;
     let start = fleet.spec().start;
-    let dark_from = messages * 4 / 10;
-    let reference = run(&fleet, split, dark_from, None).await;
+    let keep = dark_after(&fleet, messages * 4 / 10);
+    let reference = run(&fleet, split, &keep, None).await;
     for stop in [Stop::Kill, Stop::Term] {
-        let restarted = run(&fleet, split, dark_from, Some((start + 15 * day, stop))).await;
+        let restarted = run(&fleet, split, &keep, Some((start + 15 * day, stop))).await;
         for ((table, want), (_, got)) in reference.iter().zip(&restarted) {
             assert!(
                 !want.is_empty(),
@@ -205,44 +240,45 @@ async fn a_kill_or_a_stop_between_two_halves_of_40_days_changes_no_stored_record
 /// A customer whose fleet went dark days before the stop (longer than the
 /// WAL keeps, so the replay brings nothing of it) still has its days closed
 /// after the restart, from its restored journey: empty days, the health
-/// that falls, the devices_dark alert, equal to the run without a stop.
-/// Only that customer's records are compared here: at this split other
-/// customers have devices silent across the WAL's start, whose first
-/// reading after the restart counts as a baseline (device state is not
-/// persisted yet, docs/DELIVERY.md).
+/// that falls, the devices_dark alert. Other customers have devices silent
+/// across the WAL's start at this split: their first reading after the
+/// restart counts from the restored device snapshot, not as a baseline.
+/// Every record equals the run without a stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_dark_across_the_restart_keeps_having_its_days_closed() {
     let fleet = fleet(3, 18, 40, 7);
     let split = fleet.message_count() as usize * 5 / 10;
     let day = 86_400_000;
-    let dark = fleet.customers()[0].id.clone();
-    let of_dark = |tables: Vec<(&'static str, Vec<serde_json::Value>)>| {
-        tables
-            .into_iter()
-            .map(|(t, rows)| {
-                (
-                    t,
-                    rows.into_iter()
-                        .filter(|r| r["customer"] == *dark)
-                        .collect(),
-                )
-            })
-            .collect::<Vec<(&str, Vec<serde_json::Value>)>>()
-    };
-    // Dark from about day 8; stopped once the stored journeys reach day 15.
-    let dark_from = fleet.message_count() as usize * 2 / 10;
-    let reference = of_dark(run(&fleet, split, dark_from, None).await);
+    let messages = fleet.message_count() as usize;
+    // Dark from about day 8; stopped once the stored journeys reach day 15;
+    // a device of another customer silent from about day 3 to day 22.
+    let dark = dark_after(&fleet, messages * 2 / 10);
+    let quiet = fleet.devices_of(&fleet.customers()[1])[0]
+        .topic()
+        .to_string();
+    let silent = messages * 3 / 40..messages * 22 / 40;
+    let keep = |i: usize, topic: &str| dark(i, topic) && !(silent.contains(&i) && topic == quiet);
+    let reference = run(&fleet, split, keep, None).await;
     let stop = Some((fleet.spec().start + 15 * day, Stop::Kill));
-    let restarted = of_dark(run(&fleet, split, dark_from, stop).await);
+    let restarted = run(&fleet, split, keep, stop).await;
     for ((table, want), (_, got)) in reference.iter().zip(&restarted) {
-        assert_eq!(got.len(), want.len(), "{table}: rows of {dark}");
+        assert_eq!(got.len(), want.len(), "{table}: rows");
         for (w, g) in want.iter().zip(got) {
             assert!(same(w, g), "{table}:\n want {w}\n  got {g}");
         }
     }
+    let dark = fleet.customers()[0].id.clone();
     let alerts = &reference.iter().find(|(t, _)| *t == "alert").unwrap().1;
     assert!(
-        alerts.iter().any(|a| a["rule"] == "devices_dark"),
+        (alerts.iter()).any(|a| a["rule"] == "devices_dark" && a["customer"] == *dark),
         "{alerts:?}"
     );
+}
+
+/// Keeps every message but the first customer's after the `from`th: its
+/// fleet goes dark, and its days must still close after a restart as they
+/// do without one.
+fn dark_after(fleet: &Fleet, from: usize) -> impl Fn(usize, &str) -> bool + use<> {
+    let dark = format!("/{}/", fleet.customers()[0].id);
+    move |i, topic| i < from || !topic.contains(&dark)
 }

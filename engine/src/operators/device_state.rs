@@ -151,6 +151,9 @@ impl UnitSequences {
 /// snapshot keeps across a restart).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeviceMemory {
+    /// The device's batches whose first tick is before this are in the
+    /// memory (set in snapshots; a replay skips them after a restore).
+    covered_to: EventTime,
     sequences: UnitSequences,
     /// Last cumulative readings; `None` before the first reading.
     last: Option<Cumulative>,
@@ -295,28 +298,35 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
     ) -> StreamVec<'scope, EventTime, Usage> {
         let pact = Exchange::new(route_device);
         let (index, peers) = (self.scope().index() as u64, self.scope().peers() as u64);
-        self.unary_frontier(pact, "DeviceState", move |_cap, _info| {
+        let worker = self.scope().worker();
+        self.unary_frontier(pact, "DeviceState", move |_cap, info| {
             let mut pending: BTreeMap<EventTime, (Capability<EventTime>, Vec<DeviceBatch>)> =
                 BTreeMap::new();
             let mut devices: foldhash::HashMap<DeviceKey, DeviceMemory> =
                 foldhash::HashMap::default();
             // The devices this worker owns (the exchange's rule) start from
             // the restored snapshot, whatever the worker count that took it;
-            // the batches it holds are skipped when the WAL replays them.
+            // the batches a memory covers are skipped when the WAL replays
+            // them.
             let board = config.devices.clone();
+            board.wake_on_request(worker.sync_activator_for(info.address.to_vec()));
             let mine = |key: &DeviceKey| route(&(&*key.0, &*key.1)) % peers == index;
             devices.extend(board.take_restored_where(mine));
             stats.add_devices(devices.len() as i64);
-            let restored_at = board.restored_at();
-            // The newest tick processed, and the last snapshot request
-            // answered.
-            let (mut processed, mut answered): (Option<EventTime>, EventTime) = (None, 0);
+            let replay_until = devices.values().map(|m| m.covered_to).max().unwrap_or(0);
+            // Batches before this are all processed: a snapshot covers them.
+            let mut covered_to = board.restored_at();
+            let mut answered = 0;
             let mut usage = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     for batch in data.drain(..) {
                         let tick = config.tick_of(batch.first_at());
-                        if tick < restored_at {
+                        if tick < replay_until
+                            && devices
+                                .get(&(batch.customer.clone(), batch.device.clone()))
+                                .is_some_and(|m| tick < m.covered_to)
+                        {
                             continue;
                         }
                         pending
@@ -326,34 +336,28 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
                             .push(batch);
                     }
                 });
-                // A snapshot is exact only if taken before the first batch
-                // at or after its point: a worker already past it says so.
-                let mut armed = match board.requested() {
-                    0 => None,
-                    at if at == answered => None,
-                    at if processed.is_some_and(|p| p >= at) => {
-                        board.missed(at);
-                        answered = at;
-                        None
-                    }
-                    at => Some(at),
-                };
-                let mut hand_in = |at: EventTime, devices: &foldhash::HashMap<_, _>| {
-                    let memories = devices
-                        .iter()
-                        .map(|(k, m): (&DeviceKey, &DeviceMemory)| (k.clone(), m.clone()));
-                    board.hand_in(at, memories);
-                    answered = at;
-                };
+                // A snapshot request is answered before anything more is
+                // processed: every pending batch is at or after the point.
+                let request = board.requested();
+                if request != answered {
+                    let memories = devices.iter().map(|(key, memory)| {
+                        let covered_to = memory.covered_to.max(covered_to);
+                        (
+                            key.clone(),
+                            DeviceMemory {
+                                covered_to,
+                                ..memory.clone()
+                            },
+                        )
+                    });
+                    board.hand_in(request, covered_to, memories);
+                    answered = request;
+                }
                 while let Some(entry) = pending.first_entry() {
                     if frontier.less_equal(entry.key()) {
                         break;
                     }
-                    if let Some(at) = armed.filter(|at| entry.key() >= at) {
-                        hand_in(at, &devices);
-                        armed = None;
-                    }
-                    processed = Some(*entry.key());
+                    covered_to = covered_to.max(*entry.key() + 1);
                     let (cap, mut batches) = entry.remove();
                     batches.sort_by(|a, b| processing_order(a).cmp(&processing_order(b)));
                     let known = devices.len();
@@ -372,10 +376,6 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
                     stats.record_device_state(samples, duplicates, too_old, gaps, resets);
                     stats.add_devices(devices.len() as i64 - known as i64);
                     output.session(&cap).give_iterator(usage.drain(..));
-                }
-                // Every batch before the point is processed and none after.
-                if let Some(at) = armed.filter(|at| !frontier.less_than(at)) {
-                    hand_in(at, &devices);
                 }
             }
         })

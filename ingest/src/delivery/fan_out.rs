@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fleetpulse_engine::{EngineEvent, JourneyBoard, Output};
+use fleetpulse_engine::{DeviceBoard, EngineEvent, EventTime, JourneyBoard, Output};
 use tokio::sync::{mpsc, watch};
 
+use super::devices::Schedule;
 use super::ledger::Ledger;
 use crate::metrics::IngestMetrics;
 use crate::wal::Lsn;
@@ -33,6 +34,12 @@ pub struct FanOut {
     /// The journey states the engine notes as days close; those the
     /// checkpoint covers are stored with it.
     pub journeys: Arc<JourneyBoard>,
+    /// Where the engine hands in device snapshots.
+    pub devices: Arc<DeviceBoard>,
+    /// When to ask for one and promote it; `None`: no device snapshots.
+    pub schedule: Option<Schedule>,
+    /// Engine workers of this process (each hands in its part).
+    pub workers: usize,
 }
 
 /// Logs a failing checkpoint once, not once a second while the disk is full.
@@ -56,21 +63,27 @@ impl Failing {
 impl FanOut {
     /// Runs until the engine's event channel closes (the engine finished),
     /// with a last checkpoint.
-    pub async fn run(self, mut events: mpsc::Receiver<EngineEvent>) {
+    pub async fn run(mut self, mut events: mpsc::Receiver<EngineEvent>) {
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failing = Failing::default();
+        let mut schedule = self.schedule.take();
+        let mut newest_frontier: EventTime = 0;
         loop {
             let event = tokio::select! {
                 event = events.recv() => event,
                 _ = ticker.tick() => {
                     self.checkpoint(&mut failing).await;
+                    if let Some(schedule) = &mut schedule {
+                        self.snapshot_devices(schedule, newest_frontier).await;
+                    }
                     continue;
                 }
             };
             let Some(event) = event else { break };
             match event {
                 EngineEvent::Progress { worker, frontier } => {
+                    newest_frontier = newest_frontier.max(frontier.unwrap_or(0));
                     self.ledger().frontier(worker, frontier);
                 }
                 EngineEvent::Records(mut records) => {
@@ -138,4 +151,56 @@ impl FanOut {
             Err(e) => failing.failed(&e),
         }
     }
+
+    /// Stores the device snapshot the engine handed in, promotes the newest
+    /// pending one the stores have caught up with (the WAL is then cut
+    /// behind it), and asks for the next when one is due.
+    async fn snapshot_devices(&self, schedule: &mut Schedule, frontier: EventTime) {
+        let Some(dir) = self.wal_dir.clone() else {
+            return;
+        };
+        if let Some(snapshot) = self.devices.take(self.workers) {
+            let (newest, devices) = (snapshot.newest, snapshot.devices.len());
+            let dir = dir.clone();
+            match blocking(move || super::devices::store_pending(&dir, &snapshot)).await {
+                Ok(()) => {
+                    schedule.stored(newest);
+                    tracing::info!(newest, devices, "device snapshot written");
+                }
+                Err(e) => {
+                    schedule.failed();
+                    tracing::warn!(error = %e, "cannot write a device snapshot; asking again");
+                }
+            }
+        }
+        let written_before = self.ledger().checkpoint().written_before;
+        if let Some(newest) = schedule.promotable(written_before) {
+            let promoted =
+                tokio::task::spawn_blocking(move || super::devices::promote(&dir, newest))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            match promoted {
+                Ok(at) => {
+                    schedule.promoted(newest);
+                    if let Some(cut) = self.ledger().follow_snapshot(at) {
+                        let _ = self.cut.send(cut);
+                    }
+                    tracing::info!(at, newest, "device snapshot promoted");
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot promote a device snapshot"),
+            }
+        }
+        if schedule.ask(std::time::Instant::now(), frontier) {
+            self.devices.request();
+        }
+    }
+}
+
+/// Runs file I/O off the async threads.
+async fn blocking(
+    io: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(io)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }

@@ -87,6 +87,13 @@ impl Ledger {
         self.retention.cut(checkpoint.written_before)
     }
 
+    /// A restart now loads the device snapshot at `at`: the WAL is cut
+    /// only behind it. Returns where it may now be cut, if anywhere.
+    pub fn follow_snapshot(&mut self, at: EventTime) -> Option<Lsn> {
+        self.retention.follow_snapshot(at);
+        self.retention.cut(self.stored.written_before)
+    }
+
     /// The checkpoint on disk.
     pub fn checkpoint(&self) -> Checkpoint {
         self.stored

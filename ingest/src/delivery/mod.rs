@@ -21,6 +21,7 @@
 //! the I/O they ask for.
 
 pub mod checkpoint;
+pub mod devices;
 pub mod fan_out;
 pub mod in_order;
 pub mod intake;

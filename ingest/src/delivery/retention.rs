@@ -21,6 +21,9 @@ pub struct Retention {
     /// Event time a record must be older than, relative to the durable
     /// point, to be cut.
     retention_ms: u64,
+    /// Records must also be older than the device snapshot a restart
+    /// loads: the replay starts from its point.
+    snapshot_at: EventTime,
 }
 
 impl Retention {
@@ -32,7 +35,14 @@ impl Retention {
             first,
             durable: BTreeMap::new(),
             retention_ms,
+            snapshot_at: EventTime::MAX,
         }
+    }
+
+    /// A restart now loads the device snapshot at `at`: records at or
+    /// after it stay.
+    pub fn follow_snapshot(&mut self, at: EventTime) {
+        self.snapshot_at = at;
     }
 
     /// Records `start..end` are durable; their newest reading is at `newest`.
@@ -47,7 +57,7 @@ impl Retention {
     /// every store: every record below the returned LSN is durable and no
     /// longer needed. `None`: nothing to cut.
     pub fn cut(&mut self, written_before: EventTime) -> Option<Lsn> {
-        let cutoff = written_before.saturating_sub(self.retention_ms);
+        let cutoff = (written_before.saturating_sub(self.retention_ms)).min(self.snapshot_at);
         let mut at = self.first.0;
         while let Some((&start, &(end, newest))) = self.durable.first_key_value() {
             if start != at || newest >= cutoff {
@@ -86,5 +96,18 @@ mod tests {
         assert_eq!(r.cut(505), None);
         assert_eq!(r.cut(511), Some(Lsn(6)));
         assert_eq!(r.first(), Lsn(6));
+    }
+
+    #[test]
+    fn cuts_only_behind_the_device_snapshot() {
+        let mut r = Retention::new(Lsn(1), 10);
+        r.follow_snapshot(0);
+        r.durable(Lsn(1), Lsn(3), 100);
+        r.durable(Lsn(3), Lsn(5), 200);
+        assert_eq!(r.cut(1000), None, "no snapshot yet");
+        r.follow_snapshot(150);
+        assert_eq!(r.cut(1000), Some(Lsn(3)));
+        r.follow_snapshot(201);
+        assert_eq!(r.cut(1000), Some(Lsn(5)));
     }
 }

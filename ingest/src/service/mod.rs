@@ -55,16 +55,7 @@ pub async fn run(
         engine_config.customers = specs.clone();
     }
     let customers = customers.map(|(file, _)| file);
-    if let Some(wal) = &config.wal {
-        // With a WAL, journeys are persisted with each checkpoint and
-        // restored here: a restart does not forget a customer's history.
-        let restored = crate::delivery::journeys::load(&wal.dir)
-            .map_err(crate::delivery::DeliveryError::Wal)?;
-        if !restored.is_empty() {
-            tracing::info!(customers = restored.len(), "journey states restored");
-        }
-        engine_config.journeys = Arc::new(fleetpulse_engine::JourneyBoard::persisted(restored));
-    }
+    parts::restore_state(&config, &mut engine_config)?;
     // AEMP sources next: a missing secret or a damaged position file must
     // fail the start. In a cluster only process 0 polls: each member has its
     // own WAL and position, so two pollers would count every reading twice.
@@ -149,12 +140,9 @@ pub async fn run(
         .map_or((Checkpoint::default(), Lsn::FIRST), |(w, c)| {
             (*c, w.first_lsn())
         });
-    let ledger = Arc::new(Mutex::new(Ledger::new(
-        workers,
-        stored,
-        first,
-        retention_ms,
-    )));
+    let mut ledger = Ledger::new(workers, stored, first, retention_ms);
+    let schedule = parts::device_snapshots(&config, &engine_config, retention_ms, &mut ledger)?;
+    let ledger = Arc::new(Mutex::new(ledger));
     let (cut_tx, cut_rx) = watch::channel(first);
     let fan_out = FanOut {
         sinks: outputs,
@@ -164,6 +152,9 @@ pub async fn run(
         cut: cut_tx,
         metrics: metrics.clone(),
         journeys: engine_config.journeys.clone(),
+        devices: engine_config.devices.clone(),
+        schedule,
+        workers,
     };
     let fan_out = tasks.spawn(fan_out.run(events_rx));
     let devices = DeviceCounts::default();

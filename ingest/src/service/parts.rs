@@ -16,6 +16,7 @@ use crate::alerts::{AlertsError, AlertsReport};
 use crate::config::{ConfigError, ServiceConfig};
 use crate::customers::{CheckContext, CustomersFile};
 use crate::delivery::DeliveryError;
+use crate::delivery::ledger::Ledger;
 use crate::metrics::IngestMetrics;
 use crate::sinks::SinkError;
 use crate::sinks::writer::SinkReport;
@@ -165,4 +166,68 @@ pub fn admission(
     .with_earliest(Earliest::from_config(&config.limits, customers))
     .with_device_counts(devices.clone())
     .with_pseudonyms(pseudonyms.cloned())
+}
+
+/// Restores what a WAL directory keeps of the engine's state: journeys
+/// (persisted with each checkpoint) and device memories, so a restart does
+/// not forget a customer's history or a silent device's counters. Device
+/// snapshots are taken by single processes only: cluster members snapshot
+/// apart, which a later version must line up.
+pub fn restore_state(
+    config: &ServiceConfig,
+    engine_config: &mut fleetpulse_engine::EngineConfig,
+) -> Result<(), ServiceError> {
+    let Some(wal) = &config.wal else {
+        return Ok(());
+    };
+    let restored = crate::delivery::journeys::load(&wal.dir).map_err(DeliveryError::Wal)?;
+    if !restored.is_empty() {
+        tracing::info!(customers = restored.len(), "journey states restored");
+    }
+    engine_config.journeys = Arc::new(fleetpulse_engine::JourneyBoard::persisted(restored));
+    if config
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.is_multi_process())
+    {
+        return Ok(());
+    }
+    if let Some(snapshot) = crate::delivery::devices::load(&wal.dir).map_err(DeliveryError::Wal)? {
+        tracing::info!(
+            devices = snapshot.devices.len(),
+            at = snapshot.at,
+            "device memories restored"
+        );
+        engine_config.devices = Arc::new(fleetpulse_engine::DeviceBoard::restoring(snapshot));
+    }
+    Ok(())
+}
+
+/// The device snapshot schedule, when the service snapshots device memories
+/// (a WAL, one process); the WAL is then cut only behind the restored
+/// snapshot (nothing before the first one is promoted).
+pub fn device_snapshots(
+    config: &ServiceConfig,
+    engine_config: &fleetpulse_engine::EngineConfig,
+    retention_ms: u64,
+    ledger: &mut Ledger,
+) -> Result<Option<crate::delivery::devices::Schedule>, ServiceError> {
+    let Some(wal) = &config.wal else {
+        return Ok(None);
+    };
+    if config
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.is_multi_process())
+    {
+        return Ok(None);
+    }
+    let _ = ledger.follow_snapshot(engine_config.devices.restored_at());
+    let pending = crate::delivery::devices::pending(&wal.dir)
+        .map_err(|e| DeliveryError::Wal(format!("{}: {e}", wal.dir.display())))?;
+    Ok(Some(crate::delivery::devices::Schedule::new(
+        wal.snapshot_every,
+        retention_ms,
+        pending,
+    )))
 }

@@ -180,6 +180,7 @@ pub fn service_config(
         dir: dir.join("wal"),
         segment_bytes: 16 * 1024 * 1024,
         max_bytes: None,
+        snapshot_every: std::time::Duration::from_secs(1),
     });
     config
 }

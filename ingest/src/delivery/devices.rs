@@ -1,0 +1,290 @@
+//! The persisted device memories (last counters, sequence windows): a
+//! snapshot of every device at a point in event time, beside the WAL. The
+//! engine hands one in on request; it is written as pending at once and
+//! becomes the snapshot a restart loads once the stores have caught up with
+//! the point by the retention (every window still open at a restart then
+//! starts after it, so the replay of the batches after the point recomputes
+//! them whole). The WAL is cut only behind the loaded snapshot's point, so a
+//! device silent for longer than the WAL keeps still counts its work.
+//!
+//! File: `FPDEVSNP`, format (u32 LE), earliest and latest point (u64 LE
+//! each), body length (u64 LE), CRC-32 of the body (u32 LE), body (bincode
+//! of the memories).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fleetpulse_engine::{DeviceSnapshot, EventTime};
+
+/// The file format this build writes and reads.
+pub const FORMAT: u32 = 1;
+
+const MAGIC: &[u8; 8] = b"FPDEVSNP";
+const HEADER: usize = 8 + 4 + 8 + 8 + 8 + 4;
+
+/// The snapshot a restart loads.
+pub fn path(wal_dir: &Path) -> PathBuf {
+    wal_dir.join("devices.snapshot")
+}
+
+/// A snapshot waiting for the stores to catch up with its latest point.
+pub fn pending_path(wal_dir: &Path, newest: EventTime) -> PathBuf {
+    wal_dir.join(format!("devices-{newest}.pending"))
+}
+
+/// The file's bytes.
+pub fn encode(snapshot: &DeviceSnapshot) -> Vec<u8> {
+    let body = bincode::serialize(&snapshot.devices).expect("device memories serialise");
+    let mut out = Vec::with_capacity(HEADER + body.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT.to_le_bytes());
+    out.extend_from_slice(&snapshot.at.to_le_bytes());
+    out.extend_from_slice(&snapshot.newest.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Reads a file's bytes; `shown` names it in errors, which say what to do.
+pub fn decode(bytes: &[u8], shown: &str) -> Result<DeviceSnapshot, String> {
+    let afresh = "move the file away to start the device memories afresh from what the WAL \
+                  holds (a device silent since before it then counts its next reading as a \
+                  baseline)";
+    let field = |at: usize, len: usize| &bytes[at..at + len];
+    if bytes.len() < HEADER || field(0, 8) != MAGIC {
+        return Err(format!("{shown}: not a device snapshot; {afresh}"));
+    }
+    let format = u32::from_le_bytes(field(8, 4).try_into().expect("4 bytes"));
+    if format != FORMAT {
+        return Err(format!(
+            "{shown}: device snapshot of format {format} (this build reads {FORMAT}); run the \
+             build that wrote it, or {afresh}"
+        ));
+    }
+    let u64_at = |at: usize| u64::from_le_bytes(field(at, 8).try_into().expect("8 bytes"));
+    let (at, newest, len) = (u64_at(12), u64_at(20), u64_at(28));
+    let crc = u32::from_le_bytes(field(36, 4).try_into().expect("4 bytes"));
+    let body = &bytes[HEADER..];
+    if body.len() as u64 != len || crc32fast::hash(body) != crc {
+        return Err(format!(
+            "{shown}: device snapshot damaged (length or checksum); {afresh}"
+        ));
+    }
+    let devices =
+        bincode::deserialize(body).map_err(|e| format!("{shown}: device snapshot: {e}"))?;
+    Ok(DeviceSnapshot {
+        at,
+        newest,
+        devices,
+    })
+}
+
+/// The snapshot a restart loads; none when there is no file.
+pub fn load(wal_dir: &Path) -> Result<Option<DeviceSnapshot>, String> {
+    let path = path(wal_dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => decode(&bytes, &path.display().to_string()).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// The latest points of the pending snapshots in `wal_dir`, oldest first.
+pub fn pending(wal_dir: &Path) -> std::io::Result<Vec<EventTime>> {
+    let mut points: Vec<EventTime> = std::fs::read_dir(wal_dir)?
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name();
+            let name = name.to_str()?;
+            name.strip_prefix("devices-")?
+                .strip_suffix(".pending")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    points.sort_unstable();
+    Ok(points)
+}
+
+/// Writes `snapshot` as pending: a temporary file, fsync, rename.
+pub fn store_pending(wal_dir: &Path, snapshot: &DeviceSnapshot) -> std::io::Result<()> {
+    let tmp = wal_dir.join("devices.pending.tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(&encode(snapshot))?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, pending_path(wal_dir, snapshot.newest))
+}
+
+/// Makes the pending snapshot up to `newest` the one a restart loads and
+/// removes the pending ones before it; the directory is synced. Returns
+/// its earliest point (the WAL may be cut behind it).
+pub fn promote(wal_dir: &Path, newest: EventTime) -> std::io::Result<EventTime> {
+    let pending_path = pending_path(wal_dir, newest);
+    let mut header = [0; HEADER];
+    std::io::Read::read_exact(&mut std::fs::File::open(&pending_path)?, &mut header)?;
+    let at = u64::from_le_bytes(header[12..20].try_into().expect("8 bytes"));
+    std::fs::rename(pending_path, path(wal_dir))?;
+    for older in pending(wal_dir)?.into_iter().filter(|p| *p < newest) {
+        std::fs::remove_file(self::pending_path(wal_dir, older))?;
+    }
+    std::fs::File::open(wal_dir)?.sync_all()?;
+    Ok(at)
+}
+
+/// When to ask the engine for a snapshot, and which pending one the stores
+/// have caught up with. Synchronous; the fan-out does the I/O it asks for.
+#[derive(Debug)]
+pub struct Schedule {
+    every: Duration,
+    retention_ms: u64,
+    /// Latest points of the pending snapshots on disk, oldest first.
+    pending: Vec<EventTime>,
+    /// A request is out.
+    asked: bool,
+    last_asked: Option<Instant>,
+}
+
+/// Pending snapshots kept at most (each is every device's memory).
+const MAX_PENDING: usize = 3;
+
+impl Schedule {
+    /// At most one request per `every`; a snapshot is promoted once the
+    /// stores hold everything `retention_ms` after its latest point;
+    /// `pending`: the pending snapshots on disk.
+    pub fn new(every: Duration, retention_ms: u64, pending: Vec<EventTime>) -> Self {
+        Self {
+            every,
+            retention_ms,
+            pending,
+            asked: false,
+            last_asked: None,
+        }
+    }
+
+    /// Whether to ask for a snapshot now, the engine's frontier being at
+    /// `frontier`: one request at a time, at most one per `every`, and
+    /// spaced by half the retention, so the pending ones span it.
+    pub fn ask(&mut self, now: Instant, frontier: EventTime) -> bool {
+        let due = !self.asked
+            && self.pending.len() < MAX_PENDING
+            && self
+                .last_asked
+                .is_none_or(|t| now.duration_since(t) >= self.every)
+            && (self.pending.last()).is_none_or(|&p| frontier >= p + self.retention_ms / 2);
+        if due {
+            self.asked = true;
+            self.last_asked = Some(now);
+        }
+        due
+    }
+
+    /// The snapshot up to `newest` is on disk as pending.
+    pub fn stored(&mut self, newest: EventTime) {
+        self.asked = false;
+        self.pending.push(newest);
+    }
+
+    /// Storing the snapshot failed: ask again later.
+    pub fn failed(&mut self) {
+        self.asked = false;
+    }
+
+    /// The newest pending snapshot the stores have caught up with, once
+    /// everything before `written_before` is in every store.
+    pub fn promotable(&self, written_before: EventTime) -> Option<EventTime> {
+        let caught_up = |p: &&EventTime| **p + self.retention_ms <= written_before;
+        self.pending.iter().rev().find(caught_up).copied()
+    }
+
+    /// The snapshot up to `newest` was promoted; older pending ones are
+    /// gone.
+    pub fn promoted(&mut self, newest: EventTime) {
+        self.pending.retain(|p| *p > newest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetpulse_engine::DeviceMemory;
+
+    fn snapshot() -> DeviceSnapshot {
+        DeviceSnapshot {
+            at: 42,
+            newest: 50,
+            devices: vec![(("acme".into(), "exc-1".into()), DeviceMemory::default())],
+        }
+    }
+
+    #[test]
+    fn a_snapshot_round_trips_and_damage_or_another_format_is_refused_with_what_to_do() {
+        let bytes = encode(&snapshot());
+        assert_eq!(decode(&bytes, "f").unwrap(), snapshot());
+        let mut flipped = bytes.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        let err = decode(&flipped, "f").unwrap_err();
+        assert!(
+            err.contains("checksum") && err.contains("move the file away"),
+            "{err}"
+        );
+        let err = decode(&bytes[..bytes.len() - 1], "f").unwrap_err();
+        assert!(err.contains("damaged"), "{err}");
+        let mut newer = bytes.clone();
+        newer[8] = 2;
+        let err = decode(&newer, "f").unwrap_err();
+        assert!(
+            err.contains("format 2") && err.contains("this build reads 1"),
+            "{err}"
+        );
+        assert!(
+            decode(b"garbage", "f")
+                .unwrap_err()
+                .contains("not a device snapshot")
+        );
+    }
+
+    #[test]
+    fn pending_snapshots_are_promoted_once_the_stores_caught_up() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load(dir.path()).unwrap(), None);
+        for newest in [10, 20] {
+            let s = DeviceSnapshot {
+                newest,
+                at: newest - 5,
+                ..snapshot()
+            };
+            store_pending(dir.path(), &s).unwrap();
+        }
+        assert_eq!(pending(dir.path()).unwrap(), [10, 20]);
+        let mut schedule = Schedule::new(Duration::ZERO, 100, vec![10, 20]);
+        assert_eq!(schedule.promotable(115), Some(10));
+        assert_eq!(schedule.promotable(125), Some(20));
+        assert_eq!(promote(dir.path(), 20).unwrap(), 15);
+        schedule.promoted(20);
+        assert_eq!(load(dir.path()).unwrap().unwrap().newest, 20);
+        assert!(pending(dir.path()).unwrap().is_empty());
+        assert_eq!(schedule.promotable(1000), None);
+    }
+
+    #[test]
+    fn requests_are_one_at_a_time_and_spaced_in_wall_and_event_time() {
+        const HOUR: u64 = 3_600_000;
+        let start = Instant::now();
+        let every = Duration::from_secs(60);
+        let mut schedule = Schedule::new(every, 48 * HOUR, Vec::new());
+        assert!(schedule.ask(start, 10 * HOUR));
+        assert!(!schedule.ask(start + every, 10 * HOUR), "one out at a time");
+        schedule.failed();
+        assert!(!schedule.ask(start, 11 * HOUR), "not before `every`");
+        let later = start + every;
+        assert!(schedule.ask(later, 11 * HOUR));
+        schedule.stored(11 * HOUR);
+        let much_later = later + every;
+        assert!(
+            !schedule.ask(much_later, 20 * HOUR),
+            "spaced by half the retention"
+        );
+        assert!(schedule.ask(much_later, 35 * HOUR));
+    }
+}
