@@ -194,7 +194,7 @@ pub struct RunResult {
     /// What it cost.
     #[serde(flatten)]
     pub cost: Cost,
-    /// Whether every message and sample arrived.
+    /// What it lost, dropped and produced.
     #[serde(flatten)]
     pub counts: Counts,
     /// Publish (hand-over to the MQTT client) to engine input.
