@@ -29,24 +29,26 @@ fn check(report: &BenchReport) {
         .iter()
         .find(|r| r.contender.starts_with("mosquitto_sub"))
         .expect("the broker ceiling ran");
-    assert!(ceiling.messages_per_sec > 0.0);
+    assert!(ceiling.speed.messages_per_sec > 0.0);
     let fp = report.fleetpulse().expect("fleetpulse ran");
-    assert_eq!(fp.lost_messages, Some(0), "no message lost");
-    assert_eq!(fp.lost_samples, Some(0), "no sample lost");
-    assert_eq!(fp.duplicates, 0);
-    assert!(fp.records_emitted > 0);
+    assert_eq!(fp.counts.lost_messages, Some(0), "no message lost");
+    assert_eq!(fp.counts.lost_samples, Some(0), "no sample lost");
+    assert_eq!(fp.counts.duplicates, 0);
+    assert!(fp.counts.records_emitted > 0);
     assert_eq!(
-        fp.records_written, fp.records_emitted,
+        fp.counts.records_written, fp.counts.records_emitted,
         "every record stored"
     );
-    assert!(fp.messages_per_sec > 0.0 && fp.samples_per_sec > fp.messages_per_sec);
-    assert!(fp.cpu_seconds.is_some_and(|c| c > 0.0));
-    assert!(fp.peak_rss_bytes.is_some_and(|b| b > 1 << 20));
+    assert!(
+        fp.speed.messages_per_sec > 0.0 && fp.speed.samples_per_sec > fp.speed.messages_per_sec
+    );
+    assert!(fp.cost.cpu_seconds.is_some_and(|c| c > 0.0));
+    assert!(fp.cost.peak_rss_bytes.is_some_and(|b| b > 1 << 20));
     let input = fp.input_latency.expect("publish -> engine latency");
     assert_eq!(input.count, messages, "every message stamped at both ends");
     assert!(input.p50_ms <= input.p99_ms && input.p99_ms <= input.max_ms);
     let store = fp.store_latency.expect("window close -> store latency");
-    assert_eq!(store.count, fp.records_written);
+    assert_eq!(store.count, fp.counts.records_written);
     assert_eq!(report.ratios.len(), 1);
 }
 
@@ -64,6 +66,9 @@ async fn mosquitto_end_to_end_without_loss() {
         .expect("bench runs");
     assert!(report.broker.contains("mosquitto"));
     let fp = report.fleetpulse().expect("fleetpulse ran");
-    assert!(fp.broker_cpu_seconds.is_some(), "the harness's own broker");
+    assert!(
+        fp.cost.broker_cpu_seconds.is_some(),
+        "the harness's own broker"
+    );
     check(&report);
 }

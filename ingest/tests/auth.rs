@@ -31,7 +31,7 @@ use fleetpulse_sim::{Fleet, FleetSpec};
 use reqwest::StatusCode;
 use serde_json::Value;
 use support::cdp::{Browser, artifacts};
-use support::servers::free_port;
+use support::servers::{free_port, make_test_certs};
 use support::service::Service;
 
 /// The operator pseudonym key the service runs with.
@@ -148,6 +148,8 @@ struct Running {
     secrets: Vec<String>,
     /// alice's customers, as assigned in customers.toml.
     alices: BTreeSet<String>,
+    /// bob's customers: all the others.
+    bobs: BTreeSet<String>,
     fleet: Fleet,
 }
 
@@ -164,7 +166,7 @@ async fn running_service() -> Running {
     // alice manages every other customer and the one whose champion
     // leaves; bob the rest.
     let mut customers = fleetpulse::sim::customers_file(&fleet);
-    let mut alices = BTreeSet::new();
+    let (mut alices, mut bobs) = (BTreeSet::new(), BTreeSet::new());
     for (i, c) in customers.customers.iter_mut().enumerate() {
         let champion = fleet.customers()[i].champion.is_some();
         let csm = if i % 2 == 0 || champion {
@@ -174,6 +176,8 @@ async fn running_service() -> Running {
         };
         if csm == "alice" {
             alices.insert(c.id.clone());
+        } else {
+            bobs.insert(c.id.clone());
         }
         c.csm = Some(csm.into());
     }
@@ -231,25 +235,12 @@ async fn running_service() -> Running {
     let published =
         support::fleets::publish_all(broker.addr, &fleet, "fleetpulse-auth-test-sim").await;
     // Everything taken in and the view settled.
-    let started = Instant::now();
-    let mut last = (0, Instant::now());
-    loop {
-        let status = admin.ok("/api/status").await;
-        let records = status["records"].as_u64().unwrap();
-        if status["messages_accepted"].as_u64() == Some(published.messages) && records > 0 {
-            if records != last.0 {
-                last = (records, Instant::now());
-            } else if last.1.elapsed() > Duration::from_secs(3) {
-                break;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(300),
-            "not settled: {status}\n{}",
-            service.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    support::poll::until_settled(
+        async || admin.ok("/api/status").await,
+        |status| status["messages_accepted"].as_u64() == Some(published.messages),
+        || service.log_tail(),
+    )
+    .await;
     Running {
         alice: anonymous.with(&alice_token),
         viewer: anonymous.with(&viewer_token),
@@ -266,6 +257,7 @@ async fn running_service() -> Running {
         alice_password,
         users_file,
         alices,
+        bobs,
         fleet,
         service,
         _broker: broker,
@@ -619,14 +611,7 @@ async fn a_token_added_while_running_works_after_sighup(s: &mut Running) {
     );
     s.service.wait_for_log("users file reloaded", reloads + 1);
     let theirs = bob.ok("/api/customers").await;
-    let expected: BTreeSet<String> = s
-        .fleet
-        .customers()
-        .iter()
-        .map(|c| c.id.to_string())
-        .filter(|id| !s.alices.contains(id))
-        .collect();
-    assert_eq!(ids(&theirs, "customers", "customer"), expected);
+    assert_eq!(ids(&theirs, "customers", "customer"), s.bobs);
 }
 
 fn login_flow_and_a_scoped_dashboard_in_chromium(s: &Running) {
@@ -680,13 +665,7 @@ fn login_flow_and_a_scoped_dashboard_in_chromium(s: &Running) {
     assert!(browser.screenshot(&artifacts().join("auth-csm-dashboard.png")) > 20_000);
 
     // Another CSM's customer page: not found.
-    let other = s
-        .fleet
-        .customers()
-        .iter()
-        .map(|c| c.id.to_string())
-        .find(|id| !s.alices.contains(id))
-        .unwrap();
+    let other = s.bobs.first().unwrap();
     browser.eval(&format!("location.hash = '#/customer/{other}'; true"));
     browser.wait_for(
         "document.getElementById('app').textContent.includes('Unknown customer')",
@@ -732,16 +711,7 @@ fn no_secret_in_the_log(s: &Running) {
 async fn tls_with_the_projects_test_certificates() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/mosquitto/make-test-certs.sh");
-    assert!(
-        Command::new("bash")
-            .arg(script)
-            .arg(&certs)
-            .status()
-            .unwrap()
-            .success()
-    );
+    make_test_certs(&certs);
     let users_file = dir.path().join("users.toml");
     let file = users_file.to_str().unwrap();
     add_user(file, "root", "admin", None);

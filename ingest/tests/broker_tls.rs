@@ -3,8 +3,6 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -12,20 +10,13 @@ use fleetpulse::config::ServiceConfig;
 use fleetpulse_sim::{Fleet, FleetSpec};
 use support::fleets::publish_options;
 use support::in_process::{self, InProcess};
-use support::servers::{Mosquitto, free_port};
+use support::servers::{Mosquitto, free_port, make_test_certs};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_subscribes_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/mosquitto/make-test-certs.sh");
-    let status = Command::new("bash")
-        .arg(script)
-        .arg(&certs)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    make_test_certs(&certs);
     let tls_port = free_port();
     let mosquitto = Mosquitto::start_with_config(&format!(
         "listener {tls_port} 127.0.0.1\ncafile {c}/ca.crt\ncertfile {c}/server.crt\nkeyfile {c}/server.key\n",

@@ -310,23 +310,12 @@ async fn every_endpoint_answers_as_documented() {
         support::fleets::publish_all(broker.addr, &fleet, "fleetpulse-http-test-sim").await;
     // Everything handled, and the view has settled (the watermark closes
     // the days after one idle second).
-    let mut last = (0, Instant::now());
-    loop {
-        let status = api.get("/api/status", 200).await;
-        let records = status["records"].as_u64().unwrap();
-        if metrics.handled() >= published.messages && records > 0 {
-            if records != last.0 {
-                last = (records, Instant::now());
-            } else if last.1.elapsed() > Duration::from_secs(3) {
-                break;
-            }
-        }
-        assert!(
-            waited.elapsed() < Duration::from_secs(300),
-            "not settled: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    support::poll::until_settled(
+        async || api.get("/api/status", 200).await,
+        |_| metrics.handled() >= published.messages,
+        String::new,
+    )
+    .await;
     let status = api.get("/api/status", 200).await;
     assert_eq!(status["running"], true);
     assert_eq!(status["ready"], true);

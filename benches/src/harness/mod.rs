@@ -41,7 +41,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use fleetpulse_sim::{Fleet, FleetSpec, PublishOptions, QoS};
 use serde::Serialize;
 
-use self::consumer::{ConsumeArgs, ConsumerReport};
+use self::consumer::ConsumeArgs;
 use self::contender::{Ceiling, Contender};
 use self::probe::{LatencySummary, message_key, now_ns};
 use fleetpulse::progress::Progress;
@@ -188,6 +188,24 @@ pub struct RunResult {
     pub contender: String,
     /// Publish rate asked for (`None`: as fast as the broker takes them).
     pub publish_rate: Option<f64>,
+    /// How fast it went.
+    #[serde(flatten)]
+    pub speed: Speed,
+    /// What it cost.
+    #[serde(flatten)]
+    pub cost: Cost,
+    /// What it lost, dropped and produced.
+    #[serde(flatten)]
+    pub counts: Counts,
+    /// Publish (hand-over to the MQTT client) to engine input.
+    pub input_latency: Option<LatencySummary>,
+    /// Window close (engine emission) to store write completed.
+    pub store_latency: Option<LatencySummary>,
+}
+
+/// How fast a run went.
+#[derive(Debug, Clone, Serialize)]
+pub struct Speed {
     /// First publish to the last message handed to the aggregation, s.
     pub seconds: f64,
     /// Sustained messages/s over `seconds`.
@@ -198,6 +216,11 @@ pub struct RunResult {
     pub publish_seconds: f64,
     /// Stop to done: closing windows and flushing writes, s.
     pub drain_seconds: f64,
+}
+
+/// What a run cost (`None`: not measured).
+#[derive(Debug, Clone, Serialize)]
+pub struct Cost {
     /// Contender CPU seconds (all threads) from subscribed to done.
     pub cpu_seconds: Option<f64>,
     /// `cpu_seconds` per million samples.
@@ -206,6 +229,28 @@ pub struct RunResult {
     pub peak_rss_bytes: Option<u64>,
     /// Broker CPU seconds during the run (a broker the harness started).
     pub broker_cpu_seconds: Option<f64>,
+}
+
+impl Cost {
+    /// The cost of a run over `samples`, with the CPU per million of them.
+    fn of(
+        cpu_seconds: Option<f64>,
+        samples: u64,
+        peak_rss_bytes: Option<u64>,
+        broker_cpu_seconds: Option<f64>,
+    ) -> Cost {
+        Cost {
+            cpu_seconds,
+            cpu_per_million_samples: cpu_seconds.map(|c| c / samples as f64 * 1e6),
+            peak_rss_bytes,
+            broker_cpu_seconds,
+        }
+    }
+}
+
+/// What a run lost, dropped and produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct Counts {
     /// Messages of the ground truth not handled (None: cannot tell).
     pub lost_messages: Option<i64>,
     /// Samples of the ground truth not aggregated (after dedup).
@@ -216,10 +261,6 @@ pub struct RunResult {
     pub records_emitted: u64,
     /// See `records_emitted`.
     pub records_written: u64,
-    /// Publish (hand-over to the MQTT client) to engine input.
-    pub input_latency: Option<LatencySummary>,
-    /// Window close (engine emission) to store write completed.
-    pub store_latency: Option<LatencySummary>,
 }
 
 /// Throughput of fleetpulse over another contender, from one run.
@@ -277,7 +318,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .runs
         .iter()
         .filter(|r| r.contender.starts_with("fleetpulse"))
-        .filter(|r| r.lost_messages != Some(0) || r.lost_samples != Some(0))
+        .filter(|r| r.counts.lost_messages != Some(0) || r.counts.lost_samples != Some(0))
         .map(|r| r.contender.as_str())
         .collect();
     if !lossy.is_empty() {
@@ -521,8 +562,11 @@ fn ratios(runs: &[RunResult]) -> Vec<Ratio> {
         .filter(|r| !r.contender.starts_with("fleetpulse"))
         .map(|other| Ratio {
             against: other.contender.clone(),
-            throughput: fp.samples_per_sec / other.samples_per_sec.max(1e-9),
-            cpu_advantage: match (other.cpu_per_million_samples, fp.cpu_per_million_samples) {
+            throughput: fp.speed.samples_per_sec / other.speed.samples_per_sec.max(1e-9),
+            cpu_advantage: match (
+                other.cost.cpu_per_million_samples,
+                fp.cost.cpu_per_million_samples,
+            ) {
                 (Some(theirs), Some(ours)) if ours > 0.0 && theirs > 0.0 => Some(theirs / ours),
                 _ => None,
             },
@@ -658,24 +702,29 @@ async fn run_ceiling(
     let published = publishing.task.await.context("publisher")??;
     let broker_cpu_seconds = broker_cpu_before.zip(broker_cpu(setup)).map(|(a, b)| b - a);
     let seconds = (exited_at - publishing.started_ns) as f64 / 1e9;
-    let cpu = sub.cpu_seconds();
     Ok(RunResult {
         contender: "mosquitto_sub (broker ceiling)".into(),
         publish_rate: rate,
-        seconds,
-        messages_per_sec: total as f64 / seconds,
-        samples_per_sec: capture.info.samples as f64 / seconds,
-        publish_seconds: published.elapsed.as_secs_f64(),
-        drain_seconds: 0.0,
-        cpu_seconds: cpu,
-        cpu_per_million_samples: cpu.map(|c| c / capture.info.samples as f64 * 1e6),
-        peak_rss_bytes: None,
-        broker_cpu_seconds,
-        lost_messages: Some(0),
-        lost_samples: None,
-        duplicates: 0,
-        records_emitted: 0,
-        records_written: 0,
+        speed: Speed {
+            seconds,
+            messages_per_sec: total as f64 / seconds,
+            samples_per_sec: capture.info.samples as f64 / seconds,
+            publish_seconds: published.elapsed.as_secs_f64(),
+            drain_seconds: 0.0,
+        },
+        cost: Cost::of(
+            sub.cpu_seconds(),
+            capture.info.samples,
+            None,
+            broker_cpu_seconds,
+        ),
+        counts: Counts {
+            lost_messages: Some(0),
+            lost_samples: None,
+            duplicates: 0,
+            records_emitted: 0,
+            records_written: 0,
+        },
         input_latency: None,
         store_latency: None,
     })
@@ -746,24 +795,21 @@ async fn run_fleetpulse(
         .arg("--stamps")
         .arg(&stamps_file)
         .env("RUST_LOG", "warn,rumqttd=off");
-    let mut consumer = Contender::spawn(
+    let consumer = Contender::spawn(
         "fleetpulse",
         command,
         setup.dir.join(format!("fleetpulse-{run}.log")),
     )?;
-    consumer.ready(Duration::from_secs(60)).await?;
-    let broker_cpu_before = broker_cpu(setup);
-    let publishing = start_publishing(capture, publish_options(setup, &client_id, rate));
-    let total = capture.info.messages;
-    wait_handled("fleetpulse", total, || {
-        (consumer.handled(), consumer.exited())
-    })
+    let (mut result, stamps) = measure(
+        setup,
+        capture,
+        consumer,
+        "fleetpulse",
+        contender,
+        &client_id,
+        rate,
+    )
     .await?;
-    let stop_requested = Instant::now();
-    let published = publishing.task.await.context("publisher")??;
-    let report = consumer.stop(Duration::from_secs(600)).await?;
-    let drain_seconds = stop_requested.elapsed().as_secs_f64();
-    let broker_cpu_seconds = broker_cpu_before.zip(broker_cpu(setup)).map(|(a, b)| b - a);
 
     // publish -> engine input, joined on (device, sequence).
     let inputs: HashMap<u64, u64> = std::fs::read_to_string(&stamps_file)
@@ -780,60 +826,71 @@ async fn run_fleetpulse(
         .enumerate()
         .filter_map(|(i, key)| {
             let input = inputs.get(key)?;
-            let published = publishing.stamps[i].load(Relaxed);
+            let published = stamps[i].load(Relaxed);
             Some((input.saturating_sub(published), 1))
         })
         .collect();
-    Ok(result_of(
-        contender,
-        rate,
-        capture,
-        publishing.started_ns,
-        &report,
-        published.elapsed.as_secs_f64(),
-        drain_seconds,
-        broker_cpu_seconds,
-        Some(LatencySummary::of(latencies)),
-    ))
+    result.input_latency = Some(LatencySummary::of(latencies));
+    Ok(result)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn result_of(
-    contender: String,
-    rate: Option<f64>,
+/// Runs a spawned contender through the capture: waits until it is ready,
+/// publishes, waits until it has handled every message, stops it and reads
+/// its report. Returns its result (no input latency: only fleetpulse stamps
+/// it) and the publish stamps, one per message.
+async fn measure(
+    setup: &Setup,
     capture: &Capture,
-    started_ns: u64,
-    report: &ConsumerReport,
-    publish_seconds: f64,
-    drain_seconds: f64,
-    broker_cpu_seconds: Option<f64>,
-    input_latency: Option<LatencySummary>,
-) -> RunResult {
-    let seconds = report.last_input_ns.saturating_sub(started_ns) as f64 / 1e9;
+    mut consumer: Contender,
+    label: &'static str,
+    contender: String,
+    client_id: &str,
+    rate: Option<f64>,
+) -> anyhow::Result<(RunResult, Arc<Vec<AtomicU64>>)> {
+    consumer.ready(Duration::from_secs(60)).await?;
+    let broker_cpu_before = broker_cpu(setup);
+    let publishing = start_publishing(capture, publish_options(setup, client_id, rate));
+    wait_handled(label, capture.info.messages, || {
+        (consumer.handled(), consumer.exited())
+    })
+    .await?;
+    let stop_requested = Instant::now();
+    let published = publishing.task.await.context("publisher")??;
+    let report = consumer.stop(Duration::from_secs(600)).await?;
+    let drain_seconds = stop_requested.elapsed().as_secs_f64();
+    let broker_cpu_seconds = broker_cpu_before.zip(broker_cpu(setup)).map(|(a, b)| b - a);
+    let seconds = report.last_input_ns.saturating_sub(publishing.started_ns) as f64 / 1e9;
     let truth = &capture.info;
     let unique = report
         .handled
         .saturating_sub(report.duplicates + report.rejected);
-    RunResult {
+    let result = RunResult {
         contender,
         publish_rate: rate,
-        seconds,
-        messages_per_sec: truth.messages as f64 / seconds.max(1e-9),
-        samples_per_sec: truth.samples as f64 / seconds.max(1e-9),
-        publish_seconds,
-        drain_seconds,
-        cpu_seconds: Some(report.cpu_seconds),
-        cpu_per_million_samples: Some(report.cpu_seconds / truth.samples as f64 * 1e6),
-        peak_rss_bytes: Some(report.peak_rss_bytes),
-        broker_cpu_seconds,
-        lost_messages: Some(truth.messages as i64 - unique as i64),
-        lost_samples: Some(truth.samples as i64 - report.samples as i64),
-        duplicates: report.duplicates,
-        records_emitted: report.records_emitted,
-        records_written: report.records_written,
-        input_latency,
+        speed: Speed {
+            seconds,
+            messages_per_sec: truth.messages as f64 / seconds.max(1e-9),
+            samples_per_sec: truth.samples as f64 / seconds.max(1e-9),
+            publish_seconds: published.elapsed.as_secs_f64(),
+            drain_seconds,
+        },
+        cost: Cost::of(
+            Some(report.cpu_seconds),
+            truth.samples,
+            Some(report.peak_rss_bytes),
+            broker_cpu_seconds,
+        ),
+        counts: Counts {
+            lost_messages: Some(truth.messages as i64 - unique as i64),
+            lost_samples: Some(truth.samples as i64 - report.samples as i64),
+            duplicates: report.duplicates,
+            records_emitted: report.records_emitted,
+            records_written: report.records_written,
+        },
+        input_latency: None,
         store_latency: (report.store_latency.count > 0).then_some(report.store_latency),
-    }
+    };
+    Ok((result, publishing.stamps))
 }
 
 /// The Python peers in `benches/peers/`.
@@ -881,34 +938,18 @@ async fn run_peer(
         .arg(&setup.customers_file)
         .arg("--workers")
         .arg(args.workers.to_string());
-    let mut consumer = Contender::spawn(name, command, setup.dir.join(format!("{name}.log")))?;
-    consumer.ready(Duration::from_secs(60)).await?;
-    let broker_cpu_before = broker_cpu(setup);
-    let publishing = start_publishing(capture, publish_options(setup, &client_id, args.rate));
-    let label = match peer {
-        Peer::Python => "python",
-        Peer::Bytewax => "bytewax",
-    };
-    wait_handled(label, capture.info.messages, || {
-        (consumer.handled(), consumer.exited())
-    })
-    .await?;
-    let stop_requested = Instant::now();
-    let published = publishing.task.await.context("publisher")??;
-    let report = consumer.stop(Duration::from_secs(600)).await?;
-    let drain_seconds = stop_requested.elapsed().as_secs_f64();
-    let broker_cpu_seconds = broker_cpu_before.zip(broker_cpu(setup)).map(|(a, b)| b - a);
-    Ok(result_of(
-        contender.into(),
-        args.rate,
+    let consumer = Contender::spawn(name, command, setup.dir.join(format!("{name}.log")))?;
+    let (result, _) = measure(
+        setup,
         capture,
-        publishing.started_ns,
-        &report,
-        published.elapsed.as_secs_f64(),
-        drain_seconds,
-        broker_cpu_seconds,
-        None,
-    ))
+        consumer,
+        name,
+        contender.into(),
+        &client_id,
+        args.rate,
+    )
+    .await?;
+    Ok(result)
 }
 
 fn fmt_opt(value: Option<f64>, decimals: usize) -> String {
@@ -958,14 +999,17 @@ pub fn table(report: &BenchReport) -> String {
         out.push_str(&format!(
             "{:<48} {:>9.0} {:>10.0} {:>7.2} {:>7} {:>9} {:>8} {:>7} {:>7} {:>22} {:>22}\n",
             r.contender,
-            r.messages_per_sec,
-            r.samples_per_sec,
-            r.seconds,
-            fmt_opt(r.cpu_seconds, 2),
-            fmt_opt(r.cpu_per_million_samples, 2),
-            fmt_opt(r.peak_rss_bytes.map(|b| b as f64 / (1 << 20) as f64), 0),
-            fmt_opt(r.broker_cpu_seconds, 2),
-            match (r.lost_messages, r.lost_samples) {
+            r.speed.messages_per_sec,
+            r.speed.samples_per_sec,
+            r.speed.seconds,
+            fmt_opt(r.cost.cpu_seconds, 2),
+            fmt_opt(r.cost.cpu_per_million_samples, 2),
+            fmt_opt(
+                r.cost.peak_rss_bytes.map(|b| b as f64 / (1 << 20) as f64),
+                0
+            ),
+            fmt_opt(r.cost.broker_cpu_seconds, 2),
+            match (r.counts.lost_messages, r.counts.lost_samples) {
                 (Some(m), Some(s)) => format!("{m}/{s}"),
                 (Some(m), None) => format!("{m}/-"),
                 _ => "-".into(),

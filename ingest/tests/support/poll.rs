@@ -25,3 +25,33 @@ pub async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Polls `status` (the API's `/api/status`) every 200 ms until the view has
+/// settled: `taken_in` holds for it and its record count has not changed for
+/// 3 s (the watermark closes the days after the service's idle second).
+/// Fails after 300 s with the last status and `context()`, e.g. a log tail.
+pub async fn until_settled(
+    mut status: impl AsyncFnMut() -> serde_json::Value,
+    taken_in: impl Fn(&serde_json::Value) -> bool,
+    context: impl Fn() -> String,
+) {
+    let started = Instant::now();
+    let mut last = (0, Instant::now());
+    loop {
+        let status = status().await;
+        let records = status["records"].as_u64().unwrap();
+        if taken_in(&status) && records > 0 {
+            if records != last.0 {
+                last = (records, Instant::now());
+            } else if last.1.elapsed() > Duration::from_secs(3) {
+                return;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "not settled: {status}\n{}",
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -398,6 +398,16 @@ fn mosquitto_config(port: u16, dir: &Path, extra: &str) -> String {
     )
 }
 
+/// The project's test CA, server and client certificates, written into
+/// `dir` by `deploy/mosquitto/make-test-certs.sh` (`ca.crt`, `server.crt`,
+/// `server.key`, ...).
+pub fn make_test_certs(dir: &Path) {
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/mosquitto/make-test-certs.sh");
+    let status = Command::new("bash").arg(script).arg(dir).status().unwrap();
+    assert!(status.success(), "make-test-certs.sh failed ({status})");
+}
+
 /// The servers of an end-to-end run around the real service: a broker whose
 /// config ends with `broker_config` (e.g. [`NO_LOSS`]), an InfluxDB 1.x, and
 /// a working directory for the service's files.
