@@ -287,4 +287,68 @@ mod tests {
         );
         assert!(schedule.ask(much_later, 35 * HOUR));
     }
+
+    /// Memories of two devices, one with a replaced unit, as a fleet leaves
+    /// them.
+    fn remembered() -> DeviceSnapshot {
+        use fleetpulse_engine::{DeviceBatch, Sample};
+        let batch = |device: &str, epoch, sequence, at, hours| DeviceBatch {
+            customer: "acme".into(),
+            site: "pit".into(),
+            device: device.into(),
+            unit_epoch: epoch,
+            sequence,
+            samples: vec![Sample {
+                at,
+                operating_hours: hours,
+                idle_hours: hours / 4.0,
+                fuel_litres: hours * 9.5,
+                ..Sample::default()
+            }],
+        };
+        let mut devices = Vec::new();
+        for (device, batches) in [
+            (
+                "exc-1",
+                vec![
+                    batch("exc-1", 0, 1, 1_000, 10.0),
+                    batch("exc-1", 0, 3, 2_000, 11.5),
+                ],
+            ),
+            (
+                "exc-2",
+                vec![
+                    batch("exc-2", 1, 70, 1_500, 99.0),
+                    batch("exc-2", 2, 1, 2_500, 0.5),
+                ],
+            ),
+        ] {
+            let mut memory = DeviceMemory::default();
+            let (mut gaps, mut resets, mut usage) = (0, 0, Vec::new());
+            for b in batches {
+                memory.apply(b, &mut gaps, &mut resets, &mut usage).unwrap();
+            }
+            devices.push((("acme".into(), device.into()), memory));
+        }
+        DeviceSnapshot {
+            at: 2_000,
+            newest: 3_000,
+            devices,
+        }
+    }
+
+    /// A snapshot written by format 1 (checked in) is read by this build:
+    /// an upgrade keeps every device's memory. `FLEETPULSE_BLESS=1` writes
+    /// the fixture when it is missing; a new format adds a fixture, it
+    /// never replaces one.
+    #[test]
+    fn a_format_1_snapshot_from_an_earlier_build_is_read() {
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/devices-v1.snapshot");
+        if std::env::var_os("FLEETPULSE_BLESS").is_some() && !fixture.exists() {
+            std::fs::write(&fixture, encode(&remembered())).unwrap();
+        }
+        let bytes = std::fs::read(&fixture).unwrap();
+        assert_eq!(decode(&bytes, "fixture").unwrap(), remembered());
+    }
 }
