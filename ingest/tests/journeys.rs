@@ -251,13 +251,28 @@ async fn a_fleet_dark_across_the_restart_keeps_having_its_days_closed() {
     let day = 86_400_000;
     let messages = fleet.message_count() as usize;
     // Dark from about day 8; stopped once the stored journeys reach day 15;
-    // a device of another customer silent from about day 3 to day 22.
+    // a device of another customer silent from about day 3 to day 30.
     let dark = dark_after(&fleet, messages * 2 / 10);
-    let quiet = fleet.devices_of(&fleet.customers()[1])[0]
-        .topic()
-        .to_string();
-    let silent = messages * 3 / 40..messages * 22 / 40;
+    // The second customer's device that reports most.
+    let second = format!("/{}/", fleet.customers()[1].id);
+    let mut reports = std::collections::HashMap::<String, usize>::new();
+    for (topic, _) in fleet
+        .encoded_messages()
+        .filter(|(t, _)| t.contains(&second))
+    {
+        *reports.entry(topic).or_default() += 1;
+    }
+    let quiet = reports
+        .into_iter()
+        .max_by_key(|(t, n)| (*n, t.clone()))
+        .unwrap()
+        .0;
+    let silent = messages * 3 / 40..messages * 30 / 40;
     let keep = |i: usize, topic: &str| dark(i, topic) && !(silent.contains(&i) && topic == quiet);
+    let silenced = (fleet.encoded_messages().enumerate())
+        .filter(|(i, (topic, _))| silent.contains(i) && *topic == quiet)
+        .count();
+    assert!(silenced > 100, "{quiet}: {silenced} messages silenced");
     let reference = run(&fleet, split, keep, None).await;
     let stop = Some((fleet.spec().start + 15 * day, Stop::Kill));
     let restarted = run(&fleet, split, keep, stop).await;
