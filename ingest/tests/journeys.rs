@@ -96,12 +96,24 @@ fn store_contents(path: &PathBuf) -> Vec<(&'static str, Vec<serde_json::Value>)>
 }
 
 /// How the service goes down between the two halves.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Stop {
-    /// SIGKILL.
+    /// SIGKILL once the stores, the journeys and a device snapshot caught
+    /// up with the first half and the WAL was cut.
     Kill,
-    /// SIGTERM, as a deploy does.
+    /// SIGTERM, as a deploy does, at the same point.
     Term,
+    /// SIGKILL while the service catches up with the first half from the
+    /// broker's backlog (it was down while it was published), 150 ms after
+    /// it connected, wherever it then is.
+    KillCatchingUp,
+    /// SIGKILL while the store is out (another process holds SQLite's write
+    /// lock) and the first half was published: the sink behind, the
+    /// engine and intake waiting.
+    KillInStoreOutage,
+    /// SIGKILL as [`Stop::Kill`], then again as soon as the restarted
+    /// service is connected (while it replays), and a second restart.
+    KillTwice,
 }
 
 /// The point of the device snapshot a restart would load.
@@ -150,17 +162,42 @@ async fn run(
     // In four parts a little apart: the service catches up faster than it
     // snapshots device memories (once a second), so each part ends with a
     // snapshot, and the stores catch up with the earlier ones.
-    let part = messages.len().div_ceil(4);
-    for chunk in messages.chunks(part) {
-        publish(&mosquitto, "journeys-sim", chunk.to_vec()).await;
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+    let stop_in_flight = matches!(
+        restart,
+        Some((_, Stop::KillCatchingUp | Stop::KillInStoreOutage))
+    );
+    let mut outage = None;
+    match restart {
+        Some((_, Stop::KillCatchingUp)) => {
+            // The service's session keeps the first half at the broker
+            // while it is down: it then catches up from that backlog.
+            service.stop();
+            publish(&mosquitto, "journeys-sim", messages).await;
+            service.start_and_wait(CONNECTED);
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        Some((_, Stop::KillInStoreOutage)) => {
+            let store = rusqlite::Connection::open(dir.path().join("kpi.sqlite")).unwrap();
+            store.execute_batch("BEGIN EXCLUSIVE").unwrap();
+            outage = Some(store);
+            publish(&mosquitto, "journeys-sim", messages).await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        _ => {
+            let part = messages.len().div_ceil(4);
+            for chunk in messages.chunks(part) {
+                publish(&mosquitto, "journeys-sim", chunk.to_vec()).await;
+                tokio::time::sleep(Duration::from_millis(2500)).await;
+            }
+        }
     }
     if let Some((kill_after, stop)) = restart {
         let started = Instant::now();
         let snapshot_from = kill_after - 10 * 86_400_000;
-        while journeys_reach(dir.path()).is_none_or(|end| end < kill_after)
-            || device_snapshot_at(dir.path()).is_none_or(|at| at < snapshot_from)
-            || oldest_segment(dir.path()) <= 1
+        while !stop_in_flight
+            && (journeys_reach(dir.path()).is_none_or(|end| end < kill_after)
+                || device_snapshot_at(dir.path()).is_none_or(|at| at < snapshot_from)
+                || oldest_segment(dir.path()) <= 1)
         {
             assert!(
                 started.elapsed() < Duration::from_secs(120),
@@ -173,14 +210,23 @@ async fn run(
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let caught_up = journeys_reach(dir.path());
         match stop {
-            Stop::Kill => service.kill(),
             Stop::Term => service.stop(),
+            _ => service.kill(),
         }
+        drop(outage);
         service.start_and_wait(CONNECTED);
-        for restored in ["journey states restored", "device memories restored"] {
-            assert!(service.log().contains(restored), "{}", service.log_tail());
+        if let Stop::KillTwice = stop {
+            service.kill();
+            service.start_and_wait(CONNECTED);
         }
+        if !stop_in_flight {
+            for restored in ["journey states restored", "device memories restored"] {
+                assert!(service.log().contains(restored), "{}", service.log_tail());
+            }
+        }
+        eprintln!("{stop:?}: the stored journeys reached {caught_up:?} at the stop");
     }
     publish(&mosquitto, "journeys-sim", second).await;
     // Everything published is in: stop gracefully, closing every window.
@@ -207,7 +253,7 @@ fn same(want: &serde_json::Value, got: &serde_json::Value) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kill_or_a_stop_between_two_halves_of_40_days_changes_no_stored_record() {
+async fn a_kill_or_a_stop_at_five_points_of_40_days_changes_no_stored_record() {
     let fleet = fleet(3, 18, 40, 7);
     let messages = fleet.message_count() as usize;
     let split = messages * 6 / 10;
@@ -216,8 +262,14 @@ async fn a_kill_or_a_stop_between_two_halves_of_40_days_changes_no_stored_record
     let start = fleet.spec().start;
     let keep = dark_after(&fleet, messages * 4 / 10);
     let reference = run(&fleet, split, &keep, None).await;
-    for stop in [Stop::Kill, Stop::Term] {
-        let restarted = run(&fleet, split, &keep, Some((start + 15 * day, stop))).await;
+    for (stop, at) in [
+        (Stop::Kill, 15),
+        (Stop::Term, 15),
+        (Stop::KillCatchingUp, 0),
+        (Stop::KillInStoreOutage, 0),
+        (Stop::KillTwice, 15),
+    ] {
+        let restarted = run(&fleet, split, &keep, Some((start + at * day, stop))).await;
         for ((table, want), (_, got)) in reference.iter().zip(&restarted) {
             assert!(
                 !want.is_empty(),
@@ -226,12 +278,12 @@ async fn a_kill_or_a_stop_between_two_halves_of_40_days_changes_no_stored_record
             assert_eq!(
                 got.len(),
                 want.len(),
-                "{table}: rows\nwant {}\n got {}",
+                "{stop:?}: {table}: rows\nwant {}\n got {}",
                 serde_json::to_string_pretty(want).unwrap(),
                 serde_json::to_string_pretty(got).unwrap()
             );
             for (w, g) in want.iter().zip(got) {
-                assert!(same(w, g), "{table}:\n want {w}\n  got {g}");
+                assert!(same(w, g), "{stop:?}: {table}:\n want {w}\n  got {g}");
             }
         }
     }

@@ -101,6 +101,10 @@ impl Lane {
         let mut received: Vec<Message> = Vec::with_capacity(GROUP_MESSAGES);
         let mut source_open = true;
         let mut last_message = Instant::now();
+        // What the broker redelivers after a restart arrived before what
+        // other lanes replayed from the WAL: until it is in (it comes right
+        // after the reconnect), a lane keeps its own watermark.
+        let following_from = Instant::now() + self.idle_after;
         let mut stopping_since: Option<Instant> = None;
         let mut ticker = tokio::time::interval(Duration::from_millis(500));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -184,7 +188,9 @@ impl Lane {
                         // reaches it from now on arrived after what the other
                         // lanes admitted, so it may follow them at once, as
                         // one admission for all devices would have.
-                        self.admission.follow(self.watermark.load(Relaxed));
+                        if Instant::now() >= following_from {
+                            self.admission.follow(self.watermark.load(Relaxed));
+                        }
                         self.idle(last_message.elapsed()).await?;
                     }
                 }
