@@ -37,7 +37,7 @@ fn fleet() -> Vec<DeviceBatch> {
                 continue;
             }
             let at = T0 + hour * HOUR_MS + n as u64 * 60_000;
-            let running = (hour + n as u64) % 5 != 0;
+            let running = !(hour + n as u64).is_multiple_of(5);
             let hours = meter + hour as f64 * 0.75;
             let sample = |offset: u64, extra: f64| Sample {
                 at: at + offset,

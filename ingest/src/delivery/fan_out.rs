@@ -42,20 +42,31 @@ pub struct FanOut {
     pub workers: usize,
 }
 
-/// Logs a failing checkpoint once, not once a second while the disk is full.
-#[derive(Default)]
-struct Failing(bool);
+/// Logs a failing write once, not once a second while the disk is full, and
+/// once when it works again.
+struct Failing {
+    failing: bool,
+    /// What failed, and what to say when it works again.
+    lines: (&'static str, &'static str),
+}
 
 impl Failing {
+    fn new(failed: &'static str, recovered: &'static str) -> Self {
+        Self {
+            failing: false,
+            lines: (failed, recovered),
+        }
+    }
+
     fn failed(&mut self, error: &dyn std::fmt::Display) {
-        if !std::mem::replace(&mut self.0, true) {
-            tracing::error!(%error, "cannot write the checkpoint; retrying every second");
+        if !std::mem::replace(&mut self.failing, true) {
+            tracing::error!(%error, "{}", self.lines.0);
         }
     }
 
     fn stored(&mut self) {
-        if std::mem::take(&mut self.0) {
-            tracing::info!("checkpoint written again");
+        if std::mem::take(&mut self.failing) {
+            tracing::info!("{}", self.lines.1);
         }
     }
 }
@@ -66,7 +77,14 @@ impl FanOut {
     pub async fn run(mut self, mut events: mpsc::Receiver<EngineEvent>) {
         let mut ticker = tokio::time::interval(Duration::from_secs(1));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = Failing::default();
+        let mut failing = Failing::new(
+            "cannot write the checkpoint; retrying every second",
+            "checkpoint written again",
+        );
+        let mut snapshots_failing = Failing::new(
+            "cannot write a device snapshot; asking again",
+            "device snapshot written again",
+        );
         let mut schedule = self.schedule.take();
         let mut newest_frontier: EventTime = 0;
         loop {
@@ -75,7 +93,8 @@ impl FanOut {
                 _ = ticker.tick() => {
                     self.checkpoint(&mut failing).await;
                     if let Some(schedule) = &mut schedule {
-                        self.snapshot_devices(schedule, newest_frontier).await;
+                        (self.snapshot_devices(schedule, newest_frontier, &mut snapshots_failing))
+                            .await;
                     }
                     continue;
                 }
@@ -155,7 +174,12 @@ impl FanOut {
     /// Stores the device snapshot the engine handed in, promotes the newest
     /// pending one the stores have caught up with (the WAL is then cut
     /// behind it), and asks for the next when one is due.
-    async fn snapshot_devices(&self, schedule: &mut Schedule, frontier: EventTime) {
+    async fn snapshot_devices(
+        &self,
+        schedule: &mut Schedule,
+        frontier: EventTime,
+        failing: &mut Failing,
+    ) {
         let Some(dir) = self.wal_dir.clone() else {
             return;
         };
@@ -164,12 +188,13 @@ impl FanOut {
             let dir = dir.clone();
             match blocking(move || super::devices::store_pending(&dir, &snapshot)).await {
                 Ok(()) => {
+                    failing.stored();
                     schedule.stored(newest);
-                    tracing::info!(newest, devices, "device snapshot written");
+                    tracing::debug!(newest, devices, "device snapshot written");
                 }
                 Err(e) => {
+                    failing.failed(&e);
                     schedule.failed();
-                    tracing::warn!(error = %e, "cannot write a device snapshot; asking again");
                 }
             }
         }
@@ -181,13 +206,14 @@ impl FanOut {
                     .unwrap_or_else(|e| Err(std::io::Error::other(e)));
             match promoted {
                 Ok(at) => {
+                    failing.stored();
                     schedule.promoted(newest);
                     if let Some(cut) = self.ledger().follow_snapshot(at) {
                         let _ = self.cut.send(cut);
                     }
                     tracing::info!(at, newest, "device snapshot promoted");
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot promote a device snapshot"),
+                Err(e) => failing.failed(&e),
             }
         }
         if schedule.ask(std::time::Instant::now(), frontier) {

@@ -1,0 +1,126 @@
+//! Restart from a device snapshot at 10k, 100k and 1M devices: every
+//! device's memory written beside the WAL as the service writes it, then
+//! read back, checked, decoded and handed to the engine's workers.
+//!
+//! `cargo bench -p fleetpulse-benches --bench restore [-- 10000 100000 1000000]`
+//!
+//! Per size it prints the file's bytes per device, the time to write it
+//! (encode, fsync, rename, promote) and the time from reading the file to an
+//! engine whose 2 workers hold every device (read, CRC, decode, start,
+//! take). What a restart does besides (open the WAL and the stores, replay
+//! the WAL after the snapshot) does not grow with the devices and is not in
+//! it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fleetpulse::delivery::devices;
+use fleetpulse_engine::{
+    DeviceBatch, DeviceBoard, DeviceMemory, DeviceSnapshot, Engine, EngineConfig, EngineOptions,
+    Id, Sample,
+};
+use tokio::sync::mpsc;
+
+const WORKERS: usize = 2;
+
+/// `n` devices of 100 customers, each remembering one batch of two readings.
+fn memories(n: usize) -> DeviceSnapshot {
+    let customers: Vec<Id> = (0..100)
+        .map(|c| format!("customer-{c:03}").into())
+        .collect();
+    let devices = (0..n)
+        .map(|i| {
+            let customer = customers[i % customers.len()].clone();
+            let device: Id = format!("dev-{i:07}").into();
+            let sample = |at, hours| Sample {
+                at,
+                operating_hours: hours,
+                idle_hours: hours / 5.0,
+                fuel_litres: hours * 11.0,
+                ..Sample::default()
+            };
+            let at = 1_767_571_200_000 + (i as u64 % 600) * 1_000;
+            let batch = DeviceBatch {
+                customer: customer.clone(),
+                site: "site".into(),
+                device: device.clone(),
+                unit_epoch: 1_767_484_800,
+                sequence: 40 + i as u64 % 7,
+                samples: vec![
+                    sample(at, 1_000.0 + i as f64),
+                    sample(at + 600_000, 1_000.2),
+                ],
+            };
+            let mut memory = DeviceMemory::default();
+            let (mut gaps, mut resets, mut usage) = (0, 0, Vec::new());
+            memory
+                .apply(batch, &mut gaps, &mut resets, &mut usage)
+                .expect("a new batch");
+            ((customer, device), memory)
+        })
+        .collect();
+    DeviceSnapshot {
+        at: 1_767_574_800_000,
+        newest: 1_767_574_800_000,
+        devices,
+    }
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![10_000, 100_000, 1_000_000]
+    } else {
+        sizes
+    };
+    println!("| devices | file, bytes/device | write | read to engine ready ({WORKERS} workers) |");
+    println!("|---:|---:|---:|---:|");
+    for n in sizes {
+        let dir = std::env::temp_dir().join(format!(
+            "fleetpulse-restore-bench-{}-{n}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        let snapshot = memories(n);
+        let newest = snapshot.newest;
+        let started = Instant::now();
+        devices::store_pending(&dir, &snapshot).expect("write the snapshot");
+        devices::promote(&dir, newest).expect("promote it");
+        let write = started.elapsed();
+        drop(snapshot);
+        let bytes = std::fs::metadata(devices::path(&dir))
+            .expect("the file")
+            .len();
+
+        let started = Instant::now();
+        let loaded = devices::load(&dir).expect("readable").expect("present");
+        let config = EngineConfig {
+            devices: Arc::new(DeviceBoard::restoring(loaded)),
+            ..EngineConfig::default()
+        };
+        let (events, mut received) = mpsc::channel(64);
+        let drain = std::thread::spawn(move || while received.blocking_recv().is_some() {});
+        let options = EngineOptions {
+            workers: WORKERS,
+            ..EngineOptions::default()
+        };
+        let engine = Engine::start(config, &options, events).expect("engine starts");
+        let stats = engine.stats();
+        while stats.snapshot().devices < n as i64 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let ready = started.elapsed();
+        engine.finish().expect("engine stops");
+        drain.join().expect("drained");
+        std::fs::remove_dir_all(&dir).expect("clean up");
+        println!(
+            "| {n} | {:.0} | {:.2} s | {:.2} s |",
+            bytes as f64 / n as f64,
+            write.as_secs_f64(),
+            ready.as_secs_f64()
+        );
+    }
+}
