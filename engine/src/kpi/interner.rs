@@ -6,13 +6,14 @@ use std::hash::{BuildHasher, Hash};
 
 use hashbrown::HashTable;
 
+use super::chunked::Chunked;
 use crate::model::{Id, Usage};
 
 /// Distinct values in arrival order, each with its index. Values are never
 /// removed: an index stays valid for the interner's life.
 #[derive(Debug, Default)]
 pub struct Interner<T> {
-    values: Vec<T>,
+    values: Chunked<T>,
     /// Indices into `values`, hashed by value (5 bytes per bucket).
     index: HashTable<u32>,
     hasher: foldhash::fast::RandomState,
@@ -29,20 +30,20 @@ impl<T: Hash> Interner<T> {
     ) -> u32 {
         let hash = self.hasher.hash_one(key);
         let values = &self.values;
-        if let Some(&i) = self.index.find(hash, |&i| eq(&values[i as usize])) {
+        if let Some(&i) = self.index.find(hash, |&i| eq(values.get(i as usize))) {
             return i;
         }
         let i = u32::try_from(self.values.len()).expect("fewer than 2^32 ids");
         let hasher = &self.hasher;
         self.index
-            .insert_unique(hash, i, |&j| hasher.hash_one(&values[j as usize]));
+            .insert_unique(hash, i, |&j| hasher.hash_one(values.get(j as usize)));
         self.values.push(make());
         i
     }
 
     /// The value of index `i`.
     pub fn get(&self, i: u32) -> &T {
-        &self.values[i as usize]
+        self.values.get(i as usize)
     }
 }
 

@@ -2,6 +2,7 @@
 //! window, then finish the window into a record. The operators in
 //! `crate::operators` only decide *when* a window is complete.
 
+mod chunked;
 mod customer;
 mod device;
 pub mod health;

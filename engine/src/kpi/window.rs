@@ -8,6 +8,7 @@ use std::hash::BuildHasher;
 use hashbrown::HashTable;
 use serde::{Deserialize, Serialize};
 
+use super::chunked::Chunked;
 use super::customer::CustomerAccumulator;
 use super::device::{DeviceAccumulator, DeviceKpi};
 use super::interner::WindowIds;
@@ -43,7 +44,7 @@ pub struct OpenWindow {
     /// Positions in `devices`, hashed by device index.
     positions: HashTable<u32>,
     /// (device index, accumulator), in order of first reading.
-    devices: Vec<(u32, DeviceAccumulator)>,
+    devices: Chunked<(u32, DeviceAccumulator)>,
     /// Per customer: its window start and totals.
     customers: foldhash::HashMap<Id, (EventTime, CustomerAccumulator)>,
 }
@@ -61,26 +62,20 @@ impl OpenWindow {
         let devices = &self.devices;
         let position = match self
             .positions
-            .find(hash_index(device), |&p| devices[p as usize].0 == device)
+            .find(hash_index(device), |&p| devices.get(p as usize).0 == device)
         {
             Some(&p) => p as usize,
             None => {
-                let p = self.devices.len();
-                if p == self.devices.capacity() {
-                    // Grow by a quarter, not double: at a million devices
-                    // doubling leaves up to half of a 100 MB vector unused.
-                    self.devices.reserve_exact((p / 4).max(16));
-                }
-                self.devices.push((device, DeviceAccumulator::default()));
+                let p = self.devices.push((device, DeviceAccumulator::default()));
                 let devices = &self.devices;
                 self.positions
                     .insert_unique(hash_index(device), p as u32, |&q| {
-                        hash_index(devices[q as usize].0)
+                        hash_index(devices.get(q as usize).0)
                     });
                 p
             }
         };
-        let seen = self.devices[position].1.add(usage, ids);
+        let seen = self.devices.get_mut(position).1.add(usage, ids);
         match self.customers.get_mut(&usage.customer) {
             Some((_, customer)) => customer.add(usage, seen),
             None => {
