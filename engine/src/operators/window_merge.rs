@@ -52,14 +52,16 @@ impl<'scope> WindowMergeExt<'scope> for StreamVec<'scope, EventTime, WindowPart>
                     for part in data.drain(..) {
                         match part {
                             WindowPart::Device(d) => devices.push(Output::Device(d)),
-                            WindowPart::Customer(c) => match by_key
-                                .entry((c.window, c.customer.clone()))
-                            {
-                                Entry::Occupied(mut held) => held.get_mut().totals.merge(c.totals),
-                                Entry::Vacant(slot) => {
-                                    slot.insert(c);
+                            WindowPart::Customer(c) => {
+                                match by_key.entry((c.window, c.customer.clone())) {
+                                    Entry::Occupied(mut merged) => {
+                                        merged.get_mut().totals.merge(c.totals)
+                                    }
+                                    Entry::Vacant(slot) => {
+                                        slot.insert(c);
+                                    }
                                 }
-                            },
+                            }
                         }
                     }
                     if !devices.is_empty() {
