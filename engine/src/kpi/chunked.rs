@@ -55,6 +55,11 @@ impl<T> Chunked<T> {
     pub fn len(&self) -> usize {
         self.len
     }
+
+    /// The elements in index order.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flatten()
+    }
 }
 
 impl<T> IntoIterator for Chunked<T> {

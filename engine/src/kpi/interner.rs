@@ -2,48 +2,32 @@
 //! operator by a 4-byte index instead of a 16-byte `Arc<str>` per reference,
 //! and hashes the strings once per reading instead of once per window.
 
-use std::hash::{BuildHasher, Hash};
-
-use hashbrown::HashTable;
-
-use super::chunked::Chunked;
+use crate::device_map::DeviceMap;
 use crate::model::{Id, Usage};
 
-/// Distinct values in arrival order, each with its index. Values are never
-/// removed: an index stays valid for the interner's life.
+/// Distinct ids in arrival order, each with its index; for the few ids many
+/// devices share (sites, operators). Ids are never removed.
 #[derive(Debug, Default)]
-pub struct Interner<T> {
-    values: Chunked<T>,
-    /// Indices into `values`, hashed by value (5 bytes per bucket).
-    index: HashTable<u32>,
-    hasher: foldhash::fast::RandomState,
+struct Interner {
+    values: Vec<Id>,
+    index: foldhash::HashMap<Id, u32>,
 }
 
-impl<T: Hash> Interner<T> {
-    /// The index of the value equal to `key` (by `eq`), adding `make()` under
-    /// a new index when there is none. `key` must hash as the value does.
-    fn intern<Q: Hash + ?Sized>(
-        &mut self,
-        key: &Q,
-        eq: impl Fn(&T) -> bool,
-        make: impl FnOnce() -> T,
-    ) -> u32 {
-        let hash = self.hasher.hash_one(key);
-        let values = &self.values;
-        if let Some(&i) = self.index.find(hash, |&i| eq(values.get(i as usize))) {
+impl Interner {
+    /// The index of `id`, adding it under a new one when it is new.
+    fn intern(&mut self, id: &Id) -> u32 {
+        if let Some(&i) = self.index.get(id) {
             return i;
         }
         let i = u32::try_from(self.values.len()).expect("fewer than 2^32 ids");
-        let hasher = &self.hasher;
-        self.index
-            .insert_unique(hash, i, |&j| hasher.hash_one(values.get(j as usize)));
-        self.values.push(make());
+        self.values.push(id.clone());
+        self.index.insert(id.clone(), i);
         i
     }
 
-    /// The value of index `i`.
-    pub fn get(&self, i: u32) -> &T {
-        self.values.get(i as usize)
+    /// The id of index `i`.
+    fn get(&self, i: u32) -> &Id {
+        &self.values[i as usize]
     }
 }
 
@@ -51,9 +35,9 @@ impl<T: Hash> Interner<T> {
 /// as everywhere in the engine.
 #[derive(Debug, Default)]
 pub struct WindowIds {
-    devices: Interner<(Id, Id)>,
-    sites: Interner<Id>,
-    operators: Interner<Id>,
+    devices: DeviceMap<()>,
+    sites: Interner,
+    operators: Interner,
 }
 
 impl WindowIds {
@@ -64,28 +48,22 @@ impl WindowIds {
 
     /// The device `device` of `customer`.
     pub fn device_of(&mut self, customer: &Id, device: &Id) -> u32 {
-        let key = (&**customer, &**device);
-        self.devices.intern(
-            &key,
-            |(c, d)| (&**c, &**d) == key,
-            || (customer.clone(), device.clone()),
-        )
+        self.devices.index_or_insert_with(customer, device, || ())
     }
 
     /// A site.
     pub fn site(&mut self, site: &Id) -> u32 {
-        self.sites.intern(&**site, |s| s == site, || site.clone())
+        self.sites.intern(site)
     }
 
     /// An operator.
     pub fn operator(&mut self, operator: &Id) -> u32 {
-        self.operators
-            .intern(&**operator, |o| o == operator, || operator.clone())
+        self.operators.intern(operator)
     }
 
     /// (customer, device) of device index `i`.
     pub fn device_ids(&self, i: u32) -> &(Id, Id) {
-        self.devices.get(i)
+        self.devices.key(i)
     }
 
     /// The site of index `i`.

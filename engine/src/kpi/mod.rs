@@ -2,7 +2,7 @@
 //! window, then finish the window into a record. The operators in
 //! `crate::operators` only decide *when* a window is complete.
 
-mod chunked;
+pub(crate) mod chunked;
 mod customer;
 mod device;
 pub mod health;
