@@ -5,6 +5,7 @@
 //! - [`kpi`]: KPI arithmetic, plain Rust;
 //! - [`operators`]: one timely operator per file;
 //! - [`dataflow`]: wires them;
+//! - [`device_map`]: per-device state laid out for a million devices;
 //! - [`workers`]: runs the dataflow on W worker threads behind channels;
 //! - [`watermark`]: when event time has provably advanced;
 //! - [`journeys`]: journey states a restart restores and the service persists;
@@ -16,6 +17,7 @@
 pub mod config;
 pub mod customer;
 pub mod dataflow;
+pub mod device_map;
 pub mod devices;
 pub mod journeys;
 pub mod kpi;

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::config::EngineConfig;
-use crate::kpi::{CustomerAccumulator, DeviceAccumulator, Output, WindowAccumulator};
+use crate::kpi::{CustomerAccumulator, DeviceAccumulator, Output, WindowIds};
 use crate::model::{DeviceBatch, DeviceKey, EventTime, Id};
 use crate::operators::device_state::DeviceMemory;
 
@@ -22,6 +22,7 @@ pub fn fold(config: &EngineConfig, batches: impl IntoIterator<Item = DeviceBatch
     type Window = (usize, EventTime, EventTime);
     let mut customers: BTreeMap<(Window, Id), CustomerAccumulator> = BTreeMap::new();
     let mut devices: BTreeMap<(Window, Id, Id), DeviceAccumulator> = BTreeMap::new();
+    let mut ids = WindowIds::default();
     let mut usage = Vec::new();
     for (_, mut list) in by_device {
         list.sort_by_key(|b| (b.first_at(), b.unit_epoch, b.sequence));
@@ -38,22 +39,25 @@ pub fn fold(config: &EngineConfig, batches: impl IntoIterator<Item = DeviceBatch
         for u in usage.drain(..) {
             for (i, spec) in config.windows.iter().enumerate() {
                 let (start, end) = config.window_bounds(spec, &u.customer, u.at);
+                let seen = devices
+                    .entry(((i, start, end), u.customer.clone(), u.device.clone()))
+                    .or_default()
+                    .add(&u, &mut ids);
                 customers
                     .entry(((i, start, end), u.customer.clone()))
                     .or_default()
-                    .add(&u);
-                devices
-                    .entry(((i, start, end), u.customer.clone(), u.device.clone()))
-                    .or_default()
-                    .add(&u);
+                    .add(&u, seen);
             }
         }
     }
     let customer_records = customers.into_iter().map(|(((i, start, end), _), acc)| {
         Output::Customer(acc.finish(&config.windows[i], start, end, config))
     });
-    let device_records = devices.into_iter().map(|(((i, start, end), _, _), acc)| {
-        Output::Device(acc.finish(&config.windows[i], start, end, config))
-    });
+    let device_records = devices
+        .into_iter()
+        .map(move |(((i, start, end), c, d), acc)| {
+            let device = ids.device_of(&c, &d);
+            Output::Device(acc.finish(&ids, device, &config.windows[i], start, end))
+        });
     customer_records.chain(device_records).collect()
 }

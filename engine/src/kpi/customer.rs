@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::WindowAccumulator;
+use super::device::DeviceSeen;
 use super::totals::Totals;
 use crate::config::{EngineConfig, WindowSpec};
 use crate::model::{EventTime, Id, Usage};
@@ -60,11 +60,15 @@ pub struct CustomerKpi {
     pub advanced_features: u32,
 }
 
-/// Running totals of one customer in one window.
+/// Running totals of one customer in one window, or one worker's part of
+/// them. Devices are counted, not collected: a device's readings are all on
+/// one worker (the device-state exchange routes by device), which tells
+/// (through [`DeviceSeen`]) when a device first reports or works in the
+/// window, so the parts of different workers count disjoint devices.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct CustomerAccumulator {
-    reporting: foldhash::HashSet<Id>,
-    active: foldhash::HashSet<Id>,
+    reporting: u32,
+    active: u32,
     operators: foldhash::HashMap<Id, f64>,
     advanced_features: u32,
     first_seen: Option<EventTime>,
@@ -72,19 +76,14 @@ pub struct CustomerAccumulator {
     customer: Option<Id>,
 }
 
-impl WindowAccumulator for CustomerAccumulator {
-    type Record = CustomerKpi;
-
-    fn add(&mut self, usage: &Usage) {
+impl CustomerAccumulator {
+    /// Adds one reading; `seen` is what it changed about its device's window.
+    pub fn add(&mut self, usage: &Usage, seen: DeviceSeen) {
         if self.customer.is_none() {
             self.customer = Some(usage.customer.clone());
         }
-        if !self.reporting.contains(&usage.device) {
-            self.reporting.insert(usage.device.clone());
-        }
-        if usage.operating_hours > 0.0 && !self.active.contains(&usage.device) {
-            self.active.insert(usage.device.clone());
-        }
+        self.reporting += u32::from(seen.first);
+        self.active += u32::from(seen.first_active);
         if let Some(operator) = &usage.operator {
             match self.operators.get_mut(operator) {
                 Some(hours) => *hours += usage.operating_hours,
@@ -99,12 +98,13 @@ impl WindowAccumulator for CustomerAccumulator {
         self.totals.add(usage);
     }
 
-    fn merge(&mut self, other: Self) {
+    /// Adds another worker's part of the same customer and window.
+    pub fn merge(&mut self, other: Self) {
         if self.customer.is_none() {
             self.customer = other.customer;
         }
-        self.reporting.extend(other.reporting);
-        self.active.extend(other.active);
+        self.reporting += other.reporting;
+        self.active += other.active;
         for (operator, hours) in other.operators {
             *self.operators.entry(operator).or_default() += hours;
         }
@@ -116,7 +116,8 @@ impl WindowAccumulator for CustomerAccumulator {
         self.totals.merge(other.totals);
     }
 
-    fn finish(
+    /// Finishes the window `[start, end)` of `window`.
+    pub fn finish(
         self,
         window: &WindowSpec,
         start: EventTime,
@@ -124,7 +125,7 @@ impl WindowAccumulator for CustomerAccumulator {
         config: &EngineConfig,
     ) -> CustomerKpi {
         let customer = self.customer.unwrap_or_else(|| "".into());
-        let reporting_devices = self.reporting.len() as u32;
+        let reporting_devices = self.reporting;
         let devices_purchased = config
             .customers
             .get(&*customer)
@@ -142,7 +143,7 @@ impl WindowAccumulator for CustomerAccumulator {
             window_end: end,
             devices_purchased,
             reporting_devices,
-            active_devices: self.active.len() as u32,
+            active_devices: self.active,
             utilisation: ratio(self.totals.operating_hours, available_hours),
             operating_hours: self.totals.operating_hours,
             idle_hours: self.totals.idle_hours,

@@ -2,10 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::WindowAccumulator;
 use super::customer::ratio;
+use super::interner::WindowIds;
 use super::totals::Totals;
-use crate::config::{EngineConfig, WindowSpec};
+use crate::config::WindowSpec;
 use crate::model::{EventTime, Id, MachineState, Usage};
 
 /// A device's rollup over one closed window.
@@ -49,64 +49,68 @@ pub struct DeviceKpi {
     pub last_state: MachineState,
 }
 
-/// Running totals of one device in one window.
-#[derive(Debug, Default)]
-pub struct DeviceAccumulator {
-    ids: Option<(Id, Id, Id)>,
-    operators: foldhash::HashSet<Id>,
-    totals: Totals,
-    last_seen: EventTime,
-    last_state: MachineState,
+/// What a reading changed about its device in a window: the customer's
+/// window counts a device once as reporting and once as active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceSeen {
+    /// The device's first reading in the window.
+    pub first: bool,
+    /// The device's first reading with operating hours in the window.
+    pub first_active: bool,
 }
 
-impl WindowAccumulator for DeviceAccumulator {
-    type Record = DeviceKpi;
+/// Running totals of one device in one window: 96 bytes and no heap (up to
+/// two operators), since a worker holds one per device and open window.
+/// Sites and operators are indices into the worker's [`WindowIds`].
+#[derive(Debug, Default, Clone)]
+pub struct DeviceAccumulator {
+    totals: Totals,
+    last_seen: EventTime,
+    operators: Operators,
+    /// Site of the first reading in the window.
+    site: u32,
+    last_state: MachineState,
+    /// Some reading had operating hours.
+    active: bool,
+}
 
-    fn add(&mut self, usage: &Usage) {
-        if self.ids.is_none() {
-            self.ids = Some((
-                usage.customer.clone(),
-                usage.site.clone(),
-                usage.device.clone(),
-            ));
+impl DeviceAccumulator {
+    /// Adds one reading, interning its site and operator in `ids`.
+    pub fn add(&mut self, usage: &Usage, ids: &mut WindowIds) -> DeviceSeen {
+        let first = self.totals.samples == 0;
+        if first {
+            self.site = ids.site(&usage.site);
         }
-        if let Some(operator) = &usage.operator
-            && !self.operators.contains(operator)
-        {
-            self.operators.insert(operator.clone());
+        if let Some(operator) = &usage.operator {
+            self.operators.insert(ids.operator(operator));
         }
+        let first_active = usage.operating_hours > 0.0 && !self.active;
+        self.active |= first_active;
         self.totals.add(usage);
         if usage.at >= self.last_seen {
             self.last_seen = usage.at;
             self.last_state = usage.state;
         }
-    }
-
-    fn merge(&mut self, other: Self) {
-        if self.ids.is_none() {
-            self.ids = other.ids;
-        }
-        self.operators.extend(other.operators);
-        self.totals.merge(other.totals);
-        if other.totals.samples > 0 && other.last_seen >= self.last_seen {
-            self.last_seen = other.last_seen;
-            self.last_state = other.last_state;
+        DeviceSeen {
+            first,
+            first_active,
         }
     }
 
-    fn finish(
+    /// Finishes the window `[start, end)` of `window` for `device` (an index
+    /// of `ids`).
+    pub fn finish(
         self,
+        ids: &WindowIds,
+        device: u32,
         window: &WindowSpec,
         start: EventTime,
         end: EventTime,
-        _config: &EngineConfig,
     ) -> DeviceKpi {
-        let (customer, site, device) = self
-            .ids
-            .unwrap_or_else(|| ("".into(), "".into(), "".into()));
+        let (customer, device) = ids.device_ids(device).clone();
         DeviceKpi {
             customer,
-            site,
+            site: ids.site_id(self.site).clone(),
             device,
             window: window.name.clone(),
             window_start: start,
@@ -121,11 +125,62 @@ impl WindowAccumulator for DeviceAccumulator {
             cycles: self.totals.cycles,
             output_units: self.totals.output_units,
             manual_interventions: self.totals.manual_interventions,
-            distinct_operators: self.operators.len() as u32,
+            distinct_operators: self.operators.len(),
             fault_count: self.totals.fault_count,
             samples: self.totals.samples,
             last_seen: self.last_seen,
             last_state: self.last_state,
         }
+    }
+}
+
+/// A set of operator indices: two inline (0 = empty, else index + 1), more
+/// in a boxed list (a machine changes hands a few times a day at most).
+#[derive(Debug, Default, Clone)]
+struct Operators {
+    inline: [u32; 2],
+    more: Option<Box<MoreOperators>>,
+}
+
+/// Operators beyond the first two, behind one pointer in [`Operators`].
+#[derive(Debug, Default, Clone)]
+struct MoreOperators(Vec<u32>);
+
+impl Operators {
+    fn insert(&mut self, operator: u32) {
+        let id = operator + 1;
+        for slot in &mut self.inline {
+            if *slot == id {
+                return;
+            }
+            if *slot == 0 {
+                *slot = id;
+                return;
+            }
+        }
+        let more = &mut self.more.get_or_insert_default().0;
+        if !more.contains(&id) {
+            more.push(id);
+        }
+    }
+
+    fn len(&self) -> u32 {
+        let inline = self.inline.iter().filter(|&&id| id != 0).count();
+        (inline + self.more.as_ref().map_or(0, |m| m.0.len())) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operators_are_counted_once_inline_and_beyond() {
+        let mut set = Operators::default();
+        for op in [3, 0, 3, 7, 0, 7, 9, 9, 3] {
+            set.insert(op);
+        }
+        assert_eq!(set.len(), 4);
+        assert_eq!(std::mem::size_of::<DeviceAccumulator>(), 96);
     }
 }

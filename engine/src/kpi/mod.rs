@@ -1,10 +1,12 @@
-//! KPI arithmetic in plain Rust, no timely types: accumulate [`Usage`] into a
+//! KPI arithmetic in plain Rust, no timely types: accumulate [`Usage`](crate::model::Usage) into a
 //! window, then finish the window into a record. The operators in
 //! `crate::operators` only decide *when* a window is complete.
 
+pub(crate) mod chunked;
 mod customer;
 mod device;
 pub mod health;
+mod interner;
 pub mod journey;
 pub mod milestone;
 pub mod outcome;
@@ -14,38 +16,19 @@ mod rules;
 mod time_to_value;
 mod totals;
 mod usage_growth;
+mod window;
 
 pub use customer::{CustomerAccumulator, CustomerKpi};
-pub use device::{DeviceAccumulator, DeviceKpi};
+pub use device::{DeviceAccumulator, DeviceKpi, DeviceSeen};
 pub use health::HealthRecord;
+pub use interner::WindowIds;
 pub use milestone::MilestoneRecord;
 pub use outcome::OutcomeRecord;
 pub use portfolio::PortfolioRecord;
 pub use risk::AlertRecord;
+pub use window::{CustomerPart, OpenWindow, WindowPart};
 
 use serde::{Deserialize, Serialize};
-
-use crate::config::{EngineConfig, WindowSpec};
-use crate::model::{EventTime, Usage};
-
-/// A window's running totals for one key (a customer or a device).
-pub trait WindowAccumulator: Default + 'static {
-    /// The record a finished window becomes.
-    type Record;
-    /// Adds one reading.
-    fn add(&mut self, usage: &Usage);
-    /// Adds what another accumulator of the same key and window holds (the
-    /// partial sums of another worker).
-    fn merge(&mut self, other: Self);
-    /// Finishes the window `[start, end)` of `window`.
-    fn finish(
-        self,
-        window: &WindowSpec,
-        start: EventTime,
-        end: EventTime,
-        config: &EngineConfig,
-    ) -> Self::Record;
-}
 
 /// Everything the engine emits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -19,6 +19,7 @@ use timely::dataflow::operators::generic::Operator;
 
 use super::route;
 use crate::config::EngineConfig;
+use crate::device_map::DeviceMap;
 use crate::model::{DeviceBatch, DeviceKey, EventTime, Usage};
 use crate::stats::EngineStats;
 
@@ -279,6 +280,9 @@ pub fn processing_order(batch: &DeviceBatch) -> (&str, &str, EventTime, u64, u64
     )
 }
 
+/// Usage records the operator's buffer keeps capacity for between ticks.
+const USAGE_KEPT: usize = 4096;
+
 /// Extension trait adding the per-device state operator to a batch stream.
 pub trait DeviceStateExt<'scope> {
     /// Routes batches by device, drops duplicates and emits one [`Usage`] per
@@ -302,8 +306,7 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
         self.unary_frontier(pact, "DeviceState", move |_cap, info| {
             let mut pending: BTreeMap<EventTime, (Capability<EventTime>, Vec<DeviceBatch>)> =
                 BTreeMap::new();
-            let mut devices: foldhash::HashMap<DeviceKey, DeviceMemory> =
-                foldhash::HashMap::default();
+            let mut devices: DeviceMap<DeviceMemory> = DeviceMap::default();
             // The devices this worker owns (the exchange's rule) start from
             // the restored snapshot, whatever the worker count that took it;
             // the batches a memory covers are skipped when the WAL replays
@@ -324,7 +327,7 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
                         let tick = config.tick_of(batch.first_at());
                         if tick < replay_until
                             && devices
-                                .get(&(batch.customer.clone(), batch.device.clone()))
+                                .get(&batch.customer, &batch.device)
                                 .is_some_and(|m| tick < m.covered_to)
                         {
                             continue;
@@ -364,8 +367,7 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
                     let (mut gaps, mut resets, mut duplicates, mut too_old) = (0i64, 0, 0, 0);
                     let mut samples = 0;
                     for batch in batches {
-                        let key = (batch.customer.clone(), batch.device.clone());
-                        let memory = devices.entry(key).or_default();
+                        let memory = devices.get_or_default(&batch.customer, &batch.device);
                         let count = batch.samples.len() as u64;
                         match memory.apply(batch, &mut gaps, &mut resets, &mut usage) {
                             Ok(()) => samples += count,
@@ -376,6 +378,8 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
                     stats.record_device_state(samples, duplicates, too_old, gaps, resets);
                     stats.add_devices(devices.len() as i64 - known as i64);
                     output.session(&cap).give_iterator(usage.drain(..));
+                    // A big tick's capacity is not kept for the small ones.
+                    usage.shrink_to(USAGE_KEPT);
                 }
             }
         })
