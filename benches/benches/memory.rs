@@ -196,15 +196,7 @@ fn start_engine() -> (Engine, Arc<AtomicU64>) {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let sizes = if sizes.is_empty() {
-        vec![10_000, 100_000, 1_000_000]
-    } else {
-        sizes
-    };
+    let sizes = fleetpulse_benches::sizes_from_args(&[10_000, 100_000, 1_000_000]);
     // Two working hours of a real capture, as templates.
     let capture = Capture::new(&FleetSpec {
         customers: 6,

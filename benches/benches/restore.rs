@@ -67,15 +67,7 @@ fn memories(n: usize) -> DeviceSnapshot {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let sizes = if sizes.is_empty() {
-        vec![10_000, 100_000, 1_000_000]
-    } else {
-        sizes
-    };
+    let sizes = fleetpulse_benches::sizes_from_args(&[10_000, 100_000, 1_000_000]);
     println!("| devices | file, bytes/device | write | read to engine ready ({WORKERS} workers) |");
     println!("|---:|---:|---:|---:|");
     for n in sizes {

@@ -115,3 +115,17 @@ pub fn engine_config(fleet: &Fleet) -> EngineConfig {
     let _ = std::fs::remove_dir_all(&dir);
     engine
 }
+
+/// Fleet sizes from the command line (`-- 10000 100000`), or `default`:
+/// the scale benchmarks (memory, restore) measure once per size.
+pub fn sizes_from_args(default: &[usize]) -> Vec<usize> {
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    if sizes.is_empty() {
+        default.to_vec()
+    } else {
+        sizes
+    }
+}
