@@ -17,6 +17,8 @@ pub struct Watermark {
     idle_ms: u64,
     /// Never moves backwards, whatever the inputs do.
     current: EventTime,
+    /// Held at or below this (a replay that knows older data follows).
+    ceiling: EventTime,
 }
 
 /// A batch older than the watermark.
@@ -36,7 +38,15 @@ impl Watermark {
             max_event: None,
             idle_ms: 0,
             current: 0,
+            ceiling: EventTime::MAX,
         }
+    }
+
+    /// Holds the watermark at or below `ceiling` from now on (it does not
+    /// move back if it is past it already); `EventTime::MAX` releases it.
+    pub fn hold_below(&mut self, ceiling: EventTime) {
+        self.ceiling = ceiling;
+        self.recompute();
     }
 
     /// Starts from a known position (e.g. recovered after a restart).
@@ -88,7 +98,7 @@ impl Watermark {
     fn recompute(&mut self) {
         if let Some(max) = self.max_event {
             let candidate = max.saturating_sub(self.lateness_ms) + self.idle_ms;
-            self.current = self.current.max(candidate.min(max));
+            self.current = self.current.max(candidate.min(max).min(self.ceiling));
         }
     }
 }

@@ -170,6 +170,24 @@ impl Admission {
         self.watermark.raise_to(cluster_watermark);
     }
 
+    /// Holds the watermark at or below `ceiling` (see
+    /// [`Watermark::hold_below`]).
+    pub fn hold_watermark_below(&mut self, ceiling: fleetpulse_engine::EventTime) {
+        self.watermark.hold_below(ceiling);
+    }
+
+    /// The earliest reading of a message, if it decodes; nothing is
+    /// recorded (no sequence, no watermark).
+    pub fn first_at(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+    ) -> Option<fleetpulse_engine::EventTime> {
+        let ids = TopicIds::parse(topic).ok()?;
+        let batch = decode_and_validate(&ids, payload, &self.limits).ok()?;
+        Some(self.converter.batch(batch).first_at())
+    }
+
     /// Checks and converts one message received at wall time `now_ms`.
     pub fn admit(
         &mut self,

@@ -23,15 +23,20 @@ use support::service::{Service, write_service_config};
 /// Logged once per start, when the service is ready for telemetry.
 const CONNECTED: &str = "connected to broker";
 
-fn start(dir: &Path, mosquitto: &Mosquitto, client_id: &str) -> Service {
-    let config = write_service_config(
-        dir,
-        mosquitto,
-        client_id,
+fn start(dir: &Path, mosquitto: &Mosquitto, client_id: &str, workers: usize) -> Service {
+    let config = write_service_config(dir, mosquitto, client_id, &config(workers));
+    let mut service = Service::new(config, dir.join("service.log"));
+    service.start_and_wait(CONNECTED);
+    service
+}
+
+/// The service's settings with `workers` engine workers.
+fn config(workers: usize) -> String {
+    format!(
         r#"persistent_session = true
 
 [engine]
-workers = 2
+workers = {workers}
 
 [wal]
 dir = "wal"
@@ -48,11 +53,8 @@ mqtt = false
 [[sinks]]
 type = "sqlite"
 path = "kpi.sqlite"
-"#,
-    );
-    let mut service = Service::new(config, dir.join("service.log"));
-    service.start_and_wait(CONNECTED);
-    service
+"#
+    )
 }
 
 async fn publish(mosquitto: &Mosquitto, client_id: &str, messages: Vec<(String, Vec<u8>)>) {
@@ -114,6 +116,10 @@ enum Stop {
     /// SIGKILL as [`Stop::Kill`], then again as soon as the restarted
     /// service is connected (while it replays), and a second restart.
     KillTwice,
+    /// SIGKILL as [`Stop::Kill`] of a service with the first number of
+    /// workers, restarted with the second: journeys and device memories
+    /// are keyed by customer and device, not by worker.
+    Rescale(usize, usize),
 }
 
 /// The point of the device snapshot a restart would load.
@@ -158,7 +164,11 @@ async fn run(
         .collect();
     let second = messages.split_off(split.min(messages.len()));
     let client = "journeys-test";
-    let mut service = start(dir.path(), &mosquitto, client);
+    let (workers, workers_after) = match restart {
+        Some((_, Stop::Rescale(from, to))) => (from, to),
+        _ => (2, 2),
+    };
+    let mut service = start(dir.path(), &mosquitto, client, workers);
     // In four parts a little apart: the service catches up faster than it
     // snapshots device memories (once a second), so each part ends with a
     // snapshot, and the stores catch up with the earlier ones.
@@ -216,6 +226,9 @@ async fn run(
             _ => service.kill(),
         }
         drop(outage);
+        if workers_after != workers {
+            write_service_config(dir.path(), &mosquitto, client, &config(workers_after));
+        }
         service.start_and_wait(CONNECTED);
         if let Stop::KillTwice = stop {
             service.kill();
@@ -253,7 +266,7 @@ fn same(want: &serde_json::Value, got: &serde_json::Value) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kill_or_a_stop_at_five_points_of_40_days_changes_no_stored_record() {
+async fn a_kill_or_a_stop_at_five_points_or_a_rescale_of_40_days_changes_no_stored_record() {
     let fleet = fleet(3, 18, 40, 7);
     let messages = fleet.message_count() as usize;
     let split = messages * 6 / 10;
@@ -268,6 +281,11 @@ async fn a_kill_or_a_stop_at_five_points_of_40_days_changes_no_stored_record() {
         (Stop::KillCatchingUp, 0),
         (Stop::KillInStoreOutage, 0),
         (Stop::KillTwice, 15),
+        // 2 -> 1 is not here yet: its usage KPIs now equal the run without
+        // a restart (the replay holds each lane's watermark below what is
+        // still to come to it), but two outcome rows of 240 are missing
+        // (docs/DELIVERY.md, known limits).
+        (Stop::Rescale(1, 2), 15),
     ] {
         let restarted = run(&fleet, split, &keep, Some((start + at * day, stop))).await;
         for ((table, want), (_, got)) in reference.iter().zip(&restarted) {

@@ -51,16 +51,24 @@ pub async fn replay(
         "WAL records",
         wal.next_lsn().0.saturating_sub(first.0),
     );
+    let ahead = earliest_ahead(wal, lanes, workers)?;
     let mut groups: Vec<Vec<DeviceBatch>> = vec![Vec::new(); lanes.len()];
     let mut watermark: EventTime = 0;
     // Durable records reported to the ledger as one range per REPLAY_GROUP
     // (the log is contiguous): one entry each, not one per record.
     let mut range: Option<(Lsn, Lsn, EventTime)> = None;
-    for entry in wal
+    let records = wal
         .replay(first)
-        .map_err(|e| DeliveryError::Wal(e.to_string()))?
-    {
+        .map_err(|e| DeliveryError::Wal(e.to_string()))?;
+    for (index, entry) in records.enumerate() {
         let (lsn, record) = entry.map_err(|e| DeliveryError::Wal(e.to_string()))?;
+        if index % REPLAY_GROUP == 0
+            && let Some(earliest) = ahead.get(index / REPLAY_GROUP)
+        {
+            for ((admission, _), at) in lanes.iter_mut().zip(earliest) {
+                admission.hold_watermark_below(*at);
+            }
+        }
         progress.set(lsn.0.saturating_sub(first.0) + 1);
         let lane = route::lane(&record.topic, workers, lanes.len());
         let (admission, engine) = &mut lanes[lane];
@@ -93,6 +101,7 @@ pub async fn replay(
     }
     report(ledger, range);
     for ((admission, engine), group) in lanes.iter_mut().zip(groups) {
+        admission.hold_watermark_below(EventTime::MAX);
         if !group.is_empty() {
             engine.send_all(group).await?;
         }
@@ -116,4 +125,39 @@ fn report(ledger: &Mutex<Ledger>, range: Option<(Lsn, Lsn, EventTime)>) {
             .expect("ledger poisoned")
             .durable(start..end, newest);
     }
+}
+
+/// Per group of [`REPLAY_GROUP`] WAL records and per lane, the earliest
+/// reading in that group or after it. The WAL holds records in the order
+/// they became durable, which is not event time across lanes, and a restart
+/// with another worker count routes them to other lanes: a lane's watermark
+/// is held below what is still to come to it, so no record is refused that
+/// the first run admitted. Costs a first pass over the WAL (decode only).
+fn earliest_ahead(
+    wal: &Wal,
+    lanes: &mut [(Admission, EngineInput)],
+    workers: usize,
+) -> Result<Vec<Vec<EventTime>>, DeliveryError> {
+    let mut groups: Vec<Vec<EventTime>> = Vec::new();
+    let records = wal
+        .replay(wal.first_lsn())
+        .map_err(|e| DeliveryError::Wal(e.to_string()))?;
+    for (index, entry) in records.enumerate() {
+        let (_, record) = entry.map_err(|e| DeliveryError::Wal(e.to_string()))?;
+        if index % REPLAY_GROUP == 0 {
+            groups.push(vec![EventTime::MAX; lanes.len()]);
+        }
+        let lane = route::lane(&record.topic, workers, lanes.len());
+        if let Some(at) = lanes[0].0.first_at(&record.topic, &record.payload) {
+            let earliest = &mut groups.last_mut().expect("pushed above")[lane];
+            *earliest = (*earliest).min(at);
+        }
+    }
+    for g in (0..groups.len().saturating_sub(1)).rev() {
+        let (now, later) = groups.split_at_mut(g + 1);
+        for (at, after) in now[g].iter_mut().zip(&later[0]) {
+            *at = (*at).min(*after);
+        }
+    }
+    Ok(groups)
 }
