@@ -281,9 +281,7 @@ async fn a_kill_or_a_stop_at_five_points_or_a_rescale_of_40_days_changes_no_stor
         (Stop::KillCatchingUp, 0),
         (Stop::KillInStoreOutage, 0),
         (Stop::KillTwice, 15),
-        // 2 -> 1 is not here yet: one worker closes the dark customer's
-        // last day at the final stop where two do not (docs/DELIVERY.md,
-        // known limits).
+        (Stop::Rescale(2, 1), 15),
         (Stop::Rescale(1, 2), 15),
     ] {
         let restarted = run(&fleet, split, &keep, Some((start + at * day, stop))).await;

@@ -73,7 +73,10 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                         return;
                     };
                     let time = *held.time();
-                    latest_seen = latest_seen.max(time);
+                    if time > latest_seen {
+                        latest_seen = time;
+                        config.journeys.saw(time);
+                    }
                     pending
                         .entry(time)
                         .or_insert_with(|| (held, Vec::new()))
@@ -131,6 +134,11 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                 }
                 // Days the frontier has passed with no telemetry at all.
                 let done = frontier.frontier().is_empty();
+                if done {
+                    // Up to what any worker saw, so the last day a quiet
+                    // customer gets does not depend on the worker count.
+                    latest_seen = latest_seen.max(config.journeys.newest_seen());
+                }
                 for t in tracked.values_mut() {
                     while let Some((start, end, _)) = &t.next_day {
                         let (start, end) = (*start, *end);
