@@ -7,9 +7,10 @@
 //! Per size it prints the file's bytes per device, the time to write it
 //! (encode, fsync, rename, promote) and the time from reading the file to an
 //! engine whose 2 workers hold every device (read, CRC, decode, start,
-//! take). What a restart does besides (open the WAL and the stores, replay
-//! the WAL after the snapshot) does not grow with the devices and is not in
-//! it.
+//! take). For the largest size it then times a whole restart: the
+//! `fleetpulse` binary beside this one (`cargo build --release` first)
+//! started with that snapshot in its WAL directory, an empty WAL, SQLite
+//! and the embedded broker, until `/readyz` answers 200.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,6 +71,7 @@ fn main() {
     let sizes = fleetpulse_benches::sizes_from_args(&[10_000, 100_000, 1_000_000]);
     println!("| devices | file, bytes/device | write | read to engine ready ({WORKERS} workers) |");
     println!("|---:|---:|---:|---:|");
+    let largest = sizes.iter().copied().max().unwrap_or(0);
     for n in sizes {
         let dir = std::env::temp_dir().join(format!(
             "fleetpulse-restore-bench-{}-{n}",
@@ -107,6 +109,7 @@ fn main() {
         let ready = started.elapsed();
         engine.finish().expect("engine stops");
         drain.join().expect("drained");
+        let whole = (n == largest).then(|| whole_restart(&dir));
         std::fs::remove_dir_all(&dir).expect("clean up");
         println!(
             "| {n} | {:.0} | {:.2} s | {:.2} s |",
@@ -114,5 +117,79 @@ fn main() {
             write.as_secs_f64(),
             ready.as_secs_f64()
         );
+        match whole {
+            Some(Ok(took)) => println!(
+                "\nwhole restart of `fleetpulse run` with {n} devices in its snapshot, start to /readyz 200: {:.2} s",
+                took.as_secs_f64()
+            ),
+            Some(Err(why)) => println!("\nwhole restart not measured: {why}"),
+            None => {}
+        }
     }
+}
+
+/// Starts the `fleetpulse` binary with the snapshot in `dir` as its WAL
+/// directory's and times it to ready.
+fn whole_restart(dir: &std::path::Path) -> Result<Duration, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let binary = (exe.parent().and_then(|deps| deps.parent()))
+        .map(|release| release.join("fleetpulse"))
+        .filter(|b| b.exists())
+        .ok_or("no target/release/fleetpulse beside this bench: run `cargo build --release`")?;
+    let wal = dir.join("wal");
+    std::fs::create_dir_all(&wal).map_err(|e| e.to_string())?;
+    std::fs::rename(devices::path(dir), devices::path(&wal)).map_err(|e| e.to_string())?;
+    let broker = fleetpulse::broker::start(0).map_err(|e| e.to_string())?;
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?;
+    let config = format!(
+        "[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nclient_id = \"restore-bench\"\n\n\
+         [engine]\nworkers = {WORKERS}\n\n[http]\nenabled = true\nlisten = \"{http}\"\n\n\
+         [wal]\ndir = \"wal\"\n\n[[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n",
+        broker.addr.port()
+    );
+    let config_path = dir.join("fleetpulse.toml");
+    std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut child = std::process::Command::new(binary)
+        .args(["run", "--config"])
+        .arg(&config_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("service.log")).map_err(|e| e.to_string())?)
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let ready = loop {
+        if ready(http) {
+            break Ok(started.elapsed());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(dir.join("service.log")).unwrap_or_default();
+            break Err(format!("the service exited ({status}): {log}"));
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            break Err("not ready within 120 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(dir.join("service.log")).unwrap_or_default();
+    if ready.is_ok() && !log.contains("device memories restored") {
+        return Err(format!("ready, but no device memories restored: {log}"));
+    }
+    ready
+}
+
+/// Whether `/readyz` at `addr` answers 200.
+fn ready(addr: std::net::SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let request = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut answer = String::new();
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_to_string(&mut answer).is_ok()
+        && answer.starts_with("HTTP/1.1 200")
 }
