@@ -34,7 +34,7 @@ pub struct DeviceBoard {
     /// device.
     restored: Mutex<Vec<(DeviceKey, DeviceMemory)>>,
     /// The earliest point of the restored memories.
-    restored_at: AtomicU64,
+    restored_at: EventTime,
     /// The number of the latest request; 0: none yet.
     requested: AtomicU64,
     /// The parts of the latest request the workers have handed in.
@@ -53,15 +53,16 @@ struct Parts {
 impl DeviceBoard {
     /// A board restoring `snapshot`.
     pub fn restoring(snapshot: DeviceSnapshot) -> Self {
-        let board = Self::default();
-        board.restored_at.store(snapshot.at, SeqCst);
-        *lock(&board.restored) = snapshot.devices;
-        board
+        Self {
+            restored: Mutex::new(snapshot.devices),
+            restored_at: snapshot.at,
+            ..Self::default()
+        }
     }
 
     /// The earliest point of the restored memories (0 without).
     pub fn restored_at(&self) -> EventTime {
-        self.restored_at.load(SeqCst)
+        self.restored_at
     }
 
     /// Takes the restored memories of the devices `mine` picks (those a

@@ -23,6 +23,33 @@ pub const FORMAT: u32 = 1;
 const MAGIC: &[u8; 8] = b"FPDEVSNP";
 const HEADER: usize = 8 + 4 + 8 + 8 + 8 + 4;
 
+/// The fixed part of a snapshot file.
+struct Header {
+    format: u32,
+    at: EventTime,
+    newest: EventTime,
+    len: u64,
+    crc: u32,
+}
+
+impl Header {
+    /// The header of `bytes`; `None` when they are not a snapshot's.
+    fn read(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+            return None;
+        }
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4"));
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8"));
+        Some(Self {
+            format: u32_at(8),
+            at: u64_at(12),
+            newest: u64_at(20),
+            len: u64_at(28),
+            crc: u32_at(36),
+        })
+    }
+}
+
 /// The snapshot a restart loads.
 pub fn path(wal_dir: &Path) -> PathBuf {
     wal_dir.join("devices.snapshot")
@@ -52,20 +79,23 @@ pub fn decode(bytes: &[u8], shown: &str) -> Result<DeviceSnapshot, String> {
     let afresh = "move the file away to start the device memories afresh from what the WAL \
                   holds (a device silent since before it then counts its next reading as a \
                   baseline)";
-    let field = |at: usize, len: usize| &bytes[at..at + len];
-    if bytes.len() < HEADER || field(0, 8) != MAGIC {
+    let Some(header) = Header::read(bytes) else {
         return Err(format!("{shown}: not a device snapshot; {afresh}"));
-    }
-    let format = u32::from_le_bytes(field(8, 4).try_into().expect("4 bytes"));
-    if format != FORMAT {
+    };
+    if header.format != FORMAT {
         return Err(format!(
-            "{shown}: device snapshot of format {format} (this build reads {FORMAT}); run the \
-             build that wrote it, or {afresh}"
+            "{shown}: device snapshot of format {} (this build reads {FORMAT}); run the \
+             build that wrote it, or {afresh}",
+            header.format
         ));
     }
-    let u64_at = |at: usize| u64::from_le_bytes(field(at, 8).try_into().expect("8 bytes"));
-    let (at, newest, len) = (u64_at(12), u64_at(20), u64_at(28));
-    let crc = u32::from_le_bytes(field(36, 4).try_into().expect("4 bytes"));
+    let Header {
+        at,
+        newest,
+        len,
+        crc,
+        ..
+    } = header;
     let body = &bytes[HEADER..];
     if body.len() as u64 != len || crc32fast::hash(body) != crc {
         return Err(format!(
@@ -123,7 +153,11 @@ pub fn promote(wal_dir: &Path, newest: EventTime) -> std::io::Result<EventTime> 
     let pending_path = pending_path(wal_dir, newest);
     let mut header = [0; HEADER];
     std::io::Read::read_exact(&mut std::fs::File::open(&pending_path)?, &mut header)?;
-    let at = u64::from_le_bytes(header[12..20].try_into().expect("8 bytes"));
+    let at = Header::read(&header)
+        .ok_or_else(|| {
+            std::io::Error::other(format!("{}: not a device snapshot", pending_path.display()))
+        })?
+        .at;
     std::fs::rename(pending_path, path(wal_dir))?;
     for older in pending(wal_dir)?.into_iter().filter(|p| *p < newest) {
         std::fs::remove_file(self::pending_path(wal_dir, older))?;

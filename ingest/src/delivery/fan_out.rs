@@ -149,7 +149,7 @@ impl FanOut {
         // already cover, which the replay then skips).
         let journeys = self.journeys.covered_before(plan.written_before);
         let with_journeys = journeys.is_some();
-        let stored = tokio::task::spawn_blocking(move || {
+        let stored = blocking(move || {
             if let Some(journeys) = journeys {
                 super::journeys::store(&dir, journeys)?;
             }
@@ -157,7 +157,7 @@ impl FanOut {
         })
         .await;
         match stored {
-            Ok(Ok(())) => {
+            Ok(()) => {
                 failing.stored();
                 if with_journeys {
                     self.journeys.stored();
@@ -166,7 +166,6 @@ impl FanOut {
                     let _ = self.cut.send(cut);
                 }
             }
-            Ok(Err(e)) => failing.failed(&e),
             Err(e) => failing.failed(&e),
         }
     }
@@ -200,10 +199,7 @@ impl FanOut {
         }
         let written_before = self.ledger().checkpoint().written_before;
         if let Some(newest) = schedule.promotable(written_before) {
-            let promoted =
-                tokio::task::spawn_blocking(move || super::devices::promote(&dir, newest))
-                    .await
-                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            let promoted = blocking(move || super::devices::promote(&dir, newest)).await;
             match promoted {
                 Ok(at) => {
                     failing.stored();
@@ -223,9 +219,9 @@ impl FanOut {
 }
 
 /// Runs file I/O off the async threads.
-async fn blocking(
-    io: impl FnOnce() -> std::io::Result<()> + Send + 'static,
-) -> std::io::Result<()> {
+async fn blocking<T: Send + 'static>(
+    io: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
     tokio::task::spawn_blocking(io)
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)))
