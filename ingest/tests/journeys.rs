@@ -17,23 +17,86 @@ use fleetpulse::records::{Doc, RecordKind};
 use fleetpulse::sinks::SqliteStore;
 use fleetpulse_sim::Fleet;
 use support::fleets::{fleet, publish_options, write_customers};
-use support::servers::{Mosquitto, NO_LOSS};
+use support::servers::{Mosquitto, NO_LOSS, free_ports};
 use support::service::{Service, write_service_config};
 
 /// Logged once per start, when the service is ready for telemetry.
 const CONNECTED: &str = "connected to broker";
 
-fn start(dir: &Path, mosquitto: &Mosquitto, client_id: &str, workers: usize) -> Service {
-    let config = write_service_config(dir, mosquitto, client_id, &config(workers));
-    let mut service = Service::new(config, dir.join("service.log"));
-    service.start_and_wait(CONNECTED);
-    service
+/// The service's processes: one, or the members of a cluster on free
+/// loopback ports, started and stopped together.
+struct Deployment {
+    members: Vec<Service>,
+}
+
+impl Deployment {
+    /// `processes` processes of `workers` workers each on the file in `dir`.
+    fn start(
+        dir: &Path,
+        mosquitto: &Mosquitto,
+        client_id: &str,
+        workers: usize,
+        processes: usize,
+    ) -> Self {
+        let config = write_service_config(dir, mosquitto, client_id, &config(workers));
+        let hosts = (free_ports(processes).into_iter())
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let members = (0..processes).map(|i| {
+            if processes == 1 {
+                return Service::new(&config, dir.join("service.log"));
+            }
+            Service::new(&config, dir.join(format!("member-{i}-of-{processes}.log")))
+                .args(["--process", &i.to_string(), "--hosts", &hosts])
+        });
+        let mut deployment = Self {
+            members: members.collect(),
+        };
+        deployment.start_and_wait();
+        deployment
+    }
+
+    /// Starts every member (they wait for each other) and waits until each
+    /// is connected to the broker.
+    fn start_and_wait(&mut self) {
+        for member in &mut self.members {
+            member.start();
+        }
+        for member in &self.members {
+            member.wait_for_log(CONNECTED, member.starts());
+        }
+    }
+
+    fn kill(&mut self) {
+        self.members.iter_mut().for_each(Service::kill);
+    }
+
+    /// SIGINT to all first (a member that outlives another would stop as
+    /// failed), then waits for each to exit successfully.
+    fn stop(&mut self) {
+        self.members.iter().for_each(Service::interrupt);
+        for member in &mut self.members {
+            let status = member.wait_exit(Duration::from_secs(60));
+            let tail = member.log_tail();
+            assert!(status.is_some_and(|s| s.success()), "{status:?}\n{tail}");
+        }
+    }
+
+    fn logs(&self) -> Vec<String> {
+        self.members.iter().map(Service::log).collect()
+    }
+
+    fn log_tail(&self) -> String {
+        self.members.iter().map(Service::log_tail).collect()
+    }
 }
 
 /// The service's settings with `workers` engine workers.
 fn config(workers: usize) -> String {
     format!(
         r#"persistent_session = true
+shared_group = "journeys"
 
 [engine]
 workers = {workers}
@@ -64,15 +127,31 @@ async fn publish(mosquitto: &Mosquitto, client_id: &str, messages: Vec<(String, 
     assert!(report.messages > 0);
 }
 
-/// The newest day end among the journey states stored beside the WAL.
+/// The directories holding a member's state: the WAL directory and its
+/// members' (`process-{i}`).
+fn state_dirs(dir: &Path) -> Vec<PathBuf> {
+    let wal = dir.join("wal");
+    let members = std::fs::read_dir(&wal).into_iter().flatten().filter_map(|e| {
+        let e = e.ok()?;
+        let name = e.file_name();
+        name.to_str()?.starts_with("process-").then(|| e.path())
+    });
+    std::iter::once(wal.clone()).chain(members).collect()
+}
+
+/// The newest day end among the journey states stored beside the WAL (of
+/// any member).
 fn journeys_reach(dir: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(dir.join("wal/journeys.json")).ok()?;
-    let doc: serde_json::Value = serde_json::from_str(&text).ok()?;
-    doc["journeys"]
-        .as_object()?
-        .values()
-        .filter_map(|j| j["last_day_end"].as_u64())
-        .max()
+    let reach = |wal: PathBuf| {
+        let text = std::fs::read_to_string(wal.join("journeys.json")).ok()?;
+        let doc: serde_json::Value = serde_json::from_str(&text).ok()?;
+        doc["journeys"]
+            .as_object()?
+            .values()
+            .filter_map(|j| j["last_day_end"].as_u64())
+            .max()
+    };
+    state_dirs(dir).into_iter().filter_map(reach).max()
 }
 
 /// Every record of every kind in the store at `path`, as JSON documents (a
@@ -120,6 +199,10 @@ enum Stop {
     /// workers, restarted with the second: journeys and device memories
     /// are keyed by customer and device, not by worker.
     Rescale(usize, usize),
+    /// A graceful stop of a deployment of the first number of processes
+    /// (one worker each), started again with the second: process 0 takes
+    /// over the WAL and the broker session of each member that is gone.
+    RescaleProcesses(usize, usize),
 }
 
 /// The point of the device snapshot a restart would load.
@@ -128,19 +211,22 @@ fn device_snapshot_at(dir: &Path) -> Option<u64> {
     Some(u64::from_le_bytes(bytes.get(12..20)?.try_into().ok()?))
 }
 
-/// The first LSN of the oldest WAL segment: above 1 once the WAL was cut.
-fn oldest_segment(dir: &Path) -> u64 {
-    let names = std::fs::read_dir(dir.join("wal")).unwrap();
-    (names.filter_map(|e| {
-        e.ok()?
-            .file_name()
-            .to_str()?
-            .strip_suffix(".wal")?
-            .parse()
-            .ok()
-    }))
-    .min()
-    .unwrap_or(0)
+/// Whether a WAL of any member was cut (its oldest segment starts after
+/// LSN 1).
+fn wal_cut(dir: &Path) -> bool {
+    let oldest = |wal: PathBuf| {
+        let names = std::fs::read_dir(wal).ok()?;
+        (names.filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_suffix(".wal")?
+                .parse::<u64>()
+                .ok()
+        }))
+        .min()
+    };
+    state_dirs(dir).into_iter().filter_map(oldest).any(|lsn| lsn > 1)
 }
 
 /// Runs the fleet's messages that `keep` keeps (by index and topic) through
@@ -164,11 +250,12 @@ async fn run(
         .collect();
     let second = messages.split_off(split.min(messages.len()));
     let client = "journeys-test";
-    let (workers, workers_after) = match restart {
-        Some((_, Stop::Rescale(from, to))) => (from, to),
-        _ => (2, 2),
+    let ((workers, processes), (workers_after, processes_after)) = match restart {
+        Some((_, Stop::Rescale(from, to))) => ((from, 1), (to, 1)),
+        Some((_, Stop::RescaleProcesses(from, to))) => ((1, from), (1, to)),
+        _ => ((2, 1), (2, 1)),
     };
-    let mut service = start(dir.path(), &mosquitto, client, workers);
+    let mut service = Deployment::start(dir.path(), &mosquitto, client, workers, processes);
     // In four parts a little apart: the service catches up faster than it
     // snapshots device memories (once a second), so each part ends with a
     // snapshot, and the stores catch up with the earlier ones.
@@ -183,7 +270,7 @@ async fn run(
             // while it is down: it then catches up from that backlog.
             service.stop();
             publish(&mosquitto, "journeys-sim", messages).await;
-            service.start_and_wait(CONNECTED);
+            service.start_and_wait();
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
         Some((_, Stop::KillInStoreOutage)) => {
@@ -204,10 +291,12 @@ async fn run(
     if let Some((kill_after, stop)) = restart {
         let started = Instant::now();
         let snapshot_from = kill_after - 10 * 86_400_000;
+        // Cluster members do not snapshot device memories.
+        let snapshots = processes == 1;
         while !stop_in_flight
             && (journeys_reach(dir.path()).is_none_or(|end| end < kill_after)
-                || device_snapshot_at(dir.path()).is_none_or(|at| at < snapshot_from)
-                || oldest_segment(dir.path()) <= 1)
+                || snapshots && device_snapshot_at(dir.path()).is_none_or(|at| at < snapshot_from)
+                || !wal_cut(dir.path()))
         {
             assert!(
                 started.elapsed() < Duration::from_secs(120),
@@ -215,29 +304,47 @@ async fn run(
                  from {snapshot_from} ({:?}) or no WAL cut behind it ({}):\n{}",
                 journeys_reach(dir.path()),
                 device_snapshot_at(dir.path()),
-                oldest_segment(dir.path()),
+                wal_cut(dir.path()),
                 service.log_tail()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let caught_up = journeys_reach(dir.path());
         match stop {
-            Stop::Term => service.stop(),
+            Stop::Term | Stop::RescaleProcesses(..) => service.stop(),
             _ => service.kill(),
         }
         drop(outage);
-        if workers_after != workers {
-            write_service_config(dir.path(), &mosquitto, client, &config(workers_after));
+        if (workers_after, processes_after) != (workers, processes) {
+            drop(service);
+            service = Deployment::start(
+                dir.path(),
+                &mosquitto,
+                client,
+                workers_after,
+                processes_after,
+            );
+        } else {
+            service.start_and_wait();
         }
-        service.start_and_wait(CONNECTED);
         if let Stop::KillTwice = stop {
             service.kill();
-            service.start_and_wait(CONNECTED);
+            service.start_and_wait();
         }
-        if !stop_in_flight {
-            for restored in ["journey states restored", "device memories restored"] {
-                assert!(service.log().contains(restored), "{}", service.log_tail());
-            }
+        let logs = service.logs();
+        let mut restored = vec!["journey states restored"];
+        if processes == 1 && processes_after == 1 {
+            restored.push("device memories restored");
+        }
+        if processes != processes_after {
+            restored.push("took over the state of a member the cluster no longer has");
+        }
+        for restored in restored.iter().filter(|_| !stop_in_flight) {
+            assert!(
+                logs.iter().any(|log| log.contains(restored)),
+                "{restored}:\n{}",
+                service.log_tail()
+            );
         }
         eprintln!("{stop:?}: the stored journeys reached {caught_up:?} at the stop");
     }
@@ -276,6 +383,8 @@ async fn a_kill_or_a_stop_at_five_points_or_a_rescale_of_40_days_changes_no_stor
     let keep = dark_after(&fleet, messages * 4 / 10);
     let reference = run(&fleet, split, &keep, None).await;
     for (stop, at) in [
+        (Stop::RescaleProcesses(2, 1), 15),
+        (Stop::RescaleProcesses(1, 2), 15),
         (Stop::Kill, 15),
         (Stop::Term, 15),
         (Stop::KillCatchingUp, 0),

@@ -29,6 +29,7 @@ pub mod journeys;
 pub mod ledger;
 pub mod progress;
 pub mod replay;
+pub mod rescale;
 pub mod retention;
 pub mod route;
 

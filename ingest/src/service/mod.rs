@@ -23,7 +23,7 @@ use crate::delivery::checkpoint::Checkpoint;
 use crate::delivery::fan_out::FanOut;
 use crate::delivery::intake::{self, IntakeParts};
 use crate::delivery::ledger::Ledger;
-use crate::delivery::{self, replay};
+use crate::delivery::{self, DeliveryError, replay, rescale};
 use crate::sinks::Sink;
 use crate::sinks::writer::{SinkSettings, run_sink_counted};
 use crate::wal::Lsn;
@@ -48,6 +48,7 @@ pub async fn run(
                 field: "privacy".into(),
                 message,
             })?;
+    let layout = parts::layout(&config);
     config.apply_cluster_member();
     let mut engine_config = config.engine_config(config_path)?;
     let customers = load_customers(&config, &engine_config)?;
@@ -55,7 +56,7 @@ pub async fn run(
         engine_config.customers = specs.clone();
     }
     let customers = customers.map(|(file, _)| file);
-    parts::restore_state(&config, &mut engine_config)?;
+    let journeys = parts::restore_state(&config, layout.as_ref(), &mut engine_config)?;
     // AEMP sources next: a missing secret or a damaged position file must
     // fail the start. In a cluster only process 0 polls: each member has its
     // own WAL and position, so two pollers would count every reading twice.
@@ -79,7 +80,12 @@ pub async fn run(
 
     // The WAL first: a second process on the same directory must fail
     // before it opens anything else.
-    let wal = config.wal.as_ref().map(replay::open).transpose()?;
+    let mut wal = config.wal.as_ref().map(replay::open).transpose()?;
+    // Every member suppresses what the least advanced member's checkpoint
+    // covers: after a rescale its customers may be another's.
+    if let (Some((_, stored)), Some(layout)) = (&mut wal, &layout) {
+        *stored = layout.checkpoint().map_err(DeliveryError::Wal)?;
+    }
 
     // Sinks next: a store that cannot be reached should fail the start.
     let (mut outputs, mut written, mut sink_tasks) = (Vec::new(), Vec::new(), Vec::new());
@@ -108,6 +114,19 @@ pub async fn run(
     let (mut engine, workers) = parts::start_engine(&config, &engine_config, events_tx).await?;
     let stats = engine.stats();
     tracing::info!(workers, "engine started");
+    // Every member has joined, so has read the state it needs: process 0
+    // takes over what members the cluster no longer has left.
+    if let (Some((own, stored)), Some(layout)) = (&mut wal, &layout) {
+        let orphans = layout.orphans();
+        if !orphans.is_empty() {
+            let moved = rescale::take_over(own, &orphans, &config.mqtt, journeys, *stored).await?;
+            tracing::info!(
+                records = moved.records,
+                drained = moved.drained,
+                "rescaled: the state of removed members is this process's"
+            );
+        }
+    }
     let http = crate::http::attach(
         &config,
         crate::http::People {

@@ -168,29 +168,47 @@ pub fn admission(
     .with_pseudonyms(pseudonyms.cloned())
 }
 
-/// Restores what a WAL directory keeps of the engine's state: journeys
-/// (persisted with each checkpoint) and device memories, so a restart does
-/// not forget a customer's history or a silent device's counters. Device
-/// snapshots are taken by single processes only: cluster members snapshot
-/// apart, which a later version must line up.
+/// Where this process's state lives among the cluster members' (`None`
+/// without a WAL). Call it before the config is made a member's.
+pub fn layout(config: &ServiceConfig) -> Option<crate::delivery::rescale::Layout> {
+    let wal = config.wal.as_ref()?;
+    let member = (config.cluster.as_ref()).filter(|c| c.is_multi_process());
+    Some(crate::delivery::rescale::Layout {
+        base: wal.dir.clone(),
+        processes: member.map_or(1, |c| c.addresses.len()),
+        process: member.map_or(0, |c| c.process),
+        client_id: config.mqtt.client_id.clone(),
+    })
+}
+
+/// Restores what the WAL directories keep of the engine's state: journeys
+/// (persisted with each checkpoint, each customer's newest over every
+/// member's directory, so a rescaled cluster finds them wherever they were)
+/// and device memories, so a restart does not forget a customer's history
+/// or a silent device's counters. Device snapshots are taken by single
+/// processes only: cluster members snapshot apart, which a later version
+/// must line up. Returns the journey states restored.
 pub fn restore_state(
     config: &ServiceConfig,
+    layout: Option<&crate::delivery::rescale::Layout>,
     engine_config: &mut fleetpulse_engine::EngineConfig,
-) -> Result<(), ServiceError> {
-    let Some(wal) = &config.wal else {
-        return Ok(());
+) -> Result<HashMap<fleetpulse_engine::Id, fleetpulse_engine::JourneyState>, ServiceError> {
+    let (Some(wal), Some(layout)) = (&config.wal, layout) else {
+        return Ok(HashMap::new());
     };
-    let restored = crate::delivery::journeys::load(&wal.dir).map_err(DeliveryError::Wal)?;
+    let restored = layout.journeys().map_err(DeliveryError::Wal)?;
     if !restored.is_empty() {
         tracing::info!(customers = restored.len(), "journey states restored");
     }
-    engine_config.journeys = Arc::new(fleetpulse_engine::JourneyBoard::persisted(restored));
+    engine_config.journeys = Arc::new(fleetpulse_engine::JourneyBoard::persisted(
+        restored.clone(),
+    ));
     if config
         .cluster
         .as_ref()
         .is_some_and(|c| c.is_multi_process())
     {
-        return Ok(());
+        return Ok(restored);
     }
     if let Some(snapshot) = crate::delivery::devices::load(&wal.dir).map_err(DeliveryError::Wal)? {
         tracing::info!(
@@ -200,7 +218,7 @@ pub fn restore_state(
         );
         engine_config.devices = Arc::new(fleetpulse_engine::DeviceBoard::restoring(snapshot));
     }
-    Ok(())
+    Ok(restored)
 }
 
 /// The device snapshot schedule, when the service snapshots device memories

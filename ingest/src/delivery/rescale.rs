@@ -1,0 +1,466 @@
+//! A cluster restarted with another number of processes (Flink's rescale
+//! from a savepoint). Each member keeps its state in its own directory under
+//! `wal.dir`: the directory itself for a single process, `process-{i}` for
+//! member `i` of a cluster. The state is keyed by customer and device, not by
+//! member, so any topology can start from it:
+//!
+//! - every member reads the journey states of every directory, each
+//!   customer's newest one (its owner's), and suppresses what the least
+//!   advanced checkpoint says every store holds;
+//! - process 0 takes over the directories of members the new topology does
+//!   not have (orphans): their WAL records are appended to its own WAL and
+//!   replayed with it (each record still goes to the worker that owns its
+//!   device, in whichever process), their broker sessions are drained into
+//!   its WAL and removed (a persistent session left behind would keep its
+//!   share of a shared subscription forever), and the orphan is deleted.
+//!
+//! The orphans are taken over once every member has joined the cluster,
+//! so no member reads a directory while it is being deleted.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fleetpulse_engine::{Id, JourneyState};
+use rumqttc::{AsyncClient, Event, Packet};
+
+use super::DeliveryError;
+use super::checkpoint::{self, Checkpoint};
+use crate::config::MqttConfig;
+use crate::wal::{Wal, WalOptions, WalRecord};
+
+/// Written into an orphan once its records and sessions are in the
+/// adopter's WAL: a restart after a crash then only deletes it.
+const TAKEN_OVER: &str = "taken-over";
+
+/// How long a drained broker session must stay quiet before it counts as
+/// empty.
+const QUIET: Duration = Duration::from_millis(1500);
+
+/// Where this process's state lives among the topology's.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// `wal.dir` as configured: a single process's directory, and the
+    /// parent of the members'.
+    pub base: PathBuf,
+    /// The processes of the cluster (1 without one).
+    pub processes: usize,
+    /// This process's index.
+    pub process: usize,
+    /// `mqtt.client_id` as configured (members append their index).
+    pub client_id: String,
+}
+
+impl Layout {
+    /// This process's own directory.
+    pub fn own(&self) -> PathBuf {
+        member_dir(&self.base, self.processes, self.process)
+    }
+
+    /// Every directory that holds a member's state, this one's included.
+    pub fn state_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = std::iter::once(self.base.clone())
+            .chain(members(&self.base).into_iter().map(|(_, dir)| dir))
+            .filter(|dir| holds_state(dir))
+            .collect();
+        let own = self.own();
+        if !dirs.contains(&own) {
+            dirs.push(own);
+        }
+        dirs
+    }
+
+    /// The directories of members this topology does not have, with the
+    /// broker client id each used; process 0 takes them over.
+    pub fn orphans(&self) -> Vec<(PathBuf, String)> {
+        if self.process != 0 {
+            return Vec::new();
+        }
+        let mut orphans = Vec::new();
+        if self.processes > 1 && holds_state(&self.base) {
+            orphans.push((self.base.clone(), self.client_id.clone()));
+        }
+        for (index, dir) in members(&self.base) {
+            let gone = self.processes == 1 || index >= self.processes;
+            if gone && holds_state(&dir) {
+                orphans.push((dir, format!("{}-{index}", self.client_id)));
+            }
+        }
+        orphans
+    }
+
+    /// Each customer's newest journey state (the one its owner stored last)
+    /// over every member's directory.
+    pub fn journeys(&self) -> Result<HashMap<Id, JourneyState>, String> {
+        let mut newest: HashMap<Id, JourneyState> = HashMap::new();
+        for dir in self.state_dirs() {
+            for (customer, state) in super::journeys::load(&dir)? {
+                let older = |held: &JourneyState| held.last_day_end < state.last_day_end;
+                if newest.get(&customer).is_none_or(older) {
+                    newest.insert(customer, state);
+                }
+            }
+        }
+        Ok(newest)
+    }
+
+    /// What every store holds for sure: the least advanced checkpoint of the
+    /// members that wrote one. A member's customers may be another's after a
+    /// rescale, so no member may suppress more than the least advanced.
+    pub fn checkpoint(&self) -> Result<Checkpoint, String> {
+        let mut least: Option<Checkpoint> = None;
+        for dir in self.state_dirs() {
+            if !checkpoint::path(&dir).exists() {
+                continue;
+            }
+            let stored = Checkpoint::load(&dir)
+                .map_err(|e| format!("{}: {e}", checkpoint::path(&dir).display()))?;
+            if least.is_none_or(|l| stored.written_before < l.written_before) {
+                least = Some(stored);
+            }
+        }
+        Ok(least.unwrap_or_default())
+    }
+}
+
+/// Member `process`'s directory under `base`.
+pub fn member_dir(base: &Path, processes: usize, process: usize) -> PathBuf {
+    if processes > 1 {
+        base.join(format!("process-{process}"))
+    } else {
+        base.to_owned()
+    }
+}
+
+/// The `process-{i}` directories under `base`.
+fn members(base: &Path) -> Vec<(usize, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return Vec::new();
+    };
+    let mut members: Vec<(usize, PathBuf)> = entries
+        .filter_map(|e| {
+            let entry = e.ok()?;
+            let index = entry.file_name().to_str()?.strip_prefix("process-")?.parse();
+            Some((index.ok()?, entry.path()))
+        })
+        .filter(|(_, path)| path.is_dir())
+        .collect();
+    members.sort();
+    members
+}
+
+/// Whether `dir` holds a member's state (WAL segments, a checkpoint,
+/// journey states).
+fn holds_state(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.ends_with(".wal") || name == "checkpoint.json" || name == "journeys.json"
+        })
+    })
+}
+
+/// What a take-over moved.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TakenOver {
+    /// WAL records of the orphans' logs.
+    pub records: u64,
+    /// Messages drained from their broker sessions.
+    pub drained: u64,
+}
+
+/// Takes over `orphans` into `own` (this process's open WAL): their WAL
+/// records, their broker sessions (when sessions are persistent), their
+/// poll positions; then stores the merged journey states and checkpoint
+/// in this process's directory and deletes the orphans. Blocking parts run
+/// on this task: it runs once at start, before intake.
+pub async fn take_over(
+    own: &mut Wal,
+    orphans: &[(PathBuf, String)],
+    mqtt: &MqttConfig,
+    journeys: HashMap<Id, JourneyState>,
+    least: Checkpoint,
+) -> Result<TakenOver, DeliveryError> {
+    let mut moved = TakenOver::default();
+    let own_dir = own.dir().to_owned();
+    let fail = |dir: &Path, e: &dyn std::fmt::Display| {
+        DeliveryError::Wal(format!("taking over {}: {e}", dir.display()))
+    };
+    for (dir, client_id) in orphans {
+        if dir.join(TAKEN_OVER).exists() {
+            delete_state(dir).map_err(|e| fail(dir, &e))?;
+            continue;
+        }
+        // Its lock first: a member of the old topology still running must
+        // be stopped before its state moves.
+        let orphan = Wal::open(dir, WalOptions::default()).map_err(|e| fail(dir, &e))?;
+        let mut group = Vec::new();
+        for entry in orphan.replay(orphan.first_lsn()).map_err(|e| fail(dir, &e))? {
+            let (_, record) = entry.map_err(|e| fail(dir, &e))?;
+            group.push(record);
+            if group.len() >= 1024 {
+                moved.records += append(own, &mut group).map_err(|e| fail(dir, &e))?;
+            }
+        }
+        moved.records += append(own, &mut group).map_err(|e| fail(dir, &e))?;
+        drop(orphan);
+        if mqtt.persistent_session {
+            for id in session_ids(client_id, mqtt.connections) {
+                moved.drained += drain_session(own, mqtt, &id)
+                    .await
+                    .map_err(|e| fail(dir, &format!("broker session {id}: {e}")))?;
+            }
+        }
+        move_positions(dir, &own_dir).map_err(|e| fail(dir, &e))?;
+        super::journeys::store(&own_dir, journeys.clone()).map_err(|e| fail(&own_dir, &e))?;
+        least.store(&own_dir).map_err(|e| fail(&own_dir, &e))?;
+        std::fs::write(dir.join(TAKEN_OVER), own_dir.display().to_string())
+            .map_err(|e| fail(dir, &e))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| fail(dir, &e))?;
+        delete_state(dir).map_err(|e| fail(dir, &e))?;
+        tracing::info!(
+            orphan = %dir.display(),
+            session = %client_id,
+            records = moved.records,
+            drained = moved.drained,
+            "took over the state of a member the cluster no longer has"
+        );
+    }
+    Ok(moved)
+}
+
+/// Appends `group` to `own` and makes it durable; returns how many.
+fn append(own: &mut Wal, group: &mut Vec<WalRecord>) -> Result<u64, crate::wal::WalError> {
+    if group.is_empty() {
+        return Ok(0);
+    }
+    own.append_all(group)?;
+    own.commit()?;
+    Ok(std::mem::take(group).len() as u64)
+}
+
+/// The broker client ids a member with client id `client_id` used: one per
+/// connection (`{client_id}-{k}` after the first).
+fn session_ids(client_id: &str, connections: usize) -> Vec<String> {
+    std::iter::once(client_id.to_owned())
+        .chain((1..connections).map(|k| format!("{client_id}-{k}")))
+        .collect()
+}
+
+/// Connects as `client_id` with its persistent session, takes every message
+/// queued there into `own` (acknowledged once durable), unsubscribes, and
+/// removes the session. Returns how many messages it drained.
+async fn drain_session(
+    own: &mut Wal,
+    mqtt: &MqttConfig,
+    client_id: &str,
+) -> Result<u64, String> {
+    let mut config = mqtt.clone();
+    config.client_id = client_id.to_owned();
+    let mut options = crate::source::mqtt::options(&config).map_err(|e| e.to_string())?;
+    options.set_manual_acks(true);
+    let (client, mut events) = AsyncClient::new(options, 64);
+    let mut drained = 0u64;
+    let mut unsubscribed = false;
+    let mut pending: Vec<rumqttc::Publish> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let event = tokio::time::timeout(QUIET, events.poll()).await;
+        let publish = match event {
+            Ok(Ok(Event::Incoming(Packet::Publish(p)))) => Some(p),
+            Ok(Ok(Event::Incoming(Packet::UnsubAck(_)))) => None,
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => {
+                if tokio::time::Instant::now() > deadline {
+                    return Err(e.to_string());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            // Quiet: what was queued is here; stop new ones, then finish.
+            Err(_) => {
+                commit_and_ack(own, &client, &mut pending, &mut drained).await?;
+                if unsubscribed {
+                    break;
+                }
+                for filter in [mqtt.subscription(), mqtt.topic.clone()] {
+                    client.unsubscribe(filter).await.map_err(|e| e.to_string())?;
+                }
+                unsubscribed = true;
+                continue;
+            }
+        };
+        if let Some(publish) = publish {
+            pending.push(publish);
+            if pending.len() >= 1024 {
+                commit_and_ack(own, &client, &mut pending, &mut drained).await?;
+            }
+        }
+    }
+    client.disconnect().await.map_err(|e| e.to_string())?;
+    // Let the disconnect go out, then remove the session itself.
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), events.poll()).await {}
+    remove_session(&config).await?;
+    Ok(drained)
+}
+
+/// Makes `pending` durable in `own`, then acknowledges it in order.
+async fn commit_and_ack(
+    own: &mut Wal,
+    client: &AsyncClient,
+    pending: &mut Vec<rumqttc::Publish>,
+    drained: &mut u64,
+) -> Result<(), String> {
+    let received_ms = super::intake::wall_clock_ms();
+    let mut records: Vec<WalRecord> = (pending.iter())
+        .map(|p| WalRecord {
+            topic: p.topic.clone(),
+            payload: p.payload.clone(),
+            received_ms,
+        })
+        .collect();
+    append(own, &mut records).map_err(|e| e.to_string())?;
+    for publish in pending.drain(..) {
+        client.ack(&publish).await.map_err(|e| e.to_string())?;
+        *drained += 1;
+    }
+    Ok(())
+}
+
+/// Connects once with a clean session as `config.client_id`: the broker
+/// then forgets the session and its subscriptions.
+async fn remove_session(config: &MqttConfig) -> Result<(), String> {
+    let mut options = crate::source::mqtt::options(config).map_err(|e| e.to_string())?;
+    options.set_clean_session(true);
+    let (client, mut events) = AsyncClient::new(options, 8);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), events.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => break,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if tokio::time::Instant::now() > deadline => return Err(e.to_string()),
+            Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Err(_) => return Err("no CONNACK within 5 s".into()),
+        }
+    }
+    client.disconnect().await.map_err(|e| e.to_string())?;
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), events.poll()).await {}
+    Ok(())
+}
+
+/// Moves the orphan's AEMP poll positions beside this process's WAL, unless
+/// it has its own.
+fn move_positions(from: &Path, to: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let is_position = name
+            .to_str()
+            .is_some_and(|n| n.starts_with("aemp-") && n.ends_with(".json"));
+        if is_position && !to.join(&name).exists() {
+            std::fs::rename(entry.path(), to.join(&name))?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes a taken-over member's state: its segments, checkpoint, journey
+/// states, device snapshots, lock and marker; a `process-{i}` directory
+/// itself once empty (the base directory holds the members').
+fn delete_state(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            continue;
+        }
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let state = name.ends_with(".wal")
+            || name.ends_with(".tmp")
+            || name.starts_with("devices")
+            || [
+                "checkpoint.json",
+                "journeys.json",
+                crate::wal::LOCK_FILE,
+                TAKEN_OVER,
+            ]
+            .contains(&name.as_ref());
+        if state {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    let member = dir
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("process-"));
+    if member {
+        // Left in place if anything else is there.
+        let _ = std::fs::remove_dir(dir);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(base: &Path, processes: usize, process: usize) -> Layout {
+        Layout {
+            base: base.to_owned(),
+            processes,
+            process,
+            client_id: "fp".into(),
+        }
+    }
+
+    fn with_state(dir: &Path, written_before: u64) {
+        std::fs::create_dir_all(dir).unwrap();
+        Checkpoint { written_before }.store(dir).unwrap();
+    }
+
+    #[test]
+    fn orphans_are_the_members_a_topology_no_longer_has_and_process_0_takes_them() {
+        let base = tempfile::tempdir().unwrap();
+        let base = base.path();
+        with_state(base, 10);
+        with_state(&base.join("process-0"), 30);
+        with_state(&base.join("process-2"), 20);
+        std::fs::create_dir_all(base.join("process-1")).unwrap();
+        // One process: every member's directory, with its client id.
+        let names = |o: Vec<(PathBuf, String)>| {
+            o.into_iter()
+                .map(|(d, id)| (d.strip_prefix(base).unwrap().display().to_string(), id))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(layout(base, 1, 0).orphans()),
+            [("process-0".into(), "fp-0".into()), ("process-2".into(), "fp-2".into())]
+        );
+        // Two: the single process's state and member 2's (member 1 has none).
+        assert_eq!(
+            names(layout(base, 2, 0).orphans()),
+            [(String::new(), "fp".into()), ("process-2".into(), "fp-2".into())]
+        );
+        assert!(layout(base, 2, 1).orphans().is_empty());
+        // Every member suppresses only what the least advanced checkpoint
+        // covers.
+        assert_eq!(layout(base, 2, 1).checkpoint().unwrap().written_before, 10);
+    }
+
+    #[test]
+    fn a_taken_over_member_is_deleted_but_not_what_else_its_directory_holds() {
+        let base = tempfile::tempdir().unwrap();
+        let member = base.path().join("process-1");
+        with_state(&member, 5);
+        std::fs::write(member.join("devices.snapshot"), b"x").unwrap();
+        std::fs::write(member.join("notes.txt"), b"mine").unwrap();
+        delete_state(&member).unwrap();
+        let left: Vec<_> = std::fs::read_dir(&member)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["notes.txt"]);
+    }
+}
