@@ -36,7 +36,7 @@ pub use journeys::JourneyBoard;
 pub use kpi::journey::JourneyState;
 pub use kpi::{
     AlertRecord, CustomerKpi, DeviceKpi, HealthRecord, MilestoneRecord, OutcomeRecord, Output,
-    PortfolioRecord,
+    PortfolioRecord, Totals,
 };
 pub use model::{DeviceBatch, DeviceKey, EventTime, Id, MachineState, Sample, Usage};
 pub use operators::device_state::DeviceMemory;

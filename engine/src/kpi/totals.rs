@@ -1,5 +1,7 @@
 //! The additive usage totals a customer window and a device window both
-//! keep: summed reading by reading, and merged across workers.
+//! keep: summed reading by reading, merged across workers, and carried as
+//! they are in [`CustomerKpi`](super::CustomerKpi) and
+//! [`DeviceKpi`](super::DeviceKpi).
 
 use serde::{Deserialize, Serialize};
 
@@ -16,13 +18,13 @@ pub struct Totals {
     pub fuel_litres: f64,
     /// Work cycles.
     pub cycles: u64,
-    /// Output units.
+    /// Output units (tons, parts, inspections: per customer).
     pub output_units: f64,
     /// Manual interventions.
     pub manual_interventions: u64,
     /// Faults raised.
     pub fault_count: u64,
-    /// Readings.
+    /// Readings received (after deduplication).
     pub samples: u64,
 }
 

@@ -167,9 +167,11 @@ mod tests {
         let devices: Vec<(String, String, u64)> = parts
             .iter()
             .filter_map(|p| match p {
-                WindowPart::Device(d) => {
-                    Some((d.customer.to_string(), d.device.to_string(), d.samples))
-                }
+                WindowPart::Device(d) => Some((
+                    d.customer.to_string(),
+                    d.device.to_string(),
+                    d.totals.samples,
+                )),
                 WindowPart::Customer(_) => None,
             })
             .collect();
