@@ -71,17 +71,20 @@ impl CustomerAccumulator {
         }
         self.reporting += u32::from(seen.first);
         self.active += u32::from(seen.first_active);
-        if let Some(operator) = &usage.operator {
+        if let Some(operator) = &usage.sample.operator {
             match self.operators.get_mut(operator) {
-                Some(hours) => *hours += usage.operating_hours,
+                Some(hours) => *hours += usage.increments.operating_hours,
                 None => {
                     self.operators
-                        .insert(operator.clone(), usage.operating_hours);
+                        .insert(operator.clone(), usage.increments.operating_hours);
                 }
             }
         }
-        self.first_seen = Some(self.first_seen.map_or(usage.at, |f| f.min(usage.at)));
-        self.advanced_features |= usage.advanced_features;
+        self.first_seen = Some(
+            self.first_seen
+                .map_or(usage.sample.at, |f| f.min(usage.sample.at)),
+        );
+        self.advanced_features |= usage.sample.advanced_features;
         self.totals.add(usage);
     }
 

@@ -68,15 +68,15 @@ impl DeviceAccumulator {
         if first {
             self.site = ids.site(&usage.site);
         }
-        if let Some(operator) = &usage.operator {
+        if let Some(operator) = &usage.sample.operator {
             self.operators.insert(ids.operator(operator));
         }
-        let first_active = usage.operating_hours > 0.0 && !self.active;
+        let first_active = usage.increments.operating_hours > 0.0 && !self.active;
         self.active |= first_active;
         self.totals.add(usage);
-        if usage.at >= self.last_seen {
-            self.last_seen = usage.at;
-            self.last_state = usage.state;
+        if usage.sample.at >= self.last_seen {
+            self.last_seen = usage.sample.at;
+            self.last_state = usage.sample.state;
         }
         DeviceSeen {
             first,

@@ -31,13 +31,14 @@ pub struct Totals {
 impl Totals {
     /// Adds one reading.
     pub fn add(&mut self, usage: &Usage) {
-        self.operating_hours += usage.operating_hours;
-        self.idle_hours += usage.idle_hours;
-        self.fuel_litres += usage.fuel_litres;
-        self.cycles += u64::from(usage.cycles);
-        self.output_units += usage.output_units;
-        self.manual_interventions += u64::from(usage.manual_interventions);
-        self.fault_count += u64::from(usage.faults);
+        let (added, sample) = (&usage.increments, &usage.sample);
+        self.operating_hours += added.operating_hours;
+        self.idle_hours += added.idle_hours;
+        self.fuel_litres += added.fuel_litres;
+        self.cycles += u64::from(sample.cycles);
+        self.output_units += sample.output_units;
+        self.manual_interventions += u64::from(sample.manual_interventions);
+        self.fault_count += u64::from(sample.faults);
         self.samples += 1;
     }
 
