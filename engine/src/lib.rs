@@ -36,9 +36,9 @@ pub use journeys::JourneyBoard;
 pub use kpi::journey::JourneyState;
 pub use kpi::{
     AlertRecord, CustomerKpi, DeviceKpi, HealthRecord, MilestoneRecord, OutcomeRecord, Output,
-    PortfolioRecord,
+    PortfolioRecord, Totals,
 };
-pub use model::{DeviceBatch, DeviceKey, EventTime, Id, MachineState, Sample, Usage};
+pub use model::{DeviceBatch, DeviceKey, EventTime, Id, Increments, MachineState, Sample, Usage};
 pub use operators::device_state::DeviceMemory;
 pub use stats::{EngineStats, StatsSnapshot};
 pub use watermark::{Late, Watermark};

@@ -111,8 +111,10 @@ impl DeviceBatch {
     }
 }
 
-/// A reading after per-device state: cumulative counters turned into the
-/// increments since the device's previous reading.
+/// A reading after per-device state: the sample as reported, with the
+/// increments of its cumulative counters since the device's previous
+/// reading. The sample's other counters already count since the previous
+/// reading.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
     /// Customer of the device.
@@ -121,30 +123,21 @@ pub struct Usage {
     pub site: Id,
     /// Device id.
     pub device: Id,
-    /// Event time of the reading.
-    pub at: EventTime,
-    /// Machine state at the reading.
-    pub state: MachineState,
+    /// The reading as reported (cumulative counters still cumulative).
+    pub sample: Sample,
+    /// What the sample's cumulative counters added since the device's
+    /// previous reading.
+    pub increments: Increments,
+}
+
+/// The increments of a reading's cumulative counters: 0 for a device's
+/// first reading (the baseline) and for a counter that went backwards.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Increments {
     /// Operating hours since the previous reading.
     pub operating_hours: f64,
     /// Idle hours since the previous reading.
     pub idle_hours: f64,
     /// Fuel used since the previous reading, litres.
     pub fuel_litres: f64,
-    /// Work cycles since the previous reading.
-    pub cycles: u32,
-    /// Output since the previous reading.
-    pub output_units: f64,
-    /// Manual interventions since the previous reading.
-    pub manual_interventions: u32,
-    /// Operator logged in, if any.
-    pub operator: Option<Id>,
-    /// Advanced features used (bit set over the catalog).
-    pub advanced_features: u32,
-    /// Seconds any feature was active.
-    pub feature_seconds: u32,
-    /// Seconds an advanced feature was active.
-    pub advanced_feature_seconds: u32,
-    /// Faults raised.
-    pub faults: u32,
 }

@@ -38,7 +38,7 @@ pub fn fold(config: &EngineConfig, batches: impl IntoIterator<Item = DeviceBatch
         }
         for u in usage.drain(..) {
             for (i, spec) in config.windows.iter().enumerate() {
-                let (start, end) = config.window_bounds(spec, &u.customer, u.at);
+                let (start, end) = config.window_bounds(spec, &u.customer, u.sample.at);
                 let seen = devices
                     .entry(((i, start, end), u.customer.clone(), u.device.clone()))
                     .or_default()

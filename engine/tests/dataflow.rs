@@ -90,30 +90,30 @@ fn exact_kpis_with_duplicates_and_reordering() {
         let h0 = &hourly[0];
         assert_eq!(h0.window_start, T0);
         // d1: baseline at T0, then +0.5h at T0+30m; d2: baseline at T0+10m.
-        assert!((h0.operating_hours - 0.5).abs() < 1e-12);
-        assert_eq!(h0.cycles, 8);
+        assert!((h0.totals.operating_hours - 0.5).abs() < 1e-12);
+        assert_eq!(h0.totals.cycles, 8);
         assert_eq!(h0.reporting_devices, 2);
         assert_eq!(h0.active_devices, 1);
         assert_eq!(h0.distinct_operators, 2);
         assert_eq!(h0.advanced_features_used, 1);
         assert!((h0.advanced_feature_share - 0.25).abs() < 1e-12);
         assert!((h0.utilisation - 0.5 / 4.0).abs() < 1e-12);
-        assert_eq!(h0.samples, 3);
+        assert_eq!(h0.totals.samples, 3);
 
         let h1 = &hourly[1];
         // d1: +0.5 at T0+60m, +0.25 at T0+90m; d2: +1.0 at T0+70m.
-        assert!((h1.operating_hours - 1.75).abs() < 1e-12);
-        assert_eq!(h1.cycles, 14);
-        assert_eq!(h1.manual_interventions, 1 + 1);
-        assert_eq!(h1.fault_count, 1);
+        assert!((h1.totals.operating_hours - 1.75).abs() < 1e-12);
+        assert_eq!(h1.totals.cycles, 14);
+        assert_eq!(h1.totals.manual_interventions, 1 + 1);
+        assert_eq!(h1.totals.fault_count, 1);
         assert_eq!(h1.active_devices, 2);
         assert_eq!(h1.distinct_operators, 3);
 
         let daily = customers(&outcome, "1d");
         assert_eq!(daily.len(), 1);
-        assert!((daily[0].operating_hours - 2.25).abs() < 1e-12);
-        assert!((daily[0].fuel_litres - 45.0).abs() < 1e-9);
-        assert_eq!(daily[0].cycles, 22);
+        assert!((daily[0].totals.operating_hours - 2.25).abs() < 1e-12);
+        assert!((daily[0].totals.fuel_litres - 45.0).abs() < 1e-9);
+        assert_eq!(daily[0].totals.cycles, 22);
         assert_eq!(daily[0].devices_purchased, 4);
 
         let d1 = device_rows(&outcome.outputs, "1h");
@@ -132,7 +132,7 @@ fn data_older_than_the_watermark_is_refused_not_counted() {
     let outcome = run_batches(config(), 1, HOUR_MS, [early, newer, late.clone()]).unwrap();
     assert_eq!(outcome.late, vec![late]);
     let daily = customers(&outcome, "1d");
-    assert_eq!(daily[0].cycles, 2);
+    assert_eq!(daily[0].totals.cycles, 2);
 }
 
 #[test]
@@ -141,7 +141,7 @@ fn windows_are_configurable() {
     config.windows = vec![WindowSpec::new("15m", 15 * MIN)];
     let outcome = run_batches(config, 2, 2 * HOUR_MS, scenario()).unwrap();
     let rows = customers(&outcome, "15m");
-    assert_eq!(rows.iter().map(|r| r.cycles).sum::<u64>(), 22);
+    assert_eq!(rows.iter().map(|r| r.totals.cycles).sum::<u64>(), 22);
     assert!(
         rows.iter()
             .all(|r| r.window_end - r.window_start == 15 * MIN)
@@ -334,7 +334,10 @@ fn check_local_days(
                 .find(|d| &*d.customer == customer && d.window_start == start)
                 .unwrap_or_else(|| panic!("{ctx}: no such window in {days:#?}"));
             assert_eq!(day.window_end, end, "{ctx}");
-            assert!((day.operating_hours - hours).abs() < 1e-9, "{ctx}: {day:?}");
+            assert!(
+                (day.totals.operating_hours - hours).abs() < 1e-9,
+                "{ctx}: {day:?}"
+            );
             let purchased = f64::from(day.devices_purchased);
             let utilisation = hours / (purchased * hours);
             assert!(
@@ -347,7 +350,7 @@ fn check_local_days(
                 .unwrap_or_else(|| panic!("{ctx}: no device window"));
             assert_eq!(device.window_end, end, "{ctx}");
             assert!(
-                (device.operating_hours - hours).abs() < 1e-9,
+                (device.totals.operating_hours - hours).abs() < 1e-9,
                 "{ctx}: {device:?}"
             );
             assert!((device.utilisation - 1.0).abs() < 1e-9, "{ctx}: {device:?}");

@@ -88,10 +88,16 @@ fn two_customers_with_the_same_device_id_are_both_counted() {
         assert_eq!(days.len(), 2);
         let (acme, bolt) = (&days[0], &days[1]);
         // 36 readings each, the first the baseline: 35 increments.
-        assert!((acme.operating_hours - 35.0 * 0.1).abs() < 1e-9, "{acme:?}");
-        assert!((bolt.operating_hours - 35.0 * 0.2).abs() < 1e-9, "{bolt:?}");
+        assert!(
+            (acme.totals.operating_hours - 35.0 * 0.1).abs() < 1e-9,
+            "{acme:?}"
+        );
+        assert!(
+            (bolt.totals.operating_hours - 35.0 * 0.2).abs() < 1e-9,
+            "{bolt:?}"
+        );
         assert_eq!((acme.reporting_devices, bolt.reporting_devices), (1, 1));
-        assert_eq!((acme.samples, bolt.samples), (36, 36));
+        assert_eq!((acme.totals.samples, bolt.totals.samples), (36, 36));
 
         // Device rows: one exc-07 per customer, each with its own hours.
         let devices = device_rows(&outcome.outputs, "1d");
@@ -99,8 +105,8 @@ fn two_customers_with_the_same_device_id_are_both_counted() {
         assert_eq!(&*devices[0].customer, "acme");
         assert_eq!(&*devices[1].customer, "bolt");
         assert!(devices.iter().all(|d| &*d.device == "exc-07"));
-        assert!((devices[0].operating_hours - acme.operating_hours).abs() < 1e-9);
-        assert!((devices[1].operating_hours - bolt.operating_hours).abs() < 1e-9);
+        assert!((devices[0].totals.operating_hours - acme.totals.operating_hours).abs() < 1e-9);
+        assert!((devices[1].totals.operating_hours - bolt.totals.operating_hours).abs() < 1e-9);
     }
 }
 
@@ -159,16 +165,26 @@ fn a_replaced_unit_loses_nothing() {
             for (g, w) in got.iter().zip(&want) {
                 assert_eq!(g.window_start, w.window_start, "{ctx}");
                 assert!(
-                    (g.operating_hours - w.operating_hours).abs() < 1e-9,
+                    (g.totals.operating_hours - w.totals.operating_hours).abs() < 1e-9,
                     "{ctx}: {g:?} {w:?}"
                 );
-                assert!((g.idle_hours - w.idle_hours).abs() < 1e-9, "{ctx}");
-                assert!((g.fuel_litres - w.fuel_litres).abs() < 1e-9, "{ctx}");
-                assert_eq!((g.cycles, g.samples), (w.cycles, w.samples), "{ctx}");
+                assert!(
+                    (g.totals.idle_hours - w.totals.idle_hours).abs() < 1e-9,
+                    "{ctx}"
+                );
+                assert!(
+                    (g.totals.fuel_litres - w.totals.fuel_litres).abs() < 1e-9,
+                    "{ctx}"
+                );
+                assert_eq!(
+                    (g.totals.cycles, g.totals.samples),
+                    (w.totals.cycles, w.totals.samples),
+                    "{ctx}"
+                );
             }
             let day = &customer_rows(&outcome.outputs, "1d")[0];
             assert!(
-                (day.operating_hours - 35.0 * 0.1).abs() < 1e-9,
+                (day.totals.operating_hours - 35.0 * 0.1).abs() < 1e-9,
                 "{ctx}: {day:?}"
             );
         }

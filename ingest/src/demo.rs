@@ -237,7 +237,7 @@ pub fn summary_table(fleet: &Fleet, daily: &[CustomerKpi], health: &[HealthRecor
                 mean(|r| f64::from(r.reporting_devices))
             ),
             mean(|r| f64::from(r.distinct_operators)),
-            last7.iter().map(|r| r.fault_count).sum::<u64>(),
+            last7.iter().map(|r| r.totals.fault_count).sum::<u64>(),
             growth,
             customer.profile.name(),
         ));

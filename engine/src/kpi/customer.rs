@@ -27,28 +27,15 @@ pub struct CustomerKpi {
     pub active_devices: u32,
     /// Operating hours over available hours of purchased devices (0..1).
     pub utilisation: f64,
-    /// Operating hours.
-    pub operating_hours: f64,
-    /// Idle hours.
-    pub idle_hours: f64,
-    /// Fuel used, litres.
-    pub fuel_litres: f64,
-    /// Work cycles.
-    pub cycles: u64,
-    /// Output units (tons, parts, inspections).
-    pub output_units: f64,
-    /// Manual interventions.
-    pub manual_interventions: u64,
+    /// Usage summed over the window's readings (hours, fuel, cycles,
+    /// output, interventions, faults, readings).
+    pub totals: Totals,
     /// Distinct operators logged in.
     pub distinct_operators: u32,
     /// Distinct advanced features used.
     pub advanced_features_used: u32,
     /// Advanced features used over advanced features in the catalog (0..1).
     pub advanced_feature_share: f64,
-    /// Faults raised.
-    pub fault_count: u64,
-    /// Readings received.
-    pub samples: u64,
     /// Event time of the earliest reading (not stored; activation).
     #[serde(skip)]
     pub first_seen: EventTime,
@@ -84,17 +71,20 @@ impl CustomerAccumulator {
         }
         self.reporting += u32::from(seen.first);
         self.active += u32::from(seen.first_active);
-        if let Some(operator) = &usage.operator {
+        if let Some(operator) = &usage.sample.operator {
             match self.operators.get_mut(operator) {
-                Some(hours) => *hours += usage.operating_hours,
+                Some(hours) => *hours += usage.increments.operating_hours,
                 None => {
                     self.operators
-                        .insert(operator.clone(), usage.operating_hours);
+                        .insert(operator.clone(), usage.increments.operating_hours);
                 }
             }
         }
-        self.first_seen = Some(self.first_seen.map_or(usage.at, |f| f.min(usage.at)));
-        self.advanced_features |= usage.advanced_features;
+        self.first_seen = Some(
+            self.first_seen
+                .map_or(usage.sample.at, |f| f.min(usage.sample.at)),
+        );
+        self.advanced_features |= usage.sample.advanced_features;
         self.totals.add(usage);
     }
 
@@ -145,20 +135,13 @@ impl CustomerAccumulator {
             reporting_devices,
             active_devices: self.active,
             utilisation: ratio(self.totals.operating_hours, available_hours),
-            operating_hours: self.totals.operating_hours,
-            idle_hours: self.totals.idle_hours,
-            fuel_litres: self.totals.fuel_litres,
-            cycles: self.totals.cycles,
-            output_units: self.totals.output_units,
-            manual_interventions: self.totals.manual_interventions,
+            totals: self.totals,
             distinct_operators: operator_hours.len() as u32,
             advanced_features_used,
             advanced_feature_share: ratio(
                 f64::from(advanced_features_used),
                 f64::from(advanced_in_catalog),
             ),
-            fault_count: self.totals.fault_count,
-            samples: self.totals.samples,
             first_seen: self.first_seen.unwrap_or(start),
             operator_hours,
             advanced_features: self.advanced_features,

@@ -25,24 +25,11 @@ pub struct DeviceKpi {
     pub window_end: EventTime,
     /// Operating hours over the window's hours (0..1).
     pub utilisation: f64,
-    /// Operating hours.
-    pub operating_hours: f64,
-    /// Idle hours.
-    pub idle_hours: f64,
-    /// Fuel used, litres.
-    pub fuel_litres: f64,
-    /// Work cycles.
-    pub cycles: u64,
-    /// Output units.
-    pub output_units: f64,
-    /// Manual interventions.
-    pub manual_interventions: u64,
+    /// Usage summed over the window's readings (hours, fuel, cycles,
+    /// output, interventions, faults, readings).
+    pub totals: Totals,
     /// Distinct operators logged in.
     pub distinct_operators: u32,
-    /// Faults raised.
-    pub fault_count: u64,
-    /// Readings received.
-    pub samples: u64,
     /// Event time of the last reading in the window.
     pub last_seen: EventTime,
     /// Machine state at the last reading in the window.
@@ -81,15 +68,15 @@ impl DeviceAccumulator {
         if first {
             self.site = ids.site(&usage.site);
         }
-        if let Some(operator) = &usage.operator {
+        if let Some(operator) = &usage.sample.operator {
             self.operators.insert(ids.operator(operator));
         }
-        let first_active = usage.operating_hours > 0.0 && !self.active;
+        let first_active = usage.increments.operating_hours > 0.0 && !self.active;
         self.active |= first_active;
         self.totals.add(usage);
-        if usage.at >= self.last_seen {
-            self.last_seen = usage.at;
-            self.last_state = usage.state;
+        if usage.sample.at >= self.last_seen {
+            self.last_seen = usage.sample.at;
+            self.last_state = usage.sample.state;
         }
         DeviceSeen {
             first,
@@ -119,15 +106,8 @@ impl DeviceAccumulator {
                 self.totals.operating_hours,
                 (end - start) as f64 / crate::config::HOUR_MS as f64,
             ),
-            operating_hours: self.totals.operating_hours,
-            idle_hours: self.totals.idle_hours,
-            fuel_litres: self.totals.fuel_litres,
-            cycles: self.totals.cycles,
-            output_units: self.totals.output_units,
-            manual_interventions: self.totals.manual_interventions,
+            totals: self.totals,
             distinct_operators: self.operators.len(),
-            fault_count: self.totals.fault_count,
-            samples: self.totals.samples,
             last_seen: self.last_seen,
             last_state: self.last_state,
         }

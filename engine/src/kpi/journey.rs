@@ -207,14 +207,14 @@ impl Journey {
             out.extend(again.cloned().map(Output::Health));
             return;
         }
-        if kpi.samples > 0 && self.activation.is_none() {
+        if kpi.totals.samples > 0 && self.activation.is_none() {
             self.activation = Some(kpi.first_seen);
         }
         self.last_day_end = Some(end);
         let Some(activation) = self.activation else {
             return; // Nothing to judge before the first telemetry.
         };
-        self.cumulative_hours += kpi.operating_hours;
+        self.cumulative_hours += kpi.totals.operating_hours;
 
         let (mut met, mut evaluated) = (0, 0);
         for (spec, tracker) in self.spec.outcomes.iter().zip(&mut self.outcomes) {
@@ -228,8 +228,8 @@ impl Journey {
             }
         }
         self.days.push_back(Day {
-            operating_hours: kpi.operating_hours,
-            fault_count: kpi.fault_count,
+            operating_hours: kpi.totals.operating_hours,
+            fault_count: kpi.totals.fault_count,
             active_devices: kpi.active_devices,
             utilisation: kpi.utilisation,
             advanced_features: kpi.advanced_features,

@@ -26,6 +26,7 @@ pub use milestone::MilestoneRecord;
 pub use outcome::OutcomeRecord;
 pub use portfolio::PortfolioRecord;
 pub use risk::AlertRecord;
+pub use totals::Totals;
 pub use window::{CustomerPart, OpenWindow, WindowPart};
 
 use serde::{Deserialize, Serialize};

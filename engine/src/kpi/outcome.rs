@@ -132,20 +132,23 @@ impl Expression {
             ("reporting_devices", f64::from(kpi.reporting_devices)),
             ("active_devices", f64::from(kpi.active_devices)),
             ("utilisation", kpi.utilisation),
-            ("operating_hours", kpi.operating_hours),
-            ("idle_hours", kpi.idle_hours),
-            ("fuel_litres", kpi.fuel_litres),
-            ("cycles", kpi.cycles as f64),
-            ("output_units", kpi.output_units),
-            ("manual_interventions", kpi.manual_interventions as f64),
+            ("operating_hours", kpi.totals.operating_hours),
+            ("idle_hours", kpi.totals.idle_hours),
+            ("fuel_litres", kpi.totals.fuel_litres),
+            ("cycles", kpi.totals.cycles as f64),
+            ("output_units", kpi.totals.output_units),
+            (
+                "manual_interventions",
+                kpi.totals.manual_interventions as f64,
+            ),
             ("distinct_operators", f64::from(kpi.distinct_operators)),
             (
                 "advanced_features_used",
                 f64::from(kpi.advanced_features_used),
             ),
             ("advanced_feature_share", kpi.advanced_feature_share),
-            ("fault_count", kpi.fault_count as f64),
-            ("samples", kpi.samples as f64),
+            ("fault_count", kpi.totals.fault_count as f64),
+            ("samples", kpi.totals.samples as f64),
             ("window_hours", hours),
         ] {
             // Floats throughout, so `a / b` never truncates.
@@ -252,13 +255,17 @@ impl OutcomeTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kpi::Totals;
 
     #[test]
     fn ratios_are_float_and_unknown_names_refused() {
         let e = Expression::parse("manual_interventions / cycles").unwrap();
         let kpi = CustomerKpi {
-            manual_interventions: 1,
-            cycles: 5,
+            totals: Totals {
+                manual_interventions: 1,
+                cycles: 5,
+                ..Totals::default()
+            },
             window_end: 3_600_000,
             ..CustomerKpi::default()
         };

@@ -1,5 +1,7 @@
 //! The additive usage totals a customer window and a device window both
-//! keep: summed reading by reading, and merged across workers.
+//! keep: summed reading by reading, merged across workers, and carried as
+//! they are in [`CustomerKpi`](super::CustomerKpi) and
+//! [`DeviceKpi`](super::DeviceKpi).
 
 use serde::{Deserialize, Serialize};
 
@@ -16,26 +18,27 @@ pub struct Totals {
     pub fuel_litres: f64,
     /// Work cycles.
     pub cycles: u64,
-    /// Output units.
+    /// Output units (tons, parts, inspections: per customer).
     pub output_units: f64,
     /// Manual interventions.
     pub manual_interventions: u64,
     /// Faults raised.
     pub fault_count: u64,
-    /// Readings.
+    /// Readings received (after deduplication).
     pub samples: u64,
 }
 
 impl Totals {
     /// Adds one reading.
     pub fn add(&mut self, usage: &Usage) {
-        self.operating_hours += usage.operating_hours;
-        self.idle_hours += usage.idle_hours;
-        self.fuel_litres += usage.fuel_litres;
-        self.cycles += u64::from(usage.cycles);
-        self.output_units += usage.output_units;
-        self.manual_interventions += u64::from(usage.manual_interventions);
-        self.fault_count += u64::from(usage.faults);
+        let (added, sample) = (&usage.increments, &usage.sample);
+        self.operating_hours += added.operating_hours;
+        self.idle_hours += added.idle_hours;
+        self.fuel_litres += added.fuel_litres;
+        self.cycles += u64::from(sample.cycles);
+        self.output_units += sample.output_units;
+        self.manual_interventions += u64::from(sample.manual_interventions);
+        self.fault_count += u64::from(sample.faults);
         self.samples += 1;
     }
 

@@ -124,26 +124,23 @@ impl OpenWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::MachineState;
+    use crate::model::{Increments, MachineState, Sample};
 
     fn usage(customer: &str, device: &str, at: EventTime, hours: f64) -> Usage {
         Usage {
             customer: customer.into(),
             site: "s".into(),
             device: device.into(),
-            at,
-            state: MachineState::Running,
-            operating_hours: hours,
-            idle_hours: 0.0,
-            fuel_litres: 0.0,
-            cycles: 1,
-            output_units: 0.0,
-            manual_interventions: 0,
-            operator: None,
-            advanced_features: 0,
-            feature_seconds: 0,
-            advanced_feature_seconds: 0,
-            faults: 0,
+            sample: Sample {
+                at,
+                state: MachineState::Running,
+                cycles: 1,
+                ..Sample::default()
+            },
+            increments: Increments {
+                operating_hours: hours,
+                ..Increments::default()
+            },
         }
     }
 
@@ -167,9 +164,11 @@ mod tests {
         let devices: Vec<(String, String, u64)> = parts
             .iter()
             .filter_map(|p| match p {
-                WindowPart::Device(d) => {
-                    Some((d.customer.to_string(), d.device.to_string(), d.samples))
-                }
+                WindowPart::Device(d) => Some((
+                    d.customer.to_string(),
+                    d.device.to_string(),
+                    d.totals.samples,
+                )),
                 WindowPart::Customer(_) => None,
             })
             .collect();

@@ -20,7 +20,7 @@ use timely::dataflow::operators::generic::Operator;
 use super::route;
 use crate::config::EngineConfig;
 use crate::device_map::DeviceMap;
-use crate::model::{DeviceBatch, DeviceKey, EventTime, Usage};
+use crate::model::{DeviceBatch, DeviceKey, EventTime, Increments, Usage};
 use crate::stats::EngineStats;
 
 /// What dedup decided about a batch.
@@ -210,23 +210,28 @@ impl DeviceMemory {
             ..
         } = batch;
         for sample in samples {
-            let (operating_hours, idle_hours, fuel_litres) = match self.last {
+            let increments = match self.last {
                 Some(last) if sample.at >= last.at => {
                     let new_unit = unit_epoch > last.epoch;
-                    (
-                        increment(
+                    Increments {
+                        operating_hours: increment(
                             sample.operating_hours,
                             last.operating_hours,
                             new_unit,
                             resets,
                         ),
-                        increment(sample.idle_hours, last.idle_hours, new_unit, resets),
-                        increment(sample.fuel_litres, last.fuel_litres, new_unit, resets),
-                    )
+                        idle_hours: increment(sample.idle_hours, last.idle_hours, new_unit, resets),
+                        fuel_litres: increment(
+                            sample.fuel_litres,
+                            last.fuel_litres,
+                            new_unit,
+                            resets,
+                        ),
+                    }
                 }
                 // The first reading is the baseline; an out-of-order one
                 // (older than what we hold) cannot be placed and adds nothing.
-                _ => (0.0, 0.0, 0.0),
+                _ => Increments::default(),
             };
             if self.last.is_none_or(|last| sample.at >= last.at) {
                 self.last = Some(Cumulative {
@@ -241,19 +246,8 @@ impl DeviceMemory {
                 customer: customer.clone(),
                 site: site.clone(),
                 device: device.clone(),
-                at: sample.at,
-                state: sample.state,
-                operating_hours,
-                idle_hours,
-                fuel_litres,
-                cycles: sample.cycles,
-                output_units: sample.output_units,
-                manual_interventions: sample.manual_interventions,
-                operator: sample.operator,
-                advanced_features: sample.advanced_features,
-                feature_seconds: sample.feature_seconds,
-                advanced_feature_seconds: sample.advanced_feature_seconds,
-                faults: sample.faults,
+                sample,
+                increments,
             });
         }
         Ok(())
@@ -474,7 +468,7 @@ mod tests {
                 vec![sample(30, new_unit_hours[0]), sample(40, new_unit_hours[1])],
             );
             memory.apply(new, &mut gaps, &mut resets, &mut out).unwrap();
-            let hours: Vec<f64> = out.iter().map(|u| u.operating_hours).collect();
+            let hours: Vec<f64> = out.iter().map(|u| u.increments.operating_hours).collect();
             assert_eq!(hours, [0.0, 1.0, expected[0], expected[1]]);
             assert_eq!(resets, 0);
         }
@@ -506,9 +500,9 @@ mod tests {
         memory
             .apply(batch.clone(), &mut gaps, &mut resets, &mut out)
             .unwrap();
-        let hours: Vec<f64> = out.iter().map(|u| u.operating_hours).collect();
+        let hours: Vec<f64> = out.iter().map(|u| u.increments.operating_hours).collect();
         assert_eq!(hours, [0.0, 0.5, 0.0, 1.0]);
-        assert_eq!(out.iter().map(|u| u.cycles).sum::<u32>(), 8);
+        assert_eq!(out.iter().map(|u| u.sample.cycles).sum::<u32>(), 8);
         assert_eq!(resets, 1);
         assert_eq!(
             memory.apply(batch, &mut gaps, &mut resets, &mut out),

@@ -46,7 +46,7 @@ impl<'scope> TumblingWindowExt<'scope> for StreamVec<'scope, EventTime, Usage> {
                         let device = ids.device(usage);
                         for (spec, windows) in config.windows.iter().zip(open.iter_mut()) {
                             let (start, end) =
-                                config.window_bounds(spec, &usage.customer, usage.at);
+                                config.window_bounds(spec, &usage.customer, usage.sample.at);
                             let (_, window) = windows.entry(end).or_insert_with(|| {
                                 (cap.delayed(&(end - 1), 0), OpenWindow::default())
                             });

@@ -501,11 +501,11 @@ fn device_doc<'a>(id: &'a str, d: &'a DeviceView) -> DeviceDoc<'a> {
         last_seen: d.last_seen,
         last_state: d.last_state.as_str(),
         window_start: latest.map(|k| k.window_start),
-        operating_hours: latest.map(|k| k.operating_hours),
+        operating_hours: latest.map(|k| k.totals.operating_hours),
         utilisation: latest.map(|k| k.utilisation),
-        fault_count: latest.map(|k| k.fault_count),
-        faults_7d: d.daily.iter().map(|k| k.fault_count).sum(),
-        samples: latest.map(|k| k.samples),
+        fault_count: latest.map(|k| k.totals.fault_count),
+        faults_7d: d.daily.iter().map(|k| k.totals.fault_count).sum(),
+        samples: latest.map(|k| k.totals.samples),
     }
 }
 

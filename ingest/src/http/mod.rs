@@ -68,6 +68,18 @@ const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
 
+/// A page in the dashboard's look: the `<head>` of `index.html` (charset,
+/// viewport, stylesheet) titled `title`, then `body` (`<body ...>` to the
+/// end of the document).
+pub(crate) fn html_page(title: &str, body: &str) -> String {
+    let (before, rest) = INDEX_HTML
+        .split_once("<title>")
+        .expect("index.html has a title");
+    let (_, after) = rest.split_once("</title>").expect("index.html has a title");
+    let (head_end, _) = after.split_once("<body").expect("index.html has a body");
+    format!("{before}<title>{title}</title>{head_end}{body}")
+}
+
 /// Record batches the view task may have queued.
 pub const VIEW_QUEUE: usize = 64;
 

@@ -466,6 +466,7 @@ fn severity(h: &HealthRecord) -> u8 {
 
 #[cfg(test)]
 mod tests {
+    use fleetpulse_engine::Totals;
     use fleetpulse_engine::kpi::health::{Band, HealthComponents, Stage};
 
     use super::*;
@@ -604,15 +605,13 @@ mod tests {
             window_start: start,
             window_end: start + 1,
             utilisation: 0.1,
-            operating_hours: 1.0,
-            idle_hours: 0.0,
-            fuel_litres: 0.0,
-            cycles: 0,
-            output_units: 0.0,
-            manual_interventions: 0,
+            totals: Totals {
+                operating_hours: 1.0,
+                fault_count: 2,
+                samples: 3,
+                ..Totals::default()
+            },
             distinct_operators: 1,
-            fault_count: 2,
-            samples: 3,
             last_seen,
             last_state: MachineState::Running,
         };

@@ -27,17 +27,17 @@ record_kind! {
             reporting_devices: u32 [] "devices", "devices that sent at least one reading in the window";
             active_devices: u32 [] "devices", "devices that logged operating hours in the window";
             utilisation: f64 [] "ratio 0..1", "operating hours / (devices purchased x window hours)";
-            operating_hours: f64 [] "hours", "operating hours";
-            idle_hours: f64 [] "hours", "idle hours";
-            fuel_litres: f64 [] "litres", "fuel used";
-            cycles: u64 [] "cycles", "work cycles";
-            output_units: f64 [] "output units", "output (tons, parts, inspections: per customer)";
-            manual_interventions: u64 [] "interventions", "manual interventions";
+            operating_hours = totals.operating_hours: f64 [] "hours", "operating hours";
+            idle_hours = totals.idle_hours: f64 [] "hours", "idle hours";
+            fuel_litres = totals.fuel_litres: f64 [] "litres", "fuel used";
+            cycles = totals.cycles: u64 [] "cycles", "work cycles";
+            output_units = totals.output_units: f64 [] "output units", "output (tons, parts, inspections: per customer)";
+            manual_interventions = totals.manual_interventions: u64 [] "interventions", "manual interventions";
             distinct_operators: u32 [] "operators", "distinct operators logged in";
             advanced_features_used: u32 [] "features", "distinct advanced features used";
             advanced_feature_share: f64 [] "ratio 0..1", "advanced features used / advanced features in the catalog";
-            fault_count: u64 [] "faults", "faults raised";
-            samples: u64 [] "readings", "readings received (after deduplication)";
+            fault_count = totals.fault_count: u64 [] "faults", "faults raised";
+            samples = totals.samples: u64 [] "readings", "readings received (after deduplication)";
         }
     }
 }
@@ -57,15 +57,15 @@ record_kind! {
             window_start: u64 [Key Time] "ms since epoch", "window start (inclusive)";
             window_end: u64 [] "ms since epoch", "window end (exclusive)";
             utilisation: f64 [] "ratio 0..1", "operating hours / window hours";
-            operating_hours: f64 [] "hours", "operating hours";
-            idle_hours: f64 [] "hours", "idle hours";
-            fuel_litres: f64 [] "litres", "fuel used";
-            cycles: u64 [] "cycles", "work cycles";
-            output_units: f64 [] "output units", "output";
-            manual_interventions: u64 [] "interventions", "manual interventions";
+            operating_hours = totals.operating_hours: f64 [] "hours", "operating hours";
+            idle_hours = totals.idle_hours: f64 [] "hours", "idle hours";
+            fuel_litres = totals.fuel_litres: f64 [] "litres", "fuel used";
+            cycles = totals.cycles: u64 [] "cycles", "work cycles";
+            output_units = totals.output_units: f64 [] "output units", "output";
+            manual_interventions = totals.manual_interventions: u64 [] "interventions", "manual interventions";
             distinct_operators: u32 [] "operators", "distinct operators logged in";
-            fault_count: u64 [] "faults", "faults raised";
-            samples: u64 [] "readings", "readings received (after deduplication)";
+            fault_count = totals.fault_count: u64 [] "faults", "faults raised";
+            samples = totals.samples: u64 [] "readings", "readings received (after deduplication)";
             last_seen: u64 [] "ms since epoch", "event time of the device's last reading in the window";
             last_state: MachineState [] "enum", "machine state at that reading";
         }

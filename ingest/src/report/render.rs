@@ -417,10 +417,10 @@ fn section_adoption(out: &mut String, d: &ReportData) {
             |k| k.advanced_feature_share,
             true,
         ),
-        ("operating hours", |k| k.operating_hours, false),
+        ("operating hours", |k| k.totals.operating_hours, false),
         ("machines working", |k| f64::from(k.active_devices), false),
         ("operators", |k| f64::from(k.distinct_operators), false),
-        ("faults", |k| k.fault_count as f64, false),
+        ("faults", |k| k.totals.fault_count as f64, false),
     ];
     for (label, f, ratio) in rows {
         let (b, a) = first_last(&d.kpis, f);

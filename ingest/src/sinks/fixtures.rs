@@ -6,7 +6,7 @@ use fleetpulse_engine::kpi::outcome::Direction;
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
 use fleetpulse_engine::{
     AlertRecord, CustomerKpi, DeviceKpi, HealthRecord, MachineState, MilestoneRecord,
-    OutcomeRecord, PortfolioRecord, Segment,
+    OutcomeRecord, PortfolioRecord, Segment, Totals,
 };
 
 /// One day, ms.
@@ -23,17 +23,19 @@ pub(crate) fn customer(name: &str, start: u64, cycles: u64) -> CustomerKpi {
         reporting_devices: 3,
         active_devices: 2,
         utilisation: 0.25,
-        operating_hours: 3.0,
-        idle_hours: 0.5,
-        fuel_litres: 41.25,
-        cycles,
-        output_units: 120.0,
-        manual_interventions: 7,
+        totals: Totals {
+            operating_hours: 3.0,
+            idle_hours: 0.5,
+            fuel_litres: 41.25,
+            cycles,
+            output_units: 120.0,
+            manual_interventions: 7,
+            fault_count: 1,
+            samples: 360,
+        },
         distinct_operators: 2,
         advanced_features_used: 1,
         advanced_feature_share: 1.0 / 3.0,
-        fault_count: 1,
-        samples: 360,
         ..CustomerKpi::default()
     }
 }
@@ -48,15 +50,17 @@ pub(crate) fn device(name: &str, start: u64, state: MachineState) -> DeviceKpi {
         window_start: start,
         window_end: start + 3_600_000,
         utilisation: 0.75,
-        operating_hours: 0.75,
-        idle_hours: 0.25,
-        fuel_litres: 12.5,
-        cycles: 40,
-        output_units: 30.0,
-        manual_interventions: 2,
+        totals: Totals {
+            operating_hours: 0.75,
+            idle_hours: 0.25,
+            fuel_litres: 12.5,
+            cycles: 40,
+            output_units: 30.0,
+            manual_interventions: 2,
+            fault_count: 0,
+            samples: 120,
+        },
         distinct_operators: 1,
-        fault_count: 0,
-        samples: 120,
         last_seen: start + 3_599_000,
         last_state: state,
     }

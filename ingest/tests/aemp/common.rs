@@ -248,10 +248,13 @@ pub fn device_table(path: &Path) -> Table {
         .device_kpis("1d")
         .unwrap()
         .into_iter()
-        .filter(|k| k.samples > 0)
+        .filter(|k| k.totals.samples > 0)
         .map(|k| {
             let key = (format!("{}/{}", k.customer, k.device), k.window_start);
-            (key, device_fields(usage_fields!(k), k.utilisation))
+            (
+                key,
+                device_fields(usage_fields!(k.totals, k), k.utilisation),
+            )
         })
         .collect()
 }
@@ -266,7 +269,7 @@ pub fn device_truth_table(truth: &GroundTruth) -> Table {
             let key = (r.customer.clone(), r.day_start_ms);
             (
                 key,
-                device_fields(usage_fields!(r), r.operating_hours / 24.0),
+                device_fields(usage_fields!(r, r), r.operating_hours / 24.0),
             )
         })
         .collect()

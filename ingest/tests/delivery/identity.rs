@@ -124,14 +124,24 @@ fn stored(path: &Path, per_device: bool) -> Days {
     for k in store.customer_kpis("1d").unwrap() {
         days.insert(
             (k.customer.to_string(), String::new(), k.window_start),
-            (k.operating_hours, k.idle_hours, k.cycles, k.samples),
+            (
+                k.totals.operating_hours,
+                k.totals.idle_hours,
+                k.totals.cycles,
+                k.totals.samples,
+            ),
         );
     }
     if per_device {
         for k in store.device_kpis("1d").unwrap() {
             days.insert(
                 (k.customer.to_string(), k.device.to_string(), k.window_start),
-                (k.operating_hours, k.idle_hours, k.cycles, k.samples),
+                (
+                    k.totals.operating_hours,
+                    k.totals.idle_hours,
+                    k.totals.cycles,
+                    k.totals.samples,
+                ),
             );
         }
     }

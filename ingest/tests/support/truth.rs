@@ -139,21 +139,22 @@ pub const EXACT: [&str; 8] = [
 
 /// The usage fields of a day, by name, as `f64`: one list for the ground
 /// truth's rows and the stores' records, customer or device (their fields
-/// share names).
+/// share names). `$totals` holds the summed fields (a ground-truth row
+/// itself, a record's `totals`), `$row` the distinct operators.
 #[allow(unused_macros)]
 macro_rules! usage_fields {
-    ($row:expr) => {{
-        let r = &$row;
+    ($totals:expr, $row:expr) => {{
+        let (t, r) = (&$totals, &$row);
         [
-            ("operating_hours", r.operating_hours),
-            ("idle_hours", r.idle_hours),
-            ("fuel_litres", r.fuel_litres),
-            ("output_units", r.output_units),
-            ("cycles", r.cycles as f64),
-            ("manual_interventions", r.manual_interventions as f64),
-            ("fault_count", r.fault_count as f64),
+            ("operating_hours", t.operating_hours),
+            ("idle_hours", t.idle_hours),
+            ("fuel_litres", t.fuel_litres),
+            ("output_units", t.output_units),
+            ("cycles", t.cycles as f64),
+            ("manual_interventions", t.manual_interventions as f64),
+            ("fault_count", t.fault_count as f64),
             ("distinct_operators", f64::from(r.distinct_operators)),
-            ("samples", r.samples as f64),
+            ("samples", t.samples as f64),
         ]
     }};
 }
@@ -161,12 +162,12 @@ macro_rules! usage_fields {
 pub(crate) use usage_fields;
 
 /// The compared fields of a customer-day: the usage fields, the devices and
-/// the advanced features.
+/// the advanced features (`$totals` and `$row` as for [`usage_fields`]).
 #[allow(unused_macros)]
 macro_rules! customer_fields {
-    ($row:expr) => {{
+    ($totals:expr, $row:expr) => {{
         let r = &$row;
-        $crate::support::truth::usage_fields!(r)
+        $crate::support::truth::usage_fields!($totals, r)
             .into_iter()
             .chain([
                 ("active_devices", f64::from(r.active_devices)),
@@ -186,7 +187,7 @@ pub(crate) use customer_fields;
 /// The ground truth's customer-days as a table.
 pub fn truth_table(rows: &[DayTruth]) -> Table {
     rows.iter()
-        .map(|r| ((r.customer.clone(), r.day_start_ms), customer_fields!(r)))
+        .map(|r| ((r.customer.clone(), r.day_start_ms), customer_fields!(r, r)))
         .collect()
 }
 
@@ -200,7 +201,7 @@ pub fn sqlite_customer_table(path: &Path) -> Table {
         .map(|k| {
             (
                 (k.customer.to_string(), k.window_start),
-                customer_fields!(k),
+                customer_fields!(k.totals, k),
             )
         })
         .collect()

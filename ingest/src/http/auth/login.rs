@@ -7,7 +7,7 @@
 //! SameSite=Strict on top.
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Form, State};
@@ -19,6 +19,7 @@ use super::session::{
     LOGIN_CSRF_COOKIE, SESSION_COOKIE, cookie, random_token, same_secret, set_cookie,
 };
 use super::{Auth, Peer, host_name};
+use crate::http::html_page;
 
 /// How long a login form stays valid.
 const LOGIN_FORM_TTL: Duration = Duration::from_secs(3600);
@@ -41,7 +42,7 @@ fn form(auth: &Auth, status: StatusCode, message: Option<&str>) -> Response {
             }),
         )
     } else {
-        PROXY_HTML.to_string()
+        PROXY_HTML.clone()
     };
     let mut response = (
         status,
@@ -209,15 +210,15 @@ pub async fn logout(State(auth): State<Arc<Auth>>, request: axum::extract::Reque
 
 use axum::extract::FromRequest as _;
 
-const LOGIN_HTML: &str = r#"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>fleetpulse: sign in</title>
-<link rel="stylesheet" href="/assets/app.css">
-</head>
-<body class="login">
+/// The login form, in the dashboard's `<head>`.
+static LOGIN_HTML: LazyLock<String> = LazyLock::new(|| html_page(TITLE, LOGIN_BODY));
+
+/// What a server that signs users in through its proxy shows instead.
+static PROXY_HTML: LazyLock<String> = LazyLock::new(|| html_page(TITLE, PROXY_BODY));
+
+const TITLE: &str = "fleetpulse: sign in";
+
+const LOGIN_BODY: &str = r#"<body class="login">
 <main>
 <h1>fleetpulse</h1>
 <form id="login" method="post" action="/login">
@@ -232,11 +233,7 @@ const LOGIN_HTML: &str = r#"<!doctype html>
 </html>
 "#;
 
-const PROXY_HTML: &str = r#"<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><title>fleetpulse: sign in</title>
-<link rel="stylesheet" href="/assets/app.css"></head>
-<body class="login"><main><h1>fleetpulse</h1>
+const PROXY_BODY: &str = r#"<body class="login"><main><h1>fleetpulse</h1>
 <p>This server signs users in through its reverse proxy. Open it through the proxy's address.</p>
 </main></body></html>
 "#;
@@ -244,6 +241,20 @@ const PROXY_HTML: &str = r#"<!doctype html>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sign_in_pages_have_the_dashboards_head() {
+        for html in [&*LOGIN_HTML, &*PROXY_HTML] {
+            assert!(html.starts_with("<!doctype html>\n<html lang=\"en\">\n<head>\n"));
+            assert!(html.contains("<meta name=\"viewport\""), "{html}");
+            assert!(html.contains(
+                "<title>fleetpulse: sign in</title>\n\
+                 <link rel=\"stylesheet\" href=\"/assets/app.css\">\n</head>\n<body class=\"login\">"
+            ));
+            assert!(html.ends_with("</html>\n"));
+        }
+        assert!(LOGIN_HTML.contains("{csrf}") && LOGIN_HTML.contains("{message}"));
+    }
 
     #[test]
     fn origin_must_be_the_host() {

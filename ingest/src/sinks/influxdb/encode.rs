@@ -312,8 +312,8 @@ mod tests {
     #[test]
     fn encodes_a_customer_record() {
         let mut kpi = customer("acme", 1_700_000_000_000, 10);
-        kpi.operating_hours = 3.0;
-        kpi.output_units = 120.0;
+        kpi.totals.operating_hours = 3.0;
+        kpi.totals.output_units = 120.0;
         kpi.advanced_feature_share = 0.5;
         assert_eq!(
             line(Output::Customer(kpi)),

@@ -269,13 +269,13 @@ mod tests {
 
         // ...and a correction of the closed window overwrites all of it.
         let mut corrected = first.clone();
-        corrected.cycles = 99;
+        corrected.totals.cycles = 99;
         corrected.utilisation = 0.5;
         corrected.reporting_devices = 4;
-        corrected.samples = 999;
+        corrected.totals.samples = 999;
         let mut corrected_device = device("exc-01", t0, MachineState::Idle);
         corrected_device.site = "south-pit".into();
-        corrected_device.fuel_litres = 13.0;
+        corrected_device.totals.fuel_litres = 13.0;
         sink.write(&[
             Output::Customer(corrected.clone()),
             Output::Device(corrected_device.clone()),
@@ -342,7 +342,7 @@ mod tests {
         assert_eq!(back.len(), 1);
         assert!(back[0].utilisation.is_nan());
         assert_eq!(back[0].customer, kpi.customer);
-        assert_eq!(back[0].fuel_litres, kpi.fuel_litres);
+        assert_eq!(back[0].totals.fuel_litres, kpi.totals.fuel_litres);
     }
 
     #[tokio::test]
