@@ -47,8 +47,12 @@ impl Deployment {
             if processes == 1 {
                 return Service::new(&config, dir.join("service.log"));
             }
-            Service::new(&config, dir.join(format!("member-{i}-of-{processes}.log")))
-                .args(["--process", &i.to_string(), "--hosts", &hosts])
+            Service::new(&config, dir.join(format!("member-{i}-of-{processes}.log"))).args([
+                "--process",
+                &i.to_string(),
+                "--hosts",
+                &hosts,
+            ])
         });
         let mut deployment = Self {
             members: members.collect(),
@@ -131,11 +135,14 @@ async fn publish(mosquitto: &Mosquitto, client_id: &str, messages: Vec<(String, 
 /// members' (`process-{i}`).
 fn state_dirs(dir: &Path) -> Vec<PathBuf> {
     let wal = dir.join("wal");
-    let members = std::fs::read_dir(&wal).into_iter().flatten().filter_map(|e| {
-        let e = e.ok()?;
-        let name = e.file_name();
-        name.to_str()?.starts_with("process-").then(|| e.path())
-    });
+    let members = std::fs::read_dir(&wal)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let name = e.file_name();
+            name.to_str()?.starts_with("process-").then(|| e.path())
+        });
     std::iter::once(wal.clone()).chain(members).collect()
 }
 
@@ -226,7 +233,10 @@ fn wal_cut(dir: &Path) -> bool {
         }))
         .min()
     };
-    state_dirs(dir).into_iter().filter_map(oldest).any(|lsn| lsn > 1)
+    state_dirs(dir)
+        .into_iter()
+        .filter_map(oldest)
+        .any(|lsn| lsn > 1)
 }
 
 /// Runs the fleet's messages that `keep` keeps (by index and topic) through

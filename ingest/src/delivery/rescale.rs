@@ -140,7 +140,11 @@ fn members(base: &Path) -> Vec<(usize, PathBuf)> {
     let mut members: Vec<(usize, PathBuf)> = entries
         .filter_map(|e| {
             let entry = e.ok()?;
-            let index = entry.file_name().to_str()?.strip_prefix("process-")?.parse();
+            let index = entry
+                .file_name()
+                .to_str()?
+                .strip_prefix("process-")?
+                .parse();
             Some((index.ok()?, entry.path()))
         })
         .filter(|(_, path)| path.is_dir())
@@ -196,7 +200,10 @@ pub async fn take_over(
         // be stopped before its state moves.
         let orphan = Wal::open(dir, WalOptions::default()).map_err(|e| fail(dir, &e))?;
         let mut group = Vec::new();
-        for entry in orphan.replay(orphan.first_lsn()).map_err(|e| fail(dir, &e))? {
+        for entry in orphan
+            .replay(orphan.first_lsn())
+            .map_err(|e| fail(dir, &e))?
+        {
             let (_, record) = entry.map_err(|e| fail(dir, &e))?;
             group.push(record);
             if group.len() >= 1024 {
@@ -253,11 +260,7 @@ fn session_ids(client_id: &str, connections: usize) -> Vec<String> {
 /// Connects as `client_id` with its persistent session, takes every message
 /// queued there into `own` (acknowledged once durable), unsubscribes, and
 /// removes the session. Returns how many messages it drained.
-async fn drain_session(
-    own: &mut Wal,
-    mqtt: &MqttConfig,
-    client_id: &str,
-) -> Result<u64, String> {
+async fn drain_session(own: &mut Wal, mqtt: &MqttConfig, client_id: &str) -> Result<u64, String> {
     let mut config = mqtt.clone();
     config.client_id = client_id.to_owned();
     let mut options = crate::source::mqtt::options(&config).map_err(|e| e.to_string())?;
@@ -287,7 +290,10 @@ async fn drain_session(
                     break;
                 }
                 for filter in [mqtt.subscription(), mqtt.topic.clone()] {
-                    client.unsubscribe(filter).await.map_err(|e| e.to_string())?;
+                    client
+                        .unsubscribe(filter)
+                        .await
+                        .map_err(|e| e.to_string())?;
                 }
                 unsubscribed = true;
                 continue;
@@ -436,12 +442,18 @@ mod tests {
         };
         assert_eq!(
             names(layout(base, 1, 0).orphans()),
-            [("process-0".into(), "fp-0".into()), ("process-2".into(), "fp-2".into())]
+            [
+                ("process-0".into(), "fp-0".into()),
+                ("process-2".into(), "fp-2".into())
+            ]
         );
         // Two: the single process's state and member 2's (member 1 has none).
         assert_eq!(
             names(layout(base, 2, 0).orphans()),
-            [(String::new(), "fp".into()), ("process-2".into(), "fp-2".into())]
+            [
+                (String::new(), "fp".into()),
+                ("process-2".into(), "fp-2".into())
+            ]
         );
         assert!(layout(base, 2, 1).orphans().is_empty());
         // Every member suppresses only what the least advanced checkpoint

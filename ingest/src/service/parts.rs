@@ -200,9 +200,7 @@ pub fn restore_state(
     if !restored.is_empty() {
         tracing::info!(customers = restored.len(), "journey states restored");
     }
-    engine_config.journeys = Arc::new(fleetpulse_engine::JourneyBoard::persisted(
-        restored.clone(),
-    ));
+    engine_config.journeys = Arc::new(fleetpulse_engine::JourneyBoard::persisted(restored.clone()));
     if config
         .cluster
         .as_ref()
