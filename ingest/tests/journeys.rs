@@ -325,7 +325,8 @@ async fn run(
             _ => service.kill(),
         }
         drop(outage);
-        if (workers_after, processes_after) != (workers, processes) {
+        if processes_after != processes {
+            // New members, with logs of their own.
             drop(service);
             service = Deployment::start(
                 dir.path(),
@@ -335,6 +336,9 @@ async fn run(
                 processes_after,
             );
         } else {
+            if workers_after != workers {
+                write_service_config(dir.path(), &mosquitto, client, &config(workers_after));
+            }
             service.start_and_wait();
         }
         if let Stop::KillTwice = stop {
