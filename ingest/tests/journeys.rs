@@ -39,36 +39,64 @@ impl Deployment {
         processes: usize,
     ) -> Self {
         let config = write_service_config(dir, mosquitto, client_id, &config(workers));
-        let hosts = (free_ports(processes).into_iter())
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let members = (0..processes).map(|i| {
-            if processes == 1 {
-                return Service::new(&config, dir.join("service.log"));
+        // A member that exits before the cluster formed is retried once
+        // on other ports (its error shown): the free ports are picked before
+        // the members bind them, and a parallel test may take one between.
+        for attempt in 0..2 {
+            let hosts = (free_ports(processes).into_iter())
+                .map(|p| format!("127.0.0.1:{p}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let members = (0..processes).map(|i| {
+                if processes == 1 {
+                    return Service::new(&config, dir.join("service.log"));
+                }
+                let log = format!("member-{i}-of-{processes}-{attempt}.log");
+                Service::new(&config, dir.join(log)).args([
+                    "--process",
+                    &i.to_string(),
+                    "--hosts",
+                    &hosts,
+                ])
+            });
+            let mut deployment = Self {
+                members: members.collect(),
+            };
+            match deployment.try_start() {
+                Ok(()) => return deployment,
+                Err(e) if attempt == 0 && processes > 1 => eprintln!("retrying the start: {e}"),
+                Err(e) => panic!("{e}"),
             }
-            Service::new(&config, dir.join(format!("member-{i}-of-{processes}.log"))).args([
-                "--process",
-                &i.to_string(),
-                "--hosts",
-                &hosts,
-            ])
-        });
-        let mut deployment = Self {
-            members: members.collect(),
-        };
-        deployment.start_and_wait();
-        deployment
+        }
+        unreachable!("the second attempt returns or panics")
+    }
+
+    fn start_and_wait(&mut self) {
+        self.try_start().unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Starts every member (they wait for each other) and waits until each
-    /// is connected to the broker.
-    fn start_and_wait(&mut self) {
+    /// is connected to the broker; a member that exits first is an error.
+    fn try_start(&mut self) -> Result<(), String> {
         for member in &mut self.members {
             member.start();
         }
-        for member in &self.members {
-            member.wait_for_log(CONNECTED, member.starts());
+        let started = Instant::now();
+        loop {
+            let connected =
+                (self.members.iter()).all(|m| m.log().matches(CONNECTED).count() >= m.starts());
+            if connected {
+                return Ok(());
+            }
+            let exited = self.members.iter_mut().any(|m| !m.is_running());
+            if exited || started.elapsed() > Duration::from_secs(180) {
+                self.kill();
+                return Err(format!(
+                    "not every member connected (one exited: {exited}):\n{}",
+                    self.log_tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -92,7 +120,16 @@ impl Deployment {
     }
 
     fn log_tail(&self) -> String {
-        self.members.iter().map(Service::log_tail).collect()
+        (self.members.iter())
+            .map(|m| {
+                let log = m.log();
+                let errors: Vec<&str> = (log.lines())
+                    .filter(|l| l.contains("Error") || l.contains("ERROR"))
+                    .collect();
+                let path = m.log_path().display();
+                format!("--- {path}\n{}\n{}\n", errors.join("\n"), m.log_tail())
+            })
+            .collect()
     }
 }
 
