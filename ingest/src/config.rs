@@ -499,6 +499,17 @@ impl MqttConfig {
     }
 }
 
+/// Cluster member `process`'s own directory under a configured one
+/// (`wal.dir`, `alerts.outbox_dir`).
+pub fn member_dir(base: &Path, process: usize) -> PathBuf {
+    base.join(format!("process-{process}"))
+}
+
+/// Cluster member `process`'s broker client id.
+pub fn member_client_id(client_id: &str, process: usize) -> String {
+    format!("{client_id}-{process}")
+}
+
 impl ServiceConfig {
     /// With a cluster of more than one member, appends the process index
     /// to the MQTT client id and the WAL directory (`{client_id}-{process}`,
@@ -509,13 +520,13 @@ impl ServiceConfig {
         let Some(cluster) = self.cluster.clone().filter(ClusterConfig::is_multi_process) else {
             return;
         };
-        self.mqtt.client_id = format!("{}-{}", self.mqtt.client_id, cluster.process);
+        self.mqtt.client_id = member_client_id(&self.mqtt.client_id, cluster.process);
         if let Some(wal) = &mut self.wal {
-            wal.dir = wal.dir.join(format!("process-{}", cluster.process));
+            wal.dir = member_dir(&wal.dir, cluster.process);
         }
         // The alert outbox belongs to one process too.
         if let Some(outbox) = &mut self.alerts.outbox_dir {
-            *outbox = outbox.join(format!("process-{}", cluster.process));
+            *outbox = member_dir(outbox, cluster.process);
         }
     }
 

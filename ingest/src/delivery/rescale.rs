@@ -26,7 +26,7 @@ use rumqttc::{AsyncClient, Event, Packet};
 
 use super::DeliveryError;
 use super::checkpoint::{self, Checkpoint};
-use crate::config::MqttConfig;
+use crate::config::{MqttConfig, member_client_id, member_dir};
 use crate::wal::{Wal, WalOptions, WalRecord};
 
 /// Written into an orphan once its records and sessions are in the
@@ -51,10 +51,25 @@ pub struct Layout {
     pub client_id: String,
 }
 
+/// The state of a member the topology no longer has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orphan {
+    /// Its WAL directory.
+    pub dir: PathBuf,
+    /// Its index; `None`: it was a single process.
+    pub process: Option<usize>,
+    /// The broker client id it used.
+    pub client_id: String,
+}
+
 impl Layout {
     /// This process's own directory.
     pub fn own(&self) -> PathBuf {
-        member_dir(&self.base, self.processes, self.process)
+        if self.processes > 1 {
+            member_dir(&self.base, self.process)
+        } else {
+            self.base.clone()
+        }
     }
 
     /// Every directory that holds a member's state, this one's included.
@@ -70,23 +85,28 @@ impl Layout {
         dirs
     }
 
-    /// The directories of members this topology does not have, with the
-    /// broker client id each used; process 0 takes them over.
-    pub fn orphans(&self) -> Vec<(PathBuf, String)> {
+    /// The members this topology does not have; process 0 takes them over.
+    pub fn orphans(&self) -> Vec<Orphan> {
         if self.process != 0 {
             return Vec::new();
         }
-        let mut orphans = Vec::new();
-        if self.processes > 1 && holds_state(&self.base) {
-            orphans.push((self.base.clone(), self.client_id.clone()));
-        }
-        for (index, dir) in members(&self.base) {
-            let gone = self.processes == 1 || index >= self.processes;
-            if gone && holds_state(&dir) {
-                orphans.push((dir, format!("{}-{index}", self.client_id)));
-            }
-        }
-        orphans
+        let single = (self.processes > 1).then(|| Orphan {
+            dir: self.base.clone(),
+            process: None,
+            client_id: self.client_id.clone(),
+        });
+        let members = members(&self.base).into_iter().map(|(index, dir)| Orphan {
+            dir,
+            process: Some(index),
+            client_id: member_client_id(&self.client_id, index),
+        });
+        let gone = |o: &Orphan| {
+            o.process
+                .is_none_or(|i| self.processes == 1 || i >= self.processes)
+        };
+        (single.into_iter().chain(members))
+            .filter(|o| gone(o) && holds_state(&o.dir))
+            .collect()
     }
 
     /// Each customer's newest journey state (the one its owner stored last)
@@ -120,15 +140,6 @@ impl Layout {
             }
         }
         Ok(least.unwrap_or_default())
-    }
-}
-
-/// Member `process`'s directory under `base`.
-pub fn member_dir(base: &Path, processes: usize, process: usize) -> PathBuf {
-    if processes > 1 {
-        base.join(format!("process-{process}"))
-    } else {
-        base.to_owned()
     }
 }
 
@@ -176,12 +187,12 @@ pub struct TakenOver {
 
 /// Takes over `orphans` into `own` (this process's open WAL): their WAL
 /// records, their broker sessions (when sessions are persistent), their
-/// poll positions; then stores the merged journey states and checkpoint
-/// in this process's directory and deletes the orphans. Blocking parts run
-/// on this task: it runs once at start, before intake.
+/// poll positions; the merged journey states and the least checkpoint are
+/// stored in this process's directory first, then each orphan is deleted.
+/// Blocking parts run on this task: it runs once at start, before intake.
 pub async fn take_over(
     own: &mut Wal,
-    orphans: &[(PathBuf, String)],
+    orphans: &[Orphan],
     mqtt: &MqttConfig,
     journeys: HashMap<Id, JourneyState>,
     least: Checkpoint,
@@ -191,7 +202,10 @@ pub async fn take_over(
     let fail = |dir: &Path, e: &dyn std::fmt::Display| {
         DeliveryError::Wal(format!("taking over {}: {e}", dir.display()))
     };
-    for (dir, client_id) in orphans {
+    // What an orphan's deletion loses must be here first.
+    super::journeys::store(&own_dir, journeys).map_err(|e| fail(&own_dir, &e))?;
+    least.store(&own_dir).map_err(|e| fail(&own_dir, &e))?;
+    for Orphan { dir, client_id, .. } in orphans {
         if dir.join(TAKEN_OVER).exists() {
             delete_state(dir).map_err(|e| fail(dir, &e))?;
             continue;
@@ -220,8 +234,6 @@ pub async fn take_over(
             }
         }
         move_positions(dir, &own_dir).map_err(|e| fail(dir, &e))?;
-        super::journeys::store(&own_dir, journeys.clone()).map_err(|e| fail(&own_dir, &e))?;
-        least.store(&own_dir).map_err(|e| fail(&own_dir, &e))?;
         std::fs::write(dir.join(TAKEN_OVER), own_dir.display().to_string())
             .map_err(|e| fail(dir, &e))?;
         std::fs::File::open(dir)
@@ -274,7 +286,6 @@ async fn drain_session(own: &mut Wal, mqtt: &MqttConfig, client_id: &str) -> Res
         let event = tokio::time::timeout(QUIET, events.poll()).await;
         let publish = match event {
             Ok(Ok(Event::Incoming(Packet::Publish(p)))) => Some(p),
-            Ok(Ok(Event::Incoming(Packet::UnsubAck(_)))) => None,
             Ok(Ok(_)) => None,
             Ok(Err(e)) => {
                 if tokio::time::Instant::now() > deadline {
@@ -435,9 +446,14 @@ mod tests {
         with_state(&base.join("process-2"), 20);
         std::fs::create_dir_all(base.join("process-1")).unwrap();
         // One process: every member's directory, with its client id.
-        let names = |o: Vec<(PathBuf, String)>| {
+        let names = |o: Vec<Orphan>| {
             o.into_iter()
-                .map(|(d, id)| (d.strip_prefix(base).unwrap().display().to_string(), id))
+                .map(|o| {
+                    (
+                        o.dir.strip_prefix(base).unwrap().display().to_string(),
+                        o.client_id,
+                    )
+                })
                 .collect::<Vec<_>>()
         };
         assert_eq!(
