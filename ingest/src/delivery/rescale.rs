@@ -12,10 +12,13 @@
 //!   replayed with it (each record still goes to the worker that owns its
 //!   device, in whichever process), their broker sessions are drained into
 //!   its WAL and removed (a persistent session left behind would keep its
-//!   share of a shared subscription forever), and the orphan is deleted.
+//!   share of a shared subscription forever), and the orphan is deleted;
+//! - process 0 also moves the alerts still pending in an orphan's outbox
+//!   into its own, before its alerts task opens that.
 //!
 //! The orphans are taken over once every member has joined the cluster,
-//! so no member reads a directory while it is being deleted.
+//! so no member reads a directory while it is being deleted (outboxes,
+//! which only their owner reads, earlier).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +29,7 @@ use rumqttc::{AsyncClient, Event, Packet};
 
 use super::DeliveryError;
 use super::checkpoint::{self, Checkpoint};
+use crate::alerts::outbox::Outbox;
 use crate::config::{MqttConfig, member_client_id, member_dir};
 use crate::wal::{Wal, WalOptions, WalRecord};
 
@@ -49,6 +53,9 @@ pub struct Layout {
     pub process: usize,
     /// `mqtt.client_id` as configured (members append their index).
     pub client_id: String,
+    /// `alerts.outbox_dir` as configured (members append their index);
+    /// `None`: each member's outbox is in its WAL directory.
+    pub outbox: Option<PathBuf>,
 }
 
 /// The state of a member the topology no longer has.
@@ -107,6 +114,15 @@ impl Layout {
         (single.into_iter().chain(members))
             .filter(|o| gone(o) && holds_state(&o.dir))
             .collect()
+    }
+
+    /// Where `orphan` kept its alert outbox.
+    pub fn outbox_of(&self, orphan: &Orphan) -> PathBuf {
+        match (&self.outbox, orphan.process) {
+            (Some(base), Some(index)) => member_dir(base, index),
+            (Some(base), None) => base.clone(),
+            (None, _) => orphan.dir.join(crate::alerts::config::OUTBOX_DIR_IN_WAL),
+        }
     }
 
     /// Each customer's newest journey state (the one its owner stored last)
@@ -183,6 +199,42 @@ pub struct TakenOver {
     pub records: u64,
     /// Messages drained from their broker sessions.
     pub drained: u64,
+}
+
+/// Moves the alerts still pending in each orphan's outbox into `own` (this
+/// process's outbox directory), then deletes the orphan's. Runs before
+/// this process's alerts task opens its outbox. A crash between the two
+/// delivers those alerts once more, which their stable notification ids
+/// let receivers drop.
+pub fn take_over_outboxes(layout: &Layout, own: &Path) -> Result<usize, DeliveryError> {
+    let mut moved = 0;
+    for orphan in layout.orphans() {
+        let dir = layout.outbox_of(&orphan);
+        let fail = |e: std::io::Error| {
+            DeliveryError::Wal(format!("taking over the outbox {}: {e}", dir.display()))
+        };
+        let file = dir.join(crate::alerts::outbox::FILE);
+        if dir == own || !file.exists() {
+            continue;
+        }
+        // Its WAL lock first: a member of the old topology still running
+        // must be stopped before its state moves.
+        let lock = Wal::open(&orphan.dir, WalOptions::default()).map_err(|e| {
+            DeliveryError::Wal(format!("taking over {}: {e}", orphan.dir.display()))
+        })?;
+        let (theirs, _) = Outbox::open(&dir).map_err(fail)?;
+        let pending = theirs.pending().map(|e| (e.channel, e.message.clone()));
+        let (mut mine, _) = Outbox::open(own).map_err(fail)?;
+        moved += mine
+            .append(pending.collect::<Vec<_>>())
+            .map_err(fail)?
+            .len();
+        drop((theirs, mine, lock));
+        std::fs::remove_file(&file).map_err(fail)?;
+        // Left in place if anything else is there.
+        let _ = std::fs::remove_dir(&dir);
+    }
+    Ok(moved)
 }
 
 /// Takes over `orphans` into `own` (this process's open WAL): their WAL
@@ -429,6 +481,7 @@ mod tests {
             processes,
             process,
             client_id: "fp".into(),
+            outbox: None,
         }
     }
 
@@ -475,6 +528,43 @@ mod tests {
         // Every member suppresses only what the least advanced checkpoint
         // covers.
         assert_eq!(layout(base, 2, 1).checkpoint().unwrap().written_before, 10);
+    }
+
+    #[test]
+    fn a_removed_members_pending_alerts_move_into_process_0s_outbox() {
+        use crate::alerts::outbox::Channel;
+        use fleetpulse_engine::kpi::risk::AlertStatus;
+        let base = tempfile::tempdir().unwrap();
+        let base = base.path();
+        let member = base.join("process-1");
+        with_state(&member, 5);
+        let theirs = member.join(crate::alerts::config::OUTBOX_DIR_IN_WAL);
+        let message = |status| {
+            let record = crate::alerts::format::tests::record(status);
+            std::sync::Arc::new(crate::alerts::format::AlertMessage::from_record(&record))
+        };
+        let (mut outbox, _) = Outbox::open(&theirs).unwrap();
+        let sent = outbox
+            .append([
+                (Channel::Mqtt, message(AlertStatus::Open)),
+                (Channel::Webhook, message(AlertStatus::Resolved)),
+            ])
+            .unwrap();
+        outbox.delivered(sent[0].seq).unwrap();
+        drop(outbox);
+        let own = base.join("alerts-outbox");
+        assert_eq!(take_over_outboxes(&layout(base, 1, 0), &own).unwrap(), 1);
+        let (mine, _) = Outbox::open(&own).unwrap();
+        let pending: Vec<_> = (mine.pending())
+            .map(|e| (e.channel, e.message.notification_id.clone()))
+            .collect();
+        assert_eq!(
+            pending,
+            [(Channel::Webhook, sent[1].message.notification_id.clone())]
+        );
+        assert!(!theirs.exists(), "the orphan's outbox is deleted");
+        // Nothing left to move a second time.
+        assert_eq!(take_over_outboxes(&layout(base, 1, 0), &own).unwrap(), 0);
     }
 
     #[test]

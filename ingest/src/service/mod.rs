@@ -99,6 +99,15 @@ pub async fn run(
         let settings = SinkSettings::for_config(sink_config);
         sink_tasks.push(tasks.spawn(run_sink_counted(sink, rx, settings, done, metrics.clone())));
     }
+    // Alerts a removed member had not delivered, into this process's outbox
+    // before the alerts task opens it.
+    let own_outbox = (config.alerts).outbox_dir(config.wal.as_ref().map(|w| w.dir.as_path()));
+    if let (Some(layout), Some(own)) = (&layout, &own_outbox) {
+        let moved = rescale::take_over_outboxes(layout, own)?;
+        if moved > 0 {
+            tracing::info!(alerts = moved, "took over removed members' pending alerts");
+        }
+    }
     let alerts_task = if config.alerts.enabled() {
         let alerts = Alerts::for_service(&config)?;
         let (tx, rx) = mpsc::channel::<Arc<[Output]>>(64);

@@ -178,6 +178,7 @@ pub fn layout(config: &ServiceConfig) -> Option<crate::delivery::rescale::Layout
         processes: member.map_or(1, |c| c.addresses.len()),
         process: member.map_or(0, |c| c.process),
         client_id: config.mqtt.client_id.clone(),
+        outbox: config.alerts.outbox_dir.clone(),
     })
 }
 
