@@ -25,10 +25,6 @@ pub struct JourneyBoard {
     covered: Mutex<HashMap<Id, JourneyState>>,
     /// `covered` changed since the service last stored it.
     unstored: std::sync::atomic::AtomicBool,
-    /// The newest record time any worker's customer-success operator has
-    /// taken in: at the end of input every worker closes quiet customers'
-    /// days up to it, whichever worker holds them.
-    newest_seen: std::sync::atomic::AtomicU64,
 }
 
 impl JourneyBoard {
@@ -40,21 +36,7 @@ impl JourneyBoard {
             restored: Mutex::new(states),
             closed: Mutex::default(),
             unstored: Default::default(),
-            newest_seen: Default::default(),
         }
-    }
-
-    /// A worker took in records at `time`.
-    pub fn saw(&self, time: EventTime) {
-        (self.newest_seen).fetch_max(time, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// The newest record time any worker took in. Once a worker's input
-    /// frontier is empty every worker has taken in all of its records (the
-    /// frontier counts records in flight to every worker), so every worker
-    /// reads the same value then.
-    pub fn newest_seen(&self) -> EventTime {
-        self.newest_seen.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Takes the restored states of the customers `mine` picks (those a

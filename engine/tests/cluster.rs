@@ -84,10 +84,15 @@ fn free_addresses(n: usize) -> Vec<String> {
 type Member = (Engine, std::thread::JoinHandle<()>, Arc<Mutex<Vec<Output>>>);
 
 fn start_cluster() -> Vec<Member> {
+    start_cluster_with(EngineConfig::default())
+}
+
+fn start_cluster_with(config: EngineConfig) -> Vec<Member> {
     let addresses = free_addresses(2);
     let starting: Vec<_> = (0..2)
         .map(|process| {
             let addresses = addresses.clone();
+            let config = config.clone();
             std::thread::spawn(move || {
                 let (events, mut received) = mpsc::channel(64);
                 let options = EngineOptions {
@@ -95,7 +100,7 @@ fn start_cluster() -> Vec<Member> {
                     cluster: Some(Cluster { process, addresses }),
                     ..EngineOptions::default()
                 };
-                let engine = Engine::start(EngineConfig::default(), &options, events).unwrap();
+                let engine = Engine::start(config, &options, events).unwrap();
                 let outputs = Arc::new(Mutex::new(Vec::new()));
                 let collected = outputs.clone();
                 let collector = std::thread::spawn(move || {
@@ -150,6 +155,98 @@ fn two_processes_fed_round_robin_equal_one_process() {
         customer_windows(&outputs),
     );
     assert!(one.len() >= 2 * 3 * 25, "{} customer windows", one.len());
+    assert_eq!(one, two);
+}
+
+/// A customer whose fleet goes quiet after its first day still has its
+/// days closed at the end of input up to the newest record of the whole
+/// cluster, though the process that owns it took in nothing that late: its
+/// journey records equal one process's, value by value.
+#[test]
+fn a_quiet_customer_s_days_close_up_to_the_cluster_s_newest_record() {
+    use fleetpulse_engine::operators::route;
+    use fleetpulse_engine::{Contract, CustomerSpec, Segment};
+    let owner = |c: &str| route(c) % 2;
+    // Quiet customers owned by the worker that owns neither active one.
+    let busy = [owner("acme"), owner("bolt")];
+    assert_eq!(busy[0], busy[1], "pick active customers on one worker");
+    let quiet: Vec<String> = (0..)
+        .map(|i| format!("quiet-{i}"))
+        .filter(|c| owner(c) != busy[0])
+        .take(2)
+        .collect();
+    let mut config = EngineConfig::default();
+    for customer in ["acme", "bolt"]
+        .iter()
+        .copied()
+        .chain(quiet.iter().map(|c| &**c))
+    {
+        let contract = Contract {
+            arr: 50_000.0,
+            start: T0,
+            renewal: T0 + 365 * DAY,
+            devices_purchased: 2,
+            operator_seats: 2,
+        };
+        let spec = CustomerSpec::new(customer, Segment::LowTouch, contract);
+        config.customers.insert(customer.into(), spec);
+    }
+    let mut all = batches();
+    for (sequence, customer) in quiet.iter().enumerate() {
+        let samples = (0..6)
+            .map(|i| Sample {
+                at: T0 + i * 10 * MIN,
+                state: MachineState::Running,
+                operating_hours: i as f64 * 0.1,
+                ..Sample::default()
+            })
+            .collect();
+        all.insert(
+            sequence,
+            DeviceBatch {
+                customer: customer.as_str().into(),
+                site: "pit".into(),
+                device: "q1".into(),
+                unit_epoch: 0,
+                sequence: 0,
+                samples,
+            },
+        );
+    }
+    let journeys = |outputs: &[Output]| -> BTreeSet<String> {
+        (outputs.iter())
+            .filter(|o| !matches!(o, Output::Customer(_) | Output::Device(_)))
+            .map(|o| format!("{o:?}"))
+            .collect()
+    };
+    let single = run_batches(config.clone(), 2, LATENESS, all.clone()).unwrap();
+    let mut members = start_cluster_with(config);
+    let mut watermarks = vec![Watermark::new(LATENESS); 2];
+    for (i, batch) in all.into_iter().enumerate() {
+        let member = i % 2;
+        let watermark = &mut watermarks[member];
+        watermark.admit(batch.first_at(), batch.last_at()).unwrap();
+        let engine = &mut members[member].0;
+        engine.blocking_send(batch).unwrap();
+        engine.blocking_advance(watermark.current()).unwrap();
+    }
+    let (one, two) = (journeys(&single.outputs), journeys(&finish(members)));
+    let last_day = format!("window_end: {}", T0 + 3 * DAY);
+    for customer in &quiet {
+        let closed = |records: &BTreeSet<String>| {
+            records
+                .iter()
+                .any(|r| r.contains(&format!("\"{customer}\"")) && r.contains(&last_day))
+        };
+        assert!(
+            closed(&one),
+            "{customer}: no record of its last day in one process"
+        );
+        assert!(
+            closed(&two),
+            "{customer}: no record of its last day in the cluster"
+        );
+    }
     assert_eq!(one, two);
 }
 

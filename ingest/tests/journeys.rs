@@ -442,6 +442,7 @@ async fn a_kill_or_a_stop_at_five_points_or_a_rescale_of_40_days_changes_no_stor
         (Stop::Rescale(2, 1), 15),
         (Stop::Rescale(1, 2), 15),
         (Stop::RescaleProcesses(2, 1), 15),
+        (Stop::RescaleProcesses(1, 2), 15),
     ] {
         let restarted = run(&fleet, split, &keep, Some((start + at * day, stop))).await;
         for ((table, want), (_, got)) in reference.iter().zip(&restarted) {

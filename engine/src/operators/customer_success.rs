@@ -11,9 +11,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use timely::dataflow::StreamVec;
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Broadcast;
 
 use super::route;
 use crate::config::EngineConfig;
@@ -38,7 +39,9 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
     fn customer_success(self, config: Arc<EngineConfig>) -> StreamVec<'scope, EventTime, Output> {
         let pact = Exchange::new(|o: &Output| o.customer().map_or(0, |c| route(&**c)));
         let (index, peers) = (self.scope().index() as u64, self.scope().peers() as u64);
-        self.unary_frontier(pact, "CustomerSuccess", move |cap, _info| {
+        let seen = newest_seen(self.clone());
+        let name = "CustomerSuccess";
+        self.binary_frontier(seen, pact, Pipeline, name, move |cap, _info| {
             let day = config.day_window().cloned();
             let mut pending: BTreeMap<EventTime, (Capability<EventTime>, Vec<Output>)> =
                 BTreeMap::new();
@@ -63,7 +66,10 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
             drop(cap);
             let mut latest_seen: EventTime = 0;
             let mut out = Vec::new();
-            move |(input, frontier), output| {
+            move |(input, frontier), (seen, seen_frontier), output| {
+                seen.for_each(|_, times| {
+                    latest_seen = times.drain(..).fold(latest_seen, EventTime::max);
+                });
                 let Some(day) = &day else {
                     input.for_each(|_, data| data.clear());
                     return;
@@ -73,10 +79,6 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                         return;
                     };
                     let time = *held.time();
-                    if time > latest_seen {
-                        latest_seen = time;
-                        config.journeys.saw(time);
-                    }
                     pending
                         .entry(time)
                         .or_insert_with(|| (held, Vec::new()))
@@ -132,12 +134,14 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                         }
                     }
                 }
-                // Days the frontier has passed with no telemetry at all.
+                // Days the frontier has passed with no telemetry at all; at
+                // the end, up to the newest record any worker of any process
+                // saw, so the last day a quiet customer gets does not depend
+                // on the worker or process count. An empty frontier passes
+                // every day: wait for every worker's newest time first.
                 let done = frontier.frontier().is_empty();
-                if done {
-                    // Up to what any worker saw, so the last day a quiet
-                    // customer gets does not depend on the worker count.
-                    latest_seen = latest_seen.max(config.journeys.newest_seen());
+                if done && !seen_frontier.frontier().is_empty() {
+                    return;
                 }
                 for t in tracked.values_mut() {
                     while let Some((start, end, _)) = &t.next_day {
@@ -156,6 +160,30 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
             }
         })
     }
+}
+
+/// The newest record time each worker takes in, broadcast to every
+/// worker: one record per new newest time.
+fn newest_seen<'scope>(
+    windows: StreamVec<'scope, EventTime, Output>,
+) -> StreamVec<'scope, EventTime, EventTime> {
+    let mut newest: EventTime = 0;
+    windows
+        .unary(Pipeline, "NewestSeen", |_, _| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    data.clear();
+                    let Some(held) = cap.retain_least(0) else {
+                        return;
+                    };
+                    if *held.time() > newest {
+                        newest = *held.time();
+                        output.session(&held).give(newest);
+                    }
+                });
+            }
+        })
+        .broadcast()
 }
 
 fn tracked_for<'a>(
