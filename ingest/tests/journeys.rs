@@ -247,12 +247,35 @@ enum Stop {
     /// (one worker each), started again with the second: process 0 takes
     /// over the WAL and the broker session of each member that is gone.
     RescaleProcesses(usize, usize),
+    /// [`Stop::RescaleProcesses`] from 2 to 1, restarted where a first
+    /// take-over crashed: the members' WAL records already appended to the
+    /// single process's WAL, the members' directories still there. The
+    /// take-over runs again and appends them a second time.
+    TakeOverCrashed,
 }
 
 /// The point of the device snapshot a restart would load.
 fn device_snapshot_at(dir: &Path) -> Option<u64> {
     let bytes = std::fs::read(dir.join("wal/devices.snapshot")).ok()?;
     Some(u64::from_le_bytes(bytes.get(12..20)?.try_into().ok()?))
+}
+
+/// What a take-over that crashed after appending the members' WAL records
+/// to the single process's WAL leaves: those records there, the members'
+/// directories untouched.
+fn append_members_to_single(dir: &Path) {
+    use fleetpulse::wal::{Wal, WalOptions};
+    let mut single = Wal::open(dir.join("wal"), WalOptions::default()).unwrap();
+    let mut appended = 0;
+    for member in state_dirs(dir).into_iter().skip(1) {
+        let wal = Wal::open(&member, WalOptions::default()).unwrap();
+        for entry in wal.replay(wal.first_lsn()).unwrap() {
+            single.append(&entry.unwrap().1).unwrap();
+            appended += 1;
+        }
+        single.commit().unwrap();
+    }
+    assert!(appended > 0, "the members' WALs were empty");
 }
 
 /// Whether a WAL of any member was cut (its oldest segment starts after
@@ -300,6 +323,7 @@ async fn run(
     let ((workers, processes), (workers_after, processes_after)) = match restart {
         Some((_, Stop::Rescale(from, to))) => ((from, 1), (to, 1)),
         Some((_, Stop::RescaleProcesses(from, to))) => ((1, from), (1, to)),
+        Some((_, Stop::TakeOverCrashed)) => ((1, 2), (1, 1)),
         _ => ((2, 1), (2, 1)),
     };
     let mut service = Deployment::start(dir.path(), &mosquitto, client, workers, processes);
@@ -358,8 +382,11 @@ async fn run(
         }
         let caught_up = journeys_reach(dir.path());
         match stop {
-            Stop::Term | Stop::RescaleProcesses(..) => service.stop(),
+            Stop::Term | Stop::RescaleProcesses(..) | Stop::TakeOverCrashed => service.stop(),
             _ => service.kill(),
+        }
+        if let Stop::TakeOverCrashed = stop {
+            append_members_to_single(dir.path());
         }
         drop(outage);
         if processes_after != processes {
@@ -443,6 +470,7 @@ async fn a_kill_or_a_stop_at_five_points_or_a_rescale_of_40_days_changes_no_stor
         (Stop::Rescale(1, 2), 15),
         (Stop::RescaleProcesses(2, 1), 15),
         (Stop::RescaleProcesses(1, 2), 15),
+        (Stop::TakeOverCrashed, 15),
     ] {
         let restarted = run(&fleet, split, &keep, Some((start + at * day, stop))).await;
         for ((table, want), (_, got)) in reference.iter().zip(&restarted) {

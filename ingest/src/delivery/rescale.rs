@@ -567,6 +567,26 @@ mod tests {
         assert_eq!(take_over_outboxes(&layout(base, 1, 0), &own).unwrap(), 0);
     }
 
+    #[tokio::test]
+    async fn a_member_of_the_old_topology_still_running_stops_the_take_over() {
+        let base = tempfile::tempdir().unwrap();
+        let base = base.path();
+        let member = base.join("process-1");
+        with_state(&member, 5);
+        let _running = Wal::open(&member, WalOptions::default()).unwrap();
+        let mut own = Wal::open(base, WalOptions::default()).unwrap();
+        let orphans = layout(base, 1, 0).orphans();
+        let mqtt = MqttConfig {
+            persistent_session: false,
+            ..MqttConfig::default()
+        };
+        let least = Checkpoint::default();
+        let taken = take_over(&mut own, &orphans, &mqtt, HashMap::new(), least).await;
+        let err = taken.unwrap_err().to_string();
+        assert!(err.contains("in use by another process"), "{err}");
+        assert!(member.join("checkpoint.json").exists(), "nothing deleted");
+    }
+
     #[test]
     fn a_taken_over_member_is_deleted_but_not_what_else_its_directory_holds() {
         let base = tempfile::tempdir().unwrap();
