@@ -247,6 +247,11 @@ enum Stop {
     /// (one worker each), started again with the second: process 0 takes
     /// over the WAL and the broker session of each member that is gone.
     RescaleProcesses(usize, usize),
+    /// SIGKILL of every process of a deployment of the first number of
+    /// processes, started again with the second: what the members had not
+    /// acknowledged is still in their broker sessions, which process 0
+    /// drains.
+    KillAndRescaleProcesses(usize, usize),
     /// [`Stop::RescaleProcesses`] from 2 to 1, restarted where a first
     /// take-over crashed: the members' WAL records already appended to the
     /// single process's WAL, the members' directories still there. The
@@ -322,7 +327,9 @@ async fn run(
     let client = "journeys-test";
     let ((workers, processes), (workers_after, processes_after)) = match restart {
         Some((_, Stop::Rescale(from, to))) => ((from, 1), (to, 1)),
-        Some((_, Stop::RescaleProcesses(from, to))) => ((1, from), (1, to)),
+        Some((_, Stop::RescaleProcesses(from, to) | Stop::KillAndRescaleProcesses(from, to))) => {
+            ((1, from), (1, to))
+        }
         Some((_, Stop::TakeOverCrashed)) => ((1, 2), (1, 1)),
         _ => ((2, 1), (2, 1)),
     };
@@ -470,6 +477,7 @@ async fn a_kill_or_a_stop_at_five_points_or_a_rescale_of_40_days_changes_no_stor
         (Stop::Rescale(1, 2), 15),
         (Stop::RescaleProcesses(2, 1), 15),
         (Stop::RescaleProcesses(1, 2), 15),
+        (Stop::KillAndRescaleProcesses(2, 1), 15),
         (Stop::TakeOverCrashed, 15),
     ] {
         let restarted = run(&fleet, split, &keep, Some((start + at * day, stop))).await;
