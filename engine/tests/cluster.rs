@@ -136,19 +136,25 @@ fn finish(members: Vec<Member>) -> Vec<Output> {
         .collect()
 }
 
-#[test]
-fn two_processes_fed_round_robin_equal_one_process() {
-    let single = run_batches(EngineConfig::default(), 2, LATENESS, batches()).unwrap();
-    let mut members = start_cluster();
-    let mut watermarks = vec![Watermark::new(LATENESS); 2];
-    for (i, batch) in batches().into_iter().enumerate() {
-        let member = i % 2;
+/// Hands the batches to the members in turn, as a shared subscription
+/// does, each member's watermark following what it took in.
+fn feed_round_robin(members: &mut [Member], batches: Vec<DeviceBatch>) {
+    let mut watermarks = vec![Watermark::new(LATENESS); members.len()];
+    for (i, batch) in batches.into_iter().enumerate() {
+        let member = i % members.len();
         let watermark = &mut watermarks[member];
         watermark.admit(batch.first_at(), batch.last_at()).unwrap();
         let engine = &mut members[member].0;
         engine.blocking_send(batch).unwrap();
         engine.blocking_advance(watermark.current()).unwrap();
     }
+}
+
+#[test]
+fn two_processes_fed_round_robin_equal_one_process() {
+    let single = run_batches(EngineConfig::default(), 2, LATENESS, batches()).unwrap();
+    let mut members = start_cluster();
+    feed_round_robin(&mut members, batches());
     let outputs = finish(members);
     let (one, two) = (
         customer_windows(&single.outputs),
@@ -221,15 +227,7 @@ fn a_quiet_customer_s_days_close_up_to_the_cluster_s_newest_record() {
     };
     let single = run_batches(config.clone(), 2, LATENESS, all.clone()).unwrap();
     let mut members = start_cluster_with(config);
-    let mut watermarks = vec![Watermark::new(LATENESS); 2];
-    for (i, batch) in all.into_iter().enumerate() {
-        let member = i % 2;
-        let watermark = &mut watermarks[member];
-        watermark.admit(batch.first_at(), batch.last_at()).unwrap();
-        let engine = &mut members[member].0;
-        engine.blocking_send(batch).unwrap();
-        engine.blocking_advance(watermark.current()).unwrap();
-    }
+    feed_round_robin(&mut members, all);
     let (one, two) = (journeys(&single.outputs), journeys(&finish(members)));
     let last_day = format!("window_end: {}", T0 + 3 * DAY);
     for customer in &quiet {
