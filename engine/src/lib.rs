@@ -8,6 +8,8 @@
 //! - [`device_map`]: per-device state laid out for a million devices;
 //! - [`workers`]: runs the dataflow on W worker threads behind channels;
 //! - [`watermark`]: when event time has provably advanced;
+//! - [`restatement`]: closed windows computed again when late telemetry
+//!   arrives within the correction horizon;
 //! - [`journeys`]: journey states a restart restores and the service persists;
 //! - [`devices`]: device memories a restart restores, snapshotted on request;
 //! - [`run`]: the whole engine over an in-memory list of batches, for tests
@@ -24,6 +26,7 @@ pub mod kpi;
 pub mod model;
 pub mod operators;
 pub mod reference;
+pub mod restatement;
 pub mod run;
 pub mod stats;
 pub mod watermark;

@@ -36,6 +36,9 @@ pub struct CustomerKpi {
     pub advanced_features_used: u32,
     /// Advanced features used over advanced features in the catalog (0..1).
     pub advanced_feature_share: f64,
+    /// 0 when first emitted; each restatement (telemetry that arrived after
+    /// the window closed, within the correction horizon) raises it.
+    pub revision: u32,
     /// Event time of the earliest reading (not stored; activation).
     #[serde(skip)]
     pub first_seen: EventTime,
@@ -142,6 +145,7 @@ impl CustomerAccumulator {
                 f64::from(advanced_features_used),
                 f64::from(advanced_in_catalog),
             ),
+            revision: 0,
             first_seen: self.first_seen.unwrap_or(start),
             operator_hours,
             advanced_features: self.advanced_features,

@@ -34,6 +34,9 @@ pub struct DeviceKpi {
     pub last_seen: EventTime,
     /// Machine state at the last reading in the window.
     pub last_state: MachineState,
+    /// 0 when first emitted; each restatement (telemetry that arrived after
+    /// the window closed, within the correction horizon) raises it.
+    pub revision: u32,
 }
 
 /// What a reading changed about its device in a window: the customer's
@@ -110,6 +113,7 @@ impl DeviceAccumulator {
             distinct_operators: self.operators.len(),
             last_seen: self.last_seen,
             last_state: self.last_state,
+            revision: 0,
         }
     }
 }

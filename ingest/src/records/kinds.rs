@@ -38,6 +38,7 @@ record_kind! {
             advanced_feature_share: f64 [] "ratio 0..1", "advanced features used / advanced features in the catalog";
             fault_count = totals.fault_count: u64 [] "faults", "faults raised";
             samples = totals.samples: u64 [] "readings", "readings received (after deduplication)";
+            revision: u32 [] "count", "0 when first written; raised each time telemetry that arrived after the window closed (within `engine.correction_horizon`) restated it";
         }
     }
 }
@@ -68,6 +69,7 @@ record_kind! {
             samples = totals.samples: u64 [] "readings", "readings received (after deduplication)";
             last_seen: u64 [] "ms since epoch", "event time of the device's last reading in the window";
             last_state: MachineState [] "enum", "machine state at that reading";
+            revision: u32 [] "count", "0 when first written; raised each time late telemetry restated it";
         }
     }
 }
