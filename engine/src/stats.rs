@@ -12,6 +12,7 @@ pub struct EngineStats {
     sequence_gaps: AtomicI64,
     counter_resets: AtomicU64,
     devices: AtomicI64,
+    late_absorbed: AtomicU64,
 }
 
 /// A point-in-time copy of [`EngineStats`].
@@ -29,6 +30,9 @@ pub struct StatsSnapshot {
     pub counter_resets: u64,
     /// Devices the engine holds state for.
     pub devices: i64,
+    /// Late batches (restated by ingest) whose readings only updated their
+    /// device's memory.
+    pub late_absorbed: u64,
 }
 
 impl EngineStats {
@@ -47,6 +51,11 @@ impl EngineStats {
         self.counter_resets.fetch_add(resets, Relaxed);
     }
 
+    pub(crate) fn record_late(&self, batches: u64, gaps: i64) {
+        self.late_absorbed.fetch_add(batches, Relaxed);
+        self.sequence_gaps.fetch_add(gaps, Relaxed);
+    }
+
     pub(crate) fn add_devices(&self, delta: i64) {
         self.devices.fetch_add(delta, Relaxed);
     }
@@ -60,6 +69,7 @@ impl EngineStats {
             sequence_gaps: self.sequence_gaps.load(Relaxed),
             counter_resets: self.counter_resets.load(Relaxed),
             devices: self.devices.load(Relaxed),
+            late_absorbed: self.late_absorbed.load(Relaxed),
         }
     }
 }

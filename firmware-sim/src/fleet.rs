@@ -152,6 +152,8 @@ pub struct Device {
     /// ([`FleetSpec::unit_replacements`]): sequence back at 1, higher unit
     /// epoch; `None` when the unit is never replaced.
     pub replaced_from: Option<EventTime>,
+    /// Its loss of coverage ([`FleetSpec::store_and_forward`]), if any.
+    pub outage: Option<crate::coverage::Outage>,
     /// Whether the unit has GNSS (samples carry a location).
     pub has_gnss: bool,
     /// Simulation parameters.
@@ -284,7 +286,14 @@ impl Fleet {
     /// within each batch slot in [`Fleet::devices`] order. The iterator owns
     /// a (cheap) clone of the fleet, so it can move to another task.
     pub fn messages(&self) -> Messages {
-        Messages::new(self.clone())
+        Messages::new(self.clone(), true)
+    }
+
+    /// The same messages in event-time order, as if no device ever lost
+    /// coverage ([`FleetSpec::store_and_forward`]): what a run without the
+    /// fault takes in.
+    pub fn messages_in_event_time(&self) -> Messages {
+        Messages::new(self.clone(), false)
     }
 
     /// [`Fleet::messages`] encoded with prost: `(topic, payload)` ready to
@@ -296,7 +305,7 @@ impl Fleet {
     /// The ground truth of the whole stream (every message observed).
     pub fn ground_truth(&self) -> GroundTruth {
         let mut truth = GroundTruth::default();
-        for message in self.messages() {
+        for message in self.messages_in_event_time() {
             truth.observe(&message.batch);
         }
         truth
@@ -685,6 +694,13 @@ fn build_device(
         dark_from: batch_time(window.dark),
         parked_from: batch_time(window.parked),
         replaced_from: batch_time(replaced.map(|(slot, _)| slot)),
+        outage: window.online.and_then(|online| {
+            let end = window
+                .dark
+                .unwrap_or(u64::MAX)
+                .min(spec.batches_per_device());
+            crate::coverage::outage_of(spec, index, online, end)
+        }),
         has_gnss,
         model: DeviceModel {
             topic: fleetpulse_proto::telemetry_topic(owner.id, &s.id, &id),

@@ -10,6 +10,7 @@
 //! - [`fleet`]: customers, contracts, sites, devices ([`Fleet::generate`]);
 //! - `device`: one device's telemetry, sample by sample (shifts, operators,
 //!   features, faults);
+//! - [`coverage`]: devices that lose coverage and upload their buffer later;
 //! - [`stream`]: the lazy, event-time ordered message stream ([`Fleet::messages`]);
 //! - [`ground_truth`]: the per-customer daily totals the engine must reproduce;
 //! - [`mod@publish`]: publishing a stream to an MQTT broker ([`publish()`]).
@@ -33,6 +34,7 @@
 #![deny(missing_docs)]
 
 pub mod calendar;
+pub mod coverage;
 mod device;
 mod error;
 pub mod fleet;
@@ -45,6 +47,7 @@ pub mod spec;
 pub mod stream;
 
 pub use calendar::EventTime;
+pub use coverage::{Outage, Upload};
 pub use error::SimError;
 pub use fleet::{Contract, Customer, Device, Fleet, Segment, Site};
 pub use ground_truth::{CustomerFacts, DayTruth, GroundTruth};

@@ -39,6 +39,13 @@ pub struct FleetSpec {
     /// restarted from 0 (the others carry on from the machine's meters).
     /// Spread evenly over the fleet by device index.
     pub unit_replacements: usize,
+    /// Devices that lose coverage once, for 6 to 72 hours, buffer their
+    /// messages and upload them on reconnect (in order, newest first or
+    /// shuffled, interleaved with the rest of the fleet's live traffic);
+    /// spread evenly over the fleet by device index. See
+    /// [`crate::coverage`].
+    #[serde(default)]
+    pub store_and_forward: usize,
 }
 
 impl Default for FleetSpec {
@@ -52,6 +59,7 @@ impl Default for FleetSpec {
             sample_interval_ms: 10 * MINUTE_MS,
             samples_per_batch: 6,
             unit_replacements: 0,
+            store_and_forward: 0,
         }
     }
 }

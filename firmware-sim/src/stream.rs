@@ -5,10 +5,15 @@
 //! of slot `b` carries samples `b * samples_per_batch ..` of the grid and is
 //! published at the same event time. The stream walks the slots in order and,
 //! within a slot, the devices in fleet order: only one slot's worth of state
-//! (one `DeviceSim` per device) is ever in memory.
+//! (one `DeviceSim` per device) is ever in memory, plus the buffers of
+//! devices out of coverage ([`crate::coverage`]): their messages are held
+//! and come after the reconnect slot's own message, interleaved with the
+//! rest of the fleet's.
 
 use fleetpulse_proto::v1::TelemetryBatch;
 use prost::Message;
+
+use std::collections::VecDeque;
 
 use crate::calendar::EventTime;
 use crate::device::DeviceSim;
@@ -24,8 +29,8 @@ pub struct SimMessage {
 }
 
 impl SimMessage {
-    /// When the device publishes the message: the event time of its last
-    /// sample. The stream is ordered by it.
+    /// When the device measured the message's last sample; the stream is
+    /// ordered by it, except for buffers uploaded after an outage.
     pub fn publish_time(&self) -> EventTime {
         self.batch
             .samples
@@ -55,12 +60,21 @@ pub struct Messages {
     /// Next device to ask in the current slot.
     next_device: usize,
     slots: u64,
+    /// Whether outages hold messages back (`false`: event-time order).
+    store_and_forward: bool,
+    /// Per device, messages buffered during its outage, oldest first.
+    held: Vec<Vec<SimMessage>>,
+    /// Uploaded buffers, sent before the stream goes on.
+    uploading: VecDeque<SimMessage>,
 }
 
 impl Messages {
-    pub(crate) fn new(fleet: Fleet) -> Self {
+    pub(crate) fn new(fleet: Fleet, store_and_forward: bool) -> Self {
         let seed = fleet.spec().seed;
         Self {
+            store_and_forward,
+            held: vec![Vec::new(); fleet.devices().len()],
+            uploading: VecDeque::new(),
             sims: fleet
                 .devices()
                 .iter()
@@ -78,24 +92,51 @@ impl Iterator for Messages {
     type Item = SimMessage;
 
     fn next(&mut self) -> Option<SimMessage> {
+        if let Some(message) = self.uploading.pop_front() {
+            return Some(message);
+        }
         let fleet = &self.fleet;
         let devices = fleet.devices();
         while self.slot < self.slots {
             while self.next_device < devices.len() {
-                let device = &devices[self.next_device];
-                let sim = &mut self.sims[self.next_device];
+                let index = self.next_device;
+                let device = &devices[index];
+                let sim = &mut self.sims[index];
                 self.next_device += 1;
                 let customer = fleet.customer_of(device);
-                if let Some(batch) = sim.batch(fleet.spec(), customer, device, self.slot) {
-                    return Some(SimMessage {
+                let message = sim
+                    .batch(fleet.spec(), customer, device, self.slot)
+                    .map(|batch| SimMessage {
                         topic: device.topic().to_owned(),
                         batch,
                     });
+                let outage = device.outage.filter(|_| self.store_and_forward);
+                if let Some(outage) = outage {
+                    if outage.holds(self.slot) {
+                        self.held[index].extend(message);
+                        continue;
+                    }
+                    if outage.reconnect_slot() == self.slot {
+                        let buffer = std::mem::take(&mut self.held[index]);
+                        let salt = fleet.spec().seed ^ index as u64;
+                        self.uploading.extend(outage.order(buffer, salt));
+                    }
+                }
+                if let Some(message) = message.or_else(|| self.uploading.pop_front()) {
+                    return Some(message);
                 }
             }
             self.slot += 1;
             self.next_device = 0;
         }
-        None
+        // Buffers of outages that outlast the simulation: sent at its end.
+        for (index, device) in devices.iter().enumerate() {
+            if let Some(outage) = device.outage.filter(|_| self.store_and_forward) {
+                let buffer = std::mem::take(&mut self.held[index]);
+                let salt = fleet.spec().seed ^ index as u64;
+                self.uploading.extend(outage.order(buffer, salt));
+            }
+        }
+        self.uploading.pop_front()
     }
 }

@@ -78,6 +78,25 @@ impl Earliest {
     }
 }
 
+/// An admitted message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Admitted {
+    /// At or after the watermark: the live dataflow counts it.
+    Live(DeviceBatch),
+    /// Older than the watermark, within the correction horizon: archived,
+    /// and the windows it touches are restated (`crate::corrections`).
+    Late(DeviceBatch),
+}
+
+impl Admitted {
+    /// The batch.
+    pub fn batch(&self) -> &DeviceBatch {
+        match self {
+            Self::Live(b) | Self::Late(b) => b,
+        }
+    }
+}
+
 /// Decides whether a message may enter the engine.
 #[derive(Debug)]
 pub struct Admission {
@@ -93,6 +112,9 @@ pub struct Admission {
     sequences: foldhash::HashMap<DeviceKey, UnitSequences>,
     devices_per_customer: DeviceCounts,
     sequence_gaps: i64,
+    /// How far behind the watermark data is still admitted as late (0:
+    /// refused, as without an archive).
+    correction_horizon_ms: u64,
 }
 
 /// Devices seen per customer, shared by the admissions of every intake lane
@@ -118,6 +140,7 @@ impl Admission {
             sequences: foldhash::HashMap::default(),
             devices_per_customer: DeviceCounts::default(),
             sequence_gaps: 0,
+            correction_horizon_ms: 0,
         }
     }
 
@@ -139,6 +162,13 @@ impl Admission {
     /// Sets the bounds.
     pub fn with_bounds(mut self, bounds: Bounds) -> Self {
         self.bounds = bounds;
+        self
+    }
+
+    /// Admits data up to `horizon_ms` behind the watermark as late (see
+    /// [`Self::admit_or_correct`]); 0 refuses it.
+    pub fn with_correction_horizon(mut self, horizon_ms: u64) -> Self {
+        self.correction_horizon_ms = horizon_ms;
         self
     }
 
@@ -188,13 +218,39 @@ impl Admission {
         Some(self.converter.batch(batch).first_at())
     }
 
-    /// Checks and converts one message received at wall time `now_ms`.
+    /// Checks and converts one message received at wall time `now_ms`;
+    /// data older than the watermark is refused (`too_late`), whatever the
+    /// correction horizon (a WAL replay's rule).
     pub fn admit(
         &mut self,
         topic: &str,
         payload: &[u8],
         now_ms: u64,
     ) -> Result<DeviceBatch, Rejection> {
+        match self.check(topic, payload, now_ms, false)? {
+            Admitted::Live(batch) | Admitted::Late(batch) => Ok(batch),
+        }
+    }
+
+    /// Like [`Self::admit`], but a batch older than the watermark and
+    /// within the correction horizon is admitted as [`Admitted::Late`].
+    pub fn admit_or_correct(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Result<Admitted, Rejection> {
+        let corrections = self.correction_horizon_ms > 0;
+        self.check(topic, payload, now_ms, corrections)
+    }
+
+    fn check(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        now_ms: u64,
+        corrections: bool,
+    ) -> Result<Admitted, Rejection> {
         let ids = TopicIds::parse(topic).map_err(|e| Rejection {
             reason: RejectReason::Topic,
             detail: e.to_string(),
@@ -262,11 +318,18 @@ impl Admission {
             }
             *count += 1;
         }
+        let watermark = self.watermark.current();
+        let late = batch.first_at() < watermark;
+        let correctable = corrections
+            && late
+            && batch.first_at().saturating_add(self.correction_horizon_ms) >= watermark;
         let window = self.sequences.entry(key.clone()).or_default();
         let mut probe = window.clone();
         let mut gaps = 0;
         match probe.admit(batch.unit_epoch, batch.sequence, &mut gaps) {
             device_state::Admission::New => {}
+            // Beyond the replay window: the archive tells a redelivery.
+            device_state::Admission::TooOld if correctable => {}
             verdict => {
                 return Err(Rejection {
                     reason: RejectReason::SequenceReplayed,
@@ -285,22 +348,36 @@ impl Admission {
                 });
             }
         }
-        self.watermark
-            .admit(batch.first_at(), batch.last_at())
-            .map_err(|late| Rejection {
-                reason: RejectReason::TooLate,
-                detail: format!(
-                    "batch {} of device `{}` starts at {} ms, {} ms behind the watermark; its windows are closed",
-                    batch.sequence,
-                    batch.device,
-                    late.first_at,
-                    late.watermark - late.first_at
-                ),
-            })?;
+        let admitted = if correctable {
+            Admitted::Late(batch)
+        } else {
+            let horizon = self.correction_horizon_ms;
+            self.watermark
+                .admit(batch.first_at(), batch.last_at())
+                .map_err(|late| Rejection {
+                    reason: RejectReason::TooLate,
+                    detail: format!(
+                        "batch {} of device `{}` starts at {}, {} behind the watermark; its windows are closed{}",
+                        batch.sequence,
+                        batch.device,
+                        timestamp(late.first_at),
+                        jiff::SignedDuration::from_millis((late.watermark - late.first_at) as i64),
+                        if horizon > 0 && corrections {
+                            format!(
+                                " and it is beyond engine.correction_horizon ({}); `fleetpulse replay` takes it back in",
+                                jiff::SignedDuration::from_millis(horizon as i64)
+                            )
+                        } else {
+                            String::new()
+                        }
+                    ),
+                })?;
+            Admitted::Live(batch)
+        };
         // Record the sequence only once the batch is in.
         *self.sequences.get_mut(&key).expect("inserted above") = probe;
         self.sequence_gaps += gaps;
-        Ok(batch)
+        Ok(admitted)
     }
 }
 

@@ -242,6 +242,13 @@ pub struct EngineSection {
     /// Must exceed the longest span a device buffers before publishing.
     #[serde(with = "humantime_serde")]
     pub allowed_lateness: Duration,
+    /// How far behind the watermark telemetry is still taken in after its
+    /// windows closed: it is archived and the windows it touches are
+    /// restated with a higher revision (docs/KPIS.md, "Late data"). Older
+    /// data is refused as `too_late`. Needs `[wal]` (the archive lives in
+    /// its directory) and one process; `0s` refuses all late data.
+    #[serde(with = "humantime_serde")]
+    pub correction_horizon: Duration,
     /// Granularity of the engine's progress tracking.
     #[serde(with = "humantime_serde")]
     pub tick: Duration,
@@ -325,6 +332,9 @@ fn default_windows() -> Vec<String> {
 fn default_lateness() -> Duration {
     Duration::from_secs(2 * 3600)
 }
+fn default_correction_horizon() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
 fn default_tick() -> Duration {
     Duration::from_secs(60)
 }
@@ -373,6 +383,7 @@ impl Default for EngineSection {
             workers: default_workers(),
             windows: default_windows(),
             allowed_lateness: default_lateness(),
+            correction_horizon: default_correction_horizon(),
             tick: default_tick(),
             idle_after: default_idle_after(),
             advanced_features: default_advanced_features(),

@@ -8,6 +8,7 @@ pub mod alerts;
 pub mod broker;
 pub mod config;
 pub mod convert;
+pub mod corrections;
 pub mod customers;
 pub mod dead_letter;
 pub mod delivery;

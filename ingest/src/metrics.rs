@@ -193,6 +193,13 @@ pub struct IngestMetrics {
     rejected: PerReason<RejectReason>,
     /// KPI records the engine emitted.
     pub records_emitted: AtomicU64,
+    /// Late batches admitted within the correction horizon (new to the
+    /// archive): they restate windows instead of being refused.
+    pub late_admitted: AtomicU64,
+    /// Restatement passes handed to the stores (one customer each).
+    pub restatements: AtomicU64,
+    /// Records those passes restated.
+    pub records_restated: AtomicU64,
     /// KPI records the sinks wrote.
     pub records_written: AtomicU64,
     /// Failed sink write attempts (each failed retry counts).

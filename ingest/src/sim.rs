@@ -29,6 +29,11 @@ pub struct FleetArgs {
     /// Seed: same seed, same fleet, same messages.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Devices that lose coverage once for 6 to 72 hours and upload their
+    /// buffer on reconnect (in order, newest first or shuffled): late data
+    /// the service restates within `engine.correction_horizon`.
+    #[arg(long, default_value_t = 0)]
+    pub store_and_forward: usize,
 }
 
 impl FleetArgs {
@@ -39,6 +44,7 @@ impl FleetArgs {
             devices: self.devices,
             days: self.days,
             seed: self.seed,
+            store_and_forward: self.store_and_forward,
             ..FleetSpec::default()
         }
     }

@@ -128,6 +128,7 @@ async fn all_stores_equal_ground_truth(workers: usize) {
             bucket: "fleetpulse".into(),
             token_env: "FLEETPULSE_TEST_NO_TOKEN".into(),
             batch_size: NonZeroUsize::new(5000).unwrap(),
+            restatements: Default::default(),
         }),
     ];
     let run = drive(

@@ -266,6 +266,7 @@ fn v2_config(url: String) -> SinkConfig {
         bucket: "fleetpulse".into(),
         token_env: "FLEETPULSE_TEST_TOKEN_THAT_IS_NOT_SET".into(),
         batch_size: NonZeroUsize::new(100).unwrap(),
+        restatements: Default::default(),
     })
 }
 

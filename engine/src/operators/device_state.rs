@@ -254,6 +254,33 @@ impl DeviceMemory {
     }
 }
 
+impl DeviceMemory {
+    /// Takes in a batch that arrived after its windows closed (ingest
+    /// archived it and restates those windows): its sequence is marked
+    /// seen, and its last reading becomes the device's baseline if newer
+    /// than the one held, so the next live reading's increment starts from
+    /// it. Nothing goes to a window. `Err` with the dedup verdict for a
+    /// batch seen before.
+    pub fn absorb(&mut self, batch: &DeviceBatch, gaps: &mut i64) -> Result<(), Admission> {
+        match self.sequences.admit(batch.unit_epoch, batch.sequence, gaps) {
+            Admission::Duplicate => return Err(Admission::Duplicate),
+            Admission::New | Admission::TooOld => {}
+        }
+        if let Some(sample) = batch.samples.last()
+            && self.last.is_none_or(|last| sample.at > last.at)
+        {
+            self.last = Some(Cumulative {
+                at: sample.at,
+                epoch: batch.unit_epoch,
+                operating_hours: sample.operating_hours,
+                idle_hours: sample.idle_hours,
+                fuel_litres: sample.fuel_litres,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The worker a device's batches go to: by (customer, device), the same on
 /// every worker and process. The engine's inputs use it too, so a batch
 /// usually stays on the worker it entered.
@@ -317,8 +344,18 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
             let mut usage = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
+                    let (mut late, mut gaps) = (0, 0i64);
                     for batch in data.drain(..) {
                         let tick = config.tick_of(batch.first_at());
+                        if cap.least().is_some_and(|at| tick < *at) {
+                            // Sent below its own time: late data whose
+                            // windows ingest restates from its archive.
+                            let memory = devices.get_or_default(&batch.customer, &batch.device);
+                            if memory.absorb(&batch, &mut gaps).is_ok() {
+                                late += 1;
+                            }
+                            continue;
+                        }
                         if tick < replay_until
                             && devices
                                 .get(&batch.customer, &batch.device)
@@ -331,6 +368,9 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
                             .or_insert_with(|| (cap.delayed(&tick, 0), Vec::new()))
                             .1
                             .push(batch);
+                    }
+                    if late > 0 || gaps != 0 {
+                        stats.record_late(late, gaps);
                     }
                 });
                 // A snapshot request is answered before anything more is

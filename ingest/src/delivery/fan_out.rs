@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::devices::Schedule;
 use super::ledger::Ledger;
+use crate::corrections::{Corrections, Pending, Restated};
 use crate::metrics::IngestMetrics;
 use crate::wal::Lsn;
 
@@ -40,6 +41,10 @@ pub struct FanOut {
     pub schedule: Option<Schedule>,
     /// Engine workers of this process (each hands in its part).
     pub workers: usize,
+    /// Restatements, when late data within the correction horizon restates
+    /// windows: asked for as windows close, their records come back on
+    /// `restated`.
+    pub corrections: Option<(Corrections, mpsc::Receiver<Restated>)>,
 }
 
 /// Logs a failing write once, not once a second while the disk is full, and
@@ -87,10 +92,27 @@ impl FanOut {
         );
         let mut schedule = self.schedule.take();
         let mut newest_frontier: EventTime = 0;
+        let (corrections, mut restated) = match self.corrections.take() {
+            Some((c, r)) => (Some(c), Some(r)),
+            None => (None, None),
+        };
+        // Passes handed out, waiting for every store: (batches sent, passes).
+        let mut unconfirmed: std::collections::VecDeque<(u64, Vec<(Pending, bool)>)> =
+            Default::default();
         loop {
             let event = tokio::select! {
                 event = events.recv() => event,
+                Some(pass) = recv(&mut restated) => {
+                    self.restated(pass, &mut unconfirmed).await;
+                    continue;
+                }
                 _ = ticker.tick() => {
+                    if let Some(corrections) = &corrections {
+                        self.confirm(corrections, &mut unconfirmed);
+                        if let Some(before) = self.ledger().emitted_before() {
+                            corrections.restate(before.saturating_sub(1));
+                        }
+                    }
                     self.checkpoint(&mut failing).await;
                     if let Some(schedule) = &mut schedule {
                         (self.snapshot_devices(schedule, newest_frontier, &mut snapshots_failing))
@@ -128,6 +150,68 @@ impl FanOut {
                     self.ledger().sent_batch();
                 }
             }
+        }
+        // The engine emitted everything: the customers still pending are
+        // restated through all of it before the sinks close.
+        if let (Some(corrections), Some(restated)) = (&corrections, &mut restated) {
+            let flushed = corrections.flush();
+            tokio::pin!(flushed);
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(pass) = restated.recv() => {
+                        self.restated(pass, &mut unconfirmed).await;
+                    }
+                    () = &mut flushed => break,
+                }
+            }
+            while let Ok(pass) = restated.try_recv() {
+                self.restated(pass, &mut unconfirmed).await;
+            }
+        }
+    }
+
+    /// Hands a restatement pass to every sink. Not subject to the
+    /// suppression after a restart: these records are new.
+    async fn restated(
+        &self,
+        pass: Restated,
+        unconfirmed: &mut std::collections::VecDeque<(u64, Vec<(Pending, bool)>)>,
+    ) {
+        let n = pass.records.len() as u64;
+        self.metrics
+            .restatements
+            .fetch_add(pass.passes.len() as u64, Relaxed);
+        self.metrics.records_restated.fetch_add(n, Relaxed);
+        if n > 0 {
+            let records: Arc<[Output]> = pass.records.into();
+            for sink in &self.sinks {
+                if sink.send(records.clone()).await.is_err() {
+                    tracing::error!("a sink stopped; its records are not written");
+                }
+            }
+            self.ledger().sent_batch();
+        }
+        unconfirmed.push_back((self.ledger().sent(), pass.passes));
+    }
+
+    /// Tells the archive which passes every store has written.
+    fn confirm(
+        &self,
+        corrections: &Corrections,
+        unconfirmed: &mut std::collections::VecDeque<(u64, Vec<(Pending, bool)>)>,
+    ) {
+        let written = self.written.iter().map(|w| w.load(Relaxed)).min();
+        let written = written.unwrap_or(u64::MAX);
+        let mut done = Vec::new();
+        while unconfirmed
+            .front()
+            .is_some_and(|(sent, _)| *sent <= written)
+        {
+            done.extend(unconfirmed.pop_front().expect("checked").1);
+        }
+        if !done.is_empty() {
+            corrections.passed(done);
         }
     }
 
@@ -215,6 +299,14 @@ impl FanOut {
         if schedule.ask(std::time::Instant::now(), frontier) {
             self.devices.request();
         }
+    }
+}
+
+/// The next restatement pass, or never without corrections.
+async fn recv(restated: &mut Option<mpsc::Receiver<Restated>>) -> Option<Restated> {
+    match restated {
+        Some(r) => r.recv().await,
+        None => std::future::pending().await,
     }
 }
 

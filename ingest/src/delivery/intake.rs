@@ -23,7 +23,8 @@ use super::DeliveryError;
 use super::in_order::InOrder;
 use super::ledger::Ledger;
 use super::route::Router;
-use crate::admission::Admission;
+use crate::admission::{Admission, Admitted};
+use crate::corrections::Corrections;
 use crate::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::metrics::{IngestMetrics, MessageRejected};
 use crate::source::mqtt::{AckToken, Message};
@@ -64,12 +65,20 @@ pub struct Lane {
     /// (messages of different lanes overtake each other on the way), and
     /// follows this one whenever it has nothing waiting.
     pub watermark: Arc<AtomicU64>,
+    /// The archive, when late data within the correction horizon restates
+    /// windows: every batch handed to the engine is archived, and a late
+    /// batch is archived (durably) instead of written to the WAL.
+    pub corrections: Option<Corrections>,
 }
 
 /// A group of received messages on its way to the engine.
 struct Group {
     acks: Vec<AckToken>,
     batches: Vec<DeviceBatch>,
+    /// Admitted late, within the correction horizon: archived before the
+    /// acknowledgement, then handed to the engine (which only updates the
+    /// devices' memories with them).
+    late: Arc<[DeviceBatch]>,
     /// The admitted messages as WAL records, shared with the WAL writer and
     /// kept until durable for a retry.
     records: Arc<[WalRecord]>,
@@ -81,7 +90,7 @@ struct Group {
 }
 
 type Pending =
-    std::pin::Pin<Box<dyn Future<Output = (u64, Result<Range<Lsn>, WriteError>)> + Send>>;
+    std::pin::Pin<Box<dyn Future<Output = (u64, Result<Option<Range<Lsn>>, WriteError>)> + Send>>;
 
 impl Lane {
     /// Runs until the sources close `messages` (after `stop`), then hands
@@ -126,7 +135,7 @@ impl Lane {
                 Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
                     match result {
                         Ok(lsns) => {
-                            if let Some(group) = handover.get(id) {
+                            if let (Some(lsns), Some(group)) = (lsns, handover.get(id)) {
                                 self.ledger
                                     .lock()
                                     .expect("ledger poisoned")
@@ -154,15 +163,14 @@ impl Lane {
                     }
                     last_message = Instant::now();
                     let group = self.admit(&mut received);
-                    match (&self.wal, group.records.is_empty()) {
-                        (Some(wal), false) => {
-                            let records = group.records.clone();
-                            let id = handover.push(group, false);
-                            in_flight.push_back(submit(wal.clone(), id, records));
-                        }
-                        _ => {
-                            handover.push(group, true);
-                        }
+                    let durable = self.wal.is_none()
+                        || (group.records.is_empty() && group.late.is_empty());
+                    if durable {
+                        handover.push(group, true);
+                    } else {
+                        let submitted = self.submit(&group);
+                        let id = handover.push(group, false);
+                        in_flight.push_back(submitted(id));
                     }
                     self.hand_over(&mut handover).await?;
                 }
@@ -173,13 +181,13 @@ impl Lane {
                     if let Some(at) = retry_at
                         && at <= Instant::now()
                         && in_flight.is_empty()
-                        && let Some(wal) = &self.wal
+                        && self.wal.is_some()
                     {
                         // Again, in order: the groups the WAL refused.
                         retry_at = None;
                         for id in full.drain(..) {
                             if let Some(group) = handover.get(id) {
-                                in_flight.push_back(submit(wal.clone(), id, group.records.clone()));
+                                in_flight.push_back(self.submit(group)(id));
                             }
                         }
                     }
@@ -208,19 +216,26 @@ impl Lane {
         } else {
             0
         });
+        let mut late = Vec::new();
         let mut group = Group {
             acks: Vec::with_capacity(received.len()),
             batches: Vec::with_capacity(received.len()),
+            late: Arc::new([]),
             records: Arc::new([]),
             newest: 0,
             watermark: 0,
         };
         for message in received.drain(..) {
-            match self
-                .admission
-                .admit(&message.topic, &message.payload, received_ms)
-            {
-                Ok(batch) => {
+            let admitted = if self.corrections.is_some() {
+                (self.admission).admit_or_correct(&message.topic, &message.payload, received_ms)
+            } else {
+                (self.admission)
+                    .admit(&message.topic, &message.payload, received_ms)
+                    .map(Admitted::Live)
+            };
+            match admitted {
+                Ok(Admitted::Late(batch)) => late.push(batch),
+                Ok(Admitted::Live(batch)) => {
                     group.newest = group.newest.max(batch.last_at());
                     group.batches.push(batch);
                     if self.wal.is_some() {
@@ -260,6 +275,7 @@ impl Lane {
             }
         }
         group.records = records.into();
+        group.late = late.into();
         group.watermark = self.admission.watermark().current();
         self.watermark.fetch_max(group.watermark, Relaxed);
         let gaps = self.admission.sequence_gaps();
@@ -270,13 +286,43 @@ impl Lane {
         group
     }
 
+    /// Makes a group durable: its late batches in the archive, then its
+    /// live ones in the WAL; again on a retry (the archive ignores what it
+    /// has).
+    fn submit(&self, group: &Group) -> impl FnOnce(u64) -> Pending + use<> {
+        let wal = self.wal.clone();
+        let corrections = self.corrections.clone();
+        let (records, late) = (group.records.clone(), group.late.clone());
+        let watermark = group.watermark;
+        move |id| {
+            Box::pin(async move {
+                if let Some(corrections) = corrections.filter(|_| !late.is_empty())
+                    && let Err(e) = corrections.late(late.to_vec(), watermark).await
+                {
+                    let reason = format!("archive of late data: {e}");
+                    return (id, Err(WriteError::Full { reason }));
+                }
+                let result = match wal.filter(|_| !records.is_empty()) {
+                    Some(wal) => match wal.submit_batch(records).await {
+                        Ok(durable) => durable.await.map(Some),
+                        Err(e) => Err(e),
+                    },
+                    None => Ok(None),
+                };
+                (id, result)
+            })
+        }
+    }
+
     /// Feeds the engine and acknowledges every group that may go now.
     async fn hand_over(&mut self, handover: &mut InOrder<Group>) -> Result<(), DeliveryError> {
         for group in handover.release() {
-            let samples: usize = group.batches.iter().map(|b| b.samples.len()).sum();
+            let samples: usize = (group.batches.iter().chain(group.late.iter()))
+                .map(|b| b.samples.len())
+                .sum();
             self.metrics
                 .messages_accepted
-                .fetch_add(group.batches.len() as u64, Relaxed);
+                .fetch_add((group.batches.len() + group.late.len()) as u64, Relaxed);
             self.metrics
                 .samples_accepted
                 .fetch_add(samples as u64, Relaxed);
@@ -285,8 +331,18 @@ impl Lane {
                     probe.engine_input(&batch.device, batch.sequence);
                 }
             }
+            if let Some(corrections) = &self.corrections {
+                // Archived before the engine may close a window with them:
+                // a restatement reads everything its windows held.
+                corrections.append(group.batches.clone());
+            }
             if !group.batches.is_empty() {
                 self.engine.send_all(group.batches).await?;
+            }
+            if !group.late.is_empty() {
+                // Below the engine's time: it updates the devices' last
+                // readings and sequences, and adds nothing to a window.
+                self.engine.send_all(group.late.to_vec()).await?;
             }
             self.engine.advance(group.watermark).await?;
             self.metrics.watermark.fetch_max(group.watermark, Relaxed);
@@ -322,17 +378,6 @@ impl Lane {
     }
 }
 
-/// Appends a group's records as one WAL group and waits until durable.
-fn submit(wal: Arc<WalWriter>, id: u64, records: Arc<[WalRecord]>) -> Pending {
-    Box::pin(async move {
-        let result = match wal.submit_batch(records).await {
-            Ok(durable) => durable.await,
-            Err(e) => Err(e),
-        };
-        (id, result)
-    })
-}
-
 /// Wall-clock time in ms since the Unix epoch.
 pub fn wall_clock_ms() -> u64 {
     std::time::SystemTime::now()
@@ -359,6 +404,8 @@ pub struct IntakeParts {
     /// The AEMP sources: each hands its messages to the lanes like an MQTT
     /// connection, and gets its acks on its own queue.
     pub pollers: Vec<crate::source::aemp::Poller>,
+    /// The archive, when late data restates windows.
+    pub corrections: Option<Corrections>,
 }
 
 /// Running intake: the MQTT connections and the lanes.
@@ -446,6 +493,7 @@ pub fn spawn(
             idle_after,
             gaps_reported: 0,
             watermark: watermark.clone(),
+            corrections: parts.corrections.clone(),
         };
         running.spawn(tasks.track_future(lane.run(messages, parts.stop.clone(), parts.deadline)));
     }

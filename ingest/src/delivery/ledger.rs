@@ -58,6 +58,12 @@ impl Ledger {
         record_time(record) >= self.suppress_before
     }
 
+    /// Every window ending before this has been handed to the sinks (see
+    /// [`super::progress::WriteProgress::emitted_before`]).
+    pub fn emitted_before(&self) -> Option<EventTime> {
+        self.progress.emitted_before()
+    }
+
     /// The fan-out handed one more batch to every sink.
     pub fn sent_batch(&mut self) {
         self.progress.sent_batch();

@@ -53,10 +53,18 @@ pub enum DeliveryError {
     Wal(String),
 }
 
-/// Cuts the WAL wherever the fan-out allows, until the fan-out stops.
-pub async fn cut_wal(wal: Arc<WalWriter>, mut cut: watch::Receiver<Lsn>) {
+/// Cuts the WAL wherever the fan-out allows, until the fan-out stops;
+/// with an archive, only once it holds every batch before the cut.
+pub async fn cut_wal(
+    wal: Arc<WalWriter>,
+    mut cut: watch::Receiver<Lsn>,
+    archive: Option<crate::corrections::Corrections>,
+) {
     while cut.changed().await.is_ok() {
         let before = *cut.borrow_and_update();
+        if let Some(archive) = &archive {
+            archive.sync().await;
+        }
         if let Err(e) = wal.truncate_before(before).await {
             tracing::error!(error = %e, "cannot cut the WAL");
         }

@@ -53,18 +53,22 @@ impl WriteProgress {
         if let Some(slot) = self.frontiers.get_mut(worker) {
             *slot = Some(frontier);
         }
-        let Some(global) = self
-            .frontiers
-            .iter()
-            .copied()
-            .collect::<Option<Vec<_>>>()
-            .and_then(|f| f.into_iter().min())
-        else {
+        let Some(global) = self.emitted_before() else {
             return;
         };
         if self.marks.back().is_none_or(|(_, f)| *f < global) {
             self.marks.push_back((self.sent, global));
         }
+    }
+
+    /// The least output frontier over the workers, once each reported:
+    /// every window ending before it has been handed out.
+    pub fn emitted_before(&self) -> Option<EventTime> {
+        self.frontiers
+            .iter()
+            .copied()
+            .collect::<Option<Vec<_>>>()
+            .and_then(|f| f.into_iter().min())
     }
 
     /// Windows ending before the returned time are in every sink, given how

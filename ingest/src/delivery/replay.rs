@@ -43,6 +43,7 @@ pub async fn replay(
     workers: usize,
     ledger: &Arc<Mutex<Ledger>>,
     metrics: &IngestMetrics,
+    archive: Option<&crate::corrections::Corrections>,
 ) -> Result<(u64, EventTime), DeliveryError> {
     let first = wal.first_lsn();
     let mut replayed = 0u64;
@@ -95,6 +96,9 @@ pub async fn replay(
             }
         }
         if group.len() >= REPLAY_GROUP {
+            if let Some(archive) = archive {
+                archive.append(group.clone()); // Ignored where it is already.
+            }
             engine.send_all(std::mem::take(group)).await?;
             engine.advance(admission.watermark().current()).await?;
         }
@@ -103,6 +107,9 @@ pub async fn replay(
     for ((admission, engine), group) in lanes.iter_mut().zip(groups) {
         admission.hold_watermark_below(EventTime::MAX);
         if !group.is_empty() {
+            if let Some(archive) = archive {
+                archive.append(group.clone());
+            }
             engine.send_all(group).await?;
         }
         // Each lane from its own records: what the broker redelivers to a

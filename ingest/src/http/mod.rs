@@ -298,6 +298,9 @@ impl Hub {
             s.watermark_ms = m.watermark.load(Relaxed);
             s.records_emitted = m.records_emitted.load(Relaxed);
             s.records_written = m.records_written.load(Relaxed);
+            s.late_admitted = m.late_admitted.load(Relaxed);
+            s.restatements = m.restatements.load(Relaxed);
+            s.records_restated = m.records_restated.load(Relaxed);
             s.write_errors = m.sink_write_errors.load(Relaxed);
             s.wal_full = service.wal_dir.is_some().then(|| m.wal.full.is_full());
             s.aemp = m.aemp.render();

@@ -87,6 +87,18 @@ pub const RECORDS_EMITTED: Family = Family::counter(
     "fleetpulse_records_emitted_total",
     "KPI records the engine emitted.",
 );
+pub const LATE_ADMITTED: Family = Family::counter(
+    "fleetpulse_late_admitted_total",
+    "Batches that arrived after their windows closed, within engine.correction_horizon: archived, and their windows restated.",
+);
+pub const RESTATEMENTS: Family = Family::counter(
+    "fleetpulse_restatements_total",
+    "Restatement passes handed to the stores (one customer's closed windows computed again).",
+);
+pub const RECORDS_RESTATED: Family = Family::counter(
+    "fleetpulse_records_restated_total",
+    "Device and customer window records restated (written again with a higher revision).",
+);
 pub const RECORDS_WRITTEN: Family = Family::counter(
     "fleetpulse_sink_records_written_total",
     "KPI records the sinks wrote.",
@@ -166,6 +178,12 @@ pub struct Snapshot {
     pub records_emitted: u64,
     /// Records written by the sinks.
     pub records_written: u64,
+    /// Late batches admitted within the correction horizon.
+    pub late_admitted: u64,
+    /// Restatement passes.
+    pub restatements: u64,
+    /// Records restated.
+    pub records_restated: u64,
     /// Failed write attempts.
     pub write_errors: u64,
     /// Sink queues.
@@ -244,6 +262,9 @@ pub fn render(s: &Snapshot) -> String {
     }
     metric(RECORDS_EMITTED, &one(s.records_emitted));
     metric(RECORDS_WRITTEN, &one(s.records_written));
+    metric(LATE_ADMITTED, &one(s.late_admitted));
+    metric(RESTATEMENTS, &one(s.restatements));
+    metric(RECORDS_RESTATED, &one(s.records_restated));
     metric(SINK_WRITE_ERRORS, &one(s.write_errors));
     let label = |q: &QueueSnapshot| format!("{{sink=\"{}\"}}", escape_label(&q.sink));
     let per_queue = |value: fn(&QueueSnapshot) -> usize| -> Vec<(String, String)> {

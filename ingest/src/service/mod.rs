@@ -168,6 +168,13 @@ pub async fn run(
         .map_or((Checkpoint::default(), Lsn::FIRST), |(w, c)| {
             (*c, w.first_lsn())
         });
+    let corrections = parts::corrections(&config, &engine_config, &metrics)?;
+    let horizon_ms =
+        (corrections.as_ref()).map_or(0, |_| config.engine.correction_horizon.as_millis() as u64);
+    let (corrections, restated, corrections_thread) = match corrections {
+        Some((c, r, t)) => (Some(c), Some(r), Some(t)),
+        None => (None, None, None),
+    };
     let mut ledger = Ledger::new(workers, stored, first, retention_ms);
     let schedule = parts::device_snapshots(&config, &engine_config, retention_ms, &mut ledger)?;
     let ledger = Arc::new(Mutex::new(ledger));
@@ -183,6 +190,7 @@ pub async fn run(
         devices: engine_config.devices.clone(),
         schedule,
         workers,
+        corrections: corrections.clone().zip(restated),
     };
     let fan_out = tasks.spawn(fan_out.run(events_rx));
     let devices = DeviceCounts::default();
@@ -195,6 +203,7 @@ pub async fn run(
                     customers.as_ref(),
                     &devices,
                     pseudonyms.as_ref(),
+                    horizon_ms,
                 ),
                 input,
             )
@@ -204,12 +213,23 @@ pub async fn run(
     let writer = match wal {
         Some((wal, _)) => {
             let replayed;
-            (replayed, watermark) =
-                replay::replay(&wal, &mut lanes, workers, &ledger, &metrics).await?;
+            (replayed, watermark) = replay::replay(
+                &wal,
+                &mut lanes,
+                workers,
+                &ledger,
+                &metrics,
+                corrections.as_ref(),
+            )
+            .await?;
             tracing::info!(replayed, "WAL replayed");
             let gauges = metrics.wal.clone();
             let writer = Arc::new(WalWriter::spawn_with_gauges(wal, 4096, 1024, gauges));
-            tasks.spawn(delivery::cut_wal(writer.clone(), cut_rx));
+            tasks.spawn(delivery::cut_wal(
+                writer.clone(),
+                cut_rx,
+                corrections.clone(),
+            ));
             Some(writer)
         }
         None => None,
@@ -228,6 +248,7 @@ pub async fn run(
         deadline,
         watermark,
         pollers,
+        corrections,
     };
     let idle_after = config.engine.idle_after;
     let mut intake = intake::spawn(&tasks, &config.mqtt, lanes, workers, idle_after, parts);
@@ -285,6 +306,13 @@ pub async fn run(
                 report.alerts = Some(result.map_err(|e| ServiceError::Task(e.to_string()))?)
             }
             Err(_) => late("alerts are still being delivered"),
+        }
+    }
+    if let Some(thread) = corrections_thread {
+        // Ends once every handle is gone: its last commits are in.
+        let joined = tokio::task::spawn_blocking(move || thread.join());
+        if tokio::time::timeout_at(stop_by, joined).await.is_err() {
+            late("the archive is still committing");
         }
     }
     if let Some(http) = http {

@@ -146,6 +146,7 @@ pub fn admission(
     customers: Option<&CustomersFile>,
     devices: &DeviceCounts,
     pseudonyms: Option<&Arc<crate::privacy::Pseudonyms>>,
+    correction_horizon_ms: u64,
 ) -> Admission {
     let known = customers.map(|c| {
         c.customers
@@ -166,6 +167,53 @@ pub fn admission(
     .with_earliest(Earliest::from_config(&config.limits, customers))
     .with_device_counts(devices.clone())
     .with_pseudonyms(pseudonyms.cloned())
+    .with_correction_horizon(correction_horizon_ms)
+}
+
+/// The corrections thread and its archive (`{wal.dir}/archive`), when late
+/// data within `engine.correction_horizon` restates windows: it needs the
+/// WAL directory and one process (a cluster member's archive would hold its
+/// own lanes' batches only, so late data is refused there, as before).
+pub fn corrections(
+    config: &ServiceConfig,
+    engine_config: &EngineConfig,
+    metrics: &Arc<IngestMetrics>,
+) -> Result<
+    Option<(
+        crate::corrections::Corrections,
+        mpsc::Receiver<crate::corrections::Restated>,
+        std::thread::JoinHandle<()>,
+    )>,
+    ServiceError,
+> {
+    let horizon = config.engine.correction_horizon;
+    if horizon.is_zero() {
+        return Ok(None);
+    }
+    let Some(wal) = &config.wal else {
+        tracing::info!(
+            "no [wal]: late data is refused (engine.correction_horizon needs the WAL directory for its archive)"
+        );
+        return Ok(None);
+    };
+    if (config.cluster.as_ref()).is_some_and(|c| c.is_multi_process()) {
+        tracing::warn!(
+            "late data is refused in a cluster of several processes: engine.correction_horizon \
+             restates windows in one process only (docs/KPIS.md, Late data)"
+        );
+        return Ok(None);
+    }
+    let settings = crate::corrections::Settings {
+        dir: wal.dir.join("archive"),
+        horizon_ms: horizon.as_millis() as u64,
+        lateness_ms: config.engine.allowed_lateness.as_millis() as u64,
+        engine: Arc::new(engine_config.clone()),
+    };
+    let (tx, rx) = mpsc::channel(16);
+    let (corrections, thread) =
+        crate::corrections::Corrections::start(settings, tx, metrics.clone())
+            .map_err(|e| ServiceError::Task(e.to_string()))?;
+    Ok(Some((corrections, rx, thread)))
 }
 
 /// Where this process's state lives among the cluster members' (`None`

@@ -420,6 +420,7 @@ mod tests {
             bucket: "b".into(),
             token_env: "T".into(),
             batch_size: NonZeroUsize::new(10).unwrap(),
+            restatements: Default::default(),
         });
         assert!(matches!(
             config.validate(),

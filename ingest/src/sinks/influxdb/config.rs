@@ -51,6 +51,27 @@ pub struct InfluxDbV2Config {
     /// Records (lines) per write request.
     #[serde(default = "default_batch_size")]
     pub batch_size: NonZeroUsize,
+    /// How a restated window (late telemetry, `engine.correction_horizon`)
+    /// reaches the store: `overwrite` (InfluxDB) or `later_sample`
+    /// (VictoriaMetrics, which does not overwrite a sample).
+    #[serde(default)]
+    pub restatements: Restatements,
+}
+
+/// How a line-protocol store takes a restated record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Restatements {
+    /// The same point again, with the new values and its `revision`:
+    /// InfluxDB overwrites the point's fields.
+    #[default]
+    Overwrite,
+    /// A later sample of the same series: the point's timestamp plus its
+    /// revision in milliseconds. VictoriaMetrics keeps one value per
+    /// millisecond and does not reliably replace it, so the newest revision
+    /// is the window's last sample (`last_over_time`, or the highest
+    /// timestamp below the window start's next second in an export).
+    LaterSample,
 }
 
 /// [`DEFAULT_BATCH_SIZE`].

@@ -18,7 +18,7 @@ use reqwest::{StatusCode, Url};
 use thiserror::Error;
 use tracing::warn;
 
-pub use config::{DEFAULT_BATCH_SIZE, InfluxDbV1Config, InfluxDbV2Config};
+pub use config::{DEFAULT_BATCH_SIZE, InfluxDbV1Config, InfluxDbV2Config, Restatements};
 pub use v1::InfluxDbV1Sink;
 pub use v2::InfluxDbV2Sink;
 

@@ -13,6 +13,28 @@ use super::{
 };
 use crate::sinks::{Secret, SinkError};
 
+/// `records` with every restated window moved `revision` ms later (see
+/// [`super::Restatements::LaterSample`]); borrowed when none is restated.
+fn later_samples(records: &[Output]) -> std::borrow::Cow<'_, [Output]> {
+    let restated = |r: &Output| match r {
+        Output::Customer(k) => k.revision > 0,
+        Output::Device(d) => d.revision > 0,
+        _ => false,
+    };
+    if !records.iter().any(restated) {
+        return std::borrow::Cow::Borrowed(records);
+    }
+    let moved = records.iter().cloned().map(|mut r| {
+        match &mut r {
+            Output::Customer(k) => k.window_start += u64::from(k.revision),
+            Output::Device(d) => d.window_start += u64::from(d.revision),
+            _ => {}
+        }
+        r
+    });
+    std::borrow::Cow::Owned(moved.collect())
+}
+
 /// An open InfluxDB v2 sink.
 #[derive(Debug)]
 pub struct InfluxDbV2Sink {
@@ -23,6 +45,7 @@ pub struct InfluxDbV2Sink {
     bucket: String,
     describe: String,
     rejected: u64,
+    restatements: super::Restatements,
 }
 
 impl InfluxDbV2Sink {
@@ -75,12 +98,16 @@ impl InfluxDbV2Sink {
                 config.org, config.bucket
             ),
             rejected: 0,
+            restatements: config.restatements,
         })
     }
 
     /// Writes the batch as one request; the server answers 204 on success.
     pub async fn write(&mut self, records: &[Output]) -> Result<(), SinkError> {
-        let batch = encode_batch(records);
+        let batch = match self.restatements {
+            super::Restatements::Overwrite => encode_batch(records),
+            super::Restatements::LaterSample => encode_batch(&later_samples(records)),
+        };
         self.rejected += log_rejected(&self.describe, &batch.rejected);
         if batch.lines == 0 {
             return Ok(());
@@ -137,6 +164,7 @@ mod tests {
             bucket: "fleetpulse".into(),
             token_env: "FLEET_TOKEN".into(),
             batch_size: NonZeroUsize::new(100).unwrap(),
+            restatements: Default::default(),
         }
     }
 

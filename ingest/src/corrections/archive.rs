@@ -1,0 +1,525 @@
+//! The archive: every admitted batch, kept on disk for the correction
+//! horizon, so a window can be computed again when telemetry for it arrives
+//! late. One SQLite file per UTC day of the batches' first readings
+//! (`archive/2026-11-30.sqlite`), clustered by customer and time, so a
+//! customer's week is a few range scans and a day past the horizon is one
+//! file deleted. `state.sqlite` holds what outlives the days: each device's
+//! last batch before the oldest day kept (the baseline of its next
+//! increment), each customer's last revision, and the restatements still to
+//! do.
+//!
+//! Commits are synchronous (`synchronous = FULL`): a late batch is
+//! acknowledged once its archive commit returned, and it is in no WAL.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use fleetpulse_engine::{DeviceBatch, EventTime, Id};
+use rusqlite::{Connection, OptionalExtension, params};
+
+const DAY_MS: u64 = 86_400_000;
+
+const DAY_SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS batches (
+        customer TEXT NOT NULL,
+        first_at INTEGER NOT NULL,
+        device TEXT NOT NULL,
+        unit_epoch INTEGER NOT NULL,
+        sequence INTEGER NOT NULL,
+        body BLOB NOT NULL,
+        PRIMARY KEY (customer, first_at, device, unit_epoch, sequence)
+    ) WITHOUT ROWID;";
+
+const STATE_SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS carry (
+        customer TEXT NOT NULL,
+        device TEXT NOT NULL,
+        first_at INTEGER NOT NULL,
+        body BLOB NOT NULL,
+        PRIMARY KEY (customer, device)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS revisions (
+        customer TEXT PRIMARY KEY,
+        revision INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS pending (
+        customer TEXT PRIMARY KEY,
+        from_ms INTEGER NOT NULL,
+        due_ms INTEGER NOT NULL,
+        first_pass_done INTEGER NOT NULL,
+        generation INTEGER NOT NULL
+    ) WITHOUT ROWID;";
+
+/// The archive failed; the message names the file.
+#[derive(Debug, thiserror::Error)]
+#[error("archive {path}: {message}")]
+pub struct ArchiveError {
+    path: String,
+    message: String,
+}
+
+fn fail(path: &Path, e: impl std::fmt::Display) -> ArchiveError {
+    ArchiveError {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// A customer with windows to restate: from its earliest late reading;
+/// once a first pass restated what had closed, a final pass at `due`
+/// catches the windows that were still open when the late data came (a
+/// reading after it whose increment the live dataflow had already taken).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// The customer.
+    pub customer: Id,
+    /// Earliest late reading.
+    pub from: EventTime,
+    /// When the final pass may run: every window open at the last late
+    /// arrival has closed.
+    pub due: EventTime,
+    /// Whether the first pass ran.
+    pub first_pass_done: bool,
+    /// Raised by every late arrival: a pass only clears the row it read.
+    pub generation: u64,
+}
+
+/// The archive directory.
+pub struct Archive {
+    dir: PathBuf,
+    state: Connection,
+    /// Open day files, by UTC day number.
+    days: BTreeMap<u64, Connection>,
+}
+
+fn open(path: &Path, schema: &str) -> Result<Connection, ArchiveError> {
+    let conn = Connection::open(path).map_err(|e| fail(path, e))?;
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; {schema}"
+    ))
+    .map_err(|e| fail(path, e))?;
+    Ok(conn)
+}
+
+/// `2026-11-30` for the UTC day `day` (days since the epoch).
+fn day_name(day: u64) -> String {
+    jiff::Timestamp::from_millisecond((day * DAY_MS) as i64)
+        .map(|t| t.strftime("%Y-%m-%d").to_string())
+        .unwrap_or_else(|_| format!("day-{day}"))
+}
+
+fn day_of_name(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".sqlite")?;
+    let date: jiff::civil::Date = stem.parse().ok()?;
+    let at = date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
+    u64::try_from(at.as_millisecond())
+        .ok()
+        .map(|ms| ms / DAY_MS)
+}
+
+fn decode(path: &Path, body: &[u8]) -> Result<DeviceBatch, ArchiveError> {
+    bincode::deserialize(body).map_err(|e| fail(path, format!("damaged batch: {e}")))
+}
+
+impl Archive {
+    /// Opens (or creates) the archive in `dir`, with the day files already
+    /// there.
+    pub fn open(dir: &Path) -> Result<Self, ArchiveError> {
+        std::fs::create_dir_all(dir).map_err(|e| fail(dir, e))?;
+        let state = open(&dir.join("state.sqlite"), STATE_SCHEMA)?;
+        let mut archive = Self {
+            dir: dir.to_owned(),
+            state,
+            days: BTreeMap::new(),
+        };
+        let entries = std::fs::read_dir(dir).map_err(|e| fail(dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| fail(dir, e))?;
+            if let Some(day) = entry.file_name().to_str().and_then(day_of_name) {
+                archive.day(day)?;
+            }
+        }
+        Ok(archive)
+    }
+
+    fn day_path(&self, day: u64) -> PathBuf {
+        self.dir.join(format!("{}.sqlite", day_name(day)))
+    }
+
+    fn day(&mut self, day: u64) -> Result<&mut Connection, ArchiveError> {
+        if !self.days.contains_key(&day) {
+            let conn = open(&self.day_path(day), DAY_SCHEMA)?;
+            self.days.insert(day, conn);
+        }
+        Ok(self.days.get_mut(&day).expect("inserted above"))
+    }
+
+    /// Adds batches, one transaction per day file; returns which were new
+    /// (a redelivered batch is there already).
+    pub fn append(&mut self, batches: &[DeviceBatch]) -> Result<Vec<bool>, ArchiveError> {
+        let mut by_day: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        for (i, b) in batches.iter().enumerate() {
+            by_day.entry(b.first_at() / DAY_MS).or_default().push(i);
+        }
+        let mut new = vec![false; batches.len()];
+        for (day, indices) in by_day {
+            let path = self.day_path(day);
+            let conn = self.day(day)?;
+            let tx = conn.transaction().map_err(|e| fail(&path, e))?;
+            {
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO batches \
+                         (customer, first_at, device, unit_epoch, sequence, body) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )
+                    .map_err(|e| fail(&path, e))?;
+                for i in indices {
+                    let b = &batches[i];
+                    let body = bincode::serialize(b).expect("a batch serialises");
+                    let inserted = insert
+                        .execute(params![
+                            &*b.customer,
+                            b.first_at() as i64,
+                            &*b.device,
+                            b.unit_epoch as i64,
+                            b.sequence as i64,
+                            body
+                        ])
+                        .map_err(|e| fail(&path, e))?;
+                    new[i] = inserted == 1;
+                }
+            }
+            tx.commit().map_err(|e| fail(&path, e))?;
+        }
+        Ok(new)
+    }
+
+    /// Every batch of `customer` whose first reading is at or after `from`.
+    pub fn batches(
+        &mut self,
+        customer: &str,
+        from: EventTime,
+    ) -> Result<Vec<DeviceBatch>, ArchiveError> {
+        let mut out = Vec::new();
+        let days: Vec<u64> = self.days.range(from / DAY_MS..).map(|(d, _)| *d).collect();
+        for day in days {
+            let path = self.day_path(day);
+            let conn = self.day(day)?;
+            let mut select = conn
+                .prepare_cached(
+                    "SELECT body FROM batches WHERE customer = ?1 AND first_at >= ?2 \
+                     ORDER BY first_at",
+                )
+                .map_err(|e| fail(&path, e))?;
+            let rows = select
+                .query_map(params![customer, from as i64], |r| r.get::<_, Vec<u8>>(0))
+                .map_err(|e| fail(&path, e))?;
+            for body in rows {
+                out.push(decode(&path, &body.map_err(|e| fail(&path, e))?)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last batch before `before` of each of `devices` of `customer`
+    /// (the baseline of its first increment after it); a device with none
+    /// in the archive's days falls back to its carried batch, if any.
+    pub fn earlier(
+        &mut self,
+        customer: &str,
+        devices: &HashSet<Id>,
+        before: EventTime,
+    ) -> Result<Vec<DeviceBatch>, ArchiveError> {
+        let mut found: BTreeMap<Id, DeviceBatch> = BTreeMap::new();
+        let days: Vec<u64> = (self.days.range(..=before / DAY_MS))
+            .rev()
+            .map(|(d, _)| *d)
+            .collect();
+        for day in days {
+            if found.len() == devices.len() {
+                break;
+            }
+            let path = self.day_path(day);
+            let conn = self.day(day)?;
+            let mut select = conn
+                .prepare_cached(
+                    "SELECT device, body FROM batches WHERE customer = ?1 AND first_at < ?2 \
+                     ORDER BY first_at DESC",
+                )
+                .map_err(|e| fail(&path, e))?;
+            let rows = select
+                .query_map(params![customer, before as i64], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })
+                .map_err(|e| fail(&path, e))?;
+            for row in rows {
+                let (device, body) = row.map_err(|e| fail(&path, e))?;
+                let device: Id = device.into();
+                if devices.contains(&device) && !found.contains_key(&device) {
+                    found.insert(device, decode(&path, &body)?);
+                }
+            }
+        }
+        if found.len() < devices.len() {
+            let path = self.dir.join("state.sqlite");
+            let mut select = self
+                .state
+                .prepare_cached("SELECT device, body FROM carry WHERE customer = ?1")
+                .map_err(|e| fail(&path, e))?;
+            let rows = select
+                .query_map(params![customer], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })
+                .map_err(|e| fail(&path, e))?;
+            for row in rows {
+                let (device, body) = row.map_err(|e| fail(&path, e))?;
+                let device: Id = device.into();
+                if devices.contains(&device) && !found.contains_key(&device) {
+                    found.insert(device, decode(&path, &body)?);
+                }
+            }
+        }
+        Ok(found.into_values().collect())
+    }
+
+    /// Drops the day files before `keep_from`'s day, carrying each device's
+    /// last batch in them (if newer than what is carried already). Returns
+    /// the files removed.
+    pub fn prune(&mut self, keep_from: EventTime) -> Result<usize, ArchiveError> {
+        let old: Vec<u64> = self
+            .days
+            .range(..keep_from / DAY_MS)
+            .map(|(d, _)| *d)
+            .collect();
+        let state_path = self.dir.join("state.sqlite");
+        for day in &old {
+            let path = self.day_path(*day);
+            self.days.remove(day);
+            let tx = self.state.transaction().map_err(|e| fail(&state_path, e))?;
+            tx.execute("ATTACH DATABASE ?1 AS old", params![path.to_string_lossy()])
+                .map_err(|e| fail(&path, e))?;
+            tx.execute(
+                "INSERT INTO carry (customer, device, first_at, body) \
+                 SELECT customer, device, first_at, body FROM old.batches b \
+                 WHERE first_at = (SELECT MAX(first_at) FROM old.batches \
+                                   WHERE customer = b.customer AND device = b.device) \
+                 ON CONFLICT (customer, device) DO UPDATE SET \
+                   first_at = excluded.first_at, body = excluded.body \
+                 WHERE excluded.first_at > carry.first_at",
+                [],
+            )
+            .map_err(|e| fail(&path, e))?;
+            tx.commit().map_err(|e| fail(&state_path, e))?;
+            self.state
+                .execute("DETACH DATABASE old", [])
+                .map_err(|e| fail(&state_path, e))?;
+            for suffix in ["", "-wal", "-shm"] {
+                let file = PathBuf::from(format!("{}{suffix}", path.display()));
+                match std::fs::remove_file(&file) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(fail(&file, e));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(old.len())
+    }
+
+    /// Notes late data of `customer` from `from`, whose effects the live
+    /// dataflow has taken in by `due`: merged into its pending row.
+    pub fn note_late(
+        &mut self,
+        customer: &str,
+        from: EventTime,
+        due: EventTime,
+    ) -> Result<(), ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        self.state
+            .execute(
+                "INSERT INTO pending (customer, from_ms, due_ms, first_pass_done, generation) \
+                 VALUES (?1, ?2, ?3, 0, 1) \
+                 ON CONFLICT (customer) DO UPDATE SET \
+                   from_ms = MIN(from_ms, excluded.from_ms), \
+                   due_ms = MAX(due_ms, excluded.due_ms), \
+                   first_pass_done = 0, generation = generation + 1",
+                params![customer, from as i64, due as i64],
+            )
+            .map_err(|e| fail(&path, e))?;
+        Ok(())
+    }
+
+    /// The restatements still to do.
+    pub fn pending(&self) -> Result<Vec<Pending>, ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        let mut select = self
+            .state
+            .prepare_cached(
+                "SELECT customer, from_ms, due_ms, first_pass_done, generation FROM pending \
+                 ORDER BY customer",
+            )
+            .map_err(|e| fail(&path, e))?;
+        let rows = select
+            .query_map([], |r| {
+                Ok(Pending {
+                    customer: r.get::<_, String>(0)?.into(),
+                    from: r.get::<_, i64>(1)? as u64,
+                    due: r.get::<_, i64>(2)? as u64,
+                    first_pass_done: r.get::<_, i64>(3)? != 0,
+                    generation: r.get::<_, i64>(4)? as u64,
+                })
+            })
+            .map_err(|e| fail(&path, e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| fail(&path, e))
+    }
+
+    /// A pass over `pending` was written to every store: the row is marked
+    /// (first pass) or removed (final pass), unless late data arrived
+    /// since (another generation).
+    pub fn passed(&mut self, pending: &Pending, last: bool) -> Result<(), ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        let sql = if last {
+            "DELETE FROM pending WHERE customer = ?1 AND generation = ?2"
+        } else {
+            "UPDATE pending SET first_pass_done = 1 WHERE customer = ?1 AND generation = ?2"
+        };
+        self.state
+            .execute(sql, params![&*pending.customer, pending.generation as i64])
+            .map_err(|e| fail(&path, e))?;
+        Ok(())
+    }
+
+    /// The next revision of `customer`'s restated records (1 for the first
+    /// restatement), recorded before it is used so a restart never reuses
+    /// one.
+    pub fn next_revision(&mut self, customer: &str) -> Result<u32, ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        let current: Option<i64> = self
+            .state
+            .query_row(
+                "SELECT revision FROM revisions WHERE customer = ?1",
+                params![customer],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| fail(&path, e))?;
+        let next = current.unwrap_or(0) + 1;
+        self.state
+            .execute(
+                "INSERT INTO revisions (customer, revision) VALUES (?1, ?2) \
+                 ON CONFLICT (customer) DO UPDATE SET revision = excluded.revision",
+                params![customer, next],
+            )
+            .map_err(|e| fail(&path, e))?;
+        Ok(next as u32)
+    }
+
+    /// Day files kept.
+    pub fn days(&self) -> usize {
+        self.days.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetpulse_engine::Sample;
+
+    fn batch(customer: &str, device: &str, sequence: u64, at: u64) -> DeviceBatch {
+        DeviceBatch {
+            customer: customer.into(),
+            site: "s".into(),
+            device: device.into(),
+            unit_epoch: 0,
+            sequence,
+            samples: vec![Sample {
+                at,
+                operating_hours: sequence as f64,
+                ..Sample::default()
+            }],
+        }
+    }
+
+    const T0: u64 = 1_767_571_200_000;
+
+    #[test]
+    fn batches_by_customer_and_time_across_days_without_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut archive = Archive::open(dir.path()).unwrap();
+        let hour = 3_600_000;
+        let all: Vec<DeviceBatch> = (0..72)
+            .flat_map(|h| {
+                [
+                    batch("a", "d1", h + 1, T0 + h * hour),
+                    batch("b", "d1", h + 1, T0 + h * hour + 1),
+                ]
+            })
+            .collect();
+        let new = archive.append(&all).unwrap();
+        assert!(new.iter().all(|n| *n));
+        // Redelivered: nothing new.
+        assert_eq!(archive.append(&all[..5]).unwrap(), vec![false; 5]);
+        assert_eq!(archive.days(), 3);
+        let from = T0 + 30 * hour;
+        let got = archive.batches("a", from).unwrap();
+        let want: Vec<DeviceBatch> = (30..72)
+            .map(|h| batch("a", "d1", h + 1, T0 + h * hour))
+            .collect();
+        assert_eq!(got, want);
+        let devices: HashSet<Id> = ["d1".into(), "ghost".into()].into();
+        let earlier = archive.earlier("a", &devices, from).unwrap();
+        assert_eq!(earlier, vec![batch("a", "d1", 30, T0 + 29 * hour)]);
+
+        // Reopened: the same; pruned: the device's last batch is carried.
+        drop(archive);
+        let mut archive = Archive::open(dir.path()).unwrap();
+        assert_eq!(archive.batches("a", from).unwrap(), want);
+        assert_eq!(archive.prune(T0 + 2 * DAY_MS).unwrap(), 2);
+        assert_eq!(archive.days(), 1);
+        let earlier = archive.earlier("a", &devices, T0 + 2 * DAY_MS).unwrap();
+        assert_eq!(earlier, vec![batch("a", "d1", 48, T0 + 47 * hour)]);
+        assert_eq!(
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with("2026-01-05")
+                })
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn pending_rows_merge_and_survive_only_their_own_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut archive = Archive::open(dir.path()).unwrap();
+        archive.note_late("a", 500, 900).unwrap();
+        archive.note_late("a", 300, 800).unwrap();
+        let [first] = archive.pending().unwrap().try_into().unwrap();
+        assert_eq!(
+            (first.from, first.due, first.first_pass_done),
+            (300, 900, false)
+        );
+        archive.passed(&first, false).unwrap();
+        assert!(archive.pending().unwrap()[0].first_pass_done);
+        // Late data after the pass read the row: the final pass keeps it.
+        archive.note_late("a", 400, 950).unwrap();
+        archive.passed(&first, true).unwrap();
+        let [again] = archive.pending().unwrap().try_into().unwrap();
+        assert_eq!(
+            (again.from, again.due, again.first_pass_done),
+            (300, 950, false)
+        );
+        archive.passed(&again, true).unwrap();
+        assert!(archive.pending().unwrap().is_empty());
+        assert_eq!(archive.next_revision("a").unwrap(), 1);
+        drop(archive);
+        let mut archive = Archive::open(dir.path()).unwrap();
+        assert_eq!(archive.next_revision("a").unwrap(), 2);
+    }
+}

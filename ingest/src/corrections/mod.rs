@@ -1,0 +1,356 @@
+//! Corrections: telemetry that arrives after its windows closed, within the
+//! correction horizon (`engine.correction_horizon`), restates them instead
+//! of being refused.
+//!
+//! ```text
+//! intake lane --every admitted batch--> archive (a day file per UTC day)
+//!     |  late batch: archived (fsync) before it is acknowledged, then to the
+//!     |  engine, which only updates the device's memory with it
+//! fan-out --windows closed through T--> restatement pass per customer:
+//!     archive -> engine::restatement (same arithmetic) -> records with a
+//!     higher revision --> fan-out --> every sink (overwrite by key)
+//! ```
+//!
+//! One thread owns the archive and takes commands in order, so a pass reads
+//! every batch handed to the engine before the windows it restates closed.
+//! A customer gets two passes per late episode: at once, for the windows
+//! already closed, and once every window open at the last late arrival has
+//! closed (`due`), for a later reading whose increment the live dataflow
+//! took before the late one arrived. The dataflow stays pure: this module
+//! does the reading and hands the engine's restatement its batches.
+
+pub mod archive;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc as std_mpsc;
+
+use fleetpulse_engine::restatement::Restatement;
+use fleetpulse_engine::{DeviceBatch, EngineConfig, EventTime, Id, Output};
+use tokio::sync::{mpsc, oneshot};
+
+pub use archive::{Archive, ArchiveError, Pending};
+
+use crate::metrics::IngestMetrics;
+
+/// Slack for a customer's local day around the UTC day (time zones).
+const ZONE_SLACK_MS: u64 = 14 * 3_600_000;
+
+/// Restated records on their way to the stores, with the passes they
+/// complete (confirmed to the archive once every store wrote them).
+#[derive(Debug)]
+pub struct Restated {
+    /// The records, revision above 0.
+    pub records: Vec<Output>,
+    /// The passes: (pending row read, whether it was the final pass).
+    pub passes: Vec<(Pending, bool)>,
+}
+
+enum Command {
+    /// Batches the live dataflow takes in (already durable in the WAL).
+    Append(Vec<DeviceBatch>),
+    /// Late batches: archived and noted before the lane acknowledges them.
+    Late {
+        batches: Vec<DeviceBatch>,
+        watermark: EventTime,
+        done: oneshot::Sender<Result<Vec<bool>, String>>,
+    },
+    /// The engine emitted every window ending by `through`.
+    Restate { through: EventTime },
+    /// Every store wrote these passes.
+    Passed(Vec<(Pending, bool)>),
+    /// Answers once every command before it is committed.
+    Sync(oneshot::Sender<()>),
+    /// The engine finished and emitted every window (the last ones
+    /// partial when the input did not end): every pending customer is
+    /// restated through all of them, its row kept for a final pass after a
+    /// restart. Answers when the records are handed on.
+    Flush(oneshot::Sender<()>),
+}
+
+/// The handle to the corrections thread; cheap to clone.
+#[derive(Clone)]
+pub struct Corrections {
+    commands: std_mpsc::Sender<Command>,
+}
+
+/// What the corrections thread needs.
+pub struct Settings {
+    /// The archive directory.
+    pub dir: std::path::PathBuf,
+    /// How far behind the watermark late data is still admitted.
+    pub horizon_ms: u64,
+    /// `engine.allowed_lateness`.
+    pub lateness_ms: u64,
+    /// The engine's configuration (windows, customers, time zones).
+    pub engine: Arc<EngineConfig>,
+}
+
+impl Corrections {
+    /// Opens the archive and starts its thread; restated records go to
+    /// `restated`.
+    pub fn start(
+        settings: Settings,
+        restated: mpsc::Sender<Restated>,
+        metrics: Arc<IngestMetrics>,
+    ) -> Result<(Self, std::thread::JoinHandle<()>), ArchiveError> {
+        let archive = Archive::open(&settings.dir)?;
+        let (commands, received) = std_mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("corrections".into())
+            .spawn(move || run(archive, settings, received, restated, metrics))
+            .expect("spawn the corrections thread");
+        Ok((Self { commands }, thread))
+    }
+
+    /// Archives batches the live dataflow takes in.
+    pub fn append(&self, batches: Vec<DeviceBatch>) {
+        if !batches.is_empty() {
+            let _ = self.commands.send(Command::Append(batches));
+        }
+    }
+
+    /// Archives late batches (durably) and notes their customers for
+    /// restatement; says which were new. `watermark`: the lane's, when
+    /// they arrived.
+    pub async fn late(
+        &self,
+        batches: Vec<DeviceBatch>,
+        watermark: EventTime,
+    ) -> Result<Vec<bool>, String> {
+        let (done, answer) = oneshot::channel();
+        let command = Command::Late {
+            batches,
+            watermark,
+            done,
+        };
+        if self.commands.send(command).is_err() {
+            return Err("the corrections thread stopped".into());
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the corrections thread stopped".into()))
+    }
+
+    /// Runs the passes that are due now that the engine emitted every
+    /// window ending by `through`.
+    pub fn restate(&self, through: EventTime) {
+        let _ = self.commands.send(Command::Restate { through });
+    }
+
+    /// Every store wrote these passes.
+    pub fn passed(&self, passes: Vec<(Pending, bool)>) {
+        let _ = self.commands.send(Command::Passed(passes));
+    }
+
+    /// Restates every pending customer through every window the finished
+    /// engine emitted; the caller keeps taking records from `restated`
+    /// until this returns.
+    pub async fn flush(&self) {
+        let (done, answer) = oneshot::channel();
+        if self.commands.send(Command::Flush(done)).is_ok() {
+            let _ = answer.await;
+        }
+    }
+
+    /// Waits until everything sent before is committed (before the WAL is
+    /// cut behind live batches).
+    pub async fn sync(&self) {
+        let (done, answer) = oneshot::channel();
+        if self.commands.send(Command::Sync(done)).is_ok() {
+            let _ = answer.await;
+        }
+    }
+}
+
+fn run(
+    mut archive: Archive,
+    settings: Settings,
+    commands: std_mpsc::Receiver<Command>,
+    restated: mpsc::Sender<Restated>,
+    metrics: Arc<IngestMetrics>,
+) {
+    let longest = (settings.engine.windows.iter().map(|w| w.length_ms))
+        .max()
+        .unwrap_or(0);
+    let mut pruned_before: EventTime = 0;
+    let mut failing = false;
+    while let Ok(first) = commands.recv() {
+        // Live batches waiting behind each other go in one transaction.
+        let mut live = Vec::new();
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            match command {
+                Command::Append(batches) => live.extend(batches),
+                other => {
+                    flush(&mut archive, &mut live, &mut failing);
+                    match other {
+                        Command::Late {
+                            batches,
+                            watermark,
+                            done,
+                        } => {
+                            let due = watermark + settings.lateness_ms + longest + ZONE_SLACK_MS;
+                            let result = late(&mut archive, &batches, due);
+                            if let Ok(new) = &result {
+                                let n = new.iter().filter(|n| **n).count() as u64;
+                                metrics.late_admitted.fetch_add(n, Relaxed);
+                            }
+                            let _ = done.send(result.map_err(|e| e.to_string()));
+                        }
+                        Command::Restate { through } => {
+                            if let Err(e) =
+                                passes(&mut archive, &settings, through, &restated, false)
+                            {
+                                tracing::error!(error = %e, "restatement failed; retried");
+                            }
+                            let keep_from =
+                                through.saturating_sub(settings.horizon_ms + KEEP_SLACK_MS);
+                            if keep_from > pruned_before {
+                                match archive.prune(keep_from) {
+                                    Ok(n) if n > 0 => {
+                                        tracing::info!(
+                                            days = n,
+                                            "archive days past the horizon removed"
+                                        )
+                                    }
+                                    Ok(_) => {}
+                                    Err(e) => tracing::error!(error = %e, "archive prune failed"),
+                                }
+                                pruned_before = keep_from;
+                            }
+                        }
+                        Command::Passed(done) => {
+                            for (pending, last) in done {
+                                if let Err(e) = archive.passed(&pending, last) {
+                                    tracing::error!(error = %e, "cannot mark a restatement done");
+                                }
+                            }
+                        }
+                        Command::Sync(done) => {
+                            let _ = done.send(());
+                        }
+                        Command::Flush(done) => {
+                            let through = EventTime::MAX;
+                            if let Err(e) =
+                                passes(&mut archive, &settings, through, &restated, true)
+                            {
+                                tracing::error!(error = %e, "restatement at shutdown failed");
+                            }
+                            let _ = done.send(());
+                        }
+                        Command::Append(_) => unreachable!("matched above"),
+                    }
+                }
+            }
+            next = commands.try_recv().ok();
+        }
+        flush(&mut archive, &mut live, &mut failing);
+    }
+}
+
+/// Kept beyond the horizon: a correction's floor is the start of its
+/// customer's local day (and the carried baselines cover what is older).
+const KEEP_SLACK_MS: u64 = 2 * 86_400_000;
+
+fn flush(archive: &mut Archive, live: &mut Vec<DeviceBatch>, failing: &mut bool) {
+    if live.is_empty() {
+        return;
+    }
+    match archive.append(live) {
+        Ok(_) => {
+            if std::mem::take(failing) {
+                tracing::info!("archive written again");
+            }
+        }
+        Err(e) => {
+            // Late data for these batches' windows would be restated
+            // without them: say so once, loudly.
+            if !std::mem::replace(failing, true) {
+                tracing::error!(error = %e, "cannot archive live batches");
+            }
+        }
+    }
+    live.clear();
+}
+
+fn late(
+    archive: &mut Archive,
+    batches: &[DeviceBatch],
+    due: EventTime,
+) -> Result<Vec<bool>, ArchiveError> {
+    // Noted first: a crash between the two leaves a pass with nothing new
+    // (harmless) and an unacknowledged batch the broker sends again.
+    let mut from: std::collections::BTreeMap<&str, EventTime> = Default::default();
+    for b in batches {
+        let at = from.entry(&b.customer).or_insert(EventTime::MAX);
+        *at = (*at).min(b.first_at());
+    }
+    for (customer, at) in from {
+        archive.note_late(customer, at, due)?;
+    }
+    archive.append(batches)
+}
+
+/// Runs every pass due by `through` and hands its records on; `flush`:
+/// every pending customer, none of them the final pass.
+fn passes(
+    archive: &mut Archive,
+    settings: &Settings,
+    through: EventTime,
+    restated: &mpsc::Sender<Restated>,
+    flush: bool,
+) -> Result<(), ArchiveError> {
+    for pending in archive.pending()? {
+        let last = through >= pending.due && !flush;
+        if pending.first_pass_done && !last && !flush {
+            continue;
+        }
+        if through <= pending.from {
+            continue; // Nothing of it has closed yet.
+        }
+        let records = pass(archive, settings, &pending, through)?;
+        let out = Restated {
+            records,
+            passes: vec![(pending, last)],
+        };
+        if restated.blocking_send(out).is_err() {
+            return Ok(()); // The fan-out stopped: the rows stay pending.
+        }
+    }
+    Ok(())
+}
+
+/// One pass: `pending.customer`'s windows after its earliest late reading
+/// that closed by `through`, computed again from the archive.
+fn pass(
+    archive: &mut Archive,
+    settings: &Settings,
+    pending: &Pending,
+    through: EventTime,
+) -> Result<Vec<Output>, ArchiveError> {
+    let mut restatement = Restatement {
+        customer: pending.customer.clone(),
+        from: pending.from,
+        through,
+        revision: 0,
+    };
+    let floor = restatement.floor(&settings.engine);
+    let batches = archive.batches(&pending.customer, floor)?;
+    let devices: HashSet<Id> = batches.iter().map(|b| b.device.clone()).collect();
+    let earlier = archive.earlier(&pending.customer, &devices, floor)?;
+    restatement.revision = archive.next_revision(&pending.customer)?;
+    let started = std::time::Instant::now();
+    let records = restatement.windows(&settings.engine, earlier, batches);
+    tracing::debug!(
+        customer = %pending.customer,
+        from = pending.from,
+        through,
+        revision = restatement.revision,
+        records = records.len(),
+        micros = started.elapsed().as_micros() as u64,
+        "restated"
+    );
+    Ok(records)
+}
