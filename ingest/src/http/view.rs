@@ -614,6 +614,7 @@ mod tests {
             distinct_operators: 1,
             last_seen,
             last_state: MachineState::Running,
+            revision: 0,
         };
         view.apply(&[
             Output::Device(device("1h", 10, 50)),

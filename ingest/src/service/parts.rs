@@ -170,6 +170,13 @@ pub fn admission(
     .with_correction_horizon(correction_horizon_ms)
 }
 
+/// The corrections handle, where its restated records arrive, its thread.
+pub type CorrectionsParts = (
+    crate::corrections::Corrections,
+    mpsc::Receiver<crate::corrections::Restated>,
+    std::thread::JoinHandle<()>,
+);
+
 /// The corrections thread and its archive (`{wal.dir}/archive`), when late
 /// data within `engine.correction_horizon` restates windows: it needs the
 /// WAL directory and one process (a cluster member's archive would hold its
@@ -178,14 +185,7 @@ pub fn corrections(
     config: &ServiceConfig,
     engine_config: &EngineConfig,
     metrics: &Arc<IngestMetrics>,
-) -> Result<
-    Option<(
-        crate::corrections::Corrections,
-        mpsc::Receiver<crate::corrections::Restated>,
-        std::thread::JoinHandle<()>,
-    )>,
-    ServiceError,
-> {
+) -> Result<Option<CorrectionsParts>, ServiceError> {
     let horizon = config.engine.correction_horizon;
     if horizon.is_zero() {
         return Ok(None);

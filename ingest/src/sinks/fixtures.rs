@@ -63,6 +63,8 @@ pub(crate) fn device(name: &str, start: u64, state: MachineState) -> DeviceKpi {
         distinct_operators: 1,
         last_seen: start + 3_599_000,
         last_state: state,
+        // Restated once: every store keeps the revision.
+        revision: 1,
     }
 }
 

@@ -322,7 +322,7 @@ mod tests {
              active_devices=2i,utilisation=0.25,operating_hours=3.0,idle_hours=0.5,\
              fuel_litres=41.25,cycles=10i,output_units=120.0,manual_interventions=7i,\
              distinct_operators=2i,advanced_features_used=1i,advanced_feature_share=0.5,\
-             fault_count=1i,samples=360i 1700000000000000000\n"
+             fault_count=1i,samples=360i,revision=0i 1700000000000000000\n"
         );
     }
 
@@ -335,7 +335,7 @@ mod tests {
              window_end=1700003600000i,utilisation=0.75,operating_hours=0.75,\
              idle_hours=0.25,fuel_litres=12.5,cycles=40i,output_units=30.0,\
              manual_interventions=2i,distinct_operators=1i,fault_count=0i,samples=120i,\
-             last_seen=1700003599000i,last_state=\"running\" 1700000000000000000\n"
+             last_seen=1700003599000i,last_state=\"running\",revision=1i 1700000000000000000\n"
         );
     }
 

@@ -380,11 +380,13 @@ mod tests {
     /// Version 1 of the schema, as fleetpulse wrote it: the two tables of
     /// then, whose columns the definitions still have unchanged.
     fn schema_v1() -> String {
+        // Without the columns added since (`revision`).
         format!(
             "CREATE TABLE schema_version (version INTEGER NOT NULL);\n{}{}",
             create_table::<fleetpulse_engine::CustomerKpi>(),
             create_table::<fleetpulse_engine::DeviceKpi>()
         )
+        .replace(",\n    \"revision\" INTEGER NOT NULL", "")
     }
 
     /// The tables of a file, sorted.
@@ -460,7 +462,11 @@ mod tests {
             v1.execute("INSERT INTO schema_version (version) VALUES (1)", [])
                 .unwrap();
             v1.execute(
-                "INSERT INTO customer_kpi VALUES \
+                "INSERT INTO customer_kpi (customer, window, window_start, window_end, \
+                 devices_purchased, reporting_devices, active_devices, utilisation, \
+                 operating_hours, idle_hours, fuel_litres, cycles, output_units, \
+                 manual_interventions, distinct_operators, advanced_features_used, \
+                 advanced_feature_share, fault_count, samples) VALUES \
                  ('acme', '1d', 0, 86400000, 4, 3, 2, 0.25, 3.0, 0.5, 41.25, 10, 120.0, 7, 2, 1, 0.5, 1, 360)",
                 [],
             )
