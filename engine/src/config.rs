@@ -96,6 +96,8 @@ pub struct EngineConfig {
     pub journeys: std::sync::Arc<crate::journeys::JourneyBoard>,
     /// Device memories restored at start and snapshotted on request.
     pub devices: std::sync::Arc<crate::devices::DeviceBoard>,
+    /// Restated journeys handed to the customer-success operators.
+    pub adoptions: std::sync::Arc<crate::adoption::AdoptionBoard>,
 }
 
 impl Default for EngineConfig {
@@ -110,6 +112,7 @@ impl Default for EngineConfig {
             customers: HashMap::new(),
             journeys: Default::default(),
             devices: Default::default(),
+            adoptions: Default::default(),
         }
     }
 }

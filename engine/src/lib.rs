@@ -10,12 +10,14 @@
 //! - [`watermark`]: when event time has provably advanced;
 //! - [`restatement`]: closed windows computed again when late telemetry
 //!   arrives within the correction horizon;
+//! - [`adoption`]: restated journeys handed to the customer-success operators;
 //! - [`journeys`]: journey states a restart restores and the service persists;
 //! - [`devices`]: device memories a restart restores, snapshotted on request;
 //! - [`run`]: the whole engine over an in-memory list of batches, for tests
 //!   and benchmarks.
 #![deny(missing_docs)]
 
+pub mod adoption;
 pub mod config;
 pub mod customer;
 pub mod dataflow;

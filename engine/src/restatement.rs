@@ -12,8 +12,10 @@
 use std::collections::BTreeMap;
 
 use crate::config::EngineConfig;
+use crate::customer::CustomerSpec;
 use crate::device_map::DeviceMap;
-use crate::kpi::{OpenWindow, Output, WindowIds, WindowPart};
+use crate::kpi::journey::{Journey, JourneyState};
+use crate::kpi::{CustomerKpi, OpenWindow, Output, WindowIds, WindowPart};
 use crate::model::{DeviceBatch, EventTime, Id};
 use crate::operators::device_state::{DeviceMemory, processing_order};
 
@@ -111,5 +113,106 @@ impl Restatement {
             }
         }
         out
+    }
+}
+
+/// A customer's journey folded again over its restated windows.
+#[derive(Debug)]
+pub struct Refolded {
+    /// Outcome, milestone, health and alert records of the days folded
+    /// again, in the order the live dataflow would have emitted them.
+    pub outputs: Vec<Output>,
+    /// The journey's state after each day it closed, oldest first (what a
+    /// later restatement starts from).
+    pub days: Vec<JourneyState>,
+    /// Where it ended.
+    pub journey: Journey,
+}
+
+/// Folds `spec`'s journey again from `base` (its state at the end of the
+/// day before the restated ones; `None`: nothing closed before) over
+/// `records` (its restated device and customer windows), as the
+/// customer-success operator folds them: in emission order, a day's device
+/// rollups before its other windows before the day itself, and the days
+/// without telemetry closed empty, up to `until` (the live journey's last
+/// closed day).
+pub fn refold(
+    config: &EngineConfig,
+    spec: CustomerSpec,
+    base: Option<JourneyState>,
+    mut records: Vec<Output>,
+    until: Option<EventTime>,
+) -> Refolded {
+    let customer = spec.id.clone();
+    let mut journey = match base {
+        Some(state) => Journey::restore(spec, state),
+        None => Journey::new(spec),
+    };
+    let (mut outputs, mut days) = (Vec::new(), Vec::new());
+    let Some(day) = config.day_window() else {
+        return Refolded {
+            outputs,
+            days,
+            journey,
+        };
+    };
+    let emitted = |r: &Output| match r {
+        Output::Device(d) => (d.window_end, 0),
+        Output::Customer(k) if k.window != day.name => (k.window_end, 1),
+        Output::Customer(k) => (k.window_end, 2),
+        _ => (EventTime::MAX, 3),
+    };
+    records.sort_by_key(emitted);
+    let mut next_day = journey
+        .last_day_end()
+        .map(|last| config.window_bounds(day, &customer, last));
+    let close_empty_until = |journey: &mut Journey,
+                             next_day: &mut Option<(EventTime, EventTime)>,
+                             bound: EventTime,
+                             out: &mut Vec<Output>,
+                             days: &mut Vec<JourneyState>| {
+        while let Some((start, end)) = *next_day {
+            if end > bound {
+                break;
+            }
+            let empty = CustomerKpi {
+                customer: customer.clone(),
+                window: day.name.clone(),
+                window_start: start,
+                window_end: end,
+                devices_purchased: journey.spec().contract.devices_purchased,
+                ..CustomerKpi::default()
+            };
+            journey.close_day(&empty, out);
+            days.push(journey.snapshot());
+            *next_day = Some(config.window_bounds(day, &customer, end));
+        }
+    };
+    for record in records {
+        match record {
+            Output::Device(d) if d.window == day.name => journey.observe_device(&d),
+            Output::Customer(k) if k.window == day.name => {
+                close_empty_until(
+                    &mut journey,
+                    &mut next_day,
+                    k.window_start,
+                    &mut outputs,
+                    &mut days,
+                );
+                journey.close_day(&k, &mut outputs);
+                days.push(journey.snapshot());
+                next_day = Some(config.window_bounds(day, &customer, k.window_end));
+            }
+            Output::Customer(k) => journey.observe_window(&k, &mut outputs),
+            _ => {}
+        }
+    }
+    if let Some(until) = until {
+        close_empty_until(&mut journey, &mut next_day, until, &mut outputs, &mut days);
+    }
+    Refolded {
+        outputs,
+        days,
+        journey,
     }
 }

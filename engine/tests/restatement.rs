@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 
 use common::{MIN, T0, normalise};
 use fleetpulse_engine::config::HOUR_MS;
-use fleetpulse_engine::restatement::Restatement;
+use fleetpulse_engine::restatement::{Restatement, refold};
 use fleetpulse_engine::run::run_batches;
 use fleetpulse_engine::{
-    Contract, CustomerSpec, DeviceBatch, EngineConfig, MachineState, Output, Sample, Segment,
-    reference,
+    Contract, CustomerSpec, DeviceBatch, EngineConfig, JourneyBoard, MachineState, Output, Sample,
+    Segment, reference,
 };
 use proptest::prelude::*;
 
@@ -30,6 +30,8 @@ fn config() -> EngineConfig {
         };
         let mut spec = CustomerSpec::new(id, Segment::LowTouch, contract);
         spec.timezone = jiff::tz::TimeZone::get(zone).unwrap();
+        // One device silent for two days is dark: an outage raises it.
+        spec.thresholds.dark_min_devices = 1;
         config.customers.insert(id.into(), spec);
     }
     config
@@ -250,4 +252,110 @@ proptest! {
         let (restated, expected) = live_and_restated(fleet, workers);
         prop_assert_eq!(restated, expected);
     }
+}
+
+/// The journey records (outcomes, milestones, health, alerts) of `outputs`
+/// for days ending after `after`, as sorted text.
+fn journey_rows(outputs: &[Output], customer: &str, after: u64) -> Vec<String> {
+    let mut rows: Vec<String> = outputs
+        .iter()
+        .filter(|o| o.customer().is_some_and(|c| &**c == customer))
+        .filter(|o| match o {
+            Output::Health(h) => h.window_end > after,
+            Output::Outcome(r) => r.window_end > after,
+            Output::Milestone(r) => r.window_end > after,
+            Output::Alert(a) => a.resolved_at.unwrap_or(a.opened_at) > after,
+            _ => false,
+        })
+        .map(|o| format!("{o:?}"))
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// A fleet run live with its buffered uploads refused, then each customer's
+/// windows restated and its journey folded again from its state before the
+/// first late day: the health, outcome, milestone and alert records of the
+/// restated days equal those of the run where everything arrived in
+/// event-time order.
+#[test]
+fn a_journey_folded_again_over_restated_windows_equals_the_in_order_run() {
+    let mut fleet = device("acme", "exc-1", 240, 100..190, Upload::NewestFirst);
+    fleet.extend(device("acme", "exc-2", 240, 0..0, Upload::InOrder));
+    fleet.extend(device("bolt", "exc-1", 240, 120..190, Upload::InOrder));
+    fleet.extend(device("bolt", "exc-2", 240, 130..140, Upload::Shuffled(3)));
+    fleet.sort_by_key(|(published, b)| (*published, b.customer.clone(), b.device.clone()));
+    let published: Vec<DeviceBatch> = fleet.into_iter().map(|(_, b)| b).collect();
+    let mut in_order = published.clone();
+    in_order.sort_by_key(|b| (b.first_at(), b.customer.clone(), b.device.clone()));
+
+    let with_board = || {
+        let mut config = config();
+        config.journeys = std::sync::Arc::new(JourneyBoard::persisted(Default::default()));
+        config
+    };
+    let reference = run_batches(with_board(), 1, 2 * HOUR_MS, in_order.clone()).unwrap();
+    assert!(reference.late.is_empty());
+    let live_config = with_board();
+    let live = run_batches(live_config.clone(), 1, 2 * HOUR_MS, published).unwrap();
+    assert!(!live.late.is_empty());
+
+    // Each customer's earliest late reading, the floor of its restatement,
+    // and the live journey's state at the end of the day before it (the
+    // board gives them oldest first).
+    let mut plans: Vec<(&str, Restatement, u64)> = ["acme", "bolt"]
+        .into_iter()
+        .map(|customer| {
+            let from = (live.late.iter())
+                .filter(|b| &*b.customer == customer)
+                .map(DeviceBatch::first_at)
+                .min()
+                .unwrap();
+            let restatement = Restatement {
+                customer: customer.into(),
+                from,
+                through: u64::MAX,
+                revision: 1,
+            };
+            let floor = restatement.floor(&live_config);
+            (customer, restatement, floor)
+        })
+        .collect();
+    plans.sort_by_key(|(_, _, floor)| *floor);
+    let bases: Vec<_> = (plans.iter())
+        .map(|(customer, _, floor)| {
+            live_config.journeys.covered_before(floor + 1).unwrap()[*customer].clone()
+        })
+        .collect();
+    let ends = live_config.journeys.covered_before(u64::MAX).unwrap();
+
+    let mut retracted = 0;
+    for ((customer, restatement, floor), base) in plans.into_iter().zip(bases) {
+        let (earlier, after): (Vec<_>, Vec<_>) = (in_order.iter())
+            .filter(|b| &*b.customer == customer)
+            .cloned()
+            .partition(|b| b.first_at() < floor);
+        let restated = restatement.windows(&live_config, earlier, after);
+        assert_eq!(base.last_day_end, Some(floor));
+        let until = ends[customer].last_day_end;
+        let spec = live_config.customers[customer].clone();
+        let refolded = refold(&live_config, spec, Some(base), restated, until);
+        assert_eq!(refolded.journey.last_day_end(), until);
+
+        let got = journey_rows(&refolded.outputs, customer, floor);
+        let want = journey_rows(&reference.outputs, customer, floor);
+        let before = journey_rows(&live.outputs, customer, floor);
+        assert!(!want.is_empty());
+        assert_ne!(before, want, "{customer}: the live journey differs");
+        assert_eq!(got, want, "{customer}");
+        // The live run raised devices_dark during the outage; the data was
+        // only late, so the journey folded again has none.
+        let dark = |rows: &[String]| rows.iter().filter(|r| r.contains("DevicesDark")).count();
+        assert_eq!(dark(&want), 0, "{customer}");
+        retracted += dark(&before);
+    }
+    assert!(
+        retracted > 0,
+        "an outage raised devices_dark in the live run"
+    );
 }

@@ -115,6 +115,9 @@ pub struct Admission {
     /// How far behind the watermark data is still admitted as late (0:
     /// refused, as without an archive).
     correction_horizon_ms: u64,
+    /// Late data starting before this is refused: the archive that would
+    /// restate it began after it.
+    correctable_from: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Devices seen per customer, shared by the admissions of every intake lane
@@ -141,6 +144,7 @@ impl Admission {
             devices_per_customer: DeviceCounts::default(),
             sequence_gaps: 0,
             correction_horizon_ms: 0,
+            correctable_from: Default::default(),
         }
     }
 
@@ -167,8 +171,13 @@ impl Admission {
 
     /// Admits data up to `horizon_ms` behind the watermark as late (see
     /// [`Self::admit_or_correct`]); 0 refuses it.
-    pub fn with_correction_horizon(mut self, horizon_ms: u64) -> Self {
+    pub fn with_correction_horizon(
+        mut self,
+        horizon_ms: u64,
+        correctable_from: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
         self.correction_horizon_ms = horizon_ms;
+        self.correctable_from = correctable_from;
         self
     }
 
@@ -322,7 +331,9 @@ impl Admission {
         let late = batch.first_at() < watermark;
         let correctable = corrections
             && late
-            && batch.first_at().saturating_add(self.correction_horizon_ms) >= watermark;
+            && batch.first_at().saturating_add(self.correction_horizon_ms) >= watermark
+            && batch.first_at()
+                >= (self.correctable_from).load(std::sync::atomic::Ordering::Relaxed);
         let window = self.sequences.entry(key.clone()).or_default();
         let mut probe = window.clone();
         let mut gaps = 0;

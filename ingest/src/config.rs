@@ -690,6 +690,7 @@ impl ServiceConfig {
             customers: Default::default(),
             journeys: Default::default(),
             devices: Default::default(),
+            adoptions: Default::default(),
         };
         config
             .validate()

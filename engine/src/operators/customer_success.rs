@@ -17,10 +17,12 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast;
 
 use super::route;
+use crate::adoption::{JourneyAnswer, JourneyRequest};
 use crate::config::EngineConfig;
 use crate::kpi::journey::Journey;
 use crate::kpi::{CustomerKpi, Output};
 use crate::model::{EventTime, Id};
+use crate::restatement::refold;
 
 /// Extension trait adding the customer-success operator.
 pub trait CustomerSuccessExt<'scope> {
@@ -33,6 +35,9 @@ pub trait CustomerSuccessExt<'scope> {
 struct Tracked {
     journey: Journey,
     next_day: Option<(EventTime, EventTime, Capability<EventTime>)>,
+    /// The latest window end taken in: every window of the customer ending
+    /// by it has been folded (records are taken in event-time order).
+    observed: EventTime,
 }
 
 impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output> {
@@ -41,7 +46,10 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
         let (index, peers) = (self.scope().index() as u64, self.scope().peers() as u64);
         let seen = newest_seen(self.clone());
         let name = "CustomerSuccess";
-        self.binary_frontier(seen, pact, Pipeline, name, move |cap, _info| {
+        let worker = self.scope().worker();
+        self.binary_frontier(seen, pact, Pipeline, name, move |cap, info| {
+            let adoptions = config.adoptions.clone();
+            adoptions.wake_on_request(worker.sync_activator_for(info.address.to_vec()));
             let day = config.day_window().cloned();
             let mut pending: BTreeMap<EventTime, (Capability<EventTime>, Vec<Output>)> =
                 BTreeMap::new();
@@ -59,8 +67,16 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                         let (start, end) = config.window_bounds(day, &customer, last);
                         (start, end, cap.delayed(&end))
                     });
+                    let observed = state.last_day_end.unwrap_or(0);
                     let journey = Journey::restore(spec, state);
-                    tracked.insert(customer, Tracked { journey, next_day });
+                    tracked.insert(
+                        customer,
+                        Tracked {
+                            journey,
+                            next_day,
+                            observed,
+                        },
+                    );
                 }
             }
             drop(cap);
@@ -72,6 +88,10 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                 });
                 let Some(day) = &day else {
                     input.for_each(|_, data| data.clear());
+                    for (_, reply) in adoptions.take_where(|_| true) {
+                        let (outputs, days) = (Vec::new(), Vec::new());
+                        let _ = reply.send(JourneyAnswer::Adopted { outputs, days });
+                    }
                     return;
                 };
                 input.for_each(|cap, data| {
@@ -102,6 +122,7 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                         match record {
                             Output::Device(d) if d.window == day.name => {
                                 if let Some(t) = tracked_for(&mut tracked, &config, &d.customer) {
+                                    t.observed = t.observed.max(d.window_end);
                                     t.journey.observe_device(&d);
                                 }
                             }
@@ -110,6 +131,7 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                                 else {
                                     continue;
                                 };
+                                t.observed = t.observed.max(k.window_end);
                                 if k.window == day.name {
                                     close_empty_days_before(
                                         t,
@@ -133,6 +155,13 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                             _ => {}
                         }
                     }
+                }
+                // Restated journeys, folded again where every window this
+                // operator took in is known.
+                let mine = |c: &Id| route(&**c) % peers == index;
+                for (request, reply) in adoptions.take_where(mine) {
+                    let answer = adopt(&mut tracked, &config, request);
+                    let _ = reply.send(answer);
                 }
                 // Days the frontier has passed with no telemetry at all; at
                 // the end, up to the newest record any worker of any process
@@ -199,10 +228,72 @@ fn tracked_for<'a>(
             Tracked {
                 journey: Journey::new(spec),
                 next_day: None,
+                observed: 0,
             },
         );
     }
     tracked.get_mut(customer)
+}
+
+/// Folds a restated journey again over the windows this operator has taken
+/// in, and adopts it; `Behind` when it took in windows the restatement
+/// does not cover yet, or cannot start from what the request holds.
+fn adopt(
+    tracked: &mut HashMap<Id, Tracked>,
+    config: &EngineConfig,
+    request: JourneyRequest,
+) -> JourneyAnswer {
+    let Some(t) = tracked_for(tracked, config, &request.customer) else {
+        // Not in the customers file: no journey to restate.
+        return JourneyAnswer::Adopted {
+            outputs: Vec::new(),
+            days: Vec::new(),
+        };
+    };
+    if t.observed > request.through {
+        return JourneyAnswer::Behind;
+    }
+    let first = (request.records.iter())
+        .filter_map(window_start)
+        .min()
+        .unwrap_or(EventTime::MAX);
+    if request.base.is_none() && t.journey.activation().is_some_and(|a| a < first) {
+        // Days were closed before the restated ones, and their state is
+        // not at hand: the journey cannot be folded again.
+        return JourneyAnswer::Behind;
+    }
+    let observed = t.observed;
+    let records = (request.records.into_iter())
+        .filter(|r| window_end(r).is_some_and(|end| end <= observed))
+        .collect();
+    let until = t.journey.last_day_end();
+    let spec = t.journey.spec().clone();
+    let refolded = refold(config, spec, request.base, records, until);
+    if refolded.journey.last_day_end() != until {
+        return JourneyAnswer::Behind;
+    }
+    t.journey = refolded.journey;
+    config.journeys.closed(&t.journey);
+    JourneyAnswer::Adopted {
+        outputs: refolded.outputs,
+        days: refolded.days,
+    }
+}
+
+fn window_start(record: &Output) -> Option<EventTime> {
+    match record {
+        Output::Customer(k) => Some(k.window_start),
+        Output::Device(d) => Some(d.window_start),
+        _ => None,
+    }
+}
+
+fn window_end(record: &Output) -> Option<EventTime> {
+    match record {
+        Output::Customer(k) => Some(k.window_end),
+        Output::Device(d) => Some(d.window_end),
+        _ => None,
+    }
 }
 
 type Out<'a, 'b> = timely::dataflow::operators::generic::OutputBuilderSession<
@@ -247,6 +338,7 @@ fn close_empty_day(
         ..CustomerKpi::default()
     };
     t.journey.close_day(&empty, out);
+    t.observed = t.observed.max(end);
     config.journeys.closed(&t.journey);
     let Some((_, _, cap)) = t.next_day.take() else {
         return;

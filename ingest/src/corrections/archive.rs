@@ -42,6 +42,10 @@ const STATE_SCHEMA: &str = "
         customer TEXT PRIMARY KEY,
         revision INTEGER NOT NULL
     ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS meta (
+        key TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS pending (
         customer TEXT PRIMARY KEY,
         from_ms INTEGER NOT NULL,
@@ -193,6 +197,37 @@ impl Archive {
             tx.commit().map_err(|e| fail(&path, e))?;
         }
         Ok(new)
+    }
+
+    /// Whether each batch is in the archive already (a redelivery).
+    pub fn contains(&mut self, batches: &[DeviceBatch]) -> Result<Vec<bool>, ArchiveError> {
+        let mut found = Vec::with_capacity(batches.len());
+        for b in batches {
+            let day = b.first_at() / DAY_MS;
+            if !self.days.contains_key(&day) {
+                found.push(false);
+                continue;
+            }
+            let path = self.day_path(day);
+            let conn = self.day(day)?;
+            let mut select = conn
+                .prepare_cached(
+                    "SELECT 1 FROM batches WHERE customer = ?1 AND first_at = ?2 AND device = ?3 \
+                     AND unit_epoch = ?4 AND sequence = ?5",
+                )
+                .map_err(|e| fail(&path, e))?;
+            let hit = select
+                .exists(params![
+                    &*b.customer,
+                    b.first_at() as i64,
+                    &*b.device,
+                    b.unit_epoch as i64,
+                    b.sequence as i64
+                ])
+                .map_err(|e| fail(&path, e))?;
+            found.push(hit);
+        }
+        Ok(found)
     }
 
     /// Every batch of `customer` whose first reading is at or after `from`.
@@ -413,6 +448,35 @@ impl Archive {
             )
             .map_err(|e| fail(&path, e))?;
         Ok(next as u32)
+    }
+
+    /// Windows starting at or after this hold every batch the archive
+    /// should: the engine had emitted everything before it when the archive
+    /// began (what it took in earlier was replayed from the WAL into it).
+    /// `None` until [`Self::begin_at`].
+    pub fn complete_from(&self) -> Result<Option<EventTime>, ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        self.state
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'complete_from'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map(|v| v.map(|v| v as u64))
+            .map_err(|e| fail(&path, e))
+    }
+
+    /// Sets [`Self::complete_from`] if not set yet; returns it.
+    pub fn begin_at(&mut self, at: EventTime) -> Result<EventTime, ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        self.state
+            .execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('complete_from', ?1)",
+                params![at as i64],
+            )
+            .map_err(|e| fail(&path, e))?;
+        Ok(self.complete_from()?.unwrap_or(at))
     }
 
     /// Day files kept.

@@ -85,7 +85,18 @@ pub struct Settings {
     pub lateness_ms: u64,
     /// The engine's configuration (windows, customers, time zones).
     pub engine: Arc<EngineConfig>,
+    /// Late data starting before this is refused (admission reads it): its
+    /// windows may hold batches from before the archive began.
+    pub correctable_from: Arc<std::sync::atomic::AtomicU64>,
+    /// `Some(0)` for a service that never stored a checkpoint: everything
+    /// it takes in is archived (the WAL replays it all), so the archive is
+    /// complete from the start. `None`: from the first windows emitted.
+    pub begin: Option<EventTime>,
 }
+
+/// Late data is taken in only this long after the archive began: the day
+/// (in any time zone) that holds it then starts after the archive's start.
+pub const BEGIN_SLACK_MS: u64 = 2 * 86_400_000;
 
 impl Corrections {
     /// Opens the archive and starts its thread; restated records go to
@@ -95,7 +106,13 @@ impl Corrections {
         restated: mpsc::Sender<Restated>,
         metrics: Arc<IngestMetrics>,
     ) -> Result<(Self, std::thread::JoinHandle<()>), ArchiveError> {
-        let archive = Archive::open(&settings.dir)?;
+        let mut archive = Archive::open(&settings.dir)?;
+        if let Some(at) = settings.begin {
+            archive.begin_at(at)?;
+        }
+        let from = archive.complete_from()?;
+        (settings.correctable_from)
+            .store(from.map_or(EventTime::MAX, |f| f + BEGIN_SLACK_MS), Relaxed);
         let (commands, received) = std_mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("corrections".into())
@@ -200,6 +217,12 @@ fn run(
                             let _ = done.send(result.map_err(|e| e.to_string()));
                         }
                         Command::Restate { through } => {
+                            match archive.begin_at(through) {
+                                Ok(from) => settings
+                                    .correctable_from
+                                    .store(from.saturating_add(BEGIN_SLACK_MS), Relaxed),
+                                Err(e) => tracing::error!(error = %e, "archive"),
+                            }
                             if let Err(e) =
                                 passes(&mut archive, &settings, through, &restated, false)
                             {
@@ -280,17 +303,22 @@ fn late(
     batches: &[DeviceBatch],
     due: EventTime,
 ) -> Result<Vec<bool>, ArchiveError> {
-    // Noted first: a crash between the two leaves a pass with nothing new
+    // A redelivery of what the archive holds restates nothing. The rest is
+    // noted first: a crash between the two leaves a pass with nothing new
     // (harmless) and an unacknowledged batch the broker sends again.
+    let new: Vec<bool> = (archive.contains(batches)?.into_iter())
+        .map(|held| !held)
+        .collect();
     let mut from: std::collections::BTreeMap<&str, EventTime> = Default::default();
-    for b in batches {
+    for (b, _) in batches.iter().zip(&new).filter(|(_, new)| **new) {
         let at = from.entry(&b.customer).or_insert(EventTime::MAX);
         *at = (*at).min(b.first_at());
     }
     for (customer, at) in from {
         archive.note_late(customer, at, due)?;
     }
-    archive.append(batches)
+    archive.append(batches)?;
+    Ok(new)
 }
 
 /// Runs every pass due by `through` and hands its records on; `flush`:

@@ -168,12 +168,13 @@ pub async fn run(
         .map_or((Checkpoint::default(), Lsn::FIRST), |(w, c)| {
             (*c, w.first_lsn())
         });
-    let corrections = parts::corrections(&config, &engine_config, &metrics)?;
-    let horizon_ms =
-        (corrections.as_ref()).map_or(0, |_| config.engine.correction_horizon.as_millis() as u64);
-    let (corrections, restated, corrections_thread) = match corrections {
-        Some((c, r, t)) => (Some(c), Some(r), Some(t)),
-        None => (None, None, None),
+    let fresh = stored.written_before == 0;
+    let corrections =
+        parts::corrections(&config, fresh, layout.as_ref(), &engine_config, &metrics)?;
+    let horizon_ms = config.engine.correction_horizon.as_millis() as u64;
+    let (correctable, corrections, restated, corrections_thread) = match corrections {
+        Some((from, c, r, t)) => (Some((horizon_ms, from)), Some(c), Some(r), Some(t)),
+        None => (None, None, None, None),
     };
     let mut ledger = Ledger::new(workers, stored, first, retention_ms);
     let schedule = parts::device_snapshots(&config, &engine_config, retention_ms, &mut ledger)?;
@@ -203,7 +204,7 @@ pub async fn run(
                     customers.as_ref(),
                     &devices,
                     pseudonyms.as_ref(),
-                    horizon_ms,
+                    correctable.as_ref().map(|(h, from)| (*h, from)),
                 ),
                 input,
             )

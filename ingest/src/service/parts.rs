@@ -146,8 +146,10 @@ pub fn admission(
     customers: Option<&CustomersFile>,
     devices: &DeviceCounts,
     pseudonyms: Option<&Arc<crate::privacy::Pseudonyms>>,
-    correction_horizon_ms: u64,
+    corrections: Option<(u64, &Arc<std::sync::atomic::AtomicU64>)>,
 ) -> Admission {
+    let (horizon_ms, correctable_from) =
+        corrections.map_or((0, Default::default()), |(h, from)| (h, from.clone()));
     let known = customers.map(|c| {
         c.customers
             .iter()
@@ -167,11 +169,12 @@ pub fn admission(
     .with_earliest(Earliest::from_config(&config.limits, customers))
     .with_device_counts(devices.clone())
     .with_pseudonyms(pseudonyms.cloned())
-    .with_correction_horizon(correction_horizon_ms)
+    .with_correction_horizon(horizon_ms, correctable_from)
 }
 
 /// The corrections handle, where its restated records arrive, its thread.
 pub type CorrectionsParts = (
+    Arc<std::sync::atomic::AtomicU64>,
     crate::corrections::Corrections,
     mpsc::Receiver<crate::corrections::Restated>,
     std::thread::JoinHandle<()>,
@@ -183,6 +186,8 @@ pub type CorrectionsParts = (
 /// own lanes' batches only, so late data is refused there, as before).
 pub fn corrections(
     config: &ServiceConfig,
+    fresh: bool,
+    layout: Option<&crate::delivery::rescale::Layout>,
     engine_config: &EngineConfig,
     metrics: &Arc<IngestMetrics>,
 ) -> Result<Option<CorrectionsParts>, ServiceError> {
@@ -197,6 +202,16 @@ pub fn corrections(
         return Ok(None);
     };
     if (config.cluster.as_ref()).is_some_and(|c| c.is_multi_process()) {
+        // A single process's archive misses what the cluster takes in: once
+        // it runs alone again, it starts a new one.
+        if let Some(layout) = layout.filter(|l| l.process == 0) {
+            let stale = layout.base.join("archive");
+            if stale.exists() {
+                std::fs::remove_dir_all(&stale)
+                    .map_err(|e| ServiceError::Task(format!("{}: {e}", stale.display())))?;
+                tracing::info!(dir = %stale.display(), "archive removed: the cluster does not keep it up");
+            }
+        }
         tracing::warn!(
             "late data is refused in a cluster of several processes: engine.correction_horizon \
              restates windows in one process only (docs/KPIS.md, Late data)"
@@ -208,12 +223,15 @@ pub fn corrections(
         horizon_ms: horizon.as_millis() as u64,
         lateness_ms: config.engine.allowed_lateness.as_millis() as u64,
         engine: Arc::new(engine_config.clone()),
+        correctable_from: Default::default(),
+        begin: fresh.then_some(0),
     };
     let (tx, rx) = mpsc::channel(16);
+    let correctable_from = settings.correctable_from.clone();
     let (corrections, thread) =
         crate::corrections::Corrections::start(settings, tx, metrics.clone())
             .map_err(|e| ServiceError::Task(e.to_string()))?;
-    Ok(Some((corrections, rx, thread)))
+    Ok(Some((correctable_from, corrections, rx, thread)))
 }
 
 /// Where this process's state lives among the cluster members' (`None`
