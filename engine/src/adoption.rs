@@ -24,7 +24,8 @@ pub struct JourneyRequest {
     /// The customer's restated device and customer windows, every one
     /// ending after `base`'s last day and by `through`.
     pub records: Vec<Output>,
-    /// The restatement covers the windows ending by this.
+    /// The restatement covers the windows ending by this: at least every
+    /// window the live journey has taken in.
     pub through: EventTime,
 }
 
@@ -38,6 +39,9 @@ pub enum JourneyAnswer {
         outputs: Vec<Output>,
         /// The state after each day closed, oldest first.
         days: Vec<JourneyState>,
+        /// The windows ending by this were folded (the live journey had
+        /// taken them in); later ones it takes in as they come.
+        observed: EventTime,
     },
     /// The live journey has taken in windows after `through`: ask again
     /// with a later one.

@@ -25,6 +25,9 @@ pub struct JourneyBoard {
     covered: Mutex<HashMap<Id, JourneyState>>,
     /// `covered` changed since the service last stored it.
     unstored: std::sync::atomic::AtomicBool,
+    /// Every day's state as it closes, for the service's archive (a
+    /// restatement starts from the state before its first day).
+    days: Option<Mutex<Vec<(Id, JourneyState)>>>,
 }
 
 impl JourneyBoard {
@@ -36,7 +39,22 @@ impl JourneyBoard {
             restored: Mutex::new(states),
             closed: Mutex::default(),
             unstored: Default::default(),
+            days: None,
         }
+    }
+
+    /// Also hands every day's state to [`Self::take_days`].
+    pub fn keeping_days(mut self) -> Self {
+        self.days = Some(Mutex::default());
+        self
+    }
+
+    /// The states of the days closed since the last call, oldest first.
+    pub fn take_days(&self) -> Vec<(Id, JourneyState)> {
+        self.days
+            .as_ref()
+            .map(|days| std::mem::take(&mut *lock(days)))
+            .unwrap_or_default()
     }
 
     /// Takes the restored states of the customers `mine` picks (those a
@@ -58,9 +76,13 @@ impl JourneyBoard {
         if !self.persisted {
             return;
         }
+        let state = journey.snapshot();
+        if let Some(days) = &self.days {
+            lock(days).push((journey.spec().id.clone(), state.clone()));
+        }
         let mut closed = lock(&self.closed);
         let states = closed.entry(journey.spec().id.clone()).or_default();
-        states.push_back(journey.snapshot());
+        states.push_back(state);
         while states.len() > HELD_STATES {
             states.pop_front();
         }

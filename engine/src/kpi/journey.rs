@@ -287,7 +287,7 @@ impl Journey {
                 if rule == Rule::ChampionLost {
                     self.lost_champion = match status {
                         AlertStatus::Open => subject,
-                        AlertStatus::Resolved => None,
+                        AlertStatus::Resolved | AlertStatus::Retracted => None,
                     };
                 }
                 out.push(Output::Alert(AlertRecord {

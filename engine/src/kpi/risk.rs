@@ -196,7 +196,7 @@ impl RiskThresholds {
     }
 }
 
-/// Open or resolved.
+/// Open, resolved, or retracted.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -206,6 +206,9 @@ pub enum AlertStatus {
     Open,
     /// The episode ended.
     Resolved,
+    /// The episode never happened: telemetry that arrived late (within the
+    /// correction horizon) restated the days that raised it.
+    Retracted,
 }
 
 impl AlertStatus {
@@ -214,6 +217,7 @@ impl AlertStatus {
         match self {
             Self::Open => "open",
             Self::Resolved => "resolved",
+            Self::Retracted => "retracted",
         }
     }
 }

@@ -90,7 +90,13 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                     input.for_each(|_, data| data.clear());
                     for (_, reply) in adoptions.take_where(|_| true) {
                         let (outputs, days) = (Vec::new(), Vec::new());
-                        let _ = reply.send(JourneyAnswer::Adopted { outputs, days });
+                        let observed = EventTime::MAX;
+                        let answer = JourneyAnswer::Adopted {
+                            outputs,
+                            days,
+                            observed,
+                        };
+                        let _ = reply.send(answer);
                     }
                     return;
                 };
@@ -248,6 +254,7 @@ fn adopt(
         return JourneyAnswer::Adopted {
             outputs: Vec::new(),
             days: Vec::new(),
+            observed: request.through,
         };
     };
     if t.observed > request.through {
@@ -277,6 +284,7 @@ fn adopt(
     JourneyAnswer::Adopted {
         outputs: refolded.outputs,
         days: refolded.days,
+        observed,
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 /// One alert transition as published on MQTT. The field set and names are a
 /// stable contract with consumers (CRM sync, automation): add fields, never
 /// rename or remove them. Enumerations are their lower-case labels (`rule`
-/// e.g. `usage_drop`, `status` `open` / `resolved`, `stage` e.g. `adopt`,
+/// e.g. `usage_drop`, `status` `open` / `resolved` / `retracted`, `stage` e.g. `adopt`,
 /// `segment` e.g. `high-touch`); times are given both as RFC 3339 (UTC) and
 /// as milliseconds since the epoch.
 ///
@@ -23,8 +23,8 @@ pub struct AlertMessage {
     /// Stable id of the alert episode: [`alert_id`] of (customer, rule,
     /// opening time). The same for its open and its resolve.
     pub alert_id: String,
-    /// Stable id of this transition: [`notification_id`], `{alert_id}-open`
-    /// or `{alert_id}-resolved`. Deduplicate by it.
+    /// Stable id of this transition: [`notification_id`], `{alert_id}-open`,
+    /// `{alert_id}-resolved` or `{alert_id}-retracted`. Deduplicate by it.
     pub notification_id: String,
     /// Customer id.
     pub customer: String,
@@ -32,7 +32,9 @@ pub struct AlertMessage {
     pub customer_name: String,
     /// The at-risk rule, e.g. `usage_drop`.
     pub rule: String,
-    /// `open` or `resolved`.
+    /// `open`, `resolved`, or `retracted`: late telemetry (within the
+    /// correction horizon) restated the days that raised the episode, and
+    /// it never happened.
     pub status: String,
     /// Episode number of this rule for this customer, from 1.
     pub episode: u32,
@@ -231,6 +233,11 @@ pub fn slack_body(message: &AlertMessage) -> Value {
     let headline = if message.is_open() {
         format!(
             ":rotating_light: *{name}* — `{}` opened (episode {})",
+            message.rule, message.episode
+        )
+    } else if message.status == AlertStatus::Retracted.as_str() {
+        format!(
+            ":leftwards_arrow_with_hook: *{name}* — `{}` retracted (episode {}): late telemetry shows it did not happen",
             message.rule, message.episode
         )
     } else {

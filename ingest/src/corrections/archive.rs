@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use fleetpulse_engine::{DeviceBatch, EventTime, Id};
+use fleetpulse_engine::{AlertRecord, DeviceBatch, EventTime, Id, JourneyState};
 use rusqlite::{Connection, OptionalExtension, params};
 
 const DAY_MS: u64 = 86_400_000;
@@ -41,6 +41,19 @@ const STATE_SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS revisions (
         customer TEXT PRIMARY KEY,
         revision INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS journey_days (
+        customer TEXT NOT NULL,
+        day_end INTEGER NOT NULL,
+        state BLOB NOT NULL,
+        PRIMARY KEY (customer, day_end)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS alerts (
+        customer TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        opened_at INTEGER NOT NULL,
+        body BLOB NOT NULL,
+        PRIMARY KEY (customer, rule, opened_at)
     ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS meta (
         key TEXT PRIMARY KEY,
@@ -477,6 +490,101 @@ impl Archive {
             )
             .map_err(|e| fail(&path, e))?;
         Ok(self.complete_from()?.unwrap_or(at))
+    }
+
+    /// Keeps journey states, one per customer and closed day (a later one
+    /// for the same day, restated, replaces it).
+    pub fn keep_journeys(&mut self, days: &[(Id, JourneyState)]) -> Result<(), ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        let tx = self.state.transaction().map_err(|e| fail(&path, e))?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO journey_days (customer, day_end, state) \
+                     VALUES (?1, ?2, ?3)",
+                )
+                .map_err(|e| fail(&path, e))?;
+            for (customer, state) in days {
+                let Some(end) = state.last_day_end else {
+                    continue;
+                };
+                let body = bincode::serialize(state).expect("a journey state serialises");
+                insert
+                    .execute(params![&**customer, end as i64, body])
+                    .map_err(|e| fail(&path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| fail(&path, e))
+    }
+
+    /// `customer`'s newest journey state whose last day ended by `by`.
+    pub fn journey_at(
+        &self,
+        customer: &str,
+        by: EventTime,
+    ) -> Result<Option<JourneyState>, ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        let body: Option<Vec<u8>> = self
+            .state
+            .query_row(
+                "SELECT state FROM journey_days WHERE customer = ?1 AND day_end <= ?2 \
+                 ORDER BY day_end DESC LIMIT 1",
+                params![customer, by.min(i64::MAX as u64) as i64],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| fail(&path, e))?;
+        body.map(|b| bincode::deserialize(&b).map_err(|e| fail(&path, format!("journey: {e}"))))
+            .transpose()
+    }
+
+    /// Keeps alert transitions (the newest of an episode replaces it), so a
+    /// restatement can tell the episodes that no longer happened.
+    pub fn keep_alerts(&mut self, alerts: &[AlertRecord]) -> Result<(), ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        let tx = self.state.transaction().map_err(|e| fail(&path, e))?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO alerts (customer, rule, opened_at, body) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(|e| fail(&path, e))?;
+            for alert in alerts {
+                let body = bincode::serialize(alert).expect("an alert serialises");
+                insert
+                    .execute(params![
+                        &*alert.customer,
+                        alert.rule.as_str(),
+                        alert.opened_at as i64,
+                        body
+                    ])
+                    .map_err(|e| fail(&path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| fail(&path, e))
+    }
+
+    /// `customer`'s alert episodes opened after `after`, as last written.
+    pub fn alerts_after(
+        &self,
+        customer: &str,
+        after: EventTime,
+    ) -> Result<Vec<AlertRecord>, ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        let mut select = self
+            .state
+            .prepare_cached("SELECT body FROM alerts WHERE customer = ?1 AND opened_at > ?2")
+            .map_err(|e| fail(&path, e))?;
+        let rows = select
+            .query_map(params![customer, after as i64], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(|e| fail(&path, e))?;
+        let mut out = Vec::new();
+        for body in rows {
+            let body = body.map_err(|e| fail(&path, e))?;
+            out.push(bincode::deserialize(&body).map_err(|e| fail(&path, format!("alert: {e}")))?);
+        }
+        Ok(out)
     }
 
     /// Day files kept.

@@ -26,8 +26,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc as std_mpsc;
 
-use fleetpulse_engine::restatement::Restatement;
-use fleetpulse_engine::{DeviceBatch, EngineConfig, EventTime, Id, Output};
+use fleetpulse_engine::adoption::{JourneyAnswer, JourneyRequest};
+use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
+use fleetpulse_engine::restatement::{Restatement, refold};
+use fleetpulse_engine::{
+    AlertRecord, DeviceBatch, EngineConfig, EventTime, Id, JourneyState, Output,
+};
 use tokio::sync::{mpsc, oneshot};
 
 pub use archive::{Archive, ArchiveError, Pending};
@@ -56,10 +60,16 @@ enum Command {
         watermark: EventTime,
         done: oneshot::Sender<Result<Vec<bool>, String>>,
     },
-    /// The engine emitted every window ending by `through`.
-    Restate { through: EventTime },
+    /// The engine emitted every window ending by `through`, and none of its
+    /// operators has taken in one ending after `bound`.
+    Restate {
+        through: EventTime,
+        bound: EventTime,
+    },
     /// Every store wrote these passes.
     Passed(Vec<(Pending, bool)>),
+    /// Alert transitions the engine emitted.
+    Alerts(Vec<AlertRecord>),
     /// Answers once every command before it is committed.
     Sync(oneshot::Sender<()>),
     /// The engine finished and emitted every window (the last ones
@@ -151,9 +161,18 @@ impl Corrections {
     }
 
     /// Runs the passes that are due now that the engine emitted every
-    /// window ending by `through`.
-    pub fn restate(&self, through: EventTime) {
-        let _ = self.commands.send(Command::Restate { through });
+    /// window ending by `through` (and took in none ending after `bound`,
+    /// the most advanced input's watermark).
+    pub fn restate(&self, through: EventTime, bound: EventTime) {
+        let _ = self.commands.send(Command::Restate { through, bound });
+    }
+
+    /// Alert transitions the engine emitted (a restatement retracts those
+    /// that no longer happen).
+    pub fn alerts(&self, alerts: Vec<AlertRecord>) {
+        if !alerts.is_empty() {
+            let _ = self.commands.send(Command::Alerts(alerts));
+        }
     }
 
     /// Every store wrote these passes.
@@ -216,15 +235,16 @@ fn run(
                             }
                             let _ = done.send(result.map_err(|e| e.to_string()));
                         }
-                        Command::Restate { through } => {
+                        Command::Restate { through, bound } => {
                             match archive.begin_at(through) {
                                 Ok(from) => settings
                                     .correctable_from
                                     .store(from.saturating_add(BEGIN_SLACK_MS), Relaxed),
                                 Err(e) => tracing::error!(error = %e, "archive"),
                             }
+                            let limits = (through, bound.max(through));
                             if let Err(e) =
-                                passes(&mut archive, &settings, through, &restated, false)
+                                passes(&mut archive, &settings, limits, &restated, false)
                             {
                                 tracing::error!(error = %e, "restatement failed; retried");
                             }
@@ -244,6 +264,11 @@ fn run(
                                 pruned_before = keep_from;
                             }
                         }
+                        Command::Alerts(alerts) => {
+                            if let Err(e) = archive.keep_alerts(&alerts) {
+                                tracing::error!(error = %e, "cannot keep alerts");
+                            }
+                        }
                         Command::Passed(done) => {
                             for (pending, last) in done {
                                 if let Err(e) = archive.passed(&pending, last) {
@@ -255,9 +280,8 @@ fn run(
                             let _ = done.send(());
                         }
                         Command::Flush(done) => {
-                            let through = EventTime::MAX;
-                            if let Err(e) =
-                                passes(&mut archive, &settings, through, &restated, true)
+                            let limits = (EventTime::MAX, EventTime::MAX);
+                            if let Err(e) = passes(&mut archive, &settings, limits, &restated, true)
                             {
                                 tracing::error!(error = %e, "restatement at shutdown failed");
                             }
@@ -322,14 +346,17 @@ fn late(
 }
 
 /// Runs every pass due by `through` and hands its records on; `flush`:
-/// every pending customer, none of them the final pass.
+/// every pending customer, none of them the final pass, the engine having
+/// finished (journeys are folded here, not adopted by it).
 fn passes(
     archive: &mut Archive,
     settings: &Settings,
-    through: EventTime,
+    (through, bound): (EventTime, EventTime),
     restated: &mpsc::Sender<Restated>,
     flush: bool,
 ) -> Result<(), ArchiveError> {
+    let days = settings.engine.journeys.take_days();
+    archive.keep_journeys(&days)?;
     for pending in archive.pending()? {
         let last = through >= pending.due && !flush;
         if pending.first_pass_done && !last && !flush {
@@ -338,7 +365,9 @@ fn passes(
         if through <= pending.from {
             continue; // Nothing of it has closed yet.
         }
-        let records = pass(archive, settings, &pending, through)?;
+        let Some(records) = pass(archive, settings, &pending, (through, bound), !flush)? else {
+            continue; // The live journey is ahead: again at the next tick.
+        };
         let out = Restated {
             records,
             passes: vec![(pending, last)],
@@ -350,35 +379,149 @@ fn passes(
     Ok(())
 }
 
-/// One pass: `pending.customer`'s windows after its earliest late reading
-/// that closed by `through`, computed again from the archive.
+/// Longest wait for the customer-success operator to fold a journey again.
+const ADOPTION_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// One pass: `pending.customer`'s windows from the start of the day of its
+/// earliest late reading that closed by `through`, computed again from the
+/// archive, and its journey folded again over them from its state at that
+/// day's start (by the live operator, which adopts it, or here once the
+/// engine finished). `None`: the live journey took in windows after
+/// `through`; the pass is tried again.
 fn pass(
     archive: &mut Archive,
     settings: &Settings,
     pending: &Pending,
-    through: EventTime,
-) -> Result<Vec<Output>, ArchiveError> {
+    (through, bound): (EventTime, EventTime),
+    live: bool,
+) -> Result<Option<Vec<Output>>, ArchiveError> {
+    let customer = &pending.customer;
+    // Up to `bound`: the live journey may have taken in windows the fan-out
+    // has not seen all of yet; what goes to the stores waits for them.
     let mut restatement = Restatement {
-        customer: pending.customer.clone(),
+        customer: customer.clone(),
         from: pending.from,
-        through,
+        through: bound,
         revision: 0,
     };
+    // Every window of that day: the journey is folded again from its start.
     let floor = restatement.floor(&settings.engine);
-    let batches = archive.batches(&pending.customer, floor)?;
+    restatement.from = floor;
+    let batches = archive.batches(customer, floor)?;
     let devices: HashSet<Id> = batches.iter().map(|b| b.device.clone()).collect();
-    let earlier = archive.earlier(&pending.customer, &devices, floor)?;
-    restatement.revision = archive.next_revision(&pending.customer)?;
+    let earlier = archive.earlier(customer, &devices, floor)?;
+    restatement.revision = archive.next_revision(customer)?;
     let started = std::time::Instant::now();
-    let records = restatement.windows(&settings.engine, earlier, batches);
+    let mut records = restatement.windows(&settings.engine, earlier, batches);
+    let windows = records.len();
+
+    let engine = &settings.engine;
+    let day = engine.day_window().map(|d| d.name.clone());
+    let journey = (engine.customers.get(&**customer)).zip(day);
+    if journey.is_none() {
+        // No journey to fold: the windows the engine emitted only.
+        records.retain(|r| window_end(r) <= through);
+    }
+    if let Some((spec, day)) = journey {
+        let folded: Vec<Output> = (records.iter())
+            .filter(|r| match r {
+                Output::Customer(_) => true,
+                Output::Device(d) => d.window == day,
+                _ => false,
+            })
+            .cloned()
+            .collect();
+        let base = archive.journey_at(customer, floor)?;
+        let answer = if live {
+            let request = JourneyRequest {
+                customer: customer.clone(),
+                base,
+                records: folded,
+                through: bound,
+            };
+            match engine
+                .adoptions
+                .submit(request)
+                .recv_timeout(ADOPTION_PATIENCE)
+            {
+                Ok(answer) => answer,
+                Err(_) => return Ok(None),
+            }
+        } else {
+            let until = archive.journey_at(customer, EventTime::MAX)?;
+            let until = until.and_then(|s| s.last_day_end);
+            let refolded = refold(engine, spec.clone(), base, folded, until);
+            JourneyAnswer::Adopted {
+                outputs: refolded.outputs,
+                days: refolded.days,
+                observed: EventTime::MAX,
+            }
+        };
+        let JourneyAnswer::Adopted {
+            outputs,
+            days,
+            observed,
+        } = answer
+        else {
+            return Ok(None);
+        };
+        // The windows the live journey took in: later ones it emits itself.
+        records.retain(|r| window_end(r) <= observed);
+        let days: Vec<(Id, JourneyState)> =
+            days.into_iter().map(|d| (customer.clone(), d)).collect();
+        archive.keep_journeys(&days)?;
+        let retracted = retractions(archive.alerts_after(customer, floor)?, &outputs);
+        records.extend(outputs);
+        records.extend(retracted);
+        let alerts: Vec<AlertRecord> = (records.iter())
+            .filter_map(|r| match r {
+                Output::Alert(a) => Some(a.clone()),
+                _ => None,
+            })
+            .collect();
+        archive.keep_alerts(&alerts)?;
+    }
     tracing::debug!(
-        customer = %pending.customer,
+        customer = %customer,
         from = pending.from,
         through,
         revision = restatement.revision,
+        windows,
         records = records.len(),
         micros = started.elapsed().as_micros() as u64,
         "restated"
     );
-    Ok(records)
+    Ok(Some(records))
+}
+
+fn window_end(record: &Output) -> EventTime {
+    match record {
+        Output::Customer(k) => k.window_end,
+        Output::Device(d) => d.window_end,
+        _ => 0,
+    }
+}
+
+/// The episodes stored before (`before`: opened after the restated days'
+/// start) that the journey folded again did not open: retracted.
+fn retractions(before: Vec<AlertRecord>, folded: &[Output]) -> Vec<Output> {
+    let opened: HashSet<(Rule, EventTime)> = (folded.iter())
+        .filter_map(|r| match r {
+            Output::Alert(a) => Some((a.rule, a.opened_at)),
+            _ => None,
+        })
+        .collect();
+    before
+        .into_iter()
+        .filter(|a| a.status != AlertStatus::Retracted && !opened.contains(&(a.rule, a.opened_at)))
+        .map(|a| {
+            Output::Alert(AlertRecord {
+                status: AlertStatus::Retracted,
+                evidence: "telemetry that arrived late restated the days that raised it: \
+                           the episode did not happen"
+                    .into(),
+                ..a
+            })
+        })
+        .collect()
 }

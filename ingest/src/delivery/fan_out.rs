@@ -12,6 +12,7 @@ use std::time::Duration;
 use fleetpulse_engine::{DeviceBoard, EngineEvent, EventTime, JourneyBoard, Output};
 use tokio::sync::{mpsc, watch};
 
+use super::checkpoint::record_time;
 use super::devices::Schedule;
 use super::ledger::Ledger;
 use crate::corrections::{Corrections, Pending, Restated};
@@ -99,18 +100,23 @@ impl FanOut {
         // Passes handed out, waiting for every store: (batches sent, passes).
         let mut unconfirmed: std::collections::VecDeque<(u64, Vec<(Pending, bool)>)> =
             Default::default();
+        // Passes whose records the engine may still emit live versions of:
+        // they go out after those, so the stores keep the restated ones.
+        let mut held: Vec<Restated> = Vec::new();
         loop {
             let event = tokio::select! {
                 event = events.recv() => event,
                 Some(pass) = recv(&mut restated) => {
-                    self.restated(pass, &mut unconfirmed).await;
+                    held.push(pass);
+                    self.release(&mut held, &mut unconfirmed, false).await;
                     continue;
                 }
                 _ = ticker.tick() => {
                     if let Some(corrections) = &corrections {
                         self.confirm(corrections, &mut unconfirmed);
                         if let Some(before) = self.ledger().emitted_before() {
-                            corrections.restate(before.saturating_sub(1));
+                            let bound = self.metrics.watermark.load(Relaxed);
+                            corrections.restate(before.saturating_sub(1), bound);
                         }
                     }
                     self.checkpoint(&mut failing).await;
@@ -126,6 +132,9 @@ impl FanOut {
                 EngineEvent::Progress { worker, frontier } => {
                     newest_frontier = newest_frontier.max(frontier.unwrap_or(0));
                     self.ledger().frontier(worker, frontier);
+                    if !held.is_empty() {
+                        self.release(&mut held, &mut unconfirmed, false).await;
+                    }
                 }
                 EngineEvent::Records(mut records) => {
                     {
@@ -134,6 +143,15 @@ impl FanOut {
                     }
                     if records.is_empty() {
                         continue;
+                    }
+                    if let Some(corrections) = &corrections {
+                        let alerts = (records.iter())
+                            .filter_map(|r| match r {
+                                Output::Alert(a) => Some(a.clone()),
+                                _ => None,
+                            })
+                            .collect();
+                        corrections.alerts(alerts);
                     }
                     self.metrics
                         .records_emitted
@@ -153,6 +171,7 @@ impl FanOut {
         }
         // The engine emitted everything: the customers still pending are
         // restated through all of it before the sinks close.
+        self.release(&mut held, &mut unconfirmed, true).await;
         if let (Some(corrections), Some(restated)) = (&corrections, &mut restated) {
             let flushed = corrections.flush();
             tokio::pin!(flushed);
@@ -168,6 +187,24 @@ impl FanOut {
             while let Ok(pass) = restated.try_recv() {
                 self.restated(pass, &mut unconfirmed).await;
             }
+        }
+    }
+
+    /// Hands on the held passes whose every record the engine has emitted
+    /// the live version of (`all`: the engine finished).
+    async fn release(
+        &self,
+        held: &mut Vec<Restated>,
+        unconfirmed: &mut std::collections::VecDeque<(u64, Vec<(Pending, bool)>)>,
+        all: bool,
+    ) {
+        let before = self.ledger().emitted_before().unwrap_or(0);
+        let (ready, wait): (Vec<Restated>, Vec<Restated>) = std::mem::take(held)
+            .into_iter()
+            .partition(|pass| all || pass.records.iter().all(|r| record_time(r) < before));
+        *held = wait;
+        for pass in ready {
+            self.restated(pass, unconfirmed).await;
         }
     }
 

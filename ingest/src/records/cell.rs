@@ -249,6 +249,7 @@ enum_cell!(Segment {
 enum_cell!(AlertStatus {
     Open => "open",
     Resolved => "resolved",
+    Retracted => "retracted",
 });
 enum_cell!(Rule {
     UsageDrop => "usage_drop",

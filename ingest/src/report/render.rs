@@ -612,6 +612,15 @@ fn section_risks(out: &mut String, d: &ReportData) {
         )
     });
     for a in alerts {
+        if a.status == AlertStatus::Retracted {
+            let _ = write!(
+                out,
+                r#"<div class="alert retracted"><span class="rule">{}</span> · retracted: telemetry that arrived late showed it did not happen ({})</div>"#,
+                a.rule.as_str(),
+                date(a.opened_at),
+            );
+            continue;
+        }
         let resolved = a.status == AlertStatus::Resolved;
         let _ = write!(
             out,

@@ -267,7 +267,15 @@ pub fn restore_state(
     if !restored.is_empty() {
         tracing::info!(customers = restored.len(), "journey states restored");
     }
-    engine_config.journeys = Arc::new(fleetpulse_engine::JourneyBoard::persisted(restored.clone()));
+    let board = fleetpulse_engine::JourneyBoard::persisted(restored.clone());
+    let alone = (config.cluster.as_ref()).is_none_or(|c| !c.is_multi_process());
+    // Each day's state goes to the archive, for restatements to start from.
+    let board = if alone && !config.engine.correction_horizon.is_zero() {
+        board.keeping_days()
+    } else {
+        board
+    };
+    engine_config.journeys = Arc::new(board);
     if config
         .cluster
         .as_ref()
