@@ -11,6 +11,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use fleetpulse::config::{ServiceConfig, WalConfig};
@@ -272,5 +273,196 @@ async fn buffered_uploads_restate_every_store_to_the_ground_truth() {
             assert_eq!(got.get(key), Some(row), "{table} {key}");
         }
         println!("{table}: {} rows equal the in-order run", want.len());
+    }
+}
+
+/// 2026-01-05T00:00:00Z.
+const T0: u64 = 1_767_571_200_000;
+const HOUR_MS: u64 = 3_600_000;
+
+const DARK_CUSTOMERS: &str = r#"
+[[customer]]
+id = "dk"
+name = "Dark Quarry"
+segment = "low-touch"
+
+[customer.contract]
+arr = 90000
+start = "2026-01-05"
+renewal = "2027-01-05"
+devices_purchased = 3
+operator_seats = 3
+"#;
+
+/// Hour `h` of device `device` of customer `dk`: two readings, meters
+/// climbing, some cycles.
+fn hour(device: &str, h: u64) -> (String, Vec<u8>) {
+    use fleetpulse_proto::v1;
+    use prost::Message;
+    let meter = 100.0 + h as f64 * 0.5;
+    let samples = (0..2)
+        .map(|i| v1::Sample {
+            event_time_ms: (T0 + h * HOUR_MS + 7 * 60_000 + i * 30 * 60_000) as i64,
+            state: 1,
+            cumulative_operating_hours: meter + i as f64 * 0.25,
+            cumulative_idle_hours: meter / 10.0,
+            cumulative_fuel_used_litres: meter * 9.0,
+            cycles: 3,
+            operator_id: "op-1".into(),
+            ..Default::default()
+        })
+        .collect();
+    let batch = v1::TelemetryBatch {
+        device_id: device.into(),
+        customer_id: "dk".into(),
+        site_id: "pit".into(),
+        sequence: h + 1,
+        unit_epoch: 1,
+        firmware_version: "1".into(),
+        samples,
+    };
+    (
+        format!("fleet/dk/pit/{device}/telemetry"),
+        batch.encode_to_vec(),
+    )
+}
+
+/// A message: topic and payload.
+type Published = (String, Vec<u8>);
+
+/// Eight days of three devices; `d1` and `d2` lose coverage from hour 48
+/// to hour 130 and upload their buffers after the reconnect hour (d1 newest
+/// first). Returns the messages published before the reconnect and after.
+fn dark_fleet() -> (Vec<Published>, Vec<Published>) {
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    for h in 0..192 {
+        let out = if h < 130 { &mut before } else { &mut after };
+        for device in ["d1", "d2", "d3"] {
+            if device == "d3" || !(48..130).contains(&h) {
+                out.push(hour(device, h));
+            }
+        }
+        if h == 130 {
+            after.extend((48..130).rev().map(|h| hour("d1", h)));
+            after.extend((48..130).map(|h| hour("d2", h)));
+        }
+    }
+    (before, after)
+}
+
+async fn run_dark(
+    mosquitto: &Mosquitto,
+    dir: &Path,
+    client: &str,
+    phases: Vec<Vec<(String, Vec<u8>)>>,
+) -> Arc<fleetpulse::metrics::IngestMetrics> {
+    let customers = dir.join("customers.toml");
+    std::fs::write(&customers, DARK_CUSTOMERS).unwrap();
+    let mut config = in_process::config(mosquitto.host(), mosquitto.port(), client, 1, &customers);
+    config.wal = Some(WalConfig {
+        dir: dir.join("wal"),
+        ..toml::from_str("dir = \"x\"").unwrap()
+    });
+    config.sinks = vec![sqlite(&dir.join("kpi.sqlite"))];
+    let service = in_process::subscribed(config, "late-dark").await;
+    let mut sent = 0;
+    for (i, messages) in phases.into_iter().enumerate() {
+        sent += messages.len() as u64;
+        let options = publish_options(mosquitto, &format!("{client}-sim-{i}"));
+        fleetpulse_sim::publish(options, messages, |_| {})
+            .await
+            .unwrap();
+        let metrics = service.metrics.clone();
+        support::poll::wait_for("the messages handled", move || metrics.handled() >= sent).await;
+        // Long enough for a restatement pass (once a second) and the
+        // alerts it sends.
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    }
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+    service.metrics
+}
+
+/// A fleet that goes dark for three days raises devices_dark; when its
+/// buffers arrive (within the horizon) the episode is retracted: on MQTT,
+/// where the alert was published, and in the store, whose journey then
+/// equals a run that had the readings in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_dark_raised_during_an_outage_is_retracted_when_the_buffer_arrives() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    mosquitto.subscribe_session("alert-reader", "cs/alerts/#");
+    let (before, after) = dark_fleet();
+
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = run_dark(
+        &mosquitto,
+        dir.path(),
+        "late-dark",
+        vec![before.clone(), after.clone()],
+    )
+    .await;
+    assert_eq!(metrics.rejected_total(), 0);
+    assert!(metrics.late_admitted.load(Relaxed) > 0);
+
+    let messages = mosquitto.receive(
+        "alert-reader",
+        "cs/alerts/#",
+        20,
+        std::time::Duration::from_secs(5),
+    );
+    let alerts: Vec<serde_json::Value> = (messages.iter())
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .filter(|a: &serde_json::Value| a["rule"] == "devices_dark")
+        .collect();
+    // Opened while the fleet was dark; maybe resolved live when it came
+    // back before the restatement ran; retracted in the end.
+    let statuses: Vec<&str> = alerts
+        .iter()
+        .map(|a| a["status"].as_str().unwrap())
+        .collect();
+    assert!(
+        statuses == ["open", "retracted"] || statuses == ["open", "resolved", "retracted"],
+        "{statuses:?}"
+    );
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a["alert_id"] == alerts[0]["alert_id"])
+    );
+
+    // The reference: every reading in event-time order.
+    let reference = tempfile::tempdir().unwrap();
+    let mut in_time: Vec<(String, Vec<u8>)> = before.into_iter().chain(after).collect();
+    in_time.sort_by_key(|(topic, payload)| {
+        let batch =
+            <fleetpulse_proto::v1::TelemetryBatch as prost::Message>::decode(&payload[..]).unwrap();
+        (batch.samples[0].event_time_ms, topic.clone())
+    });
+    run_dark(&mosquitto, reference.path(), "late-dark-ref", vec![in_time]).await;
+
+    let (db, reference_db) = (
+        dir.path().join("kpi.sqlite"),
+        reference.path().join("kpi.sqlite"),
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let retracted: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM alert WHERE rule = 'devices_dark' AND status = 'retracted'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(retracted, 1);
+    for table in [
+        "customer_kpi",
+        "device_kpi",
+        "health",
+        "outcome",
+        "milestone",
+        "alert",
+    ] {
+        let (got, _) = rows(&db, table);
+        let (want, _) = rows(&reference_db, table);
+        assert_eq!(got, want, "{table}");
     }
 }

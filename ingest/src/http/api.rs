@@ -256,6 +256,9 @@ pub enum StatusFilter {
     Open,
     /// Resolved episodes.
     Resolved,
+    /// Episodes retracted: telemetry that arrived late showed they did not
+    /// happen.
+    Retracted,
     /// Every episode.
     All,
 }
@@ -684,6 +687,7 @@ pub async fn alerts(
     let status = match q.status.unwrap_or_default() {
         StatusFilter::Open => Some(AlertStatus::Open),
         StatusFilter::Resolved => Some(AlertStatus::Resolved),
+        StatusFilter::Retracted => Some(AlertStatus::Retracted),
         StatusFilter::All => None,
     };
     let view = hub.read_view();

@@ -349,10 +349,11 @@ impl View {
     }
 
     fn trim_resolved_alerts(&mut self) {
+        // Resolved and retracted episodes: done with.
         let resolved = self
             .alerts
             .values()
-            .filter(|a| a.status == AlertStatus::Resolved)
+            .filter(|a| a.status != AlertStatus::Open)
             .count();
         if resolved <= MAX_RESOLVED_ALERTS {
             return;
@@ -360,7 +361,7 @@ impl View {
         let mut oldest: Vec<(EventTime, (Id, Rule, EventTime))> = self
             .alerts
             .iter()
-            .filter(|(_, a)| a.status == AlertStatus::Resolved)
+            .filter(|(_, a)| a.status != AlertStatus::Open)
             .map(|(k, a)| (a.resolved_at.unwrap_or(a.opened_at), k.clone()))
             .collect();
         oldest.sort();

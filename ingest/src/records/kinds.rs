@@ -167,7 +167,7 @@ record_kind! {
             rule: Rule [Key Tag] "enum", "the at-risk rule (see Conventions)";
             episode: u32 [] "1-based", "episode number of this rule for this customer (a count: the row is identified by the opening time)";
             customer_name: Id [] "text", "customer display name";
-            status: AlertStatus [] "enum", "`open` or `resolved`";
+            status: AlertStatus [] "enum", "`open`, `resolved`, or `retracted` (telemetry that arrived late, within `engine.correction_horizon`, restated the days that raised it: the episode did not happen)";
             opened_at: u64 [Key Time] "ms since epoch", "when the episode opened (end of the day it fired)";
             resolved_at: Option<u64> [] "ms since epoch", "when it resolved (end of that day); absent while open";
             evidence: String [] "text", "the numbers that fired (or resolved) it, in words";
