@@ -1,0 +1,83 @@
+//! One customer's restatement pass, as the corrections thread runs it: read
+//! its week of batches from the archive (SQLite day files), compute its
+//! device and customer windows again, fold its journey again over them.
+//! Throughput is in device-days restated; the bound is 5 ms per
+//! device-day.
+
+use std::collections::HashSet;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use fleetpulse::corrections::Archive;
+use fleetpulse_benches::{Capture, engine_config};
+use fleetpulse_engine::Output;
+use fleetpulse_engine::restatement::{Restatement, refold};
+use fleetpulse_sim::FleetSpec;
+
+const DAY_MS: u64 = 86_400_000;
+
+fn restatement(c: &mut Criterion) {
+    let spec = FleetSpec {
+        customers: 1,
+        devices: 50,
+        days: 8,
+        seed: 42,
+        ..FleetSpec::default()
+    };
+    let capture = Capture::new(&spec);
+    let config = engine_config(&capture.fleet);
+    let customer = capture.batches[0].customer.clone();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut archive = Archive::open(dir.path()).expect("archive");
+    archive
+        .append(&capture.batches)
+        .expect("archive the capture");
+    // Late data on day 1: every window of days 1..8 is restated.
+    let from = spec.start + DAY_MS + 7 * 3_600_000;
+    let restatement = Restatement {
+        customer: customer.clone(),
+        from,
+        through: u64::MAX,
+        revision: 1,
+    };
+    let floor = restatement.floor(&config);
+    let devices: HashSet<_> = capture.batches.iter().map(|b| b.device.clone()).collect();
+    let device_days = devices.len() as u64 * (u64::from(spec.days) - 1);
+    let spec_of = config.customers[&*customer].clone();
+    let day = config.day_window().expect("a day window").name.clone();
+
+    let pass = |archive: &mut Archive| {
+        let batches = archive.batches(&customer, floor).expect("read");
+        let earlier = archive.earlier(&customer, &devices, floor).expect("read");
+        let windows = restatement.windows(&config, earlier, batches);
+        let folded: Vec<Output> = (windows.iter())
+            .filter(|r| match r {
+                Output::Customer(_) => true,
+                Output::Device(d) => d.window == day,
+                _ => false,
+            })
+            .cloned()
+            .collect();
+        let refolded = refold(&config, spec_of.clone(), None, folded, None);
+        (windows.len(), refolded.outputs.len())
+    };
+    let (windows, journey) = pass(&mut archive);
+    eprintln!(
+        "one pass: {} devices x {} days = {device_days} device-days, {windows} windows, {journey} journey records",
+        devices.len(),
+        spec.days - 1
+    );
+
+    let mut group = c.benchmark_group("restatement");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(device_days));
+    group.bench_function("pass/device_days", |b| b.iter(|| pass(&mut archive)));
+    group.bench_function("windows_only/device_days", |b| {
+        let batches = archive.batches(&customer, floor).expect("read");
+        let earlier = archive.earlier(&customer, &devices, floor).expect("read");
+        b.iter(|| restatement.windows(&config, earlier.clone(), batches.clone()))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, restatement);
+criterion_main!(benches);
