@@ -7,6 +7,7 @@ pub mod aemp_sim;
 pub mod alerts;
 pub mod broker;
 pub mod config;
+pub mod contracts;
 pub mod convert;
 pub mod customers;
 pub mod dead_letter;

@@ -237,7 +237,7 @@ fn check_config(file: PathBuf) -> anyhow::Result<()> {
     } else {
         let config = ServiceConfig::load(&file)?;
         let engine = config.engine_config(&file)?;
-        if let Some((customers, _)) = service::load_customers(&config, &engine)? {
+        if let Some((customers, _, _)) = service::load_customers(&config, &engine)? {
             println!(
                 "customers file: ok, {} customers",
                 customers.customers.len()

@@ -350,6 +350,7 @@ pub fn customers_file(fleet: &Fleet) -> CustomersFile {
                 milestones: demo_milestones(),
                 health_weights: None,
                 thresholds: None,
+                contract_events: Vec::new(),
                 contract: Contract {
                     arr: c.contract.arr as f64,
                     start: calendar::date_of(c.contract.start_ms),
@@ -360,6 +361,7 @@ pub fn customers_file(fleet: &Fleet) -> CustomersFile {
             })
             .collect(),
         aemp_equipment: Vec::new(),
+        contract_events_csv: None,
     }
 }
 

@@ -245,6 +245,8 @@ const BAD_QUERIES: &[&str] = &[
     "/api/alerts?segment=vip",
     "/api/portfolio?days=0",
     "/api/portfolio?days=x",
+    "/api/retention?period=month",
+    "/api/retention?periods=41",
     "/api/status?verbose=1",
 ];
 
@@ -452,6 +454,12 @@ async fn every_endpoint_answers_as_documented() {
     assert_eq!(portfolio["customers"], 6);
     assert_eq!(portfolio["open_alerts"].as_u64(), Some(open.len() as u64));
     api.get("/api/portfolio", 200).await;
+
+    // Revenue retention: the simulated contracts only start customers.
+    let retention = api.get("/api/retention?period=year", 200).await;
+    assert_eq!(retention["customers"], 6);
+    assert!(!retention["periods"].as_array().unwrap().is_empty());
+    api.get("/api/retention", 200).await;
 
     // Without authentication configured, on loopback, everyone is an admin.
     let me = api.get("/api/me", 200).await;

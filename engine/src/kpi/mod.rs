@@ -11,6 +11,7 @@ pub mod journey;
 pub mod milestone;
 pub mod outcome;
 pub mod portfolio;
+pub mod revenue_retention;
 pub mod risk;
 mod rules;
 mod time_to_value;

@@ -17,6 +17,7 @@
 //! | `GET /api/customers/{id}` | one customer: KPIs over time, outcomes, milestones, devices, alerts |
 //! | `GET /api/alerts` | alert episodes, filtered by status, segment, rule, customer |
 //! | `GET /api/portfolio` | figures over all customers |
+//! | `GET /api/retention` | revenue (GRR, NRR) and logo retention per period, segment, managed or not |
 //! | `GET /api/status` | progress counters; the dashboard polls it |
 //! | `GET /api/me` | the user, their role and how many customers they see |
 //! | `GET /login`, `POST /login`, `POST /logout` | the dashboard's login ([`auth::login`]) |
@@ -38,6 +39,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod prometheus;
+pub mod retention;
 pub mod server;
 pub mod tls;
 pub mod view;
@@ -114,6 +116,8 @@ pub struct Hub {
     csm: RwLock<HashMap<String, String>>,
     /// Operator pseudonyms, for showing admins the clear ids.
     pseudonyms: RwLock<Option<Arc<crate::privacy::Pseudonyms>>>,
+    /// Contract events of customers.toml: revenue retention's input.
+    contracts: RwLock<Arc<crate::contracts::ContractBook>>,
 }
 
 impl Hub {
@@ -142,6 +146,19 @@ impl Hub {
             .iter()
             .filter_map(|c| Some((c.id.clone(), c.csm.clone()?)))
             .collect();
+    }
+
+    /// The customers' contract events (customers.toml and its CSV).
+    pub fn set_contracts(&self, book: crate::contracts::ContractBook) {
+        *self.contracts.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(book);
+    }
+
+    /// The customers' contract events (empty without a customers file).
+    pub fn contracts(&self) -> Arc<crate::contracts::ContractBook> {
+        self.contracts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The service's operator pseudonyms, and how long evidence may name
@@ -359,6 +376,8 @@ fn queue_name(config: &crate::config::ServiceConfig, i: usize) -> String {
 pub struct People<'a> {
     /// The customers file, when the service has one.
     pub customers: Option<&'a crate::customers::CustomersFile>,
+    /// Its customers' contract events, for revenue retention.
+    pub contracts: Option<&'a crate::contracts::ContractBook>,
     /// The operator pseudonyms, when the service has a key.
     pub pseudonyms: Option<Arc<crate::privacy::Pseudonyms>>,
 }
@@ -383,6 +402,9 @@ pub async fn attach(
     hub.attach(metrics.clone(), engine_config);
     if let Some(customers) = people.customers {
         hub.set_csm_assignments(customers);
+    }
+    if let Some(contracts) = people.contracts {
+        hub.set_contracts(contracts.clone());
     }
     hub.set_privacy(people.pseudonyms, config.privacy.operator_retention);
     hub.set_engine_stats(engine);
@@ -479,6 +501,7 @@ fn router(hub: Arc<Hub>) -> Router {
         .route("/api/customers/:id", get(api::customer))
         .route("/api/alerts", get(api::alerts))
         .route("/api/portfolio", get(api::portfolio))
+        .route("/api/retention", get(retention::retention))
         .route("/api/status", get(api::status))
         .route("/api/me", get(api::me))
         .route("/api/openapi.json", get(openapi))

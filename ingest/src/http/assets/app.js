@@ -204,14 +204,38 @@ function tiles(portfolio, list) {
   </section>`;
 }
 
+// Revenue against logo retention, per group, for the latest periods: logo
+// retention alone flatters, so NRR and GRR stand beside it.
+function retentionTable(retention) {
+  const periods = retention.periods.slice(-4);
+  if (!periods.length) return '<p class="muted" id="retention">No contract events yet.</p>';
+  const groups = periods[periods.length - 1].groups.map((g) => g.group);
+  const cell = (p, group) => {
+    const g = p.groups.find((x) => x.group === group);
+    if (!g || g.logos_start === 0) {
+      return `<td class="muted" data-period="${esc(p.label)}" data-group="${esc(group)}">–${g && g.new_logos ? `<div class="small">${g.new_logos} new</div>` : ""}</td>`;
+    }
+    return `<td data-period="${esc(p.label)}" data-group="${esc(group)}">` +
+      `<div>NRR <b class="nrr">${pct(g.nrr)}</b> · GRR <b class="grr">${pct(g.grr)}</b> · logos <b class="logos">${pct(g.logo_retention)}</b></div>` +
+      `<div class="muted small">${money(g.start_arr)} → ${money(g.end_arr)}; churned ${money(g.churned_arr)} (${g.logos_churned} of ${g.logos_start})${g.new_logos ? `; ${g.new_logos} new, ${money(g.new_arr)}` : ""}</div></td>`;
+  };
+  return `<h2>Revenue retention</h2>
+    <p class="muted">Per ${esc(retention.period)}: the customers with ARR at its start; net (NRR) and gross (GRR) revenue retention next to logo retention. Managed accounts: ${esc(retention.managed)}.</p>
+    <div class="list"><table id="retention">
+      <thead><tr><th>group</th>${periods.map((p) => `<th>${esc(p.label)}${p.complete ? "" : " <span class=\"muted small\">so far</span>"}</th>`).join("")}</tr></thead>
+      <tbody>${groups.map((group) => `<tr data-group="${esc(group)}"><td><b>${esc(group)}</b></td>${periods.map((p) => cell(p, group)).join("")}</tr>`).join("")}</tbody>
+    </table></div>`;
+}
+
 async function homePage() {
   if (me && me.role === "viewer") {
-    const portfolio = await getJson("/api/portfolio?days=30");
+    const [portfolio, retention] = await Promise.all([getJson("/api/portfolio?days=30"), getJson("/api/retention")]);
     return `<h1>Portfolio</h1>
       <p class="muted">Figures over all customers. Your role (viewer) does not show customers by name.</p>
-      ${tiles(portfolio, null)}`;
+      ${tiles(portfolio, null)}
+      ${retentionTable(retention)}`;
   }
-  const [list, portfolio] = await Promise.all([getJson("/api/customers"), getJson("/api/portfolio?days=30")]);
+  const [list, portfolio, retention] = await Promise.all([getJson("/api/customers"), getJson("/api/portfolio?days=30"), getJson("/api/retention")]);
   const rows = list.customers.map((c) => {
     const h = c.health;
     const b = h ? h.band : "none";
@@ -238,7 +262,8 @@ async function homePage() {
     <div class="list"><table id="at-risk">
       <thead><tr><th class="bar"></th><th class="num">#</th><th>customer</th><th>band</th><th class="num">health</th><th>30 days</th><th class="num">7d</th><th>stage</th><th class="num">renewal in (days)</th><th class="num">TTV days</th><th class="num">ARR at risk</th><th class="num">alerts</th></tr></thead>
       <tbody>${rows || '<tr><td colspan="12" class="muted">No customers yet.</td></tr>'}</tbody>
-    </table></div>`;
+    </table></div>
+    ${retentionTable(retention)}`;
 }
 
 function journey(milestones) {
