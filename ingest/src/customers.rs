@@ -35,6 +35,10 @@ pub struct CustomersFile {
     /// `[[customer.contract_event]]` (docs/CUSTOMER_SUCCESS.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contract_events_csv: Option<Spanned<String>>,
+    /// Coverage cadences per segment (`[[coverage]]`); a segment with none
+    /// keeps the defaults (docs/CUSTOMER_SUCCESS.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub coverage: Vec<crate::coverage::CadenceConfig>,
 }
 
 /// One customer.
@@ -394,6 +398,7 @@ impl CustomersFile {
             specs.insert(c.id.clone(), spec);
         }
         self.contract_book(path, text)?;
+        self.coverage_model(path)?;
         let ids: Vec<&str> = self.customers.iter().map(|c| c.id.as_str()).collect();
         crate::source::aemp::mapping::check(&self.aemp_equipment, &ids, path)?;
         Ok(specs)

@@ -362,6 +362,7 @@ pub fn customers_file(fleet: &Fleet) -> CustomersFile {
             .collect(),
         aemp_equipment: Vec::new(),
         contract_events_csv: None,
+        coverage: Vec::new(),
     }
 }
 

@@ -406,6 +406,15 @@ async fn every_endpoint_answers_as_documented() {
     assert!(hourly.iter().all(|k| k["window"] == "1h"));
     assert_eq!(week["health_history"].as_array().unwrap().len(), 7);
     api.get("/api/customers/no-such-customer", 404).await;
+    // Touchpoints: none recorded; the segment's default cadences, with the
+    // gaps of a contract that started before the data.
+    let tp = api
+        .get(&format!("/api/customers/{id}/touchpoints"), 200)
+        .await;
+    assert!(tp["touchpoints"].as_array().unwrap().is_empty());
+    assert!(!tp["coverage"].as_array().unwrap().is_empty());
+    api.get("/api/customers/no-such-customer/touchpoints", 404)
+        .await;
     api.get(&format!("/api/customers/{id}?days=0"), 400).await;
     api.get(&format!("/api/customers/{id}?days=1000"), 400)
         .await;

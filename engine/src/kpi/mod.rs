@@ -3,6 +3,7 @@
 //! `crate::operators` only decide *when* a window is complete.
 
 pub(crate) mod chunked;
+pub mod coverage;
 mod customer;
 mod device;
 pub mod health;
@@ -16,6 +17,7 @@ pub mod risk;
 mod rules;
 mod time_to_value;
 mod totals;
+pub mod touchpoint;
 mod usage_growth;
 mod window;
 
@@ -27,6 +29,7 @@ pub use milestone::MilestoneRecord;
 pub use outcome::OutcomeRecord;
 pub use portfolio::PortfolioRecord;
 pub use risk::AlertRecord;
+pub use rules::coverage_gap;
 pub use totals::Totals;
 pub use window::{CustomerPart, OpenWindow, WindowPart};
 

@@ -52,7 +52,8 @@ pub const SPARKLINE_DAYS: usize = 30;
             the engine could not define (NaN) is null."
     ),
     servers((url = "/")),
-    paths(customers, customer, alerts, portfolio, super::retention::retention, status, me, super::openapi, super::metrics,
+    paths(customers, customer, super::touchpoints::list, super::touchpoints::record, alerts,
+        portfolio, super::retention::retention, status, me, super::openapi, super::metrics,
         super::healthz, super::readyz),
     modifiers(&SecuritySchemes),
     security(("bearer" = []), ("session" = []), ("proxy" = [])),

@@ -276,10 +276,47 @@ function journey(milestones) {
     </div>`).join("")}</div>`;
 }
 
+// The CS team's touchpoints as a timeline against operating hours, the
+// coverage cadences of the segment and where each stands, and the list.
+const TOUCHPOINT_COLORS = {
+  kickoff: COLORS.grey, training: COLORS.orange, onsite_visit: COLORS.teal, health_check_call: COLORS.blue,
+  business_review: COLORS.violet, webinar: COLORS.green, escalation: COLORS.red,
+};
+
+function touchpointsSection(tp, kpis) {
+  const hours = new Map(kpis.map((k) => [k.window_start - k.window_start % DAY_MS, k.operating_hours]));
+  const marks = tp.touchpoints.map((t) => [t.at, hours.has(t.at) ? hours.get(t.at) : 0, TOUCHPOINT_COLORS[t.kind] || COLORS.grey]);
+  const timeline = lineChart([
+    { name: "operating hours", color: COLORS.blue, points: kpis.map((k) => [k.window_start, k.operating_hours]), marks },
+  ], { title: "Touchpoints against operating hours per day", id: "touchpoints-timeline", yMin: 0 });
+  const kinds = [...new Set(tp.touchpoints.map((t) => t.kind))];
+  const legend = kinds.map((k) => `<span class="chip" style="border:2px solid ${TOUCHPOINT_COLORS[k] || COLORS.grey}">${esc(k)}</span>`).join(" ");
+  const cadences = tp.coverage.map((c) => `<tr data-cadence="${esc(c.kind)}" data-status="${esc(c.status)}">
+    <td>${esc(c.kind)}${c.decision_maker ? " <span class=\"muted small\">with a decision-maker</span>" : ""}</td>
+    <td class="num">${c.every_days}</td><td class="num">${c.first_within_days}</td>
+    <td>${esc(date(c.last_at))}</td><td>${esc(date(c.due_at))}</td>
+    <td class="${c.status === "overdue" ? "down" : c.status === "ok" ? "up" : "muted"}"><b>${esc(c.status)}</b></td></tr>`).join("");
+  const rows = tp.touchpoints.slice().reverse().map((t) => `<tr data-touchpoint="${esc(t.kind)}" data-at="${t.at}">
+    <td class="nowrap">${esc(date(t.at))}</td><td><span class="chip" style="border:2px solid ${TOUCHPOINT_COLORS[t.kind] || COLORS.grey}">${esc(t.kind)}</span></td>
+    <td>${esc(t.csm)}</td><td>${esc(t.attendees)}</td><td>${t.decision_maker_present ? "yes" : "no"}</td><td>${esc(t.notes)}</td></tr>`).join("");
+  const gaps = tp.coverage_gaps.filter((a) => a.status === "open");
+  return `<h2>Touchpoints and coverage</h2>
+    <div id="coverage-gaps">${gaps.map(alertHtml).join("")}</div>
+    <div class="grid2">${timeline}<div class="card"><h3>Coverage cadences (${esc(tp.coverage.length ? "segment model" : "none")})</h3>
+      <table id="coverage"><thead><tr><th>touchpoint</th><th class="num">every (days)</th><th class="num">first within</th><th>last</th><th>due</th><th>status</th></tr></thead>
+      <tbody>${cadences || '<tr><td colspan="6" class="muted">No cadence for this segment.</td></tr>'}</tbody></table>
+      <div class="legend">${legend}</div></div></div>
+    <div class="list"><table id="touchpoints"><thead><tr><th>day</th><th>kind</th><th>CSM</th><th>attendees</th><th>decision-maker</th><th>notes</th></tr></thead>
+    <tbody>${rows || '<tr><td colspan="6" class="muted">No touchpoints recorded.</td></tr>'}</tbody></table></div>`;
+}
+
 async function customerPage(id) {
-  let c;
+  let c, tp;
   try {
-    c = await getJson(`/api/customers/${encodeURIComponent(id)}?days=120`);
+    [c, tp] = await Promise.all([
+      getJson(`/api/customers/${encodeURIComponent(id)}?days=120`),
+      getJson(`/api/customers/${encodeURIComponent(id)}/touchpoints`),
+    ]);
   } catch (e) {
     if (e.status === 404) return `<h1>Unknown customer</h1><p class="muted">No customer <code>${esc(id)}</code>. <a href="#/">Back to the list</a></p>`;
     throw e;
@@ -351,6 +388,7 @@ async function customerPage(id) {
     <div class="grid2">${healthChart}${usageChart}${breadthChart}${hoursChart}${faultsChart}</div>
     <h2>Outcomes against targets</h2>
     <div class="grid2">${outcomeCharts || '<p class="muted">No outcomes defined.</p>'}</div>
+    ${touchpointsSection(tp, kpis)}
     <h2>Devices (${devices.length})</h2>
     <div class="list"><table id="devices"><thead><tr><th>device</th><th>site</th><th>last seen (UTC)</th><th>state</th><th class="num">hours (day)</th><th class="num">utilisation</th><th class="num">faults (day)</th><th class="num">faults (7 days)</th></tr></thead>
     <tbody>${deviceRows || '<tr><td colspan="8" class="muted">No device data yet.</td></tr>'}</tbody></table></div>
