@@ -5,6 +5,7 @@
 //! check the KPIs fleetpulse computes against a ground truth.
 //!
 //! - [`spec`]: what fleet to simulate ([`FleetSpec`]);
+//! - [`activity`]: CS touchpoints planted with known effects on usage;
 //! - [`profile`]: the customer behaviours Customer Success teams recognise
 //!   ([`Profile`]), and how each shapes the telemetry;
 //! - [`fleet`]: customers, contracts, sites, devices ([`Fleet::generate`]);
@@ -32,6 +33,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod activity;
 pub mod calendar;
 mod device;
 mod error;
@@ -44,6 +46,7 @@ mod random;
 pub mod spec;
 pub mod stream;
 
+pub use activity::{IMPACT_WINDOW_DAYS, PlantedActivity, SimTouchpoint};
 pub use calendar::EventTime;
 pub use error::SimError;
 pub use fleet::{Contract, Customer, Device, Fleet, Segment, Site};

@@ -39,6 +39,11 @@ pub struct FleetSpec {
     /// restarted from 0 (the others carry on from the machine's meters).
     /// Spread evenly over the fleet by device index.
     pub unit_replacements: usize,
+    /// CS activities planted with known effects on usage
+    /// ([`crate::activity`]); none by default, and then the stream is
+    /// exactly what it is without them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub activities: Vec<crate::activity::PlantedActivity>,
 }
 
 impl Default for FleetSpec {
@@ -52,6 +57,7 @@ impl Default for FleetSpec {
             sample_interval_ms: 10 * MINUTE_MS,
             samples_per_batch: 6,
             unit_replacements: 0,
+            activities: Vec::new(),
         }
     }
 }

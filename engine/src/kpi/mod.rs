@@ -2,6 +2,7 @@
 //! window, then finish the window into a record. The operators in
 //! `crate::operators` only decide *when* a window is complete.
 
+pub mod activity_impact;
 pub(crate) mod chunked;
 pub mod coverage;
 mod customer;
