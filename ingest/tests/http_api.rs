@@ -247,6 +247,7 @@ const BAD_QUERIES: &[&str] = &[
     "/api/portfolio?days=x",
     "/api/retention?period=month",
     "/api/retention?periods=41",
+    "/api/impact?window_days=3",
     "/api/status?verbose=1",
 ];
 
@@ -469,6 +470,11 @@ async fn every_endpoint_answers_as_documented() {
     assert_eq!(retention["customers"], 6);
     assert!(!retention["periods"].as_array().unwrap().is_empty());
     api.get("/api/retention", 200).await;
+    // Impact of CS activities: no touchpoints, no kinds.
+    let impact = api.get("/api/impact?window_days=14", 200).await;
+    assert_eq!(impact["window_days"], 14);
+    assert!(impact["kinds"].as_array().unwrap().is_empty());
+    api.get("/api/impact", 200).await;
 
     // Without authentication configured, on loopback, everyone is an admin.
     let me = api.get("/api/me", 200).await;

@@ -311,9 +311,28 @@ async fn touchpoints_through_the_api_drive_coverage_gaps_and_show_in_page_and_re
     // Managed accounts for revenue retention are now those with touchpoints.
     let (_, retention) = api.get(&admin, "/api/retention").await;
     assert_eq!(retention["managed"], "touchpoints");
+    // The impact estimate takes the three reviews; with 28-day windows none
+    // has a full window after it (the data ends 20 days after the second),
+    // with 7-day windows the two earlier ones do.
+    let (_, impact) = api.get(&admin, "/api/impact").await;
+    assert_eq!(impact["touchpoints"], 3);
+    let review = &impact["kinds"][0];
+    assert_eq!(review["kind"], "business_review");
+    assert_eq!(
+        (review["cases"].as_u64(), review["left_out"].as_u64()),
+        (Some(0), Some(3))
+    );
+    let (_, impact) = api.get(&alice, "/api/impact?window_days=7").await;
+    assert_eq!(impact["customers"], 1, "alice sees her customer only");
+    let review = &impact["kinds"][0];
+    assert_eq!(
+        review["cases"].as_u64().unwrap() + review["left_out"].as_u64().unwrap(),
+        3
+    );
 
     // The customer's page shows them (a token sent by the browser).
     let page = format!("{}/#/customer/{mine}", api.base);
+    let home = format!("{}/#/", api.base);
     let token_header = format!("Bearer {alice}");
     let shown = tokio::task::spawn_blocking(move || {
         let mut browser = Browser::start();
@@ -335,6 +354,12 @@ async fn touchpoints_through_the_api_drive_coverage_gaps_and_show_in_page_and_re
         );
         browser.eval("document.getElementById('touchpoints').scrollIntoView(); true");
         assert!(browser.screenshot(&artifacts().join("touchpoints-customer.png")) > 5_000);
+        // The portfolio page has the impact table.
+        browser.navigate(&home);
+        browser.wait_for(
+            "document.querySelector('#impact tr[data-kind=\"business_review\"]')",
+            Duration::from_secs(30),
+        );
         (shown, status, marks)
     })
     .await

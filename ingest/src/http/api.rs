@@ -53,7 +53,7 @@ pub const SPARKLINE_DAYS: usize = 30;
     ),
     servers((url = "/")),
     paths(customers, customer, super::touchpoints::list, super::touchpoints::record, alerts,
-        portfolio, super::retention::retention, status, me, super::openapi, super::metrics,
+        portfolio, super::retention::retention, super::impact::activity_impact, status, me, super::openapi, super::metrics,
         super::healthz, super::readyz),
     modifiers(&SecuritySchemes),
     security(("bearer" = []), ("session" = []), ("proxy" = [])),

@@ -19,6 +19,7 @@
 //! | `POST /api/customers/{id}/touchpoints` | records a touchpoint (admin, or the customer's CSM) |
 //! | `GET /api/alerts` | alert episodes, filtered by status, segment, rule, customer |
 //! | `GET /api/portfolio` | figures over all customers |
+//! | `GET /api/impact` | the impact of each kind of CS activity on operating hours (difference in differences, CI, n) |
 //! | `GET /api/retention` | revenue (GRR, NRR) and logo retention per period, segment, managed or not |
 //! | `GET /api/status` | progress counters; the dashboard polls it |
 //! | `GET /api/me` | the user, their role and how many customers they see |
@@ -40,6 +41,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod impact;
 pub mod prometheus;
 pub mod retention;
 pub mod server;
@@ -553,6 +555,7 @@ fn router(hub: Arc<Hub>) -> Router {
         .route("/api/alerts", get(api::alerts))
         .route("/api/portfolio", get(api::portfolio))
         .route("/api/retention", get(retention::retention))
+        .route("/api/impact", get(impact::activity_impact))
         .route("/api/status", get(api::status))
         .route("/api/me", get(api::me))
         .route("/api/openapi.json", get(openapi))

@@ -227,15 +227,31 @@ function retentionTable(retention) {
     </table></div>`;
 }
 
+// What each kind of CS activity did to operating hours, against customers
+// without any touchpoint in the same days.
+function impactTable(impact) {
+  if (!impact.kinds.length) return "";
+  const row = (i) => `<tr data-kind="${esc(i.kind)}"><td><b>${esc(i.kind)}</b></td>
+    <td class="num effect">${i.cases ? (i.effect >= 0 ? "+" : "") + pct(i.effect) : "–"}</td>
+    <td class="num ci">${i.ci_low == null ? "–" : `[${(i.ci_low >= 0 ? "+" : "") + pct(i.ci_low)}, ${(i.ci_high >= 0 ? "+" : "") + pct(i.ci_high)}]`}</td>
+    <td class="num cases">${i.cases}</td><td class="num">${num(i.controls, 1)}</td><td class="num">${i.left_out}</td>
+    <td class="${i.ci_low != null && (i.ci_low > 0 || i.ci_high < 0) ? "up" : "muted"}">${i.ci_low != null && (i.ci_low > 0 || i.ci_high < 0) ? "significant" : "not significant"}</td></tr>`;
+  return `<h2>Impact of CS activities</h2>
+    <p class="muted">Change of operating hours over the ${impact.window_days} days after each touchpoint against the ${impact.window_days} before, minus that of customers of the same segment and stage without any touchpoint then (difference in differences); 95% confidence interval, n cases.</p>
+    <div class="list"><table id="impact"><thead><tr><th>activity</th><th class="num">effect</th><th class="num">95% CI</th><th class="num">n</th><th class="num">controls per case</th><th class="num">left out</th><th></th></tr></thead>
+    <tbody>${impact.kinds.map(row).join("")}</tbody></table></div>`;
+}
+
 async function homePage() {
   if (me && me.role === "viewer") {
-    const [portfolio, retention] = await Promise.all([getJson("/api/portfolio?days=30"), getJson("/api/retention")]);
+    const [portfolio, retention, impact] = await Promise.all([getJson("/api/portfolio?days=30"), getJson("/api/retention"), getJson("/api/impact")]);
     return `<h1>Portfolio</h1>
       <p class="muted">Figures over all customers. Your role (viewer) does not show customers by name.</p>
       ${tiles(portfolio, null)}
-      ${retentionTable(retention)}`;
+      ${retentionTable(retention)}
+      ${impactTable(impact)}`;
   }
-  const [list, portfolio, retention] = await Promise.all([getJson("/api/customers"), getJson("/api/portfolio?days=30"), getJson("/api/retention")]);
+  const [list, portfolio, retention, impact] = await Promise.all([getJson("/api/customers"), getJson("/api/portfolio?days=30"), getJson("/api/retention"), getJson("/api/impact")]);
   const rows = list.customers.map((c) => {
     const h = c.health;
     const b = h ? h.band : "none";
@@ -263,7 +279,8 @@ async function homePage() {
       <thead><tr><th class="bar"></th><th class="num">#</th><th>customer</th><th>band</th><th class="num">health</th><th>30 days</th><th class="num">7d</th><th>stage</th><th class="num">renewal in (days)</th><th class="num">TTV days</th><th class="num">ARR at risk</th><th class="num">alerts</th></tr></thead>
       <tbody>${rows || '<tr><td colspan="12" class="muted">No customers yet.</td></tr>'}</tbody>
     </table></div>
-    ${retentionTable(retention)}`;
+    ${retentionTable(retention)}
+    ${impactTable(impact)}`;
 }
 
 function journey(milestones) {
