@@ -6,6 +6,7 @@
 //!
 //! - [`spec`]: what fleet to simulate ([`FleetSpec`]);
 //! - [`activity`]: CS touchpoints planted with known effects on usage;
+//! - [`contract_events`]: each customer's contract history, by profile;
 //! - [`profile`]: the customer behaviours Customer Success teams recognise
 //!   ([`Profile`]), and how each shapes the telemetry;
 //! - [`fleet`]: customers, contracts, sites, devices ([`Fleet::generate`]);
@@ -35,6 +36,7 @@
 
 pub mod activity;
 pub mod calendar;
+pub mod contract_events;
 mod device;
 mod error;
 pub mod fleet;
@@ -48,6 +50,7 @@ pub mod stream;
 
 pub use activity::{IMPACT_WINDOW_DAYS, PlantedActivity, SimTouchpoint};
 pub use calendar::EventTime;
+pub use contract_events::SimContractEvent;
 pub use error::SimError;
 pub use fleet::{Contract, Customer, Device, Fleet, Segment, Site};
 pub use ground_truth::{CustomerFacts, DayTruth, GroundTruth};

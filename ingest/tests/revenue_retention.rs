@@ -318,3 +318,96 @@ async fn revenue_retention_from_contract_events_in_the_api_and_the_portfolio_pag
     shutdown.cancel();
     service.await.unwrap().unwrap();
 }
+
+/// `fleetpulse sim --contract-events` plants each profile's contract
+/// history in the customers file it writes; the retention of the simulated
+/// days equals the figures added up by hand from the simulator's contract
+/// ARR and the profile rules (docs: firmware-sim/src/contract_events.rs):
+/// declining-usage customers churn at their renewal, healthy-growing ones
+/// expand by 20%, champion-leaves and devices-going-dark ones shrink by 25%
+/// and 30% and stay.
+#[test]
+fn the_simulators_contract_history_gives_the_expected_retention() {
+    use fleetpulse::customers::CustomersFile;
+    use fleetpulse_engine::kpi::revenue_retention::{Period, retention};
+    use fleetpulse_sim::{Fleet, FleetSpec, Profile};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("customers.toml");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+        .args([
+            "sim",
+            "--customers",
+            "12",
+            "--devices",
+            "48",
+            "--days",
+            "90",
+        ])
+        .args([
+            "--seed",
+            "7",
+            "--no-publish",
+            "--contract-events",
+            "--write-customers",
+        ])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let file = CustomersFile::parse(&path, &text).unwrap();
+    let book = file.contract_book(&path, &text).unwrap();
+
+    let spec = FleetSpec {
+        customers: 12,
+        devices: 48,
+        days: 90,
+        seed: 7,
+        ..FleetSpec::default()
+    };
+    let fleet = Fleet::generate(&spec);
+    let round = |v: f64| (v / 100.0).round() * 100.0;
+    let (mut start, mut expansion, mut contraction, mut churned, mut lost) =
+        (0.0, 0.0, 0.0, 0.0, 0u32);
+    for c in fleet.customers() {
+        let arr = c.contract.arr as f64;
+        start += arr;
+        match c.profile {
+            Profile::HealthyGrowing => expansion += round(0.2 * arr),
+            Profile::DecliningUsage => {
+                churned += arr;
+                lost += 1;
+            }
+            Profile::ChampionLeaves => contraction += round(0.25 * arr),
+            Profile::DevicesGoingDark => contraction += round(0.3 * arr),
+            Profile::SlowOnboarding | Profile::FaultProne => {}
+        }
+    }
+    assert_eq!(
+        lost, 2,
+        "two declining-usage customers renew inside 90 days"
+    );
+    let period = Period {
+        start: spec.start,
+        end: spec.start + 90 * 86_400_000,
+    };
+    let r = retention(period, &book.histories);
+    assert_eq!((r.logos_start, r.logos_churned), (12, lost));
+    assert!((r.start_arr - start).abs() < 1e-6);
+    assert!((r.expansion_arr - expansion).abs() < 1e-6);
+    assert!((r.contraction_arr - contraction).abs() < 1e-6);
+    assert!((r.churned_arr - churned).abs() < 1e-6);
+    let close = |got: Option<f64>, want: f64| assert!((got.unwrap() - want).abs() < 1e-12);
+    close(r.grr, (start - contraction - churned) / start);
+    close(r.nrr, (start + expansion - contraction - churned) / start);
+    close(r.logo_retention, 10.0 / 12.0);
+    // The customers file's ARR is each customer's ARR after its events.
+    for c in fleet.customers() {
+        let written = file.get(&c.id).unwrap().contract.arr;
+        let history = book.get(&c.id).unwrap();
+        if c.profile != Profile::DecliningUsage {
+            assert_eq!(written, history.arr(), "{}", c.id);
+        }
+    }
+}
