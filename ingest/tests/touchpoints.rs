@@ -246,6 +246,27 @@ async fn touchpoints_through_the_api_drive_coverage_gaps_and_show_in_page_and_re
         api.post(Some(&alice), &other, review(r, true)).await.0,
         StatusCode::NOT_FOUND
     );
+    // Not JSON, or from another site: refused (cross-site requests).
+    let plain = api
+        .http
+        .post(format!("{}/api/customers/{mine}/touchpoints", api.base))
+        .bearer_auth(&alice)
+        .header("content-type", "text/plain")
+        .body(review(r, true).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let elsewhere = api
+        .http
+        .post(format!("{}/api/customers/{mine}/touchpoints", api.base))
+        .bearer_auth(&alice)
+        .header("origin", "https://attacker.example")
+        .json(&review(r, true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), StatusCode::FORBIDDEN);
     let (status, error) = api
         .post(Some(&alice), &mine, json!({"kind": "qbr", "date": date(r)}))
         .await;

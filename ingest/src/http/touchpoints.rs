@@ -8,14 +8,16 @@
 //! engine's rule (`fleetpulse_engine::kpi::coverage_gap`).
 //!
 //! Who may write: an admin for any customer, a CSM for the customers they
-//! see; a viewer sees no customer at all. With a dashboard session the
-//! request carries the session's CSRF token in `X-CSRF-Token`.
+//! see; a viewer sees no customer at all. Against cross-site requests the
+//! body must be `application/json` (a browser asks the server first, and
+//! this one never says yes), an `Origin` must be this server, and a
+//! dashboard session sends its CSRF token in `X-CSRF-Token`.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fleetpulse_engine::AlertRecord;
 use fleetpulse_engine::kpi::coverage::Cadence;
@@ -27,6 +29,7 @@ use utoipa::ToSchema;
 
 use super::Hub;
 use super::api::{ApiError, ApiQuery, ErrorBody, NoQuery, Unauthorized, as_of, json};
+use super::auth::login::same_origin;
 use super::auth::session::same_secret;
 use super::auth::{Access, Via};
 use super::view::CustomerView;
@@ -231,8 +234,9 @@ fn gap_alert(id: &str, c: &CustomerView, cadence: &Cadence, gap: &Gap, as_of: u6
     request_body(content = TouchpointInput, content_type = "application/json"),
     responses((status = 201, description = "the touchpoint as stored", body = TouchpointSchema),
         (status = 400, description = "a field is missing or wrong; the message names it", body = ErrorBody),
-        (status = 403, description = "a dashboard session without its CSRF token", body = ErrorBody),
+        (status = 403, description = "a dashboard session without its CSRF token, or another origin", body = ErrorBody),
         (status = 404, description = "no such customer, or not one of the user's", body = ErrorBody),
+        (status = 415, description = "a body that is not `application/json`", body = ErrorBody),
         (status = 503, description = "the service has no SQLite store to keep touchpoints in", body = ErrorBody),
         Unauthorized))]
 pub async fn record(
@@ -243,6 +247,24 @@ pub async fn record(
     ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    // A page of another site can POST only simple content types without
+    // asking first, and names itself in `Origin`.
+    let json_body = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json_body {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body is JSON: Content-Type: application/json",
+        ));
+    }
+    if !same_origin(&headers) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "a request from another origin",
+        ));
+    }
     if access.principal.via == Via::Session {
         let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
         let expected = access.csrf.as_deref();
