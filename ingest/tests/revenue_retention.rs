@@ -137,6 +137,16 @@ const EXPECTED: &[(&str, &str, Option<(f64, f64, f64)>, f64, u64)] = &[
         0,
     ),
     ("2026-Q2", "tech-touch", Some((1.0, 1.0, 1.0)), 400.0, 0),
+    // Cohort 2025 (first contract that year): b, c, d: start 900, b ends at
+    // 120, c churned; cohort 2026: a grows 100 -> 150, e is new.
+    (
+        "2026-Q2",
+        "cohort 2025",
+        Some((520.0 / 900.0, 520.0 / 900.0, 2.0 / 3.0)),
+        900.0,
+        0,
+    ),
+    ("2026-Q2", "cohort 2026", Some((1.0, 1.5, 1.0)), 100.0, 1),
     // 2026-Q1: cohort b 200, c 300, d 400, nothing changes; a is new.
     ("2026-Q1", "all", Some((1.0, 1.0, 1.0)), 900.0, 1),
     // 2025-Q1: no ARR on 1 Jan 2025 (c starts that day): no ratios.
@@ -227,7 +237,9 @@ async fn revenue_retention_from_contract_events_in_the_api_and_the_portfolio_pag
                 "low-touch",
                 "tech-touch",
                 "managed",
-                "unmanaged"
+                "unmanaged",
+                "cohort 2025",
+                "cohort 2026"
             ]
         );
         groups.iter().find(|g| g["group"] == group).unwrap().clone()

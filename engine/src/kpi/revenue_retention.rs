@@ -439,17 +439,32 @@ pub enum Group {
     Managed,
     /// The others.
     Unmanaged,
+    /// The customers whose first contract started in this year (UTC).
+    Cohort(i16),
 }
 
 impl Group {
-    /// The name in APIs and pages.
-    pub fn label(self) -> &'static str {
+    /// The name in APIs and pages: `all`, `high-touch`, `managed`,
+    /// `cohort 2025`, ...
+    pub fn label(self) -> String {
         match self {
-            Self::All => "all",
-            Self::Segment(s) => s.as_str(),
-            Self::Managed => "managed",
-            Self::Unmanaged => "unmanaged",
+            Self::All => "all".into(),
+            Self::Segment(s) => s.as_str().into(),
+            Self::Managed => "managed".into(),
+            Self::Unmanaged => "unmanaged".into(),
+            Self::Cohort(year) => format!("cohort {year}"),
         }
+    }
+}
+
+impl ArrHistory {
+    /// The year (UTC) of the customer's first `start`: its cohort.
+    pub fn cohort(&self) -> Option<i16> {
+        self.steps
+            .iter()
+            .find(|s| s.kind == ContractEventKind::Start)
+            .and_then(|s| civil(s.at))
+            .map(|d| d.year())
     }
 }
 
@@ -464,14 +479,18 @@ pub struct RetentionRow {
     pub figures: Retention,
 }
 
-/// Every period's figures for all customers, each segment, and managed
-/// against unmanaged accounts, side by side; `managed(customer, period)`
-/// says whether the CS team worked the account in the period.
+/// Every period's figures for all customers, each segment, managed
+/// against unmanaged accounts, and each cohort (year of the first
+/// contract), side by side; `managed(customer, period)` says whether the CS
+/// team worked the account in the period.
 pub fn retention_table(
     periods: &[Period],
     customers: &[ArrHistory],
     managed: impl Fn(&ArrHistory, Period) -> bool,
 ) -> Vec<RetentionRow> {
+    let mut cohorts: Vec<i16> = customers.iter().filter_map(ArrHistory::cohort).collect();
+    cohorts.sort_unstable();
+    cohorts.dedup();
     let mut rows = Vec::new();
     for &period in periods {
         let mut push = |group: Group, keep: &dyn Fn(&ArrHistory) -> bool| {
@@ -487,6 +506,9 @@ pub fn retention_table(
         }
         push(Group::Managed, &|c| managed(c, period));
         push(Group::Unmanaged, &|c| !managed(c, period));
+        for year in &cohorts {
+            push(Group::Cohort(*year), &|c| c.cohort() == Some(*year));
+        }
     }
     rows
 }
@@ -761,6 +783,13 @@ mod tests {
         close(row(Group::Unmanaged).logo_retention, 0.5);
         close(row(Group::Segment(Segment::TechTouch)).nrr, 1.0);
         assert_eq!(row(Group::All), retention(q2(), &fleet));
-        assert_eq!(rows.len(), 6);
+        // Cohorts by the year of the first start: 2025 is b, c, d (start
+        // 900: b 120, c churned, d 400); 2026 is a (100 -> 150) and e (new).
+        close(row(Group::Cohort(2025)).nrr, 520.0 / 900.0);
+        close(row(Group::Cohort(2025)).logo_retention, 2.0 / 3.0);
+        close(row(Group::Cohort(2026)).nrr, 1.5);
+        assert_eq!(row(Group::Cohort(2026)).new_logos, 1);
+        assert_eq!(Group::Cohort(2025).label(), "cohort 2025");
+        assert_eq!(rows.len(), 8);
     }
 }

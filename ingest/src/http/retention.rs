@@ -72,7 +72,8 @@ struct PeriodDoc {
     /// so far.
     complete: bool,
     /// `all`, `high-touch`, `low-touch`, `tech-touch`, `managed`,
-    /// `unmanaged`, in this order.
+    /// `unmanaged`, then `cohort YYYY` (year of the first contract), in
+    /// this order.
     groups: Vec<GroupDoc>,
 }
 
@@ -81,7 +82,7 @@ struct PeriodDoc {
 #[serde(deny_unknown_fields)]
 struct GroupDoc {
     /// Whom the figures cover.
-    group: &'static str,
+    group: String,
     #[serde(flatten)]
     figures: Retention,
 }
