@@ -373,6 +373,16 @@ async fn touchpoints_through_the_api_drive_coverage_gaps_and_show_in_page_and_re
         let marks = browser.eval(
             "document.querySelectorAll('svg[data-chart=\"touchpoints-timeline\"] circle').length",
         );
+        // The form records one more: a training today-ish, with notes.
+        browser.eval(
+            "const f = document.getElementById('touchpoint-form');\
+             f.kind.value = 'training'; f.notes.value = 'form-made'; \
+             f.requestSubmit(); true",
+        );
+        browser.wait_for(
+            "document.querySelectorAll('#touchpoints tr[data-touchpoint]').length === 4",
+            Duration::from_secs(30),
+        );
         browser.eval("document.getElementById('touchpoints').scrollIntoView(); true");
         assert!(browser.screenshot(&artifacts().join("touchpoints-customer.png")) > 5_000);
         // The portfolio page has the impact table.
@@ -393,6 +403,22 @@ async fn touchpoints_through_the_api_drive_coverage_gaps_and_show_in_page_and_re
             date(r),
             date(r - 5 * DAY)
         )
+    );
+    // The form's training is in the store, recorded by alice (her token).
+    let (_, doc) = api.get(&alice, &path).await;
+    let made: Vec<&Value> = doc["touchpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["notes"] == "form-made")
+        .collect();
+    assert_eq!(made.len(), 1);
+    assert_eq!(made[0]["kind"], "training");
+    assert_eq!(made[0]["csm"], "alice");
+    assert_eq!(
+        made[0]["at"].as_u64(),
+        Some(as_of - DAY),
+        "the form's default day"
     );
     assert_eq!(shown.1, "ok");
     assert_eq!(shown.2, 3);

@@ -317,12 +317,22 @@ function touchpointsSection(tp, kpis) {
     <td class="nowrap">${esc(date(t.at))}</td><td><span class="chip" style="border:2px solid ${TOUCHPOINT_COLORS[t.kind] || COLORS.grey}">${esc(t.kind)}</span></td>
     <td>${esc(t.csm)}</td><td>${esc(t.attendees)}</td><td>${t.decision_maker_present ? "yes" : "no"}</td><td>${esc(t.notes)}</td></tr>`).join("");
   const gaps = tp.coverage_gaps.filter((a) => a.status === "open");
+  const kindOptions = Object.keys(TOUCHPOINT_COLORS).map((k) => `<option value="${k}">${k}</option>`).join("");
+  const form = me && me.role === "viewer" ? "" : `<form id="touchpoint-form" class="touchpoint-form" data-customer="${esc(tp.customer)}">
+      <select name="kind">${kindOptions}</select>
+      <input type="date" name="date" required value="${esc(date(tp.as_of ? tp.as_of - DAY_MS : Date.now()))}">
+      <input name="attendees" placeholder="attendees (;-separated)">
+      <label><input type="checkbox" name="decision_maker_present"> decision-maker present</label>
+      <input name="notes" placeholder="notes">
+      <button type="submit">Record touchpoint</button>
+      <span id="touchpoint-message" class="muted small"></span></form>`;
   return `<h2>Touchpoints and coverage</h2>
     <div id="coverage-gaps">${gaps.map(alertHtml).join("")}</div>
     <div class="grid2">${timeline}<div class="card"><h3>Coverage cadences (${esc(tp.coverage.length ? "segment model" : "none")})</h3>
       <table id="coverage"><thead><tr><th>touchpoint</th><th class="num">every (days)</th><th class="num">first within</th><th>last</th><th>due</th><th>status</th></tr></thead>
       <tbody>${cadences || '<tr><td colspan="6" class="muted">No cadence for this segment.</td></tr>'}</tbody></table>
       <div class="legend">${legend}</div></div></div>
+    ${form}
     <div class="list"><table id="touchpoints"><thead><tr><th>day</th><th>kind</th><th>CSM</th><th>attendees</th><th>decision-maker</th><th>notes</th></tr></thead>
     <tbody>${rows || '<tr><td colspan="6" class="muted">No touchpoints recorded.</td></tr>'}</tbody></table></div>`;
 }
@@ -461,11 +471,36 @@ async function render() {
       app.querySelectorAll("select[data-filter]").forEach((x) => { if (x.value) params.set(x.dataset.filter, x.value); });
       location.hash = "#/alerts?" + params.toString();
     }));
+    app.querySelectorAll("form#touchpoint-form").forEach((f) => f.addEventListener("submit", recordTouchpoint));
     document.body.dataset.rendered = r.name;
   } catch (e) {
     app.innerHTML = `<p class="stale">Cannot load: ${esc(e.message)}</p>`;
   } finally {
     rendering = false;
+  }
+}
+
+// POSTs the customer page's form as JSON (with the session's CSRF token),
+// then draws the page again with the new touchpoint.
+async function recordTouchpoint(event) {
+  event.preventDefault();
+  const f = event.target;
+  const message = f.querySelector("#touchpoint-message");
+  const body = {
+    kind: f.kind.value, date: f.date.value, attendees: f.attendees.value,
+    decision_maker_present: f.decision_maker_present.checked, notes: f.notes.value,
+  };
+  const headers = { "Content-Type": "application/json" };
+  if (me && me.csrf_token) headers["X-CSRF-Token"] = me.csrf_token;
+  const response = await fetch(`/api/customers/${encodeURIComponent(f.dataset.customer)}/touchpoints`,
+    { method: "POST", headers, body: JSON.stringify(body), credentials: "same-origin" });
+  if (response.status === 201) {
+    await render();
+  } else {
+    let error = response.status + " " + response.statusText;
+    try { error = (await response.json()).error || error; } catch (e) { /* not JSON */ }
+    message.textContent = error;
+    message.className = "stale small";
   }
 }
 
