@@ -4,6 +4,7 @@
 //! `fleetpulse_engine::kpi::revenue_retention`). A CSM gets the figures over
 //! their own customers.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::extract::{Extension, State};
@@ -71,10 +72,32 @@ struct PeriodDoc {
     /// The data reaches the end of the period; otherwise the figures are
     /// so far.
     complete: bool,
+    /// The ARR at risk on the period's first day against the ARR lost in
+    /// the period: does the health score see losses coming? Null without
+    /// health records that day.
+    risk: Option<RiskCheck>,
     /// `all`, `high-touch`, `low-touch`, `tech-touch`, `managed`,
     /// `unmanaged`, then `cohort YYYY` (year of the first contract), in
     /// this order.
     groups: Vec<GroupDoc>,
+}
+
+/// ARR at risk then, ARR lost later.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RiskCheck {
+    /// Customers with a health record on the period's first day.
+    customers: u32,
+    /// Of them, those at risk (red, or an open alert) that day.
+    customers_at_risk: u32,
+    /// Their ARR: the ARR at risk.
+    arr_at_risk: f64,
+    /// ARR lost in the period (churned, or net contraction) by the
+    /// customers at risk on the first day.
+    lost_at_risk: f64,
+    /// ARR lost in the period by the other customers: losses the score did
+    /// not flag.
+    lost_elsewhere: f64,
 }
 
 /// One group's figures over one period.
@@ -122,8 +145,61 @@ pub async fn retention(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
         None => Vec::new(),
     };
-    let doc = report(&customers, &touchpoints, kind, count, as_of);
+    let at_risk = at_risk_by_day(&hub.read_view());
+    let doc = report(&customers, &touchpoints, &at_risk, kind, count, as_of);
     Ok(json(&doc))
+}
+
+/// Each customer's ARR at risk per UTC day (the day its local day's noon
+/// falls on), from the view's health records.
+fn at_risk_by_day(view: &super::View) -> HashMap<String, BTreeMap<u64, f64>> {
+    view.customers()
+        .iter()
+        .map(|(id, c)| {
+            let days = c
+                .health
+                .iter()
+                .flat_map(|s| s.iter())
+                .map(|h| {
+                    let noon = h.window_start + DAY_MS / 2;
+                    (noon - noon % DAY_MS, h.arr_at_risk)
+                })
+                .collect();
+            (id.to_string(), days)
+        })
+        .collect()
+}
+
+/// The risk check of `period`: customers with a health record on its first
+/// day, split by whether they were at risk, against what each lost in it.
+fn risk_check(
+    period: Period,
+    customers: &[ArrHistory],
+    at_risk: &HashMap<String, BTreeMap<u64, f64>>,
+) -> Option<RiskCheck> {
+    let mut check = RiskCheck {
+        customers: 0,
+        customers_at_risk: 0,
+        arr_at_risk: 0.0,
+        lost_at_risk: 0.0,
+        lost_elsewhere: 0.0,
+    };
+    for c in customers {
+        let Some(risk) = at_risk.get(&*c.customer).and_then(|d| d.get(&period.start)) else {
+            continue;
+        };
+        let figures = fleetpulse_engine::kpi::revenue_retention::retention(period, [c]);
+        let lost = figures.churned_arr + figures.contraction_arr;
+        check.customers += 1;
+        if *risk > 0.0 {
+            check.customers_at_risk += 1;
+            check.arr_at_risk += risk;
+            check.lost_at_risk += lost;
+        } else {
+            check.lost_elsewhere += lost;
+        }
+    }
+    (check.customers > 0).then_some(check)
 }
 
 /// The latest `count` periods of `kind` up to `as_of` (the end of the
@@ -133,6 +209,7 @@ pub async fn retention(
 fn report(
     customers: &[ArrHistory],
     touchpoints: &[Touchpoint],
+    at_risk: &HashMap<String, BTreeMap<u64, f64>>,
     kind: PeriodKind,
     count: usize,
     as_of: Option<u64>,
@@ -171,6 +248,7 @@ fn report(
                 start: p.start,
                 end: p.end,
                 complete: p.end <= reached,
+                risk: risk_check(*p, customers, at_risk),
                 groups: rows
                     .iter()
                     .filter(|r| r.period == *p)
@@ -235,6 +313,7 @@ mod tests {
         let doc = report(
             &customers,
             &[training],
+            &HashMap::new(),
             PeriodKind::Quarter,
             1,
             Some(day("2026-04-01")),
@@ -249,6 +328,7 @@ mod tests {
         let doc = report(
             &customers,
             &[],
+            &HashMap::new(),
             PeriodKind::Quarter,
             1,
             Some(day("2026-04-01")),
@@ -260,5 +340,60 @@ mod tests {
             .find(|g| g.group == "managed")
             .unwrap();
         assert_eq!(managed.figures.logos_start, 0);
+    }
+
+    /// x was at risk on 1 Jan (ARR at risk 100) and grew; y was not and
+    /// churned: the score flagged nothing that was lost and missed 100.
+    #[test]
+    fn arr_at_risk_then_is_set_against_arr_lost_later() {
+        let start = ContractEvent {
+            kind: ContractEventKind::Start,
+            at: day("2025-12-01"),
+            arr_change: Some(100.0),
+        };
+        let x = ArrHistory::new(
+            "x".into(),
+            Segment::LowTouch,
+            &[
+                start,
+                ContractEvent {
+                    kind: ContractEventKind::Expansion,
+                    at: day("2026-02-01"),
+                    arr_change: Some(50.0),
+                },
+            ],
+        )
+        .unwrap();
+        let y = ArrHistory::new(
+            "y".into(),
+            Segment::LowTouch,
+            &[
+                start,
+                ContractEvent {
+                    kind: ContractEventKind::Churn,
+                    at: day("2026-03-01"),
+                    arr_change: None,
+                },
+            ],
+        )
+        .unwrap();
+        let q1 = day("2026-01-01");
+        let at_risk: HashMap<String, BTreeMap<u64, f64>> = [
+            ("x".to_string(), [(q1, 100.0)].into()),
+            ("y".to_string(), [(q1, 0.0)].into()),
+        ]
+        .into();
+        let doc = report(
+            &[x, y],
+            &[],
+            &at_risk,
+            PeriodKind::Quarter,
+            1,
+            Some(day("2026-04-01")),
+        );
+        let risk = doc.periods[0].risk.as_ref().unwrap();
+        assert_eq!((risk.customers, risk.customers_at_risk), (2, 1));
+        assert_eq!(risk.arr_at_risk, 100.0);
+        assert_eq!((risk.lost_at_risk, risk.lost_elsewhere), (0.0, 100.0));
     }
 }

@@ -223,7 +223,10 @@ function retentionTable(retention) {
     <p class="muted">Per ${esc(retention.period)}: the customers with ARR at its start; net (NRR) and gross (GRR) revenue retention next to logo retention. Managed accounts: ${esc(retention.managed)}.</p>
     <div class="list"><table id="retention">
       <thead><tr><th>group</th>${periods.map((p) => `<th>${esc(p.label)}${p.complete ? "" : " <span class=\"muted small\">so far</span>"}</th>`).join("")}</tr></thead>
-      <tbody>${groups.map((group) => `<tr data-group="${esc(group)}"><td><b>${esc(group)}</b></td>${periods.map((p) => cell(p, group)).join("")}</tr>`).join("")}</tbody>
+      <tbody>${groups.map((group) => `<tr data-group="${esc(group)}"><td><b>${esc(group)}</b></td>${periods.map((p) => cell(p, group)).join("")}</tr>`).join("")}
+      <tr data-group="risk-check"><td><b>ARR at risk then, lost later</b></td>${periods.map((p) => p.risk
+        ? `<td data-period="${esc(p.label)}" data-group="risk-check">at risk on day 1: ${money(p.risk.arr_at_risk)} (${p.risk.customers_at_risk} of ${p.risk.customers})<div class="muted small">lost: ${money(p.risk.lost_at_risk)} of them, ${money(p.risk.lost_elsewhere)} elsewhere</div></td>`
+        : '<td class="muted">–</td>').join("")}</tr></tbody>
     </table></div>`;
 }
 
