@@ -107,7 +107,7 @@ pub fn engine_config(fleet: &Fleet) -> EngineConfig {
     let mut engine = config
         .engine_config(Path::new("<benches>"))
         .expect("default engine config");
-    if let Some((_, specs)) =
+    if let Some((_, specs, _)) =
         fleetpulse::service::load_customers(&config, &engine).expect("customers file loads")
     {
         engine.customers = specs;

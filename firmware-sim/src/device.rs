@@ -125,6 +125,40 @@ impl ShiftPlan {
     };
 }
 
+/// The chance (before the 0.98 cap) that `device` works `shift` (0: day,
+/// 1: late) of a day of `weekday` (0 = Monday) at simulation `day`, with the
+/// customer's turn day `turn`, before any planted CS activity: the
+/// machine's utilisation, the weekday, the profile's usage curve, the
+/// learning curve of a new customer, the champion's machine.
+pub(crate) fn shift_chance(
+    spec: &FleetSpec,
+    customer: &Customer,
+    device: &Device,
+    weekday: u32,
+    shift: usize,
+    day: f64,
+    turn: f64,
+) -> f64 {
+    let model = &device.model;
+    let profile = customer.profile;
+    let weekday_factor = match (weekday, shift) {
+        (0..=4, _) => 1.0,
+        (5, 0) => 0.35,
+        (6, 0) => 0.05,
+        _ => 0.0,
+    };
+    let mut p =
+        model.utilisation * weekday_factor * profile.usage_factor(day, turn, f64::from(spec.days));
+    if profile.is_new_customer() {
+        // Learning curve: half the use at first, full use two weeks later.
+        p *= (0.5 + 0.5 * (day - model.online_day) / 14.0).clamp(0.5, 1.0);
+    }
+    if model.champion_machine {
+        p *= profile.champion_machine_factor(day, turn);
+    }
+    p
+}
+
 /// What the profile curves say about one moment of the simulation.
 struct Moment {
     /// Simulation day (fractional).
@@ -262,23 +296,15 @@ impl DeviceSim {
         moment: &Moment,
     ) -> ShiftPlan {
         let model = &device.model;
-        let profile = customer.profile;
-        let weekday_factor = match (weekday(key.div_euclid(2)), shift) {
-            (0..=4, _) => 1.0,
-            (5, 0) => 0.35,
-            (6, 0) => 0.05,
-            _ => 0.0,
-        };
-        let mut p = model.utilisation
-            * weekday_factor
-            * profile.usage_factor(moment.day, moment.turn, f64::from(spec.days));
-        if profile.is_new_customer() {
-            // Learning curve: half the use at first, full use two weeks later.
-            p *= (0.5 + 0.5 * (moment.day - model.online_day) / 14.0).clamp(0.5, 1.0);
-        }
-        if model.champion_machine {
-            p *= profile.champion_machine_factor(moment.day, moment.turn);
-        }
+        let p = shift_chance(
+            spec,
+            customer,
+            device,
+            weekday(key.div_euclid(2)),
+            shift,
+            moment.day,
+            moment.turn,
+        ) * customer.activity_factor(moment.day);
         let working = chance(&mut self.rng, p.min(0.98));
         let (start, end) = SHIFTS[shift];
         let late_start = 10 * self.rng.random_range(0..=3);

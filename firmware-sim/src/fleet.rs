@@ -124,6 +124,8 @@ pub struct Customer {
     pub(crate) adoption: [Option<Adoption>; crate::ADVANCED_FEATURES.len()],
     /// Key of the stateless crew rotation.
     pub(crate) rotation_key: u64,
+    /// CS touchpoints planted with known effects (`FleetSpec::activities`).
+    pub touchpoints: Vec<crate::activity::SimTouchpoint>,
 }
 
 /// A connected machine (its telematics unit).
@@ -513,6 +515,7 @@ fn build_customer(spec: &FleetSpec, index: usize, devices: &mut Vec<Device>) -> 
         crew_size,
         adoption,
         rotation_key: mix(spec.seed ^ mix(index as u64)),
+        touchpoints: crate::activity::plan(spec, index),
     }
 }
 

@@ -5,6 +5,8 @@
 //! check the KPIs fleetpulse computes against a ground truth.
 //!
 //! - [`spec`]: what fleet to simulate ([`FleetSpec`]);
+//! - [`activity`]: CS touchpoints planted with known effects on usage;
+//! - [`contract_events`]: each customer's contract history, by profile;
 //! - [`profile`]: the customer behaviours Customer Success teams recognise
 //!   ([`Profile`]), and how each shapes the telemetry;
 //! - [`fleet`]: customers, contracts, sites, devices ([`Fleet::generate`]);
@@ -33,7 +35,9 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod activity;
 pub mod calendar;
+pub mod contract_events;
 pub mod coverage;
 mod device;
 mod error;
@@ -46,7 +50,9 @@ mod random;
 pub mod spec;
 pub mod stream;
 
+pub use activity::{IMPACT_WINDOW_DAYS, PlantedActivity, SimTouchpoint};
 pub use calendar::EventTime;
+pub use contract_events::SimContractEvent;
 pub use coverage::{Outage, Upload};
 pub use error::SimError;
 pub use fleet::{Contract, Customer, Device, Fleet, Segment, Site};

@@ -15,6 +15,8 @@ pub(crate) enum Domain {
     DeviceSetup = 2,
     /// A device's telemetry, sample by sample.
     DeviceTelemetry = 3,
+    /// CS activities planted with known effects (`crate::activity`).
+    Activity = 4,
 }
 
 /// The random stream of `index` in `domain`.

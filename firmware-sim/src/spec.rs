@@ -46,6 +46,11 @@ pub struct FleetSpec {
     /// [`crate::coverage`].
     #[serde(default)]
     pub store_and_forward: usize,
+    /// CS activities planted with known effects on usage
+    /// ([`crate::activity`]); none by default, and then the stream is
+    /// exactly what it is without them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub activities: Vec<crate::activity::PlantedActivity>,
 }
 
 impl Default for FleetSpec {
@@ -60,6 +65,7 @@ impl Default for FleetSpec {
             samples_per_batch: 6,
             unit_replacements: 0,
             store_and_forward: 0,
+            activities: Vec::new(),
         }
     }
 }

@@ -30,6 +30,15 @@ pub struct CustomersFile {
     /// (`[[aemp_equipment]]`, docs/AEMP.md).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aemp_equipment: Vec<crate::source::aemp::AempEquipment>,
+    /// A CSV file of contract events (`customer,kind,date,arr_change`),
+    /// relative to this file; added to each customer's
+    /// `[[customer.contract_event]]` (docs/CUSTOMER_SUCCESS.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract_events_csv: Option<Spanned<String>>,
+    /// Coverage cadences per segment (`[[coverage]]`); a segment with none
+    /// keeps the defaults (docs/CUSTOMER_SUCCESS.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub coverage: Vec<crate::coverage::CadenceConfig>,
 }
 
 /// One customer.
@@ -64,6 +73,14 @@ pub struct CustomerConfig {
     /// Overrides of the segment's health weights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_weights: Option<WeightsOverride>,
+    /// The revenue history: start, renewal, expansion, contraction, churn.
+    /// None given: one `start` on `contract.start` with `contract.arr`.
+    #[serde(
+        default,
+        rename = "contract_event",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub contract_events: Vec<crate::contracts::ContractEventConfig>,
     /// Overrides of the segment's alert thresholds (fields of
     /// `RiskThresholds`, see docs/ALERTS.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -380,6 +397,8 @@ impl CustomersFile {
             }
             specs.insert(c.id.clone(), spec);
         }
+        self.contract_book(path, text)?;
+        self.coverage_model(path)?;
         let ids: Vec<&str> = self.customers.iter().map(|c| c.id.as_str()).collect();
         crate::source::aemp::mapping::check(&self.aemp_equipment, &ids, path)?;
         Ok(specs)

@@ -57,6 +57,9 @@ enum Command {
     /// Users and API tokens of the HTTP port (users.toml): `users add`,
     /// `users token`, `users list`, `users remove`.
     Users(fleetpulse::http::auth::cli::UsersArgs),
+    /// The CS team's touchpoints in the SQLite store: `touchpoints add`,
+    /// `touchpoints import FILE.csv`, `touchpoints list`.
+    Touchpoints(fleetpulse::touchpoints::cli::TouchpointsArgs),
 }
 
 /// Timely's cluster settings (docs/SCALING.md); they override `[cluster]`.
@@ -125,6 +128,7 @@ fn main() -> anyhow::Result<()> {
             Command::Bench { args } => bench(args),
             Command::Report(args) => fleetpulse::report::run(args),
             Command::Users(args) => fleetpulse::http::auth::cli::run(args),
+            Command::Touchpoints(args) => fleetpulse::touchpoints::cli::run(args),
         }
     });
     // A stop that hit `shutdown_timeout` may leave a thread waiting on a
@@ -237,7 +241,7 @@ fn check_config(file: PathBuf) -> anyhow::Result<()> {
     } else {
         let config = ServiceConfig::load(&file)?;
         let engine = config.engine_config(&file)?;
-        if let Some((customers, _)) = service::load_customers(&config, &engine)? {
+        if let Some((customers, _, _)) = service::load_customers(&config, &engine)? {
             println!(
                 "customers file: ok, {} customers",
                 customers.customers.len()

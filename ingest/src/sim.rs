@@ -86,6 +86,10 @@ pub struct SimArgs {
     /// Only write the files, publish nothing.
     #[arg(long)]
     pub no_publish: bool,
+    /// Put each customer's contract history, as its profile plants it
+    /// (renewals, expansions, contractions, churn), in `--write-customers`.
+    #[arg(long)]
+    pub contract_events: bool,
     /// Serve the fleet (or the part `--aemp-every` selects) as an ISO
     /// 15143-3 (AEMP 2.0) API on this address instead of publishing it;
     /// `--ground-truth` is then what an AEMP client can know, and
@@ -198,11 +202,15 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     if let Some(addr) = args.aemp {
         return serve_aemp(&args, &fleet, addr).await;
     }
-    write_files(
-        &fleet,
-        args.ground_truth.as_deref(),
-        args.write_customers.as_deref(),
-    )?;
+    write_files(&fleet, args.ground_truth.as_deref(), None)?;
+    if let Some(path) = &args.write_customers {
+        let mut customers = customers_file(&fleet);
+        if args.contract_events {
+            customers = with_contract_events(customers, &fleet);
+        }
+        std::fs::write(path, customers.to_toml())
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+    }
     if args.no_publish {
         return Ok(());
     }
@@ -356,6 +364,7 @@ pub fn customers_file(fleet: &Fleet) -> CustomersFile {
                 milestones: demo_milestones(),
                 health_weights: None,
                 thresholds: None,
+                contract_events: Vec::new(),
                 contract: Contract {
                     arr: c.contract.arr as f64,
                     start: calendar::date_of(c.contract.start_ms),
@@ -366,7 +375,35 @@ pub fn customers_file(fleet: &Fleet) -> CustomersFile {
             })
             .collect(),
         aemp_equipment: Vec::new(),
+        contract_events_csv: None,
+        coverage: Vec::new(),
     }
+}
+
+/// `customers` with each simulated customer's contract history as its
+/// profile plants it (`Fleet::contract_events`): `[[customer.contract_event]]`
+/// tables, and `contract.arr` the ARR after the last one (kept as it was
+/// for a churned customer).
+pub fn with_contract_events(mut customers: CustomersFile, fleet: &Fleet) -> CustomersFile {
+    for c in fleet.customers() {
+        let Some(config) = customers.customers.iter_mut().find(|x| x.id == c.id) else {
+            continue;
+        };
+        let events = fleet.contract_events(c);
+        let arr: f64 = events.iter().map(|e| e.arr_change).sum();
+        if events.last().is_some_and(|e| e.kind != "churn") {
+            config.contract.arr = arr;
+        }
+        config.contract_events = events
+            .iter()
+            .map(|e| crate::contracts::ContractEventConfig {
+                kind: Spanned::new(0..0, e.kind.to_string()),
+                date: Spanned::new(0..0, calendar::date_of(e.at)),
+                arr_change: Some(e.arr_change),
+            })
+            .collect();
+    }
+    customers
 }
 
 /// The outcomes every simulated customer signs up for: few manual

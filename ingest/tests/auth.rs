@@ -952,6 +952,31 @@ viewer_groups = ["staff"]"#;
     );
     let token = me["csrf_token"].as_str().unwrap().to_string();
 
+    // Recording a touchpoint with the session needs its token too (with
+    // it, the request gets past the check: no such customer here).
+    let touchpoint = |csrf: Option<&str>| {
+        let mut request = client
+            .post(format!("{base}/api/customers/acme/touchpoints"))
+            .header("cookie", &session)
+            .json(&serde_json::json!({"kind": "training", "date": "2026-03-01"}));
+        if let Some(csrf) = csrf {
+            request = request.header("x-csrf-token", csrf);
+        }
+        request.send()
+    };
+    assert_eq!(
+        touchpoint(None).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        touchpoint(Some("forged")).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        touchpoint(Some(&token)).await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+
     // Logout needs the session's own token.
     let logout = |csrf: String| {
         client

@@ -245,6 +245,9 @@ const BAD_QUERIES: &[&str] = &[
     "/api/alerts?segment=vip",
     "/api/portfolio?days=0",
     "/api/portfolio?days=x",
+    "/api/retention?period=month",
+    "/api/retention?periods=41",
+    "/api/impact?window_days=3",
     "/api/status?verbose=1",
 ];
 
@@ -404,6 +407,15 @@ async fn every_endpoint_answers_as_documented() {
     assert!(hourly.iter().all(|k| k["window"] == "1h"));
     assert_eq!(week["health_history"].as_array().unwrap().len(), 7);
     api.get("/api/customers/no-such-customer", 404).await;
+    // Touchpoints: none recorded; the segment's default cadences, with the
+    // gaps of a contract that started before the data.
+    let tp = api
+        .get(&format!("/api/customers/{id}/touchpoints"), 200)
+        .await;
+    assert!(tp["touchpoints"].as_array().unwrap().is_empty());
+    assert!(!tp["coverage"].as_array().unwrap().is_empty());
+    api.get("/api/customers/no-such-customer/touchpoints", 404)
+        .await;
     api.get(&format!("/api/customers/{id}?days=0"), 400).await;
     api.get(&format!("/api/customers/{id}?days=1000"), 400)
         .await;
@@ -452,6 +464,17 @@ async fn every_endpoint_answers_as_documented() {
     assert_eq!(portfolio["customers"], 6);
     assert_eq!(portfolio["open_alerts"].as_u64(), Some(open.len() as u64));
     api.get("/api/portfolio", 200).await;
+
+    // Revenue retention: the simulated contracts only start customers.
+    let retention = api.get("/api/retention?period=year", 200).await;
+    assert_eq!(retention["customers"], 6);
+    assert!(!retention["periods"].as_array().unwrap().is_empty());
+    api.get("/api/retention", 200).await;
+    // Impact of CS activities: no touchpoints, no kinds.
+    let impact = api.get("/api/impact?window_days=14", 200).await;
+    assert_eq!(impact["window_days"], 14);
+    assert!(impact["kinds"].as_array().unwrap().is_empty());
+    api.get("/api/impact", 200).await;
 
     // Without authentication configured, on loopback, everyone is an admin.
     let me = api.get("/api/me", 200).await;

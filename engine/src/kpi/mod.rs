@@ -2,7 +2,9 @@
 //! window, then finish the window into a record. The operators in
 //! `crate::operators` only decide *when* a window is complete.
 
+pub mod activity_impact;
 pub(crate) mod chunked;
+pub mod coverage;
 mod customer;
 mod device;
 pub mod health;
@@ -11,10 +13,12 @@ pub mod journey;
 pub mod milestone;
 pub mod outcome;
 pub mod portfolio;
+pub mod revenue_retention;
 pub mod risk;
 mod rules;
 mod time_to_value;
 mod totals;
+pub mod touchpoint;
 mod usage_growth;
 mod window;
 
@@ -26,6 +30,7 @@ pub use milestone::MilestoneRecord;
 pub use outcome::OutcomeRecord;
 pub use portfolio::PortfolioRecord;
 pub use risk::AlertRecord;
+pub use rules::coverage_gap;
 pub use totals::Totals;
 pub use window::{CustomerPart, OpenWindow, WindowPart};
 

@@ -33,11 +33,13 @@ pub enum Rule {
     HealthRed,
     /// Renewal is near and the customer is not green.
     RenewalAtRisk,
+    /// A cadence of the segment's coverage model is overdue.
+    CoverageGap,
 }
 
 impl Rule {
     /// Every rule.
-    pub const ALL: [Rule; 8] = [
+    pub const ALL: [Rule; 9] = [
         Self::UsageDrop,
         Self::DevicesDark,
         Self::ChampionLost,
@@ -46,6 +48,7 @@ impl Rule {
         Self::FaultSpike,
         Self::HealthRed,
         Self::RenewalAtRisk,
+        Self::CoverageGap,
     ];
 
     /// Stable label for stores, APIs and topics.
@@ -59,6 +62,7 @@ impl Rule {
             Self::FaultSpike => "fault_spike",
             Self::HealthRed => "health_red",
             Self::RenewalAtRisk => "renewal_at_risk",
+            Self::CoverageGap => "coverage_gap",
         }
     }
 
@@ -88,6 +92,9 @@ impl Rule {
             }
             Self::RenewalAtRisk => {
                 "Prepare the renewal: run an executive business review on outcomes achieved before the renewal date"
+            }
+            Self::CoverageGap => {
+                "Book the overdue touchpoint of the segment's coverage model (for a business review, with the customer's decision-maker) and record it"
             }
         }
     }

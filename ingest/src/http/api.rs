@@ -52,7 +52,8 @@ pub const SPARKLINE_DAYS: usize = 30;
             the engine could not define (NaN) is null."
     ),
     servers((url = "/")),
-    paths(customers, customer, alerts, portfolio, status, me, super::openapi, super::metrics,
+    paths(customers, customer, super::touchpoints::list, super::touchpoints::record, alerts,
+        portfolio, super::retention::retention, super::impact::activity_impact, status, me, super::openapi, super::metrics,
         super::healthz, super::readyz),
     modifiers(&SecuritySchemes),
     security(("bearer" = []), ("session" = []), ("proxy" = [])),
@@ -368,7 +369,7 @@ fn arr_of(c: &CustomerView) -> Option<f64> {
 }
 
 /// The newest day the view holds: the end of the latest health record.
-fn as_of(view: &View) -> Option<EventTime> {
+pub(crate) fn as_of(view: &View) -> Option<EventTime> {
     view.customers()
         .values()
         .filter_map(|c| c.latest_health().map(|h| h.window_end))
@@ -441,7 +442,7 @@ macro_rules! error_responses {
         #[derive(utoipa::IntoResponses)]
         #[response(status = $status, description = $description)]
         #[allow(dead_code)] // a type for the document only
-        struct $name(ErrorBody<'static>);
+        pub(crate) struct $name(ErrorBody<'static>);
     )+};
 }
 
@@ -948,7 +949,7 @@ fn json_for<T: Serialize>(doc: &T, access: &Access, hub: &Hub) -> Response {
 }
 
 /// Serialises `doc` (non-finite numbers become `null`).
-fn json<T: Serialize>(doc: &T) -> Response {
+pub(crate) fn json<T: Serialize>(doc: &T) -> Response {
     match serde_json::to_vec(doc) {
         Ok(body) => (
             [(axum::http::header::CONTENT_TYPE, "application/json")],

@@ -15,8 +15,12 @@
 //! | `GET /` | the dashboard (static assets embedded in the binary) |
 //! | `GET /api/customers` | customers ranked by risk |
 //! | `GET /api/customers/{id}` | one customer: KPIs over time, outcomes, milestones, devices, alerts |
+//! | `GET /api/customers/{id}/touchpoints` | the customer's touchpoints, coverage cadences and `coverage_gap` episodes |
+//! | `POST /api/customers/{id}/touchpoints` | records a touchpoint (admin, or the customer's CSM) |
 //! | `GET /api/alerts` | alert episodes, filtered by status, segment, rule, customer |
 //! | `GET /api/portfolio` | figures over all customers |
+//! | `GET /api/impact` | the impact of each kind of CS activity on operating hours (difference in differences, CI, n) |
+//! | `GET /api/retention` | revenue (GRR, NRR) and logo retention per period, segment, managed or not |
 //! | `GET /api/status` | progress counters; the dashboard polls it |
 //! | `GET /api/me` | the user, their role and how many customers they see |
 //! | `GET /login`, `POST /login`, `POST /logout` | the dashboard's login ([`auth::login`]) |
@@ -37,9 +41,12 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod impact;
 pub mod prometheus;
+pub mod retention;
 pub mod server;
 pub mod tls;
+pub mod touchpoints;
 pub mod view;
 
 use std::collections::HashMap;
@@ -114,6 +121,12 @@ pub struct Hub {
     csm: RwLock<HashMap<String, String>>,
     /// Operator pseudonyms, for showing admins the clear ids.
     pseudonyms: RwLock<Option<Arc<crate::privacy::Pseudonyms>>>,
+    /// Contract events of customers.toml: revenue retention's input.
+    contracts: RwLock<Arc<crate::contracts::ContractBook>>,
+    /// The SQLite store touchpoints are kept in (the service's SQLite sink).
+    touchpoint_store: RwLock<Option<PathBuf>>,
+    /// Coverage cadences per segment (customers.toml, or the defaults).
+    coverage: RwLock<Arc<fleetpulse_engine::kpi::coverage::CoverageModel>>,
 }
 
 impl Hub {
@@ -142,6 +155,48 @@ impl Hub {
             .iter()
             .filter_map(|c| Some((c.id.clone(), c.csm.clone()?)))
             .collect();
+    }
+
+    /// The customers' contract events (customers.toml and its CSV).
+    pub fn set_contracts(&self, book: crate::contracts::ContractBook) {
+        *self.contracts.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(book);
+    }
+
+    /// Where touchpoints are kept: a SQLite store (`None`: not recorded).
+    pub fn set_touchpoint_store(&self, path: Option<PathBuf>) {
+        *self
+            .touchpoint_store
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = path;
+    }
+
+    /// The SQLite store of touchpoints, if any.
+    pub fn touchpoint_store(&self) -> Option<PathBuf> {
+        self.touchpoint_store
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The coverage model the `coverage_gap` rule checks.
+    pub fn set_coverage(&self, model: fleetpulse_engine::kpi::coverage::CoverageModel) {
+        *self.coverage.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(model);
+    }
+
+    /// The coverage model (the defaults until set).
+    pub fn coverage(&self) -> Arc<fleetpulse_engine::kpi::coverage::CoverageModel> {
+        self.coverage
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The customers' contract events (empty without a customers file).
+    pub fn contracts(&self) -> Arc<crate::contracts::ContractBook> {
+        self.contracts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The service's operator pseudonyms, and how long evidence may name
@@ -362,6 +417,8 @@ fn queue_name(config: &crate::config::ServiceConfig, i: usize) -> String {
 pub struct People<'a> {
     /// The customers file, when the service has one.
     pub customers: Option<&'a crate::customers::CustomersFile>,
+    /// Its customers' contract events, for revenue retention.
+    pub contracts: Option<&'a crate::contracts::ContractBook>,
     /// The operator pseudonyms, when the service has a key.
     pub pseudonyms: Option<Arc<crate::privacy::Pseudonyms>>,
 }
@@ -387,6 +444,20 @@ pub async fn attach(
     if let Some(customers) = people.customers {
         hub.set_csm_assignments(customers);
     }
+    if let Some(contracts) = people.contracts {
+        hub.set_contracts(contracts.clone());
+    }
+    if let (Some(customers), Some(file)) = (people.customers, &config.customers) {
+        hub.set_coverage(
+            customers.coverage_model(&file.file).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+            })?,
+        );
+    }
+    hub.set_touchpoint_store(config.sinks.iter().find_map(|s| match s {
+        crate::sinks::SinkConfig::Sqlite(c) => Some(c.path.clone()),
+        _ => None,
+    }));
     hub.set_privacy(people.pseudonyms, config.privacy.operator_retention);
     hub.set_engine_stats(engine);
     hub.watch_queues(
@@ -480,8 +551,14 @@ fn router(hub: Arc<Hub>) -> Router {
         .route("/assets/app.css", get(app_css))
         .route("/api/customers", get(api::customers))
         .route("/api/customers/:id", get(api::customer))
+        .route(
+            "/api/customers/:id/touchpoints",
+            get(touchpoints::list).post(touchpoints::record),
+        )
         .route("/api/alerts", get(api::alerts))
         .route("/api/portfolio", get(api::portfolio))
+        .route("/api/retention", get(retention::retention))
+        .route("/api/impact", get(impact::activity_impact))
         .route("/api/status", get(api::status))
         .route("/api/me", get(api::me))
         .route("/api/openapi.json", get(openapi))

@@ -44,6 +44,8 @@ pub struct CustomerInfo {
     pub devices_purchased: u32,
     /// Renewal date, ms since the epoch.
     pub renewal: EventTime,
+    /// Contract start, ms since the epoch: coverage cadences count from it.
+    pub start: EventTime,
 }
 
 impl CustomerInfo {
@@ -55,6 +57,7 @@ impl CustomerInfo {
             arr: spec.contract.arr,
             devices_purchased: spec.contract.devices_purchased,
             renewal: spec.contract.renewal,
+            start: spec.contract.start,
         }
     }
 }

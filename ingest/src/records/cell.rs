@@ -7,6 +7,7 @@ use fleetpulse_engine::kpi::health::{Band, Stage};
 use fleetpulse_engine::kpi::milestone::MilestoneStatus;
 use fleetpulse_engine::kpi::outcome::Direction;
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
+use fleetpulse_engine::kpi::touchpoint::TouchpointKind;
 use fleetpulse_engine::{MachineState, Segment};
 use rusqlite::Row;
 use rusqlite::types::{ToSql, ToSqlOutput, Type};
@@ -260,6 +261,16 @@ enum_cell!(Rule {
     FaultSpike => "fault_spike",
     HealthRed => "health_red",
     RenewalAtRisk => "renewal_at_risk",
+    CoverageGap => "coverage_gap",
+});
+enum_cell!(TouchpointKind {
+    Kickoff => "kickoff",
+    Training => "training",
+    OnsiteVisit => "onsite_visit",
+    HealthCheckCall => "health_check_call",
+    BusinessReview => "business_review",
+    Webinar => "webinar",
+    Escalation => "escalation",
 });
 
 #[cfg(test)]
@@ -300,6 +311,7 @@ mod tests {
         check::<Segment>(Some(Segment::as_str), true);
         check::<AlertStatus>(Some(AlertStatus::as_str), true);
         check::<Rule>(Some(Rule::as_str), true);
+        check::<TouchpointKind>(Some(TouchpointKind::as_str), true);
         assert_eq!(Rule::ALL.len(), <Rule as Named>::ALL.len());
     }
 

@@ -22,6 +22,7 @@ macro_rules! record_kind {
             doc: $doc:literal,
             notes: $notes:literal,
             $(overwrite_if: $overwrite_if:literal,)?
+            $(sqlite_only: $sqlite_only:literal,)?
             columns: {
                 $(
                     $column:ident $(= $($path:ident).+)? : $cell:ty
@@ -45,6 +46,7 @@ macro_rules! record_kind {
                 }
             ),+];
             $(const OVERWRITE_IF: Option<&'static str> = Some($overwrite_if);)?
+            $(const SQLITE_ONLY: bool = $sqlite_only;)?
 
             fn visit<'a>(&'a self, f: &mut dyn FnMut($crate::records::Value<'a>)) {
                 let record = self;

@@ -59,9 +59,14 @@ impl KindVisitor for Tables {
     fn kind<R: RecordKind>(&mut self) {
         if !self.sqlite.is_empty() {
             self.sqlite.push('\n');
-            self.measurements.push('\n');
         }
         sqlite_table::<R>(&mut self.sqlite);
+        if R::SQLITE_ONLY {
+            return;
+        }
+        if !self.measurements.is_empty() {
+            self.measurements.push('\n');
+        }
         measurement_table::<R>(&mut self.measurements);
     }
 }

@@ -6,6 +6,7 @@ use fleetpulse_engine::kpi::health::{Band, Stage};
 use fleetpulse_engine::kpi::milestone::MilestoneStatus;
 use fleetpulse_engine::kpi::outcome::Direction;
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
+use fleetpulse_engine::kpi::touchpoint::{Touchpoint, TouchpointKind};
 use fleetpulse_engine::{
     AlertRecord, CustomerKpi, DeviceKpi, HealthRecord, Id, MachineState, MilestoneRecord,
     OutcomeRecord, PortfolioRecord, Segment,
@@ -202,6 +203,27 @@ record_kind! {
             unmanaged_usage_growth: f64 [] "ratio", "mean `usage_growth` of the other customers (0 when none)";
             managed_outcome_attainment: f64 [] "score 0..100", "mean outcome attainment of the managed customers with outcomes (0 when none)";
             unmanaged_outcome_attainment: f64 [] "score 0..100", "mean outcome attainment of the other customers with outcomes (0 when none)";
+        }
+    }
+}
+
+// `touchpoint`: one activity of the CS team with a customer.
+record_kind! {
+    Touchpoint {
+        name: "touchpoint",
+        api: "Touchpoint",
+        doc: "One activity of the CS team with a customer (kickoff, training, onsite visit, health-check call, business review, webinar, escalation), recorded through the API, `fleetpulse touchpoints` or a CSV import.",
+        notes: "Not an engine output: written to the SQLite store by the API and the CLI only, never to InfluxDB. Recording the same (customer, kind, day, CSM) again overwrites the row, so an import can be repeated.",
+        sqlite_only: true,
+        columns: {
+            customer: Id [Key Tag] "id", "customer id";
+            kind: TouchpointKind [Key Tag] "enum", "`kickoff`, `training`, `onsite_visit`, `health_check_call`, `business_review`, `webinar`, `escalation`";
+            at: u64 [Key Time] "ms since epoch", "the day it took place (midnight UTC)";
+            csm: Id [Key Tag] "name", "the CS manager who held it";
+            attendees: String [] "text", "who attended from the customer, `;`-separated";
+            decision_maker_present: bool [] "boolean", "a decision-maker of the customer attended";
+            notes: String [] "text", "free text";
+            recorded_by: Id [] "name", "the user who recorded it, or `cli`, or `csv:FILE`";
         }
     }
 }

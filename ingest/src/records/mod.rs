@@ -77,6 +77,9 @@ pub trait RecordKind: Default + 'static {
     /// SQL condition (over `<table>` and `excluded`) that must hold for an
     /// upsert to overwrite an existing row; `None`: always.
     const OVERWRITE_IF: Option<&'static str> = None;
+    /// Kept in the SQLite store only, never written as line protocol: not
+    /// an engine output (touchpoints).
+    const SQLITE_ONLY: bool = false;
 
     /// Calls `f` with each column's value, in [`Self::COLUMNS`] order.
     fn visit<'a>(&'a self, f: &mut dyn FnMut(Value<'a>));
@@ -116,6 +119,7 @@ pub fn each_kind(v: &mut impl KindVisitor) {
     v.kind::<HealthRecord>();
     v.kind::<AlertRecord>();
     v.kind::<PortfolioRecord>();
+    v.kind::<kpi::touchpoint::Touchpoint>();
 }
 
 /// Calls `v` with the record inside `output`.

@@ -101,4 +101,5 @@ schema_types!(
     HealthSchema => fleetpulse_engine::HealthRecord,
     AlertSchema => fleetpulse_engine::AlertRecord,
     PortfolioSchema => fleetpulse_engine::PortfolioRecord,
+    TouchpointSchema => fleetpulse_engine::kpi::touchpoint::Touchpoint,
 );

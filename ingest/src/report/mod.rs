@@ -82,6 +82,8 @@ pub struct ReportData {
     pub milestones: Vec<MilestoneRecord>,
     /// Alert episodes open at some point in the period.
     pub alerts: Vec<AlertRecord>,
+    /// The CS team's touchpoints in the period, oldest first.
+    pub touchpoints: Vec<fleetpulse_engine::kpi::touchpoint::Touchpoint>,
     /// Where the data came from.
     pub source: String,
 }
@@ -246,6 +248,11 @@ pub fn load(args: &ReportArgs) -> anyhow::Result<ReportData> {
         outcomes,
         milestones,
         alerts,
+        touchpoints: store
+            .touchpoints(Some(id))?
+            .into_iter()
+            .filter(|t| within(t.at))
+            .collect(),
         source: store_label(&args.store),
     })
 }

@@ -6,7 +6,8 @@ use fleetpulse_engine::kpi::health::Band;
 use fleetpulse_engine::kpi::milestone::MilestoneStatus;
 use fleetpulse_engine::kpi::outcome::Direction;
 use fleetpulse_engine::kpi::risk::AlertStatus;
-use fleetpulse_engine::{CustomerKpi, HealthRecord, OutcomeRecord};
+use fleetpulse_engine::kpi::touchpoint::TouchpointKind;
+use fleetpulse_engine::{CustomerKpi, EventTime, HealthRecord, OutcomeRecord};
 
 use super::svg::{self, LineChart, Series, color, date, escape};
 use super::{DAY_MS, ReportData};
@@ -642,6 +643,70 @@ fn section_risks(out: &mut String, d: &ReportData) {
     out.push_str("</section>");
 }
 
+/// The CS team's touchpoints as a timeline against operating hours, and
+/// the list: what was done, when, and whether a decision-maker was there.
+fn section_touchpoints(out: &mut String, d: &ReportData) {
+    out.push_str(r#"<section id="touchpoints"><h2>Touchpoints</h2><p class="sub">What the customer success team did with you in the period, against the machines' operating hours per day.</p>"#);
+    if d.touchpoints.is_empty() {
+        out.push_str(r#"<p class="sub">No touchpoints recorded in the period.</p></section>"#);
+        return;
+    }
+    let hours_on = |at: EventTime| {
+        d.kpis
+            .iter()
+            .find(|k| (k.window_start..k.window_end).contains(&(at + DAY_MS / 2)))
+            .map_or(0.0, |k| k.totals.operating_hours)
+    };
+    let mut hours = Series::line(
+        "operating hours",
+        color::BLUE,
+        d.kpis
+            .iter()
+            .map(|k| (k.window_start, k.totals.operating_hours))
+            .collect(),
+    );
+    hours.marks = d
+        .touchpoints
+        .iter()
+        .map(|t| (t.at, hours_on(t.at), touchpoint_color(t.kind)))
+        .collect();
+    let mut chart = LineChart::new("touchpoints-timeline", vec![hours]);
+    chart.y_min = Some(0.0);
+    chart.width = svg::FULL_WIDTH;
+    out.push_str(&chart.render());
+    out.push_str(r#"<table><thead><tr><th>day</th><th>touchpoint</th><th>CSM</th><th>attendees</th><th>decision-maker</th><th>notes</th></tr></thead><tbody>"#);
+    for t in &d.touchpoints {
+        let _ = write!(
+            out,
+            r#"<tr data-touchpoint="{kind}"><td>{}</td><td><span style="color:{}">&#9679;</span> {kind}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            date(t.at),
+            touchpoint_color(t.kind),
+            escape(&t.csm),
+            escape(&t.attendees),
+            if t.decision_maker_present {
+                "yes"
+            } else {
+                "no"
+            },
+            escape(&t.notes),
+            kind = t.kind.as_str(),
+        );
+    }
+    out.push_str("</tbody></table></section>");
+}
+
+fn touchpoint_color(kind: TouchpointKind) -> &'static str {
+    match kind {
+        TouchpointKind::Kickoff => color::GREY,
+        TouchpointKind::Training => color::ORANGE,
+        TouchpointKind::OnsiteVisit => color::TEAL,
+        TouchpointKind::HealthCheckCall => color::BLUE,
+        TouchpointKind::BusinessReview => color::VIOLET,
+        TouchpointKind::Webinar => color::GREEN,
+        TouchpointKind::Escalation => color::RED,
+    }
+}
+
 /// The whole document.
 pub fn render(d: &ReportData) -> String {
     let mut out = String::with_capacity(64 * 1024);
@@ -667,6 +732,7 @@ pub fn render(d: &ReportData) -> String {
     section_adoption(&mut out, d);
     section_health(&mut out, d);
     section_journey(&mut out, d);
+    section_touchpoints(&mut out, d);
     section_risks(&mut out, d);
     let _ = write!(
         out,
@@ -680,6 +746,7 @@ pub fn render(d: &ReportData) -> String {
 mod tests {
     use fleetpulse_engine::kpi::health::{HealthComponents, Stage};
     use fleetpulse_engine::kpi::risk::Rule;
+    use fleetpulse_engine::kpi::touchpoint::Touchpoint;
     use fleetpulse_engine::{AlertRecord, MilestoneRecord, Segment};
 
     use super::*;
@@ -779,6 +846,16 @@ mod tests {
                 arr_at_risk: 1000.0,
                 next_action: "Call the sponsor".into(),
             }],
+            touchpoints: vec![Touchpoint {
+                customer: "c".into(),
+                kind: TouchpointKind::Training,
+                at: day(12),
+                csm: "alice".into(),
+                attendees: "12 <operators>".into(),
+                decision_maker_present: false,
+                notes: String::new(),
+                recorded_by: "alice".into(),
+            }],
             source: "kpi.sqlite".into(),
         }
     }
@@ -787,7 +864,13 @@ mod tests {
     fn the_document_is_self_contained_and_has_every_section() {
         let html = render(&data());
         for id in [
-            "summary", "outcomes", "adoption", "health", "journey", "risks",
+            "summary",
+            "outcomes",
+            "adoption",
+            "health",
+            "journey",
+            "touchpoints",
+            "risks",
         ] {
             assert!(html.contains(&format!(r#"<section id="{id}">"#)), "{id}");
         }
@@ -797,6 +880,7 @@ mod tests {
             "adoption-breadth",
             "health",
             "journey",
+            "touchpoints-timeline",
         ] {
             assert!(
                 html.contains(&format!(r#"data-chart="{chart}""#)),
@@ -814,5 +898,7 @@ mod tests {
         assert!(html.contains("7.5 days"));
         // 10 of 29 evaluated days met.
         assert!(html.contains("10 / 29"), "attainment row");
+        assert!(html.contains(r#"<tr data-touchpoint="training">"#));
+        assert!(html.contains("12 &lt;operators&gt;"));
     }
 }

@@ -52,10 +52,13 @@ pub async fn run(
     config.apply_cluster_member();
     let mut engine_config = config.engine_config(config_path)?;
     let customers = load_customers(&config, &engine_config)?;
-    if let Some((_, specs)) = &customers {
+    if let Some((_, specs, _)) = &customers {
         engine_config.customers = specs.clone();
     }
-    let customers = customers.map(|(file, _)| file);
+    let (customers, contracts) = match customers {
+        Some((file, _, book)) => (Some(file), Some(book)),
+        None => (None, None),
+    };
     let journeys = parts::restore_state(&config, layout.as_ref(), &mut engine_config)?;
     // AEMP sources next: a missing secret or a damaged position file must
     // fail the start. In a cluster only process 0 polls: each member has its
@@ -140,6 +143,7 @@ pub async fn run(
         &config,
         crate::http::People {
             customers: customers.as_ref(),
+            contracts: contracts.as_ref(),
             pseudonyms: pseudonyms.clone(),
         },
         runtime.http.clone(),

@@ -77,8 +77,13 @@ pub struct Runtime {
     pub http: Option<Arc<crate::http::Hub>>,
 }
 
-/// A customers file and the engine specs built from it.
-pub type LoadedCustomers = (CustomersFile, HashMap<String, CustomerSpec>);
+/// A customers file, the engine specs built from it, and its customers'
+/// contract events.
+pub type LoadedCustomers = (
+    CustomersFile,
+    HashMap<String, CustomerSpec>,
+    crate::contracts::ContractBook,
+);
 
 /// Loads the customers file the service config points to, if any, checked
 /// against the engine's windows and feature catalog.
@@ -100,7 +105,8 @@ pub fn load_customers(
         features: engine.features.clone(),
     };
     let specs = file.specs(path, &text, &context)?;
-    Ok(Some((file, specs)))
+    let book = file.contract_book(path, &text)?;
+    Ok(Some((file, specs, book)))
 }
 
 /// Starts the engine (joining the cluster when configured, which waits for

@@ -115,6 +115,13 @@ impl Browser {
         self.call(method, params, Some(&session))
     }
 
+    /// Sends `headers` (a JSON object) with every request of the page, e.g.
+    /// an API token: `{"Authorization": "Bearer fp_..."}`.
+    pub fn set_headers(&mut self, headers: Value) {
+        self.page("Network.enable", json!({}));
+        self.page("Network.setExtraHTTPHeaders", json!({ "headers": headers }));
+    }
+
     /// Opens `url`.
     pub fn navigate(&mut self, url: &str) {
         self.page("Page.navigate", json!({ "url": url }));

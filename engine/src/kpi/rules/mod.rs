@@ -4,6 +4,7 @@
 //! episodes, matched to rules by [`Rule`], not by position.
 
 mod champion_lost;
+pub mod coverage_gap;
 mod devices_dark;
 mod fault_spike;
 mod health_red;
@@ -66,5 +67,8 @@ pub(crate) fn reading(rule: Rule, today: &Today<'_>) -> Option<(Reading, Option<
         Rule::FaultSpike => fault_spike::reading(today).map(plain),
         Rule::HealthRed => health_red::reading(today).map(plain),
         Rule::RenewalAtRisk => Some(plain(renewal_at_risk::reading(today))),
+        // Read from touchpoints and the calendar, not a telemetry day:
+        // `coverage_gap::evaluate`.
+        Rule::CoverageGap => None,
     }
 }

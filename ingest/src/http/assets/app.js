@@ -204,14 +204,57 @@ function tiles(portfolio, list) {
   </section>`;
 }
 
+// Revenue against logo retention, per group, for the latest periods: logo
+// retention alone flatters, so NRR and GRR stand beside it.
+function retentionTable(retention) {
+  const periods = retention.periods.slice(-4);
+  if (!periods.length) return '<p class="muted" id="retention">No contract events yet.</p>';
+  const groups = periods[periods.length - 1].groups.map((g) => g.group);
+  const cell = (p, group) => {
+    const g = p.groups.find((x) => x.group === group);
+    if (!g || g.logos_start === 0) {
+      return `<td class="muted" data-period="${esc(p.label)}" data-group="${esc(group)}">–${g && g.new_logos ? `<div class="small">${g.new_logos} new</div>` : ""}</td>`;
+    }
+    return `<td data-period="${esc(p.label)}" data-group="${esc(group)}">` +
+      `<div>NRR <b class="nrr">${pct(g.nrr)}</b> · GRR <b class="grr">${pct(g.grr)}</b> · logos <b class="logos">${pct(g.logo_retention)}</b></div>` +
+      `<div class="muted small">${money(g.start_arr)} → ${money(g.end_arr)}; churned ${money(g.churned_arr)} (${g.logos_churned} of ${g.logos_start})${g.new_logos ? `; ${g.new_logos} new, ${money(g.new_arr)}` : ""}</div></td>`;
+  };
+  return `<h2>Revenue retention</h2>
+    <p class="muted">Per ${esc(retention.period)}: the customers with ARR at its start; net (NRR) and gross (GRR) revenue retention next to logo retention. Managed accounts: ${esc(retention.managed)}.</p>
+    <div class="list"><table id="retention">
+      <thead><tr><th>group</th>${periods.map((p) => `<th>${esc(p.label)}${p.complete ? "" : " <span class=\"muted small\">so far</span>"}</th>`).join("")}</tr></thead>
+      <tbody>${groups.map((group) => `<tr data-group="${esc(group)}"><td><b>${esc(group)}</b></td>${periods.map((p) => cell(p, group)).join("")}</tr>`).join("")}
+      <tr data-group="risk-check"><td><b>ARR at risk then, lost later</b></td>${periods.map((p) => p.risk
+        ? `<td data-period="${esc(p.label)}" data-group="risk-check">at risk on day 1: ${money(p.risk.arr_at_risk)} (${p.risk.customers_at_risk} of ${p.risk.customers})<div class="muted small">lost: ${money(p.risk.lost_at_risk)} of them, ${money(p.risk.lost_elsewhere)} elsewhere</div></td>`
+        : '<td class="muted">–</td>').join("")}</tr></tbody>
+    </table></div>`;
+}
+
+// What each kind of CS activity did to operating hours, against customers
+// without any touchpoint in the same days.
+function impactTable(impact) {
+  if (!impact.kinds.length) return "";
+  const row = (i) => `<tr data-kind="${esc(i.kind)}"><td><b>${esc(i.kind)}</b></td>
+    <td class="num effect">${i.cases ? (i.effect >= 0 ? "+" : "") + pct(i.effect) : "–"}</td>
+    <td class="num ci">${i.ci_low == null ? "–" : `[${(i.ci_low >= 0 ? "+" : "") + pct(i.ci_low)}, ${(i.ci_high >= 0 ? "+" : "") + pct(i.ci_high)}]`}</td>
+    <td class="num cases">${i.cases}</td><td class="num">${num(i.controls, 1)}</td><td class="num">${i.left_out}</td>
+    <td class="${i.ci_low != null && (i.ci_low > 0 || i.ci_high < 0) ? "up" : "muted"}">${i.ci_low != null && (i.ci_low > 0 || i.ci_high < 0) ? "significant" : "not significant"}</td></tr>`;
+  return `<h2>Impact of CS activities</h2>
+    <p class="muted">Change of operating hours over the ${impact.window_days} days after each touchpoint against the ${impact.window_days} before, minus that of customers of the same segment and stage without any touchpoint then (difference in differences); 95% confidence interval, n cases.</p>
+    <div class="list"><table id="impact"><thead><tr><th>activity</th><th class="num">effect</th><th class="num">95% CI</th><th class="num">n</th><th class="num">controls per case</th><th class="num">left out</th><th></th></tr></thead>
+    <tbody>${impact.kinds.map(row).join("")}</tbody></table></div>`;
+}
+
 async function homePage() {
   if (me && me.role === "viewer") {
-    const portfolio = await getJson("/api/portfolio?days=30");
+    const [portfolio, retention, impact] = await Promise.all([getJson("/api/portfolio?days=30"), getJson("/api/retention"), getJson("/api/impact")]);
     return `<h1>Portfolio</h1>
       <p class="muted">Figures over all customers. Your role (viewer) does not show customers by name.</p>
-      ${tiles(portfolio, null)}`;
+      ${tiles(portfolio, null)}
+      ${retentionTable(retention)}
+      ${impactTable(impact)}`;
   }
-  const [list, portfolio] = await Promise.all([getJson("/api/customers"), getJson("/api/portfolio?days=30")]);
+  const [list, portfolio, retention, impact] = await Promise.all([getJson("/api/customers"), getJson("/api/portfolio?days=30"), getJson("/api/retention"), getJson("/api/impact")]);
   const rows = list.customers.map((c) => {
     const h = c.health;
     const b = h ? h.band : "none";
@@ -238,7 +281,9 @@ async function homePage() {
     <div class="list"><table id="at-risk">
       <thead><tr><th class="bar"></th><th class="num">#</th><th>customer</th><th>band</th><th class="num">health</th><th>30 days</th><th class="num">7d</th><th>stage</th><th class="num">renewal in (days)</th><th class="num">TTV days</th><th class="num">ARR at risk</th><th class="num">alerts</th></tr></thead>
       <tbody>${rows || '<tr><td colspan="12" class="muted">No customers yet.</td></tr>'}</tbody>
-    </table></div>`;
+    </table></div>
+    ${retentionTable(retention)}
+    ${impactTable(impact)}`;
 }
 
 function journey(milestones) {
@@ -251,10 +296,57 @@ function journey(milestones) {
     </div>`).join("")}</div>`;
 }
 
+// The CS team's touchpoints as a timeline against operating hours, the
+// coverage cadences of the segment and where each stands, and the list.
+const TOUCHPOINT_COLORS = {
+  kickoff: COLORS.grey, training: COLORS.orange, onsite_visit: COLORS.teal, health_check_call: COLORS.blue,
+  business_review: COLORS.violet, webinar: COLORS.green, escalation: COLORS.red,
+};
+
+function touchpointsSection(tp, kpis) {
+  const hours = new Map(kpis.map((k) => [k.window_start - k.window_start % DAY_MS, k.operating_hours]));
+  const marks = tp.touchpoints.map((t) => [t.at, hours.has(t.at) ? hours.get(t.at) : 0, TOUCHPOINT_COLORS[t.kind] || COLORS.grey]);
+  const timeline = lineChart([
+    { name: "operating hours", color: COLORS.blue, points: kpis.map((k) => [k.window_start, k.operating_hours]), marks },
+  ], { title: "Touchpoints against operating hours per day", id: "touchpoints-timeline", yMin: 0 });
+  const kinds = [...new Set(tp.touchpoints.map((t) => t.kind))];
+  const legend = kinds.map((k) => `<span class="chip" style="border:2px solid ${TOUCHPOINT_COLORS[k] || COLORS.grey}">${esc(k)}</span>`).join(" ");
+  const cadences = tp.coverage.map((c) => `<tr data-cadence="${esc(c.kind)}" data-status="${esc(c.status)}">
+    <td>${esc(c.kind)}${c.decision_maker ? " <span class=\"muted small\">with a decision-maker</span>" : ""}</td>
+    <td class="num">${c.every_days}</td><td class="num">${c.first_within_days}</td>
+    <td>${esc(date(c.last_at))}</td><td>${esc(date(c.due_at))}</td>
+    <td class="${c.status === "overdue" ? "down" : c.status === "ok" ? "up" : "muted"}"><b>${esc(c.status)}</b></td></tr>`).join("");
+  const rows = tp.touchpoints.slice().reverse().map((t) => `<tr data-touchpoint="${esc(t.kind)}" data-at="${t.at}">
+    <td class="nowrap">${esc(date(t.at))}</td><td><span class="chip" style="border:2px solid ${TOUCHPOINT_COLORS[t.kind] || COLORS.grey}">${esc(t.kind)}</span></td>
+    <td>${esc(t.csm)}</td><td>${esc(t.attendees)}</td><td>${t.decision_maker_present ? "yes" : "no"}</td><td>${esc(t.notes)}</td></tr>`).join("");
+  const gaps = tp.coverage_gaps.filter((a) => a.status === "open");
+  const kindOptions = Object.keys(TOUCHPOINT_COLORS).map((k) => `<option value="${k}">${k}</option>`).join("");
+  const form = me && me.role === "viewer" ? "" : `<form id="touchpoint-form" class="touchpoint-form" data-customer="${esc(tp.customer)}">
+      <select name="kind">${kindOptions}</select>
+      <input type="date" name="date" required value="${esc(date(tp.as_of ? tp.as_of - DAY_MS : Date.now()))}">
+      <input name="attendees" placeholder="attendees (;-separated)">
+      <label><input type="checkbox" name="decision_maker_present"> decision-maker present</label>
+      <input name="notes" placeholder="notes">
+      <button type="submit">Record touchpoint</button>
+      <span id="touchpoint-message" class="muted small"></span></form>`;
+  return `<h2>Touchpoints and coverage</h2>
+    <div id="coverage-gaps">${gaps.map(alertHtml).join("")}</div>
+    <div class="grid2">${timeline}<div class="card"><h3>Coverage cadences (${esc(tp.coverage.length ? "segment model" : "none")})</h3>
+      <table id="coverage"><thead><tr><th>touchpoint</th><th class="num">every (days)</th><th class="num">first within</th><th>last</th><th>due</th><th>status</th></tr></thead>
+      <tbody>${cadences || '<tr><td colspan="6" class="muted">No cadence for this segment.</td></tr>'}</tbody></table>
+      <div class="legend">${legend}</div></div></div>
+    ${form}
+    <div class="list"><table id="touchpoints"><thead><tr><th>day</th><th>kind</th><th>CSM</th><th>attendees</th><th>decision-maker</th><th>notes</th></tr></thead>
+    <tbody>${rows || '<tr><td colspan="6" class="muted">No touchpoints recorded.</td></tr>'}</tbody></table></div>`;
+}
+
 async function customerPage(id) {
-  let c;
+  let c, tp;
   try {
-    c = await getJson(`/api/customers/${encodeURIComponent(id)}?days=120`);
+    [c, tp] = await Promise.all([
+      getJson(`/api/customers/${encodeURIComponent(id)}?days=120`),
+      getJson(`/api/customers/${encodeURIComponent(id)}/touchpoints`),
+    ]);
   } catch (e) {
     if (e.status === 404) return `<h1>Unknown customer</h1><p class="muted">No customer <code>${esc(id)}</code>. <a href="#/">Back to the list</a></p>`;
     throw e;
@@ -326,6 +418,7 @@ async function customerPage(id) {
     <div class="grid2">${healthChart}${usageChart}${breadthChart}${hoursChart}${faultsChart}</div>
     <h2>Outcomes against targets</h2>
     <div class="grid2">${outcomeCharts || '<p class="muted">No outcomes defined.</p>'}</div>
+    ${touchpointsSection(tp, kpis)}
     <h2>Devices (${devices.length})</h2>
     <div class="list"><table id="devices"><thead><tr><th>device</th><th>site</th><th>last seen (UTC)</th><th>state</th><th class="num">hours (day)</th><th class="num">utilisation</th><th class="num">faults (day)</th><th class="num">faults (7 days)</th></tr></thead>
     <tbody>${deviceRows || '<tr><td colspan="8" class="muted">No device data yet.</td></tr>'}</tbody></table></div>
@@ -381,11 +474,36 @@ async function render() {
       app.querySelectorAll("select[data-filter]").forEach((x) => { if (x.value) params.set(x.dataset.filter, x.value); });
       location.hash = "#/alerts?" + params.toString();
     }));
+    app.querySelectorAll("form#touchpoint-form").forEach((f) => f.addEventListener("submit", recordTouchpoint));
     document.body.dataset.rendered = r.name;
   } catch (e) {
     app.innerHTML = `<p class="stale">Cannot load: ${esc(e.message)}</p>`;
   } finally {
     rendering = false;
+  }
+}
+
+// POSTs the customer page's form as JSON (with the session's CSRF token),
+// then draws the page again with the new touchpoint.
+async function recordTouchpoint(event) {
+  event.preventDefault();
+  const f = event.target;
+  const message = f.querySelector("#touchpoint-message");
+  const body = {
+    kind: f.kind.value, date: f.date.value, attendees: f.attendees.value,
+    decision_maker_present: f.decision_maker_present.checked, notes: f.notes.value,
+  };
+  const headers = { "Content-Type": "application/json" };
+  if (me && me.csrf_token) headers["X-CSRF-Token"] = me.csrf_token;
+  const response = await fetch(`/api/customers/${encodeURIComponent(f.dataset.customer)}/touchpoints`,
+    { method: "POST", headers, body: JSON.stringify(body), credentials: "same-origin" });
+  if (response.status === 201) {
+    await render();
+  } else {
+    let error = response.status + " " + response.statusText;
+    try { error = (await response.json()).error || error; } catch (e) { /* not JSON */ }
+    message.textContent = error;
+    message.className = "stale small";
   }
 }
 

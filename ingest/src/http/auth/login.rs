@@ -79,7 +79,8 @@ impl std::fmt::Debug for LoginForm {
 }
 
 /// True when `Origin` (if sent) names the request's own host.
-fn same_origin(headers: &HeaderMap) -> bool {
+/// No `Origin`, or one naming this server's host: not a cross-site request.
+pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         return true;
     };

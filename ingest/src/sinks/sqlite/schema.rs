@@ -26,6 +26,8 @@ use crate::sinks::SinkError;
 /// the customer-success tables `outcome`, `milestone`, `health`, `alert` and
 /// `portfolio`. Version 3 keys `alert` by (customer, rule, opened_at)
 /// instead of the episode count. A build refuses a file of a higher version.
+/// The `touchpoint` table (not an engine output) came later without a new
+/// version: it only adds a table, which older builds ignore.
 pub const SCHEMA_VERSION: i64 = 3;
 
 /// How long a statement waits for another connection's lock before failing
@@ -488,7 +490,8 @@ mod tests {
                 "milestone",
                 "outcome",
                 "portfolio",
-                "schema_version"
+                "schema_version",
+                "touchpoint"
             ]
         );
         assert_eq!(version(&conn), [SCHEMA_VERSION]);
@@ -501,14 +504,14 @@ mod tests {
         // Opening again takes the fast path and changes nothing.
         let conn = open_connection(&path).unwrap();
         assert_eq!(version(&conn), [SCHEMA_VERSION]);
-        assert_eq!(tables(&conn).len(), 8);
+        assert_eq!(tables(&conn).len(), 9);
     }
 
     #[test]
     fn a_fresh_file_gets_every_table_at_the_current_version() {
         let dir = tempfile::tempdir().unwrap();
         let conn = open_connection(&dir.path().join("kpi.sqlite")).unwrap();
-        assert_eq!(tables(&conn).len(), 8);
+        assert_eq!(tables(&conn).len(), 9);
         assert_eq!(version(&conn), [SCHEMA_VERSION]);
     }
 }

@@ -1,0 +1,452 @@
+//! The impact of each kind of CS activity on usage, by difference in
+//! differences: did customers use their machines more after a training (a
+//! business review, ...) than comparable customers who had none?
+//!
+//! For each touchpoint (a **case**) on day `d` of customer `c`, with a
+//! window of `N` days (default [`DEFAULT_WINDOW_DAYS`]):
+//!
+//! - the customer's change: the log of mean daily operating hours over
+//!   `[d, d + N)` over those of `[d - N, d)` (logs, so that a fleet
+//!   ramping up from almost nothing does not swamp everything else);
+//! - the controls' change: the same over the same days for every customer
+//!   of the same segment and lifecycle stage (on the day before `d`, when
+//!   known) with no touchpoint at all in `[d - N, d + N)`, averaged;
+//! - the case's effect: the customer's change minus the controls'.
+//!
+//! The estimate for a kind is the mean effect over its cases, reported as a
+//! change of hours (`exp(mean) - 1`: 0.12 is +12%), with a 95% confidence
+//! interval from Student's t. The interval adds to the cases' spread that
+//! of the control customers, since one control serves many cases and its
+//! noise does not average out over them (Welch-Satterthwaite degrees of
+//! freedom). A case needs every day of both windows for the customer and at
+//! least one control, each with hours before; cases without are left out
+//! (and counted as such).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::health::Stage;
+use super::touchpoint::{Touchpoint, TouchpointKind};
+use crate::customer::Segment;
+use crate::model::{EventTime, Id};
+
+/// Days before and after a touchpoint compared when none are asked for.
+pub const DEFAULT_WINDOW_DAYS: u32 = 28;
+
+const DAY_MS: u64 = 86_400_000;
+
+/// A customer's daily operating hours: day start (ms) -> hours.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DailyUsage {
+    /// Customer id.
+    pub customer: Id,
+    /// Coverage segment: controls come from the same one.
+    pub segment: Segment,
+    /// Operating hours per day, keyed by the day's start.
+    pub hours: BTreeMap<EventTime, f64>,
+    /// Lifecycle stage at the end of each day, keyed by the day's start
+    /// (from the health records; may be empty).
+    pub stages: BTreeMap<EventTime, Stage>,
+}
+
+impl DailyUsage {
+    /// Mean hours over the `days` days from `from`; `None` unless every
+    /// day is there.
+    fn mean(&self, from: EventTime, days: u32) -> Option<f64> {
+        let end = from + u64::from(days) * DAY_MS;
+        let values: Vec<f64> = self.hours.range(from..end).map(|(_, h)| *h).collect();
+        (values.len() == days as usize && days > 0)
+            .then(|| values.iter().sum::<f64>() / f64::from(days))
+    }
+
+    /// Log of the mean hours after `at` over those before; `None` without
+    /// hours on either side.
+    fn change(&self, at: EventTime, days: u32) -> Option<f64> {
+        let span = u64::from(days) * DAY_MS;
+        let before = self.mean(at.checked_sub(span)?, days)?;
+        let after = self.mean(at, days)?;
+        (before > 0.0 && after > 0.0).then(|| (after / before).ln())
+    }
+
+    /// The stage on the day before `at`.
+    fn stage_before(&self, at: EventTime) -> Option<Stage> {
+        self.stages.get(&at.checked_sub(DAY_MS)?).copied()
+    }
+}
+
+/// The estimated impact of one kind of activity.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Impact {
+    /// The kind of activity.
+    pub kind: TouchpointKind,
+    /// Days compared before and after.
+    pub window_days: u32,
+    /// Cases the estimate is made from.
+    pub cases: u32,
+    /// Touchpoints of the kind left out: a window not fully in the data,
+    /// no hours before, or no control.
+    pub left_out: u32,
+    /// Mean controls per case.
+    pub controls: f64,
+    /// Estimated change of operating hours against the controls (0.12:
+    /// +12%).
+    pub effect: f64,
+    /// 95% confidence interval, low end; `None` with fewer than 2 cases.
+    pub ci_low: Option<f64>,
+    /// 95% confidence interval, high end.
+    pub ci_high: Option<f64>,
+}
+
+impl Impact {
+    /// The interval excludes 0.
+    pub fn significant(&self) -> bool {
+        matches!((self.ci_low, self.ci_high), (Some(lo), Some(hi)) if lo > 0.0 || hi < 0.0)
+    }
+}
+
+/// The impact of each kind of activity among `touchpoints`, from `usage`,
+/// over windows of `window_days`; kinds in [`TouchpointKind::ALL`] order,
+/// those without touchpoints left out.
+pub fn impact(touchpoints: &[Touchpoint], usage: &[DailyUsage], window_days: u32) -> Vec<Impact> {
+    let span = u64::from(window_days) * DAY_MS;
+    let by_customer: HashMap<&str, &DailyUsage> = usage.iter().map(|u| (&*u.customer, u)).collect();
+    let mut touched: HashMap<&str, Vec<EventTime>> = HashMap::new();
+    for t in touchpoints {
+        touched.entry(&t.customer).or_default().push(t.at);
+    }
+    let quiet = |customer: &str, at: EventTime| {
+        touched
+            .get(customer)
+            .is_none_or(|days| days.iter().all(|&d| d + span <= at || d >= at + span))
+    };
+    let mut out = Vec::new();
+    for kind in TouchpointKind::ALL {
+        let mut effects = Vec::new();
+        // Each control customer's changes over the cases it served, and its
+        // weight in the estimate (1 / controls of each such case).
+        let mut control_changes: HashMap<&str, (Vec<f64>, f64)> = HashMap::new();
+        let (mut left_out, mut controls_total) = (0u32, 0usize);
+        for t in touchpoints.iter().filter(|t| t.kind == kind) {
+            let at = t.at - t.at % DAY_MS;
+            let case = by_customer.get(&*t.customer).and_then(|treated| {
+                let change = treated.change(at, window_days)?;
+                let controls: Vec<(&str, f64)> = usage
+                    .iter()
+                    .filter(|u| {
+                        u.segment == treated.segment
+                            && u.customer != treated.customer
+                            && quiet(&u.customer, at)
+                            && match (treated.stage_before(at), u.stage_before(at)) {
+                                (Some(a), Some(b)) => a == b,
+                                _ => true,
+                            }
+                    })
+                    .filter_map(|u| Some((&*u.customer, u.change(at, window_days)?)))
+                    .collect();
+                (!controls.is_empty()).then_some((change, controls))
+            });
+            let Some((change, controls)) = case else {
+                left_out += 1;
+                continue;
+            };
+            let k = controls.len() as f64;
+            let mean = controls.iter().map(|(_, c)| c).sum::<f64>() / k;
+            effects.push(change - mean);
+            controls_total += controls.len();
+            for (customer, c) in controls {
+                let entry = control_changes.entry(customer).or_default();
+                entry.0.push(c);
+                entry.1 += 1.0 / k;
+            }
+        }
+        if effects.is_empty() && left_out == 0 {
+            continue;
+        }
+        let n = effects.len();
+        let mean = mean_of(&effects);
+        let per_control: Vec<(f64, f64)> = control_changes
+            .values()
+            .map(|(c, w)| (mean_of(c), *w))
+            .collect();
+        let half = interval(&effects, &per_control);
+        out.push(Impact {
+            kind,
+            window_days,
+            cases: n as u32,
+            left_out,
+            controls: if n == 0 {
+                0.0
+            } else {
+                controls_total as f64 / n as f64
+            },
+            effect: mean.exp_m1(),
+            ci_low: half.map(|h| (mean - h).exp_m1()),
+            ci_high: half.map(|h| (mean + h).exp_m1()),
+        });
+    }
+    out
+}
+
+fn mean_of(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        f64::NAN
+    } else {
+        values.iter().sum::<f64>() / values.len() as f64
+    }
+}
+
+fn variance(values: &[f64]) -> f64 {
+    let m = mean_of(values);
+    values.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (values.len() - 1) as f64
+}
+
+/// Half the 95% interval of the mean effect (log scale): the cases'
+/// spread, plus the spread of the control customers (`(mean change,
+/// weight)` each): their noise is shared by every case they serve, so it
+/// shrinks with their effective number `(sum w)^2 / sum w^2`, not with the
+/// cases'; Welch-Satterthwaite degrees of freedom. `None` with fewer than
+/// 2 cases.
+fn interval(effects: &[f64], controls: &[(f64, f64)]) -> Option<f64> {
+    let n = effects.len();
+    if n < 2 {
+        return None;
+    }
+    let a = variance(effects) / n as f64;
+    let changes: Vec<f64> = controls.iter().map(|(c, _)| *c).collect();
+    let (sum, squares) = controls
+        .iter()
+        .fold((0.0, 0.0), |(s, q), (_, w)| (s + w, q + w * w));
+    let effective = if squares > 0.0 {
+        sum * sum / squares
+    } else {
+        0.0
+    };
+    let b = if controls.len() >= 2 {
+        variance(&changes) / effective
+    } else {
+        0.0
+    };
+    let df = if b > 0.0 {
+        (a + b).powi(2) / (a * a / (n - 1) as f64 + b * b / (effective - 1.0).max(1.0))
+    } else {
+        (n - 1) as f64
+    };
+    Some(t_975(df.floor().max(1.0) as usize) * (a + b).sqrt())
+}
+
+/// Student's t, 97.5th percentile, for `df` degrees of freedom (two-sided
+/// 95%); beyond 30 a close approximation (within 0.002).
+fn t_975(df: usize) -> f64 {
+    const TABLE: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    match df {
+        0 => f64::INFINITY,
+        1..=30 => TABLE[df - 1],
+        _ => 1.96 + 2.5 / df as f64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D0: u64 = 1_767_225_600_000;
+
+    fn day(n: u64) -> EventTime {
+        D0 + n * DAY_MS
+    }
+
+    /// `hours(d)` for days 0..days.
+    fn usage(id: &str, segment: Segment, days: u64, hours: impl Fn(u64) -> f64) -> DailyUsage {
+        DailyUsage {
+            customer: id.into(),
+            segment,
+            hours: (0..days).map(|d| (day(d), hours(d))).collect(),
+            stages: BTreeMap::new(),
+        }
+    }
+
+    fn touch(id: &str, kind: TouchpointKind, d: u64) -> Touchpoint {
+        Touchpoint {
+            customer: id.into(),
+            kind,
+            at: day(d),
+            ..Touchpoint::default()
+        }
+    }
+
+    use TouchpointKind::*;
+
+    #[test]
+    fn one_case_worked_out_by_hand() {
+        // a: 10 h/day, 13 h/day from its training on day 28 (x1.3); the
+        // controls b and c grow x1.1 and x1 over the same days; in logs the
+        // effect is ln 1.3 - (ln 1.1 + ln 1) / 2, i.e. 1.3 / sqrt(1.1) - 1.
+        // d is of another segment.
+        let fleet = [
+            usage(
+                "a",
+                Segment::LowTouch,
+                56,
+                |d| if d < 28 { 10.0 } else { 13.0 },
+            ),
+            usage(
+                "b",
+                Segment::LowTouch,
+                56,
+                |d| if d < 28 { 20.0 } else { 22.0 },
+            ),
+            usage("c", Segment::LowTouch, 56, |_| 5.0),
+            usage(
+                "d",
+                Segment::HighTouch,
+                56,
+                |d| if d < 28 { 1.0 } else { 9.0 },
+            ),
+        ];
+        let got = impact(&[touch("a", Training, 28)], &fleet, 28);
+        assert_eq!(got.len(), 1);
+        let i = got[0];
+        assert_eq!((i.kind, i.cases, i.left_out), (Training, 1, 0));
+        assert!(
+            (i.effect - (1.3 / 1.1f64.sqrt() - 1.0)).abs() < 1e-12,
+            "{}",
+            i.effect
+        );
+        assert_eq!(i.controls, 2.0);
+        assert_eq!((i.ci_low, i.ci_high), (None, None));
+    }
+
+    #[test]
+    fn several_cases_give_a_t_interval() {
+        // Three trainings with lifts x1.2, x1.3, x1.4 against flat controls
+        // z and y: the log effects, their mean m and sample sd s; the
+        // controls do not vary, so the interval is m -/+ t(2) s / sqrt(3).
+        let lifted =
+            |lift: f64, from: u64| move |d: u64| if d < from { 10.0 } else { 10.0 * (1.0 + lift) };
+        let fleet = [
+            usage("a", Segment::HighTouch, 60, lifted(0.2, 28)),
+            usage("b", Segment::HighTouch, 60, lifted(0.3, 29)),
+            usage("c", Segment::HighTouch, 60, lifted(0.4, 30)),
+            usage("z", Segment::HighTouch, 60, |_| 7.0),
+            usage("y", Segment::HighTouch, 60, |_| 3.0),
+        ];
+        let touchpoints = [
+            touch("a", Training, 28),
+            touch("b", Training, 29),
+            touch("c", Training, 30),
+            touch("z", Webinar, 59),
+        ];
+        let got = impact(&touchpoints, &fleet, 28);
+        let training = got.iter().find(|i| i.kind == Training).unwrap();
+        assert_eq!(training.cases, 3);
+        // Each case's controls are z and y (the others are treated, and z's
+        // webinar lies beyond every window).
+        assert_eq!(training.controls, 2.0);
+        let logs = [1.2f64.ln(), 1.3f64.ln(), 1.4f64.ln()];
+        let m = (logs[0] + logs[1] + logs[2]) / 3.0;
+        let s = (logs.iter().map(|l| (l - m).powi(2)).sum::<f64>() / 2.0).sqrt();
+        let half = 4.303 * s / 3f64.sqrt();
+        assert!((training.effect - (m.exp() - 1.0)).abs() < 1e-9);
+        assert!((training.ci_low.unwrap() - ((m - half).exp() - 1.0)).abs() < 1e-9);
+        assert!((training.ci_high.unwrap() - ((m + half).exp() - 1.0)).abs() < 1e-9);
+        assert!(training.significant());
+        // z's webinar has no window after it in the data: left out.
+        let webinar = got.iter().find(|i| i.kind == Webinar).unwrap();
+        assert_eq!((webinar.cases, webinar.left_out), (0, 1));
+    }
+
+    #[test]
+    fn customers_with_a_touchpoint_in_the_window_are_no_controls() {
+        let fleet = [
+            usage(
+                "a",
+                Segment::LowTouch,
+                56,
+                |d| if d < 28 { 10.0 } else { 12.0 },
+            ),
+            usage(
+                "b",
+                Segment::LowTouch,
+                56,
+                |d| if d < 28 { 10.0 } else { 30.0 },
+            ),
+        ];
+        // b had an escalation inside a's window: no control left.
+        let got = impact(
+            &[touch("a", Training, 28), touch("b", Escalation, 40)],
+            &fleet,
+            28,
+        );
+        let training = got.iter().find(|i| i.kind == Training).unwrap();
+        assert_eq!((training.cases, training.left_out), (0, 1));
+    }
+
+    #[test]
+    fn controls_share_the_stage_of_the_day_before() {
+        let mut fleet = [
+            usage(
+                "a",
+                Segment::LowTouch,
+                56,
+                |d| if d < 28 { 10.0 } else { 12.0 },
+            ),
+            usage("b", Segment::LowTouch, 56, |_| 10.0),
+            usage(
+                "c",
+                Segment::LowTouch,
+                56,
+                |d| if d < 28 { 10.0 } else { 5.0 },
+            ),
+        ];
+        fleet[0].stages.insert(day(27), Stage::Renew);
+        fleet[1].stages.insert(day(27), Stage::Renew);
+        fleet[2].stages.insert(day(27), Stage::Grow);
+        let got = impact(&[touch("a", Training, 28)], &fleet, 28);
+        // Only b (renew, flat) is a control: x1.2 against x1.
+        assert_eq!(got[0].controls, 1.0);
+        assert!((got[0].effect - 0.2).abs() < 1e-12);
+    }
+
+    #[test]
+    fn noisy_controls_widen_the_interval() {
+        // Two controls that disagree (x1.5 and x0.5) serve every case: the
+        // interval must cover their disagreement, not only the cases'.
+        let lifted = |lift: f64, from: u64| move |d: u64| if d < from { 10.0 } else { 10.0 * lift };
+        let fleet = [
+            usage("a", Segment::HighTouch, 60, lifted(1.2, 28)),
+            usage("b", Segment::HighTouch, 60, lifted(1.2, 28)),
+            usage("c", Segment::HighTouch, 60, lifted(1.2, 28)),
+            usage("y", Segment::HighTouch, 60, lifted(1.5, 28)),
+            usage("z", Segment::HighTouch, 60, lifted(0.5, 28)),
+        ];
+        let touchpoints = [
+            touch("a", Training, 28),
+            touch("b", Training, 28),
+            touch("c", Training, 28),
+        ];
+        let training = impact(&touchpoints, &fleet, 28)[0];
+        assert_eq!(training.cases, 3);
+        // Every case: ln 1.2 - (ln 1.5 + ln 0.5) / 2; no spread among the
+        // cases, all of it from the controls: t(1) * sd / sqrt(2).
+        let m = 1.2f64.ln() - (1.5f64.ln() + 0.5f64.ln()) / 2.0;
+        let sd = (1.5f64.ln() - 0.5f64.ln()).abs() / 2f64.sqrt();
+        let half = 12.706 * sd / 2f64.sqrt();
+        assert!((training.effect - (m.exp() - 1.0)).abs() < 1e-9);
+        assert!((training.ci_low.unwrap() - ((m - half).exp() - 1.0)).abs() < 1e-9);
+        assert!(!training.significant());
+    }
+
+    #[test]
+    fn the_t_quantiles() {
+        assert_eq!(t_975(1), 12.706);
+        assert_eq!(t_975(30), 2.042);
+        assert!((t_975(60) - 2.000).abs() < 0.002);
+        assert!((t_975(120) - 1.980).abs() < 0.002);
+    }
+}

@@ -1,0 +1,446 @@
+//! Contract events: each customer's revenue history (start, renewal,
+//! expansion, contraction, churn; date; ARR change), from the customers
+//! file's `[[customer.contract_event]]` tables and from the CSV file it
+//! names in `contract_events_csv`. What revenue retention is computed from
+//! (`fleetpulse_engine::kpi::revenue_retention`). Every error names the
+//! file, the line and the field.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use fleetpulse_engine::kpi::revenue_retention::{
+    ArrHistory, ContractEvent, ContractEventError, ContractEventKind,
+};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::config::{ConfigError, line_column};
+use crate::customers::CustomersFile;
+
+/// `[[customer.contract_event]]`: one change of the customer's ARR.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContractEventConfig {
+    /// `start`, `renewal`, `expansion`, `contraction` or `churn`.
+    pub kind: Spanned<String>,
+    /// When it takes effect, `YYYY-MM-DD`.
+    pub date: Spanned<String>,
+    /// The change of ARR: positive for start and expansion, negative for
+    /// contraction; a renewal without it changes nothing, a churn without
+    /// it loses all of the ARR.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arr_change: Option<f64>,
+}
+
+/// The columns of a contract events CSV file, in this order, with a header.
+pub const CSV_HEADER: [&str; 4] = ["customer", "kind", "date", "arr_change"];
+
+/// Where an event came from, to name it in errors.
+#[derive(Debug, Clone)]
+enum Source {
+    /// `customer[i].contract_event[j]` at a line of the customers file.
+    Inline {
+        field: String,
+        line: usize,
+        column: usize,
+    },
+    /// A line of the CSV file.
+    Csv { line: u64 },
+    /// Implied by `customer[i].contract`: no events were given.
+    Contract { field: String },
+}
+
+/// Every customer's ARR history, in the order of the customers file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContractBook {
+    /// One per customer.
+    pub histories: Vec<ArrHistory>,
+}
+
+impl ContractBook {
+    /// The history of `customer`.
+    pub fn get(&self, customer: &str) -> Option<&ArrHistory> {
+        self.histories.iter().find(|h| &*h.customer == customer)
+    }
+}
+
+impl CustomersFile {
+    /// Each customer's contract events, checked: the inline ones, and those
+    /// of `contract_events_csv` (a path relative to the customers file at
+    /// `path`; `text` is that file's content, for line numbers). A customer
+    /// with no events at all has one implied `start` on `contract.start`
+    /// with `contract.arr`; one with events must not contradict
+    /// `contract.arr`: the ARR after its last event is its ARR (unless it
+    /// churned).
+    pub fn contract_book(&self, path: &Path, text: &str) -> Result<ContractBook, ConfigError> {
+        let csv_path = self.contract_events_csv.as_ref().map(|p| {
+            path.parent()
+                .unwrap_or_else(|| Path::new(""))
+                .join(p.get_ref())
+        });
+        let mut from_csv: HashMap<&str, Vec<(ContractEvent, Source)>> = HashMap::new();
+        let csv_rows = match &csv_path {
+            Some(csv) => read_csv(csv)?,
+            None => Vec::new(),
+        };
+        for row in &csv_rows {
+            if self.get(&row.customer).is_none() {
+                return Err(csv_error(
+                    csv_path.as_deref().unwrap_or(path),
+                    row.line,
+                    "customer",
+                    format!("`{}` is not in {}", row.customer, path.display()),
+                ));
+            }
+            from_csv
+                .entry(row.customer.as_str())
+                .or_default()
+                .push((row.event, Source::Csv { line: row.line }));
+        }
+        let mut book = ContractBook::default();
+        for (i, c) in self.customers.iter().enumerate() {
+            let mut events: Vec<(ContractEvent, Source)> = Vec::new();
+            for (j, e) in c.contract_events.iter().enumerate() {
+                let field = format!("customer[{i}].contract_event[{j}]");
+                let (line, column) = line_column(text, e.kind.span().start);
+                let at = |f: &str, span: std::ops::Range<usize>, message: String| {
+                    let (line, column) = line_column(text, span.start);
+                    ConfigError::Parse {
+                        path: path.to_owned(),
+                        line,
+                        column,
+                        message: format!("field `{field}.{f}`: {message}"),
+                    }
+                };
+                let kind = ContractEventKind::parse(e.kind.get_ref())
+                    .ok_or_else(|| at("kind", e.kind.span(), unknown_kind(e.kind.get_ref())))?;
+                let date = date_ms(e.date.get_ref()).ok_or_else(|| {
+                    at(
+                        "date",
+                        e.date.span(),
+                        format!("`{}` is not a YYYY-MM-DD date", e.date.get_ref()),
+                    )
+                })?;
+                events.push((
+                    ContractEvent {
+                        kind,
+                        at: date,
+                        arr_change: e.arr_change,
+                    },
+                    Source::Inline {
+                        field,
+                        line,
+                        column,
+                    },
+                ));
+            }
+            events.extend(from_csv.remove(c.id.as_str()).unwrap_or_default());
+            let implied = events.is_empty();
+            if implied {
+                let start = date_ms(&c.contract.start).ok_or_else(|| ConfigError::Invalid {
+                    path: path.to_owned(),
+                    field: format!("customer[{i}].contract.start"),
+                    message: format!("`{}` is not a YYYY-MM-DD date", c.contract.start),
+                })?;
+                events.push((
+                    ContractEvent {
+                        kind: ContractEventKind::Start,
+                        at: start,
+                        arr_change: Some(c.contract.arr),
+                    },
+                    Source::Contract {
+                        field: format!("customer[{i}].contract.arr"),
+                    },
+                ));
+            }
+            let plain: Vec<ContractEvent> = events.iter().map(|(e, _)| *e).collect();
+            let history = ArrHistory::new(c.id.as_str().into(), c.segment, &plain).map_err(
+                |ContractEventError {
+                     index,
+                     field,
+                     message,
+                 }| match &events[index].1 {
+                    Source::Inline {
+                        field: at,
+                        line,
+                        column,
+                    } => ConfigError::Parse {
+                        path: path.to_owned(),
+                        line: *line,
+                        column: *column,
+                        message: format!("field `{at}.{field}`: {message}"),
+                    },
+                    Source::Csv { line } => csv_error(
+                        csv_path.as_deref().unwrap_or(path),
+                        *line,
+                        field,
+                        format!("customer `{}`: {message}", c.id),
+                    ),
+                    Source::Contract { field } => ConfigError::Invalid {
+                        path: path.to_owned(),
+                        field: field.clone(),
+                        message,
+                    },
+                },
+            )?;
+            let last = history.steps().last().map(|s| s.kind);
+            if !implied
+                && last != Some(ContractEventKind::Churn)
+                && (history.arr() - c.contract.arr).abs() > 0.005
+            {
+                return Err(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    field: format!("customer[{i}].contract.arr"),
+                    message: format!(
+                        "{} differs from the ARR after the customer's last contract event ({})",
+                        c.contract.arr,
+                        history.arr()
+                    ),
+                });
+            }
+            book.histories.push(history);
+        }
+        Ok(book)
+    }
+}
+
+/// One data row of the CSV file.
+#[derive(Debug)]
+struct CsvRow {
+    line: u64,
+    customer: String,
+    event: ContractEvent,
+}
+
+fn read_csv(path: &Path) -> Result<Vec<CsvRow>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_csv(path, &text)
+}
+
+/// Parses contract events CSV text (`path` is for messages).
+fn parse_csv(path: &Path, text: &str) -> Result<Vec<CsvRow>, ConfigError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let header = reader
+        .headers()
+        .map_err(|e| csv_error(path, 1, "header", e.to_string()))?;
+    if header.iter().collect::<Vec<_>>() != CSV_HEADER {
+        return Err(csv_error(
+            path,
+            1,
+            "header",
+            format!(
+                "expected `{}`, found `{}`",
+                CSV_HEADER.join(","),
+                header.iter().collect::<Vec<_>>().join(",")
+            ),
+        ));
+    }
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| {
+            let line = e.position().map_or(0, |p| p.line());
+            csv_error(path, line, "row", e.to_string())
+        })?;
+        let line = record.position().map_or(0, |p| p.line());
+        let cell = |i: usize| record.get(i).unwrap_or("");
+        let kind = ContractEventKind::parse(cell(1))
+            .ok_or_else(|| csv_error(path, line, "kind", unknown_kind(cell(1))))?;
+        let at = date_ms(cell(2)).ok_or_else(|| {
+            csv_error(
+                path,
+                line,
+                "date",
+                format!("`{}` is not a YYYY-MM-DD date", cell(2)),
+            )
+        })?;
+        let arr_change = match cell(3) {
+            "" => None,
+            v => Some(
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite())
+                    .ok_or_else(|| {
+                        csv_error(path, line, "arr_change", format!("`{v}` is not a number"))
+                    })?,
+            ),
+        };
+        if cell(0).is_empty() {
+            return Err(csv_error(path, line, "customer", "is empty".into()));
+        }
+        rows.push(CsvRow {
+            line,
+            customer: cell(0).to_string(),
+            event: ContractEvent {
+                kind,
+                at,
+                arr_change,
+            },
+        });
+    }
+    Ok(rows)
+}
+
+fn csv_error(path: &Path, line: u64, field: &str, message: String) -> ConfigError {
+    ConfigError::Parse {
+        path: path.to_owned(),
+        line: usize::try_from(line).unwrap_or(usize::MAX),
+        column: 1,
+        message: format!("field `{field}`: {message}"),
+    }
+}
+
+fn unknown_kind(name: &str) -> String {
+    let known: Vec<&str> = ContractEventKind::ALL.iter().map(|k| k.as_str()).collect();
+    format!("`{name}` is not one of {}", known.join(", "))
+}
+
+/// Midnight UTC of a `YYYY-MM-DD` date, ms since the epoch.
+fn date_ms(date: &str) -> Option<u64> {
+    let date: jiff::civil::Date = date.parse().ok()?;
+    let ts = date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
+    u64::try_from(ts.as_millisecond()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+contract_events_csv = "events.csv"
+
+[[customer]]
+id = "acme"
+name = "Acme"
+segment = "high-touch"
+[customer.contract]
+arr = 150
+start = "2026-01-01"
+renewal = "2027-01-01"
+devices_purchased = 5
+
+[[customer.contract_event]]
+kind = "start"
+date = "2026-01-01"
+arr_change = 100
+
+[[customer.contract_event]]
+kind = "expansion"
+date = "2026-05-01"
+arr_change = 50
+
+[[customer]]
+id = "bolt"
+name = "Bolt"
+segment = "low-touch"
+[customer.contract]
+arr = 300
+start = "2025-01-01"
+renewal = "2026-01-01"
+devices_purchased = 5
+
+[[customer]]
+id = "cube"
+name = "Cube"
+segment = "tech-touch"
+[customer.contract]
+arr = 80
+start = "2025-03-01"
+renewal = "2026-03-01"
+devices_purchased = 5
+"#;
+
+    const CSV: &str = "customer,kind,date,arr_change\n\
+        bolt,start,2025-01-01,300\n\
+        bolt,churn,2026-04-15,\n\
+        \n";
+
+    fn book(file: &str, csv: &str) -> Result<ContractBook, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("customers.toml");
+        std::fs::write(&path, file).unwrap();
+        std::fs::write(dir.path().join("events.csv"), csv).unwrap();
+        let customers: CustomersFile =
+            crate::config::parse_toml(&path, file).map_err(|e| e.to_string())?;
+        customers.contract_book(&path, file).map_err(|e| {
+            e.to_string()
+                .replace(&dir.path().display().to_string(), "DIR")
+        })
+    }
+
+    #[test]
+    fn events_come_from_the_file_the_csv_and_the_contract() {
+        let book = book(FILE, CSV).unwrap();
+        let acme = book.get("acme").unwrap();
+        assert_eq!(acme.steps().len(), 2);
+        assert_eq!(acme.arr(), 150.0);
+        let bolt = book.get("bolt").unwrap();
+        assert_eq!(bolt.steps()[1].kind, ContractEventKind::Churn);
+        assert_eq!(bolt.steps()[1].arr_change, -300.0);
+        assert_eq!(bolt.arr(), 0.0);
+        // No events: one start on contract.start with contract.arr.
+        let cube = book.get("cube").unwrap();
+        assert_eq!(cube.steps().len(), 1);
+        assert_eq!(cube.arr_before(date_ms("2025-03-02").unwrap()), 80.0);
+    }
+
+    #[test]
+    fn mistakes_name_file_line_and_field() {
+        let cases: [(&str, &str, &str, &[&str]); 6] = [
+            (
+                FILE,
+                &CSV.replace("churn", "chrun"),
+                "DIR/events.csv:3:1:",
+                &["field `kind`", "`chrun`"],
+            ),
+            (
+                FILE,
+                &CSV.replace("bolt,start", "blot,start"),
+                "DIR/events.csv:2:1:",
+                &["field `customer`", "`blot`"],
+            ),
+            (
+                FILE,
+                &CSV.replace(",300", ",lots"),
+                "DIR/events.csv:2:1:",
+                &["field `arr_change`"],
+            ),
+            (
+                FILE,
+                &CSV.replace("2026-04-15", "15/04/2026"),
+                "DIR/events.csv:3:1:",
+                &["field `date`"],
+            ),
+            (
+                FILE,
+                &CSV.replace("churn,2026-04-15,", "churn,2026-04-15,-10"),
+                "DIR/events.csv:3:1:",
+                &["field `arr_change`", "all of the ARR"],
+            ),
+            (
+                &FILE.replace("\"expansion\"", "\"contraction\""),
+                CSV,
+                "DIR/customers.toml:20:",
+                &["customer[0].contract_event[1].arr_change", "negative"],
+            ),
+        ];
+        for (file, csv, at, named) in cases {
+            let err = book(file, csv).unwrap_err();
+            assert!(err.starts_with(at), "{err}");
+            for name in named {
+                assert!(err.contains(name), "{err}");
+            }
+        }
+        let err = book(&FILE.replace("arr = 150", "arr = 140"), CSV).unwrap_err();
+        assert!(err.contains("customer[0].contract.arr"), "{err}");
+        let err = book(FILE, "customer,date,kind,arr_change\n").unwrap_err();
+        assert!(
+            err.starts_with("DIR/events.csv:1:1: field `header`"),
+            "{err}"
+        );
+    }
+}

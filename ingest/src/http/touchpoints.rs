@@ -1,0 +1,321 @@
+//! A customer's touchpoints: `GET` lists them with where each coverage
+//! cadence stands and the `coverage_gap` episodes; `POST` records one.
+//!
+//! Touchpoints live in the service's SQLite store (the first SQLite sink),
+//! read and written on a blocking thread per request, so one recorded with
+//! `fleetpulse touchpoints` shows up too. `coverage_gap` is evaluated here,
+//! over the touchpoints up to the newest day of data (`as_of`), with the
+//! engine's rule (`fleetpulse_engine::kpi::coverage_gap`).
+//!
+//! Who may write: an admin for any customer, a CSM for the customers they
+//! see; a viewer sees no customer at all. Against cross-site requests the
+//! body must be `application/json` (a browser asks the server first, and
+//! this one never says yes), an `Origin` must be this server, and a
+//! dashboard session sends its CSRF token in `X-CSRF-Token`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use fleetpulse_engine::AlertRecord;
+use fleetpulse_engine::kpi::coverage::Cadence;
+use fleetpulse_engine::kpi::coverage_gap::{self, Gap};
+use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
+use fleetpulse_engine::kpi::touchpoint::Touchpoint;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::Hub;
+use super::api::{ApiError, ApiQuery, ErrorBody, NoQuery, Unauthorized, as_of, json};
+use super::auth::login::same_origin;
+use super::auth::session::same_secret;
+use super::auth::{Access, Via};
+use super::view::CustomerView;
+use crate::records::Doc;
+use crate::records::openapi::{AlertSchema, TouchpointSchema};
+use crate::sinks::SqliteStore;
+use crate::touchpoints::TouchpointInput;
+
+/// The header a dashboard session sends its CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+const DAY_MS: u64 = 86_400_000;
+
+/// A customer's touchpoints and coverage.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = CustomerTouchpoints)]
+struct TouchpointsDoc<'a> {
+    /// Customer id.
+    customer: &'a str,
+    /// The end of the newest day of data: coverage is evaluated up to it
+    /// (null before any data: nothing is overdue yet).
+    as_of: Option<u64>,
+    /// Oldest first.
+    #[schema(value_type = Vec<TouchpointSchema>)]
+    touchpoints: Vec<Doc<'a, Touchpoint>>,
+    /// The segment's cadences and where each stands.
+    coverage: Vec<CadenceDoc>,
+    /// `coverage_gap` episodes, oldest first (`alert` records).
+    #[schema(value_type = Vec<AlertSchema>)]
+    coverage_gaps: Vec<Doc<'a, AlertRecord>>,
+}
+
+/// One cadence of the coverage model, for this customer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CadenceDoc {
+    #[serde(flatten)]
+    cadence: Cadence,
+    /// The last qualifying touchpoint (its day, ms since the Unix epoch).
+    last_at: Option<u64>,
+    /// The day the next one is due.
+    due_at: u64,
+    /// `ok`, `overdue`, or `unknown` before any data.
+    status: &'static str,
+}
+
+/// The customer's touchpoints, coverage cadences and coverage gaps
+///
+/// A coverage gap opens at the end of a cadence's due day without a
+/// qualifying touchpoint and resolves at the end of the day one took place.
+#[utoipa::path(get, path = "/api/customers/{id}/touchpoints", operation_id = "listTouchpoints", tag = "api",
+    params(("id" = String, Path, description = "customer id")),
+    responses((status = 200, description = "touchpoints and coverage", body = TouchpointsDoc),
+        (status = 404, description = "no such customer, or not one of the user's", body = ErrorBody),
+        Unauthorized))]
+pub async fn list(
+    State(hub): State<Arc<Hub>>,
+    Extension(access): Extension<Access>,
+    Path(id): Path<String>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
+) -> Result<Response, ApiError> {
+    known(&hub, &access, &id)?;
+    let touchpoints = match hub.touchpoint_store() {
+        Some(path) => {
+            let customer = id.clone();
+            tokio::task::spawn_blocking(move || {
+                SqliteStore::open(&path).and_then(|s| s.touchpoints(Some(&customer)))
+            })
+            .await
+            .map_err(|e| internal(e.to_string()))?
+            .map_err(|e| internal(e.to_string()))?
+        }
+        None => Vec::new(),
+    };
+    let coverage = hub.coverage();
+    let view = hub.read_view();
+    let as_of = as_of(&view);
+    let Some(c) = view.customers().get(id.as_str()) else {
+        return Err(ApiError::not_found(format!("no customer `{id}`")));
+    };
+    let mut cadences = Vec::new();
+    let mut gaps = Vec::new();
+    if let Some(info) = &c.info {
+        for cadence in coverage.cadences(info.segment) {
+            let state = as_of.map(|as_of| {
+                (
+                    coverage_gap::evaluate(cadence, info.start, &touchpoints, as_of),
+                    as_of,
+                )
+            });
+            let status = match &state {
+                None => "unknown",
+                Some((s, _)) if s.open().is_some() => "overdue",
+                Some(_) => "ok",
+            };
+            let (last_at, due_at) = match &state {
+                Some((s, _)) => (s.last, s.due_at),
+                None => (
+                    None,
+                    info.start + u64::from(cadence.first_within_days) * DAY_MS,
+                ),
+            };
+            cadences.push(CadenceDoc {
+                cadence: *cadence,
+                last_at,
+                due_at,
+                status,
+            });
+            if let Some((state, as_of)) = state {
+                gaps.extend(
+                    state
+                        .gaps
+                        .iter()
+                        .map(|g| gap_alert(&id, c, cadence, g, as_of)),
+                );
+            }
+        }
+    }
+    gaps.sort_by_key(|a| a.opened_at);
+    for (i, a) in gaps.iter_mut().enumerate() {
+        a.episode = u32::try_from(i + 1).unwrap_or(u32::MAX);
+    }
+    let doc = TouchpointsDoc {
+        customer: &id,
+        as_of,
+        touchpoints: touchpoints.iter().map(Doc).collect(),
+        coverage: cadences,
+        coverage_gaps: gaps.iter().map(Doc).collect(),
+    };
+    Ok(json(&doc))
+}
+
+/// A coverage gap as an alert episode of `coverage_gap`.
+fn gap_alert(id: &str, c: &CustomerView, cadence: &Cadence, gap: &Gap, as_of: u64) -> AlertRecord {
+    let what = format!(
+        "{}{}",
+        cadence.kind.as_str(),
+        if cadence.decision_maker {
+            " with a decision-maker"
+        } else {
+            ""
+        }
+    );
+    let (mut evidence, threshold) = match gap.after {
+        Some(last) => (
+            format!(
+                "no {what} since {} (due every {} days, by {})",
+                crate::touchpoints::day(last),
+                cadence.every_days,
+                crate::touchpoints::day(gap.due_at)
+            ),
+            cadence.every_days,
+        ),
+        None => (
+            format!(
+                "no {what} within {} days of the contract start (due by {})",
+                cadence.first_within_days,
+                crate::touchpoints::day(gap.due_at)
+            ),
+            cadence.first_within_days,
+        ),
+    };
+    if let Some(resolved) = gap.resolved_at {
+        evidence.push_str(&format!(
+            "; held {}",
+            crate::touchpoints::day(resolved - DAY_MS)
+        ));
+    }
+    let info = c.info.as_ref();
+    let latest = c.latest_health();
+    AlertRecord {
+        customer: id.into(),
+        rule: Rule::CoverageGap,
+        episode: 0,
+        customer_name: info.map_or_else(|| id.into(), |i| i.name.clone()),
+        status: if gap.resolved_at.is_some() {
+            AlertStatus::Resolved
+        } else {
+            AlertStatus::Open
+        },
+        opened_at: gap.opened_at,
+        resolved_at: gap.resolved_at,
+        evidence,
+        metric: gap.days_overdue(as_of) as f64,
+        threshold: f64::from(threshold),
+        stage: latest.map(|h| h.stage).unwrap_or_default(),
+        segment: info.map(|i| i.segment).unwrap_or_default(),
+        arr_at_risk: info.map_or(0.0, |i| i.arr),
+        next_action: Rule::CoverageGap.next_action().to_string(),
+    }
+}
+
+/// Records a touchpoint
+///
+/// The body is a `NewTouchpoint`; `csm` defaults to the user. Recording the
+/// same customer, kind, day and CSM again overwrites it. A dashboard
+/// session sends its CSRF token (`csrf_token` of `/api/me`) in
+/// `X-CSRF-Token`.
+#[utoipa::path(post, path = "/api/customers/{id}/touchpoints", operation_id = "recordTouchpoint", tag = "api",
+    params(("id" = String, Path, description = "customer id")),
+    request_body(content = TouchpointInput, content_type = "application/json"),
+    responses((status = 201, description = "the touchpoint as stored", body = TouchpointSchema),
+        (status = 400, description = "a field is missing or wrong; the message names it", body = ErrorBody),
+        (status = 403, description = "a dashboard session without its CSRF token, or another origin", body = ErrorBody),
+        (status = 404, description = "no such customer, or not one of the user's", body = ErrorBody),
+        (status = 415, description = "a body that is not `application/json`", body = ErrorBody),
+        (status = 503, description = "the service has no SQLite store to keep touchpoints in", body = ErrorBody),
+        Unauthorized))]
+pub async fn record(
+    State(hub): State<Arc<Hub>>,
+    Extension(access): Extension<Access>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    // A page of another site can POST only simple content types without
+    // asking first, and names itself in `Origin`.
+    let json_body = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json_body {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body is JSON: Content-Type: application/json",
+        ));
+    }
+    if !same_origin(&headers) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "a request from another origin",
+        ));
+    }
+    if access.principal.via == Via::Session {
+        let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+        let expected = access.csrf.as_deref();
+        if !matches!((sent, expected), (Some(s), Some(e)) if same_secret(s, e)) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("a dashboard session sends its CSRF token in {CSRF_HEADER}"),
+            ));
+        }
+    }
+    known(&hub, &access, &id)?;
+    let mut deserializer = serde_json::Deserializer::from_slice(&body);
+    let input: TouchpointInput = serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+    let touchpoint = input
+        .check(&id, Some(&access.principal.name), &access.principal.name)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let Some(path) = hub.touchpoint_store() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "touchpoints are kept in a SQLite store: configure a [[sinks]] of type sqlite",
+        ));
+    };
+    let stored = touchpoint.clone();
+    tokio::task::spawn_blocking(move || {
+        SqliteStore::open(&path).and_then(|mut s| s.record_touchpoints(&[stored]))
+    })
+    .await
+    .map_err(|e| internal(e.to_string()))?
+    .map_err(|e| internal(e.to_string()))?;
+    tracing::info!(
+        target: "audit",
+        event = "touchpoint",
+        user = %access.principal.name,
+        customer = %id,
+        kind = touchpoint.kind.as_str(),
+        "touchpoint recorded"
+    );
+    Ok((StatusCode::CREATED, json(&Doc(&touchpoint))).into_response())
+}
+
+/// 404 unless `id` is a customer in the user's scope.
+fn known(hub: &Hub, access: &Access, id: &str) -> Result<(), ApiError> {
+    if access.sees(id) && hub.read_view().customers().contains_key(id) {
+        return Ok(());
+    }
+    tracing::warn!(target: "audit", event = "denied", status = 404, user = %access.principal.name,
+        path = "/api/customers/{id}/touchpoints", reason = "customer not in scope", "request denied");
+    Err(ApiError::not_found(format!("no customer `{id}`")))
+}
+
+fn internal(message: String) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+}

@@ -1,0 +1,162 @@
+//! `fleetpulse touchpoints`: record the CS team's activities in the SQLite
+//! store from the command line or a CSV file, and list them.
+//!
+//! ```text
+//! fleetpulse touchpoints add --customer acme --kind business_review --date 2026-03-02 \
+//!     --csm alice --attendees "Jo Bloggs (CEO);ops lead" --decision-maker
+//! fleetpulse touchpoints import touchpoints.csv --customers customers.toml
+//! fleetpulse touchpoints list --customer acme
+//! ```
+//!
+//! `--store` is the KPI store (default `fleetpulse-data/kpi.sqlite`); a
+//! running service reads it on each request, so its dashboard shows them at
+//! once. An import checks every line before it writes any.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use super::{TouchpointInput, read_csv};
+use crate::customers::CustomersFile;
+use crate::sinks::SqliteStore;
+
+/// `fleetpulse touchpoints ...`.
+#[derive(Debug, clap::Args)]
+pub struct TouchpointsArgs {
+    #[command(subcommand)]
+    command: TouchpointsCommand,
+    /// The SQLite KPI store.
+    #[arg(long, global = true, default_value = "fleetpulse-data/kpi.sqlite")]
+    store: PathBuf,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum TouchpointsCommand {
+    /// Record one touchpoint.
+    Add {
+        /// Customer id.
+        #[arg(long)]
+        customer: String,
+        /// kickoff, training, onsite_visit, health_check_call,
+        /// business_review, webinar or escalation.
+        #[arg(long)]
+        kind: String,
+        /// The day it took place, YYYY-MM-DD.
+        #[arg(long)]
+        date: String,
+        /// The CS manager who held it.
+        #[arg(long)]
+        csm: String,
+        /// Who attended from the customer, `;`-separated.
+        #[arg(long, default_value = "")]
+        attendees: String,
+        /// A decision-maker of the customer attended.
+        #[arg(long)]
+        decision_maker: bool,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        notes: String,
+        /// customers.toml, to check the customer exists.
+        #[arg(long)]
+        customers: Option<PathBuf>,
+    },
+    /// Record every touchpoint of a CSV file
+    /// (customer,kind,date,csm,attendees,decision_maker_present,notes).
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+        /// customers.toml, to check every customer exists.
+        #[arg(long)]
+        customers: Option<PathBuf>,
+    },
+    /// Print the touchpoints, oldest first.
+    List {
+        /// Only this customer.
+        #[arg(long)]
+        customer: Option<String>,
+    },
+}
+
+/// Runs `fleetpulse touchpoints`.
+pub fn run(args: TouchpointsArgs) -> anyhow::Result<()> {
+    let known = |customers: &Option<PathBuf>| -> anyhow::Result<Option<HashSet<String>>> {
+        customers
+            .as_ref()
+            .map(|path| {
+                Ok(CustomersFile::load(path)?
+                    .customers
+                    .into_iter()
+                    .map(|c| c.id)
+                    .collect())
+            })
+            .transpose()
+    };
+    let open = || {
+        SqliteStore::open(&args.store)
+            .with_context(|| format!("{}: cannot open the store", args.store.display()))
+    };
+    match args.command {
+        TouchpointsCommand::Add {
+            customer,
+            kind,
+            date,
+            csm,
+            attendees,
+            decision_maker,
+            notes,
+            customers,
+        } => {
+            if let Some(known) = known(&customers)?
+                && !known.contains(&customer)
+            {
+                anyhow::bail!("--customer: `{customer}` is not in the customers file");
+            }
+            let touchpoint = TouchpointInput {
+                kind,
+                date,
+                csm: Some(csm),
+                attendees,
+                decision_maker_present: decision_maker,
+                notes,
+            }
+            .check(&customer, None, "cli")
+            .map_err(|e| anyhow::anyhow!("--{}: {}", e.field.replace('_', "-"), e.message))?;
+            open()?.record_touchpoints(&[touchpoint])?;
+            println!("recorded 1 touchpoint in {}", args.store.display());
+        }
+        TouchpointsCommand::Import { file, customers } => {
+            let touchpoints = read_csv(&file, known(&customers)?.as_ref())?;
+            open()?.record_touchpoints(&touchpoints)?;
+            println!(
+                "recorded {} touchpoints from {} in {}",
+                touchpoints.len(),
+                file.display(),
+                args.store.display()
+            );
+        }
+        TouchpointsCommand::List { customer } => {
+            for t in open()?.touchpoints(customer.as_deref())? {
+                println!(
+                    "{}  {:<20} {:<18} csm {:<12} decision-maker {:<3}  {}{}",
+                    super::day(t.at),
+                    t.customer,
+                    t.kind.as_str(),
+                    t.csm,
+                    if t.decision_maker_present {
+                        "yes"
+                    } else {
+                        "no"
+                    },
+                    t.attendees,
+                    if t.notes.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  ({})", t.notes)
+                    }
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,425 @@
+//! Revenue retention end to end: a small fleet's contract events, given in
+//! the customers file and in the CSV file it names, loaded by the service
+//! (embedded broker, `[http]` on a free port), served by `/api/retention`
+//! and shown on the dashboard's portfolio page in headless Chromium. Every
+//! figure is compared with one worked out by hand below.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use fleetpulse::config::{CustomersRef, ServiceConfig};
+use fleetpulse::http::Hub;
+use fleetpulse::metrics::IngestMetrics;
+use fleetpulse::service::{self, Runtime};
+use fleetpulse::sinks::SinkConfig;
+use fleetpulse::sinks::sqlite::SqliteConfig;
+use serde_json::Value;
+use support::cdp::{Browser, artifacts};
+use tokio_util::sync::CancellationToken;
+
+/// Five customers; ARR in thousands.
+///
+/// | customer | segment | events | ARR 1 Apr 2026 | in 2026-Q2 | counted 1 Jul |
+/// |---|---|---|---|---|---|
+/// | a | high-touch | start 2026-01-10 100 (file) | 100 | expansion +50 | 150 |
+/// | b | high-touch | start 2025-06-01 200 (CSV) | 200 | contraction -80 (shrinks, stays) | 120 |
+/// | c | low-touch | start 2025-01-01 300 (CSV) | 300 | churn 2026-04-01 | 0 |
+/// | d | tech-touch | none: the contract (2025-04-01, 400) | 400 | - | 400 |
+/// | e | low-touch | start 2026-05-15 70 (file) | - | new logo | - |
+const CUSTOMERS: &str = r#"
+contract_events_csv = "contract-events.csv"
+
+[[customer]]
+id = "a"
+name = "Alder Quarry"
+segment = "high-touch"
+[customer.contract]
+arr = 150
+start = "2026-01-10"
+renewal = "2027-01-10"
+devices_purchased = 4
+[[customer.contract_event]]
+kind = "start"
+date = "2026-01-10"
+arr_change = 100
+[[customer.contract_event]]
+kind = "expansion"
+date = "2026-05-01"
+arr_change = 50
+
+[[customer]]
+id = "b"
+name = "Birch Aggregates"
+segment = "high-touch"
+[customer.contract]
+arr = 120
+start = "2025-06-01"
+renewal = "2026-06-01"
+devices_purchased = 4
+
+[[customer]]
+id = "c"
+name = "Cedar Mining"
+segment = "low-touch"
+[customer.contract]
+arr = 300
+start = "2025-01-01"
+renewal = "2026-01-01"
+devices_purchased = 4
+
+[[customer]]
+id = "d"
+name = "Dogwood Civil"
+segment = "tech-touch"
+[customer.contract]
+arr = 400
+start = "2025-04-01"
+renewal = "2026-04-01"
+devices_purchased = 4
+
+[[customer]]
+id = "e"
+name = "Elm Earthworks"
+segment = "low-touch"
+[customer.contract]
+arr = 70
+start = "2026-05-15"
+renewal = "2027-05-15"
+devices_purchased = 4
+[[customer.contract_event]]
+kind = "start"
+date = "2026-05-15"
+arr_change = 70
+"#;
+
+const EVENTS_CSV: &str = "customer,kind,date,arr_change
+b,start,2025-06-01,200
+b,renewal,2026-06-01,
+b,contraction,2026-06-30,-80
+c,start,2025-01-01,300
+c,churn,2026-04-01,
+";
+
+/// The hand-computed figures: (period, group, GRR, NRR, logo retention,
+/// start ARR, new logos); `None`: no cohort.
+#[allow(clippy::type_complexity)]
+const EXPECTED: &[(&str, &str, Option<(f64, f64, f64)>, f64, u64)] = &[
+    // 2026-Q2. Cohort a 100, b 200, c 300, d 400 = 1000. Contraction 80
+    // (b), churned 300 (c), expansion 50 (a). GRR (1000-80-300)/1000;
+    // NRR (150+120+0+400)/1000; logos 3 of 4; e is new.
+    ("2026-Q2", "all", Some((0.62, 0.67, 0.75)), 1000.0, 1),
+    // Managed = high-touch: a and b. GRR (300-80)/300; NRR 270/300.
+    (
+        "2026-Q2",
+        "managed",
+        Some((220.0 / 300.0, 0.9, 1.0)),
+        300.0,
+        0,
+    ),
+    // c churned 300, d flat 400: GRR = NRR = 400/700; logos 1 of 2.
+    (
+        "2026-Q2",
+        "unmanaged",
+        Some((400.0 / 700.0, 400.0 / 700.0, 0.5)),
+        700.0,
+        1,
+    ),
+    // High-touch is a and b: as managed.
+    (
+        "2026-Q2",
+        "high-touch",
+        Some((220.0 / 300.0, 0.9, 1.0)),
+        300.0,
+        0,
+    ),
+    ("2026-Q2", "tech-touch", Some((1.0, 1.0, 1.0)), 400.0, 0),
+    // Cohort 2025 (first contract that year): b, c, d: start 900, b ends at
+    // 120, c churned; cohort 2026: a grows 100 -> 150, e is new.
+    (
+        "2026-Q2",
+        "cohort 2025",
+        Some((520.0 / 900.0, 520.0 / 900.0, 2.0 / 3.0)),
+        900.0,
+        0,
+    ),
+    ("2026-Q2", "cohort 2026", Some((1.0, 1.5, 1.0)), 100.0, 1),
+    // 2026-Q1: cohort b 200, c 300, d 400, nothing changes; a is new.
+    ("2026-Q1", "all", Some((1.0, 1.0, 1.0)), 900.0, 1),
+    // 2025-Q1: no ARR on 1 Jan 2025 (c starts that day): no ratios.
+    ("2025-Q1", "all", None, 0.0, 1),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revenue_retention_from_contract_events_in_the_api_and_the_portfolio_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let customers_path = dir.path().join("customers.toml");
+    std::fs::write(&customers_path, CUSTOMERS).unwrap();
+    std::fs::write(dir.path().join("contract-events.csv"), EVENTS_CSV).unwrap();
+    let broker = fleetpulse::broker::start(0).unwrap();
+
+    let mut config = ServiceConfig::default();
+    config.mqtt.host = broker.addr.ip().to_string();
+    config.mqtt.port = broker.addr.port();
+    config.mqtt.client_id = "fleetpulse-retention-test".into();
+    config.engine.workers = 1;
+    config.customers = Some(CustomersRef {
+        file: customers_path,
+    });
+    config.sinks = vec![SinkConfig::Sqlite(SqliteConfig {
+        path: dir.path().join("kpi.sqlite"),
+    })];
+    config.http.enabled = true;
+    config.http.listen = "127.0.0.1:0".parse().unwrap();
+
+    let metrics = Arc::new(IngestMetrics::default());
+    let shutdown = CancellationToken::new();
+    let hub = Hub::new();
+    let runtime = Runtime {
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+        http: Some(hub.clone()),
+    };
+    let service =
+        tokio::spawn(async move { service::run(config, Path::new("<test>"), runtime).await });
+    let waited = Instant::now();
+    while !metrics.subscribed.load(Relaxed) {
+        assert!(
+            !service.is_finished(),
+            "service stopped: {:?}",
+            service.await
+        );
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "no subscription"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let base = format!("http://{}", hub.local_addr().expect("the service listens"));
+    let get = async |query: &str| -> Value {
+        let response = reqwest::get(format!("{base}{query}")).await.unwrap();
+        assert_eq!(response.status(), 200, "{query}");
+        response.json().await.unwrap()
+    };
+
+    // Quarters: from the first event (2025-01-01) to the day after the last
+    // (no telemetry yet): 2025-Q1 .. 2026-Q2, all complete.
+    let quarters = get("/api/retention?period=quarter&periods=40").await;
+    assert_eq!(quarters["customers"], 5);
+    assert_eq!(quarters["managed"], "high-touch");
+    let periods = quarters["periods"].as_array().unwrap();
+    let labels: Vec<&str> = periods
+        .iter()
+        .map(|p| p["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "2025-Q1", "2025-Q2", "2025-Q3", "2025-Q4", "2026-Q1", "2026-Q2"
+        ]
+    );
+    assert!(periods.iter().all(|p| p["complete"] == true));
+    let figures = |label: &str, group: &str| -> Value {
+        let period = periods.iter().find(|p| p["label"] == label).unwrap();
+        let groups = period["groups"].as_array().unwrap();
+        let names: Vec<&str> = groups
+            .iter()
+            .map(|g| g["group"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "all",
+                "high-touch",
+                "low-touch",
+                "tech-touch",
+                "managed",
+                "unmanaged",
+                "cohort 2025",
+                "cohort 2026"
+            ]
+        );
+        groups.iter().find(|g| g["group"] == group).unwrap().clone()
+    };
+    for &(label, group, ratios, start_arr, new_logos) in EXPECTED {
+        let f = figures(label, group);
+        let at = format!("{label} {group}: {f}");
+        assert_eq!(f["start_arr"].as_f64(), Some(start_arr), "{at}");
+        assert_eq!(f["new_logos"].as_u64(), Some(new_logos), "{at}");
+        match ratios {
+            None => {
+                for r in ["grr", "nrr", "logo_retention"] {
+                    assert!(f[r].is_null(), "{at}");
+                }
+            }
+            Some((grr, nrr, logos)) => {
+                for (name, want) in [("grr", grr), ("nrr", nrr), ("logo_retention", logos)] {
+                    let got = f[name].as_f64().unwrap_or(f64::NAN);
+                    assert!((got - want).abs() < 1e-9, "{at}: {name} {got} != {want}");
+                }
+            }
+        }
+    }
+    // b shrinks without churning: high-touch NRR falls below 100% (a grew
+    // 50, b lost 80) while every logo is kept.
+    let high = figures("2026-Q2", "high-touch");
+    assert_eq!(high["contraction_arr"].as_f64(), Some(80.0));
+    assert_eq!(high["expansion_arr"].as_f64(), Some(50.0));
+    assert_eq!(high["logos_churned"].as_u64(), Some(0));
+
+    // Years: 2026 so far (to 1 Jul). Cohort b 200, c 300, d 400 = 900; a and
+    // e are new (170). b ends at 120, c churned: GRR = NRR = 520/900,
+    // logos 2 of 3.
+    let years = get("/api/retention?period=year").await;
+    let year = years["periods"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(year["label"], "2026");
+    assert_eq!(year["complete"], false);
+    let all = &year["groups"][0];
+    assert_eq!(all["start_arr"].as_f64(), Some(900.0));
+    assert_eq!(all["new_arr"].as_f64(), Some(170.0));
+    for (name, want) in [
+        ("grr", 520.0 / 900.0),
+        ("nrr", 520.0 / 900.0),
+        ("logo_retention", 2.0 / 3.0),
+    ] {
+        let got = all[name].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-9, "2026 {name} {got} != {want}");
+    }
+    let last_two = get("/api/retention?periods=2").await;
+    assert_eq!(last_two["periods"].as_array().unwrap().len(), 2);
+    for bad in [
+        "/api/retention?period=month",
+        "/api/retention?periods=0",
+        "/api/retention?x=1",
+    ] {
+        let response = reqwest::get(format!("{base}{bad}")).await.unwrap();
+        assert_eq!(response.status(), 400, "{bad}");
+    }
+
+    // The portfolio page shows the same figures side by side.
+    let page = format!("{base}/");
+    let (nrr, grr, logos) = tokio::task::spawn_blocking(move || {
+        let mut browser = Browser::start();
+        browser.navigate(&page);
+        browser.wait_for(
+            "document.querySelector('#retention td[data-period=\"2026-Q2\"][data-group=\"all\"] .nrr')",
+            Duration::from_secs(30),
+        );
+        let cell = "#retention td[data-period=\"2026-Q2\"][data-group=\"all\"]";
+        let mut text = |class: &str| {
+            browser
+                .eval(&format!("document.querySelector('{cell} .{class}').textContent"))
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let figures = (text("nrr"), text("grr"), text("logos"));
+        assert!(browser.screenshot(&artifacts().join("revenue-retention.png")) > 5_000);
+        figures
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (nrr.as_str(), grr.as_str(), logos.as_str()),
+        ("67%", "62%", "75%")
+    );
+
+    shutdown.cancel();
+    service.await.unwrap().unwrap();
+}
+
+/// `fleetpulse sim --contract-events` plants each profile's contract
+/// history in the customers file it writes; the retention of the simulated
+/// days equals the figures added up by hand from the simulator's contract
+/// ARR and the profile rules (docs: firmware-sim/src/contract_events.rs):
+/// declining-usage customers churn at their renewal, healthy-growing ones
+/// expand by 20%, champion-leaves and devices-going-dark ones shrink by 25%
+/// and 30% and stay.
+#[test]
+fn the_simulators_contract_history_gives_the_expected_retention() {
+    use fleetpulse::customers::CustomersFile;
+    use fleetpulse_engine::kpi::revenue_retention::{Period, retention};
+    use fleetpulse_sim::{Fleet, FleetSpec, Profile};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("customers.toml");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+        .args([
+            "sim",
+            "--customers",
+            "12",
+            "--devices",
+            "48",
+            "--days",
+            "90",
+        ])
+        .args([
+            "--seed",
+            "7",
+            "--no-publish",
+            "--contract-events",
+            "--write-customers",
+        ])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let file = CustomersFile::parse(&path, &text).unwrap();
+    let book = file.contract_book(&path, &text).unwrap();
+
+    let spec = FleetSpec {
+        customers: 12,
+        devices: 48,
+        days: 90,
+        seed: 7,
+        ..FleetSpec::default()
+    };
+    let fleet = Fleet::generate(&spec);
+    let round = |v: f64| (v / 100.0).round() * 100.0;
+    let (mut start, mut expansion, mut contraction, mut churned, mut lost) =
+        (0.0, 0.0, 0.0, 0.0, 0u32);
+    for c in fleet.customers() {
+        let arr = c.contract.arr as f64;
+        start += arr;
+        match c.profile {
+            Profile::HealthyGrowing => expansion += round(0.2 * arr),
+            Profile::DecliningUsage => {
+                churned += arr;
+                lost += 1;
+            }
+            Profile::ChampionLeaves => contraction += round(0.25 * arr),
+            Profile::DevicesGoingDark => contraction += round(0.3 * arr),
+            Profile::SlowOnboarding | Profile::FaultProne => {}
+        }
+    }
+    assert_eq!(
+        lost, 2,
+        "two declining-usage customers renew inside 90 days"
+    );
+    let period = Period {
+        start: spec.start,
+        end: spec.start + 90 * 86_400_000,
+    };
+    let r = retention(period, &book.histories);
+    assert_eq!((r.logos_start, r.logos_churned), (12, lost));
+    assert!((r.start_arr - start).abs() < 1e-6);
+    assert!((r.expansion_arr - expansion).abs() < 1e-6);
+    assert!((r.contraction_arr - contraction).abs() < 1e-6);
+    assert!((r.churned_arr - churned).abs() < 1e-6);
+    let close = |got: Option<f64>, want: f64| assert!((got.unwrap() - want).abs() < 1e-12);
+    close(r.grr, (start - contraction - churned) / start);
+    close(r.nrr, (start + expansion - contraction - churned) / start);
+    close(r.logo_retention, 10.0 / 12.0);
+    // The customers file's ARR is each customer's ARR after its events.
+    for c in fleet.customers() {
+        let written = file.get(&c.id).unwrap().contract.arr;
+        let history = book.get(&c.id).unwrap();
+        if c.profile != Profile::DecliningUsage {
+            assert_eq!(written, history.arr(), "{}", c.id);
+        }
+    }
+}

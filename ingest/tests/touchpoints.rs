@@ -1,0 +1,449 @@
+//! Touchpoints and coverage end to end: a simulated fleet through the
+//! service (embedded broker, SQLite store, `[http]` with users and tokens);
+//! touchpoints posted through the authenticated API (a CSM for their own
+//! customer only), the `coverage_gap` rule opening and resolving on the
+//! cadence, and the touchpoints on the customer's page (headless Chromium)
+//! and in the business-review report. Expected gaps are worked out below
+//! from the contract start and the newest day, not with the rule's code.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use fleetpulse::config::{CustomersRef, ServiceConfig};
+use fleetpulse::customers::CustomersFile;
+use fleetpulse::http::Hub;
+use fleetpulse::metrics::IngestMetrics;
+use fleetpulse::service::{self, Runtime};
+use fleetpulse::sinks::SinkConfig;
+use fleetpulse::sinks::sqlite::SqliteConfig;
+use fleetpulse_sim::Segment;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::cdp::{Browser, artifacts};
+use tokio_util::sync::CancellationToken;
+
+const DAY: u64 = 86_400_000;
+
+/// High-touch coverage of this test: a business review with a
+/// decision-maker every 14 days, the first within 10 of the contract start.
+const COVERAGE: &str = r#"
+[[coverage]]
+segment = "high-touch"
+kind = "business_review"
+every_days = 14
+first_within_days = 10
+decision_maker = true
+"#;
+
+/// `fleetpulse users ARGS` (the real binary); its stdout.
+fn users(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+        .arg("users")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "users {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
+}
+
+/// A token for a new user `name` with `role` (and its scope) in `file`.
+fn token(file: &str, name: &str, role: &str) -> String {
+    users(&["add", name, "--role", role, "--no-password", "--file", file]);
+    let out = users(&["token", name, "--file", file]);
+    out.split_whitespace()
+        .find(|w| w.starts_with("fp_"))
+        .unwrap_or_else(|| panic!("no token in `{out}`"))
+        .to_string()
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, token: Option<&str>, customer: &str, body: Value) -> (StatusCode, Value) {
+        let mut request = self
+            .http
+            .post(format!(
+                "{}/api/customers/{customer}/touchpoints",
+                self.base
+            ))
+            .json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+fn date(ms: u64) -> String {
+    jiff::Timestamp::from_millisecond(ms as i64)
+        .unwrap()
+        .strftime("%Y-%m-%d")
+        .to_string()
+}
+
+/// (opened_at, resolved_at) of each `coverage_gap` episode.
+fn gaps(doc: &Value) -> Vec<(u64, Option<u64>)> {
+    doc["coverage_gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .inspect(|a| assert_eq!(a["rule"], "coverage_gap", "{a}"))
+        .map(|a| (a["opened_at"].as_u64().unwrap(), a["resolved_at"].as_u64()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn touchpoints_through_the_api_drive_coverage_gaps_and_show_in_page_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = support::fleets::fleet(6, 36, 40, 42);
+    let customers_path = dir.path().join("customers.toml");
+    fleetpulse::sim::write_files(&fleet, None, Some(&customers_path)).unwrap();
+    // Alice is the CSM of the first high-touch customer; another high-touch
+    // customer is not hers.
+    let high: Vec<&str> = fleet
+        .customers()
+        .iter()
+        .filter(|c| c.segment == Segment::HighTouch)
+        .map(|c| c.id.as_str())
+        .collect();
+    assert!(high.len() >= 2, "{high:?}");
+    let (mine, other) = (high[0].to_string(), high[1].to_string());
+    let mut file = CustomersFile::load(&customers_path).unwrap();
+    file.customers
+        .iter_mut()
+        .find(|c| c.id == mine)
+        .unwrap()
+        .csm = Some("alice".into());
+    std::fs::write(&customers_path, format!("{}{COVERAGE}", file.to_toml())).unwrap();
+    let start_date = &file.get(&mine).unwrap().contract.start;
+    let contract_start = fleetpulse::touchpoints::day_ms(start_date).unwrap();
+
+    let users_file = dir.path().join("users.toml");
+    let users_path = users_file.to_str().unwrap();
+    let admin = token(users_path, "admin", "admin");
+    let alice = token(users_path, "alice", "csm");
+    let viewer = token(users_path, "vic", "viewer");
+
+    let broker = fleetpulse::broker::start(0).unwrap();
+    let store = dir.path().join("kpi.sqlite");
+    let mut config = ServiceConfig::default();
+    config.mqtt.host = broker.addr.ip().to_string();
+    config.mqtt.port = broker.addr.port();
+    config.mqtt.client_id = "fleetpulse-touchpoints-test".into();
+    config.engine.workers = 2;
+    config.engine.idle_after = Duration::from_secs(1);
+    config.customers = Some(CustomersRef {
+        file: customers_path.clone(),
+    });
+    config.sinks = vec![SinkConfig::Sqlite(SqliteConfig {
+        path: store.clone(),
+    })];
+    config.http.enabled = true;
+    config.http.listen = "127.0.0.1:0".parse().unwrap();
+    config.http.users_file = Some(users_file.clone());
+
+    let metrics = Arc::new(IngestMetrics::default());
+    let shutdown = CancellationToken::new();
+    let hub = Hub::new();
+    let runtime = Runtime {
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+        http: Some(hub.clone()),
+    };
+    let service =
+        tokio::spawn(async move { service::run(config, Path::new("<test>"), runtime).await });
+    let waited = Instant::now();
+    while !metrics.subscribed.load(Relaxed) {
+        assert!(
+            !service.is_finished(),
+            "service stopped: {:?}",
+            service.await
+        );
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "no subscription"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: format!("http://{}", hub.local_addr().unwrap()),
+    };
+    let published =
+        support::fleets::publish_all(broker.addr, &fleet, "fleetpulse-touchpoints-sim").await;
+    support::poll::until_settled(
+        async || api.get(&admin, "/api/status").await.1,
+        |_| metrics.handled() >= published.messages,
+        String::new,
+    )
+    .await;
+
+    // Before any touchpoint: the first review was due 10 days after the
+    // contract start, so a gap is open since the end of that day.
+    let path = format!("/api/customers/{mine}/touchpoints");
+    let (status, doc) = api.get(&alice, &path).await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    let as_of = doc["as_of"].as_u64().expect("data has arrived");
+    assert_eq!(as_of % DAY, 0, "UTC customers: as_of is a midnight");
+    let first_due = contract_start + 10 * DAY;
+    assert!(
+        as_of > first_due + 30 * DAY,
+        "the data reaches past the first due day"
+    );
+    assert_eq!(gaps(&doc), [(first_due + DAY, None)]);
+    assert_eq!(doc["coverage"][0]["kind"], "business_review");
+    assert_eq!(doc["coverage"][0]["status"], "overdue");
+    assert!(doc["touchpoints"].as_array().unwrap().is_empty());
+
+    // Who may write: not anonymous, not a viewer, not alice for a customer
+    // that is not hers; a bad field is named.
+    let review = |day: u64, decision_maker: bool| {
+        json!({
+            "kind": "business_review",
+            "date": date(day),
+            "attendees": "Jo Bloggs (CEO); ops lead",
+            "decision_maker_present": decision_maker,
+            "notes": "quarterly review"
+        })
+    };
+    let r = as_of - 20 * DAY;
+    assert_eq!(
+        api.post(None, &mine, review(r, true)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        api.post(Some(&viewer), &mine, review(r, true)).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        api.post(Some(&alice), &other, review(r, true)).await.0,
+        StatusCode::NOT_FOUND
+    );
+    // Not JSON, or from another site: refused (cross-site requests).
+    let plain = api
+        .http
+        .post(format!("{}/api/customers/{mine}/touchpoints", api.base))
+        .bearer_auth(&alice)
+        .header("content-type", "text/plain")
+        .body(review(r, true).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let elsewhere = api
+        .http
+        .post(format!("{}/api/customers/{mine}/touchpoints", api.base))
+        .bearer_auth(&alice)
+        .header("origin", "https://attacker.example")
+        .json(&review(r, true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(elsewhere.status(), StatusCode::FORBIDDEN);
+    let (status, error) = api
+        .post(Some(&alice), &mine, json!({"kind": "qbr", "date": date(r)}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        error["error"].as_str().unwrap().contains("field `kind`"),
+        "{error}"
+    );
+    let (status, error) = api
+        .post(
+            Some(&alice),
+            &mine,
+            json!({"kind": "training", "day": date(r)}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error["error"].as_str().unwrap().contains("day"), "{error}");
+
+    // A review without the decision-maker does not count; one with them
+    // 20 days before the newest day resolves the first gap at the end of
+    // its day, and the next (due 14 days later) is open since the end of
+    // that due day.
+    let (status, stored) = api
+        .post(Some(&alice), &mine, review(r - 5 * DAY, false))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{stored}");
+    assert_eq!(stored["csm"], "alice");
+    assert_eq!(stored["recorded_by"], "alice");
+    let (_, doc) = api.get(&alice, &path).await;
+    assert_eq!(gaps(&doc), [(first_due + DAY, None)]);
+    let (status, _) = api.post(Some(&alice), &mine, review(r, true)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, doc) = api.get(&alice, &path).await;
+    assert_eq!(
+        gaps(&doc),
+        [(first_due + DAY, Some(r + DAY)), (r + 15 * DAY, None)]
+    );
+    assert_eq!(doc["coverage_gaps"][0]["status"], "resolved");
+    assert_eq!(doc["coverage_gaps"][1]["status"], "open");
+    assert_eq!(doc["coverage"][0]["last_at"].as_u64(), Some(r));
+    assert_eq!(doc["coverage"][0]["due_at"].as_u64(), Some(r + 14 * DAY));
+
+    // Three days late, the next review closes the second gap: nothing is
+    // overdue, the next one is due 14 days after it.
+    let (status, _) = api
+        .post(Some(&admin), &mine, review(r + 17 * DAY, true))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, doc) = api.get(&alice, &path).await;
+    assert_eq!(
+        gaps(&doc),
+        [
+            (first_due + DAY, Some(r + DAY)),
+            (r + 15 * DAY, Some(r + 18 * DAY))
+        ]
+    );
+    assert_eq!(doc["coverage"][0]["status"], "ok");
+    assert_eq!(doc["coverage"][0]["due_at"].as_u64(), Some(r + 31 * DAY));
+    assert_eq!(doc["touchpoints"].as_array().unwrap().len(), 3);
+    // The admin recorded the last one: the CSM defaults to the user.
+    assert_eq!(doc["touchpoints"][2]["csm"], "admin");
+
+    // Managed accounts for revenue retention are now those with touchpoints.
+    let (_, retention) = api.get(&admin, "/api/retention").await;
+    assert_eq!(retention["managed"], "touchpoints");
+    // The impact estimate takes the three reviews; with 28-day windows none
+    // has a full window after it (the data ends 20 days after the second),
+    // with 7-day windows the two earlier ones do.
+    let (_, impact) = api.get(&admin, "/api/impact").await;
+    assert_eq!(impact["touchpoints"], 3);
+    let review = &impact["kinds"][0];
+    assert_eq!(review["kind"], "business_review");
+    assert_eq!(
+        (review["cases"].as_u64(), review["left_out"].as_u64()),
+        (Some(0), Some(3))
+    );
+    let (_, impact) = api.get(&alice, "/api/impact?window_days=7").await;
+    assert_eq!(impact["customers"], 1, "alice sees her customer only");
+    let review = &impact["kinds"][0];
+    assert_eq!(
+        review["cases"].as_u64().unwrap() + review["left_out"].as_u64().unwrap(),
+        3
+    );
+
+    // The customer's page shows them (a token sent by the browser).
+    let page = format!("{}/#/customer/{mine}", api.base);
+    let home = format!("{}/#/", api.base);
+    let token_header = format!("Bearer {alice}");
+    let shown = tokio::task::spawn_blocking(move || {
+        let mut browser = Browser::start();
+        browser.set_headers(json!({ "Authorization": token_header }));
+        browser.navigate(&page);
+        browser.wait_for(
+            "document.querySelectorAll('#touchpoints tr[data-touchpoint]').length === 3",
+            Duration::from_secs(30),
+        );
+        let shown = browser.eval(
+            "[...document.querySelectorAll('#touchpoints tr[data-touchpoint]')]\
+             .map((r) => r.dataset.touchpoint + ' ' + r.cells[0].textContent).join(',')",
+        );
+        let status = browser.eval(
+            "document.querySelector('#coverage tr[data-cadence=\"business_review\"]').dataset.status",
+        );
+        let marks = browser.eval(
+            "document.querySelectorAll('svg[data-chart=\"touchpoints-timeline\"] circle').length",
+        );
+        // The form records one more: a training today-ish, with notes.
+        browser.eval(
+            "const f = document.getElementById('touchpoint-form');\
+             f.kind.value = 'training'; f.notes.value = 'form-made'; \
+             f.requestSubmit(); true",
+        );
+        browser.wait_for(
+            "document.querySelectorAll('#touchpoints tr[data-touchpoint]').length === 4",
+            Duration::from_secs(30),
+        );
+        browser.eval("document.getElementById('touchpoints').scrollIntoView(); true");
+        assert!(browser.screenshot(&artifacts().join("touchpoints-customer.png")) > 5_000);
+        // The portfolio page has the impact table.
+        browser.navigate(&home);
+        browser.wait_for(
+            "document.querySelector('#impact tr[data-kind=\"business_review\"]')",
+            Duration::from_secs(30),
+        );
+        (shown, status, marks)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        shown.0.as_str().unwrap(),
+        format!(
+            "business_review {},business_review {},business_review {}",
+            date(r + 17 * DAY),
+            date(r),
+            date(r - 5 * DAY)
+        )
+    );
+    // The form's training is in the store, recorded by alice (her token).
+    let (_, doc) = api.get(&alice, &path).await;
+    let made: Vec<&Value> = doc["touchpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["notes"] == "form-made")
+        .collect();
+    assert_eq!(made.len(), 1);
+    assert_eq!(made[0]["kind"], "training");
+    assert_eq!(made[0]["csm"], "alice");
+    assert_eq!(
+        made[0]["at"].as_u64(),
+        Some(as_of - DAY),
+        "the form's default day"
+    );
+    assert_eq!(shown.1, "ok");
+    assert_eq!(shown.2, 3);
+
+    shutdown.cancel();
+    service.await.unwrap().unwrap();
+
+    // The business-review report has them as a timeline against usage.
+    let out = dir.path().join("review.html");
+    fleetpulse::report::run(fleetpulse::report::ReportArgs {
+        customer: mine.clone(),
+        out: out.clone(),
+        store,
+        from: None,
+        to: None,
+        customers: Some(customers_path),
+    })
+    .unwrap();
+    let html = std::fs::read_to_string(&out).unwrap();
+    assert!(html.contains(r#"<section id="touchpoints">"#));
+    assert!(html.contains(r#"data-chart="touchpoints-timeline""#));
+    assert_eq!(
+        html.matches(r#"<tr data-touchpoint="business_review">"#)
+            .count(),
+        3
+    );
+    assert!(html.contains("Jo Bloggs (CEO); ops lead"));
+}
