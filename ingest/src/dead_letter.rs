@@ -38,6 +38,10 @@ pub struct DeadLetterOptions {
     /// Payload bytes kept per letter (hex-encoded, so twice as many
     /// characters).
     pub payload_prefix_bytes: usize,
+    /// Payload bytes kept per letter whose reason may be replayed
+    /// ([`RejectReason::replayable`]): the whole payload up to this, so
+    /// `fleetpulse replay` can send it again.
+    pub replayable_payload_bytes: usize,
     /// Topic bytes kept per letter (MQTT allows 65535).
     pub max_topic_bytes: usize,
     /// Detail bytes kept per letter.
@@ -49,6 +53,7 @@ impl Default for DeadLetterOptions {
         Self {
             max_file_bytes: 64 * 1024 * 1024,
             payload_prefix_bytes: 256,
+            replayable_payload_bytes: 1024 * 1024,
             max_topic_bytes: 512,
             max_detail_bytes: 1024,
         }
@@ -85,6 +90,19 @@ pub struct DeadLetterRecord {
     pub payload_bytes: usize,
     /// The first payload bytes, lower-case hex.
     pub payload_hex: String,
+}
+
+impl DeadLetterRecord {
+    /// The whole payload, when the letter kept all of it (and its topic
+    /// whole): what `fleetpulse replay` can send again.
+    pub fn payload(&self) -> Option<Vec<u8>> {
+        if self.payload_hex.len() != 2 * self.payload_bytes || self.topic.ends_with('…') {
+            return None;
+        }
+        (0..self.payload_bytes)
+            .map(|i| u8::from_str_radix(self.payload_hex.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect()
+    }
 }
 
 /// A dead-letter file could not be opened, written or rotated.
@@ -191,7 +209,12 @@ impl DeadLetterStore {
     /// Adds one letter, rotating first if the current file would grow past
     /// the bound.
     pub fn record(&mut self, letter: &DeadLetter<'_>) -> Result<(), DeadLetterError> {
-        let prefix = &letter.payload[..letter.payload.len().min(self.options.payload_prefix_bytes)];
+        let keep = if letter.reason.replayable() {
+            self.options.replayable_payload_bytes
+        } else {
+            self.options.payload_prefix_bytes
+        };
+        let prefix = &letter.payload[..letter.payload.len().min(keep)];
         let mut payload_hex = String::with_capacity(prefix.len() * 2);
         for b in prefix {
             let _ = write!(payload_hex, "{b:02x}");

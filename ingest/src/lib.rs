@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod privacy;
 pub mod progress;
 pub mod records;
+pub mod replay;
 pub mod report;
 pub mod retry;
 pub mod secrets;

@@ -51,6 +51,11 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Send refused messages again (dead letters of reasons that may have
+    /// gone away, e.g. `too_late` beyond a correction horizon since raised)
+    /// to the service's broker: `fleetpulse replay dead-letters.jsonl -c
+    /// fleetpulse.toml`.
+    Replay(fleetpulse::replay::ReplayArgs),
     /// Write a customer's business-review report (self-contained HTML:
     /// outcomes, adoption, milestones, time to value) from the SQLite store.
     Report(fleetpulse::report::ReportArgs),
@@ -126,6 +131,7 @@ fn main() -> anyhow::Result<()> {
             Command::Sim(args) => fleetpulse::sim::run(*args).await,
             Command::Demo(args) => fleetpulse::demo::run(args).await,
             Command::Bench { args } => bench(args),
+            Command::Replay(args) => fleetpulse::replay::run(&args).await.map(|_| ()),
             Command::Report(args) => fleetpulse::report::run(args),
             Command::Users(args) => fleetpulse::http::auth::cli::run(args),
             Command::Touchpoints(args) => fleetpulse::touchpoints::cli::run(args),

@@ -466,3 +466,94 @@ async fn devices_dark_raised_during_an_outage_is_retracted_when_the_buffer_arriv
         assert_eq!(got, want, "{table}");
     }
 }
+
+/// Late data refused by a short correction horizon is dead-lettered with
+/// its whole payload; with the horizon raised and the service restarted on
+/// the same WAL, archive and store, `fleetpulse replay` sends it again and
+/// every window and journey record ends as in a run that had it in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_dead_letters_restores_data_refused_as_too_late() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let reference_dir = tempfile::tempdir().unwrap();
+    let reference = Fleet::generate(&spec(0));
+    let reference_db = reference_dir.path().join("kpi.sqlite");
+    let cfg = config(
+        &mosquitto,
+        reference_dir.path(),
+        &reference,
+        "replay-reference",
+        vec![sqlite(&reference_db)],
+    );
+    drive(
+        cfg,
+        &reference,
+        publish_options(&mosquitto, "replay-reference-sim"),
+    )
+    .await
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = Fleet::generate(&spec(8));
+    let db = dir.path().join("kpi.sqlite");
+    let dead_letters = dir.path().join("dead-letters.jsonl");
+    let mut cfg = config(
+        &mosquitto,
+        dir.path(),
+        &fleet,
+        "replay-fleet",
+        vec![sqlite(&db)],
+    );
+    cfg.engine.correction_horizon = std::time::Duration::from_secs(30 * 60);
+    cfg.limits.dead_letter_file = Some(dead_letters.clone());
+    let run = drive(
+        cfg.clone(),
+        &fleet,
+        publish_options(&mosquitto, "replay-fleet-sim"),
+    )
+    .await
+    .unwrap();
+    let refused = run
+        .metrics
+        .rejected(fleetpulse::metrics::RejectReason::TooLate);
+    assert!(refused > 0, "the short horizon refused late data");
+
+    // The horizon raised; the refused messages sent again.
+    cfg.engine.correction_horizon = std::time::Duration::from_secs(7 * 86_400);
+    let service = in_process::subscribed(cfg.clone(), "replay").await;
+    let reasons = [fleetpulse::metrics::RejectReason::TooLate];
+    let (messages, replayed) = fleetpulse::replay::letters(&[dead_letters], &reasons).unwrap();
+    assert_eq!(
+        replayed.sent as u64, refused,
+        "every refused message kept whole"
+    );
+    assert_eq!(replayed.incomplete, 0);
+    let options = fleetpulse::replay::publish_options(&cfg).unwrap();
+    fleetpulse_sim::publish(options, messages, |_| {})
+        .await
+        .unwrap();
+    let metrics = service.metrics.clone();
+    support::poll::wait_for("the letters handled", move || metrics.handled() >= refused).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+    assert_eq!(service.metrics.rejected_total(), 0, "nothing refused again");
+    assert_eq!(service.metrics.late_admitted.load(Relaxed), refused);
+
+    let truth = truth_table(&fleet.ground_truth().rows());
+    assert_table_equal("sqlite", &sqlite_customer_table(&db), &truth);
+    for table in [
+        "customer_kpi",
+        "device_kpi",
+        "health",
+        "outcome",
+        "milestone",
+        "alert",
+    ] {
+        let (got, _) = rows(&db, table);
+        let (want, _) = rows(&reference_db, table);
+        assert_eq!(got.len(), want.len(), "{table}: rows");
+        for (key, row) in &want {
+            assert_eq!(got.get(key), Some(row), "{table} {key}");
+        }
+    }
+}

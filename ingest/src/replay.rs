@@ -1,0 +1,142 @@
+//! `fleetpulse replay`: refused messages back in. A dead letter of a reason
+//! that may go away (`too_late` beyond a correction horizon since raised,
+//! `unknown_customer` since added to the customers file, ...) keeps its
+//! whole payload; replay publishes those again to the service's broker, as
+//! the device would have, and the running service takes them in: late data
+//! within the horizon restates its windows and journey. What is still
+//! refused is dead-lettered again.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use fleetpulse_sim::{PublishOptions, PublishReport};
+
+use crate::config::ServiceConfig;
+use crate::dead_letter::{DeadLetterRecord, read_file};
+use crate::metrics::RejectReason;
+use crate::progress::Progress;
+
+/// `fleetpulse replay` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// Dead-letter files (`limits.dead_letter_file`, and its `.1`).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// The service's configuration: its broker is where the messages go.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Reasons to replay (default: every reason that may go away:
+    /// too_late, unknown_customer, device_limit, before_start).
+    #[arg(long, value_delimiter = ',')]
+    pub reason: Vec<String>,
+}
+
+/// What a replay did.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    /// Letters read.
+    pub letters: usize,
+    /// Letters sent again.
+    pub sent: usize,
+    /// Letters of another reason.
+    pub other_reason: usize,
+    /// Letters that kept only part of their payload (not replayable).
+    pub incomplete: usize,
+    /// The publisher's report.
+    pub published: Option<PublishReport>,
+}
+
+/// A message to publish: topic and payload.
+pub type Message = (String, Vec<u8>);
+
+/// The letters of `files` to send again: those of `reasons` whose whole
+/// payload was kept, in the order they were refused.
+pub fn letters(
+    files: &[PathBuf],
+    reasons: &[RejectReason],
+) -> anyhow::Result<(Vec<Message>, Replayed)> {
+    let mut all: Vec<DeadLetterRecord> = Vec::new();
+    for file in files {
+        if !file.exists() {
+            bail!("{}: no such dead-letter file", file.display());
+        }
+        all.extend(read_file(file).with_context(|| format!("{}", file.display()))?);
+    }
+    all.sort_by_key(|l| l.received_ms);
+    let mut replayed = Replayed {
+        letters: all.len(),
+        ..Replayed::default()
+    };
+    let mut messages = Vec::new();
+    for letter in all {
+        if !reasons.iter().any(|r| r.as_str() == letter.reason) {
+            replayed.other_reason += 1;
+            continue;
+        }
+        match letter.payload() {
+            Some(payload) => messages.push((letter.topic, payload)),
+            None => replayed.incomplete += 1,
+        }
+    }
+    replayed.sent = messages.len();
+    Ok((messages, replayed))
+}
+
+/// How replay reaches the service's broker: its host, port and user, under
+/// the client id `{client_id}-replay`.
+pub fn publish_options(config: &ServiceConfig) -> anyhow::Result<PublishOptions> {
+    let mqtt = &config.mqtt;
+    if mqtt.tls_ca_file.is_some() {
+        bail!(
+            "mqtt.tls_ca_file is set: replay publishes over plain MQTT only; \
+             replay through a listener without TLS"
+        );
+    }
+    let password = match &mqtt.password_env {
+        Some(var) => Some(
+            std::env::var(var).with_context(|| format!("mqtt.password_env: ${var} is not set"))?,
+        ),
+        None => None,
+    };
+    Ok(PublishOptions {
+        host: mqtt.host.clone(),
+        port: mqtt.port,
+        client_id: format!("{}-replay", mqtt.client_id),
+        username: mqtt.username.clone(),
+        password,
+        ..PublishOptions::default()
+    })
+}
+
+/// Sends the chosen letters of `args.files` again; prints what it did.
+pub async fn run(args: &ReplayArgs) -> anyhow::Result<Replayed> {
+    let config = ServiceConfig::load(&args.config)?;
+    let reasons: Vec<RejectReason> = if args.reason.is_empty() {
+        RejectReason::ALL
+            .into_iter()
+            .filter(|r| r.replayable())
+            .collect()
+    } else {
+        (args.reason.iter())
+            .map(|name| {
+                (RejectReason::ALL.into_iter())
+                    .find(|r| r.as_str() == name)
+                    .with_context(|| format!("--reason: unknown reason `{name}`"))
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let (messages, mut replayed) = letters(&args.files, &reasons)?;
+    let options = publish_options(&config)?;
+    let broker = options.broker();
+    let mut progress = Progress::new("replaying", "dead letters", messages.len() as u64);
+    let report = fleetpulse_sim::publish(options, messages, |p| progress.set(p.delivered))
+        .await
+        .with_context(|| format!("publishing to {broker}"))?;
+    progress.finish(&format!(
+        "{} of {} dead letters sent again ({} of other reasons, {} without their whole payload)",
+        replayed.sent, replayed.letters, replayed.other_reason, replayed.incomplete
+    ));
+    replayed.published = Some(report);
+    Ok(replayed)
+}
