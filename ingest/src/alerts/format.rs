@@ -189,6 +189,12 @@ pub fn summary_line(message: &AlertMessage) -> String {
             segment = message.segment,
             next = escape(&message.next_action),
         )
+    } else if message.status == AlertStatus::Retracted.as_str() {
+        format!(
+            ":leftwards_arrow_with_hook: {name} — {rule} retracted ({segment}, ARR {arr}): {evidence}.",
+            rule = message.rule,
+            segment = message.segment,
+        )
     } else {
         let after = message
             .resolved_at_ms
@@ -523,5 +529,23 @@ pub(crate) mod tests {
         let evidence = body["blocks"][2]["text"]["text"].as_str().unwrap();
         assert_eq!(evidence.chars().count(), SECTION_TEXT_MAX);
         assert!(evidence.ends_with('…'));
+    }
+
+    #[test]
+    fn a_retracted_episode_says_so_under_its_own_ids() {
+        let message = AlertMessage::from_record(&record(AlertStatus::Retracted));
+        let open = AlertMessage::from_record(&record(AlertStatus::Open));
+        assert_eq!(message.status, "retracted");
+        assert_eq!(message.alert_id, open.alert_id);
+        assert_eq!(
+            message.notification_id,
+            format!("{}-retracted", open.alert_id)
+        );
+        let body = slack_body(&message);
+        let text = body["text"].as_str().unwrap();
+        assert!(text.contains("usage_drop retracted"), "{text}");
+        let headline = body["blocks"][0]["text"]["text"].as_str().unwrap();
+        assert!(headline.contains("retracted"), "{headline}");
+        assert!(!headline.contains("resolved"), "{headline}");
     }
 }
