@@ -536,7 +536,15 @@ async fn replaying_dead_letters_restores_data_refused_as_too_late() {
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     service.shutdown.cancel();
     service.task.await.unwrap().unwrap();
-    assert_eq!(service.metrics.rejected_total(), 0, "nothing refused again");
+    // The broker may hand the restarted service what the first run had
+    // taken in but not yet acknowledged when it stopped: duplicates,
+    // refused as such. Nothing else is refused.
+    let refused_again: Vec<_> = (fleetpulse::metrics::RejectReason::ALL.iter())
+        .filter(|r| **r != fleetpulse::metrics::RejectReason::SequenceReplayed)
+        .map(|r| (r.as_str(), service.metrics.rejected(*r)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(refused_again.is_empty(), "refused again: {refused_again:?}");
     assert_eq!(service.metrics.late_admitted.load(Relaxed), refused);
 
     let truth = truth_table(&fleet.ground_truth().rows());

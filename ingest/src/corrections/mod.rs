@@ -212,7 +212,19 @@ fn run(
         .unwrap_or(0);
     let mut pruned_before: EventTime = 0;
     let mut failing = false;
-    while let Ok(first) = commands.recv() {
+    let mut state = Passes::default();
+    loop {
+        let first = match commands.recv_timeout(std::time::Duration::from_millis(100)) {
+            Ok(command) => command,
+            Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                if let Err(e) = answered(&mut archive, &mut state) {
+                    tracing::error!(error = %e, "restatement failed; retried");
+                }
+                hand_on(&mut state, &restated);
+                continue;
+            }
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         // Live batches waiting behind each other go in one transaction.
         let mut live = Vec::new();
         let mut next = Some(first);
@@ -244,7 +256,7 @@ fn run(
                             }
                             let limits = (through, bound.max(through));
                             if let Err(e) =
-                                passes(&mut archive, &settings, limits, &restated, false)
+                                passes(&mut archive, &settings, limits, &mut state, false)
                             {
                                 tracing::error!(error = %e, "restatement failed; retried");
                             }
@@ -280,10 +292,19 @@ fn run(
                             let _ = done.send(());
                         }
                         Command::Flush(done) => {
+                            // The engine finished: nothing more is asked of it.
+                            state.asked.clear();
                             let limits = (EventTime::MAX, EventTime::MAX);
-                            if let Err(e) = passes(&mut archive, &settings, limits, &restated, true)
+                            if let Err(e) =
+                                passes(&mut archive, &settings, limits, &mut state, true)
                             {
                                 tracing::error!(error = %e, "restatement at shutdown failed");
+                            }
+                            // The fan-out takes them all while it waits.
+                            for pass in state.ready.drain(..) {
+                                if restated.blocking_send(pass).is_err() {
+                                    break;
+                                }
                             }
                             let _ = done.send(());
                         }
@@ -294,6 +315,10 @@ fn run(
             next = commands.try_recv().ok();
         }
         flush(&mut archive, &mut live, &mut failing);
+        if let Err(e) = answered(&mut archive, &mut state) {
+            tracing::error!(error = %e, "restatement failed; retried");
+        }
+        hand_on(&mut state, &restated);
     }
 }
 
@@ -345,14 +370,35 @@ fn late(
     Ok(new)
 }
 
-/// Runs every pass due by `through` and hands its records on; `flush`:
-/// every pending customer, none of them the final pass, the engine having
-/// finished (journeys are folded here, not adopted by it).
+/// Passes under way: asked of the customer-success operator, or ready for
+/// the fan-out. The corrections thread never waits for either: a late
+/// batch's acknowledgement and the archive's commits go on meanwhile.
+#[derive(Default)]
+struct Passes {
+    /// Adoptions asked for, by customer.
+    asked: Vec<Asked>,
+    /// Passes the fan-out has not taken yet, oldest first.
+    ready: std::collections::VecDeque<Restated>,
+}
+
+/// A pass whose journey the live operator folds again.
+struct Asked {
+    pending: Pending,
+    last: bool,
+    floor: EventTime,
+    records: Vec<Output>,
+    answer: std_mpsc::Receiver<JourneyAnswer>,
+    since: std::time::Instant,
+}
+
+/// Starts every pass due by `through` (`bound`: no operator took in a
+/// window ending after it); `flush`: every pending customer, none of them
+/// the final pass, the engine having finished (journeys are folded here).
 fn passes(
     archive: &mut Archive,
     settings: &Settings,
     (through, bound): (EventTime, EventTime),
-    restated: &mpsc::Sender<Restated>,
+    state: &mut Passes,
     flush: bool,
 ) -> Result<(), ArchiveError> {
     let days = settings.engine.journeys.take_days();
@@ -362,39 +408,134 @@ fn passes(
         if pending.first_pass_done && !last && !flush {
             continue;
         }
-        if through <= pending.from {
-            continue; // Nothing of it has closed yet.
+        if through <= pending.from
+            || state
+                .asked
+                .iter()
+                .any(|a| a.pending.customer == pending.customer)
+        {
+            continue; // Nothing of it closed yet, or a pass under way.
         }
-        let Some(records) = pass(archive, settings, &pending, (through, bound), !flush)? else {
-            continue; // The live journey is ahead: again at the next tick.
+        let (records, floor) = windows(archive, settings, &pending, bound)?;
+        let engine = &settings.engine;
+        let day = engine.day_window().map(|d| d.name.clone());
+        let Some((spec, day)) = engine.customers.get(&*pending.customer).zip(day) else {
+            // No journey to fold: the windows the engine emitted only.
+            let records = records
+                .into_iter()
+                .filter(|r| window_end(r) <= through)
+                .collect();
+            state.ready.push_back(Restated {
+                records,
+                passes: vec![(pending, last)],
+            });
+            continue;
         };
-        let out = Restated {
+        let folded: Vec<Output> = (records.iter())
+            .filter(|r| match r {
+                Output::Customer(_) => true,
+                Output::Device(d) => d.window == day,
+                _ => false,
+            })
+            .cloned()
+            .collect();
+        let base = archive.journey_at(&pending.customer, floor)?;
+        if flush {
+            let until = archive.journey_at(&pending.customer, EventTime::MAX)?;
+            let until = until.and_then(|s| s.last_day_end);
+            let refolded = refold(engine, spec.clone(), base, folded, until);
+            let answer = JourneyAnswer::Adopted {
+                outputs: refolded.outputs,
+                days: refolded.days,
+                observed: EventTime::MAX,
+            };
+            if let Some(records) = complete(archive, &pending.customer, floor, records, answer)? {
+                state.ready.push_back(Restated {
+                    records,
+                    passes: vec![(pending, last)],
+                });
+            }
+            continue;
+        }
+        let request = JourneyRequest {
+            customer: pending.customer.clone(),
+            base,
+            records: folded,
+            through: bound,
+        };
+        let answer = engine.adoptions.submit(request);
+        state.asked.push(Asked {
+            pending,
+            last,
+            floor,
             records,
-            passes: vec![(pending, last)],
-        };
-        if restated.blocking_send(out).is_err() {
-            return Ok(()); // The fan-out stopped: the rows stay pending.
-        }
+            answer,
+            since: std::time::Instant::now(),
+        });
     }
     Ok(())
 }
 
-/// Longest wait for the customer-success operator to fold a journey again.
+/// Longest wait for the customer-success operator to fold a journey again;
+/// then the pass is dropped and started again at a later tick.
 const ADOPTION_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// One pass: `pending.customer`'s windows from the start of the day of its
-/// earliest late reading that closed by `through`, computed again from the
-/// archive, and its journey folded again over them from its state at that
-/// day's start (by the live operator, which adopts it, or here once the
-/// engine finished). `None`: the live journey took in windows after
-/// `through`; the pass is tried again.
-fn pass(
+/// Completes the passes whose journey the operator has folded again.
+fn answered(archive: &mut Archive, state: &mut Passes) -> Result<(), ArchiveError> {
+    let mut waiting = Vec::new();
+    for asked in std::mem::take(&mut state.asked) {
+        let answer = match asked.answer.try_recv() {
+            Ok(answer) => answer,
+            Err(std_mpsc::TryRecvError::Empty) if asked.since.elapsed() < ADOPTION_PATIENCE => {
+                waiting.push(asked);
+                continue;
+            }
+            // Stopped, or stuck: again at a later tick.
+            Err(_) => continue,
+        };
+        let Asked {
+            pending,
+            last,
+            floor,
+            records,
+            ..
+        } = asked;
+        if let Some(records) = complete(archive, &pending.customer, floor, records, answer)? {
+            state.ready.push_back(Restated {
+                records,
+                passes: vec![(pending, last)],
+            });
+        }
+    }
+    state.asked = waiting;
+    Ok(())
+}
+
+/// Hands ready passes to the fan-out, as many as it takes now.
+fn hand_on(state: &mut Passes, restated: &mpsc::Sender<Restated>) {
+    while let Some(pass) = state.ready.pop_front() {
+        match restated.try_send(pass) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(pass)) => {
+                state.ready.push_front(pass);
+                return;
+            }
+            // The fan-out stopped: the rows stay pending.
+            Err(mpsc::error::TrySendError::Closed(_)) => state.ready.clear(),
+        }
+    }
+}
+
+/// One pass's windows: `pending.customer`'s, from the start of the day of
+/// its earliest late reading, ending by `bound`, computed again from the
+/// archive (the journey is folded again from that day's start). Returns
+/// them with that start.
+fn windows(
     archive: &mut Archive,
     settings: &Settings,
     pending: &Pending,
-    (through, bound): (EventTime, EventTime),
-    live: bool,
-) -> Result<Option<Vec<Output>>, ArchiveError> {
+    bound: EventTime,
+) -> Result<(Vec<Output>, EventTime), ArchiveError> {
     let customer = &pending.customer;
     // Up to `bound`: the live journey may have taken in windows the fan-out
     // has not seen all of yet; what goes to the stores waits for them.
@@ -404,7 +545,6 @@ fn pass(
         through: bound,
         revision: 0,
     };
-    // Every window of that day: the journey is folded again from its start.
     let floor = restatement.floor(&settings.engine);
     restatement.from = floor;
     let batches = archive.batches(customer, floor)?;
@@ -412,85 +552,51 @@ fn pass(
     let earlier = archive.earlier(customer, &devices, floor)?;
     restatement.revision = archive.next_revision(customer)?;
     let started = std::time::Instant::now();
-    let mut records = restatement.windows(&settings.engine, earlier, batches);
-    let windows = records.len();
-
-    let engine = &settings.engine;
-    let day = engine.day_window().map(|d| d.name.clone());
-    let journey = (engine.customers.get(&**customer)).zip(day);
-    if journey.is_none() {
-        // No journey to fold: the windows the engine emitted only.
-        records.retain(|r| window_end(r) <= through);
-    }
-    if let Some((spec, day)) = journey {
-        let folded: Vec<Output> = (records.iter())
-            .filter(|r| match r {
-                Output::Customer(_) => true,
-                Output::Device(d) => d.window == day,
-                _ => false,
-            })
-            .cloned()
-            .collect();
-        let base = archive.journey_at(customer, floor)?;
-        let answer = if live {
-            let request = JourneyRequest {
-                customer: customer.clone(),
-                base,
-                records: folded,
-                through: bound,
-            };
-            match engine
-                .adoptions
-                .submit(request)
-                .recv_timeout(ADOPTION_PATIENCE)
-            {
-                Ok(answer) => answer,
-                Err(_) => return Ok(None),
-            }
-        } else {
-            let until = archive.journey_at(customer, EventTime::MAX)?;
-            let until = until.and_then(|s| s.last_day_end);
-            let refolded = refold(engine, spec.clone(), base, folded, until);
-            JourneyAnswer::Adopted {
-                outputs: refolded.outputs,
-                days: refolded.days,
-                observed: EventTime::MAX,
-            }
-        };
-        let JourneyAnswer::Adopted {
-            outputs,
-            days,
-            observed,
-        } = answer
-        else {
-            return Ok(None);
-        };
-        // The windows the live journey took in: later ones it emits itself.
-        records.retain(|r| window_end(r) <= observed);
-        let days: Vec<(Id, JourneyState)> =
-            days.into_iter().map(|d| (customer.clone(), d)).collect();
-        archive.keep_journeys(&days)?;
-        let retracted = retractions(archive.alerts_after(customer, floor)?, &outputs);
-        records.extend(outputs);
-        records.extend(retracted);
-        let alerts: Vec<AlertRecord> = (records.iter())
-            .filter_map(|r| match r {
-                Output::Alert(a) => Some(a.clone()),
-                _ => None,
-            })
-            .collect();
-        archive.keep_alerts(&alerts)?;
-    }
+    let records = restatement.windows(&settings.engine, earlier, batches);
     tracing::debug!(
         customer = %customer,
         from = pending.from,
-        through,
+        bound,
         revision = restatement.revision,
-        windows,
-        records = records.len(),
+        windows = records.len(),
         micros = started.elapsed().as_micros() as u64,
-        "restated"
+        "windows restated"
     );
+    Ok((records, floor))
+}
+
+/// A pass's records once its journey is folded again: the windows the live
+/// journey took in, the journey's records, and the retractions of the
+/// episodes it no longer raises. `None` when the live journey was ahead.
+fn complete(
+    archive: &mut Archive,
+    customer: &Id,
+    floor: EventTime,
+    mut records: Vec<Output>,
+    answer: JourneyAnswer,
+) -> Result<Option<Vec<Output>>, ArchiveError> {
+    let JourneyAnswer::Adopted {
+        outputs,
+        days,
+        observed,
+    } = answer
+    else {
+        return Ok(None);
+    };
+    // The windows the live journey took in: later ones it emits itself.
+    records.retain(|r| window_end(r) <= observed);
+    let days: Vec<(Id, JourneyState)> = days.into_iter().map(|d| (customer.clone(), d)).collect();
+    archive.keep_journeys(&days)?;
+    let retracted = retractions(archive.alerts_after(customer, floor)?, &outputs);
+    records.extend(outputs);
+    records.extend(retracted);
+    let alerts: Vec<AlertRecord> = (records.iter())
+        .filter_map(|r| match r {
+            Output::Alert(a) => Some(a.clone()),
+            _ => None,
+        })
+        .collect();
+    archive.keep_alerts(&alerts)?;
     Ok(Some(records))
 }
 
