@@ -8,7 +8,12 @@
 //!   rule, and a customer page renders its charts and journey;
 //! - `fleetpulse report` writes a self-contained HTML file whose charts
 //!   render;
-//! - Ctrl-C stops the demo cleanly.
+//! - Ctrl-C stops the demo cleanly;
+//! - late data: restated windows (`revision` above 0) are marked on the
+//!   customer page's charts and devices, retracted alert episodes are shown
+//!   as retracted and counted nowhere as open, both from records fed to the
+//!   API's view and from a real restatement through mosquitto and the
+//!   service (whose business review then has the restatement footnote).
 //!
 //! Screenshots (and the report) are kept in `target/artifacts/`.
 
@@ -893,4 +898,253 @@ async fn restated_windows_and_retracted_alerts_are_marked_and_not_counted() {
     assert_eq!(seen, "retracted");
     stop.cancel();
     server.await.unwrap().unwrap();
+}
+
+/// The same marks from a real restatement: a fleet that goes dark for three
+/// days (two of its three devices) raises `devices_dark` through mosquitto
+/// and the service; when the buffers arrive, the service restates the
+/// customer's windows and retracts the episode, and the dashboard it serves
+/// shows exactly the restated windows the API has, and the episode as
+/// retracted, not open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_restatement_shows_on_the_dashboard() {
+    use fleetpulse::config::WalConfig;
+    use serde_json::Value;
+    use support::cdp::Browser;
+    use support::late::{DARK_CUSTOMERS, dark_fleet};
+    use support::servers::{Mosquitto, NO_LOSS};
+
+    chromium();
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let customers = dir.path().join("customers.toml");
+    std::fs::write(&customers, DARK_CUSTOMERS).unwrap();
+    let mut config = support::in_process::config(
+        mosquitto.host(),
+        mosquitto.port(),
+        "dashboard-late",
+        1,
+        &customers,
+    );
+    config.wal = Some(WalConfig {
+        dir: dir.path().join("wal"),
+        ..toml::from_str("dir = \"x\"").unwrap()
+    });
+    config.sinks = vec![fleetpulse::sinks::SinkConfig::Sqlite(
+        fleetpulse::sinks::sqlite::SqliteConfig {
+            path: dir.path().join("kpi.sqlite"),
+        },
+    )];
+    let hub = fleetpulse::http::Hub::new();
+    config.http.enabled = true;
+    config.http.listen = "127.0.0.1:0".parse().unwrap();
+    let metrics = Arc::new(fleetpulse::metrics::IngestMetrics::default());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let runtime = fleetpulse::service::Runtime {
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+        http: Some(hub.clone()),
+    };
+    let service = tokio::spawn(async move {
+        fleetpulse::service::run(config, Path::new("<test>"), runtime).await
+    });
+    let m = metrics.clone();
+    support::poll::wait_for("subscription", move || {
+        m.subscribed.load(std::sync::atomic::Ordering::Relaxed)
+    })
+    .await;
+    let base = format!("http://{}", hub.local_addr().expect("the service listens"));
+
+    let (before, after) = dark_fleet();
+    let mut sent = 0;
+    for (i, messages) in [before, after].into_iter().enumerate() {
+        sent += messages.len() as u64;
+        let options =
+            support::fleets::publish_options(&mosquitto, &format!("dashboard-late-sim-{i}"));
+        fleetpulse_sim::publish(options, messages, |_| {})
+            .await
+            .unwrap();
+        let m = metrics.clone();
+        support::poll::wait_for("the messages handled", move || m.handled() >= sent).await;
+    }
+    assert!(
+        metrics
+            .late_admitted
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+
+    // The restatement pass runs once a second: wait until the view has the
+    // retraction.
+    let get = |path: String| async move {
+        reqwest::get(&path)
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let started = Instant::now();
+    let retracted = loop {
+        let doc = get(format!("{base}/api/alerts?status=retracted")).await;
+        if let Some(a) = doc["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["rule"] == "devices_dark")
+        {
+            break a.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no retracted devices_dark in the view: {doc}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Let the passes settle: the view's version stops changing.
+    let mut version = get(format!("{base}/api/status")).await["version"].clone();
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = get(format!("{base}/api/status")).await["version"].clone();
+        if now == version {
+            break;
+        }
+        version = now;
+    }
+    let open = get(format!("{base}/api/alerts?status=open")).await;
+    assert!(
+        !open["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["opened_at"] == retracted["opened_at"] && a["rule"] == "devices_dark"),
+        "the retracted episode is not open: {open}"
+    );
+    let detail = get(format!("{base}/api/customers/dk?days=120")).await;
+    let restated: Vec<(u64, u64)> = (detail["kpis"].as_array().unwrap().iter())
+        .filter(|k| k["revision"].as_u64().unwrap() > 0)
+        .map(|k| {
+            (
+                k["window_start"].as_u64().unwrap(),
+                k["revision"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let windows = detail["kpis"].as_array().unwrap().len();
+    assert!(!restated.is_empty(), "no restated window: {detail}");
+    let device_days: u64 = (detail["devices"].as_array().unwrap().iter())
+        .map(|d| d["restated_days"].as_u64().unwrap())
+        .sum();
+    let open_in_view = get(format!("{base}/api/portfolio")).await["open_alerts"]
+        .as_u64()
+        .unwrap();
+
+    let page = format!("{base}/#/customer/dk");
+    let alerts_page = format!("{base}/#/alerts?status=retracted");
+    let shown = tokio::task::spawn_blocking(move || {
+        let mut browser = Browser::start();
+        browser.navigate(&page);
+        browser.wait_for(
+            "document.body.dataset.rendered === 'customer' && document.getElementById('restated-windows')",
+            Duration::from_secs(30),
+        );
+        let shown = browser.eval(
+            "[document.getElementById('restated-windows').dataset.restated, \
+             document.getElementById('restated-windows').dataset.windows, \
+             document.getElementById('restated-windows').dataset.deviceDaysRestated, \
+             [...document.querySelectorAll('svg[data-chart=\"hours\"] g.restated-mark')]\
+             .map((g) => [Number(g.dataset.windowStart), Number(g.dataset.revision)]), \
+             [...document.querySelectorAll('#retracted-alerts .alert.retracted')].map((a) => a.dataset.rule), \
+             [...document.querySelectorAll('#open-alerts .alert')].map((a) => a.dataset.rule)]",
+        );
+        browser.eval("document.getElementById('restated-windows').scrollIntoView(); true");
+        assert!(browser.screenshot(&artifacts().join("dashboard-late-dark.png")) > 10_000);
+        browser.navigate(&alerts_page);
+        browser.wait_for(
+            "document.body.dataset.rendered === 'alerts' && location.hash.includes('retracted') \
+             && document.querySelector('#alerts tbody tr.retracted[data-customer=\"dk\"]')",
+            Duration::from_secs(30),
+        );
+        let tile = {
+            browser.navigate(&page.replace("#/customer/dk", "#/"));
+            browser.wait_for(
+                "document.body.dataset.rendered === 'home'",
+                Duration::from_secs(30),
+            );
+            browser.eval(
+                "[...document.querySelectorAll('.tile')].find((t) => t.querySelector('.label')\
+                 .textContent === 'Open alerts').querySelector('.value').textContent",
+            )
+        };
+        (shown, tile)
+    })
+    .await
+    .unwrap();
+    let (shown, tile) = shown;
+    assert_eq!(shown[0], restated.len().to_string());
+    assert_eq!(shown[1], windows.to_string());
+    assert_eq!(shown[2], device_days.to_string());
+    assert!(device_days > 0);
+    let marks: Vec<(u64, u64)> = (shown[3].as_array().unwrap().iter())
+        .map(|m| (m[0].as_u64().unwrap(), m[1].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        marks, restated,
+        "the hours chart marks the restated windows"
+    );
+    assert!(
+        shown[4]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "devices_dark"),
+        "{shown}"
+    );
+    assert!(
+        !shown[5]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "devices_dark"),
+        "{shown}"
+    );
+    assert_eq!(tile, open_in_view.to_string());
+
+    shutdown.cancel();
+    service.await.unwrap().unwrap();
+
+    // The business review from the store has the footnote, with the
+    // store's count of restated days.
+    let store = dir.path().join("kpi.sqlite");
+    let kpis = SqliteStore::open(&store)
+        .unwrap()
+        .customer_kpis("1d")
+        .unwrap();
+    let restated_days = kpis.iter().filter(|k| k.revision > 0).count();
+    assert!(restated_days > 0);
+    let report = artifacts().join("report-late-dark.html");
+    let output = Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+        .args(["report", "--customer", "dk", "--store"])
+        .arg(&store)
+        .arg("--customers")
+        .arg(&customers)
+        .arg("--out")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        html.contains(&format!(
+            "{restated_days} of {} daily windows restated by late telemetry (",
+            kpis.len()
+        )),
+        "no footnote in {}",
+        report.display()
+    );
+    assert!(html.contains("retracted: telemetry that arrived late showed it did not happen"));
 }
