@@ -341,6 +341,7 @@ function restatedSummary(window, kpis, devices) {
   const windows = kpis.filter((k) => k.revision > 0);
   const deviceDays = devices.reduce((n, d) => n + (d.restated_days || 0), 0);
   const held = devices.reduce((n, d) => n + (d.daily_records || 0), 0);
+  if (!kpis.length && !held) return "";
   const latest = Math.max(0, ...windows.map((k) => k.revision));
   const text = `${windows.length} of ${kpis.length} ${window} windows shown restated by late telemetry` +
     (windows.length ? ` (latest revision ${latest}; marked ▼ on the charts)` : "") +
