@@ -8,7 +8,12 @@
 //!   rule, and a customer page renders its charts and journey;
 //! - `fleetpulse report` writes a self-contained HTML file whose charts
 //!   render;
-//! - Ctrl-C stops the demo cleanly.
+//! - Ctrl-C stops the demo cleanly;
+//! - late data: restated windows (`revision` above 0) are marked on the
+//!   customer page's charts and devices, retracted alert episodes are shown
+//!   as retracted and counted nowhere as open, both from records fed to the
+//!   API's view and from a real restatement through mosquitto and the
+//!   service (whose business review then has the restatement footnote).
 //!
 //! Screenshots (and the report) are kept in `target/artifacts/`.
 
@@ -447,4 +452,699 @@ async fn demo_dashboard_shows_the_at_risk_customers_and_the_report_renders() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "demo exit after Ctrl-C: {status}");
+}
+
+// ---- late data: restated windows and retracted alerts -------------------
+
+mod late {
+    use fleetpulse_engine::kpi::health::{Band, HealthComponents, Stage};
+    use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
+    use fleetpulse_engine::{
+        AlertRecord, CustomerKpi, DeviceKpi, HealthRecord, MachineState, Output, Segment, Totals,
+    };
+
+    /// 2026-01-05 00:00 UTC.
+    pub const DAY0: u64 = 1_767_571_200_000;
+    pub const DAY: u64 = 86_400_000;
+    pub const DAYS: u64 = 10;
+
+    pub fn day(d: u64) -> u64 {
+        DAY0 + d * DAY
+    }
+
+    pub fn health(customer: &str, d: u64, arr_at_risk: f64) -> Output {
+        Output::Health(HealthRecord {
+            customer: customer.into(),
+            window_start: day(d),
+            window_end: day(d + 1),
+            score: 55.0,
+            band: Band::of(55.0),
+            score_trend: -2.0,
+            components: HealthComponents::default(),
+            stage: Stage::Adopt,
+            segment: Segment::HighTouch,
+            arr: 90_000.0,
+            arr_at_risk,
+            open_alerts: u32::from(arr_at_risk > 0.0),
+            days_since_activation: 30.0 + d as f64,
+            days_to_renewal: 200.0 - d as f64,
+            time_to_value_days: Some(9.0),
+            usage_growth: -0.1,
+            milestones_reached: 1,
+            milestones_total: 3,
+        })
+    }
+
+    pub fn customer_kpi(customer: &str, d: u64, revision: u32) -> Output {
+        Output::Customer(CustomerKpi {
+            customer: customer.into(),
+            window: "1d".into(),
+            window_start: day(d),
+            window_end: day(d + 1),
+            devices_purchased: 2,
+            reporting_devices: 2,
+            active_devices: 2,
+            utilisation: 0.2 + d as f64 / 100.0,
+            totals: Totals {
+                operating_hours: 8.0 + d as f64,
+                idle_hours: 1.0,
+                fault_count: d % 3,
+                samples: 96,
+                ..Totals::default()
+            },
+            distinct_operators: 2,
+            revision,
+            ..CustomerKpi::default()
+        })
+    }
+
+    pub fn device_kpi(customer: &str, device: &str, d: u64, revision: u32) -> Output {
+        Output::Device(DeviceKpi {
+            customer: customer.into(),
+            site: "pit".into(),
+            device: device.into(),
+            window: "1d".into(),
+            window_start: day(d),
+            window_end: day(d + 1),
+            utilisation: 0.25,
+            totals: Totals {
+                operating_hours: 6.0,
+                fault_count: 1,
+                samples: 48,
+                ..Totals::default()
+            },
+            distinct_operators: 1,
+            last_seen: day(d + 1) - 60_000,
+            last_state: MachineState::Running,
+            revision,
+        })
+    }
+
+    pub fn episode(customer: &str, rule: Rule, status: AlertStatus, opened: u64) -> Output {
+        let retracted = status == AlertStatus::Retracted;
+        Output::Alert(AlertRecord {
+            customer: customer.into(),
+            customer_name: format!("{customer} name").into(),
+            rule,
+            episode: 1,
+            status,
+            opened_at: day(opened),
+            resolved_at: (status == AlertStatus::Resolved).then(|| day(opened + 2)),
+            evidence: if retracted {
+                // What the restatement writes.
+                "telemetry that arrived late restated the days that raised it: the episode did \
+                 not happen"
+                    .into()
+            } else {
+                format!("{} evidence of {customer}", rule.as_str())
+            },
+            metric: 1.0,
+            threshold: 0.5,
+            stage: Stage::Adopt,
+            segment: Segment::HighTouch,
+            arr_at_risk: 90_000.0,
+            next_action: format!("act on {}", rule.as_str()),
+        })
+    }
+}
+
+/// A restatement's records as the service's fan-out delivers them to the
+/// API's view (windows with `revision` above 0, a retracted episode), served
+/// by the real HTTP server and drawn by the real dashboard in headless
+/// Chromium: restated windows are marked on every KPI chart and in the
+/// devices table, the customer page says how many were restated, retracted
+/// episodes are shown as retracted and counted nowhere as open or at risk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restated_windows_and_retracted_alerts_are_marked_and_not_counted() {
+    use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
+    use late::*;
+    use serde_json::Value;
+    use support::cdp::Browser;
+
+    chromium();
+    let hub = fleetpulse::http::Hub::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let config = fleetpulse::http::HttpConfig::on("127.0.0.1:0".parse().unwrap());
+    let (addr, server) = fleetpulse::http::start(&config, hub.clone(), stop.clone())
+        .await
+        .unwrap();
+    let base = format!("http://{addr}");
+
+    // "c-late": ten days, of which days 3-5 were restated twice (revision
+    // 2) and day 6 once; devices d1 (days 3-6 restated) and d2 (its last
+    // two days restated); an open usage_drop, a resolved fault_spike and a
+    // devices_dark the late telemetry retracted. "c-quiet": nothing
+    // restated, its only episode retracted, no ARR at risk.
+    let revision = |d: u64| match d {
+        3..=5 => 2,
+        6 => 1,
+        _ => 0,
+    };
+    let mut records = Vec::new();
+    for d in 0..DAYS {
+        let last = d == DAYS - 1;
+        records.push(health("c-late", d, if last { 90_000.0 } else { 0.0 }));
+        records.push(health("c-quiet", d, 0.0));
+        records.push(customer_kpi("c-late", d, revision(d)));
+        records.push(customer_kpi("c-quiet", d, 0));
+        records.push(device_kpi("c-late", "d1", d, revision(d)));
+        records.push(device_kpi("c-late", "d2", d, u32::from(d >= DAYS - 2)));
+        records.push(device_kpi("c-quiet", "q1", d, 0));
+    }
+    records.push(episode("c-late", Rule::UsageDrop, AlertStatus::Open, 7));
+    records.push(episode(
+        "c-late",
+        Rule::FaultSpike,
+        AlertStatus::Resolved,
+        1,
+    ));
+    // Raised open first, then retracted by the restatement.
+    records.push(episode("c-late", Rule::DevicesDark, AlertStatus::Open, 3));
+    records.push(episode("c-quiet", Rule::DevicesDark, AlertStatus::Open, 4));
+    let (feed, task) = fleetpulse::http::feed(hub.clone());
+    feed.send(records.into()).await.unwrap();
+    let retractions: Vec<_> = vec![
+        episode("c-late", Rule::DevicesDark, AlertStatus::Retracted, 3),
+        episode("c-quiet", Rule::DevicesDark, AlertStatus::Retracted, 4),
+    ];
+    feed.send(retractions.into()).await.unwrap();
+    drop(feed);
+    task.await.unwrap();
+
+    // The API: the devices carry their restated days; retracted episodes
+    // are not open.
+    let get = |path: &str| {
+        let url = format!("{base}{path}");
+        async move {
+            let response = reqwest::get(&url).await.unwrap();
+            assert!(response.status().is_success(), "{url}");
+            response.json::<Value>().await.unwrap()
+        }
+    };
+    let portfolio = get("/api/portfolio").await;
+    assert_eq!(portfolio["open_alerts"], 1, "{portfolio}");
+    let at_risk = get("/api/customers?at_risk=true").await;
+    let ids: Vec<&str> = (at_risk["customers"].as_array().unwrap().iter())
+        .map(|c| c["customer"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["c-late"]);
+    let detail = get("/api/customers/c-late").await;
+    let device = |id: &str| {
+        detail["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["device"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        (
+            device("d1")["revision"].as_u64(),
+            device("d1")["restated_days"].as_u64()
+        ),
+        (Some(0), Some(4))
+    );
+    assert_eq!(
+        (
+            device("d2")["revision"].as_u64(),
+            device("d2")["restated_days"].as_u64()
+        ),
+        (Some(1), Some(2))
+    );
+    assert_eq!(device("d2")["daily_records"], 7);
+
+    let restated_starts: Vec<u64> = (0..DAYS).filter(|&d| revision(d) > 0).map(day).collect();
+    let base_url = base.clone();
+    let seen = tokio::task::spawn_blocking(move || {
+        let mut browser = Browser::start();
+        let eval_str = |browser: &mut Browser, js: &str| -> String {
+            let v = browser.eval(js);
+            v.as_str().map_or_else(|| v.to_string(), str::to_string)
+        };
+
+        // The at-risk list: one open alert; the quiet customer has none.
+        browser.navigate(&format!("{base_url}/#/"));
+        browser.wait_for(
+            "document.body.dataset.rendered === 'home' && document.getElementById('at-risk')",
+            Duration::from_secs(30),
+        );
+        let open_tile = eval_str(
+            &mut browser,
+            "[...document.querySelectorAll('.tile')].find((t) => t.querySelector('.label')\
+             .textContent === 'Open alerts').querySelector('.value').textContent",
+        );
+        assert_eq!(open_tile, "1");
+        assert_eq!(
+            eval_str(&mut browser, "document.getElementById('arr-at-risk').textContent"),
+            "90,000"
+        );
+        let alert_cells = eval_str(
+            &mut browser,
+            "[...document.querySelectorAll('tr.customer-row')].map((r) => r.dataset.customer + \
+             '=' + r.cells[r.cells.length - 1].textContent).join(',')",
+        );
+        assert_eq!(alert_cells, "c-late=1,c-quiet=0");
+        assert_eq!(
+            browser.eval("document.querySelectorAll('tr.alerts-row[data-customer=\"c-quiet\"]').length"),
+            0
+        );
+        assert_eq!(
+            browser.eval("document.querySelectorAll('#at-risk [data-rule=\"devices_dark\"]').length"),
+            0,
+            "a retracted episode is not under the customer's open alerts"
+        );
+
+        // The customer page.
+        browser.navigate(&format!("{base_url}/#/customer/c-late"));
+        browser.wait_for(
+            "document.body.dataset.rendered === 'customer' && document.getElementById('restated-windows')",
+            Duration::from_secs(30),
+        );
+        let note = browser.eval(
+            "(() => { const p = document.getElementById('restated-windows'); \
+             return [p.dataset.restated, p.dataset.windows, p.textContent, p.className]; })()",
+        );
+        assert_eq!(note[0], "4");
+        assert_eq!(note[1], "10");
+        assert_eq!(
+            note[2],
+            "4 of 10 1d windows shown restated by late telemetry (latest revision 2; marked ▼ \
+             on the charts) · device days: 6 of 14 restated"
+        );
+        assert_eq!(note[3], "restated-note");
+        for chart in ["usage", "breadth", "hours", "faults", "touchpoints-timeline"] {
+            let marks = browser.eval(&format!(
+                "[...document.querySelectorAll('svg[data-chart=\"{chart}\"] g.restated-mark')]\
+                 .map((g) => [Number(g.dataset.windowStart), Number(g.dataset.revision), \
+                 g.querySelector('title').textContent])"
+            ));
+            let marks = marks.as_array().unwrap();
+            let starts: Vec<u64> = marks.iter().map(|m| m[0].as_u64().unwrap()).collect();
+            assert_eq!(starts, restated_starts, "{chart}");
+            let revisions: Vec<u64> = marks.iter().map(|m| m[1].as_u64().unwrap()).collect();
+            assert_eq!(revisions, [2, 2, 2, 1], "{chart}");
+            assert_eq!(
+                marks[0][2],
+                "2026-01-08: restated (revision 2): telemetry arrived after the window closed",
+                "{chart}"
+            );
+            let legend = eval_str(
+                &mut browser,
+                &format!(
+                    "document.querySelector('svg[data-chart=\"{chart}\"]').parentElement\
+                     .querySelector('.legend').textContent"
+                ),
+            );
+            assert!(legend.contains("restated window"), "{chart}: {legend}");
+        }
+        // Health is not a KPI window: no marks there.
+        assert_eq!(
+            browser.eval("document.querySelectorAll('svg[data-chart=\"health\"] g.restated-mark').length"),
+            0
+        );
+        // The devices: d2's latest day restated, d1 four of its seven days.
+        let d2 = browser.eval(
+            "(() => { const b = document.querySelector('tr[data-device=\"d2\"] span.restated[data-revision]'); \
+             return b && [b.textContent, b.title]; })()",
+        );
+        assert_eq!(
+            d2,
+            serde_json::json!([
+                "restated",
+                "restated (revision 1): telemetry arrived after the window closed"
+            ])
+        );
+        assert_eq!(
+            browser.eval("document.querySelectorAll('tr[data-device=\"d1\"] span.restated[data-revision]').length"),
+            0,
+            "d1's latest day was not restated"
+        );
+        assert_eq!(
+            eval_str(
+                &mut browser,
+                "document.querySelector('tr[data-device=\"d1\"] span.restated[data-restated-days]').textContent"
+            ),
+            "4 restated"
+        );
+        // The alerts: the retracted episode in its own list, not among the
+        // open or the resolved ones.
+        let sections = browser.eval(
+            "['open-alerts', 'retracted-alerts', 'resolved-alerts'].map((id) => \
+             [...document.querySelectorAll('#' + id + ' .alert')].map((a) => a.dataset.rule + ' ' + \
+             a.className).join(','))",
+        );
+        assert_eq!(
+            sections,
+            serde_json::json!([
+                "usage_drop alert",
+                "devices_dark alert retracted",
+                "fault_spike alert resolved"
+            ])
+        );
+        let retracted = eval_str(
+            &mut browser,
+            "document.querySelector('#retracted-alerts .alert').innerText",
+        );
+        assert!(
+            retracted.contains("retracted: telemetry that arrived late showed it did not happen")
+                && retracted.contains("not counted as open or at risk"),
+            "{retracted}"
+        );
+        let style = eval_str(
+            &mut browser,
+            "(() => { const a = getComputedStyle(document.querySelector('#retracted-alerts .alert')), \
+             o = getComputedStyle(document.querySelector('#open-alerts .alert')); \
+             return [a.borderLeftStyle, a.backgroundColor === o.backgroundColor].join(' '); })()",
+        );
+        assert_eq!(style, "dashed false", "a distinct style");
+        browser.eval("document.getElementById('restated-windows').scrollIntoView(); true");
+        assert!(browser.screenshot(&artifacts().join("dashboard-restated.png")) > 10_000);
+
+        // The quiet customer: nothing restated, one retracted episode, no
+        // open alert.
+        browser.navigate(&format!("{base_url}/#/customer/c-quiet"));
+        browser.wait_for(
+            "document.body.dataset.rendered === 'customer' && document.querySelector('h1') \
+             && document.querySelector('h1').textContent.includes('c-quiet')",
+            Duration::from_secs(30),
+        );
+        let quiet = browser.eval(
+            "[document.getElementById('restated-windows').textContent, \
+             document.querySelectorAll('g.restated-mark').length, \
+             document.getElementById('open-alerts').textContent, \
+             document.querySelectorAll('#retracted-alerts .alert.retracted').length]",
+        );
+        assert_eq!(
+            quiet,
+            serde_json::json!([
+                "0 of 10 1d windows shown restated by late telemetry · device days: 0 of 7 restated",
+                0,
+                "None.",
+                1
+            ])
+        );
+
+        // The alerts page: open by default, with a note on the retracted.
+        browser.navigate(&format!("{base_url}/#/alerts"));
+        browser.wait_for(
+            "document.body.dataset.rendered === 'alerts' && location.hash === '#/alerts'",
+            Duration::from_secs(30),
+        );
+        let open_page = browser.eval(
+            "[[...document.querySelectorAll('#alerts tbody tr')].map((r) => r.dataset.status).join(','), \
+             document.getElementById('retracted-note').dataset.retracted, \
+             document.getElementById('retracted-note').textContent]",
+        );
+        assert_eq!(open_page[0], "open");
+        assert_eq!(open_page[1], "2");
+        assert!(
+            open_page[2]
+                .as_str()
+                .unwrap()
+                .starts_with("2 episodes retracted (telemetry that arrived late showed they did not happen), not counted as open"),
+            "{open_page}"
+        );
+        browser.navigate(&format!("{base_url}/#/alerts?status=all"));
+        browser.wait_for(
+            "document.body.dataset.rendered === 'alerts' && document.querySelectorAll('#alerts tbody tr').length === 4",
+            Duration::from_secs(30),
+        );
+        let rows = browser.eval(
+            "[...document.querySelectorAll('#alerts tbody tr')].filter((r) => r.classList.contains('retracted'))\
+             .map((r) => [r.dataset.customer, r.cells[2].textContent, r.cells[6].textContent, \
+             r.querySelector('.next').textContent])",
+        );
+        let retracted_text = "retracted: telemetry that arrived late showed it did not happen";
+        assert_eq!(
+            rows,
+            serde_json::json!([
+                ["c-quiet", "retracted", "–", retracted_text],
+                ["c-late", "retracted", "–", retracted_text]
+            ])
+        );
+        assert!(browser.screenshot(&artifacts().join("dashboard-retracted-alerts.png")) > 10_000);
+        browser.navigate(&format!("{base_url}/#/alerts?status=retracted"));
+        browser.wait_for(
+            "document.body.dataset.rendered === 'alerts' && location.hash.includes('retracted') \
+             && document.querySelectorAll('#alerts tbody tr').length === 2 \
+             && document.querySelectorAll('#alerts tbody tr.retracted').length === 2",
+            Duration::from_secs(30),
+        );
+        browser.eval("document.querySelector('select[data-filter=\"status\"]').value")
+    })
+    .await
+    .unwrap();
+    assert_eq!(seen, "retracted");
+    stop.cancel();
+    server.await.unwrap().unwrap();
+}
+
+/// The same marks from a real restatement: a fleet that goes dark for three
+/// days (two of its three devices) raises `devices_dark` through mosquitto
+/// and the service; when the buffers arrive, the service restates the
+/// customer's windows and retracts the episode, and the dashboard it serves
+/// shows exactly the restated windows the API has, and the episode as
+/// retracted, not open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_restatement_shows_on_the_dashboard() {
+    use fleetpulse::config::WalConfig;
+    use serde_json::Value;
+    use support::cdp::Browser;
+    use support::late::{DARK_CUSTOMERS, dark_fleet};
+    use support::servers::{Mosquitto, NO_LOSS};
+
+    chromium();
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let customers = dir.path().join("customers.toml");
+    std::fs::write(&customers, DARK_CUSTOMERS).unwrap();
+    let mut config = support::in_process::config(
+        mosquitto.host(),
+        mosquitto.port(),
+        "dashboard-late",
+        1,
+        &customers,
+    );
+    config.wal = Some(WalConfig {
+        dir: dir.path().join("wal"),
+        ..toml::from_str("dir = \"x\"").unwrap()
+    });
+    config.sinks = vec![fleetpulse::sinks::SinkConfig::Sqlite(
+        fleetpulse::sinks::sqlite::SqliteConfig {
+            path: dir.path().join("kpi.sqlite"),
+        },
+    )];
+    let hub = fleetpulse::http::Hub::new();
+    config.http.enabled = true;
+    config.http.listen = "127.0.0.1:0".parse().unwrap();
+    let metrics = Arc::new(fleetpulse::metrics::IngestMetrics::default());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let runtime = fleetpulse::service::Runtime {
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+        http: Some(hub.clone()),
+    };
+    let service = tokio::spawn(async move {
+        fleetpulse::service::run(config, Path::new("<test>"), runtime).await
+    });
+    let m = metrics.clone();
+    support::poll::wait_for("subscription", move || {
+        m.subscribed.load(std::sync::atomic::Ordering::Relaxed)
+    })
+    .await;
+    let base = format!("http://{}", hub.local_addr().expect("the service listens"));
+
+    let (before, after) = dark_fleet();
+    let mut sent = 0;
+    for (i, messages) in [before, after].into_iter().enumerate() {
+        sent += messages.len() as u64;
+        let options =
+            support::fleets::publish_options(&mosquitto, &format!("dashboard-late-sim-{i}"));
+        fleetpulse_sim::publish(options, messages, |_| {})
+            .await
+            .unwrap();
+        let m = metrics.clone();
+        support::poll::wait_for("the messages handled", move || m.handled() >= sent).await;
+    }
+    assert!(
+        metrics
+            .late_admitted
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+
+    // The restatement pass runs once a second: wait until the view has the
+    // retraction.
+    let get = |path: String| async move {
+        reqwest::get(&path)
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let started = Instant::now();
+    let retracted = loop {
+        let doc = get(format!("{base}/api/alerts?status=retracted")).await;
+        if let Some(a) = doc["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["rule"] == "devices_dark")
+        {
+            break a.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no retracted devices_dark in the view: {doc}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Let the passes settle: the view's version stops changing.
+    let mut version = get(format!("{base}/api/status")).await["version"].clone();
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = get(format!("{base}/api/status")).await["version"].clone();
+        if now == version {
+            break;
+        }
+        version = now;
+    }
+    let open = get(format!("{base}/api/alerts?status=open")).await;
+    assert!(
+        !open["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["opened_at"] == retracted["opened_at"] && a["rule"] == "devices_dark"),
+        "the retracted episode is not open: {open}"
+    );
+    let detail = get(format!("{base}/api/customers/dk?days=120")).await;
+    let restated: Vec<(u64, u64)> = (detail["kpis"].as_array().unwrap().iter())
+        .filter(|k| k["revision"].as_u64().unwrap() > 0)
+        .map(|k| {
+            (
+                k["window_start"].as_u64().unwrap(),
+                k["revision"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let windows = detail["kpis"].as_array().unwrap().len();
+    assert!(!restated.is_empty(), "no restated window: {detail}");
+    let device_days: u64 = (detail["devices"].as_array().unwrap().iter())
+        .map(|d| d["restated_days"].as_u64().unwrap())
+        .sum();
+    let open_in_view = get(format!("{base}/api/portfolio")).await["open_alerts"]
+        .as_u64()
+        .unwrap();
+
+    let page = format!("{base}/#/customer/dk");
+    let alerts_page = format!("{base}/#/alerts?status=retracted");
+    let shown = tokio::task::spawn_blocking(move || {
+        let mut browser = Browser::start();
+        browser.navigate(&page);
+        browser.wait_for(
+            "document.body.dataset.rendered === 'customer' && document.getElementById('restated-windows')",
+            Duration::from_secs(30),
+        );
+        let shown = browser.eval(
+            "[document.getElementById('restated-windows').dataset.restated, \
+             document.getElementById('restated-windows').dataset.windows, \
+             document.getElementById('restated-windows').dataset.deviceDaysRestated, \
+             [...document.querySelectorAll('svg[data-chart=\"hours\"] g.restated-mark')]\
+             .map((g) => [Number(g.dataset.windowStart), Number(g.dataset.revision)]), \
+             [...document.querySelectorAll('#retracted-alerts .alert.retracted')].map((a) => a.dataset.rule), \
+             [...document.querySelectorAll('#open-alerts .alert')].map((a) => a.dataset.rule)]",
+        );
+        browser.eval("document.getElementById('restated-windows').scrollIntoView(); true");
+        assert!(browser.screenshot(&artifacts().join("dashboard-late-dark.png")) > 10_000);
+        browser.navigate(&alerts_page);
+        browser.wait_for(
+            "document.body.dataset.rendered === 'alerts' && location.hash.includes('retracted') \
+             && document.querySelector('#alerts tbody tr.retracted[data-customer=\"dk\"]')",
+            Duration::from_secs(30),
+        );
+        let tile = {
+            browser.navigate(&page.replace("#/customer/dk", "#/"));
+            browser.wait_for(
+                "document.body.dataset.rendered === 'home'",
+                Duration::from_secs(30),
+            );
+            browser.eval(
+                "[...document.querySelectorAll('.tile')].find((t) => t.querySelector('.label')\
+                 .textContent === 'Open alerts').querySelector('.value').textContent",
+            )
+        };
+        (shown, tile)
+    })
+    .await
+    .unwrap();
+    let (shown, tile) = shown;
+    assert_eq!(shown[0], restated.len().to_string());
+    assert_eq!(shown[1], windows.to_string());
+    assert_eq!(shown[2], device_days.to_string());
+    assert!(device_days > 0);
+    let marks: Vec<(u64, u64)> = (shown[3].as_array().unwrap().iter())
+        .map(|m| (m[0].as_u64().unwrap(), m[1].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        marks, restated,
+        "the hours chart marks the restated windows"
+    );
+    assert!(
+        shown[4]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "devices_dark"),
+        "{shown}"
+    );
+    assert!(
+        !shown[5]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "devices_dark"),
+        "{shown}"
+    );
+    assert_eq!(tile, open_in_view.to_string());
+
+    shutdown.cancel();
+    service.await.unwrap().unwrap();
+
+    // The business review from the store has the footnote, with the
+    // store's count of restated days.
+    let store = dir.path().join("kpi.sqlite");
+    let kpis = SqliteStore::open(&store)
+        .unwrap()
+        .customer_kpis("1d")
+        .unwrap();
+    let restated_days = kpis.iter().filter(|k| k.revision > 0).count();
+    assert!(restated_days > 0);
+    let report = artifacts().join("report-late-dark.html");
+    let output = Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+        .args(["report", "--customer", "dk", "--store"])
+        .arg(&store)
+        .arg("--customers")
+        .arg(&customers)
+        .arg("--out")
+        .arg(&report)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        html.contains(&format!(
+            "{restated_days} of {} daily windows restated by late telemetry (",
+            kpis.len()
+        )),
+        "no footnote in {}",
+        report.display()
+    );
+    assert!(html.contains("retracted: telemetry that arrived late showed it did not happen"));
 }

@@ -21,6 +21,7 @@ use fleetpulse::sinks::{InfluxDbV1Config, InfluxDbV2Config, SinkConfig};
 use fleetpulse_sim::{Fleet, FleetSpec};
 use support::fleets::publish_options;
 use support::in_process;
+use support::late::{DARK_CUSTOMERS, dark_fleet};
 use support::servers::{InfluxDb1, Mosquitto, NO_LOSS, VictoriaMetrics};
 use support::truth::{Table, assert_table_equal, sqlite_customer_table, truth_table};
 
@@ -274,80 +275,6 @@ async fn buffered_uploads_restate_every_store_to_the_ground_truth() {
         }
         println!("{table}: {} rows equal the in-order run", want.len());
     }
-}
-
-/// 2026-01-05T00:00:00Z.
-const T0: u64 = 1_767_571_200_000;
-const HOUR_MS: u64 = 3_600_000;
-
-const DARK_CUSTOMERS: &str = r#"
-[[customer]]
-id = "dk"
-name = "Dark Quarry"
-segment = "low-touch"
-
-[customer.contract]
-arr = 90000
-start = "2026-01-05"
-renewal = "2027-01-05"
-devices_purchased = 3
-operator_seats = 3
-"#;
-
-/// Hour `h` of device `device` of customer `dk`: two readings, meters
-/// climbing, some cycles.
-fn hour(device: &str, h: u64) -> (String, Vec<u8>) {
-    use fleetpulse_proto::v1;
-    use prost::Message;
-    let meter = 100.0 + h as f64 * 0.5;
-    let samples = (0..2)
-        .map(|i| v1::Sample {
-            event_time_ms: (T0 + h * HOUR_MS + 7 * 60_000 + i * 30 * 60_000) as i64,
-            state: 1,
-            cumulative_operating_hours: meter + i as f64 * 0.25,
-            cumulative_idle_hours: meter / 10.0,
-            cumulative_fuel_used_litres: meter * 9.0,
-            cycles: 3,
-            operator_id: "op-1".into(),
-            ..Default::default()
-        })
-        .collect();
-    let batch = v1::TelemetryBatch {
-        device_id: device.into(),
-        customer_id: "dk".into(),
-        site_id: "pit".into(),
-        sequence: h + 1,
-        unit_epoch: 1,
-        firmware_version: "1".into(),
-        samples,
-    };
-    (
-        format!("fleet/dk/pit/{device}/telemetry"),
-        batch.encode_to_vec(),
-    )
-}
-
-/// A message: topic and payload.
-type Published = (String, Vec<u8>);
-
-/// Eight days of three devices; `d1` and `d2` lose coverage from hour 48
-/// to hour 130 and upload their buffers after the reconnect hour (d1 newest
-/// first). Returns the messages published before the reconnect and after.
-fn dark_fleet() -> (Vec<Published>, Vec<Published>) {
-    let (mut before, mut after) = (Vec::new(), Vec::new());
-    for h in 0..192 {
-        let out = if h < 130 { &mut before } else { &mut after };
-        for device in ["d1", "d2", "d3"] {
-            if device == "d3" || !(48..130).contains(&h) {
-                out.push(hour(device, h));
-            }
-        }
-        if h == 130 {
-            after.extend((48..130).rev().map(|h| hour("d1", h)));
-            after.extend((48..130).map(|h| hour("d2", h)));
-        }
-    }
-    (before, after)
 }
 
 async fn run_dark(

@@ -27,7 +27,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use super::Hub;
 use super::auth::{Access, Role};
-use super::view::{CustomerView, DeviceView, View};
+use super::view::{CustomerView, DeviceView, View, counts_as_open, restated};
 use crate::records::Doc;
 use crate::records::openapi::{
     AlertSchema, CustomerKpiSchema, HealthSchema, MilestoneSchema, OutcomeSchema, PortfolioSchema,
@@ -495,6 +495,13 @@ struct DeviceDoc<'a> {
     faults_7d: u64,
     /// Readings on the latest day.
     samples: Option<u64>,
+    /// `revision` of the latest daily record: above 0 when telemetry that
+    /// arrived after the day closed restated it.
+    revision: Option<u32>,
+    /// Daily records held (at most 7: the days `faults_7d` sums).
+    daily_records: usize,
+    /// How many of them were restated (`revision` above 0).
+    restated_days: usize,
 }
 
 fn device_doc<'a>(id: &'a str, d: &'a DeviceView) -> DeviceDoc<'a> {
@@ -510,6 +517,9 @@ fn device_doc<'a>(id: &'a str, d: &'a DeviceView) -> DeviceDoc<'a> {
         fault_count: latest.map(|k| k.totals.fault_count),
         faults_7d: d.daily.iter().map(|k| k.totals.fault_count).sum(),
         samples: latest.map(|k| k.totals.samples),
+        revision: latest.map(|k| k.revision),
+        daily_records: d.daily.len(),
+        restated_days: d.daily.iter().filter(|k| restated(k.revision)).count(),
     }
 }
 
@@ -635,8 +645,8 @@ pub async fn customer(
         .collect();
     let mut alerts: Vec<&AlertRecord> = view.alerts().filter(|a| a.customer == *id).collect();
     alerts.sort_by(|a, b| {
-        (a.status != AlertStatus::Open)
-            .cmp(&(b.status != AlertStatus::Open))
+        (!counts_as_open(a))
+            .cmp(&!counts_as_open(b))
             .then(b.opened_at.cmp(&a.opened_at))
     });
     let latest = c.latest_health();
@@ -765,10 +775,8 @@ pub async fn portfolio(
     let view = hub.read_view();
     let everyone = access.sees_all() || access.principal.role == Role::Viewer;
     let sees = |customer: &str| everyone || access.sees(customer);
-    let open: Vec<&AlertRecord> = view
-        .alerts()
-        .filter(|a| a.status == AlertStatus::Open && sees(&a.customer))
-        .collect();
+    // Resolved and retracted episodes count nowhere.
+    let open: Vec<&AlertRecord> = view.open_alerts().filter(|a| sees(&a.customer)).collect();
     let scoped = (!everyone).then(|| scoped_portfolio(&view, &access, days));
     let (latest, history) = match &scoped {
         None => (
@@ -969,6 +977,8 @@ pub(crate) fn json<T: Serialize>(doc: &T) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use fleetpulse_engine::Output;
+
     use super::*;
 
     fn query<T: serde::de::DeserializeOwned>(q: &str) -> Result<T, String> {
@@ -1007,6 +1017,146 @@ mod tests {
             serde_json::to_string(&V { v: f64::NAN }).unwrap(),
             r#"{"v":null}"#
         );
+    }
+
+    fn health(customer: &str, arr_at_risk: f64) -> HealthRecord {
+        use fleetpulse_engine::kpi::health::{HealthComponents, Stage};
+        HealthRecord {
+            customer: customer.into(),
+            window_start: 86_400_000,
+            window_end: 2 * 86_400_000,
+            score: 60.0,
+            band: Band::of(60.0),
+            score_trend: 0.0,
+            components: HealthComponents::default(),
+            stage: Stage::Adopt,
+            segment: Segment::HighTouch,
+            arr: 100_000.0,
+            arr_at_risk,
+            open_alerts: 0,
+            days_since_activation: 30.0,
+            days_to_renewal: 200.0,
+            time_to_value_days: None,
+            usage_growth: 0.0,
+            milestones_reached: 0,
+            milestones_total: 0,
+        }
+    }
+
+    fn episode(customer: &str, rule: Rule, status: AlertStatus) -> AlertRecord {
+        use fleetpulse_engine::kpi::health::Stage;
+        AlertRecord {
+            customer: customer.into(),
+            customer_name: customer.into(),
+            rule,
+            episode: 1,
+            status,
+            opened_at: 86_400_000,
+            resolved_at: None,
+            evidence: "evidence".into(),
+            metric: 1.0,
+            threshold: 0.5,
+            stage: Stage::Adopt,
+            segment: Segment::HighTouch,
+            arr_at_risk: 100_000.0,
+            next_action: "call".into(),
+        }
+    }
+
+    async fn body(response: Response) -> serde_json::Value {
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// The handlers count only open episodes: a customer whose only episode
+    /// was retracted (late telemetry showed it did not happen) has no open
+    /// alert, is not at risk, and adds nothing to the portfolio's open
+    /// counts; its episode is still listed where retracted ones are asked
+    /// for.
+    #[tokio::test]
+    async fn retracted_episodes_count_neither_as_open_nor_at_risk() {
+        let hub = crate::http::Hub::new();
+        hub.apply(&[
+            Output::Health(health("quiet", 0.0)),
+            Output::Health(health("loud", 100_000.0)),
+            Output::Alert(episode("quiet", Rule::DevicesDark, AlertStatus::Retracted)),
+            Output::Alert(episode("loud", Rule::UsageDrop, AlertStatus::Open)),
+            Output::Alert(AlertRecord {
+                opened_at: 0,
+                resolved_at: Some(86_400_000),
+                ..episode("loud", Rule::FaultSpike, AlertStatus::Resolved)
+            }),
+        ]);
+        let access = || Extension(Access::anonymous());
+        fn q<T: serde::de::DeserializeOwned>(text: &str) -> ApiQuery<T> {
+            ApiQuery(parse_query(text).unwrap())
+        }
+
+        let doc = body(
+            portfolio(State(hub.clone()), access(), q(""))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(doc["open_alerts"], 1, "{doc}");
+        assert_eq!(
+            doc["open_alerts_by_rule"],
+            serde_json::json!([{ "rule": "usage_drop", "open_alerts": 1 }])
+        );
+
+        let doc = body(
+            customers(State(hub.clone()), access(), q(""))
+                .await
+                .unwrap(),
+        )
+        .await;
+        let rows = doc["customers"].as_array().unwrap();
+        let row = |id: &str| rows.iter().find(|r| r["customer"] == id).unwrap();
+        assert_eq!(row("quiet")["alerts"], serde_json::json!([]));
+        assert_eq!(row("loud")["alerts"].as_array().unwrap().len(), 1);
+        let doc = body(
+            customers(State(hub.clone()), access(), q("at_risk=true"))
+                .await
+                .unwrap(),
+        )
+        .await;
+        let at_risk: Vec<&str> = (doc["customers"].as_array().unwrap().iter())
+            .map(|r| r["customer"].as_str().unwrap())
+            .collect();
+        assert_eq!(at_risk, ["loud"]);
+
+        for (status, want) in [("open", 1), ("retracted", 1), ("resolved", 1), ("all", 3)] {
+            let doc = body(
+                alerts(State(hub.clone()), access(), q(&format!("status={status}")))
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            assert_eq!(
+                doc["alerts"].as_array().unwrap().len(),
+                want,
+                "{status}: {doc}"
+            );
+        }
+        let doc = body(
+            alerts(State(hub.clone()), access(), q("status=retracted"))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(doc["alerts"][0]["customer"], "quiet");
+
+        // The customer page lists it after the open ones, as retracted.
+        let doc = body(
+            customer(State(hub.clone()), access(), Path("quiet".into()), q(""))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(doc["alerts"][0]["status"], "retracted");
     }
 
     /// docs/openapi.json is the generated document, for readers of the

@@ -31,6 +31,21 @@ pub const MAX_RESOLVED_ALERTS: usize = 1000;
 /// Label of the daily window when the engine config does not say otherwise.
 pub const DEFAULT_DAY_WINDOW: &str = "1d";
 
+/// Whether an alert episode counts as open, and so as at risk: only an
+/// `open` one. A resolved episode is over; a retracted one never happened
+/// (telemetry that arrived late restated the days that raised it). Every
+/// count of open alerts and every ARR-at-risk figure of the API goes
+/// through this.
+pub fn counts_as_open(alert: &AlertRecord) -> bool {
+    alert.status == AlertStatus::Open
+}
+
+/// Whether a window record was restated: written again, with a higher
+/// `revision`, because telemetry arrived after the window closed.
+pub fn restated(revision: u32) -> bool {
+    revision > 0
+}
+
 /// What the customers file says about a customer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CustomerInfo {
@@ -389,6 +404,11 @@ impl View {
         self.alerts.values()
     }
 
+    /// Open alert episodes of every customer ([`counts_as_open`]).
+    pub fn open_alerts(&self) -> impl Iterator<Item = &AlertRecord> {
+        self.alerts.values().filter(|a| counts_as_open(a))
+    }
+
     /// Open alert episodes of one customer, oldest first.
     pub fn open_alerts_of(&self, customer: &str) -> Vec<&AlertRecord> {
         // The map is ordered by customer first: read only this one's range.
@@ -399,7 +419,7 @@ impl View {
             .range(from..)
             .take_while(|((c, _, _), _)| &**c == customer)
             .map(|(_, a)| a)
-            .filter(|a| a.status == AlertStatus::Open)
+            .filter(|a| counts_as_open(a))
             .collect();
         open.sort_by_key(|a| (a.opened_at, a.rule));
         open
@@ -427,10 +447,8 @@ impl View {
     pub fn ranked(&self) -> Vec<(&Id, &CustomerView)> {
         let mut ranked: Vec<(&Id, &CustomerView)> = self.customers.iter().collect();
         let mut open_count: HashMap<&str, usize> = HashMap::new();
-        for a in self.alerts.values() {
-            if a.status == AlertStatus::Open {
-                *open_count.entry(&*a.customer).or_default() += 1;
-            }
+        for a in self.open_alerts() {
+            *open_count.entry(&*a.customer).or_default() += 1;
         }
         ranked.sort_by(|(a_id, a), (b_id, b)| {
             let key = |id: &str, c: &CustomerView| {
@@ -595,6 +613,50 @@ mod tests {
         assert_eq!(
             order,
             ["red", "yellow-at-risk", "yellow", "green", "no-data"]
+        );
+    }
+
+    /// A retracted episode is kept (the dashboard shows it) but counts as
+    /// open nowhere: not in the customer's open alerts, not in the open
+    /// count that ranks customers, not as revenue at risk.
+    #[test]
+    fn a_retracted_episode_is_kept_but_not_counted_as_open() {
+        let mut view = View::default();
+        let retracted = AlertRecord {
+            rule: Rule::DevicesDark,
+            ..alert("quiet", 1, AlertStatus::Retracted)
+        };
+        view.apply(&[
+            // Same health, no ARR at risk in either: only the open count
+            // tells them apart.
+            Output::Health(health("quiet", 1, 60.0, 0.0)),
+            Output::Health(health("loud", 1, 60.0, 0.0)),
+            Output::Alert(retracted.clone()),
+            Output::Alert(alert("loud", 1, AlertStatus::Open)),
+        ]);
+        assert_eq!(view.alerts().count(), 2, "the retracted episode is kept");
+        assert!(view.open_alerts_of("quiet").is_empty());
+        assert_eq!(
+            view.open_alerts().map(|a| &*a.customer).collect::<Vec<_>>(),
+            ["loud"]
+        );
+        assert!(!counts_as_open(&retracted));
+        let order: Vec<&str> = view.ranked().iter().map(|(id, _)| &***id).collect();
+        assert_eq!(order, ["loud", "quiet"]);
+
+        // An open episode later retracted, and a resolved one retracted
+        // after it resolved: both leave the open count.
+        let mut view = View::default();
+        view.apply(&[Output::Alert(alert("a", 1, AlertStatus::Open))]);
+        assert_eq!(view.open_alerts().count(), 1);
+        view.apply(&[Output::Alert(alert("a", 1, AlertStatus::Retracted))]);
+        view.apply(&[Output::Alert(alert("a", 2, AlertStatus::Resolved))]);
+        view.apply(&[Output::Alert(alert("a", 2, AlertStatus::Retracted))]);
+        assert_eq!(view.open_alerts().count(), 0);
+        assert!(
+            view.alerts().all(|a| a.status == AlertStatus::Retracted),
+            "{:?}",
+            view.alerts().collect::<Vec<_>>()
         );
     }
 

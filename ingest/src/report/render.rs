@@ -44,6 +44,8 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .status.reached { color: var(--green); } .status.overdue { color: var(--red); } .status.pending { color: var(--muted); }
 .alert { border-left: 3px solid var(--red); background: #fff6f5; padding: 8px 12px; margin: 6px 0; border-radius: 4px; }
 .alert.resolved { border-left-color: var(--green); background: #f3f6f4; }
+.alert.retracted { border-left: 3px dashed var(--grey); background: #f4f4f6; color: var(--muted); }
+.footnote { font-size: 12px; color: var(--muted); margin: 4px 0; }
 .rule { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-weight: 600; }
 .next { color: var(--muted); font-size: 12px; margin-top: 2px; }
 .summary { font-size: 15px; line-height: 1.5; }
@@ -434,7 +436,38 @@ fn section_adoption(out: &mut String, d: &ReportData) {
             change(b, a, ratio)
         );
     }
-    out.push_str("</tbody></table></section>");
+    out.push_str("</tbody></table>");
+    out.push_str(&restated_note(&d.kpis));
+    out.push_str("</section>");
+}
+
+/// Dates listed in the restatement footnote before "and n more".
+const RESTATED_DATES_LISTED: usize = 10;
+
+/// The footnote under the per-day figures: how many of the period's daily
+/// windows telemetry that arrived late restated (`revision` above 0), and
+/// which; empty when none was.
+fn restated_note(kpis: &[CustomerKpi]) -> String {
+    let restated: Vec<&CustomerKpi> = kpis.iter().filter(|k| k.revision > 0).collect();
+    if restated.is_empty() {
+        return String::new();
+    }
+    let mut days: Vec<String> = (restated.iter().take(RESTATED_DATES_LISTED))
+        .map(|k| date(k.window_start))
+        .collect();
+    if restated.len() > RESTATED_DATES_LISTED {
+        days.push(format!(
+            "and {} more",
+            restated.len() - RESTATED_DATES_LISTED
+        ));
+    }
+    format!(
+        r#"<p class="footnote" id="restated-windows">{n} of {total} daily window{s} restated by late telemetry ({days}): readings that arrived after the day closed were counted in the day they were taken, and the figures above include them.</p>"#,
+        n = restated.len(),
+        total = kpis.len(),
+        s = if kpis.len() == 1 { "" } else { "s" },
+        days = days.join(", "),
+    )
 }
 
 fn section_health(out: &mut String, d: &ReportData) {
@@ -900,5 +933,50 @@ mod tests {
         assert!(html.contains("10 / 29"), "attainment row");
         assert!(html.contains(r#"<tr data-touchpoint="training">"#));
         assert!(html.contains("12 &lt;operators&gt;"));
+        // Nothing restated: no footnote.
+        assert!(!html.contains("restated by late telemetry"));
+    }
+
+    #[test]
+    fn restated_days_get_a_footnote_and_retracted_alerts_say_so() {
+        let mut d = data();
+        for day in [4, 5, 6] {
+            d.kpis[day].revision = 2;
+        }
+        let retracted = AlertRecord {
+            rule: Rule::DevicesDark,
+            status: AlertStatus::Retracted,
+            opened_at: d.kpis[4].window_start,
+            ..d.alerts[0].clone()
+        };
+        d.alerts.push(retracted);
+        let html = render(&d);
+        let days: Vec<String> = [4, 5, 6]
+            .iter()
+            .map(|&i| date(d.kpis[i].window_start))
+            .collect();
+        assert!(
+            html.contains(&format!(
+                "3 of 30 daily windows restated by late telemetry ({})",
+                days.join(", ")
+            )),
+            "footnote"
+        );
+        let adoption = &html[html.find(r#"<section id="adoption">"#).unwrap()..];
+        let adoption = &adoption[..adoption.find("</section>").unwrap()];
+        assert!(adoption.contains(r#"id="restated-windows""#));
+        assert!(html.contains(
+            "devices_dark</span> · retracted: telemetry that arrived late showed it did not happen"
+        ));
+        // The summary counts the open episode only.
+        assert!(html.contains("1 open alert<"), "summary card");
+
+        // Many restated days: ten dates, then how many more.
+        for k in &mut d.kpis {
+            k.revision = 1;
+        }
+        let html = render(&d);
+        assert!(html.contains("30 of 30 daily windows restated"));
+        assert!(html.contains(", and 20 more)"));
     }
 }

@@ -5,6 +5,7 @@ pub mod cdp;
 pub mod files;
 pub mod fleets;
 pub mod in_process;
+pub mod late;
 pub mod poll;
 pub mod servers;
 pub mod service;

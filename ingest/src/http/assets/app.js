@@ -65,6 +65,20 @@ function band(b) {
   return `<span class="band ${esc(b || "none")}">${esc(b || "no data")}</span>`;
 }
 
+// Late data: a window record with revision > 0 was restated (telemetry that
+// arrived after the window closed, within the correction horizon, changed
+// it); an alert episode with status "retracted" never happened.
+function restatedTitle(revision) {
+  return `restated (revision ${revision}): telemetry arrived after the window closed`;
+}
+
+function restatedBadge(revision) {
+  if (!(revision > 0)) return "";
+  return ` <span class="restated" data-revision="${esc(revision)}" title="${esc(restatedTitle(revision))}">restated</span>`;
+}
+
+const RETRACTED_TEXT = "retracted: telemetry that arrived late showed it did not happen";
+
 // ---- charts: small hand-written SVG ----------------------------------------
 
 // A sparkline of health scores, coloured by the latest band.
@@ -93,7 +107,8 @@ function sparkline(points, width, height) {
 }
 
 // A time-series line chart. series: [{name, color, dashed, points: [[ms, y]]}].
-// opts: {title, id, yMin, yMax, format, bands: [{from, to, color}], height}.
+// opts: {title, id, yMin, yMax, format, bands: [{from, to, color}], height,
+// restated: [[ms, revision]] (windows marked with a triangle on top)}.
 function lineChart(series, opts) {
   const W = 640, H = opts.height || 220, L = 48, R = 12, T = 12, B = 26;
   const all = [];
@@ -147,9 +162,16 @@ function lineChart(series, opts) {
         body += `<circle cx="${sx(m[0]).toFixed(1)}" cy="${sy(m[1]).toFixed(1)}" r="2.5" fill="${m[2] || s.color}"/>`;
       });
     });
+    (opts.restated || []).forEach((r) => {
+      const x = sx(r[0]);
+      body += `<g class="restated-mark" data-window-start="${r[0]}" data-revision="${esc(r[1])}"><title>${esc(date(r[0]) + ": " + restatedTitle(r[1]))}</title>` +
+        `<line x1="${x.toFixed(1)}" x2="${x.toFixed(1)}" y1="${T}" y2="${H - B}" stroke="${COLORS.orange}" stroke-dasharray="2,3" opacity="0.5"/>` +
+        `<path d="M${(x - 4).toFixed(1)},${T - 2}L${(x + 4).toFixed(1)},${T - 2}L${x.toFixed(1)},${T + 5}Z" fill="${COLORS.orange}"/></g>`;
+    });
   }
   const legend = series.map((s) =>
-    `<span><i style="background:${s.color}${s.dashed ? ";opacity:.6" : ""}"></i>${esc(s.name)}</span>`).join("");
+    `<span><i style="background:${s.color}${s.dashed ? ";opacity:.6" : ""}"></i>${esc(s.name)}</span>`).join("") +
+    ((opts.restated || []).length ? `<span class="restated-legend" title="telemetry arrived after these windows closed"><b style="color:${COLORS.orange}">▼</b> restated window</span>` : "");
   return `<div class="card"><h3>${esc(opts.title)}</h3>` +
     `<svg class="chart" data-chart="${esc(opts.id)}" viewBox="0 0 ${W} ${H}" preserveAspectRatio="xMidYMid meet">${body}</svg>` +
     `<div class="legend">${legend}</div></div>`;
@@ -175,8 +197,14 @@ async function getJson(url) {
 // ---- pages ----------------------------------------------------------------
 
 function alertHtml(a) {
+  if (a.status === "retracted") {
+    return `<div class="alert retracted" data-rule="${esc(a.rule)}" data-status="retracted" title="${esc(RETRACTED_TEXT)}">` +
+      `<span class="rule">${esc(a.rule)}</span><span class="retracted-label">retracted</span>` +
+      `<span class="evidence">${esc(a.evidence)}` +
+      `<div class="next">${esc(RETRACTED_TEXT)} · opened ${esc(date(a.opened_at))} · not counted as open or at risk</div></span></div>`;
+  }
   const resolved = a.status === "resolved";
-  return `<div class="alert${resolved ? " resolved" : ""}" data-rule="${esc(a.rule)}">` +
+  return `<div class="alert${resolved ? " resolved" : ""}" data-rule="${esc(a.rule)}" data-status="${esc(a.status)}">` +
     `<span class="rule">${esc(a.rule)}</span>` +
     `<span class="evidence">${esc(a.evidence)}` +
     `<div class="next">${resolved ? "resolved " + esc(date(a.resolved_at)) : "since " + esc(date(a.opened_at)) + " · " + esc(a.stage) + " · next: " + esc(a.next_action)}</div></span></div>`;
@@ -303,12 +331,31 @@ const TOUCHPOINT_COLORS = {
   business_review: COLORS.violet, webinar: COLORS.green, escalation: COLORS.red,
 };
 
+// The restated windows of KPI records, as [[window_start, revision]].
+function restatedWindows(records) {
+  return records.filter((k) => k.revision > 0).map((k) => [k.window_start, k.revision]);
+}
+
+// How many of the shown windows were restated, for the customer page.
+function restatedSummary(window, kpis, devices) {
+  const windows = kpis.filter((k) => k.revision > 0);
+  const deviceDays = devices.reduce((n, d) => n + (d.restated_days || 0), 0);
+  const held = devices.reduce((n, d) => n + (d.daily_records || 0), 0);
+  if (!kpis.length && !held) return "";
+  const latest = Math.max(0, ...windows.map((k) => k.revision));
+  const text = `${windows.length} of ${kpis.length} ${window} windows shown restated by late telemetry` +
+    (windows.length ? ` (latest revision ${latest}; marked ▼ on the charts)` : "") +
+    ` · device days: ${deviceDays} of ${held} restated`;
+  return `<p id="restated-windows" class="${windows.length || deviceDays ? "restated-note" : "muted small"}" data-restated="${windows.length}" data-windows="${kpis.length}" data-device-days-restated="${deviceDays}"` +
+    ` title="telemetry arrived after these windows closed, within the correction horizon, and they were computed again">${esc(text)}</p>`;
+}
+
 function touchpointsSection(tp, kpis) {
   const hours = new Map(kpis.map((k) => [k.window_start - k.window_start % DAY_MS, k.operating_hours]));
   const marks = tp.touchpoints.map((t) => [t.at, hours.has(t.at) ? hours.get(t.at) : 0, TOUCHPOINT_COLORS[t.kind] || COLORS.grey]);
   const timeline = lineChart([
     { name: "operating hours", color: COLORS.blue, points: kpis.map((k) => [k.window_start, k.operating_hours]), marks },
-  ], { title: "Touchpoints against operating hours per day", id: "touchpoints-timeline", yMin: 0 });
+  ], { title: "Touchpoints against operating hours per day", id: "touchpoints-timeline", yMin: 0, restated: restatedWindows(kpis) });
   const kinds = [...new Set(tp.touchpoints.map((t) => t.kind))];
   const legend = kinds.map((k) => `<span class="chip" style="border:2px solid ${TOUCHPOINT_COLORS[k] || COLORS.grey}">${esc(k)}</span>`).join(" ");
   const cadences = tp.coverage.map((c) => `<tr data-cadence="${esc(c.kind)}" data-status="${esc(c.status)}">
@@ -356,7 +403,9 @@ async function customerPage(id) {
   const at = (k) => k.window_start;
   const purchased = c.devices_purchased || (kpis.length ? kpis[kpis.length - 1].devices_purchased : null);
   const open = c.alerts.filter((a) => a.status === "open");
-  const resolved = c.alerts.filter((a) => a.status !== "open");
+  const retracted = c.alerts.filter((a) => a.status === "retracted");
+  const resolved = c.alerts.filter((a) => a.status === "resolved");
+  const restated = restatedWindows(kpis);
   const healthChart = lineChart([
     { name: "health score", color: COLORS.blue, points: c.health_history.map((x) => [x.window_start, x.score]) },
   ], { title: "Health score", id: "health", yMin: 0, yMax: 100, format: (v) => num(v),
@@ -365,20 +414,20 @@ async function customerPage(id) {
     { name: "utilisation", color: COLORS.blue, points: kpis.map((k) => [at(k), k.utilisation * 100]) },
     { name: "advanced features", color: COLORS.violet, points: kpis.map((k) => [at(k), k.advanced_feature_share * 100]) },
     { name: "utilisation target (health 100)", color: COLORS.grey, dashed: true, points: kpis.length ? [[at(kpis[0]), 20], [at(kpis[kpis.length - 1]), 20]] : [] },
-  ], { title: "Adoption depth: utilisation and advanced features (%)", id: "usage", yMin: 0, format: (v) => num(v) + "%" });
+  ], { title: "Adoption depth: utilisation and advanced features (%)", id: "usage", yMin: 0, format: (v) => num(v) + "%", restated });
   const breadthChart = lineChart([
     { name: "devices purchased", color: COLORS.grey, dashed: true, points: kpis.map((k) => [at(k), k.devices_purchased]) },
     { name: "reporting devices", color: COLORS.teal, points: kpis.map((k) => [at(k), k.reporting_devices]) },
     { name: "active devices", color: COLORS.blue, points: kpis.map((k) => [at(k), k.active_devices]) },
     { name: "operators", color: COLORS.orange, points: kpis.map((k) => [at(k), k.distinct_operators]) },
-  ], { title: "Adoption breadth: devices and operators per day", id: "breadth", yMin: 0 });
+  ], { title: "Adoption breadth: devices and operators per day", id: "breadth", yMin: 0, restated });
   const hoursChart = lineChart([
     { name: "operating hours", color: COLORS.blue, points: kpis.map((k) => [at(k), k.operating_hours]) },
     { name: "idle hours", color: COLORS.grey, points: kpis.map((k) => [at(k), k.idle_hours]) },
-  ], { title: "Operating and idle hours per day", id: "hours", yMin: 0 });
+  ], { title: "Operating and idle hours per day", id: "hours", yMin: 0, restated });
   const faultsChart = lineChart([
     { name: "faults", color: COLORS.red, points: kpis.map((k) => [at(k), k.fault_count]) },
-  ], { title: "Reliability: faults per day", id: "faults", yMin: 0 });
+  ], { title: "Reliability: faults per day", id: "faults", yMin: 0, restated });
   const outcomeCharts = c.outcomes.map((o, i) => {
     const marks = o.history.filter((r) => r.value != null).map((r) => [r.window_start, r.value, r.met ? COLORS.green : COLORS.red]);
     const attainment = o.evaluated_windows ? `${o.met_windows}/${o.evaluated_windows} windows met` : "not evaluated yet";
@@ -391,11 +440,14 @@ async function customerPage(id) {
   const newest = Math.max(0, ...devices.map((d) => d.last_seen));
   const deviceRows = devices.map((d) => {
     const stale = newest - d.last_seen > 2 * DAY_MS;
-    return `<tr data-device="${esc(d.device)}"><td>${esc(d.device)}</td><td>${esc(d.site)}</td>
+    const week = d.restated_days > 0
+      ? ` <span class="restated" data-restated-days="${d.restated_days}" title="${esc(`${d.restated_days} of these ${d.daily_records} days restated: telemetry arrived after the day closed`)}">${d.restated_days} restated</span>`
+      : "";
+    return `<tr data-device="${esc(d.device)}" data-revision="${esc(d.revision == null ? "" : d.revision)}"><td>${esc(d.device)}</td><td>${esc(d.site)}</td>
       <td class="${stale ? "stale" : ""}">${esc(dateTime(d.last_seen))}${stale ? " (dark)" : ""}</td>
       <td><span class="state ${esc(d.last_state)}">${esc(d.last_state)}</span></td>
-      <td class="num">${num(d.operating_hours, 1)}</td><td class="num">${pct(d.utilisation)}</td>
-      <td class="num">${d.fault_count == null ? "–" : d.fault_count}</td><td class="num">${d.faults_7d}</td></tr>`;
+      <td class="num">${num(d.operating_hours, 1)}${restatedBadge(d.revision)}</td><td class="num">${pct(d.utilisation)}</td>
+      <td class="num">${d.fault_count == null ? "–" : d.fault_count}</td><td class="num">${d.faults_7d}${week}</td></tr>`;
   }).join("");
   return `<p><a href="#/">← all customers</a></p>
     <h1>${esc(c.name)} ${band(h && h.band)}</h1>
@@ -413,8 +465,10 @@ async function customerPage(id) {
     </div>
     <h2>Open alerts</h2>
     <div id="open-alerts">${open.length ? open.map(alertHtml).join("") : '<p class="muted">None.</p>'}</div>
+    ${retracted.length ? `<h2>Retracted alerts (${retracted.length})</h2><p class="muted small">Raised, then withdrawn: ${esc(RETRACTED_TEXT.replace("retracted: ", ""))}. Not counted as open or at risk.</p><div id="retracted-alerts">${retracted.map(alertHtml).join("")}</div>` : ""}
     <h2>Journey</h2>${journey(c.milestones)}
     <h2>Health and adoption</h2>
+    ${restatedSummary(c.window, kpis, c.devices)}
     <div class="grid2">${healthChart}${usageChart}${breadthChart}${hoursChart}${faultsChart}</div>
     <h2>Outcomes against targets</h2>
     <div class="grid2">${outcomeCharts || '<p class="muted">No outcomes defined.</p>'}</div>
@@ -422,7 +476,7 @@ async function customerPage(id) {
     <h2>Devices (${devices.length})</h2>
     <div class="list"><table id="devices"><thead><tr><th>device</th><th>site</th><th>last seen (UTC)</th><th>state</th><th class="num">hours (day)</th><th class="num">utilisation</th><th class="num">faults (day)</th><th class="num">faults (7 days)</th></tr></thead>
     <tbody>${deviceRows || '<tr><td colspan="8" class="muted">No device data yet.</td></tr>'}</tbody></table></div>
-    ${resolved.length ? "<h2>Resolved alerts</h2>" + resolved.map(alertHtml).join("") : ""}`;
+    ${resolved.length ? '<h2>Resolved alerts</h2><div id="resolved-alerts">' + resolved.map(alertHtml).join("") + "</div>" : ""}`;
 }
 
 const RULES = ["usage_drop", "devices_dark", "champion_lost", "outcome_missed", "onboarding_stalled", "fault_spike", "health_red", "renewal_at_risk"];
@@ -433,16 +487,32 @@ async function alertsPage(query) {
   const api = new URLSearchParams({ status });
   ["segment", "rule"].forEach((k) => { if (params.get(k)) api.set(k, params.get(k)); });
   const list = await getJson("/api/alerts?" + api.toString());
+  // Retracted episodes are not open: say how many there are, so none is
+  // lost from sight.
+  let retractedNote = "";
+  if (status === "open") {
+    const other = new URLSearchParams(api);
+    other.set("status", "retracted");
+    const retracted = (await getJson("/api/alerts?" + other.toString())).alerts.length;
+    if (retracted) {
+      retractedNote = `<p id="retracted-note" class="muted" data-retracted="${retracted}">${retracted} episode${retracted === 1 ? "" : "s"} retracted (telemetry that arrived late showed ${retracted === 1 ? "it" : "they"} did not happen), not counted as open: <a href="#/alerts?status=retracted">show</a></p>`;
+    }
+  }
   const select = (name, values, current) => `<select data-filter="${name}"><option value="">${name}: all</option>${values.map((v) =>
     `<option value="${esc(v)}"${v === current ? " selected" : ""}>${esc(v)}</option>`).join("")}</select>`;
-  const rows = list.alerts.map((a) => `<tr data-customer="${esc(a.customer)}">
+  const rows = list.alerts.map((a) => {
+    const retracted = a.status === "retracted";
+    return `<tr data-customer="${esc(a.customer)}" data-status="${esc(a.status)}"${retracted ? ` class="retracted" title="${esc(RETRACTED_TEXT)}"` : ""}>
     <td><a href="#/customer/${encodeURIComponent(a.customer)}">${esc(a.customer_name)}</a><div class="muted small">${esc(a.segment)}</div></td>
-    <td class="rule">${esc(a.rule)}</td><td>${esc(a.status)}</td><td class="nowrap">${esc(date(a.opened_at))}</td><td class="nowrap">${esc(date(a.resolved_at))}</td>
-    <td>${esc(a.stage)}</td><td class="num">${money(a.arr_at_risk)}</td><td class="evidence">${esc(a.evidence)}<div class="next">${esc(a.next_action)}</div></td></tr>`).join("");
+    <td class="rule">${esc(a.rule)}</td><td>${retracted ? '<span class="retracted-label">retracted</span>' : esc(a.status)}</td><td class="nowrap">${esc(date(a.opened_at))}</td><td class="nowrap">${esc(date(a.resolved_at))}</td>
+    <td>${esc(a.stage)}</td><td class="num">${retracted ? '<span class="muted" title="a retracted episode puts nothing at risk">–</span>' : money(a.arr_at_risk)}</td>
+    <td class="evidence">${esc(a.evidence)}<div class="next">${retracted ? esc(RETRACTED_TEXT) : esc(a.next_action)}</div></td></tr>`;
+  }).join("");
   return `<h1>Alerts</h1>
-    <div class="filters">${select("status", ["open", "resolved", "all"], status).replace('<option value="">status: all</option>', "")}
+    <div class="filters">${select("status", ["open", "resolved", "retracted", "all"], status).replace('<option value="">status: all</option>', "")}
       ${select("segment", ["high-touch", "low-touch", "tech-touch"], params.get("segment"))}
       ${select("rule", RULES, params.get("rule"))}</div>
+    ${retractedNote}
     <div class="list"><table id="alerts"><thead><tr><th>customer</th><th>rule</th><th>status</th><th>opened</th><th>resolved</th><th>stage</th><th class="num">ARR at risk</th><th>evidence and next action</th></tr></thead>
     <tbody>${rows || '<tr><td colspan="8" class="muted">No alerts.</td></tr>'}</tbody></table></div>`;
 }
