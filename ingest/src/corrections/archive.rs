@@ -97,6 +97,10 @@ pub struct Pending {
     pub due: EventTime,
     /// Whether the first pass ran.
     pub first_pass_done: bool,
+    /// Whether the final pass ran; the row is kept until the checkpoint
+    /// passes `due`: a restart before that recomputes those windows from the
+    /// WAL, which holds no late data, and they are restated again.
+    pub final_done: bool,
     /// Raised by every late arrival: a pass only clears the row it read.
     pub generation: u64,
 }
@@ -414,7 +418,8 @@ impl Archive {
                     customer: r.get::<_, String>(0)?.into(),
                     from: r.get::<_, i64>(1)? as u64,
                     due: r.get::<_, i64>(2)? as u64,
-                    first_pass_done: r.get::<_, i64>(3)? != 0,
+                    first_pass_done: r.get::<_, i64>(3)? >= 1,
+                    final_done: r.get::<_, i64>(3)? >= 2,
                     generation: r.get::<_, i64>(4)? as u64,
                 })
             })
@@ -423,17 +428,41 @@ impl Archive {
     }
 
     /// A pass over `pending` was written to every store: the row is marked
-    /// (first pass) or removed (final pass), unless late data arrived
-    /// since (another generation).
+    /// (first or final pass), unless late data arrived since (another
+    /// generation).
     pub fn passed(&mut self, pending: &Pending, last: bool) -> Result<(), ArchiveError> {
         let path = self.dir.join("state.sqlite");
         let sql = if last {
-            "DELETE FROM pending WHERE customer = ?1 AND generation = ?2"
+            "UPDATE pending SET first_pass_done = 2 WHERE customer = ?1 AND generation = ?2"
         } else {
-            "UPDATE pending SET first_pass_done = 1 WHERE customer = ?1 AND generation = ?2"
+            "UPDATE pending SET first_pass_done = 1 WHERE customer = ?1 AND generation = ?2 \
+             AND first_pass_done < 1"
         };
         self.state
             .execute(sql, params![&*pending.customer, pending.generation as i64])
+            .map_err(|e| fail(&path, e))?;
+        Ok(())
+    }
+
+    /// Drops the rows whose final pass ran and whose windows the checkpoint
+    /// has passed (`written_before`): no restart recomputes them any more.
+    pub fn forget(&mut self, written_before: EventTime) -> Result<usize, ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        self.state
+            .execute(
+                "DELETE FROM pending WHERE first_pass_done = 2 AND due_ms < ?1",
+                params![written_before.min(i64::MAX as u64) as i64],
+            )
+            .map_err(|e| fail(&path, e))
+    }
+
+    /// After a restart the WAL's replay emits the windows after the
+    /// checkpoint again, without the late data (it is in no WAL): every
+    /// row's passes run again.
+    pub fn restarted(&mut self) -> Result<(), ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        self.state
+            .execute("UPDATE pending SET first_pass_done = 0", [])
             .map_err(|e| fail(&path, e))?;
         Ok(())
     }
@@ -688,6 +717,14 @@ mod tests {
             (300, 950, false)
         );
         archive.passed(&again, true).unwrap();
+        // Kept until the checkpoint passes its windows.
+        assert!(archive.pending().unwrap()[0].final_done);
+        assert_eq!(archive.forget(950).unwrap(), 0);
+        archive.restarted().unwrap();
+        let [reset] = archive.pending().unwrap().try_into().unwrap();
+        assert!(!reset.first_pass_done && !reset.final_done);
+        archive.passed(&reset, true).unwrap();
+        assert_eq!(archive.forget(951).unwrap(), 1);
         assert!(archive.pending().unwrap().is_empty());
         assert_eq!(archive.next_revision("a").unwrap(), 1);
         drop(archive);

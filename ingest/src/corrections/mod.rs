@@ -61,10 +61,12 @@ enum Command {
         done: oneshot::Sender<Result<Vec<bool>, String>>,
     },
     /// The engine emitted every window ending by `through`, and none of its
-    /// operators has taken in one ending after `bound`.
+    /// operators has taken in one ending after `bound`; every store holds
+    /// the windows ending before `checkpoint`.
     Restate {
         through: EventTime,
         bound: EventTime,
+        checkpoint: EventTime,
     },
     /// Every store wrote these passes.
     Passed(Vec<(Pending, bool)>),
@@ -117,6 +119,7 @@ impl Corrections {
         metrics: Arc<IngestMetrics>,
     ) -> Result<(Self, std::thread::JoinHandle<()>), ArchiveError> {
         let mut archive = Archive::open(&settings.dir)?;
+        archive.restarted()?;
         if let Some(at) = settings.begin {
             archive.begin_at(at)?;
         }
@@ -163,8 +166,12 @@ impl Corrections {
     /// Runs the passes that are due now that the engine emitted every
     /// window ending by `through` (and took in none ending after `bound`,
     /// the most advanced input's watermark).
-    pub fn restate(&self, through: EventTime, bound: EventTime) {
-        let _ = self.commands.send(Command::Restate { through, bound });
+    pub fn restate(&self, through: EventTime, bound: EventTime, checkpoint: EventTime) {
+        let _ = self.commands.send(Command::Restate {
+            through,
+            bound,
+            checkpoint,
+        });
     }
 
     /// Alert transitions the engine emitted (a restatement retracts those
@@ -247,7 +254,14 @@ fn run(
                             }
                             let _ = done.send(result.map_err(|e| e.to_string()));
                         }
-                        Command::Restate { through, bound } => {
+                        Command::Restate {
+                            through,
+                            bound,
+                            checkpoint,
+                        } => {
+                            if let Err(e) = archive.forget(checkpoint) {
+                                tracing::error!(error = %e, "archive");
+                            }
                             match archive.begin_at(through) {
                                 Ok(from) => settings
                                     .correctable_from
@@ -405,7 +419,7 @@ fn passes(
     archive.keep_journeys(&days)?;
     for pending in archive.pending()? {
         let last = through >= pending.due && !flush;
-        if pending.first_pass_done && !last && !flush {
+        if pending.final_done || (pending.first_pass_done && !last && !flush) {
             continue;
         }
         if through <= pending.from

@@ -116,7 +116,8 @@ impl FanOut {
                         self.confirm(corrections, &mut unconfirmed);
                         if let Some(before) = self.ledger().emitted_before() {
                             let bound = self.metrics.watermark.load(Relaxed);
-                            corrections.restate(before.saturating_sub(1), bound);
+                            let checkpoint = self.ledger().checkpoint().written_before;
+                            corrections.restate(before.saturating_sub(1), bound, checkpoint);
                         }
                     }
                     self.checkpoint(&mut failing).await;
