@@ -114,9 +114,14 @@ impl FanOut {
                 _ = ticker.tick() => {
                     if let Some(corrections) = &corrections {
                         self.confirm(corrections, &mut unconfirmed);
-                        if let Some(before) = self.ledger().emitted_before() {
+                        // One lock, released before the next: a guard in an
+                        // `if let` lives to the end of its block.
+                        let (before, checkpoint) = {
+                            let ledger = self.ledger();
+                            (ledger.emitted_before(), ledger.checkpoint().written_before)
+                        };
+                        if let Some(before) = before {
                             let bound = self.metrics.watermark.load(Relaxed);
-                            let checkpoint = self.ledger().checkpoint().written_before;
                             corrections.restate(before.saturating_sub(1), bound, checkpoint);
                         }
                     }
