@@ -72,8 +72,8 @@ enum Command {
     Passed(Vec<(Pending, bool)>),
     /// Alert transitions the engine emitted.
     Alerts(Vec<AlertRecord>),
-    /// Answers once every command before it is committed.
-    Sync(oneshot::Sender<()>),
+    /// Answers once every command before it is durable (`false`: it is not).
+    Sync(oneshot::Sender<bool>),
     /// The engine finished and emitted every window (the last ones
     /// partial when the input did not end): every pending customer is
     /// restated through all of them, its row kept for a final pass after a
@@ -197,13 +197,14 @@ impl Corrections {
         }
     }
 
-    /// Waits until everything sent before is committed (before the WAL is
-    /// cut behind live batches).
-    pub async fn sync(&self) {
+    /// Waits until everything sent before is durable (before the WAL is
+    /// cut behind live batches); `false` when it is not.
+    pub async fn sync(&self) -> bool {
         let (done, answer) = oneshot::channel();
-        if self.commands.send(Command::Sync(done)).is_ok() {
-            let _ = answer.await;
+        if self.commands.send(Command::Sync(done)).is_err() {
+            return false;
         }
+        answer.await.unwrap_or(false)
     }
 }
 
@@ -303,7 +304,11 @@ fn run(
                             }
                         }
                         Command::Sync(done) => {
-                            let _ = done.send(());
+                            let synced = archive.durable();
+                            if let Err(e) = &synced {
+                                tracing::error!(error = %e, "cannot sync the archive; the WAL is not cut");
+                            }
+                            let _ = done.send(synced.is_ok());
                         }
                         Command::Flush(done) => {
                             // The engine finished: nothing more is asked of it.
@@ -381,6 +386,8 @@ fn late(
         archive.note_late(customer, at, due)?;
     }
     archive.append(batches)?;
+    // Acknowledged once this returns, and in no other log.
+    archive.durable()?;
     Ok(new)
 }
 
