@@ -23,9 +23,9 @@ use support::fleets::publish_options;
 use support::in_process;
 use support::late::{DARK_CUSTOMERS, dark_fleet};
 use support::servers::{InfluxDb1, Mosquitto, NO_LOSS, VictoriaMetrics};
-use support::truth::{Table, assert_table_equal, sqlite_customer_table, truth_table};
-
-const DAY_MS: u64 = 86_400_000;
+use support::truth::{
+    assert_table_equal, influx_table, sqlite_customer_table, truth_table, victoria_table,
+};
 
 fn spec(store_and_forward: usize) -> FleetSpec {
     FleetSpec {
@@ -118,61 +118,21 @@ fn rows(path: &Path, table: &str) -> (BTreeMap<String, Vec<(String, String)>>, i
     (out, revision)
 }
 
-fn influx_table(influx: &InfluxDb1, db: &str) -> Table {
-    let answer = influx.query(
-        db,
-        "SELECT * FROM customer_kpi WHERE \"window\" = '1d' GROUP BY customer",
-    );
-    let mut table = Table::new();
-    for series in answer["results"][0]["series"].as_array().expect("series") {
-        let customer = series["tags"]["customer"].as_str().unwrap().to_string();
-        let columns: Vec<&str> = (series["columns"].as_array().unwrap().iter())
-            .map(|c| c.as_str().unwrap())
-            .collect();
-        for values in series["values"].as_array().unwrap() {
-            let mut fields = BTreeMap::new();
-            for (column, value) in columns.iter().zip(values.as_array().unwrap()) {
-                if let Some(v) = value.as_f64() {
-                    fields.insert(column.to_string(), v);
-                }
-            }
-            let start = fields["window_end"] as u64 - DAY_MS;
-            fields.remove("revision");
-            table.insert((customer.clone(), start), fields);
-        }
-    }
-    table
-}
-
-fn victoria_table(vm: &VictoriaMetrics) -> Table {
-    let mut table = Table::new();
-    for series in vm.export(r#"{__name__=~"customer_kpi_.*", window="1d"}"#) {
-        let name = series["metric"]["__name__"].as_str().unwrap();
-        let field = name.strip_prefix("customer_kpi_").unwrap().to_string();
-        if field == "revision" {
-            continue;
-        }
-        let customer = series["metric"]["customer"].as_str().unwrap().to_string();
-        let values = series["values"].as_array().unwrap();
-        let times = series["timestamps"].as_array().unwrap();
-        // Revision r of a window is a sample r ms after its start: the
-        // newest is the latest sample in the start's second.
-        let mut newest: BTreeMap<u64, (u64, f64)> = BTreeMap::new();
-        for (value, time) in values.iter().zip(times) {
-            let time = time.as_u64().unwrap();
-            let slot = newest.entry(time - time % 1000).or_insert((time, 0.0));
-            if time >= slot.0 {
-                *slot = (time, value.as_f64().unwrap());
-            }
-        }
-        for (start, (_, value)) in newest {
-            table
-                .entry((customer.clone(), start))
-                .or_default()
-                .insert(field.clone(), value);
-        }
-    }
-    table
+/// Publishes `messages`, waits until the service handled `handled` in all,
+/// then long enough for a restatement pass (once a second) and what it
+/// sends.
+async fn feed(
+    service: &in_process::InProcess,
+    options: fleetpulse_sim::PublishOptions,
+    messages: Vec<(String, Vec<u8>)>,
+    handled: u64,
+) {
+    fleetpulse_sim::publish(options, messages, |_| {})
+        .await
+        .unwrap();
+    let metrics = service.metrics.clone();
+    support::poll::wait_for("the messages handled", move || metrics.handled() >= handled).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,14 +256,7 @@ async fn run_dark(
     for (i, messages) in phases.into_iter().enumerate() {
         sent += messages.len() as u64;
         let options = publish_options(mosquitto, &format!("{client}-sim-{i}"));
-        fleetpulse_sim::publish(options, messages, |_| {})
-            .await
-            .unwrap();
-        let metrics = service.metrics.clone();
-        support::poll::wait_for("the messages handled", move || metrics.handled() >= sent).await;
-        // Long enough for a restatement pass (once a second) and the
-        // alerts it sends.
-        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        feed(&service, options, messages, sent).await;
     }
     service.shutdown.cancel();
     service.task.await.unwrap().unwrap();
@@ -455,12 +408,7 @@ async fn replaying_dead_letters_restores_data_refused_as_too_late() {
     );
     assert_eq!(replayed.incomplete, 0);
     let options = fleetpulse::replay::publish_options(&cfg).unwrap();
-    fleetpulse_sim::publish(options, messages, |_| {})
-        .await
-        .unwrap();
-    let metrics = service.metrics.clone();
-    support::poll::wait_for("the letters handled", move || metrics.handled() >= refused).await;
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    feed(&service, options, messages, refused).await;
     service.shutdown.cancel();
     service.task.await.unwrap().unwrap();
     // The broker may hand the restarted service what the first run had

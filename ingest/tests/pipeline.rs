@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
@@ -21,9 +20,9 @@ use support::fleets::publish_options;
 use support::in_process::{self, InProcess};
 use support::poll::wait_for;
 use support::servers::{InfluxDb1, Mosquitto, NO_LOSS, VictoriaMetrics};
-use support::truth::{Table, assert_table_equal, sqlite_customer_table, truth_table};
-
-const DAY_MS: u64 = 86_400_000;
+use support::truth::{
+    assert_table_equal, influx_table, sqlite_customer_table, truth_table, victoria_table,
+};
 
 fn spec() -> FleetSpec {
     FleetSpec {
@@ -33,52 +32,6 @@ fn spec() -> FleetSpec {
         seed: 7,
         ..FleetSpec::default()
     }
-}
-
-fn influx_table(influx: &InfluxDb1, db: &str) -> Table {
-    let answer = influx.query(
-        db,
-        "SELECT * FROM customer_kpi WHERE \"window\" = '1d' GROUP BY customer",
-    );
-    let mut table = Table::new();
-    for series in answer["results"][0]["series"].as_array().expect("series") {
-        let customer = series["tags"]["customer"].as_str().unwrap().to_string();
-        let columns: Vec<&str> = series["columns"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c.as_str().unwrap())
-            .collect();
-        for values in series["values"].as_array().unwrap() {
-            let mut fields = BTreeMap::new();
-            for (column, value) in columns.iter().zip(values.as_array().unwrap()) {
-                if let Some(v) = value.as_f64() {
-                    fields.insert(column.to_string(), v);
-                }
-            }
-            let start = fields["window_end"] as u64 - DAY_MS;
-            table.insert((customer.clone(), start), fields);
-        }
-    }
-    table
-}
-
-fn victoria_table(vm: &VictoriaMetrics) -> Table {
-    let mut table = Table::new();
-    for series in vm.export(r#"{__name__=~"customer_kpi_.*", window="1d"}"#) {
-        let name = series["metric"]["__name__"].as_str().unwrap();
-        let field = name.strip_prefix("customer_kpi_").unwrap().to_string();
-        let customer = series["metric"]["customer"].as_str().unwrap().to_string();
-        let values = series["values"].as_array().unwrap();
-        let times = series["timestamps"].as_array().unwrap();
-        for (value, time) in values.iter().zip(times) {
-            table
-                .entry((customer.clone(), time.as_u64().unwrap()))
-                .or_default()
-                .insert(field.clone(), value.as_f64().unwrap());
-        }
-    }
-    table
 }
 
 /// A service on `mosquitto` as `client` with `workers` engine workers, and

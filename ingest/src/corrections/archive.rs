@@ -540,29 +540,35 @@ impl Archive {
         Ok(self.complete_from()?.unwrap_or(at))
     }
 
-    /// Keeps journey states, one per customer and closed day (a later one
-    /// for the same day, restated, replaces it).
-    pub fn keep_journeys(&mut self, days: &[(Id, JourneyState)]) -> Result<(), ArchiveError> {
+    /// Runs `sql` once per row in one transaction of `state.sqlite`.
+    fn write_state<P: rusqlite::Params>(
+        &mut self,
+        sql: &str,
+        rows: impl IntoIterator<Item = P>,
+    ) -> Result<(), ArchiveError> {
         let path = self.dir.join("state.sqlite");
         let tx = self.state.transaction().map_err(|e| fail(&path, e))?;
         {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO journey_days (customer, day_end, state) \
-                     VALUES (?1, ?2, ?3)",
-                )
-                .map_err(|e| fail(&path, e))?;
-            for (customer, state) in days {
-                let Some(end) = state.last_day_end else {
-                    continue;
-                };
-                let body = bincode::serialize(state).expect("a journey state serialises");
-                insert
-                    .execute(params![&**customer, end as i64, body])
-                    .map_err(|e| fail(&path, e))?;
+            let mut statement = tx.prepare_cached(sql).map_err(|e| fail(&path, e))?;
+            for row in rows {
+                statement.execute(row).map_err(|e| fail(&path, e))?;
             }
         }
         tx.commit().map_err(|e| fail(&path, e))
+    }
+
+    /// Keeps journey states, one per customer and closed day (a later one
+    /// for the same day, restated, replaces it).
+    pub fn keep_journeys(&mut self, days: &[(Id, JourneyState)]) -> Result<(), ArchiveError> {
+        let rows = days.iter().filter_map(|(customer, state)| {
+            let end = state.last_day_end?;
+            let body = bincode::serialize(state).expect("a journey state serialises");
+            Some((customer.to_string(), end as i64, body))
+        });
+        self.write_state(
+            "INSERT OR REPLACE INTO journey_days (customer, day_end, state) VALUES (?1, ?2, ?3)",
+            rows,
+        )
     }
 
     /// `customer`'s newest journey state whose last day ended by `by`.
@@ -589,28 +595,21 @@ impl Archive {
     /// Keeps alert transitions (the newest of an episode replaces it), so a
     /// restatement can tell the episodes that no longer happened.
     pub fn keep_alerts(&mut self, alerts: &[AlertRecord]) -> Result<(), ArchiveError> {
-        let path = self.dir.join("state.sqlite");
-        let tx = self.state.transaction().map_err(|e| fail(&path, e))?;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO alerts (customer, rule, opened_at, body) \
-                     VALUES (?1, ?2, ?3, ?4)",
-                )
-                .map_err(|e| fail(&path, e))?;
-            for alert in alerts {
-                let body = bincode::serialize(alert).expect("an alert serialises");
-                insert
-                    .execute(params![
-                        &*alert.customer,
-                        alert.rule.as_str(),
-                        alert.opened_at as i64,
-                        body
-                    ])
-                    .map_err(|e| fail(&path, e))?;
-            }
-        }
-        tx.commit().map_err(|e| fail(&path, e))
+        let rows = alerts.iter().map(|alert| {
+            let body = bincode::serialize(alert).expect("an alert serialises");
+            let rule = alert.rule.as_str();
+            (
+                alert.customer.to_string(),
+                rule,
+                alert.opened_at as i64,
+                body,
+            )
+        });
+        self.write_state(
+            "INSERT OR REPLACE INTO alerts (customer, rule, opened_at, body) \
+             VALUES (?1, ?2, ?3, ?4)",
+            rows,
+        )
     }
 
     /// `customer`'s alert episodes opened after `after`, as last written.

@@ -9,7 +9,7 @@ use fleetpulse::sinks::SqliteStore;
 use fleetpulse_engine::kpi::risk::Rule;
 use fleetpulse_sim::{DayTruth, Fleet, Profile};
 
-use super::servers::InfluxDb1;
+use super::servers::{InfluxDb1, VictoriaMetrics};
 
 const DAY_MS: u64 = 86_400_000;
 
@@ -227,4 +227,66 @@ pub fn assert_table_equal(what: &str, store: &Table, truth: &Table) {
         }
     }
     println!("{what}: {} rows equal the ground truth", truth.len());
+}
+
+/// The daily `customer_kpi` rows of InfluxDB 1.x database `db`, as a table
+/// (a restated window's point holds its newest values).
+pub fn influx_table(influx: &InfluxDb1, db: &str) -> Table {
+    let answer = influx.query(
+        db,
+        "SELECT * FROM customer_kpi WHERE \"window\" = '1d' GROUP BY customer",
+    );
+    let mut table = Table::new();
+    for series in answer["results"][0]["series"].as_array().expect("series") {
+        let customer = series["tags"]["customer"].as_str().unwrap().to_string();
+        let columns: Vec<&str> = (series["columns"].as_array().unwrap().iter())
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        for values in series["values"].as_array().unwrap() {
+            let mut fields = BTreeMap::new();
+            for (column, value) in columns.iter().zip(values.as_array().unwrap()) {
+                if let Some(v) = value.as_f64() {
+                    fields.insert(column.to_string(), v);
+                }
+            }
+            let start = fields["window_end"] as u64 - DAY_MS;
+            fields.remove("revision");
+            table.insert((customer.clone(), start), fields);
+        }
+    }
+    table
+}
+
+/// The daily `customer_kpi` series of VictoriaMetrics, as a table: a
+/// restated window (`restatements = "later_sample"`) is its newest sample
+/// in the second of its start.
+pub fn victoria_table(vm: &VictoriaMetrics) -> Table {
+    let mut table = Table::new();
+    for series in vm.export(r#"{__name__=~"customer_kpi_.*", window="1d"}"#) {
+        let name = series["metric"]["__name__"].as_str().unwrap();
+        let field = name.strip_prefix("customer_kpi_").unwrap().to_string();
+        if field == "revision" {
+            continue;
+        }
+        let customer = series["metric"]["customer"].as_str().unwrap().to_string();
+        let values = series["values"].as_array().unwrap();
+        let times = series["timestamps"].as_array().unwrap();
+        // Revision r of a window is a sample r ms after its start: the
+        // newest is the latest sample in the start's second.
+        let mut newest: BTreeMap<u64, (u64, f64)> = BTreeMap::new();
+        for (value, time) in values.iter().zip(times) {
+            let time = time.as_u64().unwrap();
+            let slot = newest.entry(time - time % 1000).or_insert((time, 0.0));
+            if time >= slot.0 {
+                *slot = (time, value.as_f64().unwrap());
+            }
+        }
+        for (start, (_, value)) in newest {
+            table
+                .entry((customer.clone(), start))
+                .or_default()
+                .insert(field.clone(), value);
+        }
+    }
+    table
 }
