@@ -9,8 +9,7 @@ use std::collections::HashSet;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use fleetpulse::corrections::Archive;
 use fleetpulse_benches::{Capture, engine_config};
-use fleetpulse_engine::Output;
-use fleetpulse_engine::restatement::{Restatement, refold};
+use fleetpulse_engine::restatement::{Restatement, journey_records, refold};
 use fleetpulse_sim::FleetSpec;
 
 const DAY_MS: u64 = 86_400_000;
@@ -49,14 +48,7 @@ fn restatement(c: &mut Criterion) {
         let batches = archive.batches(&customer, floor).expect("read");
         let earlier = archive.earlier(&customer, &devices, floor).expect("read");
         let windows = restatement.windows(&config, earlier, batches);
-        let folded: Vec<Output> = (windows.iter())
-            .filter(|r| match r {
-                Output::Customer(_) => true,
-                Output::Device(d) => d.window == day,
-                _ => false,
-            })
-            .cloned()
-            .collect();
+        let folded = journey_records(&windows, &day);
         let refolded = refold(&config, spec_of.clone(), None, folded, None);
         (windows.len(), refolded.outputs.len())
     };

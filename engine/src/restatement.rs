@@ -116,6 +116,20 @@ impl Restatement {
     }
 }
 
+/// The restated records a journey is folded over: customer windows of
+/// every length and the devices' daily rollups (`day`: the day window's
+/// label).
+pub fn journey_records(records: &[Output], day: &str) -> Vec<Output> {
+    (records.iter())
+        .filter(|r| match r {
+            Output::Customer(_) => true,
+            Output::Device(d) => &*d.window == day,
+            _ => false,
+        })
+        .cloned()
+        .collect()
+}
+
 /// A customer's journey folded again over its restated windows.
 #[derive(Debug)]
 pub struct Refolded {

@@ -140,6 +140,32 @@ fn day_of_name(name: &str) -> Option<u64> {
         .map(|ms| ms / DAY_MS)
 }
 
+/// Adds to `found` the first `(device, body)` row `sql` gives for each of
+/// `devices` not in it yet.
+fn first_of_each(
+    conn: &Connection,
+    path: &Path,
+    sql: &str,
+    args: impl rusqlite::Params,
+    devices: &HashSet<Id>,
+    found: &mut BTreeMap<Id, DeviceBatch>,
+) -> Result<(), ArchiveError> {
+    let mut select = conn.prepare_cached(sql).map_err(|e| fail(path, e))?;
+    let rows = select
+        .query_map(args, |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })
+        .map_err(|e| fail(path, e))?;
+    for row in rows {
+        let (device, body) = row.map_err(|e| fail(path, e))?;
+        let device: Id = device.into();
+        if devices.contains(&device) && !found.contains_key(&device) {
+            found.insert(device, decode(path, &body)?);
+        }
+    }
+    Ok(())
+}
+
 fn decode(path: &Path, body: &[u8]) -> Result<DeviceBatch, ArchiveError> {
     bincode::deserialize(body).map_err(|e| fail(path, format!("damaged batch: {e}")))
 }
@@ -313,43 +339,28 @@ impl Archive {
             }
             let path = self.day_path(day);
             let conn = self.day(day)?;
-            let mut select = conn
-                .prepare_cached(
-                    "SELECT device, body FROM batches WHERE customer = ?1 AND first_at < ?2 \
-                     ORDER BY first_at DESC",
-                )
-                .map_err(|e| fail(&path, e))?;
-            let rows = select
-                .query_map(params![customer, before as i64], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-                })
-                .map_err(|e| fail(&path, e))?;
-            for row in rows {
-                let (device, body) = row.map_err(|e| fail(&path, e))?;
-                let device: Id = device.into();
-                if devices.contains(&device) && !found.contains_key(&device) {
-                    found.insert(device, decode(&path, &body)?);
-                }
-            }
+            let sql = "SELECT device, body FROM batches WHERE customer = ?1 AND first_at < ?2 \
+                       ORDER BY first_at DESC";
+            first_of_each(
+                conn,
+                &path,
+                sql,
+                params![customer, before as i64],
+                devices,
+                &mut found,
+            )?;
         }
         if found.len() < devices.len() {
             let path = self.dir.join("state.sqlite");
-            let mut select = self
-                .state
-                .prepare_cached("SELECT device, body FROM carry WHERE customer = ?1")
-                .map_err(|e| fail(&path, e))?;
-            let rows = select
-                .query_map(params![customer], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-                })
-                .map_err(|e| fail(&path, e))?;
-            for row in rows {
-                let (device, body) = row.map_err(|e| fail(&path, e))?;
-                let device: Id = device.into();
-                if devices.contains(&device) && !found.contains_key(&device) {
-                    found.insert(device, decode(&path, &body)?);
-                }
-            }
+            let sql = "SELECT device, body FROM carry WHERE customer = ?1";
+            first_of_each(
+                &self.state,
+                &path,
+                sql,
+                params![customer],
+                devices,
+                &mut found,
+            )?;
         }
         Ok(found.into_values().collect())
     }

@@ -28,7 +28,7 @@ use std::sync::mpsc as std_mpsc;
 
 use fleetpulse_engine::adoption::{JourneyAnswer, JourneyRequest};
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
-use fleetpulse_engine::restatement::{Restatement, refold};
+use fleetpulse_engine::restatement::{Restatement, journey_records, refold};
 use fleetpulse_engine::{
     AlertRecord, DeviceBatch, EngineConfig, EventTime, Id, JourneyState, Output,
 };
@@ -452,14 +452,7 @@ fn passes(
             });
             continue;
         };
-        let folded: Vec<Output> = (records.iter())
-            .filter(|r| match r {
-                Output::Customer(_) => true,
-                Output::Device(d) => d.window == day,
-                _ => false,
-            })
-            .cloned()
-            .collect();
+        let folded = journey_records(&records, &day);
         let base = archive.journey_at(&pending.customer, floor)?;
         if flush {
             let until = archive.journey_at(&pending.customer, EventTime::MAX)?;
