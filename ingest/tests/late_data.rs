@@ -63,6 +63,29 @@ fn sqlite(path: &Path) -> SinkConfig {
     })
 }
 
+/// Every window and journey row of the store at `db` equals the one of
+/// the store at `reference_db` (the same readings in event-time order), key
+/// by key, revisions aside.
+fn assert_same_as_in_order(db: &Path, reference_db: &Path) {
+    let tables = [
+        "customer_kpi",
+        "device_kpi",
+        "health",
+        "outcome",
+        "milestone",
+        "alert",
+    ];
+    for table in tables {
+        let (got, _) = rows(db, table);
+        let (want, _) = rows(reference_db, table);
+        assert_eq!(got.len(), want.len(), "{table}: rows");
+        for (key, row) in &want {
+            assert_eq!(got.get(key), Some(row), "{table} {key}");
+        }
+        println!("{table}: {} rows equal the in-order run", want.len());
+    }
+}
+
 /// Every row of `table` in the SQLite store at `path`, keyed by its
 /// primary key, without the revision (and without retracted alerts); and
 /// the highest revision.
@@ -218,23 +241,7 @@ async fn buffered_uploads_restate_every_store_to_the_ground_truth() {
     }
     // Windows, and the journey folded over them: health, outcomes,
     // milestones and alerts equal the run in event-time order.
-    let tables = [
-        "customer_kpi",
-        "device_kpi",
-        "health",
-        "outcome",
-        "milestone",
-        "alert",
-    ];
-    for table in tables {
-        let (got, _) = rows(&db, table);
-        let (want, _) = rows(&reference_db, table);
-        assert_eq!(got.len(), want.len(), "{table}: rows");
-        for (key, row) in &want {
-            assert_eq!(got.get(key), Some(row), "{table} {key}");
-        }
-        println!("{table}: {} rows equal the in-order run", want.len());
-    }
+    assert_same_as_in_order(&db, &reference_db);
 }
 
 async fn run_dark(
@@ -333,18 +340,7 @@ async fn devices_dark_raised_during_an_outage_is_retracted_when_the_buffer_arriv
         )
         .unwrap();
     assert_eq!(retracted, 1);
-    for table in [
-        "customer_kpi",
-        "device_kpi",
-        "health",
-        "outcome",
-        "milestone",
-        "alert",
-    ] {
-        let (got, _) = rows(&db, table);
-        let (want, _) = rows(&reference_db, table);
-        assert_eq!(got, want, "{table}");
-    }
+    assert_same_as_in_order(&db, &reference_db);
 }
 
 /// Late data refused by a short correction horizon is dead-lettered with
@@ -424,19 +420,5 @@ async fn replaying_dead_letters_restores_data_refused_as_too_late() {
 
     let truth = truth_table(&fleet.ground_truth().rows());
     assert_table_equal("sqlite", &sqlite_customer_table(&db), &truth);
-    for table in [
-        "customer_kpi",
-        "device_kpi",
-        "health",
-        "outcome",
-        "milestone",
-        "alert",
-    ] {
-        let (got, _) = rows(&db, table);
-        let (want, _) = rows(&reference_db, table);
-        assert_eq!(got.len(), want.len(), "{table}: rows");
-        for (key, row) in &want {
-            assert_eq!(got.get(key), Some(row), "{table} {key}");
-        }
-    }
+    assert_same_as_in_order(&db, &reference_db);
 }

@@ -6,20 +6,13 @@
 
 mod support;
 
-use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fleetpulse::config::{CustomersRef, ServiceConfig};
-use fleetpulse::http::Hub;
-use fleetpulse::metrics::IngestMetrics;
-use fleetpulse::service::{self, Runtime};
 use fleetpulse::sinks::SinkConfig;
 use fleetpulse::sinks::sqlite::SqliteConfig;
 use serde_json::Value;
 use support::cdp::{Browser, artifacts};
-use tokio_util::sync::CancellationToken;
 
 /// Five customers; ARR in thousands.
 ///
@@ -175,29 +168,8 @@ async fn revenue_retention_from_contract_events_in_the_api_and_the_portfolio_pag
     config.http.enabled = true;
     config.http.listen = "127.0.0.1:0".parse().unwrap();
 
-    let metrics = Arc::new(IngestMetrics::default());
-    let shutdown = CancellationToken::new();
-    let hub = Hub::new();
-    let runtime = Runtime {
-        metrics: metrics.clone(),
-        shutdown: shutdown.clone(),
-        http: Some(hub.clone()),
-    };
-    let service =
-        tokio::spawn(async move { service::run(config, Path::new("<test>"), runtime).await });
-    let waited = Instant::now();
-    while !metrics.subscribed.load(Relaxed) {
-        assert!(
-            !service.is_finished(),
-            "service stopped: {:?}",
-            service.await
-        );
-        assert!(
-            waited.elapsed() < Duration::from_secs(60),
-            "no subscription"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (service, hub) = support::in_process::serving(config, "<test>").await;
+    let _metrics = service.metrics.clone();
     let base = format!("http://{}", hub.local_addr().expect("the service listens"));
     let get = async |query: &str| -> Value {
         let response = reqwest::get(format!("{base}{query}")).await.unwrap();
@@ -327,8 +299,8 @@ async fn revenue_retention_from_contract_events_in_the_api_and_the_portfolio_pag
         ("67%", "62%", "75%")
     );
 
-    shutdown.cancel();
-    service.await.unwrap().unwrap();
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
 }
 
 /// `fleetpulse sim --contract-events` plants each profile's contract

@@ -8,24 +8,17 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fleetpulse::config::{CustomersRef, ServiceConfig};
 use fleetpulse::customers::CustomersFile;
-use fleetpulse::http::Hub;
-use fleetpulse::metrics::IngestMetrics;
-use fleetpulse::service::{self, Runtime};
 use fleetpulse::sinks::SinkConfig;
 use fleetpulse::sinks::sqlite::SqliteConfig;
 use fleetpulse_sim::Segment;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::cdp::{Browser, artifacts};
-use tokio_util::sync::CancellationToken;
 
 const DAY: u64 = 86_400_000;
 
@@ -169,29 +162,8 @@ async fn touchpoints_through_the_api_drive_coverage_gaps_and_show_in_page_and_re
     config.http.listen = "127.0.0.1:0".parse().unwrap();
     config.http.users_file = Some(users_file.clone());
 
-    let metrics = Arc::new(IngestMetrics::default());
-    let shutdown = CancellationToken::new();
-    let hub = Hub::new();
-    let runtime = Runtime {
-        metrics: metrics.clone(),
-        shutdown: shutdown.clone(),
-        http: Some(hub.clone()),
-    };
-    let service =
-        tokio::spawn(async move { service::run(config, Path::new("<test>"), runtime).await });
-    let waited = Instant::now();
-    while !metrics.subscribed.load(Relaxed) {
-        assert!(
-            !service.is_finished(),
-            "service stopped: {:?}",
-            service.await
-        );
-        assert!(
-            waited.elapsed() < Duration::from_secs(60),
-            "no subscription"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (service, hub) = support::in_process::serving(config, "<test>").await;
+    let metrics = service.metrics.clone();
     let api = Api {
         http: reqwest::Client::new(),
         base: format!("http://{}", hub.local_addr().unwrap()),
@@ -423,8 +395,8 @@ async fn touchpoints_through_the_api_drive_coverage_gaps_and_show_in_page_and_re
     assert_eq!(shown.1, "ok");
     assert_eq!(shown.2, 3);
 
-    shutdown.cancel();
-    service.await.unwrap().unwrap();
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
 
     // The business-review report has them as a timeline against usage.
     let out = dir.path().join("review.html");

@@ -42,12 +42,21 @@ pub fn config(
 /// Spawns the service on `config`; `name` stands for the config file's path
 /// in its messages.
 pub fn spawn(config: ServiceConfig, name: &'static str) -> InProcess {
+    spawn_with(config, name, None)
+}
+
+/// [`spawn`], the records also going to `http` (see [`Runtime::http`]).
+pub fn spawn_with(
+    config: ServiceConfig,
+    name: &'static str,
+    http: Option<Arc<fleetpulse::http::Hub>>,
+) -> InProcess {
     let metrics = Arc::new(IngestMetrics::default());
     let shutdown = CancellationToken::new();
     let runtime = Runtime {
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
-        http: None,
+        http,
     };
     let task = tokio::spawn(async move { service::run(config, Path::new(name), runtime).await });
     InProcess {
@@ -59,7 +68,20 @@ pub fn spawn(config: ServiceConfig, name: &'static str) -> InProcess {
 
 /// [`spawn`], then waits until the service is subscribed to the broker.
 pub async fn subscribed(config: ServiceConfig, name: &'static str) -> InProcess {
-    let service = spawn(config, name);
+    until_subscribed(spawn(config, name)).await
+}
+
+/// A service with its HTTP port on a hub of the test's, subscribed.
+pub async fn serving(
+    config: ServiceConfig,
+    name: &'static str,
+) -> (InProcess, Arc<fleetpulse::http::Hub>) {
+    let hub = fleetpulse::http::Hub::new();
+    let service = until_subscribed(spawn_with(config, name, Some(hub.clone()))).await;
+    (service, hub)
+}
+
+async fn until_subscribed(service: InProcess) -> InProcess {
     wait_for("subscription", || {
         service
             .metrics
