@@ -8,10 +8,11 @@ use std::collections::{HashMap, HashSet};
 
 use fleetpulse_engine::operators::device_state::{self, UnitSequences};
 use fleetpulse_engine::{DeviceBatch, DeviceKey, EventTime, FeatureCatalog, Id, Watermark};
-use fleetpulse_proto::{Limits, TopicIds, decode_and_validate};
+use fleetpulse_proto::{Limits, TopicIds, TopicKind, decode_and_validate};
 
 use crate::config::LimitsConfig;
 use crate::convert::Converter;
+use crate::corrections::{NotWhole, Reach};
 use crate::customers::CustomersFile;
 use crate::metrics::RejectReason;
 
@@ -115,9 +116,10 @@ pub struct Admission {
     /// How far behind the watermark data is still admitted as late (0:
     /// refused, as without an archive).
     correction_horizon_ms: u64,
-    /// Late data starting before this is refused: the archive that would
-    /// restate it began after it.
-    correctable_from: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// What the archive can restate: late data starting before its start
+    /// is refused, and a backfill older than the horizon needs the
+    /// customer's every batch in it.
+    reach: std::sync::Arc<Reach>,
 }
 
 /// Devices seen per customer, shared by the admissions of every intake lane
@@ -144,7 +146,7 @@ impl Admission {
             devices_per_customer: DeviceCounts::default(),
             sequence_gaps: 0,
             correction_horizon_ms: 0,
-            correctable_from: Default::default(),
+            reach: Default::default(),
         }
     }
 
@@ -174,10 +176,10 @@ impl Admission {
     pub fn with_correction_horizon(
         mut self,
         horizon_ms: u64,
-        correctable_from: std::sync::Arc<std::sync::atomic::AtomicU64>,
+        reach: std::sync::Arc<Reach>,
     ) -> Self {
         self.correction_horizon_ms = horizon_ms;
-        self.correctable_from = correctable_from;
+        self.reach = reach;
         self
     }
 
@@ -264,6 +266,7 @@ impl Admission {
             reason: RejectReason::Topic,
             detail: e.to_string(),
         })?;
+        let backfill = ids.kind == TopicKind::Backfill;
         let batch = decode_and_validate(&ids, payload, &self.limits).map_err(|e| Rejection {
             reason: RejectReason::of(&e),
             detail: e.to_string(),
@@ -329,11 +332,44 @@ impl Admission {
         }
         let watermark = self.watermark.current();
         let late = batch.first_at() < watermark;
-        let correctable = corrections
-            && late
-            && batch.first_at().saturating_add(self.correction_horizon_ms) >= watermark
-            && batch.first_at()
-                >= (self.correctable_from).load(std::sync::atomic::Ordering::Relaxed);
+        let within = batch.first_at().saturating_add(self.correction_horizon_ms) >= watermark;
+        let mut correctable =
+            corrections && late && within && batch.first_at() >= self.reach.correctable_from();
+        if backfill && late && !corrections {
+            return Err(Rejection {
+                reason: RejectReason::TooLate,
+                detail: format!(
+                    "backfill of customer `{}` refused: the service keeps no archive to fold \
+                     it in (engine.correction_horizon is 0, or no [wal], or a cluster of \
+                     several processes)",
+                    batch.customer
+                ),
+            });
+        }
+        if backfill && late && !correctable {
+            // History older than the horizon: taken in when the journey can
+            // be folded again from it (the archive holds all the rest).
+            if let Err(why) = self.reach.whole(&batch.customer) {
+                return Err(Rejection {
+                    reason: RejectReason::TooLate,
+                    detail: format!(
+                        "backfill of customer `{}` refused: {}; backfill a customer's history \
+                         before, or within engine.correction_horizon of, its first telemetry",
+                        batch.customer,
+                        match why {
+                            NotWhole::Cut => "days of its telemetry past the correction horizon \
+                                              were pruned from the archive"
+                                .to_string(),
+                            NotWhole::Before { first } => format!(
+                                "its telemetry since {} began before the archive did",
+                                timestamp(first)
+                            ),
+                        },
+                    ),
+                });
+            }
+            correctable = true;
+        }
         let window = self.sequences.entry(key.clone()).or_default();
         let mut probe = window.clone();
         let mut gaps = 0;
@@ -493,6 +529,45 @@ mod tests {
             ),
             RejectReason::DeviceLimit
         );
+    }
+
+    #[test]
+    fn backfill_beyond_the_horizon_needs_the_customers_whole_history() {
+        let reach = std::sync::Arc::new(Reach::from(0));
+        let mut a = admission().with_correction_horizon(10_000, reach.clone());
+        let (live, backfill) = ("fleet/c/s/d/telemetry", "fleet/c/s/d/backfill");
+        a.admit_or_correct(live, &payload_of("c", "d", 100, 500_000), NOW)
+            .unwrap();
+        // Telemetry beyond the horizon: refused.
+        let old = payload_of("c", "d", 99, 1_000);
+        let refused = a.admit_or_correct(live, &old, NOW).unwrap_err();
+        assert_eq!(refused.reason, RejectReason::TooLate);
+        let old = payload_of("c", "d", 1, 1_000);
+        // The same as backfill, every batch of the customer archived: late.
+        let taken = a.admit_or_correct(backfill, &old, NOW).unwrap();
+        assert!(matches!(taken, Admitted::Late(_)));
+        // Once the archive pruned days of the customer, refused, saying why.
+        let cut = crate::corrections::Held {
+            first_live_at: Some(2_000),
+            cut: true,
+        };
+        reach.pretend("c", cut);
+        let old = payload_of("c", "d", 2, 1_500);
+        let refused = a.admit_or_correct(backfill, &old, NOW).unwrap_err();
+        assert_eq!(refused.reason, RejectReason::TooLate);
+        assert!(
+            refused.detail.contains("backfill of customer `c`"),
+            "{}",
+            refused.detail
+        );
+        assert!(refused.detail.contains("pruned"), "{}", refused.detail);
+        // Without an archive: refused, saying so.
+        let mut plain = admission();
+        plain
+            .admit(live, &payload_of("c", "d", 100, 500_000), NOW)
+            .unwrap();
+        let refused = plain.admit(backfill, &old, NOW).unwrap_err();
+        assert!(refused.detail.contains("no archive"), "{}", refused.detail);
     }
 
     #[test]

@@ -503,9 +503,27 @@ impl MqttConfig {
 
     /// The filter actually subscribed to: `topic`, or its shared form.
     pub fn subscription(&self) -> String {
+        self.shared(&self.topic)
+    }
+
+    /// `topic`'s backfill twin (`.../telemetry` → `.../backfill`), where
+    /// `fleetpulse backfill` publishes; `None` for a topic of another shape.
+    pub fn backfill_topic(&self) -> Option<String> {
+        (self.topic.strip_suffix("/telemetry")).map(|stem| format!("{stem}/backfill"))
+    }
+
+    /// Every filter subscribed to: telemetry and backfill, shared when
+    /// [`Self::subscription`] is.
+    pub fn subscriptions(&self) -> Vec<String> {
+        std::iter::once(self.subscription())
+            .chain(self.backfill_topic().map(|t| self.shared(&t)))
+            .collect()
+    }
+
+    fn shared(&self, filter: &str) -> String {
         match &self.shared_group {
-            Some(group) => format!("$share/{group}/{}", self.topic),
-            None => self.topic.clone(),
+            Some(group) => format!("$share/{group}/{filter}"),
+            None => filter.to_owned(),
         }
     }
 }
@@ -801,6 +819,13 @@ mod tests {
         let mut config = service(text);
         config.check_cluster(Path::new("svc.toml")).unwrap();
         assert_eq!(config.mqtt.subscription(), "$share/g/fleet/+/+/+/telemetry");
+        assert_eq!(
+            config.mqtt.subscriptions(),
+            [
+                "$share/g/fleet/+/+/+/telemetry",
+                "$share/g/fleet/+/+/+/backfill"
+            ]
+        );
         config.apply_cluster_member();
         assert_eq!(config.mqtt.client_id, "fp-1");
         assert_eq!(config.wal.unwrap().dir, PathBuf::from("/var/wal/process-1"));

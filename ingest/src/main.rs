@@ -56,6 +56,11 @@ enum Command {
     /// to the service's broker: `fleetpulse replay dead-letters.jsonl -c
     /// fleetpulse.toml`.
     Replay(fleetpulse::replay::ReplayArgs),
+    /// Load a customer's history (recorded batches, or a CSV of readings)
+    /// into the running service, however old: its windows and journey are
+    /// computed again from its first reading: `fleetpulse backfill
+    /// history.csv -c fleetpulse.toml`.
+    Backfill(fleetpulse::backfill::BackfillArgs),
     /// Write a customer's business-review report (self-contained HTML:
     /// outcomes, adoption, milestones, time to value) from the SQLite store.
     Report(fleetpulse::report::ReportArgs),
@@ -132,6 +137,7 @@ fn main() -> anyhow::Result<()> {
             Command::Demo(args) => fleetpulse::demo::run(args).await,
             Command::Bench { args } => bench(args),
             Command::Replay(args) => fleetpulse::replay::run(&args).await.map(|_| ()),
+            Command::Backfill(args) => fleetpulse::backfill::run(&args).await.map(|_| ()),
             Command::Report(args) => fleetpulse::report::run(args),
             Command::Users(args) => fleetpulse::http::auth::cli::run(args),
             Command::Touchpoints(args) => fleetpulse::touchpoints::cli::run(args),

@@ -86,6 +86,10 @@ pub struct SimArgs {
     /// Only write the files, publish nothing.
     #[arg(long)]
     pub no_publish: bool,
+    /// Write the fleet's batches, in event-time order, as a recorded-batches
+    /// file (length-delimited protobuf) that `fleetpulse backfill` loads.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
     /// Put each customer's contract history, as its profile plants it
     /// (renewals, expansions, contractions, churn), in `--write-customers`.
     #[arg(long)]
@@ -210,6 +214,11 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
         }
         std::fs::write(path, customers.to_toml())
             .with_context(|| format!("{}: cannot write", path.display()))?;
+    }
+    if let Some(path) = &args.record {
+        let batches: Vec<_> = fleet.messages_in_event_time().map(|m| m.batch).collect();
+        let n = crate::backfill::write_batches(path, &batches)?;
+        println!("{n} batches recorded in {}", path.display());
     }
     if args.no_publish {
         return Ok(());

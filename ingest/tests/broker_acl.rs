@@ -17,12 +17,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use fleetpulse_proto::TELEMETRY_FILTER;
+use fleetpulse_proto::{BACKFILL_FILTER, TELEMETRY_FILTER};
 use support::servers::{ClientOptions, Message, Mosquitto, free_port};
 use tempfile::TempDir;
 
 const INGEST: (&str, &str) = ("fleetpulse-ingest", "ingest-secret");
 const CS_TEAM: (&str, &str) = ("cs-team", "cs-secret");
+const BACKFILL: (&str, &str) = ("fleetpulse-backfill", "backfill-secret");
 const D1: (&str, &str) = ("c1/s1/d1", "d1-secret");
 const D2: (&str, &str) = ("c1/s1/d2", "d2-secret");
 const D1_TOPIC: &str = "fleet/c1/s1/d1/telemetry";
@@ -51,7 +52,7 @@ impl SecuredBroker {
             .prefix("fleetpulse-broker-acl-")
             .tempdir()
             .unwrap();
-        let users = [INGEST, CS_TEAM, D1, D2]
+        let users = [INGEST, CS_TEAM, BACKFILL, D1, D2]
             .iter()
             .map(|(user, password)| format!("{user},{password}\n"))
             .collect::<String>();
@@ -259,6 +260,25 @@ fn devices_read_nothing_and_ingest_reads_through_a_shared_subscription() {
     assert_eq!(got, [msg(D1_TOPIC, "d1-own"), msg(D2_TOPIC, "d2-own")]);
     assert_eq!(b.receive(D2, "d2-snoop", TELEMETRY_FILTER, 1, SETTLE), []);
     assert_eq!(b.receive(D2, "d2-snoop-own", D2_TOPIC, 1, SETTLE), []);
+}
+
+/// History older than the correction horizon is taken in from the backfill
+/// topics: only the operator's backfill user may publish there, not a
+/// device (not even on its own ids), nor the service.
+#[test]
+fn only_the_backfill_user_publishes_history() {
+    let b = SecuredBroker::start();
+    b.session(INGEST, "ingest", BACKFILL_FILTER);
+    let d1_backfill = "fleet/c1/s1/d1/backfill";
+    b.publish(D1, d1_backfill, "history-forged-by-d1").unwrap();
+    b.publish(INGEST, d1_backfill, "history-forged-by-ingest")
+        .unwrap();
+    b.publish(BACKFILL, D1_TOPIC, "telemetry-forged-by-backfill")
+        .unwrap();
+    // Last: the session gets messages in broker order.
+    b.publish(BACKFILL, d1_backfill, "history").unwrap();
+    let got = b.receive(INGEST, "ingest", BACKFILL_FILTER, 1, ARRIVE);
+    assert_eq!(got, [msg(d1_backfill, "history")]);
 }
 
 #[test]

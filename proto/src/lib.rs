@@ -14,5 +14,8 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/fleetpulse.v1.rs"));
 }
 
-pub use topic::{TELEMETRY_FILTER, TopicError, TopicIds, telemetry_topic};
+pub use topic::{
+    BACKFILL_FILTER, TELEMETRY_FILTER, TopicError, TopicIds, TopicKind, backfill_topic,
+    telemetry_topic,
+};
 pub use validate::{Limits, ValidationError, decode_and_validate, validate};

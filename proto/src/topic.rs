@@ -1,9 +1,26 @@
-//! The telemetry topic scheme: `fleet/{customer}/{site}/{device}/telemetry`.
+//! The telemetry topic scheme: `fleet/{customer}/{site}/{device}/telemetry`,
+//! and `.../backfill` for a customer's recorded history (`fleetpulse
+//! backfill`), which the service takes in however old it is.
 
 use thiserror::Error;
 
 /// Subscription filter that matches every device's telemetry topic.
 pub const TELEMETRY_FILTER: &str = "fleet/+/+/+/telemetry";
+
+/// Subscription filter that matches every device's backfill topic.
+pub const BACKFILL_FILTER: &str = "fleet/+/+/+/backfill";
+
+/// What a topic carries: live telemetry, or recorded history loaded by an
+/// operator (`fleetpulse backfill`; devices may not publish there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TopicKind {
+    /// `.../telemetry`: the device's own messages.
+    #[default]
+    Telemetry,
+    /// `.../backfill`: history older than the correction horizon is taken
+    /// in when the customer's journey can be folded again from it.
+    Backfill,
+}
 
 /// Longest id (customer, site, device, operator) accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 64;
@@ -17,13 +34,17 @@ pub struct TopicIds<'a> {
     pub site: &'a str,
     /// `{device}` level.
     pub device: &'a str,
+    /// Telemetry or backfill.
+    pub kind: TopicKind,
 }
 
 /// Why a topic is not a telemetry topic.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum TopicError {
     /// The topic does not have the shape `fleet/{customer}/{site}/{device}/telemetry`.
-    #[error("topic `{0}` is not of the form fleet/{{customer}}/{{site}}/{{device}}/telemetry")]
+    #[error(
+        "topic `{0}` is not of the form fleet/{{customer}}/{{site}}/{{device}}/telemetry (or /backfill)"
+    )]
     Shape(String),
     /// One of the id levels is empty, too long or holds a forbidden character.
     #[error("topic `{topic}`: {level} id is invalid: {reason}")]
@@ -42,8 +63,13 @@ pub fn telemetry_topic(customer: &str, site: &str, device: &str) -> String {
     format!("fleet/{customer}/{site}/{device}/telemetry")
 }
 
+/// The topic `fleetpulse backfill` publishes a device's history on.
+pub fn backfill_topic(customer: &str, site: &str, device: &str) -> String {
+    format!("fleet/{customer}/{site}/{device}/backfill")
+}
+
 impl<'a> TopicIds<'a> {
-    /// Parses a telemetry topic into its ids.
+    /// Parses a telemetry or backfill topic into its ids.
     pub fn parse(topic: &'a str) -> Result<Self, TopicError> {
         let mut levels = topic.split('/');
         let shape = || TopicError::Shape(topic.to_owned());
@@ -53,7 +79,12 @@ impl<'a> TopicIds<'a> {
         let customer = levels.next().ok_or_else(shape)?;
         let site = levels.next().ok_or_else(shape)?;
         let device = levels.next().ok_or_else(shape)?;
-        if levels.next() != Some("telemetry") || levels.next().is_some() {
+        let kind = match levels.next() {
+            Some("telemetry") => TopicKind::Telemetry,
+            Some("backfill") => TopicKind::Backfill,
+            _ => return Err(shape()),
+        };
+        if levels.next().is_some() {
             return Err(shape());
         }
         for (level, id) in [("customer", customer), ("site", site), ("device", device)] {
@@ -67,6 +98,7 @@ impl<'a> TopicIds<'a> {
             customer,
             site,
             device,
+            kind,
         })
     }
 }
@@ -102,9 +134,14 @@ mod tests {
             TopicIds {
                 customer: "acme",
                 site: "north-pit",
-                device: "exc-07"
+                device: "exc-07",
+                kind: TopicKind::Telemetry,
             }
         );
+        let topic = backfill_topic("acme", "north-pit", "exc-07");
+        let ids = TopicIds::parse(&topic).unwrap();
+        assert_eq!(ids.kind, TopicKind::Backfill);
+        assert_eq!(ids.device, "exc-07");
     }
 
     #[test]
@@ -115,6 +152,7 @@ mod tests {
             "fleet/a/b/c/status",
             "devices/a/b/c/telemetry",
             "fleet/a/b/c/telemetry/x",
+            "fleet/a/b/c/backfill/x",
         ] {
             assert!(
                 matches!(TopicIds::parse(topic), Err(TopicError::Shape(_))),

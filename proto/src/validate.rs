@@ -235,6 +235,7 @@ mod tests {
         customer: "c1",
         site: "s1",
         device: "d1",
+        kind: crate::topic::TopicKind::Telemetry,
     };
 
     #[test]

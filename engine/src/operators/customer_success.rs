@@ -79,7 +79,10 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                     );
                 }
             }
-            drop(cap);
+            // Held at the input's frontier (which holds the output there
+            // anyway), for a customer whose whole journey is adopted from a
+            // backfill: its next day needs a capability of its own.
+            let mut ambient = Some(cap);
             let mut latest_seen: EventTime = 0;
             let mut out = Vec::new();
             move |(input, frontier), (seen, seen_frontier), output| {
@@ -164,9 +167,20 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                 }
                 // Restated journeys, folded again where every window this
                 // operator took in is known.
+                match frontier.frontier().iter().min() {
+                    Some(at) => {
+                        if let Some(c) = &mut ambient
+                            && c.time() < at
+                        {
+                            c.downgrade(at);
+                        }
+                    }
+                    None => ambient = None,
+                }
                 let mine = |c: &Id| route(&**c) % peers == index;
                 for (request, reply) in adoptions.take_where(mine) {
-                    let answer = adopt(&mut tracked, &config, request);
+                    let ambient = ambient.as_ref().map(|c| (c, latest_seen));
+                    let answer = adopt(&mut tracked, &config, request, ambient);
                     let _ = reply.send(answer);
                 }
                 // Days the frontier has passed with no telemetry at all; at
@@ -244,10 +258,17 @@ fn tracked_for<'a>(
 /// Folds a restated journey again over the windows this operator has taken
 /// in, and adopts it; `Behind` when it took in windows the restatement
 /// does not cover yet, or cannot start from what the request holds.
+///
+/// A customer with no telemetry taken in live (its history came as a
+/// backfill) is folded through every window the input's frontier has
+/// passed, its empty days closed as far as the live journeys' are
+/// (`ambient`: the capability at that frontier, and the newest record time
+/// seen), and tracked from then on.
 fn adopt(
     tracked: &mut HashMap<Id, Tracked>,
     config: &EngineConfig,
     request: JourneyRequest,
+    ambient: Option<(&Capability<EventTime>, EventTime)>,
 ) -> JourneyAnswer {
     let Some(t) = tracked_for(tracked, config, &request.customer) else {
         // Not in the customers file: no journey to restate.
@@ -257,6 +278,9 @@ fn adopt(
             observed: request.through,
         };
     };
+    if t.journey.activation().is_none() && t.next_day.is_none() {
+        return adopt_backfilled(t, config, request, ambient);
+    }
     if t.observed > request.through {
         return JourneyAnswer::Behind;
     }
@@ -280,6 +304,42 @@ fn adopt(
         return JourneyAnswer::Behind;
     }
     t.journey = refolded.journey;
+    config.journeys.closed(&t.journey);
+    JourneyAnswer::Adopted {
+        outputs: refolded.outputs,
+        days: refolded.days,
+        observed,
+    }
+}
+
+/// [`adopt`] for a customer the live journey has never seen.
+fn adopt_backfilled(
+    t: &mut Tracked,
+    config: &EngineConfig,
+    request: JourneyRequest,
+    ambient: Option<(&Capability<EventTime>, EventTime)>,
+) -> JourneyAnswer {
+    // The engine finished: the corrections thread folds it at its flush.
+    let (Some((cap, latest_seen)), Some(day)) = (ambient, config.day_window()) else {
+        return JourneyAnswer::Behind;
+    };
+    // Every window ending before the frontier has been taken in.
+    let observed = cap.time().saturating_sub(1);
+    if observed > request.through {
+        return JourneyAnswer::Behind;
+    }
+    let records = (request.records.into_iter())
+        .filter(|r| window_end(r).is_some_and(|end| end <= observed))
+        .collect();
+    let until = observed.min(latest_seen);
+    let spec = t.journey.spec().clone();
+    let refolded = refold(config, spec, request.base, records, Some(until));
+    t.journey = refolded.journey;
+    t.observed = observed;
+    t.next_day = t.journey.last_day_end().map(|last| {
+        let (start, end) = config.window_bounds(day, &t.journey.spec().id, last);
+        (start, end, cap.delayed(&end.max(*cap.time())))
+    });
     config.journeys.closed(&t.journey);
     JourneyAnswer::Adopted {
         outputs: refolded.outputs,

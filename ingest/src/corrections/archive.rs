@@ -5,15 +5,16 @@
 //! customer's week is a few range scans and a day past the horizon is one
 //! file deleted. `state.sqlite` holds what outlives the days: each device's
 //! last batch before the oldest day kept (the baseline of its next
-//! increment), each customer's last revision, and the restatements still to
-//! do.
+//! increment), each customer's last revision and earliest batch (a
+//! customer whose every batch is still here can be backfilled), and the
+//! restatements still to do.
 //!
 //! Commits are not synced one by one (`synchronous = NORMAL`, SQLite's WAL
 //! mode: a crash of the process loses nothing committed); [`Archive::durable`]
 //! syncs every file, before a late batch is acknowledged (it is in no
 //! other WAL) and before fleetpulse's WAL is cut behind live batches.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use fleetpulse_engine::{AlertRecord, DeviceBatch, EventTime, Id, JourneyState};
@@ -60,6 +61,11 @@ const STATE_SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS meta (
         key TEXT PRIMARY KEY,
         value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS customers (
+        customer TEXT PRIMARY KEY,
+        first_live_at INTEGER,
+        cut INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS pending (
         customer TEXT PRIMARY KEY,
@@ -113,6 +119,19 @@ pub struct Archive {
     state: Connection,
     /// Open day files, by UTC day number.
     days: BTreeMap<u64, Connection>,
+    /// What the archive holds of each customer (`customers` table).
+    held: HashMap<Id, Held>,
+    /// Customers whose [`Held`] changed since [`Self::take_held`].
+    moved: Vec<Id>,
+}
+
+/// What the archive holds of a customer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Its earliest batch the live dataflow took in.
+    pub first_live_at: Option<EventTime>,
+    /// Some of its batches were in day files pruned since.
+    pub cut: bool,
 }
 
 fn open(path: &Path, schema: &str) -> Result<Connection, ArchiveError> {
@@ -176,10 +195,28 @@ impl Archive {
     pub fn open(dir: &Path) -> Result<Self, ArchiveError> {
         std::fs::create_dir_all(dir).map_err(|e| fail(dir, e))?;
         let state = open(&dir.join("state.sqlite"), STATE_SCHEMA)?;
+        let held = {
+            let path = dir.join("state.sqlite");
+            let mut select = (state.prepare("SELECT customer, first_live_at, cut FROM customers"))
+                .map_err(|e| fail(&path, e))?;
+            let rows = select
+                .query_map([], |r| {
+                    let held = Held {
+                        first_live_at: r.get::<_, Option<i64>>(1)?.map(|v| v as u64),
+                        cut: r.get::<_, i64>(2)? != 0,
+                    };
+                    Ok((r.get::<_, String>(0)?.into(), held))
+                })
+                .map_err(|e| fail(&path, e))?;
+            rows.collect::<Result<HashMap<Id, Held>, _>>()
+                .map_err(|e| fail(&path, e))?
+        };
         let mut archive = Self {
             dir: dir.to_owned(),
             state,
             days: BTreeMap::new(),
+            moved: held.keys().cloned().collect(),
+            held,
         };
         let entries = std::fs::read_dir(dir).map_err(|e| fail(dir, e))?;
         for entry in entries {
@@ -242,6 +279,47 @@ impl Archive {
             tx.commit().map_err(|e| fail(&path, e))?;
         }
         Ok(new)
+    }
+
+    /// Notes the customers' earliest batches the live dataflow took in.
+    pub fn note_live(&mut self, batches: &[DeviceBatch]) -> Result<(), ArchiveError> {
+        let mut earlier: HashMap<&Id, EventTime> = HashMap::new();
+        for b in batches {
+            let at = b.first_at();
+            let held = self.held.get(&b.customer);
+            if held.and_then(|h| h.first_live_at).is_none_or(|f| at < f) {
+                let e = earlier.entry(&b.customer).or_insert(at);
+                *e = (*e).min(at);
+            }
+        }
+        if earlier.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(Id, EventTime)> = (earlier.into_iter())
+            .map(|(c, at)| (c.clone(), at))
+            .collect();
+        self.write_state(
+            "INSERT INTO customers (customer, first_live_at) VALUES (?1, ?2) \
+             ON CONFLICT (customer) DO UPDATE SET \
+               first_live_at = MIN(COALESCE(first_live_at, excluded.first_live_at), \
+                                   excluded.first_live_at)",
+            rows.iter().map(|(c, at)| (c.to_string(), *at as i64)),
+        )?;
+        for (customer, at) in rows {
+            let held = self.held.entry(customer.clone()).or_default();
+            held.first_live_at = Some(held.first_live_at.map_or(at, |f| f.min(at)));
+            self.moved.push(customer);
+        }
+        Ok(())
+    }
+
+    /// The customers whose [`Held`] changed since the last call (every one
+    /// at the first).
+    pub fn take_held(&mut self) -> Vec<(Id, Held)> {
+        let moved = std::mem::take(&mut self.moved);
+        (moved.into_iter())
+            .filter_map(|c| self.held.get(&c).map(|h| (c, *h)))
+            .collect()
     }
 
     /// Makes every commit so far durable: each file's log is synced and
@@ -392,7 +470,27 @@ impl Archive {
                 [],
             )
             .map_err(|e| fail(&path, e))?;
+            // Their journeys can no longer be folded again from before.
+            let cut: Vec<String> = {
+                let mut select = (tx.prepare("SELECT DISTINCT customer FROM old.batches"))
+                    .map_err(|e| fail(&path, e))?;
+                let rows = (select.query_map([], |r| r.get(0))).map_err(|e| fail(&path, e))?;
+                rows.collect::<Result<_, _>>().map_err(|e| fail(&path, e))?
+            };
+            for customer in &cut {
+                tx.execute(
+                    "INSERT INTO customers (customer, cut) VALUES (?1, 1) \
+                     ON CONFLICT (customer) DO UPDATE SET cut = 1",
+                    params![customer],
+                )
+                .map_err(|e| fail(&state_path, e))?;
+            }
             tx.commit().map_err(|e| fail(&state_path, e))?;
+            for customer in cut {
+                let customer: Id = customer.into();
+                self.held.entry(customer.clone()).or_default().cut = true;
+                self.moved.push(customer);
+            }
             self.state
                 .execute("DETACH DATABASE old", [])
                 .map_err(|e| fail(&state_path, e))?;

@@ -21,8 +21,9 @@
 
 pub mod archive;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc as std_mpsc;
 
@@ -34,7 +35,7 @@ use fleetpulse_engine::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-pub use archive::{Archive, ArchiveError, Pending};
+pub use archive::{Archive, ArchiveError, Held, Pending};
 
 use crate::metrics::IngestMetrics;
 
@@ -97,9 +98,8 @@ pub struct Settings {
     pub lateness_ms: u64,
     /// The engine's configuration (windows, customers, time zones).
     pub engine: Arc<EngineConfig>,
-    /// Late data starting before this is refused (admission reads it): its
-    /// windows may hold batches from before the archive began.
-    pub correctable_from: Arc<std::sync::atomic::AtomicU64>,
+    /// What the archive can restate (admission reads it).
+    pub reach: Arc<Reach>,
     /// `Some(0)` for a service that never stored a checkpoint: everything
     /// it takes in is archived (the WAL replays it all), so the archive is
     /// complete from the start. `None`: from the first windows emitted.
@@ -109,6 +109,84 @@ pub struct Settings {
 /// Late data is taken in only this long after the archive began: the day
 /// (in any time zone) that holds it then starts after the archive's start.
 pub const BEGIN_SLACK_MS: u64 = 2 * 86_400_000;
+
+/// What the archive can restate, kept by the corrections thread and read by
+/// admission (every lane) before it takes late data in.
+#[derive(Debug)]
+pub struct Reach {
+    /// Late data starting before this is refused: its windows may hold
+    /// batches from before the archive began.
+    correctable_from: AtomicU64,
+    /// What the archive holds of each customer it has met.
+    held: std::sync::RwLock<HashMap<Id, Held>>,
+}
+
+impl Default for Reach {
+    /// Nothing is correctable until the archive says where it begins.
+    fn default() -> Self {
+        Self {
+            correctable_from: AtomicU64::new(EventTime::MAX),
+            held: Default::default(),
+        }
+    }
+}
+
+/// Why a customer's history cannot be backfilled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotWhole {
+    /// Day files holding some of its batches were pruned (past the
+    /// correction horizon).
+    Cut,
+    /// Its live telemetry began (at `first`) before the archive did.
+    Before {
+        /// Its first batch the live dataflow took in.
+        first: EventTime,
+    },
+}
+
+impl Reach {
+    /// Everything from `from` is correctable (tests).
+    pub fn from(from: EventTime) -> Self {
+        let reach = Self::default();
+        reach.correctable_from.store(from, Relaxed);
+        reach
+    }
+
+    /// Late data starting before this is refused.
+    pub fn correctable_from(&self) -> EventTime {
+        self.correctable_from.load(Relaxed)
+    }
+
+    /// `Ok` when the archive holds every batch of `customer` (it is new, or
+    /// its first telemetry is within the horizon), so its journey can be
+    /// folded again from any earlier day: a backfill of its history.
+    pub fn whole(&self, customer: &str) -> Result<(), NotWhole> {
+        let held = self.held.read().unwrap_or_else(|e| e.into_inner());
+        match held.get(customer) {
+            Some(h) if h.cut => Err(NotWhole::Cut),
+            Some(Held {
+                first_live_at: Some(first),
+                ..
+            }) if *first < self.correctable_from() => Err(NotWhole::Before { first: *first }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sets what the archive holds, for tests of admission.
+    #[cfg(test)]
+    pub(crate) fn pretend(&self, customer: &str, held: Held) {
+        let mut map = self.held.write().unwrap();
+        map.insert(Id::from(customer), held);
+    }
+
+    fn note(&self, archive: &mut Archive) {
+        let moved = archive.take_held();
+        if !moved.is_empty() {
+            let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
+            held.extend(moved);
+        }
+    }
+}
 
 impl Corrections {
     /// Opens the archive and starts its thread; restated records go to
@@ -124,8 +202,9 @@ impl Corrections {
             archive.begin_at(at)?;
         }
         let from = archive.complete_from()?;
-        (settings.correctable_from)
+        (settings.reach.correctable_from)
             .store(from.map_or(EventTime::MAX, |f| f + BEGIN_SLACK_MS), Relaxed);
+        settings.reach.note(&mut archive);
         let (commands, received) = std_mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("corrections".into())
@@ -264,8 +343,7 @@ fn run(
                                 tracing::error!(error = %e, "archive");
                             }
                             match archive.begin_at(through) {
-                                Ok(from) => settings
-                                    .correctable_from
+                                Ok(from) => (settings.reach.correctable_from)
                                     .store(from.saturating_add(BEGIN_SLACK_MS), Relaxed),
                                 Err(e) => tracing::error!(error = %e, "archive"),
                             }
@@ -275,8 +353,20 @@ fn run(
                             {
                                 tracing::error!(error = %e, "restatement failed; retried");
                             }
-                            let keep_from =
-                                through.saturating_sub(settings.horizon_ms + KEEP_SLACK_MS);
+                            // A pending restatement (a backfill's, older than the
+                            // horizon) keeps the days it reads until its rows go.
+                            let keep_from = match archive.pending() {
+                                Ok(pending) => (pending.iter())
+                                    .map(|p| p.from.saturating_sub(KEEP_SLACK_MS))
+                                    .fold(
+                                        through.saturating_sub(settings.horizon_ms + KEEP_SLACK_MS),
+                                        EventTime::min,
+                                    ),
+                                Err(e) => {
+                                    tracing::error!(error = %e, "archive");
+                                    0
+                                }
+                            };
                             if keep_from > pruned_before {
                                 match archive.prune(keep_from) {
                                     Ok(n) if n > 0 => {
@@ -334,6 +424,7 @@ fn run(
             next = commands.try_recv().ok();
         }
         flush(&mut archive, &mut live, &mut failing);
+        settings.reach.note(&mut archive);
         if let Err(e) = answered(&mut archive, &mut state) {
             tracing::error!(error = %e, "restatement failed; retried");
         }
@@ -349,8 +440,8 @@ fn flush(archive: &mut Archive, live: &mut Vec<DeviceBatch>, failing: &mut bool)
     if live.is_empty() {
         return;
     }
-    match archive.append(live) {
-        Ok(_) => {
+    match archive.append(live).and_then(|_| archive.note_live(live)) {
+        Ok(()) => {
             if std::mem::take(failing) {
                 tracing::info!("archive written again");
             }

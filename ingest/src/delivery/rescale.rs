@@ -352,7 +352,8 @@ async fn drain_session(own: &mut Wal, mqtt: &MqttConfig, client_id: &str) -> Res
                 if unsubscribed {
                     break;
                 }
-                for filter in [mqtt.subscription(), mqtt.topic.clone()] {
+                let plain = std::iter::once(mqtt.topic.clone()).chain(mqtt.backfill_topic());
+                for filter in mqtt.subscriptions().into_iter().chain(plain) {
                     client
                         .unsubscribe(filter)
                         .await

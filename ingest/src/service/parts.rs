@@ -152,10 +152,10 @@ pub fn admission(
     customers: Option<&CustomersFile>,
     devices: &DeviceCounts,
     pseudonyms: Option<&Arc<crate::privacy::Pseudonyms>>,
-    corrections: Option<(u64, &Arc<std::sync::atomic::AtomicU64>)>,
+    corrections: Option<(u64, &Arc<crate::corrections::Reach>)>,
 ) -> Admission {
-    let (horizon_ms, correctable_from) =
-        corrections.map_or((0, Default::default()), |(h, from)| (h, from.clone()));
+    let (horizon_ms, reach) =
+        corrections.map_or((0, Default::default()), |(h, reach)| (h, reach.clone()));
     let known = customers.map(|c| {
         c.customers
             .iter()
@@ -175,12 +175,12 @@ pub fn admission(
     .with_earliest(Earliest::from_config(&config.limits, customers))
     .with_device_counts(devices.clone())
     .with_pseudonyms(pseudonyms.cloned())
-    .with_correction_horizon(horizon_ms, correctable_from)
+    .with_correction_horizon(horizon_ms, reach)
 }
 
 /// The corrections handle, where its restated records arrive, its thread.
 pub type CorrectionsParts = (
-    Arc<std::sync::atomic::AtomicU64>,
+    Arc<crate::corrections::Reach>,
     crate::corrections::Corrections,
     mpsc::Receiver<crate::corrections::Restated>,
     std::thread::JoinHandle<()>,
@@ -229,15 +229,15 @@ pub fn corrections(
         horizon_ms: horizon.as_millis() as u64,
         lateness_ms: config.engine.allowed_lateness.as_millis() as u64,
         engine: Arc::new(engine_config.clone()),
-        correctable_from: Default::default(),
+        reach: Default::default(),
         begin: fresh.then_some(0),
     };
     let (tx, rx) = mpsc::channel(16);
-    let correctable_from = settings.correctable_from.clone();
+    let reach = settings.reach.clone();
     let (corrections, thread) =
         crate::corrections::Corrections::start(settings, tx, metrics.clone())
             .map_err(|e| ServiceError::Task(e.to_string()))?;
-    Ok(Some((correctable_from, corrections, rx, thread)))
+    Ok(Some((reach, corrections, rx, thread)))
 }
 
 /// Where this process's state lives among the cluster members' (`None`

@@ -205,7 +205,9 @@ pub async fn run(
                     "connected to broker"
                 );
                 if !ack.session_present {
-                    if let Err(e) = client.try_subscribe(config.subscription(), QoS::AtLeastOnce) {
+                    let filters = (config.subscriptions().into_iter())
+                        .map(|f| rumqttc::SubscribeFilter::new(f, QoS::AtLeastOnce));
+                    if let Err(e) = client.try_subscribe_many(filters) {
                         tracing::error!(error = %e, "cannot request subscription");
                     }
                 } else {
@@ -213,7 +215,7 @@ pub async fn run(
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => {
-                tracing::info!(topic = %config.subscription(), "subscribed");
+                tracing::info!(topics = ?config.subscriptions(), "subscribed");
                 metrics.subscribed.store(true, Relaxed);
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {

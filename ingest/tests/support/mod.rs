@@ -10,5 +10,6 @@ pub mod poll;
 pub mod servers;
 pub mod service;
 pub mod small_disk;
+pub mod tables;
 pub mod truth;
 pub mod webhook;

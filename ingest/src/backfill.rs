@@ -1,0 +1,392 @@
+//! `fleetpulse backfill`: a customer's history into the running service.
+//! The recorded batches (or a CSV of readings, grouped into hourly batches)
+//! are published in event-time order on the devices' backfill topics
+//! (`fleet/{customer}/{site}/{device}/backfill`) through the service's
+//! broker. The service archives them like late telemetry and restates the
+//! customer's windows and journey from its first reading, however old: the
+//! same arithmetic as a live run over the history, so the records equal
+//! what that run would have stored (with a revision above 0). It takes a
+//! customer whose every batch the archive still holds: a new one, or one
+//! whose first telemetry is within `engine.correction_horizon`; the
+//! service refuses the rest (`too_late`, dead-lettered, saying why).
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use fleetpulse_proto::{Limits, TopicIds, backfill_topic, decode_and_validate, v1};
+use prost::Message as _;
+
+use crate::config::ServiceConfig;
+use crate::progress::Progress;
+
+/// `fleetpulse backfill` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct BackfillArgs {
+    /// History files: recorded batches (length-delimited protobuf
+    /// `TelemetryBatch`es, as `fleetpulse sim --record` writes them), or a
+    /// CSV of readings (`.csv`; docs/KPIS.md, Backfill).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// The service's configuration: its broker is where the history goes.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Only these customers' batches (default: every one in the files).
+    #[arg(long, value_delimiter = ',')]
+    pub customer: Vec<String>,
+    /// Broker user (default: the service's `mqtt.username`); with the
+    /// deploy/ access control, `fleetpulse-backfill`.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Environment variable holding that user's password.
+    #[arg(long)]
+    pub password_env: Option<String>,
+    /// Unit epoch of the batches made from CSV readings: a unit of its own,
+    /// so their sequence numbers never clash with the live unit's.
+    #[arg(long, default_value_t = 1)]
+    pub unit_epoch: u64,
+}
+
+/// One batch to publish, with what orders it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// Its first reading.
+    pub first_at: i64,
+    /// The protobuf batch.
+    pub batch: v1::TelemetryBatch,
+}
+
+impl Recorded {
+    fn of(batch: v1::TelemetryBatch) -> Self {
+        let first_at = (batch.samples.iter().map(|s| s.event_time_ms))
+            .min()
+            .unwrap_or(0);
+        Self { first_at, batch }
+    }
+
+    /// Its backfill topic and payload.
+    pub fn message(&self) -> (String, Vec<u8>) {
+        let b = &self.batch;
+        let topic = backfill_topic(&b.customer_id, &b.site_id, &b.device_id);
+        (topic, b.encode_to_vec())
+    }
+}
+
+/// Writes batches as a recorded-batches file (length-delimited protobuf).
+pub fn write_batches<'a>(
+    path: &Path,
+    batches: impl IntoIterator<Item = &'a v1::TelemetryBatch>,
+) -> anyhow::Result<usize> {
+    let mut out = Vec::new();
+    let mut n = 0;
+    for batch in batches {
+        batch.encode_length_delimited(&mut out)?;
+        n += 1;
+    }
+    std::fs::write(path, out).with_context(|| format!("{}", path.display()))?;
+    Ok(n)
+}
+
+/// Reads a recorded-batches file; every batch must validate.
+pub fn read_batches(path: &Path, limits: &Limits) -> anyhow::Result<Vec<Recorded>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .with_context(|| format!("{}", path.display()))?;
+    let mut rest = &bytes[..];
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let offset = bytes.len() - rest.len();
+        let batch = v1::TelemetryBatch::decode_length_delimited(&mut rest).with_context(|| {
+            format!(
+                "{}: batch {} at byte {offset} does not decode (a file of \
+                 length-delimited TelemetryBatch messages, or a .csv of readings)",
+                path.display(),
+                out.len() + 1
+            )
+        })?;
+        check(&batch, limits).with_context(|| {
+            format!(
+                "{}: batch {} at byte {offset}",
+                path.display(),
+                out.len() + 1
+            )
+        })?;
+        out.push(Recorded::of(batch));
+    }
+    Ok(out)
+}
+
+fn check(batch: &v1::TelemetryBatch, limits: &Limits) -> anyhow::Result<()> {
+    let topic = backfill_topic(&batch.customer_id, &batch.site_id, &batch.device_id);
+    let ids = TopicIds::parse(&topic)?;
+    decode_and_validate(&ids, &batch.encode_to_vec(), limits)?;
+    Ok(())
+}
+
+/// The columns of a CSV of readings; `customer`, `site`, `device` and
+/// `time` are required, the rest default to 0 or empty.
+pub const CSV_COLUMNS: [&str; 14] = [
+    "customer",
+    "site",
+    "device",
+    "time",
+    "state",
+    "operating_hours",
+    "idle_hours",
+    "fuel_litres",
+    "cycles",
+    "output_units",
+    "manual_interventions",
+    "operator",
+    "features",
+    "faults",
+];
+
+/// Reads a CSV of readings into batches: each device's readings of one
+/// UTC hour make a batch, numbered from 1 per device under `unit_epoch`.
+pub fn read_csv(path: &Path, unit_epoch: u64, limits: &Limits) -> anyhow::Result<Vec<Recorded>> {
+    let name = path.display();
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .with_context(|| format!("{name}"))?;
+    let headers = reader.headers().with_context(|| format!("{name}"))?.clone();
+    let column = |c: &str| headers.iter().position(|h| h == c);
+    for h in headers.iter() {
+        if !CSV_COLUMNS.contains(&h) {
+            bail!(
+                "{name}: unknown column `{h}` (columns: {})",
+                CSV_COLUMNS.join(", ")
+            );
+        }
+    }
+    for required in &CSV_COLUMNS[..4] {
+        if column(required).is_none() {
+            bail!("{name}: no `{required}` column");
+        }
+    }
+    type Key = (String, String, String);
+    let mut readings: BTreeMap<Key, Vec<v1::Sample>> = BTreeMap::new();
+    for (i, row) in reader.records().enumerate() {
+        let line = i + 2;
+        let row = row.with_context(|| format!("{name}: line {line}"))?;
+        let get = |c: &str| column(c).and_then(|i| row.get(i)).unwrap_or("");
+        let at = |what: &str| format!("{name}: line {line}, column `{what}`");
+        let key = (
+            get("customer").to_owned(),
+            get("site").to_owned(),
+            get("device").to_owned(),
+        );
+        let sample = v1::Sample {
+            event_time_ms: time_ms(get("time")).with_context(|| at("time"))?,
+            state: state(get("state")).with_context(|| at("state"))? as i32,
+            cumulative_operating_hours: number(get("operating_hours"))
+                .with_context(|| at("operating_hours"))?,
+            cumulative_idle_hours: number(get("idle_hours")).with_context(|| at("idle_hours"))?,
+            cumulative_fuel_used_litres: number(get("fuel_litres"))
+                .with_context(|| at("fuel_litres"))?,
+            cycles: number(get("cycles")).with_context(|| at("cycles"))?,
+            output_units: number(get("output_units")).with_context(|| at("output_units"))?,
+            manual_interventions: number(get("manual_interventions"))
+                .with_context(|| at("manual_interventions"))?,
+            operator_id: get("operator").to_owned(),
+            features: pairs(get("features"))
+                .with_context(|| at("features"))?
+                .into_iter()
+                .map(|(feature, active_seconds)| v1::FeatureUsage {
+                    feature,
+                    active_seconds,
+                })
+                .collect(),
+            fault_codes: pairs(get("faults"))
+                .with_context(|| at("faults"))?
+                .into_iter()
+                .map(|(code, severity)| v1::FaultCode { code, severity })
+                .collect(),
+            location: None,
+        };
+        readings.entry(key).or_default().push(sample);
+    }
+    let mut out = Vec::new();
+    for ((customer, site, device), mut samples) in readings {
+        samples.sort_by_key(|s| s.event_time_ms);
+        let mut sequence = 0;
+        for hour in samples.chunk_by(|a, b| {
+            a.event_time_ms.div_euclid(3_600_000) == b.event_time_ms.div_euclid(3_600_000)
+        }) {
+            for part in hour.chunks(limits.max_samples.max(1)) {
+                sequence += 1;
+                let batch = v1::TelemetryBatch {
+                    device_id: device.clone(),
+                    customer_id: customer.clone(),
+                    site_id: site.clone(),
+                    sequence,
+                    firmware_version: "backfill".into(),
+                    samples: part.to_vec(),
+                    unit_epoch,
+                };
+                check(&batch, limits).with_context(|| {
+                    format!("{name}: device `{device}` of customer `{customer}`")
+                })?;
+                out.push(Recorded::of(batch));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn time_ms(text: &str) -> anyhow::Result<i64> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    let at: jiff::Timestamp = text
+        .parse()
+        .with_context(|| format!("`{text}` is neither RFC 3339 nor milliseconds"))?;
+    Ok(at.as_millisecond())
+}
+
+fn state(text: &str) -> anyhow::Result<v1::MachineState> {
+    Ok(match text.to_ascii_lowercase().as_str() {
+        "" | "unspecified" => v1::MachineState::Unspecified,
+        "running" => v1::MachineState::Running,
+        "idle" => v1::MachineState::Idle,
+        "off" => v1::MachineState::Off,
+        "fault" => v1::MachineState::Fault,
+        other => bail!("`{other}` is not running, idle, off or fault"),
+    })
+}
+
+fn number<T: std::str::FromStr + Default>(text: &str) -> anyhow::Result<T> {
+    if text.is_empty() {
+        return Ok(T::default());
+    }
+    text.parse()
+        .map_err(|_| anyhow::anyhow!("`{text}` is not a number"))
+}
+
+/// `name:value;name:value`.
+fn pairs(text: &str) -> anyhow::Result<Vec<(String, u32)>> {
+    (text.split(';').filter(|p| !p.trim().is_empty()))
+        .map(|pair| {
+            let (name, value) = pair
+                .rsplit_once(':')
+                .with_context(|| format!("`{pair}` is not name:number"))?;
+            Ok((name.trim().to_owned(), number(value.trim())?))
+        })
+        .collect()
+}
+
+/// What a backfill sent.
+#[derive(Debug, Default)]
+pub struct Backfilled {
+    /// Batches sent.
+    pub batches: usize,
+    /// Their customers.
+    pub customers: Vec<String>,
+    /// Their devices.
+    pub devices: usize,
+    /// First and last reading.
+    pub period: Option<(i64, i64)>,
+}
+
+/// The batches of `files` to send, in event-time order (each device's in
+/// its order).
+pub fn history(args: &BackfillArgs, limits: &Limits) -> anyhow::Result<Vec<Recorded>> {
+    let mut all = Vec::new();
+    for file in &args.files {
+        if !file.exists() {
+            bail!("{}: no such file", file.display());
+        }
+        let csv = file
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        all.extend(if csv {
+            read_csv(file, args.unit_epoch, limits)?
+        } else {
+            read_batches(file, limits)?
+        });
+    }
+    if !args.customer.is_empty() {
+        all.retain(|r| args.customer.contains(&r.batch.customer_id));
+    }
+    all.sort_by(|a, b| {
+        let key = |r: &Recorded| (r.first_at, r.batch.unit_epoch, r.batch.sequence);
+        key(a).cmp(&key(b))
+    });
+    Ok(all)
+}
+
+/// Sends `args.files`' history to the service's broker; prints what it did.
+pub async fn run(args: &BackfillArgs) -> anyhow::Result<Backfilled> {
+    let config = ServiceConfig::load(&args.config)?;
+    if config.mqtt.backfill_topic().is_none() {
+        bail!(
+            "{}: mqtt.topic `{}` does not end in /telemetry: the service subscribes to no \
+             backfill topic",
+            args.config.display(),
+            config.mqtt.topic
+        );
+    }
+    let history = history(args, &config.limits())?;
+    if history.is_empty() {
+        bail!("no batches to send (files empty, or no batch of --customer)");
+    }
+    let customers: std::collections::BTreeSet<String> = (history.iter())
+        .map(|r| r.batch.customer_id.clone())
+        .collect();
+    let devices: HashSet<(&str, &str)> = (history.iter())
+        .map(|r| (&*r.batch.customer_id, &*r.batch.device_id))
+        .collect();
+    let done = Backfilled {
+        batches: history.len(),
+        customers: customers.into_iter().collect(),
+        devices: devices.len(),
+        period: Some((
+            history.first().map_or(0, |r| r.first_at),
+            (history.iter())
+                .flat_map(|r| r.batch.samples.iter().map(|s| s.event_time_ms))
+                .max()
+                .unwrap_or(0),
+        )),
+    };
+    let options = crate::replay::publish_options(&config)?;
+    let broker = options.broker();
+    let mut options = fleetpulse_sim::PublishOptions {
+        client_id: format!("{}-backfill", config.mqtt.client_id),
+        ..options
+    };
+    if let Some(user) = &args.username {
+        options.username = Some(user.clone());
+        options.password = None;
+    }
+    if let Some(var) = &args.password_env {
+        let password =
+            std::env::var(var).with_context(|| format!("--password-env: ${var} is not set"))?;
+        options.password = Some(password);
+    }
+    let mut progress = Progress::new("backfilling", "batches", history.len() as u64);
+    fleetpulse_sim::publish(options, history.iter().map(Recorded::message), |p| {
+        progress.set(p.delivered)
+    })
+    .await
+    .with_context(|| format!("publishing to {broker}"))?;
+    let (from, to) = done.period.unwrap_or_default();
+    progress.finish(&format!(
+        "{} batches of {} devices of {} sent ({} to {}); the service restates each \
+         customer's journey from its first reading once it has taken them in \
+         (fleetpulse_restatements_total; refusals are dead-lettered)",
+        done.batches,
+        done.devices,
+        done.customers.join(", "),
+        stamp(from),
+        stamp(to),
+    ));
+    Ok(done)
+}
+
+fn stamp(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map_or_else(|_| format!("{ms} ms"), |t| t.to_string())
+}
