@@ -147,98 +147,164 @@ fn backfill(config: &Path, files: &[&Path]) -> std::process::Output {
     output
 }
 
+/// The fleet split as the tests load it.
+struct Scenario {
+    mosquitto: Mosquitto,
+    fleet: Fleet,
+    all: Vec<v1::TelemetryBatch>,
+    /// No live telemetry before its history is loaded.
+    fresh: String,
+    /// Live from day 80, its first 80 days loaded from a CSV.
+    joined: String,
+    /// Live from day 0.
+    old: String,
+    day80: i64,
+    day85: i64,
+}
+
+impl Scenario {
+    fn new() -> Self {
+        let fleet = fleet();
+        let all: Vec<v1::TelemetryBatch> =
+            fleet.messages_in_event_time().map(|m| m.batch).collect();
+        let ids: Vec<String> = fleet.customers().iter().map(|c| c.id.clone()).collect();
+        let start = all.iter().map(first_at).min().unwrap();
+        Self {
+            mosquitto: Mosquitto::start_with_config(NO_LOSS),
+            fresh: ids[1].clone(),
+            joined: ids[2].clone(),
+            old: ids[3].clone(),
+            fleet,
+            all,
+            day80: start + 80 * DAY_MS,
+            day85: start + 85 * DAY_MS,
+        }
+    }
+
+    /// The reference: every reading live, in event-time order; its store.
+    async fn reference(&self, dir: &Path) -> std::path::PathBuf {
+        let cfg = config(&self.mosquitto, dir, &self.fleet, "backfill-reference");
+        let service = in_process::subscribed(cfg, "backfill-reference").await;
+        let everything: Vec<&v1::TelemetryBatch> = self.all.iter().collect();
+        let n = everything.len() as u64;
+        let messages = encoded(&everything);
+        feed(&service, &self.mosquitto, "backfill-ref-sim", messages, n).await;
+        service.shutdown.cancel();
+        service.task.await.unwrap().unwrap();
+        dir.join("kpi.sqlite")
+    }
+
+    /// Until day 85: every customer's telemetry but `fresh`'s, and
+    /// `joined`'s from day 80 only.
+    fn live_before(&self) -> Vec<&v1::TelemetryBatch> {
+        (self.all.iter())
+            .filter(|b| first_at(b) < self.day85)
+            .filter(|b| {
+                b.customer_id != self.fresh
+                    && (b.customer_id != self.joined || first_at(b) >= self.day80)
+            })
+            .collect()
+    }
+
+    /// From day 85, everyone's.
+    fn live_after(&self) -> Vec<&v1::TelemetryBatch> {
+        (self.all.iter())
+            .filter(|b| first_at(b) >= self.day85)
+            .collect()
+    }
+
+    /// The history files in `dir`: `fresh`'s 85 days as recorded batches,
+    /// `joined`'s first 80 as a CSV of readings; how many batches they make.
+    fn histories(&self, dir: &Path) -> (Vec<std::path::PathBuf>, u64) {
+        let recorded = dir.join("fresh.binpb");
+        let fresh: Vec<&v1::TelemetryBatch> = (self.all.iter())
+            .filter(|b| b.customer_id == self.fresh && first_at(b) < self.day85)
+            .collect();
+        fleetpulse::backfill::write_batches(&recorded, fresh.iter().copied()).unwrap();
+        let csv = dir.join("joined.csv");
+        let joined: Vec<&v1::TelemetryBatch> = (self.all.iter())
+            .filter(|b| b.customer_id == self.joined && first_at(b) < self.day80)
+            .collect();
+        readings_csv(&csv, &joined);
+        let files = vec![recorded, csv];
+        let n = batches_in(&files);
+        (files, n)
+    }
+
+    /// The service's config, and a config file for the CLI naming its broker.
+    fn service_config(&self, dir: &Path) -> (ServiceConfig, std::path::PathBuf) {
+        let cfg = config(&self.mosquitto, dir, &self.fleet, "backfill-fleet");
+        let file = dir.join("fleetpulse.toml");
+        let text = format!(
+            "[mqtt]\nhost = \"{}\"\nport = {}\nclient_id = \"backfill-cli\"\n",
+            self.mosquitto.host(),
+            self.mosquitto.port()
+        );
+        std::fs::write(&file, text).unwrap();
+        (cfg, file)
+    }
+}
+
+/// How many batches `fleetpulse backfill` makes of `files`.
+fn batches_in(files: &[std::path::PathBuf]) -> u64 {
+    let args = fleetpulse::backfill::BackfillArgs {
+        files: files.to_vec(),
+        config: "unused".into(),
+        customer: Vec::new(),
+        username: None,
+        password_env: None,
+        unit_epoch: 1,
+    };
+    fleetpulse::backfill::history(&args, &Default::default())
+        .unwrap()
+        .len() as u64
+}
+
+fn refusals(service: &in_process::InProcess) -> Vec<(&'static str, u64)> {
+    (RejectReason::ALL.iter())
+        .map(|r| (r.as_str(), service.metrics.rejected(*r)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfilled_history_equals_the_live_run_over_it() {
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let fleet = fleet();
-    let all: Vec<v1::TelemetryBatch> = fleet.messages_in_event_time().map(|m| m.batch).collect();
-    let ids: Vec<String> = fleet.customers().iter().map(|c| c.id.clone()).collect();
-    let (fresh, joined, old) = (&ids[1], &ids[2], &ids[3]);
-    let start = all.iter().map(first_at).min().unwrap();
-    let (day80, day85) = (start + 80 * DAY_MS, start + 85 * DAY_MS);
-
-    // The reference: every reading live, in event-time order.
+    let s = Scenario::new();
     let reference = tempfile::tempdir().unwrap();
-    let cfg = config(&mosquitto, reference.path(), &fleet, "backfill-reference");
-    let service = in_process::subscribed(cfg, "backfill-reference").await;
-    let everything: Vec<&v1::TelemetryBatch> = all.iter().collect();
-    let n = everything.len() as u64;
-    feed(
-        &service,
-        &mosquitto,
-        "backfill-ref-sim",
-        encoded(&everything),
-        n,
-    )
-    .await;
-    service.shutdown.cancel();
-    service.task.await.unwrap().unwrap();
+    let reference_db = s.reference(reference.path()).await;
 
-    // Live until day 85: the others; `joined` from day 80 on; `fresh` not.
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&mosquitto, dir.path(), &fleet, "backfill-fleet");
-    let config_file = dir.path().join("fleetpulse.toml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "[mqtt]\nhost = \"{}\"\nport = {}\nclient_id = \"backfill-cli\"\n",
-            mosquitto.host(),
-            mosquitto.port()
-        ),
-    )
-    .unwrap();
+    let (cfg, config_file) = s.service_config(dir.path());
     let service = in_process::subscribed(cfg, "backfill-fleet").await;
-    let live_before: Vec<&v1::TelemetryBatch> = (all.iter())
-        .filter(|b| first_at(b) < day85)
-        .filter(|b| &b.customer_id != fresh && (&b.customer_id != joined || first_at(b) >= day80))
-        .collect();
-    let mut handled = live_before.len() as u64;
+    let live = s.live_before();
+    let mut handled = live.len() as u64;
     feed(
         &service,
-        &mosquitto,
+        &s.mosquitto,
         "backfill-sim-1",
-        encoded(&live_before),
+        encoded(&live),
         handled,
     )
     .await;
     assert_eq!(service.metrics.rejected_total(), 0);
 
-    // The histories: `fresh`'s recorded batches, `joined`'s readings as CSV.
-    let recorded = dir.path().join("fresh.binpb");
-    let fresh_history: Vec<&v1::TelemetryBatch> = (all.iter())
-        .filter(|b| &b.customer_id == fresh && first_at(b) < day85)
-        .collect();
-    fleetpulse::backfill::write_batches(&recorded, fresh_history.iter().copied()).unwrap();
-    let csv = dir.path().join("joined.csv");
-    let joined_history: Vec<&v1::TelemetryBatch> = (all.iter())
-        .filter(|b| &b.customer_id == joined && first_at(b) < day80)
-        .collect();
-    readings_csv(&csv, &joined_history);
-    let output = backfill(&config_file, &[&recorded, &csv]);
+    let (files, sent) = s.histories(dir.path());
+    let files: Vec<&Path> = files.iter().map(|f| f.as_path()).collect();
+    let output = backfill(&config_file, &files);
     let said = String::from_utf8_lossy(&output.stdout).to_string()
         + &String::from_utf8_lossy(&output.stderr);
     println!("{said}");
-    assert!(said.contains(fresh) && said.contains(joined), "{said}");
-    let sent = fleetpulse::backfill::history(
-        &fleetpulse::backfill::BackfillArgs {
-            files: vec![recorded.clone(), csv.clone()],
-            config: config_file.clone(),
-            customer: Vec::new(),
-            username: None,
-            password_env: None,
-            unit_epoch: 1,
-        },
-        &Default::default(),
-    )
-    .unwrap()
-    .len() as u64;
+    assert!(
+        said.contains(&s.fresh) && said.contains(&s.joined),
+        "{said}"
+    );
     handled += sent;
     settle(&service, handled).await;
-    let refused: Vec<_> = (RejectReason::ALL.iter())
-        .map(|r| (r.as_str(), service.metrics.rejected(*r)))
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    assert!(refused.is_empty(), "refused: {refused:?}");
+    assert!(
+        refusals(&service).is_empty(),
+        "refused: {:?}",
+        refusals(&service)
+    );
     // All late but the newest hours, within the allowed lateness of the
     // live fleet's watermark: those are taken in live.
     let late = service.metrics.late_admitted.load(Relaxed);
@@ -246,60 +312,109 @@ async fn a_backfilled_history_equals_the_live_run_over_it() {
 
     // A customer live since day 0: its first days are pruned from the
     // archive; a history of it is refused, saying why.
-    let old_history: Vec<&v1::TelemetryBatch> = (all.iter())
-        .filter(|b| &b.customer_id == old && first_at(b) < start + DAY_MS)
+    let old_history: Vec<&v1::TelemetryBatch> = (s.all.iter())
+        .filter(|b| b.customer_id == s.old && first_at(b) < s.day80 - 79 * DAY_MS)
         .collect();
     let again = dir.path().join("old.csv");
     readings_csv(&again, &old_history);
     backfill(&config_file, &[&again]);
-    let refused_n = fleetpulse::backfill::history(
-        &fleetpulse::backfill::BackfillArgs {
-            files: vec![again.clone()],
-            config: config_file.clone(),
-            customer: Vec::new(),
-            username: None,
-            password_env: None,
-            unit_epoch: 1,
-        },
-        &Default::default(),
-    )
-    .unwrap()
-    .len() as u64;
-    handled += refused_n;
+    let refused = batches_in(std::slice::from_ref(&again));
+    handled += refused;
     settle(&service, handled).await;
-    assert_eq!(service.metrics.rejected(RejectReason::TooLate), refused_n);
+    assert_eq!(service.metrics.rejected(RejectReason::TooLate), refused);
     let letters = std::fs::read_to_string(dir.path().join("dead-letters.jsonl")).unwrap();
+    let why = format!("backfill of customer `{}` refused", s.old);
     assert!(
-        letters.contains(&format!("backfill of customer `{old}` refused"))
-            && letters.contains("pruned"),
+        letters.contains(&why) && letters.contains("pruned"),
         "{letters}"
     );
 
-    // Then everyone live to the end.
-    let live_after: Vec<&v1::TelemetryBatch> =
-        all.iter().filter(|b| first_at(b) >= day85).collect();
-    handled += live_after.len() as u64;
+    let live = s.live_after();
+    handled += live.len() as u64;
     feed(
         &service,
-        &mosquitto,
+        &s.mosquitto,
         "backfill-sim-2",
-        encoded(&live_after),
+        encoded(&live),
         handled,
     )
     .await;
     service.shutdown.cancel();
     service.task.await.unwrap().unwrap();
 
-    let (db, reference_db) = (
-        dir.path().join("kpi.sqlite"),
-        reference.path().join("kpi.sqlite"),
-    );
-    for customer in [fresh, joined] {
+    for customer in [&s.fresh, &s.joined] {
         let (rows, _) = rows(&reference_db, "health");
         assert!(
             rows.keys().any(|k| k.contains(customer.as_str())),
             "{customer}"
         );
     }
-    assert_same_as_in_order(&db, &reference_db);
+    assert_same_as_in_order(&dir.path().join("kpi.sqlite"), &reference_db);
+}
+
+/// The worst moments for an operator's backfill: the service stops right
+/// after the history is sent (archived, not yet restated), and the
+/// operator, unsure, sends it all again after the restart. Nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_before_the_restatement_and_a_second_backfill_change_nothing() {
+    let s = Scenario::new();
+    let reference = tempfile::tempdir().unwrap();
+    let reference_db = s.reference(reference.path()).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, config_file) = s.service_config(dir.path());
+    let service = in_process::subscribed(cfg.clone(), "backfill-fleet").await;
+    let live = s.live_before();
+    let handled = live.len() as u64;
+    feed(
+        &service,
+        &s.mosquitto,
+        "backfill-sim-1",
+        encoded(&live),
+        handled,
+    )
+    .await;
+
+    let (files, sent) = s.histories(dir.path());
+    let files: Vec<&Path> = files.iter().map(|f| f.as_path()).collect();
+    backfill(&config_file, &files);
+    let metrics = service.metrics.clone();
+    support::poll::wait_for("the history handled", move || {
+        metrics.handled() >= handled + sent
+    })
+    .await;
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+
+    let service = in_process::subscribed(cfg, "backfill-fleet").await;
+    backfill(&config_file, &files);
+    settle(&service, sent).await;
+    // The second copy: the newest sequences of each unit are refused as
+    // replayed, the older ones are in the archive already.
+    let refused = refusals(&service);
+    assert!(
+        refused
+            .iter()
+            .all(|(reason, _)| *reason == "sequence_replayed"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        service.metrics.late_admitted.load(Relaxed),
+        0,
+        "nothing new"
+    );
+
+    let live = s.live_after();
+    let handled = service.metrics.handled() + live.len() as u64;
+    feed(
+        &service,
+        &s.mosquitto,
+        "backfill-sim-2",
+        encoded(&live),
+        handled,
+    )
+    .await;
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+    assert_same_as_in_order(&dir.path().join("kpi.sqlite"), &reference_db);
 }
