@@ -27,6 +27,9 @@ pub struct JourneyRequest {
     /// The restatement covers the windows ending by this: at least every
     /// window the live journey has taken in.
     pub through: EventTime,
+    /// The customer's definition to fold with (a changed customers file);
+    /// `None`: the live journey's.
+    pub spec: Option<crate::customer::CustomerSpec>,
 }
 
 /// What the operator did with a request.

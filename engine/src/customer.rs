@@ -55,7 +55,7 @@ pub struct Contract {
 }
 
 /// Everything the customer-success logic needs of one customer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CustomerSpec {
     /// Id, as in the telemetry topic.
     pub id: Id,

@@ -22,6 +22,7 @@ pub mod logging;
 pub mod metrics;
 pub mod privacy;
 pub mod progress;
+pub mod recompute;
 pub mod records;
 pub mod replay;
 pub mod report;

@@ -61,6 +61,11 @@ enum Command {
     /// computed again from its first reading: `fleetpulse backfill
     /// history.csv -c fleetpulse.toml`.
     Backfill(fleetpulse::backfill::BackfillArgs),
+    /// Fold a customer's journey again from a date with its definition in
+    /// the customers file (the service also does it when the file changes):
+    /// `fleetpulse recompute --customer acme --from 2026-03-01 -c
+    /// fleetpulse.toml`.
+    Recompute(fleetpulse::recompute::RecomputeArgs),
     /// Write a customer's business-review report (self-contained HTML:
     /// outcomes, adoption, milestones, time to value) from the SQLite store.
     Report(fleetpulse::report::ReportArgs),
@@ -138,6 +143,7 @@ fn main() -> anyhow::Result<()> {
             Command::Bench { args } => bench(args),
             Command::Replay(args) => fleetpulse::replay::run(&args).await.map(|_| ()),
             Command::Backfill(args) => fleetpulse::backfill::run(&args).await.map(|_| ()),
+            Command::Recompute(args) => fleetpulse::recompute::run(&args).map(|_| ()),
             Command::Report(args) => fleetpulse::report::run(args),
             Command::Users(args) => fleetpulse::http::auth::cli::run(args),
             Command::Touchpoints(args) => fleetpulse::touchpoints::cli::run(args),

@@ -80,6 +80,13 @@ pub struct Expression {
     tree: Arc<Node>,
 }
 
+/// Two expressions are the same when their source is.
+impl PartialEq for Expression {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
 impl Expression {
     /// Parses and checks `source`.
     pub fn parse(source: &str) -> Result<Self, ExpressionError> {
@@ -165,7 +172,7 @@ impl Expression {
 }
 
 /// One customer-defined outcome.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OutcomeSpec {
     /// Name, unique per customer.
     pub name: Id,

@@ -298,7 +298,7 @@ fn adopt(
         .filter(|r| window_end(r).is_some_and(|end| end <= observed))
         .collect();
     let until = t.journey.last_day_end();
-    let spec = t.journey.spec().clone();
+    let spec = request.spec.unwrap_or_else(|| t.journey.spec().clone());
     let refolded = refold(config, spec, request.base, records, until);
     if refolded.journey.last_day_end() != until {
         return JourneyAnswer::Behind;
@@ -332,7 +332,7 @@ fn adopt_backfilled(
         .filter(|r| window_end(r).is_some_and(|end| end <= observed))
         .collect();
     let until = observed.min(latest_seen);
-    let spec = t.journey.spec().clone();
+    let spec = request.spec.unwrap_or_else(|| t.journey.spec().clone());
     let refolded = refold(config, spec, request.base, records, Some(until));
     t.journey = refolded.journey;
     t.observed = observed;

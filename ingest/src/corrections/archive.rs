@@ -17,7 +17,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use fleetpulse_engine::{AlertRecord, DeviceBatch, EventTime, Id, JourneyState};
+use fleetpulse_engine::{
+    AlertRecord, CustomerKpi, DeviceBatch, DeviceKpi, EventTime, Id, JourneyState, Output,
+};
 use rusqlite::{Connection, OptionalExtension, params};
 
 const DAY_MS: u64 = 86_400_000;
@@ -67,6 +69,25 @@ const STATE_SCHEMA: &str = "
         first_live_at INTEGER,
         cut INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS journey_windows (
+        customer TEXT NOT NULL,
+        window_end INTEGER NOT NULL,
+        window TEXT NOT NULL,
+        body BLOB NOT NULL,
+        PRIMARY KEY (customer, window_end, window)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS journey_devices (
+        customer TEXT NOT NULL,
+        day_end INTEGER NOT NULL,
+        device TEXT NOT NULL,
+        last_seen INTEGER NOT NULL,
+        PRIMARY KEY (customer, day_end, device)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS recomputes (
+        customer TEXT PRIMARY KEY,
+        from_ms INTEGER NOT NULL,
+        generation INTEGER NOT NULL
+    ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS pending (
         customer TEXT PRIMARY KEY,
         from_ms INTEGER NOT NULL,
@@ -113,6 +134,18 @@ pub struct Pending {
     pub generation: u64,
 }
 
+/// A customer whose journey is folded again from its kept inputs, from
+/// `from` (its definition changed, or an operator asked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recompute {
+    /// The customer.
+    pub customer: Id,
+    /// The first day folded again starts at or before this.
+    pub from: EventTime,
+    /// Raised by every request: a pass only clears the row it read.
+    pub generation: u64,
+}
+
 /// The archive directory.
 pub struct Archive {
     dir: PathBuf,
@@ -136,8 +169,11 @@ pub struct Held {
 
 fn open(path: &Path, schema: &str) -> Result<Connection, ArchiveError> {
     let conn = Connection::open(path).map_err(|e| fail(path, e))?;
+    // A busy wait: `fleetpulse recompute` writes to a running service's
+    // state file.
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; {schema}"
+        "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+         {schema}"
     ))
     .map_err(|e| fail(path, e))?;
     Ok(conn)
@@ -701,6 +737,153 @@ impl Archive {
             .transpose()
     }
 
+    /// Keeps what the customers' journeys fold, for the contract's
+    /// lifetime: every customer window, and each device's last reading of
+    /// each day (`day`: the day window's name). A recompute folds a journey
+    /// again from them.
+    pub fn keep_inputs(&mut self, records: &[Output], day: &str) -> Result<(), ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        let tx = self.state.transaction().map_err(|e| fail(&path, e))?;
+        {
+            let mut windows = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO journey_windows (customer, window_end, window, body) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(|e| fail(&path, e))?;
+            let mut devices = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO journey_devices (customer, day_end, device, last_seen) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(|e| fail(&path, e))?;
+            for record in records {
+                match record {
+                    Output::Customer(k) => {
+                        // With what the stores leave out and the journey reads.
+                        let whole = (k, k.first_seen, &k.operator_hours, k.advanced_features);
+                        let body = bincode::serialize(&whole).expect("a window serialises");
+                        let row = (&*k.customer, k.window_end as i64, &*k.window, body);
+                        windows.execute(row).map_err(|e| fail(&path, e))?;
+                    }
+                    Output::Device(d) if &*d.window == day => {
+                        let row = (&*d.customer, d.window_end as i64, &*d.device);
+                        let row = (row.0, row.1, row.2, d.last_seen as i64);
+                        devices.execute(row).map_err(|e| fail(&path, e))?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        tx.commit().map_err(|e| fail(&path, e))
+    }
+
+    /// What `customer`'s journey folded after `after` (exclusive), as the
+    /// records it folds: customer windows, and device rollups of the day
+    /// window `day` that carry what the journey reads of them.
+    pub fn inputs(
+        &self,
+        customer: &str,
+        after: EventTime,
+        day: &Id,
+    ) -> Result<Vec<Output>, ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        let after = after.min(i64::MAX as u64) as i64;
+        let mut out = Vec::new();
+        let mut select = (self.state.prepare_cached(
+            "SELECT body FROM journey_windows WHERE customer = ?1 AND window_end > ?2",
+        ))
+        .map_err(|e| fail(&path, e))?;
+        let rows = (select.query_map(params![customer, after], |r| r.get::<_, Vec<u8>>(0)))
+            .map_err(|e| fail(&path, e))?;
+        for body in rows {
+            let body = body.map_err(|e| fail(&path, e))?;
+            let (mut kpi, first_seen, operator_hours, advanced_features): (CustomerKpi, _, _, _) =
+                bincode::deserialize(&body).map_err(|e| fail(&path, format!("window: {e}")))?;
+            kpi.first_seen = first_seen;
+            kpi.operator_hours = operator_hours;
+            kpi.advanced_features = advanced_features;
+            out.push(Output::Customer(kpi));
+        }
+        let mut select = (self.state.prepare_cached(
+            "SELECT day_end, device, last_seen FROM journey_devices \
+             WHERE customer = ?1 AND day_end > ?2",
+        ))
+        .map_err(|e| fail(&path, e))?;
+        let rows = select
+            .query_map(params![customer, after], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(|e| fail(&path, e))?;
+        for row in rows {
+            let (day_end, device, last_seen) = row.map_err(|e| fail(&path, e))?;
+            out.push(Output::Device(DeviceKpi {
+                customer: customer.into(),
+                device: device.into(),
+                window: day.clone(),
+                window_end: day_end as u64,
+                last_seen: last_seen as u64,
+                ..DeviceKpi::default()
+            }));
+        }
+        Ok(out)
+    }
+
+    /// The end of `customer`'s first day whose inputs are kept.
+    pub fn first_input(&self, customer: &str) -> Result<Option<EventTime>, ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        self.state
+            .query_row(
+                "SELECT MIN(window_end) FROM journey_windows WHERE customer = ?1",
+                params![customer],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map(|v| v.map(|v| v as u64))
+            .map_err(|e| fail(&path, e))
+    }
+
+    /// Asks for `customer`'s journey to be folded again from `from`
+    /// (merged with a request not done yet: the earlier start).
+    pub fn note_recompute(&mut self, customer: &str, from: EventTime) -> Result<(), ArchiveError> {
+        note_recompute(&self.state, &self.dir.join("state.sqlite"), customer, from)
+    }
+
+    /// The recomputes asked for.
+    pub fn recomputes(&self) -> Result<Vec<Recompute>, ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        let mut select = (self.state.prepare_cached(
+            "SELECT customer, from_ms, generation FROM recomputes ORDER BY customer",
+        ))
+        .map_err(|e| fail(&path, e))?;
+        let rows = select
+            .query_map([], |r| {
+                Ok(Recompute {
+                    customer: r.get::<_, String>(0)?.into(),
+                    from: r.get::<_, i64>(1)? as u64,
+                    generation: r.get::<_, i64>(2)? as u64,
+                })
+            })
+            .map_err(|e| fail(&path, e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| fail(&path, e))
+    }
+
+    /// A recompute was written to every store: its row goes, unless asked
+    /// again since.
+    pub fn recomputed(&mut self, done: &Recompute) -> Result<(), ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        self.state
+            .execute(
+                "DELETE FROM recomputes WHERE customer = ?1 AND generation = ?2",
+                params![&*done.customer, done.generation as i64],
+            )
+            .map_err(|e| fail(&path, e))?;
+        Ok(())
+    }
+
     /// Keeps alert transitions (the newest of an episode replaces it), so a
     /// restatement can tell the episodes that no longer happened.
     pub fn keep_alerts(&mut self, alerts: &[AlertRecord]) -> Result<(), ArchiveError> {
@@ -747,6 +930,38 @@ impl Archive {
     pub fn days(&self) -> usize {
         self.days.len()
     }
+}
+
+/// Asks the service whose archive is in `dir` to fold `customer`'s journey
+/// again from `from` (`fleetpulse recompute`; a running service picks it up
+/// within a second, a stopped one at its start).
+pub fn request_recompute(dir: &Path, customer: &str, from: EventTime) -> Result<(), ArchiveError> {
+    let path = dir.join("state.sqlite");
+    if !path.exists() {
+        return Err(fail(
+            &path,
+            "no archive here: the service has not run with engine.correction_horizon and this [wal] dir",
+        ));
+    }
+    let state = open(&path, STATE_SCHEMA)?;
+    note_recompute(&state, &path, customer, from)
+}
+
+fn note_recompute(
+    state: &Connection,
+    path: &Path,
+    customer: &str,
+    from: EventTime,
+) -> Result<(), ArchiveError> {
+    state
+        .execute(
+            "INSERT INTO recomputes (customer, from_ms, generation) VALUES (?1, ?2, 1) \
+             ON CONFLICT (customer) DO UPDATE SET \
+               from_ms = MIN(from_ms, excluded.from_ms), generation = generation + 1",
+            params![customer, from.min(i64::MAX as u64) as i64],
+        )
+        .map_err(|e| fail(path, e))?;
+    Ok(())
 }
 
 #[cfg(test)]

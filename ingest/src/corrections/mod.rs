@@ -31,11 +31,11 @@ use fleetpulse_engine::adoption::{JourneyAnswer, JourneyRequest};
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
 use fleetpulse_engine::restatement::{Restatement, journey_records, refold};
 use fleetpulse_engine::{
-    AlertRecord, DeviceBatch, EngineConfig, EventTime, Id, JourneyState, Output,
+    AlertRecord, CustomerSpec, DeviceBatch, EngineConfig, EventTime, Id, JourneyState, Output,
 };
 use tokio::sync::{mpsc, oneshot};
 
-pub use archive::{Archive, ArchiveError, Held, Pending};
+pub use archive::{Archive, ArchiveError, Held, Pending, Recompute, request_recompute};
 
 use crate::metrics::IngestMetrics;
 
@@ -48,8 +48,26 @@ const ZONE_SLACK_MS: u64 = 14 * 3_600_000;
 pub struct Restated {
     /// The records, revision above 0.
     pub records: Vec<Output>,
-    /// The passes: (pending row read, whether it was the final pass).
-    pub passes: Vec<(Pending, bool)>,
+    /// The passes it completes.
+    pub passes: Vec<Pass>,
+}
+
+/// A pass, confirmed to the archive once every store wrote its records.
+#[derive(Debug, Clone)]
+pub enum Pass {
+    /// Late data's: the pending row read, and whether it was the final pass.
+    Late(Pending, bool),
+    /// A journey folded again from its kept inputs.
+    Recompute(Recompute),
+}
+
+impl Pass {
+    fn customer(&self) -> &Id {
+        match self {
+            Pass::Late(pending, _) => &pending.customer,
+            Pass::Recompute(r) => &r.customer,
+        }
+    }
 }
 
 enum Command {
@@ -70,9 +88,12 @@ enum Command {
         checkpoint: EventTime,
     },
     /// Every store wrote these passes.
-    Passed(Vec<(Pending, bool)>),
+    Passed(Vec<Pass>),
     /// Alert transitions the engine emitted.
-    Alerts(Vec<AlertRecord>),
+    Emitted(Arc<[Output]>),
+    /// The customers file changed: the definitions to fold with from now
+    /// on; a changed customer's journey is folded again.
+    Customers(std::collections::HashMap<String, CustomerSpec>),
     /// Answers once every command before it is durable (`false`: it is not).
     Sync(oneshot::Sender<bool>),
     /// The engine finished and emitted every window (the last ones
@@ -253,16 +274,20 @@ impl Corrections {
         });
     }
 
-    /// Alert transitions the engine emitted (a restatement retracts those
-    /// that no longer happen).
-    pub fn alerts(&self, alerts: Vec<AlertRecord>) {
-        if !alerts.is_empty() {
-            let _ = self.commands.send(Command::Alerts(alerts));
-        }
+    /// Records on their way to the stores: alert transitions (a
+    /// restatement retracts those that no longer happen) and what journeys
+    /// fold (kept for a recompute).
+    pub fn emitted(&self, records: Arc<[Output]>) {
+        let _ = self.commands.send(Command::Emitted(records));
+    }
+
+    /// The customers file changed: these are the definitions now.
+    pub fn customers(&self, specs: std::collections::HashMap<String, CustomerSpec>) {
+        let _ = self.commands.send(Command::Customers(specs));
     }
 
     /// Every store wrote these passes.
-    pub fn passed(&self, passes: Vec<(Pending, bool)>) {
+    pub fn passed(&self, passes: Vec<Pass>) {
         let _ = self.commands.send(Command::Passed(passes));
     }
 
@@ -299,7 +324,11 @@ fn run(
         .unwrap_or(0);
     let mut pruned_before: EventTime = 0;
     let mut failing = false;
-    let mut state = Passes::default();
+    let mut state = Passes {
+        specs: settings.engine.customers.clone(),
+        day: settings.engine.day_window().map(|d| d.name.clone()),
+        ..Passes::default()
+    };
     loop {
         let first = match commands.recv_timeout(std::time::Duration::from_millis(100)) {
             Ok(command) => command,
@@ -353,6 +382,9 @@ fn run(
                             {
                                 tracing::error!(error = %e, "restatement failed; retried");
                             }
+                            if let Err(e) = recomputes(&mut archive, &settings, &mut state) {
+                                tracing::error!(error = %e, "recompute failed; retried");
+                            }
                             // A pending restatement (a backfill's, older than the
                             // horizon) keeps the days it reads until its rows go.
                             let keep_from = match archive.pending() {
@@ -381,14 +413,24 @@ fn run(
                                 pruned_before = keep_from;
                             }
                         }
-                        Command::Alerts(alerts) => {
-                            if let Err(e) = archive.keep_alerts(&alerts) {
-                                tracing::error!(error = %e, "cannot keep alerts");
+                        Command::Emitted(records) => {
+                            let day = state.day.as_deref();
+                            if let Err(e) = keep(&mut archive, day, &records) {
+                                tracing::error!(error = %e, "cannot keep alerts and journey inputs");
+                            }
+                        }
+                        Command::Customers(specs) => {
+                            if let Err(e) = redefine(&mut archive, &settings, &mut state, specs) {
+                                tracing::error!(error = %e, "cannot note the customers to recompute");
                             }
                         }
                         Command::Passed(done) => {
-                            for (pending, last) in done {
-                                if let Err(e) = archive.passed(&pending, last) {
+                            for pass in done {
+                                let marked = match &pass {
+                                    Pass::Late(pending, last) => archive.passed(pending, *last),
+                                    Pass::Recompute(r) => archive.recomputed(r),
+                                };
+                                if let Err(e) = marked {
                                     tracing::error!(error = %e, "cannot mark a restatement done");
                                 }
                             }
@@ -491,12 +533,15 @@ struct Passes {
     asked: Vec<Asked>,
     /// Passes the fan-out has not taken yet, oldest first.
     ready: std::collections::VecDeque<Restated>,
+    /// The customers' definitions (the customers file, as reloaded).
+    specs: std::collections::HashMap<String, CustomerSpec>,
+    /// The day window's name.
+    day: Option<Id>,
 }
 
 /// A pass whose journey the live operator folds again.
 struct Asked {
-    pending: Pending,
-    last: bool,
+    pass: Pass,
     floor: EventTime,
     records: Vec<Output>,
     answer: std_mpsc::Receiver<JourneyAnswer>,
@@ -524,14 +569,15 @@ fn passes(
             || state
                 .asked
                 .iter()
-                .any(|a| a.pending.customer == pending.customer)
+                .any(|a| *a.pass.customer() == pending.customer)
         {
             continue; // Nothing of it closed yet, or a pass under way.
         }
         let (records, floor) = windows(archive, settings, &pending, bound)?;
         let engine = &settings.engine;
         let day = engine.day_window().map(|d| d.name.clone());
-        let Some((spec, day)) = engine.customers.get(&*pending.customer).zip(day) else {
+        let spec = state.specs.get(&*pending.customer).cloned();
+        let Some((spec, day)) = spec.zip(day) else {
             // No journey to fold: the windows the engine emitted only.
             let records = records
                 .into_iter()
@@ -539,7 +585,7 @@ fn passes(
                 .collect();
             state.ready.push_back(Restated {
                 records,
-                passes: vec![(pending, last)],
+                passes: vec![Pass::Late(pending, last)],
             });
             continue;
         };
@@ -548,16 +594,19 @@ fn passes(
         if flush {
             let until = archive.journey_at(&pending.customer, EventTime::MAX)?;
             let until = until.and_then(|s| s.last_day_end);
-            let refolded = refold(engine, spec.clone(), base, folded, until);
+            let refolded = refold(engine, spec, base, folded, until);
             let answer = JourneyAnswer::Adopted {
                 outputs: refolded.outputs,
                 days: refolded.days,
                 observed: EventTime::MAX,
             };
-            if let Some(records) = complete(archive, &pending.customer, floor, records, answer)? {
+            let day = Some(&*day);
+            if let Some(records) =
+                complete(archive, day, &pending.customer, floor, records, answer)?
+            {
                 state.ready.push_back(Restated {
                     records,
-                    passes: vec![(pending, last)],
+                    passes: vec![Pass::Late(pending, last)],
                 });
             }
             continue;
@@ -567,17 +616,126 @@ fn passes(
             base,
             records: folded,
             through: bound,
+            spec: None,
         };
         let answer = engine.adoptions.submit(request);
         state.asked.push(Asked {
-            pending,
-            last,
+            pass: Pass::Late(pending, last),
             floor,
             records,
             answer,
             since: std::time::Instant::now(),
         });
     }
+    Ok(())
+}
+
+/// Starts a pass for every recompute asked for (a changed definition, or
+/// `fleetpulse recompute`): the customer's journey folded again, with its
+/// definition in the customers file, from the start of the day of the
+/// request's `from`, over the inputs kept for it.
+fn recomputes(
+    archive: &mut Archive,
+    settings: &Settings,
+    state: &mut Passes,
+) -> Result<(), ArchiveError> {
+    let engine = &settings.engine;
+    let Some(day) = engine.day_window() else {
+        return Ok(());
+    };
+    for r in archive.recomputes()? {
+        if (state.asked.iter()).any(|a| *a.pass.customer() == r.customer) {
+            continue;
+        }
+        let Some(spec) = state.specs.get(&*r.customer).cloned() else {
+            tracing::warn!(customer = %r.customer, "recompute of a customer not in the customers file: dropped");
+            archive.recomputed(&r)?;
+            continue;
+        };
+        let floor = engine.window_bounds(day, &r.customer, r.from).0;
+        let base = archive.journey_at(&r.customer, floor)?;
+        let after = base.as_ref().and_then(|b| b.last_day_end).unwrap_or(0);
+        let records = archive.inputs(&r.customer, after, &day.name)?;
+        let Some(through) = records.iter().map(window_end).max() else {
+            tracing::warn!(customer = %r.customer, "recompute: nothing kept to fold again from");
+            archive.recomputed(&r)?;
+            continue;
+        };
+        tracing::info!(customer = %r.customer, from = floor, windows = records.len(), "journey folded again");
+        let request = JourneyRequest {
+            customer: r.customer.clone(),
+            base,
+            records,
+            through,
+            spec: Some(spec),
+        };
+        let answer = engine.adoptions.submit(request);
+        state.asked.push(Asked {
+            pass: Pass::Recompute(r),
+            floor,
+            records: Vec::new(),
+            answer,
+            since: std::time::Instant::now(),
+        });
+    }
+    Ok(())
+}
+
+/// Keeps what the stores are about to get that a later pass needs: alert
+/// transitions, and what journeys fold.
+fn keep(archive: &mut Archive, day: Option<&str>, records: &[Output]) -> Result<(), ArchiveError> {
+    let alerts: Vec<AlertRecord> = (records.iter())
+        .filter_map(|r| match r {
+            Output::Alert(a) => Some(a.clone()),
+            _ => None,
+        })
+        .collect();
+    if !alerts.is_empty() {
+        archive.keep_alerts(&alerts)?;
+    }
+    match day {
+        Some(day) => archive.keep_inputs(records, day),
+        None => Ok(()),
+    }
+}
+
+/// The customers file changed: later passes fold with the new definitions,
+/// and each customer whose definition changed is recomputed from its first
+/// kept day. A new time zone would move every day: it needs a restart, as
+/// does a customer added or removed.
+fn redefine(
+    archive: &mut Archive,
+    settings: &Settings,
+    state: &mut Passes,
+    mut specs: std::collections::HashMap<String, CustomerSpec>,
+) -> Result<(), ArchiveError> {
+    let engine = &settings.engine;
+    for (id, old) in &state.specs {
+        let Some(new) = specs.get(id) else {
+            tracing::warn!(customer = %id, "customer removed from the customers file: kept until a restart");
+            specs.insert(id.clone(), old.clone());
+            continue;
+        };
+        if new == old {
+            continue;
+        }
+        if new.timezone != old.timezone {
+            tracing::warn!(customer = %id, "time zone changed in the customers file: the service keeps the old one until a restart");
+            specs.insert(id.clone(), old.clone());
+            continue;
+        }
+        let from = archive.first_input(id)?.unwrap_or(0);
+        archive.note_recompute(id, from.saturating_sub(1))?;
+        tracing::info!(customer = %id, "definition changed in the customers file: its journey is folded again");
+    }
+    specs.retain(|id, _| {
+        let known = engine.customers.contains_key(id);
+        if !known {
+            tracing::warn!(customer = %id, "customer added to the customers file: its telemetry is taken in after a restart");
+        }
+        known
+    });
+    state.specs = specs;
     Ok(())
 }
 
@@ -599,16 +757,16 @@ fn answered(archive: &mut Archive, state: &mut Passes) -> Result<(), ArchiveErro
             Err(_) => continue,
         };
         let Asked {
-            pending,
-            last,
+            pass,
             floor,
             records,
             ..
         } = asked;
-        if let Some(records) = complete(archive, &pending.customer, floor, records, answer)? {
+        let day = state.day.as_deref();
+        if let Some(records) = complete(archive, day, pass.customer(), floor, records, answer)? {
             state.ready.push_back(Restated {
                 records,
-                passes: vec![(pending, last)],
+                passes: vec![pass],
             });
         }
     }
@@ -675,6 +833,7 @@ fn windows(
 /// episodes it no longer raises. `None` when the live journey was ahead.
 fn complete(
     archive: &mut Archive,
+    day: Option<&str>,
     customer: &Id,
     floor: EventTime,
     mut records: Vec<Output>,
@@ -695,13 +854,7 @@ fn complete(
     let retracted = retractions(archive.alerts_after(customer, floor)?, &outputs);
     records.extend(outputs);
     records.extend(retracted);
-    let alerts: Vec<AlertRecord> = (records.iter())
-        .filter_map(|r| match r {
-            Output::Alert(a) => Some(a.clone()),
-            _ => None,
-        })
-        .collect();
-    archive.keep_alerts(&alerts)?;
+    keep(archive, day, &records)?;
     Ok(Some(records))
 }
 

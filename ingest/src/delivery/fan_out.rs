@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use super::checkpoint::record_time;
 use super::devices::Schedule;
 use super::ledger::Ledger;
-use crate::corrections::{Corrections, Pending, Restated};
+use crate::corrections::{Corrections, Pass, Restated};
 use crate::metrics::IngestMetrics;
 use crate::wal::Lsn;
 
@@ -98,8 +98,7 @@ impl FanOut {
             None => (None, None),
         };
         // Passes handed out, waiting for every store: (batches sent, passes).
-        let mut unconfirmed: std::collections::VecDeque<(u64, Vec<(Pending, bool)>)> =
-            Default::default();
+        let mut unconfirmed: std::collections::VecDeque<(u64, Vec<Pass>)> = Default::default();
         // Passes whose records the engine may still emit live versions of:
         // they go out after those, so the stores keep the restated ones.
         let mut held: Vec<Restated> = Vec::new();
@@ -150,15 +149,6 @@ impl FanOut {
                     if records.is_empty() {
                         continue;
                     }
-                    if let Some(corrections) = &corrections {
-                        let alerts = (records.iter())
-                            .filter_map(|r| match r {
-                                Output::Alert(a) => Some(a.clone()),
-                                _ => None,
-                            })
-                            .collect();
-                        corrections.alerts(alerts);
-                    }
                     self.metrics
                         .records_emitted
                         .fetch_add(records.len() as u64, Relaxed);
@@ -166,6 +156,9 @@ impl FanOut {
                         probe.records_emitted(records.len());
                     }
                     let records: Arc<[Output]> = records.into();
+                    if let Some(corrections) = &corrections {
+                        corrections.emitted(records.clone());
+                    }
                     for sink in &self.sinks {
                         if sink.send(records.clone()).await.is_err() {
                             tracing::error!("a sink stopped; its records are not written");
@@ -201,7 +194,7 @@ impl FanOut {
     async fn release(
         &self,
         held: &mut Vec<Restated>,
-        unconfirmed: &mut std::collections::VecDeque<(u64, Vec<(Pending, bool)>)>,
+        unconfirmed: &mut std::collections::VecDeque<(u64, Vec<Pass>)>,
         all: bool,
     ) {
         let before = self.ledger().emitted_before().unwrap_or(0);
@@ -219,7 +212,7 @@ impl FanOut {
     async fn restated(
         &self,
         pass: Restated,
-        unconfirmed: &mut std::collections::VecDeque<(u64, Vec<(Pending, bool)>)>,
+        unconfirmed: &mut std::collections::VecDeque<(u64, Vec<Pass>)>,
     ) {
         let n = pass.records.len() as u64;
         self.metrics
@@ -242,7 +235,7 @@ impl FanOut {
     fn confirm(
         &self,
         corrections: &Corrections,
-        unconfirmed: &mut std::collections::VecDeque<(u64, Vec<(Pending, bool)>)>,
+        unconfirmed: &mut std::collections::VecDeque<(u64, Vec<Pass>)>,
     ) {
         let written = self.written.iter().map(|w| w.load(Relaxed)).min();
         let written = written.unwrap_or(u64::MAX);

@@ -5,6 +5,7 @@
 //! sinks) within `shutdown_timeout`.
 
 mod parts;
+mod reload;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -244,6 +245,15 @@ pub async fn run(
         .transpose()
         .map_err(|e| ServiceError::Task(format!("dead-letter file: {e}")))?;
     let intake_stop = CancellationToken::new();
+    if let Some(corrections) = &corrections {
+        let watch = reload::watch(
+            config.clone(),
+            engine_config.clone(),
+            corrections.clone(),
+            intake_stop.clone(),
+        );
+        tasks.spawn(watch);
+    }
     let parts = IntakeParts {
         wal: writer,
         ledger,

@@ -1,0 +1,183 @@
+//! A changed definition restates the journey: a fleet runs live through
+//! real mosquitto into SQLite; halfway, one customer's outcome target is
+//! changed in the customers file. The service reloads the file by itself,
+//! folds that customer's journey again from its first day, and goes on
+//! with the new target: every journey row then equals a run that had the
+//! new target from the start. `fleetpulse recompute` from a date, asked of
+//! a stopped service, runs at its start and changes nothing more.
+
+mod support;
+
+use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+
+use fleetpulse::config::{ServiceConfig, WalConfig};
+use fleetpulse::sinks::SinkConfig;
+use fleetpulse::sinks::sqlite::SqliteConfig;
+use fleetpulse_proto::v1;
+use fleetpulse_sim::{Fleet, FleetSpec};
+use support::fleets::publish_options;
+use support::in_process;
+use support::servers::{Mosquitto, NO_LOSS};
+use support::tables::{assert_same_as_in_order, rows};
+
+const DAY_MS: i64 = 86_400_000;
+
+fn config(mosquitto: &Mosquitto, dir: &Path, client: &str) -> ServiceConfig {
+    let customers = dir.join("customers.toml");
+    let mut config = in_process::config(mosquitto.host(), mosquitto.port(), client, 2, &customers);
+    config.wal = Some(WalConfig {
+        dir: dir.join("wal"),
+        ..toml::from_str("dir = \"x\"").unwrap()
+    });
+    config.sinks = vec![SinkConfig::Sqlite(SqliteConfig {
+        path: dir.join("kpi.sqlite"),
+    })];
+    config
+}
+
+/// The fleet's customers file with the first customer's first outcome
+/// target doubled; the customer's id.
+fn changed_target(fleet: &Fleet, dir: &Path) -> (String, String) {
+    let path = dir.join("original.toml");
+    fleetpulse::sim::write_files(fleet, None, Some(&path)).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let customer = fleet.customers()[0].id.clone();
+    let at = text.find("target = ").unwrap();
+    let end = at + text[at..].find('\n').unwrap();
+    let target: f64 = text[at + "target = ".len()..end].parse().unwrap();
+    let changed = format!("{}target = {:?}{}", &text[..at], target * 2.0, &text[end..]);
+    assert!(text[..at].contains(&customer) && text[..at].matches("[[customer]]").count() == 1);
+    (changed, customer)
+}
+
+async fn feed(
+    service: &in_process::InProcess,
+    mosquitto: &Mosquitto,
+    client: &str,
+    batches: &[&v1::TelemetryBatch],
+    handled: u64,
+) {
+    let messages = (batches.iter())
+        .map(|b| {
+            let topic = fleetpulse_proto::telemetry_topic(&b.customer_id, &b.site_id, &b.device_id);
+            (topic, prost::Message::encode_to_vec(*b))
+        })
+        .collect::<Vec<_>>();
+    fleetpulse_sim::publish(publish_options(mosquitto, client), messages, |_| {})
+        .await
+        .unwrap();
+    let metrics = service.metrics.clone();
+    support::poll::wait_for("the messages handled", move || metrics.handled() >= handled).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+}
+
+fn first_at(b: &v1::TelemetryBatch) -> i64 {
+    b.samples.iter().map(|s| s.event_time_ms).min().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_outcome_target_restates_the_journey_from_its_first_day() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let fleet = Fleet::generate(&FleetSpec {
+        customers: 4,
+        devices: 16,
+        days: 40,
+        seed: 29,
+        ..FleetSpec::default()
+    });
+    let all: Vec<v1::TelemetryBatch> = fleet.messages_in_event_time().map(|m| m.batch).collect();
+    let everything: Vec<&v1::TelemetryBatch> = all.iter().collect();
+    let start = all.iter().map(first_at).min().unwrap();
+    let day25 = start + 25 * DAY_MS;
+
+    // The reference: the new target from the start.
+    let reference = tempfile::tempdir().unwrap();
+    let (changed, customer) = changed_target(&fleet, reference.path());
+    std::fs::write(reference.path().join("customers.toml"), &changed).unwrap();
+    let cfg = config(&mosquitto, reference.path(), "recompute-reference");
+    let service = in_process::subscribed(cfg, "recompute-reference").await;
+    let n = everything.len() as u64;
+    feed(&service, &mosquitto, "recompute-ref-sim", &everything, n).await;
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+    let reference_db = reference.path().join("kpi.sqlite");
+
+    // The old target for 25 days, then the file changed under the service.
+    let dir = tempfile::tempdir().unwrap();
+    let customers = dir.path().join("customers.toml");
+    fleetpulse::sim::write_files(&fleet, None, Some(&customers)).unwrap();
+    let cfg = config(&mosquitto, dir.path(), "recompute-fleet");
+    let service = in_process::subscribed(cfg.clone(), "recompute-fleet").await;
+    let before: Vec<&v1::TelemetryBatch> = (all.iter()).filter(|b| first_at(b) < day25).collect();
+    let mut handled = before.len() as u64;
+    feed(&service, &mosquitto, "recompute-sim-1", &before, handled).await;
+    let db = dir.path().join("kpi.sqlite");
+    let (outcomes_before, _) = rows(&db, "outcome");
+    assert_eq!(service.metrics.restatements.load(Relaxed), 0);
+
+    std::fs::write(&customers, &changed).unwrap();
+    let metrics = service.metrics.clone();
+    support::poll::wait_for("the recompute", move || {
+        metrics.restatements.load(Relaxed) >= 1
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let (outcomes_after, _) = rows(&db, "outcome");
+    let moved = (outcomes_before.iter())
+        .filter(|(key, row)| key.contains(&customer) && outcomes_after.get(*key) != Some(*row))
+        .count();
+    assert!(
+        moved > 0,
+        "the new target changed no stored outcome of {customer}"
+    );
+    let others_moved = (outcomes_before.iter())
+        .filter(|(key, row)| !key.contains(&customer) && outcomes_after.get(*key) != Some(*row))
+        .count();
+    assert_eq!(others_moved, 0, "other customers' outcomes changed");
+
+    let after: Vec<&v1::TelemetryBatch> = (all.iter()).filter(|b| first_at(b) >= day25).collect();
+    handled += after.len() as u64;
+    feed(&service, &mosquitto, "recompute-sim-2", &after, handled).await;
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+    assert_same_as_in_order(&db, &reference_db);
+
+    // `fleetpulse recompute` of a stopped service, from day 10, with the
+    // definition unchanged: done at the next start, and nothing moves.
+    let config_file = dir.path().join("fleetpulse.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "customers = {{ file = {:?} }}\n[wal]\ndir = {:?}\n",
+            customers.display().to_string(),
+            dir.path().join("wal").display().to_string()
+        ),
+    )
+    .unwrap();
+    let day10 = jiff::Timestamp::from_millisecond(start + 10 * DAY_MS)
+        .unwrap()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+        .args(["recompute", "--customer", &customer, "--from"])
+        .arg(day10.to_string())
+        .arg("-c")
+        .arg(&config_file)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{said}");
+    assert!(said.contains("requested"), "{said}");
+    let service = in_process::subscribed(cfg, "recompute-fleet").await;
+    let metrics = service.metrics.clone();
+    support::poll::wait_for("the recompute at start", move || {
+        metrics.restatements.load(Relaxed) >= 1
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+    assert_same_as_in_order(&db, &reference_db);
+}
