@@ -56,13 +56,25 @@ fn device(
     outage: std::ops::Range<u64>,
     upload: Upload,
 ) -> Vec<(u64, DeviceBatch)> {
+    device_from(T0, customer, id, hours, outage, upload)
+}
+
+/// [`device`] from `t0` on.
+fn device_from(
+    t0: u64,
+    customer: &str,
+    id: &str,
+    hours: u64,
+    outage: std::ops::Range<u64>,
+    upload: Upload,
+) -> Vec<(u64, DeviceBatch)> {
     let mut meter = 500.0;
     let mut out = Vec::new();
     let mut held = Vec::new();
     for h in 0..hours {
         let samples = (0..2)
             .map(|i| {
-                let at = T0 + h * HOUR_MS + i * 30 * MIN + 7 * MIN;
+                let at = t0 + h * HOUR_MS + i * 30 * MIN + 7 * MIN;
                 meter += 0.25 * ((h + i) % 3) as f64;
                 Sample {
                     at,
@@ -89,7 +101,7 @@ fn device(
         if outage.contains(&h) {
             held.push(batch);
         } else {
-            out.push((T0 + (h + 1) * HOUR_MS, batch));
+            out.push((t0 + (h + 1) * HOUR_MS, batch));
         }
     }
     match upload {
@@ -106,7 +118,7 @@ fn device(
         }
     }
     // After the reconnect hour's own batch, one a second.
-    let reconnect = T0 + (outage.end + 1) * HOUR_MS;
+    let reconnect = t0 + (outage.end + 1) * HOUR_MS;
     out.extend(
         held.into_iter()
             .enumerate()
@@ -195,6 +207,32 @@ fn a_26_hour_outage_is_restated_exactly_whatever_the_upload_order() {
             run_batches(config(), 1, 2 * HOUR_MS, fleet.into_iter().map(|(_, b)| b)).unwrap();
         assert!(!live.late.is_empty());
         assert_ne!(normalise(&live.outputs), expected);
+    }
+}
+
+/// Berlin's clocks go forward on 2026-03-29 (a 23-hour local day): an
+/// outage across it, its buffer uploaded late, is restated exactly, each
+/// customer's days in its own zone.
+#[test]
+fn an_outage_across_a_daylight_saving_day_is_restated_exactly() {
+    // 2026-03-27T00:00:00Z; the switch is at 01:00Z on the 29th.
+    let start = 1_774_569_600_000;
+    for upload in [Upload::InOrder, Upload::NewestFirst, Upload::Shuffled(11)] {
+        let mut fleet = device_from(start, "bolt", "exc-1", 120, 30..80, upload);
+        fleet.extend(device_from(start, "bolt", "exc-2", 120, 0..0, upload));
+        fleet.extend(device_from(start, "acme", "exc-1", 120, 40..75, upload));
+        let (restated, expected) = live_and_restated(fleet.clone(), 2);
+        assert_eq!(restated, expected, "{upload:?}");
+        // The local day of the switch is a window of 23 hours.
+        let short = reference::fold(&config(), fleet.into_iter().map(|(_, b)| b))
+            .into_iter()
+            .filter(|o| {
+                matches!(o, Output::Customer(k)
+                if &*k.customer == "bolt" && &*k.window == "1d"
+                    && k.window_end - k.window_start == 23 * HOUR_MS)
+            })
+            .count();
+        assert_eq!(short, 1);
     }
 }
 

@@ -685,6 +685,20 @@ impl Archive {
         Ok(self.complete_from()?.unwrap_or(at))
     }
 
+    /// The archive misses batches up to `at`: it is complete only after
+    /// them.
+    pub fn begin_after(&mut self, at: EventTime) -> Result<(), ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        self.state
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('complete_from', ?1) \
+                 ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+                params![at.saturating_add(1) as i64],
+            )
+            .map_err(|e| fail(&path, e))?;
+        Ok(())
+    }
+
     /// Runs `sql` once per row in one transaction of `state.sqlite`.
     fn write_state<P: rusqlite::Params>(
         &mut self,

@@ -324,6 +324,9 @@ fn run(
         .unwrap_or(0);
     let mut pruned_before: EventTime = 0;
     let mut failing = false;
+    // Live batches not archived yet: kept (and the WAL not cut behind them)
+    // while the archive cannot take them, e.g. on a full disk.
+    let mut live = Vec::new();
     let mut state = Passes {
         specs: settings.engine.customers.clone(),
         day: settings.engine.day_window().map(|d| d.name.clone()),
@@ -333,6 +336,7 @@ fn run(
         let first = match commands.recv_timeout(std::time::Duration::from_millis(100)) {
             Ok(command) => command,
             Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                flush(&mut archive, &settings, &mut live, &mut failing);
                 if let Err(e) = answered(&mut archive, &mut state) {
                     tracing::error!(error = %e, "restatement failed; retried");
                 }
@@ -342,13 +346,12 @@ fn run(
             Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
         };
         // Live batches waiting behind each other go in one transaction.
-        let mut live = Vec::new();
         let mut next = Some(first);
         while let Some(command) = next.take() {
             match command {
                 Command::Append(batches) => live.extend(batches),
                 other => {
-                    flush(&mut archive, &mut live, &mut failing);
+                    flush(&mut archive, &settings, &mut live, &mut failing);
                     match other {
                         Command::Late {
                             batches,
@@ -440,7 +443,7 @@ fn run(
                             if let Err(e) = &synced {
                                 tracing::error!(error = %e, "cannot sync the archive; the WAL is not cut");
                             }
-                            let _ = done.send(synced.is_ok());
+                            let _ = done.send(synced.is_ok() && live.is_empty());
                         }
                         Command::Flush(done) => {
                             // The engine finished: nothing more is asked of it.
@@ -465,7 +468,7 @@ fn run(
             }
             next = commands.try_recv().ok();
         }
-        flush(&mut archive, &mut live, &mut failing);
+        flush(&mut archive, &settings, &mut live, &mut failing);
         settings.reach.note(&mut archive);
         if let Err(e) = answered(&mut archive, &mut state) {
             tracing::error!(error = %e, "restatement failed; retried");
@@ -478,7 +481,18 @@ fn run(
 /// customer's local day (and the carried baselines cover what is older).
 const KEEP_SLACK_MS: u64 = 2 * 86_400_000;
 
-fn flush(archive: &mut Archive, live: &mut Vec<DeviceBatch>, failing: &mut bool) {
+/// Live batches held at most while the archive cannot take them; then
+/// they are given up and late data for their days refused.
+const MAX_UNARCHIVED: usize = 200_000;
+
+/// Archives the live batches waiting; on failure keeps them for the next
+/// try (the WAL, not cut behind them, still holds them).
+fn flush(
+    archive: &mut Archive,
+    settings: &Settings,
+    live: &mut Vec<DeviceBatch>,
+    failing: &mut bool,
+) {
     if live.is_empty() {
         return;
     }
@@ -487,16 +501,29 @@ fn flush(archive: &mut Archive, live: &mut Vec<DeviceBatch>, failing: &mut bool)
             if std::mem::take(failing) {
                 tracing::info!("archive written again");
             }
+            live.clear();
         }
         Err(e) => {
-            // Late data for these batches' windows would be restated
-            // without them: say so once, loudly.
             if !std::mem::replace(failing, true) {
-                tracing::error!(error = %e, "cannot archive live batches");
+                tracing::error!(error = %e, "cannot archive live batches; kept and tried again");
+            }
+            if live.len() > MAX_UNARCHIVED {
+                // A restatement of their days would miss them: late data
+                // for those days is refused from now on.
+                let newest = live.iter().map(DeviceBatch::last_at).max().unwrap_or(0);
+                let from = newest.saturating_add(BEGIN_SLACK_MS);
+                settings.reach.correctable_from.fetch_max(from, Relaxed);
+                if let Err(e) = archive.begin_after(newest) {
+                    tracing::error!(error = %e, "cannot note the archive's gap");
+                }
+                tracing::error!(
+                    batches = live.len(),
+                    "live batches given up by the archive: late data before them is refused"
+                );
+                live.clear();
             }
         }
     }
-    live.clear();
 }
 
 fn late(

@@ -69,6 +69,21 @@ fn fleet_in(dir: &Path, seed: u64) -> Fleet {
     fleet
 }
 
+/// [`fleet_in`] with devices that lose coverage and upload their buffers
+/// late: those go to the archive, on the same full disk as the WAL.
+fn fleet_with_late_data_in(dir: &Path, seed: u64) -> Fleet {
+    let fleet = Fleet::generate(&fleetpulse_sim::FleetSpec {
+        customers: 4,
+        devices: 20,
+        days: 4,
+        seed,
+        store_and_forward: 6,
+        ..fleetpulse_sim::FleetSpec::default()
+    });
+    write_customers(dir, &fleet);
+    fleet
+}
+
 /// Waits until the service has accepted `sent` messages: every message of
 /// the fleet, exactly once.
 async fn wait_accepted(http_port: u16, sent: u64, service: &Service) {
@@ -146,6 +161,10 @@ fn readyz(http_port: u16) -> (u16, String) {
     (response.status, response.text())
 }
 
+/// The WAL's disk fills up (the archive of late data shares it: some devices
+/// upload their buffers late): intake pauses, readiness turns red, and
+/// freeing space resumes it; the store then equals the ground truth, late
+/// data restated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_pauses_intake_and_freed_space_resumes_it_without_a_restart() {
     let Some(disk) = SmallDisk::mount("8m") else {
@@ -154,7 +173,8 @@ async fn a_full_disk_pauses_intake_and_freed_space_resumes_it_without_a_restart(
         );
     };
     let (mosquitto, influx, dir) = servers_and_dir(NO_LOSS);
-    let fleet = fleet_in(dir.path(), 32);
+    let fleet = fleet_with_late_data_in(dir.path(), 32);
+    assert!(fleet.devices().iter().any(|d| d.outage.is_some()));
     let wal_dir = disk.path().join("wal");
     let (config, http_port) = write_config(dir.path(), &wal_dir, &mosquitto, &influx);
     let mut service = start(&config, &dir.path().join("service.log"));
