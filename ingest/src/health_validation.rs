@@ -14,8 +14,9 @@ use std::path::Path;
 
 use anyhow::Context;
 use clap::Args;
+use fleetpulse_engine::kpi::health::Band;
 use fleetpulse_engine::kpi::health_validation::{
-    DEFAULT_HORIZONS_DAYS, HealthValidation, ScoreHistory, decisions, validate,
+    Case, DEFAULT_HORIZONS_DAYS, Decision, HealthValidation, ScoreHistory, auc, decisions, validate,
 };
 use fleetpulse_engine::kpi::revenue_retention::ArrHistory;
 use fleetpulse_engine::run::run_batches_keeping;
@@ -38,7 +39,7 @@ pub struct HealthValidationArgs {
     #[arg(long, default_value_t = 60)]
     pub customers: usize,
     /// Machines per fleet.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 180)]
     pub devices: usize,
     /// Days simulated; every renewal falls between 75% and 95% of them.
     #[arg(long, default_value_t = 180)]
@@ -71,6 +72,10 @@ pub struct SeedValidation {
     pub histories: Vec<ScoreHistory>,
     /// The score's record over them.
     pub validation: HealthValidation,
+    /// Each decision scored by its customer's churn odds instead
+    /// (`1 - Profile::churn_probability`): the best any score can do on
+    /// this fleet, since the simulator draws the decision from those odds.
+    pub ceiling: Vec<Case>,
 }
 
 /// Each customer's daily scores (from `health`, keyed by the end of the
@@ -131,10 +136,24 @@ pub fn simulate(spec: &FleetSpec, workers: usize) -> anyhow::Result<SeedValidati
     });
     let histories = score_histories(health, &book.histories);
     let validation = validate(&histories, &DEFAULT_HORIZONS_DAYS);
+    let ceiling = fleet
+        .customers()
+        .iter()
+        .filter_map(|c| {
+            let churned = fleet.churns(c)?;
+            let score = 1.0 - c.profile.churn_probability();
+            Some(Case {
+                score,
+                band: Band::of(100.0 * score),
+                churned,
+            })
+        })
+        .collect();
     Ok(SeedValidation {
         seed: spec.seed,
         histories,
         validation,
+        ceiling,
     })
 }
 
@@ -159,7 +178,7 @@ fn run_blocking(args: HealthValidationArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn auc(v: Option<f64>) -> String {
+fn shown(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |a| format!("{a:.3}"))
 }
 
@@ -182,19 +201,21 @@ pub fn render(args: &HealthValidationArgs, seeds: &[SeedValidation]) -> String {
     for h in horizons {
         let _ = write!(header, " AUC {h} d (n) |");
     }
+    header.push_str(" ceiling |");
     let _ = writeln!(out, "{header}");
-    let _ = writeln!(out, "|---|---|---|{}", "---|".repeat(horizons.len()));
+    let _ = writeln!(out, "|---|---|---|{}", "---|".repeat(horizons.len() + 1));
     for s in seeds {
         let churned = s
             .histories
             .iter()
             .flat_map(|h| &h.decisions)
-            .filter(|d| d.decision == fleetpulse_engine::kpi::health_validation::Decision::Churn)
+            .filter(|d| d.decision == Decision::Churn)
             .count();
         let mut line = format!("| {} | {} | {churned} |", s.seed, s.validation.decisions);
         for h in &s.validation.horizons {
-            let _ = write!(line, " {} ({}) |", auc(h.auc), h.churned + h.renewed);
+            let _ = write!(line, " {} ({}) |", shown(h.auc), h.churned + h.renewed);
         }
+        let _ = write!(line, " {} |", shown(auc(&s.ceiling)));
         let _ = writeln!(out, "{line}");
     }
     let pooled: Vec<ScoreHistory> = seeds.iter().flat_map(|s| s.histories.clone()).collect();
@@ -228,7 +249,7 @@ pub fn render(args: &HealthValidationArgs, seeds: &[SeedValidation]) -> String {
             h.churned,
             h.renewed,
             h.without_history,
-            auc(h.auc)
+            shown(h.auc)
         );
         for b in &h.bands {
             let rate = b
@@ -238,5 +259,12 @@ pub fn render(args: &HealthValidationArgs, seeds: &[SeedValidation]) -> String {
         }
         let _ = writeln!(out, "{line}");
     }
+    let ceiling: Vec<Case> = seeds.iter().flat_map(|s| s.ceiling.clone()).collect();
+    let _ = writeln!(
+        out,
+        "\nceiling: a score that knew each customer's churn odds (its profile) would reach AUC {} \
+         on the same decisions; the decision itself is a draw.",
+        shown(auc(&ceiling))
+    );
     out
 }

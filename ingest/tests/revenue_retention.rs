@@ -271,6 +271,18 @@ async fn revenue_retention_from_contract_events_in_the_api_and_the_portfolio_pag
         assert_eq!(response.status(), 400, "{bad}");
     }
 
+    // Two decisions (c's churn, b's renewal) and no telemetry: no health
+    // score before either, so both are left out at every horizon, no AUC.
+    let validation = get("/api/health-validation").await;
+    assert_eq!(validation["decisions"], 2);
+    assert_eq!(validation["customers_with_decisions"], 2);
+    assert_eq!(validation["health_source"], "store");
+    for h in validation["horizons"].as_array().unwrap() {
+        let counts = ["churned", "renewed", "without_history"].map(|k| h[k].as_u64().unwrap());
+        assert_eq!(counts, [0, 0, 2], "{h}");
+        assert!(h["auc"].is_null(), "{h}");
+    }
+
     // The portfolio page shows the same figures side by side.
     let page = format!("{base}/");
     let (nrr, grr, logos) = tokio::task::spawn_blocking(move || {
@@ -289,6 +301,17 @@ async fn revenue_retention_from_contract_events_in_the_api_and_the_portfolio_pag
                 .to_string()
         };
         let figures = (text("nrr"), text("grr"), text("logos"));
+        // The health validation panel: both decisions left out, no AUC.
+        let row = "#health-validation tr[data-horizon=\"30\"]";
+        let cell = |browser: &mut Browser, class: &str| {
+            browser
+                .eval(&format!("document.querySelector('{row} .{class}').textContent"))
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(cell(&mut browser, "left-out"), "2");
+        assert_eq!(cell(&mut browser, "auc"), "–");
         assert!(browser.screenshot(&artifacts().join("revenue-retention.png")) > 5_000);
         figures
     })
