@@ -21,7 +21,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::Hub;
-use super::api::{ApiError, Unauthorized, json};
+use super::api::{ApiError, ApiQuery, BadQuery, NoQuery, Unauthorized, json};
 use super::auth::{Access, Role};
 use crate::sinks::SqliteStore;
 
@@ -58,10 +58,12 @@ struct ValidationDoc {
 /// counted and left out. Admins and viewers get every customer; a CSM
 /// their own.
 #[utoipa::path(get, path = "/api/health-validation", operation_id = "getHealthValidation", tag = "api",
-    responses((status = 200, description = "per horizon", body = ValidationDoc), Unauthorized))]
+    responses((status = 200, description = "per horizon", body = ValidationDoc), BadQuery,
+        Unauthorized))]
 pub async fn health_validation(
     State(hub): State<Arc<Hub>>,
     Extension(access): Extension<Access>,
+    ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> Result<Response, ApiError> {
     let everyone = access.sees_all() || access.principal.role == Role::Viewer;
     let book = hub.contracts();
