@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use fleetpulse_engine::HealthRecord;
 use fleetpulse_engine::kpi::health_validation::{
-    DEFAULT_HORIZONS_DAYS, HorizonValidation, validate,
+    DEFAULT_HORIZONS_DAYS, HorizonValidation, decisions, validate,
 };
 use fleetpulse_engine::kpi::revenue_retention::ArrHistory;
 use serde::Serialize;
@@ -73,10 +73,22 @@ pub async fn health_validation(
         .filter(|h| everyone || access.sees(&h.customer))
         .cloned()
         .collect();
+    // Only the customers with a decision are cases: the dashboard asks on
+    // every refresh, so the store is not read for the others.
+    let deciding: Vec<String> = customers
+        .iter()
+        .filter(|c| !decisions(c).is_empty())
+        .map(|c| c.customer.to_string())
+        .collect();
     let stored: Option<Vec<HealthRecord>> = match hub.touchpoint_store() {
         Some(path) => Some(
             tokio::task::spawn_blocking(move || {
-                SqliteStore::open(&path).and_then(|s| s.health(None))
+                let store = SqliteStore::open(&path)?;
+                let mut rows = Vec::new();
+                for customer in &deciding {
+                    rows.extend(store.health(Some(customer))?);
+                }
+                Ok::<_, crate::sinks::SinkError>(rows)
             })
             .await
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
