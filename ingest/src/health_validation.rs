@@ -189,7 +189,7 @@ pub fn render(args: &HealthValidationArgs, seeds: &[SeedValidation]) -> String {
     let _ = writeln!(
         out,
         "health validation: {} simulated fleets (seeds {}-{last}) of {} customers, {} machines, {} days;\n\
-         every renewal in the last quarter of the days, churn drawn from odds by profile\n",
+         every renewal between 75% and 95% of the days, churn drawn from odds by profile\n",
         seeds.len(),
         args.first_seed,
         args.customers,
