@@ -314,6 +314,7 @@ async fn the_endpoint_figures_equal_an_independent_count_from_the_store() {
                 (text("auc"), text("churned"))
             })
             .collect();
+        browser.eval("document.querySelector('#health-validation').scrollIntoView()");
         assert!(browser.screenshot(&artifacts().join("health-validation.png")) > 5_000);
         shown
     })
