@@ -34,6 +34,19 @@ pub fn run_batches(
     lateness_ms: u64,
     batches: impl IntoIterator<Item = DeviceBatch>,
 ) -> Result<RunOutcome, EngineError> {
+    run_batches_keeping(config, workers, lateness_ms, batches, |_| true)
+}
+
+/// [`run_batches`], keeping only the records `keep` accepts: a long run
+/// that needs one kind of record (e.g. daily health) does not hold every
+/// hourly device window in memory.
+pub fn run_batches_keeping(
+    config: EngineConfig,
+    workers: usize,
+    lateness_ms: u64,
+    batches: impl IntoIterator<Item = DeviceBatch>,
+    keep: impl Fn(&Output) -> bool + Send + 'static,
+) -> Result<RunOutcome, EngineError> {
     let (events, mut received) = mpsc::channel(64);
     let options = EngineOptions {
         workers,
@@ -45,7 +58,7 @@ pub fn run_batches(
         let mut outputs = Vec::new();
         while let Some(event) = received.blocking_recv() {
             if let EngineEvent::Records(records) = event {
-                outputs.extend(records);
+                outputs.extend(records.into_iter().filter(|r| keep(r)));
             }
         }
         outputs

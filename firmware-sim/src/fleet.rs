@@ -486,9 +486,17 @@ fn build_customer(spec: &FleetSpec, index: usize, devices: &mut Vec<Device>) -> 
 
     let discount = uniform(&mut rng, 0.8, 1.0);
     let (age_lo, age_hi) = profile.contract_age_days();
-    let contract_start = spec
-        .start
-        .saturating_sub(u64::from(rng.random_range(age_lo..=age_hi)) * DAY_MS);
+    let age_days = u64::from(rng.random_range(age_lo..=age_hi));
+    let contract_start = if spec.renewals {
+        // The second draw of the contract stream (the first decides the
+        // renewal, `crate::contract_events`).
+        let mut draws = rng_for(spec.seed, Domain::Contract, index as u64);
+        let _decision = draws.random::<f64>();
+        let renewal_day = (uniform(&mut draws, 0.75, 0.95) * days).round() as u64;
+        (spec.start + renewal_day * DAY_MS).saturating_sub(365 * DAY_MS)
+    } else {
+        spec.start.saturating_sub(age_days * DAY_MS)
+    };
     let contract = Contract {
         arr: ((list_price as f64 * discount) / 100.0).round() as u64 * 100,
         start_ms: contract_start,

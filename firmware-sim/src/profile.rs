@@ -86,6 +86,20 @@ impl Profile {
         }
     }
 
+    /// Chance that the customer churns at its renewal rather than renew
+    /// (`crate::contract_events`): the profile's problems make leaving
+    /// likelier, never certain, and a healthy customer may still leave.
+    pub fn churn_probability(self) -> f64 {
+        match self {
+            Self::HealthyGrowing => 0.05,
+            Self::SlowOnboarding => 0.4,
+            Self::DecliningUsage => 0.6,
+            Self::ChampionLeaves => 0.35,
+            Self::DevicesGoingDark => 0.45,
+            Self::FaultProne => 0.3,
+        }
+    }
+
     /// New customers sign shortly before the simulation and bring their
     /// machines online during it, with a learning curve; the others are
     /// established accounts whose machines report from the first hour.

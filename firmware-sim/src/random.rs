@@ -17,6 +17,9 @@ pub(crate) enum Domain {
     DeviceTelemetry = 3,
     /// CS activities planted with known effects (`crate::activity`).
     Activity = 4,
+    /// Contract decisions: churn or renew (`crate::contract_events`), and
+    /// where the renewal falls with [`crate::FleetSpec::renewals`].
+    Contract = 5,
 }
 
 /// The random stream of `index` in `domain`.

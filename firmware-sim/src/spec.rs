@@ -51,6 +51,15 @@ pub struct FleetSpec {
     /// exactly what it is without them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub activities: Vec<crate::activity::PlantedActivity>,
+    /// Every customer's renewal falls late in the simulation, between 75%
+    /// and 95% of its days (after the turn day of every profile), so each
+    /// customer ends with a decision to churn or renew whose run-up the
+    /// telemetry covers: the fleet the health score is validated on. The
+    /// contract starts 365 days before the renewal, whatever the profile.
+    /// Off by default: contract ages then follow the profile (see
+    /// [`crate::Profile`]) and the stream is exactly what it is without.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub renewals: bool,
 }
 
 impl Default for FleetSpec {
@@ -66,6 +75,7 @@ impl Default for FleetSpec {
             unit_replacements: 0,
             store_and_forward: 0,
             activities: Vec::new(),
+            renewals: false,
         }
     }
 }

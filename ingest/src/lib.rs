@@ -17,6 +17,7 @@ pub mod dead_letter;
 pub mod delivery;
 pub mod demo;
 pub mod drive;
+pub mod health_validation;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -75,6 +75,11 @@ enum Command {
     /// The CS team's touchpoints in the SQLite store: `touchpoints add`,
     /// `touchpoints import FILE.csv`, `touchpoints list`.
     Touchpoints(fleetpulse::touchpoints::cli::TouchpointsArgs),
+    /// Is the health score any good? Runs simulated fleets whose customers
+    /// all come to renewal (churn odds by profile) through the engine and
+    /// prints the score's ROC AUC 30, 60 and 90 days before each decision,
+    /// and the churn rate per band (docs/CUSTOMER_SUCCESS.md).
+    HealthValidation(fleetpulse::health_validation::HealthValidationArgs),
 }
 
 /// Timely's cluster settings (docs/SCALING.md); they override `[cluster]`.
@@ -147,6 +152,7 @@ fn main() -> anyhow::Result<()> {
             Command::Report(args) => fleetpulse::report::run(args),
             Command::Users(args) => fleetpulse::http::auth::cli::run(args),
             Command::Touchpoints(args) => fleetpulse::touchpoints::cli::run(args),
+            Command::HealthValidation(args) => fleetpulse::health_validation::run(args).await,
         }
     });
     // A stop that hit `shutdown_timeout` may leave a thread waiting on a

@@ -34,6 +34,11 @@ pub struct FleetArgs {
     /// the service restates within `engine.correction_horizon`.
     #[arg(long, default_value_t = 0)]
     pub store_and_forward: usize,
+    /// Every customer's renewal falls late in the simulation (75-95% of
+    /// its days), so each ends with a planted churn or renewal: the fleet
+    /// the health score is validated on (`fleetpulse health-validation`).
+    #[arg(long)]
+    pub renewals: bool,
 }
 
 impl FleetArgs {
@@ -45,6 +50,7 @@ impl FleetArgs {
             days: self.days,
             seed: self.seed,
             store_and_forward: self.store_and_forward,
+            renewals: self.renewals,
             ..FleetSpec::default()
         }
     }

@@ -475,6 +475,19 @@ async fn every_endpoint_answers_as_documented() {
     assert_eq!(impact["window_days"], 14);
     assert!(impact["kinds"].as_array().unwrap().is_empty());
     api.get("/api/impact", 200).await;
+    // Health validation: the simulated contracts only start customers, so
+    // there is no decision to validate against.
+    let validation = api.get("/api/health-validation", 200).await;
+    assert_eq!(validation["customers"], 6);
+    assert_eq!(validation["decisions"], 0);
+    let horizons: Vec<u64> = validation["horizons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["horizon_days"].as_u64().unwrap())
+        .collect();
+    assert_eq!(horizons, [30, 60, 90]);
+    api.get("/api/health-validation?x=1", 400).await;
 
     // Without authentication configured, on loopback, everyone is an admin.
     let me = api.get("/api/me", 200).await;

@@ -271,6 +271,18 @@ async fn revenue_retention_from_contract_events_in_the_api_and_the_portfolio_pag
         assert_eq!(response.status(), 400, "{bad}");
     }
 
+    // Two decisions (c's churn, b's renewal) and no telemetry: no health
+    // score before either, so both are left out at every horizon, no AUC.
+    let validation = get("/api/health-validation").await;
+    assert_eq!(validation["decisions"], 2);
+    assert_eq!(validation["customers_with_decisions"], 2);
+    assert_eq!(validation["health_source"], "store");
+    for h in validation["horizons"].as_array().unwrap() {
+        let counts = ["churned", "renewed", "without_history"].map(|k| h[k].as_u64().unwrap());
+        assert_eq!(counts, [0, 0, 2], "{h}");
+        assert!(h["auc"].is_null(), "{h}");
+    }
+
     // The portfolio page shows the same figures side by side.
     let page = format!("{base}/");
     let (nrr, grr, logos) = tokio::task::spawn_blocking(move || {
@@ -289,6 +301,17 @@ async fn revenue_retention_from_contract_events_in_the_api_and_the_portfolio_pag
                 .to_string()
         };
         let figures = (text("nrr"), text("grr"), text("logos"));
+        // The health validation panel: both decisions left out, no AUC.
+        let row = "#health-validation tr[data-horizon=\"30\"]";
+        let cell = |browser: &mut Browser, class: &str| {
+            browser
+                .eval(&format!("document.querySelector('{row} .{class}').textContent"))
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(cell(&mut browser, "left-out"), "2");
+        assert_eq!(cell(&mut browser, "auc"), "–");
         assert!(browser.screenshot(&artifacts().join("revenue-retention.png")) > 5_000);
         figures
     })
@@ -306,10 +329,11 @@ async fn revenue_retention_from_contract_events_in_the_api_and_the_portfolio_pag
 /// `fleetpulse sim --contract-events` plants each profile's contract
 /// history in the customers file it writes; the retention of the simulated
 /// days equals the figures added up by hand from the simulator's contract
-/// ARR and the profile rules (docs: firmware-sim/src/contract_events.rs):
-/// declining-usage customers churn at their renewal, healthy-growing ones
-/// expand by 20%, champion-leaves and devices-going-dark ones shrink by 25%
-/// and 30% and stay.
+/// ARR, the profile rules and the planted decisions (docs:
+/// firmware-sim/src/contract_events.rs): healthy-growing customers expand
+/// by 20%, champion-leaves and devices-going-dark ones shrink by 25% and
+/// 30% and stay, and a customer whose renewal falls inside the simulation
+/// churns or renews as the simulator drew it (`Fleet::churns`).
 #[test]
 fn the_simulators_contract_history_gives_the_expected_retention() {
     use fleetpulse::customers::CustomersFile;
@@ -352,25 +376,27 @@ fn the_simulators_contract_history_gives_the_expected_retention() {
     };
     let fleet = Fleet::generate(&spec);
     let round = |v: f64| (v / 100.0).round() * 100.0;
-    let (mut start, mut expansion, mut contraction, mut churned, mut lost) =
-        (0.0, 0.0, 0.0, 0.0, 0u32);
+    let (mut start, mut expansion, mut contraction, mut churned, mut lost, mut decided) =
+        (0.0, 0.0, 0.0, 0.0, 0u32, 0u32);
     for c in fleet.customers() {
         let arr = c.contract.arr as f64;
         start += arr;
+        decided += u32::from(fleet.churns(c).is_some());
+        if fleet.churns(c) == Some(true) {
+            churned += arr;
+            lost += 1;
+            continue;
+        }
         match c.profile {
             Profile::HealthyGrowing => expansion += round(0.2 * arr),
-            Profile::DecliningUsage => {
-                churned += arr;
-                lost += 1;
-            }
             Profile::ChampionLeaves => contraction += round(0.25 * arr),
             Profile::DevicesGoingDark => contraction += round(0.3 * arr),
-            Profile::SlowOnboarding | Profile::FaultProne => {}
+            Profile::SlowOnboarding | Profile::DecliningUsage | Profile::FaultProne => {}
         }
     }
     assert_eq!(
-        lost, 2,
-        "two declining-usage customers renew inside 90 days"
+        decided, 2,
+        "two declining-usage customers come to renewal inside 90 days"
     );
     let period = Period {
         start: spec.start,
@@ -385,12 +411,12 @@ fn the_simulators_contract_history_gives_the_expected_retention() {
     let close = |got: Option<f64>, want: f64| assert!((got.unwrap() - want).abs() < 1e-12);
     close(r.grr, (start - contraction - churned) / start);
     close(r.nrr, (start + expansion - contraction - churned) / start);
-    close(r.logo_retention, 10.0 / 12.0);
+    close(r.logo_retention, f64::from(12 - lost) / 12.0);
     // The customers file's ARR is each customer's ARR after its events.
     for c in fleet.customers() {
         let written = file.get(&c.id).unwrap().contract.arr;
         let history = book.get(&c.id).unwrap();
-        if c.profile != Profile::DecliningUsage {
+        if fleet.churns(c) != Some(true) {
             assert_eq!(written, history.arr(), "{}", c.id);
         }
     }

@@ -322,6 +322,13 @@ async fn touchpoints_through_the_api_drive_coverage_gaps_and_show_in_page_and_re
         review["cases"].as_u64().unwrap() + review["left_out"].as_u64().unwrap(),
         3
     );
+    // Health validation over the customers each user sees: alice her one,
+    // the viewer every one (figures, no names).
+    for (token, customers) in [(&alice, 1), (&viewer, 6), (&admin, 6)] {
+        let (status, doc) = api.get(token, "/api/health-validation").await;
+        assert_eq!(status, StatusCode::OK, "{doc}");
+        assert_eq!(doc["customers"], customers, "{doc}");
+    }
 
     // The customer's page shows them (a token sent by the browser).
     let page = format!("{}/#/customer/{mine}", api.base);

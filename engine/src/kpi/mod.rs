@@ -8,6 +8,7 @@ pub mod coverage;
 mod customer;
 mod device;
 pub mod health;
+pub mod health_validation;
 mod interner;
 pub mod journey;
 pub mod milestone;

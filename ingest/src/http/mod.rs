@@ -21,6 +21,7 @@
 //! | `GET /api/portfolio` | figures over all customers |
 //! | `GET /api/impact` | the impact of each kind of CS activity on operating hours (difference in differences, CI, n) |
 //! | `GET /api/retention` | revenue (GRR, NRR) and logo retention per period, segment, managed or not |
+//! | `GET /api/health-validation` | the health score 30, 60, 90 days before each churn or renewal: ROC AUC, churn rate per band |
 //! | `GET /api/status` | progress counters; the dashboard polls it |
 //! | `GET /api/me` | the user, their role and how many customers they see |
 //! | `GET /login`, `POST /login`, `POST /logout` | the dashboard's login ([`auth::login`]) |
@@ -41,6 +42,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod health_validation;
 pub mod impact;
 pub mod prometheus;
 pub mod retention;
@@ -559,6 +561,10 @@ fn router(hub: Arc<Hub>) -> Router {
         .route("/api/portfolio", get(api::portfolio))
         .route("/api/retention", get(retention::retention))
         .route("/api/impact", get(impact::activity_impact))
+        .route(
+            "/api/health-validation",
+            get(health_validation::health_validation),
+        )
         .route("/api/status", get(api::status))
         .route("/api/me", get(api::me))
         .route("/api/openapi.json", get(openapi))

@@ -273,16 +273,35 @@ function impactTable(impact) {
     <tbody>${impact.kinds.map(row).join("")}</tbody></table></div>`;
 }
 
+// Is the health score any good? Its ROC AUC some days before each churn
+// or renewal, and how often each band churned: the evidence for tuning
+// the weights.
+function validationTable(v) {
+  if (!v.decisions) return "";
+  const rate = (b) => b.cases
+    ? `${pct(b.churn_rate)}<div class="muted small">${b.churned} of ${b.cases}</div>`
+    : '<span class="muted">–</span>';
+  const row = (h) => `<tr data-horizon="${h.horizon_days}"><td><b>${h.horizon_days} days before</b></td>
+    <td class="num auc">${h.auc == null ? "–" : h.auc.toFixed(2)}</td>
+    <td class="num churned">${h.churned}</td><td class="num renewed">${h.renewed}</td><td class="num left-out">${h.without_history}</td>
+    ${h.bands.map((b) => `<td class="num band-${esc(b.band)}">${rate(b)}</td>`).join("")}</tr>`;
+  return `<h2>Is the health score any good?</h2>
+    <p class="muted">${v.decisions} renewal decisions (churn or renewal) in the contract events of ${v.customers_with_decisions} customers, against each customer's health score that many days before. AUC: the chance that a churned customer scored below a renewed one (0.5 is a coin, 1 is perfect; – without both). Churn rate of each band then: red should churn most. Left out: no score that day.</p>
+    <div class="list"><table id="health-validation"><thead><tr><th>horizon</th><th class="num">AUC</th><th class="num">churned</th><th class="num">renewed</th><th class="num">left out</th><th class="num">green: churned</th><th class="num">yellow: churned</th><th class="num">red: churned</th></tr></thead>
+    <tbody>${v.horizons.map(row).join("")}</tbody></table></div>`;
+}
+
 async function homePage() {
   if (me && me.role === "viewer") {
-    const [portfolio, retention, impact] = await Promise.all([getJson("/api/portfolio?days=30"), getJson("/api/retention"), getJson("/api/impact")]);
+    const [portfolio, retention, impact, validation] = await Promise.all([getJson("/api/portfolio?days=30"), getJson("/api/retention"), getJson("/api/impact"), getJson("/api/health-validation")]);
     return `<h1>Portfolio</h1>
       <p class="muted">Figures over all customers. Your role (viewer) does not show customers by name.</p>
       ${tiles(portfolio, null)}
       ${retentionTable(retention)}
-      ${impactTable(impact)}`;
+      ${impactTable(impact)}
+      ${validationTable(validation)}`;
   }
-  const [list, portfolio, retention, impact] = await Promise.all([getJson("/api/customers"), getJson("/api/portfolio?days=30"), getJson("/api/retention"), getJson("/api/impact")]);
+  const [list, portfolio, retention, impact, validation] = await Promise.all([getJson("/api/customers"), getJson("/api/portfolio?days=30"), getJson("/api/retention"), getJson("/api/impact"), getJson("/api/health-validation")]);
   const rows = list.customers.map((c) => {
     const h = c.health;
     const b = h ? h.band : "none";
@@ -311,7 +330,8 @@ async function homePage() {
       <tbody>${rows || '<tr><td colspan="12" class="muted">No customers yet.</td></tr>'}</tbody>
     </table></div>
     ${retentionTable(retention)}
-    ${impactTable(impact)}`;
+    ${impactTable(impact)}
+      ${validationTable(validation)}`;
 }
 
 function journey(milestones) {
