@@ -13,10 +13,8 @@ mod support;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 
-use fleetpulse::config::{ServiceConfig, WalConfig};
+use fleetpulse::config::ServiceConfig;
 use fleetpulse::metrics::RejectReason;
-use fleetpulse::sinks::SinkConfig;
-use fleetpulse::sinks::sqlite::SqliteConfig;
 use fleetpulse_proto::v1;
 use fleetpulse_sim::{Fleet, FleetSpec};
 use support::fleets::publish_options;
@@ -39,14 +37,8 @@ fn fleet() -> Fleet {
 fn config(mosquitto: &Mosquitto, dir: &Path, fleet: &Fleet, client: &str) -> ServiceConfig {
     let customers = dir.join("customers.toml");
     fleetpulse::sim::write_files(fleet, None, Some(&customers)).unwrap();
-    let mut config = in_process::config(mosquitto.host(), mosquitto.port(), client, 2, &customers);
-    config.wal = Some(WalConfig {
-        dir: dir.join("wal"),
-        ..toml::from_str("dir = \"x\"").unwrap()
-    });
-    config.sinks = vec![SinkConfig::Sqlite(SqliteConfig {
-        path: dir.join("kpi.sqlite"),
-    })];
+    let (host, port) = (mosquitto.host(), mosquitto.port());
+    let mut config = in_process::durable(host, port, client, &customers, dir);
     config.limits.dead_letter_file = Some(dir.join("dead-letters.jsonl"));
     config
 }
@@ -130,21 +122,12 @@ fn readings_csv(path: &Path, batches: &[&v1::TelemetryBatch]) {
     out.flush().unwrap();
 }
 
-/// `fleetpulse backfill FILES -c CONFIG`, the binary; its output.
-fn backfill(config: &Path, files: &[&Path]) -> std::process::Output {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
-        .arg("backfill")
-        .args(files)
-        .arg("-c")
-        .arg(config)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+/// `fleetpulse backfill FILES -c CONFIG`, the binary; what it said.
+fn backfill(config: &Path, files: &[&Path]) -> String {
+    let mut args: Vec<&std::ffi::OsStr> = vec!["backfill".as_ref()];
+    args.extend(files.iter().map(|f| f.as_os_str()));
+    args.extend(["-c".as_ref(), config.as_os_str()]);
+    in_process::fleetpulse(args)
 }
 
 /// The fleet split as the tests load it.
@@ -213,6 +196,51 @@ impl Scenario {
             .collect()
     }
 
+    /// A service on `dir` (and the CLI's config file naming its broker),
+    /// fed [`Self::live_before`]; how many messages it handled.
+    async fn live_until_day_85(
+        &self,
+        dir: &Path,
+    ) -> (
+        ServiceConfig,
+        std::path::PathBuf,
+        in_process::InProcess,
+        u64,
+    ) {
+        let (cfg, config_file) = self.service_config(dir);
+        let service = in_process::subscribed(cfg.clone(), "backfill-fleet").await;
+        let live = self.live_before();
+        let handled = live.len() as u64;
+        let messages = encoded(&live);
+        feed(
+            &service,
+            &self.mosquitto,
+            "backfill-sim-1",
+            messages,
+            handled,
+        )
+        .await;
+        (cfg, config_file, service, handled)
+    }
+
+    /// Everyone live from day 85 to the end (`handled`: what the service
+    /// handled before), then the service stopped.
+    async fn finish(&self, service: in_process::InProcess, handled: u64) {
+        let live = self.live_after();
+        let handled = handled + live.len() as u64;
+        let messages = encoded(&live);
+        feed(
+            &service,
+            &self.mosquitto,
+            "backfill-sim-2",
+            messages,
+            handled,
+        )
+        .await;
+        service.shutdown.cancel();
+        service.task.await.unwrap().unwrap();
+    }
+
     /// The history files in `dir`: `fresh`'s 85 days as recorded batches,
     /// `joined`'s first 80 as a CSV of readings; how many batches they make.
     fn histories(&self, dir: &Path) -> (Vec<std::path::PathBuf>, u64) {
@@ -274,25 +302,12 @@ async fn a_backfilled_history_equals_the_live_run_over_it() {
     let reference_db = s.reference(reference.path()).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let (cfg, config_file) = s.service_config(dir.path());
-    let service = in_process::subscribed(cfg, "backfill-fleet").await;
-    let live = s.live_before();
-    let mut handled = live.len() as u64;
-    feed(
-        &service,
-        &s.mosquitto,
-        "backfill-sim-1",
-        encoded(&live),
-        handled,
-    )
-    .await;
+    let (_, config_file, service, mut handled) = s.live_until_day_85(dir.path()).await;
     assert_eq!(service.metrics.rejected_total(), 0);
 
     let (files, sent) = s.histories(dir.path());
     let files: Vec<&Path> = files.iter().map(|f| f.as_path()).collect();
-    let output = backfill(&config_file, &files);
-    let said = String::from_utf8_lossy(&output.stdout).to_string()
-        + &String::from_utf8_lossy(&output.stderr);
+    let said = backfill(&config_file, &files);
     println!("{said}");
     assert!(
         said.contains(&s.fresh) && said.contains(&s.joined),
@@ -329,18 +344,7 @@ async fn a_backfilled_history_equals_the_live_run_over_it() {
         "{letters}"
     );
 
-    let live = s.live_after();
-    handled += live.len() as u64;
-    feed(
-        &service,
-        &s.mosquitto,
-        "backfill-sim-2",
-        encoded(&live),
-        handled,
-    )
-    .await;
-    service.shutdown.cancel();
-    service.task.await.unwrap().unwrap();
+    s.finish(service, handled).await;
 
     for customer in [&s.fresh, &s.joined] {
         let (rows, _) = rows(&reference_db, "health");
@@ -362,18 +366,7 @@ async fn a_stop_before_the_restatement_and_a_second_backfill_change_nothing() {
     let reference_db = s.reference(reference.path()).await;
 
     let dir = tempfile::tempdir().unwrap();
-    let (cfg, config_file) = s.service_config(dir.path());
-    let service = in_process::subscribed(cfg.clone(), "backfill-fleet").await;
-    let live = s.live_before();
-    let handled = live.len() as u64;
-    feed(
-        &service,
-        &s.mosquitto,
-        "backfill-sim-1",
-        encoded(&live),
-        handled,
-    )
-    .await;
+    let (cfg, config_file, service, handled) = s.live_until_day_85(dir.path()).await;
 
     let (files, sent) = s.histories(dir.path());
     let files: Vec<&Path> = files.iter().map(|f| f.as_path()).collect();
@@ -404,17 +397,7 @@ async fn a_stop_before_the_restatement_and_a_second_backfill_change_nothing() {
         "nothing new"
     );
 
-    let live = s.live_after();
-    let handled = service.metrics.handled() + live.len() as u64;
-    feed(
-        &service,
-        &s.mosquitto,
-        "backfill-sim-2",
-        encoded(&live),
-        handled,
-    )
-    .await;
-    service.shutdown.cancel();
-    service.task.await.unwrap().unwrap();
+    let handled = service.metrics.handled();
+    s.finish(service, handled).await;
     assert_same_as_in_order(&dir.path().join("kpi.sqlite"), &reference_db);
 }

@@ -48,11 +48,8 @@ fn config(
 ) -> ServiceConfig {
     let customers = dir.join("customers.toml");
     fleetpulse::sim::write_files(fleet, None, Some(&customers)).unwrap();
-    let mut config = in_process::config(mosquitto.host(), mosquitto.port(), client, 2, &customers);
-    config.wal = Some(WalConfig {
-        dir: dir.join("wal"),
-        ..toml::from_str("dir = \"x\"").unwrap()
-    });
+    let (host, port) = (mosquitto.host(), mosquitto.port());
+    let mut config = in_process::durable(host, port, client, &customers, dir);
     config.sinks = sinks;
     config
 }

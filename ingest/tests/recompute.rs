@@ -11,9 +11,7 @@ mod support;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 
-use fleetpulse::config::{ServiceConfig, WalConfig};
-use fleetpulse::sinks::SinkConfig;
-use fleetpulse::sinks::sqlite::SqliteConfig;
+use fleetpulse::config::ServiceConfig;
 use fleetpulse_proto::v1;
 use fleetpulse_sim::{Fleet, FleetSpec};
 use support::fleets::publish_options;
@@ -25,15 +23,7 @@ const DAY_MS: i64 = 86_400_000;
 
 fn config(mosquitto: &Mosquitto, dir: &Path, client: &str) -> ServiceConfig {
     let customers = dir.join("customers.toml");
-    let mut config = in_process::config(mosquitto.host(), mosquitto.port(), client, 2, &customers);
-    config.wal = Some(WalConfig {
-        dir: dir.join("wal"),
-        ..toml::from_str("dir = \"x\"").unwrap()
-    });
-    config.sinks = vec![SinkConfig::Sqlite(SqliteConfig {
-        path: dir.join("kpi.sqlite"),
-    })];
-    config
+    in_process::durable(mosquitto.host(), mosquitto.port(), client, &customers, dir)
 }
 
 /// The fleet's customers file with the first customer's first outcome
@@ -159,16 +149,13 @@ async fn a_changed_outcome_target_restates_the_journey_from_its_first_day() {
         .unwrap()
         .to_zoned(jiff::tz::TimeZone::UTC)
         .date();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
-        .args(["recompute", "--customer", &customer, "--from"])
-        .arg(day10.to_string())
-        .arg("-c")
-        .arg(&config_file)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&output.stdout).to_string()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{said}");
+    let from = day10.to_string();
+    let args = ["recompute", "--customer", &customer, "--from", &from, "-c"];
+    let said = in_process::fleetpulse(
+        args.iter()
+            .map(std::ffi::OsStr::new)
+            .chain([config_file.as_os_str()]),
+    );
     assert!(said.contains("requested"), "{said}");
     let service = in_process::subscribed(cfg, "recompute-fleet").await;
     let metrics = service.metrics.clone();

@@ -16,13 +16,12 @@ use fleetpulse_engine::HealthRecord;
 use fleetpulse_engine::kpi::health_validation::{
     DEFAULT_HORIZONS_DAYS, HorizonValidation, decisions, validate,
 };
-use fleetpulse_engine::kpi::revenue_retention::ArrHistory;
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::Hub;
 use super::api::{ApiError, ApiQuery, BadQuery, NoQuery, Unauthorized, json};
-use super::auth::{Access, Role};
+use super::auth::Access;
 use crate::sinks::SqliteStore;
 
 /// The health score's record against renewal decisions.
@@ -65,14 +64,7 @@ pub async fn health_validation(
     Extension(access): Extension<Access>,
     ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> Result<Response, ApiError> {
-    let everyone = access.sees_all() || access.principal.role == Role::Viewer;
-    let book = hub.contracts();
-    let customers: Vec<ArrHistory> = book
-        .histories
-        .iter()
-        .filter(|h| everyone || access.sees(&h.customer))
-        .cloned()
-        .collect();
+    let customers = super::retention::visible_histories(&hub, &access);
     // Only the customers with a decision are cases: the dashboard asks on
     // every refresh, so the store is not read for the others.
     let deciding: Vec<String> = customers

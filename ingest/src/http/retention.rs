@@ -128,14 +128,7 @@ pub async fn retention(
     let kind = q.period.unwrap_or_default();
     let count = q.periods.map_or(DEFAULT_PERIODS, |p| p.0);
     let as_of = as_of(&hub.read_view());
-    let everyone = access.sees_all() || access.principal.role == Role::Viewer;
-    let book = hub.contracts();
-    let customers: Vec<ArrHistory> = book
-        .histories
-        .iter()
-        .filter(|h| everyone || access.sees(&h.customer))
-        .cloned()
-        .collect();
+    let customers = visible_histories(&hub, &access);
     let touchpoints = match hub.touchpoint_store() {
         Some(path) => tokio::task::spawn_blocking(move || {
             SqliteStore::open(&path).and_then(|s| s.touchpoints(None))
@@ -260,6 +253,16 @@ fn report(
             })
             .collect(),
     }
+}
+
+/// The contract histories `access` may see: every customer's for admins and
+/// viewers, a CSM's own.
+pub(super) fn visible_histories(hub: &Hub, access: &Access) -> Vec<ArrHistory> {
+    let everyone = access.sees_all() || access.principal.role == Role::Viewer;
+    (hub.contracts().histories.iter())
+        .filter(|h| everyone || access.sees(&h.customer))
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]

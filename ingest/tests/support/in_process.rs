@@ -39,6 +39,35 @@ pub fn config(
     config
 }
 
+/// [`config`] with 2 workers, its WAL (and the archive beside it) in
+/// `dir/wal` and a SQLite store at `dir/kpi.sqlite`.
+pub fn durable(host: &str, port: u16, client: &str, customers: &Path, dir: &Path) -> ServiceConfig {
+    let mut config = config(host, port, client, 2, customers);
+    config.wal = Some(fleetpulse::config::WalConfig {
+        dir: dir.join("wal"),
+        ..toml::from_str("dir = \"x\"").unwrap()
+    });
+    config.sinks = vec![fleetpulse::sinks::SinkConfig::Sqlite(
+        fleetpulse::sinks::sqlite::SqliteConfig {
+            path: dir.join("kpi.sqlite"),
+        },
+    )];
+    config
+}
+
+/// Runs the `fleetpulse` binary with `args`, which must succeed; what it
+/// printed (stdout, then stderr).
+pub fn fleetpulse<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+        .args(args)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{said}");
+    said
+}
+
 /// Spawns the service on `config`; `name` stands for the config file's path
 /// in its messages.
 pub fn spawn(config: ServiceConfig, name: &'static str) -> InProcess {
