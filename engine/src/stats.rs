@@ -13,6 +13,7 @@ pub struct EngineStats {
     counter_resets: AtomicU64,
     devices: AtomicI64,
     late_absorbed: AtomicU64,
+    late_samples: AtomicU64,
 }
 
 /// A point-in-time copy of [`EngineStats`].
@@ -33,6 +34,9 @@ pub struct StatsSnapshot {
     /// Late batches (restated by ingest) whose readings only updated their
     /// device's memory.
     pub late_absorbed: u64,
+    /// Their readings (counted in their windows by ingest's restatement,
+    /// not in `samples`).
+    pub late_samples: u64,
 }
 
 impl EngineStats {
@@ -51,8 +55,9 @@ impl EngineStats {
         self.counter_resets.fetch_add(resets, Relaxed);
     }
 
-    pub(crate) fn record_late(&self, batches: u64, gaps: i64) {
+    pub(crate) fn record_late(&self, batches: u64, samples: u64, gaps: i64) {
         self.late_absorbed.fetch_add(batches, Relaxed);
+        self.late_samples.fetch_add(samples, Relaxed);
         self.sequence_gaps.fetch_add(gaps, Relaxed);
     }
 
@@ -70,6 +75,7 @@ impl EngineStats {
             counter_resets: self.counter_resets.load(Relaxed),
             devices: self.devices.load(Relaxed),
             late_absorbed: self.late_absorbed.load(Relaxed),
+            late_samples: self.late_samples.load(Relaxed),
         }
     }
 }

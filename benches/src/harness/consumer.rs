@@ -47,7 +47,8 @@ pub struct ConsumerReport {
     pub handled: u64,
     /// Messages rejected.
     pub rejected: u64,
-    /// Samples counted by the aggregation after deduplication.
+    /// Samples counted by the aggregation after deduplication (late ones
+    /// included: restated into their windows).
     pub samples: u64,
     /// Duplicate messages dropped.
     pub duplicates: u64,
@@ -144,7 +145,8 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     let report = ConsumerReport {
         handled: metrics.handled(),
         rejected: metrics.rejected_total(),
-        samples: run.engine.samples,
+        // Late readings count in their windows through the restatement.
+        samples: run.engine.samples + run.engine.late_samples,
         duplicates: run.engine.duplicates,
         records_emitted: metrics.records_emitted.load(Relaxed),
         records_written: run.sinks.iter().map(|s| s.records_written).sum(),

@@ -344,7 +344,7 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
             let mut usage = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
-                    let (mut late, mut gaps) = (0, 0i64);
+                    let (mut late, mut late_samples, mut gaps) = (0, 0, 0i64);
                     for batch in data.drain(..) {
                         let tick = config.tick_of(batch.first_at());
                         if cap.least().is_some_and(|at| tick < *at) {
@@ -353,6 +353,7 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
                             let memory = devices.get_or_default(&batch.customer, &batch.device);
                             if memory.absorb(&batch, &mut gaps).is_ok() {
                                 late += 1;
+                                late_samples += batch.samples.len() as u64;
                             }
                             continue;
                         }
@@ -370,7 +371,7 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
                             .push(batch);
                     }
                     if late > 0 || gaps != 0 {
-                        stats.record_late(late, gaps);
+                        stats.record_late(late, late_samples, gaps);
                     }
                 });
                 // A snapshot request is answered before anything more is
