@@ -8,15 +8,14 @@
 
 mod support;
 
-use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use fleetpulse::config::{ServiceConfig, WalConfig};
 use fleetpulse::drive::drive;
+use fleetpulse::sinks::SinkConfig;
 use fleetpulse::sinks::sqlite::SqliteConfig;
-use fleetpulse::sinks::{InfluxDbV1Config, InfluxDbV2Config, SinkConfig};
 use fleetpulse_sim::{Fleet, FleetSpec};
 use support::fleets::publish_options;
 use support::in_process;
@@ -24,7 +23,8 @@ use support::late::{DARK_CUSTOMERS, dark_fleet};
 use support::servers::{InfluxDb1, Mosquitto, NO_LOSS, VictoriaMetrics};
 use support::tables::{assert_same_as_in_order, rows};
 use support::truth::{
-    assert_table_equal, influx_table, sqlite_customer_table, truth_table, victoria_table,
+    assert_table_equal, every_store, influx_table, sqlite_customer_table, truth_table,
+    victoria_table,
 };
 
 fn spec(store_and_forward: usize) -> FleetSpec {
@@ -109,24 +109,8 @@ async fn buffered_uploads_restate_every_store_to_the_ground_truth() {
     let outages: Vec<_> = fleet.devices().iter().filter_map(|d| d.outage).collect();
     assert!(outages.len() >= 6, "{outages:?}");
     let db = dir.path().join("kpi.sqlite");
-    let sinks = vec![
-        sqlite(&db),
-        SinkConfig::InfluxDbV1(InfluxDbV1Config {
-            url: influx.url(),
-            database: "late".into(),
-            username: None,
-            password_env: None,
-            batch_size: NonZeroUsize::new(5000).unwrap(),
-        }),
-        SinkConfig::InfluxDbV2(InfluxDbV2Config {
-            url: vm.url(),
-            org: "fleetpulse".into(),
-            bucket: "fleetpulse".into(),
-            token_env: "FLEETPULSE_TEST_NO_TOKEN".into(),
-            batch_size: NonZeroUsize::new(5000).unwrap(),
-            restatements: fleetpulse::sinks::influxdb::Restatements::LaterSample,
-        }),
-    ];
+    let later_sample = fleetpulse::sinks::influxdb::Restatements::LaterSample;
+    let sinks = every_store(&db, &influx, "late", &vm, later_sample);
     let cfg = config(&mosquitto, dir.path(), &fleet, "late-fleet", sinks);
     // Slow enough that restatements run while the fleet publishes, and
     // again at the stop.

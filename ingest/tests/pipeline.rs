@@ -5,15 +5,14 @@
 
 mod support;
 
-use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 
 use fleetpulse::config::ServiceConfig;
 use fleetpulse::drive::drive;
 use fleetpulse::metrics::RejectReason;
+use fleetpulse::sinks::SinkConfig;
 use fleetpulse::sinks::sqlite::SqliteConfig;
-use fleetpulse::sinks::{InfluxDbV1Config, InfluxDbV2Config, SinkConfig};
 use fleetpulse_sim::{Fleet, FleetSpec};
 use prost::Message;
 use support::fleets::publish_options;
@@ -21,7 +20,8 @@ use support::in_process::{self, InProcess};
 use support::poll::wait_for;
 use support::servers::{InfluxDb1, Mosquitto, NO_LOSS, VictoriaMetrics};
 use support::truth::{
-    assert_table_equal, influx_table, sqlite_customer_table, truth_table, victoria_table,
+    assert_table_equal, every_store, influx_table, sqlite_customer_table, truth_table,
+    victoria_table,
 };
 
 fn spec() -> FleetSpec {
@@ -64,26 +64,7 @@ async fn all_stores_equal_ground_truth(workers: usize) {
     let sqlite = dir.path().join("kpi.sqlite");
 
     let mut config = service_config(&mosquitto, dir.path(), &fleet, "fleetpulse-e2e", workers);
-    config.sinks = vec![
-        SinkConfig::Sqlite(SqliteConfig {
-            path: sqlite.clone(),
-        }),
-        SinkConfig::InfluxDbV1(InfluxDbV1Config {
-            url: influx.url(),
-            database: "fleetpulse".into(),
-            username: None,
-            password_env: None,
-            batch_size: NonZeroUsize::new(5000).unwrap(),
-        }),
-        SinkConfig::InfluxDbV2(InfluxDbV2Config {
-            url: vm.url(),
-            org: "fleetpulse".into(),
-            bucket: "fleetpulse".into(),
-            token_env: "FLEETPULSE_TEST_NO_TOKEN".into(),
-            batch_size: NonZeroUsize::new(5000).unwrap(),
-            restatements: Default::default(),
-        }),
-    ];
+    config.sinks = every_store(&sqlite, &influx, "fleetpulse", &vm, Default::default());
     let run = drive(
         config,
         &fleet,

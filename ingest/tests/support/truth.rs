@@ -16,6 +16,40 @@ const DAY_MS: u64 = 86_400_000;
 /// (customer, day start) -> (operating hours, cycles, samples, interventions, faults, active devices).
 pub type Days = BTreeMap<(String, u64), (f64, u64, u64, u64, u64, u64)>;
 
+/// The three stores of the end-to-end tests: SQLite at `sqlite`, InfluxDB
+/// 1.x database `database`, and VictoriaMetrics writing restatements as
+/// `restatements` says.
+pub fn every_store(
+    sqlite: &Path,
+    influx: &InfluxDb1,
+    database: &str,
+    vm: &VictoriaMetrics,
+    restatements: fleetpulse::sinks::influxdb::Restatements,
+) -> Vec<fleetpulse::sinks::SinkConfig> {
+    use fleetpulse::sinks::{InfluxDbV1Config, InfluxDbV2Config, SinkConfig};
+    let batch_size = std::num::NonZeroUsize::new(5000).unwrap();
+    vec![
+        SinkConfig::Sqlite(fleetpulse::sinks::sqlite::SqliteConfig {
+            path: sqlite.to_owned(),
+        }),
+        SinkConfig::InfluxDbV1(InfluxDbV1Config {
+            url: influx.url(),
+            database: database.into(),
+            username: None,
+            password_env: None,
+            batch_size,
+        }),
+        SinkConfig::InfluxDbV2(InfluxDbV2Config {
+            url: vm.url(),
+            org: "fleetpulse".into(),
+            bucket: "fleetpulse".into(),
+            token_env: "FLEETPULSE_TEST_NO_TOKEN".into(),
+            batch_size,
+            restatements,
+        }),
+    ]
+}
+
 /// The daily `customer_kpi` rows of database `db`.
 pub fn store_days(influx: &InfluxDb1, db: &str) -> Days {
     let answer = influx.query(
