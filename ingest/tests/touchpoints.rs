@@ -315,6 +315,15 @@ async fn touchpoints_through_the_api_drive_coverage_gaps_and_show_in_page_and_re
         (review["cases"].as_u64(), review["left_out"].as_u64()),
         (Some(0), Some(3))
     );
+    // The outcome side beside it: no case either, so no effect.
+    assert_eq!(
+        (
+            review["outcome_cases"].as_u64(),
+            review["outcome_left_out"].as_u64()
+        ),
+        (Some(0), Some(3))
+    );
+    assert!(review["outcome_effect"].is_null(), "{review}");
     let (_, impact) = api.get(&alice, "/api/impact?window_days=7").await;
     assert_eq!(impact["customers"], 1, "alice sees her customer only");
     let review = &impact["kinds"][0];
@@ -369,6 +378,13 @@ async fn touchpoints_through_the_api_drive_coverage_gaps_and_show_in_page_and_re
         browser.wait_for(
             "document.querySelector('#impact tr[data-kind=\"business_review\"]')",
             Duration::from_secs(30),
+        );
+        // with the outcome attainment columns beside those of hours.
+        assert_eq!(
+            browser.eval(
+                "document.querySelector('#impact tr[data-kind=\"business_review\"] td.outcome-cases').textContent"
+            ),
+            "0"
         );
         (shown, status, marks)
     })

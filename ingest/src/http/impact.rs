@@ -1,8 +1,8 @@
-//! `GET /api/impact`: what each kind of CS activity did to usage, by
-//! difference in differences against comparable customers without any
-//! touchpoint in the window (the arithmetic is
+//! `GET /api/impact`: what each kind of CS activity did to usage and to
+//! outcome attainment, by difference in differences against comparable
+//! customers without any touchpoint in the window (the arithmetic is
 //! `fleetpulse_engine::kpi::activity_impact`), from the view's daily KPIs
-//! and the touchpoints of the SQLite store. A CSM gets the figures over
+//! and outcome records and the touchpoints of the SQLite store. A CSM gets the figures over
 //! their own customers.
 
 use std::sync::Arc;
@@ -10,7 +10,9 @@ use std::sync::Arc;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use fleetpulse_engine::kpi::activity_impact::{DEFAULT_WINDOW_DAYS, DailyUsage, Impact, impact};
+use fleetpulse_engine::kpi::activity_impact::{
+    DEFAULT_WINDOW_DAYS, DailyUsage, Impact, daily_attainment, impact,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -45,17 +47,21 @@ struct ImpactDoc {
     touchpoints: usize,
     /// One per kind with touchpoints: `effect` is the change of operating
     /// hours against the controls (0.12: +12%), `ci_low` / `ci_high` its
-    /// 95% interval (null under 2 cases), `cases` the n.
+    /// 95% interval (null under 2 cases), `cases` the n; `outcome_effect`
+    /// the change of daily outcome attainment in points of 0-100 (null
+    /// without cases), `outcome_ci_low` / `outcome_ci_high` its interval,
+    /// `outcome_cases` its n.
     kinds: Vec<Impact>,
 }
 
-/// The impact of each kind of CS activity on operating hours
+/// The impact of each kind of CS activity on operating hours and outcomes
 ///
 /// For each touchpoint, the customer's change of mean daily operating hours
 /// over the window after it against the window before, minus that of the
 /// customers of the same segment and stage with no touchpoint in either
 /// window; per kind the mean, a 95% confidence interval and the number of
-/// cases.
+/// cases. The same for daily outcome attainment (share of the customer's
+/// outcomes met each day), as a difference in points.
 #[utoipa::path(get, path = "/api/impact", operation_id = "getImpact", tag = "api", params(ImpactQuery),
     responses((status = 200, description = "per kind of activity", body = ImpactDoc), BadQuery,
         Unauthorized))]
@@ -96,6 +102,12 @@ pub async fn activity_impact(
                         .flat_map(|s| s.iter())
                         .map(|h| (h.window_start, h.stage))
                         .collect(),
+                    attainment: daily_attainment(
+                        c.outcomes
+                            .iter()
+                            .filter(|((_, window), _)| **window == *day)
+                            .flat_map(|(_, s)| s.iter()),
+                    ),
                 })
             })
             .collect()
