@@ -339,6 +339,31 @@ async fn touchpoints_through_the_api_drive_coverage_gaps_and_show_in_page_and_re
         assert_eq!(doc["customers"], customers, "{doc}");
     }
 
+    // Contract events are scoped as touchpoints: alice may record one for
+    // her customer only, a viewer for none; each user lists what they see.
+    let expansion = |customer: &str| json!({"customer": customer, "kind": "expansion", "date": date(r), "arr_change": 1000});
+    for (token, customer, status) in [
+        (&viewer, &mine, StatusCode::NOT_FOUND),
+        (&alice, &other, StatusCode::NOT_FOUND),
+        (&alice, &mine, StatusCode::CREATED),
+        (&admin, &other, StatusCode::CREATED),
+    ] {
+        let response = api
+            .http
+            .post(format!("{}/api/contract-events", api.base))
+            .bearer_auth(token)
+            .json(&expansion(customer))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{customer}");
+    }
+    for (token, events) in [(&alice, 1), (&viewer, 0), (&admin, 2)] {
+        let (status, doc) = api.get(token, "/api/contract-events").await;
+        assert_eq!(status, StatusCode::OK, "{doc}");
+        assert_eq!(doc["events"].as_array().unwrap().len(), events, "{doc}");
+    }
+
     // The customer's page shows them (a token sent by the browser).
     let page = format!("{}/#/customer/{mine}", api.base);
     let home = format!("{}/#/", api.base);

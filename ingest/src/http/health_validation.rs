@@ -66,7 +66,7 @@ pub async fn health_validation(
     ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> Result<Response, ApiError> {
     let everyone = access.sees_all() || access.principal.role == Role::Viewer;
-    let book = hub.contracts();
+    let (book, _, _) = super::retention::contract_book(&hub).await?;
     let customers: Vec<ArrHistory> = book
         .histories
         .iter()

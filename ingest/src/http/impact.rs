@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use axum::extract::{Extension, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use fleetpulse_engine::kpi::activity_impact::{
     DEFAULT_WINDOW_DAYS, DailyUsage, Impact, daily_attainment, impact,
@@ -17,9 +16,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::Hub;
-use super::api::{ApiError, ApiQuery, BadQuery, Bounded, Unauthorized, json};
+use super::api::{ApiError, ApiQuery, BadQuery, Bounded, Unauthorized, json, on_store};
 use super::auth::{Access, Role};
-use crate::sinks::SqliteStore;
 
 /// Days compared before and after, as a query parameter.
 type WindowDays = Bounded<7, 56>;
@@ -72,15 +70,9 @@ pub async fn activity_impact(
 ) -> Result<Response, ApiError> {
     let window_days = q.window_days.map_or(DEFAULT_WINDOW_DAYS, |w| w.0 as u32);
     let everyone = access.sees_all() || access.principal.role == Role::Viewer;
-    let touchpoints = match hub.touchpoint_store() {
-        Some(path) => tokio::task::spawn_blocking(move || {
-            SqliteStore::open(&path).and_then(|s| s.touchpoints(None))
-        })
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
-        None => Vec::new(),
-    };
+    let touchpoints = on_store(&hub, |s| s.touchpoints(None))
+        .await?
+        .unwrap_or_default();
     let usage: Vec<DailyUsage> = {
         let view = hub.read_view();
         let day = view.day_window().to_string();
