@@ -3,7 +3,16 @@
 //! customers one touchpoint of its kind on a random day, and from
 //! `delay_days` after it multiplies the chance that each of the customer's
 //! machines works a shift by `1 + lift_percent / 100` (an activity planted
-//! with `lift_percent = 0` has no effect: the control).
+//! with `lift_percent = 0` has no effect: the control). With
+//! `intervention_cut_percent`, from the same day the customer's machines
+//! also need that percent fewer manual interventions per work cycle (the
+//! trained operators handle the line themselves): the effect on outcomes.
+//! More shifts alone move no outcome (the demo outcomes are rates per cycle
+//! and per hour), so the outcome effect is planted on its own. Each
+//! intervention is kept with chance `1 - cut` by a hash of the sample, not
+//! the device's random stream, so a spec that differs only in the cut
+//! simulates the very same fleet but for those counts: the counterfactual
+//! that the realised effect on outcome attainment is measured against.
 //!
 //! A customer gets at most one planted touchpoint, placed so that the
 //! [`IMPACT_WINDOW_DAYS`] before and after it lie inside the simulation.
@@ -38,6 +47,10 @@ pub struct PlantedActivity {
     /// A decision-maker of the customer attends.
     #[serde(default)]
     pub decision_maker: bool,
+    /// Percent fewer manual interventions per cycle from `delay_days` after
+    /// it (0: no effect on outcomes).
+    #[serde(default)]
+    pub intervention_cut_percent: u32,
 }
 
 /// A touchpoint the simulator planted, with its effect.
@@ -55,6 +68,9 @@ pub struct SimTouchpoint {
     pub lift: f64,
     /// Days until the lift starts.
     pub delay_days: u32,
+    /// Share of manual interventions still needed from `day + delay_days`
+    /// (1: no effect).
+    pub interventions_kept: f64,
 }
 
 /// The touchpoints of customer `index`: at most one, of the first planted
@@ -78,6 +94,7 @@ pub(crate) fn plan(spec: &FleetSpec, index: usize) -> Vec<SimTouchpoint> {
                 decision_maker: a.decision_maker,
                 lift: 1.0 + f64::from(a.lift_percent) / 100.0,
                 delay_days: a.delay_days,
+                interventions_kept: 1.0 - f64::from(a.intervention_cut_percent.min(100)) / 100.0,
             }];
         }
         from += a.share_percent;
@@ -93,6 +110,16 @@ impl Customer {
             .iter()
             .filter(|t| day >= f64::from(t.day + t.delay_days))
             .map(|t| t.lift)
+            .product()
+    }
+
+    /// Share of manual interventions still needed on simulation `day`
+    /// (fractional) after the planted touchpoints' cuts.
+    pub(crate) fn intervention_factor(&self, day: f64) -> f64 {
+        self.touchpoints
+            .iter()
+            .filter(|t| day >= f64::from(t.day + t.delay_days))
+            .map(|t| t.interventions_kept)
             .product()
     }
 }
@@ -164,6 +191,7 @@ mod tests {
             lift_percent,
             delay_days: 3,
             decision_maker: false,
+            intervention_cut_percent: 0,
         }
     }
 
@@ -206,6 +234,54 @@ mod tests {
                 effect > 0.0 && effect <= 0.3 * 25.0 / 28.0 + 1e-9,
                 "{effect}"
             );
+        }
+    }
+
+    #[test]
+    fn an_intervention_cut_changes_only_the_interventions_after_the_delay() {
+        let cut = |percent| {
+            let mut a = training(50, 30);
+            a.intervention_cut_percent = percent;
+            Fleet::generate(&spec(vec![a]))
+        };
+        let (plain, cut) = (cut(0), cut(60));
+        let interventions = |fleet: &Fleet, before: bool| {
+            let mut n = 0u64;
+            for m in fleet.messages() {
+                let customer = fleet
+                    .customers()
+                    .iter()
+                    .find(|c| c.id == m.batch.customer_id)
+                    .unwrap();
+                for s in &m.batch.samples {
+                    let from = customer
+                        .touchpoints
+                        .first()
+                        .map_or(u64::MAX, |t| t.at + u64::from(t.delay_days) * DAY_MS);
+                    if ((s.event_time_ms as u64) < from) == before {
+                        n += u64::from(s.manual_interventions);
+                    }
+                }
+            }
+            n
+        };
+        assert_eq!(interventions(&plain, true), interventions(&cut, true));
+        let (was, is) = (interventions(&plain, false), interventions(&cut, false));
+        assert!(was > 100, "{was}");
+        // "After" holds the trained customers' samples from the delay on
+        // only: about 40% of their interventions are kept.
+        let kept = is as f64 / was as f64;
+        assert!((0.3..0.5).contains(&kept), "{was} -> {is}");
+        // Everything else is the same fleet.
+        for (a, b) in plain.messages().zip(cut.messages()) {
+            assert_eq!(a.batch.samples.len(), b.batch.samples.len());
+            for (x, y) in a.batch.samples.iter().zip(&b.batch.samples) {
+                assert_eq!(
+                    (x.cycles, x.state, x.event_time_ms),
+                    (y.cycles, y.state, y.event_time_ms)
+                );
+                assert!(y.manual_interventions <= x.manual_interventions);
+            }
         }
     }
 }

@@ -433,6 +433,17 @@ impl DeviceSim {
             intervention_rate *= 1.5;
         }
         sample.manual_interventions = poisson(rng, f64::from(cycles) * intervention_rate);
+        let kept = customer.intervention_factor(moment.day);
+        if kept < 1.0 && sample.manual_interventions > 0 {
+            // A planted cut (`crate::activity`) keeps each intervention with
+            // chance `kept`, drawn from a hash of the sample rather than the
+            // device's stream: the fleet with and without the cut differs
+            // in these counts only.
+            let key = mix(spec.seed ^ mix(device.index as u64) ^ mix(sample.event_time_ms as u64));
+            sample.manual_interventions = (0..u64::from(sample.manual_interventions))
+                .filter(|&i| ((mix(key ^ i) >> 11) as f64 / (1u64 << 53) as f64) < kept)
+                .count() as u32;
+        }
         let eco_factor = if eco { 0.88 } else { 1.0 };
         self.counters.operating_hours += manned_s / 3600.0;
         self.counters.idle_hours += idle_s / 3600.0;

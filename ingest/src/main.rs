@@ -75,6 +75,10 @@ enum Command {
     /// The CS team's touchpoints in the SQLite store: `touchpoints add`,
     /// `touchpoints import FILE.csv`, `touchpoints list`.
     Touchpoints(fleetpulse::touchpoints::cli::TouchpointsArgs),
+    /// Contract events recorded in the SQLite store, beside the customers
+    /// file's, for revenue retention: `contracts add`, `contracts import
+    /// FILE.csv`, `contracts list`.
+    Contracts(fleetpulse::contracts::cli::ContractsArgs),
     /// Is the health score any good? Runs simulated fleets whose customers
     /// all come to renewal (churn odds by profile) through the engine and
     /// prints the score's ROC AUC 30, 60 and 90 days before each decision,
@@ -152,6 +156,7 @@ fn main() -> anyhow::Result<()> {
             Command::Report(args) => fleetpulse::report::run(args),
             Command::Users(args) => fleetpulse::http::auth::cli::run(args),
             Command::Touchpoints(args) => fleetpulse::touchpoints::cli::run(args),
+            Command::Contracts(args) => fleetpulse::contracts::cli::run(args),
             Command::HealthValidation(args) => fleetpulse::health_validation::run(args).await,
         }
     });

@@ -248,6 +248,7 @@ const BAD_QUERIES: &[&str] = &[
     "/api/retention?period=month",
     "/api/retention?periods=41",
     "/api/impact?window_days=3",
+    "/api/contract-events?since=2026",
     "/api/status?verbose=1",
 ];
 
@@ -470,6 +471,10 @@ async fn every_endpoint_answers_as_documented() {
     assert_eq!(retention["customers"], 6);
     assert!(!retention["periods"].as_array().unwrap().is_empty());
     api.get("/api/retention", 200).await;
+    assert_eq!(retention["recorded_events"], 0);
+    // Contract events recorded at runtime: none yet.
+    let events = api.get("/api/contract-events", 200).await;
+    assert!(events["events"].as_array().unwrap().is_empty());
     // Impact of CS activities: no touchpoints, no kinds.
     let impact = api.get("/api/impact?window_days=14", 200).await;
     assert_eq!(impact["window_days"], 14);

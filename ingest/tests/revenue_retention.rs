@@ -11,7 +11,7 @@ use std::time::Duration;
 use fleetpulse::config::{CustomersRef, ServiceConfig};
 use fleetpulse::sinks::SinkConfig;
 use fleetpulse::sinks::sqlite::SqliteConfig;
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::cdp::{Browser, artifacts};
 
 /// Five customers; ARR in thousands.
@@ -321,6 +321,234 @@ async fn revenue_retention_from_contract_events_in_the_api_and_the_portfolio_pag
         (nrr.as_str(), grr.as_str(), logos.as_str()),
         ("67%", "62%", "75%")
     );
+
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+}
+
+/// `fleetpulse contracts ARGS` (the real binary): success, stdout, stderr.
+fn contracts(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+        .arg("contracts")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_events_recorded_through_the_api_and_a_csv_import_change_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let customers_path = dir.path().join("customers.toml");
+    std::fs::write(&customers_path, CUSTOMERS).unwrap();
+    std::fs::write(dir.path().join("contract-events.csv"), EVENTS_CSV).unwrap();
+    let store = dir.path().join("kpi.sqlite");
+    let broker = fleetpulse::broker::start(0).unwrap();
+    let mut config = ServiceConfig::default();
+    config.mqtt.host = broker.addr.ip().to_string();
+    config.mqtt.port = broker.addr.port();
+    config.mqtt.client_id = "fleetpulse-contract-events-test".into();
+    config.engine.workers = 1;
+    config.customers = Some(CustomersRef {
+        file: customers_path.clone(),
+    });
+    config.sinks = vec![SinkConfig::Sqlite(SqliteConfig {
+        path: store.clone(),
+    })];
+    config.http.enabled = true;
+    config.http.listen = "127.0.0.1:0".parse().unwrap();
+    let (service, hub) = support::in_process::serving(config, "<test>").await;
+    let base = format!("http://{}", hub.local_addr().expect("the service listens"));
+    let http = reqwest::Client::new();
+    let post = async |body: Value| -> (u16, Value) {
+        let response = http
+            .post(format!("{base}/api/contract-events"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    };
+    let q2 = async || -> Value {
+        let doc: Value = reqwest::get(format!("{base}/api/retention?period=quarter&periods=40"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let period = doc["periods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["label"] == "2026-Q2")
+            .unwrap()
+            .clone();
+        let mut all = period["groups"][0].clone();
+        assert_eq!(all["group"], "all");
+        all["recorded_events"] = doc["recorded_events"].clone();
+        all["conflicts"] = doc["conflicts"].clone();
+        all
+    };
+    let close = |got: &Value, want: f64| {
+        let got = got.as_f64().unwrap();
+        assert!((got - want).abs() < 1e-9, "{got} != {want}");
+    };
+
+    // As the file has it (see EXPECTED): NRR 670/1000, logos 3 of 4.
+    let before = q2().await;
+    close(&before["nrr"], 0.67);
+    close(&before["logo_retention"], 0.75);
+    assert_eq!(before["recorded_events"], 0);
+
+    // Mistakes name the field, and record nothing.
+    for (body, status, named) in [
+        (
+            json!({"customer": "d", "kind": "expansion", "date": "2026-05-10"}),
+            400,
+            "field `arr_change`",
+        ),
+        (
+            json!({"customer": "d", "kind": "upsell", "date": "2026-05-10", "arr_change": 100}),
+            400,
+            "field `kind`",
+        ),
+        (
+            json!({"customer": "d", "kind": "expansion", "date": "10/05/2026", "arr_change": 100}),
+            400,
+            "field `date`",
+        ),
+        (
+            json!({"customer": "d", "kind": "contraction", "date": "2026-05-10", "arr_change": -400}),
+            400,
+            "field `arr_change`",
+        ),
+        (
+            json!({"customer": "zz", "kind": "expansion", "date": "2026-05-10", "arr_change": 100}),
+            404,
+            "`zz`",
+        ),
+        (
+            json!({"customer": "d", "kind": "expansion", "date": "2026-05-10", "arr": 100}),
+            400,
+            "arr",
+        ),
+    ] {
+        let (got, doc) = post(body.clone()).await;
+        assert_eq!(got, status, "{body}: {doc}");
+        let message = doc["error"].as_str().unwrap_or_default();
+        assert!(message.contains(named), "{body}: {message}");
+    }
+
+    // d (tech-touch, 400, flat in the file) expands by 100 on 10 May: the
+    // cohort's ARR at the end is a 150 + b 120 + c 0 + d 500 = 770 of the
+    // 1000 it started with; GRR (no more contraction or churn) and logos
+    // stay.
+    let (status, doc) = post(
+        json!({"customer": "d", "kind": "expansion", "date": "2026-05-10", "arr_change": 100}),
+    )
+    .await;
+    assert_eq!(status, 201, "{doc}");
+    assert_eq!(doc["recorded_by"], "anonymous");
+    let expanded = q2().await;
+    close(&expanded["nrr"], 0.77);
+    close(&expanded["grr"], 0.62);
+    close(&expanded["expansion_arr"], 150.0);
+    close(&expanded["logo_retention"], 0.75);
+    assert_eq!(expanded["recorded_events"], 1);
+    let listed: Value = reqwest::get(format!("{base}/api/contract-events?customer=d"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = listed["events"].as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["kind"], "expansion");
+    assert_eq!(listed[0]["arr_change"].as_f64(), Some(100.0));
+
+    // A CSV file with a bad line: refused with file, line and column, and
+    // its good first line is not written either.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "customer,kind,date,arr_change
+d,churn,2026-06-15,
+b,grow,2026-06-20,10
+",
+    )
+    .unwrap();
+    let args = |file: &std::path::Path| {
+        vec![
+            std::ffi::OsString::from("import"),
+            file.as_os_str().to_owned(),
+            "--customers".into(),
+            customers_path.as_os_str().to_owned(),
+            "--store".into(),
+            store.as_os_str().to_owned(),
+        ]
+    };
+    let run = |v: Vec<std::ffi::OsString>| {
+        let refs: Vec<&std::ffi::OsStr> = v.iter().map(|s| s.as_os_str()).collect();
+        contracts(&refs)
+    };
+    let (ok, _, stderr) = run(args(&bad));
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("{}:3:1: field `kind`: `grow`", bad.display())),
+        "{stderr}"
+    );
+    // A churn before any ARR does not add up: named too.
+    std::fs::write(
+        &bad,
+        "customer,kind,date,arr_change
+e,churn,2026-03-01,
+",
+    )
+    .unwrap();
+    let (ok, _, stderr) = run(args(&bad));
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("{}:2:1: field `kind`", bad.display())) && stderr.contains("`e`"),
+        "{stderr}"
+    );
+    assert_eq!(q2().await["recorded_events"], 1, "nothing written");
+
+    // d churns on 15 June (imported): all of its 500 is lost. The cohort
+    // ends at 150 + 120 + 0 + 0 = 270 of 1000, and keeps 2 logos of 4.
+    let good = dir.path().join("churn.csv");
+    std::fs::write(
+        &good,
+        "customer,kind,date,arr_change
+d,churn,2026-06-15,
+",
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = run(args(&good));
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("recorded 1 contract events"), "{stdout}");
+    let churned = q2().await;
+    close(&churned["logo_retention"], 0.5);
+    close(&churned["nrr"], 0.27);
+    assert_eq!(churned["logos_churned"].as_u64(), Some(2));
+    assert_eq!(churned["recorded_events"], 2);
+    assert_eq!(churned["conflicts"], json!([]));
+    let (ok, stdout, _) = run(vec![
+        "list".into(),
+        "--store".into(),
+        store.as_os_str().to_owned(),
+    ]);
+    assert!(ok);
+    assert!(
+        stdout.contains("expansion") && stdout.contains("churn"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("csv:churn.csv"), "{stdout}");
 
     service.shutdown.cancel();
     service.task.await.unwrap().unwrap();

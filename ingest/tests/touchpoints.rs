@@ -315,6 +315,15 @@ async fn touchpoints_through_the_api_drive_coverage_gaps_and_show_in_page_and_re
         (review["cases"].as_u64(), review["left_out"].as_u64()),
         (Some(0), Some(3))
     );
+    // The outcome side beside it: no case either, so no effect.
+    assert_eq!(
+        (
+            review["outcome_cases"].as_u64(),
+            review["outcome_left_out"].as_u64()
+        ),
+        (Some(0), Some(3))
+    );
+    assert!(review["outcome_effect"].is_null(), "{review}");
     let (_, impact) = api.get(&alice, "/api/impact?window_days=7").await;
     assert_eq!(impact["customers"], 1, "alice sees her customer only");
     let review = &impact["kinds"][0];
@@ -328,6 +337,31 @@ async fn touchpoints_through_the_api_drive_coverage_gaps_and_show_in_page_and_re
         let (status, doc) = api.get(token, "/api/health-validation").await;
         assert_eq!(status, StatusCode::OK, "{doc}");
         assert_eq!(doc["customers"], customers, "{doc}");
+    }
+
+    // Contract events are scoped as touchpoints: alice may record one for
+    // her customer only, a viewer for none; each user lists what they see.
+    let expansion = |customer: &str| json!({"customer": customer, "kind": "expansion", "date": date(r), "arr_change": 1000});
+    for (token, customer, status) in [
+        (&viewer, &mine, StatusCode::NOT_FOUND),
+        (&alice, &other, StatusCode::NOT_FOUND),
+        (&alice, &mine, StatusCode::CREATED),
+        (&admin, &other, StatusCode::CREATED),
+    ] {
+        let response = api
+            .http
+            .post(format!("{}/api/contract-events", api.base))
+            .bearer_auth(token)
+            .json(&expansion(customer))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{customer}");
+    }
+    for (token, events) in [(&alice, 1), (&viewer, 0), (&admin, 2)] {
+        let (status, doc) = api.get(token, "/api/contract-events").await;
+        assert_eq!(status, StatusCode::OK, "{doc}");
+        assert_eq!(doc["events"].as_array().unwrap().len(), events, "{doc}");
     }
 
     // The customer's page shows them (a token sent by the browser).
@@ -369,6 +403,13 @@ async fn touchpoints_through_the_api_drive_coverage_gaps_and_show_in_page_and_re
         browser.wait_for(
             "document.querySelector('#impact tr[data-kind=\"business_review\"]')",
             Duration::from_secs(30),
+        );
+        // with the outcome attainment columns beside those of hours.
+        assert_eq!(
+            browser.eval(
+                "document.querySelector('#impact tr[data-kind=\"business_review\"] td.outcome-cases').textContent"
+            ),
+            "0"
         );
         (shown, status, marks)
     })

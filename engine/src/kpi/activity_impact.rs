@@ -1,6 +1,7 @@
-//! The impact of each kind of CS activity on usage, by difference in
-//! differences: did customers use their machines more after a training (a
-//! business review, ...) than comparable customers who had none?
+//! The impact of each kind of CS activity on usage and on outcomes, by
+//! difference in differences: did customers use their machines more, and
+//! meet more of their outcome targets, after a training (a business
+//! review, ...) than comparable customers who had none?
 //!
 //! For each touchpoint (a **case**) on day `d` of customer `c`, with a
 //! window of `N` days (default [`DEFAULT_WINDOW_DAYS`]):
@@ -21,12 +22,29 @@
 //! freedom). A case needs every day of both windows for the customer and at
 //! least one control, each with hours before; cases without are left out
 //! (and counted as such).
+//!
+//! **Outcomes** go through the same machinery with the customer's daily
+//! **outcome attainment**: the share (0-100) of its outcomes evaluated on
+//! the day window that met their target that day (the outcome records of
+//! the day). That is the quantity the health score's outcome component
+//! averages, but taken per day: the component is a trailing 7-day mean, so
+//! its "after" window would still hold the 6 days before the touchpoint and
+//! its days would not be independent. It is the one outcome figure every
+//! customer has on the same scale, whatever outcomes it defined. A day with
+//! nothing to measure (no cycles, no hours) has no attainment, as the
+//! outcome streaks treat it (neither met nor missed); a window's mean is
+//! over the days that have one, and needs them on at least half of its
+//! days. The change is a **difference** of means in points (not a log
+//! ratio as for hours): attainment is a bounded share that is often 0 or
+//! 100, where a ratio is undefined or explodes, and "+25 points of outcome
+//! attainment" is what a CS team reads. Controls are chosen as for hours.
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
 use super::health::Stage;
+use super::outcome::OutcomeRecord;
 use super::touchpoint::{Touchpoint, TouchpointKind};
 use crate::customer::Segment;
 use crate::model::{EventTime, Id};
@@ -48,6 +66,10 @@ pub struct DailyUsage {
     /// Lifecycle stage at the end of each day, keyed by the day's start
     /// (from the health records; may be empty).
     pub stages: BTreeMap<EventTime, Stage>,
+    /// Outcome attainment per day (0-100: share of the outcomes evaluated
+    /// that day that met their target), keyed by the day's start; days
+    /// with nothing evaluated are absent.
+    pub attainment: BTreeMap<EventTime, f64>,
 }
 
 impl DailyUsage {
@@ -69,10 +91,51 @@ impl DailyUsage {
         (before > 0.0 && after > 0.0).then(|| (after / before).ln())
     }
 
+    /// Mean attainment over the `days` days from `from`, over the days
+    /// that have one; `None` unless at least half of them do.
+    fn mean_attainment(&self, from: EventTime, days: u32) -> Option<f64> {
+        let end = from + u64::from(days) * DAY_MS;
+        let values: Vec<f64> = self.attainment.range(from..end).map(|(_, a)| *a).collect();
+        (days > 0 && 2 * values.len() >= days as usize)
+            .then(|| values.iter().sum::<f64>() / values.len() as f64)
+    }
+
+    /// Mean attainment after `at` minus that before, in points.
+    fn attainment_change(&self, at: EventTime, days: u32) -> Option<f64> {
+        let span = u64::from(days) * DAY_MS;
+        let before = self.mean_attainment(at.checked_sub(span)?, days)?;
+        Some(self.mean_attainment(at, days)? - before)
+    }
+
+    /// The change of `measure` around `at`.
+    fn change_of(&self, measure: Measure, at: EventTime, days: u32) -> Option<f64> {
+        match measure {
+            Measure::Hours => self.change(at, days),
+            Measure::Attainment => self.attainment_change(at, days),
+        }
+    }
+
     /// The stage on the day before `at`.
     fn stage_before(&self, at: EventTime) -> Option<Stage> {
         self.stages.get(&at.checked_sub(DAY_MS)?).copied()
     }
+}
+
+/// Daily outcome attainment from a customer's outcome records of the day
+/// window: per day start, 100 times the outcomes met over those evaluated
+/// (a defined value); days with none evaluated are left out.
+pub fn daily_attainment<'a>(
+    records: impl IntoIterator<Item = &'a OutcomeRecord>,
+) -> BTreeMap<EventTime, f64> {
+    let mut days: BTreeMap<EventTime, (u32, u32)> = BTreeMap::new();
+    for r in records.into_iter().filter(|r| !r.value.is_nan()) {
+        let (met, evaluated) = days.entry(r.window_start).or_default();
+        *met += u32::from(r.met);
+        *evaluated += 1;
+    }
+    days.into_iter()
+        .map(|(day, (met, evaluated))| (day, 100.0 * f64::from(met) / f64::from(evaluated)))
+        .collect()
 }
 
 /// The estimated impact of one kind of activity.
@@ -97,6 +160,21 @@ pub struct Impact {
     pub ci_low: Option<f64>,
     /// 95% confidence interval, high end.
     pub ci_high: Option<f64>,
+    /// Cases of the outcome estimate (the customer and a control with
+    /// attainment on at least half the days of both windows).
+    pub outcome_cases: u32,
+    /// Touchpoints of the kind left out of the outcome estimate.
+    pub outcome_left_out: u32,
+    /// Mean controls per case of the outcome estimate.
+    pub outcome_controls: f64,
+    /// Estimated change of daily outcome attainment against the controls,
+    /// in points of 0-100 (25.0: +25 points); `None` without cases.
+    pub outcome_effect: Option<f64>,
+    /// 95% confidence interval of the outcome effect, low end (points);
+    /// `None` with fewer than 2 cases.
+    pub outcome_ci_low: Option<f64>,
+    /// 95% confidence interval of the outcome effect, high end (points).
+    pub outcome_ci_high: Option<f64>,
 }
 
 impl Impact {
@@ -104,12 +182,73 @@ impl Impact {
     pub fn significant(&self) -> bool {
         matches!((self.ci_low, self.ci_high), (Some(lo), Some(hi)) if lo > 0.0 || hi < 0.0)
     }
+
+    /// The outcome interval excludes 0.
+    pub fn outcome_significant(&self) -> bool {
+        matches!((self.outcome_ci_low, self.outcome_ci_high), (Some(lo), Some(hi)) if lo > 0.0 || hi < 0.0)
+    }
+}
+
+/// What a case's change is measured on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Measure {
+    /// Log of mean daily operating hours.
+    Hours,
+    /// Mean daily outcome attainment, points.
+    Attainment,
+}
+
+/// One difference-in-differences estimate, on the measure's own scale.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Estimate {
+    cases: u32,
+    left_out: u32,
+    controls: f64,
+    /// Mean effect; NaN without cases.
+    mean: f64,
+    /// Half the 95% interval; `None` with fewer than 2 cases.
+    half: Option<f64>,
 }
 
 /// The impact of each kind of activity among `touchpoints`, from `usage`,
 /// over windows of `window_days`; kinds in [`TouchpointKind::ALL`] order,
 /// those without touchpoints left out.
 pub fn impact(touchpoints: &[Touchpoint], usage: &[DailyUsage], window_days: u32) -> Vec<Impact> {
+    let mut out = Vec::new();
+    for kind in TouchpointKind::ALL {
+        let hours = estimate(touchpoints, usage, window_days, kind, Measure::Hours);
+        if hours.cases == 0 && hours.left_out == 0 {
+            continue;
+        }
+        let outcome = estimate(touchpoints, usage, window_days, kind, Measure::Attainment);
+        out.push(Impact {
+            kind,
+            window_days,
+            cases: hours.cases,
+            left_out: hours.left_out,
+            controls: hours.controls,
+            effect: hours.mean.exp_m1(),
+            ci_low: hours.half.map(|h| (hours.mean - h).exp_m1()),
+            ci_high: hours.half.map(|h| (hours.mean + h).exp_m1()),
+            outcome_cases: outcome.cases,
+            outcome_left_out: outcome.left_out,
+            outcome_controls: outcome.controls,
+            outcome_effect: (outcome.cases > 0).then_some(outcome.mean),
+            outcome_ci_low: outcome.half.map(|h| outcome.mean - h),
+            outcome_ci_high: outcome.half.map(|h| outcome.mean + h),
+        });
+    }
+    out
+}
+
+/// The difference-in-differences estimate of `kind` on `measure`.
+fn estimate(
+    touchpoints: &[Touchpoint],
+    usage: &[DailyUsage],
+    window_days: u32,
+    kind: TouchpointKind,
+    measure: Measure,
+) -> Estimate {
     let span = u64::from(window_days) * DAY_MS;
     let by_customer: HashMap<&str, &DailyUsage> = usage.iter().map(|u| (&*u.customer, u)).collect();
     let mut touched: HashMap<&str, Vec<EventTime>> = HashMap::new();
@@ -121,72 +260,60 @@ pub fn impact(touchpoints: &[Touchpoint], usage: &[DailyUsage], window_days: u32
             .get(customer)
             .is_none_or(|days| days.iter().all(|&d| d + span <= at || d >= at + span))
     };
-    let mut out = Vec::new();
-    for kind in TouchpointKind::ALL {
-        let mut effects = Vec::new();
-        // Each control customer's changes over the cases it served, and its
-        // weight in the estimate (1 / controls of each such case).
-        let mut control_changes: HashMap<&str, (Vec<f64>, f64)> = HashMap::new();
-        let (mut left_out, mut controls_total) = (0u32, 0usize);
-        for t in touchpoints.iter().filter(|t| t.kind == kind) {
-            let at = t.at - t.at % DAY_MS;
-            let case = by_customer.get(&*t.customer).and_then(|treated| {
-                let change = treated.change(at, window_days)?;
-                let controls: Vec<(&str, f64)> = usage
-                    .iter()
-                    .filter(|u| {
-                        u.segment == treated.segment
-                            && u.customer != treated.customer
-                            && quiet(&u.customer, at)
-                            && match (treated.stage_before(at), u.stage_before(at)) {
-                                (Some(a), Some(b)) => a == b,
-                                _ => true,
-                            }
-                    })
-                    .filter_map(|u| Some((&*u.customer, u.change(at, window_days)?)))
-                    .collect();
-                (!controls.is_empty()).then_some((change, controls))
-            });
-            let Some((change, controls)) = case else {
-                left_out += 1;
-                continue;
-            };
-            let k = controls.len() as f64;
-            let mean = controls.iter().map(|(_, c)| c).sum::<f64>() / k;
-            effects.push(change - mean);
-            controls_total += controls.len();
-            for (customer, c) in controls {
-                let entry = control_changes.entry(customer).or_default();
-                entry.0.push(c);
-                entry.1 += 1.0 / k;
-            }
-        }
-        if effects.is_empty() && left_out == 0 {
-            continue;
-        }
-        let n = effects.len();
-        let mean = mean_of(&effects);
-        let per_control: Vec<(f64, f64)> = control_changes
-            .values()
-            .map(|(c, w)| (mean_of(c), *w))
-            .collect();
-        let half = interval(&effects, &per_control);
-        out.push(Impact {
-            kind,
-            window_days,
-            cases: n as u32,
-            left_out,
-            controls: if n == 0 {
-                0.0
-            } else {
-                controls_total as f64 / n as f64
-            },
-            effect: mean.exp_m1(),
-            ci_low: half.map(|h| (mean - h).exp_m1()),
-            ci_high: half.map(|h| (mean + h).exp_m1()),
+    let mut effects = Vec::new();
+    // Each control customer's changes over the cases it served, and its
+    // weight in the estimate (1 / controls of each such case).
+    let mut control_changes: HashMap<&str, (Vec<f64>, f64)> = HashMap::new();
+    let (mut left_out, mut controls_total) = (0u32, 0usize);
+    for t in touchpoints.iter().filter(|t| t.kind == kind) {
+        let at = t.at - t.at % DAY_MS;
+        let case = by_customer.get(&*t.customer).and_then(|treated| {
+            let change = treated.change_of(measure, at, window_days)?;
+            let controls: Vec<(&str, f64)> = usage
+                .iter()
+                .filter(|u| {
+                    u.segment == treated.segment
+                        && u.customer != treated.customer
+                        && quiet(&u.customer, at)
+                        && match (treated.stage_before(at), u.stage_before(at)) {
+                            (Some(a), Some(b)) => a == b,
+                            _ => true,
+                        }
+                })
+                .filter_map(|u| Some((&*u.customer, u.change_of(measure, at, window_days)?)))
+                .collect();
+            (!controls.is_empty()).then_some((change, controls))
         });
+        let Some((change, controls)) = case else {
+            left_out += 1;
+            continue;
+        };
+        let k = controls.len() as f64;
+        let mean = controls.iter().map(|(_, c)| c).sum::<f64>() / k;
+        effects.push(change - mean);
+        controls_total += controls.len();
+        for (customer, c) in controls {
+            let entry = control_changes.entry(customer).or_default();
+            entry.0.push(c);
+            entry.1 += 1.0 / k;
+        }
     }
-    out
+    let n = effects.len();
+    let per_control: Vec<(f64, f64)> = control_changes
+        .values()
+        .map(|(c, w)| (mean_of(c), *w))
+        .collect();
+    Estimate {
+        cases: n as u32,
+        left_out,
+        controls: if n == 0 {
+            0.0
+        } else {
+            controls_total as f64 / n as f64
+        },
+        mean: mean_of(&effects),
+        half: interval(&effects, &per_control),
+    }
 }
 
 fn mean_of(values: &[f64]) -> f64 {
@@ -268,6 +395,7 @@ mod tests {
             segment,
             hours: (0..days).map(|d| (day(d), hours(d))).collect(),
             stages: BTreeMap::new(),
+            attainment: BTreeMap::new(),
         }
     }
 
@@ -440,6 +568,114 @@ mod tests {
         assert!((training.effect - (m.exp() - 1.0)).abs() < 1e-9);
         assert!((training.ci_low.unwrap() - ((m - half).exp() - 1.0)).abs() < 1e-9);
         assert!(!training.significant());
+    }
+
+    #[test]
+    fn outcome_attainment_is_a_difference_in_points() {
+        // a meets 50% of its outcomes before its training on day 28 and
+        // 100% after; control b goes from 50% to 60%, control c stays at
+        // 80%: the effect is 50 - (10 + 0) / 2 = 45 points. b has no
+        // attainment on its weekends (every 7th day): the mean is over the
+        // days that have one.
+        let mut fleet = [
+            usage("a", Segment::LowTouch, 56, |_| 10.0),
+            usage("b", Segment::LowTouch, 56, |_| 10.0),
+            usage("c", Segment::LowTouch, 56, |_| 10.0),
+        ];
+        fleet[0].attainment = (0..56)
+            .map(|d| (day(d), if d < 28 { 50.0 } else { 100.0 }))
+            .collect();
+        fleet[1].attainment = (0..56)
+            .filter(|d| d % 7 != 6)
+            .map(|d| (day(d), if d < 28 { 50.0 } else { 60.0 }))
+            .collect();
+        fleet[2].attainment = (0..56).map(|d| (day(d), 80.0)).collect();
+        let got = impact(&[touch("a", Training, 28)], &fleet, 28)[0];
+        assert_eq!((got.outcome_cases, got.outcome_left_out), (1, 0));
+        assert_eq!(got.outcome_controls, 2.0);
+        assert!((got.outcome_effect.unwrap() - 45.0).abs() < 1e-9);
+        assert_eq!((got.outcome_ci_low, got.outcome_ci_high), (None, None));
+        // The usage side is untouched: flat hours everywhere.
+        assert!(got.effect.abs() < 1e-12);
+    }
+
+    #[test]
+    fn outcome_windows_need_attainment_on_half_their_days() {
+        let mut fleet = [
+            usage("a", Segment::LowTouch, 56, |_| 10.0),
+            usage("b", Segment::LowTouch, 56, |_| 10.0),
+        ];
+        // a has attainment on 13 of the 28 days after: left out of the
+        // outcome estimate, kept in the usage one.
+        fleet[0].attainment = (0..56)
+            .filter(|&d| d < 28 || d % 2 == 0 && d < 54)
+            .map(|d| (day(d), 50.0))
+            .collect();
+        fleet[1].attainment = (0..56).map(|d| (day(d), 50.0)).collect();
+        let got = impact(&[touch("a", Training, 28)], &fleet, 28)[0];
+        assert_eq!(
+            (got.cases, got.outcome_cases, got.outcome_left_out),
+            (1, 0, 1)
+        );
+        assert_eq!(got.outcome_effect, None);
+        assert!(!got.outcome_significant());
+    }
+
+    #[test]
+    fn outcome_intervals_from_several_cases() {
+        // Lifts of 20, 30 and 40 points against flat controls: the interval
+        // is the plain t interval of the three, in points.
+        let fleet: Vec<DailyUsage> = [
+            ("a", 20.0, 28),
+            ("b", 30.0, 29),
+            ("c", 40.0, 30),
+            ("z", 0.0, 0),
+        ]
+        .into_iter()
+        .map(|(id, lift, from)| {
+            let mut u = usage(id, Segment::HighTouch, 60, |_| 8.0);
+            u.attainment = (0..60)
+                .map(|d| (day(d), if d < from { 50.0 } else { 50.0 + lift }))
+                .collect();
+            u
+        })
+        .collect();
+        let touchpoints = [
+            touch("a", Training, 28),
+            touch("b", Training, 29),
+            touch("c", Training, 30),
+        ];
+        let got = impact(&touchpoints, &fleet, 28)[0];
+        assert_eq!(got.outcome_cases, 3);
+        let half = 4.303 * 10.0 / 3f64.sqrt();
+        assert!((got.outcome_effect.unwrap() - 30.0).abs() < 1e-9);
+        assert!((got.outcome_ci_low.unwrap() - (30.0 - half)).abs() < 1e-9);
+        assert!((got.outcome_ci_high.unwrap() - (30.0 + half)).abs() < 1e-9);
+        assert!(got.outcome_significant());
+    }
+
+    #[test]
+    fn attainment_counts_the_outcomes_evaluated_each_day() {
+        let record = |outcome: &str, d: u64, value: f64, met: bool| OutcomeRecord {
+            customer: "a".into(),
+            outcome: outcome.into(),
+            window: "1d".into(),
+            window_start: day(d),
+            window_end: day(d + 1),
+            value,
+            met,
+            ..OutcomeRecord::default()
+        };
+        let records = [
+            record("x", 0, 0.01, true),
+            record("y", 0, 70.0, false),
+            record("x", 1, 0.01, true),
+            record("y", 1, f64::NAN, false),
+            record("x", 2, f64::NAN, false),
+            record("y", 2, f64::NAN, false),
+        ];
+        let got = daily_attainment(&records);
+        assert_eq!(got, BTreeMap::from([(day(0), 50.0), (day(1), 100.0)]));
     }
 
     #[test]

@@ -24,10 +24,11 @@ use crate::model::{EventTime, Id};
 
 /// What happened to a contract.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ContractEventKind {
     /// A new logo: ARR from zero (the first contract, or a return after churn).
+    #[default]
     Start,
     /// The contract renewed, possibly at another ARR.
     Renewal,
@@ -76,6 +77,35 @@ pub struct ContractEvent {
     pub at: EventTime,
     /// The change of ARR it makes.
     pub arr_change: Option<f64>,
+}
+
+/// A contract event recorded while the service runs (the API, `fleetpulse
+/// contracts add` or a CSV import) and kept in the store, beside those of
+/// the customers file. Field names are store field names.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RecordedContractEvent {
+    /// Customer id.
+    pub customer: Id,
+    /// What happened.
+    pub kind: ContractEventKind,
+    /// When it takes effect, ms since the epoch (a day's midnight, UTC).
+    pub at: EventTime,
+    /// The change of ARR it makes (none: a renewal without change, or a
+    /// churn of all the ARR).
+    pub arr_change: Option<f64>,
+    /// Who recorded it: the user, `cli`, or `csv:FILE`.
+    pub recorded_by: Id,
+}
+
+impl RecordedContractEvent {
+    /// The event, without who recorded it.
+    pub fn event(&self) -> ContractEvent {
+        ContractEvent {
+            kind: self.kind,
+            at: self.at,
+            arr_change: self.arr_change,
+        }
+    }
 }
 
 /// One step of a customer's ARR, checked.

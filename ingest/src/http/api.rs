@@ -53,7 +53,8 @@ pub const SPARKLINE_DAYS: usize = 30;
     ),
     servers((url = "/")),
     paths(customers, customer, super::touchpoints::list, super::touchpoints::record, alerts,
-        portfolio, super::retention::retention, super::impact::activity_impact,
+        portfolio, super::contract_events::list, super::contract_events::record,
+        super::retention::retention, super::impact::activity_impact,
         super::health_validation::health_validation, status, me, super::openapi, super::metrics,
         super::healthz, super::readyz),
     modifiers(&SecuritySchemes),
@@ -106,6 +107,27 @@ pub fn openapi_json() -> &'static str {
             .expect("the OpenAPI document serialises")
     });
     &JSON
+}
+
+/// Runs `f` on the service's SQLite store (where touchpoints and contract
+/// events are kept) on a blocking thread; `None` when the service has none.
+pub async fn on_store<T: Send + 'static>(
+    hub: &Hub,
+    f: impl FnOnce(&mut crate::sinks::SqliteStore) -> Result<T, crate::sinks::SinkError>
+    + Send
+    + 'static,
+) -> Result<Option<T>, ApiError> {
+    let Some(path) = hub.touchpoint_store() else {
+        return Ok(None);
+    };
+    let internal = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e);
+    tokio::task::spawn_blocking(move || {
+        crate::sinks::SqliteStore::open(&path).and_then(|mut s| f(&mut s))
+    })
+    .await
+    .map_err(|e| internal(e.to_string()))?
+    .map(Some)
+    .map_err(|e| internal(e.to_string()))
 }
 
 /// An API error: status and message, as `{"error": ..., "status": ...}`.

@@ -64,7 +64,8 @@ pub async fn health_validation(
     Extension(access): Extension<Access>,
     ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> Result<Response, ApiError> {
-    let customers = super::retention::visible_histories(&hub, &access);
+    let (book, _, _) = super::retention::contract_book(&hub).await?;
+    let customers = super::retention::visible(&book.histories, &access);
     // Only the customers with a decision are cases: the dashboard asks on
     // every refresh, so the store is not read for the others.
     let deciding: Vec<String> = customers

@@ -1,23 +1,23 @@
-//! `GET /api/impact`: what each kind of CS activity did to usage, by
-//! difference in differences against comparable customers without any
-//! touchpoint in the window (the arithmetic is
+//! `GET /api/impact`: what each kind of CS activity did to usage and to
+//! outcome attainment, by difference in differences against comparable
+//! customers without any touchpoint in the window (the arithmetic is
 //! `fleetpulse_engine::kpi::activity_impact`), from the view's daily KPIs
-//! and the touchpoints of the SQLite store. A CSM gets the figures over
+//! and outcome records and the touchpoints of the SQLite store. A CSM gets the figures over
 //! their own customers.
 
 use std::sync::Arc;
 
 use axum::extract::{Extension, State};
-use axum::http::StatusCode;
 use axum::response::Response;
-use fleetpulse_engine::kpi::activity_impact::{DEFAULT_WINDOW_DAYS, DailyUsage, Impact, impact};
+use fleetpulse_engine::kpi::activity_impact::{
+    DEFAULT_WINDOW_DAYS, DailyUsage, Impact, daily_attainment, impact,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::Hub;
-use super::api::{ApiError, ApiQuery, BadQuery, Bounded, Unauthorized, json};
+use super::api::{ApiError, ApiQuery, BadQuery, Bounded, Unauthorized, json, on_store};
 use super::auth::{Access, Role};
-use crate::sinks::SqliteStore;
 
 /// Days compared before and after, as a query parameter.
 type WindowDays = Bounded<7, 56>;
@@ -45,17 +45,21 @@ struct ImpactDoc {
     touchpoints: usize,
     /// One per kind with touchpoints: `effect` is the change of operating
     /// hours against the controls (0.12: +12%), `ci_low` / `ci_high` its
-    /// 95% interval (null under 2 cases), `cases` the n.
+    /// 95% interval (null under 2 cases), `cases` the n; `outcome_effect`
+    /// the change of daily outcome attainment in points of 0-100 (null
+    /// without cases), `outcome_ci_low` / `outcome_ci_high` its interval,
+    /// `outcome_cases` its n.
     kinds: Vec<Impact>,
 }
 
-/// The impact of each kind of CS activity on operating hours
+/// The impact of each kind of CS activity on operating hours and outcomes
 ///
 /// For each touchpoint, the customer's change of mean daily operating hours
 /// over the window after it against the window before, minus that of the
 /// customers of the same segment and stage with no touchpoint in either
 /// window; per kind the mean, a 95% confidence interval and the number of
-/// cases.
+/// cases. The same for daily outcome attainment (share of the customer's
+/// outcomes met each day), as a difference in points.
 #[utoipa::path(get, path = "/api/impact", operation_id = "getImpact", tag = "api", params(ImpactQuery),
     responses((status = 200, description = "per kind of activity", body = ImpactDoc), BadQuery,
         Unauthorized))]
@@ -66,15 +70,9 @@ pub async fn activity_impact(
 ) -> Result<Response, ApiError> {
     let window_days = q.window_days.map_or(DEFAULT_WINDOW_DAYS, |w| w.0 as u32);
     let everyone = access.sees_all() || access.principal.role == Role::Viewer;
-    let touchpoints = match hub.touchpoint_store() {
-        Some(path) => tokio::task::spawn_blocking(move || {
-            SqliteStore::open(&path).and_then(|s| s.touchpoints(None))
-        })
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
-        None => Vec::new(),
-    };
+    let touchpoints = on_store(&hub, |s| s.touchpoints(None))
+        .await?
+        .unwrap_or_default();
     let usage: Vec<DailyUsage> = {
         let view = hub.read_view();
         let day = view.day_window().to_string();
@@ -96,6 +94,12 @@ pub async fn activity_impact(
                         .flat_map(|s| s.iter())
                         .map(|h| (h.window_start, h.stage))
                         .collect(),
+                    attainment: daily_attainment(
+                        c.outcomes
+                            .iter()
+                            .filter(|((_, window), _)| **window == *day)
+                            .flat_map(|(_, s)| s.iter()),
+                    ),
                 })
             })
             .collect()

@@ -19,7 +19,9 @@
 //! | `POST /api/customers/{id}/touchpoints` | records a touchpoint (admin, or the customer's CSM) |
 //! | `GET /api/alerts` | alert episodes, filtered by status, segment, rule, customer |
 //! | `GET /api/portfolio` | figures over all customers |
-//! | `GET /api/impact` | the impact of each kind of CS activity on operating hours (difference in differences, CI, n) |
+//! | `GET /api/impact` | the impact of each kind of CS activity on operating hours and outcome attainment (difference in differences, CI, n) |
+//! | `GET /api/contract-events` | contract events recorded through the API and the CLI |
+//! | `POST /api/contract-events` | records a contract event (admin, or the customer's CSM) |
 //! | `GET /api/retention` | revenue (GRR, NRR) and logo retention per period, segment, managed or not |
 //! | `GET /api/health-validation` | the health score 30, 60, 90 days before each churn or renewal: ROC AUC, churn rate per band |
 //! | `GET /api/status` | progress counters; the dashboard polls it |
@@ -42,6 +44,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod contract_events;
 pub mod health_validation;
 pub mod impact;
 pub mod prometheus;
@@ -559,6 +562,10 @@ fn router(hub: Arc<Hub>) -> Router {
         )
         .route("/api/alerts", get(api::alerts))
         .route("/api/portfolio", get(api::portfolio))
+        .route(
+            "/api/contract-events",
+            get(contract_events::list).post(contract_events::record),
+        )
         .route("/api/retention", get(retention::retention))
         .route("/api/impact", get(impact::activity_impact))
         .route(

@@ -8,20 +8,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::extract::{Extension, State};
-use axum::http::StatusCode;
 use axum::response::Response;
 use fleetpulse_engine::Segment;
 use fleetpulse_engine::kpi::revenue_retention::{
-    ArrHistory, Period, PeriodKind, Retention, retention_table,
+    ArrHistory, Period, PeriodKind, RecordedContractEvent, Retention, retention_table,
 };
 use fleetpulse_engine::kpi::touchpoint::Touchpoint;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::Hub;
-use super::api::{ApiError, ApiQuery, BadQuery, Bounded, Unauthorized, as_of, json};
+use super::api::{ApiError, ApiQuery, BadQuery, Bounded, Unauthorized, as_of, json, on_store};
 use super::auth::{Access, Role};
-use crate::sinks::SqliteStore;
+use crate::contracts::{Conflict, ContractBook};
 
 /// Periods returned when `periods` is not given.
 pub const DEFAULT_PERIODS: usize = 8;
@@ -55,6 +54,12 @@ struct RetentionDoc {
     managed: &'static str,
     /// Customers with contract events that this user sees.
     customers: usize,
+    /// Contract events recorded through the API or the CLI, of those
+    /// customers, counted in (beside the customers file's).
+    recorded_events: usize,
+    /// Customers whose recorded events do not add up with the customers
+    /// file's (it changed under them): those are left out, and why.
+    conflicts: Vec<String>,
     /// Oldest first.
     periods: Vec<PeriodDoc>,
 }
@@ -112,7 +117,10 @@ struct GroupDoc {
 
 /// Gross and net revenue retention and logo retention, per period
 ///
-/// From each customer's contract events (customers.toml and its CSV). The
+/// From each customer's contract events: customers.toml and its CSV, and
+/// those recorded through `POST /api/contract-events` or `fleetpulse
+/// contracts` (one with the customer, kind and day of a file event
+/// replaces it). The
 /// cohort of a period is the customers with ARR at its start; churned
 /// customers count 0 at its end; new logos are counted beside, never in the
 /// ratios. A ratio is null when the cohort has no ARR. Admins and viewers
@@ -128,19 +136,42 @@ pub async fn retention(
     let kind = q.period.unwrap_or_default();
     let count = q.periods.map_or(DEFAULT_PERIODS, |p| p.0);
     let as_of = as_of(&hub.read_view());
-    let customers = visible_histories(&hub, &access);
-    let touchpoints = match hub.touchpoint_store() {
-        Some(path) => tokio::task::spawn_blocking(move || {
-            SqliteStore::open(&path).and_then(|s| s.touchpoints(None))
-        })
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
-        None => Vec::new(),
-    };
+    let everyone = sees_everyone(&access);
+    let (book, recorded, conflicts) = contract_book(&hub).await?;
+    let customers = visible(&book.histories, &access);
+    let recorded_events = recorded
+        .iter()
+        .filter(|e| customers.iter().any(|c| c.customer == e.customer))
+        .count();
+    let conflicts: Vec<String> = conflicts
+        .into_iter()
+        .filter(|c| everyone || access.sees(&c.customer))
+        .map(|c| format!("customer `{}`: {}", c.customer, c.message))
+        .collect();
+    let touchpoints = on_store(&hub, |s| s.touchpoints(None))
+        .await?
+        .unwrap_or_default();
     let at_risk = at_risk_by_day(&hub.read_view());
-    let doc = report(&customers, &touchpoints, &at_risk, kind, count, as_of);
+    let mut doc = report(&customers, &touchpoints, &at_risk, kind, count, as_of);
+    doc.recorded_events = recorded_events;
+    doc.conflicts = conflicts;
     Ok(json(&doc))
+}
+
+/// The customers file's contract book with the events recorded in the
+/// store merged in (`ContractBook::merged`), the recorded events, and the
+/// customers whose recorded events were left out.
+pub(super) async fn contract_book(
+    hub: &Hub,
+) -> Result<(ContractBook, Vec<RecordedContractEvent>, Vec<Conflict>), ApiError> {
+    let recorded = on_store(hub, |s| s.contract_events(None))
+        .await?
+        .unwrap_or_default();
+    let (book, conflicts) = hub.contracts().merged(&recorded);
+    for c in &conflicts {
+        tracing::warn!(customer = %c.customer, "recorded contract events left out: {}", c.message);
+    }
+    Ok((book, recorded, conflicts))
 }
 
 /// Each customer's ARR at risk per UTC day (the day its local day's noon
@@ -234,6 +265,8 @@ fn report(
             "high-touch"
         },
         customers: customers.len(),
+        recorded_events: 0,
+        conflicts: Vec::new(),
         periods: periods
             .iter()
             .map(|p| PeriodDoc {
@@ -255,11 +288,16 @@ fn report(
     }
 }
 
-/// The contract histories `access` may see: every customer's for admins and
-/// viewers, a CSM's own.
-pub(super) fn visible_histories(hub: &Hub, access: &Access) -> Vec<ArrHistory> {
-    let everyone = access.sees_all() || access.principal.role == Role::Viewer;
-    (hub.contracts().histories.iter())
+/// Whether `access` sees every customer's contracts: admins and viewers.
+pub(super) fn sees_everyone(access: &Access) -> bool {
+    access.sees_all() || access.principal.role == Role::Viewer
+}
+
+/// The contract histories of `histories` that `access` may see: every
+/// customer's for admins and viewers, a CSM's own.
+pub(super) fn visible(histories: &[ArrHistory], access: &Access) -> Vec<ArrHistory> {
+    let everyone = sees_everyone(access);
+    (histories.iter())
         .filter(|h| everyone || access.sees(&h.customer))
         .cloned()
         .collect()

@@ -28,14 +28,13 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::Hub;
-use super::api::{ApiError, ApiQuery, ErrorBody, NoQuery, Unauthorized, as_of, json};
+use super::api::{ApiError, ApiQuery, ErrorBody, NoQuery, Unauthorized, as_of, json, on_store};
 use super::auth::login::same_origin;
 use super::auth::session::same_secret;
 use super::auth::{Access, Via};
 use super::view::CustomerView;
 use crate::records::Doc;
 use crate::records::openapi::{AlertSchema, TouchpointSchema};
-use crate::sinks::SqliteStore;
 use crate::touchpoints::TouchpointInput;
 
 /// The header a dashboard session sends its CSRF token in.
@@ -93,18 +92,10 @@ pub async fn list(
     ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> Result<Response, ApiError> {
     known(&hub, &access, &id)?;
-    let touchpoints = match hub.touchpoint_store() {
-        Some(path) => {
-            let customer = id.clone();
-            tokio::task::spawn_blocking(move || {
-                SqliteStore::open(&path).and_then(|s| s.touchpoints(Some(&customer)))
-            })
-            .await
-            .map_err(|e| internal(e.to_string()))?
-            .map_err(|e| internal(e.to_string()))?
-        }
-        None => Vec::new(),
-    };
+    let customer = id.clone();
+    let touchpoints = on_store(&hub, move |s| s.touchpoints(Some(&customer)))
+        .await?
+        .unwrap_or_default();
     let coverage = hub.coverage();
     let view = hub.read_view();
     let as_of = as_of(&view);
@@ -247,6 +238,40 @@ pub async fn record(
     ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    check_write(&headers, &access)?;
+    known(&hub, &access, &id)?;
+    let mut deserializer = serde_json::Deserializer::from_slice(&body);
+    let input: TouchpointInput = serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+    let touchpoint = input
+        .check(&id, Some(&access.principal.name), &access.principal.name)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let stored = touchpoint.clone();
+    if on_store(&hub, move |s| s.record_touchpoints(&[stored]))
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "touchpoints are kept in a SQLite store: configure a [[sinks]] of type sqlite",
+        ));
+    }
+    tracing::info!(
+        target: "audit",
+        event = "touchpoint",
+        user = %access.principal.name,
+        customer = %id,
+        kind = touchpoint.kind.as_str(),
+        "touchpoint recorded"
+    );
+    Ok((StatusCode::CREATED, json(&Doc(&touchpoint))).into_response())
+}
+
+/// The checks of a write through the API (touchpoints, contract events)
+/// against cross-site requests: a JSON body (a page of another site can
+/// POST only simple content types without asking first), the same origin,
+/// and a dashboard session's CSRF token.
+pub(super) fn check_write(headers: &HeaderMap, access: &Access) -> Result<(), ApiError> {
     // A page of another site can POST only simple content types without
     // asking first, and names itself in `Origin`.
     let json_body = headers
@@ -259,7 +284,7 @@ pub async fn record(
             "the body is JSON: Content-Type: application/json",
         ));
     }
-    if !same_origin(&headers) {
+    if !same_origin(headers) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "a request from another origin",
@@ -275,35 +300,7 @@ pub async fn record(
             ));
         }
     }
-    known(&hub, &access, &id)?;
-    let mut deserializer = serde_json::Deserializer::from_slice(&body);
-    let input: TouchpointInput = serde_path_to_error::deserialize(&mut deserializer)
-        .map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
-    let touchpoint = input
-        .check(&id, Some(&access.principal.name), &access.principal.name)
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let Some(path) = hub.touchpoint_store() else {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "touchpoints are kept in a SQLite store: configure a [[sinks]] of type sqlite",
-        ));
-    };
-    let stored = touchpoint.clone();
-    tokio::task::spawn_blocking(move || {
-        SqliteStore::open(&path).and_then(|mut s| s.record_touchpoints(&[stored]))
-    })
-    .await
-    .map_err(|e| internal(e.to_string()))?
-    .map_err(|e| internal(e.to_string()))?;
-    tracing::info!(
-        target: "audit",
-        event = "touchpoint",
-        user = %access.principal.name,
-        customer = %id,
-        kind = touchpoint.kind.as_str(),
-        "touchpoint recorded"
-    );
-    Ok((StatusCode::CREATED, json(&Doc(&touchpoint))).into_response())
+    Ok(())
 }
 
 /// 404 unless `id` is a customer in the user's scope.
@@ -314,8 +311,4 @@ fn known(hub: &Hub, access: &Access, id: &str) -> Result<(), ApiError> {
     tracing::warn!(target: "audit", event = "denied", status = 404, user = %access.principal.name,
         path = "/api/customers/{id}/touchpoints", reason = "customer not in scope", "request denied");
     Err(ApiError::not_found(format!("no customer `{id}`")))
-}
-
-fn internal(message: String) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
 }

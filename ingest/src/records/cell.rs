@@ -6,6 +6,7 @@ use std::sync::Arc;
 use fleetpulse_engine::kpi::health::{Band, Stage};
 use fleetpulse_engine::kpi::milestone::MilestoneStatus;
 use fleetpulse_engine::kpi::outcome::Direction;
+use fleetpulse_engine::kpi::revenue_retention::ContractEventKind;
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
 use fleetpulse_engine::kpi::touchpoint::TouchpointKind;
 use fleetpulse_engine::{MachineState, Segment};
@@ -272,6 +273,13 @@ enum_cell!(TouchpointKind {
     Webinar => "webinar",
     Escalation => "escalation",
 });
+enum_cell!(ContractEventKind {
+    Start => "start",
+    Renewal => "renewal",
+    Expansion => "expansion",
+    Contraction => "contraction",
+    Churn => "churn",
+});
 
 #[cfg(test)]
 mod tests {
@@ -312,6 +320,7 @@ mod tests {
         check::<AlertStatus>(Some(AlertStatus::as_str), true);
         check::<Rule>(Some(Rule::as_str), true);
         check::<TouchpointKind>(Some(TouchpointKind::as_str), true);
+        check::<ContractEventKind>(Some(ContractEventKind::as_str), true);
         assert_eq!(Rule::ALL.len(), <Rule as Named>::ALL.len());
     }
 

@@ -5,6 +5,7 @@
 use fleetpulse_engine::kpi::health::{Band, Stage};
 use fleetpulse_engine::kpi::milestone::MilestoneStatus;
 use fleetpulse_engine::kpi::outcome::Direction;
+use fleetpulse_engine::kpi::revenue_retention::{ContractEventKind, RecordedContractEvent};
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
 use fleetpulse_engine::kpi::touchpoint::{Touchpoint, TouchpointKind};
 use fleetpulse_engine::{
@@ -223,6 +224,24 @@ record_kind! {
             attendees: String [] "text", "who attended from the customer, `;`-separated";
             decision_maker_present: bool [] "boolean", "a decision-maker of the customer attended";
             notes: String [] "text", "free text";
+            recorded_by: Id [] "name", "the user who recorded it, or `cli`, or `csv:FILE`";
+        }
+    }
+}
+
+// `contract_event`: a contract event recorded while the service runs.
+record_kind! {
+    RecordedContractEvent {
+        name: "contract_event",
+        api: "ContractEvent",
+        doc: "A contract event (start, renewal, expansion, contraction, churn) recorded through the API, `fleetpulse contracts add` or `fleetpulse contracts import`; revenue retention reads these beside the customers file's.",
+        notes: "Not an engine output: written to the SQLite store by the API and the CLI only, never to InfluxDB. Recording the same (customer, kind, day) again overwrites the row, and a recorded event with the same customer, kind and day as one of the customers file replaces the file's.",
+        sqlite_only: true,
+        columns: {
+            customer: Id [Key Tag] "id", "customer id";
+            kind: ContractEventKind [Key Tag] "enum", "`start`, `renewal`, `expansion`, `contraction`, `churn`";
+            at: u64 [Key Time] "ms since epoch", "the day it takes effect (midnight UTC)";
+            arr_change: Option<f64> [] "money", "the change of ARR (null: none for a renewal, all of it for a churn)";
             recorded_by: Id [] "name", "the user who recorded it, or `cli`, or `csv:FILE`";
         }
     }

@@ -120,6 +120,7 @@ pub fn each_kind(v: &mut impl KindVisitor) {
     v.kind::<AlertRecord>();
     v.kind::<PortfolioRecord>();
     v.kind::<kpi::touchpoint::Touchpoint>();
+    v.kind::<kpi::revenue_retention::RecordedContractEvent>();
 }
 
 /// Calls `v` with the record inside `output`.

@@ -102,4 +102,5 @@ schema_types!(
     AlertSchema => fleetpulse_engine::AlertRecord,
     PortfolioSchema => fleetpulse_engine::PortfolioRecord,
     TouchpointSchema => fleetpulse_engine::kpi::touchpoint::Touchpoint,
+    ContractEventSchema => fleetpulse_engine::kpi::revenue_retention::RecordedContractEvent,
 );

@@ -258,18 +258,29 @@ function retentionTable(retention) {
     </table></div>`;
 }
 
-// What each kind of CS activity did to operating hours, against customers
-// without any touchpoint in the same days.
+// What each kind of CS activity did to operating hours and to outcome
+// attainment, against customers without any touchpoint in the same days.
 function impactTable(impact) {
   if (!impact.kinds.length) return "";
+  const sign = (v) => (v >= 0 ? "+" : "");
+  const significant = (lo, hi) => lo != null && (lo > 0 || hi < 0);
+  const verdict = (lo, hi) => `<span class="${significant(lo, hi) ? "up" : "muted"}">${significant(lo, hi) ? "significant" : "not significant"}</span>`;
+  const points = (v) => sign(v) + num(v, 1) + " pts";
   const row = (i) => `<tr data-kind="${esc(i.kind)}"><td><b>${esc(i.kind)}</b></td>
-    <td class="num effect">${i.cases ? (i.effect >= 0 ? "+" : "") + pct(i.effect) : "–"}</td>
-    <td class="num ci">${i.ci_low == null ? "–" : `[${(i.ci_low >= 0 ? "+" : "") + pct(i.ci_low)}, ${(i.ci_high >= 0 ? "+" : "") + pct(i.ci_high)}]`}</td>
+    <td class="num effect">${i.cases ? sign(i.effect) + pct(i.effect) : "–"}</td>
+    <td class="num ci">${i.ci_low == null ? "–" : `[${sign(i.ci_low) + pct(i.ci_low)}, ${sign(i.ci_high) + pct(i.ci_high)}]`}</td>
     <td class="num cases">${i.cases}</td><td class="num">${num(i.controls, 1)}</td><td class="num">${i.left_out}</td>
-    <td class="${i.ci_low != null && (i.ci_low > 0 || i.ci_high < 0) ? "up" : "muted"}">${i.ci_low != null && (i.ci_low > 0 || i.ci_high < 0) ? "significant" : "not significant"}</td></tr>`;
+    <td>${verdict(i.ci_low, i.ci_high)}</td>
+    <td class="num outcome-effect">${i.outcome_effect == null ? "–" : points(i.outcome_effect)}</td>
+    <td class="num outcome-ci">${i.outcome_ci_low == null ? "–" : `[${points(i.outcome_ci_low)}, ${points(i.outcome_ci_high)}]`}</td>
+    <td class="num outcome-cases">${i.outcome_cases}</td>
+    <td>${verdict(i.outcome_ci_low, i.outcome_ci_high)}</td></tr>`;
   return `<h2>Impact of CS activities</h2>
-    <p class="muted">Change of operating hours over the ${impact.window_days} days after each touchpoint against the ${impact.window_days} before, minus that of customers of the same segment and stage without any touchpoint then (difference in differences); 95% confidence interval, n cases.</p>
-    <div class="list"><table id="impact"><thead><tr><th>activity</th><th class="num">effect</th><th class="num">95% CI</th><th class="num">n</th><th class="num">controls per case</th><th class="num">left out</th><th></th></tr></thead>
+    <p class="muted">Over the ${impact.window_days} days after each touchpoint against the ${impact.window_days} before, minus the same for customers of the same segment and stage without any touchpoint then (difference in differences): the change of operating hours, and of outcome attainment (share of the customer's outcomes met each day, in points); 95% confidence interval, n cases.</p>
+    <div class="list"><table id="impact"><thead>
+      <tr><th></th><th colspan="6">operating hours</th><th colspan="4">outcome attainment</th></tr>
+      <tr><th>activity</th><th class="num">effect</th><th class="num">95% CI</th><th class="num">n</th><th class="num">controls per case</th><th class="num">left out</th><th></th>
+      <th class="num">effect</th><th class="num">95% CI</th><th class="num">n</th><th></th></tr></thead>
     <tbody>${impact.kinds.map(row).join("")}</tbody></table></div>`;
 }
 

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use fleetpulse_engine::kpi::revenue_retention::RecordedContractEvent;
 use fleetpulse_engine::kpi::touchpoint::Touchpoint;
 use fleetpulse_engine::{
     AlertRecord, CustomerKpi, DeviceKpi, HealthRecord, MilestoneRecord, OutcomeRecord,
@@ -128,12 +129,37 @@ impl SqliteStore {
     /// Writes `touchpoints` in one transaction (all or none); one recorded
     /// again (same customer, kind, day and CSM) overwrites its row.
     pub fn record_touchpoints(&mut self, touchpoints: &[Touchpoint]) -> Result<(), SinkError> {
+        self.record(touchpoints)
+    }
+
+    /// Contract events recorded at runtime, of one customer or (with
+    /// `None`) of all, ordered by customer, then day, kind.
+    pub fn contract_events(
+        &self,
+        customer: Option<&str>,
+    ) -> Result<Vec<RecordedContractEvent>, SinkError> {
+        self.of_customer(customer, "", "ORDER BY customer, at, kind")
+    }
+
+    /// Writes contract `events` in one transaction (all or none); one
+    /// recorded again (same customer, kind and day) overwrites its row.
+    pub fn record_contract_events(
+        &mut self,
+        events: &[RecordedContractEvent],
+    ) -> Result<(), SinkError> {
+        self.record(events)
+    }
+
+    /// Writes `records` of a kind people record (touchpoints, contract
+    /// events) in one transaction: all or none, each overwriting the row of
+    /// its key.
+    fn record<R: RecordKind>(&mut self, records: &[R]) -> Result<(), SinkError> {
         let write = |conn: &mut Connection| -> rusqlite::Result<()> {
             let tx = conn.transaction()?;
             {
-                let mut stmt = tx.prepare_cached(upsert_sql::<Touchpoint>())?;
-                for t in touchpoints {
-                    stmt.execute(rusqlite::params_from_iter(t.values()))?;
+                let mut stmt = tx.prepare_cached(upsert_sql::<R>())?;
+                for r in records {
+                    stmt.execute(rusqlite::params_from_iter(r.values()))?;
                 }
             }
             tx.commit()

@@ -1,15 +1,31 @@
 //! Contract events: each customer's revenue history (start, renewal,
 //! expansion, contraction, churn; date; ARR change), from the customers
 //! file's `[[customer.contract_event]]` tables and from the CSV file it
-//! names in `contract_events_csv`. What revenue retention is computed from
+//! names in `contract_events_csv`, and those recorded while the service
+//! runs (`POST /api/contract-events`, `fleetpulse contracts add|import`),
+//! kept in the SQLite store. What revenue retention is computed from
 //! (`fleetpulse_engine::kpi::revenue_retention`). Every error names the
 //! file, the line and the field.
+//!
+//! **Recorded events against the file's.** [`ContractBook::merged`] adds
+//! the recorded events to each customer's file events. A recorded event
+//! with the same customer, kind and day as one of the file (or the `start`
+//! implied by `contract.start`) **replaces** it: the store is where a
+//! correction goes without editing the customers file (recording it again
+//! overwrites the stored row), while the file stays as the CRM exported
+//! it. A customer whose events no longer add up with the recorded ones
+//! (the file changed under them) keeps its file history; its recorded
+//! events are left out and reported as a conflict. The `contract.arr`
+//! check (the ARR after the last event) is over the file's events only:
+//! recorded events change the ARR from then on.
+
+pub mod cli;
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use fleetpulse_engine::kpi::revenue_retention::{
-    ArrHistory, ContractEvent, ContractEventError, ContractEventKind,
+    ArrHistory, ContractEvent, ContractEventError, ContractEventKind, RecordedContractEvent,
 };
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -55,6 +71,18 @@ enum Source {
 pub struct ContractBook {
     /// One per customer.
     pub histories: Vec<ArrHistory>,
+    /// The events each history is made of, as given (same order).
+    pub events: Vec<Vec<ContractEvent>>,
+}
+
+/// A customer whose recorded contract events do not add up with its file
+/// events: they are left out of its history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflict {
+    /// Customer id.
+    pub customer: String,
+    /// Why, naming the recorded event.
+    pub message: String,
 }
 
 impl ContractBook {
@@ -62,6 +90,216 @@ impl ContractBook {
     pub fn get(&self, customer: &str) -> Option<&ArrHistory> {
         self.histories.iter().find(|h| &*h.customer == customer)
     }
+
+    /// The book with `recorded` events added to the file's (a recorded
+    /// event replaces a file event of the same customer, kind and day), and
+    /// the customers whose recorded events were left out because they do
+    /// not add up. Recorded events of customers not in the book are left
+    /// out too (a customer removed from the file).
+    pub fn merged(&self, recorded: &[RecordedContractEvent]) -> (ContractBook, Vec<Conflict>) {
+        let mut book = self.clone();
+        let mut conflicts = Vec::new();
+        for (i, history) in self.histories.iter().enumerate() {
+            let mine: Vec<&RecordedContractEvent> = recorded
+                .iter()
+                .filter(|r| *r.customer == *history.customer)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            match merge(&self.events[i], &mine, history) {
+                Ok((events, merged)) => {
+                    book.events[i] = events;
+                    book.histories[i] = merged;
+                }
+                Err(message) => conflicts.push(Conflict {
+                    customer: history.customer.to_string(),
+                    message,
+                }),
+            }
+        }
+        (book, conflicts)
+    }
+
+    /// Checks that `new` events add up with each customer's events so far
+    /// (the file's and `recorded`): `Err((index in new, field, message))`
+    /// for the first that does not, or names a customer not in the book.
+    pub fn check_new(
+        &self,
+        recorded: &[RecordedContractEvent],
+        new: &[RecordedContractEvent],
+    ) -> Result<(), (usize, &'static str, String)> {
+        for (n, e) in new.iter().enumerate() {
+            if self.get(&e.customer).is_none() {
+                return Err((
+                    n,
+                    "customer",
+                    format!("`{}` is not in the customers file", e.customer),
+                ));
+            }
+        }
+        // Later rows replace earlier ones of the same key, as in the store.
+        let mut all: Vec<RecordedContractEvent> = recorded.to_vec();
+        for e in new {
+            all.retain(|r| !same_key(r, e));
+            all.push(e.clone());
+        }
+        for (i, history) in self.histories.iter().enumerate() {
+            let mine: Vec<&RecordedContractEvent> = all
+                .iter()
+                .filter(|r| *r.customer == *history.customer)
+                .collect();
+            if !new.iter().any(|e| *e.customer == *history.customer) {
+                continue;
+            }
+            if let Err((culprit, e)) = merged_history(&self.events[i], &mine, history) {
+                let n = culprit
+                    .and_then(|k| mine.get(k))
+                    .and_then(|r| new.iter().position(|x| same_key(x, r)))
+                    .or_else(|| new.iter().position(|x| *x.customer == *history.customer))
+                    .unwrap_or(0);
+                return Err((
+                    n,
+                    e.field,
+                    format!("customer `{}`: {}", history.customer, e.message),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn same_key(a: &RecordedContractEvent, b: &RecordedContractEvent) -> bool {
+    a.customer == b.customer && a.kind == b.kind && a.at == b.at
+}
+
+/// Why merged events do not add up: the recorded event at fault (its
+/// position in the recorded events given; `None`: a file event), and the
+/// error.
+type MergeError = (Option<usize>, ContractEventError);
+
+/// The file's `events` with `recorded` ones (replacing a file event of the
+/// same kind and day), checked into a history.
+fn merged_history(
+    events: &[ContractEvent],
+    recorded: &[&RecordedContractEvent],
+    history: &ArrHistory,
+) -> Result<(Vec<ContractEvent>, ArrHistory), MergeError> {
+    let mut all: Vec<ContractEvent> = events
+        .iter()
+        .filter(|e| !recorded.iter().any(|r| r.kind == e.kind && r.at == e.at))
+        .copied()
+        .collect();
+    let kept = all.len();
+    all.extend(recorded.iter().map(|r| r.event()));
+    match ArrHistory::new(history.customer.clone(), history.segment, &all) {
+        Ok(merged) => Ok((all, merged)),
+        Err(e) => Err((e.index.checked_sub(kept), e)),
+    }
+}
+
+fn merge(
+    events: &[ContractEvent],
+    recorded: &[&RecordedContractEvent],
+    history: &ArrHistory,
+) -> Result<(Vec<ContractEvent>, ArrHistory), String> {
+    merged_history(events, recorded, history).map_err(|(at, e)| {
+        let what = match at.and_then(|k| recorded.get(k)) {
+            Some(r) => format!(
+                "recorded {} of {}",
+                r.kind.as_str(),
+                crate::touchpoints::day(r.at)
+            ),
+            None => "a file event".to_string(),
+        };
+        format!(
+            "{what}: field `{}`: {}; its recorded events are left out",
+            e.field, e.message
+        )
+    })
+}
+
+/// One contract event as given to the API (`POST /api/contract-events`).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = NewContractEvent)]
+pub struct ContractEventInput {
+    /// Customer id.
+    pub customer: String,
+    /// `start`, `renewal`, `expansion`, `contraction` or `churn`.
+    pub kind: String,
+    /// The day it takes effect, `YYYY-MM-DD`.
+    pub date: String,
+    /// The change of ARR: positive for start and expansion, negative for
+    /// contraction; left out, a renewal changes nothing and a churn loses
+    /// all of the ARR.
+    #[serde(default)]
+    pub arr_change: Option<f64>,
+}
+
+impl ContractEventInput {
+    /// The event, recorded by `recorded_by`; errors name the field. Whether
+    /// it adds up with the customer's other events is
+    /// [`ContractBook::check_new`]'s.
+    pub fn check(
+        &self,
+        recorded_by: &str,
+    ) -> Result<RecordedContractEvent, crate::touchpoints::FieldError> {
+        let fail = |field: &'static str, message: String| crate::touchpoints::FieldError {
+            field,
+            message,
+        };
+        let customer = self.customer.trim();
+        if customer.is_empty() {
+            return Err(fail("customer", "is missing".into()));
+        }
+        let kind = ContractEventKind::parse(self.kind.trim())
+            .ok_or_else(|| fail("kind", unknown_kind(self.kind.trim())))?;
+        let at = date_ms(self.date.trim())
+            .ok_or_else(|| fail("date", format!("`{}` is not a YYYY-MM-DD date", self.date)))?;
+        if let Some(v) = self.arr_change
+            && !v.is_finite()
+        {
+            return Err(fail("arr_change", "must be a number".into()));
+        }
+        Ok(RecordedContractEvent {
+            customer: customer.into(),
+            kind,
+            at,
+            arr_change: self.arr_change,
+            recorded_by: recorded_by.into(),
+        })
+    }
+}
+
+/// Reads a contract events CSV file (`customer,kind,date,arr_change`, the
+/// format of `contract_events_csv`) for `fleetpulse contracts import`: every
+/// line is checked, and must add up with `book` and the `recorded` events,
+/// before anything is returned; errors name the file, the line and the
+/// column.
+pub fn import_csv(
+    path: &Path,
+    book: &ContractBook,
+    recorded: &[RecordedContractEvent],
+) -> Result<Vec<RecordedContractEvent>, ConfigError> {
+    let rows = read_csv(path)?;
+    let file_name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let events: Vec<RecordedContractEvent> = rows
+        .iter()
+        .map(|r| RecordedContractEvent {
+            customer: r.customer.as_str().into(),
+            kind: r.event.kind,
+            at: r.event.at,
+            arr_change: r.event.arr_change,
+            recorded_by: format!("csv:{file_name}").into(),
+        })
+        .collect();
+    book.check_new(recorded, &events)
+        .map_err(|(n, field, message)| csv_error(path, rows[n].line, field, message))?;
+    Ok(events)
 }
 
 impl CustomersFile {
@@ -199,6 +437,7 @@ impl CustomersFile {
                 });
             }
             book.histories.push(history);
+            book.events.push(plain);
         }
         Ok(book)
     }
@@ -442,5 +681,76 @@ devices_purchased = 5
             err.starts_with("DIR/events.csv:1:1: field `header`"),
             "{err}"
         );
+    }
+
+    fn recorded(
+        customer: &str,
+        kind: ContractEventKind,
+        date: &str,
+        arr: Option<f64>,
+    ) -> RecordedContractEvent {
+        RecordedContractEvent {
+            customer: customer.into(),
+            kind,
+            at: date_ms(date).unwrap(),
+            arr_change: arr,
+            recorded_by: "test".into(),
+        }
+    }
+
+    #[test]
+    fn recorded_events_add_to_the_file_and_replace_its_same_day_kind() {
+        use ContractEventKind::*;
+        let file = book(FILE, CSV).unwrap();
+        let (merged, conflicts) = file.merged(&[
+            // acme's file expansion of 50 on 1 May, recorded again as 80.
+            recorded("acme", Expansion, "2026-05-01", Some(80.0)),
+            // cube's implied start stays; a contraction is added.
+            recorded("cube", Contraction, "2026-06-01", Some(-30.0)),
+            // Not in the file: left out.
+            recorded("gone", Expansion, "2026-06-01", Some(1.0)),
+        ]);
+        assert!(conflicts.is_empty(), "{conflicts:?}");
+        let acme = merged.get("acme").unwrap();
+        assert_eq!(acme.steps().len(), 2);
+        assert_eq!(acme.arr(), 180.0);
+        let cube = merged.get("cube").unwrap();
+        assert_eq!(cube.steps().len(), 2);
+        assert_eq!(cube.arr(), 50.0);
+        // The file's book is untouched.
+        assert_eq!(file.get("acme").unwrap().arr(), 150.0);
+    }
+
+    #[test]
+    fn recorded_events_that_do_not_add_up_are_refused_or_left_out() {
+        use ContractEventKind::*;
+        let file = book(FILE, CSV).unwrap();
+        // bolt churned on 15 April 2026: an expansion after it is refused.
+        let late = recorded("bolt", Expansion, "2026-05-01", Some(10.0));
+        let (n, field, message) = file
+            .check_new(&[], std::slice::from_ref(&late))
+            .unwrap_err();
+        assert_eq!((n, field), (0, "kind"));
+        assert!(message.contains("`bolt`"), "{message}");
+        // An unknown customer names the field.
+        let stranger = recorded("nobody", Start, "2026-05-01", Some(10.0));
+        assert_eq!(file.check_new(&[], &[stranger]).unwrap_err().1, "customer");
+        // A second row of the same key replaces the first, as in the store.
+        let small = recorded("cube", Contraction, "2026-06-01", Some(-90.0));
+        let fixed = recorded("cube", Contraction, "2026-06-01", Some(-30.0));
+        assert!(file.check_new(&[], &[small.clone(), fixed]).is_ok());
+        assert!(file.check_new(&[], std::slice::from_ref(&small)).is_err());
+        // Stored events the file no longer agrees with are left out of the
+        // merge and reported.
+        let (merged, conflicts) = file.merged(&[late]);
+        assert_eq!(conflicts.len(), 1);
+        assert_eq!(conflicts[0].customer, "bolt");
+        assert!(
+            conflicts[0]
+                .message
+                .contains("recorded expansion of 2026-05-01"),
+            "{conflicts:?}"
+        );
+        assert_eq!(merged.get("bolt"), file.get("bolt"));
     }
 }
