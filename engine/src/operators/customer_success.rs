@@ -82,7 +82,7 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
             // Held at the input's frontier (which holds the output there
             // anyway), for a customer whose whole journey is adopted from a
             // backfill: its next day needs a capability of its own.
-            let mut ambient = Some(cap);
+            let mut ambient = day.as_ref().map(|_| cap);
             let mut latest_seen: EventTime = 0;
             let mut out = Vec::new();
             move |(input, frontier), (seen, seen_frontier), output| {
