@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod aemp_sim;
 pub mod alerts;
+pub mod backtest;
 pub mod broker;
 pub mod config;
 pub mod contracts;

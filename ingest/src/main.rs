@@ -65,6 +65,10 @@ enum Command {
     /// The CS team's touchpoints in the SQLite store: `touchpoints add`,
     /// `touchpoints import FILE.csv`, `touchpoints list`.
     Touchpoints(fleetpulse::touchpoints::cli::TouchpointsArgs),
+    /// Replay simulated fleets over many seeds through the engine and score
+    /// the `forecast_red` rule: precision, recall, lead time before
+    /// `health_red`, false alarms on healthy customers (BENCHMARKS.md).
+    Backtest(fleetpulse::backtest::BacktestArgs),
 }
 
 /// Timely's cluster settings (docs/SCALING.md); they override `[cluster]`.
@@ -135,6 +139,10 @@ fn main() -> anyhow::Result<()> {
             Command::Report(args) => fleetpulse::report::run(args),
             Command::Users(args) => fleetpulse::http::auth::cli::run(args),
             Command::Touchpoints(args) => fleetpulse::touchpoints::cli::run(args),
+            // The engine's input blocks: off the async runtime's threads.
+            Command::Backtest(args) => {
+                tokio::task::spawn_blocking(move || fleetpulse::backtest::run(args)).await?
+            }
         }
     });
     // A stop that hit `shutdown_timeout` may leave a thread waiting on a

@@ -7,6 +7,7 @@ pub(crate) mod chunked;
 pub mod coverage;
 mod customer;
 mod device;
+pub mod forecast;
 pub mod health;
 mod interner;
 pub mod journey;

@@ -262,6 +262,7 @@ enum_cell!(Rule {
     HealthRed => "health_red",
     RenewalAtRisk => "renewal_at_risk",
     CoverageGap => "coverage_gap",
+    ForecastRed => "forecast_red",
 });
 enum_cell!(TouchpointKind {
     Kickoff => "kickoff",

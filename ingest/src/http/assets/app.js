@@ -479,7 +479,7 @@ async function customerPage(id) {
     ${resolved.length ? '<h2>Resolved alerts</h2><div id="resolved-alerts">' + resolved.map(alertHtml).join("") + "</div>" : ""}`;
 }
 
-const RULES = ["usage_drop", "devices_dark", "champion_lost", "outcome_missed", "onboarding_stalled", "fault_spike", "health_red", "renewal_at_risk"];
+const RULES = ["usage_drop", "devices_dark", "champion_lost", "outcome_missed", "onboarding_stalled", "fault_spike", "health_red", "forecast_red", "renewal_at_risk"];
 
 async function alertsPage(query) {
   const params = new URLSearchParams(query);
