@@ -11,6 +11,7 @@ use std::path::Path;
 use anyhow::Context;
 use clap::Args;
 use fleetpulse_engine::config::DAY_MS;
+use fleetpulse_engine::kpi::forecast::Method;
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
 use fleetpulse_engine::run::run_batches;
 use fleetpulse_engine::{EngineConfig, EventTime, Output};
@@ -44,6 +45,9 @@ pub struct BacktestArgs {
     /// Overrides `forecast_fit_days` for every customer (14-28).
     #[arg(long)]
     pub fit_days: Option<u32>,
+    /// Overrides `forecast_method` for every customer.
+    #[arg(long, value_parser = parse_method)]
+    pub method: Option<Method>,
     /// Overrides `forecast_days` for every customer.
     #[arg(long)]
     pub forecast_days: Option<u32>,
@@ -68,11 +72,20 @@ impl Default for BacktestArgs {
             days: 90,
             workers: 2,
             fit_days: None,
+            method: None,
             forecast_days: None,
             confidence: None,
             json: false,
             verbose: false,
         }
+    }
+}
+
+fn parse_method(text: &str) -> Result<Method, String> {
+    match text {
+        "local_trend" => Ok(Method::LocalTrend),
+        "theil_sen" => Ok(Method::TheilSen),
+        other => Err(format!("`{other}`: local_trend or theil_sen")),
     }
 }
 
@@ -172,6 +185,7 @@ pub fn run_seed(args: &BacktestArgs, seed: u64) -> anyhow::Result<Vec<CustomerRu
     for spec in specs.values_mut() {
         let t = &mut spec.thresholds;
         t.forecast_fit_days = args.fit_days.unwrap_or(t.forecast_fit_days);
+        t.forecast_method = args.method.unwrap_or(t.forecast_method);
         t.forecast_days = args.forecast_days.unwrap_or(t.forecast_days);
         t.forecast_confidence = args.confidence.unwrap_or(t.forecast_confidence);
     }

@@ -16,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::health::{HealthComponents, HealthWeights};
+use crate::model::{EventTime, Id};
 
 /// Days ahead the expected score is given for.
 pub const HORIZON_DAYS: u32 = 30;
@@ -33,9 +34,30 @@ const RED_BELOW: f64 = 50.5;
 /// z of the 80% central band (10% and 90% quantiles).
 const BAND_Z: f64 = 1.281_551_565_545;
 
+/// How the trend is fitted (`forecast_method`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Theil–Sen slope and median intercept over the window: robust, slow
+    /// to follow a turn (half the window must have turned).
+    TheilSen,
+    /// Local linear trend (Holt's exponential smoothing, ETS(A,A,N)) run
+    /// over the window: level and slope follow a turn within days.
+    #[default]
+    LocalTrend,
+}
+
+/// Smoothing of the local trend's level.
+const LOCAL_ALPHA: f64 = 0.5;
+/// Smoothing of the local trend's slope.
+const LOCAL_BETA: f64 = 0.15;
+
 /// A fitted trend of the health score, as of the day it was fitted.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Forecast {
+    /// How it was fitted.
+    pub method: Method,
     /// The trend's score today (not today's raw score).
     pub level: f64,
     /// Points per day.
@@ -52,12 +74,44 @@ impl Forecast {
     /// Fits the trend to the daily `scores`, oldest first, today last; the
     /// last `fit_days` (within [`MIN_FIT_DAYS`]..=[`MAX_FIT_DAYS`]) are
     /// used. `None` with fewer than [`MIN_FIT_DAYS`].
-    pub fn fit(scores: &[f64], fit_days: usize) -> Option<Self> {
+    pub fn fit(scores: &[f64], fit_days: usize, method: Method) -> Option<Self> {
         let n = fit_days.clamp(MIN_FIT_DAYS, MAX_FIT_DAYS).min(scores.len());
         if n < MIN_FIT_DAYS {
             return None;
         }
         let y = &scores[scores.len() - n..];
+        match method {
+            Method::TheilSen => Some(Self::theil_sen(y)),
+            Method::LocalTrend => Some(Self::local_trend(y)),
+        }
+    }
+
+    /// Holt's linear method in error-correction form, started from the
+    /// Theil–Sen line of the window's first half; the spread is the robust
+    /// scale of the one-day-ahead errors.
+    fn local_trend(y: &[f64]) -> Self {
+        let start = Self::theil_sen(&y[..y.len() / 2]);
+        let (mut level, mut slope) = (start.level, start.slope);
+        let mut errors = Vec::with_capacity(y.len() - y.len() / 2);
+        for &value in &y[y.len() / 2..] {
+            let error = value - (level + slope);
+            errors.push(error);
+            level += slope + LOCAL_ALPHA * error;
+            slope += LOCAL_BETA * error;
+        }
+        let mut deviations: Vec<f64> = errors.iter().map(|e| e.abs()).collect();
+        Self {
+            method: Method::LocalTrend,
+            level,
+            slope,
+            spread: (1.4826 * median(&mut deviations)).max(0.5),
+            slope_spread: 0.0,
+            fitted_days: y.len() as u32,
+        }
+    }
+
+    fn theil_sen(y: &[f64]) -> Self {
+        let n = y.len();
         // x = days relative to today: today is 0, the oldest -(n-1).
         let x = |i: usize| i as f64 - (n - 1) as f64;
         let mut slopes = Vec::with_capacity(n * (n - 1) / 2);
@@ -77,13 +131,14 @@ impl Forecast {
         let inflation = autocorrelation_inflation(&residuals);
         let mean_x = -((n - 1) as f64) / 2.0;
         let sxx: f64 = (0..n).map(|i| (x(i) - mean_x).powi(2)).sum();
-        Some(Self {
+        Self {
+            method: Method::TheilSen,
             level,
             slope,
             spread: scale * inflation,
             slope_spread: scale * inflation / sxx.sqrt(),
             fitted_days: n as u32,
-        })
+        }
     }
 
     /// The expected score `days` ahead, within 0-100.
@@ -91,10 +146,23 @@ impl Forecast {
         (self.level + self.slope * days).clamp(0.0, 100.0)
     }
 
-    /// Standard deviation of the score `days` ahead: the day's own scatter
-    /// plus the slope's uncertainty carried forward.
+    /// Standard deviation of the score `days` ahead. Theil–Sen: the day's
+    /// own scatter plus the slope's uncertainty carried forward. Local
+    /// trend: the one-day error accumulated as level and slope absorb it,
+    /// σ²(1 + Σ_{j<h} (α + jβ)²).
     pub fn sigma(&self, days: f64) -> f64 {
-        (self.spread.powi(2) + (days * self.slope_spread).powi(2)).sqrt()
+        match self.method {
+            Method::TheilSen => (self.spread.powi(2) + (days * self.slope_spread).powi(2)).sqrt(),
+            Method::LocalTrend => {
+                let h = days.max(1.0);
+                // Σ_{j=1}^{h-1} (α + jβ)², in closed form for a real h.
+                let m = h - 1.0;
+                let sum = m * LOCAL_ALPHA.powi(2)
+                    + LOCAL_ALPHA * LOCAL_BETA * m * (m + 1.0)
+                    + LOCAL_BETA.powi(2) * m * (m + 1.0) * (2.0 * m + 1.0) / 6.0;
+                self.spread * (1.0 + sum).sqrt()
+            }
+        }
     }
 
     /// The 80% band (10% and 90% quantiles) of the score `days` ahead.
@@ -181,6 +249,96 @@ pub fn driver(
         .min_by(|a, b| a.1.total_cmp(&b.1))
 }
 
+/// A customer's health forecast at the end of one of its days. Field names
+/// are store field names.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ForecastRecord {
+    /// Customer id.
+    pub customer: Id,
+    /// Start of the day, ms.
+    pub window_start: EventTime,
+    /// End of the day, ms.
+    pub window_end: EventTime,
+    /// The day's health score.
+    pub score: f64,
+    /// How the trend was fitted.
+    pub method: Method,
+    /// Daily scores the trend was fitted to.
+    pub fitted_days: u32,
+    /// The trend's slope, points per day.
+    pub slope: f64,
+    /// Expected score 7, 14 and 30 days on.
+    pub expected_7: f64,
+    /// See `expected_7`.
+    pub expected_14: f64,
+    /// See `expected_7`.
+    pub expected_30: f64,
+    /// 80% band of the score 7, 14 and 30 days on (10% and 90% quantiles).
+    pub low_7: f64,
+    /// See `low_7`.
+    pub high_7: f64,
+    /// See `low_7`.
+    pub low_14: f64,
+    /// See `low_7`.
+    pub high_14: f64,
+    /// See `low_7`.
+    pub low_30: f64,
+    /// See `low_7`.
+    pub high_30: f64,
+    /// Days until the trend turns red, when within the 30 days.
+    pub days_to_red: Option<f64>,
+    /// Probability of a red score within `forecast_days`.
+    pub probability_red: f64,
+    /// The customer's `forecast_days`.
+    pub forecast_days: u32,
+}
+
+impl ForecastRecord {
+    /// The record of `forecast` for the day `window_start..window_end`.
+    pub fn of(
+        forecast: &Forecast,
+        customer: Id,
+        (window_start, window_end): (EventTime, EventTime),
+        score: f64,
+        forecast_days: u32,
+    ) -> Self {
+        let band = |h: f64| forecast.band(h);
+        let ((low_7, high_7), (low_14, high_14), (low_30, high_30)) =
+            (band(7.0), band(14.0), band(f64::from(HORIZON_DAYS)));
+        Self {
+            customer,
+            window_start,
+            window_end,
+            score,
+            method: forecast.method,
+            fitted_days: forecast.fitted_days,
+            slope: forecast.slope,
+            expected_7: forecast.expected(7.0),
+            expected_14: forecast.expected(14.0),
+            expected_30: forecast.expected(f64::from(HORIZON_DAYS)),
+            low_7,
+            high_7,
+            low_14,
+            high_14,
+            low_30,
+            high_30,
+            days_to_red: forecast.days_to_red(),
+            probability_red: forecast.probability_red_within(forecast_days),
+            forecast_days,
+        }
+    }
+}
+
+impl Method {
+    /// Snake-case name, as in config and stores.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TheilSen => "theil_sen",
+            Self::LocalTrend => "local_trend",
+        }
+    }
+}
+
 /// Median; sorts `values` in place. 0 for none.
 fn median(values: &mut [f64]) -> f64 {
     if values.is_empty() {
@@ -249,14 +407,14 @@ mod tests {
 
     #[test]
     fn too_few_days_give_no_forecast() {
-        assert!(Forecast::fit(&[70.0; 13], 21).is_none());
-        assert!(Forecast::fit(&[70.0; 14], 21).is_some());
+        assert!(Forecast::fit(&[70.0; 13], 21, Method::TheilSen).is_none());
+        assert!(Forecast::fit(&[70.0; 14], 21, Method::TheilSen).is_some());
     }
 
     #[test]
     fn a_line_is_recovered_like_least_squares() {
         let y: Vec<f64> = (0..21).map(|d| 80.0 - 1.25 * f64::from(d)).collect();
-        let f = Forecast::fit(&y, 21).unwrap();
+        let f = Forecast::fit(&y, 21, Method::TheilSen).unwrap();
         let (level, slope) = least_squares(&y);
         assert!((f.level - level).abs() < 1e-9 && (f.slope - slope).abs() < 1e-9);
         // 80 - 1.25 * 20 = 55 today; red (under 50.5) 3.6 days on.
@@ -269,7 +427,7 @@ mod tests {
     fn one_outlier_does_not_move_the_trend() {
         let mut y: Vec<f64> = (0..21).map(|d| 70.0 + 0.2 * f64::from(d)).collect();
         y[10] = 5.0;
-        let f = Forecast::fit(&y, 21).unwrap();
+        let f = Forecast::fit(&y, 21, Method::TheilSen).unwrap();
         assert!((f.slope - 0.2).abs() < 1e-9, "{}", f.slope);
         assert!(f.days_to_red().is_none());
         assert!(f.probability_red_within(21) < 1e-6);
@@ -299,6 +457,19 @@ mod tests {
     }
 
     #[test]
+    fn the_local_trend_follows_a_line_and_a_turn() {
+        let line: Vec<f64> = (0..21).map(|d| 80.0 - 1.25 * f64::from(d)).collect();
+        let f = Forecast::fit(&line, 21, Method::LocalTrend).unwrap();
+        assert!((f.level - 55.0).abs() < 1e-9 && (f.slope + 1.25).abs() < 1e-9, "{f:?}");
+        // Flat for 16 days, then 2 points a day lost for 5: the local
+        // trend is already falling, Theil–Sen's median barely.
+        let turn: Vec<f64> = (0..21).map(|d| 80.0 - 2.0 * f64::from((d - 15).max(0))).collect();
+        let local = Forecast::fit(&turn, 21, Method::LocalTrend).unwrap();
+        let robust = Forecast::fit(&turn, 21, Method::TheilSen).unwrap();
+        assert!(local.slope < -1.0 && robust.slope > -0.5, "{local:?} {robust:?}");
+    }
+
+    #[test]
     fn normal_cdf_matches_known_values() {
         for (z, p) in [(0.0, 0.5), (1.0, 0.841_344_746), (-1.959_964, 0.025), (BAND_Z, 0.9)] {
             assert!((normal_cdf(z) - p).abs() < 1e-6, "{z}: {}", normal_cdf(z));
@@ -308,9 +479,10 @@ mod tests {
     proptest! {
         #[test]
         fn the_band_holds_the_expected_score_and_widens_with_the_horizon(
-            y in proptest::collection::vec(0.0..100.0f64, 14..40), days in 14..28usize, h in 0.0..30.0f64
+            y in proptest::collection::vec(0.0..100.0f64, 14..40), days in 14..28usize, h in 0.0..30.0f64,
+            method in proptest::sample::select(vec![Method::TheilSen, Method::LocalTrend])
         ) {
-            let f = Forecast::fit(&y, days).unwrap();
+            let f = Forecast::fit(&y, days, method).unwrap();
             let (low, high) = f.band(h);
             let (low2, high2) = f.band(h + 1.0);
             prop_assert!(low <= f.expected(h) + 1e-9 && f.expected(h) <= high + 1e-9);
@@ -319,9 +491,10 @@ mod tests {
 
         #[test]
         fn the_probability_of_red_grows_with_the_horizon(
-            y in proptest::collection::vec(0.0..100.0f64, 14..40), days in 1..30u32
+            y in proptest::collection::vec(0.0..100.0f64, 14..40), days in 1..30u32,
+            method in proptest::sample::select(vec![Method::TheilSen, Method::LocalTrend])
         ) {
-            let f = Forecast::fit(&y, 21).unwrap();
+            let f = Forecast::fit(&y, 21, method).unwrap();
             let (p, later) = (f.probability_red_within(days), f.probability_red_within(days + 1));
             prop_assert!((0.0..=1.0).contains(&p) && later >= p);
         }

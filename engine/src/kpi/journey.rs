@@ -268,7 +268,8 @@ impl Journey {
             _ => 0.0,
         };
         let fit_days = self.spec.thresholds.forecast_fit_days as usize;
-        let forecast = Forecast::fit(self.scores.make_contiguous(), fit_days);
+        let method = self.spec.thresholds.forecast_method;
+        let forecast = Forecast::fit(self.scores.make_contiguous(), fit_days, method);
 
         let settled = days_since_activation >= f64::from(self.spec.thresholds.settle_days);
         let today = Today {
@@ -339,6 +340,15 @@ impl Journey {
             milestones_reached: self.reached.iter().filter(|r| r.is_some()).count() as u32,
             milestones_total: self.reached.len() as u32,
         };
+        if let Some(f) = &forecast {
+            out.push(Output::Forecast(forecast::ForecastRecord::of(
+                f,
+                self.spec.id.clone(),
+                (kpi.window_start, end),
+                score,
+                self.spec.thresholds.forecast_days,
+            )));
+        }
         self.recent_health.push_back(health.clone());
         while self.recent_health.len() > RECENT_HEALTH {
             self.recent_health.pop_front();

@@ -162,6 +162,8 @@ pub struct RiskThresholds {
     pub forecast_resolve: f64,
     /// Daily scores the forecast's trend is fitted to (14-28).
     pub forecast_fit_days: u32,
+    /// How the forecast's trend is fitted: `local_trend` or `theil_sen`.
+    pub forecast_method: crate::kpi::forecast::Method,
     /// Days before renewal that count as the renewal window (stage `renew`).
     pub renewal_window_days: u32,
     /// Utilisation that scores 100 in the health score.
@@ -197,6 +199,7 @@ impl Default for RiskThresholds {
             forecast_confidence: 0.8,
             forecast_resolve: 0.5,
             forecast_fit_days: 21,
+            forecast_method: crate::kpi::forecast::Method::LocalTrend,
             renewal_window_days: 90,
             utilisation_target: 0.20,
             max_fault_rate: 0.5,
