@@ -278,6 +278,16 @@ pub struct Report {
     pub came_true: usize,
     /// came_true / forecasts.
     pub precision: f64,
+    /// Of the episodes, on customers of an at-risk profile (the
+    /// simulator's ground truth that the customer is drifting away, red or
+    /// not).
+    pub on_at_risk: usize,
+    /// on_at_risk / forecasts.
+    pub precision_at_risk: f64,
+    /// At-risk customers with any forecast_red episode, of all of them.
+    pub at_risk_alarmed: usize,
+    /// At-risk customers.
+    pub at_risk: usize,
     /// Customers that turned red after their first settled day.
     pub turned_red: usize,
     /// Of them, forecast within `forecast_days` before.
@@ -370,6 +380,11 @@ pub fn score(seeds: u64, runs: &[CustomerRun]) -> Report {
         .iter()
         .filter(|r| r.profile == Profile::HealthyGrowing.name())
         .collect();
+    let on_at_risk: usize = declining.iter().map(|r| r.forecast_opened.len()).sum();
+    let at_risk_alarmed = declining
+        .iter()
+        .filter(|r| !r.forecast_opened.is_empty())
+        .count();
     let healthy_alarmed = healthy
         .iter()
         .filter(|r| !r.forecast_opened.is_empty())
@@ -402,6 +417,10 @@ pub fn score(seeds: u64, runs: &[CustomerRun]) -> Report {
         forecasts,
         came_true,
         precision: ratio(came_true, forecasts),
+        on_at_risk,
+        precision_at_risk: ratio(on_at_risk, forecasts),
+        at_risk_alarmed,
+        at_risk: declining.len(),
         turned_red,
         forecast_in_time: in_time,
         recall: ratio(in_time, turned_red),
@@ -456,6 +475,7 @@ pub fn render(r: &Report) -> String {
     let mut out = format!(
         "forecast_red backtest: {} seeds, {} customers\n\
          precision          {:.3} ({} of {} episodes followed by health_red within forecast_days)\n\
+         precision at-risk  {:.3} ({} of {} episodes on customers of an at-risk profile; {} of {} at-risk customers alarmed)\n\
          recall             {:.3} ({} of {} customers that turned red after settling; {} red when settled)\n\
          median lead        {} days before health_red (declining profiles: {})\n\
          lead over signature {} days (median, first forecast_red to the profile's signature rule)\n\
@@ -465,6 +485,11 @@ pub fn render(r: &Report) -> String {
         r.precision,
         r.came_true,
         r.forecasts,
+        r.precision_at_risk,
+        r.on_at_risk,
+        r.forecasts,
+        r.at_risk_alarmed,
+        r.at_risk,
         r.recall,
         r.forecast_in_time,
         r.turned_red,
