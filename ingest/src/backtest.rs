@@ -361,14 +361,25 @@ pub fn score(seeds: u64, runs: &[CustomerRun]) -> Report {
         let forecasts: usize = runs.iter().map(|r| r.forecast_opened.len()).sum();
         let came_true: usize = runs
             .iter()
-            .map(|r| r.forecast_opened.iter().filter(|f| r.came_true(**f)).count())
+            .map(|r| {
+                r.forecast_opened
+                    .iter()
+                    .filter(|f| r.came_true(**f))
+                    .count()
+            })
             .sum();
         let red: Vec<&&CustomerRun> = runs
             .iter()
             .filter(|r| r.red_at().is_some() && !r.red_when_settled())
             .collect();
         let mut leads: Vec<f64> = red.iter().filter_map(|r| r.lead()).collect();
-        (forecasts, came_true, red.len(), leads.len(), median(&mut leads))
+        (
+            forecasts,
+            came_true,
+            red.len(),
+            leads.len(),
+            median(&mut leads),
+        )
     };
     let all: Vec<&CustomerRun> = runs.iter().collect();
     let (forecasts, came_true, turned_red, in_time, median_lead) = figures(&all);
@@ -404,7 +415,10 @@ pub fn score(seeds: u64, runs: &[CustomerRun]) -> Report {
                 customers: mine.len(),
                 turned_red,
                 forecast_in_time,
-                alarmed: mine.iter().filter(|r| !r.forecast_opened.is_empty()).count(),
+                alarmed: mine
+                    .iter()
+                    .filter(|r| !r.forecast_opened.is_empty())
+                    .count(),
                 forecasts,
                 came_true,
                 median_lead_days,
@@ -461,7 +475,11 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<()> {
             );
             let mut scores = r.scores.clone();
             scores.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let line: Vec<String> = scores.iter().step_by(3).map(|(_, s)| format!("{s:.0}")).collect();
+            let line: Vec<String> = scores
+                .iter()
+                .step_by(3)
+                .map(|(_, s)| format!("{s:.0}"))
+                .collect();
             println!("    scores every 3 days: {}", line.join(" "));
         }
     }

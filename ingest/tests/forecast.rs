@@ -10,7 +10,9 @@ use fleetpulse_engine::kpi::health::Band;
 
 fn runs() -> Vec<CustomerRun> {
     let args = BacktestArgs::default();
-    (1..=3).flat_map(|seed| run_seed(&args, seed).unwrap()).collect()
+    (1..=3)
+        .flat_map(|seed| run_seed(&args, seed).unwrap())
+        .collect()
 }
 
 /// The first settled day whose score is red, from the scores alone.
@@ -69,5 +71,8 @@ fn forecast_red_comes_ahead_of_red_and_never_on_healthy_customers() {
             );
         }
     }
-    assert!(red > 0, "some simulated customer turns red: the test tests something");
+    assert!(
+        red > 0,
+        "some simulated customer turns red: the test tests something"
+    );
 }

@@ -226,17 +226,28 @@ pub fn driver(
             (then.reliability, now.reliability, weights.reliability),
         ),
         ("trend", (then.trend, now.trend, weights.trend)),
-        ("maturity", both(then.maturity, now.maturity, weights.maturity)),
+        (
+            "maturity",
+            both(then.maturity, now.maturity, weights.maturity),
+        ),
     ];
     // Normalised as the score is: over the weights of the components present.
     let present = [
         weights.depth,
         weights.breadth,
         weights.utilisation,
-        if now.outcome.is_some() { weights.outcome } else { 0.0 },
+        if now.outcome.is_some() {
+            weights.outcome
+        } else {
+            0.0
+        },
         weights.reliability,
         weights.trend,
-        if now.maturity.is_some() { weights.maturity } else { 0.0 },
+        if now.maturity.is_some() {
+            weights.maturity
+        } else {
+            0.0
+        },
     ];
     let total: f64 = present.iter().map(|w| w.max(0.0)).sum();
     if total <= 0.0 {
@@ -380,7 +391,8 @@ pub fn normal_cdf(z: f64) -> f64 {
     let t = 1.0 / (1.0 + 0.327_591_1 * x);
     let poly = t
         * (0.254_829_592
-            + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
     let erf = 1.0 - poly * (-x * x).exp();
     if z >= 0.0 {
         0.5 * (1.0 + erf)
@@ -460,18 +472,31 @@ mod tests {
     fn the_local_trend_follows_a_line_and_a_turn() {
         let line: Vec<f64> = (0..21).map(|d| 80.0 - 1.25 * f64::from(d)).collect();
         let f = Forecast::fit(&line, 21, Method::LocalTrend).unwrap();
-        assert!((f.level - 55.0).abs() < 1e-9 && (f.slope + 1.25).abs() < 1e-9, "{f:?}");
+        assert!(
+            (f.level - 55.0).abs() < 1e-9 && (f.slope + 1.25).abs() < 1e-9,
+            "{f:?}"
+        );
         // Flat for 16 days, then 2 points a day lost for 5: the local
         // trend is already falling, Theil–Sen's median barely.
-        let turn: Vec<f64> = (0..21).map(|d| 80.0 - 2.0 * f64::from((d - 15).max(0))).collect();
+        let turn: Vec<f64> = (0..21)
+            .map(|d| 80.0 - 2.0 * f64::from((d - 15).max(0)))
+            .collect();
         let local = Forecast::fit(&turn, 21, Method::LocalTrend).unwrap();
         let robust = Forecast::fit(&turn, 21, Method::TheilSen).unwrap();
-        assert!(local.slope < -1.0 && robust.slope > -0.5, "{local:?} {robust:?}");
+        assert!(
+            local.slope < -1.0 && robust.slope > -0.5,
+            "{local:?} {robust:?}"
+        );
     }
 
     #[test]
     fn normal_cdf_matches_known_values() {
-        for (z, p) in [(0.0, 0.5), (1.0, 0.841_344_746), (-1.959_964, 0.025), (BAND_Z, 0.9)] {
+        for (z, p) in [
+            (0.0, 0.5),
+            (1.0, 0.841_344_746),
+            (-1.959_964, 0.025),
+            (BAND_Z, 0.9),
+        ] {
             assert!((normal_cdf(z) - p).abs() < 1e-6, "{z}: {}", normal_cdf(z));
         }
     }

@@ -19,8 +19,8 @@ use fleetpulse_engine::kpi::health::Band;
 use fleetpulse_engine::kpi::outcome::Direction;
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
 use fleetpulse_engine::{
-    AlertRecord, CustomerKpi, EventTime, ForecastRecord, HealthRecord, MilestoneRecord, OutcomeRecord,
-    PortfolioRecord, Segment,
+    AlertRecord, CustomerKpi, EventTime, ForecastRecord, HealthRecord, MilestoneRecord,
+    OutcomeRecord, PortfolioRecord, Segment,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};

@@ -17,8 +17,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
 use fleetpulse_engine::{
     AlertRecord, CustomerKpi, CustomerSpec, DeviceKpi, EventTime, ForecastRecord, HealthRecord, Id,
-    MachineState,
-    MilestoneRecord, OutcomeRecord, Output, PortfolioRecord, Segment,
+    MachineState, MilestoneRecord, OutcomeRecord, Output, PortfolioRecord, Segment,
 };
 
 /// Daily records kept per customer (and per outcome), and portfolio days.

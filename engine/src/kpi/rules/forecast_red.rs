@@ -67,7 +67,11 @@ mod tests {
     /// A fleet of 10 machines whose day `d` has `share(d)` of them at work
     /// (utilisation scaled alike), with a little day-to-day noise that
     /// depends on `salt`, two advanced features and no faults.
-    fn run(share: impl Fn(u64) -> f64, days: u64, salt: u64) -> (Vec<HealthRecord>, Vec<AlertRecord>) {
+    fn run(
+        share: impl Fn(u64) -> f64,
+        days: u64,
+        salt: u64,
+    ) -> (Vec<HealthRecord>, Vec<AlertRecord>) {
         let contract = Contract {
             arr: 100_000.0,
             start: 0,
@@ -126,7 +130,11 @@ mod tests {
         let n = y.len() as f64;
         let mx = (n - 1.0) / 2.0;
         let my = y.iter().sum::<f64>() / n;
-        let sxy: f64 = y.iter().enumerate().map(|(i, y)| (i as f64 - mx) * (y - my)).sum();
+        let sxy: f64 = y
+            .iter()
+            .enumerate()
+            .map(|(i, y)| (i as f64 - mx) * (y - my))
+            .sum();
         let sxx: f64 = (0..y.len()).map(|i| (i as f64 - mx).powi(2)).sum();
         let slope = sxy / sxx;
         let today = my + slope * (n - 1.0 - mx);
@@ -137,7 +145,17 @@ mod tests {
     fn a_steady_decline_is_forecast_ahead_of_red() {
         for salt in [1, 7, 42, 1234, 99_991] {
             // Full use for 40 days, then 1.5 points of share lost a day.
-            let (health, alerts) = run(|d| if d < 40 { 1.0 } else { 1.0 - 0.015 * (d - 40) as f64 }, 110, salt);
+            let (health, alerts) = run(
+                |d| {
+                    if d < 40 {
+                        1.0
+                    } else {
+                        1.0 - 0.015 * (d - 40) as f64
+                    }
+                },
+                110,
+                salt,
+            );
             // Independently of the rules: the first day the score is red.
             let red_day = health
                 .iter()
@@ -146,7 +164,10 @@ mod tests {
                 .expect("the decline turns red");
             let forecast = opened(&alerts, Rule::ForecastRed);
             let first = *forecast.first().expect("forecast_red opens");
-            assert!(first + 7 <= red_day, "salt {salt}: forecast on day {first}, red on {red_day}");
+            assert!(
+                first + 7 <= red_day,
+                "salt {salt}: forecast on day {first}, red on {red_day}"
+            );
             assert_eq!(opened(&alerts, Rule::HealthRed).first(), Some(&red_day));
             // The plain least-squares trend on that day also sees red coming
             // within the horizon.
@@ -156,7 +177,10 @@ mod tests {
                 .map(|h| h.score)
                 .collect();
             let days = least_squares_days_to_red(&scores).expect("falling");
-            assert!(days <= 21.0 + 7.0, "salt {salt}: least squares says {days:.1} days");
+            assert!(
+                days <= 21.0 + 7.0,
+                "salt {salt}: least squares says {days:.1} days"
+            );
             // Resolved once red: health_red took over.
             let resolved = alerts
                 .iter()
