@@ -71,6 +71,7 @@ fn assert_same_as_in_order(db: &Path, reference_db: &Path) {
         "customer_kpi",
         "device_kpi",
         "health",
+        "forecast",
         "outcome",
         "milestone",
         "alert",
