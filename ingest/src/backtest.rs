@@ -85,7 +85,8 @@ fn parse_method(text: &str) -> Result<Method, String> {
     match text {
         "local_trend" => Ok(Method::LocalTrend),
         "theil_sen" => Ok(Method::TheilSen),
-        other => Err(format!("`{other}`: local_trend or theil_sen")),
+        "damped_trend" => Ok(Method::DampedTrend),
+        other => Err(format!("`{other}`: local_trend, damped_trend or theil_sen")),
     }
 }
 

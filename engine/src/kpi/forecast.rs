@@ -46,12 +46,17 @@ pub enum Method {
     /// over the window: level and slope follow a turn within days.
     #[default]
     LocalTrend,
+    /// The local trend with its slope damped day by day (ETS(A,Ad,N),
+    /// damping `DAMPING`): it expects a fall to level off.
+    DampedTrend,
 }
 
 /// Smoothing of the local trend's level.
 const LOCAL_ALPHA: f64 = 0.5;
 /// Smoothing of the local trend's slope.
 const LOCAL_BETA: f64 = 0.15;
+/// Share of the slope a damped trend keeps from one day to the next.
+const DAMPING: f64 = 0.9;
 
 /// A fitted trend of the health score, as of the day it was fitted.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -82,26 +87,32 @@ impl Forecast {
         let y = &scores[scores.len() - n..];
         match method {
             Method::TheilSen => Some(Self::theil_sen(y)),
-            Method::LocalTrend => Some(Self::local_trend(y)),
+            Method::LocalTrend => Some(Self::local_trend(y, 1.0)),
+            Method::DampedTrend => Some(Self::local_trend(y, DAMPING)),
         }
     }
 
-    /// Holt's linear method in error-correction form, started from the
-    /// Theil–Sen line of the window's first half; the spread is the robust
-    /// scale of the one-day-ahead errors.
-    fn local_trend(y: &[f64]) -> Self {
+    /// Holt's linear method in error-correction form, its slope damped by
+    /// `phi` a day (1: not damped), started from the Theil–Sen line of the
+    /// window's first half; the spread is the robust scale of the
+    /// one-day-ahead errors.
+    fn local_trend(y: &[f64], phi: f64) -> Self {
         let start = Self::theil_sen(&y[..y.len() / 2]);
         let (mut level, mut slope) = (start.level, start.slope);
         let mut errors = Vec::with_capacity(y.len() - y.len() / 2);
         for &value in &y[y.len() / 2..] {
-            let error = value - (level + slope);
+            let error = value - (level + phi * slope);
             errors.push(error);
-            level += slope + LOCAL_ALPHA * error;
-            slope += LOCAL_BETA * error;
+            level += phi * slope + LOCAL_ALPHA * error;
+            slope = phi * slope + LOCAL_BETA * error;
         }
         let mut deviations: Vec<f64> = errors.iter().map(|e| e.abs()).collect();
         Self {
-            method: Method::LocalTrend,
+            method: if phi < 1.0 {
+                Method::DampedTrend
+            } else {
+                Method::LocalTrend
+            },
             level,
             slope,
             spread: (1.4826 * median(&mut deviations)).max(0.5),
@@ -143,7 +154,15 @@ impl Forecast {
 
     /// The expected score `days` ahead, within 0-100.
     pub fn expected(&self, days: f64) -> f64 {
-        (self.level + self.slope * days).clamp(0.0, 100.0)
+        self.mean(days).clamp(0.0, 100.0)
+    }
+
+    /// The trend `days` ahead, unclamped.
+    fn mean(&self, days: f64) -> f64 {
+        match self.method {
+            Method::DampedTrend => self.level + self.slope * damped_sum(days),
+            _ => self.level + self.slope * days,
+        }
     }
 
     /// Standard deviation of the score `days` ahead. Theil–Sen: the day's
@@ -162,12 +181,19 @@ impl Forecast {
                     + LOCAL_BETA.powi(2) * m * (m + 1.0) * (2.0 * m + 1.0) / 6.0;
                 self.spread * (1.0 + sum).sqrt()
             }
+            Method::DampedTrend => {
+                // Σ_{j<h} (α + β Σ_{i=1}^{j} φ^i)², whole days.
+                let sum: f64 = (1..days.max(1.0).ceil() as u32)
+                    .map(|j| (LOCAL_ALPHA + LOCAL_BETA * damped_sum(f64::from(j))).powi(2))
+                    .sum();
+                self.spread * (1.0 + sum).sqrt()
+            }
         }
     }
 
     /// The 80% band (10% and 90% quantiles) of the score `days` ahead.
     pub fn band(&self, days: f64) -> (f64, f64) {
-        let (mean, width) = (self.level + self.slope * days, BAND_Z * self.sigma(days));
+        let (mean, width) = (self.mean(days), BAND_Z * self.sigma(days));
         (
             (mean - width).clamp(0.0, 100.0),
             (mean + width).clamp(0.0, 100.0),
@@ -184,8 +210,11 @@ impl Forecast {
         if self.slope >= 0.0 {
             return None;
         }
-        let days = (RED_BELOW - self.level) / self.slope;
-        (days <= f64::from(HORIZON_DAYS)).then_some(days)
+        // The first whole day under the line, then back along that day's
+        // step (exact for a straight trend).
+        let day = (1..=HORIZON_DAYS).find(|h| self.mean(f64::from(*h)) < RED_BELOW)?;
+        let (before, after) = (self.mean(f64::from(day - 1)), self.mean(f64::from(day)));
+        Some(f64::from(day - 1) + (before - RED_BELOW) / (before - after))
     }
 
     /// Probability that the score is red on a day within the next `days`:
@@ -195,7 +224,7 @@ impl Forecast {
         (1..=days)
             .map(|h| {
                 let h = f64::from(h);
-                normal_cdf((RED_BELOW - (self.level + self.slope * h)) / self.sigma(h))
+                normal_cdf((RED_BELOW - self.mean(h)) / self.sigma(h))
             })
             .fold(0.0, f64::max)
     }
@@ -346,8 +375,14 @@ impl Method {
         match self {
             Self::TheilSen => "theil_sen",
             Self::LocalTrend => "local_trend",
+            Self::DampedTrend => "damped_trend",
         }
     }
+}
+
+/// φ + φ² + ... + φ^days for the damping φ (fractional days interpolate).
+fn damped_sum(days: f64) -> f64 {
+    DAMPING * (1.0 - DAMPING.powf(days)) / (1.0 - DAMPING)
 }
 
 /// Median; sorts `values` in place. 0 for none.
@@ -490,6 +525,19 @@ mod tests {
     }
 
     #[test]
+    fn a_damped_trend_expects_a_fall_to_level_off() {
+        let line: Vec<f64> = (0..21).map(|d| 90.0 - 1.0 * f64::from(d)).collect();
+        let local = Forecast::fit(&line, 21, Method::LocalTrend).unwrap();
+        let damped = Forecast::fit(&line, 21, Method::DampedTrend).unwrap();
+        // Never below the level plus the slope's whole damped sum.
+        let floor = damped.level + damped.slope * DAMPING / (1.0 - DAMPING);
+        assert!(damped.expected(30.0) > local.expected(30.0));
+        assert!(damped.expected(30.0) >= floor - 1e-9, "{damped:?}");
+        assert!(local.days_to_red().is_some());
+        assert_eq!(damped.days_to_red(), None, "{damped:?}");
+    }
+
+    #[test]
     fn normal_cdf_matches_known_values() {
         for (z, p) in [
             (0.0, 0.5),
@@ -505,7 +553,7 @@ mod tests {
         #[test]
         fn the_band_holds_the_expected_score_and_widens_with_the_horizon(
             y in proptest::collection::vec(0.0..100.0f64, 14..40), days in 14..28usize, h in 0.0..30.0f64,
-            method in proptest::sample::select(vec![Method::TheilSen, Method::LocalTrend])
+            method in proptest::sample::select(vec![Method::TheilSen, Method::LocalTrend, Method::DampedTrend])
         ) {
             let f = Forecast::fit(&y, days, method).unwrap();
             let (low, high) = f.band(h);
@@ -517,7 +565,7 @@ mod tests {
         #[test]
         fn the_probability_of_red_grows_with_the_horizon(
             y in proptest::collection::vec(0.0..100.0f64, 14..40), days in 1..30u32,
-            method in proptest::sample::select(vec![Method::TheilSen, Method::LocalTrend])
+            method in proptest::sample::select(vec![Method::TheilSen, Method::LocalTrend, Method::DampedTrend])
         ) {
             let f = Forecast::fit(&y, 21, method).unwrap();
             let (p, later) = (f.probability_red_within(days), f.probability_red_within(days + 1));

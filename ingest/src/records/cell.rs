@@ -268,6 +268,7 @@ enum_cell!(Rule {
 enum_cell!(Method {
     TheilSen => "theil_sen",
     LocalTrend => "local_trend",
+    DampedTrend => "damped_trend",
 });
 enum_cell!(TouchpointKind {
     Kickoff => "kickoff",
