@@ -324,7 +324,7 @@ def alerts():
               "At-risk alert episodes with their evidence and next action (measurement alert).")
     b.var("customer", "customer", CUSTOMER_VAR, multi=True, include_all=True, regex_all=True)
     b.custom_var("rule", "rule", ["usage_drop", "devices_dark", "champion_lost", "outcome_missed",
-                                  "onboarding_stalled", "fault_spike", "health_red", "renewal_at_risk"])
+                                  "onboarding_stalled", "fault_spike", "health_red", "forecast_red", "renewal_at_risk"])
     b.custom_var("segment", "segment", ["high-touch", "low-touch", "tech-touch"])
     where = 'r.customer =~ /^${customer:regex}$/ and r.rule =~ /^${rule:regex}$/ and r.segment =~ /^${segment:regex}$/'
     pivot = ('  |> pivot(rowKey: ["_time", "customer", "rule", "segment"], columnKey: ["_field"], valueColumn: "_value")\n'
