@@ -244,7 +244,7 @@ def fleet_overview():
 
 def customer_health():
     b = Board("fleetpulse-customer-health", "fleetpulse: customer health",
-              "One customer: health score and its components, outcomes against targets, milestones, adoption (measurements health, outcome, milestone, customer_kpi).")
+              "One customer: health score and its components, its forecast, outcomes against targets, milestones, adoption (measurements health, forecast, outcome, milestone, customer_kpi).")
     b.var("customer", "customer", CUSTOMER_VAR)
     c = ONE_CUSTOMER
     b.stat("Health score", flux("health", "score", c), w=4, h=5, thresholds=BANDS, min_=0, max_=100)
@@ -259,6 +259,10 @@ def customer_health():
                  custom={"thresholdsStyle": {"mode": "area"}})
     b.timeseries("Health components", [flux("health", ["depth", "breadth", "utilisation", "outcome_attainment", "reliability", "trend", "maturity"], c)],
                  min_=0, max_=100)
+    b.timeseries("Health forecast: expected score 30 days on, 80% band", [flux("forecast", ["expected_30", "low_30", "high_30"], c)],
+                 min_=0, max_=100, thresholds=BANDS, custom={"thresholdsStyle": {"mode": "area"}})
+    b.timeseries("Health forecast: probability of red within forecast_days", [flux("forecast", "probability_red", c)],
+                 unit="percentunit", min_=0, max_=1)
     b.timeseries("Outcomes: value", [flux("outcome", "value", c, tail='  |> keep(columns: ["_time", "_value", "outcome"])\n')])
     b.timeseries("Outcomes: target", [flux("outcome", "target", c, tail='  |> keep(columns: ["_time", "_value", "outcome"])\n')],
                  custom={"lineStyle": {"fill": "dash", "dash": [10, 10]}})
@@ -324,7 +328,7 @@ def alerts():
               "At-risk alert episodes with their evidence and next action (measurement alert).")
     b.var("customer", "customer", CUSTOMER_VAR, multi=True, include_all=True, regex_all=True)
     b.custom_var("rule", "rule", ["usage_drop", "devices_dark", "champion_lost", "outcome_missed",
-                                  "onboarding_stalled", "fault_spike", "health_red", "renewal_at_risk"])
+                                  "onboarding_stalled", "fault_spike", "health_red", "forecast_red", "renewal_at_risk"])
     b.custom_var("segment", "segment", ["high-touch", "low-touch", "tech-touch"])
     where = 'r.customer =~ /^${customer:regex}$/ and r.rule =~ /^${rule:regex}$/ and r.segment =~ /^${segment:regex}$/'
     pivot = ('  |> pivot(rowKey: ["_time", "customer", "rule", "segment"], columnKey: ["_field"], valueColumn: "_value")\n'

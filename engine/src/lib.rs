@@ -40,8 +40,8 @@ pub use devices::{DeviceBoard, DeviceSnapshot};
 pub use journeys::JourneyBoard;
 pub use kpi::journey::JourneyState;
 pub use kpi::{
-    AlertRecord, CustomerKpi, DeviceKpi, HealthRecord, MilestoneRecord, OutcomeRecord, Output,
-    PortfolioRecord, Totals,
+    AlertRecord, CustomerKpi, DeviceKpi, ForecastRecord, HealthRecord, MilestoneRecord,
+    OutcomeRecord, Output, PortfolioRecord, Totals,
 };
 pub use model::{DeviceBatch, DeviceKey, EventTime, Id, Increments, MachineState, Sample, Usage};
 pub use operators::device_state::DeviceMemory;

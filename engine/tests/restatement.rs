@@ -292,7 +292,7 @@ proptest! {
     }
 }
 
-/// The journey records (outcomes, milestones, health, alerts) of `outputs`
+/// The journey records (outcomes, milestones, health, forecasts, alerts) of `outputs`
 /// for days ending after `after`, as sorted text.
 fn journey_rows(outputs: &[Output], customer: &str, after: u64) -> Vec<String> {
     let mut rows: Vec<String> = outputs
@@ -300,6 +300,7 @@ fn journey_rows(outputs: &[Output], customer: &str, after: u64) -> Vec<String> {
         .filter(|o| o.customer().is_some_and(|c| &**c == customer))
         .filter(|o| match o {
             Output::Health(h) => h.window_end > after,
+            Output::Forecast(f) => f.window_end > after,
             Output::Outcome(r) => r.window_end > after,
             Output::Milestone(r) => r.window_end > after,
             Output::Alert(a) => a.resolved_at.unwrap_or(a.opened_at) > after,
@@ -318,10 +319,18 @@ fn journey_rows(outputs: &[Output], customer: &str, after: u64) -> Vec<String> {
 /// event-time order.
 #[test]
 fn a_journey_folded_again_over_restated_windows_equals_the_in_order_run() {
-    let mut fleet = device("acme", "exc-1", 240, 100..190, Upload::NewestFirst);
-    fleet.extend(device("acme", "exc-2", 240, 0..0, Upload::InOrder));
-    fleet.extend(device("bolt", "exc-1", 240, 120..190, Upload::InOrder));
-    fleet.extend(device("bolt", "exc-2", 240, 130..140, Upload::Shuffled(3)));
+    // 18 days: the days folded again include forecasts (14 daily scores).
+    let hours = 18 * 24;
+    let mut fleet = device("acme", "exc-1", hours, 100..190, Upload::NewestFirst);
+    fleet.extend(device("acme", "exc-2", hours, 0..0, Upload::InOrder));
+    fleet.extend(device("bolt", "exc-1", hours, 120..190, Upload::InOrder));
+    fleet.extend(device(
+        "bolt",
+        "exc-2",
+        hours,
+        130..140,
+        Upload::Shuffled(3),
+    ));
     fleet.sort_by_key(|(published, b)| (*published, b.customer.clone(), b.device.clone()));
     let published: Vec<DeviceBatch> = fleet.into_iter().map(|(_, b)| b).collect();
     let mut in_order = published.clone();
@@ -367,6 +376,10 @@ fn a_journey_folded_again_over_restated_windows_equals_the_in_order_run() {
         .collect();
     let ends = live_config.journeys.covered_before(u64::MAX).unwrap();
 
+    assert!(
+        (reference.outputs.iter()).any(|o| matches!(o, Output::Forecast(_))),
+        "the journeys run long enough to forecast"
+    );
     let mut retracted = 0;
     for ((customer, restatement, floor), base) in plans.into_iter().zip(bases) {
         let (earlier, after): (Vec<_>, Vec<_>) = (in_order.iter())

@@ -82,7 +82,7 @@ pub struct CustomerConfig {
     )]
     pub contract_events: Vec<crate::contracts::ContractEventConfig>,
     /// Overrides of the segment's alert thresholds (fields of
-    /// `RiskThresholds`, see docs/ALERTS.md).
+    /// `RiskThresholds`, see docs/CUSTOMER_SUCCESS.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thresholds: Option<toml::Table>,
 }

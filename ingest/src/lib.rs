@@ -6,6 +6,7 @@ pub mod admission;
 pub mod aemp_sim;
 pub mod alerts;
 pub mod backfill;
+pub mod backtest;
 pub mod broker;
 pub mod config;
 pub mod contracts;

@@ -84,6 +84,10 @@ enum Command {
     /// prints the score's ROC AUC 30, 60 and 90 days before each decision,
     /// and the churn rate per band (docs/CUSTOMER_SUCCESS.md).
     HealthValidation(fleetpulse::health_validation::HealthValidationArgs),
+    /// Replay simulated fleets over many seeds through the engine and score
+    /// the `forecast_red` rule: precision, recall, lead time before
+    /// `health_red`, false alarms on healthy customers (BENCHMARKS.md).
+    Backtest(fleetpulse::backtest::BacktestArgs),
 }
 
 /// Timely's cluster settings (docs/SCALING.md); they override `[cluster]`.
@@ -158,6 +162,10 @@ fn main() -> anyhow::Result<()> {
             Command::Touchpoints(args) => fleetpulse::touchpoints::cli::run(args),
             Command::Contracts(args) => fleetpulse::contracts::cli::run(args),
             Command::HealthValidation(args) => fleetpulse::health_validation::run(args).await,
+            // The engine's input blocks: off the async runtime's threads.
+            Command::Backtest(args) => {
+                tokio::task::spawn_blocking(move || fleetpulse::backtest::run(args)).await?
+            }
         }
     });
     // A stop that hit `shutdown_timeout` may leave a thread waiting on a

@@ -355,6 +355,27 @@ async fn demo_dashboard_shows_the_at_risk_customers_and_the_report_renders() {
             "chart {chart} has no line"
         );
     }
+    // The latest forecast, as stored: the score expected in 30 days and
+    // the probability of red.
+    let forecast = (store.forecasts(Some(customer)).unwrap())
+        .into_iter()
+        .max_by_key(|f| f.window_start)
+        .expect("a forecast after 75 days");
+    let shown = |x: f64| format!("{x:.0}");
+    assert!(
+        dom.contains(&format!(
+            "forecast in 30 d<b>{} <span class=\"small\">({}–{})</span>",
+            shown(forecast.expected_30),
+            shown(forecast.low_30),
+            shown(forecast.high_30)
+        )),
+        "forecast missing on the customer page: {forecast:?}"
+    );
+    assert!(dom.contains(&format!(
+        "p {}% in {} d",
+        shown(forecast.probability_red * 100.0),
+        forecast.forecast_days
+    )));
     let outcomes = store.outcomes(Some(customer)).unwrap();
     assert!(!outcomes.is_empty());
     for o in &outcomes {

@@ -215,6 +215,7 @@ fn store_contents(path: &PathBuf) -> Vec<(&'static str, Vec<serde_json::Value>)>
         docs(store.outcomes(None).unwrap()),
         docs(store.milestones(None).unwrap()),
         docs(store.health(None).unwrap()),
+        docs(store.forecasts(None).unwrap()),
         docs(store.alerts(false).unwrap()),
         docs(store.portfolio().unwrap()),
     ]

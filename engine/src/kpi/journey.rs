@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use super::forecast::{self, Forecast};
 use super::health::{self, Band, HealthComponents, HealthRecord, Stage};
 use super::milestone::{MilestoneKind, MilestoneRecord, MilestoneStatus};
 use super::outcome::{OutcomeSpec, OutcomeTracker};
@@ -52,6 +53,8 @@ pub struct Journey {
     reached: Vec<Option<EventTime>>,
     /// The episodes of each rule.
     episodes: BTreeMap<Rule, Episode>,
+    /// Daily health scores, newest last: the last 8 give the score trend,
+    /// all of them (up to [`forecast::MAX_FIT_DAYS`]) the forecast.
     scores: VecDeque<f64>,
     /// The champion whose absence opened the current champion_lost episode:
     /// followed until they reappear, whoever leads the baseline meanwhile.
@@ -253,18 +256,20 @@ impl Journey {
             all_reached,
         );
 
-        let components = self.components();
+        let components = self.components_back(0);
         let score = health::score(&components, &self.spec.weights);
         let band = Band::of(score);
         self.scores.push_back(score);
-        while self.scores.len() > 8 {
+        while self.scores.len() > forecast::MAX_FIT_DAYS {
             self.scores.pop_front();
         }
-        let score_trend = if self.scores.len() == 8 {
-            score - self.scores[0]
-        } else {
-            0.0
+        let score_trend = match self.scores.len() {
+            n @ 8.. => score - self.scores[n - 8],
+            _ => 0.0,
         };
+        let fit_days = self.spec.thresholds.forecast_fit_days as usize;
+        let method = self.spec.thresholds.forecast_method;
+        let forecast = Forecast::fit(self.scores.make_contiguous(), fit_days, method);
 
         let settled = days_since_activation >= f64::from(self.spec.thresholds.settle_days);
         let today = Today {
@@ -275,6 +280,7 @@ impl Journey {
             band,
             days_to_renewal,
             settled,
+            forecast,
         };
         let readings: Vec<_> = Rule::ALL
             .into_iter()
@@ -334,6 +340,15 @@ impl Journey {
             milestones_reached: self.reached.iter().filter(|r| r.is_some()).count() as u32,
             milestones_total: self.reached.len() as u32,
         };
+        if let Some(f) = &forecast {
+            out.push(Output::Forecast(forecast::ForecastRecord::of(
+                f,
+                self.spec.id.clone(),
+                (kpi.window_start, end),
+                score,
+                self.spec.thresholds.forecast_days,
+            )));
+        }
         self.recent_health.push_back(health.clone());
         while self.recent_health.len() > RECENT_HEALTH {
             self.recent_health.pop_front();
@@ -392,32 +407,35 @@ impl Journey {
         self.lost_champion.as_ref()
     }
 
-    fn components(&self) -> HealthComponents {
+    /// The health components as they were `back` closed days ago (0:
+    /// today), from the days kept: exact while the days cover the 35-day
+    /// usage baseline (`back` <= 7), the trend component neutral beyond.
+    pub(crate) fn components_back(&self, back: usize) -> HealthComponents {
+        let recent = |n: usize| self.days.iter().rev().skip(back).take(n);
         let t = &self.spec.thresholds;
         let purchased = f64::from(self.spec.contract.devices_purchased.max(1));
-        let advanced = self.recent(7).fold(0u32, |m, d| m | d.advanced_features);
+        let advanced = recent(7).fold(0u32, |m, d| m | d.advanced_features);
         let catalog = 4.0f64.max(f64::from(advanced.count_ones()));
         let depth = 100.0 * f64::from(advanced.count_ones()) / catalog;
         let breadth = 100.0
-            * self
-                .recent(7)
+            * recent(7)
                 .map(|d| f64::from(d.active_devices))
                 .fold(0.0, f64::max)
             / purchased;
-        let utilisation = 100.0 * mean(self.recent(7), |d| d.utilisation) / t.utilisation_target;
-        let (met, evaluated) = self.recent(7).fold((0, 0), |(m, e), d| {
+        let utilisation = 100.0 * mean(recent(7), |d| d.utilisation) / t.utilisation_target;
+        let (met, evaluated) = recent(7).fold((0, 0), |(m, e), d| {
             (m + d.outcomes_met, e + d.outcomes_evaluated)
         });
         let outcome = (evaluated > 0).then(|| 100.0 * f64::from(met) / f64::from(evaluated));
-        let hours: f64 = self.recent(7).map(|d| d.operating_hours).sum();
-        let faults: u64 = self.recent(7).map(|d| d.fault_count).sum();
+        let hours: f64 = recent(7).map(|d| d.operating_hours).sum();
+        let faults: u64 = recent(7).map(|d| d.fault_count).sum();
         let rate = if hours > 0.0 {
             faults as f64 / hours
         } else {
             0.0
         };
         let reliability = 100.0 * (1.0 - rate / t.max_fault_rate);
-        let trend = self.usage_growth().map_or(50.0, |g| 50.0 + 100.0 * g);
+        let trend = usage_growth::before(&self.days, back).map_or(50.0, |g| 50.0 + 100.0 * g);
         HealthComponents {
             depth: health::clamp100(depth),
             breadth: health::clamp100(breadth),

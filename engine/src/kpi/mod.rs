@@ -7,6 +7,7 @@ pub(crate) mod chunked;
 pub mod coverage;
 mod customer;
 mod device;
+pub mod forecast;
 pub mod health;
 pub mod health_validation;
 mod interner;
@@ -25,6 +26,7 @@ mod window;
 
 pub use customer::{CustomerAccumulator, CustomerKpi};
 pub use device::{DeviceAccumulator, DeviceKpi, DeviceSeen};
+pub use forecast::ForecastRecord;
 pub use health::HealthRecord;
 pub use interner::WindowIds;
 pub use milestone::MilestoneRecord;
@@ -50,6 +52,8 @@ pub enum Output {
     Milestone(MilestoneRecord),
     /// A customer's health at the end of a day.
     Health(HealthRecord),
+    /// A customer's health forecast at the end of a day.
+    Forecast(forecast::ForecastRecord),
     /// An at-risk alert opening or resolving.
     Alert(AlertRecord),
     /// Figures over all customers for one day.
@@ -65,6 +69,7 @@ impl Output {
             Self::Outcome(r) => Some(&r.customer),
             Self::Milestone(r) => Some(&r.customer),
             Self::Health(r) => Some(&r.customer),
+            Self::Forecast(r) => Some(&r.customer),
             Self::Alert(r) => Some(&r.customer),
             Self::Portfolio(_) => None,
         }

@@ -35,11 +35,14 @@ pub enum Rule {
     RenewalAtRisk,
     /// A cadence of the segment's coverage model is overdue.
     CoverageGap,
+    /// The health forecast says the score turns red within `forecast_days`.
+    /// Last, so the stored episodes of older builds keep their indices.
+    ForecastRed,
 }
 
 impl Rule {
     /// Every rule.
-    pub const ALL: [Rule; 9] = [
+    pub const ALL: [Rule; 10] = [
         Self::UsageDrop,
         Self::DevicesDark,
         Self::ChampionLost,
@@ -47,6 +50,7 @@ impl Rule {
         Self::OnboardingStalled,
         Self::FaultSpike,
         Self::HealthRed,
+        Self::ForecastRed,
         Self::RenewalAtRisk,
         Self::CoverageGap,
     ];
@@ -63,6 +67,7 @@ impl Rule {
             Self::HealthRed => "health_red",
             Self::RenewalAtRisk => "renewal_at_risk",
             Self::CoverageGap => "coverage_gap",
+            Self::ForecastRed => "forecast_red",
         }
     }
 
@@ -95,6 +100,9 @@ impl Rule {
             }
             Self::CoverageGap => {
                 "Book the overdue touchpoint of the segment's coverage model (for a business review, with the customer's decision-maker) and record it"
+            }
+            Self::ForecastRed => {
+                "Act before the account turns red: call the sponsor about the component driving the decline and agree what to change this week"
             }
         }
     }
@@ -144,6 +152,18 @@ pub struct RiskThresholds {
     pub fault_spike_min_faults: u64,
     /// health_red resolves once the score is back at or above this.
     pub health_red_resolve: f64,
+    /// forecast_red looks this many days ahead for a red score.
+    pub forecast_days: u32,
+    /// forecast_red fires when the probability of a red score within
+    /// `forecast_days` reaches this (and the band is not red yet).
+    pub forecast_confidence: f64,
+    /// forecast_red resolves when that probability falls under this, or
+    /// when the score turns red (health_red takes over).
+    pub forecast_resolve: f64,
+    /// Daily scores the forecast's trend is fitted to (14-28).
+    pub forecast_fit_days: u32,
+    /// How the forecast's trend is fitted: `local_trend` or `theil_sen`.
+    pub forecast_method: crate::kpi::forecast::Method,
     /// Days before renewal that count as the renewal window (stage `renew`).
     pub renewal_window_days: u32,
     /// Utilisation that scores 100 in the health score.
@@ -175,6 +195,11 @@ impl Default for RiskThresholds {
             fault_spike_resolve_ratio: 1.5,
             fault_spike_min_faults: 15,
             health_red_resolve: 56.0,
+            forecast_days: 21,
+            forecast_confidence: 0.8,
+            forecast_resolve: 0.5,
+            forecast_fit_days: 21,
+            forecast_method: crate::kpi::forecast::Method::LocalTrend,
             renewal_window_days: 90,
             utilisation_target: 0.20,
             max_fault_rate: 0.5,

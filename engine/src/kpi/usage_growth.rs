@@ -9,14 +9,19 @@ use super::journey::Day;
 /// Growth (minus 1: 0 is flat) over the closed `days`, oldest first; `None`
 /// without two weeks of baseline or with an idle baseline.
 pub(crate) fn of(days: &VecDeque<Day>) -> Option<f64> {
-    if days.len() < 7 + 14 {
+    before(days, 0)
+}
+
+/// [`of`] as it was `back` days ago (the newest `back` days left out).
+pub(crate) fn before(days: &VecDeque<Day>, back: usize) -> Option<f64> {
+    if days.len() < back + 7 + 14 {
         return None;
     }
     let mean = |skip: usize, take: usize| {
         let (sum, n) = days
             .iter()
             .rev()
-            .skip(skip)
+            .skip(back + skip)
             .take(take)
             .fold((0.0, 0usize), |(s, n), d| (s + d.operating_hours, n + 1));
         if n == 0 { 0.0 } else { sum / n as f64 }

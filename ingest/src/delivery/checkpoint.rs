@@ -16,6 +16,7 @@ pub fn record_time(record: &Output) -> EventTime {
         Output::Outcome(r) => r.window_end,
         Output::Milestone(r) => r.window_end,
         Output::Health(r) => r.window_end,
+        Output::Forecast(r) => r.window_end,
         Output::Alert(r) => r.resolved_at.unwrap_or(r.opened_at),
         Output::Portfolio(r) => r.window_end,
     }

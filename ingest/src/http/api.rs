@@ -19,8 +19,8 @@ use fleetpulse_engine::kpi::health::Band;
 use fleetpulse_engine::kpi::outcome::Direction;
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
 use fleetpulse_engine::{
-    AlertRecord, CustomerKpi, EventTime, HealthRecord, MilestoneRecord, OutcomeRecord,
-    PortfolioRecord, Segment,
+    AlertRecord, CustomerKpi, EventTime, ForecastRecord, HealthRecord, MilestoneRecord,
+    OutcomeRecord, PortfolioRecord, Segment,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -30,7 +30,8 @@ use super::auth::{Access, Role};
 use super::view::{CustomerView, DeviceView, View, counts_as_open, restated};
 use crate::records::Doc;
 use crate::records::openapi::{
-    AlertSchema, CustomerKpiSchema, HealthSchema, MilestoneSchema, OutcomeSchema, PortfolioSchema,
+    AlertSchema, CustomerKpiSchema, ForecastSchema, HealthSchema, MilestoneSchema, OutcomeSchema,
+    PortfolioSchema,
 };
 
 /// Days of history returned when `days` is not given.
@@ -594,6 +595,9 @@ struct CustomerDetail<'a> {
     health: Option<Doc<'a, HealthRecord>>,
     /// Time to value in days, once reached.
     time_to_value_days: Option<f64>,
+    /// The latest health forecast: expected score, 80% band, days to red.
+    #[schema(value_type = Option<ForecastSchema>)]
+    forecast: Option<Doc<'a, ForecastRecord>>,
     /// Daily health records, oldest first.
     #[schema(value_type = Vec<HealthSchema>)]
     health_history: Vec<Doc<'a, HealthRecord>>,
@@ -684,6 +688,7 @@ pub async fn customer(
         window: &window,
         health: latest.map(Doc),
         time_to_value_days: latest.and_then(|h| h.time_to_value_days),
+        forecast: c.forecast.as_ref().map(Doc),
         health_history: c
             .health
             .iter()

@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
 use fleetpulse_engine::{
-    AlertRecord, CustomerKpi, CustomerSpec, DeviceKpi, EventTime, HealthRecord, Id, MachineState,
-    MilestoneRecord, OutcomeRecord, Output, PortfolioRecord, Segment,
+    AlertRecord, CustomerKpi, CustomerSpec, DeviceKpi, EventTime, ForecastRecord, HealthRecord, Id,
+    MachineState, MilestoneRecord, OutcomeRecord, Output, PortfolioRecord, Segment,
 };
 
 /// Daily records kept per customer (and per outcome), and portfolio days.
@@ -156,6 +156,9 @@ pub struct CustomerView {
     pub info: Option<CustomerInfo>,
     /// Daily health records.
     pub health: Option<Series<HealthRecord>>,
+    /// The latest health forecast (a restated day's replaces it when it is
+    /// the newest).
+    pub forecast: Option<ForecastRecord>,
     /// Customer KPIs per window label.
     pub kpis: BTreeMap<Id, Series<CustomerKpi>>,
     /// Outcome records per (outcome, window label).
@@ -342,6 +345,15 @@ impl View {
                     .health
                     .get_or_insert_with(|| Series::new(HISTORY_DAYS))
                     .insert(health.clone(), health.window_start, |r| r.window_start);
+            }
+            Output::Forecast(forecast) => {
+                let held = &mut self.customer(&forecast.customer).forecast;
+                if held
+                    .as_ref()
+                    .is_none_or(|h| h.window_start <= forecast.window_start)
+                {
+                    *held = Some(forecast.clone());
+                }
             }
             Output::Alert(alert) => {
                 self.customer(&alert.customer);

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use fleetpulse_engine::kpi::forecast::Method;
 use fleetpulse_engine::kpi::health::{Band, Stage};
 use fleetpulse_engine::kpi::milestone::MilestoneStatus;
 use fleetpulse_engine::kpi::outcome::Direction;
@@ -263,6 +264,12 @@ enum_cell!(Rule {
     HealthRed => "health_red",
     RenewalAtRisk => "renewal_at_risk",
     CoverageGap => "coverage_gap",
+    ForecastRed => "forecast_red",
+});
+enum_cell!(Method {
+    TheilSen => "theil_sen",
+    LocalTrend => "local_trend",
+    DampedTrend => "damped_trend",
 });
 enum_cell!(TouchpointKind {
     Kickoff => "kickoff",

@@ -2,6 +2,7 @@
 //! their columns (see [`record_kind!`] for the syntax, and `docs/SCHEMA.md`
 //! for what they become in each store). A new field is one line here.
 
+use fleetpulse_engine::kpi::forecast::Method;
 use fleetpulse_engine::kpi::health::{Band, Stage};
 use fleetpulse_engine::kpi::milestone::MilestoneStatus;
 use fleetpulse_engine::kpi::outcome::Direction;
@@ -9,8 +10,8 @@ use fleetpulse_engine::kpi::revenue_retention::{ContractEventKind, RecordedContr
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
 use fleetpulse_engine::kpi::touchpoint::{Touchpoint, TouchpointKind};
 use fleetpulse_engine::{
-    AlertRecord, CustomerKpi, DeviceKpi, HealthRecord, Id, MachineState, MilestoneRecord,
-    OutcomeRecord, PortfolioRecord, Segment,
+    AlertRecord, CustomerKpi, DeviceKpi, ForecastRecord, HealthRecord, Id, MachineState,
+    MilestoneRecord, OutcomeRecord, PortfolioRecord, Segment,
 };
 
 // `customer_kpi`: a customer's adoption and value KPIs over one window.
@@ -152,6 +153,38 @@ record_kind! {
             usage_growth: f64 [] "ratio", "mean daily operating hours of the last 7 days against the 28 before, minus 1 (0 until there is a baseline)";
             milestones_reached: u32 [] "milestones", "milestones reached";
             milestones_total: u32 [] "milestones", "milestones in the journey";
+        }
+    }
+}
+
+// `forecast`: where a customer's health score is heading, at the end of one
+// of its days.
+record_kind! {
+    ForecastRecord {
+        name: "forecast",
+        api: "Forecast",
+        doc: "Where a customer's health score is heading, as of the end of one of its days: the expected score 7, 14 and 30 days on with an 80% band, the days until it turns red and the probability that it does within the customer's `forecast_days` (docs/CUSTOMER_SUCCESS.md, the forecast).",
+        notes: "",
+        columns: {
+            customer: Id [Key Tag] "id", "customer id";
+            window_start: u64 [Key Time] "ms since epoch", "start of the customer's day";
+            window_end: u64 [] "ms since epoch", "end of that day (exclusive)";
+            score: f64 [] "score 0..100", "the day's health score";
+            method: Method [] "enum", "how the trend was fitted: `local_trend` (Holt's linear trend), `damped_trend` (the same, its slope damped) or `theil_sen`";
+            fitted_days: u32 [] "days", "daily scores the trend was fitted to";
+            slope: f64 [] "score points per day", "the trend's slope";
+            expected_7: f64 [] "score 0..100", "expected score 7 days on";
+            expected_14: f64 [] "score 0..100", "expected score 14 days on";
+            expected_30: f64 [] "score 0..100", "expected score 30 days on";
+            low_7: f64 [] "score 0..100", "80% band, low end (10% quantile), 7 days on";
+            high_7: f64 [] "score 0..100", "80% band, high end (90% quantile), 7 days on";
+            low_14: f64 [] "score 0..100", "80% band, low end, 14 days on";
+            high_14: f64 [] "score 0..100", "80% band, high end, 14 days on";
+            low_30: f64 [] "score 0..100", "80% band, low end, 30 days on";
+            high_30: f64 [] "score 0..100", "80% band, high end, 30 days on";
+            days_to_red: Option<f64> [] "days", "days until the trend turns red (0 when it is red); absent when it does not within 30 days";
+            probability_red: f64 [] "probability 0..1", "probability of a red score within `forecast_days`";
+            forecast_days: u32 [] "days", "the customer's `forecast_days` threshold";
         }
     }
 }

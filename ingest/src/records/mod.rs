@@ -117,6 +117,7 @@ pub fn each_kind(v: &mut impl KindVisitor) {
     v.kind::<OutcomeRecord>();
     v.kind::<MilestoneRecord>();
     v.kind::<HealthRecord>();
+    v.kind::<ForecastRecord>();
     v.kind::<AlertRecord>();
     v.kind::<PortfolioRecord>();
     v.kind::<kpi::touchpoint::Touchpoint>();
@@ -131,6 +132,7 @@ pub fn with_record<V: RecordVisitor>(output: &Output, v: &mut V) -> V::Out {
         Output::Outcome(r) => v.record(r),
         Output::Milestone(r) => v.record(r),
         Output::Health(r) => v.record(r),
+        Output::Forecast(r) => v.record(r),
         Output::Alert(r) => v.record(r),
         Output::Portfolio(r) => v.record(r),
     }

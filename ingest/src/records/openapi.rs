@@ -99,6 +99,7 @@ schema_types!(
     OutcomeSchema => fleetpulse_engine::OutcomeRecord,
     MilestoneSchema => fleetpulse_engine::MilestoneRecord,
     HealthSchema => fleetpulse_engine::HealthRecord,
+    ForecastSchema => fleetpulse_engine::ForecastRecord,
     AlertSchema => fleetpulse_engine::AlertRecord,
     PortfolioSchema => fleetpulse_engine::PortfolioRecord,
     TouchpointSchema => fleetpulse_engine::kpi::touchpoint::Touchpoint,

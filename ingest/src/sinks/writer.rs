@@ -417,6 +417,7 @@ mod tests {
                 Output::Outcome(k) => k.window_start,
                 Output::Milestone(k) => k.window_start,
                 Output::Health(k) => k.window_start,
+                Output::Forecast(k) => k.window_start,
                 Output::Alert(k) => k.opened_at,
                 Output::Portfolio(k) => k.window_start,
             })

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The window and journey tables.
-pub const TABLES: [&str; 6] = [
+pub const TABLES: [&str; 7] = [
     "customer_kpi",
     "device_kpi",
     "health",
+    "forecast",
     "outcome",
     "milestone",
     "alert",

@@ -7,12 +7,14 @@ mod champion_lost;
 pub mod coverage_gap;
 mod devices_dark;
 mod fault_spike;
+mod forecast_red;
 mod health_red;
 mod onboarding_stalled;
 mod outcome_missed;
 mod renewal_at_risk;
 mod usage_drop;
 
+use super::forecast::Forecast;
 use super::health::Band;
 use super::journey::Journey;
 use super::risk::{Reading, RiskThresholds, Rule};
@@ -33,6 +35,9 @@ pub(crate) struct Today<'a> {
     pub days_to_renewal: f64,
     /// Past the settling days after activation: baselines exist.
     pub settled: bool,
+    /// The health forecast fitted to the scores up to today, once there
+    /// are enough of them.
+    pub forecast: Option<Forecast>,
 }
 
 impl Today<'_> {
@@ -66,6 +71,7 @@ pub(crate) fn reading(rule: Rule, today: &Today<'_>) -> Option<(Reading, Option<
         Rule::OnboardingStalled => Some(plain(onboarding_stalled::reading(today))),
         Rule::FaultSpike => fault_spike::reading(today).map(plain),
         Rule::HealthRed => health_red::reading(today).map(plain),
+        Rule::ForecastRed => forecast_red::reading(today).map(plain),
         Rule::RenewalAtRisk => Some(plain(renewal_at_risk::reading(today))),
         // Read from touchpoints and the calendar, not a telemetry day:
         // `coverage_gap::evaluate`.

@@ -418,6 +418,15 @@ function touchpointsSection(tp, kpis) {
     <tbody>${rows || '<tr><td colspan="6" class="muted">No touchpoints recorded.</td></tr>'}</tbody></table></div>`;
 }
 
+// The latest health forecast: the score in 30 days with its 80% band, the
+// days until red and the probability of red within forecast_days.
+function forecastFacts(f) {
+  if (!f) return `<div id="forecast">forecast<b>not yet</b></div>`;
+  const red = f.days_to_red == null ? "not within 30 d" : `in ${num(f.days_to_red)} d`;
+  return `<div id="forecast" title="${esc(`80% band; ${f.method}, fitted to ${f.fitted_days} days`)}">forecast in 30 d<b>${num(f.expected_30)} <span class="small">(${num(f.low_30)}–${num(f.high_30)})</span></b></div>
+      <div id="forecast-red">red<b>${esc(red)} <span class="small">p ${num(f.probability_red * 100)}% in ${f.forecast_days} d</span></b></div>`;
+}
+
 async function customerPage(id) {
   let c, tp;
   try {
@@ -493,6 +502,7 @@ async function customerPage(id) {
       <div>renewal<b>${esc(date(c.renewal))}${h ? " (" + num(h.days_to_renewal) + " d)" : ""}</b></div>
       <div>devices purchased<b>${purchased == null ? "–" : purchased}</b></div>
       <div>usage growth<b>${h ? pct(h.usage_growth, 1) : "–"}</b></div>
+      ${forecastFacts(c.forecast)}
     </div>
     <h2>Open alerts</h2>
     <div id="open-alerts">${open.length ? open.map(alertHtml).join("") : '<p class="muted">None.</p>'}</div>
@@ -510,7 +520,7 @@ async function customerPage(id) {
     ${resolved.length ? '<h2>Resolved alerts</h2><div id="resolved-alerts">' + resolved.map(alertHtml).join("") + "</div>" : ""}`;
 }
 
-const RULES = ["usage_drop", "devices_dark", "champion_lost", "outcome_missed", "onboarding_stalled", "fault_spike", "health_red", "renewal_at_risk"];
+const RULES = ["usage_drop", "devices_dark", "champion_lost", "outcome_missed", "onboarding_stalled", "fault_spike", "health_red", "forecast_red", "renewal_at_risk"];
 
 async function alertsPage(query) {
   const params = new URLSearchParams(query);

@@ -26,9 +26,10 @@ use crate::sinks::SinkError;
 /// the customer-success tables `outcome`, `milestone`, `health`, `alert` and
 /// `portfolio`. Version 3 keys `alert` by (customer, rule, opened_at)
 /// instead of the episode count. A build refuses a file of a higher version.
-/// The `touchpoint` and `contract_event` tables (not engine outputs) came
-/// later without a new version: each only adds a table, which older builds
-/// ignore.
+/// The `touchpoint` and `contract_event` tables (not engine outputs) and the
+/// `forecast` table came later without a new version: each only adds a
+/// table, which older builds ignore and an older file gains when it is
+/// opened.
 pub const SCHEMA_VERSION: i64 = 3;
 
 /// How long a statement waits for another connection's lock before failing
@@ -488,6 +489,7 @@ mod tests {
                 "contract_event",
                 "customer_kpi",
                 "device_kpi",
+                "forecast",
                 "health",
                 "milestone",
                 "outcome",
@@ -506,14 +508,14 @@ mod tests {
         // Opening again takes the fast path and changes nothing.
         let conn = open_connection(&path).unwrap();
         assert_eq!(version(&conn), [SCHEMA_VERSION]);
-        assert_eq!(tables(&conn).len(), 10);
+        assert_eq!(tables(&conn).len(), 11);
     }
 
     #[test]
     fn a_fresh_file_gets_every_table_at_the_current_version() {
         let dir = tempfile::tempdir().unwrap();
         let conn = open_connection(&dir.path().join("kpi.sqlite")).unwrap();
-        assert_eq!(tables(&conn).len(), 10);
+        assert_eq!(tables(&conn).len(), 11);
         assert_eq!(version(&conn), [SCHEMA_VERSION]);
     }
 }

@@ -6,8 +6,8 @@ use std::path::Path;
 use fleetpulse_engine::kpi::revenue_retention::RecordedContractEvent;
 use fleetpulse_engine::kpi::touchpoint::Touchpoint;
 use fleetpulse_engine::{
-    AlertRecord, CustomerKpi, DeviceKpi, HealthRecord, MilestoneRecord, OutcomeRecord,
-    PortfolioRecord,
+    AlertRecord, CustomerKpi, DeviceKpi, ForecastRecord, HealthRecord, MilestoneRecord,
+    OutcomeRecord, PortfolioRecord,
 };
 use rusqlite::{Connection, Params};
 
@@ -51,6 +51,12 @@ impl SqliteStore {
     /// Daily health records, of one customer or (with `None`) of all,
     /// ordered by customer, then window start.
     pub fn health(&self, customer: Option<&str>) -> Result<Vec<HealthRecord>, SinkError> {
+        self.of_customer(customer, "", "ORDER BY customer, window_start")
+    }
+
+    /// Daily health forecasts, of one customer or (with `None`) of all,
+    /// ordered by customer, then window start.
+    pub fn forecasts(&self, customer: Option<&str>) -> Result<Vec<ForecastRecord>, SinkError> {
         self.of_customer(customer, "", "ORDER BY customer, window_start")
     }
 

@@ -1,0 +1,78 @@
+//! The `forecast_red` rule on the simulator's fleets over several seeds,
+//! scored by the backtest's own replay (`fleetpulse::backtest`) and checked
+//! against the daily health scores the engine emitted: every customer whose
+//! score turns red after settling was forecast red ahead of it, within its
+//! `forecast_days`; no healthy-growing customer is; a forecast opens only on
+//! a day that is not red.
+
+use fleetpulse::backtest::{BacktestArgs, CustomerRun, run_seed};
+use fleetpulse_engine::kpi::health::Band;
+
+fn runs() -> Vec<CustomerRun> {
+    let args = BacktestArgs::default();
+    (1..=3)
+        .flat_map(|seed| run_seed(&args, seed).unwrap())
+        .collect()
+}
+
+/// The first settled day whose score is red, from the scores alone.
+fn first_red_day(run: &CustomerRun) -> Option<f64> {
+    let settled = run.settled_day?;
+    run.scores
+        .iter()
+        .filter(|(day, score)| *day >= settled && Band::of(*score) == Band::Red)
+        .map(|(day, _)| *day)
+        .min_by(f64::total_cmp)
+}
+
+fn score_on(run: &CustomerRun, day: f64) -> f64 {
+    run.scores
+        .iter()
+        .find(|(d, _)| (d - day).abs() < 1e-9)
+        .map(|(_, s)| *s)
+        .expect("a health record on every day a rule is judged")
+}
+
+#[test]
+fn forecast_red_comes_ahead_of_red_and_never_on_healthy_customers() {
+    let runs = runs();
+    let mut red = 0;
+    for run in &runs {
+        println!(
+            "{:<26} {:<18} red {:?} forecast {:?}",
+            run.customer, run.profile, run.red_opened, run.forecast_opened
+        );
+        // The engine's health_red opens on the first red day the scores show.
+        assert_eq!(run.red_at(), first_red_day(run), "{}", run.customer);
+        for opened in &run.forecast_opened {
+            assert!(
+                Band::of(score_on(run, *opened)) != Band::Red,
+                "{}: forecast_red opened on a red day {opened}",
+                run.customer
+            );
+        }
+        if run.profile == "healthy-growing" {
+            assert!(
+                run.forecast_opened.is_empty(),
+                "{}: healthy, forecast red on {:?}",
+                run.customer,
+                run.forecast_opened
+            );
+        }
+        if let Some(day) = first_red_day(run).filter(|_| !run.red_when_settled()) {
+            red += 1;
+            let lead = run
+                .lead()
+                .unwrap_or_else(|| panic!("{}: red on {day} without a forecast", run.customer));
+            assert!(
+                lead >= 1.0 && lead <= f64::from(run.forecast_days),
+                "{}: lead {lead}",
+                run.customer
+            );
+        }
+    }
+    assert!(
+        red > 0,
+        "some simulated customer turns red: the test tests something"
+    );
+}
