@@ -150,8 +150,8 @@ impl CustomerRun {
     }
 }
 
-/// The rule the simulator's profile should raise (as in the
-/// customer-success test).
+/// The rule each of the simulator's at-risk profiles must raise
+/// (docs/CUSTOMER_SUCCESS.md; the customer-success tests check it).
 pub fn signature(profile: Profile) -> Option<Rule> {
     match profile {
         Profile::HealthyGrowing => None,

@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use fleetpulse::sinks::SqliteStore;
-use fleetpulse_engine::kpi::risk::Rule;
-use fleetpulse_sim::{DayTruth, Fleet, Profile};
+use fleetpulse_sim::{DayTruth, Fleet};
 
 use super::servers::{InfluxDb1, VictoriaMetrics};
 
@@ -104,16 +103,8 @@ pub fn truth_days(fleet: &Fleet) -> Days {
 }
 
 /// The rule each at-risk profile must raise (docs/CUSTOMER_SUCCESS.md).
-pub fn signature(profile: Profile) -> Option<Rule> {
-    match profile {
-        Profile::HealthyGrowing => None,
-        Profile::SlowOnboarding => Some(Rule::OnboardingStalled),
-        Profile::DecliningUsage => Some(Rule::UsageDrop),
-        Profile::ChampionLeaves => Some(Rule::ChampionLost),
-        Profile::DevicesGoingDark => Some(Rule::DevicesDark),
-        Profile::FaultProne => Some(Rule::FaultSpike),
-    }
-}
+#[allow(unused_imports)]
+pub use fleetpulse::backtest::signature;
 
 /// Whether a stored sum equals the ground truth's within 1e-6 relative:
 /// hours, litres and units are sums of floats in another order.
