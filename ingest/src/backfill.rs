@@ -49,28 +49,39 @@ pub struct BackfillArgs {
     pub unit_epoch: u64,
 }
 
-/// One batch to publish, with what orders it.
+/// One batch to publish, checked as the service will, with what orders it.
 #[derive(Debug, Clone)]
 pub struct Recorded {
     /// Its first reading.
     pub first_at: i64,
     /// The protobuf batch.
     pub batch: v1::TelemetryBatch,
+    /// Its backfill topic.
+    topic: String,
+    /// Encoded once: validated, then published.
+    payload: Vec<u8>,
 }
 
 impl Recorded {
-    fn of(batch: v1::TelemetryBatch) -> Self {
+    /// `batch`, if it passes the service's validation.
+    fn checked(batch: v1::TelemetryBatch, limits: &Limits) -> anyhow::Result<Self> {
+        let topic = backfill_topic(&batch.customer_id, &batch.site_id, &batch.device_id);
+        let payload = batch.encode_to_vec();
+        decode_and_validate(&TopicIds::parse(&topic)?, &payload, limits)?;
         let first_at = (batch.samples.iter().map(|s| s.event_time_ms))
             .min()
             .unwrap_or(0);
-        Self { first_at, batch }
+        Ok(Self {
+            first_at,
+            batch,
+            topic,
+            payload,
+        })
     }
 
     /// Its backfill topic and payload.
-    pub fn message(&self) -> (String, Vec<u8>) {
-        let b = &self.batch;
-        let topic = backfill_topic(&b.customer_id, &b.site_id, &b.device_id);
-        (topic, b.encode_to_vec())
+    pub fn into_message(self) -> (String, Vec<u8>) {
+        (self.topic, self.payload)
     }
 }
 
@@ -107,23 +118,12 @@ pub fn read_batches(path: &Path, limits: &Limits) -> anyhow::Result<Vec<Recorded
                 out.len() + 1
             )
         })?;
-        check(&batch, limits).with_context(|| {
-            format!(
-                "{}: batch {} at byte {offset}",
-                path.display(),
-                out.len() + 1
-            )
-        })?;
-        out.push(Recorded::of(batch));
+        let n = out.len() + 1;
+        let checked = Recorded::checked(batch, limits)
+            .with_context(|| format!("{}: batch {n} at byte {offset}", path.display()))?;
+        out.push(checked);
     }
     Ok(out)
-}
-
-fn check(batch: &v1::TelemetryBatch, limits: &Limits) -> anyhow::Result<()> {
-    let topic = backfill_topic(&batch.customer_id, &batch.site_id, &batch.device_id);
-    let ids = TopicIds::parse(&topic)?;
-    decode_and_validate(&ids, &batch.encode_to_vec(), limits)?;
-    Ok(())
 }
 
 /// The columns of a CSV of readings; `customer`, `site`, `device` and
@@ -228,10 +228,10 @@ pub fn read_csv(path: &Path, unit_epoch: u64, limits: &Limits) -> anyhow::Result
                     samples: part.to_vec(),
                     unit_epoch,
                 };
-                check(&batch, limits).with_context(|| {
+                let checked = Recorded::checked(batch, limits).with_context(|| {
                     format!("{name}: device `{device}` of customer `{customer}`")
                 })?;
-                out.push(Recorded::of(batch));
+                out.push(checked);
             }
         }
     }
@@ -368,9 +368,11 @@ pub async fn run(args: &BackfillArgs) -> anyhow::Result<Backfilled> {
         options.password = Some(password);
     }
     let mut progress = Progress::new("backfilling", "batches", history.len() as u64);
-    fleetpulse_sim::publish(options, history.iter().map(Recorded::message), |p| {
-        progress.set(p.delivered)
-    })
+    fleetpulse_sim::publish(
+        options,
+        history.into_iter().map(Recorded::into_message),
+        |p| progress.set(p.delivered),
+    )
     .await
     .with_context(|| format!("publishing to {broker}"))?;
     let (from, to) = done.period.unwrap_or_default();

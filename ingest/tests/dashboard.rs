@@ -412,19 +412,17 @@ async fn demo_dashboard_shows_the_at_risk_customers_and_the_report_renders() {
 
     // The business-review report, rendered.
     let report = artifacts().join(format!("report-{customer}.html"));
-    let output = Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
-        .args(["report", "--customer", customer])
-        .arg("--store")
-        .arg(data.join("kpi.sqlite"))
-        .arg("--out")
-        .arg(&report)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "report failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let store_path = data.join("kpi.sqlite");
+    let report_args: [&std::ffi::OsStr; 7] = [
+        "report".as_ref(),
+        "--customer".as_ref(),
+        customer.as_ref(),
+        "--store".as_ref(),
+        store_path.as_os_str(),
+        "--out".as_ref(),
+        report.as_os_str(),
+    ];
+    support::in_process::fleetpulse(report_args);
     let html = std::fs::read_to_string(&report).unwrap();
     assert!(
         !html.contains("<script") && !html.contains(" src="),
@@ -1144,20 +1142,18 @@ async fn a_real_restatement_shows_on_the_dashboard() {
     let restated_days = kpis.iter().filter(|k| k.revision > 0).count();
     assert!(restated_days > 0);
     let report = artifacts().join("report-late-dark.html");
-    let output = Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
-        .args(["report", "--customer", "dk", "--store"])
-        .arg(&store)
-        .arg("--customers")
-        .arg(&customers)
-        .arg("--out")
-        .arg(&report)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let report_args: [&std::ffi::OsStr; 9] = [
+        "report".as_ref(),
+        "--customer".as_ref(),
+        "dk".as_ref(),
+        "--store".as_ref(),
+        store.as_os_str(),
+        "--customers".as_ref(),
+        customers.as_os_str(),
+        "--out".as_ref(),
+        report.as_os_str(),
+    ];
+    support::in_process::fleetpulse(report_args);
     let html = std::fs::read_to_string(&report).unwrap();
     assert!(
         html.contains(&format!(

@@ -60,6 +60,20 @@ fn sqlite(path: &Path) -> SinkConfig {
     })
 }
 
+/// The fleet of [`spec`] without outages (every reading in event-time
+/// order) run as `client` into a SQLite store: its directory and store.
+async fn in_order(mosquitto: &Mosquitto, client: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = Fleet::generate(&spec(0));
+    let db = dir.path().join("kpi.sqlite");
+    let cfg = config(mosquitto, dir.path(), &fleet, client, vec![sqlite(&db)]);
+    let publish = publish_options(mosquitto, &format!("{client}-sim"));
+    let run = drive(cfg, &fleet, publish).await.unwrap();
+    assert_eq!(run.metrics.rejected_total(), 0);
+    assert_eq!(run.metrics.late_admitted.load(Relaxed), 0);
+    (dir, db)
+}
+
 /// Publishes `messages`, waits until the service handled `handled` in all,
 /// then long enough for a restatement pass (once a second) and what it
 /// sends.
@@ -84,25 +98,7 @@ async fn buffered_uploads_restate_every_store_to_the_ground_truth() {
     let vm = VictoriaMetrics::start();
 
     // The reference: the same readings, in event-time order.
-    let reference_dir = tempfile::tempdir().unwrap();
-    let reference = Fleet::generate(&spec(0));
-    let reference_db = reference_dir.path().join("kpi.sqlite");
-    let cfg = config(
-        &mosquitto,
-        reference_dir.path(),
-        &reference,
-        "late-reference",
-        vec![sqlite(&reference_db)],
-    );
-    let run = drive(
-        cfg,
-        &reference,
-        publish_options(&mosquitto, "late-reference-sim"),
-    )
-    .await
-    .unwrap();
-    assert_eq!(run.metrics.rejected_total(), 0);
-    assert_eq!(run.metrics.late_admitted.load(Relaxed), 0);
+    let (_reference_dir, reference_db) = in_order(&mosquitto, "late-reference").await;
 
     let dir = tempfile::tempdir().unwrap();
     let fleet = Fleet::generate(&spec(8));
@@ -253,23 +249,7 @@ async fn devices_dark_raised_during_an_outage_is_retracted_when_the_buffer_arriv
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_dead_letters_restores_data_refused_as_too_late() {
     let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let reference_dir = tempfile::tempdir().unwrap();
-    let reference = Fleet::generate(&spec(0));
-    let reference_db = reference_dir.path().join("kpi.sqlite");
-    let cfg = config(
-        &mosquitto,
-        reference_dir.path(),
-        &reference,
-        "replay-reference",
-        vec![sqlite(&reference_db)],
-    );
-    drive(
-        cfg,
-        &reference,
-        publish_options(&mosquitto, "replay-reference-sim"),
-    )
-    .await
-    .unwrap();
+    let (_reference_dir, reference_db) = in_order(&mosquitto, "replay-reference").await;
 
     let dir = tempfile::tempdir().unwrap();
     let fleet = Fleet::generate(&spec(8));

@@ -756,6 +756,15 @@ impl Archive {
     /// each day (`day`: the day window's name). A recompute folds a journey
     /// again from them.
     pub fn keep_inputs(&mut self, records: &[Output], day: &str) -> Result<(), ArchiveError> {
+        let kept = |r: &Output| match r {
+            Output::Customer(_) => true,
+            Output::Device(d) => &*d.window == day,
+            _ => false,
+        };
+        // Most record batches are devices' hours: no transaction for them.
+        if !records.iter().any(kept) {
+            return Ok(());
+        }
         let path = self.dir.join("state.sqlite");
         let tx = self.state.transaction().map_err(|e| fail(&path, e))?;
         {
@@ -781,8 +790,8 @@ impl Archive {
                         windows.execute(row).map_err(|e| fail(&path, e))?;
                     }
                     Output::Device(d) if &*d.window == day => {
-                        let row = (&*d.customer, d.window_end as i64, &*d.device);
-                        let row = (row.0, row.1, row.2, d.last_seen as i64);
+                        let end = d.window_end as i64;
+                        let row = (&*d.customer, end, &*d.device, d.last_seen as i64);
                         devices.execute(row).map_err(|e| fail(&path, e))?;
                     }
                     _ => {}
