@@ -20,7 +20,7 @@ use fleetpulse_sim::{Fleet, FleetSpec};
 use support::fleets::publish_options;
 use support::in_process;
 use support::servers::{Mosquitto, NO_LOSS};
-use support::tables::{assert_same_as_in_order, rows};
+use support::tables::{assert_same_as_in_order, rows, same_as_in_order};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -400,4 +400,66 @@ async fn a_stop_before_the_restatement_and_a_second_backfill_change_nothing() {
     let handled = service.metrics.handled();
     s.finish(service, handled).await;
     assert_same_as_in_order(&dir.path().join("kpi.sqlite"), &reference_db);
+}
+
+/// SIGKILL at the worst moments of a backfill: right after the history is
+/// sent (taken in, archived or not, restated or not), and again a moment
+/// after the restart (a restatement under way). The real binary with its
+/// WAL and a persistent session; restarted each time. Every row ends equal
+/// to the live run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_while_the_history_is_taken_in_loses_and_doubles_nothing() {
+    use support::service::{Service, write_durable_config};
+    const CONNECTED: &str = "connected to broker";
+    let s = Scenario::new();
+    let reference = tempfile::tempdir().unwrap();
+    let reference_db = s.reference(reference.path()).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    fleetpulse::sim::write_files(&s.fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
+    let sinks = "[alerts]\nmqtt = false\n\n[[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n";
+    let config = write_durable_config(dir.path(), &s.mosquitto, "backfill-kill", 2, "", sinks);
+    let mut service = Service::new(&config, dir.path().join("service.log"));
+    service.start_and_wait(CONNECTED);
+    let publish = |batches: Vec<&v1::TelemetryBatch>, client: &'static str| {
+        fleetpulse_sim::publish(
+            publish_options(&s.mosquitto, client),
+            encoded(&batches),
+            |_| {},
+        )
+    };
+    publish(s.live_before(), "backfill-kill-sim-1")
+        .await
+        .unwrap();
+
+    let (files, _) = s.histories(dir.path());
+    let files: Vec<&Path> = files.iter().map(|f| f.as_path()).collect();
+    backfill(&config, &files);
+    service.kill();
+    service.start_and_wait(CONNECTED);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    service.kill();
+    service.start_and_wait(CONNECTED);
+    publish(s.live_after(), "backfill-kill-sim-2")
+        .await
+        .unwrap();
+
+    // Stopped gracefully once it had time to catch up; again until the
+    // store settles (two minutes at most).
+    let db = dir.path().join("kpi.sqlite");
+    let started = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        service.stop();
+        match same_as_in_order(&db, &reference_db) {
+            Ok(()) => break,
+            Err(e) if started.elapsed() > std::time::Duration::from_secs(120) => {
+                panic!("{e}\n{}", service.log_tail())
+            }
+            Err(_) => service.start_and_wait(CONNECTED),
+        }
+    }
+    let (_, revision) = rows(&db, "customer_kpi");
+    assert!(revision > 0, "the history was restated into its windows");
+    println!("started {} times", service.starts());
 }

@@ -19,15 +19,34 @@ pub const TABLES: [&str; 7] = [
 /// the store at `reference_db` (the same readings in event-time order), key
 /// by key, revisions aside.
 pub fn assert_same_as_in_order(db: &Path, reference_db: &Path) {
+    if let Err(e) = same_as_in_order(db, reference_db) {
+        panic!("{e}");
+    }
+}
+
+/// [`assert_same_as_in_order`], saying what differs first instead.
+pub fn same_as_in_order(db: &Path, reference_db: &Path) -> Result<(), String> {
     for table in TABLES {
         let (got, _) = rows(db, table);
         let (want, _) = rows(reference_db, table);
-        assert_eq!(got.len(), want.len(), "{table}: rows");
+        if got.len() != want.len() {
+            return Err(format!(
+                "{table}: {} rows, {} in order",
+                got.len(),
+                want.len()
+            ));
+        }
         for (key, row) in &want {
-            assert_eq!(got.get(key), Some(row), "{table} {key}");
+            if got.get(key) != Some(row) {
+                return Err(format!(
+                    "{table} {key}: {:?}, in order {row:?}",
+                    got.get(key)
+                ));
+            }
         }
         println!("{table}: {} rows equal the in-order run", want.len());
     }
+    Ok(())
 }
 
 /// Every row of `table` in the SQLite store at `path`, keyed by its
