@@ -392,3 +392,51 @@ pub async fn run(args: &BackfillArgs) -> anyhow::Result<Backfilled> {
 fn stamp(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).map_or_else(|_| format!("{ms} ms"), |t| t.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csv(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("readings.csv");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    /// Two customers' devices of the same id are two devices: each gets
+    /// its own batches, numbered from 1, one per UTC hour.
+    #[test]
+    fn the_same_device_id_in_two_customers_makes_two_devices() {
+        let (_dir, path) = csv("customer,site,device,time,state,operating_hours\n\
+             a,s,exc-1,2026-03-01T10:05:00Z,running,10\n\
+             b,s,exc-1,2026-03-01T10:06:00Z,idle,99\n\
+             a,s,exc-1,2026-03-01T10:35:00Z,running,10.5\n\
+             a,s,exc-1,2026-03-01T11:05:00Z,running,11\n");
+        let got = read_csv(&path, 1, &Limits::default()).unwrap();
+        let keys: Vec<(&str, u64, usize)> = (got.iter())
+            .map(|r| {
+                (
+                    &*r.batch.customer_id,
+                    r.batch.sequence,
+                    r.batch.samples.len(),
+                )
+            })
+            .collect();
+        assert_eq!(keys, [("a", 1, 2), ("a", 2, 1), ("b", 1, 1)]);
+        assert!(got.iter().all(|r| r.batch.unit_epoch == 1));
+        assert_eq!(got[2].batch.samples[0].cumulative_operating_hours, 99.0);
+    }
+
+    #[test]
+    fn a_bad_reading_is_named_by_file_line_and_column() {
+        let (_dir, path) = csv("customer,site,device,time,state\n\
+             a,s,d,2026-03-01T10:05:00Z,running\n\
+             a,s,d,yesterday,running\n");
+        let e = format!("{:#}", read_csv(&path, 1, &Limits::default()).unwrap_err());
+        assert!(e.contains("readings.csv: line 3, column `time`"), "{e}");
+        let (_dir, path) = csv("customer,site,device,when\n");
+        let e = format!("{:#}", read_csv(&path, 1, &Limits::default()).unwrap_err());
+        assert!(e.contains("unknown column `when`"), "{e}");
+    }
+}
