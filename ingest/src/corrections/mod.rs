@@ -350,14 +350,6 @@ fn run(
         while let Some(command) = next.take() {
             match command {
                 Command::Append(batches) => live.extend(batches),
-                // The state file only: no reason to cut the live batches'
-                // transaction short (one comes with every record batch).
-                Command::Emitted(records) => {
-                    let day = state.day.as_deref();
-                    if let Err(e) = keep(&mut archive, day, &records) {
-                        tracing::error!(error = %e, "cannot keep alerts and journey inputs");
-                    }
-                }
                 other => {
                     flush(&mut archive, &settings, &mut live, &mut failing);
                     match other {
@@ -388,9 +380,9 @@ fn run(
                                 Err(e) => tracing::error!(error = %e, "archive"),
                             }
                             let limits = (through, bound.max(through));
-                            let earliest =
-                                passes(&mut archive, &settings, limits, &mut state, false);
-                            if let Err(e) = &earliest {
+                            if let Err(e) =
+                                passes(&mut archive, &settings, limits, &mut state, false)
+                            {
                                 tracing::error!(error = %e, "restatement failed; retried");
                             }
                             if let Err(e) = recomputes(&mut archive, &settings, &mut state) {
@@ -398,14 +390,17 @@ fn run(
                             }
                             // A pending restatement (a backfill's, older than the
                             // horizon) keeps the days it reads until its rows go.
-                            let keep_from = match earliest {
-                                Ok(earliest) => (earliest.map(|f| f.saturating_sub(KEEP_SLACK_MS)))
-                                    .into_iter()
+                            let keep_from = match archive.pending() {
+                                Ok(pending) => (pending.iter())
+                                    .map(|p| p.from.saturating_sub(KEEP_SLACK_MS))
                                     .fold(
                                         through.saturating_sub(settings.horizon_ms + KEEP_SLACK_MS),
                                         EventTime::min,
                                     ),
-                                Err(_) => 0,
+                                Err(e) => {
+                                    tracing::error!(error = %e, "archive");
+                                    0
+                                }
                             };
                             if keep_from > pruned_before {
                                 match archive.prune(keep_from) {
@@ -419,6 +414,12 @@ fn run(
                                     Err(e) => tracing::error!(error = %e, "archive prune failed"),
                                 }
                                 pruned_before = keep_from;
+                            }
+                        }
+                        Command::Emitted(records) => {
+                            let day = state.day.as_deref();
+                            if let Err(e) = keep(&mut archive, day, &records) {
+                                tracing::error!(error = %e, "cannot keep alerts and journey inputs");
                             }
                         }
                         Command::Customers(specs) => {
@@ -461,9 +462,7 @@ fn run(
                             }
                             let _ = done.send(());
                         }
-                        Command::Append(_) | Command::Emitted(_) => {
-                            unreachable!("matched above")
-                        }
+                        Command::Append(_) => unreachable!("matched above"),
                     }
                 }
             }
@@ -579,19 +578,16 @@ struct Asked {
 /// Starts every pass due by `through` (`bound`: no operator took in a
 /// window ending after it); `flush`: every pending customer, none of them
 /// the final pass, the engine having finished (journeys are folded here).
-/// Returns the earliest late reading still pending (its days are kept).
 fn passes(
     archive: &mut Archive,
     settings: &Settings,
     (through, bound): (EventTime, EventTime),
     state: &mut Passes,
     flush: bool,
-) -> Result<Option<EventTime>, ArchiveError> {
+) -> Result<(), ArchiveError> {
     let days = settings.engine.journeys.take_days();
     archive.keep_journeys(&days)?;
-    let pending = archive.pending()?;
-    let earliest = pending.iter().map(|p| p.from).min();
-    for pending in pending {
+    for pending in archive.pending()? {
         let last = through >= pending.due && !flush;
         if pending.final_done || (pending.first_pass_done && !last && !flush) {
             continue;
@@ -606,7 +602,7 @@ fn passes(
         }
         let (records, floor) = windows(archive, settings, &pending, bound)?;
         let engine = &settings.engine;
-        let day = state.day.clone();
+        let day = engine.day_window().map(|d| d.name.clone());
         let spec = state.specs.get(&*pending.customer).cloned();
         let Some((spec, day)) = spec.zip(day) else {
             // No journey to fold: the windows the engine emitted only.
@@ -658,7 +654,7 @@ fn passes(
             since: std::time::Instant::now(),
         });
     }
-    Ok(earliest)
+    Ok(())
 }
 
 /// Starts a pass for every recompute asked for (a changed definition, or
