@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use fleetpulse_engine::{DeviceBatch, EngineInput, EventTime};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::DeliveryError;
@@ -89,8 +89,15 @@ struct Group {
     watermark: EventTime,
 }
 
-type Pending =
-    std::pin::Pin<Box<dyn Future<Output = (u64, Result<Option<Range<Lsn>>, WriteError>)> + Send>>;
+/// What making a group durable gave: the WAL records' LSNs (none without
+/// a WAL or live records) and, for its late batches, which ones the archive
+/// did not hold yet.
+struct Durable {
+    lsns: Option<Range<Lsn>>,
+    late_new: Option<Vec<bool>>,
+}
+
+type Pending = std::pin::Pin<Box<dyn Future<Output = (u64, Result<Durable, WriteError>)> + Send>>;
 
 impl Lane {
     /// Runs until the sources close `messages` (after `stop`), then hands
@@ -106,6 +113,8 @@ impl Lane {
         let mut handover: InOrder<Group> = InOrder::default();
         let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
         let mut full: Vec<u64> = Vec::new();
+        // Whether the group submitted last is queued for the WAL.
+        let mut wal_turn: Option<oneshot::Receiver<bool>> = None;
         let mut retry_at: Option<Instant> = None;
         let mut received: Vec<Message> = Vec::with_capacity(GROUP_MESSAGES);
         let mut source_open = true;
@@ -134,12 +143,15 @@ impl Lane {
                 biased;
                 Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
                     match result {
-                        Ok(lsns) => {
+                        Ok(Durable { lsns, late_new }) => {
                             if let (Some(lsns), Some(group)) = (lsns, handover.get(id)) {
                                 self.ledger
                                     .lock()
                                     .expect("ledger poisoned")
                                     .durable(lsns, group.newest);
+                            }
+                            if let (Some(new), Some(group)) = (late_new, handover.get_mut(id)) {
+                                self.drop_archived(group, &new);
                             }
                             handover.done(id);
                             if full.is_empty() {
@@ -147,7 +159,11 @@ impl Lane {
                             }
                         }
                         Err(WriteError::Full { reason }) => {
-                            self.metrics.wal_full(&reason);
+                            if full.is_empty() {
+                                // The first refusal in order says why; the
+                                // groups after it are refused behind it.
+                                self.metrics.wal_full(&reason);
+                            }
                             full.push(id);
                             retry_at.get_or_insert_with(|| Instant::now() + RETRY_FULL);
                         }
@@ -168,7 +184,7 @@ impl Lane {
                     if durable {
                         handover.push(group, true);
                     } else {
-                        let submitted = self.submit(&group);
+                        let submitted = self.submit(&group, &mut wal_turn);
                         let id = handover.push(group, false);
                         in_flight.push_back(submitted(id));
                     }
@@ -185,9 +201,10 @@ impl Lane {
                     {
                         // Again, in order: the groups the WAL refused.
                         retry_at = None;
+                        wal_turn = None;
                         for id in full.drain(..) {
                             if let Some(group) = handover.get(id) {
-                                in_flight.push_back(self.submit(group)(id));
+                                in_flight.push_back(self.submit(group, &mut wal_turn)(id));
                             }
                         }
                     }
@@ -287,31 +304,81 @@ impl Lane {
     }
 
     /// Makes a group durable: its late batches in the archive, then its
-    /// live ones in the WAL; again on a retry (the archive ignores what it
-    /// has).
-    fn submit(&self, group: &Group) -> impl FnOnce(u64) -> Pending + use<> {
+    /// live ones in the WAL once every earlier group's are queued there
+    /// (`turn`: the previous group's word); again on a retry (the archive
+    /// ignores what it has).
+    fn submit(
+        &self,
+        group: &Group,
+        turn: &mut Option<oneshot::Receiver<bool>>,
+    ) -> impl FnOnce(u64) -> Pending + use<> {
+        let (queued, next) = oneshot::channel();
+        let after = turn.replace(next);
         let wal = self.wal.clone();
         let corrections = self.corrections.clone();
         let (records, late) = (group.records.clone(), group.late.clone());
         let watermark = group.watermark;
         move |id| {
             Box::pin(async move {
-                if let Some(corrections) = corrections.filter(|_| !late.is_empty())
-                    && let Err(e) = corrections.late(late.to_vec(), watermark).await
-                {
-                    let reason = format!("archive of late data: {e}");
+                // The WAL takes groups in the order they were admitted,
+                // whatever an earlier one's late batches wait for, and none
+                // after one it refused: a crash never leaves a later group
+                // durable and an earlier one lost (its redelivery would be
+                // judged against the later one's sequences and watermark).
+                let earlier_queued = match after {
+                    Some(earlier) => earlier.await.unwrap_or(false),
+                    None => true,
+                };
+                if !earlier_queued {
+                    let reason = "an earlier group was refused; taken again in order".to_string();
                     return (id, Err(WriteError::Full { reason }));
                 }
-                let result = match wal.filter(|_| !records.is_empty()) {
+                let mut late_new = None;
+                if let Some(corrections) = corrections.filter(|_| !late.is_empty()) {
+                    match corrections.late(late.to_vec(), watermark).await {
+                        Ok(new) => late_new = Some(new),
+                        Err(e) => {
+                            let reason = format!("archive of late data: {e}");
+                            return (id, Err(WriteError::Full { reason }));
+                        }
+                    }
+                }
+                let lsns = match wal.filter(|_| !records.is_empty()) {
                     Some(wal) => match wal.submit_batch(records).await {
-                        Ok(durable) => durable.await.map(Some),
+                        Ok(durable) => {
+                            let _ = queued.send(true);
+                            durable.await.map(Some)
+                        }
                         Err(e) => Err(e),
                     },
-                    None => Ok(None),
+                    None => {
+                        let _ = queued.send(true);
+                        Ok(None)
+                    }
                 };
-                (id, result)
+                (id, lsns.map(|lsns| Durable { lsns, late_new }))
             })
         }
+    }
+
+    /// Keeps of `group`'s late batches those the archive did not hold
+    /// (`new`); the others are a redelivery of batches the engine already
+    /// took in, older than the sequence window can tell (after a restart,
+    /// the broker redelivers what was durable but not yet acknowledged). The
+    /// engine must not see such a batch twice: as a late batch it would mark
+    /// the sequence as seen and drop the first copy if that one is still on
+    /// its way to the device's memory.
+    fn drop_archived(&self, group: &mut Group, new: &[bool]) {
+        if new.iter().all(|n| *n) {
+            return;
+        }
+        let kept: Vec<DeviceBatch> = (group.late.iter().zip(new))
+            .filter(|(_, new)| **new)
+            .map(|(batch, _)| batch.clone())
+            .collect();
+        self.metrics
+            .redelivered((group.late.len() - kept.len()) as u64);
+        group.late = kept.into();
     }
 
     /// Feeds the engine and acknowledges every group that may go now.
