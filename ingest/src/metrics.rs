@@ -283,13 +283,6 @@ impl IngestMetrics {
         self.rejected.get(reason)
     }
 
-    /// Counts `n` redelivered batches recognised by the archive rather than
-    /// by the sequence window (they were older than it): replays, refused
-    /// without a dead letter (the first copy was taken in).
-    pub fn redelivered(&self, n: u64) {
-        self.rejected.add(RejectReason::SequenceReplayed, n);
-    }
-
     /// Messages refused for any reason.
     pub fn rejected_total(&self) -> u64 {
         self.rejected.total()

@@ -301,6 +301,13 @@ pub fn processing_order(batch: &DeviceBatch) -> (&str, &str, EventTime, u64, u64
     )
 }
 
+/// The same batch of the same unit: a redelivery.
+fn same_batch(a: &DeviceBatch, b: &DeviceBatch) -> bool {
+    (a.sequence, a.unit_epoch) == (b.sequence, b.unit_epoch)
+        && a.device == b.device
+        && a.customer == b.customer
+}
+
 /// Usage records the operator's buffer keeps capacity for between ticks.
 const USAGE_KEPT: usize = 4096;
 
@@ -349,7 +356,18 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
                         let tick = config.tick_of(batch.first_at());
                         if cap.least().is_some_and(|at| tick < *at) {
                             // Sent below its own time: late data whose
-                            // windows ingest restates from its archive.
+                            // windows ingest restates from its archive. A
+                            // redelivery of a batch still waiting here (the
+                            // WAL's replay handed it over live; the broker
+                            // sent it again, older than ingest's sequence
+                            // window) is left to that copy: absorbing it
+                            // would mark its sequence seen and drop it.
+                            if pending
+                                .get(&tick)
+                                .is_some_and(|(_, waiting)| waiting.iter().any(|b| same_batch(b, &batch)))
+                            {
+                                continue;
+                            }
                             let memory = devices.get_or_default(&batch.customer, &batch.device);
                             if memory.absorb(&batch, &mut gaps).is_ok() {
                                 late += 1;

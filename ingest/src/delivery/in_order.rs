@@ -52,12 +52,6 @@ impl<T> InOrder<T> {
         self.waiting.get(index as usize).map(|(item, _)| item)
     }
 
-    /// Item `number`, while it is waiting, to change.
-    pub fn get_mut(&mut self, number: u64) -> Option<&mut T> {
-        let index = number.checked_sub(self.first)?;
-        self.waiting.get_mut(index as usize).map(|(item, _)| item)
-    }
-
     /// The items that may go now: the done prefix, oldest first.
     pub fn release(&mut self) -> Vec<T> {
         let mut out = Vec::new();

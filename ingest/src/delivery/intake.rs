@@ -89,15 +89,8 @@ struct Group {
     watermark: EventTime,
 }
 
-/// What making a group durable gave: the WAL records' LSNs (none without
-/// a WAL or live records) and, for its late batches, which ones the archive
-/// did not hold yet.
-struct Durable {
-    lsns: Option<Range<Lsn>>,
-    late_new: Option<Vec<bool>>,
-}
-
-type Pending = std::pin::Pin<Box<dyn Future<Output = (u64, Result<Durable, WriteError>)> + Send>>;
+type Pending =
+    std::pin::Pin<Box<dyn Future<Output = (u64, Result<Option<Range<Lsn>>, WriteError>)> + Send>>;
 
 impl Lane {
     /// Runs until the sources close `messages` (after `stop`), then hands
@@ -143,15 +136,12 @@ impl Lane {
                 biased;
                 Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
                     match result {
-                        Ok(Durable { lsns, late_new }) => {
+                        Ok(lsns) => {
                             if let (Some(lsns), Some(group)) = (lsns, handover.get(id)) {
                                 self.ledger
                                     .lock()
                                     .expect("ledger poisoned")
                                     .durable(lsns, group.newest);
-                            }
-                            if let (Some(new), Some(group)) = (late_new, handover.get_mut(id)) {
-                                self.drop_archived(group, &new);
                             }
                             handover.done(id);
                             if full.is_empty() {
@@ -333,15 +323,11 @@ impl Lane {
                     let reason = "an earlier group was refused; taken again in order".to_string();
                     return (id, Err(WriteError::Full { reason }));
                 }
-                let mut late_new = None;
-                if let Some(corrections) = corrections.filter(|_| !late.is_empty()) {
-                    match corrections.late(late.to_vec(), watermark).await {
-                        Ok(new) => late_new = Some(new),
-                        Err(e) => {
-                            let reason = format!("archive of late data: {e}");
-                            return (id, Err(WriteError::Full { reason }));
-                        }
-                    }
+                if let Some(corrections) = corrections.filter(|_| !late.is_empty())
+                    && let Err(e) = corrections.late(late.to_vec(), watermark).await
+                {
+                    let reason = format!("archive of late data: {e}");
+                    return (id, Err(WriteError::Full { reason }));
                 }
                 let lsns = match wal.filter(|_| !records.is_empty()) {
                     Some(wal) => match wal.submit_batch(records).await {
@@ -356,29 +342,9 @@ impl Lane {
                         Ok(None)
                     }
                 };
-                (id, lsns.map(|lsns| Durable { lsns, late_new }))
+                (id, lsns)
             })
         }
-    }
-
-    /// Keeps of `group`'s late batches those the archive did not hold
-    /// (`new`); the others are a redelivery of batches the engine already
-    /// took in, older than the sequence window can tell (after a restart,
-    /// the broker redelivers what was durable but not yet acknowledged). The
-    /// engine must not see such a batch twice: as a late batch it would mark
-    /// the sequence as seen and drop the first copy if that one is still on
-    /// its way to the device's memory.
-    fn drop_archived(&self, group: &mut Group, new: &[bool]) {
-        if new.iter().all(|n| *n) {
-            return;
-        }
-        let kept: Vec<DeviceBatch> = (group.late.iter().zip(new))
-            .filter(|(_, new)| **new)
-            .map(|(batch, _)| batch.clone())
-            .collect();
-        self.metrics
-            .redelivered((group.late.len() - kept.len()) as u64);
-        group.late = kept.into();
     }
 
     /// Feeds the engine and acknowledges every group that may go now.
