@@ -191,7 +191,8 @@ fn a_restored_snapshot_continues_like_a_run_that_never_stopped_at_any_worker_cou
 #[test]
 fn a_late_redelivery_of_a_batch_still_waiting_for_the_frontier_drops_nothing() {
     let fleet = fleet();
-    let reference = run_batches(config(DeviceBoard::default()), 2, LATENESS, fleet.clone()).unwrap();
+    let reference =
+        run_batches(config(DeviceBoard::default()), 2, LATENESS, fleet.clone()).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let outputs = runtime.block_on(with_a_redelivery(fleet));
     assert_eq!(

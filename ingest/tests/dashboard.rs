@@ -376,6 +376,43 @@ async fn demo_dashboard_shows_the_at_risk_customers_and_the_report_renders() {
         shown(forecast.probability_red * 100.0),
         forecast.forecast_days
     )));
+    // Why the latest score moved, as stored: the score the day before (and
+    // a week before) and the components that moved it, largest first. The
+    // points sum to the change between the stored scores.
+    let health = store.health(Some(customer)).unwrap();
+    let [.., week_before, _, _, _, _, _, day_before, latest] = &health[..] else {
+        panic!("fewer than 8 days of health")
+    };
+    for (moved, before, span) in [
+        (&latest.moved_1d, day_before, "since yesterday"),
+        (&latest.moved_7d, week_before, "over 7 days"),
+    ] {
+        assert!(
+            (latest.score - before.score - moved.total()).abs() < 1e-6,
+            "{span}: {moved:?} does not add up to {} -> {}",
+            before.score,
+            latest.score
+        );
+        let label = |name| if name == "outcome" { "outcomes" } else { name };
+        let mut parts: Vec<_> = (moved.named().into_iter())
+            .filter(|(_, p)| p.abs() >= 0.5)
+            .collect();
+        parts.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+        let parts: Vec<String> = (parts.iter())
+            .map(|(name, p)| format!("{} {}{p:.0}", label(name), if *p > 0.0 { "+" } else { "" }))
+            .collect();
+        let text = format!(
+            "{span} {} → {}: {}",
+            shown(latest.score - moved.total()),
+            shown(latest.score),
+            if parts.is_empty() {
+                "no component moved a point".to_string()
+            } else {
+                parts.join(", ")
+            }
+        );
+        assert!(dom.contains(&text), "`{text}` missing on the customer page");
+    }
     let outcomes = store.outcomes(Some(customer)).unwrap();
     assert!(!outcomes.is_empty());
     for o in &outcomes {
@@ -500,6 +537,8 @@ mod late {
             band: Band::of(55.0),
             score_trend: -2.0,
             components: HealthComponents::default(),
+            moved_1d: Default::default(),
+            moved_7d: Default::default(),
             stage: Stage::Adopt,
             segment: Segment::HighTouch,
             arr: 90_000.0,

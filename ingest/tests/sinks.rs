@@ -17,7 +17,7 @@ use fleetpulse::records::RecordKind;
 use fleetpulse::sinks::{
     InfluxDbV1Config, InfluxDbV2Config, Sink, SinkConfig, SinkError, SinkSettings, run_sink,
 };
-use fleetpulse_engine::kpi::health::{Band, HealthComponents, Stage};
+use fleetpulse_engine::kpi::health::{Band, HealthComponents, HealthPoints, Stage};
 use fleetpulse_engine::kpi::milestone::MilestoneStatus;
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
 use fleetpulse_engine::{
@@ -94,6 +94,24 @@ fn health_record() -> HealthRecord {
             reliability: 95.5,
             trend: 40.5,
             maturity: None,
+        },
+        moved_1d: HealthPoints {
+            depth: 0.5,
+            breadth: -1.25,
+            utilisation: -2.5,
+            outcome: 0.75,
+            reliability: 0.125,
+            trend: -3.5,
+            maturity: 0.25,
+        },
+        moved_7d: HealthPoints {
+            depth: 1.5,
+            breadth: -0.5,
+            utilisation: -4.5,
+            outcome: 2.25,
+            reliability: 0.375,
+            trend: -6.5,
+            maturity: 0.125,
         },
         stage: Stage::Adopt,
         segment: Segment::HighTouch,
@@ -188,6 +206,20 @@ fn stored_fields() -> Vec<(&'static str, Vec<(&'static str, Value)>)> {
                 ("reliability", json!(95.5)),
                 ("trend", json!(40.5)),
                 ("maturity", Value::Null),
+                ("moved_1d_depth", json!(0.5)),
+                ("moved_1d_breadth", json!(-1.25)),
+                ("moved_1d_utilisation", json!(-2.5)),
+                ("moved_1d_outcome", json!(0.75)),
+                ("moved_1d_reliability", json!(0.125)),
+                ("moved_1d_trend", json!(-3.5)),
+                ("moved_1d_maturity", json!(0.25)),
+                ("moved_7d_depth", json!(1.5)),
+                ("moved_7d_breadth", json!(-0.5)),
+                ("moved_7d_utilisation", json!(-4.5)),
+                ("moved_7d_outcome", json!(2.25)),
+                ("moved_7d_reliability", json!(0.375)),
+                ("moved_7d_trend", json!(-6.5)),
+                ("moved_7d_maturity", json!(0.125)),
                 ("stage", json!("adopt")),
                 ("arr", json!(250_000.5)),
                 ("arr_at_risk", json!(0.5)),

@@ -141,6 +141,93 @@ pub fn score(components: &HealthComponents, weights: &HealthWeights) -> f64 {
     clamp100(sum / total)
 }
 
+/// Score points per component: what each adds to the score, or how much
+/// that moved between two days.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct HealthPoints {
+    /// Adoption depth.
+    pub depth: f64,
+    /// Adoption breadth.
+    pub breadth: f64,
+    /// Utilisation.
+    pub utilisation: f64,
+    /// Outcome attainment (0 when not evaluated).
+    pub outcome: f64,
+    /// Machine reliability.
+    pub reliability: f64,
+    /// Usage trend.
+    pub trend: f64,
+    /// Maturity (0 when unknown).
+    pub maturity: f64,
+}
+
+impl HealthPoints {
+    /// Each component's points with their names, in the record's order.
+    pub fn named(&self) -> [(&'static str, f64); 7] {
+        [
+            ("depth", self.depth),
+            ("breadth", self.breadth),
+            ("utilisation", self.utilisation),
+            ("outcome", self.outcome),
+            ("reliability", self.reliability),
+            ("trend", self.trend),
+            ("maturity", self.maturity),
+        ]
+    }
+
+    /// The sum over the components.
+    pub fn total(&self) -> f64 {
+        self.named().iter().map(|(_, p)| p).sum()
+    }
+
+    /// Component by component, `self` less `before`: what moved the score.
+    pub fn since(&self, before: &Self) -> Self {
+        Self {
+            depth: self.depth - before.depth,
+            breadth: self.breadth - before.breadth,
+            utilisation: self.utilisation - before.utilisation,
+            outcome: self.outcome - before.outcome,
+            reliability: self.reliability - before.reliability,
+            trend: self.trend - before.trend,
+            maturity: self.maturity - before.maturity,
+        }
+    }
+}
+
+/// What each component adds to [`score`]: its clamped value times its share
+/// of the weights present. They sum to the score, so the change of each
+/// between two days explains the change of the score exactly, even on a day
+/// a component appears (its weight then comes from the others' shares).
+pub fn contributions(components: &HealthComponents, weights: &HealthWeights) -> HealthPoints {
+    let optional = |v: Option<f64>, w: f64| (v.unwrap_or(0.0), if v.is_some() { w } else { 0.0 });
+    let parts = [
+        (components.depth, weights.depth),
+        (components.breadth, weights.breadth),
+        (components.utilisation, weights.utilisation),
+        optional(components.outcome, weights.outcome),
+        (components.reliability, weights.reliability),
+        (components.trend, weights.trend),
+        optional(components.maturity, weights.maturity),
+    ];
+    let total: f64 = parts.iter().map(|(_, w)| w.max(0.0)).sum();
+    let point = |(v, w): (f64, f64)| {
+        if total <= 0.0 {
+            0.0
+        } else {
+            clamp100(v) * w.max(0.0) / total
+        }
+    };
+    HealthPoints {
+        depth: point(parts[0]),
+        breadth: point(parts[1]),
+        utilisation: point(parts[2]),
+        outcome: point(parts[3]),
+        reliability: point(parts[4]),
+        trend: point(parts[5]),
+        maturity: point(parts[6]),
+    }
+}
+
 /// Clamps to 0..=100 (NaN becomes 0).
 pub fn clamp100(v: f64) -> f64 {
     if v.is_nan() { 0.0 } else { v.clamp(0.0, 100.0) }
@@ -213,6 +300,13 @@ pub struct HealthRecord {
     pub score_trend: f64,
     /// The components the score is made of.
     pub components: HealthComponents,
+    /// Why the score moved since the day before: the points each component
+    /// gained or lost (they sum to the change; 0 on the first day).
+    #[serde(default)]
+    pub moved_1d: HealthPoints,
+    /// The same over seven days (0 until there are eight days).
+    #[serde(default)]
+    pub moved_7d: HealthPoints,
     /// Lifecycle stage.
     pub stage: Stage,
     /// Coverage segment.
@@ -314,6 +408,24 @@ mod tests {
             if weight > 0.01 && delta > 1.0 && (0.0..99.0).contains(&old) {
                 prop_assert!(after > before, "{before} -> {after}");
             }
+        }
+
+        #[test]
+        fn what_moved_the_score_adds_up_to_its_change(
+            today in components(), before in components(), w in weights(),
+            outcome_before in any::<bool>(),
+        ) {
+            // The outcome may appear from one day to the next: its weight
+            // then comes from the other components' shares.
+            let before = HealthComponents {
+                outcome: before.outcome.filter(|_| outcome_before),
+                ..before
+            };
+            let now = contributions(&today, &w);
+            prop_assert!((now.total() - score(&today, &w)).abs() < 1e-9);
+            let moved = now.since(&contributions(&before, &w));
+            let change = score(&today, &w) - score(&before, &w);
+            prop_assert!((moved.total() - change).abs() < 1e-9, "{moved:?} vs {change}");
         }
 
         #[test]

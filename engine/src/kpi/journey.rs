@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::forecast::{self, Forecast};
-use super::health::{self, Band, HealthComponents, HealthRecord, Stage};
+use super::health::{self, Band, HealthComponents, HealthPoints, HealthRecord, Stage};
 use super::milestone::{MilestoneKind, MilestoneRecord, MilestoneStatus};
 use super::outcome::{OutcomeSpec, OutcomeTracker};
 use super::risk::{AlertRecord, AlertStatus, Episode, Rule};
@@ -258,6 +258,7 @@ impl Journey {
 
         let components = self.components_back(0);
         let score = health::score(&components, &self.spec.weights);
+        let (moved_1d, moved_7d) = (self.moved(&components, 1), self.moved(&components, 7));
         let band = Band::of(score);
         self.scores.push_back(score);
         while self.scores.len() > forecast::MAX_FIT_DAYS {
@@ -328,6 +329,8 @@ impl Journey {
             band,
             score_trend,
             components,
+            moved_1d,
+            moved_7d,
             stage,
             segment: self.spec.segment,
             arr: self.spec.contract.arr,
@@ -410,6 +413,17 @@ impl Journey {
     /// The health components as they were `back` closed days ago (0:
     /// today), from the days kept: exact while the days cover the 35-day
     /// usage baseline (`back` <= 7), the trend component neutral beyond.
+    /// The points each component of today's score (`today`) gained or lost
+    /// since `back` days before; zeros while the history is shorter.
+    fn moved(&self, today: &HealthComponents, back: usize) -> HealthPoints {
+        if self.days.len() <= back {
+            return HealthPoints::default();
+        }
+        let weights = &self.spec.weights;
+        let before = health::contributions(&self.components_back(back), weights);
+        health::contributions(today, weights).since(&before)
+    }
+
     pub(crate) fn components_back(&self, back: usize) -> HealthComponents {
         let recent = |n: usize| self.days.iter().rev().skip(back).take(n);
         let t = &self.spec.thresholds;
@@ -514,5 +528,88 @@ impl Journey {
             .filter(|(op, _)| op == operator)
             .map(|(_, h)| h)
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::customer::{Contract, Segment};
+    use crate::kpi::Totals;
+
+    /// 60 days of a fleet of 8 whose use, faults and features vary from
+    /// day to day; the health records in order.
+    fn health_over_60_days() -> Vec<HealthRecord> {
+        let contract = Contract {
+            arr: 50_000.0,
+            start: 0,
+            renewal: 400 * DAY_MS,
+            devices_purchased: 8,
+            operator_seats: 4,
+        };
+        let mut journey = Journey::new(CustomerSpec::new("c", Segment::HighTouch, contract));
+        let mut out = Vec::new();
+        for d in 0..60u64 {
+            let wave = ((d * 7919) % 13) as f64 / 13.0;
+            // Use falls off after day 40: the utilisation and trend move.
+            let share = if d < 40 { 0.5 + 0.4 * wave } else { 0.2 * wave };
+            let kpi = CustomerKpi {
+                customer: "c".into(),
+                window: "1d".into(),
+                window_start: d * DAY_MS,
+                window_end: (d + 1) * DAY_MS,
+                devices_purchased: 8,
+                reporting_devices: 8,
+                active_devices: (share * 8.0).round() as u32,
+                utilisation: 0.3 * share,
+                totals: Totals {
+                    operating_hours: 0.3 * share * 24.0 * 8.0,
+                    fault_count: d % 5,
+                    samples: 500,
+                    ..Totals::default()
+                },
+                first_seen: d * DAY_MS,
+                advanced_features: if d % 9 == 0 { 0b111 } else { 0b1 },
+                ..CustomerKpi::default()
+            };
+            journey.close_day(&kpi, &mut out);
+        }
+        (out.into_iter())
+            .filter_map(|o| match o {
+                Output::Health(h) => Some(h),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn what_moved_the_score_adds_up_to_the_change_of_the_stored_scores() {
+        let health = health_over_60_days();
+        assert_eq!(health.len(), 60);
+        assert_eq!(health[0].moved_1d, HealthPoints::default());
+        for (d, h) in health.iter().enumerate() {
+            for (back, moved) in [(1, &h.moved_1d), (7, &h.moved_7d)] {
+                let Some(before) = d.checked_sub(back).map(|b| &health[b]) else {
+                    assert_eq!(*moved, HealthPoints::default(), "day {d}");
+                    continue;
+                };
+                let change = h.score - before.score;
+                assert!(
+                    (moved.total() - change).abs() < 1e-9,
+                    "day {d}, {back} back: {moved:?} sums to {} where the score moved {change}",
+                    moved.total()
+                );
+            }
+        }
+        // The week use fell off, utilisation and trend lost the most.
+        let fell = &health[44].moved_7d;
+        let worst = (fell.named().into_iter())
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap();
+        assert!(
+            ["utilisation", "trend", "breadth"].contains(&worst.0),
+            "{fell:?}"
+        );
+        assert!(worst.1 < -1.0, "{fell:?}");
     }
 }

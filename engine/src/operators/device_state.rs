@@ -362,10 +362,9 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
                             // sent it again, older than ingest's sequence
                             // window) is left to that copy: absorbing it
                             // would mark its sequence seen and drop it.
-                            if pending
-                                .get(&tick)
-                                .is_some_and(|(_, waiting)| waiting.iter().any(|b| same_batch(b, &batch)))
-                            {
+                            if pending.get(&tick).is_some_and(|(_, waiting)| {
+                                waiting.iter().any(|b| same_batch(b, &batch))
+                            }) {
                                 continue;
                             }
                             let memory = devices.get_or_default(&batch.customer, &batch.device);

@@ -1057,6 +1057,8 @@ mod tests {
             band: Band::of(60.0),
             score_trend: 0.0,
             components: HealthComponents::default(),
+            moved_1d: Default::default(),
+            moved_7d: Default::default(),
             stage: Stage::Adopt,
             segment: Segment::HighTouch,
             arr: 100_000.0,

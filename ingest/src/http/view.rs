@@ -514,6 +514,8 @@ mod tests {
             band: Band::of(score),
             score_trend: 0.0,
             components: HealthComponents::default(),
+            moved_1d: Default::default(),
+            moved_7d: Default::default(),
             stage: Stage::Adopt,
             segment: Segment::HighTouch,
             arr: 100.0,

@@ -233,12 +233,23 @@ mod tests {
             };
             assert_eq!(&doc[k], v, "health.{k}");
         }
+        let mut moved_members = 0;
+        for span in ["moved_1d", "moved_7d"] {
+            let moved = engine.as_object_mut().unwrap().remove(span).unwrap();
+            for (k, v) in moved.as_object().unwrap() {
+                assert_eq!(&doc[format!("{span}_{k}")], v, "health.{span}_{k}");
+                moved_members += 1;
+            }
+        }
+        assert_eq!(moved_members, 14);
         for (k, v) in engine.as_object().unwrap() {
             assert_eq!(&doc[k], v, "health.{k}");
         }
         assert_eq!(
             doc.as_object().unwrap().len(),
-            engine.as_object().unwrap().len() + components.as_object().unwrap().len()
+            engine.as_object().unwrap().len()
+                + components.as_object().unwrap().len()
+                + moved_members
         );
     }
 }

@@ -797,6 +797,8 @@ mod tests {
                 band: Band::of(40.0 + d as f64),
                 score_trend: 1.0,
                 components: HealthComponents::default(),
+                moved_1d: Default::default(),
+                moved_7d: Default::default(),
                 stage: Stage::Adopt,
                 segment: Segment::LowTouch,
                 arr: 1000.0,

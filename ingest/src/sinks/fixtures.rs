@@ -1,6 +1,6 @@
 //! Sample KPI records shared by the sink tests.
 
-use fleetpulse_engine::kpi::health::{Band, HealthComponents, Stage};
+use fleetpulse_engine::kpi::health::{Band, HealthComponents, HealthPoints, Stage};
 use fleetpulse_engine::kpi::milestone::MilestoneStatus;
 use fleetpulse_engine::kpi::outcome::Direction;
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
@@ -118,6 +118,18 @@ pub(crate) fn health(customer: &str, start: u64, score: f64) -> HealthRecord {
             reliability: 90.0,
             trend: 40.0,
             maturity: None,
+        },
+        moved_1d: HealthPoints {
+            utilisation: -1.5,
+            trend: -0.75,
+            reliability: 0.25,
+            ..HealthPoints::default()
+        },
+        moved_7d: HealthPoints {
+            utilisation: -3.0,
+            trend: -2.5,
+            depth: 1.0,
+            ..HealthPoints::default()
         },
         stage: Stage::Adopt,
         segment: Segment::HighTouch,

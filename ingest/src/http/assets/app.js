@@ -420,6 +420,26 @@ function touchpointsSection(tp, kpis) {
 
 // The latest health forecast: the score in 30 days with its 80% band, the
 // days until red and the probability of red within forecast_days.
+// The health record's components, as its `moved_*` fields name them.
+const COMPONENTS = [["depth", "depth"], ["breadth", "breadth"], ["utilisation", "utilisation"], ["outcome", "outcomes"], ["reliability", "reliability"], ["trend", "trend"], ["maturity", "maturity"]];
+
+// Why the score moved over `span` ("1d" or "7d"): the score before, the
+// score now, and the points each component gained or lost, largest first
+// (they sum to the change).
+function movedText(h, span) {
+  const parts = COMPONENTS.map(([key, label]) => [label, Number(h[`moved_${span}_${key}`] || 0)]);
+  const before = h.score - parts.reduce((sum, [, p]) => sum + p, 0);
+  const shown = parts.filter(([, p]) => Math.abs(p) >= 0.5).sort((a, b) => Math.abs(b[1]) - Math.abs(a[1]));
+  return `${num(before)} → ${num(h.score)}: ${shown.length ? shown.map(([label, p]) => `${label} ${signed(p)}`).join(", ") : "no component moved a point"}`;
+}
+
+function movedFacts(h) {
+  if (!h) return "";
+  const day = h.days_since_activation >= 1 ? movedText(h, "1d") : "first day";
+  const week = h.days_since_activation >= 7 ? movedText(h, "7d") : "not a week yet";
+  return `<div id="health-moved" class="wide">why it moved<b><span id="moved-1d">since yesterday ${esc(day)}</span><br><span id="moved-7d" class="small">over 7 days ${esc(week)}</span></b></div>`;
+}
+
 function forecastFacts(f) {
   if (!f) return `<div id="forecast">forecast<b>not yet</b></div>`;
   const red = f.days_to_red == null ? "not within 30 d" : `in ${num(f.days_to_red)} d`;
@@ -503,6 +523,7 @@ async function customerPage(id) {
       <div>devices purchased<b>${purchased == null ? "–" : purchased}</b></div>
       <div>usage growth<b>${h ? pct(h.usage_growth, 1) : "–"}</b></div>
       ${forecastFacts(c.forecast)}
+      ${movedFacts(h)}
     </div>
     <h2>Open alerts</h2>
     <div id="open-alerts">${open.length ? open.map(alertHtml).join("") : '<p class="muted">None.</p>'}</div>

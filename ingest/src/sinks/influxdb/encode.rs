@@ -389,7 +389,13 @@ mod tests {
             "health,customer=acme,segment=high-touch \
              window_end=1700086400000i,score=80.0,band=\"green\",score_trend=-4.5,\
              depth=25.0,breadth=80.0,utilisation=62.5,outcome_attainment=100.0,\
-             reliability=90.0,trend=40.0,stage=\"adopt\",arr=250000.0,arr_at_risk=0.0,\
+             reliability=90.0,trend=40.0,\
+             moved_1d_depth=0.0,moved_1d_breadth=0.0,moved_1d_utilisation=-1.5,\
+             moved_1d_outcome=0.0,moved_1d_reliability=0.25,moved_1d_trend=-0.75,\
+             moved_1d_maturity=0.0,moved_7d_depth=1.0,moved_7d_breadth=0.0,\
+             moved_7d_utilisation=-3.0,moved_7d_outcome=0.0,moved_7d_reliability=0.0,\
+             moved_7d_trend=-2.5,moved_7d_maturity=0.0,\
+             stage=\"adopt\",arr=250000.0,arr_at_risk=0.0,\
              open_alerts=1i,days_since_activation=42.0,days_to_renewal=323.0,\
              time_to_value_days=12.0,usage_growth=-0.125,milestones_reached=2i,\
              milestones_total=4i 1700000000000000000\n"
@@ -406,7 +412,11 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(",trend=40.0,maturity=70.0,stage=\"onboard\","),
+            text.contains(",trend=40.0,maturity=70.0,moved_1d_depth="),
+            "{text}"
+        );
+        assert!(
+            text.contains(",moved_7d_maturity=0.0,stage=\"onboard\","),
             "{text}"
         );
         assert!(!text.contains("outcome_attainment"), "{text}");

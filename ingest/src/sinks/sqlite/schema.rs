@@ -160,9 +160,13 @@ pub(crate) fn missing_columns_of<R: RecordKind>(
         .iter()
         .filter(|c| !present.iter().any(|p| p == c.name))
         .map(|c| {
-            let default = match c.ty.sql() {
-                "INTEGER NOT NULL" => " DEFAULT 0",
-                "TEXT NOT NULL" => " DEFAULT ''",
+            // The rows written before the column existed read as the
+            // field's "unknown": 0 or '' (a plain float too), NULL for an
+            // optional field.
+            let default = match (c.ty.sql(), c.ty.optional) {
+                ("INTEGER NOT NULL", _) => " DEFAULT 0",
+                ("TEXT NOT NULL", _) => " DEFAULT ''",
+                ("REAL", false) => " DEFAULT 0",
                 _ => "",
             };
             format!("{} {}{default}", quoted(c.name), c.ty.sql())
