@@ -7,10 +7,11 @@ use serde::{Deserialize, Serialize};
 use crate::customer::Segment;
 use crate::model::{EventTime, Id};
 
-/// Weights of the components; they need not sum to 1 (they are normalised).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// One number per component of the score: its weight ([`HealthWeights`])
+/// or its points ([`HealthPoints`]).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HealthWeights {
+pub struct PerComponent {
     /// Adoption depth: advanced features used.
     pub depth: f64,
     /// Adoption breadth: devices in use of devices purchased.
@@ -27,7 +28,14 @@ pub struct HealthWeights {
     pub maturity: f64,
 }
 
-impl HealthWeights {
+/// Weights of the components; they need not sum to 1 (they are normalised).
+pub type HealthWeights = PerComponent;
+
+/// Score points per component: what each adds to the score, or how much
+/// that moved between two days (0 for a component without data).
+pub type HealthPoints = PerComponent;
+
+impl PerComponent {
     /// Segment defaults. High-touch accounts are judged more on outcomes (a
     /// CS manager works on them), tech-touch more on plain usage.
     pub fn for_segment(segment: Segment) -> Self {
@@ -141,27 +149,7 @@ pub fn score(components: &HealthComponents, weights: &HealthWeights) -> f64 {
     clamp100(sum / total)
 }
 
-/// Score points per component: what each adds to the score, or how much
-/// that moved between two days.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-pub struct HealthPoints {
-    /// Adoption depth.
-    pub depth: f64,
-    /// Adoption breadth.
-    pub breadth: f64,
-    /// Utilisation.
-    pub utilisation: f64,
-    /// Outcome attainment (0 when not evaluated).
-    pub outcome: f64,
-    /// Machine reliability.
-    pub reliability: f64,
-    /// Usage trend.
-    pub trend: f64,
-    /// Maturity (0 when unknown).
-    pub maturity: f64,
-}
-
-impl HealthPoints {
+impl PerComponent {
     /// Each component's points with their names, in the record's order.
     pub fn named(&self) -> [(&'static str, f64); 7] {
         [
