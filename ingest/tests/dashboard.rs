@@ -483,6 +483,23 @@ async fn demo_dashboard_shows_the_at_risk_customers_and_the_report_renders() {
         );
     }
     assert!(dom.matches("class=\"series\"").count() >= 8, "report lines");
+    // The score points the components won or lost over the period add up
+    // to the score's change (start and end shown rounded).
+    let row = dom
+        .split("<td><b>score</b></td>")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .expect("a score row in the health table");
+    let cells: Vec<f64> = (row.split("<td class=\"num\">").skip(1))
+        .filter_map(|c| c.split('<').next()?.trim_start_matches('+').parse().ok())
+        .collect();
+    let [start, end, .., points] = cells[..] else {
+        panic!("score row {row}")
+    };
+    assert!(
+        (points - (end - start)).abs() <= 1.05,
+        "score {start} -> {end}, the components' points sum to {points}"
+    );
     let name = &fleet.customer(customer).unwrap().name;
     assert!(dom.contains(&html_text(name)));
     for a in open.iter().filter(|a| &*a.customer == customer) {

@@ -128,9 +128,9 @@ impl Band {
     }
 }
 
-/// The weighted score, 0-100. Components are clamped to 0-100; a missing
-/// component (outcome, maturity) drops out together with its weight.
-pub fn score(components: &HealthComponents, weights: &HealthWeights) -> f64 {
+/// Each component's value with its weight (0 for a component without
+/// data), in the record's order, and the sum of the weights present.
+fn weighted(components: &HealthComponents, weights: &HealthWeights) -> ([(f64, f64); 7], f64) {
     let optional = |v: Option<f64>, w: f64| (v.unwrap_or(0.0), if v.is_some() { w } else { 0.0 });
     let parts = [
         (components.depth, weights.depth),
@@ -140,12 +140,20 @@ pub fn score(components: &HealthComponents, weights: &HealthWeights) -> f64 {
         (components.reliability, weights.reliability),
         (components.trend, weights.trend),
         optional(components.maturity, weights.maturity),
-    ];
-    let total: f64 = parts.iter().map(|(_, w)| w.max(0.0)).sum();
+    ]
+    .map(|(v, w)| (v, w.max(0.0)));
+    let total = parts.iter().map(|(_, w)| w).sum();
+    (parts, total)
+}
+
+/// The weighted score, 0-100. Components are clamped to 0-100; a missing
+/// component (outcome, maturity) drops out together with its weight.
+pub fn score(components: &HealthComponents, weights: &HealthWeights) -> f64 {
+    let (parts, total) = weighted(components, weights);
     if total <= 0.0 {
         return 0.0;
     }
-    let sum: f64 = parts.iter().map(|(v, w)| clamp100(*v) * w.max(0.0)).sum();
+    let sum: f64 = parts.iter().map(|(v, w)| clamp100(*v) * w).sum();
     clamp100(sum / total)
 }
 
@@ -187,22 +195,12 @@ impl PerComponent {
 /// between two days explains the change of the score exactly, even on a day
 /// a component appears (its weight then comes from the others' shares).
 pub fn contributions(components: &HealthComponents, weights: &HealthWeights) -> HealthPoints {
-    let optional = |v: Option<f64>, w: f64| (v.unwrap_or(0.0), if v.is_some() { w } else { 0.0 });
-    let parts = [
-        (components.depth, weights.depth),
-        (components.breadth, weights.breadth),
-        (components.utilisation, weights.utilisation),
-        optional(components.outcome, weights.outcome),
-        (components.reliability, weights.reliability),
-        (components.trend, weights.trend),
-        optional(components.maturity, weights.maturity),
-    ];
-    let total: f64 = parts.iter().map(|(_, w)| w.max(0.0)).sum();
+    let (parts, total) = weighted(components, weights);
     let point = |(v, w): (f64, f64)| {
         if total <= 0.0 {
             0.0
         } else {
-            clamp100(v) * w.max(0.0) / total
+            clamp100(v) * w / total
         }
     };
     HealthPoints {

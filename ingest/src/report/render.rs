@@ -490,7 +490,7 @@ fn section_health(out: &mut String, d: &ReportData) {
     ];
     out.push_str(&chart.render());
     if let (Some(f), Some(l)) = (d.health.first(), d.health.last()) {
-        out.push_str(r#"<table><thead><tr><th>component (0-100)</th><th class="num">period start</th><th class="num">period end</th><th class="num">change</th></tr></thead><tbody>"#);
+        out.push_str(r#"<table><thead><tr><th>component (0-100)</th><th class="num">period start</th><th class="num">period end</th><th class="num">change</th><th class="num">score points</th></tr></thead><tbody>"#);
         type Part = (&'static str, fn(&HealthRecord) -> Option<f64>);
         let parts: [Part; 7] = [
             ("adoption depth", |h| Some(h.components.depth)),
@@ -501,15 +501,31 @@ fn section_health(out: &mut String, d: &ReportData) {
             ("usage trend", |h| Some(h.components.trend)),
             ("maturity", |h| h.components.maturity),
         ];
-        for (label, get) in parts {
+        // What each component won or lost the score over the period: the
+        // days' moves add up to the score's change.
+        let mut moved = [0.0; 7];
+        for h in d.health.iter().skip(1) {
+            for (sum, (_, points)) in moved.iter_mut().zip(h.moved_1d.named()) {
+                *sum += points;
+            }
+        }
+        for ((label, get), points) in parts.into_iter().zip(moved) {
             let _ = write!(
                 out,
-                r#"<tr><td>{label}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td></tr>"#,
+                r#"<tr><td>{label}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{points:+.1}</td></tr>"#,
                 fmt(get(f), 0),
                 fmt(get(l), 0),
                 change(get(f), get(l), false)
             );
         }
+        let _ = write!(
+            out,
+            r#"<tr><td><b>score</b></td><td class="num">{:.0}</td><td class="num">{:.0}</td><td class="num">{}</td><td class="num">{:+.1}</td></tr>"#,
+            f.score,
+            l.score,
+            change(Some(f.score), Some(l.score), false),
+            moved.iter().sum::<f64>()
+        );
         out.push_str("</tbody></table>");
     }
     out.push_str("</section>");
