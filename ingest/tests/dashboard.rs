@@ -383,6 +383,7 @@ async fn demo_dashboard_shows_the_at_risk_customers_and_the_report_renders() {
     let [.., week_before, _, _, _, _, _, day_before, latest] = &health[..] else {
         panic!("fewer than 8 days of health")
     };
+    let tenth = |x: f64| format!("{x:.1}");
     for (moved, before, span) in [
         (&latest.moved_1d, day_before, "since yesterday"),
         (&latest.moved_7d, week_before, "over 7 days"),
@@ -395,18 +396,18 @@ async fn demo_dashboard_shows_the_at_risk_customers_and_the_report_renders() {
         );
         let label = |name| if name == "outcome" { "outcomes" } else { name };
         let mut parts: Vec<_> = (moved.named().into_iter())
-            .filter(|(_, p)| p.abs() >= 0.5)
+            .filter(|(_, p)| p.abs() >= 0.05)
             .collect();
         parts.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
         let parts: Vec<String> = (parts.iter())
-            .map(|(name, p)| format!("{} {}{p:.0}", label(name), if *p > 0.0 { "+" } else { "" }))
+            .map(|(name, p)| format!("{} {}{p:.1}", label(name), if *p > 0.0 { "+" } else { "" }))
             .collect();
         let text = format!(
             "{span} {} → {}: {}",
-            shown(latest.score - moved.total()),
-            shown(latest.score),
+            tenth(latest.score - moved.total()),
+            tenth(latest.score),
             if parts.is_empty() {
-                "no component moved a point".to_string()
+                "no component moved".to_string()
             } else {
                 parts.join(", ")
             }

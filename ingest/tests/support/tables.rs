@@ -30,10 +30,20 @@ pub fn same_as_in_order(db: &Path, reference_db: &Path) -> Result<(), String> {
         let (got, _) = rows(db, table);
         let (want, _) = rows(reference_db, table);
         if got.len() != want.len() {
+            let only = |a: &BTreeMap<String, _>, b: &BTreeMap<String, _>| {
+                a.keys()
+                    .filter(|k| !b.contains_key(*k))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            };
             return Err(format!(
-                "{table}: {} rows, {} in order",
+                "{table}: {} rows, {} in order; only here {:?}, only in order {:?}",
                 got.len(),
-                want.len()
+                want.len(),
+                (only(&got, &want).iter())
+                    .map(|k| (k, &got[k]))
+                    .collect::<Vec<_>>(),
+                only(&want, &got)
             ));
         }
         for (key, row) in &want {

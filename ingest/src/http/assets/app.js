@@ -429,8 +429,8 @@ const COMPONENTS = [["depth", "depth"], ["breadth", "breadth"], ["utilisation", 
 function movedText(h, span) {
   const parts = COMPONENTS.map(([key, label]) => [label, Number(h[`moved_${span}_${key}`] || 0)]);
   const before = h.score - parts.reduce((sum, [, p]) => sum + p, 0);
-  const shown = parts.filter(([, p]) => Math.abs(p) >= 0.5).sort((a, b) => Math.abs(b[1]) - Math.abs(a[1]));
-  return `${num(before)} → ${num(h.score)}: ${shown.length ? shown.map(([label, p]) => `${label} ${signed(p)}`).join(", ") : "no component moved a point"}`;
+  const shown = parts.filter(([, p]) => Math.abs(p) >= 0.05).sort((a, b) => Math.abs(b[1]) - Math.abs(a[1]));
+  return `${num(before, 1)} → ${num(h.score, 1)}: ${shown.length ? shown.map(([label, p]) => `${label} ${signed(p, 1)}`).join(", ") : "no component moved"}`;
 }
 
 function movedFacts(h) {
