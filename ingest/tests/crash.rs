@@ -236,7 +236,7 @@ async fn a_stop_while_the_store_is_down_ends_at_the_deadline_and_loses_nothing()
 /// to the ground truth: nothing lost, nothing counted twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_amid_buffered_uploads_loses_and_doubles_nothing() {
-    use support::truth::{assert_table_equal, close, sqlite_customer_table, truth_table};
+    use support::truth::{assert_table_equal, sqlite_customer_table, table_equal, truth_table};
     let mosquitto = Mosquitto::start_with_config(NO_LOSS);
     let dir = tempfile::tempdir().unwrap();
     let fleet = Fleet::generate(&fleetpulse_sim::FleetSpec {
@@ -272,20 +272,12 @@ async fn kill_9_amid_buffered_uploads_loses_and_doubles_nothing() {
 
     let truth = truth_table(&fleet.ground_truth().rows());
     let db = dir.path().join("kpi.sqlite");
-    let settled = |store: &support::truth::Table| {
-        store.len() == truth.len()
-            && truth.iter().all(|(key, want)| {
-                store.get(key).is_some_and(|got| {
-                    want.iter()
-                        .all(|(field, w)| got.get(field).is_some_and(|g| close(*g, *w)))
-                })
-            })
-    };
     let started = Instant::now();
     loop {
         tokio::time::sleep(Duration::from_secs(3)).await;
         service.stop();
-        if settled(&sqlite_customer_table(&db)) || started.elapsed() > Duration::from_secs(120) {
+        let settled = table_equal("sqlite", &sqlite_customer_table(&db), &truth).is_ok();
+        if settled || started.elapsed() > Duration::from_secs(120) {
             break;
         }
         service.start_and_wait(CONNECTED);

@@ -69,6 +69,37 @@ impl PerComponent {
             },
         }
     }
+
+    /// Each component's points with their names, in the record's order.
+    pub fn named(&self) -> [(&'static str, f64); 7] {
+        [
+            ("depth", self.depth),
+            ("breadth", self.breadth),
+            ("utilisation", self.utilisation),
+            ("outcome", self.outcome),
+            ("reliability", self.reliability),
+            ("trend", self.trend),
+            ("maturity", self.maturity),
+        ]
+    }
+
+    /// The sum over the components.
+    pub fn total(&self) -> f64 {
+        self.named().iter().map(|(_, p)| p).sum()
+    }
+
+    /// Component by component, `self` less `before`: what moved the score.
+    pub fn since(&self, before: &Self) -> Self {
+        Self {
+            depth: self.depth - before.depth,
+            breadth: self.breadth - before.breadth,
+            utilisation: self.utilisation - before.utilisation,
+            outcome: self.outcome - before.outcome,
+            reliability: self.reliability - before.reliability,
+            trend: self.trend - before.trend,
+            maturity: self.maturity - before.maturity,
+        }
+    }
 }
 
 /// Component values, each 0-100.
@@ -155,39 +186,6 @@ pub fn score(components: &HealthComponents, weights: &HealthWeights) -> f64 {
     }
     let sum: f64 = parts.iter().map(|(v, w)| clamp100(*v) * w).sum();
     clamp100(sum / total)
-}
-
-impl PerComponent {
-    /// Each component's points with their names, in the record's order.
-    pub fn named(&self) -> [(&'static str, f64); 7] {
-        [
-            ("depth", self.depth),
-            ("breadth", self.breadth),
-            ("utilisation", self.utilisation),
-            ("outcome", self.outcome),
-            ("reliability", self.reliability),
-            ("trend", self.trend),
-            ("maturity", self.maturity),
-        ]
-    }
-
-    /// The sum over the components.
-    pub fn total(&self) -> f64 {
-        self.named().iter().map(|(_, p)| p).sum()
-    }
-
-    /// Component by component, `self` less `before`: what moved the score.
-    pub fn since(&self, before: &Self) -> Self {
-        Self {
-            depth: self.depth - before.depth,
-            breadth: self.breadth - before.breadth,
-            utilisation: self.utilisation - before.utilisation,
-            outcome: self.outcome - before.outcome,
-            reliability: self.reliability - before.reliability,
-            trend: self.trend - before.trend,
-            maturity: self.maturity - before.maturity,
-        }
-    }
 }
 
 /// What each component adds to [`score`]: its clamped value times its share
