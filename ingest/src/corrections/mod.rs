@@ -89,8 +89,9 @@ enum Command {
     },
     /// Every store wrote these passes.
     Passed(Vec<Pass>),
-    /// Alert transitions the engine emitted.
-    Emitted(Arc<[Output]>),
+    /// Records the engine emitted; answered once their alert transitions
+    /// are kept (only asked for when there are some).
+    Emitted(Arc<[Output]>, Option<oneshot::Sender<()>>),
     /// The customers file changed: the definitions to fold with from now
     /// on; a changed customer's journey is folded again.
     Customers(std::collections::HashMap<String, CustomerSpec>),
@@ -276,9 +277,18 @@ impl Corrections {
 
     /// Records on their way to the stores: alert transitions (a
     /// restatement retracts those that no longer happen) and what journeys
-    /// fold (kept for a recompute).
-    pub fn emitted(&self, records: Arc<[Output]>) {
-        let _ = self.commands.send(Command::Emitted(records));
+    /// fold (kept for a recompute). With alert transitions among them, the
+    /// answer comes once they are kept: a receiver told of an alert the
+    /// archive does not know would never hear of its retraction if a kill
+    /// came between the two and the journey folded differently after it.
+    pub fn emitted(&self, records: Arc<[Output]>) -> Option<oneshot::Receiver<()>> {
+        if !records.iter().any(|r| matches!(r, Output::Alert(_))) {
+            let _ = self.commands.send(Command::Emitted(records, None));
+            return None;
+        }
+        let (kept, answer) = oneshot::channel();
+        let _ = self.commands.send(Command::Emitted(records, Some(kept)));
+        Some(answer)
     }
 
     /// The customers file changed: these are the definitions now.
@@ -416,10 +426,13 @@ fn run(
                                 pruned_before = keep_from;
                             }
                         }
-                        Command::Emitted(records) => {
+                        Command::Emitted(records, kept) => {
                             let day = state.day.as_deref();
                             if let Err(e) = keep(&mut archive, day, &records) {
                                 tracing::error!(error = %e, "cannot keep alerts and journey inputs");
+                            }
+                            if let Some(kept) = kept {
+                                let _ = kept.send(());
                             }
                         }
                         Command::Customers(specs) => {
@@ -894,7 +907,10 @@ fn window_end(record: &Output) -> EventTime {
 }
 
 /// The episodes stored before (`before`: opened after the restated days'
-/// start) that the journey folded again did not open: retracted.
+/// start) that the journey folded again did not open: retracted. Those the
+/// archive holds as retracted already are sent again: a pass is handed on
+/// after the archive noted its retractions, and a kill before every store
+/// wrote them runs the pass again, which must not leave them open there.
 fn retractions(before: Vec<AlertRecord>, folded: &[Output]) -> Vec<Output> {
     let opened: HashSet<(Rule, EventTime)> = (folded.iter())
         .filter_map(|r| match r {
@@ -904,15 +920,61 @@ fn retractions(before: Vec<AlertRecord>, folded: &[Output]) -> Vec<Output> {
         .collect();
     before
         .into_iter()
-        .filter(|a| a.status != AlertStatus::Retracted && !opened.contains(&(a.rule, a.opened_at)))
-        .map(|a| {
-            Output::Alert(AlertRecord {
+        .filter(|a| !opened.contains(&(a.rule, a.opened_at)))
+        .map(|a| match a.status {
+            AlertStatus::Retracted => Output::Alert(a),
+            _ => Output::Alert(AlertRecord {
                 status: AlertStatus::Retracted,
                 evidence: "telemetry that arrived late restated the days that raised it: \
                            the episode did not happen"
                     .into(),
                 ..a
-            })
+            }),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(rule: Rule, opened_at: EventTime, status: AlertStatus) -> AlertRecord {
+        AlertRecord {
+            customer: "c1".into(),
+            rule,
+            opened_at,
+            status,
+            ..AlertRecord::default()
+        }
+    }
+
+    #[test]
+    fn an_episode_no_longer_raised_is_retracted_and_one_retracted_before_is_sent_again() {
+        let before = vec![
+            alert(Rule::HealthRed, 10, AlertStatus::Open),
+            alert(Rule::UsageDrop, 10, AlertStatus::Retracted),
+            alert(Rule::DevicesDark, 20, AlertStatus::Resolved),
+            alert(Rule::FaultSpike, 30, AlertStatus::Retracted),
+        ];
+        // The fold raises the devices-dark episode again, and reopens the
+        // fault spike that an earlier pass retracted.
+        let folded = vec![
+            Output::Alert(alert(Rule::DevicesDark, 20, AlertStatus::Open)),
+            Output::Alert(alert(Rule::FaultSpike, 30, AlertStatus::Open)),
+        ];
+        let retracted: Vec<(Rule, EventTime, AlertStatus)> = retractions(before, &folded)
+            .into_iter()
+            .map(|r| match r {
+                Output::Alert(a) => (a.rule, a.opened_at, a.status),
+                other => panic!("not an alert: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            retracted,
+            [
+                (Rule::HealthRed, 10, AlertStatus::Retracted),
+                (Rule::UsageDrop, 10, AlertStatus::Retracted),
+            ]
+        );
+    }
 }

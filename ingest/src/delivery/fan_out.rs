@@ -156,8 +156,12 @@ impl FanOut {
                         probe.records_emitted(records.len());
                     }
                     let records: Arc<[Output]> = records.into();
-                    if let Some(corrections) = &corrections {
-                        corrections.emitted(records.clone());
+                    // Alert transitions go out only once the archive knows
+                    // them, so a later restatement can retract them.
+                    if let Some(kept) =
+                        (corrections.as_ref()).and_then(|c| c.emitted(records.clone()))
+                    {
+                        let _ = kept.await;
                     }
                     for sink in &self.sinks {
                         if sink.send(records.clone()).await.is_err() {
