@@ -577,6 +577,8 @@ struct Passes {
     specs: std::collections::HashMap<String, CustomerSpec>,
     /// The day window's name.
     day: Option<Id>,
+    /// Customers whose retractions a pass has sent again since the start.
+    resent: HashSet<Id>,
 }
 
 /// A pass whose journey the live operator folds again.
@@ -641,9 +643,15 @@ fn passes(
                 observed: EventTime::MAX,
             };
             let day = Some(&*day);
-            if let Some(records) =
-                complete(archive, day, &pending.customer, floor, records, answer)?
-            {
+            if let Some(records) = complete(
+                archive,
+                day,
+                &pending.customer,
+                floor,
+                records,
+                answer,
+                &mut state.resent,
+            )? {
                 state.ready.push_back(Restated {
                     records,
                     passes: vec![Pass::Late(pending, last)],
@@ -803,7 +811,16 @@ fn answered(archive: &mut Archive, state: &mut Passes) -> Result<(), ArchiveErro
             ..
         } = asked;
         let day = state.day.as_deref();
-        if let Some(records) = complete(archive, day, pass.customer(), floor, records, answer)? {
+        let resent = &mut state.resent;
+        if let Some(records) = complete(
+            archive,
+            day,
+            pass.customer(),
+            floor,
+            records,
+            answer,
+            resent,
+        )? {
             state.ready.push_back(Restated {
                 records,
                 passes: vec![pass],
@@ -871,6 +888,8 @@ fn windows(
 /// A pass's records once its journey is folded again: the windows the live
 /// journey took in, the journey's records, and the retractions of the
 /// episodes it no longer raises. `None` when the live journey was ahead.
+/// The first pass of each customer after the start also sends again the
+/// retractions the archive noted before (`resent`: the customers done).
 fn complete(
     archive: &mut Archive,
     day: Option<&str>,
@@ -878,6 +897,7 @@ fn complete(
     floor: EventTime,
     mut records: Vec<Output>,
     answer: JourneyAnswer,
+    resent: &mut HashSet<Id>,
 ) -> Result<Option<Vec<Output>>, ArchiveError> {
     let JourneyAnswer::Adopted {
         outputs,
@@ -891,7 +911,8 @@ fn complete(
     records.retain(|r| window_end(r) <= observed);
     let days: Vec<(Id, JourneyState)> = days.into_iter().map(|d| (customer.clone(), d)).collect();
     archive.keep_journeys(&days)?;
-    let retracted = retractions(archive.alerts_after(customer, floor)?, &outputs);
+    let again = resent.insert(customer.clone());
+    let retracted = retractions(archive.alerts_after(customer, floor)?, &outputs, again);
     records.extend(outputs);
     records.extend(retracted);
     keep(archive, day, &records)?;
@@ -907,11 +928,12 @@ fn window_end(record: &Output) -> EventTime {
 }
 
 /// The episodes stored before (`before`: opened after the restated days'
-/// start) that the journey folded again did not open: retracted. Those the
-/// archive holds as retracted already are sent again: a pass is handed on
-/// after the archive noted its retractions, and a kill before every store
-/// wrote them runs the pass again, which must not leave them open there.
-fn retractions(before: Vec<AlertRecord>, folded: &[Output]) -> Vec<Output> {
+/// start) that the journey folded again did not open: retracted. With
+/// `again`, those the archive holds as retracted already are sent again: a
+/// pass is handed on after the archive noted its retractions, and a kill
+/// before every store wrote them runs it again after the restart, which
+/// must not leave them open there.
+fn retractions(before: Vec<AlertRecord>, folded: &[Output], again: bool) -> Vec<Output> {
     let opened: HashSet<(Rule, EventTime)> = (folded.iter())
         .filter_map(|r| match r {
             Output::Alert(a) => Some((a.rule, a.opened_at)),
@@ -921,6 +943,7 @@ fn retractions(before: Vec<AlertRecord>, folded: &[Output]) -> Vec<Output> {
     before
         .into_iter()
         .filter(|a| !opened.contains(&(a.rule, a.opened_at)))
+        .filter(|a| again || a.status != AlertStatus::Retracted)
         .map(|a| match a.status {
             AlertStatus::Retracted => Output::Alert(a),
             _ => Output::Alert(AlertRecord {
@@ -949,7 +972,7 @@ mod tests {
     }
 
     #[test]
-    fn an_episode_no_longer_raised_is_retracted_and_one_retracted_before_is_sent_again() {
+    fn an_episode_no_longer_raised_is_retracted_and_after_a_start_one_retracted_before_too() {
         let before = vec![
             alert(Rule::HealthRed, 10, AlertStatus::Open),
             alert(Rule::UsageDrop, 10, AlertStatus::Retracted),
@@ -962,19 +985,25 @@ mod tests {
             Output::Alert(alert(Rule::DevicesDark, 20, AlertStatus::Open)),
             Output::Alert(alert(Rule::FaultSpike, 30, AlertStatus::Open)),
         ];
-        let retracted: Vec<(Rule, EventTime, AlertStatus)> = retractions(before, &folded)
-            .into_iter()
-            .map(|r| match r {
-                Output::Alert(a) => (a.rule, a.opened_at, a.status),
-                other => panic!("not an alert: {other:?}"),
-            })
-            .collect();
+        let retracted = |again| -> Vec<(Rule, EventTime, AlertStatus)> {
+            (retractions(before.clone(), &folded, again).into_iter())
+                .map(|r| match r {
+                    Output::Alert(a) => (a.rule, a.opened_at, a.status),
+                    other => panic!("not an alert: {other:?}"),
+                })
+                .collect()
+        };
+        // The first pass after a start sends the earlier retraction again.
         assert_eq!(
-            retracted,
+            retracted(true),
             [
                 (Rule::HealthRed, 10, AlertStatus::Retracted),
                 (Rule::UsageDrop, 10, AlertStatus::Retracted),
             ]
+        );
+        assert_eq!(
+            retracted(false),
+            [(Rule::HealthRed, 10, AlertStatus::Retracted)]
         );
     }
 }
