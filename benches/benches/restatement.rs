@@ -2,7 +2,7 @@
 //! its week of batches from the archive (SQLite day files), compute its
 //! device and customer windows again, fold its journey again over them.
 //! Throughput is in device-days restated; the bound is 5 ms per
-//! device-day.
+//! device-day. And what archiving a live batch costs.
 
 use std::collections::HashSet;
 
@@ -71,5 +71,39 @@ fn restatement(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, restatement);
+/// What every live batch costs with the correction horizon on: the
+/// corrections thread archives it, `LIVE_TRANSACTION` (1024) batches per
+/// transaction at most. Throughput in batches.
+fn archive_append(c: &mut Criterion) {
+    let spec = FleetSpec {
+        customers: 6,
+        devices: 300,
+        days: 10,
+        seed: 42,
+        ..FleetSpec::default()
+    };
+    let capture = Capture::new(&spec);
+    let mut group = c.benchmark_group("archive");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(capture.batches.len() as u64));
+    for chunk in [64, 1024] {
+        group.bench_function(format!("append_live/{chunk}_per_transaction"), |b| {
+            b.iter_batched(
+                || tempfile::tempdir().expect("temp dir"),
+                |dir| {
+                    let mut archive = Archive::open(dir.path()).expect("archive");
+                    for batches in capture.batches.chunks(chunk) {
+                        archive.append(batches).expect("append");
+                        archive.note_live(batches).expect("note");
+                    }
+                    dir
+                },
+                criterion::BatchSize::PerIteration,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, restatement, archive_append);
 criterion_main!(benches);

@@ -24,6 +24,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 const DAY_MS: u64 = 86_400_000;
 
+/// A rowid table with a unique key: a batch row is about 1 KiB, too big for
+/// a `WITHOUT ROWID` B-tree (day files written before keep that layout; the
+/// statements are the same).
 const DAY_SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS batches (
         customer TEXT NOT NULL,
@@ -32,8 +35,8 @@ const DAY_SCHEMA: &str = "
         unit_epoch INTEGER NOT NULL,
         sequence INTEGER NOT NULL,
         body BLOB NOT NULL,
-        PRIMARY KEY (customer, first_at, device, unit_epoch, sequence)
-    ) WITHOUT ROWID;";
+        UNIQUE (customer, first_at, device, unit_epoch, sequence)
+    );";
 
 const STATE_SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS carry (

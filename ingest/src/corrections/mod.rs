@@ -337,6 +337,7 @@ fn run(
     // Live batches not archived yet: kept (and the WAL not cut behind them)
     // while the archive cannot take them, e.g. on a full disk.
     let mut live = Vec::new();
+    let mut flushed_at = std::time::Instant::now();
     let mut state = Passes {
         specs: settings.engine.customers.clone(),
         day: settings.engine.day_window().map(|d| d.name.clone()),
@@ -355,13 +356,18 @@ fn run(
             }
             Err(std_mpsc::RecvTimeoutError::Disconnected) => break,
         };
-        // Live batches waiting behind each other go in one transaction.
+        // Live batches go in one transaction per `LIVE_TRANSACTION` or
+        // `LIVE_DELAY` (small ones cost twice the CPU per batch), before any
+        // command that reads the day files.
         let mut next = Some(first);
         while let Some(command) = next.take() {
             match command {
                 Command::Append(batches) => live.extend(batches),
                 other => {
-                    flush(&mut archive, &settings, &mut live, &mut failing);
+                    if !matches!(other, Command::Emitted(..) | Command::Passed(_)) {
+                        flush(&mut archive, &settings, &mut live, &mut failing);
+                        flushed_at = std::time::Instant::now();
+                    }
                     match other {
                         Command::Late {
                             batches,
@@ -481,7 +487,10 @@ fn run(
             }
             next = commands.try_recv().ok();
         }
-        flush(&mut archive, &settings, &mut live, &mut failing);
+        if live.len() >= LIVE_TRANSACTION || flushed_at.elapsed() >= LIVE_DELAY {
+            flush(&mut archive, &settings, &mut live, &mut failing);
+            flushed_at = std::time::Instant::now();
+        }
         settings.reach.note(&mut archive);
         if let Err(e) = answered(&mut archive, &mut state) {
             tracing::error!(error = %e, "restatement failed; retried");
@@ -489,6 +498,13 @@ fn run(
         hand_on(&mut state, &restated);
     }
 }
+
+/// Live batches archived in one transaction at most (about 1 MiB).
+const LIVE_TRANSACTION: usize = 1024;
+
+/// Longest wait of a live batch for the archive while others keep coming
+/// (an idle thread archives after 100 ms: see the timeout above).
+const LIVE_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Kept beyond the horizon: a correction's floor is the start of its
 /// customer's local day (and the carried baselines cover what is older).
