@@ -24,9 +24,6 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 const DAY_MS: u64 = 86_400_000;
 
-/// A rowid table with a unique key: a batch row is about 1 KiB, too big for
-/// a `WITHOUT ROWID` B-tree (day files written before keep that layout; the
-/// statements are the same).
 const DAY_SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS batches (
         customer TEXT NOT NULL,
@@ -35,8 +32,8 @@ const DAY_SCHEMA: &str = "
         unit_epoch INTEGER NOT NULL,
         sequence INTEGER NOT NULL,
         body BLOB NOT NULL,
-        UNIQUE (customer, first_at, device, unit_epoch, sequence)
-    );";
+        PRIMARY KEY (customer, first_at, device, unit_epoch, sequence)
+    ) WITHOUT ROWID;";
 
 const STATE_SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS carry (
