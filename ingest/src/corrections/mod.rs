@@ -337,7 +337,8 @@ fn run(
     // Live batches not archived yet: kept (and the WAL not cut behind them)
     // while the archive cannot take them, e.g. on a full disk.
     let mut live = Vec::new();
-    let mut flushed_at = std::time::Instant::now();
+    // When the oldest of them came.
+    let mut waiting_since = std::time::Instant::now();
     let mut state = Passes {
         specs: settings.engine.customers.clone(),
         day: settings.engine.day_window().map(|d| d.name.clone()),
@@ -362,11 +363,15 @@ fn run(
         let mut next = Some(first);
         while let Some(command) = next.take() {
             match command {
-                Command::Append(batches) => live.extend(batches),
+                Command::Append(batches) => {
+                    if live.is_empty() {
+                        waiting_since = std::time::Instant::now();
+                    }
+                    live.extend(batches)
+                }
                 other => {
                     if !matches!(other, Command::Emitted(..) | Command::Passed(_)) {
                         flush(&mut archive, &settings, &mut live, &mut failing);
-                        flushed_at = std::time::Instant::now();
                     }
                     match other {
                         Command::Late {
@@ -487,9 +492,8 @@ fn run(
             }
             next = commands.try_recv().ok();
         }
-        if live.len() >= LIVE_TRANSACTION || flushed_at.elapsed() >= LIVE_DELAY {
+        if live.len() >= LIVE_TRANSACTION || waiting_since.elapsed() >= LIVE_DELAY {
             flush(&mut archive, &settings, &mut live, &mut failing);
-            flushed_at = std::time::Instant::now();
         }
         settings.reach.note(&mut archive);
         if let Err(e) = answered(&mut archive, &mut state) {
@@ -827,7 +831,6 @@ fn answered(archive: &mut Archive, state: &mut Passes) -> Result<(), ArchiveErro
             ..
         } = asked;
         let day = state.day.as_deref();
-        let resent = &mut state.resent;
         if let Some(records) = complete(
             archive,
             day,
@@ -835,7 +838,7 @@ fn answered(archive: &mut Archive, state: &mut Passes) -> Result<(), ArchiveErro
             floor,
             records,
             answer,
-            resent,
+            &mut state.resent,
         )? {
             state.ready.push_back(Restated {
                 records,
