@@ -98,6 +98,11 @@ pub struct EngineConfig {
     pub devices: std::sync::Arc<crate::devices::DeviceBoard>,
     /// Restated journeys handed to the customer-success operators.
     pub adoptions: std::sync::Arc<crate::adoption::AdoptionBoard>,
+    /// How far the watermark trails the newest event time (ingest's
+    /// `engine.allowed_lateness`): readings that recent may still arrive
+    /// live, so a worker whose input is at `t` has seen everything before
+    /// `t` plus it (the intraday rules judge the open day there).
+    pub allowed_lateness_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -113,6 +118,7 @@ impl Default for EngineConfig {
             journeys: Default::default(),
             devices: Default::default(),
             adoptions: Default::default(),
+            allowed_lateness_ms: 2 * HOUR_MS,
         }
     }
 }

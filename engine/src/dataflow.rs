@@ -9,7 +9,8 @@ use crate::config::EngineConfig;
 use crate::kpi::Output;
 use crate::model::{DeviceBatch, EventTime};
 use crate::operators::{
-    CustomerSuccessExt, DeviceStateExt, PortfolioExt, TumblingWindowExt, WindowMergeExt,
+    CustomerSuccessExt, DeviceStateExt, PortfolioExt, SightingsExt, TumblingWindowExt,
+    WindowMergeExt,
 };
 use crate::stats::EngineStats;
 
@@ -20,6 +21,7 @@ use crate::stats::EngineStats;
 ///   usage -> per-worker windows: devices' records, parts of customers' windows
 ///         -> exchange by customer -> merge parts         -> Output::Device, Output::Customer
 ///   windows -> exchange by customer -> customer success  -> Outcome, Milestone, Health, Alert
+/// batches -> newest reading per device, at once (sightings) ^  (provisional alerts of the open day)
 ///   health  -> one worker -> portfolio                     -> Output::Portfolio
 /// ```
 pub fn build<'scope>(
@@ -27,11 +29,12 @@ pub fn build<'scope>(
     config: Arc<EngineConfig>,
     stats: Arc<EngineStats>,
 ) -> StreamVec<'scope, EventTime, Output> {
+    let sightings = batches.clone().sightings();
     let windows = batches
         .device_usage(config.clone(), stats)
         .tumbling_windows(config.clone())
         .merge_windows(config.clone());
-    let success = windows.clone().customer_success(config);
+    let success = windows.clone().customer_success(sightings, config);
     let portfolio = success.clone().portfolio();
     windows.concat(success).concat(portfolio)
 }

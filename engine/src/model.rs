@@ -111,6 +111,19 @@ impl DeviceBatch {
     }
 }
 
+/// A device's newest reading in one input container, taken as it arrives,
+/// before the watermark lets its windows close: how the intraday rules see
+/// the open day (`crate::operators::sightings`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sighting {
+    /// Customer the device belongs to.
+    pub customer: Id,
+    /// Device id.
+    pub device: Id,
+    /// Event time of the device's newest reading.
+    pub at: EventTime,
+}
+
 /// A reading after per-device state: the sample as reported, with the
 /// increments of its cumulative counters since the device's previous
 /// reading. The sample's other counters already count since the previous

@@ -709,6 +709,7 @@ impl ServiceConfig {
             journeys: Default::default(),
             devices: Default::default(),
             adoptions: Default::default(),
+            allowed_lateness_ms: self.engine.allowed_lateness.as_millis() as u64,
         };
         config
             .validate()

@@ -34,6 +34,7 @@ fn alert(customer: &str, name: &str, status: AlertStatus, segment: Segment) -> A
         rule: Rule::UsageDrop,
         episode: 1,
         status,
+        provisional: false,
         opened_at: T0,
         resolved_at: (status == AlertStatus::Resolved).then_some(T0 + 6 * DAY),
         evidence: "operating hours 31% below the 28-day baseline".into(),

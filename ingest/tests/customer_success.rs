@@ -206,18 +206,30 @@ fn check_profiles(fleet: &Fleet, alerts: &[AlertRecord]) {
             }
         }
     }
-    // Every episode opens once and resolves at most once.
-    let mut transitions: HashMap<(String, Rule, u32), Vec<AlertStatus>> = HashMap::new();
+    // Every episode opens once and resolves at most once. One raised from
+    // the open day opens provisionally first, and its day's close confirms
+    // it; none is retracted (these fleets send in time).
+    let mut transitions: HashMap<(String, Rule, u32), Vec<(AlertStatus, bool)>> = HashMap::new();
     for a in alerts {
         transitions
             .entry((a.customer.to_string(), a.rule, a.episode))
             .or_default()
-            .push(a.status);
+            .push((a.status, a.provisional));
     }
+    let (open, provisional, resolved) = (
+        (AlertStatus::Open, false),
+        (AlertStatus::Open, true),
+        (AlertStatus::Resolved, false),
+    );
     for (key, statuses) in transitions {
         assert!(
-            statuses == [AlertStatus::Open]
-                || statuses == [AlertStatus::Open, AlertStatus::Resolved],
+            [
+                &[open][..],
+                &[open, resolved],
+                &[provisional, open],
+                &[provisional, open, resolved]
+            ]
+            .contains(&&statuses[..]),
             "{key:?}: {statuses:?}"
         );
     }

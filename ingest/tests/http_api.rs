@@ -152,7 +152,7 @@ fn the_validator_catches_what_it_should() {
     let alert = &doc["components"]["schemas"]["Alert"];
     let mut good = serde_json::json!({
         "customer": "a", "customer_name": "A", "rule": "usage_drop", "episode": 1,
-        "status": "open", "opened_at": 1, "resolved_at": null, "evidence": "e",
+        "status": "open", "provisional": false, "opened_at": 1, "resolved_at": null, "evidence": "e",
         "metric": null, "threshold": 0.2, "stage": "adopt", "segment": "low-touch",
         "arr_at_risk": 1.0, "next_action": "n"
     });

@@ -140,6 +140,7 @@ fn alert_record(resolved: bool) -> AlertRecord {
         } else {
             AlertStatus::Open
         },
+        provisional: false,
         opened_at: D0 + DAY,
         resolved_at: resolved.then_some(D0 + 6 * DAY),
         evidence: if resolved {
@@ -239,6 +240,7 @@ fn stored_fields() -> Vec<(&'static str, Vec<(&'static str, Value)>)> {
                 ("customer_name", json!("Müller \"Maschinenbau\" GmbH")),
                 ("episode", json!(3)),
                 ("status", json!("resolved")),
+                ("provisional", json!(false)),
                 ("resolved_at", json!(D0 + 6 * DAY)),
                 ("evidence", json!("usage back to 5% below baseline")),
                 ("metric", json!(0.05)),

@@ -179,6 +179,66 @@ impl Journey {
         self.activation
     }
 
+    /// Judges the open day as far as it has arrived (`sighted`: devices'
+    /// newest readings since the last closed day) at event time `now`, by
+    /// the rules that need no closed day ([`rules::intraday`]): an alert
+    /// for each whose episode is not open and whose breach was crossed,
+    /// dated by `day_end` (the end of the open day the crossing lies in, as
+    /// the day's close would date it) and marked provisional. Also returns
+    /// the earliest time a verdict could change without new data.
+    pub fn judge_intraday(
+        &self,
+        sighted: &HashMap<Id, EventTime>,
+        now: EventTime,
+        day_end: impl Fn(EventTime) -> EventTime,
+    ) -> (Vec<AlertRecord>, EventTime) {
+        let (Some(_), Some(last)) = (self.activation, self.last_day_end) else {
+            // Nothing judged before the first closed day with telemetry.
+            return (Vec::new(), EventTime::MAX);
+        };
+        let mut alerts = Vec::new();
+        let mut due = EventTime::MAX;
+        for (rule, verdict) in rules::intraday(self, sighted, now) {
+            let episode = self.episodes.get(&rule).cloned().unwrap_or_default();
+            match verdict {
+                Err(at) => due = due.min(at),
+                Ok(_) if episode.open_since.is_some() => {}
+                Ok((crossed, reading)) => alerts.push(AlertRecord {
+                    customer: self.spec.id.clone(),
+                    customer_name: self.spec.name.clone(),
+                    rule,
+                    episode: episode.count + 1,
+                    status: AlertStatus::Open,
+                    provisional: true,
+                    opened_at: day_end(crossed.max(last)),
+                    resolved_at: None,
+                    evidence: format!(
+                        "{} (provisional: judged before the day closed, which confirms or retracts it)",
+                        reading.evidence
+                    ),
+                    metric: reading.metric,
+                    threshold: reading.threshold,
+                    stage: self.recent_health.back().map(|h| h.stage).unwrap_or_default(),
+                    segment: self.spec.segment,
+                    arr_at_risk: self.spec.contract.arr,
+                    next_action: rule.next_action().to_string(),
+                }),
+            }
+        }
+        (alerts, due)
+    }
+
+    /// When the current episode of `rule` opened; `None` when none is open.
+    pub fn open_since(&self, rule: Rule) -> Option<EventTime> {
+        self.episodes.get(&rule).and_then(|e| e.open_since)
+    }
+
+    /// Each device that ever reported, with its last message as of the last
+    /// closed day.
+    pub(crate) fn last_seen(&self) -> impl Iterator<Item = (&Id, EventTime)> {
+        self.devices.iter().map(|(id, s)| (id, s.last_seen))
+    }
+
     /// Evaluates outcomes defined over a window other than the day.
     pub fn observe_window(&mut self, kpi: &CustomerKpi, out: &mut Vec<Output>) {
         if self.last_day_end.is_some_and(|last| kpi.window_end <= last) {
@@ -303,6 +363,7 @@ impl Journey {
                     rule,
                     episode: episode.count,
                     status,
+                    provisional: false,
                     opened_at: opened.unwrap_or(end),
                     resolved_at: (status == AlertStatus::Resolved).then_some(end),
                     evidence: reading.evidence,
@@ -376,6 +437,11 @@ impl Journey {
     /// Devices that ever reported.
     pub(crate) fn devices_seen(&self) -> usize {
         self.devices.len()
+    }
+
+    /// Whether `device` reported on a closed day.
+    pub(crate) fn knows_device(&self, device: &Id) -> bool {
+        self.devices.contains_key(device)
     }
 
     /// Devices whose last message is older than `since`.

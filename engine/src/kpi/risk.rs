@@ -268,6 +268,11 @@ pub struct AlertRecord {
     pub episode: u32,
     /// open or resolved.
     pub status: AlertStatus,
+    /// Raised from the open day before it closed (an intraday rule): the
+    /// day's close confirms it (the same episode, no longer provisional) or
+    /// retracts it.
+    #[serde(default)]
+    pub provisional: bool,
     /// When the episode opened (end of the day it fired), ms.
     pub opened_at: EventTime,
     /// When it resolved, ms.

@@ -6,29 +6,54 @@
 //! device rollups already seen. A day on which a customer's fleet sent
 //! nothing has no window record; once the frontier is past such a day it is
 //! closed as an empty day (that is when dark fleets and falling usage show).
+//!
+//! Between closes, the devices sighted as their batches arrive
+//! (`super::sightings`) and the newest event time any worker took in let the
+//! intraday rules judge the open day: a breach they see is sent at once as a
+//! provisional alert, dated as the day's close would date it, and that close
+//! confirms it (the same episode) or retracts it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::vec::{Broadcast, Map};
+use timely::dataflow::operators::{Capability, Concat, Exchange as _};
 
 use super::route;
 use crate::adoption::{JourneyAnswer, JourneyRequest};
 use crate::config::EngineConfig;
 use crate::kpi::journey::Journey;
+use crate::kpi::risk::{AlertRecord, AlertStatus};
 use crate::kpi::{CustomerKpi, Output};
-use crate::model::{EventTime, Id};
+use crate::model::{EventTime, Id, Sighting};
 use crate::restatement::refold;
 
 /// Extension trait adding the customer-success operator.
 pub trait CustomerSuccessExt<'scope> {
     /// Turns closed customer and device windows into outcome, milestone,
-    /// health and alert records.
-    fn customer_success(self, config: Arc<EngineConfig>) -> StreamVec<'scope, EventTime, Output>;
+    /// health and alert records; the devices `sightings` raise provisional
+    /// alerts on the open day.
+    fn customer_success(
+        self,
+        sightings: StreamVec<'scope, EventTime, Sighting>,
+        config: Arc<EngineConfig>,
+    ) -> StreamVec<'scope, EventTime, Output>;
+}
+
+/// What the operator hears besides the windows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+enum Signal {
+    /// A worker took in windows up to this time (every worker hears it).
+    Windows(EventTime),
+    /// How far in event time a worker has taken in its devices' readings
+    /// (every worker hears it): the open day is judged at the least of them.
+    Progress { worker: usize, at: EventTime },
+    /// A device of one of this worker's customers reported.
+    Sighted(Sighting),
 }
 
 /// A journey and the capability it holds for closing its next day empty.
@@ -38,13 +63,46 @@ struct Tracked {
     /// The latest window end taken in: every window of the customer ending
     /// by it has been folded (records are taken in event-time order).
     observed: EventTime,
+    /// Devices' newest readings sighted after the last closed day.
+    sighted: HashMap<Id, EventTime>,
+    /// Alerts sent provisionally for days not closed yet.
+    provisional: Vec<AlertRecord>,
+    /// No intraday verdict changes before this event time unless a day
+    /// closes (sightings only delay one).
+    due: EventTime,
+}
+
+impl Tracked {
+    fn new(
+        journey: Journey,
+        next_day: Option<(EventTime, EventTime, Capability<EventTime>)>,
+        observed: EventTime,
+    ) -> Self {
+        Self {
+            journey,
+            next_day,
+            observed,
+            sighted: HashMap::new(),
+            provisional: Vec::new(),
+            due: 0,
+        }
+    }
 }
 
 impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output> {
-    fn customer_success(self, config: Arc<EngineConfig>) -> StreamVec<'scope, EventTime, Output> {
+    fn customer_success(
+        self,
+        sightings: StreamVec<'scope, EventTime, Sighting>,
+        config: Arc<EngineConfig>,
+    ) -> StreamVec<'scope, EventTime, Output> {
         let pact = Exchange::new(|o: &Output| o.customer().map_or(0, |c| route(&**c)));
         let (index, peers) = (self.scope().index() as u64, self.scope().peers() as u64);
-        let seen = newest_seen(self.clone());
+        let progress = sighting_progress(sightings.clone(), config.allowed_lateness_ms);
+        let sighted = (sightings.exchange(|s: &Sighting| route(&*s.customer))).map(Signal::Sighted);
+        let seen = newest_seen(self.clone())
+            .map(Signal::Windows)
+            .concat(progress)
+            .concat(sighted);
         let name = "CustomerSuccess";
         let worker = self.scope().worker();
         self.binary_frontier(seen, pact, Pipeline, name, move |cap, info| {
@@ -69,14 +127,7 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                     });
                     let observed = state.last_day_end.unwrap_or(0);
                     let journey = Journey::restore(spec, state);
-                    tracked.insert(
-                        customer,
-                        Tracked {
-                            journey,
-                            next_day,
-                            observed,
-                        },
-                    );
+                    tracked.insert(customer, Tracked::new(journey, next_day, observed));
                 }
             }
             // Held at the input's frontier (which holds the output there
@@ -84,10 +135,31 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
             // backfill: its next day needs a capability of its own.
             let mut ambient = day.as_ref().map(|_| cap);
             let mut latest_seen: EventTime = 0;
+            // How far each worker has taken in readings, and the earliest
+            // time an intraday verdict of one of this worker's customers
+            // changes.
+            let mut progress: Vec<EventTime> = vec![0; peers as usize];
+            let mut next_due: EventTime = 0;
             let mut out = Vec::new();
             move |(input, frontier), (seen, seen_frontier), output| {
-                seen.for_each(|_, times| {
-                    latest_seen = times.drain(..).fold(latest_seen, EventTime::max);
+                seen.for_each(|_, signals| {
+                    for signal in signals.drain(..) {
+                        match signal {
+                            Signal::Windows(time) => latest_seen = latest_seen.max(time),
+                            Signal::Progress { worker, at } => {
+                                progress[worker] = progress[worker].max(at)
+                            }
+                            Signal::Sighted(s) if day.is_some() => {
+                                if let Some(t) = tracked_for(&mut tracked, &config, &s.customer)
+                                    && t.journey.last_day_end().is_none_or(|last| s.at >= last)
+                                {
+                                    let at = t.sighted.entry(s.device).or_insert(0);
+                                    *at = (*at).max(s.at);
+                                }
+                            }
+                            Signal::Sighted(_) => {}
+                        }
+                    }
                 });
                 let Some(day) = &day else {
                     input.for_each(|_, data| data.clear());
@@ -151,6 +223,8 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                                         output,
                                     );
                                     t.journey.close_day(&k, &mut out);
+                                    settle_provisional(t, k.window_end, &mut out);
+                                    next_due = 0;
                                     config.journeys.closed(&t.journey);
                                     output.session(&cap).give_iterator(out.drain(..));
                                     let (start, end) =
@@ -182,6 +256,7 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                     let ambient = ambient.as_ref().map(|c| (c, latest_seen));
                     let answer = adopt(&mut tracked, &config, request, ambient);
                     let _ = reply.send(answer);
+                    next_due = 0;
                 }
                 // Days the frontier has passed with no telemetry at all; at
                 // the end, up to the newest record any worker of any process
@@ -201,14 +276,76 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                             break;
                         }
                         close_empty_day(t, &config, day, start, end, &mut out, output);
+                        next_due = 0;
                     }
                     if done {
                         t.next_day = None;
                     }
                 }
+                // The open days, judged where every worker has taken in
+                // readings: a worker behind (a backlog, a replay) has not
+                // sighted its devices' newer ones yet.
+                let now = progress.iter().copied().min().unwrap_or(0);
+                if now >= next_due && !done {
+                    next_due = EventTime::MAX;
+                    for t in tracked.values_mut() {
+                        if now >= t.due {
+                            judge_intraday(t, &config, day, now, &mut out);
+                            if let Some((_, _, cap)) = &t.next_day {
+                                output.session(cap).give_iterator(out.drain(..));
+                            }
+                            out.clear();
+                        }
+                        next_due = next_due.min(t.due);
+                    }
+                }
             }
         })
     }
+}
+
+/// Judges `t`'s open day at `now`: the provisional alerts not sent yet go
+/// to `out`; `t.due` becomes the earliest time a verdict may change.
+fn judge_intraday(
+    t: &mut Tracked,
+    config: &EngineConfig,
+    day: &crate::WindowSpec,
+    now: EventTime,
+    out: &mut Vec<Output>,
+) {
+    let customer = &t.journey.spec().id;
+    let day_end = |at| config.window_bounds(day, customer, at).1;
+    let (alerts, due) = t.journey.judge_intraday(&t.sighted, now, day_end);
+    t.due = due;
+    for alert in alerts {
+        if t.provisional.iter().any(|p| p.rule == alert.rule) {
+            continue; // Sent already; the day's close settles it.
+        }
+        t.provisional.push(alert.clone());
+        out.push(Output::Alert(alert));
+    }
+}
+
+/// After the day ending at `end` closed: each provisional alert dated by it
+/// is confirmed (the close opened the same episode, no longer provisional)
+/// or retracted, and the sightings the closed days now hold are dropped.
+fn settle_provisional(t: &mut Tracked, end: EventTime, out: &mut Vec<Output>) {
+    let journey = &t.journey;
+    t.provisional.retain(|alert| {
+        if alert.opened_at > end {
+            return true;
+        }
+        if journey.open_since(alert.rule) != Some(alert.opened_at) {
+            out.push(Output::Alert(AlertRecord {
+                status: AlertStatus::Retracted,
+                evidence: format!("not confirmed when the day closed: {}", alert.evidence),
+                ..alert.clone()
+            }));
+        }
+        false
+    });
+    t.sighted.retain(|_, at| *at >= end);
+    t.due = 0;
 }
 
 /// The newest record time each worker takes in, broadcast to every
@@ -235,6 +372,47 @@ fn newest_seen<'scope>(
         .broadcast()
 }
 
+/// How far in event time this worker has taken in readings, broadcast to
+/// every worker whenever it moves: its newest sighting, or, when it is
+/// behind (idle, or no device of its sent anything newer), the input
+/// frontier plus the allowed lateness: a reading older than the frontier
+/// is refused as late, so none is still on its way to any worker live.
+/// The frontier is the least of all workers' inputs, so a worker with a
+/// backlog holds it back.
+fn sighting_progress<'scope>(
+    sightings: StreamVec<'scope, EventTime, Sighting>,
+    lateness_ms: u64,
+) -> StreamVec<'scope, EventTime, Signal> {
+    let worker = sightings.scope().index();
+    sightings
+        .unary_frontier(Pipeline, "SightingProgress", move |cap, _| {
+            let mut held = Some(cap);
+            let (mut newest, mut sent): (EventTime, EventTime) = (0, 0);
+            move |(input, frontier), output| {
+                input.for_each(|_, data| {
+                    newest = data.drain(..).map(|s| s.at).fold(newest, EventTime::max);
+                });
+                let Some(&at) = frontier.frontier().first() else {
+                    held = None; // Finished: every day closes now.
+                    return;
+                };
+                let Some(cap) = &mut held else { return };
+                if *cap.time() < at {
+                    cap.downgrade(&at);
+                }
+                let progress = newest.max(at.saturating_add(lateness_ms));
+                if progress > sent {
+                    sent = progress;
+                    output.session(&*cap).give(Signal::Progress {
+                        worker,
+                        at: progress,
+                    });
+                }
+            }
+        })
+        .broadcast()
+}
+
 fn tracked_for<'a>(
     tracked: &'a mut HashMap<Id, Tracked>,
     config: &EngineConfig,
@@ -243,14 +421,7 @@ fn tracked_for<'a>(
     if !tracked.contains_key(customer) {
         let spec = config.customers.get(&**customer)?.clone();
         // A restored journey was tracked from the operator's start.
-        tracked.insert(
-            customer.clone(),
-            Tracked {
-                journey: Journey::new(spec),
-                next_day: None,
-                observed: 0,
-            },
-        );
+        tracked.insert(customer.clone(), Tracked::new(Journey::new(spec), None, 0));
     }
     tracked.get_mut(customer)
 }
@@ -304,6 +475,7 @@ fn adopt(
         return JourneyAnswer::Behind;
     }
     t.journey = refolded.journey;
+    t.due = 0;
     config.journeys.closed(&t.journey);
     JourneyAnswer::Adopted {
         outputs: refolded.outputs,
@@ -335,6 +507,7 @@ fn adopt_backfilled(
     let spec = request.spec.unwrap_or_else(|| t.journey.spec().clone());
     let refolded = refold(config, spec, request.base, records, Some(until));
     t.journey = refolded.journey;
+    t.due = 0;
     t.observed = observed;
     t.next_day = t.journey.last_day_end().map(|last| {
         let (start, end) = config.window_bounds(day, &t.journey.spec().id, last);
@@ -406,6 +579,7 @@ fn close_empty_day(
         ..CustomerKpi::default()
     };
     t.journey.close_day(&empty, out);
+    settle_provisional(t, end, out);
     t.observed = t.observed.max(end);
     config.journeys.closed(&t.journey);
     let Some((_, _, cap)) = t.next_day.take() else {

@@ -9,12 +9,14 @@
 pub mod customer_success;
 pub mod device_state;
 pub mod portfolio;
+pub mod sightings;
 pub mod tumbling_window;
 pub mod window_merge;
 
 pub use customer_success::CustomerSuccessExt;
 pub use device_state::DeviceStateExt;
 pub use portfolio::PortfolioExt;
+pub use sightings::SightingsExt;
 pub use tumbling_window::TumblingWindowExt;
 pub use window_merge::WindowMergeExt;
 

@@ -60,6 +60,11 @@ pub struct AlertMessage {
     pub arr_at_risk: f64,
     /// Suggested next action.
     pub next_action: String,
+    /// Raised from the open day before it closed (`devices_dark` within a
+    /// minute of the threshold): the day's close confirms it (not notified
+    /// again) or retracts it (`retracted`, also `provisional`).
+    #[serde(default)]
+    pub provisional: bool,
 }
 
 impl AlertMessage {
@@ -85,6 +90,7 @@ impl AlertMessage {
             segment: record.segment.as_str().to_owned(),
             arr_at_risk: record.arr_at_risk,
             next_action: record.next_action.clone(),
+            provisional: record.provisional,
         }
     }
 
@@ -236,9 +242,19 @@ fn section(text: String) -> Value {
 /// deduplicate by them).
 pub fn slack_body(message: &AlertMessage) -> Value {
     let name = escape(&message.customer_name);
-    let headline = if message.is_open() {
+    let headline = if message.is_open() && message.provisional {
+        format!(
+            ":rotating_light: *{name}* — `{}` opened (episode {}, provisional: the day's close confirms it)",
+            message.rule, message.episode
+        )
+    } else if message.is_open() {
         format!(
             ":rotating_light: *{name}* — `{}` opened (episode {})",
+            message.rule, message.episode
+        )
+    } else if message.status == AlertStatus::Retracted.as_str() && message.provisional {
+        format!(
+            ":leftwards_arrow_with_hook: *{name}* — `{}` retracted (episode {}): the day's close did not confirm it",
             message.rule, message.episode
         )
     } else if message.status == AlertStatus::Retracted.as_str() {
@@ -324,6 +340,7 @@ pub(crate) mod tests {
             rule: Rule::UsageDrop,
             episode: 2,
             status,
+            provisional: false,
             opened_at: MARCH_1,
             resolved_at: (status == AlertStatus::Resolved).then_some(MARCH_1 + 9 * DAY),
             evidence: "operating hours 31% below the 28-day baseline (4.1 h/day vs 5.9 h/day)."
@@ -362,6 +379,7 @@ pub(crate) mod tests {
                 "segment": "low-touch",
                 "arr_at_risk": 120000.0,
                 "next_action": Rule::UsageDrop.next_action(),
+                "provisional": false,
             })
         );
         let open = AlertMessage::from_record(&record(AlertStatus::Open));

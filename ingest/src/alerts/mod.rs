@@ -60,6 +60,7 @@ pub mod mqtt;
 pub mod outbox;
 pub mod webhook;
 
+use fleetpulse_engine::kpi::risk::AlertStatus;
 use fleetpulse_engine::{AlertRecord, Output};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -462,6 +463,31 @@ struct Routed {
     lost_webhook: u64,
 }
 
+/// The provisional alerts notified and not settled yet: the day's close that
+/// confirms one sends the same open again, no longer provisional, which
+/// receivers already have. In memory: after a restart a confirmation is
+/// sent (same `notification_id`, which receivers deduplicate by).
+#[derive(Debug, Default)]
+struct Provisional(std::collections::HashSet<String>);
+
+impl Provisional {
+    /// Whether `message` is news to the receivers.
+    fn notify(&mut self, message: &AlertMessage) -> bool {
+        let open = message.status == AlertStatus::Open.as_str();
+        match (open, message.provisional) {
+            (true, true) => {
+                self.0.insert(message.alert_id.clone());
+                true
+            }
+            (true, false) => !self.0.remove(&message.alert_id),
+            (false, _) => {
+                self.0.remove(&message.alert_id);
+                true
+            }
+        }
+    }
+}
+
 /// Takes alerts from the record stream and adds a notification per channel
 /// to the outbox, durably, in order; then counts the batch as written. Ends
 /// when the stream ends.
@@ -478,11 +504,15 @@ async fn route(
     // count as written either, or the checkpoint would pass it.
     let mut durable = true;
     let queue = config.queue.get();
+    let mut provisional = Provisional::default();
     while let Some(batch) = rx.recv().await {
         let mut items = Vec::new();
         for record in alerts_in(&batch) {
             routed.alerts += 1;
             let message = Arc::new(AlertMessage::from_record(record));
+            if !provisional.notify(&message) {
+                continue;
+            }
             if channels.mqtt {
                 items.push((Channel::Mqtt, message.clone()));
             }
@@ -623,13 +653,32 @@ async fn post_all(
 #[cfg(test)]
 mod tests {
     use fleetpulse_engine::Segment;
-    use fleetpulse_engine::kpi::risk::AlertStatus;
 
     use std::time::Duration;
 
     use super::*;
     use crate::alerts::format::tests::record;
     use crate::sinks::fixtures::customer;
+
+    #[test]
+    fn a_provisional_alert_is_notified_once_and_its_retraction_too() {
+        let mut provisional = Provisional::default();
+        let message = |status, provisional| {
+            AlertMessage::from_record(&AlertRecord {
+                provisional,
+                ..record(status)
+            })
+        };
+        // Opened provisionally, then confirmed by the day's close: once.
+        assert!(provisional.notify(&message(AlertStatus::Open, true)));
+        assert!(!provisional.notify(&message(AlertStatus::Open, false)));
+        // An open that was never provisional is news.
+        assert!(provisional.notify(&message(AlertStatus::Open, false)));
+        // Opened provisionally, then retracted: both.
+        assert!(provisional.notify(&message(AlertStatus::Open, true)));
+        assert!(provisional.notify(&message(AlertStatus::Retracted, true)));
+        assert!(provisional.0.is_empty());
+    }
 
     #[test]
     fn only_alerts_are_taken_from_a_batch_in_order() {

@@ -931,7 +931,11 @@ fn complete(
     let days: Vec<(Id, JourneyState)> = days.into_iter().map(|d| (customer.clone(), d)).collect();
     archive.keep_journeys(&days)?;
     let again = resent.insert(customer.clone());
-    let retracted = retractions(archive.alerts_after(customer, floor)?, &outputs, again);
+    // Alerts dated after the days the live journey closed are provisional
+    // ones of its open day: that day's close settles them, not this pass.
+    let mut before = archive.alerts_after(customer, floor)?;
+    before.retain(|a| a.opened_at <= observed);
+    let retracted = retractions(before, &outputs, again);
     records.extend(outputs);
     records.extend(retracted);
     keep(archive, day, &records)?;

@@ -1081,6 +1081,7 @@ mod tests {
             rule,
             episode: 1,
             status,
+            provisional: false,
             opened_at: 86_400_000,
             resolved_at: None,
             evidence: "evidence".into(),

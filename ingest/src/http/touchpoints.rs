@@ -202,6 +202,7 @@ fn gap_alert(id: &str, c: &CustomerView, cadence: &Cadence, gap: &Gap, as_of: u6
         } else {
             AlertStatus::Open
         },
+        provisional: false,
         opened_at: gap.opened_at,
         resolved_at: gap.resolved_at,
         evidence,

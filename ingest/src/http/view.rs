@@ -537,6 +537,7 @@ mod tests {
             rule: Rule::UsageDrop,
             episode,
             status,
+            provisional: false,
             opened_at: 1000 * u64::from(episode),
             resolved_at: (status == AlertStatus::Resolved).then_some(5000),
             evidence: "hours down".into(),

@@ -887,6 +887,7 @@ mod tests {
                 rule: Rule::UsageDrop,
                 episode: 1,
                 status: AlertStatus::Open,
+                provisional: false,
                 opened_at: day(20),
                 resolved_at: None,
                 evidence: "hours 31% below baseline".into(),

@@ -154,6 +154,7 @@ pub(crate) fn alert(customer: &str, episode: u32, opened_at: u64) -> AlertRecord
         rule: Rule::UsageDrop,
         episode,
         status: AlertStatus::Open,
+        provisional: false,
         opened_at,
         resolved_at: None,
         evidence: "operating hours 31% below the 28-day baseline (12.0 h/day against 17.4)".into(),

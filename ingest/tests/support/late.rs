@@ -24,6 +24,11 @@ operator_seats = 3
 /// Hour `h` of device `device` of customer `dk`: two readings, meters
 /// climbing, some cycles.
 pub fn hour(device: &str, h: u64) -> (String, Vec<u8>) {
+    hour_of("dk", device, h)
+}
+
+/// [`hour`] of a device of `customer`.
+pub fn hour_of(customer: &str, device: &str, h: u64) -> (String, Vec<u8>) {
     use fleetpulse_proto::v1;
     use prost::Message;
     let meter = 100.0 + h as f64 * 0.5;
@@ -41,7 +46,7 @@ pub fn hour(device: &str, h: u64) -> (String, Vec<u8>) {
         .collect();
     let batch = v1::TelemetryBatch {
         device_id: device.into(),
-        customer_id: "dk".into(),
+        customer_id: customer.into(),
         site_id: "pit".into(),
         sequence: h + 1,
         unit_epoch: 1,
@@ -49,7 +54,7 @@ pub fn hour(device: &str, h: u64) -> (String, Vec<u8>) {
         samples,
     };
     (
-        format!("fleet/dk/pit/{device}/telemetry"),
+        format!("fleet/{customer}/pit/{device}/telemetry"),
         batch.encode_to_vec(),
     )
 }

@@ -59,6 +59,25 @@ pub(crate) fn verdict(fires: bool, resolves: bool) -> Option<bool> {
     }
 }
 
+/// A rule judged from the open day: breached, with the event time the
+/// breach was crossed at; or not (yet), with the earliest event time it
+/// could be without new data (`EventTime::MAX`: not before more data).
+pub(crate) type IntradayVerdict = Result<(EventTime, Reading), EventTime>;
+
+/// The rules that can be judged before the day closes, judged at event time
+/// `now` from the closed days and the devices `sighted` since (their newest
+/// readings). Each breach they report, the day's close judges again.
+pub(crate) fn intraday(
+    journey: &Journey,
+    sighted: &std::collections::HashMap<Id, EventTime>,
+    now: EventTime,
+) -> Vec<(Rule, IntradayVerdict)> {
+    vec![(
+        Rule::DevicesDark,
+        devices_dark::intraday(journey, sighted, now),
+    )]
+}
+
 /// `rule`'s reading today, with the operator it is about (champion_lost
 /// only); `None` when the rule does not apply yet.
 pub(crate) fn reading(rule: Rule, today: &Today<'_>) -> Option<(Reading, Option<Id>)> {

@@ -78,6 +78,13 @@ function restatedBadge(revision) {
 }
 
 const RETRACTED_TEXT = "retracted: telemetry that arrived late showed it did not happen";
+// An alert raised from the open day (devices dark within a minute) before the
+// day closed; the day's close confirms it or retracts it.
+const PROVISIONAL_TEXT = "provisional: raised before the day closed, which confirms or retracts it";
+const UNCONFIRMED_TEXT = "retracted: the day's close did not confirm it";
+const retractedText = (a) => a.provisional ? UNCONFIRMED_TEXT : RETRACTED_TEXT;
+const provisionalLabel = (a) => a.provisional && a.status === "open"
+  ? `<span class="provisional-label" title="${esc(PROVISIONAL_TEXT)}">provisional</span>` : "";
 
 // ---- charts: small hand-written SVG ----------------------------------------
 
@@ -198,14 +205,14 @@ async function getJson(url) {
 
 function alertHtml(a) {
   if (a.status === "retracted") {
-    return `<div class="alert retracted" data-rule="${esc(a.rule)}" data-status="retracted" title="${esc(RETRACTED_TEXT)}">` +
+    return `<div class="alert retracted" data-rule="${esc(a.rule)}" data-status="retracted" title="${esc(retractedText(a))}">` +
       `<span class="rule">${esc(a.rule)}</span><span class="retracted-label">retracted</span>` +
       `<span class="evidence">${esc(a.evidence)}` +
-      `<div class="next">${esc(RETRACTED_TEXT)} · opened ${esc(date(a.opened_at))} · not counted as open or at risk</div></span></div>`;
+      `<div class="next">${esc(retractedText(a))} · opened ${esc(date(a.opened_at))} · not counted as open or at risk</div></span></div>`;
   }
   const resolved = a.status === "resolved";
-  return `<div class="alert${resolved ? " resolved" : ""}" data-rule="${esc(a.rule)}" data-status="${esc(a.status)}">` +
-    `<span class="rule">${esc(a.rule)}</span>` +
+  return `<div class="alert${resolved ? " resolved" : ""}" data-rule="${esc(a.rule)}" data-status="${esc(a.status)}" data-provisional="${a.provisional ? "true" : "false"}">` +
+    `<span class="rule">${esc(a.rule)}</span>${provisionalLabel(a)}` +
     `<span class="evidence">${esc(a.evidence)}` +
     `<div class="next">${resolved ? "resolved " + esc(date(a.resolved_at)) : "since " + esc(date(a.opened_at)) + " · " + esc(a.stage) + " · next: " + esc(a.next_action)}</div></span></div>`;
 }
@@ -564,11 +571,11 @@ async function alertsPage(query) {
     `<option value="${esc(v)}"${v === current ? " selected" : ""}>${esc(v)}</option>`).join("")}</select>`;
   const rows = list.alerts.map((a) => {
     const retracted = a.status === "retracted";
-    return `<tr data-customer="${esc(a.customer)}" data-status="${esc(a.status)}"${retracted ? ` class="retracted" title="${esc(RETRACTED_TEXT)}"` : ""}>
+    return `<tr data-customer="${esc(a.customer)}" data-status="${esc(a.status)}" data-provisional="${a.provisional ? "true" : "false"}"${retracted ? ` class="retracted" title="${esc(retractedText(a))}"` : ""}>
     <td><a href="#/customer/${encodeURIComponent(a.customer)}">${esc(a.customer_name)}</a><div class="muted small">${esc(a.segment)}</div></td>
-    <td class="rule">${esc(a.rule)}</td><td>${retracted ? '<span class="retracted-label">retracted</span>' : esc(a.status)}</td><td class="nowrap">${esc(date(a.opened_at))}</td><td class="nowrap">${esc(date(a.resolved_at))}</td>
+    <td class="rule">${esc(a.rule)}</td><td>${retracted ? '<span class="retracted-label">retracted</span>' : esc(a.status) + provisionalLabel(a)}</td><td class="nowrap">${esc(date(a.opened_at))}</td><td class="nowrap">${esc(date(a.resolved_at))}</td>
     <td>${esc(a.stage)}</td><td class="num">${retracted ? '<span class="muted" title="a retracted episode puts nothing at risk">–</span>' : money(a.arr_at_risk)}</td>
-    <td class="evidence">${esc(a.evidence)}<div class="next">${retracted ? esc(RETRACTED_TEXT) : esc(a.next_action)}</div></td></tr>`;
+    <td class="evidence">${esc(a.evidence)}<div class="next">${retracted ? esc(retractedText(a)) : esc(a.next_action)}</div></td></tr>`;
   }).join("");
   return `<h1>Alerts</h1>
     <div class="filters">${select("status", ["open", "resolved", "retracted", "all"], status).replace('<option value="">status: all</option>', "")}

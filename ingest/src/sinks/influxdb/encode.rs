@@ -431,7 +431,7 @@ mod tests {
             open_line,
             "alert,customer=acme,rule=usage_drop,segment=high-touch \
              episode=1i,customer_name=\"Acme \\\"Quarry\\\" Ltd\",status=\"open\",\
-             evidence=\"operating hours 31% below the 28-day baseline (12.0 h/day against 17.4)\",\
+             provisional=false,evidence=\"operating hours 31% below the 28-day baseline (12.0 h/day against 17.4)\",\
              metric=0.31,threshold=0.2,stage=\"adopt\",arr_at_risk=250000.0,\
              next_action=\"Call the sponsor: ask what changed (project ended, seasonality, staff) \
              and book a usage review\" 1700000000000000000\n"
@@ -440,7 +440,7 @@ mod tests {
         assert!(
             resolved_line.contains(
                 " episode=1i,customer_name=\"Acme \\\"Quarry\\\" Ltd\",status=\"resolved\",\
-                 resolved_at=1700432000000i,evidence=\"operating hours 5% below"
+                 provisional=false,resolved_at=1700432000000i,evidence=\"operating hours 5% below"
             ),
             "{resolved_line}"
         );

@@ -677,8 +677,10 @@ mod tests {
                     let doc = serde_json::to_value(Doc(record)).unwrap();
                     for (key, value) in doc.as_object().unwrap() {
                         if !names.contains(key) {
-                            // A column added since (`revision`): its default.
-                            assert_eq!(value.as_f64(), Some(0.0), "{}.{key}", R::NAME);
+                            // A column added since (`revision`, `provisional`):
+                            // its default.
+                            let default = value.as_f64() == Some(0.0) || *value == false;
+                            assert!(default, "{}.{key}: {value}", R::NAME);
                         }
                     }
                     for (name, value) in names.iter().zip(row) {

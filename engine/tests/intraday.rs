@@ -1,0 +1,236 @@
+//! Intraday rules through the whole engine: a fleet whose devices go dark
+//! raises a provisional `devices_dark` alert as soon as event time passes
+//! the threshold, while the day is still open (its health not emitted), and
+//! the day's close confirms it; devices that come back before the close
+//! get it retracted. Batches are fed hour by hour, as ingest would, with the
+//! engine given time to act between hours.
+
+mod common;
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{MIN, T0};
+use fleetpulse_engine::config::HOUR_MS;
+use fleetpulse_engine::kpi::risk::{AlertRecord, AlertStatus, Rule};
+use fleetpulse_engine::{
+    Contract, CustomerSpec, DeviceBatch, Engine, EngineConfig, EngineEvent, EngineOptions,
+    MachineState, Output, Sample, Segment, Watermark,
+};
+
+const DEVICES: u64 = 10;
+const LATENESS: u64 = 2 * HOUR_MS;
+
+fn config() -> EngineConfig {
+    let mut config = EngineConfig::default();
+    let contract = Contract {
+        arr: 120_000.0,
+        start: T0,
+        renewal: T0 + 365 * 24 * HOUR_MS,
+        devices_purchased: DEVICES as u32,
+        operator_seats: 4,
+    };
+    let spec = CustomerSpec::new("acme", Segment::HighTouch, contract);
+    // Defaults: 2 silent days make a device dark; 10% of the fleet and at
+    // least 2 devices raise the alert.
+    assert_eq!(spec.thresholds.dark_after_days, 2);
+    config.customers.insert("acme".into(), spec);
+    config
+}
+
+/// Hour `h`'s batch of every device that reports then: one reading at
+/// seven past. Devices 0 and 1 fall silent after hour 35; with `back`, they
+/// report once more at hour `back`.
+fn hour(h: u64, back: Option<u64>) -> Vec<DeviceBatch> {
+    (0..DEVICES)
+        .filter(|&d| d >= 2 || h < 36 || back == Some(h))
+        .map(|d| {
+            let sample = Sample {
+                at: T0 + h * HOUR_MS + 7 * MIN,
+                state: MachineState::Running,
+                operating_hours: 100.0 + h as f64 * 0.5,
+                ..Sample::default()
+            };
+            common::batch("acme", &format!("d{d}"), 0, h + 1, vec![sample])
+        })
+        .collect()
+}
+
+/// Records as the engine emits them, in order.
+struct Run {
+    engine: Engine,
+    watermark: Watermark,
+    records: mpsc::Receiver<Output>,
+    seen: Vec<Output>,
+}
+
+impl Run {
+    fn start(workers: usize) -> Self {
+        let (events, mut received) = tokio::sync::mpsc::channel(64);
+        let options = EngineOptions {
+            workers,
+            ..EngineOptions::default()
+        };
+        let engine = Engine::start(config(), &options, events).unwrap();
+        let (tx, records) = mpsc::channel();
+        std::thread::spawn(move || {
+            while let Some(event) = received.blocking_recv() {
+                if let EngineEvent::Records(batch) = event {
+                    for r in batch {
+                        let _ = tx.send(r);
+                    }
+                }
+            }
+        });
+        Self {
+            engine,
+            watermark: Watermark::new(LATENESS),
+            records,
+            seen: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, batches: Vec<DeviceBatch>) {
+        for b in &batches {
+            self.watermark.admit(b.first_at(), b.last_at()).unwrap();
+        }
+        self.engine.blocking_send_all(batches).unwrap();
+        self.engine
+            .blocking_advance(self.watermark.current())
+            .unwrap();
+    }
+
+    /// Waits (up to 10 s) for a record `pick` accepts.
+    fn wait_for(&mut self, pick: impl Fn(&Output) -> bool) -> Output {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let record = (self.records.recv_timeout(left))
+                .unwrap_or_else(|_| panic!("no such record; saw {:#?}", alerts(&self.seen)));
+            self.seen.push(record.clone());
+            if pick(&record) {
+                return record;
+            }
+        }
+    }
+
+    fn finish(mut self) -> Vec<Output> {
+        self.engine.finish().unwrap();
+        self.seen.extend(self.records.iter());
+        self.seen
+    }
+}
+
+fn alerts(records: &[Output]) -> Vec<&AlertRecord> {
+    (records.iter())
+        .filter_map(|r| match r {
+            Output::Alert(a) if a.rule == Rule::DevicesDark => Some(a),
+            _ => None,
+        })
+        .collect()
+}
+
+fn day_health(records: &[Output], end: u64) -> bool {
+    (records.iter()).any(|r| matches!(r, Output::Health(h) if h.window_end == end))
+}
+
+/// The second device's last reading is at 35:07; two days later, at 83:07
+/// (day 3, 11:07), two of ten devices are dark.
+const CROSSED_HOUR: u64 = 83;
+const DAY_3_END: u64 = T0 + 96 * HOUR_MS;
+
+/// Feeds the hours up to just past the crossing (checking that nothing is
+/// alerted before it), then waits for the provisional alert.
+fn feed_until_provisional(run: &mut Run, back: Option<u64>) -> AlertRecord {
+    for h in 0..=CROSSED_HOUR + 1 {
+        run.feed(hour(h, back));
+        if h < CROSSED_HOUR {
+            // Nothing provisional before the threshold is crossed.
+            while let Ok(r) = run.records.try_recv() {
+                run.seen.push(r);
+            }
+            assert!(
+                alerts(&run.seen).is_empty(),
+                "hour {h}: {:#?}",
+                alerts(&run.seen)
+            );
+            continue;
+        }
+    }
+    let Output::Alert(alert) = run.wait_for(|r| matches!(r, Output::Alert(_))) else {
+        unreachable!()
+    };
+    alert
+}
+
+#[test]
+fn a_fleet_going_dark_is_alerted_before_the_day_closes_and_the_close_confirms_it() {
+    for workers in [1, 2] {
+        let mut run = Run::start(workers);
+        let alert = feed_until_provisional(&mut run, None);
+        assert_eq!(alert.rule, Rule::DevicesDark);
+        assert_eq!(alert.status, AlertStatus::Open);
+        assert!(alert.provisional, "{alert:?}");
+        // Dated as the day's close dates an episode: the end of day 3.
+        assert_eq!(alert.opened_at, DAY_3_END);
+        assert_eq!(alert.metric, 2.0);
+        assert!(!day_health(&run.seen, DAY_3_END), "day 3 is still open");
+        for h in CROSSED_HOUR + 2..6 * 24 {
+            run.feed(hour(h, None));
+        }
+        let records = run.finish();
+        assert!(day_health(&records, DAY_3_END));
+        let sent: Vec<_> = (alerts(&records).into_iter())
+            .map(|a| (a.status, a.provisional, a.opened_at, a.episode))
+            .collect();
+        // The close opens the same episode, no longer provisional; nothing
+        // is retracted.
+        assert_eq!(
+            sent,
+            [
+                (AlertStatus::Open, true, DAY_3_END, 1),
+                (AlertStatus::Open, false, DAY_3_END, 1)
+            ],
+            "{workers} workers"
+        );
+    }
+}
+
+#[test]
+fn devices_back_before_the_day_closes_retract_the_provisional_alert() {
+    let mut run = Run::start(1);
+    // Both dark devices report again at 90:07, before day 3 closes.
+    let back = Some(90);
+    let alert = feed_until_provisional(&mut run, back);
+    assert!(alert.provisional && alert.status == AlertStatus::Open);
+    for h in CROSSED_HOUR + 2..6 * 24 {
+        run.feed(hour(h, back));
+    }
+    // Silent again after 90:07, they turn dark at 138:07, on day 5: the
+    // provisional alert for it comes before that day closes, and then the
+    // close confirms it.
+    let day_5_end = T0 + 144 * HOUR_MS;
+    run.wait_for(|r| matches!(r, Output::Alert(a) if a.opened_at == day_5_end));
+    assert!(!day_health(&run.seen, day_5_end), "day 5 is still open");
+    let records = run.finish();
+    let sent: Vec<_> = (alerts(&records).into_iter())
+        .map(|a| (a.status, a.provisional, a.opened_at))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (AlertStatus::Open, true, DAY_3_END),
+            (AlertStatus::Retracted, true, DAY_3_END),
+            (AlertStatus::Open, true, day_5_end),
+            (AlertStatus::Open, false, day_5_end),
+        ]
+    );
+    let retracted = alerts(&records)[1];
+    assert!(
+        retracted
+            .evidence
+            .starts_with("not confirmed when the day closed"),
+        "{}",
+        retracted.evidence
+    );
+}

@@ -1,0 +1,162 @@
+//! Intraday `devices_dark` through real mosquitto: a fleet of ten devices,
+//! two of which fall silent. The hour whose readings pass the two-day
+//! threshold is published on its own, and the provisional alert must reach
+//! an MQTT subscriber within 60 s of it, while its day is still open
+//! (its health not in the store). The day's close then confirms the same
+//! episode in the store without notifying receivers again.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::fleets::publish_options;
+use support::in_process;
+use support::late::{HOUR_MS, Published, T0, hour_of};
+use support::servers::{Mosquitto, NO_LOSS, find_binary};
+
+const CUSTOMERS: &str = r#"
+[[customer]]
+id = "ix"
+name = "Tunnel Works"
+segment = "high-touch"
+
+[customer.contract]
+arr = 150000
+start = "2026-01-05"
+renewal = "2027-01-05"
+devices_purchased = 10
+operator_seats = 4
+"#;
+
+/// `d0` and `d1` report for the last time in hour 35 (35:37); two days
+/// later, at 83:37, two of ten devices are dark (the default share needs
+/// 2). The first readings after that are the others' at 84:07.
+fn hours(range: std::ops::Range<u64>) -> Vec<Published> {
+    let mut out = Vec::new();
+    for h in range {
+        for d in 0..10 {
+            if d >= 2 || h < 36 {
+                out.push(hour_of("ix", &format!("d{d}"), h));
+            }
+        }
+    }
+    out
+}
+
+async fn publish(
+    mosquitto: &Mosquitto,
+    service: &in_process::InProcess,
+    client: &str,
+    messages: Vec<Published>,
+) {
+    let handled = service.metrics.handled() + messages.len() as u64;
+    let options = publish_options(mosquitto, client);
+    fleetpulse_sim::publish(options, messages, |_| {})
+        .await
+        .unwrap();
+    let metrics = service.metrics.clone();
+    support::poll::wait_for("the messages handled", move || metrics.handled() >= handled).await;
+}
+
+/// Starts a subscriber of the persistent session `reader` that waits (up to
+/// 120 s) for one alert; returns it and when it arrived.
+fn first_alert(mosquitto: &Mosquitto, reader: &str) -> std::thread::JoinHandle<(Instant, String)> {
+    let mut sub = Command::new(find_binary("mosquitto_sub", "FLEETPULSE_MOSQUITTO_SUB"));
+    sub.args(["-h", mosquitto.host(), "-p", &mosquitto.port().to_string()])
+        .args(["-i", reader, "-c", "-q", "1", "-t", "cs/alerts/ix"])
+        .args(["-C", "1", "-W", "120", "-F", "%p"])
+        .stdin(Stdio::null());
+    std::thread::spawn(move || {
+        let out = sub.output().expect("run mosquitto_sub");
+        (
+            Instant::now(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    })
+}
+
+fn count(db: &Path, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_going_dark_is_alerted_on_mqtt_within_a_minute_of_the_threshold() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    mosquitto.subscribe_session("ix-reader", "cs/alerts/ix");
+    let dir = tempfile::tempdir().unwrap();
+    let customers = dir.path().join("customers.toml");
+    std::fs::write(&customers, CUSTOMERS).unwrap();
+    let db = dir.path().join("kpi.sqlite");
+    let config = in_process::durable(
+        mosquitto.host(),
+        mosquitto.port(),
+        "ix",
+        &customers,
+        dir.path(),
+    );
+    let service = in_process::subscribed(config, "intraday").await;
+
+    // Up to the threshold: nothing dark yet.
+    publish(&mosquitto, &service, "ix-sim-0", hours(0..84)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = mosquitto.receive("ix-reader", "cs/alerts/ix", 100, Duration::from_secs(2));
+    let dark = |payload: &[u8]| {
+        let alert: serde_json::Value = serde_json::from_slice(payload).unwrap();
+        (alert["rule"] == "devices_dark").then_some(alert)
+    };
+    assert!(
+        before.iter().all(|m| dark(&m.payload).is_none()),
+        "devices_dark before the threshold: {before:?}"
+    );
+
+    // The next hour of the devices still reporting: their readings (84:07)
+    // pass it.
+    let reader = first_alert(&mosquitto, "ix-reader");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sent = Instant::now();
+    publish(&mosquitto, &service, "ix-sim-1", hours(84..85)).await;
+    let (arrived, payload) = tokio::task::spawn_blocking(move || reader.join().unwrap())
+        .await
+        .unwrap();
+    let latency = arrived.saturating_duration_since(sent);
+    println!("devices_dark on MQTT {latency:?} after the messages that crossed the threshold");
+    let alert = dark(payload.trim().as_bytes()).unwrap_or_else(|| panic!("{payload}"));
+    assert!(latency <= Duration::from_secs(60), "{latency:?}");
+    assert_eq!(alert["status"], "open");
+    assert_eq!(alert["provisional"], true);
+    let day_3_end = T0 + 96 * HOUR_MS;
+    assert_eq!(alert["opened_at_ms"], day_3_end);
+    assert_eq!(alert["metric"], 2.0);
+    // The day is open: its health is not in the store, the alert is, as
+    // provisional.
+    let health = format!("SELECT COUNT(*) FROM health WHERE window_end = {day_3_end}");
+    assert_eq!(count(&db, &health), 0);
+    let provisional = "SELECT COUNT(*) FROM alert WHERE rule = 'devices_dark' AND status = 'open' AND provisional = 1";
+    support::poll::wait_for("the provisional alert stored", || {
+        count(&db, provisional) == 1
+    })
+    .await;
+
+    // The rest of the day and two hours more: the day closes and confirms.
+    publish(&mosquitto, &service, "ix-sim-2", hours(85..99)).await;
+    support::poll::wait_for("day 3 closed", || count(&db, &health) == 1).await;
+    let confirmed = "SELECT COUNT(*) FROM alert WHERE rule = 'devices_dark' AND status = 'open' AND provisional = 0";
+    support::poll::wait_for("the alert confirmed", || count(&db, confirmed) == 1).await;
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM alert WHERE rule = 'devices_dark'"
+        ),
+        1
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = mosquitto.receive("ix-reader", "cs/alerts/ix", 100, Duration::from_secs(2));
+    let again: Vec<_> = after.iter().filter_map(|m| dark(&m.payload)).collect();
+    assert!(again.is_empty(), "notified again: {again:?}");
+
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+}
