@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -159,4 +159,95 @@ async fn a_fleet_going_dark_is_alerted_on_mqtt_within_a_minute_of_the_threshold(
 
     service.shutdown.cancel();
     service.task.await.unwrap().unwrap();
+}
+
+/// The same fleet through a `fleetpulse run` process, killed (SIGKILL) or
+/// not right after the provisional alert went out, before its day closed;
+/// returns the store and the devices_dark notifications MQTT carried.
+async fn run_process(
+    dir: &Path,
+    mosquitto: &Mosquitto,
+    client: &str,
+    kill: bool,
+) -> (PathBuf, Vec<serde_json::Value>) {
+    use support::service::{Service, write_durable_config};
+    std::fs::write(dir.join("customers.toml"), CUSTOMERS).unwrap();
+    let reader = format!("{client}-reader");
+    mosquitto.subscribe_session(&reader, "cs/alerts/ix");
+    let sinks = "[[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n";
+    let config = write_durable_config(dir, mosquitto, client, 2, "", sinks);
+    let mut service = Service::new(&config, dir.join("service.log"));
+    service.start_and_wait("connected to broker");
+    let db = dir.join("kpi.sqlite");
+    let publish = |messages, n: usize| {
+        let options = publish_options(mosquitto, &format!("{client}-sim-{n}"));
+        fleetpulse_sim::publish(options, messages, |_| {})
+    };
+    publish(hours(0..85), 0).await.unwrap();
+    let provisional = "SELECT COUNT(*) FROM alert WHERE rule = 'devices_dark' AND provisional = 1";
+    support::poll::wait_for("the provisional alert stored", || {
+        db.exists() && count(&db, provisional) == 1
+    })
+    .await;
+    if kill {
+        service.kill();
+        service.start_and_wait("connected to broker");
+    }
+    publish(hours(85..99), 1).await.unwrap();
+    let day_3_end = T0 + 96 * HOUR_MS;
+    let health = format!("SELECT COUNT(*) FROM health WHERE window_end = {day_3_end}");
+    support::poll::wait_for("day 3 closed", || count(&db, &health) == 1).await;
+    let confirmed = "SELECT COUNT(*) FROM alert WHERE rule = 'devices_dark' AND provisional = 0";
+    support::poll::wait_for("the alert confirmed", || count(&db, confirmed) == 1).await;
+    service.interrupt();
+    assert!(
+        service
+            .wait_exit(Duration::from_secs(60))
+            .is_some_and(|s| s.success()),
+        "{}",
+        service.log_tail()
+    );
+    let notified = mosquitto.receive(&reader, "cs/alerts/ix", 100, Duration::from_secs(2));
+    let dark = (notified.iter())
+        .map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap())
+        .filter(|a| a["rule"] == "devices_dark")
+        .collect();
+    (db, dark)
+}
+
+/// A kill -9 after the provisional alert went out and before its day
+/// closed: after the restart, the close confirms the same episode; no
+/// receiver hears of a retraction, and every journey record in the store
+/// equals a run without the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_between_the_provisional_alert_and_the_close_changes_nothing_stored() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let (calm, killed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (reference, calm_notes) = run_process(calm.path(), &mosquitto, "ix-calm", false).await;
+    let (db, notes) = run_process(killed.path(), &mosquitto, "ix-killed", true).await;
+    let summary = |notes: &[serde_json::Value]| -> Vec<(String, String, bool)> {
+        (notes.iter())
+            .map(|a| {
+                (
+                    a["notification_id"].as_str().unwrap().to_owned(),
+                    a["status"].as_str().unwrap().to_owned(),
+                    a["provisional"].as_bool().unwrap(),
+                )
+            })
+            .collect()
+    };
+    // Without the kill: the provisional open, once.
+    let calm_notes = summary(&calm_notes);
+    assert_eq!(calm_notes.len(), 1, "{calm_notes:?}");
+    assert_eq!((calm_notes[0].1.as_str(), calm_notes[0].2), ("open", true));
+    // With it: the same notification, perhaps again (at least once, same
+    // id: receivers drop the second), and no retraction.
+    let notes = summary(&notes);
+    println!("after the kill: {notes:?}");
+    assert!(!notes.is_empty(), "nothing notified");
+    assert!(
+        (notes.iter()).all(|n| n.0 == calm_notes[0].0 && n.1 == "open"),
+        "{notes:?}"
+    );
+    support::tables::assert_same_as_in_order(&db, &reference);
 }
