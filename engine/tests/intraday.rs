@@ -130,8 +130,20 @@ fn alerts(records: &[Output]) -> Vec<&AlertRecord> {
         .collect()
 }
 
+/// Whether the day ending at `end` closed (its health, not provisional).
 fn day_health(records: &[Output], end: u64) -> bool {
-    (records.iter()).any(|r| matches!(r, Output::Health(h) if h.window_end == end))
+    (records.iter())
+        .any(|r| matches!(r, Output::Health(h) if h.window_end == end && !h.provisional))
+}
+
+/// The health scores of the day ending at `end`, provisional ones first.
+fn scores(records: &[Output], end: u64) -> Vec<(bool, f64)> {
+    (records.iter())
+        .filter_map(|r| match r {
+            Output::Health(h) if h.window_end == end => Some((h.provisional, h.score)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The second device's last reading is at 35:07; two days later, at 83:07
@@ -180,6 +192,23 @@ fn a_fleet_going_dark_is_alerted_before_the_day_closes_and_the_close_confirms_it
         }
         let records = run.finish();
         assert!(day_health(&records, DAY_3_END));
+        // While day 3 was open, provisional scores (one per step of the
+        // engine that took in hours); the fleet works the same every hour,
+        // so the last one, read at the pace so far, is the score the day
+        // closes with.
+        let day_3 = scores(&records, DAY_3_END);
+        let provisional: Vec<f64> = (day_3.iter())
+            .filter(|(p, _)| *p)
+            .map(|(_, s)| *s)
+            .collect();
+        let closed: Vec<f64> = (day_3.iter())
+            .filter(|(p, _)| !*p)
+            .map(|(_, s)| *s)
+            .collect();
+        assert_eq!(closed.len(), 1, "{day_3:?}");
+        assert!(!provisional.is_empty(), "{day_3:?}");
+        let last = *provisional.last().unwrap();
+        assert!((last - closed[0]).abs() < 1e-9, "{day_3:?}");
         let sent: Vec<_> = (alerts(&records).into_iter())
             .map(|a| (a.status, a.provisional, a.opened_at, a.episode))
             .collect();

@@ -568,6 +568,7 @@ mod late {
             usage_growth: -0.1,
             milestones_reached: 1,
             milestones_total: 3,
+            provisional: false,
         })
     }
 
@@ -1005,6 +1006,12 @@ async fn provisional_alerts_are_marked_until_their_day_closes() {
     let mut records: Vec<Output> = (0..DAYS)
         .flat_map(|d| [health("c-dark", d, 0.0), health("c-back", d, 0.0)])
         .collect();
+    // c-dark's open day so far: a provisional score.
+    let Output::Health(mut today) = health("c-dark", DAYS, 0.0) else {
+        unreachable!()
+    };
+    today.provisional = true;
+    records.push(Output::Health(today));
     records.push(provisional("c-dark", AlertStatus::Open));
     records.push(provisional("c-back", AlertStatus::Open));
     records.push(provisional("c-back", AlertStatus::Retracted));
@@ -1057,6 +1064,17 @@ async fn provisional_alerts_are_marked_until_their_day_closes() {
                 "provisional: raised before the day closed, which confirms or retracts it"
             ])
         );
+        let score = browser.eval(
+            "[document.getElementById('health-score').dataset.provisional, \
+             document.querySelector('#health-score .provisional-label').title]",
+        );
+        assert_eq!(
+            score,
+            serde_json::json!([
+                "true",
+                "provisional: today so far, read at its pace; the day's close replaces it"
+            ])
+        );
         assert!(browser.screenshot(&artifacts().join("dashboard-provisional.png")) > 10_000);
         browser.navigate(&format!("{base}/#/customer/c-back"));
         browser.wait_for(
@@ -1072,6 +1090,20 @@ async fn provisional_alerts_are_marked_until_their_day_closes() {
             back,
             serde_json::json!(["None.", "retracted: the day's close did not confirm it"])
         );
+        assert_eq!(
+            browser.eval("document.getElementById('health-score').dataset.provisional"),
+            "false"
+        );
+        browser.navigate(&format!("{base}/#/"));
+        browser.wait_for(
+            "document.body.dataset.rendered === 'home' && document.querySelector('tr.customer-row')",
+            Duration::from_secs(30),
+        );
+        let list = browser.eval(
+            "[...document.querySelectorAll('tr.customer-row')].map((r) => \
+             r.dataset.customer + '=' + r.querySelector('td.score').dataset.provisional).sort().join(',')",
+        );
+        assert_eq!(list, "c-back=false,c-dark=true");
         browser.navigate(&format!("{base}/#/alerts"));
         browser.wait_for(
             "document.body.dataset.rendered === 'alerts' && document.querySelectorAll('#alerts tbody tr').length === 1",

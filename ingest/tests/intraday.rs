@@ -2,8 +2,9 @@
 //! two of which fall silent. The hour whose readings pass the two-day
 //! threshold is published on its own, and the provisional alert must reach
 //! an MQTT subscriber within 60 s of it, while its day is still open
-//! (its health not in the store). The day's close then confirms the same
-//! episode in the store without notifying receivers again.
+//! (its health in the store only as a provisional score). The day's close
+//! then confirms the same episode in the store without notifying receivers
+//! again, and replaces the provisional score.
 
 mod support;
 
@@ -130,10 +131,14 @@ async fn a_fleet_going_dark_is_alerted_on_mqtt_within_a_minute_of_the_threshold(
     let day_3_end = T0 + 96 * HOUR_MS;
     assert_eq!(alert["opened_at_ms"], day_3_end);
     assert_eq!(alert["metric"], 2.0);
-    // The day is open: its health is not in the store, the alert is, as
-    // provisional.
-    let health = format!("SELECT COUNT(*) FROM health WHERE window_end = {day_3_end}");
+    // The day is open: its health is in the store as provisional only (the
+    // hours so far), the alert as provisional.
+    let health =
+        format!("SELECT COUNT(*) FROM health WHERE window_end = {day_3_end} AND NOT provisional");
     assert_eq!(count(&db, &health), 0);
+    let so_far =
+        format!("SELECT COUNT(*) FROM health WHERE window_end = {day_3_end} AND provisional");
+    support::poll::wait_for("a provisional score of day 3", || count(&db, &so_far) == 1).await;
     let provisional = "SELECT COUNT(*) FROM alert WHERE rule = 'devices_dark' AND status = 'open' AND provisional = 1";
     support::poll::wait_for("the provisional alert stored", || {
         count(&db, provisional) == 1
@@ -143,6 +148,11 @@ async fn a_fleet_going_dark_is_alerted_on_mqtt_within_a_minute_of_the_threshold(
     // The rest of the day and two hours more: the day closes and confirms.
     publish(&mosquitto, &service, "ix-sim-2", hours(85..99)).await;
     support::poll::wait_for("day 3 closed", || count(&db, &health) == 1).await;
+    assert_eq!(
+        count(&db, &so_far),
+        0,
+        "the close replaced the provisional score"
+    );
     let confirmed = "SELECT COUNT(*) FROM alert WHERE rule = 'devices_dark' AND status = 'open' AND provisional = 0";
     support::poll::wait_for("the alert confirmed", || count(&db, confirmed) == 1).await;
     assert_eq!(

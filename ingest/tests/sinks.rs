@@ -124,6 +124,7 @@ fn health_record() -> HealthRecord {
         usage_growth: -0.125,
         milestones_reached: 2,
         milestones_total: 4,
+        provisional: false,
     }
 }
 
@@ -231,6 +232,7 @@ fn stored_fields() -> Vec<(&'static str, Vec<(&'static str, Value)>)> {
                 ("usage_growth", json!(-0.125)),
                 ("milestones_reached", json!(2)),
                 ("milestones_total", json!(4)),
+                ("provisional", json!(false)),
                 ("window_end", json!(D0 + DAY)),
             ],
         ),

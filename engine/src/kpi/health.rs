@@ -314,6 +314,10 @@ pub struct HealthRecord {
     pub milestones_reached: u32,
     /// Milestones in the journey.
     pub milestones_total: u32,
+    /// The day is still open: the score reads its hours so far at their
+    /// pace (`super::open_day`), and the day's close replaces it.
+    #[serde(default)]
+    pub provisional: bool,
 }
 
 #[cfg(test)]

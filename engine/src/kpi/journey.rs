@@ -228,6 +228,25 @@ impl Journey {
         (alerts, due)
     }
 
+    /// The health the open day would close with if it went on at the pace
+    /// of its hours so far (`day`: [`super::open_day::OpenDay::at_pace`]),
+    /// marked provisional; the journey itself is left as it is.
+    pub fn provisional_health(&self, day: &CustomerKpi) -> Option<HealthRecord> {
+        if self.last_day_end.is_some_and(|last| day.window_end <= last) {
+            return None;
+        }
+        let mut probe = Journey::restore(self.spec.clone(), self.snapshot());
+        let mut out = Vec::new();
+        probe.close_day(day, &mut out);
+        out.into_iter().find_map(|o| match o {
+            Output::Health(h) => Some(HealthRecord {
+                provisional: true,
+                ..h
+            }),
+            _ => None,
+        })
+    }
+
     /// When the current episode of `rule` opened; `None` when none is open.
     pub fn open_since(&self, rule: Rule) -> Option<EventTime> {
         self.episodes.get(&rule).and_then(|e| e.open_since)
@@ -403,6 +422,7 @@ impl Journey {
             usage_growth: self.usage_growth().unwrap_or(0.0),
             milestones_reached: self.reached.iter().filter(|r| r.is_some()).count() as u32,
             milestones_total: self.reached.len() as u32,
+            provisional: false,
         };
         if let Some(f) = &forecast {
             out.push(Output::Forecast(forecast::ForecastRecord::of(

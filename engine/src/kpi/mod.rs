@@ -13,6 +13,7 @@ pub mod health_validation;
 mod interner;
 pub mod journey;
 pub mod milestone;
+pub mod open_day;
 pub mod outcome;
 pub mod portfolio;
 pub mod revenue_retention;

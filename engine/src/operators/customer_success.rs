@@ -26,7 +26,9 @@ use timely::dataflow::operators::{Capability, Concat, Exchange as _};
 use super::route;
 use crate::adoption::{JourneyAnswer, JourneyRequest};
 use crate::config::EngineConfig;
+use crate::config::HOUR_MS;
 use crate::kpi::journey::Journey;
+use crate::kpi::open_day::OpenDay;
 use crate::kpi::risk::{AlertRecord, AlertStatus};
 use crate::kpi::{CustomerKpi, Output};
 use crate::model::{EventTime, Id, Sighting};
@@ -70,6 +72,8 @@ struct Tracked {
     /// No intraday verdict changes before this event time unless a day
     /// closes (sightings only delay one).
     due: EventTime,
+    /// The open day's hourly windows so far (provisional health).
+    open_day: Option<OpenDay>,
 }
 
 impl Tracked {
@@ -85,6 +89,7 @@ impl Tracked {
             sighted: HashMap::new(),
             provisional: Vec::new(),
             due: 0,
+            open_day: None,
         }
     }
 }
@@ -109,6 +114,11 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
             let adoptions = config.adoptions.clone();
             adoptions.wake_on_request(worker.sync_activator_for(info.address.to_vec()));
             let day = config.day_window().cloned();
+            // The hourly windows the open day is read from, if configured.
+            let hour = (config.windows.iter())
+                .find(|w| w.length_ms == HOUR_MS)
+                .map(|w| w.name.clone());
+            let mut hours_taken: Vec<Id> = Vec::new();
             let mut pending: BTreeMap<EventTime, (Capability<EventTime>, Vec<Output>)> =
                 BTreeMap::new();
             let mut tracked: HashMap<Id, Tracked> = HashMap::new();
@@ -207,6 +217,14 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                                     t.journey.observe_device(&d);
                                 }
                             }
+                            Output::Device(d) if Some(&d.window) == hour.as_ref() => {
+                                if let Some(open) = (tracked.get_mut(&d.customer))
+                                    .and_then(|t| open_day(t))
+                                    .filter(|o| o.holds(d.window_start, d.window_end))
+                                {
+                                    open.add_device_hour(&d);
+                                }
+                            }
                             Output::Customer(k) => {
                                 let Some(t) = tracked_for(&mut tracked, &config, &k.customer)
                                 else {
@@ -231,12 +249,38 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                                         config.window_bounds(day, &k.customer, k.window_end);
                                     t.next_day = Some((start, end, cap.delayed(&end)));
                                 } else {
+                                    if Some(&k.window) == hour.as_ref()
+                                        && let Some(open) = open_day(t)
+                                        && open.holds(k.window_start, k.window_end)
+                                    {
+                                        if !open.changed {
+                                            hours_taken.push(k.customer.clone());
+                                        }
+                                        open.add_hour(&k);
+                                    }
                                     t.journey.observe_window(&k, &mut out);
                                     output.session(&cap).give_iterator(out.drain(..));
                                 }
                             }
                             _ => {}
                         }
+                    }
+                }
+                // The open days that took in hours: their provisional health.
+                for customer in hours_taken.drain(..) {
+                    let Some(t) = tracked.get_mut(&customer) else {
+                        continue;
+                    };
+                    let (Some(open), Some((_, _, cap))) = (&mut t.open_day, &t.next_day) else {
+                        continue;
+                    };
+                    if !std::mem::take(&mut open.changed) {
+                        continue;
+                    }
+                    let health = (open.at_pace(&customer, &day.name))
+                        .and_then(|kpi| t.journey.provisional_health(&kpi));
+                    if let Some(health) = health {
+                        output.session(cap).give(Output::Health(health));
                     }
                 }
                 // Restated journeys, folded again where every window this
@@ -346,6 +390,17 @@ fn settle_provisional(t: &mut Tracked, end: EventTime, out: &mut Vec<Output>) {
     });
     t.sighted.retain(|_, at| *at >= end);
     t.due = 0;
+    t.open_day = None;
+}
+
+/// The open day of `t` (the one after its last closed day), started
+/// afresh when the days moved on; `None` before a day has closed.
+fn open_day(t: &mut Tracked) -> Option<&mut OpenDay> {
+    let (start, end, _) = t.next_day.as_ref()?;
+    if t.open_day.as_ref().is_none_or(|o| o.start() != *start) {
+        t.open_day = Some(OpenDay::new(*start, *end));
+    }
+    t.open_day.as_mut()
 }
 
 /// The newest record time each worker takes in, broadcast to every

@@ -33,7 +33,10 @@ impl<'scope> PortfolioExt<'scope> for StreamVec<'scope, EventTime, Output> {
                         return;
                     };
                     for record in data.drain(..) {
-                        if let Output::Health(h) = record {
+                        // A provisional score is replaced by its day's close.
+                        if let Output::Health(h) = record
+                            && !h.provisional
+                        {
                             // The UTC day the local day mostly falls on.
                             let noon = h.window_start + 12 * HOUR_MS;
                             let day = noon - noon % DAY_MS;

@@ -1070,6 +1070,7 @@ mod tests {
             usage_growth: 0.0,
             milestones_reached: 0,
             milestones_total: 0,
+            provisional: false,
         }
     }
 

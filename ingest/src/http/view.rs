@@ -527,6 +527,7 @@ mod tests {
             usage_growth: 0.0,
             milestones_reached: 0,
             milestones_total: 0,
+            provisional: false,
         }
     }
 

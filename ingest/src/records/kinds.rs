@@ -167,6 +167,7 @@ record_kind! {
             usage_growth: f64 [] "ratio", "mean daily operating hours of the last 7 days against the 28 before, minus 1 (0 until there is a baseline)";
             milestones_reached: u32 [] "milestones", "milestones reached";
             milestones_total: u32 [] "milestones", "milestones in the journey";
+            provisional: bool [] "flag", "the day is still open: the score reads its hours so far at their pace, and the day's close overwrites the row (`false`)";
         }
     }
 }

@@ -826,6 +826,7 @@ mod tests {
                 usage_growth: 0.1,
                 milestones_reached: 1,
                 milestones_total: 2,
+                provisional: false,
             })
             .collect();
         let kpis = (0..30)

@@ -142,6 +142,7 @@ pub(crate) fn health(customer: &str, start: u64, score: f64) -> HealthRecord {
         usage_growth: -0.125,
         milestones_reached: 2,
         milestones_total: 4,
+        provisional: false,
     }
 }
 

@@ -83,6 +83,10 @@ const RETRACTED_TEXT = "retracted: telemetry that arrived late showed it did not
 const PROVISIONAL_TEXT = "provisional: raised before the day closed, which confirms or retracts it";
 const UNCONFIRMED_TEXT = "retracted: the day's close did not confirm it";
 const retractedText = (a) => a.provisional ? UNCONFIRMED_TEXT : RETRACTED_TEXT;
+// A health score of the open day: its hours so far, read at their pace.
+const PROVISIONAL_SCORE_TEXT = "provisional: today so far, read at its pace; the day's close replaces it";
+const provisionalScore = (h) => h && h.provisional
+  ? ` <span class="provisional-label" title="${esc(PROVISIONAL_SCORE_TEXT)}">provisional</span>` : "";
 const provisionalLabel = (a) => a.provisional && a.status === "open"
   ? `<span class="provisional-label" title="${esc(PROVISIONAL_TEXT)}">provisional</span>` : "";
 
@@ -329,7 +333,7 @@ async function homePage() {
       <td class="num">${c.rank}</td>
       <td><a href="#/customer/${encodeURIComponent(c.customer)}"><b>${esc(c.name)}</b></a><div class="muted small">${esc(c.customer)} · ${esc(c.segment || "")}</div></td>
       <td>${band(h && h.band)}</td>
-      <td class="num score">${h ? num(h.score) : "–"}</td>
+      <td class="num score" data-provisional="${h && h.provisional ? "true" : "false"}">${h ? num(h.score) : "–"}${provisionalScore(h)}</td>
       <td>${sparkline(c.health_history)}</td>
       <td class="num ${trend > 0 ? "up" : trend < 0 ? "down" : ""}">${signed(trend)}</td>
       <td>${h ? esc(h.stage) : "–"}</td>
@@ -520,7 +524,7 @@ async function customerPage(id) {
     <h1>${esc(c.name)} ${band(h && h.band)}</h1>
     <div class="muted">${esc(c.customer)} · ${esc(c.segment || "")}</div>
     <div class="kv" id="customer-facts">
-      <div>health<b>${h ? num(h.score) : "–"} <span class="small ${h && h.score_trend < 0 ? "down" : "up"}">${h ? signed(h.score_trend) : ""}</span></b></div>
+      <div id="health-score" data-provisional="${h && h.provisional ? "true" : "false"}">health<b>${h ? num(h.score) : "–"} <span class="small ${h && h.score_trend < 0 ? "down" : "up"}">${h ? signed(h.score_trend) : ""}</span>${provisionalScore(h)}</b></div>
       <div>stage<b>${h ? esc(h.stage) : "–"}</b></div>
       <div>ARR<b>${money(c.arr)}</b></div>
       <div>ARR at risk<b>${h ? money(h.arr_at_risk) : "–"}</b></div>

@@ -398,7 +398,7 @@ mod tests {
              stage=\"adopt\",arr=250000.0,arr_at_risk=0.0,\
              open_alerts=1i,days_since_activation=42.0,days_to_renewal=323.0,\
              time_to_value_days=12.0,usage_growth=-0.125,milestones_reached=2i,\
-             milestones_total=4i 1700000000000000000\n"
+             milestones_total=4i,provisional=false 1700000000000000000\n"
         );
         // Absent components and time to value are left out; a known
         // maturity is written.
