@@ -298,12 +298,14 @@ fn journey_rows(outputs: &[Output], customer: &str, after: u64) -> Vec<String> {
     let mut rows: Vec<String> = outputs
         .iter()
         .filter(|o| o.customer().is_some_and(|c| &**c == customer))
+        // Provisional records (the open day's) are left out: their day's
+        // close settles them, and a fold closes days only.
         .filter(|o| match o {
-            Output::Health(h) => h.window_end > after,
+            Output::Health(h) => h.window_end > after && !h.provisional,
             Output::Forecast(f) => f.window_end > after,
             Output::Outcome(r) => r.window_end > after,
             Output::Milestone(r) => r.window_end > after,
-            Output::Alert(a) => a.resolved_at.unwrap_or(a.opened_at) > after,
+            Output::Alert(a) => a.resolved_at.unwrap_or(a.opened_at) > after && !a.provisional,
             _ => false,
         })
         .map(|o| format!("{o:?}"))

@@ -252,7 +252,9 @@ pub fn run_seed(args: &BacktestArgs, seed: u64) -> anyhow::Result<Vec<CustomerRu
     }
     // The first settled day: the journey counts days from activation.
     for o in &outcome.outputs {
+        // Closed days only: a provisional score is its day's hours so far.
         if let Output::Health(h) = o
+            && !h.provisional
             && let Some(&i) = index.get(&*h.customer)
         {
             let at = day(h.window_end);

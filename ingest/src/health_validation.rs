@@ -126,9 +126,13 @@ pub fn simulate(spec: &FleetSpec, workers: usize) -> anyhow::Result<SeedValidati
     };
     let mut converter = Converter::new(config.features.clone());
     let batches = fleet.messages().map(move |m| converter.batch(m.batch));
-    let outcome = run_batches_keeping(config, workers, 2 * 3_600_000, batches, |o| {
-        matches!(o, Output::Health(_))
-    })
+    let outcome = run_batches_keeping(
+        config,
+        workers,
+        2 * 3_600_000,
+        batches,
+        |o| matches!(o, Output::Health(h) if !h.provisional),
+    )
     .context("engine")?;
     let health = outcome.outputs.iter().filter_map(|o| match o {
         Output::Health(h) => Some(h),

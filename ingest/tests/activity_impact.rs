@@ -124,7 +124,7 @@ fn run(seed: u64, intervention_cut_percent: u32) -> Run {
             Output::Customer(k) if &*k.window == "1d" => {
                 u.hours.insert(k.window_start, k.totals.operating_hours);
             }
-            Output::Health(h) => {
+            Output::Health(h) if !h.provisional => {
                 u.stages.insert(h.window_start, h.stage);
             }
             Output::Outcome(r) if &*r.window == "1d" => {

@@ -268,7 +268,7 @@ fn time_to_value_milestones_and_stages_match_the_simulated_fleet() {
     let mut milestones: Vec<&MilestoneRecord> = Vec::new();
     for output in &run.outputs {
         match output {
-            Output::Health(h) => health.push(h),
+            Output::Health(h) if !h.provisional => health.push(h),
             Output::Milestone(m) => milestones.push(m),
             _ => {}
         }

@@ -700,7 +700,9 @@ async fn victoria_metrics_stores_the_customer_success_records() {
     );
     assert_eq!(series("health_outcome_attainment").1, json!([90.5]));
     assert!(
-        server.export(r#"{__name__="health_maturity"}"#).is_empty(),
+        server
+            .export_once(r#"{__name__="health_maturity"}"#)
+            .is_empty(),
         "no maturity score, no series"
     );
 

@@ -681,6 +681,21 @@ impl VictoriaMetrics {
     /// "values":[..],"timestamps":[ms..]}`. Line protocol becomes
     /// `<measurement>_<field>` with the tags as labels.
     pub fn export(&self, match_selector: &str) -> Vec<serde_json::Value> {
+        // Series registered just before may take a moment to be found by
+        // a search even after the flush (seen once under a full test run):
+        // an empty answer is asked again for up to 10 s.
+        let started = std::time::Instant::now();
+        loop {
+            let found = self.export_once(match_selector);
+            if !found.is_empty() || started.elapsed() > Duration::from_secs(10) {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// [`Self::export`] asked once: for a series that must not exist.
+    pub fn export_once(&self, match_selector: &str) -> Vec<serde_json::Value> {
         self.force_flush();
         let url = format!(
             "{}/api/v1/export?match[]={}",
