@@ -115,6 +115,23 @@ pub struct CustomerRun {
     /// The daily health scores, by day.
     #[serde(skip)]
     pub scores: Vec<(f64, f64)>,
+    /// Intraday `devices_dark`: provisional alerts sent, confirmed by their
+    /// day's close, retracted by it; and daily episodes with no provisional
+    /// alert before them.
+    pub intraday: Intraday,
+}
+
+/// The intraday rule against its daily version, counted over episodes.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Intraday {
+    /// Provisional alerts sent.
+    pub provisional: usize,
+    /// Of them, opened by the day's close (the same episode).
+    pub confirmed: usize,
+    /// Of them, retracted by the day's close.
+    pub retracted: usize,
+    /// Daily episodes the intraday judging did not see first.
+    pub daily_only: usize,
 }
 
 impl CustomerRun {
@@ -220,6 +237,7 @@ pub fn run_seed(args: &BacktestArgs, seed: u64) -> anyhow::Result<Vec<CustomerRu
             settled_day: None,
             forecast_days: thresholds[&c.id].0,
             scores: Vec::new(),
+            intraday: Intraday::default(),
         })
         .collect();
     let index: HashMap<String, usize> = (runs.iter().enumerate())
@@ -228,9 +246,37 @@ pub fn run_seed(args: &BacktestArgs, seed: u64) -> anyhow::Result<Vec<CustomerRu
     let profiles: HashMap<&str, Profile> = (fleet.customers().iter())
         .map(|c| (&*c.id, c.profile))
         .collect();
+    // The intraday rule, in emission order: a provisional open comes
+    // before its day's close.
+    let mut sent: std::collections::HashSet<(&str, Rule, EventTime)> = Default::default();
+    for o in &outcome.outputs {
+        let Output::Alert(a) = o else { continue };
+        let Some(&i) = index.get(&*a.customer) else {
+            continue;
+        };
+        let key = (&*a.customer, a.rule, a.opened_at);
+        let counts = &mut runs[i].intraday;
+        match (a.status, a.provisional) {
+            (AlertStatus::Open, true) => {
+                counts.provisional += 1;
+                sent.insert(key);
+            }
+            (AlertStatus::Retracted, true) => counts.retracted += 1,
+            (AlertStatus::Open, false) if a.rule == Rule::DevicesDark => {
+                if sent.contains(&key) {
+                    counts.confirmed += 1;
+                } else {
+                    counts.daily_only += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    // The daily rules' openings (a provisional one is settled by its
+    // day's close, which opens the same episode or retracts it).
     let mut alerts: Vec<_> = (outcome.outputs.iter())
         .filter_map(|o| match o {
-            Output::Alert(a) if a.status == AlertStatus::Open => Some(a),
+            Output::Alert(a) if a.status == AlertStatus::Open && !a.provisional => Some(a),
             _ => None,
         })
         .collect();
@@ -317,6 +363,8 @@ pub struct Report {
     /// Per profile: customers, turned red, forecast in time, median lead,
     /// customers with any forecast_red.
     pub profiles: Vec<ProfileFigures>,
+    /// Intraday `devices_dark` against the daily rule, over every customer.
+    pub intraday: Intraday,
 }
 
 /// One profile's figures.
@@ -449,6 +497,12 @@ pub fn score(seeds: u64, runs: &[CustomerRun]) -> Report {
         healthy_alarmed,
         healthy_false_positive_rate: ratio(healthy_alarmed, healthy.len()),
         profiles,
+        intraday: runs.iter().fold(Intraday::default(), |t, r| Intraday {
+            provisional: t.provisional + r.intraday.provisional,
+            confirmed: t.confirmed + r.intraday.confirmed,
+            retracted: t.retracted + r.intraday.retracted,
+            daily_only: t.daily_only + r.intraday.daily_only,
+        }),
     }
 }
 
@@ -538,5 +592,17 @@ pub fn render(r: &Report) -> String {
             days(p.median_lead_days)
         ));
     }
+    let i = &r.intraday;
+    out.push_str(&format!(
+        "\nintraday devices_dark: {} provisional alerts, {} confirmed by the day's close (precision {:.3}), {} retracted; \
+         {} of {} daily episodes alerted intraday first (recall {:.3})\n",
+        i.provisional,
+        i.confirmed,
+        ratio(i.confirmed, i.provisional),
+        i.retracted,
+        i.confirmed,
+        i.confirmed + i.daily_only,
+        ratio(i.confirmed, i.confirmed + i.daily_only),
+    ));
     out
 }

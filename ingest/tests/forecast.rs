@@ -76,3 +76,22 @@ fn forecast_red_comes_ahead_of_red_and_never_on_healthy_customers() {
         "some simulated customer turns red: the test tests something"
     );
 }
+
+/// Intraday `devices_dark` against its daily version on the same fleets:
+/// every provisional alert is settled by its day's close (confirmed or
+/// retracted), and every daily episode was alerted intraday first.
+#[test]
+fn every_daily_devices_dark_episode_was_alerted_intraday_and_every_provisional_one_settled() {
+    let runs = runs();
+    let (mut provisional, mut settled, mut daily, mut first) = (0, 0, 0, 0);
+    for run in &runs {
+        let i = run.intraday;
+        provisional += i.provisional;
+        settled += i.confirmed + i.retracted;
+        daily += i.confirmed + i.daily_only;
+        first += i.confirmed;
+    }
+    assert!(daily > 0, "the fleets go dark: the test tests something");
+    assert_eq!(settled, provisional);
+    assert_eq!(first, daily);
+}
