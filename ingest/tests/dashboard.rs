@@ -659,13 +659,12 @@ async fn restated_windows_and_retracted_alerts_are_marked_and_not_counted() {
     use serde_json::Value;
     use support::cdp::Browser;
 
-    chromium();
-    let hub = fleetpulse::http::Hub::new();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let config = fleetpulse::http::HttpConfig::on("127.0.0.1:0".parse().unwrap());
-    let (addr, server) = fleetpulse::http::start(&config, hub.clone(), stop.clone())
-        .await
-        .unwrap();
+    let Served {
+        addr,
+        hub,
+        stop,
+        server,
+    } = serve().await;
     let base = format!("http://{addr}");
 
     // "c-late": ten days, of which days 3-5 were restated twice (revision
@@ -978,6 +977,31 @@ async fn restated_windows_and_retracted_alerts_are_marked_and_not_counted() {
     server.await.unwrap().unwrap();
 }
 
+/// The real HTTP server on a free loopback port, over a hub the test feeds
+/// (Chromium checked to be there first).
+struct Served {
+    addr: std::net::SocketAddr,
+    hub: std::sync::Arc<fleetpulse::http::Hub>,
+    stop: tokio_util::sync::CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn serve() -> Served {
+    chromium();
+    let hub = fleetpulse::http::Hub::new();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let config = fleetpulse::http::HttpConfig::on("127.0.0.1:0".parse().unwrap());
+    let (addr, server) = fleetpulse::http::start(&config, hub.clone(), stop.clone())
+        .await
+        .unwrap();
+    Served {
+        addr,
+        hub,
+        stop,
+        server,
+    }
+}
+
 /// A provisional alert (raised from the open day, before its close) is
 /// marked provisional on the customer page and the alerts page, in headless
 /// Chromium; one the day's close did not confirm is shown retracted, saying
@@ -989,13 +1013,12 @@ async fn provisional_alerts_are_marked_until_their_day_closes() {
     use late::*;
     use support::cdp::Browser;
 
-    chromium();
-    let hub = fleetpulse::http::Hub::new();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let config = fleetpulse::http::HttpConfig::on("127.0.0.1:0".parse().unwrap());
-    let (addr, server) = fleetpulse::http::start(&config, hub.clone(), stop.clone())
-        .await
-        .unwrap();
+    let Served {
+        addr,
+        hub,
+        stop,
+        server,
+    } = serve().await;
     let provisional = |customer: &str, status: AlertStatus| {
         let Output::Alert(mut a) = episode(customer, Rule::DevicesDark, status, DAYS) else {
             unreachable!()
