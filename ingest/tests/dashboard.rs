@@ -900,12 +900,7 @@ async fn restated_windows_and_retracted_alerts_are_marked_and_not_counted() {
 
         // The quiet customer: nothing restated, one retracted episode, no
         // open alert.
-        browser.navigate(&format!("{base_url}/#/customer/c-quiet"));
-        browser.wait_for(
-            "document.body.dataset.rendered === 'customer' && document.querySelector('h1') \
-             && document.querySelector('h1').textContent.includes('c-quiet')",
-            Duration::from_secs(30),
-        );
+        open_customer(&mut browser, &base_url, "c-quiet");
         let quiet = browser.eval(
             "[document.getElementById('restated-windows').textContent, \
              document.querySelectorAll('g.restated-mark').length, \
@@ -975,6 +970,18 @@ async fn restated_windows_and_retracted_alerts_are_marked_and_not_counted() {
     assert_eq!(seen, "retracted");
     stop.cancel();
     server.await.unwrap().unwrap();
+}
+
+/// Opens the customer page of `id` at `base` and waits until it is drawn.
+fn open_customer(browser: &mut support::cdp::Browser, base: &str, id: &str) {
+    browser.navigate(&format!("{base}/#/customer/{id}"));
+    browser.wait_for(
+        &format!(
+            "document.body.dataset.rendered === 'customer' && document.querySelector('h1') \
+             && document.querySelector('h1').textContent.includes('{id}')"
+        ),
+        Duration::from_secs(30),
+    );
 }
 
 /// The real HTTP server on a free loopback port, over a hub the test feeds
@@ -1099,12 +1106,7 @@ async fn provisional_alerts_are_marked_until_their_day_closes() {
             ])
         );
         assert!(browser.screenshot(&artifacts().join("dashboard-provisional.png")) > 10_000);
-        browser.navigate(&format!("{base}/#/customer/c-back"));
-        browser.wait_for(
-            "document.body.dataset.rendered === 'customer' && document.querySelector('h1') \
-             && document.querySelector('h1').textContent.includes('c-back')",
-            Duration::from_secs(30),
-        );
+        open_customer(&mut browser, &base, "c-back");
         let back = browser.eval(
             "[document.getElementById('open-alerts').textContent, \
              document.querySelector('#retracted-alerts .alert .next').textContent.split(' · ')[0]]",
