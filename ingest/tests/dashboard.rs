@@ -761,10 +761,10 @@ async fn restated_windows_and_retracted_alerts_are_marked_and_not_counted() {
         };
 
         // The at-risk list: one open alert; the quiet customer has none.
-        browser.navigate(&format!("{base_url}/#/"));
-        browser.wait_for(
+        visit(
+            &mut browser,
+            &format!("{base_url}/#/"),
             "document.body.dataset.rendered === 'home' && document.getElementById('at-risk')",
-            Duration::from_secs(30),
         );
         let open_tile = eval_str(
             &mut browser,
@@ -793,10 +793,10 @@ async fn restated_windows_and_retracted_alerts_are_marked_and_not_counted() {
         );
 
         // The customer page.
-        browser.navigate(&format!("{base_url}/#/customer/c-late"));
-        browser.wait_for(
+        visit(
+            &mut browser,
+            &format!("{base_url}/#/customer/c-late"),
             "document.body.dataset.rendered === 'customer' && document.getElementById('restated-windows')",
-            Duration::from_secs(30),
         );
         let note = browser.eval(
             "(() => { const p = document.getElementById('restated-windows'); \
@@ -918,10 +918,10 @@ async fn restated_windows_and_retracted_alerts_are_marked_and_not_counted() {
         );
 
         // The alerts page: open by default, with a note on the retracted.
-        browser.navigate(&format!("{base_url}/#/alerts"));
-        browser.wait_for(
+        visit(
+            &mut browser,
+            &format!("{base_url}/#/alerts"),
             "document.body.dataset.rendered === 'alerts' && location.hash === '#/alerts'",
-            Duration::from_secs(30),
         );
         let open_page = browser.eval(
             "[[...document.querySelectorAll('#alerts tbody tr')].map((r) => r.dataset.status).join(','), \
@@ -937,10 +937,10 @@ async fn restated_windows_and_retracted_alerts_are_marked_and_not_counted() {
                 .starts_with("2 episodes retracted (telemetry that arrived late showed they did not happen), not counted as open"),
             "{open_page}"
         );
-        browser.navigate(&format!("{base_url}/#/alerts?status=all"));
-        browser.wait_for(
+        visit(
+            &mut browser,
+            &format!("{base_url}/#/alerts?status=all"),
             "document.body.dataset.rendered === 'alerts' && document.querySelectorAll('#alerts tbody tr').length === 4",
-            Duration::from_secs(30),
         );
         let rows = browser.eval(
             "[...document.querySelectorAll('#alerts tbody tr')].filter((r) => r.classList.contains('retracted'))\
@@ -956,12 +956,12 @@ async fn restated_windows_and_retracted_alerts_are_marked_and_not_counted() {
             ])
         );
         assert!(browser.screenshot(&artifacts().join("dashboard-retracted-alerts.png")) > 10_000);
-        browser.navigate(&format!("{base_url}/#/alerts?status=retracted"));
-        browser.wait_for(
+        visit(
+            &mut browser,
+            &format!("{base_url}/#/alerts?status=retracted"),
             "document.body.dataset.rendered === 'alerts' && location.hash.includes('retracted') \
              && document.querySelectorAll('#alerts tbody tr').length === 2 \
              && document.querySelectorAll('#alerts tbody tr.retracted').length === 2",
-            Duration::from_secs(30),
         );
         browser.eval("document.querySelector('select[data-filter=\"status\"]').value")
     })
@@ -972,16 +972,19 @@ async fn restated_windows_and_retracted_alerts_are_marked_and_not_counted() {
     server.await.unwrap().unwrap();
 }
 
+/// Opens `url` and waits (up to 30 s) until `ready` (JavaScript) holds.
+fn visit(browser: &mut support::cdp::Browser, url: &str, ready: &str) {
+    browser.navigate(url);
+    browser.wait_for(ready, Duration::from_secs(30));
+}
+
 /// Opens the customer page of `id` at `base` and waits until it is drawn.
 fn open_customer(browser: &mut support::cdp::Browser, base: &str, id: &str) {
-    browser.navigate(&format!("{base}/#/customer/{id}"));
-    browser.wait_for(
-        &format!(
-            "document.body.dataset.rendered === 'customer' && document.querySelector('h1') \
-             && document.querySelector('h1').textContent.includes('{id}')"
-        ),
-        Duration::from_secs(30),
+    let ready = format!(
+        "document.body.dataset.rendered === 'customer' && document.querySelector('h1') \
+         && document.querySelector('h1').textContent.includes('{id}')"
     );
+    visit(browser, &format!("{base}/#/customer/{id}"), &ready);
 }
 
 /// The real HTTP server on a free loopback port, over a hub the test feeds
@@ -1076,10 +1079,10 @@ async fn provisional_alerts_are_marked_until_their_day_closes() {
     let base = format!("http://{addr}");
     tokio::task::spawn_blocking(move || {
         let mut browser = Browser::start();
-        browser.navigate(&format!("{base}/#/customer/c-dark"));
-        browser.wait_for(
+        visit(
+            &mut browser,
+            &format!("{base}/#/customer/c-dark"),
             "document.body.dataset.rendered === 'customer' && document.querySelector('#open-alerts .alert')",
-            Duration::from_secs(30),
         );
         let open = browser.eval(
             "[document.querySelector('#open-alerts .alert').dataset.provisional, \
@@ -1119,20 +1122,20 @@ async fn provisional_alerts_are_marked_until_their_day_closes() {
             browser.eval("document.getElementById('health-score').dataset.provisional"),
             "false"
         );
-        browser.navigate(&format!("{base}/#/"));
-        browser.wait_for(
+        visit(
+            &mut browser,
+            &format!("{base}/#/"),
             "document.body.dataset.rendered === 'home' && document.querySelector('tr.customer-row')",
-            Duration::from_secs(30),
         );
         let list = browser.eval(
             "[...document.querySelectorAll('tr.customer-row')].map((r) => \
              r.dataset.customer + '=' + r.querySelector('td.score').dataset.provisional).sort().join(',')",
         );
         assert_eq!(list, "c-back=false,c-dark=true");
-        browser.navigate(&format!("{base}/#/alerts"));
-        browser.wait_for(
+        visit(
+            &mut browser,
+            &format!("{base}/#/alerts"),
             "document.body.dataset.rendered === 'alerts' && document.querySelectorAll('#alerts tbody tr').length === 1",
-            Duration::from_secs(30),
         );
         let row = browser.eval(
             "[...document.querySelectorAll('#alerts tbody tr')].map((r) => \
@@ -1289,10 +1292,10 @@ async fn a_real_restatement_shows_on_the_dashboard() {
     let alerts_page = format!("{base}/#/alerts?status=retracted");
     let shown = tokio::task::spawn_blocking(move || {
         let mut browser = Browser::start();
-        browser.navigate(&page);
-        browser.wait_for(
+        visit(
+            &mut browser,
+            &page,
             "document.body.dataset.rendered === 'customer' && document.getElementById('restated-windows')",
-            Duration::from_secs(30),
         );
         let shown = browser.eval(
             "[document.getElementById('restated-windows').dataset.restated, \
@@ -1305,17 +1308,17 @@ async fn a_real_restatement_shows_on_the_dashboard() {
         );
         browser.eval("document.getElementById('restated-windows').scrollIntoView(); true");
         assert!(browser.screenshot(&artifacts().join("dashboard-late-dark.png")) > 10_000);
-        browser.navigate(&alerts_page);
-        browser.wait_for(
+        visit(
+            &mut browser,
+            &alerts_page,
             "document.body.dataset.rendered === 'alerts' && location.hash.includes('retracted') \
              && document.querySelector('#alerts tbody tr.retracted[data-customer=\"dk\"]')",
-            Duration::from_secs(30),
         );
         let tile = {
-            browser.navigate(&page.replace("#/customer/dk", "#/"));
-            browser.wait_for(
+            visit(
+                &mut browser,
+                &page.replace("#/customer/dk", "#/"),
                 "document.body.dataset.rendered === 'home'",
-                Duration::from_secs(30),
             );
             browser.eval(
                 "[...document.querySelectorAll('.tile')].find((t) => t.querySelector('.label')\
