@@ -96,7 +96,8 @@ pub async fn health_validation(
             .values()
             .flat_map(|c| c.health.iter().flat_map(|s| s.iter()));
         // The view's rows last: a day restated since the store's write wins.
-        let rows = stored.iter().flatten().chain(recent);
+        // Closed days only: a provisional score is the open day so far.
+        let rows = (stored.iter().flatten().chain(recent)).filter(|h| !h.provisional);
         crate::health_validation::score_histories(rows, &customers)
     };
     let v = validate(&histories, &DEFAULT_HORIZONS_DAYS);

@@ -135,7 +135,9 @@ pub fn load(args: &ReportArgs) -> anyhow::Result<ReportData> {
     let store = SqliteStore::open(&args.store)
         .with_context(|| format!("{}: cannot open", args.store.display()))?;
     let id = args.customer.as_str();
-    let all_health = store.health(Some(id))?;
+    // Closed days: a provisional score (the open day so far) is not one.
+    let mut all_health = store.health(Some(id))?;
+    all_health.retain(|h| !h.provisional);
     let daily: Vec<CustomerKpi> = store
         .customer_kpis("1d")?
         .into_iter()
@@ -262,4 +264,51 @@ fn store_label(path: &Path) -> String {
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::fixtures::health;
+    use crate::sinks::sqlite::SqliteConfig;
+    use crate::sinks::{Sink, SinkConfig};
+    use fleetpulse_engine::Output;
+
+    /// A report made while a day is open covers the closed days: the open
+    /// day's provisional score is not a day of it.
+    #[tokio::test]
+    async fn a_report_while_a_day_is_open_leaves_its_provisional_score_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("kpi.sqlite");
+        let config = SinkConfig::Sqlite(SqliteConfig {
+            path: store.clone(),
+        });
+        let mut sink = Sink::open(&config).await.unwrap();
+        let day = |d: u64| 1_767_571_200_000 + d * DAY_MS;
+        let mut open = health("acme", day(2), 40.0);
+        open.provisional = true;
+        let records: Vec<Output> = [health("acme", day(0), 70.0), health("acme", day(1), 72.0)]
+            .into_iter()
+            .chain([open])
+            .map(Output::Health)
+            .collect();
+        sink.write(&records).await.unwrap();
+        drop(sink);
+        let args = ReportArgs {
+            customer: "acme".into(),
+            out: dir.path().join("report.html"),
+            store,
+            from: None,
+            to: None,
+            customers: None,
+        };
+        let data = load(&args).unwrap();
+        let days: Vec<(u64, f64)> = data
+            .health
+            .iter()
+            .map(|h| (h.window_start, h.score))
+            .collect();
+        assert_eq!(days, [(day(0), 70.0), (day(1), 72.0)]);
+        assert_eq!(data.to, day(2));
+    }
 }
