@@ -263,3 +263,63 @@ fn devices_back_before_the_day_closes_retract_the_provisional_alert() {
         retracted.evidence
     );
 }
+
+/// Hour `h` of all ten devices, each reading with `faults` faults.
+fn faulty_hour(h: u64, faults: u32) -> Vec<DeviceBatch> {
+    (0..DEVICES)
+        .map(|d| {
+            let sample = Sample {
+                at: T0 + h * HOUR_MS + 7 * MIN,
+                state: MachineState::Running,
+                operating_hours: 100.0 + h as f64 * 0.5,
+                faults,
+                ..Sample::default()
+            };
+            common::batch("acme", &format!("d{d}"), 0, h + 1, vec![sample])
+        })
+        .collect()
+}
+
+/// Faults from day 20 on, every device every hour: `fault_spike` is judged
+/// from the open day's hours so far (the lateness behind), so a provisional
+/// alert comes in the day's first hours, not at its close; the close
+/// confirms it.
+#[test]
+fn a_fault_spike_is_alerted_from_the_day_s_first_hours_and_the_close_confirms_it() {
+    let mut run = Run::start(1);
+    let spike = 20 * 24;
+    let day_20_end = T0 + 21 * 24 * HOUR_MS;
+    for h in 0..spike + 6 {
+        run.feed(faulty_hour(h, u32::from(h >= spike)));
+    }
+    let Output::Alert(alert) =
+        run.wait_for(|r| matches!(r, Output::Alert(a) if a.rule == Rule::FaultSpike))
+    else {
+        unreachable!()
+    };
+    assert!(
+        alert.provisional && alert.status == AlertStatus::Open,
+        "{alert:?}"
+    );
+    assert_eq!(alert.opened_at, day_20_end);
+    assert!(!day_health(&run.seen, day_20_end), "day 20 is still open");
+    for h in spike + 6..spike + 30 {
+        run.feed(faulty_hour(h, 1));
+    }
+    let records = run.finish();
+    let sent: Vec<_> = (records.iter())
+        .filter_map(|r| match r {
+            Output::Alert(a) if a.rule == Rule::FaultSpike => {
+                Some((a.status, a.provisional, a.opened_at))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (AlertStatus::Open, true, day_20_end),
+            (AlertStatus::Open, false, day_20_end)
+        ]
+    );
+}

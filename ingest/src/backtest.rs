@@ -119,6 +119,19 @@ pub struct CustomerRun {
     /// day's close, retracted by it; and daily episodes with no provisional
     /// alert before them.
     pub intraday: Intraday,
+    /// The same for `fault_spike`, judged from the open day's hours.
+    pub intraday_faults: Intraday,
+}
+
+impl Intraday {
+    fn sum<'a>(all: impl Iterator<Item = &'a Intraday>) -> Intraday {
+        all.fold(Intraday::default(), |t, i| Intraday {
+            provisional: t.provisional + i.provisional,
+            confirmed: t.confirmed + i.confirmed,
+            retracted: t.retracted + i.retracted,
+            daily_only: t.daily_only + i.daily_only,
+        })
+    }
 }
 
 /// The intraday rule against its daily version, counted over episodes.
@@ -238,6 +251,7 @@ pub fn run_seed(args: &BacktestArgs, seed: u64) -> anyhow::Result<Vec<CustomerRu
             forecast_days: thresholds[&c.id].0,
             scores: Vec::new(),
             intraday: Intraday::default(),
+            intraday_faults: Intraday::default(),
         })
         .collect();
     let index: HashMap<String, usize> = (runs.iter().enumerate())
@@ -255,14 +269,18 @@ pub fn run_seed(args: &BacktestArgs, seed: u64) -> anyhow::Result<Vec<CustomerRu
             continue;
         };
         let key = (&*a.customer, a.rule, a.opened_at);
-        let counts = &mut runs[i].intraday;
+        let counts = match a.rule {
+            Rule::DevicesDark => &mut runs[i].intraday,
+            Rule::FaultSpike => &mut runs[i].intraday_faults,
+            _ => continue,
+        };
         match (a.status, a.provisional) {
             (AlertStatus::Open, true) => {
                 counts.provisional += 1;
                 sent.insert(key);
             }
             (AlertStatus::Retracted, true) => counts.retracted += 1,
-            (AlertStatus::Open, false) if a.rule == Rule::DevicesDark => {
+            (AlertStatus::Open, false) => {
                 if sent.contains(&key) {
                     counts.confirmed += 1;
                 } else {
@@ -365,6 +383,8 @@ pub struct Report {
     pub profiles: Vec<ProfileFigures>,
     /// Intraday `devices_dark` against the daily rule, over every customer.
     pub intraday: Intraday,
+    /// The same for `fault_spike`.
+    pub intraday_faults: Intraday,
 }
 
 /// One profile's figures.
@@ -497,12 +517,8 @@ pub fn score(seeds: u64, runs: &[CustomerRun]) -> Report {
         healthy_alarmed,
         healthy_false_positive_rate: ratio(healthy_alarmed, healthy.len()),
         profiles,
-        intraday: runs.iter().fold(Intraday::default(), |t, r| Intraday {
-            provisional: t.provisional + r.intraday.provisional,
-            confirmed: t.confirmed + r.intraday.confirmed,
-            retracted: t.retracted + r.intraday.retracted,
-            daily_only: t.daily_only + r.intraday.daily_only,
-        }),
+        intraday: Intraday::sum(runs.iter().map(|r| &r.intraday)),
+        intraday_faults: Intraday::sum(runs.iter().map(|r| &r.intraday_faults)),
     }
 }
 
@@ -592,17 +608,22 @@ pub fn render(r: &Report) -> String {
             days(p.median_lead_days)
         ));
     }
-    let i = &r.intraday;
-    out.push_str(&format!(
-        "\nintraday devices_dark: {} provisional alerts, {} confirmed by the day's close (precision {:.3}), {} retracted; \
-         {} of {} daily episodes alerted intraday first (recall {:.3})\n",
-        i.provisional,
-        i.confirmed,
-        ratio(i.confirmed, i.provisional),
-        i.retracted,
-        i.confirmed,
-        i.confirmed + i.daily_only,
-        ratio(i.confirmed, i.confirmed + i.daily_only),
-    ));
+    out.push('\n');
+    for (rule, i) in [
+        ("devices_dark", &r.intraday),
+        ("fault_spike", &r.intraday_faults),
+    ] {
+        out.push_str(&format!(
+            "intraday {rule}: {} provisional alerts, {} confirmed by the day's close (precision {:.3}), {} retracted; \
+             {} of {} daily episodes alerted intraday first (recall {:.3})\n",
+            i.provisional,
+            i.confirmed,
+            ratio(i.confirmed, i.provisional),
+            i.retracted,
+            i.confirmed,
+            i.confirmed + i.daily_only,
+            ratio(i.confirmed, i.confirmed + i.daily_only),
+        ));
+    }
     out
 }

@@ -94,4 +94,11 @@ fn every_daily_devices_dark_episode_was_alerted_intraday_and_every_provisional_o
     assert!(daily > 0, "the fleets go dark: the test tests something");
     assert_eq!(settled, provisional);
     assert_eq!(first, daily);
+    // fault_spike, judged from the open day's hours: each provisional alert
+    // settled too.
+    let faults = runs.iter().map(|r| r.intraday_faults);
+    let (provisional, settled) = faults.fold((0, 0), |(p, s), i| {
+        (p + i.provisional, s + i.confirmed + i.retracted)
+    });
+    assert_eq!(settled, provisional);
 }

@@ -247,6 +247,37 @@ impl Journey {
         })
     }
 
+    /// The alerts `rules` would open when the open day closes with what it
+    /// holds so far (`day`: [`super::open_day::OpenDay::so_far`]): each
+    /// dated by the day, marked provisional. The journey is left as it is.
+    pub fn provisional_alerts(&self, day: &CustomerKpi, rules: &[Rule]) -> Vec<AlertRecord> {
+        if self.last_day_end.is_some_and(|last| day.window_end <= last) {
+            return Vec::new();
+        }
+        let mut probe = Journey::restore(self.spec.clone(), self.snapshot());
+        let mut out = Vec::new();
+        probe.close_day(day, &mut out);
+        (out.into_iter())
+            .filter_map(|o| match o {
+                Output::Alert(a)
+                    if a.status == AlertStatus::Open
+                        && a.opened_at == day.window_end
+                        && rules.contains(&a.rule) =>
+                {
+                    Some(AlertRecord {
+                        provisional: true,
+                        evidence: format!(
+                            "{} (provisional: the day so far, before it closed, which confirms or retracts it)",
+                            a.evidence
+                        ),
+                        ..a
+                    })
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// When the current episode of `rule` opened; `None` when none is open.
     pub fn open_since(&self, rule: Rule) -> Option<EventTime> {
         self.episodes.get(&rule).and_then(|e| e.open_since)

@@ -102,10 +102,27 @@ impl OpenDay {
     /// with readings.
     pub fn at_pace(&self, customer: &Id, window: &Id) -> Option<CustomerKpi> {
         let elapsed = self.through.saturating_sub(self.start);
-        if elapsed == 0 || self.totals.samples == 0 {
+        if elapsed == 0 {
             return None;
         }
-        let pace = (self.end - self.start) as f64 / elapsed as f64;
+        self.scaled(
+            customer,
+            window,
+            (self.end - self.start) as f64 / elapsed as f64,
+        )
+    }
+
+    /// The day as a daily window holding what its hours so far hold, not
+    /// extrapolated: what a rule may fire on before the day closes (its
+    /// counts are those of readings that arrived).
+    pub fn so_far(&self, customer: &Id, window: &Id) -> Option<CustomerKpi> {
+        self.scaled(customer, window, 1.0)
+    }
+
+    fn scaled(&self, customer: &Id, window: &Id, pace: f64) -> Option<CustomerKpi> {
+        if self.totals.samples == 0 {
+            return None;
+        }
         let scale = |n: u64| (n as f64 * pace).round() as u64;
         let t = &self.totals;
         let totals = Totals {

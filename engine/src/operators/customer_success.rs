@@ -265,22 +265,12 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                             _ => {}
                         }
                     }
-                }
-                // The open days that took in hours: their provisional health.
-                for customer in hours_taken.drain(..) {
-                    let Some(t) = tracked.get_mut(&customer) else {
-                        continue;
-                    };
-                    let (Some(open), Some((_, _, cap))) = (&mut t.open_day, &t.next_day) else {
-                        continue;
-                    };
-                    if !std::mem::take(&mut open.changed) {
-                        continue;
-                    }
-                    let health = (open.at_pace(&customer, &day.name))
-                        .and_then(|kpi| t.journey.provisional_health(&kpi));
-                    if let Some(health) = health {
-                        output.session(cap).give(Output::Health(health));
+                    // The open days that took in hours at this time, judged
+                    // before any later hour (a replay may close many at once).
+                    for customer in hours_taken.drain(..) {
+                        if let Some(t) = tracked.get_mut(&customer) {
+                            judge_open_day(t, &customer, &day.name, output);
+                        }
                     }
                 }
                 // Restated journeys, folded again where every window this
@@ -347,6 +337,37 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
         })
     }
 }
+
+/// The open day's provisional health and the provisional alerts of the
+/// rules judged from its hours ([`FROM_HOURS`]), if it took in hours since
+/// the last time.
+fn judge_open_day(t: &mut Tracked, customer: &Id, day: &Id, output: &mut Out<'_, '_>) {
+    let (Some(open), Some((_, _, cap))) = (&mut t.open_day, &t.next_day) else {
+        return;
+    };
+    if !std::mem::take(&mut open.changed) {
+        return;
+    }
+    let health = (open.at_pace(customer, day)).and_then(|kpi| t.journey.provisional_health(&kpi));
+    let alerts = (open.so_far(customer, day))
+        .map(|kpi| t.journey.provisional_alerts(&kpi, FROM_HOURS))
+        .unwrap_or_default();
+    let mut session = output.session(cap);
+    if let Some(health) = health {
+        session.give(Output::Health(health));
+    }
+    for alert in alerts {
+        if !t.provisional.iter().any(|p| p.rule == alert.rule) {
+            t.provisional.push(alert.clone());
+            session.give(Output::Alert(alert));
+        }
+    }
+}
+
+/// The rules judged from the open day's hourly windows so far (the
+/// allowed lateness behind), before the day closes: faults need readings,
+/// which sightings do not carry.
+const FROM_HOURS: &[crate::kpi::risk::Rule] = &[crate::kpi::risk::Rule::FaultSpike];
 
 /// Judges `t`'s open day at `now`: the provisional alerts not sent yet go
 /// to `out`; `t.due` becomes the earliest time a verdict may change.
