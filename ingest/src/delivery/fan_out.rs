@@ -46,6 +46,10 @@ pub struct FanOut {
     /// windows: asked for as windows close, their records come back on
     /// `restated`.
     pub corrections: Option<(Corrections, mpsc::Receiver<Restated>)>,
+    /// In a cluster of several processes, where every member keeps its
+    /// checkpoint: the WAL is cut only behind the least advanced, whose
+    /// stores may still need this member's readings.
+    pub members: Option<super::rescale::Layout>,
 }
 
 /// Logs a failing write once, not once a second while the disk is full, and
@@ -259,11 +263,26 @@ impl FanOut {
         self.ledger.lock().expect("ledger poisoned")
     }
 
-    /// Stores a checkpoint if the sinks got further, then allows the cut.
+    /// Stores a checkpoint if the sinks got further, then allows the cut;
+    /// in a cluster, only as far as every member's checkpoint allows.
     async fn checkpoint(&self, failing: &mut Failing) {
         let Some(dir) = self.wal_dir.clone() else {
             return;
         };
+        self.store_checkpoint(dir, failing).await;
+        if let Some(members) = self.members.clone() {
+            match blocking(move || members.checkpoint().map_err(std::io::Error::other)).await {
+                Ok(least) => {
+                    if let Some(cut) = self.ledger().everywhere(least.written_before) {
+                        let _ = self.cut.send(cut);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the members' checkpoints"),
+            }
+        }
+    }
+
+    async fn store_checkpoint(&self, dir: PathBuf, failing: &mut Failing) {
         let written: Vec<u64> = self.written.iter().map(|w| w.load(Relaxed)).collect();
         let Some(plan) = self.ledger().plan(&written) else {
             return;

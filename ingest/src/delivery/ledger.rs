@@ -27,6 +27,12 @@ pub struct Ledger {
     stored: Checkpoint,
     /// Records before this time were written before the restart.
     suppress_before: EventTime,
+    /// Every member of the cluster has written windows before this (the
+    /// least of their checkpoints); alone, no bound (`EventTime::MAX`).
+    /// A member's readings feed windows that other members' workers close
+    /// and other members' stores write: its WAL keeps them until those
+    /// stores have.
+    everywhere: EventTime,
 }
 
 impl Ledger {
@@ -39,7 +45,25 @@ impl Ledger {
             retention: Retention::new(first_lsn, retention_ms),
             stored,
             suppress_before: stored.written_before,
+            everywhere: EventTime::MAX,
         }
+    }
+
+    /// Every member of the cluster has stored a checkpoint at or after
+    /// `at` (this one's included): where the WAL may now be cut, if
+    /// anywhere. Once called, no cut passes what the least advanced
+    /// member's stores have yet to write.
+    pub fn everywhere(&mut self, at: EventTime) -> Option<Lsn> {
+        if self.everywhere != EventTime::MAX && at <= self.everywhere {
+            return None;
+        }
+        self.everywhere = at;
+        self.retention.cut(self.cut_before())
+    }
+
+    /// Windows before this are in every store of every member.
+    fn cut_before(&self) -> EventTime {
+        self.stored.written_before.min(self.everywhere)
     }
 
     /// WAL records `lsns` are durable; their newest reading is at `newest`.
@@ -90,14 +114,14 @@ impl Ledger {
             return None;
         }
         self.stored = checkpoint;
-        self.retention.cut(checkpoint.written_before)
+        self.retention.cut(self.cut_before())
     }
 
     /// A restart now loads the device snapshot at `at`: the WAL is cut
     /// only behind it. Returns where it may now be cut, if anywhere.
     pub fn follow_snapshot(&mut self, at: EventTime) -> Option<Lsn> {
         self.retention.follow_snapshot(at);
-        self.retention.cut(self.stored.written_before)
+        self.retention.cut(self.cut_before())
     }
 
     /// The checkpoint on disk.
@@ -112,6 +136,24 @@ mod tests {
     use proptest::prelude::*;
 
     const RETENTION: u64 = 50;
+
+    #[test]
+    fn in_a_cluster_the_cut_waits_for_the_least_advanced_member() {
+        let mut ledger = Ledger::new(1, Checkpoint::default(), Lsn(1), RETENTION);
+        // Another member has stored no checkpoint yet.
+        assert_eq!(ledger.everywhere(0), None);
+        ledger.durable(Lsn(1)..Lsn(3), 100);
+        ledger.durable(Lsn(3)..Lsn(5), 300);
+        // This member's stores hold every window before 400, but the
+        // readings at 100 feed windows the other member's stores may not.
+        let own = Checkpoint {
+            written_before: 400,
+        };
+        assert_eq!(ledger.stored(own), None);
+        assert_eq!(ledger.everywhere(200), Some(Lsn(3)));
+        assert_eq!(ledger.everywhere(150), None, "never backwards");
+        assert_eq!(ledger.everywhere(400), Some(Lsn(5)));
+    }
 
     #[derive(Debug, Clone)]
     enum Step {

@@ -182,6 +182,12 @@ pub async fn run(
         None => (None, None, None, None),
     };
     let mut ledger = Ledger::new(workers, stored, first, retention_ms);
+    // A member's readings feed windows other members close and write: its
+    // WAL is cut only behind the least advanced member's checkpoint.
+    let members = (layout.clone()).filter(|l| l.processes > 1);
+    if members.is_some() {
+        let _ = ledger.everywhere(stored.written_before);
+    }
     let schedule = parts::device_snapshots(&config, &engine_config, retention_ms, &mut ledger)?;
     let ledger = Arc::new(Mutex::new(ledger));
     let (cut_tx, cut_rx) = watch::channel(first);
@@ -197,6 +203,7 @@ pub async fn run(
         schedule,
         workers,
         corrections: corrections.clone().zip(restated),
+        members,
     };
     let fan_out = tasks.spawn(fan_out.run(events_rx));
     let devices = DeviceCounts::default();
