@@ -435,8 +435,12 @@ async fn every_endpoint_answers_as_documented() {
     assert_eq!(open.len(), stored_open, "open alerts as in the store");
     assert!(open.iter().all(|a| a["status"] == "open"));
     let resolved = api.get("/api/alerts?status=resolved", 200).await;
+    // Retracted: provisional alerts their day's close did not confirm.
+    let retracted = api.get("/api/alerts?status=retracted", 200).await;
     assert_eq!(
-        resolved["alerts"].as_array().unwrap().len() + open.len(),
+        resolved["alerts"].as_array().unwrap().len()
+            + retracted["alerts"].as_array().unwrap().len()
+            + open.len(),
         all.len()
     );
     let a = &all[0];

@@ -282,7 +282,7 @@ pub enum StatusFilter {
     /// Resolved episodes.
     Resolved,
     /// Episodes retracted: telemetry that arrived late showed they did not
-    /// happen.
+    /// happen, or a provisional alert was not confirmed when its day closed.
     Retracted,
     /// Every episode.
     All,
