@@ -86,7 +86,10 @@ fn parse_method(text: &str) -> Result<Method, String> {
         "local_trend" => Ok(Method::LocalTrend),
         "theil_sen" => Ok(Method::TheilSen),
         "damped_trend" => Ok(Method::DampedTrend),
-        other => Err(format!("`{other}`: local_trend, damped_trend or theil_sen")),
+        "projection" => Ok(Method::Projection),
+        other => Err(format!(
+            "`{other}`: projection, local_trend, damped_trend or theil_sen"
+        )),
     }
 }
 

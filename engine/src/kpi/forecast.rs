@@ -49,7 +49,65 @@ pub enum Method {
     /// The local trend with its slope damped day by day (ETS(A,Ad,N),
     /// damping `DAMPING`): it expects a fall to level off.
     DampedTrend,
+    /// The day-by-day figures the score is made of projected one by one and
+    /// run through the score's own 7-day windows (`kpi::projection`): a fall
+    /// of the days the score has yet to follow is foreseen, a fall the days
+    /// no longer show is not extended.
+    Projection,
 }
+
+/// What a forecast says about the days ahead, whichever method drew it: the
+/// expected score and its 80% band for each day `h` = 0 (today) to at least
+/// [`HORIZON_DAYS`], the days until red and the probability of red within
+/// the customer's `forecast_days`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outlook {
+    /// How it was drawn.
+    pub method: Method,
+    /// Days of history it was fitted to.
+    pub fitted_days: u32,
+    /// Points per day: the trend's slope, or the expected path's mean
+    /// slope over its first week.
+    pub slope: f64,
+    /// Expected score `h` days on, within 0-100.
+    pub expected: Vec<f64>,
+    /// 10% quantile of the score `h` days on.
+    pub low: Vec<f64>,
+    /// 90% quantile of the score `h` days on.
+    pub high: Vec<f64>,
+    /// Days until the expected score turns red, when within
+    /// [`HORIZON_DAYS`]; 0 when red already.
+    pub days_to_red: Option<f64>,
+    /// Probability of a red score on a day within `forecast_days`.
+    pub probability_red: f64,
+}
+
+impl Outlook {
+    /// The 80% band `days` on (the last day drawn, past it).
+    pub fn band(&self, days: u32) -> (f64, f64) {
+        let h = (days as usize).min(self.low.len() - 1);
+        (self.low[h], self.high[h])
+    }
+
+    /// The expected score `days` on (the last day drawn, past it).
+    pub fn expected(&self, days: u32) -> f64 {
+        self.expected[(days as usize).min(self.expected.len() - 1)]
+    }
+
+    /// Days until the path `scores` (today first) falls under red, the day
+    /// interpolated along its step; 0 when red today.
+    pub fn days_to_red_of(scores: &[f64]) -> Option<f64> {
+        if scores.first()? < &RED_BELOW {
+            return Some(0.0);
+        }
+        let day = scores.iter().position(|s| *s < RED_BELOW)?;
+        let (before, after) = (scores[day - 1], scores[day]);
+        Some((day - 1) as f64 + (before - RED_BELOW) / (before - after))
+    }
+}
+
+/// The score under which (rounded to 50 or below) a day is red.
+pub(crate) const RED_LINE: f64 = RED_BELOW;
 
 /// Smoothing of the local trend's level.
 const LOCAL_ALPHA: f64 = 0.5;
@@ -78,7 +136,8 @@ pub struct Forecast {
 impl Forecast {
     /// Fits the trend to the daily `scores`, oldest first, today last; the
     /// last `fit_days` (within [`MIN_FIT_DAYS`]..=[`MAX_FIT_DAYS`]) are
-    /// used. `None` with fewer than [`MIN_FIT_DAYS`].
+    /// used. `None` with fewer than [`MIN_FIT_DAYS`], and for
+    /// [`Method::Projection`], which is not a trend of scores.
     pub fn fit(scores: &[f64], fit_days: usize, method: Method) -> Option<Self> {
         let n = fit_days.clamp(MIN_FIT_DAYS, MAX_FIT_DAYS).min(scores.len());
         if n < MIN_FIT_DAYS {
@@ -89,6 +148,8 @@ impl Forecast {
             Method::TheilSen => Some(Self::theil_sen(y)),
             Method::LocalTrend => Some(Self::local_trend(y, 1.0)),
             Method::DampedTrend => Some(Self::local_trend(y, DAMPING)),
+            // Drawn from the days, not from the scores: `kpi::projection`.
+            Method::Projection => None,
         }
     }
 
@@ -181,7 +242,7 @@ impl Forecast {
                     + LOCAL_BETA.powi(2) * m * (m + 1.0) * (2.0 * m + 1.0) / 6.0;
                 self.spread * (1.0 + sum).sqrt()
             }
-            Method::DampedTrend => {
+            Method::DampedTrend | Method::Projection => {
                 // Σ_{j<h} (α + β Σ_{i=1}^{j} φ^i)², whole days.
                 let sum: f64 = (1..days.max(1.0).ceil() as u32)
                     .map(|j| (LOCAL_ALPHA + LOCAL_BETA * damped_sum(f64::from(j))).powi(2))
@@ -215,6 +276,23 @@ impl Forecast {
         let day = (1..=HORIZON_DAYS).find(|h| self.mean(f64::from(*h)) < RED_BELOW)?;
         let (before, after) = (self.mean(f64::from(day - 1)), self.mean(f64::from(day)));
         Some(f64::from(day - 1) + (before - RED_BELOW) / (before - after))
+    }
+
+    /// The outlook of this trend, its probability of red within
+    /// `forecast_days`.
+    pub fn outlook(&self, forecast_days: u32) -> Outlook {
+        let days = 0..=HORIZON_DAYS.max(forecast_days);
+        let bands: Vec<(f64, f64)> = days.clone().map(|h| self.band(f64::from(h))).collect();
+        Outlook {
+            method: self.method,
+            fitted_days: self.fitted_days,
+            slope: self.slope,
+            expected: days.map(|h| self.expected(f64::from(h))).collect(),
+            low: bands.iter().map(|b| b.0).collect(),
+            high: bands.iter().map(|b| b.1).collect(),
+            days_to_red: self.days_to_red(),
+            probability_red: self.probability_red_within(forecast_days),
+        }
     }
 
     /// Probability that the score is red on a day within the next `days`:
@@ -334,36 +412,36 @@ pub struct ForecastRecord {
 }
 
 impl ForecastRecord {
-    /// The record of `forecast` for the day `window_start..window_end`.
+    /// The record of `outlook` for the day `window_start..window_end`.
     pub fn of(
-        forecast: &Forecast,
+        outlook: &Outlook,
         customer: Id,
         (window_start, window_end): (EventTime, EventTime),
         score: f64,
         forecast_days: u32,
     ) -> Self {
-        let band = |h: f64| forecast.band(h);
+        let band = |h: u32| outlook.band(h);
         let ((low_7, high_7), (low_14, high_14), (low_30, high_30)) =
-            (band(7.0), band(14.0), band(f64::from(HORIZON_DAYS)));
+            (band(7), band(14), band(HORIZON_DAYS));
         Self {
             customer,
             window_start,
             window_end,
             score,
-            method: forecast.method,
-            fitted_days: forecast.fitted_days,
-            slope: forecast.slope,
-            expected_7: forecast.expected(7.0),
-            expected_14: forecast.expected(14.0),
-            expected_30: forecast.expected(f64::from(HORIZON_DAYS)),
+            method: outlook.method,
+            fitted_days: outlook.fitted_days,
+            slope: outlook.slope,
+            expected_7: outlook.expected(7),
+            expected_14: outlook.expected(14),
+            expected_30: outlook.expected(HORIZON_DAYS),
             low_7,
             high_7,
             low_14,
             high_14,
             low_30,
             high_30,
-            days_to_red: forecast.days_to_red(),
-            probability_red: forecast.probability_red_within(forecast_days),
+            days_to_red: outlook.days_to_red,
+            probability_red: outlook.probability_red,
             forecast_days,
         }
     }
@@ -376,6 +454,7 @@ impl Method {
             Self::TheilSen => "theil_sen",
             Self::LocalTrend => "local_trend",
             Self::DampedTrend => "damped_trend",
+            Self::Projection => "projection",
         }
     }
 }
@@ -386,7 +465,7 @@ fn damped_sum(days: f64) -> f64 {
 }
 
 /// Median; sorts `values` in place. 0 for none.
-fn median(values: &mut [f64]) -> f64 {
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     if values.is_empty() {
         return 0.0;
     }

@@ -7,13 +7,13 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::forecast::{self, Forecast};
+use super::forecast::{self, Forecast, Method};
 use super::health::{self, Band, HealthComponents, HealthPoints, HealthRecord, Stage};
 use super::milestone::{MilestoneKind, MilestoneRecord, MilestoneStatus};
 use super::outcome::{OutcomeSpec, OutcomeTracker};
 use super::risk::{AlertRecord, AlertStatus, Episode, Rule};
 use super::rules::{self, Today};
-use super::{CustomerKpi, DeviceKpi, Output, time_to_value, usage_growth};
+use super::{CustomerKpi, DeviceKpi, Output, projection, time_to_value, usage_growth};
 use crate::config::DAY_MS;
 use crate::customer::CustomerSpec;
 use crate::model::{EventTime, Id};
@@ -92,6 +92,50 @@ pub struct JourneyState {
 fn mean<'a>(days: impl Iterator<Item = &'a Day>, f: impl Fn(&Day) -> f64) -> f64 {
     let (sum, n) = days.fold((0.0, 0usize), |(s, n), d| (s + f(d), n + 1));
     if n == 0 { 0.0 } else { sum / n as f64 }
+}
+
+/// The health components of the customer `spec` as they were `back` of
+/// `days` ago (0: the newest day): the score's arithmetic, shared by the
+/// close and the projected forecast.
+pub(crate) fn components_of(
+    days: &VecDeque<Day>,
+    spec: &CustomerSpec,
+    back: usize,
+) -> HealthComponents {
+    let recent = |n: usize| days.iter().rev().skip(back).take(n);
+    let t = &spec.thresholds;
+    let purchased = f64::from(spec.contract.devices_purchased.max(1));
+    let advanced = recent(7).fold(0u32, |m, d| m | d.advanced_features);
+    let catalog = 4.0f64.max(f64::from(advanced.count_ones()));
+    let depth = 100.0 * f64::from(advanced.count_ones()) / catalog;
+    let breadth = 100.0
+        * recent(7)
+            .map(|d| f64::from(d.active_devices))
+            .fold(0.0, f64::max)
+        / purchased;
+    let utilisation = 100.0 * mean(recent(7), |d| d.utilisation) / t.utilisation_target;
+    let (met, evaluated) = recent(7).fold((0, 0), |(m, e), d| {
+        (m + d.outcomes_met, e + d.outcomes_evaluated)
+    });
+    let outcome = (evaluated > 0).then(|| 100.0 * f64::from(met) / f64::from(evaluated));
+    let hours: f64 = recent(7).map(|d| d.operating_hours).sum();
+    let faults: u64 = recent(7).map(|d| d.fault_count).sum();
+    let rate = if hours > 0.0 {
+        faults as f64 / hours
+    } else {
+        0.0
+    };
+    let reliability = 100.0 * (1.0 - rate / t.max_fault_rate);
+    let trend = usage_growth::before(days, back).map_or(50.0, |g| 50.0 + 100.0 * g);
+    HealthComponents {
+        depth: health::clamp100(depth),
+        breadth: health::clamp100(breadth),
+        utilisation: health::clamp100(utilisation),
+        outcome: outcome.map(health::clamp100),
+        reliability: health::clamp100(reliability),
+        trend: health::clamp100(trend),
+        maturity: spec.maturity,
+    }
 }
 
 impl Journey {
@@ -378,9 +422,13 @@ impl Journey {
             n @ 8.. => score - self.scores[n - 8],
             _ => 0.0,
         };
-        let fit_days = self.spec.thresholds.forecast_fit_days as usize;
-        let method = self.spec.thresholds.forecast_method;
-        let forecast = Forecast::fit(self.scores.make_contiguous(), fit_days, method);
+        let t = &self.spec.thresholds;
+        let fit_days = t.forecast_fit_days as usize;
+        let forecast = match t.forecast_method {
+            Method::Projection => projection::outlook(&self.days, &self.spec, fit_days),
+            method => Forecast::fit(self.scores.make_contiguous(), fit_days, method)
+                .map(|f| f.outlook(t.forecast_days)),
+        };
 
         let settled = days_since_activation >= f64::from(self.spec.thresholds.settle_days);
         let today = Today {
@@ -391,7 +439,7 @@ impl Journey {
             band,
             days_to_renewal,
             settled,
-            forecast,
+            forecast: forecast.as_ref(),
         };
         let readings: Vec<_> = Rule::ALL
             .into_iter()
@@ -542,40 +590,7 @@ impl Journey {
     }
 
     pub(crate) fn components_back(&self, back: usize) -> HealthComponents {
-        let recent = |n: usize| self.days.iter().rev().skip(back).take(n);
-        let t = &self.spec.thresholds;
-        let purchased = f64::from(self.spec.contract.devices_purchased.max(1));
-        let advanced = recent(7).fold(0u32, |m, d| m | d.advanced_features);
-        let catalog = 4.0f64.max(f64::from(advanced.count_ones()));
-        let depth = 100.0 * f64::from(advanced.count_ones()) / catalog;
-        let breadth = 100.0
-            * recent(7)
-                .map(|d| f64::from(d.active_devices))
-                .fold(0.0, f64::max)
-            / purchased;
-        let utilisation = 100.0 * mean(recent(7), |d| d.utilisation) / t.utilisation_target;
-        let (met, evaluated) = recent(7).fold((0, 0), |(m, e), d| {
-            (m + d.outcomes_met, e + d.outcomes_evaluated)
-        });
-        let outcome = (evaluated > 0).then(|| 100.0 * f64::from(met) / f64::from(evaluated));
-        let hours: f64 = recent(7).map(|d| d.operating_hours).sum();
-        let faults: u64 = recent(7).map(|d| d.fault_count).sum();
-        let rate = if hours > 0.0 {
-            faults as f64 / hours
-        } else {
-            0.0
-        };
-        let reliability = 100.0 * (1.0 - rate / t.max_fault_rate);
-        let trend = usage_growth::before(&self.days, back).map_or(50.0, |g| 50.0 + 100.0 * g);
-        HealthComponents {
-            depth: health::clamp100(depth),
-            breadth: health::clamp100(breadth),
-            utilisation: health::clamp100(utilisation),
-            outcome: outcome.map(health::clamp100),
-            reliability: health::clamp100(reliability),
-            trend: health::clamp100(trend),
-            maturity: self.spec.maturity,
-        }
+        components_of(&self.days, &self.spec, back)
     }
 
     fn update_milestones(

@@ -16,6 +16,7 @@ pub mod milestone;
 pub mod open_day;
 pub mod outcome;
 pub mod portfolio;
+pub mod projection;
 pub mod revenue_retention;
 pub mod risk;
 mod rules;

@@ -162,7 +162,7 @@ pub struct RiskThresholds {
     pub forecast_resolve: f64,
     /// Daily scores the forecast's trend is fitted to (14-28).
     pub forecast_fit_days: u32,
-    /// How the forecast's trend is fitted: `local_trend` or `theil_sen`.
+    /// How the forecast is drawn (`kpi::forecast::Method`).
     pub forecast_method: crate::kpi::forecast::Method,
     /// Days before renewal that count as the renewal window (stage `renew`).
     pub renewal_window_days: u32,

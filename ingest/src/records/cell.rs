@@ -270,6 +270,7 @@ enum_cell!(Method {
     TheilSen => "theil_sen",
     LocalTrend => "local_trend",
     DampedTrend => "damped_trend",
+    Projection => "projection",
 });
 enum_cell!(TouchpointKind {
     Kickoff => "kickoff",

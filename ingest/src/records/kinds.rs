@@ -185,7 +185,7 @@ record_kind! {
             window_start: u64 [Key Time] "ms since epoch", "start of the customer's day";
             window_end: u64 [] "ms since epoch", "end of that day (exclusive)";
             score: f64 [] "score 0..100", "the day's health score";
-            method: Method [] "enum", "how the trend was fitted: `local_trend` (Holt's linear trend), `damped_trend` (the same, its slope damped) or `theil_sen`";
+            method: Method [] "enum", "how the forecast was drawn: `local_trend` (Holt's linear trend), `damped_trend` (the same, its slope damped), `theil_sen` or `projection` (the days projected, the score computed over them)";
             fitted_days: u32 [] "days", "daily scores the trend was fitted to";
             slope: f64 [] "score points per day", "the trend's slope";
             expected_7: f64 [] "score 0..100", "expected score 7 days on";

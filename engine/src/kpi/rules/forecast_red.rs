@@ -15,7 +15,7 @@ const DRIVER_DAYS: usize = 7;
 pub(super) fn reading(today: &Today<'_>) -> Option<Reading> {
     let t = today.thresholds();
     let f = today.forecast.filter(|_| today.settled)?;
-    let probability = f.probability_red_within(t.forecast_days);
+    let probability = f.probability_red;
     let red = today.band == Band::Red;
     let journey = today.journey;
     let driver = forecast::driver(
@@ -29,11 +29,11 @@ pub(super) fn reading(today: &Today<'_>) -> Option<Reading> {
         }
         None => String::new(),
     };
-    let when = match f.days_to_red() {
+    let when = match f.days_to_red {
         Some(days) => format!("red (50 or below) expected in {days:.0} days"),
         None => format!("red not expected within {} days", forecast::HORIZON_DAYS),
     };
-    let (low, high) = f.band(f64::from(t.forecast_days));
+    let (low, high) = f.band(t.forecast_days);
     Some(Reading {
         breached: verdict(
             !red && probability >= t.forecast_confidence,

@@ -14,7 +14,7 @@ mod outcome_missed;
 mod renewal_at_risk;
 mod usage_drop;
 
-use super::forecast::Forecast;
+use super::forecast::Outlook;
 use super::health::Band;
 use super::journey::Journey;
 use super::risk::{Reading, RiskThresholds, Rule};
@@ -35,9 +35,9 @@ pub(crate) struct Today<'a> {
     pub days_to_renewal: f64,
     /// Past the settling days after activation: baselines exist.
     pub settled: bool,
-    /// The health forecast fitted to the scores up to today, once there
+    /// The health forecast drawn from the days up to today, once there
     /// are enough of them.
-    pub forecast: Option<Forecast>,
+    pub forecast: Option<&'a Outlook>,
 }
 
 impl Today<'_> {
