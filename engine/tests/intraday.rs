@@ -323,3 +323,87 @@ fn a_fault_spike_is_alerted_from_the_day_s_first_hours_and_the_close_confirms_it
         ]
     );
 }
+
+/// Hour `h` of all ten devices: eight worked by the champion `ana` until
+/// hour `leaves` (by `bo` after it), one each by `bo` and `cy`.
+fn crewed_hour(h: u64, leaves: u64) -> Vec<DeviceBatch> {
+    (0..DEVICES)
+        .map(|d| {
+            let operator = match d {
+                0..8 if h < leaves => "ana",
+                0..9 => "bo",
+                _ => "cy",
+            };
+            let sample = Sample {
+                at: T0 + h * HOUR_MS + 7 * MIN,
+                state: MachineState::Running,
+                operating_hours: 100.0 + h as f64 * 0.5,
+                operator: Some(operator.into()),
+                ..Sample::default()
+            };
+            common::batch("acme", &format!("d{d}"), 0, h + 1, vec![sample])
+        })
+        .collect()
+}
+
+/// The champion (eight of ten machines) leaves with day 22: after seven
+/// days without them (`champion_absent_days`), days 22 to 28, the daily rule
+/// opens champion_lost with day 28's close. Judged from the open day's
+/// hours, it comes once half a usual day's work is done without them (this
+/// fleet works around the clock: at noon, two hours of lateness later),
+/// provisional; the close confirms it. Not before: in the day's first
+/// hours nothing says the champion is not still coming.
+#[test]
+fn a_champion_absent_all_week_is_alerted_by_the_last_day_s_noon() {
+    let mut run = Run::start(2);
+    let leaves = 22 * 24;
+    let day_28_end = T0 + 29 * 24 * HOUR_MS;
+    for h in 0..28 * 24 + 8 {
+        run.feed(crewed_hour(h, leaves));
+    }
+    // Six hours of day 28 closed: a quarter of its work, no alert yet.
+    std::thread::sleep(Duration::from_millis(300));
+    run.seen.extend(run.records.try_iter());
+    assert!(
+        !(run.seen.iter()).any(|r| matches!(r, Output::Alert(a) if a.rule == Rule::ChampionLost)),
+        "too early"
+    );
+    for h in 28 * 24 + 8..28 * 24 + 15 {
+        run.feed(crewed_hour(h, leaves));
+    }
+    let Output::Alert(alert) =
+        run.wait_for(|r| matches!(r, Output::Alert(a) if a.rule == Rule::ChampionLost))
+    else {
+        unreachable!()
+    };
+    assert!(
+        alert.provisional && alert.status == AlertStatus::Open,
+        "{alert:?}"
+    );
+    assert_eq!(alert.opened_at, day_28_end);
+    assert!(
+        alert.evidence.contains("champion ana"),
+        "{}",
+        alert.evidence
+    );
+    assert!(!day_health(&run.seen, day_28_end), "day 28 is still open");
+    for h in 28 * 24 + 15..29 * 24 + 4 {
+        run.feed(crewed_hour(h, leaves));
+    }
+    let records = run.finish();
+    let sent: Vec<_> = (records.iter())
+        .filter_map(|r| match r {
+            Output::Alert(a) if a.rule == Rule::ChampionLost => {
+                Some((a.status, a.provisional, a.opened_at))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (AlertStatus::Open, true, day_28_end),
+            (AlertStatus::Open, false, day_28_end)
+        ]
+    );
+}

@@ -124,6 +124,8 @@ pub struct CustomerRun {
     pub intraday: Intraday,
     /// The same for `fault_spike`, judged from the open day's hours.
     pub intraday_faults: Intraday,
+    /// The same for `champion_lost`, judged from the open day's hours.
+    pub intraday_champion: Intraday,
 }
 
 impl Intraday {
@@ -255,6 +257,7 @@ pub fn run_seed(args: &BacktestArgs, seed: u64) -> anyhow::Result<Vec<CustomerRu
             scores: Vec::new(),
             intraday: Intraday::default(),
             intraday_faults: Intraday::default(),
+            intraday_champion: Intraday::default(),
         })
         .collect();
     let index: HashMap<String, usize> = (runs.iter().enumerate())
@@ -275,6 +278,7 @@ pub fn run_seed(args: &BacktestArgs, seed: u64) -> anyhow::Result<Vec<CustomerRu
         let counts = match a.rule {
             Rule::DevicesDark => &mut runs[i].intraday,
             Rule::FaultSpike => &mut runs[i].intraday_faults,
+            Rule::ChampionLost => &mut runs[i].intraday_champion,
             _ => continue,
         };
         match (a.status, a.provisional) {
@@ -388,6 +392,8 @@ pub struct Report {
     pub intraday: Intraday,
     /// The same for `fault_spike`.
     pub intraday_faults: Intraday,
+    /// The same for `champion_lost`.
+    pub intraday_champion: Intraday,
 }
 
 /// One profile's figures.
@@ -522,6 +528,7 @@ pub fn score(seeds: u64, runs: &[CustomerRun]) -> Report {
         profiles,
         intraday: Intraday::sum(runs.iter().map(|r| &r.intraday)),
         intraday_faults: Intraday::sum(runs.iter().map(|r| &r.intraday_faults)),
+        intraday_champion: Intraday::sum(runs.iter().map(|r| &r.intraday_champion)),
     }
 }
 
@@ -615,6 +622,7 @@ pub fn render(r: &Report) -> String {
     for (rule, i) in [
         ("devices_dark", &r.intraday),
         ("fault_spike", &r.intraday_faults),
+        ("champion_lost", &r.intraday_champion),
     ] {
         out.push_str(&format!(
             "intraday {rule}: {} provisional alerts, {} confirmed by the day's close (precision {:.3}), {} retracted; \

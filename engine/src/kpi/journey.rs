@@ -301,12 +301,17 @@ impl Journey {
         let mut probe = Journey::restore(self.spec.clone(), self.snapshot());
         let mut out = Vec::new();
         probe.close_day(day, &mut out);
+        // An absence is only telling once the crew has done half a usual
+        // day's work without the champion: before the shift, everyone is.
+        let usual = mean(self.days.iter().rev().take(7), |d| d.operating_hours);
+        let half_done = day.totals.operating_hours >= 0.5 * usual;
         (out.into_iter())
             .filter_map(|o| match o {
                 Output::Alert(a)
                     if a.status == AlertStatus::Open
                         && a.opened_at == day.window_end
-                        && rules.contains(&a.rule) =>
+                        && rules.contains(&a.rule)
+                        && (a.rule != Rule::ChampionLost || half_done) =>
                 {
                     Some(AlertRecord {
                         provisional: true,

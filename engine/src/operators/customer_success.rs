@@ -365,9 +365,14 @@ fn judge_open_day(t: &mut Tracked, customer: &Id, day: &Id, output: &mut Out<'_,
 }
 
 /// The rules judged from the open day's hourly windows so far (the
-/// allowed lateness behind), before the day closes: faults need readings,
-/// which sightings do not carry.
-const FROM_HOURS: &[crate::kpi::risk::Rule] = &[crate::kpi::risk::Rule::FaultSpike];
+/// allowed lateness behind), before the day closes: faults and operators
+/// need readings, which sightings do not carry. champion_lost fires on the
+/// last day of the champion's absence once half a usual day's work is done
+/// without them; their return later that day retracts it at the close.
+const FROM_HOURS: &[crate::kpi::risk::Rule] = &[
+    crate::kpi::risk::Rule::FaultSpike,
+    crate::kpi::risk::Rule::ChampionLost,
+];
 
 /// Judges `t`'s open day at `now`: the provisional alerts not sent yet go
 /// to `out`; `t.due` becomes the earliest time a verdict may change.

@@ -61,9 +61,9 @@ pub struct AlertMessage {
     /// Suggested next action.
     pub next_action: String,
     /// Raised from the open day before it closed (`devices_dark` within a
-    /// minute of the threshold, `fault_spike` from the day's hours): the
-    /// day's close confirms it (not notified again) or retracts it
-    /// (`retracted`, also `provisional`).
+    /// minute of the threshold, `fault_spike` and `champion_lost` from the
+    /// day's hours): the day's close confirms it (not notified again) or
+    /// retracts it (`retracted`, also `provisional`).
     #[serde(default)]
     pub provisional: bool,
 }

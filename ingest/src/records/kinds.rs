@@ -218,7 +218,7 @@ record_kind! {
             episode: u32 [] "1-based", "episode number of this rule for this customer (a count: the row is identified by the opening time)";
             customer_name: Id [] "text", "customer display name";
             status: AlertStatus [] "enum", "`open`, `resolved`, or `retracted` (telemetry that arrived late, within `engine.correction_horizon`, restated the days that raised it: the episode did not happen)";
-            provisional: bool [] "flag", "raised from the open day before it closed (intraday: `devices_dark`, `fault_spike`); the day's close confirms it (the same row, `false`) or retracts it";
+            provisional: bool [] "flag", "raised from the open day before it closed (intraday: `devices_dark`, `fault_spike`, `champion_lost`); the day's close confirms it (the same row, `false`) or retracts it";
             opened_at: u64 [Key Time] "ms since epoch", "when the episode opened (end of the day it fired)";
             resolved_at: Option<u64> [] "ms since epoch", "when it resolved (end of that day); absent while open";
             evidence: String [] "text", "the numbers that fired (or resolved) it, in words";
