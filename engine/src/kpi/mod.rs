@@ -77,3 +77,34 @@ impl Output {
         }
     }
 }
+
+/// Days of made-up fleets for the unit tests of the forecasts.
+#[cfg(test)]
+pub(crate) mod fleet_days {
+    use super::{CustomerKpi, Totals};
+    use crate::config::DAY_MS;
+
+    /// Day `d` of a fleet of `devices` machines with `share` of them at
+    /// work, each running `utilisation` of the day (operating hours to
+    /// match), two advanced features, no faults.
+    pub(crate) fn day(d: u64, devices: u32, share: f64, utilisation: f64) -> CustomerKpi {
+        CustomerKpi {
+            customer: "c".into(),
+            window: "1d".into(),
+            window_start: d * DAY_MS,
+            window_end: (d + 1) * DAY_MS,
+            devices_purchased: devices,
+            reporting_devices: devices,
+            active_devices: (share * f64::from(devices)).round() as u32,
+            utilisation: utilisation * share,
+            totals: Totals {
+                operating_hours: utilisation * share * 24.0 * f64::from(devices),
+                samples: 1000,
+                ..Totals::default()
+            },
+            first_seen: d * DAY_MS,
+            advanced_features: 0b11,
+            ..CustomerKpi::default()
+        }
+    }
+}

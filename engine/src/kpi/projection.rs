@@ -275,7 +275,7 @@ mod tests {
     use crate::kpi::forecast::{ForecastRecord, Method};
     use crate::kpi::health::HealthRecord;
     use crate::kpi::journey::Journey;
-    use crate::kpi::{CustomerKpi, Output, Totals};
+    use crate::kpi::{CustomerKpi, Output, fleet_days};
 
     const DEVICES: u32 = 20;
 
@@ -288,25 +288,7 @@ mod tests {
     /// The day `d` of a fleet of 20 machines using `share` of its capacity
     /// that day (the weekday pattern applied), no faults.
     fn day(d: u64, share: f64) -> CustomerKpi {
-        let share = (share * weekday(d)).clamp(0.0, 1.0);
-        CustomerKpi {
-            customer: "c".into(),
-            window: "1d".into(),
-            window_start: d * DAY_MS,
-            window_end: (d + 1) * DAY_MS,
-            devices_purchased: DEVICES,
-            reporting_devices: DEVICES,
-            active_devices: (share * f64::from(DEVICES)).round() as u32,
-            utilisation: 0.25 * share,
-            totals: Totals {
-                operating_hours: 0.25 * share * 24.0 * f64::from(DEVICES),
-                samples: 1000,
-                ..Totals::default()
-            },
-            first_seen: d * DAY_MS,
-            advanced_features: 0b11,
-            ..CustomerKpi::default()
-        }
+        fleet_days::day(d, DEVICES, (share * weekday(d)).clamp(0.0, 1.0), 0.25)
     }
 
     /// Closes `days` days of `share(d)`, the forecast drawn by projection:

@@ -271,9 +271,15 @@ impl FanOut {
         };
         self.store_checkpoint(dir, failing).await;
         if let Some(members) = self.members.clone() {
-            match blocking(move || members.checkpoint().map_err(std::io::Error::other)).await {
+            match blocking(move || {
+                members
+                    .members_written_before()
+                    .map_err(std::io::Error::other)
+            })
+            .await
+            {
                 Ok(least) => {
-                    if let Some(cut) = self.ledger().everywhere(least.written_before) {
+                    if let Some(cut) = self.ledger().everywhere(least) {
                         let _ = self.cut.send(cut);
                     }
                 }

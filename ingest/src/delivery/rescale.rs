@@ -140,6 +140,26 @@ impl Layout {
         Ok(newest)
     }
 
+    /// Windows before this are in the stores of every member of this
+    /// topology: the least of their checkpoints, 0 while one has stored
+    /// none. A member's readings feed windows other members close and
+    /// write, so its WAL is cut only behind this.
+    pub fn members_written_before(&self) -> Result<u64, String> {
+        let mut least = u64::MAX;
+        for process in 0..self.processes {
+            let dir = member_dir(&self.base, process);
+            let at = if checkpoint::path(&dir).exists() {
+                Checkpoint::load(&dir)
+                    .map_err(|e| format!("{}: {e}", checkpoint::path(&dir).display()))?
+                    .written_before
+            } else {
+                0
+            };
+            least = least.min(at);
+        }
+        Ok(least)
+    }
+
     /// What every store holds for sure: the least advanced checkpoint of the
     /// members that wrote one. A member's customers may be another's after a
     /// rescale, so no member may suppress more than the least advanced.
@@ -475,6 +495,24 @@ fn delete_state(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wal_cut_waits_for_every_member_of_the_topology() {
+        let base = tempfile::tempdir().unwrap();
+        let members = layout(base.path(), 2, 0);
+        let at = |process: usize, written_before: u64| {
+            with_state(&member_dir(base.path(), process), written_before);
+        };
+        at(0, 500);
+        // Member 1 has stored nothing yet: its stores may need everything.
+        assert_eq!(members.members_written_before(), Ok(0));
+        at(1, 300);
+        assert_eq!(members.members_written_before(), Ok(300));
+        // A member the topology no longer has is process 0's to take over,
+        // not a bound.
+        at(2, 100);
+        assert_eq!(members.members_written_before(), Ok(300));
+    }
 
     fn layout(base: &Path, processes: usize, process: usize) -> Layout {
         Layout {

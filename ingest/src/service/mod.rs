@@ -186,7 +186,9 @@ pub async fn run(
     // WAL is cut only behind the least advanced member's checkpoint.
     let members = (layout.clone()).filter(|l| l.processes > 1);
     if members.is_some() {
-        let _ = ledger.everywhere(stored.written_before);
+        // Nothing known of the others until the first look at their
+        // checkpoints.
+        let _ = ledger.everywhere(0);
     }
     let schedule = parts::device_snapshots(&config, &engine_config, retention_ms, &mut ledger)?;
     let ledger = Arc::new(Mutex::new(ledger));

@@ -60,7 +60,7 @@ mod tests {
     use crate::kpi::health::{Band, HealthRecord};
     use crate::kpi::journey::Journey;
     use crate::kpi::risk::{AlertRecord, AlertStatus, Rule};
-    use crate::kpi::{CustomerKpi, Output, Totals};
+    use crate::kpi::{Output, fleet_days};
 
     const DEVICES: u32 = 10;
 
@@ -85,24 +85,7 @@ mod tests {
             // Deterministic noise within +-4% of the share.
             let noise = ((d.wrapping_mul(2_654_435_761) ^ salt) % 81) as f64 / 1000.0 - 0.04;
             let share = (share(d) + noise).clamp(0.0, 1.0);
-            let kpi = CustomerKpi {
-                customer: "c".into(),
-                window: "1d".into(),
-                window_start: d * DAY_MS,
-                window_end: (d + 1) * DAY_MS,
-                devices_purchased: DEVICES,
-                reporting_devices: DEVICES,
-                active_devices: (share * f64::from(DEVICES)).round() as u32,
-                utilisation: 0.2 * share,
-                totals: Totals {
-                    operating_hours: 0.2 * share * 24.0 * f64::from(DEVICES),
-                    samples: 1000,
-                    ..Totals::default()
-                },
-                first_seen: d * DAY_MS,
-                advanced_features: 0b11,
-                ..CustomerKpi::default()
-            };
+            let kpi = fleet_days::day(d, DEVICES, share, 0.2);
             journey.close_day(&kpi, &mut out);
         }
         let (mut health, mut alerts) = (Vec::new(), Vec::new());
