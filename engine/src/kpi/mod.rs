@@ -83,6 +83,20 @@ impl Output {
 pub(crate) mod fleet_days {
     use super::{CustomerKpi, Totals};
     use crate::config::DAY_MS;
+    use crate::customer::{Contract, CustomerSpec, Segment};
+
+    /// Customer `c`, low-touch, with `devices` machines on a contract that
+    /// starts at day 0 and renews after 400 days.
+    pub(crate) fn spec(devices: u32) -> CustomerSpec {
+        let contract = Contract {
+            arr: 100_000.0,
+            start: 0,
+            renewal: 400 * DAY_MS,
+            devices_purchased: devices,
+            operator_seats: 10,
+        };
+        CustomerSpec::new("c", Segment::LowTouch, contract)
+    }
 
     /// Day `d` of a fleet of `devices` machines with `share` of them at
     /// work, each running `utilisation` of the day (operating hours to

@@ -271,7 +271,6 @@ fn probability_red(path: impl Fn(f64) -> Vec<f64>) -> f64 {
 #[cfg(test)]
 mod tests {
     use crate::config::DAY_MS;
-    use crate::customer::{Contract, CustomerSpec, Segment};
     use crate::kpi::forecast::{ForecastRecord, Method};
     use crate::kpi::health::HealthRecord;
     use crate::kpi::journey::Journey;
@@ -294,14 +293,7 @@ mod tests {
     /// Closes `days` days of `share(d)`, the forecast drawn by projection:
     /// each day's health and forecast.
     fn run(share: impl Fn(u64) -> f64, days: u64) -> Vec<(HealthRecord, Option<ForecastRecord>)> {
-        let contract = Contract {
-            arr: 100_000.0,
-            start: 0,
-            renewal: 400 * DAY_MS,
-            devices_purchased: DEVICES,
-            operator_seats: 10,
-        };
-        let mut spec = CustomerSpec::new("c", Segment::LowTouch, contract);
+        let mut spec = fleet_days::spec(DEVICES);
         spec.thresholds.forecast_method = Method::Projection;
         let mut journey = Journey::new(spec);
         let mut result = Vec::new();

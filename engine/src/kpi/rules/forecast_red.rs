@@ -56,7 +56,6 @@ pub(super) fn reading(today: &Today<'_>) -> Option<Reading> {
 #[cfg(test)]
 mod tests {
     use crate::config::DAY_MS;
-    use crate::customer::{Contract, CustomerSpec, Segment};
     use crate::kpi::health::{Band, HealthRecord};
     use crate::kpi::journey::Journey;
     use crate::kpi::risk::{AlertRecord, AlertStatus, Rule};
@@ -72,14 +71,7 @@ mod tests {
         days: u64,
         salt: u64,
     ) -> (Vec<HealthRecord>, Vec<AlertRecord>) {
-        let contract = Contract {
-            arr: 100_000.0,
-            start: 0,
-            renewal: 400 * DAY_MS,
-            devices_purchased: DEVICES,
-            operator_seats: 10,
-        };
-        let mut journey = Journey::new(CustomerSpec::new("c", Segment::LowTouch, contract));
+        let mut journey = Journey::new(fleet_days::spec(DEVICES));
         let mut out = Vec::new();
         for d in 0..days {
             // Deterministic noise within +-4% of the share.
