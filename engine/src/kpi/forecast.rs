@@ -265,17 +265,12 @@ impl Forecast {
     /// or does not reach red within [`HORIZON_DAYS`]. 0 when the trend is
     /// red already.
     pub fn days_to_red(&self) -> Option<f64> {
-        if self.level < RED_BELOW {
-            return Some(0.0);
-        }
-        if self.slope >= 0.0 {
-            return None;
-        }
-        // The first whole day under the line, then back along that day's
-        // step (exact for a straight trend).
-        let day = (1..=HORIZON_DAYS).find(|h| self.mean(f64::from(*h)) < RED_BELOW)?;
-        let (before, after) = (self.mean(f64::from(day - 1)), self.mean(f64::from(day)));
-        Some(f64::from(day - 1) + (before - RED_BELOW) / (before - after))
+        // The trend's path, unclamped: interpolation along the crossing
+        // day's step is exact for a straight trend.
+        let path: Vec<f64> = (0..=HORIZON_DAYS)
+            .map(|h| self.mean(f64::from(h)))
+            .collect();
+        Outlook::days_to_red_of(&path)
     }
 
     /// The outlook of this trend, its probability of red within

@@ -147,15 +147,8 @@ impl Layout {
     pub fn members_written_before(&self) -> Result<u64, String> {
         let mut least = u64::MAX;
         for process in 0..self.processes {
-            let dir = member_dir(&self.base, process);
-            let at = if checkpoint::path(&dir).exists() {
-                Checkpoint::load(&dir)
-                    .map_err(|e| format!("{}: {e}", checkpoint::path(&dir).display()))?
-                    .written_before
-            } else {
-                0
-            };
-            least = least.min(at);
+            let stored = stored_checkpoint(&member_dir(&self.base, process))?;
+            least = least.min(stored.map_or(0, |c| c.written_before));
         }
         Ok(least)
     }
@@ -166,17 +159,25 @@ impl Layout {
     pub fn checkpoint(&self) -> Result<Checkpoint, String> {
         let mut least: Option<Checkpoint> = None;
         for dir in self.state_dirs() {
-            if !checkpoint::path(&dir).exists() {
+            let Some(stored) = stored_checkpoint(&dir)? else {
                 continue;
-            }
-            let stored = Checkpoint::load(&dir)
-                .map_err(|e| format!("{}: {e}", checkpoint::path(&dir).display()))?;
+            };
             if least.is_none_or(|l| stored.written_before < l.written_before) {
                 least = Some(stored);
             }
         }
         Ok(least.unwrap_or_default())
     }
+}
+
+/// The checkpoint stored in `dir`; `None` when it holds none.
+fn stored_checkpoint(dir: &Path) -> Result<Option<Checkpoint>, String> {
+    if !checkpoint::path(dir).exists() {
+        return Ok(None);
+    }
+    Checkpoint::load(dir)
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", checkpoint::path(dir).display()))
 }
 
 /// The `process-{i}` directories under `base`.
