@@ -102,12 +102,10 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
     ) -> StreamVec<'scope, EventTime, Output> {
         let pact = Exchange::new(|o: &Output| o.customer().map_or(0, |c| route(&**c)));
         let (index, peers) = (self.scope().index() as u64, self.scope().peers() as u64);
-        let progress = sighting_progress(sightings.clone(), config.allowed_lateness_ms);
-        let sighted = (sightings.exchange(|s: &Sighting| route(&*s.customer))).map(Signal::Sighted);
+        let signals = sighting_signals(sightings, config.allowed_lateness_ms);
         let seen = newest_seen(self.clone())
             .map(Signal::Windows)
-            .concat(progress)
-            .concat(sighted);
+            .concat(signals);
         let name = "CustomerSuccess";
         let worker = self.scope().worker();
         self.binary_frontier(seen, pact, Pipeline, name, move |cap, info| {
@@ -453,25 +451,40 @@ fn newest_seen<'scope>(
         .broadcast()
 }
 
-/// How far in event time this worker has taken in readings, broadcast to
-/// every worker whenever it moves: its newest sighting, or, when it is
-/// behind (idle, or no device of its sent anything newer), the input
-/// frontier plus the allowed lateness: a reading older than the frontier
-/// is refused as late, so none is still on its way to any worker live.
-/// The frontier is the least of all workers' inputs, so a worker with a
-/// backlog holds it back.
-fn sighting_progress<'scope>(
+/// Each sighting, to the worker that owns its customer, and how far in
+/// event time this worker has taken in readings, to every worker whenever
+/// it moves: its newest sighting, or, when it is behind (idle, or no
+/// device of its sent anything newer), the input frontier plus the allowed
+/// lateness: a reading older than the frontier is refused as late, so none
+/// is still on its way to any worker live. The frontier is the least of all
+/// workers' inputs, so a worker with a backlog holds it back.
+///
+/// Both go through one exchange: a channel between two workers keeps its
+/// order, two channels do not. Sent apart, a worker's progress overtook its
+/// sightings in a fast catch-up, and the open day was judged without a
+/// device's newest readings (a false provisional devices_dark, retracted at
+/// the close).
+fn sighting_signals<'scope>(
     sightings: StreamVec<'scope, EventTime, Sighting>,
     lateness_ms: u64,
 ) -> StreamVec<'scope, EventTime, Signal> {
-    let worker = sightings.scope().index();
+    let (worker, peers) = (sightings.scope().index(), sightings.scope().peers());
     sightings
-        .unary_frontier(Pipeline, "SightingProgress", move |cap, _| {
+        .unary_frontier(Pipeline, "SightingSignals", move |cap, _| {
             let mut held = Some(cap);
             let (mut newest, mut sent): (EventTime, EventTime) = (0, 0);
             move |(input, frontier), output| {
-                input.for_each(|_, data| {
-                    newest = data.drain(..).map(|s| s.at).fold(newest, EventTime::max);
+                input.for_each(|cap, data| {
+                    let Some(at) = cap.retain_least(0) else {
+                        data.clear();
+                        return;
+                    };
+                    let mut session = output.session(&at);
+                    for s in data.drain(..) {
+                        newest = newest.max(s.at);
+                        let owner = route(&*s.customer) % peers as u64;
+                        session.give((owner, Signal::Sighted(s)));
+                    }
                 });
                 let Some(&at) = frontier.frontier().first() else {
                     held = None; // Finished: every day closes now.
@@ -484,14 +497,16 @@ fn sighting_progress<'scope>(
                 let progress = newest.max(at.saturating_add(lateness_ms));
                 if progress > sent {
                     sent = progress;
-                    output.session(&*cap).give(Signal::Progress {
-                        worker,
-                        at: progress,
-                    });
+                    let mut session = output.session(&*cap);
+                    for peer in 0..peers as u64 {
+                        let at = progress;
+                        session.give((peer, Signal::Progress { worker, at }));
+                    }
                 }
             }
         })
-        .broadcast()
+        .exchange(|(to, _): &(u64, Signal)| *to)
+        .map(|(_, signal)| signal)
 }
 
 fn tracked_for<'a>(
