@@ -22,19 +22,26 @@ const DEVICES: u64 = 10;
 const LATENESS: u64 = 2 * HOUR_MS;
 
 fn config() -> EngineConfig {
+    config_of(&["acme"])
+}
+
+/// The customers `ids`, each with a fleet of [`DEVICES`].
+fn config_of(ids: &[&str]) -> EngineConfig {
     let mut config = EngineConfig::default();
-    let contract = Contract {
-        arr: 120_000.0,
-        start: T0,
-        renewal: T0 + 365 * 24 * HOUR_MS,
-        devices_purchased: DEVICES as u32,
-        operator_seats: 4,
-    };
-    let spec = CustomerSpec::new("acme", Segment::HighTouch, contract);
-    // Defaults: 2 silent days make a device dark; 10% of the fleet and at
-    // least 2 devices raise the alert.
-    assert_eq!(spec.thresholds.dark_after_days, 2);
-    config.customers.insert("acme".into(), spec);
+    for id in ids {
+        let contract = Contract {
+            arr: 120_000.0,
+            start: T0,
+            renewal: T0 + 365 * 24 * HOUR_MS,
+            devices_purchased: DEVICES as u32,
+            operator_seats: 4,
+        };
+        let spec = CustomerSpec::new(id, Segment::HighTouch, contract);
+        // Defaults: 2 silent days make a device dark; 10% of the fleet and
+        // at least 2 devices raise the alert.
+        assert_eq!(spec.thresholds.dark_after_days, 2);
+        config.customers.insert((*id).into(), spec);
+    }
     config
 }
 
@@ -42,8 +49,14 @@ fn config() -> EngineConfig {
 /// seven past. Devices 0 and 1 fall silent after hour 35; with `back`, they
 /// report once more at hour `back`.
 fn hour(h: u64, back: Option<u64>) -> Vec<DeviceBatch> {
+    hour_of("acme", h, true, back)
+}
+
+/// [`hour`] for `customer`, whose devices 0 and 1 fall silent only if
+/// `silent`.
+fn hour_of(customer: &str, h: u64, silent: bool, back: Option<u64>) -> Vec<DeviceBatch> {
     (0..DEVICES)
-        .filter(|&d| d >= 2 || h < 36 || back == Some(h))
+        .filter(|&d| !silent || d >= 2 || h < 36 || back == Some(h))
         .map(|d| {
             let sample = Sample {
                 at: T0 + h * HOUR_MS + 7 * MIN,
@@ -51,7 +64,7 @@ fn hour(h: u64, back: Option<u64>) -> Vec<DeviceBatch> {
                 operating_hours: 100.0 + h as f64 * 0.5,
                 ..Sample::default()
             };
-            common::batch("acme", &format!("d{d}"), 0, h + 1, vec![sample])
+            common::batch(customer, &format!("d{d}"), 0, h + 1, vec![sample])
         })
         .collect()
 }
@@ -66,12 +79,16 @@ struct Run {
 
 impl Run {
     fn start(workers: usize) -> Self {
+        Self::start_with(config(), workers)
+    }
+
+    fn start_with(config: EngineConfig, workers: usize) -> Self {
         let (events, mut received) = tokio::sync::mpsc::channel(64);
         let options = EngineOptions {
             workers,
             ..EngineOptions::default()
         };
-        let engine = Engine::start(config(), &options, events).unwrap();
+        let engine = Engine::start(config, &options, events).unwrap();
         let (tx, records) = mpsc::channel();
         std::thread::spawn(move || {
             while let Some(event) = received.blocking_recv() {
@@ -222,6 +239,52 @@ fn a_fleet_going_dark_is_alerted_before_the_day_closes_and_the_close_confirms_it
             ],
             "{workers} workers"
         );
+    }
+}
+
+/// A catch-up on four workers: 24 customers' eight days handed to the
+/// engine in groups of 1024 batches, as a WAL replay does, in event-time
+/// order. Every reading of a device reaches its customer's worker before
+/// its worker's progress past it does (the two share a channel), so no
+/// open day is judged without a device's newer readings: the fleets that go
+/// dark are alerted, and nothing is retracted. (The race this guards
+/// against was seen through the service, `ingest/tests/journeys.rs`
+/// KillCatchingUp; this test did not reproduce it in 90 runs of the code
+/// before the fix, so it states the property rather than the bug.)
+#[test]
+fn a_fast_catch_up_on_four_workers_retracts_no_provisional_alert() {
+    let ids: Vec<String> = (0..24).map(|c| format!("c{c:02}")).collect();
+    let names: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut run = Run::start_with(config_of(&names), 4);
+    // Even customers' fleets go dark after hour 35.
+    let dark = |c: usize| c.is_multiple_of(2);
+    let all: Vec<DeviceBatch> = (0..8 * 24)
+        .flat_map(|h| {
+            (names.iter().enumerate())
+                .flat_map(move |(c, id)| hour_of(id, h, dark(c), None))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for chunk in all.chunks(1024) {
+        run.feed(chunk.to_vec());
+    }
+    let records = run.finish();
+    let sent = alerts(&records);
+    let retracted: Vec<_> = (sent.iter())
+        .filter(|a| a.status == AlertStatus::Retracted)
+        .collect();
+    assert!(retracted.is_empty(), "{retracted:#?}");
+    for (c, id) in names.iter().enumerate() {
+        let confirmed: Vec<_> = (sent.iter())
+            .filter(|a| *a.customer == **id && !a.provisional)
+            .map(|a| (a.status, a.opened_at))
+            .collect();
+        let want = if dark(c) {
+            vec![(AlertStatus::Open, DAY_3_END)]
+        } else {
+            Vec::new()
+        };
+        assert_eq!(confirmed, want, "{id}");
     }
 }
 
