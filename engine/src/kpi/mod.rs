@@ -6,6 +6,7 @@ pub mod activity_impact;
 pub(crate) mod chunked;
 pub mod coverage;
 mod customer;
+pub mod day_shape;
 mod device;
 pub mod forecast;
 pub mod health;

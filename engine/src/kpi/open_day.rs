@@ -1,18 +1,21 @@
 //! The open day so far, for the provisional health score: a customer's
 //! hourly windows of the day not closed yet, summed, and read as a whole
-//! day at the pace so far. The day's close replaces the provisional score
-//! with the real one.
+//! day at the pace of the customer's usual day. The day's close replaces
+//! the provisional score with the real one.
 //!
-//! At the pace so far: every additive figure (hours, fuel, cycles, faults,
-//! readings) is scaled by the day's length over the hours taken in, so
-//! utilisation, the usage trend and daily outcome totals are not read as a
-//! collapse in the morning. Ratios (faults per hour) are unchanged by it.
-//! A fleet that works in one shift is still under-read before the shift and
-//! over-read after it: the score is marked provisional for that reason.
+//! At that pace: every additive figure (hours, fuel, cycles, faults,
+//! readings) is scaled by one over the share of the customer's usual day
+//! its hours so far cover ([`super::day_shape::DayShape`]: a one-shift
+//! fleet has done half its day by mid-shift), or, before a day was learned,
+//! by the day's length over the hours taken in; so utilisation, the usage
+//! trend and daily outcome totals are not read as a collapse in the
+//! morning. Ratios (faults per hour) are unchanged by it. Before a tenth of
+//! the usual day's work is due, no score is read.
 
 use std::collections::{HashMap, HashSet};
 
 use super::customer::ratio;
+use super::day_shape::{DayShape, TOO_EARLY};
 use super::{CustomerKpi, DeviceKpi, Totals};
 use crate::config::HOUR_MS;
 use crate::model::{EventTime, Id};
@@ -32,6 +35,8 @@ pub struct OpenDay {
     advanced_in_catalog: u32,
     first_seen: Option<EventTime>,
     devices_purchased: u32,
+    /// Operating hours per hour of the day, for the customer's [`DayShape`].
+    hours: Vec<f64>,
     /// Hours taken in since the last provisional score.
     pub changed: bool,
 }
@@ -51,8 +56,14 @@ impl OpenDay {
             advanced_in_catalog: 0,
             first_seen: None,
             devices_purchased: 0,
+            hours: Vec::new(),
             changed: false,
         }
+    }
+
+    /// Operating hours per hour of the day taken in (hour 0 the first).
+    pub fn hours(&self) -> &[f64] {
+        &self.hours
     }
 
     /// Start of the day.
@@ -69,6 +80,11 @@ impl OpenDay {
     pub fn add_hour(&mut self, hour: &CustomerKpi) {
         self.through = self.through.max(hour.window_end);
         self.totals.merge(hour.totals);
+        let slot = (hour.window_start.saturating_sub(self.start) / HOUR_MS) as usize;
+        if self.hours.len() <= slot {
+            self.hours.resize(slot + 1, 0.0);
+        }
+        self.hours[slot] += hour.totals.operating_hours;
         for (operator, hours) in &hour.operator_hours {
             *self.operators.entry(operator.clone()).or_default() += hours;
         }
@@ -98,18 +114,21 @@ impl OpenDay {
         }
     }
 
-    /// The day as a daily window at the pace so far; `None` before an hour
-    /// with readings.
-    pub fn at_pace(&self, customer: &Id, window: &Id) -> Option<CustomerKpi> {
+    /// The day as a daily window at the pace of the customer's usual day
+    /// (`shape`; uniform before one was learned); `None` before an hour with
+    /// readings, or while less than [`TOO_EARLY`] of the usual day's work
+    /// is due.
+    pub fn at_pace(&self, customer: &Id, window: &Id, shape: &DayShape) -> Option<CustomerKpi> {
         let elapsed = self.through.saturating_sub(self.start);
         if elapsed == 0 {
             return None;
         }
-        self.scaled(
-            customer,
-            window,
-            (self.end - self.start) as f64 / elapsed as f64,
-        )
+        let pace = match shape.done_by(elapsed.div_ceil(HOUR_MS) as usize) {
+            None => (self.end - self.start) as f64 / elapsed as f64,
+            Some(done) if done < TOO_EARLY => return None,
+            Some(done) => 1.0 / done,
+        };
+        self.scaled(customer, window, pace)
     }
 
     /// The day as a daily window holding what its hours so far hold, not
@@ -188,12 +207,13 @@ mod tests {
     #[test]
     fn six_hours_of_a_day_are_read_at_their_pace() {
         let mut day = OpenDay::new(0, 24 * HOUR_MS);
-        assert!(day.at_pace(&"c".into(), &"1d".into()).is_none());
+        let uniform = DayShape::default();
+        assert!(day.at_pace(&"c".into(), &"1d".into(), &uniform).is_none());
         // Hours 0-5, with hour 3 silent (no window): through 06:00.
         for h in [0, 1, 2, 4, 5] {
             day.add_hour(&hour(h, 2.0, 1));
         }
-        let kpi = day.at_pace(&"c".into(), &"1d".into()).unwrap();
+        let kpi = day.at_pace(&"c".into(), &"1d".into(), &uniform).unwrap();
         // 10 operating hours in 6 hours: 40 in the day; 4 devices x 24 h.
         assert_eq!(kpi.totals.operating_hours, 40.0);
         assert_eq!(kpi.utilisation, 40.0 / 96.0);
@@ -204,6 +224,49 @@ mod tests {
         assert_eq!(
             kpi.totals.fault_count as f64 / kpi.totals.operating_hours,
             0.5
+        );
+    }
+
+    #[test]
+    fn a_one_shift_fleet_is_read_at_the_pace_of_its_usual_day() {
+        // Usually 8 operating hours from 08:00 to 16:00.
+        let mut usual = OpenDay::new(0, 24 * HOUR_MS);
+        for h in 8..16 {
+            usual.add_hour(&hour(h, 1.0, 0));
+        }
+        let mut shape = DayShape::default();
+        shape.learn(usual.hours(), 8.0);
+        let (c, d) = (&"c".into(), &"1d".into());
+        let mut day = OpenDay::new(0, 24 * HOUR_MS);
+        // Heartbeats only before the shift: none of the usual work is due.
+        for h in 0..8 {
+            day.add_hour(&hour(h, 0.0, 0));
+        }
+        assert!(day.at_pace(c, d, &shape).is_none());
+        // Two hours into the shift, a quarter of the day's work is done: a
+        // whole day at this pace is the usual 8 hours (read uniformly, 2 h
+        // in 10 h make 4.8).
+        let uniform = DayShape::default();
+        for h in 8..10 {
+            day.add_hour(&hour(h, 1.0, 0));
+        }
+        assert_eq!(
+            day.at_pace(c, d, &shape).unwrap().totals.operating_hours,
+            8.0
+        );
+        assert_eq!(
+            day.at_pace(c, d, &uniform).unwrap().totals.operating_hours,
+            4.8
+        );
+        // After the shift: the day's 8 hours (read uniformly, 12).
+        for h in 10..16 {
+            day.add_hour(&hour(h, 1.0, 0));
+        }
+        let at_16 = day.at_pace(c, d, &shape).unwrap();
+        assert_eq!(at_16.totals.operating_hours, 8.0);
+        assert_eq!(
+            day.at_pace(c, d, &uniform).unwrap().totals.operating_hours,
+            12.0
         );
     }
 }

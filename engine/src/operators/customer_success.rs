@@ -27,6 +27,7 @@ use super::route;
 use crate::adoption::{JourneyAnswer, JourneyRequest};
 use crate::config::EngineConfig;
 use crate::config::HOUR_MS;
+use crate::kpi::day_shape::DayShape;
 use crate::kpi::journey::Journey;
 use crate::kpi::open_day::OpenDay;
 use crate::kpi::risk::{AlertRecord, AlertStatus};
@@ -74,6 +75,8 @@ struct Tracked {
     due: EventTime,
     /// The open day's hourly windows so far (provisional health).
     open_day: Option<OpenDay>,
+    /// When in its day the fleet usually works (the open day's pace).
+    shape: DayShape,
 }
 
 impl Tracked {
@@ -90,6 +93,7 @@ impl Tracked {
             provisional: Vec::new(),
             due: 0,
             open_day: None,
+            shape: DayShape::default(),
         }
     }
 }
@@ -239,6 +243,12 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                                         output,
                                     );
                                     t.journey.close_day(&k, &mut out);
+                                    if let Some(open) = &t.open_day
+                                        && open.start() == k.window_start
+                                    {
+                                        let closed = k.totals.operating_hours;
+                                        t.shape.learn(open.hours(), closed);
+                                    }
                                     settle_provisional(t, k.window_end, &mut out);
                                     next_due = 0;
                                     config.journeys.closed(&t.journey);
@@ -346,7 +356,8 @@ fn judge_open_day(t: &mut Tracked, customer: &Id, day: &Id, output: &mut Out<'_,
     if !std::mem::take(&mut open.changed) {
         return;
     }
-    let health = (open.at_pace(customer, day)).and_then(|kpi| t.journey.provisional_health(&kpi));
+    let health =
+        (open.at_pace(customer, day, &t.shape)).and_then(|kpi| t.journey.provisional_health(&kpi));
     let alerts = (open.so_far(customer, day))
         .map(|kpi| t.journey.provisional_alerts(&kpi, FROM_HOURS))
         .unwrap_or_default();
