@@ -126,6 +126,10 @@ pub struct CustomerRun {
     pub intraday_faults: Intraday,
     /// The same for `champion_lost`, judged from the open day's hours.
     pub intraday_champion: Intraday,
+    /// Each provisional health score of a day that closed: how far it was
+    /// from the score the day closed with, in points.
+    #[serde(skip)]
+    pub provisional_errors: Vec<f64>,
 }
 
 impl Intraday {
@@ -258,6 +262,7 @@ pub fn run_seed(args: &BacktestArgs, seed: u64) -> anyhow::Result<Vec<CustomerRu
             intraday: Intraday::default(),
             intraday_faults: Intraday::default(),
             intraday_champion: Intraday::default(),
+            provisional_errors: Vec::new(),
         })
         .collect();
     let index: HashMap<String, usize> = (runs.iter().enumerate())
@@ -321,6 +326,19 @@ pub fn run_seed(args: &BacktestArgs, seed: u64) -> anyhow::Result<Vec<CustomerRu
             run.signature_opened = Some(at);
         }
     }
+    // Provisional scores against the score their day closed with.
+    let mut provisional: HashMap<(usize, EventTime), Vec<f64>> = HashMap::new();
+    for o in &outcome.outputs {
+        if let Output::Health(h) = o
+            && h.provisional
+            && let Some(&i) = index.get(&*h.customer)
+        {
+            provisional
+                .entry((i, h.window_end))
+                .or_default()
+                .push(h.score);
+        }
+    }
     // The first settled day: the journey counts days from activation.
     for o in &outcome.outputs {
         // Closed days only: a provisional score is its day's hours so far.
@@ -330,6 +348,9 @@ pub fn run_seed(args: &BacktestArgs, seed: u64) -> anyhow::Result<Vec<CustomerRu
         {
             let at = day(h.window_end);
             runs[i].scores.push((at, h.score));
+            let so_far = provisional.remove(&(i, h.window_end)).unwrap_or_default();
+            let errors = so_far.into_iter().map(|p| (p - h.score).abs());
+            runs[i].provisional_errors.extend(errors);
             if h.days_since_activation >= f64::from(thresholds[&*h.customer].1) {
                 let run = &mut runs[i];
                 run.settled_day = Some(run.settled_day.map_or(at, |s: f64| s.min(at)));
@@ -394,6 +415,12 @@ pub struct Report {
     pub intraday_faults: Intraday,
     /// The same for `champion_lost`.
     pub intraday_champion: Intraday,
+    /// Provisional health scores of days that closed.
+    pub provisional_scores: usize,
+    /// Their mean distance from the score the day closed with, in points.
+    pub provisional_mean_error: f64,
+    /// The share of them within 5 points of it.
+    pub provisional_within_5: f64,
 }
 
 /// One profile's figures.
@@ -437,6 +464,9 @@ fn ratio(n: usize, of: usize) -> f64 {
 
 /// Scores the runs.
 pub fn score(seeds: u64, runs: &[CustomerRun]) -> Report {
+    let errors: Vec<f64> = (runs.iter())
+        .flat_map(|r| r.provisional_errors.iter().copied())
+        .collect();
     let figures = |runs: &[&CustomerRun]| {
         let forecasts: usize = runs.iter().map(|r| r.forecast_opened.len()).sum();
         let came_true: usize = runs
@@ -529,6 +559,9 @@ pub fn score(seeds: u64, runs: &[CustomerRun]) -> Report {
         intraday: Intraday::sum(runs.iter().map(|r| &r.intraday)),
         intraday_faults: Intraday::sum(runs.iter().map(|r| &r.intraday_faults)),
         intraday_champion: Intraday::sum(runs.iter().map(|r| &r.intraday_champion)),
+        provisional_scores: errors.len(),
+        provisional_mean_error: errors.iter().sum::<f64>() / errors.len().max(1) as f64,
+        provisional_within_5: ratio(errors.iter().filter(|e| **e <= 5.0).count(), errors.len()),
     }
 }
 
@@ -636,5 +669,9 @@ pub fn render(r: &Report) -> String {
             ratio(i.confirmed, i.confirmed + i.daily_only),
         ));
     }
+    out.push_str(&format!(
+        "provisional health: {} scores of open days; {:.2} points from the score the day closed with on average, {:.3} within 5 points\n",
+        r.provisional_scores, r.provisional_mean_error, r.provisional_within_5,
+    ));
     out
 }
