@@ -326,35 +326,27 @@ pub fn run_seed(args: &BacktestArgs, seed: u64) -> anyhow::Result<Vec<CustomerRu
             run.signature_opened = Some(at);
         }
     }
-    // Provisional scores against the score their day closed with.
+    // Closed days' scores, and the provisional ones of each day (emitted
+    // before its close) against the score it closed with.
     let mut provisional: HashMap<(usize, EventTime), Vec<f64>> = HashMap::new();
     for o in &outcome.outputs {
-        if let Output::Health(h) = o
-            && h.provisional
-            && let Some(&i) = index.get(&*h.customer)
-        {
-            provisional
-                .entry((i, h.window_end))
-                .or_default()
-                .push(h.score);
+        let Output::Health(h) = o else { continue };
+        let Some(&i) = index.get(&*h.customer) else {
+            continue;
+        };
+        if h.provisional {
+            let so_far = provisional.entry((i, h.window_end)).or_default();
+            so_far.push(h.score);
+            continue;
         }
-    }
-    // The first settled day: the journey counts days from activation.
-    for o in &outcome.outputs {
-        // Closed days only: a provisional score is its day's hours so far.
-        if let Output::Health(h) = o
-            && !h.provisional
-            && let Some(&i) = index.get(&*h.customer)
-        {
-            let at = day(h.window_end);
-            runs[i].scores.push((at, h.score));
-            let so_far = provisional.remove(&(i, h.window_end)).unwrap_or_default();
-            let errors = so_far.into_iter().map(|p| (p - h.score).abs());
-            runs[i].provisional_errors.extend(errors);
-            if h.days_since_activation >= f64::from(thresholds[&*h.customer].1) {
-                let run = &mut runs[i];
-                run.settled_day = Some(run.settled_day.map_or(at, |s: f64| s.min(at)));
-            }
+        let at = day(h.window_end);
+        let run = &mut runs[i];
+        run.scores.push((at, h.score));
+        let so_far = provisional.remove(&(i, h.window_end)).unwrap_or_default();
+        (run.provisional_errors).extend(so_far.into_iter().map(|p| (p - h.score).abs()));
+        // The first settled day: the journey counts days from activation.
+        if h.days_since_activation >= f64::from(thresholds[&*h.customer].1) {
+            run.settled_day = Some(run.settled_day.map_or(at, |s: f64| s.min(at)));
         }
     }
     Ok(runs)

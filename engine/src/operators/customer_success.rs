@@ -128,7 +128,7 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
             // exchange's rule), each waiting for its next day as before the
             // restart, whether or not its fleet sends anything.
             if let Some(day) = &day {
-                let mine = |c: &Id| route(&**c) % peers == index;
+                let mine = |c: &Id| owner(c, peers) == index;
                 for (customer, state) in config.journeys.take_restored_where(mine) {
                     let Some(spec) = config.customers.get(&*customer).cloned() else {
                         continue;
@@ -293,7 +293,7 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                     }
                     None => ambient = None,
                 }
-                let mine = |c: &Id| route(&**c) % peers == index;
+                let mine = |c: &Id| owner(c, peers) == index;
                 for (request, reply) in adoptions.take_where(mine) {
                     let ambient = ambient.as_ref().map(|c| (c, latest_seen));
                     let answer = adopt(&mut tracked, &config, request, ambient);
@@ -493,8 +493,8 @@ fn sighting_signals<'scope>(
                     let mut session = output.session(&at);
                     for s in data.drain(..) {
                         newest = newest.max(s.at);
-                        let owner = route(&*s.customer) % peers as u64;
-                        session.give((owner, Signal::Sighted(s)));
+                        let to = owner(&s.customer, peers as u64);
+                        session.give((to, Signal::Sighted(s)));
                     }
                 });
                 let Some(&at) = frontier.frontier().first() else {
@@ -518,6 +518,12 @@ fn sighting_signals<'scope>(
         })
         .exchange(|(to, _): &(u64, Signal)| *to)
         .map(|(_, signal)| signal)
+}
+
+/// The worker (of `peers`) that owns `customer`'s journey: the rule of the
+/// exchange that routes its records here.
+fn owner(customer: &str, peers: u64) -> u64 {
+    route(customer) % peers
 }
 
 fn tracked_for<'a>(
