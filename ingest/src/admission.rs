@@ -375,7 +375,8 @@ impl Admission {
         let mut gaps = 0;
         match probe.admit(batch.unit_epoch, batch.sequence, &mut gaps) {
             device_state::Admission::New => {}
-            // Beyond the replay window: the archive tells a redelivery.
+            // Before the first sequence of the unit this admission saw (or
+            // one it had to forget): the archive tells a redelivery.
             device_state::Admission::TooOld if correctable => {}
             verdict => {
                 return Err(Rejection {
@@ -389,7 +390,7 @@ impl Admission {
                         if verdict == device_state::Admission::Duplicate {
                             "delivered before"
                         } else {
-                            "older than the replay window"
+                            "older than the sequences it remembers"
                         }
                     ),
                 });
@@ -623,6 +624,36 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.sequence_gaps(), 0);
+    }
+
+    /// A unit's buffer of hundreds of batches after its reconnect message:
+    /// each is admitted once, however far behind the newest, and counted
+    /// out of the gaps.
+    #[test]
+    fn a_buffer_far_behind_the_reconnect_is_admitted_once() {
+        let mut a = open_admission(&["acme"]);
+        let t = "fleet/acme/s/exc-07/telemetry";
+        let at = |seq: u64| (T0 + seq * 1_000) as i64;
+        let now = T0 + DAY;
+        a.admit(t, &payload_of("acme", "exc-07", 1, at(1)), now)
+            .unwrap();
+        a.admit(t, &payload_of("acme", "exc-07", 300, at(300)), now)
+            .unwrap();
+        assert_eq!(a.sequence_gaps(), 298);
+        for seq in (2..300).rev() {
+            a.admit(t, &payload_of("acme", "exc-07", seq, at(seq)), now)
+                .unwrap();
+        }
+        assert_eq!(a.sequence_gaps(), 0);
+        let replay = a
+            .admit(t, &payload_of("acme", "exc-07", 20, at(20)), now)
+            .unwrap_err();
+        assert_eq!(replay.reason, RejectReason::SequenceReplayed);
+        assert!(
+            replay.detail.contains("delivered before"),
+            "{}",
+            replay.detail
+        );
     }
 
     #[test]

@@ -34,25 +34,43 @@ pub enum Admission {
     TooOld,
 }
 
-/// Sequence numbers a device has delivered, as a high-water mark plus a bit
-/// set of the [`Self::WINDOW`] sequences below it (the anti-replay window of
-/// IPsec): 16 bytes per device whatever the traffic.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Sequence numbers a device has delivered: a high-water mark, a bit set of
+/// the [`Self::WINDOW`] sequences below it (the anti-replay window of IPsec),
+/// and, further back, the ranges still missing. A unit that uploads a buffer
+/// of days after its reconnect message fills its missing range from either
+/// end, so its old batches count and their replays are still refused,
+/// however far behind the newest they are. 16 bytes per device plus a range
+/// list that is empty (no allocation) unless something is missing beyond the
+/// bit set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SequenceWindow {
     high: u64,
     /// Bit `i` set: sequence `high - i` was seen. Bit 0 is `high` itself.
     seen: u64,
+    /// The first sequence seen: what lies before it and beyond the bit set
+    /// was never known missing, so it cannot be told from a replay.
+    floor: u64,
+    /// Missing sequences below the bit set, as inclusive ranges in ascending
+    /// order, none adjacent; at most [`Self::MISSING_RANGES`].
+    missing: Vec<(u64, u64)>,
 }
 
 impl SequenceWindow {
-    /// How far below the high-water mark a late sequence is still recognised.
+    /// How far below the high-water mark a sequence is told by the bit set.
     pub const WINDOW: u64 = 64;
+
+    /// How many missing ranges are remembered: a device whose buffer comes
+    /// back in no order splits its range, and past this the oldest range is
+    /// forgotten (its sequences stay counted as gaps and are then too old).
+    pub const MISSING_RANGES: usize = 64;
 
     /// A window that has seen only `sequence`.
     pub fn fresh(sequence: u64) -> Self {
         Self {
             high: sequence,
             seen: 1,
+            floor: sequence,
+            missing: Vec::new(),
         }
     }
 
@@ -60,32 +78,94 @@ impl SequenceWindow {
     /// sequences skipped over and lowered when a skipped one turns up.
     pub fn admit(&mut self, sequence: u64, gaps: &mut i64) -> Admission {
         if self.seen == 0 {
-            self.high = sequence;
-            self.seen = 1;
+            *self = Self::fresh(sequence);
             return Admission::New;
         }
         if sequence > self.high {
             let shift = sequence - self.high;
             *gaps += (shift - 1) as i64;
-            self.seen = if shift >= Self::WINDOW {
-                0
-            } else {
-                self.seen << shift
-            };
-            self.seen |= 1;
-            self.high = sequence;
+            self.slide(shift);
             return Admission::New;
         }
         let age = self.high - sequence;
-        if age >= Self::WINDOW {
+        if age < Self::WINDOW {
+            if self.seen & (1 << age) != 0 {
+                return Admission::Duplicate;
+            }
+            self.seen |= 1 << age;
+            *gaps -= 1;
+            return Admission::New;
+        }
+        if sequence < self.floor {
             return Admission::TooOld;
         }
-        if self.seen & (1 << age) != 0 {
-            return Admission::Duplicate;
+        let at = self.missing.partition_point(|&(_, last)| last < sequence);
+        match self.missing.get(at) {
+            Some(&(first, last)) if first <= sequence => {
+                match (first < sequence, sequence < last) {
+                    (false, false) => {
+                        self.missing.remove(at);
+                    }
+                    (true, false) => self.missing[at].1 = sequence - 1,
+                    (false, true) => self.missing[at].0 = sequence + 1,
+                    (true, true) => {
+                        self.missing[at].1 = sequence - 1;
+                        self.missing.insert(at + 1, (sequence + 1, last));
+                        self.bound();
+                    }
+                }
+                *gaps -= 1;
+                Admission::New
+            }
+            _ => Admission::Duplicate,
         }
-        self.seen |= 1 << age;
-        *gaps -= 1;
-        Admission::New
+    }
+
+    /// Moves the high-water mark up by `shift` to `high + shift`: sequences
+    /// leaving the bit set unseen, and those skipped over beyond it, become
+    /// missing ranges.
+    fn slide(&mut self, shift: u64) {
+        let old_high = self.high;
+        // Bits i in [WINDOW - shift, WINDOW) leave, oldest (highest i) first.
+        let leaving_from = Self::WINDOW.saturating_sub(shift);
+        for i in (leaving_from..Self::WINDOW).rev() {
+            if self.seen & (1 << i) == 0 && i <= old_high - self.floor {
+                self.note_missing(old_high - i, old_high - i);
+            }
+        }
+        let new_high = old_high + shift;
+        // Skipped sequences that never enter the bit set.
+        if shift > Self::WINDOW {
+            self.note_missing(old_high + 1, new_high - Self::WINDOW);
+        }
+        self.seen = if shift >= Self::WINDOW {
+            0
+        } else {
+            self.seen << shift
+        };
+        self.seen |= 1;
+        self.high = new_high;
+    }
+
+    /// Appends a missing range above every one held.
+    fn note_missing(&mut self, first: u64, last: u64) {
+        match self.missing.last_mut() {
+            Some(range) if range.1 + 1 == first => range.1 = last,
+            _ => {
+                self.missing.push((first, last));
+                self.bound();
+            }
+        }
+    }
+
+    /// Forgets the oldest ranges past [`Self::MISSING_RANGES`]: the floor
+    /// moves above them.
+    fn bound(&mut self) {
+        if self.missing.len() > Self::MISSING_RANGES {
+            let forgotten = self.missing.len() - Self::MISSING_RANGES;
+            self.floor = self.missing[forgotten - 1].1 + 1;
+            self.missing.drain(..forgotten);
+        }
     }
 }
 
@@ -119,7 +199,7 @@ impl UnitSequences {
             return window.admit(sequence, gaps);
         }
         if epoch > *high {
-            let previous = (*high, *window);
+            let previous = (*high, std::mem::take(window));
             self.current = Some((epoch, SequenceWindow::fresh(sequence)));
             self.older.insert(0, previous);
             self.older.truncate(Self::RECENT_EPOCHS - 1);
@@ -144,7 +224,7 @@ impl UnitSequences {
 
     /// The highest unit epoch seen.
     pub fn current_epoch(&self) -> Option<u64> {
-        self.current.map(|(epoch, _)| epoch)
+        self.current.as_ref().map(|(epoch, _)| *epoch)
     }
 }
 
@@ -278,6 +358,62 @@ impl DeviceMemory {
             });
         }
         Ok(())
+    }
+}
+
+/// The device memory as snapshot format 1 wrote it, before the window kept
+/// missing ranges: read so that an upgrade keeps every device's sequences.
+pub mod format_1 {
+    use serde::Deserialize;
+
+    use super::{Cumulative, EventTime, SequenceWindow, UnitSequences};
+
+    #[derive(Deserialize)]
+    struct Window {
+        high: u64,
+        seen: u64,
+    }
+
+    #[derive(Deserialize)]
+    struct Units {
+        current: Option<(u64, Window)>,
+        older: Vec<(u64, Window)>,
+    }
+
+    /// One device's memory in format 1.
+    #[derive(Deserialize)]
+    pub struct DeviceMemory {
+        covered_to: EventTime,
+        sequences: Units,
+        last: Option<Cumulative>,
+    }
+
+    /// The oldest sequence the bit set holds becomes the floor: format 1
+    /// could tell nothing older either.
+    fn window(Window { high, seen }: Window) -> SequenceWindow {
+        if seen == 0 {
+            return SequenceWindow::default();
+        }
+        SequenceWindow {
+            high,
+            seen,
+            floor: high - u64::from(63 - seen.leading_zeros()),
+            missing: Vec::new(),
+        }
+    }
+
+    impl From<DeviceMemory> for super::DeviceMemory {
+        fn from(old: DeviceMemory) -> Self {
+            let Units { current, older } = old.sequences;
+            Self {
+                covered_to: old.covered_to,
+                sequences: UnitSequences {
+                    current: current.map(|(epoch, w)| (epoch, window(w))),
+                    older: older.into_iter().map(|(e, w)| (e, window(w))).collect(),
+                },
+                last: old.last,
+            }
+        }
     }
 }
 
@@ -456,8 +592,168 @@ mod tests {
         assert_eq!(w.admit(4, &mut gaps), Admission::Duplicate);
         assert_eq!(w.admit(1, &mut gaps), Admission::Duplicate);
         assert_eq!(w.admit(200, &mut gaps), Admission::New);
-        assert_eq!(w.admit(100, &mut gaps), Admission::TooOld);
+        assert_eq!(gaps, 1 + 194);
+        // Far behind the newest: a missing one counts, a replay does not.
+        assert_eq!(w.admit(100, &mut gaps), Admission::New);
+        assert_eq!(w.admit(100, &mut gaps), Admission::Duplicate);
+        assert_eq!(w.admit(3, &mut gaps), Admission::New);
+        assert_eq!(w.admit(2, &mut gaps), Admission::Duplicate);
         assert_eq!(w.admit(199, &mut gaps), Admission::New);
+        assert_eq!(gaps, 192);
+        // Before the first sequence seen and beyond the bit set: unknown.
+        assert_eq!(w.admit(0, &mut gaps), Admission::TooOld);
+    }
+
+    /// A unit that lost coverage for days sends its reconnect message, then
+    /// its buffer of hundreds of batches, oldest or newest first: every one
+    /// counts once, and nothing is left counted as a gap.
+    #[test]
+    fn a_buffer_of_hundreds_of_batches_uploaded_after_the_reconnect_counts() {
+        for newest_first in [false, true] {
+            let mut w = SequenceWindow::default();
+            let mut gaps = 0;
+            for sequence in 1..=100 {
+                assert_eq!(w.admit(sequence, &mut gaps), Admission::New);
+            }
+            // 432 ten-minute batches (72 h) buffered, then the reconnect.
+            assert_eq!(w.admit(533, &mut gaps), Admission::New);
+            assert_eq!(gaps, 432);
+            let mut buffer: Vec<u64> = (101..=532).collect();
+            if newest_first {
+                buffer.reverse();
+            }
+            for &sequence in &buffer {
+                assert_eq!(w.admit(sequence, &mut gaps), Admission::New, "{sequence}");
+            }
+            assert_eq!(gaps, 0);
+            assert!(w.missing.is_empty());
+            for &sequence in &buffer {
+                assert_eq!(w.admit(sequence, &mut gaps), Admission::Duplicate);
+            }
+        }
+    }
+
+    /// A buffer coming back in no order splits the missing range; past
+    /// [`SequenceWindow::MISSING_RANGES`] the oldest ranges are forgotten:
+    /// their sequences turn too old, never new twice.
+    #[test]
+    fn a_shuffled_buffer_splits_the_missing_range_within_its_bound() {
+        let mut w = SequenceWindow::fresh(1);
+        let mut gaps = 0;
+        assert_eq!(w.admit(1_000, &mut gaps), Admission::New);
+        // Every other sequence from the newest end: one range per hole.
+        for sequence in (2..=900).rev().step_by(2) {
+            w.admit(sequence, &mut gaps);
+        }
+        assert!(w.missing.len() <= SequenceWindow::MISSING_RANGES);
+        assert_eq!(w.admit(899, &mut gaps), Admission::New);
+        assert_eq!(w.admit(3, &mut gaps), Admission::TooOld);
+        assert_eq!(w.admit(900, &mut gaps), Admission::Duplicate);
+    }
+
+    /// A lane ahead of the others hands the engine the newest part of a
+    /// unit's buffer below its time (absorbed), and a lane behind hands it
+    /// the older part live: those batches are more than the bit set behind
+    /// the absorbed newest and still count, once.
+    #[test]
+    fn live_batches_far_behind_an_absorbed_newer_one_count() {
+        let batch = |sequence: u64| DeviceBatch {
+            customer: "c".into(),
+            site: "s".into(),
+            device: "d".into(),
+            unit_epoch: 0,
+            sequence,
+            samples: vec![crate::Sample {
+                at: sequence * 600_000,
+                operating_hours: sequence as f64 / 6.0,
+                ..Default::default()
+            }],
+        };
+        let mut memory = DeviceMemory::default();
+        let (mut gaps, mut resets, mut out) = (0, 0, Vec::new());
+        memory
+            .apply(batch(1), &mut gaps, &mut resets, &mut out)
+            .unwrap();
+        memory.absorb(&batch(400), &mut gaps).unwrap();
+        assert_eq!(gaps, 398);
+        for sequence in 2..300 {
+            let taken = memory.apply(batch(sequence), &mut gaps, &mut resets, &mut out);
+            assert_eq!(taken, Ok(()), "sequence {sequence}");
+        }
+        assert_eq!(out.len(), 299);
+        assert_eq!(gaps, 100);
+        let again = memory.apply(batch(150), &mut gaps, &mut resets, &mut out);
+        assert_eq!(again, Err(Admission::Duplicate));
+    }
+
+    /// What a window says, checked against a set of every sequence taken.
+    mod against_a_set {
+        use std::collections::BTreeSet;
+
+        use proptest::prelude::*;
+
+        use super::super::{Admission, SequenceWindow};
+
+        /// The verdict the window's contract gives: exact while nothing is
+        /// forgotten; before the first sequence and beyond the bit set,
+        /// too old.
+        fn expected(taken: &BTreeSet<u64>, first: Option<u64>, sequence: u64) -> Admission {
+            let (Some(first), Some(&high)) = (first, taken.last()) else {
+                return Admission::New;
+            };
+            if sequence + SequenceWindow::WINDOW <= high && sequence < first {
+                Admission::TooOld
+            } else if taken.contains(&sequence) {
+                Admission::Duplicate
+            } else {
+                Admission::New
+            }
+        }
+
+        proptest! {
+            /// Up to 60 sequences taken (so at most 61 missing ranges, within
+            /// the bound): every verdict as the set says, and the gaps are
+            /// the sequences from the first to the newest not taken.
+            #[test]
+            fn verdicts_and_gaps_are_exact_within_the_bound(
+                sequences in prop::collection::vec(
+                    prop_oneof![0u64..200, 0u64..5_000, 4_900u64..5_000],
+                    1..60,
+                ),
+            ) {
+                let mut w = SequenceWindow::default();
+                let (mut gaps, mut taken, mut first) = (0i64, BTreeSet::new(), None);
+                for sequence in sequences {
+                    let want = expected(&taken, first, sequence);
+                    prop_assert_eq!(w.admit(sequence, &mut gaps), want, "sequence {}", sequence);
+                    if want == Admission::New {
+                        taken.insert(sequence);
+                        first.get_or_insert(sequence);
+                    }
+                    let high = *taken.last().unwrap();
+                    let span = (high - first.unwrap() + 1) as i64;
+                    prop_assert_eq!(gaps, span - taken.len() as i64);
+                }
+            }
+
+            /// However many sequences and in whatever order: none is new
+            /// twice, and a replay is only ever of one taken.
+            #[test]
+            fn no_sequence_is_new_twice(
+                sequences in prop::collection::vec(0u64..3_000, 1..2_000),
+            ) {
+                let mut w = SequenceWindow::default();
+                let (mut gaps, mut taken) = (0i64, BTreeSet::new());
+                for sequence in sequences {
+                    match w.admit(sequence, &mut gaps) {
+                        Admission::New => prop_assert!(taken.insert(sequence), "{} twice", sequence),
+                        Admission::Duplicate => prop_assert!(taken.contains(&sequence)),
+                        Admission::TooOld => {}
+                    }
+                    prop_assert!(w.missing.len() <= SequenceWindow::MISSING_RANGES);
+                }
+            }
+        }
     }
 
     #[test]

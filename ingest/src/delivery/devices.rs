@@ -15,10 +15,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use fleetpulse_engine::{DeviceSnapshot, EventTime};
+use fleetpulse_engine::operators::device_state::format_1;
+use fleetpulse_engine::{DeviceKey, DeviceSnapshot, EventTime};
 
-/// The file format this build writes and reads.
-pub const FORMAT: u32 = 1;
+/// The file format this build writes; it reads this one and format 1 (whose
+/// sequence windows kept no missing ranges).
+pub const FORMAT: u32 = 2;
 
 const MAGIC: &[u8; 8] = b"FPDEVSNP";
 const HEADER: usize = 8 + 4 + 8 + 8 + 8 + 4;
@@ -82,9 +84,9 @@ pub fn decode(bytes: &[u8], shown: &str) -> Result<DeviceSnapshot, String> {
     let Some(header) = Header::read(bytes) else {
         return Err(format!("{shown}: not a device snapshot; {afresh}"));
     };
-    if header.format != FORMAT {
+    if header.format != FORMAT && header.format != 1 {
         return Err(format!(
-            "{shown}: device snapshot of format {} (this build reads {FORMAT}); run the \
+            "{shown}: device snapshot of format {} (this build reads formats 1 to {FORMAT}); run the \
              build that wrote it, or {afresh}",
             header.format
         ));
@@ -102,8 +104,16 @@ pub fn decode(bytes: &[u8], shown: &str) -> Result<DeviceSnapshot, String> {
             "{shown}: device snapshot damaged (length or checksum); {afresh}"
         ));
     }
-    let devices =
-        bincode::deserialize(body).map_err(|e| format!("{shown}: device snapshot: {e}"))?;
+    let damaged = |e: bincode::Error| format!("{shown}: device snapshot: {e}");
+    let devices = if header.format == 1 {
+        bincode::deserialize::<Vec<(DeviceKey, format_1::DeviceMemory)>>(body)
+            .map_err(damaged)?
+            .into_iter()
+            .map(|(key, memory)| (key, memory.into()))
+            .collect()
+    } else {
+        bincode::deserialize(body).map_err(damaged)?
+    };
     Ok(DeviceSnapshot {
         at,
         newest,
@@ -241,7 +251,7 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fleetpulse_engine::DeviceMemory;
+    use fleetpulse_engine::{DeviceBatch, DeviceMemory, Sample};
 
     fn snapshot() -> DeviceSnapshot {
         DeviceSnapshot {
@@ -265,10 +275,10 @@ mod tests {
         let err = decode(&bytes[..bytes.len() - 1], "f").unwrap_err();
         assert!(err.contains("damaged"), "{err}");
         let mut newer = bytes.clone();
-        newer[8] = 2;
+        newer[8] = 3;
         let err = decode(&newer, "f").unwrap_err();
         assert!(
-            err.contains("format 2") && err.contains("this build reads 1"),
+            err.contains("format 3") && err.contains("this build reads formats 1 to 2"),
             "{err}"
         );
         assert!(
@@ -325,7 +335,6 @@ mod tests {
     /// Memories of two devices, one with a replaced unit, as a fleet leaves
     /// them.
     fn remembered() -> DeviceSnapshot {
-        use fleetpulse_engine::{DeviceBatch, Sample};
         let batch = |device: &str, epoch, sequence, at, hours| DeviceBatch {
             customer: "acme".into(),
             site: "pit".into(),
@@ -384,5 +393,65 @@ mod tests {
         }
         let bytes = std::fs::read(&fixture).unwrap();
         assert_eq!(decode(&bytes, "fixture").unwrap(), remembered());
+    }
+
+    /// Format 2 (checked in) keeps a device's missing sequences far behind
+    /// its newest: after a restart its buffered batches still count and
+    /// their replays are still refused.
+    #[test]
+    fn a_format_2_snapshot_keeps_missing_sequences_far_behind_the_newest() {
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/devices-v2.snapshot");
+        let mut written = remembered();
+        let mut memory = DeviceMemory::default();
+        let (mut gaps, mut resets, mut usage) = (0, 0, Vec::new());
+        for (sequence, at) in [(1, 1_000), (300, 3_000), (100, 1_500)] {
+            let batch = DeviceBatch {
+                customer: "acme".into(),
+                site: "quarry".into(),
+                device: "drill-3".into(),
+                unit_epoch: 0,
+                sequence,
+                samples: vec![Sample {
+                    at,
+                    ..Sample::default()
+                }],
+            };
+            memory
+                .apply(batch, &mut gaps, &mut resets, &mut usage)
+                .unwrap();
+        }
+        assert_eq!(gaps, 297);
+        written
+            .devices
+            .push((("acme".into(), "drill-3".into()), memory));
+        if std::env::var_os("FLEETPULSE_BLESS").is_some() && !fixture.exists() {
+            std::fs::write(&fixture, encode(&written)).unwrap();
+        }
+        let bytes = std::fs::read(&fixture).unwrap();
+        let mut read = decode(&bytes, "fixture").unwrap();
+        assert_eq!(read, written);
+        let (_, memory) = read.devices.last_mut().unwrap();
+        let batch = |sequence| DeviceBatch {
+            customer: "acme".into(),
+            site: "quarry".into(),
+            device: "drill-3".into(),
+            unit_epoch: 0,
+            sequence,
+            samples: vec![Sample {
+                at: 1_200,
+                ..Sample::default()
+            }],
+        };
+        let (mut gaps, mut resets, mut usage) = (0, 0, Vec::new());
+        assert_eq!(
+            memory.apply(batch(50), &mut gaps, &mut resets, &mut usage),
+            Ok(())
+        );
+        assert_eq!(
+            memory.apply(batch(100), &mut gaps, &mut resets, &mut usage),
+            Err(fleetpulse_engine::operators::device_state::Admission::Duplicate)
+        );
+        assert_eq!(gaps, -1);
     }
 }
