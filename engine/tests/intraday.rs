@@ -470,3 +470,87 @@ fn a_champion_absent_all_week_is_alerted_by_the_last_day_s_noon() {
         ]
     );
 }
+
+/// A fleet of 10 working 08:00 to 16:00 in Berlin every day, and idle
+/// otherwise: on the 23-hour day of 2026-03-29, as on the day before, every
+/// provisional score is the score the day closes with (the open day is read
+/// at the usual day's pace by the local clock, not by hours since
+/// midnight).
+#[test]
+fn a_daylight_saving_day_is_read_at_the_pace_of_the_usual_day() {
+    let zone = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+    let midnight = |date: &str| -> u64 {
+        let day: jiff::civil::Date = date.parse().unwrap();
+        day.to_zoned(zone.clone())
+            .unwrap()
+            .timestamp()
+            .as_millisecond() as u64
+    };
+    let local_hour = |at: u64| {
+        let at = jiff::Timestamp::from_millisecond(at as i64).unwrap();
+        at.to_zoned(zone.clone()).hour()
+    };
+    let start = midnight("2026-02-27");
+    let mut config = EngineConfig::default();
+    let contract = Contract {
+        arr: 120_000.0,
+        start,
+        renewal: start + 365 * 24 * HOUR_MS,
+        devices_purchased: DEVICES as u32,
+        operator_seats: 4,
+    };
+    let mut spec = CustomerSpec::new("acme", Segment::HighTouch, contract);
+    spec.timezone = zone.clone();
+    config.customers.insert("acme".into(), spec);
+    let mut run = Run::start_with(config, 2);
+    let days = [
+        (midnight("2026-03-28"), midnight("2026-03-29")),
+        (midnight("2026-03-29"), midnight("2026-03-30")),
+    ];
+    let mut worked = 0.0;
+    let mut h = 0;
+    while start + h * HOUR_MS < days[1].1 + LATENESS + HOUR_MS {
+        let at = start + h * HOUR_MS;
+        let working = (8..16).contains(&local_hour(at));
+        if working {
+            worked += 1.0;
+        }
+        let batches = (0..DEVICES)
+            .map(|d| {
+                let sample = Sample {
+                    at: at + 7 * MIN,
+                    state: if working {
+                        MachineState::Running
+                    } else {
+                        MachineState::Idle
+                    },
+                    operating_hours: 100.0 + worked,
+                    ..Sample::default()
+                };
+                common::batch("acme", &format!("d{d}"), 0, h + 1, vec![sample])
+            })
+            .collect();
+        run.feed(batches);
+        if at >= days[0].0 {
+            // Time to score the open day after each hour.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        h += 1;
+    }
+    let records = run.finish();
+    for (from, end) in days {
+        let day = scores(&records, end);
+        let closed: Vec<f64> = (day.iter()).filter(|(p, _)| !p).map(|(_, s)| *s).collect();
+        let provisional: Vec<f64> = (day.iter()).filter(|(p, _)| *p).map(|(_, s)| *s).collect();
+        assert_eq!(closed.len(), 1, "{} h day: {day:?}", (end - from) / HOUR_MS);
+        assert!(provisional.len() >= 4, "{day:?}");
+        for score in provisional {
+            assert!(
+                (score - closed[0]).abs() < 0.5,
+                "{} h day: provisional {score}, closed {}: {day:?}",
+                (end - from) / HOUR_MS,
+                closed[0]
+            );
+        }
+    }
+}

@@ -52,6 +52,10 @@ pub struct ConsumerReport {
     pub samples: u64,
     /// Duplicate messages dropped.
     pub duplicates: u64,
+    /// Sequences skipped by devices and not delivered (fleetpulse's engine).
+    pub sequence_gaps: i64,
+    /// Batches the engine dropped as older than the sequences it remembers.
+    pub replays_too_old: u64,
     /// KPI records produced.
     pub records_emitted: u64,
     /// KPI records the store accepted.
@@ -148,6 +152,8 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         // Late readings count in their windows through the restatement.
         samples: run.engine.samples + run.engine.late_samples,
         duplicates: run.engine.duplicates,
+        sequence_gaps: run.engine.sequence_gaps,
+        replays_too_old: run.engine.replays_too_old,
         records_emitted: metrics.records_emitted.load(Relaxed),
         records_written: run.sinks.iter().map(|s| s.records_written).sum(),
         records_dropped: run.sinks.iter().map(|s| s.records_dropped).sum(),

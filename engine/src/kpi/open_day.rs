@@ -11,13 +11,17 @@
 //! trend and daily outcome totals are not read as a collapse in the
 //! morning. Ratios (faults per hour) are unchanged by it. Before a tenth of
 //! the usual day's work is due, no score is read.
+//!
+//! Hours are placed by the customer's local clock on a day of 23 or 25 hours
+//! (a daylight-saving change): 10:00 is 10:00 whether the night was an hour
+//! shorter or longer, so the usual day is read at the right hour.
 
 use std::collections::{HashMap, HashSet};
 
 use super::customer::ratio;
 use super::day_shape::{DayShape, TOO_EARLY};
 use super::{CustomerKpi, DeviceKpi, Totals};
-use crate::config::HOUR_MS;
+use crate::config::{DAY_MS, HOUR_MS};
 use crate::model::{EventTime, Id};
 
 /// One customer's open day, as far as its hourly windows have closed.
@@ -39,6 +43,8 @@ pub struct OpenDay {
     hours: Vec<f64>,
     /// Hours taken in since the last provisional score.
     pub changed: bool,
+    /// The customer's time zone, on a day that is not 24 hours long.
+    zone: Option<jiff::tz::TimeZone>,
 }
 
 impl OpenDay {
@@ -58,10 +64,32 @@ impl OpenDay {
             devices_purchased: 0,
             hours: Vec::new(),
             changed: false,
+            zone: None,
         }
     }
 
-    /// Operating hours per hour of the day taken in (hour 0 the first).
+    /// The day in the customer's time zone: on a daylight-saving day its
+    /// hours are placed by the local clock.
+    pub fn in_zone(mut self, zone: Option<&jiff::tz::TimeZone>) -> Self {
+        if self.end - self.start != DAY_MS {
+            self.zone = zone.cloned();
+        }
+        self
+    }
+
+    /// The hour of the day that holds `at`: hours since the start, or on a
+    /// daylight-saving day the local clock's hour (the repeated hour of a
+    /// 25-hour day is one, the skipped hour of a 23-hour day none).
+    fn slot(&self, at: EventTime) -> usize {
+        let local = self.zone.as_ref().and_then(|zone| {
+            let at = jiff::Timestamp::from_millisecond(i64::try_from(at).ok()?).ok()?;
+            Some(at.to_zoned(zone.clone()).hour() as usize)
+        });
+        local.unwrap_or((at.saturating_sub(self.start) / HOUR_MS) as usize)
+    }
+
+    /// Operating hours per hour of the day taken in (hour 0 the first; by
+    /// the local clock on a daylight-saving day).
     pub fn hours(&self) -> &[f64] {
         &self.hours
     }
@@ -80,7 +108,7 @@ impl OpenDay {
     pub fn add_hour(&mut self, hour: &CustomerKpi) {
         self.through = self.through.max(hour.window_end);
         self.totals.merge(hour.totals);
-        let slot = (hour.window_start.saturating_sub(self.start) / HOUR_MS) as usize;
+        let slot = self.slot(hour.window_start);
         if self.hours.len() <= slot {
             self.hours.resize(slot + 1, 0.0);
         }
@@ -123,7 +151,7 @@ impl OpenDay {
         if elapsed == 0 {
             return None;
         }
-        let pace = match shape.done_by(elapsed.div_ceil(HOUR_MS) as usize) {
+        let pace = match shape.done_by(self.slot(self.through - 1) + 1) {
             None => (self.end - self.start) as f64 / elapsed as f64,
             Some(done) if done < TOO_EARLY => return None,
             Some(done) => 1.0 / done,
@@ -268,5 +296,69 @@ mod tests {
             day.at_pace(c, d, &uniform).unwrap().totals.operating_hours,
             12.0
         );
+    }
+
+    /// Berlin's days of 2026-03-29 (23 hours) and 2026-10-25 (25 hours): a
+    /// fleet working 08:00 to 16:00 local time, read at 12:00 local, has
+    /// done half its usual day, as on any other day.
+    #[test]
+    fn a_daylight_saving_day_is_read_by_the_local_clock() {
+        let zone = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+        let midnight = |date: &str| -> EventTime {
+            let day: jiff::civil::Date = date.parse().unwrap();
+            let at = day.to_zoned(zone.clone()).unwrap().timestamp();
+            at.as_millisecond() as EventTime
+        };
+        let local_hour = |at: EventTime| {
+            let at = jiff::Timestamp::from_millisecond(at as i64).unwrap();
+            at.to_zoned(zone.clone()).hour()
+        };
+        let hour_at = |start: EventTime, operating_hours: f64| CustomerKpi {
+            window_start: start,
+            window_end: start + HOUR_MS,
+            ..hour(0, operating_hours, 0)
+        };
+        // The usual day, learned on a day of 24 hours.
+        let usual_start = midnight("2026-03-27");
+        let mut usual = OpenDay::new(usual_start, midnight("2026-03-28")).in_zone(Some(&zone));
+        for h in 0..24 {
+            let start = usual_start + h * HOUR_MS;
+            let working = (8..16).contains(&local_hour(start));
+            usual.add_hour(&hour_at(start, if working { 1.0 } else { 0.0 }));
+        }
+        let mut shape = DayShape::default();
+        shape.learn(usual.hours(), 8.0);
+        let (c, d) = (&"c".into(), &"1d".into());
+        for (date, next, hours) in [
+            ("2026-03-29", "2026-03-30", 23),
+            ("2026-10-25", "2026-10-26", 25),
+        ] {
+            let (start, end) = (midnight(date), midnight(next));
+            assert_eq!(end - start, hours * HOUR_MS, "{date}");
+            let mut day = OpenDay::new(start, end).in_zone(Some(&zone));
+            let mut whole = OpenDay::new(start, end).in_zone(Some(&zone));
+            for h in 0..hours {
+                let start = start + h * HOUR_MS;
+                let working = (8..16).contains(&local_hour(start));
+                let kpi = hour_at(start, if working { 1.0 } else { 0.0 });
+                if local_hour(start) < 12 {
+                    day.add_hour(&kpi);
+                }
+                whole.add_hour(&kpi);
+            }
+            let read = day.at_pace(c, d, &shape).unwrap().totals.operating_hours;
+            assert_eq!(read, 8.0, "{date}: 4 hours by 12:00 local");
+            // The day teaches the same shape as a day of 24 hours.
+            let mut learned = DayShape::default();
+            learned.learn(whole.hours(), 8.0);
+            assert_eq!(learned.done_by(12), Some(0.5), "{date}");
+            // Without the zone the hours since midnight would be read.
+            let naive = OpenDay {
+                zone: None,
+                ..day.clone()
+            };
+            let off = naive.at_pace(c, d, &shape).unwrap().totals.operating_hours;
+            assert_ne!(off, 8.0, "{date}");
+        }
     }
 }

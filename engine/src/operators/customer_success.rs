@@ -221,7 +221,7 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                             }
                             Output::Device(d) if Some(&d.window) == hour.as_ref() => {
                                 if let Some(open) = (tracked.get_mut(&d.customer))
-                                    .and_then(|t| open_day(t))
+                                    .and_then(|t| open_day(t, &config, &d.customer))
                                     .filter(|o| o.holds(d.window_start, d.window_end))
                                 {
                                     open.add_device_hour(&d);
@@ -258,7 +258,7 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                                     t.next_day = Some((start, end, cap.delayed(&end)));
                                 } else {
                                     if Some(&k.window) == hour.as_ref()
-                                        && let Some(open) = open_day(t)
+                                        && let Some(open) = open_day(t, &config, &k.customer)
                                         && open.holds(k.window_start, k.window_end)
                                     {
                                         if !open.changed {
@@ -430,10 +430,15 @@ fn settle_provisional(t: &mut Tracked, end: EventTime, out: &mut Vec<Output>) {
 
 /// The open day of `t` (the one after its last closed day), started
 /// afresh when the days moved on; `None` before a day has closed.
-fn open_day(t: &mut Tracked) -> Option<&mut OpenDay> {
+fn open_day<'t>(
+    t: &'t mut Tracked,
+    config: &EngineConfig,
+    customer: &str,
+) -> Option<&'t mut OpenDay> {
     let (start, end, _) = t.next_day.as_ref()?;
     if t.open_day.as_ref().is_none_or(|o| o.start() != *start) {
-        t.open_day = Some(OpenDay::new(*start, *end));
+        let zone = config.customers.get(customer).map(|c| &c.timezone);
+        t.open_day = Some(OpenDay::new(*start, *end).in_zone(zone));
     }
     t.open_day.as_mut()
 }
