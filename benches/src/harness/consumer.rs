@@ -56,6 +56,10 @@ pub struct ConsumerReport {
     pub sequence_gaps: i64,
     /// Batches the engine dropped as older than the sequences it remembers.
     pub replays_too_old: u64,
+    /// Restatement passes run for late data, and the records they restated.
+    pub restatements: u64,
+    /// See `restatements`.
+    pub records_restated: u64,
     /// KPI records produced.
     pub records_emitted: u64,
     /// KPI records the store accepted.
@@ -154,6 +158,8 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         duplicates: run.engine.duplicates,
         sequence_gaps: run.engine.sequence_gaps,
         replays_too_old: run.engine.replays_too_old,
+        restatements: metrics.restatements.load(Relaxed),
+        records_restated: metrics.records_restated.load(Relaxed),
         records_emitted: metrics.records_emitted.load(Relaxed),
         records_written: run.sinks.iter().map(|s| s.records_written).sum(),
         records_dropped: run.sinks.iter().map(|s| s.records_dropped).sum(),

@@ -271,6 +271,11 @@ pub struct Counts {
     pub sequence_gaps: i64,
     /// See `sequence_gaps`.
     pub replays_too_old: u64,
+    /// fleetpulse's restatement passes for late data, and the records they
+    /// restated (0 for the peers).
+    pub restatements: u64,
+    /// See `restatements`.
+    pub records_restated: u64,
     /// KPI records produced and written.
     pub records_emitted: u64,
     /// See `records_emitted`.
@@ -761,6 +766,8 @@ async fn run_ceiling(
             duplicates: 0,
             sequence_gaps: 0,
             replays_too_old: 0,
+            restatements: 0,
+            records_restated: 0,
             records_emitted: 0,
             records_written: 0,
         },
@@ -927,6 +934,8 @@ async fn measure(
             duplicates: report.duplicates,
             sequence_gaps: report.sequence_gaps,
             replays_too_old: report.replays_too_old,
+            restatements: report.restatements,
+            records_restated: report.records_restated,
             records_emitted: report.records_emitted,
             records_written: report.records_written,
         },

@@ -11,8 +11,9 @@
 //!
 //! Commits are not synced one by one (`synchronous = NORMAL`, SQLite's WAL
 //! mode: a crash of the process loses nothing committed); [`Archive::durable`]
-//! syncs every file, before a late batch is acknowledged (it is in no
-//! other WAL) and before fleetpulse's WAL is cut behind live batches.
+//! syncs every file's write-ahead log, before late batches are acknowledged
+//! (they are in no other WAL) and before fleetpulse's WAL is cut behind live
+//! batches.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -94,6 +95,12 @@ const STATE_SCHEMA: &str = "
         due_ms INTEGER NOT NULL,
         first_pass_done INTEGER NOT NULL,
         generation INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS pending_devices (
+        customer TEXT NOT NULL,
+        device TEXT NOT NULL,
+        from_ms INTEGER NOT NULL,
+        PRIMARY KEY (customer, device)
     ) WITHOUT ROWID;";
 
 /// The archive failed; the message names the file.
@@ -132,6 +139,20 @@ pub struct Pending {
     pub final_done: bool,
     /// Raised by every late arrival: a pass only clears the row it read.
     pub generation: u64,
+    /// The devices with late data, each from its earliest late reading: the
+    /// only device windows a pass changes (empty in a row kept by an
+    /// earlier build: every device's).
+    pub devices: HashMap<Id, EventTime>,
+}
+
+impl Pending {
+    /// Whether a pass restates the window of `device` ending at `end`: one
+    /// of a device with late data, ending after its earliest late reading
+    /// (the late readings' windows and those of its readings after them,
+    /// whose increments they split). The customer's windows all change.
+    pub fn restates(&self, device: &str, end: EventTime) -> bool {
+        self.devices.is_empty() || self.devices.get(device).is_some_and(|from| end > *from)
+    }
 }
 
 /// A customer whose journey is folded again from its kept inputs, from
@@ -156,6 +177,9 @@ pub struct Archive {
     held: HashMap<Id, Held>,
     /// Customers whose [`Held`] changed since [`Self::take_held`].
     moved: Vec<Id>,
+    /// A day file was created since the last [`Self::durable`]: the
+    /// directory is synced too.
+    created: bool,
 }
 
 /// What the archive holds of a customer.
@@ -253,6 +277,7 @@ impl Archive {
             days: BTreeMap::new(),
             moved: held.keys().cloned().collect(),
             held,
+            created: false,
         };
         let entries = std::fs::read_dir(dir).map_err(|e| fail(dir, e))?;
         for entry in entries {
@@ -270,7 +295,9 @@ impl Archive {
 
     fn day(&mut self, day: u64) -> Result<&mut Connection, ArchiveError> {
         if !self.days.contains_key(&day) {
-            let conn = open(&self.day_path(day), DAY_SCHEMA)?;
+            let path = self.day_path(day);
+            self.created |= !path.exists();
+            let conn = open(&path, DAY_SCHEMA)?;
             self.days.insert(day, conn);
         }
         Ok(self.days.get_mut(&day).expect("inserted above"))
@@ -358,19 +385,29 @@ impl Archive {
             .collect()
     }
 
-    /// Makes every commit so far durable: each file's log is synced and
-    /// copied into it (`wal_checkpoint(FULL)`).
+    /// Makes every commit so far durable: each file's write-ahead log is
+    /// synced, as SQLite's `synchronous = FULL` does at each commit (what a
+    /// checkpoint copied into a database file, SQLite synced there). A log
+    /// with nothing new costs next to nothing, so no file is left out; the
+    /// pages are not copied into the database files here (SQLite's own
+    /// checkpoints do that as the logs grow).
     pub fn durable(&mut self) -> Result<(), ArchiveError> {
-        let state = self.dir.join("state.sqlite");
-        self.state
-            .query_row("PRAGMA wal_checkpoint(FULL)", [], |_| Ok(()))
-            .map_err(|e| fail(&state, e))?;
-        let days: Vec<u64> = self.days.keys().copied().collect();
-        for day in days {
-            let path = self.day_path(day);
-            self.day(day)?
-                .query_row("PRAGMA wal_checkpoint(FULL)", [], |_| Ok(()))
-                .map_err(|e| fail(&path, e))?;
+        let mut files = vec![self.dir.join("state.sqlite")];
+        files.extend(self.days.keys().map(|day| self.day_path(*day)));
+        for file in files {
+            let mut log = file.into_os_string();
+            log.push("-wal");
+            let log = PathBuf::from(log);
+            match std::fs::File::open(&log) {
+                Ok(opened) => opened.sync_data().map_err(|e| fail(&log, e))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(fail(&log, e)),
+            }
+        }
+        if self.created {
+            let dir = std::fs::File::open(&self.dir).map_err(|e| fail(&self.dir, e))?;
+            dir.sync_all().map_err(|e| fail(&self.dir, e))?;
+            self.created = false;
         }
         Ok(())
     }
@@ -543,27 +580,45 @@ impl Archive {
         Ok(old.len())
     }
 
-    /// Notes late data of `customer` from `from`, whose effects the live
-    /// dataflow has taken in by `due`: merged into its pending row.
+    /// Notes late data of `customer`'s `devices`, each from its earliest
+    /// late reading, whose effects the live dataflow has taken in by `due`:
+    /// merged into its pending row.
     pub fn note_late(
         &mut self,
         customer: &str,
-        from: EventTime,
+        devices: &[(&str, EventTime)],
         due: EventTime,
     ) -> Result<(), ArchiveError> {
+        let Some(from) = devices.iter().map(|(_, at)| *at).min() else {
+            return Ok(());
+        };
         let path = self.dir.join("state.sqlite");
-        self.state
-            .execute(
-                "INSERT INTO pending (customer, from_ms, due_ms, first_pass_done, generation) \
-                 VALUES (?1, ?2, ?3, 0, 1) \
-                 ON CONFLICT (customer) DO UPDATE SET \
-                   from_ms = MIN(from_ms, excluded.from_ms), \
-                   due_ms = MAX(due_ms, excluded.due_ms), \
-                   first_pass_done = 0, generation = generation + 1",
-                params![customer, from as i64, due as i64],
-            )
-            .map_err(|e| fail(&path, e))?;
-        Ok(())
+        let tx = self.state.transaction().map_err(|e| fail(&path, e))?;
+        tx.execute(
+            "INSERT INTO pending (customer, from_ms, due_ms, first_pass_done, generation) \
+             VALUES (?1, ?2, ?3, 0, 1) \
+             ON CONFLICT (customer) DO UPDATE SET \
+               from_ms = MIN(from_ms, excluded.from_ms), \
+               due_ms = MAX(due_ms, excluded.due_ms), \
+               first_pass_done = 0, generation = generation + 1",
+            params![customer, from as i64, due as i64],
+        )
+        .map_err(|e| fail(&path, e))?;
+        {
+            let mut device = tx
+                .prepare_cached(
+                    "INSERT INTO pending_devices (customer, device, from_ms) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (customer, device) DO UPDATE SET \
+                       from_ms = MIN(from_ms, excluded.from_ms)",
+                )
+                .map_err(|e| fail(&path, e))?;
+            for (id, at) in devices {
+                device
+                    .execute(params![customer, id, *at as i64])
+                    .map_err(|e| fail(&path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| fail(&path, e))
     }
 
     /// The restatements still to do.
@@ -585,10 +640,27 @@ impl Archive {
                     first_pass_done: r.get::<_, i64>(3)? >= 1,
                     final_done: r.get::<_, i64>(3)? >= 2,
                     generation: r.get::<_, i64>(4)? as u64,
+                    devices: HashMap::new(),
                 })
             })
             .map_err(|e| fail(&path, e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| fail(&path, e))
+        let mut pending: Vec<Pending> =
+            rows.collect::<Result<_, _>>().map_err(|e| fail(&path, e))?;
+        let mut devices = self
+            .state
+            .prepare_cached("SELECT device, from_ms FROM pending_devices WHERE customer = ?1")
+            .map_err(|e| fail(&path, e))?;
+        for row in &mut pending {
+            let found = devices
+                .query_map(params![&*row.customer], |r| {
+                    Ok((r.get::<_, String>(0)?.into(), r.get::<_, i64>(1)? as u64))
+                })
+                .map_err(|e| fail(&path, e))?;
+            row.devices = found
+                .collect::<Result<_, _>>()
+                .map_err(|e| fail(&path, e))?;
+        }
+        Ok(pending)
     }
 
     /// A pass over `pending` was written to every store: the row is marked
@@ -612,12 +684,22 @@ impl Archive {
     /// has passed (`written_before`): no restart recomputes them any more.
     pub fn forget(&mut self, written_before: EventTime) -> Result<usize, ArchiveError> {
         let path = self.dir.join("state.sqlite");
-        self.state
+        let before = written_before.min(i64::MAX as u64) as i64;
+        let tx = self.state.transaction().map_err(|e| fail(&path, e))?;
+        tx.execute(
+            "DELETE FROM pending_devices WHERE customer IN \
+               (SELECT customer FROM pending WHERE first_pass_done = 2 AND due_ms < ?1)",
+            params![before],
+        )
+        .map_err(|e| fail(&path, e))?;
+        let forgotten = tx
             .execute(
                 "DELETE FROM pending WHERE first_pass_done = 2 AND due_ms < ?1",
-                params![written_before.min(i64::MAX as u64) as i64],
+                params![before],
             )
-            .map_err(|e| fail(&path, e))
+            .map_err(|e| fail(&path, e))?;
+        tx.commit().map_err(|e| fail(&path, e))?;
+        Ok(forgotten)
     }
 
     /// After a restart the WAL's replay emits the windows after the
@@ -1064,17 +1146,26 @@ mod tests {
     fn pending_rows_merge_and_survive_only_their_own_generation() {
         let dir = tempfile::tempdir().unwrap();
         let mut archive = Archive::open(dir.path()).unwrap();
-        archive.note_late("a", 500, 900).unwrap();
-        archive.note_late("a", 300, 800).unwrap();
+        archive
+            .note_late("a", &[("d1", 500), ("d2", 700)], 900)
+            .unwrap();
+        archive
+            .note_late("a", &[("d1", 600), ("d2", 300)], 800)
+            .unwrap();
         let [first] = archive.pending().unwrap().try_into().unwrap();
         assert_eq!(
             (first.from, first.due, first.first_pass_done),
             (300, 900, false)
         );
+        // Each device from its earliest late reading; the others untouched.
+        let devices: HashMap<Id, EventTime> = [("d1".into(), 500), ("d2".into(), 300)].into();
+        assert_eq!(first.devices, devices);
+        assert!(first.restates("d1", 501) && !first.restates("d1", 500));
+        assert!(first.restates("d2", 400) && !first.restates("d3", 1_000));
         archive.passed(&first, false).unwrap();
         assert!(archive.pending().unwrap()[0].first_pass_done);
         // Late data after the pass read the row: the final pass keeps it.
-        archive.note_late("a", 400, 950).unwrap();
+        archive.note_late("a", &[("d3", 400)], 950).unwrap();
         archive.passed(&first, true).unwrap();
         let [again] = archive.pending().unwrap().try_into().unwrap();
         assert_eq!(
@@ -1091,6 +1182,12 @@ mod tests {
         archive.passed(&reset, true).unwrap();
         assert_eq!(archive.forget(951).unwrap(), 1);
         assert!(archive.pending().unwrap().is_empty());
+        // A new episode starts with only its own devices.
+        archive.note_late("a", &[("d4", 2_000)], 3_000).unwrap();
+        let [next] = archive.pending().unwrap().try_into().unwrap();
+        assert_eq!(next.devices.keys().collect::<Vec<_>>(), [&Id::from("d4")]);
+        archive.passed(&next, true).unwrap();
+        archive.forget(3_001).unwrap();
         assert_eq!(archive.next_revision("a").unwrap(), 1);
         drop(archive);
         let mut archive = Archive::open(dir.path()).unwrap();

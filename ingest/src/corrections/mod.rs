@@ -339,6 +339,8 @@ fn run(
     let mut live = Vec::new();
     // When the oldest of them came.
     let mut waiting_since = std::time::Instant::now();
+    // Late batches archived, their lanes waiting for one sync of them all.
+    let mut unsynced: Vec<LateAnswer> = Vec::new();
     let mut state = Passes {
         specs: settings.engine.customers.clone(),
         day: settings.engine.day_window().map(|d| d.name.clone()),
@@ -373,6 +375,12 @@ fn run(
                     if !matches!(other, Command::Emitted(..) | Command::Passed(_)) {
                         flush(&mut archive, &settings, &mut live, &mut failing);
                     }
+                    // Late batches queued one after the other share one sync;
+                    // any other command answers them first.
+                    let quick = matches!(other, Command::Late { .. });
+                    if !quick || unsynced.len() >= MAX_UNSYNCED {
+                        answer_late(&mut archive, &mut unsynced);
+                    }
                     match other {
                         Command::Late {
                             batches,
@@ -380,12 +388,16 @@ fn run(
                             done,
                         } => {
                             let due = watermark + settings.lateness_ms + longest + ZONE_SLACK_MS;
-                            let result = late(&mut archive, &batches, due);
-                            if let Ok(new) = &result {
-                                let n = new.iter().filter(|n| **n).count() as u64;
-                                metrics.late_admitted.fetch_add(n, Relaxed);
+                            match late(&mut archive, &batches, due) {
+                                Ok(new) => {
+                                    let n = new.iter().filter(|n| **n).count() as u64;
+                                    metrics.late_admitted.fetch_add(n, Relaxed);
+                                    unsynced.push((done, new));
+                                }
+                                Err(e) => {
+                                    let _ = done.send(Err(e.to_string()));
+                                }
                             }
-                            let _ = done.send(result.map_err(|e| e.to_string()));
                         }
                         Command::Restate {
                             through,
@@ -492,6 +504,7 @@ fn run(
             }
             next = commands.try_recv().ok();
         }
+        answer_late(&mut archive, &mut unsynced);
         if live.len() >= LIVE_TRANSACTION || waiting_since.elapsed() >= LIVE_DELAY {
             flush(&mut archive, &settings, &mut live, &mut failing);
         }
@@ -500,6 +513,24 @@ fn run(
             tracing::error!(error = %e, "restatement failed; retried");
         }
         hand_on(&mut state, &restated);
+    }
+}
+
+/// A lane waiting for its late batches to be durable, and which were new.
+type LateAnswer = (oneshot::Sender<Result<Vec<bool>, String>>, Vec<bool>);
+
+/// Late commands archived before one sync answers them, at most.
+const MAX_UNSYNCED: usize = 256;
+
+/// Makes the late batches archived so far durable with one sync, and
+/// answers their lanes.
+fn answer_late(archive: &mut Archive, unsynced: &mut Vec<LateAnswer>) {
+    if unsynced.is_empty() {
+        return;
+    }
+    let synced = archive.durable().map_err(|e| e.to_string());
+    for (done, new) in unsynced.drain(..) {
+        let _ = done.send(synced.clone().map(|()| new));
     }
 }
 
@@ -570,17 +601,27 @@ fn late(
     let new: Vec<bool> = (archive.contains(batches)?.into_iter())
         .map(|held| !held)
         .collect();
-    let mut from: std::collections::BTreeMap<&str, EventTime> = Default::default();
+    let mut from: std::collections::BTreeMap<(&str, &str), EventTime> = Default::default();
     for (b, _) in batches.iter().zip(&new).filter(|(_, new)| **new) {
-        let at = from.entry(&b.customer).or_insert(EventTime::MAX);
+        let at = from
+            .entry((&b.customer, &b.device))
+            .or_insert(EventTime::MAX);
         *at = (*at).min(b.first_at());
     }
-    for (customer, at) in from {
-        archive.note_late(customer, at, due)?;
+    let mut devices: Vec<(&str, EventTime)> = Vec::new();
+    let mut customers = from.into_iter().peekable();
+    while let Some(((customer, device), at)) = customers.next() {
+        devices.push((device, at));
+        if customers
+            .peek()
+            .is_none_or(|((next, _), _)| *next != customer)
+        {
+            archive.note_late(customer, &devices, due)?;
+            devices.clear();
+        }
     }
     archive.append(batches)?;
-    // Acknowledged once this returns, and in no other log.
-    archive.durable()?;
+    // Acknowledged once synced ([`answer_late`]): they are in no other log.
     Ok(new)
 }
 
@@ -635,7 +676,14 @@ fn passes(
         {
             continue; // Nothing of it closed yet, or a pass under way.
         }
-        let (records, floor) = windows(archive, settings, &pending, bound)?;
+        let (mut records, floor) = windows(archive, settings, &pending, bound)?;
+        // Other devices' windows are as the live dataflow emitted them: only
+        // the journey folds them.
+        let folded = (state.day.as_deref()).map(|day| journey_records(&records, day));
+        records.retain(|r| match r {
+            Output::Device(d) => pending.restates(&d.device, d.window_end),
+            _ => true,
+        });
         let engine = &settings.engine;
         let day = engine.day_window().map(|d| d.name.clone());
         let spec = state.specs.get(&*pending.customer).cloned();
@@ -651,7 +699,7 @@ fn passes(
             });
             continue;
         };
-        let folded = journey_records(&records, &day);
+        let folded = folded.unwrap_or_default();
         let base = archive.journey_at(&pending.customer, floor)?;
         if flush {
             let until = archive.journey_at(&pending.customer, EventTime::MAX)?;
