@@ -351,6 +351,12 @@ fn run(
             Ok(command) => command,
             Err(std_mpsc::RecvTimeoutError::Timeout) => {
                 flush(&mut archive, &settings, &mut live, &mut failing);
+                // Passes put off while late data kept coming, now it paused.
+                if let Some(limits) = state.deferred.take()
+                    && let Err(e) = passes(&mut archive, &settings, limits, &mut state, false)
+                {
+                    tracing::error!(error = %e, "restatement failed; retried");
+                }
                 if let Err(e) = answered(&mut archive, &mut state) {
                     tracing::error!(error = %e, "restatement failed; retried");
                 }
@@ -392,6 +398,9 @@ fn run(
                                 Ok(new) => {
                                     let n = new.iter().filter(|n| **n).count() as u64;
                                     metrics.late_admitted.fetch_add(n, Relaxed);
+                                    for (b, _) in batches.iter().zip(&new).filter(|(_, n)| **n) {
+                                        state.arrived(&b.customer);
+                                    }
                                     unsynced.push((done, new));
                                 }
                                 Err(e) => {
@@ -640,7 +649,38 @@ struct Passes {
     day: Option<Id>,
     /// Customers whose retractions a pass has sent again since the start.
     resent: HashSet<Id>,
+    /// Late data taken in since each customer's last first pass: when the
+    /// first and the latest of it came.
+    arrivals: HashMap<Id, (std::time::Instant, std::time::Instant)>,
+    /// The limits of the latest passes put off while late data came.
+    deferred: Option<(EventTime, EventTime)>,
 }
+
+impl Passes {
+    /// Notes late data of `customer` taken in now.
+    fn arrived(&mut self, customer: &Id) {
+        let now = std::time::Instant::now();
+        let at = self.arrivals.entry(customer.clone()).or_insert((now, now));
+        at.1 = now;
+    }
+
+    /// Whether `customer`'s first pass waits: its late data still comes
+    /// (the latest within [`QUIET`]) and the first of it came within
+    /// [`MOST_DELAY`]. A site whose devices upload their buffers one after
+    /// another gets one pass for the lot, not one for each (each reads
+    /// every batch of the customer from its earliest late reading).
+    fn waits(&self, customer: &Id) -> bool {
+        self.arrivals
+            .get(customer)
+            .is_some_and(|(first, latest)| latest.elapsed() < QUIET && first.elapsed() < MOST_DELAY)
+    }
+}
+
+/// A customer's first pass waits until its late data paused this long ...
+const QUIET: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// ... or came for this long.
+const MOST_DELAY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A pass whose journey the live operator folds again.
 struct Asked {
@@ -675,6 +715,13 @@ fn passes(
                 .any(|a| *a.pass.customer() == pending.customer)
         {
             continue; // Nothing of it closed yet, or a pass under way.
+        }
+        if !last && !flush {
+            if state.waits(&pending.customer) {
+                state.deferred = Some((through, bound));
+                continue;
+            }
+            state.arrivals.remove(&pending.customer);
         }
         let (mut records, floor) = windows(archive, settings, &pending, bound)?;
         // Other devices' windows are as the live dataflow emitted them: only
