@@ -373,7 +373,7 @@ impl Admission {
         let window = self.sequences.entry(key.clone()).or_default();
         let mut probe = window.clone();
         let mut gaps = 0;
-        match probe.admit(batch.unit_epoch, batch.sequence, &mut gaps) {
+        match probe.admit(batch.unit_epoch, batch.sequence, &mut gaps, false) {
             device_state::Admission::New => {}
             // Before the first sequence of the unit this admission saw (or
             // one it had to forget): the archive tells a redelivery.

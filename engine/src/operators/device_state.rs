@@ -47,9 +47,18 @@ pub struct SequenceWindow {
     high: u64,
     /// Bit `i` set: sequence `high - i` was seen. Bit 0 is `high` itself.
     seen: u64,
-    /// The first sequence seen: what lies before it and beyond the bit set
-    /// was never known missing, so it cannot be told from a replay.
+    /// The lowest sequence known: what lies below it and beyond the bit set
+    /// is new if [`Self::open_below`], and too old otherwise (it cannot be
+    /// told from a replay).
     floor: u64,
+    /// The first sequence seen: gaps are counted from it.
+    first: u64,
+    /// Whether a sequence below the floor is new: the engine's memory of a
+    /// device holds every batch it took in since it first met the unit, so
+    /// one below is one it never took in (a unit first met at its
+    /// reconnect, its buffer behind). Admission, per lane and rebuilt from
+    /// the WAL, cannot say so. Closed once a range is forgotten.
+    open_below: bool,
     /// Missing sequences below the bit set, as inclusive ranges in ascending
     /// order, none adjacent; at most [`Self::MISSING_RANGES`].
     missing: Vec<(u64, u64)>,
@@ -64,12 +73,14 @@ impl SequenceWindow {
     /// forgotten (its sequences stay counted as gaps and are then too old).
     pub const MISSING_RANGES: usize = 64;
 
-    /// A window that has seen only `sequence`.
-    pub fn fresh(sequence: u64) -> Self {
+    /// A window that has seen only `sequence`; `open_below`: see the field.
+    pub fn fresh(sequence: u64, open_below: bool) -> Self {
         Self {
             high: sequence,
             seen: 1,
             floor: sequence,
+            first: sequence,
+            open_below,
             missing: Vec::new(),
         }
     }
@@ -79,7 +90,7 @@ impl SequenceWindow {
     /// below the first sequence seen was never skipped: it changes nothing).
     pub fn admit(&mut self, sequence: u64, gaps: &mut i64) -> Admission {
         if self.seen == 0 {
-            *self = Self::fresh(sequence);
+            *self = Self::fresh(sequence, self.open_below);
             return Admission::New;
         }
         if sequence > self.high {
@@ -95,13 +106,32 @@ impl SequenceWindow {
             }
             self.seen |= 1 << age;
             // Below the first sequence seen it was never counted as skipped.
-            if sequence >= self.floor {
+            if sequence >= self.first {
                 *gaps -= 1;
+            }
+            if self.open_below && sequence < self.floor {
+                // Known from now on: the unseen between it and the floor go
+                // missing as they leave the bit set.
+                self.floor = sequence;
             }
             return Admission::New;
         }
         if sequence < self.floor {
-            return Admission::TooOld;
+            if !self.open_below {
+                return Admission::TooOld;
+            }
+            // Never taken in: new, and what lies between it and the floor
+            // (below the bit set) is missing, not skipped.
+            let last = (self.floor - 1).min(self.high - Self::WINDOW);
+            if sequence < last {
+                match self.missing.first_mut() {
+                    Some(range) if range.0 == last + 1 => range.0 = sequence + 1,
+                    _ => self.missing.insert(0, (sequence + 1, last)),
+                }
+            }
+            self.floor = sequence;
+            self.bound();
+            return Admission::New;
         }
         let at = self.missing.partition_point(|&(_, last)| last < sequence);
         match self.missing.get(at) {
@@ -118,7 +148,9 @@ impl SequenceWindow {
                         self.bound();
                     }
                 }
-                *gaps -= 1;
+                if sequence >= self.first {
+                    *gaps -= 1;
+                }
                 Admission::New
             }
             _ => Admission::Duplicate,
@@ -168,6 +200,7 @@ impl SequenceWindow {
         if self.missing.len() > Self::MISSING_RANGES {
             let forgotten = self.missing.len() - Self::MISSING_RANGES;
             self.floor = self.missing[forgotten - 1].1 + 1;
+            self.open_below = false;
             self.missing.drain(..forgotten);
         }
     }
@@ -194,9 +227,17 @@ impl UnitSequences {
 
     /// Records `sequence` of unit `epoch`, saying whether it is new. `gaps`
     /// as in [`SequenceWindow::admit`]; a new epoch starts without gaps.
-    pub fn admit(&mut self, epoch: u64, sequence: u64, gaps: &mut i64) -> Admission {
+    /// `open_below`: a unit's window takes sequences below the first it saw
+    /// as new ([`SequenceWindow::fresh`]).
+    pub fn admit(
+        &mut self,
+        epoch: u64,
+        sequence: u64,
+        gaps: &mut i64,
+        open_below: bool,
+    ) -> Admission {
         let Some((high, window)) = &mut self.current else {
-            self.current = Some((epoch, SequenceWindow::fresh(sequence)));
+            self.current = Some((epoch, SequenceWindow::fresh(sequence, open_below)));
             return Admission::New;
         };
         if epoch == *high {
@@ -204,7 +245,7 @@ impl UnitSequences {
         }
         if epoch > *high {
             let previous = (*high, std::mem::take(window));
-            self.current = Some((epoch, SequenceWindow::fresh(sequence)));
+            self.current = Some((epoch, SequenceWindow::fresh(sequence, open_below)));
             self.older.insert(0, previous);
             self.older.truncate(Self::RECENT_EPOCHS - 1);
             return Admission::New;
@@ -221,7 +262,7 @@ impl UnitSequences {
         // An earlier unit not seen before (its batches were delayed past
         // the replacement's first one): remember it among the recent ones.
         self.older
-            .insert(at, (epoch, SequenceWindow::fresh(sequence)));
+            .insert(at, (epoch, SequenceWindow::fresh(sequence, open_below)));
         self.older.truncate(Self::RECENT_EPOCHS - 1);
         Admission::New
     }
@@ -281,7 +322,7 @@ impl DeviceMemory {
         resets: &mut u64,
         out: &mut Vec<Usage>,
     ) -> Result<(), Admission> {
-        match self.sequences.admit(batch.unit_epoch, batch.sequence, gaps) {
+        match (self.sequences).admit(batch.unit_epoch, batch.sequence, gaps, true) {
             Admission::New => {}
             verdict => return Err(verdict),
         }
@@ -339,6 +380,17 @@ impl DeviceMemory {
 }
 
 impl DeviceMemory {
+    /// The memory with every unit's window closed below its floor (a
+    /// sequence below it too old, not new): what a format-1 snapshot
+    /// restores, having kept nothing further back than its bit set.
+    pub fn closed_below(mut self) -> Self {
+        let units = &mut self.sequences;
+        for (_, window) in units.current.iter_mut().chain(units.older.iter_mut()) {
+            window.open_below = false;
+        }
+        self
+    }
+
     /// Takes in a batch that arrived after its windows closed (ingest
     /// archived it and restates those windows): its sequence is marked
     /// seen, and its last reading becomes the device's baseline if newer
@@ -346,7 +398,7 @@ impl DeviceMemory {
     /// it. Nothing goes to a window. `Err` with the dedup verdict for a
     /// batch seen before.
     pub fn absorb(&mut self, batch: &DeviceBatch, gaps: &mut i64) -> Result<(), Admission> {
-        match self.sequences.admit(batch.unit_epoch, batch.sequence, gaps) {
+        match (self.sequences).admit(batch.unit_epoch, batch.sequence, gaps, true) {
             Admission::Duplicate => return Err(Admission::Duplicate),
             Admission::New | Admission::TooOld => {}
         }
@@ -398,10 +450,14 @@ pub mod format_1 {
         if seen == 0 {
             return SequenceWindow::default();
         }
+        let floor = high - u64::from(63 - seen.leading_zeros());
         SequenceWindow {
             high,
             seen,
-            floor: high - u64::from(63 - seen.leading_zeros()),
+            floor,
+            first: floor,
+            // What lay further back may have been taken in: too old.
+            open_below: false,
             missing: Vec::new(),
         }
     }
@@ -642,7 +698,7 @@ mod tests {
     /// their sequences turn too old, never new twice.
     #[test]
     fn a_shuffled_buffer_splits_the_missing_range_within_its_bound() {
-        let mut w = SequenceWindow::fresh(1);
+        let mut w = SequenceWindow::fresh(1, false);
         let mut gaps = 0;
         assert_eq!(w.admit(1_000, &mut gaps), Admission::New);
         // Every other sequence from the newest end: one range per hole.
@@ -688,6 +744,40 @@ mod tests {
         assert_eq!(gaps, 100);
         let again = memory.apply(batch(150), &mut gaps, &mut resets, &mut out);
         assert_eq!(again, Err(Admission::Duplicate));
+    }
+
+    /// The engine's memory of a unit first met at its reconnect (its newest
+    /// batch absorbed as late data) takes the buffer behind it, however
+    /// far, once each; none of it counts as a gap.
+    #[test]
+    fn a_unit_first_met_at_its_reconnect_takes_its_whole_buffer() {
+        let batch = |sequence: u64| DeviceBatch {
+            customer: "c".into(),
+            site: "s".into(),
+            device: "d".into(),
+            unit_epoch: 0,
+            sequence,
+            samples: vec![crate::Sample {
+                at: sequence * 600_000,
+                ..Default::default()
+            }],
+        };
+        let mut memory = DeviceMemory::default();
+        let (mut gaps, mut resets, mut out) = (0, 0, Vec::new());
+        memory.absorb(&batch(500), &mut gaps).unwrap();
+        for sequence in (100..500).rev().chain(1..100) {
+            let taken = memory.apply(batch(sequence), &mut gaps, &mut resets, &mut out);
+            assert_eq!(taken, Ok(()), "sequence {sequence}");
+        }
+        assert_eq!((out.len(), gaps), (499, 0));
+        for sequence in [1, 99, 250, 499] {
+            let again = memory.apply(batch(sequence), &mut gaps, &mut resets, &mut out);
+            assert_eq!(again, Err(Admission::Duplicate), "sequence {sequence}");
+        }
+        // Admission, which cannot know what came before, is closed below.
+        let mut units = UnitSequences::default();
+        assert_eq!(units.admit(0, 500, &mut gaps, false), Admission::New);
+        assert_eq!(units.admit(0, 100, &mut gaps, false), Admission::TooOld);
     }
 
     /// What a window says, checked against a set of every sequence taken.
@@ -742,13 +832,45 @@ mod tests {
                 }
             }
 
+            /// Open below (the engine's memory): every verdict as the set
+            /// says, nothing too old, and the gaps as above.
+            #[test]
+            fn open_below_the_verdicts_are_those_of_the_set(
+                sequences in prop::collection::vec(
+                    prop_oneof![0u64..200, 0u64..5_000, 4_900u64..5_000],
+                    1..60,
+                ),
+            ) {
+                let mut w = SequenceWindow::fresh(sequences[0], true);
+                let (mut gaps, mut taken) = (0i64, BTreeSet::from([sequences[0]]));
+                let first = sequences[0];
+                for &sequence in &sequences[1..] {
+                    let want = if taken.contains(&sequence) {
+                        Admission::Duplicate
+                    } else {
+                        Admission::New
+                    };
+                    prop_assert_eq!(w.admit(sequence, &mut gaps), want, "sequence {}", sequence);
+                    taken.insert(sequence);
+                    let high = *taken.last().unwrap();
+                    let counted = taken.range(first..).count() as i64;
+                    prop_assert_eq!(gaps, (high - first + 1) as i64 - counted);
+                }
+            }
+
             /// However many sequences and in whatever order: none is new
             /// twice, and a replay is only ever of one taken.
             #[test]
             fn no_sequence_is_new_twice(
-                sequences in prop::collection::vec(0u64..3_000, 1..2_000),
+                sequences in prop_oneof![
+                    prop::collection::vec(0u64..3_000, 1..2_000),
+                    // Close together: below the first within the bit set,
+                    // then far behind the newest.
+                    prop::collection::vec(0u64..200, 1..400),
+                ],
+                open_below in any::<bool>(),
             ) {
-                let mut w = SequenceWindow::default();
+                let mut w = SequenceWindow { open_below, ..SequenceWindow::default() };
                 let (mut gaps, mut taken) = (0i64, BTreeSet::new());
                 for sequence in sequences {
                     match w.admit(sequence, &mut gaps) {
@@ -768,7 +890,7 @@ mod tests {
         /// Admits each (epoch, sequence) in turn, checking how.
         fn admit(units: &mut UnitSequences, gaps: &mut i64, steps: &[(u64, u64, Admission)]) {
             for &(epoch, sequence, want) in steps {
-                let got = units.admit(epoch, sequence, gaps);
+                let got = units.admit(epoch, sequence, gaps, false);
                 assert_eq!(got, want, "epoch {epoch}, sequence {sequence}");
             }
         }
