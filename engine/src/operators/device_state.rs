@@ -711,13 +711,10 @@ mod tests {
         assert_eq!(w.admit(900, &mut gaps), Admission::Duplicate);
     }
 
-    /// A lane ahead of the others hands the engine the newest part of a
-    /// unit's buffer below its time (absorbed), and a lane behind hands it
-    /// the older part live: those batches are more than the bit set behind
-    /// the absorbed newest and still count, once.
-    #[test]
-    fn live_batches_far_behind_an_absorbed_newer_one_count() {
-        let batch = |sequence: u64| DeviceBatch {
+    /// Batch `sequence` of a unit sending one every ten minutes, working
+    /// all the time.
+    fn ten_minute_batch(sequence: u64) -> DeviceBatch {
+        DeviceBatch {
             customer: "c".into(),
             site: "s".into(),
             device: "d".into(),
@@ -728,7 +725,16 @@ mod tests {
                 operating_hours: sequence as f64 / 6.0,
                 ..Default::default()
             }],
-        };
+        }
+    }
+
+    /// A lane ahead of the others hands the engine the newest part of a
+    /// unit's buffer below its time (absorbed), and a lane behind hands it
+    /// the older part live: those batches are more than the bit set behind
+    /// the absorbed newest and still count, once.
+    #[test]
+    fn live_batches_far_behind_an_absorbed_newer_one_count() {
+        let batch = ten_minute_batch;
         let mut memory = DeviceMemory::default();
         let (mut gaps, mut resets, mut out) = (0, 0, Vec::new());
         memory
@@ -751,17 +757,7 @@ mod tests {
     /// far, once each; none of it counts as a gap.
     #[test]
     fn a_unit_first_met_at_its_reconnect_takes_its_whole_buffer() {
-        let batch = |sequence: u64| DeviceBatch {
-            customer: "c".into(),
-            site: "s".into(),
-            device: "d".into(),
-            unit_epoch: 0,
-            sequence,
-            samples: vec![crate::Sample {
-                at: sequence * 600_000,
-                ..Default::default()
-            }],
-        };
+        let batch = ten_minute_batch;
         let mut memory = DeviceMemory::default();
         let (mut gaps, mut resets, mut out) = (0, 0, Vec::new());
         memory.absorb(&batch(500), &mut gaps).unwrap();

@@ -406,21 +406,22 @@ mod tests {
     fn a_format_2_snapshot_keeps_missing_sequences_far_behind_the_newest() {
         let fixture =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/devices-v2.snapshot");
+        let batch = |sequence, at| DeviceBatch {
+            customer: "acme".into(),
+            site: "quarry".into(),
+            device: "drill-3".into(),
+            unit_epoch: 0,
+            sequence,
+            samples: vec![Sample {
+                at,
+                ..Sample::default()
+            }],
+        };
         let mut written = remembered();
         let mut memory = DeviceMemory::default();
         let (mut gaps, mut resets, mut usage) = (0, 0, Vec::new());
         for (sequence, at) in [(1, 1_000), (300, 3_000), (100, 1_500)] {
-            let batch = DeviceBatch {
-                customer: "acme".into(),
-                site: "quarry".into(),
-                device: "drill-3".into(),
-                unit_epoch: 0,
-                sequence,
-                samples: vec![Sample {
-                    at,
-                    ..Sample::default()
-                }],
-            };
+            let batch = batch(sequence, at);
             memory
                 .apply(batch, &mut gaps, &mut resets, &mut usage)
                 .unwrap();
@@ -436,24 +437,13 @@ mod tests {
         let mut read = decode(&bytes, "fixture").unwrap();
         assert_eq!(read, written);
         let (_, memory) = read.devices.last_mut().unwrap();
-        let batch = |sequence| DeviceBatch {
-            customer: "acme".into(),
-            site: "quarry".into(),
-            device: "drill-3".into(),
-            unit_epoch: 0,
-            sequence,
-            samples: vec![Sample {
-                at: 1_200,
-                ..Sample::default()
-            }],
-        };
         let (mut gaps, mut resets, mut usage) = (0, 0, Vec::new());
         assert_eq!(
-            memory.apply(batch(50), &mut gaps, &mut resets, &mut usage),
+            memory.apply(batch(50, 1_200), &mut gaps, &mut resets, &mut usage),
             Ok(())
         );
         assert_eq!(
-            memory.apply(batch(100), &mut gaps, &mut resets, &mut usage),
+            memory.apply(batch(100, 1_200), &mut gaps, &mut resets, &mut usage),
             Err(fleetpulse_engine::operators::device_state::Admission::Duplicate)
         );
         assert_eq!(gaps, -1);
