@@ -38,6 +38,20 @@ pub struct ConsumeArgs {
     pub stamps: PathBuf,
 }
 
+/// fleetpulse's counters of sequences and late data (0 for the peers).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LateCounters {
+    /// Sequences skipped by devices and not delivered.
+    pub sequence_gaps: i64,
+    /// Batches the engine dropped as older than the sequences it remembers.
+    pub replays_too_old: u64,
+    /// Restatement passes run for late data.
+    pub restatements: u64,
+    /// Records those passes restated.
+    pub records_restated: u64,
+}
+
 /// What a contender reports when it stops (the `done` line). The Python
 /// peers fill the fields they have; the rest stay 0.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -52,14 +66,9 @@ pub struct ConsumerReport {
     pub samples: u64,
     /// Duplicate messages dropped.
     pub duplicates: u64,
-    /// Sequences skipped by devices and not delivered (fleetpulse's engine).
-    pub sequence_gaps: i64,
-    /// Batches the engine dropped as older than the sequences it remembers.
-    pub replays_too_old: u64,
-    /// Restatement passes run for late data, and the records they restated.
-    pub restatements: u64,
-    /// See `restatements`.
-    pub records_restated: u64,
+    /// fleetpulse's sequence and restatement counters.
+    #[serde(flatten)]
+    pub late: LateCounters,
     /// KPI records produced.
     pub records_emitted: u64,
     /// KPI records the store accepted.
@@ -156,10 +165,12 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         // Late readings count in their windows through the restatement.
         samples: run.engine.samples + run.engine.late_samples,
         duplicates: run.engine.duplicates,
-        sequence_gaps: run.engine.sequence_gaps,
-        replays_too_old: run.engine.replays_too_old,
-        restatements: metrics.restatements.load(Relaxed),
-        records_restated: metrics.records_restated.load(Relaxed),
+        late: LateCounters {
+            sequence_gaps: run.engine.sequence_gaps,
+            replays_too_old: run.engine.replays_too_old,
+            restatements: metrics.restatements.load(Relaxed),
+            records_restated: metrics.records_restated.load(Relaxed),
+        },
         records_emitted: metrics.records_emitted.load(Relaxed),
         records_written: run.sinks.iter().map(|s| s.records_written).sum(),
         records_dropped: run.sinks.iter().map(|s| s.records_dropped).sum(),

@@ -266,16 +266,9 @@ pub struct Counts {
     pub lost_samples: Option<i64>,
     /// Duplicates dropped (redeliveries).
     pub duplicates: u64,
-    /// fleetpulse's engine: sequences skipped and not delivered, and batches
-    /// dropped as older than the sequences it remembers (0 for the peers).
-    pub sequence_gaps: i64,
-    /// See `sequence_gaps`.
-    pub replays_too_old: u64,
-    /// fleetpulse's restatement passes for late data, and the records they
-    /// restated (0 for the peers).
-    pub restatements: u64,
-    /// See `restatements`.
-    pub records_restated: u64,
+    /// fleetpulse's sequence and restatement counters.
+    #[serde(flatten)]
+    pub late: consumer::LateCounters,
     /// KPI records produced and written.
     pub records_emitted: u64,
     /// See `records_emitted`.
@@ -764,10 +757,7 @@ async fn run_ceiling(
             lost_messages: Some(0),
             lost_samples: None,
             duplicates: 0,
-            sequence_gaps: 0,
-            replays_too_old: 0,
-            restatements: 0,
-            records_restated: 0,
+            late: Default::default(),
             records_emitted: 0,
             records_written: 0,
         },
@@ -932,10 +922,7 @@ async fn measure(
             lost_messages: Some(truth.messages as i64 - unique as i64),
             lost_samples: Some(truth.samples as i64 - report.samples as i64),
             duplicates: report.duplicates,
-            sequence_gaps: report.sequence_gaps,
-            replays_too_old: report.replays_too_old,
-            restatements: report.restatements,
-            records_restated: report.records_restated,
+            late: report.late,
             records_emitted: report.records_emitted,
             records_written: report.records_written,
         },
