@@ -610,24 +610,16 @@ fn late(
     let new: Vec<bool> = (archive.contains(batches)?.into_iter())
         .map(|held| !held)
         .collect();
-    let mut from: std::collections::BTreeMap<(&str, &str), EventTime> = Default::default();
+    // Each customer's devices, each from its earliest new late reading.
+    let mut from: std::collections::BTreeMap<&str, HashMap<&str, EventTime>> = Default::default();
     for (b, _) in batches.iter().zip(&new).filter(|(_, new)| **new) {
-        let at = from
-            .entry((&b.customer, &b.device))
-            .or_insert(EventTime::MAX);
+        let devices = from.entry(&b.customer).or_default();
+        let at = devices.entry(&b.device).or_insert(EventTime::MAX);
         *at = (*at).min(b.first_at());
     }
-    let mut devices: Vec<(&str, EventTime)> = Vec::new();
-    let mut customers = from.into_iter().peekable();
-    while let Some(((customer, device), at)) = customers.next() {
-        devices.push((device, at));
-        if customers
-            .peek()
-            .is_none_or(|((next, _), _)| *next != customer)
-        {
-            archive.note_late(customer, &devices, due)?;
-            devices.clear();
-        }
+    for (customer, devices) in from {
+        let devices: Vec<(&str, EventTime)> = devices.into_iter().collect();
+        archive.note_late(customer, &devices, due)?;
     }
     archive.append(batches)?;
     // Acknowledged once synced ([`answer_late`]): they are in no other log.
@@ -724,17 +716,18 @@ fn passes(
             state.arrivals.remove(&pending.customer);
         }
         let (mut records, floor) = windows(archive, settings, &pending, bound)?;
-        // Other devices' windows are as the live dataflow emitted them: only
-        // the journey folds them.
-        let folded = (state.day.as_deref()).map(|day| journey_records(&records, day));
+        let engine = &settings.engine;
+        let day = engine.day_window().map(|d| d.name.clone());
+        let spec = state.specs.get(&*pending.customer).cloned();
+        let journey = spec.zip(day);
+        // The journey folds every window; other devices' windows go to the
+        // stores as the live dataflow emitted them.
+        let folded = (journey.as_ref()).map(|(_, day)| journey_records(&records, day));
         records.retain(|r| match r {
             Output::Device(d) => pending.restates(&d.device, d.window_end),
             _ => true,
         });
-        let engine = &settings.engine;
-        let day = engine.day_window().map(|d| d.name.clone());
-        let spec = state.specs.get(&*pending.customer).cloned();
-        let Some((spec, day)) = spec.zip(day) else {
+        let (Some((spec, day)), Some(folded)) = (journey, folded) else {
             // No journey to fold: the windows the engine emitted only.
             let records = records
                 .into_iter()
@@ -746,7 +739,6 @@ fn passes(
             });
             continue;
         };
-        let folded = folded.unwrap_or_default();
         let base = archive.journey_at(&pending.customer, floor)?;
         if flush {
             let until = archive.journey_at(&pending.customer, EventTime::MAX)?;
