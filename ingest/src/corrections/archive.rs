@@ -9,6 +9,14 @@
 //! customer whose every batch is still here can be backfilled), and the
 //! restatements still to do.
 //!
+//! Live batches are kept in chunks: one row per customer and day file for
+//! each flush of the live buffer (their bodies together, their keys' hashes
+//! beside them), so the live path costs one row a customer, not one B-tree
+//! entry a batch. Late batches, rare and checked one by one for
+//! redeliveries, keep a row each (`batches`; day files of earlier builds
+//! hold every batch there). A batch in both, or twice in chunks (the WAL's
+//! replay after a restart archives again what it holds), is read once.
+//!
 //! Commits are not synced one by one (`synchronous = NORMAL`, SQLite's WAL
 //! mode: a crash of the process loses nothing committed); [`Archive::durable`]
 //! syncs every file's write-ahead log, before late batches are acknowledged
@@ -34,7 +42,15 @@ const DAY_SCHEMA: &str = "
         sequence INTEGER NOT NULL,
         body BLOB NOT NULL,
         PRIMARY KEY (customer, first_at, device, unit_epoch, sequence)
-    ) WITHOUT ROWID;";
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS chunks (
+        customer TEXT NOT NULL,
+        first_at INTEGER NOT NULL,
+        last_at INTEGER NOT NULL,
+        keys BLOB NOT NULL,
+        body BLOB NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS chunks_by_customer ON chunks (customer, last_at);";
 
 const STATE_SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS carry (
@@ -249,6 +265,148 @@ fn decode(path: &Path, body: &[u8]) -> Result<DeviceBatch, ArchiveError> {
     bincode::deserialize(body).map_err(|e| fail(path, format!("damaged batch: {e}")))
 }
 
+fn decode_chunk(path: &Path, body: &[u8]) -> Result<Vec<DeviceBatch>, ArchiveError> {
+    bincode::deserialize(body).map_err(|e| fail(path, format!("damaged chunk: {e}")))
+}
+
+/// What tells a redelivery: the same device, unit epoch, sequence and
+/// first reading (the customer is the row's).
+fn same_batch(a: &DeviceBatch, b: &DeviceBatch) -> bool {
+    (a.device == b.device && a.unit_epoch == b.unit_epoch)
+        && (a.sequence == b.sequence && a.first_at() == b.first_at())
+}
+
+/// The key's 64-bit FNV-1a hash: stable across builds and runs, since chunk
+/// rows keep it. A hit is confirmed against the batch itself.
+fn key_hash(b: &DeviceBatch) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for byte in bytes {
+            hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(b.device.as_bytes());
+    eat(&[0xff]);
+    eat(&b.unit_epoch.to_le_bytes());
+    eat(&b.sequence.to_le_bytes());
+    eat(&b.first_at().to_le_bytes());
+    hash
+}
+
+/// Whether a chunk's sorted key hashes hold `hash`.
+fn holds_hash(keys: &[u8], hash: u64) -> bool {
+    let at = |i: usize| u64::from_le_bytes(keys[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    let (mut lo, mut hi) = (0, keys.len() / 8);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        match at(mid).cmp(&hash) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => return true,
+        }
+    }
+    false
+}
+
+/// A time as SQLite's signed integer (the far future saturates).
+fn sql_time(at: EventTime) -> i64 {
+    i64::try_from(at).unwrap_or(i64::MAX)
+}
+
+/// `customer`'s batches in one day file whose first reading lies in
+/// `range`, rows and chunks, each key once (the first kept), in (first
+/// reading, device, unit epoch, sequence) order.
+fn day_batches(
+    conn: &Connection,
+    path: &Path,
+    customer: &str,
+    range: std::ops::Range<EventTime>,
+) -> Result<Vec<DeviceBatch>, ArchiveError> {
+    let (from, to) = (sql_time(range.start), sql_time(range.end));
+    let mut out = Vec::new();
+    let mut select = (conn.prepare_cached(
+        "SELECT body FROM batches WHERE customer = ?1 AND first_at >= ?2 AND first_at < ?3",
+    ))
+    .map_err(|e| fail(path, e))?;
+    let rows = (select.query_map(params![customer, from, to], |r| r.get::<_, Vec<u8>>(0)))
+        .map_err(|e| fail(path, e))?;
+    for body in rows {
+        out.push(decode(path, &body.map_err(|e| fail(path, e))?)?);
+    }
+    let mut select = (conn.prepare_cached(
+        "SELECT body FROM chunks WHERE customer = ?1 AND last_at >= ?2 AND first_at < ?3 \
+         ORDER BY rowid",
+    ))
+    .map_err(|e| fail(path, e))?;
+    let rows = (select.query_map(params![customer, from, to], |r| r.get::<_, Vec<u8>>(0)))
+        .map_err(|e| fail(path, e))?;
+    for body in rows {
+        let chunk = decode_chunk(path, &body.map_err(|e| fail(path, e))?)?;
+        out.extend(chunk.into_iter().filter(|b| range.contains(&b.first_at())));
+    }
+    let mut seen = HashSet::with_capacity(out.len());
+    out.retain(|b| seen.insert((b.device.clone(), b.unit_epoch, b.sequence, b.first_at())));
+    out.sort_by(|a, b| {
+        (a.first_at(), &a.device, a.unit_epoch, a.sequence).cmp(&(
+            b.first_at(),
+            &b.device,
+            b.unit_epoch,
+            b.sequence,
+        ))
+    });
+    Ok(out)
+}
+
+/// Each device's latest batch among `batches`: the one with the latest first
+/// reading (then unit epoch, then sequence).
+fn latest_of_each(batches: Vec<DeviceBatch>) -> HashMap<Id, DeviceBatch> {
+    let mut latest: HashMap<Id, DeviceBatch> = HashMap::new();
+    for b in batches {
+        let order = |b: &DeviceBatch| (b.first_at(), b.unit_epoch, b.sequence);
+        match latest.get(&b.device) {
+            Some(kept) if order(kept) >= order(&b) => {}
+            _ => {
+                latest.insert(b.device.clone(), b);
+            }
+        }
+    }
+    latest
+}
+
+/// Carries each device's latest batch in the chunks of the day file
+/// attached as `old` (if newer than what is carried), a customer at a time.
+fn carry_chunks(tx: &rusqlite::Transaction, path: &Path) -> Result<(), ArchiveError> {
+    let customers: Vec<String> = {
+        let mut select =
+            (tx.prepare("SELECT DISTINCT customer FROM old.chunks")).map_err(|e| fail(path, e))?;
+        let rows = (select.query_map([], |r| r.get(0))).map_err(|e| fail(path, e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| fail(path, e))?
+    };
+    let mut select = (tx.prepare("SELECT body FROM old.chunks WHERE customer = ?1"))
+        .map_err(|e| fail(path, e))?;
+    let mut upsert = (tx.prepare(
+        "INSERT INTO carry (customer, device, first_at, body) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (customer, device) DO UPDATE SET \
+           first_at = excluded.first_at, body = excluded.body \
+         WHERE excluded.first_at > carry.first_at",
+    ))
+    .map_err(|e| fail(path, e))?;
+    for customer in customers {
+        let mut all = Vec::new();
+        let rows = (select.query_map(params![customer], |r| r.get::<_, Vec<u8>>(0)))
+            .map_err(|e| fail(path, e))?;
+        for body in rows {
+            all.extend(decode_chunk(path, &body.map_err(|e| fail(path, e))?)?);
+        }
+        for (device, b) in latest_of_each(all) {
+            let body = bincode::serialize(&b).expect("a batch serialises");
+            (upsert.execute(params![customer, &*device, sql_time(b.first_at()), body]))
+                .map_err(|e| fail(path, e))?;
+        }
+    }
+    Ok(())
+}
+
 impl Archive {
     /// Opens (or creates) the archive in `dir`, with the day files already
     /// there.
@@ -344,6 +502,50 @@ impl Archive {
         Ok(new)
     }
 
+    /// Adds batches the live dataflow took in: one chunk row per customer
+    /// and day file, one transaction per day file. Nothing is looked up: a
+    /// batch archived before (the WAL's replay) is read once all the same.
+    pub fn append_live(&mut self, batches: &[DeviceBatch]) -> Result<(), ArchiveError> {
+        type Chunks<'a> = BTreeMap<&'a str, Vec<&'a DeviceBatch>>;
+        let mut by_day: BTreeMap<u64, Chunks> = BTreeMap::new();
+        for b in batches {
+            let day = by_day.entry(b.first_at() / DAY_MS).or_default();
+            day.entry(&b.customer).or_default().push(b);
+        }
+        for (day, chunks) in by_day {
+            let path = self.day_path(day);
+            let conn = self.day(day)?;
+            let tx = conn.transaction().map_err(|e| fail(&path, e))?;
+            {
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO chunks (customer, first_at, last_at, keys, body) \
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )
+                    .map_err(|e| fail(&path, e))?;
+                for (customer, chunk) in chunks {
+                    let times = chunk.iter().map(|b| b.first_at());
+                    let first = times.clone().min().unwrap_or(0);
+                    let last = times.max().unwrap_or(0);
+                    let mut hashes: Vec<u64> = chunk.iter().map(|b| key_hash(b)).collect();
+                    hashes.sort_unstable();
+                    let keys: Vec<u8> = hashes.iter().flat_map(|h| h.to_le_bytes()).collect();
+                    let body = bincode::serialize(&chunk).expect("a chunk serialises");
+                    (insert.execute(params![
+                        customer,
+                        sql_time(first),
+                        sql_time(last),
+                        keys,
+                        body
+                    ]))
+                    .map_err(|e| fail(&path, e))?;
+                }
+            }
+            tx.commit().map_err(|e| fail(&path, e))?;
+        }
+        Ok(())
+    }
+
     /// Notes the customers' earliest batches the live dataflow took in.
     pub fn note_live(&mut self, batches: &[DeviceBatch]) -> Result<(), ArchiveError> {
         let mut earlier: HashMap<&Id, EventTime> = HashMap::new();
@@ -429,7 +631,7 @@ impl Archive {
                      AND unit_epoch = ?4 AND sequence = ?5",
                 )
                 .map_err(|e| fail(&path, e))?;
-            let hit = select
+            let mut hit = select
                 .exists(params![
                     &*b.customer,
                     b.first_at() as i64,
@@ -438,6 +640,28 @@ impl Archive {
                     b.sequence as i64
                 ])
                 .map_err(|e| fail(&path, e))?;
+            if !hit {
+                let mut select = (conn.prepare_cached(
+                    "SELECT keys, body FROM chunks \
+                     WHERE customer = ?1 AND last_at >= ?2 AND first_at <= ?2",
+                ))
+                .map_err(|e| fail(&path, e))?;
+                let hash = key_hash(b);
+                let rows = select
+                    .query_map(params![&*b.customer, sql_time(b.first_at())], |r| {
+                        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+                    })
+                    .map_err(|e| fail(&path, e))?;
+                for row in rows {
+                    let (keys, body) = row.map_err(|e| fail(&path, e))?;
+                    if holds_hash(&keys, hash)
+                        && decode_chunk(&path, &body)?.iter().any(|c| same_batch(c, b))
+                    {
+                        hit = true;
+                        break;
+                    }
+                }
+            }
             found.push(hit);
         }
         Ok(found)
@@ -454,18 +678,7 @@ impl Archive {
         for day in days {
             let path = self.day_path(day);
             let conn = self.day(day)?;
-            let mut select = conn
-                .prepare_cached(
-                    "SELECT body FROM batches WHERE customer = ?1 AND first_at >= ?2 \
-                     ORDER BY first_at",
-                )
-                .map_err(|e| fail(&path, e))?;
-            let rows = select
-                .query_map(params![customer, from as i64], |r| r.get::<_, Vec<u8>>(0))
-                .map_err(|e| fail(&path, e))?;
-            for body in rows {
-                out.push(decode(&path, &body.map_err(|e| fail(&path, e))?)?);
-            }
+            out.extend(day_batches(conn, &path, customer, from..EventTime::MAX)?);
         }
         Ok(out)
     }
@@ -490,16 +703,12 @@ impl Archive {
             }
             let path = self.day_path(day);
             let conn = self.day(day)?;
-            let sql = "SELECT device, body FROM batches WHERE customer = ?1 AND first_at < ?2 \
-                       ORDER BY first_at DESC";
-            first_of_each(
-                conn,
-                &path,
-                sql,
-                params![customer, before as i64],
-                devices,
-                &mut found,
-            )?;
+            let mine = day_batches(conn, &path, customer, 0..before)?
+                .into_iter()
+                .filter(|b| devices.contains(&b.device));
+            for (device, b) in latest_of_each(mine.collect()) {
+                found.entry(device).or_insert(b);
+            }
         }
         if found.len() < devices.len() {
             let path = self.dir.join("state.sqlite");
@@ -543,10 +752,13 @@ impl Archive {
                 [],
             )
             .map_err(|e| fail(&path, e))?;
+            carry_chunks(&tx, &path)?;
             // Their journeys can no longer be folded again from before.
             let cut: Vec<String> = {
-                let mut select = (tx.prepare("SELECT DISTINCT customer FROM old.batches"))
-                    .map_err(|e| fail(&path, e))?;
+                let mut select = (tx.prepare(
+                    "SELECT customer FROM old.batches UNION SELECT customer FROM old.chunks",
+                ))
+                .map_err(|e| fail(&path, e))?;
                 let rows = (select.query_map([], |r| r.get(0))).map_err(|e| fail(&path, e))?;
                 rows.collect::<Result<_, _>>().map_err(|e| fail(&path, e))?
             };
@@ -1139,6 +1351,120 @@ mod tests {
                 })
                 .count(),
             0
+        );
+    }
+
+    /// What the archive must give back of customer "a": one copy of every
+    /// distinct batch, in time order.
+    fn hourly(customer: &str, hours: std::ops::Range<u64>) -> Vec<DeviceBatch> {
+        let hour = 3_600_000;
+        (hours.flat_map(|h| {
+            [
+                batch(customer, "d1", h + 1, T0 + h * hour),
+                batch(customer, "d2", h + 1, T0 + h * hour),
+            ]
+        }))
+        .collect()
+    }
+
+    #[test]
+    fn live_chunks_are_read_once_beside_rows_and_carried_when_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut archive = Archive::open(dir.path()).unwrap();
+        let hour = 3_600_000;
+        let (a, b) = (hourly("a", 0..72), hourly("b", 0..72));
+        // Live, in flushes that mix customers and days; then the WAL's
+        // replay archives the first half again, and a late redelivery of
+        // some of it gets rows of its own.
+        let mixed: Vec<DeviceBatch> = a
+            .iter()
+            .zip(&b)
+            .flat_map(|(x, y)| [x.clone(), y.clone()])
+            .collect();
+        for flush in mixed.chunks(37) {
+            archive.append_live(flush).unwrap();
+        }
+        archive.append_live(&mixed[..144]).unwrap();
+        assert_eq!(archive.append(&a[10..20]).unwrap(), vec![true; 10]);
+        assert_eq!(archive.days(), 3);
+        let from = T0 + 30 * hour;
+        let want: Vec<DeviceBatch> = a.iter().filter(|x| x.first_at() >= from).cloned().collect();
+        assert_eq!(archive.batches("a", from).unwrap(), want);
+        assert_eq!(archive.batches("a", 0).unwrap(), a);
+        // A redelivery is known; the same sequence at another time is not.
+        let mut moved = a[40].clone();
+        moved.samples[0].at += 1;
+        let unknown = batch("a", "d3", 41, T0 + 40 * hour);
+        assert_eq!(
+            archive
+                .contains(&[a[40].clone(), a[3].clone(), moved, unknown])
+                .unwrap(),
+            [true, true, false, false]
+        );
+        let devices: HashSet<Id> = ["d1".into(), "d2".into(), "ghost".into()].into();
+        assert_eq!(
+            archive.earlier("a", &devices, from).unwrap(),
+            [
+                batch("a", "d1", 30, T0 + 29 * hour),
+                batch("a", "d2", 30, T0 + 29 * hour)
+            ]
+        );
+
+        drop(archive);
+        let mut archive = Archive::open(dir.path()).unwrap();
+        assert_eq!(archive.batches("b", 0).unwrap(), b);
+        assert_eq!(archive.prune(T0 + 2 * DAY_MS).unwrap(), 2);
+        assert_eq!(
+            archive.earlier("b", &devices, T0 + 2 * DAY_MS).unwrap(),
+            [
+                batch("b", "d1", 48, T0 + 47 * hour),
+                batch("b", "d2", 48, T0 + 47 * hour)
+            ]
+        );
+        assert!(archive.take_held().iter().all(|(_, held)| held.cut));
+    }
+
+    #[test]
+    fn a_day_file_of_an_earlier_build_is_read_and_takes_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = hourly("a", 0..12);
+        {
+            // The previous layout: every batch a row, no chunks table.
+            let conn = Connection::open(dir.path().join("2026-01-05.sqlite")).unwrap();
+            conn.execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 CREATE TABLE batches (
+                    customer TEXT NOT NULL, first_at INTEGER NOT NULL, device TEXT NOT NULL,
+                    unit_epoch INTEGER NOT NULL, sequence INTEGER NOT NULL, body BLOB NOT NULL,
+                    PRIMARY KEY (customer, first_at, device, unit_epoch, sequence)
+                 ) WITHOUT ROWID;",
+            )
+            .unwrap();
+            for x in &a[..12] {
+                conn.execute(
+                    "INSERT INTO batches VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        &*x.customer,
+                        x.first_at() as i64,
+                        &*x.device,
+                        x.unit_epoch as i64,
+                        x.sequence as i64,
+                        bincode::serialize(x).unwrap()
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let mut archive = Archive::open(dir.path()).unwrap();
+        assert_eq!(archive.batches("a", 0).unwrap(), a[..12]);
+        archive.append_live(&a[6..]).unwrap();
+        assert_eq!(archive.batches("a", 0).unwrap(), a);
+        assert_eq!(archive.contains(&a[..1]).unwrap(), [true]);
+        assert_eq!(archive.prune(T0 + DAY_MS).unwrap(), 1);
+        let devices: HashSet<Id> = ["d1".into(), "d2".into()].into();
+        assert_eq!(
+            archive.earlier("a", &devices, T0 + DAY_MS).unwrap(),
+            [a[22].clone(), a[23].clone()]
         );
     }
 

@@ -569,7 +569,10 @@ fn flush(
     if live.is_empty() {
         return;
     }
-    match archive.append(live).and_then(|_| archive.note_live(live)) {
+    match archive
+        .append_live(live)
+        .and_then(|()| archive.note_live(live))
+    {
         Ok(()) => {
             if std::mem::take(failing) {
                 tracing::info!("archive written again");
@@ -621,7 +624,11 @@ fn late(
         let devices: Vec<(&str, EventTime)> = devices.into_iter().collect();
         archive.note_late(customer, &devices, due)?;
     }
-    archive.append(batches)?;
+    let fresh: Vec<DeviceBatch> = (batches.iter().zip(&new))
+        .filter(|(_, new)| **new)
+        .map(|(b, _)| b.clone())
+        .collect();
+    archive.append(&fresh)?;
     // Acknowledged once synced ([`answer_late`]): they are in no other log.
     Ok(new)
 }
