@@ -373,10 +373,16 @@ impl Admission {
         let window = self.sequences.entry(key.clone()).or_default();
         let mut probe = window.clone();
         let mut gaps = 0;
-        match probe.admit(batch.unit_epoch, batch.sequence, &mut gaps, false) {
+        // Open below the first sequence of a unit this admission saw: its
+        // memory starts at the WAL's replay, so such a batch is a unit's
+        // buffer behind the reconnect message it first heard, or a replay
+        // of one taken before the WAL's cut, which the engine (whose memory
+        // holds every batch since it met the unit) and, for late data, the
+        // archive tell apart. Admitted once either way: the floor moves.
+        match probe.admit(batch.unit_epoch, batch.sequence, &mut gaps, true) {
             device_state::Admission::New => {}
-            // Before the first sequence of the unit this admission saw (or
-            // one it had to forget): the archive tells a redelivery.
+            // In a range of missing sequences forgotten past the bound: the
+            // archive tells a redelivery.
             device_state::Admission::TooOld if correctable => {}
             verdict => {
                 return Err(Rejection {
@@ -654,6 +660,31 @@ mod tests {
             "{}",
             replay.detail
         );
+    }
+
+    /// A unit first heard at its reconnect message, with a buffer of 109
+    /// half-minute batches behind it (all within `allowed_lateness`): each is
+    /// admitted once, none refused as a replay for lying below the first
+    /// sequence admission saw; a replay of one is refused.
+    #[test]
+    fn a_unit_first_met_at_its_reconnect_has_its_whole_buffer_admitted() {
+        let mut a = open_admission(&["acme"]);
+        let t = "fleet/acme/s/exc-07/telemetry";
+        let at = |seq: u64| (T0 + seq * 30_000) as i64;
+        let now = T0 + 120 * 30_000;
+        a.admit(t, &payload_of("acme", "exc-07", 110, at(110)), now)
+            .unwrap();
+        for seq in (1..110).rev() {
+            let admitted = a.admit(t, &payload_of("acme", "exc-07", seq, at(seq)), now);
+            assert!(admitted.is_ok(), "sequence {seq}: {admitted:?}");
+        }
+        assert_eq!(a.sequence_gaps(), 0);
+        for seq in [1, 40, 109] {
+            let replay = a
+                .admit(t, &payload_of("acme", "exc-07", seq, at(seq)), now)
+                .unwrap_err();
+            assert_eq!(replay.reason, RejectReason::SequenceReplayed, "{seq}");
+        }
     }
 
     #[test]
