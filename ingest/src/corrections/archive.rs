@@ -373,6 +373,42 @@ fn latest_of_each(batches: Vec<DeviceBatch>) -> HashMap<Id, DeviceBatch> {
     latest
 }
 
+/// A chunk's bodies stop growing past this (a chunk is read whole: a
+/// redelivery's check decodes it; payloads go up to 256 KiB).
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// One chunk row to write: its batches and their bodies, encoded as
+/// bincode encodes a `Vec<DeviceBatch>` (a little-endian `u64` count, then
+/// each batch), so [`decode_chunk`] reads it back.
+struct Chunk<'a> {
+    batches: &'a [&'a DeviceBatch],
+    body: Vec<u8>,
+}
+
+/// `batches` in chunks of about [`CHUNK_BYTES`] of bodies at most (one
+/// batch at least).
+fn split<'a>(batches: &'a [&'a DeviceBatch]) -> Vec<Chunk<'a>> {
+    let mut chunks = Vec::new();
+    let (mut start, mut body) = (0, Vec::new());
+    for (i, b) in batches.iter().enumerate() {
+        if body.is_empty() {
+            body.extend_from_slice(&0u64.to_le_bytes());
+        }
+        bincode::serialize_into(&mut body, b).expect("a batch serialises");
+        if body.len() >= CHUNK_BYTES || i + 1 == batches.len() {
+            let count = (i + 1 - start) as u64;
+            body[..8].copy_from_slice(&count.to_le_bytes());
+            let batches = &batches[start..=i];
+            chunks.push(Chunk {
+                batches,
+                body: std::mem::take(&mut body),
+            });
+            start = i + 1;
+        }
+    }
+    chunks
+}
+
 /// Carries each device's latest batch in the chunks of the day file
 /// attached as `old` (if newer than what is carried), a customer at a time.
 fn carry_chunks(tx: &rusqlite::Transaction, path: &Path) -> Result<(), ArchiveError> {
@@ -523,22 +559,19 @@ impl Archive {
                          VALUES (?1, ?2, ?3, ?4, ?5)",
                     )
                     .map_err(|e| fail(&path, e))?;
-                for (customer, chunk) in chunks {
-                    let times = chunk.iter().map(|b| b.first_at());
-                    let first = times.clone().min().unwrap_or(0);
-                    let last = times.max().unwrap_or(0);
-                    let mut hashes: Vec<u64> = chunk.iter().map(|b| key_hash(b)).collect();
-                    hashes.sort_unstable();
-                    let keys: Vec<u8> = hashes.iter().flat_map(|h| h.to_le_bytes()).collect();
-                    let body = bincode::serialize(&chunk).expect("a chunk serialises");
-                    (insert.execute(params![
-                        customer,
-                        sql_time(first),
-                        sql_time(last),
-                        keys,
-                        body
-                    ]))
-                    .map_err(|e| fail(&path, e))?;
+                for (customer, batches) in chunks {
+                    for chunk in split(&batches) {
+                        let times = chunk.batches.iter().map(|b| b.first_at());
+                        let first = times.clone().min().unwrap_or(0);
+                        let last = times.max().unwrap_or(0);
+                        let mut hashes: Vec<u64> =
+                            chunk.batches.iter().map(|b| key_hash(b)).collect();
+                        hashes.sort_unstable();
+                        let keys: Vec<u8> = hashes.iter().flat_map(|h| h.to_le_bytes()).collect();
+                        let row =
+                            params![customer, sql_time(first), sql_time(last), keys, chunk.body];
+                        insert.execute(row).map_err(|e| fail(&path, e))?;
+                    }
                 }
             }
             tx.commit().map_err(|e| fail(&path, e))?;
@@ -1422,6 +1455,52 @@ mod tests {
             ]
         );
         assert!(archive.take_held().iter().all(|(_, held)| held.cut));
+    }
+
+    /// Large batches go in several chunk rows of about a MiB each, read back
+    /// whole, each chunk's body as bincode writes the list.
+    #[test]
+    fn large_batches_are_split_into_chunks_of_about_a_mebibyte() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut archive = Archive::open(dir.path()).unwrap();
+        let big: Vec<DeviceBatch> = (0..40u64)
+            .map(|i| {
+                let mut b = batch("a", &format!("d{i}"), 1, T0 + i * 60_000);
+                let first = b.samples[0].clone();
+                b.samples = (0..2_000)
+                    .map(|k| Sample {
+                        at: first.at + k,
+                        ..first.clone()
+                    })
+                    .collect();
+                b
+            })
+            .collect();
+        let refs: Vec<&DeviceBatch> = big.iter().collect();
+        let chunks = split(&refs);
+        assert!(
+            chunks.len() > 1 && chunks.len() < 40,
+            "{} chunks",
+            chunks.len()
+        );
+        for chunk in &chunks {
+            let owned: Vec<DeviceBatch> = chunk.batches.iter().map(|b| (*b).clone()).collect();
+            assert_eq!(chunk.body, bincode::serialize(&owned).unwrap());
+            assert!(
+                chunk.body.len()
+                    < CHUNK_BYTES + 2 * bincode::serialized_size(&big[0]).unwrap() as usize
+            );
+        }
+        archive.append_live(&big).unwrap();
+        let rows: i64 = Connection::open(dir.path().join("2026-01-05.sqlite"))
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM chunks", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows as usize, chunks.len());
+        let mut got = archive.batches("a", 0).unwrap();
+        got.sort_by_key(|b| b.first_at());
+        assert_eq!(got, big);
+        assert_eq!(archive.contains(&big[39..]).unwrap(), [true]);
     }
 
     #[test]
