@@ -359,10 +359,19 @@ fn day_batches(
 
 /// Each device's latest batch among `batches`: the one with the latest first
 /// reading (then unit epoch, then sequence).
-fn latest_of_each(batches: Vec<DeviceBatch>) -> HashMap<Id, DeviceBatch> {
-    let mut latest: HashMap<Id, DeviceBatch> = HashMap::new();
+fn latest_of_each(batches: impl IntoIterator<Item = DeviceBatch>) -> HashMap<Id, DeviceBatch> {
+    let mut latest = HashMap::new();
+    keep_latest(&mut latest, batches);
+    latest
+}
+
+/// Adds `batches` to each device's latest batch so far.
+fn keep_latest(
+    latest: &mut HashMap<Id, DeviceBatch>,
+    batches: impl IntoIterator<Item = DeviceBatch>,
+) {
+    let order = |b: &DeviceBatch| (b.first_at(), b.unit_epoch, b.sequence);
     for b in batches {
-        let order = |b: &DeviceBatch| (b.first_at(), b.unit_epoch, b.sequence);
         match latest.get(&b.device) {
             Some(kept) if order(kept) >= order(&b) => {}
             _ => {
@@ -370,7 +379,6 @@ fn latest_of_each(batches: Vec<DeviceBatch>) -> HashMap<Id, DeviceBatch> {
             }
         }
     }
-    latest
 }
 
 /// A chunk's bodies stop growing past this (a chunk is read whole: a
@@ -428,13 +436,17 @@ fn carry_chunks(tx: &rusqlite::Transaction, path: &Path) -> Result<(), ArchiveEr
     ))
     .map_err(|e| fail(path, e))?;
     for customer in customers {
-        let mut all = Vec::new();
+        // A chunk at a time: the customer's devices' latest only are held.
+        let mut latest = HashMap::new();
         let rows = (select.query_map(params![customer], |r| r.get::<_, Vec<u8>>(0)))
             .map_err(|e| fail(path, e))?;
         for body in rows {
-            all.extend(decode_chunk(path, &body.map_err(|e| fail(path, e))?)?);
+            keep_latest(
+                &mut latest,
+                decode_chunk(path, &body.map_err(|e| fail(path, e))?)?,
+            );
         }
-        for (device, b) in latest_of_each(all) {
+        for (device, b) in latest {
             let body = bincode::serialize(&b).expect("a batch serialises");
             (upsert.execute(params![customer, &*device, sql_time(b.first_at()), body]))
                 .map_err(|e| fail(path, e))?;
@@ -739,7 +751,7 @@ impl Archive {
             let mine = day_batches(conn, &path, customer, 0..before)?
                 .into_iter()
                 .filter(|b| devices.contains(&b.device));
-            for (device, b) in latest_of_each(mine.collect()) {
+            for (device, b) in latest_of_each(mine) {
                 found.entry(device).or_insert(b);
             }
         }
