@@ -518,17 +518,14 @@ impl Archive {
         }
         let mut new = vec![false; batches.len()];
         for (day, indices) in by_day {
-            let path = self.day_path(day);
-            let conn = self.day(day)?;
-            let tx = conn.transaction().map_err(|e| fail(&path, e))?;
-            {
+            self.in_day(day, |tx, path| {
                 let mut insert = tx
                     .prepare_cached(
                         "INSERT OR IGNORE INTO batches \
                          (customer, first_at, device, unit_epoch, sequence, body) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )
-                    .map_err(|e| fail(&path, e))?;
+                    .map_err(|e| fail(path, e))?;
                 for i in indices {
                     let b = &batches[i];
                     let body = bincode::serialize(b).expect("a batch serialises");
@@ -541,13 +538,26 @@ impl Archive {
                             b.sequence as i64,
                             body
                         ])
-                        .map_err(|e| fail(&path, e))?;
+                        .map_err(|e| fail(path, e))?;
                     new[i] = inserted == 1;
                 }
-            }
-            tx.commit().map_err(|e| fail(&path, e))?;
+                Ok(())
+            })?;
         }
         Ok(new)
+    }
+
+    /// Runs `write` in one transaction of day file `day`.
+    fn in_day(
+        &mut self,
+        day: u64,
+        write: impl FnOnce(&rusqlite::Transaction, &Path) -> Result<(), ArchiveError>,
+    ) -> Result<(), ArchiveError> {
+        let path = self.day_path(day);
+        let conn = self.day(day)?;
+        let tx = conn.transaction().map_err(|e| fail(&path, e))?;
+        write(&tx, &path)?;
+        tx.commit().map_err(|e| fail(&path, e))
     }
 
     /// Adds batches the live dataflow took in: one chunk row per customer
@@ -561,16 +571,13 @@ impl Archive {
             day.entry(&b.customer).or_default().push(b);
         }
         for (day, chunks) in by_day {
-            let path = self.day_path(day);
-            let conn = self.day(day)?;
-            let tx = conn.transaction().map_err(|e| fail(&path, e))?;
-            {
+            self.in_day(day, |tx, path| {
                 let mut insert = tx
                     .prepare_cached(
                         "INSERT INTO chunks (customer, first_at, last_at, keys, body) \
                          VALUES (?1, ?2, ?3, ?4, ?5)",
                     )
-                    .map_err(|e| fail(&path, e))?;
+                    .map_err(|e| fail(path, e))?;
                 for (customer, batches) in chunks {
                     for chunk in split(&batches) {
                         let times = chunk.batches.iter().map(|b| b.first_at());
@@ -582,11 +589,11 @@ impl Archive {
                         let keys: Vec<u8> = hashes.iter().flat_map(|h| h.to_le_bytes()).collect();
                         let row =
                             params![customer, sql_time(first), sql_time(last), keys, chunk.body];
-                        insert.execute(row).map_err(|e| fail(&path, e))?;
+                        insert.execute(row).map_err(|e| fail(path, e))?;
                     }
                 }
-            }
-            tx.commit().map_err(|e| fail(&path, e))?;
+                Ok(())
+            })?;
         }
         Ok(())
     }
