@@ -191,13 +191,13 @@ fn tag(out: &mut String, key: &str, value: &str) {
 
 /// Appends a measurement name, escaping commas and spaces.
 pub fn escape_measurement(name: &str, out: &mut String) {
-    escape(name, &[',', ' '], out);
+    escape(name, b", ", out);
 }
 
 /// Appends a tag key, tag value or field key, escaping commas, equals signs
 /// and spaces.
 pub fn escape_tag(text: &str, out: &mut String) {
-    escape(text, &[',', '=', ' '], out);
+    escape(text, b",= ", out);
 }
 
 /// Appends a string field value in double quotes, escaping double quotes and
@@ -205,33 +205,51 @@ pub fn escape_tag(text: &str, out: &mut String) {
 /// ends at a line break in VictoriaMetrics even inside quotes.
 pub fn escape_string_field(text: &str, out: &mut String) {
     out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' | '\\' => {
+    let mut rest = text;
+    // The special characters are ASCII: a byte found is a whole character.
+    while let Some(i) = rest
+        .bytes()
+        .position(|b| matches!(b, b'"' | b'\\' | b'\n' | b'\r'))
+    {
+        out.push_str(&rest[..i]);
+        match rest.as_bytes()[i] {
+            b'\n' | b'\r' => out.push(' '),
+            c => {
                 out.push('\\');
-                out.push(c);
+                out.push(char::from(c));
             }
-            '\n' | '\r' => out.push(' '),
-            _ => out.push(c),
         }
+        rest = &rest[i + 1..];
     }
+    out.push_str(rest);
     out.push('"');
 }
 
-fn escape(text: &str, special: &[char], out: &mut String) {
-    for c in text.chars() {
-        if special.contains(&c) {
-            out.push('\\');
-        }
-        out.push(c);
+/// Appends `text` with a backslash before each of the ASCII `special`
+/// bytes (the runs between them copied whole: most names have none).
+fn escape(text: &str, special: &[u8], out: &mut String) {
+    let mut rest = text;
+    while let Some(i) = rest.bytes().position(|b| special.contains(&b)) {
+        out.push_str(&rest[..i]);
+        out.push('\\');
+        out.push(char::from(rest.as_bytes()[i]));
+        rest = &rest[i + 1..];
     }
+    out.push_str(rest);
 }
 
 /// Writes a float so it always reads back as a float: `{:?}` gives `3.0`,
 /// `0.25`, `1e-7`, `1e16`, each with a decimal point or an exponent.
 /// `None` for NaN and infinities, which line protocol cannot express.
 pub fn format_float(value: f64) -> Option<String> {
-    value.is_finite().then(|| format!("{value:?}"))
+    let mut out = String::new();
+    write_float(value, &mut out).then_some(out)
+}
+
+/// Appends what [`format_float`] gives, without a string of its own; false
+/// (nothing written) for NaN and infinities.
+fn write_float(value: f64, out: &mut String) -> bool {
+    value.is_finite() && write!(out, "{value:?}").is_ok()
 }
 
 /// The field set of one line: handles the separators.
@@ -260,9 +278,9 @@ impl<'a> Fields<'a> {
     }
 
     fn float(&mut self, key: &str, value: f64) {
-        if let Some(text) = format_float(value) {
+        if value.is_finite() {
             self.key(key);
-            self.out.push_str(&text);
+            write_float(value, self.out);
         }
     }
 
@@ -670,6 +688,35 @@ mod tests {
         assert!(!text.contains("utilisation"), "{text}");
         assert!(!text.contains("advanced_feature_share"), "{text}");
         assert!(text.contains(",devices_purchased=4i,"), "{text}");
+    }
+
+    proptest::proptest! {
+        /// The byte-run escaping against the rule written a character at a
+        /// time, on any text (separators, quotes, line breaks, UTF-8).
+        #[test]
+        fn escaping_follows_the_rule_character_by_character(text in "[a-z ,=\"\\\\\n\rä北]{0,24}") {
+            let reference = |special: &[char]| -> String {
+                (text.chars())
+                    .flat_map(|c| special.contains(&c).then_some('\\').into_iter().chain([c]))
+                    .collect()
+            };
+            let mut out = String::new();
+            escape_tag(&text, &mut out);
+            proptest::prop_assert_eq!(out, reference(&[',', '=', ' ']));
+            let mut out = String::new();
+            escape_measurement(&text, &mut out);
+            proptest::prop_assert_eq!(out, reference(&[',', ' ']));
+            let mut out = String::new();
+            escape_string_field(&text, &mut out);
+            let quoted: String = (text.chars())
+                .flat_map(|c| match c {
+                    '"' | '\\' => vec!['\\', c],
+                    '\n' | '\r' => vec![' '],
+                    c => vec![c],
+                })
+                .collect();
+            proptest::prop_assert_eq!(out, format!("\"{quoted}\""));
+        }
     }
 
     #[test]
