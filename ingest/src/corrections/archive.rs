@@ -50,7 +50,8 @@ const DAY_SCHEMA: &str = "
         keys BLOB NOT NULL,
         body BLOB NOT NULL
     );
-    CREATE INDEX IF NOT EXISTS chunks_by_customer ON chunks (customer, last_at);";
+    DROP INDEX IF EXISTS chunks_by_customer;
+    CREATE INDEX IF NOT EXISTS chunks_by_start ON chunks (customer, first_at);";
 
 const STATE_SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS carry (
@@ -189,6 +190,10 @@ pub struct Archive {
     state: Connection,
     /// Open day files, by UTC day number.
     days: BTreeMap<u64, Connection>,
+    /// Each open day file's widest chunk (last minus first reading): a
+    /// chunk holding a time starts at most this much before it, so
+    /// lookups are range scans of the index on the start.
+    spans: HashMap<u64, EventTime>,
     /// What the archive holds of each customer (`customers` table).
     held: HashMap<Id, Held>,
     /// Customers whose [`Held`] changed since [`Self::take_held`].
@@ -321,8 +326,10 @@ fn day_batches(
     path: &Path,
     customer: &str,
     range: std::ops::Range<EventTime>,
+    span: EventTime,
 ) -> Result<Vec<DeviceBatch>, ArchiveError> {
     let (from, to) = (sql_time(range.start), sql_time(range.end));
+    let start = sql_time(range.start.saturating_sub(span));
     let mut out = Vec::new();
     let mut select = (conn.prepare_cached(
         "SELECT body FROM batches WHERE customer = ?1 AND first_at >= ?2 AND first_at < ?3",
@@ -334,12 +341,12 @@ fn day_batches(
         out.push(decode(path, &body.map_err(|e| fail(path, e))?)?);
     }
     let mut select = (conn.prepare_cached(
-        "SELECT body FROM chunks WHERE customer = ?1 AND last_at >= ?2 AND first_at < ?3 \
-         ORDER BY rowid",
+        "SELECT body FROM chunks WHERE customer = ?1 AND first_at >= ?2 AND first_at < ?3 \
+         AND last_at >= ?4 ORDER BY rowid",
     ))
     .map_err(|e| fail(path, e))?;
-    let rows = (select.query_map(params![customer, from, to], |r| r.get::<_, Vec<u8>>(0)))
-        .map_err(|e| fail(path, e))?;
+    let args = params![customer, start, to, from];
+    let rows = (select.query_map(args, |r| r.get::<_, Vec<u8>>(0))).map_err(|e| fail(path, e))?;
     for body in rows {
         let chunk = decode_chunk(path, &body.map_err(|e| fail(path, e))?)?;
         out.extend(chunk.into_iter().filter(|b| range.contains(&b.first_at())));
@@ -481,6 +488,7 @@ impl Archive {
             dir: dir.to_owned(),
             state,
             days: BTreeMap::new(),
+            spans: HashMap::new(),
             moved: held.keys().cloned().collect(),
             held,
             created: false,
@@ -504,6 +512,13 @@ impl Archive {
             let path = self.day_path(day);
             self.created |= !path.exists();
             let conn = open(&path, DAY_SCHEMA)?;
+            let span: i64 = (conn.query_row(
+                "SELECT COALESCE(MAX(last_at - first_at), 0) FROM chunks",
+                [],
+                |r| r.get(0),
+            ))
+            .map_err(|e| fail(&path, e))?;
+            self.spans.insert(day, u64::try_from(span).unwrap_or(0));
             self.days.insert(day, conn);
         }
         Ok(self.days.get_mut(&day).expect("inserted above"))
@@ -571,6 +586,7 @@ impl Archive {
             day.entry(&b.customer).or_default().push(b);
         }
         for (day, chunks) in by_day {
+            let mut span = 0;
             self.in_day(day, |tx, path| {
                 let mut insert = tx
                     .prepare_cached(
@@ -583,6 +599,7 @@ impl Archive {
                         let times = chunk.batches.iter().map(|b| b.first_at());
                         let first = times.clone().min().unwrap_or(0);
                         let last = times.max().unwrap_or(0);
+                        span = span.max(last - first);
                         let mut hashes: Vec<u64> =
                             chunk.batches.iter().map(|b| key_hash(b)).collect();
                         hashes.sort_unstable();
@@ -594,6 +611,8 @@ impl Archive {
                 }
                 Ok(())
             })?;
+            let widest = self.spans.entry(day).or_default();
+            *widest = (*widest).max(span);
         }
         Ok(())
     }
@@ -676,6 +695,7 @@ impl Archive {
                 continue;
             }
             let path = self.day_path(day);
+            let span = self.spans.get(&day).copied().unwrap_or(0);
             let conn = self.day(day)?;
             let mut select = conn
                 .prepare_cached(
@@ -695,12 +715,13 @@ impl Archive {
             if !hit {
                 let mut select = (conn.prepare_cached(
                     "SELECT keys, body FROM chunks \
-                     WHERE customer = ?1 AND last_at >= ?2 AND first_at <= ?2",
+                     WHERE customer = ?1 AND first_at >= ?2 AND first_at <= ?3 AND last_at >= ?3",
                 ))
                 .map_err(|e| fail(&path, e))?;
                 let hash = key_hash(b);
+                let start = sql_time(b.first_at().saturating_sub(span));
                 let rows = select
-                    .query_map(params![&*b.customer, sql_time(b.first_at())], |r| {
+                    .query_map(params![&*b.customer, start, sql_time(b.first_at())], |r| {
                         Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
                     })
                     .map_err(|e| fail(&path, e))?;
@@ -729,8 +750,15 @@ impl Archive {
         let days: Vec<u64> = self.days.range(from / DAY_MS..).map(|(d, _)| *d).collect();
         for day in days {
             let path = self.day_path(day);
+            let span = self.spans.get(&day).copied().unwrap_or(0);
             let conn = self.day(day)?;
-            out.extend(day_batches(conn, &path, customer, from..EventTime::MAX)?);
+            out.extend(day_batches(
+                conn,
+                &path,
+                customer,
+                from..EventTime::MAX,
+                span,
+            )?);
         }
         Ok(out)
     }
@@ -755,7 +783,7 @@ impl Archive {
             }
             let path = self.day_path(day);
             let conn = self.day(day)?;
-            let mine = day_batches(conn, &path, customer, 0..before)?
+            let mine = day_batches(conn, &path, customer, 0..before, EventTime::MAX)?
                 .into_iter()
                 .filter(|b| devices.contains(&b.device));
             for (device, b) in latest_of_each(mine) {
@@ -790,6 +818,7 @@ impl Archive {
         for day in &old {
             let path = self.day_path(*day);
             self.days.remove(day);
+            self.spans.remove(day);
             let tx = self.state.transaction().map_err(|e| fail(&state_path, e))?;
             tx.execute("ATTACH DATABASE ?1 AS old", params![path.to_string_lossy()])
                 .map_err(|e| fail(&path, e))?;
@@ -1465,6 +1494,10 @@ mod tests {
         drop(archive);
         let mut archive = Archive::open(dir.path()).unwrap();
         assert_eq!(archive.batches("b", 0).unwrap(), b);
+        // Found in a chunk that starts hours before it (the widest chunk of
+        // the day file is read again at the open).
+        assert_eq!(archive.contains(&a[3..4]).unwrap(), [true]);
+        assert_eq!(archive.batches("a", from).unwrap(), want);
         assert_eq!(archive.prune(T0 + 2 * DAY_MS).unwrap(), 2);
         assert_eq!(
             archive.earlier("b", &devices, T0 + 2 * DAY_MS).unwrap(),
