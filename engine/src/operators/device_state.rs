@@ -57,7 +57,9 @@ pub struct SequenceWindow {
     /// device holds every batch it took in since it first met the unit, so
     /// one below is one it never took in (a unit first met at its
     /// reconnect, its buffer behind). Admission, per lane and rebuilt from
-    /// the WAL, cannot say so. Closed once a range is forgotten.
+    /// the WAL, is open too and leaves a replay from before its memory to
+    /// the engine. Closed once a range is forgotten, and in a memory
+    /// restored from a format-1 snapshot.
     open_below: bool,
     /// Missing sequences below the bit set, as inclusive ranges in ascending
     /// order, none adjacent; at most [`Self::MISSING_RANGES`].
@@ -770,7 +772,7 @@ mod tests {
             let again = memory.apply(batch(sequence), &mut gaps, &mut resets, &mut out);
             assert_eq!(again, Err(Admission::Duplicate), "sequence {sequence}");
         }
-        // Admission, which cannot know what came before, is closed below.
+        // A window closed below (a format-1 memory's) refuses it as too old.
         let mut units = UnitSequences::default();
         assert_eq!(units.admit(0, 500, &mut gaps, false), Admission::New);
         assert_eq!(units.admit(0, 100, &mut gaps, false), Admission::TooOld);

@@ -526,10 +526,16 @@ impl Archive {
 
     /// Adds batches, one transaction per day file; returns which were new
     /// (a redelivered batch is there already).
-    pub fn append(&mut self, batches: &[DeviceBatch]) -> Result<Vec<bool>, ArchiveError> {
+    pub fn append<B: std::borrow::Borrow<DeviceBatch>>(
+        &mut self,
+        batches: &[B],
+    ) -> Result<Vec<bool>, ArchiveError> {
         let mut by_day: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
         for (i, b) in batches.iter().enumerate() {
-            by_day.entry(b.first_at() / DAY_MS).or_default().push(i);
+            by_day
+                .entry(b.borrow().first_at() / DAY_MS)
+                .or_default()
+                .push(i);
         }
         let mut new = vec![false; batches.len()];
         for (day, indices) in by_day {
@@ -542,7 +548,7 @@ impl Archive {
                     )
                     .map_err(|e| fail(path, e))?;
                 for i in indices {
-                    let b = &batches[i];
+                    let b = batches[i].borrow();
                     let body = bincode::serialize(b).expect("a batch serialises");
                     let inserted = insert
                         .execute(params![

@@ -624,9 +624,9 @@ fn late(
         let devices: Vec<(&str, EventTime)> = devices.into_iter().collect();
         archive.note_late(customer, &devices, due)?;
     }
-    let fresh: Vec<DeviceBatch> = (batches.iter().zip(&new))
+    let fresh: Vec<&DeviceBatch> = (batches.iter().zip(&new))
         .filter(|(_, new)| **new)
-        .map(|(b, _)| b.clone())
+        .map(|(b, _)| b)
         .collect();
     archive.append(&fresh)?;
     // Acknowledged once synced ([`answer_late`]): they are in no other log.
