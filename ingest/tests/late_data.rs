@@ -305,3 +305,111 @@ async fn replaying_dead_letters_restores_data_refused_as_too_late() {
     assert_table_equal("sqlite", &sqlite_customer_table(&db), &truth);
     assert_same_as_in_order(&db, &reference_db);
 }
+
+/// Day `day` of the dark quarry's three devices, one of which (`d1` and
+/// `d2` in turn, from day 3) loses coverage from 08:00 to 14:00 and
+/// uploads those six hours after its 16:00 reading: late data every day.
+fn a_late_day(day: u64) -> Vec<(String, Vec<u8>)> {
+    let dark = (day >= 3).then(|| ["d1", "d2"][day as usize % 2]);
+    let (mut live, mut buffered) = (Vec::new(), Vec::new());
+    for h in 24 * day..24 * (day + 1) {
+        for device in ["d1", "d2", "d3"] {
+            let out = if Some(device) == dark && (8..14).contains(&(h % 24)) {
+                &mut buffered
+            } else {
+                &mut live
+            };
+            out.push(support::late::hour(device, h));
+        }
+        if h % 24 == 16 {
+            live.append(&mut buffered);
+        }
+    }
+    live
+}
+
+/// A customer with late data every day never lets its pending restatement
+/// settle (each arrival moves the final pass further out). Each pass still
+/// restates only from where the previous one ended, or from the new late
+/// data: not from the first late reading weeks ago, which made every pass
+/// longer than the last and kept the archive's days past the horizon. A
+/// restart in the middle restates what the WAL's replay emits again. The
+/// store ends as a run with every reading in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_data_every_day_restates_a_day_at_a_time_and_the_archive_keeps_only_the_horizon() {
+    const DAYS: u64 = 14;
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let customers = dir.path().join("customers.toml");
+    std::fs::write(&customers, DARK_CUSTOMERS).unwrap();
+    let (host, port) = (mosquitto.host(), mosquitto.port());
+    let mut config = in_process::durable(host, port, "late-daily", &customers, dir.path());
+    config.engine.correction_horizon = std::time::Duration::from_secs(2 * 86_400);
+
+    // Records restated while each day's data went through.
+    let mut restated_by_day = Vec::new();
+    let mut service = in_process::subscribed(config.clone(), "late-daily").await;
+    let (mut sent, mut restated) = (0u64, 0u64);
+    for day in 0..DAYS {
+        if day == 8 {
+            service.shutdown.cancel();
+            service.task.await.unwrap().unwrap();
+            restated += service.metrics.records_restated.load(Relaxed);
+            service = in_process::subscribed(config.clone(), "late-daily").await;
+            sent = 0;
+        }
+        let messages = a_late_day(day);
+        sent += messages.len() as u64;
+        let options = publish_options(&mosquitto, &format!("late-daily-sim-{day}"));
+        feed(&service, options, messages, sent).await;
+        let now = restated + service.metrics.records_restated.load(Relaxed);
+        restated_by_day.push(now - restated_by_day.iter().sum::<u64>());
+    }
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+    assert_eq!(service.metrics.rejected_total(), 0);
+    println!("records restated by day: {restated_by_day:?}");
+
+    // A pass covers about a day: its customer's windows since the last
+    // pass and its late device's, with the journey's records. From the
+    // first days to the last its size stays the same (restating from the
+    // first late reading, each of the last days' passes restated six to
+    // ten days).
+    let steady = *restated_by_day[4..8].iter().max().unwrap();
+    let last: u64 = restated_by_day[9..].iter().sum();
+    assert!(
+        steady > 0 && last <= 5 * steady * 3 / 2,
+        "{last} records restated in the last five days, {steady} a day before: {restated_by_day:?}"
+    );
+    // The archive keeps the horizon (2 days) and its slack (2 days), not
+    // every day since the first late reading.
+    let days_kept = std::fs::read_dir(dir.path().join("wal/archive"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".sqlite") && name != "state.sqlite")
+        .count();
+    assert!(
+        days_kept <= 7,
+        "{days_kept} day files kept after {DAYS} days"
+    );
+
+    // The reference: every reading in event-time order.
+    let reference = tempfile::tempdir().unwrap();
+    let mut in_time: Vec<(String, Vec<u8>)> = (0..DAYS).flat_map(a_late_day).collect();
+    in_time.sort_by_key(|(topic, payload)| {
+        let batch =
+            <fleetpulse_proto::v1::TelemetryBatch as prost::Message>::decode(&payload[..]).unwrap();
+        (batch.samples[0].event_time_ms, topic.clone())
+    });
+    run_dark(
+        &mosquitto,
+        reference.path(),
+        "late-daily-ref",
+        vec![in_time],
+    )
+    .await;
+    assert_same_as_in_order(
+        &dir.path().join("kpi.sqlite"),
+        &reference.path().join("kpi.sqlite"),
+    );
+}

@@ -832,7 +832,12 @@ async fn run_fleetpulse(
         .arg(&config)
         .arg("--stamps")
         .arg(&stamps_file)
-        .env("RUST_LOG", "warn,rumqttd=off");
+        // `FLEETPULSE_BENCH_LOG`: the consumer's filter, to look inside a
+        // run (its log is in the work directory).
+        .env(
+            "RUST_LOG",
+            std::env::var("FLEETPULSE_BENCH_LOG").unwrap_or_else(|_| "warn,rumqttd=off".into()),
+        );
     let consumer = Contender::spawn(
         "fleetpulse",
         command,

@@ -118,6 +118,12 @@ const STATE_SCHEMA: &str = "
         device TEXT NOT NULL,
         from_ms INTEGER NOT NULL,
         PRIMARY KEY (customer, device)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS pending_arrivals (
+        customer TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        from_ms INTEGER NOT NULL,
+        PRIMARY KEY (customer, generation)
     ) WITHOUT ROWID;";
 
 /// The archive failed; the message names the file.
@@ -903,6 +909,14 @@ impl Archive {
             params![customer, from as i64, due as i64],
         )
         .map_err(|e| fail(&path, e))?;
+        // What this arrival (this generation) owes, for a pass that read
+        // the row before it: see [`Self::passed`].
+        tx.execute(
+            "INSERT INTO pending_arrivals (customer, generation, from_ms) \
+             SELECT customer, generation, ?2 FROM pending WHERE customer = ?1",
+            params![customer, from as i64],
+        )
+        .map_err(|e| fail(&path, e))?;
         {
             let mut device = tx
                 .prepare_cached(
@@ -964,19 +978,64 @@ impl Archive {
 
     /// A pass over `pending` was written to every store: the row is marked
     /// (first or final pass), unless late data arrived since (another
-    /// generation).
-    pub fn passed(&mut self, pending: &Pending, last: bool) -> Result<(), ArchiveError> {
+    /// generation). The windows ending by `covered` hold every late batch of
+    /// that generation, so the row owes only the windows after them and
+    /// those of later arrivals: its `from` moves up to the earlier of the
+    /// two. Without this a customer whose late data never pauses long
+    /// enough for its row to be forgotten would have every pass restate
+    /// from its first late reading ever, and its archive never pruned. (A
+    /// row forgotten and started again since has a lower generation: it is
+    /// left alone.)
+    pub fn passed(
+        &mut self,
+        pending: &Pending,
+        last: bool,
+        covered: EventTime,
+    ) -> Result<(), ArchiveError> {
         let path = self.dir.join("state.sqlite");
-        let sql = if last {
+        let state = if last {
             "UPDATE pending SET first_pass_done = 2 WHERE customer = ?1 AND generation = ?2"
         } else {
             "UPDATE pending SET first_pass_done = 1 WHERE customer = ?1 AND generation = ?2 \
              AND first_pass_done < 1"
         };
-        self.state
-            .execute(sql, params![&*pending.customer, pending.generation as i64])
+        let (customer, generation) = (&*pending.customer, pending.generation as i64);
+        let covered = covered.min(i64::MAX as u64) as i64;
+        let tx = self.state.transaction().map_err(|e| fail(&path, e))?;
+        tx.execute(state, params![customer, generation])
             .map_err(|e| fail(&path, e))?;
-        Ok(())
+        tx.execute(
+            "UPDATE pending SET from_ms = MAX(from_ms, MIN(?3, COALESCE( \
+               (SELECT MIN(from_ms) FROM pending_arrivals \
+                WHERE customer = ?1 AND generation > ?2), ?3))) \
+             WHERE customer = ?1 AND generation >= ?2",
+            params![customer, generation, covered],
+        )
+        .map_err(|e| fail(&path, e))?;
+        tx.execute(
+            "DELETE FROM pending_arrivals WHERE customer = ?1 AND generation <= ?2",
+            params![customer, generation],
+        )
+        .map_err(|e| fail(&path, e))?;
+        tx.commit().map_err(|e| fail(&path, e))
+    }
+
+    /// The earliest late reading of `customer` taken in after a pass read
+    /// its row at `generation`: what that pass does not cover.
+    pub fn arrived_after(
+        &self,
+        customer: &str,
+        generation: u64,
+    ) -> Result<Option<EventTime>, ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        self.state
+            .query_row(
+                "SELECT MIN(from_ms) FROM pending_arrivals WHERE customer = ?1 AND generation > ?2",
+                params![customer, generation as i64],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map(|at| at.map(|at| at as EventTime))
+            .map_err(|e| fail(&path, e))
     }
 
     /// Drops the rows whose final pass ran and whose windows the checkpoint
@@ -985,12 +1044,16 @@ impl Archive {
         let path = self.dir.join("state.sqlite");
         let before = written_before.min(i64::MAX as u64) as i64;
         let tx = self.state.transaction().map_err(|e| fail(&path, e))?;
-        tx.execute(
-            "DELETE FROM pending_devices WHERE customer IN \
-               (SELECT customer FROM pending WHERE first_pass_done = 2 AND due_ms < ?1)",
-            params![before],
-        )
-        .map_err(|e| fail(&path, e))?;
+        for table in ["pending_devices", "pending_arrivals"] {
+            tx.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE customer IN \
+                       (SELECT customer FROM pending WHERE first_pass_done = 2 AND due_ms < ?1)"
+                ),
+                params![before],
+            )
+            .map_err(|e| fail(&path, e))?;
+        }
         let forgotten = tx
             .execute(
                 "DELETE FROM pending WHERE first_pass_done = 2 AND due_ms < ?1",
@@ -1001,13 +1064,18 @@ impl Archive {
         Ok(forgotten)
     }
 
-    /// After a restart the WAL's replay emits the windows after the
-    /// checkpoint again, without the late data (it is in no WAL): every
-    /// row's passes run again.
-    pub fn restarted(&mut self) -> Result<(), ArchiveError> {
+    /// After a restart the WAL's replay emits the windows that end at or
+    /// after the checkpoint (`replayed_from`) again, without the late data
+    /// (it is in no WAL): every row's passes run again, from there at the
+    /// latest.
+    pub fn restarted(&mut self, replayed_from: EventTime) -> Result<(), ArchiveError> {
         let path = self.dir.join("state.sqlite");
+        let from = replayed_from.saturating_sub(1).min(i64::MAX as u64) as i64;
         self.state
-            .execute("UPDATE pending SET first_pass_done = 0", [])
+            .execute(
+                "UPDATE pending SET first_pass_done = 0, from_ms = MIN(from_ms, ?1)",
+                params![from],
+            )
             .map_err(|e| fail(&path, e))?;
         Ok(())
     }
@@ -1625,35 +1693,104 @@ mod tests {
         assert_eq!(first.devices, devices);
         assert!(first.restates("d1", 501) && !first.restates("d1", 500));
         assert!(first.restates("d2", 400) && !first.restates("d3", 1_000));
-        archive.passed(&first, false).unwrap();
+        archive.passed(&first, false, 0).unwrap();
         assert!(archive.pending().unwrap()[0].first_pass_done);
         // Late data after the pass read the row: the final pass keeps it.
         archive.note_late("a", &[("d3", 400)], 950).unwrap();
-        archive.passed(&first, true).unwrap();
+        archive.passed(&first, true, 0).unwrap();
         let [again] = archive.pending().unwrap().try_into().unwrap();
         assert_eq!(
             (again.from, again.due, again.first_pass_done),
             (300, 950, false)
         );
-        archive.passed(&again, true).unwrap();
+        archive.passed(&again, true, 0).unwrap();
         // Kept until the checkpoint passes its windows.
         assert!(archive.pending().unwrap()[0].final_done);
         assert_eq!(archive.forget(950).unwrap(), 0);
-        archive.restarted().unwrap();
+        archive.restarted(0).unwrap();
         let [reset] = archive.pending().unwrap().try_into().unwrap();
         assert!(!reset.first_pass_done && !reset.final_done);
-        archive.passed(&reset, true).unwrap();
+        archive.passed(&reset, true, 0).unwrap();
         assert_eq!(archive.forget(951).unwrap(), 1);
         assert!(archive.pending().unwrap().is_empty());
         // A new episode starts with only its own devices.
         archive.note_late("a", &[("d4", 2_000)], 3_000).unwrap();
         let [next] = archive.pending().unwrap().try_into().unwrap();
         assert_eq!(next.devices.keys().collect::<Vec<_>>(), [&Id::from("d4")]);
-        archive.passed(&next, true).unwrap();
+        archive.passed(&next, true, 0).unwrap();
         archive.forget(3_001).unwrap();
         assert_eq!(archive.next_revision("a").unwrap(), 1);
         drop(archive);
         let mut archive = Archive::open(dir.path()).unwrap();
         assert_eq!(archive.next_revision("a").unwrap(), 2);
+    }
+    #[test]
+    fn a_pass_moves_its_row_up_to_what_it_covered_but_never_past_later_arrivals() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut archive = Archive::open(dir.path()).unwrap();
+        let from = |archive: &Archive| archive.pending().unwrap()[0].from;
+        archive.note_late("a", &[("d1", 100)], 5_000).unwrap();
+        let first = archive.pending().unwrap().remove(0);
+        archive.passed(&first, false, 1_000).unwrap();
+        // The windows through 1,000 hold the late batch: only later ones
+        // are owed (the final pass's).
+        assert_eq!(from(&archive), 1_000);
+        assert!(archive.pending().unwrap()[0].first_pass_done);
+
+        // Two passes under way at once; late data lands during each.
+        archive.note_late("a", &[("d2", 300)], 6_000).unwrap();
+        assert_eq!(from(&archive), 300);
+        let p1 = archive.pending().unwrap().remove(0);
+        archive.note_late("a", &[("d3", 450)], 6_000).unwrap();
+        let p2 = archive.pending().unwrap().remove(0);
+        archive.note_late("a", &[("d4", 2_500)], 6_000).unwrap();
+        assert_eq!(
+            archive.arrived_after("a", p1.generation).unwrap(),
+            Some(450)
+        );
+        assert_eq!(
+            archive.arrived_after("a", p2.generation).unwrap(),
+            Some(2_500)
+        );
+        // p1 read neither d3's batch nor d4's: the row owes from d3's.
+        archive.passed(&p1, false, 2_000).unwrap();
+        assert_eq!(from(&archive), 450);
+        // p2 read d3's, not d4's, and covered up to 3,000.
+        archive.passed(&p2, false, 3_000).unwrap();
+        assert_eq!(from(&archive), 2_500);
+        assert!(!archive.pending().unwrap()[0].first_pass_done);
+
+        // A pass that is dropped (never passed) moves nothing; the one
+        // after it reads everything and covers it all.
+        let p3 = archive.pending().unwrap().remove(0);
+        archive.passed(&p3, false, 9_000).unwrap();
+        assert_eq!(from(&archive), 9_000);
+        // A pass that covered less than the row owes does not move it back.
+        archive.passed(&p3, true, 4_000).unwrap();
+        assert_eq!(from(&archive), 9_000);
+
+        // A restart replays the windows from the checkpoint without the
+        // late data: owed again from there, and both passes run again.
+        archive.restarted(7_000).unwrap();
+        let [row] = archive.pending().unwrap().try_into().unwrap();
+        assert_eq!((row.from, row.first_pass_done), (6_999, false));
+        archive.restarted(20_000).unwrap();
+        assert_eq!(from(&archive), 6_999);
+        // Reopened: the rows and the arrivals are on disk.
+        drop(archive);
+        let mut archive = Archive::open(dir.path()).unwrap();
+        let row = archive.pending().unwrap().remove(0);
+        archive.note_late("a", &[("d5", 8_000)], 30_000).unwrap();
+        archive.passed(&row, true, 10_000).unwrap();
+        assert_eq!(from(&archive), 8_000);
+        // Forgotten with its arrivals; a new episode starts clean.
+        let row = archive.pending().unwrap().remove(0);
+        archive.passed(&row, true, 40_000).unwrap();
+        assert_eq!(archive.forget(30_001).unwrap(), 1);
+        archive.note_late("a", &[("d6", 50_000)], 60_000).unwrap();
+        let row = archive.pending().unwrap().remove(0);
+        assert_eq!((row.from, row.generation), (50_000, 1));
+        archive.passed(&row, false, 55_000).unwrap();
+        assert_eq!(from(&archive), 55_000);
     }
 }

@@ -55,8 +55,16 @@ pub struct Restated {
 /// A pass, confirmed to the archive once every store wrote its records.
 #[derive(Debug, Clone)]
 pub enum Pass {
-    /// Late data's: the pending row read, and whether it was the final pass.
-    Late(Pending, bool),
+    /// Late data's.
+    Late {
+        /// The pending row read.
+        pending: Pending,
+        /// Whether it is the final pass.
+        last: bool,
+        /// The windows ending by this are restated (known once the journey
+        /// is folded again).
+        covered: EventTime,
+    },
     /// A journey folded again from its kept inputs.
     Recompute(Recompute),
 }
@@ -64,7 +72,7 @@ pub enum Pass {
 impl Pass {
     fn customer(&self) -> &Id {
         match self {
-            Pass::Late(pending, _) => &pending.customer,
+            Pass::Late { pending, .. } => &pending.customer,
             Pass::Recompute(r) => &r.customer,
         }
     }
@@ -126,6 +134,9 @@ pub struct Settings {
     /// it takes in is archived (the WAL replays it all), so the archive is
     /// complete from the start. `None`: from the first windows emitted.
     pub begin: Option<EventTime>,
+    /// The stored checkpoint: the WAL's replay emits the windows ending at
+    /// or after it again, without the late data, and passes restate them.
+    pub replayed_from: EventTime,
 }
 
 /// Late data is taken in only this long after the archive began: the day
@@ -219,7 +230,7 @@ impl Corrections {
         metrics: Arc<IngestMetrics>,
     ) -> Result<(Self, std::thread::JoinHandle<()>), ArchiveError> {
         let mut archive = Archive::open(&settings.dir)?;
-        archive.restarted()?;
+        archive.restarted(settings.replayed_from)?;
         if let Some(at) = settings.begin {
             archive.begin_at(at)?;
         }
@@ -474,8 +485,13 @@ fn run(
                         }
                         Command::Passed(done) => {
                             for pass in done {
+                                state.confirmed(&pass);
                                 let marked = match &pass {
-                                    Pass::Late(pending, last) => archive.passed(pending, *last),
+                                    Pass::Late {
+                                        pending,
+                                        last,
+                                        covered,
+                                    } => archive.passed(pending, *last, *covered),
                                     Pass::Recompute(r) => archive.recomputed(r),
                                 };
                                 if let Err(e) = marked {
@@ -653,9 +669,48 @@ struct Passes {
     arrivals: HashMap<Id, (std::time::Instant, std::time::Instant)>,
     /// The limits of the latest passes put off while late data came.
     deferred: Option<(EventTime, EventTime)>,
+    /// Late data's passes handed on and not yet written by every store, by
+    /// customer: the generation of the row each read, and the windows it
+    /// covers. A customer's next pass waits for them (it starts where they
+    /// end), except at the stop, when they are all on their way before it.
+    handed: HashMap<Id, Vec<(u64, EventTime)>>,
 }
 
 impl Passes {
+    /// A pass's records are ready for the fan-out.
+    fn ready(&mut self, records: Vec<Output>, pass: Pass) {
+        if let Pass::Late {
+            pending, covered, ..
+        } = &pass
+        {
+            let handed = self.handed.entry(pending.customer.clone()).or_default();
+            handed.push((pending.generation, *covered));
+        }
+        self.ready.push_back(Restated {
+            records,
+            passes: vec![pass],
+        });
+    }
+
+    /// Every store wrote `pass`.
+    fn confirmed(&mut self, pass: &Pass) {
+        let Pass::Late {
+            pending, covered, ..
+        } = pass
+        else {
+            return;
+        };
+        if let Some(handed) = self.handed.get_mut(&pending.customer) {
+            let this = (pending.generation, *covered);
+            if let Some(at) = handed.iter().position(|h| *h == this) {
+                handed.remove(at);
+            }
+            if handed.is_empty() {
+                self.handed.remove(&pending.customer);
+            }
+        }
+    }
+
     /// Notes late data of `customer` taken in now.
     fn arrived(&mut self, customer: &Id) {
         let now = std::time::Instant::now();
@@ -702,18 +757,29 @@ fn passes(
 ) -> Result<(), ArchiveError> {
     let days = settings.engine.journeys.take_days();
     archive.keep_journeys(&days)?;
-    for pending in archive.pending()? {
+    for mut pending in archive.pending()? {
         let last = through >= pending.due && !flush;
         if pending.final_done || (pending.first_pass_done && !last && !flush) {
             continue;
         }
-        if through <= pending.from
-            || state
-                .asked
-                .iter()
-                .any(|a| *a.pass.customer() == pending.customer)
-        {
-            continue; // Nothing of it closed yet, or a pass under way.
+        if (state.asked.iter()).any(|a| *a.pass.customer() == pending.customer) {
+            continue; // A pass under way.
+        }
+        if let Some(handed) = state.handed.get(&pending.customer) {
+            if !flush {
+                // It starts where the passes on their way end.
+                state.deferred = Some((through, bound));
+                continue;
+            }
+            // At the stop they are all on their way, ahead of this one.
+            for &(generation, covered) in handed {
+                let owed = (archive.arrived_after(&pending.customer, generation)?)
+                    .map_or(covered, |at| at.min(covered));
+                pending.from = pending.from.max(owed);
+            }
+        }
+        if through <= pending.from {
+            continue; // Nothing of it closed yet.
         }
         if !last && !flush {
             if state.waits(&pending.customer) {
@@ -740,10 +806,12 @@ fn passes(
                 .into_iter()
                 .filter(|r| window_end(r) <= through)
                 .collect();
-            state.ready.push_back(Restated {
-                records,
-                passes: vec![Pass::Late(pending, last)],
-            });
+            let pass = Pass::Late {
+                pending,
+                last,
+                covered: through,
+            };
+            state.ready(records, pass);
             continue;
         };
         let base = archive.journey_at(&pending.customer, floor)?;
@@ -766,10 +834,12 @@ fn passes(
                 answer,
                 &mut state.resent,
             )? {
-                state.ready.push_back(Restated {
-                    records,
-                    passes: vec![Pass::Late(pending, last)],
-                });
+                let pass = Pass::Late {
+                    pending,
+                    last,
+                    covered: EventTime::MAX,
+                };
+                state.ready(records, pass);
             }
             continue;
         }
@@ -782,7 +852,11 @@ fn passes(
         };
         let answer = engine.adoptions.submit(request);
         state.asked.push(Asked {
-            pass: Pass::Late(pending, last),
+            pass: Pass::Late {
+                pending,
+                last,
+                covered: 0,
+            },
             floor,
             records,
             answer,
@@ -919,11 +993,17 @@ fn answered(archive: &mut Archive, state: &mut Passes) -> Result<(), ArchiveErro
             Err(_) => continue,
         };
         let Asked {
-            pass,
+            mut pass,
             floor,
             records,
             ..
         } = asked;
+        if let (Pass::Late { covered, .. }, JourneyAnswer::Adopted { observed, .. }) =
+            (&mut pass, &answer)
+        {
+            // What the pass hands on: see [`complete`].
+            *covered = *observed;
+        }
         let day = state.day.as_deref();
         if let Some(records) = complete(
             archive,
@@ -934,10 +1014,7 @@ fn answered(archive: &mut Archive, state: &mut Passes) -> Result<(), ArchiveErro
             answer,
             &mut state.resent,
         )? {
-            state.ready.push_back(Restated {
-                records,
-                passes: vec![pass],
-            });
+            state.ready(records, pass);
         }
     }
     state.asked = waiting;

@@ -173,9 +173,13 @@ pub async fn run(
         .map_or((Checkpoint::default(), Lsn::FIRST), |(w, c)| {
             (*c, w.first_lsn())
         });
-    let fresh = stored.written_before == 0;
-    let corrections =
-        parts::corrections(&config, fresh, layout.as_ref(), &engine_config, &metrics)?;
+    let corrections = parts::corrections(
+        &config,
+        stored.written_before,
+        layout.as_ref(),
+        &engine_config,
+        &metrics,
+    )?;
     let horizon_ms = config.engine.correction_horizon.as_millis() as u64;
     let (correctable, corrections, restated, corrections_thread) = match corrections {
         Some((from, c, r, t)) => (Some((horizon_ms, from)), Some(c), Some(r), Some(t)),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use fleetpulse_engine::{
     Cluster, CustomerSpec, Engine, EngineConfig, EngineError, EngineEvent, EngineOptions,
-    StatsSnapshot,
+    EventTime, StatsSnapshot,
 };
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -192,7 +192,7 @@ pub type CorrectionsParts = (
 /// own lanes' batches only, so late data is refused there, as before).
 pub fn corrections(
     config: &ServiceConfig,
-    fresh: bool,
+    checkpoint: EventTime,
     layout: Option<&crate::delivery::rescale::Layout>,
     engine_config: &EngineConfig,
     metrics: &Arc<IngestMetrics>,
@@ -230,7 +230,8 @@ pub fn corrections(
         lateness_ms: config.engine.allowed_lateness.as_millis() as u64,
         engine: Arc::new(engine_config.clone()),
         reach: Default::default(),
-        begin: fresh.then_some(0),
+        begin: (checkpoint == 0).then_some(0),
+        replayed_from: checkpoint,
     };
     let (tx, rx) = mpsc::channel(16);
     let reach = settings.reach.clone();
