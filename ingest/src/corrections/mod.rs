@@ -368,7 +368,9 @@ fn run(
                 {
                     tracing::error!(error = %e, "restatement failed; retried");
                 }
-                if let Err(e) = answered(&mut archive, &mut state) {
+                if let Err(e) = computed(&mut archive, &settings, &mut state)
+                    .and_then(|()| answered(&mut archive, &mut state))
+                {
                     tracing::error!(error = %e, "restatement failed; retried");
                 }
                 hand_on(&mut state, &restated);
@@ -509,6 +511,7 @@ fn run(
                         Command::Flush(done) => {
                             // The engine finished: nothing more is asked of it.
                             state.asked.clear();
+                            state.computing.clear();
                             let limits = (EventTime::MAX, EventTime::MAX);
                             if let Err(e) =
                                 passes(&mut archive, &settings, limits, &mut state, true)
@@ -534,7 +537,9 @@ fn run(
             flush(&mut archive, &settings, &mut live, &mut failing);
         }
         settings.reach.note(&mut archive);
-        if let Err(e) = answered(&mut archive, &mut state) {
+        if let Err(e) = computed(&mut archive, &settings, &mut state)
+            .and_then(|()| answered(&mut archive, &mut state))
+        {
             tracing::error!(error = %e, "restatement failed; retried");
         }
         hand_on(&mut state, &restated);
@@ -674,6 +679,8 @@ struct Passes {
     /// covers. A customer's next pass waits for them (it starts where they
     /// end), except at the stop, when they are all on their way before it.
     handed: HashMap<Id, Vec<(u64, EventTime)>>,
+    /// Passes whose windows are being computed.
+    computing: Vec<Computing>,
 }
 
 impl Passes {
@@ -690,6 +697,12 @@ impl Passes {
             records,
             passes: vec![pass],
         });
+    }
+
+    /// Whether a pass of `customer` is being computed or folded.
+    fn under_way(&self, customer: &Id) -> bool {
+        (self.asked.iter()).any(|a| a.pass.customer() == customer)
+            || (self.computing.iter()).any(|c| c.pending.customer == *customer)
     }
 
     /// Every store wrote `pass`.
@@ -762,8 +775,8 @@ fn passes(
         if pending.final_done || (pending.first_pass_done && !last && !flush) {
             continue;
         }
-        if (state.asked.iter()).any(|a| *a.pass.customer() == pending.customer) {
-            continue; // A pass under way.
+        if state.under_way(&pending.customer) {
+            continue;
         }
         if let Some(handed) = state.handed.get(&pending.customer) {
             if !flush {
@@ -788,81 +801,117 @@ fn passes(
             }
             state.arrivals.remove(&pending.customer);
         }
-        let (mut records, floor) = windows(archive, settings, &pending, bound)?;
-        let engine = &settings.engine;
-        let day = engine.day_window().map(|d| d.name.clone());
-        let spec = state.specs.get(&*pending.customer).cloned();
-        let journey = spec.zip(day);
-        // The journey folds every window; other devices' windows go to the
-        // stores as the live dataflow emitted them.
-        let folded = (journey.as_ref()).map(|(_, day)| journey_records(&records, day));
-        records.retain(|r| match r {
-            Output::Device(d) => pending.restates(&d.device, d.window_end),
-            _ => true,
-        });
-        let (Some((spec, day)), Some(folded)) = (journey, folded) else {
-            // No journey to fold: the windows the engine emitted only.
-            let records = records
-                .into_iter()
-                .filter(|r| window_end(r) <= through)
-                .collect();
-            let pass = Pass::Late {
-                pending,
-                last,
-                covered: through,
-            };
-            state.ready(records, pass);
-            continue;
-        };
-        let base = archive.journey_at(&pending.customer, floor)?;
+        let inputs = read_pass(archive, settings, &pending, bound)?;
         if flush {
-            let until = archive.journey_at(&pending.customer, EventTime::MAX)?;
-            let until = until.and_then(|s| s.last_day_end);
-            let refolded = refold(engine, spec, base, folded, until);
-            let answer = JourneyAnswer::Adopted {
-                outputs: refolded.outputs,
-                days: refolded.days,
-                observed: EventTime::MAX,
-            };
-            let day = Some(&*day);
-            if let Some(records) = complete(
+            // At the stop: no lane waits any more.
+            let floor = inputs.floor;
+            let windows = (inputs.windows(&settings.engine), floor);
+            go_on(
                 archive,
-                day,
-                &pending.customer,
-                floor,
-                records,
-                answer,
-                &mut state.resent,
-            )? {
-                let pass = Pass::Late {
-                    pending,
-                    last,
-                    covered: EventTime::MAX,
-                };
-                state.ready(records, pass);
-            }
-            continue;
-        }
-        let request = JourneyRequest {
-            customer: pending.customer.clone(),
-            base,
-            records: folded,
-            through: bound,
-            spec: None,
-        };
-        let answer = engine.adoptions.submit(request);
-        state.asked.push(Asked {
-            pass: Pass::Late {
+                settings,
+                state,
                 pending,
                 last,
-                covered: 0,
-            },
+                (through, bound),
+                windows,
+                true,
+            )?;
+        } else {
+            let engine = settings.engine.clone();
+            let computing = inputs.spawn(engine, pending, last, (through, bound));
+            state.computing.push(computing);
+        }
+    }
+    Ok(())
+}
+
+/// A pass once its windows are computed (`windows`: with the start of the
+/// first): the journey folded again (by the live operator, or here at the
+/// stop, `flush`), or the windows handed on as they are without one.
+#[allow(clippy::too_many_arguments)]
+fn go_on(
+    archive: &mut Archive,
+    settings: &Settings,
+    state: &mut Passes,
+    pending: Pending,
+    last: bool,
+    (through, bound): (EventTime, EventTime),
+    (mut records, floor): (Vec<Output>, EventTime),
+    flush: bool,
+) -> Result<(), ArchiveError> {
+    let engine = &settings.engine;
+    let day = engine.day_window().map(|d| d.name.clone());
+    let spec = state.specs.get(&*pending.customer).cloned();
+    let journey = spec.zip(day);
+    // The journey folds every window; other devices' windows go to the
+    // stores as the live dataflow emitted them.
+    let folded = (journey.as_ref()).map(|(_, day)| journey_records(&records, day));
+    records.retain(|r| match r {
+        Output::Device(d) => pending.restates(&d.device, d.window_end),
+        _ => true,
+    });
+    let (Some((spec, day)), Some(folded)) = (journey, folded) else {
+        // No journey to fold: the windows the engine emitted only.
+        let records = records
+            .into_iter()
+            .filter(|r| window_end(r) <= through)
+            .collect();
+        let pass = Pass::Late {
+            pending,
+            last,
+            covered: through,
+        };
+        state.ready(records, pass);
+        return Ok(());
+    };
+    let base = archive.journey_at(&pending.customer, floor)?;
+    if flush {
+        let until = archive.journey_at(&pending.customer, EventTime::MAX)?;
+        let until = until.and_then(|s| s.last_day_end);
+        let refolded = refold(engine, spec, base, folded, until);
+        let answer = JourneyAnswer::Adopted {
+            outputs: refolded.outputs,
+            days: refolded.days,
+            observed: EventTime::MAX,
+        };
+        let day = Some(&*day);
+        if let Some(records) = complete(
+            archive,
+            day,
+            &pending.customer,
             floor,
             records,
             answer,
-            since: std::time::Instant::now(),
-        });
+            &mut state.resent,
+        )? {
+            let pass = Pass::Late {
+                pending,
+                last,
+                covered: EventTime::MAX,
+            };
+            state.ready(records, pass);
+        }
+        return Ok(());
     }
+    let request = JourneyRequest {
+        customer: pending.customer.clone(),
+        base,
+        records: folded,
+        through: bound,
+        spec: None,
+    };
+    let answer = engine.adoptions.submit(request);
+    state.asked.push(Asked {
+        pass: Pass::Late {
+            pending,
+            last,
+            covered: 0,
+        },
+        floor,
+        records,
+        answer,
+        since: std::time::Instant::now(),
+    });
     Ok(())
 }
 
@@ -880,7 +929,7 @@ fn recomputes(
         return Ok(());
     };
     for r in archive.recomputes()? {
-        if (state.asked.iter()).any(|a| *a.pass.customer() == r.customer) {
+        if state.under_way(&r.customer) {
             continue;
         }
         let Some(spec) = state.specs.get(&*r.customer).cloned() else {
@@ -1036,16 +1085,15 @@ fn hand_on(state: &mut Passes, restated: &mpsc::Sender<Restated>) {
     }
 }
 
-/// One pass's windows: `pending.customer`'s, from the start of the day of
-/// its earliest late reading, ending by `bound`, computed again from the
-/// archive (the journey is folded again from that day's start). Returns
-/// them with that start.
-fn windows(
+/// One pass's inputs: `pending.customer`'s batches from the start of the
+/// day of its earliest late reading (and each device's last one before),
+/// read from the archive, for windows ending by `bound`.
+fn read_pass(
     archive: &mut Archive,
     settings: &Settings,
     pending: &Pending,
     bound: EventTime,
-) -> Result<(Vec<Output>, EventTime), ArchiveError> {
+) -> Result<PassInputs, ArchiveError> {
     let customer = &pending.customer;
     // Up to `bound`: the live journey may have taken in windows the fan-out
     // has not seen all of yet; what goes to the stores waits for them.
@@ -1061,18 +1109,116 @@ fn windows(
     let devices: HashSet<Id> = batches.iter().map(|b| b.device.clone()).collect();
     let earlier = archive.earlier(customer, &devices, floor)?;
     restatement.revision = archive.next_revision(customer)?;
-    let started = std::time::Instant::now();
-    let records = restatement.windows(&settings.engine, earlier, batches);
-    tracing::debug!(
-        customer = %customer,
-        from = pending.from,
-        bound,
-        revision = restatement.revision,
-        windows = records.len(),
-        micros = started.elapsed().as_micros() as u64,
-        "windows restated"
-    );
-    Ok((records, floor))
+    Ok(PassInputs {
+        restatement,
+        earlier,
+        batches,
+        floor,
+    })
+}
+
+/// What a pass's windows are computed from; the journey is folded again
+/// from `floor`, the start of the first window restated.
+struct PassInputs {
+    restatement: Restatement,
+    earlier: Vec<DeviceBatch>,
+    batches: Vec<DeviceBatch>,
+    floor: EventTime,
+}
+
+impl PassInputs {
+    /// The windows computed again (the engine's arithmetic, no I/O).
+    fn windows(self, engine: &EngineConfig) -> Vec<Output> {
+        let started = std::time::Instant::now();
+        let Self {
+            restatement,
+            earlier,
+            batches,
+            ..
+        } = self;
+        let records = restatement.windows(engine, earlier, batches);
+        tracing::debug!(
+            customer = %restatement.customer,
+            from = restatement.from,
+            bound = restatement.through,
+            revision = restatement.revision,
+            windows = records.len(),
+            micros = started.elapsed().as_micros() as u64,
+            "windows restated"
+        );
+        records
+    }
+
+    /// Computes the windows on a thread of their own: the corrections
+    /// thread goes on answering late batches (their lanes, and the WAL
+    /// behind them, wait for that answer) and archiving live ones.
+    fn spawn(
+        self,
+        engine: Arc<EngineConfig>,
+        pending: Pending,
+        last: bool,
+        limits: (EventTime, EventTime),
+    ) -> Computing {
+        let floor = self.floor;
+        let (done, records) = std_mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("restatement".into())
+            .spawn(move || {
+                let _ = done.send(self.windows(&engine));
+            });
+        if let Err(e) = spawned {
+            // The receiver reports it gone: the pass runs again later.
+            tracing::error!(error = %e, "cannot start a restatement thread");
+        }
+        Computing {
+            pending,
+            last,
+            limits,
+            floor,
+            records,
+        }
+    }
+}
+
+/// A pass whose windows a thread of its own computes.
+struct Computing {
+    pending: Pending,
+    last: bool,
+    /// `through` and `bound` of [`passes`].
+    limits: (EventTime, EventTime),
+    floor: EventTime,
+    records: std_mpsc::Receiver<Vec<Output>>,
+}
+
+/// Goes on with the passes whose windows are computed.
+fn computed(
+    archive: &mut Archive,
+    settings: &Settings,
+    state: &mut Passes,
+) -> Result<(), ArchiveError> {
+    for computing in std::mem::take(&mut state.computing) {
+        match computing.records.try_recv() {
+            Ok(records) => {
+                let Computing {
+                    pending,
+                    last,
+                    limits,
+                    floor,
+                    ..
+                } = computing;
+                let windows = (records, floor);
+                go_on(
+                    archive, settings, state, pending, last, limits, windows, false,
+                )?;
+            }
+            Err(std_mpsc::TryRecvError::Empty) => state.computing.push(computing),
+            // The thread failed: the row stays, the pass runs again.
+            Err(std_mpsc::TryRecvError::Disconnected) => {
+                tracing::error!(customer = %computing.pending.customer, "a restatement thread failed; retried");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A pass's records once its journey is folded again: the windows the live
