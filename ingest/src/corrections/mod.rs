@@ -12,7 +12,8 @@
 //! ```
 //!
 //! One thread owns the archive and takes commands in order, so a pass reads
-//! every batch handed to the engine before the windows it restates closed.
+//! every batch handed to the engine before the windows it restates closed;
+//! the pass's arithmetic then runs on a thread of its own.
 //! A customer gets two passes per late episode: at once, for the windows
 //! already closed, and once every window open at the last late arrival has
 //! closed (`due`), for a later reading whose increment the live dataflow
@@ -130,12 +131,11 @@ pub struct Settings {
     pub engine: Arc<EngineConfig>,
     /// What the archive can restate (admission reads it).
     pub reach: Arc<Reach>,
-    /// `Some(0)` for a service that never stored a checkpoint: everything
-    /// it takes in is archived (the WAL replays it all), so the archive is
-    /// complete from the start. `None`: from the first windows emitted.
-    pub begin: Option<EventTime>,
     /// The stored checkpoint: the WAL's replay emits the windows ending at
     /// or after it again, without the late data, and passes restate them.
+    /// 0 (none stored): everything taken in is archived (the WAL replays it
+    /// all), so the archive is complete from the start; otherwise from the
+    /// first windows emitted.
     pub replayed_from: EventTime,
 }
 
@@ -231,8 +231,8 @@ impl Corrections {
     ) -> Result<(Self, std::thread::JoinHandle<()>), ArchiveError> {
         let mut archive = Archive::open(&settings.dir)?;
         archive.restarted(settings.replayed_from)?;
-        if let Some(at) = settings.begin {
-            archive.begin_at(at)?;
+        if settings.replayed_from == 0 {
+            archive.begin_at(0)?;
         }
         let from = archive.complete_from()?;
         (settings.reach.correctable_from)

@@ -230,7 +230,6 @@ pub fn corrections(
         lateness_ms: config.engine.allowed_lateness.as_millis() as u64,
         engine: Arc::new(engine_config.clone()),
         reach: Default::default(),
-        begin: (checkpoint == 0).then_some(0),
         replayed_from: checkpoint,
     };
     let (tx, rx) = mpsc::channel(16);

@@ -88,6 +88,19 @@ impl Browser {
     /// Sends a command (to the page when `session` is given) and waits for
     /// its answer, skipping events.
     fn call(&mut self, method: &str, params: Value, session: Option<&str>) -> Value {
+        match self.try_call(method, params, session) {
+            Ok(result) => result,
+            Err(answer) => panic!("{method}: {answer}"),
+        }
+    }
+
+    /// [`Self::call`], the browser's error answer as `Err`.
+    fn try_call(
+        &mut self,
+        method: &str,
+        params: Value,
+        session: Option<&str>,
+    ) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let mut message = json!({ "id": id, "method": method, "params": params });
@@ -104,8 +117,10 @@ impl Browser {
             raw.pop();
             let answer: Value = serde_json::from_slice(&raw).unwrap();
             if answer["id"] == id {
-                assert!(answer["error"].is_null(), "{method}: {answer}");
-                return answer["result"].clone();
+                if !answer["error"].is_null() {
+                    return Err(answer);
+                }
+                return Ok(answer["result"].clone());
             }
         }
     }
@@ -136,12 +151,28 @@ impl Browser {
         result["result"]["value"].clone()
     }
 
-    /// Waits up to `within` until `expression` is true.
+    /// Waits up to `within` until `expression` is true. An evaluation the
+    /// page's own navigation (a redirect, a form sent) cuts short counts as
+    /// not yet.
     pub fn wait_for(&mut self, expression: &str, within: Duration) {
         let started = Instant::now();
         loop {
-            if self.eval(&format!("Boolean({expression})")) == Value::Bool(true) {
-                return;
+            let session = self.session.clone();
+            let params = json!({
+                "expression": format!("Boolean({expression})"),
+                "returnByValue": true,
+                "awaitPromise": true,
+            });
+            match self.try_call("Runtime.evaluate", params, Some(&session)) {
+                Ok(result) if result["result"]["value"] == Value::Bool(true) => return,
+                Ok(_) => {}
+                Err(answer) => {
+                    let message = answer["error"]["message"].as_str().unwrap_or_default();
+                    assert!(
+                        message.contains("navigated or closed"),
+                        "Runtime.evaluate: {answer}"
+                    );
+                }
             }
             assert!(
                 started.elapsed() < within,
