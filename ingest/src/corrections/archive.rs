@@ -207,6 +207,11 @@ pub struct Archive {
     /// A day file was created since the last [`Self::durable`]: the
     /// directory is synced too.
     created: bool,
+    /// Day files written since the last [`Self::durable`]: only their logs
+    /// are synced (a day file's log holds nothing unsynced otherwise, and a
+    /// month of open day files made each sync of late data a month of
+    /// fsyncs).
+    dirty: std::collections::BTreeSet<u64>,
 }
 
 /// What the archive holds of a customer.
@@ -498,6 +503,7 @@ impl Archive {
             moved: held.keys().cloned().collect(),
             held,
             created: false,
+            dirty: Default::default(),
         };
         let entries = std::fs::read_dir(dir).map_err(|e| fail(dir, e))?;
         for entry in entries {
@@ -584,7 +590,9 @@ impl Archive {
         let conn = self.day(day)?;
         let tx = conn.transaction().map_err(|e| fail(&path, e))?;
         write(&tx, &path)?;
-        tx.commit().map_err(|e| fail(&path, e))
+        tx.commit().map_err(|e| fail(&path, e))?;
+        self.dirty.insert(day);
+        Ok(())
     }
 
     /// Adds batches the live dataflow took in: one chunk row per customer
@@ -672,13 +680,13 @@ impl Archive {
 
     /// Makes every commit so far durable: each file's write-ahead log is
     /// synced, as SQLite's `synchronous = FULL` does at each commit (what a
-    /// checkpoint copied into a database file, SQLite synced there). A log
-    /// with nothing new costs next to nothing, so no file is left out; the
-    /// pages are not copied into the database files here (SQLite's own
+    /// checkpoint copied into a database file, SQLite synced there): the
+    /// state file's and those of the day files written since the last call.
+    /// The pages are not copied into the database files here (SQLite's own
     /// checkpoints do that as the logs grow).
     pub fn durable(&mut self) -> Result<(), ArchiveError> {
         let mut files = vec![self.dir.join("state.sqlite")];
-        files.extend(self.days.keys().map(|day| self.day_path(*day)));
+        files.extend(self.dirty.iter().map(|day| self.day_path(*day)));
         for file in files {
             let mut log = file.into_os_string();
             log.push("-wal");
@@ -694,6 +702,7 @@ impl Archive {
             dir.sync_all().map_err(|e| fail(&self.dir, e))?;
             self.created = false;
         }
+        self.dirty.clear();
         Ok(())
     }
 
@@ -752,69 +761,35 @@ impl Archive {
         Ok(found)
     }
 
-    /// Every batch of `customer` whose first reading is at or after `from`.
+    /// A reader of the day files as they are now, for a pass on another
+    /// thread (see [`Reader`]).
+    pub fn reader(&self) -> Reader {
+        Reader {
+            dir: self.dir.clone(),
+            days: self.days.keys().copied().collect(),
+            spans: self.spans.clone(),
+            open: BTreeMap::new(),
+        }
+    }
+
+    /// Every batch of `customer` whose first reading is at or after
+    /// `from`, in (first reading, device, unit epoch, sequence) order.
     pub fn batches(
         &mut self,
         customer: &str,
         from: EventTime,
     ) -> Result<Vec<DeviceBatch>, ArchiveError> {
-        let mut out = Vec::new();
-        let days: Vec<u64> = self.days.range(from / DAY_MS..).map(|(d, _)| *d).collect();
-        for day in days {
-            let path = self.day_path(day);
-            let span = self.spans.get(&day).copied().unwrap_or(0);
-            let conn = self.day(day)?;
-            out.extend(day_batches(
-                conn,
-                &path,
-                customer,
-                from..EventTime::MAX,
-                span,
-            )?);
-        }
-        Ok(out)
+        self.reader().batches(customer, from)
     }
 
-    /// The last batch before `before` of each of `devices` of `customer`
-    /// (the baseline of its first increment after it); a device with none
-    /// in the archive's days falls back to its carried batch, if any.
+    /// [`Reader::earlier`] of the archive as it is now.
     pub fn earlier(
         &mut self,
         customer: &str,
         devices: &HashSet<Id>,
         before: EventTime,
     ) -> Result<Vec<DeviceBatch>, ArchiveError> {
-        let mut found: BTreeMap<Id, DeviceBatch> = BTreeMap::new();
-        let days: Vec<u64> = (self.days.range(..=before / DAY_MS))
-            .rev()
-            .map(|(d, _)| *d)
-            .collect();
-        for day in days {
-            if found.len() == devices.len() {
-                break;
-            }
-            let path = self.day_path(day);
-            let conn = self.day(day)?;
-            let mine = day_batches(conn, &path, customer, 0..before, EventTime::MAX)?
-                .into_iter()
-                .filter(|b| devices.contains(&b.device));
-            for (device, b) in latest_of_each(mine) {
-                found.entry(device).or_insert(b);
-            }
-        }
-        if found.len() < devices.len() {
-            let path = self.dir.join("state.sqlite");
-            let sql = "SELECT device, body FROM carry WHERE customer = ?1";
-            first_of_each(
-                &self.state,
-                &path,
-                sql,
-                params![customer],
-                devices,
-                &mut found,
-            )?;
-        }
-        Ok(found.into_values().collect())
+        self.reader().earlier(customer, devices, before)
     }
 
     /// Drops the day files before `keep_from`'s day, carrying each device's
@@ -1204,14 +1179,18 @@ impl Archive {
     /// lifetime: every customer window, and each device's last reading of
     /// each day (`day`: the day window's name). A recompute folds a journey
     /// again from them.
-    pub fn keep_inputs(&mut self, records: &[Output], day: &str) -> Result<(), ArchiveError> {
+    pub fn keep_inputs<'a>(
+        &mut self,
+        records: impl Iterator<Item = &'a Output> + Clone,
+        day: &str,
+    ) -> Result<(), ArchiveError> {
         let kept = |r: &Output| match r {
             Output::Customer(_) => true,
             Output::Device(d) => &*d.window == day,
             _ => false,
         };
         // Most record batches are devices' hours: no transaction for them.
-        if !records.iter().any(kept) {
+        if !records.clone().any(kept) {
             return Ok(());
         }
         let path = self.dir.join("state.sqlite");
@@ -1434,6 +1413,100 @@ fn note_recompute(
         )
         .map_err(|e| fail(path, e))?;
     Ok(())
+}
+
+/// Reads what a restatement pass needs on a thread of its own, with
+/// connections of its own, while the archive's thread goes on writing (the
+/// files' write-ahead logs let readers and a writer work at once). It sees
+/// the day files open when it was made, each as of its first read: a batch
+/// committed after the pass began may or may not be among what it reads,
+/// and either is right (a later pass owes what came after this one read
+/// its row). A day file pruned meanwhile is an error: the pass runs again.
+pub struct Reader {
+    dir: PathBuf,
+    days: Vec<u64>,
+    spans: HashMap<u64, EventTime>,
+    open: BTreeMap<u64, Connection>,
+}
+
+impl Reader {
+    fn day(&mut self, day: u64) -> Result<(&Connection, PathBuf), ArchiveError> {
+        let path = self.dir.join(format!("{}.sqlite", day_name(day)));
+        let conn = match self.open.entry(day) {
+            std::collections::btree_map::Entry::Occupied(open) => open.into_mut(),
+            std::collections::btree_map::Entry::Vacant(slot) => slot.insert(open_existing(&path)?),
+        };
+        Ok((conn, path))
+    }
+
+    /// Every batch of `customer` whose first reading is at or after
+    /// `from`, in (first reading, device, unit epoch, sequence) order.
+    pub fn batches(
+        &mut self,
+        customer: &str,
+        from: EventTime,
+    ) -> Result<Vec<DeviceBatch>, ArchiveError> {
+        let mut out = Vec::new();
+        let days: Vec<u64> = (self.days.iter().copied())
+            .filter(|d| *d >= from / DAY_MS)
+            .collect();
+        for day in days {
+            let span = self.spans.get(&day).copied().unwrap_or(0);
+            let (conn, path) = self.day(day)?;
+            out.extend(day_batches(
+                conn,
+                &path,
+                customer,
+                from..EventTime::MAX,
+                span,
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// The last batch before `before` of each of `devices` of `customer`
+    /// (the baseline of its first increment after it); a device with none
+    /// in the archive's days falls back to its carried batch, if any.
+    pub fn earlier(
+        &mut self,
+        customer: &str,
+        devices: &HashSet<Id>,
+        before: EventTime,
+    ) -> Result<Vec<DeviceBatch>, ArchiveError> {
+        let mut found: BTreeMap<Id, DeviceBatch> = BTreeMap::new();
+        let days: Vec<u64> = (self.days.iter().rev().copied())
+            .filter(|d| *d <= before / DAY_MS)
+            .collect();
+        for day in days {
+            if found.len() == devices.len() {
+                break;
+            }
+            let (conn, path) = self.day(day)?;
+            let mine = day_batches(conn, &path, customer, 0..before, EventTime::MAX)?
+                .into_iter()
+                .filter(|b| devices.contains(&b.device));
+            for (device, b) in latest_of_each(mine) {
+                found.entry(device).or_insert(b);
+            }
+        }
+        if found.len() < devices.len() {
+            let path = self.dir.join("state.sqlite");
+            let state = open_existing(&path)?;
+            let sql = "SELECT device, body FROM carry WHERE customer = ?1";
+            first_of_each(&state, &path, sql, params![customer], devices, &mut found)?;
+        }
+        Ok(found.into_values().collect())
+    }
+}
+
+/// A connection to an archive file that exists (never creates one).
+fn open_existing(path: &Path) -> Result<Connection, ArchiveError> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| fail(path, e))?;
+    conn.execute_batch("PRAGMA busy_timeout = 5000;")
+        .map_err(|e| fail(path, e))?;
+    Ok(conn)
 }
 
 #[cfg(test)]

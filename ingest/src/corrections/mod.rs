@@ -352,6 +352,9 @@ fn run(
     let mut waiting_since = std::time::Instant::now();
     // Late batches archived, their lanes waiting for one sync of them all.
     let mut unsynced: Vec<LateAnswer> = Vec::new();
+    // Records the engine emitted, kept together (a transaction each was
+    // about a tenth of this thread's time with late data coming).
+    let mut emitted: Vec<Emitted> = Vec::new();
     let mut state = Passes {
         specs: settings.engine.customers.clone(),
         day: settings.engine.day_window().map(|d| d.name.clone()),
@@ -390,15 +393,21 @@ fn run(
                     }
                     live.extend(batches)
                 }
+                Command::Emitted(records, kept) => emitted.push((records, kept)),
                 other => {
-                    if !matches!(other, Command::Emitted(..) | Command::Passed(_)) {
+                    if !matches!(other, Command::Passed(_)) {
                         flush(&mut archive, &settings, &mut live, &mut failing);
                     }
-                    // Late batches queued one after the other share one sync;
-                    // any other command answers them first.
-                    let quick = matches!(other, Command::Late { .. });
+                    // Late batches share one sync while only other late
+                    // batches and confirmations come between them; any other
+                    // command answers them first, and reads what the engine
+                    // emitted before it.
+                    let quick = matches!(other, Command::Late { .. } | Command::Passed(_));
                     if !quick || unsynced.len() >= MAX_UNSYNCED {
                         answer_late(&mut archive, &mut unsynced);
+                    }
+                    if !quick {
+                        keep_emitted(&mut archive, state.day.as_deref(), &mut emitted);
                     }
                     match other {
                         Command::Late {
@@ -471,15 +480,6 @@ fn run(
                                 pruned_before = keep_from;
                             }
                         }
-                        Command::Emitted(records, kept) => {
-                            let day = state.day.as_deref();
-                            if let Err(e) = keep(&mut archive, day, &records) {
-                                tracing::error!(error = %e, "cannot keep alerts and journey inputs");
-                            }
-                            if let Some(kept) = kept {
-                                let _ = kept.send(());
-                            }
-                        }
                         Command::Customers(specs) => {
                             if let Err(e) = redefine(&mut archive, &settings, &mut state, specs) {
                                 tracing::error!(error = %e, "cannot note the customers to recompute");
@@ -526,12 +526,15 @@ fn run(
                             }
                             let _ = done.send(());
                         }
-                        Command::Append(_) => unreachable!("matched above"),
+                        Command::Append(_) | Command::Emitted(..) => {
+                            unreachable!("matched above")
+                        }
                     }
                 }
             }
             next = commands.try_recv().ok();
         }
+        keep_emitted(&mut archive, state.day.as_deref(), &mut emitted);
         answer_late(&mut archive, &mut unsynced);
         if live.len() >= LIVE_TRANSACTION || waiting_since.elapsed() >= LIVE_DELAY {
             flush(&mut archive, &settings, &mut live, &mut failing);
@@ -543,6 +546,26 @@ fn run(
             tracing::error!(error = %e, "restatement failed; retried");
         }
         hand_on(&mut state, &restated);
+    }
+}
+
+/// Records the engine emitted, and who waits until their alert
+/// transitions are kept.
+type Emitted = (Arc<[Output]>, Option<oneshot::Sender<()>>);
+
+/// Keeps what the engine emitted since the last call, all in one go.
+fn keep_emitted(archive: &mut Archive, day: Option<&str>, emitted: &mut Vec<Emitted>) {
+    if emitted.is_empty() {
+        return;
+    }
+    let records = emitted.iter().flat_map(|(records, _)| records.iter());
+    if let Err(e) = keep(archive, day, records) {
+        tracing::error!(error = %e, "cannot keep alerts and journey inputs");
+    }
+    for (_, kept) in emitted.drain(..) {
+        if let Some(kept) = kept {
+            let _ = kept.send(());
+        }
     }
 }
 
@@ -805,7 +828,7 @@ fn passes(
         if flush {
             // At the stop: no lane waits any more.
             let floor = inputs.floor;
-            let windows = (inputs.windows(&settings.engine), floor);
+            let windows = (inputs.windows(&settings.engine)?, floor);
             go_on(
                 archive,
                 settings,
@@ -968,8 +991,12 @@ fn recomputes(
 
 /// Keeps what the stores are about to get that a later pass needs: alert
 /// transitions, and what journeys fold.
-fn keep(archive: &mut Archive, day: Option<&str>, records: &[Output]) -> Result<(), ArchiveError> {
-    let alerts: Vec<AlertRecord> = (records.iter())
+fn keep<'a>(
+    archive: &mut Archive,
+    day: Option<&str>,
+    records: impl Iterator<Item = &'a Output> + Clone,
+) -> Result<(), ArchiveError> {
+    let alerts: Vec<AlertRecord> = (records.clone())
         .filter_map(|r| match r {
             Output::Alert(a) => Some(a.clone()),
             _ => None,
@@ -1085,34 +1112,28 @@ fn hand_on(state: &mut Passes, restated: &mpsc::Sender<Restated>) {
     }
 }
 
-/// One pass's inputs: `pending.customer`'s batches from the start of the
-/// day of its earliest late reading (and each device's last one before),
-/// read from the archive, for windows ending by `bound`.
+/// One pass's inputs: `pending.customer`'s windows ending by `bound`,
+/// from the start of the day of its earliest late reading owed.
 fn read_pass(
     archive: &mut Archive,
     settings: &Settings,
     pending: &Pending,
     bound: EventTime,
 ) -> Result<PassInputs, ArchiveError> {
-    let customer = &pending.customer;
     // Up to `bound`: the live journey may have taken in windows the fan-out
     // has not seen all of yet; what goes to the stores waits for them.
     let mut restatement = Restatement {
-        customer: customer.clone(),
+        customer: pending.customer.clone(),
         from: pending.from,
         through: bound,
         revision: 0,
     };
     let floor = restatement.floor(&settings.engine);
     restatement.from = floor;
-    let batches = archive.batches(customer, floor)?;
-    let devices: HashSet<Id> = batches.iter().map(|b| b.device.clone()).collect();
-    let earlier = archive.earlier(customer, &devices, floor)?;
-    restatement.revision = archive.next_revision(customer)?;
+    restatement.revision = archive.next_revision(&pending.customer)?;
     Ok(PassInputs {
         restatement,
-        earlier,
-        batches,
+        reader: archive.reader(),
         floor,
     })
 }
@@ -1121,21 +1142,26 @@ fn read_pass(
 /// from `floor`, the start of the first window restated.
 struct PassInputs {
     restatement: Restatement,
-    earlier: Vec<DeviceBatch>,
-    batches: Vec<DeviceBatch>,
+    reader: archive::Reader,
     floor: EventTime,
 }
 
 impl PassInputs {
-    /// The windows computed again (the engine's arithmetic, no I/O).
-    fn windows(self, engine: &EngineConfig) -> Vec<Output> {
+    /// The customer's batches from the floor (and each device's last one
+    /// before), read, and its windows computed again with the engine's
+    /// arithmetic.
+    fn windows(self, engine: &EngineConfig) -> Result<Vec<Output>, ArchiveError> {
         let started = std::time::Instant::now();
         let Self {
             restatement,
-            earlier,
-            batches,
-            ..
+            mut reader,
+            floor,
         } = self;
+        let customer = &restatement.customer;
+        let batches = reader.batches(customer, floor)?;
+        let devices: HashSet<Id> = batches.iter().map(|b| b.device.clone()).collect();
+        let earlier = reader.earlier(customer, &devices, floor)?;
+        let read = started.elapsed();
         let records = restatement.windows(engine, earlier, batches);
         tracing::debug!(
             customer = %restatement.customer,
@@ -1143,15 +1169,16 @@ impl PassInputs {
             bound = restatement.through,
             revision = restatement.revision,
             windows = records.len(),
+            read_micros = read.as_micros() as u64,
             micros = started.elapsed().as_micros() as u64,
             "windows restated"
         );
-        records
+        Ok(records)
     }
 
-    /// Computes the windows on a thread of their own: the corrections
-    /// thread goes on answering late batches (their lanes, and the WAL
-    /// behind them, wait for that answer) and archiving live ones.
+    /// Reads and computes on a thread of its own: the corrections thread
+    /// goes on answering late batches (their lanes, and the WAL behind
+    /// them, wait for that answer) and archiving live ones.
     fn spawn(
         self,
         engine: Arc<EngineConfig>,
@@ -1187,7 +1214,7 @@ struct Computing {
     /// `through` and `bound` of [`passes`].
     limits: (EventTime, EventTime),
     floor: EventTime,
-    records: std_mpsc::Receiver<Vec<Output>>,
+    records: std_mpsc::Receiver<Result<Vec<Output>, ArchiveError>>,
 }
 
 /// Goes on with the passes whose windows are computed.
@@ -1198,7 +1225,12 @@ fn computed(
 ) -> Result<(), ArchiveError> {
     for computing in std::mem::take(&mut state.computing) {
         match computing.records.try_recv() {
-            Ok(records) => {
+            Ok(Err(e)) => {
+                // A day file pruned under it, say: the row stays.
+                let customer = &computing.pending.customer;
+                tracing::warn!(customer = %customer, error = %e, "restatement pass read failed; retried");
+            }
+            Ok(Ok(records)) => {
                 let Computing {
                     pending,
                     last,
@@ -1255,7 +1287,7 @@ fn complete(
     let retracted = retractions(before, &outputs, again);
     records.extend(outputs);
     records.extend(retracted);
-    keep(archive, day, &records)?;
+    keep(archive, day, records.iter())?;
     Ok(Some(records))
 }
 
