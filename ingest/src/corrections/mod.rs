@@ -13,7 +13,8 @@
 //!
 //! One thread owns the archive and takes commands in order, so a pass reads
 //! every batch handed to the engine before the windows it restates closed;
-//! the pass's arithmetic then runs on a thread of its own.
+//! the pass then reads those batches and computes its windows on a thread
+//! of its own.
 //! A customer gets two passes per late episode: at once, for the windows
 //! already closed, and once every window open at the last late arrival has
 //! closed (`due`), for a later reading whose increment the live dataflow
