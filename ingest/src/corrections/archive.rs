@@ -1866,4 +1866,33 @@ mod tests {
         archive.passed(&row, false, 55_000).unwrap();
         assert_eq!(from(&archive), 55_000);
     }
+    #[test]
+    fn a_reader_sees_commits_made_after_it_and_a_day_pruned_under_it_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut archive = Archive::open(dir.path()).unwrap();
+        let a = hourly("a", 0..72);
+        archive.append_live(&a[..30]).unwrap();
+        let mut reader = archive.reader();
+        // Written after the reader was made, before it read: read (the
+        // day files are open at its first read).
+        archive.append_live(&a[30..48]).unwrap();
+        assert_eq!(reader.batches("a", 0).unwrap(), a[..48]);
+        // A day file created after the reader was made is not among its
+        // days (a later pass owes what came after this one began).
+        archive.append_live(&a[48..]).unwrap();
+        assert_eq!(reader.batches("a", 0).unwrap(), a[..48]);
+        // A day pruned under a reader that has not opened it yet: an error
+        // naming the file, never an empty answer.
+        let mut late = archive.reader();
+        assert_eq!(archive.prune(T0 + DAY_MS).unwrap(), 1);
+        let e = late.batches("a", 0).unwrap_err().to_string();
+        assert!(e.contains(&day_name(T0 / DAY_MS)), "{e}");
+        // Read again, the archive carries the pruned day's last batches.
+        let devices: HashSet<Id> = ["d1".into(), "d2".into()].into();
+        let earlier = archive
+            .reader()
+            .earlier("a", &devices, T0 + DAY_MS)
+            .unwrap();
+        assert_eq!(earlier, [a[46].clone(), a[47].clone()]);
+    }
 }
