@@ -235,6 +235,11 @@ fn open(path: &Path, schema: &str) -> Result<Connection, ArchiveError> {
     Ok(conn)
 }
 
+/// The day file of the UTC day `day` in the archive directory `dir`.
+fn day_file(dir: &Path, day: u64) -> PathBuf {
+    dir.join(format!("{}.sqlite", day_name(day)))
+}
+
 /// `2026-11-30` for the UTC day `day` (days since the epoch).
 fn day_name(day: u64) -> String {
     jiff::Timestamp::from_millisecond((day * DAY_MS) as i64)
@@ -516,7 +521,7 @@ impl Archive {
     }
 
     fn day_path(&self, day: u64) -> PathBuf {
-        self.dir.join(format!("{}.sqlite", day_name(day)))
+        day_file(&self.dir, day)
     }
 
     fn day(&mut self, day: u64) -> Result<&mut Connection, ArchiveError> {
@@ -772,10 +777,10 @@ impl Archive {
         }
     }
 
-    /// Every batch of `customer` whose first reading is at or after
-    /// `from`, in (first reading, device, unit epoch, sequence) order.
+    /// [`Reader::batches`] of the archive as it is now (a pass reads
+    /// through a [`Reader`] on its own thread).
     pub fn batches(
-        &mut self,
+        &self,
         customer: &str,
         from: EventTime,
     ) -> Result<Vec<DeviceBatch>, ArchiveError> {
@@ -784,7 +789,7 @@ impl Archive {
 
     /// [`Reader::earlier`] of the archive as it is now.
     pub fn earlier(
-        &mut self,
+        &self,
         customer: &str,
         devices: &HashSet<Id>,
         before: EventTime,
@@ -974,17 +979,15 @@ impl Archive {
             "UPDATE pending SET first_pass_done = 1 WHERE customer = ?1 AND generation = ?2 \
              AND first_pass_done < 1"
         };
+        let owed = self.owed_after(&pending.customer, pending.generation, covered)?;
         let (customer, generation) = (&*pending.customer, pending.generation as i64);
-        let covered = covered.min(i64::MAX as u64) as i64;
+        let owed = owed.min(i64::MAX as u64) as i64;
         let tx = self.state.transaction().map_err(|e| fail(&path, e))?;
         tx.execute(state, params![customer, generation])
             .map_err(|e| fail(&path, e))?;
         tx.execute(
-            "UPDATE pending SET from_ms = MAX(from_ms, MIN(?3, COALESCE( \
-               (SELECT MIN(from_ms) FROM pending_arrivals \
-                WHERE customer = ?1 AND generation > ?2), ?3))) \
-             WHERE customer = ?1 AND generation >= ?2",
-            params![customer, generation, covered],
+            "UPDATE pending SET from_ms = MAX(from_ms, ?3) WHERE customer = ?1 AND generation >= ?2",
+            params![customer, generation, owed],
         )
         .map_err(|e| fail(&path, e))?;
         tx.execute(
@@ -1003,14 +1006,27 @@ impl Archive {
         generation: u64,
     ) -> Result<Option<EventTime>, ArchiveError> {
         let path = self.dir.join("state.sqlite");
-        self.state
-            .query_row(
-                "SELECT MIN(from_ms) FROM pending_arrivals WHERE customer = ?1 AND generation > ?2",
-                params![customer, generation as i64],
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .map(|at| at.map(|at| at as EventTime))
-            .map_err(|e| fail(&path, e))
+        (self.state.query_row(
+            "SELECT MIN(from_ms) FROM pending_arrivals WHERE customer = ?1 AND generation > ?2",
+            params![customer, generation as i64],
+            |r| r.get::<_, Option<i64>>(0),
+        ))
+        .map(|at| at.map(|at| at as EventTime))
+        .map_err(|e| fail(&path, e))
+    }
+
+    /// Where `customer`'s restatement starts once a pass that read its row
+    /// at `generation` and restated the windows ending by `covered` is
+    /// written: there, or at the earliest late reading taken in since it
+    /// read the row, whichever is earlier.
+    pub fn owed_after(
+        &self,
+        customer: &str,
+        generation: u64,
+        covered: EventTime,
+    ) -> Result<EventTime, ArchiveError> {
+        let arrived = self.arrived_after(customer, generation)?;
+        Ok(arrived.map_or(covered, |at| covered.min(at)))
     }
 
     /// Drops the rows whose final pass ran and whose windows the checkpoint
@@ -1431,7 +1447,7 @@ pub struct Reader {
 
 impl Reader {
     fn day(&mut self, day: u64) -> Result<(&Connection, PathBuf), ArchiveError> {
-        let path = self.dir.join(format!("{}.sqlite", day_name(day)));
+        let path = day_file(&self.dir, day);
         let conn = match self.open.entry(day) {
             std::collections::btree_map::Entry::Occupied(open) => open.into_mut(),
             std::collections::btree_map::Entry::Vacant(slot) => slot.insert(open_existing(&path)?),

@@ -726,7 +726,7 @@ impl Passes {
     /// Whether a pass of `customer` is being computed or folded.
     fn under_way(&self, customer: &Id) -> bool {
         (self.asked.iter()).any(|a| a.pass.customer() == customer)
-            || (self.computing.iter()).any(|c| c.pending.customer == *customer)
+            || (self.computing.iter()).any(|c| c.pass.pending.customer == *customer)
     }
 
     /// Every store wrote `pass`.
@@ -810,8 +810,7 @@ fn passes(
             }
             // At the stop they are all on their way, ahead of this one.
             for &(generation, covered) in handed {
-                let owed = (archive.arrived_after(&pending.customer, generation)?)
-                    .map_or(covered, |at| at.min(covered));
+                let owed = archive.owed_after(&pending.customer, generation, covered)?;
                 pending.from = pending.from.max(owed);
             }
         }
@@ -826,43 +825,41 @@ fn passes(
             state.arrivals.remove(&pending.customer);
         }
         let inputs = read_pass(archive, settings, &pending, bound)?;
+        let pass = Started {
+            pending,
+            last,
+            limits: (through, bound),
+            floor: inputs.floor,
+        };
         if flush {
             // At the stop: no lane waits any more.
-            let floor = inputs.floor;
-            let windows = (inputs.windows(&settings.engine)?, floor);
-            go_on(
-                archive,
-                settings,
-                state,
-                pending,
-                last,
-                (through, bound),
-                windows,
-                true,
-            )?;
+            let records = inputs.windows(&settings.engine)?;
+            go_on(archive, settings, state, pass, records, true)?;
         } else {
-            let engine = settings.engine.clone();
-            let computing = inputs.spawn(engine, pending, last, (through, bound));
+            let computing = inputs.spawn(settings.engine.clone(), pass);
             state.computing.push(computing);
         }
     }
     Ok(())
 }
 
-/// A pass once its windows are computed (`windows`: with the start of the
-/// first): the journey folded again (by the live operator, or here at the
-/// stop, `flush`), or the windows handed on as they are without one.
-#[allow(clippy::too_many_arguments)]
+/// A pass once its windows (`records`) are computed: the journey folded
+/// again (by the live operator, or here at the stop, `flush`), or the
+/// windows handed on as they are without one.
 fn go_on(
     archive: &mut Archive,
     settings: &Settings,
     state: &mut Passes,
-    pending: Pending,
-    last: bool,
-    (through, bound): (EventTime, EventTime),
-    (mut records, floor): (Vec<Output>, EventTime),
+    pass: Started,
+    mut records: Vec<Output>,
     flush: bool,
 ) -> Result<(), ArchiveError> {
+    let Started {
+        pending,
+        last,
+        limits: (through, bound),
+        floor,
+    } = pass;
     let engine = &settings.engine;
     let day = engine.day_window().map(|d| d.name.clone());
     let spec = state.specs.get(&*pending.customer).cloned();
@@ -1180,14 +1177,7 @@ impl PassInputs {
     /// Reads and computes on a thread of its own: the corrections thread
     /// goes on answering late batches (their lanes, and the WAL behind
     /// them, wait for that answer) and archiving live ones.
-    fn spawn(
-        self,
-        engine: Arc<EngineConfig>,
-        pending: Pending,
-        last: bool,
-        limits: (EventTime, EventTime),
-    ) -> Computing {
-        let floor = self.floor;
+    fn spawn(self, engine: Arc<EngineConfig>, pass: Started) -> Computing {
         let (done, records) = std_mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name("restatement".into())
@@ -1198,23 +1188,23 @@ impl PassInputs {
             // The receiver reports it gone: the pass runs again later.
             tracing::error!(error = %e, "cannot start a restatement thread");
         }
-        Computing {
-            pending,
-            last,
-            limits,
-            floor,
-            records,
-        }
+        Computing { pass, records }
     }
 }
 
-/// A pass whose windows a thread of its own computes.
-struct Computing {
+/// A late-data pass as [`passes`] started it.
+struct Started {
     pending: Pending,
     last: bool,
     /// `through` and `bound` of [`passes`].
     limits: (EventTime, EventTime),
+    /// The start of the first window restated.
     floor: EventTime,
+}
+
+/// A pass whose windows a thread of its own computes.
+struct Computing {
+    pass: Started,
     records: std_mpsc::Receiver<Result<Vec<Output>, ArchiveError>>,
 }
 
@@ -1228,26 +1218,14 @@ fn computed(
         match computing.records.try_recv() {
             Ok(Err(e)) => {
                 // A day file pruned under it, say: the row stays.
-                let customer = &computing.pending.customer;
+                let customer = &computing.pass.pending.customer;
                 tracing::warn!(customer = %customer, error = %e, "restatement pass read failed; retried");
             }
-            Ok(Ok(records)) => {
-                let Computing {
-                    pending,
-                    last,
-                    limits,
-                    floor,
-                    ..
-                } = computing;
-                let windows = (records, floor);
-                go_on(
-                    archive, settings, state, pending, last, limits, windows, false,
-                )?;
-            }
+            Ok(Ok(records)) => go_on(archive, settings, state, computing.pass, records, false)?,
             Err(std_mpsc::TryRecvError::Empty) => state.computing.push(computing),
             // The thread failed: the row stays, the pass runs again.
             Err(std_mpsc::TryRecvError::Disconnected) => {
-                tracing::error!(customer = %computing.pending.customer, "a restatement thread failed; retried");
+                tracing::error!(customer = %computing.pass.pending.customer, "a restatement thread failed; retried");
             }
         }
     }
