@@ -105,10 +105,41 @@ pub fn decode_and_validate(
             limit: limits.max_payload_bytes,
         });
     }
-    let batch =
-        TelemetryBatch::decode(payload).map_err(|e| ValidationError::Decode(e.to_string()))?;
+    // prost grows `samples` one push at a time: reserved once instead.
+    let reserve = count_samples(payload)
+        .unwrap_or(0)
+        .min(limits.max_samples + 1);
+    let mut batch = TelemetryBatch {
+        samples: Vec::with_capacity(reserve),
+        ..TelemetryBatch::default()
+    };
+    (batch.merge(payload)).map_err(|e| ValidationError::Decode(e.to_string()))?;
     validate(topic, &batch, limits)?;
     Ok(batch)
+}
+
+/// Field number of `TelemetryBatch.samples`.
+const SAMPLES_FIELD: u32 = 6;
+
+/// The samples an encoded batch holds, from a walk over its top-level field
+/// keys (nothing decoded). `None` where the walk meets anything but
+/// well-formed fields: the decode then says what is wrong.
+fn count_samples(mut buf: &[u8]) -> Option<usize> {
+    use prost::encoding::{WireType, decode_key, decode_varint};
+    let mut samples = 0;
+    while !buf.is_empty() {
+        let (field, wire) = decode_key(&mut buf).ok()?;
+        let skip = match wire {
+            WireType::Varint => decode_varint(&mut buf).map(|_| 0).ok()?,
+            WireType::SixtyFourBit => 8,
+            WireType::ThirtyTwoBit => 4,
+            WireType::LengthDelimited => usize::try_from(decode_varint(&mut buf).ok()?).ok()?,
+            WireType::StartGroup | WireType::EndGroup => return None,
+        };
+        buf = buf.get(skip..)?;
+        samples += usize::from(field == SAMPLES_FIELD && wire == WireType::LengthDelimited);
+    }
+    Some(samples)
 }
 
 /// Validates a decoded batch against the topic it arrived on.
@@ -243,6 +274,30 @@ mod tests {
         let bytes = batch().encode_to_vec();
         let decoded = decode_and_validate(&TOPIC, &bytes, &Limits::default()).unwrap();
         assert_eq!(decoded, batch());
+    }
+
+    #[test]
+    fn the_key_walk_counts_the_samples_prost_decodes() {
+        let mut empty = batch();
+        empty.samples.clear();
+        assert_eq!(count_samples(&empty.encode_to_vec()), Some(0));
+        for n in [1, 6, 300] {
+            let mut b = batch();
+            let first = b.samples[0].clone();
+            b.samples = (0..n)
+                .map(|i| Sample {
+                    event_time_ms: first.event_time_ms + 60_000 * i as i64,
+                    ..first.clone()
+                })
+                .collect();
+            let bytes = b.encode_to_vec();
+            assert_eq!(count_samples(&bytes), Some(n));
+            let decoded = decode_and_validate(&TOPIC, &bytes, &Limits::default()).unwrap();
+            assert_eq!((decoded.samples.len(), decoded.samples.capacity()), (n, n));
+            assert_eq!(decoded, b);
+        }
+        let bytes = batch().encode_to_vec();
+        assert_eq!(count_samples(&bytes[..bytes.len() - 3]), None);
     }
 
     #[test]

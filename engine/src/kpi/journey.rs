@@ -41,7 +41,7 @@ struct Seen {
 }
 
 /// One customer's journey state.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Journey {
     spec: CustomerSpec,
     activation: Option<EventTime>,
@@ -279,7 +279,7 @@ impl Journey {
         if self.last_day_end.is_some_and(|last| day.window_end <= last) {
             return None;
         }
-        let mut probe = Journey::restore(self.spec.clone(), self.snapshot());
+        let mut probe = self.clone();
         let mut out = Vec::new();
         probe.close_day(day, &mut out);
         out.into_iter().find_map(|o| match o {
@@ -298,7 +298,7 @@ impl Journey {
         if self.last_day_end.is_some_and(|last| day.window_end <= last) {
             return Vec::new();
         }
-        let mut probe = Journey::restore(self.spec.clone(), self.snapshot());
+        let mut probe = self.clone();
         let mut out = Vec::new();
         probe.close_day(day, &mut out);
         // An absence is only telling once the crew has done half a usual

@@ -36,8 +36,6 @@
 //! records, records with an empty tag value and records with a line break in
 //! a tag value are refused with [`EncodeError`].
 
-use std::fmt::Write as _;
-
 use fleetpulse_engine::Output;
 use thiserror::Error;
 
@@ -191,13 +189,13 @@ fn tag(out: &mut String, key: &str, value: &str) {
 
 /// Appends a measurement name, escaping commas and spaces.
 pub fn escape_measurement(name: &str, out: &mut String) {
-    escape(name, b", ", out);
+    escape(name, |b| matches!(b, b',' | b' '), out);
 }
 
 /// Appends a tag key, tag value or field key, escaping commas, equals signs
 /// and spaces.
 pub fn escape_tag(text: &str, out: &mut String) {
-    escape(text, b",= ", out);
+    escape(text, |b| matches!(b, b',' | b'=' | b' '), out);
 }
 
 /// Appends a string field value in double quotes, escaping double quotes and
@@ -225,11 +223,11 @@ pub fn escape_string_field(text: &str, out: &mut String) {
     out.push('"');
 }
 
-/// Appends `text` with a backslash before each of the ASCII `special`
-/// bytes (the runs between them copied whole: most names have none).
-fn escape(text: &str, special: &[u8], out: &mut String) {
+/// Appends `text` with a backslash before each ASCII byte that is
+/// `special` (the runs between them copied whole: most names have none).
+fn escape(text: &str, special: impl Fn(u8) -> bool, out: &mut String) {
     let mut rest = text;
-    while let Some(i) = rest.bytes().position(|b| special.contains(&b)) {
+    while let Some(i) = rest.bytes().position(&special) {
         out.push_str(&rest[..i]);
         out.push('\\');
         out.push(char::from(rest.as_bytes()[i]));
@@ -238,9 +236,10 @@ fn escape(text: &str, special: &[u8], out: &mut String) {
     out.push_str(rest);
 }
 
-/// Writes a float so it always reads back as a float: `{:?}` gives `3.0`,
-/// `0.25`, `1e-7`, `1e16`, each with a decimal point or an exponent.
-/// `None` for NaN and infinities, which line protocol cannot express.
+/// Writes a float so it always reads back as a float: the shortest digits
+/// that read back as the same value (`ryu`), `3.0`, `0.25`, `1e-7`,
+/// `1e16`, each with a decimal point or an exponent. `None` for NaN and
+/// infinities, which line protocol cannot express.
 pub fn format_float(value: f64) -> Option<String> {
     let mut out = String::new();
     write_float(value, &mut out).then_some(out)
@@ -249,7 +248,11 @@ pub fn format_float(value: f64) -> Option<String> {
 /// Appends what [`format_float`] gives, without a string of its own; false
 /// (nothing written) for NaN and infinities.
 fn write_float(value: f64, out: &mut String) -> bool {
-    value.is_finite() && write!(out, "{value:?}").is_ok()
+    if !value.is_finite() {
+        return false;
+    }
+    out.push_str(ryu::Buffer::new().format_finite(value));
+    true
 }
 
 /// The field set of one line: handles the separators.
@@ -274,7 +277,8 @@ impl<'a> Fields<'a> {
     fn int(&mut self, key: &str, value: u64) {
         self.key(key);
         let value = i64::try_from(value).unwrap_or(i64::MAX);
-        let _ = write!(self.out, "{value}i");
+        self.out.push_str(itoa::Buffer::new().format(value));
+        self.out.push('i');
     }
 
     fn float(&mut self, key: &str, value: f64) {
@@ -298,7 +302,9 @@ impl<'a> Fields<'a> {
 /// Appends ` <ms * 1e6>\n`: the timestamp in nanoseconds.
 fn timestamp(out: &mut String, ms: u64) {
     let ns = ms.saturating_mul(1_000_000).min(i64::MAX as u64);
-    let _ = writeln!(out, " {ns}");
+    out.push(' ');
+    out.push_str(itoa::Buffer::new().format(ns));
+    out.push('\n');
 }
 
 #[cfg(test)]
