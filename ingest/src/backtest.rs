@@ -60,6 +60,11 @@ pub struct BacktestArgs {
     /// Print every customer's forecast and red days.
     #[arg(long)]
     pub verbose: bool,
+    /// Also write every customer's run (profile, turn day, daily scores,
+    /// forecast_red and health_red days) to this file as JSON, for analyses
+    /// of one's own (`benches/forecast/front.py`).
+    #[arg(long, value_name = "FILE")]
+    pub runs: Option<std::path::PathBuf>,
 }
 
 impl Default for BacktestArgs {
@@ -77,6 +82,7 @@ impl Default for BacktestArgs {
             confidence: None,
             json: false,
             verbose: false,
+            runs: None,
         }
     }
 }
@@ -115,8 +121,7 @@ pub struct CustomerRun {
     pub settled_day: Option<f64>,
     /// `forecast_days` the customer ran with.
     pub forecast_days: u32,
-    /// The daily health scores, by day.
-    #[serde(skip)]
+    /// The daily health scores: (day, score).
     pub scores: Vec<(f64, f64)>,
     /// Intraday `devices_dark`: provisional alerts sent, confirmed by their
     /// day's close, retracted by it; and daily episodes with no provisional
@@ -564,6 +569,10 @@ pub fn run(args: BacktestArgs) -> anyhow::Result<()> {
         runs.extend(run_seed(&args, seed)?);
     }
     let report = score(args.seeds, &runs);
+    if let Some(path) = &args.runs {
+        let json = serde_json::to_vec(&runs)?;
+        (std::fs::write(path, json)).with_context(|| format!("writing {}", path.display()))?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

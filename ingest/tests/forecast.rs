@@ -110,3 +110,49 @@ fn every_daily_devices_dark_episode_was_alerted_intraday_and_every_provisional_o
         "the fleets raise them: the test tests something"
     );
 }
+
+/// `fleetpulse backtest --runs FILE` writes each customer's run, daily
+/// scores included, as the report counted it: the file reads back to the
+/// runs of the same seed replayed again.
+#[test]
+fn the_runs_file_holds_every_customer_with_its_daily_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.json");
+    let args = BacktestArgs {
+        seeds: 1,
+        customers: 6,
+        devices: 60,
+        days: 40,
+        json: true,
+        runs: Some(path.clone()),
+        ..BacktestArgs::default()
+    };
+    fleetpulse::backtest::run(args.clone()).unwrap();
+    let written: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let replayed = run_seed(&args, 1).unwrap();
+    assert_eq!(written.len(), replayed.len());
+    for (file, run) in written.iter().zip(&replayed) {
+        assert_eq!(file["customer"], run.customer.as_str());
+        assert_eq!(file["profile"], run.profile);
+        let scores: Vec<(f64, f64)> = serde_json::from_value(file["scores"].clone()).unwrap();
+        // serde_json reads a float back to within an ulp (no float_roundtrip).
+        assert_eq!(scores.len(), run.scores.len(), "{}", run.customer);
+        for ((day, score), (d, s)) in scores.iter().zip(&run.scores) {
+            assert_eq!(day, d, "{}", run.customer);
+            assert!(
+                (score - s).abs() < 1e-9,
+                "{} day {d}: {score} vs {s}",
+                run.customer
+            );
+        }
+        assert!(
+            scores.len() >= 30,
+            "{}: {} days",
+            run.customer,
+            scores.len()
+        );
+        let red: Vec<f64> = serde_json::from_value(file["red_opened"].clone()).unwrap();
+        assert_eq!(red, run.red_opened);
+    }
+}
