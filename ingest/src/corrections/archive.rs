@@ -879,13 +879,24 @@ impl Archive {
         };
         let path = self.dir.join("state.sqlite");
         let tx = self.state.transaction().map_err(|e| fail(&path, e))?;
+        // Generations count up across every row and never start again (a
+        // file of an earlier build goes on from its highest): a pass of a
+        // row forgotten since can never take a later row's arrivals for
+        // its own (see [`Self::passed`]).
+        tx.execute(
+            "INSERT INTO meta (key, value) \
+             VALUES ('generation', (SELECT COALESCE(MAX(generation), 0) + 1 FROM pending)) \
+             ON CONFLICT (key) DO UPDATE SET value = value + 1",
+            [],
+        )
+        .map_err(|e| fail(&path, e))?;
         tx.execute(
             "INSERT INTO pending (customer, from_ms, due_ms, first_pass_done, generation) \
-             VALUES (?1, ?2, ?3, 0, 1) \
+             VALUES (?1, ?2, ?3, 0, (SELECT value FROM meta WHERE key = 'generation')) \
              ON CONFLICT (customer) DO UPDATE SET \
                from_ms = MIN(from_ms, excluded.from_ms), \
                due_ms = MAX(due_ms, excluded.due_ms), \
-               first_pass_done = 0, generation = generation + 1",
+               first_pass_done = 0, generation = excluded.generation",
             params![customer, from as i64, due as i64],
         )
         .map_err(|e| fail(&path, e))?;
@@ -964,8 +975,8 @@ impl Archive {
     /// two. Without this a customer whose late data never pauses long
     /// enough for its row to be forgotten would have every pass restate
     /// from its first late reading ever, and its archive never pruned. (A
-    /// row forgotten and started again since has a lower generation: it is
-    /// left alone.)
+    /// row forgotten and started again since has only later generations:
+    /// its arrivals are all owed after the pass, which marks nothing.)
     pub fn passed(
         &mut self,
         pending: &Pending,
@@ -1878,9 +1889,60 @@ mod tests {
         assert_eq!(archive.forget(30_001).unwrap(), 1);
         archive.note_late("a", &[("d6", 50_000)], 60_000).unwrap();
         let row = archive.pending().unwrap().remove(0);
-        assert_eq!((row.from, row.generation), (50_000, 1));
+        assert_eq!(row.from, 50_000);
         archive.passed(&row, false, 55_000).unwrap();
         assert_eq!(from(&archive), 55_000);
+    }
+
+    /// A pass still on its way when its row is forgotten, and a new row of
+    /// the same customer with as many arrivals since as the old one had:
+    /// the stale confirmation moves, marks and drops nothing of the new row
+    /// (generations restarting at 1 made it take the new row for its own
+    /// and skip its late data).
+    #[test]
+    fn a_stale_pass_of_a_forgotten_row_leaves_the_next_row_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut archive = Archive::open(dir.path()).unwrap();
+        for at in 0..5 {
+            archive.note_late("a", &[("d1", 100 + at)], 1_000).unwrap();
+        }
+        let stale = archive.pending().unwrap().remove(0);
+        archive.passed(&stale, true, 2_000).unwrap();
+        assert_eq!(archive.forget(1_001).unwrap(), 1);
+        // The same customer late again, as often as before.
+        for at in 0..5 {
+            archive
+                .note_late("a", &[("d2", 5_000 + at)], 9_000)
+                .unwrap();
+        }
+        let [row] = archive.pending().unwrap().try_into().unwrap();
+        assert!(row.generation > stale.generation);
+        assert_eq!(
+            archive.arrived_after("a", stale.generation).unwrap(),
+            Some(5_000)
+        );
+        // The old pass's confirmation arrives late (again).
+        archive.passed(&stale, true, 8_000).unwrap();
+        let [after] = archive.pending().unwrap().try_into().unwrap();
+        assert_eq!(after.from, 5_000, "the new row's late data is still owed");
+        assert!(!after.first_pass_done && !after.final_done);
+        assert_eq!(
+            archive.arrived_after("a", stale.generation).unwrap(),
+            Some(5_000)
+        );
+        // Its own pass moves it, and a reopened file counts on from there.
+        archive.passed(&after, false, 6_000).unwrap();
+        assert_eq!(archive.pending().unwrap()[0].from, 6_000);
+        drop(archive);
+        let mut archive = Archive::open(dir.path()).unwrap();
+        archive.note_late("b", &[("d3", 7_000)], 9_000).unwrap();
+        let b = archive
+            .pending()
+            .unwrap()
+            .into_iter()
+            .find(|p| &*p.customer == "b")
+            .unwrap();
+        assert!(b.generation > after.generation);
     }
     #[test]
     fn a_reader_sees_commits_made_after_it_and_a_day_pruned_under_it_is_an_error() {
