@@ -236,17 +236,10 @@ fn escape(text: &str, special: impl Fn(u8) -> bool, out: &mut String) {
     out.push_str(rest);
 }
 
-/// Writes a float so it always reads back as a float: the shortest digits
-/// that read back as the same value (`ryu`), `3.0`, `0.25`, `1e-7`,
-/// `1e16`, each with a decimal point or an exponent. `None` for NaN and
-/// infinities, which line protocol cannot express.
-pub fn format_float(value: f64) -> Option<String> {
-    let mut out = String::new();
-    write_float(value, &mut out).then_some(out)
-}
-
-/// Appends what [`format_float`] gives, without a string of its own; false
-/// (nothing written) for NaN and infinities.
+/// Appends a float so it always reads back as a float: the shortest
+/// digits that read back as the same value (`ryu`), `3.0`, `0.25`, `1e-7`,
+/// `1e16`, each with a decimal point or an exponent. False (nothing
+/// written) for NaN and infinities, which line protocol cannot express.
 fn write_float(value: f64, out: &mut String) -> bool {
     if !value.is_finite() {
         return false;
@@ -665,6 +658,11 @@ mod tests {
         }
     }
 
+    fn format_float(value: f64) -> Option<String> {
+        let mut out = String::new();
+        write_float(value, &mut out).then_some(out)
+    }
+
     #[test]
     fn floats_always_look_like_floats() {
         for (value, text) in [
@@ -683,6 +681,15 @@ mod tests {
         }
         assert_eq!(format_float(f64::NAN), None);
         assert_eq!(format_float(f64::INFINITY), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_finite_float_reads_back_as_the_same_float(value in proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL | proptest::num::f64::ZERO) {
+            let text = format_float(value).unwrap();
+            proptest::prop_assert!(text.contains('.') || text.contains('e'), "{}", text);
+            proptest::prop_assert_eq!(text.parse::<f64>().unwrap().to_bits(), value.to_bits());
+        }
     }
 
     #[test]
