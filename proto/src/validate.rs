@@ -105,10 +105,17 @@ pub fn decode_and_validate(
             limit: limits.max_payload_bytes,
         });
     }
-    // prost grows `samples` one push at a time: reserved once instead.
-    let reserve = count_samples(payload)
-        .unwrap_or(0)
-        .min(limits.max_samples + 1);
+    // Counted before anything is decoded: a payload of many tiny samples
+    // is refused without the allocations of decoding them; prost grows
+    // `samples` one push at a time, so the vector is reserved once.
+    let count = count_samples(payload);
+    if let Some(count) = count.filter(|c| *c > limits.max_samples) {
+        return Err(ValidationError::TooManySamples {
+            count,
+            limit: limits.max_samples,
+        });
+    }
+    let reserve = count.unwrap_or(0);
     let mut batch = TelemetryBatch {
         samples: Vec::with_capacity(reserve),
         ..TelemetryBatch::default()
@@ -298,6 +305,30 @@ mod tests {
         }
         let bytes = batch().encode_to_vec();
         assert_eq!(count_samples(&bytes[..bytes.len() - 3]), None);
+    }
+
+    /// A payload of more samples than allowed is refused before decoding:
+    /// here one of them would not even decode.
+    #[test]
+    fn too_many_samples_are_refused_before_decoding() {
+        let mut b = batch();
+        let first = b.samples[0].clone();
+        b.samples = (0..5).map(|_| first.clone()).collect();
+        let mut bytes = b.encode_to_vec();
+        // A sixth sample whose body is a field of an unknown wire type.
+        bytes.extend_from_slice(&[(6 << 3) | 2, 1, 0x07]);
+        let limits = Limits {
+            max_samples: 4,
+            ..Limits::default()
+        };
+        let err = decode_and_validate(&TOPIC, &bytes, &limits).unwrap_err();
+        assert_eq!(err, ValidationError::TooManySamples { count: 6, limit: 4 });
+        let generous = Limits {
+            max_samples: 6,
+            ..Limits::default()
+        };
+        let err = decode_and_validate(&TOPIC, &bytes, &generous).unwrap_err();
+        assert_eq!(err.reason(), "decode");
     }
 
     #[test]
