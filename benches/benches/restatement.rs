@@ -45,9 +45,8 @@ fn restatement(c: &mut Criterion) {
     let day = config.day_window().expect("a day window").name.clone();
 
     let pass = |archive: &mut Archive| {
-        let batches = archive.batches(&customer, floor).expect("read");
-        let earlier = archive.earlier(&customer, &devices, floor).expect("read");
-        let windows = restatement.windows(&config, earlier, batches);
+        let read = archive.from_floor(&customer, floor).expect("read");
+        let windows = restatement.windows(&config, read.earlier, read.batches);
         let folded = journey_records(&windows, &day);
         let refolded = refold(&config, spec_of.clone(), None, folded, None);
         (windows.len(), refolded.outputs.len())
@@ -68,6 +67,36 @@ fn restatement(c: &mut Criterion) {
         let earlier = archive.earlier(&customer, &devices, floor).expect("read");
         b.iter(|| restatement.windows(&config, earlier.clone(), batches.clone()))
     });
+    group.finish();
+
+    // The read alone, as a pass did it before (two reads, the floor's day
+    // file decoded by both) and as it does now (one), over the archive as
+    // above (late rows) and as the service writes live data (chunks of up
+    // to 1024 batches, which straddle the floor).
+    let chunked_dir = tempfile::tempdir().expect("temp dir");
+    let mut chunked = Archive::open(chunked_dir.path()).expect("archive");
+    for flush in capture.batches.chunks(1024) {
+        chunked.append_live(flush).expect("archive live");
+    }
+    let mut group = c.benchmark_group("restatement_read");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(device_days));
+    for (name, archive) in [("rows", &archive), ("chunks", &chunked)] {
+        group.bench_function(format!("{name}/two_reads/device_days"), |b| {
+            b.iter(|| {
+                let batches = archive.batches(&customer, floor).expect("read");
+                let devices: HashSet<_> = batches.iter().map(|b| b.device.clone()).collect();
+                let earlier = archive.earlier(&customer, &devices, floor).expect("read");
+                (batches.len(), earlier.len())
+            })
+        });
+        group.bench_function(format!("{name}/from_floor/device_days"), |b| {
+            b.iter(|| {
+                let read = archive.from_floor(&customer, floor).expect("read");
+                (read.batches.len(), read.earlier.len())
+            })
+        });
+    }
     group.finish();
 }
 

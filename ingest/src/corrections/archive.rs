@@ -797,6 +797,11 @@ impl Archive {
         self.reader().earlier(customer, devices, before)
     }
 
+    /// [`Reader::from_floor`] of the archive as it is now.
+    pub fn from_floor(&self, customer: &str, floor: EventTime) -> Result<FromFloor, ArchiveError> {
+        self.reader().from_floor(customer, floor)
+    }
+
     /// Drops the day files before `keep_from`'s day, carrying each device's
     /// last batch in them (if newer than what is carried already). Returns
     /// the files removed.
@@ -1442,6 +1447,16 @@ fn note_recompute(
     Ok(())
 }
 
+/// What a restatement pass reads ([`Reader::from_floor`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FromFloor {
+    /// The customer's batches from the floor on, in (first reading,
+    /// device, unit epoch, sequence) order.
+    pub batches: Vec<DeviceBatch>,
+    /// Each of their devices' last batch before the floor, if any.
+    pub earlier: Vec<DeviceBatch>,
+}
+
 /// Reads what a restatement pass needs on a thread of its own, with
 /// connections of its own, while the archive's thread goes on writing (the
 /// files' write-ahead logs let readers and a writer work at once). It sees
@@ -1500,6 +1515,55 @@ impl Reader {
         devices: &HashSet<Id>,
         before: EventTime,
     ) -> Result<Vec<DeviceBatch>, ArchiveError> {
+        self.earlier_than(customer, devices, before, None)
+    }
+
+    /// What a pass from `floor` reads: `customer`'s batches from `floor` on
+    /// ([`Self::batches`]) and the last batch before `floor` of each of
+    /// their devices ([`Self::earlier`]), with the day file holding `floor`
+    /// read once for both (its chunks straddle the floor).
+    pub fn from_floor(
+        &mut self,
+        customer: &str,
+        floor: EventTime,
+    ) -> Result<FromFloor, ArchiveError> {
+        let floor_day = floor / DAY_MS;
+        let (mut batches, mut below) = (Vec::new(), None);
+        let days: Vec<u64> = (self.days.iter().copied())
+            .filter(|d| *d >= floor_day)
+            .collect();
+        for day in days {
+            let span = self.spans.get(&day).copied().unwrap_or(0);
+            let (conn, path) = self.day(day)?;
+            if day == floor_day {
+                let whole = day_batches(conn, &path, customer, 0..EventTime::MAX, EventTime::MAX)?;
+                let (from, before) = whole.into_iter().partition(|b| b.first_at() >= floor);
+                batches = from;
+                below = Some((day, before));
+            } else {
+                batches.extend(day_batches(
+                    conn,
+                    &path,
+                    customer,
+                    floor..EventTime::MAX,
+                    span,
+                )?);
+            }
+        }
+        let devices: HashSet<Id> = batches.iter().map(|b| b.device.clone()).collect();
+        let earlier = self.earlier_than(customer, &devices, floor, below)?;
+        Ok(FromFloor { batches, earlier })
+    }
+
+    /// [`Self::earlier`], with the batches before `before` of one day file
+    /// already read (`read`: the day and those batches).
+    fn earlier_than(
+        &mut self,
+        customer: &str,
+        devices: &HashSet<Id>,
+        before: EventTime,
+        mut read: Option<(u64, Vec<DeviceBatch>)>,
+    ) -> Result<Vec<DeviceBatch>, ArchiveError> {
         let mut found: BTreeMap<Id, DeviceBatch> = BTreeMap::new();
         let days: Vec<u64> = (self.days.iter().rev().copied())
             .filter(|d| *d <= before / DAY_MS)
@@ -1508,10 +1572,14 @@ impl Reader {
             if found.len() == devices.len() {
                 break;
             }
-            let (conn, path) = self.day(day)?;
-            let mine = day_batches(conn, &path, customer, 0..before, EventTime::MAX)?
-                .into_iter()
-                .filter(|b| devices.contains(&b.device));
+            let batches = match read.take_if(|(at, _)| *at == day) {
+                Some((_, batches)) => batches,
+                None => {
+                    let (conn, path) = self.day(day)?;
+                    day_batches(conn, &path, customer, 0..before, EventTime::MAX)?
+                }
+            };
+            let mine = (batches.into_iter()).filter(|b| devices.contains(&b.device));
             for (device, b) in latest_of_each(mine) {
                 found.entry(device).or_insert(b);
             }
@@ -1685,6 +1753,57 @@ mod tests {
 
     /// Large batches go in several chunk rows of about a MiB each, read back
     /// whole, each chunk's body as bincode writes the list.
+    /// A pass's one read from its floor equals the two it replaces, at
+    /// floors on, between and across the day files' boundaries, with live
+    /// chunks straddling them, late rows, replays and a pruned day.
+    #[test]
+    fn a_read_from_the_floor_equals_the_batches_and_earlier_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut archive = Archive::open(dir.path()).unwrap();
+        let hour = 3_600_000;
+        let (a, b) = (hourly("a", 0..96), hourly("b", 0..96));
+        let mixed: Vec<DeviceBatch> = a
+            .iter()
+            .zip(&b)
+            .flat_map(|(x, y)| [x.clone(), y.clone()])
+            .collect();
+        for flush in mixed.chunks(53) {
+            archive.append_live(flush).unwrap();
+        }
+        archive.append_live(&mixed[20..90]).unwrap();
+        archive.append(&a[30..40]).unwrap();
+        archive
+            .append(&[batch("a", "d3", 1, T0 + 50 * hour)])
+            .unwrap();
+        let check = |archive: &Archive, floors: &[u64]| {
+            for &floor in floors {
+                for customer in ["a", "b", "nobody"] {
+                    let read = archive.from_floor(customer, floor).unwrap();
+                    let batches = archive.batches(customer, floor).unwrap();
+                    let devices: HashSet<Id> = batches.iter().map(|b| b.device.clone()).collect();
+                    let earlier = archive.earlier(customer, &devices, floor).unwrap();
+                    assert_eq!(read.batches, batches, "{customer} from {floor}");
+                    assert_eq!(read.earlier, earlier, "{customer} before {floor}");
+                }
+            }
+        };
+        let floors: Vec<u64> = [0, 1, 23, 24, 25, 47, 48, 50, 51, 71, 72, 95, 96, 200]
+            .iter()
+            .map(|h| T0 + h * hour)
+            .chain([0, T0 + 24 * hour - 1, T0 + 24 * hour + 1])
+            .collect();
+        check(&archive, &floors);
+        assert!(
+            !archive
+                .from_floor("a", T0 + 30 * hour)
+                .unwrap()
+                .earlier
+                .is_empty()
+        );
+        archive.prune(T0 + 2 * DAY_MS).unwrap();
+        check(&archive, &floors[6..]);
+    }
+
     #[test]
     fn large_batches_are_split_into_chunks_of_about_a_mebibyte() {
         let dir = tempfile::tempdir().unwrap();

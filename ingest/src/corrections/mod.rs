@@ -1156,9 +1156,7 @@ impl PassInputs {
             floor,
         } = self;
         let customer = &restatement.customer;
-        let batches = reader.batches(customer, floor)?;
-        let devices: HashSet<Id> = batches.iter().map(|b| b.device.clone()).collect();
-        let earlier = reader.earlier(customer, &devices, floor)?;
+        let archive::FromFloor { batches, earlier } = reader.from_floor(customer, floor)?;
         let read = started.elapsed();
         let records = restatement.windows(engine, earlier, batches);
         tracing::debug!(
