@@ -1690,24 +1690,37 @@ mod tests {
         .collect()
     }
 
-    #[test]
-    fn live_chunks_are_read_once_beside_rows_and_carried_when_pruned() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut archive = Archive::open(dir.path()).unwrap();
-        let hour = 3_600_000;
-        let (a, b) = (hourly("a", 0..72), hourly("b", 0..72));
-        // Live, in flushes that mix customers and days; then the WAL's
-        // replay archives the first half again, and a late redelivery of
-        // some of it gets rows of its own.
+    /// Customers a and b, `hours` of batches each, archived live in flushes
+    /// of `flush` that mix the two and the days, then the flushes' batches
+    /// `replayed` again (the WAL's replay); returns each one's batches.
+    fn archive_mixed(
+        archive: &mut Archive,
+        hours: u64,
+        flush: usize,
+        replayed: std::ops::Range<usize>,
+    ) -> (Vec<DeviceBatch>, Vec<DeviceBatch>) {
+        let (a, b) = (hourly("a", 0..hours), hourly("b", 0..hours));
         let mixed: Vec<DeviceBatch> = a
             .iter()
             .zip(&b)
             .flat_map(|(x, y)| [x.clone(), y.clone()])
             .collect();
-        for flush in mixed.chunks(37) {
-            archive.append_live(flush).unwrap();
+        for batches in mixed.chunks(flush) {
+            archive.append_live(batches).unwrap();
         }
-        archive.append_live(&mixed[..144]).unwrap();
+        archive.append_live(&mixed[replayed]).unwrap();
+        (a, b)
+    }
+
+    #[test]
+    fn live_chunks_are_read_once_beside_rows_and_carried_when_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut archive = Archive::open(dir.path()).unwrap();
+        let hour = 3_600_000;
+        // Live, in flushes that mix customers and days; then the WAL's
+        // replay archives the first half again, and a late redelivery of
+        // some of it gets rows of its own.
+        let (a, b) = archive_mixed(&mut archive, 72, 37, 0..144);
         assert_eq!(archive.append(&a[10..20]).unwrap(), vec![true; 10]);
         assert_eq!(archive.days(), 3);
         let from = T0 + 30 * hour;
@@ -1751,8 +1764,6 @@ mod tests {
         assert!(archive.take_held().iter().all(|(_, held)| held.cut));
     }
 
-    /// Large batches go in several chunk rows of about a MiB each, read back
-    /// whole, each chunk's body as bincode writes the list.
     /// A pass's one read from its floor equals the two it replaces, at
     /// floors on, between and across the day files' boundaries, with live
     /// chunks straddling them, late rows, replays and a pruned day.
@@ -1761,16 +1772,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut archive = Archive::open(dir.path()).unwrap();
         let hour = 3_600_000;
-        let (a, b) = (hourly("a", 0..96), hourly("b", 0..96));
-        let mixed: Vec<DeviceBatch> = a
-            .iter()
-            .zip(&b)
-            .flat_map(|(x, y)| [x.clone(), y.clone()])
-            .collect();
-        for flush in mixed.chunks(53) {
-            archive.append_live(flush).unwrap();
-        }
-        archive.append_live(&mixed[20..90]).unwrap();
+        let (a, _) = archive_mixed(&mut archive, 96, 53, 20..90);
         archive.append(&a[30..40]).unwrap();
         archive
             .append(&[batch("a", "d3", 1, T0 + 50 * hour)])
@@ -1804,6 +1806,8 @@ mod tests {
         check(&archive, &floors[6..]);
     }
 
+    /// Large batches go in several chunk rows of about a MiB each, read back
+    /// whole, each chunk's body as bincode writes the list.
     #[test]
     fn large_batches_are_split_into_chunks_of_about_a_mebibyte() {
         let dir = tempfile::tempdir().unwrap();
