@@ -132,19 +132,12 @@ const SAMPLES_FIELD: u32 = 6;
 /// keys (nothing decoded). `None` where the walk meets anything but
 /// well-formed fields: the decode then says what is wrong.
 fn count_samples(mut buf: &[u8]) -> Option<usize> {
-    use prost::encoding::{WireType, decode_key, decode_varint};
+    use prost::encoding::{DecodeContext, WireType, decode_key, skip_field};
     let mut samples = 0;
     while !buf.is_empty() {
         let (field, wire) = decode_key(&mut buf).ok()?;
-        let skip = match wire {
-            WireType::Varint => decode_varint(&mut buf).map(|_| 0).ok()?,
-            WireType::SixtyFourBit => 8,
-            WireType::ThirtyTwoBit => 4,
-            WireType::LengthDelimited => usize::try_from(decode_varint(&mut buf).ok()?).ok()?,
-            WireType::StartGroup | WireType::EndGroup => return None,
-        };
-        buf = buf.get(skip..)?;
         samples += usize::from(field == SAMPLES_FIELD && wire == WireType::LengthDelimited);
+        skip_field(wire, field, &mut buf, DecodeContext::default()).ok()?;
     }
     Some(samples)
 }

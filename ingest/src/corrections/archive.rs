@@ -1447,6 +1447,9 @@ fn note_recompute(
     Ok(())
 }
 
+/// One day file's batches already read, with the day.
+type DayRead = (u64, Vec<DeviceBatch>);
+
 /// What a restatement pass reads ([`Reader::from_floor`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct FromFloor {
@@ -1488,22 +1491,35 @@ impl Reader {
         customer: &str,
         from: EventTime,
     ) -> Result<Vec<DeviceBatch>, ArchiveError> {
-        let mut out = Vec::new();
+        Ok(self.batches_split(customer, from, false)?.0)
+    }
+
+    /// [`Self::batches`]; with `split`, the day file holding `from` is read
+    /// whole and its batches before `from` come back beside (with the day).
+    fn batches_split(
+        &mut self,
+        customer: &str,
+        from: EventTime,
+        split: bool,
+    ) -> Result<(Vec<DeviceBatch>, Option<DayRead>), ArchiveError> {
+        let (mut out, mut below) = (Vec::new(), None);
         let days: Vec<u64> = (self.days.iter().copied())
             .filter(|d| *d >= from / DAY_MS)
             .collect();
         for day in days {
             let span = self.spans.get(&day).copied().unwrap_or(0);
             let (conn, path) = self.day(day)?;
-            out.extend(day_batches(
-                conn,
-                &path,
-                customer,
-                from..EventTime::MAX,
-                span,
-            )?);
+            if split && day == from / DAY_MS {
+                let whole = day_batches(conn, &path, customer, 0..EventTime::MAX, EventTime::MAX)?;
+                let (after, before) = whole.into_iter().partition(|b| b.first_at() >= from);
+                out = after;
+                below = Some((day, before));
+            } else {
+                let range = from..EventTime::MAX;
+                out.extend(day_batches(conn, &path, customer, range, span)?);
+            }
         }
-        Ok(out)
+        Ok((out, below))
     }
 
     /// The last batch before `before` of each of `devices` of `customer`
@@ -1527,29 +1543,7 @@ impl Reader {
         customer: &str,
         floor: EventTime,
     ) -> Result<FromFloor, ArchiveError> {
-        let floor_day = floor / DAY_MS;
-        let (mut batches, mut below) = (Vec::new(), None);
-        let days: Vec<u64> = (self.days.iter().copied())
-            .filter(|d| *d >= floor_day)
-            .collect();
-        for day in days {
-            let span = self.spans.get(&day).copied().unwrap_or(0);
-            let (conn, path) = self.day(day)?;
-            if day == floor_day {
-                let whole = day_batches(conn, &path, customer, 0..EventTime::MAX, EventTime::MAX)?;
-                let (from, before) = whole.into_iter().partition(|b| b.first_at() >= floor);
-                batches = from;
-                below = Some((day, before));
-            } else {
-                batches.extend(day_batches(
-                    conn,
-                    &path,
-                    customer,
-                    floor..EventTime::MAX,
-                    span,
-                )?);
-            }
-        }
+        let (batches, below) = self.batches_split(customer, floor, true)?;
         let devices: HashSet<Id> = batches.iter().map(|b| b.device.clone()).collect();
         let earlier = self.earlier_than(customer, &devices, floor, below)?;
         Ok(FromFloor { batches, earlier })
@@ -1562,7 +1556,7 @@ impl Reader {
         customer: &str,
         devices: &HashSet<Id>,
         before: EventTime,
-        mut read: Option<(u64, Vec<DeviceBatch>)>,
+        mut read: Option<DayRead>,
     ) -> Result<Vec<DeviceBatch>, ArchiveError> {
         let mut found: BTreeMap<Id, DeviceBatch> = BTreeMap::new();
         let days: Vec<u64> = (self.days.iter().rev().copied())

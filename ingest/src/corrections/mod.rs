@@ -829,7 +829,7 @@ fn passes(
             pending,
             last,
             limits: (through, bound),
-            floor: inputs.floor,
+            floor: inputs.restatement.from,
         };
         if flush {
             // At the stop: no lane waits any more.
@@ -1126,22 +1126,19 @@ fn read_pass(
         through: bound,
         revision: 0,
     };
-    let floor = restatement.floor(&settings.engine);
-    restatement.from = floor;
+    restatement.from = restatement.floor(&settings.engine);
     restatement.revision = archive.next_revision(&pending.customer)?;
     Ok(PassInputs {
         restatement,
         reader: archive.reader(),
-        floor,
     })
 }
 
-/// What a pass's windows are computed from; the journey is folded again
-/// from `floor`, the start of the first window restated.
+/// What a pass's windows are computed from: the restatement, whose `from`
+/// is the start of the first window restated (the floor), and a reader.
 struct PassInputs {
     restatement: Restatement,
     reader: archive::Reader,
-    floor: EventTime,
 }
 
 impl PassInputs {
@@ -1153,9 +1150,8 @@ impl PassInputs {
         let Self {
             restatement,
             mut reader,
-            floor,
         } = self;
-        let customer = &restatement.customer;
+        let (customer, floor) = (&restatement.customer, restatement.from);
         let archive::FromFloor { batches, earlier } = reader.from_floor(customer, floor)?;
         let read = started.elapsed();
         let records = restatement.windows(engine, earlier, batches);
