@@ -24,6 +24,7 @@
 //! batches.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use fleetpulse_engine::{
@@ -117,6 +118,7 @@ const STATE_SCHEMA: &str = "
         customer TEXT NOT NULL,
         device TEXT NOT NULL,
         from_ms INTEGER NOT NULL,
+        to_ms INTEGER,
         PRIMARY KEY (customer, device)
     ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS pending_arrivals (
@@ -162,19 +164,21 @@ pub struct Pending {
     pub final_done: bool,
     /// Raised by every late arrival: a pass only clears the row it read.
     pub generation: u64,
-    /// The devices with late data, each from its earliest late reading: the
-    /// only device windows a pass changes (empty in a row kept by an
-    /// earlier build: every device's).
-    pub devices: HashMap<Id, EventTime>,
+    /// The devices with late data, each with its earliest and latest late
+    /// reading: only their windows change, from the earliest to the one
+    /// holding their first reading after the latest (whose increment the
+    /// late ones split). Empty in a row kept by an earlier build: every
+    /// device's, and a latest unknown there is the end of time.
+    pub devices: HashMap<Id, RangeInclusive<EventTime>>,
 }
 
 impl Pending {
-    /// Whether a pass restates the window of `device` ending at `end`: one
-    /// of a device with late data, ending after its earliest late reading
-    /// (the late readings' windows and those of its readings after them,
-    /// whose increments they split). The customer's windows all change.
+    /// Whether a pass may restate the window of `device` ending at `end`:
+    /// one of a device with late data, ending after its earliest late
+    /// reading (see [`Self::devices`] for where they stop changing).
     pub fn restates(&self, device: &str, end: EventTime) -> bool {
-        self.devices.is_empty() || self.devices.get(device).is_some_and(|from| end > *from)
+        self.devices.is_empty()
+            || (self.devices.get(device)).is_some_and(|late| end > *late.start())
     }
 }
 
@@ -235,6 +239,22 @@ fn open(path: &Path, schema: &str) -> Result<Connection, ArchiveError> {
     Ok(conn)
 }
 
+/// Gives a state file of an earlier build the devices' latest late
+/// readings (`to_ms`; unknown, NULL, in the rows it holds).
+fn add_late_ends(state: &Connection, path: &Path) -> Result<(), ArchiveError> {
+    let has: bool = (state.query_row(
+        "SELECT COUNT(*) > 0 FROM pragma_table_info('pending_devices') WHERE name = 'to_ms'",
+        [],
+        |r| r.get(0),
+    ))
+    .map_err(|e| fail(path, e))?;
+    if !has {
+        (state.execute_batch("ALTER TABLE pending_devices ADD COLUMN to_ms INTEGER"))
+            .map_err(|e| fail(path, e))?;
+    }
+    Ok(())
+}
+
 /// The day file of the UTC day `day` in the archive directory `dir`.
 fn day_file(dir: &Path, day: u64) -> PathBuf {
     dir.join(format!("{}.sqlite", day_name(day)))
@@ -280,6 +300,11 @@ fn first_of_each(
         }
     }
     Ok(())
+}
+
+/// A row's column `i`, a blob, as SQLite holds it (no copy).
+fn blob<'r>(path: &Path, row: &'r rusqlite::Row, i: usize) -> Result<&'r [u8], ArchiveError> {
+    (row.get_ref(i).and_then(|v| Ok(v.as_blob()?))).map_err(|e| fail(path, e))
 }
 
 fn decode(path: &Path, body: &[u8]) -> Result<DeviceBatch, ArchiveError> {
@@ -351,20 +376,21 @@ fn day_batches(
         "SELECT body FROM batches WHERE customer = ?1 AND first_at >= ?2 AND first_at < ?3",
     ))
     .map_err(|e| fail(path, e))?;
-    let rows = (select.query_map(params![customer, from, to], |r| r.get::<_, Vec<u8>>(0)))
-        .map_err(|e| fail(path, e))?;
-    for body in rows {
-        out.push(decode(path, &body.map_err(|e| fail(path, e))?)?);
+    // Bodies are decoded where SQLite holds them: a chunk is about a
+    // mebibyte, and a copy of each into a buffer of its own cost a pass
+    // more in fresh pages than the decoding.
+    let mut rows = (select.query(params![customer, from, to])).map_err(|e| fail(path, e))?;
+    while let Some(row) = rows.next().map_err(|e| fail(path, e))? {
+        out.push(decode(path, blob(path, row, 0)?)?);
     }
     let mut select = (conn.prepare_cached(
         "SELECT body FROM chunks WHERE customer = ?1 AND first_at >= ?2 AND first_at < ?3 \
          AND last_at >= ?4 ORDER BY rowid",
     ))
     .map_err(|e| fail(path, e))?;
-    let args = params![customer, start, to, from];
-    let rows = (select.query_map(args, |r| r.get::<_, Vec<u8>>(0))).map_err(|e| fail(path, e))?;
-    for body in rows {
-        let chunk = decode_chunk(path, &body.map_err(|e| fail(path, e))?)?;
+    let mut rows = (select.query(params![customer, start, to, from])).map_err(|e| fail(path, e))?;
+    while let Some(row) = rows.next().map_err(|e| fail(path, e))? {
+        let chunk = decode_chunk(path, blob(path, row, 0)?)?;
         out.extend(chunk.into_iter().filter(|b| range.contains(&b.first_at())));
     }
     let mut seen = HashSet::with_capacity(out.len());
@@ -484,6 +510,7 @@ impl Archive {
     pub fn open(dir: &Path) -> Result<Self, ArchiveError> {
         std::fs::create_dir_all(dir).map_err(|e| fail(dir, e))?;
         let state = open(&dir.join("state.sqlite"), STATE_SCHEMA)?;
+        add_late_ends(&state, &dir.join("state.sqlite"))?;
         let held = {
             let path = dir.join("state.sqlite");
             let mut select = (state.prepare("SELECT customer, first_live_at, cut FROM customers"))
@@ -746,18 +773,17 @@ impl Archive {
                 .map_err(|e| fail(&path, e))?;
                 let hash = key_hash(b);
                 let start = sql_time(b.first_at().saturating_sub(span));
-                let rows = select
-                    .query_map(params![&*b.customer, start, sql_time(b.first_at())], |r| {
-                        Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
-                    })
-                    .map_err(|e| fail(&path, e))?;
-                for row in rows {
-                    let (keys, body) = row.map_err(|e| fail(&path, e))?;
-                    if holds_hash(&keys, hash)
-                        && decode_chunk(&path, &body)?.iter().any(|c| same_batch(c, b))
-                    {
-                        hit = true;
-                        break;
+                let args = params![&*b.customer, start, sql_time(b.first_at())];
+                let mut rows = select.query(args).map_err(|e| fail(&path, e))?;
+                // A chunk's body is read (where SQLite holds it) only when
+                // its keys' hashes hold the batch's.
+                while let Some(row) = rows.next().map_err(|e| fail(&path, e))? {
+                    if holds_hash(blob(&path, row, 0)?, hash) {
+                        let body = blob(&path, row, 1)?;
+                        if decode_chunk(&path, body)?.iter().any(|c| same_batch(c, b)) {
+                            hit = true;
+                            break;
+                        }
                     }
                 }
             }
@@ -876,10 +902,10 @@ impl Archive {
     pub fn note_late(
         &mut self,
         customer: &str,
-        devices: &[(&str, EventTime)],
+        devices: &[(&str, RangeInclusive<EventTime>)],
         due: EventTime,
     ) -> Result<(), ArchiveError> {
-        let Some(from) = devices.iter().map(|(_, at)| *at).min() else {
+        let Some(from) = devices.iter().map(|(_, late)| *late.start()).min() else {
             return Ok(());
         };
         let path = self.dir.join("state.sqlite");
@@ -916,14 +942,17 @@ impl Archive {
         {
             let mut device = tx
                 .prepare_cached(
-                    "INSERT INTO pending_devices (customer, device, from_ms) VALUES (?1, ?2, ?3) \
+                    "INSERT INTO pending_devices (customer, device, from_ms, to_ms) \
+                     VALUES (?1, ?2, ?3, ?4) \
                      ON CONFLICT (customer, device) DO UPDATE SET \
-                       from_ms = MIN(from_ms, excluded.from_ms)",
+                       from_ms = MIN(from_ms, excluded.from_ms), \
+                       to_ms = MAX(to_ms, excluded.to_ms)",
                 )
                 .map_err(|e| fail(&path, e))?;
-            for (id, at) in devices {
+            for (id, late) in devices {
+                let (from, to) = (sql_time(*late.start()), sql_time(*late.end()));
                 device
-                    .execute(params![customer, id, *at as i64])
+                    .execute(params![customer, id, from, to])
                     .map_err(|e| fail(&path, e))?;
             }
         }
@@ -957,12 +986,16 @@ impl Archive {
             rows.collect::<Result<_, _>>().map_err(|e| fail(&path, e))?;
         let mut devices = self
             .state
-            .prepare_cached("SELECT device, from_ms FROM pending_devices WHERE customer = ?1")
+            .prepare_cached(
+                "SELECT device, from_ms, to_ms FROM pending_devices WHERE customer = ?1",
+            )
             .map_err(|e| fail(&path, e))?;
         for row in &mut pending {
             let found = devices
                 .query_map(params![&*row.customer], |r| {
-                    Ok((r.get::<_, String>(0)?.into(), r.get::<_, i64>(1)? as u64))
+                    let from = r.get::<_, i64>(1)? as u64;
+                    let to = (r.get::<_, Option<i64>>(2)?).map_or(EventTime::MAX, |t| t as u64);
+                    Ok((r.get::<_, String>(0)?.into(), from..=to))
                 })
                 .map_err(|e| fail(&path, e))?;
             row.devices = found
@@ -1846,6 +1879,45 @@ mod tests {
         assert_eq!(archive.contains(&big[39..]).unwrap(), [true]);
     }
 
+    /// A state file whose late devices have no latest reading yet: they
+    /// restate to the end of time, and new arrivals merge with them.
+    #[test]
+    fn a_state_file_of_an_earlier_build_gets_the_latest_late_readings() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("state.sqlite")).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE pending (customer TEXT PRIMARY KEY, from_ms INTEGER NOT NULL, \
+                   due_ms INTEGER NOT NULL, first_pass_done INTEGER NOT NULL, \
+                   generation INTEGER NOT NULL) WITHOUT ROWID;
+                 CREATE TABLE pending_devices (customer TEXT NOT NULL, device TEXT NOT NULL, \
+                   from_ms INTEGER NOT NULL, PRIMARY KEY (customer, device)) WITHOUT ROWID;
+                 INSERT INTO pending VALUES ('a', 500, 900, 0, 1);
+                 INSERT INTO pending_devices VALUES ('a', 'd1', 500);",
+            )
+            .unwrap();
+        }
+        let mut archive = Archive::open(dir.path()).unwrap();
+        let [row] = archive.pending().unwrap().try_into().unwrap();
+        assert_eq!(row.devices, [("d1".into(), 500..=EventTime::MAX)].into());
+        archive
+            .note_late("a", &[("d1", 400..=450), ("d2", 600..=700)], 1_000)
+            .unwrap();
+        let [row] = archive.pending().unwrap().try_into().unwrap();
+        let want: HashMap<Id, RangeInclusive<EventTime>> = [
+            ("d1".into(), 400..=EventTime::MAX),
+            ("d2".into(), 600..=700),
+        ]
+        .into();
+        assert_eq!((row.from, row.devices), (400, want));
+        drop(archive);
+        // Opened again: the column is there already.
+        assert_eq!(
+            Archive::open(dir.path()).unwrap().pending().unwrap().len(),
+            1
+        );
+    }
+
     #[test]
     fn a_day_file_of_an_earlier_build_is_read_and_takes_chunks() {
         let dir = tempfile::tempdir().unwrap();
@@ -1895,10 +1967,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut archive = Archive::open(dir.path()).unwrap();
         archive
-            .note_late("a", &[("d1", 500), ("d2", 700)], 900)
+            .note_late("a", &[("d1", 500..=550), ("d2", 700..=720)], 900)
             .unwrap();
         archive
-            .note_late("a", &[("d1", 600), ("d2", 300)], 800)
+            .note_late("a", &[("d1", 600..=650), ("d2", 300..=310)], 800)
             .unwrap();
         let [first] = archive.pending().unwrap().try_into().unwrap();
         assert_eq!(
@@ -1906,14 +1978,16 @@ mod tests {
             (300, 900, false)
         );
         // Each device from its earliest late reading; the others untouched.
-        let devices: HashMap<Id, EventTime> = [("d1".into(), 500), ("d2".into(), 300)].into();
+        // Each device from its earliest late reading to its latest.
+        let devices: HashMap<Id, RangeInclusive<EventTime>> =
+            [("d1".into(), 500..=650), ("d2".into(), 300..=720)].into();
         assert_eq!(first.devices, devices);
         assert!(first.restates("d1", 501) && !first.restates("d1", 500));
         assert!(first.restates("d2", 400) && !first.restates("d3", 1_000));
         archive.passed(&first, false, 0).unwrap();
         assert!(archive.pending().unwrap()[0].first_pass_done);
         // Late data after the pass read the row: the final pass keeps it.
-        archive.note_late("a", &[("d3", 400)], 950).unwrap();
+        archive.note_late("a", &[("d3", 400..=400)], 950).unwrap();
         archive.passed(&first, true, 0).unwrap();
         let [again] = archive.pending().unwrap().try_into().unwrap();
         assert_eq!(
@@ -1931,7 +2005,9 @@ mod tests {
         assert_eq!(archive.forget(951).unwrap(), 1);
         assert!(archive.pending().unwrap().is_empty());
         // A new episode starts with only its own devices.
-        archive.note_late("a", &[("d4", 2_000)], 3_000).unwrap();
+        archive
+            .note_late("a", &[("d4", 2_000..=2_000)], 3_000)
+            .unwrap();
         let [next] = archive.pending().unwrap().try_into().unwrap();
         assert_eq!(next.devices.keys().collect::<Vec<_>>(), [&Id::from("d4")]);
         archive.passed(&next, true, 0).unwrap();
@@ -1946,7 +2022,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut archive = Archive::open(dir.path()).unwrap();
         let from = |archive: &Archive| archive.pending().unwrap()[0].from;
-        archive.note_late("a", &[("d1", 100)], 5_000).unwrap();
+        archive.note_late("a", &[("d1", 100..=100)], 5_000).unwrap();
         let first = archive.pending().unwrap().remove(0);
         archive.passed(&first, false, 1_000).unwrap();
         // The windows through 1,000 hold the late batch: only later ones
@@ -1955,12 +2031,14 @@ mod tests {
         assert!(archive.pending().unwrap()[0].first_pass_done);
 
         // Two passes under way at once; late data lands during each.
-        archive.note_late("a", &[("d2", 300)], 6_000).unwrap();
+        archive.note_late("a", &[("d2", 300..=300)], 6_000).unwrap();
         assert_eq!(from(&archive), 300);
         let p1 = archive.pending().unwrap().remove(0);
-        archive.note_late("a", &[("d3", 450)], 6_000).unwrap();
+        archive.note_late("a", &[("d3", 450..=450)], 6_000).unwrap();
         let p2 = archive.pending().unwrap().remove(0);
-        archive.note_late("a", &[("d4", 2_500)], 6_000).unwrap();
+        archive
+            .note_late("a", &[("d4", 2_500..=2_500)], 6_000)
+            .unwrap();
         assert_eq!(
             archive.arrived_after("a", p1.generation).unwrap(),
             Some(450)
@@ -1997,14 +2075,18 @@ mod tests {
         drop(archive);
         let mut archive = Archive::open(dir.path()).unwrap();
         let row = archive.pending().unwrap().remove(0);
-        archive.note_late("a", &[("d5", 8_000)], 30_000).unwrap();
+        archive
+            .note_late("a", &[("d5", 8_000..=8_000)], 30_000)
+            .unwrap();
         archive.passed(&row, true, 10_000).unwrap();
         assert_eq!(from(&archive), 8_000);
         // Forgotten with its arrivals; a new episode starts clean.
         let row = archive.pending().unwrap().remove(0);
         archive.passed(&row, true, 40_000).unwrap();
         assert_eq!(archive.forget(30_001).unwrap(), 1);
-        archive.note_late("a", &[("d6", 50_000)], 60_000).unwrap();
+        archive
+            .note_late("a", &[("d6", 50_000..=50_000)], 60_000)
+            .unwrap();
         let row = archive.pending().unwrap().remove(0);
         assert_eq!(row.from, 50_000);
         archive.passed(&row, false, 55_000).unwrap();
@@ -2021,7 +2103,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut archive = Archive::open(dir.path()).unwrap();
         for at in 0..5 {
-            archive.note_late("a", &[("d1", 100 + at)], 1_000).unwrap();
+            archive
+                .note_late("a", &[("d1", 100 + at..=100 + at)], 1_000)
+                .unwrap();
         }
         let stale = archive.pending().unwrap().remove(0);
         archive.passed(&stale, true, 2_000).unwrap();
@@ -2029,7 +2113,7 @@ mod tests {
         // The same customer late again, as often as before.
         for at in 0..5 {
             archive
-                .note_late("a", &[("d2", 5_000 + at)], 9_000)
+                .note_late("a", &[("d2", 5_000 + at..=5_000 + at)], 9_000)
                 .unwrap();
         }
         let [row] = archive.pending().unwrap().try_into().unwrap();
@@ -2052,7 +2136,9 @@ mod tests {
         assert_eq!(archive.pending().unwrap()[0].from, 6_000);
         drop(archive);
         let mut archive = Archive::open(dir.path()).unwrap();
-        archive.note_late("b", &[("d3", 7_000)], 9_000).unwrap();
+        archive
+            .note_late("b", &[("d3", 7_000..=7_000)], 9_000)
+            .unwrap();
         let b = archive
             .pending()
             .unwrap()

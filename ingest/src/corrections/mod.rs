@@ -24,6 +24,7 @@
 pub mod archive;
 
 use std::collections::{HashMap, HashSet};
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
@@ -658,15 +659,19 @@ fn late(
     let new: Vec<bool> = (archive.contains(batches)?.into_iter())
         .map(|held| !held)
         .collect();
-    // Each customer's devices, each from its earliest new late reading.
-    let mut from: std::collections::BTreeMap<&str, HashMap<&str, EventTime>> = Default::default();
+    // Each customer's devices, each with its earliest and latest new late
+    // reading.
+    let mut spans: std::collections::BTreeMap<&str, HashMap<&str, RangeInclusive<EventTime>>> =
+        Default::default();
     for (b, _) in batches.iter().zip(&new).filter(|(_, new)| **new) {
-        let devices = from.entry(&b.customer).or_default();
-        let at = devices.entry(&b.device).or_insert(EventTime::MAX);
-        *at = (*at).min(b.first_at());
+        let devices = spans.entry(&b.customer).or_default();
+        let late = devices
+            .entry(&b.device)
+            .or_insert(b.first_at()..=b.last_at());
+        *late = (*late.start()).min(b.first_at())..=(*late.end()).max(b.last_at());
     }
-    for (customer, devices) in from {
-        let devices: Vec<(&str, EventTime)> = devices.into_iter().collect();
+    for (customer, devices) in spans {
+        let devices: Vec<(&str, RangeInclusive<EventTime>)> = devices.into_iter().collect();
         archive.note_late(customer, &devices, due)?;
     }
     let fresh: Vec<&DeviceBatch> = (batches.iter().zip(&new))
@@ -851,7 +856,7 @@ fn go_on(
     settings: &Settings,
     state: &mut Passes,
     pass: Started,
-    mut records: Vec<Output>,
+    windows: Windows,
     flush: bool,
 ) -> Result<(), ArchiveError> {
     let Started {
@@ -866,11 +871,8 @@ fn go_on(
     let journey = spec.zip(day);
     // The journey folds every window; other devices' windows go to the
     // stores as the live dataflow emitted them.
-    let folded = (journey.as_ref()).map(|(_, day)| journey_records(&records, day));
-    records.retain(|r| match r {
-        Output::Device(d) => pending.restates(&d.device, d.window_end),
-        _ => true,
-    });
+    let folded = (journey.as_ref()).map(|(_, day)| journey_records(&windows.records, day));
+    let records = windows.changed(&pending);
     let (Some((spec, day)), Some(folded)) = (journey, folded) else {
         // No journey to fold: the windows the engine emitted only.
         let records = records
@@ -1130,30 +1132,85 @@ fn read_pass(
     restatement.revision = archive.next_revision(&pending.customer)?;
     Ok(PassInputs {
         restatement,
+        late: pending.devices.clone(),
         reader: archive.reader(),
     })
 }
 
 /// What a pass's windows are computed from: the restatement, whose `from`
-/// is the start of the first window restated (the floor), and a reader.
+/// is the start of the first window restated (the floor), the devices'
+/// late readings ([`Pending::devices`]), and a reader.
 struct PassInputs {
     restatement: Restatement,
+    late: HashMap<Id, RangeInclusive<EventTime>>,
     reader: archive::Reader,
+}
+
+/// A pass's windows: every one of the customer's from the floor (its
+/// journey folds them all), and, for each device with late data, its first
+/// reading after its latest late one: its windows starting after that
+/// hold what they held (absent: none after it yet).
+struct Windows {
+    records: Vec<Output>,
+    changed_through: HashMap<Id, EventTime>,
+}
+
+impl Windows {
+    /// Keeps what the late data changed: the windows of the devices with
+    /// late data from their earliest late reading through their first
+    /// reading after the latest, and the customer's windows holding one of
+    /// those. The stores keep the others as they are, and a pass of a
+    /// week-old reading writes a few windows, not a week of them.
+    fn changed(mut self, pending: &Pending) -> Vec<Output> {
+        let device_changed = |d: &fleetpulse_engine::DeviceKpi| {
+            let through = self.changed_through.get(&d.device);
+            pending.restates(&d.device, d.window_end)
+                && through.is_none_or(|through| d.window_start <= *through)
+        };
+        if pending.devices.is_empty() {
+            // A row of an earlier build: which devices is not known.
+            return self.records;
+        }
+        let holding: HashSet<(Id, EventTime)> = (self.records.iter())
+            .filter_map(|r| match r {
+                Output::Device(d) if device_changed(d) => Some((d.window.clone(), d.window_end)),
+                _ => None,
+            })
+            .collect();
+        self.records.retain(|r| match r {
+            Output::Device(d) => device_changed(d),
+            Output::Customer(k) => holding.contains(&(k.window.clone(), k.window_end)),
+            _ => true,
+        });
+        self.records
+    }
 }
 
 impl PassInputs {
     /// The customer's batches from the floor (and each device's last one
     /// before), read, and its windows computed again with the engine's
     /// arithmetic.
-    fn windows(self, engine: &EngineConfig) -> Result<Vec<Output>, ArchiveError> {
+    fn windows(self, engine: &EngineConfig) -> Result<Windows, ArchiveError> {
         let started = std::time::Instant::now();
         let Self {
             restatement,
+            late,
             mut reader,
         } = self;
         let (customer, floor) = (&restatement.customer, restatement.from);
         let archive::FromFloor { batches, earlier } = reader.from_floor(customer, floor)?;
         let read = started.elapsed();
+        let mut changed_through: HashMap<Id, EventTime> = HashMap::new();
+        for b in batches.iter().chain(&earlier) {
+            let Some(late) = late.get(&b.device).filter(|_| b.customer == *customer) else {
+                continue;
+            };
+            let after = b.samples.partition_point(|s| s.at <= *late.end());
+            if let Some(next) = b.samples.get(after) {
+                let through = changed_through.entry(b.device.clone()).or_insert(next.at);
+                *through = (*through).min(next.at);
+            }
+        }
         let records = restatement.windows(engine, earlier, batches);
         tracing::debug!(
             customer = %restatement.customer,
@@ -1165,7 +1222,10 @@ impl PassInputs {
             micros = started.elapsed().as_micros() as u64,
             "windows restated"
         );
-        Ok(records)
+        Ok(Windows {
+            records,
+            changed_through,
+        })
     }
 
     /// Reads and computes on a thread of its own: the corrections thread
@@ -1199,7 +1259,7 @@ struct Started {
 /// A pass whose windows a thread of its own computes.
 struct Computing {
     pass: Started,
-    records: std_mpsc::Receiver<Result<Vec<Output>, ArchiveError>>,
+    records: std_mpsc::Receiver<Result<Windows, ArchiveError>>,
 }
 
 /// Goes on with the passes whose windows are computed.
@@ -1350,5 +1410,97 @@ mod tests {
             retracted(false),
             [(Rule::HealthRed, 10, AlertStatus::Retracted)]
         );
+    }
+
+    /// A device late by one reading a week ago: the pass computes every
+    /// window since, the stores get only those the reading changed.
+    #[test]
+    fn a_pass_writes_only_the_windows_its_late_readings_changed() {
+        const H: EventTime = 3_600_000;
+        let device = |id: &str, window: &str, start: EventTime, end: EventTime| {
+            Output::Device(fleetpulse_engine::DeviceKpi {
+                customer: "a".into(),
+                device: id.into(),
+                window: window.into(),
+                window_start: start,
+                window_end: end,
+                ..Default::default()
+            })
+        };
+        let customer = |window: &str, start: EventTime, end: EventTime| {
+            Output::Customer(fleetpulse_engine::CustomerKpi {
+                customer: "a".into(),
+                window: window.into(),
+                window_start: start,
+                window_end: end,
+                ..Default::default()
+            })
+        };
+        let mut records = Vec::new();
+        for hour in 9..14 {
+            for id in ["d1", "d2", "d3"] {
+                records.push(device(id, "1h", hour * H, (hour + 1) * H));
+            }
+            records.push(customer("1h", hour * H, (hour + 1) * H));
+        }
+        for day in 0..7 {
+            records.push(device("d1", "1d", day * 24 * H, (day + 1) * 24 * H));
+            records.push(customer("1d", day * 24 * H, (day + 1) * 24 * H));
+        }
+        let pending = Pending {
+            customer: "a".into(),
+            from: 10 * H + H / 2,
+            due: 0,
+            first_pass_done: false,
+            final_done: false,
+            generation: 1,
+            // d1 late at 10:30, its next reading at 11:05; d3 late at
+            // 12:10, nothing after it yet.
+            devices: [
+                ("d1".into(), 10 * H + H / 2..=10 * H + H / 2),
+                ("d3".into(), 12 * H + H / 6..=12 * H + H / 6),
+            ]
+            .into(),
+        };
+        let windows = Windows {
+            records,
+            changed_through: [("d1".into(), 11 * H + H / 12)].into(),
+        };
+        let kept: Vec<(String, String, EventTime)> = (windows.changed(&pending).iter())
+            .map(|r| match r {
+                Output::Device(d) => (d.device.to_string(), d.window.to_string(), d.window_end / H),
+                Output::Customer(k) => ("*".into(), k.window.to_string(), k.window_end / H),
+                other => panic!("not a window: {other:?}"),
+            })
+            .collect();
+        let want: Vec<(String, String, EventTime)> = [
+            ("d1", "1h", 11),
+            ("*", "1h", 11),
+            ("d1", "1h", 12),
+            ("*", "1h", 12),
+            ("d3", "1h", 13),
+            ("*", "1h", 13),
+            ("d3", "1h", 14),
+            ("*", "1h", 14),
+            ("d1", "1d", 24),
+            ("*", "1d", 24),
+        ]
+        .iter()
+        .map(|(d, w, end)| (d.to_string(), w.to_string(), *end))
+        .collect();
+        assert_eq!(kept, want);
+        // A row of an earlier build, without its devices: all of them.
+        let all = Windows {
+            records: vec![
+                device("d2", "1h", 20 * H, 21 * H),
+                customer("1h", 20 * H, 21 * H),
+            ],
+            changed_through: HashMap::new(),
+        };
+        let earlier = Pending {
+            devices: HashMap::new(),
+            ..pending
+        };
+        assert_eq!(all.changed(&earlier).len(), 2);
     }
 }
