@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 use fleetpulse_engine::{
     AlertRecord, CustomerKpi, DeviceBatch, DeviceKpi, EventTime, Id, JourneyState, Output,
 };
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, params};
 
 const DAY_MS: u64 = 86_400_000;
@@ -236,6 +237,12 @@ fn open(path: &Path, schema: &str) -> Result<Connection, ArchiveError> {
          {schema}"
     ))
     .map_err(|e| fail(path, e))?;
+    // A file's log is copied into it as it grows, not again at the close:
+    // a day file closes to be deleted (the horizon passed it), or at the
+    // stop, which a month of day files' checkpoints held up. The log stays
+    // beside the file and is read at the next open.
+    (conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true))
+        .map_err(|e| fail(path, e))?;
     Ok(conn)
 }
 
