@@ -21,7 +21,7 @@ use support::fleets::publish_options;
 use support::in_process;
 use support::late::{DARK_CUSTOMERS, dark_fleet};
 use support::servers::{InfluxDb1, Mosquitto, NO_LOSS, VictoriaMetrics};
-use support::tables::{assert_same_as_in_order, rows};
+use support::tables::{assert_same_as_in_order, in_order, rows};
 use support::truth::{
     assert_table_equal, every_store, influx_table, sqlite_customer_table, truth_table,
     victoria_table,
@@ -60,20 +60,6 @@ fn sqlite(path: &Path) -> SinkConfig {
     })
 }
 
-/// The fleet of [`spec`] without outages (every reading in event-time
-/// order) run as `client` into a SQLite store: its directory and store.
-async fn in_order(mosquitto: &Mosquitto, client: &str) -> (tempfile::TempDir, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let fleet = Fleet::generate(&spec(0));
-    let db = dir.path().join("kpi.sqlite");
-    let cfg = config(mosquitto, dir.path(), &fleet, client, vec![sqlite(&db)]);
-    let publish = publish_options(mosquitto, &format!("{client}-sim"));
-    let run = drive(cfg, &fleet, publish).await.unwrap();
-    assert_eq!(run.metrics.rejected_total(), 0);
-    assert_eq!(run.metrics.late_admitted.load(Relaxed), 0);
-    (dir, db)
-}
-
 /// Publishes `messages`, waits until the service handled `handled` in all,
 /// then long enough for a restatement pass (once a second) and what it
 /// sends.
@@ -98,7 +84,7 @@ async fn buffered_uploads_restate_every_store_to_the_ground_truth() {
     let vm = VictoriaMetrics::start();
 
     // The reference: the same readings, in event-time order.
-    let (_reference_dir, reference_db) = in_order(&mosquitto, "late-reference").await;
+    let (_reference_dir, reference_db) = in_order(&mosquitto, &spec(8), "late-reference").await;
 
     let dir = tempfile::tempdir().unwrap();
     let fleet = Fleet::generate(&spec(8));
@@ -249,7 +235,7 @@ async fn devices_dark_raised_during_an_outage_is_retracted_when_the_buffer_arriv
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_dead_letters_restores_data_refused_as_too_late() {
     let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let (_reference_dir, reference_db) = in_order(&mosquitto, "replay-reference").await;
+    let (_reference_dir, reference_db) = in_order(&mosquitto, &spec(0), "replay-reference").await;
 
     let dir = tempfile::tempdir().unwrap();
     let fleet = Fleet::generate(&spec(8));

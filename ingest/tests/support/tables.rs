@@ -2,7 +2,11 @@
 //! backfilled data against one that had every reading in time.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use fleetpulse_sim::{Fleet, FleetSpec};
+
+use super::servers::Mosquitto;
 
 /// The window and journey tables.
 pub const TABLES: [&str; 7] = [
@@ -112,4 +116,35 @@ pub fn rows(path: &Path, table: &str) -> (BTreeMap<String, Vec<(String, String)>
         out.insert(key, fields);
     }
     (out, revision)
+}
+
+/// The fleet of `spec` without its outages (every reading in event-time
+/// order) run in process as `client` into a SQLite store: its directory
+/// and store, the reference of [`assert_same_as_in_order`].
+pub async fn in_order(
+    mosquitto: &Mosquitto,
+    spec: &FleetSpec,
+    client: &str,
+) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = Fleet::generate(&FleetSpec {
+        store_and_forward: 0,
+        ..spec.clone()
+    });
+    let customers = dir.path().join("customers.toml");
+    fleetpulse::sim::write_files(&fleet, None, Some(&customers)).unwrap();
+    let (host, port) = (mosquitto.host(), mosquitto.port());
+    let config = super::in_process::durable(host, port, client, &customers, dir.path());
+    let publish = super::fleets::publish_options(mosquitto, &format!("{client}-sim"));
+    let run = fleetpulse::drive::drive(config, &fleet, publish)
+        .await
+        .unwrap();
+    assert_eq!(run.metrics.rejected_total(), 0);
+    let late = run
+        .metrics
+        .late_admitted
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(late, 0, "the reference has every reading in time");
+    let db = dir.path().join("kpi.sqlite");
+    (dir, db)
 }
