@@ -58,54 +58,97 @@ impl Restatement {
         earlier: Vec<DeviceBatch>,
         batches: Vec<DeviceBatch>,
     ) -> Vec<Output> {
-        let floor = self.floor(config);
-        let mut all: Vec<DeviceBatch> = earlier
-            .into_iter()
-            .chain(batches)
-            .filter(|b| b.customer == self.customer && !b.samples.is_empty())
-            .collect();
-        all.sort_by(|a, b| processing_order(a).cmp(&processing_order(b)));
+        let mut fold = self.fold(config);
+        fold.add(earlier.into_iter().chain(batches).collect());
+        fold.finish()
+    }
 
-        let mut memories: DeviceMap<DeviceMemory> = DeviceMap::default();
-        let mut ids = WindowIds::default();
-        let mut open: Vec<BTreeMap<EventTime, OpenWindow>> =
-            config.windows.iter().map(|_| BTreeMap::new()).collect();
+    /// [`Self::windows`] taking the batches in parts, so a caller need not
+    /// hold them all: each device's batches must come in parts of
+    /// increasing time (its part holding its baseline first), which a day
+    /// at a time, each device's baseline with its first day, is.
+    pub fn fold<'c>(&self, config: &'c EngineConfig) -> Fold<'c> {
+        Fold {
+            restatement: self.clone(),
+            config,
+            floor: self.floor(config),
+            memories: DeviceMap::default(),
+            ids: WindowIds::default(),
+            open: config.windows.iter().map(|_| BTreeMap::new()).collect(),
+        }
+    }
+}
+
+/// A restatement under way: the devices' memories and the windows open so
+/// far ([`Restatement::fold`]).
+pub struct Fold<'c> {
+    restatement: Restatement,
+    config: &'c EngineConfig,
+    floor: EventTime,
+    memories: DeviceMap<DeviceMemory>,
+    ids: WindowIds,
+    open: Vec<BTreeMap<EventTime, OpenWindow>>,
+}
+
+impl Fold<'_> {
+    /// Applies a part of the batches, each device's in processing order.
+    pub fn add(&mut self, mut batches: Vec<DeviceBatch>) {
+        let Self {
+            restatement,
+            config,
+            floor,
+            memories,
+            ids,
+            open,
+        } = self;
+        batches.retain(|b| b.customer == restatement.customer && !b.samples.is_empty());
+        batches.sort_by(|a, b| processing_order(a).cmp(&processing_order(b)));
         let (mut gaps, mut resets, mut usage) = (0i64, 0u64, Vec::new());
-        for batch in all {
+        for batch in batches {
             let memory = memories.get_or_default(&batch.customer, &batch.device);
             // A duplicate or a batch too old to place adds nothing, as live.
             let _ = memory.apply(batch, &mut gaps, &mut resets, &mut usage);
             for reading in usage.drain(..) {
-                if reading.sample.at < floor {
+                if reading.sample.at < *floor {
                     continue; // Only the baseline of the next increment.
                 }
                 let device = ids.device(&reading);
                 for (spec, windows) in config.windows.iter().zip(open.iter_mut()) {
                     let (start, end) =
                         config.window_bounds(spec, &reading.customer, reading.sample.at);
-                    if end <= self.from || end > self.through {
+                    if end <= restatement.from || end > restatement.through {
                         continue;
                     }
                     windows
                         .entry(end)
                         .or_default()
-                        .add(&mut ids, device, start, &reading);
+                        .add(ids, device, start, &reading);
                 }
             }
         }
+    }
 
+    /// The restated records of every window the batches touched.
+    pub fn finish(self) -> Vec<Output> {
+        let Self {
+            restatement,
+            config,
+            ids,
+            open,
+            ..
+        } = self;
         let mut out = Vec::new();
         for (index, (spec, windows)) in config.windows.iter().zip(open).enumerate() {
             for (end, window) in windows {
                 window.finish(&ids, index, spec, end, |part| {
                     out.push(match part {
                         WindowPart::Device(mut d) => {
-                            d.revision = self.revision;
+                            d.revision = restatement.revision;
                             Output::Device(d)
                         }
                         WindowPart::Customer(c) => {
                             let mut k = c.totals.finish(spec, c.start, end, config);
-                            k.revision = self.revision;
+                            k.revision = restatement.revision;
                             Output::Customer(k)
                         }
                     })

@@ -236,6 +236,63 @@ fn an_outage_across_a_daylight_saving_day_is_restated_exactly() {
     }
 }
 
+/// A pass reads the archive a day file at a time: the windows folded from
+/// the batches in UTC-day parts, each device's baseline with the part it
+/// is first met in, equal those folded from all of them at once (a Berlin
+/// customer's local days straddle two parts; one device is silent on the
+/// floor's day and met again days later).
+#[test]
+fn windows_folded_a_day_at_a_time_equal_those_folded_at_once() {
+    const DAY: u64 = 24 * HOUR_MS;
+    let config = config();
+    for customer in ["acme", "bolt"] {
+        let mut fleet = device(customer, "exc-1", 120, 10..60, Upload::Shuffled(3));
+        let silent = device(customer, "exc-2", 120, 0..0, Upload::InOrder);
+        fleet.extend((silent.into_iter()).filter(|(_, b)| !(40..75).contains(&(b.sequence - 1))));
+        let batches: Vec<DeviceBatch> = fleet.into_iter().map(|(_, b)| b).collect();
+        let restatement = Restatement {
+            customer: customer.into(),
+            from: T0 + 50 * HOUR_MS,
+            through: T0 + 110 * HOUR_MS,
+            revision: 1,
+        };
+        let floor = restatement.floor(&config);
+        let (before, after): (Vec<_>, Vec<_>) =
+            batches.into_iter().partition(|b| b.first_at() < floor);
+        let mut earlier: BTreeMap<String, DeviceBatch> = BTreeMap::new();
+        for b in before {
+            let last = earlier
+                .entry(b.device.to_string())
+                .or_insert_with(|| b.clone());
+            if b.first_at() > last.first_at() {
+                *last = b;
+            }
+        }
+        let whole =
+            restatement.windows(&config, earlier.values().cloned().collect(), after.clone());
+
+        let mut days: BTreeMap<u64, Vec<DeviceBatch>> = BTreeMap::new();
+        for b in after {
+            days.entry(b.first_at() / DAY).or_default().push(b);
+        }
+        assert!(days.len() >= 3, "{customer}: {} days", days.len());
+        let mut fold = restatement.fold(&config);
+        for (_, day) in days {
+            let mut part: Vec<DeviceBatch> = Vec::new();
+            for b in &day {
+                if let Some(baseline) = earlier.remove(&*b.device) {
+                    part.push(baseline);
+                }
+            }
+            part.extend(day);
+            fold.add(part);
+        }
+        let parts = fold.finish();
+        assert!(!whole.is_empty());
+        assert_eq!(normalise(&parts), normalise(&whole), "{customer}");
+    }
+}
+
 #[test]
 fn windows_still_open_are_left_to_the_live_dataflow() {
     let fleet = device("acme", "exc-1", 48, 5..20, Upload::InOrder);

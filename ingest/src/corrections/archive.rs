@@ -1531,35 +1531,66 @@ impl Reader {
         customer: &str,
         from: EventTime,
     ) -> Result<Vec<DeviceBatch>, ArchiveError> {
-        Ok(self.batches_split(customer, from, false)?.0)
-    }
-
-    /// [`Self::batches`]; with `split`, the day file holding `from` is read
-    /// whole and its batches before `from` come back beside (with the day).
-    fn batches_split(
-        &mut self,
-        customer: &str,
-        from: EventTime,
-        split: bool,
-    ) -> Result<(Vec<DeviceBatch>, Option<DayRead>), ArchiveError> {
-        let (mut out, mut below) = (Vec::new(), None);
-        let days: Vec<u64> = (self.days.iter().copied())
-            .filter(|d| *d >= from / DAY_MS)
-            .collect();
-        for day in days {
+        let mut out = Vec::new();
+        for day in self.days_from(from) {
             let span = self.spans.get(&day).copied().unwrap_or(0);
             let (conn, path) = self.day(day)?;
-            if split && day == from / DAY_MS {
-                let whole = day_batches(conn, &path, customer, 0..EventTime::MAX, EventTime::MAX)?;
-                let (after, before) = whole.into_iter().partition(|b| b.first_at() >= from);
-                out = after;
-                below = Some((day, before));
-            } else {
-                let range = from..EventTime::MAX;
-                out.extend(day_batches(conn, &path, customer, range, span)?);
-            }
+            out.extend(day_batches(
+                conn,
+                &path,
+                customer,
+                from..EventTime::MAX,
+                span,
+            )?);
         }
-        Ok((out, below))
+        Ok(out)
+    }
+
+    /// The day files holding batches that start at or after `from`.
+    fn days_from(&self, from: EventTime) -> Vec<u64> {
+        (self.days.iter().copied())
+            .filter(|d| *d >= from / DAY_MS)
+            .collect()
+    }
+
+    /// What a pass from `floor` reads, a day file at a time: `each` gets,
+    /// for each day from the floor's on, the last batch before `floor` of
+    /// each device met for the first time that day (the baseline of its
+    /// first increment, [`Self::earlier`]), then the day's batches at or
+    /// after `floor` ([`Self::batches`]). A pass holds a day of its
+    /// customer, not every day since its floor; the day file holding the
+    /// floor is read once for both (its chunks straddle the floor).
+    pub fn each_day_from(
+        &mut self,
+        customer: &str,
+        floor: EventTime,
+        mut each: impl FnMut(Vec<DeviceBatch>, Vec<DeviceBatch>),
+    ) -> Result<(), ArchiveError> {
+        let (mut met, mut below) = (HashSet::new(), None);
+        for day in self.days_from(floor) {
+            let span = self.spans.get(&day).copied().unwrap_or(0);
+            let (conn, path) = self.day(day)?;
+            let batches = if day == floor / DAY_MS {
+                let whole = day_batches(conn, &path, customer, 0..EventTime::MAX, EventTime::MAX)?;
+                let (after, before) = whole.into_iter().partition(|b| b.first_at() >= floor);
+                below = Some((day, before));
+                after
+            } else {
+                day_batches(conn, &path, customer, floor..EventTime::MAX, span)?
+            };
+            let new: HashSet<Id> = (batches.iter())
+                .filter(|b| !met.contains(&b.device))
+                .map(|b| b.device.clone())
+                .collect();
+            let baselines = if new.is_empty() {
+                Vec::new()
+            } else {
+                self.earlier_than(customer, &new, floor, below.clone())?
+            };
+            met.extend(new);
+            each(baselines, batches);
+        }
+        Ok(())
     }
 
     /// The last batch before `before` of each of `devices` of `customer`
@@ -1574,18 +1605,19 @@ impl Reader {
         self.earlier_than(customer, devices, before, None)
     }
 
-    /// What a pass from `floor` reads: `customer`'s batches from `floor` on
-    /// ([`Self::batches`]) and the last batch before `floor` of each of
-    /// their devices ([`Self::earlier`]), with the day file holding `floor`
-    /// read once for both (its chunks straddle the floor).
+    /// What a pass from `floor` reads, all at once: [`Self::each_day_from`]
+    /// gathered.
     pub fn from_floor(
         &mut self,
         customer: &str,
         floor: EventTime,
     ) -> Result<FromFloor, ArchiveError> {
-        let (batches, below) = self.batches_split(customer, floor, true)?;
-        let devices: HashSet<Id> = batches.iter().map(|b| b.device.clone()).collect();
-        let earlier = self.earlier_than(customer, &devices, floor, below)?;
+        let (mut batches, mut earlier) = (Vec::new(), Vec::new());
+        self.each_day_from(customer, floor, |baselines, day| {
+            earlier.extend(baselines);
+            batches.extend(day);
+        })?;
+        earlier.sort_by(|a: &DeviceBatch, b| a.device.cmp(&b.device));
         Ok(FromFloor { batches, earlier })
     }
 

@@ -1198,27 +1198,29 @@ impl PassInputs {
             mut reader,
         } = self;
         let (customer, floor) = (&restatement.customer, restatement.from);
-        let archive::FromFloor { batches, earlier } = reader.from_floor(customer, floor)?;
-        let read = started.elapsed();
         let mut changed_through: HashMap<Id, EventTime> = HashMap::new();
-        for b in batches.iter().chain(&earlier) {
-            let Some(late) = late.get(&b.device).filter(|_| b.customer == *customer) else {
-                continue;
-            };
-            let after = b.samples.partition_point(|s| s.at <= *late.end());
-            if let Some(next) = b.samples.get(after) {
-                let through = changed_through.entry(b.device.clone()).or_insert(next.at);
-                *through = (*through).min(next.at);
+        let mut fold = restatement.fold(engine);
+        reader.each_day_from(customer, floor, |mut batches, day| {
+            batches.extend(day);
+            for b in &batches {
+                let Some(late) = late.get(&b.device).filter(|_| b.customer == *customer) else {
+                    continue;
+                };
+                let after = b.samples.partition_point(|s| s.at <= *late.end());
+                if let Some(next) = b.samples.get(after) {
+                    let through = changed_through.entry(b.device.clone()).or_insert(next.at);
+                    *through = (*through).min(next.at);
+                }
             }
-        }
-        let records = restatement.windows(engine, earlier, batches);
+            fold.add(batches);
+        })?;
+        let records = fold.finish();
         tracing::debug!(
             customer = %restatement.customer,
             from = restatement.from,
             bound = restatement.through,
             revision = restatement.revision,
             windows = records.len(),
-            read_micros = read.as_micros() as u64,
             micros = started.elapsed().as_micros() as u64,
             "windows restated"
         );
