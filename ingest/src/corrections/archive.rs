@@ -384,8 +384,8 @@ fn day_batches(
     ))
     .map_err(|e| fail(path, e))?;
     // Bodies are decoded where SQLite holds them: a chunk is about a
-    // mebibyte, and a copy of each into a buffer of its own cost a pass
-    // more in fresh pages than the decoding.
+    // mebibyte, and a copy of each into a buffer of its own was a mebibyte
+    // of fresh pages to fault in per chunk.
     let mut rows = (select.query(params![customer, from, to])).map_err(|e| fail(path, e))?;
     while let Some(row) = rows.next().map_err(|e| fail(path, e))? {
         out.push(decode(path, blob(path, row, 0)?)?);
