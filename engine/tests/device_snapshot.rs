@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{T0, normalise};
+use common::{T0, device_rows, normalise};
 use fleetpulse_engine::config::HOUR_MS;
 use fleetpulse_engine::run::run_batches;
 use fleetpulse_engine::{
@@ -193,8 +193,10 @@ fn a_late_redelivery_of_a_batch_still_waiting_for_the_frontier_drops_nothing() {
     let fleet = fleet();
     let reference =
         run_batches(config(DeviceBoard::default()), 2, LATENESS, fleet.clone()).unwrap();
+    let lane_0: Vec<DeviceBatch> = fleet.iter().filter(|b| lane(b) == 0).cloned().collect();
+    let redelivered = lane_0[..lane_0.len() / 2].to_vec();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let outputs = runtime.block_on(with_a_redelivery(fleet));
+    let outputs = runtime.block_on(through_two_lanes(fleet, redelivered));
     assert_eq!(
         normalise(&outputs),
         normalise(&reference.outputs),
@@ -202,9 +204,58 @@ fn a_late_redelivery_of_a_batch_still_waiting_for_the_frontier_drops_nothing() {
     );
 }
 
-/// The fleet through two lanes of two workers, half of lane 0's batches
-/// sent again late while they wait for lane 1.
-async fn with_a_redelivery(fleet: Vec<DeviceBatch>) -> Vec<Output> {
+/// A device's buffer arrives late while its earlier batches still wait for
+/// the other lane's frontier (that lane's intake is behind). The late
+/// readings are the baseline of the readings after them only: the waiting
+/// batches count from their own predecessors (they counted nothing, being
+/// older than the absorbed reading), and every device window emitted
+/// equals the one of a run with every reading in time.
+#[test]
+fn a_late_buffer_absorbed_while_earlier_batches_wait_leaves_their_increments_whole() {
+    let fleet = fleet();
+    let in_order = run_batches(config(DeviceBoard::default()), 2, LATENESS, fleet.clone()).unwrap();
+    let device = (fleet.iter())
+        .find(|b| lane(b) == 0 && &*b.device != "quiet")
+        .map(|b| (b.customer.clone(), b.device.clone()))
+        .unwrap();
+    let buffered = |b: &DeviceBatch| {
+        (b.customer.clone(), b.device.clone()) == device
+            && (T0 + 30 * HOUR_MS..T0 + 40 * HOUR_MS).contains(&b.first_at())
+    };
+    let (late, in_time): (Vec<_>, Vec<_>) = fleet.into_iter().partition(buffered);
+    assert_eq!(late.len(), 10);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let outputs = runtime.block_on(through_two_lanes(in_time, late));
+    let want: std::collections::HashMap<_, _> = device_rows(&in_order.outputs, "1h")
+        .into_iter()
+        .map(|k| ((k.customer.clone(), k.device.clone(), k.window_start), k))
+        .collect();
+    let got = device_rows(&outputs, "1h");
+    assert_eq!(
+        got.len(),
+        want.len() - 10,
+        "the buffer's windows are restated, not emitted"
+    );
+    for k in got {
+        let key = (k.customer.clone(), k.device.clone(), k.window_start);
+        assert_eq!(
+            normalise(&[Output::Device(k)]),
+            normalise(&[Output::Device(want[&key].clone())]),
+            "{key:?}"
+        );
+    }
+}
+
+/// The lane (of two, over two workers) of a batch's device.
+fn lane(b: &DeviceBatch) -> usize {
+    fleetpulse_engine::lane_of(&b.customer, &b.device, 2, 2)
+}
+
+/// `fleet` through two lanes of two workers; then `late` (lane 0's
+/// batches) on lane 0 below its time, while lane 0's batches wait for
+/// lane 1, which comes in last.
+async fn through_two_lanes(fleet: Vec<DeviceBatch>, late: Vec<DeviceBatch>) -> Vec<Output> {
+    assert!(late.iter().all(|b| lane(b) == 0));
     let (events, mut received) = tokio::sync::mpsc::channel(64);
     let options = EngineOptions {
         workers: 2,
@@ -221,18 +272,16 @@ async fn with_a_redelivery(fleet: Vec<DeviceBatch>) -> Vec<Output> {
         outputs
     });
     let mut lanes = engine.split(2);
-    let lane = |b: &DeviceBatch| fleetpulse_engine::lane_of(&b.customer, &b.device, 2, 2);
-    // Every lane's batches go in and it advances to their watermark, lane 0
-    // first: lane 1 still holds the frontier back, so lane 0's batches wait.
+    // Lane 0's batches go in and it advances to their watermark: lane 1
+    // still holds the frontier back, so they wait.
     let end = fleet.iter().map(DeviceBatch::last_at).max().unwrap() + 1;
-    let (first, second): (Vec<_>, Vec<_>) = fleet.iter().cloned().partition(|b| lane(b) == 0);
+    let (first, second): (Vec<_>, Vec<_>) = fleet.into_iter().partition(|b| lane(b) == 0);
     assert!(!first.is_empty() && !second.is_empty());
-    lanes[0].send_all(first.clone()).await.unwrap();
+    lanes[0].send_all(first).await.unwrap();
     lanes[0].advance(end).await.unwrap();
-    // The redelivery, below lane 0's time now.
-    let redelivered: Vec<DeviceBatch> = first.iter().take(first.len() / 2).cloned().collect();
-    lanes[0].send_all(redelivered).await.unwrap();
-    // Lane 1 comes in once lane 0's worker has taken the redelivery in.
+    // The late batches, below lane 0's time now.
+    lanes[0].send_all(late).await.unwrap();
+    // Lane 1 comes in once lane 0's worker has taken them in.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     lanes[1].send_all(second).await.unwrap();
     lanes[1].advance(end).await.unwrap();

@@ -285,6 +285,13 @@ pub struct DeviceMemory {
     sequences: UnitSequences,
     /// Last cumulative readings; `None` before the first reading.
     last: Option<Cumulative>,
+    /// The newest reading of the late batches absorbed since, not yet
+    /// placed: it becomes `last` when a reading at or after it is applied.
+    /// Batches still waiting for the frontier (another worker's input holds
+    /// it back) may be older than a late one, and count from `last`.
+    /// Not in snapshots: see [`Self::for_snapshot`].
+    #[serde(skip)]
+    ahead: Option<Cumulative>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -337,6 +344,7 @@ impl DeviceMemory {
             ..
         } = batch;
         for sample in samples {
+            self.place_ahead(sample.at);
             let increments = match self.last {
                 Some(last) if sample.at >= last.at => {
                     let new_unit = unit_epoch > last.epoch;
@@ -395,10 +403,11 @@ impl DeviceMemory {
 
     /// Takes in a batch that arrived after its windows closed (ingest
     /// archived it and restates those windows): its sequence is marked
-    /// seen, and its last reading becomes the device's baseline if newer
-    /// than the one held, so the next live reading's increment starts from
-    /// it. Nothing goes to a window. `Err` with the dedup verdict for a
-    /// batch seen before.
+    /// seen, and its last reading becomes the device's baseline for the
+    /// first reading applied after it, so the next live reading's increment
+    /// starts from it; readings still waiting that are older keep theirs.
+    /// Nothing goes to a window. `Err` with the dedup verdict for a batch
+    /// seen before.
     pub fn absorb(&mut self, batch: &DeviceBatch, gaps: &mut i64) -> Result<(), Admission> {
         match (self.sequences).admit(batch.unit_epoch, batch.sequence, gaps, true) {
             Admission::Duplicate => return Err(Admission::Duplicate),
@@ -406,8 +415,9 @@ impl DeviceMemory {
         }
         if let Some(sample) = batch.samples.last()
             && self.last.is_none_or(|last| sample.at > last.at)
+            && self.ahead.is_none_or(|ahead| sample.at > ahead.at)
         {
-            self.last = Some(Cumulative {
+            self.ahead = Some(Cumulative {
                 at: sample.at,
                 epoch: batch.unit_epoch,
                 operating_hours: sample.operating_hours,
@@ -416,6 +426,30 @@ impl DeviceMemory {
             });
         }
         Ok(())
+    }
+
+    /// Makes the absorbed reading the baseline once a reading at `at` (not
+    /// older) is applied.
+    fn place_ahead(&mut self, at: EventTime) {
+        if let Some(ahead) = self.ahead.take_if(|ahead| ahead.at <= at)
+            && self.last.is_none_or(|last| ahead.at > last.at)
+        {
+            self.last = Some(ahead);
+        }
+    }
+
+    /// The memory as a snapshot at `point` keeps it: every batch still
+    /// waiting starts at or after the point (the WAL replays them after a
+    /// restart), so an absorbed reading before it is placed; one after it
+    /// is left out, and the window of the next reading is restated from
+    /// the archive like the late batch's own.
+    pub fn for_snapshot(&self, point: EventTime) -> Self {
+        let mut memory = self.clone();
+        if let Some(ahead) = memory.ahead.filter(|ahead| ahead.at < point) {
+            memory.place_ahead(ahead.at);
+        }
+        memory.ahead = None;
+        memory
     }
 }
 
@@ -474,6 +508,7 @@ pub mod format_1 {
                     older: older.into_iter().map(|(e, w)| (e, window(w))).collect(),
                 },
                 last: old.last,
+                ahead: None,
             }
         }
     }
@@ -599,7 +634,7 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
                             key.clone(),
                             DeviceMemory {
                                 covered_to,
-                                ..memory.clone()
+                                ..memory.for_snapshot(covered_to)
                             },
                         )
                     });
@@ -952,6 +987,51 @@ mod tests {
             assert_eq!(hours, [0.0, 1.0, expected[0], expected[1]]);
             assert_eq!(resets, 0);
         }
+    }
+
+    /// A late reading absorbed while older batches still wait is their
+    /// baseline only once they are applied; a snapshot places it only when
+    /// it lies before the snapshot's point (every waiting batch is after).
+    #[test]
+    fn an_absorbed_reading_is_the_baseline_of_the_readings_after_it_only() {
+        let batch = |sequence, at, hours| DeviceBatch {
+            customer: "c".into(),
+            site: "s".into(),
+            device: "d".into(),
+            unit_epoch: 0,
+            sequence,
+            samples: vec![crate::Sample {
+                at,
+                operating_hours: hours,
+                ..Default::default()
+            }],
+        };
+        let (mut gaps, mut resets, mut out) = (0, 0, Vec::new());
+        let mut memory = DeviceMemory::default();
+        memory
+            .apply(batch(1, 10, 100.0), &mut gaps, &mut resets, &mut out)
+            .unwrap();
+        memory.absorb(&batch(5, 50, 105.0), &mut gaps).unwrap();
+        memory.absorb(&batch(4, 40, 104.0), &mut gaps).unwrap();
+        assert_eq!(
+            memory.for_snapshot(50).last.unwrap().at,
+            10,
+            "at the point: left out"
+        );
+        assert_eq!(
+            memory.for_snapshot(51).last.unwrap().at,
+            50,
+            "before it: placed"
+        );
+        for (sequence, at, hours) in [(2, 20, 101.0), (3, 30, 102.0), (6, 60, 106.0)] {
+            memory
+                .apply(batch(sequence, at, hours), &mut gaps, &mut resets, &mut out)
+                .unwrap();
+        }
+        let hours: Vec<f64> = out.iter().map(|u| u.increments.operating_hours).collect();
+        assert_eq!(hours, [0.0, 1.0, 1.0, 1.0]);
+        assert_eq!(resets, 0);
+        assert!(memory.ahead.is_none());
     }
 
     #[test]
