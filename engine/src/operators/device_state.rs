@@ -751,6 +751,11 @@ mod tests {
     /// Batch `sequence` of a unit sending one every ten minutes, working
     /// all the time.
     fn ten_minute_batch(sequence: u64) -> DeviceBatch {
+        one_reading(sequence, sequence * 600_000, sequence as f64 / 6.0)
+    }
+
+    /// Batch `sequence` of device `d` with one reading of its hour meter.
+    fn one_reading(sequence: u64, at: EventTime, operating_hours: f64) -> DeviceBatch {
         DeviceBatch {
             customer: "c".into(),
             site: "s".into(),
@@ -758,8 +763,8 @@ mod tests {
             unit_epoch: 0,
             sequence,
             samples: vec![crate::Sample {
-                at: sequence * 600_000,
-                operating_hours: sequence as f64 / 6.0,
+                at,
+                operating_hours,
                 ..Default::default()
             }],
         }
@@ -994,18 +999,7 @@ mod tests {
     /// it lies before the snapshot's point (every waiting batch is after).
     #[test]
     fn an_absorbed_reading_is_the_baseline_of_the_readings_after_it_only() {
-        let batch = |sequence, at, hours| DeviceBatch {
-            customer: "c".into(),
-            site: "s".into(),
-            device: "d".into(),
-            unit_epoch: 0,
-            sequence,
-            samples: vec![crate::Sample {
-                at,
-                operating_hours: hours,
-                ..Default::default()
-            }],
-        };
+        let batch = one_reading;
         let (mut gaps, mut resets, mut out) = (0, 0, Vec::new());
         let mut memory = DeviceMemory::default();
         memory
