@@ -327,6 +327,9 @@ async fn every_endpoint_answers_as_documented() {
         status["messages_accepted"].as_u64(),
         Some(published.messages)
     );
+    // One store, caught up: it wrote every record the engine emitted.
+    assert!(status["records_emitted"].as_u64() > Some(0), "{status}");
+    assert_eq!(status["records_written"], status["records_emitted"]);
 
     // The ranked list: every customer, ranked.
     let list = api.get("/api/customers", 200).await;

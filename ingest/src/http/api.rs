@@ -927,6 +927,12 @@ struct StatusDoc {
     messages_accepted: u64,
     /// Messages refused.
     messages_rejected: u64,
+    /// KPI records the engine emitted (restatements not counted).
+    records_emitted: u64,
+    /// KPI records the stores wrote, summed over the stores (restated ones
+    /// too): below `records_emitted` times their number, the stores are
+    /// behind what the API shows.
+    records_written: u64,
     /// One entry per AEMP source.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     aemp: Vec<crate::source::aemp::metrics::SourceStatus>,
@@ -961,6 +967,8 @@ pub async fn status(
                 .load(std::sync::atomic::Ordering::Relaxed)
         }),
         messages_rejected: counter(|m| m.rejected_total()),
+        records_emitted: counter(|m| m.records_emitted.load(std::sync::atomic::Ordering::Relaxed)),
+        records_written: counter(|m| m.records_written.load(std::sync::atomic::Ordering::Relaxed)),
         aemp: metrics
             .as_deref()
             .map_or_else(Vec::new, |m| m.aemp.status()),

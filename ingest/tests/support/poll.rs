@@ -27,9 +27,11 @@ pub async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 /// Polls `status` (the API's `/api/status`) every 200 ms until the view has
-/// settled: `taken_in` holds for it and its record count has not changed for
-/// 3 s (the watermark closes the days after the service's idle second).
-/// Fails after 300 s with the last status and `context()`, e.g. a log tail.
+/// settled: `taken_in` holds for it, its record count has not changed for
+/// 3 s (the watermark closes the days after the service's idle second), and
+/// the store has written every record the engine emitted (one store; under
+/// load it runs seconds behind the view). Fails after 300 s with the last
+/// status and `context()`, e.g. a log tail.
 pub async fn until_settled(
     mut status: impl AsyncFnMut() -> serde_json::Value,
     taken_in: impl Fn(&serde_json::Value) -> bool,
@@ -40,7 +42,8 @@ pub async fn until_settled(
     loop {
         let status = status().await;
         let records = status["records"].as_u64().unwrap();
-        if taken_in(&status) && records > 0 {
+        let stored = status["records_written"].as_u64() >= status["records_emitted"].as_u64();
+        if taken_in(&status) && records > 0 && stored {
             if records != last.0 {
                 last = (records, Instant::now());
             } else if last.1.elapsed() > Duration::from_secs(3) {
