@@ -347,6 +347,9 @@ fn run(
                     gauges.commits.fetch_add(1, Relaxed);
                     gauges.records.fetch_add(records as u64, Relaxed);
                     gauges.full.set_resumed();
+                    // Before the replies: whoever holds its acknowledgement
+                    // sees the durable LSN at or past its record.
+                    update(&gauges, &wal);
                     for waiter in waiting.drain(..) {
                         match waiter {
                             Waiter::One(lsn, reply) => {
