@@ -1488,7 +1488,7 @@ fn note_recompute(
 }
 
 /// One day file's batches already read, with the day.
-type DayRead = (u64, Vec<DeviceBatch>);
+type DayRead<'a> = (u64, &'a [DeviceBatch]);
 
 /// What a restatement pass reads ([`Reader::from_floor`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -1566,7 +1566,7 @@ impl Reader {
         floor: EventTime,
         mut each: impl FnMut(Vec<DeviceBatch>, Vec<DeviceBatch>),
     ) -> Result<(), ArchiveError> {
-        let (mut met, mut below) = (HashSet::new(), None);
+        let (mut met, mut below): (_, Option<(u64, Vec<DeviceBatch>)>) = (HashSet::new(), None);
         for day in self.days_from(floor) {
             let span = self.spans.get(&day).copied().unwrap_or(0);
             let (conn, path) = self.day(day)?;
@@ -1585,7 +1585,10 @@ impl Reader {
             let baselines = if new.is_empty() {
                 Vec::new()
             } else {
-                self.earlier_than(customer, &new, floor, below.clone())?
+                let read = below
+                    .as_ref()
+                    .map(|(day, batches)| (*day, batches.as_slice()));
+                self.earlier_than(customer, &new, floor, read)?
             };
             met.extend(new);
             each(baselines, batches);
@@ -1628,7 +1631,7 @@ impl Reader {
         customer: &str,
         devices: &HashSet<Id>,
         before: EventTime,
-        mut read: Option<DayRead>,
+        mut read: Option<DayRead<'_>>,
     ) -> Result<Vec<DeviceBatch>, ArchiveError> {
         let mut found: BTreeMap<Id, DeviceBatch> = BTreeMap::new();
         let days: Vec<u64> = (self.days.iter().rev().copied())
@@ -1639,7 +1642,11 @@ impl Reader {
                 break;
             }
             let batches = match read.take_if(|(at, _)| *at == day) {
-                Some((_, batches)) => batches,
+                // Only the devices asked for, not a copy of the whole day.
+                Some((_, batches)) => (batches.iter())
+                    .filter(|b| devices.contains(&b.device))
+                    .cloned()
+                    .collect(),
                 None => {
                     let (conn, path) = self.day(day)?;
                     day_batches(conn, &path, customer, 0..before, EventTime::MAX)?
