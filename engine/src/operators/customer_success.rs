@@ -469,11 +469,16 @@ fn newest_seen<'scope>(
 
 /// Each sighting, to the worker that owns its customer, and how far in
 /// event time this worker has taken in readings, to every worker whenever
-/// it moves: its newest sighting, or, when it is behind (idle, or no
-/// device of its sent anything newer), the input frontier plus the allowed
-/// lateness: a reading older than the frontier is refused as late, so none
-/// is still on its way to any worker live. The frontier is the least of all
-/// workers' inputs, so a worker with a backlog holds it back.
+/// it moves: the input frontier plus the allowed lateness. A reading older
+/// than the frontier is refused as late, so none older is still on its way
+/// to any worker; one within the lateness may be, live as in a replay. The
+/// frontier is the least of all workers' inputs, so a worker with a backlog
+/// holds it back, and a replay holds it below the earliest reading still
+/// to come. Not the newest reading taken in: a replay is not in event-time
+/// order (a take-over appends a removed member's records after the
+/// process's own), and judged at its newest reading, devices whose readings
+/// were still to come looked dark for days (a provisional devices_dark,
+/// retracted at the close).
 ///
 /// Both go through one exchange: a channel between two workers keeps its
 /// order, two channels do not. Sent apart, a worker's progress overtook its
@@ -488,7 +493,7 @@ fn sighting_signals<'scope>(
     sightings
         .unary_frontier(Pipeline, "SightingSignals", move |cap, _| {
             let mut held = Some(cap);
-            let (mut newest, mut sent): (EventTime, EventTime) = (0, 0);
+            let mut sent: EventTime = 0;
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     let Some(at) = cap.retain_least(0) else {
@@ -497,7 +502,6 @@ fn sighting_signals<'scope>(
                     };
                     let mut session = output.session(&at);
                     for s in data.drain(..) {
-                        newest = newest.max(s.at);
                         let to = owner(&s.customer, peers as u64);
                         session.give((to, Signal::Sighted(s)));
                     }
@@ -510,7 +514,7 @@ fn sighting_signals<'scope>(
                 if *cap.time() < at {
                     cap.downgrade(&at);
                 }
-                let progress = newest.max(at.saturating_add(lateness_ms));
+                let progress = at.saturating_add(lateness_ms);
                 if progress > sent {
                     sent = progress;
                     let mut session = output.session(&*cap);
