@@ -196,7 +196,7 @@ fn a_late_redelivery_of_a_batch_still_waiting_for_the_frontier_drops_nothing() {
     let lane_0: Vec<DeviceBatch> = fleet.iter().filter(|b| lane(b) == 0).cloned().collect();
     let redelivered = lane_0[..lane_0.len() / 2].to_vec();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let outputs = runtime.block_on(through_two_lanes(fleet, redelivered));
+    let outputs = runtime.block_on(through_two_lanes(fleet, redelivered, 0));
     assert_eq!(
         normalise(&outputs),
         normalise(&reference.outputs),
@@ -225,7 +225,7 @@ fn a_late_buffer_absorbed_while_earlier_batches_wait_leaves_their_increments_who
     let (late, in_time): (Vec<_>, Vec<_>) = fleet.into_iter().partition(buffered);
     assert_eq!(late.len(), 10);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let outputs = runtime.block_on(through_two_lanes(in_time, late));
+    let outputs = runtime.block_on(through_two_lanes(in_time, late, 10));
     let want: std::collections::HashMap<_, _> = device_rows(&in_order.outputs, "1h")
         .into_iter()
         .map(|k| ((k.customer.clone(), k.device.clone(), k.window_start), k))
@@ -253,8 +253,13 @@ fn lane(b: &DeviceBatch) -> usize {
 
 /// `fleet` through two lanes of two workers; then `late` (lane 0's
 /// batches) on lane 0 below its time, while lane 0's batches wait for
-/// lane 1, which comes in last.
-async fn through_two_lanes(fleet: Vec<DeviceBatch>, late: Vec<DeviceBatch>) -> Vec<Output> {
+/// lane 1, which comes in last, once `absorbed` of the late batches were
+/// absorbed.
+async fn through_two_lanes(
+    fleet: Vec<DeviceBatch>,
+    late: Vec<DeviceBatch>,
+    absorbed: u64,
+) -> Vec<Output> {
     assert!(late.iter().all(|b| lane(b) == 0));
     let (events, mut received) = tokio::sync::mpsc::channel(64);
     let options = EngineOptions {
@@ -279,10 +284,26 @@ async fn through_two_lanes(fleet: Vec<DeviceBatch>, late: Vec<DeviceBatch>) -> V
     assert!(!first.is_empty() && !second.is_empty());
     lanes[0].send_all(first).await.unwrap();
     lanes[0].advance(end).await.unwrap();
-    // The late batches, below lane 0's time now.
+    // The late batches, below lane 0's time now; a tick later, so the
+    // input hands them on (it holds what it takes in until its time moves).
     lanes[0].send_all(late).await.unwrap();
-    // Lane 1 comes in once lane 0's worker has taken them in.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    lanes[0].advance(end + 60_000).await.unwrap();
+    // Lane 1 comes in once lane 0's worker has taken them in: absorbed as
+    // late data (counted), or left to their waiting copies (not counted;
+    // given half a second). Before, they went in only as the inputs closed,
+    // and under load came after the frontier let the waiting batches
+    // through (the test failed once under two full suites at once).
+    let started = std::time::Instant::now();
+    while engine.stats().snapshot().late_absorbed < absorbed {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the late batches were not absorbed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    if absorbed == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
     lanes[1].send_all(second).await.unwrap();
     lanes[1].advance(end).await.unwrap();
     drop(lanes);

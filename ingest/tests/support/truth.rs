@@ -63,7 +63,13 @@ pub fn store_days(influx: &InfluxDb1, db: &str) -> Days {
     {
         let customer = series["tags"]["customer"].as_str().unwrap().to_string();
         for v in series["values"].as_array().unwrap() {
-            let n = |i: usize| v[i].as_f64().unwrap_or(f64::NAN);
+            // A point being written shows its fields one by one to a query
+            // that runs meanwhile (InfluxDB 1.x): a row with a null is one
+            // the store does not hold whole yet; its day counts as missing.
+            if v.as_array().unwrap().iter().any(|x| x.is_null()) {
+                continue;
+            }
+            let n = |i: usize| v[i].as_f64().unwrap();
             days.insert(
                 (customer.clone(), n(7) as u64 - DAY_MS),
                 (
