@@ -17,7 +17,7 @@ use fleetpulse::records::{Doc, RecordKind};
 use fleetpulse::sinks::SqliteStore;
 use fleetpulse_sim::Fleet;
 use support::fleets::{fleet, publish_options, write_customers};
-use support::servers::{Mosquitto, NO_LOSS, free_ports};
+use support::servers::{Mosquitto, NO_LOSS, free_ports, http_get};
 use support::service::{Service, write_service_config};
 
 /// Logged once per start, when the service is ready for telemetry.
@@ -115,6 +115,41 @@ impl Deployment {
         }
     }
 
+    /// Waits until the members took in at least `count` messages since
+    /// they started, and then none for 2 s: the broker holds nothing more
+    /// for them (a graceful stop leaves what it still holds there, and the
+    /// stored records would miss it).
+    async fn until_taken_in(&self, count: usize) {
+        let started = Instant::now();
+        let mut last = (0, Instant::now());
+        loop {
+            let received: u64 = (self.members.iter())
+                .map(|m| {
+                    let log = m.log();
+                    let addr = (log.lines())
+                        .filter(|l| l.contains("http listening"))
+                        .filter_map(|l| l.split("addr=").nth(1)?.split_whitespace().next())
+                        .next_back()
+                        .unwrap_or_else(|| panic!("no http port logged:\n{}", m.log_tail()));
+                    let status = http_get(&format!("http://{addr}/api/status")).unwrap();
+                    let status: serde_json::Value = serde_json::from_str(&status.text()).unwrap();
+                    status["messages_received"].as_u64().unwrap()
+                })
+                .sum();
+            if received != last.0 {
+                last = (received, Instant::now());
+            } else if received >= count as u64 && last.1.elapsed() > Duration::from_secs(2) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(180),
+                "{received} of at least {count} messages taken in:\n{}",
+                self.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     fn logs(&self) -> Vec<String> {
         self.members.iter().map(Service::log).collect()
     }
@@ -153,6 +188,12 @@ snapshot_every = "1s"
 
 [alerts]
 mqtt = false
+
+# Each member on a port of its own (logged): the test reads how many
+# messages it took in.
+[http]
+enabled = true
+listen = "127.0.0.1:0"
 
 [[sinks]]
 type = "sqlite"
@@ -434,9 +475,10 @@ async fn run(
         }
         eprintln!("{stop:?}: the stored journeys reached {caught_up:?} at the stop");
     }
+    let count = second.len();
     publish(&mosquitto, "journeys-sim", second).await;
     // Everything published is in: stop gracefully, closing every window.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    service.until_taken_in(count).await;
     service.stop();
     store_contents(&dir.path().join("kpi.sqlite"))
 }
