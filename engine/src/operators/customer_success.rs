@@ -106,7 +106,7 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
     ) -> StreamVec<'scope, EventTime, Output> {
         let pact = Exchange::new(|o: &Output| o.customer().map_or(0, |c| route(&**c)));
         let (index, peers) = (self.scope().index() as u64, self.scope().peers() as u64);
-        let signals = sighting_signals(sightings, config.allowed_lateness_ms);
+        let signals = sighting_signals(sightings, config.allowed_lateness_ms, config.tick_ms);
         let seen = newest_seen(self.clone())
             .map(Signal::Windows)
             .concat(signals);
@@ -469,16 +469,21 @@ fn newest_seen<'scope>(
 
 /// Each sighting, to the worker that owns its customer, and how far in
 /// event time this worker has taken in readings, to every worker whenever
-/// it moves: the input frontier plus the allowed lateness. A reading older
-/// than the frontier is refused as late, so none older is still on its way
-/// to any worker; one within the lateness may be, live as in a replay. The
+/// it moves: its newest sighting, kept between the input frontier plus the
+/// allowed lateness and a tick past that. A reading older than the
+/// frontier is refused as late, so none older is still on its way to any
+/// worker; one within the lateness may be, live as in a replay. The
 /// frontier is the least of all workers' inputs, so a worker with a backlog
 /// holds it back, and a replay holds it below the earliest reading still
-/// to come. Not the newest reading taken in: a replay is not in event-time
-/// order (a take-over appends a removed member's records after the
-/// process's own), and judged at its newest reading, devices whose readings
-/// were still to come looked dark for days (a provisional devices_dark,
-/// retracted at the close).
+/// to come.
+///
+/// Live, the newest sighting is at most a tick past that bound (inputs
+/// advance in whole ticks), and judging at it sends the alert with the
+/// first reading past the crossing, not a tick later. A replay is not in
+/// event-time order (a take-over appends a removed member's records after
+/// the process's own), and judged at its newest reading, devices whose
+/// readings were still to come looked dark for days (a provisional
+/// devices_dark, retracted at the close): hence the ceiling.
 ///
 /// Both go through one exchange: a channel between two workers keeps its
 /// order, two channels do not. Sent apart, a worker's progress overtook its
@@ -488,12 +493,13 @@ fn newest_seen<'scope>(
 fn sighting_signals<'scope>(
     sightings: StreamVec<'scope, EventTime, Sighting>,
     lateness_ms: u64,
+    tick_ms: u64,
 ) -> StreamVec<'scope, EventTime, Signal> {
     let (worker, peers) = (sightings.scope().index(), sightings.scope().peers());
     sightings
         .unary_frontier(Pipeline, "SightingSignals", move |cap, _| {
             let mut held = Some(cap);
-            let mut sent: EventTime = 0;
+            let (mut newest, mut sent): (EventTime, EventTime) = (0, 0);
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     let Some(at) = cap.retain_least(0) else {
@@ -502,6 +508,7 @@ fn sighting_signals<'scope>(
                     };
                     let mut session = output.session(&at);
                     for s in data.drain(..) {
+                        newest = newest.max(s.at);
                         let to = owner(&s.customer, peers as u64);
                         session.give((to, Signal::Sighted(s)));
                     }
@@ -514,7 +521,8 @@ fn sighting_signals<'scope>(
                 if *cap.time() < at {
                     cap.downgrade(&at);
                 }
-                let progress = at.saturating_add(lateness_ms);
+                let floor = at.saturating_add(lateness_ms);
+                let progress = newest.min(floor.saturating_add(tick_ms)).max(floor);
                 if progress > sent {
                     sent = progress;
                     let mut session = output.session(&*cap);
