@@ -493,6 +493,11 @@ fn run_worker(
         let park = if taken == 0 {
             Some(Duration::from_millis(1))
         } else {
+            // The sightings see what was handed over now, not when the input
+            // next moves a tick (a minute of event time): the reading that
+            // crosses a devices_dark threshold may not move it. (The exchange
+            // to the device state still sends on only as the tick closes.)
+            input.flush();
             Some(Duration::ZERO)
         };
         worker.step_or_park(park);

@@ -291,9 +291,10 @@ fn a_fast_catch_up_on_four_workers_retracts_no_provisional_alert() {
 /// Live, the provisional alert comes with the first reading past the
 /// crossing, though the inputs advance in whole ticks (a minute): devices
 /// 0 and 1 last report at 35:07:30, so two days later, at 83:07:30, they
-/// are dark; one reading of device 2 at 83:07:40 puts the frontier at
-/// 81:07 (83:07:40 less the lateness, down to the minute), and that reading
-/// alone must bring the alert.
+/// are dark. A reading of device 2 at 83:07:20 puts the frontier at 81:07
+/// (less the lateness, down to the minute): nothing yet. One of device 3 at
+/// 83:07:40 does not move the frontier, and that reading alone must bring
+/// the alert.
 #[test]
 fn the_alert_comes_with_the_first_reading_past_the_crossing() {
     let mut run = Run::start(1);
@@ -311,12 +312,13 @@ fn the_alert_comes_with_the_first_reading_past_the_crossing() {
         let at = |d| T0 + h * HOUR_MS + 7 * MIN + if d < 2 { 30_000 } else { 0 };
         run.feed(devices.map(|d| reading(d, at(d))).collect());
     }
+    run.feed(vec![reading(2, T0 + 83 * HOUR_MS + 7 * MIN + 20_000)]);
     std::thread::sleep(Duration::from_millis(300));
     while let Ok(r) = run.records.try_recv() {
         run.seen.push(r);
     }
     assert!(alerts(&run.seen).is_empty(), "{:#?}", alerts(&run.seen));
-    run.feed(vec![reading(2, T0 + 83 * HOUR_MS + 7 * MIN + 40_000)]);
+    run.feed(vec![reading(3, T0 + 83 * HOUR_MS + 7 * MIN + 40_000)]);
     let Output::Alert(alert) = run.wait_for(|r| matches!(r, Output::Alert(_))) else {
         unreachable!()
     };
