@@ -120,17 +120,23 @@ impl Deployment {
     /// for them (a graceful stop leaves what it still holds there, and the
     /// stored records would miss it).
     async fn until_taken_in(&self, count: usize) {
+        // Each member's port, as its latest start logged it.
+        let addrs: Vec<String> = (self.members.iter())
+            .map(|m| {
+                let log = m.log();
+                let addr = (log.lines())
+                    .filter(|l| l.contains("http listening"))
+                    .filter_map(|l| l.split("addr=").nth(1)?.split_whitespace().next())
+                    .next_back()
+                    .unwrap_or_else(|| panic!("no http port logged:\n{}", m.log_tail()));
+                addr.to_owned()
+            })
+            .collect();
         let started = Instant::now();
         let mut last = (0, Instant::now());
         loop {
-            let received: u64 = (self.members.iter())
-                .map(|m| {
-                    let log = m.log();
-                    let addr = (log.lines())
-                        .filter(|l| l.contains("http listening"))
-                        .filter_map(|l| l.split("addr=").nth(1)?.split_whitespace().next())
-                        .next_back()
-                        .unwrap_or_else(|| panic!("no http port logged:\n{}", m.log_tail()));
+            let received: u64 = (addrs.iter())
+                .map(|addr| {
                     let status = http_get(&format!("http://{addr}/api/status")).unwrap();
                     let status: serde_json::Value = serde_json::from_str(&status.text()).unwrap();
                     status["messages_received"].as_u64().unwrap()
