@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use fleetpulse::delivery::devices;
 use fleetpulse_engine::{
     DeviceBatch, DeviceBoard, DeviceMemory, DeviceSnapshot, Engine, EngineConfig, EngineOptions,
-    Id, Sample,
+    Id, MeterFaults, Sample,
 };
 use tokio::sync::mpsc;
 
@@ -53,9 +53,9 @@ fn memories(n: usize) -> DeviceSnapshot {
                 ],
             };
             let mut memory = DeviceMemory::default();
-            let (mut gaps, mut resets, mut usage) = (0, 0, Vec::new());
+            let (mut gaps, mut faults, mut usage) = (0, MeterFaults::default(), Vec::new());
             memory
-                .apply(batch, &mut gaps, &mut resets, &mut usage)
+                .apply(batch, &mut gaps, &mut faults, &mut usage)
                 .expect("a new batch");
             ((customer, device), memory)
         })

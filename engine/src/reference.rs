@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use crate::config::EngineConfig;
 use crate::kpi::{CustomerAccumulator, DeviceAccumulator, Output, WindowIds};
 use crate::model::{DeviceBatch, DeviceKey, EventTime, Id};
-use crate::operators::device_state::DeviceMemory;
+use crate::operators::device_state::{DeviceMemory, MeterFaults};
 
 /// Computes every window's records from all batches at once.
 pub fn fold(config: &EngineConfig, batches: impl IntoIterator<Item = DeviceBatch>) -> Vec<Output> {
@@ -28,13 +28,13 @@ pub fn fold(config: &EngineConfig, batches: impl IntoIterator<Item = DeviceBatch
         list.sort_by_key(|b| (b.first_at(), b.unit_epoch, b.sequence));
         let mut seen = HashSet::new();
         let mut memory = DeviceMemory::default();
-        let (mut gaps, mut resets) = (0, 0);
+        let (mut gaps, mut faults) = (0, MeterFaults::default());
         for batch in list {
             if !seen.insert((batch.unit_epoch, batch.sequence)) {
                 continue;
             }
             // `seen` already dropped duplicates, so apply always admits.
-            let _ = memory.apply(batch, &mut gaps, &mut resets, &mut usage);
+            let _ = memory.apply(batch, &mut gaps, &mut faults, &mut usage);
         }
         for u in usage.drain(..) {
             for (i, spec) in config.windows.iter().enumerate() {

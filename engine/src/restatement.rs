@@ -17,7 +17,7 @@ use crate::device_map::DeviceMap;
 use crate::kpi::journey::{Journey, JourneyState};
 use crate::kpi::{CustomerKpi, OpenWindow, Output, WindowIds, WindowPart};
 use crate::model::{DeviceBatch, EventTime, Id};
-use crate::operators::device_state::{DeviceMemory, processing_order};
+use crate::operators::device_state::{DeviceMemory, MeterFaults, processing_order};
 
 /// What to restate: one customer's windows that end after `from` and by
 /// `through`.
@@ -103,11 +103,11 @@ impl Fold<'_> {
         } = self;
         batches.retain(|b| b.customer == restatement.customer && !b.samples.is_empty());
         batches.sort_by(|a, b| processing_order(a).cmp(&processing_order(b)));
-        let (mut gaps, mut resets, mut usage) = (0i64, 0u64, Vec::new());
+        let (mut gaps, mut faults, mut usage) = (0i64, MeterFaults::default(), Vec::new());
         for batch in batches {
             let memory = memories.get_or_default(&batch.customer, &batch.device);
             // A duplicate or a batch too old to place adds nothing, as live.
-            let _ = memory.apply(batch, &mut gaps, &mut resets, &mut usage);
+            let _ = memory.apply(batch, &mut gaps, &mut faults, &mut usage);
             for reading in usage.drain(..) {
                 if reading.sample.at < *floor {
                     continue; // Only the baseline of the next increment.

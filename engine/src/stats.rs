@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
+use crate::operators::device_state::MeterFaults;
+
 /// What the engine has seen and absorbed, summed over all workers.
 #[derive(Debug, Default)]
 pub struct EngineStats {
@@ -11,6 +13,7 @@ pub struct EngineStats {
     replays_too_old: AtomicU64,
     sequence_gaps: AtomicI64,
     counter_resets: AtomicU64,
+    counter_jumps: AtomicU64,
     devices: AtomicI64,
     late_absorbed: AtomicU64,
     late_samples: AtomicU64,
@@ -29,6 +32,8 @@ pub struct StatsSnapshot {
     pub sequence_gaps: i64,
     /// Cumulative counters that went backwards.
     pub counter_resets: u64,
+    /// Cumulative counters that rose more than the time elapsed allows.
+    pub counter_jumps: u64,
     /// Devices the engine holds state for.
     pub devices: i64,
     /// Late batches (restated by ingest) whose readings only updated their
@@ -46,13 +51,14 @@ impl EngineStats {
         duplicates: u64,
         too_old: u64,
         gaps: i64,
-        resets: u64,
+        faults: MeterFaults,
     ) {
         self.samples.fetch_add(samples, Relaxed);
         self.duplicates.fetch_add(duplicates, Relaxed);
         self.replays_too_old.fetch_add(too_old, Relaxed);
         self.sequence_gaps.fetch_add(gaps, Relaxed);
-        self.counter_resets.fetch_add(resets, Relaxed);
+        self.counter_resets.fetch_add(faults.resets, Relaxed);
+        self.counter_jumps.fetch_add(faults.jumps, Relaxed);
     }
 
     pub(crate) fn record_late(&self, batches: u64, samples: u64, gaps: i64) {
@@ -73,6 +79,7 @@ impl EngineStats {
             replays_too_old: self.replays_too_old.load(Relaxed),
             sequence_gaps: self.sequence_gaps.load(Relaxed),
             counter_resets: self.counter_resets.load(Relaxed),
+            counter_jumps: self.counter_jumps.load(Relaxed),
             devices: self.devices.load(Relaxed),
             late_absorbed: self.late_absorbed.load(Relaxed),
             late_samples: self.late_samples.load(Relaxed),

@@ -8,6 +8,10 @@
 //!   sample; a device's first sample contributes 0. A replacement unit
 //!   (higher `unit_epoch`) whose counter is below the previous reading
 //!   restarted it from 0 at its epoch and contributes its whole value.
+//!   A counter that went backwards otherwise contributes 0, and so does one
+//!   that gained more than the time allows: more hours than elapsed plus 1,
+//!   more litres than 1,000 an elapsed hour plus 100 (elapsed since the
+//!   previous sample, or since the epoch for a unit that restarted at 0).
 //! - Interval counters (cycles, output units, manual interventions) sum as
 //!   they are.
 //! - `fault_count`: fault-code entries.
@@ -99,6 +103,7 @@ pub struct GroundTruth {
 
 #[derive(Debug, Clone, Copy)]
 struct Cumulative {
+    at: EventTime,
     unit_epoch: u64,
     operating_hours: f64,
     idle_hours: f64,
@@ -151,6 +156,7 @@ impl GroundTruth {
             let at = sample.event_time_ms as EventTime;
             let acc = days.entry(at / DAY_MS).or_default();
             let now = Cumulative {
+                at,
                 unit_epoch: batch.unit_epoch,
                 operating_hours: sample.cumulative_operating_hours,
                 idle_hours: sample.cumulative_idle_hours,
@@ -158,17 +164,27 @@ impl GroundTruth {
             };
             if let Some(before) = previous {
                 let new_unit = now.unit_epoch > before.unit_epoch;
-                let delta = |now: f64, before: f64| {
-                    if new_unit && now < before {
-                        now
+                let hours_since = |t: EventTime| at.saturating_sub(t) as f64 / 3_600_000.0;
+                let since_last = hours_since(before.at);
+                let since_epoch = hours_since(batch.unit_epoch.saturating_mul(1000));
+                let delta = |now: f64, before: f64, per_hour: f64, slack: f64| {
+                    let (gain, hours) = if now >= before {
+                        (now - before, since_last)
+                    } else if new_unit {
+                        (now, since_epoch)
                     } else {
-                        now - before
+                        return 0.0;
+                    };
+                    if gain > hours * per_hour + slack {
+                        0.0
+                    } else {
+                        gain
                     }
                 };
-                let operating = delta(now.operating_hours, before.operating_hours);
+                let operating = delta(now.operating_hours, before.operating_hours, 1.0, 1.0);
                 acc.operating_hours += operating;
-                acc.idle_hours += delta(now.idle_hours, before.idle_hours);
-                acc.fuel_litres += delta(now.fuel_litres, before.fuel_litres);
+                acc.idle_hours += delta(now.idle_hours, before.idle_hours, 1.0, 1.0);
+                acc.fuel_litres += delta(now.fuel_litres, before.fuel_litres, 1_000.0, 100.0);
                 if operating > 0.0 && !acc.active.contains(device) {
                     acc.active.insert(device.clone());
                 }

@@ -18,7 +18,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
 use super::route;
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, HOUR_MS};
 use crate::device_map::DeviceMap;
 use crate::model::{DeviceBatch, DeviceKey, EventTime, Increments, Usage};
 use crate::stats::EngineStats;
@@ -304,21 +304,81 @@ struct Cumulative {
     fuel_litres: f64,
 }
 
+/// Cumulative-counter readings that could not count as work, summed over
+/// the batches applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MeterFaults {
+    /// A counter went backwards without a new unit epoch (a reset the
+    /// protocol does not announce, or a reading of 0 from a unit whose bus
+    /// was not ready).
+    pub resets: u64,
+    /// A counter rose more than the time since the previous reading allows
+    /// (a corrupt value, or the true value again after a reading of 0).
+    pub jumps: u64,
+}
+
+/// The most a cumulative counter can gain: `per_hour` of the time elapsed,
+/// and `slack` for the meter's resolution.
+#[derive(Debug, Clone, Copy)]
+struct MostGain {
+    per_hour: f64,
+    slack: f64,
+}
+
+/// An hour meter gains at most the hours elapsed, and one more: meters that
+/// count whole hours step by 1 between two close readings.
+const HOURS: MostGain = MostGain {
+    per_hour: 1.0,
+    slack: 1.0,
+};
+
+/// No machine burns 1,000 litres an hour (the largest haul trucks burn a
+/// few hundred); 100 litres for the meter's resolution.
+const LITRES: MostGain = MostGain {
+    per_hour: 1_000.0,
+    slack: 100.0,
+};
+
+/// Hours from the previous reading to this one, and from the unit's epoch
+/// to this one (what a unit that restarted its counters at its epoch can
+/// have worked).
+#[derive(Debug, Clone, Copy)]
+struct Elapsed {
+    since_last: f64,
+    since_epoch: f64,
+}
+
 /// Increment of a cumulative counter. A counter below the previous reading
 /// of the same unit went backwards (reset without a new epoch): it restarts
 /// from its new value and contributes nothing. Below the reading of an
 /// earlier unit (`new_unit`), the replacement counts from 0 at its epoch, so
 /// all of its value is work; a replacement carrying on from the machine's
-/// own meters is above the old reading and counts the difference.
-fn increment(now: f64, before: f64, new_unit: bool, resets: &mut u64) -> f64 {
-    if now >= before {
-        now - before
+/// own meters is above the old reading and counts the difference. A gain
+/// above `most` of the time elapsed is no work a machine can do: the counter
+/// restarts from its new value and contributes nothing, so a reading of 0
+/// between two true ones costs the two intervals around it instead of
+/// adding the machine's whole life to one.
+fn increment(
+    now: f64,
+    before: f64,
+    new_unit: bool,
+    elapsed: Elapsed,
+    most: MostGain,
+    faults: &mut MeterFaults,
+) -> f64 {
+    let (gained, hours) = if now >= before {
+        (now - before, elapsed.since_last)
     } else if new_unit {
-        now
+        (now, elapsed.since_epoch)
     } else {
-        *resets += 1;
-        0.0
+        faults.resets += 1;
+        return 0.0;
+    };
+    if gained > hours * most.per_hour + most.slack {
+        faults.jumps += 1;
+        return 0.0;
     }
+    gained
 }
 
 impl DeviceMemory {
@@ -328,7 +388,7 @@ impl DeviceMemory {
         &mut self,
         batch: DeviceBatch,
         gaps: &mut i64,
-        resets: &mut u64,
+        faults: &mut MeterFaults,
         out: &mut Vec<Usage>,
     ) -> Result<(), Admission> {
         match (self.sequences).admit(batch.unit_epoch, batch.sequence, gaps, true) {
@@ -348,20 +408,22 @@ impl DeviceMemory {
             let increments = match self.last {
                 Some(last) if sample.at >= last.at => {
                     let new_unit = unit_epoch > last.epoch;
+                    let hours =
+                        |from: EventTime| sample.at.saturating_sub(from) as f64 / HOUR_MS as f64;
+                    let elapsed = Elapsed {
+                        since_last: hours(last.at),
+                        since_epoch: hours(unit_epoch.saturating_mul(1000)),
+                    };
+                    let mut counter =
+                        |now, before, most| increment(now, before, new_unit, elapsed, most, faults);
                     Increments {
-                        operating_hours: increment(
+                        operating_hours: counter(
                             sample.operating_hours,
                             last.operating_hours,
-                            new_unit,
-                            resets,
+                            HOURS,
                         ),
-                        idle_hours: increment(sample.idle_hours, last.idle_hours, new_unit, resets),
-                        fuel_litres: increment(
-                            sample.fuel_litres,
-                            last.fuel_litres,
-                            new_unit,
-                            resets,
-                        ),
+                        idle_hours: counter(sample.idle_hours, last.idle_hours, HOURS),
+                        fuel_litres: counter(sample.fuel_litres, last.fuel_litres, LITRES),
                     }
                 }
                 // The first reading is the baseline; an out-of-order one
@@ -649,18 +711,19 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
                     let (cap, mut batches) = entry.remove();
                     batches.sort_by(|a, b| processing_order(a).cmp(&processing_order(b)));
                     let known = devices.len();
-                    let (mut gaps, mut resets, mut duplicates, mut too_old) = (0i64, 0, 0, 0);
+                    let (mut gaps, mut duplicates, mut too_old) = (0i64, 0, 0);
+                    let mut faults = MeterFaults::default();
                     let mut samples = 0;
                     for batch in batches {
                         let memory = devices.get_or_default(&batch.customer, &batch.device);
                         let count = batch.samples.len() as u64;
-                        match memory.apply(batch, &mut gaps, &mut resets, &mut usage) {
+                        match memory.apply(batch, &mut gaps, &mut faults, &mut usage) {
                             Ok(()) => samples += count,
                             Err(Admission::Duplicate) => duplicates += 1,
                             Err(_) => too_old += 1,
                         }
                     }
-                    stats.record_device_state(samples, duplicates, too_old, gaps, resets);
+                    stats.record_device_state(samples, duplicates, too_old, gaps, faults);
                     stats.add_devices(devices.len() as i64 - known as i64);
                     output.session(&cap).give_iterator(usage.drain(..));
                     // A big tick's capacity is not kept for the small ones.
@@ -674,6 +737,7 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::DAY_MS;
 
     #[test]
     fn sequence_window_detects_duplicates_and_gaps() {
@@ -778,19 +842,19 @@ mod tests {
     fn live_batches_far_behind_an_absorbed_newer_one_count() {
         let batch = ten_minute_batch;
         let mut memory = DeviceMemory::default();
-        let (mut gaps, mut resets, mut out) = (0, 0, Vec::new());
+        let (mut gaps, mut faults, mut out) = (0, MeterFaults::default(), Vec::new());
         memory
-            .apply(batch(1), &mut gaps, &mut resets, &mut out)
+            .apply(batch(1), &mut gaps, &mut faults, &mut out)
             .unwrap();
         memory.absorb(&batch(400), &mut gaps).unwrap();
         assert_eq!(gaps, 398);
         for sequence in 2..300 {
-            let taken = memory.apply(batch(sequence), &mut gaps, &mut resets, &mut out);
+            let taken = memory.apply(batch(sequence), &mut gaps, &mut faults, &mut out);
             assert_eq!(taken, Ok(()), "sequence {sequence}");
         }
         assert_eq!(out.len(), 299);
         assert_eq!(gaps, 100);
-        let again = memory.apply(batch(150), &mut gaps, &mut resets, &mut out);
+        let again = memory.apply(batch(150), &mut gaps, &mut faults, &mut out);
         assert_eq!(again, Err(Admission::Duplicate));
     }
 
@@ -801,15 +865,15 @@ mod tests {
     fn a_unit_first_met_at_its_reconnect_takes_its_whole_buffer() {
         let batch = ten_minute_batch;
         let mut memory = DeviceMemory::default();
-        let (mut gaps, mut resets, mut out) = (0, 0, Vec::new());
+        let (mut gaps, mut faults, mut out) = (0, MeterFaults::default(), Vec::new());
         memory.absorb(&batch(500), &mut gaps).unwrap();
         for sequence in (100..500).rev().chain(1..100) {
-            let taken = memory.apply(batch(sequence), &mut gaps, &mut resets, &mut out);
+            let taken = memory.apply(batch(sequence), &mut gaps, &mut faults, &mut out);
             assert_eq!(taken, Ok(()), "sequence {sequence}");
         }
         assert_eq!((out.len(), gaps), (499, 0));
         for sequence in [1, 99, 250, 499] {
-            let again = memory.apply(batch(sequence), &mut gaps, &mut resets, &mut out);
+            let again = memory.apply(batch(sequence), &mut gaps, &mut faults, &mut out);
             assert_eq!(again, Err(Admission::Duplicate), "sequence {sequence}");
         }
         // A window closed below (a format-1 memory's) refuses it as too old.
@@ -979,18 +1043,18 @@ mod tests {
             [([300.5, 301.0], [0.5, 0.5]), ([0.25, 0.75], [0.25, 0.5])]
         {
             let mut memory = DeviceMemory::default();
-            let (mut gaps, mut resets, mut out) = (0, 0, Vec::new());
+            let (mut gaps, mut faults, mut out) = (0, MeterFaults::default(), Vec::new());
             let old = batch(1, 40, vec![sample(10, 299.0), sample(20, 300.0)]);
-            memory.apply(old, &mut gaps, &mut resets, &mut out).unwrap();
+            memory.apply(old, &mut gaps, &mut faults, &mut out).unwrap();
             let new = batch(
                 2,
                 1,
                 vec![sample(30, new_unit_hours[0]), sample(40, new_unit_hours[1])],
             );
-            memory.apply(new, &mut gaps, &mut resets, &mut out).unwrap();
+            memory.apply(new, &mut gaps, &mut faults, &mut out).unwrap();
             let hours: Vec<f64> = out.iter().map(|u| u.increments.operating_hours).collect();
             assert_eq!(hours, [0.0, 1.0, expected[0], expected[1]]);
-            assert_eq!(resets, 0);
+            assert_eq!(faults, MeterFaults::default());
         }
     }
 
@@ -1000,10 +1064,10 @@ mod tests {
     #[test]
     fn an_absorbed_reading_is_the_baseline_of_the_readings_after_it_only() {
         let batch = one_reading;
-        let (mut gaps, mut resets, mut out) = (0, 0, Vec::new());
+        let (mut gaps, mut faults, mut out) = (0, MeterFaults::default(), Vec::new());
         let mut memory = DeviceMemory::default();
         memory
-            .apply(batch(1, 10, 100.0), &mut gaps, &mut resets, &mut out)
+            .apply(batch(1, 10, 100.0), &mut gaps, &mut faults, &mut out)
             .unwrap();
         memory.absorb(&batch(5, 50, 105.0), &mut gaps).unwrap();
         memory.absorb(&batch(4, 40, 104.0), &mut gaps).unwrap();
@@ -1019,12 +1083,12 @@ mod tests {
         );
         for (sequence, at, hours) in [(2, 20, 101.0), (3, 30, 102.0), (6, 60, 106.0)] {
             memory
-                .apply(batch(sequence, at, hours), &mut gaps, &mut resets, &mut out)
+                .apply(batch(sequence, at, hours), &mut gaps, &mut faults, &mut out)
                 .unwrap();
         }
         let hours: Vec<f64> = out.iter().map(|u| u.increments.operating_hours).collect();
         assert_eq!(hours, [0.0, 1.0, 1.0, 1.0]);
-        assert_eq!(resets, 0);
+        assert_eq!(faults, MeterFaults::default());
         assert!(memory.ahead.is_none());
     }
 
@@ -1050,17 +1114,172 @@ mod tests {
                 sample(40, 91.0),
             ],
         };
-        let (mut gaps, mut resets, mut out) = (0, 0, Vec::new());
+        let (mut gaps, mut faults, mut out) = (0, MeterFaults::default(), Vec::new());
         memory
-            .apply(batch.clone(), &mut gaps, &mut resets, &mut out)
+            .apply(batch.clone(), &mut gaps, &mut faults, &mut out)
             .unwrap();
         let hours: Vec<f64> = out.iter().map(|u| u.increments.operating_hours).collect();
         assert_eq!(hours, [0.0, 0.5, 0.0, 1.0]);
         assert_eq!(out.iter().map(|u| u.sample.cycles).sum::<u32>(), 8);
-        assert_eq!(resets, 1);
+        assert_eq!(faults.resets, 1);
         assert_eq!(
-            memory.apply(batch, &mut gaps, &mut resets, &mut out),
+            memory.apply(batch, &mut gaps, &mut faults, &mut out),
             Err(Admission::Duplicate)
+        );
+    }
+
+    /// Applies one reading an hour of `(operating hours, idle hours, fuel)`
+    /// from `start` (unit epoch `epoch`); the increments of each.
+    fn hourly(
+        memory: &mut DeviceMemory,
+        epoch: u64,
+        start: EventTime,
+        readings: &[(f64, f64, f64)],
+        faults: &mut MeterFaults,
+    ) -> Vec<(f64, f64, f64)> {
+        let mut out = Vec::new();
+        for (i, &(operating_hours, idle_hours, fuel_litres)) in readings.iter().enumerate() {
+            let batch = DeviceBatch {
+                customer: "c".into(),
+                site: "s".into(),
+                device: "d".into(),
+                unit_epoch: epoch,
+                sequence: start / HOUR_MS + i as u64,
+                samples: vec![crate::Sample {
+                    at: start + i as u64 * HOUR_MS,
+                    operating_hours,
+                    idle_hours,
+                    fuel_litres,
+                    ..Default::default()
+                }],
+            };
+            memory.apply(batch, &mut 0, faults, &mut out).unwrap();
+        }
+        let increments = out.iter().map(|u| u.increments);
+        increments
+            .map(|i| (i.operating_hours, i.idle_hours, i.fuel_litres))
+            .collect()
+    }
+
+    /// A unit whose bus was not ready reports its meters as 0 once, or a
+    /// corrupt value: neither adds the machine's life to one hour. The
+    /// glitch and the reading after it count nothing (each counted as a
+    /// reset or a jump); the readings before and after are exact.
+    #[test]
+    fn a_meter_read_as_zero_or_corrupt_once_adds_no_phantom_work() {
+        let day = 20_000 * DAY_MS;
+        let true_meters = |h: f64| (5_000.0 + h * 0.5, 800.0 + h * 0.25, 90_000.0 + h * 10.0);
+        let worked = (0.5, 0.25, 10.0);
+        for (glitch, faults_expected) in [
+            (
+                (0.0, 0.0, 0.0),
+                MeterFaults {
+                    resets: 3,
+                    jumps: 3,
+                },
+            ),
+            (
+                (1e9, 1e9, 1e12),
+                MeterFaults {
+                    resets: 3,
+                    jumps: 3,
+                },
+            ),
+        ] {
+            let mut readings: Vec<(f64, f64, f64)> =
+                (0..6).map(|h| true_meters(h as f64)).collect();
+            readings[3] = glitch;
+            let mut faults = MeterFaults::default();
+            let got = hourly(&mut DeviceMemory::default(), 0, day, &readings, &mut faults);
+            let nothing = (0.0, 0.0, 0.0);
+            assert_eq!(
+                got,
+                [nothing, worked, worked, nothing, nothing, worked],
+                "glitch {glitch:?}"
+            );
+            assert_eq!(faults, faults_expected, "glitch {glitch:?}");
+        }
+    }
+
+    /// What real meters do is no jump: a whole-hour meter read every ten
+    /// minutes steps by 1, a machine silent for three days reports the work
+    /// of those days at once, and a replacement unit that restarted its
+    /// meters at its epoch counts what it has done since.
+    #[test]
+    fn coarse_meters_long_silences_and_new_units_are_no_jumps() {
+        let day = 20_000 * DAY_MS;
+        let mut faults = MeterFaults::default();
+        let mut memory = DeviceMemory::default();
+        let mut out = Vec::new();
+        for (i, hours) in [100.0, 100.0, 101.0, 101.0, 102.0, 102.0]
+            .into_iter()
+            .enumerate()
+        {
+            let batch = DeviceBatch {
+                customer: "c".into(),
+                site: "s".into(),
+                device: "d".into(),
+                unit_epoch: 0,
+                sequence: i as u64 + 1,
+                samples: vec![crate::Sample {
+                    at: day + i as u64 * 600_000,
+                    operating_hours: hours,
+                    ..Default::default()
+                }],
+            };
+            memory.apply(batch, &mut 0, &mut faults, &mut out).unwrap();
+        }
+        let total: f64 = out.iter().map(|u| u.increments.operating_hours).sum();
+        assert_eq!(total, 2.0);
+        // Three days without a reading, 60 hours worked and 1,200 litres.
+        let later = day + 3 * DAY_MS;
+        let silent = hourly(
+            &mut memory,
+            0,
+            later,
+            &[(162.0, 10.0, 1_200.0)],
+            &mut faults,
+        );
+        assert_eq!(silent, [(60.0, 10.0, 1_200.0)]);
+        // A unit fitted two hours before its first reading, its meters
+        // restarted at 0: up to two hours (and the slack) are its work.
+        let epoch = (later + 2 * HOUR_MS) / 1000;
+        let fitted = hourly(
+            &mut memory,
+            epoch,
+            later + 4 * HOUR_MS,
+            &[(2.5, 0.5, 30.0)],
+            &mut faults,
+        );
+        assert_eq!(fitted, [(2.5, 0.5, 30.0)]);
+        assert_eq!(faults, MeterFaults::default());
+        // A new unit whose meters restarted an hour before its first
+        // reading did not work the 500 hours it claims; its fuel and the
+        // readings after it count.
+        let mut memory = DeviceMemory::default();
+        hourly(
+            &mut memory,
+            0,
+            later,
+            &[(10_000.0, 2_000.0, 50_000.0)],
+            &mut faults,
+        );
+        let epoch = (later + 10 * HOUR_MS) / 1000;
+        let readings = [(500.0, 0.0, 30.0), (500.5, 0.0, 40.0)];
+        let claimed = hourly(
+            &mut memory,
+            epoch,
+            later + 11 * HOUR_MS,
+            &readings,
+            &mut faults,
+        );
+        assert_eq!(claimed, [(0.0, 0.0, 30.0), (0.5, 0.0, 10.0)]);
+        assert_eq!(
+            faults,
+            MeterFaults {
+                resets: 0,
+                jumps: 1
+            }
         );
     }
 }

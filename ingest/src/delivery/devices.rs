@@ -251,6 +251,7 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fleetpulse_engine::operators::device_state::MeterFaults;
     use fleetpulse_engine::{DeviceBatch, DeviceMemory, Sample};
 
     fn snapshot() -> DeviceSnapshot {
@@ -367,9 +368,9 @@ mod tests {
             ),
         ] {
             let mut memory = DeviceMemory::default();
-            let (mut gaps, mut resets, mut usage) = (0, 0, Vec::new());
+            let (mut gaps, mut faults, mut usage) = (0, MeterFaults::default(), Vec::new());
             for b in batches {
-                memory.apply(b, &mut gaps, &mut resets, &mut usage).unwrap();
+                memory.apply(b, &mut gaps, &mut faults, &mut usage).unwrap();
             }
             devices.push((("acme".into(), device.into()), memory));
         }
@@ -419,11 +420,11 @@ mod tests {
         };
         let mut written = remembered();
         let mut memory = DeviceMemory::default();
-        let (mut gaps, mut resets, mut usage) = (0, 0, Vec::new());
+        let (mut gaps, mut faults, mut usage) = (0, MeterFaults::default(), Vec::new());
         for (sequence, at) in [(1, 1_000), (300, 3_000), (100, 1_500)] {
             let batch = batch(sequence, at);
             memory
-                .apply(batch, &mut gaps, &mut resets, &mut usage)
+                .apply(batch, &mut gaps, &mut faults, &mut usage)
                 .unwrap();
         }
         assert_eq!(gaps, 297);
@@ -437,13 +438,13 @@ mod tests {
         let mut read = decode(&bytes, "fixture").unwrap();
         assert_eq!(read, written);
         let (_, memory) = read.devices.last_mut().unwrap();
-        let (mut gaps, mut resets, mut usage) = (0, 0, Vec::new());
+        let (mut gaps, mut faults, mut usage) = (0, MeterFaults::default(), Vec::new());
         assert_eq!(
-            memory.apply(batch(50, 1_200), &mut gaps, &mut resets, &mut usage),
+            memory.apply(batch(50, 1_200), &mut gaps, &mut faults, &mut usage),
             Ok(())
         );
         assert_eq!(
-            memory.apply(batch(100, 1_200), &mut gaps, &mut resets, &mut usage),
+            memory.apply(batch(100, 1_200), &mut gaps, &mut faults, &mut usage),
             Err(fleetpulse_engine::operators::device_state::Admission::Duplicate)
         );
         assert_eq!(gaps, -1);

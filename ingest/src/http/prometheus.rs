@@ -75,6 +75,10 @@ pub const ENGINE_COUNTER_RESETS: Family = Family::counter(
     "fleetpulse_engine_counter_resets_total",
     "Cumulative device counters that went backwards.",
 );
+pub const ENGINE_COUNTER_JUMPS: Family = Family::counter(
+    "fleetpulse_engine_counter_jumps_total",
+    "Cumulative device counters that rose more than the time elapsed allows (counted as no work).",
+);
 pub const ENGINE_SEQUENCE_GAPS: Family = Family::gauge(
     "fleetpulse_engine_sequence_gaps",
     "Sequence numbers skipped by devices and not (yet) delivered.",
@@ -254,6 +258,7 @@ pub fn render(s: &Snapshot) -> String {
         metric(ENGINE_DUPLICATES, &one(e.duplicates));
         metric(ENGINE_REPLAYS_TOO_OLD, &one(e.replays_too_old));
         metric(ENGINE_COUNTER_RESETS, &one(e.counter_resets));
+        metric(ENGINE_COUNTER_JUMPS, &one(e.counter_jumps));
         metric(
             ENGINE_SEQUENCE_GAPS,
             &[(String::new(), e.sequence_gaps.to_string())],

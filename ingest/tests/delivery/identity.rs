@@ -341,3 +341,62 @@ async fn a_first_message_dated_1970_is_refused_and_opens_no_days() {
     let first_day = batches[0].samples[0].event_time_ms as u64 / 86_400_000 * 86_400_000;
     assert!(health.iter().all(|h| h.window_start >= first_day));
 }
+
+/// Units whose meters read 0 once (a bus not ready at boot) or a corrupt
+/// value once add no phantom work: the KPIs equal the ground truth of the
+/// messages as sent (which counts neither the glitch nor the reading after
+/// it), and no device-day lost more than those two hours against the same
+/// fleet without glitches. Before the rule the reading after a 0 added the
+/// machine's meters since the start to one hour.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meter_read_as_zero_or_corrupt_once_adds_no_phantom_hours() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = Fleet::generate(&spec());
+    let clean: Vec<TelemetryBatch> = fleet.messages().map(|m| m.batch).collect();
+    let mut sent = clean.clone();
+    // A reading in the second day of three devices that worked by then.
+    let second_day = fleet.spec().start + 86_400_000;
+    let mut glitched = Vec::new();
+    for (device, glitch) in fleet.devices().iter().zip([0.0, 1e7, 0.0]) {
+        let Some(batch) = sent.iter_mut().find(|b| {
+            b.device_id == device.id
+                && b.samples[0].event_time_ms as u64 > second_day + 6 * 3_600_000
+                && b.samples[0].cumulative_operating_hours > 2.0
+        }) else {
+            continue;
+        };
+        let sample = &mut batch.samples[0];
+        sample.cumulative_operating_hours = glitch;
+        sample.cumulative_idle_hours = glitch;
+        glitched.push(device.id.clone());
+    }
+    assert_eq!(glitched.len(), 3, "three devices glitch");
+    let metrics = serve(
+        &mosquitto,
+        dir.path(),
+        &fleet,
+        sent.iter().map(encode).collect(),
+    )
+    .await;
+    assert_eq!(metrics.rejected_total(), 0);
+
+    let store = stored(&dir.path().join("kpi.sqlite"), true);
+    assert_equal(&store, &truth(&sent, true));
+    let without = truth(&clean, true);
+    for (key, s) in &store {
+        let lost = without[key].0 - s.0;
+        let glitching = glitched.contains(&key.1) || key.1.is_empty();
+        let most = if glitching {
+            2.0 * glitched.len() as f64
+        } else {
+            0.0
+        };
+        assert!(
+            (-1e-6..=most + 1e-6).contains(&lost),
+            "{key:?}: {} operating hours, {} without the glitches",
+            s.0,
+            without[key].0
+        );
+    }
+}
