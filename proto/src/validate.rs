@@ -9,7 +9,7 @@ use crate::topic::{MAX_ID_BYTES, TopicIds, check_id};
 use crate::v1::TelemetryBatch;
 
 /// Bounds on a single message, so one bad client cannot exhaust memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limits {
     /// Largest encoded payload accepted, in bytes.
     pub max_payload_bytes: usize,
@@ -19,6 +19,11 @@ pub struct Limits {
     pub max_features_per_sample: usize,
     /// Most fault codes one sample may list.
     pub max_faults_per_sample: usize,
+    /// Most output one reading may report since the previous one: above it
+    /// the value is corrupt (a billion tons or parts in one interval), and
+    /// a few such readings would sum to infinity in a window, which no
+    /// line-protocol store can take.
+    pub max_output_units: f64,
 }
 
 impl Default for Limits {
@@ -28,6 +33,7 @@ impl Default for Limits {
             max_samples: 4096,
             max_features_per_sample: 32,
             max_faults_per_sample: 64,
+            max_output_units: 1e9,
         }
     }
 }
@@ -199,6 +205,12 @@ pub fn validate(
             if !value.is_finite() || value < 0.0 {
                 return Err(bad(field, "is negative or not finite"));
             }
+        }
+        if sample.output_units > limits.max_output_units {
+            return Err(bad(
+                "output_units",
+                "is above the most one reading may report (a corrupt value)",
+            ));
         }
         if !sample.operator_id.is_empty() && check_id(&sample.operator_id).is_err() {
             return Err(bad(
@@ -383,6 +395,19 @@ mod tests {
             validate(&TOPIC, &b, &Limits::default()).unwrap_err(),
             ValidationError::Empty
         );
+        // A corrupt output: finite, but a few of them sum to infinity.
+        let mut b = batch();
+        b.samples[0].output_units = 1e308;
+        assert_eq!(
+            validate(&TOPIC, &b, &Limits::default()).unwrap_err(),
+            ValidationError::Sample {
+                index: 0,
+                field: "output_units",
+                reason: "is above the most one reading may report (a corrupt value)"
+            }
+        );
+        b.samples[0].output_units = 1e9;
+        validate(&TOPIC, &b, &Limits::default()).unwrap();
     }
 
     proptest::proptest! {

@@ -11,6 +11,8 @@
 //! - a first message dated 1970 after a fresh start is refused as
 //!   `before_start`, dead-lettered, and creates no day, health or portfolio
 //!   row before the contract start.
+//! - meters read as 0 once or corrupt once add no phantom work, and a
+//!   corrupt output is refused naming its field.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -398,5 +400,53 @@ async fn a_meter_read_as_zero_or_corrupt_once_adds_no_phantom_hours() {
             s.0,
             without[key].0
         );
+    }
+}
+
+/// A corrupt output (1e308 tons in one reading) is refused as
+/// `invalid_sample`, dead-lettered naming the field, and the rest of the
+/// fleet counts: three of them used to sum to infinity in the customer's
+/// day, which SQLite stored and no line-protocol store can take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_output_is_refused_naming_its_field() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = Fleet::generate(&spec());
+    let mut sent: Vec<TelemetryBatch> = fleet.messages().map(|m| m.batch).collect();
+    let customer = sent[0].customer_id.clone();
+    let corrupt: Vec<usize> = (sent.iter().enumerate())
+        .filter(|(_, b)| b.customer_id == customer)
+        .map(|(i, _)| i)
+        .skip(20)
+        .take(3)
+        .collect();
+    for &i in &corrupt {
+        sent[i].samples[0].output_units = 1e308;
+    }
+    let metrics = serve(
+        &mosquitto,
+        dir.path(),
+        &fleet,
+        sent.iter().map(encode).collect(),
+    )
+    .await;
+    assert_eq!(metrics.rejected(RejectReason::InvalidSample), 3);
+    assert_eq!(metrics.rejected_total(), 3);
+    let letters = std::fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap();
+    assert_eq!(letters.lines().count(), 3);
+    assert!(
+        letters.lines().all(|l| l.contains("output_units")),
+        "{letters}"
+    );
+
+    let kept: Vec<TelemetryBatch> = (sent.iter().enumerate())
+        .filter(|(i, _)| !corrupt.contains(i))
+        .map(|(_, b)| b.clone())
+        .collect();
+    let path = dir.path().join("kpi.sqlite");
+    assert_equal(&stored(&path, true), &truth(&kept, true));
+    let store = SqliteStore::open(&path).unwrap();
+    for k in store.customer_kpis("1d").unwrap() {
+        assert!(k.totals.output_units.is_finite(), "{k:?}");
     }
 }
