@@ -21,8 +21,8 @@ pub struct Limits {
     pub max_faults_per_sample: usize,
     /// Most output one reading may report since the previous one: above it
     /// the value is corrupt (a billion tons or parts in one interval), and
-    /// a few such readings would sum to infinity in a window, which no
-    /// line-protocol store can take.
+    /// a few such readings would sum to infinity in a window, which line
+    /// protocol cannot express.
     pub max_output_units: f64,
 }
 
