@@ -24,6 +24,10 @@ pub struct Limits {
     /// a few such readings would sum to infinity in a window, which line
     /// protocol cannot express.
     pub max_output_units: f64,
+    /// Most cycles or manual interventions one reading may report since the
+    /// previous one: above it the value is corrupt (a bus's "not available",
+    /// all bits set, passed on as 4,294,967,295 cycles).
+    pub max_count: u32,
 }
 
 impl Default for Limits {
@@ -34,6 +38,7 @@ impl Default for Limits {
             max_features_per_sample: 32,
             max_faults_per_sample: 64,
             max_output_units: 1e9,
+            max_count: 1_000_000,
         }
     }
 }
@@ -206,11 +211,17 @@ pub fn validate(
                 return Err(bad(field, "is negative or not finite"));
             }
         }
+        let corrupt = "is above the most one reading may report (a corrupt value)";
         if sample.output_units > limits.max_output_units {
-            return Err(bad(
-                "output_units",
-                "is above the most one reading may report (a corrupt value)",
-            ));
+            return Err(bad("output_units", corrupt));
+        }
+        for (field, count) in [
+            ("cycles", sample.cycles),
+            ("manual_interventions", sample.manual_interventions),
+        ] {
+            if count > limits.max_count {
+                return Err(bad(field, corrupt));
+            }
         }
         if !sample.operator_id.is_empty() && check_id(&sample.operator_id).is_err() {
             return Err(bad(
@@ -407,6 +418,22 @@ mod tests {
             }
         );
         b.samples[0].output_units = 1e9;
+        validate(&TOPIC, &b, &Limits::default()).unwrap();
+        // A bus's "not available" passed on as a count.
+        let mut b = batch();
+        b.samples[0].manual_interventions = u32::MAX;
+        let err = validate(&TOPIC, &b, &Limits::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ValidationError::Sample {
+                    field: "manual_interventions",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        b.samples[0].manual_interventions = 1_000_000;
         validate(&TOPIC, &b, &Limits::default()).unwrap();
     }
 

@@ -403,12 +403,13 @@ async fn a_meter_read_as_zero_or_corrupt_once_adds_no_phantom_hours() {
     }
 }
 
-/// A corrupt output (1e308 tons in one reading) is refused as
-/// `invalid_sample`, dead-lettered naming the field, and the rest of the
-/// fleet counts: three of them used to sum to infinity in the customer's
-/// day, which SQLite stored and no line-protocol store can take.
+/// A corrupt output (1e308 tons in one reading) or count (a bus's "not
+/// available", 4,294,967,295 cycles) is refused as `invalid_sample`,
+/// dead-lettered naming the field, and the rest of the fleet counts: two
+/// such outputs summed to infinity in the customer's day, which SQLite
+/// stored and line protocol cannot express.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupt_output_is_refused_naming_its_field() {
+async fn a_corrupt_output_or_count_is_refused_naming_its_field() {
     let mosquitto = Mosquitto::start_with_config(NO_LOSS);
     let dir = tempfile::tempdir().unwrap();
     let fleet = Fleet::generate(&spec());
@@ -420,9 +421,9 @@ async fn a_corrupt_output_is_refused_naming_its_field() {
         .skip(20)
         .take(3)
         .collect();
-    for &i in &corrupt {
-        sent[i].samples[0].output_units = 1e308;
-    }
+    sent[corrupt[0]].samples[0].output_units = 1e308;
+    sent[corrupt[1]].samples[0].output_units = 1e308;
+    sent[corrupt[2]].samples[0].cycles = u32::MAX;
     let metrics = serve(
         &mosquitto,
         dir.path(),
@@ -434,8 +435,10 @@ async fn a_corrupt_output_is_refused_naming_its_field() {
     assert_eq!(metrics.rejected_total(), 3);
     let letters = std::fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap();
     assert_eq!(letters.lines().count(), 3);
-    assert!(
-        letters.lines().all(|l| l.contains("output_units")),
+    let named = |field: &str| letters.lines().filter(|l| l.contains(field)).count();
+    assert_eq!(
+        (named("output_units"), named("cycles")),
+        (2, 1),
         "{letters}"
     );
 

@@ -72,6 +72,7 @@ fn check_payload(topic: &str, payload: &[u8]) {
         max_features_per_sample: 1,
         max_faults_per_sample: 1,
         max_output_units: 10.0,
+        max_count: 10,
     };
     for limits in [Limits::default(), tight] {
         match decode_and_validate(&ids, payload, &limits) {
