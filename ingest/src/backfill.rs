@@ -169,7 +169,8 @@ pub fn read_csv(path: &Path, unit_epoch: u64, limits: &Limits) -> anyhow::Result
         }
     }
     type Key = (String, String, String);
-    let mut readings: BTreeMap<Key, Vec<v1::Sample>> = BTreeMap::new();
+    // Each reading with which of its meters the row left empty.
+    let mut readings: BTreeMap<Key, Vec<(v1::Sample, [bool; 3])>> = BTreeMap::new();
     for (i, row) in reader.records().enumerate() {
         let line = i + 2;
         let row = row.with_context(|| format!("{name}: line {line}"))?;
@@ -180,6 +181,7 @@ pub fn read_csv(path: &Path, unit_epoch: u64, limits: &Limits) -> anyhow::Result
             get("site").to_owned(),
             get("device").to_owned(),
         );
+        let empty = ["operating_hours", "idle_hours", "fuel_litres"].map(|c| get(c).is_empty());
         let sample = v1::Sample {
             event_time_ms: time_ms(get("time")).with_context(|| at("time"))?,
             state: state(get("state")).with_context(|| at("state"))? as i32,
@@ -208,11 +210,12 @@ pub fn read_csv(path: &Path, unit_epoch: u64, limits: &Limits) -> anyhow::Result
                 .collect(),
             location: None,
         };
-        readings.entry(key).or_default().push(sample);
+        readings.entry(key).or_default().push((sample, empty));
     }
     let mut out = Vec::new();
-    for ((customer, site, device), mut samples) in readings {
-        samples.sort_by_key(|s| s.event_time_ms);
+    for ((customer, site, device), mut rows) in readings {
+        rows.sort_by_key(|(s, _)| s.event_time_ms);
+        let samples = carry_meters(rows);
         let mut sequence = 0;
         for hour in samples.chunk_by(|a, b| {
             a.event_time_ms.div_euclid(3_600_000) == b.event_time_ms.div_euclid(3_600_000)
@@ -236,6 +239,30 @@ pub fn read_csv(path: &Path, unit_epoch: u64, limits: &Limits) -> anyhow::Result
         }
     }
     Ok(out)
+}
+
+/// A device's readings in time order, each meter its row left empty
+/// carried from the reading before (0 before the first): an export that
+/// leaves a cell blank did not read the meter, and a 0 there would make the
+/// next reading's gain the meter's whole value.
+fn carry_meters(rows: Vec<(v1::Sample, [bool; 3])>) -> Vec<v1::Sample> {
+    let mut last = [0.0; 3];
+    (rows.into_iter())
+        .map(|(mut s, empty)| {
+            let meters = [
+                &mut s.cumulative_operating_hours,
+                &mut s.cumulative_idle_hours,
+                &mut s.cumulative_fuel_used_litres,
+            ];
+            for ((meter, empty), last) in meters.into_iter().zip(empty).zip(&mut last) {
+                if empty {
+                    *meter = *last;
+                }
+                *last = *meter;
+            }
+            s
+        })
+        .collect()
 }
 
 fn time_ms(text: &str) -> anyhow::Result<i64> {
@@ -426,6 +453,42 @@ mod tests {
         assert_eq!(keys, [("a", 1, 2), ("a", 2, 1), ("b", 1, 1)]);
         assert!(got.iter().all(|r| r.batch.unit_epoch == 1));
         assert_eq!(got[2].batch.samples[0].cumulative_operating_hours, 99.0);
+    }
+
+    /// A meter an export left blank was not read: it carries the value of
+    /// the device's reading before it in time (rows in any order), not 0,
+    /// whose next gain would be the meter's whole value.
+    #[test]
+    fn a_blank_meter_carries_the_reading_before_it() {
+        let (_dir, path) = csv(
+            "customer,site,device,time,operating_hours,idle_hours,fuel_litres\n\
+             a,s,d,2026-03-01T12:00:00Z,102,22,540\n\
+             a,s,d,2026-03-01T11:00:00Z,,21,\n\
+             a,s,d,2026-03-01T10:00:00Z,100,20,500\n\
+             a,s,e,2026-03-01T10:00:00Z,,,\n",
+        );
+        let got = read_csv(&path, 1, &Limits::default()).unwrap();
+        let meters: Vec<(&str, f64, f64, f64)> = (got.iter())
+            .flat_map(|r| {
+                r.batch
+                    .samples
+                    .iter()
+                    .map(move |s| (&*r.batch.device_id, s))
+            })
+            .map(|(d, s)| {
+                let m = (s.cumulative_operating_hours, s.cumulative_idle_hours);
+                (d, m.0, m.1, s.cumulative_fuel_used_litres)
+            })
+            .collect();
+        assert_eq!(
+            meters,
+            [
+                ("d", 100.0, 20.0, 500.0),
+                ("d", 100.0, 21.0, 500.0),
+                ("d", 102.0, 22.0, 540.0),
+                ("e", 0.0, 0.0, 0.0),
+            ]
+        );
     }
 
     #[test]
