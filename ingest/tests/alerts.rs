@@ -1,7 +1,8 @@
 //! Alert delivery against a real mosquitto and a local webhook receiver: the
 //! JSON messages on `cs/alerts/{customer}`, the Slack-compatible POSTs,
 //! segment routing, webhook retries (503, 429 with Retry-After), no retry on
-//! other 4xx, and MQTT delivery across a broker restart.
+//! other 4xx, MQTT delivery across a broker restart, and a stop with the
+//! broker down and nothing to send.
 
 mod support;
 
@@ -432,4 +433,29 @@ async fn mqtt_alerts_wait_for_a_broker_restart() {
         })
         .collect();
     assert_eq!(statuses, ["open", "resolved"], "{messages:?}");
+}
+
+/// The broker down and no alert to send: the alerts task stops as soon as
+/// its input closes, not at the shutdown deadline (it waited the whole
+/// `flush_timeout` for a connection, delaying every stop while the broker
+/// was down, and warned that alerts were left in the outbox).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_broker_down_and_nothing_to_send_the_alerts_stop_at_once() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let down = MqttConfig {
+        host: "127.0.0.1".into(),
+        port,
+        client_id: "fleetpulse-down".into(),
+        ..MqttConfig::default()
+    };
+    let config = AlertsConfig {
+        flush_timeout: Duration::from_secs(600),
+        ..fast(AlertsConfig::default())
+    };
+    // `deliver` gives the task 60 s: far less than the deadline.
+    let report = deliver(config, down, vec![vec![]]).await;
+    assert_eq!(report, AlertsReport::default());
 }

@@ -436,6 +436,16 @@ impl Shared {
         }
     }
 
+    /// Resolves once the input ended with nothing for `channel` after
+    /// position `after`: a publisher that cannot reach its receiver has
+    /// nothing to wait for then.
+    pub(crate) async fn drained(&self, channel: Channel, after: u64) {
+        self.input_done.cancelled().await;
+        if self.lock().next_for(channel, after).is_some() {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// Removes a notification that was delivered (or refused for good).
     pub(crate) fn delivered(&self, seq: u64) {
         if let Err(e) = self.lock().delivered(seq) {

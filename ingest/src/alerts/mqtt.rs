@@ -283,6 +283,11 @@ pub(crate) async fn publish_all(
                 }
                 None => input_open = false,
             },
+            // Disconnected with nothing in flight: the end of the input is
+            // the end (`next` above waits for a connection).
+            () = shared.drained(Channel::Mqtt, cursor), if input_open && state.idle() => {
+                input_open = false;
+            }
         }
     }
 
