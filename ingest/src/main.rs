@@ -172,7 +172,25 @@ fn main() -> anyhow::Result<()> {
     // store that is down; what it holds is in the WAL. Do not wait for it.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     // The error chain printed at exit bypasses the log: redact it too.
-    result.map_err(|e| anyhow::anyhow!("{}", fleetpulse::secrets::redact(&format!("{e:#}"))))
+    result.map_err(|e| anyhow::anyhow!("{}", fleetpulse::secrets::redact(&chain(&e))))
+}
+
+/// The error and its causes on one line, each cause once: many of the
+/// service's errors end their message with their source's, which `{:#}`
+/// would print a second time ("...: No such file or directory (os error
+/// 2): No such file or directory (os error 2)").
+fn chain(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain().map(ToString::to_string) {
+        if line.ends_with(&cause) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&cause);
+    }
+    line
 }
 
 /// The demo and the simulator draw progress bars; keep the log to warnings

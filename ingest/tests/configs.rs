@@ -49,3 +49,31 @@ fn check_config_names_file_line_and_field() {
     assert!(stderr.contains("bad.toml:3:"), "{stderr}");
     assert!(stderr.contains("window"), "{stderr}");
 }
+
+/// A customers file that is not there: `run` names it with the OS's reason
+/// once (each cause of the error chain ended with it again).
+#[test]
+fn a_missing_customers_file_is_named_with_the_reason_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fleetpulse.toml");
+    let missing = dir.path().join("missing-customers.toml");
+    let text = format!(
+        "customers = {{ file = {missing:?} }}\n[mqtt]\nhost = \"127.0.0.1\"\nport = 1\n\
+         [wal]\ndir = {:?}\n",
+        dir.path().join("wal")
+    );
+    std::fs::write(&config, text).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+        .args(["run", "-c"])
+        .arg(&config)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("missing-customers.toml: cannot read"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+}
