@@ -185,6 +185,12 @@ impl HttpConfig {
         }
     }
 
+    /// The section sets something (a `listen` address, users, TLS) but
+    /// the port is off: most likely `enabled = true` was forgotten.
+    pub fn set_but_off(&self) -> bool {
+        !self.enabled && *self != Self::default()
+    }
+
     /// True when a user must say who they are (users file or proxy).
     pub fn authenticates(&self) -> bool {
         self.users_file.is_some() || self.proxy.is_some()
@@ -233,6 +239,12 @@ impl HttpConfig {
             message,
         };
         if !self.enabled {
+            if self.set_but_off() {
+                tracing::warn!(
+                    file = %path.display(),
+                    "[http] sets options but not `enabled = true`: the HTTP port stays closed"
+                );
+            }
             return Ok(());
         }
         if self.allow_anonymous && self.authenticates() {
@@ -309,6 +321,15 @@ pub fn is_loopback(ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_section_that_sets_options_without_enabling_the_port_is_noticed() {
+        let forgotten: HttpConfig = toml::from_str("listen = \"0.0.0.0:9000\"").unwrap();
+        assert!(forgotten.set_but_off());
+        assert!(!HttpConfig::default().set_but_off());
+        let on: HttpConfig = toml::from_str("enabled = true\nlisten = \"0.0.0.0:9000\"").unwrap();
+        assert!(!on.set_but_off());
+    }
 
     #[test]
     fn listen_must_be_an_address() {
