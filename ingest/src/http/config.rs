@@ -191,6 +191,16 @@ impl HttpConfig {
         !self.enabled && *self != Self::default()
     }
 
+    /// Says so at start when [`Self::set_but_off`].
+    pub fn warn_if_set_but_off(&self, path: &Path) {
+        if self.set_but_off() {
+            tracing::warn!(
+                file = %path.display(),
+                "[http] sets options but not `enabled = true`: the HTTP port stays closed"
+            );
+        }
+    }
+
     /// True when a user must say who they are (users file or proxy).
     pub fn authenticates(&self) -> bool {
         self.users_file.is_some() || self.proxy.is_some()
@@ -239,12 +249,6 @@ impl HttpConfig {
             message,
         };
         if !self.enabled {
-            if self.set_but_off() {
-                tracing::warn!(
-                    file = %path.display(),
-                    "[http] sets options but not `enabled = true`: the HTTP port stays closed"
-                );
-            }
             return Ok(());
         }
         if self.allow_anonymous && self.authenticates() {

@@ -40,6 +40,7 @@ pub async fn run(
 ) -> Result<RunReport, ServiceError> {
     config.check_cluster(config_path)?;
     config.http.check(config_path)?;
+    config.http.warn_if_set_but_off(config_path);
     let pseudonyms =
         config
             .privacy
