@@ -47,14 +47,24 @@ fn spec() -> FleetSpec {
     }
 }
 
-/// The service with a SQLite store fed `messages` through mosquitto; returns
-/// its counters once it handled them all and stopped (sinks flushed).
+/// A broker, a directory, and the fleet of [`spec`] with its messages.
+fn start() -> (Mosquitto, tempfile::TempDir, Fleet, Vec<TelemetryBatch>) {
+    let fleet = Fleet::generate(&spec());
+    let batches = fleet.messages().map(|m| m.batch).collect();
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    (mosquitto, tempfile::tempdir().unwrap(), fleet, batches)
+}
+
+/// The service with a SQLite store fed `batches` through mosquitto, in
+/// order; returns its counters once it handled them all and stopped (sinks
+/// flushed).
 async fn serve(
     mosquitto: &Mosquitto,
     dir: &Path,
     fleet: &Fleet,
-    messages: Vec<(String, Vec<u8>)>,
+    batches: &[TelemetryBatch],
 ) -> Arc<IngestMetrics> {
+    let messages: Vec<(String, Vec<u8>)> = batches.iter().map(encode).collect();
     let customers = dir.join("customers.toml");
     fleetpulse::sim::write_files(fleet, None, Some(&customers)).unwrap();
     let mut config = ServiceConfig::default();
@@ -164,9 +174,7 @@ fn assert_equal(store: &Days, truth: &Days) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_customers_with_the_same_device_ids_are_both_counted() {
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let dir = tempfile::tempdir().unwrap();
-    let fleet = Fleet::generate(&spec());
+    let (mosquitto, dir, fleet, original) = start();
     // Every customer's devices become exc-01, exc-02, ...; the second
     // customer's sequences run 1000 ahead (customer B's exc-01 at 1000 must
     // not make customer A's exc-01 at 3 a replay).
@@ -176,7 +184,6 @@ async fn two_customers_with_the_same_device_ids_are_both_counted() {
             renamed.insert(device.id.clone(), format!("exc-{:02}", i + 1));
         }
     }
-    let original: Vec<TelemetryBatch> = fleet.messages().map(|m| m.batch).collect();
     let clashing: Vec<TelemetryBatch> = original
         .iter()
         .map(|b| {
@@ -188,13 +195,7 @@ async fn two_customers_with_the_same_device_ids_are_both_counted() {
             b
         })
         .collect();
-    let metrics = serve(
-        &mosquitto,
-        dir.path(),
-        &fleet,
-        clashing.iter().map(encode).collect(),
-    )
-    .await;
+    let metrics = serve(&mosquitto, dir.path(), &fleet, &clashing).await;
     assert_eq!(metrics.rejected_total(), 0);
     assert_eq!(
         metrics.messages_accepted.load(Relaxed),
@@ -253,8 +254,7 @@ async fn a_replaced_unit_loses_no_data() {
         sent.insert(new + 1, again);
     }
     assert!(replaced >= 3, "{replaced} units replaced");
-    let messages: Vec<(String, Vec<u8>)> = sent.iter().map(encode).collect();
-    let metrics = serve(&mosquitto, dir.path(), &fleet, messages).await;
+    let metrics = serve(&mosquitto, dir.path(), &fleet, &sent).await;
     assert_eq!(
         metrics.rejected(RejectReason::SequenceReplayed),
         replaced,
@@ -280,20 +280,15 @@ async fn a_replaced_unit_loses_no_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_message_dated_1970_is_refused_and_opens_no_days() {
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let dir = tempfile::tempdir().unwrap();
-    let fleet = Fleet::generate(&spec());
-    let batches: Vec<TelemetryBatch> = fleet.messages().map(|m| m.batch).collect();
+    let (mosquitto, dir, fleet, batches) = start();
     // A unit that lost its clock: its first batch, an hour after 1970.
     let mut lost = batches[0].clone();
     lost.sequence = 1_000;
     for (i, s) in lost.samples.iter_mut().enumerate() {
         s.event_time_ms = 3_600_000 + i as i64 * 600_000;
     }
-    let messages = std::iter::once(encode(&lost))
-        .chain(batches.iter().map(encode))
-        .collect();
-    let metrics = serve(&mosquitto, dir.path(), &fleet, messages).await;
+    let sent: Vec<TelemetryBatch> = std::iter::once(lost).chain(batches.clone()).collect();
+    let metrics = serve(&mosquitto, dir.path(), &fleet, &sent).await;
     assert_eq!(metrics.rejected(RejectReason::BeforeStart), 1);
     assert_eq!(metrics.rejected_total(), 1);
     assert_eq!(
@@ -352,10 +347,7 @@ async fn a_first_message_dated_1970_is_refused_and_opens_no_days() {
 /// machine's meters since the start to one hour.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_meter_read_as_zero_or_corrupt_once_adds_no_phantom_hours() {
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let dir = tempfile::tempdir().unwrap();
-    let fleet = Fleet::generate(&spec());
-    let clean: Vec<TelemetryBatch> = fleet.messages().map(|m| m.batch).collect();
+    let (mosquitto, dir, fleet, clean) = start();
     let mut sent = clean.clone();
     // A reading in the second day of three devices that worked by then.
     let second_day = fleet.spec().start + 86_400_000;
@@ -374,13 +366,7 @@ async fn a_meter_read_as_zero_or_corrupt_once_adds_no_phantom_hours() {
         glitched.push(device.id.clone());
     }
     assert_eq!(glitched.len(), 3, "three devices glitch");
-    let metrics = serve(
-        &mosquitto,
-        dir.path(),
-        &fleet,
-        sent.iter().map(encode).collect(),
-    )
-    .await;
+    let metrics = serve(&mosquitto, dir.path(), &fleet, &sent).await;
     assert_eq!(metrics.rejected_total(), 0);
 
     let store = stored(&dir.path().join("kpi.sqlite"), true);
@@ -410,10 +396,7 @@ async fn a_meter_read_as_zero_or_corrupt_once_adds_no_phantom_hours() {
 /// stored and line protocol cannot express.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_output_or_count_is_refused_naming_its_field() {
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let dir = tempfile::tempdir().unwrap();
-    let fleet = Fleet::generate(&spec());
-    let mut sent: Vec<TelemetryBatch> = fleet.messages().map(|m| m.batch).collect();
+    let (mosquitto, dir, fleet, mut sent) = start();
     let customer = sent[0].customer_id.clone();
     let corrupt: Vec<usize> = (sent.iter().enumerate())
         .filter(|(_, b)| b.customer_id == customer)
@@ -424,13 +407,7 @@ async fn a_corrupt_output_or_count_is_refused_naming_its_field() {
     sent[corrupt[0]].samples[0].output_units = 1e308;
     sent[corrupt[1]].samples[0].output_units = 1e308;
     sent[corrupt[2]].samples[0].cycles = u32::MAX;
-    let metrics = serve(
-        &mosquitto,
-        dir.path(),
-        &fleet,
-        sent.iter().map(encode).collect(),
-    )
-    .await;
+    let metrics = serve(&mosquitto, dir.path(), &fleet, &sent).await;
     assert_eq!(metrics.rejected(RejectReason::InvalidSample), 3);
     assert_eq!(metrics.rejected_total(), 3);
     let letters = std::fs::read_to_string(dir.path().join("dead-letter.jsonl")).unwrap();
