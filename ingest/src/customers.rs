@@ -242,12 +242,28 @@ impl CustomersFile {
             };
             fleetpulse_proto::topic::check_id(&c.id)
                 .map_err(|reason| at("id", None, format!("`{}` {reason}", c.id)))?;
-            if let Some(first) = seen.insert(c.id.as_str(), i) {
+            if c.id.trim() != c.id {
                 return Err(at(
                     "id",
                     None,
-                    format!("`{}` is also customer[{first}]", c.id),
+                    format!(
+                        "`{}` starts or ends with a space: its devices' topics would not match it",
+                        c.id
+                    ),
                 ));
+            }
+            // Ids are exact in topics; two that differ only in case are one
+            // customer written twice, or two that people will mix up.
+            if let Some((first, id)) = seen.insert(c.id.to_lowercase(), (i, c.id.as_str())) {
+                let message = if id == c.id {
+                    format!("`{}` is also customer[{first}]", c.id)
+                } else {
+                    format!(
+                        "`{}` differs from customer[{first}] `{id}` only in case",
+                        c.id
+                    )
+                };
+                return Err(at("id", None, message));
             }
             let timezone = match &c.timezone {
                 None => jiff::tz::TimeZone::UTC,
@@ -683,6 +699,30 @@ usage_drop = 0.3
                 assert!(err.contains(name), "{err}");
             }
         }
+    }
+
+    /// Ids that clash: written twice, only in case apart, or with a space
+    /// a device's topic would not carry.
+    #[test]
+    fn clashing_ids_are_named() {
+        let second = GOOD.replacen("[[customer]]", "", 1);
+        let twice = |id: &str| format!("{GOOD}\n[[customer]]{}", second.replace("\"acme\"", id));
+        let err = specs(&twice("\"acme\"")).unwrap_err();
+        assert!(
+            err.contains("`customer[1].id`: `acme` is also customer[0]"),
+            "{err}"
+        );
+        let err = specs(&twice("\"ACME\"")).unwrap_err();
+        assert!(
+            err.contains("`customer[1].id`: `ACME` differs from customer[0] `acme` only in case"),
+            "{err}"
+        );
+        assert!(specs(&twice("\"acme-2\"")).is_ok());
+        let err = specs(&GOOD.replace("\"acme\"", "\"acme \"")).unwrap_err();
+        assert!(
+            err.contains("`customer[0].id`: `acme ` starts or ends with a space"),
+            "{err}"
+        );
     }
 
     #[test]
