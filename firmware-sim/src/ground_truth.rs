@@ -167,7 +167,8 @@ impl GroundTruth {
                 let hours_since = |t: EventTime| at.saturating_sub(t) as f64 / 3_600_000.0;
                 let since_last = hours_since(before.at);
                 let since_epoch = hours_since(batch.unit_epoch.saturating_mul(1000));
-                let delta = |now: f64, before: f64, per_hour: f64, slack: f64| {
+                // The most a meter gains: (per elapsed hour, slack).
+                let delta = |now: f64, before: f64, (per_hour, slack): (f64, f64)| {
                     let (gain, hours) = if now >= before {
                         (now - before, since_last)
                     } else if new_unit {
@@ -181,10 +182,11 @@ impl GroundTruth {
                         gain
                     }
                 };
-                let operating = delta(now.operating_hours, before.operating_hours, 1.0, 1.0);
+                let (hours, litres) = ((1.0, 1.0), (1_000.0, 100.0));
+                let operating = delta(now.operating_hours, before.operating_hours, hours);
                 acc.operating_hours += operating;
-                acc.idle_hours += delta(now.idle_hours, before.idle_hours, 1.0, 1.0);
-                acc.fuel_litres += delta(now.fuel_litres, before.fuel_litres, 1_000.0, 100.0);
+                acc.idle_hours += delta(now.idle_hours, before.idle_hours, hours);
+                acc.fuel_litres += delta(now.fuel_litres, before.fuel_litres, litres);
                 if operating > 0.0 && !acc.active.contains(device) {
                     acc.active.insert(device.clone());
                 }

@@ -412,7 +412,12 @@ impl DeviceMemory {
                         |from: EventTime| sample.at.saturating_sub(from) as f64 / HOUR_MS as f64;
                     let elapsed = Elapsed {
                         since_last: hours(last.at),
-                        since_epoch: hours(unit_epoch.saturating_mul(1000)),
+                        // Only a new unit's restart is measured from it.
+                        since_epoch: if new_unit {
+                            hours(unit_epoch.saturating_mul(1000))
+                        } else {
+                            0.0
+                        },
                     };
                     let mut counter =
                         |now, before, most| increment(now, before, new_unit, elapsed, most, faults);
@@ -1215,18 +1220,7 @@ mod tests {
             .into_iter()
             .enumerate()
         {
-            let batch = DeviceBatch {
-                customer: "c".into(),
-                site: "s".into(),
-                device: "d".into(),
-                unit_epoch: 0,
-                sequence: i as u64 + 1,
-                samples: vec![crate::Sample {
-                    at: day + i as u64 * 600_000,
-                    operating_hours: hours,
-                    ..Default::default()
-                }],
-            };
+            let batch = one_reading(i as u64 + 1, day + i as u64 * 600_000, hours);
             memory.apply(batch, &mut 0, &mut faults, &mut out).unwrap();
         }
         let total: f64 = out.iter().map(|u| u.increments.operating_hours).sum();

@@ -187,7 +187,7 @@ impl HttpConfig {
 
     /// The section sets something (a `listen` address, users, TLS) but
     /// the port is off: most likely `enabled = true` was forgotten.
-    pub fn set_but_off(&self) -> bool {
+    fn set_but_off(&self) -> bool {
         !self.enabled && *self != Self::default()
     }
 
