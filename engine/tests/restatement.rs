@@ -210,6 +210,24 @@ fn a_26_hour_outage_is_restated_exactly_whatever_the_upload_order() {
     }
 }
 
+/// A meter read as 0 inside a buffer uploaded after a 26-hour outage,
+/// newest first or shuffled: the restated windows equal the in-order fold,
+/// which counts neither the glitch nor the reading after it.
+#[test]
+fn a_meter_glitch_inside_a_late_buffer_is_restated_like_the_in_order_run() {
+    for upload in [Upload::NewestFirst, Upload::Shuffled(11)] {
+        let mut fleet = device("acme", "exc-1", 72, 10..36, upload);
+        let glitched = (fleet.iter_mut())
+            .map(|(_, b)| b)
+            .find(|b| b.first_at() >= T0 + 20 * HOUR_MS)
+            .unwrap();
+        glitched.samples[0].operating_hours = 0.0;
+        fleet.extend(device("acme", "exc-2", 72, 0..0, upload));
+        let (restated, expected) = live_and_restated(fleet, 1);
+        assert_eq!(restated, expected, "{upload:?}");
+    }
+}
+
 /// Berlin's clocks go forward on 2026-03-29 (a 23-hour local day): an
 /// outage across it, its buffer uploaded late, is restated exactly, each
 /// customer's days in its own zone.
