@@ -33,9 +33,37 @@ impl WindowSpec {
         }
     }
 
-    /// Start of the window that holds `at` (windows are aligned to the epoch).
+    /// Start of the window that holds `at`, aligned to the epoch.
     pub fn start_of(&self, at: EventTime) -> EventTime {
         at - at % self.length_ms
+    }
+
+    /// Whether a day holds a whole number of these windows (`1h`, `15m`, the
+    /// day itself): such a window follows a customer's local day.
+    pub fn nests_in_day(&self) -> bool {
+        self.length_ms <= DAY_MS && DAY_MS.is_multiple_of(self.length_ms)
+    }
+
+    /// Bounds of the window that holds `at`: given `day` (the local day
+    /// holding `at`, 23 to 25 hours long), the day itself for a daily
+    /// window, or for one that nests in a day, counted from the day's start
+    /// (the last one cut at its end); else aligned to the epoch.
+    pub fn bounds(
+        &self,
+        day: Option<(EventTime, EventTime)>,
+        at: EventTime,
+    ) -> (EventTime, EventTime) {
+        match day {
+            Some(day) if self.length_ms == DAY_MS => day,
+            Some((start, end)) if self.nests_in_day() => {
+                let from = start + (at - start) / self.length_ms * self.length_ms;
+                (from, (from + self.length_ms).min(end))
+            }
+            _ => {
+                let start = self.start_of(at);
+                (start, start + self.length_ms)
+            }
+        }
     }
 
     /// Length in hours.
@@ -183,25 +211,45 @@ impl EngineConfig {
         self.windows.iter().find(|w| w.length_ms == DAY_MS)
     }
 
-    /// Bounds of the window of `spec` that holds `at` for `customer`. A
-    /// daily window follows the customer's local day (23 or 25 hours long
-    /// on daylight-saving changes); every other window, and every customer
-    /// without a time zone, is aligned to the epoch (UTC).
+    /// Bounds of the window of `spec` that holds `at` for `customer`. For a
+    /// customer with a time zone, the daily window is the local day (23 or
+    /// 25 hours long on daylight-saving changes) and a shorter window that
+    /// nests in a day (`1h`) is counted from its start, so every hour lies
+    /// in one local day, in India's and central Australia's half-hour zones
+    /// too (in a whole-hour zone, the hours are UTC hours). Other windows,
+    /// and every window of a customer without a time zone, are aligned to
+    /// the epoch (UTC).
     pub fn window_bounds(
         &self,
         spec: &WindowSpec,
         customer: &str,
         at: EventTime,
     ) -> (EventTime, EventTime) {
-        if spec.length_ms == DAY_MS
-            && let Some(c) = self.customers.get(customer)
-            && c.timezone != jiff::tz::TimeZone::UTC
-            && let Some(bounds) = local_day(&c.timezone, at)
-        {
-            return bounds;
-        }
-        let start = spec.start_of(at);
-        (start, start + spec.length_ms)
+        let day = (spec.nests_in_day())
+            .then(|| self.local_day(customer, at))
+            .flatten();
+        spec.bounds(day, at)
+    }
+
+    /// Bounds of every window in [`Self::windows`] that holds `at` for
+    /// `customer`, in that order, as [`Self::window_bounds`] gives them (the
+    /// local day worked out once).
+    pub fn all_window_bounds(
+        &self,
+        customer: &str,
+        at: EventTime,
+    ) -> impl Iterator<Item = (EventTime, EventTime)> + '_ {
+        let day = self.local_day(customer, at);
+        self.windows.iter().map(move |spec| spec.bounds(day, at))
+    }
+
+    /// The local day holding `at` of a customer with a time zone other
+    /// than UTC.
+    fn local_day(&self, customer: &str, at: EventTime) -> Option<(EventTime, EventTime)> {
+        let zone = &self.customers.get(customer)?.timezone;
+        (*zone != jiff::tz::TimeZone::UTC)
+            .then(|| local_day(zone, at))
+            .flatten()
     }
 
     /// Floors an event time to the tick.
@@ -221,4 +269,40 @@ fn local_day(tz: &jiff::tz::TimeZone, at: EventTime) -> Option<(EventTime, Event
         u64::try_from(start.timestamp().as_millisecond()).ok()?,
         u64::try_from(end.timestamp().as_millisecond()).ok()?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 25-hour day and a 23-hour one, written out: the daily window is
+    /// the day, whichever of its hours; shorter windows count from its
+    /// start and the last one ends with it.
+    #[test]
+    fn windows_nest_in_days_of_23_and_25_hours() {
+        let day = WindowSpec::new("1d", DAY_MS);
+        let hour = WindowSpec::new("1h", HOUR_MS);
+        let shift = WindowSpec::new("8h", 8 * HOUR_MS);
+        let start = 1_000 * HOUR_MS + 30 * 60_000;
+        let long = (start, start + 25 * HOUR_MS);
+        let short = (start, start + 23 * HOUR_MS);
+        let last_hour = start + 24 * HOUR_MS + 5;
+        assert_eq!(day.bounds(Some(long), last_hour), long);
+        assert_eq!(
+            hour.bounds(Some(long), last_hour),
+            (start + 24 * HOUR_MS, long.1)
+        );
+        assert_eq!(hour.bounds(Some(long), start), (start, start + HOUR_MS));
+        assert_eq!(
+            shift.bounds(Some(short), start + 22 * HOUR_MS),
+            (start + 16 * HOUR_MS, short.1)
+        );
+        // A week does not nest in a day; nor does any window without a day.
+        let week = WindowSpec::new("7d", 7 * DAY_MS);
+        assert_eq!(
+            week.bounds(Some(long), start),
+            (week.start_of(start), week.start_of(start) + 7 * DAY_MS)
+        );
+        assert_eq!(hour.bounds(None, start), (1_000 * HOUR_MS, 1_001 * HOUR_MS));
+    }
 }

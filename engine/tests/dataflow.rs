@@ -243,7 +243,7 @@ fn daily_windows_follow_the_customers_local_day() {
     assert_eq!(days[0].window_end - days[0].window_start, 24 * HOUR_MS);
     assert_eq!(days[1].window_start, 1_774_742_400_000 - HOUR_MS);
     assert_eq!(days[1].window_end - days[1].window_start, 23 * HOUR_MS);
-    // Hourly windows stay aligned to UTC hours.
+    // In a whole-hour zone the day's hours are UTC hours.
     let hours = customers(&outcome, "1h");
     assert_eq!(hours[0].window_start, T0 + 23 * HOUR_MS);
 }
@@ -461,5 +461,95 @@ fn london_and_new_york_daylight_saving_days_keep_their_own_bounds_beside_utc() {
         };
         assert_eq!(ending("acme"), Some(utc(2026, 10, 25, 0)));
         assert_eq!(ending("london"), Some(utc(2026, 10, 24, 23)));
+    }
+}
+
+/// Ms since the epoch of `y-m-d h:mm` UTC.
+fn utc_hm(y: i16, m: i8, d: i8, h: i8, minute: i8) -> u64 {
+    utc(y, m, d, h) + minute as u64 * MIN
+}
+
+/// Customers in Asia/Kolkata (UTC+5:30), Asia/Kathmandu (UTC+5:45) and
+/// Australia/Adelaide (UTC+9:30, +10:30 in summer: a 25-hour day on 5 April
+/// 2026 and a 23-hour one on 4 October), and one on UTC, running one machine
+/// (the same device id) around the clock. Every hourly window lies in one
+/// local day: a local day is its hours, one after another from its start,
+/// and they add up to it. Aligned to UTC hours, the hour across a
+/// half-hour zone's midnight lay in two days: the open day left it out (a
+/// provisional score short of an hour, a usual day never learned) and a
+/// day's hours did not add up to it. Bounds from the zone rules: IST = UTC+5:30,
+/// NPT = UTC+5:45; ACDT = UTC+10:30 until 03:00 on 5 April, ACST = UTC+9:30
+/// from 02:00 on 4 October.
+#[test]
+fn hours_lie_in_the_local_day_in_half_and_quarter_hour_time_zones() {
+    let config = with_zones(&[
+        ("kolkata", "Asia/Kolkata"),
+        ("kathmandu", "Asia/Kathmandu"),
+        ("adelaide", "Australia/Adelaide"),
+    ]);
+    let spans = [
+        (utc(2026, 1, 5, 12), utc(2026, 1, 7, 12)),
+        (utc(2026, 4, 4, 0), utc(2026, 4, 6, 0)),
+        (utc(2026, 10, 3, 0), utc(2026, 10, 5, 0)),
+    ];
+    let batches = around_the_clock(&["kolkata", "kathmandu", "adelaide", "acme"], &spans);
+    let expected = [
+        days("acme", &[utc(2026, 1, 6, 0), utc(2026, 1, 7, 0)]),
+        days(
+            "kolkata",
+            &[utc_hm(2026, 1, 5, 18, 30), utc_hm(2026, 1, 6, 18, 30)],
+        ),
+        days(
+            "kathmandu",
+            &[utc_hm(2026, 1, 5, 18, 15), utc_hm(2026, 1, 6, 18, 15)],
+        ),
+        days(
+            "adelaide",
+            &[
+                utc_hm(2026, 4, 4, 13, 30),
+                utc_hm(2026, 4, 5, 14, 30), // 25 h
+            ],
+        ),
+        days(
+            "adelaide",
+            &[
+                utc_hm(2026, 10, 3, 14, 30),
+                utc_hm(2026, 10, 4, 13, 30), // 23 h
+            ],
+        ),
+    ]
+    .concat();
+    check_local_days(&config, &batches, &expected);
+    for workers in [1, 2] {
+        let outcome = run_batches(config.clone(), workers, 2 * HOUR_MS, batches.clone()).unwrap();
+        let hours = customers(&outcome, "1h");
+        let device_hours = device_rows(&outcome.outputs, "1h");
+        for &(customer, start, end) in &expected {
+            let ctx = format!("workers={workers} {customer} day from {start}");
+            let held: Vec<_> = (hours.iter())
+                .filter(|h| &*h.customer == customer && h.window_start < end)
+                .filter(|h| h.window_end > start)
+                .collect();
+            let bounds: Vec<_> = held
+                .iter()
+                .map(|h| (h.window_start, h.window_end))
+                .collect();
+            let want: Vec<_> = (start..end)
+                .step_by(HOUR_MS as usize)
+                .map(|s| (s, s + HOUR_MS))
+                .collect();
+            assert_eq!(bounds, want, "{ctx}: the day's hours");
+            for h in &held {
+                assert!(
+                    (h.totals.operating_hours - 1.0).abs() < 1e-9,
+                    "{ctx}: {h:?}"
+                );
+            }
+            let devices = (device_hours.iter())
+                .filter(|h| &*h.customer == customer && h.window_start >= start)
+                .filter(|h| h.window_end <= end)
+                .count();
+            assert_eq!(devices, want.len(), "{ctx}: device hours");
+        }
     }
 }

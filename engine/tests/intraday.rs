@@ -557,7 +557,41 @@ fn a_champion_absent_all_week_is_alerted_by_the_last_day_s_noon() {
 /// midnight).
 #[test]
 fn a_daylight_saving_day_is_read_at_the_pace_of_the_usual_day() {
-    let zone = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+    read_at_the_usual_pace(
+        "Europe/Berlin",
+        "2026-02-27",
+        ["2026-03-28", "2026-03-29", "2026-03-30"],
+        |h| (8..16).contains(&h),
+    );
+}
+
+/// The same for a night shift (22:00 to 02:00) in Kolkata (UTC+5:30) and
+/// in Adelaide (UTC+10:30, +9:30 from the 25-hour day of 2026-04-05): the
+/// hour across local midnight, worked, is the open day's like any other
+/// (aligned to UTC hours it lay in two days and neither took it in: no
+/// usual day was learned, and the day was read at a uniform pace).
+#[test]
+fn a_night_shift_in_a_half_hour_zone_is_read_at_the_pace_of_the_usual_day() {
+    let night = |h: i8| !(2..22).contains(&h);
+    read_at_the_usual_pace(
+        "Asia/Kolkata",
+        "2026-02-27",
+        ["2026-03-28", "2026-03-29", "2026-03-30"],
+        night,
+    );
+    read_at_the_usual_pace(
+        "Australia/Adelaide",
+        "2026-03-05",
+        ["2026-04-04", "2026-04-05", "2026-04-06"],
+        night,
+    );
+}
+
+/// A fleet of 10 in `zone`, on contract from `first`, working in the local
+/// hours `working` every day and idle otherwise: on the days between
+/// `dates`, every provisional score is the score the day closes with.
+fn read_at_the_usual_pace(zone: &str, first: &str, dates: [&str; 3], working: impl Fn(i8) -> bool) {
+    let zone = jiff::tz::TimeZone::get(zone).unwrap();
     let midnight = |date: &str| -> u64 {
         let day: jiff::civil::Date = date.parse().unwrap();
         day.to_zoned(zone.clone())
@@ -569,7 +603,7 @@ fn a_daylight_saving_day_is_read_at_the_pace_of_the_usual_day() {
         let at = jiff::Timestamp::from_millisecond(at as i64).unwrap();
         at.to_zoned(zone.clone()).hour()
     };
-    let start = midnight("2026-02-27");
+    let start = midnight(first);
     let mut config = EngineConfig::default();
     let contract = Contract {
         arr: 120_000.0,
@@ -583,14 +617,14 @@ fn a_daylight_saving_day_is_read_at_the_pace_of_the_usual_day() {
     config.customers.insert("acme".into(), spec);
     let mut run = Run::start_with(config, 2);
     let days = [
-        (midnight("2026-03-28"), midnight("2026-03-29")),
-        (midnight("2026-03-29"), midnight("2026-03-30")),
+        (midnight(dates[0]), midnight(dates[1])),
+        (midnight(dates[1]), midnight(dates[2])),
     ];
     let mut worked = 0.0;
     let mut h = 0;
     while start + h * HOUR_MS < days[1].1 + LATENESS + HOUR_MS {
         let at = start + h * HOUR_MS;
-        let working = (8..16).contains(&local_hour(at));
+        let working = working(local_hour(at));
         if working {
             worked += 1.0;
         }

@@ -44,9 +44,8 @@ impl<'scope> TumblingWindowExt<'scope> for StreamVec<'scope, EventTime, Usage> {
                 input.for_each(|cap, data| {
                     for usage in data.iter() {
                         let device = ids.device(usage);
-                        for (spec, windows) in config.windows.iter().zip(open.iter_mut()) {
-                            let (start, end) =
-                                config.window_bounds(spec, &usage.customer, usage.sample.at);
+                        let bounds = config.all_window_bounds(&usage.customer, usage.sample.at);
+                        for ((start, end), windows) in bounds.zip(open.iter_mut()) {
                             let (_, window) = windows.entry(end).or_insert_with(|| {
                                 (cap.delayed(&(end - 1), 0), OpenWindow::default())
                             });
