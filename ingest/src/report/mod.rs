@@ -19,6 +19,7 @@ use clap::Args;
 use fleetpulse_engine::{
     AlertRecord, CustomerKpi, EventTime, HealthRecord, MilestoneRecord, OutcomeRecord, Segment,
 };
+use jiff::tz::TimeZone;
 
 pub use render::render;
 
@@ -56,7 +57,7 @@ pub struct ReportArgs {
 }
 
 /// What the report shows, read from the store.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ReportData {
     /// Customer id.
     pub customer: String,
@@ -86,6 +87,9 @@ pub struct ReportData {
     pub touchpoints: Vec<fleetpulse_engine::kpi::touchpoint::Touchpoint>,
     /// Where the data came from.
     pub source: String,
+    /// The customer's time zone (customers.toml; UTC without one): its days
+    /// and dates.
+    pub zone: TimeZone,
 }
 
 impl ReportData {
@@ -113,15 +117,43 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         args.out.display(),
         data.name,
         data.customer,
-        svg::date(data.from),
-        svg::date(data.to - 1)
+        svg::date(data.from, &data.zone),
+        svg::date(data.to - 1, &data.zone)
     );
     Ok(())
 }
 
-fn parse_day(flag: &str, text: &str) -> anyhow::Result<EventTime> {
-    fleetpulse_sim::calendar::parse_date(text)
-        .with_context(|| format!("{flag}: `{text}` is not a date (YYYY-MM-DD)"))
+/// The start of the day `text` (`YYYY-MM-DD`) in `zone`, and of the day
+/// after it.
+fn parse_day(flag: &str, text: &str, zone: &TimeZone) -> anyhow::Result<(EventTime, EventTime)> {
+    let bad = || format!("{flag}: `{text}` is not a date from 1970 on (YYYY-MM-DD)");
+    let day: jiff::civil::Date = text.parse().with_context(bad)?;
+    local_day(day, zone).with_context(bad)
+}
+
+/// Bounds of `day` in `zone` (23 to 25 hours).
+fn local_day(day: jiff::civil::Date, zone: &TimeZone) -> Option<(EventTime, EventTime)> {
+    let midnight = |day: jiff::civil::Date| -> Option<EventTime> {
+        let ms = day
+            .to_zoned(zone.clone())
+            .ok()?
+            .timestamp()
+            .as_millisecond();
+        EventTime::try_from(ms).ok()
+    };
+    midnight(day).zip(midnight(day.tomorrow().ok()?))
+}
+
+/// Bounds of the day in `zone` that holds `at`.
+fn day_of(at: EventTime, zone: &TimeZone) -> (EventTime, EventTime) {
+    i64::try_from(at)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .and_then(|t| local_day(t.to_zoned(zone.clone()).date(), zone))
+        .unwrap_or_else(|| {
+            let start = fleetpulse_sim::calendar::day_start(at);
+            (start, start + DAY_MS)
+        })
 }
 
 /// Reads what the report needs from the store named in `args`.
@@ -163,9 +195,27 @@ pub fn load(args: &ReportArgs) -> anyhow::Result<ReportData> {
             }
         );
     };
+    let customers_file = args.customers.clone().or_else(|| {
+        let beside = args.store.parent()?.join("customers.toml");
+        beside.exists().then_some(beside)
+    });
+    let contract = match &customers_file {
+        Some(path) => CustomersFile::load(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?
+            .customers
+            .into_iter()
+            .find(|c| c.id == id),
+        None => None,
+    };
+    // The customer's days: `--from` and `--to` are its local dates.
+    let zone = match contract.as_ref().and_then(|c| c.timezone.as_ref()) {
+        Some(name) => TimeZone::get(name.get_ref())
+            .with_context(|| format!("customer `{id}`: time zone `{}`", name.get_ref()))?,
+        None => TimeZone::UTC,
+    };
     let to = match &args.to {
-        Some(text) => parse_day("--to", text)? + DAY_MS,
-        None => fleetpulse_sim::calendar::day_start(last_day) + DAY_MS,
+        Some(text) => parse_day("--to", text, &zone)?.1,
+        None => day_of(last_day, &zone).1,
     };
     let first_day = all_health
         .first()
@@ -173,12 +223,17 @@ pub fn load(args: &ReportArgs) -> anyhow::Result<ReportData> {
         .into_iter()
         .chain(daily.first().map(|k| k.window_start))
         .min()
-        .map_or(0, fleetpulse_sim::calendar::day_start);
+        .map_or(0, |at| day_of(at, &zone).0);
     let from = match &args.from {
-        Some(text) => parse_day("--from", text)?,
-        None => to
-            .saturating_sub(DEFAULT_PERIOD_DAYS * DAY_MS)
-            .max(first_day),
+        Some(text) => parse_day("--from", text, &zone)?.0,
+        // The day 90 days before the last: its middle lies in it, whatever
+        // the daylight-saving changes between.
+        None => day_of(
+            (to + DAY_MS / 2).saturating_sub((DEFAULT_PERIOD_DAYS + 1) * DAY_MS),
+            &zone,
+        )
+        .0
+        .max(first_day),
     };
     if from >= to {
         bail!("--from must be before --to");
@@ -211,18 +266,6 @@ pub fn load(args: &ReportArgs) -> anyhow::Result<ReportData> {
         .filter(|h| within(h.window_start))
         .collect();
 
-    let customers_file = args.customers.clone().or_else(|| {
-        let beside = args.store.parent()?.join("customers.toml");
-        beside.exists().then_some(beside)
-    });
-    let contract = match &customers_file {
-        Some(path) => CustomersFile::load(path)
-            .with_context(|| format!("{}: cannot read", path.display()))?
-            .customers
-            .into_iter()
-            .find(|c| c.id == id),
-        None => None,
-    };
     let name = contract
         .as_ref()
         .map(|c| c.name.clone())
@@ -256,6 +299,7 @@ pub fn load(args: &ReportArgs) -> anyhow::Result<ReportData> {
             .filter(|t| within(t.at))
             .collect(),
         source: store_label(&args.store),
+        zone,
     })
 }
 
@@ -310,5 +354,91 @@ mod tests {
             .collect();
         assert_eq!(days, [(day(0), 70.0), (day(1), 72.0)]);
         assert_eq!(data.to, day(2));
+    }
+
+    /// A customer in Berlin: its days start at 23:00 UTC the day before (at
+    /// 22:00 from the 29 March change to summer time). A report of March
+    /// holds March's 31 local days, dated by their local dates: read as UTC
+    /// days it lost 1 March, took in 1 April, and dated every day by the day
+    /// before.
+    #[tokio::test]
+    async fn a_report_covers_and_dates_the_customers_local_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("kpi.sqlite");
+        let config = SinkConfig::Sqlite(SqliteConfig {
+            path: store.clone(),
+        });
+        let mut sink = Sink::open(&config).await.unwrap();
+        const HOUR: u64 = 3_600_000;
+        // 2026-02-25T00:00Z; Berlin's days from 26 February to 3 April,
+        // written out from the zone rules (CET = UTC+1, CEST = UTC+2).
+        let feb_25 = 1_771_977_600_000;
+        let midnight = |d: u64| {
+            let utc = feb_25 + d * DAY_MS;
+            if d <= 32 { utc - HOUR } else { utc - 2 * HOUR }
+        };
+        let records: Vec<Output> = (1..38)
+            .map(|d| {
+                let mut h = health("acme", midnight(d), 60.0 + d as f64 / 10.0);
+                h.window_end = midnight(d + 1);
+                Output::Health(h)
+            })
+            .collect();
+        sink.write(&records).await.unwrap();
+        drop(sink);
+        let customers = dir.path().join("customers.toml");
+        std::fs::write(
+            &customers,
+            r#"
+[[customer]]
+id = "acme"
+name = "Acme Quarry"
+segment = "high-touch"
+timezone = "Europe/Berlin"
+[customer.contract]
+arr = 120000
+start = "2026-01-01"
+renewal = "2027-01-01"
+devices_purchased = 50
+operator_seats = 40
+"#,
+        )
+        .unwrap();
+        let args = ReportArgs {
+            customer: "acme".into(),
+            out: dir.path().join("report.html"),
+            store,
+            from: Some("2026-03-01".into()),
+            to: Some("2026-03-31".into()),
+            customers: Some(customers),
+        };
+        let data = load(&args).unwrap();
+        let starts: Vec<u64> = data.health.iter().map(|h| h.window_start).collect();
+        // 1 March is day 4 after 25 February, 31 March day 34.
+        assert_eq!(starts, (4..=34).map(midnight).collect::<Vec<_>>());
+        assert_eq!((data.from, data.to), (midnight(4), midnight(35)));
+        let html = render(&data);
+        assert!(html.contains("2026-03-01 to 2026-03-31"), "the period");
+        assert!(html.contains(">03-01<"), "the charts' first date");
+        // Without --from and --to: the 90 days up to the last day, 3 April,
+        // or from the first, 26 February.
+        let whole = load(&ReportArgs {
+            from: None,
+            to: None,
+            ..args.clone()
+        })
+        .unwrap();
+        assert_eq!((whole.from, whole.to), (midnight(1), midnight(38)));
+        assert_eq!(whole.health.len(), 37);
+        // A date that does not exist is refused, naming the flag.
+        let err = load(&ReportArgs {
+            from: Some("2026-02-30".into()),
+            ..args
+        })
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("--from: `2026-02-30`"),
+            "{err:#}"
+        );
     }
 }

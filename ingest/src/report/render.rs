@@ -185,8 +185,9 @@ fn section_summary(out: &mut String, d: &ReportData) {
         "Time to value",
         last.and_then(|h| h.time_to_value_days)
             .map_or("not yet".into(), |t| format!("{t:.1} days")),
-        d.activation()
-            .map_or(String::new(), |a| format!("from activation on {}", date(a))),
+        d.activation().map_or(String::new(), |a| {
+            format!("from activation on {}", date(a, &d.zone))
+        }),
     );
     card(
         out,
@@ -237,7 +238,7 @@ fn section_summary(out: &mut String, d: &ReportData) {
                 story,
                 " ({:+.0} since {})",
                 l.score - f.score,
-                date(f.window_start)
+                date(f.window_start, &d.zone)
             );
         }
         story.push_str(". ");
@@ -262,7 +263,12 @@ fn section_summary(out: &mut String, d: &ReportData) {
     let _ = write!(out, r#"<p class="summary">{story}</p></section>"#);
 }
 
-fn outcome_chart(name: &str, records: &[OutcomeRecord], index: usize) -> String {
+fn outcome_chart(
+    name: &str,
+    records: &[OutcomeRecord],
+    index: usize,
+    zone: &jiff::tz::TimeZone,
+) -> String {
     let palette = [color::BLUE, color::ORANGE, color::TEAL, color::VIOLET];
     let mut line = Series::line(
         name,
@@ -296,6 +302,7 @@ fn outcome_chart(name: &str, records: &[OutcomeRecord], index: usize) -> String 
             .dashed(),
         ],
     )
+    .in_zone(zone)
     .render()
 }
 
@@ -337,7 +344,7 @@ fn section_outcomes(out: &mut String, d: &ReportData) {
             out,
             "<div><h3>{}</h3>{}</div>",
             escape(name),
-            outcome_chart(name, records, i)
+            outcome_chart(name, records, i, &d.zone)
         );
     }
     out.push_str("</div></section>");
@@ -364,6 +371,7 @@ fn section_adoption(out: &mut String, d: &ReportData) {
             ),
         ],
     );
+    depth.zone = d.zone.clone();
     depth.y_min = Some(0.0);
     depth.format = Some(svg::percent);
     let mut breadth = LineChart::new(
@@ -404,6 +412,7 @@ fn section_adoption(out: &mut String, d: &ReportData) {
             ),
         ],
     );
+    breadth.zone = d.zone.clone();
     breadth.y_min = Some(0.0);
     let _ = write!(
         out,
@@ -437,7 +446,7 @@ fn section_adoption(out: &mut String, d: &ReportData) {
         );
     }
     out.push_str("</tbody></table>");
-    out.push_str(&restated_note(&d.kpis));
+    out.push_str(&restated_note(&d.kpis, &d.zone));
     out.push_str("</section>");
 }
 
@@ -447,13 +456,13 @@ const RESTATED_DATES_LISTED: usize = 10;
 /// The footnote under the per-day figures: how many of the period's daily
 /// windows telemetry that arrived late restated (`revision` above 0), and
 /// which; empty when none was.
-fn restated_note(kpis: &[CustomerKpi]) -> String {
+fn restated_note(kpis: &[CustomerKpi], zone: &jiff::tz::TimeZone) -> String {
     let restated: Vec<&CustomerKpi> = kpis.iter().filter(|k| k.revision > 0).collect();
     if restated.is_empty() {
         return String::new();
     }
     let mut days: Vec<String> = (restated.iter().take(RESTATED_DATES_LISTED))
-        .map(|k| date(k.window_start))
+        .map(|k| date(k.window_start, zone))
         .collect();
     if restated.len() > RESTATED_DATES_LISTED {
         days.push(format!(
@@ -480,6 +489,7 @@ fn section_health(out: &mut String, d: &ReportData) {
             d.health.iter().map(|h| (h.window_start, h.score)).collect(),
         )],
     );
+    chart.zone = d.zone.clone();
     chart.y_min = Some(0.0);
     chart.y_max = Some(100.0);
     chart = chart.full_width();
@@ -541,11 +551,11 @@ fn section_journey(out: &mut String, d: &ReportData) {
         match (activation, ttv) {
             (Some(a), Some(t)) => format!(
                 "Activated on <b>{}</b>; first value reached after <b>{t:.1} days</b>.",
-                date(a)
+                date(a, &d.zone)
             ),
             (Some(a), None) => format!(
                 "Activated on <b>{}</b>; the first value milestone is not reached yet.",
-                date(a)
+                date(a, &d.zone)
             ),
             _ => "No activation in the store yet.".into(),
         }
@@ -573,8 +583,8 @@ fn section_journey(out: &mut String, d: &ReportData) {
             },
             m.status.as_str(),
             m.status.as_str(),
-            date(m.due_at),
-            m.reached_at.map_or("–".into(), |r| date(r - 1)),
+            date(m.due_at, &d.zone),
+            m.reached_at.map_or("–".into(), |r| date(r - 1, &d.zone)),
         );
     }
     out.push_str("</tbody></table></section>");
@@ -609,7 +619,7 @@ fn journey_svg(d: &ReportData) -> String {
             sx(a),
             h - 18.0,
             h - 4.0,
-            &date(a)[5..]
+            &date(a, &d.zone)[5..]
         );
     }
     for (i, m) in d.milestones.iter().enumerate() {
@@ -632,14 +642,14 @@ fn journey_svg(d: &ReportData) -> String {
             s,
             r#"<circle cx="{:.1}" cy="{y:.1}" r="6" fill="none" stroke="{color}" stroke-width="2"><title>due {}</title></circle>"#,
             sx(m.due_at),
-            date(m.due_at)
+            date(m.due_at, &d.zone)
         );
         if let Some(r) = m.reached_at {
             let _ = write!(
                 s,
                 r#"<circle cx="{:.1}" cy="{y:.1}" r="5" fill="{color}"><title>reached {}</title></circle>"#,
                 sx(r),
-                date(r - 1)
+                date(r - 1, &d.zone)
             );
         }
     }
@@ -667,7 +677,7 @@ fn section_risks(out: &mut String, d: &ReportData) {
                 out,
                 r#"<div class="alert retracted"><span class="rule">{}</span> · retracted: telemetry that arrived late showed it did not happen ({})</div>"#,
                 a.rule.as_str(),
-                date(a.opened_at),
+                date(a.opened_at, &d.zone),
             );
             continue;
         }
@@ -678,9 +688,11 @@ fn section_risks(out: &mut String, d: &ReportData) {
             if resolved { " resolved" } else { "" },
             a.rule.as_str(),
             a.stage.as_str(),
-            date(a.opened_at),
-            a.resolved_at
-                .map_or(String::new(), |r| format!(", resolved {}", date(r))),
+            date(a.opened_at, &d.zone),
+            a.resolved_at.map_or(String::new(), |r| format!(
+                ", resolved {}",
+                date(r, &d.zone)
+            )),
             escape(&a.evidence),
             if resolved {
                 "resolved".to_string()
@@ -719,7 +731,7 @@ fn section_touchpoints(out: &mut String, d: &ReportData) {
         .iter()
         .map(|t| (t.at, hours_on(t.at), touchpoint_color(t.kind)))
         .collect();
-    let mut chart = LineChart::new("touchpoints-timeline", vec![hours]);
+    let mut chart = LineChart::new("touchpoints-timeline", vec![hours]).in_zone(&d.zone);
     chart.y_min = Some(0.0);
     chart.width = svg::FULL_WIDTH;
     out.push_str(&chart.render());
@@ -728,7 +740,7 @@ fn section_touchpoints(out: &mut String, d: &ReportData) {
         let _ = write!(
             out,
             r#"<tr data-touchpoint="{kind}"><td>{}</td><td><span style="color:{}">&#9679;</span> {kind}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
-            date(t.at),
+            date(t.at, &d.zone),
             touchpoint_color(t.kind),
             escape(&t.csm),
             escape(&t.attendees),
@@ -759,7 +771,7 @@ fn touchpoint_color(kind: TouchpointKind) -> &'static str {
 /// The whole document.
 pub fn render(d: &ReportData) -> String {
     let mut out = String::with_capacity(64 * 1024);
-    let period = format!("{} to {}", date(d.from), date(d.to - 1));
+    let period = format!("{} to {}", date(d.from, &d.zone), date(d.to - 1, &d.zone));
     let _ = write!(
         out,
         r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>Business review: {name}, {period}</title><style>{STYLE}</style></head><body><div class="page">"#,
@@ -910,6 +922,7 @@ mod tests {
                 recorded_by: "alice".into(),
             }],
             source: "kpi.sqlite".into(),
+            zone: jiff::tz::TimeZone::UTC,
         }
     }
 
@@ -973,7 +986,7 @@ mod tests {
         let html = render(&d);
         let days: Vec<String> = [4, 5, 6]
             .iter()
-            .map(|&i| date(d.kpis[i].window_start))
+            .map(|&i| date(d.kpis[i].window_start, &d.zone))
             .collect();
         assert!(
             html.contains(&format!(

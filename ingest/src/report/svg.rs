@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use fleetpulse_engine::EventTime;
+use jiff::tz::TimeZone;
 
 /// Colours of the report (band colours as in the dashboard).
 pub mod color {
@@ -87,6 +88,8 @@ pub struct LineChart {
     pub width: f64,
     /// Height in SVG units.
     pub height: f64,
+    /// Time zone of the date labels: the customer's.
+    pub zone: TimeZone,
 }
 
 /// Width of a chart in a half of the page.
@@ -125,7 +128,14 @@ impl LineChart {
             format: None,
             width: HALF_WIDTH,
             height: 230.0,
+            zone: TimeZone::UTC,
         }
+    }
+
+    /// Dates on the axis in `zone` (the customer's days).
+    pub fn in_zone(mut self, zone: &TimeZone) -> Self {
+        self.zone = zone.clone();
+        self
     }
 
     /// The same chart across the whole page.
@@ -227,7 +237,7 @@ impl LineChart {
                     r#"<text x="{:.1}" y="{}" text-anchor="{anchor}">{}</text>"#,
                     sx(x),
                     h - 8.0,
-                    &date(x)[5..]
+                    &date(x, &self.zone)[5..]
                 );
             }
             for s in &self.series {
@@ -289,9 +299,16 @@ impl LineChart {
     }
 }
 
-/// `YYYY-MM-DD` of a time (UTC).
-pub fn date(at: EventTime) -> String {
-    fleetpulse_sim::calendar::date_of(at)
+/// `YYYY-MM-DD` of a time in `zone`: a customer's day is dated by its local
+/// date (a Berlin day starts at 23:00 UTC the day before).
+pub fn date(at: EventTime, zone: &TimeZone) -> String {
+    i64::try_from(at)
+        .ok()
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map_or_else(
+            || fleetpulse_sim::calendar::date_of(at),
+            |t| t.to_zoned(zone.clone()).date().to_string(),
+        )
 }
 
 /// Escapes text for HTML and SVG.
