@@ -1395,3 +1395,133 @@ async fn a_real_restatement_shows_on_the_dashboard() {
     );
     assert!(html.contains("retracted: telemetry that arrived late showed it did not happen"));
 }
+
+/// A customer's days are dated by its local dates (customers.toml
+/// `timezone`): a Berlin customer's day starts at 23:00 UTC the day before,
+/// so dated as UTC every chart and alert of it said the day before. Its page
+/// names the zone; its charts, its alerts there, on the home list and on the
+/// alerts page carry its dates; a customer without a zone keeps UTC dates.
+/// Dates written out from the zone rules (CET = UTC+1 in January).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customers_days_are_dated_in_its_time_zone() {
+    use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
+    use fleetpulse_engine::{Contract, CustomerSpec, EngineConfig, Output, Segment};
+    use late::*;
+    use support::cdp::Browser;
+
+    const HOUR: u64 = 3_600_000;
+    let Served {
+        addr,
+        hub,
+        stop,
+        server,
+    } = serve().await;
+    let mut engine = EngineConfig::default();
+    for (id, zone) in [("berlin", "Europe/Berlin"), ("plain", "UTC")] {
+        let contract = Contract {
+            arr: 90_000.0,
+            start: day(0) - 30 * DAY,
+            renewal: day(0) + 300 * DAY,
+            devices_purchased: 2,
+            operator_seats: 2,
+        };
+        let mut spec = CustomerSpec::new(id, Segment::HighTouch, contract);
+        spec.timezone = jiff::tz::TimeZone::get(zone).unwrap();
+        engine.customers.insert(id.into(), spec);
+    }
+    hub.attach(
+        Arc::new(fleetpulse::metrics::IngestMetrics::default()),
+        &engine,
+    );
+    // Berlin's days start an hour before the UTC ones.
+    let shifted = |record: Output, by: u64| match record {
+        Output::Health(mut h) => {
+            h.window_start -= by;
+            h.window_end -= by;
+            Output::Health(h)
+        }
+        Output::Alert(mut a) => {
+            a.opened_at -= by;
+            Output::Alert(a)
+        }
+        other => other,
+    };
+    let mut records = Vec::new();
+    for (customer, by) in [("berlin", HOUR), ("plain", 0)] {
+        for d in 0..DAYS {
+            records.push(shifted(health(customer, d, 90_000.0), by));
+        }
+        // Opened at the close of the last day: 00:00 on 15 January, local.
+        records.push(shifted(
+            episode(customer, Rule::UsageDrop, AlertStatus::Open, DAYS),
+            by,
+        ));
+    }
+    let (feed, task) = fleetpulse::http::feed(hub.clone());
+    feed.send(records.into()).await.unwrap();
+    drop(feed);
+    task.await.unwrap();
+    let doc: serde_json::Value = reqwest::get(format!("http://{addr}/api/customers/berlin"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["timezone"], "Europe/Berlin");
+
+    let base = format!("http://{addr}");
+    tokio::task::spawn_blocking(move || {
+        let mut browser = Browser::start();
+        for (customer, zone) in [("berlin", "Europe/Berlin"), ("plain", "UTC")] {
+            visit(
+                &mut browser,
+                &format!("{base}/#/customer/{customer}"),
+                &format!(
+                    "document.body.dataset.rendered === 'customer' \
+                     && document.querySelector('h1').textContent.includes('{customer}') \
+                     && document.querySelector('#open-alerts .alert')"
+                ),
+            );
+            let seen = browser.eval(
+                "[document.getElementById('customer-zone').textContent, \
+                 document.querySelector('svg[data-chart=\"health\"] text[text-anchor=\"start\"]').textContent, \
+                 document.querySelector('#open-alerts .alert .next').textContent.split(' · ')[0]]",
+            );
+            assert_eq!(
+                seen,
+                serde_json::json!([zone, "01-05", "since 2026-01-15"]),
+                "{customer}"
+            );
+        }
+        visit(
+            &mut browser,
+            &format!("{base}/#/"),
+            "document.body.dataset.rendered === 'home' && document.querySelectorAll('tr.alerts-row').length === 2",
+        );
+        let home = browser.eval(
+            "[...document.querySelectorAll('tr.alerts-row')].map((r) => \
+             r.dataset.customer + ' ' + r.querySelector('.alert .next').textContent.split(' · ')[0]).sort()",
+        );
+        assert_eq!(
+            home,
+            serde_json::json!(["berlin since 2026-01-15", "plain since 2026-01-15"])
+        );
+        visit(
+            &mut browser,
+            &format!("{base}/#/alerts"),
+            "document.body.dataset.rendered === 'alerts' && document.querySelectorAll('#alerts tbody tr').length === 2",
+        );
+        let rows = browser.eval(
+            "[...document.querySelectorAll('#alerts tbody tr')].map((r) => \
+             r.dataset.customer + ' ' + r.cells[3].textContent).sort()",
+        );
+        assert_eq!(
+            rows,
+            serde_json::json!(["berlin 2026-01-15", "plain 2026-01-15"])
+        );
+    })
+    .await
+    .unwrap();
+    stop.cancel();
+    server.await.unwrap().unwrap();
+}

@@ -344,6 +344,9 @@ struct CustomerSummary<'a> {
     customer: &'a str,
     /// Display name.
     name: &'a str,
+    /// Time zone of the customer's days (IANA name, `UTC` without one in
+    /// customers.toml): its dates are local dates there.
+    timezone: &'a str,
     segment: Option<Segment>,
     /// Annual recurring revenue.
     arr: Option<f64>,
@@ -383,6 +386,10 @@ pub(crate) fn segment_of(c: &CustomerView) -> Option<Segment> {
         .as_ref()
         .map(|i| i.segment)
         .or_else(|| c.latest_health().map(|h| h.segment))
+}
+
+fn timezone_of(c: &CustomerView) -> &str {
+    c.info.as_ref().map_or("UTC", |i| &i.timezone)
 }
 
 fn arr_of(c: &CustomerView) -> Option<f64> {
@@ -432,6 +439,7 @@ pub async fn customers(
             rank: i + 1,
             customer: id,
             name: display_name(id, c, &view),
+            timezone: timezone_of(c),
             segment: segment_of(c),
             arr: arr_of(c),
             health: latest.map(Doc),
@@ -581,6 +589,9 @@ struct CustomerDetail<'a> {
     customer: &'a str,
     /// Display name.
     name: &'a str,
+    /// Time zone of the customer's days (IANA name, `UTC` without one in
+    /// customers.toml): its dates are local dates there.
+    timezone: &'a str,
     segment: Option<Segment>,
     /// Annual recurring revenue.
     arr: Option<f64>,
@@ -681,6 +692,7 @@ pub async fn customer(
         version: view.version(),
         customer: id,
         name: display_name(id, c, &view),
+        timezone: timezone_of(c),
         segment: segment_of(c),
         arr: arr_of(c),
         devices_purchased: c.info.as_ref().map(|i| i.devices_purchased),

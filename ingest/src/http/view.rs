@@ -13,6 +13,7 @@
 //! with time.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
 use fleetpulse_engine::{
@@ -61,6 +62,8 @@ pub struct CustomerInfo {
     pub renewal: EventTime,
     /// Contract start, ms since the epoch: coverage cadences count from it.
     pub start: EventTime,
+    /// Time zone of the customer's days (IANA name): its dates.
+    pub timezone: Arc<str>,
 }
 
 impl CustomerInfo {
@@ -73,6 +76,7 @@ impl CustomerInfo {
             devices_purchased: spec.contract.devices_purchased,
             renewal: spec.contract.renewal,
             start: spec.contract.start,
+            timezone: spec.timezone.iana_name().unwrap_or("UTC").into(),
         }
     }
 }

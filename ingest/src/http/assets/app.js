@@ -51,14 +51,39 @@ function signed(n, digits) {
   return n > 0 ? "+" + s : s;
 }
 
-function date(ms) {
-  if (ms == null) return "–";
-  return new Date(ms).toISOString().slice(0, 10);
+// A customer's days are its local days (`timezone` from customers.toml):
+// its windows, alerts and milestones are dated in ZONE, which the customer's
+// page sets, so a Berlin day that starts at 23:00 UTC is not dated by the
+// day before. Dates entered as dates (touchpoints, contract dates) are kept
+// as UTC midnight and shown in UTC.
+let ZONE = "UTC";
+const CLOCKS = new Map();
+
+function clockParts(ms, zone) {
+  let clock = CLOCKS.get(zone);
+  if (!clock) {
+    try {
+      clock = new Intl.DateTimeFormat("en-CA", { timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+    } catch (e) {
+      clock = clockParts.utc || (clockParts.utc = new Intl.DateTimeFormat("en-CA", { timeZone: "UTC", year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23" }));
+    }
+    CLOCKS.set(zone, clock);
+  }
+  const parts = {};
+  for (const p of clock.formatToParts(new Date(ms))) parts[p.type] = p.value;
+  return parts;
 }
 
-function dateTime(ms) {
+function date(ms, zone) {
   if (ms == null) return "–";
-  return new Date(ms).toISOString().slice(0, 16).replace("T", " ");
+  const p = clockParts(ms, zone || ZONE);
+  return `${p.year}-${p.month}-${p.day}`;
+}
+
+function dateTime(ms, zone) {
+  if (ms == null) return "–";
+  const p = clockParts(ms, zone || ZONE);
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}`;
 }
 
 function band(b) {
@@ -207,18 +232,18 @@ async function getJson(url) {
 
 // ---- pages ----------------------------------------------------------------
 
-function alertHtml(a) {
+function alertHtml(a, zone) {
   if (a.status === "retracted") {
     return `<div class="alert retracted" data-rule="${esc(a.rule)}" data-status="retracted" title="${esc(retractedText(a))}">` +
       `<span class="rule">${esc(a.rule)}</span><span class="retracted-label">retracted</span>` +
       `<span class="evidence">${esc(a.evidence)}` +
-      `<div class="next">${esc(retractedText(a))} · opened ${esc(date(a.opened_at))} · not counted as open or at risk</div></span></div>`;
+      `<div class="next">${esc(retractedText(a))} · opened ${esc(date(a.opened_at, zone))} · not counted as open or at risk</div></span></div>`;
   }
   const resolved = a.status === "resolved";
   return `<div class="alert${resolved ? " resolved" : ""}" data-rule="${esc(a.rule)}" data-status="${esc(a.status)}" data-provisional="${a.provisional ? "true" : "false"}">` +
     `<span class="rule">${esc(a.rule)}</span>${provisionalLabel(a)}` +
     `<span class="evidence">${esc(a.evidence)}` +
-    `<div class="next">${resolved ? "resolved " + esc(date(a.resolved_at)) : "since " + esc(date(a.opened_at)) + " · " + esc(a.stage) + " · next: " + esc(a.next_action)}</div></span></div>`;
+    `<div class="next">${resolved ? "resolved " + esc(date(a.resolved_at, zone)) : "since " + esc(date(a.opened_at, zone)) + " · " + esc(a.stage) + " · next: " + esc(a.next_action)}</div></span></div>`;
 }
 
 function tiles(portfolio, list) {
@@ -341,7 +366,7 @@ async function homePage() {
       <td class="num">${h && h.time_to_value_days != null ? num(h.time_to_value_days, 1) : "–"}</td>
       <td class="num"><b>${h ? money(h.arr_at_risk) : "–"}</b><div class="muted small">of ${money(c.arr)}</div></td>
       <td class="num">${c.alerts.length}</td></tr>` +
-      (c.alerts.length ? `<tr class="alerts-row" data-customer="${esc(c.customer)}"><td class="bar ${esc(b)}"></td><td></td><td colspan="10">${c.alerts.map(alertHtml).join("")}</td></tr>` : "");
+      (c.alerts.length ? `<tr class="alerts-row" data-customer="${esc(c.customer)}"><td class="bar ${esc(b)}"></td><td></td><td colspan="10">${c.alerts.map((a) => alertHtml(a, c.timezone)).join("")}</td></tr>` : "");
   }).join("");
   return `<h1>Customers at risk</h1>
     <p class="muted">Ranked: revenue at stake first, then red before yellow before green, then the lowest health score.${list.as_of ? " Data up to " + esc(date(list.as_of - 1)) + "." : ""}</p>
@@ -403,10 +428,10 @@ function touchpointsSection(tp, kpis) {
   const cadences = tp.coverage.map((c) => `<tr data-cadence="${esc(c.kind)}" data-status="${esc(c.status)}">
     <td>${esc(c.kind)}${c.decision_maker ? " <span class=\"muted small\">with a decision-maker</span>" : ""}</td>
     <td class="num">${c.every_days}</td><td class="num">${c.first_within_days}</td>
-    <td>${esc(date(c.last_at))}</td><td>${esc(date(c.due_at))}</td>
+    <td>${esc(date(c.last_at, "UTC"))}</td><td>${esc(date(c.due_at, "UTC"))}</td>
     <td class="${c.status === "overdue" ? "down" : c.status === "ok" ? "up" : "muted"}"><b>${esc(c.status)}</b></td></tr>`).join("");
   const rows = tp.touchpoints.slice().reverse().map((t) => `<tr data-touchpoint="${esc(t.kind)}" data-at="${t.at}">
-    <td class="nowrap">${esc(date(t.at))}</td><td><span class="chip" style="border:2px solid ${TOUCHPOINT_COLORS[t.kind] || COLORS.grey}">${esc(t.kind)}</span></td>
+    <td class="nowrap">${esc(date(t.at, "UTC"))}</td><td><span class="chip" style="border:2px solid ${TOUCHPOINT_COLORS[t.kind] || COLORS.grey}">${esc(t.kind)}</span></td>
     <td>${esc(t.csm)}</td><td>${esc(t.attendees)}</td><td>${t.decision_maker_present ? "yes" : "no"}</td><td>${esc(t.notes)}</td></tr>`).join("");
   const gaps = tp.coverage_gaps.filter((a) => a.status === "open");
   const kindOptions = Object.keys(TOUCHPOINT_COLORS).map((k) => `<option value="${k}">${k}</option>`).join("");
@@ -419,7 +444,7 @@ function touchpointsSection(tp, kpis) {
       <button type="submit">Record touchpoint</button>
       <span id="touchpoint-message" class="muted small"></span></form>`;
   return `<h2>Touchpoints and coverage</h2>
-    <div id="coverage-gaps">${gaps.map(alertHtml).join("")}</div>
+    <div id="coverage-gaps">${gaps.map((a) => alertHtml(a)).join("")}</div>
     <div class="grid2">${timeline}<div class="card"><h3>Coverage cadences (${esc(tp.coverage.length ? "segment model" : "none")})</h3>
       <table id="coverage"><thead><tr><th>touchpoint</th><th class="num">every (days)</th><th class="num">first within</th><th>last</th><th>due</th><th>status</th></tr></thead>
       <tbody>${cadences || '<tr><td colspan="6" class="muted">No cadence for this segment.</td></tr>'}</tbody></table>
@@ -469,6 +494,7 @@ async function customerPage(id) {
     if (e.status === 404) return `<h1>Unknown customer</h1><p class="muted">No customer <code>${esc(id)}</code>. <a href="#/">Back to the list</a></p>`;
     throw e;
   }
+  ZONE = c.timezone || "UTC";
   const h = c.health;
   const kpis = c.kpis;
   const at = (k) => k.window_start;
@@ -522,7 +548,7 @@ async function customerPage(id) {
   }).join("");
   return `<p><a href="#/">← all customers</a></p>
     <h1>${esc(c.name)} ${band(h && h.band)}</h1>
-    <div class="muted">${esc(c.customer)} · ${esc(c.segment || "")}</div>
+    <div class="muted">${esc(c.customer)} · ${esc(c.segment || "")} · <span id="customer-zone" title="the customer's days and dates">${esc(ZONE)}</span></div>
     <div class="kv" id="customer-facts">
       <div id="health-score" data-provisional="${h && h.provisional ? "true" : "false"}">health<b>${h ? num(h.score) : "–"} <span class="small ${h && h.score_trend < 0 ? "down" : "up"}">${h ? signed(h.score_trend) : ""}</span>${provisionalScore(h)}</b></div>
       <div>stage<b>${h ? esc(h.stage) : "–"}</b></div>
@@ -530,15 +556,15 @@ async function customerPage(id) {
       <div>ARR at risk<b>${h ? money(h.arr_at_risk) : "–"}</b></div>
       <div>time to value<b>${c.time_to_value_days != null ? num(c.time_to_value_days, 1) + " days" : "not yet"}</b></div>
       <div>milestones<b>${h ? h.milestones_reached + " / " + h.milestones_total : "–"}</b></div>
-      <div>renewal<b>${esc(date(c.renewal))}${h ? " (" + num(h.days_to_renewal) + " d)" : ""}</b></div>
+      <div>renewal<b>${esc(date(c.renewal, "UTC"))}${h ? " (" + num(h.days_to_renewal) + " d)" : ""}</b></div>
       <div>devices purchased<b>${purchased == null ? "–" : purchased}</b></div>
       <div>usage growth<b>${h ? pct(h.usage_growth, 1) : "–"}</b></div>
       ${forecastFacts(c.forecast)}
       ${movedFacts(h)}
     </div>
     <h2>Open alerts</h2>
-    <div id="open-alerts">${open.length ? open.map(alertHtml).join("") : '<p class="muted">None.</p>'}</div>
-    ${retracted.length ? `<h2>Retracted alerts (${retracted.length})</h2><p class="muted small">Raised, then withdrawn: ${esc(RETRACTED_TEXT.replace("retracted: ", ""))}. Not counted as open or at risk.</p><div id="retracted-alerts">${retracted.map(alertHtml).join("")}</div>` : ""}
+    <div id="open-alerts">${open.length ? open.map((a) => alertHtml(a)).join("") : '<p class="muted">None.</p>'}</div>
+    ${retracted.length ? `<h2>Retracted alerts (${retracted.length})</h2><p class="muted small">Raised, then withdrawn: ${esc(RETRACTED_TEXT.replace("retracted: ", ""))}. Not counted as open or at risk.</p><div id="retracted-alerts">${retracted.map((a) => alertHtml(a)).join("")}</div>` : ""}
     <h2>Journey</h2>${journey(c.milestones)}
     <h2>Health and adoption</h2>
     ${restatedSummary(c.window, kpis, c.devices)}
@@ -549,7 +575,7 @@ async function customerPage(id) {
     <h2>Devices (${devices.length})</h2>
     <div class="list"><table id="devices"><thead><tr><th>device</th><th>site</th><th>last seen (UTC)</th><th>state</th><th class="num">hours (day)</th><th class="num">utilisation</th><th class="num">faults (day)</th><th class="num">faults (7 days)</th></tr></thead>
     <tbody>${deviceRows || '<tr><td colspan="8" class="muted">No device data yet.</td></tr>'}</tbody></table></div>
-    ${resolved.length ? '<h2>Resolved alerts</h2><div id="resolved-alerts">' + resolved.map(alertHtml).join("") + "</div>" : ""}`;
+    ${resolved.length ? '<h2>Resolved alerts</h2><div id="resolved-alerts">' + resolved.map((a) => alertHtml(a)).join("") + "</div>" : ""}`;
 }
 
 const RULES = ["usage_drop", "devices_dark", "champion_lost", "outcome_missed", "onboarding_stalled", "fault_spike", "health_red", "forecast_red", "renewal_at_risk"];
@@ -560,6 +586,13 @@ async function alertsPage(query) {
   const api = new URLSearchParams({ status });
   ["segment", "rule"].forEach((k) => { if (params.get(k)) api.set(k, params.get(k)); });
   const list = await getJson("/api/alerts?" + api.toString());
+  // Each episode is dated in its customer's time zone.
+  const zones = {};
+  try {
+    for (const c of (await getJson("/api/customers")).customers) zones[c.customer] = c.timezone;
+  } catch (e) {
+    if (e.status === 401) throw e;
+  }
   // Retracted episodes are not open: say how many there are, so none is
   // lost from sight.
   let retractedNote = "";
@@ -577,7 +610,7 @@ async function alertsPage(query) {
     const retracted = a.status === "retracted";
     return `<tr data-customer="${esc(a.customer)}" data-status="${esc(a.status)}" data-provisional="${a.provisional ? "true" : "false"}"${retracted ? ` class="retracted" title="${esc(retractedText(a))}"` : ""}>
     <td><a href="#/customer/${encodeURIComponent(a.customer)}">${esc(a.customer_name)}</a><div class="muted small">${esc(a.segment)}</div></td>
-    <td class="rule">${esc(a.rule)}</td><td>${retracted ? '<span class="retracted-label">retracted</span>' : esc(a.status) + provisionalLabel(a)}</td><td class="nowrap">${esc(date(a.opened_at))}</td><td class="nowrap">${esc(date(a.resolved_at))}</td>
+    <td class="rule">${esc(a.rule)}</td><td>${retracted ? '<span class="retracted-label">retracted</span>' : esc(a.status) + provisionalLabel(a)}</td><td class="nowrap">${esc(date(a.opened_at, zones[a.customer]))}</td><td class="nowrap">${esc(date(a.resolved_at, zones[a.customer]))}</td>
     <td>${esc(a.stage)}</td><td class="num">${retracted ? '<span class="muted" title="a retracted episode puts nothing at risk">–</span>' : money(a.arr_at_risk)}</td>
     <td class="evidence">${esc(a.evidence)}<div class="next">${retracted ? esc(retractedText(a)) : esc(a.next_action)}</div></td></tr>`;
   }).join("");
@@ -608,6 +641,7 @@ async function render() {
   document.querySelectorAll("[data-nav]").forEach((a) => a.classList.toggle("active", a.dataset.nav === r.name));
   const app = document.getElementById("app");
   try {
+    ZONE = "UTC";
     const html = await r.render();
     const scroll = window.scrollY;
     app.innerHTML = html;
