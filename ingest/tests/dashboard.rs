@@ -698,15 +698,11 @@ async fn restated_windows_and_retracted_alerts_are_marked_and_not_counted() {
     // Raised open first, then retracted by the restatement.
     records.push(episode("c-late", Rule::DevicesDark, AlertStatus::Open, 3));
     records.push(episode("c-quiet", Rule::DevicesDark, AlertStatus::Open, 4));
-    let (feed, task) = fleetpulse::http::feed(hub.clone());
-    feed.send(records.into()).await.unwrap();
     let retractions: Vec<_> = vec![
         episode("c-late", Rule::DevicesDark, AlertStatus::Retracted, 3),
         episode("c-quiet", Rule::DevicesDark, AlertStatus::Retracted, 4),
     ];
-    feed.send(retractions.into()).await.unwrap();
-    drop(feed);
-    task.await.unwrap();
+    show(&hub, vec![records, retractions]).await;
 
     // The API: the devices carry their restated days; retracted episodes
     // are not open.
@@ -996,6 +992,22 @@ struct Served {
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
+/// Hands each of `batches` to `hub`'s view, in order, as the service's
+/// fan-out does, and waits until it took them in.
+async fn show(hub: &Arc<fleetpulse::http::Hub>, batches: Vec<Vec<fleetpulse_engine::Output>>) {
+    let (feed, task) = fleetpulse::http::feed(hub.clone());
+    for records in batches {
+        feed.send(records.into()).await.unwrap();
+    }
+    drop(feed);
+    task.await.unwrap();
+}
+
+/// GETs `url` as JSON.
+async fn get_json(url: String) -> serde_json::Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
 async fn serve() -> Served {
     chromium();
     let hub = fleetpulse::http::Hub::new();
@@ -1048,17 +1060,9 @@ async fn provisional_alerts_are_marked_until_their_day_closes() {
     records.push(provisional("c-dark", AlertStatus::Open));
     records.push(provisional("c-back", AlertStatus::Open));
     records.push(provisional("c-back", AlertStatus::Retracted));
-    let (feed, task) = fleetpulse::http::feed(hub.clone());
-    feed.send(records.into()).await.unwrap();
-    drop(feed);
-    task.await.unwrap();
+    show(&hub, vec![records]).await;
 
-    let alerts: serde_json::Value = reqwest::get(format!("http://{addr}/api/alerts?status=all"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let alerts = get_json(format!("http://{addr}/api/alerts?status=all")).await;
     let flags: Vec<_> = (alerts["alerts"].as_array().unwrap().iter())
         .map(|a| {
             (
@@ -1457,16 +1461,8 @@ async fn a_customers_days_are_dated_in_its_time_zone() {
             by,
         ));
     }
-    let (feed, task) = fleetpulse::http::feed(hub.clone());
-    feed.send(records.into()).await.unwrap();
-    drop(feed);
-    task.await.unwrap();
-    let doc: serde_json::Value = reqwest::get(format!("http://{addr}/api/customers/berlin"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    show(&hub, vec![records]).await;
+    let doc = get_json(format!("http://{addr}/api/customers/berlin")).await;
     assert_eq!(doc["timezone"], "Europe/Berlin");
 
     let base = format!("http://{addr}");
