@@ -252,10 +252,38 @@ impl EngineConfig {
             .flatten()
     }
 
+    /// The day of the portfolio a day of `customer` starting at `start`
+    /// counts in: its local date ([`dated`]; UTC for a customer without a
+    /// time zone).
+    pub fn portfolio_day(&self, customer: &str, start: EventTime) -> EventTime {
+        match self.customers.get(customer) {
+            Some(c) => dated(&c.timezone, start),
+            None => dated(&jiff::tz::TimeZone::UTC, start),
+        }
+    }
+
     /// Floors an event time to the tick.
     pub fn tick_of(&self, at: EventTime) -> EventTime {
         at - at % self.tick_ms
     }
+}
+
+/// The date of the local day starting at `start` in `zone`, as 00:00 UTC of
+/// that date: what the portfolio files the day under. Every local day has a
+/// date of its own; the UTC day its noon falls in had not (a New Zealand
+/// customer's 23-hour day of 27 September 2026 and the next both had their
+/// noon on 27 September UTC, and the 25-hour day of 5 April none on the 5th).
+pub fn dated(zone: &jiff::tz::TimeZone, start: EventTime) -> EventTime {
+    (i64::try_from(start).ok())
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .and_then(|t| {
+            t.to_zoned(zone.clone())
+                .date()
+                .to_zoned(jiff::tz::TimeZone::UTC)
+                .ok()
+        })
+        .and_then(|day| u64::try_from(day.timestamp().as_millisecond()).ok())
+        .unwrap_or(start - start % DAY_MS)
 }
 
 /// The local day holding `at` in `tz`, as UTC milliseconds.
@@ -304,5 +332,24 @@ mod tests {
             (week.start_of(start), week.start_of(start) + 7 * DAY_MS)
         );
         assert_eq!(hour.bounds(None, start), (1_000 * HOUR_MS, 1_001 * HOUR_MS));
+    }
+
+    /// Dates of local days, written out: Auckland's day of 27 September
+    /// 2026 starts at 12:00 UTC on the 26th (NZST, UTC+12) and the next at
+    /// 11:00 UTC on the 27th (NZDT, UTC+13); Los Angeles' day of 1 March at
+    /// 08:00 UTC that day.
+    #[test]
+    fn local_days_are_dated_by_their_local_date() {
+        let auckland = jiff::tz::TimeZone::get("Pacific/Auckland").unwrap();
+        let la = jiff::tz::TimeZone::get("America/Los_Angeles").unwrap();
+        let sept_26 = 1_790_380_800_000; // 2026-09-26T00:00Z
+        assert_eq!(dated(&auckland, sept_26 + 12 * HOUR_MS), sept_26 + DAY_MS);
+        assert_eq!(
+            dated(&auckland, sept_26 + DAY_MS + 11 * HOUR_MS),
+            sept_26 + 2 * DAY_MS
+        );
+        let march_1 = 1_772_323_200_000; // 2026-03-01T00:00Z
+        assert_eq!(dated(&la, march_1 + 8 * HOUR_MS), march_1);
+        assert_eq!(dated(&jiff::tz::TimeZone::UTC, march_1), march_1);
     }
 }

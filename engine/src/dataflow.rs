@@ -34,7 +34,7 @@ pub fn build<'scope>(
         .device_usage(config.clone(), stats)
         .tumbling_windows(config.clone())
         .merge_windows(config.clone());
-    let success = windows.clone().customer_success(sightings, config);
-    let portfolio = success.clone().portfolio();
+    let success = windows.clone().customer_success(sightings, config.clone());
+    let portfolio = success.clone().portfolio(config);
     windows.concat(success).concat(portfolio)
 }

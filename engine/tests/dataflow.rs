@@ -553,3 +553,39 @@ fn hours_lie_in_the_local_day_in_half_and_quarter_hour_time_zones() {
         }
     }
 }
+
+/// A customer in Pacific/Auckland (UTC+12, +13 in summer) and one on UTC,
+/// both around the clock, across New Zealand's 23-hour day of 27 September
+/// 2026 and 25-hour day of 5 April 2026: the portfolio of every date counts
+/// each customer once, at 1 and 2 workers. Filed by the UTC day of its noon,
+/// the local days of 27 and 28 September both fell on 27 September (the
+/// customer counted twice) and no local day on 5 April.
+#[test]
+fn the_portfolio_counts_a_new_zealand_customer_once_a_day_across_its_clock_changes() {
+    use fleetpulse_engine::Output;
+    let config = with_zones(&[("auckland", "Pacific/Auckland")]);
+    let spans = [
+        (utc(2026, 4, 1, 0), utc(2026, 4, 9, 0)),
+        (utc(2026, 9, 23, 0), utc(2026, 10, 1, 0)),
+    ];
+    let batches = around_the_clock(&["auckland", "acme"], &spans);
+    for workers in [1, 2] {
+        let outcome = run_batches(config.clone(), workers, 2 * HOUR_MS, batches.clone()).unwrap();
+        let counted: std::collections::BTreeMap<u64, u32> = (outcome.outputs.iter())
+            .filter_map(|o| match o {
+                Output::Portfolio(p) => Some((p.window_start, p.customers)),
+                _ => None,
+            })
+            .collect();
+        let days = |from: u64, to: u64| (from..to).step_by(24 * HOUR_MS as usize);
+        for date in days(utc(2026, 4, 2, 0), utc(2026, 4, 8, 0))
+            .chain(days(utc(2026, 9, 24, 0), utc(2026, 9, 30, 0)))
+        {
+            assert_eq!(
+                counted.get(&date),
+                Some(&2),
+                "workers={workers}: the portfolio of {date}: {counted:?}"
+            );
+        }
+    }
+}

@@ -11,9 +11,9 @@ use crate::model::EventTime;
 /// One day of portfolio figures. Field names are store field names.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct PortfolioRecord {
-    /// Start of the UTC day, ms.
+    /// 00:00 UTC of the date (each customer's local day of it), ms.
     pub window_start: EventTime,
-    /// End of the UTC day, ms.
+    /// 24 hours later, ms.
     pub window_end: EventTime,
     /// Customers with a health record that day.
     pub customers: u32,

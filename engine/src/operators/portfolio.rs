@@ -1,29 +1,32 @@
 //! Portfolio figures: every customer's daily health, gathered on one worker
-//! and folded per UTC day once every customer's local day has closed.
+//! and folded per date (each customer's local day of that date) once every
+//! customer's day of it has closed.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::config::{DAY_MS, HOUR_MS};
+use crate::config::{DAY_MS, EngineConfig, HOUR_MS};
 use crate::kpi::portfolio::portfolio;
 use crate::kpi::{HealthRecord, Output};
 use crate::model::EventTime;
 
-/// Local days end at most this long after the UTC day (UTC-12 and beyond).
+/// A local day ends at most this long after the UTC day of its date
+/// (UTC-12 and beyond).
 const LATEST_LOCAL_END: u64 = 14 * HOUR_MS;
 
 /// Extension trait adding the portfolio operator.
 pub trait PortfolioExt<'scope> {
-    /// Folds health records into one portfolio record per UTC day.
-    fn portfolio(self) -> StreamVec<'scope, EventTime, Output>;
+    /// Folds health records into one portfolio record per date.
+    fn portfolio(self, config: Arc<EngineConfig>) -> StreamVec<'scope, EventTime, Output>;
 }
 
 impl<'scope> PortfolioExt<'scope> for StreamVec<'scope, EventTime, Output> {
-    fn portfolio(self) -> StreamVec<'scope, EventTime, Output> {
+    fn portfolio(self, config: Arc<EngineConfig>) -> StreamVec<'scope, EventTime, Output> {
         self.unary_frontier(Exchange::new(|_: &Output| 0), "Portfolio", |_cap, _info| {
             let mut days: BTreeMap<EventTime, (Capability<EventTime>, Vec<HealthRecord>)> =
                 BTreeMap::new();
@@ -37,9 +40,7 @@ impl<'scope> PortfolioExt<'scope> for StreamVec<'scope, EventTime, Output> {
                         if let Output::Health(h) = record
                             && !h.provisional
                         {
-                            // The UTC day the local day mostly falls on.
-                            let noon = h.window_start + 12 * HOUR_MS;
-                            let day = noon - noon % DAY_MS;
+                            let day = config.portfolio_day(&h.customer, h.window_start);
                             days.entry(day)
                                 .or_insert_with(|| (held.clone(), Vec::new()))
                                 .1

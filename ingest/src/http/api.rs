@@ -389,7 +389,7 @@ pub(crate) fn segment_of(c: &CustomerView) -> Option<Segment> {
 }
 
 fn timezone_of(c: &CustomerView) -> &str {
-    c.info.as_ref().map_or("UTC", |i| &i.timezone)
+    c.zone().iana_name().unwrap_or("UTC")
 }
 
 fn arr_of(c: &CustomerView) -> Option<f64> {
@@ -846,8 +846,6 @@ pub async fn portfolio(
 /// The portfolio records of the last `days` days (at least the latest),
 /// recomputed over the customers `access` sees, with the engine's own fold.
 fn scoped_portfolio(view: &View, access: &Access, days: usize) -> Vec<PortfolioRecord> {
-    const HOUR_MS: u64 = 3_600_000;
-    const DAY_MS: u64 = 24 * HOUR_MS;
     let mine: Vec<&CustomerView> = view
         .customers()
         .iter()
@@ -857,14 +855,11 @@ fn scoped_portfolio(view: &View, access: &Access, days: usize) -> Vec<PortfolioR
     view.portfolio()
         .tail(days.max(1))
         .map(|day| {
-            // The engine files a local day under the UTC day its noon is in.
             let health: Vec<HealthRecord> = mine
                 .iter()
                 .filter_map(|c| {
-                    c.health.as_ref()?.iter().rev().find(|h| {
-                        let noon = h.window_start + 12 * HOUR_MS;
-                        noon - noon % DAY_MS == day.window_start
-                    })
+                    (c.health.as_ref()?.iter().rev())
+                        .find(|h| c.portfolio_day(h.window_start) == day.window_start)
                 })
                 .cloned()
                 .collect();

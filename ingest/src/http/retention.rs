@@ -174,8 +174,8 @@ pub(super) async fn contract_book(
     Ok((book, recorded, conflicts))
 }
 
-/// Each customer's ARR at risk per UTC day (the day its local day's noon
-/// falls on), from the view's health records.
+/// Each customer's ARR at risk per day (its local date, as the portfolio
+/// files it), from the view's health records.
 fn at_risk_by_day(view: &super::View) -> HashMap<String, BTreeMap<u64, f64>> {
     view.customers()
         .iter()
@@ -184,10 +184,7 @@ fn at_risk_by_day(view: &super::View) -> HashMap<String, BTreeMap<u64, f64>> {
                 .health
                 .iter()
                 .flat_map(|s| s.iter())
-                .map(|h| {
-                    let noon = h.window_start + DAY_MS / 2;
-                    (noon - noon % DAY_MS, h.arr_at_risk)
-                })
+                .map(|h| (c.portfolio_day(h.window_start), h.arr_at_risk))
                 .collect();
             (id.to_string(), days)
         })

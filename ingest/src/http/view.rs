@@ -13,7 +13,6 @@
 //! with time.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Arc;
 
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
 use fleetpulse_engine::{
@@ -62,8 +61,8 @@ pub struct CustomerInfo {
     pub renewal: EventTime,
     /// Contract start, ms since the epoch: coverage cadences count from it.
     pub start: EventTime,
-    /// Time zone of the customer's days (IANA name): its dates.
-    pub timezone: Arc<str>,
+    /// Time zone of the customer's days: its dates.
+    pub zone: jiff::tz::TimeZone,
 }
 
 impl CustomerInfo {
@@ -76,7 +75,7 @@ impl CustomerInfo {
             devices_purchased: spec.contract.devices_purchased,
             renewal: spec.contract.renewal,
             start: spec.contract.start,
-            timezone: spec.timezone.iana_name().unwrap_or("UTC").into(),
+            zone: spec.timezone.clone(),
         }
     }
 }
@@ -174,6 +173,18 @@ pub struct CustomerView {
 }
 
 impl CustomerView {
+    /// Time zone of the customer's days (UTC without one).
+    pub fn zone(&self) -> &jiff::tz::TimeZone {
+        static UTC: jiff::tz::TimeZone = jiff::tz::TimeZone::UTC;
+        self.info.as_ref().map_or(&UTC, |i| &i.zone)
+    }
+
+    /// The day of the portfolio its day starting at `start` counts in: its
+    /// local date, as the engine files it.
+    pub fn portfolio_day(&self, start: EventTime) -> EventTime {
+        fleetpulse_engine::config::dated(self.zone(), start)
+    }
+
     /// The latest health record.
     pub fn latest_health(&self) -> Option<&HealthRecord> {
         self.health.as_ref().and_then(Series::last)

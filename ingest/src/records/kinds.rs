@@ -232,16 +232,16 @@ record_kind! {
     }
 }
 
-// `portfolio`: figures over all customers for one UTC day.
+// `portfolio`: figures over all customers for one date.
 record_kind! {
     PortfolioRecord {
         name: "portfolio",
         api: "Portfolio",
-        doc: "Figures over all customers for one UTC day, from the health records of every customer whose local day falls mostly on it.",
+        doc: "Figures over all customers for one date, from each customer's health record of its local day of that date.",
         notes: "",
         columns: {
-            window_start: u64 [Key Time] "ms since epoch", "start of the UTC day";
-            window_end: u64 [] "ms since epoch", "end of the UTC day (exclusive)";
+            window_start: u64 [Key Time] "ms since epoch", "00:00 UTC of the date";
+            window_end: u64 [] "ms since epoch", "24 hours later (exclusive)";
             customers: u32 [] "customers", "customers with a health record that day";
             arr_total: f64 [] "money", "their ARR";
             arr_at_risk: f64 [] "money", "ARR of customers in red or with an open alert";
