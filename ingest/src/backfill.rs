@@ -267,6 +267,14 @@ fn carry_meters(rows: Vec<(v1::Sample, [bool; 3])>) -> Vec<v1::Sample> {
 
 fn time_ms(text: &str) -> anyhow::Result<i64> {
     if let Ok(ms) = text.parse::<i64>() {
+        // Ten digits: seconds since the epoch (2001 to 2286), which read as
+        // milliseconds lie in January 1970, and the service would refuse.
+        if (1_000_000_000..10_000_000_000).contains(&ms) {
+            bail!(
+                "`{text}` looks like seconds since the epoch ({}); give Unix milliseconds or RFC 3339",
+                stamp(ms * 1000)
+            );
+        }
         return Ok(ms);
     }
     let at: jiff::Timestamp = text
@@ -361,6 +369,7 @@ pub async fn run(args: &BackfillArgs) -> anyhow::Result<Backfilled> {
     if history.is_empty() {
         bail!("no batches to send (files empty, or no batch of --customer)");
     }
+    refusals(&history, &config)?;
     let customers: std::collections::BTreeSet<String> = (history.iter())
         .map(|r| r.batch.customer_id.clone())
         .collect();
@@ -414,6 +423,48 @@ pub async fn run(args: &BackfillArgs) -> anyhow::Result<Backfilled> {
         stamp(to),
     ));
     Ok(done)
+}
+
+/// What the service would refuse, said before anything is sent: a customer
+/// its customers file does not name (`unknown_customer`), a reading before
+/// the customer's contract start or `limits.earliest_event_time`
+/// (`before_start`: an export in the wrong unit or year).
+fn refusals(history: &[Recorded], config: &ServiceConfig) -> anyhow::Result<()> {
+    let customers = match &config.customers {
+        Some(c) => Some((crate::customers::CustomersFile::load(&c.file)?, &c.file)),
+        None => None,
+    };
+    let known: Option<HashSet<&str>> = (customers.as_ref())
+        .map(|(file, _)| file.customers.iter().map(|c| c.id.as_str()).collect());
+    let earliest =
+        crate::admission::Earliest::from_config(&config.limits, customers.as_ref().map(|c| &c.0));
+    for r in history {
+        let (customer, device) = (&r.batch.customer_id, &r.batch.device_id);
+        if let (Some(known), Some((_, path))) = (&known, &customers)
+            && !known.contains(customer.as_str())
+        {
+            bail!(
+                "customer `{customer}` is not in {}: the service would refuse its history as \
+                 unknown_customer; add it there first",
+                path.display()
+            );
+        }
+        let floor = earliest.of(customer);
+        if u64::try_from(r.first_at).map_or(true, |at| at < floor) {
+            bail!(
+                "device `{device}` of customer `{customer}`: a reading at {} is before {} ({}): \
+                 the service would refuse it as before_start",
+                stamp(r.first_at),
+                stamp(i64::try_from(floor).unwrap_or(i64::MAX)),
+                if earliest.contract_starts.contains_key(customer) {
+                    "its contract start"
+                } else {
+                    "limits.earliest_event_time"
+                }
+            );
+        }
+    }
+    Ok(())
 }
 
 fn stamp(ms: i64) -> String {
@@ -501,5 +552,75 @@ mod tests {
         let (_dir, path) = csv("customer,site,device,when\n");
         let e = format!("{:#}", read_csv(&path, 1, &Limits::default()).unwrap_err());
         assert!(e.contains("unknown column `when`"), "{e}");
+    }
+
+    /// An export in seconds, not milliseconds, is named at its line: read as
+    /// milliseconds it lies in January 1970, which the service refuses.
+    #[test]
+    fn seconds_since_the_epoch_are_named_at_their_line() {
+        let (_dir, path) = csv("customer,site,device,time\n\
+             a,s,d,1767571200\n");
+        let e = format!("{:#}", read_csv(&path, 1, &Limits::default()).unwrap_err());
+        assert!(e.contains("readings.csv: line 2, column `time`"), "{e}");
+        assert!(
+            e.contains("looks like seconds since the epoch (2026-01-05T00:00:00Z)"),
+            "{e}"
+        );
+    }
+
+    /// What the service would refuse is said before anything is sent (the
+    /// broker here is a closed port: nothing reaches it): a customer the
+    /// customers file does not name, a reading before the contract start.
+    #[tokio::test]
+    async fn history_the_service_would_refuse_is_named_before_sending() {
+        let dir = tempfile::tempdir().unwrap();
+        let customers = dir.path().join("customers.toml");
+        std::fs::write(
+            &customers,
+            "[[customer]]\nid = \"acme\"\nname = \"Acme\"\nsegment = \"low-touch\"\n\
+             [customer.contract]\narr = 1000\nstart = \"2026-01-01\"\n\
+             renewal = \"2027-01-01\"\ndevices_purchased = 2\noperator_seats = 2\n",
+        )
+        .unwrap();
+        let config = dir.path().join("fleetpulse.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[mqtt]\nhost = \"127.0.0.1\"\nport = 1\n[customers]\nfile = {:?}\n",
+                customers.display().to_string()
+            ),
+        )
+        .unwrap();
+        let backfill = |rows: &str| {
+            let path = dir.path().join("history.csv");
+            std::fs::write(&path, format!("customer,site,device,time\n{rows}")).unwrap();
+            BackfillArgs {
+                files: vec![path],
+                config: config.clone(),
+                customer: Vec::new(),
+                username: None,
+                password_env: None,
+                unit_epoch: 1,
+            }
+        };
+        let e = run(&backfill("bolt,s,d,2026-03-01T10:00:00Z\n"))
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("customer `bolt` is not in"),
+            "{e:#}"
+        );
+        let e = run(&backfill(
+            "acme,s,d,2026-03-01T10:00:00Z\nacme,s,d,2025-12-31T10:00:00Z\n",
+        ))
+        .await
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains(
+                "device `d` of customer `acme`: a reading at 2025-12-31T10:00:00Z is before \
+                 2026-01-01T00:00:00Z (its contract start)"
+            ),
+            "{e:#}"
+        );
     }
 }
