@@ -33,7 +33,11 @@ enum Command {
     /// Validate a service file or a customers file without running.
     CheckConfig {
         /// The file to check; its kind is recognised by its content.
-        file: PathBuf,
+        #[arg(required_unless_present = "config", conflicts_with = "config")]
+        file: Option<PathBuf>,
+        /// The same, named as the other commands name the service's file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
     /// Simulate a fleet and publish its telemetry to a broker.
     Sim(Box<fleetpulse::sim::SimArgs>),
@@ -150,7 +154,9 @@ fn main() -> anyhow::Result<()> {
                 workers,
                 cluster,
             } => run(config, workers, cluster).await,
-            Command::CheckConfig { file } => check_config(file),
+            Command::CheckConfig { file, config } => {
+                check_config(file.or(config).expect("clap requires one"))
+            }
             Command::Sim(args) => fleetpulse::sim::run(*args).await,
             Command::Demo(args) => fleetpulse::demo::run(args).await,
             Command::Bench { args } => bench(args),
@@ -301,6 +307,12 @@ fn check_config(file: PathBuf) -> anyhow::Result<()> {
                 "customers file: ok, {} customers",
                 customers.customers.len()
             );
+            if customers.customers.is_empty() {
+                println!(
+                    "warning: the customers file names no customer: the service refuses every \
+                     message as unknown_customer (dead-lettered)"
+                );
+            }
         }
         println!("{}: ok, {} sinks", file.display(), config.sinks.len());
     }

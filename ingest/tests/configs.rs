@@ -50,6 +50,36 @@ fn check_config_names_file_line_and_field() {
     assert!(stderr.contains("window"), "{stderr}");
 }
 
+/// `check-config -c FILE`, as every other command names the service's
+/// file, checks it too; a customers file that names no customer (an export
+/// gone wrong) is said to refuse every message.
+#[test]
+fn check_config_takes_c_and_warns_of_a_customers_file_with_no_customer() {
+    let dir = tempfile::tempdir().unwrap();
+    let customers = dir.path().join("customers.toml");
+    std::fs::write(&customers, "").unwrap();
+    let config = dir.path().join("fleetpulse.toml");
+    let text = format!("customers = {{ file = {customers:?} }}\n[mqtt]\nhost = \"127.0.0.1\"\n");
+    std::fs::write(&config, text).unwrap();
+    for args in [&["check-config", "-c"][..], &["check-config"][..]] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+            .args(args)
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        assert!(
+            stdout.contains("customers file: ok, 0 customers"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("warning: the customers file names no customer"),
+            "{stdout}"
+        );
+    }
+}
+
 /// A customers file that is not there: `run` names it with the OS's reason
 /// once (each cause of the error chain ended with it again).
 #[test]
