@@ -330,23 +330,31 @@ impl DeadLetterStore {
 /// The letters of one file; a missing file has none, and lines that do not
 /// parse (a line cut by a crash) are skipped.
 pub fn read_file(path: &Path) -> Result<Vec<DeadLetterRecord>, DeadLetterError> {
+    read_file_counting(path).map(|(records, _)| records)
+}
+
+/// [`read_file`], with the number of lines skipped: a file of something
+/// else has only those.
+pub fn read_file_counting(path: &Path) -> Result<(Vec<DeadLetterRecord>, usize), DeadLetterError> {
     let read_err = |source| DeadLetterError::Read {
         file: path.to_owned(),
         source,
     };
     let file = match File::open(path) {
         Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
         Err(e) => return Err(read_err(e)),
     };
     let mut records = Vec::new();
+    let mut skipped = 0;
     for line in BufReader::new(file).lines() {
         let line = line.map_err(read_err)?;
-        if let Ok(record) = serde_json::from_str(&line) {
-            records.push(record);
+        match serde_json::from_str(&line) {
+            Ok(record) => records.push(record),
+            Err(_) => skipped += usize::from(!line.trim().is_empty()),
         }
     }
-    Ok(records)
+    Ok((records, skipped))
 }
 
 fn previous_path(path: &Path) -> PathBuf {

@@ -13,7 +13,7 @@ use clap::Args;
 use fleetpulse_sim::{PublishOptions, PublishReport};
 
 use crate::config::ServiceConfig;
-use crate::dead_letter::{DeadLetterRecord, read_file};
+use crate::dead_letter::{DeadLetterRecord, read_file_counting};
 use crate::metrics::RejectReason;
 use crate::progress::Progress;
 
@@ -43,6 +43,9 @@ pub struct Replayed {
     pub other_reason: usize,
     /// Letters that kept only part of their payload (not replayable).
     pub incomplete: usize,
+    /// Lines that are not dead letters (one cut by a crash, or the service
+    /// writing it while it was read), skipped.
+    pub not_letters: usize,
     /// The publisher's report.
     pub published: Option<PublishReport>,
 }
@@ -57,15 +60,27 @@ pub fn letters(
     reasons: &[RejectReason],
 ) -> anyhow::Result<(Vec<Message>, Replayed)> {
     let mut all: Vec<DeadLetterRecord> = Vec::new();
+    let mut not_letters = 0;
     for file in files {
         if !file.exists() {
             bail!("{}: no such dead-letter file", file.display());
         }
-        all.extend(read_file(file).with_context(|| format!("{}", file.display()))?);
+        let (letters, skipped) =
+            read_file_counting(file).with_context(|| format!("{}", file.display()))?;
+        if letters.is_empty() && skipped > 0 {
+            bail!(
+                "{}: none of its {skipped} lines is a dead letter (the JSON lines that \
+                 limits.dead_letter_file names)",
+                file.display()
+            );
+        }
+        not_letters += skipped;
+        all.extend(letters);
     }
     all.sort_by_key(|l| l.received_ms);
     let mut replayed = Replayed {
         letters: all.len(),
+        not_letters,
         ..Replayed::default()
     };
     let mut messages = Vec::new();
@@ -134,9 +149,69 @@ pub async fn run(args: &ReplayArgs) -> anyhow::Result<Replayed> {
         .await
         .with_context(|| format!("publishing to {broker}"))?;
     progress.finish(&format!(
-        "{} of {} dead letters sent again ({} of other reasons, {} without their whole payload)",
-        replayed.sent, replayed.letters, replayed.other_reason, replayed.incomplete
+        "{} of {} dead letters sent again ({} of other reasons, {} without their whole \
+         payload{})",
+        replayed.sent,
+        replayed.letters,
+        replayed.other_reason,
+        replayed.incomplete,
+        match replayed.not_letters {
+            0 => String::new(),
+            n => format!("; {n} lines that are not dead letters skipped"),
+        }
     ));
     replayed.published = Some(report);
     Ok(replayed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A line of a letter of `reason` with the whole payload `AB01`.
+    fn letter(reason: &str, received_ms: u64) -> String {
+        format!(
+            r#"{{"received_ms":{received_ms},"reason":"{reason}","topic":"fleet/a/s/d/telemetry","detail":"","payload_bytes":2,"payload_hex":"ab01"}}"#
+        )
+    }
+
+    /// A file of something else (a log, a CSV) is refused, named; a line
+    /// cut in a real dead-letter file is skipped and counted.
+    #[test]
+    fn a_file_that_is_not_dead_letters_is_named_and_cut_lines_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let wrong = dir.path().join("service.log");
+        std::fs::write(
+            &wrong,
+            "2026-12-02T10:00:00Z INFO started\nsomething else\n",
+        )
+        .unwrap();
+        let reasons = [RejectReason::TooLate];
+        let e = letters(&[wrong], &reasons).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("service.log: none of its 2 lines is a dead letter"),
+            "{e:#}"
+        );
+        let real = dir.path().join("dead-letters.jsonl");
+        let text = format!(
+            "{}\n{}\n{}",
+            letter("too_late", 2),
+            letter("decode", 1),
+            &letter("too_late", 3)[..40]
+        );
+        std::fs::write(&real, text).unwrap();
+        let (messages, replayed) = letters(&[real], &reasons).unwrap();
+        assert_eq!(
+            messages,
+            [("fleet/a/s/d/telemetry".to_string(), vec![0xab, 0x01])]
+        );
+        assert_eq!(
+            (
+                replayed.letters,
+                replayed.other_reason,
+                replayed.not_letters
+            ),
+            (2, 1, 1)
+        );
+    }
 }

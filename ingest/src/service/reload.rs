@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ServiceConfig;
 use crate::corrections::Corrections;
 
-/// How often the file's modification time is looked at.
+/// How often the file's modification time and length are looked at; a
+/// change is taken once it has held still for one look.
 const POLL: Duration = Duration::from_secs(2);
 
 /// Watches `config`'s customers file until `stop`.
@@ -33,7 +34,8 @@ pub async fn watch(
             None
         }
     };
-    let mut seen = modified(&path);
+    let mut seen = stamp(&path);
+    let mut changed = None;
     loop {
         let signalled = async {
             match &mut hangup {
@@ -45,13 +47,13 @@ pub async fn watch(
             _ = stop.cancelled() => return,
             _ = signalled => {}
             _ = tokio::time::sleep(POLL) => {
-                let now = modified(&path);
-                if now == seen {
+                if !settled(seen, &mut changed, stamp(&path)) {
                     continue;
                 }
             }
         }
-        seen = modified(&path);
+        changed = None;
+        seen = stamp(&path);
         match super::load_customers(&config, &engine) {
             Ok(Some((_, specs, _))) => {
                 tracing::info!(file = %path.display(), customers = specs.len(), "customers file reloaded");
@@ -65,6 +67,54 @@ pub async fn watch(
     }
 }
 
-fn modified(path: &PathBuf) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// What a look at the file sees: its modification time and length.
+type Stamp = Option<(SystemTime, u64)>;
+
+fn stamp(path: &PathBuf) -> Stamp {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Whether to reload after a look that saw `now` (`seen` when last loaded):
+/// once a change has held still for a poll. A copy or an editor writing in
+/// place may be caught half-way, and a file cut at a customer's end still
+/// parses: taken then, it would drop the customers after the cut.
+fn settled(seen: Stamp, changed: &mut Option<Stamp>, now: Stamp) -> bool {
+    if now == seen {
+        *changed = None;
+        return false;
+    }
+    if *changed == Some(now) {
+        return true;
+    }
+    *changed = Some(now);
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_is_taken_once_it_holds_still_for_a_poll() {
+        let at = |s: u64, len: u64| Some((SystemTime::UNIX_EPOCH + Duration::from_secs(s), len));
+        let seen = at(1, 100);
+        let mut changed = None;
+        // Unchanged: nothing to do.
+        assert!(!settled(seen, &mut changed, seen));
+        // Being written: longer at each look, never taken half-way.
+        assert!(!settled(seen, &mut changed, at(5, 40)));
+        assert!(!settled(seen, &mut changed, at(7, 80)));
+        assert!(!settled(seen, &mut changed, at(7, 120)));
+        // Held still for a poll: taken.
+        assert!(settled(seen, &mut changed, at(7, 120)));
+        // Written back as it was before being taken: nothing to do.
+        let mut changed = None;
+        assert!(!settled(seen, &mut changed, at(9, 10)));
+        assert!(!settled(seen, &mut changed, seen));
+        assert_eq!(changed, None);
+        // A file removed and not back yet is a change like another.
+        assert!(!settled(seen, &mut changed, None));
+        assert!(settled(seen, &mut changed, None));
+    }
 }
