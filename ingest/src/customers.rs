@@ -583,10 +583,11 @@ pub fn id(s: &str) -> Arc<str> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const GOOD: &str = r#"
+    /// A customers file that checks: acme in Europe/Berlin from 2026-01-01.
+    pub(crate) const GOOD: &str = r#"
 [[customer]]
 id = "acme"
 name = "Acme Quarry"

@@ -386,24 +386,9 @@ mod tests {
             .collect();
         sink.write(&records).await.unwrap();
         drop(sink);
+        // acme in Europe/Berlin.
         let customers = dir.path().join("customers.toml");
-        std::fs::write(
-            &customers,
-            r#"
-[[customer]]
-id = "acme"
-name = "Acme Quarry"
-segment = "high-touch"
-timezone = "Europe/Berlin"
-[customer.contract]
-arr = 120000
-start = "2026-01-01"
-renewal = "2027-01-01"
-devices_purchased = 50
-operator_seats = 40
-"#,
-        )
-        .unwrap();
+        std::fs::write(&customers, crate::customers::tests::GOOD).unwrap();
         let args = ReportArgs {
             customer: "acme".into(),
             out: dir.path().join("report.html"),
