@@ -286,8 +286,9 @@ pub fn dated(zone: &jiff::tz::TimeZone, start: EventTime) -> EventTime {
         .unwrap_or(start - start % DAY_MS)
 }
 
-/// The local day holding `at` in `tz`, as UTC milliseconds.
-fn local_day(tz: &jiff::tz::TimeZone, at: EventTime) -> Option<(EventTime, EventTime)> {
+/// The local day holding `at` in `tz` (23 to 25 hours long), as UTC
+/// milliseconds.
+pub fn local_day(tz: &jiff::tz::TimeZone, at: EventTime) -> Option<(EventTime, EventTime)> {
     let zoned = jiff::Timestamp::from_millisecond(i64::try_from(at).ok()?)
         .ok()?
         .to_zoned(tz.clone());

@@ -430,23 +430,21 @@ pub async fn run(args: &BackfillArgs) -> anyhow::Result<Backfilled> {
 /// the customer's contract start or `limits.earliest_event_time`
 /// (`before_start`: an export in the wrong unit or year).
 fn refusals(history: &[Recorded], config: &ServiceConfig) -> anyhow::Result<()> {
-    let customers = match &config.customers {
-        Some(c) => Some((crate::customers::CustomersFile::load(&c.file)?, &c.file)),
+    let file = match &config.customers {
+        Some(c) => Some(crate::customers::CustomersFile::load(&c.file)?),
         None => None,
     };
-    let known: Option<HashSet<&str>> = (customers.as_ref())
-        .map(|(file, _)| file.customers.iter().map(|c| c.id.as_str()).collect());
-    let earliest =
-        crate::admission::Earliest::from_config(&config.limits, customers.as_ref().map(|c| &c.0));
+    // A checked file gives every customer a contract start.
+    let earliest = crate::admission::Earliest::from_config(&config.limits, file.as_ref());
     for r in history {
         let (customer, device) = (&r.batch.customer_id, &r.batch.device_id);
-        if let (Some(known), Some((_, path))) = (&known, &customers)
-            && !known.contains(customer.as_str())
+        if let Some(c) = &config.customers
+            && !earliest.contract_starts.contains_key(customer)
         {
             bail!(
                 "customer `{customer}` is not in {}: the service would refuse its history as \
                  unknown_customer; add it there first",
-                path.display()
+                c.file.display()
             );
         }
         let floor = earliest.of(customer);

@@ -439,6 +439,23 @@ impl CustomersFile {
             .collect()
     }
 
+    /// What a file that checks may still get wrong: one that names no
+    /// customer (an export gone wrong, most likely) has every message
+    /// refused.
+    pub fn warning(&self) -> Option<&'static str> {
+        self.customers.is_empty().then_some(
+            "the customers file names no customer: the service refuses every message as \
+             unknown_customer (dead-lettered)",
+        )
+    }
+
+    /// Logs [`Self::warning`], if any: at start and on reload.
+    pub fn warn_if_empty(&self) {
+        if let Some(warning) = self.warning() {
+            tracing::warn!("{warning}");
+        }
+    }
+
     /// Looks a customer up by id.
     pub fn get(&self, id: &str) -> Option<&CustomerConfig> {
         self.customers.iter().find(|c| c.id == id)

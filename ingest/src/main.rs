@@ -307,11 +307,8 @@ fn check_config(file: PathBuf) -> anyhow::Result<()> {
                 "customers file: ok, {} customers",
                 customers.customers.len()
             );
-            if customers.customers.is_empty() {
-                println!(
-                    "warning: the customers file names no customer: the service refuses every \
-                     message as unknown_customer (dead-lettered)"
-                );
+            if let Some(warning) = customers.warning() {
+                println!("warning: {warning}");
             }
         }
         println!("{}: ok, {} sinks", file.display(), config.sinks.len());

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
+use fleetpulse_engine::config::local_day;
 use fleetpulse_engine::{
     AlertRecord, CustomerKpi, EventTime, HealthRecord, MilestoneRecord, OutcomeRecord, Segment,
 };
@@ -128,32 +129,17 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
 fn parse_day(flag: &str, text: &str, zone: &TimeZone) -> anyhow::Result<(EventTime, EventTime)> {
     let bad = || format!("{flag}: `{text}` is not a date from 1970 on (YYYY-MM-DD)");
     let day: jiff::civil::Date = text.parse().with_context(bad)?;
-    local_day(day, zone).with_context(bad)
-}
-
-/// Bounds of `day` in `zone` (23 to 25 hours).
-fn local_day(day: jiff::civil::Date, zone: &TimeZone) -> Option<(EventTime, EventTime)> {
-    let midnight = |day: jiff::civil::Date| -> Option<EventTime> {
-        let ms = day
-            .to_zoned(zone.clone())
-            .ok()?
-            .timestamp()
-            .as_millisecond();
-        EventTime::try_from(ms).ok()
-    };
-    midnight(day).zip(midnight(day.tomorrow().ok()?))
+    let midnight = day.to_zoned(zone.clone()).with_context(bad)?.timestamp();
+    let midnight = EventTime::try_from(midnight.as_millisecond()).with_context(bad)?;
+    local_day(zone, midnight).with_context(bad)
 }
 
 /// Bounds of the day in `zone` that holds `at`.
 fn day_of(at: EventTime, zone: &TimeZone) -> (EventTime, EventTime) {
-    i64::try_from(at)
-        .ok()
-        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
-        .and_then(|t| local_day(t.to_zoned(zone.clone()).date(), zone))
-        .unwrap_or_else(|| {
-            let start = fleetpulse_sim::calendar::day_start(at);
-            (start, start + DAY_MS)
-        })
+    local_day(zone, at).unwrap_or_else(|| {
+        let start = fleetpulse_sim::calendar::day_start(at);
+        (start, start + DAY_MS)
+    })
 }
 
 /// Reads what the report needs from the store named in `args`.

@@ -54,7 +54,8 @@ pub async fn run(
     config.apply_cluster_member();
     let mut engine_config = config.engine_config(config_path)?;
     let customers = load_customers(&config, &engine_config)?;
-    if let Some((_, specs, _)) = &customers {
+    if let Some((file, specs, _)) = &customers {
+        file.warn_if_empty();
         engine_config.customers = specs.clone();
     }
     let (customers, contracts) = match customers {

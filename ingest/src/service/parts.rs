@@ -106,14 +106,6 @@ pub fn load_customers(
     };
     let specs = file.specs(path, &text, &context)?;
     let book = file.contract_book(path, &text)?;
-    if file.customers.is_empty() {
-        // An export that went wrong, most likely: nothing would be counted.
-        tracing::warn!(
-            file = %path.display(),
-            "the customers file names no customer: every message is refused as unknown_customer \
-             (dead-lettered)"
-        );
-    }
     Ok(Some((file, specs, book)))
 }
 

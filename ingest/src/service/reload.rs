@@ -55,7 +55,8 @@ pub async fn watch(
         changed = None;
         seen = stamp(&path);
         match super::load_customers(&config, &engine) {
-            Ok(Some((_, specs, _))) => {
+            Ok(Some((file, specs, _))) => {
+                file.warn_if_empty();
                 tracing::info!(file = %path.display(), customers = specs.len(), "customers file reloaded");
                 corrections.customers(specs);
             }

@@ -59,18 +59,23 @@ function signed(n, digits) {
 let ZONE = "UTC";
 const CLOCKS = new Map();
 
-function clockParts(ms, zone) {
-  let clock = CLOCKS.get(zone);
-  if (!clock) {
+// One formatter per zone; a zone this browser does not know reads as UTC.
+function clock(zone) {
+  let c = CLOCKS.get(zone);
+  if (!c) {
     try {
-      clock = new Intl.DateTimeFormat("en-CA", { timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+      c = new Intl.DateTimeFormat("en-CA", { timeZone: zone, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
     } catch (e) {
-      clock = clockParts.utc || (clockParts.utc = new Intl.DateTimeFormat("en-CA", { timeZone: "UTC", year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23" }));
+      c = clock("UTC");
     }
-    CLOCKS.set(zone, clock);
+    CLOCKS.set(zone, c);
   }
+  return c;
+}
+
+function clockParts(ms, zone) {
   const parts = {};
-  for (const p of clock.formatToParts(new Date(ms))) parts[p.type] = p.value;
+  for (const p of clock(zone).formatToParts(new Date(ms))) parts[p.type] = p.value;
   return parts;
 }
 
