@@ -20,7 +20,11 @@ use proptest::prelude::*;
 
 fn config() -> EngineConfig {
     let mut config = EngineConfig::default();
-    for (id, zone) in [("acme", "UTC"), ("bolt", "Europe/Berlin")] {
+    for (id, zone) in [
+        ("acme", "UTC"),
+        ("bolt", "Europe/Berlin"),
+        ("cala", "Australia/Adelaide"),
+    ] {
         let contract = Contract {
             arr: 100_000.0,
             start: T0,
@@ -251,6 +255,45 @@ fn an_outage_across_a_daylight_saving_day_is_restated_exactly() {
             })
             .count();
         assert_eq!(short, 1);
+    }
+}
+
+/// Adelaide (UTC+10:30, +9:30 from 03:00 local on 2026-04-05, a 25-hour
+/// day): an outage across its clock change, its buffer uploaded late in
+/// order, newest first or shuffled, is restated exactly like the live run,
+/// its hours counted from its half-hour midnights.
+#[test]
+fn an_outage_in_a_half_hour_zone_across_its_clock_change_is_restated_exactly() {
+    // 2026-04-02T00:00:00Z; the change is at 16:30Z on the 4th.
+    let start = 1_775_088_000_000;
+    for upload in [Upload::InOrder, Upload::NewestFirst, Upload::Shuffled(5)] {
+        let mut fleet = device_from(start, "cala", "exc-1", 120, 30..80, upload);
+        fleet.extend(device_from(start, "cala", "exc-2", 120, 0..0, upload));
+        let (restated, expected) = live_and_restated(fleet.clone(), 2);
+        assert_eq!(restated, expected, "{upload:?}");
+        let folded = reference::fold(&config(), fleet.into_iter().map(|(_, b)| b));
+        let windows = |name: &str| -> Vec<(u64, u64)> {
+            (folded.iter())
+                .filter_map(|o| match o {
+                    Output::Customer(k) if &*k.window == name => {
+                        Some((k.window_start, k.window_end))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        // 2026-04-04T13:30Z to 2026-04-05T14:30Z, from the zone rules.
+        let long = (1_775_309_400_000, 1_775_399_400_000);
+        assert!(windows("1d").contains(&long), "{:?}", windows("1d"));
+        let hours: Vec<_> = (windows("1h").into_iter())
+            .filter(|&(s, e)| s >= long.0 && e <= long.1)
+            .collect();
+        assert_eq!(hours.len(), 25, "{hours:?}");
+        assert!(
+            hours
+                .iter()
+                .all(|(s, e)| e - s == HOUR_MS && s % HOUR_MS == 30 * 60_000)
+        );
     }
 }
 
