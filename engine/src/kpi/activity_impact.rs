@@ -61,14 +61,16 @@ pub struct DailyUsage {
     pub customer: Id,
     /// Coverage segment: controls come from the same one.
     pub segment: Segment,
-    /// Operating hours per day, keyed by the day's start.
+    /// Operating hours per day, keyed by the day's local date (00:00 UTC
+    /// of it, as touchpoints are dated), so days and touchpoints meet in
+    /// any time zone.
     pub hours: BTreeMap<EventTime, f64>,
-    /// Lifecycle stage at the end of each day, keyed by the day's start
-    /// (from the health records; may be empty).
+    /// Lifecycle stage at the end of each day, keyed as `hours` (from the
+    /// health records; may be empty).
     pub stages: BTreeMap<EventTime, Stage>,
     /// Outcome attainment per day (0-100: share of the outcomes evaluated
-    /// that day that met their target), keyed by the day's start; days
-    /// with nothing evaluated are absent.
+    /// that day that met their target), keyed as `hours`; days with
+    /// nothing evaluated are absent.
     pub attainment: BTreeMap<EventTime, f64>,
 }
 

@@ -859,7 +859,7 @@ fn scoped_portfolio(view: &View, access: &Access, days: usize) -> Vec<PortfolioR
                 .iter()
                 .filter_map(|c| {
                     (c.health.as_ref()?.iter().rev())
-                        .find(|h| c.portfolio_day(h.window_start) == day.window_start)
+                        .find(|h| c.date_of(h.window_start) == day.window_start)
                 })
                 .cloned()
                 .collect();

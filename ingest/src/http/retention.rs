@@ -184,7 +184,7 @@ fn at_risk_by_day(view: &super::View) -> HashMap<String, BTreeMap<u64, f64>> {
                 .health
                 .iter()
                 .flat_map(|s| s.iter())
-                .map(|h| (c.portfolio_day(h.window_start), h.arr_at_risk))
+                .map(|h| (c.date_of(h.window_start), h.arr_at_risk))
                 .collect();
             (id.to_string(), days)
         })

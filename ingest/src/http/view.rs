@@ -179,9 +179,10 @@ impl CustomerView {
         self.info.as_ref().map_or(&UTC, |i| &i.zone)
     }
 
-    /// The day of the portfolio its day starting at `start` counts in: its
-    /// local date, as the engine files it.
-    pub fn portfolio_day(&self, start: EventTime) -> EventTime {
+    /// The local date of its day starting at `start`, as 00:00 UTC of that
+    /// date: the day of the portfolio it counts in (as the engine files it),
+    /// and how dates entered as dates (touchpoints, contract events) are kept.
+    pub fn date_of(&self, start: EventTime) -> EventTime {
         fleetpulse_engine::config::dated(self.zone(), start)
     }
 
