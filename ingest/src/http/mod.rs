@@ -49,6 +49,7 @@ pub mod health_validation;
 pub mod impact;
 pub mod prometheus;
 pub mod retention;
+pub mod seed;
 pub mod server;
 pub mod tls;
 pub mod touchpoints;
@@ -494,7 +495,8 @@ pub async fn attach(
     } else {
         None
     };
-    let (tx, view_task) = feed(hub.clone());
+    let store = hub.touchpoint_store().map(|p| (p, engine_config.clone()));
+    let (tx, view_task) = feed(hub.clone(), store);
     outputs.push(tx);
     hub.set_running(true);
     Ok(Some(Attached {
@@ -519,10 +521,38 @@ fn wal_bytes(dir: &Path) -> u64 {
 }
 
 /// Starts the view task: returns the sender to add to the fan-out and the
-/// task, which ends when every sender is gone.
-pub fn feed(hub: Arc<Hub>) -> (mpsc::Sender<Arc<[Output]>>, tokio::task::JoinHandle<()>) {
+/// task, which ends when every sender is gone. With `store` (the SQLite
+/// store and the engine's configuration) the task first fills the view
+/// with the store's recent records ([`seed`]); live records wait for it.
+pub fn feed(
+    hub: Arc<Hub>,
+    store: Option<(PathBuf, EngineConfig)>,
+) -> (mpsc::Sender<Arc<[Output]>>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Arc<[Output]>>(VIEW_QUEUE);
     let task = tokio::spawn(async move {
+        if let Some((path, engine)) = store {
+            let started = std::time::Instant::now();
+            let read = {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || seed::from_store(&path, &engine)).await
+            };
+            match read {
+                Ok(Ok(records)) => {
+                    hub.apply(&records);
+                    tracing::info!(
+                        store = %path.display(),
+                        records = records.len(),
+                        ms = started.elapsed().as_millis() as u64,
+                        "view filled from the store"
+                    );
+                }
+                Ok(Err(e)) => tracing::warn!(
+                    store = %path.display(), error = %e,
+                    "the view could not be filled from the store: it shows records as windows close"
+                ),
+                Err(e) => tracing::warn!(error = %e, "filling the view from the store failed"),
+            }
+        }
         while let Some(records) = rx.recv().await {
             hub.apply(&records);
         }

@@ -12,7 +12,7 @@ use fleetpulse_engine::{
 use rusqlite::{Connection, Params};
 
 use super::schema::{open_connection, select_sql, upsert_sql};
-use crate::records::RecordKind;
+use crate::records::{RecordKind, Role};
 use crate::sinks::SinkError;
 
 /// Read access to a SQLite KPI store.
@@ -171,6 +171,92 @@ impl SqliteStore {
             tx.commit()
         };
         write(&mut self.conn).map_err(SinkError::SqliteWrite)
+    }
+
+    /// The newest `n` records of `R` whose leading key columns hold the
+    /// values in `key` (a prefix of its primary key, e.g. customer and
+    /// window), oldest first: a walk down the key's index, however long
+    /// the history behind them.
+    pub fn newest<R: RecordKind>(
+        &self,
+        key: &[(&str, &str)],
+        n: usize,
+    ) -> Result<Vec<R>, SinkError> {
+        let time = R::COLUMNS
+            .iter()
+            .find(|c| c.is(Role::Key) && c.is(Role::Time))
+            .map_or("window_start", |c| c.name);
+        let filter: Vec<String> = (key.iter().enumerate())
+            .map(|(i, (column, _))| format!("\"{column}\" = ?{}", i + 1))
+            .collect();
+        let filter = if filter.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", filter.join(" AND "))
+        };
+        let mut records: Vec<R> = self.select(
+            &format!("{filter} ORDER BY \"{time}\" DESC LIMIT {n}"),
+            rusqlite::params_from_iter(key.iter().map(|(_, v)| v)),
+        )?;
+        records.reverse();
+        Ok(records)
+    }
+
+    /// The distinct values of `column` in `table` among the rows whose
+    /// leading key columns hold the values in `prefix`, in order; `column`
+    /// must follow them in the primary key. One index seek per value (a
+    /// skip scan), not a pass over the rows.
+    pub fn distinct(
+        &self,
+        table: &str,
+        column: &str,
+        prefix: &[(&str, &str)],
+    ) -> Result<Vec<String>, SinkError> {
+        let within: String = (prefix.iter().enumerate())
+            .map(|(i, (c, _))| format!("\"{c}\" = ?{} AND ", i + 1))
+            .collect();
+        let sql = format!(
+            "WITH RECURSIVE d(v) AS (\
+               SELECT min(\"{column}\") FROM \"{table}\" WHERE {within}1 \
+               UNION ALL \
+               SELECT (SELECT min(\"{column}\") FROM \"{table}\" \
+                       WHERE {within}\"{column}\" > d.v) FROM d WHERE d.v IS NOT NULL) \
+             SELECT v FROM d WHERE v IS NOT NULL"
+        );
+        let mut stmt = self
+            .conn
+            .prepare_cached(&sql)
+            .map_err(SinkError::SqliteRead)?;
+        let rows = stmt
+            .query_map(
+                rusqlite::params_from_iter(prefix.iter().map(|(_, v)| v)),
+                |r| r.get::<_, String>(0),
+            )
+            .map_err(SinkError::SqliteRead)?;
+        rows.collect::<Result<_, _>>()
+            .map_err(SinkError::SqliteRead)
+    }
+
+    /// Open alert episodes, and the `resolved` newest of the others
+    /// (resolved or retracted), in the order [`Self::alerts`] gives.
+    pub fn current_alerts(&self, resolved: usize) -> Result<Vec<AlertRecord>, SinkError> {
+        let mut alerts: Vec<AlertRecord> = self.select("WHERE status = 'open'", [])?;
+        alerts.extend(self.select::<AlertRecord>(
+            &format!(
+                "WHERE status != 'open' \
+                 ORDER BY coalesce(resolved_at, opened_at) DESC LIMIT {resolved}"
+            ),
+            [],
+        )?);
+        alerts.sort_by(|a, b| {
+            (a.opened_at, &a.customer, a.rule.as_str(), a.episode).cmp(&(
+                b.opened_at,
+                &b.customer,
+                b.rule.as_str(),
+                b.episode,
+            ))
+        });
+        Ok(alerts)
     }
 
     /// Records of `R` of one customer (or all, with `None`) that meet
