@@ -688,7 +688,9 @@ fn dashboard(addr: &str, fleet: &Fleet) -> Vec<(String, serde_json::Value)> {
 /// API document (the ranked list, each customer's page with its health,
 /// KPIs, outcomes, milestones and devices, alerts, portfolio, retention,
 /// health validation) after a SIGKILL and a restart equals, value by value,
-/// the one before; again after a second kill while the view fills.
+/// the one before; again after a second kill while the view fills. A
+/// customer then taken out of the customers file (offboarded) is gone from
+/// the dashboard after the next restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_after_a_restart_what_it_showed_before() {
     let fleet = fleet(3, 18, 20, 11);
@@ -728,4 +730,31 @@ async fn the_dashboard_shows_after_a_restart_what_it_showed_before() {
             );
         }
     }
+    // A customer taken out of the customers file (offboarded) is gone from
+    // the dashboard after the restart; the others show as before.
+    let gone = fleet.customers()[0].id.to_string();
+    let mut file = fleetpulse::sim::customers_file(&fleet);
+    file.customers.retain(|c| c.id != gone);
+    std::fs::write(dir.path().join("customers.toml"), file.to_toml()).unwrap();
+    service.kill();
+    service.start_and_wait();
+    let member = &service.members[0];
+    member.wait_for_log("view filled from the store", member.starts());
+    let addr = &http_addrs(&service)[0];
+    until_written(addr).await;
+    let listed = get_json(addr, "/api/customers");
+    let ids: Vec<&str> = (listed["customers"].as_array().unwrap().iter())
+        .map(|c| c["customer"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), fleet.customers().len() - 1, "{listed}");
+    assert!(!ids.contains(&gone.as_str()), "{listed}");
+    let page = http_get(&format!("http://{addr}/api/customers/{gone}")).unwrap();
+    assert_eq!(page.status, 404, "{}", page.text());
+    let alerts = get_json(addr, "/api/alerts").to_string();
+    assert!(!alerts.contains(&format!("\"{gone}\"")), "{alerts}");
+    let kept = format!("/api/customers/{}", fleet.customers()[1].id);
+    let (_, want) = before.iter().find(|(p, _)| *p == kept).unwrap();
+    let mut got = get_json(addr, &kept);
+    got.as_object_mut().unwrap().remove("version");
+    assert!(same(want, &got), "{kept}:\n want {want}\n  got {got}");
 }

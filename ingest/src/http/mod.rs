@@ -495,7 +495,12 @@ pub async fn attach(
     } else {
         None
     };
-    let store = hub.touchpoint_store().map(|p| (p, engine_config.clone()));
+    // A cluster member's view holds what its own workers emit: filled from
+    // the store it would show the other members' customers, never updated.
+    let single = (config.cluster.as_ref()).is_none_or(|c| !c.is_multi_process());
+    let store = (hub.touchpoint_store())
+        .filter(|_| single)
+        .map(|p| (p, engine_config.clone()));
     let (tx, view_task) = feed(hub.clone(), store);
     outputs.push(tx);
     hub.set_running(true);

@@ -11,16 +11,16 @@
 use std::path::Path;
 
 use fleetpulse_engine::{
-    CustomerKpi, DeviceKpi, EngineConfig, ForecastRecord, HealthRecord, OutcomeRecord, Output,
-    PortfolioRecord,
+    AlertRecord, CustomerKpi, DeviceKpi, EngineConfig, ForecastRecord, HealthRecord, OutcomeRecord,
+    Output, PortfolioRecord,
 };
 
 use super::view::{DEVICE_DAYS, HISTORY_DAYS, HISTORY_HOURS, MAX_RESOLVED_ALERTS};
 use crate::sinks::{SinkError, SqliteStore};
 
-/// What the view held of the store at `path`, as records to apply: the
-/// customers of the store and of `engine`'s roster, whose day window
-/// `engine` names.
+/// What the view held of the store at `path`, as records to apply: of the
+/// customers of `engine`'s roster (of the store without one), whose day
+/// window `engine` names.
 pub fn from_store(path: &Path, engine: &EngineConfig) -> Result<Vec<Output>, SinkError> {
     let store = SqliteStore::open(path)?;
     let day = engine.day_window().map(|w| w.name.to_string());
@@ -31,9 +31,14 @@ pub fn from_store(path: &Path, engine: &EngineConfig) -> Result<Vec<Output>, Sin
             HISTORY_HOURS
         }
     };
-    let mut customers = store.distinct("customer_kpi", "customer", &[])?;
-    customers.extend(store.distinct("health", "customer", &[])?);
-    customers.extend(engine.customers.keys().cloned());
+    // The roster's customers: one removed from the customers file is gone
+    // from the dashboard after the restart, as it was before the view was
+    // filled. Without a roster, every customer of the store.
+    let mut customers: Vec<String> = engine.customers.keys().cloned().collect();
+    if customers.is_empty() {
+        customers = store.distinct("customer_kpi", "customer", &[])?;
+        customers.extend(store.distinct("health", "customer", &[])?);
+    }
     customers.sort();
     customers.dedup();
 
@@ -78,6 +83,11 @@ pub fn from_store(path: &Path, engine: &EngineConfig) -> Result<Vec<Output>, Sin
     let portfolio = store.newest::<PortfolioRecord>(&[], HISTORY_DAYS)?;
     out.extend(portfolio.into_iter().map(Output::Portfolio));
     let alerts = store.current_alerts(MAX_RESOLVED_ALERTS)?;
-    out.extend(alerts.into_iter().map(Output::Alert));
+    let listed = |a: &AlertRecord| {
+        customers
+            .binary_search_by(|c| (**c).cmp(&*a.customer))
+            .is_ok()
+    };
+    out.extend(alerts.into_iter().filter(listed).map(Output::Alert));
     Ok(out)
 }
