@@ -20,7 +20,7 @@ use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fleetpulse_engine::AlertRecord;
-use fleetpulse_engine::kpi::coverage::Cadence;
+use fleetpulse_engine::kpi::coverage::{Cadence, CoverageModel};
 use fleetpulse_engine::kpi::coverage_gap::{self, Gap};
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
 use fleetpulse_engine::kpi::touchpoint::Touchpoint;
@@ -96,19 +96,44 @@ pub async fn list(
     let touchpoints = on_store(&hub, move |s| s.touchpoints(Some(&customer)))
         .await?
         .unwrap_or_default();
-    let coverage = hub.coverage();
+    let model = hub.coverage();
     let view = hub.read_view();
     let as_of = as_of(&view);
     let Some(c) = view.customers().get(id.as_str()) else {
         return Err(ApiError::not_found(format!("no customer `{id}`")));
     };
+    let (cadences, gaps) = coverage(&id, c, &model, &touchpoints, as_of);
+    let doc = TouchpointsDoc {
+        customer: &id,
+        as_of,
+        touchpoints: touchpoints.iter().map(Doc).collect(),
+        coverage: cadences,
+        coverage_gaps: gaps.iter().map(Doc).collect(),
+    };
+    Ok(json(&doc))
+}
+
+/// Where each cadence of `c`'s segment stands, and its `coverage_gap`
+/// episodes (numbered, oldest first), over `touchpoints` up to `as_of` (the
+/// end of the newest day of data; `None` before any).
+fn coverage(
+    id: &str,
+    c: &CustomerView,
+    model: &CoverageModel,
+    touchpoints: &[Touchpoint],
+    as_of: Option<u64>,
+) -> (Vec<CadenceDoc>, Vec<AlertRecord>) {
+    // Touchpoints and due days are dates: the customer's days over are
+    // counted by its local dates too, those before the date holding
+    // `as_of` (a gap is due by the end of its own day, east of UTC as west).
+    let as_of = as_of.map(|t| c.date_of(t));
     let mut cadences = Vec::new();
     let mut gaps = Vec::new();
     if let Some(info) = &c.info {
-        for cadence in coverage.cadences(info.segment) {
+        for cadence in model.cadences(info.segment) {
             let state = as_of.map(|as_of| {
                 (
-                    coverage_gap::evaluate(cadence, info.start, &touchpoints, as_of),
+                    coverage_gap::evaluate(cadence, info.start, touchpoints, as_of),
                     as_of,
                 )
             });
@@ -135,7 +160,7 @@ pub async fn list(
                     state
                         .gaps
                         .iter()
-                        .map(|g| gap_alert(&id, c, cadence, g, as_of)),
+                        .map(|g| gap_alert(id, c, cadence, g, as_of)),
                 );
             }
         }
@@ -144,14 +169,7 @@ pub async fn list(
     for (i, a) in gaps.iter_mut().enumerate() {
         a.episode = u32::try_from(i + 1).unwrap_or(u32::MAX);
     }
-    let doc = TouchpointsDoc {
-        customer: &id,
-        as_of,
-        touchpoints: touchpoints.iter().map(Doc).collect(),
-        coverage: cadences,
-        coverage_gaps: gaps.iter().map(Doc).collect(),
-    };
-    Ok(json(&doc))
+    (cadences, gaps)
 }
 
 /// A coverage gap as an alert episode of `coverage_gap`.
@@ -312,4 +330,47 @@ fn known(hub: &Hub, access: &Access, id: &str) -> Result<(), ApiError> {
     tracing::warn!(target: "audit", event = "denied", status = 404, user = %access.principal.name,
         path = "/api/customers/{id}/touchpoints", reason = "customer not in scope", "request denied");
     Err(ApiError::not_found(format!("no customer `{id}`")))
+}
+
+#[cfg(test)]
+mod tests {
+    use fleetpulse_engine::{Contract, CustomerSpec, Segment};
+
+    use super::*;
+    use crate::http::view::CustomerInfo;
+
+    /// A high-touch customer of Auckland from 1 January 2026 owes its first
+    /// business review with a decision-maker by 30 June (180 days). Its
+    /// 30 June ends at 12:00 UTC (NZST, UTC+12): with that day known the
+    /// review is overdue. Counted by UTC instants it was not until the UTC
+    /// 30 June had ended too, on Auckland's 1 July: a day late.
+    #[test]
+    fn a_cadence_is_overdue_at_the_end_of_the_customers_own_due_day() {
+        let mut spec = CustomerSpec::new(
+            "kiwi",
+            Segment::HighTouch,
+            Contract {
+                arr: 100_000.0,
+                start: 1_767_225_600_000, // 2026-01-01, as a date
+                renewal: 1_798_761_600_000,
+                devices_purchased: 5,
+                operator_seats: 5,
+            },
+        );
+        spec.timezone = jiff::tz::TimeZone::get("Pacific/Auckland").unwrap();
+        let c = CustomerView {
+            info: Some(CustomerInfo::of(&spec)),
+            ..CustomerView::default()
+        };
+        let june_30_ends = 1_782_820_800_000; // 2026-06-30T12:00Z
+        let model = CoverageModel::default();
+        let (cadences, gaps) = coverage("kiwi", &c, &model, &[], Some(june_30_ends));
+        let due = 1_782_777_600_000; // 2026-06-30
+        assert_eq!((cadences[0].due_at, cadences[0].status), (due, "overdue"));
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert_eq!(gaps[0].opened_at, due + DAY_MS);
+        // An hour earlier Auckland's 30 June is not over: nothing is due yet.
+        let (cadences, gaps) = coverage("kiwi", &c, &model, &[], Some(june_30_ends - 3_600_000));
+        assert_eq!((cadences[0].status, gaps.len()), ("ok", 0));
+    }
 }
