@@ -275,10 +275,7 @@ impl CustomersFile {
                     )
                 })?,
             };
-            let date = |field: &str, value: &str| {
-                date_ms(value)
-                    .ok_or_else(|| at(field, None, format!("`{value}` is not a YYYY-MM-DD date")))
-            };
+            let date = |field: &str, value: &str| date_ms(value).map_err(|e| at(field, None, e));
             let start = date("contract.start", &c.contract.start)?;
             let renewal = date("contract.renewal", &c.contract.renewal)?;
             if renewal < start {
@@ -587,11 +584,16 @@ fn at_span(
     }
 }
 
-/// Midnight UTC of a `YYYY-MM-DD` date, ms since the epoch.
-fn date_ms(date: &str) -> Option<u64> {
-    let date: jiff::civil::Date = date.parse().ok()?;
-    let ts = date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
-    u64::try_from(ts.as_millisecond()).ok()
+/// 00:00 UTC of a `YYYY-MM-DD` date, ms since the epoch: how every date
+/// entered as a date is kept (contracts, touchpoints, contract events). The
+/// error says what is wrong with `text`: not a date, or a date before 1970
+/// or after 9999-12-30 (outside what a time in the stores can be).
+pub fn date_ms(text: &str) -> Result<u64, String> {
+    let date: jiff::civil::Date =
+        (text.parse()).map_err(|_| format!("`{text}` is not a YYYY-MM-DD date"))?;
+    (date.to_zoned(jiff::tz::TimeZone::UTC).ok())
+        .and_then(|t| u64::try_from(t.timestamp().as_millisecond()).ok())
+        .ok_or_else(|| format!("`{text}` is outside 1970-01-01 to 9999-12-30"))
 }
 
 /// Shared ids for the engine's `Id` type.
@@ -643,6 +645,39 @@ due_days = 45
 [customer.thresholds]
 usage_drop = 0.3
 "#;
+
+    /// A date a store cannot hold is said to be out of range, not "not a
+    /// date" (`9999-12-31` is one); so is one before 1970, which read as
+    /// not a date either. Every date entered as a date goes through here:
+    /// contracts, contract events, touchpoints (API, CLI, CSV).
+    #[test]
+    fn a_date_out_of_range_is_named_as_such() {
+        assert_eq!(date_ms("2026-03-01"), Ok(1_772_323_200_000));
+        assert_eq!(date_ms("1970-01-01"), Ok(0));
+        assert!(date_ms("9999-12-30").is_ok());
+        for bad in ["2026-02-30", "01/03/2026", "2026-3-1x", ""] {
+            assert_eq!(
+                date_ms(bad),
+                Err(format!("`{bad}` is not a YYYY-MM-DD date"))
+            );
+        }
+        for far in ["1969-12-31", "9999-12-31", "0001-01-01"] {
+            assert_eq!(
+                date_ms(far),
+                Err(format!("`{far}` is outside 1970-01-01 to 9999-12-30"))
+            );
+        }
+        let input = crate::touchpoints::TouchpointInput {
+            kind: "training".into(),
+            date: "9999-12-31".into(),
+            ..Default::default()
+        };
+        let err = input.check("acme", Some("alice"), "test").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "field `date`: `9999-12-31` is outside 1970-01-01 to 9999-12-30"
+        );
+    }
 
     #[test]
     fn a_contract_starts_at_midnight_of_the_customers_day() {

@@ -136,7 +136,7 @@ async fn touchpoints_through_the_api_drive_coverage_gaps_and_show_in_page_and_re
         .csm = Some("alice".into());
     std::fs::write(&customers_path, format!("{}{COVERAGE}", file.to_toml())).unwrap();
     let start_date = &file.get(&mine).unwrap().contract.start;
-    let contract_start = fleetpulse::touchpoints::day_ms(start_date).unwrap();
+    let contract_start = fleetpulse::customers::date_ms(start_date).unwrap();
 
     let users_file = dir.path().join("users.toml");
     let users_path = users_file.to_str().unwrap();

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::config::{ConfigError, line_column};
-use crate::customers::CustomersFile;
+use crate::customers::{CustomersFile, date_ms};
 
 /// `[[customer.contract_event]]`: one change of the customer's ARR.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -255,8 +255,7 @@ impl ContractEventInput {
         }
         let kind = ContractEventKind::parse(self.kind.trim())
             .ok_or_else(|| fail("kind", unknown_kind(self.kind.trim())))?;
-        let at = date_ms(self.date.trim())
-            .ok_or_else(|| fail("date", format!("`{}` is not a YYYY-MM-DD date", self.date)))?;
+        let at = date_ms(self.date.trim()).map_err(|e| fail("date", e))?;
         if let Some(v) = self.arr_change
             && !v.is_finite()
         {
@@ -352,13 +351,7 @@ impl CustomersFile {
                 };
                 let kind = ContractEventKind::parse(e.kind.get_ref())
                     .ok_or_else(|| at("kind", e.kind.span(), unknown_kind(e.kind.get_ref())))?;
-                let date = date_ms(e.date.get_ref()).ok_or_else(|| {
-                    at(
-                        "date",
-                        e.date.span(),
-                        format!("`{}` is not a YYYY-MM-DD date", e.date.get_ref()),
-                    )
-                })?;
+                let date = date_ms(e.date.get_ref()).map_err(|m| at("date", e.date.span(), m))?;
                 events.push((
                     ContractEvent {
                         kind,
@@ -375,10 +368,10 @@ impl CustomersFile {
             events.extend(from_csv.remove(c.id.as_str()).unwrap_or_default());
             let implied = events.is_empty();
             if implied {
-                let start = date_ms(&c.contract.start).ok_or_else(|| ConfigError::Invalid {
+                let start = date_ms(&c.contract.start).map_err(|message| ConfigError::Invalid {
                     path: path.to_owned(),
                     field: format!("customer[{i}].contract.start"),
-                    message: format!("`{}` is not a YYYY-MM-DD date", c.contract.start),
+                    message,
                 })?;
                 events.push((
                     ContractEvent {
@@ -489,14 +482,7 @@ fn parse_csv(path: &Path, text: &str) -> Result<Vec<CsvRow>, ConfigError> {
         let cell = |i: usize| record.get(i).unwrap_or("");
         let kind = ContractEventKind::parse(cell(1))
             .ok_or_else(|| csv_error(path, line, "kind", unknown_kind(cell(1))))?;
-        let at = date_ms(cell(2)).ok_or_else(|| {
-            csv_error(
-                path,
-                line,
-                "date",
-                format!("`{}` is not a YYYY-MM-DD date", cell(2)),
-            )
-        })?;
+        let at = date_ms(cell(2)).map_err(|e| csv_error(path, line, "date", e))?;
         let arr_change = match cell(3) {
             "" => None,
             v => Some(
@@ -536,13 +522,6 @@ fn csv_error(path: &Path, line: u64, field: &str, message: String) -> ConfigErro
 fn unknown_kind(name: &str) -> String {
     let known: Vec<&str> = ContractEventKind::ALL.iter().map(|k| k.as_str()).collect();
     format!("`{name}` is not one of {}", known.join(", "))
-}
-
-/// Midnight UTC of a `YYYY-MM-DD` date, ms since the epoch.
-fn date_ms(date: &str) -> Option<u64> {
-    let date: jiff::civil::Date = date.parse().ok()?;
-    let ts = date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
-    u64::try_from(ts.as_millisecond()).ok()
 }
 
 #[cfg(test)]

@@ -308,7 +308,7 @@ mod tests {
     use super::*;
 
     fn day(date: &str) -> u64 {
-        crate::touchpoints::day_ms(date).unwrap()
+        crate::customers::date_ms(date).unwrap()
     }
 
     /// Two low-touch customers, 100 each on 1 Jan 2026; x grows to 150 in

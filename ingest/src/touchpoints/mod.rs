@@ -12,6 +12,8 @@ use std::path::Path;
 use fleetpulse_engine::kpi::touchpoint::{Touchpoint, TouchpointKind};
 use serde::Deserialize;
 
+use crate::customers::date_ms;
+
 /// The columns of a touchpoints CSV file, in this order, with a header.
 pub const CSV_HEADER: [&str; 7] = [
     "customer",
@@ -83,8 +85,7 @@ impl TouchpointInput {
                 format!("`{}` is not one of {}", self.kind, known.join(", ")),
             )
         })?;
-        let at = day_ms(self.date.trim())
-            .ok_or_else(|| field("date", format!("`{}` is not a YYYY-MM-DD date", self.date)))?;
+        let at = date_ms(self.date.trim()).map_err(|e| field("date", e))?;
         let csm = self
             .csm
             .as_deref()
@@ -118,13 +119,6 @@ pub fn day(ms: u64) -> String {
     jiff::Timestamp::from_millisecond(i64::try_from(ms).unwrap_or(i64::MAX))
         .map(|t| t.strftime("%Y-%m-%d").to_string())
         .unwrap_or_else(|_| ms.to_string())
-}
-
-/// Midnight UTC of a `YYYY-MM-DD` date, ms since the epoch.
-pub fn day_ms(date: &str) -> Option<u64> {
-    let date: jiff::civil::Date = date.parse().ok()?;
-    let ts = date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
-    u64::try_from(ts.as_millisecond()).ok()
 }
 
 /// A touchpoints CSV file that does not check: `file:line: field ...`.
@@ -267,7 +261,7 @@ mod tests {
         let got = parse_csv(Path::new("dir/tp.csv"), CSV, Some(&known())).unwrap();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].kind, TouchpointKind::BusinessReview);
-        assert_eq!(got[0].at, day_ms("2026-03-02").unwrap());
+        assert_eq!(got[0].at, date_ms("2026-03-02").unwrap());
         assert!(got[0].decision_maker_present);
         assert_eq!(got[0].attendees, "CEO Jo Bloggs;ops lead");
         assert_eq!(&*got[0].recorded_by, "csv:tp.csv");
