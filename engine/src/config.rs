@@ -286,6 +286,23 @@ pub fn dated(zone: &jiff::tz::TimeZone, start: EventTime) -> EventTime {
         .unwrap_or(start - start % DAY_MS)
 }
 
+/// The start of the local day in `zone` of the date `date` (00:00 UTC of
+/// it, as dates entered as dates are kept): the inverse of [`dated`]. A
+/// Los Angeles touchpoint of 10 March (00:00 UTC, 16:00 on the 9th there)
+/// belongs to the day starting at 07:00 UTC on the 10th.
+pub fn date_start(zone: &jiff::tz::TimeZone, date: EventTime) -> EventTime {
+    (i64::try_from(date).ok())
+        .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .and_then(|t| {
+            t.to_zoned(jiff::tz::TimeZone::UTC)
+                .date()
+                .to_zoned(zone.clone())
+                .ok()
+        })
+        .and_then(|day| u64::try_from(day.timestamp().as_millisecond()).ok())
+        .unwrap_or(date)
+}
+
 /// The local day holding `at` in `tz` (23 to 25 hours long), as UTC
 /// milliseconds.
 pub fn local_day(tz: &jiff::tz::TimeZone, at: EventTime) -> Option<(EventTime, EventTime)> {
@@ -352,5 +369,18 @@ mod tests {
         let march_1 = 1_772_323_200_000; // 2026-03-01T00:00Z
         assert_eq!(dated(&la, march_1 + 8 * HOUR_MS), march_1);
         assert_eq!(dated(&jiff::tz::TimeZone::UTC, march_1), march_1);
+        // And back: each local date's day starts where the zone rules say.
+        assert_eq!(date_start(&la, march_1), march_1 + 8 * HOUR_MS);
+        assert_eq!(
+            date_start(&la, march_1 + 9 * DAY_MS),
+            march_1 + 9 * DAY_MS + 7 * HOUR_MS
+        );
+        assert_eq!(
+            date_start(&auckland, sept_26 + DAY_MS),
+            sept_26 + 12 * HOUR_MS
+        );
+        for day in [sept_26, sept_26 + DAY_MS, sept_26 + 2 * DAY_MS] {
+            assert_eq!(dated(&auckland, date_start(&auckland, day)), day);
+        }
     }
 }

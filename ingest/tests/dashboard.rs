@@ -1405,7 +1405,9 @@ async fn a_real_restatement_shows_on_the_dashboard() {
 /// so dated as UTC every chart and alert of it said the day before. Its page
 /// names the zone; its charts, its alerts there, on the home list and on the
 /// alerts page carry its dates; a customer without a zone keeps UTC dates.
-/// Dates written out from the zone rules (CET = UTC+1 in January).
+/// A Los Angeles customer's days start at 08:00 UTC, and its touchpoints
+/// (dates) mark its own days as Berlin's do. Dates written out from the
+/// zone rules (CET = UTC+1, PST = UTC-8 in January).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customers_days_are_dated_in_its_time_zone() {
     use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
@@ -1421,7 +1423,12 @@ async fn a_customers_days_are_dated_in_its_time_zone() {
         server,
     } = serve().await;
     let mut engine = EngineConfig::default();
-    for (id, zone) in [("berlin", "Europe/Berlin"), ("plain", "UTC")] {
+    const ZONES: [(&str, &str, i64); 3] = [
+        ("berlin", "Europe/Berlin", HOUR as i64),
+        ("plain", "UTC", 0),
+        ("west", "America/Los_Angeles", -8 * HOUR as i64),
+    ];
+    for (id, zone, _) in ZONES {
         let contract = Contract {
             arr: 90_000.0,
             start: day(0) - 30 * DAY,
@@ -1437,23 +1444,31 @@ async fn a_customers_days_are_dated_in_its_time_zone() {
         Arc::new(fleetpulse::metrics::IngestMetrics::default()),
         &engine,
     );
-    // Berlin's days start an hour before the UTC ones.
-    let shifted = |record: Output, by: u64| match record {
+    // Berlin's days start an hour before the UTC ones, Los Angeles' 8
+    // hours after (PST in January).
+    let earlier = |at: u64, by: i64| at.checked_add_signed(-by).unwrap();
+    let shifted = |record: Output, by: i64| match record {
         Output::Health(mut h) => {
-            h.window_start -= by;
-            h.window_end -= by;
+            (h.window_start, h.window_end) =
+                (earlier(h.window_start, by), earlier(h.window_end, by));
             Output::Health(h)
         }
+        Output::Customer(mut k) => {
+            (k.window_start, k.window_end) =
+                (earlier(k.window_start, by), earlier(k.window_end, by));
+            Output::Customer(k)
+        }
         Output::Alert(mut a) => {
-            a.opened_at -= by;
+            a.opened_at = earlier(a.opened_at, by);
             Output::Alert(a)
         }
         other => other,
     };
     let mut records = Vec::new();
-    for (customer, by) in [("berlin", HOUR), ("plain", 0)] {
+    for (customer, _, by) in ZONES {
         for d in 0..DAYS {
             records.push(shifted(health(customer, d, 90_000.0), by));
+            records.push(shifted(customer_kpi(customer, d, 0), by));
         }
         // Opened at the close of the last day: 00:00 on 15 January, local.
         records.push(shifted(
@@ -1462,13 +1477,32 @@ async fn a_customers_days_are_dated_in_its_time_zone() {
         ));
     }
     show(&hub, vec![records]).await;
+    // A training on 10 January (day 5) of each: a date, kept as 00:00 UTC
+    // (16:00 on the 9th in Los Angeles, 01:00 on the 10th in Berlin).
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = store_dir.path().join("kpi.sqlite");
+    let trainings: Vec<_> = (ZONES.iter())
+        .map(
+            |(customer, _, _)| fleetpulse_engine::kpi::touchpoint::Touchpoint {
+                customer: (*customer).into(),
+                kind: fleetpulse_engine::kpi::touchpoint::TouchpointKind::Training,
+                at: day(5),
+                csm: "alice".into(),
+                ..Default::default()
+            },
+        )
+        .collect();
+    (fleetpulse::sinks::SqliteStore::open(&store).unwrap())
+        .record_touchpoints(&trainings)
+        .unwrap();
+    hub.set_touchpoint_store(Some(store));
     let doc = get_json(format!("http://{addr}/api/customers/berlin")).await;
     assert_eq!(doc["timezone"], "Europe/Berlin");
 
     let base = format!("http://{addr}");
     tokio::task::spawn_blocking(move || {
         let mut browser = Browser::start();
-        for (customer, zone) in [("berlin", "Europe/Berlin"), ("plain", "UTC")] {
+        for (customer, zone, _) in ZONES {
             visit(
                 &mut browser,
                 &format!("{base}/#/customer/{customer}"),
@@ -1488,11 +1522,19 @@ async fn a_customers_days_are_dated_in_its_time_zone() {
                 serde_json::json!([zone, "01-05", "since 2026-01-15"]),
                 "{customer}"
             );
+            // The training is marked on the customer's 10 January, with
+            // that day's hours (8 + 5): keyed by UTC dates, Los Angeles'
+            // mark sat on the 9th and Berlin's took the 11th's hours.
+            let mark = browser.eval(
+                "[...document.querySelectorAll('svg[data-chart=\"touchpoints-timeline\"] circle.mark')]\
+                 .map((c) => c.dataset.day + ' ' + c.dataset.value)",
+            );
+            assert_eq!(mark, serde_json::json!(["2026-01-10 13"]), "{customer}");
         }
         visit(
             &mut browser,
             &format!("{base}/#/"),
-            "document.body.dataset.rendered === 'home' && document.querySelectorAll('tr.alerts-row').length === 2",
+            "document.body.dataset.rendered === 'home' && document.querySelectorAll('tr.alerts-row').length === 3",
         );
         let home = browser.eval(
             "[...document.querySelectorAll('tr.alerts-row')].map((r) => \
@@ -1500,12 +1542,16 @@ async fn a_customers_days_are_dated_in_its_time_zone() {
         );
         assert_eq!(
             home,
-            serde_json::json!(["berlin since 2026-01-15", "plain since 2026-01-15"])
+            serde_json::json!([
+                "berlin since 2026-01-15",
+                "plain since 2026-01-15",
+                "west since 2026-01-15"
+            ])
         );
         visit(
             &mut browser,
             &format!("{base}/#/alerts"),
-            "document.body.dataset.rendered === 'alerts' && document.querySelectorAll('#alerts tbody tr').length === 2",
+            "document.body.dataset.rendered === 'alerts' && document.querySelectorAll('#alerts tbody tr').length === 3",
         );
         let rows = browser.eval(
             "[...document.querySelectorAll('#alerts tbody tr')].map((r) => \
@@ -1513,7 +1559,7 @@ async fn a_customers_days_are_dated_in_its_time_zone() {
         );
         assert_eq!(
             rows,
-            serde_json::json!(["berlin 2026-01-15", "plain 2026-01-15"])
+            serde_json::json!(["berlin 2026-01-15", "plain 2026-01-15", "west 2026-01-15"])
         );
     })
     .await

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Args;
-use fleetpulse_engine::config::local_day;
+use fleetpulse_engine::config::{date_start, local_day};
 use fleetpulse_engine::{
     AlertRecord, CustomerKpi, EventTime, HealthRecord, MilestoneRecord, OutcomeRecord, Segment,
 };
@@ -84,7 +84,8 @@ pub struct ReportData {
     pub milestones: Vec<MilestoneRecord>,
     /// Alert episodes open at some point in the period.
     pub alerts: Vec<AlertRecord>,
-    /// The CS team's touchpoints in the period, oldest first.
+    /// The CS team's touchpoints in the period (by their dates, the
+    /// customer's local dates), oldest first.
     pub touchpoints: Vec<fleetpulse_engine::kpi::touchpoint::Touchpoint>,
     /// Where the data came from.
     pub source: String,
@@ -282,7 +283,7 @@ pub fn load(args: &ReportArgs) -> anyhow::Result<ReportData> {
         touchpoints: store
             .touchpoints(Some(id))?
             .into_iter()
-            .filter(|t| within(t.at))
+            .filter(|t| within(date_start(&zone, t.at)))
             .collect(),
         source: store_label(&args.store),
         zone,
@@ -303,6 +304,7 @@ mod tests {
     use crate::sinks::sqlite::SqliteConfig;
     use crate::sinks::{Sink, SinkConfig};
     use fleetpulse_engine::Output;
+    use fleetpulse_engine::kpi::touchpoint::{Touchpoint, TouchpointKind};
 
     /// A report made while a day is open covers the closed days: the open
     /// day's provisional score is not a day of it.
@@ -411,5 +413,77 @@ mod tests {
             format!("{err:#}").contains("--from: `2026-02-30`"),
             "{err:#}"
         );
+    }
+
+    /// A customer in Los Angeles (UTC-8, UTC-7 from 8 March): its days
+    /// start at 08:00 (then 07:00) UTC, and a touchpoint's date (kept as
+    /// 00:00 UTC of it, 16:00 the day before there) is its local date. A
+    /// report of March lists the touchpoints of 1 and 31 March under their
+    /// dates and leaves that of 1 April out; read as instants in the zone,
+    /// every one was dated a day early, 1 March's fell out of the period
+    /// and 1 April's came in.
+    #[tokio::test]
+    async fn touchpoints_are_listed_under_their_dates_west_of_utc() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("kpi.sqlite");
+        let config = SinkConfig::Sqlite(SqliteConfig {
+            path: store.clone(),
+        });
+        let mut sink = Sink::open(&config).await.unwrap();
+        const HOUR: u64 = 3_600_000;
+        let feb_25 = 1_771_977_600_000; // 2026-02-25T00:00Z
+        // Los Angeles' midnight of the `d`th day after 25 February, from
+        // the zone rules (PST to 8 March, day 11; PDT after).
+        let midnight = |d: u64| feb_25 + d * DAY_MS + if d <= 11 { 8 * HOUR } else { 7 * HOUR };
+        let records: Vec<Output> = (1..40)
+            .map(|d| {
+                let mut h = health("acme", midnight(d), 70.0);
+                h.window_end = midnight(d + 1);
+                Output::Health(h)
+            })
+            .collect();
+        sink.write(&records).await.unwrap();
+        drop(sink);
+        let date = |d: u64| feb_25 + d * DAY_MS; // as dates are kept
+        let training = |d: u64, notes: &str| Touchpoint {
+            customer: "acme".into(),
+            kind: TouchpointKind::Training,
+            at: date(d),
+            csm: "alice".into(),
+            notes: notes.into(),
+            ..Touchpoint::default()
+        };
+        // 1 March is day 4 after 25 February, 31 March day 34.
+        let touchpoints = [
+            training(4, "first day"),
+            training(34, "last day"),
+            training(35, "after"),
+        ];
+        SqliteStore::open(&store)
+            .unwrap()
+            .record_touchpoints(&touchpoints)
+            .unwrap();
+        let customers = dir.path().join("customers.toml");
+        let la = crate::customers::tests::GOOD.replace("Europe/Berlin", "America/Los_Angeles");
+        std::fs::write(&customers, la).unwrap();
+        let data = load(&ReportArgs {
+            customer: "acme".into(),
+            out: dir.path().join("report.html"),
+            store,
+            from: Some("2026-03-01".into()),
+            to: Some("2026-03-31".into()),
+            customers: Some(customers),
+        })
+        .unwrap();
+        assert_eq!((data.from, data.to), (midnight(4), midnight(35)));
+        let listed: Vec<&str> = data.touchpoints.iter().map(|t| t.notes.as_str()).collect();
+        assert_eq!(listed, ["first day", "last day"]);
+        let html = render(&data);
+        for day in ["2026-03-01", "2026-03-31"] {
+            assert!(html.contains(&format!("<td>{day}</td>")), "{day}");
+        }
+        for day in ["2026-02-28", "2026-03-30"] {
+            assert!(!html.contains(&format!("<td>{day}</td>")), "{day}");
+        }
     }
 }

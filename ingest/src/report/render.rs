@@ -2,6 +2,7 @@
 
 use std::fmt::Write;
 
+use fleetpulse_engine::config::date_start;
 use fleetpulse_engine::kpi::health::Band;
 use fleetpulse_engine::kpi::milestone::MilestoneStatus;
 use fleetpulse_engine::kpi::outcome::Direction;
@@ -726,10 +727,14 @@ fn section_touchpoints(out: &mut String, d: &ReportData) {
             .map(|k| (k.window_start, k.totals.operating_hours))
             .collect(),
     );
+    // A touchpoint's date is the customer's local date: marked at the start
+    // of that day, as the day's hours are.
     hours.marks = d
         .touchpoints
         .iter()
-        .map(|t| (t.at, hours_on(t.at), touchpoint_color(t.kind)))
+        .map(|t| date_start(&d.zone, t.at))
+        .zip(&d.touchpoints)
+        .map(|(day, t)| (day, hours_on(day), touchpoint_color(t.kind)))
         .collect();
     let mut chart = LineChart::new("touchpoints-timeline", vec![hours]).in_zone(&d.zone);
     chart.y_min = Some(0.0);
@@ -740,7 +745,7 @@ fn section_touchpoints(out: &mut String, d: &ReportData) {
         let _ = write!(
             out,
             r#"<tr data-touchpoint="{kind}"><td>{}</td><td><span style="color:{}">&#9679;</span> {kind}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
-            date(t.at, &d.zone),
+            date(t.at, &jiff::tz::TimeZone::UTC),
             touchpoint_color(t.kind),
             escape(&t.csm),
             escape(&t.attendees),

@@ -200,7 +200,7 @@ function lineChart(series, opts) {
         body += `<path class="series" data-series="${esc(s.name)}" d="${d}" fill="none" stroke="${s.color}" stroke-width="${s.dashed ? 1.5 : 2}"${s.dashed ? ' stroke-dasharray="6,4"' : ""}/>`;
       }
       (s.marks || []).forEach((m) => {
-        body += `<circle cx="${sx(m[0]).toFixed(1)}" cy="${sy(m[1]).toFixed(1)}" r="2.5" fill="${m[2] || s.color}"/>`;
+        body += `<circle class="mark" data-day="${esc(date(m[0]))}" data-value="${esc(m[1])}" cx="${sx(m[0]).toFixed(1)}" cy="${sy(m[1]).toFixed(1)}" r="2.5" fill="${m[2] || s.color}"/>`;
       });
     });
     (opts.restated || []).forEach((r) => {
@@ -423,8 +423,13 @@ function restatedSummary(window, kpis, devices) {
 }
 
 function touchpointsSection(tp, kpis) {
-  const hours = new Map(kpis.map((k) => [k.window_start - k.window_start % DAY_MS, k.operating_hours]));
-  const marks = tp.touchpoints.map((t) => [t.at, hours.has(t.at) ? hours.get(t.at) : 0, TOUCHPOINT_COLORS[t.kind] || COLORS.grey]);
+  // A touchpoint's date (kept as UTC midnight) is the customer's local date:
+  // marked on that day, at its start and with its hours, in any zone.
+  const days = new Map(kpis.map((k) => [date(k.window_start), k]));
+  const marks = tp.touchpoints.map((t) => {
+    const day = days.get(date(t.at, "UTC"));
+    return [day ? day.window_start : t.at, day ? day.operating_hours : 0, TOUCHPOINT_COLORS[t.kind] || COLORS.grey];
+  });
   const timeline = lineChart([
     { name: "operating hours", color: COLORS.blue, points: kpis.map((k) => [k.window_start, k.operating_hours]), marks },
   ], { title: "Touchpoints against operating hours per day", id: "touchpoints-timeline", yMin: 0, restated: restatedWindows(kpis) });
