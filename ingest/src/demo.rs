@@ -29,7 +29,8 @@ pub struct DemoArgs {
     /// Timely worker threads.
     #[arg(long, default_value_t = 2)]
     pub workers: usize,
-    /// Where the SQLite store, the customers file and the ground truth go.
+    /// Where the SQLite store, the customers file and the ground truth go
+    /// (one demo at a time in a directory).
     #[arg(long, default_value = "fleetpulse-data")]
     pub data_dir: PathBuf,
     /// Address of the dashboard and API (port 0: any free port).
@@ -48,6 +49,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let data_dir = &args.data_dir;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("{}: cannot create", data_dir.display()))?;
+    // One demo per data directory: a second one would delete the store of
+    // the first under it, while the first still serves it.
+    let _lock = crate::wal::lock_dir(data_dir, "demo.lock").map_err(|e| match e {
+        crate::wal::WalError::Locked { holder_pid, .. } => anyhow::anyhow!(
+            "{}: in use by another `fleetpulse demo` (PID {}): stop it, or give this one \
+             another --data-dir",
+            data_dir.display(),
+            holder_pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string())
+        ),
+        other => anyhow::Error::new(other),
+    })?;
     let store = data_dir.join("kpi.sqlite");
     for stale in ["kpi.sqlite", "kpi.sqlite-wal", "kpi.sqlite-shm"] {
         let _ = std::fs::remove_file(data_dir.join(stale));

@@ -31,7 +31,13 @@ pub(crate) struct DirLock {
 /// Locks `dir` for this process, or fails with [`WalError::Locked`] naming
 /// the holder's PID.
 pub(crate) fn acquire(dir: &Path) -> Result<DirLock, WalError> {
-    let path = dir.join(LOCK_FILE);
+    acquire_with(dir, LOCK_FILE)
+}
+
+/// Locks `dir` with the lock file `name` in it (another directory than a
+/// WAL's, e.g. the demo's), as [`acquire`].
+pub(crate) fn acquire_with(dir: &Path, name: &str) -> Result<DirLock, WalError> {
+    let path = dir.join(name);
     let lock_err = |source| WalError::Lock {
         file: path.clone(),
         source,

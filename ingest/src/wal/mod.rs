@@ -122,6 +122,7 @@ use std::path::{Path, PathBuf};
 pub use error::WalError;
 pub use frame::Lsn;
 pub use lock::LOCK_FILE;
+pub(crate) use lock::acquire_with as lock_dir;
 pub use record::WalRecord;
 pub use replay::Replay;
 
