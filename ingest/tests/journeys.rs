@@ -690,7 +690,8 @@ fn dashboard(addr: &str, fleet: &Fleet) -> Vec<(String, serde_json::Value)> {
 /// health validation) after a SIGKILL and a restart equals, value by value,
 /// the one before; again after a second kill while the view fills. A
 /// customer then taken out of the customers file (offboarded) is gone from
-/// the dashboard after the next restart.
+/// the dashboard after the next restart; one given a time zone is named at
+/// the next, its first day overlapping its last closed one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_after_a_restart_what_it_showed_before() {
     let fleet = fleet(3, 18, 20, 11);
@@ -757,4 +758,25 @@ async fn the_dashboard_shows_after_a_restart_what_it_showed_before() {
     let mut got = get_json(addr, &kept);
     got.as_object_mut().unwrap().remove("version");
     assert!(same(want, &got), "{kept}:\n want {want}\n  got {got}");
+    // A customer given a time zone (its days were UTC days): the restart
+    // says, naming it, that its first day overlaps the last closed one.
+    let moved = fleet.customers()[1].id.to_string();
+    let text = file.to_toml().replace(
+        &format!("id = \"{moved}\"\n"),
+        &format!("id = \"{moved}\"\ntimezone = \"America/New_York\"\n"),
+    );
+    std::fs::write(dir.path().join("customers.toml"), text).unwrap();
+    service.kill();
+    service.start_and_wait();
+    let member = &service.members[0];
+    let said = "the customer's time zone changed since its last closed day";
+    member.wait_for_log(said, 1);
+    let line = (member.log().lines())
+        .find(|l| l.contains(said))
+        .map(str::to_owned)
+        .unwrap();
+    assert!(line.contains(&format!("customer={moved}")), "{line}");
+    assert!(line.contains("timezone=America/New_York"), "{line}");
+    let others = member.log().matches(said).count();
+    assert_eq!(others, 1, "only the customer whose zone changed");
 }

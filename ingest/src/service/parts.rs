@@ -273,6 +273,22 @@ pub fn restore_state(
     if !restored.is_empty() {
         tracing::info!(customers = restored.len(), "journey states restored");
     }
+    for (customer, state) in &restored {
+        let spec = engine_config.customers.get(&**customer);
+        let moved =
+            (spec.zip(state.last_day_end)).and_then(|(s, end)| moved_zone(&s.timezone, end));
+        if let Some((start, end)) = moved {
+            tracing::warn!(
+                customer = %customer,
+                timezone = %spec.map_or("", |s| s.timezone.iana_name().unwrap_or("")),
+                last_day_end = state.last_day_end.unwrap_or(0),
+                first_day = %format!("{start}..{end}"),
+                "the customer's time zone changed since its last closed day (which did not end at a \
+                 midnight of this zone): its first day after this restart starts before that end, \
+                 so the hours between count in both days (docs/KPIS.md, time zones)"
+            );
+        }
+    }
     let board = fleetpulse_engine::JourneyBoard::persisted(restored.clone());
     let alone = (config.cluster.as_ref()).is_none_or(|c| !c.is_multi_process());
     // Each day's state goes to the archive, for restatements to start from.
@@ -327,4 +343,46 @@ pub fn device_snapshots(
         retention_ms,
         pending,
     )))
+}
+
+/// The day of `zone` holding `last_day_end` (a restored journey's end of its
+/// last closed day) when that end is not one of its midnights: the
+/// customer's time zone changed since, and its first day after the restart
+/// overlaps the last closed one. `None` when the days line up.
+fn moved_zone(
+    zone: &jiff::tz::TimeZone,
+    last_day_end: EventTime,
+) -> Option<(EventTime, EventTime)> {
+    let (start, end) = fleetpulse_engine::config::local_day(zone, last_day_end)?;
+    (start != last_day_end).then_some((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A customer's last closed day ended at 00:00 UTC on 11 March 2026
+    /// (its file had no time zone); the file now says New York, whose 10
+    /// March runs from 04:00 UTC (EDT since the 8th) to 04:00 UTC on the
+    /// 11th, or Kolkata, whose 11 March starts at 18:30 UTC on the 10th.
+    /// Days that line up are no change.
+    #[test]
+    fn a_time_zone_changed_since_the_last_closed_day_is_found() {
+        let zone = |name| jiff::tz::TimeZone::get(name).unwrap();
+        let end = 1_773_187_200_000; // 2026-03-11T00:00Z
+        assert_eq!(
+            moved_zone(&zone("America/New_York"), end),
+            Some((1_773_115_200_000, 1_773_201_600_000))
+        );
+        assert_eq!(
+            moved_zone(&zone("Asia/Kolkata"), end),
+            Some((1_773_167_400_000, 1_773_253_800_000))
+        );
+        assert_eq!(moved_zone(&zone("UTC"), end), None);
+        assert_eq!(moved_zone(&zone("Europe/London"), end), None);
+        assert_eq!(
+            moved_zone(&zone("America/New_York"), 1_773_201_600_000),
+            None
+        );
+    }
 }
