@@ -120,18 +120,7 @@ impl Deployment {
     /// for them (a graceful stop leaves what it still holds there, and the
     /// stored records would miss it).
     async fn until_taken_in(&self, count: usize) {
-        // Each member's port, as its latest start logged it.
-        let addrs: Vec<String> = (self.members.iter())
-            .map(|m| {
-                let log = m.log();
-                let addr = (log.lines())
-                    .filter(|l| l.contains("http listening"))
-                    .filter_map(|l| l.split("addr=").nth(1)?.split_whitespace().next())
-                    .next_back()
-                    .unwrap_or_else(|| panic!("no http port logged:\n{}", m.log_tail()));
-                addr.to_owned()
-            })
-            .collect();
+        let addrs = http_addrs(self);
         let started = Instant::now();
         let mut last = (0, Instant::now());
         loop {
@@ -651,6 +640,18 @@ async fn until_written(addr: &str) {
     }
 }
 
+/// SIGKILLs the service and starts it again; returns its HTTP address once
+/// its view is filled from the store and the store holds what it emitted.
+async fn killed_and_filled(service: &mut Deployment) -> String {
+    service.kill();
+    service.start_and_wait();
+    let member = &service.members[0];
+    member.wait_for_log("view filled from the store", member.starts());
+    let addr = http_addrs(service).remove(0);
+    until_written(&addr).await;
+    addr
+}
+
 /// What the dashboard reads: every page of the API over the fleet's
 /// customers, by path.
 fn dashboard(addr: &str, fleet: &Fleet) -> Vec<(String, serde_json::Value)> {
@@ -713,16 +714,11 @@ async fn the_dashboard_shows_after_a_restart_what_it_showed_before() {
         before[5].0
     );
     for round in ["a kill", "a kill while the view fills"] {
-        service.kill();
-        service.start_and_wait();
         if round == "a kill while the view fills" {
             service.kill();
             service.start_and_wait();
         }
-        let member = &service.members[0];
-        member.wait_for_log("view filled from the store", member.starts());
-        let addr = &http_addrs(&service)[0];
-        until_written(addr).await;
+        let addr = &killed_and_filled(&mut service).await;
         let after = dashboard(addr, &fleet);
         for ((path, want), (_, got)) in before.iter().zip(&after) {
             assert!(
@@ -737,12 +733,7 @@ async fn the_dashboard_shows_after_a_restart_what_it_showed_before() {
     let mut file = fleetpulse::sim::customers_file(&fleet);
     file.customers.retain(|c| c.id != gone);
     std::fs::write(dir.path().join("customers.toml"), file.to_toml()).unwrap();
-    service.kill();
-    service.start_and_wait();
-    let member = &service.members[0];
-    member.wait_for_log("view filled from the store", member.starts());
-    let addr = &http_addrs(&service)[0];
-    until_written(addr).await;
+    let addr = &killed_and_filled(&mut service).await;
     let listed = get_json(addr, "/api/customers");
     let ids: Vec<&str> = (listed["customers"].as_array().unwrap().iter())
         .map(|c| c["customer"].as_str().unwrap())

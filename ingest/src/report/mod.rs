@@ -306,16 +306,34 @@ mod tests {
     use fleetpulse_engine::Output;
     use fleetpulse_engine::kpi::touchpoint::{Touchpoint, TouchpointKind};
 
-    /// A report made while a day is open covers the closed days: the open
-    /// day's provisional score is not a day of it.
-    #[tokio::test]
-    async fn a_report_while_a_day_is_open_leaves_its_provisional_score_out() {
+    /// acme's report of March 2026 from `store`, with `customers`.
+    fn march(dir: &Path, store: PathBuf, customers: PathBuf) -> ReportArgs {
+        ReportArgs {
+            customer: "acme".into(),
+            out: dir.join("report.html"),
+            store,
+            from: Some("2026-03-01".into()),
+            to: Some("2026-03-31".into()),
+            customers: Some(customers),
+        }
+    }
+
+    /// A new SQLite store holding `records`: its directory and path.
+    async fn stored(records: &[Output]) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("kpi.sqlite");
         let config = SinkConfig::Sqlite(SqliteConfig {
             path: store.clone(),
         });
         let mut sink = Sink::open(&config).await.unwrap();
+        sink.write(records).await.unwrap();
+        (dir, store)
+    }
+
+    /// A report made while a day is open covers the closed days: the open
+    /// day's provisional score is not a day of it.
+    #[tokio::test]
+    async fn a_report_while_a_day_is_open_leaves_its_provisional_score_out() {
         let day = |d: u64| 1_767_571_200_000 + d * DAY_MS;
         let mut open = health("acme", day(2), 40.0);
         open.provisional = true;
@@ -324,8 +342,7 @@ mod tests {
             .chain([open])
             .map(Output::Health)
             .collect();
-        sink.write(&records).await.unwrap();
-        drop(sink);
+        let (dir, store) = stored(&records).await;
         let args = ReportArgs {
             customer: "acme".into(),
             out: dir.path().join("report.html"),
@@ -351,12 +368,6 @@ mod tests {
     /// before.
     #[tokio::test]
     async fn a_report_covers_and_dates_the_customers_local_days() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("kpi.sqlite");
-        let config = SinkConfig::Sqlite(SqliteConfig {
-            path: store.clone(),
-        });
-        let mut sink = Sink::open(&config).await.unwrap();
         const HOUR: u64 = 3_600_000;
         // 2026-02-25T00:00Z; Berlin's days from 26 February to 3 April,
         // written out from the zone rules (CET = UTC+1, CEST = UTC+2).
@@ -372,19 +383,11 @@ mod tests {
                 Output::Health(h)
             })
             .collect();
-        sink.write(&records).await.unwrap();
-        drop(sink);
+        let (dir, store) = stored(&records).await;
         // acme in Europe/Berlin.
         let customers = dir.path().join("customers.toml");
         std::fs::write(&customers, crate::customers::tests::GOOD).unwrap();
-        let args = ReportArgs {
-            customer: "acme".into(),
-            out: dir.path().join("report.html"),
-            store,
-            from: Some("2026-03-01".into()),
-            to: Some("2026-03-31".into()),
-            customers: Some(customers),
-        };
+        let args = march(dir.path(), store, customers);
         let data = load(&args).unwrap();
         let starts: Vec<u64> = data.health.iter().map(|h| h.window_start).collect();
         // 1 March is day 4 after 25 February, 31 March day 34.
@@ -424,12 +427,6 @@ mod tests {
     /// and 1 April's came in.
     #[tokio::test]
     async fn touchpoints_are_listed_under_their_dates_west_of_utc() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("kpi.sqlite");
-        let config = SinkConfig::Sqlite(SqliteConfig {
-            path: store.clone(),
-        });
-        let mut sink = Sink::open(&config).await.unwrap();
         const HOUR: u64 = 3_600_000;
         let feb_25 = 1_771_977_600_000; // 2026-02-25T00:00Z
         // Los Angeles' midnight of the `d`th day after 25 February, from
@@ -442,8 +439,7 @@ mod tests {
                 Output::Health(h)
             })
             .collect();
-        sink.write(&records).await.unwrap();
-        drop(sink);
+        let (dir, store) = stored(&records).await;
         let date = |d: u64| feb_25 + d * DAY_MS; // as dates are kept
         let training = |d: u64, notes: &str| Touchpoint {
             customer: "acme".into(),
@@ -466,15 +462,7 @@ mod tests {
         let customers = dir.path().join("customers.toml");
         let la = crate::customers::tests::GOOD.replace("Europe/Berlin", "America/Los_Angeles");
         std::fs::write(&customers, la).unwrap();
-        let data = load(&ReportArgs {
-            customer: "acme".into(),
-            out: dir.path().join("report.html"),
-            store,
-            from: Some("2026-03-01".into()),
-            to: Some("2026-03-31".into()),
-            customers: Some(customers),
-        })
-        .unwrap();
+        let data = load(&march(dir.path(), store, customers)).unwrap();
         assert_eq!((data.from, data.to), (midnight(4), midnight(35)));
         let listed: Vec<&str> = data.touchpoints.iter().map(|t| t.notes.as_str()).collect();
         assert_eq!(listed, ["first day", "last day"]);
