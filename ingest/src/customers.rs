@@ -292,6 +292,15 @@ impl CustomersFile {
                     "must be a non-negative number".into(),
                 ));
             }
+            // Utilisation is measured against the machines bought: with none,
+            // a fleet at work would read 0% used, red, and at risk.
+            if c.contract.devices_purchased == 0 {
+                return Err(at(
+                    "contract.devices_purchased",
+                    None,
+                    "must be at least 1: utilisation is measured against the machines bought".into(),
+                ));
+            }
             if let Some(m) = c.maturity
                 && !(0.0..=100.0).contains(&m)
             {
@@ -715,7 +724,14 @@ usage_drop = 0.3
     /// one of `named`.
     #[test]
     fn mistakes_name_file_line_and_field() {
-        let cases: [(&str, &str, &str, &[&str]); 4] = [
+        let cases: [(&str, &str, &str, &[&str]); 5] = [
+            // No machine bought: every customer would read 0% used, red.
+            (
+                "devices_purchased = 50",
+                "devices_purchased = 0",
+                "c.toml:",
+                &["customer[0].contract.devices_purchased", "at least 1"],
+            ),
             // An unknown field.
             (
                 "operator_seats",
