@@ -412,6 +412,18 @@ impl CustomersFile {
                 }
                 spec.weights = *d;
                 let HealthWeights { .. } = spec.weights;
+                // Outcome and maturity drop out on a day without them: with
+                // the others all 0 the score would then be 0, red.
+                let w = &spec.weights;
+                if w.depth + w.breadth + w.utilisation + w.reliability + w.trend <= 0.0 {
+                    return Err(at(
+                        "health_weights",
+                        None,
+                        "depth, breadth, utilisation, reliability and trend must not all be 0 \
+                         (outcome and maturity drop out on days without them)"
+                            .into(),
+                    ));
+                }
             }
             if let Some(overrides) = &c.thresholds {
                 spec.thresholds = thresholds(spec.thresholds, overrides)
@@ -724,7 +736,15 @@ usage_drop = 0.3
     /// one of `named`.
     #[test]
     fn mistakes_name_file_line_and_field() {
-        let cases: [(&str, &str, &str, &[&str]); 5] = [
+        let cases: [(&str, &str, &str, &[&str]); 6] = [
+            // Only outcome weighs: a day without outcomes would score 0.
+            (
+                "[customer.contract]",
+                "[customer.health_weights]\ndepth = 0\nbreadth = 0\nutilisation = 0\n\
+                 reliability = 0\ntrend = 0\noutcome = 1\n[customer.contract]",
+                "c.toml:",
+                &["health_weights", "must not all be 0"],
+            ),
             // No machine bought: every customer would read 0% used, red.
             (
                 "devices_purchased = 50",
