@@ -298,7 +298,8 @@ impl CustomersFile {
                 return Err(at(
                     "contract.devices_purchased",
                     None,
-                    "must be at least 1: utilisation is measured against the machines bought".into(),
+                    "must be at least 1: utilisation is measured against the machines bought"
+                        .into(),
                 ));
             }
             if let Some(m) = c.maturity

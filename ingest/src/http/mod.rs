@@ -528,7 +528,9 @@ fn wal_bytes(dir: &Path) -> u64 {
 /// Starts the view task: returns the sender to add to the fan-out and the
 /// task, which ends when every sender is gone. With `store` (the SQLite
 /// store and the engine's configuration) the task first fills the view
-/// with the store's recent records ([`seed`]); live records wait for it.
+/// with the store's recent records ([`seed`]); live records that arrive
+/// meanwhile are held and applied after them, so the fan-out (and intake
+/// behind it) never waits for the read.
 pub fn feed(
     hub: Arc<Hub>,
     store: Option<(PathBuf, EngineConfig)>,
@@ -537,9 +539,20 @@ pub fn feed(
     let task = tokio::spawn(async move {
         if let Some((path, engine)) = store {
             let started = std::time::Instant::now();
-            let read = {
+            let mut read = {
                 let path = path.clone();
-                tokio::task::spawn_blocking(move || seed::from_store(&path, &engine)).await
+                tokio::task::spawn_blocking(move || seed::from_store(&path, &engine))
+            };
+            let mut held = Vec::new();
+            let mut open = true;
+            let read = loop {
+                tokio::select! {
+                    read = &mut read => break read,
+                    records = rx.recv(), if open => match records {
+                        Some(records) => held.push(records),
+                        None => open = false,
+                    },
+                }
             };
             match read {
                 Ok(Ok(records)) => {
@@ -547,6 +560,7 @@ pub fn feed(
                     tracing::info!(
                         store = %path.display(),
                         records = records.len(),
+                        held = held.len(),
                         ms = started.elapsed().as_millis() as u64,
                         "view filled from the store"
                     );
@@ -556,6 +570,9 @@ pub fn feed(
                     "the view could not be filled from the store: it shows records as windows close"
                 ),
                 Err(e) => tracing::warn!(error = %e, "filling the view from the store failed"),
+            }
+            for records in held {
+                hub.apply(&records);
             }
         }
         while let Some(records) = rx.recv().await {
