@@ -5,11 +5,13 @@
 //! both have an `exc-07`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use fleetpulse_engine::operators::device_state::{self, UnitSequences};
 use fleetpulse_engine::{DeviceBatch, DeviceKey, EventTime, FeatureCatalog, Id, Watermark};
 use fleetpulse_proto::{Limits, TopicIds, TopicKind, decode_and_validate};
 
+use crate::behind::{BehindClock, Change};
 use crate::config::LimitsConfig;
 use crate::convert::Converter;
 use crate::corrections::{NotWhole, Reach};
@@ -120,6 +122,10 @@ pub struct Admission {
     /// is refused, and a backfill older than the horizon needs the
     /// customer's every batch in it.
     reach: std::sync::Arc<Reach>,
+    /// Devices steadily behind the watermark (a clock hours off).
+    behind: BehindClock,
+    /// How many this lane names now, added to the lanes' shared gauge.
+    behind_gauge: std::sync::Arc<AtomicU64>,
 }
 
 /// Devices seen per customer, shared by the admissions of every intake lane
@@ -147,6 +153,45 @@ impl Admission {
             sequence_gaps: 0,
             correction_horizon_ms: 0,
             reach: Default::default(),
+            behind: BehindClock::default(),
+            behind_gauge: Default::default(),
+        }
+    }
+
+    /// Counts the devices named behind ([`crate::behind`]) in `gauge`,
+    /// shared with the other lanes (`fleetpulse_devices_behind`).
+    pub fn with_devices_behind(mut self, gauge: std::sync::Arc<AtomicU64>) -> Self {
+        self.behind_gauge = gauge;
+        self
+    }
+
+    /// Names a device whose batches stay behind the watermark by a steady
+    /// lag, once, and says when it is back on time.
+    fn watch_behind(
+        &mut self,
+        key: &DeviceKey,
+        newest: EventTime,
+        watermark: EventTime,
+        now_ms: u64,
+    ) {
+        match self.behind.observe(key, newest, watermark, now_ms) {
+            Some(Change::Behind(lag)) => {
+                self.behind_gauge.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    customer = %key.0,
+                    device = %key.1,
+                    behind = %jiff::SignedDuration::from_millis(lag as i64),
+                    "the device's readings arrive steadily behind the rest of the fleet, \
+                     for 30 minutes now: its clock or time-zone setting is off (local time \
+                     sent as UTC?), and every batch of it is late (restated within \
+                     engine.correction_horizon, refused as too_late beyond)"
+                );
+            }
+            Some(Change::Back) => {
+                self.behind_gauge.fetch_sub(1, Relaxed);
+                tracing::info!(customer = %key.0, device = %key.1, "the device is on time again");
+            }
+            None => {}
         }
     }
 
@@ -370,6 +415,9 @@ impl Admission {
             }
             correctable = true;
         }
+        if !backfill {
+            self.watch_behind(&key, batch.last_at(), watermark, now_ms);
+        }
         let window = self.sequences.entry(key.clone()).or_default();
         let mut probe = window.clone();
         let mut gaps = 0;
@@ -589,6 +637,46 @@ mod tests {
     const DAY: u64 = 86_400_000;
     /// 2026-01-05T00:00:00Z.
     const T0: u64 = 1_767_571_200_000;
+
+    /// Two units of one customer, a batch a minute each: `ok` on time,
+    /// `skew` sending local time as UTC, 5 hours behind. Every batch of
+    /// `skew` is refused as `too_late` (no correction horizon here), and
+    /// after 30 minutes it is named in the shared gauge, `ok` never; set
+    /// right, it leaves the gauge.
+    #[test]
+    fn a_unit_steadily_hours_behind_is_counted_in_the_gauge() {
+        let gauge = std::sync::Arc::new(AtomicU64::new(0));
+        let mut a = open_admission(&["acme"]).with_devices_behind(gauge.clone());
+        let topic = |d: &str| format!("fleet/acme/s/{d}/telemetry");
+        let (t0, min, hour) = (1_800_000_000_000_i64, 60_000_i64, 3_600_000_i64);
+        let mut named_at = None;
+        for m in 0..45 {
+            let now = t0 + m * min;
+            let seq = m as u64 + 1;
+            a.admit(
+                &topic("ok"),
+                &payload_of("acme", "ok", seq, now - 1_000),
+                now as u64,
+            )
+            .unwrap();
+            let late = payload_of("acme", "skew", seq, now - 5 * hour);
+            let refused = a.admit(&topic("skew"), &late, now as u64).unwrap_err();
+            assert_eq!(refused.reason, RejectReason::TooLate);
+            if named_at.is_none() && gauge.load(Relaxed) == 1 {
+                named_at = Some(m);
+            }
+        }
+        assert_eq!(named_at, Some(30));
+        assert_eq!(gauge.load(Relaxed), 1);
+        let now = t0 + 46 * min;
+        a.admit(
+            &topic("skew"),
+            &payload_of("acme", "skew", 50, now),
+            now as u64,
+        )
+        .unwrap();
+        assert_eq!(gauge.load(Relaxed), 0);
+    }
 
     fn open_admission(customers: &[&str]) -> Admission {
         let known = customers.iter().map(|c| c.to_string()).collect();

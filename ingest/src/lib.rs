@@ -7,6 +7,7 @@ pub mod aemp_sim;
 pub mod alerts;
 pub mod backfill;
 pub mod backtest;
+pub mod behind;
 pub mod broker;
 pub mod config;
 pub mod contracts;

@@ -207,6 +207,9 @@ pub struct IngestMetrics {
     /// Late batches admitted within the correction horizon (new to the
     /// archive): they restate windows instead of being refused.
     pub late_admitted: AtomicU64,
+    /// Devices whose readings arrive steadily behind the fleet (a clock
+    /// hours off, [`crate::behind`]), shared by every intake lane.
+    pub devices_behind: std::sync::Arc<AtomicU64>,
     /// Restatement passes handed to the stores (one customer each).
     pub restatements: AtomicU64,
     /// Records those passes restated.

@@ -360,6 +360,7 @@ impl Hub {
             s.records_emitted = m.records_emitted.load(Relaxed);
             s.records_written = m.records_written.load(Relaxed);
             s.late_admitted = m.late_admitted.load(Relaxed);
+            s.devices_behind = m.devices_behind.load(Relaxed);
             s.restatements = m.restatements.load(Relaxed);
             s.records_restated = m.records_restated.load(Relaxed);
             s.write_errors = m.sink_write_errors.load(Relaxed);

@@ -95,6 +95,10 @@ pub const LATE_ADMITTED: Family = Family::counter(
     "fleetpulse_late_admitted_total",
     "Batches that arrived after their windows closed, within engine.correction_horizon: archived, and their windows restated.",
 );
+pub const DEVICES_BEHIND: Family = Family::gauge(
+    "fleetpulse_devices_behind",
+    "Devices whose readings arrive steadily behind the rest of the fleet for 30 minutes (a clock or time-zone setting hours off): every batch of them is late.",
+);
 pub const RESTATEMENTS: Family = Family::counter(
     "fleetpulse_restatements_total",
     "Restatement passes handed to the stores (one customer's closed windows computed again).",
@@ -184,6 +188,8 @@ pub struct Snapshot {
     pub records_written: u64,
     /// Late batches admitted within the correction horizon.
     pub late_admitted: u64,
+    /// Devices named steadily behind the fleet.
+    pub devices_behind: u64,
     /// Restatement passes.
     pub restatements: u64,
     /// Records restated.
@@ -268,6 +274,7 @@ pub fn render(s: &Snapshot) -> String {
     metric(RECORDS_EMITTED, &one(s.records_emitted));
     metric(RECORDS_WRITTEN, &one(s.records_written));
     metric(LATE_ADMITTED, &one(s.late_admitted));
+    metric(DEVICES_BEHIND, &one(s.devices_behind));
     metric(RESTATEMENTS, &one(s.restatements));
     metric(RECORDS_RESTATED, &one(s.records_restated));
     metric(SINK_WRITE_ERRORS, &one(s.write_errors));

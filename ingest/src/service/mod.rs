@@ -225,7 +225,8 @@ pub async fn run(
                     &devices,
                     pseudonyms.as_ref(),
                     correctable.as_ref().map(|(h, from)| (*h, from)),
-                ),
+                )
+                .with_devices_behind(metrics.devices_behind.clone()),
                 input,
             )
         })
