@@ -458,19 +458,32 @@ impl CustomersFile {
             .collect()
     }
 
-    /// What a file that checks may still get wrong: one that names no
-    /// customer (an export gone wrong, most likely) has every message
-    /// refused.
-    pub fn warning(&self) -> Option<&'static str> {
-        self.customers.is_empty().then_some(
-            "the customers file names no customer: the service refuses every message as \
-             unknown_customer (dead-lettered)",
-        )
+    /// What checks but is likely a mistake, one line each: a file with no
+    /// customer (every message refused as `unknown_customer`), a time zone
+    /// named by a legacy abbreviation (`EST` is a fixed UTC-05:00 all year,
+    /// no daylight saving) or an `Etc/GMT` offset (whose sign is inverted).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.customers.is_empty() {
+            out.push(
+                "the customers file names no customer: the service refuses every message as \
+                 unknown_customer (dead-lettered)"
+                    .to_string(),
+            );
+        }
+        for c in &self.customers {
+            if let Some(zone) = c.timezone.as_ref().map(|z| z.get_ref().as_str())
+                && let Some(why) = zone_trap(zone)
+            {
+                out.push(format!("customer `{}`: time zone `{zone}` {why}", c.id));
+            }
+        }
+        out
     }
 
-    /// Logs [`Self::warning`], if any: at start and on reload.
-    pub fn warn_if_empty(&self) {
-        if let Some(warning) = self.warning() {
+    /// Logs [`Self::warnings`]: at start and on reload.
+    pub fn warn(&self) {
+        for warning in self.warnings() {
             tracing::warn!("{warning}");
         }
     }
@@ -606,6 +619,41 @@ fn at_span(
     }
 }
 
+/// Why the time zone `name` is likely not what was meant, if it is one of
+/// the tz database's legacy names: an abbreviation kept for old systems
+/// (`EST`, `MST`, `HST` are fixed offsets all year; `EST5EDT` and the like
+/// follow old US rules) or an `Etc/GMT` offset, whose sign is inverted
+/// (`Etc/GMT+5` is UTC-05:00). `UTC`, `GMT` and place names are not.
+fn zone_trap(name: &str) -> Option<String> {
+    if let Some(offset) = name.strip_prefix("Etc/GMT")
+        && let Some(sign) = offset.chars().next().filter(|c| *c == '+' || *c == '-')
+    {
+        let flipped = if sign == '+' { '-' } else { '+' };
+        return Some(format!(
+            "is UTC{flipped}{} (the sign of Etc/GMT zones is inverted): name the place \
+             instead (e.g. America/Bogota)",
+            &offset[1..]
+        ));
+    }
+    let legacy = !name.contains('/') && !matches!(name, "UTC" | "GMT" | "Etc/UTC" | "Zulu");
+    let fixed = jiff::tz::TimeZone::get(name).is_ok_and(|z| {
+        let jan = jiff::civil::date(2026, 1, 15).to_zoned(z.clone());
+        let jul = jiff::civil::date(2026, 7, 15).to_zoned(z);
+        matches!((jan, jul), (Ok(a), Ok(b)) if a.offset() == b.offset())
+    });
+    legacy.then(|| {
+        format!(
+            "is a legacy abbreviation{}: name the place instead (e.g. America/New_York, \
+             Europe/Berlin), whose daylight saving follows the local rules",
+            if fixed {
+                " with one offset all year (no daylight saving)"
+            } else {
+                ""
+            }
+        )
+    })
+}
+
 /// 00:00 UTC of a `YYYY-MM-DD` date, ms since the epoch: how every date
 /// entered as a date is kept (contracts, touchpoints, contract events). The
 /// error says what is wrong with `text`: not a date, or a date before 1970
@@ -699,6 +747,51 @@ usage_drop = 0.3
             err.to_string(),
             "field `date`: `9999-12-31` is outside 1970-01-01 to 9999-12-30"
         );
+    }
+
+    /// Time zones that check but are likely not what was meant are said,
+    /// naming the customer: `EST` (a fixed UTC-05:00 all year: New York's
+    /// summer days would start an hour late), `EST5EDT`, `CET`,
+    /// `Etc/GMT+5` (UTC-05:00). Place names, `UTC` and `GMT` are not.
+    #[test]
+    fn a_legacy_time_zone_name_is_warned_of() {
+        let warnings = |zone: &str| {
+            let text = GOOD.replace("Europe/Berlin", zone);
+            let file = CustomersFile::parse(Path::new("c.toml"), &text).unwrap();
+            assert!(specs(&text).is_ok(), "{zone} checks");
+            file.warnings()
+        };
+        let est = warnings("EST");
+        assert_eq!(est.len(), 1, "{est:?}");
+        assert!(
+            est[0].starts_with("customer `acme`: time zone `EST` is a legacy abbreviation with one offset all year (no daylight saving)"),
+            "{est:?}"
+        );
+        for zone in ["EST5EDT", "CET"] {
+            let w = warnings(zone);
+            assert!(
+                w.len() == 1 && w[0].contains("is a legacy abbreviation: name the place"),
+                "{w:?}"
+            );
+        }
+        assert_eq!(
+            warnings("Etc/GMT+5"),
+            [
+                "customer `acme`: time zone `Etc/GMT+5` is UTC-5 (the sign of Etc/GMT zones is \
+              inverted): name the place instead (e.g. America/Bogota)"
+            ]
+        );
+        for zone in [
+            "Europe/Berlin",
+            "America/New_York",
+            "Asia/Kolkata",
+            "UTC",
+            "GMT",
+        ] {
+            assert!(warnings(zone).is_empty(), "{zone}");
+        }
+        let empty = CustomersFile::parse(Path::new("c.toml"), "").unwrap();
+        assert_eq!(empty.warnings().len(), 1);
     }
 
     #[test]

@@ -299,6 +299,9 @@ fn check_config(file: PathBuf) -> anyhow::Result<()> {
             file.display(),
             customers.customers.len()
         );
+        for warning in customers.warnings() {
+            println!("warning: {warning}");
+        }
     } else {
         let config = ServiceConfig::load(&file)?;
         let engine = config.engine_config(&file)?;
@@ -307,7 +310,7 @@ fn check_config(file: PathBuf) -> anyhow::Result<()> {
                 "customers file: ok, {} customers",
                 customers.customers.len()
             );
-            if let Some(warning) = customers.warning() {
+            for warning in customers.warnings() {
                 println!("warning: {warning}");
             }
         }

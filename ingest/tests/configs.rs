@@ -107,3 +107,31 @@ fn a_missing_customers_file_is_named_with_the_reason_once() {
     );
     assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
 }
+
+/// A customers file whose customer is on `EST` (a fixed UTC-05:00 all
+/// year, not New York's time) checks, and check-config says why it is
+/// likely not what was meant, naming the customer.
+#[test]
+fn check_config_warns_of_a_legacy_time_zone_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/customers.toml"),
+    )
+    .unwrap();
+    let first = shipped.find("\nsegment = ").unwrap();
+    let text = format!("{}\ntimezone = \"EST\"{}", &shipped[..first], &shipped[first..]);
+    let customers = dir.path().join("customers.toml");
+    std::fs::write(&customers, text).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+        .arg("check-config")
+        .arg(&customers)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        stdout.contains("time zone `EST` is a legacy abbreviation with one offset all year"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("warning:").count(), 1, "{stdout}");
+}

@@ -55,7 +55,7 @@ pub async fn run(
     let mut engine_config = config.engine_config(config_path)?;
     let customers = load_customers(&config, &engine_config)?;
     if let Some((file, specs, _)) = &customers {
-        file.warn_if_empty();
+        file.warn();
         engine_config.customers = specs.clone();
     }
     let (customers, contracts) = match customers {

@@ -56,7 +56,7 @@ pub async fn watch(
         seen = stamp(&path);
         match super::load_customers(&config, &engine) {
             Ok(Some((file, specs, _))) => {
-                file.warn_if_empty();
+                file.warn();
                 tracing::info!(file = %path.display(), customers = specs.len(), "customers file reloaded");
                 corrections.customers(specs);
             }
