@@ -62,13 +62,7 @@ fn check_config_takes_c_and_warns_of_a_customers_file_with_no_customer() {
     let text = format!("customers = {{ file = {customers:?} }}\n[mqtt]\nhost = \"127.0.0.1\"\n");
     std::fs::write(&config, text).unwrap();
     for args in [&["check-config", "-c"][..], &["check-config"][..]] {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
-            .args(args)
-            .arg(&config)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "{args:?}: {output:?}");
+        let stdout = checks(args, &config);
         assert!(
             stdout.contains("customers file: ok, 0 customers"),
             "{stdout}"
@@ -119,19 +113,28 @@ fn check_config_warns_of_a_legacy_time_zone_name() {
     )
     .unwrap();
     let first = shipped.find("\nsegment = ").unwrap();
-    let text = format!("{}\ntimezone = \"EST\"{}", &shipped[..first], &shipped[first..]);
+    let text = format!(
+        "{}\ntimezone = \"EST\"{}",
+        &shipped[..first],
+        &shipped[first..]
+    );
     let customers = dir.path().join("customers.toml");
     std::fs::write(&customers, text).unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
-        .arg("check-config")
-        .arg(&customers)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{output:?}");
+    let stdout = checks(&["check-config"], &customers);
     assert!(
         stdout.contains("time zone `EST` is a legacy abbreviation with one offset all year"),
         "{stdout}"
     );
     assert_eq!(stdout.matches("warning:").count(), 1, "{stdout}");
+}
+
+/// Runs `fleetpulse ARGS FILE`, which must succeed: its standard output.
+fn checks(args: &[&str], file: &Path) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+        .args(args)
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{args:?}: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
