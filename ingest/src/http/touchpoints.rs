@@ -20,6 +20,7 @@ use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fleetpulse_engine::AlertRecord;
+use fleetpulse_engine::config::date_start;
 use fleetpulse_engine::kpi::coverage::{Cadence, CoverageModel};
 use fleetpulse_engine::kpi::coverage_gap::{self, Gap};
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
@@ -221,8 +222,10 @@ fn gap_alert(id: &str, c: &CustomerView, cadence: &Cadence, gap: &Gap, as_of: u6
             AlertStatus::Open
         },
         provisional: false,
-        opened_at: gap.opened_at,
-        resolved_at: gap.resolved_at,
+        // The gap's days are dates; as an episode it opens and resolves at
+        // the customer's own midnights, dated in its zone as other alerts.
+        opened_at: date_start(c.zone(), gap.opened_at),
+        resolved_at: gap.resolved_at.map(|r| date_start(c.zone(), r)),
         evidence,
         metric: gap.days_overdue(as_of) as f64,
         threshold: f64::from(threshold),
@@ -339,6 +342,24 @@ mod tests {
     use super::*;
     use crate::http::view::CustomerInfo;
 
+    /// A high-touch customer of `zone` whose contract started on 1 January
+    /// 2026.
+    fn high_touch_in(zone: &str) -> CustomerView {
+        let contract = Contract {
+            arr: 100_000.0,
+            start: 1_767_225_600_000, // 2026-01-01, as a date
+            renewal: 1_798_761_600_000,
+            devices_purchased: 5,
+            operator_seats: 5,
+        };
+        let mut spec = CustomerSpec::new("c", Segment::HighTouch, contract);
+        spec.timezone = jiff::tz::TimeZone::get(zone).unwrap();
+        CustomerView {
+            info: Some(CustomerInfo::of(&spec)),
+            ..CustomerView::default()
+        }
+    }
+
     /// A high-touch customer of Auckland from 1 January 2026 owes its first
     /// business review with a decision-maker by 30 June (180 days). Its
     /// 30 June ends at 12:00 UTC (NZST, UTC+12): with that day known the
@@ -346,31 +367,30 @@ mod tests {
     /// 30 June had ended too, on Auckland's 1 July: a day late.
     #[test]
     fn a_cadence_is_overdue_at_the_end_of_the_customers_own_due_day() {
-        let mut spec = CustomerSpec::new(
-            "kiwi",
-            Segment::HighTouch,
-            Contract {
-                arr: 100_000.0,
-                start: 1_767_225_600_000, // 2026-01-01, as a date
-                renewal: 1_798_761_600_000,
-                devices_purchased: 5,
-                operator_seats: 5,
-            },
-        );
-        spec.timezone = jiff::tz::TimeZone::get("Pacific/Auckland").unwrap();
-        let c = CustomerView {
-            info: Some(CustomerInfo::of(&spec)),
-            ..CustomerView::default()
-        };
+        let c = high_touch_in("Pacific/Auckland");
         let june_30_ends = 1_782_820_800_000; // 2026-06-30T12:00Z
         let model = CoverageModel::default();
         let (cadences, gaps) = coverage("kiwi", &c, &model, &[], Some(june_30_ends));
         let due = 1_782_777_600_000; // 2026-06-30
         assert_eq!((cadences[0].due_at, cadences[0].status), (due, "overdue"));
         assert_eq!(gaps.len(), 1, "{gaps:?}");
-        assert_eq!(gaps[0].opened_at, due + DAY_MS);
+        // The episode opens at the end of the customer's own 30 June.
+        assert_eq!(gaps[0].opened_at, june_30_ends);
         // An hour earlier Auckland's 30 June is not over: nothing is due yet.
         let (cadences, gaps) = coverage("kiwi", &c, &model, &[], Some(june_30_ends - 3_600_000));
         assert_eq!((cadences[0].status, gaps.len()), ("ok", 0));
+    }
+
+    /// The same cadence for a customer of Los Angeles: its gap opens at the
+    /// end of its own 30 June, 07:00 UTC on 1 July (PDT), so the dashboard,
+    /// which dates its alerts in its zone, says "since 2026-07-01"; opened
+    /// at 00:00 UTC on 1 July it said 30 June, 17:00 there.
+    #[test]
+    fn a_coverage_gap_opens_at_the_customers_own_midnight_west_of_utc() {
+        let c = high_touch_in("America/Los_Angeles");
+        let july_1_07z = 1_782_889_200_000; // 2026-07-01T07:00Z, LA midnight
+        let (_, gaps) = coverage("west", &c, &CoverageModel::default(), &[], Some(july_1_07z));
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert_eq!(gaps[0].opened_at, july_1_07z);
     }
 }
