@@ -635,23 +635,23 @@ fn zone_trap(name: &str) -> Option<String> {
             &offset[1..]
         ));
     }
-    let legacy = !name.contains('/') && !matches!(name, "UTC" | "GMT" | "Etc/UTC" | "Zulu");
+    if name.contains('/') || matches!(name, "UTC" | "GMT" | "Zulu") {
+        return None;
+    }
     let fixed = jiff::tz::TimeZone::get(name).is_ok_and(|z| {
         let jan = jiff::civil::date(2026, 1, 15).to_zoned(z.clone());
         let jul = jiff::civil::date(2026, 7, 15).to_zoned(z);
         matches!((jan, jul), (Ok(a), Ok(b)) if a.offset() == b.offset())
     });
-    legacy.then(|| {
-        format!(
-            "is a legacy abbreviation{}: name the place instead (e.g. America/New_York, \
-             Europe/Berlin), whose daylight saving follows the local rules",
-            if fixed {
-                " with one offset all year (no daylight saving)"
-            } else {
-                ""
-            }
-        )
-    })
+    Some(format!(
+        "is a legacy abbreviation{}: name the place instead (e.g. America/New_York, \
+         Europe/Berlin), whose daylight saving follows the local rules",
+        if fixed {
+            " with one offset all year (no daylight saving)"
+        } else {
+            ""
+        }
+    ))
 }
 
 /// 00:00 UTC of a `YYYY-MM-DD` date, ms since the epoch: how every date

@@ -274,15 +274,17 @@ pub fn restore_state(
         tracing::info!(customers = restored.len(), "journey states restored");
     }
     for (customer, state) in &restored {
-        let spec = engine_config.customers.get(&**customer);
-        let moved =
-            (spec.zip(state.last_day_end)).and_then(|(s, end)| moved_zone(&s.timezone, end));
-        if let Some((start, end)) = moved {
+        let (Some(spec), Some(end)) =
+            (engine_config.customers.get(&**customer), state.last_day_end)
+        else {
+            continue;
+        };
+        if let Some((start, first_end)) = moved_zone(&spec.timezone, end) {
             tracing::warn!(
                 customer = %customer,
-                timezone = %spec.map_or("", |s| s.timezone.iana_name().unwrap_or("")),
-                last_day_end = state.last_day_end.unwrap_or(0),
-                first_day = %format!("{start}..{end}"),
+                timezone = %spec.timezone.iana_name().unwrap_or(""),
+                last_day_end = end,
+                first_day = %format!("{start}..{first_end}"),
                 "the customer's time zone changed since its last closed day (which did not end at a \
                  midnight of this zone): its first day after this restart starts before that end, \
                  so the hours between count in both days (docs/KPIS.md, time zones)"

@@ -238,7 +238,7 @@ impl SqliteStore {
     }
 
     /// Open alert episodes, and the `resolved` newest of the others
-    /// (resolved or retracted), in the order [`Self::alerts`] gives.
+    /// (resolved or retracted): one record each, in no particular order.
     pub fn current_alerts(&self, resolved: usize) -> Result<Vec<AlertRecord>, SinkError> {
         let mut alerts: Vec<AlertRecord> = self.select("WHERE status = 'open'", [])?;
         alerts.extend(self.select::<AlertRecord>(
@@ -248,14 +248,6 @@ impl SqliteStore {
             ),
             [],
         )?);
-        alerts.sort_by(|a, b| {
-            (a.opened_at, &a.customer, a.rule.as_str(), a.episode).cmp(&(
-                b.opened_at,
-                &b.customer,
-                b.rule.as_str(),
-                b.episode,
-            ))
-        });
         Ok(alerts)
     }
 
