@@ -172,13 +172,16 @@ pub enum SinkError {
     #[error("building the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
     /// Opening (or creating) the SQLite file failed.
-    #[error("opening SQLite database {path}: {source}")]
+    #[error("opening SQLite database {path}{disk}: {source}")]
     SqliteOpen {
         /// The database file.
         path: String,
         /// The cause.
         #[source]
         source: rusqlite::Error,
+        /// Whether the disk holding it is full, which SQLite's error may
+        /// not say.
+        disk: sqlite::DiskNote,
     },
     /// Creating or checking the SQLite schema failed.
     #[error("creating the schema in SQLite database {path}: {source}")]

@@ -7,6 +7,8 @@
 //! - the WAL's disk (a small tmpfs) fills up mid-run: `/readyz` goes red with
 //!   the reason, intake pauses, and once a filler file is deleted intake
 //!   resumes by itself, without a restart;
+//! - the embedded default with everything on that disk (WAL, archive and the
+//!   SQLite store): the same, and a start on the full disk fails saying so;
 //!
 //! and each time the KPIs stored equal the simulator's ground truth, value by
 //! value.
@@ -23,7 +25,9 @@ use crate::support::servers::{
 };
 use crate::support::service::{Service, influx_sections, metric, metrics, write_service_config};
 use crate::support::small_disk::{SmallDisk, fill_disk, rerun_in_namespace, shrink_by};
-use crate::support::truth::{equal, store_days, truth_days};
+use crate::support::truth::{
+    assert_table_equal, equal, sqlite_customer_table, store_days, truth_days, truth_table,
+};
 
 const ACCEPTED: &str = "fleetpulse_messages_accepted_total";
 const WAL_FULL: &str = "fleetpulse_wal_full";
@@ -276,4 +280,108 @@ async fn a_full_disk_pauses_intake_and_freed_space_resumes_it_without_a_restart(
     equal(&store_days(&influx, "fleetpulse"), &truth_days(&fleet))
         .unwrap_or_else(|e| panic!("{e}\n{}", service.log_tail()));
     println!("{sent} messages; {paused_at} accepted before the pause; readiness said: {body}");
+}
+
+/// The embedded default as an operator installs it: the WAL, the archive,
+/// the alerts' outbox and the SQLite store on one disk. It fills up mid-run:
+/// intake pauses and resumes once space returns, and the store equals the
+/// ground truth. A start on the still-full disk fails saying the disk is
+/// full (SQLite's own error names only an `xShmMap` I/O error), and a start
+/// once it has room loses and doubles nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_store_on_a_full_disk_pauses_intake_and_a_start_on_it_names_the_disk() {
+    let Some(disk) = SmallDisk::mount("16m") else {
+        return rerun_in_namespace(
+            "disk::the_default_store_on_a_full_disk_pauses_intake_and_a_start_on_it_names_the_disk",
+        );
+    };
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = fleet_with_late_data_in(dir.path(), 33);
+    let store = disk.path().join("kpi.sqlite");
+    let http_port = free_port();
+    let rest = format!(
+        "[wal]\ndir = \"{wal}\"\nsegment_bytes = 65536\n\n[http]\nenabled = true\n\
+         listen = \"127.0.0.1:{http_port}\"\n\n[alerts]\nmqtt = false\n\n\
+         [[sinks]]\ntype = \"sqlite\"\npath = \"{store}\"\n",
+        wal = disk.path().join("wal").display(),
+        store = store.display(),
+    );
+    let config = write_service_config(dir.path(), &mosquitto, "fleetpulse-full-store", &rest);
+    let mut service = start(&config, &dir.path().join("service.log"));
+    assert_eq!(readyz(http_port).0, 200, "{}", service.log_tail());
+
+    let filler = disk.path().join("filler");
+    fill_disk(&filler);
+    shrink_by(&filler, 32 * 1024);
+    let (sent, publisher) = spawn_publisher(&mosquitto, &fleet, "full-store-fleet", 400.0);
+    let started = Instant::now();
+    while readyz(http_port).0 == 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still ready after 30 s on a full disk\n{}",
+            service.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let paused_at = metric(&metrics(http_port), ACCEPTED);
+    assert!(
+        paused_at < sent,
+        "everything went in before the disk was full"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let report = publisher.await.unwrap().unwrap();
+    assert_eq!(report.messages, sent);
+    wait_accepted(http_port, sent, &service).await;
+    service.stop();
+    let truth = truth_table(&fleet.ground_truth().rows());
+    assert_table_equal(
+        "sqlite after the full disk",
+        &sqlite_customer_table(&store),
+        &truth,
+    );
+
+    // The disk full again, and the service started on it: it does not start,
+    // and says why in words an operator acts on.
+    fill_disk(&filler);
+    service.start();
+    let status = service.wait_exit(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "started on a full disk: {status:?}\n{}",
+        service.log_tail()
+    );
+    let log = service.log();
+    let said = (log.lines()).find(|l| l.contains("cannot open sink"));
+    assert!(
+        said.is_some_and(|l| l.contains(&store.display().to_string())
+            && l.contains("the disk holding it is full: 0 of")),
+        "{}",
+        service.log_tail()
+    );
+
+    // Room again: it starts, and the store is unchanged.
+    std::fs::remove_file(&filler).unwrap();
+    service.start();
+    let started = Instant::now();
+    let url = format!("http://127.0.0.1:{http_port}/readyz");
+    while http_get(&url).map(|r| r.status).ok() != Some(200) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not ready 30 s after a start with room\n{}",
+            service.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    service.stop();
+    assert_table_equal(
+        "sqlite after the restarts",
+        &sqlite_customer_table(&store),
+        &truth,
+    );
+    println!(
+        "{sent} messages; {paused_at} accepted before the pause; at the full start: {}",
+        said.unwrap()
+    );
 }

@@ -206,6 +206,7 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, SinkError> {
     let open_err = |source| SinkError::SqliteOpen {
         path: shown.clone(),
         source,
+        disk: super::DiskNote::of(path),
     };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         // A failure here shows up as SQLITE_CANTOPEN just below, with the path.
