@@ -231,6 +231,13 @@ pub struct IngestMetrics {
     pub oversized_packets: AtomicU64,
     /// True once the telemetry subscription is acknowledged.
     pub subscribed: AtomicBool,
+    /// Times the broker closed a connection and accepted the next one at
+    /// once: most likely another client with the same client id
+    /// ([`crate::source::takeover`]).
+    pub takeovers: AtomicU64,
+    /// True while connections of this service are fought over by another
+    /// client with their client id.
+    pub session_contested: AtomicBool,
     /// The write-ahead log's gauges (size, commits, whether it is full):
     /// the service spawns its WAL writer with these
     /// ([`crate::wal::writer::WalWriter::spawn_with_gauges`]), and

@@ -23,7 +23,7 @@
 //! the publisher runs, so no packet is cut in half.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::mpsc;
@@ -34,6 +34,7 @@ use super::outbox::{Channel, Entry};
 use super::{ChannelReport, Shared};
 use crate::config::MqttConfig;
 use crate::source::mqtt::{SourceError, backoff};
+use crate::source::takeover::{Change, Takeovers};
 
 /// Connection settings of the alerts publisher.
 #[derive(Debug, Clone)]
@@ -169,10 +170,28 @@ impl PublishState {
 /// disconnect was sent.
 async fn drive(mut events: EventLoop, link: mpsc::Sender<Link>) {
     let mut failures = 0u32;
+    // Another publisher with this client id (a second service with the same
+    // file): say it once, and reconnect with backoff rather than at once.
+    let mut takeovers = Takeovers::default();
     loop {
-        let forward = match events.poll().await {
+        let event = events.poll().await;
+        if let Some(Change::Settled) = takeovers.tick(Instant::now()) {
+            tracing::info!("alerts publisher: the MQTT session is no longer taken over");
+        }
+        let forward = match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                failures = 0;
+                if let (_, Some(Change::Contested(times))) = takeovers.connected(Instant::now()) {
+                    tracing::error!(
+                        client_id = %events.mqtt_options.client_id(),
+                        takeovers = times,
+                        "alerts publisher: the broker closes this connection and accepts the next \
+                         at once, again and again: another MQTT client uses this client_id (a \
+                         second fleetpulse with this file?)"
+                    );
+                }
+                if !takeovers.contested() {
+                    failures = 0;
+                }
                 Link::Connected
             }
             Ok(Event::Incoming(Packet::PubAck(ack))) => Link::Acked(ack.pkid),
@@ -180,6 +199,11 @@ async fn drive(mut events: EventLoop, link: mpsc::Sender<Link>) {
             Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
             Ok(_) => continue,
             Err(error) => {
+                if crate::source::mqtt::closed_by_broker(&error) {
+                    takeovers.closed_by_broker(Instant::now());
+                } else {
+                    takeovers.failed();
+                }
                 let retry_in = backoff(failures);
                 failures = failures.saturating_add(1);
                 if link

@@ -257,13 +257,16 @@ impl Hub {
         self.running.load(Relaxed)
     }
 
-    /// Ready: running, subscribed to the broker, and the write-ahead log
-    /// takes records.
+    /// Ready: running, subscribed to the broker, its MQTT session not
+    /// fought over by another client, and the write-ahead log takes
+    /// records.
     pub fn is_ready(&self) -> bool {
         self.is_running()
-            && self
-                .metrics()
-                .is_some_and(|m| m.subscribed.load(Relaxed) && !m.wal.full.is_full())
+            && self.metrics().is_some_and(|m| {
+                m.subscribed.load(Relaxed)
+                    && !m.session_contested.load(Relaxed)
+                    && !m.wal.full.is_full()
+            })
     }
 
     /// Why the service is not ready; `None` when it is.
@@ -276,6 +279,16 @@ impl Hub {
             return Some(format!(
                 "the write-ahead log is full ({reason}): intake paused"
             ));
+        }
+        if metrics
+            .as_ref()
+            .is_some_and(|m| m.session_contested.load(Relaxed))
+        {
+            return Some(
+                "another MQTT client uses this service's mqtt.client_id: the broker hands the \
+                 session to one and then the other, so each computes a part of every window"
+                    .into(),
+            );
         }
         if !metrics.is_some_and(|m| m.subscribed.load(Relaxed)) {
             return Some("not subscribed to the broker".into());
@@ -356,6 +369,8 @@ impl Hub {
             s.connection_errors = m.connection_errors.load(Relaxed);
             s.oversized_packets = m.oversized_packets.load(Relaxed);
             s.subscribed = m.subscribed.load(Relaxed);
+            s.takeovers = m.takeovers.load(Relaxed);
+            s.session_contested = m.session_contested.load(Relaxed);
             s.watermark_ms = m.watermark.load(Relaxed);
             s.records_emitted = m.records_emitted.load(Relaxed);
             s.records_written = m.records_written.load(Relaxed);

@@ -47,6 +47,14 @@ pub const OVERSIZED_PACKETS: Family = Family::counter(
     "fleetpulse_mqtt_oversized_packets_total",
     "Packets the broker sent above mqtt.max_packet_bytes (each broke the connection).",
 );
+pub const TAKEOVERS: Family = Family::counter(
+    "fleetpulse_mqtt_takeovers_total",
+    "Times the broker closed a connection and accepted the next at once (another client with the same client id).",
+);
+pub const SESSION_CONTESTED: Family = Family::gauge(
+    "fleetpulse_mqtt_session_contested",
+    "1 while another client with this service's client id takes its MQTT session, again and again.",
+);
 pub const SUBSCRIBED: Family = Family::gauge(
     "fleetpulse_mqtt_subscribed",
     "1 while the telemetry subscription is acknowledged.",
@@ -174,6 +182,10 @@ pub struct Snapshot {
     pub connection_errors: u64,
     /// Packets above the client's packet limit.
     pub oversized_packets: u64,
+    /// Likely takeovers of the MQTT session.
+    pub takeovers: u64,
+    /// The MQTT session fought over now.
+    pub session_contested: bool,
     /// Subscription acknowledged.
     pub subscribed: bool,
     /// Watermark, ms since the epoch (0: none yet).
@@ -253,6 +265,8 @@ pub fn render(s: &Snapshot) -> String {
     metric(SAMPLES_ACCEPTED, &one(s.samples));
     metric(CONNECTION_ERRORS, &one(s.connection_errors));
     metric(OVERSIZED_PACKETS, &one(s.oversized_packets));
+    metric(TAKEOVERS, &one(s.takeovers));
+    metric(SESSION_CONTESTED, &one(u64::from(s.session_contested)));
     metric(SUBSCRIBED, &one(u64::from(s.subscribed)));
     if s.watermark_ms > 0 {
         metric(WATERMARK, &[(String::new(), secs(s.watermark_ms))]);

@@ -3,3 +3,4 @@
 
 pub mod aemp;
 pub mod mqtt;
+pub mod takeover;

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS, StateError};
 use thiserror::Error;
@@ -21,6 +21,7 @@ use crate::config::MqttConfig;
 use crate::delivery::in_order::InOrder;
 use crate::delivery::route::Router;
 use crate::metrics::{IngestMetrics, OversizedPacket};
+use crate::source::takeover::{Change, Takeovers};
 
 /// A message as received: topic and payload.
 #[derive(Debug, Clone)]
@@ -166,6 +167,7 @@ pub async fn run(
     options.set_manual_acks(acks.is_some());
     let (client, mut events) = AsyncClient::new(options, 1024);
     let mut failures = 0u32;
+    let mut takeovers = Takeovers::default();
     // Messages not acknowledged yet, in arrival order: the lanes finish
     // them out of order, the broker must get the acks in order.
     let mut order: InOrder<(u16, QoS)> = InOrder::default();
@@ -190,10 +192,41 @@ pub async fn run(
                 continue;
             }
             event = events.poll() => event,
+            () = settles(&takeovers) => {
+                if takeovers.tick(Instant::now()) == Some(Change::Settled) {
+                    metrics.session_contested.store(false, Relaxed);
+                    tracing::info!(
+                        client_id = %config.client_id,
+                        held_s = crate::source::takeover::SETTLED.as_secs(),
+                        "the MQTT session is no longer taken over: the connection held"
+                    );
+                }
+                continue;
+            }
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                failures = 0;
+                let (taken, change) = takeovers.connected(Instant::now());
+                if taken {
+                    metrics.takeovers.fetch_add(1, Relaxed);
+                }
+                if let Some(Change::Contested(times)) = change {
+                    metrics.session_contested.store(true, Relaxed);
+                    tracing::error!(
+                        client_id = %config.client_id,
+                        takeovers = times,
+                        "the broker closes this connection and accepts the next at once, again and \
+                         again: another MQTT client uses client_id `{}` (a second fleetpulse with \
+                         this file?). Each message goes to one of them, so each computes a part of \
+                         every window: stop the other, or give each its own mqtt.client_id",
+                        config.client_id
+                    );
+                }
+                // While fought over, reconnect with backoff (up to 5 s), not
+                // at once: the other client takes the session less often.
+                if !takeovers.contested() {
+                    failures = 0;
+                }
                 // Packet ids are reused across connections: what was not
                 // acknowledged on the last one is redelivered, never acked.
                 order.reset();
@@ -242,6 +275,11 @@ pub async fn run(
                 metrics.connection_errors.fetch_add(1, Relaxed);
                 // Messages may be queuing for us at the broker: not idle.
                 metrics.subscribed.store(false, Relaxed);
+                if closed_by_broker(&error) {
+                    takeovers.closed_by_broker(Instant::now());
+                } else {
+                    takeovers.failed();
+                }
                 if let Some(size) = oversized_packet(&error) {
                     // Take it on the next connection: admission refuses it
                     // as too_large and acknowledges it, so it stops looping.
@@ -269,6 +307,28 @@ pub async fn run(
     }
     let _ = client.try_disconnect();
     Ok(())
+}
+
+/// Resolves when a fight over the session may have ended (never while
+/// there is none).
+async fn settles(takeovers: &Takeovers) {
+    match takeovers.settles_at() {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The broker closed an established connection (what it does to the older
+/// of two clients with one client id).
+pub(crate) fn closed_by_broker(error: &ConnectionError) -> bool {
+    match error {
+        ConnectionError::MqttState(StateError::ConnectionAborted) => true,
+        ConnectionError::MqttState(StateError::Io(e)) | ConnectionError::Io(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
 }
 
 /// The size of the packet that broke the connection, when the broker sent

@@ -9,3 +9,4 @@ mod alerts;
 mod disk;
 mod identity;
 mod poison;
+mod session;
