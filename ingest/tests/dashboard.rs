@@ -995,7 +995,7 @@ struct Served {
 /// Hands each of `batches` to `hub`'s view, in order, as the service's
 /// fan-out does, and waits until it took them in.
 async fn show(hub: &Arc<fleetpulse::http::Hub>, batches: Vec<Vec<fleetpulse_engine::Output>>) {
-    let (feed, task) = fleetpulse::http::feed(hub.clone(), None);
+    let (feed, task) = fleetpulse::http::feed(hub.clone(), fleetpulse::http::Fill::Nothing);
     for records in batches {
         feed.send(records.into()).await.unwrap();
     }

@@ -51,6 +51,7 @@ pub mod prometheus;
 pub mod retention;
 pub mod seed;
 pub mod server;
+pub mod snapshot;
 pub mod tls;
 pub mod touchpoints;
 pub mod view;
@@ -58,7 +59,7 @@ pub mod view;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -394,6 +395,9 @@ pub struct Attached {
     /// The hub the view task feeds.
     pub hub: Arc<Hub>,
     view_task: tokio::task::JoinHandle<()>,
+    /// With a view snapshot: the record batches it holds, which the
+    /// checkpoint must not pass (one more checkpointed receiver).
+    pub view_written: Option<Arc<AtomicU64>>,
     server: Option<(
         CancellationToken,
         tokio::task::JoinHandle<std::io::Result<()>>,
@@ -513,17 +517,31 @@ pub async fn attach(
     };
     // A cluster member's view holds what its own workers emit: filled from
     // the store it would show the other members' customers, never updated.
+    // A service without a SQLite store keeps a snapshot of its view.
     let single = (config.cluster.as_ref()).is_none_or(|c| !c.is_multi_process());
-    let store = (hub.touchpoint_store())
-        .filter(|_| single)
-        .map(|p| (p, engine_config.clone()));
-    let (tx, view_task) = feed(hub.clone(), store);
+    let fill = match (hub.touchpoint_store(), &config.wal) {
+        _ if !single => Fill::Nothing,
+        (Some(path), _) => Fill::Store(path, engine_config.clone()),
+        (None, Some(wal)) => Fill::Snapshot {
+            wal_dir: wal.dir.clone(),
+            roster: (!engine_config.customers.is_empty())
+                .then(|| engine_config.customers.keys().cloned().collect()),
+            held: Arc::new(AtomicU64::new(0)),
+        },
+        (None, None) => Fill::Nothing,
+    };
+    let view_written = match &fill {
+        Fill::Snapshot { held, .. } => Some(held.clone()),
+        _ => None,
+    };
+    let (tx, view_task) = feed(hub.clone(), fill);
     outputs.push(tx);
     hub.set_running(true);
     Ok(Some(Attached {
         hub,
         view_task,
         server,
+        view_written,
     }))
 }
 
@@ -541,24 +559,75 @@ fn wal_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// What the view is filled with at start.
+pub enum Fill {
+    /// Nothing: it starts empty and fills as windows close.
+    Nothing,
+    /// The SQLite store at this path, of the customers of this engine's
+    /// roster ([`seed`]).
+    Store(PathBuf, EngineConfig),
+    /// Its own snapshot and journal in this WAL directory ([`snapshot`]),
+    /// kept from then on; `held` counts the record batches they hold.
+    Snapshot {
+        /// Where the files are.
+        wal_dir: PathBuf,
+        /// The customers of the customers file (one taken out of it is
+        /// gone from the dashboard); `None`: every customer.
+        roster: Option<std::collections::HashSet<String>>,
+        /// Record batches on disk.
+        held: Arc<AtomicU64>,
+    },
+}
+
+/// How often the view's journal is appended to (one fsync): how far the
+/// checkpoint may lag the sinks because of it.
+const JOURNAL_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Starts the view task: returns the sender to add to the fan-out and the
-/// task, which ends when every sender is gone. With `store` (the SQLite
-/// store and the engine's configuration) the task first fills the view
-/// with the store's recent records ([`seed`]); live records that arrive
-/// meanwhile are held and applied after them, so the fan-out (and intake
-/// behind it) never waits for the read.
+/// task, which ends when every sender is gone. The task first fills the
+/// view as `fill` says; live records that arrive meanwhile are held and
+/// applied after, so the fan-out (and intake behind it) never waits for
+/// the read.
 pub fn feed(
     hub: Arc<Hub>,
-    store: Option<(PathBuf, EngineConfig)>,
+    fill: Fill,
 ) -> (mpsc::Sender<Arc<[Output]>>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Arc<[Output]>>(VIEW_QUEUE);
     let task = tokio::spawn(async move {
-        if let Some((path, engine)) = store {
-            let started = std::time::Instant::now();
-            let mut read = {
-                let path = path.clone();
-                tokio::task::spawn_blocking(move || seed::from_store(&path, &engine))
-            };
+        let started = std::time::Instant::now();
+        type Read = tokio::task::JoinHandle<Result<(Vec<Output>, u64), String>>;
+        let (from, read): (String, Option<Read>) = match &fill {
+            Fill::Nothing => (String::new(), None),
+            Fill::Store(path, engine) => {
+                let (path, engine) = (path.clone(), engine.clone());
+                let from = format!("the store {}", path.display());
+                let read = tokio::task::spawn_blocking(move || {
+                    seed::from_store(&path, &engine)
+                        .map(|records| (records, 0))
+                        .map_err(|e| e.to_string())
+                });
+                (from, Some(read))
+            }
+            Fill::Snapshot {
+                wal_dir, roster, ..
+            } => {
+                let (dir, roster) = (wal_dir.clone(), roster.clone());
+                let from = format!("its snapshot in {}", dir.display());
+                let read = tokio::task::spawn_blocking(move || {
+                    let (generation, mut records) = snapshot::load(&dir);
+                    if let Some(roster) = roster {
+                        records.retain(|r| {
+                            matches!(r, Output::Portfolio(_)) || roster.contains(record_customer(r))
+                        });
+                    }
+                    Ok((records, generation))
+                });
+                (from, Some(read))
+            }
+        };
+        // Batches taken in, and the snapshot's generation.
+        let (mut taken, mut generation) = (0u64, 0u64);
+        if let Some(mut read) = read {
             let mut held = Vec::new();
             let mut open = true;
             let read = loop {
@@ -571,31 +640,157 @@ pub fn feed(
                 }
             };
             match read {
-                Ok(Ok(records)) => {
+                Ok(Ok((records, kept))) => {
                     hub.apply(&records);
+                    generation = kept;
                     tracing::info!(
-                        store = %path.display(),
                         records = records.len(),
                         held = held.len(),
                         ms = started.elapsed().as_millis() as u64,
-                        "view filled from the store"
+                        "view filled from {from}"
                     );
                 }
                 Ok(Err(e)) => tracing::warn!(
-                    store = %path.display(), error = %e,
-                    "the view could not be filled from the store: it shows records as windows close"
+                    error = %e,
+                    "the view could not be filled from {from}: it shows records as windows close"
                 ),
-                Err(e) => tracing::warn!(error = %e, "filling the view from the store failed"),
+                Err(e) => tracing::warn!(error = %e, "filling the view from {from} failed"),
             }
+            taken += held.len() as u64;
             for records in held {
                 hub.apply(&records);
             }
         }
-        while let Some(records) = rx.recv().await {
-            hub.apply(&records);
+        let Fill::Snapshot {
+            wal_dir,
+            roster,
+            held,
+            ..
+        } = fill
+        else {
+            while let Some(records) = rx.recv().await {
+                hub.apply(&records);
+            }
+            return;
+        };
+        let mut keeper = Keeper {
+            hub,
+            dir: wal_dir,
+            roster,
+            held,
+            journal: None,
+            generation,
+            pending: Vec::new(),
+            failing: false,
+        };
+        keeper.keep(taken).await;
+        let mut ticker = tokio::time::interval(JOURNAL_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                records = rx.recv() => match records {
+                    Some(records) => {
+                        keeper.hub.apply(&records);
+                        keeper.pending.push(records);
+                        taken += 1;
+                    }
+                    None => break,
+                },
+                _ = ticker.tick() => keeper.keep(taken).await,
+            }
         }
+        keeper.keep(taken).await;
     });
     (tx, task)
+}
+
+/// The customer a record is of (`""` for the portfolio's).
+fn record_customer(record: &Output) -> &str {
+    match record {
+        Output::Customer(r) => &r.customer,
+        Output::Device(r) => &r.customer,
+        Output::Outcome(r) => &r.customer,
+        Output::Milestone(r) => &r.customer,
+        Output::Health(r) => &r.customer,
+        Output::Forecast(r) => &r.customer,
+        Output::Alert(r) => &r.customer,
+        Output::Portfolio(_) => "",
+    }
+}
+
+/// Keeps the view's snapshot and journal as batches come in.
+struct Keeper {
+    hub: Arc<Hub>,
+    dir: PathBuf,
+    roster: Option<std::collections::HashSet<String>>,
+    /// Batches on disk, for the checkpoint.
+    held: Arc<AtomicU64>,
+    /// `None` until a generation is started (or after a write failed).
+    journal: Option<snapshot::Journal>,
+    /// The generation of the last snapshot written.
+    generation: u64,
+    /// Batches taken in and not yet in the journal.
+    pending: Vec<Arc<[Output]>>,
+    failing: bool,
+}
+
+impl Keeper {
+    /// Makes the `taken` batches durable: appended to the journal, or, at
+    /// the start, after a failure, or once the journal outgrew its
+    /// snapshot, in a new snapshot of what the view holds.
+    async fn keep(&mut self, taken: u64) {
+        let fold = self.journal.as_ref().is_none_or(snapshot::Journal::due);
+        if !fold && self.pending.is_empty() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let journal = self.journal.take();
+        let (dir, generation) = (self.dir.clone(), self.generation);
+        let written = if fold {
+            let records = {
+                let view = self.hub.read_view();
+                match &self.roster {
+                    Some(roster) => view.held(|c| roster.contains(c)),
+                    None => view.held(|_| true),
+                }
+            };
+            tokio::task::spawn_blocking(move || match journal {
+                Some(journal) => journal.fold(&records),
+                None => snapshot::Journal::start(&dir, generation, &records),
+            })
+            .await
+        } else {
+            let pending = std::mem::take(&mut self.pending);
+            let mut journal = journal.expect("a journal when not folding");
+            tokio::task::spawn_blocking(move || journal.append(&pending).map(|()| journal)).await
+        };
+        match written.map_err(std::io::Error::other).and_then(|r| r) {
+            Ok(journal) => {
+                if fold {
+                    let (snapshot, _) = journal.size();
+                    tracing::debug!(
+                        bytes = snapshot,
+                        ms = started.elapsed().as_millis() as u64,
+                        "view snapshot written"
+                    );
+                    self.pending.clear();
+                }
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!("the view's snapshot is written again");
+                }
+                self.generation += u64::from(fold);
+                self.journal = Some(journal);
+                self.held.store(taken, Relaxed);
+            }
+            Err(e) => {
+                // The batches are in the view: the next snapshot holds them.
+                self.pending.clear();
+                if !std::mem::replace(&mut self.failing, true) {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write the view's snapshot; the checkpoint waits for it");
+                }
+            }
+        }
+    }
 }
 
 /// The whole application over `hub`: routes, the guard in front of them

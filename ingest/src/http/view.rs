@@ -150,6 +150,9 @@ pub struct DeviceView {
     pub last_state: MachineState,
     /// The last daily records.
     pub daily: Series<DeviceKpi>,
+    /// The record that said `last_seen` (of any window): what a snapshot
+    /// of the view keeps of the shorter windows.
+    latest: Option<DeviceKpi>,
 }
 
 /// One customer as the view knows it.
@@ -327,11 +330,15 @@ impl View {
                         last_seen: 0,
                         last_state: MachineState::Unknown,
                         daily: Series::new(DEVICE_DAYS),
+                        latest: None,
                     });
                 if kpi.last_seen >= device.last_seen {
                     device.last_seen = kpi.last_seen;
                     device.last_state = kpi.last_state;
                     device.site = kpi.site.clone();
+                    if !daily {
+                        device.latest = Some(kpi.clone());
+                    }
                 }
                 if daily {
                     device
@@ -392,6 +399,31 @@ impl View {
                     });
             }
         }
+    }
+
+    /// Every record the view holds, of the customers `keep` keeps: applied
+    /// to an empty view (with the same roster) they make the same view.
+    /// What a snapshot of it stores.
+    pub fn held(&self, keep: impl Fn(&str) -> bool) -> Vec<Output> {
+        let mut out = Vec::new();
+        for (_, c) in self.customers.iter().filter(|(id, _)| keep(id)) {
+            let health = c.health.iter().flat_map(Series::iter);
+            out.extend(health.cloned().map(Output::Health));
+            out.extend(c.forecast.iter().cloned().map(Output::Forecast));
+            let kpis = c.kpis.values().flat_map(Series::iter);
+            out.extend(kpis.cloned().map(Output::Customer));
+            let outcomes = c.outcomes.values().flat_map(Series::iter);
+            out.extend(outcomes.cloned().map(Output::Outcome));
+            out.extend(c.milestones.values().cloned().map(Output::Milestone));
+            for d in c.devices.values() {
+                out.extend(d.daily.iter().cloned().map(Output::Device));
+                out.extend(d.latest.iter().cloned().map(Output::Device));
+            }
+        }
+        let alerts = self.alerts.iter().filter(|((c, ..), _)| keep(c));
+        out.extend(alerts.map(|(_, a)| Output::Alert(a.clone())));
+        out.extend(self.portfolio.iter().cloned().map(Output::Portfolio));
+        out
     }
 
     fn trim_resolved_alerts(&mut self) {
@@ -721,5 +753,51 @@ mod tests {
         let d = &view.customer_view("a").unwrap().devices["d1"];
         assert_eq!(d.last_seen, 50);
         assert_eq!(d.daily.len(), 1);
+    }
+
+    /// What a snapshot keeps: every record the view holds, which applied
+    /// to an empty view make the same one (what the API shows of it), of
+    /// the customers kept only.
+    #[test]
+    fn the_records_held_make_the_same_view_again() {
+        let mut view = View::default();
+        let mut records = Vec::new();
+        for day in 0..130u64 {
+            for c in ["a", "b"] {
+                records.push(Output::Health(health(c, day, 50.0 + day as f64 % 7.0, 0.0)));
+            }
+        }
+        for (i, status) in [
+            AlertStatus::Open,
+            AlertStatus::Resolved,
+            AlertStatus::Retracted,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            records.push(Output::Alert(alert("a", i as u32 + 1, status)));
+            records.push(Output::Alert(alert("b", i as u32 + 1, status)));
+        }
+        view.apply(&records);
+        let held = view.held(|_| true);
+        // Bounded as the view is: 120 days of health each, not 130.
+        let health_held = held
+            .iter()
+            .filter(|r| matches!(r, Output::Health(_)))
+            .count();
+        assert_eq!(health_held, 2 * HISTORY_DAYS);
+        let mut again = View::default();
+        again.apply(&held);
+        assert_eq!(again.held(|_| true), held);
+        assert_eq!(again.ranked().len(), view.ranked().len());
+        assert_eq!(again.alerts().count(), view.alerts().count());
+        // Of the customers kept only.
+        let only_a = view.held(|c| c == "a");
+        assert!(!only_a.is_empty());
+        assert!(only_a.iter().all(|r| match r {
+            Output::Health(h) => &*h.customer == "a",
+            Output::Alert(a) => &*a.customer == "a",
+            _ => true,
+        }));
     }
 }

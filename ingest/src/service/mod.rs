@@ -157,6 +157,8 @@ pub async fn run(
     )
     .await
     .map_err(ServiceError::Http)?;
+    // A view that keeps its own snapshot is one more checkpointed receiver.
+    written.extend(http.as_ref().and_then(|h| h.view_written.clone()));
 
     let lateness = config.engine.allowed_lateness.as_millis() as u64;
 
