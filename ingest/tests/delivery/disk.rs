@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use fleetpulse_sim::Fleet;
 
-use crate::support::fleets::{fleet, spawn_publisher, write_customers};
+use crate::support::fleets::{Publishing, fleet, spawn_publisher, write_customers};
 use crate::support::servers::{
     InfluxDb1, Mosquitto, NO_LOSS, free_port, http_get, servers_and_dir,
 };
@@ -165,6 +165,35 @@ fn readyz(http_port: u16) -> (u16, String) {
     (response.status, response.text())
 }
 
+/// With the service ready, fills the disk of `filler` but for room for a
+/// few dozen messages and publishes `fleet` at 400 msg/s; returns the
+/// messages sent, the publisher, and `/readyz` once it went red.
+async fn fill_and_publish(
+    filler: &Path,
+    mosquitto: &Mosquitto,
+    fleet: &Fleet,
+    http_port: u16,
+    service: &Service,
+) -> (u64, Publishing, (u16, String)) {
+    assert_eq!(readyz(http_port).0, 200, "{}", service.log_tail());
+    fill_disk(filler);
+    shrink_by(filler, 32 * 1024);
+    let (sent, publisher) = spawn_publisher(mosquitto, fleet, "disk-test-fleet", 400.0);
+    let started = Instant::now();
+    loop {
+        let (status, body) = readyz(http_port);
+        if status != 200 {
+            return (sent, publisher, (status, body));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "still ready after 30 s on a full disk\n{}",
+            service.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The WAL's disk fills up (the archive of late data shares it: some devices
 /// upload their buffers late): intake pauses, readiness turns red, and
 /// freeing space resumes it; the store then equals the ground truth, late
@@ -182,28 +211,11 @@ async fn a_full_disk_pauses_intake_and_freed_space_resumes_it_without_a_restart(
     let wal_dir = disk.path().join("wal");
     let (config, http_port) = write_config(dir.path(), &wal_dir, &mosquitto, &influx);
     let mut service = start(&config, &dir.path().join("service.log"));
-    assert_eq!(readyz(http_port).0, 200, "{}", service.log_tail());
-
-    // Room for a few dozen messages, then the disk is full.
     let filler = disk.path().join("filler");
-    fill_disk(&filler);
-    shrink_by(&filler, 32 * 1024);
-    let (sent, publisher) = spawn_publisher(&mosquitto, &fleet, "disk-test-fleet", 400.0);
+    let (sent, publisher, (status, body)) =
+        fill_and_publish(&filler, &mosquitto, &fleet, http_port, &service).await;
 
     // Readiness goes red with the reason, and the gauge says so.
-    let started = Instant::now();
-    let (status, body) = loop {
-        let (status, body) = readyz(http_port);
-        if status != 200 {
-            break (status, body);
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "still ready after 30 s on a full disk\n{}",
-            service.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
     assert_eq!(status, 503);
     assert!(
         body.contains("the write-ahead log is full")
@@ -253,21 +265,19 @@ async fn a_full_disk_pauses_intake_and_freed_space_resumes_it_without_a_restart(
     let paused = log.matches("intake paused until it has room").count();
     let resumed = log.matches("intake resumed").count();
     assert_eq!((paused, resumed), (1, 1), "{}", service.log_tail());
-    // Not one line per retry: the WAL says it once, and the checkpoint,
-    // written beside it, at most once.
+    // Not one line per retry: the WAL says it once, and the checkpoint, the
+    // device snapshot and the view's files, written beside it, at most once.
     let beside = [
         "cannot write the checkpoint",
         "cannot write a device snapshot",
+        "cannot write the view's snapshot",
     ];
     let wal_full = log
         .lines()
         .filter(|l| l.contains("No space left on device") && !beside.iter().any(|b| l.contains(b)))
         .count();
     assert_eq!(wal_full, 1, "{}", service.log_tail());
-    for beside in [
-        "cannot write the checkpoint",
-        "cannot write a device snapshot",
-    ] {
+    for beside in beside {
         let full = log
             .lines()
             .filter(|l| l.contains("No space left on device") && l.contains(beside))
@@ -309,21 +319,9 @@ async fn the_default_store_on_a_full_disk_pauses_intake_and_a_start_on_it_names_
     );
     let config = write_service_config(dir.path(), &mosquitto, "fleetpulse-full-store", &rest);
     let mut service = start(&config, &dir.path().join("service.log"));
-    assert_eq!(readyz(http_port).0, 200, "{}", service.log_tail());
-
     let filler = disk.path().join("filler");
-    fill_disk(&filler);
-    shrink_by(&filler, 32 * 1024);
-    let (sent, publisher) = spawn_publisher(&mosquitto, &fleet, "full-store-fleet", 400.0);
-    let started = Instant::now();
-    while readyz(http_port).0 == 200 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "still ready after 30 s on a full disk\n{}",
-            service.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (sent, publisher, _) =
+        fill_and_publish(&filler, &mosquitto, &fleet, http_port, &service).await;
     let paused_at = metric(&metrics(http_port), ACCEPTED);
     assert!(
         paused_at < sent,
