@@ -199,11 +199,7 @@ async fn drive(mut events: EventLoop, link: mpsc::Sender<Link>) {
             Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
             Ok(_) => continue,
             Err(error) => {
-                if crate::source::mqtt::closed_by_broker(&error) {
-                    takeovers.closed_by_broker(Instant::now());
-                } else {
-                    takeovers.failed();
-                }
+                takeovers.lost(&error, Instant::now());
                 let retry_in = backoff(failures);
                 failures = failures.saturating_add(1);
                 if link

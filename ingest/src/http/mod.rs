@@ -616,9 +616,7 @@ pub fn feed(
                 let read = tokio::task::spawn_blocking(move || {
                     let (generation, mut records) = snapshot::load(&dir);
                     if let Some(roster) = roster {
-                        records.retain(|r| {
-                            matches!(r, Output::Portfolio(_)) || roster.contains(record_customer(r))
-                        });
+                        records.retain(|r| r.customer().is_none_or(|c| roster.contains(&**c)));
                     }
                     Ok((records, generation))
                 });
@@ -704,20 +702,6 @@ pub fn feed(
     (tx, task)
 }
 
-/// The customer a record is of (`""` for the portfolio's).
-fn record_customer(record: &Output) -> &str {
-    match record {
-        Output::Customer(r) => &r.customer,
-        Output::Device(r) => &r.customer,
-        Output::Outcome(r) => &r.customer,
-        Output::Milestone(r) => &r.customer,
-        Output::Health(r) => &r.customer,
-        Output::Forecast(r) => &r.customer,
-        Output::Alert(r) => &r.customer,
-        Output::Portfolio(_) => "",
-    }
-}
-
 /// Keeps the view's snapshot and journal as batches come in.
 struct Keeper {
     hub: Arc<Hub>,
@@ -727,7 +711,8 @@ struct Keeper {
     held: Arc<AtomicU64>,
     /// `None` until a generation is started (or after a write failed).
     journal: Option<snapshot::Journal>,
-    /// The generation of the last snapshot written.
+    /// The generation of the last snapshot written (the journal's while
+    /// there is one; kept for a start after a failed write).
     generation: u64,
     /// Batches taken in and not yet in the journal.
     pending: Vec<Arc<[Output]>>,
@@ -778,7 +763,7 @@ impl Keeper {
                 if std::mem::take(&mut self.failing) {
                     tracing::info!("the view's snapshot is written again");
                 }
-                self.generation += u64::from(fold);
+                self.generation = journal.generation();
                 self.journal = Some(journal);
                 self.held.store(taken, Relaxed);
             }

@@ -14,7 +14,7 @@
 //! generation than the snapshot's is never read: an older batch applied
 //! after a newer snapshot would undo a restatement.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -134,13 +134,10 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// The file's bytes; `None` when there is none.
 fn read(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
-    let mut bytes = Vec::new();
-    match std::fs::File::open(path) {
-        Ok(mut file) => {
-            file.read_to_end(&mut bytes)?;
-            Ok(Some(bytes))
-        }
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -236,6 +233,11 @@ impl Journal {
     /// every batch appended.
     pub fn fold(self, records: &[Output]) -> std::io::Result<Self> {
         Self::start(&self.dir, self.generation, records)
+    }
+
+    /// The generation of the snapshot the journal follows.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Bytes of the snapshot and the journal.

@@ -275,11 +275,7 @@ pub async fn run(
                 metrics.connection_errors.fetch_add(1, Relaxed);
                 // Messages may be queuing for us at the broker: not idle.
                 metrics.subscribed.store(false, Relaxed);
-                if closed_by_broker(&error) {
-                    takeovers.closed_by_broker(Instant::now());
-                } else {
-                    takeovers.failed();
-                }
+                takeovers.lost(&error, Instant::now());
                 if let Some(size) = oversized_packet(&error) {
                     // Take it on the next connection: admission refuses it
                     // as too_large and acknowledges it, so it stops looping.
@@ -315,19 +311,6 @@ async fn settles(takeovers: &Takeovers) {
     match takeovers.settles_at() {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-/// The broker closed an established connection (what it does to the older
-/// of two clients with one client id).
-pub(crate) fn closed_by_broker(error: &ConnectionError) -> bool {
-    match error {
-        ConnectionError::MqttState(StateError::ConnectionAborted) => true,
-        ConnectionError::MqttState(StateError::Io(e)) | ConnectionError::Io(e) => matches!(
-            e.kind(),
-            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
-        ),
-        _ => false,
     }
 }
 

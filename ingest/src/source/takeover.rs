@@ -11,6 +11,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use rumqttc::{ConnectionError, StateError};
+
 /// Drops followed by an accept within [`AT_ONCE`] that make a fight.
 const LIKELY: usize = 3;
 /// How far back those are counted.
@@ -66,8 +68,18 @@ impl Takeovers {
         (true, None)
     }
 
+    /// The connection failed with `error`: the broker closed it, or it
+    /// failed otherwise.
+    pub fn lost(&mut self, error: &ConnectionError, now: Instant) {
+        if closed_by_broker(error) {
+            self.closed_by_broker(now);
+        } else {
+            self.failed();
+        }
+    }
+
     /// The broker closed the connection.
-    pub fn closed_by_broker(&mut self, now: Instant) {
+    fn closed_by_broker(&mut self, now: Instant) {
         if self.connected_at.take().is_some() {
             self.dropped_at = Some(now);
         }
@@ -75,7 +87,7 @@ impl Takeovers {
 
     /// Any other failure (the broker cannot be reached, a refused connect,
     /// a protocol error): not a takeover.
-    pub fn failed(&mut self) {
+    fn failed(&mut self) {
         self.connected_at = None;
         self.dropped_at = None;
     }
@@ -102,6 +114,19 @@ impl Takeovers {
         self.connected_at
             .filter(|_| self.contested)
             .map(|t| t + SETTLED)
+    }
+}
+
+/// The broker closed an established connection (what it does to the older
+/// of two clients with one client id).
+fn closed_by_broker(error: &ConnectionError) -> bool {
+    match error {
+        ConnectionError::MqttState(StateError::ConnectionAborted) => true,
+        ConnectionError::MqttState(StateError::Io(e)) | ConnectionError::Io(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
     }
 }
 
