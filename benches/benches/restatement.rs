@@ -42,12 +42,11 @@ fn restatement(c: &mut Criterion) {
     let devices: HashSet<_> = capture.batches.iter().map(|b| b.device.clone()).collect();
     let device_days = devices.len() as u64 * (u64::from(spec.days) - 1);
     let spec_of = config.customers[&*customer].clone();
-    let day = config.day_window().expect("a day window").name.clone();
 
     let pass = |archive: &mut Archive| {
         let read = archive.from_floor(&customer, floor).expect("read");
         let windows = restatement.windows(&config, read.earlier, read.batches);
-        let folded = journey_records(&windows, &day);
+        let folded = journey_records(&config, &windows);
         let refolded = refold(&config, spec_of.clone(), None, folded, None);
         (windows.len(), refolded.outputs.len())
     };

@@ -211,6 +211,11 @@ impl EngineConfig {
         self.windows.iter().find(|w| w.length_ms == DAY_MS)
     }
 
+    /// The hourly window, if configured: the open day is read from it.
+    pub fn hour_window(&self) -> Option<&WindowSpec> {
+        self.windows.iter().find(|w| w.length_ms == HOUR_MS)
+    }
+
     /// Bounds of the window of `spec` that holds `at` for `customer`. For a
     /// customer with a time zone, the daily window is the local day (23 or
     /// 25 hours long on daylight-saving changes) and a shorter window that

@@ -88,6 +88,31 @@ impl JourneyBoard {
         }
     }
 
+    /// Notes the states of the days a restatement folded again (`days`,
+    /// oldest first), in place of those noted for the same days before it:
+    /// a state noted live before the late data came holds the days as they
+    /// were, and a later restatement or a restart that starts from it would
+    /// carry them on (a wrong 7-day movement, trend or outcome streak).
+    pub fn refolded(&self, customer: &Id, days: &[JourneyState]) {
+        let Some(first) = days.first().and_then(|d| d.last_day_end) else {
+            return;
+        };
+        if !self.persisted {
+            return;
+        }
+        if let Some(kept) = &self.days {
+            // Taken in order, so these replace the older ones in the archive.
+            lock(kept).extend(days.iter().map(|d| (customer.clone(), d.clone())));
+        }
+        let mut closed = lock(&self.closed);
+        let states = closed.entry(customer.clone()).or_default();
+        states.retain(|s| s.last_day_end.is_some_and(|end| end < first));
+        states.extend(days.iter().cloned());
+        while states.len() > HELD_STATES {
+            states.pop_front();
+        }
+    }
+
     /// Each customer's newest state whose last day ended before `before`
     /// (every record of those days is in every store), dropping the states
     /// older than it; a customer with none keeps the one taken before.
@@ -121,4 +146,62 @@ pub const HELD_STATES: usize = 32;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kpi::fleet_days::{day, spec};
+
+    /// The states of days 0..n of a journey whose days worked `utilisation`.
+    fn states(days: u64, utilisation: f64) -> Vec<JourneyState> {
+        let mut journey = Journey::new(spec(4));
+        (0..days)
+            .map(|d| {
+                journey.close_day(&day(d, 4, 1.0, utilisation), &mut Vec::new());
+                journey.snapshot()
+            })
+            .collect()
+    }
+
+    /// A restatement folds days 3..6 again after the live journey closed
+    /// them: the checkpoint and the archive then hold the folded states,
+    /// never a live one of those days noted before them.
+    #[test]
+    fn a_journey_folded_again_replaces_the_states_of_its_days() {
+        let board = JourneyBoard::persisted(HashMap::new()).keeping_days();
+        let customer: Id = "c".into();
+        let live = states(6, 0.2);
+        for state in &live {
+            board.closed(&Journey::restore(spec(4), state.clone()));
+        }
+        let folded: Vec<JourneyState> = states(6, 0.5).split_off(3);
+        board.refolded(&customer, &folded);
+
+        // The archive takes the days in order, each day's last state winning.
+        let mut archive: HashMap<Option<EventTime>, JourneyState> = HashMap::new();
+        for (c, state) in board.take_days() {
+            assert_eq!(c, customer);
+            archive.insert(state.last_day_end, state);
+        }
+        for (d, want) in live[..3].iter().chain(&folded).enumerate() {
+            assert_eq!(&archive[&want.last_day_end], want, "day {d}");
+        }
+        // Whatever the checkpoint takes, from any day on, is folded or
+        // older than the folded days.
+        for before in 1..=7 {
+            let covered = board.covered_before(before * crate::config::DAY_MS + 1);
+            if let Some(states) = covered {
+                let state = &states[&customer];
+                let end = state.last_day_end.unwrap() / crate::config::DAY_MS;
+                let want = if end <= 3 {
+                    &live[end as usize - 1]
+                } else {
+                    &folded[end as usize - 4]
+                };
+                assert_eq!(state, want, "covered before day {before}");
+            }
+        }
+        assert_ne!(live[5], folded[2]);
+    }
 }

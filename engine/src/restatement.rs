@@ -15,6 +15,7 @@ use crate::config::EngineConfig;
 use crate::customer::CustomerSpec;
 use crate::device_map::DeviceMap;
 use crate::kpi::journey::{Journey, JourneyState};
+use crate::kpi::open_day::OpenDay;
 use crate::kpi::{CustomerKpi, OpenWindow, Output, WindowIds, WindowPart};
 use crate::model::{DeviceBatch, EventTime, Id};
 use crate::operators::device_state::{DeviceMemory, MeterFaults, processing_order};
@@ -160,13 +161,25 @@ impl Fold<'_> {
 }
 
 /// The restated records a journey is folded over: customer windows of
-/// every length and the devices' daily rollups (`day`: the day window's
-/// label).
-pub fn journey_records(records: &[Output], day: &str) -> Vec<Output> {
+/// every length, the devices' daily rollups, and their hourly windows after
+/// the last day (those the open day reads which devices reported).
+pub fn journey_records(config: &EngineConfig, records: &[Output]) -> Vec<Output> {
+    let Some(day) = config.day_window().map(|d| &d.name) else {
+        return Vec::new();
+    };
+    let hour = config.hour_window().map(|h| &h.name);
+    let last_day = (records.iter())
+        .filter_map(|r| match r {
+            Output::Customer(k) if &k.window == day => Some(k.window_end),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
     (records.iter())
         .filter(|r| match r {
             Output::Customer(_) => true,
-            Output::Device(d) => &*d.window == day,
+            Output::Device(d) if &d.window == day => true,
+            Output::Device(d) => Some(&d.window) == hour && d.window_start >= last_day,
             _ => false,
         })
         .cloned()
@@ -184,6 +197,25 @@ pub struct Refolded {
     pub days: Vec<JourneyState>,
     /// Where it ended.
     pub journey: Journey,
+    /// The day after the last one closed, as far as its restated hourly
+    /// windows go: what the provisional score reads.
+    pub open_day: Option<OpenDay>,
+}
+
+impl Refolded {
+    /// The open day `next_day`, as the operator starts it: once a day has
+    /// closed.
+    fn open_day_at(
+        &mut self,
+        next_day: Option<(EventTime, EventTime)>,
+        zone: &jiff::tz::TimeZone,
+    ) -> Option<&mut OpenDay> {
+        let (start, end) = next_day?;
+        if self.open_day.as_ref().is_none_or(|o| o.start() != start) {
+            self.open_day = Some(OpenDay::new(start, end).in_zone(Some(zone)));
+        }
+        self.open_day.as_mut()
+    }
 }
 
 /// Folds `spec`'s journey again from `base` (its state at the end of the
@@ -192,7 +224,9 @@ pub struct Refolded {
 /// customer-success operator folds them: in emission order, a day's device
 /// rollups before its other windows before the day itself, and the days
 /// without telemetry closed empty, up to `until` (the live journey's last
-/// closed day).
+/// closed day). The hourly windows fill each open day as the operator's
+/// do: the day's shape is learned from them at its close, and the last
+/// one is handed back for the provisional score.
 pub fn refold(
     config: &EngineConfig,
     spec: CustomerSpec,
@@ -201,18 +235,20 @@ pub fn refold(
     until: Option<EventTime>,
 ) -> Refolded {
     let customer = spec.id.clone();
-    let mut journey = match base {
-        Some(state) => Journey::restore(spec, state),
-        None => Journey::new(spec),
+    let zone = spec.timezone.clone();
+    let mut fold = Refolded {
+        outputs: Vec::new(),
+        days: Vec::new(),
+        journey: match base {
+            Some(state) => Journey::restore(spec, state),
+            None => Journey::new(spec),
+        },
+        open_day: None,
     };
-    let (mut outputs, mut days) = (Vec::new(), Vec::new());
     let Some(day) = config.day_window() else {
-        return Refolded {
-            outputs,
-            days,
-            journey,
-        };
+        return fold;
     };
+    let hour = config.hour_window().map(|h| &h.name);
     let emitted = |r: &Output| match r {
         Output::Device(d) => (d.window_end, 0),
         Output::Customer(k) if k.window != day.name => (k.window_end, 1),
@@ -220,56 +256,63 @@ pub fn refold(
         _ => (EventTime::MAX, 3),
     };
     records.sort_by_key(emitted);
-    let mut next_day = journey
-        .last_day_end()
-        .map(|last| config.window_bounds(day, &customer, last));
-    let close_empty_until = |journey: &mut Journey,
-                             next_day: &mut Option<(EventTime, EventTime)>,
-                             bound: EventTime,
-                             out: &mut Vec<Output>,
-                             days: &mut Vec<JourneyState>| {
-        while let Some((start, end)) = *next_day {
-            if end > bound {
-                break;
+    let mut next_day =
+        (fold.journey.last_day_end()).map(|last| config.window_bounds(day, &customer, last));
+    let close_empty_until =
+        |fold: &mut Refolded, next_day: &mut Option<(EventTime, EventTime)>, bound: EventTime| {
+            while let Some((start, end)) = *next_day {
+                if end > bound {
+                    break;
+                }
+                let empty = CustomerKpi {
+                    customer: customer.clone(),
+                    window: day.name.clone(),
+                    window_start: start,
+                    window_end: end,
+                    devices_purchased: fold.journey.spec().contract.devices_purchased,
+                    ..CustomerKpi::default()
+                };
+                fold.journey.close_day(&empty, &mut fold.outputs);
+                fold.open_day = None;
+                fold.days.push(fold.journey.snapshot());
+                *next_day = Some(config.window_bounds(day, &customer, end));
             }
-            let empty = CustomerKpi {
-                customer: customer.clone(),
-                window: day.name.clone(),
-                window_start: start,
-                window_end: end,
-                devices_purchased: journey.spec().contract.devices_purchased,
-                ..CustomerKpi::default()
-            };
-            journey.close_day(&empty, out);
-            days.push(journey.snapshot());
-            *next_day = Some(config.window_bounds(day, &customer, end));
-        }
-    };
+        };
     for record in records {
         match record {
-            Output::Device(d) if d.window == day.name => journey.observe_device(&d),
+            Output::Device(d) if d.window == day.name => fold.journey.observe_device(&d),
+            Output::Device(d) if Some(&d.window) == hour => {
+                if let Some(open) = fold.open_day_at(next_day, &zone)
+                    && open.holds(d.window_start, d.window_end)
+                {
+                    open.add_device_hour(&d);
+                }
+            }
             Output::Customer(k) if k.window == day.name => {
-                close_empty_until(
-                    &mut journey,
-                    &mut next_day,
-                    k.window_start,
-                    &mut outputs,
-                    &mut days,
-                );
-                journey.close_day(&k, &mut outputs);
-                days.push(journey.snapshot());
+                close_empty_until(&mut fold, &mut next_day, k.window_start);
+                fold.journey.close_day(&k, &mut fold.outputs);
+                if let Some(open) = fold.open_day.take()
+                    && open.start() == k.window_start
+                {
+                    (fold.journey).learn_shape(open.hours(), k.totals.operating_hours);
+                }
+                fold.days.push(fold.journey.snapshot());
                 next_day = Some(config.window_bounds(day, &customer, k.window_end));
             }
-            Output::Customer(k) => journey.observe_window(&k, &mut outputs),
+            Output::Customer(k) => {
+                if Some(&k.window) == hour
+                    && let Some(open) = fold.open_day_at(next_day, &zone)
+                    && open.holds(k.window_start, k.window_end)
+                {
+                    open.add_hour(&k);
+                }
+                fold.journey.observe_window(&k, &mut fold.outputs);
+            }
             _ => {}
         }
     }
     if let Some(until) = until {
-        close_empty_until(&mut journey, &mut next_day, until, &mut outputs, &mut days);
+        close_empty_until(&mut fold, &mut next_day, until);
     }
-    Refolded {
-        outputs,
-        days,
-        journey,
-    }
+    fold
 }

@@ -461,7 +461,10 @@ fn a_journey_folded_again_over_restated_windows_equals_the_in_order_run() {
         config.journeys = std::sync::Arc::new(JourneyBoard::persisted(Default::default()));
         config
     };
-    let reference = run_batches(with_board(), 1, 2 * HOUR_MS, in_order.clone()).unwrap();
+    let reference_config = with_board();
+    let reference =
+        run_batches(reference_config.clone(), 1, 2 * HOUR_MS, in_order.clone()).unwrap();
+    let reference_ends = reference_config.journeys.covered_before(u64::MAX).unwrap();
     assert!(reference.late.is_empty());
     let live_config = with_board();
     let live = run_batches(live_config.clone(), 1, 2 * HOUR_MS, published).unwrap();
@@ -512,6 +515,18 @@ fn a_journey_folded_again_over_restated_windows_equals_the_in_order_run() {
         let spec = live_config.customers[customer].clone();
         let refolded = refold(&live_config, spec, Some(base), restated, until);
         assert_eq!(refolded.journey.last_day_end(), until);
+        // What the journey goes on from equals the in-order run's, the
+        // day shape the open day is read at included (learned from the
+        // restated hours: the live run could not learn the days whose
+        // hours came late).
+        let (state, want_state) = (refolded.journey.snapshot(), &reference_ends[customer]);
+        assert_eq!(&state, want_state, "{customer}");
+        assert_ne!(
+            ends[customer].clone(),
+            state,
+            "{customer}: the live journey's state differs"
+        );
+        assert!(refolded.journey.shape().done_by(24).is_some());
 
         let got = journey_rows(&refolded.outputs, customer, floor);
         let want = journey_rows(&reference.outputs, customer, floor);

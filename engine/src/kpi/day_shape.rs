@@ -4,11 +4,14 @@
 //! ([`super::open_day::OpenDay::at_pace`]): a fleet that works one shift has
 //! done half its usual day by mid-shift, not by noon.
 //!
-//! Kept in memory with the open day, not in the journey's stored state: after
-//! a restart the shape is learned again from the days that close, and until
-//! one has, the open day is read at a uniform pace.
+//! Kept in the journey's state: a restart restores it (it used to be learned
+//! again from the days that closed after one, the open day read at a
+//! uniform pace meanwhile, so a restart changed the provisional score), and
+//! a restatement learns the days it folds again from their restated hours.
 
 use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
 
 /// Days the shape is averaged over.
 const DAYS: usize = 7;
@@ -19,7 +22,7 @@ pub const TOO_EARLY: f64 = 0.1;
 
 /// Each hour's share of the day's operating hours, for the last [`DAYS`]
 /// days learned (hour 0 is the day's first, in the customer's time zone).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DayShape {
     days: VecDeque<Vec<f64>>,
 }

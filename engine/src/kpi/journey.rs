@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use super::day_shape::DayShape;
 use super::forecast::{self, Forecast, Method};
 use super::health::{self, Band, HealthComponents, HealthPoints, HealthRecord, Stage};
 use super::milestone::{MilestoneKind, MilestoneRecord, MilestoneStatus};
@@ -63,6 +64,10 @@ pub struct Journey {
     /// that replays a day already closed hands its health on again (the
     /// portfolio of that day may still be open) instead of judging it twice.
     recent_health: VecDeque<HealthRecord>,
+    /// When in its day the fleet usually works: the pace the open day's
+    /// provisional score is read at. Kept with the journey, so a restart
+    /// or a restatement reads the open day as a run without them would.
+    shape: DayShape,
 }
 
 /// Health records a journey keeps for replayed days.
@@ -86,6 +91,10 @@ pub struct JourneyState {
     scores: VecDeque<f64>,
     lost_champion: Option<Id>,
     recent_health: VecDeque<HealthRecord>,
+    /// Last, and empty in a state written before it was kept (see
+    /// [`JourneyState::from_bincode`]).
+    #[serde(default)]
+    shape: DayShape,
 }
 
 /// Mean of `f` over `days`, 0 for none.
@@ -156,6 +165,7 @@ impl Journey {
             scores: VecDeque::new(),
             lost_champion: None,
             recent_health: VecDeque::new(),
+            shape: DayShape::default(),
         }
     }
 
@@ -177,6 +187,7 @@ impl Journey {
             scores: self.scores.clone(),
             lost_champion: self.lost_champion.clone(),
             recent_health: self.recent_health.clone(),
+            shape: self.shape.clone(),
         }
     }
 
@@ -204,6 +215,7 @@ impl Journey {
             scores: state.scores,
             lost_champion: state.lost_champion,
             recent_health: state.recent_health,
+            shape: state.shape,
             ..journey
         }
     }
@@ -211,6 +223,17 @@ impl Journey {
     /// The customer.
     pub fn spec(&self) -> &CustomerSpec {
         &self.spec
+    }
+
+    /// When in its day the fleet usually works.
+    pub fn shape(&self) -> &DayShape {
+        &self.shape
+    }
+
+    /// Learns the day just closed from its `hours`, as the open day took
+    /// them in ([`DayShape::learn`]).
+    pub fn learn_shape(&mut self, hours: &[f64], closed: f64) {
+        self.shape.learn(hours, closed);
     }
 
     /// End of the last closed day.

@@ -27,7 +27,6 @@ use super::route;
 use crate::adoption::{JourneyAnswer, JourneyRequest};
 use crate::config::EngineConfig;
 use crate::config::HOUR_MS;
-use crate::kpi::day_shape::DayShape;
 use crate::kpi::journey::Journey;
 use crate::kpi::open_day::OpenDay;
 use crate::kpi::risk::{AlertRecord, AlertStatus};
@@ -75,8 +74,6 @@ struct Tracked {
     due: EventTime,
     /// The open day's hourly windows so far (provisional health).
     open_day: Option<OpenDay>,
-    /// When in its day the fleet usually works (the open day's pace).
-    shape: DayShape,
 }
 
 impl Tracked {
@@ -93,7 +90,21 @@ impl Tracked {
             provisional: Vec::new(),
             due: 0,
             open_day: None,
-            shape: DayShape::default(),
+        }
+    }
+}
+
+impl Tracked {
+    /// After its journey was folded again: the open day as its restated
+    /// hours fill it (`open`; the live one when the restatement held none
+    /// of them), to be read again.
+    fn reopen(&mut self, open: Option<OpenDay>) {
+        let start = self.next_day.as_ref().map(|(start, _, _)| *start);
+        if let Some(open) = open.filter(|o| Some(o.start()) == start) {
+            self.open_day = Some(open);
+        }
+        if let Some(open) = &mut self.open_day {
+            open.changed = true;
         }
     }
 }
@@ -247,7 +258,7 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                                         && open.start() == k.window_start
                                     {
                                         let closed = k.totals.operating_hours;
-                                        t.shape.learn(open.hours(), closed);
+                                        t.journey.learn_shape(open.hours(), closed);
                                     }
                                     settle_provisional(t, k.window_end, &mut out);
                                     next_due = 0;
@@ -296,7 +307,15 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                 let mine = |c: &Id| owner(c, peers) == index;
                 for (request, reply) in adoptions.take_where(mine) {
                     let ambient = ambient.as_ref().map(|c| (c, latest_seen));
+                    let customer = request.customer.clone();
                     let answer = adopt(&mut tracked, &config, request, ambient);
+                    if let (JourneyAnswer::Adopted { .. }, Some(t)) =
+                        (&answer, tracked.get_mut(&customer))
+                    {
+                        // The open day read again, against the journey
+                        // folded again and its restated hours.
+                        judge_open_day(t, &customer, &day.name, output);
+                    }
                     let _ = reply.send(answer);
                     next_due = 0;
                 }
@@ -356,8 +375,8 @@ fn judge_open_day(t: &mut Tracked, customer: &Id, day: &Id, output: &mut Out<'_,
     if !std::mem::take(&mut open.changed) {
         return;
     }
-    let health =
-        (open.at_pace(customer, day, &t.shape)).and_then(|kpi| t.journey.provisional_health(&kpi));
+    let health = (open.at_pace(customer, day, t.journey.shape()))
+        .and_then(|kpi| t.journey.provisional_health(&kpi));
     let alerts = (open.so_far(customer, day))
         .map(|kpi| t.journey.provisional_alerts(&kpi, FROM_HOURS))
         .unwrap_or_default();
@@ -605,8 +624,11 @@ fn adopt(
         return JourneyAnswer::Behind;
     }
     t.journey = refolded.journey;
+    t.reopen(refolded.open_day);
     t.due = 0;
-    config.journeys.closed(&t.journey);
+    config
+        .journeys
+        .refolded(&t.journey.spec().id, &refolded.days);
     JourneyAnswer::Adopted {
         outputs: refolded.outputs,
         days: refolded.days,
@@ -643,7 +665,10 @@ fn adopt_backfilled(
         let (start, end) = config.window_bounds(day, &t.journey.spec().id, last);
         (start, end, cap.delayed(&end.max(*cap.time())))
     });
-    config.journeys.closed(&t.journey);
+    t.reopen(refolded.open_day);
+    config
+        .journeys
+        .refolded(&t.journey.spec().id, &refolded.days);
     JourneyAnswer::Adopted {
         outputs: refolded.outputs,
         days: refolded.days,

@@ -314,6 +314,21 @@ fn blob<'r>(path: &Path, row: &'r rusqlite::Row, i: usize) -> Result<&'r [u8], A
     (row.get_ref(i).and_then(|v| Ok(v.as_blob()?))).map_err(|e| fail(path, e))
 }
 
+/// A journey state as [`Archive::keep_journeys`] wrote it. A state kept
+/// before the day shape was (its last field) lacks it: bincode writes
+/// fields one after the other, so the old bytes with an empty shape after
+/// them are the state with a shape still to learn.
+fn journey_state(mut body: Vec<u8>) -> Result<JourneyState, bincode::Error> {
+    match bincode::deserialize(&body) {
+        Ok(state) => Ok(state),
+        Err(e) => {
+            let empty = fleetpulse_engine::kpi::day_shape::DayShape::default();
+            body.extend(bincode::serialize(&empty)?);
+            bincode::deserialize(&body).map_err(|_| e)
+        }
+    }
+}
+
 fn decode(path: &Path, body: &[u8]) -> Result<DeviceBatch, ArchiveError> {
     bincode::deserialize(body).map_err(|e| fail(path, format!("damaged batch: {e}")))
 }
@@ -1243,7 +1258,7 @@ impl Archive {
             )
             .optional()
             .map_err(|e| fail(&path, e))?;
-        body.map(|b| bincode::deserialize(&b).map_err(|e| fail(&path, format!("journey: {e}"))))
+        body.map(|b| journey_state(b).map_err(|e| fail(&path, format!("journey: {e}"))))
             .transpose()
     }
 
@@ -1698,6 +1713,48 @@ mod tests {
     }
 
     const T0: u64 = 1_767_571_200_000;
+
+    /// A journey state kept before the day shape was part of it (its bytes
+    /// end where the shape's begin) still reads, its shape to learn; one
+    /// kept with a shape reads back whole.
+    #[test]
+    fn a_journey_state_kept_before_the_day_shape_still_reads() {
+        use fleetpulse_engine::kpi::journey::Journey;
+        use fleetpulse_engine::{Contract, CustomerSpec, Segment, Totals};
+        let contract = Contract {
+            arr: 1000.0,
+            start: T0,
+            renewal: T0 + 400 * 86_400_000,
+            devices_purchased: 2,
+            operator_seats: 2,
+        };
+        let mut journey = Journey::new(CustomerSpec::new("c1", Segment::LowTouch, contract));
+        let day = CustomerKpi {
+            customer: "c1".into(),
+            window: "1d".into(),
+            window_start: T0,
+            window_end: T0 + 86_400_000,
+            totals: Totals {
+                operating_hours: 8.0,
+                samples: 10,
+                ..Totals::default()
+            },
+            ..CustomerKpi::default()
+        };
+        journey.close_day(&day, &mut Vec::new());
+        let unshaped = journey.snapshot();
+        let mut new = bincode::serialize(&unshaped).unwrap();
+        // An empty shape is its length, a u64 0: the old bytes lack it.
+        let old = new[..new.len() - 8].to_vec();
+        assert_eq!(journey_state(old).unwrap(), unshaped);
+        journey.learn_shape(&[4.0, 4.0], 8.0);
+        let shaped = journey.snapshot();
+        assert_ne!(shaped, unshaped);
+        new = bincode::serialize(&shaped).unwrap();
+        assert_eq!(journey_state(new.clone()).unwrap(), shaped);
+        // Damage is still damage.
+        assert!(journey_state(new[..new.len() / 2].to_vec()).is_err());
+    }
 
     #[test]
     fn batches_by_customer_and_time_across_days_without_duplicates() {

@@ -871,7 +871,7 @@ fn go_on(
     let journey = spec.zip(day);
     // The journey folds every window; other devices' windows go to the
     // stores as the live dataflow emitted them.
-    let folded = (journey.as_ref()).map(|(_, day)| journey_records(&windows.records, day));
+    let folded = (journey.as_ref()).map(|_| journey_records(engine, &windows.records));
     let records = windows.changed(&pending);
     let (Some((spec, day)), Some(folded)) = (journey, folded) else {
         // No journey to fold: the windows the engine emitted only.

@@ -290,19 +290,28 @@ impl FanOut {
 
     async fn store_checkpoint(&self, dir: PathBuf, failing: &mut Failing) {
         let written: Vec<u64> = self.written.iter().map(|w| w.load(Relaxed)).collect();
-        let Some(plan) = self.ledger().plan(&written) else {
-            return;
+        let (plan, stored_before) = {
+            let mut ledger = self.ledger();
+            (ledger.plan(&written), ledger.checkpoint().written_before)
         };
         // Journey states first: a state is never behind the checkpoint it
         // goes with (a crash between the two leaves states the stores
-        // already cover, which the replay then skips).
-        let journeys = self.journeys.covered_before(plan.written_before);
+        // already cover, which the replay then skips). Without a new
+        // checkpoint too: a journey folded again by late data replaces the
+        // states of its days, and a restart must not restore the old ones
+        // (its pass, until every store wrote it, runs again after one).
+        let before = plan.as_ref().map_or(stored_before, |p| p.written_before);
+        let journeys = self.journeys.covered_before(before);
+        if plan.is_none() && journeys.is_none() {
+            return;
+        }
         let with_journeys = journeys.is_some();
+        let checkpoint = plan;
         let stored = blocking(move || {
             if let Some(journeys) = journeys {
                 super::journeys::store(&dir, journeys)?;
             }
-            plan.store(&dir)
+            checkpoint.map_or(Ok(()), |plan| plan.store(&dir))
         })
         .await;
         match stored {
@@ -311,7 +320,7 @@ impl FanOut {
                 if with_journeys {
                     self.journeys.stored();
                 }
-                if let Some(cut) = self.ledger().stored(plan) {
+                if let Some(cut) = plan.and_then(|plan| self.ledger().stored(plan)) {
                     let _ = self.cut.send(cut);
                 }
             }
