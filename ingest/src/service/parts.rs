@@ -2,10 +2,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use fleetpulse_engine::{
     Cluster, CustomerSpec, Engine, EngineConfig, EngineError, EngineEvent, EngineOptions,
-    EventTime, StatsSnapshot,
+    EventTime, Output, StatsSnapshot,
 };
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -19,7 +20,7 @@ use crate::delivery::DeliveryError;
 use crate::delivery::ledger::Ledger;
 use crate::metrics::IngestMetrics;
 use crate::sinks::SinkError;
-use crate::sinks::writer::SinkReport;
+use crate::sinks::writer::{SinkReport, SinkSettings, run_sink_counted};
 use crate::source;
 
 /// The service could not start or failed while running.
@@ -357,6 +358,115 @@ fn moved_zone(
 ) -> Option<(EventTime, EventTime)> {
     let (start, end) = fleetpulse_engine::config::local_day(zone, last_day_end)?;
     (start != last_day_end).then_some((start, end))
+}
+
+/// Where the engine's records go besides the view: the sinks and the
+/// alerts, each with its channel, its count of batches written (the
+/// checkpoint's) and its task.
+pub struct Receivers {
+    pub outputs: Vec<mpsc::Sender<Arc<[Output]>>>,
+    pub written: Vec<Arc<AtomicU64>>,
+    pub sinks: Vec<tokio::task::JoinHandle<SinkReport>>,
+    pub alerts: Option<tokio::task::JoinHandle<AlertsReport>>,
+}
+
+impl Receivers {
+    /// Opens every sink (one that cannot be reached fails the start), takes
+    /// over the alerts a removed cluster member had not delivered, and
+    /// starts the alerts task when `[alerts]` is on.
+    pub async fn open(
+        config: &ServiceConfig,
+        layout: Option<&crate::delivery::rescale::Layout>,
+        tasks: &tokio_util::task::TaskTracker,
+        metrics: &Arc<IngestMetrics>,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, ServiceError> {
+        let mut receivers = Self {
+            outputs: Vec::new(),
+            written: Vec::new(),
+            sinks: Vec::new(),
+            alerts: None,
+        };
+        for sink_config in &config.sinks {
+            let sink = crate::sinks::Sink::open(sink_config).await?;
+            tracing::info!(sink = %sink.describe(), "sink open");
+            let (rx, done) = receivers.channel();
+            let settings = SinkSettings::for_config(sink_config);
+            let task = run_sink_counted(sink, rx, settings, done, metrics.clone());
+            receivers.sinks.push(tasks.spawn(task));
+        }
+        // Alerts a removed member had not delivered, into this process's
+        // outbox before the alerts task opens it.
+        let own_outbox = (config.alerts).outbox_dir(config.wal.as_ref().map(|w| w.dir.as_path()));
+        if let (Some(layout), Some(own)) = (layout, &own_outbox) {
+            let moved = crate::delivery::rescale::take_over_outboxes(layout, own)?;
+            if moved > 0 {
+                tracing::info!(alerts = moved, "took over removed members' pending alerts");
+            }
+        }
+        if config.alerts.enabled() {
+            let alerts = crate::alerts::Alerts::for_service(config)?;
+            let (rx, done) = receivers.channel();
+            receivers.alerts = Some(tasks.spawn(alerts.run(rx, shutdown.clone(), done)));
+        }
+        Ok(receivers)
+    }
+
+    /// One more receiver: its end of the channel and its written count.
+    fn channel(&mut self) -> (mpsc::Receiver<Arc<[Output]>>, Arc<AtomicU64>) {
+        let (tx, rx) = mpsc::channel(64);
+        let done = Arc::new(AtomicU64::new(0));
+        self.outputs.push(tx);
+        self.written.push(done.clone());
+        (rx, done)
+    }
+}
+
+/// How far back the WAL keeps what a restart must be able to recompute
+/// (windows and a device's previous reading): two of the longest window,
+/// two hours of time-zone slack, and the allowed lateness.
+pub fn retention_ms(config: &ServiceConfig, engine_config: &EngineConfig) -> u64 {
+    let longest = (engine_config.windows.iter())
+        .map(|w| w.length_ms)
+        .max()
+        .unwrap_or(0);
+    2 * longest + 2 * 3_600_000 + config.engine.allowed_lateness.as_millis() as u64
+}
+
+/// The operator pseudonyms, keyed from the environment (`[privacy]`); a
+/// key that is set but unusable fails the start, naming the section.
+pub fn pseudonyms(
+    config: &ServiceConfig,
+    config_path: &std::path::Path,
+) -> Result<Option<Arc<crate::privacy::Pseudonyms>>, ServiceError> {
+    let invalid = |message| ConfigError::Invalid {
+        path: config_path.to_owned(),
+        field: "privacy".into(),
+        message,
+    };
+    Ok(config.privacy.pseudonyms().map_err(invalid)?)
+}
+
+/// The AEMP pollers of `[[aemp]]`. In a cluster only process 0 polls: each
+/// member has its own WAL and position, so two pollers would count every
+/// reading twice.
+pub fn pollers(
+    config: &ServiceConfig,
+    customers: Option<&CustomersFile>,
+    metrics: &IngestMetrics,
+) -> Result<Vec<source::aemp::Poller>, ServiceError> {
+    let polls = (config.cluster.as_ref()).is_none_or(|c| !c.is_multi_process() || c.process == 0);
+    if !polls && !config.aemp.is_empty() {
+        tracing::info!("AEMP sources are polled by process 0 of the cluster");
+    }
+    Ok(source::aemp::pollers(
+        if polls { &config.aemp } else { &[] },
+        customers.map_or(&[][..], |c| c.aemp_equipment.as_slice()),
+        config.wal.as_ref().map(|w| w.dir.as_path()),
+        config.limits.max_future.as_millis() as u64,
+        config.engine.allowed_lateness,
+        metrics,
+    )?)
 }
 
 #[cfg(test)]
