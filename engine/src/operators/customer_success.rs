@@ -32,7 +32,7 @@ use crate::kpi::open_day::OpenDay;
 use crate::kpi::risk::{AlertRecord, AlertStatus};
 use crate::kpi::{CustomerKpi, Output};
 use crate::model::{EventTime, Id, Sighting};
-use crate::restatement::refold;
+use crate::restatement::{Refolded, refold};
 
 /// Extension trait adding the customer-success operator.
 pub trait CustomerSuccessExt<'scope> {
@@ -623,12 +623,22 @@ fn adopt(
     if refolded.journey.last_day_end() != until {
         return JourneyAnswer::Behind;
     }
+    adopted(t, config, refolded, observed)
+}
+
+/// `t` goes on with `refolded`, its journey folded again through
+/// `observed`: the open day read again, the states of the days folded
+/// again noted in place of the live ones; answered with its records.
+fn adopted(
+    t: &mut Tracked,
+    config: &EngineConfig,
+    refolded: Refolded,
+    observed: EventTime,
+) -> JourneyAnswer {
     t.journey = refolded.journey;
-    t.reopen(refolded.open_day);
     t.due = 0;
-    config
-        .journeys
-        .refolded(&t.journey.spec().id, &refolded.days);
+    t.reopen(refolded.open_day);
+    (config.journeys).refolded(&t.journey.spec().id, &refolded.days);
     JourneyAnswer::Adopted {
         outputs: refolded.outputs,
         days: refolded.days,
@@ -658,22 +668,12 @@ fn adopt_backfilled(
     let until = observed.min(latest_seen);
     let spec = request.spec.unwrap_or_else(|| t.journey.spec().clone());
     let refolded = refold(config, spec, request.base, records, Some(until));
-    t.journey = refolded.journey;
-    t.due = 0;
     t.observed = observed;
-    t.next_day = t.journey.last_day_end().map(|last| {
-        let (start, end) = config.window_bounds(day, &t.journey.spec().id, last);
+    t.next_day = refolded.journey.last_day_end().map(|last| {
+        let (start, end) = config.window_bounds(day, &refolded.journey.spec().id, last);
         (start, end, cap.delayed(&end.max(*cap.time())))
     });
-    t.reopen(refolded.open_day);
-    config
-        .journeys
-        .refolded(&t.journey.spec().id, &refolded.days);
-    JourneyAnswer::Adopted {
-        outputs: refolded.outputs,
-        days: refolded.days,
-        observed,
-    }
+    adopted(t, config, refolded, observed)
 }
 
 fn window_start(record: &Output) -> Option<EventTime> {
