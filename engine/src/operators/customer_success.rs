@@ -92,9 +92,7 @@ impl Tracked {
             open_day: None,
         }
     }
-}
 
-impl Tracked {
     /// After its journey was folded again: the open day as its restated
     /// hours fill it (`open`; the live one when the restatement held none
     /// of them), to be read again.
