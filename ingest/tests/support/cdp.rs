@@ -197,7 +197,23 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    /// Closes the browser from within, so it ends its renderer and zygote
+    /// processes before it exits: killed, they outlived it and wrote to the
+    /// profile while it was removed, leaving a directory in /tmp per test.
+    /// Killed only when it does not close within 5 s.
     fn drop(&mut self) {
+        self.next_id += 1;
+        let close = json!({ "id": self.next_id, "method": "Browser.close" }).to_string();
+        let asked = (self.to.write_all(close.as_bytes()))
+            .and_then(|()| self.to.write_all(&[0]))
+            .and_then(|()| self.to.flush());
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while asked.is_ok() && std::time::Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
