@@ -1,6 +1,7 @@
 //! The persisted journey states: per customer, the journey as it stood at the
 //! end of its last day that every store holds, written beside the WAL just
-//! before each checkpoint. A restart restores them, so a customer's history
+//! before each checkpoint, and when a journey folded again by late data
+//! replaced the states of its days. A restart restores them, so a customer's history
 //! (baselines, streaks, milestones, alert episodes, activation) survives
 //! although the WAL keeps only a few days; the replay then skips the days a
 //! state already covers.
