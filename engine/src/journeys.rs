@@ -70,21 +70,10 @@ impl JourneyBoard {
     }
 
     /// Notes `journey`'s state after a closed day, when the service
-    /// persists states. At most [`HELD_STATES`] are held per customer (the
-    /// checkpoint is that many days behind at most before the oldest go).
+    /// persists states.
     pub fn closed(&self, journey: &Journey) {
-        if !self.persisted {
-            return;
-        }
-        let state = journey.snapshot();
-        if let Some(days) = &self.days {
-            lock(days).push((journey.spec().id.clone(), state.clone()));
-        }
-        let mut closed = lock(&self.closed);
-        let states = closed.entry(journey.spec().id.clone()).or_default();
-        states.push_back(state);
-        while states.len() > HELD_STATES {
-            states.pop_front();
+        if self.persisted {
+            self.note(&journey.spec().id, &[journey.snapshot()]);
         }
     }
 
@@ -94,22 +83,29 @@ impl JourneyBoard {
     /// were, and a later restatement or a restart that starts from it would
     /// carry them on (a wrong 7-day movement, trend or outcome streak).
     pub fn refolded(&self, customer: &Id, days: &[JourneyState]) {
-        let Some(first) = days.first().and_then(|d| d.last_day_end) else {
+        if self.persisted {
+            self.note(customer, days);
+        }
+    }
+
+    /// Notes `states` (oldest first) for the archive and the checkpoint,
+    /// in place of any noted for their days or later ones. At most
+    /// [`HELD_STATES`] are held per customer (the checkpoint is that many
+    /// days behind at most before the oldest go).
+    fn note(&self, customer: &Id, states: &[JourneyState]) {
+        let Some(first) = states.first().and_then(|d| d.last_day_end) else {
             return;
         };
-        if !self.persisted {
-            return;
-        }
         if let Some(kept) = &self.days {
             // Taken in order, so these replace the older ones in the archive.
-            lock(kept).extend(days.iter().map(|d| (customer.clone(), d.clone())));
+            lock(kept).extend(states.iter().map(|d| (customer.clone(), d.clone())));
         }
         let mut closed = lock(&self.closed);
-        let states = closed.entry(customer.clone()).or_default();
-        states.retain(|s| s.last_day_end.is_some_and(|end| end < first));
-        states.extend(days.iter().cloned());
-        while states.len() > HELD_STATES {
-            states.pop_front();
+        let held = closed.entry(customer.clone()).or_default();
+        held.retain(|s| s.last_day_end.is_some_and(|end| end < first));
+        held.extend(states.iter().cloned());
+        while held.len() > HELD_STATES {
+            held.pop_front();
         }
     }
 

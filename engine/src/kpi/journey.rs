@@ -91,8 +91,8 @@ pub struct JourneyState {
     scores: VecDeque<f64>,
     lost_champion: Option<Id>,
     recent_health: VecDeque<HealthRecord>,
-    /// Last, and empty in a state written before it was kept (see
-    /// [`JourneyState::from_bincode`]).
+    /// Last, and empty in a state written before it was kept (the
+    /// archive's reader appends an empty one to such a state's bytes).
     #[serde(default)]
     shape: DayShape,
 }
