@@ -741,12 +741,11 @@ async fn the_dashboard_shows_after_a_restart_what_it_showed_before() {
         }
         let addr = &killed_and_filled(&mut service).await;
         let after = dashboard(addr, &fleet);
+        let mut diffs = Vec::new();
         for ((path, want), (_, got)) in before.iter().zip(&after) {
-            assert!(
-                same(want, got),
-                "after {round}: {path}:\n want {want}\n  got {got}"
-            );
+            leaf_diffs(path, want, got, &mut diffs);
         }
+        assert!(diffs.is_empty(), "after {round}:\n{}", diffs.join("\n"));
     }
     // A customer taken out of the customers file (offboarded) is gone from
     // the dashboard after the restart; the others show as before.
