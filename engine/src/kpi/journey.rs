@@ -382,22 +382,23 @@ impl Journey {
     }
 
     /// Closes one day. `kpi` is the customer's daily window (zeros when the
-    /// fleet sent nothing that day).
-    pub fn close_day(&mut self, kpi: &CustomerKpi, out: &mut Vec<Output>) {
+    /// fleet sent nothing that day). `false` for a day closed before (a
+    /// replay after a restart), which changes nothing.
+    pub fn close_day(&mut self, kpi: &CustomerKpi, out: &mut Vec<Output>) -> bool {
         let end = kpi.window_end;
         if self.last_day_end.is_some_and(|last| end <= last) {
             // A day closed before a restart, replayed: judged once already.
             // Its health goes on to the portfolio again, unchanged.
             let again = self.recent_health.iter().find(|h| h.window_end == end);
             out.extend(again.cloned().map(Output::Health));
-            return;
+            return false;
         }
         if kpi.totals.samples > 0 && self.activation.is_none() {
             self.activation = Some(kpi.first_seen);
         }
         self.last_day_end = Some(end);
         let Some(activation) = self.activation else {
-            return; // Nothing to judge before the first telemetry.
+            return true; // Nothing to judge before the first telemetry.
         };
         self.cumulative_hours += kpi.totals.operating_hours;
 
@@ -545,6 +546,7 @@ impl Journey {
             self.recent_health.pop_front();
         }
         out.push(Output::Health(health));
+        true
     }
 
     fn recent(&self, n: usize) -> impl Iterator<Item = &Day> {

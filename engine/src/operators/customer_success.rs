@@ -251,7 +251,14 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                                         &mut out,
                                         output,
                                     );
-                                    t.journey.close_day(&k, &mut out);
+                                    if !t.journey.close_day(&k, &mut out) {
+                                        // Replayed and judged before the
+                                        // restart: its hours taught the day
+                                        // shape then, and the next day
+                                        // stays the restored one.
+                                        output.session(&cap).give_iterator(out.drain(..));
+                                        continue;
+                                    }
                                     if let Some(open) = &t.open_day
                                         && open.start() == k.window_start
                                     {
