@@ -30,6 +30,10 @@ pub struct JourneyRequest {
     /// The customer's definition to fold with (a changed customers file);
     /// `None`: the live journey's.
     pub spec: Option<crate::customer::CustomerSpec>,
+    /// Whether `records` hold every hourly window of the open day so far,
+    /// the devices' too; else the live open day stays, read again against
+    /// the journey folded again.
+    pub open_day: bool,
 }
 
 /// What the operator did with a request.

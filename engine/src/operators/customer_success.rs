@@ -628,21 +628,23 @@ fn adopt(
     if refolded.journey.last_day_end() != until {
         return JourneyAnswer::Behind;
     }
-    adopted(t, config, refolded, observed)
+    adopted(t, config, refolded, observed, request.open_day)
 }
 
 /// `t` goes on with `refolded`, its journey folded again through
-/// `observed`: the open day read again, the states of the days folded
-/// again noted in place of the live ones; answered with its records.
+/// `observed`: the open day read again (the refolded one if `open_day`),
+/// the states of the days folded again noted in place of the live ones;
+/// answered with its records.
 fn adopted(
     t: &mut Tracked,
     config: &EngineConfig,
     refolded: Refolded,
     observed: EventTime,
+    open_day: bool,
 ) -> JourneyAnswer {
     t.journey = refolded.journey;
     t.due = 0;
-    t.reopen(refolded.open_day);
+    t.reopen(refolded.open_day.filter(|_| open_day));
     (config.journeys).refolded(&t.journey.spec().id, &refolded.days);
     JourneyAnswer::Adopted {
         outputs: refolded.outputs,
@@ -672,13 +674,14 @@ fn adopt_backfilled(
         .collect();
     let until = observed.min(latest_seen);
     let spec = request.spec.unwrap_or_else(|| t.journey.spec().clone());
+    let open_day = request.open_day;
     let refolded = refold(config, spec, request.base, records, Some(until));
     t.observed = observed;
     t.next_day = refolded.journey.last_day_end().map(|last| {
         let (start, end) = config.window_bounds(day, &refolded.journey.spec().id, last);
         (start, end, cap.delayed(&end.max(*cap.time())))
     });
-    adopted(t, config, refolded, observed)
+    adopted(t, config, refolded, observed, open_day)
 }
 
 fn window_start(record: &Output) -> Option<EventTime> {

@@ -24,7 +24,7 @@
 //! batches.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ops::RangeInclusive;
+use std::ops::{ControlFlow, RangeInclusive};
 use std::path::{Path, PathBuf};
 
 use fleetpulse_engine::{
@@ -1572,14 +1572,17 @@ impl Reader {
     /// for each day from the floor's on, the last batch before `floor` of
     /// each device met for the first time that day (the baseline of its
     /// first increment, [`Self::earlier`]), then the day's batches at or
-    /// after `floor` ([`Self::batches`]). A pass holds a day of its
-    /// customer, not every day since its floor; the day file holding the
-    /// floor is read once for both (its chunks straddle the floor).
+    /// after `floor` ([`Self::batches`]), and the time before which every
+    /// reading has now been given (a day file holds the batches whose first
+    /// reading is in its UTC day); it reads on while `each` says so. A pass
+    /// holds a day of its customer, not every day since its floor; the day
+    /// file holding the floor is read once for both (its chunks straddle
+    /// the floor).
     pub fn each_day_from(
         &mut self,
         customer: &str,
         floor: EventTime,
-        mut each: impl FnMut(Vec<DeviceBatch>, Vec<DeviceBatch>),
+        mut each: impl FnMut(Vec<DeviceBatch>, Vec<DeviceBatch>, EventTime) -> ControlFlow<()>,
     ) -> Result<(), ArchiveError> {
         let (mut met, mut below): (_, Option<(u64, Vec<DeviceBatch>)>) = (HashSet::new(), None);
         for day in self.days_from(floor) {
@@ -1606,7 +1609,9 @@ impl Reader {
                 self.earlier_than(customer, &new, floor, read)?
             };
             met.extend(new);
-            each(baselines, batches);
+            if each(baselines, batches, (day + 1) * DAY_MS).is_break() {
+                break;
+            }
         }
         Ok(())
     }
@@ -1631,9 +1636,10 @@ impl Reader {
         floor: EventTime,
     ) -> Result<FromFloor, ArchiveError> {
         let (mut batches, mut earlier) = (Vec::new(), Vec::new());
-        self.each_day_from(customer, floor, |baselines, day| {
+        self.each_day_from(customer, floor, |baselines, day, _| {
             earlier.extend(baselines);
             batches.extend(day);
+            ControlFlow::Continue(())
         })?;
         earlier.sort_by(|a: &DeviceBatch, b| a.device.cmp(&b.device));
         Ok(FromFloor { batches, earlier })

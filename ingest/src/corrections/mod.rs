@@ -24,7 +24,7 @@
 pub mod archive;
 
 use std::collections::{HashMap, HashSet};
-use std::ops::RangeInclusive;
+use std::ops::{ControlFlow, RangeInclusive};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
@@ -829,7 +829,7 @@ fn passes(
             }
             state.arrivals.remove(&pending.customer);
         }
-        let inputs = read_pass(archive, settings, &pending, bound)?;
+        let inputs = read_pass(archive, settings, &pending, (through, bound), flush)?;
         let pass = Started {
             pending,
             last,
@@ -871,7 +871,18 @@ fn go_on(
     let journey = spec.zip(day);
     // The journey folds every window; other devices' windows go to the
     // stores as the live dataflow emitted them.
-    let folded = (journey.as_ref()).map(|_| journey_records(engine, &windows.records));
+    let kept = match (&journey, windows.kept) {
+        (Some((_, day)), Some((after, by))) => (archive.inputs(&pending.customer, after, day)?)
+            .into_iter()
+            .filter(|r| window_end(r) <= by)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let open_day = windows.kept.is_none();
+    let folded = (journey.as_ref()).map(|_| {
+        let all: Vec<Output> = (windows.records.iter()).chain(&kept).cloned().collect();
+        journey_records(engine, &all)
+    });
     let records = windows.changed(&pending);
     let (Some((spec, day)), Some(folded)) = (journey, folded) else {
         // No journey to fold: the windows the engine emitted only.
@@ -922,6 +933,7 @@ fn go_on(
         records: folded,
         through: bound,
         spec: None,
+        open_day,
     };
     let answer = engine.adoptions.submit(request);
     state.asked.push(Asked {
@@ -976,6 +988,9 @@ fn recomputes(
             records,
             through,
             spec: Some(spec),
+            // The kept windows hold no device's hours: the live open day
+            // stays, read again with the new definition.
+            open_day: false,
         };
         let answer = engine.adoptions.submit(request);
         state.asked.push(Asked {
@@ -1118,7 +1133,8 @@ fn read_pass(
     archive: &mut Archive,
     settings: &Settings,
     pending: &Pending,
-    bound: EventTime,
+    (through, bound): (EventTime, EventTime),
+    flush: bool,
 ) -> Result<PassInputs, ArchiveError> {
     // Up to `bound`: the live journey may have taken in windows the fan-out
     // has not seen all of yet; what goes to the stores waits for them.
@@ -1130,29 +1146,44 @@ fn read_pass(
     };
     restatement.from = restatement.floor(&settings.engine);
     restatement.revision = archive.next_revision(&pending.customer)?;
+    // The archive kept every window the fan-out took in before it asked
+    // for this pass (those ending by `through`): the journey may fold
+    // those after the late data's changes as kept. Not at the stop, nor
+    // for a journey with no day closed before the floor (a backfill: its
+    // open day is the restatement's).
+    let folded_before = archive.journey_at(&pending.customer, restatement.from)?;
+    let kept_through = (!flush && folded_before.is_some()).then_some(through);
     Ok(PassInputs {
         restatement,
         late: pending.devices.clone(),
         reader: archive.reader(),
+        kept_through,
     })
 }
 
 /// What a pass's windows are computed from: the restatement, whose `from`
 /// is the start of the first window restated (the floor), the devices'
-/// late readings ([`Pending::devices`]), and a reader.
+/// late readings ([`Pending::devices`]), a reader, and the windows the
+/// archive kept for the journey (those ending by `kept_through`), which
+/// need not be computed again where the late data changed nothing.
 struct PassInputs {
     restatement: Restatement,
     late: HashMap<Id, RangeInclusive<EventTime>>,
     reader: archive::Reader,
+    kept_through: Option<EventTime>,
 }
 
 /// A pass's windows: every one of the customer's from the floor (its
-/// journey folds them all), and, for each device with late data, its first
-/// reading after its latest late one: its windows starting after that
-/// hold what they held (absent: none after it yet).
+/// journey folds them all) but those ending within `kept`, which the
+/// journey folds as the archive kept them; and, for each device with late
+/// data, its first reading after its latest late one: its windows starting
+/// after that hold what they held (absent: none after it yet).
 struct Windows {
     records: Vec<Output>,
     changed_through: HashMap<Id, EventTime>,
+    /// `(after, by)`: the windows ending after the first and by the second
+    /// are the archive's ([`Archive::inputs`]); the late data changed none.
+    kept: Option<(EventTime, EventTime)>,
 }
 
 impl Windows {
@@ -1196,11 +1227,14 @@ impl PassInputs {
             restatement,
             late,
             mut reader,
+            kept_through,
         } = self;
         let (customer, floor) = (&restatement.customer, restatement.from);
         let mut changed_through: HashMap<Id, EventTime> = HashMap::new();
         let mut fold = restatement.fold(engine);
-        reader.each_day_from(customer, floor, |mut batches, day| {
+        let (mut changes_end, mut days) = (None, 0);
+        reader.each_day_from(customer, floor, |mut batches, day, given_before| {
+            days += 1;
             batches.extend(day);
             for b in &batches {
                 let Some(late) = late.get(&b.device).filter(|_| b.customer == *customer) else {
@@ -1213,20 +1247,51 @@ impl PassInputs {
                 }
             }
             fold.add(batches);
+            // Every window the late data changed is whole now: those after
+            // it are the archive's up to `kept_through`.
+            changes_end = kept_through
+                .and(last_changed(engine, customer, &late, &changed_through))
+                .filter(|end| *end <= given_before && Some(*end) < kept_through);
+            match changes_end {
+                Some(_) => ControlFlow::Break(()),
+                None => ControlFlow::Continue(()),
+            }
         })?;
-        let records = fold.finish();
+        let mut records = fold.finish();
+        let kept = changes_end.zip(kept_through);
+        if let Some((changed, kept)) = kept {
+            records.retain(|r| window_end(r) <= changed);
+            // The windows the fan-out had not taken in yet, from scratch.
+            if kept < restatement.through {
+                let after = Restatement {
+                    from: kept,
+                    ..restatement.clone()
+                };
+                let mut fold = after.fold(engine);
+                reader.each_day_from(customer, after.floor(engine), |mut batches, day, _| {
+                    days += 1;
+                    batches.extend(day);
+                    fold.add(batches);
+                    ControlFlow::Continue(())
+                })?;
+                records.extend(fold.finish());
+            }
+        }
         tracing::debug!(
             customer = %restatement.customer,
             from = restatement.from,
             bound = restatement.through,
             revision = restatement.revision,
             windows = records.len(),
+            days,
+            ?kept,
             micros = started.elapsed().as_micros() as u64,
             "windows restated"
         );
         Ok(Windows {
             records,
             changed_through,
+            kept,
         })
     }
 
@@ -1246,6 +1311,29 @@ impl PassInputs {
         }
         Computing { pass, records }
     }
+}
+
+/// The end of the last window holding a reading the late data changed:
+/// each device's with late data, through its first reading after its
+/// latest late one. `None` while one of them has none yet (its next
+/// reading's increment is still to be split), or which devices is not known.
+fn last_changed(
+    engine: &EngineConfig,
+    customer: &Id,
+    late: &HashMap<Id, RangeInclusive<EventTime>>,
+    changed_through: &HashMap<Id, EventTime>,
+) -> Option<EventTime> {
+    if late.is_empty() {
+        return None;
+    }
+    let mut last = 0;
+    for device in late.keys() {
+        let at = *changed_through.get(device)?;
+        for spec in &engine.windows {
+            last = last.max(engine.window_bounds(spec, customer, at).1);
+        }
+    }
+    Some(last)
 }
 
 /// A late-data pass as [`passes`] started it.
@@ -1414,6 +1502,47 @@ mod tests {
         );
     }
 
+    /// A pass reads the archive through the last window holding a reading
+    /// the late data changed (each late device's next reading after its
+    /// late ones, in the customer's local day), not every day since.
+    #[test]
+    fn late_data_changes_the_windows_through_each_late_device_s_next_reading() {
+        const H: EventTime = 3_600_000;
+        // 2026-01-05T00:00Z; Berlin is an hour ahead in January.
+        const T0: EventTime = 1_767_571_200_000;
+        let mut engine = EngineConfig::default();
+        let contract = fleetpulse_engine::Contract {
+            arr: 1.0,
+            start: T0,
+            renewal: T0 + 365 * 24 * H,
+            devices_purchased: 2,
+            operator_seats: 1,
+        };
+        let mut spec = CustomerSpec::new("b", fleetpulse_engine::Segment::LowTouch, contract);
+        spec.timezone = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+        engine.customers.insert("b".into(), spec);
+        let late: HashMap<Id, RangeInclusive<EventTime>> = [
+            ("d1".into(), T0 + 10 * H..=T0 + 12 * H),
+            ("d2".into(), T0 + 30 * H..=T0 + 30 * H),
+        ]
+        .into();
+        let mut next: HashMap<Id, EventTime> = [("d1".into(), T0 + 13 * H)].into();
+        let (utc, berlin) = (Id::from("a"), Id::from("b"));
+        assert_eq!(
+            last_changed(&engine, &utc, &late, &next),
+            None,
+            "d2's is to come"
+        );
+        next.insert("d2".into(), T0 + 31 * H);
+        assert_eq!(last_changed(&engine, &utc, &late, &next), Some(T0 + 48 * H));
+        assert_eq!(
+            last_changed(&engine, &berlin, &late, &next),
+            Some(T0 + 47 * H)
+        );
+        // A row of an earlier build, without its devices: every window.
+        assert_eq!(last_changed(&engine, &utc, &HashMap::new(), &next), None);
+    }
+
     /// A device late by one reading a week ago: the pass computes every
     /// window since, the stores get only those the reading changed.
     #[test]
@@ -1467,6 +1596,7 @@ mod tests {
         let windows = Windows {
             records,
             changed_through: [("d1".into(), 11 * H + H / 12)].into(),
+            kept: None,
         };
         let kept: Vec<(String, String, EventTime)> = (windows.changed(&pending).iter())
             .map(|r| match r {
@@ -1498,6 +1628,7 @@ mod tests {
                 customer("1h", 20 * H, 21 * H),
             ],
             changed_through: HashMap::new(),
+            kept: None,
         };
         let earlier = Pending {
             devices: HashMap::new(),
