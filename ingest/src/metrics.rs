@@ -214,6 +214,9 @@ pub struct IngestMetrics {
     pub restatements: AtomicU64,
     /// Records those passes restated.
     pub records_restated: AtomicU64,
+    /// Archive day files the passes read (shared with their threads): a
+    /// pass reads through the last window its late data changed.
+    pub restatement_days_read: std::sync::Arc<AtomicU64>,
     /// KPI records the sinks wrote.
     pub records_written: AtomicU64,
     /// Failed sink write attempts (each failed retry counts).

@@ -358,6 +358,7 @@ fn run(
     // about a tenth of this thread's time with late data coming).
     let mut emitted: Vec<Emitted> = Vec::new();
     let mut state = Passes {
+        days_read: metrics.restatement_days_read.clone(),
         specs: settings.engine.customers.clone(),
         day: settings.engine.day_window().map(|d| d.name.clone()),
         ..Passes::default()
@@ -409,7 +410,7 @@ fn run(
                         answer_late(&mut archive, &mut unsynced);
                     }
                     if !quick {
-                        keep_emitted(&mut archive, state.day.as_deref(), &mut emitted);
+                        keep_emitted(&mut state, &mut archive, &mut emitted);
                     }
                     match other {
                         Command::Late {
@@ -536,7 +537,7 @@ fn run(
             }
             next = commands.try_recv().ok();
         }
-        keep_emitted(&mut archive, state.day.as_deref(), &mut emitted);
+        keep_emitted(&mut state, &mut archive, &mut emitted);
         answer_late(&mut archive, &mut unsynced);
         if live.len() >= LIVE_TRANSACTION || waiting_since.elapsed() >= LIVE_DELAY {
             flush(&mut archive, &settings, &mut live, &mut failing);
@@ -555,14 +556,17 @@ fn run(
 /// transitions are kept.
 type Emitted = (Arc<[Output]>, Option<oneshot::Sender<()>>);
 
-/// Keeps what the engine emitted since the last call, all in one go.
-fn keep_emitted(archive: &mut Archive, day: Option<&str>, emitted: &mut Vec<Emitted>) {
+/// Keeps what the engine emitted since the last call, all in one go. A
+/// failure leaves a gap in what journeys fold: passes compute every window
+/// again from then on ([`Passes::kept_gap`]).
+fn keep_emitted(state: &mut Passes, archive: &mut Archive, emitted: &mut Vec<Emitted>) {
     if emitted.is_empty() {
         return;
     }
     let records = emitted.iter().flat_map(|(records, _)| records.iter());
-    if let Err(e) = keep(archive, day, records) {
+    if let Err(e) = keep(archive, state.day.as_deref(), records) {
         tracing::error!(error = %e, "cannot keep alerts and journey inputs");
+        state.kept_gap = true;
     }
     for (_, kept) in emitted.drain(..) {
         if let Some(kept) = kept {
@@ -710,6 +714,11 @@ struct Passes {
     handed: HashMap<Id, Vec<(u64, EventTime)>>,
     /// Passes whose windows are being computed.
     computing: Vec<Computing>,
+    /// Windows emitted since the start may be missing from those the
+    /// archive kept for journeys (a write failed): no pass folds them.
+    kept_gap: bool,
+    /// Archive day files the passes read (`/metrics`).
+    days_read: Arc<AtomicU64>,
 }
 
 impl Passes {
@@ -829,7 +838,9 @@ fn passes(
             }
             state.arrivals.remove(&pending.customer);
         }
-        let inputs = read_pass(archive, settings, &pending, (through, bound), flush)?;
+        let whole = !flush && !state.kept_gap;
+        let mut inputs = read_pass(archive, settings, &pending, (through, bound), whole)?;
+        inputs.days_read = state.days_read.clone();
         let pass = Started {
             pending,
             last,
@@ -1134,7 +1145,7 @@ fn read_pass(
     settings: &Settings,
     pending: &Pending,
     (through, bound): (EventTime, EventTime),
-    flush: bool,
+    kept_whole: bool,
 ) -> Result<PassInputs, ArchiveError> {
     // Up to `bound`: the live journey may have taken in windows the fan-out
     // has not seen all of yet; what goes to the stores waits for them.
@@ -1148,16 +1159,18 @@ fn read_pass(
     restatement.revision = archive.next_revision(&pending.customer)?;
     // The archive kept every window the fan-out took in before it asked
     // for this pass (those ending by `through`): the journey may fold
-    // those after the late data's changes as kept. Not at the stop, nor
-    // for a journey with no day closed before the floor (a backfill: its
-    // open day is the restatement's).
+    // those after the late data's changes as kept (`kept_whole`: not at
+    // the stop, nor after a failed write). Not for a journey with no day
+    // closed before the floor either (a backfill: its open day is the
+    // restatement's).
     let folded_before = archive.journey_at(&pending.customer, restatement.from)?;
-    let kept_through = (!flush && folded_before.is_some()).then_some(through);
+    let kept_through = (kept_whole && folded_before.is_some()).then_some(through);
     Ok(PassInputs {
         restatement,
         late: pending.devices.clone(),
         reader: archive.reader(),
         kept_through,
+        days_read: Arc::default(),
     })
 }
 
@@ -1171,6 +1184,7 @@ struct PassInputs {
     late: HashMap<Id, RangeInclusive<EventTime>>,
     reader: archive::Reader,
     kept_through: Option<EventTime>,
+    days_read: Arc<AtomicU64>,
 }
 
 /// A pass's windows: every one of the customer's from the floor (its
@@ -1228,6 +1242,7 @@ impl PassInputs {
             late,
             mut reader,
             kept_through,
+            days_read,
         } = self;
         let (customer, floor) = (&restatement.customer, restatement.from);
         let mut changed_through: HashMap<Id, EventTime> = HashMap::new();
@@ -1277,6 +1292,7 @@ impl PassInputs {
                 records.extend(fold.finish());
             }
         }
+        days_read.fetch_add(days, Relaxed);
         tracing::debug!(
             customer = %restatement.customer,
             from = restatement.from,

@@ -115,6 +115,10 @@ pub const RECORDS_RESTATED: Family = Family::counter(
     "fleetpulse_records_restated_total",
     "Device and customer window records restated (written again with a higher revision).",
 );
+pub const RESTATEMENT_DAYS_READ: Family = Family::counter(
+    "fleetpulse_restatement_days_read_total",
+    "Archive day files the restatement passes read (each reads through the last window its late data changed).",
+);
 pub const RECORDS_WRITTEN: Family = Family::counter(
     "fleetpulse_sink_records_written_total",
     "KPI records the sinks wrote.",
@@ -206,6 +210,8 @@ pub struct Snapshot {
     pub restatements: u64,
     /// Records restated.
     pub records_restated: u64,
+    /// Archive day files the passes read.
+    pub restatement_days_read: u64,
     /// Failed write attempts.
     pub write_errors: u64,
     /// Sink queues.
@@ -291,6 +297,7 @@ pub fn render(s: &Snapshot) -> String {
     metric(DEVICES_BEHIND, &one(s.devices_behind));
     metric(RESTATEMENTS, &one(s.restatements));
     metric(RECORDS_RESTATED, &one(s.records_restated));
+    metric(RESTATEMENT_DAYS_READ, &one(s.restatement_days_read));
     metric(SINK_WRITE_ERRORS, &one(s.write_errors));
     let label = |q: &QueueSnapshot| format!("{{sink=\"{}\"}}", escape_label(&q.sink));
     let per_queue = |value: fn(&QueueSnapshot) -> usize| -> Vec<(String, String)> {
