@@ -838,7 +838,7 @@ fn passes(
             }
             state.arrivals.remove(&pending.customer);
         }
-        let whole = !flush && !state.kept_gap;
+        let whole = !state.kept_gap;
         let mut inputs = read_pass(archive, settings, &pending, (through, bound), whole)?;
         inputs.days_read = state.days_read.clone();
         let pass = Started {
@@ -1158,11 +1158,11 @@ fn read_pass(
     restatement.from = restatement.floor(&settings.engine);
     restatement.revision = archive.next_revision(&pending.customer)?;
     // The archive kept every window the fan-out took in before it asked
-    // for this pass (those ending by `through`): the journey may fold
-    // those after the late data's changes as kept (`kept_whole`: not at
-    // the stop, nor after a failed write). Not for a journey with no day
-    // closed before the floor either (a backfill: its open day is the
-    // restatement's).
+    // for this pass (those ending by `through`; at the stop, every one the
+    // engine emitted): the journey may fold those after the late data's
+    // changes as kept (`kept_whole`: not after a failed write). Not for a
+    // journey with no day closed before the floor (a backfill: its open
+    // day is the restatement's).
     let folded_before = archive.journey_at(&pending.customer, restatement.from)?;
     let kept_through = (kept_whole && folded_before.is_some()).then_some(through);
     Ok(PassInputs {
