@@ -236,8 +236,10 @@ impl CustomersFile {
     ) -> Result<HashMap<String, CustomerSpec>, ConfigError> {
         let mut specs = HashMap::new();
         let mut seen = HashMap::new();
+        let places = Places::of(text);
         for (i, c) in self.customers.iter().enumerate() {
             let at = |field: &str, span: Option<std::ops::Range<usize>>, message: String| {
+                let span = span.or_else(|| places.find(i, field));
                 at_span(path, text, &format!("customer[{i}].{field}"), span, message)
             };
             fleetpulse_proto::topic::check_id(&c.id)
@@ -391,19 +393,19 @@ impl CustomersFile {
 
             if let Some(w) = &c.health_weights {
                 let d = &mut spec.weights;
-                for (value, target) in [
-                    (w.depth, &mut d.depth),
-                    (w.breadth, &mut d.breadth),
-                    (w.utilisation, &mut d.utilisation),
-                    (w.outcome, &mut d.outcome),
-                    (w.reliability, &mut d.reliability),
-                    (w.trend, &mut d.trend),
-                    (w.maturity, &mut d.maturity),
+                for (name, value, target) in [
+                    ("depth", w.depth, &mut d.depth),
+                    ("breadth", w.breadth, &mut d.breadth),
+                    ("utilisation", w.utilisation, &mut d.utilisation),
+                    ("outcome", w.outcome, &mut d.outcome),
+                    ("reliability", w.reliability, &mut d.reliability),
+                    ("trend", w.trend, &mut d.trend),
+                    ("maturity", w.maturity, &mut d.maturity),
                 ] {
                     if let Some(v) = value {
                         if !(v.is_finite() && v >= 0.0) {
                             return Err(at(
-                                "health_weights",
+                                &format!("health_weights.{name}"),
                                 None,
                                 format!("weight {v} must be a non-negative number"),
                             ));
@@ -592,6 +594,79 @@ fn thresholds(base: RiskThresholds, overrides: &toml::Table) -> Result<RiskThres
     toml::Value::Table(table)
         .try_into()
         .map_err(|e: toml::de::Error| e.message().to_string())
+}
+
+/// Where each customer's fields are in the file, for the errors of checks
+/// made after parsing: a second, lenient read of the same text (any other
+/// key ignored, nothing converted), so such an error names its line too.
+#[derive(Debug, Default, Deserialize)]
+struct Places {
+    #[serde(default)]
+    customer: Vec<CustomerPlaces>,
+}
+
+/// The keys of one customer, and of its tables, with their places.
+#[derive(Debug, Default, Deserialize)]
+struct CustomerPlaces {
+    id: Option<Spanned<toml::Value>>,
+    maturity: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    contract: Table,
+    #[serde(default)]
+    health_weights: Table,
+    #[serde(default)]
+    thresholds: Table,
+    #[serde(default)]
+    outcome: Vec<Table>,
+    #[serde(default)]
+    milestone: Vec<Table>,
+}
+
+type Table = HashMap<String, Spanned<toml::Value>>;
+
+impl Places {
+    fn of(text: &str) -> Self {
+        toml::from_str(text).unwrap_or_default()
+    }
+
+    /// The place of `field` (`contract.arr`, `outcome[0].target`,
+    /// `thresholds`) of customer `i`; a table's is its first key's.
+    fn find(&self, i: usize, field: &str) -> Option<std::ops::Range<usize>> {
+        let c = self.customer.get(i)?;
+        let first = |t: &Table| t.values().map(Spanned::span).min_by_key(|s| s.start);
+        let (table, key) = match field.split_once('.') {
+            Some((table, key)) => (table, Some(key)),
+            None => (field, None),
+        };
+        let table = match table {
+            "contract" => &c.contract,
+            "health_weights" => &c.health_weights,
+            "thresholds" => &c.thresholds,
+            _ => match listed(&c.outcome, table, "outcome[")
+                .or_else(|| listed(&c.milestone, table, "milestone["))
+            {
+                Some(table) => table,
+                None => {
+                    let key = match field {
+                        "id" => &c.id,
+                        "maturity" => &c.maturity,
+                        _ => return None,
+                    };
+                    return key.as_ref().map(Spanned::span);
+                }
+            },
+        };
+        match key {
+            Some(key) => table.get(key).map(Spanned::span).or_else(|| first(table)),
+            None => first(table),
+        }
+    }
+}
+
+/// Entry `name` (`outcome[2]`) of `list`, named with `prefix` (`outcome[`).
+fn listed<'a>(list: &'a [Table], name: &str, prefix: &str) -> Option<&'a Table> {
+    let index = name.strip_prefix(prefix)?.strip_suffix(']')?;
+    list.get(index.parse::<usize>().ok()?)
 }
 
 fn at_span(
@@ -836,14 +911,14 @@ usage_drop = 0.3
                 "[customer.contract]",
                 "[customer.health_weights]\ndepth = 0\nbreadth = 0\nutilisation = 0\n\
                  reliability = 0\ntrend = 0\noutcome = 1\n[customer.contract]",
-                "c.toml:",
+                "c.toml:8:",
                 &["health_weights", "must not all be 0"],
             ),
             // No machine bought: every customer would read 0% used, red.
             (
                 "devices_purchased = 50",
                 "devices_purchased = 0",
-                "c.toml:",
+                "c.toml:11:21:",
                 &["customer[0].contract.devices_purchased", "at least 1"],
             ),
             // An unknown field.
@@ -913,7 +988,16 @@ usage_drop = 0.3
         let err = specs(&GOOD.replace("Europe/Berlin", "Europe/Atlantis")).unwrap_err();
         assert!(err.contains("customer[0].timezone"), "{err}");
         let err = specs(&GOOD.replace("2027-01-01", "next year")).unwrap_err();
+        assert!(err.starts_with("c.toml:10:11:"), "{err}");
         assert!(err.contains("customer[0].contract.renewal"), "{err}");
+        // Checks made after parsing name the line too: a weight, a date.
+        let weights = "[customer.health_weights]\ntrend = -1\n[customer.contract]";
+        let err = specs(&GOOD.replace("[customer.contract]", weights)).unwrap_err();
+        assert!(err.starts_with("c.toml:8:9:"), "{err}");
+        assert!(err.contains("customer[0].health_weights.trend"), "{err}");
+        let err = specs(&GOOD.replace("2026-01-01", "2028-01-01")).unwrap_err();
+        assert!(err.starts_with("c.toml:10:11:"), "{err}");
+        assert!(err.contains("is before contract.start"), "{err}");
         let err = specs(&GOOD.replace("usage_drop = 0.3", "usage_fall = 0.3")).unwrap_err();
         assert!(err.contains("usage_fall"), "{err}");
         let err = specs(&GOOD.replace("outcome = \"intervention_rate\"", "outcome = \"uptime\""))
