@@ -456,6 +456,14 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// Several mistakes (each customer's first), one per line.
+    #[error("{}", several(.0))]
+    Several(Vec<ConfigError>),
+}
+
+fn several(errors: &[ConfigError]) -> String {
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    lines.join("\n")
 }
 
 /// Parses TOML text into `T`, turning errors into `file:line:column: message`.

@@ -237,202 +237,21 @@ impl CustomersFile {
         let mut specs = HashMap::new();
         let mut seen = HashMap::new();
         let places = Places::of(text);
+        let mut errors = Vec::new();
         for (i, c) in self.customers.iter().enumerate() {
-            let at = |field: &str, span: Option<std::ops::Range<usize>>, message: String| {
-                let span = span.or_else(|| places.find(i, field));
-                at_span(path, text, &format!("customer[{i}].{field}"), span, message)
-            };
-            fleetpulse_proto::topic::check_id(&c.id)
-                .map_err(|reason| at("id", None, format!("`{}` {reason}", c.id)))?;
-            if c.id.trim() != c.id {
-                return Err(at(
-                    "id",
-                    None,
-                    format!(
-                        "`{}` starts or ends with a space: its devices' topics would not match it",
-                        c.id
-                    ),
-                ));
-            }
-            // Ids are exact in topics; two that differ only in case are one
-            // customer written twice, or two that people will mix up.
-            if let Some((first, id)) = seen.insert(c.id.to_lowercase(), (i, c.id.as_str())) {
-                let message = if id == c.id {
-                    format!("`{}` is also customer[{first}]", c.id)
-                } else {
-                    format!(
-                        "`{}` differs from customer[{first}] `{id}` only in case",
-                        c.id
-                    )
-                };
-                return Err(at("id", None, message));
-            }
-            let timezone = match &c.timezone {
-                None => jiff::tz::TimeZone::UTC,
-                Some(name) => jiff::tz::TimeZone::get(name.get_ref()).map_err(|e| {
-                    at(
-                        "timezone",
-                        Some(name.span()),
-                        format!("`{}`: {e}", name.get_ref()),
-                    )
-                })?,
-            };
-            let date = |field: &str, value: &str| date_ms(value).map_err(|e| at(field, None, e));
-            let start = date("contract.start", &c.contract.start)?;
-            let renewal = date("contract.renewal", &c.contract.renewal)?;
-            if renewal < start {
-                return Err(at(
-                    "contract.renewal",
-                    None,
-                    "is before contract.start".into(),
-                ));
-            }
-            if !(c.contract.arr.is_finite() && c.contract.arr >= 0.0) {
-                return Err(at(
-                    "contract.arr",
-                    None,
-                    "must be a non-negative number".into(),
-                ));
-            }
-            // Utilisation is measured against the machines bought: with none,
-            // a fleet at work would read 0% used, red, and at risk.
-            if c.contract.devices_purchased == 0 {
-                return Err(at(
-                    "contract.devices_purchased",
-                    None,
-                    "must be at least 1: utilisation is measured against the machines bought"
-                        .into(),
-                ));
-            }
-            if let Some(m) = c.maturity
-                && !(0.0..=100.0).contains(&m)
-            {
-                return Err(at("maturity", None, "must be between 0 and 100".into()));
-            }
-            let mut spec = CustomerSpec::new(
-                &c.id,
-                c.segment,
-                fleetpulse_engine::Contract {
-                    arr: c.contract.arr,
-                    start,
-                    renewal,
-                    devices_purchased: c.contract.devices_purchased,
-                    operator_seats: c.contract.operator_seats,
-                },
-            );
-            spec.name = c.name.as_str().into();
-            spec.timezone = timezone;
-            spec.maturity = c.maturity;
-
-            let used_twice =
-                |field: &str, name: &str| at(field, None, format!("`{name}` is used twice"));
-            let mut outcome_names = HashSet::new();
-            for (j, o) in c.outcomes.iter().enumerate() {
-                let field = |f: &str| format!("outcome[{j}].{f}");
-                if !outcome_names.insert(o.name.as_str()) {
-                    return Err(used_twice(&field("name"), &o.name));
+            match customer_spec(i, c, path, text, context, &places, &mut seen) {
+                Ok(spec) => {
+                    specs.insert(c.id.clone(), spec);
                 }
-                let expression = Expression::parse(o.expression.get_ref()).map_err(|e| {
-                    at(
-                        &field("expression"),
-                        Some(o.expression.span()),
-                        format!("`{}` {e}", o.expression.get_ref()),
-                    )
-                })?;
-                if !context.windows.contains(o.window.get_ref()) {
-                    return Err(at(
-                        &field("window"),
-                        Some(o.window.span()),
-                        format!(
-                            "`{}` is not one of the engine windows ({})",
-                            o.window.get_ref(),
-                            context.windows.join(", ")
-                        ),
-                    ));
-                }
-                if !o.target.is_finite() {
-                    return Err(at(&field("target"), None, "must be a number".into()));
-                }
-                spec.outcomes.push(OutcomeSpec {
-                    name: o.name.as_str().into(),
-                    expression,
-                    direction: o.direction,
-                    target: o.target,
-                    window: o.window.get_ref().as_str().into(),
-                });
+                Err(e) => errors.push(e),
             }
-
-            let mut milestone_names = HashSet::new();
-            let mut previous_due = 0;
-            for (j, m) in c.milestones.iter().enumerate() {
-                let field = |f: &str| format!("milestone[{j}].{f}");
-                if !milestone_names.insert(m.name.as_str()) {
-                    return Err(used_twice(&field("name"), &m.name));
-                }
-                let due = *m.due_days.get_ref();
-                if due < previous_due {
-                    return Err(at(
-                        &field("due_days"),
-                        Some(m.due_days.span()),
-                        format!(
-                            "milestone order broken: `{}` is due after {due} days, before the milestone listed above it ({previous_due} days); list milestones in journey order",
-                            m.name
-                        ),
-                    ));
-                }
-                previous_due = due;
-                let kind = milestone_kind(m, &spec, &context.features)
-                    .map_err(|(f, message)| at(&field(f), None, message))?;
-                spec.milestones.push(MilestoneSpec {
-                    name: m.name.as_str().into(),
-                    kind,
-                    due_days: due,
-                    value: m.value,
-                });
-            }
-
-            if let Some(w) = &c.health_weights {
-                let d = &mut spec.weights;
-                for (name, value, target) in [
-                    ("depth", w.depth, &mut d.depth),
-                    ("breadth", w.breadth, &mut d.breadth),
-                    ("utilisation", w.utilisation, &mut d.utilisation),
-                    ("outcome", w.outcome, &mut d.outcome),
-                    ("reliability", w.reliability, &mut d.reliability),
-                    ("trend", w.trend, &mut d.trend),
-                    ("maturity", w.maturity, &mut d.maturity),
-                ] {
-                    if let Some(v) = value {
-                        if !(v.is_finite() && v >= 0.0) {
-                            return Err(at(
-                                &format!("health_weights.{name}"),
-                                None,
-                                format!("weight {v} must be a non-negative number"),
-                            ));
-                        }
-                        *target = v;
-                    }
-                }
-                spec.weights = *d;
-                let HealthWeights { .. } = spec.weights;
-                // Outcome and maturity drop out on a day without them: with
-                // the others all 0 the score would then be 0, red.
-                let w = &spec.weights;
-                if w.depth + w.breadth + w.utilisation + w.reliability + w.trend <= 0.0 {
-                    return Err(at(
-                        "health_weights",
-                        None,
-                        "depth, breadth, utilisation, reliability and trend must not all be 0 \
-                         (outcome and maturity drop out on days without them)"
-                            .into(),
-                    ));
-                }
-            }
-            if let Some(overrides) = &c.thresholds {
-                spec.thresholds = thresholds(spec.thresholds, overrides)
-                    .map_err(|message| at("thresholds", None, message))?;
-            }
-            specs.insert(c.id.clone(), spec);
+        }
+        // Every customer's first mistake at once, not one per try.
+        if errors.len() > 1 {
+            return Err(ConfigError::Several(errors));
+        }
+        if let Some(e) = errors.pop() {
+            return Err(e);
         }
         self.contract_book(path, text)?;
         self.coverage_model(path)?;
@@ -594,6 +413,214 @@ fn thresholds(base: RiskThresholds, overrides: &toml::Table) -> Result<RiskThres
     toml::Value::Table(table)
         .try_into()
         .map_err(|e: toml::de::Error| e.message().to_string())
+}
+
+/// Checks customer `i` of the file (`c`) and turns it into the engine's
+/// spec. `seen`: the ids of the customers before it, lowercased, with
+/// their index (a clash is refused). `places`: where its keys are, for
+/// the errors' lines.
+fn customer_spec<'a>(
+    i: usize,
+    c: &'a CustomerConfig,
+    path: &Path,
+    text: &str,
+    context: &CheckContext,
+    places: &Places,
+    seen: &mut HashMap<String, (usize, &'a str)>,
+) -> Result<CustomerSpec, ConfigError> {
+    let at = |field: &str, span: Option<std::ops::Range<usize>>, message: String| {
+        let span = span.or_else(|| places.find(i, field));
+        at_span(path, text, &format!("customer[{i}].{field}"), span, message)
+    };
+    fleetpulse_proto::topic::check_id(&c.id)
+        .map_err(|reason| at("id", None, format!("`{}` {reason}", c.id)))?;
+    if c.id.trim() != c.id {
+        return Err(at(
+            "id",
+            None,
+            format!(
+                "`{}` starts or ends with a space: its devices' topics would not match it",
+                c.id
+            ),
+        ));
+    }
+    // Ids are exact in topics; two that differ only in case are one
+    // customer written twice, or two that people will mix up.
+    if let Some((first, id)) = seen.insert(c.id.to_lowercase(), (i, c.id.as_str())) {
+        let message = if id == c.id {
+            format!("`{}` is also customer[{first}]", c.id)
+        } else {
+            format!(
+                "`{}` differs from customer[{first}] `{id}` only in case",
+                c.id
+            )
+        };
+        return Err(at("id", None, message));
+    }
+    let timezone = match &c.timezone {
+        None => jiff::tz::TimeZone::UTC,
+        Some(name) => jiff::tz::TimeZone::get(name.get_ref()).map_err(|e| {
+            at(
+                "timezone",
+                Some(name.span()),
+                format!("`{}`: {e}", name.get_ref()),
+            )
+        })?,
+    };
+    let date = |field: &str, value: &str| date_ms(value).map_err(|e| at(field, None, e));
+    let start = date("contract.start", &c.contract.start)?;
+    let renewal = date("contract.renewal", &c.contract.renewal)?;
+    if renewal < start {
+        return Err(at(
+            "contract.renewal",
+            None,
+            "is before contract.start".into(),
+        ));
+    }
+    if !(c.contract.arr.is_finite() && c.contract.arr >= 0.0) {
+        return Err(at(
+            "contract.arr",
+            None,
+            "must be a non-negative number".into(),
+        ));
+    }
+    // Utilisation is measured against the machines bought: with none,
+    // a fleet at work would read 0% used, red, and at risk.
+    if c.contract.devices_purchased == 0 {
+        return Err(at(
+            "contract.devices_purchased",
+            None,
+            "must be at least 1: utilisation is measured against the machines bought".into(),
+        ));
+    }
+    if let Some(m) = c.maturity
+        && !(0.0..=100.0).contains(&m)
+    {
+        return Err(at("maturity", None, "must be between 0 and 100".into()));
+    }
+    let mut spec = CustomerSpec::new(
+        &c.id,
+        c.segment,
+        fleetpulse_engine::Contract {
+            arr: c.contract.arr,
+            start,
+            renewal,
+            devices_purchased: c.contract.devices_purchased,
+            operator_seats: c.contract.operator_seats,
+        },
+    );
+    spec.name = c.name.as_str().into();
+    spec.timezone = timezone;
+    spec.maturity = c.maturity;
+
+    let used_twice = |field: &str, name: &str| at(field, None, format!("`{name}` is used twice"));
+    let mut outcome_names = HashSet::new();
+    for (j, o) in c.outcomes.iter().enumerate() {
+        let field = |f: &str| format!("outcome[{j}].{f}");
+        if !outcome_names.insert(o.name.as_str()) {
+            return Err(used_twice(&field("name"), &o.name));
+        }
+        let expression = Expression::parse(o.expression.get_ref()).map_err(|e| {
+            at(
+                &field("expression"),
+                Some(o.expression.span()),
+                format!("`{}` {e}", o.expression.get_ref()),
+            )
+        })?;
+        if !context.windows.contains(o.window.get_ref()) {
+            return Err(at(
+                &field("window"),
+                Some(o.window.span()),
+                format!(
+                    "`{}` is not one of the engine windows ({})",
+                    o.window.get_ref(),
+                    context.windows.join(", ")
+                ),
+            ));
+        }
+        if !o.target.is_finite() {
+            return Err(at(&field("target"), None, "must be a number".into()));
+        }
+        spec.outcomes.push(OutcomeSpec {
+            name: o.name.as_str().into(),
+            expression,
+            direction: o.direction,
+            target: o.target,
+            window: o.window.get_ref().as_str().into(),
+        });
+    }
+
+    let mut milestone_names = HashSet::new();
+    let mut previous_due = 0;
+    for (j, m) in c.milestones.iter().enumerate() {
+        let field = |f: &str| format!("milestone[{j}].{f}");
+        if !milestone_names.insert(m.name.as_str()) {
+            return Err(used_twice(&field("name"), &m.name));
+        }
+        let due = *m.due_days.get_ref();
+        if due < previous_due {
+            return Err(at(
+                &field("due_days"),
+                Some(m.due_days.span()),
+                format!(
+                    "milestone order broken: `{}` is due after {due} days, before the milestone listed above it ({previous_due} days); list milestones in journey order",
+                    m.name
+                ),
+            ));
+        }
+        previous_due = due;
+        let kind = milestone_kind(m, &spec, &context.features)
+            .map_err(|(f, message)| at(&field(f), None, message))?;
+        spec.milestones.push(MilestoneSpec {
+            name: m.name.as_str().into(),
+            kind,
+            due_days: due,
+            value: m.value,
+        });
+    }
+
+    if let Some(w) = &c.health_weights {
+        let d = &mut spec.weights;
+        for (name, value, target) in [
+            ("depth", w.depth, &mut d.depth),
+            ("breadth", w.breadth, &mut d.breadth),
+            ("utilisation", w.utilisation, &mut d.utilisation),
+            ("outcome", w.outcome, &mut d.outcome),
+            ("reliability", w.reliability, &mut d.reliability),
+            ("trend", w.trend, &mut d.trend),
+            ("maturity", w.maturity, &mut d.maturity),
+        ] {
+            if let Some(v) = value {
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(at(
+                        &format!("health_weights.{name}"),
+                        None,
+                        format!("weight {v} must be a non-negative number"),
+                    ));
+                }
+                *target = v;
+            }
+        }
+        spec.weights = *d;
+        let HealthWeights { .. } = spec.weights;
+        // Outcome and maturity drop out on a day without them: with
+        // the others all 0 the score would then be 0, red.
+        let w = &spec.weights;
+        if w.depth + w.breadth + w.utilisation + w.reliability + w.trend <= 0.0 {
+            return Err(at(
+                "health_weights",
+                None,
+                "depth, breadth, utilisation, reliability and trend must not all be 0 \
+                 (outcome and maturity drop out on days without them)"
+                    .into(),
+            ));
+        }
+    }
+    if let Some(overrides) = &c.thresholds {
+        spec.thresholds = thresholds(spec.thresholds, overrides)
+            .map_err(|message| at("thresholds", None, message))?;
+    }
+    Ok(spec)
 }
 
 /// Where each customer's fields are in the file, for the errors of checks
@@ -981,6 +1008,32 @@ usage_drop = 0.3
             err.contains("`customer[0].id`: `acme ` starts or ends with a space"),
             "{err}"
         );
+    }
+
+    /// Each customer's first mistake is said at once, each on its line:
+    /// an operator fixing a file of many customers does not learn them one
+    /// try at a time.
+    #[test]
+    fn every_customer_s_mistake_is_said_at_once() {
+        let second = GOOD
+            .replacen("[[customer]]", "", 1)
+            .replace("\"acme\"", "\"bolt\"");
+        let text = format!("{GOOD}\n[[customer]]{second}")
+            .replacen("renewal = \"2027-01-01\"", "renewal = \"2025-01-01\"", 1)
+            .replacen("devices_purchased = 50", "devices_purchased = 0", 2)
+            .replacen("devices_purchased = 0", "devices_purchased = 50", 1);
+        let err = specs(&text).unwrap_err();
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 2, "{err}");
+        assert!(
+            lines[0].starts_with("c.toml:10:11: field `customer[0].contract.renewal`"),
+            "{err}"
+        );
+        assert!(
+            lines[1].contains("field `customer[1].contract.devices_purchased`"),
+            "{err}"
+        );
+        assert!(lines[1].starts_with("c.toml:"), "{err}");
     }
 
     #[test]
