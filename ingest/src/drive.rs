@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use fleetpulse_sim::{Fleet, PublishOptions, PublishReport};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::ServiceConfig;
 use crate::metrics::IngestMetrics;
@@ -50,13 +49,8 @@ pub async fn drive_with(
     publish: PublishOptions,
     http: Option<Arc<crate::http::Hub>>,
 ) -> anyhow::Result<DrivenRun> {
-    let metrics = Arc::new(IngestMetrics::default());
-    let shutdown = CancellationToken::new();
-    let runtime = Runtime {
-        metrics: metrics.clone(),
-        shutdown: shutdown.clone(),
-        http,
-    };
+    let runtime = Runtime::new(http);
+    let (metrics, shutdown) = (runtime.metrics.clone(), runtime.shutdown.clone());
     let service =
         tokio::spawn(
             async move { service::run(config, &PathBuf::from("<driven>"), runtime).await },

@@ -1191,13 +1191,8 @@ async fn a_real_restatement_shows_on_the_dashboard() {
     let hub = fleetpulse::http::Hub::new();
     config.http.enabled = true;
     config.http.listen = "127.0.0.1:0".parse().unwrap();
-    let metrics = Arc::new(fleetpulse::metrics::IngestMetrics::default());
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let runtime = fleetpulse::service::Runtime {
-        metrics: metrics.clone(),
-        shutdown: shutdown.clone(),
-        http: Some(hub.clone()),
-    };
+    let runtime = fleetpulse::service::Runtime::new(Some(hub.clone()));
+    let (metrics, shutdown) = (runtime.metrics.clone(), runtime.shutdown.clone());
     let service = tokio::spawn(async move {
         fleetpulse::service::run(config, Path::new("<test>"), runtime).await
     });

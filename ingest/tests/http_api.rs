@@ -12,13 +12,11 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use fleetpulse::config::{CustomersRef, ServiceConfig};
 use fleetpulse::http::Hub;
-use fleetpulse::metrics::IngestMetrics;
 use fleetpulse::service::{self, Runtime};
 use fleetpulse::sinks::SinkConfig;
 use fleetpulse::sinks::sqlite::SqliteConfig;
@@ -275,14 +273,9 @@ async fn every_endpoint_answers_as_documented() {
     config.http.enabled = true;
     config.http.listen = "127.0.0.1:0".parse().unwrap();
 
-    let metrics = Arc::new(IngestMetrics::default());
-    let shutdown = CancellationToken::new();
     let hub = Hub::new();
-    let runtime = Runtime {
-        metrics: metrics.clone(),
-        shutdown: shutdown.clone(),
-        http: Some(hub.clone()),
-    };
+    let runtime = Runtime::new(Some(hub.clone()));
+    let (metrics, shutdown) = (runtime.metrics.clone(), runtime.shutdown.clone());
     let service =
         tokio::spawn(async move { service::run(config, Path::new("<test>"), runtime).await });
     let waited = Instant::now();

@@ -78,6 +78,17 @@ pub struct Runtime {
     pub http: Option<Arc<crate::http::Hub>>,
 }
 
+impl Runtime {
+    /// Fresh counters and shutdown token, feeding `http` if given.
+    pub fn new(http: Option<Arc<crate::http::Hub>>) -> Self {
+        Self {
+            metrics: Arc::default(),
+            shutdown: CancellationToken::new(),
+            http,
+        }
+    }
+}
+
 /// A customers file, the engine specs built from it, and its customers'
 /// contract events.
 pub type LoadedCustomers = (

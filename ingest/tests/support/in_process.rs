@@ -80,13 +80,8 @@ pub fn spawn_with(
     name: &'static str,
     http: Option<Arc<fleetpulse::http::Hub>>,
 ) -> InProcess {
-    let metrics = Arc::new(IngestMetrics::default());
-    let shutdown = CancellationToken::new();
-    let runtime = Runtime {
-        metrics: metrics.clone(),
-        shutdown: shutdown.clone(),
-        http,
-    };
+    let runtime = Runtime::new(http);
+    let (metrics, shutdown) = (runtime.metrics.clone(), runtime.shutdown.clone());
     let task = tokio::spawn(async move { service::run(config, Path::new(name), runtime).await });
     InProcess {
         metrics,
