@@ -1063,29 +1063,20 @@ mod tests {
     }
 
     fn health(customer: &str, arr_at_risk: f64) -> HealthRecord {
-        use fleetpulse_engine::kpi::health::{HealthComponents, Stage};
+        use fleetpulse_engine::kpi::health::Stage;
         HealthRecord {
             customer: customer.into(),
             window_start: 86_400_000,
             window_end: 2 * 86_400_000,
             score: 60.0,
             band: Band::of(60.0),
-            score_trend: 0.0,
-            components: HealthComponents::default(),
-            moved_1d: Default::default(),
-            moved_7d: Default::default(),
             stage: Stage::Adopt,
             segment: Segment::HighTouch,
             arr: 100_000.0,
             arr_at_risk,
-            open_alerts: 0,
             days_since_activation: 30.0,
             days_to_renewal: 200.0,
-            time_to_value_days: None,
-            usage_growth: 0.0,
-            milestones_reached: 0,
-            milestones_total: 0,
-            provisional: false,
+            ..HealthRecord::default()
         }
     }
 

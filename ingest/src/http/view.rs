@@ -549,7 +549,7 @@ fn severity(h: &HealthRecord) -> u8 {
 #[cfg(test)]
 mod tests {
     use fleetpulse_engine::Totals;
-    use fleetpulse_engine::kpi::health::{Band, HealthComponents, Stage};
+    use fleetpulse_engine::kpi::health::{Band, Stage};
 
     use super::*;
 
@@ -560,22 +560,13 @@ mod tests {
             window_end: (day + 1) * 86_400_000,
             score,
             band: Band::of(score),
-            score_trend: 0.0,
-            components: HealthComponents::default(),
-            moved_1d: Default::default(),
-            moved_7d: Default::default(),
             stage: Stage::Adopt,
             segment: Segment::HighTouch,
             arr: 100.0,
             arr_at_risk,
-            open_alerts: 0,
             days_since_activation: day as f64,
             days_to_renewal: 200.0,
-            time_to_value_days: None,
-            usage_growth: 0.0,
-            milestones_reached: 0,
-            milestones_total: 0,
-            provisional: false,
+            ..HealthRecord::default()
         }
     }
 
