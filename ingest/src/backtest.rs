@@ -13,12 +13,10 @@ use clap::Args;
 use fleetpulse_engine::config::DAY_MS;
 use fleetpulse_engine::kpi::forecast::Method;
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
-use fleetpulse_engine::run::run_batches;
-use fleetpulse_engine::{EngineConfig, EventTime, Output};
+use fleetpulse_engine::{EventTime, Output};
 use fleetpulse_sim::{Fleet, FleetSpec, Profile};
 use serde::Serialize;
 
-use crate::convert::Converter;
 use crate::customers::CheckContext;
 
 /// `fleetpulse backtest` arguments.
@@ -241,13 +239,7 @@ pub fn run_seed(args: &BacktestArgs, seed: u64) -> anyhow::Result<Vec<CustomerRu
             (id.clone(), (t.forecast_days, t.settle_days))
         })
         .collect();
-    let config = EngineConfig {
-        customers: specs,
-        ..EngineConfig::default()
-    };
-    let mut converter = Converter::new(config.features.clone());
-    let batches: Vec<_> = fleet.messages().map(|m| converter.batch(m.batch)).collect();
-    let outcome = run_batches(config, args.workers, 2 * 3_600_000, batches)?;
+    let outcome = crate::sim::through_engine(&fleet, specs, args.workers, |_| true)?;
     let start = fleet.spec().start;
     let day = |at: EventTime| (at as f64 - start as f64) / DAY_MS as f64;
     let mut runs: Vec<CustomerRun> = fleet

@@ -19,11 +19,9 @@ use fleetpulse_engine::kpi::health_validation::{
     Case, DEFAULT_HORIZONS_DAYS, Decision, HealthValidation, ScoreHistory, auc, decisions, validate,
 };
 use fleetpulse_engine::kpi::revenue_retention::ArrHistory;
-use fleetpulse_engine::run::run_batches_keeping;
-use fleetpulse_engine::{EngineConfig, HealthRecord, Output};
+use fleetpulse_engine::{HealthRecord, Output};
 use fleetpulse_sim::{Fleet, FleetSpec};
 
-use crate::convert::Converter;
 use crate::customers::{CheckContext, CustomersFile};
 
 /// `fleetpulse health-validation` arguments.
@@ -120,17 +118,11 @@ pub fn simulate(spec: &FleetSpec, workers: usize) -> anyhow::Result<SeedValidati
     let (file, text) = customers_of(&fleet)?;
     let path = Path::new("sim.toml");
     let book = file.contract_book(path, &text)?;
-    let config = EngineConfig {
-        customers: file.specs(path, &text, &CheckContext::default())?,
-        ..EngineConfig::default()
-    };
-    let mut converter = Converter::new(config.features.clone());
-    let batches = fleet.messages().map(move |m| converter.batch(m.batch));
-    let outcome = run_batches_keeping(
-        config,
+    let specs = file.specs(path, &text, &CheckContext::default())?;
+    let outcome = crate::sim::through_engine(
+        &fleet,
+        specs,
         workers,
-        2 * 3_600_000,
-        batches,
         |o| matches!(o, Output::Health(h) if !h.provisional),
     )
     .context("engine")?;

@@ -339,6 +339,25 @@ pub async fn publish_fleet(
     Ok(report)
 }
 
+/// `fleet`'s telemetry through the engine as a live run takes it in (the
+/// default windows, 2 h of allowed lateness, `workers` workers) with the
+/// customers `specs`, keeping the records `keep` accepts: the backtests'
+/// and the simulated checks' run.
+pub fn through_engine(
+    fleet: &Fleet,
+    specs: std::collections::HashMap<String, fleetpulse_engine::CustomerSpec>,
+    workers: usize,
+    keep: impl Fn(&fleetpulse_engine::Output) -> bool + Send + 'static,
+) -> Result<fleetpulse_engine::run::RunOutcome, fleetpulse_engine::EngineError> {
+    let config = fleetpulse_engine::EngineConfig {
+        customers: specs,
+        ..fleetpulse_engine::EngineConfig::default()
+    };
+    let mut converter = crate::convert::Converter::new(config.features.clone());
+    let batches = fleet.messages().map(move |m| converter.batch(m.batch));
+    fleetpulse_engine::run::run_batches_keeping(config, workers, 2 * 3_600_000, batches, keep)
+}
+
 /// Writes the ground truth and the customers file, when asked for.
 pub fn write_files(
     fleet: &Fleet,

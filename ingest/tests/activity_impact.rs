@@ -31,14 +31,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use fleetpulse::convert::Converter;
 use fleetpulse::customers::CheckContext;
 use fleetpulse_engine::EventTime;
+use fleetpulse_engine::Output;
 use fleetpulse_engine::kpi::activity_impact::{DailyUsage, Impact, daily_attainment, impact};
 use fleetpulse_engine::kpi::outcome::OutcomeRecord;
 use fleetpulse_engine::kpi::touchpoint::{Touchpoint, TouchpointKind};
-use fleetpulse_engine::run::run_batches;
-use fleetpulse_engine::{EngineConfig, Output};
 use fleetpulse_sim::{Fleet, FleetSpec, IMPACT_WINDOW_DAYS, PlantedActivity};
 
 const DAY_MS: u64 = 86_400_000;
@@ -99,13 +97,7 @@ fn run(seed: u64, intervention_cut_percent: u32) -> Run {
         .iter()
         .map(|(id, s)| (id.clone(), s.segment))
         .collect();
-    let config = EngineConfig {
-        customers: specs,
-        ..EngineConfig::default()
-    };
-    let mut converter = Converter::new(config.features.clone());
-    let batches: Vec<_> = fleet.messages().map(|m| converter.batch(m.batch)).collect();
-    let outcome = run_batches(config, 2, 2 * 3_600_000, batches).unwrap();
+    let outcome = fleetpulse::sim::through_engine(&fleet, specs, 2, |_| true).unwrap();
 
     let mut usage: BTreeMap<String, DailyUsage> = BTreeMap::new();
     let mut outcomes: BTreeMap<String, Vec<OutcomeRecord>> = BTreeMap::new();

@@ -7,12 +7,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use fleetpulse::convert::Converter;
 use fleetpulse::customers::CheckContext;
 use fleetpulse_engine::config::DAY_MS;
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
-use fleetpulse_engine::run::run_batches;
-use fleetpulse_engine::{AlertRecord, EngineConfig, HealthRecord, MilestoneRecord, Output};
+use fleetpulse_engine::{AlertRecord, HealthRecord, MilestoneRecord, Output};
 use fleetpulse_sim::{Fleet, FleetSpec};
 use support::truth::signature;
 
@@ -42,13 +40,7 @@ fn run(spec: &FleetSpec) -> Run {
             &CheckContext::default(),
         )
         .unwrap();
-    let config = EngineConfig {
-        customers: specs,
-        ..EngineConfig::default()
-    };
-    let mut converter = Converter::new(config.features.clone());
-    let batches: Vec<_> = fleet.messages().map(|m| converter.batch(m.batch)).collect();
-    let outcome = run_batches(config, 2, 2 * 3_600_000, batches).unwrap();
+    let outcome = fleetpulse::sim::through_engine(&fleet, specs, 2, |_| true).unwrap();
     assert!(outcome.late.is_empty());
     Run {
         fleet,

@@ -15,14 +15,12 @@ mod support;
 use std::time::Duration;
 
 use fleetpulse::config::{CustomersRef, ServiceConfig};
-use fleetpulse::convert::Converter;
 use fleetpulse::customers::{CheckContext, CustomersFile};
 use fleetpulse::health_validation::{HealthValidationArgs, render, simulate};
 use fleetpulse::sinks::SinkConfig;
 use fleetpulse::sinks::sqlite::{SqliteConfig, SqliteStore};
 use fleetpulse_engine::kpi::health::Band;
-use fleetpulse_engine::run::run_batches;
-use fleetpulse_engine::{EngineConfig, HealthRecord, Output};
+use fleetpulse_engine::{HealthRecord, Output};
 use fleetpulse_sim::{Fleet, FleetSpec};
 use serde_json::Value;
 use support::cdp::{Browser, artifacts};
@@ -149,19 +147,9 @@ fn engine_health(fleet: &Fleet) -> Vec<HealthRecord> {
     let file = fleetpulse::sim::customers_file(fleet);
     let text = file.to_toml();
     let file = CustomersFile::parse(std::path::Path::new("sim.toml"), &text).unwrap();
-    let config = EngineConfig {
-        customers: file
-            .specs(
-                std::path::Path::new("sim.toml"),
-                &text,
-                &CheckContext::default(),
-            )
-            .unwrap(),
-        ..EngineConfig::default()
-    };
-    let mut converter = Converter::new(config.features.clone());
-    let batches: Vec<_> = fleet.messages().map(|m| converter.batch(m.batch)).collect();
-    run_batches(config, 1, 2 * 3_600_000, batches)
+    let path = std::path::Path::new("sim.toml");
+    let specs = file.specs(path, &text, &CheckContext::default()).unwrap();
+    fleetpulse::sim::through_engine(fleet, specs, 1, |_| true)
         .unwrap()
         .outputs
         .into_iter()
