@@ -838,14 +838,13 @@ fn passes(
             }
             state.arrivals.remove(&pending.customer);
         }
-        let whole = !state.kept_gap;
-        let mut inputs = read_pass(archive, settings, &pending, (through, bound), whole)?;
-        inputs.days_read = state.days_read.clone();
+        let (inputs, base) = read_pass(archive, settings, &pending, (through, bound), state)?;
         let pass = Started {
             pending,
             last,
             limits: (through, bound),
             floor: inputs.restatement.from,
+            base,
         };
         if flush {
             // At the stop: no lane waits any more.
@@ -875,6 +874,7 @@ fn go_on(
         last,
         limits: (through, bound),
         floor,
+        base,
     } = pass;
     let engine = &settings.engine;
     let day = engine.day_window().map(|d| d.name.clone());
@@ -909,7 +909,6 @@ fn go_on(
         state.ready(records, pass);
         return Ok(());
     };
-    let base = archive.journey_at(&pending.customer, floor)?;
     if flush {
         let until = archive.journey_at(&pending.customer, EventTime::MAX)?;
         let until = until.and_then(|s| s.last_day_end);
@@ -1139,14 +1138,15 @@ fn hand_on(state: &mut Passes, restated: &mpsc::Sender<Restated>) {
 }
 
 /// One pass's inputs: `pending.customer`'s windows ending by `bound`,
-/// from the start of the day of its earliest late reading owed.
+/// from the start of the day of its earliest late reading owed; and the
+/// journey's state at the end of the day before them.
 fn read_pass(
     archive: &mut Archive,
     settings: &Settings,
     pending: &Pending,
     (through, bound): (EventTime, EventTime),
-    kept_whole: bool,
-) -> Result<PassInputs, ArchiveError> {
+    state: &Passes,
+) -> Result<(PassInputs, Option<JourneyState>), ArchiveError> {
     // Up to `bound`: the live journey may have taken in windows the fan-out
     // has not seen all of yet; what goes to the stores waits for them.
     let mut restatement = Restatement {
@@ -1160,18 +1160,19 @@ fn read_pass(
     // The archive kept every window the fan-out took in before it asked
     // for this pass (those ending by `through`; at the stop, every one the
     // engine emitted): the journey may fold those after the late data's
-    // changes as kept (`kept_whole`: not after a failed write). Not for a
-    // journey with no day closed before the floor (a backfill: its open
-    // day is the restatement's).
-    let folded_before = archive.journey_at(&pending.customer, restatement.from)?;
-    let kept_through = (kept_whole && folded_before.is_some()).then_some(through);
-    Ok(PassInputs {
+    // changes as kept (not after a failed write). Not for a journey with
+    // no day closed before the floor (a backfill: its open day is the
+    // restatement's).
+    let base = archive.journey_at(&pending.customer, restatement.from)?;
+    let kept_through = (!state.kept_gap && base.is_some()).then_some(through);
+    let inputs = PassInputs {
         restatement,
         late: pending.devices.clone(),
         reader: archive.reader(),
         kept_through,
-        days_read: Arc::default(),
-    })
+        days_read: state.days_read.clone(),
+    };
+    Ok((inputs, base))
 }
 
 /// What a pass's windows are computed from: the restatement, whose `from`
@@ -1360,6 +1361,8 @@ struct Started {
     limits: (EventTime, EventTime),
     /// The start of the first window restated.
     floor: EventTime,
+    /// The journey's state at the floor (read once, by [`read_pass`]).
+    base: Option<JourneyState>,
 }
 
 /// A pass whose windows a thread of its own computes.
