@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use fleetpulse::corrections::Archive;
+use fleetpulse::corrections::{Archive, LiveBatches};
 use fleetpulse_benches::{Capture, engine_config};
 use fleetpulse_engine::restatement::{Restatement, journey_records, refold};
 use fleetpulse_sim::FleetSpec;
@@ -75,7 +75,7 @@ fn restatement(c: &mut Criterion) {
     let chunked_dir = tempfile::tempdir().expect("temp dir");
     let mut chunked = Archive::open(chunked_dir.path()).expect("archive");
     for flush in capture.batches.chunks(1024) {
-        chunked.append_live(flush).expect("archive live");
+        (chunked.append_live(&[LiveBatches::encode(flush)])).expect("archive live");
     }
     let mut group = c.benchmark_group("restatement_read");
     group.sample_size(20);
@@ -99,9 +99,9 @@ fn restatement(c: &mut Criterion) {
     group.finish();
 }
 
-/// What every live batch costs with the correction horizon on: the
-/// corrections thread archives it, `LIVE_TRANSACTION` (1024) batches per
-/// transaction at most. Throughput in batches.
+/// What every live batch costs with the correction horizon on: the intake
+/// encodes it, the corrections thread archives it, `LIVE_TRANSACTION`
+/// (1024) batches per transaction at most. Throughput in batches.
 fn archive_append(c: &mut Criterion) {
     let spec = FleetSpec {
         customers: 6,
@@ -121,8 +121,9 @@ fn archive_append(c: &mut Criterion) {
                 |dir| {
                     let mut archive = Archive::open(dir.path()).expect("archive");
                     for batches in capture.batches.chunks(chunk) {
-                        archive.append(batches).expect("append");
-                        archive.note_live(batches).expect("note");
+                        let live = [LiveBatches::encode(batches)];
+                        archive.append_live(&live).expect("append");
+                        archive.note_live(&live).expect("note");
                     }
                     dir
                 },

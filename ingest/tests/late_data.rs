@@ -124,8 +124,9 @@ async fn buffered_uploads_restate_every_store_to_the_ground_truth() {
         let (_, revision) = rows(&db, table);
         assert!(revision > 0, "{table}: some windows were restated");
     }
-    // Windows, and the journey folded over them: health, outcomes,
-    // milestones and alerts equal the run in event-time order.
+    // Windows, the journey folded over them (health, outcomes, milestones
+    // and alerts) and the portfolio of every date equal the run in
+    // event-time order.
     assert_same_as_in_order(&db, &reference_db);
 }
 
@@ -236,6 +237,10 @@ async fn devices_dark_raised_during_an_outage_is_retracted_when_the_buffer_arriv
         )
         .unwrap();
     assert_eq!(retracted, 1);
+    // The dates the open alert put the customer's ARR at risk: their
+    // portfolio figures are restated too.
+    let (_, revision) = rows(&db, "portfolio");
+    assert!(revision > 0, "the portfolio was restated");
     assert_same_as_in_order(&db, &reference_db);
 }
 

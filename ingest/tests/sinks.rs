@@ -266,6 +266,7 @@ fn stored_fields() -> Vec<(&'static str, Vec<(&'static str, Value)>)> {
                 ("unmanaged_usage_growth", json!(-0.02)),
                 ("managed_outcome_attainment", json!(80.5)),
                 ("unmanaged_outcome_attainment", json!(55.5)),
+                ("revision", json!(0)),
                 ("window_end", json!(D0 + DAY)),
             ],
         ),

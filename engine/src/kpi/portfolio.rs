@@ -37,9 +37,14 @@ pub struct PortfolioRecord {
     pub managed_outcome_attainment: f64,
     /// Mean outcome attainment of the other customers with outcomes.
     pub unmanaged_outcome_attainment: f64,
+    /// 0 when first written; raised each time a customer's health of the
+    /// date was restated (late telemetry, a changed definition).
+    pub revision: u32,
 }
 
-/// Folds one day's health records (one per customer) into portfolio figures.
+/// Folds one day's health records (one per customer, in customer order:
+/// the sums then come out the same, bit for bit, wherever they are folded)
+/// into portfolio figures.
 pub fn portfolio(start: EventTime, end: EventTime, health: &[HealthRecord]) -> PortfolioRecord {
     let mut record = PortfolioRecord {
         window_start: start,

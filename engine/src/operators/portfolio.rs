@@ -54,7 +54,9 @@ impl<'scope> PortfolioExt<'scope> for StreamVec<'scope, EventTime, Output> {
                         break;
                     }
                     let start = *entry.key();
-                    let (cap, records) = entry.remove();
+                    let (cap, mut records) = entry.remove();
+                    // Arrival order depends on the workers: the fold's does not.
+                    records.sort_by(|a, b| a.customer.cmp(&b.customer));
                     output.session(&cap).give(Output::Portfolio(portfolio(
                         start,
                         start + DAY_MS,

@@ -33,6 +33,8 @@ use fleetpulse_engine::{
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::live::{Filed, LiveBatches};
+
 const DAY_MS: u64 = 86_400_000;
 
 const DAY_SCHEMA: &str = "
@@ -137,7 +139,7 @@ pub struct ArchiveError {
     message: String,
 }
 
-fn fail(path: &Path, e: impl std::fmt::Display) -> ArchiveError {
+pub(super) fn fail(path: &Path, e: impl std::fmt::Display) -> ArchiveError {
     ArchiveError {
         path: path.display().to_string(),
         message: e.to_string(),
@@ -346,7 +348,7 @@ fn same_batch(a: &DeviceBatch, b: &DeviceBatch) -> bool {
 
 /// The key's 64-bit FNV-1a hash: stable across builds and runs, since chunk
 /// rows keep it. A hit is confirmed against the batch itself.
-fn key_hash(b: &DeviceBatch) -> u64 {
+pub(super) fn key_hash(b: &DeviceBatch) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
         for byte in bytes {
@@ -456,33 +458,38 @@ fn keep_latest(
 /// redelivery's check decodes it; payloads go up to 256 KiB).
 const CHUNK_BYTES: usize = 1 << 20;
 
-/// One chunk row to write: its batches and their bodies, encoded as
+/// One chunk row to write: its batches' filings, and their encodings as
 /// bincode encodes a `Vec<DeviceBatch>` (a little-endian `u64` count, then
 /// each batch), so [`decode_chunk`] reads it back.
 struct Chunk<'a> {
-    batches: &'a [&'a DeviceBatch],
+    batches: Vec<&'a Filed>,
     body: Vec<u8>,
 }
 
-/// `batches` in chunks of about [`CHUNK_BYTES`] of bodies at most (one
-/// batch at least).
-fn split<'a>(batches: &'a [&'a DeviceBatch]) -> Vec<Chunk<'a>> {
+/// `batches` (filings and encodings) in chunks of about [`CHUNK_BYTES`] of
+/// bodies at most (one batch at least).
+fn split<'a>(batches: &[(&'a Filed, &[u8])]) -> Vec<Chunk<'a>> {
     let mut chunks = Vec::new();
-    let (mut start, mut body) = (0, Vec::new());
-    for (i, b) in batches.iter().enumerate() {
-        if body.is_empty() {
-            body.extend_from_slice(&0u64.to_le_bytes());
+    let mut chunk = Chunk {
+        batches: Vec::new(),
+        body: Vec::new(),
+    };
+    for (i, (filed, bytes)) in batches.iter().enumerate() {
+        if chunk.body.is_empty() {
+            chunk.body.extend_from_slice(&0u64.to_le_bytes());
         }
-        bincode::serialize_into(&mut body, b).expect("a batch serialises");
-        if body.len() >= CHUNK_BYTES || i + 1 == batches.len() {
-            let count = (i + 1 - start) as u64;
-            body[..8].copy_from_slice(&count.to_le_bytes());
-            let batches = &batches[start..=i];
-            chunks.push(Chunk {
-                batches,
-                body: std::mem::take(&mut body),
-            });
-            start = i + 1;
+        chunk.body.extend_from_slice(bytes);
+        chunk.batches.push(filed);
+        if chunk.body.len() >= CHUNK_BYTES || i + 1 == batches.len() {
+            let count = chunk.batches.len() as u64;
+            chunk.body[..8].copy_from_slice(&count.to_le_bytes());
+            chunks.push(std::mem::replace(
+                &mut chunk,
+                Chunk {
+                    batches: Vec::new(),
+                    body: Vec::new(),
+                },
+            ));
         }
     }
     chunks
@@ -531,7 +538,10 @@ impl Archive {
     /// there.
     pub fn open(dir: &Path) -> Result<Self, ArchiveError> {
         std::fs::create_dir_all(dir).map_err(|e| fail(dir, e))?;
-        let state = open(&dir.join("state.sqlite"), STATE_SCHEMA)?;
+        let state = open(
+            &dir.join("state.sqlite"),
+            &format!("{STATE_SCHEMA}{}", super::portfolio::SCHEMA),
+        )?;
         add_late_ends(&state, &dir.join("state.sqlite"))?;
         let held = {
             let path = dir.join("state.sqlite");
@@ -649,15 +659,16 @@ impl Archive {
         Ok(())
     }
 
-    /// Adds batches the live dataflow took in: one chunk row per customer
-    /// and day file, one transaction per day file. Nothing is looked up: a
-    /// batch archived before (the WAL's replay) is read once all the same.
-    pub fn append_live(&mut self, batches: &[DeviceBatch]) -> Result<(), ArchiveError> {
-        type Chunks<'a> = BTreeMap<&'a str, Vec<&'a DeviceBatch>>;
+    /// Adds batches the live dataflow took in, encoded where it took them:
+    /// one chunk row per customer and day file, one transaction per day
+    /// file. Nothing is looked up: a batch archived before (the WAL's
+    /// replay) is read once all the same.
+    pub fn append_live(&mut self, live: &[LiveBatches]) -> Result<(), ArchiveError> {
+        type Chunks<'a> = BTreeMap<&'a str, Vec<(&'a Filed, &'a [u8])>>;
         let mut by_day: BTreeMap<u64, Chunks> = BTreeMap::new();
-        for b in batches {
-            let day = by_day.entry(b.first_at() / DAY_MS).or_default();
-            day.entry(&b.customer).or_default().push(b);
+        for (filed, bytes) in live.iter().flat_map(LiveBatches::iter) {
+            let day = by_day.entry(filed.first_at / DAY_MS).or_default();
+            day.entry(&filed.customer).or_default().push((filed, bytes));
         }
         for (day, chunks) in by_day {
             let mut span = 0;
@@ -670,12 +681,11 @@ impl Archive {
                     .map_err(|e| fail(path, e))?;
                 for (customer, batches) in chunks {
                     for chunk in split(&batches) {
-                        let times = chunk.batches.iter().map(|b| b.first_at());
+                        let times = chunk.batches.iter().map(|f| f.first_at);
                         let first = times.clone().min().unwrap_or(0);
                         let last = times.max().unwrap_or(0);
                         span = span.max(last - first);
-                        let mut hashes: Vec<u64> =
-                            chunk.batches.iter().map(|b| key_hash(b)).collect();
+                        let mut hashes: Vec<u64> = chunk.batches.iter().map(|f| f.key).collect();
                         hashes.sort_unstable();
                         let keys: Vec<u8> = hashes.iter().flat_map(|h| h.to_le_bytes()).collect();
                         let row =
@@ -692,13 +702,13 @@ impl Archive {
     }
 
     /// Notes the customers' earliest batches the live dataflow took in.
-    pub fn note_live(&mut self, batches: &[DeviceBatch]) -> Result<(), ArchiveError> {
+    pub fn note_live(&mut self, live: &[LiveBatches]) -> Result<(), ArchiveError> {
         let mut earlier: HashMap<&Id, EventTime> = HashMap::new();
-        for b in batches {
-            let at = b.first_at();
-            let held = self.held.get(&b.customer);
+        for (filed, _) in live.iter().flat_map(LiveBatches::iter) {
+            let at = filed.first_at;
+            let held = self.held.get(&filed.customer);
             if held.and_then(|h| h.first_live_at).is_none_or(|f| at < f) {
-                let e = earlier.entry(&b.customer).or_insert(at);
+                let e = earlier.entry(&filed.customer).or_insert(at);
                 *e = (*e).min(at);
             }
         }
@@ -1225,6 +1235,33 @@ impl Archive {
             }
         }
         tx.commit().map_err(|e| fail(&path, e))
+    }
+
+    /// Keeps what the portfolio of past dates is folded again from, and
+    /// returns the dates' figures to restate (see [`super::portfolio`]).
+    pub fn keep_portfolio<'a>(
+        &mut self,
+        engine: &fleetpulse_engine::EngineConfig,
+        records: impl Iterator<Item = &'a Output>,
+        restated: bool,
+    ) -> Result<Vec<fleetpulse_engine::PortfolioRecord>, ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        super::portfolio::keep(&mut self.state, &path, engine, records, restated)
+    }
+
+    /// Every store wrote these portfolio dates' figures.
+    pub fn portfolio_written(&mut self, dates: &[(EventTime, u32)]) -> Result<(), ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        super::portfolio::written(&self.state, &path, dates)
+    }
+
+    /// The portfolio dates' figures owed to the stores at a start, folded
+    /// again.
+    pub fn owed_portfolio(
+        &mut self,
+    ) -> Result<Vec<fleetpulse_engine::PortfolioRecord>, ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        super::portfolio::owed(&mut self.state, &path)
     }
 
     /// Keeps journey states, one per customer and closed day (a later one
@@ -1842,9 +1879,13 @@ mod tests {
             .flat_map(|(x, y)| [x.clone(), y.clone()])
             .collect();
         for batches in mixed.chunks(flush) {
-            archive.append_live(batches).unwrap();
+            archive
+                .append_live(&[LiveBatches::encode(batches)])
+                .unwrap();
         }
-        archive.append_live(&mixed[replayed]).unwrap();
+        archive
+            .append_live(&[LiveBatches::encode(&mixed[replayed])])
+            .unwrap();
         (a, b)
     }
 
@@ -1961,22 +2002,26 @@ mod tests {
                 b
             })
             .collect();
-        let refs: Vec<&DeviceBatch> = big.iter().collect();
-        let chunks = split(&refs);
+        let live = LiveBatches::encode(&big);
+        let filed: Vec<(&Filed, &[u8])> = live.iter().collect();
+        let chunks = split(&filed);
         assert!(
             chunks.len() > 1 && chunks.len() < 40,
             "{} chunks",
             chunks.len()
         );
+        let mut batches = big.iter();
         for chunk in &chunks {
-            let owned: Vec<DeviceBatch> = chunk.batches.iter().map(|b| (*b).clone()).collect();
+            let owned: Vec<DeviceBatch> = (batches.by_ref().take(chunk.batches.len()))
+                .cloned()
+                .collect();
             assert_eq!(chunk.body, bincode::serialize(&owned).unwrap());
             assert!(
                 chunk.body.len()
                     < CHUNK_BYTES + 2 * bincode::serialized_size(&big[0]).unwrap() as usize
             );
         }
-        archive.append_live(&big).unwrap();
+        archive.append_live(&[LiveBatches::encode(&big)]).unwrap();
         let rows: i64 = Connection::open(dir.path().join("2026-01-05.sqlite"))
             .unwrap()
             .query_row("SELECT COUNT(*) FROM chunks", [], |r| r.get(0))
@@ -2060,7 +2105,9 @@ mod tests {
         }
         let mut archive = Archive::open(dir.path()).unwrap();
         assert_eq!(archive.batches("a", 0).unwrap(), a[..12]);
-        archive.append_live(&a[6..]).unwrap();
+        archive
+            .append_live(&[LiveBatches::encode(&a[6..])])
+            .unwrap();
         assert_eq!(archive.batches("a", 0).unwrap(), a);
         assert_eq!(archive.contains(&a[..1]).unwrap(), [true]);
         assert_eq!(archive.prune(T0 + DAY_MS).unwrap(), 1);
@@ -2261,15 +2308,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut archive = Archive::open(dir.path()).unwrap();
         let a = hourly("a", 0..72);
-        archive.append_live(&a[..30]).unwrap();
+        archive
+            .append_live(&[LiveBatches::encode(&a[..30])])
+            .unwrap();
         let mut reader = archive.reader();
         // Written after the reader was made, before it read: read (the
         // day files are open at its first read).
-        archive.append_live(&a[30..48]).unwrap();
+        archive
+            .append_live(&[LiveBatches::encode(&a[30..48])])
+            .unwrap();
         assert_eq!(reader.batches("a", 0).unwrap(), a[..48]);
         // A day file created after the reader was made is not among its
         // days (a later pass owes what came after this one began).
-        archive.append_live(&a[48..]).unwrap();
+        archive
+            .append_live(&[LiveBatches::encode(&a[48..])])
+            .unwrap();
         assert_eq!(reader.batches("a", 0).unwrap(), a[..48]);
         // A day pruned under a reader that has not opened it yet: an error
         // naming the file, never an empty answer.

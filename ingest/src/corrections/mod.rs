@@ -22,6 +22,10 @@
 //! does the reading and hands the engine's restatement its batches.
 
 pub mod archive;
+mod live;
+mod portfolio;
+
+pub use live::LiveBatches;
 
 use std::collections::{HashMap, HashSet};
 use std::ops::{ControlFlow, RangeInclusive};
@@ -70,20 +74,25 @@ pub enum Pass {
     },
     /// A journey folded again from its kept inputs.
     Recompute(Recompute),
+    /// Portfolio dates folded again, each with its revision: owed to the
+    /// stores (and folded again after a restart) until they wrote it.
+    Portfolio(Vec<(EventTime, u32)>),
 }
 
 impl Pass {
-    fn customer(&self) -> &Id {
+    /// The customer restated; none for the portfolio's dates.
+    fn customer(&self) -> Option<&Id> {
         match self {
-            Pass::Late { pending, .. } => &pending.customer,
-            Pass::Recompute(r) => &r.customer,
+            Pass::Late { pending, .. } => Some(&pending.customer),
+            Pass::Recompute(r) => Some(&r.customer),
+            Pass::Portfolio(_) => None,
         }
     }
 }
 
 enum Command {
     /// Batches the live dataflow takes in (already durable in the WAL).
-    Append(Vec<DeviceBatch>),
+    Append(LiveBatches),
     /// Late batches: archived and noted before the lane acknowledges them.
     Late {
         batches: Vec<DeviceBatch>,
@@ -248,8 +257,9 @@ impl Corrections {
         Ok((Self { commands }, thread))
     }
 
-    /// Archives batches the live dataflow takes in.
-    pub fn append(&self, batches: Vec<DeviceBatch>) {
+    /// Archives batches the live dataflow takes in, encoded where it
+    /// takes them ([`LiveBatches`]).
+    pub fn append(&self, batches: LiveBatches) {
         if !batches.is_empty() {
             let _ = self.commands.send(Command::Append(batches));
         }
@@ -363,6 +373,12 @@ fn run(
         day: settings.engine.day_window().map(|d| d.name.clone()),
         ..Passes::default()
     };
+    // Portfolio figures folded again before a stop, not written by every
+    // store.
+    match archive.owed_portfolio() {
+        Ok(figures) => state.portfolio(figures),
+        Err(e) => tracing::error!(error = %e, "cannot read the portfolio dates owed"),
+    }
     loop {
         let first = match commands.recv_timeout(std::time::Duration::from_millis(100)) {
             Ok(command) => command,
@@ -375,7 +391,7 @@ fn run(
                     tracing::error!(error = %e, "restatement failed; retried");
                 }
                 if let Err(e) = computed(&mut archive, &settings, &mut state)
-                    .and_then(|()| answered(&mut archive, &mut state))
+                    .and_then(|()| answered(&settings.engine, &mut archive, &mut state))
                 {
                     tracing::error!(error = %e, "restatement failed; retried");
                 }
@@ -394,7 +410,7 @@ fn run(
                     if live.is_empty() {
                         waiting_since = std::time::Instant::now();
                     }
-                    live.extend(batches)
+                    live.push(batches)
                 }
                 Command::Emitted(records, kept) => emitted.push((records, kept)),
                 other => {
@@ -410,7 +426,7 @@ fn run(
                         answer_late(&mut archive, &mut unsynced);
                     }
                     if !quick {
-                        keep_emitted(&mut state, &mut archive, &mut emitted);
+                        keep_emitted(&settings.engine, &mut state, &mut archive, &mut emitted);
                     }
                     match other {
                         Command::Late {
@@ -498,6 +514,7 @@ fn run(
                                         covered,
                                     } => archive.passed(pending, *last, *covered),
                                     Pass::Recompute(r) => archive.recomputed(r),
+                                    Pass::Portfolio(dates) => archive.portfolio_written(dates),
                                 };
                                 if let Err(e) = marked {
                                     tracing::error!(error = %e, "cannot mark a restatement done");
@@ -537,14 +554,14 @@ fn run(
             }
             next = commands.try_recv().ok();
         }
-        keep_emitted(&mut state, &mut archive, &mut emitted);
+        keep_emitted(&settings.engine, &mut state, &mut archive, &mut emitted);
         answer_late(&mut archive, &mut unsynced);
-        if live.len() >= LIVE_TRANSACTION || waiting_since.elapsed() >= LIVE_DELAY {
+        if count(&live) >= LIVE_TRANSACTION || waiting_since.elapsed() >= LIVE_DELAY {
             flush(&mut archive, &settings, &mut live, &mut failing);
         }
         settings.reach.note(&mut archive);
         if let Err(e) = computed(&mut archive, &settings, &mut state)
-            .and_then(|()| answered(&mut archive, &mut state))
+            .and_then(|()| answered(&settings.engine, &mut archive, &mut state))
         {
             tracing::error!(error = %e, "restatement failed; retried");
         }
@@ -559,14 +576,24 @@ type Emitted = (Arc<[Output]>, Option<oneshot::Sender<()>>);
 /// Keeps what the engine emitted since the last call, all in one go. A
 /// failure leaves a gap in what journeys fold: passes compute every window
 /// again from then on ([`Passes::kept_gap`]).
-fn keep_emitted(state: &mut Passes, archive: &mut Archive, emitted: &mut Vec<Emitted>) {
+fn keep_emitted(
+    engine: &EngineConfig,
+    state: &mut Passes,
+    archive: &mut Archive,
+    emitted: &mut Vec<Emitted>,
+) {
     if emitted.is_empty() {
         return;
     }
     let records = emitted.iter().flat_map(|(records, _)| records.iter());
-    if let Err(e) = keep(archive, state.day.as_deref(), records) {
+    if let Err(e) = keep(archive, state.day.as_deref(), records.clone()) {
         tracing::error!(error = %e, "cannot keep alerts and journey inputs");
         state.kept_gap = true;
+    }
+    // Live figures of a date some customer's health was restated in.
+    match archive.keep_portfolio(engine, records, false) {
+        Ok(figures) => state.portfolio(figures),
+        Err(e) => tracing::error!(error = %e, "cannot keep the portfolio's health records"),
     }
     for (_, kept) in emitted.drain(..) {
         if let Some(kept) = kept {
@@ -608,12 +635,17 @@ const KEEP_SLACK_MS: u64 = 2 * 86_400_000;
 /// they are given up and late data for their days refused.
 const MAX_UNARCHIVED: usize = 200_000;
 
+/// Batches in the groups.
+fn count(live: &[LiveBatches]) -> usize {
+    live.iter().map(LiveBatches::len).sum()
+}
+
 /// Archives the live batches waiting; on failure keeps them for the next
 /// try (the WAL, not cut behind them, still holds them).
 fn flush(
     archive: &mut Archive,
     settings: &Settings,
-    live: &mut Vec<DeviceBatch>,
+    live: &mut Vec<LiveBatches>,
     failing: &mut bool,
 ) {
     if live.is_empty() {
@@ -633,17 +665,17 @@ fn flush(
             if !std::mem::replace(failing, true) {
                 tracing::error!(error = %e, "cannot archive live batches; kept and tried again");
             }
-            if live.len() > MAX_UNARCHIVED {
+            if count(live) > MAX_UNARCHIVED {
                 // A restatement of their days would miss them: late data
                 // for those days is refused from now on.
-                let newest = live.iter().map(DeviceBatch::last_at).max().unwrap_or(0);
+                let newest = live.iter().map(LiveBatches::newest).max().unwrap_or(0);
                 let from = newest.saturating_add(BEGIN_SLACK_MS);
                 settings.reach.correctable_from.fetch_max(from, Relaxed);
                 if let Err(e) = archive.begin_after(newest) {
                     tracing::error!(error = %e, "cannot note the archive's gap");
                 }
                 tracing::error!(
-                    batches = live.len(),
+                    batches = count(live),
                     "live batches given up by the archive: late data before them is refused"
                 );
                 live.clear();
@@ -737,9 +769,22 @@ impl Passes {
         });
     }
 
+    /// Portfolio dates folded again are ready for the fan-out.
+    fn portfolio(&mut self, figures: Vec<fleetpulse_engine::PortfolioRecord>) {
+        if figures.is_empty() {
+            return;
+        }
+        let dates = figures.iter().map(|p| (p.window_start, p.revision));
+        let pass = Pass::Portfolio(dates.collect());
+        self.ready.push_back(Restated {
+            records: figures.into_iter().map(Output::Portfolio).collect(),
+            passes: vec![pass],
+        });
+    }
+
     /// Whether a pass of `customer` is being computed or folded.
     fn under_way(&self, customer: &Id) -> bool {
-        (self.asked.iter()).any(|a| a.pass.customer() == customer)
+        (self.asked.iter()).any(|a| a.pass.customer() == Some(customer))
             || (self.computing.iter()).any(|c| c.pass.pending.customer == *customer)
     }
 
@@ -895,7 +940,7 @@ fn go_on(
         journey_records(engine, &all)
     });
     let records = windows.changed(&pending);
-    let (Some((spec, day)), Some(folded)) = (journey, folded) else {
+    let (Some((spec, _)), Some(folded)) = (journey, folded) else {
         // No journey to fold: the windows the engine emitted only.
         let records = records
             .into_iter()
@@ -918,15 +963,14 @@ fn go_on(
             days: refolded.days,
             observed: EventTime::MAX,
         };
-        let day = Some(&*day);
         if let Some(records) = complete(
+            engine,
             archive,
-            day,
             &pending.customer,
             floor,
             records,
             answer,
-            &mut state.resent,
+            state,
         )? {
             let pass = Pass::Late {
                 pending,
@@ -1081,7 +1125,11 @@ fn redefine(
 const ADOPTION_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Completes the passes whose journey the operator has folded again.
-fn answered(archive: &mut Archive, state: &mut Passes) -> Result<(), ArchiveError> {
+fn answered(
+    engine: &EngineConfig,
+    archive: &mut Archive,
+    state: &mut Passes,
+) -> Result<(), ArchiveError> {
     let mut waiting = Vec::new();
     for asked in std::mem::take(&mut state.asked) {
         let answer = match asked.answer.try_recv() {
@@ -1105,16 +1153,11 @@ fn answered(archive: &mut Archive, state: &mut Passes) -> Result<(), ArchiveErro
             // What the pass hands on: see [`complete`].
             *covered = *observed;
         }
-        let day = state.day.as_deref();
-        if let Some(records) = complete(
-            archive,
-            day,
-            pass.customer(),
-            floor,
-            records,
-            answer,
-            &mut state.resent,
-        )? {
+        let Some(customer) = pass.customer().cloned() else {
+            continue;
+        };
+        if let Some(records) = complete(engine, archive, &customer, floor, records, answer, state)?
+        {
             state.ready(records, pass);
         }
     }
@@ -1399,15 +1442,16 @@ fn computed(
 /// journey took in, the journey's records, and the retractions of the
 /// episodes it no longer raises. `None` when the live journey was ahead.
 /// The first pass of each customer after the start also sends again the
-/// retractions the archive noted before (`resent`: the customers done).
+/// retractions the archive noted before. The portfolio dates whose
+/// figures the restated health changes go to the stores beside it.
 fn complete(
+    engine: &EngineConfig,
     archive: &mut Archive,
-    day: Option<&str>,
     customer: &Id,
     floor: EventTime,
     mut records: Vec<Output>,
     answer: JourneyAnswer,
-    resent: &mut HashSet<Id>,
+    state: &mut Passes,
 ) -> Result<Option<Vec<Output>>, ArchiveError> {
     let JourneyAnswer::Adopted {
         outputs,
@@ -1421,7 +1465,7 @@ fn complete(
     records.retain(|r| window_end(r) <= observed);
     let days: Vec<(Id, JourneyState)> = days.into_iter().map(|d| (customer.clone(), d)).collect();
     archive.keep_journeys(&days)?;
-    let again = resent.insert(customer.clone());
+    let again = state.resent.insert(customer.clone());
     // Alerts dated after the days the live journey closed are provisional
     // ones of its open day: that day's close settles them, not this pass.
     let mut before = archive.alerts_after(customer, floor)?;
@@ -1429,7 +1473,9 @@ fn complete(
     let retracted = retractions(before, &outputs, again);
     records.extend(outputs);
     records.extend(retracted);
+    let day = engine.day_window().map(|d| &*d.name);
     keep(archive, day, records.iter())?;
+    state.portfolio(archive.keep_portfolio(engine, records.iter(), true)?);
     Ok(Some(records))
 }
 

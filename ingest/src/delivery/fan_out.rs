@@ -223,9 +223,13 @@ impl FanOut {
         unconfirmed: &mut std::collections::VecDeque<(u64, Vec<Pass>)>,
     ) {
         let n = pass.records.len() as u64;
+        // Customers' passes; the portfolio's dates ride along.
+        let customers = (pass.passes.iter())
+            .filter(|p| !matches!(p, Pass::Portfolio(_)))
+            .count();
         self.metrics
             .restatements
-            .fetch_add(pass.passes.len() as u64, Relaxed);
+            .fetch_add(customers as u64, Relaxed);
         self.metrics.records_restated.fetch_add(n, Relaxed);
         if n > 0 {
             let records: Arc<[Output]> = pass.records.into();

@@ -24,7 +24,7 @@ use super::in_order::InOrder;
 use super::ledger::Ledger;
 use super::route::Router;
 use crate::admission::{Admission, Admitted};
-use crate::corrections::Corrections;
+use crate::corrections::{Corrections, LiveBatches};
 use crate::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::metrics::{IngestMetrics, MessageRejected};
 use crate::source::mqtt::{AckToken, Message};
@@ -367,7 +367,7 @@ impl Lane {
             if let Some(corrections) = &self.corrections {
                 // Archived before the engine may close a window with them:
                 // a restatement reads everything its windows held.
-                corrections.append(group.batches.clone());
+                corrections.append(LiveBatches::encode(&group.batches));
             }
             if !group.batches.is_empty() {
                 self.engine.send_all(group.batches).await?;

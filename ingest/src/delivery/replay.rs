@@ -13,6 +13,7 @@ use super::ledger::Ledger;
 use super::route;
 use crate::admission::Admission;
 use crate::config::WalConfig;
+use crate::corrections::LiveBatches;
 use crate::metrics::IngestMetrics;
 use crate::wal::{Lsn, Wal};
 
@@ -97,7 +98,7 @@ pub async fn replay(
         }
         if group.len() >= REPLAY_GROUP {
             if let Some(archive) = archive {
-                archive.append(group.clone()); // Ignored where it is already.
+                archive.append(LiveBatches::encode(group)); // Read once where it is already.
             }
             engine.send_all(std::mem::take(group)).await?;
             engine.advance(admission.watermark().current()).await?;
@@ -108,7 +109,7 @@ pub async fn replay(
         admission.hold_watermark_below(EventTime::MAX);
         if !group.is_empty() {
             if let Some(archive) = archive {
-                archive.append(group.clone());
+                archive.append(LiveBatches::encode(&group));
             }
             engine.send_all(group).await?;
         }

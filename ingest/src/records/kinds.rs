@@ -253,6 +253,7 @@ record_kind! {
             unmanaged_usage_growth: f64 [] "ratio", "mean `usage_growth` of the other customers (0 when none)";
             managed_outcome_attainment: f64 [] "score 0..100", "mean outcome attainment of the managed customers with outcomes (0 when none)";
             unmanaged_outcome_attainment: f64 [] "score 0..100", "mean outcome attainment of the other customers with outcomes (0 when none)";
+            revision: u32 [] "count", "0 when first written; raised each time a customer's health of the date was restated (late telemetry, a changed definition)";
         }
     }
 }

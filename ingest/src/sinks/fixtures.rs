@@ -194,6 +194,7 @@ pub(crate) fn portfolio(start: u64, customers: u32) -> PortfolioRecord {
         unmanaged_usage_growth: -0.02,
         managed_outcome_attainment: 80.0,
         unmanaged_outcome_attainment: 55.5,
+        revision: 0,
     }
 }
 

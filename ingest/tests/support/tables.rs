@@ -8,8 +8,9 @@ use fleetpulse_sim::{Fleet, FleetSpec};
 
 use super::servers::Mosquitto;
 
-/// The window and journey tables.
-pub const TABLES: [&str; 7] = [
+/// The window and journey tables, and the portfolio folded from every
+/// customer's health.
+pub const TABLES: [&str; 8] = [
     "customer_kpi",
     "device_kpi",
     "health",
@@ -17,6 +18,7 @@ pub const TABLES: [&str; 7] = [
     "outcome",
     "milestone",
     "alert",
+    "portfolio",
 ];
 
 /// Every window and journey row of the store at `db` equals the one of

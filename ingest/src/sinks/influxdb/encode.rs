@@ -503,7 +503,7 @@ mod tests {
             "portfolio window_end=1700086400000i,customers=6i,arr_total=1500000.0,\
              arr_at_risk=400000.0,green=3i,yellow=2i,red=1i,managed_customers=2i,\
              managed_usage_growth=0.05,unmanaged_usage_growth=-0.02,\
-             managed_outcome_attainment=80.0,unmanaged_outcome_attainment=55.5 \
+             managed_outcome_attainment=80.0,unmanaged_outcome_attainment=55.5,revision=0i \
              1700000000000000000\n"
         );
     }

@@ -19,6 +19,7 @@ fn later_samples(records: &[Output]) -> std::borrow::Cow<'_, [Output]> {
     let restated = |r: &Output| match r {
         Output::Customer(k) => k.revision > 0,
         Output::Device(d) => d.revision > 0,
+        Output::Portfolio(p) => p.revision > 0,
         _ => false,
     };
     if !records.iter().any(restated) {
@@ -28,6 +29,7 @@ fn later_samples(records: &[Output]) -> std::borrow::Cow<'_, [Output]> {
         match &mut r {
             Output::Customer(k) => k.window_start += u64::from(k.revision),
             Output::Device(d) => d.window_start += u64::from(d.revision),
+            Output::Portfolio(p) => p.window_start += u64::from(p.revision),
             _ => {}
         }
         r

@@ -1,0 +1,456 @@
+//! The portfolio of past dates, restated: a date's figures fold every
+//! customer's health of its local day of that date, so a customer whose
+//! health a pass restated (late telemetry, a changed definition) changes
+//! them too. The archive keeps each customer's final health of each date
+//! (what the figures read of it, not the whole record: a row a customer a
+//! day, kept as long as what journeys fold, so that a backfilled
+//! customer's history restates the dates it joins) and the dates the live
+//! dataflow emitted figures for; a date is folded again
+//! from those rows, in customer order as the live operator folds it, when
+//! a restated health record of it differs from the one kept, or when its
+//! live figures come after such a record (the live operator folded the
+//! health it had, not the restated one).
+//!
+//! A date is left alone when fewer customers are kept for it than its live
+//! figures counted (kept by an earlier build, or a write failed): folding
+//! them would drop the others.
+//!
+//! A date's figures folded again are owed to the stores until every store
+//! wrote them (the rows that changed them are kept at once, so a kill in
+//! between would leave nothing to fold them again): the dates still owed
+//! at a start are folded again and sent.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use fleetpulse_engine::kpi::health::Band;
+use fleetpulse_engine::{EngineConfig, EventTime, HealthRecord, Output, PortfolioRecord, Segment};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::archive::{ArchiveError, fail};
+
+const DAY_MS: u64 = 86_400_000;
+
+/// The tables, in the archive's `state.sqlite`.
+pub(super) const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS portfolio_health (
+        day INTEGER NOT NULL,
+        customer TEXT NOT NULL,
+        arr REAL NOT NULL,
+        arr_at_risk REAL NOT NULL,
+        band INTEGER NOT NULL,
+        managed INTEGER NOT NULL,
+        usage_growth REAL NOT NULL,
+        outcome REAL,
+        restated INTEGER NOT NULL,
+        PRIMARY KEY (day, customer)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS portfolio_days (
+        day INTEGER PRIMARY KEY,
+        customers INTEGER NOT NULL,
+        revision INTEGER NOT NULL,
+        written INTEGER NOT NULL
+    ) WITHOUT ROWID;";
+
+/// What a date's figures read of a customer's health record.
+#[derive(Debug, Clone, PartialEq)]
+struct Share {
+    arr: f64,
+    arr_at_risk: f64,
+    band: i64,
+    managed: bool,
+    usage_growth: f64,
+    outcome: Option<f64>,
+}
+
+impl Share {
+    fn of(h: &HealthRecord) -> Self {
+        Self {
+            arr: h.arr,
+            arr_at_risk: h.arr_at_risk,
+            band: match h.band {
+                Band::Red => 0,
+                Band::Yellow => 1,
+                Band::Green => 2,
+            },
+            managed: h.segment == Segment::HighTouch,
+            usage_growth: h.usage_growth,
+            outcome: h.components.outcome,
+        }
+    }
+
+    /// A health record the fold reads as it read the original.
+    fn health(&self, customer: String) -> HealthRecord {
+        let mut h = HealthRecord {
+            customer: customer.into(),
+            arr: self.arr,
+            arr_at_risk: self.arr_at_risk,
+            band: match self.band {
+                0 => Band::Red,
+                1 => Band::Yellow,
+                _ => Band::Green,
+            },
+            segment: if self.managed {
+                Segment::HighTouch
+            } else {
+                Segment::LowTouch
+            },
+            usage_growth: self.usage_growth,
+            ..HealthRecord::default()
+        };
+        h.components.outcome = self.outcome;
+        h
+    }
+}
+
+/// Keeps the final health records and live portfolio dates among
+/// `records` (`restated`: a pass's, otherwise the live dataflow's) in one
+/// transaction of `state` (at `path`), and returns the figures of the dates
+/// to restate, each with its next revision.
+pub(super) fn keep<'a>(
+    state: &mut Connection,
+    path: &Path,
+    engine: &EngineConfig,
+    records: impl Iterator<Item = &'a Output>,
+    restated: bool,
+) -> Result<Vec<PortfolioRecord>, ArchiveError> {
+    let err = |e| fail(path, e);
+    let counts = |r: &&Output| match r {
+        Output::Health(h) => !h.provisional,
+        Output::Portfolio(p) => !restated && p.revision == 0,
+        _ => false,
+    };
+    // Most record batches are devices' hours: no transaction for them.
+    let mut records = records.filter(counts).peekable();
+    if records.peek().is_none() {
+        return Ok(Vec::new());
+    }
+    let tx = state.transaction().map_err(err)?;
+    let mut dates = BTreeSet::new();
+    {
+        let mut kept = (tx.prepare_cached(
+            "SELECT arr, arr_at_risk, band, managed, usage_growth, outcome \
+             FROM portfolio_health WHERE day = ?1 AND customer = ?2",
+        ))
+        .map_err(err)?;
+        let mut put = (tx.prepare_cached(
+            "INSERT OR REPLACE INTO portfolio_health \
+             (day, customer, arr, arr_at_risk, band, managed, usage_growth, outcome, restated) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        ))
+        .map_err(err)?;
+        let mut emitted = (tx.prepare_cached(
+            "INSERT INTO portfolio_days (day, customers, revision, written) VALUES (?1, ?2, 0, 0) \
+             ON CONFLICT (day) DO UPDATE SET customers = excluded.customers",
+        ))
+        .map_err(err)?;
+        let mut owed = (tx.prepare_cached(
+            "SELECT 1 FROM portfolio_health WHERE day = ?1 AND restated = 1 LIMIT 1",
+        ))
+        .map_err(err)?;
+        for record in records {
+            match record {
+                Output::Health(h) if !h.provisional => {
+                    let day = engine.portfolio_day(&h.customer, h.window_start);
+                    let share = Share::of(h);
+                    let before = (kept.query_row(params![day as i64, &*h.customer], |r| {
+                        Ok(Share {
+                            arr: r.get(0)?,
+                            arr_at_risk: r.get(1)?,
+                            band: r.get(2)?,
+                            managed: r.get(3)?,
+                            usage_growth: r.get(4)?,
+                            outcome: r.get(5)?,
+                        })
+                    }))
+                    .optional()
+                    .map_err(err)?;
+                    if restated && before.as_ref() == Some(&share) {
+                        continue;
+                    }
+                    let row = params![
+                        day as i64,
+                        &*h.customer,
+                        share.arr,
+                        share.arr_at_risk,
+                        share.band,
+                        share.managed,
+                        share.usage_growth,
+                        share.outcome,
+                        restated
+                    ];
+                    put.execute(row).map_err(err)?;
+                    if restated {
+                        dates.insert(day);
+                    }
+                }
+                Output::Portfolio(p) if !restated && p.revision == 0 => {
+                    let day = p.window_start as i64;
+                    emitted.execute(params![day, p.customers]).map_err(err)?;
+                    if owed.exists(params![day]).map_err(err)? {
+                        dates.insert(p.window_start);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut figures = Vec::new();
+    for day in dates {
+        if let Some(record) = fold(&tx, day).map_err(err)? {
+            figures.push(record);
+        }
+    }
+    tx.commit().map_err(err)?;
+    Ok(figures)
+}
+
+/// `day`'s figures folded again from the rows kept, with the next
+/// revision; `None` for a date without live figures yet (they will come
+/// after the restated rows) or with fewer customers kept than they
+/// counted.
+fn fold(tx: &rusqlite::Transaction, day: u64) -> rusqlite::Result<Option<PortfolioRecord>> {
+    let emitted: Option<(u32, u32)> = (tx.query_row(
+        "SELECT customers, revision FROM portfolio_days WHERE day = ?1",
+        params![day as i64],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    ))
+    .optional()?;
+    let Some((customers, revision)) = emitted else {
+        return Ok(None);
+    };
+    let mut select = tx.prepare_cached(
+        "SELECT customer, arr, arr_at_risk, band, managed, usage_growth, outcome \
+         FROM portfolio_health WHERE day = ?1 ORDER BY customer",
+    )?;
+    let rows = select.query_map(params![day as i64], |r| {
+        let share = Share {
+            arr: r.get(1)?,
+            arr_at_risk: r.get(2)?,
+            band: r.get(3)?,
+            managed: r.get(4)?,
+            usage_growth: r.get(5)?,
+            outcome: r.get(6)?,
+        };
+        Ok(share.health(r.get(0)?))
+    })?;
+    let health = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    if health.len() < customers as usize {
+        return Ok(None);
+    }
+    let revision = revision + 1;
+    tx.execute(
+        "UPDATE portfolio_days SET revision = ?2 WHERE day = ?1",
+        params![day as i64, revision],
+    )?;
+    let mut record = fleetpulse_engine::kpi::portfolio::portfolio(day, day + DAY_MS, &health);
+    record.revision = revision;
+    Ok(Some(record))
+}
+
+/// Every store wrote these dates' figures of these revisions.
+pub(super) fn written(
+    state: &Connection,
+    path: &Path,
+    dates: &[(EventTime, u32)],
+) -> Result<(), ArchiveError> {
+    let mut mark = (state
+        .prepare_cached("UPDATE portfolio_days SET written = MAX(written, ?2) WHERE day = ?1"))
+    .map_err(|e| fail(path, e))?;
+    for (day, revision) in dates {
+        (mark.execute(params![*day as i64, revision])).map_err(|e| fail(path, e))?;
+    }
+    Ok(())
+}
+
+/// The figures of the dates folded again that no store confirmed (a stop
+/// came first), folded again with their next revision.
+pub(super) fn owed(
+    state: &mut Connection,
+    path: &Path,
+) -> Result<Vec<PortfolioRecord>, ArchiveError> {
+    let err = |e| fail(path, e);
+    let tx = state.transaction().map_err(err)?;
+    let days: Vec<i64> = {
+        let mut select =
+            (tx.prepare("SELECT day FROM portfolio_days WHERE revision > written")).map_err(err)?;
+        let rows = select.query_map([], |r| r.get(0)).map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)?
+    };
+    let mut figures = Vec::new();
+    for day in days {
+        if let Some(record) = fold(&tx, day as u64).map_err(err)? {
+            figures.push(record);
+        }
+    }
+    tx.commit().map_err(err)?;
+    Ok(figures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetpulse_engine::kpi::portfolio::portfolio;
+
+    const D: u64 = 20_000 * DAY_MS;
+
+    fn health(customer: &str, arr_at_risk: f64, band: Band) -> HealthRecord {
+        HealthRecord {
+            customer: customer.into(),
+            window_start: D,
+            window_end: D + DAY_MS,
+            arr: 100_000.0,
+            arr_at_risk,
+            band,
+            segment: Segment::LowTouch,
+            usage_growth: 0.125,
+            ..HealthRecord::default()
+        }
+    }
+
+    fn live(health: &[HealthRecord]) -> PortfolioRecord {
+        let mut sorted = health.to_vec();
+        sorted.sort_by(|a, b| a.customer.cmp(&b.customer));
+        portfolio(D, D + DAY_MS, &sorted)
+    }
+
+    struct State {
+        _dir: tempfile::TempDir,
+        conn: Connection,
+        path: std::path::PathBuf,
+        engine: EngineConfig,
+    }
+
+    impl State {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("state.sqlite");
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            let engine = EngineConfig::default();
+            Self {
+                _dir: dir,
+                conn,
+                path,
+                engine,
+            }
+        }
+
+        fn keep(&mut self, records: &[Output], restated: bool) -> Vec<PortfolioRecord> {
+            keep(
+                &mut self.conn,
+                &self.path,
+                &self.engine,
+                records.iter(),
+                restated,
+            )
+            .unwrap()
+        }
+    }
+
+    #[test]
+    fn a_restated_health_folds_its_date_again_with_the_next_revision() {
+        let mut state = State::new();
+        let before = [
+            health("b", 100_000.0, Band::Red),
+            health("a", 0.0, Band::Green),
+        ];
+        let mut records: Vec<Output> = before.iter().cloned().map(Output::Health).collect();
+        records.push(Output::Portfolio(live(&before)));
+        assert!(
+            state.keep(&records, false).is_empty(),
+            "the live date as it is"
+        );
+
+        // Its alert retracted: "b" holds no ARR at risk that day.
+        let after = health("b", 0.0, Band::Yellow);
+        let figures = state.keep(&[Output::Health(after.clone())], true);
+        let want = PortfolioRecord {
+            revision: 1,
+            ..live(&[before[1].clone(), after.clone()])
+        };
+        assert_eq!(figures, [want]);
+        assert_eq!(figures[0].arr_at_risk, 0.0);
+
+        // Restated again without a change: nothing to write.
+        assert!(
+            state
+                .keep(&[Output::Health(after.clone())], true)
+                .is_empty()
+        );
+        // A provisional score is not the day's.
+        let provisional = HealthRecord {
+            provisional: true,
+            ..health("b", 5.0, Band::Red)
+        };
+        assert!(state.keep(&[Output::Health(provisional)], true).is_empty());
+        // Changed again: the next revision.
+        let again = health("b", 50_000.0, Band::Red);
+        let figures = state.keep(&[Output::Health(again.clone())], true);
+        assert_eq!(figures[0].revision, 2);
+        assert_eq!(figures[0].arr_at_risk, 50_000.0);
+    }
+
+    #[test]
+    fn live_figures_after_a_restated_health_are_folded_again_at_once() {
+        let mut state = State::new();
+        let live_health = [health("a", 0.0, Band::Green), health("b", 9.0, Band::Red)];
+        let records: Vec<Output> = live_health.iter().cloned().map(Output::Health).collect();
+        assert!(state.keep(&records, false).is_empty());
+        // Restated before the date's figures were emitted: they will miss it.
+        let restated = health("b", 0.0, Band::Green);
+        assert!(
+            state
+                .keep(&[Output::Health(restated.clone())], true)
+                .is_empty()
+        );
+        let figures = state.keep(&[Output::Portfolio(live(&live_health))], false);
+        let want = PortfolioRecord {
+            revision: 1,
+            ..live(&[live_health[0].clone(), restated])
+        };
+        assert_eq!(figures, [want]);
+    }
+
+    #[test]
+    fn a_date_kept_for_fewer_customers_than_it_counted_is_left_alone() {
+        let mut state = State::new();
+        // Emitted with three customers; only two kept (an earlier build).
+        let three = [
+            health("a", 0.0, Band::Green),
+            health("b", 0.0, Band::Green),
+            health("c", 0.0, Band::Green),
+        ];
+        let mut records: Vec<Output> = three[..2].iter().cloned().map(Output::Health).collect();
+        records.push(Output::Portfolio(live(&three)));
+        assert!(state.keep(&records, false).is_empty());
+        let restated = health("a", 100_000.0, Band::Red);
+        assert!(state.keep(&[Output::Health(restated)], true).is_empty());
+    }
+
+    #[test]
+    fn figures_no_store_wrote_are_folded_again_at_the_next_start() {
+        let mut state = State::new();
+        let before = [health("a", 0.0, Band::Green), health("b", 9.0, Band::Red)];
+        let mut records: Vec<Output> = before.iter().cloned().map(Output::Health).collect();
+        records.push(Output::Portfolio(live(&before)));
+        state.keep(&records, false);
+        let after = health("b", 0.0, Band::Green);
+        let figures = state.keep(&[Output::Health(after.clone())], true);
+        assert_eq!(figures.len(), 1);
+
+        // Killed before the stores had them: the rows that changed them are
+        // kept, so only this brings them back.
+        let again = owed(&mut state.conn, &state.path).unwrap();
+        let want = PortfolioRecord {
+            revision: 2,
+            ..live(&[before[0].clone(), after])
+        };
+        assert_eq!(again, [want]);
+        // An older revision written changes nothing; the newest settles it.
+        written(&state.conn, &state.path, &[(D, 1)]).unwrap();
+        assert_eq!(owed(&mut state.conn, &state.path).unwrap().len(), 1);
+        written(&state.conn, &state.path, &[(D, 3)]).unwrap();
+        assert!(owed(&mut state.conn, &state.path).unwrap().is_empty());
+    }
+}
