@@ -79,6 +79,19 @@ impl Share {
         }
     }
 
+    /// The share in `row`'s columns from `at` on (`arr, arr_at_risk, band,
+    /// managed, usage_growth, outcome`).
+    fn read(row: &rusqlite::Row, at: usize) -> rusqlite::Result<Self> {
+        Ok(Self {
+            arr: row.get(at)?,
+            arr_at_risk: row.get(at + 1)?,
+            band: row.get(at + 2)?,
+            managed: row.get(at + 3)?,
+            usage_growth: row.get(at + 4)?,
+            outcome: row.get(at + 5)?,
+        })
+    }
+
     /// A health record the fold reads as it read the original.
     fn health(&self, customer: String) -> HealthRecord {
         let mut h = HealthRecord {
@@ -153,16 +166,8 @@ pub(super) fn keep<'a>(
                 Output::Health(h) if !h.provisional => {
                     let day = engine.portfolio_day(&h.customer, h.window_start);
                     let share = Share::of(h);
-                    let before = (kept.query_row(params![day as i64, &*h.customer], |r| {
-                        Ok(Share {
-                            arr: r.get(0)?,
-                            arr_at_risk: r.get(1)?,
-                            band: r.get(2)?,
-                            managed: r.get(3)?,
-                            usage_growth: r.get(4)?,
-                            outcome: r.get(5)?,
-                        })
-                    }))
+                    let before = (kept
+                        .query_row(params![day as i64, &*h.customer], |r| Share::read(r, 0)))
                     .optional()
                     .map_err(err)?;
                     if restated && before.as_ref() == Some(&share) {
@@ -224,15 +229,7 @@ fn fold(tx: &rusqlite::Transaction, day: u64) -> rusqlite::Result<Option<Portfol
          FROM portfolio_health WHERE day = ?1 ORDER BY customer",
     )?;
     let rows = select.query_map(params![day as i64], |r| {
-        let share = Share {
-            arr: r.get(1)?,
-            arr_at_risk: r.get(2)?,
-            band: r.get(3)?,
-            managed: r.get(4)?,
-            usage_growth: r.get(5)?,
-            outcome: r.get(6)?,
-        };
-        Ok(share.health(r.get(0)?))
+        Ok(Share::read(r, 1)?.health(r.get(0)?))
     })?;
     let health = rows.collect::<rusqlite::Result<Vec<_>>>()?;
     if health.len() < customers as usize {
