@@ -343,6 +343,18 @@ mod tests {
             )
             .unwrap()
         }
+
+        /// The live dataflow's records of the date: `kept` customers'
+        /// health, then the figures it folded from `folded`'s.
+        fn live_date(
+            &mut self,
+            kept: &[HealthRecord],
+            folded: &[HealthRecord],
+        ) -> Vec<PortfolioRecord> {
+            let mut records: Vec<Output> = kept.iter().cloned().map(Output::Health).collect();
+            records.push(Output::Portfolio(live(folded)));
+            self.keep(&records, false)
+        }
     }
 
     #[test]
@@ -352,10 +364,8 @@ mod tests {
             health("b", 100_000.0, Band::Red),
             health("a", 0.0, Band::Green),
         ];
-        let mut records: Vec<Output> = before.iter().cloned().map(Output::Health).collect();
-        records.push(Output::Portfolio(live(&before)));
         assert!(
-            state.keep(&records, false).is_empty(),
+            state.live_date(&before, &before).is_empty(),
             "the live date as it is"
         );
 
@@ -418,9 +428,7 @@ mod tests {
             health("b", 0.0, Band::Green),
             health("c", 0.0, Band::Green),
         ];
-        let mut records: Vec<Output> = three[..2].iter().cloned().map(Output::Health).collect();
-        records.push(Output::Portfolio(live(&three)));
-        assert!(state.keep(&records, false).is_empty());
+        assert!(state.live_date(&three[..2], &three).is_empty());
         let restated = health("a", 100_000.0, Band::Red);
         assert!(state.keep(&[Output::Health(restated)], true).is_empty());
     }
@@ -429,9 +437,7 @@ mod tests {
     fn figures_no_store_wrote_are_folded_again_at_the_next_start() {
         let mut state = State::new();
         let before = [health("a", 0.0, Band::Green), health("b", 9.0, Band::Red)];
-        let mut records: Vec<Output> = before.iter().cloned().map(Output::Health).collect();
-        records.push(Output::Portfolio(live(&before)));
-        state.keep(&records, false);
+        state.live_date(&before, &before);
         let after = health("b", 0.0, Band::Green);
         let figures = state.keep(&[Output::Health(after.clone())], true);
         assert_eq!(figures.len(), 1);
