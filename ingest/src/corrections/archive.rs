@@ -461,6 +461,7 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// One chunk row to write: its batches' filings, and their encodings as
 /// bincode encodes a `Vec<DeviceBatch>` (a little-endian `u64` count, then
 /// each batch), so [`decode_chunk`] reads it back.
+#[derive(Default)]
 struct Chunk<'a> {
     batches: Vec<&'a Filed>,
     body: Vec<u8>,
@@ -470,10 +471,7 @@ struct Chunk<'a> {
 /// bodies at most (one batch at least).
 fn split<'a>(batches: &[(&'a Filed, &[u8])]) -> Vec<Chunk<'a>> {
     let mut chunks = Vec::new();
-    let mut chunk = Chunk {
-        batches: Vec::new(),
-        body: Vec::new(),
-    };
+    let mut chunk = Chunk::default();
     for (i, (filed, bytes)) in batches.iter().enumerate() {
         if chunk.body.is_empty() {
             chunk.body.extend_from_slice(&0u64.to_le_bytes());
@@ -483,13 +481,7 @@ fn split<'a>(batches: &[(&'a Filed, &[u8])]) -> Vec<Chunk<'a>> {
         if chunk.body.len() >= CHUNK_BYTES || i + 1 == batches.len() {
             let count = chunk.batches.len() as u64;
             chunk.body[..8].copy_from_slice(&count.to_le_bytes());
-            chunks.push(std::mem::replace(
-                &mut chunk,
-                Chunk {
-                    batches: Vec::new(),
-                    body: Vec::new(),
-                },
-            ));
+            chunks.push(std::mem::take(&mut chunk));
         }
     }
     chunks

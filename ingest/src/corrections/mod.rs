@@ -1473,8 +1473,7 @@ fn complete(
     let retracted = retractions(before, &outputs, again);
     records.extend(outputs);
     records.extend(retracted);
-    let day = engine.day_window().map(|d| &*d.name);
-    keep(archive, day, records.iter())?;
+    keep(archive, state.day.as_deref(), records.iter())?;
     state.portfolio(archive.keep_portfolio(engine, records.iter(), true)?);
     Ok(Some(records))
 }

@@ -128,6 +128,7 @@ pub(super) fn keep<'a>(
     restated: bool,
 ) -> Result<Vec<PortfolioRecord>, ArchiveError> {
     let err = |e| fail(path, e);
+    // The final health records, and the live figures of a date.
     let counts = |r: &&Output| match r {
         Output::Health(h) => !h.provisional,
         Output::Portfolio(p) => !restated && p.revision == 0,
@@ -163,15 +164,20 @@ pub(super) fn keep<'a>(
         .map_err(err)?;
         for record in records {
             match record {
-                Output::Health(h) if !h.provisional => {
+                Output::Health(h) => {
                     let day = engine.portfolio_day(&h.customer, h.window_start);
                     let share = Share::of(h);
-                    let before = (kept
-                        .query_row(params![day as i64, &*h.customer], |r| Share::read(r, 0)))
-                    .optional()
-                    .map_err(err)?;
-                    if restated && before.as_ref() == Some(&share) {
-                        continue;
+                    // A live record replaces the row as it is; a restated
+                    // one that changes nothing the figures read is not
+                    // worth a fold.
+                    if restated {
+                        let args = params![day as i64, &*h.customer];
+                        let before = (kept.query_row(args, |r| Share::read(r, 0)))
+                            .optional()
+                            .map_err(err)?;
+                        if before.as_ref() == Some(&share) {
+                            continue;
+                        }
                     }
                     let row = params![
                         day as i64,
@@ -189,7 +195,7 @@ pub(super) fn keep<'a>(
                         dates.insert(day);
                     }
                 }
-                Output::Portfolio(p) if !restated && p.revision == 0 => {
+                Output::Portfolio(p) => {
                     let day = p.window_start as i64;
                     emitted.execute(params![day, p.customers]).map_err(err)?;
                     if owed.exists(params![day]).map_err(err)? {
