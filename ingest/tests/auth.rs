@@ -432,6 +432,18 @@ async fn roles_see_their_customers_only(s: &Running) {
         .len();
     assert_eq!(scoped["open_alerts"], open_mine);
     assert_eq!(scoped["history"].as_array().unwrap().len(), 7);
+    // Each date with the revision of its figures over everyone.
+    let revisions = |doc: &Value| -> Vec<(u64, u64)> {
+        (doc["history"].as_array().unwrap().iter())
+            .map(|d| {
+                (
+                    d["window_start"].as_u64().unwrap(),
+                    d["revision"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(revisions(&scoped), revisions(&full));
     let me = s.alice.ok("/api/me").await;
     assert_eq!(me["role"], "csm");
     assert_eq!(me["customers"], s.alices.len());

@@ -534,7 +534,8 @@ mod late {
     use fleetpulse_engine::kpi::health::{Band, HealthComponents, Stage};
     use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
     use fleetpulse_engine::{
-        AlertRecord, CustomerKpi, DeviceKpi, HealthRecord, MachineState, Output, Segment, Totals,
+        AlertRecord, CustomerKpi, DeviceKpi, HealthRecord, MachineState, Output, PortfolioRecord,
+        Segment, Totals,
     };
 
     /// 2026-01-05 00:00 UTC.
@@ -569,6 +570,21 @@ mod late {
             milestones_reached: 1,
             milestones_total: 3,
             provisional: false,
+        })
+    }
+
+    /// The date's figures over both customers (90,000 of ARR each).
+    pub fn portfolio(d: u64, arr_at_risk: f64, revision: u32) -> Output {
+        Output::Portfolio(PortfolioRecord {
+            window_start: day(d),
+            window_end: day(d + 1),
+            customers: 2,
+            arr_total: 180_000.0,
+            arr_at_risk,
+            yellow: 2,
+            managed_customers: 2,
+            revision,
+            ..PortfolioRecord::default()
         })
     }
 
@@ -671,7 +687,9 @@ async fn restated_windows_and_retracted_alerts_are_marked_and_not_counted() {
     // 2) and day 6 once; devices d1 (days 3-6 restated) and d2 (its last
     // two days restated); an open usage_drop, a resolved fault_spike and a
     // devices_dark the late telemetry retracted. "c-quiet": nothing
-    // restated, its only episode retracted, no ARR at risk.
+    // restated, its only episode retracted, no ARR at risk. The portfolio:
+    // the figures of day 3 and of the latest day restated (the latest now
+    // with c-late's ARR at risk), 90,000 at risk on day 3 before.
     let revision = |d: u64| match d {
         3..=5 => 2,
         6 => 1,
@@ -687,6 +705,11 @@ async fn restated_windows_and_retracted_alerts_are_marked_and_not_counted() {
         records.push(device_kpi("c-late", "d1", d, revision(d)));
         records.push(device_kpi("c-late", "d2", d, u32::from(d >= DAYS - 2)));
         records.push(device_kpi("c-quiet", "q1", d, 0));
+        records.push(portfolio(d, if d == 3 { 90_000.0 } else { 0.0 }, 0));
+    }
+    let portfolio_restated = [(3, 0.0, 1), (DAYS - 1, 90_000.0, 2)];
+    for (d, arr_at_risk, revision) in portfolio_restated {
+        records.push(portfolio(d, arr_at_risk, revision));
     }
     records.push(episode("c-late", Rule::UsageDrop, AlertStatus::Open, 7));
     records.push(episode(
@@ -772,6 +795,40 @@ async fn restated_windows_and_retracted_alerts_are_marked_and_not_counted() {
             eval_str(&mut browser, "document.getElementById('arr-at-risk').textContent"),
             "90,000"
         );
+        // The portfolio: the latest date restated, marked on its tile; the
+        // chart of the period marks exactly the restated dates, and draws
+        // each date's figures as last restated.
+        assert_eq!(
+            browser.eval(
+                "(() => { const b = document.getElementById('arr-at-risk').parentElement\
+                 .querySelector('.label span.restated'); return b && [b.dataset.revision, b.title]; })()"
+            ),
+            serde_json::json!([
+                "2",
+                "restated (revision 2): telemetry arrived after the window closed"
+            ])
+        );
+        let marks = browser.eval(
+            "[...document.querySelectorAll('svg[data-chart=\"portfolio-history\"] g.restated-mark')]\
+             .map((g) => [Number(g.dataset.windowStart), Number(g.dataset.revision)])",
+        );
+        let expected: Vec<(u64, u32)> = portfolio_restated.iter().map(|&(d, _, r)| (day(d), r)).collect();
+        assert_eq!(marks, serde_json::json!(expected));
+        let ys = eval_str(
+            &mut browser,
+            "document.querySelector('svg[data-chart=\"portfolio-history\"] path[data-series=\"ARR at risk\"]')\
+             .getAttribute('d').split(/[ML]/).filter(Boolean).map((p) => p.split(',')[1]).join(' ')",
+        );
+        let ys: Vec<&str> = ys.split(' ').collect();
+        let zero = ys[0];
+        let at_risk: Vec<bool> = ys.iter().map(|&y| y != zero).collect();
+        assert_eq!(
+            at_risk,
+            (0..DAYS).map(|d| d == DAYS - 1).collect::<Vec<_>>(),
+            "zero on every date but the latest: day 3's 90,000 was restated away ({ys:?})"
+        );
+        browser.eval("document.getElementById('portfolio').scrollIntoView(); true");
+        assert!(browser.screenshot(&artifacts().join("dashboard-portfolio-restated.png")) > 10_000);
         let alert_cells = eval_str(
             &mut browser,
             "[...document.querySelectorAll('tr.customer-row')].map((r) => r.dataset.customer + \

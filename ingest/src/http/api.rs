@@ -802,7 +802,8 @@ struct RuleCount {
 /// Figures over all customers (a CSM's: over their customers)
 ///
 /// Admins and viewers get the figures over every customer; a CSM gets the
-/// same figures computed over their own customers only.
+/// same figures computed over their own customers only, each date with the
+/// `revision` of that date's figures over every customer.
 #[utoipa::path(get, path = "/api/portfolio", operation_id = "getPortfolio", tag = "api", params(PortfolioQuery),
     responses((status = 200, description = "latest and past days", body = PortfolioDoc), BadQuery,
         Unauthorized))]
@@ -845,6 +846,8 @@ pub async fn portfolio(
 
 /// The portfolio records of the last `days` days (at least the latest),
 /// recomputed over the customers `access` sees, with the engine's own fold.
+/// A date's revision is the one over every customer: the health it folds
+/// carries none of its own.
 fn scoped_portfolio(view: &View, access: &Access, days: usize) -> Vec<PortfolioRecord> {
     let mine: Vec<&CustomerView> = view
         .customers()
@@ -863,7 +866,14 @@ fn scoped_portfolio(view: &View, access: &Access, days: usize) -> Vec<PortfolioR
                 })
                 .cloned()
                 .collect();
-            fleetpulse_engine::kpi::portfolio::portfolio(day.window_start, day.window_end, &health)
+            PortfolioRecord {
+                revision: day.revision,
+                ..fleetpulse_engine::kpi::portfolio::portfolio(
+                    day.window_start,
+                    day.window_end,
+                    &health,
+                )
+            }
         })
         .collect()
 }

@@ -39,6 +39,14 @@ function num(n, digits) {
   return Number(n).toFixed(digits == null ? 0 : digits);
 }
 
+// Money on a chart's axis, where six digits do not fit: 194k, 1.2M.
+function moneyShort(n) {
+  const a = Math.abs(n);
+  if (a >= 1e6) return num(n / 1e6, a >= 1e7 ? 0 : 1) + "M";
+  if (a >= 1e3) return num(n / 1e3, a >= 1e4 ? 0 : 1) + "k";
+  return money(n);
+}
+
 function pct(n, digits) {
   if (n == null || !isFinite(n)) return "–";
   return (n * 100).toFixed(digits == null ? 0 : digits) + "%";
@@ -265,12 +273,23 @@ function tiles(portfolio, list) {
     <div class="tile"><div class="label">Customers</div><div class="value">${customers.length}</div>
       <div class="bands"><span style="color:${COLORS.red}">${count("red")} red</span><span style="color:${COLORS.yellow}">${count("yellow")} yellow</span><span style="color:${COLORS.green}">${count("green")} green</span></div></div>
     <div class="tile"><div class="label">ARR</div><div class="value">${money(total)}</div><div class="sub">annual recurring revenue</div></div>
-    <div class="tile risk"><div class="label">ARR at risk</div><div class="value" id="arr-at-risk">${money(atRisk)}</div><div class="sub">${pct(share)} of ARR · red or open alert</div></div>
+    <div class="tile risk"><div class="label">ARR at risk${p ? restatedBadge(p.revision) : ""}</div><div class="value" id="arr-at-risk">${money(atRisk)}</div><div class="sub">${pct(share)} of ARR · red or open alert</div></div>
     <div class="tile"><div class="label">Open alerts</div><div class="value">${portfolio.open_alerts}</div>
       <div class="sub">${portfolio.open_alerts_by_rule.map((r) => esc(r.rule) + " " + r.open_alerts).join(" · ") || "none"}</div></div>
     <div class="tile"><div class="label">Usage growth, managed</div><div class="value">${p ? pct(p.managed_usage_growth, 1) : "–"}</div><div class="sub">${esc(growth)}</div></div>
     <div class="tile"><div class="label">Outcome attainment, managed</div><div class="value">${p ? num(p.managed_outcome_attainment) : "–"}</div><div class="sub">${esc(attain)}</div></div>
   </section>`;
+}
+
+// ARR at risk per date over the period, against the ARR: dates whose figures
+// late telemetry or a changed definition restated are marked, like windows.
+function portfolioChart(portfolio) {
+  const days = portfolio.history;
+  if (!days.length) return "";
+  return `<div id="portfolio-history">` + lineChart([
+    { name: "ARR at risk", color: COLORS.red, points: days.map((d) => [d.window_start, d.arr_at_risk]) },
+    { name: "ARR", color: COLORS.grey, dashed: true, points: days.map((d) => [d.window_start, d.arr_total]) },
+  ], { title: `ARR at risk per day, last ${days.length} days`, id: "portfolio-history", yMin: 0, format: moneyShort, restated: restatedWindows(days) }) + "</div>";
 }
 
 // Revenue against logo retention, per group, for the latest periods: logo
@@ -349,6 +368,7 @@ async function homePage() {
     return `<h1>Portfolio</h1>
       <p class="muted">Figures over all customers. Your role (viewer) does not show customers by name.</p>
       ${tiles(portfolio, null)}
+      ${portfolioChart(portfolio)}
       ${retentionTable(retention)}
       ${impactTable(impact)}
       ${validationTable(validation)}`;
@@ -376,6 +396,7 @@ async function homePage() {
   return `<h1>Customers at risk</h1>
     <p class="muted">Ranked: revenue at stake first, then red before yellow before green, then the lowest health score.${list.as_of ? " Data up to " + esc(date(list.as_of - 1)) + "." : ""}</p>
     ${tiles(portfolio, list)}
+    ${portfolioChart(portfolio)}
     <h2>Ranked list</h2>
     <div class="list"><table id="at-risk">
       <thead><tr><th class="bar"></th><th class="num">#</th><th>customer</th><th>band</th><th class="num">health</th><th>30 days</th><th class="num">7d</th><th>stage</th><th class="num">renewal in (days)</th><th class="num">TTV days</th><th class="num">ARR at risk</th><th class="num">alerts</th></tr></thead>
