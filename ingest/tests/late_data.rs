@@ -485,3 +485,143 @@ fn in_event_time_order(mut messages: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec
     });
     messages
 }
+
+/// A New York customer whose fleet goes dark across the night its clocks
+/// go forward (8 March 2026: a local day of 23 hours) beside a UTC
+/// customer: see [`dark_across_a_clock_change`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buffer_across_a_daylight_saving_night_restates_the_portfolio_of_its_dates() {
+    // From 2026-03-05 (59 days after T0); the 8th is the day of 23 hours.
+    dark_across_a_clock_change("America/New_York", 59, "2026-03-04").await;
+}
+
+/// The same east of UTC, where a local day starts on the UTC date before:
+/// Auckland's clocks go back on 5 April 2026 (a local day of 25 hours, 11:00
+/// UTC on the 4th to 12:00 UTC on the 5th).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buffer_across_a_night_the_clocks_go_back_east_of_utc_restates_its_dates() {
+    // From 2026-04-02 (87 days after T0); the 5th is the day of 25 hours.
+    dark_across_a_clock_change("Pacific/Auckland", 87, "2026-04-02").await;
+}
+
+/// Customer `dk` in `zone` with three devices, two of which go silent from
+/// 12:00 UTC on the second day of the run (`first_day` days after `T0`) to
+/// 18:00 UTC on the fifth, across the local day of the clock change (filed
+/// under the fourth day's date), and upload their buffers on the sixth
+/// (d1's newest first); customer `ut` in UTC alongside. The devices_dark
+/// episode the outage raised is retracted when the buffer arrives and the
+/// portfolio of the clock change's date is restated; each date folds each
+/// customer's one local day of it; every window, journey and portfolio row
+/// equals the run with the readings in time.
+async fn dark_across_a_clock_change(zone: &str, first_day: u64, contract_start: &str) {
+    use support::late::{HOUR_MS, T0, hour_of};
+    let h0 = first_day * 24;
+    let day = |d: u64| T0 + (h0 + 24 * d) * HOUR_MS;
+    let customers = format!(
+        r#"
+[[customer]]
+id = "dk"
+name = "Dark Quarry"
+segment = "low-touch"
+timezone = "{zone}"
+
+[customer.contract]
+arr = 90000
+start = "{contract_start}"
+renewal = "2027-12-31"
+devices_purchased = 3
+operator_seats = 3
+
+[[customer]]
+id = "ut"
+name = "UTC Works"
+segment = "low-touch"
+
+[customer.contract]
+arr = 50000
+start = "{contract_start}"
+renewal = "2027-12-31"
+devices_purchased = 1
+operator_seats = 1
+"#
+    );
+    let outage = (h0 + 36)..(h0 + 114);
+    let reconnect = h0 + 130;
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    for h in h0..h0 + 8 * 24 {
+        let out = if h < reconnect {
+            &mut before
+        } else {
+            &mut after
+        };
+        for device in ["d1", "d2", "d3"] {
+            if device == "d3" || !outage.contains(&h) {
+                out.push(hour_of("dk", device, h));
+            }
+        }
+        out.push(hour_of("ut", "u1", h));
+        if h == reconnect {
+            after.extend(outage.clone().rev().map(|h| hour_of("dk", "d1", h)));
+            after.extend(outage.clone().map(|h| hour_of("dk", "d2", h)));
+        }
+    }
+
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let phases = vec![before.clone(), after.clone()];
+    let metrics = run_dark_as(&mosquitto, dir.path(), "dst-dark", &customers, phases).await;
+    assert_eq!(metrics.rejected_total(), 0);
+    assert!(metrics.late_admitted.load(Relaxed) > 0);
+
+    let reference = tempfile::tempdir().unwrap();
+    let in_time = in_event_time_order([before, after].concat());
+    run_dark_as(
+        &mosquitto,
+        reference.path(),
+        "dst-dark-ref",
+        &customers,
+        vec![in_time],
+    )
+    .await;
+
+    let db = dir.path().join("kpi.sqlite");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let retracted: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM alert WHERE customer = 'dk' AND rule = 'devices_dark' \
+             AND status = 'retracted'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(retracted, 1, "the outage's episode is retracted");
+    let dates: Vec<(u64, u32, u32, f64)> = conn
+        .prepare(
+            "SELECT window_start, customers, revision, arr_at_risk FROM portfolio \
+             ORDER BY window_start",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    println!("{zone}: portfolio (date, customers, revision, ARR at risk): {dates:?}");
+    let middle: Vec<_> = (dates.iter())
+        .filter(|r| (day(1)..=day(7)).contains(&r.0))
+        .collect();
+    assert_eq!(
+        middle.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
+        (1..=7).map(|d| (day(d), 2)).collect::<Vec<_>>(),
+        "both customers on every date: {dates:?}"
+    );
+    let changed = middle.iter().find(|r| r.0 == day(3)).unwrap();
+    assert!(
+        changed.2 > 0,
+        "the clock change's date was restated: {dates:?}"
+    );
+    assert!(
+        middle.iter().all(|r| r.3 == 0.0),
+        "no ARR at risk once the episode is retracted: {dates:?}"
+    );
+    assert_same_as_in_order(&db, &reference.path().join("kpi.sqlite"));
+}
