@@ -37,3 +37,9 @@ pub mod sinks;
 pub mod source;
 pub mod touchpoints;
 pub mod wal;
+
+/// A disk that really fills up, for the unit tests of what writes to one.
+#[cfg(test)]
+#[path = "../tests/support/small_disk.rs"]
+#[allow(dead_code)]
+mod small_disk;

@@ -219,6 +219,8 @@ pub struct Archive {
     /// month of open day files made each sync of late data a month of
     /// fsyncs).
     dirty: std::collections::BTreeSet<u64>,
+    /// Live records the portfolio failed to keep, tried again first.
+    unkept: super::portfolio::Unkept,
 }
 
 /// What the archive holds of a customer.
@@ -560,6 +562,7 @@ impl Archive {
             held,
             created: false,
             dirty: Default::default(),
+            unkept: Default::default(),
         };
         let entries = std::fs::read_dir(dir).map_err(|e| fail(dir, e))?;
         for entry in entries {
@@ -1231,14 +1234,20 @@ impl Archive {
 
     /// Keeps what the portfolio of past dates is folded again from, and
     /// returns the dates' figures to restate (see [`super::portfolio`]).
+    /// Live records (not `restated`) that fail are held and tried again
+    /// first at the next call.
     pub fn keep_portfolio<'a>(
         &mut self,
         engine: &fleetpulse_engine::EngineConfig,
-        records: impl Iterator<Item = &'a Output>,
+        records: impl Iterator<Item = &'a Output> + Clone,
         restated: bool,
     ) -> Result<Vec<fleetpulse_engine::PortfolioRecord>, ArchiveError> {
         let path = self.dir.join("state.sqlite");
-        super::portfolio::keep(&mut self.state, &path, engine, records, restated)
+        if restated {
+            super::portfolio::keep(&mut self.state, &path, engine, records, true)
+        } else {
+            self.unkept.keep(&mut self.state, &path, engine, records)
+        }
     }
 
     /// Every store wrote these portfolio dates' figures.

@@ -12,8 +12,9 @@
 //! health it had, not the restated one).
 //!
 //! A date is left alone when fewer customers are kept for it than its live
-//! figures counted (kept by an earlier build, or a write failed): folding
-//! them would drop the others.
+//! figures counted (kept by an earlier build, or rows given up after a
+//! long failure to write them: see [`Unkept`]): folding them would drop
+//! the others.
 //!
 //! A date's figures folded again are owed to the stores until every store
 //! wrote them (the rows that changed them are kept at once, so a kill in
@@ -116,6 +117,76 @@ impl Share {
     }
 }
 
+/// Whether the portfolio keeps `record`: a final health record, or the
+/// live figures of a date (`restated`: among a pass's records, which bring
+/// no figures of their own).
+fn counts(record: &Output, restated: bool) -> bool {
+    match record {
+        Output::Health(h) => !h.provisional,
+        Output::Portfolio(p) => !restated && p.revision == 0,
+        _ => false,
+    }
+}
+
+/// Live records held at most while the archive cannot keep them; beyond,
+/// they are given up and their dates left alone (see the module's doc).
+const MAX_UNKEPT: usize = 100_000;
+
+/// The live records the archive failed to keep (a full disk), held and
+/// kept first, in their order, at the next try: a date whose rows went
+/// missing could not be restated any more. A pass's records need no such
+/// care: a failed pass is computed again.
+#[derive(Default)]
+pub(super) struct Unkept {
+    records: Vec<Output>,
+}
+
+impl Unkept {
+    /// [`keep`]s the records held, then the live `records`; when that fails,
+    /// holds those of `records` it would have kept and says so once.
+    pub(super) fn keep<'a>(
+        &mut self,
+        state: &mut Connection,
+        path: &Path,
+        engine: &EngineConfig,
+        records: impl Iterator<Item = &'a Output> + Clone,
+    ) -> Result<Vec<PortfolioRecord>, ArchiveError> {
+        let kept = if self.records.is_empty() {
+            keep(state, path, engine, records.clone(), false)
+        } else {
+            let mut all: Vec<&Output> = self.records.iter().collect();
+            for record in records.clone() {
+                all.push(record);
+            }
+            keep(state, path, engine, all.into_iter(), false)
+        };
+        match kept {
+            Ok(figures) => {
+                if !self.records.is_empty() {
+                    tracing::info!(records = self.records.len(), "portfolio records held kept");
+                    self.records.clear();
+                }
+                Ok(figures)
+            }
+            Err(e) => {
+                if self.records.is_empty() {
+                    tracing::error!(error = %e, "cannot keep the portfolio's records; held and tried again");
+                }
+                self.records
+                    .extend(records.filter(|r| counts(r, false)).cloned());
+                if self.records.len() > MAX_UNKEPT {
+                    tracing::error!(
+                        records = self.records.len(),
+                        "portfolio records given up: their dates are not restated"
+                    );
+                    self.records.clear();
+                }
+                Ok(Vec::new())
+            }
+        }
+    }
+}
+
 /// Keeps the final health records and live portfolio dates among
 /// `records` (`restated`: a pass's, otherwise the live dataflow's) in one
 /// transaction of `state` (at `path`), and returns the figures of the dates
@@ -128,14 +199,8 @@ pub(super) fn keep<'a>(
     restated: bool,
 ) -> Result<Vec<PortfolioRecord>, ArchiveError> {
     let err = |e| fail(path, e);
-    // The final health records, and the live figures of a date.
-    let counts = |r: &&Output| match r {
-        Output::Health(h) => !h.provisional,
-        Output::Portfolio(p) => !restated && p.revision == 0,
-        _ => false,
-    };
     // Most record batches are devices' hours: no transaction for them.
-    let mut records = records.filter(counts).peekable();
+    let mut records = records.filter(|r| counts(r, restated)).peekable();
     if records.peek().is_none() {
         return Ok(Vec::new());
     }
@@ -147,10 +212,18 @@ pub(super) fn keep<'a>(
              FROM portfolio_health WHERE day = ?1 AND customer = ?2",
         ))
         .map_err(err)?;
+        // A live row never replaces a restated one: it can only be older
+        // (tried again after a failed write, or taken in again after a
+        // restart, while the restated row is what the pass found).
         let mut put = (tx.prepare_cached(
-            "INSERT OR REPLACE INTO portfolio_health \
+            "INSERT INTO portfolio_health \
              (day, customer, arr, arr_at_risk, band, managed, usage_growth, outcome, restated) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
+             ON CONFLICT (day, customer) DO UPDATE SET arr = excluded.arr, \
+             arr_at_risk = excluded.arr_at_risk, band = excluded.band, \
+             managed = excluded.managed, usage_growth = excluded.usage_growth, \
+             outcome = excluded.outcome, restated = excluded.restated \
+             WHERE excluded.restated = 1 OR portfolio_health.restated = 0",
         ))
         .map_err(err)?;
         let mut emitted = (tx.prepare_cached(
@@ -293,6 +366,7 @@ pub(super) fn owed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::small_disk;
     use fleetpulse_engine::kpi::portfolio::portfolio;
 
     const D: u64 = 20_000 * DAY_MS;
@@ -437,6 +511,85 @@ mod tests {
         assert!(state.live_date(&three[..2], &three).is_empty());
         let restated = health("a", 100_000.0, Band::Red);
         assert!(state.keep(&[Output::Health(restated)], true).is_empty());
+    }
+
+    /// A date's live records meet a full disk: held, and kept with the next
+    /// live records once there is room, so a restated health of the date
+    /// folds it again from every customer.
+    #[test]
+    fn live_records_that_met_a_full_disk_are_kept_once_it_has_room() {
+        let Some(disk) = small_disk::SmallDisk::mount("1m") else {
+            return small_disk::rerun_in_namespace(
+                "corrections::portfolio::tests::live_records_that_met_a_full_disk_are_kept_once_it_has_room",
+            );
+        };
+        let path = disk.path().join("state.sqlite");
+        let mut conn = Connection::open(&path).unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let engine = EngineConfig::default();
+        let mut unkept = Unkept::default();
+        let rows = |conn: &Connection| -> i64 {
+            (conn.query_row("SELECT COUNT(*) FROM portfolio_health", [], |r| r.get(0))).unwrap()
+        };
+
+        let filler = disk.path().join("filler");
+        small_disk::fill_disk(&filler);
+        let before = [health("a", 0.0, Band::Green), health("b", 9.0, Band::Red)];
+        let mut records: Vec<Output> = before.iter().cloned().map(Output::Health).collect();
+        records.push(Output::Portfolio(live(&before)));
+        let held = unkept.keep(&mut conn, &path, &engine, records.iter());
+        assert!(held.unwrap().is_empty());
+        assert_eq!(
+            (rows(&conn), unkept.records.len()),
+            (0, 3),
+            "held, not kept"
+        );
+        // Still full: the next records are held behind them.
+        let hour = Output::Health(HealthRecord {
+            provisional: true,
+            ..health("a", 0.0, Band::Green)
+        });
+        unkept
+            .keep(&mut conn, &path, &engine, [hour.clone()].iter())
+            .unwrap();
+        assert_eq!((rows(&conn), unkept.records.len()), (0, 3));
+
+        std::fs::remove_file(&filler).unwrap();
+        unkept
+            .keep(&mut conn, &path, &engine, [hour].iter())
+            .unwrap();
+        assert_eq!(
+            (rows(&conn), unkept.records.len()),
+            (2, 0),
+            "kept once there is room"
+        );
+        let after = health("b", 0.0, Band::Green);
+        let restated = [Output::Health(after.clone())];
+        let figures = keep(&mut conn, &path, &engine, restated.iter(), true).unwrap();
+        let want = PortfolioRecord {
+            revision: 1,
+            ..live(&[before[0].clone(), after])
+        };
+        assert_eq!(figures, [want]);
+    }
+
+    /// A live row taken in after a restated one of the same customer and
+    /// date (held through a full disk, or taken in again after a restart)
+    /// does not replace it: the restated row is what the pass found.
+    #[test]
+    fn a_live_row_never_replaces_a_restated_one() {
+        let mut state = State::new();
+        let before = [health("a", 0.0, Band::Green), health("b", 9.0, Band::Red)];
+        state.live_date(&before, &before);
+        let after = health("b", 0.0, Band::Green);
+        assert_eq!(state.keep(&[Output::Health(after.clone())], true).len(), 1);
+        assert!(
+            state
+                .keep(&[Output::Health(before[1].clone())], false)
+                .is_empty()
+        );
+        // The same restated record again changes nothing: the row is it.
+        assert!(state.keep(&[Output::Health(after)], true).is_empty());
     }
 
     #[test]

@@ -936,9 +936,7 @@ fn append_all_takes_a_batch_whole_or_not_at_all() {
     assert_eq!(all(&wal), expected(1..=9));
 }
 
-#[path = "../../tests/support/small_disk.rs"]
-mod small_disk;
-use small_disk::{SmallDisk, fill_disk, rerun_in_namespace, shrink_by};
+use crate::small_disk::{SmallDisk, fill_disk, rerun_in_namespace, shrink_by};
 
 /// Runs `body` on a tmpfs of `size` (e.g. `1m`), so the disk really fills
 /// up; `test` is this test's name, for the run in a namespace.
