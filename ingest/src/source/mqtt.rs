@@ -61,10 +61,52 @@ impl AckToken {
 }
 
 /// What rumqttc acknowledges: only the packet id and QoS matter.
-fn puback(pkid: u16, qos: QoS) -> rumqttc::Publish {
-    let mut publish = rumqttc::Publish::new("", qos, Vec::new());
-    publish.pkid = pkid;
-    publish
+/// The request acknowledging message `pkid` received with `qos`.
+fn ack_request(pkid: u16, qos: QoS) -> Option<rumqttc::Request> {
+    match qos {
+        QoS::AtMostOnce => None,
+        QoS::AtLeastOnce => Some(rumqttc::Request::PubAck(rumqttc::PubAck::new(pkid))),
+        QoS::ExactlyOnce => Some(rumqttc::Request::PubRec(rumqttc::PubRec::new(pkid))),
+    }
+}
+
+/// Writes the acks released in order onto the connection together, with
+/// one flush: rumqttc's request queue flushes each request on its own, a
+/// system call (and a read at the broker) per message. The event loop is
+/// this task's and not being polled, so nothing else writes meanwhile;
+/// the state records each ack as rumqttc's own queue would. What cannot be
+/// written (no connection, or it broke) is dropped: those packet ids belong
+/// to a connection that is gone, and the broker sends their messages again.
+async fn send_acks(
+    events: &mut rumqttc::EventLoop,
+    acks: &mut std::collections::VecDeque<(u16, QoS)>,
+) {
+    let timeout = Duration::from_secs(events.network_options.connection_timeout());
+    let rumqttc::EventLoop { state, network, .. } = events;
+    let Some(network) = network.as_mut() else {
+        acks.clear();
+        return;
+    };
+    for (pkid, qos) in acks.drain(..) {
+        let Some(request) = ack_request(pkid, qos) else {
+            continue;
+        };
+        let written = match state.handle_outgoing_packet(request) {
+            Ok(Some(packet)) => network.write(packet).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            // The rest of the drain is dropped with it.
+            tracing::debug!(error = %e, "acks not written: the connection broke");
+            return;
+        }
+    }
+    // A flush that times out leaves the acks buffered: the event loop's
+    // next write flushes them, or its read finds the connection broken.
+    if let Ok(Err(e)) = tokio::time::timeout(timeout, network.flush()).await {
+        tracing::debug!(error = %e, "acks not flushed: the connection broke");
+    }
 }
 
 /// The source cannot start.
@@ -171,23 +213,23 @@ pub async fn run(
     // Messages not acknowledged yet, in arrival order: the lanes finish
     // them out of order, the broker must get the acks in order.
     let mut order: InOrder<(u16, QoS)> = InOrder::default();
-    // Acks waiting for room in rumqttc's request queue; this task also polls
-    // the event loop that drains it, so it must never wait on that queue.
+    // Acks released in order, written together before the next poll.
     let mut pending_acks: std::collections::VecDeque<(u16, QoS)> =
         std::collections::VecDeque::new();
     loop {
-        while let Some(&(pkid, qos)) = pending_acks.front() {
-            match client.try_ack(&puback(pkid, qos)) {
-                Ok(()) => {
-                    pending_acks.pop_front();
-                }
-                Err(_) => break,
-            }
+        if !pending_acks.is_empty() {
+            send_acks(&mut events, &mut pending_acks).await;
         }
         let event = tokio::select! {
             _ = shutdown.cancelled() => break,
             Some(token) = async { match acks.as_mut() { Some(a) => a.recv().await, None => None } } => {
                 order.done(token.number);
+                // A group's tokens come together: their acks go in one write.
+                if let Some(more) = acks.as_mut() {
+                    while let Ok(token) = more.try_recv() {
+                        order.done(token.number);
+                    }
+                }
                 pending_acks.extend(order.release());
                 continue;
             }
