@@ -241,13 +241,21 @@ async fn run(path: PathBuf, workers: Option<usize>, cluster: ClusterArgs) -> any
         }
         on_signal.cancel();
     });
-    let runtime = Runtime {
-        metrics: Arc::new(Default::default()),
-        shutdown,
-        http: None,
-    };
-    service::run(config, &path, runtime).await?;
-    Ok(())
+    // One set of counters for the process: a start in place goes on
+    // counting, as `/metrics` readers expect of a process that did not exit.
+    let metrics: Arc<fleetpulse::metrics::IngestMetrics> = Arc::new(Default::default());
+    loop {
+        let runtime = Runtime {
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+            http: None,
+        };
+        let report = service::run(config.clone(), &path, runtime).await?;
+        if !report.restart || shutdown.is_cancelled() {
+            return Ok(());
+        }
+        tracing::info!("starting again in place");
+    }
 }
 
 /// A timely cluster does not survive the loss of a member: its network

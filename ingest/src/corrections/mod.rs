@@ -1112,7 +1112,7 @@ fn redefine(
     specs.retain(|id, _| {
         let known = engine.customers.contains_key(id);
         if !known {
-            tracing::warn!(customer = %id, "customer added to the customers file: its telemetry is taken in after a restart");
+            tracing::warn!(customer = %id, "customer added to the customers file: taken in at the next start (a single process starts again in place)");
         }
         known
     });

@@ -55,6 +55,10 @@ pub async fn run(
     // fail the start.
     let pollers = parts::pollers(&config, customers.as_ref(), &runtime.metrics)?;
     let metrics = runtime.metrics;
+    // Again subscribed only once this start's subscription is acknowledged.
+    metrics
+        .subscribed
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     let tasks = TaskTracker::new();
     let deadline = config.shutdown_timeout;
 
@@ -205,15 +209,16 @@ pub async fn run(
         .transpose()
         .map_err(|e| ServiceError::Task(format!("dead-letter file: {e}")))?;
     let intake_stop = CancellationToken::new();
-    if let Some(corrections) = &corrections {
-        let watch = reload::watch(
-            config.clone(),
-            engine_config.clone(),
-            corrections.clone(),
-            intake_stop.clone(),
-        );
-        tasks.spawn(watch);
-    }
+    // Cancelled by a shutdown, or by the customers file adding customers.
+    let stop = runtime.shutdown.child_token();
+    let watch = reload::watch(
+        config.clone(),
+        engine_config.clone(),
+        corrections.clone(),
+        intake_stop.clone(),
+        stop.clone(),
+    );
+    tasks.spawn(watch);
     let parts = IntakeParts {
         wal: writer,
         ledger,
@@ -241,5 +246,14 @@ pub async fn run(
         metrics,
         deadline,
     };
-    running.until(&runtime.shutdown).await
+    let mut report = running.until(&stop).await?;
+    report.restart = !runtime.shutdown.is_cancelled();
+    if report.restart {
+        // A start in place opens the same WAL, archive and port: every
+        // task of this run, and what it holds, is gone first.
+        if tokio::time::timeout(deadline, tasks.wait()).await.is_err() {
+            tracing::warn!("tasks of the run still going at the start in place");
+        }
+    }
+    Ok(report)
 }

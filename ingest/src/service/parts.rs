@@ -64,6 +64,10 @@ pub struct RunReport {
     pub sinks: Vec<SinkReport>,
     /// Alert delivery, when `[alerts]` is enabled.
     pub alerts: Option<AlertsReport>,
+    /// Stopped to start again in the same process: the customers file
+    /// added customers, whom admission, the engine and the view learn of
+    /// only at a start.
+    pub restart: bool,
 }
 
 /// Everything `run` needs besides the config.

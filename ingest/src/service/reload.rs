@@ -1,8 +1,11 @@
 //! The customers file, reloaded on SIGHUP and when it changes on disk: a
 //! changed definition (outcome target, milestone, contract dates, weights,
 //! thresholds) folds the customer's journey again from its first kept day
-//! (the corrections thread's recompute). A file that does not check keeps
-//! the old definitions, and says why.
+//! (the corrections thread's recompute). A customer added to the file stops
+//! a single process so that it starts again in place: admission, the
+//! engine and the view take in the customers a start finds (its telemetry
+//! refused until then is in the dead letters, for `fleetpulse replay`). A
+//! file that does not check keeps the old definitions, and says why.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -17,12 +20,14 @@ use crate::corrections::Corrections;
 /// change is taken once it has held still for one look.
 const POLL: Duration = Duration::from_secs(2);
 
-/// Watches `config`'s customers file until `stop`.
+/// Watches `config`'s customers file until `stop`; cancels `restart` when
+/// it adds customers to a single process.
 pub async fn watch(
     config: ServiceConfig,
     engine: EngineConfig,
-    corrections: Corrections,
+    corrections: Option<Corrections>,
     stop: CancellationToken,
+    restart: CancellationToken,
 ) {
     let Some(path) = config.customers.as_ref().map(|c| c.file.clone()) else {
         return;
@@ -57,8 +62,37 @@ pub async fn watch(
         match super::load_customers(&config, &engine) {
             Ok(Some((file, specs, _))) => {
                 file.warn();
-                tracing::info!(file = %path.display(), customers = specs.len(), "customers file reloaded");
-                corrections.customers(specs);
+                let added = added(&engine, &specs);
+                // Changed definitions first: their recompute is noted in
+                // the archive before a restart in place stops the thread.
+                match &corrections {
+                    Some(corrections) => {
+                        tracing::info!(file = %path.display(), customers = specs.len(), "customers file reloaded");
+                        corrections.customers(specs);
+                    }
+                    None if added.is_empty() => tracing::warn!(
+                        file = %path.display(),
+                        "customers file changed: without the archive ([wal] and a correction horizon above 0) a changed definition takes effect at the next restart"
+                    ),
+                    None => {}
+                }
+                if added.is_empty() {
+                    continue;
+                }
+                let cluster = (config.cluster.as_ref()).is_some_and(|c| c.is_multi_process());
+                if cluster {
+                    tracing::warn!(
+                        customers = ?added,
+                        "customers added to the customers file: a cluster takes them in when all its members restart"
+                    );
+                    continue;
+                }
+                tracing::info!(
+                    customers = ?added,
+                    "customers added to the customers file: the service stops and starts again in place to take them in"
+                );
+                restart.cancel();
+                return;
             }
             Ok(None) => {}
             Err(e) => {
@@ -66,6 +100,19 @@ pub async fn watch(
             }
         }
     }
+}
+
+/// The customers of `specs` the running engine does not know, in order.
+fn added(
+    engine: &EngineConfig,
+    specs: &std::collections::HashMap<String, fleetpulse_engine::CustomerSpec>,
+) -> Vec<String> {
+    let mut added: Vec<String> = (specs.keys())
+        .filter(|id| !engine.customers.contains_key(*id))
+        .cloned()
+        .collect();
+    added.sort();
+    added
 }
 
 /// What a look at the file sees: its modification time and length.

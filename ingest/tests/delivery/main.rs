@@ -8,5 +8,6 @@ mod support;
 mod alerts;
 mod disk;
 mod identity;
+mod onboarding;
 mod poison;
 mod session;

@@ -1,0 +1,185 @@
+//! A customer onboarded while the fleet runs, with the real `fleetpulse
+//! run` binary, real mosquitto and a real SQLite store: the operator adds it
+//! to the customers file and does nothing else. Its telemetry is refused as
+//! `unknown_customer` (dead-lettered) until the service takes the file in,
+//! which it does by stopping and starting again in the same process; the
+//! other customers' telemetry, published across that stop and start, is
+//! neither lost nor doubled, and once `fleetpulse replay` sent the refused
+//! messages again every customer's KPIs equal the simulator's ground truth,
+//! value by value.
+
+use std::time::{Duration, Instant};
+
+use crate::support::fleets::{fleet, spawn_publisher, write_customers};
+use crate::support::servers::{Mosquitto, NO_LOSS, free_port};
+use crate::support::service::{Service, metric, metrics, write_durable_config};
+use crate::support::truth::{assert_table_equal, sqlite_customer_table, truth_table};
+
+const ACCEPTED: &str = "fleetpulse_messages_accepted_total";
+const UNKNOWN: &str = "fleetpulse_messages_rejected_total{reason=\"unknown_customer\"}";
+
+/// `text` (a customers file) without the `[[customer]]` block of `id` and
+/// the tables under it.
+fn without_customer(text: &str, id: &str) -> String {
+    let mut kept = String::new();
+    let mut skipping = false;
+    let mut block = String::new();
+    let flush = |block: &mut String, kept: &mut String| {
+        if !block.contains(&format!("id = \"{id}\"")) {
+            kept.push_str(block);
+        }
+        block.clear();
+    };
+    for line in text.split_inclusive('\n') {
+        let header = line.trim_start();
+        if header.starts_with("[[customer]]") {
+            flush(&mut block, &mut kept);
+            skipping = true;
+        } else if header.starts_with('[')
+            && !header.starts_with("[customer.")
+            && !header.starts_with("[[customer.")
+        {
+            flush(&mut block, &mut kept);
+            skipping = false;
+        }
+        if skipping {
+            block.push_str(line);
+        } else {
+            kept.push_str(line);
+        }
+    }
+    flush(&mut block, &mut kept);
+    kept
+}
+
+/// Waits until `/metrics` on `http_port` satisfies `done` (the service may
+/// be between its stop and its start: no answer then).
+async fn wait_metrics(http_port: u16, service: &Service, what: &str, done: impl Fn(&str) -> bool) {
+    let started = Instant::now();
+    loop {
+        let text = std::panic::catch_unwind(|| metrics(http_port)).unwrap_or_default();
+        if done(&text) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{what}: not within 90 s\n{text}\n{}",
+            service.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_added_to_the_file_is_taken_in_without_a_restart_and_nothing_is_lost() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = fleet(3, 18, 4, 71);
+    write_customers(dir.path(), &fleet);
+    let customers = dir.path().join("customers.toml");
+    let full = std::fs::read_to_string(&customers).unwrap();
+    let newcomer = fleet.customers().last().unwrap().id.clone();
+    let without = without_customer(&full, &newcomer);
+    assert!(without.len() < full.len() && !without.contains(&format!("\"{newcomer}\"")));
+    std::fs::write(&customers, &without).unwrap();
+
+    let http_port = free_port();
+    let sections = format!(
+        "[limits]\ndead_letter_file = \"dead-letters.jsonl\"\n\n\
+         [http]\nenabled = true\nlisten = \"127.0.0.1:{http_port}\"\n\n\
+         [alerts]\nmqtt = false\n\n\
+         [[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n"
+    );
+    let config = write_durable_config(
+        dir.path(),
+        &mosquitto,
+        "fleetpulse-onboarding",
+        2,
+        "",
+        &sections,
+    );
+    let mut service = Service::new(&config, dir.path().join("service.log"));
+    service.start_and_wait("subscribed");
+    let pid = service.pid();
+
+    // The whole fleet at 150 msg/s (about 12 s): the newcomer's share is
+    // refused until the file names it, the rest goes on throughout.
+    let (sent, publisher) = spawn_publisher(&mosquitto, &fleet, "onboarding-sim", 150.0);
+    wait_metrics(http_port, &service, "the newcomer refused", |m| {
+        metric(m, UNKNOWN) > 0
+    })
+    .await;
+    std::fs::write(&customers, &full).unwrap();
+    service.wait_for_log_within("starting again in place", 1, Duration::from_secs(30));
+    assert!(
+        !publisher.is_finished(),
+        "the fleet still publishing across the stop and start"
+    );
+    service.wait_for_log_within("connected to broker", 2, Duration::from_secs(60));
+    assert_eq!(service.pid(), pid, "the same process");
+    assert!(service.is_running());
+    let log = service.log();
+    let said = (log.lines()).find(|l| l.contains("customers added to the customers file"));
+    assert!(
+        said.is_some_and(|l| l.contains(&newcomer) && l.contains("starts again in place")),
+        "{}",
+        service.log_tail()
+    );
+    let report = publisher.await.unwrap().unwrap();
+    assert_eq!(report.messages, sent);
+
+    // What was refused goes in again; everything once.
+    let refused = |m: &str| metric(m, UNKNOWN);
+    wait_metrics(http_port, &service, "every message handled", |m| {
+        metric(m, ACCEPTED) + refused(m) >= sent
+    })
+    .await;
+    let before_replay = metrics(http_port);
+    let refused_before = refused(&before_replay);
+    assert!(refused_before > 0);
+    let replay = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+        .arg("replay")
+        .arg(dir.path().join("dead-letters.jsonl"))
+        .arg("-c")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    wait_metrics(http_port, &service, "the refused messages taken in", |m| {
+        metric(m, ACCEPTED) >= sent
+    })
+    .await;
+    let after = metrics(http_port);
+    assert_eq!(metric(&after, ACCEPTED), sent, "each message once");
+    assert_eq!(
+        refused(&after),
+        refused_before,
+        "none refused after the start in place"
+    );
+    service.stop();
+
+    let truth = truth_table(&fleet.ground_truth().rows());
+    let stored = sqlite_customer_table(&dir.path().join("kpi.sqlite"));
+    assert_table_equal("sqlite after onboarding in place", &stored, &truth);
+    let newcomer_days = (stored.keys()).filter(|(c, _)| **c == *newcomer).count();
+    assert!(newcomer_days >= 4, "{newcomer_days} days of the newcomer");
+    println!(
+        "{sent} messages; {refused_before} of the newcomer refused, then replayed; {}",
+        said.unwrap()
+    );
+}
+
+#[test]
+fn a_customer_block_is_cut_with_its_tables() {
+    let text = "[[customer]]\nid = \"a\"\n\n[customer.contract]\narr = 1\n\n\
+                [[customer]]\nid = \"b\"\n\n[[customer.outcome]]\nname = \"x\"\n\n\
+                [[customer]]\nid = \"c\"\n";
+    assert_eq!(
+        without_customer(text, "b"),
+        "[[customer]]\nid = \"a\"\n\n[customer.contract]\narr = 1\n\n[[customer]]\nid = \"c\"\n"
+    );
+}
