@@ -1,11 +1,12 @@
 //! The customers file, reloaded on SIGHUP and when it changes on disk: a
 //! changed definition (outcome target, milestone, contract dates, weights,
 //! thresholds) folds the customer's journey again from its first kept day
-//! (the corrections thread's recompute). A customer added to the file stops
-//! a single process so that it starts again in place: admission, the
-//! engine and the view take in the customers a start finds (its telemetry
-//! refused until then is in the dead letters, for `fleetpulse replay`). A
-//! file that does not check keeps the old definitions, and says why.
+//! (the corrections thread's recompute). A customer added, removed or moved
+//! to another time zone stops a single process so that it starts again in
+//! place: admission, the engine and the view take in the customers a start
+//! finds (an added customer's telemetry refused until then is in the dead
+//! letters, for `fleetpulse replay`). A file that does not check keeps the
+//! old definitions, and says why.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -21,7 +22,7 @@ use crate::corrections::Corrections;
 const POLL: Duration = Duration::from_secs(2);
 
 /// Watches `config`'s customers file until `stop`; cancels `restart` when
-/// it adds customers to a single process.
+/// it changes which customers a single process serves, or their time zones.
 pub async fn watch(
     config: ServiceConfig,
     engine: EngineConfig,
@@ -62,34 +63,34 @@ pub async fn watch(
         match super::load_customers(&config, &engine) {
             Ok(Some((file, specs, _))) => {
                 file.warn();
-                let added = added(&engine, &specs);
+                let changes = roster_changes(&engine, &specs);
                 // Changed definitions first: their recompute is noted in
-                // the archive before a restart in place stops the thread.
+                // the archive before a start in place stops the thread.
                 match &corrections {
                     Some(corrections) => {
                         tracing::info!(file = %path.display(), customers = specs.len(), "customers file reloaded");
                         corrections.customers(specs);
                     }
-                    None if added.is_empty() => tracing::warn!(
+                    None if changes.is_empty() => tracing::warn!(
                         file = %path.display(),
                         "customers file changed: without the archive ([wal] and a correction horizon above 0) a changed definition takes effect at the next restart"
                     ),
                     None => {}
                 }
-                if added.is_empty() {
+                if changes.is_empty() {
                     continue;
                 }
                 let cluster = (config.cluster.as_ref()).is_some_and(|c| c.is_multi_process());
                 if cluster {
                     tracing::warn!(
-                        customers = ?added,
-                        "customers added to the customers file: a cluster takes them in when all its members restart"
+                        ?changes,
+                        "customers added, removed or moved to another time zone in the customers file: a cluster takes that in when all its members restart"
                     );
                     continue;
                 }
                 tracing::info!(
-                    customers = ?added,
-                    "customers added to the customers file: the service stops and starts again in place to take them in"
+                    ?changes,
+                    "customers added, removed or moved to another time zone in the customers file: the service stops and starts again in place to take that in"
                 );
                 restart.cancel();
                 return;
@@ -102,17 +103,36 @@ pub async fn watch(
     }
 }
 
-/// The customers of `specs` the running engine does not know, in order.
-fn added(
+/// What `specs` changes of the customers the running engine serves, which
+/// admission, the engine and the view take in only at a start: customers
+/// added or removed, and time zones (a day's bounds). By customer id.
+fn roster_changes(
     engine: &EngineConfig,
     specs: &std::collections::HashMap<String, fleetpulse_engine::CustomerSpec>,
 ) -> Vec<String> {
-    let mut added: Vec<String> = (specs.keys())
-        .filter(|id| !engine.customers.contains_key(*id))
-        .cloned()
-        .collect();
-    added.sort();
-    added
+    let mut changes: Vec<(&str, String)> = Vec::new();
+    for (id, spec) in specs {
+        match engine.customers.get(id) {
+            None => changes.push((id, format!("{id} added"))),
+            Some(old) if old.timezone != spec.timezone => {
+                let name = |z: &jiff::tz::TimeZone| z.iana_name().unwrap_or("UTC").to_string();
+                let moved = format!(
+                    "{id} time zone {} -> {}",
+                    name(&old.timezone),
+                    name(&spec.timezone)
+                );
+                changes.push((id, moved));
+            }
+            Some(_) => {}
+        }
+    }
+    for id in engine.customers.keys() {
+        if !specs.contains_key(id) {
+            changes.push((id, format!("{id} removed")));
+        }
+    }
+    changes.sort();
+    changes.into_iter().map(|(_, change)| change).collect()
 }
 
 /// What a look at the file sees: its modification time and length.
@@ -164,5 +184,49 @@ mod tests {
         // A file removed and not back yet is a change like another.
         assert!(!settled(seen, &mut changed, None));
         assert!(settled(seen, &mut changed, None));
+    }
+
+    #[test]
+    fn customers_added_removed_or_moved_to_another_zone_need_a_start() {
+        use fleetpulse_engine::{Contract, CustomerSpec, Segment};
+        let contract = Contract {
+            arr: 1.0,
+            start: 0,
+            renewal: 1,
+            devices_purchased: 1,
+            operator_seats: 1,
+        };
+        let spec = |id: &str, zone: &str| CustomerSpec {
+            timezone: jiff::tz::TimeZone::get(zone).unwrap(),
+            ..CustomerSpec::new(id, Segment::LowTouch, contract.clone())
+        };
+        let specs = |all: &[CustomerSpec]| -> std::collections::HashMap<String, CustomerSpec> {
+            all.iter().map(|c| (c.id.to_string(), c.clone())).collect()
+        };
+        let engine = EngineConfig {
+            customers: specs(&[
+                spec("a", "UTC"),
+                spec("b", "Europe/Berlin"),
+                spec("c", "UTC"),
+            ]),
+            ..EngineConfig::default()
+        };
+        // The same roster with another definition: the recompute's, no start.
+        let mut same = engine.customers.clone();
+        same.get_mut("a").unwrap().contract.arr = 2.0;
+        assert!(roster_changes(&engine, &same).is_empty());
+        let changed = specs(&[
+            spec("a", "UTC"),
+            spec("b", "America/New_York"),
+            spec("d", "UTC"),
+        ]);
+        assert_eq!(
+            roster_changes(&engine, &changed),
+            [
+                "b time zone Europe/Berlin -> America/New_York",
+                "c removed",
+                "d added"
+            ]
+        );
     }
 }

@@ -119,7 +119,7 @@ async fn a_customer_added_to_the_file_is_taken_in_without_a_restart_and_nothing_
     assert_eq!(service.pid(), pid, "the same process");
     assert!(service.is_running());
     let log = service.log();
-    let said = (log.lines()).find(|l| l.contains("customers added to the customers file"));
+    let said = (log.lines()).find(|l| l.contains("customers added, removed or moved"));
     assert!(
         said.is_some_and(|l| l.contains(&newcomer) && l.contains("starts again in place")),
         "{}",
