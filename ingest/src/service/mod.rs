@@ -209,7 +209,8 @@ pub async fn run(
         .transpose()
         .map_err(|e| ServiceError::Task(format!("dead-letter file: {e}")))?;
     let intake_stop = CancellationToken::new();
-    // Cancelled by a shutdown, or by the customers file adding customers.
+    // Cancelled by a shutdown, or by the customers file changing who is
+    // served (a start in place follows).
     let stop = runtime.shutdown.child_token();
     let watch = reload::watch(
         config.clone(),

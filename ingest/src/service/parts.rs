@@ -65,8 +65,8 @@ pub struct RunReport {
     /// Alert delivery, when `[alerts]` is enabled.
     pub alerts: Option<AlertsReport>,
     /// Stopped to start again in the same process: the customers file
-    /// added customers, whom admission, the engine and the view learn of
-    /// only at a start.
+    /// added, removed or moved customers to another time zone, which
+    /// admission, the engine and the view take in only at a start.
     pub restart: bool,
 }
 
