@@ -357,7 +357,8 @@ pub fn read_file_counting(path: &Path) -> Result<(Vec<DeadLetterRecord>, usize),
     Ok((records, skipped))
 }
 
-fn previous_path(path: &Path) -> PathBuf {
+/// The rotated file beside `path` (`{path}.1`), which holds older letters.
+pub fn previous_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".1");
     PathBuf::from(name)

@@ -124,6 +124,50 @@ pub fn publish_options(config: &ServiceConfig) -> anyhow::Result<PublishOptions>
     })
 }
 
+/// After a start that took in `customers`, new in the customers file: their
+/// telemetry refused before as `unknown_customer`, kept in the service's
+/// dead letters (`limits.dead_letter_file` and its `.1`), is sent again,
+/// once `subscribed` says the service takes it in (a broker without the
+/// service's session would drop it). Returns the messages sent; none
+/// without a dead-letter file. A message the service has is refused again
+/// as a replay, so sending twice doubles nothing.
+pub async fn onboarded(
+    config: &ServiceConfig,
+    customers: &[String],
+    subscribed: impl Fn() -> bool,
+) -> anyhow::Result<usize> {
+    let Some(file) = &config.limits.dead_letter_file else {
+        return Ok(0);
+    };
+    let files: Vec<PathBuf> = [crate::dead_letter::previous_path(file), file.clone()]
+        .into_iter()
+        .filter(|f| f.exists())
+        .collect();
+    if files.is_empty() {
+        return Ok(0);
+    }
+    let (mut messages, _) = letters(&files, &[RejectReason::UnknownCustomer])?;
+    let of = |topic: &str| topic.split('/').nth(1).map(str::to_owned);
+    messages.retain(|(topic, _)| of(topic).is_some_and(|c| customers.contains(&c)));
+    if messages.is_empty() {
+        return Ok(0);
+    }
+    let started = std::time::Instant::now();
+    while !subscribed() {
+        if started.elapsed() > std::time::Duration::from_secs(120) {
+            bail!("not subscribed 120 s after the start: run `fleetpulse replay` once it is");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let sent = messages.len();
+    let options = publish_options(config)?;
+    let broker = options.broker();
+    fleetpulse_sim::publish(options, messages, |_| {})
+        .await
+        .with_context(|| format!("publishing to {broker}"))?;
+    Ok(sent)
+}
+
 /// Sends the chosen letters of `args.files` again; prints what it did.
 pub async fn run(args: &ReplayArgs) -> anyhow::Result<Replayed> {
     let config = ServiceConfig::load(&args.config)?;

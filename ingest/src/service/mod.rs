@@ -212,12 +212,14 @@ pub async fn run(
     // Cancelled by a shutdown, or by the customers file changing who is
     // served (a start in place follows).
     let stop = runtime.shutdown.child_token();
+    let added = Arc::new(Mutex::new(Vec::new()));
     let watch = reload::watch(
         config.clone(),
         engine_config.clone(),
         corrections.clone(),
         intake_stop.clone(),
         stop.clone(),
+        added.clone(),
     );
     tasks.spawn(watch);
     let parts = IntakeParts {
@@ -249,6 +251,7 @@ pub async fn run(
     };
     let mut report = running.until(&stop).await?;
     report.restart = !runtime.shutdown.is_cancelled();
+    report.added = std::mem::take(&mut *added.lock().unwrap_or_else(|e| e.into_inner()));
     if report.restart {
         // A start in place opens the same WAL, archive and port: every
         // task of this run, and what it holds, is gone first.

@@ -68,6 +68,8 @@ pub struct RunReport {
     /// added, removed or moved customers to another time zone, which
     /// admission, the engine and the view take in only at a start.
     pub restart: bool,
+    /// The customers the file added, when it did.
+    pub added: Vec<String>,
 }
 
 /// Everything `run` needs besides the config.

@@ -4,8 +4,8 @@
 //! (the corrections thread's recompute). A customer added, removed or moved
 //! to another time zone stops a single process so that it starts again in
 //! place: admission, the engine and the view take in the customers a start
-//! finds (an added customer's telemetry refused until then is in the dead
-//! letters, for `fleetpulse replay`). A file that does not check keeps the
+//! finds (an added customer's telemetry refused until then is sent again
+//! from the dead letters after the start: [`crate::replay::onboarded`]). A file that does not check keeps the
 //! old definitions, and says why.
 
 use std::path::PathBuf;
@@ -22,13 +22,15 @@ use crate::corrections::Corrections;
 const POLL: Duration = Duration::from_secs(2);
 
 /// Watches `config`'s customers file until `stop`; cancels `restart` when
-/// it changes which customers a single process serves, or their time zones.
+/// it changes which customers a single process serves, or their time zones
+/// (the customers it added in `added`).
 pub async fn watch(
     config: ServiceConfig,
     engine: EngineConfig,
     corrections: Option<Corrections>,
     stop: CancellationToken,
     restart: CancellationToken,
+    added: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 ) {
     let Some(path) = config.customers.as_ref().map(|c| c.file.clone()) else {
         return;
@@ -64,6 +66,10 @@ pub async fn watch(
             Ok(Some((file, specs, _))) => {
                 file.warn();
                 let changes = roster_changes(&engine, &specs);
+                let specs_added: Vec<String> = (specs.keys())
+                    .filter(|id| !engine.customers.contains_key(*id))
+                    .cloned()
+                    .collect();
                 // Changed definitions first: their recompute is noted in
                 // the archive before a start in place stops the thread.
                 match &corrections {
@@ -92,6 +98,8 @@ pub async fn watch(
                     ?changes,
                     "customers added, removed or moved to another time zone in the customers file: the service stops and starts again in place to take that in"
                 );
+                *added.lock().unwrap_or_else(|e| e.into_inner()) =
+                    (specs_added.iter()).map(|id| id.to_string()).collect();
                 restart.cancel();
                 return;
             }
