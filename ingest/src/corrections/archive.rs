@@ -1233,7 +1233,7 @@ impl Archive {
     }
 
     /// Keeps what the portfolio of past dates is folded again from, and
-    /// returns the dates' figures to restate (see [`super::portfolio`]).
+    /// returns the dates' figures to restate (see `corrections/portfolio.rs`).
     /// Live records (not `restated`) that fail are held and tried again
     /// first at the next call.
     pub fn keep_portfolio<'a>(
