@@ -255,31 +255,13 @@ async fn run(path: PathBuf, workers: Option<usize>, cluster: ClusterArgs) -> any
             return Ok(());
         }
         tracing::info!("starting again in place");
-        // Not subscribed until the next start's subscription holds.
-        (metrics.subscribed).store(false, std::sync::atomic::Ordering::Relaxed);
         if !report.added.is_empty() {
-            // Their telemetry refused so far, sent again once the new start
-            // takes it in.
             let (config, metrics) = (config.clone(), metrics.clone());
-            tokio::spawn(async move {
-                let subscribed = || {
-                    metrics
-                        .subscribed
-                        .load(std::sync::atomic::Ordering::Relaxed)
-                };
-                match fleetpulse::replay::onboarded(&config, &report.added, subscribed).await {
-                    Ok(sent) => tracing::info!(
-                        customers = ?report.added,
-                        sent,
-                        "telemetry of the added customers refused before, sent again from the dead letters"
-                    ),
-                    Err(e) => tracing::error!(
-                        customers = ?report.added,
-                        error = format!("{e:#}"),
-                        "cannot send the added customers' refused telemetry again: run `fleetpulse replay`"
-                    ),
-                }
-            });
+            tokio::spawn(fleetpulse::replay::resend_onboarded(
+                config,
+                report.added,
+                metrics,
+            ));
         }
     }
 }

@@ -147,8 +147,10 @@ pub async fn onboarded(
         return Ok(0);
     }
     let (mut messages, _) = letters(&files, &[RejectReason::UnknownCustomer])?;
-    let of = |topic: &str| topic.split('/').nth(1).map(str::to_owned);
-    messages.retain(|(topic, _)| of(topic).is_some_and(|c| customers.contains(&c)));
+    messages.retain(|(topic, _)| {
+        fleetpulse_proto::TopicIds::parse(topic)
+            .is_ok_and(|ids| customers.iter().any(|c| c == ids.customer))
+    });
     if messages.is_empty() {
         return Ok(0);
     }
@@ -166,6 +168,32 @@ pub async fn onboarded(
         .await
         .with_context(|| format!("publishing to {broker}"))?;
     Ok(sent)
+}
+
+/// [`onboarded`] for a start in place that took in `customers`, once
+/// `metrics` say it is subscribed; logs what it sent.
+pub async fn resend_onboarded(
+    config: ServiceConfig,
+    customers: Vec<String>,
+    metrics: std::sync::Arc<crate::metrics::IngestMetrics>,
+) {
+    let subscribed = || {
+        metrics
+            .subscribed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    match onboarded(&config, &customers, subscribed).await {
+        Ok(sent) => tracing::info!(
+            ?customers,
+            sent,
+            "telemetry of the added customers refused before, sent again from the dead letters"
+        ),
+        Err(e) => tracing::error!(
+            ?customers,
+            error = format!("{e:#}"),
+            "cannot send the added customers' refused telemetry again: run `fleetpulse replay`"
+        ),
+    }
 }
 
 /// Sends the chosen letters of `args.files` again; prints what it did.

@@ -1232,22 +1232,28 @@ impl Archive {
         tx.commit().map_err(|e| fail(&path, e))
     }
 
-    /// Keeps what the portfolio of past dates is folded again from, and
-    /// returns the dates' figures to restate (see `corrections/portfolio.rs`).
-    /// Live records (not `restated`) that fail are held and tried again
-    /// first at the next call.
+    /// Keeps what the portfolio of past dates is folded again from among
+    /// the live dataflow's `records`, and returns the dates' figures to
+    /// restate (see `corrections/portfolio.rs`). What cannot be kept now is
+    /// held and kept first at the next call.
     pub fn keep_portfolio<'a>(
         &mut self,
         engine: &fleetpulse_engine::EngineConfig,
         records: impl Iterator<Item = &'a Output> + Clone,
-        restated: bool,
+    ) -> Vec<fleetpulse_engine::PortfolioRecord> {
+        let path = self.dir.join("state.sqlite");
+        self.unkept.keep(&mut self.state, &path, engine, records)
+    }
+
+    /// [`Self::keep_portfolio`] for a pass's restated `records`: a failure
+    /// fails the pass, which is computed again.
+    pub fn keep_restated_portfolio<'a>(
+        &mut self,
+        engine: &fleetpulse_engine::EngineConfig,
+        records: impl Iterator<Item = &'a Output>,
     ) -> Result<Vec<fleetpulse_engine::PortfolioRecord>, ArchiveError> {
         let path = self.dir.join("state.sqlite");
-        if restated {
-            super::portfolio::keep(&mut self.state, &path, engine, records, true)
-        } else {
-            self.unkept.keep(&mut self.state, &path, engine, records)
-        }
+        super::portfolio::keep(&mut self.state, &path, engine, records, true)
     }
 
     /// Every store wrote these portfolio dates' figures.

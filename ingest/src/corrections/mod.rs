@@ -591,10 +591,7 @@ fn keep_emitted(
         state.kept_gap = true;
     }
     // Live figures of a date some customer's health was restated in.
-    match archive.keep_portfolio(engine, records, false) {
-        Ok(figures) => state.portfolio(figures),
-        Err(e) => tracing::error!(error = %e, "cannot keep the portfolio's health records"),
-    }
+    state.portfolio(archive.keep_portfolio(engine, records));
     for (_, kept) in emitted.drain(..) {
         if let Some(kept) = kept {
             let _ = kept.send(());
@@ -1474,7 +1471,7 @@ fn complete(
     records.extend(outputs);
     records.extend(retracted);
     keep(archive, state.day.as_deref(), records.iter())?;
-    state.portfolio(archive.keep_portfolio(engine, records.iter(), true)?);
+    state.portfolio(archive.keep_restated_portfolio(engine, records.iter())?);
     Ok(Some(records))
 }
 

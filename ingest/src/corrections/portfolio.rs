@@ -150,7 +150,7 @@ impl Unkept {
         path: &Path,
         engine: &EngineConfig,
         records: impl Iterator<Item = &'a Output> + Clone,
-    ) -> Result<Vec<PortfolioRecord>, ArchiveError> {
+    ) -> Vec<PortfolioRecord> {
         let kept = if self.records.is_empty() {
             keep(state, path, engine, records.clone(), false)
         } else {
@@ -166,7 +166,7 @@ impl Unkept {
                     tracing::info!(records = self.records.len(), "portfolio records held kept");
                     self.records.clear();
                 }
-                Ok(figures)
+                figures
             }
             Err(e) => {
                 if self.records.is_empty() {
@@ -181,7 +181,7 @@ impl Unkept {
                     );
                     self.records.clear();
                 }
-                Ok(Vec::new())
+                Vec::new()
             }
         }
     }
@@ -538,7 +538,7 @@ mod tests {
         let mut records: Vec<Output> = before.iter().cloned().map(Output::Health).collect();
         records.push(Output::Portfolio(live(&before)));
         let held = unkept.keep(&mut conn, &path, &engine, records.iter());
-        assert!(held.unwrap().is_empty());
+        assert!(held.is_empty());
         assert_eq!(
             (rows(&conn), unkept.records.len()),
             (0, 3),
@@ -549,15 +549,11 @@ mod tests {
             provisional: true,
             ..health("a", 0.0, Band::Green)
         });
-        unkept
-            .keep(&mut conn, &path, &engine, [hour.clone()].iter())
-            .unwrap();
+        unkept.keep(&mut conn, &path, &engine, [hour.clone()].iter());
         assert_eq!((rows(&conn), unkept.records.len()), (0, 3));
 
         std::fs::remove_file(&filler).unwrap();
-        unkept
-            .keep(&mut conn, &path, &engine, [hour].iter())
-            .unwrap();
+        unkept.keep(&mut conn, &path, &engine, [hour].iter());
         assert_eq!(
             (rows(&conn), unkept.records.len()),
             (2, 0),

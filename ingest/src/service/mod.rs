@@ -55,10 +55,6 @@ pub async fn run(
     // fail the start.
     let pollers = parts::pollers(&config, customers.as_ref(), &runtime.metrics)?;
     let metrics = runtime.metrics;
-    // Again subscribed only once this start's subscription is acknowledged.
-    metrics
-        .subscribed
-        .store(false, std::sync::atomic::Ordering::Relaxed);
     let tasks = TaskTracker::new();
     let deadline = config.shutdown_timeout;
 
@@ -212,16 +208,13 @@ pub async fn run(
     // Cancelled by a shutdown, or by the customers file changing who is
     // served (a start in place follows).
     let stop = runtime.shutdown.child_token();
-    let added = Arc::new(Mutex::new(Vec::new()));
-    let watch = reload::watch(
+    let watch = tasks.spawn(reload::watch(
         config.clone(),
         engine_config.clone(),
         corrections.clone(),
         intake_stop.clone(),
         stop.clone(),
-        added.clone(),
-    );
-    tasks.spawn(watch);
+    ));
     let parts = IntakeParts {
         wal: writer,
         ledger,
@@ -251,7 +244,8 @@ pub async fn run(
     };
     let mut report = running.until(&stop).await?;
     report.restart = !runtime.shutdown.is_cancelled();
-    report.added = std::mem::take(&mut *added.lock().unwrap_or_else(|e| e.into_inner()));
+    // The watch ended with the intake: it returns what the file added.
+    report.added = watch.await.unwrap_or_default();
     if report.restart {
         // A start in place opens the same WAL, archive and port: every
         // task of this run, and what it holds, is gone first.

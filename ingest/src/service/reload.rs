@@ -22,18 +22,17 @@ use crate::corrections::Corrections;
 const POLL: Duration = Duration::from_secs(2);
 
 /// Watches `config`'s customers file until `stop`; cancels `restart` when
-/// it changes which customers a single process serves, or their time zones
-/// (the customers it added in `added`).
+/// it changes which customers a single process serves, or their time zones,
+/// and returns the customers it added (none when it stopped otherwise).
 pub async fn watch(
     config: ServiceConfig,
     engine: EngineConfig,
     corrections: Option<Corrections>,
     stop: CancellationToken,
     restart: CancellationToken,
-    added: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-) {
+) -> Vec<String> {
     let Some(path) = config.customers.as_ref().map(|c| c.file.clone()) else {
-        return;
+        return Vec::new();
     };
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(signal) => Some(signal),
@@ -52,7 +51,7 @@ pub async fn watch(
             }
         };
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => return Vec::new(),
             _ = signalled => {}
             _ = tokio::time::sleep(POLL) => {
                 if !settled(seen, &mut changed, stamp(&path)) {
@@ -66,10 +65,6 @@ pub async fn watch(
             Ok(Some((file, specs, _))) => {
                 file.warn();
                 let changes = roster_changes(&engine, &specs);
-                let specs_added: Vec<String> = (specs.keys())
-                    .filter(|id| !engine.customers.contains_key(*id))
-                    .cloned()
-                    .collect();
                 // Changed definitions first: their recompute is noted in
                 // the archive before a start in place stops the thread.
                 match &corrections {
@@ -89,19 +84,18 @@ pub async fn watch(
                 let cluster = (config.cluster.as_ref()).is_some_and(|c| c.is_multi_process());
                 if cluster {
                     tracing::warn!(
-                        ?changes,
+                        changes = ?shown(&changes),
                         "customers added, removed or moved to another time zone in the customers file: a cluster takes that in when all its members restart"
                     );
                     continue;
                 }
                 tracing::info!(
-                    ?changes,
+                    changes = ?shown(&changes),
                     "customers added, removed or moved to another time zone in the customers file: the service stops and starts again in place to take that in"
                 );
-                *added.lock().unwrap_or_else(|e| e.into_inner()) =
-                    (specs_added.iter()).map(|id| id.to_string()).collect();
                 restart.cancel();
-                return;
+                let added = changes.iter().filter(|c| c.change == Change::Added);
+                return added.map(|c| c.customer.clone()).collect();
             }
             Ok(None) => {}
             Err(e) => {
@@ -111,36 +105,66 @@ pub async fn watch(
     }
 }
 
-/// What `specs` changes of the customers the running engine serves, which
-/// admission, the engine and the view take in only at a start: customers
-/// added or removed, and time zones (a day's bounds). By customer id.
+/// The changes as the log shows them (`c03 added`).
+fn shown(changes: &[RosterChange]) -> Vec<String> {
+    changes.iter().map(ToString::to_string).collect()
+}
+
+/// A change of who is served, which admission, the engine and the view
+/// take in only at a start.
+#[derive(Debug, PartialEq)]
+struct RosterChange {
+    customer: String,
+    change: Change,
+}
+
+#[derive(Debug, PartialEq)]
+enum Change {
+    Added,
+    Removed,
+    /// To another time zone (a day's bounds): from, to.
+    Moved(String, String),
+}
+
+impl std::fmt::Display for RosterChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let id = &self.customer;
+        match &self.change {
+            Change::Added => write!(f, "{id} added"),
+            Change::Removed => write!(f, "{id} removed"),
+            Change::Moved(from, to) => write!(f, "{id} time zone {from} -> {to}"),
+        }
+    }
+}
+
+/// What `specs` changes of the customers the running engine serves, by
+/// customer id.
 fn roster_changes(
     engine: &EngineConfig,
     specs: &std::collections::HashMap<String, fleetpulse_engine::CustomerSpec>,
-) -> Vec<String> {
-    let mut changes: Vec<(&str, String)> = Vec::new();
+) -> Vec<RosterChange> {
+    let zone = |z: &jiff::tz::TimeZone| z.iana_name().unwrap_or("UTC").to_string();
+    let mut changes = Vec::new();
     for (id, spec) in specs {
-        match engine.customers.get(id) {
-            None => changes.push((id, format!("{id} added"))),
+        let change = match engine.customers.get(id) {
+            None => Change::Added,
             Some(old) if old.timezone != spec.timezone => {
-                let name = |z: &jiff::tz::TimeZone| z.iana_name().unwrap_or("UTC").to_string();
-                let moved = format!(
-                    "{id} time zone {} -> {}",
-                    name(&old.timezone),
-                    name(&spec.timezone)
-                );
-                changes.push((id, moved));
+                Change::Moved(zone(&old.timezone), zone(&spec.timezone))
             }
-            Some(_) => {}
-        }
+            Some(_) => continue,
+        };
+        changes.push(RosterChange {
+            customer: id.clone(),
+            change,
+        });
     }
-    for id in engine.customers.keys() {
-        if !specs.contains_key(id) {
-            changes.push((id, format!("{id} removed")));
-        }
-    }
-    changes.sort();
-    changes.into_iter().map(|(_, change)| change).collect()
+    let removed = (engine.customers.keys()).filter(|id| !specs.contains_key(*id));
+    changes.extend(removed.map(|id| RosterChange {
+        customer: id.clone(),
+        change: Change::Removed,
+    }));
+    changes.sort_by(|a, b| a.customer.cmp(&b.customer));
+    changes
 }
 
 /// What a look at the file sees: its modification time and length.
@@ -229,7 +253,7 @@ mod tests {
             spec("d", "UTC"),
         ]);
         assert_eq!(
-            roster_changes(&engine, &changed),
+            shown(&roster_changes(&engine, &changed)),
             [
                 "b time zone Europe/Berlin -> America/New_York",
                 "c removed",

@@ -51,6 +51,8 @@ impl Running {
         for source in self.intake.sources {
             join(source).await??;
         }
+        // Taking nothing in any more (a start in place subscribes anew).
+        self.metrics.subscribed.store(false, Relaxed);
         for poller in self.intake.pollers {
             join(poller).await?;
         }
