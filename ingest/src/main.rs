@@ -244,14 +244,21 @@ async fn run(path: PathBuf, workers: Option<usize>, cluster: ClusterArgs) -> any
     // One set of counters for the process: a start in place goes on
     // counting, as `/metrics` readers expect of a process that did not exit.
     let metrics: Arc<fleetpulse::metrics::IngestMetrics> = Arc::new(Default::default());
+    // A start in place keeps the HTTP port open and its sign-ins.
+    let mut http = None;
     loop {
         let runtime = Runtime {
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
-            http: None,
+            http,
         };
-        let report = service::run(config.clone(), &path, runtime).await?;
+        let mut report = service::run(config.clone(), &path, runtime).await?;
+        http = report.http.take();
         if !report.restart || shutdown.is_cancelled() {
+            // A SIGTERM during the stop of a start in place.
+            if let Some(server) = http.and_then(|kept| kept.server) {
+                server.stop().await;
+            }
             return Ok(());
         }
         tracing::info!("starting again in place");

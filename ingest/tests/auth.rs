@@ -22,9 +22,8 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fleetpulse_sim::{Fleet, FleetSpec};
@@ -33,27 +32,13 @@ use serde_json::Value;
 use support::cdp::{Browser, artifacts};
 use support::servers::{free_port, make_test_certs};
 use support::service::Service;
+use support::users::{add_user, users};
 
 /// The operator pseudonym key the service runs with.
 const OPERATOR_KEY: &str = "operator-key-for-the-auth-test-0123";
 
 /// The slow-header limit the service runs with.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// `fleetpulse users ...`; returns stdout. `stdin` is the password, if any.
-/// `fleetpulse users add NAME --role ROLE` into `file`: with a password on
-/// stdin, or `password` `None` for `--no-password` (token only).
-fn add_user(file: &str, name: &str, role: &str, password: Option<&str>) {
-    let how = if password.is_some() {
-        "--password-stdin"
-    } else {
-        "--no-password"
-    };
-    users(
-        &["add", name, "--role", role, how, "--file", file],
-        password,
-    );
-}
 
 /// `GET {base}/api/me` with `headers`.
 async fn get_me(
@@ -66,29 +51,6 @@ async fn get_me(
         request = request.header(*name, *value);
     }
     request.send().await.unwrap()
-}
-
-fn users(args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
-        .arg("users")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(text) = stdin {
-        writeln!(input, "{text}").unwrap();
-    }
-    drop(input);
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "users {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
 /// A client of the service, with or without a token.

@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fleetpulse::config::{CustomersRef, ServiceConfig};
@@ -19,6 +18,7 @@ use fleetpulse_sim::Segment;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::cdp::{Browser, artifacts};
+use support::users::token;
 
 const DAY: u64 = 86_400_000;
 
@@ -32,32 +32,6 @@ every_days = 14
 first_within_days = 10
 decision_maker = true
 "#;
-
-/// `fleetpulse users ARGS` (the real binary); its stdout.
-fn users(args: &[&str]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
-        .arg("users")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "users {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_string()
-}
-
-/// A token for a new user `name` with `role` (and its scope) in `file`.
-fn token(file: &str, name: &str, role: &str) -> String {
-    users(&["add", name, "--role", role, "--no-password", "--file", file]);
-    let out = users(&["token", name, "--file", file]);
-    out.split_whitespace()
-        .find(|w| w.starts_with("fp_"))
-        .unwrap_or_else(|| panic!("no token in `{out}`"))
-        .to_string()
-}
 
 struct Api {
     http: reqwest::Client,

@@ -20,6 +20,9 @@ use crate::wal::{Lsn, Wal};
 /// Batches handed to the engine at once during a replay.
 const REPLAY_GROUP: usize = 1024;
 
+/// Refused WAL records named in the log per reason during a replay.
+const REFUSALS_NAMED: u64 = 5;
+
 /// Opens (and locks) the WAL directory and reads its checkpoint.
 pub fn open(config: &WalConfig) -> Result<(Wal, Checkpoint), DeliveryError> {
     std::fs::create_dir_all(&config.dir)
@@ -59,6 +62,9 @@ pub async fn replay(
     // Durable records reported to the ledger as one range per REPLAY_GROUP
     // (the log is contiguous): one entry each, not one per record.
     let mut range: Option<(Lsn, Lsn, EventTime)> = None;
+    // A customer taken out of the file can have thousands of records in
+    // the WAL: the first few are named, the rest counted.
+    let mut refused: std::collections::BTreeMap<&str, u64> = Default::default();
     let records = wal
         .replay(first)
         .map_err(|e| DeliveryError::Wal(e.to_string()))?;
@@ -90,10 +96,15 @@ pub async fn replay(
                 replayed += 1;
             }
             Err(rejection) => {
-                tracing::warn!(
-                    %lsn, reason = rejection.reason.as_str(),
-                    "WAL record refused on replay: {}", rejection.detail
-                );
+                let reason = rejection.reason.as_str();
+                let seen = refused.entry(reason).or_insert(0);
+                *seen += 1;
+                if *seen <= REFUSALS_NAMED {
+                    tracing::warn!(
+                        %lsn, reason,
+                        "WAL record refused on replay: {}", rejection.detail
+                    );
+                }
             }
         }
         if group.len() >= REPLAY_GROUP {
@@ -120,6 +131,12 @@ pub async fn replay(
     metrics
         .messages_replayed
         .fetch_add(replayed, std::sync::atomic::Ordering::Relaxed);
+    if refused.values().any(|n| *n > REFUSALS_NAMED) {
+        tracing::warn!(
+            refused = ?refused,
+            "WAL records refused on replay, by reason (the first {REFUSALS_NAMED} of each named above)"
+        );
+    }
     progress.finish(&format!("{replayed} WAL records replayed"));
     Ok((replayed, watermark))
 }

@@ -399,10 +399,37 @@ pub struct Attached {
     /// With a view snapshot: the record batches it holds, which the
     /// checkpoint must not pass (one more checkpointed receiver).
     pub view_written: Option<Arc<AtomicU64>>,
-    server: Option<(
-        CancellationToken,
-        tokio::task::JoinHandle<std::io::Result<()>>,
-    )>,
+    server: Option<Server>,
+}
+
+/// The HTTP port's accept loop, as [`start`] spawned it.
+#[derive(Debug)]
+pub struct Server {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Stops accepting, lets open requests finish (at most
+    /// [`server::DRAIN`]), and logs how the server ended.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "http server failed"),
+            Err(e) => tracing::error!(error = %e, "http server task failed"),
+        }
+    }
+}
+
+/// What a start in place keeps of the HTTP side: the hub, with its view,
+/// and the server on it, so the port never closes and sign-ins stay valid.
+#[derive(Debug)]
+pub struct Kept {
+    /// The hub (its view is kept and filled again at the start).
+    pub hub: Arc<Hub>,
+    /// The server, when the service serves the hub itself.
+    pub server: Option<Server>,
 }
 
 impl Attached {
@@ -412,17 +439,20 @@ impl Attached {
     }
 
     /// After the fan-out ended: waits for the view to take in the last
-    /// records, then stops the server (if the service started it).
-    pub async fn finish(self) {
+    /// records, then stops the server (if the service started it), or
+    /// hands hub and server on when `keep` (a start in place follows).
+    pub async fn finish(self, keep: bool) -> Option<Kept> {
         let _ = self.view_task.await;
-        if let Some((stop, task)) = self.server {
-            stop.cancel();
-            match task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "http server failed"),
-                Err(e) => tracing::error!(error = %e, "http server task failed"),
-            }
+        if keep {
+            return Some(Kept {
+                hub: self.hub,
+                server: self.server,
+            });
         }
+        if let Some(server) = self.server {
+            server.stop().await;
+        }
+        None
     }
 }
 
@@ -458,12 +488,16 @@ pub struct People<'a> {
 pub async fn attach(
     config: &crate::config::ServiceConfig,
     people: People<'_>,
-    hub: Option<Arc<Hub>>,
+    kept: Option<Kept>,
     metrics: &Arc<IngestMetrics>,
     engine_config: &EngineConfig,
     engine: Arc<EngineStats>,
     outputs: &mut Vec<mpsc::Sender<Arc<[Output]>>>,
 ) -> std::io::Result<Option<Attached>> {
+    let (hub, server) = match kept {
+        Some(Kept { hub, server }) => (Some(hub), server),
+        None => (None, None),
+    };
     let Some(hub) = hub.or_else(|| config.http.enabled.then(Hub::new)) else {
         return Ok(None);
     };
@@ -499,7 +533,9 @@ pub async fn attach(
             .collect(),
     );
     hub.watch_wal(config.wal.as_ref().map(|w| w.dir.clone()));
-    let server = if config.http.enabled {
+    let server = if let Some(server) = server {
+        Some(server)
+    } else if config.http.enabled {
         let stop = CancellationToken::new();
         let (addr, task) = start(&config.http, hub.clone(), stop.clone())
             .await
@@ -512,7 +548,7 @@ pub async fn attach(
             "http"
         };
         tracing::info!(url = %format!("{scheme}://{addr}/"), "dashboard and API");
-        Some((stop, task))
+        Some(Server { stop, task })
     } else {
         None
     };

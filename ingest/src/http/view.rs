@@ -278,8 +278,14 @@ impl View {
     }
 
     /// Records the customers file's facts; customers in it are listed even
-    /// before their first record.
+    /// before their first record. A customer the file no longer names (a
+    /// start in place keeps the view) goes, with its alerts, as it would
+    /// at a fresh start.
     pub fn set_roster(&mut self, roster: &HashMap<String, CustomerSpec>) {
+        if !roster.is_empty() {
+            self.customers.retain(|id, _| roster.contains_key(&**id));
+            self.alerts.retain(|(id, ..), _| roster.contains_key(&**id));
+        }
         for (id, spec) in roster {
             let id: Id = id.as_str().into();
             self.customers.entry(id).or_default().info = Some(CustomerInfo::of(spec));
@@ -588,6 +594,44 @@ mod tests {
             arr_at_risk: 100.0,
             next_action: "call".into(),
         }
+    }
+
+    /// A start in place keeps the view: a customer the customers file no
+    /// longer names goes, with its alerts, as at a fresh start; the others
+    /// keep what they showed.
+    #[test]
+    fn a_roster_without_a_customer_drops_it_and_its_alerts() {
+        let spec = |id: &str| {
+            let contract = fleetpulse_engine::Contract {
+                arr: 100.0,
+                start: 0,
+                renewal: 400 * 86_400_000,
+                devices_purchased: 1,
+                operator_seats: 1,
+            };
+            (
+                id.to_string(),
+                CustomerSpec::new(id, Segment::HighTouch, contract),
+            )
+        };
+        let mut view = View::default();
+        view.set_roster(&[spec("a"), spec("b")].into_iter().collect());
+        view.apply(&[
+            Output::Health(health("a", 0, 60.0, 0.0)),
+            Output::Health(health("b", 0, 40.0, 0.0)),
+            Output::Alert(alert("a", 1, AlertStatus::Open)),
+            Output::Alert(alert("b", 1, AlertStatus::Open)),
+        ]);
+        let kept = view.customer_view("a").unwrap().clone();
+        view.set_roster(&[spec("a")].into_iter().collect());
+        assert!(view.customer_view("b").is_none());
+        assert!(view.open_alerts_of("b").is_empty());
+        assert_eq!(view.open_alerts_of("a").len(), 1);
+        let a = view.customer_view("a").unwrap();
+        assert_eq!(format!("{a:?}"), format!("{kept:?}"));
+        // No customers file (an empty roster): every customer stays.
+        view.set_roster(&HashMap::new());
+        assert!(view.customer_view("a").is_some());
     }
 
     #[test]

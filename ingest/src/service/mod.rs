@@ -102,7 +102,7 @@ pub async fn run(
             contracts: contracts.as_ref(),
             pseudonyms: pseudonyms.clone(),
         },
-        runtime.http.clone(),
+        runtime.http,
         &metrics,
         &engine_config,
         stats.clone(),
@@ -241,17 +241,8 @@ pub async fn run(
         corrections: corrections_thread,
         metrics,
         deadline,
+        watch,
+        tasks,
     };
-    let mut report = running.until(&stop).await?;
-    report.restart = !runtime.shutdown.is_cancelled();
-    // The watch ended with the intake: it returns what the file added.
-    report.added = watch.await.unwrap_or_default();
-    if report.restart {
-        // A start in place opens the same WAL, archive and port: every
-        // task of this run, and what it holds, is gone first.
-        if tokio::time::timeout(deadline, tasks.wait()).await.is_err() {
-            tracing::warn!("tasks of the run still going at the start in place");
-        }
-    }
-    Ok(report)
+    running.until(&stop, &runtime.shutdown).await
 }

@@ -70,6 +70,8 @@ pub struct RunReport {
     pub restart: bool,
     /// The customers the file added, when it did.
     pub added: Vec<String>,
+    /// At a start in place: the HTTP hub and server, for the next run.
+    pub http: Option<crate::http::Kept>,
 }
 
 /// Everything `run` needs besides the config.
@@ -79,9 +81,10 @@ pub struct Runtime {
     /// Cancelled to stop the service.
     pub shutdown: CancellationToken,
     /// The HTTP hub to feed with the records (the demo serves it itself and
-    /// keeps it after the run); `None`: the service makes one when `[http]`
-    /// is enabled.
-    pub http: Option<Arc<crate::http::Hub>>,
+    /// keeps it after the run; a start in place keeps the previous run's
+    /// and its server); `None`: the service makes one when `[http]` is
+    /// enabled.
+    pub http: Option<crate::http::Kept>,
 }
 
 impl Runtime {
@@ -90,7 +93,7 @@ impl Runtime {
         Self {
             metrics: Arc::default(),
             shutdown: CancellationToken::new(),
-            http,
+            http: http.map(|hub| crate::http::Kept { hub, server: None }),
         }
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use fleetpulse_engine::{Engine, EngineStats};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::{RunReport, ServiceError};
 use crate::alerts::AlertsReport;
@@ -33,11 +34,22 @@ pub(super) struct Running {
     pub corrections: Option<std::thread::JoinHandle<()>>,
     pub metrics: Arc<IngestMetrics>,
     pub deadline: Duration,
+    /// The customers file's watch: ends with the intake, returning the
+    /// customers the file added.
+    pub watch: JoinHandle<Vec<String>>,
+    /// Every task of the run.
+    pub tasks: TaskTracker,
 }
 
 impl Running {
-    /// Runs until `shutdown` is cancelled or a lane fails, then stops.
-    pub async fn until(mut self, shutdown: &CancellationToken) -> Result<RunReport, ServiceError> {
+    /// Runs until `shutdown` is cancelled or a lane fails, then stops. A
+    /// stop that is not the `process`'s own is a start in place: the HTTP
+    /// side is handed on in the report instead of stopped.
+    pub async fn until(
+        mut self,
+        shutdown: &CancellationToken,
+        process: &CancellationToken,
+    ) -> Result<RunReport, ServiceError> {
         let ended = tokio::select! {
             _ = shutdown.cancelled() => None,
             Some(result) = self.intake.lanes.join_next() => Some(result),
@@ -98,8 +110,19 @@ impl Running {
                 late("the archive is still committing");
             }
         }
+        report.restart = !process.is_cancelled();
         if let Some(http) = self.http {
-            http.finish().await;
+            report.http = http.finish(report.restart).await;
+        }
+        report.added = self.watch.await.unwrap_or_default();
+        // A start in place opens the same WAL, archive and port: every task
+        // of this run, and what it holds, is gone first.
+        if report.restart
+            && tokio::time::timeout(self.deadline, self.tasks.wait())
+                .await
+                .is_err()
+        {
+            tracing::warn!("tasks of the run still going at the start in place");
         }
         let metrics = &self.metrics;
         tracing::info!(

@@ -15,6 +15,7 @@ use crate::support::fleets::{fleet, spawn_publisher, write_customers};
 use crate::support::servers::{Mosquitto, NO_LOSS, free_port};
 use crate::support::service::{Service, metric, metrics, write_durable_config};
 use crate::support::truth::{assert_table_equal, sqlite_customer_table, truth_table};
+use crate::support::users::{add_user, sign_in, token};
 
 const ACCEPTED: &str = "fleetpulse_messages_accepted_total";
 const UNKNOWN: &str = "fleetpulse_messages_rejected_total{reason=\"unknown_customer\"}";
@@ -71,13 +72,13 @@ async fn wait_metrics(http_port: u16, service: &Service, what: &str, done: impl 
     }
 }
 
-/// The service file in `dir`: WAL, dead letters, `/metrics`, SQLite.
-/// Returns the file and the HTTP port.
-fn write_config(dir: &Path, mosquitto: &Mosquitto, client: &str) -> (PathBuf, u16) {
+/// The service file in `dir`: WAL, dead letters, `/metrics`, SQLite, and
+/// `http` added to `[http]`. Returns the file and the HTTP port.
+fn write_config(dir: &Path, mosquitto: &Mosquitto, client: &str, http: &str) -> (PathBuf, u16) {
     let http_port = free_port();
     let sections = format!(
         "[limits]\ndead_letter_file = \"dead-letters.jsonl\"\n\n\
-         [http]\nenabled = true\nlisten = \"127.0.0.1:{http_port}\"\n\n\
+         [http]\nenabled = true\nlisten = \"127.0.0.1:{http_port}\"\n{http}\n\
          [alerts]\nmqtt = false\n\n\
          [[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n"
     );
@@ -98,7 +99,7 @@ async fn a_customer_added_to_the_file_is_taken_in_without_a_restart_and_nothing_
     assert!(without.len() < full.len() && !without.contains(&format!("\"{newcomer}\"")));
     std::fs::write(&customers, &without).unwrap();
 
-    let (config, http_port) = write_config(dir.path(), &mosquitto, "fleetpulse-onboarding");
+    let (config, http_port) = write_config(dir.path(), &mosquitto, "fleetpulse-onboarding", "");
     let mut service = Service::new(&config, dir.path().join("service.log"));
     service.start_and_wait("subscribed");
     let pid = service.pid();
@@ -184,7 +185,7 @@ async fn a_customer_removed_from_the_file_is_refused_from_then_on_and_the_rest_l
     let customers = dir.path().join("customers.toml");
     let full = std::fs::read_to_string(&customers).unwrap();
     let leaver = fleet.customers().last().unwrap().id.clone();
-    let (config, http_port) = write_config(dir.path(), &mosquitto, "fleetpulse-leaving");
+    let (config, http_port) = write_config(dir.path(), &mosquitto, "fleetpulse-leaving", "");
     let mut service = Service::new(&config, dir.path().join("service.log"));
     service.start_and_wait("subscribed");
 
@@ -258,6 +259,155 @@ async fn a_customer_removed_from_the_file_is_refused_from_then_on_and_the_rest_l
         left.len(),
         last.1["samples"],
         truth[&last.0]["samples"]
+    );
+}
+
+/// What a user sees across a start in place: the HTTP port never closes (a
+/// client asking `/healthz` every 5 ms throughout gets an answer each
+/// time), a dashboard sign-in made before it is still valid after it, and
+/// the dashboard drops the customer the file removed while it keeps every
+/// closed day's health it showed of the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_port_and_its_sign_ins_outlast_a_start_in_place() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = fleet(3, 9, 3, 73);
+    write_customers(dir.path(), &fleet);
+    let customers = dir.path().join("customers.toml");
+    let full = std::fs::read_to_string(&customers).unwrap();
+    let leaver = fleet.customers().last().unwrap().id.clone();
+    let users = dir.path().join("users.toml");
+    let file = users.to_str().unwrap();
+    let password = "root-Pa55word-for-the-test";
+    add_user(file, "root", "admin", Some(password));
+    let ops = token(file, "ops", "admin");
+    let (config, http_port) = write_config(
+        dir.path(),
+        &mosquitto,
+        "fleetpulse-port-kept",
+        "users_file = \"users.toml\"\n",
+    );
+    let mut service = Service::new(&config, dir.path().join("service.log"));
+    service.start_and_wait("subscribed");
+    let pid = service.pid();
+
+    let base = format!("http://127.0.0.1:{http_port}");
+    let client = reqwest::Client::new();
+    let get = |path: &str, auth: (&str, String)| {
+        (client.get(format!("{base}{path}")))
+            .header(auth.0, auth.1)
+            .send()
+    };
+    let bearer = || ("authorization", format!("Bearer {ops}"));
+    let api = async |path: &str| -> serde_json::Value {
+        let response = get(path, bearer()).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        response.json().await.unwrap()
+    };
+    let (sent, publisher) = spawn_publisher(&mosquitto, &fleet, "port-kept-sim", 2_000.0);
+    publisher.await.unwrap().unwrap();
+    crate::support::poll::until_settled(
+        async || api("/api/status").await,
+        |status| status["messages_accepted"].as_u64() == Some(sent),
+        || service.log_tail(),
+    )
+    .await;
+    let session = sign_in(&base, "root", password).await;
+    let before = api("/api/customers").await;
+    let listed = |list: &serde_json::Value| -> Vec<String> {
+        (list["customers"].as_array().unwrap().iter())
+            .map(|c| c["customer"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(listed(&before).len(), 3, "{before}");
+
+    // Ask the port every 5 ms from before the change until the new start
+    // is connected.
+    let polling = tokio_util::sync::CancellationToken::new();
+    let poller = tokio::spawn({
+        let (client, url, polling) = (client.clone(), format!("{base}/healthz"), polling.clone());
+        let ready = format!("{base}/readyz");
+        async move {
+            let (mut answered, mut failed, mut not_ready) = (0u64, Vec::new(), 0u64);
+            while !polling.is_cancelled() {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => answered += 1,
+                    Ok(r) => failed.push(format!("status {}", r.status())),
+                    Err(e) => failed.push(e.to_string()),
+                }
+                if let Ok(r) = client.get(&ready).send().await
+                    && r.status() == 503
+                {
+                    not_ready += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (answered, failed, not_ready)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::write(&customers, without_customer(&full, &leaver)).unwrap();
+    service.wait_for_log_within("starting again in place", 1, Duration::from_secs(30));
+    service.wait_for_log_within("connected to broker", 2, Duration::from_secs(60));
+    polling.cancel();
+    let (answered, failed, not_ready) = poller.await.unwrap();
+    assert_eq!(service.pid(), pid, "the same process");
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests to /healthz failed across the start in place: {:?}",
+        failed.len(),
+        answered + failed.len() as u64,
+        &failed[..failed.len().min(5)]
+    );
+    assert_eq!(
+        service.log().matches("http listening").count(),
+        1,
+        "the port opened once"
+    );
+
+    // The sign-in made before still holds.
+    let me = get("/api/me", ("cookie", session.clone())).await.unwrap();
+    assert_eq!(me.status(), 200, "the session outlasts the start in place");
+    let me: serde_json::Value = me.json().await.unwrap();
+    assert_eq!(
+        (me["user"].as_str(), me["via"].as_str()),
+        (Some("root"), Some("session"))
+    );
+
+    // The removed customer is gone from the dashboard; every daily health
+    // shown of the others is still shown.
+    let after = api("/api/customers").await;
+    let kept: Vec<String> = (listed(&before).into_iter())
+        .filter(|c| *c != *leaver)
+        .collect();
+    let mut now = listed(&after);
+    now.sort();
+    let mut wanted = kept.clone();
+    wanted.sort();
+    assert_eq!(now, wanted, "{after}");
+    let alerts = api("/api/alerts").await.to_string();
+    assert!(!alerts.contains(&format!("\"{leaver}\"")), "{alerts}");
+    let history = |list: &serde_json::Value, id: &str| -> Vec<serde_json::Value> {
+        let row = (list["customers"].as_array().unwrap().iter())
+            .find(|c| c["customer"] == id)
+            .unwrap();
+        row["health_history"].as_array().unwrap().clone()
+    };
+    // The open day's provisional score is judged again after the stop;
+    // the closed days' are final.
+    let mut closed_days = 0;
+    for id in &kept {
+        let (shown, still) = (history(&before, id), history(&after, id));
+        for day in shown.iter().rev().skip(1) {
+            assert!(still.contains(day), "{id}: {day} shown before, not after");
+            closed_days += 1;
+        }
+    }
+    assert!(closed_days > 0, "no closed day's health shown: {before}");
+    service.stop();
+    println!(
+        "/healthz answered {answered} times across the start in place, none failed; /readyz 503 {not_ready} times; {} customers shown after, {leaver} gone; {closed_days} closed days' health kept",
+        kept.len()
     );
 }
 

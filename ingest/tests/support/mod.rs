@@ -12,4 +12,5 @@ pub mod service;
 pub mod small_disk;
 pub mod tables;
 pub mod truth;
+pub mod users;
 pub mod webhook;
