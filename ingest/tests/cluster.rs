@@ -288,6 +288,132 @@ async fn two_processes_with_a_shared_subscription_equal_the_ground_truth_and_one
     );
 }
 
+/// `GET /api/customers` of a member on `port`: each customer whose view
+/// there has a health, with its daily scores but the newest (the open
+/// day's provisional score), and whether it shows portfolio days.
+async fn member_view(port: u16) -> (std::collections::BTreeMap<String, Vec<String>>, bool) {
+    let get = async |path: &str| -> serde_json::Value {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        let response = reqwest::get(&url).await.unwrap();
+        assert_eq!(response.status(), 200, "{url}");
+        response.json().await.unwrap()
+    };
+    let list = get("/api/customers").await;
+    let mut shown = std::collections::BTreeMap::new();
+    for row in list["customers"].as_array().unwrap() {
+        if row["health"].is_null() {
+            continue;
+        }
+        let mut days: Vec<String> = (row["health_history"].as_array().unwrap().iter())
+            .map(|d| format!("{} {}", d["window_start"], d["score"]))
+            .collect();
+        days.pop();
+        shown.insert(row["customer"].as_str().unwrap().to_string(), days);
+    }
+    let portfolio = get("/api/portfolio").await.to_string();
+    (shown, portfolio.contains("window_start"))
+}
+
+/// A cluster member's dashboard after the cluster restarts: each member
+/// fills its view from the SQLite store the members share, with its own
+/// customers only (those its workers own: the others' records would never
+/// be updated there) and the portfolio on the member that gathers it. What
+/// each member showed before the restart, it shows again: the same
+/// customers, every closed day's health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_cluster_shows_each_member_its_own_customers_again() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = fleet_in(dir.path(), 23);
+    let sent = fleet.encoded_messages().count() as u64;
+    let ports = free_ports(2);
+    let configs: Vec<PathBuf> = (0..2)
+        .map(|i| {
+            let rest = format!(
+                "persistent_session = true\nshared_group = \"fleetpulse\"\n\n\
+                 [engine]\nworkers = 1\nidle_after = \"2s\"\n\n\
+                 [wal]\ndir = \"wal-{i}\"\n\n\
+                 [http]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n\n\
+                 [alerts]\nmqtt = false\n\n\
+                 [[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n",
+                port = ports[i]
+            );
+            let path = dir.path().join(format!("member-{i}.toml"));
+            write_service_config_at(&path, &mosquitto, &format!("fp-view-{i}"), &rest)
+        })
+        .collect();
+    let mut cluster = Deployment::new(dir.path(), &configs);
+    cluster.start();
+    let report = publisher(&mosquitto, &fleet, "view-sim", 3000.0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.messages, sent);
+    let status = async |port: u16| -> serde_json::Value {
+        let url = format!("http://127.0.0.1:{port}/api/status");
+        reqwest::get(&url).await.unwrap().json().await.unwrap()
+    };
+    let started = Instant::now();
+    loop {
+        let mut accepted = 0;
+        for port in &ports {
+            accepted += status(*port).await["messages_accepted"].as_u64().unwrap();
+        }
+        if accepted == sent {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{accepted} of {sent} taken in\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for port in &ports {
+        support::poll::until_settled(async || status(*port).await, |_| true, || cluster.logs())
+            .await;
+    }
+    let mut before = Vec::new();
+    for port in &ports {
+        before.push(member_view(*port).await);
+    }
+    for (i, (shown, _)) in before.iter().enumerate() {
+        assert!(!shown.is_empty(), "member {i} shows no customer's health");
+    }
+    let owners: usize = before.iter().map(|(shown, _)| shown.len()).sum();
+    assert_eq!(owners, 6, "each customer on one member: {before:?}");
+
+    cluster.stop();
+    cluster.start();
+    for (i, port) in ports.iter().enumerate() {
+        let (wanted, portfolio) = &before[i];
+        let started = Instant::now();
+        loop {
+            let (shown, shows_portfolio) = member_view(*port).await;
+            let same_customers = shown.keys().eq(wanted.keys());
+            let kept = (wanted.iter()).all(|(c, days)| {
+                (shown.get(c)).is_some_and(|s| days.iter().all(|d| s.contains(d)))
+            });
+            if same_customers && kept && shows_portfolio == *portfolio {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "member {i} after the restart shows {shown:?} (portfolio {shows_portfolio}), \
+                 before {wanted:?} (portfolio {portfolio})\n{}",
+                cluster.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    cluster.stop();
+    let split: Vec<usize> = before.iter().map(|(shown, _)| shown.len()).collect();
+    let gathers: Vec<bool> = before.iter().map(|(_, p)| *p).collect();
+    println!(
+        "customers per member {split:?}, portfolio on {gathers:?}: each member shows them again after the restart"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_killed_mid_run_the_cluster_restarts_and_loses_nothing() {
     let (mosquitto, influx, dir) = servers_and_dir(&format!("{NO_LOSS}\nautosave_interval 1\n"));

@@ -562,8 +562,9 @@ fn sighting_signals<'scope>(
 }
 
 /// The worker (of `peers`) that owns `customer`'s journey: the rule of the
-/// exchange that routes its records here.
-fn owner(customer: &str, peers: u64) -> u64 {
+/// exchange that routes its records here. A cluster member's view holds
+/// the records of the customers its workers own.
+pub fn owner(customer: &str, peers: u64) -> u64 {
     route(customer) % peers
 }
 

@@ -552,13 +552,16 @@ pub async fn attach(
     } else {
         None
     };
-    // A cluster member's view holds what its own workers emit: filled from
-    // the store it would show the other members' customers, never updated.
-    // A service without a SQLite store keeps a snapshot of its view.
-    let single = (config.cluster.as_ref()).is_none_or(|c| !c.is_multi_process());
+    // A cluster member's view holds what its own workers emit: it is
+    // filled with its share of the store only (the others' customers would
+    // never be updated here). A service without a SQLite store keeps a
+    // snapshot of its view.
+    let member = (config.cluster.as_ref())
+        .filter(|c| c.is_multi_process())
+        .map(|c| seed::Share::of_member(c.process, c.addresses.len(), config.engine.workers));
     let fill = match (hub.touchpoint_store(), &config.wal) {
-        _ if !single => Fill::Nothing,
-        (Some(path), _) => Fill::Store(path, engine_config.clone()),
+        (Some(path), _) => Fill::Store(path, engine_config.clone(), member),
+        _ if member.is_some() => Fill::Nothing,
         (None, Some(wal)) => Fill::Snapshot {
             wal_dir: wal.dir.clone(),
             roster: (!engine_config.customers.is_empty())
@@ -601,8 +604,8 @@ pub enum Fill {
     /// Nothing: it starts empty and fills as windows close.
     Nothing,
     /// The SQLite store at this path, of the customers of this engine's
-    /// roster ([`seed`]).
-    Store(PathBuf, EngineConfig),
+    /// roster ([`seed`]); of a cluster member, its share of them.
+    Store(PathBuf, EngineConfig, Option<seed::Share>),
     /// Its own snapshot and journal in this WAL directory ([`snapshot`]),
     /// kept from then on; `held` counts the record batches they hold.
     Snapshot {
@@ -635,11 +638,11 @@ pub fn feed(
         type Read = tokio::task::JoinHandle<Result<(Vec<Output>, u64), String>>;
         let (from, read): (String, Option<Read>) = match &fill {
             Fill::Nothing => (String::new(), None),
-            Fill::Store(path, engine) => {
-                let (path, engine) = (path.clone(), engine.clone());
+            Fill::Store(path, engine, share) => {
+                let (path, engine, share) = (path.clone(), engine.clone(), share.clone());
                 let from = format!("the store {}", path.display());
                 let read = tokio::task::spawn_blocking(move || {
-                    seed::from_store(&path, &engine)
+                    seed::from_store(&path, &engine, share.as_ref())
                         .map(|records| (records, 0))
                         .map_err(|e| e.to_string())
                 });

@@ -18,10 +18,50 @@ use fleetpulse_engine::{
 use super::view::{DEVICE_DAYS, HISTORY_DAYS, HISTORY_HOURS, MAX_RESOLVED_ALERTS};
 use crate::sinks::{SinkError, SqliteStore};
 
+/// A cluster member's part of the records: those of the customers its
+/// workers own (the engine's exchange by customer), and the portfolio when
+/// it runs worker 0 (which gathers it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// Workers in the cluster.
+    pub peers: u64,
+    /// This member's workers: `first..first + workers`.
+    pub first: u64,
+    /// Workers per member.
+    pub workers: u64,
+}
+
+impl Share {
+    /// Member `process` of `processes`, each with `workers` workers (timely
+    /// numbers a member's workers after those of the members before it).
+    pub fn of_member(process: usize, processes: usize, workers: usize) -> Self {
+        Self {
+            peers: (processes * workers) as u64,
+            first: (process * workers) as u64,
+            workers: workers as u64,
+        }
+    }
+
+    /// Whether this member's workers own `customer`'s records.
+    pub fn owns(&self, customer: &str) -> bool {
+        let owner = fleetpulse_engine::operators::customer_success::owner(customer, self.peers);
+        (self.first..self.first + self.workers).contains(&owner)
+    }
+
+    /// Whether this member gathers the portfolio.
+    pub fn gathers_portfolio(&self) -> bool {
+        self.first == 0
+    }
+}
+
 /// What the view held of the store at `path`, as records to apply: of the
 /// customers of `engine`'s roster (of the store without one), whose day
 /// window `engine` names.
-pub fn from_store(path: &Path, engine: &EngineConfig) -> Result<Vec<Output>, SinkError> {
+pub fn from_store(
+    path: &Path,
+    engine: &EngineConfig,
+    share: Option<&Share>,
+) -> Result<Vec<Output>, SinkError> {
     let store = SqliteStore::open(path)?;
     let day = engine.day_window().map(|w| w.name.to_string());
     let kept = |window: &str| {
@@ -38,6 +78,9 @@ pub fn from_store(path: &Path, engine: &EngineConfig) -> Result<Vec<Output>, Sin
     if customers.is_empty() {
         customers = store.distinct("customer_kpi", "customer", &[])?;
         customers.extend(store.distinct("health", "customer", &[])?);
+    }
+    if let Some(share) = share {
+        customers.retain(|c| share.owns(c));
     }
     customers.sort();
     customers.dedup();
@@ -80,8 +123,10 @@ pub fn from_store(path: &Path, engine: &EngineConfig) -> Result<Vec<Output>, Sin
         let milestones = store.latest_milestones(Some(c))?;
         out.extend(milestones.into_iter().map(Output::Milestone));
     }
-    let portfolio = store.newest::<PortfolioRecord>(&[], HISTORY_DAYS)?;
-    out.extend(portfolio.into_iter().map(Output::Portfolio));
+    if share.is_none_or(Share::gathers_portfolio) {
+        let portfolio = store.newest::<PortfolioRecord>(&[], HISTORY_DAYS)?;
+        out.extend(portfolio.into_iter().map(Output::Portfolio));
+    }
     let alerts = store.current_alerts(MAX_RESOLVED_ALERTS)?;
     let listed = |a: &AlertRecord| {
         customers
