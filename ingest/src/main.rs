@@ -245,12 +245,13 @@ async fn run(path: PathBuf, workers: Option<usize>, cluster: ClusterArgs) -> any
     // counting, as `/metrics` readers expect of a process that did not exit.
     let metrics: Arc<fleetpulse::metrics::IngestMetrics> = Arc::new(Default::default());
     // A start in place keeps the HTTP port open and its sign-ins.
-    let mut http = None;
+    let (mut http, mut in_place) = (None, false);
     loop {
         let runtime = Runtime {
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
             http,
+            in_place,
         };
         let mut report = service::run(config.clone(), &path, runtime).await?;
         http = report.http.take();
@@ -262,6 +263,7 @@ async fn run(path: PathBuf, workers: Option<usize>, cluster: ClusterArgs) -> any
             return Ok(());
         }
         tracing::info!("starting again in place");
+        in_place = true;
         if !report.added.is_empty() {
             let (config, metrics) = (config.clone(), metrics.clone());
             tokio::spawn(fleetpulse::replay::resend_onboarded(

@@ -121,6 +121,7 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
         http: None,
+        in_place: false,
     };
     let path = args.config.clone();
     let mut service = tokio::spawn(async move { service::run(config, &path, runtime).await });

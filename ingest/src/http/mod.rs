@@ -439,10 +439,18 @@ impl Attached {
     }
 
     /// After the fan-out ended: waits for the view to take in the last
-    /// records, then stops the server (if the service started it), or
-    /// hands hub and server on when `keep` (a start in place follows).
-    pub async fn finish(self, keep: bool) -> Option<Kept> {
-        let _ = self.view_task.await;
+    /// records (until `by`: a fan-out stuck on a store that is down never
+    /// lets the view's channel close), then stops the server (if the
+    /// service started it), or hands hub and server on when `keep` (a
+    /// start in place follows).
+    pub async fn finish(self, keep: bool, by: tokio::time::Instant) -> Option<Kept> {
+        let mut view_task = self.view_task;
+        if tokio::time::timeout_at(by, &mut view_task).await.is_err() {
+            tracing::warn!(
+                "shutdown deadline reached: the dashboard's view is still taking in records; a start fills it again"
+            );
+            view_task.abort();
+        }
         if keep {
             return Some(Kept {
                 hub: self.hub,

@@ -67,13 +67,14 @@ pub async fn run(
         *stored = layout.checkpoint().map_err(DeliveryError::Wal)?;
     }
 
-    // Sinks next: a store that cannot be reached should fail the start.
+    // Sinks next: a store that cannot be reached fails a start, and is
+    // waited for at a start in place.
     let receivers = parts::Receivers::open(
         &config,
         layout.as_ref(),
         &tasks,
         &metrics,
-        &runtime.shutdown,
+        (&runtime.shutdown, runtime.in_place),
     )
     .await?;
     let (mut outputs, mut written) = (receivers.outputs, receivers.written);

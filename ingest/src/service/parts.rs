@@ -72,6 +72,48 @@ pub struct RunReport {
     pub added: Vec<String>,
     /// At a start in place: the HTTP hub and server, for the next run.
     pub http: Option<crate::http::Kept>,
+    /// A start in place: a store that does not answer is waited for.
+    pub in_place: bool,
+}
+
+/// How often a store that does not answer at a start in place is asked
+/// again.
+const STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens a sink. At a start in place (`in_place`) the store answered at
+/// the first start, so one that does not answer now is down for a while:
+/// it is asked again every [`STORE_RETRY`] until it answers or the
+/// service stops, instead of ending the process. Nothing is taken in
+/// meanwhile: the broker keeps the telemetry, the WAL what was durable.
+async fn open_sink(
+    config: &crate::sinks::SinkConfig,
+    in_place: bool,
+    shutdown: &CancellationToken,
+) -> Result<crate::sinks::Sink, ServiceError> {
+    let mut waited = false;
+    loop {
+        match crate::sinks::Sink::open(config).await {
+            Ok(sink) => {
+                if waited {
+                    tracing::info!("the store answers again: the start in place goes on");
+                }
+                return Ok(sink);
+            }
+            Err(e) if in_place && !shutdown.is_cancelled() => {
+                tracing::warn!(
+                    error = %e,
+                    "a store does not answer at the start in place; asking again in {} s (nothing is taken in meanwhile)",
+                    STORE_RETRY.as_secs()
+                );
+                waited = true;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Err(e.into()),
+                    _ = tokio::time::sleep(STORE_RETRY) => {}
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Everything `run` needs besides the config.
@@ -85,6 +127,8 @@ pub struct Runtime {
     /// and its server); `None`: the service makes one when `[http]` is
     /// enabled.
     pub http: Option<crate::http::Kept>,
+    /// A start in place: a store that does not answer is waited for.
+    pub in_place: bool,
 }
 
 impl Runtime {
@@ -94,6 +138,7 @@ impl Runtime {
             metrics: Arc::default(),
             shutdown: CancellationToken::new(),
             http: http.map(|hub| crate::http::Kept { hub, server: None }),
+            in_place: false,
         }
     }
 }
@@ -399,7 +444,7 @@ impl Receivers {
         layout: Option<&crate::delivery::rescale::Layout>,
         tasks: &tokio_util::task::TaskTracker,
         metrics: &Arc<IngestMetrics>,
-        shutdown: &CancellationToken,
+        (shutdown, in_place): (&CancellationToken, bool),
     ) -> Result<Self, ServiceError> {
         let mut receivers = Self {
             outputs: Vec::new(),
@@ -408,7 +453,7 @@ impl Receivers {
             alerts: None,
         };
         for sink_config in &config.sinks {
-            let sink = crate::sinks::Sink::open(sink_config).await?;
+            let sink = open_sink(sink_config, in_place, shutdown).await?;
             tracing::info!(sink = %sink.describe(), "sink open");
             let (rx, done) = receivers.channel();
             let settings = SinkSettings::for_config(sink_config);

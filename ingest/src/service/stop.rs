@@ -78,6 +78,10 @@ impl Running {
         tracing::info!("stopping: draining engine");
         let engine = self.engine;
         let fan_out = self.fan_out;
+        // A part still going at the deadline is stopped: what it had not
+        // written is in the WAL, and a start in place needs the WAL, the
+        // archive and the view it holds.
+        let stuck_fan_out = fan_out.abort_handle();
         let drained = async {
             tokio::task::spawn_blocking(move || engine.finish())
                 .await
@@ -87,20 +91,29 @@ impl Running {
         let mut report = RunReport::default();
         match tokio::time::timeout_at(stop_by, drained).await {
             Ok(result) => result?,
-            Err(_) => late("the engine is still handing records to a sink"),
+            Err(_) => {
+                late("the engine is still handing records to a sink");
+                stuck_fan_out.abort();
+            }
         }
         report.engine = self.stats.snapshot();
         tracing::info!("stopping: flushing sinks");
-        for task in self.sinks {
-            match tokio::time::timeout_at(stop_by, task).await {
+        for mut task in self.sinks {
+            match tokio::time::timeout_at(stop_by, &mut task).await {
                 Ok(result) => report.sinks.push(result.map_err(task_error)?),
-                Err(_) => late("a sink is still writing"),
+                Err(_) => {
+                    late("a sink is still writing");
+                    task.abort();
+                }
             }
         }
-        if let Some(task) = self.alerts {
-            match tokio::time::timeout_at(stop_by, task).await {
+        if let Some(mut task) = self.alerts {
+            match tokio::time::timeout_at(stop_by, &mut task).await {
                 Ok(result) => report.alerts = Some(result.map_err(task_error)?),
-                Err(_) => late("alerts are still being delivered"),
+                Err(_) => {
+                    late("alerts are still being delivered");
+                    task.abort();
+                }
             }
         }
         if let Some(thread) = self.corrections {
@@ -112,7 +125,7 @@ impl Running {
         }
         report.restart = !process.is_cancelled();
         if let Some(http) = self.http {
-            report.http = http.finish(report.restart).await;
+            report.http = http.finish(report.restart, stop_by).await;
         }
         report.added = self.watch.await.unwrap_or_default();
         // A start in place opens the same WAL, archive and port: every task

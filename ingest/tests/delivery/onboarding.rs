@@ -12,9 +12,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::support::fleets::{fleet, spawn_publisher, write_customers};
-use crate::support::servers::{Mosquitto, NO_LOSS, free_port};
-use crate::support::service::{Service, metric, metrics, write_durable_config};
-use crate::support::truth::{assert_table_equal, sqlite_customer_table, truth_table};
+use crate::support::servers::{Mosquitto, NO_LOSS, free_port, servers_and_dir};
+use crate::support::service::{Service, influx_sections, metric, metrics, write_durable_config};
+use crate::support::truth::{
+    assert_table_equal, equal, sqlite_customer_table, store_days, truth_days, truth_table,
+};
 use crate::support::users::{add_user, sign_in, token};
 
 const ACCEPTED: &str = "fleetpulse_messages_accepted_total";
@@ -259,6 +261,79 @@ async fn a_customer_removed_from_the_file_is_refused_from_then_on_and_the_rest_l
         left.len(),
         last.1["samples"],
         truth[&last.0]["samples"]
+    );
+}
+
+/// A customer added while the store is down: the start in place waits for
+/// the store instead of ending the process (`/healthz` answers, `/readyz`
+/// says not ready, nothing is taken in), and once the store is back the
+/// service goes on by itself: every customer's daily KPIs in InfluxDB equal
+/// the ground truth, the newcomer's refused telemetry sent again included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_in_place_waits_for_a_store_that_is_down_and_loses_nothing() {
+    let (mosquitto, mut influx, dir) = servers_and_dir(NO_LOSS);
+    let fleet = fleet(3, 18, 4, 75);
+    write_customers(dir.path(), &fleet);
+    let customers = dir.path().join("customers.toml");
+    let full = std::fs::read_to_string(&customers).unwrap();
+    let newcomer = fleet.customers().last().unwrap().id.clone();
+    std::fs::write(&customers, without_customer(&full, &newcomer)).unwrap();
+    let http_port = free_port();
+    let sections = format!(
+        "[limits]\ndead_letter_file = \"dead-letters.jsonl\"\n\n\
+         [http]\nenabled = true\nlisten = \"127.0.0.1:{http_port}\"\n\n{}",
+        influx_sections(&influx, "onboarding")
+    );
+    let config = write_durable_config(dir.path(), &mosquitto, "fp-store-down", 2, "", &sections);
+    // A top-level key goes before the first table: the stop while the
+    // store is down ends at this deadline.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("shutdown_timeout = \"3s\"\n{text}")).unwrap();
+    let mut service = Service::new(&config, dir.path().join("service.log"));
+    service.start_and_wait("subscribed");
+    let pid = service.pid();
+
+    let (sent, publisher) = spawn_publisher(&mosquitto, &fleet, "store-down-sim", 150.0);
+    wait_metrics(http_port, &service, "the newcomer refused", |m| {
+        metric(m, UNKNOWN) > 0
+    })
+    .await;
+    influx.stop();
+    std::fs::write(&customers, &full).unwrap();
+    service.wait_for_log_within(
+        "a store does not answer at the start in place",
+        2,
+        Duration::from_secs(60),
+    );
+    let get = |path: &str| {
+        let url = format!("http://127.0.0.1:{http_port}{path}");
+        async move { reqwest::get(url).await.unwrap().status() }
+    };
+    assert_eq!(service.pid(), pid);
+    assert!(service.is_running(), "{}", service.log_tail());
+    assert_eq!(get("/healthz").await, 200);
+    assert_eq!(get("/readyz").await, 503);
+    influx.restart();
+    service.wait_for_log_within("the store answers again", 1, Duration::from_secs(60));
+    service.wait_for_log_within("connected to broker", 2, Duration::from_secs(60));
+    publisher.await.unwrap().unwrap();
+    wait_metrics(http_port, &service, "every message taken in", |m| {
+        metric(m, ACCEPTED) >= sent
+    })
+    .await;
+    assert_eq!(
+        metric(&metrics(http_port), ACCEPTED),
+        sent,
+        "each message once"
+    );
+    assert_eq!(service.pid(), pid, "the same process throughout");
+    service.stop();
+    let stored = store_days(&influx, "onboarding");
+    equal(&stored, &truth_days(&fleet)).unwrap_or_else(|e| panic!("{e}\n{}", service.log_tail()));
+    let waits = service.log().matches("a store does not answer").count();
+    println!(
+        "{sent} messages; the start in place asked the store {waits} times while it was down; {} customer-days equal the ground truth",
+        stored.len()
     );
 }
 
