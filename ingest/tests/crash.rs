@@ -229,6 +229,69 @@ async fn a_stop_while_the_store_is_down_ends_at_the_deadline_and_loses_nothing()
         .unwrap_or_else(|e| panic!("{e}\n{}", service.log_tail()));
 }
 
+/// A stop while the store is down and the fan-out waits on a full sink
+/// queue, with the dashboard on: the dashboard's view waits for records
+/// the stuck fan-out still holds, and used to hold the stop past its
+/// deadline until the store came back. It now ends at `shutdown_timeout`
+/// like the rest; restarted with the store back, the KPIs equal the
+/// ground truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_with_a_full_sink_queue_and_the_dashboard_on_ends_at_the_deadline() {
+    let (mosquitto, mut influx, dir) = servers_and_dir(NO_LOSS);
+    let fleet = fleet(3, 18, 4, 26);
+    write_customers(dir.path(), &fleet);
+    let config = write_config(dir.path(), &mosquitto, &influx);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let http_port = support::servers::free_port();
+    let http = format!("\n[http]\nenabled = true\nlisten = \"127.0.0.1:{http_port}\"\n");
+    std::fs::write(&config, format!("shutdown_timeout = \"3s\"\n{text}{http}")).unwrap();
+    let mut service = Service::new(config, dir.path().join("service.log"));
+    service.start_and_wait(CONNECTED);
+
+    // The store goes before anything is written: every record the engine
+    // emits piles up in front of the sink.
+    influx.stop();
+    let messages: Vec<(String, Vec<u8>)> = fleet.encoded_messages().collect();
+    let sent = messages.len() as u64;
+    let options = publish_options(&mosquitto, "full-queue-sim");
+    fleetpulse_sim::publish(options, messages, |_| {})
+        .await
+        .unwrap();
+    let accepted = "fleetpulse_messages_accepted_total";
+    support::poll::until(
+        "every message taken in",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || support::service::metric(&support::service::metrics(http_port), accepted) >= sent,
+    );
+    let asked = Instant::now();
+    service.interrupt();
+    let status = service
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("still running 30 s after SIGINT\n{}", service.log_tail()));
+    let took = asked.elapsed();
+    assert!(status.success(), "{status}\n{}", service.log_tail());
+    let log = service.log();
+    assert!(
+        log.contains("shutdown deadline reached: the engine is still handing records to a sink"),
+        "the fan-out was not held by the full queue\n{}",
+        service.log_tail()
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "stop took {took:?}\n{}",
+        service.log_tail()
+    );
+
+    influx.restart();
+    service.start_and_wait(CONNECTED);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    service.stop();
+    println!("stopped {took:?} after SIGINT with the store down and the sink queue full");
+    equal(&store_days(&influx, "fleetpulse"), &truth_days(&fleet))
+        .unwrap_or_else(|e| panic!("{e}\n{}", service.log_tail()));
+}
+
 /// Buffered uploads (devices back from 6 to 72 h without coverage, their
 /// hours arriving late, within the correction horizon) while the service
 /// is killed at random points: a late batch acknowledged before a kill is
