@@ -4,6 +4,7 @@
 //! learns which records it may cut later.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use fleetpulse_engine::{DeviceBatch, EngineInput, EventTime};
 
@@ -15,7 +16,7 @@ use crate::admission::Admission;
 use crate::config::WalConfig;
 use crate::corrections::LiveBatches;
 use crate::metrics::IngestMetrics;
-use crate::wal::{Lsn, Wal};
+use crate::wal::{Lsn, Wal, WalError};
 
 /// Batches handed to the engine at once during a replay.
 const REPLAY_GROUP: usize = 1024;
@@ -23,12 +24,29 @@ const REPLAY_GROUP: usize = 1024;
 /// Refused WAL records named in the log per reason during a replay.
 const REFUSALS_NAMED: u64 = 5;
 
-/// Opens (and locks) the WAL directory and reads its checkpoint.
-pub fn open(config: &WalConfig) -> Result<(Wal, Checkpoint), DeliveryError> {
+/// Opens (and locks) the WAL directory and reads its checkpoint. While
+/// this very process holds the lock (a start in place whose previous run
+/// is still letting go of a part it stopped at the deadline), it tries
+/// again for up to `patience`, if given.
+pub fn open(
+    config: &WalConfig,
+    patience: Option<Duration>,
+) -> Result<(Wal, Checkpoint), DeliveryError> {
+    let patience = patience.unwrap_or_default();
     std::fs::create_dir_all(&config.dir)
         .map_err(|e| DeliveryError::Wal(format!("{}: {e}", config.dir.display())))?;
-    let wal =
-        Wal::open(&config.dir, config.options()).map_err(|e| DeliveryError::Wal(e.to_string()))?;
+    let started = Instant::now();
+    let wal = loop {
+        match Wal::open(&config.dir, config.options()) {
+            Err(WalError::Locked {
+                holder_pid: Some(pid),
+                ..
+            }) if pid == std::process::id() && started.elapsed() < patience => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            opened => break opened.map_err(|e| DeliveryError::Wal(e.to_string()))?,
+        }
+    };
     let stored = Checkpoint::load(&config.dir).map_err(|e| {
         DeliveryError::Wal(format!("{}: {e}", checkpoint::path(&config.dir).display()))
     })?;
@@ -185,4 +203,34 @@ fn earliest_ahead(
         }
     }
     Ok(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A start in place may find its own previous run still letting go of
+    /// the WAL: it waits for it, within its patience. A fresh start (no
+    /// patience) fails at once and names the holder.
+    #[test]
+    fn a_wal_held_by_this_process_is_waited_for_within_the_patience() {
+        let dir = tempfile::tempdir().unwrap();
+        let config: WalConfig =
+            toml::from_str(&format!("dir = {:?}", dir.path().display().to_string())).unwrap();
+        let held = open(&config, None).unwrap();
+        let err = open(&config, None).unwrap_err().to_string();
+        assert!(err.contains(&std::process::id().to_string()), "{err}");
+        assert!(
+            open(&config, Some(Duration::from_millis(200))).is_err(),
+            "still held after the patience"
+        );
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(held);
+        });
+        let started = Instant::now();
+        open(&config, Some(Duration::from_secs(10))).unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        release.join().unwrap();
+    }
 }

@@ -23,8 +23,7 @@ use crate::delivery::fan_out::FanOut;
 use crate::delivery::intake::{self, IntakeParts};
 use crate::delivery::ledger::Ledger;
 use crate::delivery::{self, DeliveryError, replay, rescale};
-use crate::wal::Lsn;
-use crate::wal::writer::WalWriter;
+use crate::wal::{Lsn, writer::WalWriter};
 
 pub use parts::{LoadedCustomers, RunReport, Runtime, ServiceError, load_customers};
 
@@ -59,8 +58,9 @@ pub async fn run(
     let deadline = config.shutdown_timeout;
 
     // The WAL first: a second process on the same directory must fail
-    // before it opens anything else.
-    let mut wal = config.wal.as_ref().map(replay::open).transpose()?;
+    // before it opens anything else (a start in place waits for its last).
+    let open = |w| replay::open(w, runtime.in_place.then_some(deadline));
+    let mut wal = config.wal.as_ref().map(open).transpose()?;
     // Every member suppresses what the least advanced member's checkpoint
     // covers: after a rescale its customers may be another's.
     if let (Some((_, stored)), Some(layout)) = (&mut wal, &layout) {
