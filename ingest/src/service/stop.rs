@@ -118,9 +118,20 @@ impl Running {
         }
         if let Some(thread) = self.corrections {
             // Ends once every handle is gone: its last commits are in.
-            let joined = tokio::task::spawn_blocking(move || thread.join());
-            if tokio::time::timeout_at(stop_by, joined).await.is_err() {
+            let mut joined = tokio::task::spawn_blocking(move || thread.join());
+            if tokio::time::timeout_at(stop_by, &mut joined).await.is_err() {
                 late("the archive is still committing");
+                // A start in place opens the archive again, and two
+                // threads writing it would each miss the other's rows: the
+                // pass under way ends first (a stop of the process, which
+                // redoes it at the next start, does not wait).
+                if !process.is_cancelled() {
+                    tracing::info!("the start in place waits for the archive's pass under way");
+                    tokio::select! {
+                        _ = joined => {}
+                        _ = process.cancelled() => {}
+                    }
+                }
             }
         }
         report.restart = !process.is_cancelled();
