@@ -167,6 +167,63 @@ async fn a_store_outage_loses_nothing_and_memory_stays_bounded() {
     assert!(peak < 256.0, "peak RSS {peak:.0} MiB during the outage");
 }
 
+/// The service on [`write_config`]'s file with `shutdown_timeout = "3s"`
+/// and the sections `more`, started and connected.
+fn start_with_deadline(
+    dir: &Path,
+    mosquitto: &Mosquitto,
+    influx: &InfluxDb1,
+    more: &str,
+) -> Service {
+    let config = write_config(dir, mosquitto, influx);
+    // A top-level key goes before the first table.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("shutdown_timeout = \"3s\"\n{text}{more}")).unwrap();
+    let mut service = Service::new(config, dir.join("service.log"));
+    service.start_and_wait(CONNECTED);
+    service
+}
+
+/// SIGINT with the store down: the service exits by itself, successfully,
+/// within 10 s (3 s of `shutdown_timeout`, 2 s for threads still waiting on
+/// the store, slack for a loaded machine), having said that the deadline
+/// came (`what` still going). Then the store comes back, a run writes what
+/// stayed in the WAL, and the KPIs equal the ground truth. Returns how
+/// long the stop took.
+async fn stop_at_the_deadline_then_settle(
+    service: &mut Service,
+    influx: &mut InfluxDb1,
+    fleet: &Fleet,
+    what: &str,
+) -> Duration {
+    let asked = Instant::now();
+    service.interrupt();
+    let status = service
+        .wait_exit(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("still running 30 s after SIGINT\n{}", service.log_tail()));
+    let took = asked.elapsed();
+    assert!(status.success(), "{status}\n{}", service.log_tail());
+    assert!(
+        service
+            .log()
+            .contains(&format!("shutdown deadline reached{what}")),
+        "no deadline reached{what}\n{}",
+        service.log_tail()
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "stop took {took:?}\n{}",
+        service.log_tail()
+    );
+    influx.restart();
+    service.start_and_wait(CONNECTED);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    service.stop();
+    equal(&store_days(influx, "fleetpulse"), &truth_days(fleet))
+        .unwrap_or_else(|e| panic!("{e}\n{}", service.log_tail()));
+    took
+}
+
 /// A stop (SIGINT) while the store is down: the service does not wait for
 /// the store; it exits within `shutdown_timeout`, and what it had not
 /// written stays in the WAL (the checkpoint did not pass it). The next run,
@@ -176,12 +233,7 @@ async fn a_stop_while_the_store_is_down_ends_at_the_deadline_and_loses_nothing()
     let (mosquitto, mut influx, dir) = servers_and_dir(NO_LOSS);
     let fleet = fleet(4, 16, 5, 21);
     write_customers(dir.path(), &fleet);
-    // A top-level key goes before the first table.
-    let config = write_config(dir.path(), &mosquitto, &influx);
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, format!("shutdown_timeout = \"3s\"\n{text}")).unwrap();
-    let mut service = Service::new(config, dir.path().join("service.log"));
-    service.start_and_wait(CONNECTED);
+    let mut service = start_with_deadline(dir.path(), &mosquitto, &influx, "");
 
     let messages: Vec<(String, Vec<u8>)> = fleet.encoded_messages().collect();
     let options = publish_options(&mosquitto, "deadline-test-sim");
@@ -199,34 +251,8 @@ async fn a_stop_while_the_store_is_down_ends_at_the_deadline_and_loses_nothing()
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     influx.stop();
-
-    let asked = Instant::now();
-    service.interrupt();
-    let status = service
-        .wait_exit(Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("still running 30 s after SIGINT\n{}", service.log_tail()));
-    let took = asked.elapsed();
-    assert!(status.success(), "{status}\n{}", service.log_tail());
-    // 3 s of shutdown_timeout, 2 s for threads still waiting on the store,
-    // and slack for a loaded machine.
-    assert!(
-        took < Duration::from_secs(10),
-        "stop took {took:?}\n{}",
-        service.log_tail()
-    );
-    assert!(
-        service.log().contains("shutdown deadline reached"),
-        "{}",
-        service.log_tail()
-    );
-
-    influx.restart();
-    service.start_and_wait(CONNECTED);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    service.stop();
+    let took = stop_at_the_deadline_then_settle(&mut service, &mut influx, &fleet, "").await;
     println!("stopped {took:?} after SIGINT with the store down");
-    equal(&store_days(&influx, "fleetpulse"), &truth_days(&fleet))
-        .unwrap_or_else(|e| panic!("{e}\n{}", service.log_tail()));
 }
 
 /// A stop while the store is down and the fan-out waits on a full sink
@@ -240,13 +266,9 @@ async fn a_stop_with_a_full_sink_queue_and_the_dashboard_on_ends_at_the_deadline
     let (mosquitto, mut influx, dir) = servers_and_dir(NO_LOSS);
     let fleet = fleet(3, 18, 4, 26);
     write_customers(dir.path(), &fleet);
-    let config = write_config(dir.path(), &mosquitto, &influx);
-    let text = std::fs::read_to_string(&config).unwrap();
     let http_port = support::servers::free_port();
     let http = format!("\n[http]\nenabled = true\nlisten = \"127.0.0.1:{http_port}\"\n");
-    std::fs::write(&config, format!("shutdown_timeout = \"3s\"\n{text}{http}")).unwrap();
-    let mut service = Service::new(config, dir.path().join("service.log"));
-    service.start_and_wait(CONNECTED);
+    let mut service = start_with_deadline(dir.path(), &mosquitto, &influx, &http);
 
     // The store goes before anything is written: every record the engine
     // emits piles up in front of the sink.
@@ -264,32 +286,9 @@ async fn a_stop_with_a_full_sink_queue_and_the_dashboard_on_ends_at_the_deadline
         Duration::from_millis(200),
         || support::service::metric(&support::service::metrics(http_port), accepted) >= sent,
     );
-    let asked = Instant::now();
-    service.interrupt();
-    let status = service
-        .wait_exit(Duration::from_secs(30))
-        .unwrap_or_else(|| panic!("still running 30 s after SIGINT\n{}", service.log_tail()));
-    let took = asked.elapsed();
-    assert!(status.success(), "{status}\n{}", service.log_tail());
-    let log = service.log();
-    assert!(
-        log.contains("shutdown deadline reached: the engine is still handing records to a sink"),
-        "the fan-out was not held by the full queue\n{}",
-        service.log_tail()
-    );
-    assert!(
-        took < Duration::from_secs(10),
-        "stop took {took:?}\n{}",
-        service.log_tail()
-    );
-
-    influx.restart();
-    service.start_and_wait(CONNECTED);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    service.stop();
+    let held = ": the engine is still handing records to a sink";
+    let took = stop_at_the_deadline_then_settle(&mut service, &mut influx, &fleet, held).await;
     println!("stopped {took:?} after SIGINT with the store down and the sink queue full");
-    equal(&store_days(&influx, "fleetpulse"), &truth_days(&fleet))
-        .unwrap_or_else(|e| panic!("{e}\n{}", service.log_tail()));
 }
 
 /// Buffered uploads (devices back from 6 to 72 h without coverage, their
