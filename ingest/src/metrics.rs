@@ -241,6 +241,9 @@ pub struct IngestMetrics {
     /// True while connections of this service are fought over by another
     /// client with their client id.
     pub session_contested: AtomicBool,
+    /// True while a start in place waits for a store that does not
+    /// answer (`/readyz` says so; the log names the store).
+    pub store_awaited: AtomicBool,
     /// The write-ahead log's gauges (size, commits, whether it is full):
     /// the service spawns its WAL writer with these
     /// ([`crate::wal::writer::WalWriter::spawn_with_gauges`]), and

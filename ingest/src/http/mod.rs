@@ -272,10 +272,20 @@ impl Hub {
 
     /// Why the service is not ready; `None` when it is.
     pub fn not_ready_reason(&self) -> Option<String> {
+        let metrics = self.metrics();
+        if metrics
+            .as_ref()
+            .is_some_and(|m| m.store_awaited.load(Relaxed))
+        {
+            return Some(
+                "starting again in place: waiting for a store that does not answer (the log \
+                 names it); asked again every 5 s"
+                    .into(),
+            );
+        }
         if !self.is_running() {
             return Some("the service is not taking in telemetry".into());
         }
-        let metrics = self.metrics();
         if let Some(reason) = metrics.as_ref().and_then(|m| m.wal_full_reason()) {
             return Some(format!(
                 "the write-ahead log is full ({reason}): intake paused"

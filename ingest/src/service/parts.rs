@@ -89,17 +89,23 @@ async fn open_sink(
     config: &crate::sinks::SinkConfig,
     in_place: bool,
     shutdown: &CancellationToken,
+    metrics: &IngestMetrics,
 ) -> Result<crate::sinks::Sink, ServiceError> {
     let mut waited = false;
+    let awaited = |waiting: bool| {
+        (metrics.store_awaited).store(waiting, std::sync::atomic::Ordering::Relaxed)
+    };
     loop {
         match crate::sinks::Sink::open(config).await {
             Ok(sink) => {
                 if waited {
+                    awaited(false);
                     tracing::info!("the store answers again: the start in place goes on");
                 }
                 return Ok(sink);
             }
             Err(e) if in_place && !shutdown.is_cancelled() => {
+                awaited(true);
                 tracing::warn!(
                     error = %e,
                     "a store does not answer at the start in place; asking again in {} s (nothing is taken in meanwhile)",
@@ -107,7 +113,10 @@ async fn open_sink(
                 );
                 waited = true;
                 tokio::select! {
-                    _ = shutdown.cancelled() => return Err(e.into()),
+                    _ = shutdown.cancelled() => {
+                        awaited(false);
+                        return Err(e.into());
+                    }
                     _ = tokio::time::sleep(STORE_RETRY) => {}
                 }
             }
@@ -453,7 +462,7 @@ impl Receivers {
             alerts: None,
         };
         for sink_config in &config.sinks {
-            let sink = open_sink(sink_config, in_place, shutdown).await?;
+            let sink = open_sink(sink_config, in_place, shutdown, metrics).await?;
             tracing::info!(sink = %sink.describe(), "sink open");
             let (rx, done) = receivers.channel();
             let settings = SinkSettings::for_config(sink_config);

@@ -313,6 +313,12 @@ async fn a_start_in_place_waits_for_a_store_that_is_down_and_loses_nothing() {
     assert!(service.is_running(), "{}", service.log_tail());
     assert_eq!(get("/healthz").await, 200);
     assert_eq!(get("/readyz").await, 503);
+    let url = format!("http://127.0.0.1:{http_port}/readyz");
+    let why = reqwest::get(url).await.unwrap().text().await.unwrap();
+    assert!(
+        why.contains("starting again in place: waiting for a store that does not answer"),
+        "{why}"
+    );
     influx.restart();
     service.wait_for_log_within("the store answers again", 1, Duration::from_secs(60));
     service.wait_for_log_within("connected to broker", 2, Duration::from_secs(60));
