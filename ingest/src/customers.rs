@@ -17,7 +17,7 @@ use toml::Spanned;
 
 pub use fleetpulse_engine::Segment;
 
-use crate::config::{ConfigError, line_column, parse_toml};
+use crate::config::{ConfigError, LineStarts, parse_toml};
 
 /// The whole file: `[[customer]]` tables.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -430,7 +430,14 @@ fn customer_spec<'a>(
 ) -> Result<CustomerSpec, ConfigError> {
     let at = |field: &str, span: Option<std::ops::Range<usize>>, message: String| {
         let span = span.or_else(|| places.find(i, field));
-        at_span(path, text, &format!("customer[{i}].{field}"), span, message)
+        at_span(
+            path,
+            text,
+            places.lines(),
+            &format!("customer[{i}].{field}"),
+            span,
+            message,
+        )
     };
     fleetpulse_proto::topic::check_id(&c.id)
         .map_err(|reason| at("id", None, format!("`{}` {reason}", c.id)))?;
@@ -626,8 +633,14 @@ fn customer_spec<'a>(
 /// Where each customer's fields are in the file, for the errors of checks
 /// made after parsing: a second, lenient read of the same text (any other
 /// key ignored, nothing converted), so such an error names its line too.
+/// Read at the first error only: a file without one is parsed once.
+struct Places<'t> {
+    text: &'t str,
+    read: std::cell::OnceCell<(Spans, LineStarts)>,
+}
+
 #[derive(Debug, Default, Deserialize)]
-struct Places {
+struct Spans {
     #[serde(default)]
     customer: Vec<CustomerPlaces>,
 }
@@ -651,15 +664,29 @@ struct CustomerPlaces {
 
 type Table = HashMap<String, Spanned<toml::Value>>;
 
-impl Places {
-    fn of(text: &str) -> Self {
-        toml::from_str(text).unwrap_or_default()
+impl<'t> Places<'t> {
+    fn of(text: &'t str) -> Self {
+        Self {
+            text,
+            read: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn read(&self) -> &(Spans, LineStarts) {
+        self.read.get_or_init(|| {
+            let spans = toml::from_str(self.text).unwrap_or_default();
+            (spans, LineStarts::of(self.text))
+        })
+    }
+
+    fn lines(&self) -> &LineStarts {
+        &self.read().1
     }
 
     /// The place of `field` (`contract.arr`, `outcome[0].target`,
     /// `thresholds`) of customer `i`; a table's is its first key's.
     fn find(&self, i: usize, field: &str) -> Option<std::ops::Range<usize>> {
-        let c = self.customer.get(i)?;
+        let c = self.read().0.customer.get(i)?;
         let first = |t: &Table| t.values().map(Spanned::span).min_by_key(|s| s.start);
         let (table, key) = match field.split_once('.') {
             Some((table, key)) => (table, Some(key)),
@@ -699,13 +726,14 @@ fn listed<'a>(list: &'a [Table], name: &str, prefix: &str) -> Option<&'a Table> 
 fn at_span(
     path: &Path,
     text: &str,
+    lines: &LineStarts,
     field: &str,
     span: Option<std::ops::Range<usize>>,
     message: String,
 ) -> ConfigError {
     match span.filter(|s| s.end > 0) {
         Some(span) => {
-            let (line, column) = line_column(text, span.start);
+            let (line, column) = lines.line_column(text, span.start);
             ConfigError::Parse {
                 path: path.to_owned(),
                 line,
@@ -1034,6 +1062,36 @@ usage_drop = 0.3
             "{err}"
         );
         assert!(lines[1].starts_with("c.toml:"), "{err}");
+    }
+
+    /// The same mistake in each of 3,000 customers: the first 50 are said,
+    /// each at its own line (found from a count of the text's lines, not
+    /// from the checks' spans), then how many more.
+    #[test]
+    fn a_mistake_in_every_one_of_thousands_of_customers_is_said_briefly_and_at_its_line() {
+        let one = GOOD.replacen(
+            "segment = \"high-touch\"",
+            "segment = \"high-touch\"\nmaturity = 200",
+            1,
+        );
+        let text: String = (0..3000)
+            .map(|i| one.replace("\"acme\"", &format!("\"c{i:04}\"")))
+            .collect();
+        let err = specs(&text).unwrap_err();
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 51, "{err}");
+        assert_eq!(lines[50], "... and 2950 more (3000 mistakes in all)");
+        let mistakes = (text.lines().enumerate())
+            .filter(|(_, l)| *l == "maturity = 200")
+            .map(|(n, _)| n + 1);
+        for (i, (said, line)) in lines[..50].iter().zip(mistakes).enumerate() {
+            assert_eq!(
+                *said,
+                format!(
+                    "c.toml:{line}:12: field `customer[{i}].maturity`: must be between 0 and 100"
+                )
+            );
+        }
     }
 
     #[test]
