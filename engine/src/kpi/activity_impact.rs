@@ -217,12 +217,14 @@ struct Estimate {
 /// those without touchpoints left out.
 pub fn impact(touchpoints: &[Touchpoint], usage: &[DailyUsage], window_days: u32) -> Vec<Impact> {
     let mut out = Vec::new();
+    let mut hours_of = Controls::new(touchpoints, usage, window_days, Measure::Hours);
+    let mut outcome_of = Controls::new(touchpoints, usage, window_days, Measure::Attainment);
     for kind in TouchpointKind::ALL {
-        let hours = estimate(touchpoints, usage, window_days, kind, Measure::Hours);
+        let hours = hours_of.estimate(kind);
         if hours.cases == 0 && hours.left_out == 0 {
             continue;
         }
-        let outcome = estimate(touchpoints, usage, window_days, kind, Measure::Attainment);
+        let outcome = outcome_of.estimate(kind);
         out.push(Impact {
             kind,
             window_days,
@@ -243,78 +245,174 @@ pub fn impact(touchpoints: &[Touchpoint], usage: &[DailyUsage], window_days: u32
     out
 }
 
-/// The difference-in-differences estimate of `kind` on `measure`.
-fn estimate(
-    touchpoints: &[Touchpoint],
-    usage: &[DailyUsage],
+/// The control customers of one measure, found once for every kind of
+/// activity. A case's controls depend only on its segment, its day and its
+/// stage the day before (the treated customer is never its own control: its
+/// touchpoint is in its window), so they are found once per such group,
+/// not once per case: the dashboard asks for this on every visit, and case
+/// by case it grew with the square of the customers (2,000 customers with
+/// four touchpoints each took 0.7 s, BENCHMARKS.md section 30).
+struct Controls<'a> {
+    touchpoints: &'a [Touchpoint],
     window_days: u32,
-    kind: TouchpointKind,
     measure: Measure,
-) -> Estimate {
-    let span = u64::from(window_days) * DAY_MS;
-    let by_customer: HashMap<&str, &DailyUsage> = usage.iter().map(|u| (&*u.customer, u)).collect();
-    let mut touched: HashMap<&str, Vec<EventTime>> = HashMap::new();
-    for t in touchpoints {
-        touched.entry(&t.customer).or_default().push(t.at);
-    }
-    let quiet = |customer: &str, at: EventTime| {
-        touched
-            .get(customer)
-            .is_none_or(|days| days.iter().all(|&d| d + span <= at || d >= at + span))
-    };
-    let mut effects = Vec::new();
-    // Each control customer's changes over the cases it served, and its
-    // weight in the estimate (1 / controls of each such case).
-    let mut control_changes: HashMap<&str, (Vec<f64>, f64)> = HashMap::new();
-    let (mut left_out, mut controls_total) = (0u32, 0usize);
-    for t in touchpoints.iter().filter(|t| t.kind == kind) {
-        let at = t.at - t.at % DAY_MS;
-        let case = by_customer.get(&*t.customer).and_then(|treated| {
-            let change = treated.change_of(measure, at, window_days)?;
-            let controls: Vec<(&str, f64)> = usage
-                .iter()
-                .filter(|u| {
-                    u.segment == treated.segment
-                        && u.customer != treated.customer
-                        && quiet(&u.customer, at)
-                        && match (treated.stage_before(at), u.stage_before(at)) {
-                            (Some(a), Some(b)) => a == b,
-                            _ => true,
-                        }
-                })
-                .filter_map(|u| Some((&*u.customer, u.change_of(measure, at, window_days)?)))
-                .collect();
-            (!controls.is_empty()).then_some((change, controls))
-        });
-        let Some((change, controls)) = case else {
-            left_out += 1;
-            continue;
-        };
-        let k = controls.len() as f64;
-        let mean = controls.iter().map(|(_, c)| c).sum::<f64>() / k;
-        effects.push(change - mean);
-        controls_total += controls.len();
-        for (customer, c) in controls {
-            let entry = control_changes.entry(customer).or_default();
-            entry.0.push(c);
-            entry.1 += 1.0 / k;
+    by_customer: HashMap<&'a str, &'a DailyUsage>,
+    by_segment: HashMap<Segment, Vec<&'a DailyUsage>>,
+    touched: HashMap<&'a str, Vec<EventTime>>,
+    /// The quiet customers of a segment on a day with a change, and their
+    /// stage the day before.
+    quiet: HashMap<(Segment, EventTime), Vec<Quiet<'a>>>,
+    groups: HashMap<GroupKey, Group<'a>>,
+}
+
+/// A customer without a touchpoint around a day: its id, its stage the
+/// day before and its change.
+type Quiet<'a> = (&'a str, Option<Stage>, f64);
+
+/// A case's segment, day and stage the day before.
+type GroupKey = (Segment, EventTime, Option<Stage>);
+
+impl<'a> Controls<'a> {
+    fn new(
+        touchpoints: &'a [Touchpoint],
+        usage: &'a [DailyUsage],
+        window_days: u32,
+        measure: Measure,
+    ) -> Self {
+        let mut touched: HashMap<&str, Vec<EventTime>> = HashMap::new();
+        for t in touchpoints {
+            touched.entry(&t.customer).or_default().push(t.at);
+        }
+        let mut by_segment: HashMap<Segment, Vec<&DailyUsage>> = HashMap::new();
+        for u in usage {
+            by_segment.entry(u.segment).or_default().push(u);
+        }
+        Self {
+            touchpoints,
+            window_days,
+            measure,
+            by_customer: usage.iter().map(|u| (&*u.customer, u)).collect(),
+            by_segment,
+            touched,
+            quiet: HashMap::new(),
+            groups: HashMap::new(),
         }
     }
-    let n = effects.len();
-    let per_control: Vec<(f64, f64)> = control_changes
-        .values()
-        .map(|(c, w)| (mean_of(c), *w))
-        .collect();
-    Estimate {
-        cases: n as u32,
-        left_out,
-        controls: if n == 0 {
-            0.0
-        } else {
-            controls_total as f64 / n as f64
-        },
-        mean: mean_of(&effects),
-        half: interval(&effects, &per_control),
+
+    /// The controls of the cases of `key`.
+    fn group(&mut self, key: GroupKey) -> &Group<'a> {
+        let (segment, at, stage) = key;
+        let Self {
+            window_days,
+            measure,
+            by_segment,
+            touched,
+            quiet,
+            groups,
+            ..
+        } = self;
+        groups.entry(key).or_insert_with(|| {
+            let span = u64::from(*window_days) * DAY_MS;
+            let quiet_ones = quiet.entry((segment, at)).or_insert_with(|| {
+                (by_segment.get(&segment).into_iter().flatten())
+                    .filter(|u| {
+                        touched.get(&*u.customer).is_none_or(|days| {
+                            days.iter().all(|&d| d + span <= at || d >= at + span)
+                        })
+                    })
+                    .filter_map(|u| {
+                        let c = u.change_of(*measure, at, *window_days)?;
+                        Some((&*u.customer, u.stage_before(at), c))
+                    })
+                    .collect()
+            });
+            Group::of(
+                quiet_ones
+                    .iter()
+                    .filter(|(_, theirs, _)| match (stage, theirs) {
+                        (Some(a), Some(b)) => a == *b,
+                        _ => true,
+                    })
+                    .map(|(customer, _, c)| (*customer, *c))
+                    .collect(),
+            )
+        })
+    }
+
+    /// The difference-in-differences estimate of `kind`.
+    fn estimate(&mut self, kind: TouchpointKind) -> Estimate {
+        let mut effects = Vec::new();
+        let mut served: HashMap<GroupKey, u32> = HashMap::new();
+        let (mut left_out, mut controls_total) = (0u32, 0usize);
+        for t in self.touchpoints.iter().filter(|t| t.kind == kind) {
+            let at = t.at - t.at % DAY_MS;
+            let case = self
+                .by_customer
+                .get(&*t.customer)
+                .copied()
+                .and_then(|treated| {
+                    let change = treated.change_of(self.measure, at, self.window_days)?;
+                    let key = (treated.segment, at, treated.stage_before(at));
+                    let group = self.group(key);
+                    (!group.controls.is_empty()).then_some((
+                        change,
+                        group.mean,
+                        group.controls.len(),
+                        key,
+                    ))
+                });
+            let Some((change, mean, k, key)) = case else {
+                left_out += 1;
+                continue;
+            };
+            effects.push(change - mean);
+            controls_total += k;
+            *served.entry(key).or_default() += 1;
+        }
+        // Each control customer's changes over the cases it served, and its
+        // weight in the estimate (1 / controls of each such case).
+        let mut control_changes: HashMap<&str, (f64, u32, f64)> = HashMap::new();
+        for (key, cases) in &served {
+            let group = &self.groups[key];
+            let k = group.controls.len() as f64;
+            for (customer, c) in &group.controls {
+                let (sum, n, w) = control_changes.entry(customer).or_default();
+                *sum += c * f64::from(*cases);
+                *n += cases;
+                *w += f64::from(*cases) / k;
+            }
+        }
+        let n = effects.len();
+        let per_control: Vec<(f64, f64)> = control_changes
+            .values()
+            .map(|(sum, cases, w)| (sum / f64::from(*cases), *w))
+            .collect();
+        Estimate {
+            cases: n as u32,
+            left_out,
+            controls: if n == 0 {
+                0.0
+            } else {
+                controls_total as f64 / n as f64
+            },
+            mean: mean_of(&effects),
+            half: interval(&effects, &per_control),
+        }
+    }
+}
+
+/// The controls of the cases that share a segment, a day and a stage.
+struct Group<'a> {
+    /// Each control's change.
+    controls: Vec<(&'a str, f64)>,
+    /// Their mean change.
+    mean: f64,
+}
+
+impl<'a> Group<'a> {
+    fn of(controls: Vec<(&'a str, f64)>) -> Self {
+        let mean = controls.iter().map(|(_, c)| c).sum::<f64>() / controls.len() as f64;
+        Self { controls, mean }
     }
 }
 
@@ -678,6 +776,189 @@ mod tests {
         ];
         let got = daily_attainment(&records);
         assert_eq!(got, BTreeMap::from([(day(0), 50.0), (day(1), 100.0)]));
+    }
+
+    /// The estimate as first written, a case at a time: the reference the
+    /// grouped one must equal.
+    fn reference_estimate(
+        touchpoints: &[Touchpoint],
+        usage: &[DailyUsage],
+        window_days: u32,
+        kind: TouchpointKind,
+        measure: Measure,
+    ) -> Estimate {
+        let span = u64::from(window_days) * DAY_MS;
+        let by_customer: HashMap<&str, &DailyUsage> =
+            usage.iter().map(|u| (&*u.customer, u)).collect();
+        let mut touched: HashMap<&str, Vec<EventTime>> = HashMap::new();
+        for t in touchpoints {
+            touched.entry(&t.customer).or_default().push(t.at);
+        }
+        let quiet = |customer: &str, at: EventTime| {
+            touched
+                .get(customer)
+                .is_none_or(|days| days.iter().all(|&d| d + span <= at || d >= at + span))
+        };
+        let mut effects = Vec::new();
+        // Each control customer's changes over the cases it served, and its
+        // weight in the estimate (1 / controls of each such case).
+        let mut control_changes: HashMap<&str, (Vec<f64>, f64)> = HashMap::new();
+        let (mut left_out, mut controls_total) = (0u32, 0usize);
+        for t in touchpoints.iter().filter(|t| t.kind == kind) {
+            let at = t.at - t.at % DAY_MS;
+            let case = by_customer.get(&*t.customer).and_then(|treated| {
+                let change = treated.change_of(measure, at, window_days)?;
+                let controls: Vec<(&str, f64)> = usage
+                    .iter()
+                    .filter(|u| {
+                        u.segment == treated.segment
+                            && u.customer != treated.customer
+                            && quiet(&u.customer, at)
+                            && match (treated.stage_before(at), u.stage_before(at)) {
+                                (Some(a), Some(b)) => a == b,
+                                _ => true,
+                            }
+                    })
+                    .filter_map(|u| Some((&*u.customer, u.change_of(measure, at, window_days)?)))
+                    .collect();
+                (!controls.is_empty()).then_some((change, controls))
+            });
+            let Some((change, controls)) = case else {
+                left_out += 1;
+                continue;
+            };
+            let k = controls.len() as f64;
+            let mean = controls.iter().map(|(_, c)| c).sum::<f64>() / k;
+            effects.push(change - mean);
+            controls_total += controls.len();
+            for (customer, c) in controls {
+                let entry = control_changes.entry(customer).or_default();
+                entry.0.push(c);
+                entry.1 += 1.0 / k;
+            }
+        }
+        let n = effects.len();
+        let per_control: Vec<(f64, f64)> = control_changes
+            .values()
+            .map(|(c, w)| (mean_of(c), *w))
+            .collect();
+        Estimate {
+            cases: n as u32,
+            left_out,
+            controls: if n == 0 {
+                0.0
+            } else {
+                controls_total as f64 / n as f64
+            },
+            mean: mean_of(&effects),
+            half: interval(&effects, &per_control),
+        }
+    }
+
+    /// Fleets of three segments whose stages change, with hours missing on
+    /// some days, attainment on others, touchpoints of every kind on any
+    /// day and several on one day: every figure of [`impact`] equals the
+    /// one from the estimate made a case at a time (within rounding: the
+    /// sums are taken in another order).
+    #[test]
+    fn grouped_controls_give_what_case_by_case_controls_give() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        let mut runner = TestRunner::new(Config::with_cases(64));
+        let fleet = (4usize..40, any::<u64>(), 1u32..30, 1usize..120);
+        runner
+            .run(&fleet, |(customers, seed, window, touches)| {
+                let (touchpoints, usage) = random_fleet(customers, seed, touches);
+                let got = impact(&touchpoints, &usage, window);
+                let mut want = Vec::new();
+                for kind in TouchpointKind::ALL {
+                    let h = reference_estimate(&touchpoints, &usage, window, kind, Measure::Hours);
+                    if h.cases == 0 && h.left_out == 0 {
+                        continue;
+                    }
+                    let o =
+                        reference_estimate(&touchpoints, &usage, window, kind, Measure::Attainment);
+                    want.push((kind, h, o));
+                }
+                prop_assert_eq!(got.len(), want.len());
+                for (g, (kind, h, o)) in got.iter().zip(&want) {
+                    prop_assert_eq!(g.kind, *kind);
+                    prop_assert_eq!((g.cases, g.left_out), (h.cases, h.left_out));
+                    prop_assert_eq!((g.outcome_cases, g.outcome_left_out), (o.cases, o.left_out));
+                    let close = |a: f64, b: f64| {
+                        (a.is_nan() && b.is_nan())
+                            || a == b
+                            || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+                    };
+                    let pairs = [
+                        (g.controls, h.controls),
+                        (g.effect, h.mean.exp_m1()),
+                        (g.outcome_controls, o.controls),
+                        (
+                            g.outcome_effect.unwrap_or(f64::NAN),
+                            if o.cases > 0 { o.mean } else { f64::NAN },
+                        ),
+                        (
+                            g.ci_high.unwrap_or(f64::NAN),
+                            h.half.map_or(f64::NAN, |x| (h.mean + x).exp_m1()),
+                        ),
+                        (
+                            g.outcome_ci_low.unwrap_or(f64::NAN),
+                            o.half.map_or(f64::NAN, |x| o.mean - x),
+                        ),
+                    ];
+                    for (i, (a, b)) in pairs.into_iter().enumerate() {
+                        prop_assert!(close(a, b), "{:?} figure {}: {} against {}", kind, i, a, b);
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    /// A fleet from `seed`: 60 days, a few hours and attainments missing,
+    /// stages switching, `touches` touchpoints.
+    fn random_fleet(
+        customers: usize,
+        seed: u64,
+        touches: usize,
+    ) -> (Vec<Touchpoint>, Vec<DailyUsage>) {
+        let mut state = seed | 1;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let segments = [Segment::HighTouch, Segment::LowTouch, Segment::TechTouch];
+        let stages = [Stage::Onboard, Stage::Adopt, Stage::Grow, Stage::Renew];
+        let usage: Vec<DailyUsage> = (0..customers)
+            .map(|c| {
+                let mut u = usage(&format!("c{c}"), segments[next(3) as usize], 0, |_| 0.0);
+                for d in 0..60 {
+                    if next(20) > 0 {
+                        u.hours.insert(day(d), 1.0 + next(50) as f64);
+                    }
+                    if next(3) > 0 {
+                        u.attainment.insert(day(d), next(101) as f64);
+                    }
+                    if next(2) > 0 {
+                        u.stages.insert(
+                            day(d),
+                            stages[(c + d as usize / (5 + next(20) as usize)) % 4],
+                        );
+                    }
+                }
+                u
+            })
+            .collect();
+        let touchpoints = (0..touches)
+            .map(|_| {
+                let kind = TouchpointKind::ALL[next(TouchpointKind::ALL.len() as u64) as usize];
+                touch(&format!("c{}", next(customers as u64 + 2)), kind, next(60))
+            })
+            .collect();
+        (touchpoints, usage)
     }
 
     #[test]

@@ -75,9 +75,10 @@ pub async fn activity_impact(
         .await?
         .unwrap_or_default();
     let usage = daily_usage(&hub.read_view(), |id| everyone || access.sees(id));
+    let shown: std::collections::HashSet<&str> = usage.iter().map(|u| &*u.customer).collect();
     let touchpoints: Vec<_> = touchpoints
         .into_iter()
-        .filter(|t| usage.iter().any(|u| u.customer == t.customer))
+        .filter(|t| shown.contains(&*t.customer))
         .collect();
     let doc = ImpactDoc {
         window_days,
