@@ -382,22 +382,11 @@ impl<'a> Controls<'a> {
                 *w += f64::from(*cases) / k;
             }
         }
-        let n = effects.len();
         let per_control: Vec<(f64, f64)> = control_changes
             .values()
             .map(|(sum, cases, w)| (sum / f64::from(*cases), *w))
             .collect();
-        Estimate {
-            cases: n as u32,
-            left_out,
-            controls: if n == 0 {
-                0.0
-            } else {
-                controls_total as f64 / n as f64
-            },
-            mean: mean_of(&effects),
-            half: interval(&effects, &per_control),
-        }
+        Estimate::of(&effects, left_out, controls_total, &per_control)
     }
 }
 
@@ -413,6 +402,31 @@ impl<'a> Group<'a> {
     fn of(controls: Vec<(&'a str, f64)>) -> Self {
         let mean = controls.iter().map(|(_, c)| c).sum::<f64>() / controls.len() as f64;
         Self { controls, mean }
+    }
+}
+
+impl Estimate {
+    /// The estimate from the cases' effects, the touchpoints left out, the
+    /// controls of every case together, and each control customer's mean
+    /// change and weight.
+    fn of(
+        effects: &[f64],
+        left_out: u32,
+        controls_total: usize,
+        per_control: &[(f64, f64)],
+    ) -> Self {
+        let n = effects.len();
+        Self {
+            cases: n as u32,
+            left_out,
+            controls: if n == 0 {
+                0.0
+            } else {
+                controls_total as f64 / n as f64
+            },
+            mean: mean_of(effects),
+            half: interval(effects, per_control),
+        }
     }
 }
 
@@ -837,22 +851,11 @@ mod tests {
                 entry.1 += 1.0 / k;
             }
         }
-        let n = effects.len();
         let per_control: Vec<(f64, f64)> = control_changes
             .values()
             .map(|(c, w)| (mean_of(c), *w))
             .collect();
-        Estimate {
-            cases: n as u32,
-            left_out,
-            controls: if n == 0 {
-                0.0
-            } else {
-                controls_total as f64 / n as f64
-            },
-            mean: mean_of(&effects),
-            half: interval(&effects, &per_control),
-        }
+        Estimate::of(&effects, left_out, controls_total, &per_control)
     }
 
     /// Fleets of three segments whose stages change, with hours missing on
