@@ -21,7 +21,7 @@ use anyhow::Context;
 
 use super::{ContractBook, ContractEventInput, import_csv};
 use crate::customers::CustomersFile;
-use crate::sinks::SqliteStore;
+use crate::touchpoints::cli::{open_store, option_error, say_recorded};
 
 /// `fleetpulse contracts ...`.
 #[derive(Debug, clap::Args)]
@@ -82,10 +82,7 @@ fn book(path: &Path) -> anyhow::Result<ContractBook> {
 
 /// Runs `fleetpulse contracts`.
 pub fn run(args: ContractsArgs) -> anyhow::Result<()> {
-    let open = || {
-        SqliteStore::open(&args.store)
-            .with_context(|| format!("{}: cannot open the store", args.store.display()))
-    };
+    let open = || open_store(&args.store);
     match args.command {
         ContractsCommand::Add {
             customers,
@@ -102,15 +99,13 @@ pub fn run(args: ContractsArgs) -> anyhow::Result<()> {
                 arr_change,
             }
             .check("cli")
-            .map_err(|e| anyhow::anyhow!("--{}: {}", e.field.replace('_', "-"), e.message))?;
+            .map_err(|e| option_error(e.field, &e.message))?;
             let mut store = open()?;
             let recorded = store.contract_events(None)?;
             book.check_new(&recorded, std::slice::from_ref(&event))
-                .map_err(|(_, field, message)| {
-                    anyhow::anyhow!("--{}: {message}", field.replace('_', "-"))
-                })?;
+                .map_err(|(_, field, message)| option_error(field, &message))?;
             store.record_contract_events(&[event])?;
-            println!("recorded 1 contract event in {}", args.store.display());
+            say_recorded("1 contract event", None, &args.store);
         }
         ContractsCommand::Import { file, customers } => {
             let book = book(&customers)?;
@@ -118,12 +113,8 @@ pub fn run(args: ContractsArgs) -> anyhow::Result<()> {
             let recorded = store.contract_events(None)?;
             let events = import_csv(&file, &book, &recorded)?;
             store.record_contract_events(&events)?;
-            println!(
-                "recorded {} contract events from {} in {}",
-                events.len(),
-                file.display(),
-                args.store.display()
-            );
+            let what = format!("{} contract events", events.len());
+            say_recorded(&what, Some(&file), &args.store);
         }
         ContractsCommand::List { customer } => {
             for e in open()?.contract_events(customer.as_deref())? {

@@ -13,7 +13,7 @@
 //! once. An import checks every line before it writes any.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
@@ -92,10 +92,7 @@ pub fn run(args: TouchpointsArgs) -> anyhow::Result<()> {
             })
             .transpose()
     };
-    let open = || {
-        SqliteStore::open(&args.store)
-            .with_context(|| format!("{}: cannot open the store", args.store.display()))
-    };
+    let open = || open_store(&args.store);
     match args.command {
         TouchpointsCommand::Add {
             customer,
@@ -121,19 +118,15 @@ pub fn run(args: TouchpointsArgs) -> anyhow::Result<()> {
                 notes,
             }
             .check(&customer, None, "cli")
-            .map_err(|e| anyhow::anyhow!("--{}: {}", e.field.replace('_', "-"), e.message))?;
+            .map_err(|e| option_error(e.field, &e.message))?;
             open()?.record_touchpoints(&[touchpoint])?;
-            println!("recorded 1 touchpoint in {}", args.store.display());
+            say_recorded("1 touchpoint", None, &args.store);
         }
         TouchpointsCommand::Import { file, customers } => {
             let touchpoints = read_csv(&file, known(&customers)?.as_ref())?;
             open()?.record_touchpoints(&touchpoints)?;
-            println!(
-                "recorded {} touchpoints from {} in {}",
-                touchpoints.len(),
-                file.display(),
-                args.store.display()
-            );
+            let what = format!("{} touchpoints", touchpoints.len());
+            say_recorded(&what, Some(&file), &args.store);
         }
         TouchpointsCommand::List { customer } => {
             for t in open()?.touchpoints(customer.as_deref())? {
@@ -159,4 +152,22 @@ pub fn run(args: TouchpointsArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The SQLite store of the `touchpoints` and `contracts` commands.
+pub(crate) fn open_store(path: &Path) -> anyhow::Result<SqliteStore> {
+    SqliteStore::open(path).with_context(|| format!("{}: cannot open the store", path.display()))
+}
+
+/// A field of a record given on the command line that does not check,
+/// named as its option (`--arr-change: ...`).
+pub(crate) fn option_error(field: &str, message: &str) -> anyhow::Error {
+    anyhow::anyhow!("--{}: {message}", field.replace('_', "-"))
+}
+
+/// Says what was recorded: `recorded 12 touchpoints from visits.csv in
+/// kpi.sqlite`.
+pub(crate) fn say_recorded(what: &str, from: Option<&Path>, store: &Path) {
+    let from = from.map_or_else(String::new, |f| format!(" from {}", f.display()));
+    println!("recorded {what}{from} in {}", store.display());
 }
