@@ -264,7 +264,11 @@ async fn a_stop_while_the_store_is_down_ends_at_the_deadline_and_loses_nothing()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_with_a_full_sink_queue_and_the_dashboard_on_ends_at_the_deadline() {
     let (mosquitto, mut influx, dir) = servers_and_dir(NO_LOSS);
-    let fleet = fleet(3, 18, 4, 26);
+    // Enough records that the sink's batch (up to 5,000 taken before its
+    // first write) and its queue (64 hand-overs) both fill: with 4 days
+    // (1,805 records) the first batch could take nearly all of them, the
+    // engine was then not held, and the stop ended on another deadline.
+    let fleet = fleet(3, 30, 12, 26);
     write_customers(dir.path(), &fleet);
     let http_port = support::servers::free_port();
     let http = format!("\n[http]\nenabled = true\nlisten = \"127.0.0.1:{http_port}\"\n");
