@@ -277,11 +277,11 @@ impl Hub {
             .as_ref()
             .is_some_and(|m| m.store_awaited.load(Relaxed))
         {
-            return Some(
+            return Some(format!(
                 "starting again in place: waiting for a store that does not answer (the log \
-                 names it); asked again every 5 s"
-                    .into(),
-            );
+                 names it); asked again every {} s",
+                crate::service::parts::STORE_RETRY.as_secs()
+            ));
         }
         if !self.is_running() {
             return Some("the service is not taking in telemetry".into());

@@ -4,7 +4,7 @@
 //! (stop intake, hand over what is durable, drain the engine, flush the
 //! sinks) within `shutdown_timeout`.
 
-mod parts;
+pub(crate) mod parts;
 mod reload;
 mod stop;
 

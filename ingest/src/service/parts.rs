@@ -78,7 +78,7 @@ pub struct RunReport {
 
 /// How often a store that does not answer at a start in place is asked
 /// again.
-const STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Opens a sink. At a start in place (`in_place`) the store answered at
 /// the first start, so one that does not answer now is down for a while:
@@ -91,15 +91,12 @@ async fn open_sink(
     shutdown: &CancellationToken,
     metrics: &IngestMetrics,
 ) -> Result<crate::sinks::Sink, ServiceError> {
-    let mut waited = false;
-    let awaited = |waiting: bool| {
-        (metrics.store_awaited).store(waiting, std::sync::atomic::Ordering::Relaxed)
-    };
+    let awaited =
+        |waiting: bool| (metrics.store_awaited).swap(waiting, std::sync::atomic::Ordering::Relaxed);
     loop {
         match crate::sinks::Sink::open(config).await {
             Ok(sink) => {
-                if waited {
-                    awaited(false);
+                if awaited(false) {
                     tracing::info!("the store answers again: the start in place goes on");
                 }
                 return Ok(sink);
@@ -111,7 +108,6 @@ async fn open_sink(
                     "a store does not answer at the start in place; asking again in {} s (nothing is taken in meanwhile)",
                     STORE_RETRY.as_secs()
                 );
-                waited = true;
                 tokio::select! {
                     _ = shutdown.cancelled() => {
                         awaited(false);
