@@ -394,7 +394,7 @@ impl Admission {
         if backfill && late && !correctable {
             // History older than the horizon: taken in when the journey can
             // be folded again from it (the archive holds all the rest).
-            if let Err(why) = self.reach.whole(&batch.customer) {
+            if let Err(why) = self.reach.whole(&batch.customer, batch.first_at()) {
                 return Err(Rejection {
                     reason: RejectReason::TooLate,
                     detail: format!(
@@ -402,9 +402,16 @@ impl Admission {
                          before, or within engine.correction_horizon of, its first telemetry",
                         batch.customer,
                         match why {
-                            NotWhole::Cut => "days of its telemetry past the correction horizon \
-                                              were pruned from the archive"
-                                .to_string(),
+                            NotWhole::Cut { from } if from == EventTime::MAX => {
+                                "days of its telemetry past the correction horizon were pruned \
+                                 from the archive"
+                                    .to_string()
+                            }
+                            NotWhole::Cut { from } => format!(
+                                "days of its telemetry past the correction horizon were pruned \
+                                 from the archive (it takes the customer's batches from {} on)",
+                                timestamp(from)
+                            ),
                             NotWhole::Before { first } => format!(
                                 "its telemetry since {} began before the archive did",
                                 timestamp(first)
@@ -602,9 +609,9 @@ mod tests {
         let taken = a.admit_or_correct(backfill, &old, NOW).unwrap();
         assert!(matches!(taken, Admitted::Late(_)));
         // Once the archive pruned days of the customer, refused, saying why.
-        let cut = crate::corrections::Held {
+        let cut = crate::corrections::Reached {
             first_live_at: Some(2_000),
-            cut: true,
+            whole_from: 1_800,
         };
         reach.pretend("c", cut);
         let old = payload_of("c", "d", 2, 1_500);
@@ -616,6 +623,11 @@ mod tests {
             refused.detail
         );
         assert!(refused.detail.contains("pruned"), "{}", refused.detail);
+        // What starts after the pruned days is held whole: taken (the rest
+        // of a backfill that a pass and a prune came in the middle of).
+        let after = payload_of("c", "d", 3, 1_800);
+        let taken = a.admit_or_correct(backfill, &after, NOW).unwrap();
+        assert!(matches!(taken, Admitted::Late(_)));
         // Without an archive: refused, saying so.
         let mut plain = admission();
         plain

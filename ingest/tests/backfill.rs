@@ -356,6 +356,74 @@ async fn a_backfilled_history_equals_the_live_run_over_it() {
     assert_same_as_in_order(&dir.path().join("kpi.sqlite"), &reference_db);
 }
 
+/// A long history reaches the service in parts: a big file takes longer
+/// to publish than a restatement waits (30 s), a broker redelivers a
+/// session's queue in bursts, an operator sends a year as two files. A
+/// pass restates the first part; live telemetry goes on meanwhile, and the
+/// archive drops the days past the horizon. The rest of the history, older
+/// than the horizon, must still be taken in and restated, not refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_sent_in_two_parts_with_a_pass_between_them_is_taken_in_whole() {
+    let s = Scenario::new();
+    let reference = tempfile::tempdir().unwrap();
+    let reference_db = s.reference(reference.path()).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_, config_file, service, mut handled) = s.live_until_day_85(dir.path()).await;
+    // `fresh`'s 85 days split at day 40; `joined`'s CSV with the first.
+    let history: Vec<&v1::TelemetryBatch> = (s.all.iter())
+        .filter(|b| b.customer_id == s.fresh && first_at(b) < s.day85)
+        .collect();
+    let day40 = s.day80 - 40 * DAY_MS;
+    let (first, rest): (Vec<_>, Vec<_>) = history.iter().partition(|b| first_at(b) < day40);
+    let (files, _) = s.histories(dir.path());
+    let parts = [
+        dir.path().join("first.binpb"),
+        dir.path().join("rest.binpb"),
+    ];
+    fleetpulse::backfill::write_batches(&parts[0], first.iter().copied()).unwrap();
+    fleetpulse::backfill::write_batches(&parts[1], rest.iter().copied()).unwrap();
+    let first_part = [parts[0].clone(), files[1].clone()];
+
+    backfill(&config_file, &[&first_part[0], &first_part[1]]);
+    handled += batches_in(&first_part);
+    settle(&service, handled).await;
+    let metrics = service.metrics.clone();
+    support::poll::wait_for("the first part restated", move || {
+        metrics.restatements.load(Relaxed) > 0
+    })
+    .await;
+    // Half a day of everyone's live telemetry: the watermark moves and the
+    // archive prunes past the horizon.
+    let (soon, later): (Vec<_>, Vec<_>) =
+        (s.live_after().into_iter()).partition(|b| first_at(b) < s.day85 + DAY_MS / 2);
+    feed(
+        &service,
+        &s.mosquitto,
+        "backfill-sim-2",
+        encoded(&soon),
+        handled + soon.len() as u64,
+    )
+    .await;
+    handled += soon.len() as u64;
+
+    backfill(&config_file, &[&parts[1]]);
+    handled += rest.len() as u64;
+    settle(&service, handled).await;
+    assert!(
+        refusals(&service).is_empty(),
+        "refused: {:?}\n{}",
+        refusals(&service),
+        std::fs::read_to_string(dir.path().join("dead-letters.jsonl")).unwrap_or_default()
+    );
+
+    let n = handled + later.len() as u64;
+    feed(&service, &s.mosquitto, "backfill-sim-3", encoded(&later), n).await;
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+    assert_same_as_in_order(&dir.path().join("kpi.sqlite"), &reference_db);
+}
+
 /// The worst moments for an operator's backfill: the service stops right
 /// after the history is sent (archived, not yet restated), and the
 /// operator, unsure, sends it all again after the restart. Nothing changes.

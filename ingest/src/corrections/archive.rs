@@ -183,6 +183,14 @@ impl Pending {
         self.devices.is_empty()
             || (self.devices.get(device)).is_some_and(|late| end > *late.start())
     }
+
+    /// Where its restatement reads from, or the latest late reading of the
+    /// row if earlier: a backfill still arriving (a pass may run between
+    /// its parts) goes on from there, and the archive keeps what it reads.
+    pub fn keeps_from(&self) -> EventTime {
+        let latest = (self.devices.values()).map(|late| *late.end()).max();
+        latest.map_or(self.from, |l| l.min(self.from))
+    }
 }
 
 /// A customer whose journey is folded again from its kept inputs, from
@@ -228,8 +236,9 @@ pub struct Archive {
 pub struct Held {
     /// Its earliest batch the live dataflow took in.
     pub first_live_at: Option<EventTime>,
-    /// Some of its batches were in day files pruned since.
-    pub cut: bool,
+    /// The latest start of its batches in day files pruned since (`None`:
+    /// none were): a restatement of it must start after this.
+    pub cut_through: Option<EventTime>,
 }
 
 fn open(path: &Path, schema: &str) -> Result<Connection, ArchiveError> {
@@ -539,13 +548,22 @@ impl Archive {
         add_late_ends(&state, &dir.join("state.sqlite"))?;
         let held = {
             let path = dir.join("state.sqlite");
-            let mut select = (state.prepare("SELECT customer, first_live_at, cut FROM customers"))
-                .map_err(|e| fail(&path, e))?;
+            // The carried batches are each device's latest pruned one (an
+            // earlier build marked only `cut`; with no carry row, its whole
+            // history is taken as pruned).
+            let mut select = (state.prepare(
+                "SELECT customer, first_live_at, CASE WHEN cut = 0 THEN NULL ELSE \
+                   COALESCE((SELECT MAX(first_at) FROM carry \
+                             WHERE carry.customer = customers.customer), -1) END \
+                 FROM customers",
+            ))
+            .map_err(|e| fail(&path, e))?;
             let rows = select
                 .query_map([], |r| {
                     let held = Held {
                         first_live_at: r.get::<_, Option<i64>>(1)?.map(|v| v as u64),
-                        cut: r.get::<_, i64>(2)? != 0,
+                        cut_through: (r.get::<_, Option<i64>>(2)?)
+                            .map(|v| u64::try_from(v).unwrap_or(EventTime::MAX)),
                     };
                     Ok((r.get::<_, String>(0)?.into(), held))
                 })
@@ -893,6 +911,7 @@ impl Archive {
                 let rows = (select.query_map([], |r| r.get(0))).map_err(|e| fail(&path, e))?;
                 rows.collect::<Result<_, _>>().map_err(|e| fail(&path, e))?
             };
+            let mut through = Vec::with_capacity(cut.len());
             for customer in &cut {
                 tx.execute(
                     "INSERT INTO customers (customer, cut) VALUES (?1, 1) \
@@ -900,11 +919,19 @@ impl Archive {
                     params![customer],
                 )
                 .map_err(|e| fail(&state_path, e))?;
+                let latest: i64 = (tx.query_row(
+                    "SELECT MAX(first_at) FROM carry WHERE customer = ?1",
+                    params![customer],
+                    |r| r.get(0),
+                ))
+                .map_err(|e| fail(&state_path, e))?;
+                through.push(latest as EventTime);
             }
             tx.commit().map_err(|e| fail(&state_path, e))?;
-            for customer in cut {
+            for (customer, latest) in cut.into_iter().zip(through) {
                 let customer: Id = customer.into();
-                self.held.entry(customer.clone()).or_default().cut = true;
+                let held = self.held.entry(customer.clone()).or_default();
+                held.cut_through = Some(held.cut_through.map_or(latest, |t| t.max(latest)));
                 self.moved.push(customer);
             }
             self.state
@@ -1945,7 +1972,15 @@ mod tests {
                 batch("b", "d2", 48, T0 + 47 * hour)
             ]
         );
-        assert!(archive.take_held().iter().all(|(_, held)| held.cut));
+        // Each customer's latest pruned batch: a restatement starts after it.
+        let held: HashMap<Id, Held> = archive.take_held().into_iter().collect();
+        for customer in ["a", "b"] {
+            assert_eq!(
+                held[customer].cut_through,
+                Some(T0 + 47 * hour),
+                "{customer}"
+            );
+        }
     }
 
     /// A pass's one read from its floor equals the two it replaces, at

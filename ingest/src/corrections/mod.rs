@@ -162,7 +162,36 @@ pub struct Reach {
     /// batches from before the archive began.
     correctable_from: AtomicU64,
     /// What the archive holds of each customer it has met.
-    held: std::sync::RwLock<HashMap<Id, Held>>,
+    held: std::sync::RwLock<HashMap<Id, Reached>>,
+}
+
+/// What the archive holds of a customer, as admission reads it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reached {
+    /// Its first batch the live dataflow took in.
+    pub first_live_at: Option<EventTime>,
+    /// Every batch of it from here on is in the archive (0: every one): the
+    /// end of the customer's window that holds its latest pruned batch, so
+    /// a restatement from here reads none of those.
+    pub whole_from: EventTime,
+}
+
+impl Reached {
+    /// `held` in `engine`'s windows and the customer's time zone.
+    fn of(engine: &EngineConfig, customer: &str, held: Held) -> Self {
+        let whole_from = held.cut_through.map_or(0, |at| {
+            if at == EventTime::MAX {
+                return at; // pruned, an earlier build did not say when
+            }
+            (engine.windows.iter())
+                .map(|spec| engine.window_bounds(spec, customer, at).1)
+                .fold(at.saturating_add(1), EventTime::max)
+        });
+        Self {
+            first_live_at: held.first_live_at,
+            whole_from,
+        }
+    }
 }
 
 impl Default for Reach {
@@ -178,9 +207,12 @@ impl Default for Reach {
 /// Why a customer's history cannot be backfilled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotWhole {
-    /// Day files holding some of its batches were pruned (past the
-    /// correction horizon).
-    Cut,
+    /// Day files holding its batches before `from` were pruned (past the
+    /// correction horizon): what starts from there is still taken.
+    Cut {
+        /// Where the archive holds every batch of it again.
+        from: EventTime,
+    },
     /// Its live telemetry began (at `first`) before the archive did.
     Before {
         /// Its first batch the live dataflow took in.
@@ -201,14 +233,16 @@ impl Reach {
         self.correctable_from.load(Relaxed)
     }
 
-    /// `Ok` when the archive holds every batch of `customer` (it is new, or
-    /// its first telemetry is within the horizon), so its journey can be
-    /// folded again from any earlier day: a backfill of its history.
-    pub fn whole(&self, customer: &str) -> Result<(), NotWhole> {
+    /// `Ok` when the archive holds every batch of `customer` from `at` on
+    /// (it is new, its first telemetry is within the horizon, or the days
+    /// pruned of it end before `at`), so its journey can be folded again
+    /// from there: a backfill of its history, which may come in parts with
+    /// passes and prunes between them.
+    pub fn whole(&self, customer: &str, at: EventTime) -> Result<(), NotWhole> {
         let held = self.held.read().unwrap_or_else(|e| e.into_inner());
         match held.get(customer) {
-            Some(h) if h.cut => Err(NotWhole::Cut),
-            Some(Held {
+            Some(h) if at < h.whole_from => Err(NotWhole::Cut { from: h.whole_from }),
+            Some(Reached {
                 first_live_at: Some(first),
                 ..
             }) if *first < self.correctable_from() => Err(NotWhole::Before { first: *first }),
@@ -218,16 +252,19 @@ impl Reach {
 
     /// Sets what the archive holds, for tests of admission.
     #[cfg(test)]
-    pub(crate) fn pretend(&self, customer: &str, held: Held) {
+    pub(crate) fn pretend(&self, customer: &str, reached: Reached) {
         let mut map = self.held.write().unwrap();
-        map.insert(Id::from(customer), held);
+        map.insert(Id::from(customer), reached);
     }
 
-    fn note(&self, archive: &mut Archive) {
+    fn note(&self, archive: &mut Archive, engine: &EngineConfig) {
         let moved = archive.take_held();
         if !moved.is_empty() {
             let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
-            held.extend(moved);
+            held.extend(moved.into_iter().map(|(c, h)| {
+                let reached = Reached::of(engine, &c, h);
+                (c, reached)
+            }));
         }
     }
 }
@@ -248,7 +285,7 @@ impl Corrections {
         let from = archive.complete_from()?;
         (settings.reach.correctable_from)
             .store(from.map_or(EventTime::MAX, |f| f + BEGIN_SLACK_MS), Relaxed);
-        settings.reach.note(&mut archive);
+        settings.reach.note(&mut archive, &settings.engine);
         let (commands, received) = std_mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("corrections".into())
@@ -472,10 +509,12 @@ fn run(
                                 tracing::error!(error = %e, "recompute failed; retried");
                             }
                             // A pending restatement (a backfill's, older than the
-                            // horizon) keeps the days it reads until its rows go.
+                            // horizon) keeps the days it reads, and those the
+                            // rest of a backfill under way reads, until its row
+                            // goes.
                             let keep_from = match archive.pending() {
                                 Ok(pending) => (pending.iter())
-                                    .map(|p| p.from.saturating_sub(KEEP_SLACK_MS))
+                                    .map(|p| p.keeps_from().saturating_sub(KEEP_SLACK_MS))
                                     .fold(
                                         through.saturating_sub(settings.horizon_ms + KEEP_SLACK_MS),
                                         EventTime::min,
@@ -559,7 +598,7 @@ fn run(
         if count(&live) >= LIVE_TRANSACTION || waiting_since.elapsed() >= LIVE_DELAY {
             flush(&mut archive, &settings, &mut live, &mut failing);
         }
-        settings.reach.note(&mut archive);
+        settings.reach.note(&mut archive, &settings.engine);
         if let Err(e) = computed(&mut archive, &settings, &mut state)
             .and_then(|()| answered(&settings.engine, &mut archive, &mut state))
         {
