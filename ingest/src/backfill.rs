@@ -43,10 +43,15 @@ pub struct BackfillArgs {
     /// Environment variable holding that user's password.
     #[arg(long)]
     pub password_env: Option<String>,
-    /// Unit epoch of the batches made from CSV readings: a unit of its own,
-    /// so their sequence numbers never clash with the live unit's.
-    #[arg(long, default_value_t = 1)]
-    pub unit_epoch: u64,
+    /// Unit epoch of the batches made from CSV readings: a unit of their
+    /// own, so their sequence numbers never clash with the live unit's.
+    /// Default: per device and file, the hour of its first reading counted
+    /// from 1970, so a file of a later period gets a higher epoch than an
+    /// earlier one (a history exported in parts), the same file the same
+    /// epoch (sent again, it is refused as replayed), and every real unit's
+    /// epoch (Unix seconds) is higher still.
+    #[arg(long)]
+    pub unit_epoch: Option<u64>,
 }
 
 /// One batch to publish, checked as the service will, with what orders it.
@@ -146,8 +151,13 @@ pub const CSV_COLUMNS: [&str; 14] = [
 ];
 
 /// Reads a CSV of readings into batches: each device's readings of one
-/// UTC hour make a batch, numbered from 1 per device under `unit_epoch`.
-pub fn read_csv(path: &Path, unit_epoch: u64, limits: &Limits) -> anyhow::Result<Vec<Recorded>> {
+/// UTC hour make a batch, numbered from 1 per device under `unit_epoch`
+/// (default: see [`BackfillArgs::unit_epoch`]).
+pub fn read_csv(
+    path: &Path,
+    unit_epoch: Option<u64>,
+    limits: &Limits,
+) -> anyhow::Result<Vec<Recorded>> {
     let name = path.display();
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
@@ -216,9 +226,11 @@ pub fn read_csv(path: &Path, unit_epoch: u64, limits: &Limits) -> anyhow::Result
     for ((customer, site, device), mut rows) in readings {
         rows.sort_by_key(|(s, _)| s.event_time_ms);
         let samples = carry_meters(rows);
+        let first_hour = (samples.first()).map_or(0, |s| s.event_time_ms.div_euclid(HOUR_MS));
+        let unit_epoch = unit_epoch.unwrap_or(u64::try_from(first_hour).unwrap_or(0).max(1));
         let mut sequence = 0;
         for hour in samples.chunk_by(|a, b| {
-            a.event_time_ms.div_euclid(3_600_000) == b.event_time_ms.div_euclid(3_600_000)
+            a.event_time_ms.div_euclid(HOUR_MS) == b.event_time_ms.div_euclid(HOUR_MS)
         }) {
             for part in hour.chunks(limits.max_samples.max(1)) {
                 sequence += 1;
@@ -240,6 +252,8 @@ pub fn read_csv(path: &Path, unit_epoch: u64, limits: &Limits) -> anyhow::Result
     }
     Ok(out)
 }
+
+const HOUR_MS: i64 = 3_600_000;
 
 /// A device's readings in time order, each meter its row left empty
 /// carried from the reading before (0 before the first): an export that
@@ -489,7 +503,7 @@ mod tests {
              b,s,exc-1,2026-03-01T10:06:00Z,idle,99\n\
              a,s,exc-1,2026-03-01T10:35:00Z,running,10.5\n\
              a,s,exc-1,2026-03-01T11:05:00Z,running,11\n");
-        let got = read_csv(&path, 1, &Limits::default()).unwrap();
+        let got = read_csv(&path, Some(1), &Limits::default()).unwrap();
         let keys: Vec<(&str, u64, usize)> = (got.iter())
             .map(|r| {
                 (
@@ -504,6 +518,39 @@ mod tests {
         assert_eq!(got[2].batch.samples[0].cumulative_operating_hours, 99.0);
     }
 
+    /// A history exported in two files of consecutive periods, each sent
+    /// with the defaults: the later file's batches are a unit of their own
+    /// with a higher epoch (the same numbers again would be refused as
+    /// replays), the same file gives the same epochs and numbers (sent
+    /// again, it is refused, not doubled), and every epoch is far below a
+    /// real unit's (Unix seconds).
+    #[test]
+    fn each_file_of_a_history_is_a_unit_of_its_own_under_the_default_epoch() {
+        let epochs = |rows: &str| -> Vec<(String, u64, u64)> {
+            let (_dir, path) = csv(&format!("customer,site,device,time\n{rows}"));
+            let got = read_csv(&path, None, &Limits::default()).unwrap();
+            (got.into_iter())
+                .map(|r| (r.batch.device_id, r.batch.unit_epoch, r.batch.sequence))
+                .collect()
+        };
+        let march = "a,s,d,2026-03-01T10:05:00Z\na,s,e,2026-03-02T00:00:00Z\n\
+                     a,s,d,2026-03-31T23:55:00Z\n";
+        let april = "a,s,d,2026-04-01T00:05:00Z\na,s,d,2026-04-02T07:00:00Z\n";
+        let hour = |at: &str| at.parse::<jiff::Timestamp>().unwrap().as_second() as u64 / 3600;
+        let (d, e) = (hour("2026-03-01T10:00:00Z"), hour("2026-03-02T00:00:00Z"));
+        assert_eq!(
+            epochs(march),
+            [("d".into(), d, 1), ("d".into(), d, 2), ("e".into(), e, 1)]
+        );
+        let later = hour("2026-04-01T00:00:00Z");
+        assert_eq!(
+            epochs(april),
+            [("d".into(), later, 1), ("d".into(), later, 2)]
+        );
+        assert_eq!(epochs(march), epochs(march));
+        assert!(later < 1_000_000_000, "below any real unit's epoch");
+    }
+
     /// A meter an export left blank was not read: it carries the value of
     /// the device's reading before it in time (rows in any order), not 0,
     /// whose next gain would be the meter's whole value.
@@ -516,7 +563,7 @@ mod tests {
              a,s,d,2026-03-01T10:00:00Z,100,20,500\n\
              a,s,e,2026-03-01T10:00:00Z,,,\n",
         );
-        let got = read_csv(&path, 1, &Limits::default()).unwrap();
+        let got = read_csv(&path, Some(1), &Limits::default()).unwrap();
         let meters: Vec<(&str, f64, f64, f64)> = (got.iter())
             .flat_map(|r| {
                 r.batch
@@ -545,10 +592,16 @@ mod tests {
         let (_dir, path) = csv("customer,site,device,time,state\n\
              a,s,d,2026-03-01T10:05:00Z,running\n\
              a,s,d,yesterday,running\n");
-        let e = format!("{:#}", read_csv(&path, 1, &Limits::default()).unwrap_err());
+        let e = format!(
+            "{:#}",
+            read_csv(&path, Some(1), &Limits::default()).unwrap_err()
+        );
         assert!(e.contains("readings.csv: line 3, column `time`"), "{e}");
         let (_dir, path) = csv("customer,site,device,when\n");
-        let e = format!("{:#}", read_csv(&path, 1, &Limits::default()).unwrap_err());
+        let e = format!(
+            "{:#}",
+            read_csv(&path, Some(1), &Limits::default()).unwrap_err()
+        );
         assert!(e.contains("unknown column `when`"), "{e}");
     }
 
@@ -558,7 +611,10 @@ mod tests {
     fn seconds_since_the_epoch_are_named_at_their_line() {
         let (_dir, path) = csv("customer,site,device,time\n\
              a,s,d,1767571200\n");
-        let e = format!("{:#}", read_csv(&path, 1, &Limits::default()).unwrap_err());
+        let e = format!(
+            "{:#}",
+            read_csv(&path, Some(1), &Limits::default()).unwrap_err()
+        );
         assert!(e.contains("readings.csv: line 2, column `time`"), "{e}");
         assert!(
             e.contains("looks like seconds since the epoch (2026-01-05T00:00:00Z)"),
@@ -598,7 +654,7 @@ mod tests {
                 customer: Vec::new(),
                 username: None,
                 password_env: None,
-                unit_epoch: 1,
+                unit_epoch: None,
             }
         };
         let e = run(&backfill("bolt,s,d,2026-03-01T10:00:00Z\n"))

@@ -281,7 +281,7 @@ fn batches_in(files: &[std::path::PathBuf]) -> u64 {
         customer: Vec::new(),
         username: None,
         password_env: None,
-        unit_epoch: 1,
+        unit_epoch: None,
     };
     fleetpulse::backfill::history(&args, &Default::default())
         .unwrap()
@@ -358,7 +358,8 @@ async fn a_backfilled_history_equals_the_live_run_over_it() {
 
 /// A long history reaches the service in parts: a big file takes longer
 /// to publish than a restatement waits (30 s), a broker redelivers a
-/// session's queue in bursts, an operator sends a year as two files. A
+/// session's queue in bursts, an operator exports a year as two files and
+/// runs `fleetpulse backfill` on each, with the default options. A
 /// pass restates the first part; live telemetry goes on meanwhile, and the
 /// archive drops the days past the horizon. The rest of the history, older
 /// than the horizon, must still be taken in and restated, not refused.
@@ -370,20 +371,24 @@ async fn a_history_sent_in_two_parts_with_a_pass_between_them_is_taken_in_whole(
 
     let dir = tempfile::tempdir().unwrap();
     let (_, config_file, service, mut handled) = s.live_until_day_85(dir.path()).await;
-    // `fresh`'s 85 days split at day 40; `joined`'s CSV with the first.
-    let history: Vec<&v1::TelemetryBatch> = (s.all.iter())
-        .filter(|b| b.customer_id == s.fresh && first_at(b) < s.day85)
-        .collect();
+    // `fresh`'s 85 days of recorded batches and `joined`'s 80 days of
+    // readings (a CSV), each split at day 40.
     let day40 = s.day80 - 40 * DAY_MS;
-    let (first, rest): (Vec<_>, Vec<_>) = history.iter().partition(|b| first_at(b) < day40);
-    let (files, _) = s.histories(dir.path());
-    let parts = [
-        dir.path().join("first.binpb"),
-        dir.path().join("rest.binpb"),
-    ];
-    fleetpulse::backfill::write_batches(&parts[0], first.iter().copied()).unwrap();
-    fleetpulse::backfill::write_batches(&parts[1], rest.iter().copied()).unwrap();
-    let first_part = [parts[0].clone(), files[1].clone()];
+    let history = |customer: &str, end: i64| -> (Vec<&v1::TelemetryBatch>, Vec<_>) {
+        (s.all.iter())
+            .filter(|b| b.customer_id == customer && first_at(b) < end)
+            .partition(|b| first_at(b) < day40)
+    };
+    let (fresh, joined) = (history(&s.fresh, s.day85), history(&s.joined, s.day80));
+    let part = |name: &str, batches: &[&v1::TelemetryBatch], readings: &[&v1::TelemetryBatch]| {
+        let recorded = dir.path().join(format!("{name}.binpb"));
+        fleetpulse::backfill::write_batches(&recorded, batches.iter().copied()).unwrap();
+        let csv = dir.path().join(format!("{name}.csv"));
+        readings_csv(&csv, readings);
+        [recorded, csv]
+    };
+    let first_part = part("first", &fresh.0, &joined.0);
+    let second_part = part("second", &fresh.1, &joined.1);
 
     backfill(&config_file, &[&first_part[0], &first_part[1]]);
     handled += batches_in(&first_part);
@@ -407,8 +412,9 @@ async fn a_history_sent_in_two_parts_with_a_pass_between_them_is_taken_in_whole(
     .await;
     handled += soon.len() as u64;
 
-    backfill(&config_file, &[&parts[1]]);
-    handled += rest.len() as u64;
+    backfill(&config_file, &[&second_part[0]]);
+    backfill(&config_file, &[&second_part[1]]);
+    handled += batches_in(&second_part);
     settle(&service, handled).await;
     assert!(
         refusals(&service).is_empty(),
