@@ -53,13 +53,25 @@ impl Deployment {
     }
 
     /// Starts every member (they wait for each other), then waits until all
-    /// are connected to the broker.
+    /// are connected to the broker; if one is not, says what every member
+    /// logged (one that never joins holds up the others).
     fn start(&mut self) {
         for member in &mut self.members {
             member.start();
         }
-        for member in &self.members {
-            member.wait_for_log("connected to broker", member.starts());
+        let started = Instant::now();
+        for i in 0..self.members.len() {
+            let connected = |m: &Service| m.log().matches("connected to broker").count();
+            while connected(&self.members[i]) < self.members[i].starts() {
+                if started.elapsed() > support::poll::PATIENCE {
+                    let running = self.members[i].is_running();
+                    panic!(
+                        "member {i} not connected to the broker (running: {running})\n{}",
+                        self.logs()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 
