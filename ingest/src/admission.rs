@@ -457,6 +457,26 @@ impl Admission {
                 });
             }
         }
+        // History that reaches into the device's live telemetry: its
+        // readings are a second unit's copy of the live unit's, and would
+        // count twice.
+        if backfill
+            && let Some(live) = self.reach.first_live_at(&batch.customer, &batch.device)
+            && batch.last_at() >= live
+        {
+            return Err(Rejection {
+                reason: RejectReason::TooLate,
+                detail: format!(
+                    "backfill of customer `{}` refused: device `{}`'s batch reaches {}, and its \
+                     live telemetry began at {}: its readings would count twice; backfill only \
+                     the history before that",
+                    batch.customer,
+                    batch.device,
+                    timestamp(batch.last_at()),
+                    timestamp(live)
+                ),
+            });
+        }
         let admitted = if correctable {
             Admitted::Late(batch)
         } else {
@@ -628,6 +648,31 @@ mod tests {
         let after = payload_of("c", "d", 3, 1_800);
         let taken = a.admit_or_correct(backfill, &after, NOW).unwrap();
         assert!(matches!(taken, Admitted::Late(_)));
+        // History that reaches into the device's live telemetry (from
+        // 2,000) would count its readings twice: refused, saying from when.
+        // Another device of the customer, live later, is not held to it,
+        // nor is the same id of another customer.
+        reach.pretend_live("c", "d", 2_000);
+        reach.pretend_live("c", "e", 9_000);
+        reach.pretend_live("x", "d", 1_000);
+        let before = payload_of("c", "e", 1, 2_500);
+        let taken = a
+            .admit_or_correct("fleet/c/s/e/backfill", &before, NOW)
+            .unwrap();
+        assert!(matches!(taken, Admitted::Late(_)));
+        let overlap = payload_of("c", "d", 4, 2_000);
+        let refused = a.admit_or_correct(backfill, &overlap, NOW).unwrap_err();
+        assert_eq!(refused.reason, RejectReason::TooLate);
+        assert!(
+            refused
+                .detail
+                .contains("live telemetry began at 1970-01-01T00:00:02Z"),
+            "{}",
+            refused.detail
+        );
+        // Refused, its sequence is not taken: sent again, refused the same.
+        let again = a.admit_or_correct(backfill, &overlap, NOW).unwrap_err();
+        assert_eq!(again.detail, refused.detail);
         // Without an archive: refused, saying so.
         let mut plain = admission();
         plain

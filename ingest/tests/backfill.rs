@@ -430,6 +430,49 @@ async fn a_history_sent_in_two_parts_with_a_pass_between_them_is_taken_in_whole(
     assert_same_as_in_order(&dir.path().join("kpi.sqlite"), &reference_db);
 }
 
+/// A careless export: `joined`'s readings up to day 85, five days past the
+/// day its machines went live (day 80). Those readings are the live units'
+/// again; taken in, they would count twice (a run of this export before
+/// the check doubled the samples, cycles, output and interventions of the
+/// five days). Each batch reaching into the live telemetry is refused,
+/// saying from when; the rest is taken, and every row equals the run with
+/// every reading once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_that_overlaps_the_live_telemetry_is_refused_where_it_does() {
+    let s = Scenario::new();
+    let reference = tempfile::tempdir().unwrap();
+    let reference_db = s.reference(reference.path()).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_, config_file, service, mut handled) = s.live_until_day_85(dir.path()).await;
+    let (files, _) = s.histories(dir.path());
+    let joined = |from: i64| -> Vec<&v1::TelemetryBatch> {
+        (s.all.iter())
+            .filter(|b| b.customer_id == s.joined && (from..s.day85).contains(&first_at(b)))
+            .collect()
+    };
+    let export = dir.path().join("joined-to-day-85.csv");
+    readings_csv(&export, &joined(0));
+    let overlap = dir.path().join("overlap.csv");
+    readings_csv(&overlap, &joined(s.day80));
+    let refused = batches_in(std::slice::from_ref(&overlap));
+    assert!(refused > 0);
+
+    backfill(&config_file, &[&files[0], &export]);
+    handled += batches_in(&[files[0].clone(), export.clone()]);
+    settle(&service, handled).await;
+    assert_eq!(refusals(&service), [("too_late", refused)]);
+    let letters = std::fs::read_to_string(dir.path().join("dead-letters.jsonl")).unwrap();
+    let why = format!("backfill of customer `{}` refused", s.joined);
+    assert!(
+        letters.contains(&why) && letters.contains("live telemetry began at"),
+        "{letters}"
+    );
+
+    s.finish(service, handled).await;
+    assert_same_as_in_order(&dir.path().join("kpi.sqlite"), &reference_db);
+}
+
 /// The worst moments for an operator's backfill: the service stops right
 /// after the history is sent (archived, not yet restated), and the
 /// operator, unsure, sends it all again after the restart. Nothing changes.

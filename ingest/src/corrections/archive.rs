@@ -91,6 +91,12 @@ const STATE_SCHEMA: &str = "
         first_live_at INTEGER,
         cut INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS live_devices (
+        customer TEXT NOT NULL,
+        device TEXT NOT NULL,
+        first_live_at INTEGER NOT NULL,
+        PRIMARY KEY (customer, device)
+    ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS journey_windows (
         customer TEXT NOT NULL,
         window_end INTEGER NOT NULL,
@@ -219,6 +225,11 @@ pub struct Archive {
     held: HashMap<Id, Held>,
     /// Customers whose [`Held`] changed since [`Self::take_held`].
     moved: Vec<Id>,
+    /// Each device's first reading from its telemetry topic
+    /// (`live_devices`), by [`device_key`].
+    device_live: HashMap<u64, EventTime>,
+    /// Those noted since [`Self::take_live_devices`].
+    moved_devices: Vec<(u64, EventTime)>,
     /// A day file was created since the last [`Self::durable`]: the
     /// directory is synced too.
     created: bool,
@@ -234,7 +245,8 @@ pub struct Archive {
 /// What the archive holds of a customer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Held {
-    /// Its earliest batch the live dataflow took in.
+    /// Its earliest batch the live dataflow took in from its telemetry
+    /// topics.
     pub first_live_at: Option<EventTime>,
     /// The latest start of its batches in day files pruned since (`None`:
     /// none were): a restatement of it must start after this.
@@ -359,6 +371,16 @@ fn same_batch(a: &DeviceBatch, b: &DeviceBatch) -> bool {
 
 /// The key's 64-bit FNV-1a hash: stable across builds and runs, since chunk
 /// rows keep it. A hit is confirmed against the batch itself.
+/// A device's key among every customer's: its customer and id (two
+/// customers' devices may share an id).
+pub fn device_key(customer: &str, device: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in (customer.bytes()).chain([0xff]).chain(device.bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
 pub(super) fn key_hash(b: &DeviceBatch) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
@@ -571,6 +593,22 @@ impl Archive {
             rows.collect::<Result<HashMap<Id, Held>, _>>()
                 .map_err(|e| fail(&path, e))?
         };
+        let device_live: HashMap<u64, EventTime> = {
+            let path = dir.join("state.sqlite");
+            let mut select = (state
+                .prepare("SELECT customer, device, first_live_at FROM live_devices"))
+            .map_err(|e| fail(&path, e))?;
+            let rows = select
+                .query_map([], |r| {
+                    let (customer, device): (String, String) = (r.get(0)?, r.get(1)?);
+                    Ok((
+                        device_key(&customer, &device),
+                        r.get::<_, i64>(2)? as EventTime,
+                    ))
+                })
+                .map_err(|e| fail(&path, e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| fail(&path, e))?
+        };
         let mut archive = Self {
             dir: dir.to_owned(),
             state,
@@ -578,6 +616,8 @@ impl Archive {
             spans: HashMap::new(),
             moved: held.keys().cloned().collect(),
             held,
+            moved_devices: device_live.iter().map(|(k, at)| (*k, *at)).collect(),
+            device_live,
             created: false,
             dirty: Default::default(),
             unkept: Default::default(),
@@ -714,15 +754,40 @@ impl Archive {
         Ok(())
     }
 
-    /// Notes the customers' earliest batches the live dataflow took in.
+    /// Notes the customers' earliest batches the live dataflow took in from
+    /// their telemetry topics (a history's newest hours, taken in live from
+    /// a backfill topic, are not the customer's live telemetry).
     pub fn note_live(&mut self, live: &[LiveBatches]) -> Result<(), ArchiveError> {
         let mut earlier: HashMap<&Id, EventTime> = HashMap::new();
-        for (filed, _) in live.iter().flat_map(LiveBatches::iter) {
+        let mut devices: HashMap<u64, (&Id, &Id, EventTime)> = HashMap::new();
+        let telemetry = (live.iter().flat_map(LiveBatches::iter)).filter(|(f, _)| !f.backfill);
+        for (filed, _) in telemetry {
             let at = filed.first_at;
+            let key = device_key(&filed.customer, &filed.device);
+            if self.device_live.get(&key).is_none_or(|f| at < *f) {
+                let e = (devices.entry(key)).or_insert((&filed.customer, &filed.device, at));
+                e.2 = e.2.min(at);
+            }
             let held = self.held.get(&filed.customer);
             if held.and_then(|h| h.first_live_at).is_none_or(|f| at < f) {
                 let e = earlier.entry(&filed.customer).or_insert(at);
                 *e = (*e).min(at);
+            }
+        }
+        if !devices.is_empty() {
+            let rows: Vec<(u64, String, String, EventTime)> = (devices.into_iter())
+                .map(|(k, (c, d, at))| (k, c.to_string(), d.to_string(), at))
+                .collect();
+            self.write_state(
+                "INSERT INTO live_devices (customer, device, first_live_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (customer, device) DO UPDATE SET \
+                   first_live_at = MIN(first_live_at, excluded.first_live_at)",
+                rows.iter().map(|(_, c, d, at)| (c, d, *at as i64)),
+            )?;
+            for (key, _, _, at) in rows {
+                let first = self.device_live.entry(key).or_insert(at);
+                *first = (*first).min(at);
+                self.moved_devices.push((key, *first));
             }
         }
         if earlier.is_empty() {
@@ -744,6 +809,12 @@ impl Archive {
             self.moved.push(customer);
         }
         Ok(())
+    }
+
+    /// The devices whose first live reading was noted since the last call
+    /// (every one at the first), by [`device_key`].
+    pub fn take_live_devices(&mut self) -> Vec<(u64, EventTime)> {
+        std::mem::take(&mut self.moved_devices)
     }
 
     /// The customers whose [`Held`] changed since the last call (every one

@@ -21,10 +21,14 @@ pub struct LiveBatches {
 #[derive(Debug)]
 pub(super) struct Filed {
     pub(super) customer: Id,
+    pub(super) device: Id,
     pub(super) first_at: EventTime,
     pub(super) last_at: EventTime,
     /// [`key_hash`]: what tells a redelivery.
     pub(super) key: u64,
+    /// It came on a backfill topic (history taken in live, its newest
+    /// hours): not the customer's live telemetry.
+    pub(super) backfill: bool,
     /// Where its encoding ends in the group's bytes.
     end: usize,
 }
@@ -35,18 +39,25 @@ const SAMPLE_BYTES: usize = 96;
 
 impl LiveBatches {
     /// Encodes `batches` (the customer, site, device and sequence of each,
-    /// and its readings).
+    /// and its readings), all from telemetry topics.
     pub fn encode(batches: &[DeviceBatch]) -> Self {
+        Self::encode_from(batches, |_| false)
+    }
+
+    /// [`Self::encode`]; `backfill(i)`: batch `i` came on a backfill topic.
+    pub fn encode_from(batches: &[DeviceBatch], backfill: impl Fn(usize) -> bool) -> Self {
         let samples: usize = batches.iter().map(|b| b.samples.len()).sum();
         let mut bytes = Vec::with_capacity(samples * SAMPLE_BYTES + batches.len() * 64);
         let mut index = Vec::with_capacity(batches.len());
-        for b in batches {
+        for (i, b) in batches.iter().enumerate() {
             bincode::serialize_into(&mut bytes, b).expect("a batch serialises");
             index.push(Filed {
                 customer: b.customer.clone(),
+                device: b.device.clone(),
                 first_at: b.first_at(),
                 last_at: b.last_at(),
                 key: key_hash(b),
+                backfill: backfill(i),
                 end: bytes.len(),
             });
         }

@@ -163,6 +163,9 @@ pub struct Reach {
     correctable_from: AtomicU64,
     /// What the archive holds of each customer it has met.
     held: std::sync::RwLock<HashMap<Id, Reached>>,
+    /// Each device's first reading from its telemetry topic, by
+    /// [`archive::device_key`]: a backfill stops before it.
+    live_devices: std::sync::RwLock<HashMap<u64, EventTime>>,
 }
 
 /// What the archive holds of a customer, as admission reads it.
@@ -200,6 +203,7 @@ impl Default for Reach {
         Self {
             correctable_from: AtomicU64::new(EventTime::MAX),
             held: Default::default(),
+            live_devices: Default::default(),
         }
     }
 }
@@ -250,6 +254,21 @@ impl Reach {
         }
     }
 
+    /// When `device` of `customer` first sent on its telemetry topic, if
+    /// the archive has seen it do so.
+    pub fn first_live_at(&self, customer: &str, device: &str) -> Option<EventTime> {
+        let devices = self.live_devices.read().unwrap_or_else(|e| e.into_inner());
+        devices.get(&archive::device_key(customer, device)).copied()
+    }
+
+    /// Notes that `device` of `customer` first sent live at `at`, for tests
+    /// of admission.
+    #[cfg(test)]
+    pub(crate) fn pretend_live(&self, customer: &str, device: &str, at: EventTime) {
+        let mut devices = self.live_devices.write().unwrap();
+        devices.insert(archive::device_key(customer, device), at);
+    }
+
     /// Sets what the archive holds, for tests of admission.
     #[cfg(test)]
     pub(crate) fn pretend(&self, customer: &str, reached: Reached) {
@@ -258,6 +277,11 @@ impl Reach {
     }
 
     fn note(&self, archive: &mut Archive, engine: &EngineConfig) {
+        let live = archive.take_live_devices();
+        if !live.is_empty() {
+            let mut devices = self.live_devices.write().unwrap_or_else(|e| e.into_inner());
+            devices.extend(live);
+        }
         let moved = archive.take_held();
         if !moved.is_empty() {
             let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());

@@ -75,6 +75,9 @@ pub struct Lane {
 struct Group {
     acks: Vec<AckToken>,
     batches: Vec<DeviceBatch>,
+    /// Which of `batches` came on a backfill topic (the archive tells them
+    /// from the customer's live telemetry).
+    backfilled: Vec<bool>,
     /// Admitted late, within the correction horizon: archived before the
     /// acknowledgement, then handed to the engine (which only updates the
     /// devices' memories with them).
@@ -227,6 +230,7 @@ impl Lane {
         let mut group = Group {
             acks: Vec::with_capacity(received.len()),
             batches: Vec::with_capacity(received.len()),
+            backfilled: Vec::with_capacity(received.len()),
             late: Arc::new([]),
             records: Arc::new([]),
             newest: 0,
@@ -245,6 +249,7 @@ impl Lane {
                 Ok(Admitted::Live(batch)) => {
                     group.newest = group.newest.max(batch.last_at());
                     group.batches.push(batch);
+                    group.backfilled.push(is_backfill(&message.topic));
                     if self.wal.is_some() {
                         records.push(WalRecord {
                             topic: message.topic,
@@ -367,7 +372,8 @@ impl Lane {
             if let Some(corrections) = &self.corrections {
                 // Archived before the engine may close a window with them:
                 // a restatement reads everything its windows held.
-                corrections.append(LiveBatches::encode(&group.batches));
+                let backfilled = &group.backfilled;
+                corrections.append(LiveBatches::encode_from(&group.batches, |i| backfilled[i]));
             }
             if !group.batches.is_empty() {
                 self.engine.send_all(group.batches).await?;
@@ -535,4 +541,9 @@ pub fn spawn(
         lanes: running,
         pollers,
     }
+}
+
+/// Whether `topic` is a device's backfill topic (`.../backfill`).
+pub(super) fn is_backfill(topic: &str) -> bool {
+    topic.rsplit('/').next() == Some("backfill")
 }

@@ -76,6 +76,8 @@ pub async fn replay(
     );
     let ahead = earliest_ahead(wal, lanes, workers)?;
     let mut groups: Vec<Vec<DeviceBatch>> = vec![Vec::new(); lanes.len()];
+    // Which of each group's batches came on a backfill topic.
+    let mut backfilled: Vec<Vec<bool>> = vec![Vec::new(); lanes.len()];
     let mut watermark: EventTime = 0;
     // Durable records reported to the ledger as one range per REPLAY_GROUP
     // (the log is contiguous): one entry each, not one per record.
@@ -98,7 +100,7 @@ pub async fn replay(
         progress.set(lsn.0.saturating_sub(first.0) + 1);
         let lane = route::lane(&record.topic, workers, lanes.len());
         let (admission, engine) = &mut lanes[lane];
-        let group = &mut groups[lane];
+        let (group, from_backfill) = (&mut groups[lane], &mut backfilled[lane]);
         let admitted = admission.admit(&record.topic, &record.payload, record.received_ms);
         watermark = watermark.max(admission.watermark().current());
         // A refused record is durable too: the cut must be able to pass it.
@@ -111,6 +113,7 @@ pub async fn replay(
         match admitted {
             Ok(batch) => {
                 group.push(batch);
+                from_backfill.push(super::intake::is_backfill(&record.topic));
                 replayed += 1;
             }
             Err(rejection) => {
@@ -127,18 +130,22 @@ pub async fn replay(
         }
         if group.len() >= REPLAY_GROUP {
             if let Some(archive) = archive {
-                archive.append(LiveBatches::encode(group)); // Read once where it is already.
+                // Read once where it is already.
+                archive.append(LiveBatches::encode_from(group, |i| from_backfill[i]));
             }
+            from_backfill.clear();
             engine.send_all(std::mem::take(group)).await?;
             engine.advance(admission.watermark().current()).await?;
         }
     }
     report(ledger, range);
-    for ((admission, engine), group) in lanes.iter_mut().zip(groups) {
+    for (((admission, engine), group), from_backfill) in
+        lanes.iter_mut().zip(groups).zip(backfilled)
+    {
         admission.hold_watermark_below(EventTime::MAX);
         if !group.is_empty() {
             if let Some(archive) = archive {
-                archive.append(LiveBatches::encode(&group));
+                archive.append(LiveBatches::encode_from(&group, |i| from_backfill[i]));
             }
             engine.send_all(group).await?;
         }
