@@ -171,7 +171,8 @@ pub struct Reach {
 /// What the archive holds of a customer, as admission reads it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Reached {
-    /// Its first batch the live dataflow took in.
+    /// Its first batch the live dataflow took in from its telemetry
+    /// topics.
     pub first_live_at: Option<EventTime>,
     /// Every batch of it from here on is in the archive (0: every one): the
     /// end of the customer's window that holds its latest pruned batch, so
