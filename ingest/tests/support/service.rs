@@ -66,6 +66,9 @@ impl Service {
             .arg(&self.config)
             .args(&self.args)
             .env("RUST_LOG", "info,rumqttd=warn")
+            // The error a failed start ends with, not a backtrace of its
+            // making, is what the log tail must show (panics keep theirs).
+            .env("RUST_LIB_BACKTRACE", "0")
             .stdout(Stdio::null())
             .stderr(stderr);
         for (name, value) in &self.env {
