@@ -214,14 +214,31 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection, SinkError> {
     }
     let conn = Connection::open(path).map_err(open_err)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-        .map_err(open_err)?;
+    let mode = wal_mode(&conn).map_err(open_err)?;
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(path = %shown, journal_mode = %mode, "SQLite did not switch to WAL journal mode");
     }
     ensure_schema(&conn, &shown)?;
     Ok(conn)
+}
+
+/// Switches the file to WAL journal mode; returns the mode it is in. The
+/// switch of a fresh file takes its exclusive lock, and SQLite answers
+/// "database is locked" at once, without the busy timeout, to a second
+/// process doing the same: retried here for as long as that timeout.
+fn wal_mode(conn: &Connection) -> rusqlite::Result<String> {
+    let started = std::time::Instant::now();
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && started.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            done => return done,
+        }
+    }
 }
 
 /// Creates the tables if missing, migrates an older file to
@@ -385,6 +402,32 @@ fn tables_complete(conn: &Connection) -> rusqlite::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Processes started together on one store (a cluster's members, a
+    /// unit and its timer) all open a fresh file: none may fail with
+    /// "database is locked" while another switches it to WAL or creates
+    /// its tables.
+    #[test]
+    fn many_opening_a_fresh_file_at_once_all_open_it() {
+        for round in 0..30 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("kpi.sqlite");
+            let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let openers: Vec<_> = (0..6)
+                .map(|_| {
+                    let (path, start) = (path.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        open_connection(&path).map(|_| ())
+                    })
+                })
+                .collect();
+            for opener in openers {
+                let opened = opener.join().unwrap();
+                assert!(opened.is_ok(), "round {round}: {:?}", opened.err());
+            }
+        }
+    }
 
     /// Version 1 of the schema, as fleetpulse wrote it: the two tables of
     /// then, whose columns the definitions still have unchanged.
