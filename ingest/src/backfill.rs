@@ -20,6 +20,9 @@ use fleetpulse_proto::{Limits, TopicIds, backfill_topic, decode_and_validate, v1
 use prost::Message as _;
 
 use crate::config::ServiceConfig;
+
+/// An hour, in the CSV's signed milliseconds.
+const HOUR_MS: i64 = fleetpulse_engine::config::HOUR_MS as i64;
 use crate::progress::Progress;
 
 /// `fleetpulse backfill` arguments.
@@ -252,8 +255,6 @@ pub fn read_csv(
     }
     Ok(out)
 }
-
-const HOUR_MS: i64 = 3_600_000;
 
 /// A device's readings in time order, each meter its row left empty
 /// carried from the reading before (0 before the first): an export that

@@ -22,6 +22,23 @@ pub enum TopicKind {
     Backfill,
 }
 
+impl TopicKind {
+    /// The kind a topic's last level names (`telemetry`, `backfill`).
+    pub fn of_level(level: &str) -> Option<Self> {
+        match level {
+            "telemetry" => Some(Self::Telemetry),
+            "backfill" => Some(Self::Backfill),
+            _ => None,
+        }
+    }
+
+    /// The kind of `topic` by its last level alone, without checking its
+    /// ids (for a topic admission already took).
+    pub fn of(topic: &str) -> Option<Self> {
+        topic.rsplit('/').next().and_then(Self::of_level)
+    }
+}
+
 /// Longest id (customer, site, device, operator) accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 64;
 
@@ -79,11 +96,9 @@ impl<'a> TopicIds<'a> {
         let customer = levels.next().ok_or_else(shape)?;
         let site = levels.next().ok_or_else(shape)?;
         let device = levels.next().ok_or_else(shape)?;
-        let kind = match levels.next() {
-            Some("telemetry") => TopicKind::Telemetry,
-            Some("backfill") => TopicKind::Backfill,
-            _ => return Err(shape()),
-        };
+        let kind = (levels.next())
+            .and_then(TopicKind::of_level)
+            .ok_or_else(shape)?;
         if levels.next().is_some() {
             return Err(shape());
         }

@@ -372,13 +372,11 @@ fn same_batch(a: &DeviceBatch, b: &DeviceBatch) -> bool {
 /// The key's 64-bit FNV-1a hash: stable across builds and runs, since chunk
 /// rows keep it. A hit is confirmed against the batch itself.
 /// A device's key among every customer's: its customer and id (two
-/// customers' devices may share an id).
+/// customers' devices may share an id). Kept in memory only (the table
+/// holds the ids), so the hash need only be fixed within the process.
 pub fn device_key(customer: &str, device: &str) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in (customer.bytes()).chain([0xff]).chain(device.bytes()) {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::default().hash_one((customer, device))
 }
 
 pub(super) fn key_hash(b: &DeviceBatch) -> u64 {

@@ -545,5 +545,5 @@ pub fn spawn(
 
 /// Whether `topic` is a device's backfill topic (`.../backfill`).
 pub(super) fn is_backfill(topic: &str) -> bool {
-    topic.rsplit('/').next() == Some("backfill")
+    fleetpulse_proto::TopicKind::of(topic) == Some(fleetpulse_proto::TopicKind::Backfill)
 }
