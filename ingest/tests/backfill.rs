@@ -285,7 +285,8 @@ fn batches_in(files: &[std::path::PathBuf]) -> u64 {
     };
     fleetpulse::backfill::history(&args, &Default::default())
         .unwrap()
-        .len() as u64
+        .summary()
+        .batches
 }
 
 fn refusals(service: &in_process::InProcess) -> Vec<(&'static str, u64)> {

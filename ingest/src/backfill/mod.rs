@@ -1,0 +1,404 @@
+//! `fleetpulse backfill`: a customer's history into the running service.
+//! The recorded batches (or a CSV of readings, grouped into hourly batches)
+//! are published in event-time order on the devices' backfill topics
+//! (`fleet/{customer}/{site}/{device}/backfill`) through the service's
+//! broker. The service archives them like late telemetry and restates the
+//! customer's windows and journey from its first reading, however old: the
+//! same arithmetic as a live run over the history, so the records equal
+//! what that run would have stored (with a revision above 0). It takes a
+//! customer whose every batch the archive still holds: a new one, or one
+//! whose first telemetry is within `engine.correction_horizon`; the
+//! service refuses the rest (`too_late`, dead-lettered, saying why).
+
+mod history;
+mod readings;
+mod spill;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use fleetpulse_proto::Limits;
+
+use crate::config::ServiceConfig;
+use crate::progress::Progress;
+
+pub use history::{History, Recorded, Summary, read_batches, write_batches};
+pub use readings::{CSV_COLUMNS, read_csv};
+
+/// `fleetpulse backfill` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct BackfillArgs {
+    /// History files: recorded batches (length-delimited protobuf
+    /// `TelemetryBatch`es, as `fleetpulse sim --record` writes them), or a
+    /// CSV of readings (`.csv`; docs/KPIS.md, Backfill).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// The service's configuration: its broker is where the history goes.
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Only these customers' batches (default: every one in the files).
+    #[arg(long, value_delimiter = ',')]
+    pub customer: Vec<String>,
+    /// Broker user (default: the service's `mqtt.username`); with the
+    /// deploy/ access control, `fleetpulse-backfill`.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Environment variable holding that user's password.
+    #[arg(long)]
+    pub password_env: Option<String>,
+    /// Unit epoch of the batches made from CSV readings: a unit of their
+    /// own, so their sequence numbers never clash with the live unit's.
+    /// Default: per device and file, the hour of its first reading counted
+    /// from 1970, so a file of a later period gets a higher epoch than an
+    /// earlier one (a history exported in parts), the same file the same
+    /// epoch (sent again, it is refused as replayed), and every real unit's
+    /// epoch (Unix seconds) is higher still.
+    #[arg(long)]
+    pub unit_epoch: Option<u64>,
+}
+
+/// What a backfill sent.
+#[derive(Debug, Default)]
+pub struct Backfilled {
+    /// Batches sent.
+    pub batches: usize,
+    /// Their customers.
+    pub customers: Vec<String>,
+    /// Their devices.
+    pub devices: usize,
+    /// First and last reading.
+    pub period: Option<(i64, i64)>,
+}
+
+/// Reads `files`' batches into a [`History`] (on disk past a few MB),
+/// each checked as the service will; a line of progress by bytes read.
+pub fn history(args: &BackfillArgs, limits: &Limits) -> anyhow::Result<History> {
+    let mut total = 0;
+    for file in &args.files {
+        let meta = std::fs::metadata(file).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => anyhow::anyhow!("{}: no such file", file.display()),
+            _ => anyhow::Error::new(e).context(format!("{}", file.display())),
+        })?;
+        total += meta.len();
+    }
+    let mut history = History::new(args.customer.clone(), *limits);
+    let mut progress = Progress::new("reading", "bytes", total);
+    let mut before = 0;
+    for file in &args.files {
+        let csv = file
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        let read = |n: u64| progress.set(before + n);
+        if csv {
+            read_csv(file, args.unit_epoch, limits, read, |b| history.push(b))?;
+        } else {
+            read_batches(file, &mut history, read)?;
+        }
+        before += std::fs::metadata(file).map_or(0, |m| m.len());
+    }
+    let summary = history.summary();
+    progress.finish(&format!(
+        "{} batches of {} devices checked",
+        summary.batches,
+        summary.devices.len()
+    ));
+    Ok(history)
+}
+
+/// Sends `args.files`' history to the service's broker; prints what it did.
+pub async fn run(args: &BackfillArgs) -> anyhow::Result<Backfilled> {
+    let config = ServiceConfig::load(&args.config)?;
+    if config.mqtt.backfill_topic().is_none() {
+        bail!(
+            "{}: mqtt.topic `{}` does not end in /telemetry: the service subscribes to no \
+             backfill topic",
+            args.config.display(),
+            config.mqtt.topic
+        );
+    }
+    let history = history(args, &config.limits())?;
+    if history.summary().batches == 0 {
+        bail!("no batches to send (files empty, or no batch of --customer)");
+    }
+    refusals(history.summary(), &config)?;
+    let (summary, mut batches) = history.sorted()?;
+    let done = Backfilled {
+        batches: summary.batches as usize,
+        customers: summary.customers.into_keys().collect(),
+        devices: summary.devices.len(),
+        period: summary.period,
+    };
+    let options = crate::replay::publish_options(&config)?;
+    let broker = options.broker();
+    let mut options = fleetpulse_sim::PublishOptions {
+        client_id: format!("{}-backfill", config.mqtt.client_id),
+        ..options
+    };
+    if let Some(user) = &args.username {
+        options.username = Some(user.clone());
+        options.password = None;
+    }
+    if let Some(var) = &args.password_env {
+        let password =
+            std::env::var(var).with_context(|| format!("--password-env: ${var} is not set"))?;
+        options.password = Some(password);
+    }
+    let mut progress = Progress::new("backfilling", "batches", summary.batches);
+    fleetpulse_sim::publish(options, (&mut batches).map(Recorded::into_message), |p| {
+        progress.set(p.delivered)
+    })
+    .await
+    .with_context(|| format!("publishing to {broker}"))?;
+    if let Some(e) = batches.failed.take() {
+        return Err(anyhow::Error::new(e).context(
+            "reading the sorted history back from its runs on disk: the batches before it were \
+             sent; send the history again (batches sent twice are refused as replayed)",
+        ));
+    }
+    let (from, to) = done.period.unwrap_or_default();
+    progress.finish(&format!(
+        "{} batches of {} devices of {} sent ({} to {}); the service restates each \
+         customer's journey from its first reading once it has taken them in \
+         (fleetpulse_restatements_total; refusals are dead-lettered)",
+        done.batches,
+        done.devices,
+        done.customers.join(", "),
+        stamp(from),
+        stamp(to),
+    ));
+    Ok(done)
+}
+
+/// What the service would refuse, said before anything is sent: a customer
+/// its customers file does not name (`unknown_customer`), a reading before
+/// the customer's contract start or `limits.earliest_event_time`
+/// (`before_start`: an export in the wrong unit or year).
+fn refusals(history: &Summary, config: &ServiceConfig) -> anyhow::Result<()> {
+    let file = match &config.customers {
+        Some(c) => Some(crate::customers::CustomersFile::load(&c.file)?),
+        None => None,
+    };
+    // A checked file gives every customer a contract start.
+    let earliest = crate::admission::Earliest::from_config(&config.limits, file.as_ref());
+    for (customer, first) in &history.customers {
+        if let Some(c) = &config.customers
+            && !earliest.contract_starts.contains_key(customer)
+        {
+            bail!(
+                "customer `{customer}` is not in {}: the service would refuse its history as \
+                 unknown_customer; add it there first",
+                c.file.display()
+            );
+        }
+        let floor = earliest.of(customer);
+        if u64::try_from(first.at).map_or(true, |at| at < floor) {
+            bail!(
+                "device `{}` of customer `{customer}`: a reading at {} is before {} ({}): \
+                 the service would refuse it as before_start",
+                first.device,
+                stamp(first.at),
+                stamp(i64::try_from(floor).unwrap_or(i64::MAX)),
+                if earliest.contract_starts.contains_key(customer) {
+                    "its contract start"
+                } else {
+                    "limits.earliest_event_time"
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+fn stamp(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map_or_else(|_| format!("{ms} ms"), |t| t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleetpulse_proto::v1;
+    use std::path::Path;
+
+    /// The batches a CSV makes, in the order they are cut.
+    fn batches(path: &Path, unit_epoch: Option<u64>) -> anyhow::Result<Vec<v1::TelemetryBatch>> {
+        let mut out = Vec::new();
+        let keep = |b: &v1::TelemetryBatch| {
+            out.push(b.clone());
+            Ok(())
+        };
+        read_csv(path, unit_epoch, &Limits::default(), |_| (), keep)?;
+        Ok(out)
+    }
+
+    fn csv(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("readings.csv");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    /// Two customers' devices of the same id are two devices: each gets
+    /// its own batches, numbered from 1, one per UTC hour.
+    #[test]
+    fn the_same_device_id_in_two_customers_makes_two_devices() {
+        let (_dir, path) = csv("customer,site,device,time,state,operating_hours\n\
+             a,s,exc-1,2026-03-01T10:05:00Z,running,10\n\
+             b,s,exc-1,2026-03-01T10:06:00Z,idle,99\n\
+             a,s,exc-1,2026-03-01T10:35:00Z,running,10.5\n\
+             a,s,exc-1,2026-03-01T11:05:00Z,running,11\n");
+        let got = batches(&path, Some(1)).unwrap();
+        let keys: Vec<(&str, u64, usize)> = (got.iter())
+            .map(|r| (&*r.customer_id, r.sequence, r.samples.len()))
+            .collect();
+        assert_eq!(keys, [("a", 1, 2), ("a", 2, 1), ("b", 1, 1)]);
+        assert!(got.iter().all(|r| r.unit_epoch == 1));
+        assert_eq!(got[2].samples[0].cumulative_operating_hours, 99.0);
+    }
+
+    /// A history exported in two files of consecutive periods, each sent
+    /// with the defaults: the later file's batches are a unit of their own
+    /// with a higher epoch (the same numbers again would be refused as
+    /// replays), the same file gives the same epochs and numbers (sent
+    /// again, it is refused, not doubled), and every epoch is far below a
+    /// real unit's (Unix seconds).
+    #[test]
+    fn each_file_of_a_history_is_a_unit_of_its_own_under_the_default_epoch() {
+        let epochs = |rows: &str| -> Vec<(String, u64, u64)> {
+            let (_dir, path) = csv(&format!("customer,site,device,time\n{rows}"));
+            let got = batches(&path, None).unwrap();
+            (got.into_iter())
+                .map(|r| (r.device_id, r.unit_epoch, r.sequence))
+                .collect()
+        };
+        let march = "a,s,d,2026-03-01T10:05:00Z\na,s,e,2026-03-02T00:00:00Z\n\
+                     a,s,d,2026-03-31T23:55:00Z\n";
+        let april = "a,s,d,2026-04-01T00:05:00Z\na,s,d,2026-04-02T07:00:00Z\n";
+        let hour = |at: &str| at.parse::<jiff::Timestamp>().unwrap().as_second() as u64 / 3600;
+        let (d, e) = (hour("2026-03-01T10:00:00Z"), hour("2026-03-02T00:00:00Z"));
+        assert_eq!(
+            epochs(march),
+            [("d".into(), d, 1), ("d".into(), d, 2), ("e".into(), e, 1)]
+        );
+        let later = hour("2026-04-01T00:00:00Z");
+        assert_eq!(
+            epochs(april),
+            [("d".into(), later, 1), ("d".into(), later, 2)]
+        );
+        assert_eq!(epochs(march), epochs(march));
+        assert!(later < 1_000_000_000, "below any real unit's epoch");
+    }
+
+    /// A meter an export left blank was not read: it carries the value of
+    /// the device's reading before it in time (rows in any order), not 0,
+    /// whose next gain would be the meter's whole value.
+    #[test]
+    fn a_blank_meter_carries_the_reading_before_it() {
+        let (_dir, path) = csv(
+            "customer,site,device,time,operating_hours,idle_hours,fuel_litres\n\
+             a,s,d,2026-03-01T12:00:00Z,102,22,540\n\
+             a,s,d,2026-03-01T11:00:00Z,,21,\n\
+             a,s,d,2026-03-01T10:00:00Z,100,20,500\n\
+             a,s,e,2026-03-01T10:00:00Z,,,\n",
+        );
+        let got = batches(&path, Some(1)).unwrap();
+        let meters: Vec<(&str, f64, f64, f64)> = (got.iter())
+            .flat_map(|r| r.samples.iter().map(move |s| (&*r.device_id, s)))
+            .map(|(d, s)| {
+                let m = (s.cumulative_operating_hours, s.cumulative_idle_hours);
+                (d, m.0, m.1, s.cumulative_fuel_used_litres)
+            })
+            .collect();
+        assert_eq!(
+            meters,
+            [
+                ("d", 100.0, 20.0, 500.0),
+                ("d", 100.0, 21.0, 500.0),
+                ("d", 102.0, 22.0, 540.0),
+                ("e", 0.0, 0.0, 0.0),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_reading_is_named_by_file_line_and_column() {
+        let (_dir, path) = csv("customer,site,device,time,state\n\
+             a,s,d,2026-03-01T10:05:00Z,running\n\
+             a,s,d,yesterday,running\n");
+        let e = format!("{:#}", batches(&path, Some(1)).unwrap_err());
+        assert!(e.contains("readings.csv: line 3, column `time`"), "{e}");
+        let (_dir, path) = csv("customer,site,device,when\n");
+        let e = format!("{:#}", batches(&path, Some(1)).unwrap_err());
+        assert!(e.contains("unknown column `when`"), "{e}");
+    }
+
+    /// An export in seconds, not milliseconds, is named at its line: read as
+    /// milliseconds it lies in January 1970, which the service refuses.
+    #[test]
+    fn seconds_since_the_epoch_are_named_at_their_line() {
+        let (_dir, path) = csv("customer,site,device,time\n\
+             a,s,d,1767571200\n");
+        let e = format!("{:#}", batches(&path, Some(1)).unwrap_err());
+        assert!(e.contains("readings.csv: line 2, column `time`"), "{e}");
+        assert!(
+            e.contains("looks like seconds since the epoch (2026-01-05T00:00:00Z)"),
+            "{e}"
+        );
+    }
+
+    /// What the service would refuse is said before anything is sent (the
+    /// broker here is a closed port: nothing reaches it): a customer the
+    /// customers file does not name, a reading before the contract start.
+    #[tokio::test]
+    async fn history_the_service_would_refuse_is_named_before_sending() {
+        let dir = tempfile::tempdir().unwrap();
+        let customers = dir.path().join("customers.toml");
+        std::fs::write(
+            &customers,
+            "[[customer]]\nid = \"acme\"\nname = \"Acme\"\nsegment = \"low-touch\"\n\
+             [customer.contract]\narr = 1000\nstart = \"2026-01-01\"\n\
+             renewal = \"2027-01-01\"\ndevices_purchased = 2\noperator_seats = 2\n",
+        )
+        .unwrap();
+        let config = dir.path().join("fleetpulse.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[mqtt]\nhost = \"127.0.0.1\"\nport = 1\n[customers]\nfile = {:?}\n",
+                customers.display().to_string()
+            ),
+        )
+        .unwrap();
+        let backfill = |rows: &str| {
+            let path = dir.path().join("history.csv");
+            std::fs::write(&path, format!("customer,site,device,time\n{rows}")).unwrap();
+            BackfillArgs {
+                files: vec![path],
+                config: config.clone(),
+                customer: Vec::new(),
+                username: None,
+                password_env: None,
+                unit_epoch: None,
+            }
+        };
+        let e = run(&backfill("bolt,s,d,2026-03-01T10:00:00Z\n"))
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("customer `bolt` is not in"),
+            "{e:#}"
+        );
+        let e = run(&backfill(
+            "acme,s,d,2026-03-01T10:00:00Z\nacme,s,d,2025-12-31T10:00:00Z\n",
+        ))
+        .await
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains(
+                "device `d` of customer `acme`: a reading at 2025-12-31T10:00:00Z is before \
+                 2026-01-01T00:00:00Z (its contract start)"
+            ),
+            "{e:#}"
+        );
+    }
+}

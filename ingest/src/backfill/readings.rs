@@ -1,0 +1,460 @@
+//! A CSV of readings into hourly batches. The rows may come in any order;
+//! they are sorted by device and time on disk in runs of [`RUN_READINGS`]
+//! (an export of a year does not fit in memory), then each device's
+//! readings are cut into batches an hour at a time.
+
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use fleetpulse_proto::{Limits, v1};
+use prost::Message as _;
+
+use super::spill::{self, Sorter, Spilled, get_bytes, put_bytes, take};
+
+/// An hour, in the CSV's signed milliseconds.
+const HOUR_MS: i64 = fleetpulse_engine::config::HOUR_MS as i64;
+
+/// Readings sorted in memory before a run goes to disk (some 10 MB).
+pub const RUN_READINGS: usize = 100_000;
+
+/// The columns of a CSV of readings; `customer`, `site`, `device` and
+/// `time` are required, the rest default to 0 or empty.
+pub const CSV_COLUMNS: [&str; 14] = [
+    "customer",
+    "site",
+    "device",
+    "time",
+    "state",
+    "operating_hours",
+    "idle_hours",
+    "fuel_litres",
+    "cycles",
+    "output_units",
+    "manual_interventions",
+    "operator",
+    "features",
+    "faults",
+];
+
+/// The meters a row may leave blank.
+const METERS: [&str; 3] = ["operating_hours", "idle_hours", "fuel_litres"];
+
+/// One row: its device (by its place among the file's devices), its time
+/// and line (equal times keep the file's order), which meters it left
+/// blank, and the reading, encoded.
+struct Reading {
+    device: u32,
+    at: i64,
+    line: u64,
+    blank: u8,
+    sample: Vec<u8>,
+}
+
+impl Reading {
+    fn order(a: &Self, b: &Self) -> Ordering {
+        (a.device, a.at, a.line).cmp(&(b.device, b.at, b.line))
+    }
+}
+
+impl Spilled for Reading {
+    fn encode(&self, out: &mut impl Write) -> io::Result<()> {
+        out.write_all(&self.device.to_le_bytes())?;
+        out.write_all(&self.at.to_le_bytes())?;
+        out.write_all(&self.line.to_le_bytes())?;
+        out.write_all(&[self.blank])?;
+        put_bytes(out, &self.sample)
+    }
+
+    fn decode(input: &mut impl Read) -> io::Result<Option<Self>> {
+        let Some(device) = spill::take_first(input)? else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            device: u32::from_le_bytes(device),
+            at: i64::from_le_bytes(take(input)?),
+            line: u64::from_le_bytes(take(input)?),
+            blank: take::<1>(input)?[0],
+            sample: get_bytes(input)?,
+        }))
+    }
+}
+
+/// Reads a CSV of readings into batches, handed to `batch` in device
+/// order: each device's readings of one UTC hour make a batch (more than
+/// `limits.max_samples` make several), numbered from 1 per device under
+/// `unit_epoch` (default: see [`super::BackfillArgs::unit_epoch`]). `read`
+/// is told the bytes read so far.
+pub fn read_csv(
+    path: &Path,
+    unit_epoch: Option<u64>,
+    limits: &Limits,
+    read: impl FnMut(u64),
+    batch: impl FnMut(&v1::TelemetryBatch) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    read_csv_in_runs(path, unit_epoch, limits, RUN_READINGS, read, batch)
+}
+
+/// [`read_csv`] sorting `run` readings at a time (tests make runs small).
+fn read_csv_in_runs(
+    path: &Path,
+    unit_epoch: Option<u64>,
+    limits: &Limits,
+    run: usize,
+    mut read: impl FnMut(u64),
+    mut batch: impl FnMut(&v1::TelemetryBatch) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let name = path.display();
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .with_context(|| format!("{name}"))?;
+    let headers = reader.headers().with_context(|| format!("{name}"))?.clone();
+    let column = |c: &str| headers.iter().position(|h| h == c);
+    for h in headers.iter() {
+        if !CSV_COLUMNS.contains(&h) {
+            bail!(
+                "{name}: unknown column `{h}` (columns: {})",
+                CSV_COLUMNS.join(", ")
+            );
+        }
+    }
+    for required in &CSV_COLUMNS[..4] {
+        if column(required).is_none() {
+            bail!("{name}: no `{required}` column");
+        }
+    }
+    let spill = |e: io::Error| {
+        anyhow::Error::new(e).context(format!(
+            "{name}: sorting its readings in runs under {} (TMPDIR: a disk with room for them)",
+            std::env::temp_dir().display()
+        ))
+    };
+    let mut sorter = Sorter::new(run, Reading::order);
+    // (customer, site, device) by first appearance.
+    let mut devices: Vec<[String; 3]> = Vec::new();
+    let mut known: HashMap<String, u32> = HashMap::new();
+    let mut key = String::new();
+    let mut row = csv::StringRecord::new();
+    let mut line = 1;
+    loop {
+        let more = reader
+            .read_record(&mut row)
+            .with_context(|| format!("{name}: line {}", line + 1))?;
+        if !more {
+            break;
+        }
+        line += 1;
+        let get = |c: &str| column(c).and_then(|i| row.get(i)).unwrap_or("");
+        let ids = ["customer", "site", "device"].map(get);
+        key.clear();
+        for id in ids {
+            key.push_str(id);
+            key.push('\0');
+        }
+        let device = match known.get(&key) {
+            Some(&d) => d,
+            None => {
+                let d = u32::try_from(devices.len()).context("more than 4 billion devices")?;
+                devices.push(ids.map(str::to_owned));
+                known.insert(key.clone(), d);
+                d
+            }
+        };
+        let at = |what: &str| format!("{name}: line {line}, column `{what}`");
+        let sample = sample(&get, &at)?;
+        let blank = (METERS.iter().enumerate())
+            .filter(|(_, m)| get(m).is_empty())
+            .fold(0u8, |bits, (i, _)| bits | 1 << i);
+        let reading = Reading {
+            device,
+            at: sample.event_time_ms,
+            line,
+            blank,
+            sample: sample.encode_to_vec(),
+        };
+        sorter.push(reading).map_err(spill)?;
+        if line % 4096 == 0 {
+            read(reader.position().byte());
+        }
+    }
+    read(reader.position().byte());
+    let mut cut = Batches::new(limits.max_samples.max(1), unit_epoch);
+    for reading in sorter.sorted().map_err(spill)? {
+        let reading = reading.map_err(spill)?;
+        let sample = v1::Sample::decode(&reading.sample[..])
+            .with_context(|| format!("{name}: a sorted reading does not decode"))?;
+        if let Some(done) = cut.add(reading.device, reading.blank, sample) {
+            let ids = &devices[done.device as usize];
+            batch(&done.into_batch(ids))
+                .with_context(|| format!("{name}: device `{}` of customer `{}`", ids[2], ids[0]))?;
+        }
+    }
+    if let Some(done) = cut.finish() {
+        let ids = &devices[done.device as usize];
+        batch(&done.into_batch(ids))
+            .with_context(|| format!("{name}: device `{}` of customer `{}`", ids[2], ids[0]))?;
+    }
+    Ok(())
+}
+
+/// A row's reading; an error names its column (`at`).
+fn sample<'a>(
+    get: &dyn Fn(&str) -> &'a str,
+    at: &dyn Fn(&str) -> String,
+) -> anyhow::Result<v1::Sample> {
+    Ok(v1::Sample {
+        event_time_ms: time_ms(get("time")).with_context(|| at("time"))?,
+        state: state(get("state")).with_context(|| at("state"))? as i32,
+        cumulative_operating_hours: number(get("operating_hours"))
+            .with_context(|| at("operating_hours"))?,
+        cumulative_idle_hours: number(get("idle_hours")).with_context(|| at("idle_hours"))?,
+        cumulative_fuel_used_litres: number(get("fuel_litres"))
+            .with_context(|| at("fuel_litres"))?,
+        cycles: number(get("cycles")).with_context(|| at("cycles"))?,
+        output_units: number(get("output_units")).with_context(|| at("output_units"))?,
+        manual_interventions: number(get("manual_interventions"))
+            .with_context(|| at("manual_interventions"))?,
+        operator_id: get("operator").to_owned(),
+        features: pairs(get("features"))
+            .with_context(|| at("features"))?
+            .into_iter()
+            .map(|(feature, active_seconds)| v1::FeatureUsage {
+                feature,
+                active_seconds,
+            })
+            .collect(),
+        fault_codes: pairs(get("faults"))
+            .with_context(|| at("faults"))?
+            .into_iter()
+            .map(|(code, severity)| v1::FaultCode { code, severity })
+            .collect(),
+        location: None,
+    })
+}
+
+/// Cuts one device's readings after another, in time order, into batches.
+struct Batches {
+    max_samples: usize,
+    unit_epoch: Option<u64>,
+    /// The batch being filled.
+    open: Option<Cut>,
+}
+
+/// A batch of one device's readings of one hour.
+struct Cut {
+    device: u32,
+    hour: i64,
+    unit_epoch: u64,
+    sequence: u64,
+    samples: Vec<v1::Sample>,
+    /// The device's meters as of its latest reading: a meter a row left
+    /// blank was not read, and carries the reading before it (0 before the
+    /// first), since a 0 there would make the next gain the meter's whole
+    /// value.
+    meters: [f64; 3],
+}
+
+impl Batches {
+    fn new(max_samples: usize, unit_epoch: Option<u64>) -> Self {
+        Self {
+            max_samples,
+            unit_epoch,
+            open: None,
+        }
+    }
+
+    /// Adds the next reading; returns the batch it closes, if any.
+    fn add(&mut self, device: u32, blank: u8, mut sample: v1::Sample) -> Option<Cut> {
+        let hour = sample.event_time_ms.div_euclid(HOUR_MS);
+        let mut closed = None;
+        let mut next = match self.open.take() {
+            Some(open) if open.device == device => {
+                if open.hour == hour && open.samples.len() < self.max_samples {
+                    open
+                } else {
+                    let next = Cut {
+                        device,
+                        hour,
+                        unit_epoch: open.unit_epoch,
+                        sequence: open.sequence + 1,
+                        samples: Vec::new(),
+                        meters: open.meters,
+                    };
+                    closed = Some(open);
+                    next
+                }
+            }
+            other => {
+                closed = other;
+                // The hour of the device's first reading since 1970.
+                let first_hour = u64::try_from(hour).unwrap_or(0).max(1);
+                Cut {
+                    device,
+                    hour,
+                    unit_epoch: self.unit_epoch.unwrap_or(first_hour),
+                    sequence: 1,
+                    samples: Vec::new(),
+                    meters: [0.0; 3],
+                }
+            }
+        };
+        let meters = [
+            &mut sample.cumulative_operating_hours,
+            &mut sample.cumulative_idle_hours,
+            &mut sample.cumulative_fuel_used_litres,
+        ];
+        for (i, (meter, last)) in meters.into_iter().zip(&mut next.meters).enumerate() {
+            if blank & (1 << i) != 0 {
+                *meter = *last;
+            }
+            *last = *meter;
+        }
+        next.samples.push(sample);
+        self.open = Some(next);
+        closed
+    }
+
+    fn finish(self) -> Option<Cut> {
+        self.open
+    }
+}
+
+impl Cut {
+    fn into_batch(self, [customer, site, device]: &[String; 3]) -> v1::TelemetryBatch {
+        v1::TelemetryBatch {
+            device_id: device.clone(),
+            customer_id: customer.clone(),
+            site_id: site.clone(),
+            sequence: self.sequence,
+            firmware_version: "backfill".into(),
+            samples: self.samples,
+            unit_epoch: self.unit_epoch,
+        }
+    }
+}
+
+fn time_ms(text: &str) -> anyhow::Result<i64> {
+    if let Ok(ms) = text.parse::<i64>() {
+        // Ten digits: seconds since the epoch (2001 to 2286), which read as
+        // milliseconds lie in January 1970, and the service would refuse.
+        if (1_000_000_000..10_000_000_000).contains(&ms) {
+            bail!(
+                "`{text}` looks like seconds since the epoch ({}); give Unix milliseconds or RFC 3339",
+                super::stamp(ms * 1000)
+            );
+        }
+        return Ok(ms);
+    }
+    let at: jiff::Timestamp = text
+        .parse()
+        .with_context(|| format!("`{text}` is neither RFC 3339 nor milliseconds"))?;
+    Ok(at.as_millisecond())
+}
+
+fn state(text: &str) -> anyhow::Result<v1::MachineState> {
+    Ok(match text.to_ascii_lowercase().as_str() {
+        "" | "unspecified" => v1::MachineState::Unspecified,
+        "running" => v1::MachineState::Running,
+        "idle" => v1::MachineState::Idle,
+        "off" => v1::MachineState::Off,
+        "fault" => v1::MachineState::Fault,
+        other => bail!("`{other}` is not running, idle, off or fault"),
+    })
+}
+
+fn number<T: std::str::FromStr + Default>(text: &str) -> anyhow::Result<T> {
+    if text.is_empty() {
+        return Ok(T::default());
+    }
+    text.parse()
+        .map_err(|_| anyhow::anyhow!("`{text}` is not a number"))
+}
+
+/// `name:value;name:value`.
+fn pairs(text: &str) -> anyhow::Result<Vec<(String, u32)>> {
+    (text.split(';').filter(|p| !p.trim().is_empty()))
+        .map(|pair| {
+            let (name, value) = pair
+                .rsplit_once(':')
+                .with_context(|| format!("`{pair}` is not name:number"))?;
+            Ok((name.trim().to_owned(), number(value.trim())?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cut(path: &Path, run: usize) -> Vec<v1::TelemetryBatch> {
+        let mut out = Vec::new();
+        let keep = |b: &v1::TelemetryBatch| {
+            out.push(b.clone());
+            Ok(())
+        };
+        read_csv_in_runs(path, None, &Limits::default(), run, |_| (), keep).unwrap();
+        out
+    }
+
+    /// Rows in no order, sorted in runs of 37 on disk, make the batches one
+    /// sort in memory makes, reading for reading: hours cut, meters left
+    /// blank carried, equal times in the file's order, a long hour split at
+    /// `max_samples`.
+    #[test]
+    fn readings_sorted_on_disk_make_the_batches_of_one_sort_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("readings.csv");
+        let mut rows = Vec::new();
+        let start = 1_772_323_200_000i64; // 2026-03-01
+        for (d, device) in ["x", "y", "z"].iter().enumerate() {
+            for i in 0..600i64 {
+                // Every 7 minutes, and two readings at each 50th minute.
+                let at = start + (i * 7 - i % 50 / 49) * 60_000 + d as i64;
+                let hours = if i % 5 == 0 {
+                    String::new()
+                } else {
+                    format!("{}", i as f64 / 10.0)
+                };
+                rows.push(format!(
+                    "c,s,{device},{at},running,{hours},,,{i},,,op-{}\n",
+                    i % 3
+                ));
+            }
+        }
+        // A shuffle that needs no generator: a stride through the rows.
+        let n = rows.len();
+        let shuffled: String = (0..n).map(|i| rows[i * 797 % n].as_str()).collect();
+        std::fs::write(
+            &path,
+            format!(
+                "customer,site,device,time,state,operating_hours,idle_hours,fuel_litres,\
+                 cycles,output_units,manual_interventions,operator\n{shuffled}"
+            ),
+        )
+        .unwrap();
+        let on_disk = cut(&path, 37);
+        let in_memory = cut(&path, usize::MAX);
+        assert_eq!(on_disk, in_memory);
+        assert_eq!(
+            on_disk.iter().map(|b| b.samples.len()).sum::<usize>(),
+            1_800
+        );
+        for b in &on_disk {
+            let hours = (b.samples.iter()).map(|s| s.event_time_ms.div_euclid(HOUR_MS));
+            assert_eq!(hours.clone().min(), hours.max(), "a batch is one hour");
+            assert!(b.samples.is_sorted_by_key(|s| s.event_time_ms));
+        }
+        // A blank meter carries the reading before it.
+        let x: Vec<&v1::Sample> = (on_disk.iter())
+            .filter(|b| b.device_id == "x")
+            .flat_map(|b| &b.samples)
+            .collect();
+        assert_eq!(
+            x[5].cumulative_operating_hours,
+            x[4].cumulative_operating_hours
+        );
+    }
+}
