@@ -581,3 +581,123 @@ async fn a_kill_9_while_the_history_is_taken_in_loses_and_doubles_nothing() {
     assert!(revision > 0, "the history was restated into its windows");
     println!("started {} times", service.starts());
 }
+
+/// An export of 150,000 readings, time by time across 20 machines (the
+/// order a portal exports them in), is more than one run of the CLI's sort:
+/// on a temporary disk of 1 MB the run does not fit, and `fleetpulse
+/// backfill` says so, naming the disk, before anything is sent (the tmpfs is
+/// left empty); with room, every reading reaches the broker once, each
+/// machine's in its hourly batches numbered 1, 2, 3..., all in event-time
+/// order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_larger_than_a_sort_run_spills_to_tmpdir_and_a_full_one_is_named() {
+    use support::small_disk::{SmallDisk, rerun_in_namespace};
+    let Some(disk) = SmallDisk::mount("1m") else {
+        return rerun_in_namespace(
+            "a_history_larger_than_a_sort_run_spills_to_tmpdir_and_a_full_one_is_named",
+        );
+    };
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let (devices, minutes) = (20, 7_500i64);
+    let start = "2026-06-01T00:00:00Z"
+        .parse::<jiff::Timestamp>()
+        .unwrap()
+        .as_millisecond();
+    let mut csv = String::from("customer,site,device,time,state,operating_hours,cycles\n");
+    for m in 0..minutes {
+        for d in 0..devices {
+            let at = start + m * 60_000;
+            csv += &format!(
+                "acme,quarry,exc-{d:02},{at},running,{},1\n",
+                m as f64 / 60.0
+            );
+        }
+    }
+    let file = dir.path().join("export.csv");
+    std::fs::write(&file, csv).unwrap();
+    let config = dir.path().join("fleetpulse.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[mqtt]\nhost = \"127.0.0.1\"\nport = {}\n",
+            mosquitto.port()
+        ),
+    )
+    .unwrap();
+    let topic = "fleet/+/+/+/backfill";
+    mosquitto.subscribe_session("counter", topic);
+    let backfill = |tmp: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+            .arg("backfill")
+            .arg(&file)
+            .arg("-c")
+            .arg(&config)
+            .env("TMPDIR", tmp)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap()
+    };
+
+    let full = backfill(disk.path());
+    let stderr = String::from_utf8_lossy(&full.stderr);
+    assert!(!full.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "export.csv: sorting its readings in runs under {}",
+            disk.path().display()
+        )) && stderr.contains("No space left on device"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_dir(disk.path()).unwrap().count(), 0);
+    let none = mosquitto.receive("counter", topic, 1, std::time::Duration::from_secs(2));
+    assert!(
+        none.is_empty(),
+        "sent before the history was read: {none:?}"
+    );
+
+    let roomy = dir.path().join("tmp");
+    std::fs::create_dir(&roomy).unwrap();
+    let done = backfill(&roomy);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+    let hours = minutes / 60 + i64::from(minutes % 60 != 0);
+    let batches = (devices * hours) as usize;
+    let got = mosquitto.receive(
+        "counter",
+        topic,
+        batches + 1,
+        std::time::Duration::from_secs(5),
+    );
+    assert_eq!(got.len(), batches);
+    let mut previous_first = i64::MIN;
+    let mut next_sequence = std::collections::HashMap::new();
+    let mut readings = std::collections::HashSet::new();
+    for message in &got {
+        use prost::Message as _;
+        let batch = v1::TelemetryBatch::decode(&message.payload[..]).unwrap();
+        let first = batch.samples[0].event_time_ms;
+        assert!(first >= previous_first, "out of event-time order");
+        previous_first = first;
+        let expected = next_sequence.entry(batch.device_id.clone()).or_insert(1);
+        assert_eq!(batch.sequence, *expected, "{}", batch.device_id);
+        *expected += 1;
+        assert!(
+            batch
+                .samples
+                .iter()
+                .all(|s| s.event_time_ms.div_euclid(3_600_000) == first.div_euclid(3_600_000))
+        );
+        for s in &batch.samples {
+            assert!(
+                readings.insert((batch.device_id.clone(), s.event_time_ms)),
+                "twice"
+            );
+        }
+    }
+    assert_eq!(readings.len(), (devices * minutes) as usize);
+    assert_eq!(std::fs::read_dir(&roomy).unwrap().count(), 0);
+}
