@@ -23,7 +23,7 @@
 //! (they are in no other WAL) and before fleetpulse's WAL is cut behind live
 //! batches.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::{ControlFlow, RangeInclusive};
 use std::path::{Path, PathBuf};
 
@@ -34,6 +34,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::live::{Filed, LiveBatches};
+use super::open_days::OpenDays;
 
 const DAY_MS: u64 = 86_400_000;
 
@@ -215,8 +216,10 @@ pub struct Recompute {
 pub struct Archive {
     dir: PathBuf,
     state: Connection,
-    /// Open day files, by UTC day number.
-    days: BTreeMap<u64, Connection>,
+    /// Day files, by UTC day number.
+    days: BTreeSet<u64>,
+    /// Those open (the most recently used).
+    open: OpenDays,
     /// Each open day file's widest chunk (last minus first reading): a
     /// chunk holding a time starts at most this much before it, so
     /// lookups are range scans of the index on the start.
@@ -610,7 +613,8 @@ impl Archive {
         let mut archive = Self {
             dir: dir.to_owned(),
             state,
-            days: BTreeMap::new(),
+            days: BTreeSet::new(),
+            open: OpenDays::default(),
             spans: HashMap::new(),
             moved: held.keys().cloned().collect(),
             held,
@@ -635,10 +639,10 @@ impl Archive {
     }
 
     fn day(&mut self, day: u64) -> Result<&mut Connection, ArchiveError> {
-        if !self.days.contains_key(&day) {
-            let path = self.day_path(day);
+        let path = self.day_path(day);
+        if !self.days.contains(&day) {
             self.created |= !path.exists();
-            let conn = open(&path, DAY_SCHEMA)?;
+            let conn = self.open.get(day, || open(&path, DAY_SCHEMA))?;
             let span: i64 = (conn.query_row(
                 "SELECT COALESCE(MAX(last_at - first_at), 0) FROM chunks",
                 [],
@@ -646,9 +650,9 @@ impl Archive {
             ))
             .map_err(|e| fail(&path, e))?;
             self.spans.insert(day, u64::try_from(span).unwrap_or(0));
-            self.days.insert(day, conn);
+            self.days.insert(day);
         }
-        Ok(self.days.get_mut(&day).expect("inserted above"))
+        self.open.get(day, || open(&path, DAY_SCHEMA))
     }
 
     /// Adds batches, one transaction per day file; returns which were new
@@ -857,7 +861,7 @@ impl Archive {
         let mut found = Vec::with_capacity(batches.len());
         for b in batches {
             let day = b.first_at() / DAY_MS;
-            if !self.days.contains_key(&day) {
+            if !self.days.contains(&day) {
                 found.push(false);
                 continue;
             }
@@ -911,9 +915,9 @@ impl Archive {
     pub fn reader(&self) -> Reader {
         Reader {
             dir: self.dir.clone(),
-            days: self.days.keys().copied().collect(),
+            days: self.days.iter().copied().collect(),
             spans: self.spans.clone(),
-            open: BTreeMap::new(),
+            open: OpenDays::default(),
         }
     }
 
@@ -946,15 +950,12 @@ impl Archive {
     /// last batch in them (if newer than what is carried already). Returns
     /// the files removed.
     pub fn prune(&mut self, keep_from: EventTime) -> Result<usize, ArchiveError> {
-        let old: Vec<u64> = self
-            .days
-            .range(..keep_from / DAY_MS)
-            .map(|(d, _)| *d)
-            .collect();
+        let old: Vec<u64> = self.days.range(..keep_from / DAY_MS).copied().collect();
         let state_path = self.dir.join("state.sqlite");
         for day in &old {
             let path = self.day_path(*day);
             self.days.remove(day);
+            self.open.close(*day);
             self.spans.remove(day);
             let tx = self.state.transaction().map_err(|e| fail(&state_path, e))?;
             tx.execute("ATTACH DATABASE ?1 AS old", params![path.to_string_lossy()])
@@ -1666,16 +1667,13 @@ pub struct Reader {
     dir: PathBuf,
     days: Vec<u64>,
     spans: HashMap<u64, EventTime>,
-    open: BTreeMap<u64, Connection>,
+    open: OpenDays,
 }
 
 impl Reader {
     fn day(&mut self, day: u64) -> Result<(&Connection, PathBuf), ArchiveError> {
         let path = day_file(&self.dir, day);
-        let conn = match self.open.entry(day) {
-            std::collections::btree_map::Entry::Occupied(open) => open.into_mut(),
-            std::collections::btree_map::Entry::Vacant(slot) => slot.insert(open_existing(&path)?),
-        };
+        let conn = self.open.get(day, || open_existing(&path))?;
         Ok((conn, path))
     }
 
@@ -1900,6 +1898,37 @@ mod tests {
         assert_eq!(journey_state(new.clone()).unwrap(), shaped);
         // Damage is still damage.
         assert!(journey_state(new[..new.len() / 2].to_vec()).is_err());
+    }
+
+    /// A year of day files, written a day at a time as a backfill writes
+    /// them: at most [`MAX_OPEN_DAYS`] stay open (a descriptor each for the
+    /// file, its log and shared memory: kept all open, a year did not fit
+    /// systemd's default of 1,024), redeliveries of closed days are still
+    /// told apart, what was written to closed days is synced and read back
+    /// whole, before and after a reopening, and a pass reader opens no more.
+    #[test]
+    fn a_year_of_day_files_keeps_only_the_most_recent_open() {
+        use super::super::open_days::MAX_OPEN_DAYS;
+        let dir = tempfile::tempdir().unwrap();
+        let mut archive = Archive::open(dir.path()).unwrap();
+        let all: Vec<DeviceBatch> = (0..365)
+            .map(|d| batch("a", "d1", d + 1, T0 + d * DAY_MS + 1))
+            .collect();
+        for chunk in all.chunks(7) {
+            assert!(archive.append(chunk).unwrap().iter().all(|n| *n));
+            archive.durable().unwrap();
+        }
+        assert_eq!(archive.days(), 365);
+        assert!(archive.open.len() <= MAX_OPEN_DAYS);
+        assert_eq!(archive.append(&all[..40]).unwrap(), vec![false; 40]);
+        assert_eq!(archive.contains(&all[300..]).unwrap(), vec![true; 65]);
+        let mut reader = archive.reader();
+        assert_eq!(reader.batches("a", 0).unwrap(), all);
+        assert!(reader.open.len() <= MAX_OPEN_DAYS);
+        drop((archive, reader));
+        let archive = Archive::open(dir.path()).unwrap();
+        assert!(archive.open.len() <= MAX_OPEN_DAYS);
+        assert_eq!(archive.batches("a", T0 + 100 * DAY_MS).unwrap(), all[100..]);
     }
 
     #[test]

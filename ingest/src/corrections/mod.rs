@@ -23,6 +23,7 @@
 
 pub mod archive;
 mod live;
+mod open_days;
 mod portfolio;
 
 pub use live::LiveBatches;
