@@ -701,3 +701,119 @@ async fn a_history_larger_than_a_sort_run_spills_to_tmpdir_and_a_full_one_is_nam
     assert_eq!(readings.len(), (devices * minutes) as usize);
     assert_eq!(std::fs::read_dir(&roomy).unwrap().count(), 0);
 }
+
+/// A history of 150 days loaded into a service held to 200 open files
+/// (systemd's default is 1,024; a year's day files, three descriptors each
+/// for the archive and as many for a pass, went past it and the service
+/// stopped with "Too many open files"): every day file is read by the
+/// restatement and nothing fails to open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_of_many_days_fits_the_open_file_limit() {
+    use prost::Message as _;
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let customers = dir.path().join("customers.toml");
+    std::fs::write(
+        &customers,
+        "[[customer]]\nid = \"acme\"\nname = \"Acme\"\nsegment = \"low-touch\"\n\
+         [customer.contract]\narr = 1000\nstart = \"2024-01-01\"\n\
+         renewal = \"2030-01-01\"\ndevices_purchased = 4\noperator_seats = 4\n\
+         [[customer]]\nid = \"bolt\"\nname = \"Bolt\"\nsegment = \"low-touch\"\n\
+         [customer.contract]\narr = 1000\nstart = \"2024-01-01\"\n\
+         renewal = \"2030-01-01\"\ndevices_purchased = 4\noperator_seats = 4\n",
+    )
+    .unwrap();
+    let http = support::servers::free_port();
+    let config = dir.path().join("fleetpulse.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nclient_id = \"many-days\"\n\
+             [customers]\nfile = {:?}\n[wal]\ndir = {:?}\n\
+             [http]\nenabled = true\nlisten = \"127.0.0.1:{http}\"\n\
+             [[sinks]]\ntype = \"sqlite\"\npath = {:?}\n",
+            mosquitto.port(),
+            customers.display().to_string(),
+            dir.path().join("wal").display().to_string(),
+            dir.path().join("kpi.sqlite").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("service.log");
+    let mut service = support::service::Service::new(&config, &log);
+    service.start_and_wait("subscribed");
+    let pid = service.pid().unwrap().to_string();
+    let limited = std::process::Command::new("prlimit")
+        .args(["--pid", &pid, "--nofile=200:200"])
+        .status()
+        .unwrap();
+    assert!(limited.success());
+
+    // Another customer's live telemetry: the history is older than the
+    // horizon, archived day by day and restated.
+    let now = jiff::Timestamp::now().as_millisecond() - 60_000;
+    let live = v1::TelemetryBatch {
+        device_id: "live-1".into(),
+        customer_id: "bolt".into(),
+        site_id: "s".into(),
+        sequence: 1,
+        firmware_version: "t".into(),
+        samples: vec![v1::Sample {
+            event_time_ms: now,
+            state: v1::MachineState::Running as i32,
+            ..Default::default()
+        }],
+        unit_epoch: 1,
+    };
+    mosquitto.publish("fleet/bolt/s/live-1/telemetry", &live.encode_to_vec(), 1);
+
+    let days = 150;
+    let start = now - (days + 10) * DAY_MS;
+    let mut csv = String::from("customer,site,device,time,state,operating_hours\n");
+    for h in 0..days * 24 {
+        for d in 0..2 {
+            let at = start + h * 3_600_000;
+            csv += &format!("acme,s,exc-{d},{at},running,{}\n", h as f64 * 0.5);
+        }
+    }
+    let file = dir.path().join("history.csv");
+    std::fs::write(&file, csv).unwrap();
+    let sent = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+        .arg("backfill")
+        .arg(&file)
+        .arg("-c")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+
+    let metric = |name: &str| -> u64 {
+        let url = format!("http://127.0.0.1:{http}/metrics");
+        let body = support::servers::http_get(&url).unwrap().text();
+        (body.lines())
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .unwrap_or(0.0) as u64
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while metric("fleetpulse_restatement_days_read_total ") < days as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "days read: {}\n{}",
+            metric("fleetpulse_restatement_days_read_total "),
+            service.log_tail()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        metric("fleetpulse_messages_accepted_total "),
+        days as u64 * 24 * 2 + 1
+    );
+    let text = service.log();
+    assert!(!text.contains("Too many open files"), "{text}");
+    assert!(!text.contains("unable to open database file"), "{text}");
+    service.stop();
+}

@@ -751,5 +751,12 @@ fn close_empty_day(
     };
     output.session(&cap).give_iterator(out.drain(..));
     let (next_start, next_end) = config.window_bounds(day, &empty.customer, end);
-    t.next_day = Some((next_start, next_end, cap.delayed(&next_end)));
+    // A journey folded again by a restatement may wait for days behind
+    // the capability it was given (the frontier's, when its history ended
+    // days before): those days go out at the capability's time.
+    t.next_day = Some((
+        next_start,
+        next_end,
+        cap.delayed(&next_end.max(*cap.time())),
+    ));
 }
