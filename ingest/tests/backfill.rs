@@ -713,16 +713,14 @@ async fn a_history_of_many_days_fits_the_open_file_limit() {
     let mosquitto = Mosquitto::start_with_config(NO_LOSS);
     let dir = tempfile::tempdir().unwrap();
     let customers = dir.path().join("customers.toml");
-    std::fs::write(
-        &customers,
-        "[[customer]]\nid = \"acme\"\nname = \"Acme\"\nsegment = \"low-touch\"\n\
-         [customer.contract]\narr = 1000\nstart = \"2024-01-01\"\n\
-         renewal = \"2030-01-01\"\ndevices_purchased = 4\noperator_seats = 4\n\
-         [[customer]]\nid = \"bolt\"\nname = \"Bolt\"\nsegment = \"low-touch\"\n\
-         [customer.contract]\narr = 1000\nstart = \"2024-01-01\"\n\
-         renewal = \"2030-01-01\"\ndevices_purchased = 4\noperator_seats = 4\n",
-    )
-    .unwrap();
+    let customer = |id: &str| {
+        format!(
+            "[[customer]]\nid = \"{id}\"\nname = \"{id}\"\nsegment = \"low-touch\"\n\
+             [customer.contract]\narr = 1000\nstart = \"2024-01-01\"\nrenewal = \"2030-01-01\"\n\
+             devices_purchased = 4\noperator_seats = 4\n"
+        )
+    };
+    std::fs::write(&customers, customer("acme") + &customer("bolt")).unwrap();
     let http = support::servers::free_port();
     let config = dir.path().join("fleetpulse.toml");
     std::fs::write(
