@@ -137,10 +137,7 @@ impl Summary {
                 }
             })
             .or_insert(earliest);
-        let device = (batch.customer_id.clone(), batch.device_id.clone());
-        if !self.devices.contains(&device) {
-            self.devices.insert(device);
-        }
+        (self.devices).insert((batch.customer_id.clone(), batch.device_id.clone()));
         let last_at = (batch.samples.iter().map(|s| s.event_time_ms))
             .max()
             .unwrap_or(first_at);
@@ -229,10 +226,7 @@ impl Iterator for Sorted {
 }
 
 fn spill_error(e: io::Error) -> anyhow::Error {
-    anyhow::Error::new(e).context(format!(
-        "sorting the history in runs under {} (TMPDIR: a disk with room for the history)",
-        std::env::temp_dir().display()
-    ))
+    spill::failed(e, "sorting the history")
 }
 
 /// Writes batches as a recorded-batches file (length-delimited protobuf).

@@ -74,18 +74,19 @@ pub struct Backfilled {
 /// Reads `files`' batches into a [`History`] (on disk past a few MB),
 /// each checked as the service will; a line of progress by bytes read.
 pub fn history(args: &BackfillArgs, limits: &Limits) -> anyhow::Result<History> {
-    let mut total = 0;
-    for file in &args.files {
-        let meta = std::fs::metadata(file).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => anyhow::anyhow!("{}: no such file", file.display()),
-            _ => anyhow::Error::new(e).context(format!("{}", file.display())),
-        })?;
-        total += meta.len();
-    }
+    let sizes = (args.files.iter())
+        .map(|file| match std::fs::metadata(file) {
+            Ok(meta) => Ok(meta.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(anyhow::anyhow!("{}: no such file", file.display()))
+            }
+            Err(e) => Err(anyhow::Error::new(e).context(format!("{}", file.display()))),
+        })
+        .collect::<anyhow::Result<Vec<u64>>>()?;
     let mut history = History::new(args.customer.clone(), *limits);
-    let mut progress = Progress::new("reading", "bytes", total);
+    let mut progress = Progress::new("reading", "bytes", sizes.iter().sum());
     let mut before = 0;
-    for file in &args.files {
+    for (file, size) in args.files.iter().zip(&sizes) {
         let csv = file
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
@@ -95,7 +96,7 @@ pub fn history(args: &BackfillArgs, limits: &Limits) -> anyhow::Result<History> 
         } else {
             read_batches(file, &mut history, read)?;
         }
-        before += std::fs::metadata(file).map_or(0, |m| m.len());
+        before += size;
     }
     let summary = history.summary();
     progress.finish(&format!(

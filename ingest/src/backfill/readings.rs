@@ -126,12 +126,7 @@ fn read_csv_in_runs(
             bail!("{name}: no `{required}` column");
         }
     }
-    let spill = |e: io::Error| {
-        anyhow::Error::new(e).context(format!(
-            "{name}: sorting its readings in runs under {} (TMPDIR: a disk with room for them)",
-            std::env::temp_dir().display()
-        ))
-    };
+    let spill = |e: io::Error| spill::failed(e, &format!("{name}: sorting its readings"));
     let mut sorter = Sorter::new(run, Reading::order);
     // (customer, site, device) by first appearance.
     let mut devices: Vec<[String; 3]> = Vec::new();
@@ -181,21 +176,22 @@ fn read_csv_in_runs(
         }
     }
     read(reader.position().byte());
+    let mut emit = |done: Cut| {
+        let ids = &devices[done.device as usize];
+        batch(&done.into_batch(ids))
+            .with_context(|| format!("{name}: device `{}` of customer `{}`", ids[2], ids[0]))
+    };
     let mut cut = Batches::new(limits.max_samples.max(1), unit_epoch);
     for reading in sorter.sorted().map_err(spill)? {
         let reading = reading.map_err(spill)?;
         let sample = v1::Sample::decode(&reading.sample[..])
             .with_context(|| format!("{name}: a sorted reading does not decode"))?;
         if let Some(done) = cut.add(reading.device, reading.blank, sample) {
-            let ids = &devices[done.device as usize];
-            batch(&done.into_batch(ids))
-                .with_context(|| format!("{name}: device `{}` of customer `{}`", ids[2], ids[0]))?;
+            emit(done)?;
         }
     }
     if let Some(done) = cut.finish() {
-        let ids = &devices[done.device as usize];
-        batch(&done.into_batch(ids))
-            .with_context(|| format!("{name}: device `{}` of customer `{}`", ids[2], ids[0]))?;
+        emit(done)?;
     }
     Ok(())
 }

@@ -153,6 +153,15 @@ impl<T: Spilled> Iterator for Merge<T> {
     }
 }
 
+/// A run that could not be written or read back, naming `what` was being
+/// sorted and where (`TMPDIR`).
+pub fn failed(e: io::Error, what: &str) -> anyhow::Error {
+    anyhow::Error::new(e).context(format!(
+        "{what} in runs under {} (TMPDIR: a disk with room for them)",
+        std::env::temp_dir().display()
+    ))
+}
+
 /// Reads exactly `N` bytes; `None` if the input ends before the first.
 pub fn take_first<const N: usize>(input: &mut impl Read) -> io::Result<Option<[u8; N]>> {
     let mut bytes = [0; N];

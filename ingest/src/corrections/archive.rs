@@ -639,8 +639,8 @@ impl Archive {
     }
 
     fn day(&mut self, day: u64) -> Result<&mut Connection, ArchiveError> {
-        let path = self.day_path(day);
         if !self.days.contains(&day) {
+            let path = self.day_path(day);
             self.created |= !path.exists();
             let conn = self.open.get(day, || open(&path, DAY_SCHEMA))?;
             let span: i64 = (conn.query_row(
@@ -652,7 +652,10 @@ impl Archive {
             self.spans.insert(day, u64::try_from(span).unwrap_or(0));
             self.days.insert(day);
         }
-        self.open.get(day, || open(&path, DAY_SCHEMA))
+        // Its name is made only when it is opened again: this runs for
+        // every live transaction.
+        let dir = &self.dir;
+        self.open.get(day, || open(&day_file(dir, day), DAY_SCHEMA))
     }
 
     /// Adds batches, one transaction per day file; returns which were new
