@@ -28,7 +28,7 @@ pub fn build<'scope>(
     batches: StreamVec<'scope, EventTime, DeviceBatch>,
     config: Arc<EngineConfig>,
     stats: Arc<EngineStats>,
-) -> StreamVec<'scope, EventTime, Output> {
+) -> Built<'scope> {
     let sightings = batches.clone().sightings();
     let windows = batches
         .device_usage(config.clone(), stats)
@@ -36,5 +36,18 @@ pub fn build<'scope>(
         .merge_windows(config.clone());
     let success = windows.clone().customer_success(sightings, config.clone());
     let portfolio = success.clone().portfolio(config);
-    windows.concat(success).concat(portfolio)
+    Built {
+        journeys: windows.concat(success),
+        portfolio,
+    }
+}
+
+/// The dataflow's outputs, apart: the portfolio holds its frontier at a
+/// date's health until every customer's local day of it closed (up to 38 h
+/// behind), which says nothing of when the windows and journeys are out.
+pub struct Built<'scope> {
+    /// Device and customer windows; outcomes, milestones, health, alerts.
+    pub journeys: StreamVec<'scope, EventTime, Output>,
+    /// Portfolio figures.
+    pub portfolio: StreamVec<'scope, EventTime, Output>,
 }

@@ -57,6 +57,9 @@ pub enum EngineEvent {
         worker: usize,
         /// Lower bound of what the worker may still emit.
         frontier: Option<EventTime>,
+        /// Lower bound of the windows and journey records (all but the
+        /// portfolio's) it may still emit: at or past `frontier`.
+        journeys: Option<EventTime>,
     },
 }
 
@@ -427,22 +430,47 @@ fn run_worker(
         InputHandle::new();
     worker.dataflow::<EventTime, _, _>(|scope| {
         let batches = input.to_stream(scope);
-        let mut reported: Option<Option<EventTime>> = None;
-        dataflow::build(batches, config, stats).sink(Pipeline, "Emit", move |(input, frontier)| {
-            input.for_each(|_time, data| {
-                // A closed receiver means the host is shutting down; the
-                // results have nowhere to go.
-                let _ = events.blocking_send(EngineEvent::Records(std::mem::take(data)));
-            });
-            let now = frontier.frontier().iter().next().copied();
-            if reported != Some(now) {
-                reported = Some(now);
-                let _ = events.blocking_send(EngineEvent::Progress {
-                    worker: index,
-                    frontier: now,
-                });
-            }
-        });
+        let mut reported = None;
+        let built = dataflow::build(batches, config, stats);
+        // One operator for both outputs, so a record always reaches the
+        // host before the progress that passes its time.
+        let emit = built
+            .journeys
+            .binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
+                built.portfolio,
+                Pipeline,
+                Pipeline,
+                "Emit",
+                |_cap, _info| {
+                    move |(journeys, journeys_frontier), (portfolio, portfolio_frontier), _out| {
+                        // A closed receiver means the host is shutting down;
+                        // the results have nowhere to go.
+                        journeys.for_each(|_time, data| {
+                            let _ =
+                                events.blocking_send(EngineEvent::Records(std::mem::take(data)));
+                        });
+                        portfolio.for_each(|_time, data| {
+                            let _ =
+                                events.blocking_send(EngineEvent::Records(std::mem::take(data)));
+                        });
+                        let journeys = journeys_frontier.frontier().iter().next().copied();
+                        let portfolio = portfolio_frontier.frontier().iter().next().copied();
+                        let frontier = match (journeys, portfolio) {
+                            (Some(j), Some(p)) => Some(j.min(p)),
+                            (j, p) => j.or(p),
+                        };
+                        if reported != Some((frontier, journeys)) {
+                            reported = Some((frontier, journeys));
+                            let _ = events.blocking_send(EngineEvent::Progress {
+                                worker: index,
+                                frontier,
+                                journeys: journeys.or(frontier),
+                            });
+                        }
+                    }
+                },
+            );
+        drop(emit);
     });
     // Watermark proposals: every worker hears every worker's advances. The
     // timestamps of this dataflow never move; only its data matters.

@@ -702,6 +702,126 @@ async fn a_history_larger_than_a_sort_run_spills_to_tmpdir_and_a_full_one_is_nam
     assert_eq!(std::fs::read_dir(&roomy).unwrap().count(), 0);
 }
 
+/// The service binary on real mosquitto, with two customers: `acme`, whose
+/// history is loaded, and `bolt`, live.
+struct TwoCustomers {
+    mosquitto: Mosquitto,
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    http: u16,
+    service: support::service::Service,
+}
+
+impl TwoCustomers {
+    fn start(client: &str) -> Self {
+        let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+        let dir = tempfile::tempdir().unwrap();
+        let customers = dir.path().join("customers.toml");
+        let customer = |id: &str| {
+            format!(
+                "[[customer]]\nid = \"{id}\"\nname = \"{id}\"\nsegment = \"low-touch\"\n\
+                 [customer.contract]\narr = 1000\nstart = \"2024-01-01\"\nrenewal = \"2030-01-01\"\n\
+                 devices_purchased = 4\noperator_seats = 4\n"
+            )
+        };
+        std::fs::write(&customers, customer("acme") + &customer("bolt")).unwrap();
+        let http = support::servers::free_port();
+        let config = dir.path().join("fleetpulse.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nclient_id = \"{client}\"\n\
+                 [customers]\nfile = {:?}\n[wal]\ndir = {:?}\n\
+                 [http]\nenabled = true\nlisten = \"127.0.0.1:{http}\"\n\
+                 [[sinks]]\ntype = \"sqlite\"\npath = {:?}\n",
+                mosquitto.port(),
+                customers.display().to_string(),
+                dir.path().join("wal").display().to_string(),
+                dir.path().join("kpi.sqlite").display().to_string(),
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("service.log");
+        let mut service = support::service::Service::new(&config, &log);
+        service.start_and_wait("subscribed");
+        Self {
+            mosquitto,
+            dir,
+            config,
+            http,
+            service,
+        }
+    }
+
+    /// One reading of `bolt`'s at `at`: the history is older than the
+    /// horizon behind it, archived day by day and restated.
+    fn live(&self, at: i64) {
+        use prost::Message as _;
+        let live = v1::TelemetryBatch {
+            device_id: "live-1".into(),
+            customer_id: "bolt".into(),
+            site_id: "s".into(),
+            sequence: 1,
+            firmware_version: "t".into(),
+            samples: vec![v1::Sample {
+                event_time_ms: at,
+                state: v1::MachineState::Running as i32,
+                ..Default::default()
+            }],
+            unit_epoch: 1,
+        };
+        (self.mosquitto).publish("fleet/bolt/s/live-1/telemetry", &live.encode_to_vec(), 1);
+    }
+
+    /// `acme`'s two machines, a reading an hour for `days` days from
+    /// `start`, through `fleetpulse backfill`.
+    fn backfill(&self, start: i64, days: i64) {
+        let mut csv = String::from("customer,site,device,time,state,operating_hours\n");
+        for h in 0..days * 24 {
+            for d in 0..2 {
+                let at = start + h * 3_600_000;
+                csv += &format!("acme,s,exc-{d},{at},running,{}\n", h as f64 * 0.5);
+            }
+        }
+        let file = self.dir.path().join("history.csv");
+        std::fs::write(&file, csv).unwrap();
+        let sent = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+            .arg("backfill")
+            .arg(&file)
+            .arg("-c")
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        assert!(
+            sent.status.success(),
+            "{}",
+            String::from_utf8_lossy(&sent.stderr)
+        );
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.http);
+        let body = support::servers::http_get(&url).unwrap().text();
+        (body.lines())
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or(0.0) as u64
+    }
+
+    /// Waits up to `within` seconds for metric `name` to reach `least`.
+    async fn wait_for(&self, name: &str, least: u64, within: u64) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(within);
+        while self.metric(name) < least {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name}: {} after {within} s, {least} expected\n{}",
+                self.metric(name),
+                self.service.log_tail()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+}
+
 /// A history of 150 days loaded into a service held to 200 open files
 /// (systemd's default is 1,024; a year's day files, three descriptors each
 /// for the archive and as many for a pass, went past it and the service
@@ -709,109 +829,73 @@ async fn a_history_larger_than_a_sort_run_spills_to_tmpdir_and_a_full_one_is_nam
 /// restatement and nothing fails to open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_history_of_many_days_fits_the_open_file_limit() {
-    use prost::Message as _;
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let dir = tempfile::tempdir().unwrap();
-    let customers = dir.path().join("customers.toml");
-    let customer = |id: &str| {
-        format!(
-            "[[customer]]\nid = \"{id}\"\nname = \"{id}\"\nsegment = \"low-touch\"\n\
-             [customer.contract]\narr = 1000\nstart = \"2024-01-01\"\nrenewal = \"2030-01-01\"\n\
-             devices_purchased = 4\noperator_seats = 4\n"
-        )
-    };
-    std::fs::write(&customers, customer("acme") + &customer("bolt")).unwrap();
-    let http = support::servers::free_port();
-    let config = dir.path().join("fleetpulse.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nclient_id = \"many-days\"\n\
-             [customers]\nfile = {:?}\n[wal]\ndir = {:?}\n\
-             [http]\nenabled = true\nlisten = \"127.0.0.1:{http}\"\n\
-             [[sinks]]\ntype = \"sqlite\"\npath = {:?}\n",
-            mosquitto.port(),
-            customers.display().to_string(),
-            dir.path().join("wal").display().to_string(),
-            dir.path().join("kpi.sqlite").display().to_string(),
-        ),
-    )
-    .unwrap();
-    let log = dir.path().join("service.log");
-    let mut service = support::service::Service::new(&config, &log);
-    service.start_and_wait("subscribed");
-    let pid = service.pid().unwrap().to_string();
+    let mut run = TwoCustomers::start("many-days");
+    let pid = run.service.pid().unwrap().to_string();
     let limited = std::process::Command::new("prlimit")
         .args(["--pid", &pid, "--nofile=200:200"])
         .status()
         .unwrap();
     assert!(limited.success());
 
-    // Another customer's live telemetry: the history is older than the
-    // horizon, archived day by day and restated.
     let now = jiff::Timestamp::now().as_millisecond() - 60_000;
-    let live = v1::TelemetryBatch {
-        device_id: "live-1".into(),
-        customer_id: "bolt".into(),
-        site_id: "s".into(),
-        sequence: 1,
-        firmware_version: "t".into(),
-        samples: vec![v1::Sample {
-            event_time_ms: now,
-            state: v1::MachineState::Running as i32,
-            ..Default::default()
-        }],
-        unit_epoch: 1,
-    };
-    mosquitto.publish("fleet/bolt/s/live-1/telemetry", &live.encode_to_vec(), 1);
-
+    run.live(now);
     let days = 150;
-    let start = now - (days + 10) * DAY_MS;
-    let mut csv = String::from("customer,site,device,time,state,operating_hours\n");
-    for h in 0..days * 24 {
-        for d in 0..2 {
-            let at = start + h * 3_600_000;
-            csv += &format!("acme,s,exc-{d},{at},running,{}\n", h as f64 * 0.5);
-        }
-    }
-    let file = dir.path().join("history.csv");
-    std::fs::write(&file, csv).unwrap();
-    let sent = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
-        .arg("backfill")
-        .arg(&file)
-        .arg("-c")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        sent.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
-
-    let metric = |name: &str| -> u64 {
-        let url = format!("http://127.0.0.1:{http}/metrics");
-        let body = support::servers::http_get(&url).unwrap().text();
-        (body.lines())
-            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
-            .unwrap_or(0.0) as u64
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-    while metric("fleetpulse_restatement_days_read_total ") < days as u64 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "days read: {}\n{}",
-            metric("fleetpulse_restatement_days_read_total "),
-            service.log_tail()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    }
+    run.backfill(now - (days + 10) * DAY_MS, days);
+    let days = days as u64;
+    run.wait_for("fleetpulse_restatement_days_read_total", days, 90)
+        .await;
     assert_eq!(
-        metric("fleetpulse_messages_accepted_total "),
-        days as u64 * 24 * 2 + 1
+        run.metric("fleetpulse_messages_accepted_total"),
+        days * 24 * 2 + 1
     );
-    let text = service.log();
+    let text = run.service.log();
     assert!(!text.contains("Too many open files"), "{text}");
     assert!(!text.contains("unable to open database file"), "{text}");
-    service.stop();
+    run.service.stop();
+}
+
+/// The portfolio holds the engine's frontier at the last closed day until
+/// every time zone's day of that date has closed: from midnight UTC to
+/// 14:00 plus the allowed lateness. A restatement covers that day (the
+/// backfilled customer's empty days are closed up to it), and the fan-out
+/// held the pass until the frontier passed it: a history loaded in the
+/// morning was restated in the afternoon, and on a quiet fleet not at all
+/// (found on a busy host, whose slow intake let the first pass start while
+/// the history still came). Here the live reading sets the watermark two
+/// hours past a midnight: the pass must be written within seconds, and a
+/// stop must change none of the rows it wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restatement_of_the_last_closed_day_does_not_wait_for_the_portfolio() {
+    let mut run = TwoCustomers::start("portfolio-wait");
+    let hour = 3_600_000;
+    let now = jiff::Timestamp::now().as_millisecond();
+    let midnight = (now - 4 * hour).div_euclid(DAY_MS) * DAY_MS;
+    run.live(midnight + 4 * hour);
+    let days = 12;
+    run.backfill(midnight - (days + 3) * DAY_MS, days);
+    run.wait_for("fleetpulse_restatements_total", 1, 60).await;
+
+    // `acme`'s rows of the closed days, by key, revisions aside.
+    let db = run.dir.path().join("kpi.sqlite");
+    let closed = |table: &str| {
+        let end = |row: &Vec<(String, String)>| {
+            let (_, v) = row.iter().find(|(n, _)| n == "window_end").unwrap();
+            v.trim_start_matches("Integer(")
+                .trim_end_matches(')')
+                .parse::<i64>()
+                .unwrap()
+        };
+        let (rows, _) = rows(&db, table);
+        (rows.into_iter())
+            .filter(|(k, row)| k.starts_with("Text(\"acme\")") && end(row) <= midnight)
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let health = closed("health");
+    assert_eq!(health.len() as i64, days + 3, "{health:?}");
+    let written = ["customer_kpi", "device_kpi", "health"].map(|t| (t, closed(t)));
+    run.service.stop();
+    for (table, before) in written {
+        assert!(!before.is_empty(), "{table}");
+        assert_eq!(closed(table), before, "{table}: changed at the stop");
+    }
 }

@@ -138,9 +138,13 @@ impl FanOut {
             };
             let Some(event) = event else { break };
             match event {
-                EngineEvent::Progress { worker, frontier } => {
+                EngineEvent::Progress {
+                    worker,
+                    frontier,
+                    journeys,
+                } => {
                     newest_frontier = newest_frontier.max(frontier.unwrap_or(0));
-                    self.ledger().frontier(worker, frontier);
+                    self.ledger().frontier(worker, frontier, journeys);
                     if !held.is_empty() {
                         self.release(&mut held, &mut unconfirmed, false).await;
                     }
@@ -205,10 +209,22 @@ impl FanOut {
         unconfirmed: &mut std::collections::VecDeque<(u64, Vec<Pass>)>,
         all: bool,
     ) {
-        let before = self.ledger().emitted_before().unwrap_or(0);
+        let (before, journeys) = {
+            let ledger = self.ledger();
+            let before = ledger.emitted_before().unwrap_or(0);
+            (before, ledger.journeys_emitted_before().unwrap_or(before))
+        };
+        // A portfolio figure waits for the portfolio's frontier; any other
+        // record only for the windows' and journeys': the portfolio holds
+        // its frontier at the last closed day until every time zone's day
+        // of it closed, and a pass restating that day waited as long.
+        let emitted = |r: &Output| match r {
+            Output::Portfolio(_) => record_time(r) < before,
+            _ => record_time(r) < journeys,
+        };
         let (ready, wait): (Vec<Restated>, Vec<Restated>) = std::mem::take(held)
             .into_iter()
-            .partition(|pass| all || pass.records.iter().all(|r| record_time(r) < before));
+            .partition(|pass| all || pass.records.iter().all(emitted));
         *held = wait;
         for pass in ready {
             self.restated(pass, unconfirmed).await;

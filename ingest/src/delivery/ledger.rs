@@ -71,9 +71,15 @@ impl Ledger {
         self.retention.durable(lsns.start, lsns.end, newest);
     }
 
-    /// Engine worker `worker` may emit nothing before `frontier` any more.
-    pub fn frontier(&mut self, worker: usize, frontier: Option<EventTime>) {
-        self.progress.frontier(worker, frontier);
+    /// Engine worker `worker` may emit nothing before `frontier` any more,
+    /// and no window or journey record before `journeys`.
+    pub fn frontier(
+        &mut self,
+        worker: usize,
+        frontier: Option<EventTime>,
+        journeys: Option<EventTime>,
+    ) {
+        self.progress.frontier(worker, frontier, journeys);
     }
 
     /// False for a record every store already held before the restart: the
@@ -86,6 +92,12 @@ impl Ledger {
     /// [`super::progress::WriteProgress::emitted_before`]).
     pub fn emitted_before(&self) -> Option<EventTime> {
         self.progress.emitted_before()
+    }
+
+    /// Every window and journey record ending before this has been handed
+    /// to the sinks; portfolio figures may still come.
+    pub fn journeys_emitted_before(&self) -> Option<EventTime> {
+        self.progress.journeys_emitted_before()
     }
 
     /// The fan-out handed one more batch to every sink.
@@ -211,7 +223,7 @@ mod tests {
                         // Frontiers only move forward.
                         let f = frontiers[w].map_or(f, |old| old.max(f));
                         frontiers[w] = Some(f);
-                        ledger.frontier(w, Some(f));
+                        ledger.frontier(w, Some(f), Some(f));
                         if let [Some(a), Some(b)] = frontiers {
                             seen.push((ledger.sent(), a.min(b)));
                         }

@@ -15,6 +15,8 @@ use fleetpulse_engine::EventTime;
 pub struct WriteProgress {
     /// Output frontier per worker; `None` until the worker first reports.
     frontiers: Vec<Option<EventTime>>,
+    /// The same for windows and journey records (all but the portfolio's).
+    journeys: Vec<Option<EventTime>>,
     /// Batches handed to the sinks so far.
     sent: u64,
     /// (batches sent when a frontier was reached, that frontier).
@@ -28,6 +30,7 @@ impl WriteProgress {
     pub fn new(workers: usize, durable: EventTime) -> Self {
         Self {
             frontiers: vec![None; workers],
+            journeys: vec![None; workers],
             sent: 0,
             marks: VecDeque::new(),
             durable,
@@ -48,7 +51,17 @@ impl WriteProgress {
     /// because the input closed) says nothing about event time: windows
     /// flushed at shutdown may be partial and are written again after a
     /// restart, so it is ignored.
-    pub fn frontier(&mut self, worker: usize, frontier: Option<EventTime>) {
+    /// `journeys`: the worker's frontier of the windows and journey
+    /// records alone.
+    pub fn frontier(
+        &mut self,
+        worker: usize,
+        frontier: Option<EventTime>,
+        journeys: Option<EventTime>,
+    ) {
+        if let (Some(journeys), Some(slot)) = (journeys, self.journeys.get_mut(worker)) {
+            *slot = Some(journeys);
+        }
         let Some(frontier) = frontier else { return };
         if let Some(slot) = self.frontiers.get_mut(worker) {
             *slot = Some(frontier);
@@ -69,6 +82,14 @@ impl WriteProgress {
             .copied()
             .collect::<Option<Vec<_>>>()
             .and_then(|f| f.into_iter().min())
+    }
+
+    /// [`Self::emitted_before`] for the windows and journey records alone:
+    /// the portfolio's frontier waits for every customer's local day of a
+    /// date (up to 38 h behind the windows).
+    pub fn journeys_emitted_before(&self) -> Option<EventTime> {
+        let each = self.journeys.iter().copied().collect::<Option<Vec<_>>>();
+        each.and_then(|f| f.into_iter().min())
     }
 
     /// Windows ending before the returned time are in every sink, given how
@@ -94,16 +115,33 @@ mod tests {
     fn durable_waits_for_every_sink_and_every_worker() {
         let mut p = WriteProgress::new(2, 0);
         p.sent_batch();
-        p.frontier(0, Some(100));
+        p.frontier(0, Some(100), Some(100));
         assert_eq!(p.durable(&[1, 1]), 0, "worker 1 has not reported");
-        p.frontier(1, Some(50));
+        p.frontier(1, Some(50), Some(50));
         p.sent_batch();
-        p.frontier(1, Some(200));
+        p.frontier(1, Some(200), Some(200));
         assert_eq!(p.durable(&[2, 1]), 50);
         assert_eq!(p.durable(&[2, 2]), 100);
         // The end of input is no progress in event time.
-        p.frontier(0, None);
-        p.frontier(1, None);
+        p.frontier(0, None, None);
+        p.frontier(1, None, None);
         assert_eq!(p.durable(&[2, 2]), 100);
+    }
+
+    #[test]
+    fn the_journeys_frontier_is_the_least_over_the_workers_and_apart_from_the_portfolio() {
+        let mut p = WriteProgress::new(2, 0);
+        p.frontier(0, Some(100), Some(500));
+        assert_eq!(
+            p.journeys_emitted_before(),
+            None,
+            "worker 1 has not reported"
+        );
+        p.frontier(1, Some(100), Some(400));
+        assert_eq!(p.emitted_before(), Some(100));
+        assert_eq!(p.journeys_emitted_before(), Some(400));
+        // Done: no bound on either, and the last ones stand.
+        p.frontier(1, None, None);
+        assert_eq!(p.journeys_emitted_before(), Some(400));
     }
 }
