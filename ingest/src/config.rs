@@ -205,6 +205,11 @@ pub struct MqttConfig {
     pub inflight: u16,
     /// Messages buffered between the network task and decoding.
     pub queue: usize,
+    /// Payload bytes taken from the broker and not yet handed to the
+    /// engine (queued, decoded, on their way to the WAL), over every
+    /// connection and lane: the sources stop reading beyond it. Decoded,
+    /// a batch takes about twice its payload.
+    pub queue_bytes: usize,
     /// Largest MQTT packet the client takes from the broker (remaining
     /// length: topic, packet id and payload), bytes. Must be at least the
     /// broker's `message_size_limit` plus
@@ -320,6 +325,9 @@ fn default_inflight() -> u16 {
 fn default_queue() -> usize {
     4096
 }
+fn default_queue_bytes() -> usize {
+    64 << 20
+}
 fn default_max_packet_bytes() -> usize {
     crate::source::mqtt::MQTT_MAX_PACKET_BYTES
 }
@@ -371,6 +379,7 @@ impl Default for MqttConfig {
             keep_alive: default_keep_alive(),
             inflight: default_inflight(),
             queue: default_queue(),
+            queue_bytes: default_queue_bytes(),
             max_packet_bytes: default_max_packet_bytes(),
             connections: default_connections(),
         }

@@ -90,6 +90,9 @@ struct Group {
     /// Admission's watermark after the group: the engine may advance to it
     /// once the group is in.
     watermark: EventTime,
+    /// Its messages' shares of the byte budget, given back (dropped) once
+    /// the group is handed to the engine.
+    budget: Vec<tokio::sync::OwnedSemaphorePermit>,
 }
 
 type Pending =
@@ -235,8 +238,10 @@ impl Lane {
             records: Arc::new([]),
             newest: 0,
             watermark: 0,
+            budget: Vec::with_capacity(received.len()),
         };
-        for message in received.drain(..) {
+        for mut message in received.drain(..) {
+            group.budget.extend(message.budget.take());
             let admitted = if self.corrections.is_some() {
                 (self.admission).admit_or_correct(&message.topic, &message.payload, received_ms)
             } else {
@@ -470,7 +475,7 @@ pub fn spawn(
 ) -> Intake {
     let queue = mqtt.queue.max(1);
     let (senders, receivers): (Vec<_>, Vec<_>) = lanes.iter().map(|_| mpsc::channel(queue)).unzip();
-    let router = Router::new(senders, workers);
+    let router = Router::new(senders, workers, mqtt.queue_bytes);
     let connections = mqtt.connections.max(1);
     if connections > 1 {
         tracing::warn!(

@@ -24,7 +24,7 @@ use crate::metrics::{IngestMetrics, OversizedPacket};
 use crate::source::takeover::{Change, Takeovers};
 
 /// A message as received: topic and payload.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Message {
     /// Topic it was published on.
     pub topic: String,
@@ -33,6 +33,10 @@ pub struct Message {
     /// With manual acknowledgement: what to hand back once the message is
     /// durable.
     pub ack: Option<AckToken>,
+    /// Its share of the intake's byte budget (`mqtt.queue_bytes`), taken
+    /// when it is routed to its lane and given back once its group is
+    /// handed to the engine.
+    pub budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Acknowledges one QoS1 message once it comes back to its connection's
@@ -306,6 +310,7 @@ pub async fn run(
                     topic: publish.topic,
                     payload: publish.payload,
                     ack,
+                    budget: None,
                 };
                 tokio::select! {
                     _ = shutdown.cancelled() => break,

@@ -6,6 +6,7 @@
 mod support;
 
 mod alerts;
+mod budget;
 mod disk;
 mod identity;
 mod onboarding;

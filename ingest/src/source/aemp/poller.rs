@@ -307,6 +307,7 @@ impl Poller {
                 topic: topic.clone(),
                 payload: batch.encode_to_vec().into(),
                 ack,
+                budget: None,
             };
             tokio::select! {
                 _ = stop.cancelled() => return Err(Interrupted::Stopped),
