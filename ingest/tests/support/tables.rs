@@ -99,7 +99,12 @@ pub fn rows(path: &Path, table: &str) -> (BTreeMap<String, Vec<(String, String)>
                 continue;
             }
             let text = match value {
-                rusqlite::types::Value::Real(x) => format!("{x:.6}"),
+                // The sign of a value that rounds to zero is the order a
+                // sum was taken in (restated: 2.6e-11 against -5.6e-16).
+                rusqlite::types::Value::Real(x) => match format!("{x:.6}") {
+                    zero if zero == "-0.000000" => "0.000000".to_string(),
+                    text => text,
+                },
                 other => format!("{other:?}"),
             };
             fields.push((name.clone(), text));
