@@ -195,6 +195,9 @@ pub struct IngestMetrics {
     pub messages_received: AtomicU64,
     /// Payload bytes taken from the broker.
     pub bytes_received: AtomicU64,
+    /// Payload bytes on their way from the sources to the engine (their
+    /// shares of `mqtt.queue_bytes`, in whole KiB).
+    pub intake_bytes: Arc<AtomicU64>,
     /// Messages replayed from the WAL at start.
     pub messages_replayed: AtomicU64,
     /// Messages that passed every check and went to the engine.

@@ -92,7 +92,7 @@ struct Group {
     watermark: EventTime,
     /// Its messages' shares of the byte budget, given back (dropped) once
     /// the group is handed to the engine.
-    budget: Vec<tokio::sync::OwnedSemaphorePermit>,
+    budget: Vec<super::route::Share>,
 }
 
 type Pending =
@@ -475,7 +475,8 @@ pub fn spawn(
 ) -> Intake {
     let queue = mqtt.queue.max(1);
     let (senders, receivers): (Vec<_>, Vec<_>) = lanes.iter().map(|_| mpsc::channel(queue)).unzip();
-    let router = Router::new(senders, workers, mqtt.queue_bytes);
+    let held = parts.metrics.intake_bytes.clone();
+    let router = Router::new(senders, workers, mqtt.queue_bytes, held);
     let connections = mqtt.connections.max(1);
     if connections > 1 {
         tracing::warn!(

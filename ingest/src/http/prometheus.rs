@@ -19,6 +19,10 @@ pub const BYTES_RECEIVED: Family = Family::counter(
     "fleetpulse_bytes_received_total",
     "Payload bytes taken from the broker.",
 );
+pub const INTAKE_BYTES: Family = Family::gauge(
+    "fleetpulse_intake_queue_bytes",
+    "Payload bytes received and not yet handed to the engine (at most mqtt.queue_bytes).",
+);
 pub const MESSAGES_REPLAYED: Family = Family::counter(
     "fleetpulse_messages_replayed_total",
     "Messages replayed from the write-ahead log at start.",
@@ -174,6 +178,8 @@ pub struct Snapshot {
     pub received: u64,
     /// Payload bytes taken from the broker.
     pub bytes: u64,
+    /// Payload bytes on their way to the engine.
+    pub intake_bytes: u64,
     /// Messages accepted.
     pub accepted: u64,
     /// Messages replayed from the WAL.
@@ -253,6 +259,7 @@ pub fn render(s: &Snapshot) -> String {
 
     metric(MESSAGES_RECEIVED, &one(s.received));
     metric(BYTES_RECEIVED, &one(s.bytes));
+    metric(INTAKE_BYTES, &one(s.intake_bytes));
     let decoded = s.accepted
         + s.rejected
             .iter()
