@@ -800,11 +800,7 @@ impl TwoCustomers {
     }
 
     fn metric(&self, name: &str) -> u64 {
-        let url = format!("http://127.0.0.1:{}/metrics", self.http);
-        let body = support::servers::http_get(&url).unwrap().text();
-        (body.lines())
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
-            .unwrap_or(0.0) as u64
+        support::service::metric(&support::service::metrics(self.http), name)
     }
 
     /// Waits up to `within` seconds for metric `name` to reach `least`.
@@ -874,6 +870,10 @@ async fn a_restatement_of_the_last_closed_day_does_not_wait_for_the_portfolio() 
     let days = 12;
     run.backfill(midnight - (days + 3) * DAY_MS, days);
     run.wait_for("fleetpulse_restatements_total", 1, 60).await;
+    // Counted as handed to the store: read the store once it wrote them.
+    let handed = run.metric("fleetpulse_records_emitted_total")
+        + run.metric("fleetpulse_records_restated_total");
+    (run.wait_for("fleetpulse_sink_records_written_total", handed, 30)).await;
 
     // `acme`'s rows of the closed days, by key, revisions aside.
     let db = run.dir.path().join("kpi.sqlite");
