@@ -445,14 +445,12 @@ fn run_worker(
                     move |(journeys, journeys_frontier), (portfolio, portfolio_frontier), _out| {
                         // A closed receiver means the host is shutting down;
                         // the results have nowhere to go.
-                        journeys.for_each(|_time, data| {
+                        let send = |_time, data: &mut Vec<Output>| {
                             let _ =
                                 events.blocking_send(EngineEvent::Records(std::mem::take(data)));
-                        });
-                        portfolio.for_each(|_time, data| {
-                            let _ =
-                                events.blocking_send(EngineEvent::Records(std::mem::take(data)));
-                        });
+                        };
+                        journeys.for_each(send);
+                        portfolio.for_each(send);
                         let journeys = journeys_frontier.frontier().iter().next().copied();
                         let portfolio = portfolio_frontier.frontier().iter().next().copied();
                         let frontier = match (journeys, portfolio) {

@@ -195,9 +195,10 @@ pub struct IngestMetrics {
     pub messages_received: AtomicU64,
     /// Payload bytes taken from the broker.
     pub bytes_received: AtomicU64,
-    /// Payload bytes on their way from the sources to the engine (their
-    /// shares of `mqtt.queue_bytes`, in whole KiB).
-    pub intake_bytes: Arc<AtomicU64>,
+    /// The budget of payload bytes on their way from the sources to the
+    /// engine (`mqtt.queue_bytes`) of the intake running now (a start in
+    /// place starts another).
+    pub intake_budget: std::sync::Mutex<Option<Arc<crate::delivery::route::Budget>>>,
     /// Messages replayed from the WAL at start.
     pub messages_replayed: AtomicU64,
     /// Messages that passed every check and went to the engine.
@@ -297,6 +298,12 @@ impl fmt::Debug for ProbeSlot {
 }
 
 impl IngestMetrics {
+    /// Payload bytes the running intake holds (see [`Self::intake_budget`]).
+    pub fn intake_bytes(&self) -> u64 {
+        let budget = self.intake_budget.lock().unwrap_or_else(|e| e.into_inner());
+        budget.as_ref().map_or(0, |b| b.held())
+    }
+
     /// Messages refused for `reason`.
     pub fn rejected(&self, reason: RejectReason) -> u64 {
         self.rejected.get(reason)

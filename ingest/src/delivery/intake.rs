@@ -92,7 +92,7 @@ struct Group {
     watermark: EventTime,
     /// Its messages' shares of the byte budget, given back (dropped) once
     /// the group is handed to the engine.
-    budget: Vec<super::route::Share>,
+    budget: Vec<tokio::sync::OwnedSemaphorePermit>,
 }
 
 type Pending =
@@ -475,8 +475,9 @@ pub fn spawn(
 ) -> Intake {
     let queue = mqtt.queue.max(1);
     let (senders, receivers): (Vec<_>, Vec<_>) = lanes.iter().map(|_| mpsc::channel(queue)).unzip();
-    let held = parts.metrics.intake_bytes.clone();
-    let router = Router::new(senders, workers, mqtt.queue_bytes, held);
+    let budget = Arc::new(super::route::Budget::new(mqtt.queue_bytes));
+    *(parts.metrics.intake_budget.lock()).unwrap_or_else(|e| e.into_inner()) = Some(budget.clone());
+    let router = Router::new(senders, workers, budget);
     let connections = mqtt.connections.max(1);
     if connections > 1 {
         tracing::warn!(

@@ -77,19 +77,14 @@ impl WriteProgress {
     /// The least output frontier over the workers, once each reported:
     /// every window ending before it has been handed out.
     pub fn emitted_before(&self) -> Option<EventTime> {
-        self.frontiers
-            .iter()
-            .copied()
-            .collect::<Option<Vec<_>>>()
-            .and_then(|f| f.into_iter().min())
+        least(&self.frontiers)
     }
 
     /// [`Self::emitted_before`] for the windows and journey records alone:
     /// the portfolio's frontier waits for every customer's local day of a
     /// date (up to 38 h behind the windows).
     pub fn journeys_emitted_before(&self) -> Option<EventTime> {
-        let each = self.journeys.iter().copied().collect::<Option<Vec<_>>>();
-        each.and_then(|f| f.into_iter().min())
+        least(&self.journeys)
     }
 
     /// Windows ending before the returned time are in every sink, given how
@@ -105,6 +100,13 @@ impl WriteProgress {
         }
         self.durable
     }
+}
+
+/// The least of the workers' frontiers, once each reported.
+fn least(frontiers: &[Option<EventTime>]) -> Option<EventTime> {
+    frontiers
+        .iter()
+        .try_fold(EventTime::MAX, |least, f| Some(least.min((*f)?)))
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 //! arrived on, so its sequence window and watermark live in one place.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use fleetpulse_proto::TopicIds;
 use tokio::sync::{Semaphore, mpsc};
@@ -20,32 +19,42 @@ pub fn lane(topic: &str, workers: usize, lanes: usize) -> usize {
     }
 }
 
+/// Payload bytes allowed on their way from the sources to the engine
+/// (`mqtt.queue_bytes`), in KiB: the lanes' queues and groups count
+/// messages, and a message may be 4,000 times the size of another.
+#[derive(Debug)]
+pub struct Budget {
+    permits: Arc<Semaphore>,
+    kib: u32,
+}
+
+impl Budget {
+    /// A budget of `bytes` (at least 1 KiB).
+    pub fn new(bytes: usize) -> Self {
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        Self {
+            permits: Arc::new(Semaphore::new(kib as usize)),
+            kib,
+        }
+    }
+
+    /// Bytes held now (`/metrics`), in whole KiB per message.
+    pub fn held(&self) -> u64 {
+        let free = self.permits.available_permits() as u64;
+        u64::from(self.kib).saturating_sub(free) * 1024
+    }
+}
+
 /// Hands messages to the lanes, within a budget of payload bytes.
 #[derive(Debug, Clone)]
 pub struct Router {
     lanes: Vec<mpsc::Sender<Message>>,
     workers: usize,
-    /// Payload KiB the lanes may hold, from the socket until a message's
-    /// group is handed to the engine: the lanes' queues and groups count
-    /// messages, and a message may be 4,000 times the size of another.
-    budget: Arc<Semaphore>,
-    budget_kib: u32,
-    /// Bytes of the budget held (`/metrics`).
-    held: Arc<AtomicU64>,
-}
-
-/// A message's share of the byte budget, given back when dropped.
-#[derive(Debug)]
-pub struct Share {
-    _permit: tokio::sync::OwnedSemaphorePermit,
-    bytes: u64,
-    held: Arc<AtomicU64>,
-}
-
-impl Drop for Share {
-    fn drop(&mut self) {
-        self.held.fetch_sub(self.bytes, Relaxed);
-    }
+    /// Held from the socket until a message's group is handed to the
+    /// engine.
+    budget: Arc<Budget>,
 }
 
 /// Every lane has stopped.
@@ -54,23 +63,12 @@ pub struct Closed;
 
 impl Router {
     /// Routes to `lanes` (lane `k` owns the engine workers `w % lanes == k`
-    /// of `workers`), holding at most `budget_bytes` of payload in them
-    /// (`held`: how many now).
-    pub fn new(
-        lanes: Vec<mpsc::Sender<Message>>,
-        workers: usize,
-        budget_bytes: usize,
-        held: Arc<AtomicU64>,
-    ) -> Self {
-        let budget_kib = u32::try_from(budget_bytes.div_ceil(1024))
-            .unwrap_or(u32::MAX)
-            .max(1);
+    /// of `workers`), holding at most `budget` of payload in them.
+    pub fn new(lanes: Vec<mpsc::Sender<Message>>, workers: usize, budget: Arc<Budget>) -> Self {
         Self {
             lanes,
             workers,
-            budget: Arc::new(Semaphore::new(budget_kib as usize)),
-            budget_kib,
-            held,
+            budget,
         }
     }
 
@@ -90,15 +88,9 @@ impl Router {
         };
         let kib = u32::try_from(message.payload.len().div_ceil(1024))
             .unwrap_or(u32::MAX)
-            .clamp(1, self.budget_kib);
-        let permit = (self.budget.clone().acquire_many_owned(kib).await).map_err(|_| Closed)?;
-        let bytes = u64::from(kib) * 1024;
-        self.held.fetch_add(bytes, Relaxed);
-        message.budget = Some(Share {
-            _permit: permit,
-            bytes,
-            held: self.held.clone(),
-        });
+            .clamp(1, self.budget.kib);
+        let permits = self.budget.permits.clone();
+        message.budget = Some(permits.acquire_many_owned(kib).await.map_err(|_| Closed)?);
         self.lanes[lane].send(message).await.map_err(|_| Closed)
     }
 }
@@ -110,7 +102,7 @@ mod tests {
     #[test]
     fn a_device_always_reaches_the_lane_of_its_engine_workers() {
         let lanes: Vec<_> = (0..2).map(|_| mpsc::channel(1).0).collect();
-        let router = Router::new(lanes, 4, 1 << 20, Default::default());
+        let router = Router::new(lanes, 4, Arc::new(Budget::new(1 << 20)));
         let mut seen = [0usize; 2];
         for d in 0..200 {
             let device = format!("exc-{d}");
@@ -141,12 +133,12 @@ mod tests {
     #[tokio::test]
     async fn a_message_waits_for_its_share_and_one_above_the_budget_for_all_of_it() {
         let (tx, mut rx) = mpsc::channel(16);
-        let held = Arc::new(AtomicU64::new(0));
-        let router = Router::new(vec![tx], 1, 4096, held.clone());
+        let budget = Arc::new(Budget::new(4096));
+        let router = Router::new(vec![tx], 1, budget.clone());
         let waits = std::time::Duration::from_millis(50);
         router.send(message(3000)).await.unwrap();
         let first = rx.recv().await.unwrap();
-        assert_eq!(held.load(Relaxed), 3 * 1024);
+        assert_eq!(budget.held(), 3 * 1024);
         // 3 KiB held, 2 more do not fit: until the first's share is back.
         let second = router.send(message(2000));
         tokio::pin!(second);
@@ -165,6 +157,6 @@ mod tests {
         drop(big);
         router.send(message(1)).await.unwrap();
         assert_eq!(rx.recv().await.unwrap().payload.len(), 1);
-        assert_eq!(held.load(Relaxed), 0);
+        assert_eq!(budget.held(), 0);
     }
 }

@@ -370,7 +370,7 @@ impl Hub {
         if let Some(m) = &service.metrics {
             s.received = m.received();
             s.bytes = m.bytes_received.load(Relaxed);
-            s.intake_bytes = m.intake_bytes.load(Relaxed);
+            s.intake_bytes = m.intake_bytes();
             s.accepted = m.messages_accepted.load(Relaxed);
             s.replayed = m.messages_replayed.load(Relaxed);
             s.samples = m.samples_accepted.load(Relaxed);

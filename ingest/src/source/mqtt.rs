@@ -36,7 +36,7 @@ pub struct Message {
     /// Its share of the intake's byte budget (`mqtt.queue_bytes`), taken
     /// when it is routed to its lane and given back once its group is
     /// handed to the engine.
-    pub budget: Option<crate::delivery::route::Share>,
+    pub budget: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Acknowledges one QoS1 message once it comes back to its connection's

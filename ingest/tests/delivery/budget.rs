@@ -109,8 +109,11 @@ async fn full_batches_above_the_byte_budget_are_taken_in_one_at_a_time() {
     assert!(most <= 2, "{most} messages held at once");
     assert_eq!(service.metrics.rejected_total(), 0);
     // Every share given back, once the last group is handed over.
-    let held = service.metrics.intake_bytes.clone();
-    crate::support::poll::wait_for("every share given back", move || held.load(Relaxed) == 0).await;
+    let metrics = service.metrics.clone();
+    crate::support::poll::wait_for("every share given back", move || {
+        metrics.intake_bytes() == 0
+    })
+    .await;
     assert_eq!(
         service.metrics.samples_accepted.load(Relaxed),
         n * SAMPLES as u64
