@@ -1133,8 +1133,8 @@ impl Archive {
     }
 
     /// A pass over `pending` was written to every store: the row is marked
-    /// (first or final pass), unless late data arrived since (another
-    /// generation). The windows ending by `covered` hold every late batch of
+    /// (first or final pass; a `part` of a longer one marks nothing),
+    /// unless late data arrived since (another generation). The windows ending by `covered` hold every late batch of
     /// that generation, so the row owes only the windows after them and
     /// those of later arrivals: its `from` moves up to the earlier of the
     /// two. Without this a customer whose late data never pauses long
@@ -1147,20 +1147,28 @@ impl Archive {
         pending: &Pending,
         last: bool,
         covered: EventTime,
+        part: bool,
     ) -> Result<(), ArchiveError> {
         let path = self.dir.join("state.sqlite");
-        let state = if last {
-            "UPDATE pending SET first_pass_done = 2 WHERE customer = ?1 AND generation = ?2"
+        let state = if part {
+            // A part of a longer pass: the pass goes on from `covered`.
+            None
+        } else if last {
+            Some("UPDATE pending SET first_pass_done = 2 WHERE customer = ?1 AND generation = ?2")
         } else {
-            "UPDATE pending SET first_pass_done = 1 WHERE customer = ?1 AND generation = ?2 \
-             AND first_pass_done < 1"
+            Some(
+                "UPDATE pending SET first_pass_done = 1 WHERE customer = ?1 AND generation = ?2 \
+                 AND first_pass_done < 1",
+            )
         };
         let owed = self.owed_after(&pending.customer, pending.generation, covered)?;
         let (customer, generation) = (&*pending.customer, pending.generation as i64);
         let owed = owed.min(i64::MAX as u64) as i64;
         let tx = self.state.transaction().map_err(|e| fail(&path, e))?;
-        tx.execute(state, params![customer, generation])
-            .map_err(|e| fail(&path, e))?;
+        if let Some(state) = state {
+            tx.execute(state, params![customer, generation])
+                .map_err(|e| fail(&path, e))?;
+        }
         tx.execute(
             "UPDATE pending SET from_ms = MAX(from_ms, ?3) WHERE customer = ?1 AND generation >= ?2",
             params![customer, generation, owed],
@@ -2283,24 +2291,24 @@ mod tests {
         assert_eq!(first.devices, devices);
         assert!(first.restates("d1", 501) && !first.restates("d1", 500));
         assert!(first.restates("d2", 400) && !first.restates("d3", 1_000));
-        archive.passed(&first, false, 0).unwrap();
+        archive.passed(&first, false, 0, false).unwrap();
         assert!(archive.pending().unwrap()[0].first_pass_done);
         // Late data after the pass read the row: the final pass keeps it.
         archive.note_late("a", &[("d3", 400..=400)], 950).unwrap();
-        archive.passed(&first, true, 0).unwrap();
+        archive.passed(&first, true, 0, false).unwrap();
         let [again] = archive.pending().unwrap().try_into().unwrap();
         assert_eq!(
             (again.from, again.due, again.first_pass_done),
             (300, 950, false)
         );
-        archive.passed(&again, true, 0).unwrap();
+        archive.passed(&again, true, 0, false).unwrap();
         // Kept until the checkpoint passes its windows.
         assert!(archive.pending().unwrap()[0].final_done);
         assert_eq!(archive.forget(950).unwrap(), 0);
         archive.restarted(0).unwrap();
         let [reset] = archive.pending().unwrap().try_into().unwrap();
         assert!(!reset.first_pass_done && !reset.final_done);
-        archive.passed(&reset, true, 0).unwrap();
+        archive.passed(&reset, true, 0, false).unwrap();
         assert_eq!(archive.forget(951).unwrap(), 1);
         assert!(archive.pending().unwrap().is_empty());
         // A new episode starts with only its own devices.
@@ -2309,7 +2317,7 @@ mod tests {
             .unwrap();
         let [next] = archive.pending().unwrap().try_into().unwrap();
         assert_eq!(next.devices.keys().collect::<Vec<_>>(), [&Id::from("d4")]);
-        archive.passed(&next, true, 0).unwrap();
+        archive.passed(&next, true, 0, false).unwrap();
         archive.forget(3_001).unwrap();
         assert_eq!(archive.next_revision("a").unwrap(), 1);
         drop(archive);
@@ -2317,13 +2325,33 @@ mod tests {
         assert_eq!(archive.next_revision("a").unwrap(), 2);
     }
     #[test]
+    fn a_part_of_a_pass_moves_its_row_on_and_marks_no_pass_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut archive = Archive::open(dir.path()).unwrap();
+        archive.note_late("a", &[("d1", 100..=900)], 5_000).unwrap();
+        let row = archive.pending().unwrap().remove(0);
+        archive.passed(&row, false, 400, true).unwrap();
+        let after = archive.pending().unwrap().remove(0);
+        assert_eq!((after.from, after.first_pass_done), (400, false));
+        // The final pass's parts: the row stays due for the rest.
+        archive.passed(&after, false, 700, false).unwrap();
+        let first = archive.pending().unwrap().remove(0);
+        assert!(first.first_pass_done && !first.final_done);
+        archive.passed(&first, true, 800, true).unwrap();
+        let part = archive.pending().unwrap().remove(0);
+        assert_eq!((part.from, part.final_done), (800, false));
+        archive.passed(&part, true, 1_000, false).unwrap();
+        assert!(archive.pending().unwrap()[0].final_done);
+    }
+
+    #[test]
     fn a_pass_moves_its_row_up_to_what_it_covered_but_never_past_later_arrivals() {
         let dir = tempfile::tempdir().unwrap();
         let mut archive = Archive::open(dir.path()).unwrap();
         let from = |archive: &Archive| archive.pending().unwrap()[0].from;
         archive.note_late("a", &[("d1", 100..=100)], 5_000).unwrap();
         let first = archive.pending().unwrap().remove(0);
-        archive.passed(&first, false, 1_000).unwrap();
+        archive.passed(&first, false, 1_000, false).unwrap();
         // The windows through 1,000 hold the late batch: only later ones
         // are owed (the final pass's).
         assert_eq!(from(&archive), 1_000);
@@ -2347,20 +2375,20 @@ mod tests {
             Some(2_500)
         );
         // p1 read neither d3's batch nor d4's: the row owes from d3's.
-        archive.passed(&p1, false, 2_000).unwrap();
+        archive.passed(&p1, false, 2_000, false).unwrap();
         assert_eq!(from(&archive), 450);
         // p2 read d3's, not d4's, and covered up to 3,000.
-        archive.passed(&p2, false, 3_000).unwrap();
+        archive.passed(&p2, false, 3_000, false).unwrap();
         assert_eq!(from(&archive), 2_500);
         assert!(!archive.pending().unwrap()[0].first_pass_done);
 
         // A pass that is dropped (never passed) moves nothing; the one
         // after it reads everything and covers it all.
         let p3 = archive.pending().unwrap().remove(0);
-        archive.passed(&p3, false, 9_000).unwrap();
+        archive.passed(&p3, false, 9_000, false).unwrap();
         assert_eq!(from(&archive), 9_000);
         // A pass that covered less than the row owes does not move it back.
-        archive.passed(&p3, true, 4_000).unwrap();
+        archive.passed(&p3, true, 4_000, false).unwrap();
         assert_eq!(from(&archive), 9_000);
 
         // A restart replays the windows from the checkpoint without the
@@ -2377,18 +2405,18 @@ mod tests {
         archive
             .note_late("a", &[("d5", 8_000..=8_000)], 30_000)
             .unwrap();
-        archive.passed(&row, true, 10_000).unwrap();
+        archive.passed(&row, true, 10_000, false).unwrap();
         assert_eq!(from(&archive), 8_000);
         // Forgotten with its arrivals; a new episode starts clean.
         let row = archive.pending().unwrap().remove(0);
-        archive.passed(&row, true, 40_000).unwrap();
+        archive.passed(&row, true, 40_000, false).unwrap();
         assert_eq!(archive.forget(30_001).unwrap(), 1);
         archive
             .note_late("a", &[("d6", 50_000..=50_000)], 60_000)
             .unwrap();
         let row = archive.pending().unwrap().remove(0);
         assert_eq!(row.from, 50_000);
-        archive.passed(&row, false, 55_000).unwrap();
+        archive.passed(&row, false, 55_000, false).unwrap();
         assert_eq!(from(&archive), 55_000);
     }
 
@@ -2407,7 +2435,7 @@ mod tests {
                 .unwrap();
         }
         let stale = archive.pending().unwrap().remove(0);
-        archive.passed(&stale, true, 2_000).unwrap();
+        archive.passed(&stale, true, 2_000, false).unwrap();
         assert_eq!(archive.forget(1_001).unwrap(), 1);
         // The same customer late again, as often as before.
         for at in 0..5 {
@@ -2422,7 +2450,7 @@ mod tests {
             Some(5_000)
         );
         // The old pass's confirmation arrives late (again).
-        archive.passed(&stale, true, 8_000).unwrap();
+        archive.passed(&stale, true, 8_000, false).unwrap();
         let [after] = archive.pending().unwrap().try_into().unwrap();
         assert_eq!(after.from, 5_000, "the new row's late data is still owed");
         assert!(!after.first_pass_done && !after.final_done);
@@ -2431,7 +2459,7 @@ mod tests {
             Some(5_000)
         );
         // Its own pass moves it, and a reopened file counts on from there.
-        archive.passed(&after, false, 6_000).unwrap();
+        archive.passed(&after, false, 6_000, false).unwrap();
         assert_eq!(archive.pending().unwrap()[0].from, 6_000);
         drop(archive);
         let mut archive = Archive::open(dir.path()).unwrap();

@@ -50,6 +50,8 @@ use crate::metrics::IngestMetrics;
 /// Slack for a customer's local day around the UTC day (time zones).
 const ZONE_SLACK_MS: u64 = 14 * 3_600_000;
 
+const DAY_MS: u64 = 86_400_000;
+
 /// Restated records on their way to the stores, with the passes they
 /// complete (confirmed to the archive once every store wrote them).
 #[derive(Debug)]
@@ -72,6 +74,9 @@ pub enum Pass {
         /// The windows ending by this are restated (known once the journey
         /// is folded again).
         covered: EventTime,
+        /// A part of a longer pass ([`part_end`]): the pass goes on from
+        /// `covered`, and whether the first pass ran is not changed.
+        part: bool,
     },
     /// A journey folded again from its kept inputs.
     Recompute(Recompute),
@@ -577,7 +582,8 @@ fn run(
                                         pending,
                                         last,
                                         covered,
-                                    } => archive.passed(pending, *last, *covered),
+                                        part,
+                                    } => archive.passed(pending, *last, *covered, *part),
                                     Pass::Recompute(r) => archive.recomputed(r),
                                     Pass::Portfolio(dates) => archive.portfolio_written(dates),
                                 };
@@ -894,6 +900,29 @@ const QUIET: std::time::Duration = std::time::Duration::from_secs(2);
 /// ... or came for this long.
 const MOST_DELAY: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Device-days of windows a pass restates at once at most. A longer pass
+/// (a backfill of months, a late episode of a large fleet) goes in parts
+/// of whole UTC days, each handed to the stores and written before the
+/// next is read: a pass holds a part's windows (about 40 KB a device-day
+/// with hourly windows), not those of the whole history.
+const PART_DEVICE_DAYS: u64 = 2_048;
+
+/// Days of a part at most, however few the devices.
+const PART_MOST_DAYS: u64 = 31;
+
+/// Where the part of `pending`'s pass that starts now ends, when the pass
+/// is longer than one part (it restates windows ending by `through`): at
+/// a UTC midnight after its earliest reading owed. The journey of a part
+/// is folded over its days; the last part's, by the live operator.
+fn part_end(pending: &Pending, through: EventTime) -> Option<EventTime> {
+    let devices = pending.devices.len().max(1) as u64;
+    let days = (PART_DEVICE_DAYS / devices).clamp(1, PART_MOST_DAYS);
+    let end = (pending.from / DAY_MS)
+        .saturating_add(days)
+        .saturating_mul(DAY_MS);
+    (end < through).then_some(end)
+}
+
 /// A pass whose journey the live operator folds again.
 struct Asked {
     pass: Pass,
@@ -945,13 +974,17 @@ fn passes(
             }
             state.arrivals.remove(&pending.customer);
         }
-        let (inputs, base) = read_pass(archive, settings, &pending, (through, bound), state)?;
+        // A long pass goes in parts, each written before the next is read.
+        let part = (!flush).then(|| part_end(&pending, through)).flatten();
+        let limits = part.map_or((through, bound), |end| (end, end));
+        let (inputs, base) = read_pass(archive, settings, &pending, limits, part, state)?;
         let pass = Started {
             pending,
-            last,
-            limits: (through, bound),
+            last: last && part.is_none(),
+            limits,
             floor: inputs.restatement.from,
             base,
+            part,
         };
         if flush {
             // At the stop: no lane waits any more.
@@ -982,6 +1015,7 @@ fn go_on(
         limits: (through, bound),
         floor,
         base,
+        part,
     } = pass;
     let engine = &settings.engine;
     let day = engine.day_window().map(|d| d.name.clone());
@@ -1012,18 +1046,25 @@ fn go_on(
             pending,
             last,
             covered: through,
+            part: part.is_some(),
         };
         state.ready(records, pass);
         return Ok(());
     };
-    if flush {
-        let until = archive.journey_at(&pending.customer, EventTime::MAX)?;
-        let until = until.and_then(|s| s.last_day_end);
+    if flush || part.is_some() {
+        // At the stop, up to the live journey's last closed day; a part,
+        // over its own days only: the live journey takes in the last part's.
+        let until = match part {
+            Some(_) => None,
+            None => (archive.journey_at(&pending.customer, EventTime::MAX)?)
+                .and_then(|s| s.last_day_end),
+        };
         let refolded = refold(engine, spec, base, folded, until);
+        let covered = part.unwrap_or(EventTime::MAX);
         let answer = JourneyAnswer::Adopted {
             outputs: refolded.outputs,
             days: refolded.days,
-            observed: EventTime::MAX,
+            observed: covered,
         };
         if let Some(records) = complete(
             engine,
@@ -1037,7 +1078,8 @@ fn go_on(
             let pass = Pass::Late {
                 pending,
                 last,
-                covered: EventTime::MAX,
+                covered,
+                part: part.is_some(),
             };
             state.ready(records, pass);
         }
@@ -1057,6 +1099,7 @@ fn go_on(
             pending,
             last,
             covered: 0,
+            part: false,
         },
         floor,
         records,
@@ -1250,6 +1293,7 @@ fn read_pass(
     settings: &Settings,
     pending: &Pending,
     (through, bound): (EventTime, EventTime),
+    part: Option<EventTime>,
     state: &Passes,
 ) -> Result<(PassInputs, Option<JourneyState>), ArchiveError> {
     // Up to `bound`: the live journey may have taken in windows the fan-out
@@ -1267,14 +1311,16 @@ fn read_pass(
     // engine emitted): the journey may fold those after the late data's
     // changes as kept (not after a failed write). Not for a journey with
     // no day closed before the floor (a backfill: its open day is the
-    // restatement's).
+    // restatement's). Not for a part either: its journey is folded here,
+    // over its own windows.
     let base = archive.journey_at(&pending.customer, restatement.from)?;
-    let kept_through = (!state.kept_gap && base.is_some()).then_some(through);
+    let kept_through = (!state.kept_gap && base.is_some() && part.is_none()).then_some(through);
     let inputs = PassInputs {
         restatement,
         late: pending.devices.clone(),
         reader: archive.reader(),
         kept_through,
+        part,
         days_read: state.days_read.clone(),
     };
     Ok((inputs, base))
@@ -1290,6 +1336,8 @@ struct PassInputs {
     late: HashMap<Id, RangeInclusive<EventTime>>,
     reader: archive::Reader,
     kept_through: Option<EventTime>,
+    /// A part's end: no day after it is read.
+    part: Option<EventTime>,
     days_read: Arc<AtomicU64>,
 }
 
@@ -1348,6 +1396,7 @@ impl PassInputs {
             late,
             mut reader,
             kept_through,
+            part,
             days_read,
         } = self;
         let (customer, floor) = (&restatement.customer, restatement.from);
@@ -1368,6 +1417,10 @@ impl PassInputs {
                 }
             }
             fold.add(batches);
+            if part.is_some_and(|end| given_before >= end) {
+                // Every reading of the part's windows is given.
+                return ControlFlow::Break(());
+            }
             // Every window the late data changed is whole now: those after
             // it are the archive's up to `kept_through`.
             changes_end = kept_through
@@ -1468,6 +1521,8 @@ struct Started {
     floor: EventTime,
     /// The journey's state at the floor (read once, by [`read_pass`]).
     base: Option<JourneyState>,
+    /// The end of the part this is of a longer pass ([`part_end`]).
+    part: Option<EventTime>,
 }
 
 /// A pass whose windows a thread of its own computes.
@@ -1581,6 +1636,33 @@ fn retractions(before: Vec<AlertRecord>, folded: &[Output], again: bool) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_pass_goes_in_parts_of_whole_days_that_shrink_with_the_devices() {
+        let day = DAY_MS;
+        let pending = |from: EventTime, devices: usize| Pending {
+            customer: "a".into(),
+            from,
+            due: 0,
+            first_pass_done: false,
+            final_done: false,
+            generation: 1,
+            devices: (0..devices)
+                .map(|d| (Id::from(format!("d{d}")), from..=from))
+                .collect(),
+        };
+        let from = 100 * day + 5 * 3_600_000;
+        // A few devices: a month a part, ending at a UTC midnight.
+        assert_eq!(part_end(&pending(from, 2), 200 * day), Some(131 * day));
+        // A fleet: fewer days, never less than one past the reading owed.
+        assert_eq!(part_end(&pending(from, 512), 200 * day), Some(104 * day));
+        assert_eq!(part_end(&pending(from, 50_000), 200 * day), Some(101 * day));
+        // A row of an earlier build names no device: as one.
+        assert_eq!(part_end(&pending(from, 0), 200 * day), Some(131 * day));
+        // What fits in one part is one pass.
+        assert_eq!(part_end(&pending(from, 2), 131 * day), None);
+        assert_eq!(part_end(&pending(from, 2), 102 * day), None);
+    }
 
     fn alert(rule: Rule, opened_at: EventTime, status: AlertStatus) -> AlertRecord {
         AlertRecord {
