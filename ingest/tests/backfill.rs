@@ -899,3 +899,78 @@ async fn a_restatement_of_the_last_closed_day_does_not_wait_for_the_portfolio() 
         assert_eq!(closed(table), before, "{table}: changed at the stop");
     }
 }
+
+/// A history of 200 days goes to the stores in parts of at most a month,
+/// each written before the next is read: a pass holds a part's windows,
+/// not the whole history's (BENCHMARKS.md, section 35). The service is
+/// killed (SIGKILL) once the store holds the first part and not the last;
+/// started again, it restates the rest without a stop, and the store
+/// equals, value by value, a run that took the same history without the
+/// kill. (Before, a backfilled customer adopted after such a restart got
+/// no health for its empty days up to the restart: the service took them
+/// for records written before its checkpoint.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_history_is_restated_in_parts_and_a_kill_between_them_loses_nothing() {
+    let hour = 3_600_000;
+    let now = jiff::Timestamp::now().as_millisecond();
+    let midnight = (now - 4 * hour).div_euclid(DAY_MS) * DAY_MS;
+    let days = 200;
+    let start = midnight - (days + 3) * DAY_MS;
+    // `acme`'s daily windows in the store.
+    let daily = |run: &TwoCustomers| -> i64 {
+        let db = rusqlite::Connection::open(run.dir.path().join("kpi.sqlite")).unwrap();
+        db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+        (db.query_row(
+            "SELECT count(*) FROM customer_kpi WHERE customer = 'acme' AND window = '1d'",
+            [],
+            |r| r.get(0),
+        ))
+        .unwrap_or(0)
+    };
+    let until_all_days = |run: &TwoCustomers| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while daily(run) < days {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {days} days\n{}",
+                daily(run),
+                run.service.log_tail()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+
+    let mut reference = TwoCustomers::start("parts-reference");
+    reference.live(midnight + 4 * hour);
+    reference.backfill(start, days);
+    until_all_days(&reference);
+    // A part a month at most: seven passes at least.
+    let parts = (days as u64).div_ceil(31);
+    let passes = reference.metric("fleetpulse_restatements_total");
+    assert!(passes >= parts, "{passes} passes");
+    reference.service.stop();
+
+    let mut run = TwoCustomers::start("parts-kill");
+    run.live(midnight + 4 * hour);
+    run.backfill(start, days);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while daily(&run) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            run.service.log_tail()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    run.service.kill();
+    let at_kill = daily(&run);
+    assert!(at_kill < days, "every part was written before the kill");
+    run.service.start_and_wait("connected to broker");
+    until_all_days(&run);
+    println!("{at_kill} of {days} days written at the kill");
+    run.service.stop();
+    assert_same_as_in_order(
+        &run.dir.path().join("kpi.sqlite"),
+        &reference.dir.path().join("kpi.sqlite"),
+    );
+}

@@ -311,9 +311,8 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                 }
                 let mine = |c: &Id| owner(c, peers) == index;
                 for (request, reply) in adoptions.take_where(mine) {
-                    let ambient = ambient.as_ref().map(|c| (c, latest_seen));
                     let customer = request.customer.clone();
-                    let answer = adopt(&mut tracked, &config, request, ambient);
+                    let answer = adopt(&mut tracked, &config, request, ambient.as_ref());
                     if let (JourneyAnswer::Adopted { .. }, Some(t)) =
                         (&answer, tracked.get_mut(&customer))
                     {
@@ -588,13 +587,12 @@ fn tracked_for<'a>(
 /// A customer with no telemetry taken in live (its history came as a
 /// backfill) is folded through every window the input's frontier has
 /// passed, its empty days closed as far as the live journeys' are
-/// (`ambient`: the capability at that frontier, and the newest record time
-/// seen), and tracked from then on.
+/// (`ambient`: the capability at that frontier), and tracked from then on.
 fn adopt(
     tracked: &mut HashMap<Id, Tracked>,
     config: &EngineConfig,
     request: JourneyRequest,
-    ambient: Option<(&Capability<EventTime>, EventTime)>,
+    ambient: Option<&Capability<EventTime>>,
 ) -> JourneyAnswer {
     let Some(t) = tracked_for(tracked, config, &request.customer) else {
         // Not in the customers file: no journey to restate.
@@ -659,10 +657,10 @@ fn adopt_backfilled(
     t: &mut Tracked,
     config: &EngineConfig,
     request: JourneyRequest,
-    ambient: Option<(&Capability<EventTime>, EventTime)>,
+    ambient: Option<&Capability<EventTime>>,
 ) -> JourneyAnswer {
     // The engine finished: the corrections thread folds it at its flush.
-    let (Some((cap, latest_seen)), Some(day)) = (ambient, config.day_window()) else {
+    let (Some(cap), Some(day)) = (ambient, config.day_window()) else {
         return JourneyAnswer::Behind;
     };
     // Every window ending before the frontier has been taken in.
@@ -673,10 +671,14 @@ fn adopt_backfilled(
     let records = (request.records.into_iter())
         .filter(|r| window_end(r).is_some_and(|end| end <= observed))
         .collect();
-    let until = observed.min(latest_seen);
     let spec = request.spec.unwrap_or_else(|| t.journey.spec().clone());
     let open_day = request.open_day;
-    let refolded = refold(config, spec, request.base, records, Some(until));
+    // Its empty days closed here, not by this operator as the frontier has
+    // passed them: those records go to the stores with the pass's, and
+    // after a restart the service would take the operator's for ones
+    // written before it (it suppresses records dated before its
+    // checkpoint) and write none.
+    let refolded = refold(config, spec, request.base, records, Some(observed));
     t.observed = observed;
     t.next_day = refolded.journey.last_day_end().map(|last| {
         let (start, end) = config.window_bounds(day, &refolded.journey.spec().id, last);
