@@ -913,6 +913,11 @@ impl Archive {
         Ok(found)
     }
 
+    /// The end of the latest UTC day the archive holds batches of.
+    pub fn newest_day_end(&self) -> Option<EventTime> {
+        self.days.last().map(|day| (day + 1) * DAY_MS)
+    }
+
     /// A reader of the day files as they are now, for a pass on another
     /// thread (see [`Reader`]).
     pub fn reader(&self) -> Reader {

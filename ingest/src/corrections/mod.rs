@@ -604,14 +604,22 @@ fn run(
                             state.asked.clear();
                             state.computing.clear();
                             let limits = (EventTime::MAX, EventTime::MAX);
-                            if let Err(e) =
-                                passes(&mut archive, &settings, limits, &mut state, true)
-                            {
-                                tracing::error!(error = %e, "restatement at shutdown failed");
-                            }
-                            // The fan-out takes them all while it waits.
-                            for pass in state.ready.drain(..) {
-                                if restated.blocking_send(pass).is_err() {
+                            // A pass (a part of a long one) at a time, each
+                            // taken by the fan-out (which writes them while it
+                            // waits) before the next is read: a pass starts
+                            // where those on their way end.
+                            loop {
+                                match passes(&mut archive, &settings, limits, &mut state, true) {
+                                    Ok(true) => {}
+                                    Ok(false) => break,
+                                    Err(e) => {
+                                        tracing::error!(error = %e, "restatement at shutdown failed");
+                                        break;
+                                    }
+                                }
+                                let taken = (state.ready.drain(..))
+                                    .all(|pass| restated.blocking_send(pass).is_ok());
+                                if !taken {
                                     break;
                                 }
                             }
@@ -817,6 +825,9 @@ struct Passes {
     /// Windows emitted since the start may be missing from those the
     /// archive kept for journeys (a write failed): no pass folds them.
     kept_gap: bool,
+    /// The customer whose late-data pass started last: the next start goes
+    /// to the customers after it first.
+    last_started: Option<Id>,
     /// Archive day files the passes read (`/metrics`).
     days_read: Arc<AtomicU64>,
 }
@@ -848,6 +859,11 @@ impl Passes {
             records: figures.into_iter().map(Output::Portfolio).collect(),
             passes: vec![pass],
         });
+    }
+
+    /// Late-data passes started and not yet written by every store.
+    fn in_flight(&self) -> usize {
+        self.computing.len() + self.asked.len() + self.handed.len()
     }
 
     /// Whether a pass of `customer` is being computed or folded.
@@ -910,6 +926,13 @@ const PART_DEVICE_DAYS: u64 = 2_048;
 /// Days of a part at most, however few the devices.
 const PART_MOST_DAYS: u64 = 31;
 
+/// Customers' late-data passes under way at once at most (computed, folded
+/// or on their way to the stores): a fleet's histories loaded together
+/// hold this many parts, not one for each customer. The stores write them
+/// one after another anyway; the others start, in turn, as these are
+/// written.
+const MOST_PASSES: usize = 4;
+
 /// Where the part of `pending`'s pass that starts now ends, when the pass
 /// is longer than one part (it restates windows ending by `through`): at
 /// a UTC midnight after its earliest reading owed. The journey of a part
@@ -933,18 +956,26 @@ struct Asked {
 }
 
 /// Starts every pass due by `through` (`bound`: no operator took in a
-/// window ending after it); `flush`: every pending customer, none of them
-/// the final pass, the engine having finished (journeys are folded here).
+/// window ending after it); `flush`: the next pending customer's (or part
+/// of it), none of them the final pass, the engine having finished
+/// (journeys are folded here), and says whether there was one.
 fn passes(
     archive: &mut Archive,
     settings: &Settings,
     (through, bound): (EventTime, EventTime),
     state: &mut Passes,
     flush: bool,
-) -> Result<(), ArchiveError> {
+) -> Result<bool, ArchiveError> {
     let days = settings.engine.journeys.take_days();
     archive.keep_journeys(&days)?;
-    for mut pending in archive.pending()? {
+    let mut rows = archive.pending()?;
+    if let Some(last) = &state.last_started {
+        // In turn: those after the last one started first.
+        rows.sort_by(|a, b| {
+            (a.customer <= *last, &a.customer).cmp(&(b.customer <= *last, &b.customer))
+        });
+    }
+    for mut pending in rows {
         let last = through >= pending.due && !flush;
         if pending.final_done || (pending.first_pass_done && !last && !flush) {
             continue;
@@ -974,8 +1005,18 @@ fn passes(
             }
             state.arrivals.remove(&pending.customer);
         }
-        // A long pass goes in parts, each written before the next is read.
-        let part = (!flush).then(|| part_end(&pending, through)).flatten();
+        if !flush && state.in_flight() >= MOST_PASSES {
+            // The others' turn comes as these are written.
+            state.deferred = Some((through, bound));
+            break;
+        }
+        state.last_started = Some(pending.customer.clone());
+        // A long pass goes in parts, each written before the next is read
+        // (at the stop, each on its way to the stores before the next).
+        let part = match flush {
+            false => part_end(&pending, through),
+            true => (archive.newest_day_end()).and_then(|end| part_end(&pending, end)),
+        };
         let limits = part.map_or((through, bound), |end| (end, end));
         let (inputs, base) = read_pass(archive, settings, &pending, limits, part, state)?;
         let pass = Started {
@@ -987,15 +1028,17 @@ fn passes(
             part,
         };
         if flush {
-            // At the stop: no lane waits any more.
+            // At the stop: no lane waits any more. One pass at a time, on
+            // its way to the stores before the next is read.
             let records = inputs.windows(&settings.engine)?;
             go_on(archive, settings, state, pass, records, true)?;
+            return Ok(true);
         } else {
             let computing = inputs.spawn(settings.engine.clone(), pass);
             state.computing.push(computing);
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 /// A pass once its windows (`records`) are computed: the journey folded

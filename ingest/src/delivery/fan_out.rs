@@ -191,6 +191,10 @@ impl FanOut {
                     biased;
                     Some(pass) = restated.recv() => {
                         self.restated(pass, &mut unconfirmed).await;
+                        // They come as fast as they are read: each written
+                        // before the next is taken, so the stores' queues
+                        // hold one pass, not dozens.
+                        self.all_written().await;
                     }
                     () = &mut flushed => break,
                 }
@@ -257,6 +261,14 @@ impl FanOut {
             self.ledger().sent_batch();
         }
         unconfirmed.push_back((self.ledger().sent(), pass.passes));
+    }
+
+    /// Waits until every checkpointed receiver wrote every batch sent.
+    async fn all_written(&self) {
+        let sent = self.ledger().sent();
+        while (self.written.iter()).any(|w| w.load(Relaxed) < sent) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// Tells the archive which passes every store has written.

@@ -303,7 +303,10 @@ pub fn corrections(
         reach: Default::default(),
         replayed_from: checkpoint,
     };
-    let (tx, rx) = mpsc::channel(16);
+    // Restatement passes on their way to the fan-out: a pass may hold a
+    // part of a month's windows, and at the stop they come one after
+    // another as fast as they are read.
+    let (tx, rx) = mpsc::channel(2);
     let reach = settings.reach.clone();
     let (corrections, thread) =
         crate::corrections::Corrections::start(settings, tx, metrics.clone())
