@@ -36,7 +36,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::live::{Filed, LiveBatches};
 use super::open_days::OpenDays;
 
-const DAY_MS: u64 = 86_400_000;
+pub(super) const DAY_MS: u64 = 86_400_000;
 
 const DAY_SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS batches (
@@ -1139,10 +1139,10 @@ impl Archive {
 
     /// A pass over `pending` was written to every store: the row is marked
     /// (first or final pass; a `part` of a longer one marks nothing),
-    /// unless late data arrived since (another generation). The windows ending by `covered` hold every late batch of
-    /// that generation, so the row owes only the windows after them and
-    /// those of later arrivals: its `from` moves up to the earlier of the
-    /// two. Without this a customer whose late data never pauses long
+    /// unless late data arrived since (another generation). The windows
+    /// ending by `covered` hold every late batch of that generation, so the
+    /// row owes only the windows after them and those of later arrivals:
+    /// its `from` moves up to the earlier of the two. Without this a customer whose late data never pauses long
     /// enough for its row to be forgotten would have every pass restate
     /// from its first late reading ever, and its archive never pruned. (A
     /// row forgotten and started again since has only later generations:

@@ -43,14 +43,13 @@ use fleetpulse_engine::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use archive::DAY_MS;
 pub use archive::{Archive, ArchiveError, Held, Pending, Recompute, request_recompute};
 
 use crate::metrics::IngestMetrics;
 
 /// Slack for a customer's local day around the UTC day (time zones).
 const ZONE_SLACK_MS: u64 = 14 * 3_600_000;
-
-const DAY_MS: u64 = 86_400_000;
 
 /// Restated records on their way to the stores, with the passes they
 /// complete (confirmed to the archive once every store wrote them).
