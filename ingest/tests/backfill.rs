@@ -974,3 +974,93 @@ async fn a_long_history_is_restated_in_parts_and_a_kill_between_them_loses_nothi
         &reference.dir.path().join("kpi.sqlite"),
     );
 }
+
+/// Six customers' histories loaded together, more than the passes under
+/// way at once (4): the others wait their turn, and every customer's rows
+/// equal a run that took everything live in event-time order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_s_histories_loaded_together_equal_the_live_run() {
+    let fleet = Fleet::generate(&FleetSpec {
+        customers: 7,
+        devices: 21,
+        days: 40,
+        seed: 31,
+        ..FleetSpec::default()
+    });
+    let all: Vec<v1::TelemetryBatch> = fleet.messages_in_event_time().map(|m| m.batch).collect();
+    let ids: Vec<String> = fleet.customers().iter().map(|c| c.id.clone()).collect();
+    let start = all.iter().map(first_at).min().unwrap();
+    let day35 = start + 35 * DAY_MS;
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+
+    let reference = tempfile::tempdir().unwrap();
+    let cfg = config(&mosquitto, reference.path(), &fleet, "fleet-reference");
+    let service = in_process::subscribed(cfg, "fleet-reference").await;
+    let everything: Vec<&v1::TelemetryBatch> = all.iter().collect();
+    let n = everything.len() as u64;
+    feed(
+        &service,
+        &mosquitto,
+        "fleet-ref-sim",
+        encoded(&everything),
+        n,
+    )
+    .await;
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+
+    // The first customer live throughout; the others live from day 35,
+    // their first 35 days loaded as one file of recorded batches.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&mosquitto, dir.path(), &fleet, "fleet-backfill");
+    let config_file = dir.path().join("fleetpulse.toml");
+    let text = format!(
+        "[mqtt]\nhost = \"{}\"\nport = {}\nclient_id = \"fleet-cli\"\n",
+        mosquitto.host(),
+        mosquitto.port()
+    );
+    std::fs::write(&config_file, text).unwrap();
+    let service = in_process::subscribed(cfg, "fleet-backfill").await;
+    let live = |b: &&v1::TelemetryBatch| b.customer_id == ids[0] || first_at(b) >= day35;
+    let (before, after): (Vec<&v1::TelemetryBatch>, Vec<&v1::TelemetryBatch>) =
+        (all.iter()).filter(live).partition(|b| first_at(b) < day35);
+    let mut handled = before.len() as u64;
+    feed(
+        &service,
+        &mosquitto,
+        "fleet-sim-1",
+        encoded(&before),
+        handled,
+    )
+    .await;
+    let history: Vec<&v1::TelemetryBatch> = all.iter().filter(|b| !live(b)).collect();
+    let file = dir.path().join("fleet.binpb");
+    fleetpulse::backfill::write_batches(&file, history.iter().copied()).unwrap();
+    let said = backfill(&config_file, &[&file]);
+    assert!(
+        ids[1..].iter().all(|id| said.contains(id.as_str())),
+        "{said}"
+    );
+    handled += history.len() as u64;
+    settle(&service, handled).await;
+    assert!(
+        refusals(&service).is_empty(),
+        "refused: {:?}",
+        refusals(&service)
+    );
+    handled += after.len() as u64;
+    feed(
+        &service,
+        &mosquitto,
+        "fleet-sim-2",
+        encoded(&after),
+        handled,
+    )
+    .await;
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+    assert_same_as_in_order(
+        &dir.path().join("kpi.sqlite"),
+        &reference.path().join("kpi.sqlite"),
+    );
+}
