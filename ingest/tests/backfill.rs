@@ -980,13 +980,7 @@ async fn a_long_history_is_restated_in_parts_and_a_kill_between_them_loses_nothi
 /// equal a run that took everything live in event-time order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_s_histories_loaded_together_equal_the_live_run() {
-    let fleet = Fleet::generate(&FleetSpec {
-        customers: 7,
-        devices: 21,
-        days: 40,
-        seed: 31,
-        ..FleetSpec::default()
-    });
+    let fleet = support::fleets::fleet(7, 21, 40, 31);
     let all: Vec<v1::TelemetryBatch> = fleet.messages_in_event_time().map(|m| m.batch).collect();
     let ids: Vec<String> = fleet.customers().iter().map(|c| c.id.clone()).collect();
     let start = all.iter().map(first_at).min().unwrap();
