@@ -900,6 +900,55 @@ async fn a_restatement_of_the_last_closed_day_does_not_wait_for_the_portfolio() 
     }
 }
 
+/// Each date's portfolio figures fold every customer's health of that date
+/// (the live portfolio operator's rule). The days of a backfilled history,
+/// and its empty days up to where its journey was adopted, are dates on
+/// which no live customer had health: they got no figures (the pass folded
+/// a date's figures again only where the live dataflow had emitted some).
+/// Here `bolt` has sent one reading today; `acme`'s fifteen days before it
+/// are `acme`'s alone. Every date's row is checked against a fold of the
+/// health table done here, in SQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfilled_customer_s_dates_alone_get_their_portfolio_figures() {
+    let mut run = TwoCustomers::start("portfolio-alone");
+    let hour = 3_600_000;
+    let now = jiff::Timestamp::now().as_millisecond();
+    let midnight = (now - 4 * hour).div_euclid(DAY_MS) * DAY_MS;
+    run.live(midnight + 4 * hour);
+    let days = 12;
+    run.backfill(midnight - (days + 3) * DAY_MS, days);
+    run.wait_for("fleetpulse_restatements_total", 1, 60).await;
+    let handed = run.metric("fleetpulse_records_emitted_total")
+        + run.metric("fleetpulse_records_restated_total");
+    (run.wait_for("fleetpulse_sink_records_written_total", handed, 30)).await;
+    run.service.stop();
+
+    let db = rusqlite::Connection::open(run.dir.path().join("kpi.sqlite")).unwrap();
+    let table = |sql: &str| -> Vec<String> {
+        let mut select = db.prepare(sql).unwrap();
+        let rows = select.query_map([], |r| {
+            let row: Vec<String> = (0..7)
+                .map(|i| format!("{:?}", r.get::<_, rusqlite::types::Value>(i).unwrap()))
+                .collect();
+            Ok(row.join(" "))
+        });
+        rows.unwrap().map(Result::unwrap).collect()
+    };
+    let folded = table(
+        "SELECT window_start, count(*), sum(arr), sum(arr_at_risk), \
+         sum(band = 'green'), sum(band = 'yellow'), sum(band = 'red') \
+         FROM health WHERE provisional = 0 GROUP BY window_start ORDER BY window_start",
+    );
+    let stored = table(
+        "SELECT window_start, customers, arr_total, arr_at_risk, green, yellow, red \
+         FROM portfolio ORDER BY window_start",
+    );
+    // The history's days, the empty ones up to today, and today's, closed
+    // at the stop.
+    assert_eq!(folded.len() as i64, days + 4, "{folded:#?}");
+    assert_eq!(stored, folded);
+}
+
 /// A history of 200 days goes to the stores in parts of at most a month,
 /// each written before the next is read: a pass holds a part's windows,
 /// not the whole history's (BENCHMARKS.md, section 35). The service is

@@ -290,9 +290,15 @@ pub(super) fn keep<'a>(
 }
 
 /// `day`'s figures folded again from the rows kept, with the next
-/// revision; `None` for a date without live figures yet (they will come
-/// after the restated rows) or with fewer customers kept than they
-/// counted.
+/// revision; `None` for a date with fewer customers kept than its live
+/// figures counted.
+///
+/// A date without live figures gets its first ones here: the days of a
+/// backfilled history on which no live customer had health (before any
+/// did, or up to where its journey was adopted) have no live figures, and
+/// none will come. Where live figures do come later (the pass ran ahead of
+/// the live portfolio), their customer count replaces this one and the
+/// date is folded again after them ([`keep`]).
 fn fold(tx: &rusqlite::Transaction, day: u64) -> rusqlite::Result<Option<PortfolioRecord>> {
     let emitted: Option<(u32, u32)> = (tx.query_row(
         "SELECT customers, revision FROM portfolio_days WHERE day = ?1",
@@ -300,8 +306,16 @@ fn fold(tx: &rusqlite::Transaction, day: u64) -> rusqlite::Result<Option<Portfol
         |r| Ok((r.get(0)?, r.get(1)?)),
     ))
     .optional()?;
-    let Some((customers, revision)) = emitted else {
-        return Ok(None);
+    let (customers, revision) = match emitted {
+        Some(emitted) => emitted,
+        None => {
+            tx.execute(
+                "INSERT INTO portfolio_days (day, customers, revision, written) \
+                 VALUES (?1, 0, 0, 0)",
+                params![day as i64],
+            )?;
+            (0, 0)
+        }
     };
     let mut select = tx.prepare_cached(
         "SELECT customer, arr, arr_at_risk, band, managed, usage_growth, outcome \
@@ -484,19 +498,45 @@ mod tests {
         let live_health = [health("a", 0.0, Band::Green), health("b", 9.0, Band::Red)];
         let records: Vec<Output> = live_health.iter().cloned().map(Output::Health).collect();
         assert!(state.keep(&records, false).is_empty());
-        // Restated before the date's figures were emitted: they will miss it.
+        // Restated before the date's figures were emitted: folded from the
+        // rows kept, and again after the live figures, which miss it.
         let restated = health("b", 0.0, Band::Green);
-        assert!(
-            state
-                .keep(&[Output::Health(restated.clone())], true)
-                .is_empty()
+        let folded = live(&[live_health[0].clone(), restated.clone()]);
+        let figures = state.keep(&[Output::Health(restated.clone())], true);
+        assert_eq!(
+            figures,
+            [PortfolioRecord {
+                revision: 1,
+                ..folded.clone()
+            }]
         );
         let figures = state.keep(&[Output::Portfolio(live(&live_health))], false);
+        assert_eq!(
+            figures,
+            [PortfolioRecord {
+                revision: 2,
+                ..folded
+            }]
+        );
+    }
+
+    /// The days of a backfilled history before any live customer had
+    /// health: no live figures come for them, the pass's health makes them.
+    #[test]
+    fn a_date_only_a_restated_customer_has_gets_its_figures_from_it() {
+        let mut state = State::new();
+        let alone = health("a", 100_000.0, Band::Red);
+        let figures = state.keep(&[Output::Health(alone.clone())], true);
         let want = PortfolioRecord {
             revision: 1,
-            ..live(&[live_health[0].clone(), restated])
+            ..live(std::slice::from_ref(&alone))
         };
         assert_eq!(figures, [want]);
+        assert_eq!((figures[0].customers, figures[0].red), (1, 1));
+        // Owed until a store wrote them: a start folds them again.
+        let owed = owed(&mut state.conn, &state.path).unwrap();
+        assert_eq!(owed.len(), 1);
+        assert_eq!(owed[0].revision, 2);
     }
 
     #[test]
