@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use crate::kpi::journey::{Journey, JourneyState};
+use crate::kpi::risk::AlertRecord;
 use crate::model::{EventTime, Id};
 
 /// Journey states, shared by the customer-success operators (on every
@@ -28,6 +29,12 @@ pub struct JourneyBoard {
     /// Every day's state as it closes, for the service's archive (a
     /// restatement starts from the state before its first day).
     days: Option<Mutex<Vec<(Id, JourneyState)>>>,
+    /// Provisional alerts the stores may hold from before the restart,
+    /// not yet confirmed or retracted, by customer: the close of their day
+    /// settles them. The open day judged again after a restart need not
+    /// raise them again (what its readings showed then depended on how
+    /// far each worker had got), and one left unsettled stayed open.
+    unsettled: Mutex<HashMap<Id, Vec<AlertRecord>>>,
 }
 
 impl JourneyBoard {
@@ -40,7 +47,33 @@ impl JourneyBoard {
             closed: Mutex::default(),
             unstored: Default::default(),
             days: None,
+            unsettled: Mutex::default(),
         }
+    }
+
+    /// Also hands `alerts` (provisional ones still open where the stores
+    /// hold them) to the operators with their customers' journeys.
+    pub fn unsettled(self, alerts: Vec<AlertRecord>) -> Self {
+        let mut unsettled: HashMap<Id, Vec<AlertRecord>> = HashMap::new();
+        for alert in alerts.into_iter().filter(|a| a.provisional) {
+            unsettled
+                .entry(alert.customer.clone())
+                .or_default()
+                .push(alert);
+        }
+        *lock(&self.unsettled) = unsettled;
+        self
+    }
+
+    /// Takes the unsettled provisional alerts of the customers `mine`
+    /// picks.
+    pub fn take_unsettled_where(&self, mine: impl Fn(&Id) -> bool) -> Vec<(Id, Vec<AlertRecord>)> {
+        let mut unsettled = lock(&self.unsettled);
+        let picked: Vec<Id> = unsettled.keys().filter(|c| mine(c)).cloned().collect();
+        picked
+            .into_iter()
+            .filter_map(|c| unsettled.remove(&c).map(|a| (c, a)))
+            .collect()
     }
 
     /// Also hands every day's state to [`Self::take_days`].

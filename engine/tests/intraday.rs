@@ -409,6 +409,41 @@ fn devices_back_before_the_day_closes_retract_the_provisional_alert() {
     );
 }
 
+/// A provisional alert sent before a kill is settled by its day's close
+/// after the restart, though the replay does not raise it again: what the
+/// open day showed depended on what had arrived when it was judged (here
+/// the two silent devices' readings of 82:07 came late, after it was
+/// sent). Settling only the alerts a run raised itself left such an alert
+/// open in the stores for good (a false devices_dark, found by the
+/// backfill kill test on a busy CI host).
+#[test]
+fn a_provisional_alert_sent_before_a_restart_is_settled_by_its_day_s_close() {
+    let mut before = config();
+    before.journeys = Arc::new(JourneyBoard::persisted(HashMap::new()));
+    let board = before.journeys.clone();
+    let mut run = Run::start_with(before, 1);
+    let alert = feed_until_provisional(&mut run, None);
+    assert_eq!((alert.opened_at, alert.provisional), (DAY_3_END, true));
+    // Killed: the checkpoint holds the journey at day 2's close.
+    let checkpoint = board.covered_before(DAY_3_END).unwrap();
+    assert_eq!(checkpoint["acme"].last_day_end, Some(T0 + 72 * HOUR_MS));
+    drop(run);
+
+    let mut after = config();
+    let board = JourneyBoard::persisted(checkpoint).unsettled(vec![alert.clone()]);
+    after.journeys = Arc::new(board);
+    let mut run = Run::start_with(after, 1);
+    for h in 72..5 * 24 {
+        run.feed(hour(h, Some(82)));
+    }
+    let records = run.finish();
+    let day_3: Vec<_> = (alerts(&records).into_iter())
+        .filter(|a| a.opened_at == DAY_3_END)
+        .map(|a| (a.status, a.provisional))
+        .collect();
+    assert_eq!(day_3, [(AlertStatus::Retracted, true)]);
+}
+
 /// Hour `h` of all ten devices, each reading with `faults` faults.
 fn faulty_hour(h: u64, faults: u32) -> Vec<DeviceBatch> {
     (0..DEVICES)

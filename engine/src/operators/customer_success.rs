@@ -150,6 +150,13 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                     let journey = Journey::restore(spec, state);
                     tracked.insert(customer, Tracked::new(journey, next_day, observed));
                 }
+                // Sent before the restart and not settled: the close of
+                // their day confirms or retracts them, as if sent now.
+                for (customer, alerts) in config.journeys.take_unsettled_where(mine) {
+                    if let Some(t) = tracked_for(&mut tracked, &config, &customer) {
+                        t.provisional.extend(alerts);
+                    }
+                }
             }
             // Held at the input's frontier (which holds the output there
             // anyway), for a customer whose whole journey is adopted from a

@@ -1627,6 +1627,30 @@ impl Archive {
     }
 }
 
+/// The provisional alerts the archive in `dir` holds open: sent to the
+/// stores before a stop or a kill, and not confirmed or retracted since.
+/// Read before the engine starts, whose operators settle them when their
+/// days close (an archive not made yet holds none).
+pub fn unsettled_alerts(dir: &Path) -> Result<Vec<AlertRecord>, ArchiveError> {
+    let path = dir.join("state.sqlite");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let state = open(&path, STATE_SCHEMA)?;
+    let mut select = (state.prepare("SELECT body FROM alerts")).map_err(|e| fail(&path, e))?;
+    let rows = (select.query_map([], |r| r.get::<_, Vec<u8>>(0))).map_err(|e| fail(&path, e))?;
+    let mut out = Vec::new();
+    for body in rows {
+        let body = body.map_err(|e| fail(&path, e))?;
+        let alert: AlertRecord =
+            bincode::deserialize(&body).map_err(|e| fail(&path, format!("alert: {e}")))?;
+        if alert.provisional && alert.status == fleetpulse_engine::kpi::risk::AlertStatus::Open {
+            out.push(alert);
+        }
+    }
+    Ok(out)
+}
+
 /// Asks the service whose archive is in `dir` to fold `customer`'s journey
 /// again from `from` (`fleetpulse recompute`; a running service picks it up
 /// within a second, a stopped one at its start).
@@ -1914,6 +1938,46 @@ mod tests {
         assert_eq!(journey_state(new.clone()).unwrap(), shaped);
         // Damage is still damage.
         assert!(journey_state(new[..new.len() / 2].to_vec()).is_err());
+    }
+
+    /// What a restart hands the operators to settle: the provisional
+    /// alerts still open as last kept, not those a close confirmed (kept
+    /// again as the day's own) or retracted.
+    #[test]
+    fn the_provisional_alerts_left_open_are_read_back_before_a_start() {
+        use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            unsettled_alerts(dir.path()).unwrap().is_empty(),
+            "no archive yet"
+        );
+        let alert = |rule, opened_at, status, provisional| AlertRecord {
+            customer: "acme".into(),
+            rule,
+            opened_at,
+            status,
+            provisional,
+            ..AlertRecord::default()
+        };
+        let mut archive = Archive::open(dir.path()).unwrap();
+        let open = alert(Rule::DevicesDark, T0 + DAY_MS, AlertStatus::Open, true);
+        archive
+            .keep_alerts(&[
+                open.clone(),
+                alert(Rule::FaultSpike, T0, AlertStatus::Open, true),
+                alert(Rule::ChampionLost, T0, AlertStatus::Open, true),
+                alert(Rule::UsageDrop, T0, AlertStatus::Open, false),
+            ])
+            .unwrap();
+        // Then the closes: one retracted, one confirmed.
+        archive
+            .keep_alerts(&[
+                alert(Rule::FaultSpike, T0, AlertStatus::Retracted, true),
+                alert(Rule::ChampionLost, T0, AlertStatus::Open, false),
+            ])
+            .unwrap();
+        drop(archive);
+        assert_eq!(unsettled_alerts(dir.path()).unwrap(), [open]);
     }
 
     /// A year of day files, written a day at a time as a backfill writes

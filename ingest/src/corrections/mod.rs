@@ -44,7 +44,9 @@ use fleetpulse_engine::{
 use tokio::sync::{mpsc, oneshot};
 
 use archive::DAY_MS;
-pub use archive::{Archive, ArchiveError, Held, Pending, Recompute, request_recompute};
+pub use archive::{
+    Archive, ArchiveError, Held, Pending, Recompute, request_recompute, unsettled_alerts,
+};
 
 use crate::metrics::IngestMetrics;
 

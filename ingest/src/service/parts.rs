@@ -367,9 +367,17 @@ pub fn restore_state(
     }
     let board = fleetpulse_engine::JourneyBoard::persisted(restored.clone());
     let alone = (config.cluster.as_ref()).is_none_or(|c| !c.is_multi_process());
-    // Each day's state goes to the archive, for restatements to start from.
+    // Each day's state goes to the archive, for restatements to start from;
+    // the provisional alerts it knows the stores hold and no close settled
+    // go to the operators.
     let board = if alone && !config.engine.correction_horizon.is_zero() {
-        board.keeping_days()
+        let archive = wal.dir.join("archive");
+        let unsettled = crate::corrections::unsettled_alerts(&archive)
+            .map_err(|e| ServiceError::Task(e.to_string()))?;
+        if !unsettled.is_empty() {
+            tracing::info!(alerts = unsettled.len(), "provisional alerts to settle");
+        }
+        board.keeping_days().unsettled(unsettled)
     } else {
         board
     };
