@@ -1029,22 +1029,53 @@ async fn a_long_history_is_restated_in_parts_and_a_kill_between_them_loses_nothi
 /// equal a run that took everything live in event-time order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_s_histories_loaded_together_equal_the_live_run() {
+    histories_loaded_together("fleet", |_| {}).await;
+}
+
+/// The same, with every customer's machines numbered alike (`exc-001` at
+/// each, as a dealer numbers them, not `c02-exc-001`): six histories whose
+/// device ids clash, restated in parts (35 days of three machines: two),
+/// four passes at once. Each customer's windows, sequences and journey
+/// stay its own: every row equals the run in event-time order with the
+/// same ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histories_whose_device_ids_clash_across_customers_stay_apart() {
+    histories_loaded_together("clash", |b| {
+        let (_, local) = b.device_id.split_once('-').unwrap();
+        b.device_id = local.to_string();
+    })
+    .await;
+}
+
+/// Seven customers over 40 days (`rename` applied to every batch), the
+/// first live throughout, the others' first 35 days loaded as one file of
+/// recorded batches; every table against the run in event-time order.
+async fn histories_loaded_together(name: &str, rename: impl Fn(&mut v1::TelemetryBatch)) {
     let fleet = support::fleets::fleet(7, 21, 40, 31);
-    let all: Vec<v1::TelemetryBatch> = fleet.messages_in_event_time().map(|m| m.batch).collect();
+    let mut all: Vec<v1::TelemetryBatch> =
+        fleet.messages_in_event_time().map(|m| m.batch).collect();
+    all.iter_mut().for_each(rename);
+    // A service's name is its config path, kept for the test's length.
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
     let ids: Vec<String> = fleet.customers().iter().map(|c| c.id.clone()).collect();
     let start = all.iter().map(first_at).min().unwrap();
     let day35 = start + 35 * DAY_MS;
     let mosquitto = Mosquitto::start_with_config(NO_LOSS);
 
     let reference = tempfile::tempdir().unwrap();
-    let cfg = config(&mosquitto, reference.path(), &fleet, "fleet-reference");
-    let service = in_process::subscribed(cfg, "fleet-reference").await;
+    let cfg = config(
+        &mosquitto,
+        reference.path(),
+        &fleet,
+        &format!("{name}-reference"),
+    );
+    let service = in_process::subscribed(cfg, leak(format!("{name}-reference"))).await;
     let everything: Vec<&v1::TelemetryBatch> = all.iter().collect();
     let n = everything.len() as u64;
     feed(
         &service,
         &mosquitto,
-        "fleet-ref-sim",
+        &format!("{name}-ref-sim"),
         encoded(&everything),
         n,
     )
@@ -1055,15 +1086,15 @@ async fn a_fleet_s_histories_loaded_together_equal_the_live_run() {
     // The first customer live throughout; the others live from day 35,
     // their first 35 days loaded as one file of recorded batches.
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&mosquitto, dir.path(), &fleet, "fleet-backfill");
+    let cfg = config(&mosquitto, dir.path(), &fleet, &format!("{name}-backfill"));
     let config_file = dir.path().join("fleetpulse.toml");
     let text = format!(
-        "[mqtt]\nhost = \"{}\"\nport = {}\nclient_id = \"fleet-cli\"\n",
+        "[mqtt]\nhost = \"{}\"\nport = {}\nclient_id = \"{name}-cli\"\n",
         mosquitto.host(),
         mosquitto.port()
     );
     std::fs::write(&config_file, text).unwrap();
-    let service = in_process::subscribed(cfg, "fleet-backfill").await;
+    let service = in_process::subscribed(cfg, leak(format!("{name}-backfill"))).await;
     let live = |b: &&v1::TelemetryBatch| b.customer_id == ids[0] || first_at(b) >= day35;
     let (before, after): (Vec<&v1::TelemetryBatch>, Vec<&v1::TelemetryBatch>) =
         (all.iter()).filter(live).partition(|b| first_at(b) < day35);
@@ -1071,7 +1102,7 @@ async fn a_fleet_s_histories_loaded_together_equal_the_live_run() {
     feed(
         &service,
         &mosquitto,
-        "fleet-sim-1",
+        &format!("{name}-sim-1"),
         encoded(&before),
         handled,
     )
@@ -1095,7 +1126,7 @@ async fn a_fleet_s_histories_loaded_together_equal_the_live_run() {
     feed(
         &service,
         &mosquitto,
-        "fleet-sim-2",
+        &format!("{name}-sim-2"),
         encoded(&after),
         handled,
     )
