@@ -97,6 +97,14 @@ pub struct JourneyState {
     shape: DayShape,
 }
 
+impl JourneyState {
+    /// When `rule`'s episode open at the end of this state's last day
+    /// opened; `None` when none was open.
+    pub fn open_since(&self, rule: Rule) -> Option<EventTime> {
+        self.episodes.get(&rule).and_then(|e| e.open_since)
+    }
+}
+
 /// Mean of `f` over `days`, 0 for none.
 fn mean<'a>(days: impl Iterator<Item = &'a Day>, f: impl Fn(&Day) -> f64) -> f64 {
     let (sum, n) = days.fold((0.0, 0usize), |(s, n), d| (s + f(d), n + 1));

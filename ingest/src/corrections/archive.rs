@@ -1599,24 +1599,33 @@ impl Archive {
         )
     }
 
-    /// `customer`'s alert episodes opened after `after`, as last written.
-    pub fn alerts_after(
+    /// `customer`'s alert episodes as last written that a restatement from
+    /// `floor` may change: those opened after it, and those opened before
+    /// it that it found open (not resolved by then, nor retracted).
+    pub fn alerts_from(
         &self,
         customer: &str,
-        after: EventTime,
+        floor: EventTime,
     ) -> Result<Vec<AlertRecord>, ArchiveError> {
         let path = self.dir.join("state.sqlite");
         let mut select = self
             .state
-            .prepare_cached("SELECT body FROM alerts WHERE customer = ?1 AND opened_at > ?2")
+            .prepare_cached("SELECT body FROM alerts WHERE customer = ?1")
             .map_err(|e| fail(&path, e))?;
         let rows = select
-            .query_map(params![customer, after as i64], |r| r.get::<_, Vec<u8>>(0))
+            .query_map(params![customer], |r| r.get::<_, Vec<u8>>(0))
             .map_err(|e| fail(&path, e))?;
         let mut out = Vec::new();
         for body in rows {
             let body = body.map_err(|e| fail(&path, e))?;
-            out.push(bincode::deserialize(&body).map_err(|e| fail(&path, format!("alert: {e}")))?);
+            let alert: AlertRecord =
+                bincode::deserialize(&body).map_err(|e| fail(&path, format!("alert: {e}")))?;
+            let open_at_floor = alert.status
+                != fleetpulse_engine::kpi::risk::AlertStatus::Retracted
+                && alert.resolved_at.is_none_or(|at| at > floor);
+            if alert.opened_at > floor || open_at_floor {
+                out.push(alert);
+            }
         }
         Ok(out)
     }

@@ -1629,9 +1629,9 @@ fn complete(
     let again = state.resent.insert(customer.clone());
     // Alerts dated after the days the live journey closed are provisional
     // ones of its open day: that day's close settles them, not this pass.
-    let mut before = archive.alerts_after(customer, floor)?;
+    let mut before = archive.alerts_from(customer, floor)?;
     before.retain(|a| a.opened_at <= observed);
-    let retracted = retractions(before, &outputs, again);
+    let retracted = retractions(before, &outputs, &days, floor, again);
     records.extend(outputs);
     records.extend(retracted);
     keep(archive, state.day.as_deref(), records.iter())?;
@@ -1647,34 +1647,78 @@ fn window_end(record: &Output) -> EventTime {
     }
 }
 
-/// The episodes stored before (`before`: opened after the restated days'
-/// start) that the journey folded again did not open: retracted. With
-/// `again`, those the archive holds as retracted already are sent again: a
-/// pass is handed on after the archive noted its retractions, and a kill
-/// before every store wrote them runs it again after the restart, which
-/// must not leave them open there.
-fn retractions(before: Vec<AlertRecord>, folded: &[Output], again: bool) -> Vec<Output> {
+/// The episodes stored before (`before`, see [`Archive::alerts_from`])
+/// that the journey folded again from `floor` does not hold: retracted.
+/// One opened after `floor` must be among the fold's alerts (`folded`);
+/// one opened before and open at `floor` must be too (resolved on a
+/// restated day), or still open in the fold's states (`days`), and if it
+/// is while the store has it resolved, it is sent open again. The live
+/// journey emits the transitions of episodes of any age: one restored
+/// from a state folded without the history a pass then brought, before
+/// the pass's last part replaced it, resolved an episode the history never
+/// opened, and a last part restating from its own first day left that
+/// alone. With `again`, those the archive holds as retracted already are
+/// sent again: a pass is handed on after the archive noted its
+/// retractions, and a kill before every store wrote them runs it again
+/// after the restart, which must not leave them open there.
+fn retractions(
+    before: Vec<AlertRecord>,
+    folded: &[Output],
+    days: &[(Id, JourneyState)],
+    floor: EventTime,
+    again: bool,
+) -> Vec<Output> {
     let opened: HashSet<(Rule, EventTime)> = (folded.iter())
         .filter_map(|r| match r {
             Output::Alert(a) => Some((a.rule, a.opened_at)),
             _ => None,
         })
         .collect();
-    before
-        .into_iter()
-        .filter(|a| !opened.contains(&(a.rule, a.opened_at)))
-        .filter(|a| again || a.status != AlertStatus::Retracted)
-        .map(|a| match a.status {
-            AlertStatus::Retracted => Output::Alert(a),
-            _ => Output::Alert(AlertRecord {
+    let open_in =
+        |state: &JourneyState, a: &AlertRecord| state.open_since(a.rule) == Some(a.opened_at);
+    let mut out = Vec::new();
+    for a in before {
+        if opened.contains(&(a.rule, a.opened_at)) {
+            continue;
+        }
+        if a.opened_at <= floor {
+            // Coverage gaps come from touchpoints, not a journey; a
+            // provisional alert is its open day's close's to settle.
+            if a.rule == Rule::CoverageGap || a.provisional {
+                continue;
+            }
+            // Without a day folded there is nothing to judge it by.
+            let Some((_, last)) = days.last() else {
+                continue;
+            };
+            if days.iter().any(|(_, d)| open_in(d, &a)) {
+                // Resolved by the time the fold ends, by the store's
+                // account, and open there: open again. (A part ends before
+                // the resolution a later part folds again.)
+                let end = last.last_day_end.unwrap_or(0);
+                if a.resolved_at.is_some_and(|at| at <= end) && open_in(last, &a) {
+                    out.push(Output::Alert(AlertRecord {
+                        status: AlertStatus::Open,
+                        resolved_at: None,
+                        ..a
+                    }));
+                }
+                continue;
+            }
+        }
+        match a.status {
+            AlertStatus::Retracted if again => out.push(Output::Alert(a)),
+            AlertStatus::Retracted => {}
+            _ => out.push(Output::Alert(AlertRecord {
                 status: AlertStatus::Retracted,
                 evidence: "telemetry that arrived late restated the days that raised it: \
                            the episode did not happen"
                     .into(),
                 ..a
-            }),
-        })
-        .collect()
+            })),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -1733,7 +1777,7 @@ mod tests {
             Output::Alert(alert(Rule::FaultSpike, 30, AlertStatus::Open)),
         ];
         let retracted = |again| -> Vec<(Rule, EventTime, AlertStatus)> {
-            (retractions(before.clone(), &folded, again).into_iter())
+            (retractions(before.clone(), &folded, &[], 0, again).into_iter())
                 .map(|r| match r {
                     Output::Alert(a) => (a.rule, a.opened_at, a.status),
                     other => panic!("not an alert: {other:?}"),
@@ -1752,6 +1796,80 @@ mod tests {
             retracted(false),
             [(Rule::HealthRed, 10, AlertStatus::Retracted)]
         );
+    }
+
+    /// A journey state whose episodes of `open` rules are open since the
+    /// given times.
+    fn state_with_open(open: &[(Rule, EventTime)]) -> JourneyState {
+        let contract = fleetpulse_engine::Contract {
+            arr: 1.0,
+            start: 0,
+            renewal: 1,
+            devices_purchased: 1,
+            operator_seats: 1,
+        };
+        let spec = CustomerSpec::new("c1", fleetpulse_engine::Segment::HighTouch, contract);
+        let journey = fleetpulse_engine::kpi::journey::Journey::new(spec);
+        let mut state = serde_json::to_value(journey.snapshot()).unwrap();
+        let episodes: serde_json::Map<String, serde_json::Value> = (open.iter())
+            .map(|(rule, since)| {
+                let key = serde_json::to_value(rule).unwrap();
+                let episode = serde_json::json!({"count": 1, "open_since": since});
+                (key.as_str().unwrap().to_string(), episode)
+            })
+            .collect();
+        state["episodes"] = episodes.into();
+        state["last_day_end"] = 100.into();
+        serde_json::from_value(state).unwrap()
+    }
+
+    /// An episode opened before the restated days and open at their start
+    /// is judged by the fold's states: retracted when they do not hold it
+    /// (the live journey, restored from a state folded without the history
+    /// a pass then brought, resolved an episode that history never
+    /// opened), sent open again when they do through the day the store
+    /// has it resolved on, left alone when they hold it or the fold
+    /// resolves it.
+    #[test]
+    fn an_episode_opened_before_the_floor_is_judged_by_the_fold_s_states() {
+        let resolved = |rule, opened_at, at| AlertRecord {
+            resolved_at: Some(at),
+            ..alert(rule, opened_at, AlertStatus::Resolved)
+        };
+        let before = vec![
+            resolved(Rule::RenewalAtRisk, 10, 90),
+            resolved(Rule::HealthRed, 20, 80),
+            alert(Rule::UsageDrop, 30, AlertStatus::Open),
+            resolved(Rule::DevicesDark, 40, 70),
+            alert(Rule::CoverageGap, 5, AlertStatus::Open),
+            // Resolved after the fold's last day (100): a later part's.
+            resolved(Rule::ChampionLost, 45, 120),
+        ];
+        let days = vec![(
+            Id::from("c1"),
+            state_with_open(&[
+                (Rule::HealthRed, 20),
+                (Rule::UsageDrop, 30),
+                (Rule::ChampionLost, 45),
+            ]),
+        )];
+        let folded = vec![Output::Alert(resolved(Rule::DevicesDark, 40, 60))];
+        let sent: Vec<(Rule, EventTime, AlertStatus, Option<EventTime>)> =
+            (retractions(before.clone(), &folded, &days, 50, false).into_iter())
+                .map(|r| match r {
+                    Output::Alert(a) => (a.rule, a.opened_at, a.status, a.resolved_at),
+                    other => panic!("not an alert: {other:?}"),
+                })
+                .collect();
+        assert_eq!(
+            sent,
+            [
+                (Rule::RenewalAtRisk, 10, AlertStatus::Retracted, Some(90)),
+                (Rule::HealthRed, 20, AlertStatus::Open, None),
+            ]
+        );
+        // No day folded: nothing to judge them by.
+        assert!(retractions(before, &folded, &[], 50, false).is_empty());
     }
 
     /// A pass reads the archive through the last window holding a reading
