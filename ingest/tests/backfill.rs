@@ -714,8 +714,15 @@ struct TwoCustomers {
 
 impl TwoCustomers {
     fn start(client: &str) -> Self {
+        Self::start_with_wal(client, None)
+    }
+
+    /// [`Self::start`] with the WAL directory (and the archive in it) at
+    /// `wal`, if given.
+    fn start_with_wal(client: &str, wal: Option<&Path>) -> Self {
         let mosquitto = Mosquitto::start_with_config(NO_LOSS);
         let dir = tempfile::tempdir().unwrap();
+        let wal = wal.map_or(dir.path().join("wal"), Path::to_path_buf);
         let customers = dir.path().join("customers.toml");
         let customer = |id: &str| {
             format!(
@@ -736,7 +743,7 @@ impl TwoCustomers {
                  [[sinks]]\ntype = \"sqlite\"\npath = {:?}\n",
                 mosquitto.port(),
                 customers.display().to_string(),
-                dir.path().join("wal").display().to_string(),
+                wal.display().to_string(),
                 dir.path().join("kpi.sqlite").display().to_string(),
             ),
         )
@@ -949,6 +956,55 @@ async fn a_backfilled_customer_s_dates_alone_get_their_portfolio_figures() {
     assert_eq!(stored, folded);
 }
 
+/// `acme`'s daily windows in the store of `run`.
+fn acme_days(run: &TwoCustomers) -> i64 {
+    let db = rusqlite::Connection::open(run.dir.path().join("kpi.sqlite")).unwrap();
+    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+    (db.query_row(
+        "SELECT count(*) FROM customer_kpi WHERE customer = 'acme' AND window = '1d'",
+        [],
+        |r| r.get(0),
+    ))
+    .unwrap_or(0)
+}
+
+/// Waits (up to `within` seconds) until the store of `run` holds `days` of
+/// `acme`'s daily windows.
+fn until_acme_days(run: &TwoCustomers, days: i64, within: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(within);
+    while acme_days(run) < days {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {days} days\n{}",
+            acme_days(run),
+            run.service.log_tail()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// Two hundred days of `acme`'s two machines, backfilled four hours after
+/// today's midnight of `bolt`'s live reading: the reference run of the
+/// parts tests, stopped; the midnight and the history's first day.
+fn parts_reference() -> (TwoCustomers, i64, i64) {
+    let hour = 3_600_000;
+    let now = jiff::Timestamp::now().as_millisecond();
+    let midnight = (now - 4 * hour).div_euclid(DAY_MS) * DAY_MS;
+    let start = midnight - (PARTS_DAYS + 3) * DAY_MS;
+    let mut reference = TwoCustomers::start("parts-reference");
+    reference.live(midnight + 4 * hour);
+    reference.backfill(start, PARTS_DAYS);
+    until_acme_days(&reference, PARTS_DAYS, 120);
+    // A part a month at most: seven passes at least.
+    let parts = (PARTS_DAYS as u64).div_ceil(31);
+    let passes = reference.metric("fleetpulse_restatements_total");
+    assert!(passes >= parts, "{passes} passes");
+    reference.service.stop();
+    (reference, midnight, start)
+}
+
+const PARTS_DAYS: i64 = 200;
+
 /// A history of 200 days goes to the stores in parts of at most a month,
 /// each written before the next is read: a pass holds a part's windows,
 /// not the whole history's (BENCHMARKS.md, section 35). The service is
@@ -960,63 +1016,63 @@ async fn a_backfilled_customer_s_dates_alone_get_their_portfolio_figures() {
 /// for records written before its checkpoint.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_history_is_restated_in_parts_and_a_kill_between_them_loses_nothing() {
-    let hour = 3_600_000;
-    let now = jiff::Timestamp::now().as_millisecond();
-    let midnight = (now - 4 * hour).div_euclid(DAY_MS) * DAY_MS;
-    let days = 200;
-    let start = midnight - (days + 3) * DAY_MS;
-    // `acme`'s daily windows in the store.
-    let daily = |run: &TwoCustomers| -> i64 {
-        let db = rusqlite::Connection::open(run.dir.path().join("kpi.sqlite")).unwrap();
-        db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
-        (db.query_row(
-            "SELECT count(*) FROM customer_kpi WHERE customer = 'acme' AND window = '1d'",
-            [],
-            |r| r.get(0),
-        ))
-        .unwrap_or(0)
-    };
-    let until_all_days = |run: &TwoCustomers| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        while daily(run) < days {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{} of {days} days\n{}",
-                daily(run),
-                run.service.log_tail()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-    };
-
-    let mut reference = TwoCustomers::start("parts-reference");
-    reference.live(midnight + 4 * hour);
-    reference.backfill(start, days);
-    until_all_days(&reference);
-    // A part a month at most: seven passes at least.
-    let parts = (days as u64).div_ceil(31);
-    let passes = reference.metric("fleetpulse_restatements_total");
-    assert!(passes >= parts, "{passes} passes");
-    reference.service.stop();
-
+    let (reference, midnight, start) = parts_reference();
     let mut run = TwoCustomers::start("parts-kill");
-    run.live(midnight + 4 * hour);
-    run.backfill(start, days);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while daily(&run) == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{}",
-            run.service.log_tail()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
+    run.live(midnight + 4 * 3_600_000);
+    run.backfill(start, PARTS_DAYS);
+    until_acme_days(&run, 1, 60);
     run.service.kill();
-    let at_kill = daily(&run);
-    assert!(at_kill < days, "every part was written before the kill");
+    let at_kill = acme_days(&run);
+    assert!(
+        at_kill < PARTS_DAYS,
+        "every part was written before the kill"
+    );
     run.service.start_and_wait("connected to broker");
-    until_all_days(&run);
-    println!("{at_kill} of {days} days written at the kill");
+    until_acme_days(&run, PARTS_DAYS, 120);
+    println!("{at_kill} of {PARTS_DAYS} days written at the kill");
+    run.service.stop();
+    assert_same_as_in_order(
+        &run.dir.path().join("kpi.sqlite"),
+        &reference.dir.path().join("kpi.sqlite"),
+    );
+}
+
+/// The same history with the WAL directory, and the archive the parts are
+/// read from and noted in, on a disk that fills once the first part is in
+/// the store: the archive's writes fail ("database or disk is full") while
+/// it stays full; three seconds later the space comes back. The service
+/// runs on, the passes are tried again, and the store equals the run
+/// without the fault, value by value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_that_fills_between_the_parts_of_a_history_loses_nothing() {
+    use support::small_disk::{SmallDisk, fill_disk, rerun_in_namespace};
+    let Some(disk) = SmallDisk::mount("64m") else {
+        return rerun_in_namespace(
+            "a_disk_that_fills_between_the_parts_of_a_history_loses_nothing",
+        );
+    };
+    let (reference, midnight, start) = parts_reference();
+    let wal = disk.path().join("wal");
+    let mut run = TwoCustomers::start_with_wal("parts-full", Some(&wal));
+    run.live(midnight + 4 * 3_600_000);
+    run.backfill(start, PARTS_DAYS);
+    until_acme_days(&run, 1, 60);
+    let filler = disk.path().join("filler");
+    fill_disk(&filler);
+    let at_full = acme_days(&run);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    std::fs::remove_file(&filler).unwrap();
+    assert!(
+        at_full < PARTS_DAYS,
+        "every part was written before the disk filled"
+    );
+    until_acme_days(&run, PARTS_DAYS, 120);
+    let log = run.service.log();
+    assert!(
+        log.contains("database or disk is full") || log.contains("No space left on device"),
+        "the disk never filled:\n{log}"
+    );
+    println!("{at_full} of {PARTS_DAYS} days written when the disk filled");
     run.service.stop();
     assert_same_as_in_order(
         &run.dir.path().join("kpi.sqlite"),
