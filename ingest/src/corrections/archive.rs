@@ -1360,13 +1360,15 @@ impl Archive {
 
     /// [`Self::keep_portfolio`] for a pass's restated `records`: a failure
     /// fails the pass, which is computed again.
+    /// `passed`: the engine emitted every portfolio figure ending by it.
     pub fn keep_restated_portfolio<'a>(
         &mut self,
         engine: &fleetpulse_engine::EngineConfig,
         records: impl Iterator<Item = &'a Output>,
+        passed: EventTime,
     ) -> Result<Vec<fleetpulse_engine::PortfolioRecord>, ArchiveError> {
         let path = self.dir.join("state.sqlite");
-        super::portfolio::keep(&mut self.state, &path, engine, records, true)
+        super::portfolio::keep(&mut self.state, &path, engine, records, Some(passed))
     }
 
     /// Every store wrote these portfolio dates' figures.

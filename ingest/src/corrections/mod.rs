@@ -523,6 +523,7 @@ fn run(
                             bound,
                             checkpoint,
                         } => {
+                            state.emitted_through = state.emitted_through.max(through);
                             if let Err(e) = archive.forget(checkpoint) {
                                 tracing::error!(error = %e, "archive");
                             }
@@ -610,6 +611,8 @@ fn run(
                             // waits) before the next is read: a pass starts
                             // where those on their way end.
                             loop {
+                                // The engine finished: no live figures come.
+                                state.emitted_through = EventTime::MAX;
                                 match passes(&mut archive, &settings, limits, &mut state, true) {
                                     Ok(true) => {}
                                     Ok(false) => break,
@@ -816,6 +819,9 @@ struct Passes {
     arrivals: HashMap<Id, (std::time::Instant, std::time::Instant)>,
     /// The limits of the latest passes put off while late data came.
     deferred: Option<(EventTime, EventTime)>,
+    /// The engine emitted every window and portfolio figure ending by this:
+    /// a date of it with no live figures gets none.
+    emitted_through: EventTime,
     /// Late data's passes handed on and not yet written by every store, by
     /// customer: the generation of the row each read, and the windows it
     /// covers. A customer's next pass waits for them (it starts where they
@@ -1635,7 +1641,8 @@ fn complete(
     records.extend(outputs);
     records.extend(retracted);
     keep(archive, state.day.as_deref(), records.iter())?;
-    state.portfolio(archive.keep_restated_portfolio(engine, records.iter())?);
+    let passed = state.emitted_through;
+    state.portfolio(archive.keep_restated_portfolio(engine, records.iter(), passed)?);
     Ok(Some(records))
 }
 

@@ -152,13 +152,13 @@ impl Unkept {
         records: impl Iterator<Item = &'a Output> + Clone,
     ) -> Vec<PortfolioRecord> {
         let kept = if self.records.is_empty() {
-            keep(state, path, engine, records.clone(), false)
+            keep(state, path, engine, records.clone(), None)
         } else {
             let mut all: Vec<&Output> = self.records.iter().collect();
             for record in records.clone() {
                 all.push(record);
             }
-            keep(state, path, engine, all.into_iter(), false)
+            keep(state, path, engine, all.into_iter(), None)
         };
         match kept {
             Ok(figures) => {
@@ -188,16 +188,19 @@ impl Unkept {
 }
 
 /// Keeps the final health records and live portfolio dates among
-/// `records` (`restated`: a pass's, otherwise the live dataflow's) in one
-/// transaction of `state` (at `path`), and returns the figures of the dates
-/// to restate, each with its next revision.
+/// `records` in one transaction of `state` (at `path`), and returns the
+/// figures of the dates to restate, each with its next revision.
+/// `restated`: a pass's records, the engine having emitted every portfolio
+/// figure ending by the time given; `None`: the live dataflow's.
 pub(super) fn keep<'a>(
     state: &mut Connection,
     path: &Path,
     engine: &EngineConfig,
     records: impl Iterator<Item = &'a Output>,
-    restated: bool,
+    restated: Option<EventTime>,
 ) -> Result<Vec<PortfolioRecord>, ArchiveError> {
+    let passed = restated.unwrap_or(0);
+    let restated = restated.is_some();
     let err = |e| fail(path, e);
     // Most record batches are devices' hours: no transaction for them.
     let mut records = records.filter(|r| counts(r, restated)).peekable();
@@ -281,7 +284,7 @@ pub(super) fn keep<'a>(
     }
     let mut figures = Vec::new();
     for day in dates {
-        if let Some(record) = fold(&tx, day).map_err(err)? {
+        if let Some(record) = fold(&tx, day, passed).map_err(err)? {
             figures.push(record);
         }
     }
@@ -291,15 +294,18 @@ pub(super) fn keep<'a>(
 
 /// `day`'s figures folded again from the rows kept, with the next
 /// revision; `None` for a date with fewer customers kept than its live
-/// figures counted.
+/// figures counted, or without live figures yet: they will come after the
+/// restated rows, and fold it then.
 ///
-/// A date without live figures gets its first ones here: the days of a
-/// backfilled history on which no live customer had health (before any
-/// did, or up to where its journey was adopted) have no live figures, and
-/// none will come. Where live figures do come later (the pass ran ahead of
-/// the live portfolio), their customer count replaces this one and the
-/// date is folded again after them ([`keep`]).
-fn fold(tx: &rusqlite::Transaction, day: u64) -> rusqlite::Result<Option<PortfolioRecord>> {
+/// A date without live figures that the engine has passed (`passed`: it
+/// emitted every figure ending by then) gets its first ones here: the days
+/// of a backfilled history on which no live customer had health (before
+/// any did, or up to where its journey was adopted) get none from it.
+fn fold(
+    tx: &rusqlite::Transaction,
+    day: u64,
+    passed: EventTime,
+) -> rusqlite::Result<Option<PortfolioRecord>> {
     let emitted: Option<(u32, u32)> = (tx.query_row(
         "SELECT customers, revision FROM portfolio_days WHERE day = ?1",
         params![day as i64],
@@ -308,7 +314,7 @@ fn fold(tx: &rusqlite::Transaction, day: u64) -> rusqlite::Result<Option<Portfol
     .optional()?;
     let (customers, revision) = match emitted {
         Some(emitted) => emitted,
-        None => {
+        None if day + DAY_MS <= passed => {
             tx.execute(
                 "INSERT INTO portfolio_days (day, customers, revision, written) \
                  VALUES (?1, 0, 0, 0)",
@@ -316,6 +322,7 @@ fn fold(tx: &rusqlite::Transaction, day: u64) -> rusqlite::Result<Option<Portfol
             )?;
             (0, 0)
         }
+        None => return Ok(None),
     };
     let mut select = tx.prepare_cached(
         "SELECT customer, arr, arr_at_risk, band, managed, usage_growth, outcome \
@@ -369,7 +376,7 @@ pub(super) fn owed(
     };
     let mut figures = Vec::new();
     for day in days {
-        if let Some(record) = fold(&tx, day as u64).map_err(err)? {
+        if let Some(record) = fold(&tx, day as u64, 0).map_err(err)? {
             figures.push(record);
         }
     }
@@ -410,6 +417,7 @@ mod tests {
         conn: Connection,
         path: std::path::PathBuf,
         engine: EngineConfig,
+        passed: EventTime,
     }
 
     impl State {
@@ -424,16 +432,19 @@ mod tests {
                 conn,
                 path,
                 engine,
+                passed: EventTime::MAX,
             }
         }
 
+        /// `restated`: a pass's records, every live figure emitted through
+        /// `self.passed`.
         fn keep(&mut self, records: &[Output], restated: bool) -> Vec<PortfolioRecord> {
             keep(
                 &mut self.conn,
                 &self.path,
                 &self.engine,
                 records.iter(),
-                restated,
+                restated.then_some(self.passed),
             )
             .unwrap()
         }
@@ -495,36 +506,33 @@ mod tests {
     #[test]
     fn live_figures_after_a_restated_health_are_folded_again_at_once() {
         let mut state = State::new();
+        // The engine has not passed the date yet.
+        state.passed = D;
         let live_health = [health("a", 0.0, Band::Green), health("b", 9.0, Band::Red)];
         let records: Vec<Output> = live_health.iter().cloned().map(Output::Health).collect();
         assert!(state.keep(&records, false).is_empty());
-        // Restated before the date's figures were emitted: folded from the
-        // rows kept, and again after the live figures, which miss it.
+        // Restated before the date's figures were emitted: they will miss it.
         let restated = health("b", 0.0, Band::Green);
-        let folded = live(&[live_health[0].clone(), restated.clone()]);
-        let figures = state.keep(&[Output::Health(restated.clone())], true);
-        assert_eq!(
-            figures,
-            [PortfolioRecord {
-                revision: 1,
-                ..folded.clone()
-            }]
+        assert!(
+            state
+                .keep(&[Output::Health(restated.clone())], true)
+                .is_empty()
         );
         let figures = state.keep(&[Output::Portfolio(live(&live_health))], false);
-        assert_eq!(
-            figures,
-            [PortfolioRecord {
-                revision: 2,
-                ..folded
-            }]
-        );
+        let want = PortfolioRecord {
+            revision: 1,
+            ..live(&[live_health[0].clone(), restated])
+        };
+        assert_eq!(figures, [want]);
     }
 
     /// The days of a backfilled history before any live customer had
-    /// health: no live figures come for them, the pass's health makes them.
+    /// health: no live figures come for them once the engine passed them,
+    /// the pass's health makes them.
     #[test]
     fn a_date_only_a_restated_customer_has_gets_its_figures_from_it() {
         let mut state = State::new();
+        state.passed = D + DAY_MS;
         let alone = health("a", 100_000.0, Band::Red);
         let figures = state.keep(&[Output::Health(alone.clone())], true);
         let want = PortfolioRecord {
@@ -601,7 +609,14 @@ mod tests {
         );
         let after = health("b", 0.0, Band::Green);
         let restated = [Output::Health(after.clone())];
-        let figures = keep(&mut conn, &path, &engine, restated.iter(), true).unwrap();
+        let figures = keep(
+            &mut conn,
+            &path,
+            &engine,
+            restated.iter(),
+            Some(EventTime::MAX),
+        )
+        .unwrap();
         let want = PortfolioRecord {
             revision: 1,
             ..live(&[before[0].clone(), after])

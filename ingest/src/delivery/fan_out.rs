@@ -226,11 +226,14 @@ impl FanOut {
             Output::Portfolio(_) => record_time(r) < before,
             _ => record_time(r) < journeys,
         };
-        let (ready, wait): (Vec<Restated>, Vec<Restated>) = std::mem::take(held)
-            .into_iter()
-            .partition(|pass| all || pass.records.iter().all(emitted));
-        *held = wait;
-        for pass in ready {
+        // In the order they came: a later pass may restate a portfolio date
+        // an earlier one did (another customer's health, or the live
+        // figures that came after a restated one), with the next revision,
+        // and the stores keep the last written.
+        let waiting = (held.iter())
+            .position(|pass| !all && !pass.records.iter().all(emitted))
+            .unwrap_or(held.len());
+        for pass in held.drain(..waiting).collect::<Vec<_>>() {
             self.restated(pass, unconfirmed).await;
         }
     }
