@@ -1016,25 +1016,10 @@ const PARTS_DAYS: i64 = 200;
 /// for records written before its checkpoint.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_history_is_restated_in_parts_and_a_kill_between_them_loses_nothing() {
-    let (reference, midnight, start) = parts_reference();
-    let mut run = TwoCustomers::start("parts-kill");
-    run.live(midnight + 4 * 3_600_000);
-    run.backfill(start, PARTS_DAYS);
-    until_acme_days(&run, 1, 60);
-    run.service.kill();
-    let at_kill = acme_days(&run);
-    assert!(
-        at_kill < PARTS_DAYS,
-        "every part was written before the kill"
-    );
-    run.service.start_and_wait("connected to broker");
-    until_acme_days(&run, PARTS_DAYS, 120);
-    println!("{at_kill} of {PARTS_DAYS} days written at the kill");
-    run.service.stop();
-    assert_same_as_in_order(
-        &run.dir.path().join("kpi.sqlite"),
-        &reference.dir.path().join("kpi.sqlite"),
-    );
+    parts_after_fault("parts-kill", None, |run| {
+        run.service.kill();
+        run.service.start_and_wait("connected to broker");
+    });
 }
 
 /// The same history with the WAL directory, and the archive the parts are
@@ -1051,33 +1036,48 @@ async fn a_disk_that_fills_between_the_parts_of_a_history_loses_nothing() {
             "a_disk_that_fills_between_the_parts_of_a_history_loses_nothing",
         );
     };
-    let (reference, midnight, start) = parts_reference();
     let wal = disk.path().join("wal");
-    let mut run = TwoCustomers::start_with_wal("parts-full", Some(&wal));
-    run.live(midnight + 4 * 3_600_000);
-    run.backfill(start, PARTS_DAYS);
-    until_acme_days(&run, 1, 60);
-    let filler = disk.path().join("filler");
-    fill_disk(&filler);
-    let at_full = acme_days(&run);
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    std::fs::remove_file(&filler).unwrap();
-    assert!(
-        at_full < PARTS_DAYS,
-        "every part was written before the disk filled"
-    );
-    until_acme_days(&run, PARTS_DAYS, 120);
+    let run = parts_after_fault("parts-full", Some(&wal), |_| {
+        let filler = disk.path().join("filler");
+        fill_disk(&filler);
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        std::fs::remove_file(&filler).unwrap();
+    });
     let log = run.service.log();
     assert!(
         log.contains("database or disk is full") || log.contains("No space left on device"),
         "the disk never filled:\n{log}"
     );
-    println!("{at_full} of {PARTS_DAYS} days written when the disk filled");
+}
+
+/// The parts history again (`wal`: the WAL directory, if not the run's
+/// own), with `fault` done once the store holds its first part and not
+/// its last; then, once every day is in, stopped, and every table against
+/// the run without the fault.
+fn parts_after_fault(
+    client: &str,
+    wal: Option<&Path>,
+    fault: impl FnOnce(&mut TwoCustomers),
+) -> TwoCustomers {
+    let (reference, midnight, start) = parts_reference();
+    let mut run = TwoCustomers::start_with_wal(client, wal);
+    run.live(midnight + 4 * 3_600_000);
+    run.backfill(start, PARTS_DAYS);
+    until_acme_days(&run, 1, 60);
+    let at_fault = acme_days(&run);
+    fault(&mut run);
+    assert!(
+        at_fault < PARTS_DAYS,
+        "every part was written before the fault"
+    );
+    until_acme_days(&run, PARTS_DAYS, 120);
+    println!("{at_fault} of {PARTS_DAYS} days written at the fault");
     run.service.stop();
     assert_same_as_in_order(
         &run.dir.path().join("kpi.sqlite"),
         &reference.dir.path().join("kpi.sqlite"),
     );
+    run
 }
 
 /// Six customers' histories loaded together, more than the passes under
