@@ -810,6 +810,24 @@ impl TwoCustomers {
         support::service::metric(&support::service::metrics(self.http), name)
     }
 
+    /// Started; `bolt`'s reading four hours past today's midnight (UTC),
+    /// `acme`'s twelve days ending three days before it backfilled, and
+    /// restated into the store; the midnight.
+    async fn twelve_days_restated(client: &str) -> (Self, i64) {
+        let run = Self::start(client);
+        let hour = 3_600_000;
+        let now = jiff::Timestamp::now().as_millisecond();
+        let midnight = (now - 4 * hour).div_euclid(DAY_MS) * DAY_MS;
+        run.live(midnight + 4 * hour);
+        run.backfill(midnight - 15 * DAY_MS, 12);
+        run.wait_for("fleetpulse_restatements_total", 1, 60).await;
+        // Counted as handed to the store: read the store once it wrote them.
+        let handed = run.metric("fleetpulse_records_emitted_total")
+            + run.metric("fleetpulse_records_restated_total");
+        (run.wait_for("fleetpulse_sink_records_written_total", handed, 30)).await;
+        (run, midnight)
+    }
+
     /// Waits up to `within` seconds for metric `name` to reach `least`.
     async fn wait_for(&self, name: &str, least: u64, within: u64) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(within);
@@ -869,18 +887,8 @@ async fn a_history_of_many_days_fits_the_open_file_limit() {
 /// stop must change none of the rows it wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restatement_of_the_last_closed_day_does_not_wait_for_the_portfolio() {
-    let mut run = TwoCustomers::start("portfolio-wait");
-    let hour = 3_600_000;
-    let now = jiff::Timestamp::now().as_millisecond();
-    let midnight = (now - 4 * hour).div_euclid(DAY_MS) * DAY_MS;
-    run.live(midnight + 4 * hour);
     let days = 12;
-    run.backfill(midnight - (days + 3) * DAY_MS, days);
-    run.wait_for("fleetpulse_restatements_total", 1, 60).await;
-    // Counted as handed to the store: read the store once it wrote them.
-    let handed = run.metric("fleetpulse_records_emitted_total")
-        + run.metric("fleetpulse_records_restated_total");
-    (run.wait_for("fleetpulse_sink_records_written_total", handed, 30)).await;
+    let (mut run, midnight) = TwoCustomers::twelve_days_restated("portfolio-wait").await;
 
     // `acme`'s rows of the closed days, by key, revisions aside.
     let db = run.dir.path().join("kpi.sqlite");
@@ -917,17 +925,8 @@ async fn a_restatement_of_the_last_closed_day_does_not_wait_for_the_portfolio() 
 /// health table done here, in SQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfilled_customer_s_dates_alone_get_their_portfolio_figures() {
-    let mut run = TwoCustomers::start("portfolio-alone");
-    let hour = 3_600_000;
-    let now = jiff::Timestamp::now().as_millisecond();
-    let midnight = (now - 4 * hour).div_euclid(DAY_MS) * DAY_MS;
-    run.live(midnight + 4 * hour);
     let days = 12;
-    run.backfill(midnight - (days + 3) * DAY_MS, days);
-    run.wait_for("fleetpulse_restatements_total", 1, 60).await;
-    let handed = run.metric("fleetpulse_records_emitted_total")
-        + run.metric("fleetpulse_records_restated_total");
-    (run.wait_for("fleetpulse_sink_records_written_total", handed, 30)).await;
+    let (mut run, _) = TwoCustomers::twelve_days_restated("portfolio-alone").await;
     run.service.stop();
 
     let db = rusqlite::Connection::open(run.dir.path().join("kpi.sqlite")).unwrap();
