@@ -68,12 +68,7 @@ impl JourneyBoard {
     /// Takes the unsettled provisional alerts of the customers `mine`
     /// picks.
     pub fn take_unsettled_where(&self, mine: impl Fn(&Id) -> bool) -> Vec<(Id, Vec<AlertRecord>)> {
-        let mut unsettled = lock(&self.unsettled);
-        let picked: Vec<Id> = unsettled.keys().filter(|c| mine(c)).cloned().collect();
-        picked
-            .into_iter()
-            .filter_map(|c| unsettled.remove(&c).map(|a| (c, a)))
-            .collect()
+        take_where(&self.unsettled, mine)
     }
 
     /// Also hands every day's state to [`Self::take_days`].
@@ -94,12 +89,7 @@ impl JourneyBoard {
     /// worker owns), so it tracks them from the start: a customer that
     /// sends nothing after a restart still has its days closed.
     pub fn take_restored_where(&self, mine: impl Fn(&Id) -> bool) -> Vec<(Id, JourneyState)> {
-        let mut restored = lock(&self.restored);
-        let picked: Vec<Id> = restored.keys().filter(|c| mine(c)).cloned().collect();
-        picked
-            .into_iter()
-            .filter_map(|c| restored.remove(&c).map(|s| (c, s)))
-            .collect()
+        take_where(&self.restored, mine)
     }
 
     /// Notes `journey`'s state after a closed day, when the service
@@ -172,6 +162,15 @@ impl JourneyBoard {
 
 /// States held per customer until a checkpoint takes one.
 pub const HELD_STATES: usize = 32;
+
+/// Takes the entries of the customers `mine` picks out of `map`.
+fn take_where<T>(map: &Mutex<HashMap<Id, T>>, mine: impl Fn(&Id) -> bool) -> Vec<(Id, T)> {
+    let mut map = lock(map);
+    let picked: Vec<Id> = map.keys().filter(|c| mine(c)).cloned().collect();
+    (picked.into_iter())
+        .filter_map(|c| map.remove(&c).map(|v| (c, v)))
+        .collect()
+}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
