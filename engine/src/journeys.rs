@@ -55,7 +55,7 @@ impl JourneyBoard {
     /// hold them) to the operators with their customers' journeys.
     pub fn unsettled(self, alerts: Vec<AlertRecord>) -> Self {
         let mut unsettled: HashMap<Id, Vec<AlertRecord>> = HashMap::new();
-        for alert in alerts.into_iter().filter(|a| a.provisional) {
+        for alert in alerts {
             unsettled
                 .entry(alert.customer.clone())
                 .or_default()

@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::{ControlFlow, RangeInclusive};
 use std::path::{Path, PathBuf};
 
+use fleetpulse_engine::kpi::risk::AlertStatus;
 use fleetpulse_engine::{
     AlertRecord, CustomerKpi, DeviceBatch, DeviceKpi, EventTime, Id, JourneyState, Output,
 };
@@ -1610,26 +1611,14 @@ impl Archive {
         floor: EventTime,
     ) -> Result<Vec<AlertRecord>, ArchiveError> {
         let path = self.dir.join("state.sqlite");
-        let mut select = self
-            .state
+        let mut select = (self.state)
             .prepare_cached("SELECT body FROM alerts WHERE customer = ?1")
             .map_err(|e| fail(&path, e))?;
-        let rows = select
-            .query_map(params![customer], |r| r.get::<_, Vec<u8>>(0))
-            .map_err(|e| fail(&path, e))?;
-        let mut out = Vec::new();
-        for body in rows {
-            let body = body.map_err(|e| fail(&path, e))?;
-            let alert: AlertRecord =
-                bincode::deserialize(&body).map_err(|e| fail(&path, format!("alert: {e}")))?;
-            let open_at_floor = alert.status
-                != fleetpulse_engine::kpi::risk::AlertStatus::Retracted
+        read_alerts(&mut select, params![customer], &path, |alert| {
+            let open_at_floor = alert.status != AlertStatus::Retracted
                 && alert.resolved_at.is_none_or(|at| at > floor);
-            if alert.opened_at > floor || open_at_floor {
-                out.push(alert);
-            }
-        }
-        Ok(out)
+            alert.opened_at > floor || open_at_floor
+        })
     }
 
     /// Day files kept.
@@ -1649,13 +1638,26 @@ pub fn unsettled_alerts(dir: &Path) -> Result<Vec<AlertRecord>, ArchiveError> {
     }
     let state = open(&path, STATE_SCHEMA)?;
     let mut select = (state.prepare("SELECT body FROM alerts")).map_err(|e| fail(&path, e))?;
-    let rows = (select.query_map([], |r| r.get::<_, Vec<u8>>(0))).map_err(|e| fail(&path, e))?;
+    read_alerts(&mut select, [], &path, |alert| {
+        alert.provisional && alert.status == AlertStatus::Open
+    })
+}
+
+/// The alerts `select` (of the state file at `path`) reads with `args`,
+/// those `keep` picks.
+fn read_alerts(
+    select: &mut rusqlite::Statement<'_>,
+    args: impl rusqlite::Params,
+    path: &Path,
+    keep: impl Fn(&AlertRecord) -> bool,
+) -> Result<Vec<AlertRecord>, ArchiveError> {
+    let rows = (select.query_map(args, |r| r.get::<_, Vec<u8>>(0))).map_err(|e| fail(path, e))?;
     let mut out = Vec::new();
     for body in rows {
-        let body = body.map_err(|e| fail(&path, e))?;
+        let body = body.map_err(|e| fail(path, e))?;
         let alert: AlertRecord =
-            bincode::deserialize(&body).map_err(|e| fail(&path, format!("alert: {e}")))?;
-        if alert.provisional && alert.status == fleetpulse_engine::kpi::risk::AlertStatus::Open {
+            bincode::deserialize(&body).map_err(|e| fail(path, format!("alert: {e}")))?;
+        if keep(&alert) {
             out.push(alert);
         }
     }

@@ -610,9 +610,9 @@ fn run(
                             // taken by the fan-out (which writes them while it
                             // waits) before the next is read: a pass starts
                             // where those on their way end.
+                            // The engine finished: no live figures come.
+                            state.emitted_through = EventTime::MAX;
                             loop {
-                                // The engine finished: no live figures come.
-                                state.emitted_through = EventTime::MAX;
                                 match passes(&mut archive, &settings, limits, &mut state, true) {
                                     Ok(true) => {}
                                     Ok(false) => break,

@@ -233,7 +233,7 @@ impl FanOut {
         let waiting = (held.iter())
             .position(|pass| !all && !pass.records.iter().all(emitted))
             .unwrap_or(held.len());
-        for pass in held.drain(..waiting).collect::<Vec<_>>() {
+        for pass in held.drain(..waiting) {
             self.restated(pass, unconfirmed).await;
         }
     }
