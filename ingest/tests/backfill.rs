@@ -783,14 +783,21 @@ impl TwoCustomers {
     /// `acme`'s two machines, a reading an hour for `days` days from
     /// `start`, through `fleetpulse backfill`.
     fn backfill(&self, start: i64, days: i64) {
+        self.backfill_part(start, 0..days);
+    }
+
+    /// Days `days` (counted from `start`) of the history of
+    /// [`Self::backfill`], as a file of their own through `fleetpulse
+    /// backfill`: a history exported in parts.
+    fn backfill_part(&self, start: i64, days: std::ops::Range<i64>) {
         let mut csv = String::from("customer,site,device,time,state,operating_hours\n");
-        for h in 0..days * 24 {
+        for h in days.start * 24..days.end * 24 {
             for d in 0..2 {
                 let at = start + h * 3_600_000;
                 csv += &format!("acme,s,exc-{d},{at},running,{}\n", h as f64 * 0.5);
             }
         }
-        let file = self.dir.path().join("history.csv");
+        let file = (self.dir.path()).join(format!("history-{}-{}.csv", days.start, days.end));
         std::fs::write(&file, csv).unwrap();
         let sent = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
             .arg("backfill")
@@ -1077,6 +1084,49 @@ fn parts_after_fault(
         &reference.dir.path().join("kpi.sqlite"),
     );
     run
+}
+
+/// A history exported as five monthly files and loaded newest first (a
+/// shell loop over `ls -r`), each by its own `fleetpulse backfill`. Each
+/// file's readings get a unit epoch of their own (the hour of its first
+/// reading), lower with every file sent, while the sequence windows
+/// remember the four highest epochs of a device: the fifth file is older
+/// than all of them, and only the archive can tell it from a replay.
+/// Nothing may be refused, and every row equals the run that took the
+/// history as one file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_in_monthly_files_loaded_newest_first_is_taken_in_whole() {
+    let days = 150;
+    let hour = 3_600_000;
+    let now = jiff::Timestamp::now().as_millisecond();
+    let midnight = (now - 4 * hour).div_euclid(DAY_MS) * DAY_MS;
+    let start = midnight - (days + 3) * DAY_MS;
+    let mut reference = TwoCustomers::start("monthly-reference");
+    reference.live(midnight + 4 * hour);
+    reference.backfill(start, days);
+    until_acme_days(&reference, days, 120);
+    reference.service.stop();
+
+    let mut run = TwoCustomers::start("monthly-newest-first");
+    run.live(midnight + 4 * hour);
+    for month in (0..days / 30).rev() {
+        run.backfill_part(start, month * 30..(month + 1) * 30);
+    }
+    // Every reading accepted (a batch an hour and machine), none refused.
+    let batches = (days * 24 * 2 + 1) as u64;
+    run.wait_for("fleetpulse_messages_accepted_total", batches, 60)
+        .await;
+    let metrics = support::service::metrics(run.http);
+    let refused: Vec<&str> = (metrics.lines())
+        .filter(|l| l.starts_with("fleetpulse_messages_rejected_total{") && !l.ends_with(" 0"))
+        .collect();
+    assert!(refused.is_empty(), "refused: {refused:?}");
+    until_acme_days(&run, days, 120);
+    run.service.stop();
+    assert_same_as_in_order(
+        &run.dir.path().join("kpi.sqlite"),
+        &reference.dir.path().join("kpi.sqlite"),
+    );
 }
 
 /// Six customers' histories loaded together, more than the passes under
