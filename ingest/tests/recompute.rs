@@ -168,3 +168,76 @@ async fn a_changed_outcome_target_restates_the_journey_from_its_first_day() {
     service.task.await.unwrap().unwrap();
     assert_same_as_in_order(&db, &reference_db);
 }
+
+/// An operator stops the service, doubles a customer's outcome target in
+/// the customers file and starts it again (a deploy that ships the file
+/// and restarts the unit). No reload saw the change: the start must find
+/// it, by the definition the stored journey was folded with, and fold the
+/// journey again, so that the store equals a run that had the new target
+/// from the start, not old outcomes before the restart and new ones after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_changed_while_the_service_is_stopped_restates_at_the_start() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let fleet = Fleet::generate(&FleetSpec {
+        customers: 4,
+        devices: 16,
+        days: 30,
+        seed: 31,
+        ..FleetSpec::default()
+    });
+    let all: Vec<v1::TelemetryBatch> = fleet.messages_in_event_time().map(|m| m.batch).collect();
+    let start = all.iter().map(first_at).min().unwrap();
+    let day20 = start + 20 * DAY_MS;
+    let (before, after): (Vec<&v1::TelemetryBatch>, Vec<_>) =
+        all.iter().partition(|b| first_at(b) < day20);
+
+    let reference = tempfile::tempdir().unwrap();
+    let (changed, customer) = changed_target(&fleet, reference.path());
+    std::fs::write(reference.path().join("customers.toml"), &changed).unwrap();
+    let cfg = config(&mosquitto, reference.path(), "stopped-reference");
+    let service = in_process::subscribed(cfg, "stopped-reference").await;
+    let everything: Vec<&v1::TelemetryBatch> = all.iter().collect();
+    let n = everything.len() as u64;
+    feed(&service, &mosquitto, "stopped-ref-sim", &everything, n).await;
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let customers = dir.path().join("customers.toml");
+    fleetpulse::sim::write_files(&fleet, None, Some(&customers)).unwrap();
+    let cfg = config(&mosquitto, dir.path(), "stopped-fleet");
+    let service = in_process::subscribed(cfg.clone(), "stopped-fleet").await;
+    let handled = before.len() as u64;
+    feed(&service, &mosquitto, "stopped-sim-1", &before, handled).await;
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+    let db = dir.path().join("kpi.sqlite");
+    let (outcomes_before, _) = rows(&db, "outcome");
+
+    std::fs::write(&customers, &changed).unwrap();
+    let service = in_process::subscribed(cfg.clone(), "stopped-fleet").await;
+    let metrics = service.metrics.clone();
+    support::poll::wait_for("the recompute at the start", move || {
+        metrics.restatements.load(Relaxed) >= 1
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let (outcomes_after, _) = rows(&db, "outcome");
+    let moved = (outcomes_before.iter())
+        .filter(|(key, row)| key.contains(&customer) && outcomes_after.get(*key) != Some(*row))
+        .count();
+    assert!(moved > 0, "the new target changed no stored outcome");
+    let handled = service.metrics.handled() + after.len() as u64;
+    feed(&service, &mosquitto, "stopped-sim-2", &after, handled).await;
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+    assert_same_as_in_order(&db, &reference.path().join("kpi.sqlite"));
+
+    // Started again with the file as it is: nothing to fold again.
+    let service = in_process::subscribed(cfg, "stopped-fleet").await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(service.metrics.restatements.load(Relaxed), 0);
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+    assert_same_as_in_order(&db, &reference.path().join("kpi.sqlite"));
+}
