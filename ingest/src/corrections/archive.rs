@@ -118,6 +118,10 @@ const STATE_SCHEMA: &str = "
         from_ms INTEGER NOT NULL,
         generation INTEGER NOT NULL
     ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS definitions (
+        customer TEXT PRIMARY KEY,
+        digest BLOB NOT NULL
+    ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS pending (
         customer TEXT PRIMARY KEY,
         from_ms INTEGER NOT NULL,
@@ -1548,6 +1552,34 @@ impl Archive {
     /// (merged with a request not done yet: the earlier start).
     pub fn note_recompute(&mut self, customer: &str, from: EventTime) -> Result<(), ArchiveError> {
         note_recompute(&self.state, &self.dir.join("state.sqlite"), customer, from)
+    }
+
+    /// The digest of each customer's definition its kept journey was
+    /// folded with ([`Self::define`]).
+    pub fn definitions(&self) -> Result<std::collections::HashMap<String, Vec<u8>>, ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        let mut select = (self.state)
+            .prepare_cached("SELECT customer, digest FROM definitions")
+            .map_err(|e| fail(&path, e))?;
+        let rows = select
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| fail(&path, e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| fail(&path, e))
+    }
+
+    /// `customer`'s journey is folded with the definition of `digest` from
+    /// now on: a start that finds another in the customers file folds it
+    /// again.
+    pub fn define(&mut self, customer: &str, digest: &[u8]) -> Result<(), ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        (self.state)
+            .execute(
+                "INSERT INTO definitions (customer, digest) VALUES (?1, ?2) \
+                 ON CONFLICT (customer) DO UPDATE SET digest = excluded.digest",
+                params![customer, digest],
+            )
+            .map_err(|e| fail(&path, e))?;
+        Ok(())
     }
 
     /// The recomputes asked for.

@@ -442,6 +442,9 @@ fn run(
         day: settings.engine.day_window().map(|d| d.name.clone()),
         ..Passes::default()
     };
+    if let Err(e) = redefined_while_stopped(&mut archive, &state.specs) {
+        tracing::error!(error = %e, "cannot compare the customers' definitions with the archive's");
+    }
     // Portfolio figures folded again before a stop, not written by every
     // store.
     match archive.owed_portfolio() {
@@ -1235,6 +1238,44 @@ fn keep<'a>(
     }
 }
 
+/// What a customer's journey depends on in its definition, as a digest:
+/// everything but the time zone (a new zone moves every day; the start
+/// warns of it and keeps the days closed before). The digest of the
+/// definition's `Debug` text, which names every field: a release that adds
+/// one folds every journey again once, to the same values.
+fn definition_digest(spec: &CustomerSpec) -> Vec<u8> {
+    use blake2::digest::{Digest, consts::U32};
+    let mut spec = spec.clone();
+    spec.timezone = jiff::tz::TimeZone::UTC;
+    blake2::Blake2b::<U32>::digest(format!("{spec:?}")).to_vec()
+}
+
+/// Asks for a recompute of each customer whose definition in the customers
+/// file is not the one its kept journey was folded with: changed while the
+/// service was stopped (a deploy that ships the file and restarts it), or
+/// by a reload a kill cut short. A customer without a digest yet (new, or
+/// an archive of a release before this) gets one, and nothing is folded.
+fn redefined_while_stopped(
+    archive: &mut Archive,
+    specs: &std::collections::HashMap<String, CustomerSpec>,
+) -> Result<(), ArchiveError> {
+    let known = archive.definitions()?;
+    for (id, spec) in specs {
+        let digest = definition_digest(spec);
+        match known.get(id) {
+            Some(kept) if *kept == digest => continue,
+            Some(_) => {
+                let from = archive.first_input(id)?.unwrap_or(0);
+                archive.note_recompute(id, from.saturating_sub(1))?;
+                tracing::info!(customer = %id, "definition changed in the customers file since the last start: its journey is folded again");
+            }
+            None => {}
+        }
+        archive.define(id, &digest)?;
+    }
+    Ok(())
+}
+
 /// The customers file changed: later passes fold with the new definitions,
 /// and each customer whose definition changed is recomputed from its first
 /// kept day. A new time zone would move every day: it needs a restart, as
@@ -1262,6 +1303,7 @@ fn redefine(
         }
         let from = archive.first_input(id)?.unwrap_or(0);
         archive.note_recompute(id, from.saturating_sub(1))?;
+        archive.define(id, &definition_digest(new))?;
         tracing::info!(customer = %id, "definition changed in the customers file: its journey is folded again");
     }
     specs.retain(|id, _| {
@@ -2012,5 +2054,48 @@ mod tests {
             ..pending
         };
         assert_eq!(all.changed(&earlier).len(), 2);
+    }
+
+    /// A start compares each customer's definition with the one its kept
+    /// journey was folded with: the first start notes them, an unchanged
+    /// one (or one in another time zone only) asks for nothing, a changed
+    /// one for a recompute from before its first kept window.
+    #[test]
+    fn a_start_folds_again_the_journeys_whose_definition_changed_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut archive = Archive::open(dir.path()).unwrap();
+        let contract = fleetpulse_engine::Contract {
+            arr: 100.0,
+            start: 0,
+            renewal: 1,
+            devices_purchased: 1,
+            operator_seats: 1,
+        };
+        let spec = |id: &str, arr: f64, zone: &str| {
+            let contract = fleetpulse_engine::Contract { arr, ..contract };
+            let mut spec = CustomerSpec::new(id, fleetpulse_engine::Segment::LowTouch, contract);
+            spec.timezone = jiff::tz::TimeZone::get(zone).unwrap();
+            (id.to_string(), spec)
+        };
+        let asked = |archive: &Archive| -> Vec<String> {
+            let asked = archive.recomputes().unwrap();
+            asked.iter().map(|r| r.customer.to_string()).collect()
+        };
+        let first = [spec("a", 100.0, "UTC"), spec("b", 100.0, "UTC")].into();
+        redefined_while_stopped(&mut archive, &first).unwrap();
+        assert!(asked(&archive).is_empty());
+        assert_eq!(archive.definitions().unwrap().len(), 2);
+
+        let moved = [spec("a", 100.0, "Europe/Berlin"), spec("b", 100.0, "UTC")].into();
+        redefined_while_stopped(&mut archive, &moved).unwrap();
+        assert!(asked(&archive).is_empty());
+
+        let changed = [spec("a", 100.0, "UTC"), spec("b", 150.0, "UTC")].into();
+        redefined_while_stopped(&mut archive, &changed).unwrap();
+        assert_eq!(asked(&archive), ["b"]);
+        // Noted: the same file again asks for nothing more.
+        let generation = archive.recomputes().unwrap()[0].generation;
+        redefined_while_stopped(&mut archive, &changed).unwrap();
+        assert_eq!(archive.recomputes().unwrap()[0].generation, generation);
     }
 }
