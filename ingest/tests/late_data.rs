@@ -659,3 +659,76 @@ operator_seats = 1
     );
     assert_same_as_in_order(&db, &reference.path().join("kpi.sqlite"));
 }
+
+/// An operator turns late-data correction off for a while
+/// (`engine.correction_horizon = "0s"`, to save the archive's CPU) and on
+/// again. Runs without the horizon do not keep the archive up: it misses
+/// their live batches. A buffer of one of those days that arrives once the
+/// horizon is back cannot be restated from it: the day's windows came out
+/// right (the WAL's replay at the start had the day's other readings), but
+/// the journey was folded from the days the archive had, and the day's
+/// health and milestones differed from the run in event-time order. It
+/// must be refused as too late, and every row equal the run of the same
+/// readings in event-time order without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buffer_of_a_day_run_without_the_horizon_is_refused_not_restated_from_a_gap() {
+    const DAY: i64 = 86_400_000;
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let fleet = Fleet::generate(&spec(0));
+    let messages: Vec<(String, Vec<u8>, i64)> = (fleet.messages_in_event_time())
+        .map(|m| {
+            let at = m.batch.samples.iter().map(|s| s.event_time_ms).min().unwrap();
+            (m.topic, prost::Message::encode_to_vec(&m.batch), at)
+        })
+        .collect();
+    let t0 = messages.iter().map(|m| m.2).min().unwrap();
+    // The buffer: one device's first six hours of day 4.
+    let device = messages[0].0.clone();
+    let buffered = |(topic, _, at): &(String, Vec<u8>, i64)| {
+        *topic == device && (t0 + 4 * DAY..t0 + 4 * DAY + 6 * 3_600_000).contains(at)
+    };
+    let (buffer, rest): (Vec<_>, Vec<_>) = messages.into_iter().partition(buffered);
+    assert!(!buffer.is_empty());
+    let period = |from: i64, to: i64| -> Vec<(String, Vec<u8>)> {
+        (rest.iter())
+            .filter(|m| (from..to).contains(&m.2))
+            .map(|(t, p, _)| (t.clone(), p.clone()))
+            .collect()
+    };
+
+    // The reference: every reading but the buffer, in event-time order.
+    let reference = tempfile::tempdir().unwrap();
+    let reference_db = reference.path().join("kpi.sqlite");
+    let sinks = vec![sqlite(&reference_db)];
+    let cfg = config(&mosquitto, reference.path(), &fleet, "gap-reference", sinks);
+    let service = in_process::subscribed(cfg, "gap-reference").await;
+    let everything = period(i64::MIN, i64::MAX);
+    let n = everything.len() as u64;
+    feed(&service, publish_options(&mosquitto, "gap-ref-sim"), everything, n).await;
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kpi.sqlite");
+    let mut cfg = config(&mosquitto, dir.path(), &fleet, "gap-fleet", vec![sqlite(&db)]);
+    let horizons = [7 * 86_400, 0, 7 * 86_400];
+    let periods = [(i64::MIN, t0 + 3 * DAY), (t0 + 3 * DAY, t0 + 5 * DAY), (t0 + 5 * DAY, i64::MAX)];
+    for (run, (horizon, (from, to))) in horizons.into_iter().zip(periods).enumerate() {
+        cfg.engine.correction_horizon = std::time::Duration::from_secs(horizon);
+        let service = in_process::subscribed(cfg.clone(), "gap-fleet").await;
+        let messages = period(from, to);
+        let handled = service.metrics.handled() + messages.len() as u64;
+        let client = format!("gap-sim-{run}");
+        feed(&service, publish_options(&mosquitto, &client), messages, handled).await;
+        if run == 2 {
+            let handled = service.metrics.handled() + buffer.len() as u64;
+            let sent = (buffer.iter()).map(|(t, p, _)| (t.clone(), p.clone())).collect();
+            feed(&service, publish_options(&mosquitto, "gap-buffer"), sent, handled).await;
+            let too_late = (service.metrics).rejected(fleetpulse::metrics::RejectReason::TooLate);
+            assert_eq!(too_late, buffer.len() as u64, "the buffer refused");
+        }
+        service.shutdown.cancel();
+        service.task.await.unwrap().unwrap();
+    }
+    assert_same_as_in_order(&db, &reference_db);
+}
