@@ -672,12 +672,33 @@ operator_seats = 1
 /// readings in event-time order without it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_buffer_of_a_day_run_without_the_horizon_is_refused_not_restated_from_a_gap() {
+    horizon_gap("gap", [7, 0, 7]).await;
+}
+
+/// The same with the horizon turned on for the first time on a service
+/// that ran without it: the new archive begins where the start's replay
+/// does, not at the beginning of time (the first frontier after a start
+/// can be 0, and the archive took it for its start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_horizon_turned_on_takes_no_buffer_of_the_days_before_it() {
+    horizon_gap("turned-on", [0, 0, 7]).await;
+}
+
+/// Three runs of a 7-day fleet with `horizons` (days; the runs take days
+/// 0-3, 3-5 and 5-7), the third sent a buffer of day 4 at its end.
+async fn horizon_gap(name: &str, horizons: [u64; 3]) {
     const DAY: i64 = 86_400_000;
     let mosquitto = Mosquitto::start_with_config(NO_LOSS);
     let fleet = Fleet::generate(&spec(0));
     let messages: Vec<(String, Vec<u8>, i64)> = (fleet.messages_in_event_time())
         .map(|m| {
-            let at = m.batch.samples.iter().map(|s| s.event_time_ms).min().unwrap();
+            let at = m
+                .batch
+                .samples
+                .iter()
+                .map(|s| s.event_time_ms)
+                .min()
+                .unwrap();
             (m.topic, prost::Message::encode_to_vec(&m.batch), at)
         })
         .collect();
@@ -700,30 +721,45 @@ async fn a_buffer_of_a_day_run_without_the_horizon_is_refused_not_restated_from_
     let reference = tempfile::tempdir().unwrap();
     let reference_db = reference.path().join("kpi.sqlite");
     let sinks = vec![sqlite(&reference_db)];
-    let cfg = config(&mosquitto, reference.path(), &fleet, "gap-reference", sinks);
+    let client = format!("{name}-reference");
+    let cfg = config(&mosquitto, reference.path(), &fleet, &client, sinks);
     let service = in_process::subscribed(cfg, "gap-reference").await;
     let everything = period(i64::MIN, i64::MAX);
     let n = everything.len() as u64;
-    feed(&service, publish_options(&mosquitto, "gap-ref-sim"), everything, n).await;
+    let options = publish_options(&mosquitto, &format!("{name}-ref-sim"));
+    feed(&service, options, everything, n).await;
     service.shutdown.cancel();
     service.task.await.unwrap().unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("kpi.sqlite");
-    let mut cfg = config(&mosquitto, dir.path(), &fleet, "gap-fleet", vec![sqlite(&db)]);
-    let horizons = [7 * 86_400, 0, 7 * 86_400];
-    let periods = [(i64::MIN, t0 + 3 * DAY), (t0 + 3 * DAY, t0 + 5 * DAY), (t0 + 5 * DAY, i64::MAX)];
+    let client = format!("{name}-fleet");
+    let mut cfg = config(&mosquitto, dir.path(), &fleet, &client, vec![sqlite(&db)]);
+    let periods = [
+        (i64::MIN, t0 + 3 * DAY),
+        (t0 + 3 * DAY, t0 + 5 * DAY),
+        (t0 + 5 * DAY, i64::MAX),
+    ];
     for (run, (horizon, (from, to))) in horizons.into_iter().zip(periods).enumerate() {
-        cfg.engine.correction_horizon = std::time::Duration::from_secs(horizon);
+        cfg.engine.correction_horizon = std::time::Duration::from_secs(horizon * 86_400);
         let service = in_process::subscribed(cfg.clone(), "gap-fleet").await;
         let messages = period(from, to);
         let handled = service.metrics.handled() + messages.len() as u64;
-        let client = format!("gap-sim-{run}");
-        feed(&service, publish_options(&mosquitto, &client), messages, handled).await;
+        let client = format!("{name}-sim-{run}");
+        feed(
+            &service,
+            publish_options(&mosquitto, &client),
+            messages,
+            handled,
+        )
+        .await;
         if run == 2 {
             let handled = service.metrics.handled() + buffer.len() as u64;
-            let sent = (buffer.iter()).map(|(t, p, _)| (t.clone(), p.clone())).collect();
-            feed(&service, publish_options(&mosquitto, "gap-buffer"), sent, handled).await;
+            let sent = (buffer.iter())
+                .map(|(t, p, _)| (t.clone(), p.clone()))
+                .collect();
+            let options = publish_options(&mosquitto, &format!("{name}-buffer"));
+            feed(&service, options, sent, handled).await;
             let too_late = (service.metrics).rejected(fleetpulse::metrics::RejectReason::TooLate);
             assert_eq!(too_late, buffer.len() as u64, "the buffer refused");
         }

@@ -1307,16 +1307,43 @@ impl Archive {
             .map_err(|e| fail(&path, e))
     }
 
-    /// Sets [`Self::complete_from`] if not set yet; returns it.
+    /// Sets [`Self::complete_from`] if not set yet; returns it. Begun at a
+    /// time after 0, on a service that ran before without keeping it up,
+    /// the archive holds no journey days before `at`: [`Self::folds_from`].
     pub fn begin_at(&mut self, at: EventTime) -> Result<EventTime, ArchiveError> {
         let path = self.dir.join("state.sqlite");
-        self.state
+        let begun = self
+            .state
             .execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('complete_from', ?1)",
                 params![at as i64],
             )
             .map_err(|e| fail(&path, e))?;
+        if begun == 1 && at > 0 {
+            self.state
+                .execute(
+                    "INSERT INTO meta (key, value) VALUES ('folds_from', ?1) \
+                     ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
+                    params![at.min(i64::MAX as u64) as i64],
+                )
+                .map_err(|e| fail(&path, e))?;
+        }
         Ok(self.complete_from()?.unwrap_or(at))
+    }
+
+    /// Journeys can be folded again only from after this: the archive began
+    /// (again) on a service that had run without keeping it up, and holds
+    /// neither the journeys' days nor their inputs before it. `None`: it
+    /// was kept from the service's first start.
+    pub fn folds_from(&self) -> Result<Option<EventTime>, ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        self.state
+            .query_row("SELECT value FROM meta WHERE key = 'folds_from'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map(|v| v.map(|v| v as u64))
+            .map_err(|e| fail(&path, e))
     }
 
     /// The archive misses batches up to `at`: it is complete only after
@@ -1675,6 +1702,23 @@ pub fn unsettled_alerts(dir: &Path) -> Result<Vec<AlertRecord>, ArchiveError> {
     })
 }
 
+/// A service starts without keeping the archive in `dir` up (its
+/// `engine.correction_horizon` is 0): from now on the archive misses live
+/// batches and journey days. Its start is forgotten, so that the next
+/// start with a horizon begins it again where that start's engine is
+/// ([`Archive::begin_at`]): late data and recomputes do not reach into
+/// what it missed. `true` when there was an archive to mark.
+pub fn lapse(dir: &Path) -> Result<bool, ArchiveError> {
+    let path = dir.join("state.sqlite");
+    if !path.exists() {
+        return Ok(false);
+    }
+    let state = open(&path, STATE_SCHEMA)?;
+    let forgotten = (state.execute("DELETE FROM meta WHERE key = 'complete_from'", []))
+        .map_err(|e| fail(&path, e))?;
+    Ok(forgotten > 0)
+}
+
 /// The alerts `select` (of the state file at `path`) reads with `args`,
 /// those `keep` picks.
 fn read_alerts(
@@ -1983,6 +2027,28 @@ mod tests {
         assert_eq!(journey_state(new.clone()).unwrap(), shaped);
         // Damage is still damage.
         assert!(journey_state(new[..new.len() / 2].to_vec()).is_err());
+    }
+
+    /// An archive kept from the service's first start folds journeys from
+    /// any day; one a run without the horizon left behind, begun again at
+    /// the next start with one, only from where it began again.
+    #[test]
+    fn an_archive_left_behind_begins_again_and_folds_only_from_there() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!lapse(dir.path()).unwrap(), "no archive yet");
+        let mut archive = Archive::open(dir.path()).unwrap();
+        assert_eq!(archive.begin_at(0).unwrap(), 0);
+        assert_eq!(archive.begin_at(5 * DAY_MS).unwrap(), 0, "begun already");
+        assert_eq!(archive.folds_from().unwrap(), None);
+        drop(archive);
+
+        assert!(lapse(dir.path()).unwrap());
+        assert!(!lapse(dir.path()).unwrap(), "lapsed already");
+        let mut archive = Archive::open(dir.path()).unwrap();
+        assert_eq!(archive.complete_from().unwrap(), None);
+        assert_eq!(archive.begin_at(9 * DAY_MS).unwrap(), 9 * DAY_MS);
+        assert_eq!(archive.begin_at(12 * DAY_MS).unwrap(), 9 * DAY_MS);
+        assert_eq!(archive.folds_from().unwrap(), Some(9 * DAY_MS));
     }
 
     /// What a restart hands the operators to settle: the provisional

@@ -45,7 +45,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use archive::DAY_MS;
 pub use archive::{
-    Archive, ArchiveError, Held, Pending, Recompute, request_recompute, unsettled_alerts,
+    Archive, ArchiveError, Held, Pending, Recompute, lapse, request_recompute, unsettled_alerts,
 };
 
 use crate::metrics::IngestMetrics;
@@ -530,7 +530,10 @@ fn run(
                             if let Err(e) = archive.forget(checkpoint) {
                                 tracing::error!(error = %e, "archive");
                             }
-                            match archive.begin_at(through) {
+                            // On a service that ran without it, the archive
+                            // holds nothing before the replay's checkpoint
+                            // (and the first frontier after a start can be 0).
+                            match archive.begin_at(through.max(settings.replayed_from)) {
                                 Ok(from) => (settings.reach.correctable_from)
                                     .store(from.saturating_add(BEGIN_SLACK_MS), Relaxed),
                                 Err(e) => tracing::error!(error = %e, "archive"),
@@ -1175,16 +1178,25 @@ fn recomputes(
     let Some(day) = engine.day_window() else {
         return Ok(());
     };
+    let folds_from = archive.folds_from()?;
     for r in archive.recomputes()? {
         if state.under_way(&r.customer) {
             continue;
         }
+        // The day after the archive began again: its state is kept.
+        let from = match folds_from {
+            Some(begun) if r.from < begun + DAY_MS => {
+                tracing::info!(customer = %r.customer, from = begun + DAY_MS, "recompute from the day after the archive began again: it holds nothing before (a run with engine.correction_horizon 0 did not keep it up, or it began on a running service)");
+                begun + DAY_MS
+            }
+            _ => r.from,
+        };
         let Some(spec) = state.specs.get(&*r.customer).cloned() else {
             tracing::warn!(customer = %r.customer, "recompute of a customer not in the customers file: dropped");
             archive.recomputed(&r)?;
             continue;
         };
-        let floor = engine.window_bounds(day, &r.customer, r.from).0;
+        let floor = engine.window_bounds(day, &r.customer, from).0;
         let base = archive.journey_at(&r.customer, floor)?;
         let after = base.as_ref().and_then(|b| b.last_day_end).unwrap_or(0);
         let records = archive.inputs(&r.customer, after, &day.name)?;

@@ -270,6 +270,18 @@ pub fn corrections(
 ) -> Result<Option<CorrectionsParts>, ServiceError> {
     let horizon = config.engine.correction_horizon;
     if horizon.is_zero() {
+        // An archive of runs with a horizon misses this run's batches.
+        if let Some(wal) = &config.wal {
+            let dir = wal.dir.join("archive");
+            let lapsed =
+                crate::corrections::lapse(&dir).map_err(|e| ServiceError::Task(e.to_string()))?;
+            if lapsed {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "engine.correction_horizon is 0: the archive is not kept up; with a horizon again, late data and recomputes reach back to that start only"
+                );
+            }
+        }
         return Ok(None);
     }
     let Some(wal) = &config.wal else {
