@@ -989,18 +989,26 @@ fn until_acme_days(run: &TwoCustomers, days: i64, within: u64) {
     }
 }
 
+/// `days` of `acme`'s two machines, backfilled four hours after today's
+/// midnight of `bolt`'s live reading, ending three days before it, all in
+/// the store; the midnight and the history's first day.
+fn history_reference(client: &str, days: i64) -> (TwoCustomers, i64, i64) {
+    let hour = 3_600_000;
+    let now = jiff::Timestamp::now().as_millisecond();
+    let midnight = (now - 4 * hour).div_euclid(DAY_MS) * DAY_MS;
+    let start = midnight - (days + 3) * DAY_MS;
+    let reference = TwoCustomers::start(client);
+    reference.live(midnight + 4 * hour);
+    reference.backfill(start, days);
+    until_acme_days(&reference, days, 120);
+    (reference, midnight, start)
+}
+
 /// Two hundred days of `acme`'s two machines, backfilled four hours after
 /// today's midnight of `bolt`'s live reading: the reference run of the
 /// parts tests, stopped; the midnight and the history's first day.
 fn parts_reference() -> (TwoCustomers, i64, i64) {
-    let hour = 3_600_000;
-    let now = jiff::Timestamp::now().as_millisecond();
-    let midnight = (now - 4 * hour).div_euclid(DAY_MS) * DAY_MS;
-    let start = midnight - (PARTS_DAYS + 3) * DAY_MS;
-    let mut reference = TwoCustomers::start("parts-reference");
-    reference.live(midnight + 4 * hour);
-    reference.backfill(start, PARTS_DAYS);
-    until_acme_days(&reference, PARTS_DAYS, 120);
+    let (mut reference, midnight, start) = history_reference("parts-reference", PARTS_DAYS);
     // A part a month at most: seven passes at least.
     let parts = (PARTS_DAYS as u64).div_ceil(31);
     let passes = reference.metric("fleetpulse_restatements_total");
@@ -1097,18 +1105,11 @@ fn parts_after_fault(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_history_in_monthly_files_loaded_newest_first_is_taken_in_whole() {
     let days = 150;
-    let hour = 3_600_000;
-    let now = jiff::Timestamp::now().as_millisecond();
-    let midnight = (now - 4 * hour).div_euclid(DAY_MS) * DAY_MS;
-    let start = midnight - (days + 3) * DAY_MS;
-    let mut reference = TwoCustomers::start("monthly-reference");
-    reference.live(midnight + 4 * hour);
-    reference.backfill(start, days);
-    until_acme_days(&reference, days, 120);
+    let (mut reference, midnight, start) = history_reference("monthly-reference", days);
     reference.service.stop();
 
     let mut run = TwoCustomers::start("monthly-newest-first");
-    run.live(midnight + 4 * hour);
+    run.live(midnight + 4 * 3_600_000);
     for month in (0..days / 30).rev() {
         run.backfill_part(start, month * 30..(month + 1) * 30);
     }

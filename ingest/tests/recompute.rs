@@ -66,31 +66,84 @@ fn first_at(b: &v1::TelemetryBatch) -> i64 {
     b.samples.iter().map(|s| s.event_time_ms).min().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_changed_outcome_target_restates_the_journey_from_its_first_day() {
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+/// A fleet of 4 customers and 16 machines over `days`; its batches in
+/// event-time order and the first reading's time.
+fn fleet(days: u32, seed: u64) -> (Fleet, Vec<v1::TelemetryBatch>, i64) {
     let fleet = Fleet::generate(&FleetSpec {
         customers: 4,
         devices: 16,
-        days: 40,
-        seed: 29,
+        days,
+        seed,
         ..FleetSpec::default()
     });
     let all: Vec<v1::TelemetryBatch> = fleet.messages_in_event_time().map(|m| m.batch).collect();
-    let everything: Vec<&v1::TelemetryBatch> = all.iter().collect();
     let start = all.iter().map(first_at).min().unwrap();
-    let day25 = start + 25 * DAY_MS;
+    (fleet, all, start)
+}
 
-    // The reference: the new target from the start.
+/// The reference: every batch taken in with the first customer's target
+/// changed from the start. Its directory, the changed customers file and
+/// the customer.
+async fn with_new_target(
+    mosquitto: &Mosquitto,
+    fleet: &Fleet,
+    all: &[v1::TelemetryBatch],
+    name: &str,
+) -> (tempfile::TempDir, String, String) {
     let reference = tempfile::tempdir().unwrap();
-    let (changed, customer) = changed_target(&fleet, reference.path());
+    let (changed, customer) = changed_target(fleet, reference.path());
     std::fs::write(reference.path().join("customers.toml"), &changed).unwrap();
-    let cfg = config(&mosquitto, reference.path(), "recompute-reference");
-    let service = in_process::subscribed(cfg, "recompute-reference").await;
+    let cfg = config(mosquitto, reference.path(), &format!("{name}-reference"));
+    let service = in_process::subscribed(cfg, "reference").await;
+    let everything: Vec<&v1::TelemetryBatch> = all.iter().collect();
     let n = everything.len() as u64;
-    feed(&service, &mosquitto, "recompute-ref-sim", &everything, n).await;
+    feed(
+        &service,
+        mosquitto,
+        &format!("{name}-ref-sim"),
+        &everything,
+        n,
+    )
+    .await;
     service.shutdown.cancel();
     service.task.await.unwrap().unwrap();
+    (reference, changed, customer)
+}
+
+/// Waits for `service`'s first recompute (`what`), then for what it sends.
+async fn recomputed(service: &in_process::InProcess, what: &'static str) {
+    let metrics = service.metrics.clone();
+    support::poll::wait_for(what, move || metrics.restatements.load(Relaxed) >= 1).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+}
+
+/// How many of `before`'s outcome rows the store at `db` holds changed now:
+/// `customer`'s, and the other customers'.
+fn outcomes_moved(
+    before: &std::collections::BTreeMap<String, Vec<(String, String)>>,
+    db: &Path,
+    customer: &str,
+) -> (usize, usize) {
+    let (after, _) = rows(db, "outcome");
+    let moved = before
+        .iter()
+        .filter(|(key, row)| after.get(*key) != Some(*row));
+    moved.fold((0, 0), |(mine, others), (key, _)| {
+        if key.contains(customer) {
+            (mine + 1, others)
+        } else {
+            (mine, others + 1)
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_outcome_target_restates_the_journey_from_its_first_day() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let (fleet, all, start) = fleet(40, 29);
+    let day25 = start + 25 * DAY_MS;
+    let (reference, changed, customer) =
+        with_new_target(&mosquitto, &fleet, &all, "recompute").await;
     let reference_db = reference.path().join("kpi.sqlite");
 
     // The old target for 25 days, then the file changed under the service.
@@ -107,23 +160,12 @@ async fn a_changed_outcome_target_restates_the_journey_from_its_first_day() {
     assert_eq!(service.metrics.restatements.load(Relaxed), 0);
 
     std::fs::write(&customers, &changed).unwrap();
-    let metrics = service.metrics.clone();
-    support::poll::wait_for("the recompute", move || {
-        metrics.restatements.load(Relaxed) >= 1
-    })
-    .await;
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let (outcomes_after, _) = rows(&db, "outcome");
-    let moved = (outcomes_before.iter())
-        .filter(|(key, row)| key.contains(&customer) && outcomes_after.get(*key) != Some(*row))
-        .count();
+    recomputed(&service, "the recompute").await;
+    let (moved, others_moved) = outcomes_moved(&outcomes_before, &db, &customer);
     assert!(
         moved > 0,
         "the new target changed no stored outcome of {customer}"
     );
-    let others_moved = (outcomes_before.iter())
-        .filter(|(key, row)| !key.contains(&customer) && outcomes_after.get(*key) != Some(*row))
-        .count();
     assert_eq!(others_moved, 0, "other customers' outcomes changed");
 
     let after: Vec<&v1::TelemetryBatch> = (all.iter()).filter(|b| first_at(b) >= day25).collect();
@@ -158,12 +200,7 @@ async fn a_changed_outcome_target_restates_the_journey_from_its_first_day() {
     );
     assert!(said.contains("requested"), "{said}");
     let service = in_process::subscribed(cfg, "recompute-fleet").await;
-    let metrics = service.metrics.clone();
-    support::poll::wait_for("the recompute at start", move || {
-        metrics.restatements.load(Relaxed) >= 1
-    })
-    .await;
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    recomputed(&service, "the recompute at start").await;
     service.shutdown.cancel();
     service.task.await.unwrap().unwrap();
     assert_same_as_in_order(&db, &reference_db);
@@ -178,29 +215,11 @@ async fn a_changed_outcome_target_restates_the_journey_from_its_first_day() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_changed_while_the_service_is_stopped_restates_at_the_start() {
     let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let fleet = Fleet::generate(&FleetSpec {
-        customers: 4,
-        devices: 16,
-        days: 30,
-        seed: 31,
-        ..FleetSpec::default()
-    });
-    let all: Vec<v1::TelemetryBatch> = fleet.messages_in_event_time().map(|m| m.batch).collect();
-    let start = all.iter().map(first_at).min().unwrap();
+    let (fleet, all, start) = fleet(30, 31);
     let day20 = start + 20 * DAY_MS;
     let (before, after): (Vec<&v1::TelemetryBatch>, Vec<_>) =
         all.iter().partition(|b| first_at(b) < day20);
-
-    let reference = tempfile::tempdir().unwrap();
-    let (changed, customer) = changed_target(&fleet, reference.path());
-    std::fs::write(reference.path().join("customers.toml"), &changed).unwrap();
-    let cfg = config(&mosquitto, reference.path(), "stopped-reference");
-    let service = in_process::subscribed(cfg, "stopped-reference").await;
-    let everything: Vec<&v1::TelemetryBatch> = all.iter().collect();
-    let n = everything.len() as u64;
-    feed(&service, &mosquitto, "stopped-ref-sim", &everything, n).await;
-    service.shutdown.cancel();
-    service.task.await.unwrap().unwrap();
+    let (reference, changed, customer) = with_new_target(&mosquitto, &fleet, &all, "stopped").await;
 
     let dir = tempfile::tempdir().unwrap();
     let customers = dir.path().join("customers.toml");
@@ -216,16 +235,8 @@ async fn a_target_changed_while_the_service_is_stopped_restates_at_the_start() {
 
     std::fs::write(&customers, &changed).unwrap();
     let service = in_process::subscribed(cfg.clone(), "stopped-fleet").await;
-    let metrics = service.metrics.clone();
-    support::poll::wait_for("the recompute at the start", move || {
-        metrics.restatements.load(Relaxed) >= 1
-    })
-    .await;
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let (outcomes_after, _) = rows(&db, "outcome");
-    let moved = (outcomes_before.iter())
-        .filter(|(key, row)| key.contains(&customer) && outcomes_after.get(*key) != Some(*row))
-        .count();
+    recomputed(&service, "the recompute at the start").await;
+    let (moved, _) = outcomes_moved(&outcomes_before, &db, &customer);
     assert!(moved > 0, "the new target changed no stored outcome");
     let handled = service.metrics.handled() + after.len() as u64;
     feed(&service, &mosquitto, "stopped-sim-2", &after, handled).await;
