@@ -1324,7 +1324,7 @@ impl Archive {
                 .execute(
                     "INSERT INTO meta (key, value) VALUES ('folds_from', ?1) \
                      ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)",
-                    params![at.min(i64::MAX as u64) as i64],
+                    params![at as i64],
                 )
                 .map_err(|e| fail(&path, e))?;
         }

@@ -1277,15 +1277,22 @@ fn redefined_while_stopped(
         match known.get(id) {
             Some(kept) if *kept == digest => continue,
             Some(_) => {
-                let from = archive.first_input(id)?.unwrap_or(0);
-                archive.note_recompute(id, from.saturating_sub(1))?;
+                fold_again(archive, id, &digest)?;
                 tracing::info!(customer = %id, "definition changed in the customers file since the last start: its journey is folded again");
             }
-            None => {}
+            None => archive.define(id, &digest)?,
         }
-        archive.define(id, &digest)?;
     }
     Ok(())
+}
+
+/// Asks for `customer`'s journey to be folded again from its first kept
+/// window with the definition of `digest`, and notes that digest. Asked
+/// first: a kill between the two asks again at the next start.
+fn fold_again(archive: &mut Archive, customer: &str, digest: &[u8]) -> Result<(), ArchiveError> {
+    let from = archive.first_input(customer)?.unwrap_or(0);
+    archive.note_recompute(customer, from.saturating_sub(1))?;
+    archive.define(customer, digest)
 }
 
 /// The customers file changed: later passes fold with the new definitions,
@@ -1313,9 +1320,7 @@ fn redefine(
             specs.insert(id.clone(), old.clone());
             continue;
         }
-        let from = archive.first_input(id)?.unwrap_or(0);
-        archive.note_recompute(id, from.saturating_sub(1))?;
-        archive.define(id, &definition_digest(new))?;
+        fold_again(archive, id, &definition_digest(new))?;
         tracing::info!(customer = %id, "definition changed in the customers file: its journey is folded again");
     }
     specs.retain(|id, _| {
