@@ -974,6 +974,21 @@ fn acme_days(run: &TwoCustomers) -> i64 {
     .unwrap_or(0)
 }
 
+/// Waits (up to `within` seconds) until metric `name` of `run` reaches
+/// `least`.
+fn until_metric(run: &TwoCustomers, name: &str, least: u64, within: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(within);
+    while run.metric(name) < least {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}: {} after {within} s, {least} expected\n{}",
+            run.metric(name),
+            run.service.log_tail()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Waits (up to `within` seconds) until the store of `run` holds `days` of
 /// `acme`'s daily windows.
 fn until_acme_days(run: &TwoCustomers, days: i64, within: u64) {
@@ -1036,6 +1051,42 @@ async fn a_long_history_is_restated_in_parts_and_a_kill_between_them_loses_nothi
     });
 }
 
+/// The history taken in whole (every batch archived and acknowledged) by
+/// a service that cannot store its checkpoint (a directory squats on
+/// `checkpoint.json`, as a full disk or a careless hand would leave it);
+/// then the service is killed, the squatter removed, and the service
+/// started again without a checkpoint. The start replays everything and
+/// the history's passes start over from its first day: the store equals,
+/// value by value, the run without the kill. (Before, a start without a
+/// checkpoint moved the passes back to 1970, and they went forward a month
+/// a second: 0 of 200 days after 120 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_before_any_checkpoint_restates_the_history_from_its_first_day() {
+    let (reference, midnight, start) = parts_reference();
+    let mut run = TwoCustomers::start("parts-no-checkpoint");
+    let checkpoint = run.dir.path().join("wal").join("checkpoint.json");
+    std::fs::create_dir_all(checkpoint.join("squatter")).unwrap();
+    run.live(midnight + 4 * 3_600_000);
+    run.backfill(start, PARTS_DAYS);
+    // Every reading acknowledged: bolt's and the history's, a batch an
+    // hour and machine.
+    let batches = (PARTS_DAYS * 24 * 2 + 1) as u64;
+    run.wait_for("fleetpulse_messages_accepted_total", batches, 60)
+        .await;
+    // Tried within a second of bolt's reading moving the frontier.
+    let tried = std::time::Duration::from_secs(10);
+    (run.service).wait_for_log_within("cannot write the checkpoint", 1, tried);
+    run.service.kill();
+    std::fs::remove_dir_all(&checkpoint).unwrap();
+    run.service.start_and_wait("connected to broker");
+    until_acme_days(&run, PARTS_DAYS, 120);
+    run.service.stop();
+    assert_same_as_in_order(
+        &run.dir.path().join("kpi.sqlite"),
+        &reference.dir.path().join("kpi.sqlite"),
+    );
+}
+
 /// The same history with the WAL directory, and the archive the parts are
 /// read from and noted in, on a disk that fills once the first part is in
 /// the store: the archive's writes fail ("database or disk is full") while
@@ -1077,7 +1128,12 @@ fn parts_after_fault(
     let mut run = TwoCustomers::start_with_wal(client, wal);
     run.live(midnight + 4 * 3_600_000);
     run.backfill(start, PARTS_DAYS);
-    until_acme_days(&run, 1, 60);
+    // The first part in the store (a day or two of the history may come
+    // the live way before it, and are no part).
+    until_metric(&run, "fleetpulse_records_restated_total", 1, 60);
+    let handed = run.metric("fleetpulse_records_emitted_total")
+        + run.metric("fleetpulse_records_restated_total");
+    until_metric(&run, "fleetpulse_sink_records_written_total", handed, 60);
     let at_fault = acme_days(&run);
     fault(&mut run);
     assert!(

@@ -1252,13 +1252,18 @@ impl Archive {
     /// After a restart the WAL's replay emits the windows that end at or
     /// after the checkpoint (`replayed_from`) again, without the late data
     /// (it is in no WAL): every row's passes run again, from there at the
-    /// latest.
+    /// latest, and from its earliest late reading at the earliest (the
+    /// windows before it hold none of the row's data). Without a stored
+    /// checkpoint (0: a kill within the first second) the replay emits
+    /// everything again: a pass starts over, not at 1970.
     pub fn restarted(&mut self, replayed_from: EventTime) -> Result<(), ArchiveError> {
         let path = self.dir.join("state.sqlite");
         let from = replayed_from.saturating_sub(1).min(i64::MAX as u64) as i64;
         self.state
             .execute(
-                "UPDATE pending SET first_pass_done = 0, from_ms = MIN(from_ms, ?1)",
+                "UPDATE pending SET first_pass_done = 0, from_ms = MIN(from_ms, MAX(?1, \
+                   COALESCE((SELECT MIN(d.from_ms) FROM pending_devices d \
+                             WHERE d.customer = pending.customer), ?1)))",
                 params![from],
             )
             .map_err(|e| fail(&path, e))?;
@@ -2578,6 +2583,11 @@ mod tests {
         assert_eq!((row.from, row.first_pass_done), (6_999, false));
         archive.restarted(20_000).unwrap();
         assert_eq!(from(&archive), 6_999);
+        // Never before the row's earliest late reading (d1's, at 100): the
+        // windows before it hold none of its data. Not even when nothing
+        // was checkpointed (0), which used to start a pass at 1970.
+        archive.restarted(0).unwrap();
+        assert_eq!(from(&archive), 100);
         // Reopened: the rows and the arrivals are on disk.
         drop(archive);
         let mut archive = Archive::open(dir.path()).unwrap();
