@@ -215,11 +215,8 @@ pub async fn run(args: &ReplayArgs) -> anyhow::Result<Replayed> {
     };
     let (messages, mut replayed) = letters(&args.files, &reasons)?;
     let options = publish_options(&config)?;
-    let broker = options.broker();
     let mut progress = Progress::new("replaying", "dead letters", messages.len() as u64);
-    let report = fleetpulse_sim::publish(options, messages, |p| progress.set(p.delivered))
-        .await
-        .with_context(|| format!("publishing to {broker}"))?;
+    let report = crate::handover::publish(options, messages, |p| progress.set(p.delivered)).await?;
     progress.finish(&format!(
         "{} of {} dead letters sent again ({} of other reasons, {} without their whole \
          payload{})",

@@ -720,6 +720,14 @@ impl TwoCustomers {
     /// [`Self::start`] with the WAL directory (and the archive in it) at
     /// `wal`, if given.
     fn start_with_wal(client: &str, wal: Option<&Path>) -> Self {
+        let mut run = Self::configured(client, wal);
+        run.service.start_and_wait("subscribed");
+        run
+    }
+
+    /// [`Self::start_with_wal`] without the start: the broker has never
+    /// seen the service.
+    fn configured(client: &str, wal: Option<&Path>) -> Self {
         let mosquitto = Mosquitto::start_with_config(NO_LOSS);
         let dir = tempfile::tempdir().unwrap();
         let wal = wal.map_or(dir.path().join("wal"), Path::to_path_buf);
@@ -749,8 +757,7 @@ impl TwoCustomers {
         )
         .unwrap();
         let log = dir.path().join("service.log");
-        let mut service = support::service::Service::new(&config, &log);
-        service.start_and_wait("subscribed");
+        let service = support::service::Service::new(&config, &log);
         Self {
             mosquitto,
             dir,
@@ -790,6 +797,16 @@ impl TwoCustomers {
     /// [`Self::backfill`], as a file of their own through `fleetpulse
     /// backfill`: a history exported in parts.
     fn backfill_part(&self, start: i64, days: std::ops::Range<i64>) {
+        let sent = self.send_history(start, days);
+        assert!(
+            sent.status.success(),
+            "{}",
+            String::from_utf8_lossy(&sent.stderr)
+        );
+    }
+
+    /// What `fleetpulse backfill` of [`Self::backfill_part`]'s file did.
+    fn send_history(&self, start: i64, days: std::ops::Range<i64>) -> std::process::Output {
         let mut csv = String::from("customer,site,device,time,state,operating_hours\n");
         for h in days.start * 24..days.end * 24 {
             for d in 0..2 {
@@ -799,18 +816,13 @@ impl TwoCustomers {
         }
         let file = (self.dir.path()).join(format!("history-{}-{}.csv", days.start, days.end));
         std::fs::write(&file, csv).unwrap();
-        let sent = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+        std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
             .arg("backfill")
             .arg(&file)
             .arg("-c")
             .arg(&self.config)
             .output()
-            .unwrap();
-        assert!(
-            sent.status.success(),
-            "{}",
-            String::from_utf8_lossy(&sent.stderr)
-        );
+            .unwrap()
     }
 
     fn metric(&self, name: &str) -> u64 {
@@ -1148,6 +1160,44 @@ fn parts_after_fault(
         &reference.dir.path().join("kpi.sqlite"),
     );
     run
+}
+
+/// A new installation: the operator loads a customer's history before the
+/// service ever connected to the broker. The broker has no session to keep
+/// it for and dropped every batch, while `fleetpulse backfill` said "sent"
+/// (over MQTT 3.1.1 a publish no one subscribes to is acknowledged all the
+/// same). It stops at the first batch, saying the service has never
+/// connected; sent again once the service runs, the whole history is taken
+/// in (the dropped first batch is no replay) and the store equals the run
+/// that had the service running from the start, value by value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_sent_before_the_service_ever_connected_stops_and_is_sent_again() {
+    let days = 12;
+    let (mut reference, midnight, start) = history_reference("early-reference", days);
+    reference.service.stop();
+    let mut run = TwoCustomers::configured("sent-too-early", None);
+    let early = run.send_history(start, 0..days);
+    let stderr = String::from_utf8_lossy(&early.stderr);
+    assert!(!early.status.success(), "sent: {stderr}");
+    assert!(
+        stderr.contains("has no subscriber for `fleet/acme/s/exc-0/backfill`")
+            && stderr.contains("Start `fleetpulse run`"),
+        "{stderr}"
+    );
+    run.service.start_and_wait("subscribed");
+    run.live(midnight + 4 * 3_600_000);
+    run.backfill(start, days);
+    until_acme_days(&run, days, 120);
+    let metrics = support::service::metrics(run.http);
+    let refused: Vec<&str> = (metrics.lines())
+        .filter(|l| l.starts_with("fleetpulse_messages_rejected_total{") && !l.ends_with(" 0"))
+        .collect();
+    assert!(refused.is_empty(), "refused: {refused:?}");
+    run.service.stop();
+    assert_same_as_in_order(
+        &run.dir.path().join("kpi.sqlite"),
+        &reference.dir.path().join("kpi.sqlite"),
+    );
 }
 
 /// A history exported as five monthly files and loaded newest first (a

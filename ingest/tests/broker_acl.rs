@@ -281,6 +281,79 @@ fn only_the_backfill_user_publishes_history() {
     assert_eq!(got, [msg(d1_backfill, "history")]);
 }
 
+/// `fleetpulse backfill` as the service's own user, which the access
+/// control lets subscribe but not publish there: over MQTT 3.1.1 the broker
+/// acknowledged every batch and dropped it, and the command said "sent".
+/// It stops at the first batch, saying the user may not publish there and
+/// how to send as the backfill user; sent as that user, every batch
+/// reaches the service's session.
+#[test]
+fn a_history_sent_as_a_user_that_may_not_publish_it_stops_at_the_first_batch() {
+    let b = SecuredBroker::start();
+    b.session(INGEST, "ingest", BACKFILL_FILTER);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("fleetpulse.toml");
+    fs::write(
+        &config,
+        format!(
+            "[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nclient_id = \"ingest\"\n\
+             username = \"{}\"\npassword_env = \"INGEST_PASSWORD\"\n",
+            b.broker.port(),
+            INGEST.0
+        ),
+    )
+    .unwrap();
+    let history = dir.path().join("history.csv");
+    fs::write(
+        &history,
+        "customer,site,device,time,state,operating_hours\n\
+         c1,s1,d1,2026-03-01T10:05:00Z,running,10\n\
+         c1,s1,d1,2026-03-01T11:05:00Z,running,11\n\
+         c1,s1,d1,2026-03-01T12:05:00Z,running,12\n",
+    )
+    .unwrap();
+    let backfill = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+            .arg("backfill")
+            .arg(&history)
+            .arg("-c")
+            .arg(&config)
+            .args(extra)
+            .env("INGEST_PASSWORD", INGEST.1)
+            .env("BACKFILL_PASSWORD", BACKFILL.1)
+            .output()
+            .unwrap()
+    };
+    let refused = backfill(&[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "sent: {stderr}");
+    assert!(
+        stderr
+            .contains("does not let user `fleetpulse-ingest` publish to `fleet/c1/s1/d1/backfill`")
+            && stderr.contains("--username"),
+        "{stderr}"
+    );
+    let sent = backfill(&[
+        "--username",
+        BACKFILL.0,
+        "--password-env",
+        "BACKFILL_PASSWORD",
+    ]);
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    // The three hourly batches, none dropped, none twice.
+    let ingest = ClientOptions {
+        credentials: Some(INGEST),
+        ..ClientOptions::default()
+    };
+    let got = (b.broker).receive_with(&ingest, "ingest", BACKFILL_FILTER, 4, SETTLE * 3);
+    let topics: Vec<&str> = got.iter().map(|m| &*m.topic).collect();
+    assert_eq!(topics, ["fleet/c1/s1/d1/backfill"; 3]);
+}
+
 #[test]
 fn ingest_publishes_alerts_that_only_the_cs_team_reads() {
     let b = SecuredBroker::start();

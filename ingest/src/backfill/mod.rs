@@ -131,7 +131,6 @@ pub async fn run(args: &BackfillArgs) -> anyhow::Result<Backfilled> {
         period: summary.period,
     };
     let options = crate::replay::publish_options(&config)?;
-    let broker = options.broker();
     let mut options = fleetpulse_sim::PublishOptions {
         client_id: format!("{}-backfill", config.mqtt.client_id),
         ..options
@@ -146,11 +145,10 @@ pub async fn run(args: &BackfillArgs) -> anyhow::Result<Backfilled> {
         options.password = Some(password);
     }
     let mut progress = Progress::new("backfilling", "batches", summary.batches);
-    fleetpulse_sim::publish(options, (&mut batches).map(Recorded::into_message), |p| {
+    crate::handover::publish(options, (&mut batches).map(Recorded::into_message), |p| {
         progress.set(p.delivered)
     })
-    .await
-    .with_context(|| format!("publishing to {broker}"))?;
+    .await?;
     if let Some(e) = batches.failed.take() {
         return Err(anyhow::Error::new(e).context(
             "reading the sorted history back from its runs on disk: the batches before it were \

@@ -1,0 +1,141 @@
+//! Handing a history (`fleetpulse backfill`) or dead letters (`fleetpulse
+//! replay`) to the service through its broker, with the broker's word that
+//! someone takes them.
+//!
+//! Over MQTT 3.1.1 a broker acknowledges a publish that no one subscribes
+//! to, or that the user may not send (mosquitto's ACLs), and drops it: a
+//! history sent before the service ever connected to that broker, or sent
+//! as the service's own user, was lost while the command said "sent". MQTT
+//! 5's acknowledgement carries a reason (no matching subscribers, not
+//! authorized), so the first message goes out over MQTT 5 and the command
+//! stops, naming the cause, unless the broker took it; the rest follow over
+//! the publisher every tool shares. A stopped service's session still
+//! matches (the broker queues for it), so a history sent while the service
+//! restarts is kept. A broker without MQTT 5 gets the first message with
+//! the others, unchecked.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use fleetpulse_sim::{PublishOptions, PublishProgress, PublishReport};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet, PubAckReason};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions};
+
+/// Publishes `messages` (`(topic, payload)`) to the broker of `options`,
+/// the first checked as above; `progress` counts every message delivered.
+pub async fn publish<I>(
+    options: PublishOptions,
+    messages: I,
+    mut progress: impl FnMut(PublishProgress),
+) -> anyhow::Result<PublishReport>
+where
+    I: IntoIterator<Item = (String, Vec<u8>)>,
+{
+    let broker = options.broker();
+    let mut messages = messages.into_iter();
+    let Some((topic, payload)) = messages.next() else {
+        let none = std::iter::empty::<(String, Vec<u8>)>();
+        return Ok(fleetpulse_sim::publish(options, none, progress).await?);
+    };
+    let first = match send_first(&options, &topic, &payload).await? {
+        Sent::Taken => None,
+        Sent::NotChecked(why) => {
+            tracing::warn!(%broker, reason = %why, "cannot ask the broker with MQTT 5 whether the service takes what is sent: sent unchecked");
+            Some((topic, payload))
+        }
+    };
+    let checked = u64::from(first.is_none());
+    let mut report = fleetpulse_sim::publish(options, first.into_iter().chain(messages), |p| {
+        progress(PublishProgress {
+            delivered: p.delivered + checked,
+            sent: p.sent + checked,
+            ..p
+        })
+    })
+    .await
+    .with_context(|| format!("publishing to {broker}"))?;
+    report.messages += checked;
+    Ok(report)
+}
+
+/// What became of the first message.
+#[derive(Debug, PartialEq)]
+enum Sent {
+    /// The broker took it for a subscriber.
+    Taken,
+    /// Not sent: the broker cannot be asked (why).
+    NotChecked(String),
+}
+
+/// How long the first message may take, broker connection included.
+const FIRST_WITHIN: Duration = Duration::from_secs(10);
+
+/// Sends one message over MQTT 5 and reads the broker's reason code.
+async fn send_first(options: &PublishOptions, topic: &str, payload: &[u8]) -> anyhow::Result<Sent> {
+    let broker = options.broker();
+    let mut mqtt = MqttOptions::new(
+        format!("{}-check", options.client_id),
+        &options.host,
+        options.port,
+    );
+    mqtt.set_keep_alive(options.keep_alive)
+        .set_clean_start(true)
+        .set_max_packet_size(u32::try_from(options.max_packet_bytes).ok());
+    if let Some(user) = &options.username {
+        mqtt.set_credentials(user, options.password.clone().unwrap_or_default());
+    }
+    let (client, mut eventloop) = AsyncClient::new(mqtt, 4);
+    client
+        .publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
+        .await
+        .context("handing the first message to the MQTT client")?;
+    let answer = tokio::time::timeout(FIRST_WITHIN, async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(ack))) => return Ok(ack.reason),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await;
+    let _ = client.try_disconnect();
+    let user = options.username.as_deref().unwrap_or("(anonymous)");
+    let reason = match answer {
+        Err(_) => {
+            return Ok(Sent::NotChecked(format!(
+                "no answer within {FIRST_WITHIN:?}"
+            )));
+        }
+        Ok(Err(ConnectionError::ConnectionRefused(code))) => match code {
+            ConnectReturnCode::UnsupportedProtocolVersion => {
+                return Ok(Sent::NotChecked("the broker does not speak MQTT 5".into()));
+            }
+            ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized => bail!(
+                "{broker} refused the connection of user `{user}` ({code:?}): check the \
+                 user and its password (mqtt.username and mqtt.password_env, or --username \
+                 and --password-env)"
+            ),
+            code => bail!("{broker} refused the connection: {code:?}"),
+        },
+        Ok(Err(e)) => return Ok(Sent::NotChecked(e.to_string())),
+        Ok(Ok(reason)) => reason,
+    };
+    match reason {
+        PubAckReason::Success => Ok(Sent::Taken),
+        PubAckReason::NoMatchingSubscribers => bail!(
+            "{broker} has no subscriber for `{topic}`: the service has never connected to \
+             this broker with its client id, so the broker drops what is sent (it keeps \
+             messages only for a session it knows). Start `fleetpulse run` with this \
+             configuration, then send again; nothing was taken in"
+        ),
+        PubAckReason::NotAuthorized => bail!(
+            "{broker} does not let user `{user}` publish to `{topic}` (not authorized): the \
+             broker drops what it sends. With deploy/mosquitto's access control only \
+             `fleetpulse-backfill` publishes to backfill topics, only devices to telemetry \
+             topics: pass --username and --password-env; nothing was taken in"
+        ),
+        other => bail!("{broker} did not take the message to `{topic}`: {other:?}"),
+    }
+}
