@@ -68,47 +68,39 @@ enum Sent {
     NotChecked(String),
 }
 
-/// How long the first message may take, broker connection included.
+/// How long the broker may take to answer the first message, once
+/// reached.
 const FIRST_WITHIN: Duration = Duration::from_secs(10);
 
-/// Sends one message over MQTT 5 and reads the broker's reason code.
+/// Sends one message over MQTT 5 and reads the broker's reason code; a
+/// broker that cannot be reached is tried again as the publisher does,
+/// for `give_up_after`.
 async fn send_first(options: &PublishOptions, topic: &str, payload: &[u8]) -> anyhow::Result<Sent> {
     let broker = options.broker();
-    let mut mqtt = MqttOptions::new(
-        format!("{}-check", options.client_id),
-        &options.host,
-        options.port,
-    );
-    mqtt.set_keep_alive(options.keep_alive)
-        .set_clean_start(true)
-        .set_max_packet_size(u32::try_from(options.max_packet_bytes).ok());
-    if let Some(user) = &options.username {
-        mqtt.set_credentials(user, options.password.clone().unwrap_or_default());
-    }
-    let (client, mut eventloop) = AsyncClient::new(mqtt, 4);
-    client
-        .publish(topic, QoS::AtLeastOnce, false, payload.to_vec())
-        .await
-        .context("handing the first message to the MQTT client")?;
-    let answer = tokio::time::timeout(FIRST_WITHIN, async {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(ack))) => return Ok(ack.reason),
-                Ok(_) => {}
-                Err(e) => return Err(e),
+    let started = tokio::time::Instant::now();
+    let mut delay = Duration::from_millis(100);
+    let answer = loop {
+        match ask(options, topic, payload).await {
+            Some(Err(ConnectionError::Io(e))) if started.elapsed() < options.give_up_after => {
+                tracing::warn!(%broker, error = %e, ?delay, "MQTT connection failed, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
+            Some(Err(ConnectionError::Io(e))) => bail!(
+                "cannot reach the MQTT broker at {broker} for {:?}: {e}",
+                options.give_up_after
+            ),
+            answer => break answer,
         }
-    })
-    .await;
-    let _ = client.try_disconnect();
+    };
     let user = options.username.as_deref().unwrap_or("(anonymous)");
     let reason = match answer {
-        Err(_) => {
+        None => {
             return Ok(Sent::NotChecked(format!(
                 "no answer within {FIRST_WITHIN:?}"
             )));
         }
-        Ok(Err(ConnectionError::ConnectionRefused(code))) => match code {
+        Some(Err(ConnectionError::ConnectionRefused(code))) => match code {
             ConnectReturnCode::UnsupportedProtocolVersion => {
                 return Ok(Sent::NotChecked("the broker does not speak MQTT 5".into()));
             }
@@ -119,8 +111,8 @@ async fn send_first(options: &PublishOptions, topic: &str, payload: &[u8]) -> an
             ),
             code => bail!("{broker} refused the connection: {code:?}"),
         },
-        Ok(Err(e)) => return Ok(Sent::NotChecked(e.to_string())),
-        Ok(Ok(reason)) => reason,
+        Some(Err(e)) => return Ok(Sent::NotChecked(e.to_string())),
+        Some(Ok(reason)) => reason,
     };
     match reason {
         PubAckReason::Success => Ok(Sent::Taken),
@@ -138,4 +130,41 @@ async fn send_first(options: &PublishOptions, topic: &str, payload: &[u8]) -> an
         ),
         other => bail!("{broker} did not take the message to `{topic}`: {other:?}"),
     }
+}
+
+/// One try: the broker's answer to the message, or why there is none
+/// (`None`: no answer in time).
+async fn ask(
+    options: &PublishOptions,
+    topic: &str,
+    payload: &[u8],
+) -> Option<Result<PubAckReason, ConnectionError>> {
+    let mut mqtt = MqttOptions::new(
+        format!("{}-check", options.client_id),
+        &options.host,
+        options.port,
+    );
+    mqtt.set_keep_alive(options.keep_alive)
+        .set_clean_start(true)
+        .set_max_packet_size(u32::try_from(options.max_packet_bytes).ok());
+    if let Some(user) = &options.username {
+        mqtt.set_credentials(user, options.password.clone().unwrap_or_default());
+    }
+    let (client, mut eventloop) = AsyncClient::new(mqtt, 4);
+    // A new client's request channel has room: this does not wait.
+    if (client.try_publish(topic, QoS::AtLeastOnce, false, payload.to_vec())).is_err() {
+        return None;
+    }
+    let answer = tokio::time::timeout(FIRST_WITHIN, async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(ack))) => return Ok(ack.reason),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await;
+    let _ = client.try_disconnect();
+    answer.ok()
 }

@@ -237,6 +237,25 @@ mod tests {
         (dir, path)
     }
 
+    /// An export from a spreadsheet set to a locale with decimal commas
+    /// separates its columns by `;` (or a tab): the error says so, not
+    /// only that the one column it sees is unknown. A UTF-8 byte order
+    /// mark and CRLF line ends (the same spreadsheet's) are read as usual.
+    #[test]
+    fn a_csv_separated_by_semicolons_is_named_as_such() {
+        let (_dir, path) = csv("customer;site;device;time;state;operating_hours\n\
+             a;s;exc-1;2026-03-01T10:05:00Z;running;10,5\n");
+        let e = batches(&path, Some(1)).unwrap_err().to_string();
+        assert!(e.contains("separated by ';', not commas"), "{e}");
+        let (_dir, path) = csv("customer\tsite\tdevice\ttime\n");
+        let e = batches(&path, Some(1)).unwrap_err().to_string();
+        assert!(e.contains("separated by '\\t'"), "{e}");
+        let (_dir, path) = csv("\u{feff}customer,site,device,time,operating_hours\r\n\
+             a,s,exc-1,2026-03-01T10:05:00Z,10.5\r\n");
+        let got = batches(&path, Some(1)).unwrap();
+        assert_eq!(got[0].samples[0].cumulative_operating_hours, 10.5);
+    }
+
     /// Two customers' devices of the same id are two devices: each gets
     /// its own batches, numbered from 1, one per UTC hour.
     #[test]

@@ -114,6 +114,14 @@ fn read_csv_in_runs(
     let headers = reader.headers().with_context(|| format!("{name}"))?.clone();
     let column = |c: &str| headers.iter().position(|h| h == c);
     for h in headers.iter() {
+        // A spreadsheet's export in a locale with decimal commas.
+        if let Some(sep) = [';', '\t'].into_iter().find(|sep| h.contains(*sep)) {
+            bail!(
+                "{name}: the header `{h}` is one column: its columns are separated by \
+                 {sep:?}, not commas; export the file as comma-separated values, numbers \
+                 with a decimal point"
+            );
+        }
         if !CSV_COLUMNS.contains(&h) {
             bail!(
                 "{name}: unknown column `{h}` (columns: {})",
