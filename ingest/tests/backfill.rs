@@ -34,9 +34,23 @@ fn fleet() -> Fleet {
     })
 }
 
-fn config(mosquitto: &Mosquitto, dir: &Path, fleet: &Fleet, client: &str) -> ServiceConfig {
+/// The service's config for `fleet` on `dir`, its customers file giving
+/// the customers of `zones` their time zones.
+fn config(
+    mosquitto: &Mosquitto,
+    dir: &Path,
+    fleet: &Fleet,
+    zones: &[(String, &str)],
+    client: &str,
+) -> ServiceConfig {
     let customers = dir.join("customers.toml");
-    fleetpulse::sim::write_files(fleet, None, Some(&customers)).unwrap();
+    let mut file = fleetpulse::sim::customers_file(fleet);
+    for c in &mut file.customers {
+        if let Some((_, zone)) = zones.iter().find(|(id, _)| *id == c.id) {
+            c.timezone = Some(toml::Spanned::new(0..0, zone.to_string()));
+        }
+    }
+    std::fs::write(&customers, file.to_toml()).unwrap();
     let (host, port) = (mosquitto.host(), mosquitto.port());
     let mut config = in_process::durable(host, port, client, &customers, dir);
     config.limits.dead_letter_file = Some(dir.join("dead-letters.jsonl"));
@@ -143,6 +157,8 @@ struct Scenario {
     old: String,
     day80: i64,
     day85: i64,
+    /// Customers' time zones (none: UTC days).
+    zones: Vec<(String, &'static str)>,
 }
 
 impl Scenario {
@@ -161,12 +177,19 @@ impl Scenario {
             all,
             day80: start + 80 * DAY_MS,
             day85: start + 85 * DAY_MS,
+            zones: Vec::new(),
         }
     }
 
     /// The reference: every reading live, in event-time order; its store.
     async fn reference(&self, dir: &Path) -> std::path::PathBuf {
-        let cfg = config(&self.mosquitto, dir, &self.fleet, "backfill-reference");
+        let cfg = config(
+            &self.mosquitto,
+            dir,
+            &self.fleet,
+            &self.zones,
+            "backfill-reference",
+        );
         let service = in_process::subscribed(cfg, "backfill-reference").await;
         let everything: Vec<&v1::TelemetryBatch> = self.all.iter().collect();
         let n = everything.len() as u64;
@@ -261,7 +284,13 @@ impl Scenario {
 
     /// The service's config, and a config file for the CLI naming its broker.
     fn service_config(&self, dir: &Path) -> (ServiceConfig, std::path::PathBuf) {
-        let cfg = config(&self.mosquitto, dir, &self.fleet, "backfill-fleet");
+        let cfg = config(
+            &self.mosquitto,
+            dir,
+            &self.fleet,
+            &self.zones,
+            "backfill-fleet",
+        );
         let file = dir.join("fleetpulse.toml");
         let text = format!(
             "[mqtt]\nhost = \"{}\"\nport = {}\nclient_id = \"backfill-cli\"\n",
@@ -298,7 +327,30 @@ fn refusals(service: &in_process::InProcess) -> Vec<(&'static str, u64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfilled_history_equals_the_live_run_over_it() {
-    let s = Scenario::new();
+    backfilled_equals_live(Scenario::new()).await;
+}
+
+/// The same with the customers in time zones whose clocks change within
+/// their histories: `fresh` in Berlin (summer time from 29 March, day 83
+/// of its 85), `joined` in St. John's (half an hour off the UTC hour, from
+/// 8 March, day 62 of its 80), `old` in Kathmandu (a quarter hour off).
+/// A pass in parts ends at UTC midnights, inside their local days; every
+/// row still equals the live run in event-time order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfilled_history_in_customers_time_zones_equals_the_live_run() {
+    let mut s = Scenario::new();
+    s.zones = vec![
+        (s.fresh.clone(), "Europe/Berlin"),
+        (s.joined.clone(), "America/St_Johns"),
+        (s.old.clone(), "Asia/Kathmandu"),
+    ];
+    backfilled_equals_live(s).await;
+}
+
+/// `s`'s histories of `fresh` and `joined` backfilled into a service that
+/// took the rest live; a history of `old`, pruned, refused; every row
+/// against the run that took everything live in event-time order.
+async fn backfilled_equals_live(s: Scenario) {
     let reference = tempfile::tempdir().unwrap();
     let reference_db = s.reference(reference.path()).await;
 
@@ -355,6 +407,35 @@ async fn a_backfilled_history_equals_the_live_run_over_it() {
         );
     }
     assert_same_as_in_order(&dir.path().join("kpi.sqlite"), &reference_db);
+    // The zones took: each zoned customer's days start at its local
+    // midnight, and one of them (its clocks changed) is not 24 hours long.
+    let db = rusqlite::Connection::open(dir.path().join("kpi.sqlite")).unwrap();
+    for (customer, zone) in &s.zones {
+        let tz = jiff::tz::TimeZone::get(zone).unwrap();
+        let mut days = db
+            .prepare(
+                "SELECT window_start, window_end FROM customer_kpi \
+                 WHERE customer = ?1 AND window = '1d' ORDER BY window_start",
+            )
+            .unwrap();
+        let days: Vec<(i64, i64)> = (days.query_map([customer], |r| Ok((r.get(0)?, r.get(1)?))))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(days.len() >= 85, "{customer}: {} days", days.len());
+        for (start, _) in &days {
+            let local = jiff::Timestamp::from_millisecond(*start)
+                .unwrap()
+                .to_zoned(tz.clone());
+            assert_eq!((local.hour(), local.minute()), (0, 0), "{customer} {local}");
+        }
+        let changed = days.iter().filter(|(a, b)| b - a != DAY_MS).count();
+        assert_eq!(
+            changed,
+            usize::from(*zone != "Asia/Kathmandu"),
+            "{customer}"
+        );
+    }
 }
 
 /// A long history reaches the service in parts: a big file takes longer
@@ -1279,6 +1360,7 @@ async fn histories_loaded_together(name: &str, rename: impl Fn(&mut v1::Telemetr
         &mosquitto,
         reference.path(),
         &fleet,
+        &[],
         &format!("{name}-reference"),
     );
     let service = in_process::subscribed(cfg, leak(format!("{name}-reference"))).await;
@@ -1298,7 +1380,13 @@ async fn histories_loaded_together(name: &str, rename: impl Fn(&mut v1::Telemetr
     // The first customer live throughout; the others live from day 35,
     // their first 35 days loaded as one file of recorded batches.
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(&mosquitto, dir.path(), &fleet, &format!("{name}-backfill"));
+    let cfg = config(
+        &mosquitto,
+        dir.path(),
+        &fleet,
+        &[],
+        &format!("{name}-backfill"),
+    );
     let config_file = dir.path().join("fleetpulse.toml");
     let text = format!(
         "[mqtt]\nhost = \"{}\"\nport = {}\nclient_id = \"{name}-cli\"\n",
