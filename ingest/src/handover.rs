@@ -22,6 +22,35 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet, PubAckReason};
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions};
 
+/// The broker user a tool publishes as, when not the service's own.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PublishAs {
+    /// Broker user (default: the service's `mqtt.username`). With
+    /// deploy/mosquitto's access control: `fleetpulse-backfill` for
+    /// `backfill`, `fleetpulse-replay` for `replay`.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Environment variable holding that user's password.
+    #[arg(long)]
+    pub password_env: Option<String>,
+}
+
+impl PublishAs {
+    /// `options` with this user, if one is given.
+    pub fn apply(&self, options: &mut PublishOptions) -> anyhow::Result<()> {
+        if let Some(user) = &self.username {
+            options.username = Some(user.clone());
+            options.password = None;
+        }
+        if let Some(var) = &self.password_env {
+            let password =
+                std::env::var(var).with_context(|| format!("--password-env: ${var} is not set"))?;
+            options.password = Some(password);
+        }
+        Ok(())
+    }
+}
+
 /// Publishes `messages` (`(topic, payload)`) to the broker of `options`,
 /// the first checked as above; `progress` counts every message delivered.
 pub async fn publish<I>(
@@ -122,12 +151,19 @@ async fn send_first(options: &PublishOptions, topic: &str, payload: &[u8]) -> an
              messages only for a session it knows). Start `fleetpulse run` with this \
              configuration, then send again; nothing was taken in"
         ),
-        PubAckReason::NotAuthorized => bail!(
-            "{broker} does not let user `{user}` publish to `{topic}` (not authorized): the \
-             broker drops what it sends. With deploy/mosquitto's access control only \
-             `fleetpulse-backfill` publishes to backfill topics, only devices to telemetry \
-             topics: pass --username and --password-env; nothing was taken in"
-        ),
+        PubAckReason::NotAuthorized => {
+            // deploy/mosquitto/fleetpulse.acl's operator users.
+            let who = if topic.ends_with("/backfill") {
+                "`fleetpulse-backfill` publishes to backfill topics"
+            } else {
+                "devices and `fleetpulse-replay` publish to telemetry topics"
+            };
+            bail!(
+                "{broker} does not let user `{user}` publish to `{topic}` (not authorized): \
+                 the broker drops what it sends. With deploy/mosquitto's access control \
+                 only {who}: pass --username and --password-env; nothing was taken in"
+            )
+        }
         other => bail!("{broker} did not take the message to `{topic}`: {other:?}"),
     }
 }

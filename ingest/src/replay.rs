@@ -30,6 +30,10 @@ pub struct ReplayArgs {
     /// too_late, unknown_customer, device_limit, before_start).
     #[arg(long, value_delimiter = ',')]
     pub reason: Vec<String>,
+    /// The broker user (`fleetpulse-replay` with deploy/mosquitto's access
+    /// control: the letters go to the devices' telemetry topics).
+    #[command(flatten)]
+    pub publish_as: crate::handover::PublishAs,
 }
 
 /// What a replay did.
@@ -163,10 +167,7 @@ pub async fn onboarded(
     }
     let sent = messages.len();
     let options = publish_options(config)?;
-    let broker = options.broker();
-    fleetpulse_sim::publish(options, messages, |_| {})
-        .await
-        .with_context(|| format!("publishing to {broker}"))?;
+    crate::handover::publish(options, messages, |_| {}).await?;
     Ok(sent)
 }
 
@@ -214,7 +215,8 @@ pub async fn run(args: &ReplayArgs) -> anyhow::Result<Replayed> {
             .collect::<anyhow::Result<_>>()?
     };
     let (messages, mut replayed) = letters(&args.files, &reasons)?;
-    let options = publish_options(&config)?;
+    let mut options = publish_options(&config)?;
+    args.publish_as.apply(&mut options)?;
     let mut progress = Progress::new("replaying", "dead letters", messages.len() as u64);
     let report = crate::handover::publish(options, messages, |p| progress.set(p.delivered)).await?;
     progress.finish(&format!(

@@ -308,8 +308,7 @@ fn batches_in(files: &[std::path::PathBuf]) -> u64 {
         files: files.to_vec(),
         config: "unused".into(),
         customer: Vec::new(),
-        username: None,
-        password_env: None,
+        publish_as: Default::default(),
         unit_epoch: None,
     };
     fleetpulse::backfill::history(&args, &Default::default())

@@ -24,6 +24,7 @@ use tempfile::TempDir;
 const INGEST: (&str, &str) = ("fleetpulse-ingest", "ingest-secret");
 const CS_TEAM: (&str, &str) = ("cs-team", "cs-secret");
 const BACKFILL: (&str, &str) = ("fleetpulse-backfill", "backfill-secret");
+const REPLAY: (&str, &str) = ("fleetpulse-replay", "replay-secret");
 const D1: (&str, &str) = ("c1/s1/d1", "d1-secret");
 const D2: (&str, &str) = ("c1/s1/d2", "d2-secret");
 const D1_TOPIC: &str = "fleet/c1/s1/d1/telemetry";
@@ -52,7 +53,7 @@ impl SecuredBroker {
             .prefix("fleetpulse-broker-acl-")
             .tempdir()
             .unwrap();
-        let users = [INGEST, CS_TEAM, BACKFILL, D1, D2]
+        let users = [INGEST, CS_TEAM, BACKFILL, REPLAY, D1, D2]
             .iter()
             .map(|(user, password)| format!("{user},{password}\n"))
             .collect::<String>();
@@ -119,6 +120,22 @@ impl SecuredBroker {
         };
         self.broker
             .subscribe_session_with(&client, client_id, filter);
+    }
+
+    /// What `who`'s session `client_id` gets within a few seconds, at most
+    /// `count` messages.
+    fn receive_bytes(
+        &self,
+        who: (&str, &str),
+        client_id: &str,
+        filter: &str,
+        count: usize,
+    ) -> Vec<Message> {
+        let client = ClientOptions {
+            credentials: Some(who),
+            ..ClientOptions::default()
+        };
+        (self.broker).receive_with(&client, client_id, filter, count, SETTLE * 3)
     }
 
     fn receive(
@@ -291,19 +308,8 @@ fn only_the_backfill_user_publishes_history() {
 fn a_history_sent_as_a_user_that_may_not_publish_it_stops_at_the_first_batch() {
     let b = SecuredBroker::start();
     b.session(INGEST, "ingest", BACKFILL_FILTER);
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("fleetpulse.toml");
-    fs::write(
-        &config,
-        format!(
-            "[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nclient_id = \"ingest\"\n\
-             username = \"{}\"\npassword_env = \"INGEST_PASSWORD\"\n",
-            b.broker.port(),
-            INGEST.0
-        ),
-    )
-    .unwrap();
-    let history = dir.path().join("history.csv");
+    let tool = Tool::new(&b);
+    let history = tool.dir.path().join("history.csv");
     fs::write(
         &history,
         "customer,site,device,time,state,operating_hours\n\
@@ -312,46 +318,96 @@ fn a_history_sent_as_a_user_that_may_not_publish_it_stops_at_the_first_batch() {
          c1,s1,d1,2026-03-01T12:05:00Z,running,12\n",
     )
     .unwrap();
-    let backfill = |extra: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
-            .arg("backfill")
-            .arg(&history)
-            .arg("-c")
-            .arg(&config)
-            .args(extra)
-            .env("INGEST_PASSWORD", INGEST.1)
-            .env("BACKFILL_PASSWORD", BACKFILL.1)
-            .output()
-            .unwrap()
-    };
-    let refused = backfill(&[]);
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(!refused.status.success(), "sent: {stderr}");
+    let refused = tool.run("backfill", &history, None);
     assert!(
-        stderr
+        refused
             .contains("does not let user `fleetpulse-ingest` publish to `fleet/c1/s1/d1/backfill`")
-            && stderr.contains("--username"),
-        "{stderr}"
+            && refused.contains("only `fleetpulse-backfill`"),
+        "{refused}"
     );
-    let sent = backfill(&[
-        "--username",
-        BACKFILL.0,
-        "--password-env",
-        "BACKFILL_PASSWORD",
-    ]);
-    assert!(
-        sent.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
+    tool.run("backfill", &history, Some(BACKFILL));
     // The three hourly batches, none dropped, none twice.
-    let ingest = ClientOptions {
-        credentials: Some(INGEST),
-        ..ClientOptions::default()
+    let got = b.receive_bytes(INGEST, "ingest", BACKFILL_FILTER, 4);
+    assert_eq!(got.len(), 3, "{got:?}");
+}
+
+/// `fleetpulse replay` sends dead letters to the devices' telemetry
+/// topics, where the access control lets only devices publish: as the
+/// service's user it stopped nowhere and every letter was dropped. It
+/// stops at the first letter, naming the replay user; as that user each
+/// letter reaches the service's session, byte for byte.
+#[test]
+fn dead_letters_are_sent_again_only_as_the_replay_user() {
+    let b = SecuredBroker::start();
+    b.session(INGEST, "ingest", TELEMETRY_FILTER);
+    let tool = Tool::new(&b);
+    let letters = tool.dir.path().join("dead-letters.jsonl");
+    let letter = |at: u64, hex: &str| {
+        format!(
+            r#"{{"received_ms":{at},"reason":"too_late","topic":"{D1_TOPIC}","detail":"","payload_bytes":{},"payload_hex":"{hex}"}}"#,
+            hex.len() / 2
+        )
     };
-    let got = (b.broker).receive_with(&ingest, "ingest", BACKFILL_FILTER, 4, SETTLE * 3);
-    let topics: Vec<&str> = got.iter().map(|m| &*m.topic).collect();
-    assert_eq!(topics, ["fleet/c1/s1/d1/backfill"; 3]);
+    fs::write(
+        &letters,
+        letter(1, "0a01") + "\n" + &letter(2, "0a02") + "\n",
+    )
+    .unwrap();
+    let refused = tool.run("replay", &letters, None);
+    assert!(
+        refused.contains(
+            "does not let user `fleetpulse-ingest` publish to `fleet/c1/s1/d1/telemetry`"
+        ) && refused.contains("`fleetpulse-replay`"),
+        "{refused}"
+    );
+    tool.run("replay", &letters, Some(REPLAY));
+    let got = b.receive_bytes(INGEST, "ingest", TELEMETRY_FILTER, 3);
+    let payloads: Vec<&[u8]> = got.iter().map(|m| &*m.payload).collect();
+    assert_eq!(payloads, [&[0x0a, 0x01], &[0x0a, 0x02]]);
+}
+
+/// An operator's command line (`backfill`, `replay`) on the broker of a
+/// service whose user is `fleetpulse-ingest`.
+struct Tool {
+    dir: TempDir,
+    config: PathBuf,
+}
+
+impl Tool {
+    fn new(b: &SecuredBroker) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("fleetpulse.toml");
+        fs::write(
+            &config,
+            format!(
+                "[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nclient_id = \"ingest\"\n\
+                 username = \"{}\"\npassword_env = \"INGEST_PASSWORD\"\n",
+                b.broker.port(),
+                INGEST.0
+            ),
+        )
+        .unwrap();
+        Self { dir, config }
+    }
+
+    /// `fleetpulse {command} {file}`, as `user` if given. Its error when
+    /// it failed (as the service's user), else its output.
+    fn run(&self, command: &str, file: &Path, user: Option<(&str, &str)>) -> String {
+        let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"));
+        cli.arg(command)
+            .arg(file)
+            .arg("-c")
+            .arg(&self.config)
+            .env("INGEST_PASSWORD", INGEST.1);
+        if let Some((name, password)) = user {
+            cli.args(["--username", name, "--password-env", "TOOL_PASSWORD"])
+                .env("TOOL_PASSWORD", password);
+        }
+        let out = cli.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.success(), user.is_some(), "{stderr}");
+        stderr
+    }
 }
 
 #[test]

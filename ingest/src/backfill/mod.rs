@@ -16,7 +16,7 @@ mod spill;
 
 use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
 use fleetpulse_proto::Limits;
 
@@ -40,13 +40,10 @@ pub struct BackfillArgs {
     /// Only these customers' batches (default: every one in the files).
     #[arg(long, value_delimiter = ',')]
     pub customer: Vec<String>,
-    /// Broker user (default: the service's `mqtt.username`); with the
-    /// deploy/ access control, `fleetpulse-backfill`.
-    #[arg(long)]
-    pub username: Option<String>,
-    /// Environment variable holding that user's password.
-    #[arg(long)]
-    pub password_env: Option<String>,
+    /// The broker user (`fleetpulse-backfill` with deploy/mosquitto's
+    /// access control).
+    #[command(flatten)]
+    pub publish_as: crate::handover::PublishAs,
     /// Unit epoch of the batches made from CSV readings: a unit of their
     /// own, so their sequence numbers never clash with the live unit's.
     /// Default: per device and file, the hour of its first reading counted
@@ -135,15 +132,7 @@ pub async fn run(args: &BackfillArgs) -> anyhow::Result<Backfilled> {
         client_id: format!("{}-backfill", config.mqtt.client_id),
         ..options
     };
-    if let Some(user) = &args.username {
-        options.username = Some(user.clone());
-        options.password = None;
-    }
-    if let Some(var) = &args.password_env {
-        let password =
-            std::env::var(var).with_context(|| format!("--password-env: ${var} is not set"))?;
-        options.password = Some(password);
-    }
+    args.publish_as.apply(&mut options)?;
     let mut progress = Progress::new("backfilling", "batches", summary.batches);
     crate::handover::publish(options, (&mut batches).map(Recorded::into_message), |p| {
         progress.set(p.delivered)
@@ -394,8 +383,7 @@ mod tests {
                 files: vec![path],
                 config: config.clone(),
                 customer: Vec::new(),
-                username: None,
-                password_env: None,
+                publish_as: Default::default(),
                 unit_epoch: None,
             }
         };
