@@ -912,23 +912,24 @@ impl TwoCustomers {
     /// Started; `bolt`'s reading four hours past today's midnight (UTC),
     /// `acme`'s twelve days ending three days before it backfilled, and
     /// restated into the store; the midnight.
-    async fn twelve_days_restated(client: &str) -> (Self, i64) {
+    fn twelve_days_restated(client: &str) -> (Self, i64) {
         let run = Self::start(client);
         let hour = 3_600_000;
         let now = jiff::Timestamp::now().as_millisecond();
         let midnight = (now - 4 * hour).div_euclid(DAY_MS) * DAY_MS;
         run.live(midnight + 4 * hour);
         run.backfill(midnight - 15 * DAY_MS, 12);
-        run.wait_for("fleetpulse_restatements_total", 1, 60).await;
+        run.until_metric("fleetpulse_restatements_total", 1, 60);
         // Counted as handed to the store: read the store once it wrote them.
         let handed = run.metric("fleetpulse_records_emitted_total")
             + run.metric("fleetpulse_records_restated_total");
-        (run.wait_for("fleetpulse_sink_records_written_total", handed, 30)).await;
+        run.until_metric("fleetpulse_sink_records_written_total", handed, 30);
         (run, midnight)
     }
 
-    /// Waits up to `within` seconds for metric `name` to reach `least`.
-    async fn wait_for(&self, name: &str, least: u64, within: u64) {
+    /// Waits (up to `within` seconds) until metric `name` reaches
+    /// `least`.
+    fn until_metric(&self, name: &str, least: u64, within: u64) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(within);
         while self.metric(name) < least {
             assert!(
@@ -937,7 +938,7 @@ impl TwoCustomers {
                 self.metric(name),
                 self.service.log_tail()
             );
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
 }
@@ -962,8 +963,7 @@ async fn a_history_of_many_days_fits_the_open_file_limit() {
     let days = 150;
     run.backfill(now - (days + 10) * DAY_MS, days);
     let days = days as u64;
-    run.wait_for("fleetpulse_restatement_days_read_total", days, 90)
-        .await;
+    run.until_metric("fleetpulse_restatement_days_read_total", days, 90);
     assert_eq!(
         run.metric("fleetpulse_messages_accepted_total"),
         days * 24 * 2 + 1
@@ -987,7 +987,7 @@ async fn a_history_of_many_days_fits_the_open_file_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restatement_of_the_last_closed_day_does_not_wait_for_the_portfolio() {
     let days = 12;
-    let (mut run, midnight) = TwoCustomers::twelve_days_restated("portfolio-wait").await;
+    let (mut run, midnight) = TwoCustomers::twelve_days_restated("portfolio-wait");
 
     // `acme`'s rows of the closed days, by key, revisions aside.
     let db = run.dir.path().join("kpi.sqlite");
@@ -1025,7 +1025,7 @@ async fn a_restatement_of_the_last_closed_day_does_not_wait_for_the_portfolio() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfilled_customer_s_dates_alone_get_their_portfolio_figures() {
     let days = 12;
-    let (mut run, _) = TwoCustomers::twelve_days_restated("portfolio-alone").await;
+    let (mut run, _) = TwoCustomers::twelve_days_restated("portfolio-alone");
     run.service.stop();
 
     let db = rusqlite::Connection::open(run.dir.path().join("kpi.sqlite")).unwrap();
@@ -1064,21 +1064,6 @@ fn acme_days(run: &TwoCustomers) -> i64 {
         |r| r.get(0),
     ))
     .unwrap_or(0)
-}
-
-/// Waits (up to `within` seconds) until metric `name` of `run` reaches
-/// `least`.
-fn until_metric(run: &TwoCustomers, name: &str, least: u64, within: u64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(within);
-    while run.metric(name) < least {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{name}: {} after {within} s, {least} expected\n{}",
-            run.metric(name),
-            run.service.log_tail()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
 }
 
 /// Waits (up to `within` seconds) until the store of `run` holds `days` of
@@ -1163,8 +1148,7 @@ async fn a_kill_before_any_checkpoint_restates_the_history_from_its_first_day() 
     // Every reading acknowledged: bolt's and the history's, a batch an
     // hour and machine.
     let batches = (PARTS_DAYS * 24 * 2 + 1) as u64;
-    run.wait_for("fleetpulse_messages_accepted_total", batches, 60)
-        .await;
+    run.until_metric("fleetpulse_messages_accepted_total", batches, 60);
     // Tried within a second of bolt's reading moving the frontier.
     let tried = std::time::Duration::from_secs(10);
     (run.service).wait_for_log_within("cannot write the checkpoint", 1, tried);
@@ -1222,10 +1206,10 @@ fn parts_after_fault(
     run.backfill(start, PARTS_DAYS);
     // The first part in the store (a day or two of the history may come
     // the live way before it, and are no part).
-    until_metric(&run, "fleetpulse_records_restated_total", 1, 60);
+    run.until_metric("fleetpulse_records_restated_total", 1, 60);
     let handed = run.metric("fleetpulse_records_emitted_total")
         + run.metric("fleetpulse_records_restated_total");
-    until_metric(&run, "fleetpulse_sink_records_written_total", handed, 60);
+    run.until_metric("fleetpulse_sink_records_written_total", handed, 60);
     let at_fault = acme_days(&run);
     fault(&mut run);
     assert!(
@@ -1301,8 +1285,7 @@ async fn a_history_in_monthly_files_loaded_newest_first_is_taken_in_whole() {
     }
     // Every reading accepted (a batch an hour and machine), none refused.
     let batches = (days * 24 * 2 + 1) as u64;
-    run.wait_for("fleetpulse_messages_accepted_total", batches, 60)
-        .await;
+    run.until_metric("fleetpulse_messages_accepted_total", batches, 60);
     let metrics = support::service::metrics(run.http);
     let refused: Vec<&str> = (metrics.lines())
         .filter(|l| l.starts_with("fleetpulse_messages_rejected_total{") && !l.ends_with(" 0"))
