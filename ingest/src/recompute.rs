@@ -68,6 +68,11 @@ pub fn run(args: &RecomputeArgs) -> anyhow::Result<u64> {
                 .context("--from")?
                 .timestamp()
                 .as_millisecond();
+            // A mistyped year (2062 for 2026) would fold nothing, silently.
+            let today = jiff::Zoned::now().date();
+            if date > today {
+                bail!("--from {date} is after today ({today}): no day of it to fold again");
+            }
             u64::try_from(at).context("--from is before 1970")?
         }
         None => 0,
@@ -83,4 +88,30 @@ pub fn run(args: &RecomputeArgs) -> anyhow::Result<u64> {
         dir.display()
     );
     Ok(from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A date after today is named, and nothing is requested.
+    #[test]
+    fn a_from_date_after_today_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("fleetpulse.toml");
+        let wal = dir.path().join("wal");
+        std::fs::write(
+            &config,
+            format!("[mqtt]\nhost = \"127.0.0.1\"\nport = 1883\n[wal]\ndir = {wal:?}\n"),
+        )
+        .unwrap();
+        let args = RecomputeArgs {
+            customer: "acme".into(),
+            from: Some(jiff::civil::date(2999, 1, 1)),
+            config,
+        };
+        let e = run(&args).unwrap_err().to_string();
+        assert!(e.contains("--from 2999-01-01 is after today"), "{e}");
+        assert!(!wal.exists(), "nothing requested");
+    }
 }
