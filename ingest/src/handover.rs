@@ -22,6 +22,8 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, Packet, PubAckReason};
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions};
 
+use crate::retry::{Backoff, jitter};
+
 /// The broker user a tool publishes as, when not the service's own.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct PublishAs {
@@ -107,13 +109,14 @@ const FIRST_WITHIN: Duration = Duration::from_secs(10);
 async fn send_first(options: &PublishOptions, topic: &str, payload: &[u8]) -> anyhow::Result<Sent> {
     let broker = options.broker();
     let started = tokio::time::Instant::now();
-    let mut delay = Duration::from_millis(100);
+    let mut retry = 0;
     let answer = loop {
         match ask(options, topic, payload).await {
             Some(Err(ConnectionError::Io(e))) if started.elapsed() < options.give_up_after => {
+                let delay = Backoff::RECONNECT.delay(retry, jitter());
                 tracing::warn!(%broker, error = %e, ?delay, "MQTT connection failed, retrying");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                retry += 1;
             }
             Some(Err(ConnectionError::Io(e))) => bail!(
                 "cannot reach the MQTT broker at {broker} for {:?}: {e}",

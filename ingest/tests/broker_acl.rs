@@ -306,9 +306,7 @@ fn only_the_backfill_user_publishes_history() {
 /// reaches the service's session.
 #[test]
 fn a_history_sent_as_a_user_that_may_not_publish_it_stops_at_the_first_batch() {
-    let b = SecuredBroker::start();
-    b.session(INGEST, "ingest", BACKFILL_FILTER);
-    let tool = Tool::new(&b);
+    let (b, tool) = Tool::with_session(BACKFILL_FILTER);
     let history = tool.dir.path().join("history.csv");
     fs::write(
         &history,
@@ -338,9 +336,7 @@ fn a_history_sent_as_a_user_that_may_not_publish_it_stops_at_the_first_batch() {
 /// letter reaches the service's session, byte for byte.
 #[test]
 fn dead_letters_are_sent_again_only_as_the_replay_user() {
-    let b = SecuredBroker::start();
-    b.session(INGEST, "ingest", TELEMETRY_FILTER);
-    let tool = Tool::new(&b);
+    let (b, tool) = Tool::with_session(TELEMETRY_FILTER);
     let letters = tool.dir.path().join("dead-letters.jsonl");
     let letter = |at: u64, hex: &str| {
         format!(
@@ -374,6 +370,15 @@ struct Tool {
 }
 
 impl Tool {
+    /// A secured broker on which the service's session (`ingest`) reads
+    /// `filter`, and the tool for it.
+    fn with_session(filter: &str) -> (SecuredBroker, Self) {
+        let b = SecuredBroker::start();
+        b.session(INGEST, "ingest", filter);
+        let tool = Self::new(&b);
+        (b, tool)
+    }
+
     fn new(b: &SecuredBroker) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("fleetpulse.toml");
