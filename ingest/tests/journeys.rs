@@ -281,6 +281,10 @@ enum Stop {
     Kill,
     /// SIGTERM, as a deploy does, at the same point.
     Term,
+    /// [`Stop::Term`], then the state the stop left is copied to this
+    /// directory, and the run ends there (no second half): writes the
+    /// fixture of [`a_start_on_the_state_an_earlier_build_left_changes_no_stored_record`].
+    Bless(&'static str),
     /// SIGKILL while the service catches up with the first half from the
     /// broker's backlog (it was down while it was published), 150 ms after
     /// it connected, wherever it then is.
@@ -442,8 +446,17 @@ async fn run(
         }
         let caught_up = journeys_reach(dir.path());
         match stop {
-            Stop::Term | Stop::RescaleProcesses(..) | Stop::TakeOverCrashed => service.stop(),
+            Stop::Term | Stop::Bless(_) | Stop::RescaleProcesses(..) | Stop::TakeOverCrashed => {
+                service.stop()
+            }
             _ => service.kill(),
+        }
+        if let Stop::Bless(to) = stop {
+            for state in STATE {
+                copy_all(&dir.path().join(state), &Path::new(to).join(state));
+            }
+            compact_sqlite(Path::new(to));
+            return Vec::new();
         }
         if let Stop::TakeOverCrashed = stop {
             append_members_to_single(dir.path());
@@ -552,6 +565,158 @@ async fn a_kill_or_a_stop_at_five_points_or_a_rescale_of_40_days_changes_no_stor
             }
         }
     }
+}
+
+/// What a service leaves on disk in its directory, beside its config: the
+/// customers file, the WAL directory (segments, checkpoint, journey
+/// states, device snapshot, the late-data archive) and the SQLite store.
+const STATE: [&str; 3] = ["customers.toml", "wal", "kpi.sqlite"];
+
+/// Copies the file or directory `from` to `to`, recursively; a missing
+/// `from` (a SQLite file's log after a clean close) copies nothing.
+fn copy_all(from: &Path, to: &Path) {
+    let Ok(meta) = std::fs::metadata(from) else {
+        return;
+    };
+    if meta.is_file() {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(from, to).unwrap();
+        return;
+    }
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        copy_all(&entry.path(), &to.join(entry.file_name()));
+    }
+}
+
+/// Folds every SQLite file's log below `dir` into the file and vacuums it:
+/// the same rows in a fraction of the bytes (a log holds every version of
+/// a page written since its last checkpoint; the logs are SQLite's format,
+/// not the service's).
+fn compact_sqlite(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            compact_sqlite(&path);
+        } else if path.extension().is_some_and(|e| e == "sqlite") {
+            let db = rusqlite::Connection::open(&path).unwrap();
+            db.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;")
+                .unwrap();
+            drop(db);
+            for log in ["-wal", "-shm"] {
+                let mut name = path.clone().into_os_string();
+                name.push(log);
+                let _ = std::fs::remove_file(name);
+            }
+        }
+    }
+}
+
+/// The revision of each `customer_kpi` window in the SQLite store at
+/// `path`, by its key.
+fn revisions(path: &Path) -> std::collections::HashMap<String, i64> {
+    let db = rusqlite::Connection::open(path).unwrap();
+    let mut select = db
+        .prepare("SELECT customer, window, window_start, revision FROM customer_kpi")
+        .unwrap();
+    let rows = select.query_map([], |r| {
+        let key = format!(
+            "{}/{}/{}",
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?
+        );
+        Ok((key, r.get(3)?))
+    });
+    rows.unwrap().collect::<Result<_, _>>().unwrap()
+}
+
+/// The fleet of the upgrade fixture: devices that lose coverage and
+/// upload their buffers late, within the correction horizon.
+fn upgrade_spec(store_and_forward: usize) -> fleetpulse_sim::FleetSpec {
+    fleetpulse_sim::FleetSpec {
+        customers: 2,
+        devices: 6,
+        days: 24,
+        seed: 5,
+        store_and_forward,
+        ..fleetpulse_sim::FleetSpec::default()
+    }
+}
+
+/// The state a graceful stop left after the first 60% of the messages of
+/// [`upgrade_spec`]'s fleet, written by the build of the fixture's name
+/// (`tests/fixtures/state-v1`: the formats of the customers file, the WAL,
+/// its checkpoint, journey states, device snapshot and late-data archive,
+/// and the SQLite store, as of 2026-12-05). An upgrade starts on such a
+/// state: this build takes it over and, given the rest of the messages
+/// (buffers of days the earlier build stored among them, restated from the
+/// batches and journeys its archive holds), stores every record of every
+/// kind as a run of the same readings in event-time order. When a change
+/// makes this fail, the change breaks every installation's upgrade: read
+/// the earlier format (or refuse it, saying what to do) and add a fixture
+/// of the new one beside this one (`FLEETPULSE_BLESS=1` writes a missing
+/// fixture); never bless this one again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_on_the_state_an_earlier_build_left_changes_no_stored_record() {
+    let fleet = Fleet::generate(&upgrade_spec(6));
+    let mut messages: Vec<(String, Vec<u8>)> = fleet.encoded_messages().collect();
+    let split = messages.len() * 6 / 10;
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/state-v1");
+    if std::env::var_os("FLEETPULSE_BLESS").is_some() && !Path::new(fixture).exists() {
+        let at = fleet.spec().start + 12 * 86_400_000;
+        run(&fleet, split, |_, _| true, Some((at, Stop::Bless(fixture)))).await;
+    }
+    assert!(
+        Path::new(fixture).join("wal/journeys.json").exists(),
+        "{fixture}: no state checked in"
+    );
+
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    for state in STATE {
+        copy_all(&Path::new(fixture).join(state), &dir.path().join(state));
+    }
+    let second = messages.split_off(split);
+    let mut service = Deployment::start(dir.path(), &mosquitto, "journeys-test", 2, 1);
+    let log = service.logs().concat();
+    for restored in ["journey states restored", "device memories restored"] {
+        assert!(
+            log.contains(restored),
+            "{restored}:\n{}",
+            service.log_tail()
+        );
+    }
+    let count = second.len();
+    publish(&mosquitto, "journeys-sim", second).await;
+    service.until_taken_in(count).await;
+    let port: u16 = http_addrs(&service)[0]
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let metrics = support::service::metrics(port);
+    service.stop();
+    let restated = support::service::metric(&metrics, "fleetpulse_records_restated_total");
+    // Windows the earlier build stored, restated by this one from the
+    // batches the earlier one archived.
+    let before = revisions(&Path::new(fixture).join("kpi.sqlite"));
+    let after = revisions(&dir.path().join("kpi.sqlite"));
+    let again = (before.iter())
+        .filter(|(key, revision)| after.get(*key).is_some_and(|r| r > revision))
+        .count();
+    assert!(
+        restated > 0 && again > 0,
+        "{restated} records restated, {again} of the {} windows the earlier build stored:\n{}",
+        before.len(),
+        service.log_tail()
+    );
+
+    let (_reference, in_order) =
+        support::tables::in_order(&mosquitto, &upgrade_spec(6), "journeys-in-order").await;
+    support::tables::assert_same_as_in_order(&dir.path().join("kpi.sqlite"), &in_order);
 }
 
 /// A customer whose fleet went dark days before the stop (longer than the
