@@ -261,15 +261,39 @@ pub struct Held {
     pub cut_through: Option<EventTime>,
 }
 
+/// The archive's format: its tables and the layout of the bincode bodies
+/// in them (batches, journey states, windows, alerts), which bincode does
+/// not describe. Noted in each file as it is opened (SQLite's
+/// `user_version`; 0 in a file of a build before the note, whose layout
+/// is this one); a file of a later format, from a newer build (a
+/// rollback), is refused rather than misread.
+pub const FORMAT: i64 = 1;
+
 fn open(path: &Path, schema: &str) -> Result<Connection, ArchiveError> {
     let conn = Connection::open(path).map_err(|e| fail(path, e))?;
     // A busy wait: `fleetpulse recompute` writes to a running service's
     // state file.
-    conn.execute_batch(&format!(
-        "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-         {schema}"
+    (conn.execute_batch(
+        "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
     ))
     .map_err(|e| fail(path, e))?;
+    let format: i64 =
+        (conn.query_row("PRAGMA user_version", [], |r| r.get(0))).map_err(|e| fail(path, e))?;
+    if format > FORMAT {
+        let dir = path.parent().unwrap_or(path).display();
+        return Err(fail(
+            path,
+            format!(
+                "archive of format {format}, written by a newer build (this one reads \
+                 {FORMAT}): run that build, or move {dir} away to start without it (the \
+                 late data it holds is then not restated again)"
+            ),
+        ));
+    }
+    if format < FORMAT {
+        (conn.pragma_update(None, "user_version", FORMAT)).map_err(|e| fail(path, e))?;
+    }
+    conn.execute_batch(schema).map_err(|e| fail(path, e))?;
     // A file's log is copied into it as it grows, not again at the close:
     // a day file closes to be deleted (the horizon passed it), or at the
     // stop, which a month of day files' checkpoints held up. The log stays
@@ -2032,6 +2056,40 @@ mod tests {
         assert_eq!(journey_state(new.clone()).unwrap(), shaped);
         // Damage is still damage.
         assert!(journey_state(new[..new.len() / 2].to_vec()).is_err());
+    }
+
+    /// Each file notes the archive's format; one an earlier build wrote
+    /// (no note) is taken as this format, one of a newer build's is
+    /// refused, naming the format and what to do.
+    #[test]
+    fn a_file_of_a_newer_format_is_refused_and_one_without_a_note_is_this_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.sqlite");
+        let format = |path: &Path| -> i64 {
+            let db = Connection::open(path).unwrap();
+            db.query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap()
+        };
+        drop(Archive::open(dir.path()).unwrap());
+        assert_eq!(format(&state), FORMAT);
+        Connection::open(&state)
+            .unwrap()
+            .pragma_update(None, "user_version", 0)
+            .unwrap();
+        drop(Archive::open(dir.path()).unwrap());
+        assert_eq!(format(&state), FORMAT, "an earlier build's file");
+        Connection::open(&state)
+            .unwrap()
+            .pragma_update(None, "user_version", FORMAT + 1)
+            .unwrap();
+        let refused = Archive::open(dir.path()).err().unwrap().to_string();
+        assert!(refused.contains("state.sqlite"), "{refused}");
+        assert!(
+            refused.contains("format 2, written by a newer build"),
+            "{refused}"
+        );
+        assert!(refused.contains("move"), "{refused}");
+        assert_eq!(format(&state), FORMAT + 1, "left as it was");
     }
 
     /// An archive kept from the service's first start folds journeys from
