@@ -310,6 +310,7 @@ fn batches_in(files: &[std::path::PathBuf]) -> u64 {
         customer: Vec::new(),
         publish_as: Default::default(),
         unit_epoch: None,
+        beyond_retention: false,
     };
     fleetpulse::backfill::history(&args, &Default::default())
         .unwrap()
@@ -887,6 +888,16 @@ impl TwoCustomers {
 
     /// What `fleetpulse backfill` of [`Self::backfill_part`]'s file did.
     fn send_history(&self, start: i64, days: std::ops::Range<i64>) -> std::process::Output {
+        self.send_history_with(start, days, &[])
+    }
+
+    /// [`Self::send_history`] with more of the command's arguments.
+    fn send_history_with(
+        &self,
+        start: i64,
+        days: std::ops::Range<i64>,
+        args: &[&str],
+    ) -> std::process::Output {
         let mut csv = String::from("customer,site,device,time,state,operating_hours\n");
         for h in days.start * 24..days.end * 24 {
             for d in 0..2 {
@@ -901,6 +912,7 @@ impl TwoCustomers {
             .arg(&file)
             .arg("-c")
             .arg(&self.config)
+            .args(args)
             .output()
             .unwrap()
     }
@@ -1262,6 +1274,114 @@ async fn a_history_sent_before_the_service_ever_connected_stops_and_is_sent_agai
         &run.dir.path().join("kpi.sqlite"),
         &reference.dir.path().join("kpi.sqlite"),
     );
+}
+
+/// Stores keep a history only as far back as their retention:
+/// VictoriaMetrics keeps a month unless told otherwise and drops older
+/// samples answering 204, an InfluxDB database keeps what its default
+/// retention policy says. A history of two months ago is refused before
+/// anything is sent, naming the store, from when it keeps and what to do;
+/// once the InfluxDB policy keeps everything, VictoriaMetrics is named
+/// next. Sent all the same (`--beyond-retention`), SQLite and InfluxDB
+/// hold every day of it, VictoriaMetrics none, and no sink saw an error:
+/// what the refusal spares the operator. A history of ten days ago goes
+/// through as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_older_than_a_store_keeps_is_refused_naming_the_store() {
+    let influx = support::servers::InfluxDb1::start();
+    influx.query("_internal", "CREATE DATABASE kept WITH DURATION 30d");
+    let vm = support::servers::VictoriaMetrics::start_with_args(&["-retentionPeriod=1"]);
+    let run = TwoCustomers::configured("retention", None);
+    let mut config = std::fs::read_to_string(&run.config).unwrap();
+    config += &format!(
+        "[[sinks]]\ntype = \"influxdb_v1\"\nurl = \"{}\"\ndatabase = \"kept\"\n\
+         [[sinks]]\ntype = \"influxdb_v1\"\nurl = \"{}\"\ndatabase = \"fleet\"\n",
+        influx.url(),
+        vm.url()
+    );
+    std::fs::write(&run.config, config).unwrap();
+    let now = jiff::Timestamp::now().as_millisecond();
+    let midnight = now.div_euclid(DAY_MS) * DAY_MS;
+    let old = midnight - 60 * DAY_MS;
+    let refused = |sent: &std::process::Output, store: &[&str]| {
+        let stderr = String::from_utf8_lossy(&sent.stderr);
+        assert!(!sent.status.success(), "sent: {stderr}");
+        let said = ["keeps nothing before", "--beyond-retention"];
+        assert!(
+            (store.iter().chain(&said)).all(|s| stderr.contains(s))
+                && !stderr.contains("subscriber"),
+            "{stderr}"
+        );
+    };
+    refused(
+        &run.send_history(old, 0..5),
+        &[
+            "[[sinks]] 2 (influxdb_v1 http://127.0.0.1",
+            "(the default retention policy of InfluxDB database `kept`)",
+        ],
+    );
+    influx.query(
+        "kept",
+        "ALTER RETENTION POLICY autogen ON kept DURATION INF",
+    );
+    refused(
+        &run.send_history(old, 0..5),
+        &["[[sinks]] 3", "(VictoriaMetrics -retentionPeriod=1)"],
+    );
+
+    let mut run = run;
+    run.service.start_and_wait("subscribed");
+    run.live(now);
+    let sent = run.send_history_with(old, 0..5, &["--beyond-retention"]);
+    let stderr = String::from_utf8_lossy(&sent.stderr);
+    assert!(sent.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("sent all the same (--beyond-retention)"),
+        "{stderr}"
+    );
+    until_acme_days(&run, 5, 120);
+    let recent = run.send_history(midnight - 10 * DAY_MS, 0..5);
+    let stderr = String::from_utf8_lossy(&recent.stderr);
+    assert!(recent.status.success(), "{stderr}");
+    until_acme_days(&run, 10, 120);
+    let errors = run.metric("fleetpulse_sink_write_errors_total");
+    run.service.stop();
+    assert_eq!(errors, 0, "no store said anything");
+    let days = |rows: Vec<i64>| {
+        let mut days: Vec<i64> = rows.iter().map(|t| (t - old).div_euclid(DAY_MS)).collect();
+        days.sort();
+        days.dedup();
+        days
+    };
+    let influx_rows = influx.query(
+        "kept",
+        "SELECT operating_hours FROM customer_kpi WHERE customer = 'acme' AND \"window\" = '1d'",
+    );
+    let influx_days = (influx_rows.pointer("/results/0/series/0/values"))
+        .and_then(|v| v.as_array())
+        .map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    let at: jiff::Timestamp = r[0].as_str().unwrap().parse().unwrap();
+                    at.as_millisecond()
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let both: Vec<i64> = (0..5).chain(50..55).collect();
+    assert_eq!(days(influx_days), both, "InfluxDB keeps both histories");
+    vm.force_flush();
+    let vm_days = (vm.export("customer_kpi_operating_hours{customer=\"acme\",window=\"1d\"}"))
+        .iter()
+        .flat_map(|series| series["timestamps"].as_array().unwrap().clone())
+        .map(|t| t.as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        days(vm_days),
+        (50..55).collect::<Vec<_>>(),
+        "VictoriaMetrics the recent one"
+    );
+    assert_eq!(acme_days(&run), 10, "SQLite both");
 }
 
 /// A history exported as five monthly files and loaded newest first (a

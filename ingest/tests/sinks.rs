@@ -422,6 +422,33 @@ async fn influxdb1_stores_the_schema_and_overwrites_on_rewrite() {
     Sink::open(&v1_config(server.url())).await.unwrap();
 }
 
+/// A database whose retention policy keeps an hour: InfluxDB stores the
+/// batch's recent point, drops the old one and answers 400 ("partial
+/// write"). The write succeeds, the dropped point is counted as rejected,
+/// and the store holds the recent one: nothing to retry, no batch lost.
+#[tokio::test]
+async fn influxdb1_beyond_its_retention_policy_keeps_the_rest_of_the_batch() {
+    let server = InfluxDb1::start();
+    server.query("_internal", "CREATE DATABASE fleet WITH DURATION 1h");
+    let mut sink = Sink::open(&v1_config(server.url())).await.unwrap();
+    let now = jiff::Timestamp::now().as_millisecond() as u64;
+    let hour = now - now % 3_600_000;
+    let recent = fixtures::customer("recent", hour, 7);
+    sink.write(&[Output::Customer(customer_kpi(10)), Output::Customer(recent)])
+        .await
+        .unwrap();
+    assert_eq!(sink.take_rejected(), 1);
+    let stored = rows(&server.query("fleet", "SELECT * FROM customer_kpi"));
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0]["customer"], json!("recent"));
+    assert_eq!(stored[0]["cycles"], json!(7));
+    let retention = fleetpulse::sinks::retention::of(&v1_config(server.url())).await;
+    assert_eq!(
+        retention.to_string(),
+        "keeps 1h (the default retention policy of InfluxDB database `fleet`)"
+    );
+}
+
 #[tokio::test]
 async fn influxdb1_outage_is_retryable_and_run_sink_recovers() {
     let mut server = InfluxDb1::start();

@@ -18,6 +18,7 @@
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod influxdb;
+pub mod retention;
 pub mod sqlite;
 pub mod writer;
 
@@ -75,6 +76,16 @@ impl SinkConfig {
             }
             Self::InfluxDbV1(c) => c.batch_size,
             Self::InfluxDbV2(c) => c.batch_size,
+        }
+    }
+
+    /// One line naming the store, as [`Sink::describe`] does, from the
+    /// config alone.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sqlite(c) => format!("sqlite {}", c.path.display()),
+            Self::InfluxDbV1(c) => format!("influxdb_v1 {} db={}", c.url, c.database),
+            Self::InfluxDbV2(c) => format!("influxdb_v2 {} bucket={}", c.url, c.bucket),
         }
     }
 

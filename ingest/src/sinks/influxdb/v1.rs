@@ -5,7 +5,7 @@ use fleetpulse_engine::Output;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, RequestBuilder, Url};
 use serde_json::Value;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::encode::encode_batch;
 use super::{
@@ -23,6 +23,8 @@ pub struct InfluxDbV1Sink {
     database: String,
     auth: Option<BasicAuth>,
     rejected: u64,
+    /// Points beyond the retention policy were reported once.
+    warned_beyond_retention: bool,
 }
 
 /// Basic-auth credentials; the password's `Debug` is redacted.
@@ -36,6 +38,15 @@ impl InfluxDbV1Sink {
     /// Reads the password from the environment, checks `/ping`, and creates
     /// the database unless `SHOW DATABASES` lists it.
     pub async fn open(config: &InfluxDbV1Config) -> Result<InfluxDbV1Sink, SinkError> {
+        let sink = Self::new(config)?;
+        sink.ping().await?;
+        sink.ensure_database().await?;
+        Ok(sink)
+    }
+
+    /// The sink for `config`, its password read from the environment;
+    /// makes no request.
+    pub(crate) fn new(config: &InfluxDbV1Config) -> Result<InfluxDbV1Sink, SinkError> {
         config.validate()?;
         let base = parse_base_url(&config.url)?;
         let auth = match &config.username {
@@ -59,10 +70,29 @@ impl InfluxDbV1Sink {
             database: config.database.clone(),
             auth,
             rejected: 0,
+            warned_beyond_retention: false,
         };
-        sink.ping().await?;
-        sink.ensure_database().await?;
         Ok(sink)
+    }
+
+    /// How long the database keeps a point: the duration of its default
+    /// retention policy, which `/write` without `rp` writes into (`None`:
+    /// forever, InfluxDB's `0s`). An error when the database does not
+    /// exist yet (the service creates it, keeping everything).
+    pub(crate) async fn default_retention(&self) -> Result<Option<std::time::Duration>, HttpError> {
+        let statement = format!("SHOW RETENTION POLICIES ON {}", quote_ident(&self.database));
+        let json = self.influxql(Method::GET, &statement).await?;
+        let default = default_policy_duration(&json).ok_or_else(|| {
+            HttpError::Response(format!("`{statement}`: no default policy in {json}"))
+        })?;
+        super::super::retention::go_duration(default)
+            .map(|d| (!d.is_zero()).then_some(d))
+            .map_err(|e| HttpError::Response(format!("`{statement}`: {e}")))
+    }
+
+    /// The sink's base URL and client, for other requests to its server.
+    pub(crate) fn endpoint(&self) -> (&reqwest::Client, &Url) {
+        (&self.client, &self.base)
     }
 
     /// Writes the batch as one request. The server answers 204 when every
@@ -90,6 +120,21 @@ impl InfluxDbV1Sink {
             return Ok(());
         }
         let body = response.text().await.unwrap_or_default();
+        if status == reqwest::StatusCode::BAD_REQUEST
+            && let Some(dropped) = beyond_retention(&body)
+        {
+            // The rest of the batch is stored: not a failed write, and not
+            // one to retry.
+            if !self.warned_beyond_retention {
+                warn!(
+                    sink = %self.describe(), points = dropped, lines,
+                    "InfluxDB did not keep points older than the database's retention policy (the rest of the batch is stored; later ones are counted as rejected records only); `fleetpulse backfill` names the policy"
+                );
+            }
+            self.warned_beyond_retention = true;
+            self.rejected += dropped;
+            return Ok(());
+        }
         Err(write_status_error(status, body, lines, bytes))
     }
 
@@ -199,6 +244,31 @@ fn database_names(json: &Value) -> Vec<&str> {
         .collect()
 }
 
+/// The points InfluxDB 1.x dropped from a write as older than the
+/// retention policy, storing the rest: its 400 answer
+/// `{"error":"partial write: points beyond retention policy dropped=2"}`.
+/// `None` for any other answer (a partial write for another cause too).
+fn beyond_retention(body: &str) -> Option<u64> {
+    let json: Value = serde_json::from_str(body).ok()?;
+    let error = json.get("error")?.as_str()?;
+    let count = error.strip_prefix("partial write: points beyond retention policy dropped=")?;
+    count.trim().parse().ok()
+}
+
+/// The duration of the default policy in a `SHOW RETENTION POLICIES`
+/// answer: columns `name`, `duration`, `shardGroupDuration`, `replicaN`,
+/// `default`.
+fn default_policy_duration(json: &Value) -> Option<&str> {
+    let series = json.pointer("/results/0/series/0")?;
+    let columns = series.get("columns")?.as_array()?;
+    let at = |name: &str| columns.iter().position(|c| c == name);
+    let (duration, default) = (at("duration")?, at("default")?);
+    (series.get("values")?.as_array()?.iter())
+        .find(|row| row.get(default).and_then(Value::as_bool) == Some(true))?
+        .get(duration)?
+        .as_str()
+}
+
 /// The first statement error in an InfluxQL answer, if any.
 fn statement_error(json: &Value) -> Option<String> {
     if let Some(error) = json.get("error").and_then(Value::as_str) {
@@ -231,6 +301,29 @@ mod tests {
         let empty: Value = serde_json::from_str(r#"{"results":[{"statement_id":0}]}"#).unwrap();
         assert!(database_names(&empty).is_empty());
         assert_eq!(statement_error(&json), None);
+    }
+
+    #[test]
+    fn reads_the_default_policy_s_duration() {
+        let json: Value = serde_json::from_str(
+            r#"{"results":[{"statement_id":0,"series":[{"columns":["name","duration",
+                "shardGroupDuration","replicaN","default"],"values":[
+                ["autogen","0s","168h0m0s",1,false],["month","720h0m0s","24h0m0s",1,true]]}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(default_policy_duration(&json), Some("720h0m0s"));
+        let none: Value = serde_json::from_str(r#"{"results":[{"statement_id":0}]}"#).unwrap();
+        assert_eq!(default_policy_duration(&none), None);
+    }
+
+    #[test]
+    fn a_partial_write_beyond_the_retention_policy_counts_its_points() {
+        let body = r#"{"error":"partial write: points beyond retention policy dropped=3"}"#;
+        assert_eq!(beyond_retention(body), Some(3));
+        let other =
+            r#"{"error":"partial write: field type conflict: input field \"x\" ... dropped=1"}"#;
+        assert_eq!(beyond_retention(other), None);
+        assert_eq!(beyond_retention("not json"), None);
     }
 
     #[test]
