@@ -207,3 +207,55 @@ async fn ask(
     let _ = client.try_disconnect();
     answer.ok()
 }
+
+/// Whether every store keeps windows from `from` (the earliest reading to
+/// be sent) on: one whose retention starts later (VictoriaMetrics keeps a
+/// month by default) would drop the earlier windows, VictoriaMetrics
+/// without an error, while the command said them sent. Refused, saying which store, from when it keeps
+/// and what to do, unless `anyway`; a store whose retention is not known
+/// is named and not held against the history.
+pub async fn stores_keep(
+    what: &str,
+    from: i64,
+    config: &crate::config::ServiceConfig,
+    anyway: bool,
+) -> anyhow::Result<()> {
+    let now = jiff::Timestamp::now().as_millisecond();
+    use crate::sinks::retention::{self, Retention};
+    for (i, sink) in config.sinks.iter().enumerate() {
+        let name = format!("[[sinks]] {} ({})", i + 1, sink.describe());
+        match retention::of(sink).await {
+            Retention::Forever => {}
+            Retention::Unknown(why) => {
+                eprintln!("{name}: not asked how far back it keeps: {why}");
+            }
+            Retention::For { period, setting } => {
+                let keeps =
+                    now.saturating_sub(i64::try_from(period.as_millis()).unwrap_or(i64::MAX));
+                if from >= keeps {
+                    continue;
+                }
+                let said = format!(
+                    "{name} keeps nothing before {} ({setting}); {what} starts {}: that \
+                     store would not keep its windows before then (VictoriaMetrics drops them \
+                     without an error)",
+                    crate::backfill::stamp(keeps - keeps.rem_euclid(1000)),
+                    crate::backfill::stamp(from)
+                );
+                if anyway {
+                    eprintln!("{said}; sent all the same (--beyond-retention)");
+                    continue;
+                }
+                let day = 86_400_000;
+                let next = (keeps.div_euclid(day) + 1) * day;
+                bail!(
+                    "{said}. Raise the store's retention, send only what is from {} on, or \
+                     pass --beyond-retention to send it all the same (the other stores keep the \
+                     earlier windows)",
+                    crate::backfill::stamp(next).trim_end_matches("T00:00:00Z")
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -34,6 +34,10 @@ pub struct ReplayArgs {
     /// control: the letters go to the devices' telemetry topics).
     #[command(flatten)]
     pub publish_as: crate::handover::PublishAs,
+    /// Send letters older than a store's retention all the same (that
+    /// store drops their windows; the others keep them).
+    #[arg(long)]
+    pub beyond_retention: bool,
 }
 
 /// What a replay did.
@@ -215,6 +219,15 @@ pub async fn run(args: &ReplayArgs) -> anyhow::Result<Replayed> {
             .collect::<anyhow::Result<_>>()?
     };
     let (messages, mut replayed) = letters(&args.files, &reasons)?;
+    if let Some(from) = earliest_reading(&messages) {
+        crate::handover::stores_keep(
+            "the dead letters' oldest reading",
+            from,
+            &config,
+            args.beyond_retention,
+        )
+        .await?;
+    }
     let mut options = publish_options(&config)?;
     args.publish_as.apply(&mut options)?;
     let mut progress = Progress::new("replaying", "dead letters", messages.len() as u64);
@@ -233,6 +246,16 @@ pub async fn run(args: &ReplayArgs) -> anyhow::Result<Replayed> {
     ));
     replayed.published = Some(report);
     Ok(replayed)
+}
+
+/// The earliest reading among the telemetry batches of `messages` (a
+/// letter that does not decode has none).
+fn earliest_reading(messages: &[(String, Vec<u8>)]) -> Option<i64> {
+    use prost::Message as _;
+    (messages.iter())
+        .filter_map(|(_, payload)| fleetpulse_proto::v1::TelemetryBatch::decode(&payload[..]).ok())
+        .flat_map(|batch| batch.samples.into_iter().map(|s| s.event_time_ms))
+        .min()
 }
 
 #[cfg(test)]

@@ -1282,7 +1282,8 @@ async fn a_history_sent_before_the_service_ever_connected_stops_and_is_sent_agai
 /// retention policy says. A history of two months ago is refused before
 /// anything is sent, naming the store, from when it keeps and what to do;
 /// once the InfluxDB policy keeps everything, VictoriaMetrics is named
-/// next. Sent all the same (`--beyond-retention`), SQLite and InfluxDB
+/// next, and for dead letters of that age sent again by `fleetpulse
+/// replay`. Sent all the same (`--beyond-retention`), SQLite and InfluxDB
 /// hold every day of it, VictoriaMetrics none, and no sink saw an error:
 /// what the refusal spares the operator. A history of ten days ago goes
 /// through as it is.
@@ -1327,6 +1328,42 @@ async fn a_history_older_than_a_store_keeps_is_refused_naming_the_store() {
     refused(
         &run.send_history(old, 0..5),
         &["[[sinks]] 3", "(VictoriaMetrics -retentionPeriod=1)"],
+    );
+    // Dead letters of the same age, sent again: the same check.
+    let letter = {
+        use prost::Message as _;
+        let batch = v1::TelemetryBatch {
+            device_id: "exc-0".into(),
+            customer_id: "acme".into(),
+            site_id: "s".into(),
+            sequence: 1,
+            firmware_version: "t".into(),
+            samples: vec![v1::Sample {
+                event_time_ms: old,
+                ..Default::default()
+            }],
+            unit_epoch: 1,
+        };
+        let payload = batch.encode_to_vec();
+        let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
+        format!(
+            "{{\"received_ms\":{now},\"reason\":\"too_late\",\"topic\":\"fleet/acme/s/exc-0/telemetry\",\
+             \"detail\":\"\",\"payload_bytes\":{},\"payload_hex\":\"{hex}\"}}\n",
+            payload.len()
+        )
+    };
+    let letters = run.dir.path().join("letters.jsonl");
+    std::fs::write(&letters, letter).unwrap();
+    let replay = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+        .arg("replay")
+        .arg(&letters)
+        .arg("-c")
+        .arg(&run.config)
+        .output()
+        .unwrap();
+    refused(
+        &replay,
+        &["[[sinks]] 3", "the dead letters' oldest reading starts"],
     );
 
     let mut run = run;

@@ -125,7 +125,7 @@ pub async fn run(args: &BackfillArgs) -> anyhow::Result<Backfilled> {
     }
     refusals(history.summary(), &config)?;
     if let Some((from, _)) = history.summary().period {
-        stores_keep(from, &config, args.beyond_retention, now_ms()).await?;
+        crate::handover::stores_keep("the history", from, &config, args.beyond_retention).await?;
     }
     let (summary, mut batches) = history.sorted()?;
     let done = Backfilled {
@@ -205,63 +205,7 @@ fn refusals(history: &Summary, config: &ServiceConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether every store keeps windows from `from` on: one whose retention
-/// starts later (VictoriaMetrics keeps a month by default) would drop the
-/// history's earlier windows, VictoriaMetrics without an error, while the
-/// command said them sent. Refused, saying which store, from when it keeps
-/// and what to do, unless `anyway`; a store whose retention is not known
-/// is named and not held against the history.
-async fn stores_keep(
-    from: i64,
-    config: &ServiceConfig,
-    anyway: bool,
-    now: i64,
-) -> anyhow::Result<()> {
-    use crate::sinks::retention::{self, Retention};
-    for (i, sink) in config.sinks.iter().enumerate() {
-        let name = format!("[[sinks]] {} ({})", i + 1, sink.describe());
-        match retention::of(sink).await {
-            Retention::Forever => {}
-            Retention::Unknown(why) => {
-                eprintln!("{name}: not asked how far back it keeps: {why}");
-            }
-            Retention::For { period, setting } => {
-                let keeps =
-                    now.saturating_sub(i64::try_from(period.as_millis()).unwrap_or(i64::MAX));
-                if from >= keeps {
-                    continue;
-                }
-                let said = format!(
-                    "{name} keeps nothing before {} ({setting}); the history starts {}: that \
-                     store would not keep its windows before then (VictoriaMetrics drops them \
-                     without an error)",
-                    stamp(keeps - keeps.rem_euclid(1000)),
-                    stamp(from)
-                );
-                if anyway {
-                    eprintln!("{said}; sent all the same (--beyond-retention)");
-                    continue;
-                }
-                let day = 86_400_000;
-                let next = (keeps.div_euclid(day) + 1) * day;
-                bail!(
-                    "{said}. Raise the store's retention, send only the history from {} on, or \
-                     pass --beyond-retention to send it all the same (the other stores keep the \
-                     earlier windows)",
-                    stamp(next).trim_end_matches("T00:00:00Z")
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The wall clock, in Unix milliseconds.
-fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
-}
-
-fn stamp(ms: i64) -> String {
+pub(crate) fn stamp(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).map_or_else(|_| format!("{ms} ms"), |t| t.to_string())
 }
 
