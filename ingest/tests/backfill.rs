@@ -1368,6 +1368,16 @@ async fn a_history_older_than_a_store_keeps_is_refused_naming_the_store() {
 
     let mut run = run;
     run.service.start_and_wait("subscribed");
+    // The service says what each store keeps (the log's fields are quoted).
+    run.service
+        .wait_for_log_within("store retention", 3, std::time::Duration::from_secs(30));
+    let log = run.service.log();
+    for kept in [
+        "keeps everything",
+        "keeps 31 days (VictoriaMetrics -retentionPeriod=1)",
+    ] {
+        assert!(log.contains(kept), "{kept}:\n{log}");
+    }
     run.live(now);
     let sent = run.send_history_with(old, 0..5, &["--beyond-retention"]);
     let stderr = String::from_utf8_lossy(&sent.stderr);

@@ -453,6 +453,26 @@ fn moved_zone(
     (start != last_day_end).then_some((start, end))
 }
 
+/// Logs how far back a store keeps: a warning when that is less than the
+/// correction horizon, since windows restated before then are not kept
+/// there (VictoriaMetrics drops them without an error).
+fn say_retention(
+    store: &crate::sinks::SinkConfig,
+    kept: &crate::sinks::retention::Retention,
+    horizon: std::time::Duration,
+) {
+    use crate::sinks::retention::Retention;
+    let sink = store.describe();
+    match kept {
+        Retention::For { period, .. } if *period < horizon => tracing::warn!(
+            %sink, retention = %kept, ?horizon,
+            "the store keeps less than the correction horizon: windows restated from before its retention are not kept there"
+        ),
+        Retention::Unknown(_) => tracing::debug!(%sink, retention = %kept, "store retention"),
+        _ => tracing::info!(%sink, retention = %kept, "store retention"),
+    }
+}
+
 /// Where the engine's records go besides the view: the sinks and the
 /// alerts, each with its channel, its count of batches written (the
 /// checkpoint's) and its task.
@@ -483,6 +503,14 @@ impl Receivers {
         for sink_config in &config.sinks {
             let sink = open_sink(sink_config, in_place, shutdown, metrics).await?;
             tracing::info!(sink = %sink.describe(), "sink open");
+            let (store, stop) = (sink_config.clone(), shutdown.clone());
+            let horizon = config.engine.correction_horizon;
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = stop.cancelled() => {}
+                    kept = crate::sinks::retention::of(&store) => say_retention(&store, &kept, horizon),
+                }
+            });
             let (rx, done) = receivers.channel();
             let settings = SinkSettings::for_config(sink_config);
             let task = run_sink_counted(sink, rx, settings, done, metrics.clone());
