@@ -265,7 +265,7 @@ pub struct Held {
 /// in them (batches, journey states, windows, alerts), which bincode does
 /// not describe. Noted in each file as it is opened (SQLite's
 /// `user_version`; 0 in a file of a build before the note, whose layout
-/// is this one); a file of a later format, from a newer build (a
+/// is this one); a file of another format, from a newer build (a
 /// rollback), is refused rather than misread.
 pub const FORMAT: i64 = 1;
 
@@ -279,19 +279,26 @@ fn open(path: &Path, schema: &str) -> Result<Connection, ArchiveError> {
     .map_err(|e| fail(path, e))?;
     let format: i64 =
         (conn.query_row("PRAGMA user_version", [], |r| r.get(0))).map_err(|e| fail(path, e))?;
-    if format > FORMAT {
+    // No note: a new file, or one of a build before the note, whose
+    // layout is format 1. Any other format is not read as this one: a
+    // change of layout reads the earlier one here, or is refused.
+    if format == 0 {
+        (conn.pragma_update(None, "user_version", FORMAT)).map_err(|e| fail(path, e))?;
+    } else if format != FORMAT {
         let dir = path.parent().unwrap_or(path).display();
+        let by = if format > FORMAT {
+            "a newer"
+        } else {
+            "an older"
+        };
         return Err(fail(
             path,
             format!(
-                "archive of format {format}, written by a newer build (this one reads \
+                "archive of format {format}, written by {by} build (this one reads \
                  {FORMAT}): run that build, or move {dir} away to start without it (the \
                  late data it holds is then not restated again)"
             ),
         ));
-    }
-    if format < FORMAT {
-        (conn.pragma_update(None, "user_version", FORMAT)).map_err(|e| fail(path, e))?;
     }
     conn.execute_batch(schema).map_err(|e| fail(path, e))?;
     // A file's log is copied into it as it grows, not again at the close:
