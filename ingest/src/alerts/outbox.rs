@@ -404,6 +404,52 @@ mod tests {
         assert_eq!(next[0].seq, 4);
     }
 
+    /// An outbox the build of 2026-12-05 left (checked in,
+    /// `tests/fixtures/outbox-v1.jsonl`: three notifications added, the
+    /// first delivered) opens with this one: the two pending, equal to the
+    /// messages written, and the numbering goes on after them. A change of
+    /// the line or message format that fails this loses an upgrade's
+    /// pending alerts (a line that does not read is skipped as corrupt):
+    /// read the earlier format too, and never bless this file again.
+    #[test]
+    fn an_outbox_an_earlier_build_left_opens_with_its_pending_notifications() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/outbox-v1.jsonl");
+        let a = message(1_000, AlertStatus::Open);
+        let b = message(2_000, AlertStatus::Resolved);
+        if std::env::var_os("FLEETPULSE_BLESS").is_some() && !fixture.exists() {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut outbox, _) = Outbox::open(dir.path()).unwrap();
+            let added = [
+                (Channel::Mqtt, a.clone()),
+                (Channel::Webhook, a.clone()),
+                (Channel::Mqtt, b.clone()),
+            ];
+            outbox.append(added).unwrap();
+            outbox.delivered(1).unwrap();
+            drop(outbox);
+            std::fs::copy(dir.path().join(FILE), &fixture).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(&fixture, dir.path().join(FILE)).unwrap();
+        let (mut outbox, recovered) = Outbox::open(dir.path()).unwrap();
+        assert_eq!(
+            recovered,
+            Recovered {
+                pending: 2,
+                ..Recovered::default()
+            }
+        );
+        let pending: Vec<_> = (outbox.pending())
+            .map(|e| (e.seq, e.channel, e.message.clone()))
+            .collect();
+        assert_eq!(
+            pending,
+            [(2, Channel::Webhook, a), (3, Channel::Mqtt, b.clone())]
+        );
+        let next = outbox.append([(Channel::Webhook, b)]).unwrap();
+        assert_eq!(next[0].seq, 4);
+    }
+
     #[test]
     fn the_file_is_rewritten_with_only_what_is_pending() {
         let dir = tempfile::tempdir().unwrap();
