@@ -166,6 +166,54 @@ impl PositionFile {
 mod tests {
     use super::*;
 
+    /// The position of two machines as the build of 2026-12-05 wrote it.
+    fn written() -> Position {
+        let mut position = Position::new(1_764_000_000);
+        let drill = position.machines.entry("PIN:CAT0320D".into()).or_default();
+        drill.sequence = 41;
+        drill.polled_to = 1_764_900_000_000;
+        drill.running = Some(true);
+        drill.elements.insert(
+            "CumulativeOperatingHours".into(),
+            ElementPosition {
+                at: 1_764_899_000_000,
+                value: Some(1_234.5),
+                base: Some(1_200.0),
+            },
+        );
+        drill.elements.insert(
+            "EngineStatus".into(),
+            ElementPosition {
+                at: 1_764_899_500_000,
+                value: None,
+                base: None,
+            },
+        );
+        position
+            .machines
+            .insert("SN:77X".into(), MachinePosition::default());
+        position
+    }
+
+    /// A position file an earlier build left (checked in,
+    /// `tests/fixtures/aemp-position-v1.json`) loads as it was written: an
+    /// upgrade's first poll goes on from it. A change of format that fails
+    /// this makes every AEMP source of an upgraded installation refuse to
+    /// start (a damaged file is not taken as "start over"): read the
+    /// earlier format too, and never bless this file again.
+    #[test]
+    fn a_position_an_earlier_build_left_loads_as_written() {
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/aemp-position-v1.json");
+        if std::env::var_os("FLEETPULSE_BLESS").is_some() && !fixture.exists() {
+            PositionFile::new(&fixture).save(&written()).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("aemp-x.json");
+        std::fs::copy(&fixture, &copy).unwrap();
+        assert_eq!(PositionFile::new(copy).load_or_new(1).unwrap(), written());
+    }
+
     #[test]
     fn a_saved_position_loads_back_and_a_damaged_one_is_refused() {
         let dir = tempfile::tempdir().unwrap();
