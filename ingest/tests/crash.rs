@@ -369,6 +369,6 @@ async fn kill_9_amid_buffered_uploads_loses_and_doubles_nothing() {
     // kill, or one that wrote only the windows its late data changed,
     // leaves none behind).
     let (_reference, reference_db) =
-        support::tables::in_order(&mosquitto, &spec, "crash-late-reference").await;
+        support::tables::in_order(&mosquitto, &spec, "crash-late-reference", None).await;
     support::tables::assert_same_as_in_order(&db, &reference_db);
 }

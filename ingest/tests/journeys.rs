@@ -373,13 +373,23 @@ async fn run(
     keep: impl Fn(usize, &str) -> bool,
     restart: Option<(u64, Stop)>,
 ) -> Vec<(&'static str, Vec<serde_json::Value>)> {
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let dir = tempfile::tempdir().unwrap();
-    write_customers(dir.path(), fleet);
-    let mut messages: Vec<(String, Vec<u8>)> = (fleet.encoded_messages().enumerate())
+    let messages: Vec<(String, Vec<u8>)> = (fleet.encoded_messages().enumerate())
         .filter(|(i, (topic, _))| keep(*i, topic))
         .map(|(_, m)| m)
         .collect();
+    run_messages(fleet, messages, split, restart).await
+}
+
+/// [`run`] of `messages` in their order.
+async fn run_messages(
+    fleet: &Fleet,
+    mut messages: Vec<(String, Vec<u8>)>,
+    split: usize,
+    restart: Option<(u64, Stop)>,
+) -> Vec<(&'static str, Vec<serde_json::Value>)> {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    write_customers(dir.path(), fleet);
     let second = messages.split_off(split.min(messages.len()));
     let client = "journeys-test";
     let ((workers, processes), (workers_after, processes_after)) = match restart {
@@ -645,6 +655,32 @@ fn upgrade_spec(store_and_forward: usize) -> fleetpulse_sim::FleetSpec {
     }
 }
 
+/// The messages of the upgrade fixture's fleet and where the fixture's
+/// part of them ends: the first 60% as they come, less six hours of one
+/// machine's on day 9 (sent after the split, five days late, before the
+/// rest: a buffer synced days after the machine came back, whose
+/// restatement folds the journey over the windows the earlier build kept
+/// after it, older than the WAL's replay gives back).
+fn upgrade_messages(fleet: &Fleet) -> (Vec<(String, Vec<u8>)>, usize) {
+    use prost::Message as _;
+    let all: Vec<(String, Vec<u8>)> = fleet.encoded_messages().collect();
+    let part = all.len() * 6 / 10;
+    let machine = format!("/{}/", fleet.devices()[fleet.devices().len() - 1].id);
+    let day_9 = fleet.spec().start + 9 * 86_400_000;
+    let buffered = |(topic, payload): &(String, Vec<u8>)| {
+        let batch = fleetpulse_proto::v1::TelemetryBatch::decode(&payload[..]).unwrap();
+        let at = batch.samples.first().map_or(0, |s| s.event_time_ms);
+        topic.contains(&machine) && (day_9..day_9 + 6 * 3_600_000).contains(&(at as u64))
+    };
+    let (mut first, mut held): (Vec<_>, Vec<_>) =
+        all[..part].iter().cloned().partition(|m| !buffered(m));
+    assert!(!held.is_empty(), "six hours of {machine} before the split");
+    let split = first.len();
+    first.append(&mut held);
+    first.extend_from_slice(&all[part..]);
+    (first, split)
+}
+
 /// The state a graceful stop left after the first 60% of the messages of
 /// [`upgrade_spec`]'s fleet, written by the build of the fixture's name
 /// (`tests/fixtures/state-v1`: the formats of the customers file, the WAL,
@@ -660,13 +696,62 @@ fn upgrade_spec(store_and_forward: usize) -> fleetpulse_sim::FleetSpec {
 /// fixture); never bless this one again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_on_the_state_an_earlier_build_left_changes_no_stored_record() {
+    let (dir, mosquitto) = upgraded(None).await;
+    let (_reference, in_order) =
+        support::tables::in_order(&mosquitto, &upgrade_spec(6), "journeys-in-order", None).await;
+    support::tables::assert_same_as_in_order(&dir.path().join("kpi.sqlite"), &in_order);
+}
+
+/// The upgrade of [`a_start_on_the_state_an_earlier_build_left_changes_no_stored_record`]
+/// shipped with a changed customers file (the first customer's outcome
+/// target doubled): the start folds that journey again from its first
+/// day over the windows the earlier build archived (the archive's
+/// `journey_windows`, bincode), and every row equals the run that had the
+/// new target from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_with_a_changed_definition_folds_the_earlier_build_s_windows_again() {
+    let customers = std::fs::read_to_string(Path::new(FIXTURE).join("customers.toml")).unwrap();
+    let at = customers.find("target = ").unwrap();
+    let end = at + customers[at..].find('\n').unwrap();
+    let target: f64 = customers[at + "target = ".len()..end].parse().unwrap();
+    let changed = format!(
+        "{}target = {:?}{}",
+        &customers[..at],
+        target * 2.0,
+        &customers[end..]
+    );
+    let (dir, mosquitto) = upgraded(Some(&changed)).await;
+    let log = std::fs::read_to_string(dir.path().join("service.log")).unwrap();
+    assert!(
+        log.contains("definition changed in the customers file since the last start"),
+        "{log}"
+    );
+    let (_reference, in_order) = support::tables::in_order(
+        &mosquitto,
+        &upgrade_spec(6),
+        "journeys-in-order-changed",
+        Some(&changed),
+    )
+    .await;
+    support::tables::assert_same_as_in_order(&dir.path().join("kpi.sqlite"), &in_order);
+}
+
+/// The upgrade fixture's directory.
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/state-v1");
+
+/// A service started on a copy of [`FIXTURE`] (its customers file replaced
+/// by `customers`, if given) and given the rest of the messages, then
+/// stopped: its directory (the store `kpi.sqlite`, the log `service.log`)
+/// and the broker. Checks that it restored the journeys and device
+/// memories and restated windows the earlier build stored.
+async fn upgraded(customers: Option<&str>) -> (tempfile::TempDir, Mosquitto) {
     let fleet = Fleet::generate(&upgrade_spec(6));
-    let mut messages: Vec<(String, Vec<u8>)> = fleet.encoded_messages().collect();
-    let split = messages.len() * 6 / 10;
-    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/state-v1");
+    let (mut messages, split) = upgrade_messages(&fleet);
+    let fixture = FIXTURE;
     if std::env::var_os("FLEETPULSE_BLESS").is_some() && !Path::new(fixture).exists() {
         let at = fleet.spec().start + 12 * 86_400_000;
-        run(&fleet, split, |_, _| true, Some((at, Stop::Bless(fixture)))).await;
+        let bless = Some((at, Stop::Bless(fixture)));
+        run_messages(&fleet, messages.clone(), split, bless).await;
     }
     assert!(
         Path::new(fixture).join("wal/journeys.json").exists(),
@@ -677,6 +762,9 @@ async fn a_start_on_the_state_an_earlier_build_left_changes_no_stored_record() {
     let dir = tempfile::tempdir().unwrap();
     for state in STATE {
         copy_all(&Path::new(fixture).join(state), &dir.path().join(state));
+    }
+    if let Some(customers) = customers {
+        std::fs::write(dir.path().join("customers.toml"), customers).unwrap();
     }
     let second = messages.split_off(split);
     let mut service = Deployment::start(dir.path(), &mosquitto, "journeys-test", 2, 1);
@@ -713,10 +801,7 @@ async fn a_start_on_the_state_an_earlier_build_left_changes_no_stored_record() {
         before.len(),
         service.log_tail()
     );
-
-    let (_reference, in_order) =
-        support::tables::in_order(&mosquitto, &upgrade_spec(6), "journeys-in-order").await;
-    support::tables::assert_same_as_in_order(&dir.path().join("kpi.sqlite"), &in_order);
+    (dir, mosquitto)
 }
 
 /// A customer whose fleet went dark days before the stop (longer than the

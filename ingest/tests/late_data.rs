@@ -84,7 +84,8 @@ async fn buffered_uploads_restate_every_store_to_the_ground_truth() {
     let vm = VictoriaMetrics::start();
 
     // The reference: the same readings, in event-time order.
-    let (_reference_dir, reference_db) = in_order(&mosquitto, &spec(8), "late-reference").await;
+    let (_reference_dir, reference_db) =
+        in_order(&mosquitto, &spec(8), "late-reference", None).await;
 
     let dir = tempfile::tempdir().unwrap();
     let fleet = Fleet::generate(&spec(8));
@@ -251,7 +252,8 @@ async fn devices_dark_raised_during_an_outage_is_retracted_when_the_buffer_arriv
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_dead_letters_restores_data_refused_as_too_late() {
     let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let (_reference_dir, reference_db) = in_order(&mosquitto, &spec(0), "replay-reference").await;
+    let (_reference_dir, reference_db) =
+        in_order(&mosquitto, &spec(0), "replay-reference", None).await;
 
     let dir = tempfile::tempdir().unwrap();
     let fleet = Fleet::generate(&spec(8));

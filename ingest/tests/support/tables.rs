@@ -127,19 +127,25 @@ pub fn rows(path: &Path, table: &str) -> (BTreeMap<String, Vec<(String, String)>
 
 /// The fleet of `spec` without its outages (every reading in event-time
 /// order) run in process as `client` into a SQLite store: its directory
-/// and store, the reference of [`assert_same_as_in_order`].
+/// and store, the reference of [`assert_same_as_in_order`]. With
+/// `customers`, that customers file instead of the fleet's.
 pub async fn in_order(
     mosquitto: &Mosquitto,
     spec: &FleetSpec,
     client: &str,
+    customers: Option<&str>,
 ) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let fleet = Fleet::generate(&FleetSpec {
         store_and_forward: 0,
         ..spec.clone()
     });
-    let customers = dir.path().join("customers.toml");
-    fleetpulse::sim::write_files(&fleet, None, Some(&customers)).unwrap();
+    let file = dir.path().join("customers.toml");
+    match customers {
+        Some(text) => std::fs::write(&file, text).unwrap(),
+        None => fleetpulse::sim::write_files(&fleet, None, Some(&file)).unwrap(),
+    }
+    let customers = file;
     let (host, port) = (mosquitto.host(), mosquitto.port());
     let config = super::in_process::durable(host, port, client, &customers, dir.path());
     let publish = super::fleets::publish_options(mosquitto, &format!("{client}-sim"));
