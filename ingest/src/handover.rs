@@ -209,19 +209,20 @@ async fn ask(
 }
 
 /// Whether every store keeps windows from `from` (the earliest reading to
-/// be sent) on: one whose retention starts later (VictoriaMetrics keeps a
-/// month by default) would drop the earlier windows, VictoriaMetrics
-/// without an error, while the command said them sent. Refused, saying which store, from when it keeps
-/// and what to do, unless `anyway`; a store whose retention is not known
-/// is named and not held against the history.
+/// be sent, of `what`) on: one whose retention starts later
+/// (VictoriaMetrics keeps a month by default) would drop the earlier
+/// windows, VictoriaMetrics without an error, while the command said them
+/// sent. Refused, saying which store, from when it keeps and what to do,
+/// unless `anyway`; a store whose retention is not known is named and not
+/// held against what is sent.
 pub async fn stores_keep(
     what: &str,
     from: i64,
     config: &crate::config::ServiceConfig,
     anyway: bool,
 ) -> anyhow::Result<()> {
-    let now = jiff::Timestamp::now().as_millisecond();
     use crate::sinks::retention::{self, Retention};
+    let now = jiff::Timestamp::now().as_millisecond();
     for (i, sink) in config.sinks.iter().enumerate() {
         let name = format!("[[sinks]] {} ({})", i + 1, sink.describe());
         match retention::of(sink).await {
