@@ -221,6 +221,10 @@ pub struct IngestMetrics {
     /// Archive day files the passes read (shared with their threads): a
     /// pass reads through the last window its late data changed.
     pub restatement_days_read: std::sync::Arc<AtomicU64>,
+    /// Restatement and recompute attempts that failed and are retried: a
+    /// count that keeps rising is a pass that cannot complete (the log
+    /// says why), with every other figure still green.
+    pub restatements_failed: AtomicU64,
     /// KPI records the sinks wrote.
     pub records_written: AtomicU64,
     /// Failed sink write attempts (each failed retry counts).

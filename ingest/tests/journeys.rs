@@ -736,6 +736,56 @@ async fn an_upgrade_with_a_changed_definition_folds_the_earlier_build_s_windows_
     support::tables::assert_same_as_in_order(&dir.path().join("kpi.sqlite"), &in_order);
 }
 
+/// The same upgrade with the archived windows of the customer whose
+/// target changed damaged (their bodies cut to a byte): its journey cannot
+/// be folded again, and the failure is not only in the log but counted on
+/// `/metrics`, rising as the recompute is retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recompute_that_cannot_read_the_archive_is_counted_as_it_is_retried() {
+    let customers = std::fs::read_to_string(Path::new(FIXTURE).join("customers.toml")).unwrap();
+    let at = customers.find("target = ").unwrap();
+    let changed = customers[..at].to_string()
+        + "target = 0.5"
+        + &customers[at..][customers[at..].find('\n').unwrap()..];
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    for state in STATE {
+        copy_all(&Path::new(FIXTURE).join(state), &dir.path().join(state));
+    }
+    std::fs::write(dir.path().join("customers.toml"), &changed).unwrap();
+    let archive = rusqlite::Connection::open(dir.path().join("wal/archive/state.sqlite")).unwrap();
+    let damaged = archive
+        .execute("UPDATE journey_windows SET body = x'01'", [])
+        .unwrap();
+    assert!(damaged > 0);
+    drop(archive);
+    let service = Deployment::start(dir.path(), &mosquitto, "journeys-test", 2, 1);
+    let port: u16 = http_addrs(&service)[0]
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let failures = || {
+        let text = support::service::metrics(port);
+        support::service::metric(&text, "fleetpulse_restatements_failed_total")
+    };
+    let started = Instant::now();
+    while failures() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{}",
+            service.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = service.logs().concat();
+    assert!(
+        log.contains("recompute failed; retried") && log.contains("state.sqlite"),
+        "{log}"
+    );
+}
+
 /// The upgrade fixture's directory.
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/state-v1");
 

@@ -460,12 +460,12 @@ fn run(
                 if let Some(limits) = state.deferred.take()
                     && let Err(e) = passes(&mut archive, &settings, limits, &mut state, false)
                 {
-                    tracing::error!(error = %e, "restatement failed; retried");
+                    failed(&metrics, "restatement", &e);
                 }
                 if let Err(e) = computed(&mut archive, &settings, &mut state)
                     .and_then(|()| answered(&settings.engine, &mut archive, &mut state))
                 {
-                    tracing::error!(error = %e, "restatement failed; retried");
+                    failed(&metrics, "restatement", &e);
                 }
                 hand_on(&mut state, &restated);
                 continue;
@@ -542,10 +542,10 @@ fn run(
                             if let Err(e) =
                                 passes(&mut archive, &settings, limits, &mut state, false)
                             {
-                                tracing::error!(error = %e, "restatement failed; retried");
+                                failed(&metrics, "restatement", &e);
                             }
                             if let Err(e) = recomputes(&mut archive, &settings, &mut state) {
-                                tracing::error!(error = %e, "recompute failed; retried");
+                                failed(&metrics, "recompute", &e);
                             }
                             // A pending restatement (a backfill's, older than the
                             // horizon) keeps the days it reads, and those the
@@ -652,7 +652,7 @@ fn run(
         if let Err(e) = computed(&mut archive, &settings, &mut state)
             .and_then(|()| answered(&settings.engine, &mut archive, &mut state))
         {
-            tracing::error!(error = %e, "restatement failed; retried");
+            failed(&metrics, "restatement", &e);
         }
         hand_on(&mut state, &restated);
     }
@@ -1052,6 +1052,12 @@ fn passes(
         }
     }
     Ok(false)
+}
+
+/// A restatement or recompute attempt failed: said, counted, retried.
+fn failed(metrics: &IngestMetrics, what: &str, e: &ArchiveError) {
+    tracing::error!(error = %e, "{what} failed; retried");
+    metrics.restatements_failed.fetch_add(1, Relaxed);
 }
 
 /// A pass once its windows (`records`) are computed: the journey folded

@@ -123,6 +123,10 @@ pub const RESTATEMENT_DAYS_READ: Family = Family::counter(
     "fleetpulse_restatement_days_read_total",
     "Archive day files the restatement passes read (each reads through the last window its late data changed).",
 );
+pub const RESTATEMENTS_FAILED: Family = Family::counter(
+    "fleetpulse_restatements_failed_total",
+    "Restatement and recompute attempts that failed and are retried (the log says why): one that keeps rising is a pass that cannot complete.",
+);
 pub const RECORDS_WRITTEN: Family = Family::counter(
     "fleetpulse_sink_records_written_total",
     "KPI records the sinks wrote.",
@@ -218,6 +222,8 @@ pub struct Snapshot {
     pub records_restated: u64,
     /// Archive day files the passes read.
     pub restatement_days_read: u64,
+    /// Restatement and recompute attempts that failed.
+    pub restatements_failed: u64,
     /// Failed write attempts.
     pub write_errors: u64,
     /// Sink queues.
@@ -305,6 +311,7 @@ pub fn render(s: &Snapshot) -> String {
     metric(RESTATEMENTS, &one(s.restatements));
     metric(RECORDS_RESTATED, &one(s.records_restated));
     metric(RESTATEMENT_DAYS_READ, &one(s.restatement_days_read));
+    metric(RESTATEMENTS_FAILED, &one(s.restatements_failed));
     metric(SINK_WRITE_ERRORS, &one(s.write_errors));
     let label = |q: &QueueSnapshot| format!("{{sink=\"{}\"}}", escape_label(&q.sink));
     let per_queue = |value: fn(&QueueSnapshot) -> usize| -> Vec<(String, String)> {
