@@ -760,12 +760,7 @@ async fn a_recompute_that_cannot_read_the_archive_is_counted_as_it_is_retried() 
     assert!(damaged > 0);
     drop(archive);
     let service = Deployment::start(dir.path(), &mosquitto, "journeys-test", 2, 1);
-    let port: u16 = http_addrs(&service)[0]
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = http_port(&service);
     let failures = || {
         let text = support::service::metrics(port);
         support::service::metric(&text, "fleetpulse_restatements_failed_total")
@@ -784,6 +779,12 @@ async fn a_recompute_that_cannot_read_the_archive_is_counted_as_it_is_retried() 
         log.contains("recompute failed; retried") && log.contains("state.sqlite"),
         "{log}"
     );
+}
+
+/// The HTTP port of a single process's latest start.
+fn http_port(service: &Deployment) -> u16 {
+    let addr = &http_addrs(service)[0];
+    addr.rsplit(':').next().unwrap().parse().unwrap()
 }
 
 /// The upgrade fixture's directory.
@@ -829,12 +830,7 @@ async fn upgraded(customers: Option<&str>) -> (tempfile::TempDir, Mosquitto) {
     let count = second.len();
     publish(&mosquitto, "journeys-sim", second).await;
     service.until_taken_in(count).await;
-    let port: u16 = http_addrs(&service)[0]
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = http_port(&service);
     let metrics = support::service::metrics(port);
     service.stop();
     let restated = support::service::metric(&metrics, "fleetpulse_records_restated_total");
