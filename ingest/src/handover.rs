@@ -247,7 +247,7 @@ pub async fn stores_keep(
                     eprintln!("{said}; sent all the same (--beyond-retention)");
                     continue;
                 }
-                let day = 86_400_000;
+                let day = fleetpulse_engine::config::DAY_MS as i64;
                 let next = (keeps.div_euclid(day) + 1) * day;
                 bail!(
                     "{said}. Raise the store's retention, send only what is from {} on, or \

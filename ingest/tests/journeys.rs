@@ -710,16 +710,7 @@ async fn a_start_on_the_state_an_earlier_build_left_changes_no_stored_record() {
 /// new target from the start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_with_a_changed_definition_folds_the_earlier_build_s_windows_again() {
-    let customers = std::fs::read_to_string(Path::new(FIXTURE).join("customers.toml")).unwrap();
-    let at = customers.find("target = ").unwrap();
-    let end = at + customers[at..].find('\n').unwrap();
-    let target: f64 = customers[at + "target = ".len()..end].parse().unwrap();
-    let changed = format!(
-        "{}target = {:?}{}",
-        &customers[..at],
-        target * 2.0,
-        &customers[end..]
-    );
+    let changed = fixture_with_doubled_target();
     let (dir, mosquitto) = upgraded(Some(&changed)).await;
     let log = std::fs::read_to_string(dir.path().join("service.log")).unwrap();
     assert!(
@@ -742,11 +733,7 @@ async fn an_upgrade_with_a_changed_definition_folds_the_earlier_build_s_windows_
 /// `/metrics`, rising as the recompute is retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recompute_that_cannot_read_the_archive_is_counted_as_it_is_retried() {
-    let customers = std::fs::read_to_string(Path::new(FIXTURE).join("customers.toml")).unwrap();
-    let at = customers.find("target = ").unwrap();
-    let changed = customers[..at].to_string()
-        + "target = 0.5"
-        + &customers[at..][customers[at..].find('\n').unwrap()..];
+    let changed = fixture_with_doubled_target();
     let mosquitto = Mosquitto::start_with_config(NO_LOSS);
     let dir = tempfile::tempdir().unwrap();
     for state in STATE {
@@ -785,6 +772,21 @@ async fn a_recompute_that_cannot_read_the_archive_is_counted_as_it_is_retried() 
 fn http_port(service: &Deployment) -> u16 {
     let addr = &http_addrs(service)[0];
     addr.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// The fixture's customers file with its first outcome target (the first
+/// customer's) doubled.
+fn fixture_with_doubled_target() -> String {
+    let customers = std::fs::read_to_string(Path::new(FIXTURE).join("customers.toml")).unwrap();
+    let at = customers.find("target = ").unwrap();
+    let end = at + customers[at..].find('\n').unwrap();
+    let target: f64 = customers[at + "target = ".len()..end].parse().unwrap();
+    format!(
+        "{}target = {:?}{}",
+        &customers[..at],
+        target * 2.0,
+        &customers[end..]
+    )
 }
 
 /// The upgrade fixture's directory.

