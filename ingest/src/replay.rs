@@ -269,6 +269,83 @@ mod tests {
         )
     }
 
+    /// The reason labels of the build of 2026-12-05, in the order its
+    /// fixture holds one letter of each.
+    const V1_REASONS: [&str; 13] = [
+        "topic",
+        "too_large",
+        "decode",
+        "id_mismatch",
+        "empty_batch",
+        "too_many_samples",
+        "invalid_sample",
+        "unknown_customer",
+        "too_late",
+        "future_timestamp",
+        "sequence_replayed",
+        "device_limit",
+        "before_start",
+    ];
+
+    /// The topic and payload of the fixture's letter of `label`: 300 bytes,
+    /// more than a letter of a reason that cannot go away keeps.
+    fn refused(label: &str) -> Message {
+        let payload = label.bytes().cycle().take(300).collect();
+        (format!("fleet/c-{label}/s/d/telemetry"), payload)
+    }
+
+    /// A dead-letter file the build of 2026-12-05 wrote (checked in,
+    /// `tests/fixtures/dead-letters-v1.jsonl`: a letter of every reason, in
+    /// [`V1_REASONS`] order) replays with this one: by default the letters
+    /// of the reasons that may go away, each with its whole payload, in the
+    /// order they were refused; the others counted as of other reasons. A
+    /// reason label renamed or a line changed fails this, where an upgrade
+    /// would leave the data refused before it unsent ("of other reasons",
+    /// or lines that are not letters): read the earlier form too, and never
+    /// bless this file again.
+    #[test]
+    fn a_dead_letter_file_an_earlier_build_wrote_replays_with_this_one() {
+        use crate::dead_letter::{DeadLetter, DeadLetterOptions, DeadLetterStore};
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/dead-letters-v1.jsonl");
+        let reason = |label: &str| {
+            (RejectReason::ALL.into_iter())
+                .find(|r| r.as_str() == label)
+                .unwrap_or_else(|| panic!("no reason `{label}` any more"))
+        };
+        if std::env::var_os("FLEETPULSE_BLESS").is_some() && !fixture.exists() {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("dead-letters.jsonl");
+            let mut store = DeadLetterStore::open(&file, DeadLetterOptions::default()).unwrap();
+            for (i, label) in V1_REASONS.into_iter().enumerate() {
+                let (topic, payload) = refused(label);
+                store
+                    .record(&DeadLetter {
+                        topic: &topic,
+                        reason: reason(label),
+                        detail: &format!("refused as {label}"),
+                        received_ms: 1_796_400_000_000 + i as u64,
+                        payload: &payload,
+                    })
+                    .unwrap();
+            }
+            store.sync().unwrap();
+            std::fs::copy(&file, &fixture).unwrap();
+        }
+        let replayable: Vec<RejectReason> = (RejectReason::ALL.into_iter())
+            .filter(|r| r.replayable())
+            .collect();
+        let (messages, replayed) = letters(&[fixture], &replayable).unwrap();
+        let want: Vec<Message> = (V1_REASONS.into_iter())
+            .filter(|label| reason(label).replayable())
+            .map(refused)
+            .collect();
+        assert_eq!(messages, want);
+        let counts = (replayed.letters, replayed.sent, replayed.other_reason);
+        assert_eq!(counts, (13, 4, 9));
+        assert_eq!((replayed.incomplete, replayed.not_letters), (0, 0));
+    }
+
     /// A file of something else (a log, a CSV) is refused, named; a line
     /// cut in a real dead-letter file is skipped and counted.
     #[test]

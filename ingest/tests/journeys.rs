@@ -1100,9 +1100,10 @@ async fn the_dashboard_shows_after_a_restart_what_it_showed_before() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_sqlite_store_the_dashboard_shows_after_a_restart_what_it_showed_before() {
     // Four machines upload buffers days late: their windows are restated.
+    // Six customers, one of each profile: an alert episode among them.
     let fleet = Fleet::generate(&fleetpulse_sim::FleetSpec {
-        customers: 3,
-        devices: 18,
+        customers: 6,
+        devices: 24,
         days: 20,
         seed: 13,
         store_and_forward: 4,
@@ -1136,6 +1137,11 @@ async fn without_a_sqlite_store_the_dashboard_shows_after_a_restart_what_it_show
         fleet.customers().len(),
         "every customer's health, before"
     );
+    if std::env::var_os("FLEETPULSE_BLESS").is_some() && !Path::new(VIEW_FIXTURE).exists() {
+        // The journal is appended to every few seconds.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        bless_view(&dir.path().join("wal"), Path::new(VIEW_FIXTURE));
+    }
     // Killed at once: what the view's files lack yet, the checkpoint has not
     // passed, so the restart emits it again.
     let filled = "view filled from its snapshot";
@@ -1159,6 +1165,37 @@ async fn without_a_sqlite_store_the_dashboard_shows_after_a_restart_what_it_show
     assert!(!listed.contains(&format!("\"{gone}\"")), "{listed}");
     let alerts = get_json(addr, "/api/alerts").to_string();
     assert!(!alerts.contains(&format!("\"{gone}\"")), "{alerts}");
+}
+
+/// View files of this build, for `http/snapshot.rs`'s test of an earlier
+/// build's.
+const VIEW_FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/view-v1");
+
+/// Writes to `to`, with this build's journal, a snapshot and a journal of
+/// some records of each kind the view files in `wal` hold, spread over
+/// their customers and days (all of them would make a fixture of megabytes).
+fn bless_view(wal: &Path, to: &Path) {
+    use fleetpulse::http::snapshot::{Journal, load};
+    let (_, records) = load(wal);
+    let mut kinds: Vec<Vec<fleetpulse_engine::Output>> = Vec::new();
+    for record in records {
+        let kind = std::mem::discriminant(&record);
+        match kinds
+            .iter_mut()
+            .find(|k| std::mem::discriminant(&k[0]) == kind)
+        {
+            Some(k) => k.push(record),
+            None => kinds.push(vec![record]),
+        }
+    }
+    let picked: Vec<_> = (kinds.iter())
+        .flat_map(|k| k.iter().step_by(k.len().div_ceil(12)).cloned())
+        .collect();
+    let (held, taken) = picked.split_at(picked.len() / 2);
+    std::fs::create_dir_all(to).unwrap();
+    let mut journal = Journal::start(to, 0, held).unwrap();
+    let batches: Vec<std::sync::Arc<[_]>> = taken.chunks(9).map(Into::into).collect();
+    journal.append(&batches).unwrap();
 }
 
 /// What differs between two API documents, leaf by leaf (path: want, got).

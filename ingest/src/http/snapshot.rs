@@ -84,10 +84,16 @@ fn encode_entry(records: &[Output], out: &mut Vec<u8>) {
     out.extend_from_slice(&body);
 }
 
-/// The batches of a journal of `generation`, in order, up to the first
+/// The records of a journal of `generation`, in order, up to the first
 /// entry cut short or damaged (the tail a crash left unsynced: the
 /// checkpoint never counted it).
 fn decode_journal(bytes: &[u8], generation: u64) -> Vec<Output> {
+    journal_batches(bytes, generation).concat()
+}
+
+/// The batches of a journal of `generation`, as [`decode_journal`] reads
+/// them.
+fn journal_batches(bytes: &[u8], generation: u64) -> Vec<Vec<Output>> {
     let mut out = Vec::new();
     if bytes.len() < JOURNAL_HEADER
         || &bytes[..8] != JOURNAL_MAGIC
@@ -107,7 +113,7 @@ fn decode_journal(bytes: &[u8], generation: u64) -> Vec<Output> {
             break;
         }
         match bincode::deserialize::<Vec<Output>>(body) {
-            Ok(records) => out.extend(records),
+            Ok(records) => out.push(records),
             Err(_) => break,
         }
         at += 8 + len;
@@ -276,6 +282,79 @@ mod tests {
         let journal = journal.fold(&records).unwrap();
         assert_eq!(journal.size().1, 0);
         assert_eq!(load(dir.path()), (2, records.clone()));
+    }
+
+    /// The record kind of `output`, by its store name.
+    fn kind(output: &Output) -> &'static str {
+        struct Name;
+        impl crate::records::RecordVisitor for Name {
+            type Out = &'static str;
+            fn record<R: crate::records::RecordKind>(&mut self, _: &R) -> &'static str {
+                R::NAME
+            }
+        }
+        crate::records::with_record(output, &mut Name)
+    }
+
+    /// The view files the build of 2026-12-05 left (checked in,
+    /// `tests/fixtures/view-v1`: a snapshot and a journal of one generation,
+    /// records of every kind the view holds from a store-and-forward fleet's
+    /// run, written by that build's [`Journal`] when journeys.rs
+    /// `without_a_sqlite_store_the_dashboard_shows_after_a_restart_what_it_showed_before`
+    /// ran with `FLEETPULSE_BLESS=1`) read with this one as that build wrote
+    /// them: every record of both files, each batch written again, gives
+    /// the same bytes. bincode does not describe its bodies, so a record
+    /// kind's field added, dropped or retyped fails this, where an upgraded
+    /// InfluxDB or VictoriaMetrics deployment would find its view damaged
+    /// and start with an empty dashboard (or, a field dropped at a body's
+    /// end, read the records shifted). Then read this layout too (a
+    /// `FORMAT` 2 beside 1), add a fixture of the new one, and never bless
+    /// these files again.
+    #[test]
+    fn the_view_files_an_earlier_build_left_read_as_it_wrote_them() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/view-v1");
+        let snapshot = std::fs::read(snapshot_path(&dir)).unwrap();
+        let journal = std::fs::read(journal_path(&dir)).unwrap();
+        let (generation, held) = decode_snapshot(&snapshot).unwrap();
+        assert_eq!(
+            encode_snapshot(generation, &held),
+            snapshot,
+            "the snapshot's records, written again"
+        );
+        let batches = journal_batches(&journal, generation);
+        let mut again = journal[..JOURNAL_HEADER].to_vec();
+        for batch in &batches {
+            encode_entry(batch, &mut again);
+        }
+        assert_eq!(again, journal, "the journal's batches, written again");
+        let kinds: std::collections::BTreeSet<_> = held
+            .iter()
+            .chain(batches.iter().flatten())
+            .map(kind)
+            .collect();
+        assert_eq!(
+            kinds.into_iter().collect::<Vec<_>>(),
+            [
+                "alert",
+                "customer_kpi",
+                "device_kpi",
+                "forecast",
+                "health",
+                "milestone",
+                "outcome",
+                "portfolio"
+            ],
+            "records of every kind the view holds"
+        );
+        assert!(batches.len() > 1, "{} batches", batches.len());
+        // As the service reads them at a start (compared as bytes: outcome
+        // values without cases are NaN).
+        let mut records = held;
+        records.extend(batches.concat());
+        let (read_generation, read) = load(&dir);
+        assert_eq!(read_generation, generation);
+        let bytes = |r: &[Output]| bincode::serialize(r).unwrap();
+        assert!(bytes(&read) == bytes(&records), "the records, as loaded");
     }
 
     #[test]
