@@ -261,3 +261,109 @@ async fn a_kill_between_the_provisional_alert_and_the_close_changes_nothing_stor
     );
     support::tables::assert_same_as_in_order(&db, &reference);
 }
+
+/// The devices_dark episodes a store holds: (status, provisional).
+type Episodes = Vec<(String, bool)>;
+
+fn sqlite_episodes(db: &Path) -> Episodes {
+    if !db.exists() {
+        return Vec::new();
+    }
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut rows = (conn.prepare(
+        "SELECT status, provisional FROM alert WHERE rule = 'devices_dark' ORDER BY opened_at",
+    ))
+    .unwrap();
+    rows.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn influx_episodes(influx: &support::servers::InfluxDb1, db: &str) -> Episodes {
+    let answer = influx.query(
+        db,
+        "SELECT status, provisional FROM alert WHERE rule = 'devices_dark'",
+    );
+    let Some(series) = answer["results"][0]["series"][0].as_object() else {
+        return Vec::new();
+    };
+    (series["values"].as_array().unwrap().iter())
+        .map(|v| (v[1].as_str().unwrap().to_owned(), v[2].as_bool().unwrap()))
+        .collect()
+}
+
+/// The provisional devices_dark alert stored, then a kill and a threshold
+/// raised while the service was down (`dark_min_devices = 3`, a CSM
+/// quieting the rule): the replay of the open day no longer raises the
+/// alert, and its day's close must still settle the one the store holds:
+/// retracted. With the late-data archive, and without it
+/// (`correction_horizon = "0s"`, as in a cluster of several processes)
+/// into SQLite, and into InfluxDB 1.x alone (the view's files hold what
+/// was sent). Without the archive the service handed the close nothing to
+/// settle, and the false alert stayed open and provisional in the store
+/// for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provisional_alert_the_restart_no_longer_raises_is_settled_by_its_day_s_close() {
+    use support::service::{Service, write_service_config};
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let influx = support::servers::InfluxDb1::start();
+    let sqlite = "[[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n";
+    let influx_only = format!(
+        "[http]\nenabled = true\nlisten = \"127.0.0.1:0\"\n\n{}",
+        support::service::influx_sections(&influx, "quieted")
+    );
+    for (name, horizon, sinks) in [
+        ("sqlite-archive", "7d", sqlite),
+        ("sqlite", "0s", sqlite),
+        ("influxdb", "0s", &influx_only),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let client = format!("ix-quieted-{name}");
+        std::fs::write(dir.path().join("customers.toml"), CUSTOMERS).unwrap();
+        let rest = format!(
+            "persistent_session = true\n\n[engine]\nworkers = 2\n\
+             correction_horizon = \"{horizon}\"\n\n[wal]\ndir = \"wal\"\n\n{sinks}"
+        );
+        let config = write_service_config(dir.path(), &mosquitto, &client, &rest);
+        let db = dir.path().join("kpi.sqlite");
+        let episodes = || match name {
+            "influxdb" => influx_episodes(&influx, "quieted"),
+            _ => sqlite_episodes(&db),
+        };
+        let mut service = Service::new(&config, dir.path().join("service.log"));
+        service.start_and_wait("connected to broker");
+        let publish = |messages, n: usize| {
+            let options = publish_options(&mosquitto, &format!("{client}-sim-{n}"));
+            fleetpulse_sim::publish(options, messages, |_| {})
+        };
+        publish(hours(0..85), 0).await.unwrap();
+        let provisional = vec![("open".to_owned(), true)];
+        support::poll::wait_for("the provisional alert stored", || episodes() == provisional).await;
+        service.kill();
+        let quieted = format!("{CUSTOMERS}\n[customer.thresholds]\ndark_min_devices = 3\n");
+        std::fs::write(dir.path().join("customers.toml"), quieted).unwrap();
+        service.start_and_wait("connected to broker");
+        publish(hours(85..99), 1).await.unwrap();
+        // Day 3 closes with the first reading of hour 98 (2 h lateness).
+        let settled = vec![("retracted".to_owned(), true)];
+        let published = Instant::now();
+        while episodes() != settled && published.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            episodes(),
+            settled,
+            "{name}: the provisional alert not settled\n{}",
+            service.log_tail()
+        );
+        service.interrupt();
+        assert!(
+            service
+                .wait_exit(Duration::from_secs(60))
+                .is_some_and(|s| s.success()),
+            "{}",
+            service.log_tail()
+        );
+    }
+}

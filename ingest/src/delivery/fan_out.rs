@@ -101,6 +101,15 @@ impl FanOut {
             Some((c, r)) => (Some(c), Some(r)),
             None => (None, None),
         };
+        // Without the archive, the provisional alerts sent are noted here.
+        let mut sent = match (&corrections, &self.wal_dir) {
+            (None, Some(dir)) => Some(super::provisional::Sent::load(dir)),
+            _ => None,
+        };
+        let mut sent_failing = Failing::new(
+            "cannot note the provisional alerts sent; they go out unnoted",
+            "provisional alerts noted again",
+        );
         // Passes handed out, waiting for every store: (batches sent, passes).
         let mut unconfirmed: std::collections::VecDeque<(u64, Vec<Pass>)> = Default::default();
         // Passes whose records the engine may still emit live versions of:
@@ -170,6 +179,10 @@ impl FanOut {
                         (corrections.as_ref()).and_then(|c| c.emitted(records.clone()))
                     {
                         let _ = kept.await;
+                    }
+                    if let Some(sent) = &mut sent {
+                        self.note_provisional(sent, &records, &mut sent_failing)
+                            .await;
                     }
                     for sink in &self.sinks {
                         if sink.send(records.clone()).await.is_err() {
@@ -264,6 +277,25 @@ impl FanOut {
             self.ledger().sent_batch();
         }
         unconfirmed.push_back((self.ledger().sent(), pass.passes));
+    }
+
+    /// Notes the provisional alerts opened among `records` before any store
+    /// gets them, forgetting those whose settlement every store holds.
+    async fn note_provisional(
+        &self,
+        sent: &mut super::provisional::Sent,
+        records: &[Output],
+        failing: &mut Failing,
+    ) {
+        if !sent.note(records) {
+            return;
+        }
+        sent.settled_before(self.ledger().checkpoint().written_before);
+        let noted = sent.clone();
+        match blocking(move || noted.store()).await {
+            Ok(()) => failing.stored(),
+            Err(e) => failing.failed(&e),
+        }
     }
 
     /// Waits until every checkpointed receiver wrote every batch sent.

@@ -28,6 +28,7 @@ pub mod intake;
 pub mod journeys;
 pub mod ledger;
 pub mod progress;
+pub mod provisional;
 pub mod replay;
 pub mod rescale;
 pub mod retention;

@@ -379,6 +379,7 @@ pub fn restore_state(
     }
     let board = fleetpulse_engine::JourneyBoard::persisted(restored.clone());
     let alone = (config.cluster.as_ref()).is_none_or(|c| !c.is_multi_process());
+    let sent = sent_unsettled(config, &wal.dir, engine_config)?;
     // Each day's state goes to the archive, for restatements to start from;
     // the provisional alerts it knows the stores hold and no close settled
     // go to the operators.
@@ -389,9 +390,14 @@ pub fn restore_state(
         if !unsettled.is_empty() {
             tracing::info!(alerts = unsettled.len(), "provisional alerts to settle");
         }
-        board.keeping_days().unsettled(unsettled)
-    } else {
         board
+            .keeping_days()
+            .unsettled(noted_unsettled(unsettled, &sent))
+    } else {
+        if !sent.is_empty() {
+            tracing::info!(alerts = sent.len(), "provisional alerts to settle");
+        }
+        board.unsettled(sent)
     };
     engine_config.journeys = Arc::new(board);
     if config
@@ -410,6 +416,60 @@ pub fn restore_state(
         engine_config.devices = Arc::new(fleetpulse_engine::DeviceBoard::restoring(snapshot));
     }
     Ok(restored)
+}
+
+/// The provisional alerts noted beside the WAL (`delivery::provisional`)
+/// whose day's close every store may not hold (the checkpoint's account),
+/// of this process's customers; the file keeps only those from now on. A
+/// member of a cluster keeps its own customers' only: after a rescale,
+/// those of a customer that moved to another member are not settled.
+fn sent_unsettled(
+    config: &ServiceConfig,
+    wal_dir: &std::path::Path,
+    engine_config: &fleetpulse_engine::EngineConfig,
+) -> Result<Vec<fleetpulse_engine::AlertRecord>, ServiceError> {
+    let mut sent = crate::delivery::provisional::Sent::load(wal_dir);
+    let checkpoint = crate::delivery::checkpoint::path(wal_dir);
+    let written_before = match checkpoint.exists() {
+        true => {
+            crate::delivery::checkpoint::Checkpoint::load(wal_dir)
+                .map_err(|e| DeliveryError::Wal(format!("{}: {e}", checkpoint.display())))?
+                .written_before
+        }
+        false => 0,
+    };
+    let member = (config.cluster.as_ref())
+        .filter(|c| c.is_multi_process())
+        .map(|c| {
+            crate::http::seed::Share::of_member(c.process, c.addresses.len(), config.engine.workers)
+        });
+    let ours = |a: &fleetpulse_engine::AlertRecord| {
+        engine_config.customers.contains_key(&*a.customer)
+            && member.as_ref().is_none_or(|m| m.owns(&a.customer))
+    };
+    let forgotten = sent.settled_before(written_before) | sent.retain(ours);
+    if forgotten {
+        let file = crate::delivery::provisional::path(wal_dir);
+        (sent.store()).map_err(|e| DeliveryError::Wal(format!("{}: {e}", file.display())))?;
+    }
+    Ok(sent.alerts().to_vec())
+}
+
+/// The archive's unsettled provisional alerts and those noted beside the
+/// WAL by a run without it, each once.
+fn noted_unsettled(
+    mut archived: Vec<fleetpulse_engine::AlertRecord>,
+    noted: &[fleetpulse_engine::AlertRecord],
+) -> Vec<fleetpulse_engine::AlertRecord> {
+    for a in noted {
+        let same = |b: &fleetpulse_engine::AlertRecord| {
+            (&b.customer, b.rule, b.opened_at) == (&a.customer, a.rule, a.opened_at)
+        };
+        if !archived.iter().any(same) {
+            archived.push(a.clone());
+        }
+    }
+    archived
 }
 
 /// The device snapshot schedule, when the service snapshots device memories
