@@ -175,8 +175,8 @@ mod tests {
     /// bless this file again.
     #[test]
     fn the_alerts_an_earlier_build_noted_read_as_written() {
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/provisional-alerts-v1.json");
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/provisional-alerts-v1.json");
         let noted = [
             AlertRecord {
                 customer_name: "Tunnel Works".into(),

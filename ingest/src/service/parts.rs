@@ -379,7 +379,13 @@ pub fn restore_state(
     }
     let board = fleetpulse_engine::JourneyBoard::persisted(restored.clone());
     let alone = (config.cluster.as_ref()).is_none_or(|c| !c.is_multi_process());
-    let sent = sent_unsettled(config, &wal.dir, engine_config)?;
+    let sent = sent_unsettled(
+        config,
+        &wal.dir,
+        &layout.state_dirs(),
+        &restored,
+        engine_config,
+    )?;
     // Each day's state goes to the archive, for restatements to start from;
     // the provisional alerts it knows the stores hold and no close settled
     // go to the operators.
@@ -419,37 +425,41 @@ pub fn restore_state(
 }
 
 /// The provisional alerts noted beside the WAL (`delivery::provisional`)
-/// whose day's close every store may not hold (the checkpoint's account),
-/// of this process's customers; the file keeps only those from now on. A
-/// member of a cluster keeps its own customers' only: after a rescale,
-/// those of a customer that moved to another member are not settled.
+/// in any of `dirs` (every member's: a customer may have moved since),
+/// whose day's close the customer's restored journey state does not hold
+/// (it holds the last day every store holds), of this process's customers;
+/// its own file keeps only those from now on.
 fn sent_unsettled(
     config: &ServiceConfig,
-    wal_dir: &std::path::Path,
+    own: &std::path::Path,
+    dirs: &[std::path::PathBuf],
+    restored: &HashMap<fleetpulse_engine::Id, fleetpulse_engine::JourneyState>,
     engine_config: &fleetpulse_engine::EngineConfig,
 ) -> Result<Vec<fleetpulse_engine::AlertRecord>, ServiceError> {
-    let mut sent = crate::delivery::provisional::Sent::load(wal_dir);
-    let checkpoint = crate::delivery::checkpoint::path(wal_dir);
-    let written_before = match checkpoint.exists() {
-        true => {
-            crate::delivery::checkpoint::Checkpoint::load(wal_dir)
-                .map_err(|e| DeliveryError::Wal(format!("{}: {e}", checkpoint.display())))?
-                .written_before
-        }
-        false => 0,
-    };
+    use crate::delivery::provisional::{Sent, path};
+    let mut sent = Sent::load(own);
+    let mut changed = false;
+    for dir in dirs.iter().filter(|dir| *dir != own) {
+        let theirs = Sent::load(dir);
+        let theirs: Vec<Output> = theirs.alerts().iter().cloned().map(Output::Alert).collect();
+        changed |= sent.note(&theirs);
+    }
     let member = (config.cluster.as_ref())
         .filter(|c| c.is_multi_process())
         .map(|c| {
             crate::http::seed::Share::of_member(c.process, c.addresses.len(), config.engine.workers)
         });
-    let ours = |a: &fleetpulse_engine::AlertRecord| {
-        engine_config.customers.contains_key(&*a.customer)
+    let unsettled = |a: &fleetpulse_engine::AlertRecord| {
+        let closed = (restored.get(&a.customer))
+            .and_then(|state| state.last_day_end)
+            .is_some_and(|end| end >= a.opened_at);
+        !closed
+            && engine_config.customers.contains_key(&*a.customer)
             && member.as_ref().is_none_or(|m| m.owns(&a.customer))
     };
-    let forgotten = sent.settled_before(written_before) | sent.retain(ours);
-    if forgotten {
-        let file = crate::delivery::provisional::path(wal_dir);
+    changed |= sent.retain(unsettled);
+    if changed {
+        let file = path(own);
         (sent.store()).map_err(|e| DeliveryError::Wal(format!("{}: {e}", file.display())))?;
     }
     Ok(sent.alerts().to_vec())
