@@ -6,7 +6,8 @@
 //! place: admission, the engine and the view take in the customers a start
 //! finds (an added customer's telemetry refused until then is sent again
 //! from the dead letters after the start: [`crate::replay::onboarded`]). A file that does not check keeps the
-//! old definitions, and says why.
+//! old definitions, and says why; so does one that names no customer while
+//! the service serves some (an emptied file would offboard the whole fleet).
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -62,6 +63,17 @@ pub async fn watch(
         changed = None;
         seen = stamp(&path);
         match super::load_customers(&config, &engine) {
+            // Emptied by mistake (`>`, a failed export, an editor stalled
+            // between truncating and writing) far more often than meant.
+            Ok(Some((_, specs, _))) if specs.is_empty() && !engine.customers.is_empty() => {
+                tracing::error!(
+                    file = %path.display(),
+                    serving = engine.customers.len(),
+                    "customers file not reloaded: it names no customer now, and taken in it would \
+                     offboard every customer and refuse the whole fleet's telemetry; the previous \
+                     definitions stay. To offboard every customer, restart the service on it"
+                );
+            }
             Ok(Some((file, specs, _))) => {
                 file.warn();
                 let changes = roster_changes(&engine, &specs);

@@ -264,6 +264,72 @@ async fn a_customer_removed_from_the_file_is_refused_from_then_on_and_the_rest_l
     );
 }
 
+/// The customers file emptied while the fleet runs (`> customers.toml`, an
+/// export that failed, an editor that truncates before it writes and then
+/// stalls): taken in, it would remove every customer, and the service
+/// would refuse the whole fleet's telemetry as `unknown_customer` until
+/// someone noticed. It is refused instead, named and said once; every
+/// customer's telemetry goes on being taken in, and the daily KPIs equal the
+/// ground truth. The file written back is taken in as no change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customers_file_emptied_by_mistake_offboards_no_one() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = fleet(3, 18, 4, 73);
+    write_customers(dir.path(), &fleet);
+    let customers = dir.path().join("customers.toml");
+    let full = std::fs::read_to_string(&customers).unwrap();
+    let (config, http_port) = write_config(dir.path(), &mosquitto, "fleetpulse-emptied", "");
+    let mut service = Service::new(&config, dir.path().join("service.log"));
+    service.start_and_wait("subscribed");
+
+    let (sent, publisher) = spawn_publisher(&mosquitto, &fleet, "emptied-sim", 150.0);
+    wait_metrics(http_port, &service, "a third taken in", |m| {
+        metric(m, ACCEPTED) > sent / 3
+    })
+    .await;
+    std::fs::write(&customers, "").unwrap();
+    let refused = "customers file not reloaded";
+    service.wait_for_log_within(refused, 1, Duration::from_secs(30));
+    let line = (service.log().lines())
+        .find(|l| l.contains(refused))
+        .map(str::to_owned)
+        .unwrap();
+    assert!(
+        line.contains("names no customer") && line.contains("customers.toml"),
+        "{line}"
+    );
+    assert!(
+        !publisher.is_finished(),
+        "refused while the fleet publishes"
+    );
+    // Another look at the same empty file says nothing more.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(service.log().matches(refused).count(), 1, "said once");
+    std::fs::write(&customers, &full).unwrap();
+    publisher.await.unwrap().unwrap();
+    wait_metrics(http_port, &service, "every message taken in", |m| {
+        metric(m, ACCEPTED) >= sent
+    })
+    .await;
+    let m = metrics(http_port);
+    service.stop();
+    assert_eq!(
+        metric(&m, UNKNOWN),
+        0,
+        "nothing refused as unknown_customer"
+    );
+    let log = service.log();
+    assert!(
+        !log.contains("starting again in place"),
+        "{}",
+        service.log_tail()
+    );
+    let truth = truth_table(&fleet.ground_truth().rows());
+    let stored = sqlite_customer_table(&dir.path().join("kpi.sqlite"));
+    assert_table_equal("every customer", &stored, &truth);
+}
+
 /// A customer added while the store is down: the start in place waits for
 /// the store instead of ending the process (`/healthz` answers, `/readyz`
 /// says not ready, nothing is taken in), and once the store is back the
