@@ -122,6 +122,19 @@ pub async fn on_store<T: Send + 'static>(
         return Ok(None);
     };
     let internal = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e);
+    // The sink made it at the start: gone, it was removed, and a file made
+    // here would pick up the removed one's log. The sink's next write
+    // starts it again.
+    if !path.exists() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the SQLite store {} is missing (removed?); the service starts it again with \
+                 its next write",
+                path.display()
+            ),
+        ));
+    }
     tokio::task::spawn_blocking(move || {
         crate::sinks::SqliteStore::open(&path).and_then(|mut s| f(&mut s))
     })

@@ -9,6 +9,8 @@
 //!   resumes by itself, without a restart;
 //! - the embedded default with everything on that disk (WAL, archive and the
 //!   SQLite store): the same, and a start on the full disk fails saying so;
+//! - the SQLite store's file removed while the service writes to it: a new
+//!   file is started at the path, and said;
 //!
 //! and each time the KPIs stored equal the simulator's ground truth, value by
 //! value.
@@ -381,5 +383,70 @@ async fn the_default_store_on_a_full_disk_pauses_intake_and_a_start_on_it_names_
     println!(
         "{sent} messages; {paused_at} accepted before the pause; at the full start: {}",
         said.unwrap()
+    );
+}
+
+/// The SQLite store's file removed while the service writes to it (`rm
+/// kpi.sqlite`, to start the store afresh, its `-wal` and `-shm` left
+/// beside it): the service must not go on writing into the removed file,
+/// where every record after the removal would be lost unseen. It notices at
+/// its next write, says so naming the file, and starts a sound file at the
+/// path (`PRAGMA integrity_check`), not one made of the old file's log:
+/// every day it holds equals the ground truth, and the days closed after
+/// the removal are all there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_file_removed_while_written_is_started_again_and_said() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = fleet_in(dir.path(), 41);
+    let store = dir.path().join("kpi.sqlite");
+    let http_port = free_port();
+    let rest = format!(
+        "[wal]\ndir = \"wal\"\n\n[http]\nenabled = true\nlisten = \"127.0.0.1:{http_port}\"\n\n\
+         [alerts]\nmqtt = false\n\n[[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n"
+    );
+    let config = write_service_config(dir.path(), &mosquitto, "fleetpulse-store-removed", &rest);
+    let mut service = start(&config, &dir.path().join("service.log"));
+    let (sent, publisher) = spawn_publisher(&mosquitto, &fleet, "store-removed-sim", 150.0);
+    let started = Instant::now();
+    while sqlite_customer_table(&store).len() < 4 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no day stored");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    std::fs::remove_file(&store).unwrap();
+    let removed_at = metric(&metrics(http_port), ACCEPTED);
+    assert!(removed_at < sent, "removed while the fleet publishes");
+    publisher.await.unwrap().unwrap();
+    wait_accepted(http_port, sent, &service).await;
+    service.stop();
+    let said = "the store's file was removed or replaced while the service wrote to it";
+    let lines: Vec<_> = (service.log().lines())
+        .filter(|l| l.contains(said))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), 1, "{}", service.log_tail());
+    assert!(lines[0].contains("kpi.sqlite"), "{}", lines[0]);
+    let conn = rusqlite::Connection::open(&store).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let truth = truth_table(&fleet.ground_truth().rows());
+    let stored = sqlite_customer_table(&store);
+    let last_day = truth.keys().map(|(_, day)| *day).max().unwrap();
+    assert!(
+        stored.keys().any(|(_, day)| *day == last_day),
+        "the last day written after the removal: {:?}",
+        stored.keys().collect::<Vec<_>>()
+    );
+    let days = truth.len();
+    let kept = (truth.into_iter())
+        .filter(|(key, _)| stored.contains_key(key))
+        .collect();
+    assert_table_equal("the new file", &stored, &kept);
+    println!(
+        "removed after {removed_at} of {sent} messages; the new file holds {} of the {days} \
+         customer-days",
+        stored.len()
     );
 }

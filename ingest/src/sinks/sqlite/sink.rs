@@ -1,6 +1,6 @@
 //! Writing KPI records to SQLite.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use fleetpulse_engine::Output;
 use rusqlite::Connection;
@@ -18,21 +18,69 @@ pub struct SqliteSink {
     /// `None` only after a blocking task was lost (panicked or cancelled);
     /// the next write reopens the file.
     conn: Option<Connection>,
+    /// The identity of the file `conn` writes to.
+    file: Option<FileId>,
+}
+
+/// A file's device and inode: a file removed or replaced at a path has
+/// another, or none.
+type FileId = (u64, u64);
+
+fn file_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// The connection to write with: `conn` while the file at `path` is still
+/// the one it opened (`file`). A file removed or replaced meanwhile (`rm
+/// kpi.sqlite` to start afresh) would take every later record with it,
+/// unseen: the old connection is closed (SQLite folds its log into the
+/// removed file and deletes the log), a log it left behind is removed, and
+/// a new file is started at the path. Blocking.
+fn connection(
+    path: &Path,
+    conn: Option<Connection>,
+    file: Option<FileId>,
+) -> Result<(Connection, Option<FileId>), SinkError> {
+    let now = file_id(path);
+    match conn {
+        Some(conn) if now.is_some() && now == file => return Ok((conn, file)),
+        Some(conn) => {
+            tracing::error!(
+                path = %path.display(),
+                "the store's file was removed or replaced while the service wrote to it: a new \
+                 file is started there, without what was written before (the service does not \
+                 write that again; `fleetpulse backfill` or `fleetpulse replay` fills past days)"
+            );
+            drop(conn);
+            if !path.exists() {
+                for log in ["-wal", "-shm"] {
+                    let mut name = path.as_os_str().to_owned();
+                    name.push(log);
+                    let _ = std::fs::remove_file(PathBuf::from(name));
+                }
+            }
+        }
+        None => {}
+    }
+    let conn = open_connection(path)?;
+    Ok((conn, file_id(path)))
 }
 
 impl SqliteSink {
     /// Opens or creates the database file and its schema, in WAL mode.
     pub async fn open(config: &SqliteConfig) -> Result<SqliteSink, SinkError> {
         let path = config.path.clone();
-        let conn = {
+        let (conn, file) = {
             let path = path.clone();
-            tokio::task::spawn_blocking(move || open_connection(&path))
+            tokio::task::spawn_blocking(move || connection(&path, None, None))
                 .await
                 .map_err(SinkError::SqliteTask)??
         };
         Ok(SqliteSink {
             path,
             conn: Some(conn),
+            file,
         })
     }
 
@@ -43,23 +91,21 @@ impl SqliteSink {
         if records.is_empty() {
             return Ok(());
         }
-        let conn = self.conn.take();
+        let (conn, file) = (self.conn.take(), self.file);
         let path = self.path.clone();
         let records = records.to_vec();
         let (conn, result) = tokio::task::spawn_blocking(move || {
-            let mut conn = match conn {
-                Some(conn) => conn,
-                None => match open_connection(&path) {
-                    Ok(conn) => conn,
-                    Err(e) => return (None, Err(e)),
-                },
+            let (mut conn, file) = match connection(&path, conn, file) {
+                Ok(opened) => opened,
+                Err(e) => return (None, Err(e)),
             };
             let result = write_batch(&mut conn, &records).map_err(SinkError::SqliteWrite);
-            (Some(conn), result)
+            (Some((conn, file)), result)
         })
         .await
         .map_err(SinkError::SqliteTask)?;
-        self.conn = conn;
+        let (conn, file) = conn.unzip();
+        (self.conn, self.file) = (conn, file.flatten());
         result
     }
 
