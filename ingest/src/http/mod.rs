@@ -287,6 +287,16 @@ impl Hub {
             return Some("the service is not taking in telemetry".into());
         }
         if let Some(reason) = metrics.as_ref().and_then(|m| m.wal_full_reason()) {
+            // Not full but removed: said as such, or an operator looks for
+            // space that is there.
+            let wal_dir = self.read_service().wal_dir.clone();
+            if let Some(dir) = wal_dir.filter(|dir| !dir.exists()) {
+                return Some(format!(
+                    "the WAL directory {} is gone (removed while the service ran?): intake \
+                     paused; restart the service to start a new one there",
+                    dir.display()
+                ));
+            }
             return Some(format!(
                 "the write-ahead log is full ({reason}): intake paused"
             ));

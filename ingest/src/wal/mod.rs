@@ -422,6 +422,22 @@ impl Wal {
         if self.pending.is_empty() {
             return Ok(self.durable);
         }
+        // A directory removed under the log (`rm -rf wal`, to start afresh)
+        // would take every record written through the open segment with
+        // it: refused as on a full disk (intake pauses, nothing is
+        // acknowledged), not written.
+        if !self.dir.is_dir() {
+            self.pending.clear();
+            self.pending_bytes = 0;
+            self.next_lsn = self.durable.next();
+            return Err(WalError::Full {
+                reason: format!(
+                    "its directory {} is gone (removed while the service ran?); restart the \
+                     service to start a new one there",
+                    self.dir.display()
+                ),
+            });
+        }
         let segments = self.segments.len();
         let active = self.segments.back().expect("at least one segment").clone();
         self.creating.clear();

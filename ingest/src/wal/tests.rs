@@ -132,6 +132,28 @@ fn round_trip_and_reopen() {
     assert_eq!(all(&wal), expected(1..=5));
 }
 
+/// The directory removed under an open log: a commit is refused as on a
+/// full disk, naming it, and nothing of the group counts as durable (the
+/// open segment would have taken it to the removed files).
+#[test]
+fn a_commit_into_a_removed_directory_is_refused_as_full() {
+    let (dir, mut wal) = open_log(WalOptions::default(), 1..=2);
+    fs::remove_dir_all(dir.path()).unwrap();
+    wal.append(&record(3)).unwrap();
+    match wal.commit() {
+        Err(WalError::Full { reason }) => {
+            assert!(reason.contains("is gone"), "{reason}");
+            assert!(
+                reason.contains(&dir.path().display().to_string()),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(wal.durable_lsn(), Lsn(2));
+    assert_eq!(wal.pending_bytes(), 0);
+}
+
 #[test]
 fn uncommitted_appends_are_not_replayed_nor_kept() {
     let (dir, mut wal) = open_log(WalOptions::default(), 1..=2);

@@ -10,7 +10,8 @@
 //! - the embedded default with everything on that disk (WAL, archive and the
 //!   SQLite store): the same, and a start on the full disk fails saying so;
 //! - the SQLite store's file removed while the service writes to it: a new
-//!   file is started at the path, and said;
+//!   file is started at the path, and said; the WAL's directory removed:
+//!   intake pauses, and `/readyz` says why;
 //!
 //! and each time the KPIs stored equal the simulator's ground truth, value by
 //! value.
@@ -449,4 +450,59 @@ async fn a_store_file_removed_while_written_is_started_again_and_said() {
          customer-days",
         stored.len()
     );
+}
+
+/// The WAL's directory removed while the service runs (`rm -rf wal`, to
+/// start afresh): the log's next commit is refused as on a full disk and
+/// intake pauses, so nothing is acknowledged into the removed files (the
+/// open segment took every record before, `/readyz` green); `/readyz` says
+/// the directory is gone and what to do, not that a disk is full (an
+/// operator would look for space that is there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wal_directory_removed_while_running_is_named_by_readiness() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = fleet_in(dir.path(), 43);
+    let http_port = free_port();
+    let rest = format!(
+        "[wal]\ndir = \"wal\"\n\n[http]\nenabled = true\nlisten = \"127.0.0.1:{http_port}\"\n\n\
+         [alerts]\nmqtt = false\n\n[[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n"
+    );
+    let config = write_service_config(dir.path(), &mosquitto, "fleetpulse-wal-removed", &rest);
+    let mut service = start(&config, &dir.path().join("service.log"));
+    let (sent, publisher) = spawn_publisher(&mosquitto, &fleet, "wal-removed-sim", 150.0);
+    let started = Instant::now();
+    while metric(&metrics(http_port), ACCEPTED) < sent / 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing taken in"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let wal = dir.path().join("wal");
+    std::fs::remove_dir_all(&wal).unwrap();
+    let started = Instant::now();
+    let reason = loop {
+        let (status, body) = readyz(http_port);
+        if status == 503 {
+            break body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "still ready with the WAL directory gone\n{}",
+            service.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        reason.contains(&format!("the WAL directory {} is gone", wal.display())),
+        "{reason}"
+    );
+    let paused_at = metric(&metrics(http_port), ACCEPTED);
+    publisher.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = metric(&metrics(http_port), ACCEPTED);
+    assert!(after < sent, "{after} of {sent} taken in with the WAL gone");
+    println!("paused at {paused_at} of {sent}; {after} taken in by the end: {reason}");
+    service.kill();
 }
