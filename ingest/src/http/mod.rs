@@ -1033,7 +1033,10 @@ mod tests {
         let hub = Hub::new();
         let metrics = Arc::new(IngestMetrics::default());
         hub.write_service().metrics = Some(metrics.clone());
-        hub.watch_wal(Some(PathBuf::from("/nonexistent/wal")));
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("wal");
+        std::fs::create_dir(&wal).unwrap();
+        hub.watch_wal(Some(wal.clone()));
         hub.set_running(true);
         metrics.subscribed.store(true, Relaxed);
         assert_eq!(hub.not_ready_reason(), None);
@@ -1048,6 +1051,12 @@ mod tests {
         );
         let response = readyz(State(hub.clone())).await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        // Refused because the directory was removed: said as such.
+        std::fs::remove_dir(&wal).unwrap();
+        let reason = hub.not_ready_reason().unwrap();
+        let gone = format!("the WAL directory {} is gone", wal.display());
+        assert!(reason.starts_with(&gone), "{reason}");
+        std::fs::create_dir(&wal).unwrap();
         let snapshot = hub.snapshot();
         assert_eq!((snapshot.wal_full, snapshot.ready), (Some(true), false));
         let text = prometheus::render(&snapshot);
