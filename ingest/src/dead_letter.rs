@@ -232,8 +232,15 @@ impl DeadLetterStore {
             .push_str(&serde_json::to_string(&record).expect("a record serializes"));
         self.line.push('\n');
         let line_len = self.line.len() as u64;
-        if self.len > 0 && self.len + line_len > self.options.max_file_bytes {
-            self.rotate()?;
+        let max = self.options.max_file_bytes;
+        let full = |len: u64| len > 0 && len + line_len > max;
+        if full(self.len) {
+            // A full file removed meanwhile is full no longer, and rotating
+            // the new one would replace the previous file's letters.
+            self.reopen_if_removed()?;
+            if full(self.len) {
+                self.rotate()?;
+            }
         }
         self.file
             .write_all(self.line.as_bytes())
@@ -248,10 +255,48 @@ impl DeadLetterStore {
 
     /// Hands buffered letters to the OS.
     pub fn flush(&mut self) -> Result<(), DeadLetterError> {
+        self.reopen_if_removed()?;
         self.file.flush().map_err(|source| DeadLetterError::Write {
             file: self.path.clone(),
             source,
         })
+    }
+
+    /// The file at the path, if it is no longer the one being written
+    /// (removed once replayed, or moved away, while the service runs):
+    /// every later letter, often the only copy of refused data, would go
+    /// with it. Says so and starts a new file there with the letters not
+    /// handed to the OS yet.
+    fn reopen_if_removed(&mut self) -> Result<(), DeadLetterError> {
+        use std::os::unix::fs::MetadataExt;
+        let id = |m: fs::Metadata| (m.dev(), m.ino());
+        let open = self.file.get_ref().metadata().map(id).ok();
+        if open.is_some() && open == fs::metadata(&self.path).map(id).ok() {
+            return Ok(());
+        }
+        tracing::error!(
+            file = %self.path.display(),
+            "the dead-letter file was removed or replaced while the service wrote to it: a new one \
+             is started there (the letters written before went with the old one)"
+        );
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|source| DeadLetterError::Open {
+                file: self.path.clone(),
+                source,
+            })?;
+        let len = file.metadata().map_or(0, |m| m.len());
+        let (_, buffered) = std::mem::replace(&mut self.file, BufWriter::new(file)).into_parts();
+        let buffered = buffered.unwrap_or_else(|panicked| panicked.into_inner());
+        self.len = len + buffered.len() as u64;
+        self.file
+            .write_all(&buffered)
+            .map_err(|source| DeadLetterError::Write {
+                file: self.path.clone(),
+                source,
+            })
     }
 
     /// Flushes and syncs the current file: every letter recorded so far is
@@ -510,6 +555,34 @@ mod tests {
         let records = store.read_all().unwrap();
         let times: Vec<u64> = records.iter().map(|r| r.received_ms).collect();
         assert_eq!(times, [1, 3]);
+        assert_eq!(store.bytes(), fs::metadata(&path).unwrap().len());
+    }
+
+    /// The file removed while the store writes to it (deleted once
+    /// replayed): the next flush starts a new file at the path, with the
+    /// letters recorded since, instead of writing them into the removed one.
+    #[test]
+    fn a_file_removed_while_written_is_started_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead-letters.jsonl");
+        let mut store = DeadLetterStore::open(&path, DeadLetterOptions::default()).unwrap();
+        store
+            .record(&letter("fleet/a/s/d/telemetry", b"a", 1))
+            .unwrap();
+        store.sync().unwrap();
+        fs::remove_file(&path).unwrap();
+        store
+            .record(&letter("fleet/a/s/d/telemetry", b"b", 2))
+            .unwrap();
+        store.sync().unwrap();
+        store
+            .record(&letter("fleet/a/s/d/telemetry", b"c", 3))
+            .unwrap();
+        store.flush().unwrap();
+        let read: Vec<u64> = (read_file(&path).unwrap().iter())
+            .map(|l| l.received_ms)
+            .collect();
+        assert_eq!(read, [2, 3]);
         assert_eq!(store.bytes(), fs::metadata(&path).unwrap().len());
     }
 

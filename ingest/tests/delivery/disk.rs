@@ -11,7 +11,8 @@
 //!   SQLite store): the same, and a start on the full disk fails saying so;
 //! - the SQLite store's file removed while the service writes to it: a new
 //!   file is started at the path, and said; the WAL's directory removed:
-//!   intake pauses, and `/readyz` says why;
+//!   intake pauses, and `/readyz` says why; the dead-letter file removed:
+//!   the later letters go into a new one;
 //!
 //! and each time the KPIs stored equal the simulator's ground truth, value by
 //! value.
@@ -505,4 +506,82 @@ async fn a_wal_directory_removed_while_running_is_named_by_readiness() {
     assert!(after < sent, "{after} of {sent} taken in with the WAL gone");
     println!("paused at {paused_at} of {sent}; {after} taken in by the end: {reason}");
     service.kill();
+}
+
+/// The dead-letter file removed while the service runs (deleted once its
+/// letters were replayed): the letters of the messages refused after it,
+/// often the only copy of refused data, go into a new file at the path,
+/// not into the removed one, and the service says so once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_file_removed_while_running_is_started_again() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    fleet_in(dir.path(), 47);
+    let http_port = free_port();
+    let rest = format!(
+        "[limits]\ndead_letter_file = \"dead-letters.jsonl\"\n\n[wal]\ndir = \"wal\"\n\n\
+         [http]\nenabled = true\nlisten = \"127.0.0.1:{http_port}\"\n\n[alerts]\nmqtt = false\n\n\
+         [[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n"
+    );
+    let config = write_service_config(dir.path(), &mosquitto, "fleetpulse-letters-gone", &rest);
+    let mut service = start(&config, &dir.path().join("service.log"));
+    let refused = "fleetpulse_messages_rejected_total{reason=\"decode\"}";
+    let letters = dir.path().join("dead-letters.jsonl");
+    let garbage = |from: u64, n: u64| -> Vec<(String, Vec<u8>)> {
+        (from..from + n)
+            .map(|i| {
+                (
+                    format!("fleet/c01/s/d{i}/telemetry"),
+                    vec![0xff, 0x01, i as u8],
+                )
+            })
+            .collect()
+    };
+    let send = async |messages, client: &str| {
+        let options = crate::support::fleets::publish_options(&mosquitto, client);
+        fleetpulse_sim::publish(options, messages, |_| {})
+            .await
+            .unwrap();
+    };
+    let lines = |path: &Path| std::fs::read_to_string(path).map_or(0, |t| t.lines().count());
+    send(garbage(0, 5), "letters-gone-0").await;
+    let started = Instant::now();
+    while metric(&metrics(http_port), refused) < 5 || lines(&letters) < 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}",
+            service.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::remove_file(&letters).unwrap();
+    send(garbage(5, 3), "letters-gone-1").await;
+    let started = Instant::now();
+    while lines(&letters) < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the letters after the removal are not in {}\n{}",
+            letters.display(),
+            service.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    service.stop();
+    let read = fleetpulse::dead_letter::read_file(&letters).unwrap();
+    let topics: Vec<&str> = read.iter().map(|l| l.topic.as_str()).collect();
+    assert_eq!(
+        topics,
+        [
+            "fleet/c01/s/d5/telemetry",
+            "fleet/c01/s/d6/telemetry",
+            "fleet/c01/s/d7/telemetry"
+        ]
+    );
+    let said = "the dead-letter file was removed or replaced while the service wrote to it";
+    assert_eq!(
+        service.log().matches(said).count(),
+        1,
+        "{}",
+        service.log_tail()
+    );
 }
