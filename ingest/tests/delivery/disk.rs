@@ -388,6 +388,30 @@ async fn the_default_store_on_a_full_disk_pauses_intake_and_a_start_on_it_names_
     );
 }
 
+/// A service on a fresh directory: the fleet of [`fleet_in`] (seed `seed`)
+/// in its customers file, the WAL in `wal/`, the SQLite store
+/// `kpi.sqlite`, `/metrics` and `/readyz` on a free port, and the further
+/// `sections` (e.g. `[limits]`). Returns the broker, the directory, the
+/// fleet, the running service and its HTTP port.
+fn sqlite_service(
+    client: &str,
+    seed: u64,
+    sections: &str,
+) -> (Mosquitto, tempfile::TempDir, Fleet, Service, u16) {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = fleet_in(dir.path(), seed);
+    let http_port = free_port();
+    let rest = format!(
+        "{sections}\n[wal]\ndir = \"wal\"\n\n[http]\nenabled = true\n\
+         listen = \"127.0.0.1:{http_port}\"\n\n[alerts]\nmqtt = false\n\n\
+         [[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n"
+    );
+    let config = write_service_config(dir.path(), &mosquitto, client, &rest);
+    let service = start(&config, &dir.path().join("service.log"));
+    (mosquitto, dir, fleet, service, http_port)
+}
+
 /// The SQLite store's file removed while the service writes to it (`rm
 /// kpi.sqlite`, to start the store afresh, its `-wal` and `-shm` left
 /// beside it): the service must not go on writing into the removed file,
@@ -398,17 +422,9 @@ async fn the_default_store_on_a_full_disk_pauses_intake_and_a_start_on_it_names_
 /// the removal are all there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_file_removed_while_written_is_started_again_and_said() {
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let dir = tempfile::tempdir().unwrap();
-    let fleet = fleet_in(dir.path(), 41);
+    let (mosquitto, dir, fleet, mut service, http_port) =
+        sqlite_service("fleetpulse-store-removed", 41, "");
     let store = dir.path().join("kpi.sqlite");
-    let http_port = free_port();
-    let rest = format!(
-        "[wal]\ndir = \"wal\"\n\n[http]\nenabled = true\nlisten = \"127.0.0.1:{http_port}\"\n\n\
-         [alerts]\nmqtt = false\n\n[[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n"
-    );
-    let config = write_service_config(dir.path(), &mosquitto, "fleetpulse-store-removed", &rest);
-    let mut service = start(&config, &dir.path().join("service.log"));
     let (sent, publisher) = spawn_publisher(&mosquitto, &fleet, "store-removed-sim", 150.0);
     let started = Instant::now();
     while sqlite_customer_table(&store).len() < 4 {
@@ -461,16 +477,8 @@ async fn a_store_file_removed_while_written_is_started_again_and_said() {
 /// operator would look for space that is there).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wal_directory_removed_while_running_is_named_by_readiness() {
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let dir = tempfile::tempdir().unwrap();
-    let fleet = fleet_in(dir.path(), 43);
-    let http_port = free_port();
-    let rest = format!(
-        "[wal]\ndir = \"wal\"\n\n[http]\nenabled = true\nlisten = \"127.0.0.1:{http_port}\"\n\n\
-         [alerts]\nmqtt = false\n\n[[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n"
-    );
-    let config = write_service_config(dir.path(), &mosquitto, "fleetpulse-wal-removed", &rest);
-    let mut service = start(&config, &dir.path().join("service.log"));
+    let (mosquitto, dir, fleet, mut service, http_port) =
+        sqlite_service("fleetpulse-wal-removed", 43, "");
     let (sent, publisher) = spawn_publisher(&mosquitto, &fleet, "wal-removed-sim", 150.0);
     let started = Instant::now();
     while metric(&metrics(http_port), ACCEPTED) < sent / 4 {
@@ -514,17 +522,9 @@ async fn a_wal_directory_removed_while_running_is_named_by_readiness() {
 /// not into the removed one, and the service says so once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_file_removed_while_running_is_started_again() {
-    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
-    let dir = tempfile::tempdir().unwrap();
-    fleet_in(dir.path(), 47);
-    let http_port = free_port();
-    let rest = format!(
-        "[limits]\ndead_letter_file = \"dead-letters.jsonl\"\n\n[wal]\ndir = \"wal\"\n\n\
-         [http]\nenabled = true\nlisten = \"127.0.0.1:{http_port}\"\n\n[alerts]\nmqtt = false\n\n\
-         [[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n"
-    );
-    let config = write_service_config(dir.path(), &mosquitto, "fleetpulse-letters-gone", &rest);
-    let mut service = start(&config, &dir.path().join("service.log"));
+    let limits = "[limits]\ndead_letter_file = \"dead-letters.jsonl\"\n";
+    let (mosquitto, dir, _, mut service, http_port) =
+        sqlite_service("fleetpulse-letters-gone", 47, limits);
     let refused = "fleetpulse_messages_rejected_total{reason=\"decode\"}";
     let letters = dir.path().join("dead-letters.jsonl");
     let garbage = |from: u64, n: u64| -> Vec<(String, Vec<u8>)> {
