@@ -441,3 +441,45 @@ async fn touchpoints_through_the_api_drive_coverage_gaps_and_show_in_page_and_re
     );
     assert!(html.contains("Jo Bloggs (CEO); ops lead"));
 }
+
+/// `fleetpulse touchpoints` and `contracts` with a `--store` that names no
+/// store (a typo, the wrong directory): refused naming the path, and no
+/// file is made there. Before, each made an empty store at the path: a
+/// list showed nothing, and what a CSM added went where no dashboard reads.
+#[test]
+fn a_store_path_that_names_no_store_is_refused_and_nothing_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("kpi.sqltie");
+    let store = typo.to_str().unwrap();
+    for args in [
+        vec!["touchpoints", "list", "--store", store],
+        vec![
+            "touchpoints",
+            "add",
+            "--customer",
+            "acme",
+            "--kind",
+            "business_review",
+            "--date",
+            "2026-03-02",
+            "--csm",
+            "alice",
+            "--store",
+            store,
+        ],
+        vec!["contracts", "list", "--store", store],
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(
+            stderr.contains(&format!("{store}: no such store")),
+            "{args:?}: {stderr}"
+        );
+        assert!(!typo.exists(), "{args:?} made {store}");
+    }
+}

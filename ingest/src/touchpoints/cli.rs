@@ -154,8 +154,18 @@ pub fn run(args: TouchpointsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The SQLite store of the `touchpoints` and `contracts` commands.
+/// The SQLite store of the `touchpoints` and `contracts` commands: one the
+/// service made. A path that names none (a typo, another directory) is
+/// refused: made here, it would hold what a CSM recorded where no
+/// dashboard reads it, and list nothing.
 pub(crate) fn open_store(path: &Path) -> anyhow::Result<SqliteStore> {
+    if !path.exists() {
+        anyhow::bail!(
+            "{}: no such store (pass the service's `[[sinks]]` SQLite path with --store, or \
+             start the service once to make it)",
+            path.display()
+        );
+    }
     SqliteStore::open(path).with_context(|| format!("{}: cannot open the store", path.display()))
 }
 
