@@ -333,7 +333,8 @@ impl Admission {
             return Err(Rejection {
                 reason: RejectReason::FutureTimestamp,
                 detail: format!(
-                    "sample at {newest} ms is {} ms ahead of the clock (limit {} ms)",
+                    "sample at {newest} ms is {} ms ahead of the clock (limit {} ms; every \
+                     device ahead by about as much: this host's clock is behind)",
                     newest - now_ms,
                     self.bounds.max_future_ms
                 ),

@@ -99,12 +99,17 @@ impl RejectReason {
     /// Stable label for counters and dead-letter records.
     /// Whether a refused message of this reason may be taken in later,
     /// once its cause is gone (a longer correction horizon, a customer or
-    /// device limit added, an earlier start): its dead letter keeps the
-    /// whole payload and `fleetpulse replay` sends it again.
+    /// device limit added, an earlier start, the host's clock set right):
+    /// its dead letter keeps the whole payload and `fleetpulse replay`
+    /// sends it again.
     pub fn replayable(self) -> bool {
         matches!(
             self,
-            Self::TooLate | Self::UnknownCustomer | Self::DeviceLimit | Self::BeforeStart
+            Self::TooLate
+                | Self::UnknownCustomer
+                | Self::DeviceLimit
+                | Self::BeforeStart
+                | Self::FutureTimestamp
         )
     }
 

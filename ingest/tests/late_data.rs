@@ -310,6 +310,71 @@ async fn replaying_dead_letters_restores_data_refused_as_too_late() {
     assert_same_as_in_order(&db, &reference_db);
 }
 
+/// This host's clock a day behind the fleet's (or every unit's clock a
+/// day ahead): what lies more than `limits.max_future` ahead of it is
+/// refused as `future_timestamp`, and its letter kept a 256-byte payload
+/// prefix only: the telemetry was lost for good. Its letters keep the whole
+/// payload now; with the clock set right (here `limits.max_future`
+/// widened) and the service restarted on the same WAL, archive and store,
+/// `fleetpulse replay`'s default reasons send them again, and every day
+/// equals the ground truth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn telemetry_refused_as_ahead_of_the_clock_is_taken_in_by_a_replay() {
+    const DAY: u64 = 86_400_000;
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let now = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH))
+        .unwrap()
+        .as_millis() as u64;
+    // Yesterday, today and tomorrow: from about the middle on, ahead.
+    let fleet = Fleet::generate(&FleetSpec {
+        customers: 2,
+        devices: 8,
+        days: 3,
+        seed: 17,
+        start: now - now % DAY - DAY,
+        ..FleetSpec::default()
+    });
+    let db = dir.path().join("kpi.sqlite");
+    let dead_letters = dir.path().join("dead-letters.jsonl");
+    let mut cfg = config(&mosquitto, dir.path(), &fleet, "ahead", vec![sqlite(&db)]);
+    cfg.limits.dead_letter_file = Some(dead_letters.clone());
+    let run = drive(
+        cfg.clone(),
+        &fleet,
+        publish_options(&mosquitto, "ahead-sim"),
+    )
+    .await
+    .unwrap();
+    let ahead = fleetpulse::metrics::RejectReason::FutureTimestamp;
+    let refused = run.metrics.rejected(ahead);
+    assert!(refused > 0, "nothing lay ahead of the clock");
+
+    cfg.limits.max_future = std::time::Duration::from_secs(3 * 86_400);
+    let service = in_process::subscribed(cfg.clone(), "ahead-replay").await;
+    let reasons: Vec<_> = (fleetpulse::metrics::RejectReason::ALL.into_iter())
+        .filter(|r| r.replayable())
+        .collect();
+    let (messages, replayed) = fleetpulse::replay::letters(&[dead_letters], &reasons).unwrap();
+    assert_eq!(
+        replayed.sent as u64, refused,
+        "every refused message kept whole"
+    );
+    let options = fleetpulse::replay::publish_options(&cfg).unwrap();
+    feed(&service, options, messages, refused).await;
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+    let refused_again: Vec<_> = (fleetpulse::metrics::RejectReason::ALL.iter())
+        .filter(|r| **r != fleetpulse::metrics::RejectReason::SequenceReplayed)
+        .map(|r| (r.as_str(), service.metrics.rejected(*r)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(refused_again.is_empty(), "refused again: {refused_again:?}");
+    let truth = truth_table(&fleet.ground_truth().rows());
+    assert_table_equal("sqlite", &sqlite_customer_table(&db), &truth);
+    println!("{refused} messages ahead of the clock refused, all taken in by the replay");
+}
+
 /// Day `day` of the dark quarry's three devices, one of which (`d1` and
 /// `d2` in turn, from day 3) loses coverage from 08:00 to 14:00 and
 /// uploads those six hours after its 16:00 reading: late data every day.
