@@ -245,6 +245,38 @@ async fn devices_dark_raised_during_an_outage_is_retracted_when_the_buffer_arriv
     assert_same_as_in_order(&db, &reference_db);
 }
 
+/// Sends the letters of `reasons` in `dead_letters` (every one of the
+/// `refused` kept whole) again, as `fleetpulse replay` does, to `service`,
+/// and stops it. The broker may hand the restarted service what the first
+/// run had taken in but not yet acknowledged when it stopped: duplicates,
+/// refused as such. Nothing else may be refused.
+async fn replay_into(
+    service: in_process::InProcess,
+    cfg: &ServiceConfig,
+    dead_letters: &Path,
+    reasons: &[fleetpulse::metrics::RejectReason],
+    refused: u64,
+) -> Arc<fleetpulse::metrics::IngestMetrics> {
+    let files = [dead_letters.to_owned()];
+    let (messages, replayed) = fleetpulse::replay::letters(&files, reasons).unwrap();
+    assert_eq!(
+        (replayed.sent as u64, replayed.incomplete),
+        (refused, 0),
+        "every refused message kept whole"
+    );
+    let options = fleetpulse::replay::publish_options(cfg).unwrap();
+    feed(&service, options, messages, refused).await;
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+    let refused_again: Vec<_> = (fleetpulse::metrics::RejectReason::ALL.iter())
+        .filter(|r| **r != fleetpulse::metrics::RejectReason::SequenceReplayed)
+        .map(|r| (r.as_str(), service.metrics.rejected(*r)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(refused_again.is_empty(), "refused again: {refused_again:?}");
+    service.metrics
+}
+
 /// Late data refused by a short correction horizon is dead-lettered with
 /// its whole payload; with the horizon raised and the service restarted on
 /// the same WAL, archive and store, `fleetpulse replay` sends it again and
@@ -284,26 +316,8 @@ async fn replaying_dead_letters_restores_data_refused_as_too_late() {
     cfg.engine.correction_horizon = std::time::Duration::from_secs(7 * 86_400);
     let service = in_process::subscribed(cfg.clone(), "replay").await;
     let reasons = [fleetpulse::metrics::RejectReason::TooLate];
-    let (messages, replayed) = fleetpulse::replay::letters(&[dead_letters], &reasons).unwrap();
-    assert_eq!(
-        replayed.sent as u64, refused,
-        "every refused message kept whole"
-    );
-    assert_eq!(replayed.incomplete, 0);
-    let options = fleetpulse::replay::publish_options(&cfg).unwrap();
-    feed(&service, options, messages, refused).await;
-    service.shutdown.cancel();
-    service.task.await.unwrap().unwrap();
-    // The broker may hand the restarted service what the first run had
-    // taken in but not yet acknowledged when it stopped: duplicates,
-    // refused as such. Nothing else is refused.
-    let refused_again: Vec<_> = (fleetpulse::metrics::RejectReason::ALL.iter())
-        .filter(|r| **r != fleetpulse::metrics::RejectReason::SequenceReplayed)
-        .map(|r| (r.as_str(), service.metrics.rejected(*r)))
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    assert!(refused_again.is_empty(), "refused again: {refused_again:?}");
-    assert_eq!(service.metrics.late_admitted.load(Relaxed), refused);
+    let metrics = replay_into(service, &cfg, &dead_letters, &reasons, refused).await;
+    assert_eq!(metrics.late_admitted.load(Relaxed), refused);
 
     let truth = truth_table(&fleet.ground_truth().rows());
     assert_table_equal("sqlite", &sqlite_customer_table(&db), &truth);
@@ -355,21 +369,7 @@ async fn telemetry_refused_as_ahead_of_the_clock_is_taken_in_by_a_replay() {
     let reasons: Vec<_> = (fleetpulse::metrics::RejectReason::ALL.into_iter())
         .filter(|r| r.replayable())
         .collect();
-    let (messages, replayed) = fleetpulse::replay::letters(&[dead_letters], &reasons).unwrap();
-    assert_eq!(
-        replayed.sent as u64, refused,
-        "every refused message kept whole"
-    );
-    let options = fleetpulse::replay::publish_options(&cfg).unwrap();
-    feed(&service, options, messages, refused).await;
-    service.shutdown.cancel();
-    service.task.await.unwrap().unwrap();
-    let refused_again: Vec<_> = (fleetpulse::metrics::RejectReason::ALL.iter())
-        .filter(|r| **r != fleetpulse::metrics::RejectReason::SequenceReplayed)
-        .map(|r| (r.as_str(), service.metrics.rejected(*r)))
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    assert!(refused_again.is_empty(), "refused again: {refused_again:?}");
+    replay_into(service, &cfg, &dead_letters, &reasons, refused).await;
     let truth = truth_table(&fleet.ground_truth().rows());
     assert_table_equal("sqlite", &sqlite_customer_table(&db), &truth);
     println!("{refused} messages ahead of the clock refused, all taken in by the replay");
