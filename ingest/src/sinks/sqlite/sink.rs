@@ -44,7 +44,8 @@ fn connection(
 ) -> Result<(Connection, Option<FileId>), SinkError> {
     let now = file_id(path);
     match conn {
-        Some(conn) if now.is_some() && now == file => return Ok((conn, file)),
+        // A file that could not be told apart at its opening is kept.
+        Some(conn) if file.is_none() || now == file => return Ok((conn, file)),
         Some(conn) => {
             tracing::error!(
                 path = %path.display(),
