@@ -268,10 +268,9 @@ impl DeadLetterStore {
     /// with it. Says so and starts a new file there with the letters not
     /// handed to the OS yet.
     fn reopen_if_removed(&mut self) -> Result<(), DeadLetterError> {
-        use std::os::unix::fs::MetadataExt;
-        let id = |m: fs::Metadata| (m.dev(), m.ino());
-        let open = self.file.get_ref().metadata().map(id).ok();
-        if open.is_some() && open == fs::metadata(&self.path).map(id).ok() {
+        let open = self.file.get_ref().metadata().ok();
+        let open = open.as_ref().map(crate::files::id_of);
+        if open.is_some() && open == crate::files::id(&self.path) {
             return Ok(());
         }
         tracing::error!(

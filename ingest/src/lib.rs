@@ -19,6 +19,7 @@ pub mod dead_letter;
 pub mod delivery;
 pub mod demo;
 pub mod drive;
+pub mod files;
 pub mod handover;
 pub mod health_validation;
 pub mod http;

@@ -28,6 +28,12 @@ struct File {
     alerts: Vec<AlertRecord>,
 }
 
+/// Whether two alert records are of one episode: customer, rule and the
+/// time it opened.
+pub fn same_episode(a: &AlertRecord, b: &AlertRecord) -> bool {
+    (&a.customer, a.rule, a.opened_at) == (&b.customer, b.rule, b.opened_at)
+}
+
 /// The provisional alerts sent whose day's close may not be in every store.
 #[derive(Debug, Clone)]
 pub struct Sent {
@@ -92,10 +98,8 @@ impl Sent {
         let mut added = false;
         for record in records {
             let Output::Alert(a) = record else { continue };
-            let same = |n: &AlertRecord| {
-                (&n.customer, n.rule, n.opened_at) == (&a.customer, a.rule, a.opened_at)
-            };
-            if a.provisional && a.status == AlertStatus::Open && !self.alerts.iter().any(same) {
+            let noted = self.alerts.iter().any(|n| same_episode(n, a));
+            if a.provisional && a.status == AlertStatus::Open && !noted {
                 self.alerts.push(a.clone());
                 added = true;
             }
@@ -103,22 +107,14 @@ impl Sent {
         added
     }
 
-    /// Writes the file atomically: a temporary file, fsync, rename, the
-    /// directory synced.
+    /// Writes the file atomically ([`crate::files::replace`]).
     pub fn store(&self) -> std::io::Result<()> {
-        let file = path(&self.dir);
-        let tmp = file.with_extension("json.tmp");
         let body = serde_json::to_vec(&File {
             format: FORMAT,
             alerts: self.alerts.clone(),
         })
         .map_err(std::io::Error::other)?;
-        let mut out = std::fs::File::create(&tmp)?;
-        std::io::Write::write_all(&mut out, &body)?;
-        out.sync_all()?;
-        drop(out);
-        std::fs::rename(&tmp, &file)?;
-        std::fs::File::open(&self.dir)?.sync_all()
+        crate::files::replace(&path(&self.dir), &body)
     }
 }
 

@@ -121,25 +121,6 @@ fn journal_batches(bytes: &[u8], generation: u64) -> Vec<Vec<Output>> {
     out
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file, fsync, rename,
-/// the directory synced.
-fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    sync_dir(path)
-}
-
-fn sync_dir(path: &Path) -> std::io::Result<()> {
-    match path.parent() {
-        Some(dir) => std::fs::File::open(dir)?.sync_all(),
-        None => Ok(()),
-    }
-}
-
 /// The file's bytes; `None` when there is none.
 fn read(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
     match std::fs::read(path) {
@@ -200,12 +181,12 @@ impl Journal {
     pub fn start(dir: &Path, after: u64, records: &[Output]) -> std::io::Result<Self> {
         let generation = after + 1;
         let snapshot = encode_snapshot(generation, records);
-        replace(&snapshot_path(dir), &snapshot)?;
+        crate::files::replace(&snapshot_path(dir), &snapshot)?;
         let mut header = Vec::with_capacity(JOURNAL_HEADER);
         header.extend_from_slice(JOURNAL_MAGIC);
         header.extend_from_slice(&FORMAT.to_le_bytes());
         header.extend_from_slice(&generation.to_le_bytes());
-        replace(&journal_path(dir), &header)?;
+        crate::files::replace(&journal_path(dir), &header)?;
         let file = std::fs::OpenOptions::new()
             .append(true)
             .open(journal_path(dir))?;

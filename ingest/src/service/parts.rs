@@ -471,11 +471,9 @@ fn noted_unsettled(
     mut archived: Vec<fleetpulse_engine::AlertRecord>,
     noted: &[fleetpulse_engine::AlertRecord],
 ) -> Vec<fleetpulse_engine::AlertRecord> {
+    use crate::delivery::provisional::same_episode;
     for a in noted {
-        let same = |b: &fleetpulse_engine::AlertRecord| {
-            (&b.customer, b.rule, b.opened_at) == (&a.customer, a.rule, a.opened_at)
-        };
-        if !archived.iter().any(same) {
+        if !archived.iter().any(|b| same_episode(a, b)) {
             archived.push(a.clone());
         }
     }

@@ -19,16 +19,7 @@ pub struct SqliteSink {
     /// the next write reopens the file.
     conn: Option<Connection>,
     /// The identity of the file `conn` writes to.
-    file: Option<FileId>,
-}
-
-/// A file's device and inode: a file removed or replaced at a path has
-/// another, or none.
-type FileId = (u64, u64);
-
-fn file_id(path: &Path) -> Option<FileId> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    file: Option<crate::files::FileId>,
 }
 
 /// The connection to write with: `conn` while the file at `path` is still
@@ -40,9 +31,9 @@ fn file_id(path: &Path) -> Option<FileId> {
 fn connection(
     path: &Path,
     conn: Option<Connection>,
-    file: Option<FileId>,
-) -> Result<(Connection, Option<FileId>), SinkError> {
-    let now = file_id(path);
+    file: Option<crate::files::FileId>,
+) -> Result<(Connection, Option<crate::files::FileId>), SinkError> {
+    let now = crate::files::id(path);
     match conn {
         // A file that could not be told apart at its opening is kept.
         Some(conn) if file.is_none() || now == file => return Ok((conn, file)),
@@ -65,7 +56,7 @@ fn connection(
         None => {}
     }
     let conn = open_connection(path)?;
-    Ok((conn, file_id(path)))
+    Ok((conn, crate::files::id(path)))
 }
 
 impl SqliteSink {
