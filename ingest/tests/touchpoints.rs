@@ -442,8 +442,8 @@ async fn touchpoints_through_the_api_drive_coverage_gaps_and_show_in_page_and_re
     assert!(html.contains("Jo Bloggs (CEO); ops lead"));
 }
 
-/// `fleetpulse touchpoints` and `contracts` with a `--store` that names no
-/// store (a typo, the wrong directory): refused naming the path, and no
+/// `fleetpulse touchpoints`, `contracts` and `report` with a `--store`
+/// that names no store (a typo, the wrong directory): refused naming the path, and no
 /// file is made there. Before, each made an empty store at the path: a
 /// list showed nothing, and what a CSM added went where no dashboard reads.
 #[test]
@@ -468,6 +468,15 @@ fn a_store_path_that_names_no_store_is_refused_and_nothing_is_made() {
             store,
         ],
         vec!["contracts", "list", "--store", store],
+        vec![
+            "report",
+            "--customer",
+            "acme",
+            "--out",
+            "acme.html",
+            "--store",
+            store,
+        ],
     ] {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
             .args(&args)

@@ -122,26 +122,29 @@ pub async fn on_store<T: Send + 'static>(
         return Ok(None);
     };
     let internal = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e);
-    // The sink made it at the start: gone, it was removed, and a file made
-    // here would pick up the removed one's log. The sink's next write
-    // starts it again.
-    if !path.exists() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "the SQLite store {} is missing (removed?); the service starts it again with \
-                 its next write",
-                path.display()
-            ),
-        ));
-    }
     tokio::task::spawn_blocking(move || {
-        crate::sinks::SqliteStore::open(&path).and_then(|mut s| f(&mut s))
+        crate::sinks::SqliteStore::open_existing(&path).and_then(|mut s| f(&mut s))
     })
     .await
     .map_err(|e| internal(e.to_string()))?
     .map(Some)
-    .map_err(|e| internal(e.to_string()))
+    .map_err(store_error)
+}
+
+/// A store read's error as an answer. The sink made the file at the start:
+/// gone, it was removed (a file made by a reader would pick up the removed
+/// one's log), and the sink's next write starts it again.
+pub(crate) fn store_error(e: crate::sinks::SinkError) -> ApiError {
+    match e {
+        crate::sinks::SinkError::SqliteMissing { path } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the SQLite store {path} is missing (removed?); the service starts it again \
+                 with its next write"
+            ),
+        ),
+        e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 /// An API error: status and message, as `{"error": ..., "status": ...}`.

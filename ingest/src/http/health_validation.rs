@@ -76,7 +76,7 @@ pub async fn health_validation(
     let stored: Option<Vec<HealthRecord>> = match hub.touchpoint_store() {
         Some(path) => Some(
             tokio::task::spawn_blocking(move || {
-                let store = SqliteStore::open(&path)?;
+                let store = SqliteStore::open_existing(&path)?;
                 let mut rows = Vec::new();
                 for customer in &deciding {
                     rows.extend(store.health(Some(customer))?);
@@ -85,7 +85,7 @@ pub async fn health_validation(
             })
             .await
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?,
+            .map_err(super::api::store_error)?,
         ),
         None => None,
     };

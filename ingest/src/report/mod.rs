@@ -145,14 +145,13 @@ fn day_of(at: EventTime, zone: &TimeZone) -> (EventTime, EventTime) {
 
 /// Reads what the report needs from the store named in `args`.
 pub fn load(args: &ReportArgs) -> anyhow::Result<ReportData> {
-    if !args.store.exists() {
-        bail!(
+    let store = match SqliteStore::open_existing(&args.store) {
+        Err(crate::sinks::SinkError::SqliteMissing { .. }) => bail!(
             "{}: no such store (run `fleetpulse demo` first, or pass --store)",
             args.store.display()
-        );
-    }
-    let store = SqliteStore::open(&args.store)
-        .with_context(|| format!("{}: cannot open", args.store.display()))?;
+        ),
+        opened => opened.with_context(|| format!("{}: cannot open", args.store.display()))?,
+    };
     let id = args.customer.as_str();
     // Closed days: a provisional score (the open day so far) is not one.
     let mut all_health = store.health(Some(id))?;

@@ -194,6 +194,13 @@ pub enum SinkError {
         /// not say.
         disk: sqlite::DiskNote,
     },
+    /// A reader named a SQLite file that does not exist (mistyped, or
+    /// removed while the service runs).
+    #[error("SQLite database {path} does not exist")]
+    SqliteMissing {
+        /// The database file.
+        path: String,
+    },
     /// Creating or checking the SQLite schema failed.
     #[error("creating the schema in SQLite database {path}: {source}")]
     SqliteSchema {
@@ -280,6 +287,8 @@ impl SinkError {
             | SinkError::SqliteSchemaVersion { .. }
             | SinkError::SqliteTask(_)
             | SinkError::WriteTooLarge { .. } => false,
+            // The sink starts a removed file again with its next write.
+            SinkError::SqliteMissing { .. } => true,
             SinkError::SqliteOpen { source, .. }
             | SinkError::SqliteSchema { source, .. }
             | SinkError::SqliteWrite(source)

@@ -159,14 +159,14 @@ pub fn run(args: TouchpointsArgs) -> anyhow::Result<()> {
 /// refused: made here, it would hold what a CSM recorded where no
 /// dashboard reads it, and list nothing.
 pub(crate) fn open_store(path: &Path) -> anyhow::Result<SqliteStore> {
-    if !path.exists() {
-        anyhow::bail!(
+    match SqliteStore::open_existing(path) {
+        Err(crate::sinks::SinkError::SqliteMissing { .. }) => anyhow::bail!(
             "{}: no such store (pass the service's `[[sinks]]` SQLite path with --store, or \
              start the service once to make it)",
             path.display()
-        );
+        ),
+        opened => opened.with_context(|| format!("{}: cannot open the store", path.display())),
     }
-    SqliteStore::open(path).with_context(|| format!("{}: cannot open the store", path.display()))
 }
 
 /// A field of a record given on the command line that does not check,

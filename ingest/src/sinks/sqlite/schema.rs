@@ -202,17 +202,43 @@ fn missing_columns(conn: &Connection) -> rusqlite::Result<Vec<(&'static str, Str
 /// Opens (creating if needed) the database at `path`: parent directories,
 /// WAL journal mode, busy timeout, and the schema. Blocking.
 pub(crate) fn open_connection(path: &Path) -> Result<Connection, SinkError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        // A failure here shows up as SQLITE_CANTOPEN just below, with the path.
+        let _ = std::fs::create_dir_all(parent);
+    }
+    set_up(path, Connection::open(path))
+}
+
+/// Opens the database at `path` only if it exists: a reader's open, which
+/// must not make an empty store where a path is mistyped, nor one from the
+/// log a removed file left behind (the sink starts that file again).
+/// Blocking.
+pub(crate) fn open_existing(path: &Path) -> Result<Connection, SinkError> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    match Connection::open_with_flags(path, flags) {
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::CannotOpen && !path.exists() =>
+        {
+            Err(SinkError::SqliteMissing {
+                path: path.display().to_string(),
+            })
+        }
+        opened => set_up(path, opened),
+    }
+}
+
+/// The settings and schema every connection gets.
+fn set_up(path: &Path, opened: rusqlite::Result<Connection>) -> Result<Connection, SinkError> {
     let shown = path.display().to_string();
     let open_err = |source| SinkError::SqliteOpen {
         path: shown.clone(),
         source,
         disk: super::DiskNote::of(path),
     };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        // A failure here shows up as SQLITE_CANTOPEN just below, with the path.
-        let _ = std::fs::create_dir_all(parent);
-    }
-    let conn = Connection::open(path).map_err(open_err)?;
+    let conn = opened.map_err(open_err)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
     let mode = wal_mode(&conn).map_err(open_err)?;
     if !mode.eq_ignore_ascii_case("wal") {

@@ -11,7 +11,7 @@ use fleetpulse_engine::{
 };
 use rusqlite::{Connection, Params};
 
-use super::schema::{open_connection, select_sql, upsert_sql};
+use super::schema::{open_connection, open_existing, select_sql, upsert_sql};
 use crate::records::{RecordKind, Role};
 use crate::sinks::SinkError;
 
@@ -27,6 +27,16 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, SinkError> {
         Ok(SqliteStore {
             conn: open_connection(path.as_ref())?,
+        })
+    }
+
+    /// Opens the store at `path` only if the file exists
+    /// ([`SinkError::SqliteMissing`] if not): for readers that must not
+    /// make one (a command given a mistyped path, the API while the file
+    /// is removed).
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<SqliteStore, SinkError> {
+        Ok(SqliteStore {
+            conn: open_existing(path.as_ref())?,
         })
     }
 
@@ -317,6 +327,39 @@ mod tests {
         let path = dir.path().join("kpi.sqlite");
         let sink = open_sink(&path).await;
         (dir, path, sink)
+    }
+
+    #[tokio::test]
+    async fn a_reader_makes_no_store_where_there_is_none_nor_one_from_a_removed_file_s_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let mistyped = dir.path().join("kpi.sqlit");
+        let err = SqliteStore::open_existing(&mistyped).unwrap_err();
+        assert!(matches!(err, SinkError::SqliteMissing { .. }), "{err}");
+        assert!(
+            err.to_string().contains("kpi.sqlit does not exist"),
+            "{err}"
+        );
+        assert!(!mistyped.exists());
+
+        // A store with rows in its log, removed while its sink holds it:
+        // the log left behind is no store.
+        let (_dir, path, mut sink) = temp_sink().await;
+        sink.write(&[Output::Customer(customer("acme", 0, 1))])
+            .await
+            .unwrap();
+        assert_eq!(
+            SqliteStore::open_existing(&path)
+                .unwrap()
+                .customer_kpis("1h")
+                .unwrap()
+                .len(),
+            1
+        );
+        std::fs::remove_file(&path).unwrap();
+        let err = SqliteStore::open_existing(&path).unwrap_err();
+        assert!(matches!(err, SinkError::SqliteMissing { .. }), "{err}");
+        assert!(!path.exists());
+        drop(sink);
     }
 
     /// The version in the store's `schema_version` table.
