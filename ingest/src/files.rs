@@ -8,11 +8,24 @@ use std::path::Path;
 /// Writes `bytes` to `path` atomically: a temporary file beside it, fsync,
 /// rename, the directory synced.
 pub fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    replace_with(path, |w| w.write_all(bytes))
+}
+
+/// [`replace`] with the contents streamed by `write` (a buffered writer):
+/// a large file is not held whole in memory first. The temporary file is
+/// `path` with `.tmp` appended.
+pub fn replace_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
+    let file = std::fs::File::create(&tmp)?;
+    let mut writer = std::io::BufWriter::new(&file);
+    write(&mut writer)?;
+    writer.flush()?;
+    drop(writer);
     file.sync_all()?;
     drop(file);
     std::fs::rename(&tmp, path)?;

@@ -327,15 +327,8 @@ impl Outbox {
         let Some(dir) = &self.dir else {
             return Ok(());
         };
-        let tmp = dir.join(format!("{FILE}.tmp"));
-        let buffer = frame_adds(self.pending.values());
-        let mut file = File::create(&tmp)?;
-        file.write_all(&buffer)?;
-        file.sync_all()?;
-        drop(file);
         let path = dir.join(FILE);
-        std::fs::rename(&tmp, &path)?;
-        File::open(dir)?.sync_all()?;
+        crate::files::replace(&path, &frame_adds(self.pending.values()))?;
         self.file = Some(OpenOptions::new().append(true).open(&path)?);
         self.stale = 0;
         Ok(())

@@ -46,17 +46,10 @@ impl Checkpoint {
         }
     }
 
-    /// Writes the checkpoint atomically: a temporary file, fsync, rename,
-    /// fsync of the directory.
+    /// Writes the checkpoint atomically ([`crate::files::replace`]).
     pub fn store(&self, wal_dir: &Path) -> std::io::Result<()> {
-        let target = path(wal_dir);
-        let tmp = wal_dir.join("checkpoint.json.tmp");
-        let file = std::fs::File::create(&tmp)?;
-        serde_json::to_writer(&file, self)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, &target)?;
-        std::fs::File::open(wal_dir)?.sync_all()
+        let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        crate::files::replace(&path(wal_dir), &bytes)
     }
 }
 

@@ -11,7 +11,6 @@
 //! each), body length (u64 LE), CRC-32 of the body (u32 LE), body (bincode
 //! of the memories).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -147,13 +146,9 @@ pub fn pending(wal_dir: &Path) -> std::io::Result<Vec<EventTime>> {
     Ok(points)
 }
 
-/// Writes `snapshot` as pending: a temporary file, fsync, rename.
+/// Writes `snapshot` as pending, atomically ([`crate::files::replace`]).
 pub fn store_pending(wal_dir: &Path, snapshot: &DeviceSnapshot) -> std::io::Result<()> {
-    let tmp = wal_dir.join("devices.pending.tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(&encode(snapshot))?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, pending_path(wal_dir, snapshot.newest))
+    crate::files::replace(&pending_path(wal_dir, snapshot.newest), &encode(snapshot))
 }
 
 /// Makes the pending snapshot up to `newest` the one a restart loads and

@@ -54,24 +54,16 @@ pub fn load(wal_dir: &Path) -> Result<HashMap<Id, JourneyState>, String> {
     Ok(file.journeys)
 }
 
-/// Writes the states atomically: a temporary file, fsync, rename (the
-/// directory is synced by the checkpoint written right after).
+/// Writes the states atomically ([`crate::files::replace_with`], streamed:
+/// thousands of customers' states are not held twice in memory).
 pub fn store(wal_dir: &Path, journeys: HashMap<Id, JourneyState>) -> std::io::Result<()> {
-    let tmp = wal_dir.join("journeys.json.tmp");
-    let file = std::fs::File::create(&tmp)?;
-    let mut writer = std::io::BufWriter::new(&file);
-    serde_json::to_writer(
-        &mut writer,
-        &File {
-            format: FORMAT,
-            journeys,
-        },
-    )
-    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    std::io::Write::flush(&mut writer)?;
-    drop(writer);
-    file.sync_all()?;
-    std::fs::rename(&tmp, path(wal_dir))
+    let file = File {
+        format: FORMAT,
+        journeys,
+    };
+    crate::files::replace_with(&path(wal_dir), |w| {
+        serde_json::to_writer(w, &file).map_err(std::io::Error::other)
+    })
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@
 //! twice.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -148,17 +147,7 @@ impl PositionFile {
             .unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(io)?;
         let body = serde_json::to_vec(position).expect("a position serialises");
-        let tmp = self.path.with_extension("json.tmp");
-        let mut file = std::fs::File::create(&tmp).map_err(io)?;
-        file.write_all(&body).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        drop(file);
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        // The rename is durable once the directory is.
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
-        Ok(())
+        crate::files::replace(&self.path, &body).map_err(io)
     }
 }
 
