@@ -276,19 +276,20 @@ pub enum SinkError {
 
 impl SinkError {
     /// Whether trying the same step again later may succeed: connection
-    /// failures and timeouts, HTTP 5xx, 429 and 408, and SQLite busy, locked,
-    /// I/O and disk-full errors. Client errors (400, 401, 403, 404, 413, 422),
-    /// bad config and missing secrets are not retryable.
+    /// failures and timeouts, HTTP 5xx, 429 and 408, and any SQLite error of
+    /// the store rather than the records (see [`sqlite::is_retryable`]: a
+    /// file an operator can mend included). Client errors (400, 401, 403,
+    /// 404, 413, 422), bad config and missing secrets are not retryable.
     pub fn is_retryable(&self) -> bool {
         match self {
             SinkError::Config { .. }
             | SinkError::Secret { .. }
             | SinkError::Client(_)
-            | SinkError::SqliteSchemaVersion { .. }
             | SinkError::SqliteTask(_)
             | SinkError::WriteTooLarge { .. } => false,
-            // The sink starts a removed file again with its next write.
-            SinkError::SqliteMissing { .. } => true,
+            // The sink starts a removed file again with its next write; a
+            // newer build's file put at the path is the operator's to move.
+            SinkError::SqliteMissing { .. } | SinkError::SqliteSchemaVersion { .. } => true,
             SinkError::SqliteOpen { source, .. }
             | SinkError::SqliteSchema { source, .. }
             | SinkError::SqliteWrite(source)

@@ -15,8 +15,10 @@
 //! with exponential backoff and jitter, up to [`Backoff::max_retries`] times.
 //! A non-retryable error, or a retryable one that outlasts the retries, is
 //! logged and counted, and **that batch is dropped** (counted in
-//! [`SinkReport::records_dropped`]). Dead-lettering failed batches instead is
-//! issue 4.
+//! [`SinkReport::records_dropped`]): a record the store will never take
+//! (an HTTP 400 line, a SQLite constraint). The service retries without
+//! limit, so a store that is down or a SQLite file an operator broke holds
+//! the batch (and, behind it, the WAL) until it is mended.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;

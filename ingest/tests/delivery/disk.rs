@@ -469,6 +469,152 @@ async fn a_store_file_removed_while_written_is_started_again_and_said() {
     );
 }
 
+/// The SQLite store's file replaced, while written, by one that is no
+/// database (the wrong file restored over it: `mv backup.tar kpi.sqlite`).
+/// The sink cannot open it; before, each batch failed at once as not
+/// retryable and was dropped ("batch dropped", records emitted and never
+/// written), and once the file was mended the store lacked those days for
+/// good. Now the batches wait (the log says why, naming the file), and
+/// when the operator removes the wrong file the sink starts a sound one
+/// and writes them: every record emitted is written, and the days the new
+/// file holds equal the ground truth up to the last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_file_replaced_by_no_database_holds_the_records_until_mended() {
+    let (mosquitto, dir, fleet, mut service, http_port) =
+        sqlite_service("fleetpulse-store-replaced", 47, "");
+    let store = dir.path().join("kpi.sqlite");
+    let (sent, publisher) = spawn_publisher(&mosquitto, &fleet, "store-replaced-sim", 150.0);
+    let started = Instant::now();
+    while sqlite_customer_table(&store).len() < 4 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no day stored");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let wrong = dir.path().join("backup.tar");
+    std::fs::write(
+        &wrong,
+        "not a database, a tar of something else\n".repeat(200),
+    )
+    .unwrap();
+    std::fs::rename(&wrong, &store).unwrap();
+    let replaced_at = metric(&metrics(http_port), ACCEPTED);
+    assert!(replaced_at < sent, "replaced while the fleet publishes");
+    publisher.await.unwrap().unwrap();
+    wait_accepted(http_port, sent, &service).await;
+    let said = "file is not a database";
+    let started = Instant::now();
+    while !service.log().contains(said) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{}",
+            service.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = metrics(http_port);
+    let emitted = metric(&text, "fleetpulse_records_emitted_total");
+    assert!(
+        metric(&text, "fleetpulse_sink_records_written_total") < emitted,
+        "records wait for the store"
+    );
+
+    // Mended: the wrong file removed.
+    std::fs::remove_file(&store).unwrap();
+    let started = Instant::now();
+    loop {
+        let text = metrics(http_port);
+        let emitted = metric(&text, "fleetpulse_records_emitted_total");
+        if metric(&text, "fleetpulse_sink_records_written_total") == emitted {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "records emitted and never written\n{}",
+            service.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    service.stop();
+    assert!(
+        !service.log().contains("batch dropped"),
+        "{}",
+        service.log_tail()
+    );
+    let truth = truth_table(&fleet.ground_truth().rows());
+    let stored = sqlite_customer_table(&store);
+    let last_day = truth.keys().map(|(_, day)| *day).max().unwrap();
+    assert!(
+        stored.keys().any(|(_, day)| *day == last_day),
+        "the last day: {:?}",
+        stored.keys().collect::<Vec<_>>()
+    );
+    let days = truth.len();
+    let kept = (truth.into_iter())
+        .filter(|(key, _)| stored.contains_key(key))
+        .collect();
+    assert_table_equal("the mended file", &stored, &kept);
+    println!(
+        "replaced after {replaced_at} of {sent} messages; the mended file holds {} of the \
+         {days} customer-days",
+        stored.len()
+    );
+}
+
+/// The SQLite store's file removed while the service is quiet (`rm
+/// kpi.sqlite`, its `-wal` left beside it), and the API asked before the
+/// sink writes again: every route that reads the store (health validation,
+/// contract events, touchpoints) answers 503 naming the file, and none
+/// makes a store at the path. Before, `/api/health-validation` opened the
+/// path as the sink does, making a file there from the removed one's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_file_removed_while_quiet_is_made_by_no_reader() {
+    let (mosquitto, dir, fleet, mut service, http_port) = sqlite_service(
+        "fleetpulse-store-quiet",
+        43,
+        "[engine]\nidle_after = \"1s\"\n",
+    );
+    let store = dir.path().join("kpi.sqlite");
+    let (sent, publisher) = spawn_publisher(&mosquitto, &fleet, "store-quiet-sim", 400.0);
+    publisher.await.unwrap().unwrap();
+    wait_accepted(http_port, sent, &service).await;
+    // Quiet: every record emitted is written, and no more come.
+    let (mut last, mut since) = (u64::MAX, Instant::now());
+    loop {
+        let text = metrics(http_port);
+        let emitted = metric(&text, "fleetpulse_records_emitted_total");
+        let written = metric(&text, "fleetpulse_sink_records_written_total");
+        if emitted != last || written < emitted {
+            (last, since) = (emitted, Instant::now());
+        } else if since.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "{}",
+            service.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log = PathBuf::from(format!("{}-wal", store.display()));
+    std::fs::remove_file(&store).unwrap();
+    assert!(log.exists(), "the removed file's log stays beside it");
+    let customer = &fleet.customers()[0].id;
+    for route in [
+        "/api/health-validation".to_owned(),
+        "/api/contract-events".to_owned(),
+        format!("/api/customers/{customer}/touchpoints"),
+    ] {
+        let response = http_get(&format!("http://127.0.0.1:{http_port}{route}")).unwrap();
+        let body = response.text();
+        assert_eq!(response.status, 503, "{route}: {body}");
+        assert!(
+            body.contains("kpi.sqlite is missing (removed?)"),
+            "{route}: {body}"
+        );
+        assert!(!store.exists(), "{route} made a store at the path");
+    }
+    service.stop();
+}
+
 /// The WAL's directory removed while the service runs (`rm -rf wal`, to
 /// start afresh): the log's next commit is refused as on a full disk and
 /// intake pauses, so nothing is acknowledged into the removed files (the

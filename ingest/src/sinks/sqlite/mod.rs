@@ -62,17 +62,23 @@ impl std::fmt::Display for DiskNote {
     }
 }
 
-/// Whether a SQLite error may go away on its own: another connection holds a
-/// lock, the disk is full, or an I/O error occurred.
+/// Whether a SQLite error is the store's rather than the batch's, so that
+/// writing the same batch again may succeed: a lock, a full disk, an I/O
+/// error, and also a file an operator can mend (made read-only, replaced by
+/// one that is no database, corrupt, of a newer build): the batch waits
+/// for it in the WAL instead of being dropped. Only what is wrong with the
+/// records themselves (a constraint, a value too big or of the wrong type)
+/// and errors that are no SQLite result are not retried.
 pub(crate) fn is_retryable(error: &rusqlite::Error) -> bool {
-    matches!(
-        error.sqlite_error_code(),
-        Some(
-            ErrorCode::DatabaseBusy
-                | ErrorCode::DatabaseLocked
-                | ErrorCode::DiskFull
-                | ErrorCode::SystemIoFailure
-                | ErrorCode::CannotOpen
-        )
-    )
+    match error.sqlite_error_code() {
+        None => false,
+        Some(code) => !matches!(
+            code,
+            ErrorCode::ConstraintViolation
+                | ErrorCode::TooBig
+                | ErrorCode::TypeMismatch
+                | ErrorCode::ParameterOutOfRange
+                | ErrorCode::ApiMisuse
+        ),
+    }
 }

@@ -25,9 +25,11 @@ pub struct SqliteSink {
 /// The connection to write with: `conn` while the file at `path` is still
 /// the one it opened (`file`). A file removed or replaced meanwhile (`rm
 /// kpi.sqlite` to start afresh) would take every later record with it,
-/// unseen: the old connection is closed (SQLite folds its log into the
-/// removed file and deletes the log), a log it left behind is removed, and
-/// a new file is started at the path. Blocking.
+/// unseen: the old connection's log is folded into the old file and
+/// emptied, the connection closed, a log a removed file left behind is
+/// removed, and the path opened again: a new file where there is none; a
+/// file there that is no database fails each write (retried: the records
+/// wait) until the operator moves it. Blocking.
 fn connection(
     path: &Path,
     conn: Option<Connection>,
@@ -38,12 +40,25 @@ fn connection(
         // A file that could not be told apart at its opening is kept.
         Some(conn) if file.is_none() || now == file => return Ok((conn, file)),
         Some(conn) => {
+            let then = match now {
+                None => "a new file is started there",
+                Some(_) => "the file now there is written to",
+            };
             tracing::error!(
                 path = %path.display(),
-                "the store's file was removed or replaced while the service wrote to it: a new \
-                 file is started there, without what was written before (the service does not \
-                 write that again; `fleetpulse backfill` or `fleetpulse replay` fills past days)"
+                "the store's file was removed or replaced while the service wrote to it: {then}, \
+                 without what was written before (the service does not write that again; \
+                 `fleetpulse backfill` or `fleetpulse replay` fills past days)"
             );
+            // Folded into the old file and emptied through the connection's
+            // own handle: a log left at the path would be read as the new
+            // file's (a file that is no database would then take writes
+            // over its own bytes, and a backup put there would show the
+            // old file's last pages).
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                tracing::warn!(path = %path.display(), error = %e,
+                    "the replaced store's log could not be emptied");
+            }
             drop(conn);
             if !path.exists() {
                 for log in ["-wal", "-shm"] {
