@@ -563,8 +563,9 @@ async fn a_store_file_replaced_by_no_database_holds_the_records_until_mended() {
 /// kpi.sqlite`, its `-wal` left beside it), and the API asked before the
 /// sink writes again: every route that reads the store (health validation,
 /// contract events, touchpoints) answers 503 naming the file, and none
-/// makes a store at the path. Before, `/api/health-validation` opened the
-/// path as the sink does, making a file there from the removed one's log.
+/// makes a store at the path (which would take in the removed file's log).
+/// The readers checked the path before opening it; they now open only a
+/// file that exists, with no moment between the check and the open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_file_removed_while_quiet_is_made_by_no_reader() {
     let (mosquitto, dir, fleet, mut service, http_port) = sqlite_service(
