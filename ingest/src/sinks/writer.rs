@@ -88,7 +88,7 @@ pub struct SinkReport {
 
 /// Runs the sink until `rx` closes, then writes what is buffered and returns
 /// the report. Non-retryable errors drop their batch (logged and counted in
-/// the report); dead-lettering those batches comes with issue 4.
+/// the report): records the store will never take.
 pub async fn run_sink(
     sink: Sink,
     rx: Receiver<Arc<[Output]>>,
