@@ -30,7 +30,9 @@ pub(crate) struct Day {
     pub active_devices: u32,
     pub utilisation: f64,
     pub advanced_features: u32,
-    pub operator_hours: Vec<(Id, f64)>,
+    /// Shared, not copied, by the probe journeys the open day is judged
+    /// with every hour (serialised as the list it was).
+    pub operator_hours: std::sync::Arc<[(Id, f64)]>,
     pub outcomes_met: u32,
     pub outcomes_evaluated: u32,
 }
@@ -427,7 +429,7 @@ impl Journey {
             active_devices: kpi.active_devices,
             utilisation: kpi.utilisation,
             advanced_features: kpi.advanced_features,
-            operator_hours: kpi.operator_hours.clone(),
+            operator_hours: kpi.operator_hours.as_slice().into(),
             outcomes_met: met,
             outcomes_evaluated: evaluated,
         });

@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use evalexpr::{ContextWithMutableVariables, HashMapContext, Node, Value};
+use evalexpr::{
+    DefaultNumericTypes, EvalexprError, EvalexprResult, Node, Value, error::EvalexprResultValue,
+};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -62,6 +64,39 @@ pub const AGGREGATES: [&str; 16] = [
     "window_hours",
 ];
 
+/// A window's aggregates as an expression's variables, in the order of
+/// [`AGGREGATES`]: read by name where the expression names one, with no
+/// map built per window (outcomes are judged at every day's close and in
+/// each hourly provisional probe).
+struct Aggregates([Value; AGGREGATES.len()]);
+
+impl evalexpr::Context for Aggregates {
+    type NumericTypes = DefaultNumericTypes;
+
+    fn get_value(&self, identifier: &str) -> Option<&Value> {
+        let at = AGGREGATES.iter().position(|name| *name == identifier)?;
+        Some(&self.0[at])
+    }
+
+    fn call_function(&self, identifier: &str, _argument: &Value) -> EvalexprResultValue {
+        Err(EvalexprError::FunctionIdentifierNotFound(
+            identifier.to_string(),
+        ))
+    }
+
+    /// An expression names no function ([`Expression::parse`] refuses one).
+    fn are_builtin_functions_disabled(&self) -> bool {
+        true
+    }
+
+    fn set_builtin_functions_disabled(&mut self, disabled: bool) -> EvalexprResult<()> {
+        match disabled {
+            true => Ok(()),
+            false => Err(EvalexprError::BuiltinFunctionsCannotBeEnabled),
+        }
+    }
+}
+
 /// An outcome expression that cannot be used.
 #[derive(Debug, Error, PartialEq)]
 pub enum ExpressionError {
@@ -103,13 +138,7 @@ impl Expression {
         }
         // evalexpr builds some incomplete trees (`cycles /`) and fails only
         // when evaluating: evaluate once with every aggregate set to 1.
-        let mut probe = HashMapContext::new();
-        for name in AGGREGATES {
-            probe
-                .set_value(name.into(), Value::Float(1.0))
-                .map_err(|e| ExpressionError::Parse(e.to_string()))?;
-        }
-        match tree.eval_with_context(&probe) {
+        match tree.eval_with_context(&Aggregates([1.0; AGGREGATES.len()].map(Value::Float))) {
             Ok(Value::Float(_) | Value::Int(_) | Value::Boolean(_)) => {}
             Ok(other) => {
                 return Err(ExpressionError::Parse(format!(
@@ -132,36 +161,32 @@ impl Expression {
     /// Evaluates over a closed window; `None` when undefined (e.g. a ratio
     /// over a window with no cycles).
     pub fn eval(&self, kpi: &CustomerKpi) -> Option<f64> {
-        let mut context = HashMapContext::new();
         let hours = (kpi.window_end - kpi.window_start) as f64 / 3_600_000.0;
-        for (name, value) in [
-            ("devices_purchased", f64::from(kpi.devices_purchased)),
-            ("reporting_devices", f64::from(kpi.reporting_devices)),
-            ("active_devices", f64::from(kpi.active_devices)),
-            ("utilisation", kpi.utilisation),
-            ("operating_hours", kpi.totals.operating_hours),
-            ("idle_hours", kpi.totals.idle_hours),
-            ("fuel_litres", kpi.totals.fuel_litres),
-            ("cycles", kpi.totals.cycles as f64),
-            ("output_units", kpi.totals.output_units),
-            (
-                "manual_interventions",
-                kpi.totals.manual_interventions as f64,
-            ),
-            ("distinct_operators", f64::from(kpi.distinct_operators)),
-            (
-                "advanced_features_used",
-                f64::from(kpi.advanced_features_used),
-            ),
-            ("advanced_feature_share", kpi.advanced_feature_share),
-            ("fault_count", kpi.totals.fault_count as f64),
-            ("samples", kpi.totals.samples as f64),
-            ("window_hours", hours),
-        ] {
-            // Floats throughout, so `a / b` never truncates.
-            context.set_value(name.into(), Value::Float(value)).ok()?;
-        }
-        let value = match self.tree.eval_with_context(&context).ok()? {
+        // In the order of AGGREGATES; floats throughout, so `a / b` never
+        // truncates.
+        let values = [
+            f64::from(kpi.devices_purchased),
+            f64::from(kpi.reporting_devices),
+            f64::from(kpi.active_devices),
+            kpi.utilisation,
+            kpi.totals.operating_hours,
+            kpi.totals.idle_hours,
+            kpi.totals.fuel_litres,
+            kpi.totals.cycles as f64,
+            kpi.totals.output_units,
+            kpi.totals.manual_interventions as f64,
+            f64::from(kpi.distinct_operators),
+            f64::from(kpi.advanced_features_used),
+            kpi.advanced_feature_share,
+            kpi.totals.fault_count as f64,
+            kpi.totals.samples as f64,
+            hours,
+        ];
+        let value = match self
+            .tree
+            .eval_with_context(&Aggregates(values.map(Value::Float)))
+            .ok()?
+        {
             Value::Float(f) => f,
             Value::Int(i) => i as f64,
             Value::Boolean(b) => f64::from(u8::from(b)),

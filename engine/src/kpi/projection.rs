@@ -202,7 +202,7 @@ pub(crate) fn outlook(
     let base: VecDeque<Day> = days[days.len().saturating_sub(SCORE_DAYS)..]
         .iter()
         .map(|d| Day {
-            operator_hours: Vec::new(),
+            operator_hours: Default::default(),
             ..(*d).clone()
         })
         .collect();

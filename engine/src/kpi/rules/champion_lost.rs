@@ -36,7 +36,7 @@ pub(super) fn reading(today: &Today<'_>) -> Option<(Reading, Id)> {
     }
     let mut baseline: HashMap<&Id, f64> = HashMap::new();
     for day in days.iter().rev().skip(absent).take(28) {
-        for (op, h) in &day.operator_hours {
+        for (op, h) in day.operator_hours.iter() {
             *baseline.entry(op).or_default() += h;
         }
     }
