@@ -27,7 +27,9 @@ use crate::support::fleets::{Publishing, fleet, spawn_publisher, write_customers
 use crate::support::servers::{
     InfluxDb1, Mosquitto, NO_LOSS, free_port, http_get, servers_and_dir,
 };
-use crate::support::service::{Service, influx_sections, metric, metrics, write_service_config};
+use crate::support::service::{
+    Service, influx_sections, metric, metrics, wait_until, write_service_config,
+};
 use crate::support::small_disk::{SmallDisk, fill_disk, rerun_in_namespace, shrink_by};
 use crate::support::truth::{
     assert_table_equal, equal, sqlite_customer_table, store_days, truth_days, truth_table,
@@ -412,6 +414,23 @@ fn sqlite_service(
     (mosquitto, dir, fleet, service, http_port)
 }
 
+/// Starts publishing `fleet` at 150 msg/s (client `store-{name}-sim`) and
+/// waits until `store` holds four customer-days: a store being written.
+async fn publishing_with_days_stored(
+    mosquitto: &Mosquitto,
+    fleet: &Fleet,
+    store: &Path,
+    name: &str,
+) -> (u64, Publishing) {
+    let publishing = spawn_publisher(mosquitto, fleet, &format!("store-{name}-sim"), 150.0);
+    let started = Instant::now();
+    while sqlite_customer_table(store).len() < 4 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no day stored");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    publishing
+}
+
 /// The SQLite store's file removed while the service writes to it (`rm
 /// kpi.sqlite`, to start the store afresh, its `-wal` and `-shm` left
 /// beside it): the service must not go on writing into the removed file,
@@ -425,12 +444,8 @@ async fn a_store_file_removed_while_written_is_started_again_and_said() {
     let (mosquitto, dir, fleet, mut service, http_port) =
         sqlite_service("fleetpulse-store-removed", 41, "");
     let store = dir.path().join("kpi.sqlite");
-    let (sent, publisher) = spawn_publisher(&mosquitto, &fleet, "store-removed-sim", 150.0);
-    let started = Instant::now();
-    while sqlite_customer_table(&store).len() < 4 {
-        assert!(started.elapsed() < Duration::from_secs(60), "no day stored");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (sent, publisher) =
+        publishing_with_days_stored(&mosquitto, &fleet, &store, "removed").await;
     std::fs::remove_file(&store).unwrap();
     let removed_at = metric(&metrics(http_port), ACCEPTED);
     assert!(removed_at < sent, "removed while the fleet publishes");
@@ -449,24 +464,51 @@ async fn a_store_file_removed_while_written_is_started_again_and_said() {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(check, "ok");
+    let (held, days) = assert_holds_the_truth_to_the_last_day("the new file", &store, &fleet);
+    println!(
+        "removed after {removed_at} of {sent} messages; the new file holds {held} of the {days} \
+         customer-days"
+    );
+}
+
+/// The store started again at `store` (`name` in messages) after its file
+/// went: it holds the fleet's last day, and every customer-day it holds
+/// equals the ground truth. Returns how many it holds, of how many.
+fn assert_holds_the_truth_to_the_last_day(
+    name: &str,
+    store: &Path,
+    fleet: &Fleet,
+) -> (usize, usize) {
     let truth = truth_table(&fleet.ground_truth().rows());
-    let stored = sqlite_customer_table(&store);
+    let stored = sqlite_customer_table(store);
     let last_day = truth.keys().map(|(_, day)| *day).max().unwrap();
     assert!(
         stored.keys().any(|(_, day)| *day == last_day),
-        "the last day written after the removal: {:?}",
+        "{name} lacks the last day: {:?}",
         stored.keys().collect::<Vec<_>>()
     );
     let days = truth.len();
     let kept = (truth.into_iter())
         .filter(|(key, _)| stored.contains_key(key))
         .collect();
-    assert_table_equal("the new file", &stored, &kept);
-    println!(
-        "removed after {removed_at} of {sent} messages; the new file holds {} of the {days} \
-         customer-days",
-        stored.len()
-    );
+    assert_table_equal(name, &stored, &kept);
+    (stored.len(), days)
+}
+
+/// Waits up to `within` until the store has written every record the
+/// engine emitted (one store) and, for `quiet`, no record came meanwhile.
+async fn until_all_written(http_port: u16, service: &Service, within: Duration, quiet: Duration) {
+    let mut last = (u64::MAX, Instant::now());
+    wait_until("every record emitted written", within, service, || {
+        let text = metrics(http_port);
+        let emitted = metric(&text, "fleetpulse_records_emitted_total");
+        let written = metric(&text, "fleetpulse_sink_records_written_total");
+        if emitted != last.0 || written < emitted {
+            last = (emitted, Instant::now());
+        }
+        written == emitted && last.1.elapsed() >= quiet
+    })
+    .await;
 }
 
 /// The SQLite store's file replaced, while written, by one that is no
@@ -483,12 +525,8 @@ async fn a_store_file_replaced_by_no_database_holds_the_records_until_mended() {
     let (mosquitto, dir, fleet, mut service, http_port) =
         sqlite_service("fleetpulse-store-replaced", 47, "");
     let store = dir.path().join("kpi.sqlite");
-    let (sent, publisher) = spawn_publisher(&mosquitto, &fleet, "store-replaced-sim", 150.0);
-    let started = Instant::now();
-    while sqlite_customer_table(&store).len() < 4 {
-        assert!(started.elapsed() < Duration::from_secs(60), "no day stored");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (sent, publisher) =
+        publishing_with_days_stored(&mosquitto, &fleet, &store, "replaced").await;
     let wrong = dir.path().join("backup.tar");
     std::fs::write(
         &wrong,
@@ -519,43 +557,17 @@ async fn a_store_file_replaced_by_no_database_holds_the_records_until_mended() {
 
     // Mended: the wrong file removed.
     std::fs::remove_file(&store).unwrap();
-    let started = Instant::now();
-    loop {
-        let text = metrics(http_port);
-        let emitted = metric(&text, "fleetpulse_records_emitted_total");
-        if metric(&text, "fleetpulse_sink_records_written_total") == emitted {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(90),
-            "records emitted and never written\n{}",
-            service.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_all_written(http_port, &service, Duration::from_secs(90), Duration::ZERO).await;
     service.stop();
     assert!(
         !service.log().contains("batch dropped"),
         "{}",
         service.log_tail()
     );
-    let truth = truth_table(&fleet.ground_truth().rows());
-    let stored = sqlite_customer_table(&store);
-    let last_day = truth.keys().map(|(_, day)| *day).max().unwrap();
-    assert!(
-        stored.keys().any(|(_, day)| *day == last_day),
-        "the last day: {:?}",
-        stored.keys().collect::<Vec<_>>()
-    );
-    let days = truth.len();
-    let kept = (truth.into_iter())
-        .filter(|(key, _)| stored.contains_key(key))
-        .collect();
-    assert_table_equal("the mended file", &stored, &kept);
+    let (held, days) = assert_holds_the_truth_to_the_last_day("the mended file", &store, &fleet);
     println!(
-        "replaced after {replaced_at} of {sent} messages; the mended file holds {} of the \
-         {days} customer-days",
-        stored.len()
+        "replaced after {replaced_at} of {sent} messages; the mended file holds {held} of the \
+         {days} customer-days"
     );
 }
 
@@ -578,23 +590,8 @@ async fn a_store_file_removed_while_quiet_is_made_by_no_reader() {
     publisher.await.unwrap().unwrap();
     wait_accepted(http_port, sent, &service).await;
     // Quiet: every record emitted is written, and no more come.
-    let (mut last, mut since) = (u64::MAX, Instant::now());
-    loop {
-        let text = metrics(http_port);
-        let emitted = metric(&text, "fleetpulse_records_emitted_total");
-        let written = metric(&text, "fleetpulse_sink_records_written_total");
-        if emitted != last || written < emitted {
-            (last, since) = (emitted, Instant::now());
-        } else if since.elapsed() > Duration::from_secs(3) {
-            break;
-        }
-        assert!(
-            since.elapsed() < Duration::from_secs(60),
-            "{}",
-            service.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (within, quiet) = (Duration::from_secs(60), Duration::from_secs(3));
+    until_all_written(http_port, &service, within, quiet).await;
     let log = PathBuf::from(format!("{}-wal", store.display()));
     std::fs::remove_file(&store).unwrap();
     assert!(log.exists(), "the removed file's log stays beside it");

@@ -7,11 +7,13 @@
 //! publishers (client id `{client_id}-alerts`) fight too, and say it once.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::fleets::{fleet, spawn_publisher, write_customers};
 use crate::support::servers::{Mosquitto, NO_LOSS, free_port, http_get};
-use crate::support::service::{Service, metric, metrics, write_service_config_at};
+use crate::support::service::{
+    Service, metric, metrics, wait_until as wait, write_service_config_at,
+};
 use crate::support::truth::{assert_table_equal, sqlite_customer_table, truth_table};
 
 const CLIENT_ID: &str = "fleetpulse-twice";
@@ -36,20 +38,6 @@ fn service_in(dir: &Path, mosquitto: &Mosquitto) -> (PathBuf, u16) {
 fn readyz(http_port: u16) -> Option<(u16, String)> {
     let response = http_get(&format!("http://127.0.0.1:{http_port}/readyz")).ok()?;
     Some((response.status, response.text()))
-}
-
-/// Waits up to `within` for `done`, naming `what` and `service`'s log if it
-/// does not come.
-async fn wait(what: &str, within: Duration, service: &Service, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < within,
-            "not {what} within {within:?}\n{}",
-            service.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

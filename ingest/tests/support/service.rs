@@ -261,3 +261,22 @@ pub fn metric(text: &str, name: &str) -> u64 {
         .parse()
         .unwrap()
 }
+
+/// Waits up to `within` for `done`, polled every 100 ms without blocking
+/// the runtime, naming `what` and `service`'s log if it does not come.
+pub async fn wait_until(
+    what: &str,
+    within: Duration,
+    service: &Service,
+    mut done: impl FnMut() -> bool,
+) {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < within,
+            "not {what} within {within:?}\n{}",
+            service.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
