@@ -29,7 +29,7 @@ pub fn build<'scope>(
     config: Arc<EngineConfig>,
     stats: Arc<EngineStats>,
 ) -> Built<'scope> {
-    let sightings = batches.clone().sightings();
+    let (batches, sightings) = batches.with_sightings();
     let windows = batches
         .device_usage(config.clone(), stats)
         .tumbling_windows(config.clone())

@@ -9,42 +9,69 @@ use std::collections::HashMap;
 
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
-use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::progress::operate::FrontierInterest;
 
 use crate::model::{DeviceBatch, EventTime, Id, Sighting};
 
 /// Extension trait adding the sightings to a batch stream.
 pub trait SightingsExt<'scope> {
-    /// One [`Sighting`] per device and input container: its newest reading.
-    fn sightings(self) -> StreamVec<'scope, EventTime, Sighting>;
+    /// The batches, handed on as they came (moved, not copied: every
+    /// reading of the fleet passes here), and one [`Sighting`] per device
+    /// and input container: its newest reading.
+    #[allow(clippy::type_complexity)]
+    fn with_sightings(
+        self,
+    ) -> (
+        StreamVec<'scope, EventTime, DeviceBatch>,
+        StreamVec<'scope, EventTime, Sighting>,
+    );
 }
 
 impl<'scope> SightingsExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch> {
-    fn sightings(self) -> StreamVec<'scope, EventTime, Sighting> {
-        self.unary(Pipeline, "Sightings", |_, _| {
+    fn with_sightings(
+        self,
+    ) -> (
+        StreamVec<'scope, EventTime, DeviceBatch>,
+        StreamVec<'scope, EventTime, Sighting>,
+    ) {
+        let mut builder = OperatorBuilder::new("Sightings".to_owned(), self.scope());
+        let mut input = builder.new_input(self, Pipeline);
+        builder.set_notify_for(0, FrontierInterest::Never);
+        let (batches_out, batches) = builder.new_output();
+        let (sightings_out, sightings) = builder.new_output();
+        let mut batches_out = OutputBuilder::from(batches_out);
+        let mut sightings_out = OutputBuilder::from(sightings_out);
+        builder.build(move |_| {
             let mut newest: HashMap<(Id, Id), EventTime> = HashMap::new();
-            move |input, output| {
-                input.for_each(|cap, data| {
+            move |_frontiers| {
+                let mut batches_handle = batches_out.activate();
+                let mut sightings_handle = sightings_out.activate();
+                input.for_each(|cap, data: &mut Vec<DeviceBatch>| {
                     for batch in data.iter() {
                         let at = newest
                             .entry((batch.customer.clone(), batch.device.clone()))
                             .or_insert(0);
                         *at = (*at).max(batch.last_at());
                     }
-                    let Some(held) = cap.retain_least(0) else {
-                        newest.clear();
-                        return;
-                    };
-                    let mut session = output.session(&held);
-                    for ((customer, device), at) in newest.drain() {
-                        session.give(Sighting {
-                            customer,
-                            device,
-                            at,
-                        });
+                    match cap.retain_least(1) {
+                        Some(held) => {
+                            let mut session = sightings_handle.session(&held);
+                            for ((customer, device), at) in newest.drain() {
+                                session.give(Sighting {
+                                    customer,
+                                    device,
+                                    at,
+                                });
+                            }
+                        }
+                        None => newest.clear(),
                     }
+                    batches_handle.session(&cap).give_container(data);
                 });
             }
-        })
+        });
+        (batches, sightings)
     }
 }
