@@ -234,6 +234,8 @@ pub struct IngestMetrics {
     pub records_written: AtomicU64,
     /// Failed sink write attempts (each failed retry counts).
     pub sink_write_errors: AtomicU64,
+    /// Sinks whose last write attempt failed (their records wait).
+    pub sinks_failing: AtomicU64,
     /// Current watermark, ms since the epoch (the most advanced intake
     /// lane's).
     pub watermark: AtomicU64,

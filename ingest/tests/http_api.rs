@@ -528,6 +528,7 @@ async fn every_endpoint_answers_as_documented() {
         "fleetpulse_engine_watermark_lag_seconds",
         "fleetpulse_sink_queue_depth{sink=\"0-sqlite\"}",
         "fleetpulse_sink_write_errors_total",
+        "fleetpulse_sinks_failing 0",
         "fleetpulse_sink_records_written_total",
         "fleetpulse_ready 1",
     ] {

@@ -403,6 +403,7 @@ impl Hub {
             s.restatement_days_read = m.restatement_days_read.load(Relaxed);
             s.restatements_failed = m.restatements_failed.load(Relaxed);
             s.write_errors = m.sink_write_errors.load(Relaxed);
+            s.sinks_failing = m.sinks_failing.load(Relaxed);
             s.wal_full = service.wal_dir.is_some().then(|| m.wal.full.is_full());
             s.aemp = m.aemp.render();
         }

@@ -135,6 +135,10 @@ pub const SINK_WRITE_ERRORS: Family = Family::counter(
     "fleetpulse_sink_write_errors_total",
     "Failed sink write attempts (each failed retry counts).",
 );
+pub const SINKS_FAILING: Family = Family::gauge(
+    "fleetpulse_sinks_failing",
+    "Sinks whose last write attempt failed: their records wait (retried; the log says why), and the write-ahead log grows behind them.",
+);
 pub const SINK_QUEUE_DEPTH: Family = Family::gauge(
     "fleetpulse_sink_queue_depth",
     "Record batches waiting in the sink's queue.",
@@ -226,6 +230,8 @@ pub struct Snapshot {
     pub restatements_failed: u64,
     /// Failed write attempts.
     pub write_errors: u64,
+    /// Sinks whose last write attempt failed.
+    pub sinks_failing: u64,
     /// Sink queues.
     pub queues: Vec<QueueSnapshot>,
     /// WAL bytes, when the service has a WAL.
@@ -313,6 +319,7 @@ pub fn render(s: &Snapshot) -> String {
     metric(RESTATEMENT_DAYS_READ, &one(s.restatement_days_read));
     metric(RESTATEMENTS_FAILED, &one(s.restatements_failed));
     metric(SINK_WRITE_ERRORS, &one(s.write_errors));
+    metric(SINKS_FAILING, &one(s.sinks_failing));
     let label = |q: &QueueSnapshot| format!("{{sink=\"{}\"}}", escape_label(&q.sink));
     let per_queue = |value: fn(&QueueSnapshot) -> usize| -> Vec<(String, String)> {
         s.queues

@@ -122,6 +122,7 @@ pub async fn run_sink_counted(
         sink,
         metrics,
         rejected: 0,
+        failing: false,
     };
     run_writer_tracked(counted, rx, settings, jitter, Some(written)).await
 }
@@ -133,6 +134,19 @@ struct CountedSink {
     /// Taken from the sink after a successful write, handed on by
     /// `take_rejected`.
     rejected: u64,
+    /// Whether the last write attempt failed (counted once in
+    /// `sinks_failing` until one succeeds).
+    failing: bool,
+}
+
+/// A sink that stops while failing (a stop, a start in place) is no
+/// longer counted: the metrics outlive it.
+impl Drop for CountedSink {
+    fn drop(&mut self) {
+        if self.failing {
+            (self.metrics.sinks_failing).fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 impl BatchWrite for CountedSink {
@@ -140,6 +154,13 @@ impl BatchWrite for CountedSink {
         use std::sync::atomic::Ordering::Relaxed;
         let result = self.sink.write(records).await;
         self.rejected += self.sink.take_rejected();
+        if result.is_err() != self.failing {
+            self.failing = result.is_err();
+            match self.failing {
+                true => self.metrics.sinks_failing.fetch_add(1, Relaxed),
+                false => self.metrics.sinks_failing.fetch_sub(1, Relaxed),
+            };
+        }
         match &result {
             Ok(()) => {
                 let written = (records.len() as u64).saturating_sub(self.rejected);

@@ -37,6 +37,7 @@ use crate::support::truth::{
 
 const ACCEPTED: &str = "fleetpulse_messages_accepted_total";
 const WAL_FULL: &str = "fleetpulse_wal_full";
+const SINKS_FAILING: &str = "fleetpulse_sinks_failing";
 
 /// The service file: the WAL in `wal_dir`, `/metrics` and `/readyz` on a
 /// free port, KPIs to InfluxDB 1.x. Returns the file and the port.
@@ -554,10 +555,16 @@ async fn a_store_file_replaced_by_no_database_holds_the_records_until_mended() {
         metric(&text, "fleetpulse_sink_records_written_total") < emitted,
         "records wait for the store"
     );
+    assert_eq!(
+        metric(&text, SINKS_FAILING),
+        1,
+        "the failing store is counted"
+    );
 
     // Mended: the wrong file removed.
     std::fs::remove_file(&store).unwrap();
     until_all_written(http_port, &service, Duration::from_secs(90), Duration::ZERO).await;
+    assert_eq!(metric(&metrics(http_port), SINKS_FAILING), 0, "mended");
     service.stop();
     assert!(
         !service.log().contains("batch dropped"),
