@@ -245,6 +245,20 @@ async fn devices_dark_raised_during_an_outage_is_retracted_when_the_buffer_arriv
     assert_same_as_in_order(&db, &reference_db);
 }
 
+/// Runs the service on `cfg` over `fleet`, published through `mosquitto`
+/// as `client`; returns how many messages it refused as `reason`.
+async fn refused_in_a_run(
+    cfg: &ServiceConfig,
+    fleet: &Fleet,
+    mosquitto: &Mosquitto,
+    client: &str,
+    reason: fleetpulse::metrics::RejectReason,
+) -> u64 {
+    let publish = publish_options(mosquitto, client);
+    let run = drive(cfg.clone(), fleet, publish).await.unwrap();
+    run.metrics.rejected(reason)
+}
+
 /// Sends the letters of `reasons` in `dead_letters` (every one of the
 /// `refused` kept whole) again, as `fleetpulse replay` does, to `service`,
 /// and stops it. The broker may hand the restarted service what the first
@@ -300,16 +314,8 @@ async fn replaying_dead_letters_restores_data_refused_as_too_late() {
     );
     cfg.engine.correction_horizon = std::time::Duration::from_secs(30 * 60);
     cfg.limits.dead_letter_file = Some(dead_letters.clone());
-    let run = drive(
-        cfg.clone(),
-        &fleet,
-        publish_options(&mosquitto, "replay-fleet-sim"),
-    )
-    .await
-    .unwrap();
-    let refused = run
-        .metrics
-        .rejected(fleetpulse::metrics::RejectReason::TooLate);
+    let too_late = fleetpulse::metrics::RejectReason::TooLate;
+    let refused = refused_in_a_run(&cfg, &fleet, &mosquitto, "replay-fleet-sim", too_late).await;
     assert!(refused > 0, "the short horizon refused late data");
 
     // The horizon raised; the refused messages sent again.
@@ -353,15 +359,8 @@ async fn telemetry_refused_as_ahead_of_the_clock_is_taken_in_by_a_replay() {
     let dead_letters = dir.path().join("dead-letters.jsonl");
     let mut cfg = config(&mosquitto, dir.path(), &fleet, "ahead", vec![sqlite(&db)]);
     cfg.limits.dead_letter_file = Some(dead_letters.clone());
-    let run = drive(
-        cfg.clone(),
-        &fleet,
-        publish_options(&mosquitto, "ahead-sim"),
-    )
-    .await
-    .unwrap();
     let ahead = fleetpulse::metrics::RejectReason::FutureTimestamp;
-    let refused = run.metrics.rejected(ahead);
+    let refused = refused_in_a_run(&cfg, &fleet, &mosquitto, "ahead-sim", ahead).await;
     assert!(refused > 0, "nothing lay ahead of the clock");
 
     cfg.limits.max_future = std::time::Duration::from_secs(3 * 86_400);

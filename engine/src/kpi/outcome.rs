@@ -64,18 +64,18 @@ pub const AGGREGATES: [&str; 16] = [
     "window_hours",
 ];
 
-/// A window's aggregates as an expression's variables, in the order of
-/// [`AGGREGATES`]: read by name where the expression names one, with no
-/// map built per window (outcomes are judged at every day's close and in
-/// each hourly provisional probe).
-struct Aggregates([Value; AGGREGATES.len()]);
+/// A window's aggregates as an expression's variables, each with its
+/// name: read where the expression names one, with no map built per
+/// window (outcomes are judged at every day's close and in each hourly
+/// provisional probe).
+struct Aggregates([(&'static str, Value); AGGREGATES.len()]);
 
 impl evalexpr::Context for Aggregates {
     type NumericTypes = DefaultNumericTypes;
 
     fn get_value(&self, identifier: &str) -> Option<&Value> {
-        let at = AGGREGATES.iter().position(|name| *name == identifier)?;
-        Some(&self.0[at])
+        let (_, value) = self.0.iter().find(|(name, _)| *name == identifier)?;
+        Some(value)
     }
 
     fn call_function(&self, identifier: &str, _argument: &Value) -> EvalexprResultValue {
@@ -138,7 +138,9 @@ impl Expression {
         }
         // evalexpr builds some incomplete trees (`cycles /`) and fails only
         // when evaluating: evaluate once with every aggregate set to 1.
-        match tree.eval_with_context(&Aggregates([1.0; AGGREGATES.len()].map(Value::Float))) {
+        match tree.eval_with_context(&Aggregates(
+            AGGREGATES.map(|name| (name, Value::Float(1.0))),
+        )) {
             Ok(Value::Float(_) | Value::Int(_) | Value::Boolean(_)) => {}
             Ok(other) => {
                 return Err(ExpressionError::Parse(format!(
@@ -162,31 +164,33 @@ impl Expression {
     /// over a window with no cycles).
     pub fn eval(&self, kpi: &CustomerKpi) -> Option<f64> {
         let hours = (kpi.window_end - kpi.window_start) as f64 / 3_600_000.0;
-        // In the order of AGGREGATES; floats throughout, so `a / b` never
-        // truncates.
-        let values = [
-            f64::from(kpi.devices_purchased),
-            f64::from(kpi.reporting_devices),
-            f64::from(kpi.active_devices),
-            kpi.utilisation,
-            kpi.totals.operating_hours,
-            kpi.totals.idle_hours,
-            kpi.totals.fuel_litres,
-            kpi.totals.cycles as f64,
-            kpi.totals.output_units,
-            kpi.totals.manual_interventions as f64,
-            f64::from(kpi.distinct_operators),
-            f64::from(kpi.advanced_features_used),
-            kpi.advanced_feature_share,
-            kpi.totals.fault_count as f64,
-            kpi.totals.samples as f64,
-            hours,
-        ];
-        let value = match self
-            .tree
-            .eval_with_context(&Aggregates(values.map(Value::Float)))
-            .ok()?
-        {
+        // Floats throughout, so `a / b` never truncates.
+        let aggregates = [
+            ("devices_purchased", f64::from(kpi.devices_purchased)),
+            ("reporting_devices", f64::from(kpi.reporting_devices)),
+            ("active_devices", f64::from(kpi.active_devices)),
+            ("utilisation", kpi.utilisation),
+            ("operating_hours", kpi.totals.operating_hours),
+            ("idle_hours", kpi.totals.idle_hours),
+            ("fuel_litres", kpi.totals.fuel_litres),
+            ("cycles", kpi.totals.cycles as f64),
+            ("output_units", kpi.totals.output_units),
+            (
+                "manual_interventions",
+                kpi.totals.manual_interventions as f64,
+            ),
+            ("distinct_operators", f64::from(kpi.distinct_operators)),
+            (
+                "advanced_features_used",
+                f64::from(kpi.advanced_features_used),
+            ),
+            ("advanced_feature_share", kpi.advanced_feature_share),
+            ("fault_count", kpi.totals.fault_count as f64),
+            ("samples", kpi.totals.samples as f64),
+            ("window_hours", hours),
+        ]
+        .map(|(name, value)| (name, Value::Float(value)));
+        let value = match self.tree.eval_with_context(&Aggregates(aggregates)).ok()? {
             Value::Float(f) => f,
             Value::Int(i) => i as f64,
             Value::Boolean(b) => f64::from(u8::from(b)),

@@ -15,27 +15,22 @@ use timely::progress::operate::FrontierInterest;
 
 use crate::model::{DeviceBatch, EventTime, Id, Sighting};
 
+/// The batches, handed on, and the sightings beside them.
+pub type WithSightings<'scope> = (
+    StreamVec<'scope, EventTime, DeviceBatch>,
+    StreamVec<'scope, EventTime, Sighting>,
+);
+
 /// Extension trait adding the sightings to a batch stream.
 pub trait SightingsExt<'scope> {
     /// The batches, handed on as they came (moved, not copied: every
     /// reading of the fleet passes here), and one [`Sighting`] per device
     /// and input container: its newest reading.
-    #[allow(clippy::type_complexity)]
-    fn with_sightings(
-        self,
-    ) -> (
-        StreamVec<'scope, EventTime, DeviceBatch>,
-        StreamVec<'scope, EventTime, Sighting>,
-    );
+    fn with_sightings(self) -> WithSightings<'scope>;
 }
 
 impl<'scope> SightingsExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch> {
-    fn with_sightings(
-        self,
-    ) -> (
-        StreamVec<'scope, EventTime, DeviceBatch>,
-        StreamVec<'scope, EventTime, Sighting>,
-    ) {
+    fn with_sightings(self) -> WithSightings<'scope> {
         let mut builder = OperatorBuilder::new("Sightings".to_owned(), self.scope());
         let mut input = builder.new_input(self, Pipeline);
         builder.set_notify_for(0, FrontierInterest::Never);
