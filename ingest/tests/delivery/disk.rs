@@ -578,6 +578,49 @@ async fn a_store_file_replaced_by_no_database_holds_the_records_until_mended() {
     );
 }
 
+/// The same wrong file over the store, and the service killed (SIGKILL)
+/// while its records wait for it: the WAL still holds them (the checkpoint
+/// does not pass what a store has not written), so a start once the wrong
+/// file is gone writes them into a new file: every day it holds equals the
+/// ground truth up to the last (emitted at the stop), nothing dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_while_the_store_file_is_no_database_loses_nothing() {
+    let (mosquitto, dir, fleet, mut service, http_port) =
+        sqlite_service("fleetpulse-store-replaced-kill", 53, "");
+    let store = dir.path().join("kpi.sqlite");
+    let (sent, publisher) =
+        publishing_with_days_stored(&mosquitto, &fleet, &store, "replaced-kill").await;
+    let wrong = dir.path().join("backup.tar");
+    std::fs::write(&wrong, "not a database\n".repeat(500)).unwrap();
+    std::fs::rename(&wrong, &store).unwrap();
+    publisher.await.unwrap().unwrap();
+    wait_accepted(http_port, sent, &service).await;
+    let said = "file is not a database";
+    wait_until(said, Duration::from_secs(30), &service, || {
+        service.log().contains(said)
+    })
+    .await;
+    service.kill();
+
+    std::fs::remove_file(&store).unwrap();
+    service.start_and_wait("WAL replayed");
+    until_all_written(
+        http_port,
+        &service,
+        Duration::from_secs(90),
+        Duration::from_secs(3),
+    )
+    .await;
+    service.stop();
+    assert!(
+        !service.log().contains("batch dropped"),
+        "{}",
+        service.log_tail()
+    );
+    let (held, days) = assert_holds_the_truth_to_the_last_day("the new file", &store, &fleet);
+    println!("killed while the store was no database; the new file holds {held} of {days} days");
+}
+
 /// The SQLite store's file removed while the service is quiet (`rm
 /// kpi.sqlite`, its `-wal` left beside it), and the API asked before the
 /// sink writes again: every route that reads the store (health validation,
