@@ -1,6 +1,7 @@
 //! The engine alone, fed in-process (no broker, no decode): samples/s
 //! through dedup, per-device state and the 1h + 1d windowed KPIs, at 1 and 2
-//! timely workers, against the single-threaded fold that computes the same
+//! timely workers, with every customer in UTC and with customers in time
+//! zones (`_zoned`), against the single-threaded fold that computes the same
 //! records (`fleetpulse_engine::reference::fold`).
 //!
 //! Every iteration starts the workers, feeds the whole capture, closes the
@@ -9,9 +10,9 @@
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use fleetpulse_benches::{Capture, LATENESS_MS, default_spec, engine_config};
-use fleetpulse_engine::Output;
 use fleetpulse_engine::reference::fold;
 use fleetpulse_engine::run::run_batches;
+use fleetpulse_engine::{EngineConfig, Output};
 
 fn engine(c: &mut Criterion) {
     let capture = Capture::new(&default_spec());
@@ -57,6 +58,27 @@ fn engine(c: &mut Criterion) {
             )
         });
     }
+    // Customers in time zones (daily windows are their local days), as most
+    // real customers are: half an hour apart from UTC in Adelaide, east
+    // and west, with and without daylight saving; the same records as the
+    // fold.
+    let zoned = in_time_zones(&config);
+    let dataflow = run_batches(zoned.clone(), 2, LATENESS_MS, batches.clone()).expect("engine");
+    assert_eq!(
+        windowed(&dataflow.outputs),
+        windowed(&fold(&zoned, batches.clone()))
+    );
+    for workers in [1, 2] {
+        group.bench_function(format!("dataflow/{workers}_workers_zoned/samples"), |b| {
+            b.iter_batched(
+                || batches.clone(),
+                |input| {
+                    run_batches(zoned.clone(), workers, LATENESS_MS, input).expect("engine run")
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
     // Timely timestamp granularity: the service's 1 min tick against 1 s
     // (every distinct timestamp costs progress tracking).
     let mut fine = config.clone();
@@ -76,6 +98,26 @@ fn engine(c: &mut Criterion) {
         )
     });
     group.finish();
+}
+
+/// `config` with its customers spread over time zones.
+fn in_time_zones(config: &EngineConfig) -> EngineConfig {
+    const ZONES: [&str; 6] = [
+        "Europe/Berlin",
+        "America/Chicago",
+        "Australia/Adelaide",
+        "Asia/Kolkata",
+        "America/Sao_Paulo",
+        "UTC",
+    ];
+    let mut zoned = config.clone();
+    let mut ids: Vec<_> = zoned.customers.keys().cloned().collect();
+    ids.sort();
+    for (id, zone) in ids.iter().zip(ZONES.iter().cycle()) {
+        let spec = zoned.customers.get_mut(id).expect("listed");
+        spec.timezone = jiff::tz::TimeZone::get(zone).expect("a zone of the bundled database");
+    }
+    zoned
 }
 
 criterion_group!(benches, engine);

@@ -33,6 +33,16 @@ impl WindowSpec {
         }
     }
 
+    /// The same window with a label of its own: each worker stamps its
+    /// records with its own copy, so cloning and dropping the label for every
+    /// record does not bounce one reference count between cores.
+    pub fn own_copy(&self) -> Self {
+        Self {
+            name: Arc::from(&*self.name),
+            length_ms: self.length_ms,
+        }
+    }
+
     /// Start of the window that holds `at`, aligned to the epoch.
     pub fn start_of(&self, at: EventTime) -> EventTime {
         at - at % self.length_ms
@@ -236,25 +246,16 @@ impl EngineConfig {
         spec.bounds(day, at)
     }
 
-    /// Bounds of every window in [`Self::windows`] that holds `at` for
-    /// `customer`, in that order, as [`Self::window_bounds`] gives them (the
-    /// local day worked out once).
-    pub fn all_window_bounds(
-        &self,
-        customer: &str,
-        at: EventTime,
-    ) -> impl Iterator<Item = (EventTime, EventTime)> + '_ {
-        let day = self.local_day(customer, at);
-        self.windows.iter().map(move |spec| spec.bounds(day, at))
-    }
-
     /// The local day holding `at` of a customer with a time zone other
     /// than UTC.
     fn local_day(&self, customer: &str, at: EventTime) -> Option<(EventTime, EventTime)> {
+        local_day(self.zone(customer)?, at)
+    }
+
+    /// The time zone of `customer`, unless it has none or UTC.
+    fn zone(&self, customer: &str) -> Option<&jiff::tz::TimeZone> {
         let zone = &self.customers.get(customer)?.timezone;
-        (*zone != jiff::tz::TimeZone::UTC)
-            .then(|| local_day(zone, at))
-            .flatten()
+        (*zone != jiff::tz::TimeZone::UTC).then_some(zone)
     }
 
     /// The day of the portfolio a day of `customer` starting at `start`
@@ -270,6 +271,61 @@ impl EngineConfig {
     /// Floors an event time to the tick.
     pub fn tick_of(&self, at: EventTime) -> EventTime {
         at - at % self.tick_ms
+    }
+}
+
+/// The local day each device's newest reading fell in, by the device's
+/// dense index: readings come in order, nearly all in the day of the one
+/// before, and working a reading's day out from its customer's time zone
+/// (the customer's lookup and a zone conversion) cost more than all the
+/// rest of its windows' work.
+#[derive(Debug, Default)]
+pub struct LocalDays(Vec<KnownDay>);
+
+/// A device's day: none known (`end` 0), a customer without a zone
+/// (`start` `u64::MAX`), or `start..end`.
+#[derive(Debug, Clone, Copy, Default)]
+struct KnownDay {
+    start: EventTime,
+    end: EventTime,
+}
+
+impl LocalDays {
+    /// Bounds of every window in [`EngineConfig::windows`] that holds a
+    /// reading at `at` of `device` (its dense index) of `customer`, in that
+    /// order, as [`EngineConfig::window_bounds`] gives them.
+    pub fn window_bounds<'c>(
+        &mut self,
+        config: &'c EngineConfig,
+        device: u32,
+        customer: &str,
+        at: EventTime,
+    ) -> impl Iterator<Item = (EventTime, EventTime)> + 'c {
+        let i = device as usize;
+        if i >= self.0.len() {
+            self.0.resize(i + 1, KnownDay::default());
+        }
+        let known = &mut self.0[i];
+        let day = if known.start == EventTime::MAX {
+            None
+        } else if known.start <= at && at < known.end {
+            Some((known.start, known.end))
+        } else {
+            match config.zone(customer) {
+                None => {
+                    known.start = EventTime::MAX;
+                    None
+                }
+                Some(zone) => {
+                    let day = local_day(zone, at);
+                    if let Some((start, end)) = day {
+                        *known = KnownDay { start, end };
+                    }
+                    day
+                }
+            }
+        };
+        config.windows.iter().map(move |spec| spec.bounds(day, at))
     }
 }
 
@@ -325,6 +381,63 @@ pub fn local_day(tz: &jiff::tz::TimeZone, at: EventTime) -> Option<(EventTime, E
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The per-device day cache gives every reading the windows the
+    /// customer's zone gives it, whatever the order of the readings: in
+    /// order, across the nights the clocks change (23- and 25-hour days, a
+    /// half-hour zone, one east of UTC), jumping back days and forth again,
+    /// and for customers without a zone or unknown to the file.
+    #[test]
+    fn cached_local_days_give_the_windows_the_zone_gives() {
+        use crate::customer::{Contract, CustomerSpec, Segment};
+        let mut config = EngineConfig {
+            windows: vec![
+                WindowSpec::new("1h", HOUR_MS),
+                WindowSpec::new("8h", 8 * HOUR_MS),
+                WindowSpec::new("1d", DAY_MS),
+            ],
+            ..EngineConfig::default()
+        };
+        let zones = ["Europe/Berlin", "America/Los_Angeles", "Australia/Adelaide"];
+        let contract = Contract {
+            arr: 1.0,
+            start: 0,
+            renewal: 400 * DAY_MS,
+            devices_purchased: 1,
+            operator_seats: 1,
+        };
+        for (i, zone) in zones.iter().chain(&["UTC"]).enumerate() {
+            let mut spec = CustomerSpec::new(&format!("c{i}"), Segment::LowTouch, contract.clone());
+            spec.timezone = jiff::tz::TimeZone::get(zone).unwrap();
+            config.customers.insert(format!("c{i}"), spec);
+        }
+        let march_27 = 1_774_569_600_000; // 2026-03-27T00:00Z, Europe springs forward on the 29th
+        let oct_23 = 1_792_713_600_000; // 2026-10-23T00:00Z, falls back on the 25th
+        let mut days = LocalDays::default();
+        let customers = ["c0", "c1", "c2", "c3", "nobody"];
+        for from in [march_27, oct_23] {
+            // Every 7 minutes over four days, each half hour and the
+            // millisecond before it, then back to the start and forth by
+            // 5 h 13 min steps.
+            let times = (0..4 * 24 * 60 / 7).map(|k| from + k * 7 * 60_000);
+            let times = times.chain((1..4 * 48).flat_map(|k| {
+                let half_hour = from + k * 30 * 60_000;
+                [half_hour - 1, half_hour]
+            }));
+            let times = times.chain((0..20).map(|k| from + k * (5 * HOUR_MS + 13 * 60_000)));
+            for at in times {
+                for (device, customer) in customers.iter().enumerate() {
+                    let cached: Vec<_> =
+                        (days.window_bounds(&config, device as u32, customer, at)).collect();
+                    let fresh: Vec<_> = (config.windows.iter())
+                        .map(|spec| config.window_bounds(spec, customer, at))
+                        .collect();
+                    assert_eq!(cached, fresh, "{customer} at {at}");
+                    assert!(cached.iter().all(|&(start, end)| start <= at && at < end));
+                }
+            }
+        }
+    }
 
     /// A 25-hour day and a 23-hour one, written out: the daily window is
     /// the day, whichever of its hours; shorter windows count from its

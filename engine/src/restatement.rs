@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, LocalDays};
 use crate::customer::CustomerSpec;
 use crate::device_map::DeviceMap;
 use crate::kpi::journey::{Journey, JourneyState};
@@ -75,6 +75,7 @@ impl Restatement {
             floor: self.floor(config),
             memories: DeviceMap::default(),
             ids: WindowIds::default(),
+            days: LocalDays::default(),
             open: config.windows.iter().map(|_| BTreeMap::new()).collect(),
         }
     }
@@ -88,6 +89,7 @@ pub struct Fold<'c> {
     floor: EventTime,
     memories: DeviceMap<DeviceMemory>,
     ids: WindowIds,
+    days: LocalDays,
     open: Vec<BTreeMap<EventTime, OpenWindow>>,
 }
 
@@ -100,6 +102,7 @@ impl Fold<'_> {
             floor,
             memories,
             ids,
+            days,
             open,
         } = self;
         batches.retain(|b| b.customer == restatement.customer && !b.samples.is_empty());
@@ -114,9 +117,9 @@ impl Fold<'_> {
                     continue; // Only the baseline of the next increment.
                 }
                 let device = ids.device(&reading);
-                for (spec, windows) in config.windows.iter().zip(open.iter_mut()) {
-                    let (start, end) =
-                        config.window_bounds(spec, &reading.customer, reading.sample.at);
+                let bounds =
+                    days.window_bounds(config, device, &reading.customer, reading.sample.at);
+                for ((start, end), windows) in bounds.zip(open.iter_mut()) {
                     if end <= restatement.from || end > restatement.through {
                         continue;
                     }

@@ -20,7 +20,7 @@ use timely::dataflow::operators::generic::Operator;
 use super::route;
 use crate::config::{EngineConfig, HOUR_MS};
 use crate::device_map::DeviceMap;
-use crate::model::{DeviceBatch, DeviceKey, EventTime, Increments, Usage};
+use crate::model::{DeviceBatch, DeviceKey, EventTime, Id, Increments, Usage};
 use crate::stats::EngineStats;
 
 /// What dedup decided about a batch.
@@ -315,6 +315,34 @@ pub struct MeterFaults {
     /// A counter rose more than the time since the previous reading allows
     /// (a corrupt value, or the true value again after a reading of 0).
     pub jumps: u64,
+}
+
+/// This worker's own copies of the customer and site ids its usage carries.
+/// Intake shares one `Arc<str>` per customer (and site) among all its
+/// batches, which land on every worker; each reading's usage clones and
+/// drops them, so with shared copies the workers fight over one reference
+/// count per customer (its cache line moving between cores at each
+/// reading). Copies made here are touched by this worker alone.
+#[derive(Debug, Default)]
+struct OwnIds(foldhash::HashSet<Id>);
+
+impl OwnIds {
+    /// Puts this worker's copies of `batch`'s customer and site in place of
+    /// intake's.
+    fn take_over(&mut self, batch: &mut DeviceBatch) {
+        for id in [&mut batch.customer, &mut batch.site] {
+            *id = self.own(id);
+        }
+    }
+
+    fn own(&mut self, id: &Id) -> Id {
+        if let Some(own) = self.0.get(&**id) {
+            return own.clone();
+        }
+        let own: Id = Arc::from(&**id);
+        self.0.insert(own.clone());
+        own
+    }
 }
 
 /// The most a cumulative counter can gain: `per_hour` of the time elapsed,
@@ -649,6 +677,7 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
             let mut covered_to = board.restored_at();
             let mut answered = 0;
             let mut usage = Vec::new();
+            let mut own = OwnIds::default();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     let (mut late, mut late_samples, mut gaps) = (0, 0, 0i64);
@@ -719,7 +748,8 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
                     let (mut gaps, mut duplicates, mut too_old) = (0i64, 0, 0);
                     let mut faults = MeterFaults::default();
                     let mut samples = 0;
-                    for batch in batches {
+                    for mut batch in batches {
+                        own.take_over(&mut batch);
                         let memory = devices.get_or_default(&batch.customer, &batch.device);
                         let count = batch.samples.len() as u64;
                         match memory.apply(batch, &mut gaps, &mut faults, &mut usage) {

@@ -5,8 +5,6 @@
 //! a fleet going dark is seen when event time passes the threshold, not
 //! when the day closes.
 
-use std::collections::HashMap;
-
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -39,7 +37,7 @@ impl<'scope> SightingsExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch> 
         let mut batches_out = OutputBuilder::from(batches_out);
         let mut sightings_out = OutputBuilder::from(sightings_out);
         builder.build(move |_| {
-            let mut newest: HashMap<(Id, Id), EventTime> = HashMap::new();
+            let mut newest: foldhash::HashMap<(Id, Id), EventTime> = Default::default();
             move |_frontiers| {
                 let mut batches_handle = batches_out.activate();
                 let mut sightings_handle = sightings_out.activate();

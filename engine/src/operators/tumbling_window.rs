@@ -12,7 +12,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::config::EngineConfig;
+use crate::config::{EngineConfig, LocalDays};
 use crate::kpi::{OpenWindow, WindowIds, WindowPart};
 use crate::model::{EventTime, Usage};
 
@@ -38,13 +38,16 @@ impl<'scope> TumblingWindowExt<'scope> for StreamVec<'scope, EventTime, Usage> {
     ) -> StreamVec<'scope, EventTime, WindowPart> {
         self.unary_frontier(Pipeline, "Windows", move |_, _| {
             let mut ids = WindowIds::default();
+            let specs: Vec<_> = config.windows.iter().map(|w| w.own_copy()).collect();
+            let mut days = LocalDays::default();
             let mut open: Vec<OpenWindows> =
                 config.windows.iter().map(|_| BTreeMap::new()).collect();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     for usage in data.iter() {
                         let device = ids.device(usage);
-                        let bounds = config.all_window_bounds(&usage.customer, usage.sample.at);
+                        let bounds =
+                            days.window_bounds(&config, device, &usage.customer, usage.sample.at);
                         for ((start, end), windows) in bounds.zip(open.iter_mut()) {
                             let (_, window) = windows.entry(end).or_insert_with(|| {
                                 (cap.delayed(&(end - 1), 0), OpenWindow::default())
@@ -53,9 +56,7 @@ impl<'scope> TumblingWindowExt<'scope> for StreamVec<'scope, EventTime, Usage> {
                         }
                     }
                 });
-                for (index, (spec, windows)) in
-                    config.windows.iter().zip(open.iter_mut()).enumerate()
-                {
+                for (index, (spec, windows)) in specs.iter().zip(open.iter_mut()).enumerate() {
                     while let Some(entry) = windows.first_entry() {
                         // Open while a reading before its end may still come.
                         if frontier.less_than(entry.key()) {

@@ -41,6 +41,7 @@ impl<'scope> WindowMergeExt<'scope> for StreamVec<'scope, EventTime, WindowPart>
         });
         self.unary_frontier(pact, "WindowMerge", move |_, _| {
             let mut merging: Merging = BTreeMap::new();
+            let specs: Vec<_> = config.windows.iter().map(|w| w.own_copy()).collect();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     // Parts are sent at their window's end minus one.
@@ -80,7 +81,7 @@ impl<'scope> WindowMergeExt<'scope> for StreamVec<'scope, EventTime, WindowPart>
                     let cap = cap.delayed(&end);
                     let mut session = output.session(&cap);
                     for part in by_key.into_values() {
-                        let spec = &config.windows[part.window];
+                        let spec = &specs[part.window];
                         session.give(Output::Customer(
                             part.totals.finish(spec, part.start, end, &config),
                         ));
