@@ -416,6 +416,13 @@ fn stopped() -> EngineError {
 /// dataflow make progress and apply backpressure.
 const COMMANDS_PER_STEP: usize = 256;
 
+/// Most batches taken per step (a command that crosses it is taken whole).
+/// A step over a flood's whole backlog (a catch-up, a replay) holds it all
+/// in its operators at once; steps of about a thousand batches keep what
+/// they work on in cache: the engine bench ran 15-20% faster at 1 and at 2
+/// workers than with 256 commands of 128-256 batches per step.
+const BATCHES_PER_STEP: usize = 1024;
+
 #[allow(clippy::too_many_arguments)]
 fn run_worker(
     worker: &mut timely::worker::Worker,
@@ -490,11 +497,15 @@ fn run_worker(
 
     let mut open = true;
     while open {
-        let mut taken = 0;
-        while taken < COMMANDS_PER_STEP {
+        let (mut taken, mut batches_taken) = (0, 0);
+        while taken < COMMANDS_PER_STEP && batches_taken < BATCHES_PER_STEP {
             match commands.try_recv() {
-                Ok(Command::Batch(batch)) => input.send(batch),
+                Ok(Command::Batch(batch)) => {
+                    batches_taken += 1;
+                    input.send(batch);
+                }
                 Ok(Command::Batches(batches)) => {
+                    batches_taken += batches.len();
                     for batch in batches {
                         input.send(batch);
                     }

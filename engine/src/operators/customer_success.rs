@@ -13,7 +13,9 @@
 //! provisional alert, dated as the day's close would date it, and that close
 //! confirms it (the same episode) or retracts it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -66,7 +68,7 @@ struct Tracked {
     /// by it has been folded (records are taken in event-time order).
     observed: EventTime,
     /// Devices' newest readings sighted after the last closed day.
-    sighted: HashMap<Id, EventTime>,
+    sighted: std::collections::HashMap<Id, EventTime>,
     /// Alerts sent provisionally for days not closed yet.
     provisional: Vec<AlertRecord>,
     /// No intraday verdict changes before this event time unless a day
@@ -86,7 +88,7 @@ impl Tracked {
             journey,
             next_day,
             observed,
-            sighted: HashMap::new(),
+            sighted: std::collections::HashMap::new(),
             provisional: Vec::new(),
             due: 0,
             open_day: None,
@@ -132,7 +134,7 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
             let mut hours_taken: Vec<Id> = Vec::new();
             let mut pending: BTreeMap<EventTime, (Capability<EventTime>, Vec<Output>)> =
                 BTreeMap::new();
-            let mut tracked: HashMap<Id, Tracked> = HashMap::new();
+            let mut tracked: HashMap<Id, Tracked> = HashMap::default();
             // Restored journeys of the customers this worker owns (the
             // exchange's rule), each waiting for its next day as before the
             // restart, whether or not its fleet sends anything.
