@@ -44,20 +44,6 @@ fn engine(c: &mut Criterion) {
         reference.len()
     );
 
-    let mut group = c.benchmark_group("engine");
-    group.sample_size(10);
-    group.throughput(Throughput::Elements(capture.samples));
-    for workers in [1, 2] {
-        group.bench_function(format!("dataflow/{workers}_workers/samples"), |b| {
-            b.iter_batched(
-                || batches.clone(),
-                |input| {
-                    run_batches(config.clone(), workers, LATENESS_MS, input).expect("engine run")
-                },
-                BatchSize::LargeInput,
-            )
-        });
-    }
     // Customers in time zones (daily windows are their local days), as most
     // real customers are: half an hour apart from UTC in Adelaide, east
     // and west, with and without daylight saving; the same records as the
@@ -68,16 +54,24 @@ fn engine(c: &mut Criterion) {
         windowed(&dataflow.outputs),
         windowed(&fold(&zoned, batches.clone()))
     );
-    for workers in [1, 2] {
-        group.bench_function(format!("dataflow/{workers}_workers_zoned/samples"), |b| {
-            b.iter_batched(
-                || batches.clone(),
-                |input| {
-                    run_batches(zoned.clone(), workers, LATENESS_MS, input).expect("engine run")
-                },
-                BatchSize::LargeInput,
-            )
-        });
+
+    let mut group = c.benchmark_group("engine");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(capture.samples));
+    for (customers, config) in [("", &config), ("_zoned", &zoned)] {
+        for workers in [1, 2] {
+            let name = format!("dataflow/{workers}_workers{customers}/samples");
+            group.bench_function(name, |b| {
+                b.iter_batched(
+                    || batches.clone(),
+                    |input| {
+                        run_batches(config.clone(), workers, LATENESS_MS, input)
+                            .expect("engine run")
+                    },
+                    BatchSize::LargeInput,
+                )
+            });
+        }
     }
     // Timely timestamp granularity: the service's 1 min tick against 1 s
     // (every distinct timestamp costs progress tracking).
