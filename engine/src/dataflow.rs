@@ -20,6 +20,7 @@ use crate::stats::EngineStats;
 /// batches -> exchange by device -> dedup + per-device increments (usage)
 ///   usage -> per-worker windows: devices' records, parts of customers' windows
 ///         -> exchange by customer -> merge parts         -> Output::Device, Output::Customer
+///                                          \-> their times (to every worker) --v
 ///   windows -> exchange by customer -> customer success  -> Outcome, Milestone, Health, Alert
 /// batches -> newest reading per device, at once (sightings) ^  (provisional alerts of the open day)
 ///   health  -> one worker -> portfolio                     -> Output::Portfolio
@@ -30,11 +31,11 @@ pub fn build<'scope>(
     stats: Arc<EngineStats>,
 ) -> Built<'scope> {
     let (batches, sightings) = batches.with_sightings();
-    let windows = batches
+    let (windows, times) = batches
         .device_usage(config.clone(), stats)
         .tumbling_windows(config.clone())
         .merge_windows(config.clone());
-    let success = windows.clone().customer_success(sightings, config.clone());
+    let success = (windows.clone()).customer_success(times, sightings, config.clone());
     let portfolio = success.clone().portfolio(config);
     Built {
         journeys: windows.concat(success),

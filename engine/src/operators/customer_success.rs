@@ -43,6 +43,7 @@ pub trait CustomerSuccessExt<'scope> {
     /// alerts on the open day.
     fn customer_success(
         self,
+        times: StreamVec<'scope, EventTime, EventTime>,
         sightings: StreamVec<'scope, EventTime, Sighting>,
         config: Arc<EngineConfig>,
     ) -> StreamVec<'scope, EventTime, Output>;
@@ -112,15 +113,15 @@ impl Tracked {
 impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output> {
     fn customer_success(
         self,
+        times: StreamVec<'scope, EventTime, EventTime>,
         sightings: StreamVec<'scope, EventTime, Sighting>,
         config: Arc<EngineConfig>,
     ) -> StreamVec<'scope, EventTime, Output> {
         let pact = Exchange::new(|o: &Output| o.customer().map_or(0, |c| route(&**c)));
         let (index, peers) = (self.scope().index() as u64, self.scope().peers() as u64);
         let signals = sighting_signals(sightings, config.allowed_lateness_ms, config.tick_ms);
-        let seen = newest_seen(self.clone())
-            .map(Signal::Windows)
-            .concat(signals);
+        // Each worker's newest window time, to every worker.
+        let seen = times.broadcast().map(Signal::Windows).concat(signals);
         let name = "CustomerSuccess";
         let worker = self.scope().worker();
         self.binary_frontier(seen, pact, Pipeline, name, move |cap, info| {
@@ -473,30 +474,6 @@ fn open_day<'t>(
         t.open_day = Some(OpenDay::new(*start, *end).in_zone(zone));
     }
     t.open_day.as_mut()
-}
-
-/// The newest record time each worker takes in, broadcast to every
-/// worker: one record per new newest time.
-fn newest_seen<'scope>(
-    windows: StreamVec<'scope, EventTime, Output>,
-) -> StreamVec<'scope, EventTime, EventTime> {
-    let mut newest: EventTime = 0;
-    windows
-        .unary(Pipeline, "NewestSeen", |_, _| {
-            move |input, output| {
-                input.for_each(|cap, data| {
-                    data.clear();
-                    let Some(held) = cap.retain_least(0) else {
-                        return;
-                    };
-                    if *held.time() > newest {
-                        newest = *held.time();
-                        output.session(&held).give(newest);
-                    }
-                });
-            }
-        })
-        .broadcast()
 }
 
 /// Each sighting, to the worker that owns its customer, and how far in
