@@ -14,10 +14,9 @@
 //! confirms it (the same episode) or retracts it.
 
 use std::collections::BTreeMap;
-
-use foldhash::HashMap;
 use std::sync::Arc;
 
+use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -40,7 +39,8 @@ use crate::restatement::{Refolded, refold};
 pub trait CustomerSuccessExt<'scope> {
     /// Turns closed customer and device windows into outcome, milestone,
     /// health and alert records; the devices `sightings` raise provisional
-    /// alerts on the open day.
+    /// alerts on the open day, judged as far as the windows' `times` (each
+    /// worker's newest, from the merge) and the sightings have come.
     fn customer_success(
         self,
         times: StreamVec<'scope, EventTime, EventTime>,
