@@ -2,6 +2,8 @@
 //! operator by a 4-byte index instead of a 16-byte `Arc<str>` per reference,
 //! and hashes the strings once per reading instead of once per window.
 
+use std::sync::Arc;
+
 use crate::device_map::DeviceMap;
 use crate::model::{Id, Usage};
 
@@ -33,11 +35,19 @@ impl Interner {
 
 /// The ids one worker's windows refer to. Devices are (customer, device),
 /// as everywhere in the engine.
+///
+/// A batch's readings come one after another with the same `Arc`s of
+/// customer, device and (mostly) operator, so the last device and operator
+/// looked up are kept (holding their `Arc`s, so an address is never
+/// another string's): the same allocation again is answered without
+/// hashing the strings.
 #[derive(Debug, Default)]
 pub struct WindowIds {
     devices: DeviceMap<()>,
     sites: Interner,
     operators: Interner,
+    last_device: Option<(Id, Id, u32)>,
+    last_operator: Option<(Id, u32)>,
 }
 
 impl WindowIds {
@@ -48,7 +58,15 @@ impl WindowIds {
 
     /// The device `device` of `customer`.
     pub fn device_of(&mut self, customer: &Id, device: &Id) -> u32 {
-        self.devices.index_or_insert_with(customer, device, || ())
+        if let Some((c, d, i)) = &self.last_device
+            && Arc::ptr_eq(c, customer)
+            && Arc::ptr_eq(d, device)
+        {
+            return *i;
+        }
+        let i = self.devices.index_or_insert_with(customer, device, || ());
+        self.last_device = Some((customer.clone(), device.clone(), i));
+        i
     }
 
     /// A site.
@@ -58,7 +76,14 @@ impl WindowIds {
 
     /// An operator.
     pub fn operator(&mut self, operator: &Id) -> u32 {
-        self.operators.intern(operator)
+        if let Some((o, i)) = &self.last_operator
+            && Arc::ptr_eq(o, operator)
+        {
+            return *i;
+        }
+        let i = self.operators.intern(operator);
+        self.last_operator = Some((operator.clone(), i));
+        i
     }
 
     /// (customer, device) of device index `i`.
@@ -87,5 +112,29 @@ mod tests {
         // An operator and a site of the same name are different ids.
         assert_eq!(ids.operator(&"north".into()), 0);
         assert_eq!(ids.sites.values.len(), 2);
+    }
+
+    /// The last device and operator are answered from the same allocation
+    /// only; other allocations of the same strings get the same indices,
+    /// different strings other ones.
+    #[test]
+    fn the_last_ids_answer_only_for_their_own_strings() {
+        let mut ids = WindowIds::default();
+        let (acme, other): (Id, Id) = ("acme".into(), "other".into());
+        let (m1, m2): (Id, Id) = ("m1".into(), "m2".into());
+        let a = ids.device_of(&acme, &m1);
+        assert_eq!(ids.device_of(&acme, &m1), a);
+        assert_eq!(ids.device_of(&"acme".into(), &"m1".into()), a);
+        let b = ids.device_of(&acme, &m2);
+        let c = ids.device_of(&other, &m1);
+        assert_eq!([a, b, c], [0, 1, 2]);
+        assert_eq!(ids.device_of(&acme, &m1), a);
+        assert_eq!(ids.device_ids(c), &(other.clone(), m1.clone()));
+        let (ann, bob): (Id, Id) = ("ann".into(), "bob".into());
+        assert_eq!(ids.operator(&ann), 0);
+        assert_eq!(ids.operator(&ann), 0);
+        assert_eq!(ids.operator(&bob), 1);
+        assert_eq!(ids.operator(&"ann".into()), 0);
+        assert_eq!(ids.operator(&bob), 1);
     }
 }
