@@ -512,6 +512,27 @@ async fn until_all_written(http_port: u16, service: &Service, within: Duration, 
     .await;
 }
 
+/// Renames a file that is no database over `store`, as restoring the
+/// wrong backup does (`mv backup.tar kpi.sqlite`).
+fn put_no_database_over(store: &Path) {
+    let wrong = store.with_file_name("backup.tar");
+    std::fs::write(
+        &wrong,
+        "not a database, a tar of something else\n".repeat(200),
+    )
+    .unwrap();
+    std::fs::rename(&wrong, store).unwrap();
+}
+
+/// Waits (30 s at most) for the log to say the store is no database.
+async fn until_said_not_a_database(service: &Service) {
+    let said = "file is not a database";
+    wait_until(said, Duration::from_secs(30), service, || {
+        service.log().contains(said)
+    })
+    .await;
+}
+
 /// The SQLite store's file replaced, while written, by one that is no
 /// database (the wrong file restored over it: `mv backup.tar kpi.sqlite`).
 /// The sink cannot open it; before, each batch failed at once as not
@@ -528,27 +549,12 @@ async fn a_store_file_replaced_by_no_database_holds_the_records_until_mended() {
     let store = dir.path().join("kpi.sqlite");
     let (sent, publisher) =
         publishing_with_days_stored(&mosquitto, &fleet, &store, "replaced").await;
-    let wrong = dir.path().join("backup.tar");
-    std::fs::write(
-        &wrong,
-        "not a database, a tar of something else\n".repeat(200),
-    )
-    .unwrap();
-    std::fs::rename(&wrong, &store).unwrap();
+    put_no_database_over(&store);
     let replaced_at = metric(&metrics(http_port), ACCEPTED);
     assert!(replaced_at < sent, "replaced while the fleet publishes");
     publisher.await.unwrap().unwrap();
     wait_accepted(http_port, sent, &service).await;
-    let said = "file is not a database";
-    let started = Instant::now();
-    while !service.log().contains(said) {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "{}",
-            service.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_said_not_a_database(&service).await;
     let text = metrics(http_port);
     let emitted = metric(&text, "fleetpulse_records_emitted_total");
     assert!(
@@ -590,16 +596,10 @@ async fn a_kill_while_the_store_file_is_no_database_loses_nothing() {
     let store = dir.path().join("kpi.sqlite");
     let (sent, publisher) =
         publishing_with_days_stored(&mosquitto, &fleet, &store, "replaced-kill").await;
-    let wrong = dir.path().join("backup.tar");
-    std::fs::write(&wrong, "not a database\n".repeat(500)).unwrap();
-    std::fs::rename(&wrong, &store).unwrap();
+    put_no_database_over(&store);
     publisher.await.unwrap().unwrap();
     wait_accepted(http_port, sent, &service).await;
-    let said = "file is not a database";
-    wait_until(said, Duration::from_secs(30), &service, || {
-        service.log().contains(said)
-    })
-    .await;
+    until_said_not_a_database(&service).await;
     service.kill();
 
     std::fs::remove_file(&store).unwrap();
