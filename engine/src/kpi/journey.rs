@@ -4,6 +4,7 @@
 //! windows in event-time order.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +14,7 @@ use super::health::{self, Band, HealthComponents, HealthPoints, HealthRecord, St
 use super::milestone::{MilestoneKind, MilestoneRecord, MilestoneStatus};
 use super::outcome::{OutcomeSpec, OutcomeTracker};
 use super::risk::{AlertRecord, AlertStatus, Episode, Rule};
-use super::rules::{self, Today};
+use super::rules::{self, BaselineMemo, Today};
 use super::{CustomerKpi, DeviceKpi, Output, projection, time_to_value, usage_growth};
 use crate::config::DAY_MS;
 use crate::customer::CustomerSpec;
@@ -70,6 +71,10 @@ pub struct Journey {
     /// provisional score is read at. Kept with the journey, so a restart
     /// or a restatement reads the open day as a run without them would.
     shape: DayShape,
+    /// The champion baseline last drawn, shared with the probe journeys
+    /// the open day is judged with: drawn once a day instead of twice an
+    /// hour.
+    champion_baseline: Arc<BaselineMemo>,
 }
 
 /// Health records a journey keeps for replayed days.
@@ -176,6 +181,7 @@ impl Journey {
             lost_champion: None,
             recent_health: VecDeque::new(),
             shape: DayShape::default(),
+            champion_baseline: Arc::default(),
         }
     }
 
@@ -233,6 +239,11 @@ impl Journey {
     /// The customer.
     pub fn spec(&self) -> &CustomerSpec {
         &self.spec
+    }
+
+    /// The champion baseline last drawn (see [`BaselineMemo`]).
+    pub(crate) fn champion_baseline(&self) -> &BaselineMemo {
+        &self.champion_baseline
     }
 
     /// When in its day the fleet usually works.

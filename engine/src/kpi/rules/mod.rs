@@ -14,6 +14,8 @@ mod outcome_missed;
 mod renewal_at_risk;
 mod usage_drop;
 
+pub(crate) use champion_lost::BaselineMemo;
+
 use super::forecast::Outlook;
 use super::health::Band;
 use super::journey::Journey;
