@@ -499,7 +499,11 @@ max_retries = 2
         .iter()
         .filter(|(id, _)| !delivered.contains_key(*id))
         .collect();
-    assert!(missing.is_empty(), "not delivered: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "not delivered: {missing:?}\n{}",
+        service.log_tail()
+    );
     let unknown: BTreeSet<_> = delivered
         .keys()
         .filter(|id| !expected.contains_key(*id) && !retracted(id))
