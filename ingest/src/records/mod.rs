@@ -170,6 +170,16 @@ mod tests {
         fn kind<R: RecordKind>(&mut self) {
             let names: BTreeSet<_> = R::COLUMNS.iter().map(|c| c.name).collect();
             assert_eq!(names.len(), R::COLUMNS.len(), "{}: a name twice", R::NAME);
+            // Plain names: SQL identifiers and line-protocol keys as they
+            // are, no quoting or escaping.
+            for name in names.iter().chain([&R::NAME]) {
+                let plain = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_';
+                assert!(
+                    name.bytes().all(plain),
+                    "{}: `{name}` is not plain",
+                    R::NAME
+                );
+            }
             let times = R::COLUMNS.iter().filter(|c| c.is(Role::Time)).count();
             assert_eq!(times, 1, "{}: one timestamp", R::NAME);
             assert!(R::COLUMNS.iter().any(|c| c.is(Role::Key)), "{}", R::NAME);

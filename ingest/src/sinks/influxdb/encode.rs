@@ -39,7 +39,7 @@
 use fleetpulse_engine::Output;
 use thiserror::Error;
 
-use crate::records::{RecordKind, RecordVisitor, Role, Value, with_record};
+use crate::records::{Column, RecordKind, RecordVisitor, Role, Value, with_record};
 
 /// Why a record has no line-protocol form.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -121,6 +121,107 @@ impl RecordVisitor for Line<'_> {
 /// sorted by key, every other column but the timestamp as a field, in
 /// column order.
 pub(crate) fn encode<R: RecordKind>(record: &R, out: &mut String) -> Result<(), EncodeError> {
+    if const { tags_lead(R::COLUMNS) } {
+        encode_in_one_visit(record, out)
+    } else {
+        encode_by_table(record, out)
+    }
+}
+
+/// Most tags a kind whose tags lead its columns may have.
+const MAX_TAGS: usize = 8;
+
+/// Whether every tag column comes before every field column (and there are
+/// at most [`MAX_TAGS`]): then the tags are known when the first field is
+/// written, and a record is written as it is visited.
+const fn tags_lead(columns: &[Column]) -> bool {
+    let (mut i, mut tags, mut fields_began) = (0, 0, false);
+    while i < columns.len() {
+        let (mut tag, mut time, mut r) = (false, false, 0);
+        while r < columns[i].roles.len() {
+            tag |= matches!(columns[i].roles[r], Role::Tag);
+            time |= matches!(columns[i].roles[r], Role::Time);
+            r += 1;
+        }
+        if tag {
+            if fields_began {
+                return false;
+            }
+            tags += 1;
+        } else if !time {
+            fields_began = true;
+        }
+        i += 1;
+    }
+    tags <= MAX_TAGS
+}
+
+/// [`encode`] for a kind whose tags lead: the measurement and the sorted
+/// tags at the first field, then each field as it is visited (no copy of
+/// the values, every device-hour of the fleet goes through here).
+fn encode_in_one_visit<R: RecordKind>(record: &R, out: &mut String) -> Result<(), EncodeError> {
+    let start = out.len();
+    let mut tags = [("", ""); MAX_TAGS];
+    let mut tag_count = 0;
+    let mut time = 0;
+    let mut columns = R::COLUMNS.iter();
+    // Written once the tags are known; then `Some(first field)`.
+    let mut first_field: Option<bool> = None;
+    let mut failed = None;
+    record.visit(&mut |value| {
+        let column = columns.next().expect("one value per column");
+        if failed.is_some() {
+            return;
+        }
+        if column.is(Role::Tag) {
+            match value {
+                Value::Text(text) => tags[tag_count] = (column.name, text),
+                other => unreachable!("tag `{}` is text, not {other:?}", column.name),
+            }
+            tag_count += 1;
+            return;
+        }
+        if column.is(Role::Time) {
+            if let Value::Integer(t) = value {
+                time = t;
+            }
+            return;
+        }
+        let first = first_field.get_or_insert_with(|| {
+            if let Err(e) = head(R::NAME, &mut tags[..tag_count], out) {
+                failed = Some(e);
+            }
+            true
+        });
+        if failed.is_some() {
+            return;
+        }
+        let mut fields = Fields {
+            out: &mut *out,
+            first: *first,
+        };
+        match value {
+            Value::Integer(v) => fields.int(column.name, v),
+            Value::Real(v) => fields.float(column.name, v),
+            Value::Boolean(v) => fields.bool(column.name, v),
+            Value::Text(v) => fields.string(column.name, v),
+            Value::Absent => {}
+        }
+        *first = fields.first;
+    });
+    if failed.is_none() && first_field.is_none() {
+        failed = head(R::NAME, &mut tags[..tag_count], out).err();
+    }
+    if let Some(e) = failed {
+        out.truncate(start);
+        return Err(e);
+    }
+    timestamp(out, time);
+    Ok(())
+}
+
+/// [`encode`] for any kind, from a table of its values.
+fn encode_by_table<R: RecordKind>(record: &R, out: &mut String) -> Result<(), EncodeError> {
     let values = record.values();
     let columns = || R::COLUMNS.iter().zip(values.iter().copied());
     let mut tags: Vec<(&'static str, &str)> = columns()
@@ -130,14 +231,7 @@ pub(crate) fn encode<R: RecordKind>(record: &R, out: &mut String) -> Result<(), 
             other => unreachable!("tag `{}` is text, not {other:?}", c.name),
         })
         .collect();
-    tags.sort_unstable_by_key(|(key, _)| *key);
-    for &(key, value) in &tags {
-        check_tag(key, value)?;
-    }
-    escape_measurement(R::NAME, out);
-    for &(key, value) in &tags {
-        tag(out, key, value);
-    }
+    head(R::NAME, &mut tags, out)?;
     let mut time = 0;
     let mut fields = Fields::new(out);
     for (column, value) in columns() {
@@ -152,6 +246,24 @@ pub(crate) fn encode<R: RecordKind>(record: &R, out: &mut String) -> Result<(), 
         }
     }
     timestamp(out, time);
+    Ok(())
+}
+
+/// Appends the measurement and the tags, sorted by key; nothing when a tag
+/// value has no faithful encoding.
+fn head(
+    measurement: &str,
+    tags: &mut [(&'static str, &str)],
+    out: &mut String,
+) -> Result<(), EncodeError> {
+    tags.sort_unstable_by_key(|(key, _)| *key);
+    for &(key, value) in tags.iter() {
+        check_tag(key, value)?;
+    }
+    escape_measurement(measurement, out);
+    for &(key, value) in tags.iter() {
+        tag(out, key, value);
+    }
     Ok(())
 }
 
@@ -179,10 +291,12 @@ fn check_tag(tag: &'static str, value: &str) -> Result<(), EncodeError> {
     Ok(())
 }
 
-/// Appends `,key=value`.
+/// Appends `,key=value`. Keys are column names, which are plain
+/// (`[a-z0-9_]`, `records::tests::every_kind_is_well_formed`): written as
+/// they are.
 fn tag(out: &mut String, key: &str, value: &str) {
     out.push(',');
-    escape_tag(key, out);
+    out.push_str(key);
     out.push('=');
     escape_tag(value, out);
 }
@@ -259,10 +373,11 @@ impl<'a> Fields<'a> {
         Self { out, first: true }
     }
 
+    /// A column name: plain, written as it is (see [`tag`]).
     fn key(&mut self, key: &str) {
         self.out.push(if self.first { ' ' } else { ',' });
         self.first = false;
-        escape_tag(key, self.out);
+        self.out.push_str(key);
         self.out.push('=');
     }
 
@@ -845,5 +960,55 @@ mod tests {
             }
         }
         tags
+    }
+
+    /// A line as written (as visited where the kind's tags lead, else from
+    /// the table) and from the table, each after text already in the body.
+    struct BothWays;
+
+    impl RecordVisitor for BothWays {
+        type Out = [(Result<(), EncodeError>, String); 2];
+
+        fn record<R: RecordKind>(&mut self, record: &R) -> Self::Out {
+            let (mut visited, mut tabled) = (String::from("x\n"), String::from("x\n"));
+            [
+                (encode(record, &mut visited), visited),
+                (encode_by_table(record, &mut tabled), tabled),
+            ]
+        }
+    }
+
+    #[test]
+    fn a_line_written_as_visited_equals_the_line_from_the_table() {
+        let forecast = fleetpulse_engine::ForecastRecord {
+            customer: "acme west".into(),
+            ..Default::default()
+        };
+        let mut records = vec![
+            Output::Customer(customer("acme", T, 10)),
+            Output::Device(device("exc,01", T, MachineState::Running)),
+            Output::Outcome(outcome("acme", T, f64::NAN)),
+            Output::Milestone(milestone("first=value", 2, T)),
+            Output::Health(health("acme", T, 71.5)),
+            Output::Health(onboarding_health("acme", T, 40.0)),
+            Output::Forecast(forecast),
+            Output::Alert(alert("acme", 1, T)),
+            Output::Alert(resolved(alert("acme", 2, T), T + 3_600_000)),
+            Output::Portfolio(portfolio(T, 12)),
+        ];
+        // Refused tags: nothing written, the same error both ways.
+        records.push(Output::Customer(customer("", T, 1)));
+        records.push(Output::Device(device("exc\n02", T, MachineState::Idle)));
+        records.push(Output::Alert(alert("trailing\\", 1, T)));
+        for record in records {
+            let [visited, tabled] = with_record(&record, &mut BothWays);
+            assert_eq!(visited, tabled, "{record:?}");
+            if visited.0.is_err() {
+                assert_eq!(visited.1, "x\n", "nothing written for a refused record");
+            }
+        }
+        // The kinds of every window go the fast way.
+        assert!(const { tags_lead(<fleetpulse_engine::CustomerKpi as RecordKind>::COLUMNS) });
+        assert!(const { tags_lead(<fleetpulse_engine::DeviceKpi as RecordKind>::COLUMNS) });
     }
 }
