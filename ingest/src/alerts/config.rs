@@ -66,10 +66,11 @@ pub struct AlertsConfig {
     /// task stops taking records from the engine, which then waits:
     /// backpressure, nothing is dropped.
     pub queue: NonZeroUsize,
-    /// On shutdown (or once the record stream ends), how long waiting
-    /// notifications may still take to be delivered. What is left stays in
-    /// the outbox for the next start (without an outbox it is counted as
-    /// failed).
+    /// How long waiting notifications may still take to be delivered once
+    /// the record stream ends (at a stop: after the engine's drain, whose
+    /// last days may open alerts; within `shutdown_timeout`). What is left
+    /// stays in the outbox for the next start (without an outbox it is
+    /// counted as failed).
     #[serde(with = "humantime_serde")]
     pub flush_timeout: Duration,
     /// Directory of the alert outbox: every notification is written there

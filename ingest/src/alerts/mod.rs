@@ -39,12 +39,14 @@
 //! An outbox write that fails is retried with backoff; until it succeeds the
 //! batch is not written, so the checkpoint does not move past it.
 //!
-//! **Shutdown.** Once `shutdown` is cancelled or the record stream ends,
-//! whichever comes first, each channel has `flush_timeout` to deliver what
-//! is waiting; then it stops, and what is left stays in the outbox for the
-//! next start (in memory: counted as failed). The router keeps taking
-//! batches (without waiting for room) until the stream ends, so it never
-//! blocks the engine's drain.
+//! **Shutdown.** Once the record stream ends (after the engine's drain,
+//! which closes the last days and may open alerts), each channel has
+//! `flush_timeout` to deliver what is waiting; then it stops, and what is
+//! left stays in the outbox for the next start (in memory: counted as
+//! failed). From `flush_timeout` after `shutdown` is cancelled, the router
+//! takes batches without waiting for room until the stream ends, so a
+//! channel that is down never blocks the drain. The service's
+//! `shutdown_timeout` bounds it all.
 //!
 //! **Secrets.** The webhook URL is a [`crate::secrets::SecretUrl`]; errors
 //! are redacted before they are logged ([`crate::secrets`]).
@@ -278,19 +280,24 @@ impl Alerts {
             }
         }
         let shared = Arc::new(Shared::new(outbox));
+        // The router stops waiting (for room, for the outbox) a flush time
+        // after the stop began; the channels stop delivering a flush time
+        // after the last record came, so the alerts of the last days the
+        // drain closes get the whole time too.
         let gave_up = CancellationToken::new();
+        let delivered_by = CancellationToken::new();
 
         let mqtt_side = async {
             match mqtt {
                 Some(publisher) => {
-                    mqtt::publish_all(publisher, shared.clone(), gave_up.clone()).await
+                    mqtt::publish_all(publisher, shared.clone(), delivered_by.clone()).await
                 }
                 None => ChannelReport::default(),
             }
         };
         let webhook_side = async {
             match webhook {
-                Some(webhook) => post_all(webhook, shared.clone(), gave_up.clone()).await,
+                Some(webhook) => post_all(webhook, shared.clone(), delivered_by.clone()).await,
                 None => ChannelReport::default(),
             }
         };
@@ -301,12 +308,20 @@ impl Alerts {
         let router = route(rx, &shared, channels, &config, &written, &gave_up);
         let work = async { tokio::join!(router, mqtt_side, webhook_side) };
         let deadline = async {
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = shared.input_done.cancelled() => {}
-            }
-            tokio::time::sleep(config.flush_timeout).await;
-            gave_up.cancel();
+            let routing = async {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = shared.input_done.cancelled() => {}
+                }
+                tokio::time::sleep(config.flush_timeout).await;
+                gave_up.cancel();
+            };
+            let delivering = async {
+                shared.input_done.cancelled().await;
+                tokio::time::sleep(config.flush_timeout).await;
+                delivered_by.cancel();
+            };
+            tokio::join!(routing, delivering);
             std::future::pending::<std::convert::Infallible>().await
         };
         let (routed, mut mqtt, mut webhook) = tokio::select! {
@@ -793,6 +808,43 @@ mod tests {
         assert_eq!(report.webhook.delivered, 0);
         assert_eq!(report.webhook.failed, 6, "in memory: what is left is lost");
         assert_eq!(written.load(Relaxed), 3);
+    }
+
+    /// Alerts the drain brings after the stop began, later than the flush
+    /// time, are still delivered: the channels' time runs from the end of
+    /// the stream.
+    #[tokio::test]
+    async fn alerts_of_a_long_drain_get_the_whole_flush_time() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let server = tokio::spawn(answer_all(listener, 200, seen.clone()));
+        let config = AlertsConfig {
+            mqtt: false,
+            webhook_url: Some(format!("http://{address}/hook").into()),
+            flush_timeout: Duration::from_millis(300),
+            ..AlertsConfig::default()
+        };
+        let alerts = Alerts::new(&config, &MqttConfig::default()).unwrap();
+        let (tx, rx) = mpsc::channel(1);
+        let shutdown = CancellationToken::new();
+        let written = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(alerts.run(rx, shutdown.clone(), written.clone()));
+        tx.send(vec![alert_at(1)].into()).await.unwrap();
+        shutdown.cancel();
+        // The engine drains for longer than the flush time.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        tx.send(vec![alert_at(2), alert_at(3)].into())
+            .await
+            .unwrap();
+        drop(tx);
+        let report = task.await.unwrap();
+        server.abort();
+        assert_eq!(report.alerts, 3);
+        assert_eq!(report.webhook.delivered, 3, "{report:?}");
+        assert_eq!(report.webhook.failed, 0);
+        assert_eq!(seen.lock().unwrap().len(), 3);
+        assert_eq!(written.load(Relaxed), 2);
     }
 
     /// An answer to each request of a raw HTTP/1.1 client, from `status`.
