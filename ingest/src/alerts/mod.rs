@@ -777,6 +777,24 @@ mod tests {
         Output::Alert(record)
     }
 
+    type Running = (
+        mpsc::Sender<Arc<[Output]>>,
+        CancellationToken,
+        Arc<AtomicU64>,
+        tokio::task::JoinHandle<AlertsReport>,
+    );
+
+    /// The alerts task of `config` running: its record stream (room for
+    /// `capacity` batches), its stop, its written count and its report.
+    fn running(config: &AlertsConfig, capacity: usize) -> Running {
+        let alerts = Alerts::new(config, &MqttConfig::default()).unwrap();
+        let (tx, rx) = mpsc::channel(capacity);
+        let shutdown = CancellationToken::new();
+        let written = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(alerts.run(rx, shutdown.clone(), written.clone()));
+        (tx, shutdown, written, task)
+    }
+
     /// A webhook that never answers is given up at the deadline, and alerts
     /// arriving afterwards are drained and counted, not blocked on.
     #[tokio::test]
@@ -791,11 +809,7 @@ mod tests {
             queue: std::num::NonZeroUsize::new(1).unwrap(),
             ..AlertsConfig::default()
         };
-        let alerts = Alerts::new(&config, &MqttConfig::default()).unwrap();
-        let (tx, rx) = mpsc::channel(1);
-        let shutdown = CancellationToken::new();
-        let written = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(alerts.run(rx, shutdown.clone(), written.clone()));
+        let (tx, shutdown, written, task) = running(&config, 1);
         let batch = |i: u64| -> Arc<[Output]> { vec![alert_at(2 * i), alert_at(2 * i + 1)].into() };
         tx.send(batch(0)).await.unwrap();
         shutdown.cancel();
@@ -825,11 +839,7 @@ mod tests {
             flush_timeout: Duration::from_millis(300),
             ..AlertsConfig::default()
         };
-        let alerts = Alerts::new(&config, &MqttConfig::default()).unwrap();
-        let (tx, rx) = mpsc::channel(1);
-        let shutdown = CancellationToken::new();
-        let written = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(alerts.run(rx, shutdown.clone(), written.clone()));
+        let (tx, shutdown, written, task) = running(&config, 1);
         tx.send(vec![alert_at(1)].into()).await.unwrap();
         shutdown.cancel();
         // The engine drains for longer than the flush time.
@@ -920,11 +930,7 @@ mod tests {
         };
         let refused = Arc::new(Mutex::new(Vec::new()));
         let server = tokio::spawn(answer_all(listener, 503, refused.clone()));
-        let alerts = Alerts::new(&config, &MqttConfig::default()).unwrap();
-        let (tx, rx) = mpsc::channel(4);
-        let written = Arc::new(AtomicU64::new(0));
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(alerts.run(rx, shutdown.clone(), written.clone()));
+        let (tx, shutdown, written, task) = running(&config, 4);
         let first: Arc<[Output]> = vec![alert_at(1), alert_at(2)].into();
         tx.send(first.clone()).await.unwrap();
         tx.send(vec![Output::Customer(customer("acme", 0, 0))].into())
@@ -948,10 +954,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind(address).await.unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let server = tokio::spawn(answer_all(listener, 200, seen.clone()));
-        let alerts = Alerts::new(&config, &MqttConfig::default()).unwrap();
-        let (tx, rx) = mpsc::channel(4);
-        let written = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(alerts.run(rx, CancellationToken::new(), written.clone()));
+        let (tx, _, written, task) = running(&config, 4);
         tx.send(vec![alert_at(2), alert_at(3)].into())
             .await
             .unwrap();
