@@ -842,11 +842,11 @@ mod tests {
         let (tx, shutdown, written, task) = running(&config, 1);
         tx.send(vec![alert_at(1)].into()).await.unwrap();
         shutdown.cancel();
-        // The engine drains for longer than the flush time.
+        // The engine drains for longer than the flush time, then its last
+        // records end the stream.
         tokio::time::sleep(Duration::from_millis(900)).await;
-        tx.send(vec![alert_at(2), alert_at(3)].into())
-            .await
-            .unwrap();
+        let drained: Arc<[Output]> = vec![alert_at(2), alert_at(3)].into();
+        tx.send(drained).await.unwrap();
         drop(tx);
         let report = task.await.unwrap();
         server.abort();
