@@ -127,7 +127,7 @@ pub fn simulate(spec: &FleetSpec, workers: usize) -> anyhow::Result<SeedValidati
     )
     .context("engine")?;
     let health = outcome.outputs.iter().filter_map(|o| match o {
-        Output::Health(h) => Some(h),
+        Output::Health(h) => Some(&**h),
         _ => None,
     });
     let histories = score_histories(health, &book.histories);

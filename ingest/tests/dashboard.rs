@@ -548,7 +548,7 @@ mod late {
     }
 
     pub fn health(customer: &str, d: u64, arr_at_risk: f64) -> Output {
-        Output::Health(HealthRecord {
+        Output::health(HealthRecord {
             customer: customer.into(),
             window_start: day(d),
             window_end: day(d + 1),

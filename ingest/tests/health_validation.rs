@@ -154,7 +154,7 @@ fn engine_health(fleet: &Fleet) -> Vec<HealthRecord> {
         .outputs
         .into_iter()
         .filter_map(|o| match o {
-            Output::Health(h) if !h.provisional => Some(h),
+            Output::Health(h) if !h.provisional => Some(*h),
             _ => None,
         })
         .collect()

@@ -279,7 +279,7 @@ fn customer_success_records() -> Vec<Output> {
     vec![
         Output::Outcome(outcome_record()),
         Output::Milestone(milestone_record()),
-        Output::Health(health_record()),
+        Output::health(health_record()),
         Output::Alert(alert_record(false)),
         Output::Alert(alert_record(true)),
         Output::Portfolio(portfolio_record()),

@@ -53,8 +53,10 @@ pub enum Output {
     Outcome(OutcomeRecord),
     /// A milestone's state at the end of a day.
     Milestone(MilestoneRecord),
-    /// A customer's health at the end of a day.
-    Health(HealthRecord),
+    /// A customer's health at the end of a day. Boxed: at 304 bytes the
+    /// largest record, and a few per customer-day; unboxed, every output
+    /// (the windows' included) would take as much.
+    Health(Box<HealthRecord>),
     /// A customer's health forecast at the end of a day.
     Forecast(forecast::ForecastRecord),
     /// An at-risk alert opening or resolving.
@@ -64,6 +66,11 @@ pub enum Output {
 }
 
 impl Output {
+    /// A health record as an output.
+    pub fn health(record: HealthRecord) -> Self {
+        Self::Health(Box::new(record))
+    }
+
     /// The customer a record is about (`None` for portfolio figures).
     pub fn customer(&self) -> Option<&crate::model::Id> {
         match self {

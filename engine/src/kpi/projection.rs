@@ -301,7 +301,7 @@ mod tests {
             let mut out = Vec::new();
             journey.close_day(&day(d, share(d)), &mut out);
             let health = out.iter().find_map(|o| match o {
-                Output::Health(h) => Some(h.clone()),
+                Output::Health(h) => Some(HealthRecord::clone(h)),
                 _ => None,
             });
             let forecast = out.into_iter().find_map(|o| match o {

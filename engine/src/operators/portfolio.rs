@@ -44,7 +44,7 @@ impl<'scope> PortfolioExt<'scope> for StreamVec<'scope, EventTime, Output> {
                             days.entry(day)
                                 .or_insert_with(|| (held.clone(), Vec::new()))
                                 .1
-                                .push(h);
+                                .push(*h);
                         }
                     }
                 });

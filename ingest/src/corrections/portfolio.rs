@@ -456,7 +456,7 @@ mod tests {
             kept: &[HealthRecord],
             folded: &[HealthRecord],
         ) -> Vec<PortfolioRecord> {
-            let mut records: Vec<Output> = kept.iter().cloned().map(Output::Health).collect();
+            let mut records: Vec<Output> = kept.iter().cloned().map(Output::health).collect();
             records.push(Output::Portfolio(live(folded)));
             self.keep(&records, false)
         }
@@ -476,7 +476,7 @@ mod tests {
 
         // Its alert retracted: "b" holds no ARR at risk that day.
         let after = health("b", 0.0, Band::Yellow);
-        let figures = state.keep(&[Output::Health(after.clone())], true);
+        let figures = state.keep(&[Output::health(after.clone())], true);
         let want = PortfolioRecord {
             revision: 1,
             ..live(&[before[1].clone(), after.clone()])
@@ -487,7 +487,7 @@ mod tests {
         // Restated again without a change: nothing to write.
         assert!(
             state
-                .keep(&[Output::Health(after.clone())], true)
+                .keep(&[Output::health(after.clone())], true)
                 .is_empty()
         );
         // A provisional score is not the day's.
@@ -495,10 +495,10 @@ mod tests {
             provisional: true,
             ..health("b", 5.0, Band::Red)
         };
-        assert!(state.keep(&[Output::Health(provisional)], true).is_empty());
+        assert!(state.keep(&[Output::health(provisional)], true).is_empty());
         // Changed again: the next revision.
         let again = health("b", 50_000.0, Band::Red);
-        let figures = state.keep(&[Output::Health(again.clone())], true);
+        let figures = state.keep(&[Output::health(again.clone())], true);
         assert_eq!(figures[0].revision, 2);
         assert_eq!(figures[0].arr_at_risk, 50_000.0);
     }
@@ -509,13 +509,13 @@ mod tests {
         // The engine has not passed the date yet.
         state.passed = D;
         let live_health = [health("a", 0.0, Band::Green), health("b", 9.0, Band::Red)];
-        let records: Vec<Output> = live_health.iter().cloned().map(Output::Health).collect();
+        let records: Vec<Output> = live_health.iter().cloned().map(Output::health).collect();
         assert!(state.keep(&records, false).is_empty());
         // Restated before the date's figures were emitted: they will miss it.
         let restated = health("b", 0.0, Band::Green);
         assert!(
             state
-                .keep(&[Output::Health(restated.clone())], true)
+                .keep(&[Output::health(restated.clone())], true)
                 .is_empty()
         );
         let figures = state.keep(&[Output::Portfolio(live(&live_health))], false);
@@ -534,7 +534,7 @@ mod tests {
         let mut state = State::new();
         state.passed = D + DAY_MS;
         let alone = health("a", 100_000.0, Band::Red);
-        let figures = state.keep(&[Output::Health(alone.clone())], true);
+        let figures = state.keep(&[Output::health(alone.clone())], true);
         let want = PortfolioRecord {
             revision: 1,
             ..live(std::slice::from_ref(&alone))
@@ -558,7 +558,7 @@ mod tests {
         ];
         assert!(state.live_date(&three[..2], &three).is_empty());
         let restated = health("a", 100_000.0, Band::Red);
-        assert!(state.keep(&[Output::Health(restated)], true).is_empty());
+        assert!(state.keep(&[Output::health(restated)], true).is_empty());
     }
 
     /// A date's live records meet a full disk: held, and kept with the next
@@ -583,7 +583,7 @@ mod tests {
         let filler = disk.path().join("filler");
         small_disk::fill_disk(&filler);
         let before = [health("a", 0.0, Band::Green), health("b", 9.0, Band::Red)];
-        let mut records: Vec<Output> = before.iter().cloned().map(Output::Health).collect();
+        let mut records: Vec<Output> = before.iter().cloned().map(Output::health).collect();
         records.push(Output::Portfolio(live(&before)));
         let held = unkept.keep(&mut conn, &path, &engine, records.iter());
         assert!(held.is_empty());
@@ -593,7 +593,7 @@ mod tests {
             "held, not kept"
         );
         // Still full: the next records are held behind them.
-        let hour = Output::Health(HealthRecord {
+        let hour = Output::health(HealthRecord {
             provisional: true,
             ..health("a", 0.0, Band::Green)
         });
@@ -608,7 +608,7 @@ mod tests {
             "kept once there is room"
         );
         let after = health("b", 0.0, Band::Green);
-        let restated = [Output::Health(after.clone())];
+        let restated = [Output::health(after.clone())];
         let figures = keep(
             &mut conn,
             &path,
@@ -633,14 +633,14 @@ mod tests {
         let before = [health("a", 0.0, Band::Green), health("b", 9.0, Band::Red)];
         state.live_date(&before, &before);
         let after = health("b", 0.0, Band::Green);
-        assert_eq!(state.keep(&[Output::Health(after.clone())], true).len(), 1);
+        assert_eq!(state.keep(&[Output::health(after.clone())], true).len(), 1);
         assert!(
             state
-                .keep(&[Output::Health(before[1].clone())], false)
+                .keep(&[Output::health(before[1].clone())], false)
                 .is_empty()
         );
         // The same restated record again changes nothing: the row is it.
-        assert!(state.keep(&[Output::Health(after)], true).is_empty());
+        assert!(state.keep(&[Output::health(after)], true).is_empty());
     }
 
     #[test]
@@ -649,7 +649,7 @@ mod tests {
         let before = [health("a", 0.0, Band::Green), health("b", 9.0, Band::Red)];
         state.live_date(&before, &before);
         let after = health("b", 0.0, Band::Green);
-        let figures = state.keep(&[Output::Health(after.clone())], true);
+        let figures = state.keep(&[Output::health(after.clone())], true);
         assert_eq!(figures.len(), 1);
 
         // Killed before the stores had them: the rows that changed them are

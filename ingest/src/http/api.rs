@@ -1144,8 +1144,8 @@ mod tests {
     async fn retracted_episodes_count_neither_as_open_nor_at_risk() {
         let hub = crate::http::Hub::new();
         hub.apply(&[
-            Output::Health(health("quiet", 0.0)),
-            Output::Health(health("loud", 100_000.0)),
+            Output::health(health("quiet", 0.0)),
+            Output::health(health("loud", 100_000.0)),
             Output::Alert(episode("quiet", Rule::DevicesDark, AlertStatus::Retracted)),
             Output::Alert(episode("loud", Rule::UsageDrop, AlertStatus::Open)),
             Output::Alert(AlertRecord {

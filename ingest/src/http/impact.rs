@@ -180,7 +180,7 @@ mod tests {
                 stage,
                 ..HealthRecord::default()
             };
-            [Output::Customer(kpi), Output::Health(health)]
+            [Output::Customer(kpi), Output::health(health)]
         });
         (spec, records.collect())
     }

@@ -117,7 +117,7 @@ pub fn from_store(
             }
         }
         let health = store.newest::<HealthRecord>(&[("customer", c)], HISTORY_DAYS)?;
-        out.extend(health.into_iter().map(Output::Health));
+        out.extend(health.into_iter().map(Output::health));
         let forecast = store.newest::<ForecastRecord>(&[("customer", c)], 1)?;
         out.extend(forecast.into_iter().map(Output::Forecast));
         let milestones = store.latest_milestones(Some(c))?;

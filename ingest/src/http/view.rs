@@ -373,7 +373,9 @@ impl View {
                 self.customer(&health.customer)
                     .health
                     .get_or_insert_with(|| Series::new(HISTORY_DAYS))
-                    .insert(health.clone(), health.window_start, |r| r.window_start);
+                    .insert(HealthRecord::clone(health), health.window_start, |r| {
+                        r.window_start
+                    });
             }
             Output::Forecast(forecast) => {
                 let held = &mut self.customer(&forecast.customer).forecast;
@@ -414,7 +416,7 @@ impl View {
         let mut out = Vec::new();
         for (_, c) in self.customers.iter().filter(|(id, _)| keep(id)) {
             let health = c.health.iter().flat_map(Series::iter);
-            out.extend(health.cloned().map(Output::Health));
+            out.extend(health.cloned().map(Output::health));
             out.extend(c.forecast.iter().cloned().map(Output::Forecast));
             let kpis = c.kpis.values().flat_map(Series::iter);
             out.extend(kpis.cloned().map(Output::Customer));
@@ -617,8 +619,8 @@ mod tests {
         let mut view = View::default();
         view.set_roster(&[spec("a"), spec("b")].into_iter().collect());
         view.apply(&[
-            Output::Health(health("a", 0, 60.0, 0.0)),
-            Output::Health(health("b", 0, 40.0, 0.0)),
+            Output::health(health("a", 0, 60.0, 0.0)),
+            Output::health(health("b", 0, 40.0, 0.0)),
             Output::Alert(alert("a", 1, AlertStatus::Open)),
             Output::Alert(alert("b", 1, AlertStatus::Open)),
         ]);
@@ -649,7 +651,7 @@ mod tests {
     fn history_is_bounded() {
         let mut view = View::default();
         let batch: Vec<Output> = (0..(HISTORY_DAYS as u64 + 30))
-            .map(|d| Output::Health(health("a", d, 60.0, 0.0)))
+            .map(|d| Output::health(health("a", d, 60.0, 0.0)))
             .collect();
         view.apply(&batch);
         let c = view.customer_view("a").unwrap();
@@ -702,10 +704,10 @@ mod tests {
     fn ranking_puts_revenue_at_risk_then_red_first() {
         let mut view = View::default();
         view.apply(&[
-            Output::Health(health("green", 1, 90.0, 0.0)),
-            Output::Health(health("yellow-at-risk", 1, 70.0, 100.0)),
-            Output::Health(health("red", 1, 30.0, 100.0)),
-            Output::Health(health("yellow", 1, 60.0, 0.0)),
+            Output::health(health("green", 1, 90.0, 0.0)),
+            Output::health(health("yellow-at-risk", 1, 70.0, 100.0)),
+            Output::health(health("red", 1, 30.0, 100.0)),
+            Output::health(health("yellow", 1, 60.0, 0.0)),
         ]);
         view.customer(&"no-data".into());
         let order: Vec<&str> = view.ranked().iter().map(|(id, _)| &***id).collect();
@@ -728,8 +730,8 @@ mod tests {
         view.apply(&[
             // Same health, no ARR at risk in either: only the open count
             // tells them apart.
-            Output::Health(health("quiet", 1, 60.0, 0.0)),
-            Output::Health(health("loud", 1, 60.0, 0.0)),
+            Output::health(health("quiet", 1, 60.0, 0.0)),
+            Output::health(health("loud", 1, 60.0, 0.0)),
             Output::Alert(retracted.clone()),
             Output::Alert(alert("loud", 1, AlertStatus::Open)),
         ]);
@@ -799,7 +801,7 @@ mod tests {
         let mut records = Vec::new();
         for day in 0..130u64 {
             for c in ["a", "b"] {
-                records.push(Output::Health(health(c, day, 50.0 + day as f64 % 7.0, 0.0)));
+                records.push(Output::health(health(c, day, 50.0 + day as f64 % 7.0, 0.0)));
             }
         }
         for (i, status) in [

@@ -131,7 +131,7 @@ pub fn with_record<V: RecordVisitor>(output: &Output, v: &mut V) -> V::Out {
         Output::Device(r) => v.record(r),
         Output::Outcome(r) => v.record(r),
         Output::Milestone(r) => v.record(r),
-        Output::Health(r) => v.record(r),
+        Output::Health(r) => v.record(&**r),
         Output::Forecast(r) => v.record(r),
         Output::Alert(r) => v.record(r),
         Output::Portfolio(r) => v.record(r),

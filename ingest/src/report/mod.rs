@@ -339,7 +339,7 @@ mod tests {
         let records: Vec<Output> = [health("acme", day(0), 70.0), health("acme", day(1), 72.0)]
             .into_iter()
             .chain([open])
-            .map(Output::Health)
+            .map(Output::health)
             .collect();
         let (dir, store) = stored(&records).await;
         let args = ReportArgs {
@@ -379,7 +379,7 @@ mod tests {
             .map(|d| {
                 let mut h = health("acme", midnight(d), 60.0 + d as f64 / 10.0);
                 h.window_end = midnight(d + 1);
-                Output::Health(h)
+                Output::health(h)
             })
             .collect();
         let (dir, store) = stored(&records).await;
@@ -435,7 +435,7 @@ mod tests {
             .map(|d| {
                 let mut h = health("acme", midnight(d), 70.0);
                 h.window_end = midnight(d + 1);
-                Output::Health(h)
+                Output::health(h)
             })
             .collect();
         let (dir, store) = stored(&records).await;

@@ -83,7 +83,7 @@ mod tests {
         let (mut health, mut alerts) = (Vec::new(), Vec::new());
         for o in out {
             match o {
-                Output::Health(h) => health.push(h),
+                Output::Health(h) => health.push(*h),
                 Output::Alert(a) => alerts.push(a),
                 _ => {}
             }

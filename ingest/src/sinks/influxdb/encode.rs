@@ -517,7 +517,7 @@ mod tests {
     #[test]
     fn encodes_a_health_record() {
         assert_eq!(
-            line(Output::Health(health("acme", T, 80.0))),
+            line(Output::health(health("acme", T, 80.0))),
             "health,customer=acme,segment=high-touch \
              window_end=1700086400000i,score=80.0,band=\"green\",score_trend=-4.5,\
              depth=25.0,breadth=80.0,utilisation=62.5,outcome_attainment=100.0,\
@@ -535,7 +535,7 @@ mod tests {
         // Absent components and time to value are left out; a known
         // maturity is written.
         let h = onboarding_health("acme", T, 30.0);
-        let text = line(Output::Health(h));
+        let text = line(Output::health(h));
         assert!(
             text.starts_with(
                 "health,customer=acme,segment=tech-touch \
@@ -605,7 +605,7 @@ mod tests {
             Err(EncodeError::EmptyTag { tag: "milestone" })
         );
         assert_eq!(
-            encode_record(&Output::Health(health("", T, 80.0)), &mut out),
+            encode_record(&Output::health(health("", T, 80.0)), &mut out),
             Err(EncodeError::EmptyTag { tag: "customer" })
         );
         assert_eq!(out, "", "nothing appended on error");
@@ -630,7 +630,7 @@ mod tests {
             Output::Device(device("exc-01", T, MachineState::Off)),
             Output::Outcome(outcome("acme", T, 0.1)),
             Output::Milestone(milestone("all-online", 1, T)),
-            Output::Health(health("acme", T, 80.0)),
+            Output::health(health("acme", T, 80.0)),
             Output::Alert(alert("acme", 1, T)),
             Output::Portfolio(portfolio(T, 6)),
         ];
@@ -672,7 +672,7 @@ mod tests {
             Output::Device(device("exc-07", T, MachineState::Running)),
             Output::Outcome(outcome("acme", T, 0.1)),
             Output::Milestone(reached),
-            Output::Health(health("acme", T, 80.0)),
+            Output::health(health("acme", T, 80.0)),
             Output::Alert(alert("acme", 1, T)),
             Output::Portfolio(portfolio(T, 6)),
         ]
@@ -989,8 +989,8 @@ mod tests {
             Output::Device(device("exc,01", T, MachineState::Running)),
             Output::Outcome(outcome("acme", T, f64::NAN)),
             Output::Milestone(milestone("first=value", 2, T)),
-            Output::Health(health("acme", T, 71.5)),
-            Output::Health(onboarding_health("acme", T, 40.0)),
+            Output::health(health("acme", T, 71.5)),
+            Output::health(onboarding_health("acme", T, 40.0)),
             Output::Forecast(forecast),
             Output::Alert(alert("acme", 1, T)),
             Output::Alert(resolved(alert("acme", 2, T), T + 3_600_000)),

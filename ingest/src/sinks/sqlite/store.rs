@@ -549,9 +549,9 @@ mod tests {
         other.stage = Stage::Onboard;
 
         sink.write(&[
-            Output::Health(acme_day2.clone()),
-            Output::Health(zeta_health.clone()),
-            Output::Health(health("acme", d0, 60.0)),
+            Output::health(acme_day2.clone()),
+            Output::health(zeta_health.clone()),
+            Output::health(health("acme", d0, 60.0)),
             Output::Milestone(milestone("all-online", 1, d0)),
             Output::Milestone(milestone("first-100-hours", 2, d0)),
             Output::Milestone(reached.clone()),
@@ -668,7 +668,7 @@ mod tests {
         let (_dir, path, mut sink) = temp_sink().await;
         let d0 = 19_700 * DAY;
         sink.write(&[
-            Output::Health(health("acme", d0, 80.0)),
+            Output::health(health("acme", d0, 80.0)),
             Output::Milestone(milestone("all-online", 1, d0)),
             Output::Outcome(outcome("acme", d0, 0.1)),
             Output::Portfolio(portfolio(d0, 5)),
@@ -698,7 +698,7 @@ mod tests {
         p.red = 4;
         p.managed_outcome_attainment = 12.5;
         sink.write(&[
-            Output::Health(h.clone()),
+            Output::health(h.clone()),
             Output::Milestone(m.clone()),
             Output::Outcome(o.clone()),
             Output::Portfolio(p.clone()),
@@ -720,7 +720,7 @@ mod tests {
         let mut conn = open_connection(&path).unwrap();
         crate::sinks::sqlite::sink::write_batch(
             &mut conn,
-            &[Output::Health(health("acme", 0, 80.0))],
+            &[Output::health(health("acme", 0, 80.0))],
         )
         .unwrap();
         conn.execute("UPDATE health SET band = 'purple'", [])
