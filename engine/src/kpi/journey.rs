@@ -411,7 +411,7 @@ impl Journey {
             // A day closed before a restart, replayed: judged once already.
             // Its health goes on to the portfolio again, unchanged.
             let again = self.recent_health.iter().find(|h| h.window_end == end);
-            out.extend(again.map(|h| Output::Health(Box::new(h.clone()))));
+            out.extend(again.cloned().map(Output::health));
             return false;
         }
         if kpi.totals.samples > 0 && self.activation.is_none() {
@@ -566,7 +566,7 @@ impl Journey {
         while self.recent_health.len() > RECENT_HEALTH {
             self.recent_health.pop_front();
         }
-        out.push(Output::Health(Box::new(health)));
+        out.push(Output::health(health));
         true
     }
 

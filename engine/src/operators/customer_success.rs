@@ -396,7 +396,7 @@ fn judge_open_day(t: &mut Tracked, customer: &Id, day: &Id, output: &mut Out<'_,
         .unwrap_or_default();
     let mut session = output.session(cap);
     if let Some(health) = health {
-        session.give(Output::Health(Box::new(health)));
+        session.give(Output::health(health));
     }
     for alert in alerts {
         if !t.provisional.iter().any(|p| p.rule == alert.rule) {

@@ -95,15 +95,15 @@ impl BaselineMemo {
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let lists = || days.clone().map(|d| Arc::as_ptr(&d.operator_hours));
         if let Some((drawn_from, leaders)) = memo.as_ref()
-            && drawn_from.len() == days.clone().count()
-            && (drawn_from.iter().zip(days.clone())).all(|(a, b)| Arc::ptr_eq(a, &b.operator_hours))
+            && drawn_from.iter().map(Arc::as_ptr).eq(lists())
         {
             return leaders.clone();
         }
         let hours = hours_per_operator(days.clone());
         let total: f64 = hours.iter().map(|(_, h)| h).sum();
-        let leaders = leaders(&hours).map(|(top, top_hours, second)| Leaders {
+        let leaders = ranked(&hours).map(|(top, top_hours, second)| Leaders {
             top: top.clone(),
             top_hours,
             second,
@@ -146,7 +146,7 @@ fn add_up_by_operator(hours: &mut Vec<(&Id, f64)>) {
 
 /// The operator with the most hours (the first by id among equals), their
 /// hours, and the runner-up's hours (0 without one).
-fn leaders<'a>(hours: &[(&'a Id, f64)]) -> Option<(&'a Id, f64, f64)> {
+fn ranked<'a>(hours: &[(&'a Id, f64)]) -> Option<(&'a Id, f64, f64)> {
     let ahead = |a: &(&Id, f64), b: &(&Id, f64)| match a.1.total_cmp(&b.1) {
         Ordering::Equal => a.0 < b.0,
         more_or_less => more_or_less == Ordering::Greater,
@@ -234,7 +234,7 @@ mod tests {
             let hours = hours_per_operator(days.iter());
             prop_assert!(hours.is_sorted_by(|a, b| a.0 < b.0));
             let total: f64 = hours.iter().map(|(_, h)| h).sum();
-            let ours = leaders(&hours)
+            let ours = ranked(&hours)
                 .map(|(top, top_hours, second)| (top, top_hours, second, total / hours.len() as f64));
             prop_assert_eq!(ours, by_map(&days));
         }

@@ -165,8 +165,7 @@ fn encode_in_one_visit<R: RecordKind>(record: &R, out: &mut String) -> Result<()
     let mut tag_count = 0;
     let mut time = 0;
     let mut columns = R::COLUMNS.iter();
-    // Written once the tags are known; then `Some(first field)`.
-    let mut first_field: Option<bool> = None;
+    let (mut head_written, mut first) = (false, true);
     let mut failed = None;
     record.visit(&mut |value| {
         let column = columns.next().expect("one value per column");
@@ -187,19 +186,14 @@ fn encode_in_one_visit<R: RecordKind>(record: &R, out: &mut String) -> Result<()
             }
             return;
         }
-        let first = first_field.get_or_insert_with(|| {
+        if !head_written {
+            head_written = true;
             if let Err(e) = head(R::NAME, &mut tags[..tag_count], out) {
                 failed = Some(e);
+                return;
             }
-            true
-        });
-        if failed.is_some() {
-            return;
         }
-        let mut fields = Fields {
-            out: &mut *out,
-            first: *first,
-        };
+        let mut fields = Fields { out, first };
         match value {
             Value::Integer(v) => fields.int(column.name, v),
             Value::Real(v) => fields.float(column.name, v),
@@ -207,9 +201,9 @@ fn encode_in_one_visit<R: RecordKind>(record: &R, out: &mut String) -> Result<()
             Value::Text(v) => fields.string(column.name, v),
             Value::Absent => {}
         }
-        *first = fields.first;
+        first = fields.first;
     });
-    if failed.is_none() && first_field.is_none() {
+    if !head_written {
         failed = head(R::NAME, &mut tags[..tag_count], out).err();
     }
     if let Some(e) = failed {
