@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::{ControlFlow, RangeInclusive};
 use std::path::{Path, PathBuf};
 
-use fleetpulse_engine::kpi::risk::AlertStatus;
+use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
 use fleetpulse_engine::{
     AlertRecord, CustomerKpi, DeviceBatch, DeviceKpi, EventTime, Id, JourneyState, Output,
 };
@@ -1489,6 +1489,46 @@ impl Archive {
             .transpose()
     }
 
+    /// When `customer`'s journey states kept through `by` resolved the
+    /// episode of `rule` opened at `opened_at`: the end of the first day
+    /// whose state no longer holds it open. `None` when the state of the
+    /// day that opened it does not hold it (the states never raised it),
+    /// or every state through `by` does. Read only for an episode a
+    /// restatement cannot otherwise judge, so the day-by-day scan is rare.
+    pub fn resolved_by_states(
+        &self,
+        customer: &str,
+        rule: Rule,
+        opened_at: EventTime,
+        by: EventTime,
+    ) -> Result<Option<EventTime>, ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        let as_sql = |t: EventTime| t.min(i64::MAX as u64) as i64;
+        let mut select = (self.state)
+            .prepare_cached(
+                "SELECT day_end, state FROM journey_days \
+                 WHERE customer = ?1 AND day_end >= ?2 AND day_end <= ?3 ORDER BY day_end",
+            )
+            .map_err(|e| fail(&path, e))?;
+        let rows = select
+            .query_map(params![customer, as_sql(opened_at), as_sql(by)], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(|e| fail(&path, e))?;
+        let mut held = false;
+        for row in rows {
+            let (end, body) = row.map_err(|e| fail(&path, e))?;
+            let state = journey_state(body).map_err(|e| fail(&path, format!("journey: {e}")))?;
+            if state.open_since(rule) == Some(opened_at) {
+                held = true;
+                continue;
+            }
+            // Held since the day that opened it: resolved by this one.
+            return Ok(held.then_some(end as EventTime));
+        }
+        Ok(None)
+    }
+
     /// Keeps what the customers' journeys fold, for the contract's
     /// lifetime: every customer window, and each device's last reading of
     /// each day (`day`: the day window's name). A recompute folds a journey
@@ -2063,6 +2103,61 @@ mod tests {
         assert_eq!(journey_state(new.clone()).unwrap(), shaped);
         // Damage is still damage.
         assert!(journey_state(new[..new.len() / 2].to_vec()).is_err());
+    }
+
+    /// The day the kept journey states resolved an episode: the first
+    /// state after the ones holding it open since it opened; none when the
+    /// states hold it through the bound or never held it.
+    #[test]
+    fn the_kept_states_tell_when_an_episode_was_resolved() {
+        use fleetpulse_engine::kpi::journey::Journey;
+        use fleetpulse_engine::{Contract, CustomerSpec, Segment};
+        const D: u64 = 86_400_000;
+        let contract = Contract {
+            arr: 1000.0,
+            start: T0,
+            renewal: T0 + 400 * D,
+            devices_purchased: 2,
+            operator_seats: 2,
+        };
+        let empty = Journey::new(CustomerSpec::new("c1", Segment::LowTouch, contract)).snapshot();
+        // The state after the day ending at `end`, fault_spike open since
+        // `since`.
+        let state = |end: u64, since: Option<u64>| -> (Id, JourneyState) {
+            let mut state = serde_json::to_value(&empty).unwrap();
+            if let Some(since) = since {
+                state["episodes"] =
+                    serde_json::json!({"fault_spike": {"count": 1, "open_since": since}});
+            }
+            state["last_day_end"] = end.into();
+            ("c1".into(), serde_json::from_value(state).unwrap())
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut archive = Archive::open(dir.path()).unwrap();
+        let (d1, d3, d4) = (T0 + D, T0 + 3 * D, T0 + 4 * D);
+        archive
+            .keep_journeys(&[
+                state(d1, Some(d1)),
+                state(T0 + 2 * D, Some(d1)),
+                state(d3, None),
+                state(d4, Some(d4)),
+                state(T0 + 5 * D, Some(d4)),
+            ])
+            .unwrap();
+        let resolved = |customer: &str, rule, opened_at, by| {
+            archive
+                .resolved_by_states(customer, rule, opened_at, by)
+                .unwrap()
+        };
+        assert_eq!(resolved("c1", Rule::FaultSpike, d1, T0 + 5 * D), Some(d3));
+        assert_eq!(resolved("c1", Rule::FaultSpike, d1, d3), Some(d3));
+        // Held through the bound: not resolved by then.
+        assert_eq!(resolved("c1", Rule::FaultSpike, d1, T0 + 2 * D), None);
+        assert_eq!(resolved("c1", Rule::FaultSpike, d4, T0 + 9 * D), None);
+        // Never held: not this episode, not this rule, not this customer.
+        assert_eq!(resolved("c1", Rule::FaultSpike, T0 + 2 * D, d4), None);
+        assert_eq!(resolved("c1", Rule::HealthRed, d1, d4), None);
+        assert_eq!(resolved("c2", Rule::FaultSpike, d1, d4), None);
     }
 
     /// Each file notes the archive's format; one an earlier build wrote

@@ -1702,7 +1702,11 @@ fn complete(
     // ones of its open day: that day's close settles them, not this pass.
     let mut before = archive.alerts_from(customer, floor)?;
     before.retain(|a| a.opened_at <= observed);
-    let retracted = retractions(before, &outputs, &days, floor, again);
+    let resolution = |a: &AlertRecord| {
+        // What the states kept before the floor say: the pass's own start.
+        archive.resolved_by_states(customer, a.rule, a.opened_at, floor)
+    };
+    let retracted = retractions(before, &outputs, &days, floor, again, resolution)?;
     records.extend(outputs);
     records.extend(retracted);
     keep(archive, state.day.as_deref(), records.iter())?;
@@ -1733,13 +1737,20 @@ fn window_end(record: &Output) -> EventTime {
 /// sent again: a pass is handed on after the archive noted its
 /// retractions, and a kill before every store wrote them runs it again
 /// after the restart, which must not leave them open there.
-fn retractions(
+///
+/// One opened before `floor` that the fold's states do not hold may have
+/// been resolved before it, and a wrong journey moved its resolution (or
+/// kept it open) in the store: `resolution` tells when the journey states
+/// kept before the floor resolved it, and it is sent resolved then,
+/// instead of retracted.
+fn retractions<E>(
     before: Vec<AlertRecord>,
     folded: &[Output],
     days: &[(Id, JourneyState)],
     floor: EventTime,
     again: bool,
-) -> Vec<Output> {
+    resolution: impl Fn(&AlertRecord) -> Result<Option<EventTime>, E>,
+) -> Result<Vec<Output>, E> {
     let opened: HashSet<(Rule, EventTime)> = (folded.iter())
         .filter_map(|r| match r {
             Output::Alert(a) => Some((a.rule, a.opened_at)),
@@ -1777,6 +1788,21 @@ fn retractions(
                 }
                 continue;
             }
+            if a.status != AlertStatus::Retracted
+                && let Some(at) = resolution(&a)?
+            {
+                if a.resolved_at != Some(at) {
+                    out.push(Output::Alert(AlertRecord {
+                        status: AlertStatus::Resolved,
+                        resolved_at: Some(at),
+                        evidence: "telemetry that arrived late restated the days after it: \
+                                   the history resolved it on this day"
+                            .into(),
+                        ..a
+                    }));
+                }
+                continue;
+            }
         }
         match a.status {
             AlertStatus::Retracted if again => out.push(Output::Alert(a)),
@@ -1790,7 +1816,7 @@ fn retractions(
             })),
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -1824,6 +1850,11 @@ mod tests {
         assert_eq!(part_end(&pending(from, 2), 102 * day), None);
     }
 
+    /// States that never resolved an episode.
+    fn never(_: &AlertRecord) -> Result<Option<EventTime>, ()> {
+        Ok(None)
+    }
+
     fn alert(rule: Rule, opened_at: EventTime, status: AlertStatus) -> AlertRecord {
         AlertRecord {
             customer: "c1".into(),
@@ -1849,12 +1880,14 @@ mod tests {
             Output::Alert(alert(Rule::FaultSpike, 30, AlertStatus::Open)),
         ];
         let retracted = |again| -> Vec<(Rule, EventTime, AlertStatus)> {
-            (retractions(before.clone(), &folded, &[], 0, again).into_iter())
-                .map(|r| match r {
-                    Output::Alert(a) => (a.rule, a.opened_at, a.status),
-                    other => panic!("not an alert: {other:?}"),
-                })
-                .collect()
+            (retractions(before.clone(), &folded, &[], 0, again, never)
+                .unwrap()
+                .into_iter())
+            .map(|r| match r {
+                Output::Alert(a) => (a.rule, a.opened_at, a.status),
+                other => panic!("not an alert: {other:?}"),
+            })
+            .collect()
         };
         // The first pass after a start sends the earlier retraction again.
         assert_eq!(
@@ -1901,7 +1934,9 @@ mod tests {
     /// a pass then brought, resolved an episode that history never
     /// opened), sent open again when they do through the day the store
     /// has it resolved on, left alone when they hold it or the fold
-    /// resolves it.
+    /// resolves it; sent resolved on the day the states kept before the
+    /// floor resolved it, when they did (a wrong journey resolved it later
+    /// in the store, or kept it open).
     #[test]
     fn an_episode_opened_before_the_floor_is_judged_by_the_fold_s_states() {
         let resolved = |rule, opened_at, at| AlertRecord {
@@ -1916,7 +1951,21 @@ mod tests {
             alert(Rule::CoverageGap, 5, AlertStatus::Open),
             // Resolved after the fold's last day (100): a later part's.
             resolved(Rule::ChampionLost, 45, 120),
+            // Truly resolved before the floor (at 35 and 40, by the states
+            // kept), later or never in the store.
+            resolved(Rule::FaultSpike, 15, 95),
+            alert(Rule::ForecastRed, 12, AlertStatus::Open),
+            // Already right in the store.
+            resolved(Rule::OutcomeMissed, 14, 38),
         ];
+        let kept = |a: &AlertRecord| -> Result<Option<EventTime>, ()> {
+            Ok(match a.rule {
+                Rule::FaultSpike => Some(35),
+                Rule::ForecastRed => Some(40),
+                Rule::OutcomeMissed => Some(38),
+                _ => None,
+            })
+        };
         let days = vec![(
             Id::from("c1"),
             state_with_open(&[
@@ -1927,21 +1976,26 @@ mod tests {
         )];
         let folded = vec![Output::Alert(resolved(Rule::DevicesDark, 40, 60))];
         let sent: Vec<(Rule, EventTime, AlertStatus, Option<EventTime>)> =
-            (retractions(before.clone(), &folded, &days, 50, false).into_iter())
-                .map(|r| match r {
-                    Output::Alert(a) => (a.rule, a.opened_at, a.status, a.resolved_at),
-                    other => panic!("not an alert: {other:?}"),
-                })
-                .collect();
+            (retractions(before.clone(), &folded, &days, 50, false, kept)
+                .unwrap()
+                .into_iter())
+            .map(|r| match r {
+                Output::Alert(a) => (a.rule, a.opened_at, a.status, a.resolved_at),
+                other => panic!("not an alert: {other:?}"),
+            })
+            .collect();
         assert_eq!(
             sent,
             [
                 (Rule::RenewalAtRisk, 10, AlertStatus::Retracted, Some(90)),
                 (Rule::HealthRed, 20, AlertStatus::Open, None),
+                (Rule::FaultSpike, 15, AlertStatus::Resolved, Some(35)),
+                (Rule::ForecastRed, 12, AlertStatus::Resolved, Some(40)),
             ]
         );
         // No day folded: nothing to judge them by.
-        assert!(retractions(before, &folded, &[], 50, false).is_empty());
+        let none = retractions(before, &folded, &[], 50, false, kept).unwrap();
+        assert!(none.is_empty());
     }
 
     /// A pass reads the archive through the last window holding a reading
