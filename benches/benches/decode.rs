@@ -1,4 +1,5 @@
-//! Wire to engine input: protobuf decode + validate, and the whole admission
+//! Wire to engine input: protobuf decode + validate (prost's, and the
+//! reader admission uses, straight into engine readings), and the whole admission
 //! step the service runs per message (topic, decode, validate, customer
 //! check, conversion to engine types, watermark). Throughput in messages/s and
 //! payload MB/s; samples/s = messages/s x 6 for this capture.
@@ -27,6 +28,17 @@ fn decode(c: &mut Criterion) {
             for (topic, payload) in messages {
                 let ids = TopicIds::parse(topic).expect("valid topic");
                 std::hint::black_box(decode_and_validate(&ids, payload, &limits).expect("valid"));
+            }
+        })
+    });
+    // What admission reads payloads with: straight into engine readings.
+    let catalog = fleetpulse_engine::FeatureCatalog::default();
+    group.bench_function("read_validate/messages", |b| {
+        b.iter(|| {
+            for (topic, payload) in messages {
+                let ids = TopicIds::parse(topic).expect("valid topic");
+                let read = fleetpulse::convert::wire::parse(&ids, payload, &limits, &catalog);
+                std::hint::black_box(read.expect("valid"));
             }
         })
     });

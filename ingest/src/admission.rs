@@ -13,7 +13,7 @@ use fleetpulse_proto::{Limits, TopicIds, TopicKind, decode_and_validate};
 
 use crate::behind::{BehindClock, Change};
 use crate::config::LimitsConfig;
-use crate::convert::Converter;
+use crate::convert::{Converter, wire};
 use crate::corrections::{NotWhole, Reach};
 use crate::customers::CustomersFile;
 use crate::metrics::RejectReason;
@@ -270,8 +270,37 @@ impl Admission {
         payload: &[u8],
     ) -> Option<fleetpulse_engine::EventTime> {
         let ids = TopicIds::parse(topic).ok()?;
+        let catalog = self.converter.catalog();
+        if let Some(parsed) = wire::parse(&ids, payload, &self.limits, catalog) {
+            return parsed.samples.first().map(|s| s.at);
+        }
         let batch = decode_and_validate(&ids, payload, &self.limits).ok()?;
         Some(self.converter.batch(batch).first_at())
+    }
+
+    /// The batch `payload` holds, read straight from its bytes, or decoded
+    /// by prost where that reader leaves it (which then says what is
+    /// wrong); refused when its customer is not in the customers file.
+    fn read(&mut self, ids: &TopicIds<'_>, payload: &[u8]) -> Result<DeviceBatch, Rejection> {
+        let unknown = |customer: &str| Rejection {
+            reason: RejectReason::UnknownCustomer,
+            detail: format!("customer `{customer}` is not in the customers file"),
+        };
+        let known = |customer: &str| (self.customers.as_ref()).is_none_or(|k| k.contains(customer));
+        if let Some(parsed) = wire::parse(ids, payload, &self.limits, self.converter.catalog()) {
+            if !known(ids.customer) {
+                return Err(unknown(ids.customer));
+            }
+            return Ok(self.converter.parsed(ids, parsed));
+        }
+        let batch = decode_and_validate(ids, payload, &self.limits).map_err(|e| Rejection {
+            reason: RejectReason::of(&e),
+            detail: e.to_string(),
+        })?;
+        if !known(&batch.customer_id) {
+            return Err(unknown(&batch.customer_id));
+        }
+        Ok(self.converter.batch(batch))
     }
 
     /// Checks and converts one message received at wall time `now_ms`;
@@ -312,22 +341,7 @@ impl Admission {
             detail: e.to_string(),
         })?;
         let backfill = ids.kind == TopicKind::Backfill;
-        let batch = decode_and_validate(&ids, payload, &self.limits).map_err(|e| Rejection {
-            reason: RejectReason::of(&e),
-            detail: e.to_string(),
-        })?;
-        if let Some(known) = &self.customers
-            && !known.contains(&batch.customer_id)
-        {
-            return Err(Rejection {
-                reason: RejectReason::UnknownCustomer,
-                detail: format!(
-                    "customer `{}` is not in the customers file",
-                    batch.customer_id
-                ),
-            });
-        }
-        let batch = self.converter.batch(batch);
+        let batch = self.read(&ids, payload)?;
         let newest = batch.last_at();
         if newest > now_ms.saturating_add(self.bounds.max_future_ms) {
             return Err(Rejection {

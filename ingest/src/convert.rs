@@ -1,8 +1,10 @@
 //! The one place where wire types become engine types, so KPI code never sees
 //! prost types.
 
+pub mod wire;
+
 use fleetpulse_engine::{DeviceBatch, FeatureCatalog, Id, MachineState, Sample};
-use fleetpulse_proto::v1;
+use fleetpulse_proto::{TopicIds, v1};
 
 /// Converts validated batches, interning ids so that the many readings of a
 /// device share one allocation per id.
@@ -40,16 +42,21 @@ impl Converter {
         self
     }
 
-    fn operator(&mut self, id: String) -> Id {
+    /// The catalog features are classified with.
+    pub fn catalog(&self) -> &FeatureCatalog {
+        &self.catalog
+    }
+
+    fn operator(&mut self, id: &str) -> Id {
         let Some(pseudonyms) = &self.pseudonyms else {
             return self.intern(id);
         };
-        if let Some(pseudonym) = self.operators.get(&id) {
+        if let Some(pseudonym) = self.operators.get(id) {
             return pseudonym.clone();
         }
-        let pseudonym: Id = pseudonyms.pseudonym(&id).as_str().into();
+        let pseudonym: Id = pseudonyms.pseudonym(id).as_str().into();
         if self.operators.len() < MAX_INTERNED {
-            self.operators.insert(id, pseudonym.clone());
+            self.operators.insert(id.to_owned(), pseudonym.clone());
         }
         pseudonym
     }
@@ -58,11 +65,27 @@ impl Converter {
     pub fn batch(&mut self, batch: v1::TelemetryBatch) -> DeviceBatch {
         let samples = batch.samples.into_iter().map(|s| self.sample(s)).collect();
         DeviceBatch {
-            customer: self.intern(batch.customer_id),
-            site: self.intern(batch.site_id),
-            device: self.intern(batch.device_id),
+            customer: self.intern(&batch.customer_id),
+            site: self.intern(&batch.site_id),
+            device: self.intern(&batch.device_id),
             unit_epoch: batch.unit_epoch,
             sequence: batch.sequence,
+            samples,
+        }
+    }
+
+    /// The batch a payload read by [`wire::parse`] on `topic` holds.
+    pub fn parsed(&mut self, topic: &TopicIds<'_>, parsed: wire::Parsed<'_>) -> DeviceBatch {
+        let mut samples = parsed.samples;
+        for (sample, operator) in samples.iter_mut().zip(parsed.operators) {
+            sample.operator = (!operator.is_empty()).then(|| self.operator(operator));
+        }
+        DeviceBatch {
+            customer: self.intern(topic.customer),
+            site: self.intern(topic.site),
+            device: self.intern(topic.device),
+            unit_epoch: parsed.unit_epoch,
+            sequence: parsed.sequence,
             samples,
         }
     }
@@ -88,7 +111,7 @@ impl Converter {
             cycles: s.cycles,
             output_units: s.output_units,
             manual_interventions: s.manual_interventions,
-            operator: (!s.operator_id.is_empty()).then(|| self.operator(s.operator_id)),
+            operator: (!s.operator_id.is_empty()).then(|| self.operator(&s.operator_id)),
             advanced_features,
             feature_seconds,
             advanced_feature_seconds,
@@ -96,18 +119,19 @@ impl Converter {
         }
     }
 
-    fn intern(&mut self, id: String) -> Id {
-        if let Some(shared) = self.ids.get(&id) {
+    fn intern(&mut self, id: &str) -> Id {
+        if let Some(shared) = self.ids.get(id) {
             return shared.clone();
         }
-        let shared: Id = id.as_str().into();
+        let shared: Id = id.into();
         if self.ids.len() < MAX_INTERNED {
-            self.ids.insert(id, shared.clone());
+            self.ids.insert(id.to_owned(), shared.clone());
         }
         shared
     }
 }
 
+/// The engine's machine state of a wire state.
 fn state(s: v1::MachineState) -> MachineState {
     match s {
         v1::MachineState::Unspecified => MachineState::Unknown,
