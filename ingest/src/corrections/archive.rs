@@ -23,6 +23,7 @@
 //! (they are in no other WAL) and before fleetpulse's WAL is cut behind live
 //! batches.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::{ControlFlow, RangeInclusive};
 use std::path::{Path, PathBuf};
@@ -446,6 +447,46 @@ fn holds_hash(keys: &[u8], hash: u64) -> bool {
         }
     }
     false
+}
+
+/// A chunk row's place, times and key hashes, without its body.
+struct ChunkKeys {
+    rowid: i64,
+    first_at: EventTime,
+    last_at: EventTime,
+    keys: Vec<u8>,
+}
+
+/// The chunks of `customer` in the file of `day` (`conn`) that may hold a
+/// batch whose first reading lies in the day: those that begin in it or up
+/// to `span` (the file's longest chunk) before it.
+fn chunk_keys(
+    conn: &Connection,
+    path: &Path,
+    customer: &str,
+    day: u64,
+    span: EventTime,
+) -> Result<Vec<ChunkKeys>, ArchiveError> {
+    let start = day * DAY_MS;
+    let mut select = (conn.prepare_cached(
+        "SELECT rowid, first_at, last_at, keys FROM chunks \
+         WHERE customer = ?1 AND first_at >= ?2 AND first_at < ?3",
+    ))
+    .map_err(|e| fail(path, e))?;
+    let args = params![
+        customer,
+        sql_time(start.saturating_sub(span)),
+        sql_time(start + DAY_MS)
+    ];
+    let rows = select.query_map(args, |r| {
+        Ok(ChunkKeys {
+            rowid: r.get(0)?,
+            first_at: r.get::<_, i64>(1)? as EventTime,
+            last_at: r.get::<_, i64>(2)? as EventTime,
+            keys: r.get(3)?,
+        })
+    });
+    (rows.and_then(|rows| rows.collect())).map_err(|e| fail(path, e))
 }
 
 /// A time as SQLite's signed integer (the far future saturates).
@@ -898,6 +939,11 @@ impl Archive {
     /// Whether each batch is in the archive already (a redelivery).
     pub fn contains(&mut self, batches: &[DeviceBatch]) -> Result<Vec<bool>, ArchiveError> {
         let mut found = Vec::with_capacity(batches.len());
+        // The keys of each day's chunks of a customer, read once for all
+        // the batches asked about: a buffer uploaded on reconnect asks
+        // about dozens of one device's batches at once, each of which read
+        // the same keys again.
+        let mut chunks: HashMap<(u64, Id), Vec<ChunkKeys>> = HashMap::new();
         for b in batches {
             let day = b.first_at() / DAY_MS;
             if !self.days.contains(&day) {
@@ -923,24 +969,30 @@ impl Archive {
                 ])
                 .map_err(|e| fail(&path, e))?;
             if !hit {
-                let mut select = (conn.prepare_cached(
-                    "SELECT keys, body FROM chunks \
-                     WHERE customer = ?1 AND first_at >= ?2 AND first_at <= ?3 AND last_at >= ?3",
-                ))
-                .map_err(|e| fail(&path, e))?;
-                let hash = key_hash(b);
-                let start = sql_time(b.first_at().saturating_sub(span));
-                let args = params![&*b.customer, start, sql_time(b.first_at())];
-                let mut rows = select.query(args).map_err(|e| fail(&path, e))?;
+                let keys = match chunks.entry((day, b.customer.clone())) {
+                    Entry::Occupied(held) => held.into_mut(),
+                    Entry::Vacant(slot) => {
+                        slot.insert(chunk_keys(conn, &path, &b.customer, day, span)?)
+                    }
+                };
+                let (at, hash) = (b.first_at(), key_hash(b));
                 // A chunk's body is read (where SQLite holds it) only when
                 // its keys' hashes hold the batch's.
-                while let Some(row) = rows.next().map_err(|e| fail(&path, e))? {
-                    if holds_hash(blob(&path, row, 0)?, hash) {
-                        let body = blob(&path, row, 1)?;
-                        if decode_chunk(&path, body)?.iter().any(|c| same_batch(c, b)) {
-                            hit = true;
-                            break;
-                        }
+                let candidates = keys.iter().filter(|c| {
+                    c.first_at.saturating_add(span) >= at && c.first_at <= at && c.last_at >= at
+                });
+                for chunk in candidates.filter(|c| holds_hash(&c.keys, hash)) {
+                    let mut select = (conn
+                        .prepare_cached("SELECT body FROM chunks WHERE rowid = ?1"))
+                    .map_err(|e| fail(&path, e))?;
+                    let mut rows = select.query([chunk.rowid]).map_err(|e| fail(&path, e))?;
+                    if let Some(row) = rows.next().map_err(|e| fail(&path, e))?
+                        && decode_chunk(&path, blob(&path, row, 0)?)?
+                            .iter()
+                            .any(|c| same_batch(c, b))
+                    {
+                        hit = true;
+                        break;
                     }
                 }
             }
