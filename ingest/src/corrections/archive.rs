@@ -2115,13 +2115,9 @@ mod tests {
 
     const T0: u64 = 1_767_571_200_000;
 
-    /// A journey state kept before the day shape was part of it (its bytes
-    /// end where the shape's begin) still reads, its shape to learn; one
-    /// kept with a shape reads back whole.
-    #[test]
-    fn a_journey_state_kept_before_the_day_shape_still_reads() {
-        use fleetpulse_engine::kpi::journey::Journey;
-        use fleetpulse_engine::{Contract, CustomerSpec, Segment, Totals};
+    /// Customer `c1`'s journey with nothing seen yet, its contract from T0.
+    fn new_journey() -> fleetpulse_engine::kpi::journey::Journey {
+        use fleetpulse_engine::{Contract, CustomerSpec, Segment};
         let contract = Contract {
             arr: 1000.0,
             start: T0,
@@ -2129,7 +2125,17 @@ mod tests {
             devices_purchased: 2,
             operator_seats: 2,
         };
-        let mut journey = Journey::new(CustomerSpec::new("c1", Segment::LowTouch, contract));
+        let spec = CustomerSpec::new("c1", Segment::LowTouch, contract);
+        fleetpulse_engine::kpi::journey::Journey::new(spec)
+    }
+
+    /// A journey state kept before the day shape was part of it (its bytes
+    /// end where the shape's begin) still reads, its shape to learn; one
+    /// kept with a shape reads back whole.
+    #[test]
+    fn a_journey_state_kept_before_the_day_shape_still_reads() {
+        use fleetpulse_engine::Totals;
+        let mut journey = new_journey();
         let day = CustomerKpi {
             customer: "c1".into(),
             window: "1d".into(),
@@ -2162,17 +2168,8 @@ mod tests {
     /// states hold it through the bound or never held it.
     #[test]
     fn the_kept_states_tell_when_an_episode_was_resolved() {
-        use fleetpulse_engine::kpi::journey::Journey;
-        use fleetpulse_engine::{Contract, CustomerSpec, Segment};
         const D: u64 = 86_400_000;
-        let contract = Contract {
-            arr: 1000.0,
-            start: T0,
-            renewal: T0 + 400 * D,
-            devices_purchased: 2,
-            operator_seats: 2,
-        };
-        let empty = Journey::new(CustomerSpec::new("c1", Segment::LowTouch, contract)).snapshot();
+        let empty = new_journey().snapshot();
         // The state after the day ending at `end`, fault_spike open since
         // `since`.
         let state = |end: u64, since: Option<u64>| -> (Id, JourneyState) {
