@@ -59,6 +59,7 @@ pub fn parse<'a>(
     let mut buf = payload;
     while !buf.is_empty() {
         let (tag, wire) = decode_key(&mut buf).ok()?;
+        // Field numbers of `TelemetryBatch` (proto/.../telemetry.proto).
         match tag {
             1 => device = string(wire, &mut buf)?,
             2 => customer = string(wire, &mut buf)?,
@@ -108,8 +109,9 @@ fn reading<'a>(
     let mut sample = Sample::default();
     while !buf.is_empty() {
         let (tag, wire) = decode_key(&mut buf).ok()?;
+        // Field numbers of `Sample`; values truncated as prost does for
+        // int64, enum and uint32 fields.
         match tag {
-            // Truncated as prost does for int64, enum and uint32 fields.
             1 => at = varint(wire, &mut buf)? as i64,
             2 => state = varint(wire, &mut buf)? as i32,
             3 => sample.operating_hours = double(wire, &mut buf)?,
