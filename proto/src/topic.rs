@@ -127,18 +127,50 @@ pub fn check_id(id: &str) -> Result<(), &'static str> {
     if id.len() > MAX_ID_BYTES {
         return Err("longer than 64 bytes");
     }
-    if id
-        .chars()
-        .any(|c| matches!(c, '/' | '+' | '#') || c.is_control())
-    {
+    if forbidden(id) {
         return Err("contains '/', '+', '#' or a control character");
     }
     Ok(())
 }
 
+/// Whether `id` holds '/', '+', '#' or a control character (Unicode `Cc`),
+/// read byte by byte (every reading's operator and features pass here): in
+/// UTF-8 the C0 controls and DEL are single bytes, and the C1 controls
+/// (U+0080 to U+009F) are 0xC2 followed by 0x80 to 0x9F.
+fn forbidden(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    bytes.iter().enumerate().any(|(i, &b)| match b {
+        b'/' | b'+' | b'#' | 0x00..=0x1f | 0x7f => true,
+        0xc2 => bytes
+            .get(i + 1)
+            .is_some_and(|next| (0x80..=0x9f).contains(next)),
+        _ => false,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The byte scan finds what a scan of the characters finds, for any
+        /// text and for text made of the edges (controls, DEL, the C1
+        /// block and the characters around it, the wildcards).
+        #[test]
+        fn the_byte_scan_agrees_with_the_characters(
+            any in ".*",
+            edges in proptest::collection::vec(proptest::sample::select(vec![
+                'a', '/', '+', '#', '\0', '\u{1f}', ' ', '\u{7e}', '\u{7f}', '\u{80}',
+                '\u{9f}', '\u{a0}', '\u{c2}', '\u{100}', '\u{2028}', 'é', '🚜',
+            ]), 0..6),
+        ) {
+            let edges: String = edges.into_iter().collect();
+            for id in [any.as_str(), edges.as_str()] {
+                let by_chars = id.chars().any(|c| matches!(c, '/' | '+' | '#') || c.is_control());
+                proptest::prop_assert_eq!(forbidden(id), by_chars, "{:?}", id);
+            }
+        }
+    }
 
     #[test]
     fn round_trips_a_topic() {
