@@ -91,18 +91,7 @@ impl Converter {
     }
 
     fn sample(&mut self, s: v1::Sample) -> Sample {
-        let mut advanced_features = 0;
-        let mut feature_seconds = 0u32;
-        let mut advanced_feature_seconds = 0u32;
-        for f in &s.features {
-            feature_seconds = feature_seconds.saturating_add(f.active_seconds);
-            if let Some(bit) = self.catalog.advanced_bit(&f.feature) {
-                advanced_features |= bit;
-                advanced_feature_seconds =
-                    advanced_feature_seconds.saturating_add(f.active_seconds);
-            }
-        }
-        Sample {
+        let mut sample = Sample {
             at: s.event_time_ms as u64,
             state: state(s.state()),
             operating_hours: s.cumulative_operating_hours,
@@ -112,11 +101,13 @@ impl Converter {
             output_units: s.output_units,
             manual_interventions: s.manual_interventions,
             operator: (!s.operator_id.is_empty()).then(|| self.operator(&s.operator_id)),
-            advanced_features,
-            feature_seconds,
-            advanced_feature_seconds,
             faults: s.fault_codes.len() as u32,
+            ..Sample::default()
+        };
+        for f in &s.features {
+            add_feature(&mut sample, &self.catalog, &f.feature, f.active_seconds);
         }
+        sample
     }
 
     fn intern(&mut self, id: &str) -> Id {
@@ -128,6 +119,17 @@ impl Converter {
             self.ids.insert(id.to_owned(), shared.clone());
         }
         shared
+    }
+}
+
+/// Adds a feature's active seconds to `sample`: any feature's to
+/// `feature_seconds`, an advanced one's (by `catalog`) to its bit and to
+/// `advanced_feature_seconds`.
+fn add_feature(sample: &mut Sample, catalog: &FeatureCatalog, name: &str, seconds: u32) {
+    sample.feature_seconds = sample.feature_seconds.saturating_add(seconds);
+    if let Some(bit) = catalog.advanced_bit(name) {
+        sample.advanced_features |= bit;
+        sample.advanced_feature_seconds = sample.advanced_feature_seconds.saturating_add(seconds);
     }
 }
 

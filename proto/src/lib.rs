@@ -18,4 +18,6 @@ pub use topic::{
     BACKFILL_FILTER, TELEMETRY_FILTER, TopicError, TopicIds, TopicKind, backfill_topic,
     telemetry_topic,
 };
-pub use validate::{Limits, ValidationError, decode_and_validate, validate};
+pub use validate::{
+    Limits, Reading, ValidationError, check_reading, decode_and_validate, validate,
+};

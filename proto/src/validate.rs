@@ -183,65 +183,104 @@ pub fn validate(
     }
     let mut previous_time = i64::MIN;
     for (index, sample) in batch.samples.iter().enumerate() {
-        let bad = |field, reason| ValidationError::Sample {
+        let reading = Reading {
+            event_time_ms: sample.event_time_ms,
+            previous_time,
+            operating_hours: sample.cumulative_operating_hours,
+            idle_hours: sample.cumulative_idle_hours,
+            fuel_used_litres: sample.cumulative_fuel_used_litres,
+            output_units: sample.output_units,
+            cycles: sample.cycles,
+            manual_interventions: sample.manual_interventions,
+            operator_id: &sample.operator_id,
+            features: sample.features.len(),
+            feature_names_valid: sample.features.iter().all(|f| check_id(&f.feature).is_ok()),
+            faults: sample.fault_codes.len(),
+        };
+        check_reading(&reading, limits).map_err(|(field, reason)| ValidationError::Sample {
             index,
             field,
             reason,
-        };
-        if sample.event_time_ms <= 0 {
-            return Err(bad("event_time_ms", "is not a positive Unix time"));
-        }
-        if sample.event_time_ms < previous_time {
-            return Err(bad("event_time_ms", "goes backwards within the batch"));
-        }
+        })?;
         previous_time = sample.event_time_ms;
-        for (field, value) in [
-            (
-                "cumulative_operating_hours",
-                sample.cumulative_operating_hours,
-            ),
-            ("cumulative_idle_hours", sample.cumulative_idle_hours),
-            (
-                "cumulative_fuel_used_litres",
-                sample.cumulative_fuel_used_litres,
-            ),
-            ("output_units", sample.output_units),
-        ] {
-            if !value.is_finite() || value < 0.0 {
-                return Err(bad(field, "is negative or not finite"));
-            }
+    }
+    Ok(())
+}
+
+/// What the checks of one sample read, however it was decoded (prost's
+/// types here, the bytes themselves in ingest's direct reader): one set of
+/// rules for both.
+#[derive(Debug, Clone, Copy)]
+pub struct Reading<'a> {
+    /// `event_time_ms`.
+    pub event_time_ms: i64,
+    /// The batch's previous sample's event time (`i64::MIN` for the first).
+    pub previous_time: i64,
+    /// `cumulative_operating_hours`.
+    pub operating_hours: f64,
+    /// `cumulative_idle_hours`.
+    pub idle_hours: f64,
+    /// `cumulative_fuel_used_litres`.
+    pub fuel_used_litres: f64,
+    /// `output_units`.
+    pub output_units: f64,
+    /// `cycles`.
+    pub cycles: u32,
+    /// `manual_interventions`.
+    pub manual_interventions: u32,
+    /// `operator_id` (empty: nobody logged in).
+    pub operator_id: &'a str,
+    /// How many `features`.
+    pub features: usize,
+    /// Whether every feature's name passes [`check_id`].
+    pub feature_names_valid: bool,
+    /// How many `fault_codes`.
+    pub faults: usize,
+}
+
+/// The checks of one sample: `Err((field, reason))` names the first that
+/// fails.
+#[inline]
+pub fn check_reading(r: &Reading<'_>, limits: &Limits) -> Result<(), (&'static str, &'static str)> {
+    if r.event_time_ms <= 0 {
+        return Err(("event_time_ms", "is not a positive Unix time"));
+    }
+    if r.event_time_ms < r.previous_time {
+        return Err(("event_time_ms", "goes backwards within the batch"));
+    }
+    for (field, value) in [
+        ("cumulative_operating_hours", r.operating_hours),
+        ("cumulative_idle_hours", r.idle_hours),
+        ("cumulative_fuel_used_litres", r.fuel_used_litres),
+        ("output_units", r.output_units),
+    ] {
+        if !value.is_finite() || value < 0.0 {
+            return Err((field, "is negative or not finite"));
         }
-        let corrupt = "is above the most one reading may report (a corrupt value)";
-        if sample.output_units > limits.max_output_units {
-            return Err(bad("output_units", corrupt));
+    }
+    let corrupt = "is above the most one reading may report (a corrupt value)";
+    if r.output_units > limits.max_output_units {
+        return Err(("output_units", corrupt));
+    }
+    for (field, count) in [
+        ("cycles", r.cycles),
+        ("manual_interventions", r.manual_interventions),
+    ] {
+        if count > limits.max_count {
+            return Err((field, corrupt));
         }
-        for (field, count) in [
-            ("cycles", sample.cycles),
-            ("manual_interventions", sample.manual_interventions),
-        ] {
-            if count > limits.max_count {
-                return Err(bad(field, corrupt));
-            }
-        }
-        if !sample.operator_id.is_empty() && check_id(&sample.operator_id).is_err() {
-            return Err(bad(
-                "operator_id",
-                "is too long or holds a forbidden character",
-            ));
-        }
-        if sample.features.len() > limits.max_features_per_sample {
-            return Err(bad("features", "lists more features than the limit"));
-        }
-        if sample
-            .features
-            .iter()
-            .any(|f| check_id(&f.feature).is_err())
-        {
-            return Err(bad("features", "has an empty, too long or malformed name"));
-        }
-        if sample.fault_codes.len() > limits.max_faults_per_sample {
-            return Err(bad("fault_codes", "lists more faults than the limit"));
-        }
+    }
+    if !r.operator_id.is_empty() && check_id(r.operator_id).is_err() {
+        return Err(("operator_id", "is too long or holds a forbidden character"));
+    }
+    if r.features > limits.max_features_per_sample {
+        return Err(("features", "lists more features than the limit"));
+    }
+    if !r.feature_names_valid {
+        return Err(("features", "has an empty, too long or malformed name"));
+    }
+    if r.faults > limits.max_faults_per_sample {
+        return Err(("fault_codes", "lists more faults than the limit"));
     }
     Ok(())
 }

@@ -14,7 +14,7 @@
 
 use fleetpulse_engine::{FeatureCatalog, Sample};
 use fleetpulse_proto::topic::check_id;
-use fleetpulse_proto::{Limits, TopicIds, v1};
+use fleetpulse_proto::{Limits, Reading, TopicIds, check_reading, v1};
 use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
 
 /// A payload read and validated against its topic: its readings, with the
@@ -67,11 +67,9 @@ pub fn parse<'a>(
             4 => parsed.sequence = varint(wire, &mut buf)?,
             5 => _ = string(wire, &mut buf)?,
             6 => {
-                let (sample, operator, at) = reading(delimited(wire, &mut buf)?, limits, catalog)?;
-                if at < previous {
-                    return None;
-                }
-                previous = at;
+                let sample = delimited(wire, &mut buf)?;
+                let (sample, operator) = reading(sample, previous, limits, catalog)?;
+                previous = sample.at as i64;
                 parsed.samples.push(sample);
                 parsed.operators.push(operator);
             }
@@ -95,17 +93,20 @@ fn samples_in(mut buf: &[u8]) -> Option<usize> {
     Some(count)
 }
 
-/// One `Sample` message: the reading, its operator id and its event time,
-/// when it passes the checks of a sample.
+/// One `Sample` message, its predecessor at `previous`: the reading and its
+/// operator id, when it passes the checks of a sample
+/// ([`check_reading`], the rules prost's way applies).
 fn reading<'a>(
     mut buf: &'a [u8],
+    previous: i64,
     limits: &Limits,
     catalog: &FeatureCatalog,
-) -> Option<(Sample, &'a str, i64)> {
+) -> Option<(Sample, &'a str)> {
     let mut at = 0i64;
     let mut state = 0i32;
     let mut operator = "";
     let (mut features, mut faults) = (0usize, 0u32);
+    let mut feature_names_valid = true;
     let mut sample = Sample::default();
     while !buf.is_empty() {
         let (tag, wire) = decode_key(&mut buf).ok()?;
@@ -123,14 +124,9 @@ fn reading<'a>(
             9 => operator = string(wire, &mut buf)?,
             10 => {
                 let (name, seconds) = feature(delimited(wire, &mut buf)?)?;
-                check_id(name).ok()?;
+                feature_names_valid &= check_id(name).is_ok();
                 features += 1;
-                sample.feature_seconds = sample.feature_seconds.saturating_add(seconds);
-                if let Some(bit) = catalog.advanced_bit(name) {
-                    sample.advanced_features |= bit;
-                    sample.advanced_feature_seconds =
-                        sample.advanced_feature_seconds.saturating_add(seconds);
-                }
+                super::add_feature(&mut sample, catalog, name, seconds);
             }
             11 => {
                 fault(delimited(wire, &mut buf)?)?;
@@ -140,28 +136,26 @@ fn reading<'a>(
             _ => skip(wire, tag, &mut buf)?,
         }
     }
-    let amounts = [
-        sample.operating_hours,
-        sample.idle_hours,
-        sample.fuel_litres,
-        sample.output_units,
-    ];
-    let valid = at > 0
-        && amounts.iter().all(|v| v.is_finite() && *v >= 0.0)
-        && sample.output_units <= limits.max_output_units
-        && sample.cycles <= limits.max_count
-        && sample.manual_interventions <= limits.max_count
-        && (operator.is_empty() || check_id(operator).is_ok())
-        && features <= limits.max_features_per_sample
-        && faults as usize <= limits.max_faults_per_sample;
-    if !valid {
-        return None;
-    }
+    let checked = Reading {
+        event_time_ms: at,
+        previous_time: previous,
+        operating_hours: sample.operating_hours,
+        idle_hours: sample.idle_hours,
+        fuel_used_litres: sample.fuel_litres,
+        output_units: sample.output_units,
+        cycles: sample.cycles,
+        manual_interventions: sample.manual_interventions,
+        operator_id: operator,
+        features,
+        feature_names_valid,
+        faults: faults as usize,
+    };
+    check_reading(&checked, limits).ok()?;
     sample.at = at as u64;
     let state = v1::MachineState::try_from(state).unwrap_or_default();
     sample.state = super::state(state);
     sample.faults = faults;
-    Some((sample, operator, at))
+    Some((sample, operator))
 }
 
 /// A `FeatureUsage`: its name and active seconds.
