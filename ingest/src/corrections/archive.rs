@@ -152,10 +152,12 @@ pub struct ArchiveError {
     message: String,
 }
 
+/// SQLite on a full disk may say only "disk I/O error": the message then
+/// says the disk is full too.
 pub(super) fn fail(path: &Path, e: impl std::fmt::Display) -> ArchiveError {
     ArchiveError {
         path: path.display().to_string(),
-        message: e.to_string(),
+        message: format!("{e}{}", crate::sinks::sqlite::DiskNote::of(path)),
     }
 }
 
@@ -1044,76 +1046,101 @@ impl Archive {
 
     /// Drops the day files before `keep_from`'s day, carrying each device's
     /// last batch in them (if newer than what is carried already). Returns
-    /// the files removed.
+    /// the files removed. A day that fails (a full disk, a damaged file)
+    /// stays in the archive as it was, read as before, and is tried again
+    /// by the next call; the days after it are pruned all the same. The
+    /// error is the first day's that failed.
     pub fn prune(&mut self, keep_from: EventTime) -> Result<usize, ArchiveError> {
         let old: Vec<u64> = self.days.range(..keep_from / DAY_MS).copied().collect();
-        let state_path = self.dir.join("state.sqlite");
-        for day in &old {
-            let path = self.day_path(*day);
-            self.days.remove(day);
-            self.open.close(*day);
-            self.spans.remove(day);
-            let tx = self.state.transaction().map_err(|e| fail(&state_path, e))?;
-            tx.execute("ATTACH DATABASE ?1 AS old", params![path.to_string_lossy()])
-                .map_err(|e| fail(&path, e))?;
-            tx.execute(
-                "INSERT INTO carry (customer, device, first_at, body) \
-                 SELECT customer, device, first_at, body FROM old.batches b \
-                 WHERE first_at = (SELECT MAX(first_at) FROM old.batches \
-                                   WHERE customer = b.customer AND device = b.device) \
-                 ON CONFLICT (customer, device) DO UPDATE SET \
-                   first_at = excluded.first_at, body = excluded.body \
-                 WHERE excluded.first_at > carry.first_at",
-                [],
-            )
-            .map_err(|e| fail(&path, e))?;
-            carry_chunks(&tx, &path)?;
-            // Their journeys can no longer be folded again from before.
-            let cut: Vec<String> = {
-                let mut select = (tx.prepare(
-                    "SELECT customer FROM old.batches UNION SELECT customer FROM old.chunks",
-                ))
-                .map_err(|e| fail(&path, e))?;
-                let rows = (select.query_map([], |r| r.get(0))).map_err(|e| fail(&path, e))?;
-                rows.collect::<Result<_, _>>().map_err(|e| fail(&path, e))?
-            };
-            let mut through = Vec::with_capacity(cut.len());
-            for customer in &cut {
-                tx.execute(
-                    "INSERT INTO customers (customer, cut) VALUES (?1, 1) \
-                     ON CONFLICT (customer) DO UPDATE SET cut = 1",
-                    params![customer],
-                )
-                .map_err(|e| fail(&state_path, e))?;
-                let latest: i64 = (tx.query_row(
-                    "SELECT MAX(first_at) FROM carry WHERE customer = ?1",
-                    params![customer],
-                    |r| r.get(0),
-                ))
-                .map_err(|e| fail(&state_path, e))?;
-                through.push(latest as EventTime);
-            }
-            tx.commit().map_err(|e| fail(&state_path, e))?;
-            for (customer, latest) in cut.into_iter().zip(through) {
-                let customer: Id = customer.into();
-                let held = self.held.entry(customer.clone()).or_default();
-                held.cut_through = Some(held.cut_through.map_or(latest, |t| t.max(latest)));
-                self.moved.push(customer);
-            }
-            self.state
-                .execute("DETACH DATABASE old", [])
-                .map_err(|e| fail(&state_path, e))?;
-            for suffix in ["", "-wal", "-shm"] {
-                let file = PathBuf::from(format!("{}{suffix}", path.display()));
-                match std::fs::remove_file(&file) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                        return Err(fail(&file, e));
-                    }
-                    _ => {}
+        let mut first_error = None;
+        let mut removed = 0;
+        for day in old {
+            match self.prune_day(day) {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    first_error.get_or_insert(e);
                 }
             }
         }
-        Ok(old.len())
+        first_error.map_or(Ok(removed), Err)
+    }
+
+    /// Carries the last batches of `day`'s file, then removes it.
+    fn prune_day(&mut self, day: u64) -> Result<(), ArchiveError> {
+        let path = self.day_path(day);
+        // Its own connection closed: the file is read through the state's.
+        self.open.close(day);
+        let carried = self.carry_day(&path);
+        // Detached whatever came of it, or the next day cannot attach.
+        let detached = self.state.execute("DETACH DATABASE old", []);
+        let (cut, through) = carried?;
+        self.days.remove(&day);
+        self.spans.remove(&day);
+        for (customer, latest) in cut.into_iter().zip(through) {
+            let customer: Id = customer.into();
+            let held = self.held.entry(customer.clone()).or_default();
+            held.cut_through = Some(held.cut_through.map_or(latest, |t| t.max(latest)));
+            self.moved.push(customer);
+        }
+        detached.map_err(|e| fail(&self.dir.join("state.sqlite"), e))?;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            match std::fs::remove_file(&file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(fail(&file, e));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Carries the last batches of the day file at `path` (attached as
+    /// `old`) and marks its customers cut, in one transaction: the
+    /// customers and the latest batch carried of each.
+    fn carry_day(&mut self, path: &Path) -> Result<(Vec<String>, Vec<EventTime>), ArchiveError> {
+        let state_path = self.dir.join("state.sqlite");
+        let tx = self.state.transaction().map_err(|e| fail(&state_path, e))?;
+        tx.execute("ATTACH DATABASE ?1 AS old", params![path.to_string_lossy()])
+            .map_err(|e| fail(path, e))?;
+        tx.execute(
+            "INSERT INTO carry (customer, device, first_at, body) \
+             SELECT customer, device, first_at, body FROM old.batches b \
+             WHERE first_at = (SELECT MAX(first_at) FROM old.batches \
+                               WHERE customer = b.customer AND device = b.device) \
+             ON CONFLICT (customer, device) DO UPDATE SET \
+               first_at = excluded.first_at, body = excluded.body \
+             WHERE excluded.first_at > carry.first_at",
+            [],
+        )
+        .map_err(|e| fail(path, e))?;
+        carry_chunks(&tx, path)?;
+        // Their journeys can no longer be folded again from before.
+        let cut: Vec<String> = {
+            let mut select = (tx
+                .prepare("SELECT customer FROM old.batches UNION SELECT customer FROM old.chunks"))
+            .map_err(|e| fail(path, e))?;
+            let rows = (select.query_map([], |r| r.get(0))).map_err(|e| fail(path, e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| fail(path, e))?
+        };
+        let mut through = Vec::with_capacity(cut.len());
+        for customer in &cut {
+            tx.execute(
+                "INSERT INTO customers (customer, cut) VALUES (?1, 1) \
+                 ON CONFLICT (customer) DO UPDATE SET cut = 1",
+                params![customer],
+            )
+            .map_err(|e| fail(&state_path, e))?;
+            let latest: i64 = (tx.query_row(
+                "SELECT MAX(first_at) FROM carry WHERE customer = ?1",
+                params![customer],
+                |r| r.get(0),
+            ))
+            .map_err(|e| fail(&state_path, e))?;
+            through.push(latest as EventTime);
+        }
+        tx.commit().map_err(|e| fail(&state_path, e))?;
+        Ok((cut, through))
     }
 
     /// Notes late data of `customer`'s `devices`, each from its earliest
@@ -2385,6 +2412,53 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    /// A day file that cannot be carried (damaged under the running
+    /// archive here; on a full disk the carry's write fails) stays, read as before, while the days around
+    /// it are pruned; once it can be read, the next prune carries its last
+    /// batches and removes it. (Before, the failed day was forgotten: its
+    /// batches were read no more, never carried, and its file stayed.)
+    #[test]
+    fn a_day_that_cannot_be_pruned_stays_and_is_pruned_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut archive = Archive::open(dir.path()).unwrap();
+        let hour = 3_600_000;
+        let all: Vec<DeviceBatch> = (0..72)
+            .map(|h| batch("a", "d1", h + 1, T0 + h * hour))
+            .collect();
+        archive.append(&all).unwrap();
+        // The file and its write-ahead log moved away, garbage in its place.
+        let second = day_file(dir.path(), T0 / DAY_MS + 1);
+        let kept = dir.path().join("kept");
+        std::fs::create_dir(&kept).unwrap();
+        let files = |from: &Path, to: &Path| {
+            for suffix in ["", "-wal", "-shm"] {
+                let name = format!("2026-01-06.sqlite{suffix}");
+                std::fs::rename(from.join(&name), to.join(&name)).unwrap();
+            }
+        };
+        files(dir.path(), &kept);
+        std::fs::write(&second, vec![7u8; 8192]).unwrap();
+        let e = archive.prune(T0 + 2 * DAY_MS).unwrap_err().to_string();
+        assert!(e.contains(&second.display().to_string()), "{e}");
+        // The first day pruned, the second still there (and failing).
+        assert_eq!(archive.days(), 2);
+        assert!(archive.batches("a", T0 + DAY_MS).is_err());
+
+        std::fs::remove_file(&second).unwrap();
+        files(&kept, dir.path());
+        assert_eq!(archive.batches("a", T0 + DAY_MS).unwrap(), all[24..]);
+        // The first day's last batch carried.
+        let devices: HashSet<Id> = ["d1".into()].into();
+        let earlier = archive.earlier("a", &devices, T0 + DAY_MS).unwrap();
+        assert_eq!(earlier, vec![all[23].clone()]);
+        assert_eq!(archive.prune(T0 + 2 * DAY_MS).unwrap(), 1);
+        assert_eq!(archive.days(), 1);
+        let earlier = archive.earlier("a", &devices, T0 + 2 * DAY_MS).unwrap();
+        assert_eq!(earlier, vec![all[47].clone()]);
+        assert!(!second.exists());
+        assert_eq!(archive.batches("a", T0 + 2 * DAY_MS).unwrap(), all[48..]);
     }
 
     /// What the archive must give back of customer "a": one copy of every

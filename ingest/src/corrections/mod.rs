@@ -425,6 +425,7 @@ fn run(
         .max()
         .unwrap_or(0);
     let mut pruned_before: EventTime = 0;
+    let mut prune_failing: Option<String> = None;
     let mut failing = false;
     // Live batches not archived yet: kept (and the WAL not cut behind them)
     // while the archive cannot take them, e.g. on a full disk.
@@ -565,16 +566,28 @@ fn run(
                             };
                             if keep_from > pruned_before {
                                 match archive.prune(keep_from) {
-                                    Ok(n) if n > 0 => {
-                                        tracing::info!(
-                                            days = n,
-                                            "archive days past the horizon removed"
-                                        )
+                                    Ok(n) => {
+                                        if n > 0 {
+                                            tracing::info!(
+                                                days = n,
+                                                "archive days past the horizon removed"
+                                            )
+                                        }
+                                        if prune_failing.take().is_some() {
+                                            tracing::info!("archive prune succeeded again");
+                                        }
+                                        pruned_before = keep_from;
                                     }
-                                    Ok(_) => {}
-                                    Err(e) => tracing::error!(error = %e, "archive prune failed"),
+                                    // Tried again at the next frontier; said
+                                    // once while it fails the same way.
+                                    Err(e) => {
+                                        let message = e.to_string();
+                                        if prune_failing.as_ref() != Some(&message) {
+                                            tracing::error!(error = %e, "archive prune failed; retried");
+                                            prune_failing = Some(message);
+                                        }
+                                    }
                                 }
-                                pruned_before = keep_from;
                             }
                         }
                         Command::Customers(specs) => {
