@@ -1161,30 +1161,30 @@ impl Archive {
         // file of an earlier build goes on from its highest): a pass of a
         // row forgotten since can never take a later row's arrivals for
         // its own (see [`Self::passed`]).
-        tx.execute(
+        (tx.prepare_cached(
             "INSERT INTO meta (key, value) \
              VALUES ('generation', (SELECT COALESCE(MAX(generation), 0) + 1 FROM pending)) \
              ON CONFLICT (key) DO UPDATE SET value = value + 1",
-            [],
-        )
+        ))
+        .and_then(|mut s| s.execute([]))
         .map_err(|e| fail(&path, e))?;
-        tx.execute(
+        (tx.prepare_cached(
             "INSERT INTO pending (customer, from_ms, due_ms, first_pass_done, generation) \
              VALUES (?1, ?2, ?3, 0, (SELECT value FROM meta WHERE key = 'generation')) \
              ON CONFLICT (customer) DO UPDATE SET \
                from_ms = MIN(from_ms, excluded.from_ms), \
                due_ms = MAX(due_ms, excluded.due_ms), \
                first_pass_done = 0, generation = excluded.generation",
-            params![customer, from as i64, due as i64],
-        )
+        ))
+        .and_then(|mut s| s.execute(params![customer, from as i64, due as i64]))
         .map_err(|e| fail(&path, e))?;
         // What this arrival (this generation) owes, for a pass that read
         // the row before it: see [`Self::passed`].
-        tx.execute(
+        (tx.prepare_cached(
             "INSERT INTO pending_arrivals (customer, generation, from_ms) \
              SELECT customer, generation, ?2 FROM pending WHERE customer = ?1",
-            params![customer, from as i64],
-        )
+        ))
+        .and_then(|mut s| s.execute(params![customer, from as i64]))
         .map_err(|e| fail(&path, e))?;
         {
             let mut device = tx
