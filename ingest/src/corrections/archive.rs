@@ -2415,10 +2415,11 @@ mod tests {
     }
 
     /// A day file that cannot be carried (damaged under the running
-    /// archive here; on a full disk the carry's write fails) stays, read as before, while the days around
-    /// it are pruned; once it can be read, the next prune carries its last
-    /// batches and removes it. (Before, the failed day was forgotten: its
-    /// batches were read no more, never carried, and its file stayed.)
+    /// archive here; on a full disk the carry's write fails) stays, read as
+    /// before, while the days around it are pruned; once it can be read,
+    /// the next prune carries its last batches and removes it. (Before, the
+    /// failed day was forgotten: its batches were read no more, never
+    /// carried, and its file stayed.)
     #[test]
     fn a_day_that_cannot_be_pruned_stays_and_is_pruned_again() {
         let dir = tempfile::tempdir().unwrap();
