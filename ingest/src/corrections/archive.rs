@@ -411,8 +411,6 @@ fn same_batch(a: &DeviceBatch, b: &DeviceBatch) -> bool {
         && (a.sequence == b.sequence && a.first_at() == b.first_at())
 }
 
-/// The key's 64-bit FNV-1a hash: stable across builds and runs, since chunk
-/// rows keep it. A hit is confirmed against the batch itself.
 /// A device's key among every customer's: its customer and id (two
 /// customers' devices may share an id). Kept in memory only (the table
 /// holds the ids), so the hash need only be fixed within the process.
@@ -421,6 +419,8 @@ pub fn device_key(customer: &str, device: &str) -> u64 {
     foldhash::fast::FixedState::default().hash_one((customer, device))
 }
 
+/// The key's 64-bit FNV-1a hash: stable across builds and runs, since chunk
+/// rows keep it. A hit is confirmed against the batch itself.
 pub(super) fn key_hash(b: &DeviceBatch) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
