@@ -552,7 +552,7 @@ async fn route(
         // A replay after a restart recomputes alerts the outbox still holds.
         {
             let outbox = shared.lock();
-            items.retain(|(channel, m)| !outbox.holds(*channel, &m.notification_id));
+            items.retain(|(channel, m)| !outbox.holds(*channel, m));
         }
         if !items.is_empty() {
             for channel in [Channel::Mqtt, Channel::Webhook] {
@@ -861,7 +861,7 @@ mod tests {
     async fn answer_all(
         listener: tokio::net::TcpListener,
         status: u16,
-        seen: Arc<Mutex<Vec<String>>>,
+        seen: Arc<Mutex<Vec<serde_json::Value>>>,
     ) {
         use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
         loop {
@@ -896,7 +896,7 @@ mod tests {
                     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
                     assert_eq!(body["notification_id"], key.as_str());
                     if status == 200 {
-                        seen.lock().unwrap().push(key);
+                        seen.lock().unwrap().push(body);
                     }
                     let response = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
                     if stream
@@ -967,9 +967,74 @@ mod tests {
             Output::Alert(a) => AlertMessage::from_record(&a).notification_id,
             _ => unreachable!(),
         };
-        assert_eq!(*seen.lock().unwrap(), [id(1), id(2), id(3)]);
+        let seen: Vec<String> = (seen.lock().unwrap().iter())
+            .map(|body| body["notification_id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(seen, [id(1), id(2), id(3)]);
         assert_eq!(written.load(Relaxed), 1);
         let (outbox, _) = Outbox::open(dir.path()).unwrap();
         assert!(outbox.is_empty(), "delivered alerts leave the outbox");
+    }
+
+    /// A restatement that moves an episode's resolution sends the resolve
+    /// again under the same `notification_id`. While the first still waits
+    /// in the outbox (the webhook down), the corrected one is queued after
+    /// it, not dropped as the same notification; the same resolve
+    /// recomputed by a replay is not added twice. (Before, the outbox kept
+    /// only the first date, and the receiver never heard of the
+    /// correction.)
+    #[tokio::test]
+    async fn a_corrected_resolution_is_queued_behind_the_first_not_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let config = AlertsConfig {
+            mqtt: false,
+            webhook_url: Some(format!("http://{address}/hook/corrected-unit-secret").into()),
+            retry_initial: Duration::from_millis(5),
+            retry_max: Duration::from_millis(20),
+            flush_timeout: Duration::from_millis(300),
+            outbox_dir: Some(dir.path().to_owned()),
+            ..AlertsConfig::default()
+        };
+        let resolved_on = |day: u64| {
+            let mut record = record(AlertStatus::Resolved);
+            record.resolved_at = Some(record.opened_at + day * 86_400_000);
+            Output::Alert(record)
+        };
+        let refused = Arc::new(Mutex::new(Vec::new()));
+        let server = tokio::spawn(answer_all(listener, 503, refused.clone()));
+        let (tx, shutdown, _, task) = running(&config, 4);
+        tx.send(vec![resolved_on(9)].into()).await.unwrap();
+        tx.send(vec![resolved_on(6)].into()).await.unwrap();
+        tx.send(vec![resolved_on(6)].into()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        shutdown.cancel();
+        drop(tx);
+        let report = task.await.unwrap();
+        assert_eq!(report.webhook.kept, 2);
+        server.abort();
+        let _ = server.await;
+
+        let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let server = tokio::spawn(answer_all(listener, 200, seen.clone()));
+        let (tx, _, _, task) = running(&config, 4);
+        drop(tx);
+        let report = task.await.unwrap();
+        server.abort();
+        assert_eq!(report.webhook.delivered, 2);
+        let seen = seen.lock().unwrap();
+        let ids: std::collections::HashSet<&str> = (seen.iter())
+            .map(|b| b["notification_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 1, "one transition: {seen:?}");
+        // The first date, then the corrected one.
+        let body = |day| match resolved_on(day) {
+            Output::Alert(a) => format::slack_body(&AlertMessage::from_record(&a)),
+            _ => unreachable!(),
+        };
+        assert_ne!(body(9), body(6));
+        assert_eq!(*seen, [body(9), body(6)]);
     }
 }

@@ -263,13 +263,17 @@ impl Outbox {
             .cloned()
     }
 
-    /// Whether the same notification (same `notification_id`) already waits
-    /// for `channel`: a replay after a restart recomputes alerts the outbox
-    /// still holds.
-    pub fn holds(&self, channel: Channel, notification_id: &str) -> bool {
-        self.pending
-            .values()
-            .any(|e| e.channel == channel && e.message.notification_id == notification_id)
+    /// Whether the same notification already waits for `channel`: a replay
+    /// after a restart recomputes alerts the outbox still holds. The same
+    /// `notification_id` and, for a resolve, the same date: a restatement
+    /// that moved an episode's resolution sends the resolve again under its
+    /// id, and the corrected date goes out after the first, not dropped.
+    pub fn holds(&self, channel: Channel, message: &AlertMessage) -> bool {
+        self.pending.values().any(|e| {
+            e.channel == channel
+                && e.message.notification_id == message.notification_id
+                && e.message.resolved_at_ms == message.resolved_at_ms
+        })
     }
 
     /// Adds notifications with one write and one fsync; once this returns
@@ -373,8 +377,8 @@ mod tests {
         assert_eq!(outbox.pending_for(Channel::Mqtt), 2);
         assert_eq!(outbox.next_for(Channel::Webhook, 0).unwrap().seq, 2);
         assert_eq!(outbox.next_for(Channel::Mqtt, 1).unwrap().seq, 3);
-        assert!(outbox.holds(Channel::Webhook, &a.notification_id));
-        assert!(!outbox.holds(Channel::Webhook, &b.notification_id));
+        assert!(outbox.holds(Channel::Webhook, &a));
+        assert!(!outbox.holds(Channel::Webhook, &b));
         outbox.delivered(1).unwrap();
         outbox.delivered(1).unwrap();
         let before = ids(&outbox);
