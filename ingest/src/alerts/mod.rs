@@ -912,6 +912,24 @@ mod tests {
         }
     }
 
+    /// Alerts to a webhook at `address` (path `/hook/{secret}`), retried
+    /// within milliseconds, kept in an outbox in `dir`.
+    fn webhook_with_outbox(
+        address: std::net::SocketAddr,
+        secret: &str,
+        dir: &Path,
+    ) -> AlertsConfig {
+        AlertsConfig {
+            mqtt: false,
+            webhook_url: Some(format!("http://{address}/hook/{secret}").into()),
+            retry_initial: Duration::from_millis(5),
+            retry_max: Duration::from_millis(20),
+            flush_timeout: Duration::from_millis(300),
+            outbox_dir: Some(dir.to_owned()),
+            ..AlertsConfig::default()
+        }
+    }
+
     /// Alerts the webhook did not take before the deadline stay in the
     /// outbox on disk, count as written, and go out on the next run, first.
     #[tokio::test]
@@ -919,15 +937,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let config = AlertsConfig {
-            mqtt: false,
-            webhook_url: Some(format!("http://{address}/hook/outbox-unit-secret").into()),
-            retry_initial: Duration::from_millis(5),
-            retry_max: Duration::from_millis(20),
-            flush_timeout: Duration::from_millis(300),
-            outbox_dir: Some(dir.path().to_owned()),
-            ..AlertsConfig::default()
-        };
+        let config = webhook_with_outbox(address, "outbox-unit-secret", dir.path());
         let refused = Arc::new(Mutex::new(Vec::new()));
         let server = tokio::spawn(answer_all(listener, 503, refused.clone()));
         let (tx, shutdown, written, task) = running(&config, 4);
@@ -988,15 +998,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let config = AlertsConfig {
-            mqtt: false,
-            webhook_url: Some(format!("http://{address}/hook/corrected-unit-secret").into()),
-            retry_initial: Duration::from_millis(5),
-            retry_max: Duration::from_millis(20),
-            flush_timeout: Duration::from_millis(300),
-            outbox_dir: Some(dir.path().to_owned()),
-            ..AlertsConfig::default()
-        };
+        let config = webhook_with_outbox(address, "corrected-unit-secret", dir.path());
         let resolved_on = |day: u64| {
             let mut record = record(AlertStatus::Resolved);
             record.resolved_at = Some(record.opened_at + day * 86_400_000);
