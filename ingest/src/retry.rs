@@ -85,6 +85,35 @@ pub fn jitter() -> f64 {
     (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Logs a failing write once, not once a second while the disk is full, and
+/// once when it works again.
+pub(crate) struct Failing {
+    failing: bool,
+    /// What failed, and what to say when it works again.
+    lines: (&'static str, &'static str),
+}
+
+impl Failing {
+    pub(crate) fn new(failed: &'static str, recovered: &'static str) -> Self {
+        Self {
+            failing: false,
+            lines: (failed, recovered),
+        }
+    }
+
+    pub(crate) fn failed(&mut self, error: &dyn std::fmt::Display) {
+        if !std::mem::replace(&mut self.failing, true) {
+            tracing::error!(%error, "{}", self.lines.0);
+        }
+    }
+
+    pub(crate) fn stored(&mut self) {
+        if std::mem::take(&mut self.failing) {
+            tracing::info!("{}", self.lines.1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1073,11 +1073,10 @@ impl Archive {
         let carried = self.carry_day(&path);
         // Detached whatever came of it, or the next day cannot attach.
         let detached = self.state.execute("DETACH DATABASE old", []);
-        let (cut, through) = carried?;
+        let cut = carried?;
         self.days.remove(&day);
         self.spans.remove(&day);
-        for (customer, latest) in cut.into_iter().zip(through) {
-            let customer: Id = customer.into();
+        for (customer, latest) in cut {
             let held = self.held.entry(customer.clone()).or_default();
             held.cut_through = Some(held.cut_through.map_or(latest, |t| t.max(latest)));
             self.moved.push(customer);
@@ -1096,9 +1095,9 @@ impl Archive {
     }
 
     /// Carries the last batches of the day file at `path` (attached as
-    /// `old`) and marks its customers cut, in one transaction: the
-    /// customers and the latest batch carried of each.
-    fn carry_day(&mut self, path: &Path) -> Result<(Vec<String>, Vec<EventTime>), ArchiveError> {
+    /// `old`) and marks its customers cut, in one transaction: each
+    /// customer with the start of its latest batch carried.
+    fn carry_day(&mut self, path: &Path) -> Result<Vec<(Id, EventTime)>, ArchiveError> {
         let state_path = self.dir.join("state.sqlite");
         let tx = self.state.transaction().map_err(|e| fail(&state_path, e))?;
         tx.execute("ATTACH DATABASE ?1 AS old", params![path.to_string_lossy()])
@@ -1123,8 +1122,8 @@ impl Archive {
             let rows = (select.query_map([], |r| r.get(0))).map_err(|e| fail(path, e))?;
             rows.collect::<Result<_, _>>().map_err(|e| fail(path, e))?
         };
-        let mut through = Vec::with_capacity(cut.len());
-        for customer in &cut {
+        let mut carried = Vec::with_capacity(cut.len());
+        for customer in cut {
             tx.execute(
                 "INSERT INTO customers (customer, cut) VALUES (?1, 1) \
                  ON CONFLICT (customer) DO UPDATE SET cut = 1",
@@ -1137,10 +1136,10 @@ impl Archive {
                 |r| r.get(0),
             ))
             .map_err(|e| fail(&state_path, e))?;
-            through.push(latest as EventTime);
+            carried.push((customer.into(), latest as EventTime));
         }
         tx.commit().map_err(|e| fail(&state_path, e))?;
-        Ok((cut, through))
+        Ok(carried)
     }
 
     /// Notes late data of `customer`'s `devices`, each from its earliest

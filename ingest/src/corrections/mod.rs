@@ -49,6 +49,7 @@ pub use archive::{
 };
 
 use crate::metrics::IngestMetrics;
+use crate::retry::Failing;
 
 /// Slack for a customer's local day around the UTC day (time zones).
 const ZONE_SLACK_MS: u64 = 14 * 3_600_000;
@@ -425,8 +426,14 @@ fn run(
         .max()
         .unwrap_or(0);
     let mut pruned_before: EventTime = 0;
-    let mut prune_failing: Option<String> = None;
-    let mut failing = false;
+    let mut prune_failing = Failing::new(
+        "archive prune failed; retried",
+        "archive prune succeeded again",
+    );
+    let mut failing = Failing::new(
+        "cannot archive live batches; kept and tried again",
+        "archive written again",
+    );
     // Live batches not archived yet: kept (and the WAL not cut behind them)
     // while the archive cannot take them, e.g. on a full disk.
     let mut live = Vec::new();
@@ -573,20 +580,10 @@ fn run(
                                                 "archive days past the horizon removed"
                                             )
                                         }
-                                        if prune_failing.take().is_some() {
-                                            tracing::info!("archive prune succeeded again");
-                                        }
+                                        prune_failing.stored();
                                         pruned_before = keep_from;
                                     }
-                                    // Tried again at the next frontier; said
-                                    // once while it fails the same way.
-                                    Err(e) => {
-                                        let message = e.to_string();
-                                        if prune_failing.as_ref() != Some(&message) {
-                                            tracing::error!(error = %e, "archive prune failed; retried");
-                                            prune_failing = Some(message);
-                                        }
-                                    }
+                                    Err(e) => prune_failing.failed(&e),
                                 }
                             }
                         }
@@ -745,7 +742,7 @@ fn flush(
     archive: &mut Archive,
     settings: &Settings,
     live: &mut Vec<LiveBatches>,
-    failing: &mut bool,
+    failing: &mut Failing,
 ) {
     if live.is_empty() {
         return;
@@ -755,15 +752,11 @@ fn flush(
         .and_then(|()| archive.note_live(live))
     {
         Ok(()) => {
-            if std::mem::take(failing) {
-                tracing::info!("archive written again");
-            }
+            failing.stored();
             live.clear();
         }
         Err(e) => {
-            if !std::mem::replace(failing, true) {
-                tracing::error!(error = %e, "cannot archive live batches; kept and tried again");
-            }
+            failing.failed(&e);
             if count(live) > MAX_UNARCHIVED {
                 // A restatement of their days would miss them: late data
                 // for those days is refused from now on.

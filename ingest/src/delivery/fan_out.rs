@@ -17,6 +17,7 @@ use super::devices::Schedule;
 use super::ledger::Ledger;
 use crate::corrections::{Corrections, Pass, Restated};
 use crate::metrics::IngestMetrics;
+use crate::retry::Failing;
 use crate::wal::Lsn;
 
 /// Where records go and how far each receiver got.
@@ -50,35 +51,6 @@ pub struct FanOut {
     /// checkpoint: the WAL is cut only behind the least advanced, whose
     /// stores may still need this member's readings.
     pub members: Option<super::rescale::Layout>,
-}
-
-/// Logs a failing write once, not once a second while the disk is full, and
-/// once when it works again.
-struct Failing {
-    failing: bool,
-    /// What failed, and what to say when it works again.
-    lines: (&'static str, &'static str),
-}
-
-impl Failing {
-    fn new(failed: &'static str, recovered: &'static str) -> Self {
-        Self {
-            failing: false,
-            lines: (failed, recovered),
-        }
-    }
-
-    fn failed(&mut self, error: &dyn std::fmt::Display) {
-        if !std::mem::replace(&mut self.failing, true) {
-            tracing::error!(%error, "{}", self.lines.0);
-        }
-    }
-
-    fn stored(&mut self) {
-        if std::mem::take(&mut self.failing) {
-            tracing::info!("{}", self.lines.1);
-        }
-    }
 }
 
 impl FanOut {
