@@ -9,11 +9,18 @@
 //! - a wrong `Host` is refused; 300 slow-header connections are closed
 //!   within `header_read_timeout` while normal requests are served;
 //! - a token added while running works after SIGHUP;
+//! - a customer given to another CSM in customers.toml changes hands at
+//!   the reload, without a restart;
+//! - revenue retention names a customer whose contract events conflict to
+//!   an admin only, and judges "managed" on the user's own customers;
 //! - the login flow and the CSM's scoped dashboard in headless Chromium
 //!   (screenshots in `target/artifacts/`);
 //! - operator ids are pseudonyms in alert evidence and in the store, with
 //!   the clear id shown to admins only;
 //! - passwords, tokens, the pseudonym key and the hashes never reach the log;
+//! - a session ends with the password it was opened with (changed, or the
+//!   user removed and added again); a failed sign-in's name is logged only
+//!   when it is a user's, escaped;
 //!
 //! and, on their own: TLS with the project's test certificates
 //! (deploy/mosquitto/make-test-certs.sh), and a public listen address
@@ -98,7 +105,7 @@ fn ids(list: &Value, array: &str, field: &str) -> BTreeSet<String> {
 }
 
 struct Running {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     _broker: fleetpulse::broker::EmbeddedBroker,
     service: Service,
     users_file: PathBuf,
@@ -223,7 +230,7 @@ async fn running_service() -> Running {
         fleet,
         service,
         _broker: broker,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -236,7 +243,10 @@ async fn roles_scope_every_route_and_the_port_defends_itself() {
     a_wrong_host_is_refused(&s).await;
     slow_header_connections_are_closed_while_others_are_served(&s).await;
     a_token_added_while_running_works_after_sighup(&mut s).await;
+    a_customer_given_to_another_csm_moves_at_the_reload(&s).await;
+    retention_keeps_to_each_roles_scope(&s).await;
     login_flow_and_a_scoped_dashboard_in_chromium(&s);
+    sessions_end_with_their_password_and_failed_names_forge_nothing(&mut s).await;
     no_secret_in_the_log(&s);
     s.service.stop();
 }
@@ -476,7 +486,7 @@ async fn operators_are_pseudonyms_and_only_admins_see_who(s: &Running) {
         }
     }
     // The store holds pseudonyms only.
-    let store = fleetpulse::sinks::SqliteStore::open(s._dir.path().join("kpi.sqlite")).unwrap();
+    let store = fleetpulse::sinks::SqliteStore::open(s.dir.path().join("kpi.sqlite")).unwrap();
     let stored = store.alerts(false).unwrap();
     assert!(stored.iter().any(|a| a.evidence.contains(" op-")));
     for alert in &stored {
@@ -588,6 +598,156 @@ async fn a_token_added_while_running_works_after_sighup(s: &mut Running) {
     assert_eq!(ids(&theirs, "customers", "customer"), s.bobs);
 }
 
+/// A customer of alice's given to bob in customers.toml (no restart, no
+/// archive): at the reload alice loses it (404, as any customer not hers)
+/// and bob gains it; given back, it is alice's again.
+async fn a_customer_given_to_another_csm_moves_at_the_reload(s: &Running) {
+    let file = s.dir.path().join("customers.toml");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let moved = s.alices.first().unwrap().clone();
+    let bob = s.anonymous.with(&users(
+        &["token", "bob", "--file", s.users_file.to_str().unwrap()],
+        None,
+    ));
+    // SIGHUP rereads both files (bob's new token is in the users file).
+    let reload = async |text: &str| {
+        let log = s.service.log();
+        let reloads = log.matches("customers file changed").count();
+        let users_reloads = log.matches("users file reloaded").count();
+        std::fs::write(&file, text).unwrap();
+        let pid = s.service.pid().unwrap().to_string();
+        let hup = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        assert!(hup.success());
+        s.service
+            .wait_for_log("customers file changed", reloads + 1);
+        s.service
+            .wait_for_log("users file reloaded", users_reloads + 1);
+    };
+    let path = format!("/api/customers/{moved}");
+    assert_eq!(s.alice.get(&path).await.0, StatusCode::OK);
+    let mut customers: fleetpulse::customers::CustomersFile = toml::from_str(&original).unwrap();
+    for c in &mut customers.customers {
+        if c.id == moved {
+            c.csm = Some("bob".into());
+        }
+    }
+    reload(&customers.to_toml()).await;
+    let (status, body) = s.alice.get(&path).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "alice still reads {moved}: {}",
+        body["customer"]
+    );
+    let alices = ids(&s.alice.ok("/api/customers").await, "customers", "customer");
+    let mut left = s.alices.clone();
+    left.remove(&moved);
+    assert_eq!(alices, left);
+    let bobs = ids(&bob.ok("/api/customers").await, "customers", "customer");
+    assert!(bobs.contains(&moved), "{bobs:?}");
+    assert_eq!(bob.get(&path).await.0, StatusCode::OK);
+
+    reload(&original).await;
+    assert_eq!(s.alice.get(&path).await.0, StatusCode::OK);
+    assert_eq!(bob.get(&path).await.0, StatusCode::NOT_FOUND);
+}
+
+/// Revenue retention keeps to each role's scope. A customer of bob's whose
+/// recorded contraction no longer adds up with the customers file (its ARR
+/// lowered under it, taken in at the reload) is named to an admin, counted
+/// without its name to a viewer, and not shown to alice; a touchpoint of
+/// bob's customer makes the admin's accounts managed by touchpoints, not
+/// alice's, whose customers have none.
+async fn retention_keeps_to_each_roles_scope(s: &Running) {
+    let file = s.dir.path().join("customers.toml");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let mut customers: fleetpulse::customers::CustomersFile = toml::from_str(&original).unwrap();
+    let theirs = s.bobs.first().unwrap().clone();
+    let entry = (customers.customers.iter_mut())
+        .find(|c| c.id == theirs)
+        .unwrap();
+    let start: jiff::civil::Date = entry.contract.start.parse().unwrap();
+    let date = start.checked_add(jiff::Span::new().days(30)).unwrap();
+    let arr = entry.contract.arr;
+    let post = async |path: &str, body: Value| {
+        let response = (s.admin.http.post(format!("{}{path}", s.admin.base)))
+            .bearer_auth(s.admin.token.as_deref().unwrap())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "{path}: {}",
+            response.text().await.unwrap()
+        );
+    };
+    let contraction = serde_json::json!({
+        "customer": theirs, "kind": "contraction", "date": date.to_string(),
+        "arr_change": -(arr * 0.9),
+    });
+    post("/api/contract-events", contraction).await;
+    let touchpoint = serde_json::json!({
+        "kind": "training", "date": date.to_string(), "csm": "bob",
+    });
+    post(&format!("/api/customers/{theirs}/touchpoints"), touchpoint).await;
+    // Its ARR lowered under the contraction: the two no longer add up.
+    entry.contract.arr = arr * 0.5;
+    let reloads = s.service.log().matches("customers file changed").count();
+    std::fs::write(&file, customers.to_toml()).unwrap();
+    let pid = s.service.pid().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    s.service
+        .wait_for_log("customers file changed", reloads + 1);
+
+    let admins = s.admin.ok("/api/retention").await;
+    let conflicts = admins["conflicts"].as_array().unwrap();
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    assert!(
+        conflicts[0].as_str().unwrap().contains(&theirs),
+        "{conflicts:?}"
+    );
+    assert_eq!(admins["managed"], "touchpoints");
+    let viewers = s.viewer.ok("/api/retention").await;
+    let conflicts = viewers["conflicts"].as_array().unwrap();
+    assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+    let names =
+        (s.fleet.customers().iter()).filter(|c| conflicts[0].as_str().unwrap().contains(&*c.id));
+    assert_eq!(names.count(), 0, "a viewer is told a name: {conflicts:?}");
+    let alices = s.alice.ok("/api/retention").await;
+    assert_eq!(alices["conflicts"], serde_json::json!([]));
+    assert_eq!(
+        alices["managed"], "high-touch",
+        "bob's touchpoint told alice"
+    );
+
+    let reloads = s.service.log().matches("customers file changed").count();
+    std::fs::write(&file, &original).unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    s.service
+        .wait_for_log("customers file changed", reloads + 1);
+    let admins = s.admin.ok("/api/retention").await;
+    assert_eq!(
+        admins["conflicts"],
+        serde_json::json!([]),
+        "the file as it was"
+    );
+}
+
 fn login_flow_and_a_scoped_dashboard_in_chromium(s: &Running) {
     let mut browser = Browser::start();
     let patience = Duration::from_secs(30);
@@ -651,6 +811,98 @@ fn login_flow_and_a_scoped_dashboard_in_chromium(s: &Running) {
     browser.wait_for("location.pathname === '/login'", patience);
     browser.navigate(&format!("{}/", s.anonymous.base));
     browser.wait_for("location.pathname === '/login'", patience);
+}
+
+/// A session lasts only while the password it was opened with does: a new
+/// password (`users add --replace`), or the user removed and added again
+/// under the same name with another role, ends it at the reload. A failed
+/// sign-in logs the name only when it is a user's, escaped: a password
+/// typed in the name field stays out of the log, and a name holding a line
+/// break forges no audit line.
+async fn sessions_end_with_their_password_and_failed_names_forge_nothing(s: &mut Running) {
+    let base = s.anonymous.base.clone();
+    let file = s.users_file.to_str().unwrap().to_string();
+    let pid = s.service.pid().unwrap().to_string();
+    let reload = |s: &Running| {
+        let reloads = s.service.log().matches("users file reloaded").count();
+        let hup = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        assert!(hup.success());
+        s.service.wait_for_log("users file reloaded", reloads + 1);
+    };
+    let me = async |cookie: &str| {
+        let response = (s.anonymous.http.get(format!("{base}/api/me")))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json::<Value>().await.unwrap_or_default())
+    };
+    let first = support::users::sign_in(&base, "alice", &s.alice_password).await;
+    assert_eq!(me(&first).await.0, StatusCode::OK);
+    let second = "alice-second-Pa55word-for-the-test";
+    let args = [
+        "add",
+        "alice",
+        "--role",
+        "csm",
+        "--replace",
+        "--password-stdin",
+    ];
+    users(&[&args[..], &["--file", &file]].concat(), Some(second));
+    s.secrets.push(second.to_string());
+    reload(s);
+    assert_eq!(
+        me(&first).await.0,
+        StatusCode::UNAUTHORIZED,
+        "the old password's session"
+    );
+    let signed_in = support::users::sign_in(&base, "alice", second).await;
+    let (status, who) = me(&signed_in).await;
+    assert_eq!(
+        (status, who["role"].as_str()),
+        (StatusCode::OK, Some("csm"))
+    );
+    // Removed, then added again as an admin with the very same password.
+    users(&["remove", "alice", "--file", &file], None);
+    add_user(&file, "alice", "admin", Some(second));
+    reload(s);
+    let (status, who) = me(&signed_in).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "an earlier alice's session: {who}"
+    );
+
+    // Failed sign-ins: a password typed as the name; a forged audit line.
+    let typed = "alice-typed-her-Pa55word-here";
+    s.secrets.push(typed.to_string());
+    let failed_before = s.service.log().matches("(not a user)").count();
+    let forged = "zz\n2026-12-06T03:50:00.000000Z  INFO audit: login event=\"login\" \
+                  outcome=\"ok\" user=forged-admin role=admin";
+    for name in [typed, forged] {
+        let client = (reqwest::Client::builder())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let page = client.get(format!("{base}/login")).send().await.unwrap();
+        let set = page.headers()["set-cookie"].to_str().unwrap().to_string();
+        let csrf_cookie = set.split(';').next().unwrap().to_string();
+        let csrf = csrf_cookie.split_once('=').unwrap().1.to_string();
+        let login = (client.post(format!("{base}/login")))
+            .header("cookie", &csrf_cookie)
+            .form(&[("user", name), ("password", "wrong"), ("csrf", &csrf)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status(), StatusCode::UNAUTHORIZED);
+    }
+    s.service.wait_for_log("(not a user)", failed_before + 2);
+    let log = s.service.log();
+    let lines: Vec<&str> = (log.lines())
+        .filter(|l| l.contains("forged-admin"))
+        .collect();
+    assert!(lines.is_empty(), "a forged name reached the log: {lines:?}");
 }
 
 fn no_secret_in_the_log(s: &Running) {

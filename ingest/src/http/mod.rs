@@ -164,6 +164,24 @@ impl Hub {
             .collect();
     }
 
+    /// What the HTTP side reads of the customers file, taken in again at
+    /// a reload: who manages which customer (a CSM taken off a customer
+    /// loses it at once, not at the next restart), the contract events and
+    /// the coverage model.
+    pub fn reload_customers(
+        &self,
+        customers: &crate::customers::CustomersFile,
+        path: &std::path::Path,
+        contracts: crate::contracts::ContractBook,
+    ) {
+        self.set_csm_assignments(customers);
+        self.set_contracts(contracts);
+        // Checked with the rest of the file before it was taken in.
+        if let Ok(model) = customers.coverage_model(path) {
+            self.set_coverage(model);
+        }
+    }
+
     /// The customers' contract events (customers.toml and its CSV).
     pub fn set_contracts(&self, book: crate::contracts::ContractBook) {
         *self.contracts.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(book);

@@ -50,7 +50,8 @@ struct RetentionDoc {
     /// `quarter` or `year`.
     period: PeriodKind,
     /// What makes an account managed: `touchpoints` (one in the period)
-    /// once any is recorded, `high-touch` (a named CS manager) before.
+    /// once any of the customers shown has one recorded, `high-touch` (a
+    /// named CS manager) before.
     managed: &'static str,
     /// Customers with contract events that this user sees.
     customers: usize,
@@ -58,7 +59,8 @@ struct RetentionDoc {
     /// customers, counted in (beside the customers file's).
     recorded_events: usize,
     /// Customers whose recorded events do not add up with the customers
-    /// file's (it changed under them): those are left out, and why.
+    /// file's (it changed under them): those are left out, and why (for a
+    /// viewer, without naming them).
     conflicts: Vec<String>,
     /// Oldest first.
     periods: Vec<PeriodDoc>,
@@ -143,14 +145,27 @@ pub async fn retention(
     let recorded_events = (recorded.iter())
         .filter(|e| shown.contains(&*e.customer))
         .count();
+    // A viewer sees every customer's figures but none by name: told only
+    // that some were left out.
+    let named = access.principal.role != Role::Viewer;
     let conflicts: Vec<String> = conflicts
         .into_iter()
         .filter(|c| everyone || access.sees(&c.customer))
-        .map(|c| format!("customer `{}`: {}", c.customer, c.message))
+        .map(|c| match named {
+            true => format!("customer `{}`: {}", c.customer, c.message),
+            false => "a customer's recorded contract events do not add up with the customers \
+                      file; left out (an admin sees which)"
+                .to_string(),
+        })
         .collect();
-    let touchpoints = on_store(&hub, |s| s.touchpoints(None))
+    // Only the shown customers' touchpoints: whether others have any is
+    // not this user's to learn.
+    let touchpoints: Vec<Touchpoint> = on_store(&hub, |s| s.touchpoints(None))
         .await?
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| shown.contains(&*t.customer))
+        .collect();
     let at_risk = at_risk_by_day(&hub.read_view());
     let mut doc = report(&customers, &touchpoints, &at_risk, kind, count, as_of);
     doc.recorded_events = recorded_events;

@@ -213,6 +213,7 @@ pub async fn run(
         config.clone(),
         engine_config.clone(),
         corrections.clone(),
+        http.as_ref().map(|h| h.hub.clone()),
         intake_stop.clone(),
         stop.clone(),
     ));

@@ -8,8 +8,12 @@
 //! from the dead letters after the start: [`crate::replay::onboarded`]). A file that does not check keeps the
 //! old definitions, and says why; so does one that names no customer while
 //! the service serves some (an emptied file would offboard the whole fleet).
+//! What the HTTP port reads of the file (who manages which customer, the
+//! contract events, the coverage model) is taken in at each reload, with or
+//! without the archive: a CSM taken off a customer loses it at once.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fleetpulse_engine::EngineConfig;
@@ -17,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServiceConfig;
 use crate::corrections::Corrections;
+use crate::http::Hub;
 
 /// How often the file's modification time and length are looked at; a
 /// change is taken once it has held still for one look.
@@ -29,6 +34,7 @@ pub async fn watch(
     config: ServiceConfig,
     engine: EngineConfig,
     corrections: Option<Corrections>,
+    hub: Option<Arc<Hub>>,
     stop: CancellationToken,
     restart: CancellationToken,
 ) -> Vec<String> {
@@ -74,8 +80,11 @@ pub async fn watch(
                      definitions stay. To offboard every customer, restart the service on it"
                 );
             }
-            Ok(Some((file, specs, _))) => {
+            Ok(Some((file, specs, book))) => {
                 file.warn();
+                if let Some(hub) = &hub {
+                    hub.reload_customers(&file, &path, book);
+                }
                 let changes = roster_changes(&engine, &specs);
                 // Changed definitions first: their recompute is noted in
                 // the archive before a start in place stops the thread.

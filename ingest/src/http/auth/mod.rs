@@ -76,6 +76,9 @@ pub enum Denied {
     NoRole,
     /// A valid credential of a user that no longer exists.
     UnknownUser,
+    /// A session opened with a password the user no longer has (changed,
+    /// or the user removed and added again).
+    PasswordChanged,
 }
 
 impl Denied {
@@ -87,6 +90,7 @@ impl Denied {
             Denied::UntrustedProxy => "identity headers from an untrusted peer",
             Denied::NoRole => "proxy user without a role",
             Denied::UnknownUser => "user no longer exists",
+            Denied::PasswordChanged => "session opened with a password the user no longer has",
         }
     }
 }
@@ -201,10 +205,13 @@ impl Auth {
                 .sessions
                 .get(id, Instant::now())
                 .ok_or(Denied::BadSession)?;
-            let principal = self
-                .users()
-                .principal(&session.user, Via::Session)
-                .ok_or(Denied::UnknownUser)?;
+            let users = self.users();
+            let principal =
+                (users.principal(&session.user, Via::Session)).ok_or(Denied::UnknownUser)?;
+            if !session.signed_in_with(users.password_stamp(&session.user)) {
+                self.sessions.close(id);
+                return Err(Denied::PasswordChanged);
+            }
             return Ok((principal, Some(session.csrf)));
         }
         Err(Denied::NoCredentials)

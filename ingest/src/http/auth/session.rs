@@ -26,7 +26,16 @@ pub struct Session {
     pub user: String,
     /// Token a state-changing request must carry.
     pub csrf: String,
+    /// The user's password stamp at sign-in ([`super::users::Users::password_stamp`]).
+    stamp: [u8; 32],
     expires: Instant,
+}
+
+impl Session {
+    /// Whether the user's password is still the one signed in with.
+    pub fn signed_in_with(&self, stamp: Option<[u8; 32]>) -> bool {
+        stamp == Some(self.stamp)
+    }
 }
 
 /// Sessions by id.
@@ -50,8 +59,9 @@ impl Sessions {
         self.ttl
     }
 
-    /// Opens a session for `user`; returns its id.
-    pub fn open(&self, user: &str, now: Instant) -> String {
+    /// Opens a session for `user`, signed in with the password of `stamp`;
+    /// returns its id.
+    pub fn open(&self, user: &str, stamp: [u8; 32], now: Instant) -> String {
         let id = random_token();
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_SESSIONS {
@@ -70,6 +80,7 @@ impl Sessions {
             Session {
                 user: user.to_string(),
                 csrf: random_token(),
+                stamp,
                 expires: now + self.ttl,
             },
         );
@@ -142,12 +153,14 @@ mod tests {
     fn sessions_expire_and_close() {
         let sessions = Sessions::new(Duration::from_secs(60));
         let t0 = Instant::now();
-        let id = sessions.open("alice", t0);
+        let id = sessions.open("alice", [1; 32], t0);
         let s = sessions.get(&id, t0 + Duration::from_secs(59)).unwrap();
         assert_eq!(s.user, "alice");
+        assert!(s.signed_in_with(Some([1; 32])));
+        assert!(!s.signed_in_with(Some([2; 32])) && !s.signed_in_with(None));
         assert_ne!(s.csrf, id);
         assert!(sessions.get(&id, t0 + Duration::from_secs(61)).is_none());
-        let id = sessions.open("bob", t0);
+        let id = sessions.open("bob", [2; 32], t0);
         sessions.close(&id);
         assert!(sessions.get(&id, t0).is_none());
         assert!(sessions.get("made-up", t0).is_none());

@@ -381,6 +381,22 @@ impl Users {
         })
     }
 
+    /// A fingerprint of user `name`'s password as the file holds it (salted,
+    /// so a password set again differs): a session opened under one lasts
+    /// only while it stays, so a changed password, or the user removed and
+    /// added again, ends the sessions opened before.
+    pub fn password_stamp(&self, name: &str) -> Option<[u8; 32]> {
+        use blake2::Digest;
+        let user = self.file.users.iter().find(|u| u.name == name)?;
+        let hash = user.password_hash.as_ref()?;
+        Some(blake2::Blake2s256::digest(hash.0.as_bytes()).into())
+    }
+
+    /// True when user `name` is in the file.
+    pub fn has(&self, name: &str) -> bool {
+        self.file.users.iter().any(|u| u.name == name)
+    }
+
     /// The user whose password this is; `None` for a wrong name or password
     /// (alike, in time too).
     pub fn check_password(&self, name: &str, password: &str) -> Option<Principal> {
