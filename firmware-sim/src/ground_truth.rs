@@ -166,7 +166,9 @@ impl GroundTruth {
                 let new_unit = now.unit_epoch > before.unit_epoch;
                 let hours_since = |t: EventTime| at.saturating_sub(t) as f64 / 3_600_000.0;
                 let since_last = hours_since(before.at);
-                let since_epoch = hours_since(batch.unit_epoch.saturating_mul(1000));
+                // A new unit's meter counts from its start, but no further
+                // back than the old unit's last reading.
+                let since_epoch = hours_since(batch.unit_epoch.saturating_mul(1000).max(before.at));
                 // The most a meter gains: (per elapsed hour, slack).
                 let delta = |now: f64, before: f64, (per_hour, slack): (f64, f64)| {
                     let (gain, hours) = if now >= before {

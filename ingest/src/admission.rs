@@ -354,6 +354,22 @@ impl Admission {
                 ),
             });
         }
+        // A unit cannot have started after now: an epoch ahead (a clock
+        // glitch, a GPS week rollover) would take the device's sequence
+        // window and refuse its true epoch's batches from then on.
+        let started = batch.unit_epoch.saturating_mul(1000);
+        if started > now_ms.saturating_add(self.bounds.max_future_ms) {
+            return Err(Rejection {
+                reason: RejectReason::FutureTimestamp,
+                detail: format!(
+                    "unit epoch {} s ({}) is ahead of the clock: the unit cannot have started yet \
+                     (limit {} ms)",
+                    batch.unit_epoch,
+                    timestamp(started),
+                    self.bounds.max_future_ms
+                ),
+            });
+        }
         let oldest = batch.samples.iter().map(|s| s.at).min().unwrap_or(0);
         let earliest = self.earliest.of(&batch.customer);
         if oldest < earliest {
@@ -579,6 +595,33 @@ mod tests {
 
     fn reason(a: &mut Admission, topic: &str, payload: &[u8]) -> RejectReason {
         a.admit(topic, payload, NOW).unwrap_err().reason
+    }
+
+    /// Batches of a unit whose clock jumped years ahead are refused, so
+    /// they cannot push the unit's true epoch out of the sequence windows
+    /// the engine keeps: its next batches go on being taken.
+    #[test]
+    fn a_unit_epoch_ahead_of_the_clock_is_refused_and_the_true_one_goes_on() {
+        let mut a = admission();
+        let t = "fleet/c/s/d/telemetry";
+        let epoch = NOW / 1000 - 100;
+        assert!(
+            a.admit(t, &unit_payload("c", "d", epoch, 1, 5000), NOW)
+                .is_ok()
+        );
+        for sequence in 1..=5 {
+            let ahead = unit_payload("c", "d", epoch + 620_000_000, sequence, 6000);
+            let refused = a.admit(t, &ahead, NOW).unwrap_err();
+            assert_eq!(refused.reason, RejectReason::FutureTimestamp);
+            assert!(refused.detail.contains("unit epoch"), "{}", refused.detail);
+        }
+        // Within the clock's tolerance: a unit that just started.
+        let just = unit_payload("c", "e", NOW / 1000 + 30, 1, 5000);
+        assert!(a.admit("fleet/c/s/e/telemetry", &just, NOW).is_ok());
+        assert!(
+            a.admit(t, &unit_payload("c", "d", epoch, 2, 6000), NOW)
+                .is_ok()
+        );
     }
 
     #[test]

@@ -440,9 +440,13 @@ impl DeviceMemory {
                         |from: EventTime| sample.at.saturating_sub(from) as f64 / HOUR_MS as f64;
                     let elapsed = Elapsed {
                         since_last: hours(last.at),
-                        // Only a new unit's restart is measured from it.
+                        // Only a new unit's restart is measured from it,
+                        // and no further back than the last reading: what
+                        // the machine worked before that, the old unit
+                        // counted (a unit whose clock says 2000 does not
+                        // bring the machine's lifetime in one hour).
                         since_epoch: if new_unit {
-                            hours(unit_epoch.saturating_mul(1000))
+                            hours(unit_epoch.saturating_mul(1000).max(last.at))
                         } else {
                             0.0
                         },
@@ -1091,6 +1095,42 @@ mod tests {
             assert_eq!(hours, [0.0, 1.0, expected[0], expected[1]]);
             assert_eq!(faults, MeterFaults::default());
         }
+    }
+
+    /// A replacement unit that reads the machine's own meter (just under
+    /// the old unit's last value) and whose clock says 2000-01-01: its
+    /// first reading would add the machine's lifetime if measured from that
+    /// epoch; measured from the old unit's last reading it is a jump, and
+    /// the readings after it count as usual.
+    #[test]
+    fn a_new_unit_with_an_old_clock_does_not_bring_the_machines_lifetime() {
+        const T: EventTime = 1_780_000_000_000;
+        const HALF_HOUR: EventTime = HOUR_MS / 2;
+        let batch = |epoch, sequence, at, hours| DeviceBatch {
+            customer: "c".into(),
+            site: "s".into(),
+            device: "d".into(),
+            unit_epoch: epoch,
+            sequence,
+            samples: vec![crate::Sample {
+                at,
+                operating_hours: hours,
+                ..Default::default()
+            }],
+        };
+        let (mut gaps, mut faults, mut out) = (0, MeterFaults::default(), Vec::new());
+        let mut memory = DeviceMemory::default();
+        for b in [
+            batch(0, 1, T, 5000.0),
+            batch(0, 2, T + HALF_HOUR, 5000.5),
+            batch(946_684_800, 1, T + 2 * HALF_HOUR, 5000.45),
+            batch(946_684_800, 2, T + 3 * HALF_HOUR, 5000.95),
+        ] {
+            memory.apply(b, &mut gaps, &mut faults, &mut out).unwrap();
+        }
+        let hours: Vec<f64> = out.iter().map(|u| u.increments.operating_hours).collect();
+        assert_eq!(hours, [0.0, 0.5, 0.0, 0.5]);
+        assert_eq!(faults.jumps, 1);
     }
 
     /// A late reading absorbed while older batches still wait is their
