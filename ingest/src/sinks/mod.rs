@@ -201,6 +201,15 @@ pub enum SinkError {
         /// The database file.
         path: String,
     },
+    /// A reader named a SQLite file that holds no fleetpulse store: empty,
+    /// or another program's database (left as it was).
+    #[error("SQLite database {path} is not a fleetpulse store: {found}")]
+    SqliteNotAStore {
+        /// The database file.
+        path: String,
+        /// What it holds instead.
+        found: String,
+    },
     /// Creating or checking the SQLite schema failed.
     #[error("creating the schema in SQLite database {path}: {source}")]
     SqliteSchema {
@@ -286,6 +295,7 @@ impl SinkError {
             | SinkError::Secret { .. }
             | SinkError::Client(_)
             | SinkError::SqliteTask(_)
+            | SinkError::SqliteNotAStore { .. }
             | SinkError::WriteTooLarge { .. } => false,
             // The sink starts a removed file again with its next write; a
             // newer build's file put at the path is the operator's to move.

@@ -225,6 +225,19 @@ impl UsersFile {
             path: path.to_owned(),
             message,
         })?;
+        // `Admin` beside `admin` reads as the same person in the audit log
+        // and the csm assignments.
+        let alike = (self.users.iter())
+            .find(|u| u.name != user.name && u.name.to_lowercase() == user.name.to_lowercase());
+        if let Some(alike) = alike {
+            return Err(UsersError::Refused {
+                path: path.to_owned(),
+                message: format!(
+                    "user `{}` exists: a name differing from one only in case is refused",
+                    alike.name
+                ),
+            });
+        }
         match self.users.iter_mut().find(|u| u.name == user.name) {
             Some(existing) if replace => {
                 let tokens = std::mem::take(&mut existing.tokens);
@@ -522,6 +535,10 @@ mod tests {
             .add(&path, entry("alice", Role::Admin), false)
             .unwrap_err();
         assert!(err.to_string().contains("--replace"), "{err}");
+        for replace in [false, true] {
+            let err = (file.add(&path, entry("Alice", Role::Admin), replace)).unwrap_err();
+            assert!(err.to_string().contains("only in case"), "{err}");
+        }
         file.add(&path, entry("alice", Role::Admin), true).unwrap();
         assert_eq!(
             file.users[0].tokens.len(),

@@ -226,8 +226,46 @@ pub(crate) fn open_existing(path: &Path) -> Result<Connection, SinkError> {
                 path: path.display().to_string(),
             })
         }
+        Ok(conn) => {
+            not_another_database(&conn, path)?;
+            set_up(path, Ok(conn))
+        }
         opened => set_up(path, opened),
     }
+}
+
+/// Refuses a file a reader was pointed at that holds no store: an empty
+/// file, or another program's database, which setting up would fill with
+/// this schema and switch to WAL journal mode.
+fn not_another_database(conn: &Connection, path: &Path) -> Result<(), SinkError> {
+    let shown = path.display().to_string();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(|source| SinkError::SqliteOpen {
+            path: shown.clone(),
+            source,
+            disk: super::DiskNote::of(path),
+        })?;
+    if tables.iter().any(|t| t == "schema_version") {
+        return Ok(());
+    }
+    let found = match tables.len() {
+        0 => "it holds no table (an empty file?)".to_string(),
+        n => {
+            let some: Vec<&str> = tables.iter().take(5).map(String::as_str).collect();
+            let more = if n > 5 {
+                format!(" and {} more", n - 5)
+            } else {
+                String::new()
+            };
+            format!(
+                "it holds other tables ({}{more}), none of this schema",
+                some.join(", ")
+            )
+        }
+    };
+    Err(SinkError::SqliteNotAStore { path: shown, found })
 }
 
 /// The settings and schema every connection gets.

@@ -362,6 +362,41 @@ mod tests {
         drop(sink);
     }
 
+    /// A reader pointed at an empty file or another program's database
+    /// refuses it, naming what it holds, and leaves it as it was (no table
+    /// added, the journal mode unchanged).
+    #[test]
+    fn a_reader_refuses_a_file_that_is_no_store_and_leaves_it_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.sqlite");
+        std::fs::write(&empty, b"").unwrap();
+        let err = SqliteStore::open_existing(&empty).unwrap_err();
+        assert!(matches!(err, SinkError::SqliteNotAStore { .. }), "{err}");
+        assert!(err.to_string().contains("no table"), "{err}");
+        assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+
+        let foreign = dir.path().join("foreign.sqlite");
+        let other = rusqlite::Connection::open(&foreign).unwrap();
+        other
+            .execute_batch("CREATE TABLE invoices (id INTEGER); INSERT INTO invoices VALUES (1);")
+            .unwrap();
+        drop(other);
+        let err = SqliteStore::open_existing(&foreign).unwrap_err();
+        assert!(err.to_string().contains("(invoices)"), "{err}");
+        let other = rusqlite::Connection::open(&foreign).unwrap();
+        let tables: i64 = other
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let mode: String = other
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((tables, mode.as_str()), (1, "delete"));
+    }
+
     /// The version in the store's `schema_version` table.
     fn stored_version(store: &SqliteStore) -> i64 {
         store
