@@ -69,7 +69,21 @@ pub enum BadAnswer {
     Backwards,
     /// A reading dated a day ahead of the clock on every series page.
     Future,
+    /// One operating-hours reading of each machine reads 99,999 and a
+    /// later one `1e308`, each between true readings of the same day.
+    Spike,
+    /// Requests [`MAINTENANCE`] are answered 200 with a maintenance page
+    /// (XHTML, or `{"error": ...}` on `Accept: application/json`).
+    Maintenance,
+    /// Every fleet page links on to itself under a new query
+    /// (`?again=n`), which the server ignores.
+    QueryLoop,
 }
+
+/// The requests (numbered from 1) a [`BadAnswer::Maintenance`] server
+/// answers with its maintenance page: the first poll's series requests
+/// and the next polls' fleet pages.
+pub const MAINTENANCE: std::ops::RangeInclusive<u64> = 2..=13;
 
 impl BadAnswer {
     /// From its command-line name.
@@ -80,6 +94,9 @@ impl BadAnswer {
             "huge" => Self::Huge,
             "backwards" => Self::Backwards,
             "future" => Self::Future,
+            "spike" => Self::Spike,
+            "maintenance" => Self::Maintenance,
+            "query-loop" => Self::QueryLoop,
             _ => return None,
         })
     }
@@ -137,6 +154,10 @@ pub struct ServerStats {
     pub unauthorized: AtomicU64,
     /// Tokens issued.
     pub tokens: AtomicU64,
+    /// Answered with the maintenance page.
+    pub maintenance: AtomicU64,
+    /// Machines given a spike and a `1e308` ([`BadAnswer::Spike`]).
+    pub spiked: AtomicU64,
 }
 
 struct SimState {
@@ -212,6 +233,22 @@ fn app(mut fleet: AempFleet, quirks: Quirks, stats: Arc<ServerStats>) -> Router 
             }
         }
     }
+    if quirks.bad == Some(BadAnswer::Spike) {
+        for machine in &mut fleet.machines {
+            let day = |at: u64| at / 86_400_000;
+            let points = &mut machine.points;
+            // Points whose neighbours lie in their day: the daily totals
+            // stay those of the truth when the spike is skipped.
+            let inside: Vec<usize> = (5..points.len().saturating_sub(1))
+                .filter(|&i| day(points[i - 1].at) == day(points[i + 1].at))
+                .collect();
+            if let (Some(&i), Some(&j)) = (inside.first(), inside.get(10)) {
+                points[i].hours = 99_999.0;
+                points[j].hours = 1e308;
+                stats.spiked.fetch_add(1, Relaxed);
+            }
+        }
+    }
     let state = Arc::new(SimState {
         fleet,
         quirks,
@@ -229,7 +266,7 @@ async fn handle(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    state.stats.requests.fetch_add(1, Relaxed);
+    let number = state.stats.requests.fetch_add(1, Relaxed) + 1;
     let path = uri.path().to_owned();
     let segments: Vec<String> = path
         .split('/')
@@ -279,6 +316,10 @@ async fn handle(
         lowercase_links: state.quirks.lowercase_links,
         liter: state.quirks.liter,
     };
+    if state.quirks.bad == Some(BadAnswer::Maintenance) && MAINTENANCE.contains(&number) {
+        state.stats.maintenance.fetch_add(1, Relaxed);
+        return maintenance_page(style.json);
+    }
     let Some(fleet_at) = segments.iter().position(|s| s == "Fleet") else {
         return not_found("no /Fleet in the path").into_response();
     };
@@ -350,9 +391,16 @@ fn fleet_page(
         .collect();
     let more =
         state.fleet.machines.len() > n * size || state.quirks.bad == Some(BadAnswer::EndlessPaging);
+    let this = format!("{prefix}/Fleet/{n}");
+    let next = if state.quirks.bad == Some(BadAnswer::QueryLoop) {
+        let again = state.stats.requests.load(Relaxed);
+        Some(format!("{this}?again={again}"))
+    } else {
+        more.then(|| format!("{prefix}/Fleet/{}", n + 1))
+    };
     let doc = render::Page {
-        this: format!("{prefix}/Fleet/{n}"),
-        next: more.then(|| format!("{prefix}/Fleet/{}", n + 1)),
+        this,
+        next,
         snapshot_ms: wall_clock_ms(),
         items: &machines,
     };
@@ -361,6 +409,25 @@ fn fleet_page(
         body = pad(body, style.json, 10 * 1024 * 1024 + 1);
     }
     Ok(body)
+}
+
+/// A portal's maintenance page, answered 200 as some vendors do.
+fn maintenance_page(json: bool) -> Response {
+    if json {
+        let body = serde_json::json!({"error": "service unavailable",
+                                      "message": "scheduled maintenance"});
+        return axum::Json(body).into_response();
+    }
+    let page = r#"<?xml version="1.0" encoding="UTF-8"?>
+<!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Strict//EN" "http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">
+<html xmlns="http://www.w3.org/1999/xhtml"><head><title>Scheduled maintenance</title>
+<link rel="stylesheet" href="/static/portal.css"/></head>
+<body><h1>We will be back soon</h1><p>The telematics portal is under maintenance.</p></body></html>"#;
+    (
+        [(header::CONTENT_TYPE, "application/xhtml+xml")],
+        page.to_owned(),
+    )
+        .into_response()
 }
 
 /// Pads a document past `size` bytes without breaking it.

@@ -9,5 +9,6 @@ mod support;
 mod bad;
 mod common;
 mod crash;
+mod hostile;
 mod mixed;
 mod quirks;

@@ -57,6 +57,12 @@ pub struct AempConfig {
     /// answer (`endless_paging`).
     #[serde(default = "default_max_pages")]
     pub max_pages: u32,
+    /// Most readings held for one machine and time range (every element's
+    /// pages, kept until they are delivered together); more is `too_large`,
+    /// so a chain of big pages cannot grow memory up to `max_pages` of
+    /// them. A machine that truly reports more needs a shorter `max_span`.
+    #[serde(default = "default_max_readings")]
+    pub max_readings: usize,
     /// Timeout of one HTTP request.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -224,6 +230,11 @@ fn default_max_body_bytes() -> usize {
 fn default_max_pages() -> u32 {
     1000
 }
+/// A day of six elements read every second (518,400) fits: far above what
+/// vendors serve (every 10 to 60 minutes); about 30 MB held.
+fn default_max_readings() -> usize {
+    600_000
+}
 fn default_timeout() -> Duration {
     Duration::from_secs(30)
 }
@@ -250,6 +261,7 @@ impl AempConfig {
             addressing: Addressing::default(),
             max_body_bytes: default_max_body_bytes(),
             max_pages: default_max_pages(),
+            max_readings: default_max_readings(),
             timeout: default_timeout(),
             attempts: default_attempts(),
             max_retry_after: default_max_retry_after(),
@@ -307,16 +319,23 @@ impl AempConfig {
         if self.max_span < Duration::from_secs(1) {
             return Err(invalid("max_span", "at least 1 s".into()));
         }
-        if self.max_pages == 0 || self.attempts == 0 || self.max_body_bytes < 1024 {
+        if self.max_pages == 0
+            || self.max_readings == 0
+            || self.attempts == 0
+            || self.max_body_bytes < 1024
+        {
             return Err(invalid(
                 if self.max_pages == 0 {
                     "max_pages"
+                } else if self.max_readings == 0 {
+                    "max_readings"
                 } else if self.attempts == 0 {
                     "attempts"
                 } else {
                     "max_body_bytes"
                 },
-                "too small (max_pages and attempts at least 1, max_body_bytes at least 1024)"
+                "too small (max_pages, max_readings and attempts at least 1, max_body_bytes \
+                 at least 1024)"
                     .into(),
             ));
         }

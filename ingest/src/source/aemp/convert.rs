@@ -15,8 +15,14 @@
 //!   (running, or off), carried forward.
 //! - A reading at or before the element's position was taken before:
 //!   dropped (dedup by machine, element, `datetime`). A running total below
-//!   its previous value (`counter_backwards`) or a time beyond the
-//!   clock's allowance (`future_datetime`) is refused and counted.
+//!   its previous value (`counter_backwards`), one that gained more than
+//!   the time since it allows (`counter_jump`, the engine's bounds), or a
+//!   time beyond the clock's allowance (`future_datetime`) is refused and
+//!   counted; the next plausible reading goes on from the last good value,
+//!   and two readings in a row that agree with each other and not with it
+//!   are a new level of the meter (a replaced or reset one).
+//! - More faults at one time than a message may carry are dropped beyond
+//!   the limit and counted (`too_many_faults`).
 //!
 //! Synchronous, no I/O: the poller calls it between the HTTP requests and
 //! the intake.
@@ -27,10 +33,103 @@ use fleetpulse_proto::v1;
 
 use super::config::Element;
 use super::parse::{Reading, Value};
-use super::position::{ElementPosition, MachinePosition};
+use super::position::{ElementPosition, MachinePosition, Suspect};
 
 /// Firmware version the messages carry: where they came from.
 pub const FIRMWARE: &str = "aemp";
+
+/// Most faults one sample carries (`max_faults_per_sample`, not
+/// configurable): a message with more is refused whole by validation,
+/// which would lose the sample's other readings too.
+pub fn max_faults() -> usize {
+    fleetpulse_proto::Limits::default().max_faults_per_sample
+}
+
+const HOUR_MS: f64 = 3_600_000.0;
+
+/// The most a running total can gain: `per_hour` of the time since its
+/// last value, and `slack` for the meter's resolution.
+#[derive(Debug, Clone, Copy)]
+struct MostGain {
+    per_hour: f64,
+    slack: f64,
+}
+
+/// The engine's bound for hour meters (docs/KPIS.md, implausible gains):
+/// the hours elapsed, and one more for meters that count whole hours.
+const HOURS: MostGain = MostGain {
+    per_hour: 1.0,
+    slack: 1.0,
+};
+
+/// The engine's bound for fuel: 1,000 litres an hour, and 100.
+const LITRES: MostGain = MostGain {
+    per_hour: 1_000.0,
+    slack: 100.0,
+};
+
+/// No machine loads more than once a second; 100 for a coarse counter.
+const LOADS: MostGain = MostGain {
+    per_hour: 3_600.0,
+    slack: 100.0,
+};
+
+impl MostGain {
+    fn of(element: Element) -> Option<Self> {
+        match element {
+            Element::CumulativeOperatingHours | Element::CumulativeIdleHours => Some(HOURS),
+            Element::CumulativeFuelUsed => Some(LITRES),
+            Element::CumulativeLoadCount => Some(LOADS),
+            Element::EngineStatus | Element::Faults => None,
+        }
+    }
+
+    /// Whether a meter at `from` can read `to` (time, value) later.
+    fn allows(self, from: (u64, f64), to: (u64, f64)) -> bool {
+        let hours = to.0.saturating_sub(from.0) as f64 / HOUR_MS;
+        to.1 >= from.1 && to.1 - from.1 <= hours * self.per_hour + self.slack
+    }
+}
+
+/// Takes a running total's reading into its element: the gain since the
+/// last good value, or why it is refused. A refused reading becomes the
+/// suspect; a next reading that agrees with the suspect and not with the
+/// last good value confirms a new level, from which the meter goes on
+/// (the step to it counts nothing, as in the engine).
+fn take_total(
+    slot: &mut ElementPosition,
+    most: MostGain,
+    at: u64,
+    total: f64,
+) -> Result<f64, Refusal> {
+    let Some(last) = slot.value else {
+        slot.base = Some(total);
+        slot.value = Some(total);
+        slot.value_at = Some(at);
+        return Ok(0.0);
+    };
+    let last_at = slot.value_at.unwrap_or(slot.at);
+    let from = match slot.suspect {
+        _ if most.allows((last_at, last), (at, total)) => last,
+        Some(s) if most.allows((s.at, s.value), (at, total)) => {
+            let base = slot.base.unwrap_or(last);
+            slot.base = Some(base + (s.value - last));
+            s.value
+        }
+        _ => {
+            slot.suspect = Some(Suspect { at, value: total });
+            return Err(if total < last {
+                Refusal::CounterBackwards
+            } else {
+                Refusal::CounterJump
+            });
+        }
+    };
+    slot.suspect = None;
+    slot.value = Some(total);
+    slot.value_at = Some(at);
+    Ok(total - from)
+}
 
 /// Where a machine's readings belong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,10 +143,14 @@ pub struct Target {
 }
 
 /// Why a reading was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Refusal {
     /// A running total below its previous value.
     CounterBackwards,
+    /// A running total that gained more than the time since allows.
+    CounterJump,
+    /// A fault beyond [`max_faults`] at one time.
+    TooManyFaults,
     /// A `datetime` beyond the wall clock plus `limits.max_future`.
     FutureDatetime,
 }
@@ -81,7 +184,9 @@ pub fn convert(
         .filter_map(|e| position.elements.get(e.as_str()).map(|p| (e, p.at)))
         .collect();
     let mut by_time: BTreeMap<u64, Vec<(Element, Value)>> = BTreeMap::new();
-    let (mut backwards, mut future) = (0, 0);
+    let max_faults = max_faults();
+    let mut future = 0;
+    let mut refused: BTreeMap<Refusal, u64> = BTreeMap::new();
     for (element, reading) in readings {
         if before.get(&element).is_some_and(|at| reading.at <= *at) {
             continue;
@@ -108,31 +213,33 @@ pub fn convert(
                 .entry(element.as_str().to_owned())
                 .or_insert(ElementPosition {
                     at,
-                    value: None,
-                    base: None,
+                    ..ElementPosition::default()
                 });
-            match value {
-                Value::Total(total) if element.is_cumulative() => {
-                    if slot.value.is_some_and(|last| total < last) {
-                        backwards += 1;
+            match (value, MostGain::of(element)) {
+                (Value::Total(total), Some(most)) => match take_total(slot, most, at, total) {
+                    Ok(gained) => {
+                        if element == Element::CumulativeLoadCount {
+                            sample.cycles = sample
+                                .cycles
+                                .saturating_add(gained.min(f64::from(u32::MAX)) as u32);
+                        }
+                    }
+                    Err(refusal) => {
+                        *refused.entry(refusal).or_default() += 1;
                         slot.at = slot.at.max(at);
                         continue;
                     }
-                    if element == Element::CumulativeLoadCount {
-                        let cycles = slot.value.map_or(0.0, |last| total - last);
-                        sample.cycles = sample
-                            .cycles
-                            .saturating_add(cycles.min(f64::from(u32::MAX)) as u32);
+                },
+                (Value::Running(running), _) => position.running = Some(running),
+                (Value::Fault { code, severity }, _) => {
+                    if sample.fault_codes.len() >= max_faults {
+                        *refused.entry(Refusal::TooManyFaults).or_default() += 1;
+                        continue;
                     }
-                    slot.base.get_or_insert(total);
-                    slot.value = Some(total);
-                }
-                Value::Running(running) => position.running = Some(running),
-                Value::Fault { code, severity } => {
                     sample.fault_codes.push(v1::FaultCode { code, severity });
                 }
                 // A value of the wrong kind for its element: nothing to take.
-                Value::Total(_) => continue,
+                (Value::Total(_), None) => continue,
             }
             let slot = position
                 .elements
@@ -171,14 +278,10 @@ pub fn convert(
             unit_epoch: epoch,
         });
     }
-    for (refusal, n) in [
-        (Refusal::CounterBackwards, backwards),
-        (Refusal::FutureDatetime, future),
-    ] {
-        if n > 0 {
-            out.refused.push((refusal, n));
-        }
+    if future > 0 {
+        refused.insert(Refusal::FutureDatetime, future);
     }
+    out.refused = refused.into_iter().collect();
     out
 }
 
@@ -329,5 +432,110 @@ mod tests {
         );
         assert_eq!(out.batches[0].samples[0].cumulative_fuel_used_litres, 12.0);
         assert_eq!(out.batches[0].samples[0].cumulative_operating_hours, 1.0);
+    }
+
+    fn close(a: &[f64], b: &[f64]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6)
+    }
+
+    #[test]
+    fn a_spike_is_refused_and_the_next_reading_goes_on_from_the_last_good_one() {
+        use Element::{CumulativeLoadCount as L, CumulativeOperatingHours as H};
+        let mut position = MachinePosition::default();
+        let out = convert(
+            &target(),
+            1,
+            &mut position,
+            vec![
+                total(H, 0, 100.0),
+                total(L, 0, 40.0),
+                total(H, 10, 99_999.0),
+                total(L, 10, 99_999.0),
+            ],
+            u64::MAX,
+        );
+        assert_eq!(out.refused, [(Refusal::CounterJump, 2)]);
+        assert_eq!(hours(&out.batches), [0.0]);
+        // The next poll (the position saved in between) goes on from 100.
+        let out = convert(
+            &target(),
+            1,
+            &mut position,
+            vec![total(H, 20, 100.4), total(L, 20, 47.0), total(H, 30, 100.5)],
+            u64::MAX,
+        );
+        assert!(out.refused.is_empty(), "{:?}", out.refused);
+        assert!(close(&hours(&out.batches), &[0.4, 0.5]));
+        assert_eq!(out.batches[0].samples[0].cycles, 7);
+    }
+
+    #[test]
+    fn two_readings_that_agree_on_a_new_level_are_a_changed_meter() {
+        use Element::CumulativeOperatingHours as H;
+        let mut position = MachinePosition::default();
+        let readings = vec![
+            total(H, 0, 100.0),
+            total(H, 10, 5_000.0),
+            total(H, 20, 5_000.1),
+            total(H, 30, 5_000.2),
+        ];
+        let out = convert(&target(), 1, &mut position, readings, u64::MAX);
+        assert_eq!(out.refused, [(Refusal::CounterJump, 1)]);
+        assert!(close(&hours(&out.batches), &[0.0, 0.1, 0.2]));
+    }
+
+    /// A position an earlier build left with a spike as the last value
+    /// (value 99,999 over a true 100): it heals instead of refusing every
+    /// later reading as backwards.
+    #[test]
+    fn a_position_holding_a_spike_heals() {
+        use Element::CumulativeOperatingHours as H;
+        let mut position = MachinePosition::default();
+        position.elements.insert(
+            H.as_str().into(),
+            ElementPosition {
+                at: T0,
+                value: Some(99_999.0),
+                base: Some(99.0),
+                ..ElementPosition::default()
+            },
+        );
+        let readings = vec![
+            total(H, 10, 100.2),
+            total(H, 20, 100.3),
+            total(H, 30, 100.5),
+        ];
+        let out = convert(&target(), 1, &mut position, readings, u64::MAX);
+        assert_eq!(out.refused, [(Refusal::CounterBackwards, 1)]);
+        // Sent relative to the base: the meter goes on from what the
+        // engine last saw (99,900), by the true gains.
+        assert!(close(&hours(&out.batches), &[99_900.1, 99_900.3]));
+    }
+
+    #[test]
+    fn faults_beyond_the_limit_of_a_sample_are_dropped_and_counted() {
+        let mut position = MachinePosition::default();
+        let mut readings = vec![total(Element::CumulativeOperatingHours, 0, 1.0)];
+        readings.extend((0..max_faults() + 6).map(|i| {
+            (
+                Element::Faults,
+                Reading {
+                    at: T0,
+                    value: Value::Fault {
+                        code: format!("E{i}"),
+                        severity: 1,
+                    },
+                },
+            )
+        }));
+        let out = convert(&target(), 1, &mut position, readings, u64::MAX);
+        assert_eq!(out.refused, [(Refusal::TooManyFaults, 6)]);
+        let faults = &out.batches[0].samples[0].fault_codes;
+        assert_eq!(faults.len(), max_faults());
+        assert_eq!(
+            (faults[0].code.as_str(), faults[63].code.as_str()),
+            ("E0", "E63")
+        );
+        assert_eq!(out.taken, 1 + max_faults() as u64);
     }
 }

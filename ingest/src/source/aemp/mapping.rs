@@ -45,7 +45,9 @@ impl AempEquipment {
 }
 
 /// Checks the table: a PIN or a serial number in each entry, known
-/// customers, ids that fit a topic, no machine or device twice.
+/// customers, ids that fit a topic, no machine or device twice. A machine
+/// may have one entry for any source and others naming a source: the
+/// named one is used for its source ([`EquipmentMap::for_source`]).
 pub fn check(
     entries: &[AempEquipment],
     customers: &[&str],
@@ -108,13 +110,16 @@ pub struct EquipmentMap {
 }
 
 impl EquipmentMap {
-    /// The entries of `entries` that belong to `source`.
+    /// The entries of `entries` that belong to `source`. An entry that
+    /// names the source wins over one for any source of the same machine,
+    /// wherever each stands in the file: it says more.
     pub fn for_source(entries: &[AempEquipment], source: &str) -> Self {
         let mut map = Self::default();
-        for e in entries
+        let any = entries.iter().filter(|e| e.source.is_none());
+        let named = entries
             .iter()
-            .filter(|e| e.source.as_deref().is_none_or(|s| s == source))
-        {
+            .filter(|e| e.source.as_deref() == Some(source));
+        for e in any.chain(named) {
             if let Some(pin) = &e.pin {
                 map.by_pin.insert(pin.clone(), e.clone());
             } else if let Some(serial) = &e.serial {
@@ -184,6 +189,29 @@ mod tests {
         assert_eq!(map.find(&header("P9", "S2")).unwrap().device, "d2");
         assert!(map.find(&header("P3", "")).is_none());
         assert_eq!(map.len(), 2);
+    }
+
+    /// An entry naming the source is used for it, before or after the
+    /// entry for any source; other sources take the latter.
+    #[test]
+    fn an_entry_naming_its_source_wins_over_one_for_any_source() {
+        let any = entry(Some("P1"), None, "any-source");
+        let named = AempEquipment {
+            source: Some("oem-b".into()),
+            ..entry(Some("P1"), None, "oem-b-machine")
+        };
+        let header = EquipmentHeader {
+            pin: "P1".into(),
+            ..EquipmentHeader::default()
+        };
+        for entries in [[any.clone(), named.clone()], [named, any]] {
+            check(&entries, &["c1"], Path::new("customers.toml")).unwrap();
+            let oem_b = EquipmentMap::for_source(&entries, "oem-b");
+            assert_eq!(oem_b.find(&header).unwrap().device, "oem-b-machine");
+            assert_eq!(oem_b.len(), 1);
+            let oem_c = EquipmentMap::for_source(&entries, "oem-c");
+            assert_eq!(oem_c.find(&header).unwrap().device, "any-source");
+        }
     }
 
     #[test]

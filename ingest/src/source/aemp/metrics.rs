@@ -59,6 +59,13 @@ pub enum AempError {
     EndlessPaging,
     /// A running total below its previous value.
     CounterBackwards,
+    /// A running total that gained more than the time since its previous
+    /// value allows.
+    CounterJump,
+    /// Faults beyond the most one sample carries, at one `datetime`.
+    TooManyFaults,
+    /// A fault's `CodeSeverity` not understood (taken as 2).
+    UnknownSeverity,
     /// A `datetime` beyond the wall clock plus `limits.max_future`.
     FutureDatetime,
     /// The position file could not be written.
@@ -67,7 +74,7 @@ pub enum AempError {
 
 impl AempError {
     /// Every reason, in counter order.
-    pub const ALL: [AempError; 11] = [
+    pub const ALL: [AempError; 14] = [
         Self::Transport,
         Self::Auth,
         Self::HttpStatus,
@@ -77,6 +84,9 @@ impl AempError {
         Self::Malformed,
         Self::EndlessPaging,
         Self::CounterBackwards,
+        Self::CounterJump,
+        Self::TooManyFaults,
+        Self::UnknownSeverity,
         Self::FutureDatetime,
         Self::PositionWrite,
     ];
@@ -93,6 +103,9 @@ impl AempError {
             Self::Malformed => "malformed",
             Self::EndlessPaging => "endless_paging",
             Self::CounterBackwards => "counter_backwards",
+            Self::CounterJump => "counter_jump",
+            Self::TooManyFaults => "too_many_faults",
+            Self::UnknownSeverity => "unknown_severity",
             Self::FutureDatetime => "future_datetime",
             Self::PositionWrite => "position_write",
         }

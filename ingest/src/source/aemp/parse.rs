@@ -14,6 +14,21 @@ const LITRES_PER_US_GALLON: f64 = 3.785_411_784;
 /// Imperial gallon in litres.
 const LITRES_PER_IMPERIAL_GALLON: f64 = 4.546_09;
 
+/// More operating or idle hours than any meter reaches (over a century of
+/// running): a larger value is malformed, not a reading.
+const MAX_HOURS: f64 = 1e6;
+/// More litres than any machine burns in its life (4,000 a day for 680
+/// years).
+const MAX_LITRES: f64 = 1e9;
+/// More loads than any machine counts (one a second for 31 years).
+const MAX_COUNT: f64 = 1e9;
+/// Severity of a fault whose `CodeSeverity` is absent or not understood:
+/// the wire's "warning", the middle of 1..=3.
+const UNKNOWN_SEVERITY: u32 = 2;
+
+/// Names whose presence at the root makes an answer an AEMP document.
+const AEMP_ROOT_MEMBERS: [&str; 3] = ["snapshotTime", "version", "Links"];
+
 /// An answer that cannot be read.
 #[derive(Debug, Error)]
 pub enum ParseError {
@@ -37,7 +52,7 @@ pub struct FleetPage {
 }
 
 /// Who a machine is (`EquipmentHeader`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct EquipmentHeader {
     /// `OEMName`.
     pub oem: String,
@@ -64,6 +79,9 @@ pub struct SeriesPage {
     /// Entries that could not be read (no or a bad `datetime` or value):
     /// counted as `malformed`, skipped.
     pub unreadable: u64,
+    /// Faults whose `CodeSeverity` is not 1-3 or a known word: taken with
+    /// severity 2, counted as `unknown_severity`.
+    pub unknown_severity: u64,
 }
 
 /// One reading of one element.
@@ -91,9 +109,43 @@ pub enum Value {
     },
 }
 
+impl FleetPage {
+    /// A digest of the machines on the page, to tell a page that repeats
+    /// an earlier one of its chain; `None` for an empty page.
+    pub fn fingerprint(&self) -> Option<u64> {
+        (!self.equipment.is_empty()).then(|| digest(&self.equipment))
+    }
+}
+
+impl SeriesPage {
+    /// A digest of the page's entries, to tell a page that repeats an
+    /// earlier one of its chain; `None` for an empty page.
+    pub fn fingerprint(&self) -> Option<u64> {
+        if self.readings.is_empty() && self.unreadable == 0 {
+            return None;
+        }
+        let entries: Vec<(u64, u64, &str)> = (self.readings.iter())
+            .map(|r| match &r.value {
+                Value::Total(v) => (r.at, v.to_bits(), ""),
+                Value::Running(b) => (r.at, u64::from(*b), ""),
+                Value::Fault { code, severity } => (r.at, u64::from(*severity), code.as_str()),
+            })
+            .collect();
+        Some(digest(&(entries, self.unreadable)))
+    }
+}
+
+fn digest(value: &impl std::hash::Hash) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(value)
+}
+
 /// Reads a fleet snapshot page.
 pub fn fleet_page(body: &[u8]) -> Result<FleetPage, ParseError> {
     let root = tree::parse(body)?;
+    if !is_aemp(&root, &["Fleet"], root.child("Equipment").is_some()) {
+        return Err(not_aemp(&root));
+    }
     if root.child("Equipment").is_none() && root.child("EquipmentHeader").is_some() {
         return Err(ParseError::Content(
             "EquipmentHeader outside Equipment".into(),
@@ -137,6 +189,7 @@ pub fn series_page(element: Element, body: &[u8]) -> Result<SeriesPage, ParseErr
         next: next_link(&root),
         readings: Vec::new(),
         unreadable: 0,
+        unknown_severity: 0,
     };
     let mut entries: Vec<&Node> = Vec::new();
     for child in &root.children {
@@ -155,43 +208,89 @@ pub fn series_page(element: Element, body: &[u8]) -> Result<SeriesPage, ParseErr
             );
         }
     }
+    let names = [element.as_str(), "Faults", "FaultCode"];
+    if !is_aemp(&root, &names, !entries.is_empty()) {
+        return Err(not_aemp(&root));
+    }
     for entry in entries {
         match reading(element, entry) {
-            Some(reading) => page.readings.push(reading),
+            Some((reading, known_severity)) => {
+                page.unknown_severity += u64::from(!known_severity);
+                page.readings.push(reading);
+            }
             None => page.unreadable += 1,
         }
     }
     Ok(page)
 }
 
-fn reading(element: Element, entry: &Node) -> Option<Reading> {
+/// Whether `root` is an AEMP document: not a web page, and it holds
+/// what was asked for (`content`), carries the standard's
+/// `snapshotTime`, `version` or `Links`, or (XML) is named one of
+/// `names`. A maintenance page or an error object answered with 200 is
+/// not "no data": taken as that, the time range it stood for would never
+/// be asked for again.
+fn is_aemp(root: &Node, names: &[&str], content: bool) -> bool {
+    if root.name.eq_ignore_ascii_case("html") {
+        return false;
+    }
+    content
+        || names.iter().any(|n| root.name.eq_ignore_ascii_case(n))
+        || AEMP_ROOT_MEMBERS.iter().any(|n| root.child(n).is_some())
+}
+
+fn not_aemp(root: &Node) -> ParseError {
+    let what = if root.name.is_empty() {
+        let members: Vec<&str> = root
+            .children
+            .iter()
+            .map(|c| c.name.as_str())
+            .take(4)
+            .collect();
+        format!("a JSON object of `{}`", members.join("`, `"))
+    } else {
+        format!("XML rooted at `{}`", root.name)
+    };
+    ParseError::Content(format!("not an AEMP document: {what}"))
+}
+
+/// One entry's reading, and whether its fault severity (if any) was
+/// understood; `None` when it cannot be read.
+fn reading(element: Element, entry: &Node) -> Option<(Reading, bool)> {
     let at = timestamp(entry.text_of("datetime")?)?;
-    let number = |names: &[&str]| -> Option<f64> {
+    let number = |names: &[&str], most: f64| -> Option<f64> {
         let text = names.iter().find_map(|n| entry.text_of(n))?;
         text.parse::<f64>()
             .ok()
-            .filter(|v| v.is_finite() && *v >= 0.0)
+            .filter(|v| v.is_finite() && (0.0..=most).contains(v))
     };
+    let mut known_severity = true;
     let value = match element {
         Element::CumulativeOperatingHours | Element::CumulativeIdleHours => {
-            Value::Total(number(&["Hour", "Hours"])?)
+            Value::Total(number(&["Hour", "Hours"], MAX_HOURS)?)
         }
         Element::CumulativeFuelUsed => {
-            let amount = number(&["FuelConsumed", "FuelUsed", "Fuel"])?;
+            let amount = number(&["FuelConsumed", "FuelUsed", "Fuel"], f64::MAX)?;
             let litres = match entry.text_of("FuelUnits") {
                 None => amount,
                 Some(unit) => amount * litres_per(unit)?,
             };
-            Value::Total(litres)
+            Value::Total(Some(litres).filter(|l| *l <= MAX_LITRES)?)
         }
-        Element::CumulativeLoadCount => Value::Total(number(&["Count"])?.floor()),
+        Element::CumulativeLoadCount => Value::Total(number(&["Count"], MAX_COUNT)?.floor()),
         Element::EngineStatus => Value::Running(boolean(entry.text_of("Running")?)?),
         Element::Faults => Value::Fault {
             code: entry.text_of("CodeIdentifier")?.to_owned(),
-            severity: entry.text_of("CodeSeverity").map_or(Some(2), severity)?,
+            severity: match entry.text_of("CodeSeverity") {
+                None => UNKNOWN_SEVERITY,
+                Some(text) => severity(text).unwrap_or_else(|| {
+                    known_severity = false;
+                    UNKNOWN_SEVERITY
+                }),
+            },
         },
     };
-    Some(Reading { at, value })
+    Some((Reading { at, value }, known_severity))
 }
 
 /// Litres per unit of `unit`; `None` for a unit that is not a volume.
@@ -216,11 +315,12 @@ fn boolean(text: &str) -> Option<bool> {
     }
 }
 
-/// Severity as the wire's 1..=3.
+/// Severity as the wire's 1..=3; `None` for a number outside it or a
+/// word not known (a vendor's own scale is not guessed at).
 fn severity(text: &str) -> Option<u32> {
     let text = text.trim().to_ascii_lowercase();
     if let Ok(n) = text.parse::<u32>() {
-        return Some(n.clamp(1, 3));
+        return (1..=3).contains(&n).then_some(n);
     }
     match text.as_str() {
         "low" | "info" | "information" => Some(1),
@@ -319,5 +419,86 @@ mod tests {
         assert_eq!(url_time(ms), "2026-01-05T00:10:00Z");
         assert_eq!(timestamp(&url_time(ms)), Some(ms));
         assert_eq!(timestamp("2026-01-05T01:10:00+01:00"), Some(ms));
+    }
+
+    #[test]
+    fn answers_that_are_not_aemp_documents_are_refused() {
+        let html = br#"<?xml version="1.0"?><!DOCTYPE html>
+            <html xmlns="http://www.w3.org/1999/xhtml"><head><title>Maintenance</title>
+            <link rel="stylesheet" href="/s.css"/></head><body><p>Back soon</p></body></html>"#;
+        let error = br#"{"error": "maintenance", "retry": "later"}"#;
+        for body in [&html[..], &error[..]] {
+            let e = fleet_page(body).unwrap_err().to_string();
+            assert!(e.contains("not an AEMP document"), "{e}");
+            let e = series_page(Element::CumulativeOperatingHours, body)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("not an AEMP document"), "{e}");
+        }
+        // Empty answers that are AEMP documents are "no data".
+        let empty_fleet = br#"<Fleet version="2" snapshotTime="2026-01-05T10:00:00Z"/>"#;
+        assert!(fleet_page(empty_fleet).unwrap().equipment.is_empty());
+        let json = br#"{"version": "2", "Links": []}"#;
+        assert!(fleet_page(json).unwrap().equipment.is_empty());
+        for body in [&b"<CumulativeOperatingHours/>"[..], json] {
+            let page = series_page(Element::CumulativeOperatingHours, body).unwrap();
+            assert!(page.readings.is_empty());
+        }
+    }
+
+    #[test]
+    fn values_no_meter_reaches_are_unreadable() {
+        let xml = br#"<CumulativeOperatingHours>
+            <CumulativeOperatingHours datetime="2026-01-05T00:10:00Z"><Hour>99999</Hour></CumulativeOperatingHours>
+            <CumulativeOperatingHours datetime="2026-01-05T00:20:00Z"><Hour>1e308</Hour></CumulativeOperatingHours>
+            <CumulativeOperatingHours datetime="2026-01-05T00:30:00Z"><Hour>inf</Hour></CumulativeOperatingHours>
+        </CumulativeOperatingHours>"#;
+        let page = series_page(Element::CumulativeOperatingHours, xml).unwrap();
+        assert_eq!(page.readings.len(), 1);
+        assert_eq!(page.unreadable, 2);
+        let json = br#"{"Links":[],"CumulativeFuelUsed":[
+            {"datetime":"2026-01-05T00:10:00Z","FuelUnits":"gallon","FuelConsumed":1e300}]}"#;
+        assert_eq!(
+            series_page(Element::CumulativeFuelUsed, json)
+                .unwrap()
+                .unreadable,
+            1
+        );
+    }
+
+    #[test]
+    fn a_severity_not_understood_is_taken_as_2_and_counted() {
+        let json = br#"{"Links":[],"FaultCode":[
+            {"datetime":"2026-01-05T00:10:00Z","CodeIdentifier":"A","CodeSeverity":"9"},
+            {"datetime":"2026-01-05T00:10:00Z","CodeIdentifier":"B","CodeSeverity":"urgent"},
+            {"datetime":"2026-01-05T00:10:00Z","CodeIdentifier":"C","CodeSeverity":"3"},
+            {"datetime":"2026-01-05T00:10:00Z","CodeIdentifier":"D"}]}"#;
+        let page = series_page(Element::Faults, json).unwrap();
+        let severities: Vec<u32> = (page.readings.iter())
+            .map(|r| match r.value {
+                Value::Fault { severity, .. } => severity,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(severities, [2, 2, 3, 2]);
+        assert_eq!((page.unknown_severity, page.unreadable), (2, 0));
+    }
+
+    #[test]
+    fn pages_with_the_same_entries_have_the_same_fingerprint() {
+        let page = |hour: &str| {
+            let body = format!(
+                r#"<CumulativeOperatingHours snapshotTime="2026-01-05T10:00:0{hour}Z">
+                <CumulativeOperatingHours datetime="2026-01-05T00:10:00Z"><Hour>{hour}</Hour></CumulativeOperatingHours>
+                </CumulativeOperatingHours>"#
+            );
+            series_page(Element::CumulativeOperatingHours, body.as_bytes())
+                .unwrap()
+                .fingerprint()
+        };
+        assert_eq!(page("1"), page("1"));
+        assert_ne!(page("1"), page("2"));
+        let empty = series_page(Element::Faults, b"<Faults/>").unwrap();
+        assert_eq!(empty.fingerprint(), None);
     }
 }

@@ -30,6 +30,10 @@ use crate::source::mqtt::{AckToken, Message};
 /// other, e.g. weeks a machine stood still) before waiting for the next.
 const EMPTY_SPANS_PER_POLL: usize = 64;
 
+/// Empty pages one chain of `next` links may hold: a cursor API may send
+/// one now and then, a vendor's loop sends them without end.
+const EMPTY_PAGES_PER_CHAIN: u32 = 8;
+
 /// One source, ready to run.
 pub struct Poller {
     config: Arc<AempConfig>,
@@ -189,17 +193,18 @@ impl Poller {
         stop: &CancellationToken,
     ) -> Result<(Option<u64>, Vec<EquipmentHeader>), Interrupted> {
         let mut url = self.url(&["Fleet", "1"]);
-        let mut seen = HashSet::new();
+        let mut chain = Chain::default();
         let mut equipment = Vec::new();
         let mut snapshot = None;
         for _ in 0..self.config.max_pages {
-            seen.insert(url.to_string());
+            chain.urls.insert(url.to_string());
             let body = self.client.get(&url, stop).await?;
             let page = parse::fleet_page(&body)
                 .map_err(|e| Interrupted::Failed(AempError::Malformed, format!("{url}: {e}")))?;
+            chain.page(&url, page.fingerprint())?;
             snapshot = snapshot.or(page.snapshot_ms);
             equipment.extend(page.equipment);
-            match self.next(&url, page.next, &seen)? {
+            match self.next(&url, page.next, &chain.urls)? {
                 Some(next) => url = next,
                 None => return Ok((snapshot, equipment)),
             }
@@ -245,7 +250,8 @@ impl Poller {
             let mut readings = Vec::new();
             for element in self.config.elements.clone() {
                 let url = self.series_url(header, element, from, to);
-                readings.extend(self.series(element, url, stop).await?);
+                let more = self.series(element, url, readings.len(), stop).await?;
+                readings.extend(more);
             }
             let fetched = readings.len();
             machine.polled_to = to;
@@ -282,6 +288,14 @@ impl Poller {
                 Refusal::CounterBackwards => (
                     AempError::CounterBackwards,
                     "a running total went below its previous value",
+                ),
+                Refusal::CounterJump => (
+                    AempError::CounterJump,
+                    "a running total gained more than the time since its previous value allows",
+                ),
+                Refusal::TooManyFaults => (
+                    AempError::TooManyFaults,
+                    "more faults at one datetime than a sample carries (max_faults_per_sample)",
                 ),
                 Refusal::FutureDatetime => (
                     AempError::FutureDatetime,
@@ -342,27 +356,45 @@ impl Poller {
         Ok(())
     }
 
-    /// Every page of one element's time series.
+    /// Every page of one element's time series; `held`: readings of the
+    /// machine's other elements already held for this time range.
     async fn series(
         &mut self,
         element: Element,
         mut url: reqwest::Url,
+        held: usize,
         stop: &CancellationToken,
     ) -> Result<Vec<(Element, Reading)>, Interrupted> {
-        let mut seen = HashSet::new();
+        let mut chain = Chain::default();
         let mut readings = Vec::new();
         for _ in 0..self.config.max_pages {
-            seen.insert(url.to_string());
+            chain.urls.insert(url.to_string());
             let body = self.client.get(&url, stop).await?;
             let page = parse::series_page(element, &body)
                 .map_err(|e| Interrupted::Failed(AempError::Malformed, format!("{url}: {e}")))?;
+            chain.page(&url, page.fingerprint())?;
+            let max = self.config.max_readings;
+            if held + readings.len() + page.readings.len() > max {
+                return Err(Interrupted::Failed(
+                    AempError::TooLarge,
+                    format!(
+                        "{url}: more than {max} readings for one machine and time range \
+                         (max_readings); a shorter max_span asks for fewer"
+                    ),
+                ));
+            }
             self.metrics.error(
                 AempError::Malformed,
                 page.unreadable,
                 &format!("{url}: entries without a readable datetime or value"),
             );
+            self.metrics.error(
+                AempError::UnknownSeverity,
+                page.unknown_severity,
+                &format!("{url}: faults with a CodeSeverity not 1-3 or a known word, taken as 2"),
+            );
             readings.extend(page.readings.into_iter().map(|r| (element, r)));
-            match self.next(&url, page.next, &seen)? {
+            match self.next(&url, page.next, &chain.urls)? {
                 Some(next) => url = next,
                 None => return Ok(readings),
             }
@@ -434,6 +466,40 @@ impl Poller {
             &to,
             "1",
         ])
+    }
+}
+
+/// What one chain of `next` links has fetched. Besides a URL fetched
+/// before, a page whose content repeats an earlier one is a loop (a `next`
+/// link that differs only in a query the vendor ignores); pages that
+/// differ only in a cursor differ in content and go on.
+#[derive(Default)]
+struct Chain {
+    urls: HashSet<String>,
+    pages: HashSet<u64>,
+    empty: u32,
+}
+
+impl Chain {
+    /// Takes the page at `url` with `fingerprint` (`None`: empty).
+    fn page(&mut self, url: &reqwest::Url, fingerprint: Option<u64>) -> Result<(), Interrupted> {
+        let why = match fingerprint {
+            Some(fingerprint) if !self.pages.insert(fingerprint) => {
+                "the same content as an earlier page of its chain"
+            }
+            Some(_) => return Ok(()),
+            None => {
+                self.empty += 1;
+                if self.empty <= EMPTY_PAGES_PER_CHAIN {
+                    return Ok(());
+                }
+                "more empty pages in one chain than a cursor API sends"
+            }
+        };
+        Err(Interrupted::Failed(
+            AempError::EndlessPaging,
+            format!("{url}: {why}"),
+        ))
     }
 }
 

@@ -78,6 +78,24 @@ pub struct ElementPosition {
     /// so an element that starts reporting after the others adds no jump.
     #[serde(default)]
     pub base: Option<f64>,
+    /// `datetime` of `value` (`at` also advances over refused readings);
+    /// absent in files of earlier builds, where `at` stands in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_at: Option<u64>,
+    /// The last reading refused as implausible against `value`: a next
+    /// reading that agrees with it, and not with `value`, confirms a new
+    /// level of the meter (docs/AEMP.md, implausible readings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspect: Option<Suspect>,
+}
+
+/// A running total's reading held back as implausible.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Suspect {
+    /// Its `datetime`, ms since the epoch.
+    pub at: u64,
+    /// Its value.
+    pub value: f64,
 }
 
 impl Position {
@@ -168,6 +186,7 @@ mod tests {
                 at: 1_764_899_000_000,
                 value: Some(1_234.5),
                 base: Some(1_200.0),
+                ..ElementPosition::default()
             },
         );
         drill.elements.insert(
@@ -176,6 +195,7 @@ mod tests {
                 at: 1_764_899_500_000,
                 value: None,
                 base: None,
+                ..ElementPosition::default()
             },
         );
         position
@@ -218,6 +238,11 @@ mod tests {
                 at: 1000,
                 value: Some(12.5),
                 base: Some(10.0),
+                value_at: Some(900),
+                suspect: Some(Suspect {
+                    at: 1000,
+                    value: 99_999.0,
+                }),
             },
         );
         file.save(&position).unwrap();
