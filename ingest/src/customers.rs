@@ -491,6 +491,13 @@ fn customer_spec<'a>(
             "must be a non-negative number".into(),
         ));
     }
+    if c.contract.arr > crate::contracts::MAX_ARR {
+        return Err(at(
+            "contract.arr",
+            None,
+            crate::contracts::too_large(c.contract.arr),
+        ));
+    }
     // Utilisation is measured against the machines bought: with none,
     // a fleet at work would read 0% used, red, and at risk.
     if c.contract.devices_purchased == 0 {
@@ -721,6 +728,25 @@ impl<'t> Places<'t> {
 fn listed<'a>(list: &'a [Table], name: &str, prefix: &str) -> Option<&'a Table> {
     let index = name.strip_prefix(prefix)?.strip_suffix(']')?;
     list.get(index.parse::<usize>().ok()?)
+}
+
+/// An error of customer `i`'s `contract.arr` in the customers file at
+/// `path` (`text`), at its line.
+pub(crate) fn contract_arr_error(
+    path: &Path,
+    text: &str,
+    i: usize,
+    message: String,
+) -> ConfigError {
+    let places = Places::of(text);
+    at_span(
+        path,
+        text,
+        places.lines(),
+        &format!("customer[{i}].contract.arr"),
+        places.find(i, "contract.arr"),
+        message,
+    )
 }
 
 fn at_span(

@@ -14,6 +14,7 @@ pub mod contracts;
 pub mod convert;
 pub mod corrections;
 pub mod coverage;
+pub mod csv_check;
 pub mod customers;
 pub mod dead_letter;
 pub mod delivery;

@@ -314,10 +314,82 @@ fn bench(args: Vec<std::ffi::OsString>) -> anyhow::Result<()> {
     std::process::exit(status.code().unwrap_or(1));
 }
 
+/// The top-level keys of a customers file.
+const CUSTOMERS_KEYS: [&str; 4] = [
+    "customer",
+    "contract_events_csv",
+    "coverage",
+    "aemp_equipment",
+];
+
+/// The top-level keys of a service file (`ServiceConfig`).
+const SERVICE_KEYS: [&str; 12] = [
+    "mqtt",
+    "engine",
+    "customers",
+    "limits",
+    "sinks",
+    "alerts",
+    "http",
+    "wal",
+    "cluster",
+    "shutdown_timeout",
+    "aemp",
+    "privacy",
+];
+
+/// What `check-config` takes a file for.
+#[derive(Debug, PartialEq)]
+enum ConfigKind {
+    Customers,
+    Service,
+}
+
+/// Whether `text` (TOML) is a customers file or a service file, by its
+/// top-level keys: `customer` (or only other keys of a customers file)
+/// makes a customers file, a key of the service's (`mqtt`, `sinks`, ...)
+/// a service file. A file with neither is refused, saying what each
+/// needs; one that is not TOML is named at its mistake.
+fn config_kind(file: &std::path::Path, text: &str) -> anyhow::Result<ConfigKind> {
+    let table: std::collections::BTreeMap<String, toml::Spanned<toml::Value>> =
+        fleetpulse::config::parse_toml(file, text)?;
+    let has = |keys: &[&str]| table.keys().any(|k| keys.contains(&k.as_str()));
+    if table.contains_key("customer") {
+        return Ok(ConfigKind::Customers);
+    }
+    if has(&SERVICE_KEYS) {
+        return Ok(ConfigKind::Service);
+    }
+    if has(&CUSTOMERS_KEYS) {
+        return Ok(ConfigKind::Customers);
+    }
+    let needs = format!(
+        "a customers file names its customers in `[[customer]]` tables (top-level keys: {}); \
+         a service file has the sections of deploy/config/fleetpulse.toml (top-level keys: {})",
+        CUSTOMERS_KEYS.join(", "),
+        SERVICE_KEYS.join(", ")
+    );
+    match table.iter().min_by_key(|(_, v)| v.span().start) {
+        None => anyhow::bail!(
+            "{}: neither a customers file nor a service file: it holds no setting (empty, or \
+             only comments; as a customers file it would name no customer): {needs}",
+            file.display()
+        ),
+        Some((key, value)) => {
+            let (line, column) = fleetpulse::config::line_column(text, value.span().start);
+            anyhow::bail!(
+                "{}:{line}:{column}: neither a customers file nor a service file: unknown \
+                 top-level key `{key}`: {needs}",
+                file.display()
+            )
+        }
+    }
+}
+
 fn check_config(file: PathBuf) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("{}: cannot read", file.display()))?;
-    if text.contains("[[customer]]") {
+    if config_kind(&file, &text)? == ConfigKind::Customers {
         let customers = fleetpulse::customers::CustomersFile::parse(&file, &text)?;
         println!(
             "{}: ok, {} customers",

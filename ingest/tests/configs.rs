@@ -74,6 +74,65 @@ fn check_config_takes_c_and_warns_of_a_customers_file_with_no_customer() {
     }
 }
 
+/// `check-config FILE` tells a customers file from a service file by the
+/// TOML's top-level keys, not by searching the text for `[[customer]]`:
+/// an empty or comment-only file passed as a service file ("ok, 1
+/// sinks"), `[[ customer ]]` failed as a service file, and a service file
+/// whose comment mentions `[[customer]]` failed as a customers file.
+#[test]
+fn check_config_tells_the_kind_of_file_by_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+            .arg("check-config")
+            .arg(&path)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), said)
+    };
+    for (name, text) in [("empty.toml", ""), ("comments.toml", "# customers\n\n")] {
+        let (ok, said) = run(name, text);
+        assert!(!ok, "{said}");
+        assert!(
+            said.contains(&format!(
+                "{name}: neither a customers file nor a service file: it holds no setting"
+            )),
+            "{said}"
+        );
+        assert!(said.contains("would name no customer"), "{said}");
+        assert!(said.contains("[[customer]]"), "{said}");
+    }
+    let (ok, said) = run("typo.toml", "# a service\n[mqt]\nhost = \"x\"\n");
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("typo.toml:2:1: neither a customers file nor a service file: unknown top-level key `mqt`"),
+        "{said}"
+    );
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/customers.toml"),
+    )
+    .unwrap();
+    let spaced = shipped.replace("[[customer]]", "[[ customer ]]");
+    assert_ne!(spaced, shipped);
+    let (ok, said) = run("customers.toml", &spaced);
+    assert!(ok, "{said}");
+    assert!(said.contains("customers.toml: ok, "), "{said}");
+    let (ok, said) = run(
+        "service.toml",
+        "# each [[customer]] is in customers.toml\n[mqtt]\nhost = \"127.0.0.1\"\n",
+    );
+    assert!(ok, "{said}");
+    assert!(said.contains("service.toml: ok, 1 sinks"), "{said}");
+}
+
 /// A customers file that is not there: `run` names it with the OS's reason
 /// once (each cause of the error chain ended with it again).
 #[test]

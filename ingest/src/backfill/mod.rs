@@ -75,6 +75,17 @@ pub struct Backfilled {
 /// Reads `files`' batches into a [`History`] (on disk past a few MB),
 /// each checked as the service will; a line of progress by bytes read.
 pub fn history(args: &BackfillArgs, limits: &Limits) -> anyhow::Result<History> {
+    history_until(args, limits, None)
+}
+
+/// [`history`], refusing a CSV reading after `latest_ms` (the service's
+/// clock plus `limits.max_future`), which the service would refuse as
+/// `future_timestamp`, at its line.
+pub fn history_until(
+    args: &BackfillArgs,
+    limits: &Limits,
+    latest_ms: Option<i64>,
+) -> anyhow::Result<History> {
     let sizes = (args.files.iter())
         .map(|file| match std::fs::metadata(file) {
             Ok(meta) => Ok(meta.len()),
@@ -93,7 +104,9 @@ pub fn history(args: &BackfillArgs, limits: &Limits) -> anyhow::Result<History> 
             .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
         let read = |n: u64| progress.set(before + n);
         if csv {
-            read_csv(file, args.unit_epoch, limits, read, |b| history.push(b))?;
+            read_csv(file, args.unit_epoch, limits, latest_ms, read, |b| {
+                history.push(b)
+            })?;
         } else {
             read_batches(file, &mut history, read)?;
         }
@@ -119,11 +132,12 @@ pub async fn run(args: &BackfillArgs) -> anyhow::Result<Backfilled> {
             config.mqtt.topic
         );
     }
-    let history = history(args, &config.limits())?;
+    let latest = latest_accepted(&config);
+    let history = history_until(args, &config.limits(), Some(latest))?;
     if history.summary().batches == 0 {
         bail!("no batches to send (files empty, or no batch of --customer)");
     }
-    refusals(history.summary(), &config)?;
+    refusals(history.summary(), &config, latest)?;
     if let Some((from, _)) = history.summary().period {
         crate::handover::stores_keep("the history", from, &config, args.beyond_retention).await?;
     }
@@ -165,11 +179,32 @@ pub async fn run(args: &BackfillArgs) -> anyhow::Result<Backfilled> {
     Ok(done)
 }
 
+/// The latest event time the service accepts now: its admission refuses a
+/// batch whose newest sample is more than `limits.max_future` ahead of its
+/// clock (`future_timestamp`); this host's clock stands in for it.
+fn latest_accepted(config: &ServiceConfig) -> i64 {
+    let now = crate::delivery::intake::wall_clock_ms();
+    let skew = u64::try_from(config.limits.max_future.as_millis()).unwrap_or(u64::MAX);
+    i64::try_from(now.saturating_add(skew)).unwrap_or(i64::MAX)
+}
+
 /// What the service would refuse, said before anything is sent: a customer
 /// its customers file does not name (`unknown_customer`), a reading before
 /// the customer's contract start or `limits.earliest_event_time`
-/// (`before_start`: an export in the wrong unit or year).
-fn refusals(history: &Summary, config: &ServiceConfig) -> anyhow::Result<()> {
+/// (`before_start`: an export in the wrong unit or year), a reading later
+/// than `latest` (`future_timestamp`; a CSV's is named at its line as it
+/// is read).
+fn refusals(history: &Summary, config: &ServiceConfig, latest: i64) -> anyhow::Result<()> {
+    if let Some((_, last)) = history.period
+        && last > latest
+    {
+        bail!(
+            "a reading at {} is later than this host's clock plus limits.max_future ({}): \
+             the service would refuse it as future_timestamp",
+            stamp(last),
+            stamp(latest)
+        );
+    }
     let file = match &config.customers {
         Some(c) => Some(crate::customers::CustomersFile::load(&c.file)?),
         None => None,
@@ -222,7 +257,7 @@ mod tests {
             out.push(b.clone());
             Ok(())
         };
-        read_csv(path, unit_epoch, &Limits::default(), |_| (), keep)?;
+        read_csv(path, unit_epoch, &Limits::default(), None, |_| (), keep)?;
         Ok(out)
     }
 
@@ -346,6 +381,78 @@ mod tests {
         assert!(e.contains("unknown column `when`"), "{e}");
     }
 
+    /// A value the service refuses was named as `sample 0` of a batch,
+    /// after the rows were cut into batches; it is named at its file, line
+    /// and column, with the value.
+    #[test]
+    fn a_value_the_service_refuses_is_named_at_its_line_and_column() {
+        let header = "customer,site,device,time,operating_hours,cycles,features\n";
+        for (row, column, why) in [
+            (
+                "a,s,d,2026-03-01T10:05:00Z,NaN,,",
+                "operating_hours",
+                "`NaN` is negative or not finite",
+            ),
+            (
+                "a,s,d,2026-03-01T10:05:00Z,-1,,",
+                "operating_hours",
+                "`-1` is negative or not finite",
+            ),
+            (
+                "a,s,d,2026-03-01T10:05:00Z,inf,,",
+                "operating_hours",
+                "not finite",
+            ),
+            (
+                "a,s,d,2026-03-01T10:05:00Z,1,2000000,",
+                "cycles",
+                "`2000000` is above the most",
+            ),
+            (
+                "a,s,d,2026-03-01T10:05:00Z,1,-5,",
+                "cycles",
+                "`-5` is negative",
+            ),
+            (
+                "a,s,d,2026-03-01T10:05:00Z,1,2.5,",
+                "cycles",
+                "`2.5` is not a whole number",
+            ),
+            (
+                "a,s,d,2026-03-01T10:05:00Z,1,,eco:-1",
+                "features",
+                "`-1` is negative",
+            ),
+        ] {
+            let (_dir, path) = csv(&format!("{header}a,s,d,2026-03-01T10:00:00Z,1,1,\n{row}\n"));
+            let e = format!("{:#}", batches(&path, Some(1)).unwrap_err());
+            assert!(
+                e.contains(&format!("readings.csv: line 3, column `{column}`: ")),
+                "{row}: {e}"
+            );
+            assert!(e.contains(why), "{row}: {e}");
+            assert!(!e.contains("sample 0"), "{row}: {e}");
+        }
+    }
+
+    /// An unterminated quote used to read every row after it into one
+    /// value; it is refused at the line where it opened.
+    #[test]
+    fn an_unterminated_quote_is_refused_at_its_line() {
+        let (_dir, path) = csv("customer,site,device,time,operator\n\
+             a,s,d,2026-03-01T10:00:00Z,\"op-1\n\
+             a,s,d,2026-03-01T10:05:00Z,op-2\n");
+        let e = format!("{:#}", batches(&path, Some(1)).unwrap_err());
+        assert!(e.contains("readings.csv: line 2, column `operator`"), "{e}");
+        assert!(e.contains("never comes"), "{e}");
+        let (_dir, path) = csv("customer,site,device,time,operator\n\
+             a,s,d,2026-03-01T10:00:00Z,\"op-1\"\n");
+        assert_eq!(
+            batches(&path, Some(1)).unwrap()[0].samples[0].operator_id,
+            "op-1"
+        );
+    }
+
     /// An export in seconds, not milliseconds, is named at its line: read as
     /// milliseconds it lies in January 1970, which the service refuses.
     #[test]
@@ -414,5 +521,21 @@ mod tests {
             ),
             "{e:#}"
         );
+        // A reading later than the clock plus limits.max_future (600 s by
+        // default) was sent, and dead-lettered as future_timestamp.
+        let e = run(&backfill(
+            "acme,s,d,2026-03-01T10:00:00Z\nacme,s,d,2099-01-01T00:00:00Z\n",
+        ))
+        .await
+        .unwrap_err();
+        let e = format!("{e:#}");
+        assert!(e.contains("history.csv: line 3, column `time`"), "{e}");
+        assert!(e.contains("future_timestamp"), "{e}");
+        // Within the tolerance: read.
+        let loaded = ServiceConfig::load(&config).unwrap();
+        let soon = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60);
+        let args = backfill(&format!("acme,s,d,{soon}\n"));
+        let latest = Some(latest_accepted(&loaded));
+        assert!(history_until(&args, &loaded.limits(), latest).is_ok());
     }
 }

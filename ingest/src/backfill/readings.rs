@@ -13,6 +13,7 @@ use fleetpulse_proto::{Limits, v1};
 use prost::Message as _;
 
 use super::spill::{self, Sorter, Spilled, get_bytes, put_bytes, take};
+use crate::csv_check::Scanned;
 
 /// An hour, in the CSV's signed milliseconds.
 const HOUR_MS: i64 = fleetpulse_engine::config::HOUR_MS as i64;
@@ -87,31 +88,126 @@ impl Spilled for Reading {
 /// `limits.max_samples` make several), numbered from 1 per device under
 /// `unit_epoch` (default: see [`super::BackfillArgs::unit_epoch`]). `read`
 /// is told the bytes read so far.
+///
+/// Every row is checked as the service checks a sample (a meter negative
+/// or not finite, a count above the limits, ...) and, with `latest_ms`,
+/// against the latest event time the service accepts (its clock plus
+/// `limits.max_future`, or it refuses the batch as `future_timestamp`):
+/// errors name the file, the line and the column. A row repeated
+/// exactly (same device, time and values) is dropped, said on stderr; two
+/// rows of one device and time with different values are refused, naming
+/// both lines.
 pub fn read_csv(
     path: &Path,
     unit_epoch: Option<u64>,
     limits: &Limits,
+    latest_ms: Option<i64>,
     read: impl FnMut(u64),
     batch: impl FnMut(&v1::TelemetryBatch) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    read_csv_in_runs(path, unit_epoch, limits, RUN_READINGS, read, batch)
+    let rows = Rows {
+        unit_epoch,
+        limits,
+        latest_ms,
+        run: RUN_READINGS,
+    };
+    let dropped = read_csv_in_runs(path, &rows, read, batch)?;
+    if let Some(note) = dropped.note(&path.display().to_string()) {
+        eprintln!("{note}");
+    }
+    Ok(())
 }
 
-/// [`read_csv`] sorting `run` readings at a time (tests make runs small).
+/// How [`read_csv_in_runs`] reads rows.
+struct Rows<'a> {
+    unit_epoch: Option<u64>,
+    limits: &'a Limits,
+    latest_ms: Option<i64>,
+    /// Readings sorted in memory at a time (tests make runs small).
+    run: usize,
+}
+
+/// Rows dropped as exact repeats of an earlier row.
+#[derive(Debug, Default, PartialEq)]
+struct Dropped {
+    /// How many.
+    count: u64,
+    /// The first few: (line dropped, the earlier line it repeats).
+    first: Vec<(u64, u64)>,
+}
+
+/// Repeated rows listed by line in the note on stderr.
+const DROPPED_SHOWN: usize = 5;
+
+impl Dropped {
+    fn note(&self, name: &str) -> Option<String> {
+        if self.count == 0 {
+            return None;
+        }
+        let lines: Vec<String> = (self.first.iter())
+            .map(|(line, of)| format!("line {line} repeats line {of}"))
+            .collect();
+        let more = if self.count > self.first.len() as u64 {
+            ", ..."
+        } else {
+            ""
+        };
+        Some(format!(
+            "{name}: dropped {} row{} that repeat{} an earlier row exactly (same device, time \
+             and values): {}{more}",
+            self.count,
+            if self.count == 1 { "" } else { "s" },
+            if self.count == 1 { "s" } else { "" },
+            lines.join(", ")
+        ))
+    }
+}
+
+/// The CSV column of a field of the service's sample checks.
+fn column_of(field: &str) -> &str {
+    match field {
+        "event_time_ms" => "time",
+        "cumulative_operating_hours" => "operating_hours",
+        "cumulative_idle_hours" => "idle_hours",
+        "cumulative_fuel_used_litres" => "fuel_litres",
+        "operator_id" => "operator",
+        "fault_codes" => "faults",
+        other => other,
+    }
+}
+
+/// [`read_csv`] with `rows.run` readings sorted at a time; what it dropped.
 fn read_csv_in_runs(
     path: &Path,
-    unit_epoch: Option<u64>,
-    limits: &Limits,
-    run: usize,
+    rows: &Rows<'_>,
     mut read: impl FnMut(u64),
     mut batch: impl FnMut(&v1::TelemetryBatch) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Dropped> {
+    let Rows {
+        unit_epoch,
+        limits,
+        latest_ms,
+        run,
+    } = *rows;
     let name = path.display();
+    let file = std::fs::File::open(path).with_context(|| format!("{name}"))?;
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
-        .from_path(path)
-        .with_context(|| format!("{name}"))?;
+        .from_reader(Scanned::new(file));
     let headers = reader.headers().with_context(|| format!("{name}"))?.clone();
+    let unclosed = |reader: &csv::Reader<Scanned<std::fs::File>>| -> anyhow::Result<()> {
+        if let Some(open) = reader.get_ref().unclosed() {
+            let header: Vec<&str> = headers.iter().collect();
+            bail!(
+                "{name}: line {}, column `{}`: {}",
+                open.line,
+                crate::csv_check::column_name(&header, open.field),
+                open.message()
+            );
+        }
+        Ok(())
+    };
+    unclosed(&reader)?;
     let column = |c: &str| headers.iter().position(|h| h == c);
     for h in headers.iter() {
         // A spreadsheet's export in a locale with decimal commas.
@@ -146,6 +242,7 @@ fn read_csv_in_runs(
         let more = reader
             .read_record(&mut row)
             .with_context(|| format!("{name}: line {}", line + 1))?;
+        unclosed(&reader)?;
         if !more {
             break;
         }
@@ -168,6 +265,37 @@ fn read_csv_in_runs(
         };
         let at = |what: &str| format!("{name}: line {line}, column `{what}`");
         let sample = sample(&get, &at)?;
+        let checked = fleetpulse_proto::Reading {
+            event_time_ms: sample.event_time_ms,
+            previous_time: i64::MIN,
+            operating_hours: sample.cumulative_operating_hours,
+            idle_hours: sample.cumulative_idle_hours,
+            fuel_used_litres: sample.cumulative_fuel_used_litres,
+            output_units: sample.output_units,
+            cycles: sample.cycles,
+            manual_interventions: sample.manual_interventions,
+            operator_id: &sample.operator_id,
+            features: sample.features.len(),
+            feature_names_valid: (sample.features.iter())
+                .all(|f| fleetpulse_proto::topic::check_id(&f.feature).is_ok()),
+            faults: sample.fault_codes.len(),
+        };
+        if let Err((field, reason)) = fleetpulse_proto::check_reading(&checked, limits) {
+            let column = column_of(field);
+            bail!("{}: `{}` {reason}", at(column), get(column));
+        }
+        if let Some(latest) = latest_ms
+            && sample.event_time_ms > latest
+        {
+            bail!(
+                "{}: `{}` ({}) is in the future: later than this host's clock plus \
+                 limits.max_future ({}); the service would refuse it as future_timestamp",
+                at("time"),
+                get("time"),
+                super::stamp(sample.event_time_ms),
+                super::stamp(latest),
+            );
+        }
         let blank = (METERS.iter().enumerate())
             .filter(|(_, m)| get(m).is_empty())
             .fold(0u8, |bits, (i, _)| bits | 1 << i);
@@ -190,8 +318,38 @@ fn read_csv_in_runs(
             .with_context(|| format!("{name}: device `{}` of customer `{}`", ids[2], ids[0]))
     };
     let mut cut = Batches::new(limits.max_samples.max(1), unit_epoch);
+    let mut dropped = Dropped::default();
+    // The last reading kept: (device, time, line, blank meters, sample).
+    let mut last: Option<(u32, i64, u64, u8, Vec<u8>)> = None;
     for reading in sorter.sorted().map_err(spill)? {
         let reading = reading.map_err(spill)?;
+        if let Some((device, at, first, blank, sample)) = &last
+            && (*device, *at) == (reading.device, reading.at)
+        {
+            if (*blank, sample) == (reading.blank, &reading.sample) {
+                dropped.count += 1;
+                if dropped.first.len() < DROPPED_SHOWN {
+                    dropped.first.push((reading.line, *first));
+                }
+                continue;
+            }
+            let ids = &devices[reading.device as usize];
+            bail!(
+                "{name}: lines {first} and {}: device `{}` of customer `{}` has two different \
+                 readings at {} (one device reads once at a time): keep one of them",
+                reading.line,
+                ids[2],
+                ids[0],
+                super::stamp(reading.at)
+            );
+        }
+        last = Some((
+            reading.device,
+            reading.at,
+            reading.line,
+            reading.blank,
+            reading.sample.clone(),
+        ));
         let sample = v1::Sample::decode(&reading.sample[..])
             .with_context(|| format!("{name}: a sorted reading does not decode"))?;
         if let Some(done) = cut.add(reading.device, reading.blank, sample) {
@@ -201,7 +359,7 @@ fn read_csv_in_runs(
     if let Some(done) = cut.finish() {
         emit(done)?;
     }
-    Ok(())
+    Ok(dropped)
 }
 
 /// A row's reading; an error names its column (`at`).
@@ -217,9 +375,9 @@ fn sample<'a>(
         cumulative_idle_hours: number(get("idle_hours")).with_context(|| at("idle_hours"))?,
         cumulative_fuel_used_litres: number(get("fuel_litres"))
             .with_context(|| at("fuel_litres"))?,
-        cycles: number(get("cycles")).with_context(|| at("cycles"))?,
+        cycles: count(get("cycles")).with_context(|| at("cycles"))?,
         output_units: number(get("output_units")).with_context(|| at("output_units"))?,
-        manual_interventions: number(get("manual_interventions"))
+        manual_interventions: count(get("manual_interventions"))
             .with_context(|| at("manual_interventions"))?,
         operator_id: get("operator").to_owned(),
         features: pairs(get("features"))
@@ -369,12 +527,44 @@ fn state(text: &str) -> anyhow::Result<v1::MachineState> {
     })
 }
 
-fn number<T: std::str::FromStr + Default>(text: &str) -> anyhow::Result<T> {
+fn number(text: &str) -> anyhow::Result<f64> {
     if text.is_empty() {
-        return Ok(T::default());
+        return Ok(0.0);
     }
     text.parse()
         .map_err(|_| anyhow::anyhow!("`{text}` is not a number"))
+}
+
+/// A count: a whole number from 0 to `u32::MAX`; an error says which of
+/// these a number is not.
+fn count(text: &str) -> anyhow::Result<u32> {
+    if text.is_empty() {
+        return Ok(0);
+    }
+    if let Ok(n) = text.parse::<u32>() {
+        return Ok(n);
+    }
+    let whole = text.strip_prefix(['+', '-']).unwrap_or(text);
+    if !whole.is_empty() && whole.bytes().all(|b| b.is_ascii_digit()) {
+        if text.starts_with('-') {
+            if whole.bytes().all(|b| b == b'0') {
+                return Ok(0);
+            }
+            bail!("`{text}` is negative: a count is 0 or more");
+        }
+        bail!("`{text}` is too large: a count is at most {}", u32::MAX);
+    }
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v.fract() != 0.0 => {
+            bail!("`{text}` is not a whole number: a count has no fraction")
+        }
+        Ok(v) if v < 0.0 => bail!("`{text}` is negative: a count is 0 or more"),
+        Ok(v) if v.is_finite() => {
+            bail!("`{text}` is not a whole number as written: give it as digits only")
+        }
+        Ok(_) => bail!("`{text}` is not a finite number"),
+        Err(_) => bail!("`{text}` is not a number"),
+    }
 }
 
 /// `name:value;name:value`.
@@ -384,7 +574,7 @@ fn pairs(text: &str) -> anyhow::Result<Vec<(String, u32)>> {
             let (name, value) = pair
                 .rsplit_once(':')
                 .with_context(|| format!("`{pair}` is not name:number"))?;
-            Ok((name.trim().to_owned(), number(value.trim())?))
+            Ok((name.trim().to_owned(), count(value.trim())?))
         })
         .collect()
 }
@@ -399,8 +589,97 @@ mod tests {
             out.push(b.clone());
             Ok(())
         };
-        read_csv_in_runs(path, None, &Limits::default(), run, |_| (), keep).unwrap();
+        let rows = Rows {
+            unit_epoch: None,
+            limits: &Limits::default(),
+            latest_ms: None,
+            run,
+        };
+        read_csv_in_runs(path, &rows, |_| (), keep).unwrap();
         out
+    }
+
+    fn read_dropped(text: &str) -> anyhow::Result<(Dropped, Vec<v1::TelemetryBatch>)> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("readings.csv");
+        std::fs::write(&path, text).unwrap();
+        let mut out = Vec::new();
+        let keep = |b: &v1::TelemetryBatch| {
+            out.push(b.clone());
+            Ok(())
+        };
+        let rows = Rows {
+            unit_epoch: Some(1),
+            limits: &Limits::default(),
+            latest_ms: None,
+            run: 2,
+        };
+        let dropped = read_csv_in_runs(&path, &rows, |_| (), keep)?;
+        Ok((dropped, out))
+    }
+
+    /// A row repeated exactly was counted twice (its cycles twice); it is
+    /// dropped, and said with its line and the line it repeats. Two rows
+    /// of one device and time with different values are refused, naming
+    /// both lines.
+    #[test]
+    fn a_repeated_row_is_dropped_and_a_contradicting_one_refused() {
+        let header = "customer,site,device,time,cycles,operating_hours\n";
+        let (dropped, got) = read_dropped(&format!(
+            "{header}a,s,d,2026-03-01T10:00:00Z,5,1\n\
+             a,s,d,2026-03-01T10:10:00Z,5,2\n\
+             a,s,d,2026-03-01T10:00:00Z,5,1\n\
+             a,s,e,2026-03-01T10:00:00Z,5,1\n\
+             a,s,d,2026-03-01T10:00:00Z,5,1\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            dropped,
+            Dropped {
+                count: 2,
+                first: vec![(4, 2), (6, 2)]
+            }
+        );
+        let cycles: u32 = got.iter().flat_map(|b| &b.samples).map(|s| s.cycles).sum();
+        assert_eq!(cycles, 15);
+        let note = dropped.note("r.csv").unwrap();
+        assert!(
+            note.starts_with("r.csv: dropped 2 rows that repeat an earlier row exactly"),
+            "{note}"
+        );
+        assert!(note.contains("line 4 repeats line 2"), "{note}");
+        let err = read_dropped(&format!(
+            "{header}a,s,d,2026-03-01T10:00:00Z,5,1\n\
+             a,s,d,2026-03-01T10:10:00Z,5,2\n\
+             a,s,d,2026-03-01T10:00:00Z,7,1\n"
+        ))
+        .unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("readings.csv: lines 2 and 4: device `d`"),
+            "{err}"
+        );
+        assert!(err.contains("two different readings"), "{err}");
+        assert_eq!(Dropped::default().note("r.csv"), None);
+    }
+
+    /// Counts say what is wrong with a number that is not one.
+    #[test]
+    fn a_count_that_is_not_one_says_why() {
+        assert_eq!(count("12").unwrap(), 12);
+        assert_eq!(count("").unwrap(), 0);
+        assert_eq!(count("-0").unwrap(), 0);
+        for (text, why) in [
+            ("-5", "is negative"),
+            ("2.5", "is not a whole number"),
+            ("99999999999999999999", "is too large"),
+            ("4294967296", "is too large"),
+            ("-2.5", "is not a whole number"),
+            ("lots", "is not a number"),
+        ] {
+            let e = count(text).unwrap_err().to_string();
+            assert!(e.contains(why), "{text}: {e}");
+        }
     }
 
     /// Rows in no order, sorted in runs of 37 on disk, make the batches one

@@ -48,6 +48,54 @@ pub struct ContractEventConfig {
     pub arr_change: Option<f64>,
 }
 
+/// The largest ARR, and ARR change, accepted (10^15 in the currency's
+/// units): far above any real contract, and far enough below `f64`'s range
+/// that sums of ARR over a portfolio stay finite (two changes of `1e308`
+/// made `/api/retention` show `null` everywhere).
+pub const MAX_ARR: f64 = 1e15;
+
+/// [`ArrHistory::new`], with every ARR change and the ARR after each
+/// event at most [`MAX_ARR`].
+fn checked_history(
+    customer: fleetpulse_engine::Id,
+    segment: fleetpulse_engine::Segment,
+    events: &[ContractEvent],
+) -> Result<ArrHistory, ContractEventError> {
+    for (index, e) in events.iter().enumerate() {
+        if let Some(c) = e.arr_change
+            && c.abs() > MAX_ARR
+        {
+            return Err(ContractEventError {
+                index,
+                field: "arr_change",
+                message: too_large(c),
+            });
+        }
+    }
+    let history = ArrHistory::new(customer, segment, events)?;
+    // The steps are the events sorted by date, same-day ones in order.
+    let mut order: Vec<usize> = (0..events.len()).collect();
+    order.sort_by_key(|&i| events[i].at);
+    for (step, index) in history.steps().iter().zip(order) {
+        if step.arr_after > MAX_ARR {
+            return Err(ContractEventError {
+                index,
+                field: "arr_change",
+                message: format!(
+                    "takes the customer's ARR to {}, above the most accepted ({MAX_ARR:e})",
+                    step.arr_after
+                ),
+            });
+        }
+    }
+    Ok(history)
+}
+
+/// Why an ARR (change) of `value` is refused.
+pub(crate) fn too_large(value: f64) -> String {
+    format!("`{value:e}` is beyond the most an ARR (change) may be, {MAX_ARR:e} either way")
+}
+
 /// The columns of a contract events CSV file, in this order, with a header.
 pub const CSV_HEADER: [&str; 4] = ["customer", "kind", "date", "arr_change"];
 
@@ -61,7 +109,7 @@ enum Source {
     /// A line of the CSV file.
     Csv { line: u64 },
     /// Implied by `customer[i].contract`: no events were given.
-    Contract { field: String },
+    Contract,
 }
 
 /// Every customer's ARR history, in the order of the customers file.
@@ -202,7 +250,7 @@ fn merged_history(
         .collect();
     let kept = all.len();
     all.extend(recorded.iter().map(|r| r.event()));
-    match ArrHistory::new(history.customer.clone(), history.segment, &all) {
+    match checked_history(history.customer.clone(), history.segment, &all) {
         Ok(merged) => Ok((all, merged)),
         Err(e) => Err((e.index.checked_sub(kept), e)),
     }
@@ -266,10 +314,13 @@ impl ContractEventInput {
         let kind = ContractEventKind::parse(self.kind.trim())
             .ok_or_else(|| fail("kind", unknown_kind(self.kind.trim())))?;
         let at = date_ms(self.date.trim()).map_err(|e| fail("date", e))?;
-        if let Some(v) = self.arr_change
-            && !v.is_finite()
-        {
-            return Err(fail("arr_change", "must be a number".into()));
+        if let Some(v) = self.arr_change {
+            if !v.is_finite() {
+                return Err(fail("arr_change", "must be a number".into()));
+            }
+            if v.abs() > MAX_ARR {
+                return Err(fail("arr_change", too_large(v)));
+            }
         }
         Ok(RecordedContractEvent {
             customer: customer.into(),
@@ -292,6 +343,25 @@ pub fn import_csv(
     recorded: &[RecordedContractEvent],
 ) -> Result<Vec<RecordedContractEvent>, ConfigError> {
     let rows = read_csv(path)?;
+    // The store keeps one event per customer, kind and day: two rows of
+    // one key would be checked as adding up and stored as the last.
+    let mut lines: HashMap<(&str, ContractEventKind, u64), u64> = HashMap::new();
+    for row in &rows {
+        let key = (row.customer.as_str(), row.event.kind, row.event.at);
+        if let Some(first) = lines.insert(key, row.line) {
+            return Err(csv_error(
+                path,
+                row.line,
+                "row",
+                format!(
+                    "repeats line {first}: customer `{}` has one {} event a day (the store \
+                     keeps one row of them); merge the two lines into one",
+                    row.customer,
+                    row.event.kind.as_str()
+                ),
+            ));
+        }
+    }
     let file_name = path.file_name().map_or_else(
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
@@ -388,13 +458,11 @@ impl CustomersFile {
                         at: start,
                         arr_change: Some(c.contract.arr),
                     },
-                    Source::Contract {
-                        field: format!("customer[{i}].contract.arr"),
-                    },
+                    Source::Contract,
                 ));
             }
             let plain: Vec<ContractEvent> = events.iter().map(|(e, _)| *e).collect();
-            let history = ArrHistory::new(c.id.as_str().into(), c.segment, &plain).map_err(
+            let history = checked_history(c.id.as_str().into(), c.segment, &plain).map_err(
                 |ContractEventError {
                      index,
                      field,
@@ -415,11 +483,21 @@ impl CustomersFile {
                         field,
                         format!("customer `{}`: {message}", c.id),
                     ),
-                    Source::Contract { field } => ConfigError::Invalid {
-                        path: path.to_owned(),
-                        field: field.clone(),
-                        message,
-                    },
+                    Source::Contract => crate::customers::contract_arr_error(
+                        path,
+                        text,
+                        i,
+                        if field == "arr_change" {
+                            format!(
+                                "is {}: a customer with no contract event starts on \
+                                 contract.start with contract.arr, which must be positive \
+                                 (or list its contract events: a `start`, then a `churn`)",
+                                c.contract.arr
+                            )
+                        } else {
+                            message
+                        },
+                    ),
                 },
             )?;
             let last = history.steps().last().map(|s| s.kind);
@@ -462,6 +540,10 @@ fn read_csv(path: &Path) -> Result<Vec<CsvRow>, ConfigError> {
 
 /// Parses contract events CSV text (`path` is for messages).
 fn parse_csv(path: &Path, text: &str) -> Result<Vec<CsvRow>, ConfigError> {
+    if let Some(open) = crate::csv_check::unclosed_quote(text.as_bytes()) {
+        let column = crate::csv_check::column_name(&CSV_HEADER, open.field);
+        return Err(csv_error(path, open.line, column, open.message()));
+    }
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_reader(text.as_bytes());
@@ -502,6 +584,11 @@ fn parse_csv(path: &Path, text: &str) -> Result<Vec<CsvRow>, ConfigError> {
                     })?,
             ),
         };
+        if let Some(v) = arr_change
+            && v.abs() > MAX_ARR
+        {
+            return Err(csv_error(path, line, "arr_change", too_large(v)));
+        }
         if cell(0).is_empty() {
             return Err(csv_error(path, line, "customer", "is empty".into()));
         }
@@ -753,6 +840,131 @@ devices_purchased = 5
             err.contains("customer[4999].contract_event[1].arr_change"),
             "{err}"
         );
+    }
+
+    /// `contracts import` of `csv` against the book of [`FILE`]: the
+    /// events, or the error with the directory as `DIR`.
+    fn import(csv: &str) -> Result<Vec<RecordedContractEvent>, String> {
+        let file = book(FILE, CSV).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("import.csv");
+        std::fs::write(&path, csv).unwrap();
+        import_csv(&path, &file, &[]).map_err(|e| {
+            e.to_string()
+                .replace(&dir.path().display().to_string(), "DIR")
+        })
+    }
+
+    /// An unterminated quote used to swallow the rows after it; refused at
+    /// the line it opened, in an import and in `contract_events_csv`.
+    #[test]
+    fn an_unterminated_quote_is_refused_at_its_line() {
+        let err = import(
+            "customer,kind,date,arr_change\n\
+             cube,expansion,2026-03-01,10\n\
+             \"cube,contraction,2026-04-01,-10\n\
+             cube,expansion,2026-05-01,10\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.starts_with("DIR/import.csv:3:1: field `customer`"),
+            "{err}"
+        );
+        assert!(err.contains("never comes"), "{err}");
+        let err = book(FILE, &CSV.replace("bolt,churn", "bolt,\"churn")).unwrap_err();
+        assert!(err.starts_with("DIR/events.csv:3:1: field `kind`"), "{err}");
+        assert!(err.contains("never comes"), "{err}");
+    }
+
+    /// Two rows of one key (customer, kind, day) in one import were checked
+    /// as adding up (+100 and +200) and stored as the last (+200): refused,
+    /// naming both lines. Importing a file again stays a no-op overwrite.
+    #[test]
+    fn a_key_repeated_in_one_import_is_refused_naming_both_lines() {
+        let header = "customer,kind,date,arr_change\n";
+        let err = import(&format!(
+            "{header}cube,expansion,2026-03-01,100\nacme,expansion,2026-03-01,5\n\
+             cube,expansion,2026-03-01,200\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.starts_with("DIR/import.csv:4:1: field `row`: repeats line 2"),
+            "{err}"
+        );
+        let once = format!("{header}cube,expansion,2026-03-01,100\n");
+        let events = import(&once).unwrap();
+        let file = book(FILE, CSV).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("again.csv");
+        std::fs::write(&path, &once).unwrap();
+        assert_eq!(import_csv(&path, &file, &events).unwrap().len(), 1);
+    }
+
+    /// ARR and ARR changes are at most `MAX_ARR`, and so is the ARR they
+    /// add up to: two expansions of 1e308 made every retention figure null.
+    #[test]
+    fn arr_beyond_the_maximum_is_refused_naming_the_field() {
+        let file = book(FILE, CSV).unwrap();
+        let input = |arr: f64| ContractEventInput {
+            customer: "cube".into(),
+            kind: "expansion".into(),
+            date: "2026-06-01".into(),
+            arr_change: Some(arr),
+        };
+        let err = input(1e308).check("cli").unwrap_err();
+        assert_eq!(err.field, "arr_change");
+        assert!(err.message.contains("1e15"), "{}", err.message);
+        // Each below the maximum, their sum above it.
+        let half = input(6e14).check("cli").unwrap();
+        let mut later = half.clone();
+        later.at = date_ms("2026-07-01").unwrap();
+        assert!(file.check_new(&[], std::slice::from_ref(&half)).is_ok());
+        let (n, field, message) = file.check_new(&[half], &[later]).unwrap_err();
+        assert_eq!((n, field), (0, "arr_change"));
+        assert!(message.contains("above the most accepted"), "{message}");
+        // In a CSV: the line and the column.
+        let err =
+            import("customer,kind,date,arr_change\ncube,expansion,2026-06-01,1e308\n").unwrap_err();
+        assert!(
+            err.starts_with("DIR/import.csv:2:1: field `arr_change`"),
+            "{err}"
+        );
+        // In the customers file: contract.arr, and an inline event's change.
+        let text = FILE.replace("arr = 80", "arr = 1e308");
+        let line = text[..text.find("arr = 1e308").unwrap()].lines().count() + 1;
+        let err = CustomersFile::parse(Path::new("customers.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "customers.toml:{line}:7: field `customer[2].contract.arr`"
+            )),
+            "{err}"
+        );
+        assert!(err.contains("1e15"), "{err}");
+        let text = FILE.replace("arr_change = 50", "arr_change = 1e300");
+        let err = book(&text, CSV).unwrap_err();
+        assert!(err.starts_with("DIR/customers.toml:20:"), "{err}");
+        assert!(
+            err.contains("customer[0].contract_event[1].arr_change"),
+            "{err}"
+        );
+    }
+
+    /// `arr = 0` on a customer with no contract event: named at its line,
+    /// as `contract.arr`, not as an implied start's "ARR change".
+    #[test]
+    fn a_zero_arr_without_events_names_contract_arr_at_its_line() {
+        let file = FILE.replace("arr = 80", "arr = 0");
+        let line = file[..file.find("arr = 0").unwrap()].lines().count() + 1;
+        let err = book(&file, CSV).unwrap_err();
+        assert!(
+            err.starts_with(&format!(
+                "DIR/customers.toml:{line}:7: field `customer[2].contract.arr`: is 0"
+            )),
+            "{err}"
+        );
+        assert!(!err.contains("ARR change"), "{err}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 pub mod cli;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use fleetpulse_engine::kpi::touchpoint::{Touchpoint, TouchpointKind};
@@ -176,6 +176,10 @@ pub fn parse_csv(
         .file_name()
         .map_or_else(|| shown.clone(), |n| n.to_string_lossy().into_owned());
     let recorded_by = format!("csv:{file_name}");
+    if let Some(open) = crate::csv_check::unclosed_quote(text.as_bytes()) {
+        let column = crate::csv_check::column_name(&CSV_HEADER, open.field);
+        return Err(at(open.line, column, open.message()));
+    }
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .from_reader(text.as_bytes());
@@ -197,6 +201,9 @@ pub fn parse_csv(
         ));
     }
     let mut out = Vec::new();
+    // The store keeps one touchpoint per key: two rows of one key would be
+    // counted as two and stored as one.
+    let mut lines: HashMap<(String, TouchpointKind, u64, String), u64> = HashMap::new();
     for record in reader.records() {
         let record = record.map_err(|e| {
             let line = e.position().map_or(0, |p| p.line());
@@ -239,6 +246,22 @@ pub fn parse_csv(
         let touchpoint = input
             .check(&customer, None, &recorded_by)
             .map_err(|e| at(line, e.field, e.message))?;
+        let key = (
+            touchpoint.customer.to_string(),
+            touchpoint.kind,
+            touchpoint.at,
+            touchpoint.csm.to_string(),
+        );
+        if let Some(first) = lines.insert(key, line) {
+            return Err(at(
+                line,
+                "row",
+                format!(
+                    "repeats line {first}: the same customer, kind, date and csm are one \
+                     touchpoint (the store keeps one row of them); merge the two lines into one"
+                ),
+            ));
+        }
         out.push(touchpoint);
     }
     Ok(out)
@@ -302,6 +325,54 @@ mod tests {
                 .to_string();
             assert!(err.starts_with(expected), "{err}");
         }
+    }
+
+    /// An unterminated quote used to swallow the rows after it into one
+    /// touchpoint's notes ("recorded 1 touchpoints"); it is refused at the
+    /// line it opened. Quoted notes of several lines and `""` still read.
+    #[test]
+    fn an_unterminated_quote_is_refused_at_its_line() {
+        let text = format!(
+            "{}acme,webinar,2026-03-12,bob,Jo,true,\"oops\n\
+             acme,kickoff,2026-03-13,bob,Jo,true,x\n\
+             acme,escalation,2026-03-14,bob,Jo,true,x\n",
+            CSV
+        );
+        let err = parse_csv(Path::new("dir/tp.csv"), &text, Some(&known()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("dir/tp.csv:4: field `notes`:"), "{err}");
+        assert!(err.contains("never comes"), "{err}");
+        let text = format!(
+            "{}acme,webinar,2026-03-12,bob,Jo,true,\"line one\nsaid \"\"hi\"\"\"\n\
+             acme,kickoff,2026-03-13,bob,Jo,true,x\n",
+            CSV
+        );
+        let got = parse_csv(Path::new("dir/tp.csv"), &text, Some(&known())).unwrap();
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[2].notes, "line one\nsaid \"hi\"");
+    }
+
+    /// Two rows of one key (customer, kind, day, csm) were counted as two
+    /// and stored as one: refused, naming both lines.
+    #[test]
+    fn a_key_repeated_in_one_file_is_refused_naming_both_lines() {
+        let text = format!("{CSV}acme,training,2026-03-10,alice,ops,true,again\n");
+        let err = parse_csv(Path::new("dir/tp.csv"), &text, Some(&known()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("dir/tp.csv:4: field `row`: repeats line 3"),
+            "{err}"
+        );
+        // Another CSM on the same day is another touchpoint.
+        let text = format!("{CSV}acme,training,2026-03-10,bob,ops,true,again\n");
+        assert_eq!(
+            parse_csv(Path::new("dir/tp.csv"), &text, Some(&known()))
+                .unwrap()
+                .len(),
+            3
+        );
     }
 
     #[test]
