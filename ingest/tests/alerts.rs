@@ -325,6 +325,95 @@ async fn a_webhook_answering_503_twice_is_retried_until_it_succeeds() {
     assert!(posts[0].body["text"].is_string());
 }
 
+/// A receiver answering the first alert with a redirect to another host:
+/// not followed (the URL's secret would go there as the Referer, and the
+/// POST turned into a GET answering 200 would count as delivered while
+/// nobody got the alert): refused, as any 4xx is. Answering the second with
+/// 200 and a gigabyte announced, a little of it sent, then silence: taken
+/// as delivered once the status is in, without waiting for the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_not_followed_and_a_huge_answer_is_not_read_whole() {
+    use tokio::io::AsyncWriteExt as _;
+    let thief = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let thief_addr = thief.local_addr().unwrap();
+    let stolen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let _thief = tokio::spawn({
+        let stolen = stolen.clone();
+        async move {
+            while let Ok((stream, _)) = thief.accept().await {
+                let mut stream = BufReader::new(stream);
+                if let Some(r) = read_request(&mut stream).await {
+                    let referer = r.header("referer").unwrap_or_default().to_owned();
+                    stolen
+                        .lock()
+                        .unwrap()
+                        .push(format!("{} referer {referer}", r.line));
+                }
+                respond(&mut stream, 200, "", "ok").await;
+            }
+        }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/services/T0/B0/secret",
+        listener.local_addr().unwrap()
+    );
+    let _hook = tokio::spawn(async move {
+        let mut answered = 0;
+        while let Ok((stream, _)) = listener.accept().await {
+            let mut stream = BufReader::new(stream);
+            while read_request(&mut stream).await.is_some() {
+                answered += 1;
+                if answered == 1 {
+                    let location = format!("location: http://{thief_addr}/\r\n");
+                    if !respond(&mut stream, 301, &location, "moved").await {
+                        break;
+                    }
+                    continue;
+                }
+                let head = "HTTP/1.1 200 OK\r\ncontent-length: 1073741824\r\n\r\n";
+                let raw = stream.get_mut();
+                raw.write_all(head.as_bytes()).await.unwrap();
+                raw.write_all(&vec![b'x'; 64 * 1024]).await.unwrap();
+                std::future::pending::<()>().await;
+            }
+        }
+    });
+    let config = fast(AlertsConfig {
+        mqtt: false,
+        webhook_url: Some(url.into()),
+        ..AlertsConfig::default()
+    });
+    let open = acme(AlertStatus::Open, Segment::HighTouch);
+    let resolved = acme(AlertStatus::Resolved, Segment::HighTouch);
+    let started = std::time::Instant::now();
+    let report = deliver(
+        config,
+        MqttConfig::default(),
+        vec![vec![Output::Alert(open), Output::Alert(resolved)]],
+    )
+    .await;
+    assert_eq!(
+        report.webhook,
+        ChannelReport {
+            delivered: 1,
+            failed: 1,
+            retries: 0,
+            kept: 0,
+        }
+    );
+    assert!(
+        stolen.lock().unwrap().is_empty(),
+        "{:?}",
+        stolen.lock().unwrap()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_4xx_are_not_retried_and_later_alerts_still_go_out() {
     let hook = WebhookReceiver::start(vec![(400, None), (429, Some("0"))]).await;

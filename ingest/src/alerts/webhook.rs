@@ -8,7 +8,9 @@
 //! after `max_retries` the failure is logged as an error (then every 20th
 //! retry, the others at debug level). Any other status (400, 401, 403, 404, ...) will not get better by
 //! repeating the request: it is logged and the notification is dropped and
-//! counted as failed at once. Deciding ([`classify`]) and waiting
+//! counted as failed at once; so is a redirect, which is not followed (the
+//! URL's secret would go to another host). Of an answer's body only the
+//! first KiB is read, for the log. Deciding ([`classify`]) and waiting
 //! ([`Backoff::delay_honouring`], [`parse_retry_after`]) are plain functions; [`Webhook`]
 //! only sends.
 //!
@@ -91,8 +93,13 @@ impl Webhook {
         backoff: Backoff,
     ) -> Result<Self, reqwest::Error> {
         let url = SecretUrl::new(url);
+        // A redirect is not followed: the URL's secret would go to another
+        // host (as the Referer), and a POST turned into a GET that answers
+        // 200 would count as delivered while nobody got the alert.
         let client = reqwest::Client::builder()
             .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .user_agent(concat!("fleetpulse/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(reqwest::Error::without_url)?;
@@ -122,7 +129,7 @@ impl Webhook {
                     .get(RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| parse_retry_after(v, jiff::Timestamp::now()));
-                let body = response.text().await.unwrap_or_default();
+                let body = head_of(response).await;
                 Attempt::Status {
                     status,
                     retry_after,
@@ -154,10 +161,16 @@ impl Webhook {
                 } => (
                     classify(status),
                     retry_after,
-                    format!(
-                        "HTTP {status}: {}",
-                        secrets::redact(&body.chars().take(200).collect::<String>())
-                    ),
+                    match status {
+                        300..=399 => format!(
+                            "HTTP {status}: a redirect, not followed (the URL's secret would go \
+                             to another host): set the URL it leads to"
+                        ),
+                        _ => format!(
+                            "HTTP {status}: {}",
+                            secrets::redact(&body.chars().take(200).collect::<String>())
+                        ),
+                    },
                 ),
                 Attempt::Failed(error) => (Verdict::Retry, None, error),
             };
@@ -211,6 +224,25 @@ impl Webhook {
             }
         }
     }
+}
+
+/// Bytes of an answer's body kept for the log (which shows 200
+/// characters): a receiver answering gigabytes costs no memory.
+const BODY_KEPT: usize = 1024;
+
+/// The first [`BODY_KEPT`] bytes of `response`'s body; the rest is not read.
+async fn head_of(mut response: reqwest::Response) -> String {
+    let mut kept = Vec::new();
+    while kept.len() < BODY_KEPT {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = BODY_KEPT - kept.len();
+                kept.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&kept).into_owned()
 }
 
 #[cfg(test)]
