@@ -524,7 +524,7 @@ impl Admission {
                         jiff::SignedDuration::from_millis((late.watermark - late.first_at) as i64),
                         if horizon > 0 && corrections {
                             format!(
-                                " and it is beyond engine.correction_horizon ({}); `fleetpulse replay` takes it back in",
+                                " and it is beyond engine.correction_horizon ({}); `fleetpulse backfill` of the dead-letter file takes it in (a new customer's history, however old), `fleetpulse replay` once a horizon covers it",
                                 jiff::SignedDuration::from_millis(horizon as i64)
                             )
                         } else {

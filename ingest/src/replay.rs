@@ -192,7 +192,9 @@ pub async fn resend_onboarded(
         Ok(sent) => tracing::info!(
             ?customers,
             sent,
-            "telemetry of the added customers refused before, sent again from the dead letters"
+            "telemetry of the added customers refused before, sent again from the dead \
+             letters; what is older than the correction horizon is refused again as too_late: \
+             `fleetpulse backfill <the dead-letter file> --customer ...` takes it in"
         ),
         Err(e) => tracing::error!(
             ?customers,

@@ -246,6 +246,36 @@ pub fn write_batches<'a>(
 
 /// Reads a recorded-batches file a batch at a time into `history`; every
 /// batch must validate. `read` is told the bytes read so far.
+/// Whether `path` names a dead-letter file (`limits.dead_letter_file`,
+/// JSON lines, and its `.1`) rather than recorded batches.
+pub fn is_dead_letter_file(path: &Path) -> bool {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase());
+    name.is_some_and(|n| n.ends_with(".jsonl") || n.ends_with(".jsonl.1"))
+}
+
+/// Reads the batches of the dead letters of `path` that a backfill takes:
+/// those refused as `too_late` (behind the watermark, beyond the correction
+/// horizon) or `unknown_customer` (a customer added since) whose whole
+/// payload the letter kept. A new customer's history refused before it was
+/// added goes in whole this way, however old, as `fleetpulse replay`
+/// (which sends to the telemetry topics) cannot. Returns the letters left
+/// out: of another reason, or cut.
+pub fn read_letters(path: &Path, history: &mut History) -> anyhow::Result<usize> {
+    use crate::metrics::RejectReason;
+    let reasons = [RejectReason::TooLate, RejectReason::UnknownCustomer];
+    let (messages, read) = crate::replay::letters(&[path.to_path_buf()], &reasons)?;
+    for (topic, payload) in messages {
+        let batch = v1::TelemetryBatch::decode(&payload[..]).with_context(|| {
+            format!(
+                "{}: the letter of {topic} holds no telemetry batch",
+                path.display()
+            )
+        })?;
+        history.push(&batch)?;
+    }
+    Ok(read.other_reason + read.incomplete + read.not_letters)
+}
+
 pub fn read_batches(
     path: &Path,
     history: &mut History,

@@ -23,15 +23,20 @@ use fleetpulse_proto::Limits;
 use crate::config::ServiceConfig;
 use crate::progress::Progress;
 
-pub use history::{History, Recorded, Summary, read_batches, write_batches};
+pub use history::{
+    History, Recorded, Summary, is_dead_letter_file, read_batches, read_letters, write_batches,
+};
 pub use readings::{CSV_COLUMNS, read_csv};
 
 /// `fleetpulse backfill` arguments.
 #[derive(Debug, Clone, Args)]
 pub struct BackfillArgs {
     /// History files: recorded batches (length-delimited protobuf
-    /// `TelemetryBatch`es, as `fleetpulse sim --record` writes them), or a
-    /// CSV of readings (`.csv`; docs/KPIS.md, Backfill).
+    /// `TelemetryBatch`es, as `fleetpulse sim --record` writes them), a
+    /// CSV of readings (`.csv`; docs/KPIS.md, Backfill), or the service's
+    /// dead letters (`.jsonl`, `.jsonl.1`: the batches refused as too_late
+    /// or unknown_customer, e.g. a customer's history sent before it was
+    /// added).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// The service's configuration: its broker is where the history goes.
@@ -107,6 +112,15 @@ pub fn history_until(
             read_csv(file, args.unit_epoch, limits, latest_ms, read, |b| {
                 history.push(b)
             })?;
+        } else if is_dead_letter_file(file) {
+            let left = read_letters(file, &mut history)?;
+            if left > 0 {
+                eprintln!(
+                    "{}: {left} letters left out (refused for another reason than too_late or \
+                     unknown_customer, or cut)",
+                    file.display()
+                );
+            }
         } else {
             read_batches(file, &mut history, read)?;
         }
@@ -266,6 +280,72 @@ mod tests {
         let path = dir.path().join("readings.csv");
         std::fs::write(&path, text).unwrap();
         (dir, path)
+    }
+
+    /// The service's dead letters as a history: the batches it refused as
+    /// `too_late` or `unknown_customer` (a customer's history sent before
+    /// it was added), each to its device's backfill topic in event-time
+    /// order; letters of other reasons left out and counted.
+    #[test]
+    fn dead_letters_refused_as_too_late_or_unknown_are_a_history() {
+        use crate::dead_letter::{DeadLetter, DeadLetterOptions, DeadLetterStore};
+        use crate::metrics::RejectReason;
+        use prost::Message as _;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dead-letters.jsonl");
+        let mut store = DeadLetterStore::open(&file, DeadLetterOptions::default()).unwrap();
+        let t0: i64 = 1_780_000_000_000;
+        let letters = [
+            (RejectReason::TooLate, 3),
+            (RejectReason::UnknownCustomer, 1),
+            (RejectReason::SequenceReplayed, 2),
+            (RejectReason::UnknownCustomer, 2),
+        ];
+        for (i, (reason, sequence)) in letters.into_iter().enumerate() {
+            let batch = v1::TelemetryBatch {
+                device_id: "exc-1".into(),
+                customer_id: "newco".into(),
+                site_id: "s".into(),
+                sequence,
+                unit_epoch: 0,
+                firmware_version: "1".into(),
+                samples: vec![v1::Sample {
+                    event_time_ms: t0 + sequence as i64 * 3_600_000,
+                    cumulative_operating_hours: sequence as f64,
+                    ..Default::default()
+                }],
+            };
+            let payload = batch.encode_to_vec();
+            let letter = DeadLetter {
+                topic: "fleet/newco/s/exc-1/telemetry",
+                reason,
+                detail: "refused",
+                received_ms: 1_796_400_000_000 + i as u64,
+                payload: &payload,
+            };
+            store.record(&letter).unwrap();
+        }
+        store.sync().unwrap();
+        assert!(is_dead_letter_file(&file) && !is_dead_letter_file(Path::new("a.pb")));
+        let mut history = History::new(Vec::new(), Limits::default());
+        assert_eq!(
+            read_letters(&file, &mut history).unwrap(),
+            1,
+            "the replayed one"
+        );
+        let (summary, sorted) = history.sorted().unwrap();
+        assert_eq!(summary.batches, 3);
+        let sent: Vec<(String, u64)> = sorted
+            .map(|r| {
+                let (topic, payload) = r.into_message();
+                (
+                    topic,
+                    v1::TelemetryBatch::decode(&payload[..]).unwrap().sequence,
+                )
+            })
+            .collect();
+        let topic = "fleet/newco/s/exc-1/backfill".to_string();
+        assert_eq!(sent, [(topic.clone(), 1), (topic.clone(), 2), (topic, 3)]);
     }
 
     /// An export from a spreadsheet set to a locale with decimal commas
