@@ -13,7 +13,10 @@
 //! exist, so the disk used stays below about twice the bound. Topic and
 //! detail are cut to a bounded length and only a prefix of the payload is
 //! kept, so one line is bounded too. What a rotation drops is the oldest
-//! letters; the rejection counters keep counting every message.
+//! letters; the rejection counters keep counting every message. A message
+//! the two files hold whole already, refused again for the same reason (a
+//! replay that the correction horizon still refuses), is not written again:
+//! replays do not grow the file until the rotation drops the first copies.
 //!
 //! Lines go through a buffer: [`DeadLetterStore::flush`] hands them to the
 //! OS, [`DeadLetterStore::sync`] makes them durable (for a caller that
@@ -155,6 +158,13 @@ pub struct DeadLetterStore {
     written: u64,
     rotations: u64,
     line: String,
+    /// [`letter_key`]s of the whole-payload letters the current file and
+    /// the previous one hold: a message refused again for the same reason
+    /// (a replay the horizon still refuses) is kept once, not appended at
+    /// each replay until the rotation drops the first copies.
+    held: [std::collections::HashSet<u64>; 2],
+    /// Letters not written because those files hold them already.
+    already_held: u64,
 }
 
 impl DeadLetterStore {
@@ -193,6 +203,7 @@ impl DeadLetterStore {
         }
         let previous = previous_path(&path);
         let previous_len = fs::metadata(&previous).map(|m| m.len()).unwrap_or(0);
+        let held = [held_keys(&path)?, held_keys(&previous)?];
         Ok(Self {
             path,
             previous,
@@ -203,6 +214,8 @@ impl DeadLetterStore {
             written: 0,
             rotations: 0,
             line: String::new(),
+            held,
+            already_held: 0,
         })
     }
 
@@ -218,6 +231,12 @@ impl DeadLetterStore {
         let mut payload_hex = String::with_capacity(prefix.len() * 2);
         for b in prefix {
             let _ = write!(payload_hex, "{b:02x}");
+        }
+        let whole = prefix.len() == letter.payload.len() && letter.reason.replayable();
+        let key = whole.then(|| letter_key(letter.reason.as_str(), letter.topic, &payload_hex));
+        if key.is_some_and(|k| self.held.iter().any(|h| h.contains(&k))) {
+            self.already_held += 1;
+            return Ok(());
         }
         let record = DeadLetterRecord {
             received_ms: letter.received_ms,
@@ -250,7 +269,16 @@ impl DeadLetterStore {
             })?;
         self.len += line_len;
         self.written += 1;
+        if let Some(key) = key {
+            self.held[0].insert(key);
+        }
         Ok(())
+    }
+
+    /// Letters not written since the store was opened because it held the
+    /// same message, refused for the same reason, already.
+    pub fn already_held(&self) -> u64 {
+        self.already_held
     }
 
     /// Hands buffered letters to the OS.
@@ -362,6 +390,7 @@ impl DeadLetterStore {
         self.previous_len = self.len;
         self.len = 0;
         self.rotations += 1;
+        self.held[1] = std::mem::take(&mut self.held[0]);
         tracing::info!(
             file = %self.path.display(),
             previous = %self.previous.display(),
@@ -399,6 +428,42 @@ pub fn read_file_counting(path: &Path) -> Result<(Vec<DeadLetterRecord>, usize),
         }
     }
     Ok((records, skipped))
+}
+
+/// What identifies a letter kept whole: its reason, topic and payload.
+fn letter_key(reason: &str, topic: &str, payload_hex: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    (reason, topic, payload_hex).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The [`letter_key`]s of the whole-payload letters of `path` (none when it
+/// is missing), read a line at a time.
+fn held_keys(path: &Path) -> Result<std::collections::HashSet<u64>, DeadLetterError> {
+    let mut keys = std::collections::HashSet::new();
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(keys),
+        Err(source) => {
+            return Err(DeadLetterError::Read {
+                file: path.to_owned(),
+                source,
+            });
+        }
+    };
+    for line in BufReader::new(file).lines() {
+        let line = line.map_err(|source| DeadLetterError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        if let Ok(r) = serde_json::from_str::<DeadLetterRecord>(&line)
+            && r.payload_hex.len() == 2 * r.payload_bytes
+        {
+            keys.insert(letter_key(&r.reason, &r.topic, &r.payload_hex));
+        }
+    }
+    Ok(keys)
 }
 
 /// The rotated file beside `path` (`{path}.1`), which holds older letters.
@@ -502,6 +567,63 @@ mod tests {
         };
         let store = DeadLetterStore::open(&path, options).unwrap();
         (dir, path, store)
+    }
+
+    /// A message refused again for the same reason (a replay the horizon
+    /// still refuses) is kept once, in this run and after a reopen, while
+    /// either file holds it; a rotation keeps the first copies, since no
+    /// second copy pushed them out. Refused for another reason, or another
+    /// message, it is written.
+    #[test]
+    fn a_message_refused_again_for_the_same_reason_is_kept_once() {
+        let (_dir, path, mut store) = rotating_store(4096);
+        let late = |payload: &'static [u8], at| DeadLetter {
+            reason: RejectReason::TooLate,
+            ..letter("fleet/c/s/d/telemetry", payload, at)
+        };
+        for round in 0..3 {
+            store.record(&late(b"first", round)).unwrap();
+            store.record(&late(b"second", round)).unwrap();
+        }
+        store
+            .record(&DeadLetter {
+                reason: RejectReason::UnknownCustomer,
+                ..late(b"first", 9)
+            })
+            .unwrap();
+        assert_eq!((store.written(), store.already_held()), (3, 4));
+        store.sync().unwrap();
+        drop(store);
+        let options = DeadLetterOptions {
+            max_file_bytes: 4096,
+            ..DeadLetterOptions::default()
+        };
+        let mut store = DeadLetterStore::open(&path, options).unwrap();
+        store.record(&late(b"second", 10)).unwrap();
+        assert_eq!(
+            store.already_held(),
+            1,
+            "held in the file before the reopen"
+        );
+        // Rotated out of the current file into the previous: still held.
+        let filler = vec![1u8; 1500];
+        for at in 0..8 {
+            store
+                .record(&letter("fleet/c/s/d/telemetry", &filler, 20 + at))
+                .unwrap();
+        }
+        assert_eq!(store.rotations(), 1);
+        store.record(&late(b"first", 30)).unwrap();
+        assert_eq!(store.already_held(), 2);
+        let kept: Vec<u64> = store
+            .read_all()
+            .unwrap()
+            .iter()
+            .map(|r| r.received_ms)
+            .collect();
+        let mut want = vec![0, 0, 9];
+        want.extend(20..28);
+        assert_eq!(kept, want);
     }
 
     #[test]
