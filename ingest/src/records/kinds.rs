@@ -29,7 +29,7 @@ record_kind! {
             devices_purchased: u32 [] "devices", "devices in the contract; utilisation's denominator";
             reporting_devices: u32 [] "devices", "devices that sent at least one reading in the window";
             active_devices: u32 [] "devices", "devices that logged operating hours in the window";
-            utilisation: f64 [] "ratio 0..1", "operating hours / (devices purchased x window hours)";
+            utilisation: f64 [] "ratio", "operating hours / (devices purchased x window hours): 0..1, above 1 only when more devices work than were purchased";
             operating_hours = totals.operating_hours: f64 [] "hours", "operating hours";
             idle_hours = totals.idle_hours: f64 [] "hours", "idle hours";
             fuel_litres = totals.fuel_litres: f64 [] "litres", "fuel used";
@@ -60,7 +60,7 @@ record_kind! {
             window: Id [Key Tag] "label", "window label";
             window_start: u64 [Key Time] "ms since epoch", "window start (inclusive)";
             window_end: u64 [] "ms since epoch", "window end (exclusive)";
-            utilisation: f64 [] "ratio 0..1", "operating hours / window hours";
+            utilisation: f64 [] "ratio", "operating hours / window hours: 0..1, above 1 when a meter that counts whole hours steps within a short window (docs/KPIS.md, implausible gains)";
             operating_hours = totals.operating_hours: f64 [] "hours", "operating hours";
             idle_hours = totals.idle_hours: f64 [] "hours", "idle hours";
             fuel_litres = totals.fuel_litres: f64 [] "litres", "fuel used";
