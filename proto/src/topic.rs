@@ -128,22 +128,42 @@ pub fn check_id(id: &str) -> Result<(), &'static str> {
         return Err("longer than 64 bytes");
     }
     if forbidden(id) {
-        return Err("contains '/', '+', '#' or a control character");
+        return Err(
+            "contains '/', '+', '#', a control character or an invisible one (zero-width, \
+             direction mark or override, soft hyphen, byte order mark)",
+        );
     }
     Ok(())
 }
 
-/// Whether `id` holds '/', '+', '#' or a control character (Unicode `Cc`),
-/// read byte by byte (every reading's operator and features pass here): in
-/// UTF-8 the C0 controls and DEL are single bytes, and the C1 controls
-/// (U+0080 to U+009F) are 0xC2 followed by 0x80 to 0x9F.
+/// The invisible characters an id may not hold: zero-width spaces and
+/// joiners, direction marks, embeddings, overrides and isolates, word
+/// joiner and invisible operators, soft hyphen, byte order mark. With them
+/// `ac\u{200b}me` would be another customer than `acme` that reads the
+/// same, and a right-to-left override shows an id backwards.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
+/// Whether `id` holds '/', '+', '#', a control character (Unicode `Cc`) or
+/// an [`invisible`] one, read byte by byte (every reading's operator and
+/// features pass here): in UTF-8 the C0 controls and DEL are single bytes,
+/// the C1 controls (U+0080 to U+009F) and the soft hyphen are 0xC2 and a
+/// second byte, the other invisible ones start with 0xE2 or 0xEF, which
+/// only then are decoded.
 fn forbidden(id: &str) -> bool {
     let bytes = id.as_bytes();
     bytes.iter().enumerate().any(|(i, &b)| match b {
         b'/' | b'+' | b'#' | 0x00..=0x1f | 0x7f => true,
         0xc2 => bytes
             .get(i + 1)
-            .is_some_and(|next| (0x80..=0x9f).contains(next)),
+            .is_some_and(|next| (0x80..=0x9f).contains(next) || *next == 0xad),
+        0xe2 | 0xef => id
+            .get(i..)
+            .and_then(|rest| rest.chars().next())
+            .is_some_and(invisible),
         _ => false,
     })
 }
@@ -161,12 +181,16 @@ mod tests {
             any in ".*",
             edges in proptest::collection::vec(proptest::sample::select(vec![
                 'a', '/', '+', '#', '\0', '\u{1f}', ' ', '\u{7e}', '\u{7f}', '\u{80}',
-                '\u{9f}', '\u{a0}', '\u{c2}', '\u{100}', '\u{2028}', 'é', '🚜',
+                '\u{9f}', '\u{a0}', '\u{ad}', '\u{ae}', '\u{c2}', '\u{100}', '\u{200a}',
+                '\u{200b}', '\u{200f}', '\u{2010}', '\u{2028}', '\u{202e}', '\u{2060}',
+                '\u{2065}', '\u{2069}', '\u{20ac}', '\u{feff}', '\u{fffd}', 'é', '🚜',
             ]), 0..6),
         ) {
             let edges: String = edges.into_iter().collect();
             for id in [any.as_str(), edges.as_str()] {
-                let by_chars = id.chars().any(|c| matches!(c, '/' | '+' | '#') || c.is_control());
+                let by_chars = id
+                    .chars()
+                    .any(|c| matches!(c, '/' | '+' | '#') || c.is_control() || invisible(c));
                 proptest::prop_assert_eq!(forbidden(id), by_chars, "{:?}", id);
             }
         }
@@ -215,6 +239,25 @@ mod tests {
         let err = TopicIds::parse(&topic).unwrap_err();
         assert!(matches!(err, TopicError::Id { level: "site", .. }), "{err}");
         assert!(TopicIds::parse("fleet//b/c/telemetry").is_err());
+    }
+
+    /// An id that reads as another (a zero-width space inside, a right-to-
+    /// left override) is refused; visible non-ASCII letters are not.
+    #[test]
+    fn rejects_ids_with_invisible_characters() {
+        for id in [
+            "ac\u{200b}me",
+            "\u{feff}acme",
+            "acme\u{202e}",
+            "ac\u{ad}me",
+            "a\u{2066}b",
+        ] {
+            let err = check_id(id).unwrap_err();
+            assert!(err.contains("invisible"), "{id:?}: {err}");
+        }
+        for id in ["acme", "straße", "café", "出租车", "a\u{2010}b", "€"] {
+            assert!(check_id(id).is_ok(), "{id:?}");
+        }
     }
 
     #[test]
