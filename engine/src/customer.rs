@@ -78,6 +78,9 @@ pub struct CustomerSpec {
     pub weights: HealthWeights,
     /// Risk thresholds (segment defaults unless overridden).
     pub thresholds: RiskThresholds,
+    /// Advanced features in the engine's catalog (`engine.advanced_features`):
+    /// adoption depth's denominator, as the customer KPI's share has it.
+    pub features_in_catalog: u32,
 }
 
 impl CustomerSpec {
@@ -94,6 +97,7 @@ impl CustomerSpec {
             milestones: Vec::new(),
             weights: HealthWeights::for_segment(segment),
             thresholds: RiskThresholds::for_segment(segment),
+            features_in_catalog: crate::config::FeatureCatalog::default().advanced.len() as u32,
         }
     }
 }

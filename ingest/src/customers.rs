@@ -526,6 +526,7 @@ fn customer_spec<'a>(
     spec.name = c.name.as_str().into();
     spec.timezone = timezone;
     spec.maturity = c.maturity;
+    spec.features_in_catalog = context.features.advanced.len() as u32;
 
     let used_twice = |field: &str, name: &str| at(field, None, format!("`{name}` is used twice"));
     let mut outcome_names = HashSet::new();

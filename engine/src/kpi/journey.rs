@@ -130,7 +130,7 @@ pub(crate) fn components_of(
     let t = &spec.thresholds;
     let purchased = f64::from(spec.contract.devices_purchased.max(1));
     let advanced = recent(7).fold(0u32, |m, d| m | d.advanced_features);
-    let catalog = 4.0f64.max(f64::from(advanced.count_ones()));
+    let catalog = f64::from(spec.features_in_catalog.max(advanced.count_ones()).max(1));
     let depth = 100.0 * f64::from(advanced.count_ones()) / catalog;
     let breadth = 100.0
         * recent(7)
@@ -763,6 +763,37 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Adoption depth is the share of the engine's catalog used in the
+    /// last 7 days, whatever its size: both of a catalog of 2 is 100, 5 of
+    /// 8 is 62.5 (it was taken over at least 4, whatever the catalog).
+    #[test]
+    fn depth_is_the_share_of_the_configured_catalog() {
+        let contract = Contract {
+            arr: 1.0,
+            start: 0,
+            renewal: 400 * DAY_MS,
+            devices_purchased: 1,
+            operator_seats: 1,
+        };
+        for (catalog, used, depth) in [(2, 0b11, 100.0), (8, 0b1_1111, 62.5), (4, 0b1, 25.0)] {
+            let spec = CustomerSpec {
+                features_in_catalog: catalog,
+                ..CustomerSpec::new("c", Segment::HighTouch, contract.clone())
+            };
+            let days: VecDeque<Day> = (0..7)
+                .map(|_| Day {
+                    advanced_features: used,
+                    ..Day::default()
+                })
+                .collect();
+            assert_eq!(
+                components_of(&days, &spec, 0).depth,
+                depth,
+                "{used:b} of {catalog}"
+            );
+        }
     }
 
     #[test]
