@@ -55,7 +55,7 @@ record_kind! {
         notes: "",
         columns: {
             customer: Id [Key Tag] "id", "customer id";
-            site: Id [Tag] "id", "site of the device (as of the record)";
+            site: Id [Tag] "id", "site of the device's first reading in the window (a device moved within it shows the new site from the next window: the site is part of the series' identity)";
             device: Id [Key Tag] "id", "device id (unique within its customer)";
             window: Id [Key Tag] "label", "window label";
             window_start: u64 [Key Time] "ms since epoch", "window start (inclusive)";
