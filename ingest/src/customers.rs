@@ -476,7 +476,11 @@ fn customer_spec<'a>(
     };
     let date = |field: &str, value: &str| date_ms(value).map_err(|e| at(field, None, e));
     let start = date("contract.start", &c.contract.start)?;
-    let renewal = date("contract.renewal", &c.contract.renewal)?;
+    // The renewal passes at the customer's midnight, not UTC's: a customer
+    // at -12 was past its renewal half a day early (renewal_at_risk
+    // resolved on the eve, `renewal in -0 days`).
+    let renewal = local_date_ms(&c.contract.renewal, &timezone)
+        .map_err(|e| at("contract.renewal", None, e))?;
     if renewal < start {
         return Err(at(
             "contract.renewal",
@@ -823,6 +827,16 @@ pub fn date_ms(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{text}` is outside 1970-01-01 to 9999-12-30"))
 }
 
+/// 00:00 of a `YYYY-MM-DD` date in `zone`, ms since the epoch (the
+/// earlier of two midnights, or the first instant after a skipped one).
+pub fn local_date_ms(text: &str, zone: &jiff::tz::TimeZone) -> Result<u64, String> {
+    let date: jiff::civil::Date =
+        (text.parse()).map_err(|_| format!("`{text}` is not a YYYY-MM-DD date"))?;
+    (date.to_zoned(zone.clone()).ok())
+        .and_then(|t| u64::try_from(t.timestamp().as_millisecond()).ok())
+        .ok_or_else(|| format!("`{text}` is outside 1970-01-01 to 9999-12-30"))
+}
+
 /// Shared ids for the engine's `Id` type.
 pub fn id(s: &str) -> Arc<str> {
     s.into()
@@ -880,6 +894,20 @@ usage_drop = 0.3
     #[test]
     fn a_date_out_of_range_is_named_as_such() {
         assert_eq!(date_ms("2026-03-01"), Ok(1_772_323_200_000));
+        let zone = |name| jiff::tz::TimeZone::get(name).unwrap();
+        let twelve_hours = 12 * 3_600_000;
+        assert_eq!(
+            local_date_ms("2026-03-01", &zone("Etc/GMT+12")),
+            Ok(1_772_323_200_000 + twelve_hours)
+        );
+        assert_eq!(
+            local_date_ms("2026-03-01", &zone("Pacific/Kiritimati")),
+            Ok(1_772_323_200_000 - 14 * 3_600_000)
+        );
+        assert_eq!(
+            local_date_ms("2026-03-01", &zone("UTC")),
+            date_ms("2026-03-01")
+        );
         assert_eq!(date_ms("1970-01-01"), Ok(0));
         assert!(date_ms("9999-12-30").is_ok());
         for bad in ["2026-02-30", "01/03/2026", "2026-3-1x", ""] {
