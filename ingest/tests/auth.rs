@@ -7,7 +7,8 @@
 //!   in `/api/customers`, `/api/alerts` and `/api/portfolio`, and gets 404
 //!   for another CSM's customer; a viewer gets the portfolio only;
 //! - a wrong `Host` is refused; 300 slow-header connections are closed
-//!   within `header_read_timeout` while normal requests are served;
+//!   within `header_read_timeout` while normal requests are served, and 80
+//!   slow bodies hold no request slot (408 after the same timeout);
 //! - a token added while running works after SIGHUP;
 //! - a customer given to another CSM in customers.toml changes hands at
 //!   the reload, without a restart;
@@ -242,6 +243,7 @@ async fn roles_scope_every_route_and_the_port_defends_itself() {
     operators_are_pseudonyms_and_only_admins_see_who(&s).await;
     a_wrong_host_is_refused(&s).await;
     slow_header_connections_are_closed_while_others_are_served(&s).await;
+    slow_bodies_hold_no_request_slot(&s).await;
     a_token_added_while_running_works_after_sighup(&mut s).await;
     a_customer_given_to_another_csm_moves_at_the_reload(&s).await;
     retention_keeps_to_each_roles_scope(&s).await;
@@ -576,6 +578,76 @@ async fn slow_header_connections_are_closed_while_others_are_served(s: &Running)
         "the last of {SLOW} slow connections closed after {took:?}"
     );
     s.admin.ok("/api/status").await;
+}
+
+/// 80 clients, more than the 64 request slots, each sending a login form
+/// a byte at a time, need no credentials: while they trickle, the probes
+/// and an admin's request are answered at once, and each slow one gets 408
+/// once `header_read_timeout` has passed (it held a slot until
+/// `request_timeout` before, and every other request waited, `/healthz`
+/// too).
+async fn slow_bodies_hold_no_request_slot(s: &Running) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SLOW: usize = 80;
+    let addr = s.admin.base.trim_start_matches("http://").to_string();
+    let started = Instant::now();
+    let mut slow = Vec::new();
+    for _ in 0..SLOW {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        stream
+            .write_all(
+                b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                  Content-Type: application/x-www-form-urlencoded\r\n\
+                  Content-Length: 16000\r\n\r\nuser=",
+            )
+            .await
+            .unwrap();
+        slow.push(tokio::spawn(async move {
+            let mut answer = Vec::new();
+            for _ in 0..60 {
+                if stream.write_all(b"a").await.is_err() {
+                    break;
+                }
+                let mut buf = [0u8; 512];
+                let read = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buf));
+                match read.await {
+                    Ok(Ok(0)) | Ok(Err(_)) => break,
+                    Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+                    Err(_) => {}
+                }
+                if !answer.is_empty() {
+                    break;
+                }
+            }
+            (
+                Instant::now(),
+                String::from_utf8_lossy(&answer).into_owned(),
+            )
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for path in ["/healthz", "/api/status"] {
+        let asked = Instant::now();
+        let (status, _) = s.admin.get(path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "{path}: {:?}",
+            asked.elapsed()
+        );
+    }
+    for task in slow {
+        let (at, answer) = tokio::time::timeout(HEADER_TIMEOUT * 4, task)
+            .await
+            .expect("a slow body still open")
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(
+            at - started <= HEADER_TIMEOUT + Duration::from_secs(2),
+            "{:?}",
+            at - started
+        );
+    }
 }
 
 async fn a_token_added_while_running_works_after_sighup(s: &mut Running) {

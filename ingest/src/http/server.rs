@@ -4,9 +4,16 @@
 //!   backlog);
 //! - a client gets `header_read_timeout` for a TLS handshake and for each
 //!   request's headers (hyper closes a slow-header connection);
+//! - a request's body is read before it takes a slot, within
+//!   `header_read_timeout` (408 after): a client sending it a byte a second
+//!   holds its own connection, not one of the slots every request waits
+//!   for;
 //! - each request gets `request_timeout` (408 after) and waits for one of
-//!   `max_concurrent_requests` slots;
+//!   `max_concurrent_requests` slots; `/healthz` and `/readyz` take none (a
+//!   busy port is not a dead one);
 //! - a body over `max_body_bytes` is refused (413).
+//!
+//! Every answer, refusals included, carries the security headers.
 //!
 //! Each connection's peer address goes into its requests ([`Peer`]) for the
 //! proxy check and the audit log. SIGHUP rereads the TLS certificate and
@@ -46,6 +53,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 #[derive(Debug, Clone)]
 struct Limits {
     request_timeout: Duration,
+    body_timeout: Duration,
     slots: Arc<Semaphore>,
     max_body_bytes: usize,
 }
@@ -54,6 +62,7 @@ struct Limits {
 pub fn harden(app: Router, config: &HttpConfig) -> Router {
     let limits = Limits {
         request_timeout: config.request_timeout,
+        body_timeout: config.header_read_timeout,
         slots: Arc::new(Semaphore::new(config.max_concurrent_requests)),
         max_body_bytes: config.max_body_bytes,
     };
@@ -62,25 +71,7 @@ pub fn harden(app: Router, config: &HttpConfig) -> Router {
 }
 
 async fn limit(State(limits): State<Limits>, request: Request, next: Next) -> Response {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limits.max_body_bytes) {
-        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
-            .into_response();
-    }
-    let work = async {
-        let _slot = limits.slots.acquire().await;
-        next.run(request).await
-    };
-    let mut response = match tokio::time::timeout(limits.request_timeout, work).await {
-        Ok(response) => response,
-        Err(_) => {
-            ApiError::new(StatusCode::REQUEST_TIMEOUT, "request took too long").into_response()
-        }
-    };
+    let mut response = limited(&limits, request, next).await;
     let headers = response.headers_mut();
     for (name, value) in [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -90,6 +81,54 @@ async fn limit(State(limits): State<Limits>, request: Request, next: Next) -> Re
         headers.insert(name, HeaderValue::from_static(value));
     }
     response
+}
+
+/// The request within the limits of the module docs.
+async fn limited(limits: &Limits, request: Request, next: Next) -> Response {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body too large (over http.max_body_bytes, {} bytes)",
+                limits.max_body_bytes
+            ),
+        )
+        .into_response()
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limits.max_body_bytes) {
+        return too_large();
+    }
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, limits.max_body_bytes);
+    let body = match tokio::time::timeout(limits.body_timeout, read).await {
+        Ok(Ok(body)) => body,
+        // Over the limit, or cut off (the client is gone then).
+        Ok(Err(_)) => return too_large(),
+        Err(_) => {
+            let message = "request body not sent within http.header_read_timeout";
+            return ApiError::new(StatusCode::REQUEST_TIMEOUT, message).into_response();
+        }
+    };
+    let request = Request::from_parts(parts, axum::body::Body::from(body));
+    let probe = matches!(request.uri().path(), "/healthz" | "/readyz");
+    let work = async {
+        let _slot = match probe {
+            true => None,
+            false => Some(limits.slots.acquire().await),
+        };
+        next.run(request).await
+    };
+    match tokio::time::timeout(limits.request_timeout, work).await {
+        Ok(response) => response,
+        Err(_) => {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "request took too long").into_response()
+        }
+    }
 }
 
 /// Serves `app` on `listener` until `stop`; see the module docs.
