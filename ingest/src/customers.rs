@@ -527,6 +527,16 @@ fn customer_spec<'a>(
             operator_seats: c.contract.operator_seats,
         },
     );
+    if let Some(why) = crate::text::name_refusal(&c.name) {
+        return Err(at(
+            "name",
+            None,
+            format!("`{}` {why}", c.name.escape_debug()),
+        ));
+    }
+    if let Some(why) = c.csm.as_deref().and_then(crate::text::name_refusal) {
+        return Err(at("csm", None, why));
+    }
     spec.name = c.name.as_str().into();
     spec.timezone = timezone;
     spec.maturity = c.maturity;
@@ -538,6 +548,9 @@ fn customer_spec<'a>(
         let field = |f: &str| format!("outcome[{j}].{f}");
         if !outcome_names.insert(o.name.as_str()) {
             return Err(used_twice(&field("name"), &o.name));
+        }
+        if let Some(why) = crate::text::name_refusal(&o.name) {
+            return Err(at(&field("name"), None, why));
         }
         let expression = Expression::parse(o.expression.get_ref()).map_err(|e| {
             at(
@@ -575,6 +588,9 @@ fn customer_spec<'a>(
         let field = |f: &str| format!("milestone[{j}].{f}");
         if !milestone_names.insert(m.name.as_str()) {
             return Err(used_twice(&field("name"), &m.name));
+        }
+        if let Some(why) = crate::text::name_refusal(&m.name) {
+            return Err(at(&field("name"), None, why));
         }
         let due = *m.due_days.get_ref();
         if due < previous_due {
@@ -1091,6 +1107,26 @@ usage_drop = 0.3
             err.contains("`customer[0].id`: `acme ` starts or ends with a space"),
             "{err}"
         );
+    }
+
+    /// A name that would drive a terminal, read backwards or hide the
+    /// dashboard's columns is refused, naming the field; names in other
+    /// scripts are names.
+    #[test]
+    fn names_are_one_line_of_text() {
+        let named = |name: &str| GOOD.replacen("name = \"Acme", &format!("name = \"{name}"), 1);
+        for (name, said) in [
+            ("\\u001b[31m", "holds a control character"),
+            ("\\u202Eevil", "holds a direction override"),
+            (&"x".repeat(300), "characters, at most 200"),
+        ] {
+            let err = specs(&named(name)).unwrap_err();
+            assert!(
+                err.contains("`customer[0].name`") && err.contains(said),
+                "{err}"
+            );
+        }
+        assert!(specs(&named("Ölwerk 出租车")).is_ok());
     }
 
     /// Each customer's first mistake is said at once, each on its line:

@@ -38,6 +38,7 @@ pub mod service;
 pub mod sim;
 pub mod sinks;
 pub mod source;
+pub mod text;
 pub mod touchpoints;
 pub mod wal;
 

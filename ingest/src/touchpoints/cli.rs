@@ -129,23 +129,25 @@ pub fn run(args: TouchpointsArgs) -> anyhow::Result<()> {
             say_recorded(&what, Some(&file), &args.store);
         }
         TouchpointsCommand::List { customer } => {
+            // Stored before the check on text (or by hand): shown escaped.
+            let shown = crate::text::for_terminal;
             for t in open()?.touchpoints(customer.as_deref())? {
                 println!(
                     "{}  {:<20} {:<18} csm {:<12} decision-maker {:<3}  {}{}",
                     super::day(t.at),
                     t.customer,
                     t.kind.as_str(),
-                    t.csm,
+                    shown(&t.csm),
                     if t.decision_maker_present {
                         "yes"
                     } else {
                         "no"
                     },
-                    t.attendees,
+                    shown(&t.attendees),
                     if t.notes.is_empty() {
                         String::new()
                     } else {
-                        format!("  ({})", t.notes)
+                        format!("  ({})", shown(&t.notes))
                     }
                 );
             }

@@ -93,12 +93,18 @@ impl TouchpointInput {
             .filter(|c| !c.is_empty())
             .or(csm)
             .ok_or_else(|| field("csm", "is missing"))?;
+        if let Some(why) = crate::text::name_refusal(csm) {
+            return Err(field("csm", why));
+        }
         for (name, text) in [("attendees", &self.attendees), ("notes", &self.notes)] {
             if text.len() > MAX_TEXT {
                 return Err(field(
                     name,
                     format!("{} bytes, at most {MAX_TEXT}", text.len()),
                 ));
+            }
+            if let Some(why) = crate::text::refusal(text, name == "notes") {
+                return Err(field(name, why));
             }
         }
         Ok(Touchpoint {
@@ -312,6 +318,18 @@ mod tests {
                 "dir/tp.csv:3: field `customer`: `acne`",
             ),
             (",alice,12", ",,12", "dir/tp.csv:3: field `csm`: is missing"),
+            // An escape sequence would drive the terminal of whoever lists
+            // it; a direction override shows the name backwards.
+            (
+                "EBR Q1",
+                "EBR \u{1b}[31mQ1",
+                "dir/tp.csv:2: field `notes`: holds a control",
+            ),
+            (
+                ",alice,12",
+                ",al\u{202e}ice,12",
+                "dir/tp.csv:3: field `csm`: holds a direction",
+            ),
             (
                 "customer,kind",
                 "client,kind",

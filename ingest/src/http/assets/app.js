@@ -381,7 +381,7 @@ async function homePage() {
     return `<tr class="customer-row" data-customer="${esc(c.customer)}" data-band="${esc(b)}">
       <td class="bar ${esc(b)}"></td>
       <td class="num">${c.rank}</td>
-      <td><a href="#/customer/${encodeURIComponent(c.customer)}"><b>${esc(c.name)}</b></a><div class="muted small">${esc(c.customer)} · ${esc(c.segment || "")}</div></td>
+      <td class="who"><a href="#/customer/${encodeURIComponent(c.customer)}"><b>${esc(c.name)}</b></a><div class="muted small">${esc(c.customer)} · ${esc(c.segment || "")}</div></td>
       <td>${band(h && h.band)}</td>
       <td class="num score" data-provisional="${h && h.provisional ? "true" : "false"}">${h ? num(h.score) : "–"}${provisionalScore(h)}</td>
       <td>${sparkline(c.health_history)}</td>
