@@ -44,7 +44,7 @@ pub use kpi::{
     OutcomeRecord, Output, PortfolioRecord, Totals,
 };
 pub use model::{DeviceBatch, DeviceKey, EventTime, Id, Increments, MachineState, Sample, Usage};
-pub use operators::device_state::{DeviceMemory, MeterFaults};
+pub use operators::device_state::{DeviceMemory, MeterFaults, MostGain};
 pub use stats::{EngineStats, StatsSnapshot};
 pub use watermark::{Late, Watermark};
 pub use workers::{Cluster, Engine, EngineError, EngineEvent, EngineInput, EngineOptions, lane_of};

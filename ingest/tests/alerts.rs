@@ -325,6 +325,22 @@ async fn a_webhook_answering_503_twice_is_retried_until_it_succeeds() {
     assert!(posts[0].body["text"].is_string());
 }
 
+/// An alert's open and its resolve through the webhook at `url` alone,
+/// with fast retries; how the webhook channel fared.
+async fn open_then_resolved(url: String) -> ChannelReport {
+    let config = fast(AlertsConfig {
+        mqtt: false,
+        webhook_url: Some(url.into()),
+        ..AlertsConfig::default()
+    });
+    let open = acme(AlertStatus::Open, Segment::HighTouch);
+    let resolved = acme(AlertStatus::Resolved, Segment::HighTouch);
+    let batch = vec![Output::Alert(open), Output::Alert(resolved)];
+    deliver(config, MqttConfig::default(), vec![batch])
+        .await
+        .webhook
+}
+
 /// A receiver answering the first alert with a redirect to another host:
 /// not followed (the URL's secret would go there as the Referer, and the
 /// POST turned into a GET answering 200 would count as delivered while
@@ -379,22 +395,9 @@ async fn a_redirect_is_not_followed_and_a_huge_answer_is_not_read_whole() {
             }
         }
     });
-    let config = fast(AlertsConfig {
-        mqtt: false,
-        webhook_url: Some(url.into()),
-        ..AlertsConfig::default()
-    });
-    let open = acme(AlertStatus::Open, Segment::HighTouch);
-    let resolved = acme(AlertStatus::Resolved, Segment::HighTouch);
     let started = std::time::Instant::now();
-    let report = deliver(
-        config,
-        MqttConfig::default(),
-        vec![vec![Output::Alert(open), Output::Alert(resolved)]],
-    )
-    .await;
     assert_eq!(
-        report.webhook,
+        open_then_resolved(url).await,
         ChannelReport {
             delivered: 1,
             failed: 1,
@@ -417,22 +420,9 @@ async fn a_redirect_is_not_followed_and_a_huge_answer_is_not_read_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_4xx_are_not_retried_and_later_alerts_still_go_out() {
     let hook = WebhookReceiver::start(vec![(400, None), (429, Some("0"))]).await;
-    let config = fast(AlertsConfig {
-        mqtt: false,
-        webhook_url: Some(hook.url.clone().into()),
-        ..AlertsConfig::default()
-    });
-    let open = acme(AlertStatus::Open, Segment::HighTouch);
-    let resolved = acme(AlertStatus::Resolved, Segment::HighTouch);
-    let report = deliver(
-        config,
-        MqttConfig::default(),
-        vec![vec![Output::Alert(open), Output::Alert(resolved)]],
-    )
-    .await;
     // 400 on the first: failed at once. 429 then 200 on the second.
     assert_eq!(
-        report.webhook,
+        open_then_resolved(hook.url.clone()).await,
         ChannelReport {
             delivered: 1,
             failed: 1,

@@ -670,6 +670,21 @@ async fn a_token_added_while_running_works_after_sighup(s: &mut Running) {
     assert_eq!(ids(&theirs, "customers", "customer"), s.bobs);
 }
 
+/// Writes customers.toml and sends SIGHUP; returns once the service took
+/// the file in and reread the users file (the same signal rereads both).
+fn reload_customers(s: &Running, text: &str) {
+    let log = s.service.log();
+    let customers = log.matches("customers file changed").count();
+    let users = log.matches("users file reloaded").count();
+    std::fs::write(s.dir.path().join("customers.toml"), text).unwrap();
+    let pid = s.service.pid().unwrap().to_string();
+    let hup = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+    assert!(hup.success());
+    s.service
+        .wait_for_log("customers file changed", customers + 1);
+    s.service.wait_for_log("users file reloaded", users + 1);
+}
+
 /// A customer of alice's given to bob in customers.toml (no restart, no
 /// archive): at the reload alice loses it (404, as any customer not hers)
 /// and bob gains it; given back, it is alice's again.
@@ -681,20 +696,6 @@ async fn a_customer_given_to_another_csm_moves_at_the_reload(s: &Running) {
         &["token", "bob", "--file", s.users_file.to_str().unwrap()],
         None,
     ));
-    // SIGHUP rereads both files (bob's new token is in the users file).
-    let reload = async |text: &str| {
-        let log = s.service.log();
-        let reloads = log.matches("customers file changed").count();
-        let users_reloads = log.matches("users file reloaded").count();
-        std::fs::write(&file, text).unwrap();
-        let pid = s.service.pid().unwrap().to_string();
-        let hup = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
-        assert!(hup.success());
-        s.service
-            .wait_for_log("customers file changed", reloads + 1);
-        s.service
-            .wait_for_log("users file reloaded", users_reloads + 1);
-    };
     let path = format!("/api/customers/{moved}");
     assert_eq!(s.alice.get(&path).await.0, StatusCode::OK);
     let mut customers: fleetpulse::customers::CustomersFile = toml::from_str(&original).unwrap();
@@ -703,7 +704,7 @@ async fn a_customer_given_to_another_csm_moves_at_the_reload(s: &Running) {
             c.csm = Some("bob".into());
         }
     }
-    reload(&customers.to_toml()).await;
+    reload_customers(s, &customers.to_toml());
     let (status, body) = s.alice.get(&path).await;
     assert_eq!(
         status,
@@ -719,7 +720,7 @@ async fn a_customer_given_to_another_csm_moves_at_the_reload(s: &Running) {
     assert!(bobs.contains(&moved), "{bobs:?}");
     assert_eq!(bob.get(&path).await.0, StatusCode::OK);
 
-    reload(&original).await;
+    reload_customers(s, &original);
     assert_eq!(s.alice.get(&path).await.0, StatusCode::OK);
     assert_eq!(bob.get(&path).await.0, StatusCode::NOT_FOUND);
 }
@@ -767,18 +768,7 @@ async fn retention_keeps_to_each_roles_scope(s: &Running) {
     post(&format!("/api/customers/{theirs}/touchpoints"), touchpoint).await;
     // Its ARR lowered under the contraction: the two no longer add up.
     entry.contract.arr = arr * 0.5;
-    let reloads = s.service.log().matches("customers file changed").count();
-    std::fs::write(&file, customers.to_toml()).unwrap();
-    let pid = s.service.pid().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    s.service
-        .wait_for_log("customers file changed", reloads + 1);
+    reload_customers(s, &customers.to_toml());
 
     let admins = s.admin.ok("/api/retention").await;
     let conflicts = admins["conflicts"].as_array().unwrap();
@@ -801,17 +791,7 @@ async fn retention_keeps_to_each_roles_scope(s: &Running) {
         "bob's touchpoint told alice"
     );
 
-    let reloads = s.service.log().matches("customers file changed").count();
-    std::fs::write(&file, &original).unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    s.service
-        .wait_for_log("customers file changed", reloads + 1);
+    reload_customers(s, &original);
     let admins = s.admin.ok("/api/retention").await;
     assert_eq!(
         admins["conflicts"],
@@ -953,20 +933,7 @@ async fn sessions_end_with_their_password_and_failed_names_forge_nothing(s: &mut
     let forged = "zz\n2026-12-06T03:50:00.000000Z  INFO audit: login event=\"login\" \
                   outcome=\"ok\" user=forged-admin role=admin";
     for name in [typed, forged] {
-        let client = (reqwest::Client::builder())
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let page = client.get(format!("{base}/login")).send().await.unwrap();
-        let set = page.headers()["set-cookie"].to_str().unwrap().to_string();
-        let csrf_cookie = set.split(';').next().unwrap().to_string();
-        let csrf = csrf_cookie.split_once('=').unwrap().1.to_string();
-        let login = (client.post(format!("{base}/login")))
-            .header("cookie", &csrf_cookie)
-            .form(&[("user", name), ("password", "wrong"), ("csrf", &csrf)])
-            .send()
-            .await
-            .unwrap();
+        let login = support::users::log_in(&base, name, "wrong").await;
         assert_eq!(login.status(), StatusCode::UNAUTHORIZED);
     }
     s.service.wait_for_log("(not a user)", failed_before + 2);

@@ -183,20 +183,7 @@ pub fn validate(
     }
     let mut previous_time = i64::MIN;
     for (index, sample) in batch.samples.iter().enumerate() {
-        let reading = Reading {
-            event_time_ms: sample.event_time_ms,
-            previous_time,
-            operating_hours: sample.cumulative_operating_hours,
-            idle_hours: sample.cumulative_idle_hours,
-            fuel_used_litres: sample.cumulative_fuel_used_litres,
-            output_units: sample.output_units,
-            cycles: sample.cycles,
-            manual_interventions: sample.manual_interventions,
-            operator_id: &sample.operator_id,
-            features: sample.features.len(),
-            feature_names_valid: sample.features.iter().all(|f| check_id(&f.feature).is_ok()),
-            faults: sample.fault_codes.len(),
-        };
+        let reading = Reading::of(sample, previous_time);
         check_reading(&reading, limits).map_err(|(field, reason)| ValidationError::Sample {
             index,
             field,
@@ -236,6 +223,26 @@ pub struct Reading<'a> {
     pub feature_names_valid: bool,
     /// How many `fault_codes`.
     pub faults: usize,
+}
+
+impl<'a> Reading<'a> {
+    /// The reading of a decoded `sample`, after one at `previous_time`.
+    pub fn of(sample: &'a crate::v1::Sample, previous_time: i64) -> Self {
+        Reading {
+            event_time_ms: sample.event_time_ms,
+            previous_time,
+            operating_hours: sample.cumulative_operating_hours,
+            idle_hours: sample.cumulative_idle_hours,
+            fuel_used_litres: sample.cumulative_fuel_used_litres,
+            output_units: sample.output_units,
+            cycles: sample.cycles,
+            manual_interventions: sample.manual_interventions,
+            operator_id: &sample.operator_id,
+            features: sample.features.len(),
+            feature_names_valid: sample.features.iter().all(|f| check_id(&f.feature).is_ok()),
+            faults: sample.fault_codes.len(),
+        }
+    }
 }
 
 /// The checks of one sample: `Err((field, reason))` names the first that

@@ -770,17 +770,10 @@ mod tests {
     /// 8 is 62.5 (it was taken over at least 4, whatever the catalog).
     #[test]
     fn depth_is_the_share_of_the_configured_catalog() {
-        let contract = Contract {
-            arr: 1.0,
-            start: 0,
-            renewal: 400 * DAY_MS,
-            devices_purchased: 1,
-            operator_seats: 1,
-        };
         for (catalog, used, depth) in [(2, 0b11, 100.0), (8, 0b1_1111, 62.5), (4, 0b1, 25.0)] {
             let spec = CustomerSpec {
                 features_in_catalog: catalog,
-                ..CustomerSpec::new("c", Segment::HighTouch, contract.clone())
+                ..crate::kpi::fleet_days::spec(1)
             };
             let days: VecDeque<Day> = (0..7)
                 .map(|_| Day {

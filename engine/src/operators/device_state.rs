@@ -346,23 +346,26 @@ impl OwnIds {
 }
 
 /// The most a cumulative counter can gain: `per_hour` of the time elapsed,
-/// and `slack` for the meter's resolution.
+/// and `slack` for the meter's resolution. Other sources of running totals
+/// (AEMP) judge them by the same bounds.
 #[derive(Debug, Clone, Copy)]
-struct MostGain {
-    per_hour: f64,
-    slack: f64,
+pub struct MostGain {
+    /// Gain per hour elapsed.
+    pub per_hour: f64,
+    /// Gain on top, for the meter's resolution.
+    pub slack: f64,
 }
 
 /// An hour meter gains at most the hours elapsed, and one more: meters that
 /// count whole hours step by 1 between two close readings.
-const HOURS: MostGain = MostGain {
+pub const HOURS: MostGain = MostGain {
     per_hour: 1.0,
     slack: 1.0,
 };
 
 /// No machine burns 1,000 litres an hour (the largest haul trucks burn a
 /// few hundred); 100 litres for the meter's resolution.
-const LITRES: MostGain = MostGain {
+pub const LITRES: MostGain = MostGain {
     per_hour: 1_000.0,
     slack: 100.0,
 };

@@ -265,21 +265,7 @@ fn read_csv_in_runs(
         };
         let at = |what: &str| format!("{name}: line {line}, column `{what}`");
         let sample = sample(&get, &at)?;
-        let checked = fleetpulse_proto::Reading {
-            event_time_ms: sample.event_time_ms,
-            previous_time: i64::MIN,
-            operating_hours: sample.cumulative_operating_hours,
-            idle_hours: sample.cumulative_idle_hours,
-            fuel_used_litres: sample.cumulative_fuel_used_litres,
-            output_units: sample.output_units,
-            cycles: sample.cycles,
-            manual_interventions: sample.manual_interventions,
-            operator_id: &sample.operator_id,
-            features: sample.features.len(),
-            feature_names_valid: (sample.features.iter())
-                .all(|f| fleetpulse_proto::topic::check_id(&f.feature).is_ok()),
-            faults: sample.fault_codes.len(),
-        };
+        let checked = fleetpulse_proto::Reading::of(&sample, i64::MIN);
         if let Err((field, reason)) = fleetpulse_proto::check_reading(&checked, limits) {
             let column = column_of(field);
             bail!("{}: `{}` {reason}", at(column), get(column));

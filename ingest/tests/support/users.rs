@@ -52,9 +52,9 @@ pub fn token(file: &str, name: &str, role: &str) -> String {
         .to_string()
 }
 
-/// Signs `user` in through the login form at `base` (its CSRF cookie and
-/// token as a browser sends them); the session cookie (`fp_session=...`).
-pub async fn sign_in(base: &str, user: &str, password: &str) -> String {
+/// Sends the login form at `base` for `user` (its CSRF cookie and token
+/// as a browser sends them); the answer, redirects not followed.
+pub async fn log_in(base: &str, user: &str, password: &str) -> reqwest::Response {
     let client = (reqwest::Client::builder())
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -63,13 +63,19 @@ pub async fn sign_in(base: &str, user: &str, password: &str) -> String {
     let set = page.headers()["set-cookie"].to_str().unwrap().to_string();
     let csrf_cookie = set.split(';').next().unwrap().to_string();
     let csrf = csrf_cookie.split_once('=').unwrap().1.to_string();
-    let login = client
+    client
         .post(format!("{base}/login"))
         .header("cookie", &csrf_cookie)
         .form(&[("user", user), ("password", password), ("csrf", &csrf)])
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Signs `user` in through the login form at `base`; the session cookie
+/// (`fp_session=...`).
+pub async fn sign_in(base: &str, user: &str, password: &str) -> String {
+    let login = log_in(base, user, password).await;
     assert_eq!(
         login.status(),
         reqwest::StatusCode::SEE_OTHER,

@@ -29,6 +29,7 @@
 
 use std::collections::BTreeMap;
 
+use fleetpulse_engine::MostGain;
 use fleetpulse_proto::v1;
 
 use super::config::Element;
@@ -47,48 +48,30 @@ pub fn max_faults() -> usize {
 
 const HOUR_MS: f64 = 3_600_000.0;
 
-/// The most a running total can gain: `per_hour` of the time since its
-/// last value, and `slack` for the meter's resolution.
-#[derive(Debug, Clone, Copy)]
-struct MostGain {
-    per_hour: f64,
-    slack: f64,
-}
-
-/// The engine's bound for hour meters (docs/KPIS.md, implausible gains):
-/// the hours elapsed, and one more for meters that count whole hours.
-const HOURS: MostGain = MostGain {
-    per_hour: 1.0,
-    slack: 1.0,
-};
-
-/// The engine's bound for fuel: 1,000 litres an hour, and 100.
-const LITRES: MostGain = MostGain {
-    per_hour: 1_000.0,
-    slack: 100.0,
-};
-
-/// No machine loads more than once a second; 100 for a coarse counter.
+/// No machine loads more than once a second; 100 for a coarse counter
+/// (hours and fuel take the engine's bounds, docs/KPIS.md, implausible
+/// gains).
 const LOADS: MostGain = MostGain {
     per_hour: 3_600.0,
     slack: 100.0,
 };
 
-impl MostGain {
-    fn of(element: Element) -> Option<Self> {
-        match element {
-            Element::CumulativeOperatingHours | Element::CumulativeIdleHours => Some(HOURS),
-            Element::CumulativeFuelUsed => Some(LITRES),
-            Element::CumulativeLoadCount => Some(LOADS),
-            Element::EngineStatus | Element::Faults => None,
-        }
+/// The bound of an element's running total; `None` for one that is not.
+fn most_gain(element: Element) -> Option<MostGain> {
+    use fleetpulse_engine::operators::device_state::{HOURS, LITRES};
+    match element {
+        Element::CumulativeOperatingHours | Element::CumulativeIdleHours => Some(HOURS),
+        Element::CumulativeFuelUsed => Some(LITRES),
+        Element::CumulativeLoadCount => Some(LOADS),
+        Element::EngineStatus | Element::Faults => None,
     }
+}
 
-    /// Whether a meter at `from` can read `to` (time, value) later.
-    fn allows(self, from: (u64, f64), to: (u64, f64)) -> bool {
-        let hours = to.0.saturating_sub(from.0) as f64 / HOUR_MS;
-        to.1 >= from.1 && to.1 - from.1 <= hours * self.per_hour + self.slack
-    }
+/// Whether a meter bounded by `most` at `from` can read `to` (time, value)
+/// later.
+fn allows(most: MostGain, from: (u64, f64), to: (u64, f64)) -> bool {
+    let hours = to.0.saturating_sub(from.0) as f64 / HOUR_MS;
+    to.1 >= from.1 && to.1 - from.1 <= hours * most.per_hour + most.slack
 }
 
 /// Takes a running total's reading into its element: the gain since the
@@ -110,8 +93,8 @@ fn take_total(
     };
     let last_at = slot.value_at.unwrap_or(slot.at);
     let from = match slot.suspect {
-        _ if most.allows((last_at, last), (at, total)) => last,
-        Some(s) if most.allows((s.at, s.value), (at, total)) => {
+        _ if allows(most, (last_at, last), (at, total)) => last,
+        Some(s) if allows(most, (s.at, s.value), (at, total)) => {
             let base = slot.base.unwrap_or(last);
             slot.base = Some(base + (s.value - last));
             s.value
@@ -215,7 +198,7 @@ pub fn convert(
                     at,
                     ..ElementPosition::default()
                 });
-            match (value, MostGain::of(element)) {
+            match (value, most_gain(element)) {
                 (Value::Total(total), Some(most)) => match take_total(slot, most, at, total) {
                     Ok(gained) => {
                         if element == Element::CumulativeLoadCount {
