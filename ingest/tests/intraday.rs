@@ -288,8 +288,14 @@ fn influx_episodes(influx: &support::servers::InfluxDb1, db: &str) -> Episodes {
     let Some(series) = answer["results"][0]["series"][0].as_object() else {
         return Vec::new();
     };
+    // A query amid a write can see a point's status before its other
+    // fields (InfluxDB 1.x keeps each field as a series of its own): such a row reads as not
+    // yet written, so a poll asks again.
     (series["values"].as_array().unwrap().iter())
-        .map(|v| (v[1].as_str().unwrap().to_owned(), v[2].as_bool().unwrap()))
+        .map(|v| match (v[1].as_str(), v[2].as_bool()) {
+            (Some(status), Some(provisional)) => (status.to_owned(), provisional),
+            _ => (format!("half-written {v}"), false),
+        })
         .collect()
 }
 
