@@ -442,6 +442,57 @@ async fn touchpoints_through_the_api_drive_coverage_gaps_and_show_in_page_and_re
     assert!(html.contains("Jo Bloggs (CEO); ops lead"));
 }
 
+/// `touchpoints add` without `--customers` checks the customer against
+/// the customers.toml beside the store, as `report` reads it: a customer
+/// no file names is refused, one it names is recorded.
+#[test]
+fn a_touchpoint_of_a_customer_the_file_beside_the_store_does_not_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("kpi.sqlite");
+    drop(fleetpulse::sinks::SqliteStore::open(&store).unwrap());
+    let fleet = fleetpulse_sim::Fleet::generate(&fleetpulse_sim::FleetSpec {
+        customers: 1,
+        devices: 1,
+        days: 1,
+        ..fleetpulse_sim::FleetSpec::default()
+    });
+    let file = fleetpulse::sim::customers_file(&fleet);
+    let named = file.customers[0].id.clone();
+    std::fs::write(dir.path().join("customers.toml"), file.to_toml()).unwrap();
+    let add = |customer: &str| {
+        let args = [
+            "touchpoints",
+            "add",
+            "--customer",
+            customer,
+            "--kind",
+            "training",
+            "--date",
+            "2026-03-02",
+            "--csm",
+            "alice",
+            "--store",
+            store.to_str().unwrap(),
+        ];
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, stderr) = add("nobody");
+    assert!(
+        !ok && stderr.contains("`nobody` is not in the customers file"),
+        "{stderr}"
+    );
+    let (ok, stderr) = add(&named);
+    assert!(ok, "{stderr}");
+}
+
 /// `fleetpulse touchpoints`, `contracts` and `report` with a `--store`
 /// that names no store (a typo, the wrong directory): refused naming the path, and no
 /// file is made there. Before, each made an empty store at the path: a

@@ -57,7 +57,8 @@ enum TouchpointsCommand {
         /// Free text.
         #[arg(long, default_value = "")]
         notes: String,
-        /// customers.toml, to check the customer exists.
+        /// customers.toml, to check the customer exists (default:
+        /// customers.toml beside the store, if there is one).
         #[arg(long)]
         customers: Option<PathBuf>,
     },
@@ -66,7 +67,8 @@ enum TouchpointsCommand {
     Import {
         /// The CSV file.
         file: PathBuf,
-        /// customers.toml, to check every customer exists.
+        /// customers.toml, to check every customer exists (default:
+        /// customers.toml beside the store, if there is one).
         #[arg(long)]
         customers: Option<PathBuf>,
     },
@@ -80,11 +82,18 @@ enum TouchpointsCommand {
 
 /// Runs `fleetpulse touchpoints`.
 pub fn run(args: TouchpointsArgs) -> anyhow::Result<()> {
+    let store = args.store.clone();
     let known = |customers: &Option<PathBuf>| -> anyhow::Result<Option<HashSet<String>>> {
-        customers
-            .as_ref()
+        // The file named, or the one beside the store (as `report` reads
+        // it): a touchpoint of a customer no file names goes where
+        // nothing reads it.
+        let beside = || {
+            let beside = store.parent()?.join("customers.toml");
+            beside.exists().then_some(beside)
+        };
+        (customers.clone().or_else(beside))
             .map(|path| {
-                Ok(CustomersFile::load(path)?
+                Ok(CustomersFile::load(&path)?
                     .customers
                     .into_iter()
                     .map(|c| c.id)
