@@ -310,7 +310,7 @@ fn outcome_chart(
 fn section_outcomes(out: &mut String, d: &ReportData) {
     out.push_str(r#"<section id="outcomes"><h2>Outcomes against targets</h2>"#);
     if d.outcomes.is_empty() {
-        out.push_str(r#"<p class="sub">No outcome is defined for this customer in customers.toml.</p></section>"#);
+        out.push_str(r#"<p class="sub">No outcome was judged in this period: none is defined for this customer in customers.toml, or the store holds no day of the period.</p></section>"#);
         return;
     }
     out.push_str(r#"<p class="sub">The results the customer defined as success, day by day: green dots met the target, red ones missed it.</p>"#);
@@ -558,7 +558,7 @@ fn section_journey(out: &mut String, d: &ReportData) {
                 "Activated on <b>{}</b>; the first value milestone is not reached yet.",
                 date(a, &d.zone)
             ),
-            _ => "No activation in the store yet.".into(),
+            _ => "No health record in this period, so no activation to tell of: the customer sent no telemetry yet, or the store holds no day of the period.".into(),
         }
     );
     if d.milestones.is_empty() {
