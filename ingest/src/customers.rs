@@ -836,11 +836,7 @@ fn zone_trap(name: &str) -> Option<String> {
 /// error says what is wrong with `text`: not a date, or a date before 1970
 /// or after 9999-12-30 (outside what a time in the stores can be).
 pub fn date_ms(text: &str) -> Result<u64, String> {
-    let date: jiff::civil::Date =
-        (text.parse()).map_err(|_| format!("`{text}` is not a YYYY-MM-DD date"))?;
-    (date.to_zoned(jiff::tz::TimeZone::UTC).ok())
-        .and_then(|t| u64::try_from(t.timestamp().as_millisecond()).ok())
-        .ok_or_else(|| format!("`{text}` is outside 1970-01-01 to 9999-12-30"))
+    local_date_ms(text, &jiff::tz::TimeZone::UTC)
 }
 
 /// 00:00 of a `YYYY-MM-DD` date in `zone`, ms since the epoch (the

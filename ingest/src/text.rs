@@ -14,7 +14,7 @@ pub const MAX_NAME_CHARS: usize = 200;
 pub fn refusal(text: &str, multiline: bool) -> Option<String> {
     let bad = text.chars().find(|&c| {
         let kept = multiline && matches!(c, '\n' | '\r' | '\t');
-        (c.is_control() && !kept) || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        (c.is_control() && !kept) || fleetpulse_proto::topic::direction_override(c)
     });
     bad.map(|c| {
         format!(

@@ -142,9 +142,14 @@ pub fn check_id(id: &str) -> Result<(), &'static str> {
 /// `ac\u{200b}me` would be another customer than `acme` that reads the
 /// same, and a right-to-left override shows an id backwards.
 fn invisible(c: char) -> bool {
-    matches!(c,
-        '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
-            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+    direction_override(c)
+        || matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
+}
+
+/// An explicit direction embedding, override or isolate: text after it
+/// shows in another order than it is stored (free text refuses it too).
+pub fn direction_override(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Whether `id` holds '/', '+', '#', a control character (Unicode `Cc`) or
