@@ -67,6 +67,22 @@ fn free_ports_are_distinct_and_bindable() {
     std::net::TcpListener::bind(("127.0.0.1", port)).expect("a free port binds");
 }
 
+/// A restarted server gets its port back only if no outgoing connection
+/// can be handed it meanwhile: the fixtures' ports lie below the kernel's
+/// ephemeral range.
+#[test]
+fn free_ports_lie_outside_the_ephemeral_range() {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let mut bounds = range.split_whitespace().map(|s| s.parse::<u16>().unwrap());
+    let (start, end) = (bounds.next().unwrap(), bounds.next().unwrap());
+    for port in free_ports(50) {
+        assert!(
+            !(start..=end).contains(&port),
+            "port {port} lies in the ephemeral range {start}..={end}"
+        );
+    }
+}
+
 #[test]
 #[should_panic(expected = "run ./deploy/test.sh")]
 fn a_missing_binary_fails_with_the_install_hint() {

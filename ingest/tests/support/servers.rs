@@ -54,14 +54,29 @@ pub fn free_port() -> u16 {
 }
 
 /// `n` distinct TCP ports on 127.0.0.1 that were free a moment ago.
+///
+/// They are drawn below the kernel's ephemeral range: a server that is
+/// stopped and restarted on its port (the outage tests) must find it free
+/// again, and a port of the ephemeral range is handed to any outgoing
+/// connection or `bind(0)` of the suite's parallel tests meanwhile (CI saw
+/// influxd's restart fail with "address already in use").
 pub fn free_ports(n: usize) -> Vec<u16> {
+    let (low, high) = fixture_port_range();
+    let mut rng = rand::rng();
     // Hold every listener until all are bound, so the ports differ.
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| {
-            TcpListener::bind((HOST, 0))
-                .unwrap_or_else(|e| panic!("cannot bind a free port on {HOST}: {e}"))
-        })
-        .collect();
+    let mut listeners: Vec<TcpListener> = Vec::with_capacity(n);
+    let mut tries = 0;
+    while listeners.len() < n {
+        tries += 1;
+        assert!(
+            tries < 10_000,
+            "no free TCP port on {HOST} in {low}..{high} after {tries} tries"
+        );
+        let port = rand::Rng::random_range(&mut rng, low..high);
+        if let Ok(listener) = TcpListener::bind((HOST, port)) {
+            listeners.push(listener);
+        }
+    }
     listeners
         .iter()
         .map(|l| {
@@ -70,6 +85,28 @@ pub fn free_ports(n: usize) -> Vec<u16> {
                 .port()
         })
         .collect()
+}
+
+/// The ports the fixtures draw from: from 10000 up to the start of the
+/// kernel's ephemeral range (`ip_local_port_range`, 32768..=60999 by
+/// default), or above its end where it starts too low to leave room.
+fn fixture_port_range() -> (u16, u16) {
+    const LOW: u16 = 10_000;
+    const ROOM: u16 = 2_000;
+    let range = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let mut bounds = range.split_whitespace().map(|s| s.parse::<u16>().ok());
+    let (start, end) = match (bounds.next().flatten(), bounds.next().flatten()) {
+        (Some(start), Some(end)) => (start, end),
+        _ => (32_768, 60_999),
+    };
+    if start >= LOW + ROOM {
+        (LOW, start)
+    } else if end <= u16::MAX - ROOM {
+        (end + 1, u16::MAX)
+    } else {
+        // The whole range is ephemeral: nothing to avoid.
+        (LOW, u16::MAX)
+    }
 }
 
 /// The path of a server or client binary: `$env_var` if set, otherwise the
@@ -849,13 +886,26 @@ impl Process {
 
     /// Starts the (stopped) process again and waits with `probe`; panics with
     /// the log tail if it does not get ready.
+    ///
+    /// The port is kept; if something holds it for a moment (a connection
+    /// of a parallel test), the start is tried again for a while.
     fn restart(&mut self, probe: &dyn Fn() -> bool) {
         self.stop();
-        self.spawn();
-        if let Err(why) = self.wait_ready(probe) {
-            let message = self.failure_message(&why);
-            self.kill();
-            panic!("restart: {message}");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            self.spawn();
+            match self.wait_ready(probe) {
+                Ok(()) => return,
+                Err(NotReady::Exited(_)) if self.port_was_taken() && Instant::now() < deadline => {
+                    self.kill();
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(why) => {
+                    let message = self.failure_message(&why);
+                    self.kill();
+                    panic!("restart: {message}");
+                }
+            }
         }
     }
 
