@@ -13,7 +13,7 @@ use super::forecast::{self, Forecast, Method};
 use super::health::{self, Band, HealthComponents, HealthPoints, HealthRecord, Stage};
 use super::milestone::{MilestoneKind, MilestoneRecord, MilestoneStatus};
 use super::outcome::{OutcomeSpec, OutcomeTracker};
-use super::risk::{AlertRecord, AlertStatus, Episode, Rule};
+use super::risk::{AlertRecord, AlertStatus, Episode, Reading, Rule};
 use super::rules::{self, BaselineMemo, Today};
 use super::{CustomerKpi, DeviceKpi, Output, projection, time_to_value, usage_growth};
 use crate::config::DAY_MS;
@@ -75,6 +75,9 @@ pub struct Journey {
     /// the open day is judged with: drawn once a day instead of twice an
     /// hour.
     champion_baseline: Arc<BaselineMemo>,
+    /// Start of the first day closed: from then on the engine was
+    /// listening, so a customer silent since is silent in fact.
+    tracked_since: Option<EventTime>,
 }
 
 /// Health records a journey keeps for replayed days.
@@ -102,6 +105,10 @@ pub struct JourneyState {
     /// archive's reader appends an empty one to such a state's bytes).
     #[serde(default)]
     shape: DayShape,
+    /// Last too, and `None` in a state written before it was kept: such
+    /// a journey is not judged as never onboarded.
+    #[serde(default)]
+    tracked_since: Option<EventTime>,
 }
 
 impl JourneyState {
@@ -182,6 +189,7 @@ impl Journey {
             recent_health: VecDeque::new(),
             shape: DayShape::default(),
             champion_baseline: Arc::default(),
+            tracked_since: None,
         }
     }
 
@@ -204,6 +212,7 @@ impl Journey {
             lost_champion: self.lost_champion.clone(),
             recent_health: self.recent_health.clone(),
             shape: self.shape.clone(),
+            tracked_since: self.tracked_since,
         }
     }
 
@@ -232,6 +241,7 @@ impl Journey {
             lost_champion: state.lost_champion,
             recent_health: state.recent_health,
             shape: state.shape,
+            tracked_since: state.tracked_since,
             ..journey
         }
     }
@@ -417,9 +427,13 @@ impl Journey {
         if kpi.totals.samples > 0 && self.activation.is_none() {
             self.activation = Some(kpi.first_seen);
         }
+        if self.last_day_end.is_none() {
+            self.tracked_since = Some(kpi.window_start);
+        }
         self.last_day_end = Some(end);
         let Some(activation) = self.activation else {
-            return true; // Nothing to judge before the first telemetry.
+            self.close_silent_day(kpi, out);
+            return true;
         };
         self.cumulative_hours += kpi.totals.operating_hours;
 
@@ -496,39 +510,9 @@ impl Journey {
             .filter_map(|rule| rules::reading(rule, &today).map(|r| (rule, r)))
             .collect();
         for (rule, (reading, subject)) in readings {
-            let episode = self.episodes.entry(rule).or_default();
-            let opened = episode.open_since;
-            if let Some(status) = episode.apply(&reading, end) {
-                if rule == Rule::ChampionLost {
-                    self.lost_champion = match status {
-                        AlertStatus::Open => subject,
-                        AlertStatus::Resolved | AlertStatus::Retracted => None,
-                    };
-                }
-                out.push(Output::Alert(AlertRecord {
-                    customer: self.spec.id.clone(),
-                    customer_name: self.spec.name.clone(),
-                    rule,
-                    episode: episode.count,
-                    status,
-                    provisional: false,
-                    opened_at: opened.unwrap_or(end),
-                    resolved_at: (status == AlertStatus::Resolved).then_some(end),
-                    evidence: reading.evidence,
-                    metric: reading.metric,
-                    threshold: reading.threshold,
-                    stage,
-                    segment: self.spec.segment,
-                    arr_at_risk: self.spec.contract.arr,
-                    next_action: rule.next_action().to_string(),
-                }));
-            }
+            self.judge(rule, reading, subject, end, stage, out);
         }
-        let open_alerts = self
-            .episodes
-            .values()
-            .filter(|e| e.open_since.is_some())
-            .count() as u32;
+        let open_alerts = self.open_alerts();
         let at_risk = band == Band::Red || open_alerts > 0;
         let health = HealthRecord {
             customer: self.spec.id.clone(),
@@ -568,6 +552,136 @@ impl Journey {
         }
         out.push(Output::health(health));
         true
+    }
+
+    /// Applies `rule`'s reading of the day ending at `end` to its episode,
+    /// and sends the alert when the episode opens, resolves or retracts.
+    fn judge(
+        &mut self,
+        rule: Rule,
+        reading: Reading,
+        subject: Option<Id>,
+        end: EventTime,
+        stage: Stage,
+        out: &mut Vec<Output>,
+    ) {
+        let episode = self.episodes.entry(rule).or_default();
+        let opened = episode.open_since;
+        let Some(status) = episode.apply(&reading, end) else {
+            return;
+        };
+        if rule == Rule::ChampionLost {
+            self.lost_champion = match status {
+                AlertStatus::Open => subject,
+                AlertStatus::Resolved | AlertStatus::Retracted => None,
+            };
+        }
+        out.push(Output::Alert(AlertRecord {
+            customer: self.spec.id.clone(),
+            customer_name: self.spec.name.clone(),
+            rule,
+            episode: episode.count,
+            status,
+            provisional: false,
+            opened_at: opened.unwrap_or(end),
+            resolved_at: (status == AlertStatus::Resolved).then_some(end),
+            evidence: reading.evidence,
+            metric: reading.metric,
+            threshold: reading.threshold,
+            stage,
+            segment: self.spec.segment,
+            arr_at_risk: self.spec.contract.arr,
+            next_action: rule.next_action().to_string(),
+        }));
+    }
+
+    fn open_alerts(&self) -> u32 {
+        (self.episodes.values())
+            .filter(|e| e.open_since.is_some())
+            .count() as u32
+    }
+
+    /// A day of a customer in the customers file none of whose devices has
+    /// ever reported. Nothing is judged until the onboarding days have
+    /// passed since the contract started, or since the engine began closing
+    /// the customer's days if that is later (a contract older than the
+    /// deployment is not the fleet's silence); then onboarding_stalled
+    /// opens and the day gets a health record (no usage at all), so the
+    /// customer and its ARR count in the portfolio, at risk. The first
+    /// telemetry activates the journey, which then resolves the episode.
+    fn close_silent_day(&mut self, kpi: &CustomerKpi, out: &mut Vec<Output>) {
+        let Some(tracked) = self.tracked_since else {
+            return;
+        };
+        let end = kpi.window_end;
+        let since = tracked.max(self.spec.contract.start);
+        let t = &self.spec.thresholds;
+        if end < since.saturating_add(u64::from(t.onboarding_days) * DAY_MS) {
+            return;
+        }
+        let days_to_renewal = (self.spec.contract.renewal as f64 - end as f64) / DAY_MS as f64;
+        // No value delivered without a reading: onboard, or renew.
+        let stage = Stage::of(
+            days_to_renewal,
+            f64::from(t.renewal_window_days),
+            false,
+            false,
+        );
+        let components = self.components_back(0);
+        let score = health::score(&components, &self.spec.weights);
+        let band = Band::of(score);
+        let today = Today {
+            journey: self,
+            end,
+            activation: since,
+            score,
+            band,
+            days_to_renewal,
+            settled: false,
+            forecast: None,
+        };
+        if let Some((mut reading, subject)) = rules::reading(Rule::OnboardingStalled, &today) {
+            let silent_days = (end - since) / DAY_MS;
+            let from = if since == self.spec.contract.start {
+                "the contract started"
+            } else {
+                "fleetpulse began listening"
+            };
+            reading.evidence = format!(
+                "no telemetry at all in the {silent_days} days since {from}; {}",
+                reading.evidence
+            );
+            self.judge(Rule::OnboardingStalled, reading, subject, end, stage, out);
+        }
+        let health = HealthRecord {
+            customer: self.spec.id.clone(),
+            window_start: kpi.window_start,
+            window_end: end,
+            score,
+            band,
+            score_trend: 0.0,
+            components,
+            moved_1d: HealthPoints::default(),
+            moved_7d: HealthPoints::default(),
+            stage,
+            segment: self.spec.segment,
+            arr: self.spec.contract.arr,
+            arr_at_risk: self.spec.contract.arr,
+            open_alerts: self.open_alerts(),
+            // Undefined: there was no activation.
+            days_since_activation: f64::NAN,
+            days_to_renewal,
+            time_to_value_days: None,
+            usage_growth: 0.0,
+            milestones_reached: 0,
+            milestones_total: self.reached.len() as u32,
+            provisional: false,
+        };
+        self.recent_health.push_back(health.clone());
+        while self.recent_health.len() > RECENT_HEALTH {
+            self.recent_health.pop_front();
+        }
+        out.push(Output::health(health));
     }
 
     fn recent(&self, n: usize) -> impl Iterator<Item = &Day> {

@@ -161,9 +161,24 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                     }
                 }
             }
+            // The customers in the customers file this worker owns that no
+            // restored journey covers: tracked once the input's frontier
+            // first moves, whether or not their fleets ever send anything.
+            let mut untracked: Vec<Id> = match &day {
+                Some(_) => {
+                    let mut ids: Vec<Id> = (config.customers.keys())
+                        .map(|c| Id::from(c.as_str()))
+                        .filter(|c| owner(c, peers) == index && !tracked.contains_key(c))
+                        .collect();
+                    ids.sort();
+                    ids
+                }
+                None => Vec::new(),
+            };
             // Held at the input's frontier (which holds the output there
             // anyway), for a customer whose whole journey is adopted from a
-            // backfill: its next day needs a capability of its own.
+            // backfill, or that has sent nothing yet: its next day needs a
+            // capability of its own.
             let mut ambient = day.as_ref().map(|_| cap);
             let mut latest_seen: EventTime = 0;
             // How far each worker has taken in readings, and the earliest
@@ -318,6 +333,12 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                         }
                     }
                     None => ambient = None,
+                }
+                if let Some(c) = &ambient
+                    && *c.time() > 0
+                    && !untracked.is_empty()
+                {
+                    track_silent(&mut tracked, &config, day, c, untracked.drain(..));
                 }
                 let mine = |c: &Id| owner(c, peers) == index;
                 for (request, reply) in adoptions.take_where(mine) {
@@ -566,6 +587,41 @@ fn tracked_for<'a>(
     tracked.get_mut(customer)
 }
 
+/// Tracks each of `customers` (in the customers file, with no day closed
+/// yet) from the day holding the input's frontier (`ambient`'s time: the engine
+/// listens from then on), or its contract's start if later: its days close
+/// whether or not its fleet ever sends anything, so a fleet that never
+/// comes online is judged ([`Journey::close_day`]: onboarding_stalled).
+/// The first telemetry finds the journey tracked, its empty days closed.
+fn track_silent(
+    tracked: &mut HashMap<Id, Tracked>,
+    config: &EngineConfig,
+    day: &crate::WindowSpec,
+    ambient: &Capability<EventTime>,
+    customers: impl Iterator<Item = Id>,
+) {
+    for customer in customers {
+        // A journey a sighting created waits for its first day too.
+        let waiting = |t: &Tracked| t.next_day.is_none() && t.journey.last_day_end().is_none();
+        if tracked.get(&customer).is_some_and(|t| !waiting(t)) {
+            continue;
+        }
+        let Some(spec) = config.customers.get(&*customer).cloned() else {
+            continue;
+        };
+        let from = (*ambient.time()).max(spec.contract.start);
+        let (start, end) = config.window_bounds(day, &customer, from);
+        let next_day = Some((start, end, ambient.delayed(&end)));
+        match tracked.get_mut(&customer) {
+            Some(t) => t.next_day = next_day,
+            None => {
+                let t = Tracked::new(Journey::new(spec), next_day, 0);
+                tracked.insert(customer, t);
+            }
+        }
+    }
+}
+
 /// Folds a restated journey again over the windows this operator has taken
 /// in, and adopts it; `Behind` when it took in windows the restatement
 /// does not cover yet, or cannot start from what the request holds.
@@ -588,7 +644,24 @@ fn adopt(
             observed: request.through,
         };
     };
-    if t.journey.activation().is_none() && t.next_day.is_none() {
+    if t.journey.activation().is_none() {
+        let history =
+            request.base.is_some() || request.records.iter().any(|r| window_end(r).is_some());
+        if !history && t.journey.last_day_end().is_some() {
+            // Tracked silent, and nothing to fold: it goes on as it is,
+            // under the request's spec.
+            if let Some(spec) = request.spec {
+                t.journey = Journey::restore(spec, t.journey.snapshot());
+            }
+            let (outputs, days) = (Vec::new(), Vec::new());
+            let observed = t.observed;
+            return JourneyAnswer::Adopted {
+                outputs,
+                days,
+                observed,
+            };
+        }
+        // Never seen live, or tracked silent: its history is the request's.
         return adopt_backfilled(t, config, request, ambient);
     }
     if t.observed > request.through {

@@ -382,18 +382,23 @@ fn blob<'r>(path: &Path, row: &'r rusqlite::Row, i: usize) -> Result<&'r [u8], A
 }
 
 /// A journey state as [`Archive::keep_journeys`] wrote it. A state kept
-/// before the day shape was (its last field) lacks it: bincode writes
-/// fields one after the other, so the old bytes with an empty shape after
-/// them are the state with a shape still to learn.
-fn journey_state(mut body: Vec<u8>) -> Result<JourneyState, bincode::Error> {
-    match bincode::deserialize(&body) {
-        Ok(state) => Ok(state),
-        Err(e) => {
-            let empty = fleetpulse_engine::kpi::day_shape::DayShape::default();
-            body.extend(bincode::serialize(&empty)?);
-            bincode::deserialize(&body).map_err(|_| e)
+/// before its last fields were (the day shape, then the day its tracking
+/// began) lacks them: bincode writes fields one after the other, so the
+/// old bytes with the missing fields' defaults after them are the state
+/// with those still to learn.
+fn journey_state(body: Vec<u8>) -> Result<JourneyState, bincode::Error> {
+    let first = match bincode::deserialize(&body) {
+        Ok(state) => return Ok(state),
+        Err(e) => e,
+    };
+    let untracked = bincode::serialize(&None::<fleetpulse_engine::EventTime>)?;
+    let shape = bincode::serialize(&fleetpulse_engine::kpi::day_shape::DayShape::default())?;
+    for missing in [untracked.clone(), [shape, untracked].concat()] {
+        if let Ok(state) = bincode::deserialize(&[body.as_slice(), &missing].concat()) {
+            return Ok(state);
         }
     }
+    Err(first)
 }
 
 fn decode(path: &Path, body: &[u8]) -> Result<DeviceBatch, ArchiveError> {
@@ -2156,10 +2161,11 @@ mod tests {
     }
 
     /// A journey state kept before the day shape was part of it (its bytes
-    /// end where the shape's begin) still reads, its shape to learn; one
-    /// kept with a shape reads back whole.
+    /// end where the shape's begin) still reads, its shape to learn; so
+    /// does one kept before the day its tracking began was (it is not
+    /// judged as never onboarded); one kept whole reads back whole.
     #[test]
-    fn a_journey_state_kept_before_the_day_shape_still_reads() {
+    fn a_journey_state_kept_before_its_last_fields_were_still_reads() {
         use fleetpulse_engine::Totals;
         let mut journey = new_journey();
         let day = CustomerKpi {
@@ -2176,14 +2182,27 @@ mod tests {
         };
         journey.close_day(&day, &mut Vec::new());
         let unshaped = journey.snapshot();
-        let mut new = bincode::serialize(&unshaped).unwrap();
-        // An empty shape is its length, a u64 0: the old bytes lack it.
-        let old = new[..new.len() - 8].to_vec();
-        assert_eq!(journey_state(old).unwrap(), unshaped);
+        let new = bincode::serialize(&unshaped).unwrap();
+        // The tracking's start is Some(T0): a tag byte and a u64; an empty
+        // shape is its length, a u64 0.
+        let (tracked, shape) = (9, 8);
+        let untracked = &new[..new.len() - tracked];
+        let read = journey_state(untracked.to_vec()).unwrap();
+        assert_eq!(
+            bincode::serialize(&read).unwrap(),
+            [untracked, &[0]].concat()
+        );
+        let old = &new[..new.len() - tracked - shape];
+        let read = journey_state(old.to_vec()).unwrap();
+        assert_eq!(
+            bincode::serialize(&read).unwrap(),
+            [old, &[0; 8], &[0]].concat()
+        );
+        assert_eq!(read.last_day_end, unshaped.last_day_end);
         journey.learn_shape(&[4.0, 4.0], 8.0);
         let shaped = journey.snapshot();
         assert_ne!(shaped, unshaped);
-        new = bincode::serialize(&shaped).unwrap();
+        let new = bincode::serialize(&shaped).unwrap();
         assert_eq!(journey_state(new.clone()).unwrap(), shaped);
         // Damage is still damage.
         assert!(journey_state(new[..new.len() / 2].to_vec()).is_err());

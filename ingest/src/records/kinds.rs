@@ -161,7 +161,7 @@ record_kind! {
             arr: f64 [] "money", "annual recurring revenue";
             arr_at_risk: f64 [] "money", "ARR counted at risk: all of `arr` when red or with an open alert, else 0";
             open_alerts: u32 [] "alerts", "alerts open at the end of the day";
-            days_since_activation: f64 [] "days", "since activation (first telemetry)";
+            days_since_activation: f64 [] "days", "since activation (first telemetry); undefined (NaN) for a customer whose machines never reported";
             days_to_renewal: f64 [] "days", "until the renewal date, 00:00 in the customer's time zone (negative once passed)";
             time_to_value_days: Option<f64> [] "days", "time to value, once the first value milestone is reached; absent before";
             usage_growth: f64 [] "ratio", "mean daily operating hours of the last 7 days against the 28 before, minus 1 (0 until there is a baseline)";

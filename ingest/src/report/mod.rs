@@ -95,11 +95,15 @@ pub struct ReportData {
 }
 
 impl ReportData {
-    /// Activation (first telemetry), from the health records.
+    /// Activation (first telemetry), from the health records; none when
+    /// the latest was of a fleet that never reported (its days since
+    /// activation undefined).
     pub fn activation(&self) -> Option<EventTime> {
-        self.health.last().map(|h| {
+        let h = self.health.last()?;
+        let days = h.days_since_activation;
+        (!days.is_nan()).then(|| {
             h.window_end
-                .saturating_sub((h.days_since_activation.max(0.0) * DAY_MS as f64) as u64)
+                .saturating_sub((days.max(0.0) * DAY_MS as f64) as u64)
         })
     }
 }

@@ -558,6 +558,7 @@ fn section_journey(out: &mut String, d: &ReportData) {
                 "Activated on <b>{}</b>; the first value milestone is not reached yet.",
                 date(a, &d.zone)
             ),
+            (None, _) if !d.health.is_empty() => "Not activated: none of the customer's machines has sent telemetry yet (see onboarding_stalled).".into(),
             _ => "No health record in this period, so no activation to tell of: the customer sent no telemetry yet, or the store holds no day of the period.".into(),
         }
     );

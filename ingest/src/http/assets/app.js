@@ -502,6 +502,9 @@ function movedText(h, span) {
 
 function movedFacts(h) {
   if (!h) return "";
+  if (h.days_since_activation == null) {
+    return `<div id="health-moved" class="wide">why it moved<b><span id="moved-1d">no telemetry yet: none of its machines has reported</span></b></div>`;
+  }
   const day = h.days_since_activation >= 1 ? movedText(h, "1d") : "first day";
   const week = h.days_since_activation >= 7 ? movedText(h, "7d") : "not a week yet";
   return `<div id="health-moved" class="wide">why it moved<b><span id="moved-1d">since yesterday ${esc(day)}</span><br><span id="moved-7d" class="small">over 7 days ${esc(week)}</span></b></div>`;

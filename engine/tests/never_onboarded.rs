@@ -1,0 +1,314 @@
+//! A customer in the customers file whose fleet never sends anything: the
+//! engine closes its days anyway, and once the onboarding days have passed
+//! since its contract started (or since the engine began listening, for a
+//! contract older than that) opens `onboarding_stalled` and gives it a red
+//! health record a day, so it and its ARR count in the portfolio, at risk.
+//! Its first telemetry resolves the episode. Checked value by value against
+//! the dates the thresholds imply, across worker counts, a restart, and a
+//! run without the silent customer (which must not change the others').
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::T0;
+use fleetpulse_engine::config::{DAY_MS, HOUR_MS};
+use fleetpulse_engine::kpi::health::{Band, HealthRecord, Stage};
+use fleetpulse_engine::kpi::risk::{AlertRecord, AlertStatus, Rule};
+use fleetpulse_engine::run::run_batches_keeping;
+use fleetpulse_engine::{
+    Contract, CustomerSpec, DeviceBatch, EngineConfig, JourneyBoard, MachineState, Output, Sample,
+    Segment,
+};
+
+const LATENESS: u64 = 2 * HOUR_MS;
+const GHOST_ARR: f64 = 250_000.0;
+const ACME_ARR: f64 = 120_000.0;
+/// The default onboarding days.
+const ONBOARDING_DAYS: u64 = 45;
+
+fn spec(id: &str, arr: f64, start: u64, devices: u32) -> CustomerSpec {
+    let contract = Contract {
+        arr,
+        start,
+        renewal: start + 2 * 365 * DAY_MS,
+        devices_purchased: devices,
+        operator_seats: 4,
+    };
+    let spec = CustomerSpec::new(id, Segment::HighTouch, contract);
+    assert_eq!(u64::from(spec.thresholds.onboarding_days), ONBOARDING_DAYS);
+    spec
+}
+
+/// acme (two devices, reporting from T0), and `ghost` if given.
+fn config(ghost: Option<CustomerSpec>) -> EngineConfig {
+    let mut config = EngineConfig::default();
+    config
+        .customers
+        .insert("acme".into(), spec("acme", ACME_ARR, T0, 2));
+    if let Some(ghost) = ghost {
+        config.customers.insert(ghost.id.to_string(), ghost);
+    }
+    config
+}
+
+/// Every two hours from `from_hour` to `to_hour` (exclusive), a reading of
+/// each of `customer`'s two devices.
+fn fleet(customer: &str, from_hour: u64, to_hour: u64) -> Vec<DeviceBatch> {
+    (from_hour..to_hour)
+        .step_by(2)
+        .flat_map(|h| {
+            (0..2).map(move |d| {
+                let sample = Sample {
+                    at: T0 + h * HOUR_MS + 7 * 60_000,
+                    state: MachineState::Running,
+                    operating_hours: 100.0 + h as f64,
+                    ..Sample::default()
+                };
+                common::batch(customer, &format!("d{d}"), 0, h + 1, vec![sample])
+            })
+        })
+        .collect()
+}
+
+fn run(config: EngineConfig, workers: usize, batches: Vec<DeviceBatch>) -> Vec<Output> {
+    let mut batches = batches;
+    batches.sort_by_key(|b| (b.last_at(), b.customer.clone(), b.device.clone()));
+    let keep = |r: &Output| !matches!(r, Output::Device(_) | Output::Customer(_));
+    let outcome = run_batches_keeping(config, workers, LATENESS, batches, keep).unwrap();
+    assert!(outcome.late.is_empty());
+    outcome.outputs
+}
+
+fn alerts_of<'a>(records: &'a [Output], customer: &str) -> Vec<&'a AlertRecord> {
+    let mut alerts: Vec<_> = (records.iter())
+        .filter_map(|r| match r {
+            Output::Alert(a) if &*a.customer == customer => Some(a),
+            _ => None,
+        })
+        .collect();
+    alerts.sort_by_key(|a| (a.opened_at, a.rule, a.resolved_at));
+    alerts
+}
+
+fn health_of(records: &[Output], customer: &str) -> Vec<HealthRecord> {
+    let mut health: Vec<_> = (records.iter())
+        .filter_map(|r| match r {
+            Output::Health(h) if &*h.customer == customer && !h.provisional => Some((**h).clone()),
+            _ => None,
+        })
+        .collect();
+    health.sort_by_key(|h| h.window_end);
+    health
+}
+
+/// Every record but the portfolio's, in a stable order, as text.
+fn journeys_of(records: &[Output], customer: &str) -> Vec<String> {
+    let mut rows: Vec<String> = (records.iter())
+        .filter(|r| r.customer().is_some_and(|c| &**c == customer))
+        .map(|r| format!("{r:?}"))
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn a_fleet_that_never_reports_opens_onboarding_stalled_when_its_onboarding_days_pass() {
+    // The contract starts on day 10: the engine listens from day 0.
+    let start = T0 + 10 * DAY_MS;
+    let ghost = spec("ghost", GHOST_ARR, start, 4);
+    let days = 70;
+    let data = fleet("acme", 0, days * 24);
+    let mut by_workers = Vec::new();
+    for workers in [1, 2] {
+        let records = run(config(Some(ghost.clone())), workers, data.clone());
+        let due = start + ONBOARDING_DAYS * DAY_MS;
+
+        let alerts = alerts_of(&records, "ghost");
+        assert_eq!(alerts.len(), 1, "{alerts:#?}");
+        let alert = alerts[0];
+        assert_eq!(
+            (alert.rule, alert.status, alert.opened_at, alert.episode),
+            (Rule::OnboardingStalled, AlertStatus::Open, due, 1)
+        );
+        assert_eq!(
+            (alert.stage, alert.arr_at_risk),
+            (Stage::Onboard, GHOST_ARR)
+        );
+        assert!(
+            alert.evidence.starts_with(
+                "no telemetry at all in the 45 days since the contract started; \
+                 0 of 4 purchased devices ever online"
+            ),
+            "{}",
+            alert.evidence
+        );
+
+        // A red health record for every day from the one it opened on,
+        // through the last day the engine closed; none before.
+        let health = health_of(&records, "ghost");
+        let last_day = T0 + days * DAY_MS;
+        let ends: Vec<u64> = health.iter().map(|h| h.window_end).collect();
+        let expected: Vec<u64> = (0..)
+            .map(|d| due + d * DAY_MS)
+            .take_while(|&end| end <= last_day)
+            .collect();
+        assert_eq!(ends, expected);
+        for h in &health {
+            assert_eq!(h.band, Band::Red, "{h:?}");
+            assert_eq!((h.stage, h.open_alerts), (Stage::Onboard, 1));
+            assert_eq!((h.arr, h.arr_at_risk), (GHOST_ARR, GHOST_ARR));
+            assert_eq!(h.time_to_value_days, None);
+            assert!(h.days_since_activation.is_nan(), "no activation: undefined");
+            assert_eq!((h.milestones_reached, h.components.breadth), (0, 0.0));
+        }
+
+        // The portfolio counts it from then on, its ARR at risk.
+        let acme_health = health_of(&records, "acme");
+        for r in &records {
+            let Output::Portfolio(p) = r else { continue };
+            let ghost_in = ends.contains(&p.window_end);
+            let acme = acme_health.iter().find(|h| h.window_end == p.window_end);
+            let acme_risk = acme.map_or(0.0, |h| h.arr_at_risk);
+            let (customers, arr, risk) = if ghost_in {
+                (2, ACME_ARR + GHOST_ARR, acme_risk + GHOST_ARR)
+            } else {
+                (1, ACME_ARR, acme_risk)
+            };
+            assert_eq!(
+                (p.customers, p.arr_total, p.arr_at_risk),
+                (customers, arr, risk),
+                "{p:?}"
+            );
+        }
+        assert!(records.iter().any(|r| matches!(r, Output::Portfolio(p)
+            if p.window_end == due && p.customers == 2)));
+
+        // acme's journey is the one a run without ghost computes.
+        let alone = run(config(None), workers, data.clone());
+        assert_eq!(journeys_of(&records, "acme"), journeys_of(&alone, "acme"));
+        by_workers.push(journeys_of(&records, "ghost"));
+    }
+    assert_eq!(by_workers[0], by_workers[1], "1 worker against 2");
+}
+
+#[test]
+fn the_first_telemetry_resolves_it_and_onboarding_counts_from_then() {
+    let start = T0 + 10 * DAY_MS;
+    let ghost = spec("ghost", GHOST_ARR, start, 2);
+    let due = start + ONBOARDING_DAYS * DAY_MS;
+    // ghost's two devices come online on day 60 (after the alert opened).
+    let first_day = 60;
+    let mut data = fleet("acme", 0, 80 * 24);
+    data.extend(fleet("ghost", first_day * 24, 80 * 24));
+    let records = run(config(Some(ghost)), 2, data);
+
+    let alerts = alerts_of(&records, "ghost");
+    let summary: Vec<_> = (alerts.iter())
+        .map(|a| (a.rule, a.status, a.opened_at, a.resolved_at))
+        .collect();
+    let activation_day_end = T0 + (first_day + 1) * DAY_MS;
+    assert_eq!(
+        summary,
+        [
+            (Rule::OnboardingStalled, AlertStatus::Open, due, None),
+            (
+                Rule::OnboardingStalled,
+                AlertStatus::Resolved,
+                due,
+                Some(activation_day_end)
+            ),
+        ]
+    );
+    // From its activation on, its health is that of a fleet at work.
+    let health = health_of(&records, "ghost");
+    let active: Vec<_> = (health.iter())
+        .filter(|h| h.window_end >= activation_day_end)
+        .collect();
+    assert_eq!(active.len(), 80 - first_day as usize);
+    assert!(active.iter().all(|h| h.components.breadth == 100.0));
+    assert_eq!(active[0].open_alerts, 0);
+    assert!(active[0].days_since_activation < 1.0);
+}
+
+/// A contract older than the deployment: the onboarding days count from the
+/// first day the engine closed, not from the contract's start, and no day
+/// before the telemetry is invented.
+#[test]
+fn a_contract_older_than_the_listening_counts_from_the_listening() {
+    let ghost = spec("ghost", GHOST_ARR, T0 - 400 * DAY_MS, 3);
+    let records = run(config(Some(ghost)), 1, fleet("acme", 0, 70 * 24));
+    let health = health_of(&records, "ghost");
+    let alerts = alerts_of(&records, "ghost");
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    let opened = alerts[0].opened_at;
+    // The engine's first frontier falls in the first days (the run feeds
+    // 256 batches at a time: about five days of acme's readings).
+    assert!(
+        (T0 + ONBOARDING_DAYS * DAY_MS..=T0 + (ONBOARDING_DAYS + 6) * DAY_MS).contains(&opened),
+        "opened {} days after T0",
+        (opened - T0) / DAY_MS
+    );
+    assert!(
+        alerts[0]
+            .evidence
+            .starts_with("no telemetry at all in the 45 days since fleetpulse began listening"),
+        "{}",
+        alerts[0].evidence
+    );
+    assert_eq!(health.first().map(|h| h.window_end), Some(opened));
+    assert!(health.iter().all(|h| h.window_end > T0));
+}
+
+/// Killed on day 50 and restarted from the journeys persisted then: the
+/// silent customer's state (the day its tracking began, its episode) is
+/// restored, and the run goes on as one without the restart.
+#[test]
+fn a_restart_keeps_the_silent_journey() {
+    let start = T0 + 10 * DAY_MS;
+    let ghost = spec("ghost", GHOST_ARR, start, 4);
+    let data = fleet("acme", 0, 70 * 24);
+    let whole = run(config(Some(ghost.clone())), 1, data.clone());
+
+    let cut = T0 + 60 * DAY_MS;
+    let mut before = config(Some(ghost.clone()));
+    before.journeys = Arc::new(JourneyBoard::persisted(HashMap::new()));
+    let board = before.journeys.clone();
+    let first: Vec<_> = (data.iter())
+        .filter(|b| b.last_at() < cut)
+        .cloned()
+        .collect();
+    run(before, 1, first);
+    let states = board.covered_before(cut).unwrap();
+    let ghost_state = &states["ghost"];
+    // Its last day closed up to the newest record, a day or so before.
+    let cut = ghost_state.last_day_end.unwrap();
+    assert!(cut > T0 + 58 * DAY_MS, "{}", (cut - T0) / DAY_MS);
+    assert!(ghost_state.open_since(Rule::OnboardingStalled).is_some());
+
+    let mut after = config(Some(ghost));
+    after.journeys = Arc::new(JourneyBoard::persisted(states));
+    let rest: Vec<_> = (data.iter())
+        .filter(|b| b.last_at() >= cut - LATENESS)
+        .cloned()
+        .collect();
+    let resumed = run(after, 1, rest);
+    let later = |records: &[Output]| -> Vec<String> {
+        let mut rows: Vec<String> = (records.iter())
+            .filter(|r| r.customer().is_some_and(|c| &**c == "ghost"))
+            .filter(|r| match r {
+                Output::Health(h) => h.window_end > cut,
+                Output::Alert(a) => a.opened_at > cut || a.resolved_at.is_some_and(|t| t > cut),
+                _ => true,
+            })
+            .map(|r| format!("{r:?}"))
+            .collect();
+        rows.sort();
+        rows
+    };
+    assert_eq!(later(&resumed), later(&whole));
+    assert!(!later(&whole).is_empty());
+    // No second alert after the restart: the episode was restored open.
+    assert!(alerts_of(&resumed, "ghost").is_empty());
+}
