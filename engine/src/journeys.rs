@@ -121,7 +121,12 @@ impl JourneyBoard {
         };
         if let Some(kept) = &self.days {
             // Taken in order, so these replace the older ones in the archive.
-            lock(kept).extend(states.iter().map(|d| (customer.clone(), d.clone())));
+            // Not the days of a fleet that never reported: a pass has
+            // nothing to fold from them, and the history a backfill brings
+            // is folded from its own first day, as for a customer the live
+            // journey never saw.
+            let activated = states.iter().filter(|d| d.activated());
+            lock(kept).extend(activated.map(|d| (customer.clone(), d.clone())));
         }
         let mut closed = lock(&self.closed);
         let held = closed.entry(customer.clone()).or_default();

@@ -301,7 +301,9 @@ pub struct HealthRecord {
     pub arr_at_risk: f64,
     /// Alerts open at the end of the day.
     pub open_alerts: u32,
-    /// Days since activation (first telemetry).
+    /// Days since activation (first telemetry); undefined (NaN) for a
+    /// customer none of whose machines ever reported.
+    #[serde(deserialize_with = "undefined_as_null")]
     pub days_since_activation: f64,
     /// Days until the renewal date (negative once passed).
     pub days_to_renewal: f64,
@@ -318,6 +320,17 @@ pub struct HealthRecord {
     /// pace (`super::open_day`), and the day's close replaces it.
     #[serde(default)]
     pub provisional: bool,
+}
+
+/// A float that may be undefined (NaN): JSON writes NaN as `null`, so a
+/// human-readable format reads `null` back as NaN (a journey state in
+/// journeys.json); a binary one (bincode) holds the float as it is.
+fn undefined_as_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    if d.is_human_readable() {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    } else {
+        f64::deserialize(d)
+    }
 }
 
 #[cfg(test)]

@@ -112,6 +112,12 @@ pub struct JourneyState {
 }
 
 impl JourneyState {
+    /// Whether the customer's fleet had sent telemetry by this state's
+    /// last day.
+    pub fn activated(&self) -> bool {
+        self.activation.is_some()
+    }
+
     /// When `rule`'s episode open at the end of this state's last day
     /// opened; `None` when none was open.
     pub fn open_since(&self, rule: Rule) -> Option<EventTime> {

@@ -89,4 +89,50 @@ mod tests {
                 .contains("not a journeys file")
         );
     }
+
+    /// A customer whose machines never reported has health with its days
+    /// since activation undefined (NaN), which JSON writes as null: the
+    /// state reads back (a restart once refused to start on it), the NaN
+    /// still NaN, and the bincode of the archive agrees.
+    #[test]
+    fn the_state_of_a_journey_that_never_activated_reads_back() {
+        use fleetpulse_engine::config::DAY_MS;
+        use fleetpulse_engine::kpi::journey::Journey;
+        use fleetpulse_engine::{Contract, CustomerKpi, CustomerSpec, Output, Segment};
+        let t0 = 1_767_571_200_000;
+        let contract = Contract {
+            arr: 1000.0,
+            start: t0,
+            renewal: t0 + 400 * DAY_MS,
+            devices_purchased: 2,
+            operator_seats: 2,
+        };
+        let mut journey = Journey::new(CustomerSpec::new("ghost", Segment::LowTouch, contract));
+        let mut out = Vec::new();
+        for d in 0..50 {
+            let day = CustomerKpi {
+                customer: "ghost".into(),
+                window: "1d".into(),
+                window_start: t0 + d * DAY_MS,
+                window_end: t0 + (d + 1) * DAY_MS,
+                ..CustomerKpi::default()
+            };
+            journey.close_day(&day, &mut out);
+        }
+        let health = out.iter().find_map(|o| match o {
+            Output::Health(h) => Some(h),
+            _ => None,
+        });
+        assert!(health.is_some_and(|h| h.days_since_activation.is_nan()));
+        let dir = tempfile::tempdir().unwrap();
+        let state = journey.snapshot();
+        store(dir.path(), HashMap::from([("ghost".into(), state.clone())])).unwrap();
+        let back = load(dir.path()).unwrap().remove("ghost").unwrap();
+        let text = |s: &JourneyState| format!("{s:?}");
+        assert_eq!(text(&back), text(&state));
+        assert!(text(&back).contains("days_since_activation: NaN"));
+        let bytes = bincode::serialize(&state).unwrap();
+        let binary: JourneyState = bincode::deserialize(&bytes).unwrap();
+        assert_eq!(text(&binary), text(&state));
+    }
 }
