@@ -510,6 +510,21 @@ async fn a_history_sent_in_two_parts_with_a_pass_between_them_is_taken_in_whole(
     service.shutdown.cancel();
     service.task.await.unwrap().unwrap();
     assert_same_as_in_order(&dir.path().join("kpi.sqlite"), &reference_db);
+    // `fresh` and `joined` were silent live for more than the onboarding
+    // days: each had onboarding_stalled opened for a fleet that never
+    // reported, which its history retracted (the run in order has none).
+    let db = rusqlite::Connection::open(dir.path().join("kpi.sqlite")).unwrap();
+    for customer in [&s.fresh, &s.joined] {
+        let retracted: i64 = db
+            .query_row(
+                "SELECT count(*) FROM alert WHERE customer = ?1 \
+                 AND rule = 'onboarding_stalled' AND status = 'retracted'",
+                [customer],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(retracted, 1, "{customer}: its silence's alert, retracted");
+    }
 }
 
 /// A careless export: `joined`'s readings up to day 85, five days past the

@@ -273,6 +273,33 @@ fn store_contents(path: &PathBuf) -> Vec<(&'static str, Vec<serde_json::Value>)>
     ]
 }
 
+/// A customer in the file whose machines never report.
+const GHOST: &str = "ghost-quarries";
+
+/// Adds [`GHOST`] to the customers file: its contract starts on the
+/// fleet's day 3 and its onboarding days are 20, so its silence opens
+/// onboarding_stalled on day 23, and every day after gets its red health.
+/// Its journey has no telemetry to rebuild it from: only the kept state
+/// carries it across a stop.
+fn add_ghost(dir: &Path, fleet: &Fleet) {
+    let day = |d: u64| {
+        let at = fleet.spec().start + d * 86_400_000;
+        let ts = jiff::Timestamp::from_millisecond(at as i64).unwrap();
+        ts.to_zoned(jiff::tz::TimeZone::UTC).date().to_string()
+    };
+    let ghost = format!(
+        "\n[[customer]]\nid = \"{GHOST}\"\nname = \"Ghost Quarries\"\nsegment = \"high-touch\"\n\n\
+         [customer.contract]\narr = 310000.0\nstart = \"{}\"\nrenewal = \"{}\"\n\
+         devices_purchased = 6\noperator_seats = 10\n\n[customer.thresholds]\nonboarding_days = 20\n",
+        day(3),
+        day(3 + 730)
+    );
+    let path = dir.join("customers.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&ghost);
+    std::fs::write(&path, text).unwrap();
+}
+
 /// How the service goes down between the two halves.
 #[derive(Clone, Copy, Debug)]
 enum Stop {
@@ -390,6 +417,7 @@ async fn run_messages(
     let mosquitto = Mosquitto::start_with_config(NO_LOSS);
     let dir = tempfile::tempdir().unwrap();
     write_customers(dir.path(), fleet);
+    add_ghost(dir.path(), fleet);
     let second = messages.split_off(split.min(messages.len()));
     let client = "journeys-test";
     let ((workers, processes), (workers_after, processes_after)) = match restart {
@@ -544,6 +572,17 @@ async fn a_kill_or_a_stop_at_five_points_or_a_rescale_of_40_days_changes_no_stor
     let start = fleet.spec().start;
     let keep = dark_after(&fleet, messages * 4 / 10);
     let reference = run(&fleet, split, &keep, None).await;
+    // The ghost's silence was judged on day 23, and its health stored from
+    // then on: a stop must carry that journey, which no telemetry rebuilds.
+    let ghost_rows = |table: &str| -> Vec<&serde_json::Value> {
+        let (_, rows) = reference.iter().find(|(t, _)| *t == table).unwrap();
+        (rows.iter()).filter(|r| r["customer"] == GHOST).collect()
+    };
+    let ghost_alerts = ghost_rows("alert");
+    assert_eq!(ghost_alerts.len(), 1, "{ghost_alerts:?}");
+    assert_eq!(ghost_alerts[0]["rule"], "onboarding_stalled");
+    assert_eq!(ghost_alerts[0]["opened_at"], start + 23 * day);
+    assert_eq!(ghost_rows("health").len(), 40 - 23 + 1);
     for (stop, at) in [
         (Stop::Kill, 15),
         (Stop::Term, 15),
