@@ -1619,3 +1619,108 @@ async fn a_customers_days_are_dated_in_its_time_zone() {
     stop.cancel();
     server.await.unwrap().unwrap();
 }
+
+/// A customer in the file whose machines never report, as the real engine
+/// judges it (onboarding_stalled once its onboarding days passed, a red
+/// health a day with its days since activation undefined): the API gives
+/// that as null, the home page lists it red with its ARR, and its page
+/// says no machine reported yet (not "first day") beside the open alert,
+/// in headless Chromium.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_whose_machines_never_reported_is_shown_as_such() {
+    use fleetpulse_engine::config::{DAY_MS, HOUR_MS};
+    use fleetpulse_engine::{
+        Contract, CustomerSpec, DeviceBatch, EngineConfig, MachineState, Output, Sample, Segment,
+    };
+    use support::cdp::Browser;
+
+    const T0: u64 = 1_767_571_200_000;
+    let mut config = EngineConfig::default();
+    for (id, arr) in [("acme", 120_000.0), ("ghost", 250_000.0)] {
+        let contract = Contract {
+            arr,
+            start: T0 + 5 * DAY_MS,
+            renewal: T0 + 800 * DAY_MS,
+            devices_purchased: 2,
+            operator_seats: 4,
+        };
+        let spec = CustomerSpec::new(id, Segment::HighTouch, contract);
+        config.customers.insert(id.into(), spec);
+    }
+    let batches: Vec<DeviceBatch> = (0..60 * 24)
+        .step_by(2)
+        .flat_map(|h: u64| {
+            (0..2).map(move |d| DeviceBatch {
+                customer: "acme".into(),
+                site: "pit".into(),
+                device: format!("d{d}").into(),
+                unit_epoch: 0,
+                sequence: h + 1,
+                samples: vec![Sample {
+                    at: T0 + h * HOUR_MS + 420_000,
+                    state: MachineState::Running,
+                    operating_hours: 100.0 + h as f64,
+                    ..Sample::default()
+                }],
+            })
+        })
+        .collect();
+    let keep = |r: &Output| !matches!(r, Output::Device(_) | Output::Customer(_));
+    let outcome = tokio::task::spawn_blocking(move || {
+        fleetpulse_engine::run::run_batches_keeping(config, 2, 2 * HOUR_MS, batches, keep)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+
+    let Served {
+        addr,
+        hub,
+        stop,
+        server,
+    } = serve().await;
+    show(&hub, vec![outcome.outputs]).await;
+    let ghost = get_json(format!("http://{addr}/api/customers/ghost")).await;
+    let health = &ghost["health"];
+    let latest = health.as_array().and_then(|h| h.last()).unwrap_or(health);
+    assert!(latest["days_since_activation"].is_null(), "{ghost}");
+    assert_eq!(latest["band"], "red", "{ghost}");
+    assert_eq!(latest["arr_at_risk"], 250_000.0, "{ghost}");
+
+    let base = format!("http://{addr}");
+    tokio::task::spawn_blocking(move || {
+        let mut browser = Browser::start();
+        visit(
+            &mut browser,
+            &format!("{base}/#/"),
+            "document.body.dataset.rendered === 'home' && document.querySelector('tr.customer-row')",
+        );
+        let rows = browser.eval(
+            "[...document.querySelectorAll('tr.customer-row')].map((r) => \
+             r.dataset.customer + '=' + r.dataset.band).sort().join(',')",
+        );
+        let rows = rows.as_str().unwrap();
+        assert!(rows.starts_with("acme=") && rows.ends_with(",ghost=red"), "{rows}");
+        open_customer(&mut browser, &base, "ghost");
+        let page = browser.eval(
+            "[document.getElementById('moved-1d').textContent, \
+             document.querySelector('#open-alerts .alert').dataset.rule, \
+             document.querySelector('#open-alerts .alert .evidence').textContent]",
+        );
+        assert_eq!(
+            page[0], "no telemetry yet: none of its machines has reported",
+            "{page}"
+        );
+        assert_eq!(page[1], "onboarding_stalled", "{page}");
+        assert!(
+            (page[2].as_str().unwrap())
+                .starts_with("no telemetry at all in the 45 days since the contract started"),
+            "{page}"
+        );
+        assert!(browser.screenshot(&artifacts().join("dashboard-never-reported.png")) > 10_000);
+    })
+    .await
+    .unwrap();
+    stop.cancel();
+    server.await.unwrap().unwrap();
+}
