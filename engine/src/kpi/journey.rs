@@ -521,27 +521,14 @@ impl Journey {
         let open_alerts = self.open_alerts();
         let at_risk = band == Band::Red || open_alerts > 0;
         let health = HealthRecord {
-            customer: self.spec.id.clone(),
-            window_start: kpi.window_start,
-            window_end: end,
-            score,
-            band,
             score_trend,
-            components,
             moved_1d,
             moved_7d,
-            stage,
-            segment: self.spec.segment,
-            arr: self.spec.contract.arr,
             arr_at_risk: if at_risk { self.spec.contract.arr } else { 0.0 },
-            open_alerts,
             days_since_activation,
-            days_to_renewal,
             time_to_value_days: value_at.map(|at| time_to_value::days(activation, at)),
             usage_growth: self.usage_growth().unwrap_or(0.0),
-            milestones_reached: self.reached.iter().filter(|r| r.is_some()).count() as u32,
-            milestones_total: self.reached.len() as u32,
-            provisional: false,
+            ..self.health_of(kpi, score, components, stage, days_to_renewal)
         };
         if let Some(f) = &forecast {
             out.push(Output::Forecast(forecast::ForecastRecord::of(
@@ -552,11 +539,7 @@ impl Journey {
                 self.spec.thresholds.forecast_days,
             )));
         }
-        self.recent_health.push_back(health.clone());
-        while self.recent_health.len() > RECENT_HEALTH {
-            self.recent_health.pop_front();
-        }
-        out.push(Output::health(health));
+        self.emit_health(health, out);
         true
     }
 
@@ -660,29 +643,44 @@ impl Journey {
             self.judge(Rule::OnboardingStalled, reading, subject, end, stage, out);
         }
         let health = HealthRecord {
+            arr_at_risk: self.spec.contract.arr,
+            // Undefined: there was no activation.
+            days_since_activation: f64::NAN,
+            ..self.health_of(kpi, score, components, stage, days_to_renewal)
+        };
+        self.emit_health(health, out);
+    }
+
+    /// The day's health record with what every day's has; the rest at
+    /// their defaults (nothing moved, no time to value, no ARR at risk).
+    fn health_of(
+        &self,
+        kpi: &CustomerKpi,
+        score: f64,
+        components: HealthComponents,
+        stage: Stage,
+        days_to_renewal: f64,
+    ) -> HealthRecord {
+        HealthRecord {
             customer: self.spec.id.clone(),
             window_start: kpi.window_start,
-            window_end: end,
+            window_end: kpi.window_end,
             score,
-            band,
-            score_trend: 0.0,
+            band: Band::of(score),
             components,
-            moved_1d: HealthPoints::default(),
-            moved_7d: HealthPoints::default(),
             stage,
             segment: self.spec.segment,
             arr: self.spec.contract.arr,
-            arr_at_risk: self.spec.contract.arr,
             open_alerts: self.open_alerts(),
-            // Undefined: there was no activation.
-            days_since_activation: f64::NAN,
             days_to_renewal,
-            time_to_value_days: None,
-            usage_growth: 0.0,
-            milestones_reached: 0,
+            milestones_reached: self.reached.iter().filter(|r| r.is_some()).count() as u32,
             milestones_total: self.reached.len() as u32,
-            provisional: false,
-        };
+            ..HealthRecord::default()
+        }
+    }
+
+    /// Sends the day's health on, kept for a replay of the day.
+    fn emit_health(&mut self, health: HealthRecord, out: &mut Vec<Output>) {
         self.recent_health.push_back(health.clone());
         while self.recent_health.len() > RECENT_HEALTH {
             self.recent_health.pop_front();
