@@ -404,6 +404,24 @@ async fn every_endpoint_answers_as_documented() {
     assert!(hourly.iter().all(|k| k["window"] == "1h"));
     assert_eq!(week["health_history"].as_array().unwrap().len(), 7);
     api.get("/api/customers/no-such-customer", 404).await;
+    // An id that is not UTF-8 once decoded: refused in JSON, as the rest.
+    let bad = api.get("/api/customers/%FF", 400).await;
+    assert!(
+        bad["error"].as_str().unwrap().starts_with("customer id:"),
+        "{bad}"
+    );
+    api.get("/api/customers/%FF/touchpoints", 400).await;
+    // A mistyped customer filter is said, not answered with no alerts.
+    let typo = api.get("/api/alerts?customer=no-such-customer", 404).await;
+    assert!(
+        typo["error"].as_str().unwrap().contains("no-such-customer"),
+        "{typo}"
+    );
+    let theirs = api
+        .get(&format!("/api/alerts?status=all&customer={id}"), 200)
+        .await;
+    let theirs = theirs["alerts"].as_array().unwrap();
+    assert!(theirs.iter().all(|a| a["customer"] == id.as_str()));
     // Touchpoints: none recorded; the segment's default cadences, with the
     // gaps of a contract that started before the data.
     let tp = api

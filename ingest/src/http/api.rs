@@ -226,6 +226,25 @@ where
     }
 }
 
+/// A customer id from the path: one that is not UTF-8 once decoded
+/// (`%FF`) is a 400 [`ApiError`] in JSON, as every other refusal.
+pub struct CustomerId(pub String);
+
+#[axum::async_trait]
+impl<S: Send + Sync> FromRequestParts<S> for CustomerId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(Self(id)),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "customer id: {}",
+                e.body_text()
+            ))),
+        }
+    }
+}
+
 /// Parses a query string; the error names the parameter at fault.
 pub fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, String> {
     let pairs = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
@@ -654,7 +673,7 @@ struct CustomerDetail<'a> {
 pub async fn customer(
     State(hub): State<Arc<Hub>>,
     Extension(access): Extension<Access>,
-    Path(id): Path<String>,
+    CustomerId(id): CustomerId,
     ApiQuery(q): ApiQuery<CustomerQuery>,
 ) -> Result<Response, ApiError> {
     let days = q.days.map_or(DEFAULT_DAYS, |d| d.0);
@@ -745,6 +764,7 @@ struct AlertList<'a> {
 /// Alert episodes, newest first
 #[utoipa::path(get, path = "/api/alerts", operation_id = "listAlerts", tag = "api", params(AlertsQuery),
     responses((status = 200, description = "the episodes", body = AlertList), BadQuery,
+        (status = 404, description = "`customer` names no customer, or not one of the user's", body = ErrorBody),
         Unauthorized, ViewerRefused))]
 pub async fn alerts(
     State(hub): State<Arc<Hub>>,
@@ -758,6 +778,15 @@ pub async fn alerts(
         StatusFilter::All => None,
     };
     let view = hub.read_view();
+    if let Some(c) = &q.customer
+        && !(access.sees(c) && view.customers().contains_key(c.as_str()))
+    {
+        // A mistyped id is said, not answered with an empty list; one
+        // out of the user's scope gets the same answer.
+        return Err(ApiError::not_found(format!(
+            "`customer`: no customer `{c}`"
+        )));
+    }
     let mut alerts: Vec<&AlertRecord> = view
         .alerts()
         .filter(|a| access.sees(&a.customer))
@@ -1215,7 +1244,7 @@ mod tests {
 
         // The customer page lists it after the open ones, as retracted.
         let doc = body(
-            customer(State(hub.clone()), access(), Path("quiet".into()), q(""))
+            customer(State(hub.clone()), access(), CustomerId("quiet".into()), q(""))
                 .await
                 .unwrap(),
         )

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use fleetpulse_engine::AlertRecord;
@@ -29,7 +29,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::Hub;
-use super::api::{ApiError, ApiQuery, ErrorBody, NoQuery, Unauthorized, as_of, json, on_store};
+use super::api::{
+    ApiError, ApiQuery, CustomerId, ErrorBody, NoQuery, Unauthorized, as_of, json, on_store,
+};
 use super::auth::login::same_origin;
 use super::auth::session::same_secret;
 use super::auth::{Access, Via};
@@ -84,12 +86,13 @@ struct CadenceDoc {
 #[utoipa::path(get, path = "/api/customers/{id}/touchpoints", operation_id = "listTouchpoints", tag = "api",
     params(("id" = String, Path, description = "customer id")),
     responses((status = 200, description = "touchpoints and coverage", body = TouchpointsDoc),
+        (status = 400, description = "a query string, or a customer id that is not UTF-8", body = ErrorBody),
         (status = 404, description = "no such customer, or not one of the user's", body = ErrorBody),
         Unauthorized))]
 pub async fn list(
     State(hub): State<Arc<Hub>>,
     Extension(access): Extension<Access>,
-    Path(id): Path<String>,
+    CustomerId(id): CustomerId,
     ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
 ) -> Result<Response, ApiError> {
     known(&hub, &access, &id)?;
@@ -255,7 +258,7 @@ fn gap_alert(id: &str, c: &CustomerView, cadence: &Cadence, gap: &Gap, as_of: u6
 pub async fn record(
     State(hub): State<Arc<Hub>>,
     Extension(access): Extension<Access>,
-    Path(id): Path<String>,
+    CustomerId(id): CustomerId,
     headers: HeaderMap,
     ApiQuery(NoQuery {}): ApiQuery<NoQuery>,
     body: Bytes,
