@@ -35,6 +35,9 @@ pub struct JourneyBoard {
     /// raise them again (what its readings showed then depended on how
     /// far each worker had got), and one left unsettled stayed open.
     unsettled: Mutex<HashMap<Id, Vec<AlertRecord>>>,
+    /// The newest day end the restored states reach: what the stores hold
+    /// of the run before the restart.
+    restored_through: Option<EventTime>,
 }
 
 impl JourneyBoard {
@@ -42,6 +45,7 @@ impl JourneyBoard {
     pub fn persisted(states: HashMap<Id, JourneyState>) -> Self {
         Self {
             persisted: true,
+            restored_through: states.values().filter_map(|s| s.last_day_end).max(),
             covered: Mutex::new(states.clone()),
             restored: Mutex::new(states),
             closed: Mutex::default(),
@@ -63,6 +67,14 @@ impl JourneyBoard {
         }
         *lock(&self.unsettled) = unsettled;
         self
+    }
+
+    /// The newest day end of the states a restart restored: a customer
+    /// with none (added to the customers file while stopped) is tracked
+    /// from there, not from the older records the WAL replays, whose
+    /// records the service suppresses as written before.
+    pub fn restored_through(&self) -> Option<EventTime> {
+        self.restored_through
     }
 
     /// Takes the unsettled provisional alerts of the customers `mine`

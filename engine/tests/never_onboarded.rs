@@ -312,3 +312,83 @@ fn a_restart_keeps_the_silent_journey() {
     // No second alert after the restart: the episode was restored open.
     assert!(alerts_of(&resumed, "ghost").is_empty());
 }
+
+/// A customer added to the file while the service was stopped: tracked
+/// from where the restored journeys end (what the stores hold), not from
+/// the older records the WAL replays, which the service would suppress as
+/// written before the restart (an alert opened there never reached a
+/// store, and its episode, open, never fired again).
+#[test]
+fn a_customer_added_while_stopped_is_tracked_from_the_restart() {
+    let data = fleet("acme", 0, 70 * 24);
+    let cut = T0 + 30 * DAY_MS;
+    let mut before = config(None);
+    before.journeys = Arc::new(JourneyBoard::persisted(HashMap::new()));
+    let board = before.journeys.clone();
+    let first: Vec<_> = (data.iter())
+        .filter(|b| b.last_at() < cut)
+        .cloned()
+        .collect();
+    run(before, 1, first);
+    let states = board.covered_before(cut).unwrap();
+    let restored = states["acme"].last_day_end.unwrap();
+
+    // Added while stopped, with a contract of years ago; the restart
+    // replays the WAL from day 0 (all of it is still there).
+    let mut ghost = spec("ghost", GHOST_ARR, T0 - 400 * DAY_MS, 3);
+    ghost.thresholds.onboarding_days = 10;
+    let mut after = config(Some(ghost));
+    after.journeys = Arc::new(JourneyBoard::persisted(states));
+    let records = run(after, 2, data);
+    let alerts = alerts_of(&records, "ghost");
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0].opened_at, restored + 10 * DAY_MS);
+    let health = health_of(&records, "ghost");
+    assert_eq!(
+        health.first().map(|h| h.window_end),
+        Some(restored + 10 * DAY_MS)
+    );
+}
+
+/// The contract's start date is the customer's: in a zone east of UTC its
+/// onboarding days end a local day earlier than UTC's would.
+#[test]
+fn the_onboarding_days_count_from_the_customer_s_midnight() {
+    let start = T0 + 10 * DAY_MS; // the date, as the customers file keeps it
+    for (zone, offset_hours) in [("Pacific/Kiritimati", 14), ("Pacific/Pago_Pago", -11)] {
+        let mut ghost = spec("ghost", GHOST_ARR, start, 4);
+        ghost.timezone = jiff::tz::TimeZone::get(zone).unwrap();
+        let records = run(config(Some(ghost)), 1, fleet("acme", 0, 70 * 24));
+        let alerts = alerts_of(&records, "ghost");
+        assert_eq!(alerts.len(), 1, "{zone}: {alerts:#?}");
+        // The local midnight of the start date, plus 45 days: a local
+        // midnight, the end of the 45th local day.
+        let local_midnight = (start as i64 - offset_hours * HOUR_MS as i64) as u64;
+        assert_eq!(
+            alerts[0].opened_at,
+            local_midnight + ONBOARDING_DAYS * DAY_MS,
+            "{zone}"
+        );
+    }
+}
+
+/// A renewal near and nothing used: renewal_at_risk opens beside
+/// onboarding_stalled.
+#[test]
+fn a_renewal_near_a_fleet_that_never_reported_is_at_risk() {
+    let start = T0 + 5 * DAY_MS;
+    let mut ghost = spec("ghost", GHOST_ARR, start, 4);
+    ghost.contract.renewal = start + 120 * DAY_MS;
+    let records = run(config(Some(ghost)), 1, fleet("acme", 0, 70 * 24));
+    let rules: Vec<_> = (alerts_of(&records, "ghost").iter())
+        .map(|a| (a.rule, a.status, a.opened_at))
+        .collect();
+    let due = start + ONBOARDING_DAYS * DAY_MS;
+    assert_eq!(
+        rules,
+        [
+            (Rule::OnboardingStalled, AlertStatus::Open, due),
+            (Rule::RenewalAtRisk, AlertStatus::Open, due)
+        ]
+    );
+}

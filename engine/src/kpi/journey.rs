@@ -603,7 +603,9 @@ impl Journey {
             return;
         };
         let end = kpi.window_end;
-        let since = tracked.max(self.spec.contract.start);
+        // The contract's start date begins at the customer's midnight.
+        let start = crate::config::date_start(&self.spec.timezone, self.spec.contract.start);
+        let since = tracked.max(start);
         let t = &self.spec.thresholds;
         if end < since.saturating_add(u64::from(t.onboarding_days) * DAY_MS) {
             return;
@@ -631,7 +633,7 @@ impl Journey {
         };
         if let Some((mut reading, subject)) = rules::reading(Rule::OnboardingStalled, &today) {
             let silent_days = (end - since) / DAY_MS;
-            let from = if since == self.spec.contract.start {
+            let from = if since == start {
                 "the contract started"
             } else {
                 "fleetpulse began listening"
@@ -640,7 +642,12 @@ impl Journey {
                 "no telemetry at all in the {silent_days} days since {from}; {}",
                 reading.evidence
             );
+            let renewal = rules::reading(Rule::RenewalAtRisk, &today);
             self.judge(Rule::OnboardingStalled, reading, subject, end, stage, out);
+            // A renewal near with nothing used is the plainest risk of all.
+            if let Some((reading, subject)) = renewal {
+                self.judge(Rule::RenewalAtRisk, reading, subject, end, stage, out);
+            }
         }
         let health = HealthRecord {
             arr_at_risk: self.spec.contract.arr,

@@ -338,7 +338,12 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                     && *c.time() > 0
                     && !untracked.is_empty()
                 {
-                    track_silent(&mut tracked, &config, day, c, untracked.drain(..));
+                    // The frontier is the newest reading less the allowed
+                    // lateness: listening began on the day that reading
+                    // was heard, not the day before it.
+                    let heard = c.time().saturating_add(config.allowed_lateness_ms);
+                    let from = heard.max(config.journeys.restored_through().unwrap_or(0));
+                    track_silent(&mut tracked, &config, day, c, from, untracked.drain(..));
                 }
                 let mine = |c: &Id| owner(c, peers) == index;
                 for (request, reply) in adoptions.take_where(mine) {
@@ -588,8 +593,9 @@ fn tracked_for<'a>(
 }
 
 /// Tracks each of `customers` (in the customers file, with no day closed
-/// yet) from the day holding the input's frontier (`ambient`'s time: the engine
-/// listens from then on), or its contract's start if later: its days close
+/// yet) from the day holding `listening` (the engine listens from then on:
+/// the first reading heard, or where the restored journeys end after a
+/// restart), or its contract's start if later: its days close
 /// whether or not its fleet ever sends anything, so a fleet that never
 /// comes online is judged ([`Journey::close_day`]: onboarding_stalled).
 /// The first telemetry finds the journey tracked, its empty days closed.
@@ -598,6 +604,7 @@ fn track_silent(
     config: &EngineConfig,
     day: &crate::WindowSpec,
     ambient: &Capability<EventTime>,
+    listening: EventTime,
     customers: impl Iterator<Item = Id>,
 ) {
     for customer in customers {
@@ -609,9 +616,9 @@ fn track_silent(
         let Some(spec) = config.customers.get(&*customer).cloned() else {
             continue;
         };
-        let from = (*ambient.time()).max(spec.contract.start);
+        let from = listening.max(spec.contract.start);
         let (start, end) = config.window_bounds(day, &customer, from);
-        let next_day = Some((start, end, ambient.delayed(&end)));
+        let next_day = Some((start, end, ambient.delayed(&end.max(*ambient.time()))));
         match tracked.get_mut(&customer) {
             Some(t) => t.next_day = next_day,
             None => {

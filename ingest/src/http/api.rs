@@ -1244,9 +1244,14 @@ mod tests {
 
         // The customer page lists it after the open ones, as retracted.
         let doc = body(
-            customer(State(hub.clone()), access(), CustomerId("quiet".into()), q(""))
-                .await
-                .unwrap(),
+            customer(
+                State(hub.clone()),
+                access(),
+                CustomerId("quiet".into()),
+                q(""),
+            )
+            .await
+            .unwrap(),
         )
         .await;
         assert_eq!(doc["alerts"][0]["status"], "retracted");

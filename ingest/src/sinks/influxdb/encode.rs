@@ -19,7 +19,8 @@
 //!   timestamp is `opened_at`, so the resolve of an episode lands on the
 //!   point of its open and overwrites it.
 //! - A non-finite float (NaN, ±inf) has no line-protocol form: that one field
-//!   is left out of the line (an undefined outcome `value` is NaN). Absent
+//!   is left out of the line (an undefined outcome `value` is NaN, and the
+//!   `days_since_activation` of a fleet that never reported). Absent
 //!   optional values (`outcome_attainment`, `maturity`, `time_to_value_days`,
 //!   `reached_at`, `resolved_at`) are left out the same way.
 //!
