@@ -80,6 +80,10 @@ pub struct Journey {
     tracked_since: Option<EventTime>,
 }
 
+/// How the evidence of an onboarding_stalled episode of a fleet that never
+/// reported begins.
+pub const SILENCE: &str = "no telemetry at all";
+
 /// Health records a journey keeps for replayed days.
 const RECENT_HEALTH: usize = 3;
 
@@ -639,7 +643,7 @@ impl Journey {
                 "fleetpulse began listening"
             };
             reading.evidence = format!(
-                "no telemetry at all in the {silent_days} days since {from}; {}",
+                "{SILENCE} in the {silent_days} days since {from}; {}",
                 reading.evidence
             );
             let renewal = rules::reading(Rule::RenewalAtRisk, &today);

@@ -249,6 +249,18 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
                         match record {
                             Output::Device(d) if d.window == day.name => {
                                 if let Some(t) = tracked_for(&mut tracked, &config, &d.customer) {
+                                    // The empty days before it first: a
+                                    // device seen on a later day was not
+                                    // seen on them (a fleet silent until
+                                    // then, taken in at one step).
+                                    close_empty_days_before(
+                                        t,
+                                        &config,
+                                        day,
+                                        d.window_start,
+                                        &mut out,
+                                        output,
+                                    );
                                     t.observed = t.observed.max(d.window_end);
                                     t.journey.observe_device(&d);
                                 }
