@@ -113,6 +113,23 @@ fn journeys_of(records: &[Output], customer: &str) -> Vec<String> {
     rows
 }
 
+/// The journey states a run of `data` before `cut` persisted: what a
+/// restart after it restores.
+fn persisted_until(
+    mut config: EngineConfig,
+    data: &[DeviceBatch],
+    cut: u64,
+) -> HashMap<fleetpulse_engine::Id, fleetpulse_engine::kpi::journey::JourneyState> {
+    config.journeys = Arc::new(JourneyBoard::persisted(HashMap::new()));
+    let board = config.journeys.clone();
+    let first = (data.iter())
+        .filter(|b| b.last_at() < cut)
+        .cloned()
+        .collect();
+    run(config, 1, first);
+    board.covered_before(cut).unwrap()
+}
+
 #[test]
 fn a_fleet_that_never_reports_opens_onboarding_stalled_when_its_onboarding_days_pass() {
     // The contract starts on day 10: the engine listens from day 0.
@@ -271,16 +288,7 @@ fn a_restart_keeps_the_silent_journey() {
     let data = fleet("acme", 0, 70 * 24);
     let whole = run(config(Some(ghost.clone())), 1, data.clone());
 
-    let cut = T0 + 60 * DAY_MS;
-    let mut before = config(Some(ghost.clone()));
-    before.journeys = Arc::new(JourneyBoard::persisted(HashMap::new()));
-    let board = before.journeys.clone();
-    let first: Vec<_> = (data.iter())
-        .filter(|b| b.last_at() < cut)
-        .cloned()
-        .collect();
-    run(before, 1, first);
-    let states = board.covered_before(cut).unwrap();
+    let states = persisted_until(config(Some(ghost.clone())), &data, T0 + 60 * DAY_MS);
     let ghost_state = &states["ghost"];
     // Its last day closed up to the newest record, a day or so before.
     let cut = ghost_state.last_day_end.unwrap();
@@ -321,16 +329,7 @@ fn a_restart_keeps_the_silent_journey() {
 #[test]
 fn a_customer_added_while_stopped_is_tracked_from_the_restart() {
     let data = fleet("acme", 0, 70 * 24);
-    let cut = T0 + 30 * DAY_MS;
-    let mut before = config(None);
-    before.journeys = Arc::new(JourneyBoard::persisted(HashMap::new()));
-    let board = before.journeys.clone();
-    let first: Vec<_> = (data.iter())
-        .filter(|b| b.last_at() < cut)
-        .cloned()
-        .collect();
-    run(before, 1, first);
-    let states = board.covered_before(cut).unwrap();
+    let states = persisted_until(config(None), &data, T0 + 30 * DAY_MS);
     let restored = states["acme"].last_day_end.unwrap();
 
     // Added while stopped, with a contract of years ago; the restart
