@@ -82,7 +82,7 @@ pub struct Journey {
 
 /// How the evidence of an onboarding_stalled episode of a fleet that never
 /// reported begins.
-pub const SILENCE: &str = "no telemetry at all";
+const SILENCE: &str = "no telemetry at all";
 
 /// Health records a journey keeps for replayed days.
 const RECENT_HEALTH: usize = 3;
@@ -474,7 +474,7 @@ impl Journey {
 
         self.update_milestones(kpi, activation, out);
         let days_since_activation = (end.saturating_sub(activation)) as f64 / DAY_MS as f64;
-        let days_to_renewal = (self.spec.contract.renewal as f64 - end as f64) / DAY_MS as f64;
+        let days_to_renewal = self.days_to_renewal(end);
         let value_at = time_to_value::value_reached_at(&self.spec.milestones, &self.reached);
         let all_reached = self.reached.iter().all(Option::is_some);
         let stage = Stage::of(
@@ -588,6 +588,11 @@ impl Journey {
         }));
     }
 
+    /// Days from `end` to the renewal date (negative once passed).
+    fn days_to_renewal(&self, end: EventTime) -> f64 {
+        (self.spec.contract.renewal as f64 - end as f64) / DAY_MS as f64
+    }
+
     fn open_alerts(&self) -> u32 {
         (self.episodes.values())
             .filter(|e| e.open_since.is_some())
@@ -614,7 +619,7 @@ impl Journey {
         if end < since.saturating_add(u64::from(t.onboarding_days) * DAY_MS) {
             return;
         }
-        let days_to_renewal = (self.spec.contract.renewal as f64 - end as f64) / DAY_MS as f64;
+        let days_to_renewal = self.days_to_renewal(end);
         // No value delivered without a reading: onboard, or renew.
         let stage = Stage::of(
             days_to_renewal,

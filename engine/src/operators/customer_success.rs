@@ -164,17 +164,10 @@ impl<'scope> CustomerSuccessExt<'scope> for StreamVec<'scope, EventTime, Output>
             // The customers in the customers file this worker owns that no
             // restored journey covers: tracked once the input's frontier
             // first moves, whether or not their fleets ever send anything.
-            let mut untracked: Vec<Id> = match &day {
-                Some(_) => {
-                    let mut ids: Vec<Id> = (config.customers.keys())
-                        .map(|c| Id::from(c.as_str()))
-                        .filter(|c| owner(c, peers) == index && !tracked.contains_key(c))
-                        .collect();
-                    ids.sort();
-                    ids
-                }
-                None => Vec::new(),
-            };
+            let mut untracked: Vec<Id> = (config.customers.keys())
+                .map(|c| Id::from(c.as_str()))
+                .filter(|c| day.is_some() && owner(c, peers) == index && !tracked.contains_key(c))
+                .collect();
             // Held at the input's frontier (which holds the output there
             // anyway), for a customer whose whole journey is adopted from a
             // backfill, or that has sent nothing yet: its next day needs a
@@ -620,24 +613,16 @@ fn track_silent(
     customers: impl Iterator<Item = Id>,
 ) {
     for customer in customers {
-        // A journey a sighting created waits for its first day too.
-        let waiting = |t: &Tracked| t.next_day.is_none() && t.journey.last_day_end().is_none();
-        if tracked.get(&customer).is_some_and(|t| !waiting(t)) {
-            continue;
-        }
-        let Some(spec) = config.customers.get(&*customer).cloned() else {
+        let Some(t) = tracked_for(tracked, config, &customer) else {
             continue;
         };
-        let from = listening.max(spec.contract.start);
-        let (start, end) = config.window_bounds(day, &customer, from);
-        let next_day = Some((start, end, ambient.delayed(&end.max(*ambient.time()))));
-        match tracked.get_mut(&customer) {
-            Some(t) => t.next_day = next_day,
-            None => {
-                let t = Tracked::new(Journey::new(spec), next_day, 0);
-                tracked.insert(customer, t);
-            }
+        // A journey a sighting created waits for its first day too.
+        if t.next_day.is_some() || t.journey.last_day_end().is_some() {
+            continue;
         }
+        let from = listening.max(t.journey.spec().contract.start);
+        let (start, end) = config.window_bounds(day, &customer, from);
+        t.next_day = Some((start, end, ambient.delayed(&end.max(*ambient.time()))));
     }
 }
 
