@@ -149,6 +149,17 @@ impl JourneyBoard {
         }
     }
 
+    /// Where a fold of `customer`'s days from `first` begins when no state
+    /// before it is at hand, by its newest state
+    /// ([`JourneyState::silent_start`]): a restatement of a customer that
+    /// was silent until then starts from its silence.
+    pub fn silent_start(&self, customer: &Id, first: EventTime) -> Option<JourneyState> {
+        let closed = lock(&self.closed);
+        let newest = (closed.get(customer).and_then(|held| held.back()).cloned())
+            .or_else(|| lock(&self.covered).get(customer).cloned())?;
+        newest.silent_start(first)
+    }
+
     /// Each customer's newest state whose last day ended before `before`
     /// (every record of those days is in every store), dropping the states
     /// older than it; a customer with none keeps the one taken before.

@@ -283,7 +283,12 @@ pub fn refold(
         };
     for record in records {
         match record {
-            Output::Device(d) if d.window == day.name => fold.journey.observe_device(&d),
+            Output::Device(d) if d.window == day.name => {
+                // The empty days before it first, as the operator closes
+                // them: a device seen on a later day was not seen on them.
+                close_empty_until(&mut fold, &mut next_day, d.window_start);
+                fold.journey.observe_device(&d);
+            }
             Output::Device(d) if Some(&d.window) == hour => {
                 if let Some(open) = fold.open_day_at(next_day, &zone)
                     && open.holds(d.window_start, d.window_end)

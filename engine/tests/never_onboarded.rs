@@ -391,3 +391,104 @@ fn a_renewal_near_a_fleet_that_never_reported_is_at_risk() {
         ]
     );
 }
+
+/// The first telemetry of a customer silent past its onboarding days
+/// arrives late (its units buffered their first days): the journey is
+/// folded again from its silence (`JourneyState::silent_start`), not from
+/// the late first day as if listening began then. The silence's alert
+/// stays, resolved on the activation day, and the fold's records and the
+/// state it goes on from equal the run that had the telemetry in time.
+#[test]
+fn late_first_telemetry_is_folded_from_the_silence_and_resolves_it() {
+    use fleetpulse_engine::restatement::{Restatement, journey_records, refold};
+
+    let start = T0 + 10 * DAY_MS;
+    let ghost = spec("ghost", GHOST_ARR, start, 2);
+    let due = start + ONBOARDING_DAYS * DAY_MS;
+    // ghost's units work from day 60; what they sent reaches the engine
+    // only on day 63, after days 60 to 62 closed silent.
+    let (first_day, cut) = (60, T0 + 63 * DAY_MS + 12 * HOUR_MS);
+    let acme = fleet("acme", 0, 70 * 24);
+    let ghost_data: Vec<_> = (fleet("ghost", first_day * 24, 70 * 24).into_iter())
+        .filter(|b| b.last_at() < cut)
+        .collect();
+    let in_time: Vec<_> = acme.iter().chain(&ghost_data).cloned().collect();
+
+    // The run that had it in time, and its journey's state at the end of
+    // each day.
+    let reference_states = |through: u64| {
+        let mut states = persisted_until(config(Some(ghost.clone())), &in_time, cut);
+        assert_eq!(states["ghost"].last_day_end, Some(through));
+        states.remove("ghost").unwrap()
+    };
+    let before_cut = |data: &[DeviceBatch]| -> Vec<DeviceBatch> {
+        (data.iter())
+            .filter(|b| b.last_at() < cut)
+            .cloned()
+            .collect()
+    };
+    let reference = run(config(Some(ghost.clone())), 1, before_cut(&in_time));
+
+    // Live, the engine heard nothing of ghost before the cut.
+    let states = persisted_until(config(Some(ghost.clone())), &acme, cut);
+    let live = &states["ghost"];
+    let until = live.last_day_end.unwrap();
+    assert!(live.open_since(Rule::OnboardingStalled) == Some(due));
+    assert!(!live.activated());
+
+    // The restatement of ghost's windows from its first reading.
+    let config = config(Some(ghost.clone()));
+    let restatement = Restatement {
+        customer: "ghost".into(),
+        from: ghost_data.iter().map(DeviceBatch::first_at).min().unwrap(),
+        through: until,
+        revision: 1,
+    };
+    let floor = restatement.floor(&config);
+    assert_eq!(floor, T0 + first_day * DAY_MS);
+    let windows = restatement.windows(&config, Vec::new(), ghost_data.clone());
+    let records = journey_records(&config, &windows);
+    let base = live.silent_start(floor);
+    assert!(base.is_some(), "tracked silent since before the first day");
+    let refolded = refold(&config, ghost.clone(), base, records.clone(), Some(until));
+
+    let rows = |records: &[Output]| -> Vec<String> {
+        let mut rows: Vec<String> = (records.iter())
+            .filter(|r| r.customer().is_some_and(|c| &**c == "ghost"))
+            .filter(|r| match r {
+                Output::Health(h) => !h.provisional && h.window_end <= until,
+                Output::Alert(a) => !a.provisional && a.opened_at <= until,
+                Output::Forecast(f) => f.window_end <= until,
+                Output::Outcome(o) => o.window_end <= until,
+                Output::Milestone(m) => m.window_end <= until,
+                _ => false,
+            })
+            .map(|r| format!("{r:?}"))
+            .collect();
+        rows.sort();
+        rows
+    };
+    assert_eq!(rows(&refolded.outputs), rows(&reference));
+    let summary: Vec<_> = (alerts_of(&refolded.outputs, "ghost").iter())
+        .map(|a| (a.rule, a.status, a.opened_at, a.resolved_at))
+        .collect();
+    let activation_day_end = T0 + (first_day + 1) * DAY_MS;
+    assert_eq!(
+        summary,
+        [
+            (Rule::OnboardingStalled, AlertStatus::Open, due, None),
+            (
+                Rule::OnboardingStalled,
+                AlertStatus::Resolved,
+                due,
+                Some(activation_day_end)
+            ),
+        ]
+    );
+    assert_eq!(refolded.journey.snapshot(), reference_states(until));
+
+    // From scratch (what a fold did before), the silence never happened:
+    // its alert would be retracted.
+    let scratch = refold(&config, ghost, None, records, Some(until));
+    assert!(alerts_of(&scratch.outputs, "ghost").is_empty());
+}

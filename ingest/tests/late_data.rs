@@ -19,7 +19,7 @@ use fleetpulse::sinks::sqlite::SqliteConfig;
 use fleetpulse_sim::{Fleet, FleetSpec};
 use support::fleets::publish_options;
 use support::in_process;
-use support::late::{DARK_CUSTOMERS, dark_fleet};
+use support::late::{DARK_CUSTOMERS, dark_fleet, hour, hour_of};
 use support::servers::{InfluxDb1, Mosquitto, NO_LOSS, VictoriaMetrics};
 use support::tables::{assert_same_as_in_order, in_order, rows};
 use support::truth::{
@@ -242,6 +242,121 @@ async fn devices_dark_raised_during_an_outage_is_retracted_when_the_buffer_arriv
     // portfolio figures are restated too.
     let (_, revision) = rows(&db, "portfolio");
     assert!(revision > 0, "the portfolio was restated");
+    assert_same_as_in_order(&db, &reference_db);
+}
+
+/// `qt`: two machines bought with the contract `dk`'s started with, and
+/// two onboarding days.
+const QUIET_CUSTOMER: &str = r#"
+[[customer]]
+id = "qt"
+name = "Quiet Quarry"
+segment = "low-touch"
+
+[customer.contract]
+arr = 60000
+start = "2026-01-05"
+renewal = "2027-01-05"
+devices_purchased = 2
+operator_seats = 2
+
+[customer.thresholds]
+onboarding_days = 2
+"#;
+
+/// A customer silent past its onboarding days (`qt`) whose machines then
+/// work from day 4, but whose units buffered their first two days and a
+/// half and upload them on day 6, within the horizon. The silence's
+/// onboarding_stalled went out open; the late first telemetry resolves it
+/// on the activation day, as a run that had it in time does (a fold from
+/// the late first day, as if listening began then, retracted it: the
+/// silence did happen), and every row equals that run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_customer_s_late_first_telemetry_resolves_its_silence() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    mosquitto.subscribe_session("quiet-alert-reader", "cs/alerts/#");
+    let customers = format!("{DARK_CUSTOMERS}{QUIET_CUSTOMER}");
+    let quiet = |h: u64| ["q1", "q2"].map(|q| hour_of("qt", q, h));
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    for h in 0..192 {
+        let out = if h < 150 { &mut before } else { &mut after };
+        out.extend(["d1", "d2", "d3"].map(|d| hour(d, h)));
+        if h >= 150 {
+            out.extend(quiet(h));
+        }
+        if h == 150 {
+            after.extend((96..150).flat_map(quiet));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let phases = vec![before.clone(), after.clone()];
+    let metrics = run_dark_as(&mosquitto, dir.path(), "late-quiet", &customers, phases).await;
+    assert_eq!(metrics.rejected_total(), 0);
+    assert!(metrics.late_admitted.load(Relaxed) > 0);
+
+    let messages = mosquitto.receive(
+        "quiet-alert-reader",
+        "cs/alerts/#",
+        20,
+        std::time::Duration::from_secs(5),
+    );
+    let alerts: Vec<serde_json::Value> = (messages.iter())
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .filter(|a: &serde_json::Value| a["customer"] == "qt")
+        .collect();
+    let seen: Vec<(&str, &str)> = (alerts.iter())
+        .map(|a| (a["rule"].as_str().unwrap(), a["status"].as_str().unwrap()))
+        .collect();
+    // Opened in the silence; resolved (by the live journey when the
+    // newest readings came, then again on the activation day by the
+    // restatement, or by the restatement alone); never retracted.
+    assert_eq!(
+        seen.first(),
+        Some(&("onboarding_stalled", "open")),
+        "{seen:?}"
+    );
+    assert!(
+        seen[1..]
+            .iter()
+            .all(|s| *s == ("onboarding_stalled", "resolved"))
+            && seen.len() > 1,
+        "{seen:?}"
+    );
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a["alert_id"] == alerts[0]["alert_id"])
+    );
+
+    let reference = tempfile::tempdir().unwrap();
+    let in_time = in_event_time_order(before.into_iter().chain(after).collect());
+    let client = "late-quiet-ref";
+    run_dark_as(
+        &mosquitto,
+        reference.path(),
+        client,
+        &customers,
+        vec![in_time],
+    )
+    .await;
+    let (db, reference_db) = (
+        dir.path().join("kpi.sqlite"),
+        reference.path().join("kpi.sqlite"),
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (status, opened_at, resolved_at): (String, i64, Option<i64>) = conn
+        .query_row(
+            "SELECT status, opened_at, resolved_at FROM alert WHERE customer = 'qt' \
+             AND rule = 'onboarding_stalled'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    let midnight = |days: u64| (support::late::T0 + days * 86_400_000) as i64;
+    assert_eq!(status, "resolved");
+    // Two onboarding days from the contract's start; the first reading on
+    // day 4 resolves it when that day closes.
+    assert_eq!((opened_at, resolved_at), (midnight(2), Some(midnight(5))));
     assert_same_as_in_order(&db, &reference_db);
 }
 

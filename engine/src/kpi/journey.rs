@@ -127,6 +127,46 @@ impl JourneyState {
     pub fn open_since(&self, rule: Rule) -> Option<EventTime> {
         self.episodes.get(&rule).and_then(|e| e.open_since)
     }
+
+    /// Where a fold of the customer's days from `first` (a window start)
+    /// begins when no state before it is at hand: the journey as it was
+    /// when the engine began closing its days, if that was by `first` and
+    /// its fleet had sent nothing before (by this state's account). Its
+    /// silent days are then closed again as they were (the silence alerts
+    /// they opened stay, and the late first telemetry resolves them),
+    /// instead of the first day folded being taken for the day listening
+    /// began. `None`: from scratch.
+    pub fn silent_start(&self, first: EventTime) -> Option<JourneyState> {
+        silent_start(self.tracked_since, self.activation, first)
+    }
+}
+
+/// [`JourneyState::silent_start`] of a journey tracked since
+/// `tracked_since` and activated at `activation`.
+fn silent_start(
+    tracked_since: Option<EventTime>,
+    activation: Option<EventTime>,
+    first: EventTime,
+) -> Option<JourneyState> {
+    let since = tracked_since.filter(|since| *since <= first)?;
+    if activation.is_some_and(|a| a < first) {
+        return None;
+    }
+    Some(JourneyState {
+        activation: None,
+        last_day_end: Some(since),
+        days: VecDeque::new(),
+        devices: HashMap::new(),
+        cumulative_hours: 0.0,
+        outcomes: Vec::new(),
+        reached: Vec::new(),
+        episodes: BTreeMap::new(),
+        scores: VecDeque::new(),
+        lost_champion: None,
+        recent_health: VecDeque::new(),
+        shape: DayShape::default(),
+        tracked_since: Some(since),
+    })
 }
 
 /// Mean of `f` over `days`, 0 for none.
@@ -285,6 +325,13 @@ impl Journey {
     /// First telemetry of the customer's fleet.
     pub fn activation(&self) -> Option<EventTime> {
         self.activation
+    }
+
+    /// Where a fold of this customer's days from `first` (a window start)
+    /// begins when no state before it is at hand (see
+    /// [`JourneyState::silent_start`]).
+    pub fn silent_start(&self, first: EventTime) -> Option<JourneyState> {
+        silent_start(self.tracked_since, self.activation, first)
     }
 
     /// Judges the open day as far as it has arrived (`sighted`: devices'

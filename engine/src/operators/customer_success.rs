@@ -681,12 +681,13 @@ fn adopt(
         return JourneyAnswer::Behind;
     }
     let observed = t.observed;
+    let base = request.base.or_else(|| t.journey.silent_start(first));
     let records = (request.records.into_iter())
         .filter(|r| window_end(r).is_some_and(|end| end <= observed))
         .collect();
     let until = t.journey.last_day_end();
     let spec = request.spec.unwrap_or_else(|| t.journey.spec().clone());
-    let refolded = refold(config, spec, request.base, records, until);
+    let refolded = refold(config, spec, base, records, until);
     if refolded.journey.last_day_end() != until {
         return JourneyAnswer::Behind;
     }
@@ -731,6 +732,10 @@ fn adopt_backfilled(
     if observed > request.through {
         return JourneyAnswer::Behind;
     }
+    // Tracked silent before its history begins: its silent days as they
+    // were, the history resolving their alerts (see Journey::silent_start).
+    let first = (request.records.iter()).filter_map(window_start).min();
+    let base = (request.base).or_else(|| first.and_then(|f| t.journey.silent_start(f)));
     let records = (request.records.into_iter())
         .filter(|r| window_end(r).is_some_and(|end| end <= observed))
         .collect();
@@ -741,7 +746,7 @@ fn adopt_backfilled(
     // after a restart the service would take the operator's for ones
     // written before it (it suppresses records dated before its
     // checkpoint) and write none.
-    let refolded = refold(config, spec, request.base, records, Some(observed));
+    let refolded = refold(config, spec, base, records, Some(observed));
     t.observed = observed;
     t.next_day = refolded.journey.last_day_end().map(|last| {
         let (start, end) = config.window_bounds(day, &refolded.journey.spec().id, last);

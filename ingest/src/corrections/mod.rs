@@ -1436,6 +1436,10 @@ fn read_pass(
     // over its own windows.
     let base = archive.journey_at(&pending.customer, restatement.from)?;
     let kept_through = (!state.kept_gap && base.is_some() && part.is_none()).then_some(through);
+    // A customer silent until the late data: from its silence, as the
+    // live journey that had it in time would have gone on.
+    let base = base
+        .or_else(|| (settings.engine.journeys).silent_start(&pending.customer, restatement.from));
     let inputs = PassInputs {
         restatement,
         late: pending.devices.clone(),
@@ -1702,7 +1706,14 @@ fn complete(
     // The windows the live journey took in: later ones it emits itself.
     records.retain(|r| window_end(r) <= observed);
     let days: Vec<(Id, JourneyState)> = days.into_iter().map(|d| (customer.clone(), d)).collect();
-    archive.keep_journeys(&days)?;
+    // Not the silent days a fold closed again before the first telemetry,
+    // as the live journey's are not (`JourneyBoard::note`).
+    let activated: Vec<_> = days
+        .iter()
+        .filter(|(_, d)| d.activated())
+        .cloned()
+        .collect();
+    archive.keep_journeys(&activated)?;
     let again = state.resent.insert(customer.clone());
     // Alerts dated after the days the live journey closed are provisional
     // ones of its open day: that day's close settles them, not this pass.
@@ -1712,13 +1723,44 @@ fn complete(
         // What the states kept before the floor say: the pass's own start.
         archive.resolved_by_states(customer, a.rule, a.opened_at, floor)
     };
-    let retracted = retractions(before, &outputs, &days, floor, again, resolution)?;
-    records.extend(outputs);
+    let retracted = retractions(before.clone(), &outputs, &days, floor, again, resolution)?;
+    records.extend(unsent(&before, outputs));
     records.extend(retracted);
     keep(archive, state.day.as_deref(), records.iter())?;
     let passed = state.emitted_through;
     state.portfolio(archive.keep_restated_portfolio(engine, records.iter(), passed)?);
     Ok(Some(records))
+}
+
+/// The fold's records less the alert transitions the stores need not
+/// get again: of an episode they hold (`before`, not retracted), only its
+/// last transition in the fold, and not that either when they hold it
+/// already. A fold from a customer's silence closes its silent days
+/// again; sent every transition anew, receivers saw a resolved episode
+/// open again before it resolved once more. An episode new to them gets
+/// each of its transitions.
+fn unsent(before: &[AlertRecord], outputs: Vec<Output>) -> Vec<Output> {
+    let held: HashMap<(Rule, EventTime), &AlertRecord> = (before.iter())
+        .filter(|a| a.status != AlertStatus::Retracted)
+        .map(|a| ((a.rule, a.opened_at), a))
+        .collect();
+    let mut last: HashMap<(Rule, EventTime), usize> = HashMap::new();
+    for (i, record) in outputs.iter().enumerate() {
+        if let Output::Alert(a) = record {
+            last.insert((a.rule, a.opened_at), i);
+        }
+    }
+    (outputs.into_iter().enumerate())
+        .filter(|(i, record)| match record {
+            Output::Alert(a) => {
+                let episode = (a.rule, a.opened_at);
+                held.get(&episode)
+                    .is_none_or(|stored| last[&episode] == *i && **stored != *a)
+            }
+            _ => true,
+        })
+        .map(|(_, record)| record)
+        .collect()
 }
 
 fn window_end(record: &Output) -> EventTime {
@@ -1869,6 +1911,55 @@ mod tests {
             status,
             ..AlertRecord::default()
         }
+    }
+
+    /// A fold sends what the stores lack: of an episode they hold, its
+    /// last transition if it differs from theirs; a new or retracted
+    /// one's every transition.
+    #[test]
+    fn a_fold_sends_only_the_alert_transitions_the_stores_lack() {
+        let resolved = |rule, opened_at, at| AlertRecord {
+            resolved_at: Some(at),
+            ..alert(rule, opened_at, AlertStatus::Resolved)
+        };
+        let before = vec![
+            // Resolved live on day 6; the fold resolves it on day 5.
+            resolved(Rule::OnboardingStalled, 2, 6),
+            // Open, and still open in the fold.
+            alert(Rule::RenewalAtRisk, 2, AlertStatus::Open),
+            // Resolved on day 4, as in the fold.
+            resolved(Rule::HealthRed, 1, 4),
+            // Retracted by an earlier pass, raised by this fold.
+            alert(Rule::FaultSpike, 3, AlertStatus::Retracted),
+        ];
+        let folded: Vec<Output> = [
+            alert(Rule::OnboardingStalled, 2, AlertStatus::Open),
+            alert(Rule::RenewalAtRisk, 2, AlertStatus::Open),
+            alert(Rule::HealthRed, 1, AlertStatus::Open),
+            alert(Rule::FaultSpike, 3, AlertStatus::Open),
+            resolved(Rule::HealthRed, 1, 4),
+            resolved(Rule::OnboardingStalled, 2, 5),
+            resolved(Rule::FaultSpike, 3, 5),
+            alert(Rule::UsageDrop, 5, AlertStatus::Open),
+        ]
+        .into_iter()
+        .map(Output::Alert)
+        .collect();
+        let sent: Vec<_> = (unsent(&before, folded).into_iter())
+            .map(|r| match r {
+                Output::Alert(a) => (a.rule, a.opened_at, a.status, a.resolved_at),
+                other => panic!("not an alert: {other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                (Rule::FaultSpike, 3, AlertStatus::Open, None),
+                (Rule::OnboardingStalled, 2, AlertStatus::Resolved, Some(5)),
+                (Rule::FaultSpike, 3, AlertStatus::Resolved, Some(5)),
+                (Rule::UsageDrop, 5, AlertStatus::Open, None),
+            ]
+        );
     }
 
     #[test]
