@@ -30,6 +30,11 @@ pub struct JourneyRequest {
     /// The customer's definition to fold with (a changed customers file);
     /// `None`: the live journey's.
     pub spec: Option<crate::customer::CustomerSpec>,
+    /// Where a recompute restates from (a day's start; `None` for late
+    /// windows): a journey that never reported has no window to fold, and
+    /// its days before this stay as they were while those after close
+    /// again under `spec`.
+    pub from: Option<EventTime>,
     /// Whether `records` hold every hourly window of the open day so far,
     /// the devices' too; else the live open day stays, read again against
     /// the journey folded again.

@@ -19,7 +19,7 @@ use fleetpulse::sinks::sqlite::SqliteConfig;
 use fleetpulse_sim::{Fleet, FleetSpec};
 use support::fleets::publish_options;
 use support::in_process;
-use support::late::{DARK_CUSTOMERS, dark_fleet, hour, hour_of};
+use support::late::{DARK_CUSTOMERS, dark_fleet, hour, hour_of, quiet_customer};
 use support::servers::{InfluxDb1, Mosquitto, NO_LOSS, VictoriaMetrics};
 use support::tables::{assert_same_as_in_order, in_order, rows};
 use support::truth::{
@@ -245,25 +245,6 @@ async fn devices_dark_raised_during_an_outage_is_retracted_when_the_buffer_arriv
     assert_same_as_in_order(&db, &reference_db);
 }
 
-/// `qt`: two machines bought with the contract `dk`'s started with, and
-/// two onboarding days.
-const QUIET_CUSTOMER: &str = r#"
-[[customer]]
-id = "qt"
-name = "Quiet Quarry"
-segment = "low-touch"
-
-[customer.contract]
-arr = 60000
-start = "2026-01-05"
-renewal = "2027-01-05"
-devices_purchased = 2
-operator_seats = 2
-
-[customer.thresholds]
-onboarding_days = 2
-"#;
-
 /// A customer silent past its onboarding days (`qt`) whose machines then
 /// work from day 4, but whose units buffered their first two days and a
 /// half and upload them on day 6, within the horizon. The silence's
@@ -275,7 +256,7 @@ onboarding_days = 2
 async fn a_silent_customer_s_late_first_telemetry_resolves_its_silence() {
     let mosquitto = Mosquitto::start_with_config(NO_LOSS);
     mosquitto.subscribe_session("quiet-alert-reader", "cs/alerts/#");
-    let customers = format!("{DARK_CUSTOMERS}{QUIET_CUSTOMER}");
+    let customers = format!("{DARK_CUSTOMERS}{}", quiet_customer(2));
     let quiet = |h: u64| ["q1", "q2"].map(|q| hour_of("qt", q, h));
     let (mut before, mut after) = (Vec::new(), Vec::new());
     for h in 0..192 {

@@ -252,3 +252,97 @@ async fn a_target_changed_while_the_service_is_stopped_restates_at_the_start() {
     service.task.await.unwrap().unwrap();
     assert_same_as_in_order(&db, &reference.path().join("kpi.sqlite"));
 }
+
+/// Publishes `messages` as `client` and waits until `service` handled
+/// `handled` in all, then for what follows (a day's close, a pass).
+async fn publish(
+    service: &in_process::InProcess,
+    mosquitto: &Mosquitto,
+    client: &str,
+    messages: Vec<(String, Vec<u8>)>,
+    handled: u64,
+) {
+    fleetpulse_sim::publish(publish_options(mosquitto, client), messages, |_| {})
+        .await
+        .unwrap();
+    let metrics = service.metrics.clone();
+    support::poll::wait_for("the messages handled", move || metrics.handled() >= handled).await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+}
+
+/// `qt`'s onboarding_stalled episodes in the store at `db`: (opened_at,
+/// status).
+fn silence_alerts(db: &Path) -> Vec<(i64, String)> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut select = conn
+        .prepare(
+            "SELECT opened_at, status FROM alert WHERE customer = 'qt' \
+             AND rule = 'onboarding_stalled' ORDER BY opened_at",
+        )
+        .unwrap();
+    select
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// A customer whose machines never reported (`qt`) has its onboarding
+/// days cut from 3 to 2 in the customers file while the service runs: its
+/// silent days close again under the new definition, from the day after
+/// the archive began (the alert the old one opened at the end of day 2 is
+/// retracted, one opens at the end of day 1, with its health records), and
+/// every row equals a run that had 2 days from the start. Before, the
+/// recompute found no window to fold and dropped it: the old definition
+/// held until a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_customer_s_changed_onboarding_days_restate_its_silence() {
+    use support::late::{DARK_CUSTOMERS, T0, hour, quiet_customer};
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let customers = |days| format!("{DARK_CUSTOMERS}{}", quiet_customer(days));
+    let hours = |range: std::ops::Range<u64>| -> Vec<(String, Vec<u8>)> {
+        range
+            .flat_map(|h| ["d1", "d2", "d3"].map(|d| hour(d, h)))
+            .collect()
+    };
+    let midnight = |days: i64| T0 as i64 + days * DAY_MS;
+
+    // The reference: two onboarding days from the start.
+    let reference = tempfile::tempdir().unwrap();
+    let path = reference.path().join("customers.toml");
+    std::fs::write(&path, customers(2)).unwrap();
+    let cfg = config(&mosquitto, reference.path(), "silent-reference");
+    let service = in_process::subscribed(cfg, "silent-reference").await;
+    publish(&service, &mosquitto, "silent-ref-sim", hours(0..192), 576).await;
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+    let reference_db = reference.path().join("kpi.sqlite");
+    assert_eq!(
+        silence_alerts(&reference_db),
+        [(midnight(2), "open".to_string())]
+    );
+
+    // Three days for five days, then two.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("customers.toml");
+    std::fs::write(&path, customers(3)).unwrap();
+    let cfg = config(&mosquitto, dir.path(), "silent-redefined");
+    let service = in_process::subscribed(cfg, "silent-redefined").await;
+    publish(&service, &mosquitto, "silent-sim-1", hours(0..120), 360).await;
+    let db = dir.path().join("kpi.sqlite");
+    assert_eq!(silence_alerts(&db), [(midnight(3), "open".to_string())]);
+
+    std::fs::write(&path, customers(2)).unwrap();
+    recomputed(&service, "the recompute").await;
+    assert_eq!(
+        silence_alerts(&db),
+        [
+            (midnight(2), "open".to_string()),
+            (midnight(3), "retracted".to_string())
+        ]
+    );
+    publish(&service, &mosquitto, "silent-sim-2", hours(120..192), 576).await;
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+    assert_same_as_in_order(&db, &reference_db);
+}

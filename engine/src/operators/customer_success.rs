@@ -652,18 +652,7 @@ fn adopt(
         let history =
             request.base.is_some() || request.records.iter().any(|r| window_end(r).is_some());
         if !history && t.journey.last_day_end().is_some() {
-            // Tracked silent, and nothing to fold: it goes on as it is,
-            // under the request's spec.
-            if let Some(spec) = request.spec {
-                t.journey = Journey::restore(spec, t.journey.snapshot());
-            }
-            let (outputs, days) = (Vec::new(), Vec::new());
-            let observed = t.observed;
-            return JourneyAnswer::Adopted {
-                outputs,
-                days,
-                observed,
-            };
+            return redefine_silent(t, config, request);
         }
         // Never seen live, or tracked silent: its history is the request's.
         return adopt_backfilled(t, config, request, ambient);
@@ -692,6 +681,49 @@ fn adopt(
         return JourneyAnswer::Behind;
     }
     adopted(t, config, refolded, observed, request.open_day)
+}
+
+/// [`adopt`] for a customer tracked silent, with nothing to fold: its
+/// days from the request's `from` closed again under the request's
+/// definition (a changed onboarding_days moves its silence's alert), those
+/// before as they were, under the live one.
+fn redefine_silent(
+    t: &mut Tracked,
+    config: &EngineConfig,
+    request: JourneyRequest,
+) -> JourneyAnswer {
+    let observed = t.observed;
+    let unchanged = JourneyAnswer::Adopted {
+        outputs: Vec::new(),
+        days: Vec::new(),
+        observed,
+    };
+    let Some(spec) = request.spec else {
+        return unchanged;
+    };
+    let Some(start) = t.journey.silent_start(EventTime::MAX) else {
+        // A state kept before silences were tracked: it goes on as it is,
+        // under the request's definition.
+        t.journey = Journey::restore(spec, t.journey.snapshot());
+        return unchanged;
+    };
+    let until = t.journey.last_day_end();
+    let from = request.from.unwrap_or(0);
+    let kept = refold(
+        config,
+        t.journey.spec().clone(),
+        Some(start),
+        Vec::new(),
+        Some(from),
+    );
+    let refolded = refold(
+        config,
+        spec,
+        Some(kept.journey.snapshot()),
+        Vec::new(),
+        until,
+    );
+    adopted(t, config, refolded, observed, false)
 }
 
 /// `t` goes on with `refolded`, its journey folded again through

@@ -1159,6 +1159,7 @@ fn go_on(
         records: folded,
         through: bound,
         spec: None,
+        from: None,
         open_day,
     };
     let answer = engine.adoptions.submit(request);
@@ -1212,10 +1213,20 @@ fn recomputes(
         let base = archive.journey_at(&r.customer, floor)?;
         let after = base.as_ref().and_then(|b| b.last_day_end).unwrap_or(0);
         let records = archive.inputs(&r.customer, after, &day.name)?;
-        let Some(through) = records.iter().map(window_end).max() else {
-            tracing::warn!(customer = %r.customer, "recompute: nothing kept to fold again from");
-            archive.recomputed(&r)?;
-            continue;
+        let through = match records.iter().map(window_end).max() {
+            Some(through) => through,
+            // Its fleet never reported: its silent days close again.
+            None if (engine.journeys)
+                .silent_start(&r.customer, EventTime::MAX)
+                .is_some() =>
+            {
+                0
+            }
+            None => {
+                tracing::warn!(customer = %r.customer, "recompute: nothing kept to fold again from");
+                archive.recomputed(&r)?;
+                continue;
+            }
         };
         tracing::info!(customer = %r.customer, from = floor, windows = records.len(), "journey folded again");
         let request = JourneyRequest {
@@ -1224,6 +1235,7 @@ fn recomputes(
             records,
             through,
             spec: Some(spec),
+            from: Some(floor),
             // The kept windows hold no device's hours: the live open day
             // stays, read again with the new definition.
             open_day: false,

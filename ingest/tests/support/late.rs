@@ -21,6 +21,29 @@ devices_purchased = 3
 operator_seats = 3
 "#;
 
+/// `qt`: two machines bought with the contract `dk`'s started with, and
+/// `onboarding_days` to bring them online.
+pub fn quiet_customer(onboarding_days: u32) -> String {
+    format!(
+        r#"
+[[customer]]
+id = "qt"
+name = "Quiet Quarry"
+segment = "low-touch"
+
+[customer.contract]
+arr = 60000
+start = "2026-01-05"
+renewal = "2027-01-05"
+devices_purchased = 2
+operator_seats = 2
+
+[customer.thresholds]
+onboarding_days = {onboarding_days}
+"#
+    )
+}
+
 /// Hour `h` of device `device` of customer `dk`: two readings, meters
 /// climbing, some cycles.
 pub fn hour(device: &str, h: u64) -> (String, Vec<u8>) {
