@@ -308,6 +308,14 @@ async fn a_silent_customer_s_late_first_telemetry_resolves_its_silence() {
             .iter()
             .all(|a| a["alert_id"] == alerts[0]["alert_id"])
     );
+    // The resolution on the activation day is the last word, under an id
+    // of its own: a receiver that kept a live resolve of day 6 hears it.
+    let midnight = |days: u64| (support::late::T0 + days * 86_400_000) as i64;
+    let last = alerts.last().unwrap();
+    assert_eq!(last["resolved_at_ms"], midnight(5));
+    let id = last["alert_id"].as_str().unwrap();
+    let resolved = format!("{id}-resolved-{}", midnight(5));
+    assert_eq!(last["notification_id"], resolved.as_str());
 
     let reference = tempfile::tempdir().unwrap();
     let in_time = in_event_time_order(before.into_iter().chain(after).collect());
@@ -333,7 +341,6 @@ async fn a_silent_customer_s_late_first_telemetry_resolves_its_silence() {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();
-    let midnight = |days: u64| (support::late::T0 + days * 86_400_000) as i64;
     assert_eq!(status, "resolved");
     // Two onboarding days from the contract's start; the first reading on
     // day 4 resolves it when that day closes.

@@ -24,7 +24,8 @@ pub struct AlertMessage {
     /// opening time). The same for its open and its resolve.
     pub alert_id: String,
     /// Stable id of this transition: [`notification_id`], `{alert_id}-open`,
-    /// `{alert_id}-resolved` or `{alert_id}-retracted`. Deduplicate by it.
+    /// `{alert_id}-resolved-{resolved_at_ms}` or `{alert_id}-retracted`.
+    /// Deduplicate by it.
     pub notification_id: String,
     /// Customer id.
     pub customer: String,
@@ -73,7 +74,7 @@ impl AlertMessage {
     pub fn from_record(record: &AlertRecord) -> Self {
         let alert_id = alert_id(&record.customer, record.rule.as_str(), record.opened_at);
         Self {
-            notification_id: notification_id(&alert_id, record.status.as_str()),
+            notification_id: notification_id(&alert_id, record.status, record.resolved_at),
             alert_id,
             customer: record.customer.to_string(),
             customer_name: record.customer_name.to_string(),
@@ -125,10 +126,16 @@ pub fn alert_id(customer: &str, rule: &str, opened_at_ms: u64) -> String {
     format!("{hash:032x}")
 }
 
-/// Stable id of one transition of an episode: `{alert_id}-{status}`, status
-/// `open` or `resolved`. Also the webhook's `Idempotency-Key`.
-pub fn notification_id(alert_id: &str, status: &str) -> String {
-    format!("{alert_id}-{status}")
+/// Stable id of one transition of an episode: `{alert_id}-{status}`, and
+/// for a resolve its date too (`{alert_id}-resolved-{ms}`): late
+/// telemetry that moved an episode's resolution makes a transition of its
+/// own, which a receiver dropping what it has seen must not take for the
+/// first. Also the webhook's `Idempotency-Key`.
+pub fn notification_id(alert_id: &str, status: AlertStatus, resolved_at: Option<u64>) -> String {
+    match (status, resolved_at) {
+        (AlertStatus::Resolved, Some(at)) => format!("{alert_id}-resolved-{at}"),
+        _ => format!("{alert_id}-{}", status.as_str()),
+    }
 }
 
 /// `ms` since the epoch as RFC 3339 UTC (`2024-03-01T00:00:00Z`).
@@ -363,7 +370,11 @@ pub(crate) mod tests {
             json,
             json!({
                 "alert_id": alert_id("c01-acme", "usage_drop", MARCH_1),
-                "notification_id": format!("{}-resolved", alert_id("c01-acme", "usage_drop", MARCH_1)),
+                "notification_id": format!(
+                    "{}-resolved-{}",
+                    alert_id("c01-acme", "usage_drop", MARCH_1),
+                    message.resolved_at_ms.unwrap()
+                ),
                 "customer": "c01-acme",
                 "customer_name": "Acme Quarry",
                 "rule": "usage_drop",
@@ -431,7 +442,8 @@ pub(crate) mod tests {
         assert_eq!(open.alert_id, id);
         assert_eq!(resolved.alert_id, id);
         assert_eq!(open.notification_id, format!("{id}-open"));
-        assert_eq!(resolved.notification_id, format!("{id}-resolved"));
+        let at = resolved.resolved_at_ms.unwrap();
+        assert_eq!(resolved.notification_id, format!("{id}-resolved-{at}"));
         let body = slack_body(&open);
         assert_eq!(body["alert_id"], id);
         assert_eq!(body["notification_id"], open.notification_id);

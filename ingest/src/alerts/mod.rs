@@ -987,12 +987,13 @@ mod tests {
     }
 
     /// A restatement that moves an episode's resolution sends the resolve
-    /// again under the same `notification_id`. While the first still waits
-    /// in the outbox (the webhook down), the corrected one is queued after
-    /// it, not dropped as the same notification; the same resolve
-    /// recomputed by a replay is not added twice. (Before, the outbox kept
-    /// only the first date, and the receiver never heard of the
-    /// correction.)
+    /// again, a transition of its own (its `notification_id` holds the
+    /// date: under the first one's, a receiver dropping what it has seen
+    /// kept the first date). While the first still waits in the outbox
+    /// (the webhook down), the corrected one is queued after it; the same
+    /// resolve recomputed by a replay is not added twice. (Before, the
+    /// outbox kept only the first date, and the receiver never heard of
+    /// the correction.)
     #[tokio::test]
     async fn a_corrected_resolution_is_queued_behind_the_first_not_dropped() {
         let dir = tempfile::tempdir().unwrap();
@@ -1030,7 +1031,7 @@ mod tests {
         let ids: std::collections::HashSet<&str> = (seen.iter())
             .map(|b| b["notification_id"].as_str().unwrap())
             .collect();
-        assert_eq!(ids.len(), 1, "one transition: {seen:?}");
+        assert_eq!(ids.len(), 2, "two transitions: {seen:?}");
         // The first date, then the corrected one.
         let body = |day| match resolved_on(day) {
             Output::Alert(a) => format::slack_body(&AlertMessage::from_record(&a)),

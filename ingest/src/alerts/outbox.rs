@@ -264,16 +264,14 @@ impl Outbox {
     }
 
     /// Whether the same notification already waits for `channel`: a replay
-    /// after a restart recomputes alerts the outbox still holds. The same
-    /// `notification_id` and, for a resolve, the same date: a restatement
-    /// that moved an episode's resolution sends the resolve again under its
-    /// id, and the corrected date goes out after the first, not dropped.
+    /// after a restart recomputes alerts the outbox still holds. (A
+    /// restatement that moved an episode's resolution sends a resolve of
+    /// another date: another `notification_id`, which goes out after the
+    /// first, not dropped.)
     pub fn holds(&self, channel: Channel, message: &AlertMessage) -> bool {
-        self.pending.values().any(|e| {
-            e.channel == channel
-                && e.message.notification_id == message.notification_id
-                && e.message.resolved_at_ms == message.resolved_at_ms
-        })
+        self.pending
+            .values()
+            .any(|e| e.channel == channel && e.message.notification_id == message.notification_id)
     }
 
     /// Adds notifications with one write and one fsync; once this returns
@@ -439,9 +437,14 @@ mod tests {
         let pending: Vec<_> = (outbox.pending())
             .map(|e| (e.seq, e.channel, e.message.clone()))
             .collect();
+        // Delivered as written: that build named a resolve without its date.
+        let b_then = Arc::new(AlertMessage {
+            notification_id: format!("{}-resolved", b.alert_id),
+            ..(*b).clone()
+        });
         assert_eq!(
             pending,
-            [(2, Channel::Webhook, a), (3, Channel::Mqtt, b.clone())]
+            [(2, Channel::Webhook, a), (3, Channel::Mqtt, b_then)]
         );
         let next = outbox.append([(Channel::Webhook, b)]).unwrap();
         assert_eq!(next[0].seq, 4);
