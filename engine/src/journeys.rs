@@ -154,9 +154,9 @@ impl JourneyBoard {
     /// ([`JourneyState::silent_start`]): a restatement of a customer that
     /// was silent until then starts from its silence.
     pub fn silent_start(&self, customer: &Id, first: EventTime) -> Option<JourneyState> {
-        let closed = lock(&self.closed);
-        let newest = (closed.get(customer).and_then(|held| held.back()).cloned())
-            .or_else(|| lock(&self.covered).get(customer).cloned())?;
+        // One lock at a time: `covered_before` takes `covered`, then `closed`.
+        let held = (lock(&self.closed).get(customer)).and_then(|held| held.back().cloned());
+        let newest = held.or_else(|| lock(&self.covered).get(customer).cloned())?;
         newest.silent_start(first)
     }
 
@@ -207,6 +207,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kpi::CustomerKpi;
     use crate::kpi::fleet_days::{day, spec};
 
     /// The states of days 0..n of a journey whose days worked `utilisation`.
@@ -218,6 +219,41 @@ mod tests {
                 journey.snapshot()
             })
             .collect()
+    }
+
+    /// A fold of a customer silent until its first day folded starts from
+    /// the day its tracking began, whether its newest state is still held
+    /// or a checkpoint took it; not from a day before that, and not once
+    /// the customer has reported before the fold's first day.
+    #[test]
+    fn a_silent_customer_s_fold_starts_where_its_tracking_began() {
+        let board = JourneyBoard::persisted(HashMap::new());
+        let customer: Id = "c".into();
+        let mut journey = Journey::new(spec(4));
+        let silent = |d| CustomerKpi {
+            totals: crate::kpi::Totals::default(),
+            ..day(d, 4, 0.0, 0.0)
+        };
+        for d in 2..5 {
+            journey.close_day(&silent(d), &mut Vec::new());
+            board.closed(&journey);
+        }
+        let day_ms = crate::config::DAY_MS;
+        let start = |first| board.silent_start(&customer, first * day_ms);
+        let from = start(4).expect("tracked silent since day 2");
+        assert_eq!(from.last_day_end, Some(2 * day_ms));
+        assert!(!from.activated());
+        assert_eq!(start(2), Some(from.clone()));
+        assert_eq!(start(1), None, "before the tracking began");
+        // Taken by a checkpoint: the same.
+        assert!(board.covered_before(u64::MAX).is_some());
+        assert_eq!(start(4), Some(from));
+        // Activated on day 5: a fold from day 6 has a state to start from.
+        journey.close_day(&day(5, 4, 1.0, 0.5), &mut Vec::new());
+        board.closed(&journey);
+        assert!(start(6).is_none());
+        assert!(start(5).is_some(), "the first telemetry's own day");
+        assert_eq!(board.silent_start(&"other".into(), u64::MAX), None);
     }
 
     /// A restatement folds days 3..6 again after the live journey closed
