@@ -346,3 +346,93 @@ async fn a_silent_customer_s_changed_onboarding_days_restate_its_silence() {
     service.task.await.unwrap().unwrap();
     assert_same_as_in_order(&db, &reference_db);
 }
+
+/// A customer silent for its first four days (past its two onboarding
+/// days), then at work, has its ARR changed in the customers file on day 6:
+/// its journey is folded again from its silence, not from its first
+/// telemetry as if listening began then (which retracted the silence's
+/// alert, "the episode did not happen", and left its red days in the
+/// portfolio). `fleetpulse recompute --from` a day inside the silence,
+/// asked of the stopped service, changes nothing more. Every row equals a
+/// run that had the new ARR from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_silent_before_its_first_telemetry_is_recomputed_from_its_silence() {
+    use support::late::{DARK_CUSTOMERS, T0, hour, hour_of, quiet_customer};
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let customers = |arr: &str| {
+        let quiet = quiet_customer(2).replace("arr = 60000", &format!("arr = {arr}"));
+        format!("{DARK_CUSTOMERS}{quiet}")
+    };
+    let hours = |range: std::ops::Range<u64>| -> Vec<(String, Vec<u8>)> {
+        (range.flat_map(|h| {
+            let quiet = (h >= 96).then(|| ["q1", "q2"].map(|q| hour_of("qt", q, h)));
+            (["d1", "d2", "d3"].map(|d| hour(d, h)).into_iter()).chain(quiet.into_iter().flatten())
+        }))
+        .collect()
+    };
+    let midnight = |days: i64| T0 as i64 + days * DAY_MS;
+    let resolved = [(midnight(2), "resolved".to_string())];
+
+    let reference = tempfile::tempdir().unwrap();
+    let path = reference.path().join("customers.toml");
+    std::fs::write(&path, customers("70000")).unwrap();
+    let cfg = config(&mosquitto, reference.path(), "was-silent-reference");
+    let service = in_process::subscribed(cfg, "was-silent-reference").await;
+    let all = hours(0..192);
+    let n = all.len() as u64;
+    publish(&service, &mosquitto, "was-silent-ref-sim", all, n).await;
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+    let reference_db = reference.path().join("kpi.sqlite");
+    assert_eq!(silence_alerts(&reference_db), resolved);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("customers.toml");
+    std::fs::write(&path, customers("60000")).unwrap();
+    let cfg = config(&mosquitto, dir.path(), "was-silent");
+    let service = in_process::subscribed(cfg.clone(), "was-silent").await;
+    let (first, rest) = (hours(0..150), hours(150..192));
+    let mut handled = first.len() as u64;
+    publish(&service, &mosquitto, "was-silent-sim-1", first, handled).await;
+    std::fs::write(&path, customers("70000")).unwrap();
+    recomputed(&service, "the recompute").await;
+    let db = dir.path().join("kpi.sqlite");
+    assert_eq!(silence_alerts(&db), resolved, "the silence happened");
+    handled += rest.len() as u64;
+    publish(&service, &mosquitto, "was-silent-sim-2", rest, handled).await;
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+    assert_same_as_in_order(&db, &reference_db);
+
+    // From day 2, inside the silence, the definition unchanged.
+    let config_file = dir.path().join("fleetpulse.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "customers = {{ file = {:?} }}\n[wal]\ndir = {:?}\n",
+            path.display().to_string(),
+            dir.path().join("wal").display().to_string()
+        ),
+    )
+    .unwrap();
+    let args = [
+        "recompute",
+        "--customer",
+        "qt",
+        "--from",
+        "2026-01-07",
+        "-c",
+    ];
+    let said = in_process::fleetpulse(
+        args.iter()
+            .map(std::ffi::OsStr::new)
+            .chain([config_file.as_os_str()]),
+    );
+    assert!(said.contains("requested"), "{said}");
+    let service = in_process::subscribed(cfg, "was-silent").await;
+    recomputed(&service, "the recompute at start").await;
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+    assert_eq!(silence_alerts(&db), resolved);
+    assert_same_as_in_order(&db, &reference_db);
+}

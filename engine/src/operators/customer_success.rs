@@ -28,7 +28,7 @@ use super::route;
 use crate::adoption::{JourneyAnswer, JourneyRequest};
 use crate::config::EngineConfig;
 use crate::config::HOUR_MS;
-use crate::kpi::journey::Journey;
+use crate::kpi::journey::{Journey, JourneyState};
 use crate::kpi::open_day::OpenDay;
 use crate::kpi::risk::{AlertRecord, AlertStatus};
 use crate::kpi::{CustomerKpi, Output};
@@ -670,7 +670,7 @@ fn adopt(
         return JourneyAnswer::Behind;
     }
     let observed = t.observed;
-    let base = request.base.or_else(|| t.journey.silent_start(first));
+    let base = (request.base).or_else(|| from_silence(t, config, first, request.from));
     let records = (request.records.into_iter())
         .filter(|r| window_end(r).is_some_and(|end| end <= observed))
         .collect();
@@ -701,29 +701,36 @@ fn redefine_silent(
     let Some(spec) = request.spec else {
         return unchanged;
     };
-    let Some(start) = t.journey.silent_start(EventTime::MAX) else {
+    let from = request.from.or(Some(0));
+    let Some(base) = from_silence(t, config, EventTime::MAX, from) else {
         // A state kept before silences were tracked: it goes on as it is,
         // under the request's definition.
         t.journey = Journey::restore(spec, t.journey.snapshot());
         return unchanged;
     };
     let until = t.journey.last_day_end();
-    let from = request.from.unwrap_or(0);
-    let kept = refold(
-        config,
-        t.journey.spec().clone(),
-        Some(start),
-        Vec::new(),
-        Some(from),
-    );
-    let refolded = refold(
-        config,
-        spec,
-        Some(kept.journey.snapshot()),
-        Vec::new(),
-        until,
-    );
+    let refolded = refold(config, spec, Some(base), Vec::new(), until);
     adopted(t, config, refolded, observed, false)
+}
+
+/// Where `t`'s journey is folded again from when no state before `first`
+/// (the first window folded) is at hand: its silence
+/// ([`Journey::silent_start`]), the days of it before a recompute's `from`
+/// closed again as they were, under the live definition (a recompute
+/// restates from its day).
+fn from_silence(
+    t: &Tracked,
+    config: &EngineConfig,
+    first: EventTime,
+    from: Option<EventTime>,
+) -> Option<JourneyState> {
+    let start = t.journey.silent_start(first)?;
+    let Some(from) = from else {
+        return Some(start);
+    };
+    let spec = t.journey.spec().clone();
+    let kept = refold(config, spec, Some(start), Vec::new(), Some(from.min(first)));
+    Some(kept.journey.snapshot())
 }
 
 /// `t` goes on with `refolded`, its journey folded again through
@@ -767,7 +774,7 @@ fn adopt_backfilled(
     // Tracked silent before its history begins: its silent days as they
     // were, the history resolving their alerts (see Journey::silent_start).
     let first = (request.records.iter()).filter_map(window_start).min();
-    let base = (request.base).or_else(|| first.and_then(|f| t.journey.silent_start(f)));
+    let base = (request.base).or_else(|| from_silence(t, config, first?, request.from));
     let records = (request.records.into_iter())
         .filter(|r| window_end(r).is_some_and(|end| end <= observed))
         .collect();

@@ -1668,12 +1668,15 @@ impl Archive {
 
     /// What `customer`'s journey folded after `after` (exclusive), as the
     /// records it folds: customer windows, and device rollups of the day
-    /// window `day` that carry what the journey reads of them.
+    /// window `day` that carry what the journey reads of them (their day's
+    /// start too: a fold closes the empty days before it first, and takes
+    /// the first window's start for where the folded days begin).
     pub fn inputs(
         &self,
+        engine: &fleetpulse_engine::EngineConfig,
+        day: &fleetpulse_engine::WindowSpec,
         customer: &str,
         after: EventTime,
-        day: &Id,
     ) -> Result<Vec<Output>, ArchiveError> {
         let path = self.dir.join("state.sqlite");
         let after = after.min(i64::MAX as u64) as i64;
@@ -1709,11 +1712,15 @@ impl Archive {
             .map_err(|e| fail(&path, e))?;
         for row in rows {
             let (day_end, device, last_seen) = row.map_err(|e| fail(&path, e))?;
+            let window_end = day_end as u64;
             out.push(Output::Device(DeviceKpi {
                 customer: customer.into(),
                 device: device.into(),
-                window: day.clone(),
-                window_end: day_end as u64,
+                window: day.name.clone(),
+                window_start: engine
+                    .window_bounds(day, customer, window_end.saturating_sub(1))
+                    .0,
+                window_end,
                 last_seen: last_seen as u64,
                 ..DeviceKpi::default()
             }));

@@ -450,7 +450,8 @@ fn run(
         day: settings.engine.day_window().map(|d| d.name.clone()),
         ..Passes::default()
     };
-    if let Err(e) = redefined_while_stopped(&mut archive, &state.specs) {
+    let journeys = &settings.engine.journeys;
+    if let Err(e) = redefined_while_stopped(&mut archive, journeys, &state.specs) {
         tracing::error!(error = %e, "cannot compare the customers' definitions with the archive's");
     }
     // Portfolio figures folded again before a stop, not written by every
@@ -1086,16 +1087,17 @@ fn go_on(
         part,
     } = pass;
     let engine = &settings.engine;
-    let day = engine.day_window().map(|d| d.name.clone());
     let spec = state.specs.get(&*pending.customer).cloned();
-    let journey = spec.zip(day);
+    let journey = spec.zip(engine.day_window());
     // The journey folds every window; other devices' windows go to the
     // stores as the live dataflow emitted them.
     let kept = match (&journey, windows.kept) {
-        (Some((_, day)), Some((after, by))) => (archive.inputs(&pending.customer, after, day)?)
-            .into_iter()
-            .filter(|r| window_end(r) <= by)
-            .collect(),
+        (Some((_, day)), Some((after, by))) => {
+            (archive.inputs(engine, day, &pending.customer, after)?)
+                .into_iter()
+                .filter(|r| window_end(r) <= by)
+                .collect()
+        }
         _ => Vec::new(),
     };
     let open_day = windows.kept.is_none();
@@ -1212,7 +1214,7 @@ fn recomputes(
         let floor = engine.window_bounds(day, &r.customer, from).0;
         let base = archive.journey_at(&r.customer, floor)?;
         let after = base.as_ref().and_then(|b| b.last_day_end).unwrap_or(0);
-        let records = archive.inputs(&r.customer, after, &day.name)?;
+        let records = archive.inputs(engine, day, &r.customer, after)?;
         let through = match records.iter().map(window_end).max() {
             Some(through) => through,
             // Its fleet never reported: its silent days close again.
@@ -1293,6 +1295,7 @@ fn definition_digest(spec: &CustomerSpec) -> Vec<u8> {
 /// an archive of a release before this) gets one, and nothing is folded.
 fn redefined_while_stopped(
     archive: &mut Archive,
+    journeys: &fleetpulse_engine::JourneyBoard,
     specs: &std::collections::HashMap<String, CustomerSpec>,
 ) -> Result<(), ArchiveError> {
     let known = archive.definitions()?;
@@ -1301,7 +1304,7 @@ fn redefined_while_stopped(
         match known.get(id) {
             Some(kept) if *kept == digest => continue,
             Some(_) => {
-                fold_again(archive, id, &digest)?;
+                fold_again(archive, journeys, id, &digest)?;
                 tracing::info!(customer = %id, "definition changed in the customers file since the last start: its journey is folded again");
             }
             None => archive.define(id, &digest)?,
@@ -1312,9 +1315,27 @@ fn redefined_while_stopped(
 
 /// Asks for `customer`'s journey to be folded again from its first kept
 /// window with the definition of `digest`, and notes that digest. Asked
-/// first: a kill between the two asks again at the next start.
-fn fold_again(archive: &mut Archive, customer: &str, digest: &[u8]) -> Result<(), ArchiveError> {
-    let from = archive.first_input(customer)?.unwrap_or(0);
+/// first: a kill between the two asks again at the next start. A customer
+/// tracked silent before its first telemetry (by its journey's newest
+/// state, in `journeys`) from its silence's first day (the day after the
+/// archive began, at the earliest): the days of its silence are its too.
+fn fold_again(
+    archive: &mut Archive,
+    journeys: &fleetpulse_engine::JourneyBoard,
+    customer: &str,
+    digest: &[u8],
+) -> Result<(), ArchiveError> {
+    let first = archive.first_input(customer)?;
+    let silent_before = |end: EventTime| {
+        let day_before = end.saturating_sub(DAY_MS);
+        journeys
+            .silent_start(&customer.into(), day_before)
+            .is_some()
+    };
+    let from = match first {
+        Some(end) if !silent_before(end) => end,
+        _ => 0,
+    };
     archive.note_recompute(customer, from.saturating_sub(1))?;
     archive.define(customer, digest)
 }
@@ -1344,7 +1365,7 @@ fn redefine(
             specs.insert(id.clone(), old.clone());
             continue;
         }
-        fold_again(archive, id, &definition_digest(new))?;
+        fold_again(archive, &engine.journeys, id, &definition_digest(new))?;
         tracing::info!(customer = %id, "definition changed in the customers file: its journey is folded again");
     }
     specs.retain(|id, _| {
@@ -2267,21 +2288,22 @@ mod tests {
             let asked = archive.recomputes().unwrap();
             asked.iter().map(|r| r.customer.to_string()).collect()
         };
+        let board = fleetpulse_engine::JourneyBoard::default();
         let first = [spec("a", 100.0, "UTC"), spec("b", 100.0, "UTC")].into();
-        redefined_while_stopped(&mut archive, &first).unwrap();
+        redefined_while_stopped(&mut archive, &board, &first).unwrap();
         assert!(asked(&archive).is_empty());
         assert_eq!(archive.definitions().unwrap().len(), 2);
 
         let moved = [spec("a", 100.0, "Europe/Berlin"), spec("b", 100.0, "UTC")].into();
-        redefined_while_stopped(&mut archive, &moved).unwrap();
+        redefined_while_stopped(&mut archive, &board, &moved).unwrap();
         assert!(asked(&archive).is_empty());
 
         let changed = [spec("a", 100.0, "UTC"), spec("b", 150.0, "UTC")].into();
-        redefined_while_stopped(&mut archive, &changed).unwrap();
+        redefined_while_stopped(&mut archive, &board, &changed).unwrap();
         assert_eq!(asked(&archive), ["b"]);
         // Noted: the same file again asks for nothing more.
         let generation = archive.recomputes().unwrap()[0].generation;
-        redefined_while_stopped(&mut archive, &changed).unwrap();
+        redefined_while_stopped(&mut archive, &board, &changed).unwrap();
         assert_eq!(archive.recomputes().unwrap()[0].generation, generation);
     }
 }
