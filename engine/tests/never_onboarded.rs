@@ -92,6 +92,22 @@ fn alerts_of<'a>(records: &'a [Output], customer: &str) -> Vec<&'a AlertRecord> 
     alerts
 }
 
+/// ghost's alerts in `records` are onboarding_stalled opened at `due` and
+/// resolved at `resolved`, nothing else.
+fn assert_opened_then_resolved(records: &[Output], due: u64, resolved: u64) {
+    let summary: Vec<_> = (alerts_of(records, "ghost").iter())
+        .map(|a| (a.rule, a.status, a.opened_at, a.resolved_at))
+        .collect();
+    let stalled = Rule::OnboardingStalled;
+    assert_eq!(
+        summary,
+        [
+            (stalled, AlertStatus::Open, due, None),
+            (stalled, AlertStatus::Resolved, due, Some(resolved)),
+        ]
+    );
+}
+
 fn health_of(records: &[Output], customer: &str) -> Vec<HealthRecord> {
     let mut health: Vec<_> = (records.iter())
         .filter_map(|r| match r {
@@ -221,23 +237,8 @@ fn the_first_telemetry_resolves_it_and_onboarding_counts_from_then() {
     data.extend(fleet("ghost", first_day * 24, 80 * 24));
     let records = run(config(Some(ghost)), 2, data);
 
-    let alerts = alerts_of(&records, "ghost");
-    let summary: Vec<_> = (alerts.iter())
-        .map(|a| (a.rule, a.status, a.opened_at, a.resolved_at))
-        .collect();
     let activation_day_end = T0 + (first_day + 1) * DAY_MS;
-    assert_eq!(
-        summary,
-        [
-            (Rule::OnboardingStalled, AlertStatus::Open, due, None),
-            (
-                Rule::OnboardingStalled,
-                AlertStatus::Resolved,
-                due,
-                Some(activation_day_end)
-            ),
-        ]
-    );
+    assert_opened_then_resolved(&records, due, activation_day_end);
     // From its activation on, its health is that of a fleet at work.
     let health = health_of(&records, "ghost");
     let active: Vec<_> = (health.iter())
@@ -469,22 +470,8 @@ fn late_first_telemetry_is_folded_from_the_silence_and_resolves_it() {
         rows
     };
     assert_eq!(rows(&refolded.outputs), rows(&reference));
-    let summary: Vec<_> = (alerts_of(&refolded.outputs, "ghost").iter())
-        .map(|a| (a.rule, a.status, a.opened_at, a.resolved_at))
-        .collect();
     let activation_day_end = T0 + (first_day + 1) * DAY_MS;
-    assert_eq!(
-        summary,
-        [
-            (Rule::OnboardingStalled, AlertStatus::Open, due, None),
-            (
-                Rule::OnboardingStalled,
-                AlertStatus::Resolved,
-                due,
-                Some(activation_day_end)
-            ),
-        ]
-    );
+    assert_opened_then_resolved(&refolded.outputs, due, activation_day_end);
     assert_eq!(refolded.journey.snapshot(), reference_states(until));
 
     // From scratch (what a fold did before), the silence never happened:

@@ -66,10 +66,8 @@ async fn feed(
     messages: Vec<(String, Vec<u8>)>,
     handled: u64,
 ) {
-    fleetpulse_sim::publish(publish_options(mosquitto, client), messages, |_| {})
-        .await
-        .unwrap();
-    settle(service, handled).await;
+    let settle = std::time::Duration::from_secs(4);
+    in_process::publish_and_settle(service, mosquitto, client, messages, handled, settle).await;
 }
 
 async fn settle(service: &in_process::InProcess, handled: u64) {
@@ -77,15 +75,6 @@ async fn settle(service: &in_process::InProcess, handled: u64) {
     support::poll::wait_for("the messages handled", move || metrics.handled() >= handled).await;
     // Restatement passes run once a second.
     tokio::time::sleep(std::time::Duration::from_secs(4)).await;
-}
-
-fn encoded(batches: &[&v1::TelemetryBatch]) -> Vec<(String, Vec<u8>)> {
-    (batches.iter())
-        .map(|b| {
-            let topic = fleetpulse_proto::telemetry_topic(&b.customer_id, &b.site_id, &b.device_id);
-            (topic, prost::Message::encode_to_vec(*b))
-        })
-        .collect()
 }
 
 fn first_at(b: &v1::TelemetryBatch) -> i64 {
@@ -193,7 +182,7 @@ impl Scenario {
         let service = in_process::subscribed(cfg, "backfill-reference").await;
         let everything: Vec<&v1::TelemetryBatch> = self.all.iter().collect();
         let n = everything.len() as u64;
-        let messages = encoded(&everything);
+        let messages = in_process::encoded(&everything);
         feed(&service, &self.mosquitto, "backfill-ref-sim", messages, n).await;
         service.shutdown.cancel();
         service.task.await.unwrap().unwrap();
@@ -234,7 +223,7 @@ impl Scenario {
         let service = in_process::subscribed(cfg.clone(), "backfill-fleet").await;
         let live = self.live_before();
         let handled = live.len() as u64;
-        let messages = encoded(&live);
+        let messages = in_process::encoded(&live);
         feed(
             &service,
             &self.mosquitto,
@@ -251,7 +240,7 @@ impl Scenario {
     async fn finish(&self, service: in_process::InProcess, handled: u64) {
         let live = self.live_after();
         let handled = handled + live.len() as u64;
-        let messages = encoded(&live);
+        let messages = in_process::encoded(&live);
         feed(
             &service,
             &self.mosquitto,
@@ -488,7 +477,7 @@ async fn a_history_sent_in_two_parts_with_a_pass_between_them_is_taken_in_whole(
         &service,
         &s.mosquitto,
         "backfill-sim-2",
-        encoded(&soon),
+        in_process::encoded(&soon),
         handled + soon.len() as u64,
     )
     .await;
@@ -506,7 +495,14 @@ async fn a_history_sent_in_two_parts_with_a_pass_between_them_is_taken_in_whole(
     );
 
     let n = handled + later.len() as u64;
-    feed(&service, &s.mosquitto, "backfill-sim-3", encoded(&later), n).await;
+    feed(
+        &service,
+        &s.mosquitto,
+        "backfill-sim-3",
+        in_process::encoded(&later),
+        n,
+    )
+    .await;
     service.shutdown.cancel();
     service.task.await.unwrap().unwrap();
     assert_same_as_in_order(&dir.path().join("kpi.sqlite"), &reference_db);
@@ -638,7 +634,7 @@ async fn a_kill_9_while_the_history_is_taken_in_loses_and_doubles_nothing() {
     let publish = |batches: Vec<&v1::TelemetryBatch>, client: &'static str| {
         fleetpulse_sim::publish(
             publish_options(&s.mosquitto, client),
-            encoded(&batches),
+            in_process::encoded(&batches),
             |_| {},
         )
     };
@@ -1549,7 +1545,7 @@ async fn histories_loaded_together(name: &str, rename: impl Fn(&mut v1::Telemetr
         &service,
         &mosquitto,
         &format!("{name}-ref-sim"),
-        encoded(&everything),
+        in_process::encoded(&everything),
         n,
     )
     .await;
@@ -1582,7 +1578,7 @@ async fn histories_loaded_together(name: &str, rename: impl Fn(&mut v1::Telemetr
         &service,
         &mosquitto,
         &format!("{name}-sim-1"),
-        encoded(&before),
+        in_process::encoded(&before),
         handled,
     )
     .await;
@@ -1606,7 +1602,7 @@ async fn histories_loaded_together(name: &str, rename: impl Fn(&mut v1::Telemetr
         &service,
         &mosquitto,
         &format!("{name}-sim-2"),
-        encoded(&after),
+        in_process::encoded(&after),
         handled,
     )
     .await;

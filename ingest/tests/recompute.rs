@@ -14,7 +14,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use fleetpulse::config::ServiceConfig;
 use fleetpulse_proto::v1;
 use fleetpulse_sim::{Fleet, FleetSpec};
-use support::fleets::publish_options;
 use support::in_process;
 use support::servers::{Mosquitto, NO_LOSS};
 use support::tables::{assert_same_as_in_order, rows};
@@ -48,18 +47,8 @@ async fn feed(
     batches: &[&v1::TelemetryBatch],
     handled: u64,
 ) {
-    let messages = (batches.iter())
-        .map(|b| {
-            let topic = fleetpulse_proto::telemetry_topic(&b.customer_id, &b.site_id, &b.device_id);
-            (topic, prost::Message::encode_to_vec(*b))
-        })
-        .collect::<Vec<_>>();
-    fleetpulse_sim::publish(publish_options(mosquitto, client), messages, |_| {})
-        .await
-        .unwrap();
-    let metrics = service.metrics.clone();
-    support::poll::wait_for("the messages handled", move || metrics.handled() >= handled).await;
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let messages = in_process::encoded(batches);
+    publish(service, mosquitto, client, messages, handled).await;
 }
 
 fn first_at(b: &v1::TelemetryBatch) -> i64 {
@@ -108,6 +97,39 @@ async fn with_new_target(
     service.shutdown.cancel();
     service.task.await.unwrap().unwrap();
     (reference, changed, customer)
+}
+
+/// `fleetpulse recompute --customer customer --from from` asked of the
+/// stopped service of `dir` (customers file `customers`), which `cfg`
+/// then starts (as `name`) and stops once it has done it.
+async fn recompute_at_start(
+    dir: &Path,
+    customers: &Path,
+    (cfg, name): (ServiceConfig, &'static str),
+    customer: &str,
+    from: &str,
+) {
+    let config_file = dir.join("fleetpulse.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "customers = {{ file = {:?} }}\n[wal]\ndir = {:?}\n",
+            customers.display().to_string(),
+            dir.join("wal").display().to_string()
+        ),
+    )
+    .unwrap();
+    let args = ["recompute", "--customer", customer, "--from", from, "-c"];
+    let said = in_process::fleetpulse(
+        args.iter()
+            .map(std::ffi::OsStr::new)
+            .chain([config_file.as_os_str()]),
+    );
+    assert!(said.contains("requested"), "{said}");
+    let service = in_process::subscribed(cfg, name).await;
+    recomputed(&service, "the recompute at start").await;
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
 }
 
 /// Waits for `service`'s first recompute (`what`), then for what it sends.
@@ -177,32 +199,19 @@ async fn a_changed_outcome_target_restates_the_journey_from_its_first_day() {
 
     // `fleetpulse recompute` of a stopped service, from day 10, with the
     // definition unchanged: done at the next start, and nothing moves.
-    let config_file = dir.path().join("fleetpulse.toml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "customers = {{ file = {:?} }}\n[wal]\ndir = {:?}\n",
-            customers.display().to_string(),
-            dir.path().join("wal").display().to_string()
-        ),
-    )
-    .unwrap();
     let day10 = jiff::Timestamp::from_millisecond(start + 10 * DAY_MS)
         .unwrap()
         .to_zoned(jiff::tz::TimeZone::UTC)
         .date();
-    let from = day10.to_string();
-    let args = ["recompute", "--customer", &customer, "--from", &from, "-c"];
-    let said = in_process::fleetpulse(
-        args.iter()
-            .map(std::ffi::OsStr::new)
-            .chain([config_file.as_os_str()]),
-    );
-    assert!(said.contains("requested"), "{said}");
-    let service = in_process::subscribed(cfg, "recompute-fleet").await;
-    recomputed(&service, "the recompute at start").await;
-    service.shutdown.cancel();
-    service.task.await.unwrap().unwrap();
+    let service = (cfg, "recompute-fleet");
+    recompute_at_start(
+        dir.path(),
+        &customers,
+        service,
+        &customer,
+        &day10.to_string(),
+    )
+    .await;
     assert_same_as_in_order(&db, &reference_db);
 }
 
@@ -262,12 +271,8 @@ async fn publish(
     messages: Vec<(String, Vec<u8>)>,
     handled: u64,
 ) {
-    fleetpulse_sim::publish(publish_options(mosquitto, client), messages, |_| {})
-        .await
-        .unwrap();
-    let metrics = service.metrics.clone();
-    support::poll::wait_for("the messages handled", move || metrics.handled() >= handled).await;
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let settle = std::time::Duration::from_secs(3);
+    in_process::publish_and_settle(service, mosquitto, client, messages, handled, settle).await;
 }
 
 /// `qt`'s onboarding_stalled episodes in the store at `db`: (opened_at,
@@ -405,34 +410,7 @@ async fn a_customer_silent_before_its_first_telemetry_is_recomputed_from_its_sil
     assert_same_as_in_order(&db, &reference_db);
 
     // From day 2, inside the silence, the definition unchanged.
-    let config_file = dir.path().join("fleetpulse.toml");
-    std::fs::write(
-        &config_file,
-        format!(
-            "customers = {{ file = {:?} }}\n[wal]\ndir = {:?}\n",
-            path.display().to_string(),
-            dir.path().join("wal").display().to_string()
-        ),
-    )
-    .unwrap();
-    let args = [
-        "recompute",
-        "--customer",
-        "qt",
-        "--from",
-        "2026-01-07",
-        "-c",
-    ];
-    let said = in_process::fleetpulse(
-        args.iter()
-            .map(std::ffi::OsStr::new)
-            .chain([config_file.as_os_str()]),
-    );
-    assert!(said.contains("requested"), "{said}");
-    let service = in_process::subscribed(cfg, "was-silent").await;
-    recomputed(&service, "the recompute at start").await;
-    service.shutdown.cancel();
-    service.task.await.unwrap().unwrap();
+    recompute_at_start(dir.path(), &path, (cfg, "was-silent"), "qt", "2026-01-07").await;
     assert_eq!(silence_alerts(&db), resolved);
     assert_same_as_in_order(&db, &reference_db);
 }

@@ -115,3 +115,33 @@ async fn until_subscribed(service: InProcess) -> InProcess {
     .await;
     service
 }
+
+/// Publishes `messages` through `mosquitto` as `client`, waits until
+/// `service` handled `handled` messages in all, then `settle` for what
+/// follows them (a day's close; a restatement pass runs once a second).
+pub async fn publish_and_settle(
+    service: &InProcess,
+    mosquitto: &super::servers::Mosquitto,
+    client: &str,
+    messages: Vec<(String, Vec<u8>)>,
+    handled: u64,
+    settle: std::time::Duration,
+) {
+    let options = super::fleets::publish_options(mosquitto, client);
+    fleetpulse_sim::publish(options, messages, |_| {})
+        .await
+        .unwrap();
+    let metrics = service.metrics.clone();
+    wait_for("the messages handled", move || metrics.handled() >= handled).await;
+    tokio::time::sleep(settle).await;
+}
+
+/// `batches` as the messages their devices publish: topic and payload.
+pub fn encoded(batches: &[&fleetpulse_proto::v1::TelemetryBatch]) -> Vec<(String, Vec<u8>)> {
+    (batches.iter())
+        .map(|b| {
+            let topic = fleetpulse_proto::telemetry_topic(&b.customer_id, &b.site_id, &b.device_id);
+            (topic, prost::Message::encode_to_vec(*b))
+        })
+        .collect()
+}
