@@ -1951,10 +1951,6 @@ mod tests {
     /// one's every transition.
     #[test]
     fn a_fold_sends_only_the_alert_transitions_the_stores_lack() {
-        let resolved = |rule, opened_at, at| AlertRecord {
-            resolved_at: Some(at),
-            ..alert(rule, opened_at, AlertStatus::Resolved)
-        };
         let before = vec![
             // Resolved live on day 6; the fold resolves it on day 5.
             resolved(Rule::OnboardingStalled, 2, 6),
@@ -1993,6 +1989,13 @@ mod tests {
                 (Rule::UsageDrop, 5, AlertStatus::Open, None),
             ]
         );
+    }
+
+    fn resolved(rule: Rule, opened_at: EventTime, at: EventTime) -> AlertRecord {
+        AlertRecord {
+            resolved_at: Some(at),
+            ..alert(rule, opened_at, AlertStatus::Resolved)
+        }
     }
 
     #[test]
@@ -2069,10 +2072,6 @@ mod tests {
     /// in the store, or kept it open).
     #[test]
     fn an_episode_opened_before_the_floor_is_judged_by_the_fold_s_states() {
-        let resolved = |rule, opened_at, at| AlertRecord {
-            resolved_at: Some(at),
-            ..alert(rule, opened_at, AlertStatus::Resolved)
-        };
         let before = vec![
             resolved(Rule::RenewalAtRisk, 10, 90),
             resolved(Rule::HealthRed, 20, 80),
