@@ -188,12 +188,18 @@ fn roster_changes(
     changes
 }
 
-/// What a look at the file sees: its modification time and length.
-type Stamp = Option<(SystemTime, u64)>;
+/// What a look at the file sees: its modification time and length, and
+/// its inode's change time and number. A copy that keeps the modification
+/// time (`cp -p`, `rsync -t`) over a file of the same length changes the
+/// change time, which no tool sets back; a file replaced by a rename, the
+/// inode.
+type Stamp = Option<(SystemTime, u64, (i64, i64), u64)>;
 
 fn stamp(path: &PathBuf) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    let changed = (meta.ctime(), meta.ctime_nsec());
+    Some((meta.modified().ok()?, meta.len(), changed, meta.ino()))
 }
 
 /// Whether to reload after a look that saw `now` (`seen` when last loaded):
@@ -218,7 +224,10 @@ mod tests {
 
     #[test]
     fn a_change_is_taken_once_it_holds_still_for_a_poll() {
-        let at = |s: u64, len: u64| Some((SystemTime::UNIX_EPOCH + Duration::from_secs(s), len));
+        let at = |s: u64, len: u64| {
+            let modified = SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+            Some((modified, len, (s as i64, 0), 1))
+        };
         let seen = at(1, 100);
         let mut changed = None;
         // Unchanged: nothing to do.
@@ -237,6 +246,33 @@ mod tests {
         // A file removed and not back yet is a change like another.
         assert!(!settled(seen, &mut changed, None));
         assert!(settled(seen, &mut changed, None));
+    }
+
+    /// Copied over with its modification time kept (`cp -p`, `rsync -t`)
+    /// and of the same length: the inode's change time moved, so the
+    /// change is seen (it was missed, and a recompute folded with the old
+    /// definition).
+    #[test]
+    fn a_copy_that_keeps_the_modification_time_and_length_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("customers.toml");
+        std::fs::write(&path, "arr = 90000\n").unwrap();
+        let before = stamp(&path);
+        let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&path, "arr = 95000\n").unwrap();
+        let file = std::fs::File::options().write(true).open(&path).unwrap();
+        file.set_modified(modified).unwrap();
+        let after = stamp(&path);
+        let (a, b) = (before.unwrap(), after.unwrap());
+        assert_eq!(
+            (a.0, a.1),
+            (b.0, b.1),
+            "the same modification time and length"
+        );
+        let mut changed = None;
+        assert!(!settled(before, &mut changed, after));
+        assert!(settled(before, &mut changed, after));
     }
 
     #[test]
