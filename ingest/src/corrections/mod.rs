@@ -1757,7 +1757,14 @@ fn complete(
         archive.resolved_by_states(customer, a.rule, a.opened_at, floor)
     };
     let retracted = retractions(before.clone(), &outputs, &days, floor, again, resolution)?;
-    records.extend(unsent(&before, outputs));
+    // The first pass after a start sends everything: one that ran before
+    // a kill noted its transitions in the archive, and the stores may not
+    // have written them.
+    records.extend(if again {
+        outputs
+    } else {
+        unsent(&before, outputs)
+    });
     records.extend(retracted);
     keep(archive, state.day.as_deref(), records.iter())?;
     let passed = state.emitted_through;
@@ -1771,7 +1778,9 @@ fn complete(
 /// already. A fold from a customer's silence closes its silent days
 /// again; sent every transition anew, receivers saw a resolved episode
 /// open again before it resolved once more. An episode new to them gets
-/// each of its transitions.
+/// each of its transitions. Not for the first pass of a customer after a
+/// start (see [`complete`]): the archive notes a pass's transitions before
+/// the stores write them, so after a kill it may hold what they lack.
 fn unsent(before: &[AlertRecord], outputs: Vec<Output>) -> Vec<Output> {
     let held: HashMap<(Rule, EventTime), &AlertRecord> = (before.iter())
         .filter(|a| a.status != AlertStatus::Retracted)
