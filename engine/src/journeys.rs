@@ -155,9 +155,14 @@ impl JourneyBoard {
     /// was silent until then starts from its silence.
     pub fn silent_start(&self, customer: &Id, first: EventTime) -> Option<JourneyState> {
         // One lock at a time: `covered_before` takes `covered`, then `closed`.
-        let held = (lock(&self.closed).get(customer)).and_then(|held| held.back().cloned());
-        let newest = held.or_else(|| lock(&self.covered).get(customer).cloned())?;
-        newest.silent_start(first)
+        // Read in place: the states are not copied to read two fields.
+        let held = (lock(&self.closed).get(customer))
+            .and_then(|held| held.back())
+            .map(|newest| newest.silent_start(first));
+        match held {
+            Some(start) => start,
+            None => lock(&self.covered).get(customer)?.silent_start(first),
+        }
     }
 
     /// Each customer's newest state whose last day ended before `before`

@@ -1983,12 +1983,7 @@ mod tests {
         .into_iter()
         .map(Output::Alert)
         .collect();
-        let sent: Vec<_> = (unsent(&before, folded).into_iter())
-            .map(|r| match r {
-                Output::Alert(a) => (a.rule, a.opened_at, a.status, a.resolved_at),
-                other => panic!("not an alert: {other:?}"),
-            })
-            .collect();
+        let sent = transitions(unsent(&before, folded));
         assert_eq!(
             sent,
             [
@@ -1998,6 +1993,17 @@ mod tests {
                 (Rule::UsageDrop, 5, AlertStatus::Open, None),
             ]
         );
+    }
+
+    /// Each record of `records`, an alert transition, as (rule, opened
+    /// at, status, resolved at).
+    fn transitions(records: Vec<Output>) -> Vec<(Rule, EventTime, AlertStatus, Option<EventTime>)> {
+        (records.into_iter())
+            .map(|r| match r {
+                Output::Alert(a) => (a.rule, a.opened_at, a.status, a.resolved_at),
+                other => panic!("not an alert: {other:?}"),
+            })
+            .collect()
     }
 
     fn resolved(rule: Rule, opened_at: EventTime, at: EventTime) -> AlertRecord {
@@ -2113,15 +2119,8 @@ mod tests {
             ]),
         )];
         let folded = vec![Output::Alert(resolved(Rule::DevicesDark, 40, 60))];
-        let sent: Vec<(Rule, EventTime, AlertStatus, Option<EventTime>)> =
-            (retractions(before.clone(), &folded, &days, 50, false, kept)
-                .unwrap()
-                .into_iter())
-            .map(|r| match r {
-                Output::Alert(a) => (a.rule, a.opened_at, a.status, a.resolved_at),
-                other => panic!("not an alert: {other:?}"),
-            })
-            .collect();
+        let sent =
+            transitions(retractions(before.clone(), &folded, &days, 50, false, kept).unwrap());
         assert_eq!(
             sent,
             [
