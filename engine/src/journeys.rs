@@ -186,6 +186,19 @@ impl JourneyBoard {
         changed.then(|| covered.clone())
     }
 
+    /// The states of customers taken out of the customers file, their
+    /// episodes ended ([`JourneyState::end_tracking`]), once every store
+    /// has written the resolutions: the next checkpoint stores them in
+    /// place of the restored ones, so a later start does not end them again.
+    pub fn ended(&self, states: HashMap<Id, JourneyState>) {
+        if states.is_empty() {
+            return;
+        }
+        lock(&self.covered).extend(states);
+        self.unstored
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// What the last [`JourneyBoard::covered_before`] returned is on disk.
     pub fn stored(&self) {
         self.unstored

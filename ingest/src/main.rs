@@ -245,16 +245,18 @@ async fn run(path: PathBuf, workers: Option<usize>, cluster: ClusterArgs) -> any
     // counting, as `/metrics` readers expect of a process that did not exit.
     let metrics: Arc<fleetpulse::metrics::IngestMetrics> = Arc::new(Default::default());
     // A start in place keeps the HTTP port open and its sign-ins.
-    let (mut http, mut in_place) = (None, false);
+    let (mut http, mut in_place, mut names) = (None, false, Default::default());
     loop {
         let runtime = Runtime {
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
             http,
             in_place,
+            names,
         };
         let mut report = service::run(config.clone(), &path, runtime).await?;
         http = report.http.take();
+        names = std::mem::take(&mut report.names);
         if !report.restart || shutdown.is_cancelled() {
             // A SIGTERM during the stop of a start in place.
             if let Some(server) = http.and_then(|kept| kept.server) {

@@ -122,6 +122,7 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
         http: None,
         in_place: false,
+        names: Default::default(),
     };
     let path = args.config.clone();
     let mut service = tokio::spawn(async move { service::run(config, &path, runtime).await });

@@ -128,6 +128,52 @@ impl JourneyState {
         self.episodes.get(&rule).and_then(|e| e.open_since)
     }
 
+    /// Ends the episodes open at the end of this state's last day, for a
+    /// customer taken out of the customers file (`name`: its display name
+    /// as last known): no day of it closes any more, so nothing else would
+    /// resolve them, and a receiver would keep them open for good. Each
+    /// resolves at the end of that last day, so ending them again (a start
+    /// that did not store this state) sends the same transitions. Taken
+    /// back into the file, the customer goes on from here: a rule still
+    /// breached opens a new episode.
+    pub fn end_tracking(&mut self, customer: &Id, name: &str) -> Vec<AlertRecord> {
+        let Some(end) = self.last_day_end else {
+            return Vec::new();
+        };
+        let last = self.recent_health.back();
+        let mut ended = Vec::new();
+        for (rule, episode) in &mut self.episodes {
+            let Some(opened_at) = episode.open_since.take() else {
+                continue;
+            };
+            ended.push(AlertRecord {
+                customer: customer.clone(),
+                customer_name: Id::from(name),
+                rule: *rule,
+                episode: episode.count,
+                status: AlertStatus::Resolved,
+                provisional: false,
+                opened_at,
+                resolved_at: Some(end),
+                evidence: "customer removed from the customers file: its journey is no longer \
+                           tracked"
+                    .to_string(),
+                // No reading: the evidence says why (a NaN has no JSON
+                // form, and receivers parse these).
+                metric: 0.0,
+                threshold: 0.0,
+                stage: last.map(|h| h.stage).unwrap_or_default(),
+                segment: last.map(|h| h.segment).unwrap_or_default(),
+                arr_at_risk: last.map_or(0.0, |h| h.arr),
+                next_action: rule.next_action().to_string(),
+            });
+        }
+        if !ended.is_empty() {
+            self.lost_champion = None;
+        }
+        ended
+    }
+
     /// Where a fold of the customer's days from `first` (a window start)
     /// begins when no state before it is at hand: the journey as it was
     /// when the engine began closing its days, if that was by `first` and

@@ -51,6 +51,9 @@ pub struct FanOut {
     /// checkpoint: the WAL is cut only behind the least advanced, whose
     /// stores may still need this member's readings.
     pub members: Option<super::rescale::Layout>,
+    /// Customers taken out of the customers file: their open alerts'
+    /// resolutions go out first.
+    pub untracked: super::Untracked,
 }
 
 impl FanOut {
@@ -87,6 +90,7 @@ impl FanOut {
         // Passes whose records the engine may still emit live versions of:
         // they go out after those, so the stores keep the restated ones.
         let mut held: Vec<Restated> = Vec::new();
+        let mut untracked = self.hand_out_untracked().await;
         loop {
             let event = tokio::select! {
                 event = events.recv() => event,
@@ -108,6 +112,12 @@ impl FanOut {
                             let bound = self.metrics.watermark.load(Relaxed);
                             corrections.restate(before.saturating_sub(1), bound, checkpoint);
                         }
+                    }
+                    if let Some((batches, _)) = &untracked
+                        && (self.written.iter()).all(|w| w.load(Relaxed) >= *batches)
+                    {
+                        let (_, states) = untracked.take().expect("checked");
+                        self.journeys.ended(states);
                     }
                     self.checkpoint(&mut failing).await;
                     if let Some(schedule) = &mut schedule {
@@ -249,6 +259,31 @@ impl FanOut {
             self.ledger().sent_batch();
         }
         unconfirmed.push_back((self.ledger().sent(), pass.passes));
+    }
+
+    /// Hands every receiver the resolutions of the alerts the customers
+    /// taken out of the customers file had open; returns the journeys to
+    /// store once every receiver wrote that many batches.
+    async fn hand_out_untracked(
+        &mut self,
+    ) -> Option<(
+        u64,
+        std::collections::HashMap<fleetpulse_engine::Id, fleetpulse_engine::JourneyState>,
+    )> {
+        let untracked = std::mem::take(&mut self.untracked);
+        if untracked.resolutions.is_empty() {
+            return None;
+        }
+        let records: Arc<[Output]> = untracked.resolutions.into();
+        (self.metrics.records_emitted).fetch_add(records.len() as u64, Relaxed);
+        for sink in &self.sinks {
+            if sink.send(records.clone()).await.is_err() {
+                tracing::error!("a sink stopped; its records are not written");
+            }
+        }
+        let mut ledger = self.ledger();
+        ledger.sent_batch();
+        Some((ledger.sent(), untracked.states))
     }
 
     /// Notes the provisional alerts opened among `records` before any store

@@ -33,8 +33,11 @@ pub mod replay;
 pub mod rescale;
 pub mod retention;
 pub mod route;
+pub mod untracked;
 
 use std::sync::Arc;
+
+pub use untracked::Untracked;
 
 use fleetpulse_engine::EngineError;
 use thiserror::Error;

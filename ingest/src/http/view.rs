@@ -222,6 +222,10 @@ pub struct View {
     operator_retention: Option<u64>,
     /// The last retention cutoff applied (event time).
     retention_cutoff: EventTime,
+    /// The customers of the customers file; `None`: no file, every
+    /// customer. Records of another (the resolutions of a removed
+    /// customer's alerts) are not shown.
+    roster: Option<std::collections::HashSet<Id>>,
 }
 
 impl Default for View {
@@ -242,6 +246,7 @@ impl View {
             version: 0,
             operator_retention: None,
             retention_cutoff: 0,
+            roster: None,
         }
     }
 
@@ -285,6 +290,7 @@ impl View {
         if !roster.is_empty() {
             self.customers.retain(|id, _| roster.contains_key(&**id));
             self.alerts.retain(|(id, ..), _| roster.contains_key(&**id));
+            self.roster = Some(roster.keys().map(|id| Id::from(id.as_str())).collect());
         }
         for (id, spec) in roster {
             let id: Id = id.as_str().into();
@@ -296,6 +302,11 @@ impl View {
     /// Takes in one batch of engine records.
     pub fn apply(&mut self, records: &[Output]) {
         for record in records {
+            if let (Some(roster), Some(customer)) = (&self.roster, record.customer())
+                && !roster.contains(customer)
+            {
+                continue;
+            }
             self.apply_one(record);
         }
         self.expire_operators();

@@ -49,7 +49,11 @@ pub async fn run(
         Some((file, _, book)) => (Some(file), Some(book)),
         None => (None, None),
     };
-    let journeys = parts::restore_state(&config, layout.as_ref(), &mut engine_config)?;
+    let (journeys, untracked) =
+        parts::restore_state(&config, layout.as_ref(), &mut engine_config, &runtime.names)?;
+    let names = (engine_config.customers.iter())
+        .map(|(id, spec)| (id.clone(), spec.name.to_string()))
+        .collect();
     // AEMP sources next: a missing secret or a damaged position file must
     // fail the start.
     let pollers = parts::pollers(&config, customers.as_ref(), &runtime.metrics)?;
@@ -157,6 +161,7 @@ pub async fn run(
         workers,
         corrections: corrections.clone().zip(restated),
         members,
+        untracked,
     };
     let fan_out = tasks.spawn(fan_out.run(events_rx));
     let devices = DeviceCounts::default();
@@ -246,5 +251,7 @@ pub async fn run(
         watch,
         tasks,
     };
-    running.until(&stop, &runtime.shutdown).await
+    let mut report = running.until(&stop, &runtime.shutdown).await?;
+    report.names = names;
+    Ok(report)
 }

@@ -70,6 +70,9 @@ pub struct RunReport {
     pub restart: bool,
     /// The customers the file added, when it did.
     pub added: Vec<String>,
+    /// The display names of the customers this start served, by id: the
+    /// next start in place names a customer the file took out by them.
+    pub names: HashMap<String, String>,
     /// At a start in place: the HTTP hub and server, for the next run.
     pub http: Option<crate::http::Kept>,
     /// A start in place: a store that does not answer is waited for.
@@ -134,6 +137,9 @@ pub struct Runtime {
     pub http: Option<crate::http::Kept>,
     /// A start in place: a store that does not answer is waited for.
     pub in_place: bool,
+    /// The display names the previous start knew ([`RunReport::names`]);
+    /// empty at the first.
+    pub names: HashMap<String, String>,
 }
 
 impl Runtime {
@@ -144,6 +150,7 @@ impl Runtime {
             shutdown: CancellationToken::new(),
             http: http.map(|hub| crate::http::Kept { hub, server: None }),
             in_place: false,
+            names: HashMap::new(),
         }
     }
 }
@@ -351,13 +358,33 @@ pub fn restore_state(
     config: &ServiceConfig,
     layout: Option<&crate::delivery::rescale::Layout>,
     engine_config: &mut fleetpulse_engine::EngineConfig,
-) -> Result<HashMap<fleetpulse_engine::Id, fleetpulse_engine::JourneyState>, ServiceError> {
+    names: &HashMap<String, String>,
+) -> Result<
+    (
+        HashMap<fleetpulse_engine::Id, fleetpulse_engine::JourneyState>,
+        crate::delivery::Untracked,
+    ),
+    ServiceError,
+> {
     let (Some(wal), Some(layout)) = (&config.wal, layout) else {
-        return Ok(HashMap::new());
+        return Ok(Default::default());
     };
     let restored = layout.journeys().map_err(DeliveryError::Wal)?;
     if !restored.is_empty() {
         tracing::info!(customers = restored.len(), "journey states restored");
+    }
+    let alone = (config.cluster.as_ref()).is_none_or(|c| !c.is_multi_process());
+    let untracked = if alone {
+        crate::delivery::Untracked::of(&restored, &engine_config.customers, names)
+    } else {
+        Default::default()
+    };
+    if !untracked.resolutions.is_empty() {
+        tracing::info!(
+            customers = untracked.states.len(),
+            alerts = untracked.resolutions.len(),
+            "customers taken out of the customers file: their open alerts resolve"
+        );
     }
     for (customer, state) in &restored {
         let (Some(spec), Some(end)) =
@@ -378,7 +405,6 @@ pub fn restore_state(
         }
     }
     let board = fleetpulse_engine::JourneyBoard::persisted(restored.clone());
-    let alone = (config.cluster.as_ref()).is_none_or(|c| !c.is_multi_process());
     let sent = sent_unsettled(
         config,
         &wal.dir,
@@ -411,7 +437,7 @@ pub fn restore_state(
         .as_ref()
         .is_some_and(|c| c.is_multi_process())
     {
-        return Ok(restored);
+        return Ok((restored, untracked));
     }
     if let Some(snapshot) = crate::delivery::devices::load(&wal.dir).map_err(DeliveryError::Wal)? {
         tracing::info!(
@@ -421,7 +447,7 @@ pub fn restore_state(
         );
         engine_config.devices = Arc::new(fleetpulse_engine::DeviceBoard::restoring(snapshot));
     }
-    Ok(restored)
+    Ok((restored, untracked))
 }
 
 /// The provisional alerts noted beside the WAL (`delivery::provisional`)

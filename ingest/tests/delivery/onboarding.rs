@@ -568,3 +568,176 @@ fn a_customer_block_is_cut_with_its_tables() {
         "[[customer]]\nid = \"a\"\n\n[customer.contract]\narr = 1\n\n[[customer]]\nid = \"c\"\n"
     );
 }
+
+/// `customer`'s `onboarding_stalled` episodes in the SQLite store at `db`:
+/// episode, status, customer name, opened at, resolved at, evidence.
+type Episode = (u32, String, String, i64, Option<i64>, String);
+
+fn stalled_episodes(db: &Path, customer: &str) -> Vec<Episode> {
+    let Ok(conn) = rusqlite::Connection::open(db) else {
+        return Vec::new();
+    };
+    let Ok(mut query) = conn.prepare(
+        "SELECT episode, status, customer_name, opened_at, resolved_at, evidence FROM alert \
+         WHERE customer = ?1 AND rule = 'onboarding_stalled' ORDER BY opened_at",
+    ) else {
+        return Vec::new();
+    };
+    let rows = query.query_map([customer], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+        ))
+    });
+    rows.map(|rows| rows.filter_map(Result::ok).collect())
+        .unwrap_or_default()
+}
+
+/// Polls the store until `customer`'s episodes satisfy `done`.
+async fn until_episodes(
+    db: &Path,
+    customer: &str,
+    service: &Service,
+    what: &str,
+    done: impl Fn(&[Episode]) -> bool,
+) -> Vec<Episode> {
+    let started = Instant::now();
+    loop {
+        let episodes = stalled_episodes(db, customer);
+        if done(&episodes) {
+            return episodes;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{what}: not within 90 s: {episodes:?}\n{}",
+            service.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A customer taken out of the customers file while one of its alerts is
+/// open (`onboarding_stalled`: its machines never reported): no day of it
+/// closes any more, so the alert would stay open in the store and at every
+/// receiver for good. The start in place resolves it, at the end of the
+/// customer's last closed day, under the name it had, and says why; a
+/// restart does not send it again; taken back into the file, the customer
+/// goes on from its last day, and its silence, still there, opens a second
+/// episode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_taken_out_of_the_file_has_its_open_alert_resolved_once() {
+    use crate::support::late::{DARK_CUSTOMERS, hour, quiet_customer};
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    mosquitto.subscribe_session("leaver-alert-reader", "cs/alerts/#");
+    let dir = tempfile::tempdir().unwrap();
+    let customers = dir.path().join("customers.toml");
+    let full = format!("{DARK_CUSTOMERS}{}", quiet_customer(1));
+    std::fs::write(&customers, &full).unwrap();
+    let sections = "[[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n";
+    let config = write_durable_config(dir.path(), &mosquitto, "fleetpulse-leaver", 2, "", sections);
+    let mut service = Service::new(&config, dir.path().join("service.log"));
+    service.start_and_wait("subscribed");
+    let db = dir.path().join("kpi.sqlite");
+    let publish = async |hours: std::ops::Range<u64>, client: &str| {
+        let messages = hours.flat_map(|h| ["d1", "d2", "d3"].map(|d| hour(d, h)));
+        let options = crate::support::fleets::publish_options(&mosquitto, client);
+        fleetpulse_sim::publish(options, messages.collect::<Vec<_>>(), |_| {})
+            .await
+            .unwrap();
+    };
+
+    // `dk`'s fleet reports two and a half days; `qt`'s never does, and its
+    // one onboarding day passes.
+    publish(0..60, "leaver-sim-1").await;
+    let opened = until_episodes(&db, "qt", &service, "qt's silence opened", |e| {
+        e.len() == 1 && e[0].1 == "open"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let last_day_end: i64 = conn
+        .query_row(
+            "SELECT max(window_end) FROM health WHERE customer = 'qt'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    drop(conn);
+
+    std::fs::write(&customers, DARK_CUSTOMERS).unwrap();
+    service.wait_for_log_within("starting again in place", 1, Duration::from_secs(30));
+    let resolved = until_episodes(&db, "qt", &service, "qt's alert resolved", |e| {
+        e.len() == 1 && e[0].1 == "resolved"
+    })
+    .await;
+    let (episode, _, name, opened_at, resolved_at, evidence) = &resolved[0];
+    assert_eq!((*episode, *opened_at), (opened[0].0, opened[0].3));
+    assert_eq!(name, "Quiet Quarry", "the name it had");
+    // At the end of its last day the service made durable: the stores may
+    // hold one more (a day's state is kept once every store holds all of
+    // its records, which the next day's close tells).
+    let resolved_at = resolved_at.expect("resolved");
+    let kept = (resolved_at - *opened_at) % 86_400_000 == 0;
+    assert!(
+        kept && *opened_at <= resolved_at && resolved_at <= last_day_end,
+        "{resolved:?}: the last day stored ends at {last_day_end}"
+    );
+    assert!(
+        evidence.contains("removed from the customers file"),
+        "{evidence}"
+    );
+    service.wait_for_log_within("their open alerts resolve", 1, Duration::from_secs(5));
+
+    // The journey, its episode ended, is stored with the next checkpoint:
+    // a restart has nothing to resolve.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    service.stop();
+    // One connection per start: the first, the start in place, this one.
+    service.start();
+    service.wait_for_log_within("connected to broker", 3, Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let said = service.log().matches("their open alerts resolve").count();
+    assert_eq!(said, 1, "resolved once\n{}", service.log_tail());
+    let messages = mosquitto.receive(
+        "leaver-alert-reader",
+        "cs/alerts/#",
+        10,
+        Duration::from_secs(5),
+    );
+    let heard: Vec<serde_json::Value> = (messages.iter())
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .filter(|a: &serde_json::Value| a["customer"] == "qt")
+        .collect();
+    let statuses: Vec<&str> = heard
+        .iter()
+        .map(|a| a["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["open", "resolved"], "{heard:?}");
+    let last = &heard[1];
+    assert_eq!(last["alert_id"], heard[0]["alert_id"]);
+    assert_eq!(last["customer_name"], "Quiet Quarry");
+    assert_eq!(last["resolved_at_ms"], resolved_at);
+    let id = last["alert_id"].as_str().unwrap();
+    assert_eq!(
+        last["notification_id"],
+        format!("{id}-resolved-{resolved_at}").as_str()
+    );
+
+    // Back in the file: its days close again from its last one, still
+    // silent, and a second episode opens.
+    std::fs::write(&customers, &full).unwrap();
+    service.wait_for_log_within("starting again in place", 2, Duration::from_secs(30));
+    service.wait_for_log_within("connected to broker", 4, Duration::from_secs(60));
+    publish(60..110, "leaver-sim-2").await;
+    let episodes = until_episodes(&db, "qt", &service, "a second episode", |e| e.len() == 2).await;
+    service.stop();
+    assert_eq!(episodes[0], resolved[0], "the first stays resolved");
+    let (episode, status, _, opened_at, resolved_at, _) = &episodes[1];
+    assert_eq!((*episode, status.as_str()), (2, "open"), "{episodes:?}");
+    assert!(*opened_at > resolved[0].3 && resolved_at.is_none());
+    println!("qt's episodes: {episodes:?}");
+}
