@@ -213,6 +213,33 @@ async fn touchpoints_through_the_api_drive_coverage_gaps_and_show_in_page_and_re
         .await
         .unwrap();
     assert_eq!(elsewhere.status(), StatusCode::FORBIDDEN);
+    // Another port of the same host is another origin.
+    let host = api.base.trim_start_matches("http://");
+    let (name, port) = host.rsplit_once(':').unwrap();
+    let sibling = format!("http://{name}:{}", port.parse::<u16>().unwrap() ^ 1);
+    let next_door = api
+        .http
+        .post(format!("{}/api/customers/{mine}/touchpoints", api.base))
+        .bearer_auth(&alice)
+        .header("origin", sibling)
+        .json(&review(r, true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(next_door.status(), StatusCode::FORBIDDEN);
+    // One JSON document: anything after it is refused, not ignored.
+    let trailing = api
+        .http
+        .post(format!("{}/api/customers/{mine}/touchpoints", api.base))
+        .bearer_auth(&alice)
+        .header("content-type", "application/json")
+        .body(format!("{} trailing", review(r, true)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(trailing.status(), StatusCode::BAD_REQUEST);
+    let said = trailing.text().await.unwrap();
+    assert!(said.contains("trailing characters"), "{said}");
     let (status, error) = api
         .post(Some(&alice), &mine, json!({"kind": "qbr", "date": date(r)}))
         .await;

@@ -245,6 +245,17 @@ impl<S: Send + Sync> FromRequestParts<S> for CustomerId {
     }
 }
 
+/// A request's JSON body as `T`; the error names the field
+/// (`body: kind: unknown variant ...`).
+pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let bad = |e: &dyn std::fmt::Display| ApiError::bad_request(format!("body: {e}"));
+    let input = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| bad(&e))?;
+    // One document: anything after it (but white space) is refused too.
+    deserializer.end().map_err(|e| bad(&e))?;
+    Ok(input)
+}
+
 /// Parses a query string; the error names the parameter at fault.
 pub fn parse_query<T: serde::de::DeserializeOwned>(query: &str) -> Result<T, String> {
     let pairs = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));

@@ -97,9 +97,7 @@ pub async fn record(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     check_write(&headers, &access)?;
-    let mut deserializer = serde_json::Deserializer::from_slice(&body);
-    let input: ContractEventInput = serde_path_to_error::deserialize(&mut deserializer)
-        .map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+    let input: ContractEventInput = super::api::json_body(&body)?;
     let event = input
         .check(&access.principal.name)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;

@@ -265,9 +265,7 @@ pub async fn record(
 ) -> Result<Response, ApiError> {
     check_write(&headers, &access)?;
     known(&hub, &access, &id)?;
-    let mut deserializer = serde_json::Deserializer::from_slice(&body);
-    let input: TouchpointInput = serde_path_to_error::deserialize(&mut deserializer)
-        .map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+    let input: TouchpointInput = super::api::json_body(&body)?;
     let touchpoint = input
         .check(&id, Some(&access.principal.name), &access.principal.name)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;

@@ -78,8 +78,10 @@ impl std::fmt::Debug for LoginForm {
     }
 }
 
-/// True when `Origin` (if sent) names the request's own host.
-/// No `Origin`, or one naming this server's host: not a cross-site request.
+/// True when `Origin` (if sent) names the request's own host and port.
+/// No `Origin`, or one naming this server: not a cross-site request. The
+/// port counts: a page on another port of the same host is another origin
+/// (cookies do not tell ports apart, so it could plant a login CSRF cookie).
 pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         return true;
@@ -87,11 +89,31 @@ pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(host_name);
-    let origin_host = origin
+        .map(|h| authority(h, None));
+    let origin = origin
         .split_once("://")
-        .map(|(_, rest)| host_name(rest.trim_end_matches('/')));
-    origin_host.is_some() && origin_host == host
+        .map(|(scheme, rest)| authority(rest.trim_end_matches('/'), Some(scheme)));
+    origin.is_some() && origin == host
+}
+
+/// `host[:port]`, lowercase, without the port its scheme implies (80 for
+/// `http`, 443 for `https`; either for a `Host` header, which names none).
+fn authority(value: &str, scheme: Option<&str>) -> String {
+    let value = value.trim();
+    let name = host_name(value);
+    let port = (value.get(name.len()..))
+        .and_then(|rest| rest.strip_prefix(':'))
+        .unwrap_or("");
+    let implied = match scheme.map(str::to_ascii_lowercase).as_deref() {
+        Some("http") => port == "80",
+        Some("https") => port == "443",
+        Some(_) => false,
+        None => port == "80" || port == "443",
+    };
+    match port.is_empty() || implied {
+        true => name,
+        false => format!("{name}:{port}"),
+    }
 }
 
 fn peer_of(extensions: &axum::http::Extensions) -> String {
@@ -133,12 +155,20 @@ pub async fn login(State(auth): State<Arc<Auth>>, request: axum::extract::Reques
     }
     let users = auth.users();
     let (user, password) = (fields.user.clone(), fields.password);
-    // argon2 takes tens of milliseconds of CPU: off the async threads.
+    // argon2 takes tens of milliseconds of CPU and 19 MiB: off the async
+    // threads, a few at a time.
     let checking = users.clone();
-    let principal = tokio::task::spawn_blocking(move || checking.check_password(&user, &password))
-        .await
-        .ok()
-        .flatten();
+    let checked = super::checks::checks()
+        .run(move || checking.check_password(&user, &password))
+        .await;
+    let Some(principal) = checked else {
+        tracing::warn!(target: "audit", event = "login", outcome = "busy", peer, "login refused: too many sign-ins at once");
+        return form(
+            &auth,
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("Too many sign-ins at once; please try again in a moment."),
+        );
+    };
     let stamp = (principal.as_ref()).and_then(|p| users.password_stamp(&p.name));
     let (Some(principal), Some(stamp)) = (principal, stamp) else {
         // The name only when it is a user's (escaped): a password typed in
@@ -275,6 +305,27 @@ mod tests {
         headers.insert("origin", "https://attacker.example".parse().unwrap());
         assert!(!same_origin(&headers));
         headers.insert("origin", "null".parse().unwrap());
+        assert!(!same_origin(&headers));
+        // Another port or scheme of the same host is another origin.
+        headers.insert("origin", "http://localhost:9999".parse().unwrap());
+        assert!(!same_origin(&headers));
+        headers.insert("origin", "https://localhost".parse().unwrap());
+        assert!(!same_origin(&headers));
+        headers.insert("origin", "http://LOCALHOST:8080/".parse().unwrap());
+        assert!(same_origin(&headers));
+        // Behind a proxy on the default port: no port on either side, or
+        // the one the scheme implies.
+        headers.insert("host", "fleet.example.com".parse().unwrap());
+        headers.insert("origin", "https://fleet.example.com".parse().unwrap());
+        assert!(same_origin(&headers));
+        headers.insert("origin", "https://fleet.example.com:443".parse().unwrap());
+        assert!(same_origin(&headers));
+        headers.insert("origin", "https://fleet.example.com:8443".parse().unwrap());
+        assert!(!same_origin(&headers));
+        headers.insert("host", "[::1]:8080".parse().unwrap());
+        headers.insert("origin", "http://[::1]:8080".parse().unwrap());
+        assert!(same_origin(&headers));
+        headers.insert("origin", "http://[::1]:8081".parse().unwrap());
         assert!(!same_origin(&headers));
     }
 }

@@ -16,6 +16,7 @@
 //! Every login and every denied request writes one line to the `audit`
 //! tracing target: never a password, token, cookie or hash.
 
+pub mod checks;
 pub mod cli;
 pub mod login;
 pub mod proxy;
@@ -79,6 +80,8 @@ pub enum Denied {
     /// A session opened with a password the user no longer has (changed,
     /// or the user removed and added again).
     PasswordChanged,
+    /// Too many credentials waiting to be checked ([`checks`]).
+    Busy,
 }
 
 impl Denied {
@@ -91,6 +94,7 @@ impl Denied {
             Denied::NoRole => "proxy user without a role",
             Denied::UnknownUser => "user no longer exists",
             Denied::PasswordChanged => "session opened with a password the user no longer has",
+            Denied::Busy => "too many credentials to check at once",
         }
     }
 }
@@ -174,7 +178,7 @@ impl Auth {
 
     /// Who sent `headers` on a connection from `peer`, and the session's
     /// CSRF token when by session.
-    pub fn authenticate(
+    pub async fn authenticate(
         &self,
         headers: &HeaderMap,
         peer: Option<IpAddr>,
@@ -197,7 +201,18 @@ impl Auth {
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(str::trim)
                 .ok_or(Denied::BadToken)?;
-            let (principal, _id) = self.users().check_token(token).ok_or(Denied::BadToken)?;
+            let users = self.users();
+            // A token checked before is known at once; another costs an
+            // argon2 check, on the checking threads.
+            let checked = match users.cached_token(token) {
+                Some(found) => found,
+                None => {
+                    let token = token.to_string();
+                    let checked = checks::checks().run(move || users.check_token(&token));
+                    checked.await.ok_or(Denied::Busy)?
+                }
+            };
+            let (principal, _id) = checked.ok_or(Denied::BadToken)?;
             return Ok((principal, None));
         }
         if let Some(id) = cookie(headers, SESSION_COOKIE) {
@@ -206,8 +221,12 @@ impl Auth {
                 .get(id, Instant::now())
                 .ok_or(Denied::BadSession)?;
             let users = self.users();
-            let principal =
-                (users.principal(&session.user, Via::Session)).ok_or(Denied::UnknownUser)?;
+            // A user taken out of the file ends its sessions for good: the
+            // same entry put back (a backup restored) does not revive them.
+            let Some(principal) = users.principal(&session.user, Via::Session) else {
+                self.sessions.close(id);
+                return Err(Denied::UnknownUser);
+            };
             if !session.signed_in_with(users.password_stamp(&session.user)) {
                 self.sessions.close(id);
                 return Err(Denied::PasswordChanged);
@@ -311,8 +330,21 @@ pub async fn guard(State(guard): State<Guard>, request: Request, next: Next) -> 
         return next.run(Request::from_parts(parts, body)).await;
     }
     let peer = parts.extensions.get::<Peer>().map(|p| p.0.ip());
-    let (principal, csrf) = match guard.auth.authenticate(&parts.headers, peer) {
+    let (principal, csrf) = match guard.auth.authenticate(&parts.headers, peer).await {
         Ok(found) => found,
+        Err(Denied::Busy) => {
+            audit_denied(
+                &parts,
+                StatusCode::SERVICE_UNAVAILABLE,
+                Denied::Busy.as_str(),
+                None,
+            );
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many credentials to check at once; try again in a moment",
+            )
+            .into_response();
+        }
         Err(denied) => {
             audit_denied(&parts, StatusCode::UNAUTHORIZED, denied.as_str(), None);
             return match gate {
@@ -382,10 +414,10 @@ mod tests {
         assert_eq!(gate(&Method::GET, "/no/such/route"), Gate::Api);
     }
 
-    #[test]
-    fn without_configuration_everyone_is_an_admin_and_with_it_nobody_is() {
+    #[tokio::test]
+    async fn without_configuration_everyone_is_an_admin_and_with_it_nobody_is() {
         let open = Auth::new(&HttpConfig::default()).unwrap();
-        let (p, _) = open.authenticate(&HeaderMap::new(), None).unwrap();
+        let (p, _) = open.authenticate(&HeaderMap::new(), None).await.unwrap();
         assert_eq!((p.role, p.via), (Role::Admin, Via::Anonymous));
 
         let dir = tempfile::tempdir().unwrap();
@@ -397,19 +429,22 @@ mod tests {
         })
         .unwrap();
         assert_eq!(
-            closed.authenticate(&HeaderMap::new(), None).unwrap_err(),
+            closed
+                .authenticate(&HeaderMap::new(), None)
+                .await
+                .unwrap_err(),
             Denied::NoCredentials
         );
         let mut headers = HeaderMap::new();
         headers.insert("authorization", "Bearer fp_x_y".parse().unwrap());
         assert_eq!(
-            closed.authenticate(&headers, None).unwrap_err(),
+            closed.authenticate(&headers, None).await.unwrap_err(),
             Denied::BadToken
         );
         let mut headers = HeaderMap::new();
         headers.insert("cookie", "fp_session=forged".parse().unwrap());
         assert_eq!(
-            closed.authenticate(&headers, None).unwrap_err(),
+            closed.authenticate(&headers, None).await.unwrap_err(),
             Denied::BadSession
         );
         let mut headers = HeaderMap::new();

@@ -425,34 +425,43 @@ impl Users {
     }
 
     /// The user a bearer token belongs to, and the token's id.
+    /// An argon2 check unless the token was checked before
+    /// ([`Users::cached_token`]): run it off the async threads.
     pub fn check_token(&self, token: &str) -> Option<(Principal, String)> {
-        let key = self.cache_key_of(token);
-        let cached = self
-            .verified
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .cloned();
-        if let Some((name, id)) = cached {
-            return self.principal(&name, Via::Token).map(|p| (p, id));
+        if let Some(found) = self.cached_token(token) {
+            return found;
         }
         let (id, secret) = token.strip_prefix(TOKEN_PREFIX)?.split_once('_')?;
-        let (user, entry) = self
-            .file
-            .users
-            .iter()
-            .find_map(|u| u.tokens.iter().find(|t| t.id == id).map(|t| (u, t)))?;
-        if !verify(secret, &entry.hash) {
-            return None;
-        }
+        let found = (self.file.users.iter())
+            .find_map(|u| u.tokens.iter().find(|t| t.id == id).map(|t| (u, &t.hash)));
+        // An unknown id costs the same check as a wrong secret: the time
+        // taken does not tell which token ids exist.
+        let hash = found.map_or(&self.decoy, |(_, hash)| hash);
+        let user = match (verify(secret, hash), found) {
+            (true, Some((user, _))) => user,
+            _ => return None,
+        };
         let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
         if verified.len() >= TOKEN_CACHE {
             verified.clear();
         }
-        verified.insert(key, (user.name.clone(), id.to_string()));
+        verified.insert(
+            self.cache_key_of(token),
+            (user.name.clone(), id.to_string()),
+        );
         drop(verified);
         self.principal(&user.name, Via::Token)
             .map(|p| (p, id.to_string()))
+    }
+
+    /// The user of a token checked before, at once: `Some(None)` for one
+    /// whose user is gone; `None` when it was not checked (or failed).
+    pub fn cached_token(&self, token: &str) -> Option<Option<(Principal, String)>> {
+        let key = self.cache_key_of(token);
+        let cached = (self.verified.lock().unwrap_or_else(|e| e.into_inner()))
+            .get(&key)
+            .cloned();
+        cached.map(|(name, id)| self.principal(&name, Via::Token).map(|p| (p, id)))
     }
 
     fn cache_key_of(&self, token: &str) -> [u8; 32] {
