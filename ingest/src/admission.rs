@@ -512,6 +512,7 @@ impl Admission {
             Admitted::Late(batch)
         } else {
             let horizon = self.correction_horizon_ms;
+            let archive_from = self.reach.correctable_from();
             self.watermark
                 .admit(batch.first_at(), batch.last_at())
                 .map_err(|late| Rejection {
@@ -522,7 +523,13 @@ impl Admission {
                         batch.device,
                         timestamp(late.first_at),
                         jiff::SignedDuration::from_millis((late.watermark - late.first_at) as i64),
-                        if horizon > 0 && corrections {
+                        if horizon > 0 && corrections && within {
+                            format!(
+                                " and it starts before {}, where the archive begins (it holds \
+                                 nothing older: a horizon raised since keeps more from then on)",
+                                timestamp(archive_from)
+                            )
+                        } else if horizon > 0 && corrections {
                             format!(
                                 " and it is beyond engine.correction_horizon ({}); `fleetpulse backfill` of the dead-letter file takes it in (a new customer's history, however old), `fleetpulse replay` once a horizon covers it",
                                 jiff::SignedDuration::from_millis(horizon as i64)
@@ -668,6 +675,29 @@ mod tests {
                 &payload_of("c", "f", 1, 5000)
             ),
             RejectReason::DeviceLimit
+        );
+    }
+
+    #[test]
+    fn late_data_before_the_archive_is_refused_naming_where_it_begins() {
+        // A horizon of 1,000 s, an archive that begins at 400 s (a horizon
+        // raised since: what the archive pruned before is gone).
+        let reach = std::sync::Arc::new(Reach::from(400_000));
+        let mut a = admission().with_correction_horizon(1_000_000, reach);
+        let live = "fleet/c/s/d/telemetry";
+        a.admit_or_correct(live, &payload_of("c", "d", 100, 900_000), NOW)
+            .unwrap();
+        let taken = a.admit_or_correct(live, &payload_of("c", "d", 50, 450_000), NOW);
+        assert!(matches!(taken, Ok(Admitted::Late(_))));
+        let refused =
+            (a.admit_or_correct(live, &payload_of("c", "d", 20, 300_000), NOW)).unwrap_err();
+        assert_eq!(refused.reason, RejectReason::TooLate);
+        assert!(
+            refused.detail.contains("where the archive begins")
+                && refused.detail.contains("1970-01-01T00:06:40Z")
+                && !refused.detail.contains("beyond engine.correction_horizon"),
+            "{}",
+            refused.detail
         );
     }
 

@@ -148,9 +148,22 @@ async fn run_dark_as(
     customers_toml: &str,
     phases: Vec<Vec<(String, Vec<u8>)>>,
 ) -> Arc<fleetpulse::metrics::IngestMetrics> {
+    run_with(mosquitto, dir, client, customers_toml, phases, |_| {}).await
+}
+
+/// [`run_dark_as`], the service's configuration changed by `tune` first.
+async fn run_with(
+    mosquitto: &Mosquitto,
+    dir: &Path,
+    client: &str,
+    customers_toml: &str,
+    phases: Vec<Vec<(String, Vec<u8>)>>,
+    tune: impl FnOnce(&mut ServiceConfig),
+) -> Arc<fleetpulse::metrics::IngestMetrics> {
     let customers = dir.join("customers.toml");
     std::fs::write(&customers, customers_toml).unwrap();
     let mut config = in_process::config(mosquitto.host(), mosquitto.port(), client, 1, &customers);
+    tune(&mut config);
     config.wal = Some(WalConfig {
         dir: dir.join("wal"),
         ..toml::from_str("dir = \"x\"").unwrap()
@@ -936,4 +949,112 @@ async fn horizon_gap(name: &str, horizons: [u64; 3]) {
         service.task.await.unwrap().unwrap();
     }
     assert_same_as_in_order(&db, &reference_db);
+}
+
+/// Late telemetry right after a restart, on a lane the WAL's replay gave
+/// nothing (its devices had sent nothing since the last cut): that lane's
+/// watermark started at 0, so it took the batch as on time, and the
+/// engine's records of the days it touched were suppressed as written
+/// before the restart: accepted, counted, and in no store. It is late
+/// from the start, and restates its days as in a run without the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_telemetry_on_a_lane_the_restart_replayed_nothing_to_is_restated() {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let lane = |device: &str| {
+        let (topic, _) = hour(device, 0);
+        fleetpulse::delivery::route::lane(&topic, 2, 2)
+    };
+    let names: Vec<String> = (1..40).map(|i| format!("d{i}")).collect();
+    let live: Vec<&str> = (names.iter())
+        .filter(|d| lane(d) == 0)
+        .take(2)
+        .map(String::as_str)
+        .collect();
+    let late = names.iter().find(|d| lane(d) == 1).unwrap().as_str();
+    let before: Vec<_> = (0..100)
+        .flat_map(|h| live.iter().map(move |d| hour(d, h)))
+        .collect();
+    // Day 2 of a device on the other lane, two days behind.
+    let buffered: Vec<_> = (48..72).map(|h| hour(late, h)).collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let client = "late-after-restart";
+    // Two lanes; an idle lane follows the other after a second, so the
+    // days close and the checkpoint moves past them.
+    let two_lanes = |config: &mut ServiceConfig| {
+        config.engine.workers = 2;
+        config.engine.idle_after = std::time::Duration::from_secs(1);
+    };
+    let first = vec![before.clone()];
+    run_with(
+        &mosquitto,
+        dir.path(),
+        client,
+        DARK_CUSTOMERS,
+        first,
+        two_lanes,
+    )
+    .await;
+    let checkpoint = std::fs::read_to_string(dir.path().join("wal/checkpoint.json")).unwrap();
+    let checkpoint: serde_json::Value = serde_json::from_str(&checkpoint).unwrap();
+    let written_before = checkpoint["written_before"].as_u64().unwrap();
+    assert!(
+        written_before >= support::late::T0 + 72 * support::late::HOUR_MS,
+        "{checkpoint}"
+    );
+    let then = vec![buffered.clone()];
+    let metrics = run_with(
+        &mosquitto,
+        dir.path(),
+        client,
+        DARK_CUSTOMERS,
+        then,
+        two_lanes,
+    )
+    .await;
+    assert_eq!(metrics.rejected_total(), 0);
+
+    let reference = tempfile::tempdir().unwrap();
+    let in_time = in_event_time_order(before.into_iter().chain(buffered).collect());
+    let client = "late-after-restart-ref";
+    run_with(
+        &mosquitto,
+        reference.path(),
+        client,
+        DARK_CUSTOMERS,
+        vec![in_time],
+        two_lanes,
+    )
+    .await;
+    let (db, reference_db) = (
+        dir.path().join("kpi.sqlite"),
+        reference.path().join("kpi.sqlite"),
+    );
+    let samples = |path: &Path| -> i64 {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.query_row(
+            "SELECT coalesce(sum(samples), 0) FROM device_kpi WHERE device = ?1 AND window = '1d'",
+            [late],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(samples(&db), 48, "the late device's day");
+    assert_eq!(metrics.late_admitted.load(Relaxed), 24);
+    assert_eq!(samples(&reference_db), 48);
+    for table in ["device_kpi", "customer_kpi"] {
+        let strip = |(rows, _): (
+            std::collections::BTreeMap<String, Vec<(String, String)>>,
+            i64,
+        )| {
+            (rows.into_iter())
+                .map(|(k, v)| (k, v.into_iter().filter(|(c, _)| c != "revision").collect()))
+                .collect::<std::collections::BTreeMap<String, Vec<(String, String)>>>()
+        };
+        assert_eq!(
+            strip(rows(&db, table)),
+            strip(rows(&reference_db, table)),
+            "{table}"
+        );
+    }
 }

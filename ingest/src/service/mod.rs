@@ -206,6 +206,15 @@ pub async fn run(
         }
         None => None,
     };
+    // Every window ending before the checkpoint is in every store: telemetry
+    // for it is late, on every lane. A lane the replay gave nothing (none of
+    // its devices' records left in the WAL) would otherwise start at 0 and
+    // take it as on time, and the engine's records of it would be
+    // suppressed as written before: accepted, and in no store.
+    for (admission, _) in &mut lanes {
+        admission.follow(stored.written_before);
+    }
+    watermark = watermark.max(stored.written_before);
     let dead_letters = (config.limits.dead_letter_file.as_ref())
         .map(|path| DeadLetterStore::open(path, DeadLetterOptions::default()))
         .transpose()
