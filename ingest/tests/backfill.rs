@@ -1613,3 +1613,36 @@ async fn histories_loaded_together(name: &str, rename: impl Fn(&mut v1::Telemetr
         &reference.path().join("kpi.sqlite"),
     );
 }
+
+/// A unit epoch given by hand that lies in the future (a typo, milliseconds
+/// for seconds): every batch would reach the service and be refused as
+/// `future_timestamp` while the command said it sent them. It is refused
+/// before anything is sent, naming the flag and the time it stands for.
+#[test]
+fn a_unit_epoch_ahead_of_the_clock_is_refused_before_anything_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("export.csv");
+    std::fs::write(
+        &file,
+        "customer,site,device,time,operating_hours\nacme,pit,d1,2026-06-01T00:00:00Z,1\n",
+    )
+    .unwrap();
+    let config = dir.path().join("fleetpulse.toml");
+    // Port 1: nothing listens; the check comes before any connection.
+    std::fs::write(&config, "[mqtt]\nhost = \"127.0.0.1\"\nport = 1\n").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+        .args(["backfill", "--unit-epoch", "1780272000000"])
+        .arg(&file)
+        .arg("-c")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--unit-epoch 1780272000000 s")
+            && stderr.contains("future_timestamp")
+            && !stderr.contains("sent"),
+        "{stderr}"
+    );
+}

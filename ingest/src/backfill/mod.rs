@@ -147,6 +147,19 @@ pub async fn run(args: &BackfillArgs) -> anyhow::Result<Backfilled> {
         );
     }
     let latest = latest_accepted(&config);
+    // Seconds since 1970, as a unit's start: one ahead of the clock makes
+    // the service refuse every batch.
+    if let Some(epoch) = args.unit_epoch
+        && i64::try_from(epoch.saturating_mul(1000)).map_or(true, |at| at > latest)
+    {
+        bail!(
+            "--unit-epoch {epoch} s ({}) is later than this host's clock plus limits.max_future \
+             ({}): the service would refuse every batch as future_timestamp (a unit cannot \
+             have started yet)",
+            stamp(i64::try_from(epoch.saturating_mul(1000)).unwrap_or(i64::MAX)),
+            stamp(latest)
+        );
+    }
     let history = history_until(args, &config.limits(), Some(latest))?;
     if history.summary().batches == 0 {
         bail!("no batches to send (files empty, or no batch of --customer)");

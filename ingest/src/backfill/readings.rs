@@ -43,11 +43,12 @@ pub const CSV_COLUMNS: [&str; 14] = [
 /// The meters a row may leave blank.
 const METERS: [&str; 3] = ["operating_hours", "idle_hours", "fuel_litres"];
 
-/// One row: its device (by its place among the file's devices), its time
-/// and line (equal times keep the file's order), which meters it left
+/// One row: its device and site (by their places among the file's), its
+/// time and line (equal times keep the file's order), which meters it left
 /// blank, and the reading, encoded.
 struct Reading {
     device: u32,
+    site: u32,
     at: i64,
     line: u64,
     blank: u8,
@@ -63,6 +64,7 @@ impl Reading {
 impl Spilled for Reading {
     fn encode(&self, out: &mut impl Write) -> io::Result<()> {
         out.write_all(&self.device.to_le_bytes())?;
+        out.write_all(&self.site.to_le_bytes())?;
         out.write_all(&self.at.to_le_bytes())?;
         out.write_all(&self.line.to_le_bytes())?;
         out.write_all(&[self.blank])?;
@@ -75,6 +77,7 @@ impl Spilled for Reading {
         };
         Ok(Some(Self {
             device: u32::from_le_bytes(device),
+            site: u32::from_le_bytes(take(input)?),
             at: i64::from_le_bytes(take(input)?),
             line: u64::from_le_bytes(take(input)?),
             blank: take::<1>(input)?[0],
@@ -84,8 +87,9 @@ impl Spilled for Reading {
 }
 
 /// Reads a CSV of readings into batches, handed to `batch` in device
-/// order: each device's readings of one UTC hour make a batch (more than
-/// `limits.max_samples` make several), numbered from 1 per device under
+/// order: each device's readings of one UTC hour at one site make a batch
+/// (more than `limits.max_samples` make several; a device that moves makes
+/// one per site), numbered from 1 per device, across its sites, under
 /// `unit_epoch` (default: see [`super::BackfillArgs::unit_epoch`]). `read`
 /// is told the bytes read so far.
 ///
@@ -232,9 +236,13 @@ fn read_csv_in_runs(
     }
     let spill = |e: io::Error| spill::failed(e, &format!("{name}: sorting its readings"));
     let mut sorter = Sorter::new(run, Reading::order);
-    // (customer, site, device) by first appearance.
-    let mut devices: Vec<[String; 3]> = Vec::new();
+    // (customer, device) by first appearance: a device that moves between
+    // sites is one unit, its batches numbered on across them; and the
+    // sites, each batch naming its reading's.
+    let mut devices: Vec<[String; 2]> = Vec::new();
     let mut known: HashMap<String, u32> = HashMap::new();
+    let mut sites: Vec<String> = Vec::new();
+    let mut known_sites: HashMap<String, u32> = HashMap::new();
     let mut key = String::new();
     let mut row = csv::StringRecord::new();
     let mut line = 1;
@@ -248,7 +256,7 @@ fn read_csv_in_runs(
         }
         line += 1;
         let get = |c: &str| column(c).and_then(|i| row.get(i)).unwrap_or("");
-        let ids = ["customer", "site", "device"].map(get);
+        let ids = ["customer", "device"].map(get);
         key.clear();
         for id in ids {
             key.push_str(id);
@@ -261,6 +269,15 @@ fn read_csv_in_runs(
                 devices.push(ids.map(str::to_owned));
                 known.insert(key.clone(), d);
                 d
+            }
+        };
+        let site = match known_sites.get(get("site")) {
+            Some(&s) => s,
+            None => {
+                let s = u32::try_from(sites.len()).context("more than 4 billion sites")?;
+                sites.push(get("site").to_owned());
+                known_sites.insert(get("site").to_owned(), s);
+                s
             }
         };
         let at = |what: &str| format!("{name}: line {line}, column `{what}`");
@@ -287,6 +304,7 @@ fn read_csv_in_runs(
             .fold(0u8, |bits, (i, _)| bits | 1 << i);
         let reading = Reading {
             device,
+            site,
             at: sample.event_time_ms,
             line,
             blank,
@@ -300,19 +318,21 @@ fn read_csv_in_runs(
     read(reader.position().byte());
     let mut emit = |done: Cut| {
         let ids = &devices[done.device as usize];
-        batch(&done.into_batch(ids))
-            .with_context(|| format!("{name}: device `{}` of customer `{}`", ids[2], ids[0]))
+        let site = &sites[done.site as usize];
+        batch(&done.into_batch(ids, site))
+            .with_context(|| format!("{name}: device `{}` of customer `{}`", ids[1], ids[0]))
     };
     let mut cut = Batches::new(limits.max_samples.max(1), unit_epoch);
     let mut dropped = Dropped::default();
-    // The last reading kept: (device, time, line, blank meters, sample).
-    let mut last: Option<(u32, i64, u64, u8, Vec<u8>)> = None;
+    // The last reading kept: (device, time, line, site, blank meters,
+    // sample).
+    let mut last: Option<(u32, i64, u64, u32, u8, Vec<u8>)> = None;
     for reading in sorter.sorted().map_err(spill)? {
         let reading = reading.map_err(spill)?;
-        if let Some((device, at, first, blank, sample)) = &last
+        if let Some((device, at, first, site, blank, sample)) = &last
             && (*device, *at) == (reading.device, reading.at)
         {
-            if (*blank, sample) == (reading.blank, &reading.sample) {
+            if (*site, *blank, sample) == (reading.site, reading.blank, &reading.sample) {
                 dropped.count += 1;
                 if dropped.first.len() < DROPPED_SHOWN {
                     dropped.first.push((reading.line, *first));
@@ -324,7 +344,7 @@ fn read_csv_in_runs(
                 "{name}: lines {first} and {}: device `{}` of customer `{}` has two different \
                  readings at {} (one device reads once at a time): keep one of them",
                 reading.line,
-                ids[2],
+                ids[1],
                 ids[0],
                 super::stamp(reading.at)
             );
@@ -333,12 +353,13 @@ fn read_csv_in_runs(
             reading.device,
             reading.at,
             reading.line,
+            reading.site,
             reading.blank,
             reading.sample.clone(),
         ));
         let sample = v1::Sample::decode(&reading.sample[..])
             .with_context(|| format!("{name}: a sorted reading does not decode"))?;
-        if let Some(done) = cut.add(reading.device, reading.blank, sample) {
+        if let Some(done) = cut.add(reading.device, reading.site, reading.blank, sample) {
             emit(done)?;
         }
     }
@@ -391,9 +412,10 @@ struct Batches {
     open: Option<Cut>,
 }
 
-/// A batch of one device's readings of one hour.
+/// A batch of one device's readings of one hour at one site.
 struct Cut {
     device: u32,
+    site: u32,
     hour: i64,
     unit_epoch: u64,
     sequence: u64,
@@ -415,16 +437,17 @@ impl Batches {
     }
 
     /// Adds the next reading; returns the batch it closes, if any.
-    fn add(&mut self, device: u32, blank: u8, mut sample: v1::Sample) -> Option<Cut> {
+    fn add(&mut self, device: u32, site: u32, blank: u8, mut sample: v1::Sample) -> Option<Cut> {
         let hour = sample.event_time_ms.div_euclid(HOUR_MS);
         let mut closed = None;
         let mut next = match self.open.take() {
             Some(open) if open.device == device => {
-                if open.hour == hour && open.samples.len() < self.max_samples {
+                if open.hour == hour && open.site == site && open.samples.len() < self.max_samples {
                     open
                 } else {
                     let next = Cut {
                         device,
+                        site,
                         hour,
                         unit_epoch: open.unit_epoch,
                         sequence: open.sequence + 1,
@@ -441,6 +464,7 @@ impl Batches {
                 let first_hour = u64::try_from(hour).unwrap_or(0).max(1);
                 Cut {
                     device,
+                    site,
                     hour,
                     unit_epoch: self.unit_epoch.unwrap_or(first_hour),
                     sequence: 1,
@@ -471,11 +495,11 @@ impl Batches {
 }
 
 impl Cut {
-    fn into_batch(self, [customer, site, device]: &[String; 3]) -> v1::TelemetryBatch {
+    fn into_batch(self, [customer, device]: &[String; 2], site: &str) -> v1::TelemetryBatch {
         v1::TelemetryBatch {
             device_id: device.clone(),
             customer_id: customer.clone(),
-            site_id: site.clone(),
+            site_id: site.to_owned(),
             sequence: self.sequence,
             firmware_version: "backfill".into(),
             samples: self.samples,
@@ -647,6 +671,53 @@ mod tests {
         );
         assert!(err.contains("two different readings"), "{err}");
         assert_eq!(Dropped::default().note("r.csv"), None);
+    }
+
+    /// A device that moves between sites is one unit: its batches are
+    /// numbered on across them under one epoch, each naming its site. One
+    /// unit per site let a device's two sites of one hour share a sequence
+    /// (the second refused as a replay) and a device of five sites lose
+    /// the first's return (the device remembers four epochs): silently.
+    #[test]
+    fn a_device_that_moves_between_sites_is_one_unit() {
+        let header = "customer,site,device,time,cycles\n";
+        let mut text = header.to_string();
+        // Half an hour at s1, then s2 in the same hour; then s3, s4, s5
+        // and back to s1, an hour each.
+        let stints = [
+            ("s1", "10:00"),
+            ("s1", "10:20"),
+            ("s2", "10:40"),
+            ("s3", "11:00"),
+            ("s4", "12:00"),
+            ("s5", "13:00"),
+            ("s1", "14:00"),
+            ("s1", "14:30"),
+        ];
+        for (site, at) in stints {
+            text.push_str(&format!("a,{site},d,2026-03-01T{at}:00Z,1\n"));
+        }
+        // The same site name at another customer's device: its own unit.
+        text.push_str("b,s1,d,2026-03-01T10:00:00Z,1\n");
+        let (_, got) = read_dropped(&text).unwrap();
+        let of = |customer: &str| -> Vec<(String, u64, u64, usize)> {
+            (got.iter().filter(|b| b.customer_id == customer))
+                .map(|b| (b.site_id.clone(), b.unit_epoch, b.sequence, b.samples.len()))
+                .collect()
+        };
+        let site = |s: &str, sequence, samples| (s.to_string(), 1, sequence, samples);
+        assert_eq!(
+            of("a"),
+            [
+                site("s1", 1, 2),
+                site("s2", 2, 1),
+                site("s3", 3, 1),
+                site("s4", 4, 1),
+                site("s5", 5, 1),
+                site("s1", 6, 2),
+            ]
+        );
+        assert_eq!(of("b"), [site("s1", 1, 1)]);
     }
 
     /// Counts say what is wrong with a number that is not one.
