@@ -213,7 +213,10 @@ fn read_csv_in_runs(
     };
     unclosed(&reader)?;
     let column = |c: &str| headers.iter().position(|h| h == c);
-    for h in headers.iter() {
+    for (i, h) in headers.iter().enumerate() {
+        if headers.iter().take(i).any(|earlier| earlier == h) {
+            bail!("{name}: the column `{h}` is named twice in the header: keep one");
+        }
         // A spreadsheet's export in a locale with decimal commas.
         if let Some(sep) = [';', '\t'].into_iter().find(|sep| h.contains(*sep)) {
             bail!(
@@ -256,6 +259,14 @@ fn read_csv_in_runs(
         }
         line += 1;
         let get = |c: &str| column(c).and_then(|i| row.get(i)).unwrap_or("");
+        for id in ["customer", "site", "device"] {
+            if let Err(why) = fleetpulse_proto::topic::check_id(get(id)) {
+                bail!(
+                    "{name}: line {line}, column `{id}`: `{}` {why}",
+                    get(id).escape_debug()
+                );
+            }
+        }
         let ids = ["customer", "device"].map(get);
         key.clear();
         for id in ids {
@@ -718,6 +729,29 @@ mod tests {
             ]
         );
         assert_eq!(of("b"), [site("s1", 1, 1)]);
+    }
+
+    /// An id the service would refuse (a topic separator, empty, a control
+    /// character) is named at its line and column; a column named twice in
+    /// the header (the second was ignored) is refused.
+    #[test]
+    fn bad_ids_and_a_column_named_twice_are_named() {
+        let header = "customer,site,device,time\n";
+        for (row, column) in [
+            ("a,s,d/1,2026-03-01T10:00:00Z", "device"),
+            ("a,,d,2026-03-01T10:00:00Z", "site"),
+            ("a+b,s,d,2026-03-01T10:00:00Z", "customer"),
+        ] {
+            let text = format!("{header}a,s,d,2026-03-01T09:00:00Z\n{row}\n");
+            let err = format!("{:#}", read_dropped(&text).unwrap_err());
+            assert!(
+                err.contains(&format!("readings.csv: line 3, column `{column}`")),
+                "{err}"
+            );
+        }
+        let err = read_dropped("customer,site,device,time,time\na,s,d,1780272000000,5\n");
+        let err = format!("{:#}", err.unwrap_err());
+        assert!(err.contains("the column `time` is named twice"), "{err}");
     }
 
     /// Counts say what is wrong with a number that is not one.
