@@ -941,20 +941,25 @@ async fn sessions_end_with_their_password_and_failed_names_forge_nothing(s: &mut
 
     // Taken out of the file, then the same entry put back (a backup
     // restored): the session it had stays ended.
+    // One session asked while the user is out, one left idle.
     let kept = support::users::sign_in(&base, "alice", second).await;
+    let idle = support::users::sign_in(&base, "alice", second).await;
     assert_eq!(me(&kept).await.0, StatusCode::OK);
+    assert_eq!(me(&idle).await.0, StatusCode::OK);
     let backup = std::fs::read_to_string(&s.users_file).unwrap();
     users(&["remove", "alice", "--file", &file], None);
     reload(s);
     assert_eq!(me(&kept).await.0, StatusCode::UNAUTHORIZED, "removed");
     std::fs::write(&s.users_file, &backup).unwrap();
     reload(s);
-    let (status, who) = me(&kept).await;
-    assert_eq!(
-        status,
-        StatusCode::UNAUTHORIZED,
-        "revived by the restored entry: {who}"
-    );
+    for session in [&kept, &idle] {
+        let (status, who) = me(session).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "revived by the restored entry: {who}"
+        );
+    }
     assert_eq!(
         me(&support::users::sign_in(&base, "alice", second).await)
             .await

@@ -115,6 +115,23 @@ pub struct JourneyState {
     tracked_since: Option<EventTime>,
 }
 
+/// The resolution of `open`, an episode of a customer taken out of the
+/// customers file, at `at` (not before it opened): its evidence says why;
+/// there is no reading (metric and threshold 0: a NaN has no JSON form,
+/// and receivers parse these).
+pub fn ended_by_removal(open: &AlertRecord, at: EventTime) -> AlertRecord {
+    AlertRecord {
+        status: AlertStatus::Resolved,
+        provisional: false,
+        resolved_at: Some(at.max(open.opened_at)),
+        evidence: "customer removed from the customers file: its journey is no longer tracked"
+            .to_string(),
+        metric: 0.0,
+        threshold: 0.0,
+        ..open.clone()
+    }
+}
+
 impl JourneyState {
     /// Whether the customer's fleet had sent telemetry by this state's
     /// last day.
@@ -132,10 +149,10 @@ impl JourneyState {
     /// customer taken out of the customers file (`name`: its display name
     /// as last known): no day of it closes any more, so nothing else would
     /// resolve them, and a receiver would keep them open for good. Each
-    /// resolves at the end of that last day, so ending them again (a start
-    /// that did not store this state) sends the same transitions. Taken
-    /// back into the file, the customer goes on from here: a rule still
-    /// breached opens a new episode.
+    /// resolves at the end of that last day ([`ended_by_removal`]), so
+    /// ending them again (a start that did not store this state) sends the
+    /// same transitions. Taken back into the file, the customer goes on
+    /// from here: a rule still breached opens a new episode.
     pub fn end_tracking(&mut self, customer: &Id, name: &str) -> Vec<AlertRecord> {
         let Some(end) = self.last_day_end else {
             return Vec::new();
@@ -146,27 +163,24 @@ impl JourneyState {
             let Some(opened_at) = episode.open_since.take() else {
                 continue;
             };
-            ended.push(AlertRecord {
+            let open = AlertRecord {
                 customer: customer.clone(),
                 customer_name: Id::from(name),
                 rule: *rule,
                 episode: episode.count,
-                status: AlertStatus::Resolved,
+                status: AlertStatus::Open,
                 provisional: false,
                 opened_at,
-                resolved_at: Some(end),
-                evidence: "customer removed from the customers file: its journey is no longer \
-                           tracked"
-                    .to_string(),
-                // No reading: the evidence says why (a NaN has no JSON
-                // form, and receivers parse these).
+                resolved_at: None,
+                evidence: String::new(),
                 metric: 0.0,
                 threshold: 0.0,
                 stage: last.map(|h| h.stage).unwrap_or_default(),
                 segment: last.map(|h| h.segment).unwrap_or_default(),
                 arr_at_risk: last.map_or(0.0, |h| h.arr),
                 next_action: rule.next_action().to_string(),
-            });
+            };
+            ended.push(ended_by_removal(&open, end));
         }
         if !ended.is_empty() {
             self.lost_champion = None;

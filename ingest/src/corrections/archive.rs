@@ -1868,6 +1868,36 @@ pub fn unsettled_alerts(dir: &Path) -> Result<Vec<AlertRecord>, ArchiveError> {
     })
 }
 
+/// The alert episodes the archive in `dir` last sent open (provisional or
+/// not) of the customers `of` picks, each with the end of its customer's
+/// newest kept journey day: what the receivers and stores hold open of
+/// customers taken out of the customers file (the journey states a start
+/// restores may be days behind them).
+pub fn open_alerts_of(
+    dir: &Path,
+    of: impl Fn(&str) -> bool,
+) -> Result<Vec<(AlertRecord, Option<EventTime>)>, ArchiveError> {
+    let path = dir.join("state.sqlite");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let state = open(&path, STATE_SCHEMA)?;
+    let mut select = (state.prepare("SELECT body FROM alerts")).map_err(|e| fail(&path, e))?;
+    let open = read_alerts(&mut select, [], &path, |alert| {
+        alert.status == AlertStatus::Open && of(&alert.customer)
+    })?;
+    let mut last_day = (state
+        .prepare_cached("SELECT max(day_end) FROM journey_days WHERE customer = ?1"))
+    .map_err(|e| fail(&path, e))?;
+    let mut out = Vec::with_capacity(open.len());
+    for alert in open {
+        let end: Option<i64> = (last_day.query_row(params![&*alert.customer], |r| r.get(0)))
+            .map_err(|e| fail(&path, e))?;
+        out.push((alert, end.map(|e| e as EventTime)));
+    }
+    Ok(out)
+}
+
 /// A service starts without keeping the archive in `dir` up (its
 /// `engine.correction_horizon` is 0): from now on the archive misses live
 /// batches and journey days. Its start is forgotten, so that the next

@@ -45,7 +45,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use archive::DAY_MS;
 pub use archive::{
-    Archive, ArchiveError, Held, Pending, Recompute, lapse, request_recompute, unsettled_alerts,
+    Archive, ArchiveError, Held, Pending, Recompute, lapse, open_alerts_of, request_recompute,
+    unsettled_alerts,
 };
 
 use crate::metrics::IngestMetrics;

@@ -20,6 +20,10 @@ use crate::metrics::IngestMetrics;
 use crate::retry::Failing;
 use crate::wal::Lsn;
 
+/// Journeys of customers taken out of the customers file, their episodes
+/// ended.
+type Ended = std::collections::HashMap<fleetpulse_engine::Id, fleetpulse_engine::JourneyState>;
+
 /// Where records go and how far each receiver got.
 pub struct FanOut {
     /// One queue per sink (and the alerts, and the API's view).
@@ -113,11 +117,16 @@ impl FanOut {
                             corrections.restate(before.saturating_sub(1), bound, checkpoint);
                         }
                     }
-                    if let Some((batches, _)) = &untracked
+                    if let Some((batches, ..)) = &untracked
                         && (self.written.iter()).all(|w| w.load(Relaxed) >= *batches)
                     {
-                        let (_, states) = untracked.take().expect("checked");
+                        // Every receiver holds the resolutions: a later
+                        // start must not send them again.
+                        let (_, states, resolutions) = untracked.take().expect("checked");
                         self.journeys.ended(states);
+                        if let Some(corrections) = &corrections {
+                            let _ = corrections.emitted(resolutions);
+                        }
                     }
                     self.checkpoint(&mut failing).await;
                     if let Some(schedule) = &mut schedule {
@@ -262,16 +271,19 @@ impl FanOut {
     }
 
     /// Hands every receiver the resolutions of the alerts the customers
-    /// taken out of the customers file had open; returns the journeys to
-    /// store once every receiver wrote that many batches.
-    async fn hand_out_untracked(
-        &mut self,
-    ) -> Option<(
-        u64,
-        std::collections::HashMap<fleetpulse_engine::Id, fleetpulse_engine::JourneyState>,
-    )> {
+    /// taken out of the customers file had open; returns, for when every
+    /// receiver wrote that many batches, the journeys to store and the
+    /// resolutions for the archive to note.
+    async fn hand_out_untracked(&mut self) -> Option<(u64, Ended, Arc<[Output]>)> {
         let untracked = std::mem::take(&mut self.untracked);
+        // Before the engine's first record: none of theirs is suppressed.
+        self.ledger().returning(untracked.returning);
         if untracked.resolutions.is_empty() {
+            // Nothing the receivers hold open (the archive says): the
+            // journeys' episodes end all the same.
+            if !untracked.states.is_empty() {
+                self.journeys.ended(untracked.states);
+            }
             return None;
         }
         let records: Arc<[Output]> = untracked.resolutions.into();
@@ -283,7 +295,7 @@ impl FanOut {
         }
         let mut ledger = self.ledger();
         ledger.sent_batch();
-        Some((ledger.sent(), untracked.states))
+        Some((ledger.sent(), untracked.states, records))
     }
 
     /// Notes the provisional alerts opened among `records` before any store

@@ -33,6 +33,11 @@ pub struct Ledger {
     /// and other members' stores write: its WAL keeps them until those
     /// stores have.
     everywhere: EventTime,
+    /// Customers taken back into the customers file after days out of it:
+    /// the days their journeys close again at the start (the days they
+    /// were out) were never written, so none of their records is
+    /// suppressed.
+    returning: std::collections::HashSet<fleetpulse_engine::Id>,
 }
 
 impl Ledger {
@@ -46,7 +51,13 @@ impl Ledger {
             stored,
             suppress_before: stored.written_before,
             everywhere: EventTime::MAX,
+            returning: Default::default(),
         }
+    }
+
+    /// Also keeps every record of `customers` ([`Ledger::keep`]).
+    pub fn returning(&mut self, customers: std::collections::HashSet<fleetpulse_engine::Id>) {
+        self.returning = customers;
     }
 
     /// Every member of the cluster has stored a checkpoint at or after
@@ -86,6 +97,10 @@ impl Ledger {
     /// replay recomputed it and it is not written again.
     pub fn keep(&self, record: &Output) -> bool {
         record_time(record) >= self.suppress_before
+            || (!self.returning.is_empty()
+                && record
+                    .customer()
+                    .is_some_and(|c| self.returning.contains(c)))
     }
 
     /// Every window ending before this has been handed to the sinks (see

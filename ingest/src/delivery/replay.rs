@@ -56,9 +56,9 @@ pub fn open(
 /// Replays every record of `wal` into the engine, each through the
 /// admission and engine input of the lane that owns its device (`lanes[k]`
 /// for lane `k`, over `workers` engine workers). Each lane admits against
-/// its own watermark, as during intake; at the end every lane follows the
-/// most advanced one. Returns how many records were replayed and where the
-/// watermark stands.
+/// its own watermark, as during intake; at the end every lane starts at
+/// least at the checkpoint. Returns how many records were replayed and
+/// where the watermark stands.
 pub async fn replay(
     wal: &Wal,
     lanes: &mut [(Admission, EngineInput)],
@@ -153,6 +153,22 @@ pub async fn replay(
         // lane that was behind is older than what the others replayed.
         engine.advance(admission.watermark().current()).await?;
     }
+    // Every window ending before the checkpoint is in every store: telemetry
+    // for it is late, on every lane. A lane the replay gave nothing (none of
+    // its devices' records left in the WAL) would otherwise start at 0 and
+    // take it as on time, and the engine's records of it would be
+    // suppressed as written before: accepted, and in no store.
+    let floor = ledger
+        .lock()
+        .expect("ledger poisoned")
+        .checkpoint()
+        .written_before;
+    for (admission, engine) in lanes.iter_mut() {
+        admission.follow(floor);
+        // The engine's input too, so both judge a first batch alike.
+        engine.advance(admission.watermark().current()).await?;
+    }
+    watermark = watermark.max(floor);
     metrics
         .messages_replayed
         .fetch_add(replayed, std::sync::atomic::Ordering::Relaxed);

@@ -45,15 +45,9 @@ pub async fn run(
         file.warn();
         engine_config.customers = specs.clone();
     }
-    let (customers, contracts) = match customers {
-        Some((file, _, book)) => (Some(file), Some(book)),
-        None => (None, None),
-    };
+    let (customers, contracts) = customers.map(|(file, _, book)| (file, book)).unzip();
     let (journeys, untracked) =
         parts::restore_state(&config, layout.as_ref(), &mut engine_config, &runtime.names)?;
-    let names = (engine_config.customers.iter())
-        .map(|(id, spec)| (id.clone(), spec.name.to_string()))
-        .collect();
     // AEMP sources next: a missing secret or a damaged position file must
     // fail the start.
     let pollers = parts::pollers(&config, customers.as_ref(), &runtime.metrics)?;
@@ -206,15 +200,6 @@ pub async fn run(
         }
         None => None,
     };
-    // Every window ending before the checkpoint is in every store: telemetry
-    // for it is late, on every lane. A lane the replay gave nothing (none of
-    // its devices' records left in the WAL) would otherwise start at 0 and
-    // take it as on time, and the engine's records of it would be
-    // suppressed as written before: accepted, and in no store.
-    for (admission, _) in &mut lanes {
-        admission.follow(stored.written_before);
-    }
-    watermark = watermark.max(stored.written_before);
     let dead_letters = (config.limits.dead_letter_file.as_ref())
         .map(|path| DeadLetterStore::open(path, DeadLetterOptions::default()))
         .transpose()
@@ -259,8 +244,7 @@ pub async fn run(
         deadline,
         watch,
         tasks,
+        names: parts::display_names(&engine_config),
     };
-    let mut report = running.until(&stop, &runtime.shutdown).await?;
-    report.names = names;
-    Ok(report)
+    running.until(&stop, &runtime.shutdown).await
 }

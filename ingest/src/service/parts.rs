@@ -374,16 +374,26 @@ pub fn restore_state(
         tracing::info!(customers = restored.len(), "journey states restored");
     }
     let alone = (config.cluster.as_ref()).is_none_or(|c| !c.is_multi_process());
+    let archive = wal.dir.join("archive");
+    let keeps_archive = alone && !config.engine.correction_horizon.is_zero();
     let untracked = if alone {
-        crate::delivery::Untracked::of(&restored, &engine_config.customers, names)
+        let archive = keeps_archive.then_some(archive.as_path());
+        crate::delivery::Untracked::of(&restored, &engine_config.customers, names, archive)
+            .map_err(|e| ServiceError::Task(e.to_string()))?
     } else {
         Default::default()
     };
     if !untracked.resolutions.is_empty() {
         tracing::info!(
-            customers = untracked.states.len(),
             alerts = untracked.resolutions.len(),
             "customers taken out of the customers file: their open alerts resolve"
+        );
+    }
+    if !untracked.returning.is_empty() {
+        tracing::info!(
+            customers = ?untracked.returning,
+            "customers back in the customers file after days out of it: their journeys go on \
+             from their last day, and the days they were out are written"
         );
     }
     for (customer, state) in &restored {
@@ -415,8 +425,7 @@ pub fn restore_state(
     // Each day's state goes to the archive, for restatements to start from;
     // the provisional alerts it knows the stores hold and no close settled
     // go to the operators.
-    let board = if alone && !config.engine.correction_horizon.is_zero() {
-        let archive = wal.dir.join("archive");
+    let board = if keeps_archive {
         let unsettled = crate::corrections::unsettled_alerts(&archive)
             .map_err(|e| ServiceError::Task(e.to_string()))?;
         if !unsettled.is_empty() {
@@ -448,6 +457,13 @@ pub fn restore_state(
         engine_config.devices = Arc::new(fleetpulse_engine::DeviceBoard::restoring(snapshot));
     }
     Ok((restored, untracked))
+}
+
+/// Each customer's display name, by id ([`RunReport::names`]).
+pub fn display_names(engine_config: &fleetpulse_engine::EngineConfig) -> HashMap<String, String> {
+    (engine_config.customers.iter())
+        .map(|(id, spec)| (id.clone(), spec.name.to_string()))
+        .collect()
 }
 
 /// The provisional alerts noted beside the WAL (`delivery::provisional`)

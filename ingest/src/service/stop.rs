@@ -39,6 +39,8 @@ pub(super) struct Running {
     pub watch: JoinHandle<Vec<String>>,
     /// Every task of the run.
     pub tasks: TaskTracker,
+    /// The customers' display names, for the next start in place.
+    pub names: std::collections::HashMap<String, String>,
 }
 
 impl Running {
@@ -139,6 +141,7 @@ impl Running {
             report.http = http.finish(report.restart, stop_by).await;
         }
         report.added = self.watch.await.unwrap_or_default();
+        report.names = std::mem::take(&mut self.names);
         // A start in place opens the same WAL, archive and port: every task
         // of this run, and what it holds, is gone first.
         if report.restart

@@ -727,17 +727,70 @@ async fn a_customer_taken_out_of_the_file_has_its_open_alert_resolved_once() {
         format!("{id}-resolved-{resolved_at}").as_str()
     );
 
-    // Back in the file: its days close again from its last one, still
-    // silent, and a second episode opens.
+    // Four days out of the file while `dk`'s fleet goes on: the checkpoint
+    // passes the days it was out.
+    publish(60..160, "leaver-sim-2").await;
+    let newest_day = |db: &Path| -> i64 {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.query_row(
+            "SELECT coalesce(max(window_end), 0) FROM health WHERE customer = 'dk'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let started = Instant::now();
+    while newest_day(&db) < last_day_end + 3 * 86_400_000 {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{}",
+            service.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Back in the file: its days close again from its last one (those it
+    // was out included, and written), still silent, and a second episode
+    // opens, sent and stored.
     std::fs::write(&customers, &full).unwrap();
     service.wait_for_log_within("starting again in place", 2, Duration::from_secs(30));
     service.wait_for_log_within("connected to broker", 4, Duration::from_secs(60));
-    publish(60..110, "leaver-sim-2").await;
     let episodes = until_episodes(&db, "qt", &service, "a second episode", |e| e.len() == 2).await;
+    assert!(
+        service
+            .log()
+            .contains("back in the customers file after days out of it")
+    );
+    let heard = mosquitto.receive(
+        "leaver-alert-reader",
+        "cs/alerts/#",
+        10,
+        Duration::from_secs(5),
+    );
+    let heard: Vec<serde_json::Value> = (heard.iter())
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .filter(|a: &serde_json::Value| a["customer"] == "qt")
+        .collect();
     service.stop();
     assert_eq!(episodes[0], resolved[0], "the first stays resolved");
     let (episode, status, _, opened_at, resolved_at, _) = &episodes[1];
     assert_eq!((*episode, status.as_str()), (2, "open"), "{episodes:?}");
     assert!(*opened_at > resolved[0].3 && resolved_at.is_none());
+    assert!(
+        heard
+            .iter()
+            .any(|a| a["status"] == "open" && a["opened_at_ms"] == *opened_at),
+        "the second episode sent: {heard:?}"
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let days: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM health WHERE customer = 'qt' AND window_end > ?1",
+            [last_day_end],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(days >= 3, "{days} of the days it was out written");
     println!("qt's episodes: {episodes:?}");
 }

@@ -66,7 +66,11 @@ fn work(jobs: &Mutex<Receiver<Job>>) {
             jobs.recv()
         };
         match job {
-            Ok(job) => job(),
+            // A check that panics answers nothing (its caller says 503);
+            // the thread goes on taking checks.
+            Ok(job) => {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            }
             Err(_) => return,
         }
     }
@@ -112,5 +116,13 @@ mod tests {
         }
         assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 2);
         assert_eq!(checks.run(|| 2).await, Some(2), "the queue takes again");
+        // A check that panics costs its caller an answer, not a thread.
+        for _ in 0..3 {
+            assert_eq!(
+                checks.run(|| -> u8 { panic!("a check failed") }).await,
+                None
+            );
+        }
+        assert_eq!(checks.run(|| 3).await, Some(3));
     }
 }

@@ -157,6 +157,10 @@ impl Auth {
         };
         let users = Users::new(UsersFile::load(path, true)?);
         let n = users.len();
+        // A session of a user the file no longer has, or whose password it
+        // changed, ends now, not at its next request: idle until the entry
+        // is put back (a backup restored), it would live again.
+        (self.sessions).retain(|s| s.signed_in_with(users.password_stamp(&s.user)));
         *self.users.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(users);
         Ok(n)
     }

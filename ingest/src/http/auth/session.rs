@@ -100,6 +100,11 @@ impl Sessions {
         }
     }
 
+    /// Ends every session `keep` refuses.
+    pub fn retain(&self, keep: impl Fn(&Session) -> bool) {
+        (self.map.lock().unwrap_or_else(|e| e.into_inner())).retain(|_, s| keep(s));
+    }
+
     /// Ends session `id`.
     pub fn close(&self, id: &str) {
         self.map
