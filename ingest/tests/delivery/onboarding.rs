@@ -597,6 +597,21 @@ fn stalled_episodes(db: &Path, customer: &str) -> Vec<Episode> {
         .unwrap_or_default()
 }
 
+/// The alerts of `qt` the session `leaver-alert-reader` has been sent
+/// since it last asked (within 5 s).
+fn heard_by_qt(mosquitto: &Mosquitto) -> Vec<serde_json::Value> {
+    let messages = mosquitto.receive(
+        "leaver-alert-reader",
+        "cs/alerts/#",
+        10,
+        Duration::from_secs(5),
+    );
+    (messages.iter())
+        .map(|m| serde_json::from_slice(&m.payload).unwrap())
+        .filter(|a: &serde_json::Value| a["customer"] == "qt")
+        .collect()
+}
+
 /// Polls the store until `customer`'s episodes satisfy `done`.
 async fn until_episodes(
     db: &Path,
@@ -702,16 +717,7 @@ async fn a_customer_taken_out_of_the_file_has_its_open_alert_resolved_once() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let said = service.log().matches("their open alerts resolve").count();
     assert_eq!(said, 1, "resolved once\n{}", service.log_tail());
-    let messages = mosquitto.receive(
-        "leaver-alert-reader",
-        "cs/alerts/#",
-        10,
-        Duration::from_secs(5),
-    );
-    let heard: Vec<serde_json::Value> = (messages.iter())
-        .map(|m| serde_json::from_slice(&m.payload).unwrap())
-        .filter(|a: &serde_json::Value| a["customer"] == "qt")
-        .collect();
+    let heard = heard_by_qt(&mosquitto);
     let statuses: Vec<&str> = heard
         .iter()
         .map(|a| a["status"].as_str().unwrap())
@@ -762,16 +768,7 @@ async fn a_customer_taken_out_of_the_file_has_its_open_alert_resolved_once() {
             .log()
             .contains("back in the customers file after days out of it")
     );
-    let heard = mosquitto.receive(
-        "leaver-alert-reader",
-        "cs/alerts/#",
-        10,
-        Duration::from_secs(5),
-    );
-    let heard: Vec<serde_json::Value> = (heard.iter())
-        .map(|m| serde_json::from_slice(&m.payload).unwrap())
-        .filter(|a: &serde_json::Value| a["customer"] == "qt")
-        .collect();
+    let heard = heard_by_qt(&mosquitto);
     service.stop();
     assert_eq!(episodes[0], resolved[0], "the first stays resolved");
     let (episode, status, _, opened_at, resolved_at, _) = &episodes[1];
