@@ -1030,15 +1030,9 @@ async fn late_telemetry_on_a_lane_the_restart_replayed_nothing_to_is_restated() 
         dir.path().join("kpi.sqlite"),
         reference.path().join("kpi.sqlite"),
     );
-    let samples = |path: &Path| -> i64 {
-        let conn = rusqlite::Connection::open(path).unwrap();
-        conn.query_row(
-            "SELECT coalesce(sum(samples), 0) FROM device_kpi WHERE device = ?1 AND window = '1d'",
-            [late],
-            |r| r.get(0),
-        )
-        .unwrap()
-    };
+    let late_day = "SELECT coalesce(sum(samples), 0) FROM device_kpi WHERE device = ?1 \
+                    AND window = '1d'";
+    let samples = |path: &Path| support::tables::scalar(path, late_day, [late]);
     assert_eq!(samples(&db), 48, "the late device's day");
     assert_eq!(metrics.late_admitted.load(Relaxed), 24);
     assert_eq!(samples(&reference_db), 48);

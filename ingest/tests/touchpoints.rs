@@ -192,52 +192,46 @@ async fn touchpoints_through_the_api_drive_coverage_gaps_and_show_in_page_and_re
         api.post(Some(&alice), &other, review(r, true)).await.0,
         StatusCode::NOT_FOUND
     );
-    // Not JSON, or from another site: refused (cross-site requests).
-    let plain = api
-        .http
-        .post(format!("{}/api/customers/{mine}/touchpoints", api.base))
-        .bearer_auth(&alice)
-        .header("content-type", "text/plain")
-        .body(review(r, true).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(plain.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let elsewhere = api
-        .http
-        .post(format!("{}/api/customers/{mine}/touchpoints", api.base))
-        .bearer_auth(&alice)
-        .header("origin", "https://attacker.example")
-        .json(&review(r, true))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(elsewhere.status(), StatusCode::FORBIDDEN);
-    // Another port of the same host is another origin.
+    // Not JSON, or from another site (another port of the same host is
+    // another origin): refused (cross-site requests). One JSON document:
+    // anything after it is refused, not ignored.
     let host = api.base.trim_start_matches("http://");
     let (name, port) = host.rsplit_once(':').unwrap();
     let sibling = format!("http://{name}:{}", port.parse::<u16>().unwrap() ^ 1);
-    let next_door = api
-        .http
-        .post(format!("{}/api/customers/{mine}/touchpoints", api.base))
-        .bearer_auth(&alice)
-        .header("origin", sibling)
-        .json(&review(r, true))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(next_door.status(), StatusCode::FORBIDDEN);
-    // One JSON document: anything after it is refused, not ignored.
-    let trailing = api
-        .http
-        .post(format!("{}/api/customers/{mine}/touchpoints", api.base))
-        .bearer_auth(&alice)
-        .header("content-type", "application/json")
-        .body(format!("{} trailing", review(r, true)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(trailing.status(), StatusCode::BAD_REQUEST);
+    let body = review(r, true).to_string();
+    let trailing_body = format!("{body} trailing");
+    let json = "application/json";
+    let cases = [
+        (
+            "text/plain",
+            None,
+            &body,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            json,
+            Some("https://attacker.example"),
+            &body,
+            StatusCode::FORBIDDEN,
+        ),
+        (json, Some(sibling.as_str()), &body, StatusCode::FORBIDDEN),
+        (json, None, &trailing_body, StatusCode::BAD_REQUEST),
+    ];
+    let mut trailing = None;
+    for (content_type, origin, body, want) in cases {
+        let mut request = (api.http)
+            .post(format!("{}/api/customers/{mine}/touchpoints", api.base))
+            .bearer_auth(&alice)
+            .header("content-type", content_type)
+            .body(body.clone());
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), want, "{content_type} {origin:?} {body}");
+        trailing = Some(response);
+    }
+    let trailing = trailing.unwrap();
     let said = trailing.text().await.unwrap();
     assert!(said.contains("trailing characters"), "{said}");
     let (status, error) = api

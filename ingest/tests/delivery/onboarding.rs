@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crate::support::fleets::{fleet, spawn_publisher, write_customers};
 use crate::support::servers::{Mosquitto, NO_LOSS, free_port, servers_and_dir};
 use crate::support::service::{Service, influx_sections, metric, metrics, write_durable_config};
+use crate::support::tables::scalar;
 use crate::support::truth::{
     assert_table_equal, equal, sqlite_customer_table, store_days, truth_days, truth_table,
 };
@@ -673,15 +674,8 @@ async fn a_customer_taken_out_of_the_file_has_its_open_alert_resolved_once() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let last_day_end: i64 = conn
-        .query_row(
-            "SELECT max(window_end) FROM health WHERE customer = 'qt'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    drop(conn);
+    let health_end = "SELECT max(window_end) FROM health WHERE customer = ?1";
+    let last_day_end = scalar(&db, health_end, ["qt"]);
 
     std::fs::write(&customers, DARK_CUSTOMERS).unwrap();
     service.wait_for_log_within("starting again in place", 1, Duration::from_secs(30));
@@ -736,17 +730,8 @@ async fn a_customer_taken_out_of_the_file_has_its_open_alert_resolved_once() {
     // Four days out of the file while `dk`'s fleet goes on: the checkpoint
     // passes the days it was out.
     publish(60..160, "leaver-sim-2").await;
-    let newest_day = |db: &Path| -> i64 {
-        let conn = rusqlite::Connection::open(db).unwrap();
-        conn.query_row(
-            "SELECT coalesce(max(window_end), 0) FROM health WHERE customer = 'dk'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap()
-    };
     let started = Instant::now();
-    while newest_day(&db) < last_day_end + 3 * 86_400_000 {
+    while scalar(&db, health_end, ["dk"]) < last_day_end + 3 * 86_400_000 {
         assert!(
             started.elapsed() < Duration::from_secs(90),
             "{}",
@@ -780,14 +765,8 @@ async fn a_customer_taken_out_of_the_file_has_its_open_alert_resolved_once() {
             .any(|a| a["status"] == "open" && a["opened_at_ms"] == *opened_at),
         "the second episode sent: {heard:?}"
     );
-    let conn = rusqlite::Connection::open(&db).unwrap();
-    let days: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM health WHERE customer = 'qt' AND window_end > ?1",
-            [last_day_end],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let days_out = "SELECT count(*) FROM health WHERE customer = 'qt' AND window_end > ?1";
+    let days = scalar(&db, days_out, [last_day_end]);
     assert!(days >= 3, "{days} of the days it was out written");
     println!("qt's episodes: {episodes:?}");
 }

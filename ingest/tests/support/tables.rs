@@ -161,3 +161,10 @@ pub async fn in_order(
     let db = dir.path().join("kpi.sqlite");
     (dir, db)
 }
+
+/// The one number `sql` (with `params`) answers from the SQLite file `db`.
+pub fn scalar(db: &Path, sql: &str, params: impl rusqlite::Params) -> i64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(sql, params, |r| r.get(0))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
