@@ -115,17 +115,28 @@ pub struct JourneyState {
     tracked_since: Option<EventTime>,
 }
 
-/// The resolution of `open`, an episode of a customer taken out of the
-/// customers file, at `at` (not before it opened): its evidence says why;
-/// there is no reading (metric and threshold 0: a NaN has no JSON form,
-/// and receivers parse these).
+/// What becomes of `open`, an episode of a customer taken out of the
+/// customers file, at `at`: resolved then (not before it opened), its
+/// evidence saying why; there is no reading (metric and threshold 0: a NaN
+/// has no JSON form, and receivers parse these). A provisional one, raised
+/// from a day that will not close now, is retracted, as a close that did
+/// not confirm it would: the customer taken back, the day judged again
+/// may raise it again under the same id, which a store takes over a
+/// retraction and never over a resolution.
 pub fn ended_by_removal(open: &AlertRecord, at: EventTime) -> AlertRecord {
+    const WHY: &str = "customer removed from the customers file: its journey is no longer tracked";
+    if open.provisional {
+        return AlertRecord {
+            status: AlertStatus::Retracted,
+            resolved_at: None,
+            evidence: format!("{WHY}; not confirmed: {}", open.evidence),
+            ..open.clone()
+        };
+    }
     AlertRecord {
         status: AlertStatus::Resolved,
-        provisional: false,
         resolved_at: Some(at.max(open.opened_at)),
-        evidence: "customer removed from the customers file: its journey is no longer tracked"
-            .to_string(),
+        evidence: WHY.to_string(),
         metric: 0.0,
         threshold: 0.0,
         ..open.clone()
@@ -1059,5 +1070,51 @@ mod tests {
             "{fell:?}"
         );
         assert!(worst.1 < -1.0, "{fell:?}");
+    }
+}
+
+#[cfg(test)]
+mod removal_tests {
+    use super::*;
+
+    /// A removed customer's episode resolves at its last day (never before
+    /// it opened); a provisional one, whose day will not close, is
+    /// retracted, so a store takes it again if the customer comes back and
+    /// the day raises it again.
+    #[test]
+    fn a_removed_customer_s_episodes_resolve_and_its_provisional_ones_retract() {
+        let open = AlertRecord {
+            customer: "c".into(),
+            rule: Rule::DevicesDark,
+            episode: 2,
+            status: AlertStatus::Open,
+            opened_at: 5_000,
+            evidence: "3 of 4 devices dark".into(),
+            metric: 3.0,
+            threshold: 2.0,
+            ..AlertRecord::default()
+        };
+        let resolved = ended_by_removal(&open, 9_000);
+        assert_eq!(
+            (resolved.status, resolved.resolved_at, resolved.episode),
+            (AlertStatus::Resolved, Some(9_000), 2)
+        );
+        assert!(resolved.evidence.starts_with("customer removed"));
+        assert_eq!((resolved.metric, resolved.threshold), (0.0, 0.0));
+        assert_eq!(ended_by_removal(&open, 1_000).resolved_at, Some(5_000));
+        let provisional = AlertRecord {
+            provisional: true,
+            ..open
+        };
+        let retracted = ended_by_removal(&provisional, 9_000);
+        assert_eq!(
+            (retracted.status, retracted.resolved_at, retracted.opened_at),
+            (AlertStatus::Retracted, None, 5_000)
+        );
+        assert!(
+            retracted
+                .evidence
+                .ends_with("not confirmed: 3 of 4 devices dark")
+        );
     }
 }
