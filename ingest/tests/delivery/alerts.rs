@@ -509,6 +509,15 @@ max_retries = 2
         .keys()
         .filter(|id| !expected.contains_key(*id) && !retracted(id))
         .collect();
-    assert!(unknown.is_empty(), "not in the store: {unknown:?}");
+    assert!(
+        unknown.is_empty(),
+        "not in the store: {unknown:?}\n{:?}\n{}",
+        (hook.posts().iter())
+            .filter(|p| (p.body["notification_id"].as_str())
+                .is_some_and(|id| unknown.contains(&id.to_string())))
+            .map(|p| p.body.to_string())
+            .collect::<Vec<_>>(),
+        service.log_tail()
+    );
     check_posts(&hook, path, &expected);
 }
