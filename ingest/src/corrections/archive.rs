@@ -1882,10 +1882,21 @@ pub fn open_alerts_of(
         return Ok(Vec::new());
     }
     let state = open(&path, STATE_SCHEMA)?;
-    let mut select = (state.prepare("SELECT body FROM alerts")).map_err(|e| fail(&path, e))?;
-    let open = read_alerts(&mut select, [], &path, |alert| {
-        alert.status == AlertStatus::Open && of(&alert.customer)
-    })?;
+    // The customers first (the table's key): a start with no one taken out
+    // of the file reads no alert.
+    let mut customers =
+        (state.prepare("SELECT DISTINCT customer FROM alerts")).map_err(|e| fail(&path, e))?;
+    let customers: Vec<String> = (customers.query_map([], |r| r.get::<_, String>(0)))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| fail(&path, e))?;
+    let picked = customers.iter().filter(|c| of(c));
+    let mut select = (state.prepare_cached("SELECT body FROM alerts WHERE customer = ?1"))
+        .map_err(|e| fail(&path, e))?;
+    let mut open = Vec::new();
+    for customer in picked {
+        let is_open = |alert: &AlertRecord| alert.status == AlertStatus::Open;
+        open.extend(read_alerts(&mut select, params![customer], &path, is_open)?);
+    }
     let mut last_day = (state
         .prepare_cached("SELECT max(day_end) FROM journey_days WHERE customer = ?1"))
     .map_err(|e| fail(&path, e))?;

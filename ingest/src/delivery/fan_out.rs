@@ -175,12 +175,7 @@ impl FanOut {
                         self.note_provisional(sent, &records, &mut sent_failing)
                             .await;
                     }
-                    for sink in &self.sinks {
-                        if sink.send(records.clone()).await.is_err() {
-                            tracing::error!("a sink stopped; its records are not written");
-                        }
-                    }
-                    self.ledger().sent_batch();
+                    self.to_every_sink(records).await;
                 }
             }
         }
@@ -260,12 +255,7 @@ impl FanOut {
         self.metrics.records_restated.fetch_add(n, Relaxed);
         if n > 0 {
             let records: Arc<[Output]> = pass.records.into();
-            for sink in &self.sinks {
-                if sink.send(records.clone()).await.is_err() {
-                    tracing::error!("a sink stopped; its records are not written");
-                }
-            }
-            self.ledger().sent_batch();
+            self.to_every_sink(records).await;
         }
         unconfirmed.push_back((self.ledger().sent(), pass.passes));
     }
@@ -288,14 +278,19 @@ impl FanOut {
         }
         let records: Arc<[Output]> = untracked.resolutions.into();
         (self.metrics.records_emitted).fetch_add(records.len() as u64, Relaxed);
+        self.to_every_sink(records.clone()).await;
+        Some((self.ledger().sent(), untracked.states, records))
+    }
+
+    /// Hands `records` to every sink (and the alerts, and the view) as one
+    /// batch, and counts it.
+    async fn to_every_sink(&self, records: Arc<[Output]>) {
         for sink in &self.sinks {
             if sink.send(records.clone()).await.is_err() {
                 tracing::error!("a sink stopped; its records are not written");
             }
         }
-        let mut ledger = self.ledger();
-        ledger.sent_batch();
-        Some((ledger.sent(), untracked.states, records))
+        self.ledger().sent_batch();
     }
 
     /// Notes the provisional alerts opened among `records` before any store
