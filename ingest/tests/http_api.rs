@@ -316,9 +316,16 @@ async fn every_endpoint_answers_as_documented() {
     let status = api.get("/api/status", 200).await;
     assert_eq!(status["running"], true);
     assert_eq!(status["ready"], true);
-    assert_eq!(
-        status["messages_accepted"].as_u64(),
-        Some(published.messages)
+    // Every message taken in once: none refused, none counted twice.
+    let rejected: Vec<_> = (fleetpulse::metrics::RejectReason::ALL.iter())
+        .map(|r| (*r, metrics.rejected(*r)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    assert!(
+        status["messages_accepted"].as_u64() == Some(published.messages) && rejected.is_empty(),
+        "{} published ({} reconnects), {status}\nrejected: {rejected:?}",
+        published.messages,
+        published.reconnects
     );
     // One store, caught up: it wrote every record the engine emitted.
     assert!(status["records_emitted"].as_u64() > Some(0), "{status}");

@@ -262,6 +262,91 @@ async fn a_kill_between_the_provisional_alert_and_the_close_changes_nothing_stor
     support::tables::assert_same_as_in_order(&db, &reference);
 }
 
+/// The store behind the alert channels at a kill: the provisional
+/// devices_dark alert stored, then the store locked (another connection
+/// holds an exclusive lock, as a backup or a hand-run query can) while the
+/// dark devices come back and their day's close retracts the alert. MQTT
+/// carries the retraction, the store cannot take it, and the service is
+/// killed (SIGKILL). After the restart the store must hold the episode
+/// retracted, as the receivers were told. Before, the archive (which notes
+/// what receivers are told) held it retracted, so the restart handed that
+/// day's close nothing to settle, the replay of the day (the devices back
+/// by then) did not raise the alert again, and the store kept it open and
+/// provisional for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retraction_the_store_missed_at_a_kill_reaches_it_after_the_restart() {
+    use support::service::{Service, write_durable_config};
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let client = "ix-behind";
+    std::fs::write(dir.path().join("customers.toml"), CUSTOMERS).unwrap();
+    let reader = format!("{client}-reader");
+    mosquitto.subscribe_session(&reader, "cs/alerts/ix");
+    let sinks = "[[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n";
+    let config = write_durable_config(dir.path(), &mosquitto, client, 2, "", sinks);
+    let mut service = Service::new(&config, dir.path().join("service.log"));
+    service.start_and_wait("connected to broker");
+    let db = dir.path().join("kpi.sqlite");
+    let publish = |messages, n: usize| {
+        let options = publish_options(&mosquitto, &format!("{client}-sim-{n}"));
+        fleetpulse_sim::publish(options, messages, |_| {})
+    };
+    publish(hours(0..85), 0).await.unwrap();
+    let provisional = vec![("open".to_owned(), true)];
+    support::poll::wait_for("the provisional alert stored", || {
+        sqlite_episodes(&db) == provisional
+    })
+    .await;
+
+    let lock = rusqlite::Connection::open(&db).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    // Every device reports again from hour 85: day 3 (closed by hour 98)
+    // does not see two of them dark.
+    let back: Vec<Published> = (85..99)
+        .flat_map(|h| (0..10).map(move |d| hour_of("ix", &format!("d{d}"), h)))
+        .collect();
+    publish(back, 1).await.unwrap();
+    let mut told = Vec::new();
+    let waited = Instant::now();
+    while !told.contains(&"retracted".to_owned()) {
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "no retraction on MQTT: {told:?}\n{}",
+            service.log_tail()
+        );
+        let received = mosquitto.receive(&reader, "cs/alerts/ix", 100, Duration::from_secs(2));
+        told.extend(
+            (received.iter())
+                .map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap())
+                .filter(|a| a["rule"] == "devices_dark")
+                .map(|a| a["status"].as_str().unwrap().to_owned()),
+        );
+    }
+    service.kill();
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
+    // The store missed it: still as before the lock.
+    assert_eq!(
+        sqlite_episodes(&db),
+        provisional,
+        "the store was not behind"
+    );
+
+    service.start_and_wait("connected to broker");
+    let settled = vec![("retracted".to_owned(), true)];
+    let restarted = Instant::now();
+    while sqlite_episodes(&db) != settled && restarted.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        sqlite_episodes(&db),
+        settled,
+        "MQTT said retracted, the store did not\n{}",
+        service.log_tail()
+    );
+    service.stop();
+}
+
 /// The devices_dark episodes a store holds: (status, provisional).
 type Episodes = Vec<(String, bool)>;
 

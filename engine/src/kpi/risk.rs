@@ -293,6 +293,34 @@ pub struct AlertRecord {
     pub next_action: String,
 }
 
+/// What a day's close says of a provisional alert it did not confirm.
+const NOT_CONFIRMED: &str = "not confirmed when the day closed: ";
+
+impl AlertRecord {
+    /// The retraction of this provisional alert by its day's close, which
+    /// did not open the same episode.
+    pub fn retracted_by_close(&self) -> AlertRecord {
+        AlertRecord {
+            status: AlertStatus::Retracted,
+            evidence: format!("{NOT_CONFIRMED}{}", self.evidence),
+            ..self.clone()
+        }
+    }
+
+    /// The provisional alert a day's close retracted, as it was sent before
+    /// ([`Self::retracted_by_close`] undone); `None` for any other record.
+    /// A restart whose stores may lack the retraction hands it to that
+    /// day's close again.
+    pub fn before_close(&self) -> Option<AlertRecord> {
+        let evidence = self.evidence.strip_prefix(NOT_CONFIRMED)?;
+        (self.provisional && self.status == AlertStatus::Retracted).then(|| AlertRecord {
+            status: AlertStatus::Open,
+            evidence: evidence.to_owned(),
+            ..self.clone()
+        })
+    }
+}
+
 /// A rule's reading on one day: `Some(true)` breached, `Some(false)` clear
 /// (past the resolve threshold), `None` in between or not applicable (the
 /// episode stays as it is).
@@ -332,5 +360,40 @@ impl Episode {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retraction_by_the_close_is_undone_and_no_other_record_is() {
+        let sent = AlertRecord {
+            customer: "c1".into(),
+            rule: Rule::DevicesDark,
+            status: AlertStatus::Open,
+            provisional: true,
+            opened_at: 86_400_000,
+            evidence: "2 of 10 devices dark".into(),
+            ..AlertRecord::default()
+        };
+        let retracted = sent.retracted_by_close();
+        assert_eq!(retracted.status, AlertStatus::Retracted);
+        assert!(retracted.evidence.ends_with("2 of 10 devices dark"));
+        assert_eq!(retracted.before_close(), Some(sent.clone()));
+        // Not a close's retraction: an open alert, a confirmed one, one a
+        // restatement or a removal retracted.
+        assert_eq!(sent.before_close(), None);
+        let confirmed = AlertRecord {
+            provisional: false,
+            ..retracted.clone()
+        };
+        assert_eq!(confirmed.before_close(), None);
+        let by_removal = AlertRecord {
+            evidence: "customer removed from the customers file".into(),
+            ..retracted
+        };
+        assert_eq!(by_removal.before_close(), None);
     }
 }

@@ -30,7 +30,7 @@ use crate::config::EngineConfig;
 use crate::config::HOUR_MS;
 use crate::kpi::journey::{Journey, JourneyState};
 use crate::kpi::open_day::OpenDay;
-use crate::kpi::risk::{AlertRecord, AlertStatus};
+use crate::kpi::risk::AlertRecord;
 use crate::kpi::{CustomerKpi, Output};
 use crate::model::{EventTime, Id, Sighting};
 use crate::restatement::{Refolded, refold};
@@ -479,11 +479,7 @@ fn settle_provisional(t: &mut Tracked, end: EventTime, out: &mut Vec<Output>) {
             return true;
         }
         if journey.open_since(alert.rule) != Some(alert.opened_at) {
-            out.push(Output::Alert(AlertRecord {
-                status: AlertStatus::Retracted,
-                evidence: format!("not confirmed when the day closed: {}", alert.evidence),
-                ..alert.clone()
-            }));
+            out.push(Output::Alert(alert.retracted_by_close()));
         }
         false
     });

@@ -1853,19 +1853,32 @@ impl Archive {
 }
 
 /// The provisional alerts the archive in `dir` holds open: sent to the
-/// stores before a stop or a kill, and not confirmed or retracted since.
+/// stores before a stop or a kill, and not confirmed or retracted since;
+/// and, as they were sent, those it holds retracted by a close of a day
+/// `closed` says the restored journeys have not closed: the receivers may
+/// have heard of that retraction while the stores, behind them at a kill,
+/// lack it, and the replay of that day need not raise the alert again.
 /// Read before the engine starts, whose operators settle them when their
 /// days close (an archive not made yet holds none).
-pub fn unsettled_alerts(dir: &Path) -> Result<Vec<AlertRecord>, ArchiveError> {
+pub fn unsettled_alerts(
+    dir: &Path,
+    closed: impl Fn(&AlertRecord) -> bool,
+) -> Result<Vec<AlertRecord>, ArchiveError> {
     let path = dir.join("state.sqlite");
     if !path.exists() {
         return Ok(Vec::new());
     }
     let state = open(&path, STATE_SCHEMA)?;
     let mut select = (state.prepare("SELECT body FROM alerts")).map_err(|e| fail(&path, e))?;
-    read_alerts(&mut select, [], &path, |alert| {
-        alert.provisional && alert.status == AlertStatus::Open
-    })
+    let read = read_alerts(&mut select, [], &path, |alert| {
+        alert.provisional && (alert.status == AlertStatus::Open || !closed(alert))
+    })?;
+    Ok((read.into_iter())
+        .filter_map(|alert| match alert.status {
+            AlertStatus::Open => Some(alert),
+            _ => alert.before_close(),
+        })
+        .collect())
 }
 
 /// The alert episodes the archive in `dir` last sent open (provisional or
@@ -2360,13 +2373,15 @@ mod tests {
 
     /// What a restart hands the operators to settle: the provisional
     /// alerts still open as last kept, not those a close confirmed (kept
-    /// again as the day's own) or retracted.
+    /// again as the day's own); those a close retracted, as they were sent,
+    /// only while the restored journeys have not closed their day (the
+    /// stores may lack the retraction).
     #[test]
     fn the_provisional_alerts_left_open_are_read_back_before_a_start() {
         use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
         let dir = tempfile::tempdir().unwrap();
         assert!(
-            unsettled_alerts(dir.path()).unwrap().is_empty(),
+            unsettled_alerts(dir.path(), |_| false).unwrap().is_empty(),
             "no archive yet"
         );
         let alert = |rule, opened_at, status, provisional| AlertRecord {
@@ -2379,23 +2394,40 @@ mod tests {
         };
         let mut archive = Archive::open(dir.path()).unwrap();
         let open = alert(Rule::DevicesDark, T0 + DAY_MS, AlertStatus::Open, true);
+        let spike = AlertRecord {
+            evidence: "18 faults in the last 3 days".into(),
+            ..alert(Rule::FaultSpike, T0, AlertStatus::Open, true)
+        };
         archive
             .keep_alerts(&[
                 open.clone(),
-                alert(Rule::FaultSpike, T0, AlertStatus::Open, true),
+                spike.clone(),
                 alert(Rule::ChampionLost, T0, AlertStatus::Open, true),
                 alert(Rule::UsageDrop, T0, AlertStatus::Open, false),
             ])
             .unwrap();
-        // Then the closes: one retracted, one confirmed.
+        // Then the closes: one retracted, one confirmed; and a provisional
+        // alert a removal of its customer retracted.
         archive
             .keep_alerts(&[
-                alert(Rule::FaultSpike, T0, AlertStatus::Retracted, true),
+                spike.retracted_by_close(),
                 alert(Rule::ChampionLost, T0, AlertStatus::Open, false),
+                alert(
+                    Rule::ChampionLost,
+                    T0 + DAY_MS,
+                    AlertStatus::Retracted,
+                    true,
+                ),
             ])
             .unwrap();
         drop(archive);
-        assert_eq!(unsettled_alerts(dir.path()).unwrap(), [open]);
+        let unsettled = |closed_before| {
+            let mut read = unsettled_alerts(dir.path(), |a| a.opened_at < closed_before).unwrap();
+            read.sort_by_key(|a| a.opened_at);
+            read
+        };
+        assert_eq!(unsettled(T0 + 1), [open.clone()]);
+        assert_eq!(unsettled(T0), [spike, open]);
     }
 
     /// A year of day files, written a day at a time as a backfill writes

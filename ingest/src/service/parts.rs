@@ -423,10 +423,10 @@ pub fn restore_state(
         engine_config,
     )?;
     // Each day's state goes to the archive, for restatements to start from;
-    // the provisional alerts it knows the stores hold and no close settled
-    // go to the operators.
+    // the provisional alerts it knows were sent and whose close the stores
+    // may lack go to the operators.
     let board = if keeps_archive {
-        let unsettled = crate::corrections::unsettled_alerts(&archive)
+        let unsettled = crate::corrections::unsettled_alerts(&archive, |a| closed(&restored, a))
             .map_err(|e| ServiceError::Task(e.to_string()))?;
         if !unsettled.is_empty() {
             tracing::info!(alerts = unsettled.len(), "provisional alerts to settle");
@@ -492,10 +492,7 @@ fn sent_unsettled(
             crate::http::seed::Share::of_member(c.process, c.addresses.len(), config.engine.workers)
         });
     let unsettled = |a: &fleetpulse_engine::AlertRecord| {
-        let closed = (restored.get(&a.customer))
-            .and_then(|state| state.last_day_end)
-            .is_some_and(|end| end >= a.opened_at);
-        !closed
+        !closed(restored, a)
             && engine_config.customers.contains_key(&*a.customer)
             && member.as_ref().is_none_or(|m| m.owns(&a.customer))
     };
@@ -505,6 +502,17 @@ fn sent_unsettled(
         (sent.store()).map_err(|e| DeliveryError::Wal(format!("{}: {e}", file.display())))?;
     }
     Ok(sent.alerts().to_vec())
+}
+
+/// Whether the journey `restored` holds of `alert`'s customer closed the
+/// day that dates it: the stores hold that close.
+fn closed(
+    restored: &HashMap<fleetpulse_engine::Id, fleetpulse_engine::JourneyState>,
+    alert: &fleetpulse_engine::AlertRecord,
+) -> bool {
+    (restored.get(&alert.customer))
+        .and_then(|state| state.last_day_end)
+        .is_some_and(|end| end >= alert.opened_at)
 }
 
 /// The archive's unsettled provisional alerts and those noted beside the
