@@ -2426,7 +2426,7 @@ mod tests {
             read.sort_by_key(|a| a.opened_at);
             read
         };
-        assert_eq!(unsettled(T0 + 1), [open.clone()]);
+        assert_eq!(unsettled(T0 + 1), std::slice::from_ref(&open));
         assert_eq!(unsettled(T0), [spike, open]);
     }
 
