@@ -216,13 +216,22 @@ impl ContractBook {
     }
 }
 
-/// `events` by customer, each customer's in their order.
+/// `events` by customer, each customer's by day and a day's in the order of
+/// [`ContractEventKind::ALL`] (start first, churn last), whatever the order
+/// they were recorded in: the store gives them back in no order of their
+/// recording, so what a recording is checked against is what every later
+/// read replays (a day's start and expansion, accepted in that order, read
+/// back expansion first, left the customer's whole recorded history out).
 fn by_customer<'a>(
     events: impl IntoIterator<Item = &'a RecordedContractEvent>,
 ) -> HashMap<&'a str, Vec<&'a RecordedContractEvent>> {
     let mut out: HashMap<&str, Vec<&RecordedContractEvent>> = HashMap::new();
     for e in events {
         out.entry(&*e.customer).or_default().push(e);
+    }
+    let rank = |kind| ContractEventKind::ALL.iter().position(|k| *k == kind);
+    for mine in out.values_mut() {
+        mine.sort_by_key(|e| (e.at, rank(e.kind)));
     }
     out
 }
@@ -965,6 +974,41 @@ devices_purchased = 5
             "{err}"
         );
         assert!(!err.contains("ARR change"), "{err}");
+    }
+
+    /// A day's events are checked in the order every read replays them,
+    /// whatever the order they came in: accepted, they are never left out
+    /// later (a start and an expansion of one day, accepted in that order,
+    /// were read back expansion first and the customer's recorded history
+    /// dropped, its churn with it).
+    #[test]
+    fn a_day_s_events_are_checked_in_the_order_they_are_read_back() {
+        use ContractEventKind::*;
+        let file = book(FILE, CSV).unwrap();
+        let back = [
+            recorded("bolt", Start, "2026-06-01", Some(500.0)),
+            recorded("bolt", Expansion, "2026-06-01", Some(10.0)),
+        ];
+        // Given either way round, accepted; read back as the store orders
+        // them (by day, then kind's name), nothing is left out.
+        for given in [back.to_vec(), back.iter().rev().cloned().collect()] {
+            file.check_new(&[], &given).unwrap();
+            let mut stored = given.clone();
+            stored.sort_by(|a, b| (a.at, a.kind.as_str()).cmp(&(b.at, b.kind.as_str())));
+            let (merged, conflicts) = file.merged(&stored);
+            assert!(conflicts.is_empty(), "{conflicts:?}");
+            let after = date_ms("2026-06-02").unwrap();
+            assert_eq!(merged.get("bolt").unwrap().arr_before(after), 510.0);
+        }
+        // A product swap: more ARR and less on one day, the more first.
+        let swap = [
+            recorded("cube", Contraction, "2026-06-01", Some(-150.0)),
+            recorded("cube", Expansion, "2026-06-01", Some(100.0)),
+        ];
+        file.check_new(&[], &swap).unwrap();
+        assert!(file.merged(&swap).1.is_empty());
+        // Recorded one at a time, the same.
+        file.check_new(&swap[..1], &swap[1..]).unwrap();
     }
 
     #[test]
