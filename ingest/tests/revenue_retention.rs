@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fleetpulse::config::{CustomersRef, ServiceConfig};
 use fleetpulse::sinks::SinkConfig;
@@ -320,6 +320,41 @@ async fn revenue_retention_from_contract_events_in_the_api_and_the_portfolio_pag
     assert_eq!(
         (nrr.as_str(), grr.as_str(), logos.as_str()),
         ("67%", "62%", "75%")
+    );
+
+    // A CRM export that rewrites only the contract events file: d churns
+    // on 1 May 2026. Taken in without a SIGHUP or a touch of the customers
+    // file (it was not: the figures stayed as before). 2026: b ends at
+    // 120, c and d churned: GRR = NRR = 120/900, logos 1 of 3.
+    let csv = dir.path().join("contract-events.csv");
+    let next = dir.path().join("contract-events.csv.new");
+    std::fs::write(
+        &next,
+        format!("{EVENTS_CSV}d,start,2025-04-01,400\nd,churn,2026-05-01,\n"),
+    )
+    .unwrap();
+    std::fs::rename(&next, &csv).unwrap();
+    let want = 120.0 / 900.0;
+    let changed = Instant::now();
+    let year = loop {
+        let years = get("/api/retention?period=year").await;
+        let all = years["periods"].as_array().unwrap().last().unwrap()["groups"][0].clone();
+        if all["grr"].as_f64().is_some_and(|g| (g - want).abs() < 1e-9) {
+            break all;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(30),
+            "the rewritten contract events file not taken in: {all}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        (year["nrr"].as_f64().unwrap() - want).abs() < 1e-9,
+        "{year}"
+    );
+    assert!(
+        (year["logo_retention"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9,
+        "{year}"
     );
 
     service.shutdown.cancel();

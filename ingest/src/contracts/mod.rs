@@ -391,6 +391,13 @@ pub fn import_csv(
 }
 
 impl CustomersFile {
+    /// Where `contract_events_csv` is, for the customers file at `path`
+    /// (relative to it).
+    pub fn contract_events_path(&self, path: &Path) -> Option<std::path::PathBuf> {
+        let csv = self.contract_events_csv.as_ref()?;
+        Some((path.parent().unwrap_or_else(|| Path::new(""))).join(csv.get_ref()))
+    }
+
     /// Each customer's contract events, checked: the inline ones, and those
     /// of `contract_events_csv` (a path relative to the customers file at
     /// `path`; `text` is that file's content, for line numbers). A customer
@@ -399,11 +406,7 @@ impl CustomersFile {
     /// `contract.arr`: the ARR after its last event is its ARR (unless it
     /// churned).
     pub fn contract_book(&self, path: &Path, text: &str) -> Result<ContractBook, ConfigError> {
-        let csv_path = self.contract_events_csv.as_ref().map(|p| {
-            path.parent()
-                .unwrap_or_else(|| Path::new(""))
-                .join(p.get_ref())
-        });
+        let csv_path = self.contract_events_path(path);
         let mut from_csv: HashMap<&str, Vec<(ContractEvent, Source)>> = HashMap::new();
         let csv_rows = match &csv_path {
             Some(csv) => read_csv(csv)?,

@@ -1,4 +1,5 @@
-//! The customers file, reloaded on SIGHUP and when it changes on disk: a
+//! The customers file, reloaded on SIGHUP and when it (or the contract
+//! events file it names) changes on disk: a
 //! changed definition (outcome target, milestone, contract dates, weights,
 //! thresholds) folds the customer's journey again from its first kept day
 //! (the corrections thread's recompute). A customer added, removed or moved
@@ -48,7 +49,10 @@ pub async fn watch(
             None
         }
     };
-    let mut seen = stamp(&path);
+    // The file and the contract events file it names: a CRM export that
+    // rewrites only the latter changes the retention figures.
+    let mut watched = watched(&path);
+    let mut seen = looks(&watched);
     let mut changed = None;
     loop {
         let signalled = async {
@@ -61,13 +65,14 @@ pub async fn watch(
             _ = stop.cancelled() => return Vec::new(),
             _ = signalled => {}
             _ = tokio::time::sleep(POLL) => {
-                if !settled(seen, &mut changed, stamp(&path)) {
+                if !settled(seen.clone(), &mut changed, looks(&watched)) {
                     continue;
                 }
             }
         }
         changed = None;
-        seen = stamp(&path);
+        watched = self::watched(&path);
+        seen = looks(&watched);
         match super::load_customers(&config, &engine) {
             // Emptied by mistake (`>`, a failed export, an editor stalled
             // between truncating and writing) far more often than meant.
@@ -195,6 +200,21 @@ fn roster_changes(
 /// inode.
 type Stamp = Option<(SystemTime, u64, (i64, i64), u64)>;
 
+/// The customers file at `path` and the contract events file it names
+/// (`contract_events_csv`), if it parses.
+fn watched(path: &std::path::Path) -> Vec<PathBuf> {
+    let named = std::fs::read_to_string(path).ok().and_then(|text| {
+        let file: crate::customers::CustomersFile = toml::from_str(&text).ok()?;
+        file.contract_events_path(path)
+    });
+    std::iter::once(path.to_path_buf()).chain(named).collect()
+}
+
+/// A look at each of `paths`.
+fn looks(paths: &[PathBuf]) -> Vec<Stamp> {
+    paths.iter().map(stamp).collect()
+}
+
 fn stamp(path: &PathBuf) -> Stamp {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
@@ -206,12 +226,12 @@ fn stamp(path: &PathBuf) -> Stamp {
 /// once a change has held still for a poll. A copy or an editor writing in
 /// place may be caught half-way, and a file cut at a customer's end still
 /// parses: taken then, it would drop the customers after the cut.
-fn settled(seen: Stamp, changed: &mut Option<Stamp>, now: Stamp) -> bool {
+fn settled<T: PartialEq + Clone>(seen: T, changed: &mut Option<T>, now: T) -> bool {
     if now == seen {
         *changed = None;
         return false;
     }
-    if *changed == Some(now) {
+    if changed.as_ref() == Some(&now) {
         return true;
     }
     *changed = Some(now);
