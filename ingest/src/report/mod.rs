@@ -66,7 +66,9 @@ pub struct ReportData {
     pub name: String,
     /// Coverage segment, if known.
     pub segment: Option<Segment>,
-    /// ARR from the contract (or the latest health record).
+    /// ARR in force on the last day of the period: the customer's contract
+    /// events, the file's and those recorded in the store (or, without the
+    /// customers file, the latest health record's).
     pub arr: Option<f64>,
     /// Renewal date from the contract, `YYYY-MM-DD`.
     pub renewal: Option<String>,
@@ -189,13 +191,28 @@ pub fn load(args: &ReportArgs) -> anyhow::Result<ReportData> {
         let beside = args.store.parent()?.join("customers.toml");
         beside.exists().then_some(beside)
     });
-    let contract = match &customers_file {
-        Some(path) => CustomersFile::load(path)
-            .with_context(|| format!("{}: cannot read", path.display()))?
-            .customers
-            .into_iter()
-            .find(|c| c.id == id),
-        None => None,
+    let (contract, history) = match &customers_file {
+        Some(path) => {
+            let read = || -> Result<_, crate::config::ConfigError> {
+                let text = std::fs::read_to_string(path).map_err(|source| {
+                    crate::config::ConfigError::Read {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                let file = CustomersFile::parse(path, &text)?;
+                let book = file.contract_book(path, &text)?;
+                Ok((file, book))
+            };
+            let (file, book) =
+                read().with_context(|| format!("{}: cannot read", path.display()))?;
+            // With the contract events recorded in the store: a churn or an
+            // expansion recorded there changes the ARR from its day on.
+            let (book, _) = book.merged(&store.contract_events(Some(id))?);
+            let contract = file.customers.into_iter().find(|c| c.id == id);
+            (contract, book.get(id).cloned())
+        }
+        None => (None, None),
     };
     // The customer's days: `--from` and `--to` are its local dates.
     let zone = match contract.as_ref().and_then(|c| c.timezone.as_ref()) {
@@ -268,9 +285,8 @@ pub fn load(args: &ReportArgs) -> anyhow::Result<ReportData> {
             .as_ref()
             .map(|c| c.segment)
             .or_else(|| health.last().map(|h| h.segment)),
-        arr: contract
-            .as_ref()
-            .map(|c| c.contract.arr)
+        arr: (history.as_ref().map(|h| h.arr_before(to)))
+            .or_else(|| contract.as_ref().map(|c| c.contract.arr))
             .or_else(|| health.last().map(|h| h.arr)),
         renewal: contract.as_ref().map(|c| c.contract.renewal.clone()),
         from,
@@ -419,6 +435,44 @@ mod tests {
             format!("{err:#}").contains("--from: `2026-02-30`"),
             "{err:#}"
         );
+    }
+
+    /// The ARR the report shows is the one in force on the period's last
+    /// day, from the contract events recorded in the store too: it showed
+    /// the customers file's `contract.arr` of a customer that churned and
+    /// came back at a tenth of it.
+    #[tokio::test]
+    async fn the_arr_shown_counts_the_contract_events_recorded_in_the_store() {
+        use fleetpulse_engine::kpi::revenue_retention::{ContractEventKind, RecordedContractEvent};
+        let march_1 = 1_772_319_600_000; // 2026-03-01T00:00 in Berlin (CET)
+        let records: Vec<Output> = (0..20)
+            .map(|d| Output::health(health("acme", march_1 + d * DAY_MS, 70.0)))
+            .collect();
+        let (dir, store) = stored(&records).await;
+        let customers = dir.path().join("customers.toml");
+        std::fs::write(&customers, crate::customers::tests::GOOD).unwrap();
+        let args = march(dir.path(), store.clone(), customers);
+        assert_eq!(load(&args).unwrap().arr, Some(120_000.0), "the file's");
+        let event = |kind, date: &str, arr_change| RecordedContractEvent {
+            customer: "acme".into(),
+            kind,
+            at: crate::customers::date_ms(date).unwrap(),
+            arr_change,
+            recorded_by: "test".into(),
+        };
+        let mut sqlite = SqliteStore::open_existing(&store).unwrap();
+        sqlite
+            .record_contract_events(&[
+                event(ContractEventKind::Churn, "2026-03-10", None),
+                event(ContractEventKind::Start, "2026-03-20", Some(12_000.0)),
+            ])
+            .unwrap();
+        assert_eq!(load(&args).unwrap().arr, Some(12_000.0));
+        let to_the_15th = ReportArgs {
+            to: Some("2026-03-15".into()),
+            ..args
+        };
+        assert_eq!(load(&to_the_15th).unwrap().arr, Some(0.0), "churned");
     }
 
     /// A customer in Los Angeles (UTC-8, UTC-7 from 8 March): its days
