@@ -185,6 +185,18 @@ pub fn column_name<'a>(header: &[&'a str], index: usize) -> &'a str {
     header.get(index).copied().unwrap_or("row")
 }
 
+/// The line of `text` on which the record the `csv` crate placed at
+/// `position` starts. The crate ends a record at a line's `\r` and starts
+/// the next one's position at the `\n` after it, on the line before: read
+/// as it says, every error of a CRLF file (any spreadsheet's export) named
+/// the line above the one at fault.
+pub fn line_of(text: &str, position: &csv::Position) -> u64 {
+    let bytes = text.as_bytes();
+    let at = (position.byte() as usize).min(bytes.len());
+    let before = bytes[..at].iter().filter(|b| **b == b'\n').count() as u64;
+    before + 1 + u64::from(bytes.get(at) == Some(&b'\n'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +223,20 @@ mod tests {
         assert_eq!(at("\u{feff}\"a,b\nc,d\n"), Some((1, 0)));
         // The closing quote is escaped: still open.
         assert_eq!(at("a,\"b\"\"\n"), Some((1, 1)));
+    }
+
+    /// A record's line, with `\n` and with `\r\n` line ends alike, a
+    /// quoted value of two lines before it.
+    #[test]
+    fn a_record_s_line_is_its_own_whatever_the_line_ends() {
+        for end in ["\n", "\r\n"] {
+            let text = ["h,n", "a,\"x", "y\"", "b,c", "d,e"].join(end) + end;
+            let mut reader = csv::ReaderBuilder::new().from_reader(text.as_bytes());
+            let lines: Vec<u64> = (reader.records())
+                .map(|r| line_of(&text, r.unwrap().position().unwrap()))
+                .collect();
+            assert_eq!(lines, [2, 4, 5], "{end:?}");
+        }
     }
 
     #[test]

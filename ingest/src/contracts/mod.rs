@@ -577,10 +577,12 @@ fn parse_csv(path: &Path, text: &str) -> Result<Vec<CsvRow>, ConfigError> {
     let mut rows = Vec::new();
     for record in reader.records() {
         let record = record.map_err(|e| {
-            let line = e.position().map_or(0, |p| p.line());
+            let line = e
+                .position()
+                .map_or(0, |p| crate::csv_check::line_of(text, p));
             csv_error(path, line, "row", e.to_string())
         })?;
-        let line = record.position().map_or(0, |p| p.line());
+        let line = (record.position()).map_or(0, |p| crate::csv_check::line_of(text, p));
         let cell = |i: usize| record.get(i).unwrap_or("");
         let kind = ContractEventKind::parse(cell(1))
             .ok_or_else(|| csv_error(path, line, "kind", unknown_kind(cell(1))))?;
@@ -934,11 +936,18 @@ devices_purchased = 5
         let (n, field, message) = file.check_new(&[half], &[later]).unwrap_err();
         assert_eq!((n, field), (0, "arr_change"));
         assert!(message.contains("above the most accepted"), "{message}");
-        // In a CSV: the line and the column.
+        // In a CSV: the line and the column, whatever its line ends.
         let err =
             import("customer,kind,date,arr_change\ncube,expansion,2026-06-01,1e308\n").unwrap_err();
         assert!(
             err.starts_with("DIR/import.csv:2:1: field `arr_change`"),
+            "{err}"
+        );
+        let crlf = "customer,kind,date,arr_change\r\ncube,renewal,2026-05-01,\r\n\
+                    cube,expansion,2026-06-01,1e308\r\n";
+        let err = import(crlf).unwrap_err();
+        assert!(
+            err.starts_with("DIR/import.csv:3:1: field `arr_change`"),
             "{err}"
         );
         // In the customers file: contract.arr, and an inline event's change.

@@ -212,10 +212,12 @@ pub fn parse_csv(
     let mut lines: HashMap<(String, TouchpointKind, u64, String), u64> = HashMap::new();
     for record in reader.records() {
         let record = record.map_err(|e| {
-            let line = e.position().map_or(0, |p| p.line());
+            let line = e
+                .position()
+                .map_or(0, |p| crate::csv_check::line_of(text, p));
             at(line, "row", e.to_string())
         })?;
-        let line = record.position().map_or(0, |p| p.line());
+        let line = (record.position()).map_or(0, |p| crate::csv_check::line_of(text, p));
         let cell = |i: usize| record.get(i).unwrap_or("").to_string();
         let customer = cell(0);
         if customer.is_empty() {
