@@ -317,7 +317,7 @@ impl<'a> Controls<'a> {
                 (by_segment.get(&segment).into_iter().flatten())
                     .filter(|u| {
                         touched.get(&*u.customer).is_none_or(|days| {
-                            days.iter().all(|&d| d + span <= at || d >= at + span)
+                            days.iter().all(|&d| d + span < at || d >= at + span)
                         })
                     })
                     .filter_map(|u| {
@@ -619,14 +619,22 @@ mod tests {
                 |d| if d < 28 { 10.0 } else { 30.0 },
             ),
         ];
-        // b had an escalation inside a's window: no control left.
-        let got = impact(
-            &[touch("a", Training, 28), touch("b", Escalation, 40)],
-            &fleet,
-            28,
-        );
-        let training = got.iter().find(|i| i.kind == Training).unwrap();
-        assert_eq!((training.cases, training.left_out), (0, 1));
+        // b had an escalation inside a's window (on day 40, or on its
+        // first and last days, 0 and 55): no control left. A day before it
+        // or after it leaves b one.
+        for (escalation, controls) in [(40, 0), (0, 0), (55, 0), (56, 1)] {
+            let got = impact(
+                &[touch("a", Training, 28), touch("b", Escalation, escalation)],
+                &fleet,
+                28,
+            );
+            let training = got.iter().find(|i| i.kind == Training).unwrap();
+            assert_eq!(
+                (training.cases, training.left_out),
+                (controls, 1 - controls),
+                "escalation on day {escalation}"
+            );
+        }
     }
 
     #[test]
@@ -811,7 +819,7 @@ mod tests {
         let quiet = |customer: &str, at: EventTime| {
             touched
                 .get(customer)
-                .is_none_or(|days| days.iter().all(|&d| d + span <= at || d >= at + span))
+                .is_none_or(|days| days.iter().all(|&d| d + span < at || d >= at + span))
         };
         let mut effects = Vec::new();
         // Each control customer's changes over the cases it served, and its
