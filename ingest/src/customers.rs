@@ -842,8 +842,17 @@ pub fn date_ms(text: &str) -> Result<u64, String> {
 /// 00:00 of a `YYYY-MM-DD` date in `zone`, ms since the epoch (the
 /// earlier of two midnights, or the first instant after a skipped one).
 pub fn local_date_ms(text: &str, zone: &jiff::tz::TimeZone) -> Result<u64, String> {
-    let date: jiff::civil::Date =
-        (text.parse()).map_err(|_| format!("`{text}` is not a YYYY-MM-DD date"))?;
+    // A date and nothing else: jiff also reads `2026-02-04T23:30-05:00` as
+    // a date, and the time and offset dropped moved it to another day (and
+    // an event across a quarter's end).
+    let digit_or_dash = |(i, b): (usize, &u8)| match i {
+        4 | 7 => *b == b'-',
+        _ => b.is_ascii_digit(),
+    };
+    let shaped = text.len() == 10 && text.as_bytes().iter().enumerate().all(digit_or_dash);
+    let date: jiff::civil::Date = (text.parse().ok())
+        .filter(|_| shaped)
+        .ok_or_else(|| format!("`{text}` is not a YYYY-MM-DD date"))?;
     (date.to_zoned(zone.clone()).ok())
         .and_then(|t| u64::try_from(t.timestamp().as_millisecond()).ok())
         .ok_or_else(|| format!("`{text}` is outside 1970-01-01 to 9999-12-30"))
@@ -922,7 +931,17 @@ usage_drop = 0.3
         );
         assert_eq!(date_ms("1970-01-01"), Ok(0));
         assert!(date_ms("9999-12-30").is_ok());
-        for bad in ["2026-02-30", "01/03/2026", "2026-3-1x", ""] {
+        let with_more = [
+            "2026-02-04T23:30:00-05:00",
+            "2026-02-05 12:00",
+            "20260204",
+            "+002026-02-04",
+            " 2026-02-04",
+        ];
+        for bad in ["2026-02-30", "01/03/2026", "2026-3-1x", ""]
+            .into_iter()
+            .chain(with_more)
+        {
             assert_eq!(
                 date_ms(bad),
                 Err(format!("`{bad}` is not a YYYY-MM-DD date"))

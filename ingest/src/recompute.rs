@@ -23,11 +23,18 @@ pub struct RecomputeArgs {
     pub customer: String,
     /// First day folded again (`2026-03-01`, the customer's local day that
     /// holds its start in UTC); default: the first day kept.
-    #[arg(long)]
+    #[arg(long, value_parser = date_only)]
     pub from: Option<jiff::civil::Date>,
     /// The service's configuration: its `[wal]` dir holds the archive.
     #[arg(long, short)]
     pub config: PathBuf,
+}
+
+/// A `YYYY-MM-DD` date and nothing else (a time and offset after it were
+/// dropped, and the fold started a day off).
+fn date_only(text: &str) -> Result<jiff::civil::Date, String> {
+    crate::customers::date_ms(text)?;
+    text.parse().map_err(|e: jiff::Error| e.to_string())
 }
 
 /// Records the request; returns the `from` it asked for (ms).

@@ -135,9 +135,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
 /// after it.
 fn parse_day(flag: &str, text: &str, zone: &TimeZone) -> anyhow::Result<(EventTime, EventTime)> {
     let bad = || format!("{flag}: `{text}` is not a date from 1970 on (YYYY-MM-DD)");
-    let day: jiff::civil::Date = text.parse().with_context(bad)?;
-    let midnight = day.to_zoned(zone.clone()).with_context(bad)?.timestamp();
-    let midnight = EventTime::try_from(midnight.as_millisecond()).with_context(bad)?;
+    let midnight =
+        crate::customers::local_date_ms(text, zone).map_err(|_| anyhow::anyhow!(bad()))?;
     local_day(zone, midnight).with_context(bad)
 }
 
