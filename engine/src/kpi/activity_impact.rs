@@ -344,8 +344,15 @@ impl<'a> Controls<'a> {
         let mut effects = Vec::new();
         let mut served: HashMap<GroupKey, u32> = HashMap::new();
         let (mut left_out, mut controls_total) = (0u32, 0usize);
+        // A case is a customer's day with a touchpoint of the kind: two
+        // CSMs at one review (or one CSM spelled two ways) are one case,
+        // not two that look like a significant effect.
+        let mut days = std::collections::HashSet::new();
         for t in self.touchpoints.iter().filter(|t| t.kind == kind) {
             let at = t.at - t.at % DAY_MS;
+            if !days.insert((&*t.customer, at)) {
+                continue;
+            }
             let case = self
                 .by_customer
                 .get(&*t.customer)
@@ -603,6 +610,30 @@ mod tests {
         assert_eq!((webinar.cases, webinar.left_out), (0, 1));
     }
 
+    /// Two CSMs at one business review, or one CSM spelled two ways: one
+    /// case, the estimate as with one touchpoint (each counted as a case,
+    /// one customer's day looked like a significant effect).
+    #[test]
+    fn a_customer_s_day_is_one_case_however_many_touchpoints_it_holds() {
+        let fleet = [
+            usage(
+                "a",
+                Segment::LowTouch,
+                56,
+                |d| if d < 28 { 10.0 } else { 13.0 },
+            ),
+            usage("b", Segment::LowTouch, 56, |_| 20.0),
+        ];
+        let once = impact(&[touch("a", Training, 28)], &fleet, 28);
+        let csm = |name: &str| Touchpoint {
+            csm: name.into(),
+            ..touch("a", Training, 28)
+        };
+        let thrice = impact(&[csm("Alice"), csm("alice"), csm("Bob")], &fleet, 28);
+        assert_eq!(once[0].cases, 1);
+        assert_eq!(thrice, once);
+    }
+
     #[test]
     fn customers_with_a_touchpoint_in_the_window_are_no_controls() {
         let fleet = [
@@ -826,8 +857,12 @@ mod tests {
         // weight in the estimate (1 / controls of each such case).
         let mut control_changes: HashMap<&str, (Vec<f64>, f64)> = HashMap::new();
         let (mut left_out, mut controls_total) = (0u32, 0usize);
+        let mut days = std::collections::HashSet::new();
         for t in touchpoints.iter().filter(|t| t.kind == kind) {
             let at = t.at - t.at % DAY_MS;
+            if !days.insert((&*t.customer, at)) {
+                continue; // The customer's day is one case.
+            }
             let case = by_customer.get(&*t.customer).and_then(|treated| {
                 let change = treated.change_of(measure, at, window_days)?;
                 let controls: Vec<(&str, f64)> = usage
