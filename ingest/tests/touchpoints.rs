@@ -465,7 +465,8 @@ async fn touchpoints_through_the_api_drive_coverage_gaps_and_show_in_page_and_re
 
 /// `touchpoints add` without `--customers` checks the customer against
 /// the customers.toml beside the store, as `report` reads it: a customer
-/// no file names is refused, one it names is recorded.
+/// no file names is refused, one it names is recorded; without that file,
+/// the command is refused.
 #[test]
 fn a_touchpoint_of_a_customer_the_file_beside_the_store_does_not_name_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -512,6 +513,14 @@ fn a_touchpoint_of_a_customer_the_file_beside_the_store_does_not_name_is_refused
     );
     let (ok, stderr) = add(&named);
     assert!(ok, "{stderr}");
+    // No file beside the store and none named: nothing to check a typo
+    // against, refused (it was recorded unchecked).
+    std::fs::remove_file(dir.path().join("customers.toml")).unwrap();
+    let (ok, stderr) = add(&named);
+    assert!(
+        !ok && stderr.contains("no customers file to check the customer against"),
+        "{stderr}"
+    );
 }
 
 /// `fleetpulse touchpoints`, `contracts` and `report` with a `--store`

@@ -86,20 +86,23 @@ pub fn run(args: TouchpointsArgs) -> anyhow::Result<()> {
     let known = |customers: &Option<PathBuf>| -> anyhow::Result<Option<HashSet<String>>> {
         // The file named, or the one beside the store (as `report` reads
         // it): a touchpoint of a customer no file names goes where
-        // nothing reads it.
+        // nothing reads it. Without either, a typo would be recorded.
         let beside = || {
             let beside = store.parent()?.join("customers.toml");
             beside.exists().then_some(beside)
         };
-        (customers.clone().or_else(beside))
-            .map(|path| {
-                Ok(CustomersFile::load(&path)?
-                    .customers
-                    .into_iter()
-                    .map(|c| c.id)
-                    .collect())
-            })
-            .transpose()
+        let Some(path) = customers.clone().or_else(beside) else {
+            anyhow::bail!(
+                "no customers file to check the customer against: pass --customers (the \
+                 service's customers file), or keep a customers.toml beside {}",
+                store.display()
+            );
+        };
+        Ok(Some(
+            (CustomersFile::load(&path)?.customers.into_iter())
+                .map(|c| c.id)
+                .collect(),
+        ))
     };
     let open = || open_store(&args.store);
     match args.command {
@@ -113,6 +116,7 @@ pub fn run(args: TouchpointsArgs) -> anyhow::Result<()> {
             notes,
             customers,
         } => {
+            let mut store = open()?;
             if let Some(known) = known(&customers)?
                 && !known.contains(&customer)
             {
@@ -128,12 +132,13 @@ pub fn run(args: TouchpointsArgs) -> anyhow::Result<()> {
             }
             .check(&customer, None, "cli")
             .map_err(|e| option_error(e.field, &e.message))?;
-            open()?.record_touchpoints(&[touchpoint])?;
+            store.record_touchpoints(&[touchpoint])?;
             say_recorded("1 touchpoint", None, &args.store);
         }
         TouchpointsCommand::Import { file, customers } => {
+            let mut store = open()?;
             let touchpoints = read_csv(&file, known(&customers)?.as_ref())?;
-            open()?.record_touchpoints(&touchpoints)?;
+            store.record_touchpoints(&touchpoints)?;
             let what = format!("{} touchpoints", touchpoints.len());
             say_recorded(&what, Some(&file), &args.store);
         }
