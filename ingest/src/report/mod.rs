@@ -245,6 +245,19 @@ pub fn load(args: &ReportArgs) -> anyhow::Result<ReportData> {
         bail!("--from must be before --to");
     }
     let within = |start: EventTime| start >= from && start < to;
+    if !(all_health.iter().any(|h| within(h.window_start)))
+        && !(daily.iter().any(|k| within(k.window_start)))
+    {
+        let last = day_of(last_day, &zone).0;
+        bail!(
+            "no data for customer `{id}` from {} to {}: its days in {} run from {} to {}",
+            svg::date(from, &zone),
+            svg::date(to - 1, &zone),
+            args.store.display(),
+            svg::date(first_day, &zone),
+            svg::date(last, &zone),
+        );
+    }
 
     let mut outcomes: BTreeMap<String, Vec<OutcomeRecord>> = BTreeMap::new();
     for o in store.outcomes(Some(id))? {
@@ -427,11 +440,25 @@ mod tests {
         // A date that does not exist is refused, naming the flag.
         let err = load(&ReportArgs {
             from: Some("2026-02-30".into()),
-            ..args
+            ..args.clone()
         })
         .unwrap_err();
         assert!(
             format!("{err:#}").contains("--from: `2026-02-30`"),
+            "{err:#}"
+        );
+        // A period the store holds nothing of is refused, saying which it
+        // holds (a report was written of it, an open alert and all).
+        let err = load(&ReportArgs {
+            from: Some("2030-01-01".into()),
+            to: Some("2030-02-01".into()),
+            ..args
+        })
+        .unwrap_err();
+        assert!(
+            format!("{err:#}")
+                .contains("no data for customer `acme` from 2030-01-01 to 2030-02-01: its days in")
+                && format!("{err:#}").contains("run from 2026-02-26 to 2026-04-03"),
             "{err:#}"
         );
     }
