@@ -585,6 +585,26 @@ d,churn,2026-06-15,
     );
     assert!(stdout.contains("csv:churn.csv"), "{stdout}");
 
+    // The file changes under them: d churned on 1 May, so its recorded
+    // expansion of 10 May no longer adds up. Its recorded events are left
+    // out, named under conflicts, and not counted as counted in.
+    let csv = dir.path().join("contract-events.csv");
+    let next = dir.path().join("contract-events.csv.new");
+    let events = format!("{EVENTS_CSV}d,start,2025-04-01,400\nd,churn,2026-05-01,\n");
+    std::fs::write(&next, events).unwrap();
+    std::fs::rename(&next, &csv).unwrap();
+    let changed = Instant::now();
+    let conflicted = loop {
+        let doc = q2().await;
+        if doc["conflicts"].as_array().is_some_and(|c| !c.is_empty()) {
+            break doc;
+        }
+        assert!(changed.elapsed() < Duration::from_secs(30), "{doc}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(conflicted["conflicts"].as_array().unwrap().len(), 1);
+    assert_eq!(conflicted["recorded_events"], 0, "{conflicted}");
+
     service.shutdown.cancel();
     service.task.await.unwrap().unwrap();
 }

@@ -142,8 +142,10 @@ pub async fn retention(
     let (book, recorded, conflicts) = contract_book(&hub).await?;
     let customers = visible(&book.histories, &access);
     let shown: HashSet<&str> = customers.iter().map(|c| &*c.customer).collect();
+    // Those counted in: a customer's left out with its conflict are not.
+    let left_out: HashSet<&str> = conflicts.iter().map(|c| c.customer.as_str()).collect();
     let recorded_events = (recorded.iter())
-        .filter(|e| shown.contains(&*e.customer))
+        .filter(|e| shown.contains(&*e.customer) && !left_out.contains(&*e.customer))
         .count();
     // A viewer sees every customer's figures but none by name: told only
     // that some were left out.
