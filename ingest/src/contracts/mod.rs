@@ -517,15 +517,16 @@ impl CustomersFile {
                 && last != Some(ContractEventKind::Churn)
                 && (history.arr() - c.contract.arr).abs() > 0.005
             {
-                return Err(ConfigError::Invalid {
-                    path: path.to_owned(),
-                    field: format!("customer[{i}].contract.arr"),
-                    message: format!(
+                return Err(crate::customers::contract_arr_error(
+                    path,
+                    text,
+                    i,
+                    format!(
                         "{} differs from the ARR after the customer's last contract event ({})",
                         c.contract.arr,
                         history.arr()
                     ),
-                });
+                ));
             }
             book.histories.push(history);
             book.events.push(plain);
@@ -968,6 +969,21 @@ devices_purchased = 5
         assert!(err.starts_with("DIR/customers.toml:20:"), "{err}");
         assert!(
             err.contains("customer[0].contract_event[1].arr_change"),
+            "{err}"
+        );
+    }
+
+    /// `contract.arr` that is not the ARR its events add up to: named at
+    /// its line and column, as every other mistake in the file is.
+    #[test]
+    fn a_contract_arr_its_events_do_not_add_up_to_names_its_line() {
+        let file = FILE.replacen("arr = 150", "arr = 170", 1);
+        let line = file[..file.find("arr = 170").unwrap()].lines().count() + 1;
+        let err = book(&file, CSV).unwrap_err();
+        assert!(
+            err.starts_with(&format!(
+                "DIR/customers.toml:{line}:7: field `customer[0].contract.arr`: 170 differs"
+            )),
             "{err}"
         );
     }
