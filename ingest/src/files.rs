@@ -22,12 +22,20 @@ pub fn replace_with(
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
     let file = std::fs::File::create(&tmp)?;
-    let mut writer = std::io::BufWriter::new(&file);
-    write(&mut writer)?;
-    writer.flush()?;
-    drop(writer);
-    file.sync_all()?;
+    let written = (|| {
+        let mut writer = std::io::BufWriter::new(&file);
+        write(&mut writer)?;
+        writer.flush()?;
+        drop(writer);
+        file.sync_all()
+    })();
     drop(file);
+    if let Err(e) = written {
+        // A full disk: the half-written copy goes, not left to be taken
+        // for something.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::rename(&tmp, path)?;
     match path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         Some(dir) => std::fs::File::open(dir)?.sync_all(),
