@@ -78,6 +78,10 @@ pub enum BadAnswer {
     /// Every fleet page links on to itself under a new query
     /// (`?again=n`), which the server ignores.
     QueryLoop,
+    /// Fleet pages link on to the next under another origin (`localhost`
+    /// for `127.0.0.1`, the same server): a client that follows hands the
+    /// source's credentials to a host it was not given.
+    Elsewhere,
 }
 
 /// The requests (numbered from 1) a [`BadAnswer::Maintenance`] server
@@ -97,6 +101,7 @@ impl BadAnswer {
             "spike" => Self::Spike,
             "maintenance" => Self::Maintenance,
             "query-loop" => Self::QueryLoop,
+            "elsewhere" => Self::Elsewhere,
             _ => return None,
         })
     }
@@ -158,6 +163,9 @@ pub struct ServerStats {
     pub maintenance: AtomicU64,
     /// Machines given a spike and a `1e308` ([`BadAnswer::Spike`]).
     pub spiked: AtomicU64,
+    /// Requests that came under the other origin a [`BadAnswer::Elsewhere`]
+    /// link names.
+    pub elsewhere: AtomicU64,
 }
 
 struct SimState {
@@ -268,6 +276,13 @@ async fn handle(
 ) -> Response {
     let number = state.stats.requests.fetch_add(1, Relaxed) + 1;
     let path = uri.path().to_owned();
+    let host = (headers.get(header::HOST))
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    if host.starts_with("localhost") {
+        state.stats.elsewhere.fetch_add(1, Relaxed);
+    }
     let segments: Vec<String> = path
         .split('/')
         .filter(|s| !s.is_empty())
@@ -326,7 +341,10 @@ async fn handle(
     let prefix = format!("/{}", segments[..fleet_at].join("/"));
     let rest = &segments[fleet_at + 1..];
     let body = match rest {
-        [page] => fleet_page(&state, style, &prefix, page),
+        [page] => {
+            let elsewhere = format!("http://{}", host.replace("127.0.0.1", "localhost"));
+            fleet_page(&state, style, (&prefix, &elsewhere), page)
+        }
         [equipment, kind, id, element, start, end, page] if equipment == "Equipment" => {
             series_page(
                 &state,
@@ -374,10 +392,12 @@ fn page_number(page: &str) -> Result<usize, Refused> {
         .ok_or_else(|| bad_request(format!("page `{page}`: a number from 1")))
 }
 
+/// One page of the fleet; `prefix`: the path before `/Fleet`, and the
+/// other origin a [`BadAnswer::Elsewhere`] page links to.
 fn fleet_page(
     state: &SimState,
     style: render::Style,
-    prefix: &str,
+    (prefix, elsewhere): (&str, &str),
     page: &str,
 ) -> Result<Vec<u8>, Refused> {
     let n = page_number(page)?;
@@ -395,6 +415,8 @@ fn fleet_page(
     let next = if state.quirks.bad == Some(BadAnswer::QueryLoop) {
         let again = state.stats.requests.load(Relaxed);
         Some(format!("{this}?again={again}"))
+    } else if state.quirks.bad == Some(BadAnswer::Elsewhere) {
+        more.then(|| format!("{elsewhere}{prefix}/Fleet/{}", n + 1))
     } else {
         more.then(|| format!("{prefix}/Fleet/{}", n + 1))
     };

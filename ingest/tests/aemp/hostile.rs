@@ -29,7 +29,11 @@ async fn a_meter_spike_is_refused_and_counting_goes_on() {
         })
         .await;
     let mut config = setup.service_config("spike");
-    config.aemp = vec![source("oem", &served.server.url(), &setup.spec)];
+    let mut oem = source("oem", &served.server.url(), &setup.spec);
+    // Each bad reading counted once: without the vendor-delay overlap, no
+    // poll asks for one a second time (the figures are the same with it).
+    oem.vendor_delay = std::time::Duration::ZERO;
+    config.aemp = vec![oem];
     let mut service = in_process::spawn(config, "<aemp spike>");
     let polled = source_metrics(&service.metrics, "oem").await;
     wait_caught_up(&service.metrics, &polled, served.points, 0).await;
@@ -124,6 +128,39 @@ async fn a_next_link_that_only_changes_an_ignored_query_is_a_loop() {
     // Two pages a poll, and a poll stopped after its first page.
     assert!(requests <= 2 * loops + 1, "{requests} requests");
     assert!(!polled.caught_up.load(Relaxed));
+}
+
+/// Fleet pages that link on under another origin (the same server as
+/// `localhost`): the link is not followed, so neither the source's
+/// credentials nor a request reach that origin, and each poll says why.
+/// Before, every page of it was fetched with the source's credentials and
+/// its machines merged in as the vendor's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_next_link_to_another_origin_is_not_followed() {
+    let setup = Setup::new(MACHINES);
+    let served = setup
+        .serve_all(Quirks {
+            bad: Some(BadAnswer::Elsewhere),
+            page_size: 2,
+            ..Quirks::default()
+        })
+        .await;
+    let mut config = setup.service_config("elsewhere");
+    config.aemp = vec![source("oem", &served.server.url(), &setup.spec)];
+    let mut service = in_process::spawn(config, "<aemp elsewhere>");
+    let polled = source_metrics(&service.metrics, "oem").await;
+    super::support::poll::wait_for("malformed twice", || {
+        polled.errors(AempError::Malformed) >= 2
+    })
+    .await;
+    stop(&mut service).await;
+    println!("{:?}", polled.status());
+    assert_eq!(served.server.stats.elsewhere.load(Relaxed), 0);
+    assert_eq!(
+        polled.status().messages,
+        0,
+        "nothing of a broken chain is taken"
+    );
 }
 
 /// A machine with more readings in one time range than `max_readings` is

@@ -347,13 +347,22 @@ impl Client {
             .json()
             .await
             .map_err(|e| failed(format!("token answer: {}", crate::secrets::http_error(e))))?;
+        if answer.access_token.trim().is_empty() {
+            return Err(failed("token answer: an empty access_token".into()));
+        }
         let value = Secret::new(answer.access_token);
-        // Renewed a little before it expires.
-        let life = Duration::from_secs(answer.expires_in.unwrap_or(3600).saturating_sub(30));
+        // Renewed a little before it expires, and at least daily: an
+        // `expires_in` of 2^64 - 1 overflowed the clock and killed the
+        // source.
+        let life = answer.expires_in.unwrap_or(3600).saturating_sub(30);
+        let life = Duration::from_secs(life.min(MAX_TOKEN_LIFE_S));
         *token = Some((value.clone(), Instant::now() + life));
         Ok(value)
     }
 }
+
+/// The longest a token is kept before it is fetched again, seconds.
+const MAX_TOKEN_LIFE_S: u64 = 86_400;
 
 enum Attempt {
     Retry {

@@ -46,6 +46,13 @@ pub struct AempConfig {
     /// within `engine.allowed_lateness` of each other.
     #[serde(default = "default_max_span", with = "humantime_serde")]
     pub max_span: Duration,
+    /// How long after its `datetime` the vendor shows a reading. Each poll
+    /// asks again for this much before where the last one stopped: a
+    /// reading that appeared since, dated before that, is taken (readings
+    /// taken already are passed over); without the overlap it was never
+    /// asked for again.
+    #[serde(default = "default_vendor_delay", with = "humantime_serde")]
+    pub vendor_delay: Duration,
     /// How machines are addressed in time-series URLs.
     #[serde(default)]
     pub addressing: Addressing,
@@ -224,6 +231,9 @@ fn default_history() -> Duration {
 fn default_max_span() -> Duration {
     Duration::from_secs(86_400)
 }
+fn default_vendor_delay() -> Duration {
+    Duration::from_secs(3_600)
+}
 fn default_max_body_bytes() -> usize {
     8 * 1024 * 1024
 }
@@ -258,6 +268,7 @@ impl AempConfig {
             elements: default_elements(),
             history: default_history(),
             max_span: default_max_span(),
+            vendor_delay: default_vendor_delay(),
             addressing: Addressing::default(),
             max_body_bytes: default_max_body_bytes(),
             max_pages: default_max_pages(),

@@ -49,6 +49,7 @@ pub fn pollers(
     allowed_lateness: std::time::Duration,
     metrics: &IngestMetrics,
 ) -> Result<Vec<Poller>, AempSetupError> {
+    let claims = poller::Claims::default();
     sources
         .iter()
         .map(|config| {
@@ -68,6 +69,7 @@ pub fn pollers(
                 file,
                 metrics.aemp.source(&config.name),
                 max_future_ms,
+                claims.clone(),
             )
         })
         .collect()

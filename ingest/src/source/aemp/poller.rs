@@ -43,6 +43,53 @@ pub struct Poller {
     client: Client,
     metrics: Arc<SourceMetrics>,
     max_future_ms: u64,
+    claims: Claims,
+}
+
+/// Which source polls a machine whose `[[aemp_equipment]]` entry names
+/// none: one source only. Two OEM accounts that both list it (a dealer's
+/// and the manufacturer's) each counted its readings, under unit epochs of
+/// their own, so neither repeat was refused: cycles and samples doubled.
+/// The source that polled it before keeps it (its position file), else
+/// the first to list it.
+#[derive(Debug, Clone, Default)]
+pub struct Claims(Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>);
+
+impl Claims {
+    fn seed(&self, key: &str, source: &str) {
+        let mut claims = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        claims
+            .entry(key.to_owned())
+            .or_insert_with(|| source.to_owned());
+    }
+
+    /// Whether `source` polls the machine of `entry` (always, when the
+    /// entry names its source); the first time another one lists it, says
+    /// so.
+    fn polls(&self, entry: &AempEquipment, source: &str) -> bool {
+        if entry.source.is_some() {
+            return true;
+        }
+        let mut claims = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let owner = (claims.entry(entry.key()))
+            .or_insert_with(|| source.to_owned())
+            .clone();
+        if owner == source {
+            return true;
+        }
+        let noted = format!("{source}\0{}", entry.key());
+        if let std::collections::hash_map::Entry::Vacant(first) = claims.entry(noted) {
+            first.insert(String::new());
+            tracing::warn!(
+                machine = %entry.key(),
+                source,
+                polled_by = %owner,
+                "an AEMP machine whose [[aemp_equipment]] entry names no source is listed by two \
+                 sources: only one polls it (its readings would count twice); name its `source`"
+            );
+        }
+        false
+    }
 }
 
 /// Where a poller's messages go and its acknowledgements come from.
@@ -84,10 +131,15 @@ impl Poller {
         file: PositionFile,
         metrics: Arc<SourceMetrics>,
         max_future_ms: u64,
+        claims: Claims,
     ) -> Result<Self, super::AempSetupError> {
         let config = Arc::new(config);
         let epoch = wall_clock_ms() / 1000;
         let position = file.load_or_new(epoch)?;
+        // The machines it polled before stay its own.
+        for key in position.machines.keys() {
+            claims.seed(key, &config.name);
+        }
         let client = Client::new(config.clone(), metrics.clone())?;
         let map = EquipmentMap::for_source(equipment, &config.name);
         if map.is_empty() {
@@ -104,6 +156,7 @@ impl Poller {
             client,
             metrics,
             max_future_ms,
+            claims,
         })
     }
 
@@ -117,6 +170,24 @@ impl Poller {
             "AEMP source polling"
         );
         let mut number = 0u64;
+        // A new position (no file yet) is stored before anything is
+        // polled: its unit epoch is what makes a restart's repeats
+        // duplicates. Polled unstored (a full disk) and killed, the
+        // restart drew a new epoch and counted the history twice.
+        while !self.file.path().exists() {
+            let Err(e) = self.file.save(&self.position) else {
+                break;
+            };
+            self.metrics.error(
+                AempError::PositionWrite,
+                1,
+                &format!("{e}; nothing is polled until the new position is stored"),
+            );
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(self.config.poll_interval.min(std::time::Duration::from_secs(5))) => {}
+            }
+        }
         loop {
             let started = tokio::time::Instant::now();
             match self.poll(&mut intake, &mut number, &stop).await {
@@ -148,6 +219,7 @@ impl Poller {
         let mut seen = HashSet::new();
         for header in equipment {
             match self.map.find(&header) {
+                Some(entry) if !self.claims.polls(entry, &self.config.name) => {}
                 Some(entry) if seen.insert(entry.key()) => mapped.push((header, entry.clone())),
                 Some(_) => {}
                 None => unmapped += 1,
@@ -229,8 +301,13 @@ impl Poller {
             device: entry.device.clone(),
         };
         let span = self.config.max_span.as_millis() as u64;
-        let polled_to = self.position.machines.get(&key).map_or(0, |m| m.polled_to);
-        if header.latest_ms.is_some_and(|latest| latest <= polled_to) {
+        let delay = self.config.vendor_delay.as_millis() as u64;
+        let taken = (self.position.machines.get(&key))
+            .and_then(|m| m.elements.values().map(|e| e.at).max());
+        if header
+            .latest_ms
+            .is_some_and(|latest| taken.is_some_and(|t| latest <= t))
+        {
             // The snapshot has nothing newer than what was taken.
             return Ok(true);
         }
@@ -246,10 +323,12 @@ impl Poller {
                 0 => now.saturating_sub(self.config.history.as_millis() as u64),
                 at => at,
             };
+            // Again the vendor's delay before it: what it showed since.
+            let asked_from = from.saturating_sub(delay);
             let to = now.min(from.saturating_add(span));
             let mut readings = Vec::new();
             for element in self.config.elements.clone() {
-                let url = self.series_url(header, element, from, to);
+                let url = self.series_url(header, element, asked_from, to);
                 let more = self.series(element, url, readings.len(), stop).await?;
                 readings.extend(more);
             }
@@ -425,6 +504,20 @@ impl Poller {
                 format!("{current}: the next link goes back to {next}"),
             ));
         }
+        // The source's credentials go with every request: a page naming
+        // another host (or scheme, or port) would be handed them, and its
+        // machines merged in as the vendor's.
+        if next.origin() != self.config.url.origin() {
+            return Err(Interrupted::Failed(
+                AempError::Malformed,
+                format!(
+                    "{current}: the next link leads to another origin ({}), not followed: \
+                     the source's credentials go to {} only",
+                    next.origin().ascii_serialization(),
+                    self.config.url.origin().ascii_serialization()
+                ),
+            ));
+        }
         Ok(Some(next))
     }
 
@@ -520,6 +613,34 @@ fn endless(url: &reqwest::Url, pages: u32) -> Interrupted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A machine whose entry names no source is polled by one source
+    /// only: the one that polled it before (its position file), else the
+    /// first to list it. An entry naming its source is always polled.
+    #[test]
+    fn a_machine_no_entry_names_a_source_for_is_polled_by_one_source() {
+        let entry = |source: Option<&str>| AempEquipment {
+            source: source.map(Into::into),
+            pin: Some("P1".into()),
+            serial: None,
+            customer: "c".into(),
+            site: "s".into(),
+            device: "d".into(),
+        };
+        let claims = Claims::default();
+        assert!(claims.polls(&entry(None), "a"));
+        assert!(!claims.polls(&entry(None), "b"));
+        assert!(
+            !claims.polls(&entry(None), "b"),
+            "said once, refused always"
+        );
+        assert!(claims.polls(&entry(None), "a"));
+        assert!(claims.polls(&entry(Some("b")), "b"));
+        let seeded = Claims::default();
+        seeded.seed("PIN:P1", "b");
+        assert!(!seeded.polls(&entry(None), "a"));
+        assert!(seeded.polls(&entry(None), "b"));
+    }
 
     #[test]
     fn ids_with_url_characters_are_not_url_safe() {
