@@ -615,14 +615,10 @@ mod tests {
     /// one customer's day looked like a significant effect).
     #[test]
     fn a_customer_s_day_is_one_case_however_many_touchpoints_it_holds() {
+        // a and c of the case worked out by hand.
         let fleet = [
-            usage(
-                "a",
-                Segment::LowTouch,
-                56,
-                |d| if d < 28 { 10.0 } else { 13.0 },
-            ),
-            usage("b", Segment::LowTouch, 56, |_| 20.0),
+            usage("a", Segment::LowTouch, 56, |d| 10.0 + 3.0 * (d / 28) as f64),
+            usage("c", Segment::LowTouch, 56, |_| 5.0),
         ];
         let once = impact(&[touch("a", Training, 28)], &fleet, 28);
         let csm = |name: &str| Touchpoint {
