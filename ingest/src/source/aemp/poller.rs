@@ -92,6 +92,21 @@ impl Claims {
     }
 }
 
+/// The time range the next request of a machine polled up to `polled_to`
+/// asks for at `now`: from `history` back on its first poll, else from
+/// where the last stopped, less the vendor's `delay` (what it showed since,
+/// dated before that), and at most `span` forward.
+fn asked(polled_to: u64, now: u64, history: u64, delay: u64, span: u64) -> (u64, u64) {
+    let from = match polled_to {
+        0 => now.saturating_sub(history),
+        at => at,
+    };
+    (
+        from.saturating_sub(delay),
+        now.min(from.saturating_add(span)),
+    )
+}
+
 /// Where a poller's messages go and its acknowledgements come from.
 pub struct Intake {
     /// The intake lanes.
@@ -319,13 +334,8 @@ impl Poller {
                 .get(&key)
                 .cloned()
                 .unwrap_or_default();
-            let from = match machine.polled_to {
-                0 => now.saturating_sub(self.config.history.as_millis() as u64),
-                at => at,
-            };
-            // Again the vendor's delay before it: what it showed since.
-            let asked_from = from.saturating_sub(delay);
-            let to = now.min(from.saturating_add(span));
+            let history = self.config.history.as_millis() as u64;
+            let (asked_from, to) = asked(machine.polled_to, now, history, delay, span);
             let mut readings = Vec::new();
             for element in self.config.elements.clone() {
                 let url = self.series_url(header, element, asked_from, to);
@@ -640,6 +650,34 @@ mod tests {
         seeded.seed("PIN:P1", "b");
         assert!(!seeded.polls(&entry(None), "a"));
         assert!(seeded.polls(&entry(None), "b"));
+    }
+
+    /// Each request asks again for the vendor's delay before where the
+    /// last one stopped: a reading shown late, dated there, is asked for
+    /// (it was not: every request began where the last ended). A backfill
+    /// still walks forward a span at a time.
+    #[test]
+    fn each_request_asks_again_for_the_vendor_s_delay() {
+        const H: u64 = 3_600_000;
+        let now = 1_000 * H;
+        // A reading dated 30 minutes before the last poll stopped, shown
+        // an hour after its date: in the next range.
+        let (from, to) = asked(now - H / 6, now, 24 * H, H, 24 * H);
+        assert!(from <= now - H / 6 - H / 2 && to == now, "{from}..{to}");
+        assert_eq!(
+            asked(now - H / 6, now, 24 * H, 0, 24 * H),
+            (now - H / 6, now)
+        );
+        // First poll: the history, and the delay before it.
+        assert_eq!(
+            asked(0, now, 24 * H, H, 6 * H),
+            (now - 25 * H, now - 18 * H)
+        );
+        // A backfill behind by days: a span forward from where it stopped.
+        assert_eq!(
+            asked(now - 72 * H, now, 0, H, 24 * H),
+            (now - 73 * H, now - 48 * H)
+        );
     }
 
     #[test]
