@@ -216,12 +216,7 @@ impl ContractBook {
     }
 }
 
-/// `events` by customer, each customer's by day and a day's in the order of
-/// [`ContractEventKind::ALL`] (start first, churn last), whatever the order
-/// they were recorded in: the store gives them back in no order of their
-/// recording, so what a recording is checked against is what every later
-/// read replays (a day's start and expansion, accepted in that order, read
-/// back expansion first, left the customer's whole recorded history out).
+/// `events` by customer, each customer's in their order.
 fn by_customer<'a>(
     events: impl IntoIterator<Item = &'a RecordedContractEvent>,
 ) -> HashMap<&'a str, Vec<&'a RecordedContractEvent>> {
@@ -229,11 +224,47 @@ fn by_customer<'a>(
     for e in events {
         out.entry(&*e.customer).or_default().push(e);
     }
-    let rank = |kind| ContractEventKind::ALL.iter().position(|k| *k == kind);
-    for mine in out.values_mut() {
-        mine.sort_by_key(|e| (e.at, rank(e.kind)));
-    }
     out
+}
+
+/// The order in which `recorded` events take effect (indices into it),
+/// after the file's `events`: by day, and a day's by kind, whatever the
+/// order they were recorded in. The store gives them back in no order of
+/// their recording, so what a recording is checked against must be what
+/// every later read replays (a day's start and expansion, accepted in that
+/// order, came back expansion first and the customer's whole recorded
+/// history was left out). A customer with a contract at the day's start
+/// has it changed, then ended, then a new one started (a churn and a
+/// re-signing on one day); one without starts first.
+fn day_order(events: &[ContractEvent], recorded: &[&RecordedContractEvent]) -> Vec<usize> {
+    use ContractEventKind::*;
+    const HELD: [ContractEventKind; 5] = [Renewal, Expansion, Contraction, Churn, Start];
+    const NONE: [ContractEventKind; 5] = [Start, Renewal, Expansion, Contraction, Churn];
+    let mut order: Vec<usize> = (0..recorded.len()).collect();
+    order.sort_by_key(|&k| recorded[k].at);
+    let mut days: Vec<fleetpulse_engine::EventTime> = (events.iter().map(|e| e.at))
+        .chain(recorded.iter().map(|r| r.at))
+        .collect();
+    days.sort_unstable();
+    days.dedup();
+    let mut held = false;
+    for day in days {
+        let on = |kind| {
+            events.iter().any(|e| e.at == day && e.kind == kind)
+                || recorded.iter().any(|r| r.at == day && r.kind == kind)
+        };
+        let rank = if held { HELD } else { NONE };
+        let first = order.partition_point(|&k| recorded[k].at < day);
+        let last = order.partition_point(|&k| recorded[k].at <= day);
+        order[first..last].sort_by_key(|&k| rank.iter().position(|x| *x == recorded[k].kind));
+        let (started, churned) = (on(Start), on(Churn));
+        held = if held {
+            started || !churned
+        } else {
+            started && !churned
+        };
+    }
+    order
 }
 
 fn same_key(a: &RecordedContractEvent, b: &RecordedContractEvent) -> bool {
@@ -258,10 +289,11 @@ fn merged_history(
         .copied()
         .collect();
     let kept = all.len();
-    all.extend(recorded.iter().map(|r| r.event()));
+    let order = day_order(&all, recorded);
+    all.extend(order.iter().map(|&k| recorded[k].event()));
     match checked_history(history.customer.clone(), history.segment, &all) {
         Ok(merged) => Ok((all, merged)),
-        Err(e) => Err((e.index.checked_sub(kept), e)),
+        Err(e) => Err((e.index.checked_sub(kept).map(|k| order[k]), e)),
     }
 }
 
@@ -1027,6 +1059,19 @@ devices_purchased = 5
             assert!(conflicts.is_empty(), "{conflicts:?}");
             let after = date_ms("2026-06-02").unwrap();
             assert_eq!(merged.get("bolt").unwrap().arr_before(after), 510.0);
+        }
+        // An active customer's contract ended and a new one signed on one
+        // day, recorded either way round: the churn first, then the start.
+        let resigned = [
+            recorded("cube", Churn, "2026-04-01", None),
+            recorded("cube", Start, "2026-04-01", Some(12.0)),
+        ];
+        for given in [resigned.to_vec(), resigned.iter().rev().cloned().collect()] {
+            file.check_new(&[], &given).unwrap();
+            let (merged, conflicts) = file.merged(&given);
+            assert!(conflicts.is_empty(), "{conflicts:?}");
+            let after = date_ms("2026-04-02").unwrap();
+            assert_eq!(merged.get("cube").unwrap().arr_before(after), 12.0);
         }
         // A product swap: more ARR and less on one day, the more first.
         let swap = [
