@@ -148,10 +148,11 @@ pub struct Impact {
     pub kind: TouchpointKind,
     /// Days compared before and after.
     pub window_days: u32,
-    /// Cases the estimate is made from.
+    /// Cases the estimate is made from (customer days with a touchpoint of
+    /// the kind).
     pub cases: u32,
-    /// Touchpoints of the kind left out: a window not fully in the data,
-    /// no hours before, or no control.
+    /// Customer days with a touchpoint of the kind left out: a window not
+    /// fully in the data, no hours before, or no control.
     pub left_out: u32,
     /// Mean controls per case.
     pub controls: f64,
@@ -165,7 +166,8 @@ pub struct Impact {
     /// Cases of the outcome estimate (the customer and a control with
     /// attainment on at least half the days of both windows).
     pub outcome_cases: u32,
-    /// Touchpoints of the kind left out of the outcome estimate.
+    /// Customer days with a touchpoint of the kind left out of the outcome
+    /// estimate.
     pub outcome_left_out: u32,
     /// Mean controls per case of the outcome estimate.
     pub outcome_controls: f64,

@@ -285,6 +285,10 @@ pub fn load(args: &ReportArgs) -> anyhow::Result<ReportData> {
         .filter(|h| within(h.window_start))
         .collect();
 
+    // Events are dated 00:00 UTC of their date: the ARR after the period's
+    // last local date (west of UTC its midnight comes later that day, after
+    // the next date's events).
+    let through = crate::customers::date_ms(&svg::date(to - 1, &zone)).map_or(to, |d| d + DAY_MS);
     let name = contract
         .as_ref()
         .map(|c| c.name.clone())
@@ -297,7 +301,7 @@ pub fn load(args: &ReportArgs) -> anyhow::Result<ReportData> {
             .as_ref()
             .map(|c| c.segment)
             .or_else(|| health.last().map(|h| h.segment)),
-        arr: (history.as_ref().map(|h| h.arr_before(to)))
+        arr: (history.as_ref().map(|h| h.arr_before(through)))
             .or_else(|| contract.as_ref().map(|c| c.contract.arr))
             .or_else(|| health.last().map(|h| h.arr)),
         renewal: contract.as_ref().map(|c| c.contract.renewal.clone()),
@@ -499,6 +503,23 @@ mod tests {
             ..args
         };
         assert_eq!(load(&to_the_15th).unwrap().arr, Some(0.0), "churned");
+        // West of UTC: a churn dated the day after the period is not in it
+        // (the period's end, 07:00 UTC on 1 April in Los Angeles, is after
+        // that date's 00:00 UTC).
+        let west = crate::customers::tests::GOOD.replace("Europe/Berlin", "America/Los_Angeles");
+        std::fs::write(dir.path().join("customers.toml"), west).unwrap();
+        sqlite
+            .record_contract_events(&[event(ContractEventKind::Churn, "2026-04-01", None)])
+            .unwrap();
+        let march = ReportArgs {
+            to: Some("2026-03-31".into()),
+            ..to_the_15th
+        };
+        assert_eq!(
+            load(&march).unwrap().arr,
+            Some(12_000.0),
+            "churned after it"
+        );
     }
 
     /// A customer in Los Angeles (UTC-8, UTC-7 from 8 March): its days

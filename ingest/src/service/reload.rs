@@ -100,7 +100,7 @@ pub async fn watch(
                     }
                     None if changes.is_empty() => tracing::warn!(
                         file = %path.display(),
-                        "customers file changed: without the archive ([wal] and a correction horizon above 0) a changed definition takes effect at the next restart"
+                        "customers file changed: without the archive ([wal] and a correction horizon above 0) a changed definition takes effect at the next restart (contract events and who manages whom are taken in now)"
                     ),
                     None => {}
                 }

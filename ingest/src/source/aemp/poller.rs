@@ -50,8 +50,10 @@ pub struct Poller {
 /// none: one source only. Two OEM accounts that both list it (a dealer's
 /// and the manufacturer's) each counted its readings, under unit epochs of
 /// their own, so neither repeat was refused: cycles and samples doubled.
-/// The source that polled it before keeps it (its position file), else
-/// the first to list it.
+/// A source an entry names holds the machine; else the source that polled
+/// it before (its position file), else the first to list it; a source
+/// whose fleet no longer lists it lets it go (a machine moved to another
+/// account).
 #[derive(Debug, Clone, Default)]
 pub struct Claims(Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>);
 
@@ -67,10 +69,11 @@ impl Claims {
     /// entry names its source); the first time another one lists it, says
     /// so.
     fn polls(&self, entry: &AempEquipment, source: &str) -> bool {
+        let mut claims = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if entry.source.is_some() {
+            claims.insert(entry.key(), source.to_owned());
             return true;
         }
-        let mut claims = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let owner = (claims.entry(entry.key()))
             .or_insert_with(|| source.to_owned())
             .clone();
@@ -105,6 +108,15 @@ fn asked(polled_to: u64, now: u64, history: u64, delay: u64, span: u64) -> (u64,
         from.saturating_sub(delay),
         now.min(from.saturating_add(span)),
     )
+}
+
+impl Claims {
+    /// `source`'s fleet lists only the machines `listed`: those of its
+    /// claims it no longer lists go to whichever source lists them next.
+    fn listed(&self, source: &str, listed: &HashSet<String>) {
+        let mut claims = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        claims.retain(|key, owner| owner != source || listed.contains(key));
+    }
 }
 
 /// Where a poller's messages go and its acknowledgements come from.
@@ -232,6 +244,10 @@ impl Poller {
         let mut mapped: Vec<(EquipmentHeader, AempEquipment)> = Vec::new();
         let mut unmapped = 0;
         let mut seen = HashSet::new();
+        let listed: HashSet<String> = (equipment.iter())
+            .filter_map(|h| self.map.find(h).map(AempEquipment::key))
+            .collect();
+        self.claims.listed(&self.config.name, &listed);
         for header in equipment {
             match self.map.find(&header) {
                 Some(entry) if !self.claims.polls(entry, &self.config.name) => {}
@@ -319,11 +335,13 @@ impl Poller {
         let delay = self.config.vendor_delay.as_millis() as u64;
         let taken = (self.position.machines.get(&key))
             .and_then(|m| m.elements.values().map(|e| e.at).max());
-        if header
-            .latest_ms
-            .is_some_and(|latest| taken.is_some_and(|t| latest <= t))
-        {
-            // The snapshot has nothing newer than what was taken.
+        let polled_to = self.position.machines.get(&key).map_or(0, |m| m.polled_to);
+        if header.latest_ms.is_some_and(|latest| {
+            taken.is_some_and(|t| latest <= t) || latest.saturating_add(delay) <= polled_to
+        }) {
+            // The snapshot has nothing newer than what was taken, or
+            // nothing the vendor can still be showing late (its newest
+            // section may be a location fix, which is not polled).
             return Ok(true);
         }
         for _ in 0..EMPTY_SPANS_PER_POLL {
@@ -468,7 +486,8 @@ impl Poller {
                     AempError::TooLarge,
                     format!(
                         "{url}: more than {max} readings for one machine and time range \
-                         (max_readings); a shorter max_span asks for fewer"
+                         (max_readings); a shorter max_span (or vendor_delay, asked again each \
+                         poll) asks for fewer"
                     ),
                 ));
             }
@@ -650,6 +669,14 @@ mod tests {
         seeded.seed("PIN:P1", "b");
         assert!(!seeded.polls(&entry(None), "a"));
         assert!(seeded.polls(&entry(None), "b"));
+        // Moved to another account: b's fleet no longer lists it.
+        seeded.listed("b", &HashSet::new());
+        assert!(seeded.polls(&entry(None), "a"));
+        assert!(!seeded.polls(&entry(None), "b"));
+        // An entry naming its source holds the machine for it.
+        let named = Claims::default();
+        assert!(named.polls(&entry(Some("b")), "b"));
+        assert!(!named.polls(&entry(None), "a"));
     }
 
     /// Each request asks again for the vendor's delay before where the
