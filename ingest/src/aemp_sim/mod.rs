@@ -82,6 +82,9 @@ pub enum BadAnswer {
     /// for `127.0.0.1`, the same server): a client that follows hands the
     /// source's credentials to a host it was not given.
     Elsewhere,
+    /// Every request under `127.0.0.1` is redirected (302) to the same
+    /// path under `localhost`: another origin.
+    RedirectElsewhere,
 }
 
 /// The requests (numbered from 1) a [`BadAnswer::Maintenance`] server
@@ -102,6 +105,7 @@ impl BadAnswer {
             "maintenance" => Self::Maintenance,
             "query-loop" => Self::QueryLoop,
             "elsewhere" => Self::Elsewhere,
+            "redirect-elsewhere" => Self::RedirectElsewhere,
             _ => return None,
         })
     }
@@ -282,6 +286,9 @@ async fn handle(
         .to_owned();
     if host.starts_with("localhost") {
         state.stats.elsewhere.fetch_add(1, Relaxed);
+    } else if state.quirks.bad == Some(BadAnswer::RedirectElsewhere) {
+        let to = format!("http://{}{uri}", host.replace("127.0.0.1", "localhost"));
+        return (StatusCode::FOUND, [(header::LOCATION, to)], "moved").into_response();
     }
     let segments: Vec<String> = path
         .split('/')

@@ -163,6 +163,31 @@ async fn a_next_link_to_another_origin_is_not_followed() {
     );
 }
 
+/// Every request redirected to another origin (the same server as
+/// `localhost`): not followed, nothing reaches that origin and nothing is
+/// taken. Before, the redirect was followed (without the credentials) and
+/// every KPI came from the other host's answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_another_origin_is_not_followed() {
+    let setup = Setup::new(MACHINES);
+    let served = setup
+        .serve_all(Quirks {
+            bad: Some(BadAnswer::RedirectElsewhere),
+            ..Quirks::default()
+        })
+        .await;
+    let mut config = setup.service_config("redirect");
+    config.aemp = vec![source("oem", &served.server.url(), &setup.spec)];
+    let mut service = in_process::spawn(config, "<aemp redirect>");
+    let polled = source_metrics(&service.metrics, "oem").await;
+    super::support::poll::wait_for("two polls", || polled.polls.load(Relaxed) >= 2).await;
+    stop(&mut service).await;
+    println!("{:?}", polled.status());
+    assert_eq!(served.server.stats.elsewhere.load(Relaxed), 0);
+    assert!(served.server.stats.requests.load(Relaxed) >= 2);
+    assert_eq!(polled.status().messages, 0);
+}
+
 /// A machine with more readings in one time range than `max_readings` is
 /// `too_large` as soon as that many are held, and that range is not
 /// delivered (the simulation's first, partial day may fit): an endless

@@ -141,8 +141,20 @@ impl Client {
                 token: None,
             },
         };
+        // A redirect stays within the source's origin, as its `next` links
+        // must: another host's answers were taken as the vendor's.
+        let redirects = reqwest::redirect::Policy::custom(|attempt| {
+            let same = (attempt.previous().first())
+                .is_none_or(|first| first.origin() == attempt.url().origin());
+            match (same, attempt.previous().len()) {
+                (false, _) => attempt.error("a redirect to another origin, not followed"),
+                (true, 10..) => attempt.error("more than 10 redirects"),
+                (true, _) => attempt.follow(),
+            }
+        });
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
+            .redirect(redirects)
             .user_agent(concat!("fleetpulse/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| SetupError::Client {
@@ -340,8 +352,9 @@ impl Client {
         #[derive(serde::Deserialize)]
         struct TokenAnswer {
             access_token: String,
+            /// Seconds, a number or (some vendors) a string of one.
             #[serde(default)]
-            expires_in: Option<u64>,
+            expires_in: Option<serde_json::Value>,
         }
         let answer: TokenAnswer = response
             .json()
@@ -354,8 +367,14 @@ impl Client {
         // Renewed a little before it expires, and at least daily: an
         // `expires_in` of 2^64 - 1 overflowed the clock and killed the
         // source.
-        let life = answer.expires_in.unwrap_or(3600).saturating_sub(30);
-        let life = Duration::from_secs(life.min(MAX_TOKEN_LIFE_S));
+        let expires_in = (answer.expires_in.as_ref()).and_then(|v| match v {
+            serde_json::Value::String(text) => text.trim().parse::<u64>().ok(),
+            number => number.as_u64(),
+        });
+        // At least a minute (`expires_in: 0` fetched a token for every
+        // request), at most a day.
+        let life = expires_in.unwrap_or(3600).saturating_sub(30);
+        let life = Duration::from_secs(life.clamp(MIN_TOKEN_LIFE_S, MAX_TOKEN_LIFE_S));
         *token = Some((value.clone(), Instant::now() + life));
         Ok(value)
     }
@@ -363,6 +382,8 @@ impl Client {
 
 /// The longest a token is kept before it is fetched again, seconds.
 const MAX_TOKEN_LIFE_S: u64 = 86_400;
+/// The shortest, seconds: a 401 fetches one again at once anyway.
+const MIN_TOKEN_LIFE_S: u64 = 60;
 
 enum Attempt {
     Retry {

@@ -7,7 +7,7 @@
 //! data; a failure is counted and the machine (or the poll) is left for
 //! the next round, never stopping the service or the other sources.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -53,45 +53,78 @@ pub struct Poller {
 /// A source an entry names holds the machine; else the source that polled
 /// it before (its position file), else the first to list it; a source
 /// whose fleet no longer lists it lets it go (a machine moved to another
-/// account).
+/// account). A source that takes a machine over starts from where the
+/// last one stopped (its position), not `history` back: polled again from
+/// there under its own unit epoch, the history counted twice.
 #[derive(Debug, Clone, Default)]
-pub struct Claims(Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>);
+pub struct Claims(Arc<std::sync::Mutex<Shared>>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    /// Machine key to the source that polls it.
+    owners: HashMap<String, String>,
+    /// (source, machine) pairs already said to be another's.
+    said: HashSet<(String, String)>,
+    /// Each machine's newest position of any source.
+    latest: HashMap<String, MachinePosition>,
+}
 
 impl Claims {
-    fn seed(&self, key: &str, source: &str) {
-        let mut claims = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        claims
+    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `source` polled the machine `key` up to `position`.
+    fn note(&self, key: &str, source: &str, position: &MachinePosition) {
+        let mut shared = self.shared();
+        shared
+            .owners
             .entry(key.to_owned())
             .or_insert_with(|| source.to_owned());
+        let newer = (shared.latest.get(key)).is_none_or(|p| p.polled_to <= position.polled_to);
+        if newer {
+            shared.latest.insert(key.to_owned(), position.clone());
+        }
+    }
+
+    /// Where another source left the machine `key`, if one polled it.
+    fn position_of(&self, key: &str) -> Option<MachinePosition> {
+        self.shared().latest.get(key).cloned()
     }
 
     /// Whether `source` polls the machine of `entry` (always, when the
     /// entry names its source); the first time another one lists it, says
     /// so.
     fn polls(&self, entry: &AempEquipment, source: &str) -> bool {
-        let mut claims = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut shared = self.shared();
         if entry.source.is_some() {
-            claims.insert(entry.key(), source.to_owned());
+            shared.owners.insert(entry.key(), source.to_owned());
             return true;
         }
-        let owner = (claims.entry(entry.key()))
+        let owner = (shared.owners.entry(entry.key()))
             .or_insert_with(|| source.to_owned())
             .clone();
         if owner == source {
             return true;
         }
-        let noted = format!("{source}\0{}", entry.key());
-        if let std::collections::hash_map::Entry::Vacant(first) = claims.entry(noted) {
-            first.insert(String::new());
+        if shared.said.insert((source.to_owned(), entry.key())) {
             tracing::warn!(
                 machine = %entry.key(),
                 source,
                 polled_by = %owner,
                 "an AEMP machine whose [[aemp_equipment]] entry names no source is listed by two \
-                 sources: only one polls it (its readings would count twice); name its `source`"
+                 sources: only the one that polls it counts its readings (twice, they would \
+                 double); name its `source` to choose (it goes on from where the other stopped)"
             );
         }
         false
+    }
+
+    /// `source`'s fleet lists only the machines `listed`: those of its
+    /// claims it no longer lists go to whichever source lists them next.
+    fn listed(&self, source: &str, listed: &HashSet<String>) {
+        let mut shared = self.shared();
+        (shared.owners).retain(|key, owner| owner != source || listed.contains(key));
     }
 }
 
@@ -108,15 +141,6 @@ fn asked(polled_to: u64, now: u64, history: u64, delay: u64, span: u64) -> (u64,
         from.saturating_sub(delay),
         now.min(from.saturating_add(span)),
     )
-}
-
-impl Claims {
-    /// `source`'s fleet lists only the machines `listed`: those of its
-    /// claims it no longer lists go to whichever source lists them next.
-    fn listed(&self, source: &str, listed: &HashSet<String>) {
-        let mut claims = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        claims.retain(|key, owner| owner != source || listed.contains(key));
-    }
 }
 
 /// Where a poller's messages go and its acknowledgements come from.
@@ -164,8 +188,8 @@ impl Poller {
         let epoch = wall_clock_ms() / 1000;
         let position = file.load_or_new(epoch)?;
         // The machines it polled before stay its own.
-        for key in position.machines.keys() {
-            claims.seed(key, &config.name);
+        for (key, machine) in &position.machines {
+            claims.note(key, &config.name, machine);
         }
         let client = Client::new(config.clone(), metrics.clone())?;
         let map = EquipmentMap::for_source(equipment, &config.name);
@@ -351,6 +375,8 @@ impl Poller {
                 .machines
                 .get(&key)
                 .cloned()
+                // New to this source: from where another one left it.
+                .or_else(|| self.claims.position_of(&key))
                 .unwrap_or_default();
             let history = self.config.history.as_millis() as u64;
             let (asked_from, to) = asked(machine.polled_to, now, history, delay, span);
@@ -451,6 +477,7 @@ impl Poller {
             }
         }
         self.metrics.readings.fetch_add(converted.taken, Relaxed);
+        self.claims.note(key, &self.config.name, &machine);
         let before = self.position.machines.insert(key.to_owned(), machine);
         if before.as_ref() != self.position.machines.get(key)
             && let Err(e) = self.file.save(&self.position)
@@ -535,13 +562,17 @@ impl Poller {
         }
         // The source's credentials go with every request: a page naming
         // another host (or scheme, or port) would be handed them, and its
-        // machines merged in as the vendor's.
-        if next.origin() != self.config.url.origin() {
+        // machines merged in as the vendor's. Credentials in the link
+        // itself would replace the source's.
+        if next.origin() != self.config.url.origin()
+            || !next.username().is_empty()
+            || next.password().is_some()
+        {
             return Err(Interrupted::Failed(
                 AempError::Malformed,
                 format!(
-                    "{current}: the next link leads to another origin ({}), not followed: \
-                     the source's credentials go to {} only",
+                    "{current}: the next link leads to another origin ({}) or carries \
+                     credentials, not followed: the source's credentials go to {} only",
                     next.origin().ascii_serialization(),
                     self.config.url.origin().ascii_serialization()
                 ),
@@ -666,13 +697,19 @@ mod tests {
         assert!(claims.polls(&entry(None), "a"));
         assert!(claims.polls(&entry(Some("b")), "b"));
         let seeded = Claims::default();
-        seeded.seed("PIN:P1", "b");
+        let left = MachinePosition {
+            polled_to: 5,
+            ..MachinePosition::default()
+        };
+        seeded.note("PIN:P1", "b", &left);
         assert!(!seeded.polls(&entry(None), "a"));
         assert!(seeded.polls(&entry(None), "b"));
-        // Moved to another account: b's fleet no longer lists it.
+        // Moved to another account: b's fleet no longer lists it; a takes
+        // it over from where b left it.
         seeded.listed("b", &HashSet::new());
         assert!(seeded.polls(&entry(None), "a"));
         assert!(!seeded.polls(&entry(None), "b"));
+        assert_eq!(seeded.position_of("PIN:P1"), Some(left));
         // An entry naming its source holds the machine for it.
         let named = Claims::default();
         assert!(named.polls(&entry(Some("b")), "b"));
