@@ -189,12 +189,12 @@ pub fn column_name<'a>(header: &[&'a str], index: usize) -> &'a str {
 /// `position` starts. The crate ends a record at a line's `\r` and starts
 /// the next one's position at the `\n` after it, on the line before: read
 /// as it says, every error of a CRLF file (any spreadsheet's export) named
-/// the line above the one at fault.
+/// the line above the one at fault. The crate's count is kept: counting
+/// the file's lines again up to each record took time in the square of its
+/// length (a 300,000-row import).
 pub fn line_of(text: &str, position: &csv::Position) -> u64 {
-    let bytes = text.as_bytes();
-    let at = (position.byte() as usize).min(bytes.len());
-    let before = bytes[..at].iter().filter(|b| **b == b'\n').count() as u64;
-    before + 1 + u64::from(bytes.get(at) == Some(&b'\n'))
+    let at = usize::try_from(position.byte()).unwrap_or(usize::MAX);
+    position.line() + u64::from(text.as_bytes().get(at) == Some(&b'\n'))
 }
 
 #[cfg(test)]
