@@ -268,18 +268,18 @@ impl Poller {
         let mut mapped: Vec<(EquipmentHeader, AempEquipment)> = Vec::new();
         let mut unmapped = 0;
         let mut seen = HashSet::new();
-        let listed: HashSet<String> = (equipment.iter())
-            .filter_map(|h| self.map.find(h).map(AempEquipment::key))
-            .collect();
-        self.claims.listed(&self.config.name, &listed);
+        let mut listed = HashSet::new();
         for header in equipment {
-            match self.map.find(&header) {
-                Some(entry) if !self.claims.polls(entry, &self.config.name) => {}
-                Some(entry) if seen.insert(entry.key()) => mapped.push((header, entry.clone())),
-                Some(_) => {}
-                None => unmapped += 1,
+            let Some(entry) = self.map.find(&header) else {
+                unmapped += 1;
+                continue;
+            };
+            listed.insert(entry.key());
+            if self.claims.polls(entry, &self.config.name) && seen.insert(entry.key()) {
+                mapped.push((header, entry.clone()));
             }
         }
+        self.claims.listed(&self.config.name, &listed);
         self.metrics.unmapped.store(unmapped, Relaxed);
         self.metrics.machines.store(mapped.len() as u64, Relaxed);
         // A snapshot that dates its machines' sections tells the ones that
@@ -357,9 +357,9 @@ impl Poller {
         };
         let span = self.config.max_span.as_millis() as u64;
         let delay = self.config.vendor_delay.as_millis() as u64;
-        let taken = (self.position.machines.get(&key))
-            .and_then(|m| m.elements.values().map(|e| e.at).max());
-        let polled_to = self.position.machines.get(&key).map_or(0, |m| m.polled_to);
+        let known = self.position.machines.get(&key);
+        let taken = known.and_then(|m| m.elements.values().map(|e| e.at).max());
+        let polled_to = known.map_or(0, |m| m.polled_to);
         if header.latest_ms.is_some_and(|latest| {
             taken.is_some_and(|t| latest <= t) || latest.saturating_add(delay) <= polled_to
         }) {
