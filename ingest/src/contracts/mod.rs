@@ -242,27 +242,27 @@ fn day_order(events: &[ContractEvent], recorded: &[&RecordedContractEvent]) -> V
     const NONE: [ContractEventKind; 5] = [Start, Renewal, Expansion, Contraction, Churn];
     let mut order: Vec<usize> = (0..recorded.len()).collect();
     order.sort_by_key(|&k| recorded[k].at);
-    let mut days: Vec<fleetpulse_engine::EventTime> = (events.iter().map(|e| e.at))
-        .chain(recorded.iter().map(|r| r.at))
-        .collect();
-    days.sort_unstable();
-    days.dedup();
-    let mut held = false;
-    for day in days {
-        let on = |kind| {
-            events.iter().any(|e| e.at == day && e.kind == kind)
-                || recorded.iter().any(|r| r.at == day && r.kind == kind)
-        };
+    // Each day's events: whether one starts and one ends a contract.
+    let mut days: std::collections::BTreeMap<fleetpulse_engine::EventTime, (bool, bool)> =
+        Default::default();
+    let kinds =
+        (events.iter().map(|e| (e.at, e.kind))).chain(recorded.iter().map(|r| (r.at, r.kind)));
+    for (at, kind) in kinds {
+        let day = days.entry(at).or_default();
+        day.0 |= kind == Start;
+        day.1 |= kind == Churn;
+    }
+    let (mut held, mut first) = (false, 0);
+    for (day, (started, churned)) in days {
         let rank = if held { HELD } else { NONE };
-        let first = order.partition_point(|&k| recorded[k].at < day);
-        let last = order.partition_point(|&k| recorded[k].at <= day);
+        let last = first + order[first..].partition_point(|&k| recorded[k].at <= day);
         order[first..last].sort_by_key(|&k| rank.iter().position(|x| *x == recorded[k].kind));
-        let (started, churned) = (on(Start), on(Churn));
         held = if held {
             started || !churned
         } else {
             started && !churned
         };
+        first = last;
     }
     order
 }
