@@ -415,6 +415,14 @@ fn thresholds(base: RiskThresholds, overrides: &toml::Table) -> Result<RiskThres
         .map_err(|e: toml::de::Error| e.message().to_string())
 }
 
+/// What two ids that read alike have in common: compatibility-composed
+/// (NFKC folds full-width and composed/decomposed letters together) and
+/// lowercased.
+fn look_alike_key(id: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    id.nfkc().collect::<String>().to_lowercase()
+}
+
 /// Checks customer `i` of the file (`c`) and turns it into the engine's
 /// spec. `seen`: the ids of the customers before it, lowercased, with
 /// their index (a clash is refused). `places`: where its keys are, for
@@ -451,15 +459,23 @@ fn customer_spec<'a>(
             ),
         ));
     }
-    // Ids are exact in topics; two that differ only in case are one
-    // customer written twice, or two that people will mix up.
-    if let Some((first, id)) = seen.insert(c.id.to_lowercase(), (i, c.id.as_str())) {
+    // Ids are exact in topics; two that differ only in case, or in how
+    // Unicode writes the same letters (`café` composed and decomposed,
+    // full-width `ａcme`), are one customer written twice, or two that
+    // people will mix up.
+    if let Some((first, id)) = seen.insert(look_alike_key(&c.id), (i, c.id.as_str())) {
         let message = if id == c.id {
             format!("`{}` is also customer[{first}]", c.id)
-        } else {
+        } else if id.to_lowercase() == c.id.to_lowercase() {
             format!(
                 "`{}` differs from customer[{first}] `{id}` only in case",
                 c.id
+            )
+        } else {
+            format!(
+                "`{}` reads like customer[{first}] `{id}` (they differ only in Unicode form \
+                 or case: {:?} against {:?})",
+                c.id, c.id, id
             )
         };
         return Err(at("id", None, message));
@@ -1117,6 +1133,21 @@ usage_drop = 0.3
             "{err}"
         );
         assert!(specs(&twice("\"acme-2\"")).is_ok());
+        // Full-width letters and a decomposed accent read as the id before.
+        let err = specs(&twice("\"\u{ff41}cme\"")).unwrap_err();
+        assert!(
+            err.contains("`customer[1].id`: `\u{ff41}cme` reads like customer[0] `acme`"),
+            "{err}"
+        );
+        let cafe = GOOD.replace("\"acme\"", "\"caf\u{e9}\"");
+        let decomposed = format!(
+            "{cafe}\n[[customer]]{}",
+            second.replace("\"acme\"", "\"cafe\u{301}\"")
+        );
+        let err = specs(&decomposed).unwrap_err();
+        assert!(err.contains("reads like customer[0] `caf\u{e9}`"), "{err}");
+        // Ids in other scripts are ids.
+        assert!(specs(&twice("\"\u{30a2}\u{30af}\u{30e1}\"")).is_ok());
         let err = specs(&GOOD.replace("\"acme\"", "\"acme \"")).unwrap_err();
         assert!(
             err.contains("`customer[0].id`: `acme ` starts or ends with a space"),
