@@ -573,3 +573,116 @@ fn a_store_path_that_names_no_store_is_refused_and_nothing_is_made() {
         assert!(!typo.exists(), "{args:?} made {store}");
     }
 }
+
+/// A store on a read-only mount (a backup or snapshot mounted to look at):
+/// `touchpoints list` and `contracts list` read it as it is. Before, SQLite
+/// could not make the shared memory its WAL journal mode needs and every
+/// reader failed with "unable to open database file". What cannot be read
+/// there is refused saying why: a write-ahead log holding writes with no
+/// shared memory beside it, a schema that needs an upgrade, and a write.
+#[test]
+fn a_store_on_a_read_only_mount_is_read_as_it_is() {
+    use support::small_disk::{SmallDisk, rerun_in_namespace};
+    let Some(disk) = SmallDisk::mount("64m") else {
+        return rerun_in_namespace("a_store_on_a_read_only_mount_is_read_as_it_is");
+    };
+    let fleet = fleetpulse_sim::Fleet::generate(&fleetpulse_sim::FleetSpec {
+        customers: 1,
+        devices: 1,
+        days: 1,
+        ..fleetpulse_sim::FleetSpec::default()
+    });
+    let file = fleetpulse::sim::customers_file(&fleet);
+    let customer = file.customers[0].id.clone();
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let store_in = |dir: &std::path::Path| {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("customers.toml"), file.to_toml()).unwrap();
+        dir.join("kpi.sqlite")
+    };
+    let add = |store: &std::path::Path, date: &str, csm: &str| {
+        run(&[
+            "touchpoints",
+            "add",
+            "--customer",
+            &customer,
+            "--kind",
+            "training",
+            "--date",
+            date,
+            "--csm",
+            csm,
+            "--store",
+            store.to_str().unwrap(),
+        ])
+    };
+    let list =
+        |store: &std::path::Path| run(&["touchpoints", "list", "--store", store.to_str().unwrap()]);
+
+    // A store closed cleanly, and a copy of one taken while a connection
+    // held writes in its log: the store file and its `-wal`, no `-shm`.
+    let clean = store_in(&disk.path().join("clean"));
+    drop(fleetpulse::sinks::SqliteStore::open(&clean).unwrap());
+    assert!(add(&clean, "2026-03-02", "alice").0);
+    let logged = store_in(&disk.path().join("logged"));
+    drop(fleetpulse::sinks::SqliteStore::open(&logged).unwrap());
+    let holder = rusqlite::Connection::open(&logged).unwrap();
+    holder.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+    // A read joins the log: the add's close is then not the last one, and
+    // leaves its write in the log.
+    let _: i64 = holder
+        .query_row("SELECT count(*) FROM schema_version", [], |r| r.get(0))
+        .unwrap();
+    assert!(add(&logged, "2026-03-02", "alice").0);
+    let copy = store_in(&disk.path().join("copy"));
+    std::fs::copy(&logged, &copy).unwrap();
+    let wal = |p: &std::path::Path| std::path::PathBuf::from(format!("{}-wal", p.display()));
+    std::fs::copy(wal(&logged), wal(&copy)).unwrap();
+    assert!(std::fs::metadata(wal(&copy)).unwrap().len() > 0);
+    drop(holder);
+    // A store a newer build would have to upgrade first.
+    let old = store_in(&disk.path().join("old"));
+    drop(fleetpulse::sinks::SqliteStore::open(&old).unwrap());
+    rusqlite::Connection::open(&old)
+        .unwrap()
+        .execute_batch("UPDATE schema_version SET version = version - 1")
+        .unwrap();
+
+    disk.remount(true);
+    let (ok, out, err) = list(&clean);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&customer) && out.contains("csm alice"),
+        "{out}"
+    );
+    let (ok, out, err) = run(&["contracts", "list", "--store", clean.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = add(&clean, "2026-03-03", "bob");
+    assert!(!ok && err.contains("readonly"), "{err}");
+    let (ok, _, err) = list(&copy);
+    assert!(
+        !ok && err.contains("is on a read-only file system and its write-ahead log"),
+        "{err}"
+    );
+    let (ok, _, err) = list(&old);
+    assert!(
+        !ok && err.contains("is on a read-only file system and has schema version"),
+        "{err}"
+    );
+    disk.remount(false);
+    // Where it can be written, the same files open as before.
+    let (ok, out, err) = list(&copy);
+    assert!(ok && out.contains("csm alice"), "{out}{err}");
+    assert!(list(&old).0);
+}

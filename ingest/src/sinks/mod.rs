@@ -232,6 +232,16 @@ pub enum SinkError {
         /// The newest version this build knows.
         supported: i64,
     },
+    /// A reader named a SQLite file on a read-only mount (a backup, a
+    /// snapshot) that it cannot read as it is: a schema to upgrade, or a
+    /// write-ahead log beside it that needs write access to read.
+    #[error("SQLite database {path} is on a read-only file system and {why}")]
+    SqliteReadOnly {
+        /// The database file.
+        path: String,
+        /// What reading it would need.
+        why: String,
+    },
     /// Writing a batch to SQLite failed (the transaction was rolled back).
     #[error("writing a batch to SQLite: {0}")]
     SqliteWrite(#[source] rusqlite::Error),
@@ -296,6 +306,7 @@ impl SinkError {
             | SinkError::Client(_)
             | SinkError::SqliteTask(_)
             | SinkError::SqliteNotAStore { .. }
+            | SinkError::SqliteReadOnly { .. }
             | SinkError::WriteTooLarge { .. } => false,
             // The sink starts a removed file again with its next write; a
             // newer build's file put at the path is the operator's to move.

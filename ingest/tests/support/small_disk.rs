@@ -37,6 +37,21 @@ impl SmallDisk {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Mounts the disk again read-only (a backup, a snapshot) or writable.
+    pub fn remount(&self, read_only: bool) {
+        let mode = if read_only {
+            "remount,ro"
+        } else {
+            "remount,rw"
+        };
+        let status = Command::new("mount")
+            .args(["-o", mode])
+            .arg(self.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount -o {mode}: {status}");
+    }
 }
 
 impl Drop for SmallDisk {

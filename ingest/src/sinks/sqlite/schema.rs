@@ -226,12 +226,86 @@ pub(crate) fn open_existing(path: &Path) -> Result<Connection, SinkError> {
                 path: path.display().to_string(),
             })
         }
-        Ok(conn) => {
-            not_another_database(&conn, path)?;
-            set_up(path, Ok(conn))
-        }
-        opened => set_up(path, opened),
+        Ok(conn) => match not_another_database(&conn, path).and_then(|()| set_up(path, Ok(conn))) {
+            Err(e) if on_read_only_mount(path) => open_read_only(path, e),
+            done => done,
+        },
+        Err(e) => match set_up(path, Err(e)) {
+            Err(e) if on_read_only_mount(path) => open_read_only(path, e),
+            failed => failed,
+        },
     }
+}
+
+/// Whether `path` lies on a file system mounted read-only, where SQLite
+/// cannot make the shared-memory file its WAL journal mode needs.
+fn on_read_only_mount(path: &Path) -> bool {
+    rustix::fs::statvfs(path)
+        .is_ok_and(|fs| fs.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY))
+}
+
+/// Opens a store on a read-only mount (a backup, a snapshot) for reading:
+/// as immutable when no write-ahead log beside it holds anything, else
+/// read-only with the log's shared memory, which SQLite can read only
+/// where it finds it. Its schema must be this build's: an upgrade needs a
+/// write. `first`: the error of the ordinary open, said when this fails
+/// too for another reason.
+fn open_read_only(path: &Path, first: SinkError) -> Result<Connection, SinkError> {
+    use rusqlite::OpenFlags;
+    let shown = path.display().to_string();
+    let refuse = |why: String| SinkError::SqliteReadOnly {
+        path: shown.clone(),
+        why,
+    };
+    let mut log = path.as_os_str().to_owned();
+    log.push("-wal");
+    let logged = std::fs::metadata(&log).is_ok_and(|m| m.len() > 0);
+    let uri = format!(
+        "file:{}{}",
+        uri_path(path),
+        if logged { "" } else { "?immutable=1" }
+    );
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = match Connection::open_with_flags(uri, flags) {
+        Ok(conn) => conn,
+        Err(_) => return Err(first),
+    };
+    let version: rusqlite::Result<Option<i64>> =
+        conn.query_row("SELECT max(version) FROM schema_version", [], |row| {
+            row.get(0)
+        });
+    match version {
+        Ok(Some(SCHEMA_VERSION)) if tables_complete(&conn).unwrap_or(false) => Ok(conn),
+        Ok(found) => Err(refuse(format!(
+            "has schema version {}, this build reads {SCHEMA_VERSION}: open it once where it \
+             can be written to upgrade it, or read it with the build that wrote it",
+            found.unwrap_or(0)
+        ))),
+        Err(_) if logged => Err(refuse(format!(
+            "its write-ahead log {} holds what is not yet in the file, which SQLite reads only \
+             with write access beside it: copy the store and its log to a writable place",
+            std::path::Path::new(&log).display()
+        ))),
+        Err(_) => not_another_database(&conn, path).and(Err(first)),
+    }
+}
+
+/// `path` as the path of an SQLite `file:` URI: every byte but the
+/// unreserved ones and `/` percent-encoded (a `?` or `#` in a directory
+/// name would start the query or fragment).
+fn uri_path(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = String::new();
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Refuses a file a reader was pointed at that holds no store: an empty
