@@ -46,10 +46,11 @@ pub struct BacktestArgs {
     /// Overrides `forecast_method` for every customer.
     #[arg(long, value_parser = parse_method)]
     pub method: Option<Method>,
-    /// Overrides `forecast_days` for every customer.
+    /// Overrides `forecast_days` for every customer (1-90).
     #[arg(long)]
     pub forecast_days: Option<u32>,
-    /// Overrides `forecast_confidence` for every customer.
+    /// Overrides `forecast_confidence` for every customer (0-1; below
+    /// `forecast_resolve`, that is lowered to it).
     #[arg(long)]
     pub confidence: Option<f64>,
     /// Print the report as JSON instead of tables.
@@ -231,6 +232,7 @@ pub fn run_seed(args: &BacktestArgs, seed: u64) -> anyhow::Result<Vec<CustomerRu
         t.forecast_method = args.method.unwrap_or(t.forecast_method);
         t.forecast_days = args.forecast_days.unwrap_or(t.forecast_days);
         t.forecast_confidence = args.confidence.unwrap_or(t.forecast_confidence);
+        t.forecast_resolve = t.forecast_resolve.min(t.forecast_confidence);
     }
     let thresholds: HashMap<String, (u32, u32)> = specs
         .iter()
@@ -554,10 +556,42 @@ pub fn score(seeds: u64, runs: &[CustomerRun]) -> Report {
     }
 }
 
+/// The seeds to run, once the arguments are known to be in range: a
+/// count that ran past the last seed wrapped to none ("18446744073709551615
+/// seeds, 0 customers"), and a threshold out of range was clamped or gave
+/// no alarm, without a word.
+fn check(args: &BacktestArgs) -> anyhow::Result<std::ops::Range<u64>> {
+    if args.seeds == 0 {
+        anyhow::bail!("--seeds: 0; at least one fleet is needed");
+    }
+    let end = (args.first_seed.checked_add(args.seeds)).with_context(|| {
+        format!(
+            "--first-seed {} with --seeds {} runs past the last seed",
+            args.first_seed, args.seeds
+        )
+    })?;
+    let mut t = fleetpulse_engine::kpi::risk::RiskThresholds::default();
+    t.forecast_fit_days = args.fit_days.unwrap_or(t.forecast_fit_days);
+    t.forecast_days = args.forecast_days.unwrap_or(t.forecast_days);
+    t.forecast_confidence = args.confidence.unwrap_or(t.forecast_confidence);
+    // The rule resolves under `forecast_resolve`: with a confidence under
+    // it, what the check says of it is what this option changes.
+    t.forecast_resolve = t.forecast_resolve.min(t.forecast_confidence);
+    t.check().map_err(|e| {
+        let named = e
+            .replace("forecast_fit_days", "--fit-days")
+            .replace("forecast_days", "--forecast-days")
+            .replace("forecast_confidence", "--confidence");
+        anyhow::anyhow!(named)
+    })?;
+    Ok(args.first_seed..end)
+}
+
 /// Runs the backtest and prints its report.
 pub fn run(args: BacktestArgs) -> anyhow::Result<()> {
+    let seeds = check(&args)?;
     let mut runs = Vec::new();
-    for seed in args.first_seed..args.first_seed + args.seeds {
+    for seed in seeds {
         runs.extend(run_seed(&args, seed)?);
     }
     let report = score(args.seeds, &runs);

@@ -410,9 +410,11 @@ fn thresholds(base: RiskThresholds, overrides: &toml::Table) -> Result<RiskThres
         }
         table.insert(key.clone(), value.clone());
     }
-    toml::Value::Table(table)
+    let overlaid: RiskThresholds = toml::Value::Table(table)
         .try_into()
-        .map_err(|e: toml::de::Error| e.message().to_string())
+        .map_err(|e: toml::de::Error| e.message().to_string())?;
+    overlaid.check()?;
+    Ok(overlaid)
 }
 
 /// What two ids that read alike have in common: compatibility-composed
@@ -1248,6 +1250,33 @@ usage_drop = 0.3
         assert!(err.contains("is before contract.start"), "{err}");
         let err = specs(&GOOD.replace("usage_drop = 0.3", "usage_fall = 0.3")).unwrap_err();
         assert!(err.contains("usage_fall"), "{err}");
+        // A threshold out of its range: a forecast 100,000 days ahead held
+        // a worker, and every customer's days, for minutes at each close.
+        for (set, said) in [
+            (
+                "forecast_days = 100000",
+                "forecast_days: 100000 is not in 1-90",
+            ),
+            (
+                "forecast_confidence = nan",
+                "forecast_confidence: NaN is not a share",
+            ),
+            (
+                "forecast_fit_days = 13",
+                "forecast_fit_days: 13 is not in 14-28",
+            ),
+            (
+                "forecast_resolve = -1.0",
+                "forecast_resolve: -1 is not a share",
+            ),
+            ("usage_drop = 1.5", "usage_drop: 1.5 is not a share"),
+        ] {
+            let err = specs(&GOOD.replace("usage_drop = 0.3", set)).unwrap_err();
+            assert!(
+                err.contains("customer[0].thresholds") && err.contains(said),
+                "{set}: {err}"
+            );
+        }
         let err = specs(&GOOD.replace("outcome = \"intervention_rate\"", "outcome = \"uptime\""))
             .unwrap_err();
         assert!(

@@ -1522,7 +1522,8 @@ async fn a_customers_days_are_dated_in_its_time_zone() {
             records.push(shifted(health(customer, d, 90_000.0), by));
             records.push(shifted(customer_kpi(customer, d, 0), by));
         }
-        // Opened at the close of the last day: 00:00 on 15 January, local.
+        // Opened at the close of the last day, 14 January (00:00 on 15
+        // January, local): dated by the day it fired, in its zone.
         records.push(shifted(
             episode(customer, Rule::UsageDrop, AlertStatus::Open, DAYS),
             by,
@@ -1571,7 +1572,7 @@ async fn a_customers_days_are_dated_in_its_time_zone() {
             );
             assert_eq!(
                 seen,
-                serde_json::json!([zone, "01-05", "since 2026-01-15"]),
+                serde_json::json!([zone, "01-05", "since 2026-01-14"]),
                 "{customer}"
             );
             // The training is marked on the customer's 10 January, with
@@ -1595,9 +1596,9 @@ async fn a_customers_days_are_dated_in_its_time_zone() {
         assert_eq!(
             home,
             serde_json::json!([
-                "berlin since 2026-01-15",
-                "plain since 2026-01-15",
-                "west since 2026-01-15"
+                "berlin since 2026-01-14",
+                "plain since 2026-01-14",
+                "west since 2026-01-14"
             ])
         );
         visit(
@@ -1611,7 +1612,7 @@ async fn a_customers_days_are_dated_in_its_time_zone() {
         );
         assert_eq!(
             rows,
-            serde_json::json!(["berlin 2026-01-15", "plain 2026-01-15", "west 2026-01-15"])
+            serde_json::json!(["berlin 2026-01-14", "plain 2026-01-14", "west 2026-01-14"])
         );
     })
     .await

@@ -71,6 +71,22 @@ impl Output {
         Self::Health(Box::new(record))
     }
 
+    /// The event time a record is of: the end of its window or day, or
+    /// the day end an alert transition took place at. The frontier passes
+    /// it before it is emitted, except at the end of the input.
+    pub fn event_time(&self) -> crate::model::EventTime {
+        match self {
+            Self::Customer(r) => r.window_end,
+            Self::Device(r) => r.window_end,
+            Self::Outcome(r) => r.window_end,
+            Self::Milestone(r) => r.window_end,
+            Self::Health(r) => r.window_end,
+            Self::Forecast(r) => r.window_end,
+            Self::Alert(r) => r.resolved_at.unwrap_or(r.opened_at),
+            Self::Portfolio(r) => r.window_end,
+        }
+    }
+
     /// The customer a record is about (`None` for portfolio figures).
     pub fn customer(&self) -> Option<&crate::model::Id> {
         match self {

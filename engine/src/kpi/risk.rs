@@ -209,6 +209,92 @@ impl Default for RiskThresholds {
 }
 
 impl RiskThresholds {
+    /// Most days `forecast_days` may look ahead: the band's width is worked
+    /// out day by day up to it at every close (a value of 100,000 held a
+    /// worker for minutes a day and every customer's days with it).
+    pub const MAX_FORECAST_DAYS: u32 = 90;
+
+    /// Checks every threshold is in its range, naming the first that is
+    /// not: `forecast_days: 100000 is not in 1-90`.
+    pub fn check(&self) -> Result<(), String> {
+        let share = |name: &str, v: f64, zero: bool| {
+            let ok = v.is_finite() && v <= 1.0 && if zero { v >= 0.0 } else { v > 0.0 };
+            let low = if zero { "0" } else { "above 0" };
+            ok.then_some(())
+                .ok_or_else(|| format!("{name}: {v} is not a share from {low} to 1"))
+        };
+        let positive = |name: &str, v: f64| {
+            (v.is_finite() && v > 0.0)
+                .then_some(())
+                .ok_or_else(|| format!("{name}: {v} is not a number above 0"))
+        };
+        let not_negative = |name: &str, v: f64| {
+            (v.is_finite() && v >= 0.0)
+                .then_some(())
+                .ok_or_else(|| format!("{name}: {v} is not a number of 0 or more"))
+        };
+        let days = |name: &str, v: u32, low: u32, high: u32| {
+            (low..=high)
+                .contains(&v)
+                .then_some(())
+                .ok_or_else(|| format!("{name}: {v} is not in {low}-{high}"))
+        };
+        share("usage_drop", self.usage_drop, false)?;
+        share("usage_drop_resolve", self.usage_drop_resolve, true)?;
+        days("dark_after_days", self.dark_after_days, 1, 365)?;
+        share("dark_share", self.dark_share, false)?;
+        days("champion_absent_days", self.champion_absent_days, 1, 365)?;
+        not_negative("champion_dominance", self.champion_dominance)?;
+        not_negative("champion_lead", self.champion_lead)?;
+        not_negative("champion_min_hours", self.champion_min_hours)?;
+        days(
+            "outcome_missed_windows",
+            self.outcome_missed_windows,
+            1,
+            365,
+        )?;
+        days(
+            "outcome_met_to_resolve",
+            self.outcome_met_to_resolve,
+            1,
+            365,
+        )?;
+        days("onboarding_days", self.onboarding_days, 0, 3650)?;
+        share(
+            "onboarding_online_share",
+            self.onboarding_online_share,
+            true,
+        )?;
+        positive("fault_spike_ratio", self.fault_spike_ratio)?;
+        not_negative("fault_spike_resolve_ratio", self.fault_spike_resolve_ratio)?;
+        if !(0.0..=100.0).contains(&self.health_red_resolve) {
+            return Err(format!(
+                "health_red_resolve: {} is not a score from 0 to 100",
+                self.health_red_resolve
+            ));
+        }
+        days(
+            "forecast_days",
+            self.forecast_days,
+            1,
+            Self::MAX_FORECAST_DAYS,
+        )?;
+        share("forecast_confidence", self.forecast_confidence, false)?;
+        share("forecast_resolve", self.forecast_resolve, true)?;
+        if self.forecast_resolve > self.forecast_confidence {
+            return Err(format!(
+                "forecast_resolve: {} is above forecast_confidence {} (an alert would resolve \
+                 as it opens)",
+                self.forecast_resolve, self.forecast_confidence
+            ));
+        }
+        days("forecast_fit_days", self.forecast_fit_days, 14, 28)?;
+        days("renewal_window_days", self.renewal_window_days, 0, 3650)?;
+        share("utilisation_target", self.utilisation_target, false)?;
+        positive("max_fault_rate", self.max_fault_rate)?;
+        days("settle_days", self.settle_days, 0, 365)
+    }
+
     /// Segment defaults: high-touch accounts are watched more closely.
     pub fn for_segment(segment: Segment) -> Self {
         let base = Self::default();

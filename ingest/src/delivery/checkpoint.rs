@@ -10,16 +10,7 @@ use serde::{Deserialize, Serialize};
 /// Event time a record belongs to, for suppression after a restart: a
 /// window's end, an alert transition's time.
 pub fn record_time(record: &Output) -> EventTime {
-    match record {
-        Output::Customer(r) => r.window_end,
-        Output::Device(r) => r.window_end,
-        Output::Outcome(r) => r.window_end,
-        Output::Milestone(r) => r.window_end,
-        Output::Health(r) => r.window_end,
-        Output::Forecast(r) => r.window_end,
-        Output::Alert(r) => r.resolved_at.unwrap_or(r.opened_at),
-        Output::Portfolio(r) => r.window_end,
-    }
+    record.event_time()
 }
 
 /// The persisted checkpoint.

@@ -377,6 +377,9 @@ struct HealthPoint {
     #[schema(value_type = Option<f64>)]
     score: f64,
     band: Band,
+    /// The day is still open: the score of its hours so far (the last
+    /// point only).
+    provisional: bool,
 }
 
 /// One row of the ranked list.
@@ -497,6 +500,7 @@ pub async fn customers(
                     window_start: h.window_start,
                     score: h.score,
                     band: h.band,
+                    provisional: h.provisional,
                 })
                 .collect(),
             alerts: open.into_iter().map(Doc).collect(),

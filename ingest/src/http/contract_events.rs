@@ -56,12 +56,22 @@ struct EventsDoc<'a> {
 #[utoipa::path(get, path = "/api/contract-events", operation_id = "listContractEvents", tag = "api",
     params(ContractEventsQuery),
     responses((status = 200, description = "the recorded events", body = EventsDoc), BadQuery,
+        (status = 404, description = "`customer` names no customer, or not one of the user's", body = ErrorBody),
         Unauthorized))]
 pub async fn list(
     State(hub): State<Arc<Hub>>,
     Extension(access): Extension<Access>,
     ApiQuery(q): ApiQuery<ContractEventsQuery>,
 ) -> Result<Response, ApiError> {
+    if let Some(c) = &q.customer
+        && !(access.sees(c) && hub.contracts().get(c).is_some())
+    {
+        // As `/api/alerts`: a mistyped id is said, not answered with an
+        // empty list; one out of the user's scope gets the same answer.
+        return Err(ApiError::not_found(format!(
+            "`customer`: no customer `{c}`"
+        )));
+    }
     let customer = q.customer.clone();
     let events = on_store(&hub, move |s| s.contract_events(customer.as_deref()))
         .await?

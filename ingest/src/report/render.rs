@@ -679,7 +679,7 @@ fn section_risks(out: &mut String, d: &ReportData) {
                 out,
                 r#"<div class="alert retracted"><span class="rule">{}</span> · retracted: telemetry that arrived late showed it did not happen ({})</div>"#,
                 a.rule.as_str(),
-                date(a.opened_at, &d.zone),
+                date(a.opened_at - 1, &d.zone),
             );
             continue;
         }
@@ -690,10 +690,12 @@ fn section_risks(out: &mut String, d: &ReportData) {
             if resolved { " resolved" } else { "" },
             a.rule.as_str(),
             a.stage.as_str(),
-            date(a.opened_at, &d.zone),
+            // Transitions are dated by the end of their day: the day is
+            // the one before it.
+            date(a.opened_at - 1, &d.zone),
             a.resolved_at.map_or(String::new(), |r| format!(
                 ", resolved {}",
-                date(r, &d.zone)
+                date(r - 1, &d.zone)
             )),
             escape(&a.evidence),
             if resolved {

@@ -93,6 +93,13 @@ function date(ms, zone) {
   return `${p.year}-${p.month}-${p.day}`;
 }
 
+// The day a transition took place at the end of (`opened_at`, `resolved_at`
+// and `reached_at` are the exclusive end of the customer's day): dated by
+// the end itself, an alert raised during a day read "since" the next one.
+function dayOf(end, zone) {
+  return end == null ? "–" : date(end - 1, zone);
+}
+
 function dateTime(ms, zone) {
   if (ms == null) return "–";
   const p = clockParts(ms, zone || ZONE);
@@ -250,13 +257,13 @@ function alertHtml(a, zone) {
     return `<div class="alert retracted" data-rule="${esc(a.rule)}" data-status="retracted" title="${esc(retractedText(a))}">` +
       `<span class="rule">${esc(a.rule)}</span><span class="retracted-label">retracted</span>` +
       `<span class="evidence">${esc(a.evidence)}` +
-      `<div class="next">${esc(retractedText(a))} · opened ${esc(date(a.opened_at, zone))} · not counted as open or at risk</div></span></div>`;
+      `<div class="next">${esc(retractedText(a))} · opened ${esc(dayOf(a.opened_at, zone))} · not counted as open or at risk</div></span></div>`;
   }
   const resolved = a.status === "resolved";
   return `<div class="alert${resolved ? " resolved" : ""}" data-rule="${esc(a.rule)}" data-status="${esc(a.status)}" data-provisional="${a.provisional ? "true" : "false"}">` +
     `<span class="rule">${esc(a.rule)}</span>${provisionalLabel(a)}` +
     `<span class="evidence">${esc(a.evidence)}` +
-    `<div class="next">${resolved ? "resolved " + esc(date(a.resolved_at, zone)) : "since " + esc(date(a.opened_at, zone)) + " · " + esc(a.stage) + " · next: " + esc(a.next_action)}</div></span></div>`;
+    `<div class="next">${resolved ? "resolved " + esc(dayOf(a.resolved_at, zone)) : "since " + esc(dayOf(a.opened_at, zone)) + " · " + esc(a.stage) + " · next: " + esc(a.next_action)}</div></span></div>`;
 }
 
 function tiles(portfolio, list) {
@@ -413,7 +420,7 @@ function journey(milestones) {
     <div class="step ${esc(m.status)}" data-milestone="${esc(m.milestone)}">
       <div class="node" title="${esc(m.status)}"></div>
       <div class="name">${m.position}. ${esc(m.milestone)}${m.value_milestone ? ' <span class="chip">value</span>' : ""}</div>
-      <div class="dates">${m.status === "reached" ? "reached " + esc(date(m.reached_at - 1)) : esc(m.status)} · due ${esc(date(m.due_at))}</div>
+      <div class="dates">${m.status === "reached" ? "reached " + esc(dayOf(m.reached_at)) : esc(m.status)} · due ${esc(date(m.due_at))}</div>
     </div>`).join("")}</div>`;
 }
 
@@ -644,7 +651,7 @@ async function alertsPage(query) {
     const retracted = a.status === "retracted";
     return `<tr data-customer="${esc(a.customer)}" data-status="${esc(a.status)}" data-provisional="${a.provisional ? "true" : "false"}"${retracted ? ` class="retracted" title="${esc(retractedText(a))}"` : ""}>
     <td><a href="#/customer/${encodeURIComponent(a.customer)}">${esc(a.customer_name)}</a><div class="muted small">${esc(a.segment)}</div></td>
-    <td class="rule">${esc(a.rule)}</td><td>${retracted ? '<span class="retracted-label">retracted</span>' : esc(a.status) + provisionalLabel(a)}</td><td class="nowrap">${esc(date(a.opened_at, zones[a.customer]))}</td><td class="nowrap">${esc(date(a.resolved_at, zones[a.customer]))}</td>
+    <td class="rule">${esc(a.rule)}</td><td>${retracted ? '<span class="retracted-label">retracted</span>' : esc(a.status) + provisionalLabel(a)}</td><td class="nowrap">${esc(dayOf(a.opened_at, zones[a.customer]))}</td><td class="nowrap">${esc(dayOf(a.resolved_at, zones[a.customer]))}</td>
     <td>${esc(a.stage)}</td><td class="num">${retracted ? '<span class="muted" title="a retracted episode puts nothing at risk">–</span>' : money(a.arr_at_risk)}</td>
     <td class="evidence">${esc(a.evidence)}<div class="next">${retracted ? esc(retractedText(a)) : esc(a.next_action)}</div></td></tr>`;
   }).join("");
