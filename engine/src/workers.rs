@@ -435,8 +435,6 @@ fn run_worker(
 ) {
     let mut input: InputHandle<EventTime, CapacityContainerBuilder<Vec<DeviceBatch>>> =
         InputHandle::new();
-    let board = config.journeys.clone();
-    let emit_board = board.clone();
     worker.dataflow::<EventTime, _, _>(|scope| {
         let batches = input.to_stream(scope);
         let mut reported = None;
@@ -454,15 +452,9 @@ fn run_worker(
                     move |(journeys, journeys_frontier), (portfolio, portfolio_frontier), _out| {
                         // A closed receiver means the host is shutting down;
                         // the results have nowhere to go.
-                        let stopped_at = emit_board.stopped_at();
                         let send = |_time, data: &mut Vec<Output>| {
-                            if let Some(at) = stopped_at {
-                                data.retain(|r| kept_at_stop(r, at));
-                            }
-                            if !data.is_empty() {
-                                let records = std::mem::take(data);
-                                let _ = events.blocking_send(EngineEvent::Records(records));
-                            }
+                            let _ =
+                                events.blocking_send(EngineEvent::Records(std::mem::take(data)));
                         };
                         journeys.for_each(send);
                         portfolio.for_each(send);
@@ -547,23 +539,7 @@ fn run_worker(
         };
         worker.step_or_park(park);
     }
-    board.input_closed(*input.time());
     drop(input);
     drop(proposals);
     while worker.step_or_park(None) {}
-}
-
-/// Whether `record`, emitted after a service's inputs closed at input time
-/// `at` ([`crate::JourneyBoard::stopped_at`]), is one the frontier had
-/// passed: journey records of days still open are not. Windows are: a
-/// window cut short is written again whole after the next start, and no
-/// receiver acts on it (docs/DELIVERY.md, the stop).
-fn kept_at_stop(record: &Output, at: EventTime) -> bool {
-    match record {
-        Output::Customer(_) | Output::Device(_) => true,
-        // A date's figures wait for every customer's day of it, in every
-        // time zone.
-        Output::Portfolio(p) => p.window_end + crate::operators::portfolio::LATEST_LOCAL_END < at,
-        _ => record.event_time() < at,
-    }
 }

@@ -259,6 +259,13 @@ pub struct IngestMetrics {
     /// True while a start in place waits for a store that does not
     /// answer (`/readyz` says so; the log names the store).
     pub store_awaited: AtomicBool,
+    /// Refused messages whose dead letter could not be written when they
+    /// were refused (a full disk). Those still buffered (8 KiB) are written
+    /// once there is room; the others are acknowledged, not kept.
+    pub dead_letter_write_errors: AtomicU64,
+    /// Why the last dead letter could not be written; `None` once one is
+    /// written again. `/readyz` says so meanwhile.
+    pub dead_letters_failing: std::sync::Mutex<Option<String>>,
     /// The write-ahead log's gauges (size, commits, whether it is full):
     /// the service spawns its WAL writer with these
     /// ([`crate::wal::writer::WalWriter::spawn_with_gauges`]), and
@@ -351,6 +358,44 @@ impl IngestMetrics {
     /// What is full while the WAL is; `None` while it is not.
     pub fn wal_full_reason(&self) -> Option<String> {
         self.wal.full.reason()
+    }
+
+    /// A refused message's dead letter could not be written (`error`).
+    /// Logs once until one is written again: a flood of refusals on a
+    /// full disk logged a line each.
+    pub fn dead_letter_failed(&self, error: &str) {
+        self.dead_letter_write_errors.fetch_add(1, Relaxed);
+        let mut failing = self
+            .dead_letters_failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if failing.is_none() {
+            tracing::error!(
+                error,
+                "cannot write dead letters: refused messages are counted, not kept, until it can"
+            );
+        }
+        *failing = Some(error.to_owned());
+    }
+
+    /// A dead letter was written.
+    pub fn dead_letter_written(&self) {
+        let mut failing = self
+            .dead_letters_failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if failing.take().is_some() {
+            tracing::info!("dead letters written again");
+        }
+    }
+
+    /// Why dead letters cannot be written now; `None` while they can.
+    pub fn dead_letters_failing(&self) -> Option<String> {
+        (self
+            .dead_letters_failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()))
+        .clone()
     }
 }
 

@@ -295,6 +295,100 @@ async fn a_stop_with_a_full_sink_queue_and_the_dashboard_on_ends_at_the_deadline
     println!("stopped {took:?} after SIGINT with the store down and the sink queue full");
 }
 
+/// A stop while telemetry still arrives and the store takes nothing (its
+/// SQLite file locked by another process, as a backup or a hand-run query
+/// holds it): the intake is held behind the store, and the stop waited in
+/// its hand-over to the engine for as long as the lock held (81 s with a
+/// deadline of 5 s, deaf to a second signal). It now ends at
+/// `shutdown_timeout`; started again with the lock gone, every customer-day
+/// equals the ground truth (what was not handed over stayed in the WAL,
+/// or unacknowledged at the broker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_the_intake_waits_on_a_locked_store_ends_at_the_deadline() {
+    use support::truth::{assert_table_equal, sqlite_customer_table, truth_table};
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = fleet(4, 60, 10, 7);
+    write_customers(dir.path(), &fleet);
+    let http_port = support::servers::free_port();
+    let config = write_durable_config(
+        dir.path(),
+        &mosquitto,
+        "fleetpulse-locked-store",
+        2,
+        "",
+        &format!(
+            "[alerts]\nmqtt = false\n\n[[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n\n\
+             [http]\nenabled = true\nlisten = \"127.0.0.1:{http_port}\"\n"
+        ),
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("shutdown_timeout = \"3s\"\n{text}")).unwrap();
+    let mut service = Service::new(&config, dir.path().join("service.log"));
+    service.start_and_wait(CONNECTED);
+    let db = dir.path().join("kpi.sqlite");
+    support::poll::wait_for("the store made", || db.exists()).await;
+    let (sent, publisher) = spawn_publisher(&mosquitto, &fleet, "locked-store-sim", 1500.0);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let lock = rusqlite::Connection::open(&db).unwrap();
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    // The intake stalls short of the last message: held behind the store.
+    let accepted = || {
+        let text = support::service::metrics(http_port);
+        support::service::metric(&text, "fleetpulse_messages_accepted_total")
+    };
+    let mut last = accepted();
+    loop {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now = accepted();
+        assert!(
+            now < sent,
+            "every message taken in: the intake was not held"
+        );
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    println!("intake held at {last} of {sent} messages");
+    let asked = Instant::now();
+    service.interrupt();
+    let status = service
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("still running 60 s after SIGINT\n{}", service.log_tail()));
+    let took = asked.elapsed();
+    println!("stopped {took:?} after SIGINT with the intake held behind the locked store");
+    assert!(status.success(), "{status}\n{}", service.log_tail());
+    assert!(
+        service.log().contains("the engine still takes no records"),
+        "{}",
+        service.log_tail()
+    );
+    assert!(took < Duration::from_secs(10), "{}", service.log_tail());
+
+    // The lock gone: the restart replays the WAL, the broker delivers the
+    // rest, and every customer-day equals the ground truth.
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
+    publisher.await.unwrap().unwrap();
+    service.start_and_wait(CONNECTED);
+    support::poll::until(
+        "every message taken in or replayed",
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        || {
+            let text = support::service::metrics(http_port);
+            let taken = support::service::metric(&text, "fleetpulse_messages_accepted_total")
+                + support::service::metric(&text, "fleetpulse_messages_replayed_total");
+            taken >= sent
+        },
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    service.stop();
+    let truth = truth_table(&fleet.ground_truth().rows());
+    assert_table_equal("sqlite", &sqlite_customer_table(&db), &truth);
+}
+
 /// Buffered uploads (devices back from 6 to 72 h without coverage, their
 /// hours arriving late, within the correction horizon) while the service
 /// is killed at random points: a late batch acknowledged before a kill is

@@ -500,6 +500,14 @@ async fn every_endpoint_answers_as_documented() {
     // Contract events recorded at runtime: none yet.
     let events = api.get("/api/contract-events", 200).await;
     assert!(events["events"].as_array().unwrap().is_empty());
+    // A mistyped customer is said, as for alerts.
+    let typo = api
+        .get("/api/contract-events?customer=no-such-customer", 404)
+        .await;
+    assert!(
+        typo["error"].as_str().unwrap().contains("no-such-customer"),
+        "{typo}"
+    );
     // Impact of CS activities: no touchpoints, no kinds.
     let impact = api.get("/api/impact?window_days=14", 200).await;
     assert_eq!(impact["window_days"], 14);

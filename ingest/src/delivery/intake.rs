@@ -165,7 +165,11 @@ impl Lane {
                         }
                         Err(e) => return Err(DeliveryError::Wal(e.to_string())),
                     }
-                    self.hand_over(&mut handover).await?;
+                    let handed = self.hand_over(&mut handover);
+                    match until_stopped(handed, &stop, &mut stopping_since, deadline).await {
+                        Some(handed) => handed?,
+                        None => break,
+                    }
                 }
                 n = messages.recv_many(&mut received, GROUP_MESSAGES), if reading => {
                     if n == 0 {
@@ -184,7 +188,11 @@ impl Lane {
                         let id = handover.push(group, false);
                         in_flight.push_back(submitted(id));
                     }
-                    self.hand_over(&mut handover).await?;
+                    let handed = self.hand_over(&mut handover);
+                    match until_stopped(handed, &stop, &mut stopping_since, deadline).await {
+                        Some(handed) => handed?,
+                        None => break,
+                    }
                 }
                 _ = stop.cancelled(), if stopping_since.is_none() => {
                     stopping_since = Some(Instant::now());
@@ -212,7 +220,11 @@ impl Lane {
                         if Instant::now() >= following_from {
                             self.admission.follow(self.watermark.load(Relaxed));
                         }
-                        self.idle(last_message.elapsed()).await?;
+                        let idle = self.idle(last_message.elapsed());
+                        match until_stopped(idle, &stop, &mut stopping_since, deadline).await {
+                            Some(idled) => idled?,
+                            None => break,
+                        }
                     }
                 }
             }
@@ -279,8 +291,9 @@ impl Lane {
                             received_ms,
                             payload: &message.payload,
                         };
-                        if let Err(e) = store.record(&letter).and_then(|()| store.flush()) {
-                            tracing::error!(error = %e, "cannot write the dead-letter record");
+                        match store.record(&letter).and_then(|()| store.flush()) {
+                            Ok(()) => self.metrics.dead_letter_written(),
+                            Err(e) => self.metrics.dead_letter_failed(&e.to_string()),
                         }
                     }
                 }
@@ -419,6 +432,39 @@ impl Lane {
         self.engine.advance(watermark).await?;
         self.metrics.watermark.fetch_max(watermark, Relaxed);
         Ok(())
+    }
+}
+
+/// Runs `work`, a hand-over to the engine (which waits while the engine
+/// waits on a store that takes nothing), until it ends or, once `stop` is
+/// cancelled, until `deadline` after that. `None`: left at the deadline.
+/// Before, a stop while a store was locked waited in the hand-over for as
+/// long as the lock held (81 s with a deadline of 5), deaf to a second
+/// signal. What is left is in the WAL and unacknowledged at the broker,
+/// as at a kill: the next start replays it.
+async fn until_stopped<T>(
+    work: impl Future<Output = T>,
+    stop: &CancellationToken,
+    stopping_since: &mut Option<Instant>,
+    deadline: Duration,
+) -> Option<T> {
+    tokio::pin!(work);
+    loop {
+        let stop_by = stopping_since.map(|since| since + deadline);
+        tokio::select! {
+            done = &mut work => return Some(done),
+            _ = stop.cancelled(), if stopping_since.is_none() => {
+                *stopping_since = Some(Instant::now());
+            }
+            _ = tokio::time::sleep_until(stop_by.unwrap_or_else(Instant::now).into()),
+                if stop_by.is_some() => {
+                tracing::warn!(
+                    "shutdown deadline: the engine still takes no records (a store behind); \
+                     what it was not handed stays in the WAL, unacknowledged at the broker"
+                );
+                return None;
+            }
+        }
     }
 }
 

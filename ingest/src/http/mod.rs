@@ -285,6 +285,7 @@ impl Hub {
                 m.subscribed.load(Relaxed)
                     && !m.session_contested.load(Relaxed)
                     && !m.wal.full.is_full()
+                    && m.dead_letters_failing().is_none()
             })
     }
 
@@ -317,6 +318,12 @@ impl Hub {
             }
             return Some(format!(
                 "the write-ahead log is full ({reason}): intake paused"
+            ));
+        }
+        if let Some(error) = metrics.as_ref().and_then(|m| m.dead_letters_failing()) {
+            return Some(format!(
+                "refused messages cannot be kept: the dead-letter file cannot be written \
+                 ({error}); they are counted in fleetpulse_dead_letter_write_errors_total"
             ));
         }
         if metrics
@@ -410,6 +417,7 @@ impl Hub {
             s.oversized_packets = m.oversized_packets.load(Relaxed);
             s.subscribed = m.subscribed.load(Relaxed);
             s.takeovers = m.takeovers.load(Relaxed);
+            s.dead_letter_write_errors = m.dead_letter_write_errors.load(Relaxed);
             s.session_contested = m.session_contested.load(Relaxed);
             s.watermark_ms = m.watermark.load(Relaxed);
             s.records_emitted = m.records_emitted.load(Relaxed);

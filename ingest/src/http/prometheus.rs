@@ -55,6 +55,10 @@ pub const TAKEOVERS: Family = Family::counter(
     "fleetpulse_mqtt_takeovers_total",
     "Times the broker closed a connection and accepted the next at once (another client with the same client id).",
 );
+pub const DEAD_LETTER_WRITE_ERRORS: Family = Family::counter(
+    "fleetpulse_dead_letter_write_errors_total",
+    "Refused messages whose dead letter could not be written when refused (a full disk); beyond the 8 KiB buffered, not kept.",
+);
 pub const SESSION_CONTESTED: Family = Family::gauge(
     "fleetpulse_mqtt_session_contested",
     "1 while another client with this service's client id takes its MQTT session, again and again.",
@@ -202,6 +206,8 @@ pub struct Snapshot {
     pub oversized_packets: u64,
     /// Likely takeovers of the MQTT session.
     pub takeovers: u64,
+    /// Refused messages whose dead letter could not be written.
+    pub dead_letter_write_errors: u64,
     /// The MQTT session fought over now.
     pub session_contested: bool,
     /// Subscription acknowledged.
@@ -291,6 +297,7 @@ pub fn render(s: &Snapshot) -> String {
     metric(CONNECTION_ERRORS, &one(s.connection_errors));
     metric(OVERSIZED_PACKETS, &one(s.oversized_packets));
     metric(TAKEOVERS, &one(s.takeovers));
+    metric(DEAD_LETTER_WRITE_ERRORS, &one(s.dead_letter_write_errors));
     metric(SESSION_CONTESTED, &one(u64::from(s.session_contested)));
     metric(SUBSCRIBED, &one(u64::from(s.subscribed)));
     if s.watermark_ms > 0 {

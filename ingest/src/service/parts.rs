@@ -414,10 +414,7 @@ pub fn restore_state(
             );
         }
     }
-    // A stop leaves the open days to the next start, which replays their
-    // readings from the WAL.
-    let board =
-        fleetpulse_engine::JourneyBoard::persisted(restored.clone()).stopping_keeps_days_open();
+    let board = fleetpulse_engine::JourneyBoard::persisted(restored.clone());
     let sent = sent_unsettled(
         config,
         &wal.dir,

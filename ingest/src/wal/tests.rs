@@ -856,6 +856,22 @@ fn a_locked_directory_refuses_a_second_log_naming_the_holder() {
     fill(&mut wal, 6..=6);
 }
 
+/// The lock file taken for a stale pidfile and removed while the holder
+/// runs: the directory's own lock still refuses a second log. Before, the
+/// second process locked a new file of that name, and both appended to
+/// the same segments.
+#[test]
+fn a_removed_lock_file_does_not_let_a_second_log_in() {
+    let (dir, mut wal) = open_log(WalOptions::default(), 1..=3);
+    fs::remove_file(dir.path().join(LOCK_FILE)).unwrap();
+    let err = Wal::open(dir.path(), WalOptions::default()).unwrap_err();
+    assert!(matches!(err, WalError::Locked { .. }), "{err}");
+    fill(&mut wal, 4..=5);
+    drop(wal);
+    let wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    assert_eq!(all(&wal), expected(1..=5));
+}
+
 #[test]
 fn a_lock_file_left_by_a_dead_holder_does_not_block() {
     let dir = closed_log(WalOptions::default(), 1..=2);

@@ -779,3 +779,89 @@ async fn a_dead_letter_file_removed_while_running_is_started_again() {
         service.log_tail()
     );
 }
+
+/// The dead-letter file's disk fills up: refused messages can no longer be
+/// kept for inspection. Before, each was acknowledged with an ERROR line of
+/// its own (thousands of them) and nothing else: no counter, `/readyz`
+/// green. Now they are counted, `/readyz` says why, and room on the disk
+/// makes it ready again with the next letter written, the letters still
+/// buffered with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_dead_letter_disk_is_counted_and_said_until_it_has_room() {
+    let Some(disk) = SmallDisk::mount("1m") else {
+        return rerun_in_namespace(
+            "disk::a_full_dead_letter_disk_is_counted_and_said_until_it_has_room",
+        );
+    };
+    let mosquitto = crate::support::servers::Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    let _fleet = fleet_in(dir.path(), 33);
+    let letters = disk.path().join("dead-letters.jsonl");
+    let mut config = crate::support::in_process::durable(
+        mosquitto.host(),
+        mosquitto.port(),
+        "dead-letter-disk",
+        &dir.path().join("customers.toml"),
+        dir.path(),
+    );
+    config.limits.dead_letter_file = Some(letters.clone());
+    let (service, hub) = crate::support::in_process::serving(config, "dead-letter-disk").await;
+    let garbage = |what: &str, n: usize| -> Vec<(String, Vec<u8>)> {
+        (0..n)
+            .map(|i| {
+                let topic = "fleet/c01-northwind-quarry/s1/d1/telemetry".to_string();
+                (topic, format!("{what} {i}").into_bytes())
+            })
+            .collect()
+    };
+    let publish = |messages, client: &'static str| {
+        let options = crate::support::fleets::publish_options(&mosquitto, client);
+        fleetpulse_sim::publish(options, messages, |_| {})
+    };
+    let refused = |n: u64| {
+        let metrics = service.metrics.clone();
+        crate::support::poll::wait_for("the messages refused", move || {
+            metrics.rejected_total() >= n
+        })
+    };
+    let filler = disk.path().join("filler");
+    fill_disk(&filler);
+    publish(garbage("not protobuf", 40), "dead-letter-garbage-0")
+        .await
+        .unwrap();
+    refused(40).await;
+    let unwritten = service
+        .metrics
+        .dead_letter_write_errors
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(unwritten, 40);
+    let reason = hub.not_ready_reason().unwrap_or_default();
+    assert!(
+        reason.contains("the dead-letter file cannot be written")
+            && reason.contains("No space left on device"),
+        "{reason}"
+    );
+
+    shrink_by(&filler, 256 * 1024);
+    publish(garbage("room again", 1), "dead-letter-garbage-1")
+        .await
+        .unwrap();
+    refused(41).await;
+    let metrics = service.metrics.clone();
+    crate::support::poll::wait_for("a dead letter written again", move || {
+        metrics.dead_letters_failing().is_none()
+    })
+    .await;
+    assert_eq!(hub.not_ready_reason(), None);
+    // Whole lines: the letters the writer still buffered (8 KiB, the
+    // first of the 40), then the one written with room.
+    let kept = fleetpulse::dead_letter::read_file(&letters).unwrap();
+    let payload = |text: &str| text.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    assert!(kept.len() > 1 && kept.len() <= 41, "{kept:?}");
+    assert_eq!(kept.last().unwrap().payload_hex, payload("room again 0"));
+    for (i, letter) in kept[..kept.len() - 1].iter().enumerate() {
+        assert_eq!(letter.payload_hex, payload(&format!("not protobuf {i}")));
+    }
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+}
