@@ -363,17 +363,8 @@ async fn revenue_retention_from_contract_events_in_the_api_and_the_portfolio_pag
 
 /// `fleetpulse contracts ARGS` (the real binary): success, stdout, stderr.
 fn contracts(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
-        .arg("contracts")
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let contracts: &std::ffi::OsStr = "contracts".as_ref();
+    support::in_process::cli(std::iter::once(contracts).chain(args.iter().copied()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -467,18 +467,23 @@ async fn touchpoints_through_the_api_drive_coverage_gaps_and_show_in_page_and_re
 /// the customers.toml beside the store, as `report` reads it: a customer
 /// no file names is refused, one it names is recorded; without that file,
 /// the command is refused.
-#[test]
-fn a_touchpoint_of_a_customer_the_file_beside_the_store_does_not_name_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("kpi.sqlite");
-    drop(fleetpulse::sinks::SqliteStore::open(&store).unwrap());
+/// The customers file of a simulated fleet of one customer.
+fn one_customer_file() -> fleetpulse::customers::CustomersFile {
     let fleet = fleetpulse_sim::Fleet::generate(&fleetpulse_sim::FleetSpec {
         customers: 1,
         devices: 1,
         days: 1,
         ..fleetpulse_sim::FleetSpec::default()
     });
-    let file = fleetpulse::sim::customers_file(&fleet);
+    fleetpulse::sim::customers_file(&fleet)
+}
+
+#[test]
+fn a_touchpoint_of_a_customer_the_file_beside_the_store_does_not_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("kpi.sqlite");
+    drop(fleetpulse::sinks::SqliteStore::open(&store).unwrap());
+    let file = one_customer_file();
     let named = file.customers[0].id.clone();
     std::fs::write(dir.path().join("customers.toml"), file.to_toml()).unwrap();
     let add = |customer: &str| {
@@ -586,26 +591,9 @@ fn a_store_on_a_read_only_mount_is_read_as_it_is() {
     let Some(disk) = SmallDisk::mount("64m") else {
         return rerun_in_namespace("a_store_on_a_read_only_mount_is_read_as_it_is");
     };
-    let fleet = fleetpulse_sim::Fleet::generate(&fleetpulse_sim::FleetSpec {
-        customers: 1,
-        devices: 1,
-        days: 1,
-        ..fleetpulse_sim::FleetSpec::default()
-    });
-    let file = fleetpulse::sim::customers_file(&fleet);
+    let file = one_customer_file();
     let customer = file.customers[0].id.clone();
-    let run = |args: &[&str]| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| support::in_process::cli(args);
     let store_in = |dir: &std::path::Path| {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("customers.toml"), file.to_toml()).unwrap();

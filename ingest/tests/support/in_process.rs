@@ -68,6 +68,21 @@ pub fn fleetpulse<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) 
     said
 }
 
+/// Runs the `fleetpulse` binary with `args`, stdin closed: whether it
+/// succeeded, what it printed to stdout and to stderr.
+pub fn cli<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 /// Spawns the service on `config`; `name` stands for the config file's path
 /// in its messages.
 pub fn spawn(config: ServiceConfig, name: &'static str) -> InProcess {
