@@ -501,15 +501,8 @@ fn a_touchpoint_of_a_customer_the_file_beside_the_store_does_not_name_is_refused
             "--store",
             store.to_str().unwrap(),
         ];
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        let (ok, _, stderr) = support::in_process::cli(args);
+        (ok, stderr)
     };
     let (ok, stderr) = add("nobody");
     assert!(
