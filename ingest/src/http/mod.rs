@@ -312,7 +312,9 @@ impl Hub {
             if let Some(dir) = wal_dir.filter(|dir| !dir.exists()) {
                 return Some(format!(
                     "the WAL directory {} is gone (removed while the service ran?): intake \
-                     paused; restart the service to start a new one there",
+                     paused; restart the service to start a new one there (the readings it \
+                     held since the last checkpoint went with it: the windows and days still \
+                     open are written again without them)",
                     dir.display()
                 ));
             }
