@@ -227,12 +227,7 @@ pub fn run_seed(args: &BacktestArgs, seed: u64) -> anyhow::Result<Vec<CustomerRu
         )
         .context("the simulated customers file")?;
     for spec in specs.values_mut() {
-        let t = &mut spec.thresholds;
-        t.forecast_fit_days = args.fit_days.unwrap_or(t.forecast_fit_days);
-        t.forecast_method = args.method.unwrap_or(t.forecast_method);
-        t.forecast_days = args.forecast_days.unwrap_or(t.forecast_days);
-        t.forecast_confidence = args.confidence.unwrap_or(t.forecast_confidence);
-        t.forecast_resolve = t.forecast_resolve.min(t.forecast_confidence);
+        overridden(args, &mut spec.thresholds);
     }
     let thresholds: HashMap<String, (u32, u32)> = specs
         .iter()
@@ -556,6 +551,16 @@ pub fn score(seeds: u64, runs: &[CustomerRun]) -> Report {
     }
 }
 
+/// Applies the forecast options to a customer's thresholds. The rule
+/// resolves under `forecast_resolve`: a confidence below it lowers it.
+fn overridden(args: &BacktestArgs, t: &mut fleetpulse_engine::kpi::risk::RiskThresholds) {
+    t.forecast_fit_days = args.fit_days.unwrap_or(t.forecast_fit_days);
+    t.forecast_method = args.method.unwrap_or(t.forecast_method);
+    t.forecast_days = args.forecast_days.unwrap_or(t.forecast_days);
+    t.forecast_confidence = args.confidence.unwrap_or(t.forecast_confidence);
+    t.forecast_resolve = t.forecast_resolve.min(t.forecast_confidence);
+}
+
 /// The seeds to run, once the arguments are known to be in range: a
 /// count that ran past the last seed wrapped to none ("18446744073709551615
 /// seeds, 0 customers"), and a threshold out of range was clamped or gave
@@ -571,12 +576,7 @@ fn check(args: &BacktestArgs) -> anyhow::Result<std::ops::Range<u64>> {
         )
     })?;
     let mut t = fleetpulse_engine::kpi::risk::RiskThresholds::default();
-    t.forecast_fit_days = args.fit_days.unwrap_or(t.forecast_fit_days);
-    t.forecast_days = args.forecast_days.unwrap_or(t.forecast_days);
-    t.forecast_confidence = args.confidence.unwrap_or(t.forecast_confidence);
-    // The rule resolves under `forecast_resolve`: with a confidence under
-    // it, what the check says of it is what this option changes.
-    t.forecast_resolve = t.forecast_resolve.min(t.forecast_confidence);
+    overridden(args, &mut t);
     t.check().map_err(|e| {
         let named = e
             .replace("forecast_fit_days", "--fit-days")
