@@ -4,6 +4,8 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::SeqCst;
 
 use crate::kpi::journey::{Journey, JourneyState};
 use crate::kpi::risk::AlertRecord;
@@ -38,6 +40,12 @@ pub struct JourneyBoard {
     /// The newest day end the restored states reach: what the stores hold
     /// of the run before the restart.
     restored_through: Option<EventTime>,
+    /// Whether the inputs closing is a stop of a service that replays the
+    /// open days after its next start ([`Self::stopping_keeps_days_open`]).
+    stops: bool,
+    /// The least input time of this process's workers as their inputs
+    /// closed at a stop (0: running). See [`Self::stopped_at`].
+    stopped_at: AtomicU64,
 }
 
 impl JourneyBoard {
@@ -52,7 +60,17 @@ impl JourneyBoard {
             unstored: Default::default(),
             days: None,
             unsettled: Mutex::default(),
+            stops: false,
+            stopped_at: AtomicU64::new(0),
         }
+    }
+
+    /// The inputs closing is a stop, not the end of the input: a service
+    /// whose WAL replays the readings of the days still open after the
+    /// next start ([`Self::stopped_at`]).
+    pub fn stopping_keeps_days_open(mut self) -> Self {
+        self.stops = true;
+        self
     }
 
     /// Also hands `alerts` (provisional ones still open where the stores
@@ -87,6 +105,30 @@ impl JourneyBoard {
     pub fn keeping_days(mut self) -> Self {
         self.days = Some(Mutex::default());
         self
+    }
+
+    /// A worker's input closed at input time `at`.
+    pub(crate) fn input_closed(&self, at: EventTime) {
+        if self.stops {
+            let at = at.max(1);
+            let _ = (self.stopped_at).fetch_update(SeqCst, SeqCst, |was| {
+                Some(if was == 0 { at } else { was.min(at) })
+            });
+        }
+    }
+
+    /// At a stop ([`Self::stopping_keeps_days_open`]), the least input
+    /// time this process's workers' inputs closed at. Closing the input passes every window
+    /// and day: those still open (their end at or after it) would close on
+    /// the readings so far, as if none were to come. Their journey records
+    /// (a closed health where the day is open, alerts that the real close
+    /// would not raise, sent to receivers and never resolved) are not
+    /// emitted, nor their states noted: the next start closes them on the
+    /// whole day. `None` while running, and at the end of a finite input
+    /// (a simulation, a backtest, a service without a WAL to replay),
+    /// which closes everything.
+    pub fn stopped_at(&self) -> Option<EventTime> {
+        Some(self.stopped_at.load(SeqCst)).filter(|&at| at > 0)
     }
 
     /// The states of the days closed since the last call, oldest first.
@@ -131,6 +173,9 @@ impl JourneyBoard {
         let Some(first) = states.first().and_then(|d| d.last_day_end) else {
             return;
         };
+        if self.stopped_at().is_some_and(|at| first >= at) {
+            return;
+        }
         if let Some(kept) = &self.days {
             // Taken in order, so these replace the older ones in the archive.
             // Not the days of a fleet that never reported: a pass has
@@ -171,7 +216,6 @@ impl JourneyBoard {
     /// `None` when nothing changed since it was last stored
     /// ([`JourneyBoard::stored`]).
     pub fn covered_before(&self, before: EventTime) -> Option<HashMap<Id, JourneyState>> {
-        use std::sync::atomic::Ordering::SeqCst;
         let mut covered = lock(&self.covered);
         let mut changed = self.unstored.load(SeqCst);
         for (customer, states) in lock(&self.closed).iter_mut() {

@@ -435,6 +435,8 @@ fn run_worker(
 ) {
     let mut input: InputHandle<EventTime, CapacityContainerBuilder<Vec<DeviceBatch>>> =
         InputHandle::new();
+    let board = config.journeys.clone();
+    let emit_board = board.clone();
     worker.dataflow::<EventTime, _, _>(|scope| {
         let batches = input.to_stream(scope);
         let mut reported = None;
@@ -452,9 +454,15 @@ fn run_worker(
                     move |(journeys, journeys_frontier), (portfolio, portfolio_frontier), _out| {
                         // A closed receiver means the host is shutting down;
                         // the results have nowhere to go.
+                        let stopped_at = emit_board.stopped_at();
                         let send = |_time, data: &mut Vec<Output>| {
-                            let _ =
-                                events.blocking_send(EngineEvent::Records(std::mem::take(data)));
+                            if let Some(at) = stopped_at {
+                                data.retain(|r| r.kept_at_stop(at));
+                            }
+                            if !data.is_empty() {
+                                let records = std::mem::take(data);
+                                let _ = events.blocking_send(EngineEvent::Records(records));
+                            }
                         };
                         journeys.for_each(send);
                         portfolio.for_each(send);
@@ -539,6 +547,7 @@ fn run_worker(
         };
         worker.step_or_park(park);
     }
+    board.input_closed(*input.time());
     drop(input);
     drop(proposals);
     while worker.step_or_park(None) {}

@@ -171,6 +171,128 @@ async fn a_fleet_going_dark_is_alerted_on_mqtt_within_a_minute_of_the_threshold(
     service.task.await.unwrap().unwrap();
 }
 
+/// A stop (SIGTERM, SIGINT) while a day is open closes nothing: every
+/// journey record the store holds after the stop is the one it held
+/// before it, value by value, and no alert goes out at the stop. Before,
+/// closing the engine's input passed every open day, which closed on the
+/// hours so far as if none were to come: the provisional score and alert
+/// of day 3 were written as the day's closed score and a confirmed alert,
+/// sent to receivers (a close on fewer hours can as well open alerts the
+/// whole day does not, never resolved after). After the next start the day
+/// closes on all its hours, and confirms the one episode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_a_day_is_open_closes_nothing_and_sends_nothing() {
+    const JOURNEY_TABLES: [&str; 6] = [
+        "health",
+        "forecast",
+        "outcome",
+        "milestone",
+        "alert",
+        "portfolio",
+    ];
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    mosquitto.subscribe_session("ix-stop-reader", "cs/alerts/ix");
+    let dir = tempfile::tempdir().unwrap();
+    let customers = dir.path().join("customers.toml");
+    std::fs::write(&customers, CUSTOMERS).unwrap();
+    let db = dir.path().join("kpi.sqlite");
+    let config = || {
+        in_process::durable(
+            mosquitto.host(),
+            mosquitto.port(),
+            "ix-stop",
+            &customers,
+            dir.path(),
+        )
+    };
+    let service = in_process::subscribed(config(), "intraday-stop").await;
+    publish(&mosquitto, &service, "ix-stop-sim-0", hours(0..85)).await;
+    let day_3_end = T0 + 96 * HOUR_MS;
+    let provisional = "SELECT COUNT(*) FROM alert WHERE rule = 'devices_dark' AND provisional = 1";
+    support::poll::wait_for("the provisional alert stored", || {
+        count(&db, provisional) == 1
+    })
+    .await;
+    let so_far =
+        format!("SELECT COUNT(*) FROM health WHERE window_end = {day_3_end} AND provisional");
+    support::poll::wait_for("a provisional score of day 3", || count(&db, &so_far) == 1).await;
+    // Whatever follows the readings (a pass, the portfolio) has settled.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let sent = mosquitto.receive(
+        "ix-stop-reader",
+        "cs/alerts/ix",
+        100,
+        Duration::from_secs(2),
+    );
+    let note = |m: &support::servers::Message| {
+        let alert: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        (
+            alert["notification_id"].as_str().unwrap().to_owned(),
+            alert["status"].as_str().unwrap().to_owned(),
+        )
+    };
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let opened = note(&sent[0]);
+    assert_eq!(opened.1, "open");
+    let before: Vec<_> = JOURNEY_TABLES
+        .iter()
+        .map(|t| support::tables::rows(&db, t).0)
+        .collect();
+
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+    // The open day's provisional score may take in the hours the stop cut
+    // short, as the next hour's close would have: it stays provisional.
+    let provisional = |row: &Vec<(String, String)>| {
+        row.iter()
+            .any(|(c, v)| c == "provisional" && v == "Integer(1)")
+    };
+    for (table, before) in JOURNEY_TABLES.iter().zip(&before) {
+        let (after, _) = support::tables::rows(&db, table);
+        for (key, row) in &after {
+            let was = before.get(key);
+            assert!(
+                Some(row) == was || (provisional(row) && was.is_some_and(provisional)),
+                "{table} {key}: {row:?} written by the stop, before {was:?}"
+            );
+        }
+        assert_eq!(after.len(), before.len(), "{table}");
+    }
+    let at_stop = mosquitto.receive(
+        "ix-stop-reader",
+        "cs/alerts/ix",
+        100,
+        Duration::from_secs(2),
+    );
+    assert!(at_stop.is_empty(), "sent at the stop: {at_stop:?}");
+
+    // Started again, the day closes on all its hours: its score closed,
+    // the one episode confirmed; receivers hear of it at most once more,
+    // as after a kill, under the same id (they drop a repeat).
+    let service = in_process::subscribed(config(), "intraday-stop").await;
+    publish(&mosquitto, &service, "ix-stop-sim-1", hours(85..99)).await;
+    let closed =
+        format!("SELECT COUNT(*) FROM health WHERE window_end = {day_3_end} AND NOT provisional");
+    support::poll::wait_for("day 3 closed", || count(&db, &closed) == 1).await;
+    let confirmed = "SELECT COUNT(*) FROM alert WHERE rule = 'devices_dark' AND status = 'open' AND provisional = 0";
+    support::poll::wait_for("the alert confirmed", || count(&db, confirmed) == 1).await;
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM alert"), 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = mosquitto.receive(
+        "ix-stop-reader",
+        "cs/alerts/ix",
+        100,
+        Duration::from_secs(2),
+    );
+    let after: Vec<_> = after.iter().map(note).collect();
+    assert!(
+        after.len() <= 1 && after.iter().all(|n| *n == opened),
+        "after the restart: {after:?}"
+    );
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+}
+
 /// The same fleet through a `fleetpulse run` process, killed (SIGKILL) or
 /// not right after the provisional alert went out, before its day closed;
 /// returns the store and the devices_dark notifications MQTT carried.

@@ -826,9 +826,10 @@ operator_seats = 1
     let middle: Vec<_> = (dates.iter())
         .filter(|r| (day(1)..=day(7)).contains(&r.0))
         .collect();
+    // The last date, 7, is still open at the stop: no figures for it yet.
     assert_eq!(
         middle.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
-        (1..=7).map(|d| (day(d), 2)).collect::<Vec<_>>(),
+        (1..=6).map(|d| (day(d), 2)).collect::<Vec<_>>(),
         "both customers on every date: {dates:?}"
     );
     if let Some(d) = restated {

@@ -87,6 +87,26 @@ impl Output {
         }
     }
 
+    /// Whether this record, emitted after a service's inputs closed at
+    /// input time `at` ([`crate::JourneyBoard::stopped_at`]), is one the
+    /// frontier had passed: journey records of days still open are not.
+    /// Windows are: a window cut short is written again whole after the
+    /// next start, and no receiver acts on it (docs/DELIVERY.md, the stop).
+    /// So is the open day's provisional judgment of the hours so far (its
+    /// score, and an alert it raises), as it would be without the stop;
+    /// not a close's (a confirmed or retracted alert).
+    pub fn kept_at_stop(&self, at: crate::model::EventTime) -> bool {
+        match self {
+            Self::Customer(_) | Self::Device(_) => true,
+            Self::Health(h) if h.provisional => true,
+            Self::Alert(a) if a.provisional && a.status == risk::AlertStatus::Open => true,
+            // A date's figures wait for every customer's day of it, in
+            // every time zone.
+            Self::Portfolio(p) => p.window_end + crate::operators::portfolio::LATEST_LOCAL_END < at,
+            _ => self.event_time() < at,
+        }
+    }
+
     /// The customer a record is about (`None` for portfolio figures).
     pub fn customer(&self) -> Option<&crate::model::Id> {
         match self {

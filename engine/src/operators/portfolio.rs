@@ -17,7 +17,7 @@ use crate::model::EventTime;
 
 /// A local day ends at most this long after the UTC day of its date
 /// (UTC-12 and beyond).
-const LATEST_LOCAL_END: u64 = 14 * HOUR_MS;
+pub(crate) const LATEST_LOCAL_END: u64 = 14 * HOUR_MS;
 
 /// Extension trait adding the portfolio operator.
 pub trait PortfolioExt<'scope> {

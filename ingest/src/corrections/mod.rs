@@ -1130,7 +1130,14 @@ fn go_on(
             None => (archive.journey_at(&pending.customer, EventTime::MAX)?)
                 .and_then(|s| s.last_day_end),
         };
-        let refolded = refold(engine, spec, base, folded, until);
+        let mut refolded = refold(engine, spec, base, folded, until);
+        // At a stop the engine left the days its input had not passed open
+        // (`JourneyBoard::stopped_at`): the pass closes none of them on the
+        // readings so far either (its windows go to the stores as they
+        // stand, as the engine's do).
+        if let Some(at) = engine.journeys.stopped_at().filter(|_| flush) {
+            refolded.outputs.retain(|r| r.kept_at_stop(at));
+        }
         let covered = part.unwrap_or(EventTime::MAX);
         let answer = JourneyAnswer::Adopted {
             outputs: refolded.outputs,

@@ -414,7 +414,10 @@ pub fn restore_state(
             );
         }
     }
-    let board = fleetpulse_engine::JourneyBoard::persisted(restored.clone());
+    // A stop leaves the open days to the next start, which replays their
+    // readings from the WAL.
+    let board =
+        fleetpulse_engine::JourneyBoard::persisted(restored.clone()).stopping_keeps_days_open();
     let sent = sent_unsettled(
         config,
         &wal.dir,

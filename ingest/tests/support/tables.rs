@@ -53,7 +53,12 @@ pub fn same_as_in_order(db: &Path, reference_db: &Path) -> Result<(), String> {
             ));
         }
         for (key, row) in &want {
-            if got.get(key) != Some(row) {
+            // A provisional row is the open day as of the stop, the hours
+            // each run had judged by then: present in both, its values
+            // not compared. A closed row against a provisional one is a
+            // day closed before its time.
+            let both_provisional = provisional(row) && got.get(key).is_some_and(provisional);
+            if got.get(key) != Some(row) && !both_provisional {
                 return Err(format!(
                     "{table} {key}: {:?}, in order {row:?}",
                     got.get(key)
@@ -63,6 +68,12 @@ pub fn same_as_in_order(db: &Path, reference_db: &Path) -> Result<(), String> {
         println!("{table}: {} rows equal the in-order run", want.len());
     }
     Ok(())
+}
+
+/// Whether a row is provisional (the open day's score or alert).
+fn provisional(row: &Vec<(String, String)>) -> bool {
+    row.iter()
+        .any(|(c, v)| c == "provisional" && v == "Integer(1)")
 }
 
 /// Every row of `table` in the SQLite store at `path`, keyed by its
