@@ -428,27 +428,7 @@ impl Admission {
             if let Err(why) = self.reach.whole(&batch.customer, batch.first_at()) {
                 return Err(Rejection {
                     reason: RejectReason::TooLate,
-                    detail: format!(
-                        "backfill of customer `{}` refused: {}; backfill a customer's history \
-                         before, or within engine.correction_horizon of, its first telemetry",
-                        batch.customer,
-                        match why {
-                            NotWhole::Cut { from } if from == EventTime::MAX => {
-                                "days of its telemetry past the correction horizon were pruned \
-                                 from the archive"
-                                    .to_string()
-                            }
-                            NotWhole::Cut { from } => format!(
-                                "days of its telemetry past the correction horizon were pruned \
-                                 from the archive (it takes the customer's batches from {} on)",
-                                timestamp(from)
-                            ),
-                            NotWhole::Before { first } => format!(
-                                "its telemetry since {} began before the archive did",
-                                timestamp(first)
-                            ),
-                        },
-                    ),
+                    detail: backfill_refused(&batch.customer, why),
                 });
             }
             correctable = true;
@@ -552,6 +532,30 @@ impl Admission {
 fn timestamp(ms: EventTime) -> String {
     jiff::Timestamp::from_millisecond(ms as i64)
         .map_or_else(|_| format!("{ms} ms"), |t| t.to_string())
+}
+
+/// Why a backfilled batch of `customer` is refused as too late: its
+/// journey cannot be folded again from it.
+pub fn backfill_refused(customer: &str, why: NotWhole) -> String {
+    let why = match why {
+        NotWhole::Cut { from } if from == EventTime::MAX => {
+            "days of its telemetry past the correction horizon were pruned from the archive"
+                .to_string()
+        }
+        NotWhole::Cut { from } => format!(
+            "days of its telemetry past the correction horizon were pruned from the archive \
+             (it takes the customer's batches from {} on)",
+            timestamp(from)
+        ),
+        NotWhole::Before { first } => format!(
+            "its telemetry since {} began before the archive did",
+            timestamp(first)
+        ),
+    };
+    format!(
+        "backfill of customer `{customer}` refused: {why}; backfill a customer's history \
+         before, or within engine.correction_horizon of, its first telemetry"
+    )
 }
 
 #[cfg(test)]

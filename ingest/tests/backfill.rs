@@ -568,7 +568,12 @@ async fn a_history_that_overlaps_the_live_telemetry_is_refused_where_it_does() {
 
 /// The worst moments for an operator's backfill: the service stops right
 /// after the history is sent (archived, not yet restated), and the
-/// operator, unsure, sends it all again after the restart. Nothing changes.
+/// operator, unsure, sends it all again after the restart, while the
+/// restart's replay restates the first copy and the archive then prunes
+/// its days past the horizon. Nothing changes: what the archive holds is
+/// known, what it pruned meanwhile is refused (before, a batch admitted
+/// just before its day was pruned was restated from that day alone, and
+/// the customer's windows of it lost the rest).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_before_the_restatement_and_a_second_backfill_change_nothing() {
     let s = Scenario::new();
@@ -593,14 +598,23 @@ async fn a_stop_before_the_restatement_and_a_second_backfill_change_nothing() {
     backfill(&config_file, &files);
     settle(&service, sent).await;
     // The second copy: the newest sequences of each unit are refused as
-    // replayed, the older ones are in the archive already.
+    // replayed, the older ones are in the archive already or, once the
+    // first copy's restatement is done, pruned from it and refused.
     let refused = refusals(&service);
     assert!(
-        refused
-            .iter()
-            .all(|(reason, _)| *reason == "sequence_replayed"),
+        (refused.iter()).all(|(reason, _)| ["sequence_replayed", "too_late"].contains(reason)),
         "{refused:?}"
     );
+    let letters = std::fs::read_to_string(dir.path().join("dead-letters.jsonl")).unwrap();
+    for letter in letters.lines() {
+        let letter: serde_json::Value = serde_json::from_str(letter).unwrap();
+        let detail = letter["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("was delivered before")
+                || detail.contains("were pruned from the archive"),
+            "{detail}"
+        );
+    }
     assert_eq!(
         service.metrics.late_admitted.load(Relaxed),
         0,

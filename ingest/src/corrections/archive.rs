@@ -906,6 +906,12 @@ impl Archive {
         std::mem::take(&mut self.moved_devices)
     }
 
+    /// The latest start of `customer`'s batches in day files pruned since
+    /// ([`Held::cut_through`]).
+    pub fn cut_through(&self, customer: &str) -> Option<EventTime> {
+        self.held.get(customer).and_then(|h| h.cut_through)
+    }
+
     /// The customers whose [`Held`] changed since the last call (every one
     /// at the first).
     pub fn take_held(&mut self) -> Vec<(Id, Held)> {

@@ -106,7 +106,7 @@ enum Command {
     Late {
         batches: Vec<DeviceBatch>,
         watermark: EventTime,
-        done: oneshot::Sender<Result<Vec<bool>, String>>,
+        done: oneshot::Sender<Result<Vec<Taken>, String>>,
     },
     /// The engine emitted every window ending by `through`, and none of its
     /// operators has taken in one ending after `bound`; every store holds
@@ -337,13 +337,13 @@ impl Corrections {
     }
 
     /// Archives late batches (durably) and notes their customers for
-    /// restatement; says which were new. `watermark`: the lane's, when
-    /// they arrived.
+    /// restatement; says what became of each. `watermark`: the lane's,
+    /// when they arrived.
     pub async fn late(
         &self,
         batches: Vec<DeviceBatch>,
         watermark: EventTime,
-    ) -> Result<Vec<bool>, String> {
+    ) -> Result<Vec<Taken>, String> {
         let (done, answer) = oneshot::channel();
         let command = Command::Late {
             batches,
@@ -517,14 +517,16 @@ fn run(
                             done,
                         } => {
                             let due = watermark + settings.lateness_ms + longest + ZONE_SLACK_MS;
-                            match late(&mut archive, &batches, due) {
-                                Ok(new) => {
-                                    let n = new.iter().filter(|n| **n).count() as u64;
+                            match late(&mut archive, &settings.engine, &batches, due) {
+                                Ok(taken) => {
+                                    let new = |t: &&Taken| **t == Taken::New;
+                                    let n = taken.iter().filter(new).count() as u64;
                                     metrics.late_admitted.fetch_add(n, Relaxed);
-                                    for (b, _) in batches.iter().zip(&new).filter(|(_, n)| **n) {
+                                    for (b, _) in batches.iter().zip(&taken).filter(|(_, t)| new(t))
+                                    {
                                         state.arrived(&b.customer);
                                     }
-                                    unsynced.push((done, new));
+                                    unsynced.push((done, taken));
                                 }
                                 Err(e) => {
                                     let _ = done.send(Err(e.to_string()));
@@ -701,7 +703,7 @@ fn keep_emitted(
 }
 
 /// A lane waiting for its late batches to be durable, and which were new.
-type LateAnswer = (oneshot::Sender<Result<Vec<bool>, String>>, Vec<bool>);
+type LateAnswer = (oneshot::Sender<Result<Vec<Taken>, String>>, Vec<Taken>);
 
 /// Late commands archived before one sync answers them, at most.
 const MAX_UNSYNCED: usize = 256;
@@ -778,22 +780,37 @@ fn flush(
     }
 }
 
+/// Archives the new late batches and notes their customers for
+/// restatement; says what became of each.
 fn late(
     archive: &mut Archive,
+    engine: &EngineConfig,
     batches: &[DeviceBatch],
     due: EventTime,
-) -> Result<Vec<bool>, ArchiveError> {
+) -> Result<Vec<Taken>, ArchiveError> {
     // A redelivery of what the archive holds restates nothing. The rest is
     // noted first: a crash between the two leaves a pass with nothing new
     // (harmless) and an unacknowledged batch the broker sends again.
-    let new: Vec<bool> = (archive.contains(batches)?.into_iter())
-        .map(|held| !held)
+    let taken: Vec<Taken> = (archive.contains(batches)?.into_iter().zip(batches))
+        .map(|(held, b)| {
+            let cut = Held {
+                cut_through: archive.cut_through(&b.customer),
+                first_live_at: None,
+            };
+            let whole_from = Reached::of(engine, &b.customer, cut).whole_from;
+            match held {
+                true => Taken::Held,
+                false if b.first_at() < whole_from => Taken::Pruned { from: whole_from },
+                false => Taken::New,
+            }
+        })
         .collect();
+    let new = |t: &&Taken| **t == Taken::New;
     // Each customer's devices, each with its earliest and latest new late
     // reading.
     let mut spans: std::collections::BTreeMap<&str, HashMap<&str, RangeInclusive<EventTime>>> =
         Default::default();
-    for (b, _) in batches.iter().zip(&new).filter(|(_, new)| **new) {
+    for (b, _) in batches.iter().zip(&taken).filter(|(_, t)| new(t)) {
         let devices = spans.entry(&b.customer).or_default();
         let late = devices
             .entry(&b.device)
@@ -804,13 +821,30 @@ fn late(
         let devices: Vec<(&str, RangeInclusive<EventTime>)> = devices.into_iter().collect();
         archive.note_late(customer, &devices, due)?;
     }
-    let fresh: Vec<&DeviceBatch> = (batches.iter().zip(&new))
-        .filter(|(_, new)| **new)
+    let fresh: Vec<&DeviceBatch> = (batches.iter().zip(&taken))
+        .filter(|(_, t)| new(t))
         .map(|(b, _)| b)
         .collect();
     archive.append(&fresh)?;
     // Acknowledged once synced ([`answer_late`]): they are in no other log.
-    Ok(new)
+    Ok(taken)
+}
+
+/// What became of a late batch handed to the archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// Archived, and its customer noted for restatement.
+    New,
+    /// The archive held it already (a redelivery): nothing to restate.
+    Held,
+    /// Refused: the days before `from` of its customer were pruned from
+    /// the archive after admission let it in (a backfill racing the prune
+    /// that follows its customer's restatement). A restatement from it
+    /// would fold it without the other batches of its windows.
+    Pruned {
+        /// Where the archive holds every batch of the customer again.
+        from: EventTime,
+    },
 }
 
 /// Passes under way: asked of the customer-success operator, or ready for
@@ -2320,5 +2354,51 @@ mod tests {
         let generation = archive.recomputes().unwrap()[0].generation;
         redefined_while_stopped(&mut archive, &board, &changed).unwrap();
         assert_eq!(archive.recomputes().unwrap()[0].generation, generation);
+    }
+
+    /// A backfill admitted while the archive still held its days, archived
+    /// after they were pruned (its customer's restatement done): its new
+    /// batches are refused, not folded from a day that lost the others of
+    /// its windows; a redelivery of a batch still held is only known.
+    #[test]
+    fn a_late_batch_of_a_day_pruned_after_admission_is_refused_and_restates_nothing() {
+        const H: EventTime = 3_600_000;
+        const T0: EventTime = 1_767_571_200_000;
+        let batch = |sequence: u64, at: EventTime| DeviceBatch {
+            customer: "a".into(),
+            site: "s".into(),
+            device: "d1".into(),
+            unit_epoch: 0,
+            sequence,
+            samples: vec![fleetpulse_engine::Sample {
+                at,
+                operating_hours: sequence as f64,
+                ..Default::default()
+            }],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut archive = Archive::open(dir.path()).unwrap();
+        let engine = EngineConfig::default();
+        let history: Vec<DeviceBatch> = (0..72).map(|h| batch(h + 1, T0 + h * H)).collect();
+        let due = T0 + 100 * H;
+        let taken = late(&mut archive, &engine, &history, due).unwrap();
+        assert!(taken.iter().all(|t| *t == Taken::New));
+        archive.forget(EventTime::MAX).unwrap();
+        assert_eq!(archive.prune(T0 + 2 * DAY_MS).unwrap(), 2);
+        let pending = archive.pending().unwrap();
+
+        // The same history again, and a batch never seen, of a pruned day.
+        let mut again = history.clone();
+        again.push(batch(100, T0 + 5 * H + 30 * 60_000));
+        let taken = late(&mut archive, &engine, &again, due).unwrap();
+        let from = T0 + 2 * DAY_MS;
+        assert!(
+            taken[..48].iter().all(|t| *t == Taken::Pruned { from }),
+            "{taken:?}"
+        );
+        assert!(taken[48..72].iter().all(|t| *t == Taken::Held), "{taken:?}");
+        assert_eq!(taken[72], Taken::Pruned { from });
+        assert_eq!(archive.pending().unwrap(), pending, "nothing to restate");
+        assert_eq!(archive.batches("a", 0).unwrap(), history[48..]);
     }
 }

@@ -9,7 +9,7 @@
 //! itself once the append succeeds.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ use super::in_order::InOrder;
 use super::ledger::Ledger;
 use super::route::Router;
 use crate::admission::{Admission, Admitted};
-use crate::corrections::{Corrections, LiveBatches};
+use crate::corrections::{Corrections, LiveBatches, NotWhole, Taken};
 use crate::dead_letter::{DeadLetter, DeadLetterStore};
 use crate::metrics::{IngestMetrics, MessageRejected};
 use crate::source::mqtt::{AckToken, Message};
@@ -82,6 +82,12 @@ struct Group {
     /// acknowledgement, then handed to the engine (which only updates the
     /// devices' memories with them).
     late: Arc<[DeviceBatch]>,
+    /// The messages of `late` (topic, payload), for the dead letter of one
+    /// the archive refuses ([`Taken::Pruned`]), and which it refused.
+    late_messages: Arc<[(String, bytes::Bytes)]>,
+    late_refused: Arc<[AtomicBool]>,
+    /// When the group's messages were received.
+    received_ms: u64,
     /// The admitted messages as WAL records, shared with the WAL writer and
     /// kept until durable for a retry.
     records: Arc<[WalRecord]>,
@@ -242,11 +248,15 @@ impl Lane {
             0
         });
         let mut late = Vec::new();
+        let mut late_messages = Vec::new();
         let mut group = Group {
             acks: Vec::with_capacity(received.len()),
             batches: Vec::with_capacity(received.len()),
             backfilled: Vec::with_capacity(received.len()),
             late: Arc::new([]),
+            late_messages: Arc::new([]),
+            late_refused: Arc::new([]),
+            received_ms,
             records: Arc::new([]),
             newest: 0,
             watermark: 0,
@@ -262,7 +272,10 @@ impl Lane {
                     .map(Admitted::Live)
             };
             match admitted {
-                Ok(Admitted::Late(batch)) => late.push(batch),
+                Ok(Admitted::Late(batch)) => {
+                    late.push(batch);
+                    late_messages.push((message.topic, message.payload));
+                }
                 Ok(Admitted::Live(batch)) => {
                     group.newest = group.newest.max(batch.last_at());
                     group.batches.push(batch);
@@ -276,26 +289,14 @@ impl Lane {
                     }
                 }
                 Err(rejection) => {
-                    MessageRejected {
+                    let letter = DeadLetter {
                         topic: &message.topic,
                         reason: rejection.reason,
                         detail: &rejection.detail,
-                    }
-                    .emit(&self.metrics);
-                    if let Some(store) = &self.dead_letters {
-                        let mut store = store.lock().expect("dead-letter store poisoned");
-                        let letter = DeadLetter {
-                            topic: &message.topic,
-                            reason: rejection.reason,
-                            detail: &rejection.detail,
-                            received_ms,
-                            payload: &message.payload,
-                        };
-                        match store.record(&letter).and_then(|()| store.flush()) {
-                            Ok(()) => self.metrics.dead_letter_written(),
-                            Err(e) => self.metrics.dead_letter_failed(&e.to_string()),
-                        }
-                    }
+                        received_ms,
+                        payload: &message.payload,
+                    };
+                    refuse(&self.metrics, self.dead_letters.as_deref(), &letter);
                 }
             }
             // Refused messages are acknowledged too (they would be refused
@@ -305,7 +306,9 @@ impl Lane {
             }
         }
         group.records = records.into();
+        group.late_refused = late.iter().map(|_| AtomicBool::new(false)).collect();
         group.late = late.into();
+        group.late_messages = late_messages.into();
         group.watermark = self.admission.watermark().current();
         self.watermark.fetch_max(group.watermark, Relaxed);
         let gaps = self.admission.sequence_gaps();
@@ -330,7 +333,9 @@ impl Lane {
         let wal = self.wal.clone();
         let corrections = self.corrections.clone();
         let (records, late) = (group.records.clone(), group.late.clone());
-        let watermark = group.watermark;
+        let (messages, refused) = (group.late_messages.clone(), group.late_refused.clone());
+        let (metrics, dead_letters) = (self.metrics.clone(), self.dead_letters.clone());
+        let (watermark, received_ms) = (group.watermark, group.received_ms);
         move |id| {
             Box::pin(async move {
                 // The WAL takes groups in the order they were admitted,
@@ -346,11 +351,34 @@ impl Lane {
                     let reason = "an earlier group was refused; taken again in order".to_string();
                     return (id, Err(WriteError::Full { reason }));
                 }
-                if let Some(corrections) = corrections.filter(|_| !late.is_empty())
-                    && let Err(e) = corrections.late(late.to_vec(), watermark).await
-                {
-                    let reason = format!("archive of late data: {e}");
-                    return (id, Err(WriteError::Full { reason }));
+                if let Some(corrections) = corrections.filter(|_| !late.is_empty()) {
+                    let taken = match corrections.late(late.to_vec(), watermark).await {
+                        Ok(taken) => taken,
+                        Err(e) => {
+                            let reason = format!("archive of late data: {e}");
+                            return (id, Err(WriteError::Full { reason }));
+                        }
+                    };
+                    // Admission let these in before the archive pruned their
+                    // days: refused as it would now refuse them (once, if
+                    // the group is tried again).
+                    for (i, taken) in taken.iter().enumerate() {
+                        if let Taken::Pruned { from } = taken
+                            && !refused[i].swap(true, Relaxed)
+                        {
+                            let (topic, payload) = &messages[i];
+                            let why = NotWhole::Cut { from: *from };
+                            let detail = crate::admission::backfill_refused(&late[i].customer, why);
+                            let letter = DeadLetter {
+                                topic,
+                                reason: crate::metrics::RejectReason::TooLate,
+                                detail: &detail,
+                                received_ms,
+                                payload,
+                            };
+                            refuse(&metrics, dead_letters.as_deref(), &letter);
+                        }
+                    }
                 }
                 let lsns = match wal.filter(|_| !records.is_empty()) {
                     Some(wal) => match wal.submit_batch(records).await {
@@ -373,12 +401,17 @@ impl Lane {
     /// Feeds the engine and acknowledges every group that may go now.
     async fn hand_over(&mut self, handover: &mut InOrder<Group>) -> Result<(), DeliveryError> {
         for group in handover.release() {
-            let samples: usize = (group.batches.iter().chain(group.late.iter()))
+            // Late batches the archive refused were counted as refused.
+            let late: Vec<DeviceBatch> = (group.late.iter().zip(group.late_refused.iter()))
+                .filter(|(_, refused)| !refused.load(Relaxed))
+                .map(|(b, _)| b.clone())
+                .collect();
+            let samples: usize = (group.batches.iter().chain(late.iter()))
                 .map(|b| b.samples.len())
                 .sum();
             self.metrics
                 .messages_accepted
-                .fetch_add((group.batches.len() + group.late.len()) as u64, Relaxed);
+                .fetch_add((group.batches.len() + late.len()) as u64, Relaxed);
             self.metrics
                 .samples_accepted
                 .fetch_add(samples as u64, Relaxed);
@@ -396,10 +429,10 @@ impl Lane {
             if !group.batches.is_empty() {
                 self.engine.send_all(group.batches).await?;
             }
-            if !group.late.is_empty() {
+            if !late.is_empty() {
                 // Below the engine's time: it updates the devices' last
                 // readings and sequences, and adds nothing to a window.
-                self.engine.send_all(group.late.to_vec()).await?;
+                self.engine.send_all(late).await?;
             }
             self.engine.advance(group.watermark).await?;
             self.metrics.watermark.fetch_max(group.watermark, Relaxed);
@@ -432,6 +465,27 @@ impl Lane {
         self.engine.advance(watermark).await?;
         self.metrics.watermark.fetch_max(watermark, Relaxed);
         Ok(())
+    }
+}
+
+/// Counts a refused message and keeps it in the dead-letter file.
+fn refuse(
+    metrics: &IngestMetrics,
+    dead_letters: Option<&Mutex<DeadLetterStore>>,
+    letter: &DeadLetter,
+) {
+    MessageRejected {
+        topic: letter.topic,
+        reason: letter.reason,
+        detail: letter.detail,
+    }
+    .emit(metrics);
+    if let Some(store) = dead_letters {
+        let mut store = store.lock().expect("dead-letter store poisoned");
+        match store.record(letter).and_then(|()| store.flush()) {
+            Ok(()) => metrics.dead_letter_written(),
+            Err(e) => metrics.dead_letter_failed(&e.to_string()),
+        }
     }
 }
 
