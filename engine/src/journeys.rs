@@ -131,6 +131,15 @@ impl JourneyBoard {
         Some(self.stopped_at.load(SeqCst)).filter(|&at| at > 0)
     }
 
+    /// At a stop, the end of the last date whose portfolio figures the
+    /// engine emitted: a date's figures wait for every customer's day of
+    /// it, in every time zone ([`crate::kpi::Output::kept_at_stop`]).
+    /// `None` while running and at the end of a finite input.
+    pub fn portfolio_passed(&self) -> Option<EventTime> {
+        let wait = crate::operators::portfolio::LATEST_LOCAL_END;
+        (self.stopped_at()).map(|at| at.saturating_sub(wait + 1))
+    }
+
     /// The states of the days closed since the last call, oldest first.
     pub fn take_days(&self) -> Vec<(Id, JourneyState)> {
         self.days

@@ -644,6 +644,8 @@ mod tests {
             RejectReason::Topic
         );
         assert_eq!(reason(&mut a, t, b"\x0a\xff"), RejectReason::Decode);
+        // Empty is no batch, not one whose ids differ from the topic's.
+        assert_eq!(reason(&mut a, t, b""), RejectReason::Decode);
         assert_eq!(
             reason(&mut a, "fleet/x/s/d/telemetry", &payload("c", 5000)),
             RejectReason::IdMismatch

@@ -432,6 +432,35 @@ impl Default for ServiceConfig {
     }
 }
 
+/// Whether this process can write at `place` (a file or a directory,
+/// created with its parents if missing): `Err` says why not.
+fn writable(place: &Path) -> Result<(), String> {
+    if place.is_file() {
+        return std::fs::OpenOptions::new()
+            .append(true)
+            .open(place)
+            .map(drop)
+            .map_err(|e| format!("cannot be written: {e}"));
+    }
+    let existing = place
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("."));
+    if !existing.is_dir() {
+        return Err(format!("{} is not a directory", existing.display()));
+    }
+    let dir = if existing.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        existing
+    };
+    tempfile::Builder::new()
+        .prefix(".fleetpulse-check-")
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| format!("cannot be written in {}: {e}", dir.display()))
+}
+
 /// A configuration file that cannot be used.
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -726,6 +755,53 @@ impl ServiceConfig {
                 sqlite.path = base.join(&sqlite.path);
             }
         }
+    }
+
+    /// The places the service writes (`wal.dir`, each SQLite sink's file,
+    /// `limits.dead_letter_file`, `alerts.outbox_dir`, each AEMP
+    /// `position_dir`), each named by its field.
+    pub fn written_paths(&self) -> Vec<(String, PathBuf)> {
+        let mut paths = Vec::new();
+        if let Some(wal) = &self.wal {
+            paths.push(("wal.dir".to_string(), wal.dir.clone()));
+        }
+        for (i, sink) in self.sinks.iter().enumerate() {
+            if let SinkConfig::Sqlite(sqlite) = sink {
+                paths.push((format!("sinks[{i}].path"), sqlite.path.clone()));
+            }
+        }
+        if let Some(file) = &self.limits.dead_letter_file {
+            paths.push(("limits.dead_letter_file".to_string(), file.clone()));
+        }
+        if let Some(dir) = &self.alerts.outbox_dir {
+            paths.push(("alerts.outbox_dir".to_string(), dir.clone()));
+        }
+        for (i, aemp) in self.aemp.iter().enumerate() {
+            if let Some(dir) = &aemp.position_dir {
+                paths.push((format!("aemp[{i}].position_dir"), dir.clone()));
+            }
+        }
+        paths
+    }
+
+    /// The places of [`Self::written_paths`] this process cannot write (a
+    /// read-only mount, a directory of another user, a file where a
+    /// directory goes), each with why: checked by writing there, as the
+    /// service will (an existing file opened for appending, nothing
+    /// written; in the nearest existing directory, a temporary file made
+    /// and removed), so `check-config` fails where `run` would.
+    pub fn unwritable(&self, path: &Path) -> Vec<ConfigError> {
+        let mut refused = Vec::new();
+        for (field, place) in self.written_paths() {
+            if let Err(message) = writable(&place) {
+                refused.push(ConfigError::Invalid {
+                    path: path.to_owned(),
+                    field,
+                    message: format!("{}: {message}", place.display()),
+                });
+            }
+        }
+        refused
     }
 
     /// The engine settings, checked.

@@ -38,6 +38,11 @@ enum Command {
         /// The same, named as the other commands name the service's file.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Check the file alone, not whether this machine can write the
+        /// places it names (WAL, stores, dead letters, outbox): for a file
+        /// meant for another machine.
+        #[arg(long)]
+        file_only: bool,
     },
     /// Simulate a fleet and publish its telemetry to a broker.
     Sim(Box<fleetpulse::sim::SimArgs>),
@@ -154,9 +159,11 @@ fn main() -> anyhow::Result<()> {
                 workers,
                 cluster,
             } => run(config, workers, cluster).await,
-            Command::CheckConfig { file, config } => {
-                check_config(file.or(config).expect("clap requires one"))
-            }
+            Command::CheckConfig {
+                file,
+                config,
+                file_only,
+            } => check_config(file.or(config).expect("clap requires one"), !file_only),
             Command::Sim(args) => fleetpulse::sim::run(*args).await,
             Command::Demo(args) => fleetpulse::demo::run(args).await,
             Command::Bench { args } => bench(args),
@@ -388,7 +395,9 @@ fn config_kind(file: &std::path::Path, text: &str) -> anyhow::Result<ConfigKind>
     }
 }
 
-fn check_config(file: PathBuf) -> anyhow::Result<()> {
+/// Checks `file`; a service file's written places too (`places`), as
+/// `run` would use them.
+fn check_config(file: PathBuf, places: bool) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("{}: cannot read", file.display()))?;
     if config_kind(&file, &text)? == ConfigKind::Customers {
@@ -404,6 +413,14 @@ fn check_config(file: PathBuf) -> anyhow::Result<()> {
     } else {
         let config = ServiceConfig::load(&file)?;
         let engine = config.engine_config(&file)?;
+        let unwritable = if places {
+            config.unwritable(&file)
+        } else {
+            Vec::new()
+        };
+        if !unwritable.is_empty() {
+            return Err(fleetpulse::config::ConfigError::Several(unwritable).into());
+        }
         if let Some((customers, _, _)) = service::load_customers(&config, &engine)? {
             println!(
                 "customers file: ok, {} customers",

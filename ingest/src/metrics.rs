@@ -266,6 +266,12 @@ pub struct IngestMetrics {
     /// Why the last dead letter could not be written; `None` once one is
     /// written again. `/readyz` says so meanwhile.
     pub dead_letters_failing: std::sync::Mutex<Option<String>>,
+    /// Reloads of the customers file that were refused (it did not check,
+    /// or named no customer): the previous definitions stay in effect.
+    pub customers_reload_errors: AtomicU64,
+    /// Why the file on disk is not the one in effect; `None` once a reload
+    /// takes it.
+    pub customers_reload_failing: std::sync::Mutex<Option<String>>,
     /// The write-ahead log's gauges (size, commits, whether it is full):
     /// the service spawns its WAL writer with these
     /// ([`crate::wal::writer::WalWriter::spawn_with_gauges`]), and
@@ -387,6 +393,26 @@ impl IngestMetrics {
         if failing.take().is_some() {
             tracing::info!("dead letters written again");
         }
+    }
+
+    /// A reload of the customers file was refused (`error`): counted, and
+    /// said by `/metrics` until one is taken.
+    pub fn customers_reload_failed(&self, error: &str) {
+        self.customers_reload_errors.fetch_add(1, Relaxed);
+        *(self.customers_reload_failing.lock()).unwrap_or_else(|e| e.into_inner()) =
+            Some(error.to_owned());
+    }
+
+    /// The customers file was reloaded: the one on disk is in effect.
+    pub fn customers_reloaded(&self) {
+        *(self.customers_reload_failing.lock()).unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Why the customers file on disk is not the one in effect, if so.
+    pub fn customers_reload_failing(&self) -> Option<String> {
+        (self.customers_reload_failing.lock())
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Why dead letters cannot be written now; `None` while they can.

@@ -197,3 +197,72 @@ fn checks(args: &[&str], file: &Path) -> String {
     assert!(output.status.success(), "{args:?}: {output:?}");
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+#[path = "support/small_disk.rs"]
+#[allow(dead_code)]
+mod small_disk;
+
+/// A service file whose WAL, store and dead letters lie on a read-only
+/// mount (a volume mounted `ro` by mistake): `check-config` fails naming
+/// each field and why, as `run` would fail, where before it said "ok".
+/// Writable again, it passes and leaves nothing behind; `--file-only`
+/// checks the file alone (one meant for another machine).
+#[test]
+fn check_config_names_the_places_it_cannot_write() {
+    use small_disk::{SmallDisk, rerun_in_namespace};
+    let Some(disk) = SmallDisk::mount("1m") else {
+        return rerun_in_namespace("check_config_names_the_places_it_cannot_write");
+    };
+    let config = disk.path().join("fleetpulse.toml");
+    std::fs::write(
+        &config,
+        "[mqtt]\nhost = \"127.0.0.1\"\n\n[wal]\ndir = \"data/wal\"\n\n\
+         [limits]\nearliest_event_time = \"2020-01-01T00:00:00Z\"\n\
+         dead_letter_file = \"dead-letters.jsonl\"\n\n\
+         [[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n",
+    )
+    .unwrap();
+    let check = |extra: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+            .arg("check-config")
+            .args(extra)
+            .arg(&config)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.success(), said)
+    };
+    let (ok, said) = check(&[]);
+    assert!(ok, "{said}");
+    let listed = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = (std::fs::read_dir(dir).unwrap())
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        listed(disk.path()),
+        ["fleetpulse.toml"],
+        "nothing left behind"
+    );
+
+    disk.remount(true);
+    let (ok, said) = check(&[]);
+    assert!(!ok, "{said}");
+    for field in ["wal.dir", "sinks[0].path", "limits.dead_letter_file"] {
+        assert!(
+            said.contains(&format!("field `{field}`")),
+            "{field}: {said}"
+        );
+    }
+    assert!(said.contains("Read-only file system"), "{said}");
+    let (ok, said) = check(&["--file-only"]);
+    assert!(ok, "{said}");
+    disk.remount(false);
+}

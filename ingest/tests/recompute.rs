@@ -414,3 +414,64 @@ async fn a_customer_silent_before_its_first_telemetry_is_recomputed_from_its_sil
     assert_eq!(silence_alerts(&db), resolved);
     assert_same_as_in_order(&db, &reference_db);
 }
+
+/// A customers file edited into one that does not check (a typo) or
+/// emptied (a failed export) is not taken in: the previous definitions
+/// stay. Before, only the log said so; `/metrics` now counts each refused
+/// reload and says, while it lasts, that the file on disk is not the one
+/// in effect, until a reload takes the file again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customers_file_that_does_not_reload_is_said_by_metrics_until_one_does() {
+    let (fleet, _, _) = fleet(3, 5);
+    let dir = tempfile::tempdir().unwrap();
+    let customers = dir.path().join("customers.toml");
+    fleetpulse::sim::write_files(&fleet, None, Some(&customers)).unwrap();
+    let good = std::fs::read_to_string(&customers).unwrap();
+    let broker = fleetpulse::broker::start(0).unwrap();
+    let mut config = ServiceConfig::default();
+    config.mqtt.host = broker.addr.ip().to_string();
+    config.mqtt.port = broker.addr.port();
+    config.mqtt.client_id = "fleetpulse-reload-test".into();
+    config.engine.workers = 1;
+    config.customers = Some(fleetpulse::config::CustomersRef {
+        file: customers.clone(),
+    });
+    config.sinks = vec![fleetpulse::sinks::SinkConfig::Sqlite(
+        fleetpulse::sinks::sqlite::SqliteConfig {
+            path: dir.path().join("kpi.sqlite"),
+        },
+    )];
+    config.http.enabled = true;
+    config.http.listen = "127.0.0.1:0".parse().unwrap();
+    let (service, hub) = in_process::serving(config, "<test>").await;
+    let url = format!("http://{}/metrics", hub.local_addr().unwrap());
+    let said = async |failing: u8, errors: u8| {
+        let want = [
+            format!("fleetpulse_customers_reload_failing {failing}"),
+            format!("fleetpulse_customers_reload_errors_total {errors}"),
+        ];
+        let started = std::time::Instant::now();
+        loop {
+            let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+            if want.iter().all(|w| text.lines().any(|l| l == w)) {
+                return;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "{want:?} in {text}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    said(0, 0).await;
+    std::fs::write(&customers, good.replacen("arr = ", "arr = \"many\" #", 1)).unwrap();
+    said(1, 1).await;
+    std::fs::write(&customers, &good).unwrap();
+    said(0, 1).await;
+    std::fs::write(&customers, "").unwrap();
+    said(1, 2).await;
+    std::fs::write(&customers, &good).unwrap();
+    said(0, 2).await;
+    service.shutdown.cancel();
+    service.task.await.unwrap().unwrap();
+}

@@ -116,6 +116,13 @@ pub fn decode_and_validate(
             limit: limits.max_payload_bytes,
         });
     }
+    // An empty message is a valid protobuf of a batch with no ids: said as
+    // what it is, not as ids that differ from the topic's.
+    if payload.is_empty() {
+        return Err(ValidationError::Decode(
+            "the payload is empty (0 bytes), not a TelemetryBatch".into(),
+        ));
+    }
     // Counted before anything is decoded: a payload of many tiny samples
     // is refused without the allocations of decoding them; prost grows
     // `samples` one push at a time, so the vector is reserved once.

@@ -630,8 +630,11 @@ fn run(
                             // taken by the fan-out (which writes them while it
                             // waits) before the next is read: a pass starts
                             // where those on their way end.
-                            // The engine finished: no live figures come.
-                            state.emitted_through = EventTime::MAX;
+                            // The engine finished: no live figures come; at a
+                            // stop, the dates it left open get none from a
+                            // pass either (the next start emits them).
+                            state.emitted_through = (settings.engine.journeys.portfolio_passed())
+                                .unwrap_or(EventTime::MAX);
                             loop {
                                 match passes(&mut archive, &settings, limits, &mut state, true) {
                                     Ok(true) => {}

@@ -420,6 +420,8 @@ impl Hub {
             s.subscribed = m.subscribed.load(Relaxed);
             s.takeovers = m.takeovers.load(Relaxed);
             s.dead_letter_write_errors = m.dead_letter_write_errors.load(Relaxed);
+            s.customers_reload_errors = m.customers_reload_errors.load(Relaxed);
+            s.customers_reload_failing = m.customers_reload_failing().is_some();
             s.session_contested = m.session_contested.load(Relaxed);
             s.watermark_ms = m.watermark.load(Relaxed);
             s.records_emitted = m.records_emitted.load(Relaxed);

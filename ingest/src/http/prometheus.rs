@@ -59,6 +59,14 @@ pub const DEAD_LETTER_WRITE_ERRORS: Family = Family::counter(
     "fleetpulse_dead_letter_write_errors_total",
     "Refused messages whose dead letter could not be written when refused (a full disk); beyond the 8 KiB buffered, not kept.",
 );
+pub const CUSTOMERS_RELOAD_ERRORS: Family = Family::counter(
+    "fleetpulse_customers_reload_errors_total",
+    "Reloads of the customers file refused (it did not check, or named no customer); the previous definitions stay.",
+);
+pub const CUSTOMERS_RELOAD_FAILING: Family = Family::gauge(
+    "fleetpulse_customers_reload_failing",
+    "1 while the customers file on disk is not the one in effect: its last reload was refused (the log says why).",
+);
 pub const SESSION_CONTESTED: Family = Family::gauge(
     "fleetpulse_mqtt_session_contested",
     "1 while another client with this service's client id takes its MQTT session, again and again.",
@@ -208,6 +216,10 @@ pub struct Snapshot {
     pub takeovers: u64,
     /// Refused messages whose dead letter could not be written.
     pub dead_letter_write_errors: u64,
+    /// Refused reloads of the customers file.
+    pub customers_reload_errors: u64,
+    /// The customers file on disk is not the one in effect.
+    pub customers_reload_failing: bool,
     /// The MQTT session fought over now.
     pub session_contested: bool,
     /// Subscription acknowledged.
@@ -298,6 +310,11 @@ pub fn render(s: &Snapshot) -> String {
     metric(OVERSIZED_PACKETS, &one(s.oversized_packets));
     metric(TAKEOVERS, &one(s.takeovers));
     metric(DEAD_LETTER_WRITE_ERRORS, &one(s.dead_letter_write_errors));
+    metric(CUSTOMERS_RELOAD_ERRORS, &one(s.customers_reload_errors));
+    metric(
+        CUSTOMERS_RELOAD_FAILING,
+        &one(u64::from(s.customers_reload_failing)),
+    );
     metric(SESSION_CONTESTED, &one(u64::from(s.session_contested)));
     metric(SUBSCRIBED, &one(u64::from(s.subscribed)));
     if s.watermark_ms > 0 {

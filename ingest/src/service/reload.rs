@@ -73,6 +73,12 @@ pub async fn watch(
         changed = None;
         watched = self::watched(&path);
         seen = looks(&watched);
+        let metrics = hub.as_ref().and_then(|h| h.metrics());
+        let refused = |why: &str| {
+            if let Some(metrics) = &metrics {
+                metrics.customers_reload_failed(why);
+            }
+        };
         match super::load_customers(&config, &engine) {
             // Emptied by mistake (`>`, a failed export, an editor stalled
             // between truncating and writing) far more often than meant.
@@ -84,8 +90,12 @@ pub async fn watch(
                      offboard every customer and refuse the whole fleet's telemetry; the previous \
                      definitions stay. To offboard every customer, restart the service on it"
                 );
+                refused("it names no customer");
             }
             Ok(Some((file, specs, book))) => {
+                if let Some(metrics) = &metrics {
+                    metrics.customers_reloaded();
+                }
                 file.warn();
                 if let Some(hub) = &hub {
                     hub.reload_customers(&file, &path, book);
@@ -125,7 +135,8 @@ pub async fn watch(
             }
             Ok(None) => {}
             Err(e) => {
-                tracing::error!(error = %e, "customers file not reloaded; the previous definitions stay")
+                tracing::error!(error = %e, "customers file not reloaded; the previous definitions stay");
+                refused(&e.to_string());
             }
         }
     }
