@@ -75,6 +75,15 @@ impl SequenceWindow {
     /// forgotten (its sequences stay counted as gaps and are then too old).
     pub const MISSING_RANGES: usize = 64;
 
+    /// How many the dataflow's memory of a device remembers
+    /// ([`DeviceMemory::admit`]): more than admission, which tells a batch
+    /// new in arrival order, while the dataflow tells it in event-time
+    /// order and so forgets at other points; with the same bound it forgot
+    /// ranges admission still held and dropped as too old batches admission
+    /// had acknowledged (a unit whose sequences jump about). Only such a
+    /// unit's memory holds this many (16 bytes each).
+    pub const ENGINE_MISSING_RANGES: usize = 1024;
+
     /// A window that has seen only `sequence`; `open_below`: see the field.
     pub fn fresh(sequence: u64, open_below: bool) -> Self {
         Self {
@@ -91,6 +100,11 @@ impl SequenceWindow {
     /// sequences skipped over and lowered when a skipped one turns up (one
     /// below the first sequence seen was never skipped: it changes nothing).
     pub fn admit(&mut self, sequence: u64, gaps: &mut i64) -> Admission {
+        self.admit_keeping(sequence, gaps, Self::MISSING_RANGES)
+    }
+
+    /// [`Self::admit`], remembering at most `ranges` missing ranges.
+    pub fn admit_keeping(&mut self, sequence: u64, gaps: &mut i64, ranges: usize) -> Admission {
         if self.seen == 0 {
             *self = Self::fresh(sequence, self.open_below);
             return Admission::New;
@@ -98,7 +112,7 @@ impl SequenceWindow {
         if sequence > self.high {
             let shift = sequence - self.high;
             *gaps += (shift - 1) as i64;
-            self.slide(shift);
+            self.slide(shift, ranges);
             return Admission::New;
         }
         let age = self.high - sequence;
@@ -132,7 +146,7 @@ impl SequenceWindow {
                 }
             }
             self.floor = sequence;
-            self.bound();
+            self.bound(ranges);
             return Admission::New;
         }
         let at = self.missing.partition_point(|&(_, last)| last < sequence);
@@ -147,7 +161,7 @@ impl SequenceWindow {
                     (true, true) => {
                         self.missing[at].1 = sequence - 1;
                         self.missing.insert(at + 1, (sequence + 1, last));
-                        self.bound();
+                        self.bound(ranges);
                     }
                 }
                 if sequence >= self.first {
@@ -162,19 +176,19 @@ impl SequenceWindow {
     /// Moves the high-water mark up by `shift` to `high + shift`: sequences
     /// leaving the bit set unseen, and those skipped over beyond it, become
     /// missing ranges.
-    fn slide(&mut self, shift: u64) {
+    fn slide(&mut self, shift: u64, ranges: usize) {
         let old_high = self.high;
         // Bits i in [WINDOW - shift, WINDOW) leave, oldest (highest i) first.
         let leaving_from = Self::WINDOW.saturating_sub(shift);
         for i in (leaving_from..Self::WINDOW).rev() {
             if self.seen & (1 << i) == 0 && i <= old_high - self.floor {
-                self.note_missing(old_high - i, old_high - i);
+                self.note_missing(old_high - i, old_high - i, ranges);
             }
         }
         let new_high = old_high + shift;
         // Skipped sequences that never enter the bit set.
         if shift > Self::WINDOW {
-            self.note_missing(old_high + 1, new_high - Self::WINDOW);
+            self.note_missing(old_high + 1, new_high - Self::WINDOW, ranges);
         }
         self.seen = if shift >= Self::WINDOW {
             0
@@ -186,21 +200,20 @@ impl SequenceWindow {
     }
 
     /// Appends a missing range above every one held.
-    fn note_missing(&mut self, first: u64, last: u64) {
+    fn note_missing(&mut self, first: u64, last: u64, ranges: usize) {
         match self.missing.last_mut() {
             Some(range) if range.1 + 1 == first => range.1 = last,
             _ => {
                 self.missing.push((first, last));
-                self.bound();
+                self.bound(ranges);
             }
         }
     }
 
-    /// Forgets the oldest ranges past [`Self::MISSING_RANGES`]: the floor
-    /// moves above them.
-    fn bound(&mut self) {
-        if self.missing.len() > Self::MISSING_RANGES {
-            let forgotten = self.missing.len() - Self::MISSING_RANGES;
+    /// Forgets the oldest ranges past `ranges`: the floor moves above them.
+    fn bound(&mut self, ranges: usize) {
+        if self.missing.len() > ranges {
+            let forgotten = self.missing.len() - ranges;
             self.floor = self.missing[forgotten - 1].1 + 1;
             self.open_below = false;
             self.missing.drain(..forgotten);
@@ -238,12 +251,31 @@ impl UnitSequences {
         gaps: &mut i64,
         open_below: bool,
     ) -> Admission {
+        self.admit_keeping(
+            epoch,
+            sequence,
+            gaps,
+            open_below,
+            SequenceWindow::MISSING_RANGES,
+        )
+    }
+
+    /// [`Self::admit`], each window remembering at most `ranges` missing
+    /// ranges.
+    pub fn admit_keeping(
+        &mut self,
+        epoch: u64,
+        sequence: u64,
+        gaps: &mut i64,
+        open_below: bool,
+        ranges: usize,
+    ) -> Admission {
         let Some((high, window)) = &mut self.current else {
             self.current = Some((epoch, SequenceWindow::fresh(sequence, open_below)));
             return Admission::New;
         };
         if epoch == *high {
-            return window.admit(sequence, gaps);
+            return window.admit_keeping(sequence, gaps, ranges);
         }
         if epoch > *high {
             let previous = (*high, std::mem::take(window));
@@ -256,7 +288,7 @@ impl UnitSequences {
         if let Some((e, window)) = self.older.get_mut(at)
             && *e == epoch
         {
-            return window.admit(sequence, gaps);
+            return window.admit_keeping(sequence, gaps, ranges);
         }
         if at >= Self::RECENT_EPOCHS - 1 {
             return Admission::TooOld;
@@ -422,10 +454,28 @@ impl DeviceMemory {
         faults: &mut MeterFaults,
         out: &mut Vec<Usage>,
     ) -> Result<(), Admission> {
-        match (self.sequences).admit(batch.unit_epoch, batch.sequence, gaps, true) {
+        match self.admit(&batch, gaps) {
             Admission::New => {}
             verdict => return Err(verdict),
         }
+        self.apply_new(batch, faults, out);
+        Ok(())
+    }
+
+    /// Records `batch`'s sequence, saying whether it is new (nothing else
+    /// of the memory changes).
+    pub fn admit(&mut self, batch: &DeviceBatch, gaps: &mut i64) -> Admission {
+        let ranges = SequenceWindow::ENGINE_MISSING_RANGES;
+        (self.sequences).admit_keeping(batch.unit_epoch, batch.sequence, gaps, true, ranges)
+    }
+
+    /// Turns a batch [`Self::admit`] found new into usage records.
+    pub fn apply_new(
+        &mut self,
+        batch: DeviceBatch,
+        faults: &mut MeterFaults,
+        out: &mut Vec<Usage>,
+    ) {
         let DeviceBatch {
             customer,
             site,
@@ -487,7 +537,6 @@ impl DeviceMemory {
                 increments,
             });
         }
-        Ok(())
     }
 }
 
@@ -511,7 +560,7 @@ impl DeviceMemory {
     /// Nothing goes to a window. `Err` with the dedup verdict for a batch
     /// seen before.
     pub fn absorb(&mut self, batch: &DeviceBatch, gaps: &mut i64) -> Result<(), Admission> {
-        match (self.sequences).admit(batch.unit_epoch, batch.sequence, gaps, true) {
+        match self.admit(batch, gaps) {
             Admission::Duplicate => return Err(Admission::Duplicate),
             Admission::New | Admission::TooOld => {}
         }
@@ -749,21 +798,31 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
                         break;
                     }
                     covered_to = covered_to.max(*entry.key() + 1);
-                    let (cap, mut batches) = entry.remove();
-                    batches.sort_by(|a, b| processing_order(a).cmp(&processing_order(b)));
+                    let (cap, batches) = entry.remove();
                     let known = devices.len();
                     let (mut gaps, mut duplicates, mut too_old) = (0i64, 0, 0);
                     let mut faults = MeterFaults::default();
                     let mut samples = 0;
+                    // Told new or not in the order admission took them in:
+                    // a unit's window then forgets the same missing ranges
+                    // as admission's (more than it keeps, from a unit whose
+                    // sequences jump about), and drops none of what
+                    // admission acknowledged; applied in event-time order.
+                    let mut new = Vec::with_capacity(batches.len());
                     for mut batch in batches {
                         own.take_over(&mut batch);
                         let memory = devices.get_or_default(&batch.customer, &batch.device);
-                        let count = batch.samples.len() as u64;
-                        match memory.apply(batch, &mut gaps, &mut faults, &mut usage) {
-                            Ok(()) => samples += count,
-                            Err(Admission::Duplicate) => duplicates += 1,
-                            Err(_) => too_old += 1,
+                        match memory.admit(&batch, &mut gaps) {
+                            Admission::New => new.push(batch),
+                            Admission::Duplicate => duplicates += 1,
+                            Admission::TooOld => too_old += 1,
                         }
+                    }
+                    new.sort_by(|a, b| processing_order(a).cmp(&processing_order(b)));
+                    for batch in new {
+                        let memory = devices.get_or_default(&batch.customer, &batch.device);
+                        samples += batch.samples.len() as u64;
+                        memory.apply_new(batch, &mut faults, &mut usage);
                     }
                     stats.record_device_state(samples, duplicates, too_old, gaps, faults);
                     stats.add_devices(devices.len() as i64 - known as i64);
