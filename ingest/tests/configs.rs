@@ -85,18 +85,7 @@ fn check_config_tells_the_kind_of_file_by_its_keys() {
     let run = |name: &str, text: &str| {
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
-            .arg("check-config")
-            .arg(&path)
-            .env("RUST_BACKTRACE", "0")
-            .output()
-            .unwrap();
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        (output.status.success(), said)
+        check_config(&[], &path)
     };
     for (name, text) in [("empty.toml", ""), ("comments.toml", "# customers\n\n")] {
         let (ok, said) = run(name, text);
@@ -222,21 +211,7 @@ fn check_config_names_the_places_it_cannot_write() {
          [[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n",
     )
     .unwrap();
-    let check = |extra: &[&str]| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
-            .arg("check-config")
-            .args(extra)
-            .arg(&config)
-            .env("RUST_BACKTRACE", "0")
-            .output()
-            .unwrap();
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        (output.status.success(), said)
-    };
+    let check = |extra: &[&str]| check_config(extra, &config);
     let (ok, said) = check(&[]);
     assert!(ok, "{said}");
     let listed = |dir: &Path| -> Vec<String> {
@@ -265,4 +240,22 @@ fn check_config_names_the_places_it_cannot_write() {
     let (ok, said) = check(&["--file-only"]);
     assert!(ok, "{said}");
     disk.remount(false);
+}
+
+/// `fleetpulse check-config EXTRA.. FILE`: whether it passed, and what it
+/// printed (stdout, then stderr).
+fn check_config(extra: &[&str], file: &Path) -> (bool, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_fleetpulse"))
+        .arg("check-config")
+        .args(extra)
+        .arg(file)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), said)
 }
