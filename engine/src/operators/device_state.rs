@@ -81,7 +81,8 @@ impl SequenceWindow {
     /// order and so forgets at other points; with the same bound it forgot
     /// ranges admission still held and dropped as too old batches admission
     /// had acknowledged (a unit whose sequences jump about). Only such a
-    /// unit's memory holds this many (16 bytes each).
+    /// unit's memory holds this many (16 bytes each). Past it the two can
+    /// still part (docs/DELIVERY.md, replay).
     pub const ENGINE_MISSING_RANGES: usize = 1024;
 
     /// A window that has seen only `sequence`; `open_below`: see the field.
