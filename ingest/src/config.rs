@@ -432,9 +432,18 @@ impl Default for ServiceConfig {
     }
 }
 
-/// Whether this process can write at `place` (a file or a directory,
-/// created with its parents if missing): `Err` says why not.
-fn writable(place: &Path) -> Result<(), String> {
+/// Whether this process can write at `place` (a directory if `dir`, else
+/// a file; created with its parents if missing): `Err` says why not.
+fn writable(place: &Path, dir: bool) -> Result<(), String> {
+    if place.symlink_metadata().is_ok() && !place.exists() {
+        return Err("is a symbolic link to nothing".to_string());
+    }
+    if dir && place.exists() && !place.is_dir() {
+        return Err("is not a directory".to_string());
+    }
+    if !dir && place.is_dir() {
+        return Err("is a directory, where a file goes".to_string());
+    }
     if place.is_file() {
         return std::fs::OpenOptions::new()
             .append(true)
@@ -793,7 +802,10 @@ impl ServiceConfig {
     pub fn unwritable(&self, path: &Path) -> Vec<ConfigError> {
         let mut refused = Vec::new();
         for (field, place) in self.written_paths() {
-            if let Err(message) = writable(&place) {
+            // The WAL, the outbox and the AEMP positions are directories;
+            // the stores and the dead letters, files.
+            let dir = field == "wal.dir" || field.ends_with("_dir");
+            if let Err(message) = writable(&place, dir) {
                 refused.push(ConfigError::Invalid {
                     path: path.to_owned(),
                     field,

@@ -240,6 +240,16 @@ fn check_config_names_the_places_it_cannot_write() {
     let (ok, said) = check(&["--file-only"]);
     assert!(ok, "{said}");
     disk.remount(false);
+
+    // A file where the WAL's directory goes, a directory where the store's
+    // file goes: refused as `run` refuses them.
+    std::fs::create_dir_all(disk.path().join("data")).unwrap();
+    std::fs::write(disk.path().join("data/wal"), "").unwrap();
+    std::fs::create_dir(disk.path().join("kpi.sqlite")).unwrap();
+    let (ok, said) = check(&[]);
+    assert!(!ok, "{said}");
+    assert!(said.contains("is not a directory"), "{said}");
+    assert!(said.contains("is a directory, where a file goes"), "{said}");
 }
 
 /// `fleetpulse check-config EXTRA.. FILE`: whether it passed, and what it
