@@ -796,14 +796,20 @@ fn late(
     // (harmless) and an unacknowledged batch the broker sends again.
     let taken: Vec<Taken> = (archive.contains(batches)?.into_iter().zip(batches))
         .map(|(held, b)| {
+            if held {
+                return Taken::Held;
+            }
+            // Only a customer with pruned days has a point to be before.
+            let Some(cut_through) = archive.cut_through(&b.customer) else {
+                return Taken::New;
+            };
             let cut = Held {
-                cut_through: archive.cut_through(&b.customer),
+                cut_through: Some(cut_through),
                 first_live_at: None,
             };
             let whole_from = Reached::of(engine, &b.customer, cut).whole_from;
-            match held {
-                true => Taken::Held,
-                false if b.first_at() < whole_from => Taken::Pruned { from: whole_from },
+            match b.first_at() < whole_from {
+                true => Taken::Pruned { from: whole_from },
                 false => Taken::New,
             }
         })
