@@ -28,13 +28,13 @@ pub fn fold(config: &EngineConfig, batches: impl IntoIterator<Item = DeviceBatch
         list.sort_by_key(|b| (b.first_at(), b.unit_epoch, b.sequence));
         let mut seen = HashSet::new();
         let mut memory = DeviceMemory::default();
-        let (mut gaps, mut faults) = (0, MeterFaults::default());
+        let mut faults = MeterFaults::default();
         for batch in list {
             if !seen.insert((batch.unit_epoch, batch.sequence)) {
                 continue;
             }
-            // `seen` already dropped duplicates, so apply always admits.
-            let _ = memory.apply(batch, &mut gaps, &mut faults, &mut usage);
+            // `seen` dropped the duplicates: no sequence window to outgrow.
+            memory.apply_new(batch, &mut faults, &mut usage);
         }
         for u in usage.drain(..) {
             for (i, spec) in config.windows.iter().enumerate() {

@@ -18,7 +18,7 @@ use crate::kpi::journey::{Journey, JourneyState};
 use crate::kpi::open_day::OpenDay;
 use crate::kpi::{CustomerKpi, OpenWindow, Output, WindowIds, WindowPart};
 use crate::model::{DeviceBatch, EventTime, Id};
-use crate::operators::device_state::{DeviceMemory, MeterFaults, processing_order};
+use crate::operators::device_state::{Admission, DeviceMemory, MeterFaults, processing_order};
 
 /// What to restate: one customer's windows that end after `from` and by
 /// `through`.
@@ -110,8 +110,10 @@ impl Fold<'_> {
         let (mut gaps, mut faults, mut usage) = (0i64, MeterFaults::default(), Vec::new());
         for batch in batches {
             let memory = memories.get_or_default(&batch.customer, &batch.device);
-            // A duplicate or a batch too old to place adds nothing, as live.
-            let _ = memory.apply(batch, &mut gaps, &mut faults, &mut usage);
+            // A duplicate adds nothing, as live.
+            if memory.admit_all(&batch, &mut gaps) == Admission::New {
+                memory.apply_new(batch, &mut faults, &mut usage);
+            }
             for reading in usage.drain(..) {
                 if reading.sample.at < *floor {
                     continue; // Only the baseline of the next increment.

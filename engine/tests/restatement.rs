@@ -214,6 +214,22 @@ fn a_26_hour_outage_is_restated_exactly_whatever_the_upload_order() {
     }
 }
 
+/// A unit that numbers its batches as it sends them, skipping one number
+/// at each, uploads a 56-day buffer newest first: its sequences rise as its
+/// readings go back in time, so in event-time order each batch is a missing
+/// range of its own. The restatement forgets none of them (past 1,024 it
+/// dropped the oldest as too old) and equals the in-order fold.
+#[test]
+fn a_long_buffer_numbered_as_sent_and_uploaded_newest_first_is_restated_whole() {
+    let mut fleet = device("acme", "exc-1", 1_400, 10..1_350, Upload::NewestFirst);
+    fleet.sort_by_key(|(published, _)| *published);
+    for (i, (_, batch)) in fleet.iter_mut().enumerate() {
+        batch.sequence = 2 * i as u64 + 1;
+    }
+    let (restated, expected) = live_and_restated(fleet, 1);
+    assert_eq!(restated, expected);
+}
+
 /// A meter read as 0 inside a buffer uploaded after a 26-hour outage,
 /// newest first or shuffled: the restated windows equal the in-order fold,
 /// which counts neither the glitch nor the reading after it.

@@ -3,7 +3,8 @@
 //! order. A device is (customer, device id): two customers may both have an
 //! `exc-07`.
 //!
-//! Batches are held until the input frontier passes their first reading's
+//! A batch is told new or a duplicate as it arrives (the order admission
+//! took it in), held until the input frontier passes its first reading's
 //! tick, then processed per device in (event time, sequence) order, so a
 //! batch that overtook an earlier one on the wire still yields the right
 //! increments.
@@ -76,13 +77,12 @@ impl SequenceWindow {
     pub const MISSING_RANGES: usize = 64;
 
     /// How many the dataflow's memory of a device remembers
-    /// ([`DeviceMemory::admit`]): more than admission, which tells a batch
-    /// new in arrival order, while the dataflow tells it in event-time
-    /// order and so forgets at other points; with the same bound it forgot
-    /// ranges admission still held and dropped as too old batches admission
-    /// had acknowledged (a unit whose sequences jump about). Only such a
-    /// unit's memory holds this many (16 bytes each). Past it the two can
-    /// still part (docs/DELIVERY.md, replay).
+    /// ([`DeviceMemory::admit`]): more than admission's, whose window per
+    /// lane sees part of a device's batches (a shared subscription spreads
+    /// them over the lanes) while the dataflow sees them all, interleaved,
+    /// and a snapshot takes the waiting ones out again
+    /// ([`SequenceWindow::unsee`]). Only a unit whose sequences jump about
+    /// holds many (16 bytes each).
     pub const ENGINE_MISSING_RANGES: usize = 1024;
 
     /// A window that has seen only `sequence`; `open_below`: see the field.
@@ -220,6 +220,118 @@ impl SequenceWindow {
             self.missing.drain(..forgotten);
         }
     }
+
+    /// Whether `sequence` was seen. Below the floor a closed window cannot
+    /// tell (too old: as good as seen), an open one never took it in.
+    fn holds(&self, sequence: u64) -> bool {
+        if self.seen == 0 || sequence > self.high {
+            return false;
+        }
+        let age = self.high - sequence;
+        if age < Self::WINDOW {
+            return self.seen & (1 << age) != 0;
+        }
+        if sequence < self.floor {
+            return !self.open_below;
+        }
+        let at = self.missing.partition_point(|&(_, last)| last < sequence);
+        (self.missing.get(at)).is_none_or(|&(first, _)| first > sequence)
+    }
+
+    /// The highest sequence seen below the high-water mark, at or above
+    /// the floor.
+    fn next_below_high(&self) -> Option<u64> {
+        let older = self.seen >> 1;
+        if older != 0 {
+            return Some(self.high - 1 - u64::from(older.trailing_zeros()));
+        }
+        let below = self.high.checked_sub(Self::WINDOW)?;
+        if below < self.floor {
+            return None;
+        }
+        let at = self.missing.partition_point(|&(_, last)| last < below);
+        match self.missing.get(at) {
+            Some(&(first, _)) if first <= below => {
+                // Ranges are never adjacent: the one below a range is seen.
+                first.checked_sub(1).filter(|&s| s >= self.floor)
+            }
+            _ => Some(below),
+        }
+    }
+
+    /// Forgets that `sequence` was seen: it was told new and not yet
+    /// applied when a snapshot was taken, and the replay after a restore
+    /// brings it again. Exact: the window then holds the same sequences
+    /// as one that never saw it (a forgotten range excepted).
+    pub fn unsee(&mut self, sequence: u64) {
+        if !self.holds(sequence) || sequence < self.floor {
+            return;
+        }
+        let age = self.high - sequence;
+        if age >= Self::WINDOW {
+            self.insert_missing(sequence);
+        } else if age > 0 {
+            self.seen &= !(1 << age);
+        } else if let Some(next) = self.next_below_high() {
+            self.lower_high_to(next);
+        } else {
+            *self = Self {
+                open_below: self.open_below,
+                ..Self::default()
+            };
+        }
+    }
+
+    /// The high-water mark down to `next`, the next sequence seen: the bit
+    /// set takes in from below what it then covers.
+    fn lower_high_to(&mut self, next: u64) {
+        let shift = self.high - next;
+        let mut seen = if shift >= Self::WINDOW {
+            0
+        } else {
+            self.seen >> shift
+        };
+        for age in Self::WINDOW.saturating_sub(shift)..Self::WINDOW {
+            if let Some(sequence) = next.checked_sub(age)
+                && sequence >= self.floor
+                && self.holds(sequence)
+            {
+                seen |= 1 << age;
+            }
+        }
+        // Missing ranges lie below the bit set only.
+        match next.checked_sub(Self::WINDOW) {
+            Some(top) => {
+                self.missing.retain(|&(first, _)| first <= top);
+                if let Some(last) = self.missing.last_mut() {
+                    last.1 = last.1.min(top);
+                }
+            }
+            None => self.missing.clear(),
+        }
+        self.high = next;
+        self.seen = seen;
+        // A closed window takes in a sequence below its floor that its bit
+        // set still covers (the floor stays): the floor is never above the
+        // high-water mark.
+        self.floor = self.floor.min(next);
+    }
+
+    /// Marks `sequence`, below the bit set, missing again.
+    fn insert_missing(&mut self, sequence: u64) {
+        let at = self.missing.partition_point(|&(_, last)| last < sequence);
+        let joins_below = at > 0 && self.missing[at - 1].1 + 1 == sequence;
+        let joins_above = (self.missing.get(at)).is_some_and(|r| r.0 == sequence + 1);
+        match (joins_below, joins_above) {
+            (true, true) => {
+                self.missing[at - 1].1 = self.missing[at].1;
+                self.missing.remove(at);
+            }
+            (true, false) => self.missing[at - 1].1 = sequence,
+            (false, true) => self.missing[at].0 = sequence,
+            (false, false) => self.missing.insert(at, (sequence, sequence)),
+        }
+    }
 }
 
 /// The sequence windows of a device's telematics units, one per unit epoch:
@@ -305,6 +417,19 @@ impl UnitSequences {
     /// The highest unit epoch seen.
     pub fn current_epoch(&self) -> Option<u64> {
         self.current.as_ref().map(|(epoch, _)| *epoch)
+    }
+
+    /// Forgets that `sequence` of unit `epoch` was seen
+    /// ([`SequenceWindow::unsee`]).
+    pub fn unsee(&mut self, epoch: u64, sequence: u64) {
+        match &mut self.current {
+            Some((high, window)) if *high == epoch => window.unsee(sequence),
+            _ => {
+                if let Some((_, window)) = self.older.iter_mut().find(|(e, _)| *e == epoch) {
+                    window.unsee(sequence);
+                }
+            }
+        }
     }
 }
 
@@ -470,6 +595,14 @@ impl DeviceMemory {
         (self.sequences).admit_keeping(batch.unit_epoch, batch.sequence, gaps, true, ranges)
     }
 
+    /// [`Self::admit`] forgetting no missing range: for a fold that holds
+    /// every batch it tells (a restatement), in event-time order, where a
+    /// unit whose sequences rise as its readings go back in time splits
+    /// its window into a range a batch.
+    pub fn admit_all(&mut self, batch: &DeviceBatch, gaps: &mut i64) -> Admission {
+        (self.sequences).admit_keeping(batch.unit_epoch, batch.sequence, gaps, true, usize::MAX)
+    }
+
     /// Turns a batch [`Self::admit`] found new into usage records.
     pub fn apply_new(
         &mut self,
@@ -594,13 +727,18 @@ impl DeviceMemory {
     /// waiting starts at or after the point (the WAL replays them after a
     /// restart), so an absorbed reading before it is placed; one after it
     /// is left out, and the window of the next reading is restated from
-    /// the archive like the late batch's own.
-    pub fn for_snapshot(&self, point: EventTime) -> Self {
+    /// the archive like the late batch's own. `waiting`: the (unit epoch,
+    /// sequence) of the device's batches told new and still waiting, which
+    /// the replay brings again: the snapshot has not seen them.
+    pub fn for_snapshot(&self, point: EventTime, waiting: &[(u64, u64)]) -> Self {
         let mut memory = self.clone();
         if let Some(ahead) = memory.ahead.filter(|ahead| ahead.at < point) {
             memory.place_ahead(ahead.at);
         }
         memory.ahead = None;
+        for &(epoch, sequence) in waiting {
+            memory.sequences.unsee(epoch, sequence);
+        }
         memory
     }
 }
@@ -686,13 +824,6 @@ pub fn processing_order(batch: &DeviceBatch) -> (&str, &str, EventTime, u64, u64
     )
 }
 
-/// The same batch of the same unit: a redelivery.
-fn same_batch(a: &DeviceBatch, b: &DeviceBatch) -> bool {
-    (a.sequence, a.unit_epoch) == (b.sequence, b.unit_epoch)
-        && a.device == b.device
-        && a.customer == b.customer
-}
-
 /// Usage records the operator's buffer keeps capacity for between ticks.
 const USAGE_KEPT: usize = 4096;
 
@@ -736,58 +867,70 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
             let mut usage = Vec::new();
             let mut own = OwnIds::default();
             move |(input, frontier), output| {
+                let known = devices.len();
+                let (mut late, mut late_samples, mut gaps) = (0, 0, 0i64);
+                let (mut duplicates, mut too_old) = (0, 0);
                 input.for_each(|cap, data| {
-                    let (mut late, mut late_samples, mut gaps) = (0, 0, 0i64);
                     for batch in data.drain(..) {
                         let tick = config.tick_of(batch.first_at());
+                        let memory = devices.get_or_default(&batch.customer, &batch.device);
                         if cap.least().is_some_and(|at| tick < *at) {
                             // Sent below its own time: late data whose
                             // windows ingest restates from its archive. A
                             // redelivery of a batch still waiting here (the
                             // WAL's replay handed it over live; the broker
                             // sent it again, older than ingest's sequence
-                            // window) is left to that copy: absorbing it
-                            // would mark its sequence seen and drop it.
-                            if pending.get(&tick).is_some_and(|(_, waiting)| {
-                                waiting.iter().any(|b| same_batch(b, &batch))
-                            }) {
-                                continue;
-                            }
-                            let memory = devices.get_or_default(&batch.customer, &batch.device);
+                            // window) was told new already: a duplicate.
                             if memory.absorb(&batch, &mut gaps).is_ok() {
                                 late += 1;
                                 late_samples += batch.samples.len() as u64;
                             }
                             continue;
                         }
-                        if tick < replay_until
-                            && devices
-                                .get(&batch.customer, &batch.device)
-                                .is_some_and(|m| tick < m.covered_to)
-                        {
+                        if tick < replay_until && tick < memory.covered_to {
                             continue;
                         }
-                        pending
-                            .entry(tick)
-                            .or_insert_with(|| (cap.delayed(&tick, 0), Vec::new()))
-                            .1
-                            .push(batch);
-                    }
-                    if late > 0 || gaps != 0 {
-                        stats.record_late(late, late_samples, gaps);
+                        // Told new or not as it arrives, in the order
+                        // admission took it in: a unit's window then
+                        // forgets the ranges admission's forgets (a unit
+                        // whose sequences jump about), and drops none of
+                        // what admission acknowledged. Told in event-time
+                        // order, a buffer uploaded newest first split the
+                        // window into a range per batch.
+                        match memory.admit(&batch, &mut gaps) {
+                            Admission::New => (pending.entry(tick))
+                                .or_insert_with(|| (cap.delayed(&tick, 0), Vec::new()))
+                                .1
+                                .push(batch),
+                            Admission::Duplicate => duplicates += 1,
+                            Admission::TooOld => too_old += 1,
+                        }
                     }
                 });
+                if late > 0 || gaps != 0 {
+                    stats.record_late(late, late_samples, gaps);
+                }
+                if duplicates > 0 || too_old > 0 {
+                    stats.record_device_state(0, duplicates, too_old, 0, MeterFaults::default());
+                }
+                stats.add_devices(devices.len() as i64 - known as i64);
                 // A snapshot request is answered before anything more is
                 // processed: every pending batch is at or after the point.
                 let request = board.requested();
                 if request != answered {
+                    let mut waiting: DeviceMap<Vec<(u64, u64)>> = DeviceMap::default();
+                    for batch in pending.values().flat_map(|(_, batches)| batches) {
+                        (waiting.get_or_default(&batch.customer, &batch.device))
+                            .push((batch.unit_epoch, batch.sequence));
+                    }
                     let memories = devices.iter().map(|(key, memory)| {
                         let covered_to = memory.covered_to.max(covered_to);
+                        let waiting = waiting.get(&key.0, &key.1).map_or(&[][..], Vec::as_slice);
                         (
                             key.clone(),
                             DeviceMemory {
                                 covered_to,
-                                ..memory.for_snapshot(covered_to)
+                                ..memory.for_snapshot(covered_to, waiting)
                             },
                         )
                     });
@@ -799,34 +942,17 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
                         break;
                     }
                     covered_to = covered_to.max(*entry.key() + 1);
-                    let (cap, batches) = entry.remove();
-                    let known = devices.len();
-                    let (mut gaps, mut duplicates, mut too_old) = (0i64, 0, 0);
+                    let (cap, mut batches) = entry.remove();
                     let mut faults = MeterFaults::default();
                     let mut samples = 0;
-                    // Told new or not in the order admission took them in:
-                    // a unit's window then forgets the same missing ranges
-                    // as admission's (more than it keeps, from a unit whose
-                    // sequences jump about), and drops none of what
-                    // admission acknowledged; applied in event-time order.
-                    let mut new = Vec::with_capacity(batches.len());
+                    batches.sort_by(|a, b| processing_order(a).cmp(&processing_order(b)));
                     for mut batch in batches {
                         own.take_over(&mut batch);
-                        let memory = devices.get_or_default(&batch.customer, &batch.device);
-                        match memory.admit(&batch, &mut gaps) {
-                            Admission::New => new.push(batch),
-                            Admission::Duplicate => duplicates += 1,
-                            Admission::TooOld => too_old += 1,
-                        }
-                    }
-                    new.sort_by(|a, b| processing_order(a).cmp(&processing_order(b)));
-                    for batch in new {
                         let memory = devices.get_or_default(&batch.customer, &batch.device);
                         samples += batch.samples.len() as u64;
                         memory.apply_new(batch, &mut faults, &mut usage);
                     }
-                    stats.record_device_state(samples, duplicates, too_old, gaps, faults);
-                    stats.add_devices(devices.len() as i64 - known as i64);
+                    stats.record_device_state(samples, 0, 0, 0, faults);
                     output.session(&cap).give_iterator(usage.drain(..));
                     // A big tick's capacity is not kept for the small ones.
                     usage.shrink_to(USAGE_KEPT);
@@ -912,6 +1038,85 @@ mod tests {
         assert_eq!(w.admit(899, &mut gaps), Admission::New);
         assert_eq!(w.admit(3, &mut gaps), Admission::TooOld);
         assert_eq!(w.admit(900, &mut gaps), Admission::Duplicate);
+    }
+
+    proptest::proptest! {
+        /// A window that forgets sequences seen, as a snapshot does with
+        /// the batches still waiting, holds exactly the rest: each forgotten
+        /// one is new again, once, and everything else it held is still a
+        /// duplicate (told against a plain set, with ranges enough never to
+        /// forget one).
+        #[test]
+        fn unseeing_takes_out_exactly_the_sequences_unseen(
+            told in proptest::collection::vec(0u64..400, 1..120),
+            unseen in proptest::collection::vec(proptest::bool::weighted(0.3), 120),
+            open_below: bool,
+        ) {
+            let mut w = SequenceWindow {
+                open_below,
+                ..SequenceWindow::default()
+            };
+            let mut gaps = 0;
+            let mut held = std::collections::BTreeSet::new();
+            let mut waiting = Vec::new();
+            for (i, &sequence) in told.iter().enumerate() {
+                if w.admit_keeping(sequence, &mut gaps, 4096) == Admission::New {
+                    held.insert(sequence);
+                    if unseen[i] {
+                        waiting.push(sequence);
+                    }
+                }
+            }
+            for &sequence in &waiting {
+                w.unsee(sequence);
+                held.remove(&sequence);
+            }
+            let floor = w.floor;
+            for sequence in 0..420 {
+                // Below a closed window's floor nothing can be told.
+                if !w.open_below && sequence < floor && w.seen != 0 {
+                    continue;
+                }
+                proptest::prop_assert_eq!(w.holds(sequence), held.contains(&sequence), "{}", sequence);
+            }
+            for &sequence in &waiting {
+                // A closed window's bit set takes one below its floor, which
+                // no longer tells it once it left the bit set (a memory
+                // restored from format 1): too old, as before the snapshot.
+                if !w.open_below && sequence < floor {
+                    continue;
+                }
+                proptest::prop_assert_eq!(w.admit_keeping(sequence, &mut gaps, 4096), Admission::New);
+                proptest::prop_assert_eq!(w.admit_keeping(sequence, &mut gaps, 4096), Admission::Duplicate);
+            }
+        }
+    }
+
+    /// The snapshot's memory has not seen the batches still waiting, of
+    /// whichever unit: their replay after a restore is new, what was
+    /// applied before is not.
+    #[test]
+    fn a_snapshot_forgets_the_waiting_batches_and_only_them() {
+        let mut memory = DeviceMemory::default();
+        let mut gaps = 0;
+        let mut told = |memory: &mut DeviceMemory, epoch, sequence| {
+            let mut batch = ten_minute_batch(sequence);
+            batch.unit_epoch = epoch;
+            memory.admit(&batch, &mut gaps)
+        };
+        for sequence in 1..=200 {
+            assert_eq!(told(&mut memory, 1, sequence), Admission::New);
+        }
+        assert_eq!(told(&mut memory, 2, 1), Admission::New);
+        let waiting = [(1, 200), (1, 199), (1, 120), (1, 3), (2, 1)];
+        let mut restored = memory.for_snapshot(0, &waiting);
+        for &(epoch, sequence) in &waiting {
+            assert_eq!(told(&mut restored, epoch, sequence), Admission::New);
+        }
+        for sequence in [1, 2, 4, 119, 121, 198] {
+            assert_eq!(told(&mut restored, 1, sequence), Admission::Duplicate);
+        }
+        assert_eq!(memory.for_snapshot(0, &[]), memory);
     }
 
     /// Batch `sequence` of a unit sending one every ten minutes, working
@@ -1210,12 +1415,12 @@ mod tests {
         memory.absorb(&batch(5, 50, 105.0), &mut gaps).unwrap();
         memory.absorb(&batch(4, 40, 104.0), &mut gaps).unwrap();
         assert_eq!(
-            memory.for_snapshot(50).last.unwrap().at,
+            memory.for_snapshot(50, &[]).last.unwrap().at,
             10,
             "at the point: left out"
         );
         assert_eq!(
-            memory.for_snapshot(51).last.unwrap().at,
+            memory.for_snapshot(51, &[]).last.unwrap().at,
             50,
             "before it: placed"
         );
