@@ -21,16 +21,19 @@
 //! Lines go through a buffer: [`DeadLetterStore::flush`] hands them to the
 //! OS, [`DeadLetterStore::sync`] makes them durable (for a caller that
 //! acknowledges a refused message only once its dead letter is on disk).
+//! What the OS does not take (a full disk) stays in the buffer, to the
+//! byte: a retry goes on where the write stopped, so no letter is lost,
+//! cut or written twice.
 
 use std::fmt::Write as _;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::metrics::RejectReason;
+use crate::metrics::{MessageRejected, RejectReason};
 
 /// Bounds of a dead-letter store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +79,17 @@ pub struct DeadLetter<'a> {
     pub received_ms: u64,
     /// The whole payload (only a prefix is kept).
     pub payload: &'a [u8],
+}
+
+impl<'a> DeadLetter<'a> {
+    /// The refusal as the counters and the log take it.
+    pub fn rejected(&self) -> MessageRejected<'a> {
+        MessageRejected {
+            topic: self.topic,
+            reason: self.reason,
+            detail: self.detail,
+        }
+    }
 }
 
 /// One line of a dead-letter file.
@@ -151,7 +165,9 @@ pub struct DeadLetterStore {
     path: PathBuf,
     previous: PathBuf,
     options: DeadLetterOptions,
-    file: BufWriter<File>,
+    file: File,
+    /// Lines recorded and not yet taken by the OS.
+    pending: Vec<u8>,
     /// Bytes in the current file, buffered ones included.
     len: u64,
     previous_len: u64,
@@ -208,7 +224,8 @@ impl DeadLetterStore {
             path,
             previous,
             options,
-            file: BufWriter::new(file),
+            file,
+            pending: Vec::new(),
             len,
             previous_len,
             written: 0,
@@ -261,12 +278,16 @@ impl DeadLetterStore {
                 self.rotate()?;
             }
         }
-        self.file
-            .write_all(self.line.as_bytes())
-            .map_err(|source| DeadLetterError::Write {
-                file: self.path.clone(),
-                source,
-            })?;
+        if self.pending.len() as u64 > max {
+            // The OS takes nothing (a full disk): bounded like the file.
+            return Err(self.write_err(io::Error::other(
+                "as many letters as the file holds wait for the disk",
+            )));
+        }
+        self.pending.extend_from_slice(self.line.as_bytes());
+        if self.pending.len() >= PENDING_WRITTEN_AT {
+            self.write_pending()?;
+        }
         self.len += line_len;
         self.written += 1;
         if let Some(key) = key {
@@ -284,10 +305,29 @@ impl DeadLetterStore {
     /// Hands buffered letters to the OS.
     pub fn flush(&mut self) -> Result<(), DeadLetterError> {
         self.reopen_if_removed()?;
-        self.file.flush().map_err(|source| DeadLetterError::Write {
+        self.write_pending()
+    }
+
+    /// Writes the pending lines; what the OS does not take stays pending.
+    fn write_pending(&mut self) -> Result<(), DeadLetterError> {
+        while !self.pending.is_empty() {
+            match self.file.write(&self.pending) {
+                Ok(0) => return Err(self.write_err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    self.pending.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.write_err(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn write_err(&self, source: io::Error) -> DeadLetterError {
+        DeadLetterError::Write {
             file: self.path.clone(),
             source,
-        })
+        }
     }
 
     /// The file at the path, if it is no longer the one being written
@@ -296,7 +336,7 @@ impl DeadLetterStore {
     /// with it. Says so and starts a new file there with the letters not
     /// handed to the OS yet.
     fn reopen_if_removed(&mut self) -> Result<(), DeadLetterError> {
-        let open = self.file.get_ref().metadata().ok();
+        let open = self.file.metadata().ok();
         let open = open.as_ref().map(crate::files::id_of);
         if open.is_some() && open == crate::files::id(&self.path) {
             return Ok(());
@@ -315,15 +355,9 @@ impl DeadLetterStore {
                 source,
             })?;
         let len = file.metadata().map_or(0, |m| m.len());
-        let (_, buffered) = std::mem::replace(&mut self.file, BufWriter::new(file)).into_parts();
-        let buffered = buffered.unwrap_or_else(|panicked| panicked.into_inner());
-        self.len = len + buffered.len() as u64;
-        self.file
-            .write_all(&buffered)
-            .map_err(|source| DeadLetterError::Write {
-                file: self.path.clone(),
-                source,
-            })
+        self.file = file;
+        self.len = len + self.pending.len() as u64;
+        Ok(())
     }
 
     /// Flushes and syncs the current file: every letter recorded so far is
@@ -331,12 +365,8 @@ impl DeadLetterStore {
     pub fn sync(&mut self) -> Result<(), DeadLetterError> {
         self.flush()?;
         self.file
-            .get_ref()
             .sync_data()
-            .map_err(|source| DeadLetterError::Write {
-                file: self.path.clone(),
-                source,
-            })
+            .map_err(|source| self.write_err(source))
     }
 
     /// Bytes of both files, buffered letters included.
@@ -385,8 +415,8 @@ impl DeadLetterStore {
             .append(true)
             .open(&self.path)
             .map_err(rotate_err)?;
-        // Replaced without flushing: its buffer is empty after sync().
-        self.file = BufWriter::new(file);
+        // Nothing is pending after sync().
+        self.file = file;
         self.previous_len = self.len;
         self.len = 0;
         self.rotations += 1;
@@ -397,6 +427,16 @@ impl DeadLetterStore {
             "dead-letter file rotated"
         );
         Ok(())
+    }
+}
+
+/// Pending bytes written out as a letter is recorded, short of a flush: a
+/// group of big letters is not held whole in memory.
+const PENDING_WRITTEN_AT: usize = 64 * 1024;
+
+impl Drop for DeadLetterStore {
+    fn drop(&mut self) {
+        let _ = self.write_pending();
     }
 }
 
@@ -676,6 +716,32 @@ mod tests {
         let records = store.read_all().unwrap();
         let times: Vec<u64> = records.iter().map(|r| r.received_ms).collect();
         assert_eq!(times, [1, 3]);
+        assert_eq!(store.bytes(), fs::metadata(&path).unwrap().len());
+    }
+
+    /// The disk takes nothing (the path turned into `/dev/full`): every
+    /// flush fails, the letters stay buffered, and once there is room (a
+    /// plain file at the path again) they are written whole, once, in order.
+    #[test]
+    fn letters_the_disk_does_not_take_stay_buffered_and_are_written_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dl.jsonl");
+        let mut store = DeadLetterStore::open(&path, DeadLetterOptions::default()).unwrap();
+        fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+        for at in 1..=3 {
+            store.record(&letter("t", b"x", at)).unwrap();
+        }
+        assert!(store.flush().is_err());
+        assert!(store.sync().is_err());
+        store.record(&letter("t", b"x", 4)).unwrap();
+        assert!(store.sync().is_err());
+        fs::remove_file(&path).unwrap();
+        store.sync().unwrap();
+        let times: Vec<u64> = (read_file(&path).unwrap().iter())
+            .map(|r| r.received_ms)
+            .collect();
+        assert_eq!(times, [1, 2, 3, 4]);
         assert_eq!(store.bytes(), fs::metadata(&path).unwrap().len());
     }
 

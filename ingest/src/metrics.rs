@@ -378,7 +378,8 @@ impl IngestMetrics {
         if failing.is_none() {
             tracing::error!(
                 error,
-                "cannot write dead letters: refused messages are counted, not kept, until it can"
+                "cannot write dead letters: with a WAL, intake waits until it can; without one, \
+                 refused messages are counted, not kept"
             );
         }
         *failing = Some(error.to_owned());

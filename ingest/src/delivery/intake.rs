@@ -6,7 +6,9 @@
 //! When the WAL cannot take a group (its bound or the disk is full) the lane
 //! pauses: it stops reading (the source's queue fills, the broker keeps the
 //! unacknowledged messages), retries the group every second, and resumes by
-//! itself once the append succeeds.
+//! itself once the append succeeds. The same when the dead-letter file
+//! cannot take the letters of a group's refused messages: a refused message
+//! is acknowledged once its letter is on disk, often the only copy of it.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -26,7 +28,7 @@ use super::route::Router;
 use crate::admission::{Admission, Admitted};
 use crate::corrections::{Corrections, LiveBatches, NotWhole, Taken};
 use crate::dead_letter::{DeadLetter, DeadLetterStore};
-use crate::metrics::{IngestMetrics, MessageRejected};
+use crate::metrics::{IngestMetrics, RejectReason};
 use crate::source::mqtt::{AckToken, Message};
 use crate::wal::writer::{WalWriter, WriteError};
 use crate::wal::{Lsn, WalRecord};
@@ -86,6 +88,12 @@ struct Group {
     /// the archive refuses ([`Taken::Pruned`]), and which it refused.
     late_messages: Arc<[(String, bytes::Bytes)]>,
     late_refused: Arc<[AtomicBool]>,
+    /// Which of `late`'s dead letters are written (on a retry, the rest).
+    late_kept: Arc<[AtomicBool]>,
+    /// Refused messages whose dead letters are written with the group's
+    /// durability, and which of them are.
+    refused: Arc<[Refused]>,
+    refused_kept: Arc<[AtomicBool]>,
     /// When the group's messages were received.
     received_ms: u64,
     /// The admitted messages as WAL records, shared with the WAL writer and
@@ -99,6 +107,26 @@ struct Group {
     /// Its messages' shares of the byte budget, given back (dropped) once
     /// the group is handed to the engine.
     budget: Vec<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// A message admission refused, with what its dead letter says.
+struct Refused {
+    topic: String,
+    reason: RejectReason,
+    detail: String,
+    payload: bytes::Bytes,
+}
+
+impl Refused {
+    fn letter(&self, received_ms: u64) -> DeadLetter<'_> {
+        DeadLetter {
+            topic: &self.topic,
+            reason: self.reason,
+            detail: &self.detail,
+            received_ms,
+            payload: &self.payload,
+        }
+    }
 }
 
 type Pending =
@@ -186,7 +214,9 @@ impl Lane {
                     last_message = Instant::now();
                     let group = self.admit(&mut received);
                     let durable = self.wal.is_none()
-                        || (group.records.is_empty() && group.late.is_empty());
+                        || (group.records.is_empty()
+                            && group.late.is_empty()
+                            && group.refused.is_empty());
                     if durable {
                         handover.push(group, true);
                     } else {
@@ -249,6 +279,7 @@ impl Lane {
         });
         let mut late = Vec::new();
         let mut late_messages = Vec::new();
+        let mut refused = Vec::new();
         let mut group = Group {
             acks: Vec::with_capacity(received.len()),
             batches: Vec::with_capacity(received.len()),
@@ -256,6 +287,9 @@ impl Lane {
             late: Arc::new([]),
             late_messages: Arc::new([]),
             late_refused: Arc::new([]),
+            late_kept: Arc::new([]),
+            refused: Arc::new([]),
+            refused_kept: Arc::new([]),
             received_ms,
             records: Arc::new([]),
             newest: 0,
@@ -289,14 +323,20 @@ impl Lane {
                     }
                 }
                 Err(rejection) => {
-                    let letter = DeadLetter {
-                        topic: &message.topic,
+                    let refusal = Refused {
+                        topic: message.topic,
                         reason: rejection.reason,
-                        detail: &rejection.detail,
-                        received_ms,
-                        payload: &message.payload,
+                        detail: rejection.detail,
+                        payload: message.payload,
                     };
-                    refuse(&self.metrics, self.dead_letters.as_deref(), &letter);
+                    let letter = refusal.letter(received_ms);
+                    letter.rejected().emit(&self.metrics);
+                    // Without a WAL the client acknowledged it on receipt.
+                    match &self.dead_letters {
+                        Some(_) if self.wal.is_some() => refused.push(refusal),
+                        Some(store) => keep_now(&self.metrics, store, &letter),
+                        None => {}
+                    }
                 }
             }
             // Refused messages are acknowledged too (they would be refused
@@ -307,6 +347,9 @@ impl Lane {
         }
         group.records = records.into();
         group.late_refused = late.iter().map(|_| AtomicBool::new(false)).collect();
+        group.late_kept = late.iter().map(|_| AtomicBool::new(false)).collect();
+        group.refused_kept = refused.iter().map(|_| AtomicBool::new(false)).collect();
+        group.refused = refused.into();
         group.late = late.into();
         group.late_messages = late_messages.into();
         group.watermark = self.admission.watermark().current();
@@ -333,7 +376,9 @@ impl Lane {
         let wal = self.wal.clone();
         let corrections = self.corrections.clone();
         let (records, late) = (group.records.clone(), group.late.clone());
-        let (messages, refused) = (group.late_messages.clone(), group.late_refused.clone());
+        let (messages, late_refused) = (group.late_messages.clone(), group.late_refused.clone());
+        let late_kept = group.late_kept.clone();
+        let (refused, refused_kept) = (group.refused.clone(), group.refused_kept.clone());
         let (metrics, dead_letters) = (self.metrics.clone(), self.dead_letters.clone());
         let (watermark, received_ms) = (group.watermark, group.received_ms);
         move |id| {
@@ -351,6 +396,7 @@ impl Lane {
                     let reason = "an earlier group was refused; taken again in order".to_string();
                     return (id, Err(WriteError::Full { reason }));
                 }
+                let mut pruned = Vec::new();
                 if let Some(corrections) = corrections.filter(|_| !late.is_empty()) {
                     let taken = match corrections.late(late.to_vec(), watermark).await {
                         Ok(taken) => taken,
@@ -363,20 +409,37 @@ impl Lane {
                     // days: refused as it would now refuse them (once, if
                     // the group is tried again).
                     for (i, taken) in taken.iter().enumerate() {
-                        if let Taken::Pruned { from } = taken
-                            && !refused[i].swap(true, Relaxed)
-                        {
+                        if let Taken::Pruned { from } = taken {
                             let (topic, payload) = &messages[i];
                             let why = NotWhole::Cut { from: *from };
-                            let detail = crate::admission::backfill_refused(&late[i].customer, why);
-                            let letter = DeadLetter {
-                                topic,
-                                reason: crate::metrics::RejectReason::TooLate,
-                                detail: &detail,
-                                received_ms,
-                                payload,
+                            let refusal = Refused {
+                                topic: topic.clone(),
+                                reason: RejectReason::TooLate,
+                                detail: crate::admission::backfill_refused(&late[i].customer, why),
+                                payload: payload.clone(),
                             };
-                            refuse(&metrics, dead_letters.as_deref(), &letter);
+                            if !late_refused[i].swap(true, Relaxed) {
+                                refusal.letter(received_ms).rejected().emit(&metrics);
+                            }
+                            pruned.push((i, refusal));
+                        }
+                    }
+                }
+                if let Some(store) = dead_letters
+                    && (!refused.is_empty() || !pruned.is_empty())
+                {
+                    let kept = tokio::task::spawn_blocking(move || {
+                        let letters = (refused.iter().zip(refused_kept.iter()))
+                            .chain(pruned.iter().map(|(i, refusal)| (refusal, &late_kept[*i])));
+                        keep(&store, letters, received_ms)
+                    });
+                    let kept = kept.await.unwrap_or_else(|e| Err(e.to_string()));
+                    match kept {
+                        Ok(()) => metrics.dead_letter_written(),
+                        Err(e) => {
+                            metrics.dead_letter_failed(&e);
+                            let reason = format!("dead letters of refused messages: {e}");
+                            return (id, Err(WriteError::Full { reason }));
                         }
                     }
                 }
@@ -468,25 +531,33 @@ impl Lane {
     }
 }
 
-/// Counts a refused message and keeps it in the dead-letter file.
-fn refuse(
-    metrics: &IngestMetrics,
-    dead_letters: Option<&Mutex<DeadLetterStore>>,
-    letter: &DeadLetter,
-) {
-    MessageRejected {
-        topic: letter.topic,
-        reason: letter.reason,
-        detail: letter.detail,
+/// Keeps a refused message's dead letter at once (no WAL: nothing waits
+/// for it); one that cannot be written is counted.
+fn keep_now(metrics: &IngestMetrics, store: &Mutex<DeadLetterStore>, letter: &DeadLetter) {
+    let mut store = store.lock().expect("dead-letter store poisoned");
+    match store.record(letter).and_then(|()| store.flush()) {
+        Ok(()) => metrics.dead_letter_written(),
+        Err(e) => metrics.dead_letter_failed(&e.to_string()),
     }
-    .emit(metrics);
-    if let Some(store) = dead_letters {
-        let mut store = store.lock().expect("dead-letter store poisoned");
-        match store.record(letter).and_then(|()| store.flush()) {
-            Ok(()) => metrics.dead_letter_written(),
-            Err(e) => metrics.dead_letter_failed(&e.to_string()),
+}
+
+/// Writes the letters not yet kept, then makes the file durable: the
+/// group's acknowledgement waits for it. A failed try leaves what the OS
+/// did not take in the store's buffer and the letters after it unmarked,
+/// so the next try writes each letter once.
+fn keep<'a>(
+    store: &Mutex<DeadLetterStore>,
+    letters: impl Iterator<Item = (&'a Refused, &'a AtomicBool)>,
+    received_ms: u64,
+) -> Result<(), String> {
+    let mut store = store.lock().expect("dead-letter store poisoned");
+    for (refusal, kept) in letters {
+        if !kept.load(Relaxed) {
+            (store.record(&refusal.letter(received_ms))).map_err(|e| e.to_string())?;
+            kept.store(true, Relaxed);
         }
     }
+    store.sync().map_err(|e| e.to_string())
 }
 
 /// Runs `work`, a hand-over to the engine (which waits while the engine

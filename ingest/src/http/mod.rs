@@ -305,6 +305,17 @@ impl Hub {
         if !self.is_running() {
             return Some("the service is not taking in telemetry".into());
         }
+        if let Some(error) = metrics.as_ref().and_then(|m| m.dead_letters_failing()) {
+            let what = if self.read_service().wal_dir.is_some() {
+                "intake paused: the refused messages wait at the broker, unacknowledged, until \
+                 their letters are written"
+            } else {
+                "refused messages are counted in fleetpulse_dead_letter_write_errors_total, not kept"
+            };
+            return Some(format!(
+                "the dead-letter file cannot be written ({error}): {what}"
+            ));
+        }
         if let Some(reason) = metrics.as_ref().and_then(|m| m.wal_full_reason()) {
             // Not full but removed: said as such, or an operator looks for
             // space that is there.
@@ -320,12 +331,6 @@ impl Hub {
             }
             return Some(format!(
                 "the write-ahead log is full ({reason}): intake paused"
-            ));
-        }
-        if let Some(error) = metrics.as_ref().and_then(|m| m.dead_letters_failing()) {
-            return Some(format!(
-                "refused messages cannot be kept: the dead-letter file cannot be written \
-                 ({error}); they are counted in fleetpulse_dead_letter_write_errors_total"
             ));
         }
         if metrics

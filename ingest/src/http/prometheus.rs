@@ -57,7 +57,7 @@ pub const TAKEOVERS: Family = Family::counter(
 );
 pub const DEAD_LETTER_WRITE_ERRORS: Family = Family::counter(
     "fleetpulse_dead_letter_write_errors_total",
-    "Refused messages whose dead letter could not be written when refused (a full disk); beyond the 8 KiB buffered, not kept.",
+    "Failed writes of dead letters (a full disk). With a WAL, a failed try of a group whose refused messages wait, unacknowledged, until their letters are written; without one, a refused message not kept.",
 );
 pub const CUSTOMERS_RELOAD_ERRORS: Family = Family::counter(
     "fleetpulse_customers_reload_errors_total",
@@ -214,7 +214,7 @@ pub struct Snapshot {
     pub oversized_packets: u64,
     /// Likely takeovers of the MQTT session.
     pub takeovers: u64,
-    /// Refused messages whose dead letter could not be written.
+    /// Failed writes of dead letters.
     pub dead_letter_write_errors: u64,
     /// Refused reloads of the customers file.
     pub customers_reload_errors: u64,

@@ -18,6 +18,7 @@
 //! value.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
 
 use std::time::{Duration, Instant};
 
@@ -780,22 +781,23 @@ async fn a_dead_letter_file_removed_while_running_is_started_again() {
     );
 }
 
-/// The dead-letter file's disk fills up: refused messages can no longer be
-/// kept for inspection. Before, each was acknowledged with an ERROR line of
-/// its own (thousands of them) and nothing else: no counter, `/readyz`
-/// green. Now they are counted, `/readyz` says why, and room on the disk
-/// makes it ready again with the next letter written, the letters still
-/// buffered with it.
+/// The dead-letter file's disk fills up: a refused message, whose letter
+/// is often its only copy, is not acknowledged until the letter is on disk.
+/// Its lane pauses as when the WAL is full (the telemetry behind waits too),
+/// `/readyz` says why, and room on the disk resumes it by itself: every
+/// letter written once, whole, in order, and the telemetry taken in. Before,
+/// each refused message was acknowledged and its letter lost (all but the
+/// 8 KiB the writer still buffered).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_dead_letter_disk_is_counted_and_said_until_it_has_room() {
+async fn a_full_dead_letter_disk_holds_the_refused_messages_until_their_letters_are_written() {
     let Some(disk) = SmallDisk::mount("1m") else {
         return rerun_in_namespace(
-            "disk::a_full_dead_letter_disk_is_counted_and_said_until_it_has_room",
+            "disk::a_full_dead_letter_disk_holds_the_refused_messages_until_their_letters_are_written",
         );
     };
     let mosquitto = crate::support::servers::Mosquitto::start_with_config(NO_LOSS);
     let dir = tempfile::tempdir().unwrap();
-    let _fleet = fleet_in(dir.path(), 33);
+    let fleet = fleet_in(dir.path(), 33);
     let letters = disk.path().join("dead-letters.jsonl");
     let mut config = crate::support::in_process::durable(
         mosquitto.host(),
@@ -830,38 +832,37 @@ async fn a_full_dead_letter_disk_is_counted_and_said_until_it_has_room() {
         .await
         .unwrap();
     refused(40).await;
-    let unwritten = service
-        .metrics
-        .dead_letter_write_errors
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(unwritten, 40);
-    let reason = hub.not_ready_reason().unwrap_or_default();
-    assert!(
-        reason.contains("the dead-letter file cannot be written")
-            && reason.contains("No space left on device"),
-        "{reason}"
-    );
-
-    shrink_by(&filler, 256 * 1024);
-    publish(garbage("room again", 1), "dead-letter-garbage-1")
-        .await
-        .unwrap();
-    refused(41).await;
     let metrics = service.metrics.clone();
-    crate::support::poll::wait_for("a dead letter written again", move || {
-        metrics.dead_letters_failing().is_none()
+    crate::support::poll::wait_for("the dead letters failing", move || {
+        metrics.dead_letters_failing().is_some()
     })
     .await;
+    let reason = hub.not_ready_reason().unwrap_or_default();
+    assert!(reason.contains("No space left on device"), "{reason}");
+    let telemetry: Vec<(String, Vec<u8>)> = fleet.encoded_messages().take(20).collect();
+    publish(telemetry, "dead-letter-telemetry").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let accepted = || service.metrics.messages_accepted.load(Relaxed);
+    // The lane of the refused messages waits; the other lanes go on.
+    assert!(accepted() < 20, "all taken in behind letters not written");
+    assert!(service.metrics.dead_letter_write_errors.load(Relaxed) >= 1);
+
+    shrink_by(&filler, 256 * 1024);
+    let metrics = service.metrics.clone();
+    crate::support::poll::wait_for("the telemetry behind the letters", move || {
+        metrics.messages_accepted.load(Relaxed) >= 20
+    })
+    .await;
+    assert_eq!(service.metrics.dead_letters_failing(), None);
     assert_eq!(hub.not_ready_reason(), None);
-    // Whole lines: the letters the writer still buffered (8 KiB, the
-    // first of the 40), then the one written with room.
     let kept = fleetpulse::dead_letter::read_file(&letters).unwrap();
     let payload = |text: &str| text.bytes().map(|b| format!("{b:02x}")).collect::<String>();
-    assert!(kept.len() > 1 && kept.len() <= 41, "{kept:?}");
-    assert_eq!(kept.last().unwrap().payload_hex, payload("room again 0"));
-    for (i, letter) in kept[..kept.len() - 1].iter().enumerate() {
-        assert_eq!(letter.payload_hex, payload(&format!("not protobuf {i}")));
-    }
+    let got: Vec<&str> = kept.iter().map(|l| l.payload_hex.as_str()).collect();
+    let want: Vec<String> = (0..40)
+        .map(|i| payload(&format!("not protobuf {i}")))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(service.metrics.rejected_total(), 40);
     service.shutdown.cancel();
     service.task.await.unwrap().unwrap();
 }
