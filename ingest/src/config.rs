@@ -444,14 +444,18 @@ fn writable(place: &Path, dir: bool) -> Result<(), String> {
     if !dir && place.is_dir() {
         return Err("is a directory, where a file goes".to_string());
     }
-    if place.is_file() {
-        return std::fs::OpenOptions::new()
+    let from = if place.is_file() {
+        std::fs::OpenOptions::new()
             .append(true)
             .open(place)
-            .map(drop)
-            .map_err(|e| format!("cannot be written: {e}"));
-    }
-    let existing = place
+            .map_err(|e| format!("cannot be written: {e}"))?;
+        // Its directory is written too: SQLite makes its journal beside
+        // the store, the dead letters rotate there.
+        place.parent().unwrap_or(Path::new("."))
+    } else {
+        place
+    };
+    let existing = from
         .ancestors()
         .find(|p| p.exists())
         .unwrap_or(Path::new("."));
@@ -782,8 +786,10 @@ impl ServiceConfig {
         if let Some(file) = &self.limits.dead_letter_file {
             paths.push(("limits.dead_letter_file".to_string(), file.clone()));
         }
-        if let Some(dir) = &self.alerts.outbox_dir {
-            paths.push(("alerts.outbox_dir".to_string(), dir.clone()));
+        // The outbox the service opens: its default lies in the WAL's.
+        let wal_dir = self.wal.as_ref().map(|wal| wal.dir.as_path());
+        if let Some(dir) = self.alerts.outbox_dir(wal_dir) {
+            paths.push(("alerts.outbox_dir".to_string(), dir));
         }
         for (i, aemp) in self.aemp.iter().enumerate() {
             if let Some(dir) = &aemp.position_dir {

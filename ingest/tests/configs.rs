@@ -252,6 +252,63 @@ fn check_config_names_the_places_it_cannot_write() {
     assert!(said.contains("is a directory, where a file goes"), "{said}");
 }
 
+/// A store file the service's user may write, in a directory it may not
+/// (the file handed over with `chown`, its directory left to root): SQLite
+/// cannot make its journal beside it and `run` fails at the first write.
+/// And the outbox the service opens by default, `{wal.dir}/alerts-outbox`,
+/// left to root. `check-config`, run as that user, names both fields, where
+/// before it passed; handed over too, they pass.
+#[test]
+fn check_config_as_the_service_user_checks_the_directory_of_a_file_and_the_default_outbox() {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    const NOBODY: u32 = 65534;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.path().join("fleetpulse.toml");
+    std::fs::write(
+        &config,
+        "[mqtt]\nhost = \"127.0.0.1\"\n\n[wal]\ndir = \"wal\"\n\n\
+         [limits]\nearliest_event_time = \"2020-01-01T00:00:00Z\"\n\n\
+         [[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n",
+    )
+    .unwrap();
+    let (store, wal) = (dir.path().join("kpi.sqlite"), dir.path().join("wal"));
+    let outbox = wal.join("alerts-outbox");
+    std::fs::write(&store, "").unwrap();
+    std::fs::create_dir_all(&outbox).unwrap();
+    for place in [&store, &wal] {
+        chown(place, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let as_nobody = || {
+        let output = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_fleetpulse"))
+            .arg("check-config")
+            .arg(&config)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.success(), said)
+    };
+    let (ok, said) = as_nobody();
+    assert!(!ok, "{said}");
+    for field in ["sinks[0].path", "alerts.outbox_dir"] {
+        assert!(
+            said.contains(&format!("field `{field}`")),
+            "{field}: {said}"
+        );
+    }
+    assert!(said.contains("Permission denied"), "{said}");
+    assert!(!said.contains("field `wal.dir`"), "{said}");
+    for place in [dir.path(), &outbox] {
+        chown(place, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    let (ok, said) = as_nobody();
+    assert!(ok, "{said}");
+}
+
 /// `fleetpulse check-config EXTRA.. FILE`: whether it passed, and what it
 /// printed (stdout, then stderr).
 fn check_config(extra: &[&str], file: &Path) -> (bool, String) {
