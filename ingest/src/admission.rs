@@ -646,6 +646,8 @@ mod tests {
         assert_eq!(reason(&mut a, t, b"\x0a\xff"), RejectReason::Decode);
         // Empty is no batch, not one whose ids differ from the topic's.
         assert_eq!(reason(&mut a, t, b""), RejectReason::Decode);
+        // Text that parses as unknown fields (tag 13, a string): no ids.
+        assert_eq!(reason(&mut a, t, b"j\x03abc"), RejectReason::Decode);
         assert_eq!(
             reason(&mut a, "fleet/x/s/d/telemetry", &payload("c", 5000)),
             RejectReason::IdMismatch

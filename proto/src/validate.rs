@@ -166,6 +166,13 @@ pub fn validate(
     batch: &TelemetryBatch,
     limits: &Limits,
 ) -> Result<(), ValidationError> {
+    // Bytes of something else often parse as a batch of unknown fields:
+    // with no id at all it is no batch, not one that names another device.
+    if batch.customer_id.is_empty() && batch.site_id.is_empty() && batch.device_id.is_empty() {
+        return Err(ValidationError::Decode(
+            "no customer, site or device id: not a fleetpulse.v1.TelemetryBatch".into(),
+        ));
+    }
     for (field, payload, topic) in [
         ("customer_id", &batch.customer_id, topic.customer),
         ("site_id", &batch.site_id, topic.site),
