@@ -262,16 +262,24 @@ impl SequenceWindow {
     /// Forgets that `sequence` was seen: it was told new and not yet
     /// applied when a snapshot was taken, and the replay after a restore
     /// brings it again. Exact: the window then holds the same sequences
-    /// as one that never saw it (a forgotten range excepted).
-    pub fn unsee(&mut self, sequence: u64) {
-        if !self.holds(sequence) || sequence < self.floor {
-            return;
+    /// as one that never saw it. `false` where it cannot: below the floor
+    /// of a window that forgot ranges (a unit whose sequences jump about),
+    /// where it cannot tell one sequence from another.
+    pub fn unsee(&mut self, sequence: u64) -> bool {
+        if !self.holds(sequence) {
+            return true;
         }
         let age = self.high - sequence;
         if age >= Self::WINDOW {
+            if sequence < self.floor {
+                return false;
+            }
             self.insert_missing(sequence);
         } else if age > 0 {
             self.seen &= !(1 << age);
+            // Missing, not too old, once it leaves the bit set (a closed
+            // window's bit set takes one below its floor).
+            self.floor = self.floor.min(sequence);
         } else if let Some(next) = self.next_below_high() {
             self.lower_high_to(next);
         } else {
@@ -280,6 +288,7 @@ impl SequenceWindow {
                 ..Self::default()
             };
         }
+        true
     }
 
     /// The high-water mark down to `next`, the next sequence seen: the bit
@@ -420,15 +429,13 @@ impl UnitSequences {
     }
 
     /// Forgets that `sequence` of unit `epoch` was seen
-    /// ([`SequenceWindow::unsee`]).
-    pub fn unsee(&mut self, epoch: u64, sequence: u64) {
+    /// ([`SequenceWindow::unsee`]); `false` where it cannot, or the unit
+    /// is no longer remembered.
+    pub fn unsee(&mut self, epoch: u64, sequence: u64) -> bool {
         match &mut self.current {
             Some((high, window)) if *high == epoch => window.unsee(sequence),
-            _ => {
-                if let Some((_, window)) = self.older.iter_mut().find(|(e, _)| *e == epoch) {
-                    window.unsee(sequence);
-                }
-            }
+            _ => (self.older.iter_mut().find(|(e, _)| *e == epoch))
+                .is_some_and(|(_, window)| window.unsee(sequence)),
         }
     }
 }
@@ -450,6 +457,12 @@ pub struct DeviceMemory {
     /// Not in snapshots: see [`Self::for_snapshot`].
     #[serde(skip)]
     ahead: Option<Cumulative>,
+    /// Batches told new and still waiting when the snapshot it came from
+    /// was taken, which its windows could not forget
+    /// ([`SequenceWindow::unsee`]): new once more when the replay brings
+    /// them. `None` (no allocation) but for a unit whose sequences jump
+    /// about past the windows' ranges.
+    unapplied: Option<Box<[(u64, u64)]>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -592,7 +605,29 @@ impl DeviceMemory {
     /// of the memory changes).
     pub fn admit(&mut self, batch: &DeviceBatch, gaps: &mut i64) -> Admission {
         let ranges = SequenceWindow::ENGINE_MISSING_RANGES;
-        (self.sequences).admit_keeping(batch.unit_epoch, batch.sequence, gaps, true, ranges)
+        let (epoch, sequence) = (batch.unit_epoch, batch.sequence);
+        let told = (self.sequences).admit_keeping(epoch, sequence, gaps, true, ranges);
+        if told != Admission::New && self.take_unapplied(epoch, sequence) {
+            return Admission::New;
+        }
+        told
+    }
+
+    /// Whether (`epoch`, `sequence`) waited unapplied at the snapshot this
+    /// memory came from; no longer once asked.
+    fn take_unapplied(&mut self, epoch: u64, sequence: u64) -> bool {
+        let Some(unapplied) = &self.unapplied else {
+            return false;
+        };
+        if !unapplied.contains(&(epoch, sequence)) {
+            return false;
+        }
+        let rest: Box<[(u64, u64)]> = (unapplied.iter())
+            .filter(|&&told| told != (epoch, sequence))
+            .copied()
+            .collect();
+        self.unapplied = (!rest.is_empty()).then_some(rest);
+        true
     }
 
     /// [`Self::admit`] forgetting no missing range: for a fold that holds
@@ -736,9 +771,13 @@ impl DeviceMemory {
             memory.place_ahead(ahead.at);
         }
         memory.ahead = None;
-        for &(epoch, sequence) in waiting {
-            memory.sequences.unsee(epoch, sequence);
-        }
+        let kept_back =
+            (waiting.iter()).filter(|&&(epoch, sequence)| !memory.sequences.unsee(epoch, sequence));
+        let unapplied: Vec<(u64, u64)> = (memory.unapplied.iter().flatten())
+            .chain(kept_back)
+            .copied()
+            .collect();
+        memory.unapplied = (!unapplied.is_empty()).then(|| unapplied.into());
         memory
     }
 }
@@ -799,6 +838,35 @@ pub mod format_1 {
                 },
                 last: old.last,
                 ahead: None,
+                unapplied: None,
+            }
+        }
+    }
+}
+
+/// The device memory as snapshot format 2 wrote it, before a memory kept
+/// the batches a snapshot could not take out of its windows.
+pub mod format_2 {
+    use serde::Deserialize;
+
+    use super::{Cumulative, EventTime, UnitSequences};
+
+    /// One device's memory in format 2.
+    #[derive(Deserialize)]
+    pub struct DeviceMemory {
+        covered_to: EventTime,
+        sequences: UnitSequences,
+        last: Option<Cumulative>,
+    }
+
+    impl From<DeviceMemory> for super::DeviceMemory {
+        fn from(old: DeviceMemory) -> Self {
+            Self {
+                covered_to: old.covered_to,
+                sequences: old.sequences,
+                last: old.last,
+                ahead: None,
+                unapplied: None,
             }
         }
     }
@@ -923,8 +991,17 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
                         (waiting.get_or_default(&batch.customer, &batch.device))
                             .push((batch.unit_epoch, batch.sequence));
                     }
+                    // Every batch before the first waiting and before the
+                    // frontier is in: a worker with no device (more workers
+                    // than devices) no longer holds the point, and with it
+                    // the WAL's cut, at its start.
+                    let first_waiting = pending.first_key_value().map(|(tick, _)| *tick);
+                    let point = (first_waiting.into_iter())
+                        .chain(frontier.frontier().iter().copied())
+                        .min()
+                        .map_or(covered_to, |point| point.max(covered_to));
                     let memories = devices.iter().map(|(key, memory)| {
-                        let covered_to = memory.covered_to.max(covered_to);
+                        let covered_to = memory.covered_to.max(point);
                         let waiting = waiting.get(&key.0, &key.1).map_or(&[][..], Vec::as_slice);
                         (
                             key.clone(),
@@ -934,7 +1011,7 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
                             },
                         )
                     });
-                    board.hand_in(request, covered_to, memories);
+                    board.hand_in(request, point, memories);
                     answered = request;
                 }
                 while let Some(entry) = pending.first_entry() {
@@ -1067,9 +1144,13 @@ mod tests {
                     }
                 }
             }
+            let mut kept_back = Vec::new();
             for &sequence in &waiting {
-                w.unsee(sequence);
-                held.remove(&sequence);
+                if w.unsee(sequence) {
+                    held.remove(&sequence);
+                } else {
+                    kept_back.push(sequence);
+                }
             }
             let floor = w.floor;
             for sequence in 0..420 {
@@ -1079,17 +1160,68 @@ mod tests {
                 }
                 proptest::prop_assert_eq!(w.holds(sequence), held.contains(&sequence), "{}", sequence);
             }
-            for &sequence in &waiting {
-                // A closed window's bit set takes one below its floor, which
-                // no longer tells it once it left the bit set (a memory
-                // restored from format 1): too old, as before the snapshot.
-                if !w.open_below && sequence < floor {
-                    continue;
-                }
+            // Only below the floor of a closed window (the snapshot keeps
+            // those in the memory's list).
+            for &sequence in &kept_back {
+                proptest::prop_assert!(!w.open_below && sequence < floor);
+                proptest::prop_assert_ne!(w.admit_keeping(sequence, &mut gaps, 4096), Admission::New);
+            }
+            for &sequence in waiting.iter().filter(|s| !kept_back.contains(s)) {
                 proptest::prop_assert_eq!(w.admit_keeping(sequence, &mut gaps, 4096), Admission::New);
                 proptest::prop_assert_eq!(w.admit_keeping(sequence, &mut gaps, 4096), Admission::Duplicate);
             }
         }
+    }
+
+    /// A unit numbering its batches up with a gap at each (a buffer sent
+    /// newest first) splits its window past the engine's ranges, which then
+    /// forgets the oldest and raises its floor: a snapshot taken while the
+    /// first of them wait cannot take those out of its windows, and keeps
+    /// them in the memory instead. After the restore each waiting batch is
+    /// new once, and none applied before is new again (before, the replay
+    /// dropped 143 of 1,200 as too old and their hours were counted twice).
+    #[test]
+    fn a_snapshot_past_the_forgotten_ranges_keeps_the_waiting_batches_new() {
+        let mut memory = DeviceMemory::default();
+        let mut gaps = 0;
+        let told = |memory: &mut DeviceMemory, gaps: &mut i64, sequence| {
+            memory.admit(&ten_minute_batch(sequence), gaps)
+        };
+        let sequences: Vec<u64> = (0..1_300).map(|i| 26 + 2 * i).collect();
+        for &sequence in &sequences {
+            assert_eq!(told(&mut memory, &mut gaps, sequence), Admission::New);
+        }
+        assert!(!memory.sequences.current.as_ref().unwrap().1.open_below);
+        // The first 200 told and the last 3 wait; the rest were applied.
+        let waiting: Vec<(u64, u64)> = (sequences[..200].iter())
+            .chain(&sequences[1_297..])
+            .map(|&sequence| (0, sequence))
+            .collect();
+        let mut restored = memory.for_snapshot(0, &waiting);
+        assert!(restored.unapplied.is_some());
+        let mut again = restored.clone();
+        for &(_, sequence) in &waiting {
+            assert_eq!(
+                told(&mut restored, &mut gaps, sequence),
+                Admission::New,
+                "{sequence}"
+            );
+            assert_ne!(
+                told(&mut restored, &mut gaps, sequence),
+                Admission::New,
+                "{sequence}"
+            );
+        }
+        assert_eq!(restored.unapplied, None);
+        for &sequence in &sequences[200..1_297] {
+            assert_ne!(
+                told(&mut again, &mut gaps, sequence),
+                Admission::New,
+                "{sequence}"
+            );
+        }
+        // A snapshot of the restored memory before the replay keeps them.
+        assert_eq!(again.for_snapshot(0, &[]).unapplied, again.unapplied);
     }
 
     /// The snapshot's memory has not seen the batches still waiting, of

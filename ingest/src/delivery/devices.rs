@@ -14,12 +14,13 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use fleetpulse_engine::operators::device_state::format_1;
+use fleetpulse_engine::operators::device_state::{format_1, format_2};
 use fleetpulse_engine::{DeviceKey, DeviceSnapshot, EventTime};
 
-/// The file format this build writes; it reads this one and format 1 (whose
-/// sequence windows kept no missing ranges).
-pub const FORMAT: u32 = 2;
+/// The file format this build writes; it reads this one, format 2 (whose
+/// memories kept no batches a snapshot could not take out of its windows)
+/// and format 1 (whose sequence windows kept no missing ranges).
+pub const FORMAT: u32 = 3;
 
 const MAGIC: &[u8; 8] = b"FPDEVSNP";
 const HEADER: usize = 8 + 4 + 8 + 8 + 8 + 4;
@@ -83,7 +84,7 @@ pub fn decode(bytes: &[u8], shown: &str) -> Result<DeviceSnapshot, String> {
     let Some(header) = Header::read(bytes) else {
         return Err(format!("{shown}: not a device snapshot; {afresh}"));
     };
-    if header.format != FORMAT && header.format != 1 {
+    if !(1..=FORMAT).contains(&header.format) {
         return Err(format!(
             "{shown}: device snapshot of format {} (this build reads formats 1 to {FORMAT}); run the \
              build that wrote it, or {afresh}",
@@ -104,14 +105,18 @@ pub fn decode(bytes: &[u8], shown: &str) -> Result<DeviceSnapshot, String> {
         ));
     }
     let damaged = |e: bincode::Error| format!("{shown}: device snapshot: {e}");
-    let devices = if header.format == 1 {
-        bincode::deserialize::<Vec<(DeviceKey, format_1::DeviceMemory)>>(body)
+    let devices = match header.format {
+        1 => bincode::deserialize::<Vec<(DeviceKey, format_1::DeviceMemory)>>(body)
             .map_err(damaged)?
             .into_iter()
             .map(|(key, memory)| (key, memory.into()))
-            .collect()
-    } else {
-        bincode::deserialize(body).map_err(damaged)?
+            .collect(),
+        2 => bincode::deserialize::<Vec<(DeviceKey, format_2::DeviceMemory)>>(body)
+            .map_err(damaged)?
+            .into_iter()
+            .map(|(key, memory)| (key, memory.into()))
+            .collect(),
+        _ => bincode::deserialize(body).map_err(damaged)?,
     };
     Ok(DeviceSnapshot {
         at,
@@ -271,10 +276,10 @@ mod tests {
         let err = decode(&bytes[..bytes.len() - 1], "f").unwrap_err();
         assert!(err.contains("damaged"), "{err}");
         let mut newer = bytes.clone();
-        newer[8] = 3;
+        newer[8] = 4;
         let err = decode(&newer, "f").unwrap_err();
         assert!(
-            err.contains("format 3") && err.contains("this build reads formats 1 to 2"),
+            err.contains("format 4") && err.contains("this build reads formats 1 to 3"),
             "{err}"
         );
         assert!(
@@ -443,5 +448,59 @@ mod tests {
             Err(fleetpulse_engine::operators::device_state::Admission::Duplicate)
         );
         assert_eq!(gaps, -1);
+    }
+
+    /// Format 3 (checked in) keeps the batches a snapshot could not take
+    /// out of a window that forgot ranges: after a restart the replay of
+    /// one still counts, once.
+    #[test]
+    fn a_format_3_snapshot_keeps_the_waiting_batches_its_windows_could_not_forget() {
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/devices-v3.snapshot");
+        let batch = |sequence| DeviceBatch {
+            customer: "acme".into(),
+            site: "quarry".into(),
+            device: "drill-4".into(),
+            unit_epoch: 0,
+            sequence,
+            samples: vec![Sample {
+                at: 1_000 + sequence,
+                ..Sample::default()
+            }],
+        };
+        let mut written = remembered();
+        let mut memory = DeviceMemory::default();
+        let (mut gaps, mut faults, mut usage) = (0, MeterFaults::default(), Vec::new());
+        // Numbered up with a gap at each: more missing ranges than kept.
+        for i in 0..1_100 {
+            memory
+                .apply(batch(2 + 2 * i), &mut gaps, &mut faults, &mut usage)
+                .unwrap();
+        }
+        let memory = memory.for_snapshot(0, &[(0, 2), (0, 2_198)]);
+        written
+            .devices
+            .push((("acme".into(), "drill-4".into()), memory));
+        if std::env::var_os("FLEETPULSE_BLESS").is_some() && !fixture.exists() {
+            std::fs::write(&fixture, encode(&written)).unwrap();
+        }
+        let bytes = std::fs::read(&fixture).unwrap();
+        let mut read = decode(&bytes, "fixture").unwrap();
+        assert_eq!(read, written);
+        let (_, memory) = read.devices.last_mut().unwrap();
+        for sequence in [2, 2_198] {
+            let replayed = memory.apply(batch(sequence), &mut gaps, &mut faults, &mut usage);
+            assert_eq!(replayed, Ok(()), "{sequence}");
+            assert!(
+                memory
+                    .apply(batch(sequence), &mut gaps, &mut faults, &mut usage)
+                    .is_err()
+            );
+        }
+        assert!(
+            memory
+                .apply(batch(4), &mut gaps, &mut faults, &mut usage)
+                .is_err()
+        );
     }
 }
