@@ -400,6 +400,32 @@ mod tests {
         assert_eq!(decode(&bytes, "fixture").unwrap(), closed);
     }
 
+    /// The snapshot `fixture` holds, equal to `written` (which
+    /// `FLEETPULSE_BLESS=1` writes there when it is missing).
+    fn checked_in(fixture: &Path, written: &DeviceSnapshot) -> DeviceSnapshot {
+        if std::env::var_os("FLEETPULSE_BLESS").is_some() && !fixture.exists() {
+            std::fs::write(fixture, encode(written)).unwrap();
+        }
+        let read = decode(&std::fs::read(fixture).unwrap(), "fixture").unwrap();
+        assert_eq!(&read, written);
+        read
+    }
+
+    /// Batch `sequence` of `device` of acme, one reading at `at`.
+    fn one_reading(device: &str, sequence: u64, at: EventTime) -> DeviceBatch {
+        DeviceBatch {
+            customer: "acme".into(),
+            site: "quarry".into(),
+            device: device.into(),
+            unit_epoch: 0,
+            sequence,
+            samples: vec![Sample {
+                at,
+                ..Sample::default()
+            }],
+        }
+    }
+
     /// Format 2 (checked in) keeps a device's missing sequences far behind
     /// its newest: after a restart its buffered batches still count and
     /// their replays are still refused.
@@ -407,17 +433,7 @@ mod tests {
     fn a_format_2_snapshot_keeps_missing_sequences_far_behind_the_newest() {
         let fixture =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/devices-v2.snapshot");
-        let batch = |sequence, at| DeviceBatch {
-            customer: "acme".into(),
-            site: "quarry".into(),
-            device: "drill-3".into(),
-            unit_epoch: 0,
-            sequence,
-            samples: vec![Sample {
-                at,
-                ..Sample::default()
-            }],
-        };
+        let batch = |sequence, at| one_reading("drill-3", sequence, at);
         let mut written = remembered();
         let mut memory = DeviceMemory::default();
         let (mut gaps, mut faults, mut usage) = (0, MeterFaults::default(), Vec::new());
@@ -431,12 +447,7 @@ mod tests {
         written
             .devices
             .push((("acme".into(), "drill-3".into()), memory));
-        if std::env::var_os("FLEETPULSE_BLESS").is_some() && !fixture.exists() {
-            std::fs::write(&fixture, encode(&written)).unwrap();
-        }
-        let bytes = std::fs::read(&fixture).unwrap();
-        let mut read = decode(&bytes, "fixture").unwrap();
-        assert_eq!(read, written);
+        let mut read = checked_in(&fixture, &written);
         let (_, memory) = read.devices.last_mut().unwrap();
         let (mut gaps, mut faults, mut usage) = (0, MeterFaults::default(), Vec::new());
         assert_eq!(
@@ -457,17 +468,7 @@ mod tests {
     fn a_format_3_snapshot_keeps_the_waiting_batches_its_windows_could_not_forget() {
         let fixture =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/devices-v3.snapshot");
-        let batch = |sequence| DeviceBatch {
-            customer: "acme".into(),
-            site: "quarry".into(),
-            device: "drill-4".into(),
-            unit_epoch: 0,
-            sequence,
-            samples: vec![Sample {
-                at: 1_000 + sequence,
-                ..Sample::default()
-            }],
-        };
+        let batch = |sequence| one_reading("drill-4", sequence, 1_000 + sequence);
         let mut written = remembered();
         let mut memory = DeviceMemory::default();
         let (mut gaps, mut faults, mut usage) = (0, MeterFaults::default(), Vec::new());
@@ -481,12 +482,7 @@ mod tests {
         written
             .devices
             .push((("acme".into(), "drill-4".into()), memory));
-        if std::env::var_os("FLEETPULSE_BLESS").is_some() && !fixture.exists() {
-            std::fs::write(&fixture, encode(&written)).unwrap();
-        }
-        let bytes = std::fs::read(&fixture).unwrap();
-        let mut read = decode(&bytes, "fixture").unwrap();
-        assert_eq!(read, written);
+        let mut read = checked_in(&fixture, &written);
         let (_, memory) = read.devices.last_mut().unwrap();
         for sequence in [2, 2_198] {
             let replayed = memory.apply(batch(sequence), &mut gaps, &mut faults, &mut usage);
