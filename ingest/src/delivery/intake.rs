@@ -91,9 +91,8 @@ struct Group {
     /// Which of `late`'s dead letters are written (on a retry, the rest).
     late_kept: Arc<[AtomicBool]>,
     /// Refused messages whose dead letters are written with the group's
-    /// durability, and which of them are.
+    /// durability.
     refused: Arc<[Refused]>,
-    refused_kept: Arc<[AtomicBool]>,
     /// When the group's messages were received.
     received_ms: u64,
     /// The admitted messages as WAL records, shared with the WAL writer and
@@ -115,6 +114,8 @@ struct Refused {
     reason: RejectReason,
     detail: String,
     payload: bytes::Bytes,
+    /// Its letter is written (a retry writes the rest).
+    kept: AtomicBool,
 }
 
 impl Refused {
@@ -289,7 +290,6 @@ impl Lane {
             late_refused: Arc::new([]),
             late_kept: Arc::new([]),
             refused: Arc::new([]),
-            refused_kept: Arc::new([]),
             received_ms,
             records: Arc::new([]),
             newest: 0,
@@ -328,6 +328,7 @@ impl Lane {
                         reason: rejection.reason,
                         detail: rejection.detail,
                         payload: message.payload,
+                        kept: AtomicBool::new(false),
                     };
                     let letter = refusal.letter(received_ms);
                     letter.rejected().emit(&self.metrics);
@@ -348,7 +349,6 @@ impl Lane {
         group.records = records.into();
         group.late_refused = late.iter().map(|_| AtomicBool::new(false)).collect();
         group.late_kept = late.iter().map(|_| AtomicBool::new(false)).collect();
-        group.refused_kept = refused.iter().map(|_| AtomicBool::new(false)).collect();
         group.refused = refused.into();
         group.late = late.into();
         group.late_messages = late_messages.into();
@@ -378,7 +378,7 @@ impl Lane {
         let (records, late) = (group.records.clone(), group.late.clone());
         let (messages, late_refused) = (group.late_messages.clone(), group.late_refused.clone());
         let late_kept = group.late_kept.clone();
-        let (refused, refused_kept) = (group.refused.clone(), group.refused_kept.clone());
+        let refused = group.refused.clone();
         let (metrics, dead_letters) = (self.metrics.clone(), self.dead_letters.clone());
         let (watermark, received_ms) = (group.watermark, group.received_ms);
         move |id| {
@@ -417,6 +417,7 @@ impl Lane {
                                 reason: RejectReason::TooLate,
                                 detail: crate::admission::backfill_refused(&late[i].customer, why),
                                 payload: payload.clone(),
+                                kept: AtomicBool::new(false),
                             };
                             if !late_refused[i].swap(true, Relaxed) {
                                 refusal.letter(received_ms).rejected().emit(&metrics);
@@ -429,7 +430,7 @@ impl Lane {
                     && (!refused.is_empty() || !pruned.is_empty())
                 {
                     let kept = tokio::task::spawn_blocking(move || {
-                        let letters = (refused.iter().zip(refused_kept.iter()))
+                        let letters = (refused.iter().map(|refusal| (refusal, &refusal.kept)))
                             .chain(pruned.iter().map(|(i, refusal)| (refusal, &late_kept[*i])));
                         keep(&store, letters, received_ms)
                     });
