@@ -136,8 +136,7 @@ impl JourneyBoard {
     /// it, in every time zone ([`crate::kpi::Output::kept_at_stop`]).
     /// `None` while running and at the end of a finite input.
     pub fn portfolio_passed(&self) -> Option<EventTime> {
-        let wait = crate::operators::portfolio::LATEST_LOCAL_END;
-        (self.stopped_at()).map(|at| at.saturating_sub(wait + 1))
+        (self.stopped_at()).map(crate::operators::portfolio::figures_emitted_through)
     }
 
     /// The states of the days closed since the last call, oldest first.

@@ -67,6 +67,10 @@ impl EngineStats {
         self.sequence_gaps.fetch_add(gaps, Relaxed);
     }
 
+    pub(crate) fn add_sequence_gaps(&self, gaps: i64) {
+        self.sequence_gaps.fetch_add(gaps, Relaxed);
+    }
+
     pub(crate) fn add_devices(&self, delta: i64) {
         self.devices.fetch_add(delta, Relaxed);
     }

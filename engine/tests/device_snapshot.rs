@@ -209,6 +209,34 @@ fn a_restored_snapshot_continues_like_a_run_that_never_stopped_at_any_worker_cou
     }
 }
 
+/// A device that skips sequences: the gaps gauge after a restore is that
+/// of a run that never stopped. (It restarted at 0, so the sequences the
+/// snapshot's windows still missed were not counted, and those the replay
+/// filled took it below 0.)
+#[test]
+fn the_sequence_gaps_after_a_restore_are_those_of_a_run_that_never_stopped() {
+    let skipping = || -> Vec<DeviceBatch> {
+        (fleet().into_iter())
+            .filter(|b| !(&*b.device == "exc-2" && b.sequence.is_multiple_of(7)))
+            .collect()
+    };
+    let uninterrupted =
+        run_batches(config(DeviceBoard::default()), 2, LATENESS, skipping()).unwrap();
+    // Every 7th of one device's 96 hourly batches never came (13), and
+    // `quiet` numbers the hours it was silent (48).
+    assert_eq!(uninterrupted.stats.sequence_gaps, 13 + 48);
+    let batches = skipping().len();
+    for (before, after_restart) in [(2, 1), (1, 2)] {
+        let snapshot = snapshot_of(skipping(), before, batches / 2);
+        let restored = config(DeviceBoard::restoring(snapshot));
+        let replayed = run_batches(restored, after_restart, LATENESS, skipping()).unwrap();
+        assert_eq!(
+            replayed.stats.sequence_gaps, uninterrupted.stats.sequence_gaps,
+            "{before} worker(s) before, {after_restart} after"
+        );
+    }
+}
+
 /// After a restart the WAL's replay hands a lane's batches to the engine
 /// live, where they wait for the other lanes' frontier; the broker then
 /// redelivers some of them (durable, not yet acknowledged), older than

@@ -1058,7 +1058,11 @@ async fn a_restatement_of_the_last_closed_day_does_not_wait_for_the_portfolio() 
 /// a date's figures again only where the live dataflow had emitted some).
 /// Here `bolt` has sent one reading today; `acme`'s fifteen days before it
 /// are `acme`'s alone. Every date's row is checked against a fold of the
-/// health table done here, in SQL.
+/// health table done here, in SQL. (A date's first figures came from a
+/// pass that ran once the engine's frontier passed the date's end, but the
+/// live operator waits for the day of the date in every time zone: the
+/// store then held yesterday's figures or not depending on when the pass
+/// ran, and a run compared with another one differed by that row.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfilled_customer_s_dates_alone_get_their_portfolio_figures() {
     let days = 12;
@@ -1086,9 +1090,11 @@ async fn a_backfilled_customer_s_dates_alone_get_their_portfolio_figures() {
          FROM portfolio ORDER BY window_start",
     );
     // The history's days and the empty ones up to today; today's is still
-    // open (a stop closes no day).
+    // open (a stop closes no day). Yesterday's figures wait for every time
+    // zone's day of it (until 14:00 UTC today), which the engine has not
+    // passed: none yet, as in a live run, whenever the pass ran.
     assert_eq!(folded.len() as i64, days + 3, "{folded:#?}");
-    assert_eq!(stored, folded);
+    assert_eq!(stored, folded[..folded.len() - 1]);
 }
 
 /// `acme`'s daily windows in the store of `run`.

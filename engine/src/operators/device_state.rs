@@ -331,6 +331,27 @@ impl SequenceWindow {
         self.floor = self.floor.min(next);
     }
 
+    /// The sequences skipped since the first one seen that are missing
+    /// still, as far as it remembers (a forgotten range is not): what the
+    /// gaps gauge held of it when it was saved.
+    pub fn missing_count(&self) -> u64 {
+        if self.seen == 0 {
+            return 0;
+        }
+        let low = (self.high.saturating_sub(Self::WINDOW - 1)).max(self.first);
+        let span = self.high.saturating_sub(low) + 1;
+        let mask = if span >= Self::WINDOW {
+            u64::MAX
+        } else {
+            (1 << span) - 1
+        };
+        let in_bits = u64::from((!self.seen & mask).count_ones());
+        let below: u64 = (self.missing.iter())
+            .map(|&(first, last)| (last + 1).saturating_sub(first.max(self.first)))
+            .sum();
+        in_bits + below
+    }
+
     /// Marks `sequence`, below the bit set, missing again.
     fn insert_missing(&mut self, sequence: u64) {
         let at = self.missing.partition_point(|&(_, last)| last < sequence);
@@ -426,6 +447,14 @@ impl UnitSequences {
             .insert(at, (epoch, SequenceWindow::fresh(sequence, open_below)));
         self.older.truncate(Self::RECENT_EPOCHS - 1);
         Admission::New
+    }
+
+    /// The sequences missing in every unit's window
+    /// ([`SequenceWindow::missing_count`]).
+    pub fn missing_count(&self) -> u64 {
+        (self.current.iter().chain(&self.older))
+            .map(|(_, window)| window.missing_count())
+            .sum()
     }
 
     /// The highest unit epoch seen.
@@ -933,6 +962,13 @@ impl<'scope> DeviceStateExt<'scope> for StreamVec<'scope, EventTime, DeviceBatch
             let mine = |key: &DeviceKey| route(&(&*key.0, &*key.1)) % peers == index;
             devices.extend(board.take_restored_where(mine));
             stats.add_devices(devices.len() as i64);
+            // The gauge starts from what the snapshot's windows miss: the
+            // replay and the devices' next batches fill them.
+            let missing = devices
+                .values()
+                .map(|m| m.sequences.missing_count())
+                .sum::<u64>();
+            stats.add_sequence_gaps(missing as i64);
             let replay_until = devices.values().map(|m| m.covered_to).max().unwrap_or(0);
             // Batches before this are all processed: a snapshot covers them.
             let mut covered_to = board.restored_at();
@@ -1373,6 +1409,8 @@ mod tests {
                     let span = (high - first + 1) as i64;
                     let counted = taken.range(first..).count() as i64;
                     prop_assert_eq!(gaps, span - counted);
+                    // What a restore starts the gauge from.
+                    prop_assert_eq!(w.missing_count() as i64, gaps);
                 }
             }
 
@@ -1399,6 +1437,7 @@ mod tests {
                     let high = *taken.last().unwrap();
                     let counted = taken.range(first..).count() as i64;
                     prop_assert_eq!(gaps, (high - first + 1) as i64 - counted);
+                    prop_assert_eq!(w.missing_count() as i64, gaps);
                 }
             }
 

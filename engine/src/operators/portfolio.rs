@@ -19,6 +19,14 @@ use crate::model::EventTime;
 /// (UTC-12 and beyond).
 pub(crate) const LATEST_LOCAL_END: u64 = 14 * HOUR_MS;
 
+/// The end of the last date whose figures the operator has emitted once
+/// its output's frontier stands at `frontier`: a date waits for every
+/// customer's day of it, in every time zone, so the frontier passing a
+/// date's end is not enough.
+pub fn figures_emitted_through(frontier: EventTime) -> EventTime {
+    frontier.saturating_sub(LATEST_LOCAL_END + 1)
+}
+
 /// Extension trait adding the portfolio operator.
 pub trait PortfolioExt<'scope> {
     /// Folds health records into one portfolio record per date.

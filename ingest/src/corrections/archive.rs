@@ -1528,6 +1528,17 @@ impl Archive {
         super::portfolio::keep(&mut self.state, &path, engine, records, Some(passed))
     }
 
+    /// The first figures of the dates only restated customers have, whose
+    /// end the engine passed after `from`, up to `through`.
+    pub fn portfolio_passed(
+        &mut self,
+        from: EventTime,
+        through: EventTime,
+    ) -> Result<Vec<fleetpulse_engine::PortfolioRecord>, ArchiveError> {
+        let path = self.dir.join("state.sqlite");
+        super::portfolio::passed(&mut self.state, &path, from, through)
+    }
+
     /// Every store wrote these portfolio dates' figures.
     pub fn portfolio_written(&mut self, dates: &[(EventTime, u32)]) -> Result<(), ArchiveError> {
         let path = self.dir.join("state.sqlite");

@@ -37,6 +37,7 @@ use std::sync::mpsc as std_mpsc;
 
 use fleetpulse_engine::adoption::{JourneyAnswer, JourneyRequest};
 use fleetpulse_engine::kpi::risk::{AlertStatus, Rule};
+use fleetpulse_engine::operators::portfolio::figures_emitted_through;
 use fleetpulse_engine::restatement::{Restatement, journey_records, refold};
 use fleetpulse_engine::{
     AlertRecord, CustomerSpec, DeviceBatch, EngineConfig, EventTime, Id, JourneyState, Output,
@@ -538,7 +539,10 @@ fn run(
                             bound,
                             checkpoint,
                         } => {
-                            state.emitted_through = state.emitted_through.max(through);
+                            // The portfolio's figures wait for every time
+                            // zone's day of their date.
+                            let emitted = figures_emitted_through(through.saturating_add(1));
+                            pass_dates(&mut archive, &mut state, emitted);
                             if let Err(e) = archive.forget(checkpoint) {
                                 tracing::error!(error = %e, "archive");
                             }
@@ -633,8 +637,10 @@ fn run(
                             // The engine finished: no live figures come; at a
                             // stop, the dates it left open get none from a
                             // pass either (the next start emits them).
-                            state.emitted_through = (settings.engine.journeys.portfolio_passed())
+                            let emitted = (settings.engine.journeys.portfolio_passed())
                                 .unwrap_or(EventTime::MAX);
+                            pass_dates(&mut archive, &mut state, emitted);
+                            let passed: Vec<Restated> = state.ready.drain(..).collect();
                             loop {
                                 match passes(&mut archive, &settings, limits, &mut state, true) {
                                     Ok(true) => {}
@@ -647,6 +653,11 @@ fn run(
                                 let taken = (state.ready.drain(..))
                                     .all(|pass| restated.blocking_send(pass).is_ok());
                                 if !taken {
+                                    break;
+                                }
+                            }
+                            for figures in passed {
+                                if restated.blocking_send(figures).is_err() {
                                     break;
                                 }
                             }
@@ -678,6 +689,23 @@ fn run(
 /// Records the engine emitted, and who waits until their alert
 /// transitions are kept.
 type Emitted = (Arc<[Output]>, Option<oneshot::Sender<()>>);
+
+/// The engine emitted every portfolio figure ending by `emitted`: the
+/// dates it passed since the last call that only passes' rows hold get
+/// their first figures.
+fn pass_dates(archive: &mut Archive, state: &mut Passes, emitted: EventTime) {
+    if emitted <= state.emitted_through {
+        return;
+    }
+    // Raised only once folded: a failure is tried again at the next call.
+    match archive.portfolio_passed(state.emitted_through, emitted) {
+        Ok(figures) => {
+            state.emitted_through = emitted;
+            state.portfolio(figures);
+        }
+        Err(e) => tracing::error!(error = %e, "cannot fold the portfolio of the dates passed"),
+    }
+}
 
 /// Keeps what the engine emitted since the last call, all in one go. A
 /// failure leaves a gap in what journeys fold: passes compute every window
@@ -1182,16 +1210,28 @@ fn go_on(
             refolded.outputs.retain(|r| r.kept_at_stop(at));
         }
         let covered = part.unwrap_or(EventTime::MAX);
+        // A part closes only the days its readings reach: an episode opened
+        // on a silent day after them is not its to judge (it was retracted,
+        // and no later part raised it again).
+        let judged_through = match part {
+            Some(_) => (refolded.days.iter().filter_map(|d| d.last_day_end)).max(),
+            None => Some(EventTime::MAX),
+        };
         let answer = JourneyAnswer::Adopted {
             outputs: refolded.outputs,
             days: refolded.days,
             observed: covered,
         };
+        let judged = Judged {
+            floor,
+            through: judged_through.unwrap_or(floor),
+            last: part.is_none(),
+        };
         if let Some(records) = complete(
             engine,
             archive,
             &pending.customer,
-            floor,
+            judged,
             records,
             answer,
             state,
@@ -1466,7 +1506,8 @@ fn answered(
         let Some(customer) = pass.customer().cloned() else {
             continue;
         };
-        if let Some(records) = complete(engine, archive, &customer, floor, records, answer, state)?
+        let whole = Judged::whole(floor);
+        if let Some(records) = complete(engine, archive, &customer, whole, records, answer, state)?
         {
             state.ready(records, pass);
         }
@@ -1770,11 +1811,36 @@ fn computed(
 /// The first pass of each customer after the start also sends again the
 /// retractions the archive noted before. The portfolio dates whose
 /// figures the restated health changes go to the stores beside it.
+/// What a pass judges of a customer's journey.
+#[derive(Debug, Clone, Copy)]
+struct Judged {
+    /// Where its fold starts.
+    floor: EventTime,
+    /// Episodes opened after this are left alone: a part's fold closed no
+    /// day after it.
+    through: EventTime,
+    /// The pass ends the customer's pending restatement (it is whole, or
+    /// its last part).
+    last: bool,
+}
+
+impl Judged {
+    /// A whole pass from `floor`, or the last part: it judges every
+    /// episode.
+    fn whole(floor: EventTime) -> Self {
+        Self {
+            floor,
+            through: EventTime::MAX,
+            last: true,
+        }
+    }
+}
+
 fn complete(
     engine: &EngineConfig,
     archive: &mut Archive,
     customer: &Id,
-    floor: EventTime,
+    judged: Judged,
     mut records: Vec<Output>,
     answer: JourneyAnswer,
     state: &mut Passes,
@@ -1787,6 +1853,7 @@ fn complete(
     else {
         return Ok(None);
     };
+    let floor = judged.floor;
     // The windows the live journey took in: later ones it emits itself.
     records.retain(|r| window_end(r) <= observed);
     let days: Vec<(Id, JourneyState)> = days.into_iter().map(|d| (customer.clone(), d)).collect();
@@ -1798,11 +1865,17 @@ fn complete(
         .cloned()
         .collect();
     archive.keep_journeys(&activated)?;
-    let again = state.resent.insert(customer.clone());
+    // Every part of a customer's first pass after a start sends
+    // everything (see below): a kill may have come after the archive noted
+    // a later part's transitions, and before the stores wrote them.
+    let again = !state.resent.contains(customer);
+    if judged.last {
+        state.resent.insert(customer.clone());
+    }
     // Alerts dated after the days the live journey closed are provisional
     // ones of its open day: that day's close settles them, not this pass.
     let mut before = archive.alerts_from(customer, floor)?;
-    before.retain(|a| a.opened_at <= observed);
+    before.retain(|a| a.opened_at <= observed.min(judged.through));
     let resolution = |a: &AlertRecord| {
         // What the states kept before the floor say: the pass's own start.
         archive.resolved_by_states(customer, a.rule, a.opened_at, floor)

@@ -292,6 +292,44 @@ pub(super) fn keep<'a>(
     Ok(figures)
 }
 
+/// The first figures of the dates only a pass's rows hold whose end the
+/// engine passed after `from`, up to `through` (it emitted every figure
+/// ending by then): a pass gives a date its first figures only once the
+/// engine passed it (a live customer of a later time zone may still bring
+/// health of it), so a date a pass restated before gets them when the
+/// engine passes it, whenever the pass ran.
+pub(super) fn passed(
+    state: &mut Connection,
+    path: &Path,
+    from: EventTime,
+    through: EventTime,
+) -> Result<Vec<PortfolioRecord>, ArchiveError> {
+    let err = |e| fail(path, e);
+    // Dates whose end lies in (from, through].
+    let first_day = |end: EventTime| i64::try_from(end).unwrap_or(i64::MAX) - DAY_MS as i64;
+    let tx = state.transaction().map_err(err)?;
+    let days: Vec<i64> = {
+        let mut select = (tx.prepare_cached(
+            "SELECT DISTINCT day FROM portfolio_health h \
+             WHERE day > ?1 AND day <= ?2 AND restated = 1 \
+             AND NOT EXISTS (SELECT 1 FROM portfolio_days d WHERE d.day = h.day) ORDER BY day",
+        ))
+        .map_err(err)?;
+        let days = select
+            .query_map(params![first_day(from), first_day(through)], |r| r.get(0))
+            .map_err(err)?;
+        days.collect::<rusqlite::Result<_>>().map_err(err)?
+    };
+    let mut figures = Vec::new();
+    for day in days {
+        if let Some(record) = fold(&tx, day as u64, through).map_err(err)? {
+            figures.push(record);
+        }
+    }
+    tx.commit().map_err(err)?;
+    Ok(figures)
+}
+
 /// `day`'s figures folded again from the rows kept, with the next
 /// revision; `None` for a date with fewer customers kept than its live
 /// figures counted, or without live figures yet: they will come after the
@@ -545,6 +583,46 @@ mod tests {
         let owed = owed(&mut state.conn, &state.path).unwrap();
         assert_eq!(owed.len(), 1);
         assert_eq!(owed[0].revision, 2);
+    }
+
+    /// A pass ran before the engine passed the date: no figures then (a
+    /// live customer west of it may still bring health of the date); once
+    /// the engine passes it, the pass's rows give it its first ones, once.
+    #[test]
+    fn a_date_a_pass_restated_before_the_engine_passed_it_gets_figures_once_it_does() {
+        let mut state = State::new();
+        state.passed = D + DAY_MS - 1;
+        let alone = health("a", 100_000.0, Band::Red);
+        assert!(
+            state
+                .keep(&[Output::health(alone.clone())], true)
+                .is_empty()
+        );
+        let not_yet = passed(&mut state.conn, &state.path, 0, D + DAY_MS - 1).unwrap();
+        assert!(not_yet.is_empty());
+        let want = PortfolioRecord {
+            revision: 1,
+            ..live(std::slice::from_ref(&alone))
+        };
+        let now = passed(&mut state.conn, &state.path, D + DAY_MS - 1, D + DAY_MS).unwrap();
+        assert_eq!(now, [want]);
+        // From the start (a restart's first frontier), the same date is not
+        // folded twice; to the end of input (`EventTime::MAX`), neither.
+        assert!(
+            passed(&mut state.conn, &state.path, 0, EventTime::MAX)
+                .unwrap()
+                .is_empty()
+        );
+        // A date a live customer has is left to its live figures.
+        let mut live_only = health("b", 0.0, Band::Green);
+        live_only.window_start += DAY_MS;
+        live_only.window_end += DAY_MS;
+        assert!(state.keep(&[Output::health(live_only)], false).is_empty());
+        assert!(
+            passed(&mut state.conn, &state.path, 0, EventTime::MAX)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

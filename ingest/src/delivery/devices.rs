@@ -187,6 +187,9 @@ pub struct Schedule {
     /// A request is out.
     asked: bool,
     last_asked: Option<Instant>,
+    /// Latest point of the snapshot last promoted: an idle fleet's next
+    /// one would be the same, every device's memory written again.
+    promoted: Option<EventTime>,
 }
 
 /// Pending snapshots kept at most (each is every device's memory).
@@ -203,19 +206,22 @@ impl Schedule {
             pending,
             asked: false,
             last_asked: None,
+            promoted: None,
         }
     }
 
     /// Whether to ask for a snapshot now, the engine's frontier being at
     /// `frontier`: one request at a time, at most one per `every`, and
-    /// spaced by half the retention, so the pending ones span it.
+    /// spaced by half the retention (from the pending ones, or the one
+    /// promoted last), so the pending ones span it.
     pub fn ask(&mut self, now: Instant, frontier: EventTime) -> bool {
+        let latest = self.pending.last().copied().or(self.promoted);
         let due = !self.asked
             && self.pending.len() < MAX_PENDING
             && self
                 .last_asked
                 .is_none_or(|t| now.duration_since(t) >= self.every)
-            && (self.pending.last()).is_none_or(|&p| frontier >= p + self.retention_ms / 2);
+            && latest.is_none_or(|p| frontier >= p + self.retention_ms / 2);
         if due {
             self.asked = true;
             self.last_asked = Some(now);
@@ -245,6 +251,7 @@ impl Schedule {
     /// gone.
     pub fn promoted(&mut self, newest: EventTime) {
         self.pending.retain(|p| *p > newest);
+        self.promoted = self.promoted.max(Some(newest));
     }
 }
 
@@ -331,6 +338,26 @@ mod tests {
             "spaced by half the retention"
         );
         assert!(schedule.ask(much_later, 35 * HOUR));
+    }
+
+    /// A fleet gone quiet: the frontier stays where the last snapshot was
+    /// taken. Once it is promoted, no other is asked for until the
+    /// frontier moves half the retention on (each promotion wrote every
+    /// device's memory again and logged it, once per `every`).
+    #[test]
+    fn an_idle_fleet_s_promoted_snapshot_is_not_taken_again() {
+        const HOUR: u64 = 3_600_000;
+        let start = Instant::now();
+        let every = Duration::from_secs(60);
+        let mut schedule = Schedule::new(every, 48 * HOUR, Vec::new());
+        assert!(schedule.ask(start, 10 * HOUR));
+        schedule.stored(10 * HOUR);
+        assert_eq!(schedule.promotable(58 * HOUR), Some(10 * HOUR));
+        schedule.promoted(10 * HOUR);
+        for minutes in 1..10 {
+            assert!(!schedule.ask(start + every * minutes, 10 * HOUR));
+        }
+        assert!(schedule.ask(start + every * 10, 34 * HOUR));
     }
 
     /// Memories of two devices, one with a replaced unit, as a fleet leaves

@@ -84,12 +84,9 @@ struct Group {
     /// acknowledgement, then handed to the engine (which only updates the
     /// devices' memories with them).
     late: Arc<[DeviceBatch]>,
-    /// The messages of `late` (topic, payload), for the dead letter of one
-    /// the archive refuses ([`Taken::Pruned`]), and which it refused.
-    late_messages: Arc<[(String, bytes::Bytes)]>,
-    late_refused: Arc<[AtomicBool]>,
-    /// Which of `late`'s dead letters are written (on a retry, the rest).
-    late_kept: Arc<[AtomicBool]>,
+    /// The messages of `late`, one each, for the dead letter of one the
+    /// archive refuses ([`Taken::Pruned`]).
+    late_messages: Arc<[LateMessage]>,
     /// Refused messages whose dead letters are written with the group's
     /// durability.
     refused: Arc<[Refused]>,
@@ -106,6 +103,16 @@ struct Group {
     /// Its messages' shares of the byte budget, given back (dropped) once
     /// the group is handed to the engine.
     budget: Vec<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// A message admitted late, as it came, in case the archive refuses it.
+struct LateMessage {
+    topic: String,
+    payload: bytes::Bytes,
+    /// The archive refused it (counted once, if the group is tried again).
+    refused: AtomicBool,
+    /// Its dead letter is written (on a retry, the rest).
+    kept: AtomicBool,
 }
 
 /// A message admission refused, with what its dead letter says.
@@ -287,8 +294,6 @@ impl Lane {
             backfilled: Vec::with_capacity(received.len()),
             late: Arc::new([]),
             late_messages: Arc::new([]),
-            late_refused: Arc::new([]),
-            late_kept: Arc::new([]),
             refused: Arc::new([]),
             received_ms,
             records: Arc::new([]),
@@ -308,7 +313,12 @@ impl Lane {
             match admitted {
                 Ok(Admitted::Late(batch)) => {
                     late.push(batch);
-                    late_messages.push((message.topic, message.payload));
+                    late_messages.push(LateMessage {
+                        topic: message.topic,
+                        payload: message.payload,
+                        refused: AtomicBool::new(false),
+                        kept: AtomicBool::new(false),
+                    });
                 }
                 Ok(Admitted::Live(batch)) => {
                     group.newest = group.newest.max(batch.last_at());
@@ -347,8 +357,6 @@ impl Lane {
             }
         }
         group.records = records.into();
-        group.late_refused = late.iter().map(|_| AtomicBool::new(false)).collect();
-        group.late_kept = late.iter().map(|_| AtomicBool::new(false)).collect();
         group.refused = refused.into();
         group.late = late.into();
         group.late_messages = late_messages.into();
@@ -376,8 +384,7 @@ impl Lane {
         let wal = self.wal.clone();
         let corrections = self.corrections.clone();
         let (records, late) = (group.records.clone(), group.late.clone());
-        let (messages, late_refused) = (group.late_messages.clone(), group.late_refused.clone());
-        let late_kept = group.late_kept.clone();
+        let messages = group.late_messages.clone();
         let refused = group.refused.clone();
         let (metrics, dead_letters) = (self.metrics.clone(), self.dead_letters.clone());
         let (watermark, received_ms) = (group.watermark, group.received_ms);
@@ -410,16 +417,16 @@ impl Lane {
                     // the group is tried again).
                     for (i, taken) in taken.iter().enumerate() {
                         if let Taken::Pruned { from } = taken {
-                            let (topic, payload) = &messages[i];
+                            let message = &messages[i];
                             let why = NotWhole::Cut { from: *from };
                             let refusal = Refused {
-                                topic: topic.clone(),
+                                topic: message.topic.clone(),
                                 reason: RejectReason::TooLate,
                                 detail: crate::admission::backfill_refused(&late[i].customer, why),
-                                payload: payload.clone(),
+                                payload: message.payload.clone(),
                                 kept: AtomicBool::new(false),
                             };
-                            if !late_refused[i].swap(true, Relaxed) {
+                            if !message.refused.swap(true, Relaxed) {
                                 refusal.letter(received_ms).rejected().emit(&metrics);
                             }
                             pruned.push((i, refusal));
@@ -431,7 +438,11 @@ impl Lane {
                 {
                     let kept = tokio::task::spawn_blocking(move || {
                         let letters = (refused.iter().map(|refusal| (refusal, &refusal.kept)))
-                            .chain(pruned.iter().map(|(i, refusal)| (refusal, &late_kept[*i])));
+                            .chain(
+                                pruned
+                                    .iter()
+                                    .map(|(i, refusal)| (refusal, &messages[*i].kept)),
+                            );
                         keep(&store, letters, received_ms)
                     });
                     let kept = kept.await.unwrap_or_else(|e| Err(e.to_string()));
@@ -466,8 +477,8 @@ impl Lane {
     async fn hand_over(&mut self, handover: &mut InOrder<Group>) -> Result<(), DeliveryError> {
         for group in handover.release() {
             // Late batches the archive refused were counted as refused.
-            let late: Vec<DeviceBatch> = (group.late.iter().zip(group.late_refused.iter()))
-                .filter(|(_, refused)| !refused.load(Relaxed))
+            let late: Vec<DeviceBatch> = (group.late.iter().zip(group.late_messages.iter()))
+                .filter(|(_, message)| !message.refused.load(Relaxed))
                 .map(|(b, _)| b.clone())
                 .collect();
             let samples: usize = (group.batches.iter().chain(late.iter()))
