@@ -1171,6 +1171,214 @@ async fn a_long_history_is_restated_in_parts_and_a_kill_between_them_loses_nothi
     });
 }
 
+/// The same history, the service killed (SIGKILL) again and again at the
+/// worst moments of its passes: three times within milliseconds of a part
+/// of the pass being handed to the store, before the store wrote it (the
+/// first, third and fourth part since the start), and once while a clean
+/// stop (SIGINT) is writing the parts it still owes. Each time it is started again at once. The store equals,
+/// value by value, the run without a fault: no pass is taken for written
+/// that the store lacks, and none restates from past what the store holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_killed_at_its_passes_hand_offs_and_during_a_stop_loses_nothing() {
+    let (reference, midnight, start) = parts_reference();
+    let mut run = TwoCustomers::start("parts-kills");
+    run.live(midnight + 4 * 3_600_000);
+    run.backfill(start, PARTS_DAYS);
+    let mut killed = Vec::new();
+    // The first part handed on since the start, the third, the second
+    // (and stopped), the fourth.
+    for (fault, passes) in [1, 3, 2, 4].into_iter().enumerate() {
+        // A pass handed to the store: the metric counts it as it goes.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while run.metric("fleetpulse_restatements_total") < passes {
+            if acme_days(&run) >= PARTS_DAYS || std::time::Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(3));
+        }
+        if fault == 2 {
+            // A clean stop writes what it owes; killed while it does.
+            run.service.interrupt();
+            std::thread::sleep(std::time::Duration::from_millis(150));
+        }
+        killed.push(acme_days(&run));
+        run.service.kill();
+        run.service.start_and_wait("connected to broker");
+    }
+    until_acme_days(&run, PARTS_DAYS, 180);
+    println!("days in the store at each kill: {killed:?}");
+    run.service.stop();
+    assert!(
+        killed.iter().any(|&days| days < PARTS_DAYS),
+        "every part was written before the first kill: {killed:?}"
+    );
+    assert_same_as_in_order(
+        &run.dir.path().join("kpi.sqlite"),
+        &reference.dir.path().join("kpi.sqlite"),
+    );
+}
+
+/// A simulated fleet's service binary on its own broker, with a WAL, the
+/// SQLite store and `/metrics`: the kill tests' runs.
+struct FleetRun {
+    mosquitto: Mosquitto,
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    http: u16,
+    service: support::service::Service,
+}
+
+impl FleetRun {
+    fn start(fleet: &Fleet, client: &str) -> Self {
+        use support::service::write_durable_config;
+        let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+        let dir = tempfile::tempdir().unwrap();
+        support::fleets::write_customers(dir.path(), fleet);
+        let http = support::servers::free_port();
+        let sections = format!(
+            "[alerts]\nmqtt = false\n\n[[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n\n\
+             [http]\nenabled = true\nlisten = \"127.0.0.1:{http}\"\n"
+        );
+        let config = write_durable_config(dir.path(), &mosquitto, client, 2, "", &sections);
+        let mut service = support::service::Service::new(&config, dir.path().join("service.log"));
+        service.start_and_wait("subscribed");
+        Self {
+            mosquitto,
+            dir,
+            config,
+            http,
+            service,
+        }
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        support::service::metric(&support::service::metrics(self.http), name)
+    }
+
+    /// Publishes `batches` as a simulator does (as `client`) and waits
+    /// until this run of the service took in as many messages.
+    async fn publish(&self, batches: &[&v1::TelemetryBatch], client: &str) {
+        let messages = in_process::encoded(batches);
+        let n = messages.len() as u64;
+        let options = publish_options(&self.mosquitto, client);
+        fleetpulse_sim::publish(options, messages, |_| {})
+            .await
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while self.metric("fleetpulse_messages_accepted_total") < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {n} messages taken in\n{}",
+                self.metric("fleetpulse_messages_accepted_total"),
+                self.service.log_tail()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `customer`'s daily windows in the store.
+    fn days(&self, customer: &str) -> i64 {
+        let db = rusqlite::Connection::open(self.dir.path().join("kpi.sqlite")).unwrap();
+        db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+        (db.query_row(
+            "SELECT count(*) FROM customer_kpi WHERE customer = ?1 AND window = '1d'",
+            [customer],
+            |r| r.get(0),
+        ))
+        .unwrap_or(0)
+    }
+}
+
+/// A simulated fleet of three customers over 60 days: one of them brand
+/// new, its first 40 days loaded as a history (two parts of a pass) while
+/// the others' first 40 days are in; then the last 20 days of every
+/// customer published live while the service is killed (SIGKILL) within
+/// milliseconds of the history's passes being handed to the store (the
+/// first, then the second after a start), and once while a clean stop
+/// writes what it owes, each time started again at once. Every table,
+/// the journey records (outcomes, milestones, health, forecasts, alerts)
+/// among them, equals, value by value, the run that took every reading
+/// live in event-time order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_s_history_restated_through_kills_equals_the_live_run() {
+    let fleet = support::fleets::fleet(3, 12, 60, 41);
+    let all: Vec<v1::TelemetryBatch> = fleet.messages_in_event_time().map(|m| m.batch).collect();
+    let fresh = fleet.customers()[1].id.clone();
+    let day40 = all.iter().map(first_at).min().unwrap() + 40 * DAY_MS;
+    let (before, after): (Vec<&v1::TelemetryBatch>, Vec<_>) =
+        all.iter().partition(|b| first_at(b) < day40);
+    let (history, before): (Vec<&v1::TelemetryBatch>, Vec<_>) =
+        before.into_iter().partition(|b| b.customer_id == fresh);
+
+    let mut reference = FleetRun::start(&fleet, "kills-reference");
+    reference
+        .publish(&all.iter().collect::<Vec<_>>(), "kills-reference-sim")
+        .await;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let want = reference.days(&fresh);
+    reference.service.stop();
+
+    let mut run = FleetRun::start(&fleet, "kills-run");
+    run.publish(&before, "kills-sim-1").await;
+    let file = run.dir.path().join("history.binpb");
+    fleetpulse::backfill::write_batches(&file, history.iter().copied()).unwrap();
+    println!("{}", backfill(&run.config, &[&file]));
+    // The live days go on meanwhile, across the kills.
+    let options = fleetpulse_sim::PublishOptions {
+        rate: Some(400.0),
+        give_up_after: std::time::Duration::from_secs(120),
+        ..publish_options(&run.mosquitto, "kills-sim-2")
+    };
+    let live = tokio::spawn(fleetpulse_sim::publish(
+        options,
+        in_process::encoded(&after),
+        |_| {},
+    ));
+    let mut killed = Vec::new();
+    for (fault, passes) in [1, 2, 1, 1].into_iter().enumerate() {
+        // A pass handed to the store: the metric counts it as it goes.
+        // (None within 20 s: the history's passes are done.)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while run.metric("fleetpulse_restatements_total") < passes {
+            if std::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+        }
+        if fault == 2 {
+            // A clean stop writes what it owes; killed while it does.
+            run.service.interrupt();
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        }
+        killed.push(run.days(&fresh));
+        run.service.kill();
+        // Its session kept: it subscribes no more.
+        run.service.start_and_wait("connected to broker");
+    }
+    println!("days of {fresh} in the store at each kill: {killed:?}");
+    assert!(
+        killed.iter().any(|&days| days < 40),
+        "the history was written before the first kill: {killed:?}"
+    );
+    live.await.unwrap().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while run.days(&fresh) < want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {want} days\n{}",
+            run.days(&fresh),
+            run.service.log_tail()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    run.service.stop();
+    assert_same_as_in_order(
+        &run.dir.path().join("kpi.sqlite"),
+        &reference.dir.path().join("kpi.sqlite"),
+    );
+}
+
 /// The history taken in whole (every batch archived and acknowledged) by
 /// a service that cannot store its checkpoint (a directory squats on
 /// `checkpoint.json`, as a full disk or a careless hand would leave it);
