@@ -308,7 +308,10 @@ async fn a_stop_while_the_intake_waits_on_a_locked_store_ends_at_the_deadline() 
     use support::truth::{assert_table_equal, sqlite_customer_table, truth_table};
     let mosquitto = Mosquitto::start_with_config(NO_LOSS);
     let dir = tempfile::tempdir().unwrap();
-    let fleet = fleet(4, 60, 10, 7);
+    // Twenty days: more than the engine and the sink's queue take in while
+    // the store is locked (with ten, a loaded machine's run took in every
+    // message before the first look).
+    let fleet = fleet(4, 60, 20, 7);
     write_customers(dir.path(), &fleet);
     let http_port = support::servers::free_port();
     let config = write_durable_config(
