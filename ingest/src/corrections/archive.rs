@@ -1846,20 +1846,24 @@ impl Archive {
 
     /// `customer`'s alert episodes as last written that a restatement from
     /// `floor` may change: those opened after it, and those opened before
-    /// it that it found open (not resolved by then, nor retracted).
+    /// it that it found open (not resolved by then, nor retracted); with
+    /// `retracted`, every retracted one too (the first pass after a start
+    /// sends them again: a pass before a kill noted the retraction here,
+    /// and the stores may never have got it).
     pub fn alerts_from(
         &self,
         customer: &str,
         floor: EventTime,
+        retracted: bool,
     ) -> Result<Vec<AlertRecord>, ArchiveError> {
         let path = self.dir.join("state.sqlite");
         let mut select = (self.state)
             .prepare_cached("SELECT body FROM alerts WHERE customer = ?1")
             .map_err(|e| fail(&path, e))?;
         read_alerts(&mut select, params![customer], &path, |alert| {
-            let open_at_floor = alert.status != AlertStatus::Retracted
-                && alert.resolved_at.is_none_or(|at| at > floor);
-            alert.opened_at > floor || open_at_floor
+            let is_retracted = alert.status == AlertStatus::Retracted;
+            let open_at_floor = !is_retracted && alert.resolved_at.is_none_or(|at| at > floor);
+            alert.opened_at > floor || open_at_floor || (retracted && is_retracted)
         })
     }
 

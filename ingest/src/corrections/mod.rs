@@ -602,7 +602,15 @@ fn run(
                         }
                         Command::Passed(done) => {
                             for pass in done {
-                                state.confirmed(&pass);
+                                // The journey states the pass folded, kept
+                                // now the stores hold its records: a pass
+                                // after a kill folds on from what they hold.
+                                let days = state.confirmed(&pass);
+                                if let Err(e) = archive.keep_journeys(&days) {
+                                    // Not marked: it runs again.
+                                    tracing::error!(error = %e, "cannot keep a restatement's journey states");
+                                    continue;
+                                }
                                 let marked = match &pass {
                                     Pass::Late {
                                         pending,
@@ -914,6 +922,11 @@ struct Passes {
     handed: HashMap<Id, Vec<(u64, EventTime)>>,
     /// Passes whose windows are being computed.
     computing: Vec<Computing>,
+    /// The journey states of each customer's passes handed on and not yet
+    /// written by every store, in the order they were handed on (the
+    /// fan-out confirms them in that order): kept in the archive once
+    /// written.
+    unwritten: HashMap<Id, std::collections::VecDeque<Vec<JourneyState>>>,
     /// Windows emitted since the start may be missing from those the
     /// archive kept for journeys (a write failed): no pass folds them.
     kept_gap: bool,
@@ -925,8 +938,13 @@ struct Passes {
 }
 
 impl Passes {
-    /// A pass's records are ready for the fan-out.
-    fn ready(&mut self, records: Vec<Output>, pass: Pass) {
+    /// A pass's records are ready for the fan-out, with the journey states
+    /// it folded (`days`).
+    fn ready(&mut self, records: Vec<Output>, pass: Pass, days: Vec<JourneyState>) {
+        if let Some(customer) = pass.customer() {
+            let unwritten = self.unwritten.entry(customer.clone()).or_default();
+            unwritten.push_back(days);
+        }
         if let Pass::Late {
             pending, covered, ..
         } = &pass
@@ -964,15 +982,26 @@ impl Passes {
             || (self.computing.iter()).any(|c| c.pass.pending.customer == *customer)
     }
 
-    /// Every store wrote `pass`.
-    fn confirmed(&mut self, pass: &Pass) {
-        let Pass::Late {
+    /// Every store wrote `pass`: the journey states it folded, to keep.
+    fn confirmed(&mut self, pass: &Pass) -> Vec<(Id, JourneyState)> {
+        let Some(customer) = pass.customer() else {
+            return Vec::new();
+        };
+        let days = match self.unwritten.get_mut(customer) {
+            Some(unwritten) => {
+                let days = unwritten.pop_front().unwrap_or_default();
+                if unwritten.is_empty() {
+                    self.unwritten.remove(customer);
+                }
+                days
+            }
+            None => Vec::new(),
+        };
+        if let Pass::Late {
             pending, covered, ..
         } = pass
-        else {
-            return;
-        };
-        if let Some(handed) = self.handed.get_mut(&pending.customer) {
+            && let Some(handed) = self.handed.get_mut(&pending.customer)
+        {
             let this = (pending.generation, *covered);
             if let Some(at) = handed.iter().position(|h| *h == this) {
                 handed.remove(at);
@@ -981,6 +1010,15 @@ impl Passes {
                 self.handed.remove(&pending.customer);
             }
         }
+        (days.into_iter()).map(|d| (customer.clone(), d)).collect()
+    }
+
+    /// `customer`'s newest journey state whose last day ended by `by` among
+    /// those of its passes on their way to the stores.
+    fn unwritten_at(&self, customer: &Id, by: EventTime) -> Option<&JourneyState> {
+        (self.unwritten.get(customer)?.iter().flatten())
+            .filter(|d| d.last_day_end.is_some_and(|end| end <= by))
+            .max_by_key(|d| d.last_day_end)
     }
 
     /// Notes late data of `customer` taken in now.
@@ -1190,7 +1228,7 @@ fn go_on(
             covered: through,
             part: part.is_some(),
         };
-        state.ready(records, pass);
+        state.ready(records, pass, Vec::new());
         return Ok(());
     };
     if flush || part.is_some() {
@@ -1198,7 +1236,7 @@ fn go_on(
         // over its own days only: the live journey takes in the last part's.
         let until = match part {
             Some(_) => None,
-            None => (archive.journey_at(&pending.customer, EventTime::MAX)?)
+            None => (journey_at(archive, state, &pending.customer, EventTime::MAX)?)
                 .and_then(|s| s.last_day_end),
         };
         let mut refolded = refold(engine, spec, base, folded, until);
@@ -1227,7 +1265,7 @@ fn go_on(
             through: judged_through.unwrap_or(floor),
             last: part.is_none(),
         };
-        if let Some(records) = complete(
+        if let Some((records, days)) = complete(
             engine,
             archive,
             &pending.customer,
@@ -1242,7 +1280,7 @@ fn go_on(
                 covered,
                 part: part.is_some(),
             };
-            state.ready(records, pass);
+            state.ready(records, pass, days);
         }
         return Ok(());
     }
@@ -1303,7 +1341,7 @@ fn recomputes(
             continue;
         };
         let floor = engine.window_bounds(day, &r.customer, from).0;
-        let base = archive.journey_at(&r.customer, floor)?;
+        let base = journey_at(archive, state, &r.customer, floor)?;
         let after = base.as_ref().and_then(|b| b.last_day_end).unwrap_or(0);
         let records = archive.inputs(engine, day, &r.customer, after)?;
         let through = match records.iter().map(window_end).max() {
@@ -1507,9 +1545,10 @@ fn answered(
             continue;
         };
         let whole = Judged::whole(floor);
-        if let Some(records) = complete(engine, archive, &customer, whole, records, answer, state)?
+        if let Some((records, days)) =
+            complete(engine, archive, &customer, whole, records, answer, state)?
         {
-            state.ready(records, pass);
+            state.ready(records, pass, days);
         }
     }
     state.asked = waiting;
@@ -1529,6 +1568,23 @@ fn hand_on(state: &mut Passes, restated: &mpsc::Sender<Restated>) {
             Err(mpsc::error::TrySendError::Closed(_)) => state.ready.clear(),
         }
     }
+}
+
+/// `customer`'s newest journey state whose last day ended by `by`: the
+/// archive's, or one a pass folded that the stores have not written yet
+/// (at the stop, a part is read while the one before it is on its way).
+fn journey_at(
+    archive: &Archive,
+    state: &Passes,
+    customer: &Id,
+    by: EventTime,
+) -> Result<Option<JourneyState>, ArchiveError> {
+    let kept = archive.journey_at(customer, by)?;
+    Ok(match (kept, state.unwritten_at(customer, by)) {
+        (Some(kept), Some(owed)) if owed.last_day_end < kept.last_day_end => Some(kept),
+        (_, Some(owed)) => Some(owed.clone()),
+        (kept, None) => kept,
+    })
 }
 
 /// One pass's inputs: `pending.customer`'s windows ending by `bound`,
@@ -1559,7 +1615,7 @@ fn read_pass(
     // no day closed before the floor (a backfill: its open day is the
     // restatement's). Not for a part either: its journey is folded here,
     // over its own windows.
-    let base = archive.journey_at(&pending.customer, restatement.from)?;
+    let base = journey_at(archive, state, &pending.customer, restatement.from)?;
     let kept_through = (!state.kept_gap && base.is_some() && part.is_none()).then_some(through);
     // A customer silent until the late data: from its silence, as the
     // live journey that had it in time would have gone on.
@@ -1805,12 +1861,6 @@ fn computed(
     Ok(())
 }
 
-/// A pass's records once its journey is folded again: the windows the live
-/// journey took in, the journey's records, and the retractions of the
-/// episodes it no longer raises. `None` when the live journey was ahead.
-/// The first pass of each customer after the start also sends again the
-/// retractions the archive noted before. The portfolio dates whose
-/// figures the restated health changes go to the stores beside it.
 /// What a pass judges of a customer's journey.
 #[derive(Debug, Clone, Copy)]
 struct Judged {
@@ -1836,6 +1886,17 @@ impl Judged {
     }
 }
 
+/// A pass's records for the fan-out, and the journey states it folded, to
+/// keep once the stores wrote them.
+type Completed = (Vec<Output>, Vec<JourneyState>);
+
+/// A pass's records once its journey is folded again: the windows the live
+/// journey took in, the journey's records, and the retractions of the
+/// episodes it no longer raises. `None` when the live journey was ahead.
+/// The first pass of each customer after the start also sends again the
+/// retractions the archive noted before. The portfolio dates whose
+/// figures the restated health changes go to the stores beside it; the
+/// journey states folded are kept once the stores wrote the pass.
 fn complete(
     engine: &EngineConfig,
     archive: &mut Archive,
@@ -1844,7 +1905,7 @@ fn complete(
     mut records: Vec<Output>,
     answer: JourneyAnswer,
     state: &mut Passes,
-) -> Result<Option<Vec<Output>>, ArchiveError> {
+) -> Result<Option<Completed>, ArchiveError> {
     let JourneyAnswer::Adopted {
         outputs,
         days,
@@ -1858,13 +1919,15 @@ fn complete(
     records.retain(|r| window_end(r) <= observed);
     let days: Vec<(Id, JourneyState)> = days.into_iter().map(|d| (customer.clone(), d)).collect();
     // Not the silent days a fold closed again before the first telemetry,
-    // as the live journey's are not (`JourneyBoard::note`).
-    let activated: Vec<_> = days
-        .iter()
+    // as the live journey's are not (`JourneyBoard::note`). Kept once the
+    // stores wrote the pass ([`Passes::confirmed`]); the live journey's
+    // states noted before it go to the archive first, so that they do not
+    // replace these.
+    let activated: Vec<JourneyState> = (days.iter())
         .filter(|(_, d)| d.activated())
-        .cloned()
+        .map(|(_, d)| d.clone())
         .collect();
-    archive.keep_journeys(&activated)?;
+    archive.keep_journeys(&engine.journeys.take_days())?;
     // Every part of a customer's first pass after a start sends
     // everything (see below): a kill may have come after the archive noted
     // a later part's transitions, and before the stores wrote them.
@@ -1874,7 +1937,7 @@ fn complete(
     }
     // Alerts dated after the days the live journey closed are provisional
     // ones of its open day: that day's close settles them, not this pass.
-    let mut before = archive.alerts_from(customer, floor)?;
+    let mut before = archive.alerts_from(customer, floor, again)?;
     before.retain(|a| a.opened_at <= observed.min(judged.through));
     let resolution = |a: &AlertRecord| {
         // What the states kept before the floor say: the pass's own start.
@@ -1893,7 +1956,7 @@ fn complete(
     keep(archive, state.day.as_deref(), records.iter())?;
     let passed = state.emitted_through;
     state.portfolio(archive.keep_restated_portfolio(engine, records.iter(), passed)?);
-    Ok(Some(records))
+    Ok(Some((records, activated)))
 }
 
 /// The fold's records less the alert transitions the stores need not
