@@ -1276,16 +1276,18 @@ impl FleetRun {
         }
     }
 
-    /// `customer`'s daily windows in the store.
-    fn days(&self, customer: &str) -> i64 {
+    /// The count `query` makes of `customer`'s rows in the store (0 while
+    /// it has no such table).
+    fn count(&self, query: &str, customer: &str) -> i64 {
         let db = rusqlite::Connection::open(self.dir.path().join("kpi.sqlite")).unwrap();
         db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
-        (db.query_row(
-            "SELECT count(*) FROM customer_kpi WHERE customer = ?1 AND window = '1d'",
-            [customer],
-            |r| r.get(0),
-        ))
-        .unwrap_or(0)
+        (db.query_row(query, [customer], |r| r.get(0))).unwrap_or(0)
+    }
+
+    /// `customer`'s daily windows in the store.
+    fn days(&self, customer: &str) -> i64 {
+        let query = "SELECT count(*) FROM customer_kpi WHERE customer = ?1 AND window = '1d'";
+        self.count(query, customer)
     }
 }
 
@@ -1381,14 +1383,7 @@ async fn a_fleet_s_history_restated_through_kills_equals_the_live_run() {
 
 /// `customer`'s health days in the store of `run`.
 fn health_days(run: &FleetRun, customer: &str) -> i64 {
-    let db = rusqlite::Connection::open(run.dir.path().join("kpi.sqlite")).unwrap();
-    db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
-    (db.query_row(
-        "SELECT count(*) FROM health WHERE customer = ?1",
-        [customer],
-        |r| r.get(0),
-    ))
-    .unwrap_or(0)
+    run.count("SELECT count(*) FROM health WHERE customer = ?1", customer)
 }
 
 /// A fleet of two customers over 80 days, one live throughout, the other's
