@@ -1096,8 +1096,7 @@ fn passes(
     state: &mut Passes,
     flush: bool,
 ) -> Result<bool, ArchiveError> {
-    let days = settings.engine.journeys.take_days();
-    archive.keep_journeys(&days)?;
+    keep_live_journeys(archive, &settings.engine)?;
     let mut rows = archive.pending()?;
     if let Some(last) = &state.last_started {
         // In turn: those after the last one started first.
@@ -1169,6 +1168,12 @@ fn passes(
         }
     }
     Ok(false)
+}
+
+/// Keeps the states of the days the live journey closed since the last
+/// call (a pass's own wait for the stores: [`Passes::confirmed`]).
+fn keep_live_journeys(archive: &mut Archive, engine: &EngineConfig) -> Result<(), ArchiveError> {
+    archive.keep_journeys(&engine.journeys.take_days())
 }
 
 /// A restatement or recompute attempt failed: said, counted, retried.
@@ -1927,7 +1932,7 @@ fn complete(
         .filter(|(_, d)| d.activated())
         .map(|(_, d)| d.clone())
         .collect();
-    archive.keep_journeys(&engine.journeys.take_days())?;
+    keep_live_journeys(archive, engine)?;
     // Every part of a customer's first pass after a start sends
     // everything (see below): a kill may have come after the archive noted
     // a later part's transitions, and before the stores wrote them.
