@@ -127,6 +127,9 @@ enum Command {
     Customers(std::collections::HashMap<String, CustomerSpec>),
     /// Answers once every command before it is durable (`false`: it is not).
     Sync(oneshot::Sender<bool>),
+    /// Keeps the states of the days the live journeys closed so far, and
+    /// answers once they are durable (`false`: they are not).
+    KeepJourneys(oneshot::Sender<bool>),
     /// The engine finished and emitted every window (the last ones
     /// partial when the input did not end): every pending customer is
     /// restated through all of them, its row kept for a final pass after a
@@ -396,6 +399,21 @@ impl Corrections {
         let _ = self.commands.send(Command::Passed(passes));
     }
 
+    /// Waits until the archive holds, durably, the state of every day the
+    /// live journeys closed so far: the checkpoint stores the journey
+    /// states it covers only then. Stored before, a kill left a restart
+    /// restoring a customer after days whose states the archive never
+    /// got, and late data of those days folded its journey again from
+    /// nothing. `false` when they are not durable; `true` once the archive
+    /// is gone (nothing to wait for).
+    pub async fn keep_journeys(&self) -> bool {
+        let (done, answer) = oneshot::channel();
+        if self.commands.send(Command::KeepJourneys(done)).is_err() {
+            return true;
+        }
+        answer.await.unwrap_or(true)
+    }
+
     /// Restates every pending customer through every window the finished
     /// engine emitted; the caller keeps taking records from `restated`
     /// until this returns.
@@ -632,6 +650,14 @@ fn run(
                                 tracing::error!(error = %e, "cannot sync the archive; the WAL is not cut");
                             }
                             let _ = done.send(synced.is_ok() && live.is_empty());
+                        }
+                        Command::KeepJourneys(done) => {
+                            let kept = keep_live_journeys(&mut archive, &settings.engine)
+                                .and_then(|()| archive.durable());
+                            if let Err(e) = &kept {
+                                tracing::error!(error = %e, "cannot keep the journey states; the checkpoint waits");
+                            }
+                            let _ = done.send(kept.is_ok());
                         }
                         Command::Flush(done) => {
                             // The engine finished: nothing more is asked of it.

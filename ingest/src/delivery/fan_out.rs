@@ -60,6 +60,9 @@ pub struct FanOut {
     pub untracked: super::Untracked,
 }
 
+/// How long a checkpoint waits for the archive to keep what it covers.
+const KEEP_WAIT: Duration = Duration::from_millis(100);
+
 impl FanOut {
     /// Runs until the engine's event channel closes (the engine finished),
     /// with a last checkpoint.
@@ -128,7 +131,7 @@ impl FanOut {
                             let _ = corrections.emitted(resolutions);
                         }
                     }
-                    self.checkpoint(&mut failing).await;
+                    self.checkpoint(&mut failing, corrections.as_ref()).await;
                     if let Some(schedule) = &mut schedule {
                         (self.snapshot_devices(schedule, newest_frontier, &mut snapshots_failing))
                             .await;
@@ -346,11 +349,11 @@ impl FanOut {
 
     /// Stores a checkpoint if the sinks got further, then allows the cut;
     /// in a cluster, only as far as every member's checkpoint allows.
-    async fn checkpoint(&self, failing: &mut Failing) {
+    async fn checkpoint(&self, failing: &mut Failing, corrections: Option<&Corrections>) {
         let Some(dir) = self.wal_dir.clone() else {
             return;
         };
-        self.store_checkpoint(dir, failing).await;
+        self.store_checkpoint(dir, failing, corrections).await;
         if let Some(members) = self.members.clone() {
             match blocking(move || {
                 members
@@ -369,7 +372,12 @@ impl FanOut {
         }
     }
 
-    async fn store_checkpoint(&self, dir: PathBuf, failing: &mut Failing) {
+    async fn store_checkpoint(
+        &self,
+        dir: PathBuf,
+        failing: &mut Failing,
+        corrections: Option<&Corrections>,
+    ) {
         let written: Vec<u64> = self.written.iter().map(|w| w.load(Relaxed)).collect();
         let (plan, stored_before) = {
             let mut ledger = self.ledger();
@@ -387,6 +395,21 @@ impl FanOut {
             return;
         }
         let with_journeys = journeys.is_some();
+        // The archive holds first what the checkpoint covers: the states of
+        // those days (each noted as its day closed) and the records it
+        // keeps (health for the portfolio), all sent to it before they went
+        // to the stores the plan found written. A restart replays nothing
+        // the checkpoint covers: a customer restored after days the archive
+        // lacked had late data of them folded from nothing (its journey
+        // began again), and their dates' portfolio figures lost customers.
+        // A busy archive (a long pass) puts the checkpoint off to a later
+        // tick instead of holding up the records behind it.
+        if let Some(corrections) = corrections {
+            let kept = tokio::time::timeout(KEEP_WAIT, corrections.keep_journeys()).await;
+            if kept != Ok(true) {
+                return;
+            }
+        }
         let checkpoint = plan;
         let stored = blocking(move || {
             if let Some(journeys) = journeys {
