@@ -127,8 +127,9 @@ enum Command {
     Customers(std::collections::HashMap<String, CustomerSpec>),
     /// Answers once every command before it is durable (`false`: it is not).
     Sync(oneshot::Sender<bool>),
-    /// Keeps the states of the days the live journeys closed so far, and
-    /// answers once they are durable (`false`: they are not).
+    /// Keeps the records emitted before it (as any command but the quick
+    /// ones does) and the states of the days the live journeys closed so
+    /// far, and answers once they are durable (`false`: they are not).
     KeepJourneys(oneshot::Sender<bool>),
     /// The engine finished and emitted every window (the last ones
     /// partial when the input did not end): every pending customer is
