@@ -194,6 +194,8 @@ async fn running_service() -> Running {
     let mut service = Service::new(&config, dir.path().join("service.log"))
         .env("FLEETPULSE_OPERATOR_KEY", OPERATOR_KEY);
     service.start_and_wait("http listening");
+    // Published before the subscription, telemetry would have no receiver.
+    service.wait_for_log("subscribed", 1);
 
     let http = reqwest::Client::new();
     let anonymous = Client {

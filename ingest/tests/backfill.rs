@@ -634,7 +634,7 @@ async fn a_stop_before_the_restatement_and_a_second_backfill_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_9_while_the_history_is_taken_in_loses_and_doubles_nothing() {
     use support::service::{Service, write_durable_config};
-    const CONNECTED: &str = "connected to broker";
+    const CONNECTED: &str = "subscribed";
     let s = Scenario::new();
     let reference = tempfile::tempdir().unwrap();
     let reference_db = s.reference(reference.path()).await;
@@ -1167,7 +1167,7 @@ const PARTS_DAYS: i64 = 200;
 async fn a_long_history_is_restated_in_parts_and_a_kill_between_them_loses_nothing() {
     parts_after_fault("parts-kill", None, |run| {
         run.service.kill();
-        run.service.start_and_wait("connected to broker");
+        run.service.start_and_wait("subscribed");
     });
 }
 
@@ -1203,7 +1203,7 @@ async fn a_history_killed_at_its_passes_hand_offs_and_during_a_stop_loses_nothin
         }
         killed.push(acme_days(&run));
         run.service.kill();
-        run.service.start_and_wait("connected to broker");
+        run.service.start_and_wait("subscribed");
     }
     until_acme_days(&run, PARTS_DAYS, 180);
     println!("days in the store at each kill: {killed:?}");
@@ -1355,7 +1355,7 @@ async fn a_fleet_s_history_restated_through_kills_equals_the_live_run() {
         killed.push(run.days(&fresh));
         run.service.kill();
         // Its session kept: it subscribes no more.
-        run.service.start_and_wait("connected to broker");
+        run.service.start_and_wait("subscribed");
     }
     println!("days of {fresh} in the store at each kill: {killed:?}");
     assert!(
@@ -1421,7 +1421,7 @@ async fn a_silent_history(client: &str, kill: bool, days: Option<i64>) -> (Fleet
         }
         at_kill = health_days(&run, &silent);
         run.service.kill();
-        run.service.start_and_wait("connected to broker");
+        run.service.start_and_wait("subscribed");
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let want = days.unwrap_or(80);
@@ -1493,7 +1493,7 @@ async fn a_kill_before_any_checkpoint_restates_the_history_from_its_first_day() 
     (run.service).wait_for_log_within("cannot write the checkpoint", 1, tried);
     run.service.kill();
     std::fs::remove_dir_all(&checkpoint).unwrap();
-    run.service.start_and_wait("connected to broker");
+    run.service.start_and_wait("subscribed");
     until_acme_days(&run, PARTS_DAYS, 120);
     run.service.stop();
     assert_same_as_in_order(

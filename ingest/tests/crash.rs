@@ -17,7 +17,7 @@ use support::service::{Service, influx_sections, write_durable_config};
 use support::truth::{equal, store_days, truth_days};
 
 /// Logged once per start, when the service is ready for telemetry.
-const CONNECTED: &str = "connected to broker";
+const CONNECTED: &str = "subscribed";
 
 fn write_config(dir: &Path, mosquitto: &Mosquitto, influx: &InfluxDb1) -> PathBuf {
     write_durable_config(

@@ -303,7 +303,7 @@ async fn run_process(
     let sinks = "[[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n";
     let config = write_durable_config(dir, mosquitto, client, 2, "", sinks);
     let mut service = Service::new(&config, dir.join("service.log"));
-    service.start_and_wait("connected to broker");
+    service.start_and_wait("subscribed");
     let db = dir.join("kpi.sqlite");
     let publish = |messages, n: usize| {
         let options = publish_options(mosquitto, &format!("{client}-sim-{n}"));
@@ -317,7 +317,7 @@ async fn run_process(
     .await;
     if kill {
         service.kill();
-        service.start_and_wait("connected to broker");
+        service.start_and_wait("subscribed");
     }
     publish(hours(85..99), 1).await.unwrap();
     let day_3_end = T0 + 96 * HOUR_MS;
@@ -401,7 +401,7 @@ async fn a_retraction_the_store_missed_at_a_kill_reaches_it_after_the_restart() 
     let sinks = "[[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n";
     let config = write_durable_config(dir.path(), &mosquitto, client, 2, "", sinks);
     let mut service = Service::new(&config, dir.path().join("service.log"));
-    service.start_and_wait("connected to broker");
+    service.start_and_wait("subscribed");
     let db = dir.path().join("kpi.sqlite");
     let publish = |messages, n: usize| {
         let options = publish_options(&mosquitto, &format!("{client}-sim-{n}"));
@@ -448,7 +448,7 @@ async fn a_retraction_the_store_missed_at_a_kill_reaches_it_after_the_restart() 
         "the store was not behind"
     );
 
-    service.start_and_wait("connected to broker");
+    service.start_and_wait("subscribed");
     let settled = vec![("retracted".to_owned(), true)];
     let restarted = Instant::now();
     while sqlite_episodes(&db) != settled && restarted.elapsed() < Duration::from_secs(60) {
@@ -598,7 +598,7 @@ async fn quieted_across_a_kill(
     let quieted = format!("{CUSTOMERS}\n[customer.thresholds]\ndark_min_devices = 3\n");
     std::fs::write(dir.join("customers.toml"), quieted).unwrap();
     let mut service = Service::new(&config, dir.join("service.log"));
-    service.start_and_wait("connected to broker");
+    service.start_and_wait("subscribed");
     publish(hours(85..99), 1).await.unwrap();
     // Day 3 closes with the first reading of hour 98 (2 h lateness).
     let settled = vec![("retracted".to_owned(), true)];

@@ -21,7 +21,7 @@ use support::servers::{Mosquitto, NO_LOSS, free_ports, http_get};
 use support::service::{Service, write_service_config};
 
 /// Logged once per start, when the service is ready for telemetry.
-const CONNECTED: &str = "connected to broker";
+const CONNECTED: &str = "subscribed";
 
 /// The service's processes: one, or the members of a cluster on free
 /// loopback ports, started and stopped together.

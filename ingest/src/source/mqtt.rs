@@ -285,6 +285,8 @@ pub async fn run(
                         tracing::error!(error = %e, "cannot request subscription");
                     }
                 } else {
+                    // The broker kept the subscriptions with the session.
+                    tracing::info!(topics = ?config.subscriptions(), "subscribed (the session's)");
                     metrics.subscribed.store(true, Relaxed);
                 }
             }
