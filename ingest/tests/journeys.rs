@@ -1472,8 +1472,8 @@ async fn buffer_after(
     publish(&mosquitto, "journeys-sim", backlog).await;
     // Journey states are stored just before the checkpoint they go with.
     let stored = || {
-        (["journeys.json", "checkpoint.json"]
-            .map(|f| std::fs::read(dir.path().join("wal").join(f)).ok()))
+        ["journeys.json", "checkpoint.json"]
+            .map(|f| std::fs::read(dir.path().join("wal").join(f)).ok())
     };
     let mut seen = stored();
     service.start_and_wait();
