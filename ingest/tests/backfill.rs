@@ -678,7 +678,7 @@ async fn a_kill_9_while_the_history_is_taken_in_loses_and_doubles_nothing() {
         match same_as_in_order(&db, &reference_db) {
             Ok(()) => break,
             Err(e) if started.elapsed() > std::time::Duration::from_secs(120) => {
-                panic!("{e}\n{}", service.log_tail())
+                panic!("{e}\n{}\n{}", service.log_tail(), letters_and_kept(dir))
             }
             Err(_) => service.start_and_wait(CONNECTED),
         }
@@ -1961,4 +1961,115 @@ fn a_unit_epoch_ahead_of_the_clock_is_refused_before_anything_is_sent() {
             && !stderr.contains("sent"),
         "{stderr}"
     );
+}
+
+/// SIGKILL while a history still arrives: the service has archived the
+/// first of it (a restatement is pending), the rest waits at the broker in
+/// its session. The restart replays the WAL before it takes the rest in;
+/// the pending restatement must not run and its days be pruned meanwhile
+/// (the rest of a day would then be refused as past the horizon). Killed
+/// again 1.5 s after the restart. Every row ends equal to the live run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_while_the_history_still_arrives_refuses_none_of_it() {
+    use support::service::{Service, write_durable_config};
+    let s = Scenario::new();
+    let reference = tempfile::tempdir().unwrap();
+    let reference_db = s.reference(reference.path()).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    fleetpulse::sim::write_files(&s.fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
+    let sinks = "[alerts]\nmqtt = false\n\n[[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n";
+    let config = write_durable_config(dir.path(), &s.mosquitto, "backfill-arrives", 2, "", sinks);
+    let mut service = Service::new(&config, dir.path().join("service.log"));
+    service.start_and_wait("subscribed");
+    let publish = |batches: Vec<&v1::TelemetryBatch>, client: &'static str| {
+        fleetpulse_sim::publish(
+            publish_options(&s.mosquitto, client),
+            in_process::encoded(&batches),
+            |_| {},
+        )
+    };
+    publish(s.live_before(), "backfill-arrives-sim-1")
+        .await
+        .unwrap();
+
+    let (files, _) = s.histories(dir.path());
+    let sending = {
+        let config = config.clone();
+        std::thread::spawn(move || {
+            let files: Vec<&Path> = files.iter().map(|f| f.as_path()).collect();
+            backfill(&config, &files)
+        })
+    };
+    // Killed once the archive notes a restatement of the history.
+    let state = dir.path().join("wal/archive/state.sqlite");
+    let pending = || {
+        let db = rusqlite::Connection::open_with_flags(
+            &state,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .ok()?;
+        db.query_row("SELECT COUNT(*) FROM pending", [], |r| r.get::<_, i64>(0))
+            .ok()
+    };
+    let started = std::time::Instant::now();
+    while pending().unwrap_or(0) == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "no restatement pending:\n{}",
+            service.log_tail()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    service.kill();
+    sending.join().unwrap();
+    service.start_and_wait("subscribed");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    service.kill();
+    service.start_and_wait("subscribed");
+    publish(s.live_after(), "backfill-arrives-sim-2")
+        .await
+        .unwrap();
+
+    let db = dir.path().join("kpi.sqlite");
+    let started = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        service.stop();
+        match same_as_in_order(&db, &reference_db) {
+            Ok(()) => break,
+            Err(e) if started.elapsed() > std::time::Duration::from_secs(120) => {
+                panic!("{e}\n{}\n{}", service.log_tail(), letters_and_kept(dir))
+            }
+            Err(_) => service.start_and_wait("subscribed"),
+        }
+    }
+}
+
+/// For a failure: the first dead letters found under `dir` (a refusal
+/// names its reason), and where the directory is kept for a look.
+fn letters_and_kept(dir: tempfile::TempDir) -> String {
+    let letters: String = (walk(dir.path()).into_iter())
+        .filter(|p| p.to_string_lossy().contains("dead"))
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .collect::<Vec<_>>()
+        .join("\n")
+        .chars()
+        .take(3000)
+        .collect();
+    format!("dead letters:\n{letters}\nkept in {:?}", dir.keep())
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
