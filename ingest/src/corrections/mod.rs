@@ -585,14 +585,20 @@ fn run(
                             // A pending restatement (a backfill's, older than the
                             // horizon) keeps the days it reads, and those the
                             // rest of a backfill under way reads, until its row
-                            // goes.
+                            // goes. And nothing the checkpoint has not passed:
+                            // after a kill the replay emits those windows again
+                            // without the late data, and the passes that run
+                            // again read it here (pruned while the checkpoint
+                            // lagged, a late batch's hour went back to its
+                            // live value for good).
                             let keep_from = match archive.pending() {
                                 Ok(pending) => (pending.iter())
                                     .map(|p| p.keeps_from().saturating_sub(KEEP_SLACK_MS))
                                     .fold(
                                         through.saturating_sub(settings.horizon_ms + KEEP_SLACK_MS),
                                         EventTime::min,
-                                    ),
+                                    )
+                                    .min(checkpoint.saturating_sub(KEEP_SLACK_MS)),
                                 Err(e) => {
                                     tracing::error!(error = %e, "archive");
                                     0
