@@ -633,28 +633,12 @@ async fn a_stop_before_the_restatement_and_a_second_backfill_change_nothing() {
 /// to the live run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_9_while_the_history_is_taken_in_loses_and_doubles_nothing() {
-    use support::service::{Service, write_durable_config};
     const CONNECTED: &str = "subscribed";
     let s = Scenario::new();
     let reference = tempfile::tempdir().unwrap();
     let reference_db = s.reference(reference.path()).await;
 
-    let dir = tempfile::tempdir().unwrap();
-    fleetpulse::sim::write_files(&s.fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
-    let sinks = "[alerts]\nmqtt = false\n\n[[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n";
-    let config = write_durable_config(dir.path(), &s.mosquitto, "backfill-kill", 2, "", sinks);
-    let mut service = Service::new(&config, dir.path().join("service.log"));
-    service.start_and_wait(CONNECTED);
-    let publish = |batches: Vec<&v1::TelemetryBatch>, client: &'static str| {
-        fleetpulse_sim::publish(
-            publish_options(&s.mosquitto, client),
-            in_process::encoded(&batches),
-            |_| {},
-        )
-    };
-    publish(s.live_before(), "backfill-kill-sim-1")
-        .await
-        .unwrap();
+    let (dir, config, mut service) = live_until_day_85_in_a_process(&s, "backfill-kill").await;
 
     let (files, _) = s.histories(dir.path());
     let files: Vec<&Path> = files.iter().map(|f| f.as_path()).collect();
@@ -664,26 +648,10 @@ async fn a_kill_9_while_the_history_is_taken_in_loses_and_doubles_nothing() {
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     service.kill();
     service.start_and_wait(CONNECTED);
-    publish(s.live_after(), "backfill-kill-sim-2")
-        .await
-        .unwrap();
+    publish_live(&s, s.live_after(), "backfill-kill-sim-2").await;
 
-    // Stopped gracefully once it had time to catch up; again until the
-    // store settles (two minutes at most).
-    let db = dir.path().join("kpi.sqlite");
-    let started = std::time::Instant::now();
-    loop {
-        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-        service.stop();
-        match same_as_in_order(&db, &reference_db) {
-            Ok(()) => break,
-            Err(e) if started.elapsed() > std::time::Duration::from_secs(120) => {
-                panic!("{e}\n{}\n{}", service.log_tail(), letters_and_kept(dir))
-            }
-            Err(_) => service.start_and_wait(CONNECTED),
-        }
-    }
-    let (_, revision) = rows(&db, "customer_kpi");
+    let dir = settled(&mut service, dir, &reference_db).await;
+    let (_, revision) = rows(&dir.path().join("kpi.sqlite"), "customer_kpi");
     assert!(revision > 0, "the history was restated into its windows");
     println!("started {} times", service.starts());
 }
@@ -1971,27 +1939,11 @@ fn a_unit_epoch_ahead_of_the_clock_is_refused_before_anything_is_sent() {
 /// again 1.5 s after the restart. Every row ends equal to the live run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_9_while_the_history_still_arrives_refuses_none_of_it() {
-    use support::service::{Service, write_durable_config};
     let s = Scenario::new();
     let reference = tempfile::tempdir().unwrap();
     let reference_db = s.reference(reference.path()).await;
 
-    let dir = tempfile::tempdir().unwrap();
-    fleetpulse::sim::write_files(&s.fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
-    let sinks = "[alerts]\nmqtt = false\n\n[[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n";
-    let config = write_durable_config(dir.path(), &s.mosquitto, "backfill-arrives", 2, "", sinks);
-    let mut service = Service::new(&config, dir.path().join("service.log"));
-    service.start_and_wait("subscribed");
-    let publish = |batches: Vec<&v1::TelemetryBatch>, client: &'static str| {
-        fleetpulse_sim::publish(
-            publish_options(&s.mosquitto, client),
-            in_process::encoded(&batches),
-            |_| {},
-        )
-    };
-    publish(s.live_before(), "backfill-arrives-sim-1")
-        .await
-        .unwrap();
+    let (dir, config, mut service) = live_until_day_85_in_a_process(&s, "backfill-arrives").await;
 
     let (files, _) = s.histories(dir.path());
     let sending = {
@@ -2027,17 +1979,59 @@ async fn a_kill_9_while_the_history_still_arrives_refuses_none_of_it() {
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     service.kill();
     service.start_and_wait("subscribed");
-    publish(s.live_after(), "backfill-arrives-sim-2")
-        .await
-        .unwrap();
+    publish_live(&s, s.live_after(), "backfill-arrives-sim-2").await;
 
+    settled(&mut service, dir, &reference_db).await;
+}
+
+/// The real binary with its WAL and a persistent session on a directory
+/// of its own (as `name`), subscribed and given [`Scenario::live_before`].
+async fn live_until_day_85_in_a_process(
+    s: &Scenario,
+    name: &'static str,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    support::service::Service,
+) {
+    use support::service::{Service, write_durable_config};
+    let dir = tempfile::tempdir().unwrap();
+    fleetpulse::sim::write_files(&s.fleet, None, Some(&dir.path().join("customers.toml"))).unwrap();
+    let sinks = "[alerts]\nmqtt = false\n\n[[sinks]]\ntype = \"sqlite\"\npath = \"kpi.sqlite\"\n";
+    let config = write_durable_config(dir.path(), &s.mosquitto, name, 2, "", sinks);
+    let mut service = Service::new(&config, dir.path().join("service.log"));
+    service.start_and_wait("subscribed");
+    publish_live(s, s.live_before(), &format!("{name}-sim-1")).await;
+    (dir, config, service)
+}
+
+/// Publishes `batches` to the scenario's broker as `client`.
+async fn publish_live(s: &Scenario, batches: Vec<&v1::TelemetryBatch>, client: &str) {
+    fleetpulse_sim::publish(
+        publish_options(&s.mosquitto, client),
+        in_process::encoded(&batches),
+        |_| {},
+    )
+    .await
+    .unwrap();
+}
+
+/// Stops `service` gracefully once it had time to catch up, and again
+/// (started in between) until its store equals the live run's at
+/// `reference_db`, two minutes at most; then `dir` back. A failure shows
+/// the dead letters and keeps `dir`.
+async fn settled(
+    service: &mut support::service::Service,
+    dir: tempfile::TempDir,
+    reference_db: &Path,
+) -> tempfile::TempDir {
     let db = dir.path().join("kpi.sqlite");
     let started = std::time::Instant::now();
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(5)).await;
         service.stop();
-        match same_as_in_order(&db, &reference_db) {
-            Ok(()) => break,
+        match same_as_in_order(&db, reference_db) {
+            Ok(()) => return dir,
             Err(e) if started.elapsed() > std::time::Duration::from_secs(120) => {
                 panic!("{e}\n{}\n{}", service.log_tail(), letters_and_kept(dir))
             }
