@@ -408,11 +408,7 @@ impl Corrections {
     /// nothing. `false` when they are not durable; `true` once the archive
     /// is gone (nothing to wait for).
     pub async fn keep_journeys(&self) -> bool {
-        let (done, answer) = oneshot::channel();
-        if self.commands.send(Command::KeepJourneys(done)).is_err() {
-            return true;
-        }
-        answer.await.unwrap_or(true)
+        self.ask(Command::KeepJourneys, true).await
     }
 
     /// Restates every pending customer through every window the finished
@@ -428,11 +424,17 @@ impl Corrections {
     /// Waits until everything sent before is durable (before the WAL is
     /// cut behind live batches); `false` when it is not.
     pub async fn sync(&self) -> bool {
+        self.ask(Command::Sync, false).await
+    }
+
+    /// Sends `command` and waits for its answer; `gone` when the
+    /// corrections thread stopped.
+    async fn ask(&self, command: fn(oneshot::Sender<bool>) -> Command, gone: bool) -> bool {
         let (done, answer) = oneshot::channel();
-        if self.commands.send(Command::Sync(done)).is_err() {
-            return false;
+        if self.commands.send(command(done)).is_err() {
+            return gone;
         }
-        answer.await.unwrap_or(false)
+        answer.await.unwrap_or(gone)
     }
 }
 
