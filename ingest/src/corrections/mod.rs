@@ -120,8 +120,9 @@ enum Command {
     /// Every store wrote these passes.
     Passed(Vec<Pass>),
     /// Records the engine emitted; answered once their alert transitions
-    /// are kept (only asked for when there are some).
-    Emitted(Arc<[Output]>, Option<oneshot::Sender<()>>),
+    /// are kept (only asked for when there are some), with the records to
+    /// send instead when some of them a pass superseded.
+    Emitted(Arc<[Output]>, Option<oneshot::Sender<Kept>>),
     /// The customers file changed: the definitions to fold with from now
     /// on; a changed customer's journey is folded again.
     Customers(std::collections::HashMap<String, CustomerSpec>),
@@ -380,7 +381,9 @@ impl Corrections {
     /// answer comes once they are kept: a receiver told of an alert the
     /// archive does not know would never hear of its retraction if a kill
     /// came between the two and the journey folded differently after it.
-    pub fn emitted(&self, records: Arc<[Output]>) -> Option<oneshot::Receiver<()>> {
+    /// The answer holds the records to send instead, if a pass superseded
+    /// some of them ([`superseded`]).
+    pub fn emitted(&self, records: Arc<[Output]>) -> Option<oneshot::Receiver<Kept>> {
         if !records.iter().any(|r| matches!(r, Output::Alert(_))) {
             let _ = self.commands.send(Command::Emitted(records, None));
             return None;
@@ -731,7 +734,28 @@ fn run(
 
 /// Records the engine emitted, and who waits until their alert
 /// transitions are kept.
-type Emitted = (Arc<[Output]>, Option<oneshot::Sender<()>>);
+type Emitted = (Arc<[Output]>, Option<oneshot::Sender<Kept>>);
+
+/// The records to send instead of those emitted, when a pass superseded
+/// some of their alert transitions.
+pub type Kept = Option<Arc<[Output]>>;
+
+/// Whether `alert`, a live transition, is one of a journey a pass has
+/// replaced since: a day's close dated by the last day of `customer`'s
+/// journey the pass folded again (`adopted`). The live journey closed that
+/// day before the pass was adopted, and the pass's fold judged it again;
+/// the transition, still on its way from the engine when the pass read
+/// the episodes to retract, would otherwise reach the stores with nothing
+/// to retract it. A provisional alert, or a close's retraction of one, is
+/// its open day's to settle, as before.
+fn superseded(adopted: &HashMap<Id, EventTime>, alert: &AlertRecord) -> bool {
+    let at = alert.resolved_at.unwrap_or(alert.opened_at);
+    !alert.provisional
+        && alert.status != AlertStatus::Retracted
+        && adopted
+            .get(&alert.customer)
+            .is_some_and(|through| at <= *through)
+}
 
 /// The engine emitted every portfolio figure ending by `emitted`: the
 /// dates it passed since the last call that only passes' rows hold get
@@ -762,6 +786,22 @@ fn keep_emitted(
     if emitted.is_empty() {
         return;
     }
+    let stale = |r: &Output| matches!(r, Output::Alert(a) if superseded(&state.adopted, a));
+    let mut instead: Vec<Kept> = Vec::with_capacity(emitted.len());
+    for (records, _) in emitted.iter_mut() {
+        if !records.iter().any(stale) {
+            instead.push(None);
+            continue;
+        }
+        let current: Arc<[Output]> = (records.iter()).filter(|r| !stale(r)).cloned().collect();
+        for r in records.iter().filter(|r| stale(r)) {
+            if let Output::Alert(a) = r {
+                tracing::info!(customer = %a.customer, rule = ?a.rule, opened_at = a.opened_at, "a live alert transition a restatement superseded: not sent");
+            }
+        }
+        *records = current.clone();
+        instead.push(Some(current));
+    }
     let records = emitted.iter().flat_map(|(records, _)| records.iter());
     if let Err(e) = keep(archive, state.day.as_deref(), records.clone()) {
         tracing::error!(error = %e, "cannot keep alerts and journey inputs");
@@ -769,9 +809,9 @@ fn keep_emitted(
     }
     // Live figures of a date some customer's health was restated in.
     state.portfolio(archive.keep_portfolio(engine, records));
-    for (_, kept) in emitted.drain(..) {
+    for ((_, kept), instead) in emitted.drain(..).zip(instead) {
         if let Some(kept) = kept {
-            let _ = kept.send(());
+            let _ = kept.send(instead);
         }
     }
 }
@@ -970,6 +1010,9 @@ struct Passes {
     last_started: Option<Id>,
     /// Archive day files the passes read (`/metrics`).
     days_read: Arc<AtomicU64>,
+    /// The end of the newest window of each customer's journey a pass
+    /// folded again and the live journey adopted ([`superseded`]).
+    adopted: HashMap<Id, EventTime>,
 }
 
 impl Passes {
@@ -1584,6 +1627,10 @@ fn answered(
         let Some(customer) = pass.customer().cloned() else {
             continue;
         };
+        if let JourneyAnswer::Adopted { observed, .. } = &answer {
+            let through = state.adopted.entry(customer.clone()).or_insert(0);
+            *through = (*through).max(*observed);
+        }
         let whole = Judged::whole(floor);
         if let Some((records, days)) =
             complete(engine, archive, &customer, whole, records, answer, state)?
@@ -2180,6 +2227,66 @@ mod tests {
             status,
             ..AlertRecord::default()
         }
+    }
+
+    /// A live alert transition the engine emitted before a pass's fold was
+    /// adopted, still on its way when the pass read the episodes to
+    /// retract, goes to no store and is not kept: the fold judged its day
+    /// again. A later day's transition, another customer's, and a
+    /// provisional alert (its open day's close settles it) go as emitted.
+    #[test]
+    fn a_live_transition_a_pass_superseded_on_its_way_goes_nowhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut archive = Archive::open(dir.path()).unwrap();
+        let engine = EngineConfig::default();
+        let mut state = Passes::default();
+        state.adopted.insert("c1".into(), 5);
+        let other = AlertRecord {
+            customer: "c2".into(),
+            ..alert(Rule::HealthRed, 3, AlertStatus::Open)
+        };
+        let provisional = AlertRecord {
+            provisional: true,
+            ..alert(Rule::DevicesDark, 4, AlertStatus::Open)
+        };
+        let records: Arc<[Output]> = [
+            alert(Rule::UsageDrop, 2, AlertStatus::Open),
+            resolved(Rule::UsageDrop, 2, 4),
+            resolved(Rule::HealthRed, 1, 6),
+            other.clone(),
+            provisional.clone(),
+        ]
+        .into_iter()
+        .map(Output::Alert)
+        .collect();
+        let (kept, answer) = oneshot::channel();
+        let mut emitted = vec![(records, Some(kept))];
+        keep_emitted(&engine, &mut state, &mut archive, &mut emitted);
+        let instead = answer.blocking_recv().unwrap().expect("some superseded");
+        assert_eq!(
+            transitions(instead.to_vec()),
+            [
+                (Rule::HealthRed, 1, AlertStatus::Resolved, Some(6)),
+                (Rule::HealthRed, 3, AlertStatus::Open, None),
+                (Rule::DevicesDark, 4, AlertStatus::Open, None),
+            ]
+        );
+        let mut kept = archive.alerts_from("c1", 0, true).unwrap();
+        kept.sort_by_key(|a| a.opened_at);
+        assert_eq!(kept, [resolved(Rule::HealthRed, 1, 6), provisional]);
+        assert_eq!(archive.alerts_from("c2", 0, true).unwrap(), [other]);
+
+        // Nothing superseded: sent as emitted.
+        let records: Arc<[Output]> =
+            [Output::Alert(alert(Rule::FaultSpike, 7, AlertStatus::Open))].into();
+        let (kept, answer) = oneshot::channel();
+        keep_emitted(
+            &engine,
+            &mut state,
+            &mut archive,
+            &mut vec![(records, Some(kept))],
+        );
+        assert_eq!(answer.blocking_recv().unwrap(), None);
     }
 
     /// A fold sends what the stores lack: of an episode they hold, its

@@ -166,13 +166,15 @@ impl FanOut {
                     if let Some(probe) = self.metrics.probe.get() {
                         probe.records_emitted(records.len());
                     }
-                    let records: Arc<[Output]> = records.into();
+                    let mut records: Arc<[Output]> = records.into();
                     // Alert transitions go out only once the archive knows
-                    // them, so a later restatement can retract them.
+                    // them, so a later restatement can retract them (and
+                    // not those a restatement superseded on their way).
                     if let Some(kept) =
                         (corrections.as_ref()).and_then(|c| c.emitted(records.clone()))
+                        && let Ok(Some(instead)) = kept.await
                     {
-                        let _ = kept.await;
+                        records = instead;
                     }
                     if let Some(sent) = &mut sent {
                         self.note_provisional(sent, &records, &mut sent_failing)
