@@ -1392,6 +1392,92 @@ async fn late_data_amid_restarts_leaves_the_dashboard_as_the_run_in_event_time_o
     }
 }
 
+/// The machine that worked most in the open day's first half was out of
+/// coverage then, and uploads its buffer on reconnecting, in order, before
+/// reporting live: once the pass is written, every API document, the open
+/// day's provisional health included, equals the run where the same
+/// readings came in event-time order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buffer_of_the_open_day_s_first_hours_reaches_its_provisional_health() {
+    let fleet = fleet(2, 8, 6, 43);
+    let (day, hour) = (86_400_000, 3_600_000);
+    let open = fleet.spec().start + 5 * day;
+    let reconnect = open + 12 * hour;
+    let in_order: Vec<_> = fleet.messages().collect();
+    // The machine that worked most in those hours.
+    let mut running: std::collections::HashMap<&str, usize> = Default::default();
+    for m in &in_order {
+        let samples = m.batch.samples.iter();
+        let working = samples
+            .filter(|s| (open..reconnect).contains(&(s.event_time_ms as u64)) && s.state == 1);
+        *running.entry(m.batch.device_id.as_str()).or_default() += working.count();
+    }
+    let (device, _) = running.into_iter().max_by_key(|(d, n)| (*n, *d)).unwrap();
+    let device = device.to_string();
+    let buffered = |m: &fleetpulse_sim::stream::SimMessage| {
+        m.topic.split('/').nth(3) == Some(device.as_str())
+            && (open..reconnect).contains(&m.publish_time())
+    };
+    let (buffer, mut late): (Vec<_>, Vec<_>) = in_order.iter().cloned().partition(buffered);
+    assert!(buffer.len() >= 10, "{} buffered", buffer.len());
+    let at = late
+        .iter()
+        .position(|m| m.publish_time() >= reconnect)
+        .unwrap();
+    late.splice(at..at, buffer);
+    let encoded = |messages: Vec<fleetpulse_sim::stream::SimMessage>| {
+        (messages.into_iter())
+            .map(fleetpulse_sim::stream::SimMessage::into_encoded)
+            .collect::<Vec<_>>()
+    };
+    let want = open_day_after(&fleet, "open-day-in-order", encoded(in_order), false).await;
+    let got = open_day_after(&fleet, "open-day-buffered", encoded(late), true).await;
+    let diffs = differences(&want, &got, |_| false);
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    let customer = (fleet.customers().iter())
+        .find(|c| fleet.devices_of(c).iter().any(|d| d.id == device))
+        .unwrap();
+    let path = format!("/api/customers/{}", customer.id);
+    let (_, doc) = got.iter().find(|(p, _)| *p == path).unwrap();
+    let health = &doc["health"];
+    assert_eq!(health["provisional"], true, "{health}");
+    assert_eq!(health["window_start"], open, "{health}");
+}
+
+/// The dashboard of `fleet` once `messages` are taken in and written
+/// (with `restated`, once a pass is written too).
+async fn open_day_after(
+    fleet: &Fleet,
+    name: &str,
+    messages: Vec<(String, Vec<u8>)>,
+    restated: bool,
+) -> Dashboard {
+    let mosquitto = Mosquitto::start_with_config(NO_LOSS);
+    let dir = tempfile::tempdir().unwrap();
+    write_customers(dir.path(), fleet);
+    let mut service = Deployment::start(dir.path(), &mosquitto, name, 1, 1);
+    let count = messages.len();
+    publish(&mosquitto, &format!("{name}-sim"), messages).await;
+    service.until_taken_in(count).await;
+    let addr = http_addrs(&service)[0].clone();
+    if restated {
+        let metrics = format!("http://{addr}/metrics");
+        let started = Instant::now();
+        while support::service::metric(
+            &http_get(&metrics).unwrap().text(),
+            "fleetpulse_restatements_total",
+        ) < 1
+        {
+            assert!(started.elapsed() < Duration::from_secs(60), "no pass");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    until_written(&addr).await;
+    let doc = dashboard(&addr, fleet);
+    service.stop();
+    doc
+}
+
 /// The checkpoint a kill falls right after (D5): a service catching up
 /// with a backlog (16 days of a fleet of 20) is SIGKILLed within a
 /// millisecond of the first checkpoint whose journey states reach past the
