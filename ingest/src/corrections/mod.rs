@@ -403,15 +403,18 @@ impl Corrections {
         let _ = self.commands.send(Command::Passed(passes));
     }
 
-    /// Waits until the archive holds, durably, the state of every day the
-    /// live journeys closed so far: the checkpoint stores the journey
-    /// states it covers only then. Stored before, a kill left a restart
-    /// restoring a customer after days whose states the archive never
-    /// got, and late data of those days folded its journey again from
-    /// nothing. `false` when they are not durable; `true` once the archive
-    /// is gone (nothing to wait for).
-    pub async fn keep_journeys(&self) -> bool {
-        self.ask(Command::KeepJourneys, true).await
+    /// Asks the archive to hold, durably, the state of every day the live
+    /// journeys closed so far, and what was sent to it before: the
+    /// checkpoint stores the journey states it covers only then. Stored
+    /// before, a kill left a restart restoring a customer after days whose
+    /// states the archive never got, and late data of those days folded
+    /// its journey again from nothing. The answer (`false`: not durable)
+    /// comes on the receiver; `None` when the archive is gone (nothing to
+    /// wait for).
+    pub fn ask_to_keep_journeys(&self) -> Option<oneshot::Receiver<bool>> {
+        let (done, answer) = oneshot::channel();
+        self.commands.send(Command::KeepJourneys(done)).ok()?;
+        Some(answer)
     }
 
     /// Restates every pending customer through every window the finished

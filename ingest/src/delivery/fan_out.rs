@@ -4,15 +4,18 @@
 //! [`Ledger`] is asked whether the sinks got further, the checkpoint is
 //! stored, and the WAL cut it allows is handed to the WAL's side.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fleetpulse_engine::{DeviceBoard, EngineEvent, EventTime, JourneyBoard, Output};
+use fleetpulse_engine::{
+    DeviceBoard, EngineEvent, EventTime, Id, JourneyBoard, JourneyState, Output,
+};
 use tokio::sync::{mpsc, watch};
 
-use super::checkpoint::record_time;
+use super::checkpoint::{Checkpoint, record_time};
 use super::devices::Schedule;
 use super::ledger::Ledger;
 use crate::corrections::{Corrections, Pass, Restated};
@@ -63,6 +66,17 @@ pub struct FanOut {
 /// How long a checkpoint waits for the archive to keep what it covers.
 const KEEP_WAIT: Duration = Duration::from_millis(100);
 
+/// A checkpoint and the journey states it goes with.
+type Covered = (Option<Checkpoint>, Option<HashMap<Id, JourneyState>>);
+
+/// A checkpoint asked of the archive and not answered yet: what it covers
+/// was computed when it was asked, and the answer covers only that.
+struct Keeping {
+    answer: tokio::sync::oneshot::Receiver<bool>,
+    plan: Option<Checkpoint>,
+    journeys: Option<HashMap<Id, JourneyState>>,
+}
+
 impl FanOut {
     /// Runs until the engine's event channel closes (the engine finished),
     /// with a last checkpoint.
@@ -78,6 +92,7 @@ impl FanOut {
             "device snapshot written again",
         );
         let mut schedule = self.schedule.take();
+        let mut keeping: Option<Keeping> = None;
         let mut newest_frontier: EventTime = 0;
         let (corrections, mut restated) = match self.corrections.take() {
             Some((c, r)) => (Some(c), Some(r)),
@@ -131,7 +146,7 @@ impl FanOut {
                             let _ = corrections.emitted(resolutions);
                         }
                     }
-                    self.checkpoint(&mut failing, corrections.as_ref()).await;
+                    (self.checkpoint(&mut failing, corrections.as_ref(), &mut keeping)).await;
                     if let Some(schedule) = &mut schedule {
                         (self.snapshot_devices(schedule, newest_frontier, &mut snapshots_failing))
                             .await;
@@ -351,11 +366,17 @@ impl FanOut {
 
     /// Stores a checkpoint if the sinks got further, then allows the cut;
     /// in a cluster, only as far as every member's checkpoint allows.
-    async fn checkpoint(&self, failing: &mut Failing, corrections: Option<&Corrections>) {
+    async fn checkpoint(
+        &self,
+        failing: &mut Failing,
+        corrections: Option<&Corrections>,
+        keeping: &mut Option<Keeping>,
+    ) {
         let Some(dir) = self.wal_dir.clone() else {
             return;
         };
-        self.store_checkpoint(dir, failing, corrections).await;
+        self.store_checkpoint(dir, failing, corrections, keeping)
+            .await;
         if let Some(members) = self.members.clone() {
             match blocking(move || {
                 members
@@ -379,39 +400,29 @@ impl FanOut {
         dir: PathBuf,
         failing: &mut Failing,
         corrections: Option<&Corrections>,
+        keeping: &mut Option<Keeping>,
     ) {
-        let written: Vec<u64> = self.written.iter().map(|w| w.load(Relaxed)).collect();
-        let (plan, stored_before) = {
-            let mut ledger = self.ledger();
-            (ledger.plan(&written), ledger.checkpoint().written_before)
+        // A checkpoint asked of the archive at an earlier tick goes on
+        // waiting for that answer, with what it covered then: asked again
+        // at every tick, a busy archive (a long pass, a slow disk) answered
+        // none of them within the wait, and no checkpoint was stored while
+        // it stayed busy (the WAL only grew).
+        let (plan, journeys) = match keeping.take() {
+            Some(mut asked) => match tokio::time::timeout(KEEP_WAIT, &mut asked.answer).await {
+                Err(_) => {
+                    *keeping = Some(asked);
+                    return;
+                }
+                Ok(Ok(false)) => return,
+                // Kept, or the archive is gone: nothing to wait for.
+                Ok(_) => (asked.plan, asked.journeys),
+            },
+            None => match self.covered(corrections, keeping).await {
+                Some(covered) => covered,
+                None => return,
+            },
         };
-        // Journey states first: a state is never behind the checkpoint it
-        // goes with (a crash between the two leaves states the stores
-        // already cover, which the replay then skips). Without a new
-        // checkpoint too: a journey folded again by late data replaces the
-        // states of its days, and a restart must not restore the old ones
-        // (its pass, until every store wrote it, runs again after one).
-        let before = plan.as_ref().map_or(stored_before, |p| p.written_before);
-        let journeys = self.journeys.covered_before(before);
-        if plan.is_none() && journeys.is_none() {
-            return;
-        }
         let with_journeys = journeys.is_some();
-        // The archive holds first what the checkpoint covers: the states of
-        // those days (each noted as its day closed) and the records it
-        // keeps (health for the portfolio), all sent to it before they went
-        // to the stores the plan found written. A restart replays nothing
-        // the checkpoint covers: a customer restored after days the archive
-        // lacked had late data of them folded from nothing (its journey
-        // began again), and their dates' portfolio figures lost customers.
-        // A busy archive (a long pass) puts the checkpoint off to a later
-        // tick instead of holding up the records behind it.
-        if let Some(corrections) = corrections {
-            let kept = tokio::time::timeout(KEEP_WAIT, corrections.keep_journeys()).await;
-            if kept != Ok(true) {
-                return;
-            }
-        }
         let checkpoint = plan;
         let stored = blocking(move || {
             if let Some(journeys) = journeys {
@@ -431,6 +442,56 @@ impl FanOut {
                 }
             }
             Err(e) => failing.failed(&e),
+        }
+    }
+
+    /// What a new checkpoint covers, once the archive holds it; `None`
+    /// when there is nothing new, or the archive has not answered yet (the
+    /// question is then left in `keeping`) or cannot keep it.
+    async fn covered(
+        &self,
+        corrections: Option<&Corrections>,
+        keeping: &mut Option<Keeping>,
+    ) -> Option<Covered> {
+        let written: Vec<u64> = self.written.iter().map(|w| w.load(Relaxed)).collect();
+        let (plan, stored_before) = {
+            let mut ledger = self.ledger();
+            (ledger.plan(&written), ledger.checkpoint().written_before)
+        };
+        // Journey states first: a state is never behind the checkpoint it
+        // goes with (a crash between the two leaves states the stores
+        // already cover, which the replay then skips). Without a new
+        // checkpoint too: a journey folded again by late data replaces the
+        // states of its days, and a restart must not restore the old ones
+        // (its pass, until every store wrote it, runs again after one).
+        let before = plan.as_ref().map_or(stored_before, |p| p.written_before);
+        let journeys = self.journeys.covered_before(before);
+        if plan.is_none() && journeys.is_none() {
+            return None;
+        }
+        // The archive holds first what the checkpoint covers: the states of
+        // those days (each noted as its day closed) and the records it
+        // keeps (health for the portfolio), all sent to it before they went
+        // to the stores the plan found written. A restart replays nothing
+        // the checkpoint covers: a customer restored after days the archive
+        // lacked had late data of them folded from nothing (its journey
+        // began again), and their dates' portfolio figures lost customers.
+        // A busy archive (a long pass) puts the checkpoint off to a later
+        // tick instead of holding up the records behind it.
+        let Some(mut answer) = corrections.and_then(Corrections::ask_to_keep_journeys) else {
+            return Some((plan, journeys));
+        };
+        match tokio::time::timeout(KEEP_WAIT, &mut answer).await {
+            Err(_) => {
+                *keeping = Some(Keeping {
+                    answer,
+                    plan,
+                    journeys,
+                });
+                None
+            }
+            Ok(Ok(false)) => None,
+            Ok(_) => Some((plan, journeys)),
         }
     }
 
