@@ -412,9 +412,7 @@ impl Corrections {
     /// comes on the receiver; `None` when the archive is gone (nothing to
     /// wait for).
     pub fn ask_to_keep_journeys(&self) -> Option<oneshot::Receiver<bool>> {
-        let (done, answer) = oneshot::channel();
-        self.commands.send(Command::KeepJourneys(done)).ok()?;
-        Some(answer)
+        self.asking(Command::KeepJourneys)
     }
 
     /// Restates every pending customer through every window the finished
@@ -436,11 +434,21 @@ impl Corrections {
     /// Sends `command` and waits for its answer; `gone` when the
     /// corrections thread stopped.
     async fn ask(&self, command: fn(oneshot::Sender<bool>) -> Command, gone: bool) -> bool {
-        let (done, answer) = oneshot::channel();
-        if self.commands.send(command(done)).is_err() {
-            return gone;
+        match self.asking(command) {
+            Some(answer) => answer.await.unwrap_or(gone),
+            None => gone,
         }
-        answer.await.unwrap_or(gone)
+    }
+
+    /// Sends `command`; its answer comes on the receiver (`None`: the
+    /// corrections thread stopped).
+    fn asking(
+        &self,
+        command: fn(oneshot::Sender<bool>) -> Command,
+    ) -> Option<oneshot::Receiver<bool>> {
+        let (done, answer) = oneshot::channel();
+        self.commands.send(command(done)).ok()?;
+        Some(answer)
     }
 }
 
@@ -791,17 +799,20 @@ fn keep_emitted(
     }
     let stale = |r: &Output| matches!(r, Output::Alert(a) if superseded(&state.adopted, a));
     let mut instead: Vec<Kept> = Vec::with_capacity(emitted.len());
-    for (records, _) in emitted.iter_mut() {
-        if !records.iter().any(stale) {
+    for (records, kept) in emitted.iter_mut() {
+        // Only a batch with alert transitions waits for an answer.
+        if kept.is_none() || state.adopted.is_empty() || !records.iter().any(stale) {
             instead.push(None);
             continue;
         }
-        let current: Arc<[Output]> = (records.iter()).filter(|r| !stale(r)).cloned().collect();
-        for r in records.iter().filter(|r| stale(r)) {
+        let (dropped, current): (Vec<&Output>, Vec<&Output>) =
+            records.iter().partition(|r| stale(r));
+        for r in dropped {
             if let Output::Alert(a) = r {
                 tracing::info!(customer = %a.customer, rule = ?a.rule, opened_at = a.opened_at, "a live alert transition a restatement superseded: not sent");
             }
         }
+        let current: Arc<[Output]> = current.into_iter().cloned().collect();
         *records = current.clone();
         instead.push(Some(current));
     }

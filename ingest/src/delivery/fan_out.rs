@@ -66,13 +66,12 @@ pub struct FanOut {
 /// How long a checkpoint waits for the archive to keep what it covers.
 const KEEP_WAIT: Duration = Duration::from_millis(100);
 
-/// A checkpoint and the journey states it goes with.
-type Covered = (Option<Checkpoint>, Option<HashMap<Id, JourneyState>>);
-
-/// A checkpoint asked of the archive and not answered yet: what it covers
-/// was computed when it was asked, and the answer covers only that.
+/// A checkpoint and the journey states it goes with, once the archive
+/// holds what they cover: what they cover was computed when the archive
+/// was asked, and its answer covers only that.
 struct Keeping {
-    answer: tokio::sync::oneshot::Receiver<bool>,
+    /// The archive's answer (`None`: no archive to wait for).
+    answer: Option<tokio::sync::oneshot::Receiver<bool>>,
     plan: Option<Checkpoint>,
     journeys: Option<HashMap<Id, JourneyState>>,
 }
@@ -406,22 +405,24 @@ impl FanOut {
         // waiting for that answer, with what it covered then: asked again
         // at every tick, a busy archive (a long pass, a slow disk) answered
         // none of them within the wait, and no checkpoint was stored while
-        // it stayed busy (the WAL only grew).
-        let (plan, journeys) = match keeping.take() {
-            Some(mut asked) => match tokio::time::timeout(KEEP_WAIT, &mut asked.answer).await {
+        // it stayed busy (the WAL only grew). A busy archive puts the
+        // checkpoint off to a later tick instead of holding up the records
+        // behind it.
+        let Some(mut asked) = keeping.take().or_else(|| self.covered(corrections)) else {
+            return;
+        };
+        if let Some(answer) = &mut asked.answer {
+            match tokio::time::timeout(KEEP_WAIT, answer).await {
                 Err(_) => {
                     *keeping = Some(asked);
                     return;
                 }
                 Ok(Ok(false)) => return,
                 // Kept, or the archive is gone: nothing to wait for.
-                Ok(_) => (asked.plan, asked.journeys),
-            },
-            None => match self.covered(corrections, keeping).await {
-                Some(covered) => covered,
-                None => return,
-            },
-        };
+                Ok(_) => {}
+            }
+        }
+        let Keeping { plan, journeys, .. } = asked;
         let with_journeys = journeys.is_some();
         let checkpoint = plan;
         let stored = blocking(move || {
@@ -445,14 +446,9 @@ impl FanOut {
         }
     }
 
-    /// What a new checkpoint covers, once the archive holds it; `None`
-    /// when there is nothing new, or the archive has not answered yet (the
-    /// question is then left in `keeping`) or cannot keep it.
-    async fn covered(
-        &self,
-        corrections: Option<&Corrections>,
-        keeping: &mut Option<Keeping>,
-    ) -> Option<Covered> {
+    /// What a new checkpoint covers, the archive asked to keep it; `None`
+    /// when there is nothing new.
+    fn covered(&self, corrections: Option<&Corrections>) -> Option<Keeping> {
         let written: Vec<u64> = self.written.iter().map(|w| w.load(Relaxed)).collect();
         let (plan, stored_before) = {
             let mut ledger = self.ledger();
@@ -476,23 +472,11 @@ impl FanOut {
         // the checkpoint covers: a customer restored after days the archive
         // lacked had late data of them folded from nothing (its journey
         // began again), and their dates' portfolio figures lost customers.
-        // A busy archive (a long pass) puts the checkpoint off to a later
-        // tick instead of holding up the records behind it.
-        let Some(mut answer) = corrections.and_then(Corrections::ask_to_keep_journeys) else {
-            return Some((plan, journeys));
-        };
-        match tokio::time::timeout(KEEP_WAIT, &mut answer).await {
-            Err(_) => {
-                *keeping = Some(Keeping {
-                    answer,
-                    plan,
-                    journeys,
-                });
-                None
-            }
-            Ok(Ok(false)) => None,
-            Ok(_) => Some((plan, journeys)),
-        }
+        Some(Keeping {
+            answer: corrections.and_then(Corrections::ask_to_keep_journeys),
+            plan,
+            journeys,
+        })
     }
 
     /// Stores the device snapshot the engine handed in, promotes the newest
