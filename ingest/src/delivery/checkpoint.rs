@@ -19,6 +19,13 @@ pub struct Checkpoint {
     /// Windows (and alert transitions) before this event time are in every
     /// sink; after a restart they are not written again.
     pub written_before: EventTime,
+    /// A cluster member's journey states (beside it) are of days before
+    /// this, at most `written_before`; `None`: as far as `written_before`
+    /// (a single process, or a file of an earlier build). Every member
+    /// keeps its WAL records behind the least of these, so the days after
+    /// each restored state replay whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journeys_before: Option<EventTime>,
 }
 
 /// Where the checkpoint lives, beside the WAL segments.
@@ -27,6 +34,21 @@ pub fn path(wal_dir: &Path) -> PathBuf {
 }
 
 impl Checkpoint {
+    /// The checkpoint at `written_before`, its journey states as far.
+    pub fn at(written_before: EventTime) -> Self {
+        Self {
+            written_before,
+            journeys_before: None,
+        }
+    }
+
+    /// The journey states beside it are of days before this.
+    pub fn journeys_cover(&self) -> EventTime {
+        (self.journeys_before)
+            .unwrap_or(self.written_before)
+            .min(self.written_before)
+    }
+
     /// Reads the checkpoint; a missing file is the empty checkpoint.
     pub fn load(wal_dir: &Path) -> std::io::Result<Self> {
         match std::fs::read(path(wal_dir)) {
@@ -52,8 +74,19 @@ mod tests {
     fn checkpoint_round_trips() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(Checkpoint::load(dir.path()).unwrap(), Checkpoint::default());
-        let c = Checkpoint { written_before: 42 };
+        let c = Checkpoint::at(42);
         c.store(dir.path()).unwrap();
         assert_eq!(Checkpoint::load(dir.path()).unwrap(), c);
+        // A single process's file says nothing of its journey states: the
+        // format of earlier builds.
+        let file = std::fs::read_to_string(path(dir.path())).unwrap();
+        assert_eq!(file, r#"{"written_before":42}"#);
+        let member = Checkpoint {
+            written_before: 42,
+            journeys_before: Some(40),
+        };
+        member.store(dir.path()).unwrap();
+        assert_eq!(Checkpoint::load(dir.path()).unwrap(), member);
+        assert_eq!(member.journeys_cover(), 40);
     }
 }

@@ -377,13 +377,7 @@ impl FanOut {
         self.store_checkpoint(dir, failing, corrections, keeping)
             .await;
         if let Some(members) = self.members.clone() {
-            match blocking(move || {
-                members
-                    .members_written_before()
-                    .map_err(std::io::Error::other)
-            })
-            .await
-            {
+            match blocking(move || members.members_least().map_err(std::io::Error::other)).await {
                 Ok(least) => {
                     if let Some(cut) = self.ledger().everywhere(least) {
                         let _ = self.cut.send(cut);
@@ -450,21 +444,38 @@ impl FanOut {
     /// when there is nothing new.
     fn covered(&self, corrections: Option<&Corrections>) -> Option<Keeping> {
         let written: Vec<u64> = self.written.iter().map(|w| w.load(Relaxed)).collect();
-        let (plan, stored_before) = {
+        let (plan, before, stored) = {
             let mut ledger = self.ledger();
-            (ledger.plan(&written), ledger.checkpoint().written_before)
+            let (plan, stored) = (ledger.plan(&written), ledger.checkpoint());
+            let before = plan.map_or(stored.written_before, |p| p.written_before);
+            (plan, ledger.journeys_before(before), stored)
         };
         // Journey states first: a state is never behind the checkpoint it
         // goes with (a crash between the two leaves states the stores
-        // already cover, which the replay then skips). Without a new
+        // already cover, which the replay then skips); in a cluster, never
+        // past the least advanced member's ([`Ledger::journeys_before`]).
+        // Without a new
         // checkpoint too: a journey folded again by late data replaces the
         // states of its days, and a restart must not restore the old ones
         // (its pass, until every store wrote it, runs again after one).
-        let before = plan.as_ref().map_or(stored_before, |p| p.written_before);
         let journeys = self.journeys.covered_before(before);
         if plan.is_none() && journeys.is_none() {
             return None;
         }
+        // A member's checkpoint also says how far its journey states go
+        // (the others keep their WAL records behind it), even when only
+        // they moved.
+        let plan = match (&self.members, &journeys) {
+            (None, _) => plan,
+            (Some(_), Some(_)) => Some(Checkpoint {
+                journeys_before: Some(before),
+                ..plan.unwrap_or(stored)
+            }),
+            (Some(_), None) => plan.map(|p| Checkpoint {
+                journeys_before: stored.journeys_before,
+                ..p
+            }),
+        };
         // The archive holds first what the checkpoint covers: the states of
         // those days (each noted as its day closed) and the records it
         // keeps (health for the portfolio), all sent to it before they went

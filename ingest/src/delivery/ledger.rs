@@ -29,10 +29,16 @@ pub struct Ledger {
     suppress_before: EventTime,
     /// Every member of the cluster has written windows before this (the
     /// least of their checkpoints); alone, no bound (`EventTime::MAX`).
+    /// Journey states are stored only as far.
     /// A member's readings feed windows that other members' workers close
     /// and other members' stores write: its WAL keeps them until those
     /// stores have.
     everywhere: EventTime,
+    /// Every member's journey states are of days before this (the least
+    /// of what their checkpoints say); alone, no bound. Each member's WAL
+    /// keeps the records behind it, so a restart replays whole every day
+    /// after a restored state, whichever member stored it.
+    replayable: EventTime,
     /// Customers taken back into the customers file after days out of it:
     /// the days their journeys close again at the start (the days they
     /// were out) were never written, so none of their records is
@@ -51,6 +57,7 @@ impl Ledger {
             stored,
             suppress_before: stored.written_before,
             everywhere: EventTime::MAX,
+            replayable: EventTime::MAX,
             returning: Default::default(),
         }
     }
@@ -60,21 +67,41 @@ impl Ledger {
         self.returning = customers;
     }
 
-    /// Every member of the cluster has stored a checkpoint at or after
-    /// `at` (this one's included): where the WAL may now be cut, if
-    /// anywhere. Once called, no cut passes what the least advanced
-    /// member's stores have yet to write.
-    pub fn everywhere(&mut self, at: EventTime) -> Option<Lsn> {
-        if self.everywhere != EventTime::MAX && at <= self.everywhere {
-            return None;
+    /// Every member of the cluster has stored a checkpoint at least as far
+    /// as `least` (this one's included; see
+    /// [`super::rescale::Layout::members_least`]): where the WAL may now be
+    /// cut, if anywhere. Once called, no cut passes what the least advanced
+    /// member's stores have yet to write, nor the days after the oldest
+    /// journey state a member stored.
+    pub fn everywhere(&mut self, least: Checkpoint) -> Option<Lsn> {
+        let (written, replayable) = (least.written_before, least.journeys_cover());
+        if self.everywhere != EventTime::MAX {
+            if written <= self.everywhere && replayable <= self.replayable {
+                return None;
+            }
+            self.everywhere = self.everywhere.max(written);
+            self.replayable = self.replayable.max(replayable);
+        } else {
+            (self.everywhere, self.replayable) = (written, replayable);
         }
-        self.everywhere = at;
         self.retention.cut(self.cut_before())
+    }
+
+    /// How far journey states may be stored with a checkpoint at `before`:
+    /// in a cluster, no further than every member's checkpoint. A restart
+    /// suppresses by the least advanced member's checkpoint and replays
+    /// every customer's days from there; a state restored past it closes
+    /// none of them, so its customers' health is missing from the
+    /// portfolio figures the replay writes, and a state days ahead of the
+    /// others makes those look like customers back in the customers file,
+    /// whose records are not suppressed.
+    pub fn journeys_before(&self, before: EventTime) -> EventTime {
+        before.min(self.everywhere)
     }
 
     /// Windows before this are in every store of every member.
     fn cut_before(&self) -> EventTime {
-        self.stored.written_before.min(self.everywhere)
+        self.stored.written_before.min(self.replayable)
     }
 
     /// WAL records `lsns` are durable; their newest reading is at `newest`.
@@ -129,14 +156,14 @@ impl Ledger {
     /// count per sink) got further than the stored one.
     pub fn plan(&mut self, written: &[u64]) -> Option<Checkpoint> {
         let durable = self.progress.durable(written);
-        (durable > self.stored.written_before).then_some(Checkpoint {
-            written_before: durable,
-        })
+        (durable > self.stored.written_before).then_some(Checkpoint::at(durable))
     }
 
     /// `checkpoint` is on disk: where the WAL may now be cut (every record
     /// below the returned LSN), if anywhere.
     pub fn stored(&mut self, checkpoint: Checkpoint) -> Option<Lsn> {
+        // A member's file may say only how far its journey states now go.
+        self.stored.journeys_before = checkpoint.journeys_before;
         if checkpoint.written_before <= self.stored.written_before {
             return None;
         }
@@ -168,18 +195,69 @@ mod tests {
     fn in_a_cluster_the_cut_waits_for_the_least_advanced_member() {
         let mut ledger = Ledger::new(1, Checkpoint::default(), Lsn(1), RETENTION);
         // Another member has stored no checkpoint yet.
-        assert_eq!(ledger.everywhere(0), None);
+        assert_eq!(ledger.everywhere(Checkpoint::default()), None);
         ledger.durable(Lsn(1)..Lsn(3), 100);
         ledger.durable(Lsn(3)..Lsn(5), 300);
         // This member's stores hold every window before 400, but the
         // readings at 100 feed windows the other member's stores may not.
-        let own = Checkpoint {
+        assert_eq!(ledger.stored(Checkpoint::at(400)), None);
+        assert_eq!(ledger.everywhere(Checkpoint::at(200)), Some(Lsn(3)));
+        assert_eq!(
+            ledger.everywhere(Checkpoint::at(150)),
+            None,
+            "never backwards"
+        );
+        assert_eq!(ledger.everywhere(Checkpoint::at(400)), Some(Lsn(5)));
+    }
+
+    /// Every member's stores hold the windows before 400, but one stored
+    /// its journey states at 200 (its last look at the others came before
+    /// theirs caught up): the readings after 200 - RETENTION stay, so a
+    /// restart that restores those states replays their days whole.
+    #[test]
+    fn in_a_cluster_the_cut_waits_for_the_oldest_journey_states() {
+        let mut ledger = Ledger::new(1, Checkpoint::default(), Lsn(1), RETENTION);
+        ledger.everywhere(Checkpoint::default());
+        ledger.durable(Lsn(1)..Lsn(3), 100);
+        ledger.durable(Lsn(3)..Lsn(5), 300);
+        assert_eq!(ledger.stored(Checkpoint::at(400)), None);
+        let least = |journeys| Checkpoint {
             written_before: 400,
+            journeys_before: Some(journeys),
         };
+        assert_eq!(ledger.everywhere(least(200)), Some(Lsn(3)));
+        assert_eq!(ledger.journeys_before(500), 400);
+        assert_eq!(
+            ledger.everywhere(least(300)),
+            None,
+            "300 is within the retention"
+        );
+        assert_eq!(ledger.everywhere(least(400)), Some(Lsn(5)));
+        // A file that says only how far the journey states go is taken in.
+        let own = least(380);
         assert_eq!(ledger.stored(own), None);
-        assert_eq!(ledger.everywhere(200), Some(Lsn(3)));
-        assert_eq!(ledger.everywhere(150), None, "never backwards");
-        assert_eq!(ledger.everywhere(400), Some(Lsn(5)));
+        assert_eq!(ledger.checkpoint(), own);
+    }
+
+    /// A member whose stores are days ahead of another's stores journey
+    /// states only as far as the other's checkpoint: a restart suppresses
+    /// by the least, and every customer's days after it must close again
+    /// (their health feeds those dates' portfolio figures).
+    #[test]
+    fn in_a_cluster_journey_states_wait_for_the_least_advanced_member() {
+        let day = 86_400_000;
+        let alone = Ledger::new(1, Checkpoint::default(), Lsn(1), RETENTION);
+        assert_eq!(alone.journeys_before(30 * day), 30 * day);
+        let mut member = Ledger::new(1, Checkpoint::default(), Lsn(1), RETENTION);
+        member.everywhere(Checkpoint::default());
+        assert_eq!(
+            member.journeys_before(30 * day),
+            0,
+            "the others not read yet"
+        );
+        member.everywhere(Checkpoint::at(24 * day));
+        assert_eq!(member.journeys_before(30 * day), 24 * day);
+        assert_eq!(member.journeys_before(20 * day), 20 * day);
     }
 
     #[derive(Debug, Clone)]

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fleetpulse_engine::{Id, JourneyState};
+use fleetpulse_engine::{EventTime, Id, JourneyState};
 use rumqttc::{AsyncClient, Event, Packet};
 
 use super::DeliveryError;
@@ -140,15 +140,35 @@ impl Layout {
         Ok(newest)
     }
 
-    /// Windows before this are in the stores of every member of this
-    /// topology: the least of their checkpoints, 0 while one has stored
-    /// none. A member's readings feed windows other members close and
-    /// write, so its WAL is cut only behind this.
-    pub fn members_written_before(&self) -> Result<u64, String> {
-        let mut least = u64::MAX;
+    /// Windows before `written_before` are in the stores of every member
+    /// of this topology, and their journey states are of days before
+    /// `journeys_before`: the least of their checkpoints, 0 while one has
+    /// stored none. A member's readings feed windows other members close
+    /// and write, and days other members' journey states have yet to
+    /// close, so its WAL is cut only behind this.
+    pub fn members_least(&self) -> Result<Checkpoint, String> {
+        let (mut written, mut journeys) = (u64::MAX, u64::MAX);
         for process in 0..self.processes {
             let stored = stored_checkpoint(&member_dir(&self.base, process))?;
-            least = least.min(stored.map_or(0, |c| c.written_before));
+            let stored = stored.unwrap_or_default();
+            written = written.min(stored.written_before);
+            journeys = journeys.min(stored.journeys_cover());
+        }
+        Ok(Checkpoint {
+            written_before: written,
+            journeys_before: Some(journeys),
+        })
+    }
+
+    /// How far the journey states of every member go, by their checkpoints
+    /// (the least); `None` when none stored one.
+    pub fn journeys_cover(&self) -> Result<Option<EventTime>, String> {
+        let mut least: Option<EventTime> = None;
+        for dir in self.state_dirs() {
+            if let Some(stored) = stored_checkpoint(&dir)? {
+                let cover = stored.journeys_cover();
+                least = Some(least.map_or(cover, |l| l.min(cover)));
+            }
         }
         Ok(least)
     }
@@ -506,13 +526,13 @@ mod tests {
         };
         at(0, 500);
         // Member 1 has stored nothing yet: its stores may need everything.
-        assert_eq!(members.members_written_before(), Ok(0));
+        assert_eq!(members.members_least().map(|c| c.written_before), Ok(0));
         at(1, 300);
-        assert_eq!(members.members_written_before(), Ok(300));
+        assert_eq!(members.members_least().map(|c| c.written_before), Ok(300));
         // A member the topology no longer has is process 0's to take over,
         // not a bound.
         at(2, 100);
-        assert_eq!(members.members_written_before(), Ok(300));
+        assert_eq!(members.members_least().map(|c| c.written_before), Ok(300));
     }
 
     fn layout(base: &Path, processes: usize, process: usize) -> Layout {
@@ -527,7 +547,7 @@ mod tests {
 
     fn with_state(dir: &Path, written_before: u64) {
         std::fs::create_dir_all(dir).unwrap();
-        Checkpoint { written_before }.store(dir).unwrap();
+        Checkpoint::at(written_before).store(dir).unwrap();
     }
 
     #[test]

@@ -37,16 +37,25 @@ impl Untracked {
     /// them (it is kept once every store holds its day). Without an archive
     /// the restored states say, `names` (the previous start's display
     /// names) naming them: the id stands in after a restart of the process.
+    ///
+    /// A customer is back when its state is days behind the others and
+    /// behind `journeys_cover` ([`super::rescale::Layout::journeys_cover`]):
+    /// the states of a cluster's members are stored as far as each last
+    /// saw the others' checkpoints, days apart when they catch up with a
+    /// backlog, and a customer merely behind must not be taken for one
+    /// whose days no store holds.
     pub fn of(
         restored: &HashMap<Id, JourneyState>,
         customers: &HashMap<String, CustomerSpec>,
         names: &HashMap<String, String>,
         archive: Option<&Path>,
+        journeys_cover: Option<EventTime>,
     ) -> Result<Self, crate::corrections::ArchiveError> {
         let removed = |id: &str| !customers.contains_key(id);
         let mut untracked = Self::default();
         if let Some(newest) = restored.values().filter_map(|s| s.last_day_end).max() {
-            let behind = |end: EventTime| end.saturating_add(2 * 86_400_000) < newest;
+            let reference = journeys_cover.map_or(newest, |cover| cover.min(newest));
+            let behind = |end: EventTime| end.saturating_add(2 * 86_400_000) < reference;
             untracked.returning = (restored.iter())
                 .filter(|(id, s)| !removed(id) && s.last_day_end.is_some_and(behind))
                 .map(|(id, _)| id.clone())
@@ -89,5 +98,57 @@ impl Untracked {
                 .push(Output::Alert(ended_by_removal(&alert, at)));
         }
         Ok(untracked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: EventTime = 86_400_000;
+
+    fn spec(id: &str) -> CustomerSpec {
+        let contract = fleetpulse_engine::Contract {
+            arr: 1.0,
+            start: 0,
+            renewal: 1,
+            devices_purchased: 1,
+            operator_seats: 1,
+        };
+        CustomerSpec::new(id, fleetpulse_engine::Segment::HighTouch, contract)
+    }
+
+    /// `id`'s journey state with its last day ending on day `day`.
+    fn state(id: &str, day: u64) -> (Id, JourneyState) {
+        let journey = fleetpulse_engine::kpi::journey::Journey::new(spec(id));
+        let mut state = journey.snapshot();
+        state.last_day_end = Some(day * DAY);
+        (Id::from(id), state)
+    }
+
+    /// A cluster member that caught up with a backlog stored its customers'
+    /// states six days behind the other member's, as far as its last look
+    /// at the others' checkpoints (its checkpoint says so): they are not
+    /// customers back in the file, whose records no store holds. A state
+    /// days behind that too is one.
+    #[test]
+    fn a_customer_days_behind_is_back_only_when_behind_every_member_s_journey_states() {
+        let restored: HashMap<Id, JourneyState> =
+            [state("ahead", 30), state("member", 24), state("back", 10)].into();
+        let customers: HashMap<String, CustomerSpec> = ["ahead", "member", "back"]
+            .into_iter()
+            .map(|id| (id.to_string(), spec(id)))
+            .collect();
+        let names = HashMap::new();
+        let back = |cover| {
+            let untracked = Untracked::of(&restored, &customers, &names, None, cover).unwrap();
+            let mut back: Vec<String> = untracked.returning.iter().map(|c| c.to_string()).collect();
+            back.sort();
+            back
+        };
+        assert_eq!(back(Some(24 * DAY)), ["back"]);
+        // A single process's checkpoint covers its newest state.
+        assert_eq!(back(Some(31 * DAY)), ["back", "member"]);
+        assert_eq!(back(None), ["back", "member"]);
     }
 }

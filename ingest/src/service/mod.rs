@@ -137,7 +137,7 @@ pub async fn run(
     if members.is_some() {
         // Nothing known of the others until the first look at their
         // checkpoints.
-        let _ = ledger.everywhere(0);
+        let _ = ledger.everywhere(Checkpoint::default());
     }
     let schedule = parts::device_snapshots(&config, &engine_config, retention_ms, &mut ledger)?;
     let ledger = Arc::new(Mutex::new(ledger));

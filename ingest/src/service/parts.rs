@@ -378,7 +378,8 @@ pub fn restore_state(
     let keeps_archive = alone && !config.engine.correction_horizon.is_zero();
     let untracked = if alone {
         let archive = keeps_archive.then_some(archive.as_path());
-        crate::delivery::Untracked::of(&restored, &engine_config.customers, names, archive)
+        let cover = layout.journeys_cover().map_err(DeliveryError::Wal)?;
+        crate::delivery::Untracked::of(&restored, &engine_config.customers, names, archive, cover)
             .map_err(|e| ServiceError::Task(e.to_string()))?
     } else {
         Default::default()
