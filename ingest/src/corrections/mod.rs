@@ -2198,7 +2198,7 @@ fn retractions<E>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -2399,9 +2399,8 @@ mod tests {
         );
     }
 
-    /// A journey state whose episodes of `open` rules are open since the
-    /// given times.
-    fn state_with_open(open: &[(Rule, EventTime)]) -> JourneyState {
+    /// A high-touch customer `id` of a nominal contract (ARR 1, one device).
+    pub(crate) fn spec(id: &str) -> CustomerSpec {
         let contract = fleetpulse_engine::Contract {
             arr: 1.0,
             start: 0,
@@ -2409,8 +2408,13 @@ mod tests {
             devices_purchased: 1,
             operator_seats: 1,
         };
-        let spec = CustomerSpec::new("c1", fleetpulse_engine::Segment::HighTouch, contract);
-        let journey = fleetpulse_engine::kpi::journey::Journey::new(spec);
+        CustomerSpec::new(id, fleetpulse_engine::Segment::HighTouch, contract)
+    }
+
+    /// A journey state whose episodes of `open` rules are open since the
+    /// given times.
+    fn state_with_open(open: &[(Rule, EventTime)]) -> JourneyState {
+        let journey = fleetpulse_engine::kpi::journey::Journey::new(spec("c1"));
         let mut state = serde_json::to_value(journey.snapshot()).unwrap();
         let episodes: serde_json::Map<String, serde_json::Value> = (open.iter())
             .map(|(rule, since)| {

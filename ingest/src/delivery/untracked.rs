@@ -104,19 +104,9 @@ impl Untracked {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::corrections::tests::spec;
 
     const DAY: EventTime = 86_400_000;
-
-    fn spec(id: &str) -> CustomerSpec {
-        let contract = fleetpulse_engine::Contract {
-            arr: 1.0,
-            start: 0,
-            renewal: 1,
-            devices_purchased: 1,
-            operator_seats: 1,
-        };
-        CustomerSpec::new(id, fleetpulse_engine::Segment::HighTouch, contract)
-    }
 
     /// `id`'s journey state with its last day ending on day `day`.
     fn state(id: &str, day: u64) -> (Id, JourneyState) {
