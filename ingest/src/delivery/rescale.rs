@@ -176,6 +176,11 @@ impl Layout {
     /// What every store holds for sure: the least advanced checkpoint of the
     /// members that wrote one. A member's customers may be another's after a
     /// rescale, so no member may suppress more than the least advanced.
+    /// In a cluster it says the journey states go as far as the least of
+    /// every directory's ([`Layout::journeys_cover`]): a member carries
+    /// that into the checkpoints it stores until it stores states of its
+    /// own, and its directory's states may be behind the least advanced
+    /// member's.
     pub fn checkpoint(&self) -> Result<Checkpoint, String> {
         let mut least: Option<Checkpoint> = None;
         for dir in self.state_dirs() {
@@ -186,7 +191,11 @@ impl Layout {
                 least = Some(stored);
             }
         }
-        Ok(least.unwrap_or_default())
+        let mut least = least.unwrap_or_default();
+        if self.processes > 1 {
+            least.journeys_before = self.journeys_cover()?;
+        }
+        Ok(least)
     }
 }
 
@@ -588,6 +597,19 @@ mod tests {
         // Every member suppresses only what the least advanced checkpoint
         // covers.
         assert_eq!(layout(base, 2, 1).checkpoint().unwrap().written_before, 10);
+        // And carries the least of what every directory's journey states
+        // cover, not the least advanced member's.
+        let behind = Checkpoint {
+            written_before: 30,
+            journeys_before: Some(5),
+        };
+        behind.store(&base.join("process-2")).unwrap();
+        let least = layout(base, 2, 1).checkpoint().unwrap();
+        assert_eq!((least.written_before, least.journeys_before), (10, Some(5)));
+        assert_eq!(
+            layout(base, 1, 0).checkpoint().unwrap().journeys_before,
+            None
+        );
     }
 
     #[test]

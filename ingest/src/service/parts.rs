@@ -378,7 +378,13 @@ pub fn restore_state(
     let keeps_archive = alone && !config.engine.correction_horizon.is_zero();
     let untracked = if alone {
         let archive = keeps_archive.then_some(archive.as_path());
-        let cover = layout.journeys_cover().map_err(DeliveryError::Wal)?;
+        // Cluster members' directories (this start's, or a take-over's) say
+        // how far each one's journey states go; alone, the newest state is
+        // the reference, as ever.
+        let cover = match layout.state_dirs().len() {
+            1 => None,
+            _ => layout.journeys_cover().map_err(DeliveryError::Wal)?,
+        };
         crate::delivery::Untracked::of(&restored, &engine_config.customers, names, archive, cover)
             .map_err(|e| ServiceError::Task(e.to_string()))?
     } else {
