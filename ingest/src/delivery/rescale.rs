@@ -160,17 +160,19 @@ impl Layout {
         })
     }
 
+    /// The checkpoints stored in the directories that hold state.
+    fn stored_checkpoints(&self) -> Result<Vec<Checkpoint>, String> {
+        let mut stored = Vec::new();
+        for dir in self.state_dirs() {
+            stored.extend(stored_checkpoint(&dir)?);
+        }
+        Ok(stored)
+    }
+
     /// How far the journey states of every member go, by their checkpoints
     /// (the least); `None` when none stored one.
     pub fn journeys_cover(&self) -> Result<Option<EventTime>, String> {
-        let mut least: Option<EventTime> = None;
-        for dir in self.state_dirs() {
-            if let Some(stored) = stored_checkpoint(&dir)? {
-                let cover = stored.journeys_cover();
-                least = Some(least.map_or(cover, |l| l.min(cover)));
-            }
-        }
-        Ok(least)
+        Ok(least_cover(&self.stored_checkpoints()?))
     }
 
     /// What every store holds for sure: the least advanced checkpoint of the
@@ -182,21 +184,20 @@ impl Layout {
     /// own, and its directory's states may be behind the least advanced
     /// member's.
     pub fn checkpoint(&self) -> Result<Checkpoint, String> {
-        let mut least: Option<Checkpoint> = None;
-        for dir in self.state_dirs() {
-            let Some(stored) = stored_checkpoint(&dir)? else {
-                continue;
-            };
-            if least.is_none_or(|l| stored.written_before < l.written_before) {
-                least = Some(stored);
-            }
-        }
-        let mut least = least.unwrap_or_default();
+        let stored = self.stored_checkpoints()?;
+        let mut least = (stored.iter().copied())
+            .min_by_key(|c| c.written_before)
+            .unwrap_or_default();
         if self.processes > 1 {
-            least.journeys_before = self.journeys_cover()?;
+            least.journeys_before = least_cover(&stored);
         }
         Ok(least)
     }
+}
+
+/// The least of what `stored` say their journey states cover.
+fn least_cover(stored: &[Checkpoint]) -> Option<EventTime> {
+    stored.iter().map(Checkpoint::journeys_cover).min()
 }
 
 /// The checkpoint stored in `dir`; `None` when it holds none.
