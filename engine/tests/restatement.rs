@@ -13,8 +13,8 @@ use fleetpulse_engine::config::HOUR_MS;
 use fleetpulse_engine::restatement::{Restatement, refold};
 use fleetpulse_engine::run::run_batches;
 use fleetpulse_engine::{
-    Contract, CustomerSpec, DeviceBatch, EngineConfig, JourneyBoard, MachineState, Output, Sample,
-    Segment, reference,
+    Contract, CustomerSpec, DeviceBatch, Engine, EngineConfig, JourneyBoard, MachineState, Output,
+    Sample, Segment, reference,
 };
 use proptest::prelude::*;
 
@@ -560,4 +560,87 @@ fn a_journey_folded_again_over_restated_windows_equals_the_in_order_run() {
         retracted > 0,
         "an outage raised devices_dark in the live run"
     );
+}
+
+/// A pass of the open day's late data folds no day again: the live journey
+/// goes on from the pass's base (the archive's state of its last day), and
+/// that state is the one the next checkpoint stores. The live one of that
+/// day may be a checkpoint's from before a pass a kill cut off; stored
+/// again, a start after the customer's late data is forgotten restored it
+/// and read the open day against its stale days (7-day movements and the
+/// score trend of another history).
+#[test]
+fn a_journey_adopted_without_a_day_to_fold_is_the_one_the_checkpoint_stores() {
+    use fleetpulse_engine::adoption::{JourneyAnswer, JourneyRequest};
+    use fleetpulse_engine::{EngineEvent, EngineOptions, Watermark};
+    use std::time::Duration;
+
+    let day_3_end = T0 + 4 * 24 * HOUR_MS;
+    let with_board = || {
+        let mut config = config();
+        config.journeys = std::sync::Arc::new(JourneyBoard::persisted(Default::default()));
+        config
+    };
+    // The base: the days of a fleet whose second machine never ran.
+    let hours = 4 * 24 + 6;
+    let alone: Vec<DeviceBatch> = (device("acme", "exc-1", hours, 0..0, Upload::InOrder))
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
+    let reference = with_board();
+    run_batches(reference.clone(), 1, 2 * HOUR_MS, alone).unwrap();
+    let base = reference.journeys.covered_before(day_3_end + 1).unwrap()["acme"].clone();
+    assert_eq!(base.last_day_end, Some(day_3_end));
+
+    // Live: both machines, days 0 to 3 closed, day 4 open.
+    let mut fleet = device("acme", "exc-1", hours, 0..0, Upload::InOrder);
+    fleet.extend(device("acme", "exc-2", hours, 0..0, Upload::InOrder));
+    fleet.sort_by_key(|(published, b)| (*published, b.device.clone()));
+    let live = with_board();
+    let (board, adoptions) = (live.journeys.clone(), live.adoptions.clone());
+    let (events, mut received) = tokio::sync::mpsc::channel(64);
+    let mut engine = Engine::start(live, &EngineOptions::default(), events).unwrap();
+    let (tx, records) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        while let Some(event) = received.blocking_recv() {
+            if let EngineEvent::Records(batch) = event {
+                batch.into_iter().for_each(|r| drop(tx.send(r)));
+            }
+        }
+    });
+    let mut watermark = Watermark::new(2 * HOUR_MS);
+    for (_, batch) in fleet {
+        watermark.admit(batch.first_at(), batch.last_at()).unwrap();
+        engine.blocking_send_all(vec![batch]).unwrap();
+        engine.blocking_advance(watermark.current()).unwrap();
+    }
+    let day_3_closed =
+        |r: &Output| matches!(r, Output::Health(h) if h.window_end == day_3_end && !h.provisional);
+    while !day_3_closed(&records.recv_timeout(Duration::from_secs(10)).unwrap()) {}
+    let noted = board.covered_before(u64::MAX).unwrap()["acme"].clone();
+    assert_eq!(noted.last_day_end, Some(day_3_end));
+    assert_ne!(noted, base, "the live journey's day 3 differs");
+
+    let request = JourneyRequest {
+        customer: "acme".into(),
+        base: Some(base.clone()),
+        records: Vec::new(),
+        through: u64::MAX,
+        spec: None,
+        from: None,
+        open_day: false,
+    };
+    let answer = adoptions
+        .submit(request)
+        .recv_timeout(Duration::from_secs(10));
+    let Ok(JourneyAnswer::Adopted { days, .. }) = answer else {
+        panic!("not adopted: {answer:?}");
+    };
+    assert!(days.is_empty(), "no day folded again");
+    let stored = board.covered_before(u64::MAX).expect("a state to store");
+    assert!(
+        stored["acme"] == base,
+        "the checkpoint stores the state the live journey goes on from"
+    );
+    engine.finish().unwrap();
 }

@@ -672,11 +672,11 @@ fn adopt(
         .collect();
     let until = t.journey.last_day_end();
     let spec = request.spec.unwrap_or_else(|| t.journey.spec().clone());
-    let refolded = refold(config, spec, base, records, until);
+    let refolded = refold(config, spec, base.clone(), records, until);
     if refolded.journey.last_day_end() != until {
         return JourneyAnswer::Behind;
     }
-    adopted(t, config, refolded, observed, request.open_day)
+    adopted(t, config, refolded, base, observed, request.open_day)
 }
 
 /// [`adopt`] for a customer tracked silent, with nothing to fold: its
@@ -705,8 +705,8 @@ fn redefine_silent(
         return unchanged;
     };
     let until = t.journey.last_day_end();
-    let refolded = refold(config, spec, Some(base), Vec::new(), until);
-    adopted(t, config, refolded, observed, false)
+    let refolded = refold(config, spec, Some(base.clone()), Vec::new(), until);
+    adopted(t, config, refolded, Some(base), observed, false)
 }
 
 /// Where `t`'s journey is folded again from when no state before `first`
@@ -729,21 +729,34 @@ fn from_silence(
     Some(kept.journey.snapshot())
 }
 
-/// `t` goes on with `refolded`, its journey folded again through
-/// `observed`: the open day read again (the refolded one if `open_day`),
-/// the states of the days folded again noted in place of the live ones;
-/// answered with its records.
+/// `t` goes on with `refolded`, its journey folded again from `base`
+/// through `observed`: the open day read again (the refolded one if
+/// `open_day`), the states of the days folded again noted in place of the
+/// live ones; answered with its records.
+///
+/// A fold that closed no day (late data of the open day only) goes on
+/// from `base` itself, which is noted in place of the live state of that
+/// day: the live one may be a checkpoint's from before a pass a kill cut
+/// off, and once the customer's late data is forgotten a later start
+/// would restore it and read the open day against its stale days.
 fn adopted(
     t: &mut Tracked,
     config: &EngineConfig,
     refolded: Refolded,
+    base: Option<JourneyState>,
     observed: EventTime,
     open_day: bool,
 ) -> JourneyAnswer {
     t.journey = refolded.journey;
     t.due = 0;
     t.reopen(refolded.open_day.filter(|_| open_day));
-    (config.journeys).refolded(&t.journey.spec().id, &refolded.days);
+    let base = base.filter(|b| b.last_day_end == t.journey.last_day_end());
+    let noted = if refolded.days.is_empty() {
+        base.as_slice()
+    } else {
+        &refolded.days
+    };
+    (config.journeys).refolded(&t.journey.spec().id, noted);
     JourneyAnswer::Adopted {
         outputs: refolded.outputs,
         days: refolded.days,
@@ -781,13 +794,13 @@ fn adopt_backfilled(
     // after a restart the service would take the operator's for ones
     // written before it (it suppresses records dated before its
     // checkpoint) and write none.
-    let refolded = refold(config, spec, base, records, Some(observed));
+    let refolded = refold(config, spec, base.clone(), records, Some(observed));
     t.observed = observed;
     t.next_day = refolded.journey.last_day_end().map(|last| {
         let (start, end) = config.window_bounds(day, &refolded.journey.spec().id, last);
         (start, end, cap.delayed(&end.max(*cap.time())))
     });
-    adopted(t, config, refolded, observed, open_day)
+    adopted(t, config, refolded, base, observed, open_day)
 }
 
 fn window_start(record: &Output) -> Option<EventTime> {

@@ -1345,26 +1345,34 @@ impl Archive {
 
     /// Drops the rows whose final pass ran and whose windows the checkpoint
     /// has passed (`written_before`): no restart recomputes them any more.
-    pub fn forget(&mut self, written_before: EventTime) -> Result<usize, ArchiveError> {
+    /// Not those `unstored` picks: no stored checkpoint holds the journey
+    /// their final pass folded yet.
+    pub fn forget(
+        &mut self,
+        written_before: EventTime,
+        unstored: impl Fn(&str) -> bool,
+    ) -> Result<usize, ArchiveError> {
         let path = self.dir.join("state.sqlite");
         let before = written_before.min(i64::MAX as u64) as i64;
         let tx = self.state.transaction().map_err(|e| fail(&path, e))?;
-        for table in ["pending_devices", "pending_arrivals"] {
-            tx.execute(
-                &format!(
-                    "DELETE FROM {table} WHERE customer IN \
-                       (SELECT customer FROM pending WHERE first_pass_done = 2 AND due_ms < ?1)"
-                ),
-                params![before],
-            )
+        let done: Vec<String> = {
+            let mut select = (tx.prepare_cached(
+                "SELECT customer FROM pending WHERE first_pass_done = 2 AND due_ms < ?1",
+            ))
             .map_err(|e| fail(&path, e))?;
+            let rows =
+                (select.query_map(params![before], |r| r.get(0))).map_err(|e| fail(&path, e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| fail(&path, e))?
+        };
+        let mut forgotten = 0;
+        for customer in done.iter().filter(|c| !unstored(c)) {
+            for table in ["pending_devices", "pending_arrivals", "pending"] {
+                (tx.prepare_cached(&format!("DELETE FROM {table} WHERE customer = ?1")))
+                    .and_then(|mut s| s.execute(params![customer]))
+                    .map_err(|e| fail(&path, e))?;
+            }
+            forgotten += 1;
         }
-        let forgotten = tx
-            .execute(
-                "DELETE FROM pending WHERE first_pass_done = 2 AND due_ms < ?1",
-                params![before],
-            )
-            .map_err(|e| fail(&path, e))?;
         tx.commit().map_err(|e| fail(&path, e))?;
         Ok(forgotten)
     }
@@ -2897,12 +2905,16 @@ mod tests {
         archive.passed(&again, true, 0, false).unwrap();
         // Kept until the checkpoint passes its windows.
         assert!(archive.pending().unwrap()[0].final_done);
-        assert_eq!(archive.forget(950).unwrap(), 0);
+        assert_eq!(archive.forget(950, |_| false).unwrap(), 0);
         archive.restarted(0).unwrap();
         let [reset] = archive.pending().unwrap().try_into().unwrap();
         assert!(!reset.first_pass_done && !reset.final_done);
         archive.passed(&reset, true, 0, false).unwrap();
-        assert_eq!(archive.forget(951).unwrap(), 1);
+        // Not while no stored checkpoint holds the journey its final pass
+        // folded; its devices and arrivals stay with it.
+        assert_eq!(archive.forget(951, |c| c == "a").unwrap(), 0);
+        assert_eq!(archive.pending().unwrap()[0].devices, reset.devices);
+        assert_eq!(archive.forget(951, |c| c == "b").unwrap(), 1);
         assert!(archive.pending().unwrap().is_empty());
         // A new episode starts with only its own devices.
         archive
@@ -2911,7 +2923,7 @@ mod tests {
         let [next] = archive.pending().unwrap().try_into().unwrap();
         assert_eq!(next.devices.keys().collect::<Vec<_>>(), [&Id::from("d4")]);
         archive.passed(&next, true, 0, false).unwrap();
-        archive.forget(3_001).unwrap();
+        archive.forget(3_001, |_| false).unwrap();
         assert_eq!(archive.next_revision("a").unwrap(), 1);
         drop(archive);
         let mut archive = Archive::open(dir.path()).unwrap();
@@ -3008,7 +3020,7 @@ mod tests {
         // Forgotten with its arrivals; a new episode starts clean.
         let row = archive.pending().unwrap().remove(0);
         archive.passed(&row, true, 40_000, false).unwrap();
-        assert_eq!(archive.forget(30_001).unwrap(), 1);
+        assert_eq!(archive.forget(30_001, |_| false).unwrap(), 1);
         archive
             .note_late("a", &[("d6", 50_000..=50_000)], 60_000)
             .unwrap();
@@ -3034,7 +3046,7 @@ mod tests {
         }
         let stale = archive.pending().unwrap().remove(0);
         archive.passed(&stale, true, 2_000, false).unwrap();
-        assert_eq!(archive.forget(1_001).unwrap(), 1);
+        assert_eq!(archive.forget(1_001, |_| false).unwrap(), 1);
         // The same customer late again, as often as before.
         for at in 0..5 {
             archive

@@ -132,6 +132,9 @@ enum Command {
     /// ones does) and the states of the days the live journeys closed so
     /// far, and answers once they are durable (`false`: they are not).
     KeepJourneys(oneshot::Sender<bool>),
+    /// The checkpoint that asked last ([`Command::KeepJourneys`]) is
+    /// stored, with the journey states it took then.
+    JourneysStored,
     /// The engine finished and emitted every window (the last ones
     /// partial when the input did not end): every pending customer is
     /// restated through all of them, its row kept for a final pass after a
@@ -415,6 +418,14 @@ impl Corrections {
         self.asking(Command::KeepJourneys)
     }
 
+    /// The checkpoint that last asked the archive to keep the journeys'
+    /// days is stored, the journey states it took then with it: the
+    /// passes written before it asked are now part of what a restart
+    /// restores.
+    pub fn journeys_stored(&self) {
+        let _ = self.commands.send(Command::JourneysStored);
+    }
+
     /// Restates every pending customer through every window the finished
     /// engine emitted; the caller keeps taking records from `restated`
     /// until this returns.
@@ -532,14 +543,17 @@ fn run(
                 }
                 Command::Emitted(records, kept) => emitted.push((records, kept)),
                 other => {
-                    if !matches!(other, Command::Passed(_)) {
+                    if !matches!(other, Command::Passed(_) | Command::JourneysStored) {
                         flush(&mut archive, &settings, &mut live, &mut failing);
                     }
                     // Late batches share one sync while only other late
                     // batches and confirmations come between them; any other
                     // command answers them first, and reads what the engine
                     // emitted before it.
-                    let quick = matches!(other, Command::Late { .. } | Command::Passed(_));
+                    let quick = matches!(
+                        other,
+                        Command::Late { .. } | Command::Passed(_) | Command::JourneysStored
+                    );
                     if !quick || unsynced.len() >= MAX_UNSYNCED {
                         answer_late(&mut archive, &mut unsynced);
                     }
@@ -578,7 +592,10 @@ fn run(
                             // zone's day of their date.
                             let emitted = figures_emitted_through(through.saturating_add(1));
                             pass_dates(&mut archive, &mut state, emitted);
-                            if let Err(e) = archive.forget(checkpoint) {
+                            // Not a row whose final pass no stored
+                            // checkpoint's journey states hold yet.
+                            let unstored = |c: &str| state.waits_for_checkpoint(c);
+                            if let Err(e) = archive.forget(checkpoint, unstored) {
                                 tracing::error!(error = %e, "archive");
                             }
                             // On a service that ran without it, the archive
@@ -642,6 +659,7 @@ fn run(
                             }
                         }
                         Command::Passed(done) => {
+                            state.confirmations += 1;
                             for pass in done {
                                 // The journey states the pass folded, kept
                                 // now the stores hold its records: a pass
@@ -659,11 +677,26 @@ fn run(
                                         covered,
                                         part,
                                     } => archive.passed(pending, *last, *covered, *part),
-                                    Pass::Recompute(r) => archive.recomputed(r),
+                                    // Its row goes once a checkpoint holds
+                                    // the journey it folded.
+                                    Pass::Recompute(_) => Ok(()),
                                     Pass::Portfolio(dates) => archive.portfolio_written(dates),
                                 };
-                                if let Err(e) = marked {
-                                    tracing::error!(error = %e, "cannot mark a restatement done");
+                                match marked {
+                                    Ok(()) => state.written(pass),
+                                    Err(e) => {
+                                        tracing::error!(error = %e, "cannot mark a restatement done")
+                                    }
+                                }
+                            }
+                        }
+                        Command::JourneysStored => {
+                            for pass in state.checkpoint_stored() {
+                                if let Pass::Recompute(r) = &pass
+                                    && let Err(e) = archive.recomputed(r)
+                                {
+                                    // Run again after a restart.
+                                    tracing::error!(error = %e, "cannot mark a recompute done");
                                 }
                             }
                         }
@@ -675,6 +708,7 @@ fn run(
                             let _ = done.send(synced.is_ok() && live.is_empty());
                         }
                         Command::KeepJourneys(done) => {
+                            state.checkpoint_asked();
                             let kept = keep_live_journeys(&mut archive, &settings.engine)
                                 .and_then(|()| archive.durable());
                             if let Err(e) = &kept {
@@ -1027,6 +1061,20 @@ struct Passes {
     /// The end of the newest window of each customer's journey a pass
     /// folded again and the live journey adopted ([`superseded`]).
     adopted: HashMap<Id, EventTime>,
+    /// Confirmations ([`Command::Passed`]) taken since the start.
+    confirmations: u64,
+    /// `confirmations` when the checkpoint last asked the archive to keep
+    /// the journeys' days: the journey states it took then hold what those
+    /// passes folded (each was adopted before its records went out).
+    asked_at: u64,
+    /// Final passes and recomputes every store wrote, with the number of
+    /// the confirmation that brought each, until a checkpoint that took
+    /// the journey states after it is stored. Till then a restart restores
+    /// the journey from before the pass: the row stays (a late row is not
+    /// forgotten, a recompute's is not removed) and the pass runs again
+    /// after one. Forgotten at once, a kill in between left the stale
+    /// journey for good.
+    unstored: Vec<(u64, Pass)>,
 }
 
 impl Passes {
@@ -1066,6 +1114,44 @@ impl Passes {
     /// Late-data passes started and not yet written by every store.
     fn in_flight(&self) -> usize {
         self.computing.len() + self.asked.len() + self.handed.len()
+    }
+
+    /// Every store wrote `pass` (its row marked).
+    fn written(&mut self, pass: Pass) {
+        let folded = match &pass {
+            Pass::Late { last, part, .. } => *last && !*part,
+            Pass::Recompute(_) => true,
+            Pass::Portfolio(_) => false,
+        };
+        if folded {
+            self.unstored.push((self.confirmations, pass));
+        }
+    }
+
+    /// The checkpoint asks the archive to keep the journeys' days, having
+    /// taken the journey states.
+    fn checkpoint_asked(&mut self) {
+        self.asked_at = self.confirmations;
+    }
+
+    /// The checkpoint that asked last is stored: the passes written before
+    /// it asked, which a restart no longer runs again.
+    fn checkpoint_stored(&mut self) -> Vec<Pass> {
+        let asked_at = self.asked_at;
+        let (held, waiting) = (self.unstored.drain(..)).partition(|(n, _)| *n <= asked_at);
+        self.unstored = waiting;
+        held.into_iter().map(|(_, pass)| pass).collect()
+    }
+
+    /// Whether `customer`'s final pass waits for a checkpoint to hold it.
+    fn waits_for_checkpoint(&self, customer: &str) -> bool {
+        (self.unstored.iter())
+            .any(|(_, p)| matches!(p, Pass::Late { pending, .. } if &*pending.customer == customer))
+    }
+
+    /// Whether `r`'s pass is written and waits for a checkpoint.
+    fn recomputed_unstored(&self, r: &Recompute) -> bool {
+        (self.unstored.iter()).any(|(_, p)| matches!(p, Pass::Recompute(w) if w == r))
     }
 
     /// Whether a pass of `customer` is being computed or folded.
@@ -1421,7 +1507,7 @@ fn recomputes(
     };
     let folds_from = archive.folds_from()?;
     for r in archive.recomputes()? {
-        if state.under_way(&r.customer) {
+        if state.under_way(&r.customer) || state.recomputed_unstored(&r) {
             continue;
         }
         // The day after the archive began again: its state is kept.
@@ -2228,6 +2314,65 @@ pub(crate) mod tests {
         assert_eq!(part_end(&pending(from, 2), 102 * day), None);
     }
 
+    /// A customer's final pass (or a recompute) written by every store is
+    /// held by a stored checkpoint only if the checkpoint took the journey
+    /// states after it was confirmed: its row stays until then (a restart
+    /// before restores the journey from before the pass, and runs it again).
+    #[test]
+    fn a_final_pass_waits_for_a_checkpoint_that_took_the_states_after_it() {
+        let row = |customer: &str| Pending {
+            customer: customer.into(),
+            from: 0,
+            due: 0,
+            first_pass_done: false,
+            final_done: false,
+            generation: 1,
+            devices: HashMap::new(),
+        };
+        let late = |customer: &str, last, part| Pass::Late {
+            pending: row(customer),
+            last,
+            covered: 0,
+            part,
+        };
+        let recompute = Recompute {
+            customer: "r".into(),
+            from: 0,
+            generation: 3,
+        };
+        let mut state = Passes::default();
+        // Confirmed before the checkpoint asks: held once it is stored.
+        state.confirmations += 1;
+        state.written(late("a", true, false));
+        state.written(late("b", false, false));
+        state.written(late("c", true, true));
+        state.written(Pass::Portfolio(vec![(0, 1)]));
+        state.checkpoint_asked();
+        // Confirmed after it asked: its states may be newer than those taken.
+        state.confirmations += 1;
+        state.written(late("d", true, false));
+        state.written(Pass::Recompute(recompute.clone()));
+        let waits = |state: &Passes| ["a", "b", "c", "d"].map(|c| state.waits_for_checkpoint(c));
+        assert_eq!(waits(&state), [true, false, false, true]);
+        assert!(state.recomputed_unstored(&recompute));
+        let other = Recompute {
+            generation: 4,
+            ..recompute.clone()
+        };
+        assert!(!state.recomputed_unstored(&other), "asked again since");
+
+        let held = state.checkpoint_stored();
+        assert!(matches!(&held[..], [Pass::Late { pending, .. }] if &*pending.customer == "a"));
+        assert_eq!(waits(&state), [false, false, false, true]);
+        // The next checkpoint asks, and is stored.
+        state.checkpoint_asked();
+        let held = state.checkpoint_stored();
+        assert_eq!(held.len(), 2);
+        assert!(matches!(&held[1], Pass::Recompute(r) if *r == recompute));
+        assert_eq!(waits(&state), [false; 4]);
+        assert!(!state.recomputed_unstored(&recompute));
+    }
+
     /// States that never resolved an episode.
     fn never(_: &AlertRecord) -> Result<Option<EventTime>, ()> {
         Ok(None)
@@ -2693,7 +2838,7 @@ pub(crate) mod tests {
         let due = T0 + 100 * H;
         let taken = late(&mut archive, &engine, &history, due).unwrap();
         assert!(taken.iter().all(|t| *t == Taken::New));
-        archive.forget(EventTime::MAX).unwrap();
+        archive.forget(EventTime::MAX, |_| false).unwrap();
         assert_eq!(archive.prune(T0 + 2 * DAY_MS).unwrap(), 2);
         let pending = archive.pending().unwrap();
 

@@ -416,7 +416,11 @@ impl FanOut {
                 Ok(_) => {}
             }
         }
-        let Keeping { plan, journeys, .. } = asked;
+        let Keeping {
+            plan,
+            journeys,
+            answer,
+        } = asked;
         let with_journeys = journeys.is_some();
         let checkpoint = plan;
         let stored = blocking(move || {
@@ -431,6 +435,11 @@ impl FanOut {
                 failing.stored();
                 if with_journeys {
                     self.journeys.stored();
+                }
+                // The archive took what this checkpoint covers: the passes
+                // written before it asked are held by the states stored.
+                if let (Some(corrections), Some(_)) = (corrections, answer) {
+                    corrections.journeys_stored();
                 }
                 if let Some(cut) = plan.and_then(|plan| self.ledger().stored(plan)) {
                     let _ = self.cut.send(cut);
