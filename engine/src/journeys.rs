@@ -190,14 +190,26 @@ impl JourneyBoard {
         if self.stopped_at().is_some_and(|at| first >= at) {
             return;
         }
-        if let Some(kept) = self.days.as_ref().filter(|_| archived) {
-            // Taken in order, so these replace the older ones in the archive.
-            // Not the days of a fleet that never reported: a pass has
-            // nothing to fold from them, and the history a backfill brings
-            // is folded from its own first day, as for a customer the live
-            // journey never saw.
-            let activated = states.iter().filter(|d| d.activated());
-            lock(kept).extend(activated.map(|d| (customer.clone(), d.clone())));
+        if let Some(kept) = self.days.as_ref() {
+            let mut kept = lock(kept);
+            if archived {
+                // Taken in order, so these replace the older ones in the
+                // archive. Not the days of a fleet that never reported: a
+                // pass has nothing to fold from them, and the history a
+                // backfill brings is folded from its own first day, as for
+                // a customer the live journey never saw.
+                let activated = states.iter().filter(|d| d.activated());
+                kept.extend(activated.map(|d| (customer.clone(), d.clone())));
+            } else {
+                // The live states of the days folded again, not taken yet,
+                // are superseded. Taken after the stores wrote the pass
+                // (which keeps its own then: the checkpoint asks after the
+                // pass is confirmed, in the same second), they replaced
+                // its states in the archive, and a later pass folded on
+                // from the days as they were.
+                let superseded = |s: &JourneyState| s.last_day_end.is_none_or(|end| end >= first);
+                kept.retain(|(c, s)| c != customer || !superseded(s));
+            }
         }
         let mut closed = lock(&self.closed);
         let held = closed.entry(customer.clone()).or_default();
@@ -332,11 +344,13 @@ mod tests {
         assert_eq!(board.silent_start(&"other".into(), u64::MAX), None);
     }
 
-    /// A restatement folds days 3..6 again after the live journey closed
+    /// A restatement folds days 4..6 again after the live journey closed
     /// them: the checkpoint then holds the folded states, never a live one
-    /// of those days noted before them. The archive's list gets the live
-    /// states only: the pass keeps the folded ones once the stores wrote
-    /// it (a kill before would leave the archive ahead of the stores).
+    /// of those days noted before them. The archive's list gets neither:
+    /// the pass keeps the folded ones once the stores wrote it (a kill
+    /// before would leave the archive ahead of the stores), and the live
+    /// ones, taken after that, would replace them. A live state noted
+    /// afterwards (the next day, closed on the folded journey) goes there.
     #[test]
     fn a_journey_folded_again_replaces_the_states_of_its_days() {
         let board = JourneyBoard::persisted(HashMap::new()).keeping_days();
@@ -354,7 +368,7 @@ mod tests {
                 state
             })
             .collect();
-        assert_eq!(archived, live);
+        assert_eq!(archived, live[..3]);
         // Whatever the checkpoint takes, from any day on, is folded or
         // older than the folded days.
         for before in 1..=7 {
@@ -371,5 +385,8 @@ mod tests {
             }
         }
         assert_ne!(live[5], folded[2]);
+        let next = states(7, 0.5).pop().unwrap();
+        board.closed(&Journey::restore(spec(4), next.clone()));
+        assert_eq!(board.take_days(), [(customer, next)]);
     }
 }
