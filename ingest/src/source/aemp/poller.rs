@@ -56,12 +56,52 @@ pub struct Poller {
 /// account). A source that takes a machine over starts from where the
 /// last one stopped (its position), not `history` back: polled again from
 /// there under its own unit epoch, the history counted twice.
+///
+/// A machine is its key and the device the customers file reports it as
+/// ([`claim_of`]): two entries with the same PIN or serial number (two
+/// OEMs' serials may clash), each naming its source, are two machines,
+/// and neither takes the other's position (taken, one source began where
+/// the other's machine stood and counted its meters backwards).
 #[derive(Debug, Clone, Default)]
 pub struct Claims(Arc<std::sync::Mutex<Shared>>);
 
+/// The machine of `entry` in [`Claims`].
+fn claim_of(entry: &AempEquipment) -> String {
+    claim(&entry.key(), &entry.customer, &entry.device)
+}
+
+/// The machine `key` reported as `device` of `customer`, in [`Claims`].
+fn claim(key: &str, customer: &str, device: &str) -> String {
+    format!("{key} {customer}/{device}")
+}
+
+/// The entries of each machine key.
+fn by_key(equipment: &[AempEquipment]) -> HashMap<String, Vec<&AempEquipment>> {
+    let mut by_key: HashMap<String, Vec<&AempEquipment>> = HashMap::new();
+    for e in equipment {
+        by_key.entry(e.key()).or_default().push(e);
+    }
+    by_key
+}
+
+/// The entry `source` polled the machine `key` for, as the customers file
+/// maps it now (`by_key`): its own, else one for any source, else the only
+/// entry of that machine (named for another source: it takes it over).
+fn polled_as<'a>(
+    by_key: &HashMap<String, Vec<&'a AempEquipment>>,
+    key: &str,
+    source: &str,
+) -> Option<&'a AempEquipment> {
+    let entries = by_key.get(key)?;
+    (entries.iter().find(|e| e.source.as_deref() == Some(source)))
+        .or_else(|| entries.iter().find(|e| e.source.is_none()))
+        .or_else(|| entries.first().filter(|_| entries.len() == 1))
+        .copied()
+}
+
 #[derive(Debug, Default)]
 struct Shared {
-    /// Machine key to the source that polls it.
+    /// Machine ([`claim_of`]) to the source that polls it.
     owners: HashMap<String, String>,
     /// (source, machine) pairs already said to be another's.
     said: HashSet<(String, String)>,
@@ -74,7 +114,7 @@ impl Claims {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `source` polled the machine `key` up to `position`.
+    /// `source` polled the machine `key` ([`claim_of`]) up to `position`.
     fn note(&self, key: &str, source: &str, position: &MachinePosition) {
         let mut shared = self.shared();
         shared
@@ -87,9 +127,9 @@ impl Claims {
         }
     }
 
-    /// Where another source left the machine `key`, if one polled it.
-    fn position_of(&self, key: &str) -> Option<MachinePosition> {
-        self.shared().latest.get(key).cloned()
+    /// Where another source left the machine of `entry`, if one polled it.
+    fn position_of(&self, entry: &AempEquipment) -> Option<MachinePosition> {
+        self.shared().latest.get(&claim_of(entry)).cloned()
     }
 
     /// Whether `source` polls the machine of `entry` (always, when the
@@ -97,17 +137,18 @@ impl Claims {
     /// so.
     fn polls(&self, entry: &AempEquipment, source: &str) -> bool {
         let mut shared = self.shared();
+        let machine = claim_of(entry);
         if entry.source.is_some() {
-            shared.owners.insert(entry.key(), source.to_owned());
+            shared.owners.insert(machine, source.to_owned());
             return true;
         }
-        let owner = (shared.owners.entry(entry.key()))
+        let owner = (shared.owners.entry(machine.clone()))
             .or_insert_with(|| source.to_owned())
             .clone();
         if owner == source {
             return true;
         }
-        if shared.said.insert((source.to_owned(), entry.key())) {
+        if shared.said.insert((source.to_owned(), machine)) {
             tracing::warn!(
                 machine = %entry.key(),
                 source,
@@ -120,8 +161,9 @@ impl Claims {
         false
     }
 
-    /// `source`'s fleet lists only the machines `listed`: those of its
-    /// claims it no longer lists go to whichever source lists them next.
+    /// `source`'s fleet lists only the machines `listed` ([`claim_of`]):
+    /// those of its claims it no longer lists go to whichever source lists
+    /// them next.
     fn listed(&self, source: &str, listed: &HashSet<String>) {
         let mut shared = self.shared();
         (shared.owners).retain(|key, owner| owner != source || listed.contains(key));
@@ -188,8 +230,11 @@ impl Poller {
         let epoch = wall_clock_ms() / 1000;
         let position = file.load_or_new(epoch)?;
         // The machines it polled before stay its own.
+        let entries = by_key(equipment);
         for (key, machine) in &position.machines {
-            claims.note(key, &config.name, machine);
+            if let Some(entry) = polled_as(&entries, key, &config.name) {
+                claims.note(&claim_of(entry), &config.name, machine);
+            }
         }
         let client = Client::new(config.clone(), metrics.clone())?;
         let map = EquipmentMap::for_source(equipment, &config.name);
@@ -274,7 +319,7 @@ impl Poller {
                 unmapped += 1;
                 continue;
             };
-            listed.insert(entry.key());
+            listed.insert(claim_of(entry));
             if self.claims.polls(entry, &self.config.name) && seen.insert(entry.key()) {
                 mapped.push((header, entry.clone()));
             }
@@ -376,7 +421,7 @@ impl Poller {
                 .get(&key)
                 .cloned()
                 // New to this source: from where another one left it.
-                .or_else(|| self.claims.position_of(&key))
+                .or_else(|| self.claims.position_of(entry))
                 .unwrap_or_default();
             let history = self.config.history.as_millis() as u64;
             let (asked_from, to) = asked(machine.polled_to, now, history, delay, span);
@@ -477,7 +522,11 @@ impl Poller {
             }
         }
         self.metrics.readings.fetch_add(converted.taken, Relaxed);
-        self.claims.note(key, &self.config.name, &machine);
+        self.claims.note(
+            &claim(key, &target.customer, &target.device),
+            &self.config.name,
+            &machine,
+        );
         let before = self.position.machines.insert(key.to_owned(), machine);
         if before.as_ref() != self.position.machines.get(key)
             && let Err(e) = self.file.save(&self.position)
@@ -701,7 +750,7 @@ mod tests {
             polled_to: 5,
             ..MachinePosition::default()
         };
-        seeded.note("PIN:P1", "b", &left);
+        seeded.note(&claim_of(&entry(None)), "b", &left);
         assert!(!seeded.polls(&entry(None), "a"));
         assert!(seeded.polls(&entry(None), "b"));
         // Moved to another account: b's fleet no longer lists it; a takes
@@ -709,11 +758,49 @@ mod tests {
         seeded.listed("b", &HashSet::new());
         assert!(seeded.polls(&entry(None), "a"));
         assert!(!seeded.polls(&entry(None), "b"));
-        assert_eq!(seeded.position_of("PIN:P1"), Some(left));
+        assert_eq!(seeded.position_of(&entry(None)), Some(left));
         // An entry naming its source holds the machine for it.
         let named = Claims::default();
         assert!(named.polls(&entry(Some("b")), "b"));
         assert!(!named.polls(&entry(None), "a"));
+    }
+
+    /// Two OEMs' machines with the same PIN, each entry naming its source
+    /// and its own device, are two machines: each is polled, and neither
+    /// starts from where the other stands. A machine whose one entry now
+    /// names another source is taken over from where the first left it.
+    #[test]
+    fn machines_sharing_a_pin_on_two_sources_keep_apart_and_one_moved_is_taken_over() {
+        let entry = |source: &str, device: &str| AempEquipment {
+            source: Some(source.into()),
+            pin: Some("P1".into()),
+            serial: None,
+            customer: "c".into(),
+            site: "s".into(),
+            device: device.into(),
+        };
+        let (a, b) = (entry("a", "d1"), entry("b", "d2"));
+        let claims = Claims::default();
+        assert!(claims.polls(&a, "a") && claims.polls(&b, "b"));
+        let stood = MachinePosition {
+            polled_to: 5,
+            ..MachinePosition::default()
+        };
+        claims.note(&claim_of(&a), "a", &stood);
+        assert_eq!(claims.position_of(&b), None, "another machine");
+        assert_eq!(claims.position_of(&a), Some(stood.clone()));
+
+        // At a start: a's position file names P1. With both entries, it is
+        // a's own; with only b's entry for its device, b takes it over.
+        let both = [a.clone(), b.clone()];
+        let map = by_key(&both);
+        assert_eq!(polled_as(&map, "PIN:P1", "a"), Some(&a));
+        assert_eq!(polled_as(&map, "PIN:P1", "c"), None, "whose is not known");
+        let moved = [entry("b", "d1")];
+        let taken = polled_as(&by_key(&moved), "PIN:P1", "a").unwrap();
+        let started = Claims::default();
+        started.note(&claim_of(taken), "a", &stood);
+        assert_eq!(started.position_of(&moved[0]), Some(stood));
     }
 
     /// Each request asks again for the vendor's delay before where the
