@@ -67,12 +67,7 @@ pub struct Claims(Arc<std::sync::Mutex<Shared>>);
 
 /// The machine of `entry` in [`Claims`].
 fn claim_of(entry: &AempEquipment) -> String {
-    claim(&entry.key(), &entry.customer, &entry.device)
-}
-
-/// The machine `key` reported as `device` of `customer`, in [`Claims`].
-fn claim(key: &str, customer: &str, device: &str) -> String {
-    format!("{key} {customer}/{device}")
+    format!("{} {}/{}", entry.key(), entry.customer, entry.device)
 }
 
 /// The entries of each machine key.
@@ -433,7 +428,7 @@ impl Poller {
             }
             let fetched = readings.len();
             machine.polled_to = to;
-            self.deliver(&key, &target, machine, readings, intake, number, stop)
+            self.deliver(entry, &target, machine, readings, intake, number, stop)
                 .await?;
             if to >= now {
                 return Ok(true);
@@ -450,7 +445,7 @@ impl Poller {
     #[allow(clippy::too_many_arguments)]
     async fn deliver(
         &mut self,
-        key: &str,
+        entry: &AempEquipment,
         target: &Target,
         mut machine: MachinePosition,
         readings: Vec<(Element, Reading)>,
@@ -458,6 +453,7 @@ impl Poller {
         number: &mut u64,
         stop: &CancellationToken,
     ) -> Result<(), Interrupted> {
+        let key = &entry.key();
         let latest = wall_clock_ms().saturating_add(self.max_future_ms);
         let converted =
             convert::convert(target, self.position.epoch, &mut machine, readings, latest);
@@ -522,11 +518,8 @@ impl Poller {
             }
         }
         self.metrics.readings.fetch_add(converted.taken, Relaxed);
-        self.claims.note(
-            &claim(key, &target.customer, &target.device),
-            &self.config.name,
-            &machine,
-        );
+        self.claims
+            .note(&claim_of(entry), &self.config.name, &machine);
         let before = self.position.machines.insert(key.to_owned(), machine);
         if before.as_ref() != self.position.machines.get(key)
             && let Err(e) = self.file.save(&self.position)
